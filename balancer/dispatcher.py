@@ -1,0 +1,362 @@
+"""The dispatcher loop: the only code that talks to Redis on the balancer's behalf.
+
+It sleeps on the ``wake`` list (BLPOP) and wakes on signals or a short timer; decisions
+come from ``balancer.scheduling``, what it believes from ``balancer.view``. It only acts
+while it holds the leader lease, and every lease it hands out is checked against that
+lease's token inside the script, so a dispatcher that stalled and lost the lease cannot
+assign twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+from balancer import scheduling
+from balancer.view import ClusterView
+from common import codec, signals
+from common.codec import ErrorInfo
+from common.keys import Keys
+from common.models import QueueConfig
+from common.scripts import LeasedTask, Scripts
+from common.settings import Settings
+
+log = logging.getLogger("balancer.dispatcher")
+
+SIGNAL_BATCH = 1000
+DELAYED_BATCH = 500
+CASCADE_BATCH = 100
+CONFIG_REFRESH = 5.0
+CLOCK_REFRESH = 60.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        dispatcher_id: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.scripts = Scripts(client, self.keys)
+        self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.view = ClusterView()
+        self.token: str | None = None
+        self.stopping = threading.Event()
+        self.queue_names: set[str] = set()
+        self.configs: dict[str, QueueConfig] = {}
+        self._renew_at = 0.0
+        self._configs_at = 0.0
+        self._clock_at = 0.0
+        self._offset_ms = 0.0
+        self._idle = False  # the last look found every servable queue empty
+        self._again = False  # work is left that needs no signal to continue
+        self._next_due: float | None = None  # Redis ms of the earliest delayed retry
+        self._cascade_pending = True
+        self.ttl_ms = int(settings.result_ttl * 1000)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("dispatcher=%s starting on namespace=%s", self.id, self.settings.namespace)
+        backoff = 0.1
+        while not self.stopping.is_set():
+            try:
+                self.step()
+                backoff = 0.1
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("dispatcher=%s lost Redis (%s); retrying in %.1fs", self.id, exc, backoff)
+                self.token = None
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+        if self.token is not None:
+            self.client.delete(self.keys.leader) if self._still_leader() else None
+        log.info("dispatcher=%s stopped", self.id)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def step(self) -> None:
+        """One turn: hold the lease, read signals, run timers, hand out work."""
+        if not self._lead():
+            self.stopping.wait(min(self.settings.leader_ttl / 3, self.settings.dispatch_tick))
+            return
+        self._apply(self._signals(self._wait_time()))
+        self._timers()
+        if self.token is not None:
+            self._dispatch()
+
+    # -- leadership ------------------------------------------------------------------
+
+    def _lead(self) -> bool:
+        now = self.clock()
+        if now < self._renew_at and self.token is not None:
+            return True
+        token = self.scripts.leader(self.id, int(self.settings.leader_ttl * 1000))
+        if token is None:
+            if self.token is not None:
+                log.warning("dispatcher=%s lost the leader lease", self.id)
+            self.token = None
+            return False
+        if token != self.token:
+            log.info("dispatcher=%s leads with epoch=%s", self.id, token.split("|", 1)[0])
+            self.token = token
+            self._load()
+        self._renew_at = now + self.settings.leader_ttl / 3
+        return True
+
+    def _still_leader(self) -> bool:
+        value = self.client.get(self.keys.leader)
+        return value is not None and value.decode() == self.token
+
+    def _load(self) -> None:
+        """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
+        self._sync_clock()
+        self.view = ClusterView()
+        entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+        pipe = self.client.pipeline(transaction=False)
+        for member, _ in entries:
+            wid = member.decode()
+            pipe.hget(self.keys.worker(wid), "info")
+            pipe.scard(self.keys.leases(wid))
+        replies = pipe.execute()
+        now, redis_now = self.clock(), self.redis_now_ms()
+        for i, (member, score) in enumerate(entries):
+            wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
+            seen = now - max(0.0, redis_now - score) / 1000
+            if info is None or self.view.heartbeat(wid, int(leased), info, seen) is None:
+                view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
+                self.view.workers[wid] = view
+        self._refresh_queues()
+        self._idle = False
+        self._next_due = None
+        self._cascade_pending = True
+        log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
+                 len(self.view.workers), len(self.queue_names))
+
+    # -- signals and timers ----------------------------------------------------------
+
+    def _wait_time(self) -> float:
+        if self._again or self._cascade_pending:
+            return 0.0
+        wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - self.clock()))
+        if self._next_due is not None:
+            wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
+        return wait
+
+    def _signals(self, timeout: float) -> list[signals.Signal]:
+        if timeout > 0:
+            first = self.client.blpop([self.keys.wake], timeout=max(timeout, 0.01))
+            raw = [first[1]] if first else []
+        else:
+            raw = []
+        raw += self.client.lpop(self.keys.wake, SIGNAL_BATCH) or []
+        parsed = []
+        for item in raw:
+            signal = signals.parse(item)
+            if signal is None:
+                log.warning("ignored unreadable signal %r", item[:80])
+            else:
+                parsed.append(signal)
+        return parsed
+
+    def _apply(self, batch: list[signals.Signal]) -> None:
+        now = self.clock()
+        for s in batch:
+            if s.kind == signals.HEARTBEAT:
+                new = self.view.heartbeat(s.worker, s.leased, s.blob, now)
+                if new is not None:
+                    log.info("worker=%s registered: queues=%s capacity=%d", new.id,
+                             ",".join(sorted(new.queues)), new.capacity)
+                    self._idle = False
+            elif s.kind == signals.ACK:
+                self.view.acked(s.worker)
+                self._idle = False
+                self._next_due = None  # the ack may have scheduled a retry
+            elif s.kind == signals.SUBMITTED:
+                self._idle = False
+            elif s.kind == signals.QUEUES:
+                self._configs_at = 0.0
+                self._idle = False
+            elif s.kind == signals.CASCADE:
+                self._cascade_pending = True
+            elif s.kind == signals.GONE:
+                self._reap(s.worker, seen_before_ms=0, why="deregistered")
+        if any(s.kind in (signals.SUBMITTED, signals.QUEUES) for s in batch):
+            self._refresh_queues()
+
+    def _timers(self) -> None:
+        now = self.clock()
+        if now - self._clock_at > CLOCK_REFRESH:
+            self._sync_clock()
+        if now - self._configs_at > CONFIG_REFRESH:
+            self._refresh_queues()
+        self._promote()
+        if self._cascade_pending:
+            self._cascade()
+        for worker in self.view.dead(now, self.settings.worker_timeout):
+            seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
+            self._reap(worker.id, seen_before_ms=seen_before, why="missed heartbeats")
+
+    def _sync_clock(self) -> None:
+        seconds, micros = self.client.time()
+        self._offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._clock_at = self.clock()
+
+    def redis_now_ms(self) -> float:
+        return time.time() * 1000 + self._offset_ms
+
+    def _refresh_queues(self) -> None:
+        names = sorted(m.decode() for m in self.client.smembers(self.keys.queues))
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.keys.queue_conf(name))
+        self.configs = {n: QueueConfig.from_hash(n, h) for n, h in zip(names, pipe.execute())}
+        self.queue_names = set(names)
+        self._configs_at = self.clock()
+
+    # -- retries, failures, dead workers ---------------------------------------------
+
+    def _promote(self) -> None:
+        now = self.redis_now_ms()
+        if self._next_due is not None and self._next_due > now:
+            return
+        entries = self.client.zrange(self.keys.delayed, 0, DELAYED_BATCH - 1, withscores=True)
+        due = [m.decode() for m, score in entries if score <= now]
+        later = [score for _, score in entries if score > now]
+        self._next_due = min(later) if later else (None if len(due) < DELAYED_BATCH else now)
+        if not due:
+            if self._next_due is None:
+                self._next_due = float("inf")
+            return
+        queues = self._task_fields(due, "queue")
+        moved = self.scripts.promote([(t, q[0] or "default") for t, q in zip(due, queues)])
+        log.info("promoted %d due retries: %s", moved, ",".join(due[:10]))
+        self._idle = False
+
+    def _task_fields(self, task_ids: list[str], *names: str) -> list[list[str | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self.keys.task(task_id), list(names))
+        return [[v.decode() if v is not None else None for v in row] for row in pipe.execute()]
+
+    def _cascade(self) -> None:
+        ids = [m.decode() for m in self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)]
+        self._cascade_pending = len(ids) == CASCADE_BATCH
+        for failed_id in ids:
+            flow, name = self._task_fields([failed_id], "flow", "name")[0]
+            blob = self.client.hget(self.keys.task(failed_id), "children")
+            children = [c[0] for c in codec.unpack(blob)] if blob else []
+            error = ErrorInfo("balancer.UpstreamFailed",
+                              f"upstream task {name} ({failed_id}) did not complete")
+            n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
+                                     self.ttl_ms)
+            log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
+            if n:
+                self._cascade_pending = True
+
+    def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
+        if self.token is None:
+            return
+        ids = sorted(m.decode() for m in self.client.smembers(self.keys.leases(worker_id)))
+        tasks = []
+        for task_id, (queue, flow) in zip(ids, self._task_fields(ids, "queue", "flow")):
+            if queue is None:
+                log.error("worker=%s held task=%s whose record is gone; dropping the lease",
+                          worker_id, task_id)
+                continue
+            tasks.append(LeasedTask(task_id, queue, flow or ""))
+        error = ErrorInfo("balancer.PoisonTask",
+                          f"the task was running on a worker that died"
+                          f" {self.settings.poison_threshold} times; quarantined")
+        requeued, dead = self.scripts.reap(
+            self.token, worker_id, seen_before_ms, self.settings.poison_threshold, self.ttl_ms,
+            codec.pack_error(error), tasks,
+        )
+        if requeued == -1:
+            log.warning("dispatcher=%s is no longer leader; not reaping worker=%s", self.id,
+                        worker_id)
+            self.token = None
+            return
+        if requeued == -2:
+            view = self.view.workers.get(worker_id)
+            if view is not None:
+                view.last_seen = self.clock()
+            return
+        self.view.forget(worker_id)
+        self._idle = False
+        log.warning("worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id, why,
+                    requeued, dead, ",".join(ids[:20]))
+
+    # -- handing out work ------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self._again = False
+        free = self.view.with_free_slots()
+        if not free or self._idle or self.token is None:
+            return
+        servable = [q for q in sorted(self.queue_names) if any(w.serves(q) for w in free)]
+        if not servable:
+            self._idle = True
+            return
+        depth = sum(w.free for w in free)
+        pipe = self.client.pipeline(transaction=False)
+        for q in servable:
+            pipe.zrange(self.keys.queue(q), 0, depth - 1, withscores=True)
+        pipe.hgetall(self.keys.inflight)
+        *heads_raw, inflight_raw = pipe.execute()
+        inflight = {k.decode(): int(v) for k, v in inflight_raw.items()}
+        ready = {q: [m.decode() for m, _ in rows] for q, rows in zip(servable, heads_raw) if rows}
+        if not ready:
+            self._idle = True
+            return
+        heads = {q: rows[0][1] for q, rows in zip(servable, heads_raw) if rows}
+        order = scheduling.order_queues(heads, self.configs, self.redis_now_ms(),
+                                        self.settings.aging_seconds * 1000)
+        for q in order:
+            config = self.configs.get(q, QueueConfig(q))
+            room = scheduling.queue_room(config, inflight.get(q, 0))
+            task_ids = ready[q] if room is None else ready[q][:room]
+            eligible = [w for w in self.view.with_free_slots() if w.serves(q)]
+            plan = scheduling.plan_batch(q, task_ids, eligible, self.rng)
+            for worker_id, batch in plan.items():
+                if not self._assign(worker_id, q, batch):
+                    return
+        # Tasks may remain beyond what was fetched while slots are still free.
+        self._again = bool(self.view.with_free_slots()) and any(
+            len(ready[q]) >= depth for q in ready)
+
+    def _assign(self, worker_id: str, queue: str, batch: list[str]) -> bool:
+        view = self.view.workers[worker_id]
+        assert self.token is not None
+        n, leased = self.scripts.assign(self.token, worker_id, queue, view.capacity, batch)
+        if n == -1:
+            log.warning("dispatcher=%s is no longer leader; stopped assigning", self.id)
+            self.token = None
+            return False
+        if n == -2:
+            log.info("worker=%s is gone; not assigning to it", worker_id)
+            self.view.forget(worker_id)
+            self._again = True
+            return True
+        view.leased = leased
+        if n:
+            log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
+                     ",".join(batch[:n][:10]))
+        if n < len(batch):
+            self._again = True
+        return True

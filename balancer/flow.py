@@ -1,0 +1,209 @@
+"""Flows: DAGs of task calls, built imperatively (``add_task``/``set_upstream``) or
+functionally (calling tasks inside ``with Flow(...)``; results flow into arguments)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from balancer import context
+from balancer.queue import Queue
+from balancer.task import Task
+
+if TYPE_CHECKING:
+    import redis
+
+    from balancer.run import FlowRun
+
+
+class FlowError(ValueError):
+    """The flow cannot be submitted as built (cycle, foreign task, bad argument)."""
+
+
+@dataclass(eq=False)
+class Node:
+    """One call of a task in a flow; passing it to another task passes its result."""
+
+    task: Task
+    flow: Flow
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: Queue | None = None
+    # Upstream nodes, each with the keyword its result is passed as (None: order only).
+    upstream: dict[Node, str | None] = field(default_factory=dict)
+
+    @property
+    def queue_name(self) -> str:
+        return self.queue.name if self.queue is not None else self.task.queue_name
+
+    def set_upstream(self, other: Node | Task, key: str | None = None) -> None:
+        self.flow.set_dependency(other, self, key)
+
+    def set_downstream(self, other: Node | Task, key: str | None = None) -> None:
+        self.flow.set_dependency(self, other, key)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.task.name} of flow {self.flow.name!r}>"
+
+
+class Flow:
+    def __init__(self, name: str) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError("a flow needs a non-empty name")
+        self.name = name
+        self.nodes: list[Node] = []
+        self._by_task: dict[Task, Node] = {}
+        self._token: Any = None
+
+    # -- building --------------------------------------------------------------------
+
+    def __enter__(self) -> Flow:
+        self._token = context.enter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        context.leave(self._token)
+
+    def add_task(self, task: Task, queue: Queue | None = None) -> Node:
+        """Add ``task`` (once: adding it again returns the same node, with a new queue if given)."""
+        if not isinstance(task, Task):
+            raise TypeError(f"add_task expects a @task, got {type(task).__name__}")
+        node = self._by_task.get(task)
+        if node is None:
+            node = self._new_node(task, (), {})
+        if queue is not None:
+            node.queue = queue
+        return node
+
+    def call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:
+        """A functional-style call: a new node whose arguments may reference other nodes."""
+        node = self._new_node(task, args, kwargs)
+        for upstream in _nodes_in((args, kwargs)):
+            if upstream.flow is not self:
+                raise FlowError(f"task {task.name!r} gets a result from another flow"
+                                f" ({upstream.flow.name!r})")
+            node.upstream.setdefault(upstream, None)
+        return node
+
+    def set_dependency(self, upstream: Node | Task, downstream: Node | Task,
+                       key: str | None = None) -> None:
+        up, down = self._node(upstream), self._node(downstream)
+        if up is down:
+            raise FlowError(f"task {up.task.name!r} cannot depend on itself")
+        down.upstream[up] = key
+
+    def _node(self, item: Node | Task) -> Node:
+        if isinstance(item, Node):
+            if item.flow is not self:
+                raise FlowError(f"{item!r} belongs to flow {item.flow.name!r}, not {self.name!r}")
+            return item
+        return self.add_task(item)
+
+    def _new_node(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:
+        node = Node(task, self, args, dict(kwargs))
+        self.nodes.append(node)
+        self._by_task.setdefault(task, node)
+        return node
+
+    def node_of(self, task: Task) -> Node:
+        node = self._by_task.get(task)
+        if node is None:
+            raise KeyError(f"task {task.name!r} is not part of flow {self.name!r}")
+        calls = [n for n in self.nodes if n.task is task]
+        if len(calls) > 1:
+            raise KeyError(f"task {task.name!r} is called {len(calls)} times in flow"
+                           f" {self.name!r}; ask for one call's reference instead")
+        return node
+
+    # -- checking --------------------------------------------------------------------
+
+    def plan(self) -> list[Node]:
+        """Nodes in dependency order, after folding in ``set_upstream`` made outside the flow.
+
+        Raises FlowError naming the tasks of a cycle.
+        """
+        for node in list(self.nodes):
+            self._fold_declared(node, set())
+        order: list[Node] = []
+        state: dict[Node, int] = {}  # 1: on the path, 2: done
+
+        def visit(node: Node, path: list[Node]) -> None:
+            if state.get(node) == 2:
+                return
+            if state.get(node) == 1:
+                cycle = path[path.index(node):] + [node]
+                raise FlowError(f"flow {self.name!r} has a cycle: "
+                                + " -> ".join(n.task.name for n in cycle))
+            state[node] = 1
+            for up in node.upstream:
+                visit(up, [*path, node])
+            state[node] = 2
+            order.append(node)
+
+        for node in self.nodes:
+            visit(node, [])
+        return order
+
+    def _fold_declared(self, node: Node, seen: set[Task]) -> None:
+        if node.task in seen:
+            return
+        seen.add(node.task)
+        for upstream_task, key in node.task.upstream:
+            up = self.add_task(upstream_task)
+            node.upstream.setdefault(up, key)
+            self._fold_declared(up, seen)
+
+    def queues(self) -> dict[str, Queue]:
+        """Queues given explicitly to add_task, whose settings the submit applies."""
+        found: dict[str, Queue] = {}
+        for node in self.nodes:
+            if node.queue is not None:
+                found[node.queue.name] = node.queue
+        return found
+
+    # -- running ---------------------------------------------------------------------
+
+    def submit(self, client: redis.Redis | None = None) -> FlowRun:
+        """Send the flow to the cluster and return at once with a handle on the run."""
+        from balancer.client import resolve
+        from balancer.submit import submit_flow
+
+        conn, settings = resolve(client)
+        return submit_flow(conn, settings, self)
+
+    def run(self, timeout: float | None = None, client: redis.Redis | None = None) -> FlowRun:
+        """Submit, wait for every task to finish, and return the finished run.
+
+        Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
+        in-process cluster. Inside a worker importing this module, it does nothing.
+        """
+        from common.importpath import is_importing_tasks
+
+        if is_importing_tasks():
+            import logging
+
+            logging.getLogger("balancer").warning(
+                "flow %r: run() ignored while a worker imports its module; guard it with"
+                " `if __name__ == '__main__':`", self.name)
+            return None  # type: ignore[return-value]
+        run = self.submit(client)
+        run.wait(timeout)
+        return run
+
+    def __repr__(self) -> str:
+        return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
+
+
+def _nodes_in(value: Any) -> Iterator[Node]:
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for v in value:
+            yield from _nodes_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _nodes_in(v)

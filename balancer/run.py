@@ -1,0 +1,115 @@
+"""A handle on a submitted flow run: wait for it, read its state and every task's result."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from common import codec
+from common.codec import ErrorInfo
+from common.keys import Keys
+from common.models import FlowState, TaskState
+
+if TYPE_CHECKING:
+    from balancer.flow import Flow, Node
+    from balancer.task import Task
+
+
+class TaskFailed(Exception):
+    """The task did not complete; ``error`` says why (type, message, traceback)."""
+
+    def __init__(self, task_name: str, state: str, error: ErrorInfo | None) -> None:
+        self.task_name = task_name
+        self.state = state
+        self.error = error
+        super().__init__(f"task {task_name!r} {state}: {error}" if error else
+                         f"task {task_name!r} {state}")
+
+
+class FlowRun:
+    def __init__(self, client: redis.Redis, keys: Keys, flow_id: str, flow: Flow,
+                 ids: dict[Node, str]) -> None:
+        self.client = client
+        self.keys = keys
+        self.id = flow_id
+        self.flow = flow
+        self.ids = ids
+
+    @property
+    def state(self) -> str:
+        raw = self.client.hget(self.keys.flow(self.id), "state")
+        return raw.decode() if raw is not None else "unknown"
+
+    def is_finished(self) -> bool:
+        return self.state in (FlowState.COMPLETED, FlowState.FAILED)
+
+    def is_successful(self) -> bool:
+        return self.state == FlowState.COMPLETED
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the run finishes; returns its final state.
+
+        Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        done_key = self.keys.flow_done(self.id)
+        while True:
+            state = self.state
+            if state in (FlowState.COMPLETED, FlowState.FAILED):
+                return state
+            left = 5.0 if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"flow {self.flow.name!r} ({self.id}) still {state}"
+                                   f" after {timeout}s")
+            # The last task pushes the final state here; put it back for other waiters.
+            item = self.client.blpop([done_key], timeout=max(0.01, min(left, 5.0)))
+            if item is not None:
+                self.client.lpush(done_key, item[1])
+
+    def _task_id(self, item: Node | Task) -> str:
+        from balancer.flow import Node
+
+        node = item if isinstance(item, Node) else self.flow.node_of(item)
+        try:
+            return self.ids[node]
+        except KeyError:
+            raise KeyError(f"{item!r} is not part of this run") from None
+
+    def task_state(self, item: Node | Task) -> str:
+        raw = self.client.hget(self.keys.task(self._task_id(item)), "state")
+        return raw.decode() if raw is not None else "unknown"
+
+    def error(self, item: Node | Task) -> ErrorInfo | None:
+        return codec.unpack_error(self.client.hget(self.keys.task(self._task_id(item)), "error"))
+
+    def result(self, item: Node | Task) -> Any:
+        """The task's return value; raises TaskFailed if it did not complete."""
+        task_id = self._task_id(item)
+        state, blob, error, name = self.client.hmget(
+            self.keys.task(task_id), ["state", "result", "error", "name"])
+        if state is None:
+            raise KeyError(f"task {task_id} has no record (expired after result_ttl?)")
+        if state.decode() != TaskState.COMPLETED:
+            raise TaskFailed(name.decode(), state.decode(), codec.unpack_error(error))
+        return codec.unpack(blob)
+
+    def results(self) -> dict[str, Any]:
+        """Results of completed tasks by task name (a task called twice: the last call)."""
+        out: dict[str, Any] = {}
+        for node, task_id in self.ids.items():
+            state, blob = self.client.hmget(self.keys.task(task_id), ["state", "result"])
+            if state is not None and state.decode() == TaskState.COMPLETED:
+                out[node.task.name] = codec.unpack(blob)
+        return out
+
+    def states(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for node, task_id in self.ids.items():
+            raw = self.client.hget(self.keys.task(task_id), "state")
+            out[node.task.name] = raw.decode() if raw is not None else "unknown"
+        return out
+
+    def __repr__(self) -> str:
+        return f"<FlowRun {self.flow.name!r} {self.id} {self.state}>"

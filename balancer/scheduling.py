@@ -1,0 +1,116 @@
+"""The dispatcher's choices, as pure functions over in-memory views: no Redis, no clock.
+
+One load objective decides everything (``load``); ``choose_worker`` picks among the
+least loaded at random so that a burst between two heartbeats does not herd onto one
+worker; ``order_queues`` serves higher priorities first, with aging so nothing starves.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from common.models import QueueConfig
+
+ALL_QUEUES = "*"
+# How much a fully busy host counts against a worker, in units of "all slots taken".
+CPU_WEIGHT = 0.5
+MEMORY_WEIGHT = 4.0
+MEMORY_SAFE = 0.85
+# Workers whose load is within this of the best are equally good: pick one at random.
+SPREAD = 0.05
+
+
+@dataclass
+class WorkerView:
+    """What the dispatcher believes about one worker."""
+
+    id: str
+    queues: frozenset[str]
+    capacity: int
+    leased: int = 0
+    cpu: float = 0.0
+    memory: float = 0.0
+    last_seen: float = 0.0
+    info: dict[str, object] = field(default_factory=dict)
+
+    def serves(self, queue: str) -> bool:
+        return queue in self.queues or ALL_QUEUES in self.queues
+
+    @property
+    def free(self) -> int:
+        return max(0, self.capacity - self.leased)
+
+
+def load(worker: WorkerView) -> float:
+    """Share of slots leased, plus a penalty for a host short of cpu or memory."""
+    slots = worker.leased / worker.capacity if worker.capacity > 0 else float("inf")
+    memory = max(0.0, worker.memory - MEMORY_SAFE) * MEMORY_WEIGHT
+    return slots + CPU_WEIGHT * worker.cpu + memory
+
+
+def choose_worker(
+    queue: str, workers: Iterable[WorkerView], rng: random.Random
+) -> WorkerView | None:
+    """The least-loaded worker that serves ``queue`` and has a free slot, or None."""
+    candidates = [w for w in workers if w.free > 0 and w.serves(queue)]
+    if not candidates:
+        return None
+    loads = {w.id: load(w) for w in candidates}
+    best = min(loads.values())
+    near = [w for w in candidates if loads[w.id] <= best + SPREAD]
+    return near[0] if len(near) == 1 else rng.choice(near)
+
+
+def plan_batch(
+    queue: str, task_ids: Sequence[str], workers: Sequence[WorkerView], rng: random.Random
+) -> dict[str, list[str]]:
+    """Give each task, in order, to the least-loaded worker, counting earlier picks.
+
+    Works on copies: the caller applies what the lease script actually accepted.
+    """
+    views = {w.id: WorkerView(w.id, w.queues, w.capacity, w.leased, w.cpu, w.memory)
+             for w in workers}
+    plan: dict[str, list[str]] = {}
+    for task_id in task_ids:
+        worker = choose_worker(queue, views.values(), rng)
+        if worker is None:
+            break
+        worker.leased += 1
+        plan.setdefault(worker.id, []).append(task_id)
+    return plan
+
+
+def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:
+    """A queue's effective priority: its own, plus one level per ``aging_ms`` its head waited."""
+    waited = max(0.0, now_ms - head_score)
+    return config.priority + (waited / aging_ms if aging_ms > 0 else 0.0)
+
+
+def order_queues(
+    heads: Mapping[str, float],
+    configs: Mapping[str, QueueConfig],
+    now_ms: float,
+    aging_ms: float,
+) -> list[str]:
+    """Non-empty, unpaused queues, the one to serve first first."""
+    ready = [q for q in heads if not configs.get(q, QueueConfig(q)).paused]
+    return sorted(
+        ready,
+        key=lambda q: (-queue_rank(configs.get(q, QueueConfig(q)), heads[q], now_ms, aging_ms),
+                       heads[q], q),
+    )
+
+
+def queue_room(config: QueueConfig, inflight: int) -> int | None:
+    """How many more tasks the queue's concurrency limit allows; None when unlimited."""
+    if config.concurrency_limit is None:
+        return None
+    return max(0, config.concurrency_limit - inflight)
+
+
+def task_score(arrival_ms: int, priority: int, aging_ms: float) -> float:
+    """A task's place in its queue: earlier is served first; a priority level counts as
+    ``aging_ms`` of waiting, so a low-priority task is overtaken by at most that much."""
+    return arrival_ms - priority * aging_ms

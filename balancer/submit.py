@@ -1,0 +1,127 @@
+"""Turn a flow into Redis records in one MULTI/EXEC transaction.
+
+A submit only writes (no read-modify-write), so a transaction is as atomic as a script
+and needs no Lua: either the whole flow exists, with its ready tasks queued, or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+
+from balancer.flow import Flow, FlowError, Node
+from balancer.run import FlowRun
+from balancer.scheduling import task_score
+from common import codec, signals
+from common.codec import CodecError, UpstreamRef
+from common.keys import Keys
+from common.models import FlowState, TaskState, new_id
+from common.settings import Settings
+
+log = logging.getLogger("balancer.client")
+
+RECENT_FLOWS = 1000
+
+
+def _with_refs(value: Any, ids: dict[Node, str]) -> Any:
+    if isinstance(value, Node):
+        return UpstreamRef(ids[value])
+    if isinstance(value, (list, tuple)):
+        return [_with_refs(v, ids) for v in value]
+    if isinstance(value, (set, frozenset)):
+        raise CodecError("sets cannot travel as msgpack; pass a list")
+    if isinstance(value, dict):
+        return {k: _with_refs(v, ids) for k, v in value.items()}
+    return value
+
+
+def _encode_args(node: Node, ids: dict[Node, str], limit: int) -> bytes:
+    name = node.task.name
+    try:
+        args = tuple(_with_refs(a, ids) for a in node.args)
+        kwargs = {k: _with_refs(v, ids) for k, v in node.kwargs.items()}
+    except CodecError as exc:
+        raise FlowError(f"task {name!r}: {exc}") from None
+    for up, key in node.upstream.items():
+        if key is None:
+            continue
+        if key in kwargs:
+            raise FlowError(f"task {name!r}: keyword {key!r} is given twice")
+        kwargs[key] = UpstreamRef(ids[up])
+    try:
+        return codec.encode_call(name, args, kwargs, limit)
+    except CodecError as exc:
+        raise FlowError(str(exc)) from None
+
+
+def _task_record(node: Node, task_id: str, flow_id: str, ids: dict[Node, str],
+                 children: list[Node], settings: Settings, now_ms: int) -> dict[str, Any]:
+    task = node.task
+    try:
+        path = task.path
+    except ValueError as exc:
+        raise FlowError(str(exc)) from None
+    return {
+        "id": task_id,
+        "name": task.name,
+        "fn": path,
+        "flow": flow_id,
+        "queue": node.queue_name,
+        "priority": task.priority,
+        "score": task_score(now_ms, task.priority, settings.aging_seconds * 1000),
+        "args": _encode_args(node, ids, settings.max_payload_bytes),
+        "retries": task.retries,
+        "retry_delay": task.retry_delay,
+        "timeout": "" if task.timeout is None else task.timeout,
+        "state": TaskState.PENDING if node.upstream else TaskState.QUEUED,
+        "deps": len(node.upstream),
+        "children": codec.pack([[ids[c], c.queue_name] for c in children]),
+        "nchildren": len(children),
+        "attempt": 0,
+        "failures": 0,
+        "lost": 0,
+        "created": now_ms,
+    }
+
+
+def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
+    nodes = flow.plan()
+    keys = Keys(settings.namespace)
+    flow_id = new_id()
+    ids = {node: new_id() for node in nodes}
+    children: dict[Node, list[Node]] = {node: [] for node in nodes}
+    for node in nodes:
+        for up in node.upstream:
+            children[up].append(node)
+    now_ms = int(time.time() * 1000)
+    records = [_task_record(n, ids[n], flow_id, ids, children[n], settings, now_ms)
+               for n in nodes]
+
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(keys.flow(flow_id), mapping={
+        "id": flow_id, "name": flow.name,
+        "state": FlowState.RUNNING if nodes else FlowState.COMPLETED,
+        "total": len(nodes), "remaining": len(nodes), "failed": 0, "created": now_ms,
+        "tasks": codec.pack([[ids[n], n.task.name] for n in nodes]),
+    })
+    if not nodes:
+        pipe.rpush(keys.flow_done(flow_id), FlowState.COMPLETED)
+    for record in records:
+        pipe.hset(keys.task(record["id"]), mapping=record)
+        if record["state"] == TaskState.QUEUED:
+            pipe.zadd(keys.queue(record["queue"]), {record["id"]: record["score"]})
+    pipe.sadd(keys.queues, *{r["queue"] for r in records} or {"default"})
+    for queue in flow.queues().values():
+        conf = {k: v for k, v in (("priority", queue.priority),
+                                  ("concurrency_limit", queue.concurrency_limit)) if v is not None}
+        if conf:
+            pipe.hset(keys.queue_conf(queue.name), mapping=conf)
+    pipe.zadd(keys.flows, {flow_id: now_ms})
+    pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
+    pipe.rpush(keys.wake, signals.QUEUES if flow.queues() else signals.SUBMITTED)
+    pipe.execute()
+    log.info("submitted flow=%s name=%s tasks=%d", flow_id, flow.name, len(nodes))
+    return FlowRun(client, keys, flow_id, flow, ids)

@@ -1,0 +1,101 @@
+"""``@task``: a plain function plus the options a dispatcher needs to run it elsewhere."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from balancer import context
+from balancer.queue import DEFAULT_QUEUE, check_queue_name
+from common.importpath import task_path
+
+
+@dataclass(eq=False)
+class Task:
+    fn: Callable[..., Any]
+    name: str
+    queue_name: str = DEFAULT_QUEUE
+    priority: int = 0
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    # Dependencies declared with set_upstream outside any flow: (upstream, keyword or None).
+    upstream: list[tuple[Task, str | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        check_queue_name(self.queue_name)
+        if self.retries < 0:
+            raise ValueError(f"task {self.name!r}: retries must be >= 0")
+        if self.retry_delay < 0:
+            raise ValueError(f"task {self.name!r}: retry_delay must be >= 0")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"task {self.name!r}: timeout must be positive")
+        functools.update_wrapper(self, self.fn)  # type: ignore[arg-type]
+
+    @property
+    def path(self) -> str:
+        return task_path(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside ``with Flow(...)``: add a call to the flow and return its reference.
+        Elsewhere: just run the function, which keeps tasks easy to unit-test."""
+        flow = context.current_flow()
+        if flow is None:
+            return self.fn(*args, **kwargs)
+        return flow.call(self, args, kwargs)
+
+    def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
+        """Run after ``task``; with ``key``, receive its result as that keyword argument."""
+        flow = flow or context.current_flow()
+        if flow is not None:
+            flow.set_dependency(task, self, key)
+        else:
+            if not isinstance(task, Task):
+                raise TypeError(f"set_upstream expects a task, got {type(task).__name__}")
+            self.upstream.append((task, key))
+
+    def set_downstream(self, task: Task, key: str | None = None, flow: Any = None) -> None:
+        task.set_upstream(self, key=key, flow=flow)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue_name}>"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@overload
+def task(fn: Callable[..., Any], /) -> Task: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue_name: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue_name: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    timeout: float | None = None,
+) -> Task | Callable[[Callable[..., Any]], Task]:
+    """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``."""
+
+    def wrap(f: Callable[..., Any]) -> Task:
+        return Task(f, name or f.__name__, queue_name, priority, retries, retry_delay, timeout)
+
+    return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,50 @@
+"""The dispatcher's in-memory picture of the workers, kept apart from the loop doing I/O."""
+
+from __future__ import annotations
+
+import logging
+
+from balancer.scheduling import WorkerView
+from common.codec import CodecError
+from common.models import WorkerInfo
+
+log = logging.getLogger("balancer.dispatcher")
+
+
+class ClusterView:
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerView] = {}
+
+    def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
+        """Apply a heartbeat; returns the view of a worker seen for the first time."""
+        try:
+            info = WorkerInfo.from_blob(blob)
+        except (CodecError, TypeError, ValueError) as exc:
+            log.warning("unreadable heartbeat from worker=%s: %s", worker_id, exc)
+            return None
+        view = self.workers.get(worker_id)
+        new = view is None
+        if view is None:
+            view = self.workers[worker_id] = WorkerView(worker_id, frozenset(), 0)
+        view.queues = frozenset(info.queues)
+        view.capacity = info.capacity
+        view.leased = leased
+        view.cpu = info.cpu
+        view.memory = info.memory
+        view.last_seen = now
+        view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}
+        return view if new else None
+
+    def acked(self, worker_id: str) -> None:
+        view = self.workers.get(worker_id)
+        if view is not None and view.leased > 0:
+            view.leased -= 1
+
+    def dead(self, now: float, timeout: float) -> list[WorkerView]:
+        return [w for w in self.workers.values() if now - w.last_seen > timeout]
+
+    def forget(self, worker_id: str) -> None:
+        self.workers.pop(worker_id, None)
+
+    def with_free_slots(self) -> list[WorkerView]:
+        return [w for w in self.workers.values() if w.free > 0]

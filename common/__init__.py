@@ -1,0 +1,1 @@
+"""What the dispatcher, the workers and client code all speak: settings, codec, keys, scripts."""

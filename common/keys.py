@@ -1,0 +1,98 @@
+"""The one owner of Redis key names. Nothing else formats a key string.
+
+Every key carries the hash tag ``{namespace}`` so that all keys of a cluster share one
+slot: multi-key Lua scripts then work unchanged on Redis Cluster.
+
+| key                  | type        | what                                                        |
+| -------------------- | ----------- | ----------------------------------------------------------- |
+| task:<id>            | hash        | spec (fn, args, options), state, attempt, worker, result    |
+| flow:<id>            | hash        | name, state, total, remaining, failed, timestamps           |
+| flow:<id>:done       | list        | gets the final state once; clients BLPOP it to wait         |
+| flows                | zset        | recent flow runs by submit time                             |
+| queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
+| queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
+| queues               | set         | names of every queue ever used                              |
+| inflight             | hash        | queue name -> tasks leased and not yet acknowledged         |
+| worker:<id>          | hash (TTL)  | last heartbeat: queues, capacity, cpu, memory, host         |
+| workers              | zset        | worker id -> last heartbeat (Redis server time, ms)         |
+| inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |
+| leases:<id>          | set         | every task leased to that worker (inbox + running)          |
+| delayed              | zset        | retrying task ids, score = when they are due (ms)           |
+| cascade              | list        | failed task ids whose dependents still need failing         |
+| dlq                  | zset        | quarantined task ids, score = when                          |
+| wake                 | list        | signals for the dispatcher (see common.signals)             |
+| leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
+| epoch                | counter     | bumped by every new leader                                  |
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    def __init__(self, namespace: str = "balancer") -> None:
+        self.namespace = namespace
+        self.prefix = "{" + namespace + "}:"
+
+    def task(self, task_id: str) -> str:
+        return f"{self.prefix}task:{task_id}"
+
+    def flow(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}"
+
+    def flow_done(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}:done"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}queue:{name}"
+
+    def queue_conf(self, name: str) -> str:
+        return f"{self.prefix}queue-conf:{name}"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.prefix}inbox:{worker_id}"
+
+    def leases(self, worker_id: str) -> str:
+        return f"{self.prefix}leases:{worker_id}"
+
+    @property
+    def flows(self) -> str:
+        return f"{self.prefix}flows"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}queues"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.prefix}inflight"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def cascade(self) -> str:
+        return f"{self.prefix}cascade"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}wake"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.prefix}leader"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"

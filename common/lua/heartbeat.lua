@@ -1,0 +1,12 @@
+-- Record a worker's heartbeat and tell the dispatcher, with how many tasks it holds.
+-- KEYS: worker, workers, leases, wake
+-- ARGV: worker id, heartbeat (msgpack WorkerInfo), ttl ms, wake list cap
+-- Returns {1 if the worker was registered already else 0, leased}.
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('HSET', KEYS[1], 'info', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], now_ms(), ARGV[1])
+local leased = redis.call('SCARD', KEYS[3])
+redis.call('RPUSH', KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2])
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1)
+return {existed, leased}

@@ -1,0 +1,108 @@
+"""Records both sides share: task and flow states, a worker's heartbeat, a queue's config."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from common import codec
+
+
+class TaskState:
+    """Every state a task passes through. Transitions happen only inside the Lua scripts.
+
+    pending -(deps met)-> queued -(assign)-> assigned -(start)-> running -(ack)-> completed
+    running -(error, retries left)-> retrying -(due)-> queued
+    running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
+    assigned|running -(worker dead)-> queued, or dead (quarantined) past the poison threshold
+    """
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UPSTREAM_FAILED = "upstream_failed"
+    DEAD = "dead"
+
+    TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD})
+
+
+class FlowState:
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+_counter = itertools.count()
+_id_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """A 24-hex-digit id that sorts by creation time within one process.
+
+    Queue zsets break score ties by member order, so time-ordered ids keep FIFO among
+    tasks of equal priority submitted in the same millisecond.
+    """
+    with _id_lock:
+        n = next(_counter) & 0xFFFF
+    return f"{time.time_ns() // 1_000_000:011x}{n:04x}{os.urandom(5).hex()}"[:24]
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    priority: int = 0
+    concurrency_limit: int | None = None
+    paused: bool = False
+
+    @classmethod
+    def from_hash(cls, name: str, fields: dict[bytes, bytes]) -> QueueConfig:
+        def get(key: str) -> str | None:
+            raw = fields.get(key.encode())
+            return raw.decode() if raw is not None else None
+
+        limit = get("concurrency_limit")
+        return cls(
+            name=name,
+            priority=int(get("priority") or 0),
+            concurrency_limit=int(limit) if limit not in (None, "") else None,
+            paused=(get("paused") or "0") == "1",
+        )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker reports in each heartbeat."""
+
+    id: str
+    queues: tuple[str, ...]
+    capacity: int
+    running: int = 0
+    cpu: float = 0.0  # host cpu use, 0..1
+    memory: float = 0.0  # host memory use, 0..1
+    load_avg: float = 0.0  # 1-minute load average per core
+    host: str = ""
+    pid: int = 0
+    pool: str = "process"
+    started: float = field(default_factory=time.time)
+
+    def to_blob(self) -> bytes:
+        data = asdict(self)
+        data["queues"] = list(self.queues)
+        return codec.pack(data)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> WorkerInfo:
+        data: dict[str, Any] = codec.unpack(blob)
+        if not isinstance(data, dict):
+            raise codec.CodecError("heartbeat is not a map")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["queues"] = tuple(known.get("queues", ()))
+        return cls(**known)

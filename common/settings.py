@@ -1,0 +1,104 @@
+"""One frozen record of every tunable, built from defaults, ``BALANCER_*`` variables and flags.
+
+Unknown names are errors, never silently dropped: a misspelt ``BALANCER_HEARTBEAT_INTERVALL``
+would otherwise leave a cluster running on defaults nobody chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+ENV_PREFIX = "BALANCER_"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or its value cannot be read."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the cluster lives. None means "not configured": client code then runs flows on
+    # the embedded in-process cluster, while `balancer serve` and `worker start` use
+    # DEFAULT_REDIS_URL.
+    redis_url: str | None = None
+    namespace: str = "balancer"
+    heartbeat_interval: float = 1.0
+    # A worker silent for this long is declared dead and its tasks are re-queued.
+    worker_timeout: float = 3.0
+    result_ttl: float = 7 * 24 * 3600.0
+    max_payload_bytes: int = 1 << 20
+    # Times a task may be lost with its worker before it is quarantined.
+    poison_threshold: int = 3
+    # Seconds of waiting that raise a queued task (or a queue's head) by one priority level.
+    aging_seconds: float = 60.0
+    leader_ttl: float = 5.0
+    # Longest the dispatcher sleeps when nothing signals it (timers, reaping).
+    dispatch_tick: float = 0.5
+    # Grace period for running tasks on SIGTERM.
+    shutdown_grace: float = 30.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Defaults, then ``BALANCER_*`` variables, then explicit overrides (None = not given)."""
+        env = os.environ if env is None else env
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in known:
+                raise SettingsError(
+                    f"unknown setting {key}; known: "
+                    + ", ".join(ENV_PREFIX + n.upper() for n in sorted(known))
+                )
+            values[name] = _coerce(key, known[name].type, raw)
+        for name, value in overrides.items():
+            if name not in known:
+                raise SettingsError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("heartbeat_interval", "worker_timeout", "leader_ttl", "dispatch_tick"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.worker_timeout < self.heartbeat_interval:
+            raise SettingsError(
+                f"worker_timeout ({self.worker_timeout}s) must be at least "
+                f"heartbeat_interval ({self.heartbeat_interval}s)"
+            )
+        if self.poison_threshold < 1:
+            raise SettingsError("poison_threshold must be at least 1")
+        if not self.namespace or any(c in self.namespace for c in "{}: "):
+            raise SettingsError(f"namespace {self.namespace!r} must be non-empty, without {{}}: or spaces")
+
+    @property
+    def server_url(self) -> str:
+        """The URL a long-running process (dispatcher, worker) connects to."""
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(key: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a {kind}") from None
+    return raw

@@ -1,0 +1,190 @@
+"""A worker process: registers, keeps the heartbeat and the slots going, and stops cleanly.
+
+On SIGTERM or ctrl-C it stops fetching, hands the unstarted tasks of its inbox back at
+once, lets running tasks finish within the grace period, then deregisters. A second
+signal stops at once; whatever was still running is re-queued by the dispatcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+
+import redis
+
+from common import signals
+from common.importpath import importing_tasks
+from common.keys import Keys
+from common.models import WorkerInfo
+from common.scripts import LeasedTask, Scripts
+from common.settings import Settings
+from worker.heartbeat import Heartbeat, host_load
+from worker.pool import make_runner
+from worker.slot import Slot
+
+log = logging.getLogger("worker")
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot start as configured."""
+
+
+class Worker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        queues: tuple[str, ...] = ("default",),
+        concurrency: int = 1,
+        pool: str = "process",
+        name: str | None = None,
+        imports: tuple[str, ...] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise WorkerError("concurrency must be at least 1")
+        if not queues:
+            raise WorkerError("a worker needs at least one queue")
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.scripts = Scripts(client, self.keys)
+        self.queues = tuple(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.pool = pool
+        self.id = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.imports = list(imports)
+        self.fetching = threading.Event()  # set: slots stop taking work
+        self.stopped = threading.Event()  # set: heartbeat stops
+        self.draining = False
+        self.slots: list[Slot] = []
+        self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
+
+    def info(self) -> WorkerInfo:
+        cpu, memory, load = host_load()
+        return WorkerInfo(
+            id=self.id, queues=self.queues,
+            capacity=0 if self.draining else self.concurrency,
+            running=sum(s.busy for s in self.slots), cpu=cpu, memory=memory, load_avg=load,
+            host=socket.gethostname(), pid=os.getpid(), pool=self.pool)
+
+    # -- starting --------------------------------------------------------------------
+
+    def start(self) -> None:
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)  # tasks of scripts in the project folder import from here
+        with importing_tasks():
+            for module in self.imports:
+                try:
+                    __import__(module)
+                except Exception as exc:
+                    raise WorkerError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
+        self._claim_id()
+        runners = [make_runner(self.pool, self.imports, self.settings.max_payload_bytes)
+                   for _ in range(self.concurrency)]
+        self.heartbeat.beat()
+        self.slots = [Slot(i, self.id, self.client, self.settings, r, self.fetching)
+                      for i, r in enumerate(runners)]
+        for slot in self.slots:
+            slot.start()
+        self.heartbeat.start()
+        log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
+                 ",".join(self.queues), self.concurrency, self.pool)
+
+    def _claim_id(self) -> None:
+        """Refuse a name a live worker uses; let the dispatcher reap a dead namesake first."""
+        deadline = time.monotonic() + self.settings.worker_timeout * 3 + 2
+        while True:
+            live = self.client.exists(self.keys.worker(self.id))
+            leftovers = self.client.exists(self.keys.leases(self.id), self.keys.inbox(self.id))
+            if not live and not leftovers:
+                return
+            if time.monotonic() > deadline:
+                if live:
+                    raise WorkerError(f"a live worker is already registered as {self.id!r};"
+                                      " give this one another --name")
+                raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
+                                  " is `balancer serve` running?")
+            if leftovers and not live:
+                self.client.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+            log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
+            time.sleep(0.5)
+
+    # -- running and stopping --------------------------------------------------------
+
+    def run(self) -> None:
+        """Start, then serve until SIGTERM/SIGINT, then shut down gracefully."""
+        stop = threading.Event()
+        signals_seen = 0
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                log.info("worker=%s got %s: finishing running tasks (grace %.0fs)", self.id,
+                         signal.Signals(signum).name, self.settings.shutdown_grace)
+                stop.set()
+            else:
+                log.warning("worker=%s got a second signal: stopping now", self.id)
+                self.shutdown(grace=0)
+                os._exit(1)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        while not stop.wait(0.5):
+            pass
+        self.shutdown()
+
+    def shutdown(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self.fetching.set()
+        self.draining = True
+        try:
+            self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
+            self.hand_back()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
+        deadline = time.monotonic() + grace
+        for slot in self.slots:
+            slot.join(max(0.0, deadline - time.monotonic()))
+        late = [s for s in self.slots if s.is_alive()]
+        for slot in self.slots:
+            slot.runner.close(kill=slot in late)
+        if late:
+            log.warning("worker=%s: %d tasks still running after the grace period; the"
+                        " dispatcher re-queues them", self.id, len(late))
+        self.stopped.set()
+        try:
+            self.hand_back()
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.keys.worker(self.id))
+            pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+            pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("worker=%s could not deregister: %s", self.id, exc)
+        log.info("worker=%s stopped", self.id)
+
+    def hand_back(self) -> int:
+        """Return every task still waiting in the inbox to its queue."""
+        entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
+        parsed = [(raw, signals.parse_inbox_entry(raw)) for raw in entries]
+        valid = [(raw.decode(), e[0]) for raw, e in parsed if e is not None]
+        if not valid:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for _, task_id in valid:
+            pipe.hget(self.keys.task(task_id), "queue")
+        tasks = [LeasedTask(task_id, q.decode(), "", inbox_entry=raw)
+                 for (raw, task_id), q in zip(valid, pipe.execute()) if q is not None]
+        n = self.scripts.release(self.id, tasks)
+        if n:
+            log.info("worker=%s handed back %d unstarted tasks", self.id, n)
+        return n
