@@ -79,12 +79,12 @@ class Dispatcher:
                 self.step()
                 backoff = 0.1
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("dispatcher=%s lost Redis (%s); retrying in %.1fs", self.id, exc, backoff)
+                log.warning("dispatcher=%s lost Redis (%s); retrying in %.1fs", self.id, exc,
+                            backoff)
                 self.token = None
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
-        if self.token is not None:
-            self.client.delete(self.keys.leader) if self._still_leader() else None
+        self._resign()
         log.info("dispatcher=%s stopped", self.id)
 
     def stop(self) -> None:
@@ -119,9 +119,17 @@ class Dispatcher:
         self._renew_at = now + self.settings.leader_ttl / 3
         return True
 
-    def _still_leader(self) -> bool:
-        value = self.client.get(self.keys.leader)
-        return value is not None and value.decode() == self.token
+    def _resign(self) -> None:
+        """Free the lease on a clean stop so that a standby takes over at once."""
+        if self.token is None:
+            return
+        try:
+            value = self.client.get(self.keys.leader)
+            if value is not None and value.decode() == self.token:
+                self.client.delete(self.keys.leader)
+        except (redis.ConnectionError, redis.TimeoutError):
+            pass
+        self.token = None
 
     def _load(self) -> None:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
@@ -299,8 +307,9 @@ class Dispatcher:
             return
         self.view.forget(worker_id)
         self._idle = False
-        log.warning("worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id, why,
-                    requeued, dead, ",".join(ids[:20]))
+        level = logging.INFO if why == "deregistered" else logging.WARNING
+        log.log(level, "worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id,
+                why, requeued, dead, ",".join(ids[:20]))
 
     # -- handing out work ------------------------------------------------------------
 

@@ -135,7 +135,7 @@ class Flow:
             if state.get(node) == 2:
                 return
             if state.get(node) == 1:
-                cycle = path[path.index(node):] + [node]
+                cycle = [*path[path.index(node):], node]
                 raise FlowError(f"flow {self.name!r} has a cycle: "
                                 + " -> ".join(n.task.name for n in cycle))
             state[node] = 1

@@ -81,7 +81,8 @@ class Settings:
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if not self.namespace or any(c in self.namespace for c in "{}: "):
-            raise SettingsError(f"namespace {self.namespace!r} must be non-empty, without {{}}: or spaces")
+            raise SettingsError(
+                f"namespace {self.namespace!r} must be non-empty, without {{}}: or spaces")
 
     @property
     def server_url(self) -> str:

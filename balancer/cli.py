@@ -1,0 +1,160 @@
+"""``balancer``: run the dispatcher, look at the cluster, configure queues."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import click
+
+from balancer import status as status_view
+from balancer.dispatcher import Dispatcher
+from balancer.queue import check_queue_name
+from common import logs, signals
+from common.connection import connect
+from common.keys import Keys
+from common.settings import Settings, SettingsError
+
+log = logging.getLogger("balancer")
+
+URL_HELP = ("Redis URL of the cluster, e.g. redis://host:6379/0. Default: $BALANCER_REDIS_URL,"
+            " else redis://127.0.0.1:6379/0.")
+NS_HELP = ("Key namespace, to run several clusters on one Redis. Default: $BALANCER_NAMESPACE"
+           " or balancer.")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _client(settings: Settings) -> Any:
+    client = connect(settings.server_url)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach Redis at {settings.server_url}: {exc}") from None
+    return client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Dispatch tasks and flows to the least-loaded workers, over Redis."""
+
+
+@main.command()
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+@click.option("--worker-timeout", type=float,
+              help="Seconds without a heartbeat before a worker is declared dead and its tasks"
+                   " re-queued. Default 3.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | None,
+          log_level: str) -> None:
+    """Run the dispatcher: hand every ready task to the least-loaded worker serving its queue.
+
+    Several may run against one Redis: one leads, the others stand by and take over
+    within a few seconds if it dies. Stop with ctrl-C or SIGTERM.
+    """
+    logs.setup(log_level)
+    settings = _settings(redis_url=redis_url, namespace=namespace, worker_timeout=worker_timeout)
+    dispatcher = Dispatcher(_client(settings), settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("got %s: stopping", signal.Signals(signum).name)
+        dispatcher.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("balancer serve on %s", settings.server_url)
+    dispatcher.run()
+
+
+@main.command()
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--flows", default=10, show_default=True, help="How many recent flow runs to list.")
+def status(redis_url: str | None, namespace: str | None, as_json: bool, flows: int) -> None:
+    """Show the leader, workers with their load, queues with their depth, recent flow runs."""
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    view = status_view.gather(_client(settings), Keys(settings.namespace), recent=flows)
+    if as_json:
+        click.echo(json.dumps(view.to_dict(), indent=2))
+    else:
+        click.echo(status_view.render(view))
+
+
+@main.group()
+def queue() -> None:
+    """Configure queues on the cluster: priority, concurrency limit, pause and resume."""
+
+
+def _queue_command(redis_url: str | None, namespace: str | None, name: str,
+                   fields: dict[str, Any], message: str) -> None:
+    try:
+        check_queue_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    keys = Keys(settings.namespace)
+    client = _client(settings)
+    pipe = client.pipeline(transaction=True)
+    set_fields = {k: v for k, v in fields.items() if v is not None and v != ""}
+    if set_fields:
+        pipe.hset(keys.queue_conf(name), mapping=set_fields)
+    cleared = [k for k, v in fields.items() if v == ""]
+    if cleared:
+        pipe.hdel(keys.queue_conf(name), *cleared)
+    pipe.sadd(keys.queues, name)
+    pipe.rpush(keys.wake, signals.QUEUES)
+    pipe.execute()
+    click.echo(message)
+
+
+@queue.command("set")
+@click.argument("name")
+@click.option("--priority", type=int, help="Higher is served first. Queues without one are 0.")
+@click.option("--concurrency-limit", type=click.IntRange(min=1),
+              help="Most tasks of this queue leased at once, across the cluster.")
+@click.option("--no-limit", is_flag=True, help="Remove the concurrency limit.")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+def queue_set(name: str, priority: int | None, concurrency_limit: int | None, no_limit: bool,
+              redis_url: str | None, namespace: str | None) -> None:
+    """Set a queue's priority and concurrency limit (created if new)."""
+    if priority is None and concurrency_limit is None and not no_limit:
+        raise click.UsageError("give --priority, --concurrency-limit or --no-limit")
+    fields: dict[str, Any] = {"priority": priority, "concurrency_limit": concurrency_limit}
+    if no_limit:
+        fields["concurrency_limit"] = ""
+    _queue_command(redis_url, namespace, name, fields, f"queue {name} updated")
+
+
+@queue.command("pause")
+@click.argument("name")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+def queue_pause(name: str, redis_url: str | None, namespace: str | None) -> None:
+    """Stop handing out tasks of a queue; queued tasks wait, running ones finish."""
+    _queue_command(redis_url, namespace, name, {"paused": "1"}, f"queue {name} paused")
+
+
+@queue.command("resume")
+@click.argument("name")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+def queue_resume(name: str, redis_url: str | None, namespace: str | None) -> None:
+    """Hand out a paused queue's tasks again."""
+    _queue_command(redis_url, namespace, name, {"paused": "0"}, f"queue {name} resumed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

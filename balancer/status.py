@@ -1,0 +1,154 @@
+"""What ``balancer status`` shows: the leader, workers with their load, queues with their
+depth, recent flow runs. Read-only; gathered in a few pipelined round trips."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from balancer.scheduling import WorkerView, load
+from common.keys import Keys
+from common.models import QueueConfig, WorkerInfo
+
+
+@dataclass
+class WorkerRow:
+    id: str
+    queues: list[str]
+    capacity: int
+    leased: int
+    running: int
+    cpu: float
+    memory: float
+    load: float
+    host: str
+    pid: int
+    pool: str
+    last_seen_s: float
+    alive: bool
+
+
+@dataclass
+class QueueRow:
+    name: str
+    priority: int
+    concurrency_limit: int | None
+    paused: bool
+    ready: int
+    inflight: int
+
+
+@dataclass
+class FlowRow:
+    id: str
+    name: str
+    state: str
+    total: int
+    remaining: int
+    failed: int
+    created: float
+
+
+@dataclass
+class Status:
+    leader: str | None
+    workers: list[WorkerRow]
+    queues: list[QueueRow]
+    flows: list[FlowRow]
+    delayed: int
+    dead_letters: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _int(raw: bytes | None) -> int:
+    return int(raw) if raw else 0
+
+
+def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros / 1000
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.leader)
+    pipe.zrange(keys.workers, 0, -1, withscores=True)
+    pipe.smembers(keys.queues)
+    pipe.hgetall(keys.inflight)
+    pipe.zrevrange(keys.flows, 0, recent - 1)
+    pipe.zcard(keys.delayed)
+    pipe.zcard(keys.dlq)
+    leader, workers, queue_names, inflight, flow_ids, delayed, dead = pipe.execute()
+    queue_names = sorted(q.decode() for q in queue_names)
+    worker_ids = [(m.decode(), score) for m, score in workers]
+    flow_ids = [f.decode() for f in flow_ids]
+
+    pipe = client.pipeline(transaction=False)
+    for wid, _ in worker_ids:
+        pipe.hget(keys.worker(wid), "info")
+        pipe.scard(keys.leases(wid))
+    for q in queue_names:
+        pipe.zcard(keys.queue(q))
+        pipe.hgetall(keys.queue_conf(q))
+    for f in flow_ids:
+        pipe.hmget(keys.flow(f), ["name", "state", "total", "remaining", "failed", "created"])
+    replies = pipe.execute()
+
+    rows: list[WorkerRow] = []
+    for i, (wid, score) in enumerate(worker_ids):
+        blob, leased = replies[2 * i], int(replies[2 * i + 1])
+        info = WorkerInfo.from_blob(blob) if blob else WorkerInfo(wid, (), 0)
+        view = WorkerView(wid, frozenset(info.queues), info.capacity, leased, info.cpu,
+                          info.memory)
+        rows.append(WorkerRow(
+            id=wid, queues=list(info.queues), capacity=info.capacity, leased=leased,
+            running=info.running, cpu=info.cpu, memory=info.memory,
+            load=round(load(view), 3) if info.capacity else float("inf"), host=info.host,
+            pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
+            alive=blob is not None))
+    offset = 2 * len(worker_ids)
+    inflight_by = {k.decode(): int(v) for k, v in inflight.items()}
+    queue_rows = []
+    for j, q in enumerate(queue_names):
+        depth, conf = replies[offset + 2 * j], replies[offset + 2 * j + 1]
+        c = QueueConfig.from_hash(q, conf)
+        queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
+                                   inflight_by.get(q, 0)))
+    offset += 2 * len(queue_names)
+    flows = []
+    for k, f in enumerate(flow_ids):
+        name, state, total, remaining, failed, created = replies[offset + k]
+        if name is None:
+            continue  # expired
+        flows.append(FlowRow(f, name.decode(), state.decode(), _int(total), _int(remaining),
+                             _int(failed), _int(created) / 1000))
+    return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
+                  int(dead))
+
+
+def render(status: Status) -> str:
+    lines = [f"leader: {status.leader or 'none (is `balancer serve` running?)'}", ""]
+    lines.append(f"workers ({len(status.workers)}):")
+    lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
+                 f" {'seen':>6}")
+    for w in status.workers:
+        state = "" if w.alive else "  (silent: will be reaped)"
+        lines.append(f"  {w.id:<28} {','.join(w.queues):<24} {w.leased:>4}/{w.capacity:<4}"
+                     f" {w.load:>6.2f} {w.cpu:>5.0%} {w.memory:>5.0%} {w.last_seen_s:>5}s{state}")
+    lines += ["", f"queues ({len(status.queues)}):",
+              f"  {'name':<24} {'priority':>8} {'ready':>7} {'leased':>7} {'limit':>6}  state"]
+    for q in status.queues:
+        limit = "-" if q.concurrency_limit is None else str(q.concurrency_limit)
+        lines.append(f"  {q.name:<24} {q.priority:>8} {q.ready:>7} {q.inflight:>7} {limit:>6}"
+                     f"  {'paused' if q.paused else 'active'}")
+    lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}", "",
+              f"recent flow runs ({len(status.flows)}):"]
+    for f in status.flows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
+        lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
+                     f" done, {f.failed} failed  {when}")
+    return "\n".join(lines)
+
+

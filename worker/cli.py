@@ -1,0 +1,75 @@
+"""``worker``: run a worker that executes tasks the dispatcher leases to it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from common import logs
+from common.connection import connect
+from common.settings import Settings, SettingsError
+from worker.supervisor import Worker, WorkerError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Execute tasks handed out by `balancer serve`."""
+
+
+@main.command()
+@click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
+              help="A queue to serve; repeat for several. Default: default.")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="number of cores", help="Tasks run at once (slots).")
+@click.option("--pool", type=click.Choice(["process", "thread"]), default="process",
+              show_default=True,
+              help="process: each slot runs tasks in its own child process (CPU-bound work;"
+                   " a hung or crashing task is killed and replaced). thread: in threads"
+                   " (I/O-bound work; a timed-out task is failed and its thread abandoned).")
+@click.option("--name", help="Worker id, unique in the cluster. Default: HOST-PID.")
+@click.option("--import", "imports", multiple=True, metavar="MODULE",
+              help="Import a module of tasks at start (repeatable), e.g. examples.etl."
+                   " Tasks are otherwise imported on first use; the current folder is on"
+                   " the import path.")
+@click.option("--redis-url", help="Redis URL of the cluster. Default: $BALANCER_REDIS_URL,"
+                                  " else redis://127.0.0.1:6379/0.")
+@click.option("--namespace", help="Key namespace. Default: $BALANCER_NAMESPACE or balancer.")
+@click.option("--heartbeat-interval", type=float, help="Seconds between heartbeats. Default 1.")
+@click.option("--grace", type=float, help="Seconds running tasks get to finish on SIGTERM."
+                                          " Default 30.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None,
+          imports: tuple[str, ...], redis_url: str | None, namespace: str | None,
+          heartbeat_interval: float | None, grace: float | None, log_level: str) -> None:
+    """Start a worker serving QUEUEs: heartbeat, fetch, execute, acknowledge.
+
+    Example: worker start --queue high-priority --queue default --concurrency 4
+    """
+    logs.setup(log_level)
+    try:
+        settings = Settings.from_env(redis_url=redis_url, namespace=namespace,
+                                     heartbeat_interval=heartbeat_interval,
+                                     shutdown_grace=grace)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    for q in queues:
+        if not q or any(c.isspace() for c in q):
+            raise click.BadParameter(f"invalid queue name {q!r}", param_hint="--queue")
+    client = connect(settings.server_url)
+    try:
+        client.ping()
+    except Exception as exc:
+        raise click.ClickException(f"cannot reach Redis at {settings.server_url}: {exc}") from None
+    worker = Worker(client, settings, queues=queues or ("default",), concurrency=concurrency,
+                    pool=pool, name=name, imports=imports)
+    try:
+        worker.run()
+    except WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
