@@ -9,8 +9,10 @@ from common.connection import connect
 from common.settings import Settings
 
 
-def resolve(client: redis.Redis | None = None) -> tuple[redis.Redis, Settings]:
-    settings = Settings.from_env()
+def resolve(
+    client: redis.Redis | None = None, namespace: str | None = None
+) -> tuple[redis.Redis, Settings]:
+    settings = Settings.from_env(namespace=namespace)
     if client is not None:
         return client, settings
     if settings.redis_url:

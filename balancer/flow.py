@@ -167,15 +167,21 @@ class Flow:
 
     # -- running ---------------------------------------------------------------------
 
-    def submit(self, client: redis.Redis | None = None) -> FlowRun:
-        """Send the flow to the cluster and return at once with a handle on the run."""
+    def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None
+               ) -> FlowRun:
+        """Send the flow to the cluster and return at once with a handle on the run.
+
+        ``client``: a Redis client of the cluster (default: ``BALANCER_REDIS_URL``, else the
+        embedded cluster); ``namespace``: the cluster's key namespace if not the default.
+        """
         from balancer.client import resolve
         from balancer.submit import submit_flow
 
-        conn, settings = resolve(client)
+        conn, settings = resolve(client, namespace)
         return submit_flow(conn, settings, self)
 
-    def run(self, timeout: float | None = None, client: redis.Redis | None = None) -> FlowRun:
+    def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
+            namespace: str | None = None) -> FlowRun:
         """Submit, wait for every task to finish, and return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
@@ -190,7 +196,7 @@ class Flow:
                 "flow %r: run() ignored while a worker imports its module; guard it with"
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
-        run = self.submit(client)
+        run = self.submit(client, namespace=namespace)
         run.wait(timeout)
         return run
 

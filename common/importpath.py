@@ -20,6 +20,10 @@ from types import ModuleType
 from typing import Any
 
 _state = threading.local()
+# Slots of a thread pool may import the same module at once; importing under one lock
+# keeps any of them from seeing a half-initialised module.
+_import_lock = threading.RLock()
+_resolved: dict[str, Callable[..., Any]] = {}
 
 
 class TaskNotFound(LookupError):
@@ -80,8 +84,6 @@ def _main_module_for(module: str) -> ModuleType | None:
 
 
 def _import(module: str) -> ModuleType:
-    if module in sys.modules:
-        return sys.modules[module]
     main = _main_module_for(module)
     if main is not None:
         return main
@@ -102,6 +104,14 @@ def _import(module: str) -> ModuleType:
 
 def load(path: str) -> Callable[..., Any]:
     """The plain function behind ``module:qualname`` (unwrapping a ``@task``)."""
+    fn = _resolved.get(path)
+    if fn is None:
+        with _import_lock:
+            fn = _resolved[path] = _resolve(path)
+    return fn
+
+
+def _resolve(path: str) -> Callable[..., Any]:
     module, sep, qualname = path.partition(":")
     if not sep or not module or not qualname:
         raise TaskNotFound(f"task path {path!r} is not of the form 'module:qualname'")

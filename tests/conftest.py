@@ -1,0 +1,192 @@
+"""Shared fixtures: a real Redis (required in CI), a namespace per test, fakeredis for unit
+tests, and a process manager that cleans up every process a test starts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from common.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_URL = "redis://127.0.0.1:6379/0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+class RedisServer:
+    """A redis-server of a test's own, in a temporary folder, on a free port."""
+
+    def __init__(self, *extra: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="balancer-redis-")
+        self.port = free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not _answers(self.url):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(10)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The shared Redis at 127.0.0.1:6379; elsewhere a private redis-server, else a skip.
+
+    In CI (CI=true) a missing Redis fails the run: integration tests never skip silently.
+    """
+    if _answers(SHARED_URL):
+        yield SHARED_URL
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but no Redis answers at 127.0.0.1:6379 (.ci/run must start it)")
+    if shutil.which("redis-server") is None:
+        pytest.skip("no Redis at 127.0.0.1:6379 and no redis-server on PATH to start one")
+    server = RedisServer().start()
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def drop_namespace(client: redis.Redis, namespace: str) -> None:
+    keys = list(client.scan_iter(match="{" + namespace + "}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture
+def real(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
+    """A client of the real Redis; the test's namespace is deleted afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    drop_namespace(client, namespace)
+    client.close()
+
+
+@pytest.fixture
+def fake() -> redis.Redis:
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture
+def settings(namespace: str) -> Settings:
+    return Settings(namespace=namespace, heartbeat_interval=0.2, worker_timeout=2.0,
+                    dispatch_tick=0.1, leader_ttl=2.0, shutdown_grace=5.0)
+
+
+class Processes:
+    """Starts `balancer` and `worker` commands as real processes; stops them all after."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self.env = env
+        self.logdir = logdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, name: str = "proc") -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def serve(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("balancer.cli", "serve", *args, name="serve")
+
+    def worker(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("worker.cli", "start", *args, name="worker")
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+             timeout: float = 15) -> int:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return proc.returncode
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture
+def procs(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    env.update(BALANCER_REDIS_URL=redis_url, BALANCER_NAMESPACE=namespace,
+               BALANCER_HEARTBEAT_INTERVAL="0.2", BALANCER_WORKER_TIMEOUT="2.0",
+               BALANCER_DISPATCH_TICK="0.1", BALANCER_SHUTDOWN_GRACE="5",
+               PYTHONPATH=str(ROOT))
+    manager = Processes(env, tmp_path)
+    yield manager
+    manager.cleanup()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy; return its value or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

@@ -1,0 +1,50 @@
+"""An in-process cluster on the real Redis: the dispatcher and workers as threads, for
+tests about flow semantics. Tests about processes and crashes use ``procs`` instead."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from balancer.dispatcher import Dispatcher
+from common.settings import Settings
+from worker.supervisor import Worker
+
+
+class ThreadCluster:
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.dispatcher = Dispatcher(client, settings)
+        self.thread = threading.Thread(target=self.dispatcher.run, daemon=True)
+        self.workers: list[Worker] = []
+
+    def start(self) -> ThreadCluster:
+        self.thread.start()
+        return self
+
+    def add_worker(self, queues: tuple[str, ...] = ("default",), concurrency: int = 2,
+                   name: str | None = None, pool: str = "thread") -> Worker:
+        client = redis.Redis(connection_pool=self.client.connection_pool)
+        worker = Worker(client, self.settings, queues=queues, concurrency=concurrency,
+                        pool=pool, name=name or f"w{len(self.workers)}")
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.shutdown(grace=2)
+        self.dispatcher.stop()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def cluster(real: redis.Redis, settings: Settings, redis_url: str) -> Iterator[ThreadCluster]:
+    s = settings.replace(redis_url=redis_url)
+    c = ThreadCluster(real, s).start()
+    yield c
+    c.stop()

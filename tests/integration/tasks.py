@@ -1,0 +1,78 @@
+"""Tasks the integration tests run; workers import them as ``tests.integration.tasks``."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+from balancer import task
+
+
+@task
+def constant(value: int) -> int:
+    return value
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def multiply(a: int, b: int = 2) -> int:
+    return a * b
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@task
+def square(x: int) -> int:
+    return x * x
+
+
+@task(retries=2, retry_delay=0.05)
+def always_fails(x: int) -> int:
+    raise ValueError(f"bad input {x}")
+
+
+@task
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task(timeout=0.5)
+def hangs() -> None:
+    time.sleep(60)
+
+
+@task
+def returns_a_set() -> object:
+    return {1, 2, 3}
+
+
+@task
+def whoami() -> int:
+    return os.getpid()
+
+
+@task
+def record(url: str, key: str, label: str) -> str:
+    """Append ``label`` to a Redis list: tests read the order tasks ran in."""
+    redis.Redis.from_url(url).rpush(key, label)
+    return label
+
+
+@task(queue_name="high")
+def record_high(url: str, key: str, label: str) -> str:
+    return record.fn(url, key, label)
+
+
+@task(queue_name="low")
+def record_low(url: str, key: str, label: str) -> str:
+    return record.fn(url, key, label)

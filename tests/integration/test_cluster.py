@@ -1,0 +1,159 @@
+"""The product as users run it: `balancer serve` and `worker start` as real processes,
+client code submitting over a real Redis, and the examples run as typed in the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from balancer import Flow
+from common import codec
+from common.keys import Keys
+from tests.conftest import ROOT, Processes, wait_for
+from tests.integration import tasks
+
+
+def _workers_up(client: redis.Redis, keys: Keys, n: int) -> None:
+    wait_for(lambda: client.zcard(keys.workers) >= n, timeout=30)
+
+
+def _script_env(procs: Processes) -> dict[str, str]:
+    return {**procs.env}
+
+
+def test_a_200_task_flow_completes_on_two_worker_processes(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "2")
+    procs.worker("--queue", "default", "--concurrency", "2", "--pool", "thread")
+    _workers_up(real, keys, 2)
+    with Flow("two-hundred") as flow:
+        squares = [tasks.square(i) for i in range(150)]
+        sums = [tasks.add(squares[i], squares[i + 1]) for i in range(0, 100, 2)]
+    assert len(flow.nodes) == 200
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=120) == "completed"
+    assert [run.result(s) for s in squares] == [i * i for i in range(150)]
+    assert [run.result(s) for s in sums] == [i * i + (i + 1) ** 2 for i in range(0, 100, 2)]
+    workers_used = {real.hget(keys.task(t), "worker") for t in run.ids.values()}
+    assert len(workers_used) == 2
+
+
+def test_seed_samples_run_against_the_cluster_in_order(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--queue", "default", "--queue", "high-priority", "--queue",
+                          "low-priority", "--concurrency", "2")
+    _workers_up(real, keys, 1)
+    for script in ("examples/seed_basic.py", "examples/seed_queues.py"):
+        done = subprocess.run([sys.executable, script], cwd=ROOT, env=_script_env(procs),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    flows = {}
+    for flow_id in real.zrange(keys.flows, 0, -1):
+        name, state, blob = real.hmget(keys.flow(flow_id.decode()), ["name", "state", "tasks"])
+        flows[name.decode()] = (state.decode(), codec.unpack(blob))
+    assert flows["load-balanced-flow"][0] == "completed"
+    assert flows["priority-flow"][0] == "completed"
+    times = {}
+    for task_id, name in flows["load-balanced-flow"][1]:
+        started, finished, result = real.hmget(keys.task(task_id),
+                                               ["started", "finished", "result"])
+        times[name] = (int(started), int(finished))
+        assert codec.unpack(result) == f"Task {name[-1]} result"
+    assert times["task1"][1] <= times["task2"][0]
+    assert times["task2"][1] <= times["task3"][0]
+    wait_for(lambda: "Executing Task 3" in procs.log(worker))
+    log = procs.log(worker)
+    assert log.index("Executing Task 1") < log.index("Executing Task 2") < log.index(
+        "Executing Task 3")
+
+
+def test_examples_run_on_the_embedded_cluster_without_redis() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    done = subprocess.run([sys.executable, "examples/etl.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "flow completed: total = 100" in done.stdout
+
+
+def test_process_pool_kills_a_task_past_its_timeout_and_keeps_serving(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--concurrency", "1", "--pool", "process")
+    _workers_up(real, keys, 1)
+    flow = Flow("timeouts")
+    hung = flow.add_task(tasks.hangs)
+    later = flow.add_task(tasks.whoami)
+    later.set_upstream(hung)  # runs only if... it never runs: upstream failed
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=30) == "failed"
+    error = run.error(hung)
+    assert error is not None and error.type == "TimeoutError"
+    assert run.task_state(later) == "upstream_failed"
+    again = Flow("after-timeout")
+    node = again.add_task(tasks.whoami)
+    run2 = again.submit(real, namespace=namespace)
+    assert run2.wait(timeout=30) == "completed"
+    assert isinstance(run2.result(node), int)
+
+
+def test_sigterm_finishes_running_tasks_and_hands_back_the_rest(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "thread", "--name", "draining")
+    _workers_up(real, keys, 1)
+    with Flow("drain") as flow:
+        first = tasks.sleep_for(1.5)
+        rest = [tasks.constant(i) for i in range(3)]
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(first) == "running", timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    log = procs.log(worker)
+    assert run.task_state(first) == "completed"
+    assert real.exists(keys.worker("draining")) == 0
+    assert all(run.task_state(r) in ("queued", "assigned") for r in rest)
+    assert "stopped" in log
+    # The handed-back tasks run as soon as another worker comes.
+    procs.worker("--concurrency", "2", "--pool", "thread")
+    assert run.wait(timeout=30) == "completed"
+    assert [run.result(r) for r in rest] == [0, 1, 2]
+
+
+def test_status_shows_workers_queues_and_flows_as_json(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "3", "--name", "status-w")
+    _workers_up(real, keys, 1)
+    flow = Flow("for-status")
+    flow.add_task(tasks.whoami)
+    flow.submit(real, namespace=namespace).wait(timeout=30)
+    time.sleep(0.3)
+    done = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
+                          cwd=ROOT, env=procs.env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["leader"]
+    (w,) = status["workers"]
+    assert w["id"] == "status-w" and w["capacity"] == 3 and w["queues"] == ["default"]
+    assert 0.0 <= w["cpu"] <= 1.0
+    assert [q["name"] for q in status["queues"]] == ["default"]
+    assert status["flows"][0]["name"] == "for-status"
+    assert status["flows"][0]["state"] == "completed"

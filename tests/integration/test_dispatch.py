@@ -1,0 +1,138 @@
+"""Which worker gets which task, on a real Redis with the real dispatcher.
+
+The workers here are simulated: they heartbeat like real ones (through the same script)
+with the load a test chooses, and never run anything, so where each task lands can be read
+from their inboxes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from balancer import Flow
+from balancer.cli import main as balancer_cli
+from common.keys import Keys
+from common.models import WorkerInfo
+from common.scripts import Scripts
+from tests.conftest import wait_for
+from tests.integration import tasks
+from tests.integration.conftest import ThreadCluster
+
+
+class SimulatedWorker(threading.Thread):
+    def __init__(self, client: redis.Redis, keys: Keys, worker_id: str, queues: tuple[str, ...],
+                 capacity: int, cpu: float) -> None:
+        super().__init__(daemon=True)
+        self.scripts = Scripts(client, keys)
+        self.client = client
+        self.keys = keys
+        self.info = WorkerInfo(worker_id, queues, capacity, cpu=cpu)
+        self.stopping = threading.Event()
+        self.scripts.heartbeat(worker_id, self.info.to_blob(), 1000)
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.1):
+            self.scripts.heartbeat(self.info.id, self.info.to_blob(), 1000)
+
+    def inbox(self) -> list[str]:
+        return [e.decode().split("|")[0]
+                for e in self.client.lrange(self.keys.inbox(self.info.id), 0, -1)]
+
+
+@pytest.fixture
+def simulate(cluster: ThreadCluster) -> Iterator:  # type: ignore[type-arg]
+    started: list[SimulatedWorker] = []
+
+    def make(worker_id: str, queues: tuple[str, ...] = ("default",), capacity: int = 10,
+             cpu: float = 0.0) -> SimulatedWorker:
+        w = SimulatedWorker(cluster.client, cluster.dispatcher.keys, worker_id, queues,
+                            capacity, cpu)
+        w.start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stopping.set()
+        w.join(2)
+
+
+def _submit(cluster: ThreadCluster, n: int, task=tasks.constant) -> Flow:  # type: ignore[no-untyped-def]
+    with Flow("batch") as flow:
+        for i in range(n):
+            task(i)
+    flow.submit(cluster.client, namespace=cluster.settings.namespace)
+    return flow
+
+
+def _registered(cluster: ThreadCluster, *ids: str) -> None:
+    wait_for(lambda: all(i in cluster.dispatcher.view.workers for i in ids))
+
+
+def test_tasks_go_to_the_worker_reporting_less_load(cluster: ThreadCluster, simulate) -> None:  # type: ignore[no-untyped-def]
+    idle = simulate("idle", cpu=0.0)
+    busy = simulate("busy", cpu=0.95)
+    _registered(cluster, "idle", "busy")
+    _submit(cluster, 4)
+    wait_for(lambda: len(idle.inbox()) + len(busy.inbox()) == 4)
+    assert len(idle.inbox()) == 4
+    assert busy.inbox() == []
+
+
+def test_a_batch_is_spread_over_equally_loaded_workers(cluster: ThreadCluster, simulate) -> None:  # type: ignore[no-untyped-def]
+    a = simulate("a")
+    b = simulate("b")
+    _registered(cluster, "a", "b")
+    _submit(cluster, 12)
+    wait_for(lambda: len(a.inbox()) + len(b.inbox()) == 12)
+    assert abs(len(a.inbox()) - len(b.inbox())) <= 2
+
+
+def test_only_free_slots_are_filled(cluster: ThreadCluster, simulate) -> None:  # type: ignore[no-untyped-def]
+    small = simulate("small", capacity=2)
+    _registered(cluster, "small")
+    _submit(cluster, 5)
+    wait_for(lambda: len(small.inbox()) == 2)
+    big = simulate("big", capacity=10)
+    wait_for(lambda: len(big.inbox()) == 3)
+    assert len(small.inbox()) == 2
+
+
+def test_a_worker_never_gets_tasks_of_a_queue_it_does_not_serve(
+    cluster: ThreadCluster, simulate  # type: ignore[no-untyped-def]
+) -> None:
+    other = simulate("other", queues=("reports",))
+    mine = simulate("mine", queues=("default",), capacity=3)
+    _registered(cluster, "other", "mine")
+    _submit(cluster, 6)
+    wait_for(lambda: len(mine.inbox()) == 3)
+    assert other.inbox() == []
+    queued = cluster.client.zcard(cluster.dispatcher.keys.queue("default"))
+    assert queued == 3
+
+
+def test_high_priority_queue_runs_before_low_priority_when_both_are_ready(
+    cluster: ThreadCluster, redis_url: str
+) -> None:
+    ns = cluster.settings.namespace
+    for name, priority in (("high", "10"), ("low", "1")):
+        result = CliRunner().invoke(balancer_cli, ["queue", "set", name, "--priority", priority,
+                                                   "--redis-url", redis_url, "--namespace", ns])
+        assert result.exit_code == 0, result.output
+    order_key = f"order-{ns}"
+    with Flow("priorities") as flow:
+        for i in range(4):
+            tasks.record_low(redis_url, order_key, f"low{i}")
+        for i in range(4):
+            tasks.record_high(redis_url, order_key, f"high{i}")
+    flow.submit(cluster.client, namespace=ns)  # all 8 ready before any worker exists
+    cluster.add_worker(queues=("high", "low"), concurrency=1)
+    wait_for(lambda: cluster.client.llen(order_key) == 8, timeout=20)
+    order = [x.decode() for x in cluster.client.lrange(order_key, 0, -1)]
+    cluster.client.delete(order_key)
+    assert order == [f"high{i}" for i in range(4)] + [f"low{i}" for i in range(4)]
