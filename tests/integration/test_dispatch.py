@@ -136,3 +136,37 @@ def test_high_priority_queue_runs_before_low_priority_when_both_are_ready(
     order = [x.decode() for x in cluster.client.lrange(order_key, 0, -1)]
     cluster.client.delete(order_key)
     assert order == [f"high{i}" for i in range(4)] + [f"low{i}" for i in range(4)]
+
+
+def _queue_cli(redis_url: str, ns: str, *args: str) -> None:
+    result = CliRunner().invoke(balancer_cli, ["queue", *args, "--redis-url", redis_url,
+                                               "--namespace", ns])
+    assert result.exit_code == 0, result.output
+
+
+def test_queue_concurrency_limit_caps_tasks_leased_across_workers(
+    cluster: ThreadCluster, simulate, redis_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    _queue_cli(redis_url, cluster.settings.namespace, "set", "default",
+               "--concurrency-limit", "3")
+    a, b = simulate("a"), simulate("b")
+    _registered(cluster, "a", "b")
+    _submit(cluster, 8)
+    wait_for(lambda: len(a.inbox()) + len(b.inbox()) == 3)
+    cluster.dispatcher.stopping.wait(0.5)
+    assert len(a.inbox()) + len(b.inbox()) == 3
+    _queue_cli(redis_url, cluster.settings.namespace, "set", "default", "--no-limit")
+    wait_for(lambda: len(a.inbox()) + len(b.inbox()) == 8)
+
+
+def test_paused_queue_holds_its_tasks_until_resumed(
+    cluster: ThreadCluster, simulate, redis_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    _queue_cli(redis_url, cluster.settings.namespace, "pause", "default")
+    w = simulate("w")
+    _registered(cluster, "w")
+    _submit(cluster, 3)
+    cluster.dispatcher.stopping.wait(0.5)
+    assert w.inbox() == []
+    _queue_cli(redis_url, cluster.settings.namespace, "resume", "default")
+    wait_for(lambda: len(w.inbox()) == 3)

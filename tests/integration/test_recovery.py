@@ -1,0 +1,34 @@
+"""Work survives a worker killed with SIGKILL: its tasks run elsewhere, late acks are refused."""
+
+from __future__ import annotations
+
+import signal
+
+import redis
+
+from balancer import Flow
+from common.keys import Keys
+from tests.conftest import Processes, wait_for
+from tests.integration import tasks
+
+
+def test_tasks_of_a_killed_worker_run_on_another_worker(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
+    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("survives") as flow:
+        slow = tasks.sleep_for(1.0)
+        after = tasks.add(slow, 1)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(slow) == "running", timeout=20)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(5)
+    procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
+    assert run.wait(timeout=30) == "completed"
+    assert run.result(after) == 2.0
+    record = real.hmget(keys.task(run.ids[flow.nodes[0]]), ["worker", "attempt", "lost"])
+    assert record == [b"rescuer", b"2", b"1"]
+    assert real.exists(keys.leases("doomed"), keys.inbox("doomed")) == 0
