@@ -14,9 +14,10 @@ import click
 from balancer import status as status_view
 from balancer.dispatcher import Dispatcher
 from balancer.queue import check_queue_name
-from common import logs, signals
+from common import codec, logs, signals
 from common.connection import connect
 from common.keys import Keys
+from common.scripts import Scripts
 from common.settings import Settings, SettingsError
 
 log = logging.getLogger("balancer")
@@ -81,7 +82,8 @@ def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | 
 @click.option("--redis-url", help=URL_HELP)
 @click.option("--namespace", help=NS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-@click.option("--flows", default=10, show_default=True, help="How many recent flow runs to list.")
+@click.option("--flows", default=10, show_default=True, type=click.IntRange(min=1),
+              help="How many recent flow runs to list.")
 def status(redis_url: str | None, namespace: str | None, as_json: bool, flows: int) -> None:
     """Show the leader, workers with their load, queues with their depth, recent flow runs."""
     settings = _settings(redis_url=redis_url, namespace=namespace)
@@ -154,6 +156,91 @@ def queue_pause(name: str, redis_url: str | None, namespace: str | None) -> None
 def queue_resume(name: str, redis_url: str | None, namespace: str | None) -> None:
     """Hand out a paused queue's tasks again."""
     _queue_command(redis_url, namespace, name, {"paused": "0"}, f"queue {name} resumed")
+
+
+@main.group()
+def dlq() -> None:
+    """Quarantined tasks: those whose runs killed their worker `poison_threshold` times.
+
+    A quarantined task waits, and so does its flow, until it is retried or purged.
+    """
+
+
+def _dlq_ids(client: Any, keys: Keys, task_ids: tuple[str, ...], every: bool) -> list[str]:
+    if every:
+        return [m.decode() for m in client.zrange(keys.dlq, 0, -1)]
+    if not task_ids:
+        raise click.UsageError("name the task ids, or give --all")
+    return list(task_ids)
+
+
+@dlq.command("ls")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_ls(redis_url: str | None, namespace: str | None, as_json: bool) -> None:
+    """List quarantined tasks with the reason."""
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    keys = Keys(settings.namespace)
+    client = _client(settings)
+    entries = client.zrange(keys.dlq, 0, -1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for member, _ in entries:
+        pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])
+    rows = []
+    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, pipe.execute()):
+        err = codec.unpack_error(error)
+        rows.append({"id": member.decode(), "name": (name or b"").decode(),
+                     "fn": (fn or b"").decode(), "queue": (queue or b"").decode(),
+                     "flow": (flow or b"").decode(), "lost": int(lost or 0),
+                     "since": score / 1000, "reason": str(err) if err else ""})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no quarantined tasks")
+    for r in rows:
+        click.echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
+                   f"  flow={r['flow']}  {r['reason']}")
+
+
+@dlq.command("retry")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every quarantined task.")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+def dlq_retry(task_ids: tuple[str, ...], every: bool, redis_url: str | None,
+              namespace: str | None) -> None:
+    """Put quarantined tasks back into their queues (their loss count reset)."""
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    keys = Keys(settings.namespace)
+    client = _client(settings)
+    scripts = Scripts(client, keys)
+    for task_id in _dlq_ids(client, keys, task_ids, every):
+        queue = client.hget(keys.task(task_id), "queue")
+        if queue is None or not scripts.dlq_retry(task_id, queue.decode()):
+            raise click.ClickException(f"task {task_id} is not quarantined")
+        click.echo(f"task {task_id} re-queued on {queue.decode()}")
+
+
+@dlq.command("purge")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every quarantined task.")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+def dlq_purge(task_ids: tuple[str, ...], every: bool, redis_url: str | None,
+              namespace: str | None) -> None:
+    """Give quarantined tasks up: they fail for good, their dependents too."""
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    keys = Keys(settings.namespace)
+    client = _client(settings)
+    scripts = Scripts(client, keys)
+    for task_id in _dlq_ids(client, keys, task_ids, every):
+        flow = client.hget(keys.task(task_id), "flow")
+        if flow is None or not scripts.dlq_purge(task_id, flow.decode(),
+                                                 int(settings.result_ttl * 1000)):
+            raise click.ClickException(f"task {task_id} is not quarantined")
+        click.echo(f"task {task_id} failed for good")
 
 
 if __name__ == "__main__":

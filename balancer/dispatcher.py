@@ -25,7 +25,7 @@ from common import codec, signals
 from common.codec import ErrorInfo
 from common.keys import Keys
 from common.models import QueueConfig
-from common.scripts import LeasedTask, Scripts
+from common.scripts import FAIL_REFUSED, LeasedTask, Scripts
 from common.settings import Settings
 
 log = logging.getLogger("balancer.dispatcher")
@@ -35,6 +35,8 @@ DELAYED_BATCH = 500
 CASCADE_BATCH = 100
 CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
+DEADLINE_CHECK = 1.0
+UNSERVED_WARNING = 30.0
 
 
 class Dispatcher:
@@ -67,6 +69,8 @@ class Dispatcher:
         self._again = False  # work is left that needs no signal to continue
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
+        self._deadlines_at = 0.0
+        self._unserved_warned: dict[str, float] = {}
         self.ttl_ms = int(settings.result_ttl * 1000)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -82,6 +86,12 @@ class Dispatcher:
                 log.warning("dispatcher=%s lost Redis (%s); retrying in %.1fs", self.id, exc,
                             backoff)
                 self.token = None
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug or a corrupt record must not take the dispatcher down: log, pause, go on.
+                log.exception("dispatcher=%s: unexpected error; continuing", self.id)
+                self._idle = False
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._resign()
@@ -216,6 +226,9 @@ class Dispatcher:
         self._promote()
         if self._cascade_pending:
             self._cascade()
+        if now - self._deadlines_at > DEADLINE_CHECK:
+            self._expire_overdue()
+        self._warn_unserved()
         for worker in self.view.dead(now, self.settings.worker_timeout):
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._reap(worker.id, seen_before_ms=seen_before, why="missed heartbeats")
@@ -277,22 +290,45 @@ class Dispatcher:
             if n:
                 self._cascade_pending = True
 
+    def _expire_overdue(self) -> None:
+        """Fail running tasks that outlived timeout + grace without an acknowledgement."""
+        self._deadlines_at = self.clock()
+        now = self.redis_now_ms()
+        due = [m.decode() for m in self.client.zrangebyscore(self.keys.deadlines, "-inf", now,
+                                                              start=0, num=DELAYED_BATCH)]
+        if not due:
+            return
+        error = codec.pack_error(ErrorInfo(
+            "TimeoutError", f"no acknowledgement within the task's timeout plus"
+                            f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
+        for task_id, (worker, attempt, flow, queue) in zip(
+                due, self._task_fields(due, "worker", "attempt", "flow", "queue")):
+            code = FAIL_REFUSED
+            if worker and attempt and queue:
+                code = self.scripts.fail(task_id, worker, int(attempt), flow or "", queue, error,
+                                         "retry", self.ttl_ms, self.settings.poison_threshold)
+            if code == FAIL_REFUSED:  # settled meanwhile, or a record without a lease
+                self.client.zrem(self.keys.deadlines, task_id)
+            else:
+                log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
+                            worker)
+
     def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
         if self.token is None:
             return
         ids = sorted(m.decode() for m in self.client.smembers(self.keys.leases(worker_id)))
         tasks = []
-        for task_id, (queue, flow) in zip(ids, self._task_fields(ids, "queue", "flow")):
+        for task_id, (queue,) in zip(ids, self._task_fields(ids, "queue")):
             if queue is None:
                 log.error("worker=%s held task=%s whose record is gone; dropping the lease",
                           worker_id, task_id)
                 continue
-            tasks.append(LeasedTask(task_id, queue, flow or ""))
+            tasks.append(LeasedTask(task_id, queue))
         error = ErrorInfo("balancer.PoisonTask",
                           f"the task was running on a worker that died"
                           f" {self.settings.poison_threshold} times; quarantined")
         requeued, dead = self.scripts.reap(
-            self.token, worker_id, seen_before_ms, self.settings.poison_threshold, self.ttl_ms,
+            self.token, worker_id, seen_before_ms, self.settings.poison_threshold,
             codec.pack_error(error), tasks,
         )
         if requeued == -1:
@@ -349,10 +385,30 @@ class Dispatcher:
         self._again = bool(self.view.with_free_slots()) and any(
             len(ready[q]) >= depth for q in ready)
 
+    def _warn_unserved(self) -> None:
+        """Say so when tasks wait in a queue that no registered worker serves."""
+        now = self.clock()
+        unserved = [q for q in sorted(self.queue_names)
+                    if not any(w.serves(q) for w in self.view.workers.values())
+                    and now - self._unserved_warned.get(q, -UNSERVED_WARNING) >= UNSERVED_WARNING]
+        if not unserved:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for q in unserved:
+            pipe.zcard(self.keys.queue(q))
+        for q, depth in zip(unserved, pipe.execute()):
+            if depth:
+                self._unserved_warned[q] = now
+                log.warning("queue=%s has %d ready tasks but no worker serves it"
+                            " (start one with: worker start --queue %s)", q, depth, q)
+
     def _assign(self, worker_id: str, queue: str, batch: list[str]) -> bool:
         view = self.view.workers[worker_id]
         assert self.token is not None
-        n, leased = self.scripts.assign(self.token, worker_id, queue, view.capacity, batch)
+        n, leased, dropped = self.scripts.assign(self.token, worker_id, queue, view.capacity,
+                                                 batch)
+        if dropped:
+            log.error("queue=%s held %d ids without a task record; dropped them", queue, dropped)
         if n == -1:
             log.warning("dispatcher=%s is no longer leader; stopped assigning", self.id)
             self.token = None

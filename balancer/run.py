@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from balancer.task import Task
 
 
+# Longest single blocking wait: well under redis-py's default socket timeout (5 s).
+WAIT_SLICE = 2.0
+
+
 class TaskFailed(Exception):
     """The task did not complete; ``error`` says why (type, message, traceback)."""
 
@@ -59,12 +63,12 @@ class FlowRun:
             state = self.state
             if state in (FlowState.COMPLETED, FlowState.FAILED):
                 return state
-            left = 5.0 if deadline is None else deadline - time.monotonic()
+            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"flow {self.flow.name!r} ({self.id}) still {state}"
                                    f" after {timeout}s")
             # The last task pushes the final state here; put it back for other waiters.
-            item = self.client.blpop([done_key], timeout=max(0.01, min(left, 5.0)))
+            item = self.client.blpop([done_key], timeout=max(0.01, min(left, WAIT_SLICE)))
             if item is not None:
                 self.client.lpush(done_key, item[1])
 

@@ -18,6 +18,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |
 | leases:<id>          | set         | every task leased to that worker (inbox + running)          |
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
+| deadlines            | zset        | running tasks with a timeout, score = timeout + grace (ms)  |
 | cascade              | list        | failed task ids whose dependents still need failing         |
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
@@ -76,6 +77,10 @@ class Keys:
     @property
     def delayed(self) -> str:
         return f"{self.prefix}delayed"
+
+    @property
+    def deadlines(self) -> str:
+        return f"{self.prefix}deadlines"
 
     @property
     def cascade(self) -> str:

@@ -10,13 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
 from common.keys import Keys
 
 WAKE_CAP = 10_000
+
+FailMode = Literal["retry", "final", "crash"]
+FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 
 
 @cache
@@ -39,7 +42,6 @@ class LeasedTask:
 
     task_id: str
     queue: str
-    flow_id: str
     inbox_entry: str = ""
 
 
@@ -63,15 +65,16 @@ class Scripts:
 
     def assign(
         self, token: str, worker_id: str, queue: str, capacity: int, task_ids: Sequence[str]
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, int]:
+        """(assigned, tasks leased to the worker now, ids dropped for lack of a record)."""
         k = self.keys
-        n, leased = self._run(
+        n, leased, dropped = self._run(
             "assign",
             [k.leader, k.worker(worker_id), k.inbox(worker_id), k.leases(worker_id),
              k.inflight, k.queue(queue), *(k.task(t) for t in task_ids)],
             [token, worker_id, queue, capacity, *task_ids],
         )
-        return int(n), int(leased)
+        return int(n), int(leased), int(dropped)
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
         """Queue due retries; ``due`` holds (task id, queue name) pairs."""
@@ -97,18 +100,17 @@ class Scripts:
         worker_id: str,
         seen_before_ms: int,
         poison_threshold: int,
-        ttl_ms: int,
         quarantine_error: bytes,
         tasks: Sequence[LeasedTask],
     ) -> tuple[int, int]:
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
-                k.leases(worker_id), k.inflight, k.dlq, k.cascade]
+                k.leases(worker_id), k.inflight, k.dlq, k.deadlines]
         for t in tasks:
-            keys += [k.task(t.task_id), k.queue(t.queue), k.flow(t.flow_id), k.flow_done(t.flow_id)]
+            keys += [k.task(t.task_id), k.queue(t.queue)]
         requeued, dead = self._run(
             "reap", keys,
-            [token, worker_id, seen_before_ms, poison_threshold, ttl_ms, quarantine_error,
+            [token, worker_id, seen_before_ms, poison_threshold, quarantine_error,
              *(t.task_id for t in tasks)],
         )
         return int(requeued), int(dead)
@@ -124,8 +126,11 @@ class Scripts:
         )
         return bool(existed), int(leased)
 
-    def start(self, task_id: str, worker_id: str, attempt: int) -> list[bytes | None] | None:
-        result = self._run("start", [self.keys.task(task_id)], [worker_id, attempt])
+    def start(self, task_id: str, worker_id: str, attempt: int, grace_ms: int
+              ) -> list[bytes | None] | None:
+        """The spec {fn, args, timeout, queue, flow, children, name}, or None if stale."""
+        result = self._run("start", [self.keys.task(task_id), self.keys.deadlines],
+                           [worker_id, attempt, grace_ms])
         return list(result) if result else None
 
     def complete(
@@ -140,7 +145,7 @@ class Scripts:
     ) -> bool:
         k = self.keys
         keys = [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
-                k.flow_done(flow_id), k.wake]
+                k.flow_done(flow_id), k.wake, k.deadlines]
         for c in children:
             keys += [k.task(c.task_id), k.queue(c.queue)]
         return bool(self._run(
@@ -154,22 +159,38 @@ class Scripts:
         worker_id: str,
         attempt: int,
         flow_id: str,
+        queue: str,
         error: bytes,
-        retryable: bool,
+        mode: FailMode,
         ttl_ms: int,
+        poison_threshold: int,
     ) -> int:
-        """2: a retry is scheduled; 1: the task failed; 0: the lease no longer holds."""
+        """FAIL_RETRIED: retry scheduled or re-queued; FAIL_QUARANTINED; FAIL_FAILED: failed
+        for good; FAIL_REFUSED: the lease moved on, nothing changed."""
         k = self.keys
         return int(self._run(
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
-             k.flow_done(flow_id), k.wake, k.delayed, k.cascade],
-            [worker_id, attempt, task_id, error, ttl_ms, "1" if retryable else "0"],
+             k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
+             k.dlq],
+            [worker_id, attempt, task_id, error, ttl_ms, mode, poison_threshold],
         ))
+
+    def dlq_retry(self, task_id: str, queue: str) -> bool:
+        k = self.keys
+        return bool(self._run("dlq_retry", [k.dlq, k.task(task_id), k.queue(queue), k.wake],
+                              [task_id]))
+
+    def dlq_purge(self, task_id: str, flow_id: str, ttl_ms: int) -> bool:
+        k = self.keys
+        return bool(self._run(
+            "dlq_purge",
+            [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
+            [task_id, ttl_ms]))
 
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
-        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake]
+        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines]
         args: list[Any] = [worker_id]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]

@@ -41,6 +41,9 @@ class Settings:
     dispatch_tick: float = 0.5
     # Grace period for running tasks on SIGTERM.
     shutdown_grace: float = 30.0
+    # How long past its timeout a task may stay unacknowledged before the dispatcher fails
+    # it itself (a backstop for a worker that keeps heartbeating but lost the task).
+    timeout_grace: float = 10.0
 
     @classmethod
     def from_env(

@@ -18,10 +18,12 @@ class Outcome:
     ok: bool
     payload: bytes  # the packed result, or the packed ErrorInfo
     retryable: bool = True
+    crashed: bool = False  # the run killed the process running it
 
     @classmethod
-    def failure(cls, error: ErrorInfo, retryable: bool = True) -> Outcome:
-        return cls(False, codec.pack_error(error), retryable)
+    def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False
+                ) -> Outcome:
+        return cls(False, codec.pack_error(error), retryable, crashed)
 
     def to_bytes(self) -> bytes:
         return codec.pack([self.ok, self.payload, self.retryable])

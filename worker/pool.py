@@ -95,7 +95,7 @@ class ProcessRunner:
             self._replace()
             return Outcome.failure(ErrorInfo(
                 "balancer.WorkerProcessDied",
-                f"the process running task {fn_path} died (exit code {code})"))
+                f"the process running task {fn_path} died (exit code {code})"), crashed=True)
 
     def close(self, kill: bool = False) -> None:
         try:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
@@ -17,7 +19,7 @@ from common import codec, signals
 from common.codec import CodecError, ErrorInfo
 from common.keys import Keys
 from common.models import TaskState
-from common.scripts import Child, Scripts
+from common.scripts import FAIL_FAILED, FAIL_QUARANTINED, FAIL_RETRIED, Child, FailMode, Scripts
 from common.settings import Settings
 from worker.executor import Outcome
 from worker.pool import Runner
@@ -25,6 +27,7 @@ from worker.pool import Runner
 log = logging.getLogger("worker")
 
 FETCH_TIMEOUT = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Lease:
     task_id: str
     attempt: int
     name: str
+    queue: str
     fn: str
     args: bytes
     timeout: float | None
@@ -50,8 +54,12 @@ class Slot(threading.Thread):
         self.scripts = Scripts(client, self.keys)
         self.runner = runner
         self.stopping = stopping
-        self.busy = False
+        self.current: str | None = None  # the task id this slot holds, if any
         self.ttl_ms = int(settings.result_ttl * 1000)
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
 
     def run(self) -> None:
         inbox = self.keys.inbox(self.worker_id)
@@ -72,11 +80,27 @@ class Slot(threading.Thread):
                 log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
                           item[1][:80])
                 continue
-            self.busy = True
+            self.current = entry[0]
             try:
                 self.handle(*entry)
+            except Exception:
+                # The lease stays with this worker; reconciliation hands it back.
+                log.exception("task=%s: unexpected error in worker=%s", entry[0], self.worker_id)
             finally:
-                self.busy = False
+                self.current = None
+
+    def _persist(self, what: str, task_id: str, call: Callable[[], T]) -> T:
+        """Run an idempotent call, retrying while Redis is unreachable: a started task or a
+        computed result is never dropped because a connection broke."""
+        backoff = 0.1
+        while True:
+            try:
+                return call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("task=%s cannot %s (%s); retrying in %.1fs", task_id, what, exc,
+                          backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     def handle(self, task_id: str, attempt: int) -> None:
         lease = self._start(task_id, attempt)
@@ -94,19 +118,22 @@ class Slot(threading.Thread):
         self._acknowledge(lease, outcome, time.monotonic() - started)
 
     def _start(self, task_id: str, attempt: int) -> Lease | None:
-        spec = self.scripts.start(task_id, self.worker_id, attempt)
+        grace_ms = int(self.settings.timeout_grace * 1000)
+        spec = self._persist("start", task_id, lambda: self.scripts.start(
+            task_id, self.worker_id, attempt, grace_ms))
         if spec is None:
             log.warning("task=%s attempt=%d is no longer leased to worker=%s; skipped",
                         task_id, attempt, self.worker_id)
             return None
-        fn, args, timeout, _queue, flow, children, name = spec
+        fn, args, timeout, queue, flow, children, name = spec
         try:
             kids = [Child(str(c), str(q)) for c, q in codec.unpack(children or b"\x90")]
         except (CodecError, ValueError, TypeError):
             kids = []
         return Lease(
             task_id=task_id, attempt=attempt,
-            name=(name or b"?").decode(), fn=(fn or b"").decode(), args=args or b"",
+            name=(name or b"?").decode(), queue=(queue or b"default").decode(),
+            fn=(fn or b"").decode(), args=args or b"",
             timeout=float(timeout) if timeout else None,
             flow=(flow or b"").decode(), children=kids,
         )
@@ -124,7 +151,8 @@ class Slot(threading.Thread):
         for ref in refs:
             pipe.hmget(self.keys.task(ref), ["state", "result"])
         results = {}
-        for ref, (state, blob) in zip(refs, pipe.execute()):
+        for ref, (state, blob) in zip(refs, self._persist("read results", lease.task_id,
+                                                          pipe.execute)):
             if state is None or state.decode() != TaskState.COMPLETED or blob is None:
                 raise LookupError(f"the result of upstream task {ref} is not available"
                                   f" (state {state.decode() if state else 'expired'})")
@@ -132,31 +160,31 @@ class Slot(threading.Thread):
         return codec.pack(codec.substitute([args, kwargs], results))
 
     def _acknowledge(self, lease: Lease, outcome: Outcome, took: float) -> None:
-        """Store the outcome, retrying while Redis is unreachable: a result is never dropped."""
-        backoff = 0.1
-        while True:
-            try:
-                if outcome.ok:
-                    accepted = self.scripts.complete(
-                        lease.task_id, self.worker_id, lease.attempt, lease.flow,
-                        outcome.payload, lease.children, self.ttl_ms)
-                    verdict = "completed" if accepted else ""
-                else:
-                    code = self.scripts.fail(
-                        lease.task_id, self.worker_id, lease.attempt, lease.flow,
-                        outcome.payload, outcome.retryable, self.ttl_ms)
-                    verdict = {2: "failed, retry scheduled", 1: "failed"}.get(code, "")
-                break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.error("task=%s cannot be acknowledged (%s); retrying in %.1fs",
-                          lease.task_id, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        if not verdict:
-            log.warning("task=%s attempt=%d: ack refused, the task was re-leased elsewhere",
-                        lease.task_id, lease.attempt)
-        elif outcome.ok:
-            log.info("task=%s %s in %.3fs", lease.task_id, verdict, took)
+        """Store the outcome; both scripts are idempotent for the same lease, so a call
+        whose reply was lost can simply be made again."""
+        if outcome.ok:
+            accepted = self._persist("be acknowledged", lease.task_id,
+                                     lambda: self.scripts.complete(
+                                         lease.task_id, self.worker_id, lease.attempt,
+                                         lease.flow, outcome.payload, lease.children,
+                                         self.ttl_ms))
+            if accepted:
+                log.info("task=%s completed in %.3fs", lease.task_id, took)
+            else:
+                self._refused(lease)
+            return
+        mode: FailMode = "crash" if outcome.crashed else "retry" if outcome.retryable else "final"
+        code = self._persist("be acknowledged", lease.task_id, lambda: self.scripts.fail(
+            lease.task_id, self.worker_id, lease.attempt, lease.flow, lease.queue,
+            outcome.payload, mode, self.ttl_ms, self.settings.poison_threshold))
+        verdict = {FAIL_RETRIED: "will run again", FAIL_FAILED: "failed",
+                   FAIL_QUARANTINED: "quarantined after killing its process"}.get(code)
+        if verdict is None:
+            self._refused(lease)
         else:
-            error = codec.unpack_error(outcome.payload)
-            log.warning("task=%s %s in %.3fs: %s", lease.task_id, verdict, took, error)
+            log.warning("task=%s %s after %.3fs: %s", lease.task_id, verdict, took,
+                        codec.unpack_error(outcome.payload))
+
+    def _refused(self, lease: Lease) -> None:
+        log.warning("task=%s attempt=%d: outcome refused, the task was re-leased elsewhere",
+                    lease.task_id, lease.attempt)

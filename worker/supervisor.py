@@ -26,6 +26,7 @@ from common.scripts import LeasedTask, Scripts
 from common.settings import Settings
 from worker.heartbeat import Heartbeat, host_load
 from worker.pool import make_runner
+from worker.reconcile import Reconciler
 from worker.slot import Slot
 
 log = logging.getLogger("worker")
@@ -65,13 +66,17 @@ class Worker:
         self.draining = False
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
+        self.reconciler = Reconciler(self.id, client, self.scripts, self.running, self.stopped)
+
+    def running(self) -> set[str]:
+        return {s.current for s in self.slots if s.current is not None}
 
     def info(self) -> WorkerInfo:
         cpu, memory, load = host_load()
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
-            running=sum(s.busy for s in self.slots), cpu=cpu, memory=memory, load_avg=load,
+            running=len(self.running()), cpu=cpu, memory=memory, load_avg=load,
             host=socket.gethostname(), pid=os.getpid(), pool=self.pool)
 
     # -- starting --------------------------------------------------------------------
@@ -95,6 +100,7 @@ class Worker:
         for slot in self.slots:
             slot.start()
         self.heartbeat.start()
+        self.reconciler.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
 
@@ -182,7 +188,7 @@ class Worker:
         pipe = self.client.pipeline(transaction=False)
         for _, task_id in valid:
             pipe.hget(self.keys.task(task_id), "queue")
-        tasks = [LeasedTask(task_id, q.decode(), "", inbox_entry=raw)
+        tasks = [LeasedTask(task_id, q.decode(), inbox_entry=raw)
                  for (raw, task_id), q in zip(valid, pipe.execute()) if q is not None]
         n = self.scripts.release(self.id, tasks)
         if n:

@@ -21,9 +21,45 @@ local function flow_task_done(flow_key, done_key, failed, ttl_ms)
   end
 end
 
--- True when the caller holds the lease it claims: the state, the worker and the attempt
--- (the fencing token) all match. A late ack from a re-leased attempt fails this.
-local function holds(task_key, state, worker, attempt)
-  local s = redis.call('HMGET', task_key, 'state', 'worker', 'attempt')
-  return s[1] == state and s[2] == worker and s[3] == attempt
+-- Reads the fencing fields of a task: {state, worker, attempt, queue}.
+local function lease_of(task_key)
+  return redis.call('HMGET', task_key, 'state', 'worker', 'attempt', 'queue')
+end
+
+-- True when the lease read by lease_of is held by this worker at this attempt (the
+-- fencing token). A late ack from an attempt that was re-leased fails this.
+local function held(s, worker, attempt)
+  return s[2] == worker and s[3] == attempt
+end
+
+-- Give a leased task's slot back: it no longer counts against its worker or its queue.
+local function unlease(leases_key, inflight_key, id, queue)
+  redis.call('SREM', leases_key, id)
+  if queue then redis.call('HINCRBY', inflight_key, queue, -1) end
+end
+
+-- Put a task back into its queue at its original place.
+local function requeue(task_key, queue_key, id)
+  redis.call('HSET', task_key, 'state', 'queued')
+  redis.call('HDEL', task_key, 'worker')
+  redis.call('ZADD', queue_key, redis.call('HGET', task_key, 'score') or 0, id)
+end
+
+-- Quarantine a task whose runs keep killing workers. It stays in its flow, which waits
+-- until an operator retries it (`balancer dlq retry`) or gives it up (`balancer dlq purge`).
+local function quarantine(task_key, dlq_key, id, error)
+  redis.call('HSET', task_key, 'state', 'dead', 'error', error, 'finished', now_ms())
+  redis.call('HDEL', task_key, 'worker')
+  redis.call('ZADD', dlq_key, now_ms(), id)
+end
+
+-- Fail a task for good: it settles in its flow, and its dependents are queued for failing.
+local function fail_for_good(task_key, id, error, flow_key, done_key, cascade_key, wake_key, ttl)
+  redis.call('HSET', task_key, 'state', 'failed', 'error', error, 'finished', now_ms())
+  redis.call('PEXPIRE', task_key, ttl)
+  if tonumber(redis.call('HGET', task_key, 'nchildren') or '0') > 0 then
+    redis.call('RPUSH', cascade_key, id)
+    redis.call('RPUSH', wake_key, 'c')
+  end
+  flow_task_done(flow_key, done_key, true, ttl)
 end

@@ -1,21 +1,20 @@
--- A stopping worker hands back the tasks still in its inbox, at their original place.
--- KEYS: inbox, leases, inflight, wake, then (task, queue)...
--- ARGV: worker id, then (inbox entry, task id)...
+-- A worker hands back tasks leased to it that it will not run: unstarted ones on
+-- shutdown, and ones it lost track of (a reply lost with a dropped connection).
+-- They go back to their queue at their original place.
+-- KEYS: inbox, leases, inflight, wake, deadlines, then (task, queue)...
+-- ARGV: worker id, then (inbox entry or "", task id)...
 -- Returns how many it handed back.
 local n = 0
-for j = 0, (#KEYS - 4) / 2 - 1 do
-  local task, queue = KEYS[5 + 2 * j], KEYS[6 + 2 * j]
+for j = 0, (#KEYS - 5) / 2 - 1 do
+  local task, queue = KEYS[6 + 2 * j], KEYS[7 + 2 * j]
   local entry, id = ARGV[2 + 2 * j], ARGV[3 + 2 * j]
-  if redis.call('LREM', KEYS[1], 1, entry) == 1 then
-    local s = redis.call('HMGET', task, 'state', 'worker', 'queue')
-    if s[1] == 'assigned' and s[2] == ARGV[1] then
-      redis.call('HSET', task, 'state', 'queued')
-      redis.call('HDEL', task, 'worker')
-      redis.call('ZADD', queue, redis.call('HGET', task, 'score'), id)
-      redis.call('SREM', KEYS[2], id)
-      redis.call('HINCRBY', KEYS[3], s[3], -1)
-      n = n + 1
-    end
+  if entry ~= '' then redis.call('LREM', KEYS[1], 1, entry) end
+  local s = lease_of(task)
+  if (s[1] == 'assigned' or s[1] == 'running') and s[2] == ARGV[1] then
+    unlease(KEYS[2], KEYS[3], id, s[4])
+    redis.call('ZREM', KEYS[5], id)
+    requeue(task, queue, id)
+    n = n + 1
   end
 end
 if n > 0 then redis.call('RPUSH', KEYS[4], 's') end

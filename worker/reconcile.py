@@ -1,0 +1,66 @@
+"""Hands back leases this worker holds but neither runs nor has in its inbox.
+
+Such a lease is left behind when a connection drops between Redis popping an inbox entry
+and the worker receiving it, or when a slot hit an unexpected error. The worker stays
+alive, so the dispatcher would never reap it: this pass returns those tasks to their
+queues. A lease must look orphaned on two passes in a row, so one a slot popped a moment
+ago is never taken from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+
+from common import signals
+from common.keys import Keys
+from common.scripts import LeasedTask, Scripts
+
+log = logging.getLogger("worker")
+
+
+class Reconciler(threading.Thread):
+    def __init__(self, worker_id: str, client: redis.Redis, scripts: Scripts,
+                 running: Callable[[], set[str]], stopping: threading.Event,
+                 interval: float = 5.0) -> None:
+        super().__init__(name=f"reconcile-{worker_id}", daemon=True)
+        self.worker_id = worker_id
+        self.client = client
+        self.keys: Keys = scripts.keys
+        self.scripts = scripts
+        self.running = running
+        self.stopping = stopping
+        self.interval = interval
+        self._suspects: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            # During an outage the heartbeat reports it; the next pass catches up.
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self.pass_once()
+
+    def pass_once(self) -> int:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.smembers(self.keys.leases(self.worker_id))
+        pipe.lrange(self.keys.inbox(self.worker_id), 0, -1)
+        leases, inbox = pipe.execute()
+        waiting = {e[0] for e in map(signals.parse_inbox_entry, inbox) if e is not None}
+        held = waiting | self.running()
+        suspects = {m.decode() for m in leases} - held
+        orphans = sorted(suspects & self._suspects)
+        self._suspects = suspects - set(orphans)
+        if not orphans:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in orphans:
+            pipe.hget(self.keys.task(task_id), "queue")
+        tasks = [LeasedTask(t, q.decode()) for t, q in zip(orphans, pipe.execute())
+                 if q is not None]
+        n = self.scripts.release(self.worker_id, tasks)
+        log.warning("worker=%s handed back %d tasks it had lost track of: %s", self.worker_id,
+                    n, ",".join(orphans[:10]))
+        return n
