@@ -1,0 +1,31 @@
+"""The cluster benchmark runs end to end and reports figures (never how fast they must be)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/cluster_bench.py", "--quick", "--json", str(out),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert set(figures["pools"]) == {"process", "thread"}
+    for pool, row in figures["pools"].items():
+        assert row["tasks"] == 200 and row["singles"] == 30, pool
+        for name in ("submit_s", "end_to_end_s", "tasks_per_s", "latency_p50_ms",
+                     "latency_p99_ms", "latency_max_ms", "redis_cmds_per_task"):
+            assert row[name] > 0, (pool, name, row)
+        assert row["latency_p50_ms"] <= row["latency_p99_ms"] <= row["latency_max_ms"], row
+    assert "tasks/s" in proc.stdout
