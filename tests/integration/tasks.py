@@ -76,3 +76,23 @@ def record_high(url: str, key: str, label: str) -> str:
 @task(queue_name="low")
 def record_low(url: str, key: str, label: str) -> str:
     return record.fn(url, key, label)
+
+
+@task
+def crash_unless(url: str, key: str) -> str:
+    """Kills the process running it until ``key`` exists in Redis."""
+    if not redis.Redis.from_url(url).exists(key):
+        os._exit(17)
+    return "survived"
+
+
+@task
+def kill_my_worker() -> None:
+    """Kills the whole worker process (the supervisor too, in a thread pool)."""
+    os.kill(os.getpid(), 9)
+
+
+@task(timeout=0.3)
+def short_timeout(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -170,3 +170,30 @@ def test_paused_queue_holds_its_tasks_until_resumed(
     assert w.inbox() == []
     _queue_cli(redis_url, cluster.settings.namespace, "resume", "default")
     wait_for(lambda: len(w.inbox()) == 3)
+
+
+def test_dispatcher_fails_a_task_whose_worker_never_acknowledges_past_its_timeout(
+    real: redis.Redis, settings, redis_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    cluster = ThreadCluster(real, settings.replace(redis_url=redis_url, timeout_grace=0.3))
+    cluster.start()
+    worker = SimulatedWorker(real, cluster.dispatcher.keys, "stuck", ("default",), 2, 0.0)
+    worker.start()
+    try:
+        flow = Flow("stuck")
+        node = flow.add_task(tasks.short_timeout)  # timeout=0.3 s
+        node.args = (0.0,)
+        run = flow.submit(real, namespace=settings.namespace)
+        entry = wait_for(lambda: worker.inbox() and real.lpop(
+            cluster.dispatcher.keys.inbox("stuck")))
+        task_id, attempt = entry.decode().split("|")
+        assert worker.scripts.start(task_id, "stuck", int(attempt), 300) is not None
+        # The worker keeps heartbeating but never acknowledges.
+        assert run.wait(timeout=20) == "failed"
+        error = run.error(node)
+        assert error is not None and error.type == "TimeoutError"
+        assert "presumed stuck" in error.message
+        assert real.zcard(cluster.dispatcher.keys.deadlines) == 0
+    finally:
+        worker.stopping.set()
+        cluster.stop()

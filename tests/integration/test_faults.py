@@ -1,0 +1,202 @@
+"""Fault injection with real processes and a real Redis: poison tasks, fencing of late
+acks, the timeout backstop, dispatcher death, standby take-over, Redis restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from balancer import Flow
+from common.keys import Keys
+from tests.conftest import ROOT, Processes, RedisServer, wait_for
+from tests.integration import tasks
+
+
+def _cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer.cli", *args], cwd=ROOT,
+                          env=procs.env, capture_output=True, text=True, timeout=30)
+
+
+def _workers(client: redis.Redis, keys: Keys, n: int) -> None:
+    wait_for(lambda: client.zcard(keys.workers) >= n, timeout=30)
+
+
+def test_a_task_killing_its_pool_process_is_quarantined_and_can_be_retried(
+    procs: Processes, real: redis.Redis, namespace: str, redis_url: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "process")
+    _workers(real, keys, 1)
+    guard = f"guard-{namespace}"
+    with Flow("poison") as flow:
+        poison = tasks.crash_unless(redis_url, guard)
+        after = tasks.constant(poison)
+        fine = tasks.constant(1)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(poison) == "dead", timeout=60)
+    wait_for(lambda: run.task_state(fine) == "completed", timeout=30)  # the fleet kept working
+    assert run.result(fine) == 1
+    assert worker.poll() is None  # the supervisor survived three crashed children
+    assert run.state == "running"  # the flow waits for an operator's decision
+    listing = _cli(procs, "dlq", "ls", "--json")
+    (entry,) = json.loads(listing.stdout)
+    assert entry["id"] == run.ids[poison] and entry["lost"] == 3
+    assert "WorkerProcessDied" in entry["reason"]
+    status = json.loads(_cli(procs, "status", "--json").stdout)
+    assert status["dead_letters"] == 1
+
+    real.set(guard, 1)
+    try:
+        assert _cli(procs, "dlq", "retry", run.ids[poison]).returncode == 0
+        assert run.wait(timeout=30) == "completed"
+        assert run.result(after) == "survived"
+    finally:
+        real.delete(guard)
+
+
+def test_purging_a_quarantined_task_fails_it_and_its_dependents(
+    procs: Processes, real: redis.Redis, namespace: str, redis_url: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--concurrency", "1", "--pool", "process")
+    _workers(real, keys, 1)
+    with Flow("purged") as flow:
+        poison = tasks.crash_unless(redis_url, f"never-{namespace}")
+        after = tasks.constant(poison)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(poison) == "dead", timeout=60)
+    assert _cli(procs, "dlq", "purge", "--all").returncode == 0
+    assert run.wait(timeout=30) == "failed"
+    assert run.task_state(poison) == "failed"
+    assert run.task_state(after) == "upstream_failed"
+    assert real.zcard(keys.dlq) == 0
+
+
+def test_a_task_that_kills_whole_workers_is_quarantined_after_three(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    flow = Flow("killer")
+    killer = flow.add_task(tasks.kill_my_worker)
+    run = flow.submit(real, namespace=namespace)
+    for n in range(3):
+        victim = procs.worker("--concurrency", "1", "--pool", "thread", "--name", f"victim{n}")
+        assert victim.wait(30) == -signal.SIGKILL
+        wait_for(lambda: run.task_state(killer) in ("queued", "dead"), timeout=30)
+    assert run.task_state(killer) == "dead"
+    assert int(real.hget(keys.task(run.ids[killer]), "lost")) == 3
+
+
+def test_a_late_ack_from_a_paused_worker_is_refused(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    paused = procs.worker("--concurrency", "1", "--pool", "thread", "--name", "paused")
+    _workers(real, keys, 1)
+    flow = Flow("fenced")
+    slow = flow.add_task(tasks.sleep_for)
+    slow.args = (2.0,)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(slow) == "running", timeout=20)
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        # Declared dead after the 2 s worker timeout; the task goes to the other worker.
+        procs.worker("--concurrency", "1", "--pool", "thread", "--name", "healthy")
+        wait_for(lambda: real.hget(keys.task(run.ids[slow]), "worker") == b"healthy",
+                 timeout=30)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    assert run.wait(timeout=30) == "completed"
+    wait_for(lambda: "outcome refused" in procs.log(paused), timeout=30)
+    wait_for(lambda: "registered again" in procs.log(paused), timeout=30)
+    record = real.hmget(keys.task(run.ids[slow]), ["worker", "attempt", "state"])
+    assert record == [b"healthy", b"2", b"completed"]
+    assert run.wait(timeout=5) == "completed"  # the refused ack changed nothing
+
+
+def test_dispatcher_killed_and_restarted_loses_and_duplicates_nothing(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    serve = procs.serve()
+    procs.worker("--concurrency", "2", "--pool", "thread")
+    procs.worker("--concurrency", "2", "--pool", "thread")
+    _workers(real, keys, 2)
+    with Flow("restarts") as flow:
+        layer = [tasks.sleep_for(0.02) for _ in range(60)]
+        sums = [tasks.add(layer[i], layer[i + 1]) for i in range(0, 60, 2)]
+    run = flow.submit(real, namespace=namespace)
+    for _ in range(3):
+        time.sleep(0.3)
+        serve.send_signal(signal.SIGKILL)
+        serve.wait(5)
+        time.sleep(0.3)  # workers keep running what they hold meanwhile
+        serve = procs.serve()
+    assert run.wait(timeout=60) == "completed"
+    assert all(run.result(s) == 0.04 for s in sums)
+    attempts = [int(real.hget(keys.task(t), "attempt")) for t in run.ids.values()]
+    assert attempts == [1] * len(attempts)  # nobody died: every task was leased once
+    assert real.zcard(keys.queue("default")) == 0
+
+
+def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    first = procs.serve()
+    leader = wait_for(lambda: real.get(keys.leader), timeout=20).decode()
+    second = procs.serve()
+    procs.worker("--concurrency", "2", "--pool", "thread")
+    _workers(real, keys, 1)
+    time.sleep(0.5)
+    assert real.get(keys.leader).decode() == leader  # the standby waits
+    first.send_signal(signal.SIGKILL)
+    first.wait(5)
+    new = wait_for(lambda: (v := real.get(keys.leader)) and v.decode() != leader and v,
+                   timeout=30).decode()
+    assert int(new.split("|")[0]) > int(leader.split("|")[0])  # a new epoch
+    flow = Flow("after-takeover")
+    node = flow.add_task(tasks.whoami)
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=30) == "completed"
+    assert isinstance(run.result(node), int)
+    status = json.loads(_cli(procs, "status", "--json").stdout)
+    assert status["leader"] == new
+    assert second.poll() is None
+
+
+def test_work_resumes_after_redis_restarts_and_aof_keeps_submitted_flows(
+    procs: Processes, namespace: str
+) -> None:
+    server = RedisServer("--appendonly", "yes", "--appendfsync", "everysec").start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        client = redis.Redis.from_url(server.url)
+        keys = Keys(namespace)
+        procs.serve()
+        worker = procs.worker("--concurrency", "2", "--pool", "thread")
+        _workers(client, keys, 1)
+        with Flow("outage") as flow:
+            first = [tasks.sleep_for(0.3) for _ in range(4)]
+            second = [tasks.add(f, 1) for f in first]
+        run = flow.submit(client, namespace=namespace)
+        wait_for(lambda: any(run.task_state(f) == "running" for f in first), timeout=20)
+        time.sleep(1.2)  # let everysec fsync what was written
+        server.stop(kill=True)  # Redis dies mid-run, without a clean shutdown
+        time.sleep(1.0)
+        server.start()
+        assert run.wait(timeout=60) == "completed"
+        assert [run.result(s) for s in second] == [1.3] * 4
+        assert worker.poll() is None
+        assert "cannot" in procs.log(worker) or "Redis" in procs.log(worker)
+    finally:
+        server.cleanup()
