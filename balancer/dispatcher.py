@@ -36,6 +36,7 @@ CASCADE_BATCH = 100
 CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
+ASSIGN_BATCH = 1000
 UNSERVED_WARNING = 30.0
 
 
@@ -70,6 +71,7 @@ class Dispatcher:
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
         self._deadlines_at = 0.0
+        self._leases_made = 0
         self._unserved_warned: dict[str, float] = {}
         self.ttl_ms = int(settings.result_ttl * 1000)
 
@@ -202,7 +204,7 @@ class Dispatcher:
                              ",".join(sorted(new.queues)), new.capacity)
                     self._idle = False
             elif s.kind == signals.ACK:
-                self.view.acked(s.worker)
+                self.view.acked(s.worker, s.leased)
                 self._idle = False
                 self._next_due = None  # the ack may have scheduled a retry
             elif s.kind == signals.SUBMITTED:
@@ -301,11 +303,11 @@ class Dispatcher:
         error = codec.pack_error(ErrorInfo(
             "TimeoutError", f"no acknowledgement within the task's timeout plus"
                             f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
-        for task_id, (worker, attempt, flow, queue) in zip(
-                due, self._task_fields(due, "worker", "attempt", "flow", "queue")):
+        for task_id, (worker, lease, flow, queue) in zip(
+                due, self._task_fields(due, "worker", "lease", "flow", "queue")):
             code = FAIL_REFUSED
-            if worker and attempt and queue:
-                code = self.scripts.fail(task_id, worker, int(attempt), flow or "", queue, error,
+            if worker and lease and queue:
+                code = self.scripts.fail(worker, lease, task_id, queue, flow or "", error,
                                          "retry", self.ttl_ms, self.settings.poison_threshold)
             if code == FAIL_REFUSED:  # settled meanwhile, or a record without a lease
                 self.client.zrem(self.keys.deadlines, task_id)
@@ -316,14 +318,20 @@ class Dispatcher:
     def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
         if self.token is None:
             return
-        ids = sorted(m.decode() for m in self.client.smembers(self.keys.leases(worker_id)))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.smembers(self.keys.leases(worker_id))
+        pipe.lrange(self.keys.inbox(worker_id), 0, -1)
+        members, inbox = pipe.execute()
+        leases = sorted(p for p in map(signals.parse_lease_member, members) if p is not None)
+        waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
+        ids = [task_id for task_id, _ in leases]
         tasks = []
-        for task_id, (queue,) in zip(ids, self._task_fields(ids, "queue")):
+        for (task_id, token), (queue,) in zip(leases, self._task_fields(ids, "queue")):
             if queue is None:
                 log.error("worker=%s held task=%s whose record is gone; dropping the lease",
                           worker_id, task_id)
                 continue
-            tasks.append(LeasedTask(task_id, queue))
+            tasks.append(LeasedTask(task_id, queue, token, started=task_id not in waiting))
         error = ErrorInfo("balancer.PoisonTask",
                           f"the task was running on a worker that died"
                           f" {self.settings.poison_threshold} times; quarantined")
@@ -350,40 +358,46 @@ class Dispatcher:
     # -- handing out work ------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        """One round: read the heads of the queues some worker has room for, then lease
+        them, highest-ranked queue first, each task to the least-loaded eligible worker."""
         self._again = False
-        free = self.view.with_free_slots()
-        if not free or self._idle or self.token is None:
+        if self._idle or self.token is None:
             return
-        servable = [q for q in sorted(self.queue_names) if any(w.serves(q) for w in free)]
+        depths = {q: scheduling.prefetch_depth(self.view.mean_duration(q))
+                  for q in self.queue_names}
+        room = {q: sum(w.free_for(d) for w in self.view.workers.values() if w.serves(q))
+                for q, d in depths.items()}
+        servable = sorted(q for q, r in room.items() if r > 0)
         if not servable:
-            self._idle = True
-            return
-        depth = sum(w.free for w in free)
+            return  # nothing can take work; an ack or a new worker will wake us
         pipe = self.client.pipeline(transaction=False)
         for q in servable:
-            pipe.zrange(self.keys.queue(q), 0, depth - 1, withscores=True)
+            pipe.zrange(self.keys.queue(q), 0, min(ASSIGN_BATCH, room[q]) - 1, withscores=True)
         pipe.hgetall(self.keys.inflight)
-        *heads_raw, inflight_raw = pipe.execute()
+        *rows, inflight_raw = pipe.execute()
         inflight = {k.decode(): int(v) for k, v in inflight_raw.items()}
-        ready = {q: [m.decode() for m, _ in rows] for q, rows in zip(servable, heads_raw) if rows}
+        ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         if not ready:
             self._idle = True
             return
-        heads = {q: rows[0][1] for q, rows in zip(servable, heads_raw) if rows}
+        heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
         order = scheduling.order_queues(heads, self.configs, self.redis_now_ms(),
                                         self.settings.aging_seconds * 1000)
+        assigned = 0
         for q in order:
-            config = self.configs.get(q, QueueConfig(q))
-            room = scheduling.queue_room(config, inflight.get(q, 0))
-            task_ids = ready[q] if room is None else ready[q][:room]
-            eligible = [w for w in self.view.with_free_slots() if w.serves(q)]
-            plan = scheduling.plan_batch(q, task_ids, eligible, self.rng)
+            limit = scheduling.queue_room(self.configs.get(q, QueueConfig(q)), inflight.get(q, 0))
+            task_ids = ready[q] if limit is None else ready[q][:limit]
+            eligible = [w for w in self.view.workers.values()
+                        if w.serves(q) and w.free_for(depths[q]) > 0]
+            plan = scheduling.plan_batch(q, task_ids, eligible, self.rng, depths[q])
             for worker_id, batch in plan.items():
-                if not self._assign(worker_id, q, batch):
+                n = self._assign(worker_id, q, batch, depths[q])
+                if n < 0:
                     return
-        # Tasks may remain beyond what was fetched while slots are still free.
-        self._again = bool(self.view.with_free_slots()) and any(
-            len(ready[q]) >= depth for q in ready)
+                assigned += n
+        # A full batch was taken: more may be waiting behind it.
+        self._again = assigned > 0 and any(
+            len(ready[q]) >= min(ASSIGN_BATCH, room[q]) for q in ready)
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""
@@ -402,26 +416,23 @@ class Dispatcher:
                 log.warning("queue=%s has %d ready tasks but no worker serves it"
                             " (start one with: worker start --queue %s)", q, depth, q)
 
-    def _assign(self, worker_id: str, queue: str, batch: list[str]) -> bool:
+    def _assign(self, worker_id: str, queue: str, batch: list[str], depth: int) -> int:
+        """Lease ``batch`` to the worker; how many it took, or -1 if we lost the lead."""
         view = self.view.workers[worker_id]
         assert self.token is not None
-        n, leased, dropped = self.scripts.assign(self.token, worker_id, queue, view.capacity,
-                                                 batch)
+        self._leases_made += 1
+        prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}"
+        n, leased, dropped = self.scripts.assign(
+            self.token, worker_id, queue, view.capacity * depth,
+            int(self.settings.timeout_grace * 1000), prefix, batch)
         if dropped:
             log.error("queue=%s held %d ids without a task record; dropped them", queue, dropped)
         if n == -1:
             log.warning("dispatcher=%s is no longer leader; stopped assigning", self.id)
             self.token = None
-            return False
-        if n == -2:
-            log.info("worker=%s is gone; not assigning to it", worker_id)
-            self.view.forget(worker_id)
-            self._again = True
-            return True
+            return -1
         view.leased = leased
         if n:
             log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
                      ",".join(batch[:n][:10]))
-        if n < len(batch):
-            self._again = True
-        return True
+        return n

@@ -60,17 +60,18 @@ class FlowRun:
         deadline = None if timeout is None else time.monotonic() + timeout
         done_key = self.keys.flow_done(self.id)
         while True:
-            state = self.state
-            if state in (FlowState.COMPLETED, FlowState.FAILED):
-                return state
             left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"flow {self.flow.name!r} ({self.id}) still {state}"
-                                   f" after {timeout}s")
             # The last task pushes the final state here; put it back for other waiters.
             item = self.client.blpop([done_key], timeout=max(0.01, min(left, WAIT_SLICE)))
             if item is not None:
                 self.client.lpush(done_key, item[1])
+                return item[1].decode()
+            state = self.state
+            if state in (FlowState.COMPLETED, FlowState.FAILED):
+                return state
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"flow {self.flow.name!r} ({self.id}) still {state}"
+                                   f" after {timeout}s")
 
     def _task_id(self, item: Node | Task) -> str:
         from balancer.flow import Node
@@ -82,8 +83,11 @@ class FlowRun:
             raise KeyError(f"{item!r} is not part of this run") from None
 
     def task_state(self, item: Node | Task) -> str:
-        raw = self.client.hget(self.keys.task(self._task_id(item)), "state")
-        return raw.decode() if raw is not None else "unknown"
+        """pending (upstream not done), queued, assigned (leased: in a worker's inbox, or
+        running but not yet marked), running, retrying, completed, failed,
+        upstream_failed, or dead (quarantined)."""
+        state, deps = self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"])
+        return _state(state, deps)
 
     def error(self, item: Node | Task) -> ErrorInfo | None:
         return codec.unpack_error(self.client.hget(self.keys.task(self._task_id(item)), "error"))
@@ -111,9 +115,20 @@ class FlowRun:
     def states(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for node, task_id in self.ids.items():
-            raw = self.client.hget(self.keys.task(task_id), "state")
-            out[node.task.name] = raw.decode() if raw is not None else "unknown"
+            state, deps = self.client.hmget(self.keys.task(task_id), ["state", "deps"])
+            out[node.task.name] = _state(state, deps)
         return out
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.flow.name!r} {self.id} {self.state}>"
+
+
+def _state(state: bytes | None, deps: bytes | None) -> str:
+    """The state as users see it: a pending task whose upstreams all completed is queued
+    (completing the last upstream queues it without rewriting its state)."""
+    if state is None:
+        return "unknown"
+    name = state.decode()
+    if name == TaskState.PENDING and deps is not None and int(deps) <= 0:
+        return TaskState.QUEUED
+    return name

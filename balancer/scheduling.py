@@ -20,6 +20,10 @@ MEMORY_WEIGHT = 4.0
 MEMORY_SAFE = 0.85
 # Workers whose load is within this of the best are equally good: pick one at random.
 SPREAD = 0.05
+# Prefetch: a queue whose tasks take much less than a dispatch round trip may lease a few
+# more tasks per slot than slots, so that workers never wait for the dispatcher.
+PREFETCH_TARGET_MS = 20.0
+PREFETCH_MAX = 8
 
 
 @dataclass
@@ -40,7 +44,11 @@ class WorkerView:
 
     @property
     def free(self) -> int:
-        return max(0, self.capacity - self.leased)
+        return self.free_for(1)
+
+    def free_for(self, depth: int) -> int:
+        """Leases it may still take when each slot may hold ``depth`` tasks."""
+        return max(0, self.capacity * depth - self.leased)
 
 
 def load(worker: WorkerView) -> float:
@@ -50,11 +58,22 @@ def load(worker: WorkerView) -> float:
     return slots + CPU_WEIGHT * worker.cpu + memory
 
 
+def prefetch_depth(mean_task_ms: float | None) -> int:
+    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average.
+
+    1 (no prefetch) unless tasks are known to be much shorter than PREFETCH_TARGET_MS:
+    a long task must never wait in an inbox while another worker has a free slot.
+    """
+    if mean_task_ms is None or mean_task_ms >= PREFETCH_TARGET_MS / 2:
+        return 1
+    return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
+
+
 def choose_worker(
-    queue: str, workers: Iterable[WorkerView], rng: random.Random
+    queue: str, workers: Iterable[WorkerView], rng: random.Random, depth: int = 1
 ) -> WorkerView | None:
-    """The least-loaded worker that serves ``queue`` and has a free slot, or None."""
-    candidates = [w for w in workers if w.free > 0 and w.serves(queue)]
+    """The least-loaded worker that serves ``queue`` and has room, or None."""
+    candidates = [w for w in workers if w.free_for(depth) > 0 and w.serves(queue)]
     if not candidates:
         return None
     loads = {w.id: load(w) for w in candidates}
@@ -64,7 +83,8 @@ def choose_worker(
 
 
 def plan_batch(
-    queue: str, task_ids: Sequence[str], workers: Sequence[WorkerView], rng: random.Random
+    queue: str, task_ids: Sequence[str], workers: Sequence[WorkerView], rng: random.Random,
+    depth: int = 1,
 ) -> dict[str, list[str]]:
     """Give each task, in order, to the least-loaded worker, counting earlier picks.
 
@@ -74,7 +94,7 @@ def plan_batch(
              for w in workers}
     plan: dict[str, list[str]] = {}
     for task_id in task_ids:
-        worker = choose_worker(queue, views.values(), rng)
+        worker = choose_worker(queue, views.values(), rng, depth)
         if worker is None:
             break
         worker.leased += 1
@@ -110,7 +130,12 @@ def queue_room(config: QueueConfig, inflight: int) -> int | None:
     return max(0, config.concurrency_limit - inflight)
 
 
+# With aging off, one priority level outweighs any wait (ms in ~30 years).
+STRICT_LEVEL_MS = 1e12
+
+
 def task_score(arrival_ms: int, priority: int, aging_ms: float) -> float:
     """A task's place in its queue: earlier is served first; a priority level counts as
-    ``aging_ms`` of waiting, so a low-priority task is overtaken by at most that much."""
-    return arrival_ms - priority * aging_ms
+    ``aging_ms`` of waiting, so a low-priority task is overtaken by at most that much.
+    With ``aging_ms`` 0, priority is strict."""
+    return arrival_ms - priority * (aging_ms if aging_ms > 0 else STRICT_LEVEL_MS)

@@ -57,6 +57,10 @@ def _encode_args(node: Node, ids: dict[Node, str], limit: int) -> bytes:
         raise FlowError(str(exc)) from None
 
 
+def _score(node: Node, settings: Settings, now_ms: int) -> float:
+    return task_score(now_ms, node.task.priority, settings.aging_seconds * 1000)
+
+
 def _task_record(node: Node, task_id: str, flow_id: str, ids: dict[Node, str],
                  children: list[Node], settings: Settings, now_ms: int) -> dict[str, Any]:
     task = node.task
@@ -71,16 +75,16 @@ def _task_record(node: Node, task_id: str, flow_id: str, ids: dict[Node, str],
         "flow": flow_id,
         "queue": node.queue_name,
         "priority": task.priority,
-        "score": task_score(now_ms, task.priority, settings.aging_seconds * 1000),
+        "score": _score(node, settings, now_ms),
         "args": _encode_args(node, ids, settings.max_payload_bytes),
         "retries": task.retries,
         "retry_delay": task.retry_delay,
         "timeout": "" if task.timeout is None else task.timeout,
         "state": TaskState.PENDING if node.upstream else TaskState.QUEUED,
         "deps": len(node.upstream),
-        "children": codec.pack([[ids[c], c.queue_name] for c in children]),
+        "children": codec.pack([[ids[c], c.queue_name, _score(c, settings, now_ms)]
+                                 for c in children]),
         "nchildren": len(children),
-        "attempt": 0,
         "failures": 0,
         "lost": 0,
         "created": now_ms,

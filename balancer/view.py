@@ -14,6 +14,7 @@ log = logging.getLogger("balancer.dispatcher")
 class ClusterView:
     def __init__(self) -> None:
         self.workers: dict[str, WorkerView] = {}
+        self.durations: dict[str, dict[str, float]] = {}  # queue -> worker -> mean ms
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
         """Apply a heartbeat; returns the view of a worker seen for the first time."""
@@ -33,12 +34,19 @@ class ClusterView:
         view.memory = info.memory
         view.last_seen = now
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}
+        for queue, ms in info.durations.items():
+            self.durations.setdefault(queue, {})[worker_id] = float(ms)
         return view if new else None
 
-    def acked(self, worker_id: str) -> None:
+    def acked(self, worker_id: str, count: int) -> None:
         view = self.workers.get(worker_id)
-        if view is not None and view.leased > 0:
-            view.leased -= 1
+        if view is not None:
+            view.leased = max(0, view.leased - count)
+
+    def mean_duration(self, queue: str) -> float | None:
+        """Mean recent run time of the queue's tasks across workers, None if unknown."""
+        seen = [ms for wid, ms in self.durations.get(queue, {}).items() if wid in self.workers]
+        return sum(seen) / len(seen) if seen else None
 
     def dead(self, now: float, timeout: float) -> list[WorkerView]:
         return [w for w in self.workers.values() if now - w.last_seen > timeout]
@@ -46,5 +54,3 @@ class ClusterView:
     def forget(self, worker_id: str) -> None:
         self.workers.pop(worker_id, None)
 
-    def with_free_slots(self) -> list[WorkerView]:
-        return [w for w in self.workers.values() if w.free > 0]

@@ -92,6 +92,8 @@ class WorkerInfo:
     pid: int = 0
     pool: str = "process"
     started: float = field(default_factory=time.time)
+    # Recent mean run time of tasks per queue, in ms: short tasks may be prefetched.
+    durations: dict[str, float] = field(default_factory=dict)
 
     def to_blob(self) -> bytes:
         data = asdict(self)

@@ -7,7 +7,7 @@ server restart) and every key it touches is passed through KEYS, built by ``Keys
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, Literal
@@ -30,19 +30,36 @@ def _source(name: str) -> str:
 
 @dataclass(frozen=True)
 class Child:
-    """A dependent of a task, as the completing worker must name it."""
+    """A dependent of a task: completing the task may queue it at ``score`` in ``queue``."""
 
     task_id: str
     queue: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Done:
+    """A successful run, as the worker acknowledges it."""
+
+    task_id: str
+    token: str
+    queue: str
+    flow_id: str
+    started_ms: int
+    result: bytes
+    has_deadline: bool = False
+    children: Sequence[Child] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
 class LeasedTask:
-    """A leased task the reaper or the releasing worker takes back."""
+    """A leased task the reaper or its worker takes back."""
 
     task_id: str
     queue: str
-    inbox_entry: str = ""
+    token: str
+    started: bool = False
+    inbox_entry: bytes = b""
 
 
 class Scripts:
@@ -51,11 +68,11 @@ class Scripts:
         self.keys = keys
         self._scripts: dict[str, Any] = {}
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any], client: Any = None) -> Any:
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(_source(name))
-        return script(keys=list(keys), args=list(args), client=client)
+        return script(keys=list(keys), args=list(args))
 
     # -- dispatcher -----------------------------------------------------------------
 
@@ -63,16 +80,16 @@ class Scripts:
         token = self._run("leader", [self.keys.leader, self.keys.epoch], [dispatcher_id, ttl_ms])
         return token.decode() if token else None
 
-    def assign(
-        self, token: str, worker_id: str, queue: str, capacity: int, task_ids: Sequence[str]
-    ) -> tuple[int, int, int]:
-        """(assigned, tasks leased to the worker now, ids dropped for lack of a record)."""
+    def assign(self, leader_token: str, worker_id: str, queue: str, capacity: int,
+               grace_ms: int, lease_prefix: str, task_ids: Sequence[str]) -> tuple[int, int, int]:
+        """(assigned, tasks leased to the worker now, ids dropped for lack of a record);
+        assigned is -1 when ``leader_token`` no longer holds the lease."""
         k = self.keys
         n, leased, dropped = self._run(
             "assign",
-            [k.leader, k.worker(worker_id), k.inbox(worker_id), k.leases(worker_id),
-             k.inflight, k.queue(queue), *(k.task(t) for t in task_ids)],
-            [token, worker_id, queue, capacity, *task_ids],
+            [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
+             k.deadlines, *(k.task(t) for t in task_ids)],
+            [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, *task_ids],
         )
         return int(n), int(leased), int(dropped)
 
@@ -94,25 +111,18 @@ class Scripts:
             [failed_id, ttl_ms, error, *children],
         ))
 
-    def reap(
-        self,
-        token: str,
-        worker_id: str,
-        seen_before_ms: int,
-        poison_threshold: int,
-        quarantine_error: bytes,
-        tasks: Sequence[LeasedTask],
-    ) -> tuple[int, int]:
+    def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
+             poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask]
+             ) -> tuple[int, int]:
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
                 k.leases(worker_id), k.inflight, k.dlq, k.deadlines]
+        args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
+                           quarantine_error]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
-        requeued, dead = self._run(
-            "reap", keys,
-            [token, worker_id, seen_before_ms, poison_threshold, quarantine_error,
-             *(t.task_id for t in tasks)],
-        )
+            args += [t.task_id, t.token, "1" if t.started else "0"]
+        requeued, dead = self._run("reap", keys, args)
         return int(requeued), int(dead)
 
     # -- worker ---------------------------------------------------------------------
@@ -126,45 +136,23 @@ class Scripts:
         )
         return bool(existed), int(leased)
 
-    def start(self, task_id: str, worker_id: str, attempt: int, grace_ms: int
-              ) -> list[bytes | None] | None:
-        """The spec {fn, args, timeout, queue, flow, children, name}, or None if stale."""
-        result = self._run("start", [self.keys.task(task_id), self.keys.deadlines],
-                           [worker_id, attempt, grace_ms])
-        return list(result) if result else None
-
-    def complete(
-        self,
-        task_id: str,
-        worker_id: str,
-        attempt: int,
-        flow_id: str,
-        result: bytes,
-        children: Sequence[Child],
-        ttl_ms: int,
-    ) -> bool:
+    def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int) -> list[bool]:
+        """Store a batch of results; per task, False when its lease had moved on."""
         k = self.keys
-        keys = [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
-                k.flow_done(flow_id), k.wake, k.deadlines]
-        for c in children:
-            keys += [k.task(c.task_id), k.queue(c.queue)]
-        return bool(self._run(
-            "complete", keys,
-            [worker_id, attempt, task_id, result, ttl_ms, *(c.task_id for c in children)],
-        ))
+        keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines]
+        args: list[Any] = [worker_id, ttl_ms, len(done)]
+        for d in done:
+            keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
+            args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
+                     "1" if d.has_deadline else "0", len(d.children)]
+            for c in d.children:
+                keys += [k.task(c.task_id), k.queue(c.queue)]
+                args += [c.task_id, c.score]
+        return [bool(x) for x in self._run("ack", keys, args)]
 
-    def fail(
-        self,
-        task_id: str,
-        worker_id: str,
-        attempt: int,
-        flow_id: str,
-        queue: str,
-        error: bytes,
-        mode: FailMode,
-        ttl_ms: int,
-        poison_threshold: int,
-    ) -> int:
+    def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
+             error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,
+             started_ms: int = 0) -> int:
         """FAIL_RETRIED: retry scheduled or re-queued; FAIL_QUARANTINED; FAIL_FAILED: failed
         for good; FAIL_REFUSED: the lease moved on, nothing changed."""
         k = self.keys
@@ -173,8 +161,29 @@ class Scripts:
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
              k.dlq],
-            [worker_id, attempt, task_id, error, ttl_ms, mode, poison_threshold],
+            [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
+             started_ms],
         ))
+
+    def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]]) -> int:
+        """Mark (task id, token) pairs as running, where their lease still holds."""
+        k = self.keys
+        args: list[str] = []
+        for task_id, token in running:
+            args += [task_id, token]
+        return int(self._run("mark_running",
+                             [k.leases(worker_id), *(k.task(t) for t, _ in running)], args))
+
+    def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
+        k = self.keys
+        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines]
+        args: list[Any] = []
+        for t in tasks:
+            keys += [k.task(t.task_id), k.queue(t.queue)]
+            args += [t.inbox_entry, t.task_id, t.token, t.queue]
+        return int(self._run("release", keys, args))
+
+    # -- operators ------------------------------------------------------------------
 
     def dlq_retry(self, task_id: str, queue: str) -> bool:
         k = self.keys
@@ -187,12 +196,3 @@ class Scripts:
             "dlq_purge",
             [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
             [task_id, ttl_ms]))
-
-    def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
-        k = self.keys
-        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines]
-        args: list[Any] = [worker_id]
-        for t in tasks:
-            keys += [k.task(t.task_id), k.queue(t.queue)]
-            args += [t.inbox_entry, t.task_id]
-        return int(self._run("release", keys, args))

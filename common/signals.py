@@ -5,7 +5,7 @@ a little latency, never a task, because the dispatcher also looks on a timer.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
     s                         tasks were submitted (or a queue got new work)
-    a|<worker>                a worker acknowledged a task: one slot is free again
+    a|<worker>|<n>            a worker acknowledged n tasks: n slots are free again
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
     q                         a queue's configuration changed
@@ -28,7 +28,7 @@ CASCADE = "c"
 class Signal:
     kind: str
     worker: str = ""
-    leased: int = 0
+    leased: int = 0  # heartbeat: tasks leased to the worker; ack: tasks acknowledged
     blob: bytes = b""
 
 
@@ -39,7 +39,10 @@ def parse(raw: bytes) -> Signal | None:
         k = kind.decode()
         if k in (SUBMITTED, QUEUES, CASCADE):
             return Signal(k)
-        if k in (ACK, GONE):
+        if k == ACK:
+            worker, _, count = rest.rpartition(b"|")
+            return Signal(k, worker=worker.decode(), leased=int(count))
+        if k == GONE:
             return Signal(k, worker=rest.decode())
         if k == HEARTBEAT:
             worker, leased, blob = rest.split(b"|", 2)
@@ -49,13 +52,62 @@ def parse(raw: bytes) -> Signal | None:
     return None
 
 
-def inbox_entry(task_id: str, attempt: int) -> str:
-    return f"{task_id}|{attempt}"
+@dataclass(frozen=True)
+class Lease:
+    """One inbox entry: a task leased to a worker, with everything needed to run it.
+
+    Written by assign.lua as ``id|token|`` followed by length-prefixed fields
+    (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args.
+    """
+
+    task_id: str
+    token: str
+    queue: str
+    flow: str
+    timeout: float | None
+    fn: str
+    name: str
+    children: bytes
+    args: bytes
+    raw: bytes = b""
+
+    @property
+    def member(self) -> str:
+        return lease_member(self.task_id, self.token)
 
 
-def parse_inbox_entry(raw: bytes) -> tuple[str, int] | None:
-    task_id, _, attempt = raw.decode(errors="replace").partition("|")
+LEASE_FIELDS = 7
+
+
+def parse_lease(raw: bytes) -> Lease | None:
+    """Read one inbox entry; None when it is not one (it is logged by the caller)."""
     try:
-        return task_id, int(attempt)
-    except ValueError:
+        task_id, token, rest = raw.split(b"|", 2)
+        fields: list[bytes] = []
+        pos = 0
+        for _ in range(LEASE_FIELDS):
+            colon = rest.index(b":", pos)
+            size = int(rest[pos:colon])
+            start = colon + 1
+            if size < 0 or start + size > len(rest):
+                return None
+            fields.append(rest[start:start + size])
+            pos = start + size
+        if pos != len(rest):
+            return None
+        queue, flow, timeout, fn, name, children, args = fields
+        return Lease(task_id.decode(), token.decode(), queue.decode(), flow.decode(),
+                     float(timeout) if timeout else None, fn.decode(), name.decode(),
+                     children, args, raw)
+    except (ValueError, UnicodeDecodeError):
         return None
+
+
+def lease_member(task_id: str, token: str) -> str:
+    """A lease as a member of its worker's leases set."""
+    return f"{task_id}|{token}"
+
+
+def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
+    task_id, sep, token = raw.decode(errors="replace").partition("|")
+    return (task_id, token) if sep and task_id and token else None

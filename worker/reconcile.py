@@ -35,7 +35,7 @@ class Reconciler(threading.Thread):
         self.running = running
         self.stopping = stopping
         self.interval = interval
-        self._suspects: set[str] = set()
+        self._suspects: set[tuple[str, str]] = set()
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
@@ -47,20 +47,21 @@ class Reconciler(threading.Thread):
         pipe = self.client.pipeline(transaction=True)
         pipe.smembers(self.keys.leases(self.worker_id))
         pipe.lrange(self.keys.inbox(self.worker_id), 0, -1)
-        leases, inbox = pipe.execute()
-        waiting = {e[0] for e in map(signals.parse_inbox_entry, inbox) if e is not None}
+        members, inbox = pipe.execute()
+        waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
         held = waiting | self.running()
-        suspects = {m.decode() for m in leases} - held
+        leases = dict(p for p in map(signals.parse_lease_member, members) if p is not None)
+        suspects = {(t, token) for t, token in leases.items() if t not in held}
         orphans = sorted(suspects & self._suspects)
         self._suspects = suspects - set(orphans)
         if not orphans:
             return 0
         pipe = self.client.pipeline(transaction=False)
-        for task_id in orphans:
+        for task_id, _ in orphans:
             pipe.hget(self.keys.task(task_id), "queue")
-        tasks = [LeasedTask(t, q.decode()) for t, q in zip(orphans, pipe.execute())
-                 if q is not None]
+        tasks = [LeasedTask(t, q.decode(), token)
+                 for (t, token), q in zip(orphans, pipe.execute()) if q is not None]
         n = self.scripts.release(self.worker_id, tasks)
         log.warning("worker=%s handed back %d tasks it had lost track of: %s", self.worker_id,
-                    n, ",".join(orphans[:10]))
+                    n, ",".join(t for t, _ in orphans[:10]))
         return n

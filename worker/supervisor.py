@@ -1,14 +1,20 @@
-"""A worker process: registers, keeps the heartbeat and the slots going, and stops cleanly.
+"""A worker process: registers, runs its threads, and stops cleanly.
 
-On SIGTERM or ctrl-C it stops fetching, hands the unstarted tasks of its inbox back at
-once, lets running tasks finish within the grace period, then deregisters. A second
-signal stops at once; whatever was still running is re-queued by the dispatcher.
+Threads, each with one job: the heartbeat (liveness and load), the fetcher (inbox to
+idle slots), the slots (run tasks in their own child process or thread), the ack thread
+(results to Redis, in batches), the marker (shows long runs as running) and the
+reconciler (returns leases the worker lost track of).
+
+On SIGTERM or ctrl-C it stops fetching, hands the unstarted tasks back at once, lets
+running tasks finish within the grace period, then deregisters. A second signal stops at
+once; whatever was still running is re-queued by the dispatcher.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import socket
 import sys
@@ -24,7 +30,12 @@ from common.keys import Keys
 from common.models import WorkerInfo
 from common.scripts import LeasedTask, Scripts
 from common.settings import Settings
+from common.signals import Lease
+from worker.ack import Acker
+from worker.fetch import Fetcher, IdleSlots
 from worker.heartbeat import Heartbeat, host_load
+from worker.holding import Holding
+from worker.marker import Marker
 from worker.pool import make_runner
 from worker.reconcile import Reconciler
 from worker.slot import Slot
@@ -61,23 +72,28 @@ class Worker:
         self.pool = pool
         self.id = name or f"{socket.gethostname()}-{os.getpid()}"
         self.imports = list(imports)
-        self.fetching = threading.Event()  # set: slots stop taking work
-        self.stopped = threading.Event()  # set: heartbeat stops
+        self.fetching = threading.Event()  # set: stop taking work
+        self.stopped = threading.Event()  # set: background threads stop
         self.draining = False
+        self.holding = Holding()
+        self.idle = IdleSlots(concurrency)
+        self.ready: queue.Queue[Lease] = queue.Queue()
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
-        self.reconciler = Reconciler(self.id, client, self.scripts, self.running, self.stopped)
-
-    def running(self) -> set[str]:
-        return {s.current for s in self.slots if s.current is not None}
+        self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready, self.fetching)
+        self.acker = Acker(self.id, self.scripts, settings, self.holding)
+        self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
+        self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
+                                     self.stopped)
 
     def info(self) -> WorkerInfo:
         cpu, memory, load = host_load()
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
-            running=len(self.running()), cpu=cpu, memory=memory, load_avg=load,
-            host=socket.gethostname(), pid=os.getpid(), pool=self.pool)
+            running=sum(s.current is not None for s in self.slots), cpu=cpu, memory=memory,
+            load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
+            durations=self.holding.durations())
 
     # -- starting --------------------------------------------------------------------
 
@@ -95,12 +111,13 @@ class Worker:
         runners = [make_runner(self.pool, self.imports, self.settings.max_payload_bytes)
                    for _ in range(self.concurrency)]
         self.heartbeat.beat()
-        self.slots = [Slot(i, self.id, self.client, self.settings, r, self.fetching)
+        self.slots = [Slot(i, self.id, self.client, self.keys, r, self.ready, self.idle,
+                           self.acker, self.holding, self.fetching)
                       for i, r in enumerate(runners)]
-        for slot in self.slots:
-            slot.start()
-        self.heartbeat.start()
-        self.reconciler.start()
+        self.fetcher.on_take = self.holding.add
+        for thread in (*self.slots, self.acker, self.fetcher, self.heartbeat, self.marker,
+                       self.reconciler):
+            thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
 
@@ -139,7 +156,6 @@ class Worker:
                 stop.set()
             else:
                 log.warning("worker=%s got a second signal: stopping now", self.id)
-                self.shutdown(grace=0)
                 os._exit(1)
 
         signal.signal(signal.SIGTERM, on_signal)
@@ -153,6 +169,7 @@ class Worker:
         grace = self.settings.shutdown_grace if grace is None else grace
         self.fetching.set()
         self.draining = True
+        self.fetcher.join(5)
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
             self.hand_back()
@@ -167,6 +184,7 @@ class Worker:
         if late:
             log.warning("worker=%s: %d tasks still running after the grace period; the"
                         " dispatcher re-queues them", self.id, len(late))
+        self.acker.close()
         self.stopped.set()
         try:
             self.hand_back()
@@ -179,18 +197,24 @@ class Worker:
         log.info("worker=%s stopped", self.id)
 
     def hand_back(self) -> int:
-        """Return every task still waiting in the inbox to its queue."""
+        """Return to their queues the tasks waiting in the inbox, and those fetched but
+        not started."""
+        unstarted: list[Lease] = []
+        while True:
+            try:
+                unstarted.append(self.ready.get_nowait())
+            except queue.Empty:
+                break
         entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
-        parsed = [(raw, signals.parse_inbox_entry(raw)) for raw in entries]
-        valid = [(raw.decode(), e[0]) for raw, e in parsed if e is not None]
-        if not valid:
+        waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
+        tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
+                 for lease in waiting]
+        tasks += [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in unstarted]
+        if not tasks:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for _, task_id in valid:
-            pipe.hget(self.keys.task(task_id), "queue")
-        tasks = [LeasedTask(task_id, q.decode(), inbox_entry=raw)
-                 for (raw, task_id), q in zip(valid, pipe.execute()) if q is not None]
         n = self.scripts.release(self.id, tasks)
+        for lease in unstarted:
+            self.holding.release(lease.task_id)
         if n:
             log.info("worker=%s handed back %d unstarted tasks", self.id, n)
         return n

@@ -6,11 +6,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- One task of a flow reached a terminal state. The last one settles the flow and pushes
--- its final state onto the flow's done list, which waiting clients BLPOP.
-local function flow_task_done(flow_key, done_key, failed, ttl_ms)
-  if failed then redis.call('HINCRBY', flow_key, 'failed', 1) end
-  local left = redis.call('HINCRBY', flow_key, 'remaining', -1)
+-- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
+-- settles the flow and pushes its final state onto the flow's done list, which waiting
+-- clients BLPOP.
+local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms)
+  if failed > 0 then redis.call('HINCRBY', flow_key, 'failed', failed) end
+  local left = redis.call('HINCRBY', flow_key, 'remaining', -n)
   if left == 0 then
     local state = 'completed'
     if tonumber(redis.call('HGET', flow_key, 'failed') or '0') > 0 then state = 'failed' end
@@ -21,27 +22,17 @@ local function flow_task_done(flow_key, done_key, failed, ttl_ms)
   end
 end
 
--- Reads the fencing fields of a task: {state, worker, attempt, queue}.
-local function lease_of(task_key)
-  return redis.call('HMGET', task_key, 'state', 'worker', 'attempt', 'queue')
-end
-
--- True when the lease read by lease_of is held by this worker at this attempt (the
--- fencing token). A late ack from an attempt that was re-leased fails this.
-local function held(s, worker, attempt)
-  return s[2] == worker and s[3] == attempt
-end
-
--- Give a leased task's slot back: it no longer counts against its worker or its queue.
-local function unlease(leases_key, inflight_key, id, queue)
-  redis.call('SREM', leases_key, id)
-  if queue then redis.call('HINCRBY', inflight_key, queue, -1) end
+-- A lease is the member "id|token" of its worker's leases set; the token is new for every
+-- lease. Removing the member is the fencing check: it succeeds once, for the holder of
+-- the current lease, and never for a late ack of a lease that was taken back.
+local function unlease(leases_key, id, token)
+  return redis.call('SREM', leases_key, id .. '|' .. token) == 1
 end
 
 -- Put a task back into its queue at its original place.
 local function requeue(task_key, queue_key, id)
   redis.call('HSET', task_key, 'state', 'queued')
-  redis.call('HDEL', task_key, 'worker')
+  redis.call('HDEL', task_key, 'worker', 'lease')
   redis.call('ZADD', queue_key, redis.call('HGET', task_key, 'score') or 0, id)
 end
 
@@ -49,7 +40,7 @@ end
 -- until an operator retries it (`balancer dlq retry`) or gives it up (`balancer dlq purge`).
 local function quarantine(task_key, dlq_key, id, error)
   redis.call('HSET', task_key, 'state', 'dead', 'error', error, 'finished', now_ms())
-  redis.call('HDEL', task_key, 'worker')
+  redis.call('HDEL', task_key, 'worker', 'lease')
   redis.call('ZADD', dlq_key, now_ms(), id)
 end
 
@@ -61,5 +52,8 @@ local function fail_for_good(task_key, id, error, flow_key, done_key, cascade_ke
     redis.call('RPUSH', cascade_key, id)
     redis.call('RPUSH', wake_key, 'c')
   end
-  flow_task_done(flow_key, done_key, true, ttl)
+  flow_tasks_done(flow_key, done_key, 1, 1, ttl)
 end
+
+-- The dependents of a failed task must never be queued: their unmet count stays high.
+local NEVER = 1000000000

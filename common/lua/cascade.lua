@@ -8,9 +8,9 @@ local n = 0
 for i = 4, #KEYS do
   if redis.call('HGET', KEYS[i], 'state') == 'pending' then
     redis.call('HSET', KEYS[i], 'state', 'upstream_failed', 'error', ARGV[3],
-      'finished', now_ms())
+      'finished', now_ms(), 'deps', NEVER)
     redis.call('PEXPIRE', KEYS[i], ttl)
-    flow_task_done(KEYS[2], KEYS[3], true, ttl)
+    flow_tasks_done(KEYS[2], KEYS[3], 1, 1, ttl)
     if tonumber(redis.call('HGET', KEYS[i], 'nchildren') or '0') > 0 then
       redis.call('RPUSH', KEYS[1], ARGV[i])
     end

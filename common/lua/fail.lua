@@ -1,26 +1,28 @@
 -- A run of a task did not succeed. Mode "retry": retry later with exponential backoff
 -- while retries are left, else fail. Mode "final": fail now. Mode "crash": the run killed
 -- its process; put the task back at once, or quarantine it once it has killed
--- `poison threshold` processes.
+-- `poison threshold` processes. Idempotent for the same lease, like ack.lua.
 -- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue, dlq
--- ARGV: worker id, attempt, task id, error, ttl ms, mode, poison threshold
+-- ARGV: worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,
+--       started ms
 -- Returns 2 (retry scheduled or re-queued), 3 (quarantined), 1 (failed), 0 (lease moved on).
-local s = lease_of(KEYS[1])
-if not held(s, ARGV[1], ARGV[2]) then return 0 end
-if s[1] == 'retrying' then return 2 end
-if s[1] == 'failed' then return 1 end
-if s[1] ~= 'running' then return 0 end
-local id, ttl, mode = ARGV[3], tonumber(ARGV[5]), ARGV[6]
+local id, token, ttl, mode = ARGV[3], ARGV[2], tonumber(ARGV[5]), ARGV[6]
+if not unlease(KEYS[2], id, token) then
+  local s = redis.call('HMGET', KEYS[1], 'state', 'lease')
+  if s[2] ~= token then return 0 end
+  return ({retrying = 2, queued = 2, dead = 3, failed = 1})[s[1]] or 0
+end
 redis.call('ZREM', KEYS[9], id)
-unlease(KEYS[2], KEYS[3], id, s[4])
-redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1])
+redis.call('HINCRBY', KEYS[3], ARGV[8], -1)
+redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|1')
+redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4])
 if mode == 'crash' then
   if redis.call('HINCRBY', KEYS[1], 'lost', 1) >= tonumber(ARGV[7]) then
     quarantine(KEYS[1], KEYS[11], id, ARGV[4])
     return 3
   end
-  redis.call('HSET', KEYS[1], 'error', ARGV[4])
   requeue(KEYS[1], KEYS[10], id)
+  redis.call('HSET', KEYS[1], 'lease', token)  -- remembered, so a repeated call answers 2
   return 2
 end
 local f = redis.call('HMGET', KEYS[1], 'failures', 'retries', 'retry_delay')
@@ -28,7 +30,7 @@ local failures = tonumber(f[1] or '0') + 1
 redis.call('HSET', KEYS[1], 'failures', failures)
 if mode == 'retry' and failures <= tonumber(f[2] or '0') then
   local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * 2 ^ (failures - 1))
-  redis.call('HSET', KEYS[1], 'state', 'retrying', 'error', ARGV[4])
+  redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
   return 2
 end

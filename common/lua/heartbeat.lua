@@ -2,8 +2,7 @@
 -- KEYS: worker, workers, leases, wake
 -- ARGV: worker id, heartbeat (msgpack WorkerInfo), ttl ms, wake list cap
 -- Returns {1 if the worker was registered already else 0, leased}.
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('HSET', KEYS[1], 'info', ARGV[2])
+local existed = 1 - redis.call('HSET', KEYS[1], 'info', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now_ms(), ARGV[1])
 local leased = redis.call('SCARD', KEYS[3])

@@ -1,23 +1,24 @@
--- Take back every task of a dead (or departed) worker. Tasks it only held go back to
--- their queue at their original place; a task that was running when its worker died
--- counts a loss, and past the poison threshold it is quarantined instead.
+-- Take back every task of a dead (or departed) worker. Tasks still in its inbox go back
+-- to their queue at their original place; a task it had taken out of its inbox was
+-- running, counts a loss, and past the poison threshold is quarantined instead.
 -- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines,
 --       then (task, queue)...
 -- ARGV: leader token, worker id, seen before ms (0: reap regardless), poison threshold,
---       quarantine error, task id...
+--       quarantine error, then (task id, lease token, started 1/0)...
 -- Returns {requeued, quarantined}, or {-1, 0} if not leader, {-2, 0} if the worker is alive.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if ARGV[3] ~= '0' and seen and tonumber(seen) >= tonumber(ARGV[3]) then return {-2, 0} end
 local requeued, dead = 0, 0
 for j = 0, (#KEYS - 8) / 2 - 1 do
-  local task, queue, id = KEYS[9 + 2 * j], KEYS[10 + 2 * j], ARGV[6 + j]
-  local s = lease_of(task)
-  if (s[1] == 'assigned' or s[1] == 'running') and s[2] == ARGV[2] then
-    if s[4] then redis.call('HINCRBY', KEYS[6], s[4], -1) end
+  local task, queue = KEYS[9 + 2 * j], KEYS[10 + 2 * j]
+  local id, token, started = ARGV[6 + 3 * j], ARGV[7 + 3 * j], ARGV[8 + 3 * j]
+  local s = redis.call('HMGET', task, 'lease', 'queue')
+  if s[1] == token then
+    if s[2] then redis.call('HINCRBY', KEYS[6], s[2], -1) end
     redis.call('ZREM', KEYS[8], id)
     local lost = 0
-    if s[1] == 'running' then lost = redis.call('HINCRBY', task, 'lost', 1) end
+    if started == '1' then lost = redis.call('HINCRBY', task, 'lost', 1) end
     if lost >= tonumber(ARGV[4]) then
       quarantine(task, KEYS[7], id, ARGV[5])
       dead = dead + 1

@@ -1,0 +1,48 @@
+-- Acknowledge a batch of finished tasks of one worker: store results, free the slots,
+-- unlock dependents. A dependent whose last upstream this was is queued here, so it is
+-- queued exactly once. Calling it again for the same lease (a reply lost to a dropped
+-- connection) changes nothing and answers as the first call did.
+-- KEYS: leases, inflight, wake, deadlines, then per task:
+--       task, flow, flow done, then (child task, child queue) per child
+-- ARGV: worker id, ttl ms, task count, then per task:
+--       id, token, queue, started ms, result, has deadline (1/0), child count,
+--       then (child id, child score) per child
+-- Returns per task 1 (stored) or 0 (refused: the lease moved on).
+local ttl = tonumber(ARGV[2])
+local now = now_ms()
+local a, k = 4, 5
+local out, per_queue, per_flow, stored = {}, {}, {}, 0
+for t = 1, tonumber(ARGV[3]) do
+  local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local children = tonumber(ARGV[a + 6])
+  local task, flow = KEYS[k], KEYS[k + 1]
+  if unlease(KEYS[1], id, token) then
+    redis.call('HSET', task, 'state', 'completed', 'result', ARGV[a + 4],
+      'started', ARGV[a + 3], 'finished', now)
+    redis.call('PEXPIRE', task, ttl)
+    if ARGV[a + 5] == '1' then redis.call('ZREM', KEYS[4], id) end
+    for c = 0, children - 1 do
+      if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
+        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 8 + 2 * c], ARGV[a + 7 + 2 * c])
+      end
+    end
+    per_queue[queue] = (per_queue[queue] or 0) + 1
+    local f = per_flow[flow]
+    if not f then
+      f = {KEYS[k + 2], 0}
+      per_flow[flow] = f
+    end
+    f[2] = f[2] + 1
+    stored = stored + 1
+    out[t] = 1
+  else
+    local s = redis.call('HMGET', task, 'state', 'lease')
+    out[t] = (s[1] == 'completed' and s[2] == token) and 1 or 0
+  end
+  a = a + 7 + 2 * children
+  k = k + 3 + 2 * children
+end
+for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
+for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl) end
+if stored > 0 then redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. stored) end
+return out

@@ -1,0 +1,215 @@
+"""balancer.scheduling: the dispatcher's pure choices, with a seeded random.Random."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from balancer.scheduling import (
+    ALL_QUEUES,
+    WorkerView,
+    choose_worker,
+    load,
+    order_queues,
+    plan_batch,
+    queue_rank,
+    queue_room,
+    task_score,
+)
+from common.models import QueueConfig
+
+DRAWS = 400
+
+
+def worker(wid: str, capacity: int = 4, leased: int = 0, *, queues: tuple[str, ...] = ("q",),
+           cpu: float = 0.0, memory: float = 0.0) -> WorkerView:
+    return WorkerView(wid, frozenset(queues), capacity, leased, cpu, memory)
+
+
+def picks(queue: str, workers: list[WorkerView], seed: int = 1,
+          draws: int = DRAWS) -> Counter[str | None]:
+    rng = random.Random(seed)
+    chosen = (choose_worker(queue, workers, rng) for _ in range(draws))
+    return Counter(w.id if w is not None else None for w in chosen)
+
+
+# -- load and choose_worker ----------------------------------------------------------------
+
+
+def test_load_is_the_share_of_slots_leased_on_an_idle_host() -> None:
+    assert load(worker("a", capacity=4, leased=1)) == 0.25
+    assert load(worker("a", capacity=4, leased=0)) == 0.0
+
+
+def test_load_grows_with_host_cpu_and_with_memory_past_the_safe_level() -> None:
+    idle = load(worker("a"))
+    assert load(worker("a", cpu=0.8)) > idle
+    assert load(worker("a", memory=0.5)) == idle  # below the safe level: no penalty
+    assert load(worker("a", memory=0.95)) > idle
+
+
+def test_least_loaded_worker_is_chosen() -> None:
+    workers = [worker("busy", leased=3), worker("idle", leased=0), worker("half", leased=2)]
+    assert picks("q", workers) == Counter({"idle": DRAWS})
+
+
+def test_load_is_relative_to_capacity_not_absolute_count() -> None:
+    workers = [worker("small", capacity=2, leased=1), worker("big", capacity=16, leased=4)]
+    assert picks("q", workers) == Counter({"big": DRAWS})
+
+
+def test_cpu_pressure_moves_work_to_the_other_worker() -> None:
+    workers = [worker("hot", cpu=0.9), worker("cool", cpu=0.1)]
+    assert picks("q", workers) == Counter({"cool": DRAWS})
+
+
+def test_memory_pressure_moves_work_to_the_other_worker() -> None:
+    workers = [worker("swapping", memory=0.97), worker("roomy", memory=0.6)]
+    assert picks("q", workers) == Counter({"roomy": DRAWS})
+
+
+def test_busy_host_still_gets_work_once_the_idle_one_is_fuller() -> None:
+    # cpu 0.9 costs 0.45 of a worker's slots: a worker 3/4 full is worse.
+    workers = [worker("hot", cpu=0.9), worker("full-ish", leased=3)]
+    assert picks("q", workers) == Counter({"hot": DRAWS})
+
+
+def test_worker_without_a_free_slot_is_never_chosen() -> None:
+    workers = [worker("full", capacity=2, leased=2), worker("over", capacity=2, leased=5),
+               worker("loaded", capacity=4, leased=3, cpu=1.0, memory=1.0)]
+    assert picks("q", workers) == Counter({"loaded": DRAWS})
+
+
+def test_no_candidate_gives_none() -> None:
+    rng = random.Random(0)
+    assert choose_worker("q", [], rng) is None
+    assert choose_worker("q", [worker("full", capacity=1, leased=1)], rng) is None
+    assert choose_worker("q", [worker("zero", capacity=0)], rng) is None
+    assert choose_worker("q", [worker("other", queues=("x",))], rng) is None
+
+
+def test_worker_not_serving_the_queue_is_never_chosen() -> None:
+    workers = [worker("elsewhere", queues=("x", "y")), worker("here", leased=3)]
+    assert picks("q", workers) == Counter({"here": DRAWS})
+
+
+def test_star_queue_serves_every_queue() -> None:
+    star = worker("star", queues=(ALL_QUEUES,))
+    assert star.serves("anything")
+    assert star.serves("q")
+    assert picks("some-queue", [star, worker("plain")]) == Counter({"star": DRAWS})
+
+
+def test_near_equal_workers_are_both_chosen_across_draws() -> None:
+    workers = [worker("a"), worker("b", cpu=0.05)]  # 0.025 apart: within the spread
+    counts = picks("q", workers)
+    assert set(counts) == {"a", "b"}
+    assert min(counts.values()) > DRAWS // 4
+
+
+def test_choice_is_reproducible_for_a_seed() -> None:
+    workers = [worker(str(i)) for i in range(5)]
+    assert picks("q", workers, seed=42, draws=50) == picks("q", workers, seed=42, draws=50)
+
+
+# -- plan_batch ----------------------------------------------------------------------------
+
+
+def test_plan_batch_spreads_a_batch_evenly_across_equal_workers() -> None:
+    workers = [worker("a"), worker("b"), worker("c")]
+    plan = plan_batch("q", [f"t{i}" for i in range(9)], workers, random.Random(3))
+    assert sorted(plan) == ["a", "b", "c"]
+    assert [len(v) for v in plan.values()] == [3, 3, 3]
+    assert sorted(t for ts in plan.values() for t in ts) == sorted(f"t{i}" for i in range(9))
+
+
+def test_plan_batch_never_exceeds_free_slots() -> None:
+    workers = [worker("a", capacity=3, leased=2), worker("b", capacity=4, leased=2),
+               worker("c", capacity=2, leased=2)]
+    plan = plan_batch("q", [f"t{i}" for i in range(10)], workers, random.Random(7))
+    assert {w: len(ts) for w, ts in plan.items()} == {"a": 1, "b": 2}
+
+
+def test_plan_batch_keeps_task_order_and_stops_when_full() -> None:
+    plan = plan_batch("q", ["t1", "t2", "t3"], [worker("a", capacity=2)], random.Random(0))
+    assert plan == {"a": ["t1", "t2"]}
+
+
+def test_plan_batch_fills_the_emptier_worker_first() -> None:
+    workers = [worker("full-ish", capacity=4, leased=3), worker("empty", capacity=4)]
+    plan = plan_batch("q", ["t1", "t2", "t3"], workers, random.Random(0))
+    assert plan["empty"][:2] == ["t1", "t2"]
+
+
+def test_plan_batch_leaves_the_callers_views_unchanged() -> None:
+    workers = [worker("a", leased=1)]
+    plan_batch("q", ["t1", "t2"], workers, random.Random(0))
+    assert workers[0].leased == 1
+
+
+def test_plan_batch_ignores_workers_of_other_queues() -> None:
+    workers = [worker("x", queues=("x",)), worker("q")]
+    plan = plan_batch("q", ["t1", "t2"], workers, random.Random(0))
+    assert plan == {"q": ["t1", "t2"]}
+
+
+# -- queues --------------------------------------------------------------------------------
+
+
+def test_order_queues_serves_higher_priority_first() -> None:
+    heads = {"low": 1000.0, "high": 1000.0, "mid": 1000.0}
+    configs = {"low": QueueConfig("low", priority=-1), "high": QueueConfig("high", priority=5),
+               "mid": QueueConfig("mid")}
+    assert order_queues(heads, configs, now_ms=1000.0, aging_ms=60_000) == ["high", "mid", "low"]
+
+
+def test_order_queues_breaks_equal_priority_by_oldest_head() -> None:
+    heads = {"b": 500.0, "a": 900.0}
+    assert order_queues(heads, {}, now_ms=1000.0, aging_ms=0) == ["b", "a"]
+
+
+def test_order_queues_skips_paused_queues() -> None:
+    heads = {"paused": 0.0, "open": 1000.0}
+    configs = {"paused": QueueConfig("paused", priority=9, paused=True)}
+    assert order_queues(heads, configs, now_ms=1000.0, aging_ms=60_000) == ["open"]
+
+
+def test_aging_lets_an_old_low_priority_head_overtake_a_fresh_higher_one() -> None:
+    now = 1_000_000.0
+    configs = {"low": QueueConfig("low", priority=0), "high": QueueConfig("high", priority=1)}
+    fresh = {"low": now - 30_000, "high": now}  # low waited half an aging period
+    assert order_queues(fresh, configs, now, aging_ms=60_000) == ["high", "low"]
+    old = {"low": now - 120_000, "high": now}  # low waited two aging periods
+    assert order_queues(old, configs, now, aging_ms=60_000) == ["low", "high"]
+
+
+def test_queue_rank_adds_one_level_per_aging_period_and_ignores_future_heads() -> None:
+    config = QueueConfig("q", priority=2)
+    assert queue_rank(config, head_score=0.0, now_ms=180.0, aging_ms=60.0) == 5.0
+    assert queue_rank(config, head_score=500.0, now_ms=100.0, aging_ms=60.0) == 2.0
+    assert queue_rank(config, head_score=0.0, now_ms=100.0, aging_ms=0.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("limit", "inflight", "room"),
+    [(None, 0, None), (None, 100, None), (5, 0, 5), (5, 3, 2), (5, 5, 0), (5, 9, 0)],
+)
+def test_queue_room_is_what_the_concurrency_limit_leaves(limit: int | None, inflight: int,
+                                                        room: int | None) -> None:
+    assert queue_room(QueueConfig("q", concurrency_limit=limit), inflight) == room
+
+
+def test_task_score_orders_by_arrival_within_a_priority() -> None:
+    assert task_score(1000, 0, 60_000) < task_score(1001, 0, 60_000)
+
+
+def test_task_score_orders_priority_before_arrival() -> None:
+    aging = 60_000.0
+    early_low = task_score(1_000_000, 0, aging)
+    late_high = task_score(1_000_000 + 30_000, 1, aging)
+    assert late_high < early_low
+    # ... but only by up to one aging period per level.
+    very_late_high = task_score(1_000_000 + 90_000, 1, aging)
+    assert early_low < very_late_high

@@ -1,0 +1,126 @@
+"""The ack thread: stores outcomes in Redis, in batches.
+
+Slots hand their outcomes over and go on; whatever finished while the previous call was
+on the wire goes in the next one, so a busy worker pays one script call for many tasks
+and an idle one no extra latency. Both scripts are idempotent for the same lease, so a
+call cut off by a dropped connection is simply made again: a result is never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+
+from common import codec
+from common.scripts import (
+    FAIL_FAILED,
+    FAIL_QUARANTINED,
+    FAIL_RETRIED,
+    Done,
+    FailMode,
+    Scripts,
+)
+from common.settings import Settings
+from common.signals import Lease
+from worker.executor import Outcome
+from worker.holding import Holding
+
+log = logging.getLogger("worker")
+
+BATCH = 200
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Finished:
+    lease: Lease
+    outcome: Outcome
+    started_ms: int
+    took: float
+    done: Done | None  # set for successes
+
+
+def persist(what: str, task_id: str, call: Callable[[], T]) -> T:
+    """Run an idempotent call, retrying with backoff while Redis is unreachable."""
+    backoff = 0.1
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("task=%s cannot %s (%s); retrying in %.1fs", task_id, what, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+class Acker(threading.Thread):
+    def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
+                 holding: Holding) -> None:
+        super().__init__(name=f"ack-{worker_id}", daemon=True)
+        self.worker_id = worker_id
+        self.holding = holding
+        self.scripts = scripts
+        self.settings = settings
+        self.ttl_ms = int(settings.result_ttl * 1000)
+        self._pending: list[Finished] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+
+    def submit(self, finished: Finished) -> None:
+        with self._cond:
+            self._pending.append(finished)
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Store everything handed over so far, then stop."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closing)
+                if not self._pending and self._closing:
+                    return
+                batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
+            successes = [f for f in batch if f.done is not None]
+            if successes:
+                done = [f.done for f in successes if f.done is not None]
+                stored = persist("be acknowledged", done[0].task_id,
+                                 lambda done=done: self.scripts.ack(  # type: ignore[misc]
+                                     self.worker_id, done, self.ttl_ms))
+                for f, ok in zip(successes, stored):
+                    if ok:
+                        log.info("task=%s completed in %.3fs", f.lease.task_id, f.took)
+                    else:
+                        self._refused(f.lease)
+            for f in batch:
+                if f.done is None:
+                    self._fail(f)
+                self.holding.release(f.lease.task_id)
+
+    def _fail(self, f: Finished) -> None:
+        lease, outcome = f.lease, f.outcome
+        mode: FailMode = "crash" if outcome.crashed else "retry" if outcome.retryable else "final"
+        code = persist("be acknowledged", lease.task_id, lambda: self.scripts.fail(
+            self.worker_id, lease.token, lease.task_id, lease.queue, lease.flow,
+            outcome.payload, mode, self.ttl_ms, self.settings.poison_threshold, f.started_ms))
+        verdict = {FAIL_RETRIED: "will run again", FAIL_FAILED: "failed",
+                   FAIL_QUARANTINED: "quarantined after killing its process"}.get(code)
+        if verdict is None:
+            self._refused(lease)
+        else:
+            log.warning("task=%s %s after %.3fs: %s", lease.task_id, verdict, f.took,
+                        codec.unpack_error(outcome.payload))
+
+    def _refused(self, lease: Lease) -> None:
+        log.warning("task=%s lease=%s: outcome refused, the task was re-leased elsewhere",
+                    lease.task_id, lease.token)

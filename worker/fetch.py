@@ -1,0 +1,81 @@
+"""The fetch thread: moves leases from the worker's inbox in Redis to idle slots.
+
+It takes no more entries than there are idle slots, so leases the dispatcher prefetched
+stay visible in Redis (and go back to their queue if the worker dies or stops) until a
+slot is free to run them. One BLMPOP both waits for work and takes a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import redis
+
+from common import signals
+from common.keys import Keys
+from common.signals import Lease
+
+log = logging.getLogger("worker")
+
+FETCH_TIMEOUT = 1.0
+
+
+class IdleSlots:
+    """How many slots wait for a task; the fetcher waits on it."""
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._cond = threading.Condition()
+
+    def take_all(self, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self._count > 0, timeout)
+            taken, self._count = self._count, 0
+            return taken
+
+    def give(self, count: int = 1) -> None:
+        with self._cond:
+            self._count += count
+            self._cond.notify()
+
+
+class Fetcher(threading.Thread):
+    def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, idle: IdleSlots,
+                 ready: queue.Queue[Lease], stopping: threading.Event) -> None:
+        super().__init__(name=f"fetch-{worker_id}", daemon=True)
+        self.worker_id = worker_id
+        self.client = client
+        self.inbox = keys.inbox(worker_id)
+        self.idle = idle
+        self.ready = ready
+        self.stopping = stopping
+        self.on_take: Callable[[Lease], None] = lambda lease: None
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            wanted = self.idle.take_all(FETCH_TIMEOUT)
+            if not wanted:
+                continue
+            try:
+                reply = self.client.blmpop(FETCH_TIMEOUT, 1, self.inbox, direction="LEFT",
+                                           count=wanted)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
+                self.idle.give(wanted)
+                self.stopping.wait(FETCH_TIMEOUT)
+                continue
+            entries = reply[1] if reply else []
+            for raw in entries:
+                lease = signals.parse_lease(raw)
+                if lease is None:
+                    log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
+                              raw[:80])
+                    continue
+                self.on_take(lease)
+                self.ready.put(lease)
+                wanted -= 1
+            if wanted:
+                self.idle.give(wanted)

@@ -1,0 +1,62 @@
+"""What a worker holds: leases taken out of its inbox and not yet acknowledged, and how
+long its tasks take per queue.
+
+Several threads share this: the fetcher adds leases, slots start them, the ack thread
+releases them, the marker and the reconciler read them, the heartbeat reports durations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from common.signals import Lease
+
+EWMA = 0.2
+
+
+class Holding:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[str, Lease] = {}
+        self._started: dict[str, float] = {}  # task id -> monotonic start, until marked
+        self._durations: dict[str, float] = {}  # queue -> mean ms
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases[lease.task_id] = lease
+
+    def start(self, task_id: str) -> None:
+        with self._lock:
+            self._started[task_id] = time.monotonic()
+
+    def finish(self, queue: str, took_ms: float) -> None:
+        with self._lock:
+            mean = self._durations.get(queue)
+            self._durations[queue] = took_ms if mean is None else mean + EWMA * (took_ms - mean)
+
+    def release(self, task_id: str) -> None:
+        with self._lock:
+            self._leases.pop(task_id, None)
+            self._started.pop(task_id, None)
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._leases)
+
+    def running_longer_than(self, seconds: float) -> list[Lease]:
+        """Leases started over ``seconds`` ago and not reported yet; reported from now on."""
+        cutoff = time.monotonic() - seconds
+        with self._lock:
+            due = [t for t, at in self._started.items() if at <= cutoff]
+            for t in due:
+                del self._started[t]
+            return [self._leases[t] for t in due if t in self._leases]
+
+    def durations(self) -> dict[str, float]:
+        with self._lock:
+            return {q: round(ms, 3) for q, ms in self._durations.items()}
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._leases)

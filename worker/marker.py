@@ -1,0 +1,38 @@
+"""Marks tasks that run for a while as ``running`` in Redis, in batches.
+
+Short tasks finish before anyone could look, so marking them would only cost a write
+each; a task still running after ``AFTER`` seconds is worth showing (and the reaper
+does not depend on this mark: it tells started tasks from the inbox).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import redis
+
+from common.scripts import Scripts
+from worker.holding import Holding
+
+AFTER = 0.05
+EVERY = 0.05
+
+
+class Marker(threading.Thread):
+    def __init__(self, worker_id: str, scripts: Scripts, holding: Holding,
+                 stopping: threading.Event) -> None:
+        super().__init__(name=f"mark-{worker_id}", daemon=True)
+        self.worker_id = worker_id
+        self.scripts = scripts
+        self.holding = holding
+        self.stopping = stopping
+
+    def run(self) -> None:
+        while not self.stopping.wait(EVERY):
+            due = self.holding.running_longer_than(AFTER)
+            if due:
+                # Lost on an outage: the task only shows as assigned a little longer.
+                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                    self.scripts.mark_running(self.worker_id,
+                                              [(lease.task_id, lease.token) for lease in due])
