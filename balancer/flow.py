@@ -101,6 +101,11 @@ class Flow:
             if item.flow is not self:
                 raise FlowError(f"{item!r} belongs to flow {item.flow.name!r}, not {self.name!r}")
             return item
+        if item in self._by_task:
+            try:
+                return self.node_of(item)
+            except KeyError as exc:
+                raise FlowError(exc.args[0]) from None
         return self.add_task(item)
 
     def _new_node(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:

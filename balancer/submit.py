@@ -31,8 +31,6 @@ def _with_refs(value: Any, ids: dict[Node, str]) -> Any:
         return UpstreamRef(ids[value])
     if isinstance(value, (list, tuple)):
         return [_with_refs(v, ids) for v in value]
-    if isinstance(value, (set, frozenset)):
-        raise CodecError("sets cannot travel as msgpack; pass a list")
     if isinstance(value, dict):
         return {k: _with_refs(v, ids) for k, v in value.items()}
     return value

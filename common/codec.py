@@ -143,7 +143,11 @@ def unpack_error(blob: bytes | None) -> ErrorInfo | None:
     if not blob:
         return None
     try:
-        kind, message, tb = unpack(blob)
-        return ErrorInfo(str(kind), str(message), str(tb))
-    except (CodecError, ValueError, TypeError):
+        record = unpack(blob)
+    except CodecError:
+        record = None
+    if not (isinstance(record, list) and len(record) == 3
+            and all(isinstance(x, str) for x in record)):
         return ErrorInfo("balancer.CorruptError", "the stored error record is unreadable")
+    kind, message, tb = record
+    return ErrorInfo(kind, message, tb)

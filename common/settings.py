@@ -7,6 +7,7 @@ would otherwise leave a cluster running on defaults nobody chose.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -73,9 +74,16 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{f.name} must be a finite number, got {value}")
         for name in ("heartbeat_interval", "worker_timeout", "leader_ttl", "dispatch_tick"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("timeout_grace", "shutdown_grace", "aging_seconds", "result_ttl"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.worker_timeout < self.heartbeat_interval:
             raise SettingsError(
                 f"worker_timeout ({self.worker_timeout}s) must be at least "

@@ -308,12 +308,6 @@ def test_node_of_a_task_called_twice_is_an_error() -> None:
         flow.node_of(a)
 
 
-@pytest.mark.xfail(
-    reason="bug: balancer/flow.py Flow._node/add_task resolves a Task called several times in"
-    " the flow to its first call silently, so b.set_upstream(a) waits for only one of a's calls"
-    " (node_of refuses the same ambiguity)",
-    strict=True,
-)
 def test_set_upstream_on_a_task_called_twice_is_an_error() -> None:
     a, b = _tasks("a", "b")
     with Flow("f"):

@@ -214,12 +214,6 @@ def test_set_argument_raises_flow_error_naming_the_task_and_writes_nothing(
     assert all_keys(fake, namespace) == []
 
 
-@pytest.mark.xfail(
-    reason="bug: balancer/submit.py _with_refs raises CodecError('sets cannot travel...') for a"
-    " set argument before codec.encode_call runs, so the FlowError names the task but not the"
-    " argument (position/keyword), unlike every other unencodable argument",
-    strict=True,
-)
 @pytest.mark.parametrize(("args", "kwargs", "where"), [
     (("ok", {1, 2}), {}, "position 1"),
     ((), {"tags": frozenset({"a"})}, "keyword 'tags'"),

@@ -254,11 +254,6 @@ def test_unpack_of_arbitrary_extension_values_raises_only_codec_error(data: byte
         codec.unpack(data)
 
 
-@pytest.mark.xfail(
-    reason="bug: common/codec.py unpack_error unpacks any 3-item iterable (a 3-char str, 3 bytes,"
-    " a 3-key map) as [type, message, traceback] instead of reporting a corrupt record",
-    strict=True,
-)
 @pytest.mark.parametrize("value", ["abc", b"xyz", {"a": 1, "b": 2, "c": 3}], ids=repr)
 def test_unpack_error_of_a_three_item_non_list_is_a_corrupt_error(value: object) -> None:
     info = codec.unpack_error(msgpack.packb(value))

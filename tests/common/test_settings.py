@@ -142,12 +142,6 @@ def test_replace_returns_a_changed_copy() -> None:
     assert s.namespace == "balancer"
 
 
-@pytest.mark.xfail(
-    reason="bug: common/settings.py Settings.validate accepts NaN intervals (every comparison"
-    " with nan is False), so BALANCER_HEARTBEAT_INTERVAL=nan passes and later breaks"
-    " int(worker_timeout * 1000) / Event.wait(nan) in the worker",
-    strict=True,
-)
 @pytest.mark.parametrize("variable", ["BALANCER_HEARTBEAT_INTERVAL", "BALANCER_WORKER_TIMEOUT"])
 def test_nan_interval_is_rejected(variable: str) -> None:
     with pytest.raises(SettingsError):
