@@ -94,6 +94,49 @@ def status(redis_url: str | None, namespace: str | None, as_json: bool, flows: i
         click.echo(status_view.render(view))
 
 
+@main.command("flow")
+@click.argument("flow_id")
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def flow_view(flow_id: str, redis_url: str | None, namespace: str | None,
+              as_json: bool) -> None:
+    """Show one flow run: every task's state, why each unfinished task waits, and the
+    error of each failed one. FLOW_ID as `balancer status` lists it."""
+    from balancer import why
+
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    keys = Keys(settings.namespace)
+    client = _client(settings)
+    name, state, blob = client.hmget(keys.flow(flow_id), ["name", "state", "tasks"])
+    if name is None:
+        raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
+                                   f" {settings.result_ttl:.0f}s)")
+    listed = [(str(t), str(n)) for t, n in codec.unpack(blob)]
+    facts = why.task_facts(client, keys, [t for t, _ in listed])
+    cluster = why.ClusterFacts.gather(client, keys)
+    pipe = client.pipeline(transaction=False)
+    for task_id, _ in listed:
+        pipe.hget(keys.task(task_id), "error")
+    errors = pipe.execute()
+    rows = []
+    for (task_id, task_name), error in zip(listed, errors):
+        f = facts.get(task_id)
+        err = codec.unpack_error(error)
+        rows.append({"id": task_id, "name": task_name, "state": f.state if f else "expired",
+                     "why": why.reason(f, cluster) if f else "",
+                     "error": str(err) if err and (f is None or f.state != "completed")
+                     else ""})
+    if as_json:
+        click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state.decode(),
+                               "tasks": rows}, indent=2))
+        return
+    click.echo(f"flow {flow_id}  {name.decode()}  {state.decode()}")
+    for r in rows:
+        detail = r["why"] or r["error"]
+        click.echo(f"  {r['id']}  {r['name']:<24} {r['state']:<16} {detail}")
+
+
 @main.group()
 def queue() -> None:
     """Configure queues on the cluster: priority, concurrency limit, pause and resume."""

@@ -112,6 +112,30 @@ class FlowRun:
                 out[node.task.name] = codec.unpack(blob)
         return out
 
+    def why(self) -> dict[str, str]:
+        """For each task not finished: what holds it (upstream not done, queue paused, no
+        worker serves its queue, concurrency limit, workers full, retry delay, ...).
+        Keys are task names, or ``name#n`` for a task called several times."""
+        from balancer import why
+
+        facts = why.task_facts(self.client, self.keys, self.ids.values())
+        cluster = why.ClusterFacts.gather(self.client, self.keys)
+        out: dict[str, str] = {}
+        for label, task_id in self._labels().items():
+            f = facts.get(task_id)
+            text = why.reason(f, cluster) if f is not None else "record expired"
+            if text:
+                out[label] = text
+        return out
+
+    def _labels(self) -> dict[str, str]:
+        counts: dict[str, int] = {}
+        labels: dict[str, str] = {}
+        for node, task_id in self.ids.items():
+            n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
+            labels[node.task.name if n == 1 else f"{node.task.name}#{n}"] = task_id
+        return labels
+
     def states(self) -> dict[str, str]:
         out: dict[str, str] = {}
         for node, task_id in self.ids.items():

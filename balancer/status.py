@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from balancer import why
 from balancer.scheduling import WorkerView, load
 from common.keys import Keys
 from common.models import QueueConfig, WorkerInfo
@@ -39,6 +40,7 @@ class QueueRow:
     paused: bool
     ready: int
     inflight: int
+    held_by: str | None = None  # why its ready tasks wait, when they do
 
 
 @dataclass
@@ -116,6 +118,10 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
         c = QueueConfig.from_hash(q, conf)
         queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
                                    inflight_by.get(q, 0)))
+    cluster = why.ClusterFacts.gather(client, keys)
+    for row in queue_rows:
+        if row.ready:
+            row.held_by = why.queue_hold(row.name, cluster)
     offset += 2 * len(queue_names)
     flows = []
     for k, f in enumerate(flow_ids):
@@ -143,6 +149,8 @@ def render(status: Status) -> str:
         limit = "-" if q.concurrency_limit is None else str(q.concurrency_limit)
         lines.append(f"  {q.name:<24} {q.priority:>8} {q.ready:>7} {q.inflight:>7} {limit:>6}"
                      f"  {'paused' if q.paused else 'active'}")
+        if q.held_by:
+            lines.append(f"      waiting: {q.held_by}")
     lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}", "",
               f"recent flow runs ({len(status.flows)}):"]
     for f in status.flows:

@@ -7,6 +7,7 @@ from their inboxes.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -195,3 +196,32 @@ def test_dispatcher_fails_a_task_whose_worker_never_acknowledges_past_its_timeou
     finally:
         worker.stopping.set()
         cluster.stop()
+
+
+def test_why_names_what_holds_each_waiting_task(
+    cluster: ThreadCluster, simulate, redis_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    ns = cluster.settings.namespace
+    _queue_cli(redis_url, ns, "pause", "default")
+    simulate("w", capacity=2)
+    _registered(cluster, "w")
+    with Flow("held") as flow:
+        first = tasks.constant(1)
+        tasks.square(first)
+        tasks.record_high(redis_url, "unused", "x")  # queue "high": nobody serves it
+    run = flow.submit(cluster.client, namespace=ns)
+    reasons = run.why()
+    assert "queue default is paused" in reasons["constant"]
+    assert reasons["square"] == "waiting for 1 upstream task"
+    assert "no worker serves queue high" in reasons["record_high"]
+    shown = CliRunner().invoke(balancer_cli, ["flow", run.id, "--json", "--redis-url",
+                                              redis_url, "--namespace", ns])
+    assert shown.exit_code == 0, shown.output
+    rows = {r["name"]: r for r in json.loads(shown.output)["tasks"]}
+    assert rows["constant"]["state"] == "queued"
+    assert "paused" in rows["constant"]["why"]
+    status = CliRunner().invoke(balancer_cli, ["status", "--json", "--redis-url", redis_url,
+                                               "--namespace", ns])
+    queues = {q["name"]: q for q in json.loads(status.output)["queues"]}
+    assert "paused" in queues["default"]["held_by"]
+    assert "no worker serves" in queues["high"]["held_by"]

@@ -1,0 +1,141 @@
+""""Why is this waiting?": for a task that has not finished, what holds it.
+
+``reason`` is a pure function over facts read from Redis in one pipelined pass
+(``Facts.gather``), so it is tested without Redis and shared by ``balancer status``,
+``balancer flow`` and ``FlowRun.why``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import redis
+
+from balancer.scheduling import ALL_QUEUES
+from common.keys import Keys
+from common.models import QueueConfig, TaskState, WorkerInfo
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    state: str
+    queue: str
+    deps: int = 0
+    worker: str = ""
+    retry_due_in: float | None = None  # seconds
+    ahead: int = 0  # tasks ahead of it in its queue
+
+
+@dataclass
+class ClusterFacts:
+    workers: list[WorkerInfo] = field(default_factory=list)  # live workers
+    leased: dict[str, int] = field(default_factory=dict)  # worker id -> leases held
+    configs: dict[str, QueueConfig] = field(default_factory=dict)
+    inflight: dict[str, int] = field(default_factory=dict)
+    leader: str | None = None
+
+    @classmethod
+    def gather(cls, client: redis.Redis, keys: Keys) -> ClusterFacts:
+        pipe = client.pipeline(transaction=False)
+        pipe.zrange(keys.workers, 0, -1)
+        pipe.smembers(keys.queues)
+        pipe.hgetall(keys.inflight)
+        pipe.get(keys.leader)
+        ids, queues, inflight, leader = pipe.execute()
+        names = sorted(q.decode() for q in queues)
+        pipe = client.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hget(keys.worker(wid.decode()), "info")
+            pipe.scard(keys.leases(wid.decode()))
+        for q in names:
+            pipe.hgetall(keys.queue_conf(q))
+        replies = pipe.execute()
+        facts = cls(leader=leader.decode() if leader else None,
+                    inflight={k.decode(): int(v) for k, v in inflight.items()})
+        for i in range(len(ids)):
+            blob, leased = replies[2 * i], replies[2 * i + 1]
+            if blob is not None:
+                info = WorkerInfo.from_blob(blob)
+                facts.workers.append(info)
+                facts.leased[info.id] = int(leased)
+        offset = 2 * len(ids)
+        facts.configs = {q: QueueConfig.from_hash(q, replies[offset + j])
+                         for j, q in enumerate(names)}
+        return facts
+
+    def serving(self, queue: str) -> list[WorkerInfo]:
+        return [w for w in self.workers if queue in w.queues or ALL_QUEUES in w.queues]
+
+
+def queue_hold(queue: str, cluster: ClusterFacts) -> str | None:
+    """What keeps a queue's ready tasks from being handed out, or None if nothing does."""
+    config = cluster.configs.get(queue, QueueConfig(queue))
+    if config.paused:
+        return f"queue {queue} is paused (balancer queue resume {queue})"
+    serving = cluster.serving(queue)
+    if not serving:
+        return f"no worker serves queue {queue} (worker start --queue {queue})"
+    if config.concurrency_limit is not None:
+        used = cluster.inflight.get(queue, 0)
+        if used >= config.concurrency_limit:
+            return (f"queue {queue} is at its concurrency limit"
+                    f" ({used}/{config.concurrency_limit} leased)")
+    if all(cluster.leased.get(w.id, 0) >= w.capacity for w in serving):
+        return f"all {len(serving)} workers serving queue {queue} are full"
+    if cluster.leader is None:
+        return "no dispatcher is running (balancer serve)"
+    return None
+
+
+def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
+    """Why the task is where it is, in words; empty for a finished task."""
+    state = task.state
+    if state in TaskState.TERMINAL - {TaskState.DEAD}:
+        return ""
+    if state == TaskState.DEAD:
+        return "quarantined after killing its workers (balancer dlq ls)"
+    if state == TaskState.PENDING and task.deps > 0:
+        return f"waiting for {task.deps} upstream task{'s' if task.deps != 1 else ''}"
+    if state == TaskState.RETRYING:
+        due = task.retry_due_in or 0.0
+        return f"retry delay: due in {max(0.0, due):.1f}s"
+    if state == TaskState.ASSIGNED:
+        return f"leased to worker {task.worker}: in its inbox or just started"
+    if state == TaskState.RUNNING:
+        return f"running on worker {task.worker}"
+    hold = queue_hold(task.queue, cluster)
+    if hold:
+        return hold
+    return f"next in line in queue {task.queue}" if task.ahead == 0 else \
+        f"{task.ahead} tasks ahead of it in queue {task.queue}"
+
+
+def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
+               ) -> dict[str, TaskFacts]:
+    ids = list(task_ids)
+    pipe = client.pipeline(transaction=False)
+    for t in ids:
+        pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker"])
+    records = pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    for t, (_, queue, _, _) in zip(ids, records):
+        pipe.zscore(keys.delayed, t)
+        pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
+    now_s, *rest = pipe.execute()
+    now_ms = now_s[0] * 1000 + now_s[1] / 1000
+    out: dict[str, TaskFacts] = {}
+    for i, (t, (state, queue, deps, worker)) in enumerate(zip(ids, records)):
+        if state is None:
+            continue
+        due, rank = rest[2 * i], rest[2 * i + 1]
+        name = state.decode()
+        d = int(deps or 0)
+        if name == TaskState.PENDING and d <= 0:
+            name = TaskState.QUEUED
+        out[t] = TaskFacts(name, queue.decode() if queue else "", d,
+                           worker.decode() if worker else "",
+                           (due - now_ms) / 1000 if due is not None else None,
+                           int(rank) if rank is not None else 0)
+    return out
