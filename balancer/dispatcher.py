@@ -293,24 +293,26 @@ class Dispatcher:
                 self._cascade_pending = True
 
     def _expire_overdue(self) -> None:
-        """Fail running tasks that outlived timeout + grace without an acknowledgement."""
+        """Fail leases that outlived their task's timeout plus grace without an ack."""
         self._deadlines_at = self.clock()
         now = self.redis_now_ms()
-        due = [m.decode() for m in self.client.zrangebyscore(self.keys.deadlines, "-inf", now,
-                                                              start=0, num=DELAYED_BATCH)]
+        due = self.client.zrangebyscore(self.keys.deadlines, "-inf", now, start=0,
+                                        num=DELAYED_BATCH)
         if not due:
             return
         error = codec.pack_error(ErrorInfo(
             "TimeoutError", f"no acknowledgement within the task's timeout plus"
                             f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
-        for task_id, (worker, lease, flow, queue) in zip(
-                due, self._task_fields(due, "worker", "lease", "flow", "queue")):
+        for member in due:
+            task_id, _, rest = member.decode().partition("|")
+            worker, _, token = rest.partition("|")
+            flow, queue = self._task_fields([task_id], "flow", "queue")[0]
             code = FAIL_REFUSED
-            if worker and lease and queue:
-                code = self.scripts.fail(worker, lease, task_id, queue, flow or "", error,
+            if worker and token and queue:
+                code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
                                          "retry", self.ttl_ms, self.settings.poison_threshold)
-            if code == FAIL_REFUSED:  # settled meanwhile, or a record without a lease
-                self.client.zrem(self.keys.deadlines, task_id)
+            if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
+                self.client.zrem(self.keys.deadlines, member)
             else:
                 log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
                             worker)

@@ -47,8 +47,15 @@ class WorkerView:
         return self.free_for(1)
 
     def free_for(self, depth: int) -> int:
-        """Leases it may still take when each slot may hold ``depth`` tasks."""
-        return max(0, self.capacity * depth - self.leased)
+        """Leases it may still take when each slot may hold ``depth`` tasks.
+
+        With prefetch (depth > 1) a worker is refilled only once it has run down to half
+        its prefetch: one batch then carries many tasks instead of one per ack.
+        """
+        limit = self.capacity * depth
+        if depth > 1 and self.leased > limit // 2:
+            return 0
+        return max(0, limit - self.leased)
 
 
 def load(worker: WorkerView) -> float:

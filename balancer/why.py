@@ -24,7 +24,7 @@ class TaskFacts:
     deps: int = 0
     worker: str = ""
     retry_due_in: float | None = None  # seconds
-    ahead: int = 0  # tasks ahead of it in its queue
+    ahead: int | None = 0  # tasks ahead of it in its queue; None: not in its queue
 
 
 @dataclass
@@ -104,6 +104,8 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
         return f"leased to worker {task.worker}: in its inbox or just started"
     if state == TaskState.RUNNING:
         return f"running on worker {task.worker}"
+    if task.ahead is None:
+        return "leased to a worker: in its inbox or just started"
     hold = queue_hold(task.queue, cluster)
     if hold:
         return hold
@@ -137,5 +139,5 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
         out[t] = TaskFacts(name, queue.decode() if queue else "", d,
                            worker.decode() if worker else "",
                            (due - now_ms) / 1000 if due is not None else None,
-                           int(rank) if rank is not None else 0)
+                           int(rank) if rank is not None else None)
     return out

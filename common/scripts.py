@@ -136,11 +136,12 @@ class Scripts:
         )
         return bool(existed), int(leased)
 
-    def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int) -> list[bool]:
+    def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int
+            ) -> list[bool]:
         """Store a batch of results; per task, False when its lease had moved on."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines]
-        args: list[Any] = [worker_id, ttl_ms, len(done)]
+        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done)]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
@@ -168,7 +169,7 @@ class Scripts:
     def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]]) -> int:
         """Mark (task id, token) pairs as running, where their lease still holds."""
         k = self.keys
-        args: list[str] = []
+        args: list[str] = [worker_id]
         for task_id, token in running:
             args += [task_id, token]
         return int(self._run("mark_running",
@@ -177,7 +178,7 @@ class Scripts:
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
         keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines]
-        args: list[Any] = []
+        args: list[Any] = [worker_id]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
             args += [t.inbox_entry, t.task_id, t.token, t.queue]

@@ -34,6 +34,8 @@ from worker.holding import Holding
 log = logging.getLogger("worker")
 
 BATCH = 200
+# While other slots are running, wait this long for their results to share one call.
+LINGER = 0.001
 T = TypeVar("T")
 
 
@@ -60,10 +62,11 @@ def persist(what: str, task_id: str, call: Callable[[], T]) -> T:
 
 class Acker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
-                 holding: Holding) -> None:
+                 holding: Holding, busy: Callable[[], int]) -> None:
         super().__init__(name=f"ack-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.holding = holding
+        self.busy = busy  # how many slots are running a task
         self.scripts = scripts
         self.settings = settings
         self.ttl_ms = int(settings.result_ttl * 1000)
@@ -90,13 +93,16 @@ class Acker(threading.Thread):
                 self._cond.wait_for(lambda: self._pending or self._closing)
                 if not self._pending and self._closing:
                     return
+                if self.busy() > 0 and len(self._pending) < BATCH:
+                    self._cond.wait(LINGER)
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
             successes = [f for f in batch if f.done is not None]
             if successes:
                 done = [f.done for f in successes if f.done is not None]
                 stored = persist("be acknowledged", done[0].task_id,
                                  lambda done=done: self.scripts.ack(  # type: ignore[misc]
-                                     self.worker_id, done, self.ttl_ms))
+                                     self.worker_id, done, self.ttl_ms,
+                                     int(time.time() * 1000)))
                 for f, ok in zip(successes, stored):
                     if ok:
                         log.info("task=%s completed in %.3fs", f.lease.task_id, f.took)

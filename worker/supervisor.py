@@ -81,17 +81,20 @@ class Worker:
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready, self.fetching)
-        self.acker = Acker(self.id, self.scripts, settings, self.holding)
+        self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy)
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
                                      self.stopped)
+
+    def busy(self) -> int:
+        return sum(s.current is not None for s in self.slots)
 
     def info(self) -> WorkerInfo:
         cpu, memory, load = host_load()
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
-            running=sum(s.current is not None for s in self.slots), cpu=cpu, memory=memory,
+            running=self.busy(), cpu=cpu, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
             durations=self.holding.durations())
 

@@ -32,7 +32,7 @@ end
 -- Put a task back into its queue at its original place.
 local function requeue(task_key, queue_key, id)
   redis.call('HSET', task_key, 'state', 'queued')
-  redis.call('HDEL', task_key, 'worker', 'lease')
+  redis.call('HDEL', task_key, 'worker')
   redis.call('ZADD', queue_key, redis.call('HGET', task_key, 'score') or 0, id)
 end
 
@@ -40,7 +40,7 @@ end
 -- until an operator retries it (`balancer dlq retry`) or gives it up (`balancer dlq purge`).
 local function quarantine(task_key, dlq_key, id, error)
   redis.call('HSET', task_key, 'state', 'dead', 'error', error, 'finished', now_ms())
-  redis.call('HDEL', task_key, 'worker', 'lease')
+  redis.call('HDEL', task_key, 'worker')
   redis.call('ZADD', dlq_key, now_ms(), id)
 end
 

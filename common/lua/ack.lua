@@ -4,23 +4,24 @@
 -- connection) changes nothing and answers as the first call did.
 -- KEYS: leases, inflight, wake, deadlines, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
--- ARGV: worker id, ttl ms, task count, then per task:
+-- ARGV: worker id, ttl ms, finished ms (worker clock), task count, then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
 --       then (child id, child score) per child
 -- Returns per task 1 (stored) or 0 (refused: the lease moved on).
-local ttl = tonumber(ARGV[2])
-local now = now_ms()
-local a, k = 4, 5
+local ttl, now = tonumber(ARGV[2]), ARGV[3]
+local a, k = 5, 5
 local out, per_queue, per_flow, stored = {}, {}, {}, 0
-for t = 1, tonumber(ARGV[3]) do
+for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local children = tonumber(ARGV[a + 6])
   local task, flow = KEYS[k], KEYS[k + 1]
   if unlease(KEYS[1], id, token) then
     redis.call('HSET', task, 'state', 'completed', 'result', ARGV[a + 4],
-      'started', ARGV[a + 3], 'finished', now)
+      'started', ARGV[a + 3], 'finished', now, 'worker', ARGV[1], 'lease', token)
     redis.call('PEXPIRE', task, ttl)
-    if ARGV[a + 5] == '1' then redis.call('ZREM', KEYS[4], id) end
+    if ARGV[a + 5] == '1' then
+      redis.call('ZREM', KEYS[4], id .. '|' .. ARGV[1] .. '|' .. token)
+    end
     for c = 0, children - 1 do
       if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
         redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 8 + 2 * c], ARGV[a + 7 + 2 * c])

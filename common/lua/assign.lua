@@ -1,53 +1,54 @@
 -- Lease ready tasks of one queue to one worker, up to `capacity` leases in all.
 -- Each lease carries the whole task spec into the worker's inbox, so the worker needs no
--- further read to run it.
+-- further read to run it. The task record is not written: the lease member "id|token" in
+-- the worker's leases set is the lease (its state reads "queued" until it is marked
+-- running or settled, and its absence from the queue tells it is leased).
 -- KEYS: leader, inbox, leases, inflight, queue, deadlines, task...
+-- A deadline member is "id|worker|token": the dispatcher fails that lease when it is due.
 -- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix,
 --       task id... (same order as the task keys)
 -- Returns {assigned, leased after, dropped}; {-1, 0, 0} when the caller is not the leader.
 -- An id without a task record is dropped from the queue (nothing could run it).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0} end
 local held = redis.call('SCARD', KEYS[3])
-local want = math.min(tonumber(ARGV[4]) - held, #KEYS - 6)
-if want <= 0 then return {0, held, 0} end
+local free = tonumber(ARGV[4]) - held
+if free <= 0 or #KEYS == 6 then return {0, held, 0} end
 local ids = {}
-for i = 1, want do ids[i] = ARGV[6 + i] end
+for i = 7, #KEYS do ids[i - 6] = ARGV[i] end
 local scores = redis.call('ZMSCORE', KEYS[5], unpack(ids))
-local present = {}
-for i = 1, want do
-  if scores[i] then present[#present + 1] = i end
-end
-if #present == 0 then return {0, held, 0} end
-local removing = {}
-for j, i in ipairs(present) do removing[j] = ids[i] end
-redis.call('ZREM', KEYS[5], unpack(removing))
 
 local function field(v)
   v = v or ''
   return #v .. ':' .. v
 end
 
-local entries, members, deadlines = {}, {}, {}
+-- Take queued ids in order until the free slots are filled; ids without a task record
+-- leave the queue too, without taking a slot.
+local removing, entries, members, deadlines = {}, {}, {}, {}
 local n, dropped = 0, 0
-for _, i in ipairs(present) do
-  local id, key = ids[i], KEYS[6 + i]
-  local s = redis.call('HMGET', key, 'fn', 'args', 'timeout', 'flow', 'children', 'name')
-  if not s[1] then
-    dropped = dropped + 1
-  else
-    n = n + 1
-    local token = ARGV[6] .. '.' .. n
-    redis.call('HSET', key, 'state', 'assigned', 'worker', ARGV[2], 'lease', token)
-    entries[n] = id .. '|' .. token .. '|' .. field(ARGV[3]) .. field(s[4]) .. field(s[3])
-      .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2])
-    members[n] = id .. '|' .. token
-    local timeout = tonumber(s[3] or '')
-    if timeout then
-      deadlines[#deadlines + 1] = math.floor(timeout * 1000) + tonumber(ARGV[5])
-      deadlines[#deadlines + 1] = id
+for i = 1, #ids do
+  if n >= free then break end
+  if scores[i] then
+    local id = ids[i]
+    removing[#removing + 1] = id
+    local s = redis.call('HMGET', KEYS[6 + i], 'fn', 'args', 'timeout', 'flow', 'children', 'name')
+    if not s[1] then
+      dropped = dropped + 1
+    else
+      n = n + 1
+      local token = ARGV[6] .. '.' .. n
+      entries[n] = id .. '|' .. token .. '|' .. field(ARGV[3]) .. field(s[4]) .. field(s[3])
+        .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2])
+      members[n] = id .. '|' .. token
+      local timeout = tonumber(s[3] or '')
+      if timeout then
+        deadlines[#deadlines + 1] = math.floor(timeout * 1000) + tonumber(ARGV[5])
+        deadlines[#deadlines + 1] = id .. '|' .. ARGV[2] .. '|' .. token
+      end
     end
   end
 end
+if #removing > 0 then redis.call('ZREM', KEYS[5], unpack(removing)) end
 if n > 0 then
   redis.call('RPUSH', KEYS[2], unpack(entries))
   redis.call('SADD', KEYS[3], unpack(members))

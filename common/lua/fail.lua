@@ -8,22 +8,30 @@
 -- Returns 2 (retry scheduled or re-queued), 3 (quarantined), 1 (failed), 0 (lease moved on).
 local id, token, ttl, mode = ARGV[3], ARGV[2], tonumber(ARGV[5]), ARGV[6]
 if not unlease(KEYS[2], id, token) then
-  local s = redis.call('HMGET', KEYS[1], 'state', 'lease')
-  if s[2] ~= token then return 0 end
-  return ({retrying = 2, queued = 2, dead = 3, failed = 1})[s[1]] or 0
+  -- A replay of a call that was applied answers as that call did; anything else is late.
+  local settled = redis.call('HGET', KEYS[1], 'settled') or ''
+  local prefix = token .. '|'
+  if string.sub(settled, 1, #prefix) == prefix then
+    return tonumber(string.sub(settled, #prefix + 1))
+  end
+  return 0
 end
-redis.call('ZREM', KEYS[9], id)
+local function settle(code)
+  redis.call('HSET', KEYS[1], 'settled', token .. '|' .. code)
+  return code
+end
+redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
 redis.call('HINCRBY', KEYS[3], ARGV[8], -1)
 redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|1')
-redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4])
+redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
+  'lease', token)
 if mode == 'crash' then
   if redis.call('HINCRBY', KEYS[1], 'lost', 1) >= tonumber(ARGV[7]) then
     quarantine(KEYS[1], KEYS[11], id, ARGV[4])
-    return 3
+    return settle(3)
   end
   requeue(KEYS[1], KEYS[10], id)
-  redis.call('HSET', KEYS[1], 'lease', token)  -- remembered, so a repeated call answers 2
-  return 2
+  return settle(2)
 end
 local f = redis.call('HMGET', KEYS[1], 'failures', 'retries', 'retry_delay')
 local failures = tonumber(f[1] or '0') + 1
@@ -32,7 +40,7 @@ if mode == 'retry' and failures <= tonumber(f[2] or '0') then
   local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * 2 ^ (failures - 1))
   redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
-  return 2
+  return settle(2)
 end
 fail_for_good(KEYS[1], id, ARGV[4], KEYS[4], KEYS[5], KEYS[8], KEYS[6], ttl)
-return 1
+return settle(1)

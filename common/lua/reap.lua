@@ -13,10 +13,10 @@ local requeued, dead = 0, 0
 for j = 0, (#KEYS - 8) / 2 - 1 do
   local task, queue = KEYS[9 + 2 * j], KEYS[10 + 2 * j]
   local id, token, started = ARGV[6 + 3 * j], ARGV[7 + 3 * j], ARGV[8 + 3 * j]
-  local s = redis.call('HMGET', task, 'lease', 'queue')
-  if s[1] == token then
-    if s[2] then redis.call('HINCRBY', KEYS[6], s[2], -1) end
-    redis.call('ZREM', KEYS[8], id)
+  if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
+    local name = redis.call('HGET', task, 'queue')
+    if name then redis.call('HINCRBY', KEYS[6], name, -1) end
+    redis.call('ZREM', KEYS[8], id .. '|' .. ARGV[2] .. '|' .. token)
     local lost = 0
     if started == '1' then lost = redis.call('HINCRBY', task, 'lost', 1) end
     if lost >= tonumber(ARGV[4]) then

@@ -2,17 +2,17 @@
 -- shutdown, and ones it lost track of (a reply lost with a dropped connection).
 -- They go back to their queue at their original place.
 -- KEYS: inbox, leases, inflight, wake, deadlines, then (task, queue)...
--- ARGV: then (inbox entry or "", task id, token, queue name)...
+-- ARGV: worker id, then (inbox entry or "", task id, token, queue name)...
 -- Returns how many it handed back.
 local n = 0
 for j = 0, (#KEYS - 5) / 2 - 1 do
   local task, queue = KEYS[6 + 2 * j], KEYS[7 + 2 * j]
-  local entry, id, token, name = ARGV[1 + 4 * j], ARGV[2 + 4 * j], ARGV[3 + 4 * j],
-    ARGV[4 + 4 * j]
+  local entry, id, token, name = ARGV[2 + 4 * j], ARGV[3 + 4 * j], ARGV[4 + 4 * j],
+    ARGV[5 + 4 * j]
   if entry ~= '' then redis.call('LREM', KEYS[1], 1, entry) end
   if unlease(KEYS[2], id, token) then
     redis.call('HINCRBY', KEYS[3], name, -1)
-    redis.call('ZREM', KEYS[5], id)
+    redis.call('ZREM', KEYS[5], id .. '|' .. ARGV[1] .. '|' .. token)
     requeue(task, queue, id)
     n = n + 1
   end

@@ -87,10 +87,12 @@ def test_a_task_that_kills_whole_workers_is_quarantined_after_three(
     flow = Flow("killer")
     killer = flow.add_task(tasks.kill_my_worker)
     run = flow.submit(real, namespace=namespace)
+    task_key = keys.task(run.ids[killer])
     for n in range(3):
         victim = procs.worker("--concurrency", "1", "--pool", "thread", "--name", f"victim{n}")
         assert victim.wait(30) == -signal.SIGKILL
-        wait_for(lambda: run.task_state(killer) in ("queued", "dead"), timeout=30)
+        # Reaped: the loss is counted before the next worker may take the task.
+        wait_for(lambda n=n: int(real.hget(task_key, "lost") or 0) == n + 1, timeout=30)
     assert run.task_state(killer) == "dead"
     assert int(real.hget(keys.task(run.ids[killer]), "lost")) == 3
 
