@@ -1,0 +1,49 @@
+"""The worker's shared bookkeeping: leases held, long runs, durations, idle slots."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from common.signals import Lease
+from worker.fetch import IdleSlots
+from worker.holding import Holding
+
+
+def lease(task_id: str, queue: str = "q") -> Lease:
+    return Lease(task_id, "1.1.1", queue, "f", None, "m:f", "f", b"", b"")
+
+
+def test_held_leases_are_known_until_released() -> None:
+    holding = Holding()
+    holding.add(lease("a"))
+    holding.add(lease("b"))
+    holding.release("a")
+    assert holding.ids() == {"b"} and len(holding) == 1
+
+
+def test_only_runs_past_the_threshold_are_reported_and_only_once() -> None:
+    holding = Holding()
+    for t in ("a", "b"):
+        holding.add(lease(t))
+    holding.start("a")
+    time.sleep(0.06)
+    holding.start("b")
+    assert [x.task_id for x in holding.running_longer_than(0.05)] == ["a"]
+    assert holding.running_longer_than(0.05) == []
+
+
+def test_durations_are_a_moving_mean_per_queue() -> None:
+    holding = Holding()
+    holding.finish("q", 10.0)
+    holding.finish("q", 20.0)
+    holding.finish("r", 1.0)
+    assert holding.durations() == {"q": 12.0, "r": 1.0}
+
+
+def test_idle_slots_are_taken_all_at_once_and_wait_when_none() -> None:
+    idle = IdleSlots(3)
+    assert idle.take_all(0.01) == 3
+    assert idle.take_all(0.01) == 0
+    threading.Timer(0.05, idle.give).start()
+    assert idle.take_all(2.0) == 1
