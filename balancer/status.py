@@ -23,6 +23,7 @@ class WorkerRow:
     leased: int
     running: int
     cpu: float
+    pressure: float
     memory: float
     load: float
     host: str
@@ -102,11 +103,11 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     for i, (wid, score) in enumerate(worker_ids):
         blob, leased = replies[2 * i], int(replies[2 * i + 1])
         info = WorkerInfo.from_blob(blob) if blob else WorkerInfo(wid, (), 0)
-        view = WorkerView(wid, frozenset(info.queues), info.capacity, leased, info.cpu,
+        view = WorkerView(wid, frozenset(info.queues), info.capacity, leased, info.pressure,
                           info.memory)
         rows.append(WorkerRow(
             id=wid, queues=list(info.queues), capacity=info.capacity, leased=leased,
-            running=info.running, cpu=info.cpu, memory=info.memory,
+            running=info.running, cpu=info.cpu, pressure=info.pressure, memory=info.memory,
             load=round(load(view), 3) if info.capacity else float("inf"), host=info.host,
             pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
             alive=blob is not None))

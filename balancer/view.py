@@ -30,7 +30,7 @@ class ClusterView:
         view.queues = frozenset(info.queues)
         view.capacity = info.capacity
         view.leased = leased
-        view.cpu = info.cpu
+        view.cpu = info.pressure
         view.memory = info.memory
         view.last_seen = now
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}

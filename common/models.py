@@ -85,7 +85,8 @@ class WorkerInfo:
     queues: tuple[str, ...]
     capacity: int
     running: int = 0
-    cpu: float = 0.0  # host cpu use, 0..1
+    cpu: float = 0.0  # use of the cores the worker may run on, 0..1
+    pressure: float = 0.0  # the part of that use from other processes, 0..1
     memory: float = 0.0  # host memory use, 0..1
     load_avg: float = 0.0  # 1-minute load average per core
     host: str = ""

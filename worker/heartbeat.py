@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import psutil
@@ -18,15 +19,49 @@ from common.settings import Settings
 log = logging.getLogger("worker")
 
 
-def host_load() -> tuple[float, float, float]:
-    """(cpu use, memory use, 1-minute load average per core), each as a fraction."""
-    cpu = psutil.cpu_percent(interval=None) / 100
-    memory = psutil.virtual_memory().percent / 100
-    try:
-        load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:
-        load = 0.0
-    return cpu, memory, load
+class HostLoad:
+    """Samples how loaded the cores this worker may run on are, and by whom.
+
+    ``cpu`` is how busy those cores are; ``pressure`` is the part of it not caused by this
+    worker or its pool processes: other workers, other programs. The dispatcher's load
+    already counts this worker's own tasks (leases per slot), so only pressure is a
+    penalty. Cores come from the process's affinity, so a worker pinned to busy cores (a
+    container, taskset) reports them, not the machine's average.
+    """
+
+    def __init__(self) -> None:
+        affinity = getattr(os, "sched_getaffinity", None)
+        self.cores = sorted(affinity(0)) if affinity else list(range(psutil.cpu_count() or 1))
+        self.me = psutil.Process()
+        psutil.cpu_percent(percpu=True)
+        self._at = time.monotonic()
+        self._own = self._own_seconds()
+
+    def _own_seconds(self) -> float:
+        total = 0.0
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+        return total
+
+    def sample(self) -> tuple[float, float, float, float]:
+        """(cpu, pressure, memory, 1-minute load average per core), each a fraction."""
+        per_core = psutil.cpu_percent(percpu=True)
+        mine = [per_core[c] for c in self.cores if c < len(per_core)] or per_core
+        cpu = sum(mine) / len(mine) / 100
+        now, own = time.monotonic(), self._own_seconds()
+        elapsed = max(now - self._at, 1e-3)
+        own_share = (own - self._own) / (elapsed * len(self.cores))
+        self._at, self._own = now, own
+        memory = psutil.virtual_memory().percent / 100
+        try:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:
+            load = 0.0
+        return cpu, min(1.0, max(0.0, cpu - own_share)), memory, load
 
 
 class Heartbeat(threading.Thread):

@@ -33,7 +33,7 @@ from common.settings import Settings
 from common.signals import Lease
 from worker.ack import Acker
 from worker.fetch import Fetcher, IdleSlots
-from worker.heartbeat import Heartbeat, host_load
+from worker.heartbeat import Heartbeat, HostLoad
 from worker.holding import Holding
 from worker.marker import Marker
 from worker.pool import make_runner
@@ -76,6 +76,7 @@ class Worker:
         self.stopped = threading.Event()  # set: background threads stop
         self.draining = False
         self.holding = Holding()
+        self.host = HostLoad()
         self.idle = IdleSlots(concurrency)
         self.ready: queue.Queue[Lease] = queue.Queue()
         self.slots: list[Slot] = []
@@ -90,11 +91,11 @@ class Worker:
         return sum(s.current is not None for s in self.slots)
 
     def info(self) -> WorkerInfo:
-        cpu, memory, load = host_load()
+        cpu, pressure, memory, load = self.host.sample()
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
-            running=self.busy(), cpu=cpu, memory=memory,
+            running=self.busy(), cpu=cpu, pressure=pressure, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
             durations=self.holding.durations())
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from balancer import scheduling
 from balancer.scheduling import (
     ALL_QUEUES,
     WorkerView,
@@ -213,3 +214,30 @@ def test_task_score_orders_priority_before_arrival() -> None:
     # ... but only by up to one aging period per level.
     very_late_high = task_score(1_000_000 + 90_000, 1, aging)
     assert early_low < very_late_high
+
+
+def test_prefetch_depth_is_one_for_unknown_or_long_tasks_and_grows_for_short_ones() -> None:
+    assert scheduling.prefetch_depth(None) == 1
+    assert scheduling.prefetch_depth(50.0) == 1
+    assert scheduling.prefetch_depth(5.0) == 4
+    assert scheduling.prefetch_depth(0.01) == scheduling.PREFETCH_MAX
+
+
+def test_a_prefetching_worker_is_refilled_only_below_half_and_then_to_the_full_depth() -> None:
+    worker = WorkerView("w", frozenset({"q"}), capacity=2, leased=5)
+    assert worker.free_for(4) == 0  # 5 of 8 held: above half, wait
+    worker.leased = 4
+    plan = scheduling.plan_batch("q", [str(i) for i in range(10)], [worker],
+                                 random.Random(0), depth=4)
+    assert plan == {"w": ["0", "1", "2", "3"]}  # filled back to 8 in one batch
+
+
+def test_plan_batch_scales_to_a_thousand_workers_and_respects_every_room() -> None:
+    rng = random.Random(7)
+    workers = [WorkerView(f"w{i}", frozenset({"q"}), capacity=2, leased=rng.randint(0, 2))
+               for i in range(1000)]
+    room = sum(w.free for w in workers)
+    plan = scheduling.plan_batch("q", [str(i) for i in range(room + 50)], workers, rng)
+    assert sum(len(v) for v in plan.values()) == room
+    by_id = {w.id: w for w in workers}
+    assert all(len(ids) <= by_id[wid].free for wid, ids in plan.items())
