@@ -33,7 +33,7 @@ class SimulatedWorker(threading.Thread):
         self.scripts = Scripts(client, keys)
         self.client = client
         self.keys = keys
-        self.info = WorkerInfo(worker_id, queues, capacity, cpu=cpu)
+        self.info = WorkerInfo(worker_id, queues, capacity, cpu=cpu, pressure=cpu)
         self.stopping = threading.Event()
         self.scripts.heartbeat(worker_id, self.info.to_blob(), 1000)
 
