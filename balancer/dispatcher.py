@@ -179,12 +179,13 @@ class Dispatcher:
         return wait
 
     def _signals(self, timeout: float) -> list[signals.Signal]:
+        """Wait up to ``timeout`` for signals, then take every one waiting, in one call."""
         if timeout > 0:
-            first = self.client.blpop([self.keys.wake], timeout=max(timeout, 0.01))
-            raw = [first[1]] if first else []
+            reply = self.client.blmpop(max(timeout, 0.01), 1, self.keys.wake,
+                                       direction="LEFT", count=SIGNAL_BATCH)
+            raw = reply[1] if reply else []
         else:
-            raw = []
-        raw += self.client.lpop(self.keys.wake, SIGNAL_BATCH) or []
+            raw = self.client.lpop(self.keys.wake, SIGNAL_BATCH) or []
         parsed = []
         for item in raw:
             signal = signals.parse(item)
@@ -206,9 +207,12 @@ class Dispatcher:
             elif s.kind == signals.ACK:
                 self.view.acked(s.worker, s.leased)
                 self._idle = False
-                self._next_due = None  # the ack may have scheduled a retry
+            elif s.kind == signals.RETRY:
+                self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:
                 self._idle = False
+                if not self.queue_names.issuperset(s.queues):
+                    self._configs_at = 0.0  # a queue we do not know yet: read its config
             elif s.kind == signals.QUEUES:
                 self._configs_at = 0.0
                 self._idle = False
@@ -216,8 +220,6 @@ class Dispatcher:
                 self._cascade_pending = True
             elif s.kind == signals.GONE:
                 self._reap(s.worker, seen_before_ms=0, why="deregistered")
-        if any(s.kind in (signals.SUBMITTED, signals.QUEUES) for s in batch):
-            self._refresh_queues()
 
     def _timers(self) -> None:
         now = self.clock()

@@ -4,7 +4,8 @@ The dispatcher BLPOPs the list instead of polling. Signals are hints: losing one
 a little latency, never a task, because the dispatcher also looks on a timer.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
-    s                         tasks were submitted (or a queue got new work)
+    s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work
+    r                         a retry was scheduled in ``delayed``
     a|<worker>|<n>            a worker acknowledged n tasks: n slots are free again
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SUBMITTED = "s"
+RETRY = "r"
 ACK = "a"
 HEARTBEAT = "h"
 GONE = "x"
@@ -30,6 +32,12 @@ class Signal:
     worker: str = ""
     leased: int = 0  # heartbeat: tasks leased to the worker; ack: tasks acknowledged
     blob: bytes = b""
+    queues: tuple[str, ...] = ()  # submitted: the queues that got tasks
+
+
+def submitted(queues: set[str]) -> str:
+    """The signal a submit sends: queue names never hold spaces."""
+    return SUBMITTED + ("|" + " ".join(sorted(queues)) if queues else "")
 
 
 def parse(raw: bytes) -> Signal | None:
@@ -37,7 +45,9 @@ def parse(raw: bytes) -> Signal | None:
     kind, _, rest = raw.partition(b"|")
     try:
         k = kind.decode()
-        if k in (SUBMITTED, QUEUES, CASCADE):
+        if k == SUBMITTED:
+            return Signal(k, queues=tuple(rest.decode().split()))
+        if k in (RETRY, QUEUES, CASCADE):
             return Signal(k)
         if k == ACK:
             worker, _, count = rest.rpartition(b"|")

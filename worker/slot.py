@@ -50,18 +50,21 @@ class Slot(threading.Thread):
             except queue.Empty:
                 continue
             self.current = lease.task_id
+            finished = None
             try:
-                self.handle(lease)
+                finished = self.handle(lease)
             except Exception:
                 # The lease stays held; the reconciler hands it back to its queue.
                 log.exception("task=%s: unexpected error in worker=%s", lease.task_id,
                               self.worker_id)
                 self.holding.release(lease.task_id)
             finally:
-                self.current = None
+                self.current = None  # first: the ack thread must not wait for this slot
                 self.idle.give()
+            if finished is not None:
+                self.acker.submit(finished)
 
-    def handle(self, lease: Lease) -> None:
+    def handle(self, lease: Lease) -> Finished:
         self.holding.start(lease.task_id)
         started_ms = int(time.time() * 1000)
         t0 = time.monotonic()
@@ -79,7 +82,7 @@ class Slot(threading.Thread):
         if outcome.ok:
             done = Done(lease.task_id, lease.token, lease.queue, lease.flow, started_ms,
                         outcome.payload, lease.timeout is not None, self._children(lease))
-        self.acker.submit(Finished(lease, outcome, started_ms, took, done))
+        return Finished(lease, outcome, started_ms, took, done)
 
     @staticmethod
     def _children(lease: Lease) -> list[Child]:

@@ -40,6 +40,7 @@ if mode == 'retry' and failures <= tonumber(f[2] or '0') then
   local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * 2 ^ (failures - 1))
   redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
+  redis.call('RPUSH', KEYS[6], 'r')
   return settle(2)
 end
 fail_for_good(KEYS[1], id, ARGV[4], KEYS[4], KEYS[5], KEYS[8], KEYS[6], ttl)

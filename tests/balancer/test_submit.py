@@ -138,12 +138,15 @@ def test_submit_leaves_unset_queue_settings_to_the_cluster(
     assert fields(fake, keys.queue_conf("io")) == {"priority": b"1", "concurrency_limit": b"4"}
 
 
-def test_submit_without_explicit_queues_sends_the_submitted_signal(
+def test_submit_without_explicit_queues_sends_the_submitted_signal_naming_its_queues(
         fake: redis.Redis, settings: Settings, keys: Keys) -> None:
     flow = Flow("f")
     flow.add_task(extract)
     submit_flow(fake, settings, flow)
-    assert fake.lrange(keys.wake, 0, -1) == [signals.SUBMITTED.encode()]
+    (raw,) = fake.lrange(keys.wake, 0, -1)
+    signal = signals.parse(raw)
+    assert signal is not None and signal.kind == signals.SUBMITTED
+    assert signal.queues == ("default",)
     assert not fake.exists(keys.queue_conf("default"))
 
 

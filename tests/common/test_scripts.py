@@ -672,7 +672,7 @@ def test_fail_with_retries_left_schedules_a_retry(db: Db) -> None:
     assert db.deadlines() == set()
     assert db.flow("remaining") == "1"
     assert db.client.llen(db.keys.cascade) == 0
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"a|{W}|1", "r"]  # the slot is free; a retry waits in delayed
 
 
 def test_fail_backs_off_exponentially(db: Db) -> None:

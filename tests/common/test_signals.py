@@ -234,3 +234,11 @@ _fragments = st.lists(
 def test_parse_lease_of_arbitrary_bytes_returns_a_lease_or_none(raw: bytes) -> None:
     lease = signals.parse_lease(raw)
     assert lease is None or (isinstance(lease, Lease) and lease.raw == raw)
+
+
+def test_a_submitted_signal_names_its_queues_and_a_retry_signal_parses() -> None:
+    from common.signals import RETRY, SUBMITTED, parse, submitted
+
+    assert parse(submitted({"b", "a"}).encode()) == Signal(SUBMITTED, queues=("a", "b"))
+    assert parse(b"s") == Signal(SUBMITTED)
+    assert parse(b"r") == Signal(RETRY)
