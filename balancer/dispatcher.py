@@ -71,6 +71,7 @@ class Dispatcher:
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
         self._deadlines_at = 0.0
+        self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
         self._unserved_warned: dict[str, float] = {}
         self.ttl_ms = int(settings.result_ttl * 1000)
@@ -165,6 +166,7 @@ class Dispatcher:
         self._idle = False
         self._next_due = None
         self._cascade_pending = True
+        self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
                  len(self.view.workers), len(self.queue_names))
 
@@ -173,7 +175,12 @@ class Dispatcher:
     def _wait_time(self) -> float:
         if self._again or self._cascade_pending:
             return 0.0
-        wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - self.clock()))
+        now = self.clock()
+        wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
+        # Wake exactly when the quietest worker's silence reaches the timeout.
+        if self.view.workers:
+            oldest = min(w.last_seen for w in self.view.workers.values())
+            wait = min(wait, max(0.0, oldest + self.settings.worker_timeout - now) + 0.001)
         if self._next_due is not None:
             wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
         return wait
@@ -230,7 +237,7 @@ class Dispatcher:
         self._promote()
         if self._cascade_pending:
             self._cascade()
-        if now - self._deadlines_at > DEADLINE_CHECK:
+        if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._expire_overdue()
         self._warn_unserved()
         for worker in self.view.dead(now, self.settings.worker_timeout):
@@ -298,8 +305,11 @@ class Dispatcher:
         """Fail leases that outlived their task's timeout plus grace without an ack."""
         self._deadlines_at = self.clock()
         now = self.redis_now_ms()
-        due = self.client.zrangebyscore(self.keys.deadlines, "-inf", now, start=0,
-                                        num=DELAYED_BATCH)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.deadlines, "-inf", now, start=0, num=DELAYED_BATCH)
+        pipe.zcard(self.keys.deadlines)
+        due, pending = pipe.execute()
+        self._deadlines_pending = pending > 0
         if not due:
             return
         error = codec.pack_error(ErrorInfo(
@@ -426,7 +436,7 @@ class Dispatcher:
         assert self.token is not None
         self._leases_made += 1
         prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}"
-        n, leased, dropped = self.scripts.assign(
+        n, leased, dropped, deadlines = self.scripts.assign(
             self.token, worker_id, queue, view.capacity * depth,
             int(self.settings.timeout_grace * 1000), prefix, batch)
         if dropped:
@@ -436,6 +446,8 @@ class Dispatcher:
             self.token = None
             return -1
         view.leased = leased
+        if deadlines:
+            self._deadlines_pending = True
         if n:
             log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
                      ",".join(batch[:n][:10]))

@@ -169,7 +169,9 @@ class Processes:
 
 
 @pytest.fixture
-def procs(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Processes]:
+def procs(redis_url: str, namespace: str, tmp_path: Path, real: redis.Redis
+          ) -> Iterator[Processes]:
+    """Depends on ``real`` so that its processes stop before the namespace is dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     env.update(BALANCER_REDIS_URL=redis_url, BALANCER_NAMESPACE=namespace,
                BALANCER_HEARTBEAT_INTERVAL="0.2", BALANCER_WORKER_TIMEOUT="2.0",

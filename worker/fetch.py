@@ -20,7 +20,10 @@ from common.signals import Lease
 
 log = logging.getLogger("worker")
 
-FETCH_TIMEOUT = 1.0
+# Long blocks keep an idle worker quiet; shutdown pushes SENTINEL to wake the fetcher.
+# Kept under redis-py's default socket timeout (5 s).
+FETCH_TIMEOUT = 4.0
+SENTINEL = b""
 
 
 class IdleSlots:
@@ -32,11 +35,13 @@ class IdleSlots:
 
     def take_all(self, timeout: float) -> int:
         with self._cond:
-            self._cond.wait_for(lambda: self._count > 0, timeout)
+            if self._count == 0:
+                self._cond.wait(timeout)
             taken, self._count = self._count, 0
             return taken
 
     def give(self, count: int = 1) -> None:
+        """Return ``count`` slots; 0 only wakes the waiter (to notice it must stop)."""
         with self._cond:
             self._count += count
             self._cond.notify()
@@ -54,6 +59,10 @@ class Fetcher(threading.Thread):
         self.stopping = stopping
         self.on_take: Callable[[Lease], None] = lambda lease: None
 
+    def wake(self) -> None:
+        """Make a blocked fetch return now (the worker is stopping)."""
+        self.client.lpush(self.inbox, SENTINEL)
+
     def run(self) -> None:
         while not self.stopping.is_set():
             wanted = self.idle.take_all(FETCH_TIMEOUT)
@@ -69,6 +78,8 @@ class Fetcher(threading.Thread):
                 continue
             entries = reply[1] if reply else []
             for raw in entries:
+                if raw == SENTINEL:
+                    continue
                 lease = signals.parse_lease(raw)
                 if lease is None:
                     log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,

@@ -74,10 +74,12 @@ class Heartbeat(threading.Thread):
         self.info = info
         self.stopping = stopping
         self.ttl_ms = int(settings.worker_timeout * 1000)
+        self.leased = 0  # leases Redis counted at the last heartbeat
 
     def beat(self) -> bool:
         """Send one heartbeat; False when the registration had lapsed (we were reaped)."""
-        existed, _ = self.scripts.heartbeat(self.worker_id, self.info().to_blob(), self.ttl_ms)
+        existed, self.leased = self.scripts.heartbeat(self.worker_id, self.info().to_blob(),
+                                                      self.ttl_ms)
         return existed
 
     def run(self) -> None:

@@ -25,14 +25,15 @@ log = logging.getLogger("worker")
 
 class Reconciler(threading.Thread):
     def __init__(self, worker_id: str, client: redis.Redis, scripts: Scripts,
-                 running: Callable[[], set[str]], stopping: threading.Event,
-                 interval: float = 5.0) -> None:
+                 running: Callable[[], set[str]], leased: Callable[[], int],
+                 stopping: threading.Event, interval: float = 5.0) -> None:
         super().__init__(name=f"reconcile-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.client = client
         self.keys: Keys = scripts.keys
         self.scripts = scripts
         self.running = running
+        self.leased = leased  # leases Redis counted lately: nothing to check when none
         self.stopping = stopping
         self.interval = interval
         self._suspects: set[tuple[str, str]] = set()
@@ -40,6 +41,8 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             # During an outage the heartbeat reports it; the next pass catches up.
+            if self.leased() == 0 and not self.running() and not self._suspects:
+                continue
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                 self.pass_once()
 

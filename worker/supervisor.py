@@ -12,6 +12,7 @@ once; whatever was still running is re-queued by the dispatcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -85,7 +86,7 @@ class Worker:
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy)
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
-                                     self.stopped)
+                                     lambda: self.heartbeat.leased, self.stopped)
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
@@ -173,6 +174,9 @@ class Worker:
         grace = self.settings.shutdown_grace if grace is None else grace
         self.fetching.set()
         self.draining = True
+        self.idle.give(0)
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            self.fetcher.wake()
         self.fetcher.join(5)
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here

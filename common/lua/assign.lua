@@ -7,12 +7,13 @@
 -- A deadline member is "id|worker|token": the dispatcher fails that lease when it is due.
 -- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix,
 --       task id... (same order as the task keys)
--- Returns {assigned, leased after, dropped}; {-1, 0, 0} when the caller is not the leader.
+-- Returns {assigned, leased after, dropped, deadlines set}; {-1, 0, 0, 0} when the caller
+-- is not the leader.
 -- An id without a task record is dropped from the queue (nothing could run it).
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0, 0} end
 local held = redis.call('SCARD', KEYS[3])
 local free = tonumber(ARGV[4]) - held
-if free <= 0 or #KEYS == 6 then return {0, held, 0} end
+if free <= 0 or #KEYS == 6 then return {0, held, 0, 0} end
 local ids = {}
 for i = 7, #KEYS do ids[i - 6] = ARGV[i] end
 local scores = redis.call('ZMSCORE', KEYS[5], unpack(ids))
@@ -59,4 +60,4 @@ if n > 0 then
     redis.call('ZADD', KEYS[6], unpack(deadlines))
   end
 end
-return {n, held + n, dropped}
+return {n, held + n, dropped, #deadlines / 2}

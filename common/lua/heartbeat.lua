@@ -6,6 +6,6 @@ local existed = 1 - redis.call('HSET', KEYS[1], 'info', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('ZADD', KEYS[2], now_ms(), ARGV[1])
 local leased = redis.call('SCARD', KEYS[3])
-redis.call('RPUSH', KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2])
-redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1)
+local length = redis.call('RPUSH', KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2])
+if length > tonumber(ARGV[4]) then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1) end
 return {existed, leased}

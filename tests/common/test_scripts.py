@@ -100,7 +100,7 @@ class Db:
         """Assign every id to ``worker``; return {task id: lease token}, read off the
         members the call added to the worker's leases set."""
         held = self.leases(worker)
-        n, _, _ = self.scripts.assign(self.leader, worker, queue, capacity, GRACE, prefix,
+        n, *_ = self.scripts.assign(self.leader, worker, queue, capacity, GRACE, prefix,
                                       task_ids)
         assert n == len(task_ids)
         added = [signals.parse_lease_member(m.encode()) for m in self.leases(worker) - held]
@@ -240,7 +240,8 @@ def test_assign_moves_ids_into_the_inbox_as_entries_carrying_the_spec(db: Db) ->
     db.put_task("a", score=1.0, children=[Child("c", "other", 9.0)])
     db.put_task("b", score=2.0, timeout=2.5)
     records = {t: db.task(t) for t in "ab"}
-    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "3.7", ["a", "b"]) == (2, 2, 0)
+    # b has a timeout, so one deadline is set
+    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "3.7", ["a", "b"]) == (2, 2, 0, 1)
     assert db.queued() == {}
     a, b = db.inbox()
     assert (a.task_id, a.token, b.task_id, b.token) == ("a", "3.7.1", "b", "3.7.2")
@@ -275,11 +276,11 @@ def test_assign_counts_leases_already_held_against_capacity(db: Db) -> None:
     for i, t in enumerate("abcd"):
         db.put_task(t, score=float(i))
     db.lease("a")
-    assert db.scripts.assign(db.leader, W, Q, 3, GRACE, "1.2", ["b", "c", "d"]) == (2, 3, 0)
+    assert db.scripts.assign(db.leader, W, Q, 3, GRACE, "1.2", ["b", "c", "d"]) == (2, 3, 0, 0)
     assert db.queued() == {"d": 3.0}
     assert db.state("d") == "queued"
     # Full: nothing more until a slot frees.
-    assert db.scripts.assign(db.leader, W, Q, 3, GRACE, "1.3", ["d"]) == (0, 3, 0)
+    assert db.scripts.assign(db.leader, W, Q, 3, GRACE, "1.3", ["d"]) == (0, 3, 0, 0)
     assert db.queued() == {"d": 3.0}
     assert db.inflight() == "3"
     assert len(db.inbox()) == 3
@@ -288,13 +289,13 @@ def test_assign_counts_leases_already_held_against_capacity(db: Db) -> None:
 def test_assign_of_an_empty_batch_reports_the_leases_held(db: Db) -> None:
     db.put_task("a")
     db.lease("a")
-    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.2", []) == (0, 1, 0)
+    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.2", []) == (0, 1, 0, 0)
 
 
 def test_assign_skips_ids_no_longer_in_the_queue(db: Db) -> None:
     db.put_task("a")
     first = db.lease("a")
-    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.2", ["a"]) == (0, 1, 0)
+    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.2", ["a"]) == (0, 1, 0, 0)
     assert db.leases() == {f"a|{first['a']}"}
     assert [lease.token for lease in db.inbox()] == [first["a"]]
     assert db.inflight() == "1"
@@ -306,7 +307,7 @@ def test_assign_walks_the_ids_in_order_to_fill_the_free_slots(db: Db) -> None:
     for i, t in enumerate("abc"):
         db.put_task(t, score=float(i))
     assert db.scripts.assign(db.leader, W, Q, 2, GRACE, "1.4",
-                             ["gone", "a", "b", "c"]) == (2, 2, 0)
+                             ["gone", "a", "b", "c"]) == (2, 2, 0, 0)
     assert [(lease.task_id, lease.token) for lease in db.inbox()] == [
         ("a", "1.4.1"), ("b", "1.4.2")]
     assert db.leases() == {"a|1.4.1", "b|1.4.2"}
@@ -318,7 +319,7 @@ def test_assign_walks_the_ids_in_order_to_fill_the_free_slots(db: Db) -> None:
 def test_assign_with_one_free_slot_drops_a_ghost_and_leases_the_next_id(db: Db) -> None:
     db.put_task("a")
     db.client.zadd(db.keys.queue(Q), {"ghost": 0})
-    assert db.scripts.assign(db.leader, W, Q, 1, GRACE, "1.6", ["ghost", "a"]) == (1, 1, 1)
+    assert db.scripts.assign(db.leader, W, Q, 1, GRACE, "1.6", ["ghost", "a"]) == (1, 1, 1, 0)
     assert db.queued() == {}
     assert db.leases() == {"a|1.6.1"}
     assert [lease.task_id for lease in db.inbox()] == ["a"]
@@ -328,7 +329,7 @@ def test_assign_with_one_free_slot_drops_a_ghost_and_leases_the_next_id(db: Db) 
 def test_assign_stops_at_the_free_slots_before_a_ghost_past_them(db: Db) -> None:
     db.put_task("a", score=1.0)
     db.client.zadd(db.keys.queue(Q), {"ghost": 2.0})
-    assert db.scripts.assign(db.leader, W, Q, 1, GRACE, "1.6", ["a", "ghost"]) == (1, 1, 0)
+    assert db.scripts.assign(db.leader, W, Q, 1, GRACE, "1.6", ["a", "ghost"]) == (1, 1, 0, 0)
     assert db.queued() == {"ghost": 2.0}
     assert db.leases() == {"a|1.6.1"}
 
@@ -336,7 +337,7 @@ def test_assign_stops_at_the_free_slots_before_a_ghost_past_them(db: Db) -> None
 def test_assign_drops_a_queued_id_whose_task_record_is_gone(db: Db) -> None:
     db.put_task("a")
     db.client.zadd(db.keys.queue(Q), {"ghost": 0})
-    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.5", ["ghost", "a"]) == (1, 1, 1)
+    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.5", ["ghost", "a"]) == (1, 1, 1, 0)
     assert db.queued() == {}
     [entry] = db.inbox()
     assert (entry.task_id, entry.token) == ("a", "1.5.1")
@@ -347,7 +348,7 @@ def test_assign_drops_a_queued_id_whose_task_record_is_gone(db: Db) -> None:
 
 def test_assign_refuses_a_wrong_leader_token(db: Db) -> None:
     db.put_task("a")
-    assert db.scripts.assign("99|impostor", W, Q, 4, GRACE, "99.1", ["a"]) == (-1, 0, 0)
+    assert db.scripts.assign("99|impostor", W, Q, 4, GRACE, "99.1", ["a"]) == (-1, 0, 0, 0)
     assert db.queued() == {"a": 1000.0}
     assert db.state("a") == "queued"
     assert not db.client.exists(db.keys.inbox(W), db.keys.leases(W), db.keys.inflight)
@@ -1206,3 +1207,9 @@ def test_release_ignores_tasks_the_worker_no_longer_holds(db: Db) -> None:
     assert db.leases("w2") == {their_entry.member}
     assert db.inflight() == "1"
     assert db.wake() == []
+
+
+def test_assign_reports_how_many_deadlines_it_set(db: Db) -> None:
+    db.put_task("slow", timeout=2.5)
+    db.put_task("free", score=1.0)
+    assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.9", ["slow", "free"]) == (2, 2, 0, 1)

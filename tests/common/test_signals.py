@@ -125,7 +125,7 @@ def scripts(fake: redis.Redis, namespace: str) -> Scripts:
 def _assign(scripts: Scripts, task_ids: list[str], prefix: str = "3.9") -> list[bytes]:
     leader = scripts.leader("d1", 60_000)
     assert leader is not None
-    n, _, _ = scripts.assign(leader, "w1", "q:1|x", 10, 1_000, prefix, task_ids)
+    n, *_ = scripts.assign(leader, "w1", "q:1|x", 10, 1_000, prefix, task_ids)
     assert n == len(task_ids)
     return list(scripts.client.lrange(scripts.keys.inbox("w1"), 0, -1))
 
