@@ -1,0 +1,19 @@
+"""``balancer``: run the dispatcher, look at the cluster, configure queues."""
+
+from __future__ import annotations
+
+import click
+
+from balancer.cli.dlq import dlq
+from balancer.cli.queues import queue
+from balancer.cli.serve import serve
+from balancer.cli.views import flow, status
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Dispatch tasks and flows to the least-loaded workers, over Redis."""
+
+
+for command in (serve, status, flow, queue, dlq):
+    main.add_command(command)

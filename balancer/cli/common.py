@@ -1,0 +1,64 @@
+"""What every `balancer` command shares: the connection options and the open cluster."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import redis
+
+from common.connection import connect
+from common.keys import Keys
+from common.scripts import Scripts
+from common.settings import Settings, SettingsError
+
+URL_HELP = ("Redis URL of the cluster, e.g. redis://host:6379/0. Default: $BALANCER_REDIS_URL,"
+            " else redis://127.0.0.1:6379/0.")
+NS_HELP = ("Key namespace, to run several clusters on one Redis. Default: $BALANCER_NAMESPACE"
+           " or balancer.")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    settings: Settings
+    keys: Keys
+    client: redis.Redis
+    scripts: Scripts
+
+    @classmethod
+    def open(cls, **overrides: Any) -> Cluster:
+        """Settings from flags and environment, and a client that has answered a PING."""
+        try:
+            settings = Settings.from_env(**overrides)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
+        client = connect(settings.server_url)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise click.ClickException(
+                f"cannot reach Redis at {settings.server_url}: {exc}") from None
+        keys = Keys(settings.namespace)
+        return cls(settings, keys, client, Scripts(client, keys))
+
+
+def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds --redis-url and --namespace, and passes the open ``cluster`` instead."""
+
+    @click.option("--redis-url", help=URL_HELP)
+    @click.option("--namespace", help=NS_HELP)
+    @functools.wraps(fn)
+    def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
+        return fn(*args, cluster=Cluster.open(redis_url=redis_url, namespace=namespace),
+                  **kwargs)
+
+    return wrapper
+
+
+def log_level_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--log-level", default="INFO", show_default=True,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))(fn)

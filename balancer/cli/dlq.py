@@ -1,0 +1,82 @@
+"""`balancer dlq ...`: quarantined tasks, listed, retried or given up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import click
+
+from balancer.cli.common import Cluster, cluster_options
+from common import codec
+
+
+@click.group()
+def dlq() -> None:
+    """Quarantined tasks: those whose runs killed their worker `poison_threshold` times.
+
+    A quarantined task waits, and so does its flow, until it is retried or purged.
+    """
+
+
+@dlq.command("ls")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_ls(cluster: Cluster, as_json: bool) -> None:
+    """List quarantined tasks with the reason."""
+    client, keys = cluster.client, cluster.keys
+    entries = client.zrange(keys.dlq, 0, -1, withscores=True)
+    pipe = client.pipeline(transaction=False)
+    for member, _ in entries:
+        pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])
+    rows = []
+    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, pipe.execute()):
+        err = codec.unpack_error(error)
+        rows.append({"id": member.decode(), "name": (name or b"").decode(),
+                     "fn": (fn or b"").decode(), "queue": (queue or b"").decode(),
+                     "flow": (flow or b"").decode(), "lost": int(lost or 0),
+                     "since": score / 1000, "reason": str(err) if err else ""})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no quarantined tasks")
+    for r in rows:
+        click.echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
+                   f"  flow={r['flow']}  {r['reason']}")
+
+
+def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
+          act: Callable[[str, str], bool], done: str) -> None:
+    """Apply ``act(task id, the task's ``field``)`` to each named (or every) quarantined task."""
+    if every:
+        task_ids = tuple(m.decode() for m in cluster.client.zrange(cluster.keys.dlq, 0, -1))
+    elif not task_ids:
+        raise click.UsageError("name the task ids, or give --all")
+    for task_id in task_ids:
+        value = cluster.client.hget(cluster.keys.task(task_id), field)
+        if value is None or not act(task_id, value.decode()):
+            raise click.ClickException(f"task {task_id} is not quarantined")
+        click.echo(done.format(task=task_id, value=value.decode()))
+
+
+@dlq.command("retry")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every quarantined task.")
+@cluster_options
+def dlq_retry(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
+    """Put quarantined tasks back into their queues (their loss count reset)."""
+    _each(cluster, task_ids, every, "queue", cluster.scripts.dlq_retry,
+          "task {task} re-queued on {value}")
+
+
+@dlq.command("purge")
+@click.argument("task_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every quarantined task.")
+@cluster_options
+def dlq_purge(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
+    """Give quarantined tasks up: they fail for good, their dependents too."""
+    ttl_ms = int(cluster.settings.result_ttl * 1000)
+    _each(cluster, task_ids, every, "flow",
+          lambda task_id, flow: cluster.scripts.dlq_purge(task_id, flow, ttl_ms),
+          "task {task} failed for good")

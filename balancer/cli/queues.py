@@ -1,0 +1,70 @@
+"""`balancer queue ...`: priority, concurrency limit, pause and resume, on the cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from balancer.cli.common import Cluster, cluster_options
+from balancer.queue import check_queue_name
+from common import signals
+
+
+@click.group()
+def queue() -> None:
+    """Configure queues on the cluster: priority, concurrency limit, pause and resume."""
+
+
+def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str) -> None:
+    """Set (or, for "", clear) queue settings and tell the dispatcher."""
+    try:
+        check_queue_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    keys = cluster.keys
+    pipe = cluster.client.pipeline(transaction=True)
+    set_fields = {k: v for k, v in fields.items() if v is not None and v != ""}
+    if set_fields:
+        pipe.hset(keys.queue_conf(name), mapping=set_fields)
+    cleared = [k for k, v in fields.items() if v == ""]
+    if cleared:
+        pipe.hdel(keys.queue_conf(name), *cleared)
+    pipe.sadd(keys.queues, name)
+    pipe.rpush(keys.wake, signals.QUEUES)
+    pipe.execute()
+    click.echo(message)
+
+
+@queue.command("set")
+@click.argument("name")
+@click.option("--priority", type=int, help="Higher is served first. Queues without one are 0.")
+@click.option("--concurrency-limit", type=click.IntRange(min=1),
+              help="Most tasks of this queue leased at once, across the cluster.")
+@click.option("--no-limit", is_flag=True, help="Remove the concurrency limit.")
+@cluster_options
+def queue_set(name: str, priority: int | None, concurrency_limit: int | None, no_limit: bool,
+              cluster: Cluster) -> None:
+    """Set a queue's priority and concurrency limit (created if new)."""
+    if priority is None and concurrency_limit is None and not no_limit:
+        raise click.UsageError("give --priority, --concurrency-limit or --no-limit")
+    fields: dict[str, Any] = {"priority": priority, "concurrency_limit": concurrency_limit}
+    if no_limit:
+        fields["concurrency_limit"] = ""
+    _configure(cluster, name, fields, f"queue {name} updated")
+
+
+@queue.command("pause")
+@click.argument("name")
+@cluster_options
+def queue_pause(name: str, cluster: Cluster) -> None:
+    """Stop handing out tasks of a queue; queued tasks wait, running ones finish."""
+    _configure(cluster, name, {"paused": "1"}, f"queue {name} paused")
+
+
+@queue.command("resume")
+@click.argument("name")
+@cluster_options
+def queue_resume(name: str, cluster: Cluster) -> None:
+    """Hand out a paused queue's tasks again."""
+    _configure(cluster, name, {"paused": "0"}, f"queue {name} resumed")

@@ -1,0 +1,44 @@
+"""`balancer serve`: run the dispatcher."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+import click
+
+from balancer.cli.common import NS_HELP, URL_HELP, Cluster, log_level_option
+from balancer.dispatcher import Dispatcher
+from common import logs
+
+log = logging.getLogger("balancer")
+
+
+@click.command()
+@click.option("--redis-url", help=URL_HELP)
+@click.option("--namespace", help=NS_HELP)
+@click.option("--worker-timeout", type=float,
+              help="Seconds without a heartbeat before a worker is declared dead and its tasks"
+                   " re-queued. Default 3.")
+@log_level_option
+def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | None,
+          log_level: str) -> None:
+    """Run the dispatcher: hand every ready task to the least-loaded worker serving its queue.
+
+    Several may run against one Redis: one leads, the others stand by and take over
+    within a few seconds if it dies. Stop with ctrl-C or SIGTERM.
+    """
+    logs.setup(log_level)
+    cluster = Cluster.open(redis_url=redis_url, namespace=namespace,
+                           worker_timeout=worker_timeout)
+    dispatcher = Dispatcher(cluster.client, cluster.settings)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("got %s: stopping", signal.Signals(signum).name)
+        dispatcher.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("balancer serve on %s", cluster.settings.server_url)
+    dispatcher.run()
