@@ -22,7 +22,9 @@ import redis
 from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_URL = "redis://127.0.0.1:6379/0"
+# The machine's Redis; TEST_REDIS_URL points the suite elsewhere (an unreachable URL
+# shows what happens on a machine without one).
+SHARED_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def free_port() -> int:
@@ -84,7 +86,7 @@ def redis_url() -> Iterator[str]:
         yield SHARED_URL
         return
     if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but no Redis answers at 127.0.0.1:6379 (.ci/run must start it)")
+        pytest.fail(f"CI=true but no Redis answers at {SHARED_URL} (.ci/run must start it)")
     if shutil.which("redis-server") is None:
         pytest.skip("no Redis at 127.0.0.1:6379 and no redis-server on PATH to start one")
     server = RedisServer().start()
