@@ -61,11 +61,12 @@ class FlowRun:
         done_key = self.keys.flow_done(self.id)
         while True:
             left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            # The last task pushes the final state here; put it back for other waiters.
-            item = self.client.blpop([done_key], timeout=max(0.01, min(left, WAIT_SLICE)))
+            # The last task pushes the final state here. Moving the list onto itself waits
+            # for it and leaves it there for other waiters, in one command.
+            item = self.client.blmove(done_key, done_key, max(0.01, min(left, WAIT_SLICE)),
+                                      "LEFT", "RIGHT")
             if item is not None:
-                self.client.lpush(done_key, item[1])
-                return item[1].decode()
+                return item.decode()
             state = self.state
             if state in (FlowState.COMPLETED, FlowState.FAILED):
                 return state
