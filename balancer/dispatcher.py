@@ -20,19 +20,17 @@ from collections.abc import Callable
 import redis
 
 from balancer import scheduling
+from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
-from common import codec, signals
-from common.codec import ErrorInfo
+from common import signals
 from common.keys import Keys
 from common.models import QueueConfig
-from common.scripts import FAIL_REFUSED, LeasedTask, Scripts
+from common.scripts import Scripts
 from common.settings import Settings
 
 log = logging.getLogger("balancer.dispatcher")
 
 SIGNAL_BATCH = 1000
-DELAYED_BATCH = 500
-CASCADE_BATCH = 100
 CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
@@ -54,6 +52,7 @@ class Dispatcher:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.scripts = Scripts(client, self.keys)
+        self.upkeep = Upkeep(client, self.keys, self.scripts, settings)
         self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.rng = rng or random.Random()
         self.clock = clock
@@ -267,98 +266,27 @@ class Dispatcher:
         now = self.redis_now_ms()
         if self._next_due is not None and self._next_due > now:
             return
-        entries = self.client.zrange(self.keys.delayed, 0, DELAYED_BATCH - 1, withscores=True)
-        due = [m.decode() for m, score in entries if score <= now]
-        later = [score for _, score in entries if score > now]
-        self._next_due = min(later) if later else (None if len(due) < DELAYED_BATCH else now)
-        if not due:
-            if self._next_due is None:
-                self._next_due = float("inf")
-            return
-        queues = self._task_fields(due, "queue")
-        moved = self.scripts.promote([(t, q[0] or "default") for t, q in zip(due, queues)])
-        log.info("promoted %d due retries: %s", moved, ",".join(due[:10]))
-        self._idle = False
-
-    def _task_fields(self, task_ids: list[str], *names: str) -> list[list[str | None]]:
-        pipe = self.client.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hmget(self.keys.task(task_id), list(names))
-        return [[v.decode() if v is not None else None for v in row] for row in pipe.execute()]
+        moved, self._next_due = self.upkeep.promote(now)
+        if moved:
+            self._idle = False
 
     def _cascade(self) -> None:
-        ids = [m.decode() for m in self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)]
-        self._cascade_pending = len(ids) == CASCADE_BATCH
-        for failed_id in ids:
-            flow, name = self._task_fields([failed_id], "flow", "name")[0]
-            blob = self.client.hget(self.keys.task(failed_id), "children")
-            children = [c[0] for c in codec.unpack(blob)] if blob else []
-            error = ErrorInfo("balancer.UpstreamFailed",
-                              f"upstream task {name} ({failed_id}) did not complete")
-            n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
-                                     self.ttl_ms)
-            log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
-            if n:
-                self._cascade_pending = True
+        self._cascade_pending = self.upkeep.cascade()
 
     def _expire_overdue(self) -> None:
-        """Fail leases that outlived their task's timeout plus grace without an ack."""
         self._deadlines_at = self.clock()
-        now = self.redis_now_ms()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.keys.deadlines, "-inf", now, start=0, num=DELAYED_BATCH)
-        pipe.zcard(self.keys.deadlines)
-        due, pending = pipe.execute()
-        self._deadlines_pending = pending > 0
-        if not due:
-            return
-        error = codec.pack_error(ErrorInfo(
-            "TimeoutError", f"no acknowledgement within the task's timeout plus"
-                            f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
-        for member in due:
-            task_id, _, rest = member.decode().partition("|")
-            worker, _, token = rest.partition("|")
-            flow, queue = self._task_fields([task_id], "flow", "queue")[0]
-            code = FAIL_REFUSED
-            if worker and token and queue:
-                code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
-                                         "retry", self.ttl_ms, self.settings.poison_threshold)
-            if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
-                self.client.zrem(self.keys.deadlines, member)
-            else:
-                log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
-                            worker)
+        self._deadlines_pending = self.upkeep.expire_overdue(self.redis_now_ms())
 
     def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
         if self.token is None:
             return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.smembers(self.keys.leases(worker_id))
-        pipe.lrange(self.keys.inbox(worker_id), 0, -1)
-        members, inbox = pipe.execute()
-        leases = sorted(p for p in map(signals.parse_lease_member, members) if p is not None)
-        waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
-        ids = [task_id for task_id, _ in leases]
-        tasks = []
-        for (task_id, token), (queue,) in zip(leases, self._task_fields(ids, "queue")):
-            if queue is None:
-                log.error("worker=%s held task=%s whose record is gone; dropping the lease",
-                          worker_id, task_id)
-                continue
-            tasks.append(LeasedTask(task_id, queue, token, started=task_id not in waiting))
-        error = ErrorInfo("balancer.PoisonTask",
-                          f"the task was running on a worker that died"
-                          f" {self.settings.poison_threshold} times; quarantined")
-        requeued, dead = self.scripts.reap(
-            self.token, worker_id, seen_before_ms, self.settings.poison_threshold,
-            codec.pack_error(error), tasks,
-        )
+        requeued, dead, ids = self.upkeep.reap(self.token, worker_id, seen_before_ms)
         if requeued == -1:
             log.warning("dispatcher=%s is no longer leader; not reaping worker=%s", self.id,
                         worker_id)
             self.token = None
             return
-        if requeued == -2:
+        if requeued == -2:  # it spoke meanwhile
             view = self.view.workers.get(worker_id)
             if view is not None:
                 view.last_seen = self.clock()

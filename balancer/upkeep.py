@@ -1,0 +1,126 @@
+"""The dispatcher's upkeep of Redis state, apart from handing out work: retries that are
+due, dependents of failed tasks, leases past their deadline, workers that died.
+
+Each method does its reads and calls its script, and returns what the dispatcher needs
+to know; the dispatcher decides when to call them and keeps its own picture.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from common import codec, signals
+from common.codec import ErrorInfo
+from common.keys import Keys
+from common.scripts import FAIL_REFUSED, LeasedTask, Scripts
+from common.settings import Settings
+
+log = logging.getLogger("balancer.dispatcher")
+
+BATCH = 500
+CASCADE_BATCH = 100
+
+
+class Upkeep:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
+                 settings: Settings) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.settings = settings
+        self.ttl_ms = int(settings.result_ttl * 1000)
+
+    def task_fields(self, task_ids: list[str], *names: str) -> list[list[str | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(self.keys.task(task_id), list(names))
+        return [[v.decode() if v is not None else None for v in row] for row in pipe.execute()]
+
+    def promote(self, now_ms: float) -> tuple[int, float]:
+        """Queue the retries due by ``now_ms``: (how many, when the next one is due)."""
+        entries = self.client.zrange(self.keys.delayed, 0, BATCH - 1, withscores=True)
+        due = [m.decode() for m, score in entries if score <= now_ms]
+        later = [score for _, score in entries if score > now_ms]
+        next_due = now_ms if len(due) == BATCH else min(later, default=float("inf"))
+        if not due:
+            return 0, next_due
+        queues = self.task_fields(due, "queue")
+        moved = self.scripts.promote([(t, q[0] or "default") for t, q in zip(due, queues)])
+        log.info("promoted %d due retries: %s", moved, ",".join(due[:10]))
+        return moved, next_due
+
+    def cascade(self) -> bool:
+        """Fail the dependents of failed tasks, a batch at a time; True if more remain."""
+        ids = [m.decode() for m in self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)]
+        more = len(ids) == CASCADE_BATCH
+        for failed_id in ids:
+            flow, name = self.task_fields([failed_id], "flow", "name")[0]
+            blob = self.client.hget(self.keys.task(failed_id), "children")
+            try:
+                children = [str(c[0]) for c in codec.unpack(blob)] if blob else []
+            except (codec.CodecError, TypeError, IndexError):
+                log.error("task=%s: unreadable list of dependents; they are not failed",
+                          failed_id)
+                children = []
+            error = ErrorInfo("balancer.UpstreamFailed",
+                              f"upstream task {name} ({failed_id}) did not complete")
+            n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
+                                     self.ttl_ms)
+            log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
+            more = more or n > 0
+        return more
+
+    def expire_overdue(self, now_ms: float) -> bool:
+        """Fail leases that outlived their task's timeout plus grace without an ack, even
+        if their worker still heartbeats. True while deadlines remain to watch."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.deadlines, "-inf", now_ms, start=0, num=BATCH)
+        pipe.zcard(self.keys.deadlines)
+        due, pending = pipe.execute()
+        if not due:
+            return bool(pending)
+        error = codec.pack_error(ErrorInfo(
+            "TimeoutError", f"no acknowledgement within the task's timeout plus"
+                            f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
+        for member in due:
+            task_id, _, rest = member.decode().partition("|")
+            worker, _, token = rest.partition("|")
+            flow, queue = self.task_fields([task_id], "flow", "queue")[0]
+            code = FAIL_REFUSED
+            if worker and token and queue:
+                code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
+                                         "retry", self.ttl_ms, self.settings.poison_threshold)
+            if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
+                self.client.zrem(self.keys.deadlines, member)
+            else:
+                log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
+                            worker)
+        return True
+
+    def reap(self, leader_token: str, worker_id: str, seen_before_ms: int
+             ) -> tuple[int, int, list[str]]:
+        """Take back a dead worker's tasks: (requeued, quarantined, task ids); requeued is
+        -1 when we no longer lead, -2 when the worker turned out to be alive."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.smembers(self.keys.leases(worker_id))
+        pipe.lrange(self.keys.inbox(worker_id), 0, -1)
+        members, inbox = pipe.execute()
+        leases = sorted(p for p in map(signals.parse_lease_member, members) if p is not None)
+        waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
+        ids = [task_id for task_id, _ in leases]
+        tasks = []
+        for (task_id, token), (queue,) in zip(leases, self.task_fields(ids, "queue")):
+            if queue is None:
+                log.error("worker=%s held task=%s whose record is gone; dropping the lease",
+                          worker_id, task_id)
+                continue
+            tasks.append(LeasedTask(task_id, queue, token, started=task_id not in waiting))
+        error = ErrorInfo("balancer.PoisonTask",
+                          f"the task was running on a worker that died"
+                          f" {self.settings.poison_threshold} times; quarantined")
+        requeued, dead = self.scripts.reap(leader_token, worker_id, seen_before_ms,
+                                           self.settings.poison_threshold,
+                                           codec.pack_error(error), tasks)
+        return requeued, dead, ids
