@@ -105,7 +105,8 @@ class Acker(threading.Thread):
                                      int(time.time() * 1000)))
                 for f, ok in zip(successes, stored):
                     if ok:
-                        log.info("task=%s completed in %.3fs", f.lease.task_id, f.took)
+                        log.info("task=%s name=%s completed on worker=%s in %.3fs",
+                                 f.lease.task_id, f.lease.name, self.worker_id, f.took)
                     else:
                         self._refused(f.lease)
             for f in batch:

@@ -68,8 +68,8 @@ class Slot(threading.Thread):
         self.holding.start(lease.task_id)
         started_ms = int(time.time() * 1000)
         t0 = time.monotonic()
-        log.info("task=%s name=%s started on worker=%s lease=%s", lease.task_id, lease.name,
-                 self.worker_id, lease.token)
+        log.debug("task=%s name=%s started on worker=%s lease=%s", lease.task_id, lease.name,
+                  self.worker_id, lease.token)
         try:
             args = self._with_upstream_results(lease)
         except LookupError as exc:

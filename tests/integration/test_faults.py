@@ -130,7 +130,8 @@ def test_dispatcher_killed_and_restarted_loses_and_duplicates_nothing(
 ) -> None:
     keys = Keys(namespace)
     serve = procs.serve()
-    workers = [procs.worker("--concurrency", "2", "--pool", "thread") for _ in range(2)]
+    workers = [procs.worker("--concurrency", "2", "--pool", "thread", "--log-level", "DEBUG")
+               for _ in range(2)]
     _workers(real, keys, 2)
     with Flow("restarts") as flow:
         layer = [tasks.sleep_for(0.02) for _ in range(60)]
@@ -145,7 +146,9 @@ def test_dispatcher_killed_and_restarted_loses_and_duplicates_nothing(
     assert run.wait(timeout=60) == "completed"
     assert all(run.result(s) == 0.04 for s in sums)
     logs = "".join(procs.log(w) for w in workers)
-    started = [logs.count(f"task={t} name=") for t in run.ids.values()]
+    lines = logs.splitlines()
+    started = [sum(f"task={t} " in line and " started on " in line for line in lines)
+               for t in run.ids.values()]
     assert started == [1] * len(run.ids)  # no worker died: every task ran exactly once
     assert real.zcard(keys.queue("default")) == 0
 
