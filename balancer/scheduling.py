@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.models import QueueConfig
@@ -80,16 +80,13 @@ def prefetch_depth(mean_task_ms: float | None) -> int:
 
 
 def choose_worker(
-    queue: str, workers: Iterable[WorkerView], rng: random.Random, depth: int = 1
+    queue: str, workers: Sequence[WorkerView], rng: random.Random, depth: int = 1
 ) -> WorkerView | None:
-    """The least-loaded worker that serves ``queue`` and has room, or None."""
-    candidates = [w for w in workers if w.free_for(depth) > 0 and w.serves(queue)]
-    if not candidates:
-        return None
-    loads = {w.id: load(w) for w in candidates}
-    best = min(loads.values())
-    near = [w for w in candidates if loads[w.id] <= best + SPREAD]
-    return near[0] if len(near) == 1 else rng.choice(near)
+    """The least-loaded worker that serves ``queue`` and has room, or None: the choice
+    ``plan_batch`` makes for a single task."""
+    plan = plan_batch(queue, ["?"], workers, rng, depth)
+    chosen = next(iter(plan), None)
+    return next((w for w in workers if w.id == chosen), None)
 
 
 def plan_batch(

@@ -100,8 +100,6 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
     if state == TaskState.RETRYING:
         due = task.retry_due_in or 0.0
         return f"retry delay: due in {max(0.0, due):.1f}s"
-    if state == TaskState.ASSIGNED:
-        return f"leased to worker {task.worker}: in its inbox or just started"
     if state == TaskState.RUNNING:
         return f"running on worker {task.worker}"
     if task.ahead is None:

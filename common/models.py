@@ -15,15 +15,17 @@ from common import codec
 class TaskState:
     """Every state a task passes through. Transitions happen only inside the Lua scripts.
 
-    pending -(deps met)-> queued -(assign)-> assigned -(start)-> running -(ack)-> completed
-    running -(error, retries left)-> retrying -(due)-> queued
-    running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
-    assigned|running -(worker dead)-> queued, or dead (quarantined) past the poison threshold
+    pending -(deps met)-> queued -(leased, and run for 50 ms)-> running -(ack)-> completed
+    queued|running -(error, retries left)-> retrying -(due)-> queued
+    queued|running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
+    leased -(worker dead)-> queued, or dead (quarantined) past the poison threshold
+
+    A lease is not a state: it is the task's member in its worker's leases set, so a task
+    leased and not yet marked running still reads "queued" (it is no longer in its queue).
     """
 
     PENDING = "pending"
     QUEUED = "queued"
-    ASSIGNED = "assigned"
     RUNNING = "running"
     RETRYING = "retrying"
     COMPLETED = "completed"

@@ -21,7 +21,7 @@ W = WorkerInfo("w1", ("default",), capacity=2)
     (TaskFacts("pending", "default", deps=2), "waiting for 2 upstream tasks"),
     (TaskFacts("pending", "default", deps=1), "waiting for 1 upstream task"),
     (TaskFacts("retrying", "default", retry_due_in=1.25), "retry delay: due in 1.2s"),
-    (TaskFacts("assigned", "default", worker="w1"), "leased to worker w1"),
+    (TaskFacts("queued", "default", ahead=None), "leased to a worker"),
     (TaskFacts("running", "default", worker="w1"), "running on worker w1"),
     (TaskFacts("dead", "default"), "quarantined"),
     (TaskFacts("queued", "default"), "next in line in queue default"),
