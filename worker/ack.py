@@ -73,7 +73,7 @@ class Acker(threading.Thread):
         self._pending: list[Finished] = []
         self._cond = threading.Condition()
         self._closing = False
-        self._busy = False
+        self._storing = 0  # batches on the wire
 
     def submit(self, finished: Finished) -> None:
         with self._cond:
@@ -96,23 +96,38 @@ class Acker(threading.Thread):
                 if self.busy() > 0 and len(self._pending) < BATCH:
                     self._cond.wait(LINGER)
                 batch, self._pending = self._pending[:BATCH], self._pending[BATCH:]
-            successes = [f for f in batch if f.done is not None]
-            if successes:
-                done = [f.done for f in successes if f.done is not None]
-                stored = persist("be acknowledged", done[0].task_id,
-                                 lambda done=done: self.scripts.ack(  # type: ignore[misc]
-                                     self.worker_id, done, self.ttl_ms,
-                                     int(time.time() * 1000)))
-                for f, ok in zip(successes, stored):
-                    if ok:
-                        log.info("task=%s name=%s completed on worker=%s in %.3fs",
-                                 f.lease.task_id, f.lease.name, self.worker_id, f.took)
-                    else:
-                        self._refused(f.lease)
-            for f in batch:
-                if f.done is None:
-                    self._fail(f)
-                self.holding.release(f.lease.task_id)
+                self._storing += 1
+            try:
+                self.store(batch)
+            finally:
+                with self._cond:
+                    self._storing -= 1
+
+    def idle(self) -> bool:
+        """No slot running, nothing handed over, nothing on the wire: a lone result gains
+        nothing from waiting for this thread, and its slot may store it at once."""
+        with self._cond:
+            return not self._pending and not self._storing and self.busy() == 0
+
+    def store(self, batch: list[Finished]) -> None:
+        """Store a batch of outcomes (from this thread, or from a slot when idle)."""
+        successes = [f for f in batch if f.done is not None]
+        if successes:
+            done = [f.done for f in successes if f.done is not None]
+            stored = persist("be acknowledged", done[0].task_id,
+                             lambda done=done: self.scripts.ack(  # type: ignore[misc]
+                                 self.worker_id, done, self.ttl_ms,
+                                 int(time.time() * 1000)))
+            for f, ok in zip(successes, stored):
+                if ok:
+                    log.info("task=%s name=%s completed on worker=%s in %.3fs",
+                             f.lease.task_id, f.lease.name, self.worker_id, f.took)
+                else:
+                    self._refused(f.lease)
+        for f in batch:
+            if f.done is None:
+                self._fail(f)
+            self.holding.release(f.lease.task_id)
 
     def _fail(self, f: Finished) -> None:
         lease, outcome = f.lease, f.outcome

@@ -61,7 +61,11 @@ class Slot(threading.Thread):
             finally:
                 self.current = None  # first: the ack thread must not wait for this slot
                 self.idle.give()
-            if finished is not None:
+            if finished is None:
+                continue
+            if self.ready.empty() and self.acker.idle():
+                self.acker.store([finished])  # alone: no batch to wait for, no thread hop
+            else:
                 self.acker.submit(finished)
 
     def handle(self, lease: Lease) -> Finished:
