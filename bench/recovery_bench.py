@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ sys.path.insert(0, str(ROOT))  # workers import the tasks as tests.integration.c
 import redis  # noqa: E402
 
 from balancer import Flow  # noqa: E402
+from bench.compare.base import PrivateRedis  # noqa: E402
 from common.keys import Keys  # noqa: E402
 from tests.integration import chaos_tasks  # noqa: E402
 from tests.integration.chaos_tasks import WORKER_ENV, ChaosConfig, ChaosDriver  # noqa: E402
@@ -93,46 +93,11 @@ def fmt(values: list[float]) -> str:
 # -- processes -------------------------------------------------------------------------
 
 
-class RedisProcess:
-    """A redis-server of our own on a free port, without persistence."""
-
-    def __init__(self, workdir: Path) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("recovery_bench needs redis-server on PATH")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
-
-        def answers() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until("redis-server", answers, timeout=10)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
 class Cluster:
     """The processes of one measurement, in a namespace of their own; ``close`` kills
     every one of them. Serves as the chaos driver's ``Starter``."""
 
-    def __init__(self, server: RedisProcess, logdir: Path, settings: dict[str, str]) -> None:
+    def __init__(self, server: PrivateRedis, logdir: Path, settings: dict[str, str]) -> None:
         self.url = server.url
         self.namespace = f"recovery-{uuid.uuid4().hex[:10]}"
         self.keys = Keys(self.namespace)
@@ -190,7 +155,7 @@ class Cluster:
 # -- (a) worker death ------------------------------------------------------------------
 
 
-def worker_death(server: RedisProcess, logdir: Path, settings: dict[str, str], kills: int,
+def worker_death(server: PrivateRedis, logdir: Path, settings: dict[str, str], kills: int,
                  label: str, rng: random.Random) -> dict[str, Any]:
     """kill -9 the worker running a task, ``kills`` times, each at a random moment of its
     heartbeat cycle; seconds until the task runs elsewhere."""
@@ -270,7 +235,7 @@ def dispatcher_up(proc: subprocess.Popen[bytes]) -> bool:
     return "starting on namespace" in Cluster.log(proc)
 
 
-def takeover(server: RedisProcess, logdir: Path, leader_ttl: float, repetitions: int,
+def takeover(server: PrivateRedis, logdir: Path, leader_ttl: float, repetitions: int,
              label: str, rng: random.Random) -> dict[str, Any]:
     """kill -9 the leader at a random moment of its lease; seconds until a standby leads,
     and until a task submitted right after the kill has completed."""
@@ -319,7 +284,7 @@ def takeover(server: RedisProcess, logdir: Path, leader_ttl: float, repetitions:
 # -- (c) duplicates per kill -----------------------------------------------------------
 
 
-def chaos(server: RedisProcess, logdir: Path, config: ChaosConfig) -> dict[str, Any]:
+def chaos(server: PrivateRedis, logdir: Path, config: ChaosConfig) -> dict[str, Any]:
     settings = {"BALANCER_HEARTBEAT_INTERVAL": "0.2", "BALANCER_WORKER_TIMEOUT": "2.0",
                 "BALANCER_DISPATCH_TICK": "0.1", "BALANCER_LEADER_TTL": "2.0",
                 "BALANCER_POISON_THRESHOLD": "20"}
@@ -357,7 +322,9 @@ def main() -> None:
               ChaosConfig(seed=args.seed))  # the chaos test's CI run
 
     workdir = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
-    server = RedisProcess(workdir)
+    if shutil.which("redis-server") is None:
+        raise SystemExit("recovery_bench needs redis-server on PATH")
+    server = PrivateRedis(workdir).start()
     figures: dict[str, Any] = {"quick": args.quick, "redis": server.url}
     started = time.perf_counter()
     try:
