@@ -315,9 +315,12 @@ class Dispatcher:
         pipe = self.client.pipeline(transaction=False)
         for q in servable:
             pipe.zrange(self.keys.queue(q), 0, min(ASSIGN_BATCH, room[q]) - 1, withscores=True)
-        pipe.hgetall(self.keys.inflight)
-        *rows, inflight_raw = pipe.execute()
-        inflight = {k.decode(): int(v) for k, v in inflight_raw.items()}
+        limits = any(self.configs.get(q, QueueConfig(q)).concurrency_limit is not None
+                     for q in servable)
+        if limits:
+            pipe.hgetall(self.keys.inflight)
+        rows = pipe.execute()
+        inflight = {k.decode(): int(v) for k, v in (rows.pop() if limits else {}).items()}
         ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         if not ready:
             self._idle = True
@@ -363,7 +366,9 @@ class Dispatcher:
         view = self.view.workers[worker_id]
         assert self.token is not None
         self._leases_made += 1
-        prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}"
+        limited = self.configs.get(queue, QueueConfig(queue)).concurrency_limit is not None
+        # Leases of a queue without a limit are not counted in inflight ("u"): no one reads it.
+        prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}{'' if limited else 'u'}"
         n, leased, dropped, deadlines = self.scripts.assign(
             self.token, worker_id, queue, view.capacity * depth,
             int(self.settings.timeout_grace * 1000), prefix, batch)

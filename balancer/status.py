@@ -40,7 +40,7 @@ class QueueRow:
     concurrency_limit: int | None
     paused: bool
     ready: int
-    inflight: int
+    inflight: int | None  # leased now; counted only for queues with a concurrency limit
     held_by: str | None = None  # why its ready tasks wait, when they do
 
 
@@ -118,7 +118,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
         depth, conf = replies[offset + 2 * j], replies[offset + 2 * j + 1]
         c = QueueConfig.from_hash(q, conf)
         queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
-                                   inflight_by.get(q, 0)))
+                                   inflight_by.get(q, 0) if c.concurrency_limit else None))
     cluster = why.ClusterFacts.gather(client, keys)
     for row in queue_rows:
         if row.ready:
@@ -148,7 +148,8 @@ def render(status: Status) -> str:
               f"  {'name':<24} {'priority':>8} {'ready':>7} {'leased':>7} {'limit':>6}  state"]
     for q in status.queues:
         limit = "-" if q.concurrency_limit is None else str(q.concurrency_limit)
-        lines.append(f"  {q.name:<24} {q.priority:>8} {q.ready:>7} {q.inflight:>7} {limit:>6}"
+        leased = "-" if q.inflight is None else str(q.inflight)
+        lines.append(f"  {q.name:<24} {q.priority:>8} {q.ready:>7} {leased:>7} {limit:>6}"
                      f"  {'paused' if q.paused else 'active'}")
         if q.held_by:
             lines.append(f"      waiting: {q.held_by}")

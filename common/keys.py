@@ -12,7 +12,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
 | queues               | set         | names of every queue ever used                              |
-| inflight             | hash        | queue name -> tasks leased and not yet acknowledged         |
+| inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
 | worker:<id>          | hash (TTL)  | last heartbeat: queues, capacity, cpu, memory, host         |
 | workers              | zset        | worker id -> last heartbeat (Redis server time, ms)         |
 | inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |

@@ -29,6 +29,12 @@ local function unlease(leases_key, id, token)
   return redis.call('SREM', leases_key, id .. '|' .. token) == 1
 end
 
+-- Only leases of queues with a concurrency limit are counted in `inflight` (one write per
+-- batch saved everywhere else); the dispatcher marks the others with a "u" in the token.
+local function counted(token)
+  return not string.find(token, 'u', 1, true)
+end
+
 -- Put a task back into its queue at its original place.
 local function requeue(task_key, queue_key, id)
   redis.call('HSET', task_key, 'state', 'queued')

@@ -27,7 +27,7 @@ for t = 1, tonumber(ARGV[4]) do
         redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 8 + 2 * c], ARGV[a + 7 + 2 * c])
       end
     end
-    per_queue[queue] = (per_queue[queue] or 0) + 1
+    if counted(token) then per_queue[queue] = (per_queue[queue] or 0) + 1 end
     local f = per_flow[flow]
     if not f then
       f = {KEYS[k + 2], 0}

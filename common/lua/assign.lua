@@ -5,7 +5,8 @@
 -- running or settled, and its absence from the queue tells it is leased).
 -- KEYS: leader, inbox, leases, inflight, queue, deadlines, task...
 -- A deadline member is "id|worker|token": the dispatcher fails that lease when it is due.
--- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix,
+-- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix (with
+--       a "u" when the queue has no concurrency limit: not counted in inflight),
 --       task id... (same order as the task keys)
 -- Returns {assigned, leased after, dropped, deadlines set}; {-1, 0, 0, 0} when the caller
 -- is not the leader.
@@ -53,7 +54,7 @@ if #removing > 0 then redis.call('ZREM', KEYS[5], unpack(removing)) end
 if n > 0 then
   redis.call('RPUSH', KEYS[2], unpack(entries))
   redis.call('SADD', KEYS[3], unpack(members))
-  redis.call('HINCRBY', KEYS[4], ARGV[3], n)
+  if counted(ARGV[6]) then redis.call('HINCRBY', KEYS[4], ARGV[3], n) end
   if #deadlines > 0 then
     local now = now_ms()
     for d = 1, #deadlines, 2 do deadlines[d] = deadlines[d] + now end

@@ -21,7 +21,7 @@ local function settle(code)
   return code
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
-redis.call('HINCRBY', KEYS[3], ARGV[8], -1)
+if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
 redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|1')
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)

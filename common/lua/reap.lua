@@ -15,7 +15,7 @@ for j = 0, (#KEYS - 8) / 2 - 1 do
   local id, token, started = ARGV[6 + 3 * j], ARGV[7 + 3 * j], ARGV[8 + 3 * j]
   if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
     local name = redis.call('HGET', task, 'queue')
-    if name then redis.call('HINCRBY', KEYS[6], name, -1) end
+    if name and counted(token) then redis.call('HINCRBY', KEYS[6], name, -1) end
     redis.call('ZREM', KEYS[8], id .. '|' .. ARGV[2] .. '|' .. token)
     local lost = 0
     if started == '1' then lost = redis.call('HINCRBY', task, 'lost', 1) end

@@ -11,7 +11,7 @@ for j = 0, (#KEYS - 5) / 2 - 1 do
     ARGV[5 + 4 * j]
   if entry ~= '' then redis.call('LREM', KEYS[1], 1, entry) end
   if unlease(KEYS[2], id, token) then
-    redis.call('HINCRBY', KEYS[3], name, -1)
+    if counted(token) then redis.call('HINCRBY', KEYS[3], name, -1) end
     redis.call('ZREM', KEYS[5], id .. '|' .. ARGV[1] .. '|' .. token)
     requeue(task, queue, id)
     n = n + 1

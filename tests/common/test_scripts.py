@@ -1213,3 +1213,30 @@ def test_assign_reports_how_many_deadlines_it_set(db: Db) -> None:
     db.put_task("slow", timeout=2.5)
     db.put_task("free", score=1.0)
     assert db.scripts.assign(db.leader, W, Q, 4, GRACE, "1.9", ["slow", "free"]) == (2, 2, 0, 1)
+
+
+def test_leases_of_a_queue_without_a_limit_are_not_counted_anywhere(db: Db) -> None:
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t, retries=1)
+    tokens = db.lease("a", "b", "c", "d", prefix="1.1u")
+    assert all("u" in token for token in tokens.values())
+    assert db.inflight() is None
+    assert db.ack("a", tokens["a"]) is True
+    assert db.fail("b", tokens["b"]) == FAIL_RETRIED
+    assert db.scripts.release(W, [LeasedTask("c", Q, tokens["c"])]) == 1
+    assert db.reap(LeasedTask("d", Q, tokens["d"], started=True)) == (1, 0)
+    assert db.inflight() is None  # never written, never decremented below zero
+
+
+def test_counted_and_uncounted_leases_keep_the_count_of_the_counted_ones(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b", score=1.0)
+    counted = db.lease("a", prefix="1.1")
+    uncounted = db.lease("b", prefix="1.2u")
+    assert db.inflight() == "1"
+    assert db.ack("b", uncounted["b"]) is True
+    assert db.inflight() == "1"
+    assert db.ack("a", counted["a"]) is True
+    assert db.inflight() == "0"
