@@ -66,9 +66,6 @@ class Dispatcher:
         self._clock_at = 0.0
         self._offset_ms = 0.0
         self._idle = False  # the last look found every servable queue empty
-        # Since that look, every task that became ready, by queue, when submits listed
-        # them all (an idle cluster given a small flow): they can be leased without a read.
-        self._known: dict[str, list[str]] | None = None
         self._again = False  # work is left that needs no signal to continue
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
@@ -96,7 +93,7 @@ class Dispatcher:
             except Exception:
                 # A bug or a corrupt record must not take the dispatcher down: log, pause, go on.
                 log.exception("dispatcher=%s: unexpected error; continuing", self.id)
-                self._stale()
+                self._idle = False
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._resign()
@@ -165,7 +162,7 @@ class Dispatcher:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
                 self.view.workers[wid] = view
         self._refresh_queues()
-        self._stale()
+        self._idle = False
         self._next_due = None
         self._cascade_pending = True
         self._deadlines_pending = True
@@ -204,47 +201,31 @@ class Dispatcher:
                 parsed.append(signal)
         return parsed
 
-    def _stale(self) -> None:
-        """Queues may hold tasks we do not know of: look before leasing."""
-        self._idle = False
-        self._known = None
-
     def _apply(self, batch: list[signals.Signal]) -> None:
         now = self.clock()
-        known = {} if self._idle else self._known
         for s in batch:
             if s.kind == signals.HEARTBEAT:
                 new = self.view.heartbeat(s.worker, s.leased, s.blob, now)
                 if new is not None:
                     log.info("worker=%s registered: queues=%s capacity=%d", new.id,
                              ",".join(sorted(new.queues)), new.capacity)
-                    self._stale()
-                    known = None
+                    self._idle = False
             elif s.kind == signals.ACK:
                 self.view.acked(s.worker, s.leased)
-                self._stale()
-                known = None
+                self._idle = False
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:
                 self._idle = False
-                if known is not None and s.ready is not None:
-                    for queue, ids in s.ready.items():
-                        known.setdefault(queue, []).extend(ids)
-                else:
-                    known = None
                 if not self.queue_names.issuperset(s.queues):
                     self._configs_at = 0.0  # a queue we do not know yet: read its config
             elif s.kind == signals.QUEUES:
                 self._configs_at = 0.0
-                self._stale()
-                known = None
+                self._idle = False
             elif s.kind == signals.CASCADE:
                 self._cascade_pending = True
             elif s.kind == signals.GONE:
                 self._reap(s.worker, seen_before_ms=0, why="deregistered")
-                known = None
-        self._known = known or None
 
     def _timers(self) -> None:
         now = self.clock()
@@ -287,7 +268,7 @@ class Dispatcher:
             return
         moved, self._next_due = self.upkeep.promote(now)
         if moved:
-            self._stale()
+            self._idle = False
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()
@@ -311,7 +292,7 @@ class Dispatcher:
                 view.last_seen = self.clock()
             return
         self.view.forget(worker_id)
-        self._stale()
+        self._idle = False
         level = logging.INFO if why == "deregistered" else logging.WARNING
         log.log(level, "worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id,
                 why, requeued, dead, ",".join(ids[:20]))
@@ -328,10 +309,6 @@ class Dispatcher:
                   for q in self.queue_names}
         room = {q: sum(w.free_for(d) for w in self.view.workers.values() if w.serves(q))
                 for q, d in depths.items()}
-        if self._known is not None:
-            known, self._known = self._known, None
-            if self._lease_known(known, depths, room):
-                return
         servable = sorted(q for q, r in room.items() if r > 0)
         if not servable:
             return  # nothing can take work; an ack or a new worker will wake us
@@ -366,26 +343,6 @@ class Dispatcher:
         # A full batch was taken: more may be waiting behind it.
         self._again = assigned > 0 and any(
             len(ready[q]) >= min(ASSIGN_BATCH, room[q]) for q in ready)
-
-    def _lease_known(self, known: dict[str, list[str]], depths: dict[str, int],
-                     room: dict[str, int]) -> bool:
-        """Lease tasks the submit signals listed, without reading the queues, when every one
-        of them fits: the queues held nothing else, so order and limits do not matter.
-        False (nothing done) when they do not all fit, or a queue is paused or limited."""
-        for queue, ids in known.items():
-            config = self.configs.get(queue, QueueConfig(queue))
-            if config.paused or config.concurrency_limit is not None or \
-                    len(ids) > room.get(queue, 0):
-                return False
-        for queue, ids in known.items():
-            eligible = [w for w in self.view.workers.values()
-                        if w.serves(queue) and w.free_for(depths[queue]) > 0]
-            plan = scheduling.plan_batch(queue, ids, eligible, self.rng, depths[queue])
-            for worker_id, batch in plan.items():
-                if self._assign(worker_id, queue, batch, depths[queue]) < 0:
-                    return True
-        self._idle = True  # the queues held only these
-        return True
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

@@ -4,8 +4,7 @@ The dispatcher BLPOPs the list instead of polling. Signals are hints: losing one
 a little latency, never a task, because the dispatcher also looks on a timer.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
-    s[|<queue>[=<id>,...] ...] tasks were submitted (to those queues; with the ids of the
-                              tasks that became ready, when few), or a queue got work
+    s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work
     r                         a retry was scheduled in ``delayed``
     a|<worker>|<n>            a worker acknowledged n tasks: n slots are free again
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
@@ -34,20 +33,11 @@ class Signal:
     leased: int = 0  # heartbeat: tasks leased to the worker; ack: tasks acknowledged
     blob: bytes = b""
     queues: tuple[str, ...] = ()  # submitted: the queues that got tasks
-    ready: dict[str, tuple[str, ...]] | None = None  # submitted: their ids, when listed
 
 
-# A submit lists the ready task ids when there are at most this many.
-LISTED_IDS = 16
-
-
-def submitted(ready: dict[str, list[str]]) -> str:
-    """The signal a submit sends. Queue names hold no spaces; task ids no "=" or ","."""
-    if not ready:
-        return SUBMITTED
-    listed = sum(map(len, ready.values())) <= LISTED_IDS
-    return SUBMITTED + "|" + " ".join(
-        f"{q}={','.join(ids)}" if listed else q for q, ids in sorted(ready.items()))
+def submitted(queues: set[str]) -> str:
+    """The signal a submit sends: queue names never hold spaces."""
+    return SUBMITTED + ("|" + " ".join(sorted(queues)) if queues else "")
 
 
 def parse(raw: bytes) -> Signal | None:
@@ -56,11 +46,7 @@ def parse(raw: bytes) -> Signal | None:
     try:
         k = kind.decode()
         if k == SUBMITTED:
-            parts = [part.partition("=") for part in rest.decode().split()]
-            listed = bool(parts) and all(sep for _, sep, _ in parts)
-            return Signal(k, queues=tuple(q for q, _, _ in parts),
-                          ready={q: tuple(i for i in ids.split(",") if i) for q, _, ids in parts}
-                          if listed else None)
+            return Signal(k, queues=tuple(rest.decode().split()))
         if k in (RETRY, QUEUES, CASCADE):
             return Signal(k)
         if k == ACK:
