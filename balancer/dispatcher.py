@@ -299,6 +299,9 @@ class Dispatcher:
 
     # -- handing out work ------------------------------------------------------------
 
+    def _config(self, queue: str) -> QueueConfig:
+        return self.configs.get(queue, QueueConfig(queue))
+
     def _dispatch(self) -> None:
         """One round: read the heads of the queues some worker has room for, then lease
         them, highest-ranked queue first, each task to the least-loaded eligible worker."""
@@ -315,8 +318,7 @@ class Dispatcher:
         pipe = self.client.pipeline(transaction=False)
         for q in servable:
             pipe.zrange(self.keys.queue(q), 0, min(ASSIGN_BATCH, room[q]) - 1, withscores=True)
-        limits = any(self.configs.get(q, QueueConfig(q)).concurrency_limit is not None
-                     for q in servable)
+        limits = any(self._config(q).concurrency_limit is not None for q in servable)
         if limits:
             pipe.hgetall(self.keys.inflight)
         rows = pipe.execute()
@@ -330,11 +332,10 @@ class Dispatcher:
                                         self.settings.aging_seconds * 1000)
         assigned = 0
         for q in order:
-            limit = scheduling.queue_room(self.configs.get(q, QueueConfig(q)), inflight.get(q, 0))
+            limit = scheduling.queue_room(self._config(q), inflight.get(q, 0))
             task_ids = ready[q] if limit is None else ready[q][:limit]
-            eligible = [w for w in self.view.workers.values()
-                        if w.serves(q) and w.free_for(depths[q]) > 0]
-            plan = scheduling.plan_batch(q, task_ids, eligible, self.rng, depths[q])
+            plan = scheduling.plan_batch(q, task_ids, list(self.view.workers.values()),
+                                         self.rng, depths[q])
             for worker_id, batch in plan.items():
                 n = self._assign(worker_id, q, batch, depths[q])
                 if n < 0:
@@ -366,7 +367,7 @@ class Dispatcher:
         view = self.view.workers[worker_id]
         assert self.token is not None
         self._leases_made += 1
-        limited = self.configs.get(queue, QueueConfig(queue)).concurrency_limit is not None
+        limited = self._config(queue).concurrency_limit is not None
         # Leases of a queue without a limit are not counted in inflight ("u"): no one reads it.
         prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}{'' if limited else 'u'}"
         n, leased, dropped, deadlines = self.scripts.assign(

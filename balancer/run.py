@@ -10,7 +10,7 @@ import redis
 from common import codec
 from common.codec import ErrorInfo
 from common.keys import Keys
-from common.models import FlowState, TaskState
+from common.models import FlowState, TaskState, visible_state
 
 if TYPE_CHECKING:
     from balancer.flow import Flow, Node
@@ -104,11 +104,17 @@ class FlowRun:
             raise TaskFailed(name.decode(), state.decode(), codec.unpack_error(error))
         return codec.unpack(blob)
 
+    def _read(self, *names: str) -> list[tuple[Node, list[bytes | None]]]:
+        """Fields of every task of the run, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in self.ids.values():
+            pipe.hmget(self.keys.task(task_id), list(names))
+        return list(zip(self.ids, pipe.execute()))
+
     def results(self) -> dict[str, Any]:
         """Results of completed tasks by task name (a task called twice: the last call)."""
         out: dict[str, Any] = {}
-        for node, task_id in self.ids.items():
-            state, blob = self.client.hmget(self.keys.task(task_id), ["state", "result"])
+        for node, (state, blob) in self._read("state", "result"):
             if state is not None and state.decode() == TaskState.COMPLETED:
                 out[node.task.name] = codec.unpack(blob)
         return out
@@ -138,22 +144,12 @@ class FlowRun:
         return labels
 
     def states(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for node, task_id in self.ids.items():
-            state, deps = self.client.hmget(self.keys.task(task_id), ["state", "deps"])
-            out[node.task.name] = _state(state, deps)
-        return out
+        return {node.task.name: _state(state, deps)
+                for node, (state, deps) in self._read("state", "deps")}
 
     def __repr__(self) -> str:
         return f"<FlowRun {self.flow.name!r} {self.id} {self.state}>"
 
 
 def _state(state: bytes | None, deps: bytes | None) -> str:
-    """The state as users see it: a pending task whose upstreams all completed is queued
-    (completing the last upstream queues it without rewriting its state)."""
-    if state is None:
-        return "unknown"
-    name = state.decode()
-    if name == TaskState.PENDING and deps is not None and int(deps) <= 0:
-        return TaskState.QUEUED
-    return name
+    return "unknown" if state is None else visible_state(state.decode(), int(deps or 0))

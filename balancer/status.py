@@ -99,10 +99,16 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
         pipe.hmget(keys.flow(f), ["name", "state", "total", "remaining", "failed", "created"])
     replies = pipe.execute()
 
+    # What holds each queue is judged on these same reads, not on a second pass.
+    facts = why.ClusterFacts(leader=leader.decode() if leader else None,
+                             inflight={k.decode(): int(v) for k, v in inflight.items()})
     rows: list[WorkerRow] = []
     for i, (wid, score) in enumerate(worker_ids):
         blob, leased = replies[2 * i], int(replies[2 * i + 1])
         info = WorkerInfo.from_blob(blob) if blob else WorkerInfo(wid, (), 0)
+        if blob is not None:
+            facts.workers.append(info)
+            facts.leased[info.id] = leased
         view = WorkerView(wid, frozenset(info.queues), info.capacity, leased, info.pressure,
                           info.memory)
         rows.append(WorkerRow(
@@ -112,17 +118,13 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
             pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
             alive=blob is not None))
     offset = 2 * len(worker_ids)
-    inflight_by = {k.decode(): int(v) for k, v in inflight.items()}
     queue_rows = []
     for j, q in enumerate(queue_names):
         depth, conf = replies[offset + 2 * j], replies[offset + 2 * j + 1]
-        c = QueueConfig.from_hash(q, conf)
+        c = facts.configs[q] = QueueConfig.from_hash(q, conf)
         queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
-                                   inflight_by.get(q, 0) if c.concurrency_limit else None))
-    cluster = why.ClusterFacts.gather(client, keys)
-    for row in queue_rows:
-        if row.ready:
-            row.held_by = why.queue_hold(row.name, cluster)
+                                   facts.inflight.get(q, 0) if c.concurrency_limit else None,
+                                   why.queue_hold(q, facts) if depth else None))
     offset += 2 * len(queue_names)
     flows = []
     for k, f in enumerate(flow_ids):

@@ -45,7 +45,7 @@ class ClusterView:
 
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""
-        seen = [ms for wid, ms in self.durations.get(queue, {}).items() if wid in self.workers]
+        seen = list(self.durations.get(queue, {}).values())
         return sum(seen) / len(seen) if seen else None
 
     def dead(self, now: float, timeout: float) -> list[WorkerView]:
@@ -53,4 +53,6 @@ class ClusterView:
 
     def forget(self, worker_id: str) -> None:
         self.workers.pop(worker_id, None)
+        for per_worker in self.durations.values():
+            per_worker.pop(worker_id, None)
 

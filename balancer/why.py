@@ -14,7 +14,7 @@ import redis
 
 from balancer.scheduling import ALL_QUEUES
 from common.keys import Keys
-from common.models import QueueConfig, TaskState, WorkerInfo
+from common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 
 
 @dataclass(frozen=True)
@@ -130,11 +130,8 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
         if state is None:
             continue
         due, rank = rest[2 * i], rest[2 * i + 1]
-        name = state.decode()
         d = int(deps or 0)
-        if name == TaskState.PENDING and d <= 0:
-            name = TaskState.QUEUED
-        out[t] = TaskFacts(name, queue.decode() if queue else "", d,
+        out[t] = TaskFacts(visible_state(state.decode(), d), queue.decode() if queue else "", d,
                            worker.decode() if worker else "",
                            (due - now_ms) / 1000 if due is not None else None,
                            int(rank) if rank is not None else None)

@@ -36,6 +36,12 @@ class TaskState:
     TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD})
 
 
+def visible_state(state: str, deps: int) -> str:
+    """The state as users see it: a pending task whose upstreams all completed is queued
+    (completing the last upstream queues it without rewriting its state)."""
+    return TaskState.QUEUED if state == TaskState.PENDING and deps <= 0 else state
+
+
 class FlowState:
     RUNNING = "running"
     COMPLETED = "completed"

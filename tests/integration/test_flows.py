@@ -100,3 +100,15 @@ def test_imperative_upstream_keyword_passes_the_result(cluster: ThreadCluster) -
     second.set_upstream(first, key="a")
     run = flow.run(timeout=20, client=cluster.client, namespace=cluster.settings.namespace)
     assert run.result(tasks.multiply) == 12
+
+
+def test_results_and_states_of_a_whole_run_are_read_at_once(cluster: ThreadCluster) -> None:
+    cluster.add_worker(concurrency=2)
+    with Flow("all") as flow:
+        first = tasks.constant(2)
+        tasks.square(first)
+        tasks.always_fails(1)
+    run = flow.run(timeout=20, client=cluster.client, namespace=cluster.settings.namespace)
+    assert run.results() == {"constant": 2, "square": 4}
+    assert run.states() == {"constant": "completed", "square": "completed",
+                            "always_fails": "failed"}
