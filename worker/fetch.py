@@ -49,7 +49,8 @@ class IdleSlots:
 
 class Fetcher(threading.Thread):
     def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, idle: IdleSlots,
-                 ready: queue.Queue[Lease], stopping: threading.Event) -> None:
+                 ready: queue.Queue[Lease], on_take: Callable[[Lease], None],
+                 stopping: threading.Event) -> None:
         super().__init__(name=f"fetch-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.client = client
@@ -57,7 +58,7 @@ class Fetcher(threading.Thread):
         self.idle = idle
         self.ready = ready
         self.stopping = stopping
-        self.on_take: Callable[[Lease], None] = lambda lease: None
+        self.on_take = on_take  # the worker now holds this lease
 
     def wake(self) -> None:
         """Make a blocked fetch return now (the worker is stopping)."""

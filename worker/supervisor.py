@@ -82,7 +82,8 @@ class Worker:
         self.ready: queue.Queue[Lease] = queue.Queue()
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
-        self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready, self.fetching)
+        self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready,
+                               self.holding.add, self.fetching)
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy)
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
@@ -119,7 +120,6 @@ class Worker:
         self.slots = [Slot(i, self.id, self.client, self.keys, r, self.ready, self.idle,
                            self.acker, self.holding, self.fetching)
                       for i, r in enumerate(runners)]
-        self.fetcher.on_take = self.holding.add
         for thread in (*self.slots, self.acker, self.fetcher, self.heartbeat, self.marker,
                        self.reconciler):
             thread.start()
