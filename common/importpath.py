@@ -8,6 +8,7 @@ import it), or the script's absolute path otherwise (workers load the file).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -46,9 +47,16 @@ def is_importing_tasks() -> bool:
 
 
 def _script_module_name(file: str) -> str:
+    return _module_name_in(file, os.getcwd())
+
+
+@functools.lru_cache(maxsize=64)
+def _module_name_in(file: str, cwd: str) -> str:
+    """Cached: every submit names its tasks, and resolving paths costs more than the rest
+    of a one-task submit on the client."""
     path = Path(file).resolve()
     try:
-        relative = path.relative_to(Path.cwd().resolve())
+        relative = path.relative_to(Path(cwd).resolve())
     except ValueError:
         return str(path)
     parts = relative.with_suffix("").parts

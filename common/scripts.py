@@ -140,9 +140,14 @@ class Scripts:
     def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int
             ) -> list[bool]:
         """Store a batch of results; per task, False when its lease had moved on."""
+        return self.ack_and_take(worker_id, done, ttl_ms, finished_ms, 0)[0]
+
+    def ack_and_take(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
+                     finished_ms: int, take: int) -> tuple[list[bool], list[bytes]]:
+        """``ack``, then take up to ``take`` entries from the worker's inbox."""
         k = self.keys
-        keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines]
-        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done)]
+        keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id)]
+        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
@@ -150,7 +155,8 @@ class Scripts:
             for c in d.children:
                 keys += [k.task(c.task_id), k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        return [bool(x) for x in self._run("ack", keys, args)]
+        stored, taken = self._run("ack", keys, args)
+        return [bool(x) for x in stored], list(taken)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,

@@ -109,15 +109,18 @@ class Acker(threading.Thread):
         with self._cond:
             return not self._pending and not self._storing and self.busy() == 0
 
-    def store(self, batch: list[Finished]) -> None:
-        """Store a batch of outcomes (from this thread, or from a slot when idle)."""
+    def store(self, batch: list[Finished], take: int = 0) -> list[bytes]:
+        """Store a batch of outcomes (from this thread, or from a slot when idle); with
+        ``take``, also take up to that many entries from the inbox, in the same call, and
+        return them (the caller now holds those leases)."""
         successes = [f for f in batch if f.done is not None]
+        taken: list[bytes] = []
         if successes:
             done = [f.done for f in successes if f.done is not None]
-            stored = persist("be acknowledged", done[0].task_id,
-                             lambda done=done: self.scripts.ack(  # type: ignore[misc]
-                                 self.worker_id, done, self.ttl_ms,
-                                 int(time.time() * 1000)))
+            stored, taken = persist("be acknowledged", done[0].task_id,
+                                    lambda done=done: self.scripts.ack_and_take(  # type: ignore[misc]
+                                        self.worker_id, done, self.ttl_ms,
+                                        int(time.time() * 1000), take))
             for f, ok in zip(successes, stored):
                 if ok:
                     log.info("task=%s name=%s completed on worker=%s in %.3fs",
@@ -128,6 +131,7 @@ class Acker(threading.Thread):
             if f.done is None:
                 self._fail(f)
             self.holding.release(f.lease.task_id)
+        return taken
 
     def _fail(self, f: Finished) -> None:
         lease, outcome = f.lease, f.outcome

@@ -77,17 +77,23 @@ class Fetcher(threading.Thread):
                 self.idle.give(wanted)
                 self.stopping.wait(FETCH_TIMEOUT)
                 continue
-            entries = reply[1] if reply else []
-            for raw in entries:
-                if raw == SENTINEL:
-                    continue
-                lease = signals.parse_lease(raw)
-                if lease is None:
-                    log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
-                              raw[:80])
-                    continue
-                self.on_take(lease)
-                self.ready.put(lease)
-                wanted -= 1
+            wanted -= self.deliver(reply[1] if reply else [])
             if wanted:
                 self.idle.give(wanted)
+
+    def deliver(self, entries: list[bytes]) -> int:
+        """Hand inbox entries taken from Redis (here, or by a slot's ack) to the slots;
+        how many leases they held."""
+        delivered = 0
+        for raw in entries:
+            if raw == SENTINEL:
+                continue
+            lease = signals.parse_lease(raw)
+            if lease is None:
+                log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
+                          raw[:80])
+                continue
+            self.on_take(lease)
+            self.ready.put(lease)
+            delivered += 1
+        return delivered

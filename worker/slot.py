@@ -7,6 +7,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -30,7 +31,8 @@ POLL = 0.2
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
                  runner: Runner, ready: queue.Queue[Lease], idle: IdleSlots, acker: Acker,
-                 holding: Holding, stopping: threading.Event) -> None:
+                 holding: Holding, stopping: threading.Event,
+                 deliver: Callable[[list[bytes]], int]) -> None:
         super().__init__(name=f"slot-{index}", daemon=True)
         self.worker_id = worker_id
         self.client = client
@@ -41,6 +43,7 @@ class Slot(threading.Thread):
         self.acker = acker
         self.holding = holding
         self.stopping = stopping
+        self.deliver = deliver  # hands leases this slot took from the inbox to the slots
         self.current: str | None = None  # the task id this slot runs, if any
 
     def run(self) -> None:
@@ -60,13 +63,17 @@ class Slot(threading.Thread):
                 self.holding.release(lease.task_id)
             finally:
                 self.current = None  # first: the ack thread must not wait for this slot
+            if finished is not None and self.ready.empty() and self.acker.idle():
+                # Alone: no batch to wait for, no thread hop, and the same call takes this
+                # slot's next lease when one waits in the inbox.
+                take = 0 if self.stopping.is_set() else 1
+                if self.deliver(self.acker.store([finished], take)):
+                    continue
                 self.idle.give()
-            if finished is None:
-                continue
-            if self.ready.empty() and self.acker.idle():
-                self.acker.store([finished])  # alone: no batch to wait for, no thread hop
             else:
-                self.acker.submit(finished)
+                self.idle.give()
+                if finished is not None:
+                    self.acker.submit(finished)
 
     def handle(self, lease: Lease) -> Finished:
         self.holding.start(lease.task_id)

@@ -118,7 +118,7 @@ class Worker:
                    for _ in range(self.concurrency)]
         self.heartbeat.beat()
         self.slots = [Slot(i, self.id, self.client, self.keys, r, self.ready, self.idle,
-                           self.acker, self.holding, self.fetching)
+                           self.acker, self.holding, self.fetching, self.fetcher.deliver)
                       for i, r in enumerate(runners)]
         for thread in (*self.slots, self.acker, self.fetcher, self.heartbeat, self.marker,
                        self.reconciler):

@@ -55,6 +55,9 @@ PLAN: list[tuple[str, Layout, Workload]] = [
     ("priority_aging", Layout(2, 1, priority=True, aging=True), workloads.priority),
 ]
 
+OURS_ONLY = ["layered", "idle", "dispatcher_scale"]
+WORKLOADS = [name for name, _, _ in PLAN] + OURS_ONLY
+
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -97,12 +100,13 @@ class Session:
             self.layout, self.server, self.broker = None, None, None
 
 
-def run_system(system: System, logdir: Path, rec: Records, cfg: Config) -> dict[str, Figures]:
+def run_system(system: System, logdir: Path, rec: Records, cfg: Config,
+               only: set[str] | None = None) -> dict[str, Figures]:
     out: dict[str, Figures] = {}
     session = Session(system, logdir, rec)
     try:
         for name, layout, fn in PLAN:
-            if not applies(system, name, layout):
+            if not applies(system, name, layout) or (only and name not in only):
                 continue
             started = time.monotonic()
             try:
@@ -118,13 +122,14 @@ def run_system(system: System, logdir: Path, rec: Records, cfg: Config) -> dict[
                 log(f"{system.name} {name}: FAILED {type(exc).__name__}: {exc}")
                 session.close()
         if system.name == "ours":
-            out.update(ours_only(system, session, rec, cfg))
+            out.update(ours_only(system, session, rec, cfg, only))
     finally:
         session.close()
     return out
 
 
-def ours_only(system: System, session: Session, rec: Records, cfg: Config) -> dict[str, Figures]:
+def ours_only(system: System, session: Session, rec: Records, cfg: Config,
+              only: set[str] | None = None) -> dict[str, Figures]:
     from bench.compare import ours_workloads
     from bench.compare.ours import Ours
 
@@ -136,6 +141,8 @@ def ours_only(system: System, session: Session, rec: Records, cfg: Config) -> di
         ("dispatcher_scale", Layout(0, 1), lambda: ours_workloads.dispatcher_scale(system, cfg)),
     ]
     for name, layout, fn in steps:
+        if only and name not in only:
+            continue
         try:
             session.ensure(layout)
             out[name] = fn()
@@ -175,6 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="every workload small")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated, of: {', '.join(SYSTEMS)}")
+    parser.add_argument("--workloads", default="",
+                        help=f"comma-separated subset, of: {', '.join(WORKLOADS)} (default all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="folder for <timestamp>.json and .png")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs")
@@ -183,6 +192,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown:
         parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    args.workloads = {w.strip() for w in args.workloads.split(",") if w.strip()}
+    unknown = sorted(args.workloads - set(WORKLOADS))
+    if unknown:
+        parser.error(f"unknown workloads {unknown}; known: {', '.join(WORKLOADS)}")
     return args
 
 
@@ -216,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = {w: {"error": f"not installed: {exc}"} for w, _, _ in PLAN}
                 continue
             started = time.monotonic()
-            results[name] = run_system(system, logdir, rec, cfg)
+            results[name] = run_system(system, logdir, rec, cfg, args.workloads or None)
             log(f"{name}: done in {time.monotonic() - started:.0f}s")
         rec.close()
     finally:

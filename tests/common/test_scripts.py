@@ -512,6 +512,32 @@ def test_ack_in_a_batch_refuses_only_the_entries_whose_lease_moved_on(db: Db) ->
     assert db.wake() == [f"a|{W}|1"]
 
 
+def test_ack_and_take_hands_over_the_next_inbox_entries_in_the_same_call(db: Db) -> None:
+    db.put_flow(3)
+    for t in "abc":
+        db.put_task(t)
+    tokens = db.lease("a", "b", "c")
+    db.client.lpop(db.keys.inbox(W))  # the worker fetched "a" and ran it
+
+    stored, taken = db.scripts.ack_and_take(
+        W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok")], TTL, FINISHED, 1)
+    assert stored == [True]
+    assert db.state("a") == "completed"
+    assert [signals.parse_lease(raw).task_id for raw in taken] == ["b"]  # type: ignore[union-attr]
+    assert [lease.task_id for lease in db.inbox()] == ["c"]
+    assert db.leases() == {f"b|{tokens['b']}", f"c|{tokens['c']}"}  # still leased, not lost
+
+
+def test_ack_and_take_of_an_empty_inbox_takes_nothing(db: Db) -> None:
+    db.put_flow(1)
+    db.put_task("a")
+    token = db.lease("a")["a"]
+    db.client.lpop(db.keys.inbox(W))
+    stored, taken = db.scripts.ack_and_take(
+        W, [Done("a", token, Q, FLOW, STARTED, b"ok")], TTL, FINISHED, 2)
+    assert (stored, taken) == ([True], [])
+
+
 def test_ack_queues_a_dependent_exactly_when_its_last_upstream_completes(db: Db) -> None:
     db.put_flow(3)
     child = Child("c", "later", 5.0)
