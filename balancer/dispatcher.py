@@ -341,9 +341,12 @@ class Dispatcher:
                 if n < 0:
                     return
                 assigned += n
-        # A full batch was taken: more may be waiting behind it.
+        # A full batch was taken and a worker still has room: more may be waiting behind it
+        # for that room. With every eligible worker full, the next ack signal wakes us.
         self._again = assigned > 0 and any(
-            len(ready[q]) >= min(ASSIGN_BATCH, room[q]) for q in ready)
+            len(ready[q]) >= min(ASSIGN_BATCH, room[q])
+            and any(w.serves(q) and w.free_for(depths[q]) > 0 for w in self.view.workers.values())
+            for q in ready)
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

@@ -12,6 +12,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from common import signals
 from common.models import QueueConfig
 
 ALL_QUEUES = "*"
@@ -25,7 +26,7 @@ NEAR_MAX = 8
 # Prefetch: a queue whose tasks take much less than a dispatch round trip may lease a few
 # more tasks per slot than slots, so that workers never wait for the dispatcher.
 PREFETCH_TARGET_MS = 20.0
-PREFETCH_MAX = 8
+PREFETCH_MAX = signals.PREFETCH_MAX
 
 
 @dataclass

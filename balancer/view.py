@@ -38,10 +38,13 @@ class ClusterView:
             self.durations.setdefault(queue, {})[worker_id] = float(ms)
         return view if new else None
 
-    def acked(self, worker_id: str, count: int) -> None:
+    def acked(self, worker_id: str, held: int) -> None:
+        """The worker finished tasks and holds ``held`` leases now. The count may predate a
+        batch leased since: too low, it costs an assign that finds no room (the script
+        counts for itself and answers the truth)."""
         view = self.workers.get(worker_id)
         if view is not None:
-            view.leased = max(0, view.leased - count)
+            view.leased = held
 
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""

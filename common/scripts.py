@@ -137,17 +137,20 @@ class Scripts:
         )
         return bool(existed), int(leased)
 
-    def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int
-            ) -> list[bool]:
-        """Store a batch of results; per task, False when its lease had moved on."""
-        return self.ack_and_take(worker_id, done, ttl_ms, finished_ms, 0)[0]
+    def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int,
+            quiet_above: int = -1) -> list[bool]:
+        """Store a batch of results; per task, False when its lease had moved on. The
+        dispatcher is signalled unless the worker still holds more than ``quiet_above``
+        leases (-1: always)."""
+        return self.ack_and_take(worker_id, done, ttl_ms, finished_ms, 0, quiet_above)[0]
 
     def ack_and_take(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
-                     finished_ms: int, take: int) -> tuple[list[bool], list[bytes]]:
+                     finished_ms: int, take: int, quiet_above: int = -1
+                     ) -> tuple[list[bool], list[bytes]]:
         """``ack``, then take up to ``take`` entries from the worker's inbox."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id)]
-        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take]
+        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,

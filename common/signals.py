@@ -6,7 +6,7 @@ The Lua scripts write the same formats; this module is the only Python that read
 
     s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work
     r                         a retry was scheduled in ``delayed``
-    a|<worker>|<n>            a worker acknowledged n tasks: n slots are free again
+    a|<worker>|<n>            a worker finished tasks and holds n leases now
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
     q                         a queue's configuration changed
@@ -16,6 +16,17 @@ The Lua scripts write the same formats; this module is the only Python that read
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The most tasks the dispatcher leases per slot of a worker (for queues of very short
+# tasks). It refills a worker once it has run down to half that, so a worker holding more
+# leases acknowledges quietly: a signal then would wake the dispatcher for nothing.
+PREFETCH_MAX = 8
+
+
+def ack_quiet_above(capacity: int) -> int:
+    """Leases a worker of ``capacity`` slots may hold and still ack without a signal."""
+    return capacity * PREFETCH_MAX // 2
+
 
 SUBMITTED = "s"
 RETRY = "r"
@@ -30,7 +41,7 @@ CASCADE = "c"
 class Signal:
     kind: str
     worker: str = ""
-    leased: int = 0  # heartbeat: tasks leased to the worker; ack: tasks acknowledged
+    leased: int = 0  # heartbeat, ack: tasks leased to the worker now
     blob: bytes = b""
     queues: tuple[str, ...] = ()  # submitted: the queues that got tasks
 

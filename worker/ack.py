@@ -62,7 +62,7 @@ def persist(what: str, task_id: str, call: Callable[[], T]) -> T:
 
 class Acker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
-                 holding: Holding, busy: Callable[[], int]) -> None:
+                 holding: Holding, busy: Callable[[], int], quiet_above: int = -1) -> None:
         super().__init__(name=f"ack-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.holding = holding
@@ -70,6 +70,8 @@ class Acker(threading.Thread):
         self.scripts = scripts
         self.settings = settings
         self.ttl_ms = int(settings.result_ttl * 1000)
+        # Past this many leases held, an ack wakes no dispatcher (it would not refill).
+        self.quiet_above = quiet_above
         self._pending: list[Finished] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -120,7 +122,7 @@ class Acker(threading.Thread):
             stored, taken = persist("be acknowledged", done[0].task_id,
                                     lambda done=done: self.scripts.ack_and_take(  # type: ignore[misc]
                                         self.worker_id, done, self.ttl_ms,
-                                        int(time.time() * 1000), take))
+                                        int(time.time() * 1000), take, self.quiet_above))
             for f, ok in zip(successes, stored):
                 if ok:
                     log.info("task=%s name=%s completed on worker=%s in %.3fs",

@@ -84,7 +84,8 @@ class Worker:
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready,
                                self.holding.add, self.fetching)
-        self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy)
+        self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
+                           signals.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
                                      lambda: self.heartbeat.leased, self.stopped)

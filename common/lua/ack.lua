@@ -6,12 +6,15 @@
 -- one round trip per task instead of an ack and then a fetch.
 -- KEYS: leases, inflight, wake, deadlines, inbox, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
--- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, then per task:
+-- The ack signal says how many leases the worker still holds; a worker holding more than
+-- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up.
+-- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
+--       then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
 --       then (child id, child score) per child
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local a, k = 6, 6
+local a, k = 7, 6
 local out, per_queue, per_flow, stored = {}, {}, {}, 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -47,7 +50,10 @@ for t = 1, tonumber(ARGV[4]) do
 end
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl) end
-if stored > 0 then redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. stored) end
+if stored > 0 then
+  local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
+  if quiet < 0 or held <= quiet then redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. held) end
+end
 local taken = {}
 if tonumber(ARGV[5]) > 0 then taken = redis.call('LPOP', KEYS[5], ARGV[5]) or {} end
 return {out, taken}

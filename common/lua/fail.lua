@@ -22,7 +22,7 @@ local function settle(code)
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
 if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
-redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|1')
+redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|' .. redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)
 if mode == 'crash' then

@@ -442,7 +442,7 @@ def test_ack_stores_the_result_and_frees_the_slot(db: Db) -> None:
     assert db.leases() == set()
     assert db.inflight() == "0"
     assert db.deadlines() == set()
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"a|{W}|0"]
     assert db.flow("remaining") == "1"
 
 
@@ -490,9 +490,9 @@ def test_ack_of_a_batch_frees_slots_per_queue_settles_per_flow_and_signals_once(
     for flow in ("f1", "f2"):
         assert (db.flow("state", flow), db.flow("remaining", flow)) == ("completed", "0")
         assert db.client.lrange(db.keys.flow_done(flow), 0, -1) == [b"completed"]
-    assert db.wake() == [f"a|{W}|3"]
+    assert db.wake() == [f"a|{W}|0"]
     signal = signals.parse(db.client.lindex(db.keys.wake, 0))  # type: ignore[arg-type]
-    assert signal == signals.Signal(signals.ACK, worker=W, leased=3)
+    assert signal == signals.Signal(signals.ACK, worker=W, leased=0)
 
 
 def test_ack_in_a_batch_refuses_only_the_entries_whose_lease_moved_on(db: Db) -> None:
@@ -526,6 +526,22 @@ def test_ack_and_take_hands_over_the_next_inbox_entries_in_the_same_call(db: Db)
     assert [signals.parse_lease(raw).task_id for raw in taken] == ["b"]  # type: ignore[union-attr]
     assert [lease.task_id for lease in db.inbox()] == ["c"]
     assert db.leases() == {f"b|{tokens['b']}", f"c|{tokens['c']}"}  # still leased, not lost
+
+
+def test_ack_wakes_the_dispatcher_only_once_the_worker_is_down_to_its_refill_point(
+        db: Db) -> None:
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t)
+    tokens = db.lease("a", "b", "c", "d")
+    for t in "ab":  # 3 then 2 leases left: above the refill point of 2, no signal
+        assert db.scripts.ack(W, [Done(t, tokens[t], Q, FLOW, STARTED, b"ok")], TTL,
+                              FINISHED, quiet_above=2) == [True]
+    assert db.wake() == [f"a|{W}|2"]  # the second ack left 2: due a refill
+    db.client.delete(db.keys.wake)
+    assert db.scripts.ack(W, [Done("c", tokens["c"], Q, FLOW, STARTED, b"ok")], TTL,
+                          FINISHED, quiet_above=2) == [True]
+    assert db.wake() == [f"a|{W}|1"]
 
 
 def test_ack_and_take_of_an_empty_inbox_takes_nothing(db: Db) -> None:
@@ -699,7 +715,7 @@ def test_fail_with_retries_left_schedules_a_retry(db: Db) -> None:
     assert db.deadlines() == set()
     assert db.flow("remaining") == "1"
     assert db.client.llen(db.keys.cascade) == 0
-    assert db.wake() == [f"a|{W}|1", "r"]  # the slot is free; a retry waits in delayed
+    assert db.wake() == [f"a|{W}|0", "r"]  # the slot is free; a retry waits in delayed
 
 
 def test_fail_backs_off_exponentially(db: Db) -> None:
@@ -724,7 +740,7 @@ def test_fail_without_retries_left_fails_cascades_and_settles_the_flow(db: Db) -
     assert 0 < db.client.pttl(db.keys.task("a")) <= TTL
     assert db.client.zscore(db.keys.delayed, "a") is None
     assert strings(db.client.lrange(db.keys.cascade, 0, -1)) == ["a"]
-    assert db.wake() == [f"a|{W}|1", signals.CASCADE]
+    assert db.wake() == [f"a|{W}|0", signals.CASCADE]
     flow = db.client.hgetall(db.keys.flow(FLOW))
     assert (flow[b"state"], flow[b"failed"], flow[b"remaining"]) == (b"failed", b"1", b"0")
     assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"failed"]
@@ -740,7 +756,7 @@ def test_fail_in_final_mode_fails_even_with_retries_left(db: Db) -> None:
         "failed", "timeout", W, token)
     # No dependents: nothing to cascade; the flow still has another task.
     assert db.client.llen(db.keys.cascade) == 0
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"a|{W}|0"]
     assert (db.flow("state"), db.flow("failed")) == ("running", "1")
 
 
@@ -865,7 +881,7 @@ def test_fail_in_crash_mode_requeues_at_once_and_counts_a_loss(db: Db) -> None:
     assert db.deadlines() == set()
     assert db.inflight() == "0"
     assert db.flow("remaining") == "1"
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"a|{W}|0"]
 
 
 def test_fail_in_crash_mode_quarantines_at_the_poison_threshold(db: Db) -> None:
