@@ -15,6 +15,7 @@ import importlib
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A plain SIGTERM would skip the finally blocks that stop every server and worker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("redis-server") is None:
         print("redis-server is not on PATH: the benchmark starts private servers",
               file=sys.stderr)
