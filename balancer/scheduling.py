@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from common import signals
 from common.models import QueueConfig
@@ -25,7 +25,7 @@ SPREAD = 0.05
 NEAR_MAX = 8
 # Prefetch: a queue whose tasks take much less than a dispatch round trip may lease a few
 # more tasks per slot than slots, so that workers never wait for the dispatcher.
-PREFETCH_TARGET_MS = 20.0
+PREFETCH_TARGET_MS = signals.PREFETCH_TARGET_MS
 PREFETCH_MAX = signals.PREFETCH_MAX
 
 
@@ -41,6 +41,7 @@ class WorkerView:
     memory: float = 0.0
     last_seen: float = 0.0
     info: dict[str, object] = field(default_factory=dict)
+    long_running: int = 0  # slots busy with a long task: nothing is prefetched behind them
 
     def serves(self, queue: str) -> bool:
         return queue in self.queues or ALL_QUEUES in self.queues
@@ -53,12 +54,17 @@ class WorkerView:
         """Leases it may still take when each slot may hold ``depth`` tasks.
 
         With prefetch (depth > 1) a worker is refilled only once it has run down to half
-        its prefetch: one batch then carries many tasks instead of one per ack.
+        its prefetch: one batch then carries many tasks instead of one per ack. A slot
+        running a long task counts as one lease and gets no prefetch: what waited behind
+        it would wait for the long task while another worker may be free.
         """
-        limit = self.capacity * depth
-        if depth > 1 and self.leased > limit // 2:
+        if depth == 1:
+            return max(0, self.capacity - self.leased)
+        long = min(self.long_running, self.capacity, self.leased)
+        limit, leased = (self.capacity - long) * depth, self.leased - long
+        if leased > limit // 2:
             return 0
-        return max(0, limit - self.leased)
+        return max(0, limit - leased)
 
 
 def load(worker: WorkerView) -> float:
@@ -75,7 +81,7 @@ def prefetch_depth(mean_task_ms: float | None) -> int:
     1 (no prefetch) unless tasks are known to be much shorter than PREFETCH_TARGET_MS:
     a long task must never wait in an inbox while another worker has a free slot.
     """
-    if mean_task_ms is None or mean_task_ms >= PREFETCH_TARGET_MS / 2:
+    if mean_task_ms is None or not signals.may_prefetch(mean_task_ms):
         return 1
     return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
 
@@ -101,8 +107,7 @@ def plan_batch(
     spends microseconds per decision. The caller applies what the lease script accepted.
     """
     room = {w.id: w.free_for(depth) for w in workers if w.serves(queue)}
-    views = {w.id: WorkerView(w.id, w.queues, w.capacity, w.leased, w.cpu, w.memory)
-             for w in workers if room.get(w.id, 0) > 0}
+    views = {w.id: replace(w) for w in workers if room.get(w.id, 0) > 0}
     heap = [(load(v), i, v.id) for i, v in enumerate(views.values())]
     heapq.heapify(heap)
     plan: dict[str, list[str]] = {}

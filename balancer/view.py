@@ -30,6 +30,7 @@ class ClusterView:
         view.queues = frozenset(info.queues)
         view.capacity = info.capacity
         view.leased = leased
+        view.long_running = info.long_running
         view.cpu = info.pressure
         view.memory = info.memory
         view.last_seen = now
@@ -45,6 +46,7 @@ class ClusterView:
         view = self.workers.get(worker_id)
         if view is not None:
             view.leased = held
+            view.long_running = min(view.long_running, held)  # a long run may have ended
 
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""

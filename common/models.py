@@ -93,6 +93,9 @@ class WorkerInfo:
     queues: tuple[str, ...]
     capacity: int
     running: int = 0
+    # Slots busy with a task that ran past the prefetch horizon: leases prefetched behind
+    # one would wait for it, so the dispatcher prefetches only for the other slots.
+    long_running: int = 0
     cpu: float = 0.0  # use of the cores the worker may run on, 0..1
     pressure: float = 0.0  # the part of that use from other processes, 0..1
     memory: float = 0.0  # host memory use, 0..1

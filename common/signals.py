@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The most tasks the dispatcher leases per slot of a worker (for queues of very short
-# tasks). It refills a worker once it has run down to half that, so a worker holding more
-# leases acknowledges quietly: a signal then would wake the dispatcher for nothing.
+# Prefetch, agreed by dispatcher and workers: a queue whose tasks take much less than
+# PREFETCH_TARGET_MS may have up to PREFETCH_MAX tasks leased per slot. A worker is
+# refilled once it has run down to half that, so a worker holding more leases acknowledges
+# quietly: a signal then would wake the dispatcher for nothing.
+PREFETCH_TARGET_MS = 20.0
 PREFETCH_MAX = 8
+
+
+def may_prefetch(mean_task_ms: float | None) -> bool:
+    """Whether tasks of this mean run time are short enough to be leased ahead."""
+    return mean_task_ms is not None and mean_task_ms < PREFETCH_TARGET_MS / 2
 
 
 def ack_quiet_above(capacity: int) -> int:

@@ -82,13 +82,16 @@ class Heartbeat(threading.Thread):
                                                       self.ttl_ms)
         return existed
 
+    def beat_now(self) -> None:
+        """Beat out of turn: something the dispatcher should know at once has changed."""
+        if not self.beat():
+            log.warning("worker=%s had been declared dead; registered again", self.worker_id)
+
     def run(self) -> None:
         failing = False
         while not self.stopping.wait(self.settings.heartbeat_interval):
             try:
-                if not self.beat():
-                    log.warning("worker=%s had been declared dead; registered again",
-                                self.worker_id)
+                self.beat_now()
                 if failing:
                     log.info("worker=%s reached Redis again", self.worker_id)
                 failing = False

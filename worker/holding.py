@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
+from common import signals
 from common.signals import Lease
 
 EWMA = 0.2
@@ -20,6 +21,7 @@ class Holding:
         self._lock = threading.Lock()
         self._leases: dict[str, Lease] = {}
         self._started: dict[str, float] = {}  # task id -> monotonic start, until marked
+        self._long: set[str] = set()  # marked: running past the marker's threshold
         self._durations: dict[str, float] = {}  # queue -> mean ms
 
     def add(self, lease: Lease) -> None:
@@ -39,6 +41,7 @@ class Holding:
         with self._lock:
             self._leases.pop(task_id, None)
             self._started.pop(task_id, None)
+            self._long.discard(task_id)
 
     def ids(self) -> set[str]:
         with self._lock:
@@ -51,7 +54,18 @@ class Holding:
             due = [t for t, at in self._started.items() if at <= cutoff]
             for t in due:
                 del self._started[t]
+            self._long.update(due)
             return [self._leases[t] for t in due if t in self._leases]
+
+    def long_running(self) -> int:
+        """How many tasks ``running_longer_than`` reported are still running."""
+        with self._lock:
+            return len(self._long)
+
+    def runs_short_tasks(self) -> bool:
+        """Whether a queue of this worker has tasks short enough to be prefetched."""
+        with self._lock:
+            return any(signals.may_prefetch(ms) for ms in self._durations.values())
 
     def durations(self) -> dict[str, float]:
         with self._lock:

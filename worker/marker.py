@@ -2,18 +2,24 @@
 
 Short tasks finish before anyone could look, so marking them would only cost a write
 each; a task still running after ``AFTER`` seconds is worth showing (and the reaper
-does not depend on this mark: it tells started tasks from the inbox).
+does not depend on this mark: it tells started tasks from the inbox). Such a task is also
+long next to the prefetch horizon, so the worker is then told to make way (hand back what
+was prefetched behind it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+from collections.abc import Callable
 
 import redis
 
 from common.scripts import Scripts
 from worker.holding import Holding
+
+log = logging.getLogger("worker")
 
 AFTER = 0.05
 EVERY = 0.05
@@ -21,18 +27,22 @@ EVERY = 0.05
 
 class Marker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, holding: Holding,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, make_way: Callable[[], None] = lambda: None
+                 ) -> None:
         super().__init__(name=f"mark-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.scripts = scripts
         self.holding = holding
         self.stopping = stopping
+        self.make_way = make_way
 
     def run(self) -> None:
         while not self.stopping.wait(EVERY):
             due = self.holding.running_longer_than(AFTER)
             if due:
-                # Lost on an outage: the task only shows as assigned a little longer.
+                # Lost on an outage: the task only shows as assigned a little longer, and
+                # what was prefetched behind it waits for it (the reconciler goes on).
                 with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                     self.scripts.mark_running(self.worker_id,
                                               [(lease.task_id, lease.token) for lease in due])
+                    self.make_way()

@@ -86,7 +86,8 @@ class Worker:
                                self.holding.add, self.fetching)
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
                            signals.ack_quiet_above(concurrency))
-        self.marker = Marker(self.id, self.scripts, self.holding, self.stopped)
+        self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
+                             self.make_way)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
                                      lambda: self.heartbeat.leased, self.stopped)
 
@@ -98,7 +99,8 @@ class Worker:
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
-            running=self.busy(), cpu=cpu, pressure=pressure, memory=memory,
+            running=self.busy(), long_running=self.holding.long_running(), cpu=cpu,
+            pressure=pressure, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
             durations=self.holding.durations())
 
@@ -205,25 +207,37 @@ class Worker:
             log.error("worker=%s could not deregister: %s", self.id, exc)
         log.info("worker=%s stopped", self.id)
 
-    def hand_back(self) -> int:
-        """Return to their queues the tasks waiting in the inbox, and those fetched but
-        not started."""
-        unstarted: list[Lease] = []
-        while True:
+    def make_way(self) -> None:
+        """A task ran past the prefetch horizon: tasks prefetched behind it would wait for
+        it. Hand them back and tell the dispatcher at once (the heartbeat counts the long
+        run), so that it leases them to a worker with a free slot and prefetches here only
+        for the other slots."""
+        if self.draining:
+            return
+        handed = self.hand_back(unstarted=False, why="prefetched behind a long run")
+        if handed or self.holding.runs_short_tasks():
+            self.heartbeat.beat_now()
+
+    def hand_back(self, unstarted: bool = True, why: str = "unstarted") -> int:
+        """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,
+        those fetched but not started. An entry the fetcher takes meanwhile stays leased."""
+        fetched: list[Lease] = []
+        while unstarted:
             try:
-                unstarted.append(self.ready.get_nowait())
+                fetched.append(self.ready.get_nowait())
             except queue.Empty:
                 break
         entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
         waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
         tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
                  for lease in waiting]
-        tasks += [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in unstarted]
+        tasks += [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in fetched]
         if not tasks:
             return 0
         n = self.scripts.release(self.id, tasks)
-        for lease in unstarted:
+        for lease in fetched:
             self.holding.release(lease.task_id)
         if n:
-            log.info("worker=%s handed back %d unstarted tasks", self.id, n)
+            log.info("worker=%s handed back %d tasks (%s): %s", self.id, n, why,
+                     ",".join(t.task_id for t in tasks[:10]))
         return n

@@ -1,6 +1,8 @@
 -- A worker hands back tasks leased to it that it will not run: unstarted ones on
--- shutdown, and ones it lost track of (a reply lost with a dropped connection).
--- They go back to their queue at their original place.
+-- shutdown, ones prefetched behind a long run, and ones it lost track of (a reply lost
+-- with a dropped connection). They go back to their queue at their original place.
+-- A task handed back with its inbox entry is left alone if the entry is gone: the
+-- worker's fetcher took it meanwhile and runs it.
 -- KEYS: inbox, leases, inflight, wake, deadlines, then (task, queue)...
 -- ARGV: worker id, then (inbox entry or "", task id, token, queue name)...
 -- Returns how many it handed back.
@@ -9,8 +11,8 @@ for j = 0, (#KEYS - 5) / 2 - 1 do
   local task, queue = KEYS[6 + 2 * j], KEYS[7 + 2 * j]
   local entry, id, token, name = ARGV[2 + 4 * j], ARGV[3 + 4 * j], ARGV[4 + 4 * j],
     ARGV[5 + 4 * j]
-  if entry ~= '' then redis.call('LREM', KEYS[1], 1, entry) end
-  if unlease(KEYS[2], id, token) then
+  if (entry == '' or redis.call('LREM', KEYS[1], 1, entry) == 1)
+      and unlease(KEYS[2], id, token) then
     if counted(token) then redis.call('HINCRBY', KEYS[3], name, -1) end
     redis.call('ZREM', KEYS[5], id .. '|' .. ARGV[1] .. '|' .. token)
     requeue(task, queue, id)

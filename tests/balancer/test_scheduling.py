@@ -232,6 +232,24 @@ def test_a_prefetching_worker_is_refilled_only_below_half_and_then_to_the_full_d
     assert plan == {"w": ["0", "1", "2", "3"]}  # filled back to 8 in one batch
 
 
+def test_nothing_is_prefetched_behind_a_slot_running_a_long_task() -> None:
+    busy = WorkerView("w", frozenset({"q"}), capacity=1, leased=1, long_running=1)
+    assert busy.free_for(8) == 0  # its only slot is taken by the long run
+    assert busy.free_for(1) == 0
+    half = WorkerView("w", frozenset({"q"}), capacity=2, leased=1, long_running=1)
+    assert half.free_for(8) == 8  # the other slot is prefetched for as usual
+    idle_again = WorkerView("w", frozenset({"q"}), capacity=1, leased=0, long_running=1)
+    assert idle_again.free_for(8) == 8  # a long run that no longer holds a lease is over
+
+
+def test_plan_batch_sends_short_tasks_past_a_worker_busy_with_a_long_run() -> None:
+    long = WorkerView("long", frozenset({"q"}), capacity=1, leased=1, long_running=1)
+    free = WorkerView("free", frozenset({"q"}), capacity=1, leased=0)
+    plan = scheduling.plan_batch("q", [str(i) for i in range(6)], [long, free],
+                                 random.Random(0), depth=8)
+    assert plan == {"free": [str(i) for i in range(6)]}
+
+
 def test_plan_batch_scales_to_a_thousand_workers_and_respects_every_room() -> None:
     rng = random.Random(7)
     workers = [WorkerView(f"w{i}", frozenset({"q"}), capacity=2, leased=rng.randint(0, 2))

@@ -1211,6 +1211,16 @@ def test_release_hands_back_inbox_entries_at_their_place(db: Db) -> None:
     assert db.wake() == [signals.SUBMITTED]
 
 
+def test_release_leaves_a_task_whose_entry_the_worker_took_meanwhile(db: Db) -> None:
+    db.put_task("a", score=1.0)
+    token = db.lease("a")["a"]
+    [entry] = db.inbox()
+    db.client.lpop(db.keys.inbox(W))  # the fetcher took it between the read and the release
+    assert db.scripts.release(W, [LeasedTask("a", Q, token, inbox_entry=entry.raw)]) == 0
+    assert db.leases() == {f"a|{token}"}  # still leased: the worker runs it
+    assert db.queued() == {}
+
+
 def test_release_hands_back_a_running_task_the_worker_lost_track_of(db: Db) -> None:
     db.put_task("a", score=1.0, timeout=10)
     token = db.lease("a")["a"]

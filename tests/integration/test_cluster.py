@@ -47,6 +47,40 @@ def test_a_200_task_flow_completes_on_two_worker_processes(
     assert len(workers_used) == 2
 
 
+def test_tasks_prefetched_behind_a_long_run_are_handed_to_the_free_worker(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    for name in ("left", "right"):
+        procs.worker("--concurrency", "1", "--pool", "thread", "--name", name)
+    _workers_up(real, keys, 2)
+    # Teach the cluster that this queue's tasks are very short: it prefetches them.
+    with Flow("warm-up") as warm:
+        for _ in range(40):
+            tasks.whoami()
+    assert warm.submit(real, namespace=namespace).wait(timeout=30) == "completed"
+    time.sleep(2.5)  # heartbeats carry the durations to the dispatcher
+
+    with Flow("long-then-short") as flow:
+        long = tasks.sleep_for(3.0)
+        shorts = [tasks.whoami() for _ in range(12)]
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+
+    def record(node: object) -> tuple[str, int]:
+        worker, finished = real.hmget(keys.task(run.ids[node]), ["worker", "finished"])
+        return worker.decode(), int(finished)
+
+    long_worker, long_finished = record(long)
+    for short in shorts:
+        worker, finished = record(short)
+        assert finished < long_finished, "a short task waited behind the long one"
+        assert worker != long_worker
+    logs = "".join(procs.log(p) for p in procs.procs)
+    assert "prefetched behind a long run" in logs
+
+
 def test_seed_samples_run_against_the_cluster_in_order(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:

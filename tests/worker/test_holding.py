@@ -33,6 +33,27 @@ def test_only_runs_past_the_threshold_are_reported_and_only_once() -> None:
     assert holding.running_longer_than(0.05) == []
 
 
+def test_a_reported_long_run_counts_until_its_lease_is_released() -> None:
+    holding = Holding()
+    holding.add(lease("a"))
+    holding.start("a")
+    time.sleep(0.06)
+    assert holding.long_running() == 0  # not reported yet
+    holding.running_longer_than(0.05)
+    assert holding.long_running() == 1
+    holding.release("a")
+    assert holding.long_running() == 0
+
+
+def test_a_worker_runs_short_tasks_when_a_queue_mean_is_under_the_prefetch_horizon() -> None:
+    holding = Holding()
+    assert not holding.runs_short_tasks()  # nothing known yet
+    holding.finish("slow", 500.0)
+    assert not holding.runs_short_tasks()
+    holding.finish("fast", 0.5)
+    assert holding.runs_short_tasks()
+
+
 def test_durations_are_a_moving_mean_per_queue() -> None:
     holding = Holding()
     holding.finish("q", 10.0)
