@@ -214,8 +214,12 @@ class Worker:
         for the other slots."""
         if self.draining:
             return
-        handed = self.hand_back(unstarted=False, why="prefetched behind a long run")
-        if handed or self.holding.runs_short_tasks():
+        # The heartbeat goes first, so that the dispatcher does not lease the tasks handed
+        # back to this worker again.
+        told = self.holding.runs_short_tasks()
+        if told:
+            self.heartbeat.beat_now()
+        if self.hand_back(unstarted=False, why="prefetched behind a long run") and not told:
             self.heartbeat.beat_now()
 
     def hand_back(self, unstarted: bool = True, why: str = "unstarted") -> int:
