@@ -85,7 +85,7 @@ class FlowRun:
 
     def task_state(self, item: Node | Task) -> str:
         """pending (upstream not done), queued (in its queue, or leased to a worker and not
-        yet marked running: a task is marked running once it has run for 50 ms), running,
+        yet marked running: a task is marked running once it has run for 20 ms), running,
         retrying, completed, failed, upstream_failed, or dead (quarantined)."""
         state, deps = self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"])
         return _state(state, deps)

@@ -15,7 +15,7 @@ from common import codec
 class TaskState:
     """Every state a task passes through. Transitions happen only inside the Lua scripts.
 
-    pending -(deps met)-> queued -(leased, and run for 50 ms)-> running -(ack)-> completed
+    pending -(deps met)-> queued -(leased, and run for 20 ms)-> running -(ack)-> completed
     queued|running -(error, retries left)-> retrying -(due)-> queued
     queued|running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
     leased -(worker dead)-> queued, or dead (quarantined) past the poison threshold

@@ -16,13 +16,17 @@ from collections.abc import Callable
 
 import redis
 
+from common import signals
 from common.scripts import Scripts
 from worker.holding import Holding
 
 log = logging.getLogger("worker")
 
-AFTER = 0.05
-EVERY = 0.05
+# Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
+# make way for what was prefetched behind it. Checked every EVERY seconds (no Redis call
+# unless a task crossed).
+AFTER = signals.PREFETCH_TARGET_MS / 1000
+EVERY = 0.01
 
 
 class Marker(threading.Thread):
