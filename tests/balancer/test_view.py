@@ -21,3 +21,23 @@ def test_queue_durations_are_the_mean_over_workers_and_forget_departed_ones() ->
     view.forget("a")
     assert view.mean_duration("q") is None
     assert view.durations == {"q": {}}
+
+
+def test_an_ack_sets_what_the_worker_holds_and_ends_long_runs_it_no_longer_holds() -> None:
+    view = ClusterView()
+    info = WorkerInfo("a", ("q",), capacity=2, long_running=1)
+    view.heartbeat("a", 6, info.to_blob(), now=1.0)
+    worker = view.workers["a"]
+    assert (worker.leased, worker.long_running) == (6, 1)
+    assert worker.free_for(8) == 0  # one slot busy with a long run, 5 leases behind it
+    view.acked("a", 3)
+    assert (worker.leased, worker.long_running) == (3, 1)
+    view.acked("a", 0)  # holds nothing: the long run is over
+    assert (worker.leased, worker.long_running) == (0, 0)
+    assert worker.free_for(8) == 16
+
+
+def test_an_ack_of_an_unknown_worker_is_ignored() -> None:
+    view = ClusterView()
+    view.acked("ghost", 3)
+    assert view.workers == {}
