@@ -10,7 +10,6 @@ was prefetched behind it).
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable
 
@@ -19,8 +18,6 @@ import redis
 from common import signals
 from common.scripts import Scripts
 from worker.holding import Holding
-
-log = logging.getLogger("worker")
 
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
 # make way for what was prefetched behind it. Checked every EVERY seconds (no Redis call
