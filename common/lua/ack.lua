@@ -7,7 +7,8 @@
 -- KEYS: leases, inflight, wake, deadlines, inbox, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
--- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up.
+-- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
+-- unless the call queued dependents (they are new work for the dispatcher).
 -- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
 --       then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
@@ -15,7 +16,7 @@
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
 local a, k = 7, 6
-local out, per_queue, per_flow, stored = {}, {}, {}, 0
+local out, per_queue, per_flow, stored, unlocked = {}, {}, {}, 0, 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local children = tonumber(ARGV[a + 6])
@@ -30,6 +31,7 @@ for t = 1, tonumber(ARGV[4]) do
     for c = 0, children - 1 do
       if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
         redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 8 + 2 * c], ARGV[a + 7 + 2 * c])
+        unlocked = unlocked + 1
       end
     end
     if counted(token) then per_queue[queue] = (per_queue[queue] or 0) + 1 end
@@ -52,7 +54,9 @@ for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -c
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl) end
 if stored > 0 then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
-  if quiet < 0 or held <= quiet then redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. held) end
+  if quiet < 0 or held <= quiet or unlocked > 0 then
+    redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. held)
+  end
 end
 local taken = {}
 if tonumber(ARGV[5]) > 0 then taken = redis.call('LPOP', KEYS[5], ARGV[5]) or {} end

@@ -544,6 +544,20 @@ def test_ack_wakes_the_dispatcher_only_once_the_worker_is_down_to_its_refill_poi
     assert db.wake() == [f"a|{W}|1"]
 
 
+def test_a_quiet_ack_still_wakes_the_dispatcher_when_it_queued_a_dependent(db: Db) -> None:
+    db.put_flow(5)
+    child = Child("c", Q, 5.0)
+    db.put_task("a", children=[child])
+    db.put_task("c", state="pending", upstream=1)
+    for t in "xyz":
+        db.put_task(t)
+    tokens = db.lease("a", "x", "y", "z")
+    assert db.scripts.ack(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok", False, [child])],
+                          TTL, FINISHED, quiet_above=2) == [True]
+    assert db.queued() == {"c": 5.0}
+    assert db.wake() == [f"a|{W}|3"]  # 3 held is above 2, but "c" is new work
+
+
 def test_ack_and_take_of_an_empty_inbox_takes_nothing(db: Db) -> None:
     db.put_flow(1)
     db.put_task("a")
