@@ -66,6 +66,11 @@ class Dispatcher:
         self._clock_at = 0.0
         self._offset_ms = 0.0
         self._idle = False  # the last look found every servable queue empty
+        # Queues the last look read and found empty, and what became ready in them since,
+        # when submit signals listed it all (a small flow to an idle cluster): those tasks
+        # can be leased without reading the queue again.
+        self._seen_empty: frozenset[str] = frozenset()
+        self._known: dict[str, list[str]] | None = None
         self._again = False  # work is left that needs no signal to continue
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
@@ -93,7 +98,7 @@ class Dispatcher:
             except Exception:
                 # A bug or a corrupt record must not take the dispatcher down: log, pause, go on.
                 log.exception("dispatcher=%s: unexpected error; continuing", self.id)
-                self._idle = False
+                self._stale()
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
         self._resign()
@@ -162,7 +167,7 @@ class Dispatcher:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
                 self.view.workers[wid] = view
         self._refresh_queues()
-        self._idle = False
+        self._stale()
         self._next_due = None
         self._cascade_pending = True
         self._deadlines_pending = True
@@ -201,31 +206,48 @@ class Dispatcher:
                 parsed.append(signal)
         return parsed
 
+    def _stale(self) -> None:
+        """Queues may hold tasks we were not told of: read them before leasing."""
+        self._idle = False
+        self._seen_empty = frozenset()
+        self._known = None
+
     def _apply(self, batch: list[signals.Signal]) -> None:
         now = self.clock()
+        known = self._known if self._known is not None else {} if self._seen_empty else None
         for s in batch:
             if s.kind == signals.HEARTBEAT:
                 new = self.view.heartbeat(s.worker, s.leased, s.blob, now)
                 if new is not None:
                     log.info("worker=%s registered: queues=%s capacity=%d", new.id,
                              ",".join(sorted(new.queues)), new.capacity)
-                    self._idle = False
+                    self._stale()
+                    known = None
             elif s.kind == signals.ACK:
                 self.view.acked(s.worker, s.leased)
-                self._idle = False
+                self._stale()  # its dependents may have been queued
+                known = None
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:
                 self._idle = False
+                if known is not None and s.ready is not None and s.queues[0] in self._seen_empty:
+                    known.setdefault(s.queues[0], []).extend(s.ready)
+                else:
+                    self._stale()
+                    known = None
                 if not self.queue_names.issuperset(s.queues):
                     self._configs_at = 0.0  # a queue we do not know yet: read its config
             elif s.kind == signals.QUEUES:
                 self._configs_at = 0.0
-                self._idle = False
+                self._stale()
+                known = None
             elif s.kind == signals.CASCADE:
                 self._cascade_pending = True
             elif s.kind == signals.GONE:
                 self._reap(s.worker, seen_before_ms=0, why="deregistered")
+                known = None
+        self._known = known or None
 
     def _timers(self) -> None:
         now = self.clock()
@@ -268,7 +290,7 @@ class Dispatcher:
             return
         moved, self._next_due = self.upkeep.promote(now)
         if moved:
-            self._idle = False
+            self._stale()
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()
@@ -292,7 +314,7 @@ class Dispatcher:
                 view.last_seen = self.clock()
             return
         self.view.forget(worker_id)
-        self._idle = False
+        self._stale()
         level = logging.INFO if why == "deregistered" else logging.WARNING
         log.log(level, "worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id,
                 why, requeued, dead, ",".join(ids[:20]))
@@ -312,6 +334,9 @@ class Dispatcher:
                   for q in self.queue_names}
         room = {q: sum(w.free_for(d) for w in self.view.workers.values() if w.serves(q))
                 for q, d in depths.items()}
+        known, self._known = self._known, None
+        if known and self._lease_known(known, depths, room):
+            return
         servable = sorted(q for q, r in room.items() if r > 0)
         if not servable:
             return  # nothing can take work; an ack or a new worker will wake us
@@ -324,6 +349,7 @@ class Dispatcher:
         rows = pipe.execute()
         inflight = {k.decode(): int(v) for k, v in (rows.pop() if limits else {}).items()}
         ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
+        self._seen_empty = frozenset(q for q in servable if q not in ready)
         if not ready:
             self._idle = True
             return
@@ -347,6 +373,24 @@ class Dispatcher:
             len(ready[q]) >= min(ASSIGN_BATCH, room[q])
             and any(w.serves(q) and w.free_for(depths[q]) > 0 for w in self.view.workers.values())
             for q in ready)
+
+    def _lease_known(self, known: dict[str, list[str]], depths: dict[str, int],
+                     room: dict[str, int]) -> bool:
+        """Lease the tasks submit signals listed without reading their queues, when those
+        queues held nothing else and every listed task fits: then order and limits do not
+        matter, and the read would return just these ids. False (nothing done) otherwise."""
+        for queue, ids in known.items():
+            config = self._config(queue)
+            if (queue not in self._seen_empty or config.paused
+                    or config.concurrency_limit is not None or len(ids) > room.get(queue, 0)):
+                return False
+        for queue, ids in known.items():
+            plan = scheduling.plan_batch(queue, ids, list(self.view.workers.values()),
+                                         self.rng, depths[queue])
+            for worker_id, batch in plan.items():
+                if self._assign(worker_id, queue, batch, depths[queue]) < 0:
+                    return True
+        return True
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

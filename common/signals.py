@@ -5,6 +5,8 @@ a little latency, never a task, because the dispatcher also looks on a timer.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
     s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work
+    S|<queue>|<id>,<id>...    a small submit made these tasks of one queue ready (and no
+                              other): an idle dispatcher leases them without reading it
     r                         a retry was scheduled in ``delayed``
     a|<worker>|<n>            a worker finished tasks and holds n leases now
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
@@ -36,6 +38,7 @@ def ack_quiet_above(capacity: int) -> int:
 
 
 SUBMITTED = "s"
+READY = "S"  # parsed as SUBMITTED, with the ids in ``ready``
 RETRY = "r"
 ACK = "a"
 HEARTBEAT = "h"
@@ -51,11 +54,21 @@ class Signal:
     leased: int = 0  # heartbeat, ack: tasks leased to the worker now
     blob: bytes = b""
     queues: tuple[str, ...] = ()  # submitted: the queues that got tasks
+    ready: tuple[str, ...] | None = None  # submitted to one queue: the ids, when listed
 
 
-def submitted(queues: set[str]) -> str:
-    """The signal a submit sends: queue names never hold spaces."""
-    return SUBMITTED + ("|" + " ".join(sorted(queues)) if queues else "")
+# A submit lists the ids of the tasks it made ready when they are this few, of one queue.
+LISTED_IDS = 16
+
+
+def submitted(ready: dict[str, list[str]]) -> str:
+    """The signal a submit sends, given the ids it made ready per queue it touched. Queue
+    names hold no spaces (they may hold "|"); task ids are hex."""
+    if len(ready) == 1:
+        [(queue, ids)] = ready.items()
+        if 0 < len(ids) <= LISTED_IDS:
+            return f"{READY}|{queue}|{','.join(ids)}"
+    return SUBMITTED + ("|" + " ".join(sorted(ready)) if ready else "")
 
 
 def parse(raw: bytes) -> Signal | None:
@@ -65,6 +78,12 @@ def parse(raw: bytes) -> Signal | None:
         k = kind.decode()
         if k == SUBMITTED:
             return Signal(k, queues=tuple(rest.decode().split()))
+        if k == READY:
+            queue, _, ids = rest.decode().rpartition("|")
+            listed = tuple(i for i in ids.split(",") if i)
+            if not queue or not listed:
+                return None
+            return Signal(SUBMITTED, queues=(queue,), ready=listed)
         if k in (RETRY, QUEUES, CASCADE):
             return Signal(k)
         if k == ACK:

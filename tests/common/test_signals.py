@@ -239,6 +239,18 @@ def test_parse_lease_of_arbitrary_bytes_returns_a_lease_or_none(raw: bytes) -> N
 def test_a_submitted_signal_names_its_queues_and_a_retry_signal_parses() -> None:
     from common.signals import RETRY, SUBMITTED, parse, submitted
 
-    assert parse(submitted({"b", "a"}).encode()) == Signal(SUBMITTED, queues=("a", "b"))
+    assert parse(submitted({"b": [], "a": ["1"]}).encode()) == Signal(SUBMITTED,
+                                                                      queues=("a", "b"))
     assert parse(b"s") == Signal(SUBMITTED)
     assert parse(b"r") == Signal(RETRY)
+
+
+def test_a_small_submit_to_one_queue_lists_its_ready_ids() -> None:
+    from common.signals import LISTED_IDS, SUBMITTED, parse, submitted
+
+    signal = parse(submitted({"odd|name=x,y": ["a1", "b2"]}).encode())
+    assert signal == Signal(SUBMITTED, queues=("odd|name=x,y",), ready=("a1", "b2"))
+    many = [f"{i:x}" for i in range(LISTED_IDS + 1)]
+    assert parse(submitted({"q": many}).encode()) == Signal(SUBMITTED, queues=("q",))
+    assert parse(submitted({"q": []}).encode()) == Signal(SUBMITTED, queues=("q",))
+    assert parse(b"S|q|") is None and parse(b"S||a1") is None

@@ -1,0 +1,119 @@
+"""The dispatcher loop on fakeredis, step by step: what it reads and what it leases."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+import redis
+
+from balancer import Flow, task
+from balancer.dispatcher import Dispatcher
+from common import signals
+from common.keys import Keys
+from common.models import QueueConfig, WorkerInfo
+from common.scripts import Scripts
+from common.settings import Settings
+
+
+@task
+def work(n: int) -> int:
+    return n
+
+
+@pytest.fixture
+def setup(fake: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
+    settings = settings.replace(dispatch_tick=0.01)
+    keys = Keys(settings.namespace)
+    Scripts(fake, keys).heartbeat("w", WorkerInfo("w", ("default",), 10).to_blob(), 60_000)
+    dispatcher = Dispatcher(fake, settings, rng=random.Random(0))
+    reads: list[str] = []
+    real_pipeline = fake.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real_pipeline(*args, **kwargs)
+        zrange = pipe.zrange
+
+        def counted(name: str, *rest: Any, **kw: Any) -> Any:
+            reads.append(name)
+            return zrange(name, *rest, **kw)
+
+        pipe.zrange = counted
+        return pipe
+
+    monkeypatch.setattr(fake, "pipeline", counting_pipeline)
+    return dispatcher, keys, reads
+
+
+def submit(fake: redis.Redis, settings: Settings, n: int) -> None:
+    with Flow("f") as flow:
+        for i in range(n):
+            work(i)
+    flow.submit(fake, namespace=settings.namespace)
+
+
+def inbox(fake: redis.Redis, keys: Keys) -> list[str]:
+    return [lease.task_id for lease in map(signals.parse_lease,
+                                             fake.lrange(keys.inbox("w"), 0, -1)) if lease]
+
+
+def settle(dispatcher: Dispatcher, steps: int = 5) -> None:
+    for _ in range(steps):
+        dispatcher.step()
+
+
+def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    submit(fake, settings, 1)
+    settle(dispatcher)  # the first submit is read from the queue; then the queue is empty
+    assert len(inbox(fake, keys)) == 1 and dispatcher._idle
+    reads.clear()
+    submit(fake, settings, 3)
+    dispatcher.step()
+    assert len(inbox(fake, keys)) == 4
+    assert reads == []  # leased from the ids the submit signal listed
+    assert fake.zcard(keys.queue("default")) == 0
+
+
+def test_a_submit_that_does_not_fit_is_read_from_the_queue_in_order(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    reads.clear()
+    submit(fake, settings, 12)  # 9 free slots: they do not all fit
+    dispatcher.step()
+    assert reads  # fell back to reading the queue head
+    assert len(inbox(fake, keys)) == 10
+    assert fake.zcard(keys.queue("default")) == 3
+
+
+def test_a_listed_submit_to_a_queue_not_seen_empty_is_read_from_the_queue(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    reads.clear()
+    # A task the dispatcher was not told of (as after a lost signal) sits in the queue.
+    fake.zadd(keys.queue("default"), {"unannounced": 0.0})
+    fake.hset(keys.task("unannounced"), mapping={"fn": "tests.x:y", "args": b"",
+                                                 "queue": "default", "flow": "f"})
+    dispatcher._stale()
+    submit(fake, settings, 2)
+    dispatcher.step()
+    assert reads  # the queue was read: the unannounced task goes first
+    assert "unannounced" in inbox(fake, keys)
+
+
+def test_a_paused_queue_gets_nothing_from_a_listed_submit(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    dispatcher.configs["default"] = QueueConfig("default", paused=True)
+    submit(fake, settings, 2)
+    dispatcher.step()
+    assert len(inbox(fake, keys)) == 1
+    assert fake.zcard(keys.queue("default")) == 2
