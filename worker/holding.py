@@ -22,6 +22,7 @@ class Holding:
         self._leases: dict[str, Lease] = {}
         self._started: dict[str, float] = {}  # task id -> monotonic start, until marked
         self._long: set[str] = set()  # marked: running past the marker's threshold
+        self._any_started = threading.Event()  # wakes the marker from its idle wait
         self._durations: dict[str, float] = {}  # queue -> mean ms
 
     def add(self, lease: Lease) -> None:
@@ -31,6 +32,20 @@ class Holding:
     def start(self, task_id: str) -> None:
         with self._lock:
             self._started[task_id] = time.monotonic()
+        self._any_started.set()
+
+    def next_long_in(self, seconds: float) -> float | None:
+        """Seconds until the oldest run not reported yet passes ``seconds``; None when no
+        such run goes on."""
+        with self._lock:
+            if not self._started:
+                return None
+            return max(0.0, min(self._started.values()) + seconds - time.monotonic())
+
+    def wait_for_start(self, timeout: float) -> None:
+        """Sleep until a task starts (or ``timeout``): an idle worker's marker costs nothing."""
+        self._any_started.wait(timeout)
+        self._any_started.clear()
 
     def finish(self, queue: str, took_ms: float) -> None:
         with self._lock:

@@ -20,10 +20,10 @@ from common.scripts import Scripts
 from worker.holding import Holding
 
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
-# make way for what was prefetched behind it. Checked every EVERY seconds (no Redis call
-# unless a task crossed).
+# make way for what was prefetched behind it. The marker sleeps until the oldest run
+# crosses it, or until a task starts when none runs.
 AFTER = signals.PREFETCH_TARGET_MS / 1000
-EVERY = 0.01
+IDLE_WAIT = 1.0
 
 
 class Marker(threading.Thread):
@@ -38,7 +38,14 @@ class Marker(threading.Thread):
         self.make_way = make_way
 
     def run(self) -> None:
-        while not self.stopping.wait(EVERY):
+        while not self.stopping.is_set():
+            delay = self.holding.next_long_in(AFTER)
+            if delay is None:
+                self.holding.wait_for_start(IDLE_WAIT)
+                continue
+            if delay > 0:
+                self.stopping.wait(delay)
+                continue
             due = self.holding.running_longer_than(AFTER)
             if due:
                 # Lost on an outage: the task only shows as assigned a little longer, and

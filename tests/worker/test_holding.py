@@ -54,6 +54,20 @@ def test_a_worker_runs_short_tasks_when_a_queue_mean_is_under_the_prefetch_horiz
     assert holding.runs_short_tasks()
 
 
+def test_the_marker_knows_when_the_oldest_run_turns_long_and_waits_for_a_start_if_none(
+        ) -> None:
+    holding = Holding()
+    assert holding.next_long_in(0.05) is None  # nothing runs: nothing to wait for
+    threading.Timer(0.05, holding.start, ["a"]).start()
+    holding.wait_for_start(timeout=5.0)  # returns when "a" starts, not after 5 s
+    delay = holding.next_long_in(0.05)
+    assert delay is not None and 0.0 < delay <= 0.05
+    time.sleep(0.06)
+    assert holding.next_long_in(0.05) == 0.0
+    holding.running_longer_than(0.05)
+    assert holding.next_long_in(0.05) is None  # reported: no longer waited for
+
+
 def test_durations_are_a_moving_mean_per_queue() -> None:
     holding = Holding()
     holding.finish("q", 10.0)
