@@ -123,11 +123,11 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
     pipe.sadd(keys.queues, *{r["queue"] for r in records.values()} or {"default"})
-    for queue in flow.queues().values():
-        conf = {k: v for k, v in (("priority", queue.priority),
-                                  ("concurrency_limit", queue.concurrency_limit)) if v is not None}
+    for given in flow.queues().values():
+        conf = {k: v for k, v in (("priority", given.priority),
+                                  ("concurrency_limit", given.concurrency_limit)) if v is not None}
         if conf:
-            pipe.hset(keys.queue_conf(queue.name), mapping=conf)
+            pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
     touched = {r["queue"]: list(ready.get(r["queue"], {})) for r in records.values()}
