@@ -130,7 +130,7 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    touched = {r["queue"]: list(ready.get(r["queue"], {})) for r in records.values()}
+    touched = {q: list(ready.get(q, ())) for q in {r["queue"] for r in records.values()}}
     pipe.rpush(keys.wake, signals.QUEUES if flow.queues() else signals.submitted(touched))
     pipe.execute()
     log.info("submitted flow=%s name=%s tasks=%d", flow_id, flow.name, len(nodes))
