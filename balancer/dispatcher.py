@@ -359,14 +359,10 @@ class Dispatcher:
         assigned = 0
         for q in order:
             limit = scheduling.queue_room(self._config(q), inflight.get(q, 0))
-            task_ids = ready[q] if limit is None else ready[q][:limit]
-            plan = scheduling.plan_batch(q, task_ids, list(self.view.workers.values()),
-                                         self.rng, depths[q])
-            for worker_id, batch in plan.items():
-                n = self._assign(worker_id, q, batch, depths[q])
-                if n < 0:
-                    return
-                assigned += n
+            n = self._lease(q, ready[q] if limit is None else ready[q][:limit], depths[q])
+            if n < 0:
+                return
+            assigned += n
         # A full batch was taken and a worker still has room: more may be waiting behind it
         # for that room. With every eligible worker full, the next ack signal wakes us.
         self._again = assigned > 0 and any(
@@ -385,12 +381,22 @@ class Dispatcher:
                     or config.concurrency_limit is not None or len(ids) > room.get(queue, 0)):
                 return False
         for queue, ids in known.items():
-            plan = scheduling.plan_batch(queue, ids, list(self.view.workers.values()),
-                                         self.rng, depths[queue])
-            for worker_id, batch in plan.items():
-                if self._assign(worker_id, queue, batch, depths[queue]) < 0:
-                    return True
+            if self._lease(queue, ids, depths[queue]) < 0:
+                break
         return True
+
+    def _lease(self, queue: str, task_ids: list[str], depth: int) -> int:
+        """Lease ready tasks of one queue, each to the least-loaded eligible worker; how
+        many were leased, or -1 once we lost the lead."""
+        plan = scheduling.plan_batch(queue, task_ids, list(self.view.workers.values()),
+                                     self.rng, depth)
+        leased = 0
+        for worker_id, batch in plan.items():
+            n = self._assign(worker_id, queue, batch, depth)
+            if n < 0:
+                return -1
+            leased += n
+        return leased
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

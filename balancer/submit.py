@@ -122,7 +122,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
         pipe.hset(keys.task(task_id), mapping=record)
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
-    pipe.sadd(keys.queues, *{r["queue"] for r in records.values()} or {"default"})
+    touched = {r["queue"] for r in records.values()}
+    pipe.sadd(keys.queues, *touched or {"default"})
     for given in flow.queues().values():
         conf = {k: v for k, v in (("priority", given.priority),
                                   ("concurrency_limit", given.concurrency_limit)) if v is not None}
@@ -130,8 +131,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    touched = {q: list(ready.get(q, ())) for q in {r["queue"] for r in records.values()}}
-    pipe.rpush(keys.wake, signals.QUEUES if flow.queues() else signals.submitted(touched))
+    pipe.rpush(keys.wake, signals.QUEUES if flow.queues() else
+               signals.submitted({q: list(ready.get(q, ())) for q in touched}))
     pipe.execute()
     log.info("submitted flow=%s name=%s tasks=%d", flow_id, flow.name, len(nodes))
     return FlowRun(client, keys, flow_id, flow, ids)

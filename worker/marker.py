@@ -28,8 +28,7 @@ IDLE_WAIT = 1.0
 
 class Marker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, holding: Holding,
-                 stopping: threading.Event, make_way: Callable[[], None] = lambda: None
-                 ) -> None:
+                 stopping: threading.Event, make_way: Callable[[], None]) -> None:
         super().__init__(name=f"mark-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.scripts = scripts
