@@ -63,13 +63,19 @@ def settle(dispatcher: Dispatcher, steps: int = 5) -> None:
         dispatcher.step()
 
 
+def idle_after_one(fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """One task submitted and leased (read from the queue), then the queue found empty."""
+    dispatcher, _, reads = setup
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    reads.clear()
+
+
 def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
-    submit(fake, settings, 1)
-    settle(dispatcher)  # the first submit is read from the queue; then the queue is empty
+    idle_after_one(fake, settings, setup)
     assert len(inbox(fake, keys)) == 1 and dispatcher._idle
-    reads.clear()
     submit(fake, settings, 3)
     dispatcher.step()
     assert len(inbox(fake, keys)) == 4
@@ -80,9 +86,7 @@ def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
 def test_a_submit_that_does_not_fit_is_read_from_the_queue_in_order(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
-    submit(fake, settings, 1)
-    settle(dispatcher)
-    reads.clear()
+    idle_after_one(fake, settings, setup)
     submit(fake, settings, 12)  # 9 free slots: they do not all fit
     dispatcher.step()
     assert reads  # fell back to reading the queue head
@@ -93,9 +97,7 @@ def test_a_submit_that_does_not_fit_is_read_from_the_queue_in_order(
 def test_a_listed_submit_to_a_queue_not_seen_empty_is_read_from_the_queue(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
-    submit(fake, settings, 1)
-    settle(dispatcher)
-    reads.clear()
+    idle_after_one(fake, settings, setup)
     # A task the dispatcher was not told of (as after a lost signal) sits in the queue.
     fake.zadd(keys.queue("default"), {"unannounced": 0.0})
     fake.hset(keys.task("unannounced"), mapping={"fn": "tests.x:y", "args": b"",
@@ -110,8 +112,7 @@ def test_a_listed_submit_to_a_queue_not_seen_empty_is_read_from_the_queue(
 def test_a_paused_queue_gets_nothing_from_a_listed_submit(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, _ = setup
-    submit(fake, settings, 1)
-    settle(dispatcher)
+    idle_after_one(fake, settings, setup)
     dispatcher.configs["default"] = QueueConfig("default", paused=True)
     submit(fake, settings, 2)
     dispatcher.step()

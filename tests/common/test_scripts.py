@@ -108,6 +108,15 @@ class Db:
         assert sorted(tokens) == sorted(task_ids)
         return tokens
 
+    def join(self) -> tuple[Child, dict[str, str]]:
+        """A flow of three: "a" and "b" leased, "c" pending on both (queued at 5.0)."""
+        self.put_flow(3)
+        child = Child("c", Q, 5.0)
+        self.put_task("a", children=[child])
+        self.put_task("b", children=[child])
+        self.put_task("c", state="pending", upstream=2)
+        return child, self.lease("a", "b")
+
     def ack(self, task_id: str, token: str, *children: Child, worker: str = W,
             result: bytes = b"", queue: str = Q, flow: str = FLOW,
             has_deadline: bool = False, finished_ms: int = FINISHED) -> bool:
@@ -589,12 +598,7 @@ def test_ack_queues_a_dependent_exactly_when_its_last_upstream_completes(db: Db)
 
 
 def test_ack_of_both_upstreams_in_one_batch_queues_the_dependent_once(db: Db) -> None:
-    db.put_flow(3)
-    child = Child("c", Q, 5.0)
-    db.put_task("a", children=[child])
-    db.put_task("b", children=[child])
-    db.put_task("c", state="pending", upstream=2)
-    tokens = db.lease("a", "b")
+    child, tokens = db.join()
     assert db.scripts.ack(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"", False, [child]),
                               Done("b", tokens["b"], Q, FLOW, STARTED, b"", False, [child])],
                           TTL, FINISHED) == [True, True]
@@ -604,12 +608,7 @@ def test_ack_of_both_upstreams_in_one_batch_queues_the_dependent_once(db: Db) ->
 
 
 def test_ack_never_queues_a_dependent_whose_other_upstream_failed(db: Db) -> None:
-    db.put_flow(3)
-    child = Child("c", Q, 5.0)
-    db.put_task("a", children=[child])
-    db.put_task("b", children=[child])
-    db.put_task("c", state="pending", upstream=2)
-    tokens = db.lease("a", "b")
+    child, tokens = db.join()
     assert db.fail("b", tokens["b"], "final") == FAIL_FAILED
     assert db.scripts.cascade("b", FLOW, b"upstream b failed", ["c"], TTL) == 1
 
@@ -621,12 +620,7 @@ def test_ack_never_queues_a_dependent_whose_other_upstream_failed(db: Db) -> Non
 
 
 def test_ack_replayed_by_the_same_lease_answers_true_and_changes_nothing(db: Db) -> None:
-    db.put_flow(3)
-    child = Child("c", Q, 5.0)
-    db.put_task("a", children=[child])
-    db.put_task("b", children=[child])
-    db.put_task("c", state="pending", upstream=2)
-    tokens = db.lease("a", "b")
+    child, tokens = db.join()
     assert db.ack("a", tokens["a"], child, result=b"first")
     before = db.task("a")
     # The reply was lost; the worker acks again: accepted, but counted once.
