@@ -36,6 +36,10 @@ CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
 ASSIGN_BATCH = 1000
 UNSERVED_WARNING = 30.0
+# An idle dispatcher reads the queues again this often even without a signal: signals are
+# hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
+# must cost seconds, never a task left waiting forever.
+IDLE_RECHECK = 5.0
 
 
 class Dispatcher:
@@ -66,6 +70,7 @@ class Dispatcher:
         self._clock_at = 0.0
         self._offset_ms = 0.0
         self._idle = False  # the last look found every servable queue empty
+        self._looked_at = 0.0  # when the last look read the queues
         # Queues the last look read and found empty, and what became ready in them since,
         # when submit signals listed it all (a small flow to an idle cluster): those tasks
         # can be leased without reading the queue again.
@@ -261,6 +266,8 @@ class Dispatcher:
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._expire_overdue()
         self._warn_unserved()
+        if self._idle and now - self._looked_at > IDLE_RECHECK:
+            self._stale()
         for worker in self.view.dead(now, self.settings.worker_timeout):
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._reap(worker.id, seen_before_ms=seen_before, why="missed heartbeats")
@@ -347,6 +354,7 @@ class Dispatcher:
         if limits:
             pipe.hgetall(self.keys.inflight)
         rows = pipe.execute()
+        self._looked_at = self.clock()
         inflight = {k.decode(): int(v) for k, v in (rows.pop() if limits else {}).items()}
         ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         self._seen_empty = frozenset(q for q in servable if q not in ready)

@@ -1,7 +1,8 @@
 """Short messages on the ``wake`` list that tell the dispatcher something changed.
 
 The dispatcher BLPOPs the list instead of polling. Signals are hints: losing one costs
-a little latency, never a task, because the dispatcher also looks on a timer.
+a little latency, never a task, because an idle dispatcher reads the queues again every
+few seconds (``balancer.dispatcher.IDLE_RECHECK``) and a new leader reads everything.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
     s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from balancer import Flow, task
-from balancer.dispatcher import Dispatcher
+from balancer.dispatcher import IDLE_RECHECK, Dispatcher
 from common import signals
 from common.keys import Keys
 from common.models import QueueConfig, WorkerInfo
@@ -118,3 +118,19 @@ def test_a_paused_queue_gets_nothing_from_a_listed_submit(
     dispatcher.step()
     assert len(inbox(fake, keys)) == 1
     assert fake.zcard(keys.queue("default")) == 2
+
+
+def test_a_task_whose_signal_was_lost_is_leased_by_the_idle_recheck(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup)
+    now = [dispatcher.clock()]
+    dispatcher.clock = lambda: now[0]
+    submit(fake, settings, 1)
+    fake.delete(keys.wake)  # the submit's signal is lost
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 1  # idle, and nothing told it otherwise
+    now[0] += IDLE_RECHECK + 0.1
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 2
+    assert fake.zcard(keys.queue("default")) == 0
