@@ -164,10 +164,9 @@ class Dispatcher:
             pipe.hget(self.keys.worker(wid), "info")
             pipe.scard(self.keys.leases(wid))
         replies = pipe.execute()
-        now, redis_now = self.clock(), self.redis_now_ms()
         for i, (member, score) in enumerate(entries):
             wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
-            seen = now - max(0.0, redis_now - score) / 1000
+            seen = self._local_time(score)
             if info is None or self.view.heartbeat(wid, int(leased), info, seen) is None:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
                 self.view.workers[wid] = view
@@ -268,9 +267,23 @@ class Dispatcher:
         self._warn_unserved()
         if self._idle and now - self._looked_at > IDLE_RECHECK:
             self._stale()
-        for worker in self.view.dead(now, self.settings.worker_timeout):
+        if self.view.overdue(now, self.settings.worker_timeout):
+            self._recheck_liveness()
+        for worker in self.view.overdue(now, self.settings.worker_timeout):
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._reap(worker.id, seen_before_ms=seen_before, why="missed heartbeats")
+
+    def _recheck_liveness(self) -> None:
+        """Light heartbeats date a worker in ``workers`` without a signal: read those
+        dates (one ZRANGE for all workers) before calling anyone dead."""
+        for member, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True):
+            view = self.view.workers.get(member.decode())
+            if view is not None:
+                view.last_seen = max(view.last_seen, self._local_time(score))
+
+    def _local_time(self, redis_ms: float) -> float:
+        """Our clock's reading at the Redis time ``redis_ms`` (never later than now)."""
+        return self.clock() - max(0.0, self.redis_now_ms() - redis_ms) / 1000
 
     def _sync_clock(self) -> None:
         seconds, micros = self.client.time()

@@ -53,7 +53,9 @@ class ClusterView:
         seen = list(self.durations.get(queue, {}).values())
         return sum(seen) / len(seen) if seen else None
 
-    def dead(self, now: float, timeout: float) -> list[WorkerView]:
+    def overdue(self, now: float, timeout: float) -> list[WorkerView]:
+        """Workers not heard of for ``timeout``: dead, unless a light beat (which sends no
+        signal) dated them since."""
         return [w for w in self.workers.values() if now - w.last_seen > timeout]
 
     def forget(self, worker_id: str) -> None:

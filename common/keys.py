@@ -13,8 +13,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
 | queues               | set         | names of every queue ever used                              |
 | inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
-| worker:<id>          | hash (TTL)  | last heartbeat: queues, capacity, cpu, memory, host         |
-| workers              | zset        | worker id -> last heartbeat (Redis server time, ms)         |
+| worker:<id>          | hash (TTL)  | last full heartbeat: queues, capacity, load, host           |
+| workers              | zset        | worker id -> last heartbeat, full or light (Redis time, ms) |
 | inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |
 | leases:<id>          | set         | every task leased to that worker (inbox + running)          |
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |

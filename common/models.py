@@ -85,6 +85,12 @@ class QueueConfig:
         )
 
 
+# Changes of a host's load share (cpu pressure, memory) and of mean task run times (as a
+# fraction) that a worker does not report between full heartbeats.
+LOAD_NOISE = 0.1
+DURATION_NOISE = 0.25
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     """What a worker reports in each heartbeat."""
@@ -106,6 +112,21 @@ class WorkerInfo:
     started: float = field(default_factory=time.time)
     # Recent mean run time of tasks per queue, in ms: short tasks may be prefetched.
     durations: dict[str, float] = field(default_factory=dict)
+
+    def tells_more_than(self, sent: WorkerInfo) -> bool:
+        """Whether the dispatcher should hear this report although it heard ``sent``: what
+        it schedules by changed (slots, queues, long runs, the host's load beyond noise, the
+        tasks' run times), not just the jitter of a sample."""
+        if (self.queues, self.capacity, self.running, self.long_running) != (
+                sent.queues, sent.capacity, sent.running, sent.long_running):
+            return True
+        if (abs(self.pressure - sent.pressure) > LOAD_NOISE
+                or abs(self.memory - sent.memory) > LOAD_NOISE):
+            return True
+        if self.durations.keys() != sent.durations.keys():
+            return True
+        return any(abs(ms - sent.durations[q]) > DURATION_NOISE * max(sent.durations[q], 0.1)
+                   for q, ms in self.durations.items())
 
     def to_blob(self) -> bytes:
         data = asdict(self)

@@ -128,14 +128,24 @@ class Scripts:
 
     # -- worker ---------------------------------------------------------------------
 
-    def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> tuple[bool, int]:
+    def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> tuple[bool, int, int]:
+        """Register or refresh the worker and signal the dispatcher: (was registered,
+        leases held, Redis time ms)."""
         k = self.keys
-        existed, leased = self._run(
+        existed, leased, now_ms = self._run(
             "heartbeat",
             [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake],
             [worker_id, info, ttl_ms, WAKE_CAP],
         )
-        return bool(existed), int(leased)
+        return bool(existed), int(leased), int(now_ms)
+
+    def keep_alive(self, worker_id: str, redis_ms: int) -> bool:
+        """A light heartbeat: only the worker's time in ``workers``, with no signal. False
+        when the worker was not registered any more (reaped): it must beat in full.
+
+        A single ZADD is atomic on its own and needs no script; ``redis_ms`` is the
+        worker's reckoning of Redis time from its last full beat."""
+        return self.client.zadd(self.keys.workers, {worker_id: redis_ms}) == 0
 
     def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int,
             quiet_above: int = -1) -> list[bool]:

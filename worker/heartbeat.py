@@ -18,6 +18,8 @@ from common.settings import Settings
 
 log = logging.getLogger("worker")
 
+FULL_EVERY = 10  # beats: at most this many in a row are light
+
 
 class HostLoad:
     """Samples how loaded the cores this worker may run on are, and by whom.
@@ -65,6 +67,16 @@ class HostLoad:
 
 
 class Heartbeat(threading.Thread):
+    """Beats every ``heartbeat_interval``, in full or light.
+
+    A full beat (the heartbeat script) stores this worker's report and signals the
+    dispatcher; it goes out when the report tells something new (``tells_more_than``), and
+    at least every FULL_EVERY beats so that the dispatcher's counts never drift for long.
+    Otherwise a light beat, one ZADD of the worker's time in ``workers``, only proves it
+    lives: an idle cluster costs one command per worker per interval, not seven plus a
+    dispatcher wake-up.
+    """
+
     def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
                  info: Callable[[], WorkerInfo], stopping: threading.Event) -> None:
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
@@ -73,25 +85,46 @@ class Heartbeat(threading.Thread):
         self.settings = settings
         self.info = info
         self.stopping = stopping
-        self.ttl_ms = int(settings.worker_timeout * 1000)
-        self.leased = 0  # leases Redis counted at the last heartbeat
+        # The record outlives the light beats between two full ones; liveness is the time
+        # in ``workers``, which the dispatcher checks against worker_timeout.
+        self.ttl_ms = int((settings.worker_timeout
+                           + (FULL_EVERY + 1) * settings.heartbeat_interval) * 1000)
+        self.leased = 0  # leases Redis counted at the last full beat
+        self._sent: WorkerInfo | None = None  # the report of the last full beat
+        self._light = 0  # light beats since
+        self._clock_ms = 0.0  # Redis time minus monotonic time, from the last full beat
 
-    def beat(self) -> bool:
-        """Send one heartbeat; False when the registration had lapsed (we were reaped)."""
-        existed, self.leased = self.scripts.heartbeat(self.worker_id, self.info().to_blob(),
-                                                      self.ttl_ms)
+    def beat(self, info: WorkerInfo | None = None) -> bool:
+        """Send one full heartbeat; False when the registration had lapsed (we were reaped)."""
+        info = info or self.info()
+        t0 = time.monotonic()
+        existed, self.leased, redis_ms = self.scripts.heartbeat(self.worker_id, info.to_blob(),
+                                                                self.ttl_ms)
+        self._clock_ms = redis_ms - (t0 + time.monotonic()) * 500
+        self._sent, self._light = info, 0
         return existed
 
-    def beat_now(self) -> None:
-        """Beat out of turn: something the dispatcher should know at once has changed."""
-        if not self.beat():
+    def beat_now(self, info: WorkerInfo | None = None) -> None:
+        """Beat in full out of turn: something the dispatcher should know has changed."""
+        if not self.beat(info):
             log.warning("worker=%s had been declared dead; registered again", self.worker_id)
+
+    def tick(self) -> None:
+        """The beat of one interval: light when nothing worth telling changed."""
+        info = self.info()
+        if (self._sent is not None and self._light < FULL_EVERY - 1
+                and not info.tells_more_than(self._sent)
+                and self.scripts.keep_alive(self.worker_id,
+                                            int(time.monotonic() * 1000 + self._clock_ms))):
+            self._light += 1
+            return
+        self.beat_now(info)
 
     def run(self) -> None:
         failing = False
         while not self.stopping.wait(self.settings.heartbeat_interval):
             try:
-                self.beat_now()
+                self.tick()
                 if failing:
                     log.info("worker=%s reached Redis again", self.worker_id)
                 failing = False

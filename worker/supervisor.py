@@ -197,6 +197,8 @@ class Worker:
                         " dispatcher re-queues them", self.id, len(late))
         self.acker.close()
         self.stopped.set()
+        if self.heartbeat.is_alive():
+            self.heartbeat.join(5)  # no beat may re-register us after we deregister
         try:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)

@@ -1,11 +1,13 @@
 -- Record a worker's heartbeat and tell the dispatcher, with how many tasks it holds.
 -- KEYS: worker, workers, leases, wake
 -- ARGV: worker id, heartbeat (msgpack WorkerInfo), ttl ms, wake list cap
--- Returns {1 if the worker was registered already else 0, leased}.
+-- Returns {1 if the worker was registered already else 0, leased, Redis time ms}: the
+-- worker dates its light beats (a bare ZADD of workers) on this clock.
 local existed = 1 - redis.call('HSET', KEYS[1], 'info', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], now_ms(), ARGV[1])
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now, ARGV[1])
 local leased = redis.call('SCARD', KEYS[3])
 local length = redis.call('RPUSH', KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2])
 if length > tonumber(ARGV[4]) then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1) end
-return {existed, leased}
+return {existed, leased, now}

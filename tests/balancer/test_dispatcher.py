@@ -134,3 +134,27 @@ def test_a_task_whose_signal_was_lost_is_leased_by_the_idle_recheck(
     settle(dispatcher)
     assert len(inbox(fake, keys)) == 2
     assert fake.zcard(keys.queue("default")) == 0
+
+
+def test_a_worker_dated_by_light_beats_lives_and_a_silent_one_is_reaped(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    settle(dispatcher)
+    assert "w" in dispatcher.view.workers
+    now = [dispatcher.clock()]
+    dispatcher.clock = lambda: now[0]
+    silence = settings.worker_timeout + 1
+
+    def redis_ms() -> int:
+        seconds, micros = fake.time()
+        return seconds * 1000 + micros // 1000
+
+    now[0] += silence  # no signal from w all that time, but light beats
+    assert Scripts(fake, keys).keep_alive("w", redis_ms())
+    settle(dispatcher)
+    assert "w" in dispatcher.view.workers
+    fake.zadd(keys.workers, {"w": redis_ms() - silence * 1000})  # its last beat, long ago
+    now[0] += silence
+    settle(dispatcher)
+    assert "w" not in dispatcher.view.workers
+    assert fake.zscore(keys.workers, "w") is None

@@ -1,4 +1,5 @@
-"""Host load as a worker reports it: pressure from other processes on its own cores."""
+"""Heartbeats: host load as a worker reports it (pressure from other processes on its own
+cores), and which beats go out in full and which light."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from dataclasses import replace
 
 import pytest
+import redis
 
-from worker.heartbeat import HostLoad
+from common.keys import Keys
+from common.models import WorkerInfo
+from common.scripts import Scripts
+from common.settings import Settings
+from worker.heartbeat import FULL_EVERY, Heartbeat, HostLoad
 
 
 def _foreign_hog(core: int) -> int:
@@ -48,3 +56,58 @@ def test_the_workers_own_work_is_not_pressure() -> None:
     cpu, pressure, _, _ = host.sample()
     assert pressure <= cpu
     assert cpu - pressure >= 0.25 / len(host.cores)  # our own use was taken out
+
+
+class Reports:
+    """What the worker would report next; tests change it between beats."""
+
+    def __init__(self) -> None:
+        self.info = WorkerInfo("w", ("q",), 2, pressure=0.2, durations={"q": 10.0})
+
+    def __call__(self) -> WorkerInfo:
+        return self.info
+
+
+@pytest.fixture
+def beats(fake: redis.Redis, settings: Settings) -> tuple[Heartbeat, Reports, Keys]:
+    keys = Keys(settings.namespace)
+    reports = Reports()
+    heartbeat = Heartbeat("w", Scripts(fake, keys), settings, reports, threading.Event())
+    heartbeat.beat()
+    return heartbeat, reports, keys
+
+
+def signals_after_tick(fake: redis.Redis, keys: Keys, heartbeat: Heartbeat) -> int:
+    before = fake.llen(keys.wake)
+    heartbeat.tick()
+    return fake.llen(keys.wake) - before
+
+
+def test_an_unchanged_worker_beats_light_and_in_full_every_few_beats(
+        fake: redis.Redis, beats: tuple[Heartbeat, Reports, Keys]) -> None:
+    heartbeat, _, keys = beats
+    dated = fake.zscore(keys.workers, "w")
+    sent = [signals_after_tick(fake, keys, heartbeat) for _ in range(2 * FULL_EVERY)]
+    assert sent == ([0] * (FULL_EVERY - 1) + [1]) * 2
+    assert fake.zscore(keys.workers, "w") >= dated  # light beats dated it all along
+
+
+def test_jitter_of_load_stays_light_but_a_change_the_dispatcher_uses_is_sent_at_once(
+        fake: redis.Redis, beats: tuple[Heartbeat, Reports, Keys]) -> None:
+    heartbeat, reports, keys = beats
+    reports.info = replace(reports.info, pressure=0.25, durations={"q": 11.0}, cpu=0.9)
+    assert signals_after_tick(fake, keys, heartbeat) == 0
+    for change in ({"running": 1}, {"long_running": 1}, {"capacity": 0},
+                   {"pressure": 0.5}, {"durations": {"q": 30.0}}):
+        reports.info = replace(reports.info, **change)
+        assert signals_after_tick(fake, keys, heartbeat) == 1, change
+        assert signals_after_tick(fake, keys, heartbeat) == 0, change
+
+
+def test_a_reaped_worker_registers_again_at_its_next_beat(
+        fake: redis.Redis, beats: tuple[Heartbeat, Reports, Keys]) -> None:
+    heartbeat, _, keys = beats
+    fake.delete(keys.worker("w"))
+    fake.zrem(keys.workers, "w")
+    assert signals_after_tick(fake, keys, heartbeat) == 1
+    assert fake.hget(keys.worker("w"), "info") is not None
