@@ -63,3 +63,54 @@ end
 
 -- The dependents of a failed task must never be queued: their unmet count stays high.
 local NEVER = 1000000000
+
+-- Lease tasks of one queue to one worker, in order, at most `free` of them. Each lease
+-- carries the whole task spec into the worker's inbox, so the worker needs no further read
+-- to run it. The task record is not written: the lease member "id|token" in the worker's
+-- leases set is the lease (its state reads "queued" until it is marked running or settled,
+-- and its absence from the queue tells it is leased). A task with a timeout gets a deadline
+-- "id|worker|token", which the dispatcher fails when it is due. An id without a task
+-- record leaves the queue without taking a slot: nothing could run it.
+-- Used by assign.lua (the dispatcher) and offer.lua (a submit taking a standing offer).
+-- Returns leased, dropped, deadlines set.
+local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
+                           deadlines_key, worker, queue, prefix, free, grace_ms)
+  local function field(v)
+    v = v or ''
+    return #v .. ':' .. v
+  end
+  local removing, entries, members, deadlines = {}, {}, {}, {}
+  local n, dropped = 0, 0
+  for i = 1, #ids do
+    if n >= free then break end
+    local id = ids[i]
+    removing[#removing + 1] = id
+    local s = redis.call('HMGET', task_keys[i], 'fn', 'args', 'timeout', 'flow', 'children', 'name')
+    if not s[1] then
+      dropped = dropped + 1
+    else
+      n = n + 1
+      local token = prefix .. '.' .. n
+      entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
+        .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2])
+      members[n] = id .. '|' .. token
+      local timeout = tonumber(s[3] or '')
+      if timeout then
+        deadlines[#deadlines + 1] = math.floor(timeout * 1000) + grace_ms
+        deadlines[#deadlines + 1] = id .. '|' .. worker .. '|' .. token
+      end
+    end
+  end
+  if #removing > 0 then redis.call('ZREM', queue_key, unpack(removing)) end
+  if n > 0 then
+    redis.call('RPUSH', inbox_key, unpack(entries))
+    redis.call('SADD', leases_key, unpack(members))
+    if counted(prefix) then redis.call('HINCRBY', inflight_key, queue, n) end
+    if #deadlines > 0 then
+      local now = now_ms()
+      for d = 1, #deadlines, 2 do deadlines[d] = deadlines[d] + now end
+      redis.call('ZADD', deadlines_key, unpack(deadlines))
+    end
+  end
+  return n, dropped, #deadlines / 2
+end
