@@ -27,6 +27,7 @@ from common.keys import Keys
 from common.models import QueueConfig
 from common.scripts import Scripts
 from common.settings import Settings
+from common.signals import Offer
 
 log = logging.getLogger("balancer.dispatcher")
 
@@ -83,6 +84,8 @@ class Dispatcher:
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
         self._unserved_warned: dict[str, float] = {}
+        self._offers: dict[str, Offer] = {}  # queue -> the standing offer we wrote
+        self._offers_basis: object = None  # what they were computed from
         self.ttl_ms = int(settings.result_ttl * 1000)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -121,6 +124,8 @@ class Dispatcher:
         self._timers()
         if self.token is not None:
             self._dispatch()
+        if self._idle and self.token is not None:
+            self._post_offers()
 
     # -- leadership ------------------------------------------------------------------
 
@@ -172,6 +177,8 @@ class Dispatcher:
                 self.view.workers[wid] = view
         self._refresh_queues()
         self._stale()
+        self._offers = {}  # ours name an old epoch: submits refuse them until replaced
+        self._offers_basis = None
         self._next_due = None
         self._cascade_pending = True
         self._deadlines_pending = True
@@ -231,6 +238,8 @@ class Dispatcher:
                 self.view.acked(s.worker, s.leased)
                 self._stale()  # its dependents may have been queued
                 known = None
+            elif s.kind == signals.OFFER_TAKEN:
+                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:
@@ -418,6 +427,46 @@ class Dispatcher:
                 return -1
             leased += n
         return leased
+
+    def _post_offers(self) -> None:
+        """Stand an offer for each queue read empty: the workers its next small submit
+        leases to itself (offer.lua), saving the hop through us. Written only when it
+        changes; kept while a queue fills (the script refuses it then: the queue is not
+        empty); withdrawn when no worker serves it or the queue is paused or limited."""
+        assert self.token is not None
+        basis = (self.token, self.view.version, self._seen_empty, tuple(self.configs.values()))
+        if basis == self._offers_basis:
+            return
+        self._offers_basis = basis
+        epoch = self.token.split("|", 1)[0]
+        workers = list(self.view.workers.values())
+        wanted = {}
+        for q in sorted(self.queue_names):
+            config = self._config(q)
+            current = self._offers.get(q)
+            if config.paused or config.concurrency_limit is not None:
+                continue
+            if q not in self._seen_empty:
+                if current is not None:
+                    wanted[q] = current
+                continue
+            offered = scheduling.offer_workers(q, workers)
+            if offered:
+                others = frozenset().union(*(w.queues for w in offered)) - {q}
+                wanted[q] = Offer(epoch, tuple((w.id, w.capacity) for w in offered),
+                                  tuple(sorted(others)))
+        if wanted == self._offers:
+            return
+        if not self._offers:
+            self.scripts.load("offer")  # a submit's transaction cannot load it itself
+        pipe = self.client.pipeline(transaction=False)
+        for q, offer in wanted.items():
+            if self._offers.get(q) != offer:
+                pipe.set(self.keys.offer(q), offer.encode())
+        for q in self._offers.keys() - wanted.keys():
+            pipe.delete(self.keys.offer(q))
+        pipe.execute()
+        self._offers = wanted
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

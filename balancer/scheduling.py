@@ -27,6 +27,9 @@ NEAR_MAX = 8
 # more tasks per slot than slots, so that workers never wait for the dispatcher.
 PREFETCH_TARGET_MS = signals.PREFETCH_TARGET_MS
 PREFETCH_MAX = signals.PREFETCH_MAX
+# A standing offer names this many workers at most, hosts compared in steps of this much.
+OFFER_WORKERS = 4
+OFFER_STEP = 0.25
 
 
 @dataclass
@@ -71,8 +74,12 @@ def load(worker: WorkerView) -> float:
     """Share of slots leased, plus a penalty for cores that other processes keep busy and
     for a host short of memory."""
     slots = worker.leased / worker.capacity if worker.capacity > 0 else float("inf")
-    memory = max(0.0, worker.memory - MEMORY_SAFE) * MEMORY_WEIGHT
-    return slots + CPU_WEIGHT * worker.cpu + memory
+    return slots + host_load(worker)
+
+
+def host_load(worker: WorkerView) -> float:
+    """The part of a worker's load its host adds, whatever its slots hold."""
+    return CPU_WEIGHT * worker.cpu + max(0.0, worker.memory - MEMORY_SAFE) * MEMORY_WEIGHT
 
 
 def prefetch_depth(mean_task_ms: float | None) -> int:
@@ -128,6 +135,20 @@ def plan_batch(
         if room[view.id] > 0:
             heapq.heappush(heap, (load(view), pick[1], view.id))
     return plan
+
+
+def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]:
+    """The workers a standing offer for ``queue`` names, best first: a small submit leases
+    to the first with free slots (offer.lua). At most OFFER_WORKERS, of those that serve
+    the queue by name (a "*" worker's queues are open-ended: what else could be waiting
+    for it is unknown), by how loaded their hosts are.
+
+    Clients learn the offer from their previous submit, so it must not flicker: hosts are
+    compared in coarse steps of OFFER_STEP, and the slots a worker has taken do not count
+    (the script sees those, at the moment of the lease)."""
+    serving = [w for w in workers if queue in w.queues and w.capacity > 0]
+    serving.sort(key=lambda w: (int(host_load(w) / OFFER_STEP), w.id))
+    return serving[:OFFER_WORKERS]
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:

@@ -1,13 +1,17 @@
 """Turn a flow into Redis records in one MULTI/EXEC transaction.
 
-A submit only writes (no read-modify-write), so a transaction is as atomic as a script
-and needs no Lua: either the whole flow exists, with its ready tasks queued, or none of it.
+A submit only writes, so a transaction is as atomic as a script: either the whole flow
+exists, with its ready tasks queued, or none of it. A small submit (a few ready tasks of one
+queue) may end its transaction with offer.lua: when the dispatcher's standing offer for the
+queue still stands and every check still holds, its tasks are leased to the offered worker
+at once; otherwise they stay queued and the dispatcher is told, as for any submit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from typing import Any
 
 import redis
@@ -19,6 +23,7 @@ from common import codec, signals
 from common.codec import CodecError, UpstreamRef
 from common.keys import Keys
 from common.models import FlowState, TaskState, new_id
+from common.scripts import Scripts
 from common.settings import Settings
 
 log = logging.getLogger("balancer.client")
@@ -131,8 +136,55 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    pipe.rpush(keys.wake, signals.QUEUES if flow.queues() else
-               signals.submitted({q: list(ready.get(q, ())) for q in touched}))
-    pipe.execute()
-    log.info("submitted flow=%s name=%s tasks=%d", flow_id, flow.name, len(nodes))
+    listed = {q: list(ready.get(q, ())) for q in touched}
+    signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
+    small = None if flow.queues() else signals.small_submit(listed)
+    if small is None:
+        pipe.rpush(keys.wake, signal)
+        pipe.execute()
+        worker = None
+    else:
+        worker = _submit_small(client, keys, settings, pipe, small, listed[small], signal)
+    log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(nodes),
+             f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)
+
+
+# The standing offer each client last read, per namespace and queue.
+_offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _submit_small(client: redis.Redis, keys: Keys, settings: Settings,
+                  pipe: redis.client.Pipeline, queue: str, task_ids: list[str],
+                  signal: str) -> str | None:
+    """End the transaction of a small submit: take the queue's standing offer if this
+    client has seen one (offer.lua checks it still stands and still holds), else signal the
+    dispatcher. Either way, read the offer as it stands after, for the next submit: the
+    offer costs no round trip of its own. The worker the tasks were leased to, or None."""
+    seen = _offers.setdefault(client, {})
+    raw = seen.get((keys.namespace, queue))
+    offer = signals.parse_offer(raw) if raw is not None else None
+    scripts = Scripts(client, keys)
+    if offer is None:
+        pipe.rpush(keys.wake, signal)
+    else:
+        scripts.take_offer(pipe, offer, raw, queue, f"{offer.epoch}.{new_id()}u",
+                           int(settings.timeout_grace * 1000), signal, task_ids)
+    pipe.get(keys.offer(queue))
+    replies = pipe.execute(raise_on_error=False)
+    now = replies[-1]
+    if now is None:
+        seen.pop((keys.namespace, queue), None)
+    else:
+        seen[(keys.namespace, queue)] = now
+    taken = replies[-2]
+    if offer is not None and isinstance(taken, redis.exceptions.NoScriptError):
+        # A new or restarted Redis: the transaction ran whole, the signal did not go.
+        scripts.load("offer")
+        client.rpush(keys.wake, signal)
+        return None
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return taken.decode() if offer is not None and taken else None

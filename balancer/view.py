@@ -15,6 +15,9 @@ class ClusterView:
     def __init__(self) -> None:
         self.workers: dict[str, WorkerView] = {}
         self.durations: dict[str, dict[str, float]] = {}  # queue -> worker -> mean ms
+        # Bumped by every heartbeat and departure: what serves which queue, and how loaded
+        # the hosts are, may have changed (offers are recomputed only then).
+        self.version = 0
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
         """Apply a heartbeat; returns the view of a worker seen for the first time."""
@@ -23,6 +26,7 @@ class ClusterView:
         except (CodecError, TypeError, ValueError) as exc:
             log.warning("unreadable heartbeat from worker=%s: %s", worker_id, exc)
             return None
+        self.version += 1
         view = self.workers.get(worker_id)
         new = view is None
         if view is None:
@@ -48,6 +52,12 @@ class ClusterView:
             view.leased = held
             view.long_running = min(view.long_running, held)  # a long run may have ended
 
+    def holds(self, worker_id: str, held: int) -> None:
+        """A submit leased tasks to the worker by its standing offer: it holds ``held``."""
+        view = self.workers.get(worker_id)
+        if view is not None:
+            view.leased = held
+
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""
         seen = list(self.durations.get(queue, {}).values())
@@ -59,6 +69,7 @@ class ClusterView:
         return [w for w in self.workers.values() if now - w.last_seen > timeout]
 
     def forget(self, worker_id: str) -> None:
+        self.version += 1
         self.workers.pop(worker_id, None)
         for per_worker in self.durations.values():
             per_worker.pop(worker_id, None)

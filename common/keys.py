@@ -12,6 +12,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
 | queues               | set         | names of every queue ever used                              |
+| offer:<name>         | string      | the worker a small submit leases to itself (signals.Offer)  |
 | inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
 | worker:<id>          | hash (TTL)  | last full heartbeat: queues, capacity, load, host           |
 | workers              | zset        | worker id -> last heartbeat, full or light (Redis time, ms) |
@@ -45,6 +46,9 @@ class Keys:
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"
+
+    def offer(self, name: str) -> str:
+        return f"{self.prefix}offer:{name}"
 
     def queue_conf(self, name: str) -> str:
         return f"{self.prefix}queue-conf:{name}"

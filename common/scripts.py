@@ -15,6 +15,7 @@ from typing import Any, Literal
 import redis
 
 from common.keys import Keys
+from common.signals import Offer
 
 WAKE_CAP = 10_000
 
@@ -68,11 +69,18 @@ class Scripts:
         self.keys = keys
         self._scripts: dict[str, Any] = {}
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _script(self, name: str) -> Any:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(_source(name))
-        return script(keys=list(keys), args=list(args))
+        return script
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self._script(name)(keys=list(keys), args=list(args))
+
+    def load(self, name: str) -> None:
+        """Load a script into Redis: a transaction's EVALSHA cannot reload it itself."""
+        self.client.script_load(_source(name))
 
     # -- dispatcher -----------------------------------------------------------------
 
@@ -93,6 +101,28 @@ class Scripts:
             [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
+
+    def take_offer(self, transaction: redis.client.Pipeline, offer: Offer, raw: bytes,
+                   queue: str, lease_prefix: str, grace_ms: int, refused_signal: str,
+                   task_ids: Sequence[str]) -> None:
+        """Add to a submit's transaction the taking of ``offer`` (as read: ``raw``) for
+        its ready tasks of ``queue``. Its reply, in the transaction's, is the worker the
+        tasks were leased to (empty: refused, and ``refused_signal`` sent). A NOSCRIPT error there
+        means: ``load("offer")``, and send ``refused_signal`` yourself.
+
+        EVALSHA directly, not redis-py's Script: a pipeline holding a Script checks first
+        that it is loaded, which would cost the submit a round trip every time."""
+        k = self.keys
+        keys = [k.leader, k.offer(queue), k.queue(queue), k.queue_conf(queue), k.workers,
+                k.inflight, k.deadlines, k.wake]
+        args: list[Any] = [raw, offer.epoch, queue, lease_prefix, grace_ms, len(offer.workers),
+                           len(offer.others), refused_signal, WAKE_CAP]
+        for worker, capacity in offer.workers:
+            keys += [k.inbox(worker), k.leases(worker)]
+            args += [worker, capacity]
+        keys += [*(k.queue(q) for q in offer.others), *(k.task(t) for t in task_ids)]
+        args += task_ids
+        transaction.evalsha(self._script("offer").sha, len(keys), *keys, *args)
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
         """Queue due retries; ``due`` holds (task id, queue name) pairs."""

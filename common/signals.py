@@ -10,6 +10,7 @@ The Lua scripts write the same formats; this module is the only Python that read
                               other): an idle dispatcher leases them without reading it
     r                         a retry was scheduled in ``delayed``
     a|<worker>|<n>            a worker finished tasks and holds n leases now
+    l|<worker>|<n>            a submit took the worker's standing offer: it holds n now
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
     q                         a queue's configuration changed
@@ -19,6 +20,8 @@ The Lua scripts write the same formats; this module is the only Python that read
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from common import codec
 
 # Prefetch, agreed by dispatcher and workers: a queue whose tasks take much less than
 # PREFETCH_TARGET_MS may have up to PREFETCH_MAX tasks leased per slot. A worker is
@@ -42,6 +45,7 @@ SUBMITTED = "s"
 READY = "S"  # parsed as SUBMITTED, with the ids in ``ready``
 RETRY = "r"
 ACK = "a"
+OFFER_TAKEN = "l"
 HEARTBEAT = "h"
 GONE = "x"
 QUEUES = "q"
@@ -62,13 +66,22 @@ class Signal:
 LISTED_IDS = 16
 
 
-def submitted(ready: dict[str, list[str]]) -> str:
-    """The signal a submit sends, given the ids it made ready per queue it touched. Queue
-    names hold no spaces (they may hold "|"); task ids are hex."""
+def small_submit(ready: dict[str, list[str]]) -> str | None:
+    """The queue of a submit small enough to list its ready ids (and to take a standing
+    offer): a few tasks made ready, all of one queue, and no other queue touched."""
     if len(ready) == 1:
         [(queue, ids)] = ready.items()
         if 0 < len(ids) <= LISTED_IDS:
-            return f"{READY}|{queue}|{','.join(ids)}"
+            return queue
+    return None
+
+
+def submitted(ready: dict[str, list[str]]) -> str:
+    """The signal a submit sends, given the ids it made ready per queue it touched. Queue
+    names hold no spaces (they may hold "|"); task ids are hex."""
+    queue = small_submit(ready)
+    if queue is not None:
+        return f"{READY}|{queue}|{','.join(ready[queue])}"
     return SUBMITTED + ("|" + " ".join(sorted(ready)) if ready else "")
 
 
@@ -87,7 +100,7 @@ def parse(raw: bytes) -> Signal | None:
             return Signal(SUBMITTED, queues=(queue,), ready=listed)
         if k in (RETRY, QUEUES, CASCADE):
             return Signal(k)
-        if k == ACK:
+        if k in (ACK, OFFER_TAKEN):
             worker, _, count = rest.rpartition(b"|")
             return Signal(k, worker=worker.decode(), leased=int(count))
         if k == GONE:
@@ -159,3 +172,30 @@ def lease_member(task_id: str, token: str) -> str:
 def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
     task_id, sep, token = raw.decode(errors="replace").partition("|")
     return (task_id, token) if sep and task_id and token else None
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The dispatcher's standing offer for one queue, the value of ``offer:<queue>``: the
+    workers, best first, that a small submit to the queue leases its tasks to itself
+    (offer.lua takes the first with free slots), while the queue is empty.
+
+    ``others`` are those workers' other queues: a task waiting in one of them comes first.
+    """
+
+    epoch: str  # of the leader that made the offer: a new leader's offers replace it
+    workers: tuple[tuple[str, int], ...]  # (worker id, capacity)
+    others: tuple[str, ...] = ()
+
+    def encode(self) -> bytes:
+        return codec.pack([self.epoch, [list(w) for w in self.workers], list(self.others)])
+
+
+def parse_offer(raw: bytes) -> Offer | None:
+    """Read an offer; None when it is not one (the submit then goes the usual way)."""
+    try:
+        epoch, workers, others = codec.unpack(raw)
+        return Offer(str(epoch), tuple((str(w), int(c)) for w, c in workers),
+                     tuple(str(q) for q in others))
+    except (codec.CodecError, TypeError, ValueError):
+        return None

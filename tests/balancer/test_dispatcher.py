@@ -63,12 +63,17 @@ def settle(dispatcher: Dispatcher, steps: int = 5) -> None:
         dispatcher.step()
 
 
-def idle_after_one(fake: redis.Redis, settings: Settings, setup: Any) -> None:
-    """One task submitted and leased (read from the queue), then the queue found empty."""
-    dispatcher, _, reads = setup
+def idle_after_one(fake: redis.Redis, settings: Settings, setup: Any,
+                   offer: bool = False) -> None:
+    """One task submitted and leased (read from the queue), then the queue found empty.
+    Without ``offer``, the standing offer the dispatcher then made is taken away, so that
+    submits go through the dispatcher."""
+    dispatcher, keys, reads = setup
     submit(fake, settings, 1)
     settle(dispatcher)
     reads.clear()
+    if not offer:
+        fake.delete(keys.offer("default"))
 
 
 def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
@@ -158,3 +163,37 @@ def test_a_worker_dated_by_light_beats_lives_and_a_silent_one_is_reaped(
     settle(dispatcher)
     assert "w" not in dispatcher.view.workers
     assert fake.zscore(keys.workers, "w") is None
+
+
+def test_an_idle_dispatcher_stands_an_offer_that_a_small_submit_takes_itself(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    idle_after_one(fake, settings, setup, offer=True)
+    offer = signals.parse_offer(fake.get(keys.offer("default")))
+    assert offer is not None and offer.workers == (("w", 10),)
+    submit(fake, settings, 1)  # through the dispatcher: this client had not seen the offer
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 2
+    reads.clear()
+    fake.delete(keys.wake)
+    submit(fake, settings, 2)  # no dispatcher step in between
+    assert len(inbox(fake, keys)) == 4
+    assert fake.zcard(keys.queue("default")) == 0
+    assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["l|w|4"]
+    dispatcher.step()
+    assert dispatcher.view.workers["w"].leased == 4
+    assert reads == []  # nothing read: the queue stayed as empty as the dispatcher knew
+
+
+def test_an_offer_is_withdrawn_when_its_queue_is_paused(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup, offer=True)
+    assert fake.exists(keys.offer("default"))
+    fake.hset(keys.queue_conf("default"), "paused", "1")
+    fake.rpush(keys.wake, signals.QUEUES)
+    settle(dispatcher)
+    assert not fake.exists(keys.offer("default"))
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    assert fake.zcard(keys.queue("default")) == 1  # paused: it waits

@@ -259,3 +259,27 @@ def test_plan_batch_scales_to_a_thousand_workers_and_respects_every_room() -> No
     assert sum(len(v) for v in plan.values()) == room
     by_id = {w.id: w for w in workers}
     assert all(len(ids) <= by_id[wid].free for wid, ids in plan.items())
+
+
+def ids(workers: list[WorkerView]) -> list[str]:
+    return [w.id for w in workers]
+
+
+def test_an_offer_names_the_workers_on_the_least_loaded_hosts_first() -> None:
+    busy_host = worker("a", cpu=0.8)
+    full = worker("b", capacity=2, leased=2)  # its own slots are the script's to check
+    assert ids(scheduling.offer_workers("q", [busy_host, full, worker("c")])) == ["b", "c", "a"]
+    assert scheduling.offer_workers("q", [worker("draining", capacity=0)]) == []
+
+
+def test_an_offer_does_not_flicker_with_the_noise_of_host_load() -> None:
+    a, b = worker("a"), worker("b", cpu=0.1)
+    assert ids(scheduling.offer_workers("q", [b, a])) == ["a", "b"]
+    a.cpu = 0.15  # a little busier than b now: the same step, the same order
+    assert ids(scheduling.offer_workers("q", [b, a])) == ["a", "b"]
+
+
+def test_an_offer_names_a_few_workers_and_never_one_serving_every_queue() -> None:
+    many = [worker(f"w{i}") for i in range(10)]
+    assert len(scheduling.offer_workers("q", many)) == scheduling.OFFER_WORKERS
+    assert scheduling.offer_workers("q", [worker("any", queues=(ALL_QUEUES,))]) == []

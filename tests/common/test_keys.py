@@ -19,7 +19,7 @@ EXEMPT = {ROOT / "common" / "keys.py"}
 # A key segment right after the start of a string (just after the quote) or after a
 # formatted `{...}` field: "task:", f"{prefix}queue:{name}", "{ns}:inbox:" ... A colon
 # followed by a space is prose ("leader: "), not a key.
-KEY_SEGMENT = re.compile(r"(?:^|[}:])(?:task|flow|queue|queue-conf|inbox|leases|worker)"
+KEY_SEGMENT = re.compile(r"(?:^|[}:])(?:task|flow|queue|queue-conf|offer|inbox|leases|worker)"
                          r":(?=\S|$)")
 # The hash-tag prefix built by hand: "{" + namespace, or f"{{{namespace}}}:".
 HASH_TAG_OPEN = re.compile(r"\{$")
@@ -45,7 +45,7 @@ def _every_key(keys: Keys) -> dict[str, str]:
 def test_every_key_is_found_by_the_enumeration() -> None:
     found = _every_key(Keys("ns"))
     assert set(found) == {
-        "task", "flow", "flow_done", "queue", "queue_conf", "worker", "inbox", "leases",
+        "task", "flow", "flow_done", "queue", "queue_conf", "offer", "worker", "inbox", "leases",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "wake", "leader", "epoch",
     }

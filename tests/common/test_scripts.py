@@ -1315,3 +1315,95 @@ def test_counted_and_uncounted_leases_keep_the_count_of_the_counted_ones(db: Db)
     assert db.inflight() == "1"
     assert db.ack("a", counted["a"]) is True
     assert db.inflight() == "0"
+
+
+# -- offer ---------------------------------------------------------------------------------
+
+REFUSED = "S|q|a"  # the signal the submit would have sent: the dispatcher leases instead
+
+
+def take(db: Db, *task_ids: str, offer: signals.Offer | None = None,
+         raw: bytes | None = None) -> int:
+    """A submit's transaction ending with offer.lua, as balancer/submit.py runs it."""
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4),))
+    db.scripts.load("offer")
+    pipe = db.client.pipeline(transaction=True)
+    db.scripts.take_offer(pipe, offer, offer.encode() if raw is None else raw, Q, "1.x9u",
+                          GRACE, REFUSED, task_ids)
+    [worker] = pipe.execute()
+    return len(task_ids) if worker == W.encode() else 0 if worker == b"" else -1
+
+
+def stand(db: Db, offer: signals.Offer | None = None) -> signals.Offer:
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4),))
+    db.client.set(db.keys.offer(Q), offer.encode())
+    return offer
+
+
+def test_a_submit_takes_a_standing_offer_and_leases_to_the_offered_worker(db: Db) -> None:
+    db.put_flow(1)
+    db.put_task("a", timeout=3)
+    stand(db)
+    assert take(db, "a") == 1
+    assert db.queued() == {}
+    [lease] = db.inbox()
+    assert (lease.task_id, lease.queue, lease.fn, lease.timeout) == ("a", Q, "tests.tasks:fn", 3.0)
+    assert db.leases() == {f"a|{lease.token}"}
+    assert db.deadline("a", lease.token) is not None
+    assert db.inflight() is None  # an offered queue has no limit: nothing counted
+    assert db.wake() == [f"l|{W}|1"]  # not a submit signal: the queue is still empty
+
+
+@pytest.mark.parametrize("spoil", [
+    "offer replaced", "old leader", "worker reaped", "worker full", "queue not empty",
+    "other queue waiting", "queue paused", "queue limited"])
+def test_an_offer_is_refused_when_the_lease_would_be_wrong(db: Db, spoil: str) -> None:
+    db.put_flow(1)
+    db.put_task("a")
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4),), ("hi",)))
+    if spoil == "offer replaced":
+        stand(db, signals.Offer(offer.epoch, (("w2", 4),)))
+    elif spoil == "old leader":
+        db.client.set(db.keys.leader, "99|dispatcher-2")
+    elif spoil == "worker reaped":
+        db.client.zrem(db.keys.workers, W)
+    elif spoil == "worker full":
+        db.client.sadd(db.keys.leases(W), *[f"x{i}|t" for i in range(4)])
+    elif spoil == "queue not empty":
+        db.put_task("older", score=1.0)
+    elif spoil == "other queue waiting":
+        db.put_task("urgent", queue="hi")
+    elif spoil == "queue paused":
+        db.client.hset(db.keys.queue_conf(Q), "paused", "1")
+    elif spoil == "queue limited":
+        db.client.hset(db.keys.queue_conf(Q), "concurrency_limit", "2")
+    assert take(db, "a", offer=offer) == 0
+    assert "a" in db.queued()
+    assert db.client.lrange(db.keys.inbox(W), 0, -1) == []
+    assert db.wake()[-1] == REFUSED
+
+
+def test_an_offer_with_more_tasks_than_free_slots_is_refused_whole(db: Db) -> None:
+    db.put_flow(5)
+    for t in "abcde":
+        db.put_task(t)
+    stand(db)
+    assert take(db, *"abcde") == 0
+    assert sorted(db.queued()) == list("abcde")
+
+
+def test_an_offer_leases_to_the_first_offered_worker_with_free_slots(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b")
+    db.register("w2")
+    db.client.delete(db.keys.wake)
+    db.client.sadd(db.keys.leases(W), "busy|t")  # W's only slot is taken
+    epoch = db.leader.split("|")[0]
+    offer = stand(db, signals.Offer(epoch, ((W, 1), ("gone", 4), ("w2", 2))))
+    db.scripts.load("offer")
+    pipe = db.client.pipeline(transaction=True)
+    db.scripts.take_offer(pipe, offer, offer.encode(), Q, "1.x9u", GRACE, REFUSED, ["a", "b"])
+    assert pipe.execute() == [b"w2"]  # W is full, "gone" is not registered
+    assert sorted(lease.task_id for lease in db.inbox("w2")) == ["a", "b"]
+    assert db.wake() == ["l|w2|2"]

@@ -1,0 +1,61 @@
+-- A small submit takes the dispatcher's standing offer for its queue: its ready tasks,
+-- just queued in the same transaction, are leased at once to the first offered worker with
+-- a free slot for each, without waiting for the dispatcher to wake. The offer only says
+-- which workers, best first: everything that makes the lease right is checked here, at
+-- this moment. When a check fails the tasks stay queued and the dispatcher is told of them
+-- instead (the signal the submit would have sent): a refused offer costs a hop, never a task.
+-- KEYS: leader, offer, queue, queue-conf, workers, inflight, deadlines, wake,
+--       (inbox, leases) per offered worker, the offered workers' other queues..., task...
+-- ARGV: offer as read, its leader epoch, queue name, lease token prefix, grace ms,
+--       number of offered workers, number of other queues, signal if refused, wake list cap,
+--       (worker id, capacity) per offered worker, task id... (same order as the task keys)
+-- Returns the worker all the tasks were leased to, or '' when refused.
+local n_workers, n_other = tonumber(ARGV[6]), tonumber(ARGV[7])
+local first_other = 9 + 2 * n_workers
+local first_task = first_other + n_other
+local ids, task_keys = {}, {}
+for i = first_task, #KEYS do
+  task_keys[#task_keys + 1] = KEYS[i]
+  ids[#ids + 1] = ARGV[9 + 2 * n_workers + #ids + 1]
+end
+
+local function signal(s)
+  local cap = tonumber(ARGV[9])
+  if redis.call('RPUSH', KEYS[8], s) > cap then redis.call('LTRIM', KEYS[8], -cap, -1) end
+end
+
+-- The offered worker to lease to (its index), or nil when the offer must be refused.
+local function chosen()
+  -- Still the dispatcher's offer, made by the dispatcher that leads now.
+  if #ids == 0 or redis.call('GET', KEYS[2]) ~= ARGV[1] then return nil end
+  local leader = redis.call('GET', KEYS[1])
+  if not leader or string.sub(leader, 1, #ARGV[2] + 1) ~= ARGV[2] .. '|' then return nil end
+  -- The queue may hand out work without counting it, and nothing else waits: not in this
+  -- queue (order), nor in the offered workers' other queues (priority across queues).
+  local conf = redis.call('HMGET', KEYS[4], 'paused', 'concurrency_limit')
+  if conf[1] == '1' or (conf[2] and conf[2] ~= '') then return nil end
+  if redis.call('ZCARD', KEYS[3]) ~= #ids then return nil end
+  for i = first_other, first_task - 1 do
+    if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
+  end
+  -- The first worker that lives (reaping removes it from workers) with a slot per task.
+  for w = 1, n_workers do
+    local worker, capacity = ARGV[8 + 2 * w], tonumber(ARGV[9 + 2 * w])
+    if redis.call('ZSCORE', KEYS[5], worker)
+        and redis.call('SCARD', KEYS[8 + 2 * w]) + #ids <= capacity then
+      return w
+    end
+  end
+  return nil
+end
+
+local w = chosen()
+if not w then
+  signal(ARGV[8])
+  return ''
+end
+local worker, inbox, leases = ARGV[8 + 2 * w], KEYS[7 + 2 * w], KEYS[8 + 2 * w]
+lease_tasks(ids, task_keys, KEYS[3], inbox, leases, KEYS[6], KEYS[7], worker,
+  ARGV[3], ARGV[4], #ids, tonumber(ARGV[5]))
+signal('l|' .. worker .. '|' .. redis.call('SCARD', leases))
+return worker
