@@ -28,7 +28,7 @@ from common import codec
 # refilled once it has run down to half that, so a worker holding more leases acknowledges
 # quietly: a signal then would wake the dispatcher for nothing.
 PREFETCH_TARGET_MS = 20.0
-PREFETCH_MAX = 8
+PREFETCH_MAX = 16
 
 
 def may_prefetch(mean_task_ms: float | None) -> bool:

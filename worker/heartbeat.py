@@ -93,6 +93,7 @@ class Heartbeat(threading.Thread):
         self._sent: WorkerInfo | None = None  # the report of the last full beat
         self._light = 0  # light beats since
         self._clock_ms = 0.0  # Redis time minus monotonic time, from the last full beat
+        self._soon = threading.Event()
 
     def beat(self, info: WorkerInfo | None = None) -> bool:
         """Send one full heartbeat; False when the registration had lapsed (we were reaped)."""
@@ -109,10 +110,10 @@ class Heartbeat(threading.Thread):
         if not self.beat(info):
             log.warning("worker=%s had been declared dead; registered again", self.worker_id)
 
-    def tick(self) -> None:
+    def tick(self, full: bool = False) -> None:
         """The beat of one interval: light when nothing worth telling changed."""
         info = self.info()
-        if (self._sent is not None and self._light < FULL_EVERY - 1
+        if (not full and self._sent is not None and self._light < FULL_EVERY - 1
                 and not info.tells_more_than(self._sent)
                 and self.scripts.keep_alive(self.worker_id,
                                             int(time.monotonic() * 1000 + self._clock_ms))):
@@ -120,11 +121,19 @@ class Heartbeat(threading.Thread):
             return
         self.beat_now(info)
 
+    def hurry(self) -> None:
+        """Beat in full now rather than at the end of the interval (from another thread)."""
+        self._soon.set()
+
     def run(self) -> None:
         failing = False
-        while not self.stopping.wait(self.settings.heartbeat_interval):
+        while True:
+            hurried = self._soon.wait(self.settings.heartbeat_interval)
+            self._soon.clear()
+            if self.stopping.is_set():
+                break
             try:
-                self.tick()
+                self.tick(full=hurried)
                 if failing:
                     log.info("worker=%s reached Redis again", self.worker_id)
                 failing = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from common import signals
 from common.signals import Lease
@@ -24,6 +25,9 @@ class Holding:
         self._long: set[str] = set()  # marked: running past the marker's threshold
         self._any_started = threading.Event()  # wakes the marker from its idle wait
         self._durations: dict[str, float] = {}  # queue -> mean ms
+        # Called (outside the lock) when the dispatcher should hear of durations at once:
+        # it prefetches nothing for a queue until it knows that queue's tasks are short.
+        self.on_news: Callable[[], None] = lambda: None
 
     def add(self, lease: Lease) -> None:
         with self._lock:
@@ -50,7 +54,10 @@ class Holding:
     def finish(self, queue: str, took_ms: float) -> None:
         with self._lock:
             mean = self._durations.get(queue)
-            self._durations[queue] = took_ms if mean is None else mean + EWMA * (took_ms - mean)
+            now = self._durations[queue] = (took_ms if mean is None
+                                            else mean + EWMA * (took_ms - mean))
+        if mean is None or signals.may_prefetch(mean) != signals.may_prefetch(now):
+            self.on_news()
 
     def release(self, task_id: str) -> None:
         with self._lock:

@@ -82,6 +82,7 @@ class Worker:
         self.ready: queue.Queue[Lease] = queue.Queue()
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
+        self.holding.on_news = self.heartbeat.hurry
         self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready,
                                self.holding.add, self.fetching)
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
@@ -197,6 +198,7 @@ class Worker:
                         " dispatcher re-queues them", self.id, len(late))
         self.acker.close()
         self.stopped.set()
+        self.heartbeat.hurry()  # to notice it must stop
         if self.heartbeat.is_alive():
             self.heartbeat.join(5)  # no beat may re-register us after we deregister
         try:

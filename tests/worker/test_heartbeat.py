@@ -111,3 +111,25 @@ def test_a_reaped_worker_registers_again_at_its_next_beat(
     fake.zrem(keys.workers, "w")
     assert signals_after_tick(fake, keys, heartbeat) == 1
     assert fake.hget(keys.worker("w"), "info") is not None
+
+
+def test_a_hurried_heartbeat_goes_out_in_full_at_once(
+        real: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.namespace)
+    reports, stopping = Reports(), threading.Event()
+    slow = settings.replace(heartbeat_interval=60.0)
+    heartbeat = Heartbeat("w", Scripts(real, keys), slow, reports, stopping)
+    heartbeat.beat()
+    real.delete(keys.wake)
+    heartbeat.start()
+    try:
+        heartbeat.hurry()
+        deadline = time.monotonic() + 10
+        while not real.llen(keys.wake) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert real.llen(keys.wake) == 1  # a full beat, long before the interval
+    finally:
+        stopping.set()
+        heartbeat.hurry()
+        heartbeat.join(5)
+    assert not heartbeat.is_alive()

@@ -76,6 +76,17 @@ def test_durations_are_a_moving_mean_per_queue() -> None:
     assert holding.durations() == {"q": 12.0, "r": 1.0}
 
 
+def test_the_first_duration_of_a_queue_and_a_change_of_prefetch_eligibility_are_news() -> None:
+    holding, news = Holding(), []
+    holding.on_news = lambda: news.append(holding.durations())
+    holding.finish("q", 1.0)  # first: the dispatcher may prefetch for q from now on
+    holding.finish("q", 1.2)
+    assert len(news) == 1
+    for _ in range(10):  # tasks of q turn long: prefetching them must stop at once
+        holding.finish("q", 500.0)
+    assert len(news) == 2 and news[1]["q"] >= 10.0
+
+
 def test_idle_slots_are_taken_all_at_once_and_wait_when_none() -> None:
     idle = IdleSlots(3)
     assert idle.take_all(0.01) == 3
