@@ -6,6 +6,7 @@ server restart) and every key it touches is passed through KEYS, built by ``Keys
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,6 +28,12 @@ FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 def _source(name: str) -> str:
     lua = resources.files("common") / "lua"
     return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+@cache
+def _sha(name: str) -> str:
+    """The script's SHA1, as EVALSHA names it."""
+    return hashlib.sha1(_source(name).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,14 +76,11 @@ class Scripts:
         self.keys = keys
         self._scripts: dict[str, Any] = {}
 
-    def _script(self, name: str) -> Any:
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(_source(name))
-        return script
-
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return self._script(name)(keys=list(keys), args=list(args))
+        return script(keys=list(keys), args=list(args))
 
     def load(self, name: str) -> None:
         """Load a script into Redis: a transaction's EVALSHA cannot reload it itself."""
@@ -122,7 +126,7 @@ class Scripts:
             args += [worker, capacity]
         keys += [*(k.queue(q) for q in offer.others), *(k.task(t) for t in task_ids)]
         args += task_ids
-        transaction.evalsha(self._script("offer").sha, len(keys), *keys, *args)
+        transaction.evalsha(_sha("offer"), len(keys), *keys, *args)
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
         """Queue due retries; ``due`` holds (task id, queue name) pairs."""
