@@ -4,12 +4,14 @@ client code submitting over a real Redis, and the examples run as typed in the R
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from balancer import Flow
@@ -193,3 +195,37 @@ def test_status_shows_workers_queues_and_flows_as_json(
     assert [q["name"] for q in status["queues"]] == ["default"]
     assert status["flows"][0]["name"] == "for-status"
     assert status["flows"][0]["state"] == "completed"
+
+
+def test_single_task_submits_to_an_idle_cluster_are_leased_by_the_submit_itself(
+    procs: Processes, real: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "1")
+    procs.worker("--queue", "default", "--concurrency", "1")
+    _workers_up(real, keys, 2)
+    caplog.set_level(logging.INFO, logger="balancer.client")
+    results = []
+    for i in range(20):
+        with Flow("single") as flow:
+            node = tasks.square(i)
+        run = flow.submit(real, namespace=namespace)
+        assert run.wait(timeout=30) == "completed"
+        results.append(run.result(node))
+    assert results == [i * i for i in range(20)]
+    direct = [r for r in caplog.records if "leased it at once" in r.getMessage()]
+    assert len(direct) >= 15  # the first submits learn the offer; a busy worker is skipped
+
+    # A paused queue refuses the offer: the task waits, and runs once resumed.
+    cli = [sys.executable, "-m", "balancer.cli", "queue"]
+    subprocess.run([*cli, "pause", "default"], env=procs.env, check=True, timeout=60)
+    wait_for(lambda: not real.exists(keys.offer("default")), timeout=10)
+    with Flow("paused") as flow:
+        node = tasks.square(7)
+    run = flow.submit(real, namespace=namespace)
+    time.sleep(1.0)
+    assert real.zcard(keys.queue("default")) == 1
+    subprocess.run([*cli, "resume", "default"], env=procs.env, check=True, timeout=60)
+    assert run.wait(timeout=30) == "completed"
+    assert run.result(node) == 49
