@@ -453,8 +453,9 @@ class Dispatcher:
             offered = scheduling.offer_workers(q, workers)
             if offered:
                 others = frozenset().union(*(w.queues for w in offered)) - {q}
-                wanted[q] = Offer(epoch, tuple((w.id, w.capacity) for w in offered),
-                                  tuple(sorted(others)))
+                wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
+                                                round(scheduling.host_load(w), 1))
+                                               for w in offered), tuple(sorted(others)))
         if wanted == self._offers:
             return
         if not self._offers:

@@ -138,8 +138,9 @@ def plan_batch(
 
 
 def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]:
-    """The workers a standing offer for ``queue`` names, best first: a small submit leases
-    to the first with free slots (offer.lua). At most OFFER_WORKERS, of those that serve
+    """The workers a standing offer for ``queue`` names, best hosts first: a small submit
+    leases to the least loaded of them with free slots (offer.lua evaluates ``load`` with
+    the ``host_load`` the offer carries). At most OFFER_WORKERS, of those that serve
     the queue by name (a "*" worker's queues are open-ended: what else could be waiting
     for it is unknown), by how loaded their hosts are.
 

@@ -121,9 +121,9 @@ class Scripts:
                 k.inflight, k.deadlines, k.wake]
         args: list[Any] = [raw, offer.epoch, queue, lease_prefix, grace_ms, len(offer.workers),
                            len(offer.others), refused_signal, WAKE_CAP]
-        for worker, capacity in offer.workers:
+        for worker, capacity, host_load in offer.workers:
             keys += [k.inbox(worker), k.leases(worker)]
-            args += [worker, capacity]
+            args += [worker, capacity, repr(host_load)]
         keys += [*(k.queue(q) for q in offer.others), *(k.task(t) for t in task_ids)]
         args += task_ids
         transaction.evalsha(_sha("offer"), len(keys), *keys, *args)

@@ -177,14 +177,15 @@ def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
 @dataclass(frozen=True)
 class Offer:
     """The dispatcher's standing offer for one queue, the value of ``offer:<queue>``: the
-    workers, best first, that a small submit to the queue leases its tasks to itself
-    (offer.lua takes the first with free slots), while the queue is empty.
+    workers, best hosts first, that a small submit to the queue leases its tasks to itself
+    (offer.lua takes the least loaded with free slots), while the queue is empty.
 
     ``others`` are those workers' other queues: a task waiting in one of them comes first.
     """
 
     epoch: str  # of the leader that made the offer: a new leader's offers replace it
-    workers: tuple[tuple[str, int], ...]  # (worker id, capacity)
+    # (worker id, capacity, what its host adds to its load: scheduling.host_load)
+    workers: tuple[tuple[str, int, float], ...]
     others: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
@@ -195,7 +196,7 @@ def parse_offer(raw: bytes) -> Offer | None:
     """Read an offer; None when it is not one (the submit then goes the usual way)."""
     try:
         epoch, workers, others = codec.unpack(raw)
-        return Offer(str(epoch), tuple((str(w), int(c)) for w, c in workers),
+        return Offer(str(epoch), tuple((str(w), int(c), float(h)) for w, c, h in workers),
                      tuple(str(q) for q in others))
     except (codec.CodecError, TypeError, ValueError):
         return None

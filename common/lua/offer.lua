@@ -1,14 +1,17 @@
 -- A small submit takes the dispatcher's standing offer for its queue: its ready tasks,
--- just queued in the same transaction, are leased at once to the first offered worker with
--- a free slot for each, without waiting for the dispatcher to wake. The offer only says
--- which workers, best first: everything that makes the lease right is checked here, at
--- this moment. When a check fails the tasks stay queued and the dispatcher is told of them
+-- just queued in the same transaction, are leased at once to the least-loaded offered
+-- worker with a free slot for each, without waiting for the dispatcher to wake. Load is the
+-- dispatcher's objective (balancer/scheduling.py: load), held leases / capacity + what the
+-- host adds, with the host's part as the dispatcher computed it and the leases as they are
+-- now; ties go to the worker offered first. The offer only says which workers: everything
+-- that makes the lease right is checked here, at this moment. When a check fails the tasks stay queued and the dispatcher is told of them
 -- instead (the signal the submit would have sent): a refused offer costs a hop, never a task.
 -- KEYS: leader, offer, queue, queue-conf, workers, inflight, deadlines, wake,
 --       (inbox, leases) per offered worker, the offered workers' other queues..., task...
 -- ARGV: offer as read, its leader epoch, queue name, lease token prefix, grace ms,
 --       number of offered workers, number of other queues, signal if refused, wake list cap,
---       (worker id, capacity) per offered worker, task id... (same order as the task keys)
+--       (worker id, capacity, host load) per offered worker, task id... (same order as the
+--       task keys)
 -- Returns the worker all the tasks were leased to, or '' when refused.
 local n_workers, n_other = tonumber(ARGV[6]), tonumber(ARGV[7])
 local first_other = 9 + 2 * n_workers
@@ -16,7 +19,7 @@ local first_task = first_other + n_other
 local ids, task_keys = {}, {}
 for i = first_task, #KEYS do
   task_keys[#task_keys + 1] = KEYS[i]
-  ids[#ids + 1] = ARGV[9 + 2 * n_workers + #ids + 1]
+  ids[#ids + 1] = ARGV[9 + 3 * n_workers + #ids + 1]
 end
 
 local function signal(s)
@@ -38,15 +41,19 @@ local function chosen()
   for i = first_other, first_task - 1 do
     if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
   end
-  -- The first worker that lives (reaping removes it from workers) with a slot per task.
+  -- The least loaded worker that lives (reaping removes it from workers) with a slot per
+  -- task.
+  local best, best_load = nil, nil
   for w = 1, n_workers do
-    local worker, capacity = ARGV[8 + 2 * w], tonumber(ARGV[9 + 2 * w])
-    if redis.call('ZSCORE', KEYS[5], worker)
-        and redis.call('SCARD', KEYS[8 + 2 * w]) + #ids <= capacity then
-      return w
+    local worker = ARGV[7 + 3 * w]
+    local capacity, host = tonumber(ARGV[8 + 3 * w]), tonumber(ARGV[9 + 3 * w])
+    local held = redis.call('SCARD', KEYS[8 + 2 * w])
+    if held + #ids <= capacity and redis.call('ZSCORE', KEYS[5], worker) then
+      local load = held / capacity + host
+      if not best_load or load < best_load then best, best_load = w, load end
     end
   end
-  return nil
+  return best
 end
 
 local w = chosen()
@@ -54,7 +61,7 @@ if not w then
   signal(ARGV[8])
   return ''
 end
-local worker, inbox, leases = ARGV[8 + 2 * w], KEYS[7 + 2 * w], KEYS[8 + 2 * w]
+local worker, inbox, leases = ARGV[7 + 3 * w], KEYS[7 + 2 * w], KEYS[8 + 2 * w]
 lease_tasks(ids, task_keys, KEYS[3], inbox, leases, KEYS[6], KEYS[7], worker,
   ARGV[3], ARGV[4], #ids, tonumber(ARGV[5]))
 signal('l|' .. worker .. '|' .. redis.call('SCARD', leases))

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from balancer.scheduling import CPU_WEIGHT, WorkerView, load
 from common import codec, signals
 from common.keys import Keys
 from common.models import WorkerInfo
@@ -1325,7 +1326,7 @@ REFUSED = "S|q|a"  # the signal the submit would have sent: the dispatcher lease
 def take(db: Db, *task_ids: str, offer: signals.Offer | None = None,
          raw: bytes | None = None) -> int:
     """A submit's transaction ending with offer.lua, as balancer/submit.py runs it."""
-    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4),))
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
     db.scripts.load("offer")
     pipe = db.client.pipeline(transaction=True)
     db.scripts.take_offer(pipe, offer, offer.encode() if raw is None else raw, Q, "1.x9u",
@@ -1335,7 +1336,7 @@ def take(db: Db, *task_ids: str, offer: signals.Offer | None = None,
 
 
 def stand(db: Db, offer: signals.Offer | None = None) -> signals.Offer:
-    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4),))
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
     db.client.set(db.keys.offer(Q), offer.encode())
     return offer
 
@@ -1360,9 +1361,9 @@ def test_a_submit_takes_a_standing_offer_and_leases_to_the_offered_worker(db: Db
 def test_an_offer_is_refused_when_the_lease_would_be_wrong(db: Db, spoil: str) -> None:
     db.put_flow(1)
     db.put_task("a")
-    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4),), ("hi",)))
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),), ("hi",)))
     if spoil == "offer replaced":
-        stand(db, signals.Offer(offer.epoch, (("w2", 4),)))
+        stand(db, signals.Offer(offer.epoch, (("w2", 4, 0.0),)))
     elif spoil == "old leader":
         db.client.set(db.keys.leader, "99|dispatcher-2")
     elif spoil == "worker reaped":
@@ -1392,18 +1393,34 @@ def test_an_offer_with_more_tasks_than_free_slots_is_refused_whole(db: Db) -> No
     assert sorted(db.queued()) == list("abcde")
 
 
-def test_an_offer_leases_to_the_first_offered_worker_with_free_slots(db: Db) -> None:
-    db.put_flow(2)
-    db.put_task("a")
-    db.put_task("b")
+def offer_to(db: Db, *workers: tuple[str, int, float], tasks: str = "ab") -> str:
+    """Queue ``tasks`` and take an offer of ``workers``; the worker they went to."""
+    db.put_flow(len(tasks))
+    for t in tasks:
+        db.put_task(t)
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], workers))
+    db.scripts.load("offer")
+    pipe = db.client.pipeline(transaction=True)
+    db.scripts.take_offer(pipe, offer, offer.encode(), Q, "1.x9u", GRACE, REFUSED, list(tasks))
+    [worker] = pipe.execute()
+    return worker.decode()
+
+
+def test_an_offer_leases_to_a_live_offered_worker_with_free_slots(db: Db) -> None:
     db.register("w2")
     db.client.delete(db.keys.wake)
     db.client.sadd(db.keys.leases(W), "busy|t")  # W's only slot is taken
-    epoch = db.leader.split("|")[0]
-    offer = stand(db, signals.Offer(epoch, ((W, 1), ("gone", 4), ("w2", 2))))
-    db.scripts.load("offer")
-    pipe = db.client.pipeline(transaction=True)
-    db.scripts.take_offer(pipe, offer, offer.encode(), Q, "1.x9u", GRACE, REFUSED, ["a", "b"])
-    assert pipe.execute() == [b"w2"]  # W is full, "gone" is not registered
+    assert offer_to(db, (W, 1, 0.0), ("gone", 4, 0.0), ("w2", 2, 0.0)) == "w2"
     assert sorted(lease.task_id for lease in db.inbox("w2")) == ["a", "b"]
     assert db.wake() == ["l|w2|2"]
+
+
+@pytest.mark.parametrize(("w2_host", "chosen"), [(0.3, "w2"), (0.6, W)])
+def test_an_offer_leases_to_the_least_loaded_as_the_dispatcher_weighs_load(
+        db: Db, w2_host: float, chosen: str) -> None:
+    db.register("w2")
+    db.client.sadd(db.keys.leases(W), "x|t", "y|t")  # W: 2 of 4 slots taken, a free host
+    views = [WorkerView(W, frozenset({Q}), 4, 2), WorkerView("w2", frozenset({Q}), 4, 0)]
+    views[1].cpu = w2_host / CPU_WEIGHT
+    assert min(views, key=load).id == chosen  # what the dispatcher itself would choose
+    assert offer_to(db, (W, 4, 0.0), ("w2", 4, w2_host), tasks="a") == chosen
