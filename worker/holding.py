@@ -1,7 +1,7 @@
 """What a worker holds: leases taken out of its inbox and not yet acknowledged, and how
 long its tasks take per queue.
 
-Several threads share this: the fetcher adds leases, slots start them, the ack thread
+Several threads share this: slots take leases and start them, the ack thread
 releases them, the marker and the reconciler read them, the heartbeat reports durations.
 """
 

@@ -1,13 +1,12 @@
-"""One execution slot: take a lease the fetcher handed over, run it, pass the outcome to
-the ack thread. Upstream results a task receives as arguments are read here."""
+"""One execution slot: take a lease from the inbox, run it, pass the outcome to the ack
+thread (or store it itself when alone). Upstream results a task receives as arguments are
+read here."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
 
 import redis
 
@@ -19,38 +18,31 @@ from common.scripts import Child, Done
 from common.signals import Lease
 from worker.ack import Acker, Finished, persist
 from worker.executor import Outcome
-from worker.fetch import IdleSlots
 from worker.holding import Holding
+from worker.inbox import Inbox
 from worker.pool import Runner
 
 log = logging.getLogger("worker")
 
-POLL = 0.2
-
-
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
-                 runner: Runner, ready: queue.Queue[Lease], idle: IdleSlots, acker: Acker,
-                 holding: Holding, stopping: threading.Event,
-                 deliver: Callable[[list[bytes]], int]) -> None:
+                 runner: Runner, inbox: Inbox, acker: Acker, holding: Holding,
+                 stopping: threading.Event) -> None:
         super().__init__(name=f"slot-{index}", daemon=True)
         self.worker_id = worker_id
         self.client = client
         self.keys = keys
         self.runner = runner
-        self.ready = ready
-        self.idle = idle
+        self.inbox = inbox
         self.acker = acker
         self.holding = holding
         self.stopping = stopping
-        self.deliver = deliver  # hands leases this slot took from the inbox to the slots
         self.current: str | None = None  # the task id this slot runs, if any
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            try:
-                lease = self.ready.get(timeout=POLL)
-            except queue.Empty:
+            lease = self.inbox.next()
+            if lease is None:
                 continue
             self.current = lease.task_id
             finished = None
@@ -63,17 +55,13 @@ class Slot(threading.Thread):
                 self.holding.release(lease.task_id)
             finally:
                 self.current = None  # first: the ack thread must not wait for this slot
-            if finished is not None and self.ready.empty() and self.acker.idle():
+            if finished is not None and not self.inbox.has_ready() and self.acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
                 take = 0 if self.stopping.is_set() else 1
-                if self.deliver(self.acker.store([finished], take)):
-                    continue
-                self.idle.give()
-            else:
-                self.idle.give()
-                if finished is not None:
-                    self.acker.submit(finished)
+                self.inbox.deliver(self.acker.store([finished], take))
+            elif finished is not None:
+                self.acker.submit(finished)
 
     def handle(self, lease: Lease) -> Finished:
         self.holding.start(lease.task_id)

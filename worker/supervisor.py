@@ -1,7 +1,7 @@
 """A worker process: registers, runs its threads, and stops cleanly.
 
-Threads, each with one job: the heartbeat (liveness and load), the fetcher (inbox to
-idle slots), the slots (run tasks in their own child process or thread), the ack thread
+Threads, each with one job: the heartbeat (liveness and load), the slots (fetch from the
+inbox when idle, run tasks in their own child process or thread), the ack thread
 (results to Redis, in batches), the marker (shows long runs as running) and the
 reconciler (returns leases the worker lost track of).
 
@@ -12,10 +12,8 @@ once; whatever was still running is re-queued by the dispatcher.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import queue
 import signal
 import socket
 import sys
@@ -31,11 +29,10 @@ from common.keys import Keys
 from common.models import WorkerInfo
 from common.scripts import LeasedTask, Scripts
 from common.settings import Settings
-from common.signals import Lease
 from worker.ack import Acker
-from worker.fetch import Fetcher, IdleSlots
 from worker.heartbeat import Heartbeat, HostLoad
 from worker.holding import Holding
+from worker.inbox import Inbox
 from worker.marker import Marker
 from worker.pool import make_runner
 from worker.reconcile import Reconciler
@@ -78,13 +75,10 @@ class Worker:
         self.draining = False
         self.holding = Holding()
         self.host = HostLoad()
-        self.idle = IdleSlots(concurrency)
-        self.ready: queue.Queue[Lease] = queue.Queue()
+        self.inbox = Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
         self.slots: list[Slot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.holding.on_news = self.heartbeat.hurry
-        self.fetcher = Fetcher(self.id, client, self.keys, self.idle, self.ready,
-                               self.holding.add, self.fetching)
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
                            signals.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
@@ -121,11 +115,10 @@ class Worker:
         runners = [make_runner(self.pool, self.imports, self.settings.max_payload_bytes)
                    for _ in range(self.concurrency)]
         self.heartbeat.beat()
-        self.slots = [Slot(i, self.id, self.client, self.keys, r, self.ready, self.idle,
-                           self.acker, self.holding, self.fetching, self.fetcher.deliver)
+        self.slots = [Slot(i, self.id, self.client, self.keys, r, self.inbox, self.acker,
+                           self.holding, self.fetching)
                       for i, r in enumerate(runners)]
-        for thread in (*self.slots, self.acker, self.fetcher, self.heartbeat, self.marker,
-                       self.reconciler):
+        for thread in (*self.slots, self.acker, self.heartbeat, self.marker, self.reconciler):
             thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
@@ -178,10 +171,7 @@ class Worker:
         grace = self.settings.shutdown_grace if grace is None else grace
         self.fetching.set()
         self.draining = True
-        self.idle.give(0)
-        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
-            self.fetcher.wake()
-        self.fetcher.join(5)
+        self.inbox.close()
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
             self.hand_back()
@@ -228,13 +218,8 @@ class Worker:
 
     def hand_back(self, unstarted: bool = True, why: str = "unstarted") -> int:
         """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,
-        those fetched but not started. An entry the fetcher takes meanwhile stays leased."""
-        fetched: list[Lease] = []
-        while unstarted:
-            try:
-                fetched.append(self.ready.get_nowait())
-            except queue.Empty:
-                break
+        those taken but not started. An entry a slot takes meanwhile stays leased."""
+        fetched = self.inbox.take_ready() if unstarted else []
         entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
         waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
         tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)

@@ -2,7 +2,7 @@
 -- shutdown, ones prefetched behind a long run, and ones it lost track of (a reply lost
 -- with a dropped connection). They go back to their queue at their original place.
 -- A task handed back with its inbox entry is left alone if the entry is gone: the
--- worker's fetcher took it meanwhile and runs it.
+-- worker's slots took it meanwhile and run it.
 -- KEYS: inbox, leases, inflight, wake, deadlines, then (task, queue)...
 -- ARGV: worker id, then (inbox entry or "", task id, token, queue name)...
 -- Returns how many it handed back.

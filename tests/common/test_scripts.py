@@ -1239,7 +1239,7 @@ def test_release_leaves_a_task_whose_entry_the_worker_took_meanwhile(db: Db) -> 
     db.put_task("a", score=1.0)
     token = db.lease("a")["a"]
     [entry] = db.inbox()
-    db.client.lpop(db.keys.inbox(W))  # the fetcher took it between the read and the release
+    db.client.lpop(db.keys.inbox(W))  # a slot took it between the read and the release
     assert db.scripts.release(W, [LeasedTask("a", Q, token, inbox_entry=entry.raw)]) == 0
     assert db.leases() == {f"a|{token}"}  # still leased: the worker runs it
     assert db.queued() == {}

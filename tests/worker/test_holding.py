@@ -1,4 +1,4 @@
-"""The worker's shared bookkeeping: leases held, long runs, durations, idle slots."""
+"""The worker's shared bookkeeping: leases held, long runs, durations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import threading
 import time
 
 from common.signals import Lease
-from worker.fetch import IdleSlots
 from worker.holding import Holding
 
 
@@ -85,11 +84,3 @@ def test_the_first_duration_of_a_queue_and_a_change_of_prefetch_eligibility_are_
     for _ in range(10):  # tasks of q turn long: prefetching them must stop at once
         holding.finish("q", 500.0)
     assert len(news) == 2 and news[1]["q"] >= 10.0
-
-
-def test_idle_slots_are_taken_all_at_once_and_wait_when_none() -> None:
-    idle = IdleSlots(3)
-    assert idle.take_all(0.01) == 3
-    assert idle.take_all(0.01) == 0
-    threading.Timer(0.05, idle.give).start()
-    assert idle.take_all(2.0) == 1

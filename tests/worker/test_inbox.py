@@ -1,0 +1,89 @@
+"""Idle slots fetching from the worker's inbox themselves, on a real Redis: one slot fetches
+at a time, never more entries than slots wait, and closing ends a blocked fetch."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from common.keys import Keys
+from common.signals import Lease
+from tests.conftest import wait_for
+from worker.inbox import Inbox
+
+
+def entry(task_id: str) -> bytes:
+    """An inbox entry as assign.lua writes it: id|token| then length-prefixed fields."""
+    fields = [b"q", b"f", b"", b"tests.tasks:fn", b"fn", b"", b"args"]
+    return f"{task_id}|1.1.1|".encode() + b"".join(b"%d:%s" % (len(f), f) for f in fields)
+
+
+class Slots:
+    """Threads standing for idle slots: each takes one lease from the inbox, then stops."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.got: list[Lease | None] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self, n: int) -> None:
+        for _ in range(n):
+            thread = threading.Thread(target=lambda: self.got.append(self.inbox.next()),
+                                      daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def join(self, timeout: float = 10.0) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+        assert not any(t.is_alive() for t in self.threads)
+
+
+@pytest.fixture
+def inbox(real: redis.Redis, namespace: str) -> Iterator[tuple[Inbox, threading.Event, str]]:
+    stopping = threading.Event()
+    taken: list[Lease] = []
+    box = Inbox("w", real, Keys(namespace), taken.append, stopping)
+    yield box, stopping, Keys(namespace).inbox("w")
+    stopping.set()
+    box.close(timeout=1.0)
+
+
+def test_waiting_slots_each_get_one_lease_and_the_rest_stays_in_redis(
+        real: redis.Redis, inbox: tuple[Inbox, threading.Event, str]) -> None:
+    box, _, key = inbox
+    slots = Slots(box)
+    slots.start(3)
+    real.rpush(key, *(entry(f"t{i}") for i in range(5)))
+    slots.join()
+    got = sorted(lease.task_id for lease in slots.got if lease is not None)
+    assert len(got) == 3 and len(set(got)) == 3
+    assert real.llen(key) == 2  # prefetched for no free slot: still visible, still in Redis
+
+
+def test_a_lease_taken_with_an_ack_goes_to_the_next_slot_without_a_fetch(
+        inbox: tuple[Inbox, threading.Event, str]) -> None:
+    box = inbox[0]
+    assert box.deliver([entry("a")]) == 1
+    assert box.has_ready()
+    lease = box.next()
+    assert lease is not None and lease.task_id == "a"
+    assert not box.has_ready()
+
+
+def test_closing_ends_a_blocked_fetch_and_no_slot_fetches_after(
+        real: redis.Redis, inbox: tuple[Inbox, threading.Event, str]) -> None:
+    box, stopping, key = inbox
+    slots = Slots(box)
+    slots.start(1)
+    wait_for(lambda: box._turn.locked())  # the slot blocks in BLMPOP (for up to 4 s)
+    stopping.set()
+    box.close()  # returns once the blocked fetch has ended
+    slots.join(timeout=2.0)
+    assert slots.got == [None]
+    real.rpush(key, entry("late"))
+    assert box.next() is None
+    assert real.llen(key) >= 1  # left for the hand-back

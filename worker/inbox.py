@@ -1,0 +1,156 @@
+"""The worker's inbox in Redis, read by the worker's idle slots themselves.
+
+One idle slot at a time holds the turn to fetch: a single BLMPOP both waits for work and
+takes a batch, never more entries than slots are waiting, so leases the dispatcher
+prefetched stay visible in Redis (and go back to their queue if the worker dies or stops)
+until a slot is free to run them. The fetching slot keeps the first lease and runs it at
+once (no hand-over to another thread on the way to the task); the others go to the slots
+waiting beside it. When it leaves with work while others still wait, it wakes one of them
+to fetch next.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import redis
+
+from common import signals
+from common.keys import Keys
+from common.signals import Lease
+
+log = logging.getLogger("worker")
+
+# Long blocks keep an idle worker quiet; close() pushes SENTINEL to end one at once.
+# Kept under redis-py's default socket timeout (5 s).
+FETCH_TIMEOUT = 4.0
+SENTINEL = b""
+# How often a waiting slot looks whether the turn to fetch is free (it is also woken).
+POLL = 0.2
+
+
+class _Turn:
+    """Handed to a waiting slot: the turn to fetch is free."""
+
+
+TURN = _Turn()
+
+
+class Inbox:
+    def __init__(self, worker_id: str, client: redis.Redis, keys: Keys,
+                 on_take: Callable[[Lease], None], stopping: threading.Event) -> None:
+        self.worker_id = worker_id
+        self.client = client
+        self.key = keys.inbox(worker_id)
+        self.on_take = on_take  # the worker now holds this lease
+        self.stopping = stopping  # set: take no more work
+        self._ready: queue.Queue[Lease | _Turn] = queue.Queue()
+        self._turn = threading.Lock()
+        self._lock = threading.Lock()
+        self._waiting = 0  # slots inside next()
+
+    def next(self) -> Lease | None:
+        """The next lease for the calling slot, waiting for one; None once stopping."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            while not self.stopping.is_set():
+                try:
+                    item = self._ready.get_nowait()
+                except queue.Empty:
+                    item = TURN
+                if isinstance(item, Lease):
+                    return item
+                if self._turn.acquire(blocking=False):
+                    try:
+                        lease, handed = self._fetch()
+                    finally:
+                        self._turn.release()
+                    if lease is not None:
+                        self._wake_one(handed)
+                        return lease
+                    continue
+                try:
+                    item = self._ready.get(timeout=POLL)
+                except queue.Empty:
+                    continue
+                if isinstance(item, Lease):
+                    return item
+            return None
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _fetch(self) -> tuple[Lease | None, int]:
+        """Wait for entries, taking one per waiting slot: (the caller's lease, how many
+        were handed to the others)."""
+        with self._lock:
+            wanted = max(1, self._waiting - self._ready.qsize())
+        try:
+            reply = self.client.blmpop(FETCH_TIMEOUT, 1, self.key, direction="LEFT",
+                                       count=wanted)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
+            self.stopping.wait(FETCH_TIMEOUT)  # holding the turn: one slot retries
+            return None, 0
+        leases = self._taken(reply[1] if reply else [])
+        for lease in leases[1:]:
+            self._ready.put(lease)
+        return (leases[0] if leases else None), len(leases) - 1
+
+    def _wake_one(self, handed: int) -> None:
+        """Leaving with a lease: if slots still wait with nothing handed to them, one of
+        them must take the turn now, not at its next look."""
+        with self._lock:
+            idle = self._waiting - 1 - handed
+        if idle > 0:
+            self._ready.put(TURN)
+
+    def _taken(self, entries: list[bytes]) -> list[Lease]:
+        leases = []
+        for raw in entries:
+            if raw == SENTINEL:
+                continue
+            lease = signals.parse_lease(raw)
+            if lease is None:
+                log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
+                          raw[:80])
+                continue
+            self.on_take(lease)
+            leases.append(lease)
+        return leases
+
+    def deliver(self, entries: list[bytes]) -> int:
+        """Hand entries a slot took from Redis itself (with its ack) to the slots; how
+        many leases they held."""
+        leases = self._taken(entries)
+        for lease in leases:
+            self._ready.put(lease)
+        return len(leases)
+
+    def has_ready(self) -> bool:
+        """Whether taken leases wait for a slot."""
+        return any(isinstance(item, Lease) for item in list(self._ready.queue))
+
+    def take_ready(self) -> list[Lease]:
+        """Take back the leases taken and not started (to hand them back)."""
+        taken = []
+        while True:
+            try:
+                item = self._ready.get_nowait()
+            except queue.Empty:
+                return taken
+            if isinstance(item, Lease):
+                taken.append(item)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop fetching (``stopping`` must be set): end a blocked fetch at once and wait
+        for it, so that what the inbox holds from now on stays there."""
+        try:
+            self.client.lpush(self.key, SENTINEL)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("worker=%s cannot end its fetch: %s", self.worker_id, exc)
+        self._turn.acquire(timeout=timeout)  # kept: no slot fetches again
