@@ -29,6 +29,9 @@ from common import codec
 # quietly: a signal then would wake the dispatcher for nothing.
 PREFETCH_TARGET_MS = 20.0
 PREFETCH_MAX = 16
+# A run past the prefetch horizon is long next to what prefetching assumed: the worker
+# shows it as running and hands back what was prefetched behind it.
+LONG_RUN_S = PREFETCH_TARGET_MS / 1000
 
 
 def may_prefetch(mean_task_ms: float | None) -> bool:

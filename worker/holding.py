@@ -23,7 +23,7 @@ class Holding:
         self._leases: dict[str, Lease] = {}
         self._started: dict[str, float] = {}  # task id -> monotonic start, until marked
         self._long: set[str] = set()  # marked: running past the marker's threshold
-        self._any_started = threading.Event()  # wakes the marker from its idle wait
+        self._wake_marker = threading.Event()  # ends the marker's idle wait
         self._durations: dict[str, float] = {}  # queue -> mean ms
         # Called (outside the lock) when the dispatcher should hear of durations at once:
         # it prefetches nothing for a queue until it knows that queue's tasks are short.
@@ -33,10 +33,18 @@ class Holding:
         with self._lock:
             self._leases[lease.task_id] = lease
 
-    def start(self, task_id: str) -> None:
+    def start(self, task_id: str, watched: bool = False) -> None:
+        """A slot starts running the task. A slot whose runner reports a run turning long
+        (``watched``) wakes the marker only then (``turned_long``): waking it at every
+        start would cost each task a thread switch on its way to the child."""
         with self._lock:
             self._started[task_id] = time.monotonic()
-        self._any_started.set()
+        if not watched:
+            self._wake_marker.set()
+
+    def turned_long(self) -> None:
+        """A watched run passed the long-run horizon: the marker must look now."""
+        self._wake_marker.set()
 
     def next_long_in(self, seconds: float) -> float | None:
         """Seconds until the oldest run not reported yet passes ``seconds``; None when no
@@ -47,9 +55,10 @@ class Holding:
             return max(0.0, min(self._started.values()) + seconds - time.monotonic())
 
     def wait_for_start(self, timeout: float) -> None:
-        """Sleep until a task starts (or ``timeout``): an idle worker's marker costs nothing."""
-        self._any_started.wait(timeout)
-        self._any_started.clear()
+        """Sleep until a task starts or a watched run turns long (or ``timeout``): an idle
+        worker's marker costs nothing."""
+        self._wake_marker.wait(timeout)
+        self._wake_marker.clear()
 
     def finish(self, queue: str, took_ms: float) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from worker.holding import Holding
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
 # make way for what was prefetched behind it. The marker sleeps until the oldest run
 # crosses it, or until a task starts when none runs.
-AFTER = signals.PREFETCH_TARGET_MS / 1000
+AFTER = signals.LONG_RUN_S
 IDLE_WAIT = 1.0
 
 

@@ -11,9 +11,10 @@ import logging
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
-from common import codec
+from common import codec, signals
 from common.codec import ErrorInfo
 from worker import child
 from worker.executor import Outcome, execute
@@ -27,16 +28,23 @@ def _timeout(fn_path: str, timeout: float) -> Outcome:
 
 
 class Runner(Protocol):
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome: ...
+    # Whether ``run`` calls ``on_long`` once the run passes signals.LONG_RUN_S.
+    watches_long_runs: bool
+
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
+            on_long: Callable[[], None] = lambda: None) -> Outcome: ...
 
     def close(self, kill: bool = False) -> None: ...
 
 
 class ThreadRunner:
+    watches_long_runs = False  # the task runs on the calling thread: nobody to watch it
+
     def __init__(self, max_result_bytes: int) -> None:
         self.max_result_bytes = max_result_bytes
 
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
+            on_long: Callable[[], None] = lambda: None) -> Outcome:
         if timeout is None:
             return execute(fn_path, args_blob, self.max_result_bytes)
         box: list[Outcome] = []
@@ -56,6 +64,8 @@ class ThreadRunner:
 
 
 class ProcessRunner:
+    watches_long_runs = True
+
     def __init__(self, imports: list[str], max_result_bytes: int) -> None:
         self.imports = imports
         self.max_result_bytes = max_result_bytes
@@ -78,10 +88,16 @@ class ProcessRunner:
         self.conn.close()
         self._spawn()
 
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
+            on_long: Callable[[], None] = lambda: None) -> Outcome:
         try:
             self.conn.send_bytes(codec.pack([fn_path, args_blob]))
-            if not self.conn.poll(timeout):
+            horizon = signals.LONG_RUN_S if timeout is None else min(signals.LONG_RUN_S, timeout)
+            done = self.conn.poll(horizon)
+            if not done:
+                on_long()
+                done = self.conn.poll(None if timeout is None else max(0.0, timeout - horizon))
+            if not done:
                 log.warning("task %s passed its timeout of %ss; killing pid=%s", fn_path,
                             timeout, self.process.pid)
                 self._replace()
