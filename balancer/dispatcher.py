@@ -496,7 +496,7 @@ class Dispatcher:
         prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}{'' if limited else 'u'}"
         n, leased, dropped, deadlines = self.scripts.assign(
             self.token, worker_id, queue, view.capacity * depth,
-            int(self.settings.timeout_grace * 1000), prefix, batch)
+            int(self.settings.timeout_grace * 1000), prefix, batch, view.refill_at(depth))
         if dropped:
             log.error("queue=%s held %d ids without a task record; dropped them", queue, dropped)
         if n == -1:

@@ -69,6 +69,15 @@ class WorkerView:
             return 0
         return max(0, limit - leased)
 
+    def refill_at(self, depth: int) -> int:
+        """The fewest free places, of ``capacity * depth``, worth a lease: the refill
+        point of ``free_for``, for the lease script to check against what the worker
+        truly holds (the count here lags: quiet acks, and acks read after a lease)."""
+        if depth == 1:
+            return 1
+        long = min(self.long_running, self.capacity, self.leased)
+        return max(1, self.capacity * depth - long - (self.capacity - long) * depth // 2)
+
 
 def load(worker: WorkerView) -> float:
     """Share of slots leased, plus a penalty for cores that other processes keep busy and
@@ -83,14 +92,9 @@ def host_load(worker: WorkerView) -> float:
 
 
 def prefetch_depth(mean_task_ms: float | None) -> int:
-    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average.
-
-    1 (no prefetch) unless tasks are known to be much shorter than PREFETCH_TARGET_MS:
-    a long task must never wait in an inbox while another worker has a free slot.
-    """
-    if mean_task_ms is None or not signals.may_prefetch(mean_task_ms):
-        return 1
-    return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
+    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average
+    (signals.prefetch_depth: workers judge by it what is news for the dispatcher)."""
+    return signals.prefetch_depth(mean_task_ms)
 
 
 def choose_worker(

@@ -93,16 +93,18 @@ class Scripts:
         return token.decode() if token else None
 
     def assign(self, leader_token: str, worker_id: str, queue: str, capacity: int,
-               grace_ms: int, lease_prefix: str, task_ids: Sequence[str]
+               grace_ms: int, lease_prefix: str, task_ids: Sequence[str], refill_at: int = 1
                ) -> tuple[int, int, int, int]:
         """(assigned, tasks leased to the worker now, ids dropped for lack of a record,
-        deadlines set); assigned is -1 when ``leader_token`` no longer holds the lease."""
+        deadlines set); assigned is -1 when ``leader_token`` no longer holds the lease.
+        Nothing is leased unless ``refill_at`` places at least are free."""
         k = self.keys
         n, leased, dropped, deadlines = self._run(
             "assign",
             [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
              k.deadlines, *(k.task(t) for t in task_ids)],
-            [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, *task_ids],
+            [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at,
+             *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
 

@@ -39,6 +39,17 @@ def may_prefetch(mean_task_ms: float | None) -> bool:
     return mean_task_ms is not None and mean_task_ms < PREFETCH_TARGET_MS / 2
 
 
+def prefetch_depth(mean_task_ms: float | None) -> int:
+    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average.
+
+    1 (no prefetch) unless tasks are known to be much shorter than PREFETCH_TARGET_MS:
+    a long task must never wait in an inbox while another worker has a free slot.
+    """
+    if mean_task_ms is None or not may_prefetch(mean_task_ms):
+        return 1
+    return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
+
+
 def ack_quiet_above(capacity: int) -> int:
     """Leases a worker of ``capacity`` slots may hold and still ack without a signal."""
     return capacity * PREFETCH_MAX // 2

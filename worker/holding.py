@@ -25,6 +25,7 @@ class Holding:
         self._long: set[str] = set()  # marked: running past the marker's threshold
         self._wake_marker = threading.Event()  # ends the marker's idle wait
         self._durations: dict[str, float] = {}  # queue -> mean ms
+        self._told: dict[str, float] = {}  # queue -> the mean last given as news
         # Called (outside the lock) when the dispatcher should hear of durations at once:
         # it prefetches nothing for a queue until it knows that queue's tasks are short.
         self.on_news: Callable[[], None] = lambda: None
@@ -65,7 +66,14 @@ class Holding:
             mean = self._durations.get(queue)
             now = self._durations[queue] = (took_ms if mean is None
                                             else mean + EWMA * (took_ms - mean))
-        if mean is None or signals.may_prefetch(mean) != signals.may_prefetch(now):
+            told = self._told.get(queue)
+            # News: the queue's first run time, or one that halves or doubles how many of
+            # its tasks the dispatcher would prefetch (from none to some, or back).
+            depth, was = signals.prefetch_depth(now), signals.prefetch_depth(told)
+            news = told is None or depth >= 2 * was or 2 * depth <= was
+            if news:
+                self._told[queue] = now
+        if news:
             self.on_news()
 
     def release(self, task_id: str) -> None:

@@ -2,16 +2,18 @@
 -- (lease_tasks in the prelude says what a lease is).
 -- KEYS: leader, inbox, leases, inflight, queue, deadlines, task...
 -- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix (with
---       a "u" when the queue has no concurrency limit: not counted in inflight),
---       task id... (same order as the task keys)
+--       a "u" when the queue has no concurrency limit: not counted in inflight), fewest
+--       free places worth a lease (a worker with prefetched tasks is refilled only once
+--       it has run down to its refill point, even when the caller's count of what it
+--       holds is behind), task id... (same order as the task keys)
 -- Returns {assigned, leased after, dropped, deadlines set}; {-1, 0, 0, 0} when the caller
 -- is not the leader. Ids no longer in the queue (taken meanwhile) are skipped.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0, 0} end
 local held = redis.call('SCARD', KEYS[3])
 local free = tonumber(ARGV[4]) - held
-if free <= 0 or #KEYS == 6 then return {0, held, 0, 0} end
+if free <= 0 or free < tonumber(ARGV[7]) or #KEYS == 6 then return {0, held, 0, 0} end
 local ids = {}
-for i = 7, #KEYS do ids[i - 6] = ARGV[i] end
+for i = 7, #KEYS do ids[i - 6] = ARGV[i + 1] end
 local scores = redis.call('ZMSCORE', KEYS[5], unpack(ids))
 local queued, queued_keys = {}, {}
 for i = 1, #ids do

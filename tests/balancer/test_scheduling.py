@@ -283,3 +283,14 @@ def test_an_offer_names_a_few_workers_and_never_one_serving_every_queue() -> Non
     many = [worker(f"w{i}") for i in range(10)]
     assert len(scheduling.offer_workers("q", many)) == scheduling.OFFER_WORKERS
     assert scheduling.offer_workers("q", [worker("any", queues=(ALL_QUEUES,))]) == []
+
+
+def test_the_refill_point_the_lease_script_checks_is_the_one_free_for_uses() -> None:
+    for capacity, long_running in ((1, 0), (4, 0), (4, 1), (3, 2)):
+        for leased in range(capacity * 16 + 1):
+            w = worker("w", capacity, leased)
+            w.long_running = long_running
+            free = capacity * 16 - leased
+            refills = w.free_for(16) > 0
+            assert refills == (free >= w.refill_at(16)), (capacity, long_running, leased)
+    assert worker("w", 4, 3).refill_at(1) == 1

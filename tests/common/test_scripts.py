@@ -1424,3 +1424,14 @@ def test_an_offer_leases_to_the_least_loaded_as_the_dispatcher_weighs_load(
     views[1].cpu = w2_host / CPU_WEIGHT
     assert min(views, key=load).id == chosen  # what the dispatcher itself would choose
     assert offer_to(db, (W, 4, 0.0), ("w2", 4, w2_host), tasks="a") == chosen
+
+
+def test_a_worker_above_its_refill_point_gets_no_lease_however_the_caller_counted(
+        db: Db) -> None:
+    db.put_flow(3)
+    for t in "abc":
+        db.put_task(t)
+    db.client.sadd(db.keys.leases(W), *[f"x{i}|t" for i in range(10)])
+    # 16 places, 10 held: 6 free, under the refill point of 8
+    assert db.scripts.assign(db.leader, W, Q, 16, GRACE, "1.1u", ["a"], 8) == (0, 10, 0, 0)
+    assert db.scripts.assign(db.leader, W, Q, 16, GRACE, "1.2u", ["a", "b"], 6) == (2, 12, 0, 0)

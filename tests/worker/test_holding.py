@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from common.signals import Lease
+from common.signals import Lease, prefetch_depth
 from worker.holding import Holding
 
 
@@ -73,6 +73,16 @@ def test_durations_are_a_moving_mean_per_queue() -> None:
     holding.finish("q", 20.0)
     holding.finish("r", 1.0)
     assert holding.durations() == {"q": 12.0, "r": 1.0}
+
+
+def test_a_first_slow_run_then_fast_ones_are_news_each_time_the_prefetch_doubles() -> None:
+    holding, news = Holding(), []
+    holding.on_news = lambda: news.append(holding.durations()["q"])
+    holding.finish("q", 170.0)  # the first run imports the task's module
+    for _ in range(40):
+        holding.finish("q", 1.0)
+    # Told at once, not at the next heartbeat: prefetch 1, 2, 4, 8, then 16 per slot.
+    assert [prefetch_depth(ms) for ms in news] == [1, 2, 4, 8, 16]
 
 
 def test_the_first_duration_of_a_queue_and_a_change_of_prefetch_eligibility_are_news() -> None:
