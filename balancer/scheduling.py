@@ -151,9 +151,9 @@ def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]
     Clients learn the offer from their previous submit, so it must not flicker: hosts are
     compared in coarse steps of OFFER_STEP, and the slots a worker has taken do not count
     (the script sees those, at the moment of the lease)."""
-    serving = [w for w in workers if queue in w.queues and w.capacity > 0]
-    serving.sort(key=lambda w: (int(host_load(w) / OFFER_STEP), w.id))
-    return serving[:OFFER_WORKERS]
+    serving = (w for w in workers if queue in w.queues and w.capacity > 0)
+    return heapq.nsmallest(OFFER_WORKERS, serving,
+                           key=lambda w: (int(host_load(w) / OFFER_STEP), w.id))
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:
