@@ -437,7 +437,6 @@ class Dispatcher:
         basis = (self.token, self.view.version, self._seen_empty, tuple(self.configs.values()))
         if basis == self._offers_basis:
             return
-        self._offers_basis = basis
         epoch = self.token.split("|", 1)[0]
         workers = list(self.view.workers.values())
         wanted = {}
@@ -457,6 +456,7 @@ class Dispatcher:
                                                 round(scheduling.host_load(w), 1))
                                                for w in offered), tuple(sorted(others)))
         if wanted == self._offers:
+            self._offers_basis = basis
             return
         if not self._offers:
             self.scripts.load("offer")  # a submit's transaction cannot load it itself
@@ -467,7 +467,7 @@ class Dispatcher:
         for q in self._offers.keys() - wanted.keys():
             pipe.delete(self.keys.offer(q))
         pipe.execute()
-        self._offers = wanted
+        self._offers, self._offers_basis = wanted, basis  # only once written
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""
