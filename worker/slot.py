@@ -24,6 +24,7 @@ from worker.pool import Runner
 
 log = logging.getLogger("worker")
 
+
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
                  runner: Runner, inbox: Inbox, acker: Acker, holding: Holding,
