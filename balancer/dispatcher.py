@@ -453,7 +453,7 @@ class Dispatcher:
             if offered:
                 others = frozenset().union(*(w.queues for w in offered)) - {q}
                 wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
-                                                round(scheduling.host_load(w), 1))
+                                                scheduling.offered_host_load(w))
                                                for w in offered), tuple(sorted(others)))
         if wanted == self._offers:
             self._offers_basis = basis

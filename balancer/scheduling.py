@@ -149,11 +149,17 @@ def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]
     for it is unknown), by how loaded their hosts are.
 
     Clients learn the offer from their previous submit, so it must not flicker: hosts are
-    compared in coarse steps of OFFER_STEP, and the slots a worker has taken do not count
-    (the script sees those, at the moment of the lease)."""
+    compared in coarse steps (``offered_host_load``), and the slots a worker has taken do
+    not count (the script sees those, at the moment of the lease)."""
     serving = (w for w in workers if queue in w.queues and w.capacity > 0)
-    return heapq.nsmallest(OFFER_WORKERS, serving,
-                           key=lambda w: (int(host_load(w) / OFFER_STEP), w.id))
+    return heapq.nsmallest(OFFER_WORKERS, serving, key=lambda w: (offered_host_load(w), w.id))
+
+
+def offered_host_load(worker: WorkerView) -> float:
+    """``host_load`` in steps of OFFER_STEP, as an offer carries it: coarse enough that the
+    noise of a host's load does not rewrite the offer (each rewrite costs every client one
+    submit through the dispatcher), fine enough to tell a busy host from a free one."""
+    return int(host_load(worker) / OFFER_STEP) * OFFER_STEP
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:

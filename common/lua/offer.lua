@@ -1,11 +1,14 @@
 -- A small submit takes the dispatcher's standing offer for its queue: its ready tasks,
 -- just queued in the same transaction, are leased at once to the least-loaded offered
--- worker with a free slot for each, without waiting for the dispatcher to wake. Load is the
--- dispatcher's objective (balancer/scheduling.py: load), held leases / capacity + what the
--- host adds, with the host's part as the dispatcher computed it and the leases as they are
--- now; ties go to the worker offered first. The offer only says which workers: everything
--- that makes the lease right is checked here, at this moment. When a check fails the tasks stay queued and the dispatcher is told of them
--- instead (the signal the submit would have sent): a refused offer costs a hop, never a task.
+-- worker with a free slot for each, without waiting for the dispatcher to wake.
+-- Load is the dispatcher's objective (balancer/scheduling.py: load): held leases /
+-- capacity, plus what the host adds. The host's part is as the offer carries it (in coarse
+-- steps: scheduling.offered_host_load); the leases are counted as they are now. Ties go to
+-- the worker offered first.
+-- The offer only says which workers: everything that makes the lease right is checked
+-- here, at this moment. When a check fails the tasks stay queued and the dispatcher is told
+-- of them instead (the signal the submit would have sent): a refused offer costs a hop,
+-- never a task.
 -- KEYS: leader, offer, queue, queue-conf, workers, inflight, deadlines, wake,
 --       (inbox, leases) per offered worker, the offered workers' other queues..., task...
 -- ARGV: offer as read, its leader epoch, queue name, lease token prefix, grace ms,

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from balancer import Flow
-from common import codec
+from common import codec, signals
 from common.keys import Keys
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
@@ -229,3 +229,42 @@ def test_single_task_submits_to_an_idle_cluster_are_leased_by_the_submit_itself(
     subprocess.run([*cli, "resume", "default"], env=procs.env, check=True, timeout=60)
     assert run.wait(timeout=30) == "completed"
     assert run.result(node) == 49
+
+
+def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
+    procs: Processes, real: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    workers = {name: procs.worker("--queue", "default", "--concurrency", "1", "--name", name)
+               for name in ("first", "second")}
+    _workers_up(real, keys, 2)
+    caplog.set_level(logging.INFO, logger="balancer.client")
+
+    def warm() -> None:
+        with Flow("warm") as flow:
+            tasks.square(1)
+        assert flow.submit(real, namespace=namespace).wait(timeout=30) == "completed"
+
+    for _ in range(50):  # until the offer this client learnt last is the one that stands
+        warm()
+        raw = real.get(keys.offer("default"))
+        offer = signals.parse_offer(raw) if raw else None
+        if offer is not None and len(offer.workers) == 2:
+            warm()
+            if real.get(keys.offer("default")) == raw:
+                break
+    assert offer is not None and len(offer.workers) == 2
+    # Both idle: offer.lua takes the one whose host is least loaded, the first on a tie.
+    doomed = min(offer.workers, key=lambda w: w[2])[0]
+    survivor = ({"first", "second"} - {doomed}).pop()
+    procs.stop(workers[doomed], signal.SIGKILL)  # registered until the dispatcher reaps it
+    caplog.clear()
+    with Flow("after-death") as flow:
+        node = tasks.square(9)
+    run = flow.submit(real, namespace=namespace)
+    assert [r.getMessage().rsplit("=", 1)[-1] for r in caplog.records
+            if "leased it at once" in r.getMessage()] == [doomed]
+    assert run.wait(timeout=60) == "completed"
+    assert run.result(node) == 81
+    assert real.hget(keys.task(run.ids[node]), "worker") == survivor.encode()
