@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from balancer import Flow
+from balancer import submit as submit_module
 from common import codec, signals
 from common.keys import Keys
 from tests.conftest import ROOT, Processes, wait_for
@@ -239,32 +240,32 @@ def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
     workers = {name: procs.worker("--queue", "default", "--concurrency", "1", "--name", name)
                for name in ("first", "second")}
     _workers_up(real, keys, 2)
-    caplog.set_level(logging.INFO, logger="balancer.client")
+    with Flow("first-use") as flow:  # the queue exists from its first submit on
+        tasks.square(1)
+    assert flow.submit(real, namespace=namespace).wait(timeout=30) == "completed"
+    wait_for(lambda: (o := real.get(keys.offer("default"))) is not None
+             and len(signals.parse_offer(o).workers) == 2, timeout=30)  # type: ignore[union-attr]
 
-    def warm() -> None:
-        with Flow("warm") as flow:
-            tasks.square(1)
-        assert flow.submit(real, namespace=namespace).wait(timeout=30) == "completed"
-
-    for _ in range(50):  # until the offer this client learnt last is the one that stands
-        warm()
+    def standing() -> tuple[bytes, str]:
+        """The offer, and the worker offer.lua takes from it when both are idle: the least
+        loaded host, the first offered on a tie."""
         raw = real.get(keys.offer("default"))
-        offer = signals.parse_offer(raw) if raw else None
-        if offer is not None and len(offer.workers) == 2:
-            warm()
-            if real.get(keys.offer("default")) == raw:
-                break
-    assert offer is not None and len(offer.workers) == 2
-    # Both idle: offer.lua takes the one whose host is least loaded, the first on a tie.
-    doomed = min(offer.workers, key=lambda w: w[2])[0]
-    survivor = ({"first", "second"} - {doomed}).pop()
+        offer = signals.parse_offer(raw)  # type: ignore[arg-type]
+        assert offer is not None
+        return raw, min(offer.workers, key=lambda w: w[2])[0]  # type: ignore[return-value]
+
+    _, doomed = standing()
     procs.stop(workers[doomed], signal.SIGKILL)  # registered until the dispatcher reaps it
-    caplog.clear()
+    raw, chosen = standing()
+    # This client knows the offer that stands (as if its last submit had just read it).
+    submit_module._offers.setdefault(real, {})[(namespace, "default")] = raw
+    caplog.set_level(logging.INFO, logger="balancer.client")
     with Flow("after-death") as flow:
         node = tasks.square(9)
     run = flow.submit(real, namespace=namespace)
     assert [r.getMessage().rsplit("=", 1)[-1] for r in caplog.records
-            if "leased it at once" in r.getMessage()] == [doomed]
+            if "leased it at once" in r.getMessage()] == [chosen]
     assert run.wait(timeout=60) == "completed"
     assert run.result(node) == 81
+    survivor = ({"first", "second"} - {doomed}).pop()
     assert real.hget(keys.task(run.ids[node]), "worker") == survivor.encode()
