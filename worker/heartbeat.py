@@ -18,7 +18,7 @@ from common.settings import Settings
 
 log = logging.getLogger("worker")
 
-FULL_EVERY = 10  # beats: at most this many in a row are light
+FULL_EVERY = 30  # beats: at most this many in a row are light
 
 
 class HostLoad:

@@ -61,7 +61,9 @@ def idle(system: Ours, layout: Layout, cfg: Config) -> Figures:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{cfg.idle_workers} workers did not register within 120s")
         time.sleep(0.2)
-    time.sleep(2.0)  # let start-up traffic settle
+    # Idle means settled: for its first seconds a started worker's host load moves (it and
+    # its neighbours starting up), and each move is a full heartbeat.
+    time.sleep(10.0)
     before = command_breakdown(system.client)
     time.sleep(cfg.idle_seconds)
     delta = commands_since(system.client, before)
