@@ -62,8 +62,9 @@ def idle(system: Ours, layout: Layout, cfg: Config) -> Figures:
             raise RuntimeError(f"{cfg.idle_workers} workers did not register within 120s")
         time.sleep(0.2)
     # Idle means settled: for its first seconds a started worker's host load moves (it and
-    # its neighbours starting up), and each move is a full heartbeat.
-    time.sleep(10.0)
+    # its neighbours starting up), and each move is a full heartbeat. Wait as long as the
+    # measurement lasts.
+    time.sleep(cfg.idle_seconds)
     before = command_breakdown(system.client)
     time.sleep(cfg.idle_seconds)
     delta = commands_since(system.client, before)
