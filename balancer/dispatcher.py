@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 
@@ -285,7 +286,9 @@ class Dispatcher:
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those
         dates (one ZRANGE for all workers) before calling anyone dead."""
-        for member, score in self.client.zrange(self.keys.workers, 0, -1, withscores=True):
+        dates = cast(list[tuple[bytes, float]],
+                     self.client.zrange(self.keys.workers, 0, -1, withscores=True))
+        for member, score in dates:
             view = self.view.workers.get(member.decode())
             if view is not None:
                 view.last_seen = max(view.last_seen, self._local_time(score))

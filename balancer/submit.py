@@ -166,7 +166,7 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings,
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None
     scripts = Scripts(client, keys)
-    if offer is None:
+    if offer is None or raw is None:
         pipe.rpush(keys.wake, signal)
     else:
         scripts.take_offer(pipe, offer, raw, queue, f"{offer.epoch}.{new_id()}u",

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import cast
 
 import redis
 
@@ -96,7 +97,7 @@ class Inbox:
             log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
             self.stopping.wait(FETCH_TIMEOUT)  # holding the turn: one slot retries
             return None, 0
-        leases = self._taken(reply[1] if reply else [])
+        leases = self._taken(cast(list[bytes], reply[1]) if reply else [])
         for lease in leases[1:]:
             self._ready.put(lease)
         return (leases[0] if leases else None), len(leases) - 1
@@ -137,7 +138,7 @@ class Inbox:
 
     def take_ready(self) -> list[Lease]:
         """Take back the leases taken and not started (to hand them back)."""
-        taken = []
+        taken: list[Lease] = []
         while True:
             try:
                 item = self._ready.get_nowait()
