@@ -4,13 +4,14 @@ depth, recent flow runs. Read-only; gathered in a few pipelined round trips."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
 from balancer import why
 from balancer.scheduling import WorkerView, load
+from common import signals
 from common.keys import Keys
 from common.models import QueueConfig, WorkerInfo
 
@@ -42,6 +43,9 @@ class QueueRow:
     ready: int
     inflight: int | None  # leased now; counted only for queues with a concurrency limit
     held_by: str | None = None  # why its ready tasks wait, when they do
+    # The workers a small submit to it leases to itself, best hosts first (the standing
+    # offer of the current leader); empty when none stands.
+    offered_to: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,6 +99,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     for q in queue_names:
         pipe.zcard(keys.queue(q))
         pipe.hgetall(keys.queue_conf(q))
+        pipe.get(keys.offer(q))
     for f in flow_ids:
         pipe.hmget(keys.flow(f), ["name", "state", "total", "remaining", "failed", "created"])
     replies = pipe.execute()
@@ -119,13 +124,17 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
             alive=blob is not None))
     offset = 2 * len(worker_ids)
     queue_rows = []
+    epoch = facts.leader.split("|", 1)[0] if facts.leader else None
     for j, q in enumerate(queue_names):
-        depth, conf = replies[offset + 2 * j], replies[offset + 2 * j + 1]
+        depth, conf, raw = replies[offset + 3 * j: offset + 3 * j + 3]
         c = facts.configs[q] = QueueConfig.from_hash(q, conf)
+        offer = signals.parse_offer(raw) if raw else None
         queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
                                    facts.inflight.get(q, 0) if c.concurrency_limit else None,
-                                   why.queue_hold(q, facts) if depth else None))
-    offset += 2 * len(queue_names)
+                                   why.queue_hold(q, facts) if depth else None,
+                                   [w for w, _, _ in offer.workers]
+                                   if offer and offer.epoch == epoch else []))
+    offset += 3 * len(queue_names)
     flows = []
     for k, f in enumerate(flow_ids):
         name, state, total, remaining, failed, created = replies[offset + k]
@@ -155,6 +164,8 @@ def render(status: Status) -> str:
                      f"  {'paused' if q.paused else 'active'}")
         if q.held_by:
             lines.append(f"      waiting: {q.held_by}")
+        if q.offered_to:
+            lines.append(f"      a small submit goes at once to: {', '.join(q.offered_to)}")
     lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}", "",
               f"recent flow runs ({len(status.flows)}):"]
     for f in status.flows:

@@ -217,6 +217,11 @@ def test_single_task_submits_to_an_idle_cluster_are_leased_by_the_submit_itself(
     assert results == [i * i for i in range(20)]
     direct = [r for r in caplog.records if "leased it at once" in r.getMessage()]
     assert len(direct) >= 15  # the first submits learn the offer; a busy worker is skipped
+    shown = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
+                           env=procs.env, check=True, timeout=60, capture_output=True)
+    [default] = [q for q in json.loads(shown.stdout)["queues"] if q["name"] == "default"]
+    workers = {m.decode() for m in real.zrange(keys.workers, 0, -1)}
+    assert default["offered_to"] and set(default["offered_to"]) <= workers
 
     # A paused queue refuses the offer: the task waits, and runs once resumed.
     cli = [sys.executable, "-m", "balancer.cli", "queue"]
