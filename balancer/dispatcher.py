@@ -241,6 +241,7 @@ class Dispatcher:
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
                 self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
+                self._deadlines_pending = True  # the leases may carry timeouts
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:

@@ -22,6 +22,11 @@ def work(n: int) -> int:
     return n
 
 
+@task(timeout=0.01)
+def timed(n: int) -> int:
+    return n
+
+
 @pytest.fixture
 def setup(fake: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
     settings = settings.replace(dispatch_tick=0.01)
@@ -197,3 +202,20 @@ def test_an_offer_is_withdrawn_when_its_queue_is_paused(
     submit(fake, settings, 1)
     settle(dispatcher)
     assert fake.zcard(keys.queue("default")) == 1  # paused: it waits
+
+
+def test_a_task_with_a_timeout_leased_by_offer_is_failed_by_the_deadline_backstop(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup, offer=True)
+    submit(fake, settings, 1)  # through the dispatcher: this client learns the offer
+    settle(dispatcher)
+    with Flow("timed") as flow:
+        timed(1)
+    flow.submit(fake, namespace=settings.namespace)  # leased by the offer, deadline set
+    [member] = [m.decode() for m in fake.zrange(keys.deadlines, 0, -1)]
+    task_id = member.split("|")[0]
+    fake.zadd(keys.deadlines, {member: 0})  # long past due: the worker lost the task
+    dispatcher._deadlines_at = 0.0
+    settle(dispatcher)
+    assert fake.hget(keys.task(task_id), "state") == b"failed"
