@@ -278,9 +278,11 @@ class Dispatcher:
         self._warn_unserved()
         if self._idle and now - self._looked_at > IDLE_RECHECK:
             self._stale()
-        if self.view.overdue(now, self.settings.worker_timeout):
+        overdue = self.view.overdue(now, self.settings.worker_timeout)
+        if overdue:
             self._recheck_liveness()
-        for worker in self.view.overdue(now, self.settings.worker_timeout):
+            overdue = self.view.overdue(now, self.settings.worker_timeout)
+        for worker in overdue:
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._reap(worker.id, seen_before_ms=seen_before, why="missed heartbeats")
 

@@ -27,6 +27,9 @@ NEAR_MAX = 8
 # more tasks per slot than slots, so that workers never wait for the dispatcher.
 PREFETCH_TARGET_MS = signals.PREFETCH_TARGET_MS
 PREFETCH_MAX = signals.PREFETCH_MAX
+# Tasks per slot to lease for a queue of a given mean run time; workers judge by the same
+# function what is news for the dispatcher.
+prefetch_depth = signals.prefetch_depth
 # A standing offer names this many workers at most, hosts compared in steps of this much.
 OFFER_WORKERS = 4
 OFFER_STEP = 0.25
@@ -89,12 +92,6 @@ def load(worker: WorkerView) -> float:
 def host_load(worker: WorkerView) -> float:
     """The part of a worker's load its host adds, whatever its slots hold."""
     return CPU_WEIGHT * worker.cpu + max(0.0, worker.memory - MEMORY_SAFE) * MEMORY_WEIGHT
-
-
-def prefetch_depth(mean_task_ms: float | None) -> int:
-    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average
-    (signals.prefetch_depth: workers judge by it what is news for the dispatcher)."""
-    return signals.prefetch_depth(mean_task_ms)
 
 
 def choose_worker(

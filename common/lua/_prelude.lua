@@ -6,6 +6,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Push a signal onto the wake list, keeping at most `cap` of them (the oldest go first):
+-- for signals sent whether or not a dispatcher reads them.
+local function signal_capped(wake_key, signal, cap)
+  cap = tonumber(cap)
+  if redis.call('RPUSH', wake_key, signal) > cap then redis.call('LTRIM', wake_key, -cap, -1) end
+end
+
 -- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
 -- settles the flow and pushes its final state onto the flow's done list, which waiting
 -- clients BLPOP.

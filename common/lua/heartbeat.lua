@@ -8,6 +8,5 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 local leased = redis.call('SCARD', KEYS[3])
-local length = redis.call('RPUSH', KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2])
-if length > tonumber(ARGV[4]) then redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1) end
+signal_capped(KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2], ARGV[4])
 return {existed, leased, now}

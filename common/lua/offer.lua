@@ -25,11 +25,6 @@ for i = first_task, #KEYS do
   ids[#ids + 1] = ARGV[9 + 3 * n_workers + #ids + 1]
 end
 
-local function signal(s)
-  local cap = tonumber(ARGV[9])
-  if redis.call('RPUSH', KEYS[8], s) > cap then redis.call('LTRIM', KEYS[8], -cap, -1) end
-end
-
 -- The offered worker to lease to (its index), or nil when the offer must be refused.
 local function chosen()
   -- Still the dispatcher's offer, made by the dispatcher that leads now.
@@ -61,11 +56,11 @@ end
 
 local w = chosen()
 if not w then
-  signal(ARGV[8])
+  signal_capped(KEYS[8], ARGV[8], ARGV[9])
   return ''
 end
 local worker, inbox, leases = ARGV[7 + 3 * w], KEYS[7 + 2 * w], KEYS[8 + 2 * w]
 lease_tasks(ids, task_keys, KEYS[3], inbox, leases, KEYS[6], KEYS[7], worker,
   ARGV[3], ARGV[4], #ids, tonumber(ARGV[5]))
-signal('l|' .. worker .. '|' .. redis.call('SCARD', leases))
+signal_capped(KEYS[8], 'l|' .. worker .. '|' .. redis.call('SCARD', leases), ARGV[9])
 return worker
