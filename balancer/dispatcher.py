@@ -455,11 +455,12 @@ class Dispatcher:
                 if current is not None:
                     wanted[q] = current
                 continue
-            offered = scheduling.offer_workers(q, workers)
+            before = {w: h for w, _, h in current.workers} if current is not None else {}
+            offered = scheduling.offer_workers(q, workers, before)
             if offered:
                 others = frozenset().union(*(w.queues for w in offered)) - {q}
                 wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
-                                                scheduling.offered_host_load(w))
+                                                scheduling.offered_host_load(w, before.get(w.id)))
                                                for w in offered), tuple(sorted(others)))
         if wanted == self._offers:
             self._offers_basis = basis

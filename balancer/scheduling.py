@@ -138,7 +138,8 @@ def plan_batch(
     return plan
 
 
-def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]:
+def offer_workers(queue: str, workers: Sequence[WorkerView],
+                  offered: Mapping[str, float] | None = None) -> list[WorkerView]:
     """The workers a standing offer for ``queue`` names, best hosts first: a small submit
     leases to the least loaded of them with free slots (offer.lua evaluates ``load`` with
     the ``host_load`` the offer carries). At most OFFER_WORKERS, of those that serve
@@ -147,16 +148,26 @@ def offer_workers(queue: str, workers: Sequence[WorkerView]) -> list[WorkerView]
 
     Clients learn the offer from their previous submit, so it must not flicker: hosts are
     compared in coarse steps (``offered_host_load``), and the slots a worker has taken do
-    not count (the script sees those, at the moment of the lease)."""
+    not count (the script sees those, at the moment of the lease). ``offered`` holds the
+    host loads the standing offer carries, per worker id (see ``offered_host_load``)."""
+    offered = offered or {}
     serving = (w for w in workers if queue in w.queues and w.capacity > 0)
-    return heapq.nsmallest(OFFER_WORKERS, serving, key=lambda w: (offered_host_load(w), w.id))
+    return heapq.nsmallest(OFFER_WORKERS, serving,
+                           key=lambda w: (offered_host_load(w, offered.get(w.id)), w.id))
 
 
-def offered_host_load(worker: WorkerView) -> float:
+def offered_host_load(worker: WorkerView, previous: float | None = None) -> float:
     """``host_load`` in steps of OFFER_STEP, as an offer carries it: coarse enough that the
     noise of a host's load does not rewrite the offer (each rewrite costs every client one
-    submit through the dispatcher), fine enough to tell a busy host from a free one."""
-    return int(host_load(worker) / OFFER_STEP) * OFFER_STEP
+    submit through the dispatcher), fine enough to tell a busy host from a free one.
+
+    A load hovering at a step's edge would still flip between two steps at every
+    heartbeat; so the step ``previous``ly offered stands until the load leaves it by half
+    a step more."""
+    raw = host_load(worker)
+    if previous is not None and previous - OFFER_STEP / 2 <= raw < previous + 1.5 * OFFER_STEP:
+        return previous
+    return int(raw / OFFER_STEP) * OFFER_STEP
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:

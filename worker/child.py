@@ -1,35 +1,171 @@
-"""The loop of a pool child process: read a call from the pipe, execute it, answer.
+"""A pool child: one slot of a process-pool worker, in a process of its own.
 
-Kept free of Redis and threads so that a task that crashes or hangs costs only this
-process; the supervisor replaces it.
+It fetches from the worker's inbox, runs and acknowledges its tasks itself, with its own
+Redis connection, as the slot thread of a thread-pool worker does (the same ``Slot``,
+``Inbox`` and ``Acker``). A task then costs the supervisor nothing: no pipe to the child
+and back, no thread switch. What the supervisor must still know (the lease held, when its
+run started) the child writes into its shared ``Record``; a crash or a hang costs only
+this process, which the supervisor replaces and whose task it settles.
+
+The pipe to the supervisor carries little: from the supervisor, "stop"; to it, news of
+run times and, when the supervisor sleeps, a note that a lease was taken.
+
+A child dies with its supervisor (on Linux, the kernel kills it: PR_SET_PDEATHSIG), as a
+thread of it would: the dispatcher then takes back the worker's tasks, counting the run
+as lost, and no orphan runs on unwatched. Elsewhere, the pipe's end tells the child that
+its supervisor died, and it stops fetching.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import logging
 import os
 import signal
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
-from common import codec
+from common import codec, logs, signals
+from common.connection import connect
 from common.importpath import importing_tasks
-from worker.executor import execute
+from common.keys import Keys
+from common.scripts import Scripts
+from common.settings import Settings
+from common.signals import Lease
+from worker.ack import Acker
+from worker.executor import Outcome, execute
+from worker.holding import Holding
+from worker.inbox import Inbox
+from worker.record import Record
+from worker.slot import Slot
+
+log = logging.getLogger("worker")
+
+STOP = b"stop"
+TOOK = b"t"  # to the supervisor: a lease was taken (sent only when it sleeps)
+ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
+READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
+PR_SET_PDEATHSIG = 1
+# Run times are passed on when they move by this share: the heartbeat tells the
+# dispatcher of a change of a quarter.
+NEWS_SHARE = 0.1
 
 
-def main(conn: Connection, imports: list[str], cwd: str, max_result_bytes: int) -> None:
+@dataclass(frozen=True)
+class ChildSpec:
+    """What a pool child needs to start (pickled to it at spawn)."""
+
+    worker_id: str
+    settings: Settings
+    imports: tuple[str, ...]
+    cwd: str
+    concurrency: int  # of the whole worker: it decides when an ack may be quiet
+    log_level: str
+    supervisor_pid: int
+
+
+class InlineRunner:
+    """Runs the task on the calling thread: this process is the task's sandbox, and its
+    supervisor kills it past the task's timeout."""
+
+    watches_long_runs = True  # the supervisor watches, through the record
+
+    def __init__(self, max_result_bytes: int) -> None:
+        self.max_result_bytes = max_result_bytes
+
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
+            on_long: Any = None) -> Outcome:
+        return execute(fn_path, args_blob, self.max_result_bytes)
+
+    def close(self, kill: bool = False) -> None:
+        pass
+
+
+class RecordedHolding(Holding):
+    """The child's holding, mirrored into its record and, for run times, to the pipe."""
+
+    def __init__(self, record: Record, conn: Connection) -> None:
+        super().__init__()
+        self.record = record
+        self.conn = conn
+        self._sent: dict[str, float] = {}
+
+    def add(self, lease: Lease) -> None:
+        super().add(lease)
+        if self.record.took(lease):
+            self._send([TOOK])
+
+    def start(self, task_id: str, watched: bool = False, at: float | None = None) -> None:
+        self.record.started(time.monotonic(), int(time.time() * 1000))
+
+    def finish(self, queue: str, took_ms: float) -> None:
+        self.record.finishing()
+        if took_ms >= signals.LONG_RUN_S * 1000:
+            self._send([ENDED])
+        super().finish(queue, took_ms)
+        mean = self.durations().get(queue)
+        sent = self._sent.get(queue)
+        if mean is not None and (sent is None or abs(mean - sent) > NEWS_SHARE * max(sent, 0.1)):
+            self._sent[queue] = mean
+            self._send([b"d", queue, mean])
+
+    def release(self, task_id: str) -> None:
+        super().release(task_id)
+        self.record.idle()
+
+    def _send(self, message: list[Any]) -> None:
+        # A supervisor gone is seen by the control thread, which stops this process.
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(codec.pack(message))
+
+
+def _control(conn: Connection, stopping: threading.Event, inbox: Inbox) -> None:
+    """Wait for "stop" (or the supervisor's death), then stop fetching."""
+    try:
+        while conn.recv_bytes() != STOP:
+            pass
+    except (EOFError, OSError):
+        log.warning("pool child pid=%s: its supervisor is gone; stopping", os.getpid())
+    stopping.set()
+    inbox.close(timeout=0)
+
+
+def _die_with(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(1)
+
+
+def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
+    _die_with(spec.supervisor_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    logs.setup(spec.log_level)
+    if spec.cwd not in sys.path:
+        sys.path.insert(0, spec.cwd)
     os.environ["BALANCER_WORKER_CHILD"] = "1"
     with importing_tasks():
-        for module in imports:
+        for module in spec.imports:
             __import__(module)
-    while True:
-        try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        if not data:
-            return
-        fn_path, args_blob = codec.unpack(data)
-        conn.send_bytes(execute(fn_path, args_blob, max_result_bytes).to_bytes())
+    settings = spec.settings
+    client = connect(settings.server_url)
+    keys = Keys(settings.namespace)
+    scripts = Scripts(client, keys)
+    holding = RecordedHolding(Record.attach(shared), conn)
+    stopping = threading.Event()
+    inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)
+    acker = Acker(spec.worker_id, scripts, settings, holding, lambda: 0,
+                  signals.ack_quiet_above(spec.concurrency))
+    slot = Slot(0, spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
+                inbox, acker, holding, stopping)
+    threading.Thread(target=_control, args=(conn, stopping, inbox), name="control",
+                     daemon=True).start()
+    client.ping()
+    holding._send([READY])
+    slot.run()  # on this thread: until stopped

@@ -64,7 +64,7 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
     except Exception as exc:
         raise click.ClickException(f"cannot reach Redis at {settings.server_url}: {exc}") from None
     worker = Worker(client, settings, queues=queues or ("default",), concurrency=concurrency,
-                    pool=pool, name=name, imports=imports)
+                    pool=pool, name=name, imports=imports, log_level=log_level)
     try:
         worker.run()
     except WorkerError as exc:

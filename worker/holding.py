@@ -34,12 +34,12 @@ class Holding:
         with self._lock:
             self._leases[lease.task_id] = lease
 
-    def start(self, task_id: str, watched: bool = False) -> None:
-        """A slot starts running the task. A slot whose runner reports a run turning long
-        (``watched``) wakes the marker only then (``turned_long``): waking it at every
-        start would cost each task a thread switch on its way to the child."""
+    def start(self, task_id: str, watched: bool = False, at: float | None = None) -> None:
+        """A slot starts running the task (or started it ``at``, a time.monotonic()). A slot
+        whose runner reports a run turning long (``watched``) wakes the marker only then
+        (``turned_long``): waking it at every start would cost each task a thread switch."""
         with self._lock:
-            self._started[task_id] = time.monotonic()
+            self._started[task_id] = time.monotonic() if at is None else at
         if not watched:
             self._wake_marker.set()
 
@@ -64,8 +64,14 @@ class Holding:
     def finish(self, queue: str, took_ms: float) -> None:
         with self._lock:
             mean = self._durations.get(queue)
-            now = self._durations[queue] = (took_ms if mean is None
-                                            else mean + EWMA * (took_ms - mean))
+            now = took_ms if mean is None else mean + EWMA * (took_ms - mean)
+        self.learn(queue, now)
+
+    def learn(self, queue: str, mean_ms: float) -> None:
+        """The mean run time of the queue's tasks is now ``mean_ms`` (a pool child tells
+        its supervisor this way)."""
+        with self._lock:
+            now = self._durations[queue] = mean_ms
             told = self._told.get(queue)
             # News: the queue's first run time, or one that halves or doubles how many of
             # its tasks the dispatcher would prefetch (from none to some, or back).

@@ -64,6 +64,12 @@ class Slot(threading.Thread):
             elif finished is not None:
                 self.acker.submit(finished)
 
+    def stop(self) -> None:
+        """Nothing to do: the slot stops with the worker's ``stopping`` event."""
+
+    def close(self, kill: bool = False) -> None:
+        self.runner.close(kill)
+
     def handle(self, lease: Lease) -> Finished:
         self.holding.start(lease.task_id, watched=self.runner.watches_long_runs)
         started_ms = int(time.time() * 1000)

@@ -1,9 +1,13 @@
 """A worker process: registers, runs its threads, and stops cleanly.
 
-Threads, each with one job: the heartbeat (liveness and load), the slots (fetch from the
-inbox when idle, run tasks in their own child process or thread), the ack thread
-(results to Redis, in batches), the marker (shows long runs as running) and the
+Threads, each with one job: the heartbeat (liveness and load), the slots, the ack
+thread (results to Redis, in batches), the marker (shows long runs as running) and the
 reconciler (returns leases the worker lost track of).
+
+A slot of a thread pool is a thread that fetches from the inbox when idle, runs the task
+and acknowledges it. A slot of a process pool is a child process doing the same on its
+own (``worker.child``); the supervisor's thread for it only watches it (``ChildSlot``):
+timeouts, long runs, crashes.
 
 On SIGTERM or ctrl-C it stops fetching, hands the unstarted tasks back at once, lets
 running tasks finish within the grace period, then deregisters. A second signal stops at
@@ -30,15 +34,20 @@ from common.models import WorkerInfo
 from common.scripts import LeasedTask, Scripts
 from common.settings import Settings
 from worker.ack import Acker
+from worker.child import ChildSpec
+from worker.childslot import ChildSlot
 from worker.heartbeat import Heartbeat, HostLoad
 from worker.holding import Holding
 from worker.inbox import Inbox
 from worker.marker import Marker
-from worker.pool import make_runner
+from worker.pool import ThreadRunner
 from worker.reconcile import Reconciler
 from worker.slot import Slot
 
 log = logging.getLogger("worker")
+
+
+CHILD_START_TIMEOUT = 60.0
 
 
 class WorkerError(RuntimeError):
@@ -56,9 +65,12 @@ class Worker:
         pool: str = "process",
         name: str | None = None,
         imports: tuple[str, ...] = (),
+        log_level: str = "INFO",
     ) -> None:
         if concurrency < 1:
             raise WorkerError("concurrency must be at least 1")
+        if pool not in ("process", "thread"):
+            raise WorkerError(f"unknown pool {pool!r}: use 'process' or 'thread'")
         if not queues:
             raise WorkerError("a worker needs at least one queue")
         self.client = client
@@ -70,24 +82,31 @@ class Worker:
         self.pool = pool
         self.id = name or f"{socket.gethostname()}-{os.getpid()}"
         self.imports = list(imports)
+        self.log_level = log_level
         self.fetching = threading.Event()  # set: stop taking work
         self.stopped = threading.Event()  # set: background threads stop
         self.draining = False
         self.holding = Holding()
         self.host = HostLoad()
         self.inbox = Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
-        self.slots: list[Slot] = []
+        self.slots: list[Slot | ChildSlot] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.holding.on_news = self.heartbeat.hurry
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
                            signals.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
                              self.make_way)
-        self.reconciler = Reconciler(self.id, client, self.scripts, self.holding.ids,
+        self.reconciler = Reconciler(self.id, client, self.scripts, self.held,
                                      lambda: self.heartbeat.leased, self.stopped)
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
+
+    def held(self) -> set[str]:
+        """Ids of the tasks this worker's slots hold (taken, running, being acknowledged)."""
+        ids = self.holding.ids()
+        ids.update(c for s in self.slots if (c := s.current) is not None)
+        return ids
 
     def info(self) -> WorkerInfo:
         cpu, pressure, memory, load = self.host.sample()
@@ -112,16 +131,31 @@ class Worker:
                 except Exception as exc:
                     raise WorkerError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
         self._claim_id()
-        runners = [make_runner(self.pool, self.imports, self.settings.max_payload_bytes)
-                   for _ in range(self.concurrency)]
+        self.slots = self._make_slots()
+        for slot in self.slots:
+            # Registered only once every slot can run a task: a lease must not wait in the
+            # inbox for a pool process still importing.
+            why = slot.wait_ready(CHILD_START_TIMEOUT) if isinstance(slot, ChildSlot) else None
+            if why is not None:
+                for other in self.slots:
+                    other.close(kill=True)
+                raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
         self.heartbeat.beat()
-        self.slots = [Slot(i, self.id, self.client, self.keys, r, self.inbox, self.acker,
-                           self.holding, self.fetching)
-                      for i, r in enumerate(runners)]
         for thread in (*self.slots, self.acker, self.heartbeat, self.marker, self.reconciler):
             thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
+
+    def _make_slots(self) -> list[Slot | ChildSlot]:
+        if self.pool == "process":
+            spec = ChildSpec(self.id, self.settings, tuple(self.imports), os.getcwd(),
+                             self.concurrency, self.log_level, os.getpid())
+            return [ChildSlot(i, spec, self.scripts, self.acker, self.holding)
+                    for i in range(self.concurrency)]
+        return [Slot(i, self.id, self.client, self.keys,
+                     ThreadRunner(self.settings.max_payload_bytes), self.inbox, self.acker,
+                     self.holding, self.fetching)
+                for i in range(self.concurrency)]
 
     def _claim_id(self) -> None:
         """Refuse a name a live worker uses; let the dispatcher reap a dead namesake first."""
@@ -179,10 +213,12 @@ class Worker:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
         deadline = time.monotonic() + grace
         for slot in self.slots:
+            slot.stop()
+        for slot in self.slots:
             slot.join(max(0.0, deadline - time.monotonic()))
         late = [s for s in self.slots if s.is_alive()]
         for slot in self.slots:
-            slot.runner.close(kill=slot in late)
+            slot.close(kill=slot in late)
         if late:
             log.warning("worker=%s: %d tasks still running after the grace period; the"
                         " dispatcher re-queues them", self.id, len(late))

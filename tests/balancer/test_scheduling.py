@@ -279,6 +279,21 @@ def test_an_offer_does_not_flicker_with_the_noise_of_host_load() -> None:
     assert ids(scheduling.offer_workers("q", [b, a])) == ["a", "b"]
 
 
+def test_a_host_load_at_a_step_edge_keeps_the_step_offered_before() -> None:
+    step = scheduling.OFFER_STEP
+    edge = worker("a", cpu=step / scheduling.CPU_WEIGHT)  # exactly one step
+    assert scheduling.offered_host_load(edge) == step
+    below = worker("a", cpu=0.9 * step / scheduling.CPU_WEIGHT)  # noise just under it
+    assert scheduling.offered_host_load(below) == 0.0  # without a previous step, it flips
+    assert scheduling.offered_host_load(below, previous=step) == step  # with one, it stays
+    far = worker("a", cpu=0.4 * step / scheduling.CPU_WEIGHT)  # half a step past the edge
+    assert scheduling.offered_host_load(far, previous=step) == 0.0
+    busy = worker("a", cpu=2.6 * step / scheduling.CPU_WEIGHT)
+    assert scheduling.offered_host_load(busy, previous=step) == 2 * step
+    b = worker("b", cpu=0.5 * step / scheduling.CPU_WEIGHT)
+    assert ids(scheduling.offer_workers("q", [below, b], {"a": step})) == ["b", "a"]
+
+
 def test_an_offer_names_a_few_workers_and_never_one_serving_every_queue() -> None:
     many = [worker(f"w{i}") for i in range(10)]
     assert len(scheduling.offer_workers("q", many)) == scheduling.OFFER_WORKERS

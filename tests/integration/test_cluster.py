@@ -216,7 +216,9 @@ def test_single_task_submits_to_an_idle_cluster_are_leased_by_the_submit_itself(
         results.append(run.result(node))
     assert results == [i * i for i in range(20)]
     direct = [r for r in caplog.records if "leased it at once" in r.getMessage()]
-    assert len(direct) >= 15  # the first submits learn the offer; a busy worker is skipped
+    # The first three submits come before any offer stands; later a few are refused when
+    # a host's load moves by a step (a busy test machine) and the offer is rewritten.
+    assert len(direct) >= 14
     shown = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
                            env=procs.env, check=True, timeout=60, capture_output=True)
     [default] = [q for q in json.loads(shown.stdout)["queues"] if q["name"] == "default"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import psutil
 import redis
 
 from balancer import Flow
@@ -24,8 +25,13 @@ def test_tasks_of_a_killed_worker_run_on_another_worker(
         after = tasks.add(slow, 1)
     run = flow.submit(real, namespace=namespace)
     wait_for(lambda: run.task_state(slow) == "running", timeout=20)
+    children = psutil.Process(doomed.pid).children()
+    assert children  # the pool child running the task
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(5)
+    # The pool child dies with its supervisor: no orphan finishes the task unwatched.
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
     procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
     assert run.wait(timeout=30) == "completed"
     assert run.result(after) == 2.0

@@ -1,0 +1,217 @@
+"""The supervisor's side of one pool child: start it, watch it, settle what it held.
+
+The child runs its tasks on its own (``worker.child``). This thread sleeps while the child
+is idle, and looks at the child's record while it runs: at the long-run horizon (the run
+is shown as running, and the worker makes way for it), at the task's timeout (the child
+is killed and the task failed), and at the child's death (its task fails as a crash, or
+goes back to its queue if it had not started). A busy child with short tasks wakes this
+thread once per horizon, not once per task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import threading
+import time
+from multiprocessing.connection import wait
+
+from common import codec, signals
+from common.codec import CodecError, ErrorInfo
+from common.scripts import LeasedTask, Scripts
+from worker import child
+from worker.ack import Acker, Finished, persist
+from worker.child import ChildSpec
+from worker.executor import Outcome
+from worker.holding import Holding
+from worker.record import FINISHING, IDLE, PHASES, RUNNING, TAKEN, Record, Snapshot
+
+log = logging.getLogger("worker")
+
+# While the child is idle this thread sleeps until the child tells it of a lease, and at
+# most this long (a note lost to a race costs at most this delay).
+IDLE_WAIT = 1.0
+# A child that dies this soon after it started is restarted after RESTART_BACKOFF.
+EARLY_DEATH_S = 2.0
+RESTART_BACKOFF = 1.0
+# A long run already shown is looked at this often (its end is told by the child).
+SHOWN_LOOK = 1.0
+
+
+class ChildSlot(threading.Thread):
+    def __init__(self, index: int, spec: ChildSpec, scripts: Scripts, acker: Acker,
+                 holding: Holding) -> None:
+        super().__init__(name=f"slot-{index}", daemon=True)
+        self.spec = spec
+        self.worker_id = spec.worker_id
+        self.scripts = scripts
+        self.acker = acker  # stores the failures of crashed and timed-out runs
+        self.holding = holding  # the worker's: long runs, run times
+        self.ctx = multiprocessing.get_context("spawn")
+        self.record = Record(self.ctx)
+        self.stopping = False
+        self.killing = False  # killed at shutdown: its task is left to the dispatcher
+        self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.record.clear()
+        conn, child_conn = self.ctx.Pipe()
+        process = self.ctx.Process(target=child.main,
+                                   args=(child_conn, self.record.shared, self.spec),
+                                   name="balancer-task", daemon=True)
+        process.start()
+        self.conn, self.process = conn, process
+        self.spawned_at = time.monotonic()
+        child_conn.close()
+
+    # -- what the worker asks --------------------------------------------------------
+
+    def wait_ready(self, timeout: float) -> str | None:
+        """Wait until the child can take tasks: None, or why it cannot."""
+        if self.conn.poll(timeout):
+            try:
+                if codec.unpack(self.conn.recv_bytes()) == [child.READY]:
+                    return None
+            except (EOFError, OSError, CodecError):
+                pass
+        self.process.join(0.5)
+        if self.process.exitcode is not None:
+            return f"its pool process exited with code {self.process.exitcode} on start-up"
+        return f"its pool process did not start within {timeout:.0f}s"
+
+    @property
+    def current(self) -> str | None:
+        """The task id the child holds (taken, running or being acknowledged), if any."""
+        snap = self.record.read()
+        return snap.lease.task_id if snap.lease else None
+
+    def stop(self) -> None:
+        """Stop fetching: the child finishes its task, acknowledges it, and exits."""
+        self.stopping = True
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(child.STOP)
+
+    def close(self, kill: bool = False) -> None:
+        """After ``stop`` and the grace period: kill a child still running."""
+        if kill and self.process.is_alive():
+            self.killing = True
+            self.process.kill()
+        self.process.join(5)
+        if self.ident is not None:  # started
+            self.join(5)
+
+    # -- watching --------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            snap = self.record.read()
+            self._show(snap)
+            delay = self._next_look(snap)
+            if delay is None:
+                self.record.set_asleep(True)
+                snap = self.record.read()  # a lease taken meanwhile was not told
+                delay = IDLE_WAIT if snap.phase == IDLE else 0.0
+            ready = wait([self.conn, self.process.sentinel], delay)
+            self.record.set_asleep(False)
+            if self.process.sentinel in ready or not self.process.is_alive():
+                self.process.join(5)
+                self._settle(self._died())
+                if self.stopping:
+                    return
+                if time.monotonic() - self.spawned_at < EARLY_DEATH_S:
+                    time.sleep(RESTART_BACKOFF)
+                self._spawn()
+                continue
+            if self.conn in ready:
+                self._read_news()
+            self._check_deadline()
+
+    def _next_look(self, snap: Snapshot) -> float | None:
+        """Seconds until the run must be looked at again; None while the child is idle."""
+        if snap.phase == IDLE:
+            return None
+        if snap.phase != RUNNING or snap.lease is None:
+            return signals.LONG_RUN_S  # taken or finishing: a run may start at once
+        now = time.monotonic()
+        horizon = snap.started + signals.LONG_RUN_S
+        if self._shown is not None and self._shown[0] == snap.gen:
+            horizon = now + SHOWN_LOOK  # the child tells when a long run ends
+        if snap.lease.timeout is not None:
+            horizon = min(horizon, snap.started + snap.lease.timeout)
+        return max(0.0, horizon - now)
+
+    def _show(self, snap: Snapshot) -> None:
+        """Give a run past the long-run horizon to the worker's holding (the marker shows
+        it, the worker makes way for it); take back one that ended."""
+        lease = snap.lease
+        shown = self._shown
+        if shown is not None and (snap.phase != RUNNING or shown[0] != snap.gen):
+            self.holding.release(shown[1])
+            self._shown = shown = None
+        if (shown is None and snap.phase == RUNNING and lease is not None
+                and time.monotonic() - snap.started >= signals.LONG_RUN_S):
+            self.holding.add(lease)
+            self.holding.start(lease.task_id, at=snap.started)
+            self._shown = (snap.gen, lease.task_id)
+
+    def _read_news(self) -> None:
+        while self.conn.poll():
+            try:
+                message = codec.unpack(self.conn.recv_bytes())
+            except (EOFError, OSError):
+                return  # the sentinel tells the rest
+            except CodecError:
+                continue
+            if message and message[0] == b"d":
+                self.holding.learn(str(message[1]), float(message[2]))
+
+    def _check_deadline(self) -> None:
+        snap = self.record.read()
+        lease = snap.lease
+        if snap.phase != RUNNING or lease is None or lease.timeout is None:
+            return
+        if time.monotonic() - snap.started < lease.timeout:
+            return
+        log.warning("task=%s passed its timeout of %ss; killing pid=%s on worker=%s",
+                    lease.task_id, lease.timeout, self.process.pid, self.worker_id)
+        self.process.kill()
+        self.process.join(5)
+        self._settle(snap, Outcome.failure(ErrorInfo(
+            "TimeoutError", f"task {lease.fn} ran past its timeout of {lease.timeout}s and"
+                            " was stopped")))
+        self._spawn()
+
+    def _died(self) -> Snapshot:
+        snap = self.record.read()
+        if not self.stopping:
+            log.error("pool process pid=%s of worker=%s died (exit code %s) while %s;"
+                      " replacing it", self.process.pid, self.worker_id,
+                      self.process.exitcode, PHASES[snap.phase])
+        return snap
+
+    def _settle(self, snap: Snapshot, outcome: Outcome | None = None) -> None:
+        """Settle what a dead child held: a run fails (a crash unless ``outcome`` says
+        otherwise), a lease not started or a result not stored goes back to its queue."""
+        lease = snap.lease
+        self.record.clear()
+        if self._shown is not None:
+            self.holding.release(self._shown[1])
+            self._shown = None
+        if lease is None or snap.phase == IDLE or self.killing:
+            return  # killed after the grace period: the dispatcher re-queues it
+        if snap.phase == RUNNING:
+            outcome = outcome or Outcome.failure(ErrorInfo(
+                "balancer.WorkerProcessDied",
+                f"the process running task {lease.fn} died (exit code"
+                f" {self.process.exitcode})"), crashed=True)
+            took = max(0.0, time.monotonic() - snap.started)
+            self.acker.store([Finished(lease, outcome, snap.started_ms, took, None)])
+        elif snap.phase in (TAKEN, FINISHING):
+            n = persist("be handed back", lease.task_id, lambda: self.scripts.release(
+                self.worker_id, [LeasedTask(lease.task_id, lease.queue, lease.token)]))
+            if n:
+                log.info("task=%s handed back: its pool process died before %s",
+                         lease.task_id, "starting it" if snap.phase == TAKEN else
+                         "storing its result")

@@ -1,0 +1,116 @@
+"""What a pool child is doing, in memory it shares with its supervisor.
+
+A pool child fetches, runs and acknowledges its tasks itself, so a task costs the
+supervisor nothing. The supervisor still must know what the child holds: to fail the task
+of a child that died, to kill one past its timeout, to show long runs and make way for
+them, to tell the reconciler which leases are in use. The child writes that here, with
+plain stores and no system call; the supervisor reads it when it looks.
+
+The child writes the lease's description before it moves the phase away from IDLE, and
+the phase is one byte, so a reader that sees a phase other than IDLE reads a whole
+description (a child killed mid-write leaves the phase at IDLE or a whole record).
+``gen`` changes with every lease, so a reader tells one run from the next.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from common import codec
+from common.codec import CodecError
+from common.signals import Lease
+
+IDLE, TAKEN, RUNNING, FINISHING = 0, 1, 2, 3
+PHASES = ("idle", "taken", "running", "finishing")
+
+# phase, asleep, gen, started (monotonic s), started (wall ms), description length
+_HEAD = struct.Struct("<BBxxIddI")
+SIZE = 4096
+_ROOM = SIZE - _HEAD.size
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    phase: int
+    gen: int
+    started: float  # time.monotonic() of the child (the same clock in every process)
+    started_ms: int
+    lease: Lease | None  # without args and children: what the supervisor needs to settle it
+
+
+def _describe(lease: Lease) -> bytes:
+    blob = codec.pack([lease.task_id, lease.token, lease.queue, lease.flow, lease.timeout,
+                       lease.fn[:200], lease.name[:200]])
+    return blob if len(blob) <= _ROOM else codec.pack(
+        [lease.task_id, lease.token, lease.queue[:500], lease.flow, lease.timeout, "", ""])
+
+
+def _read_lease(blob: bytes) -> Lease | None:
+    try:
+        task_id, token, queue, flow, timeout, fn, name = codec.unpack(blob)
+        return Lease(str(task_id), str(token), str(queue), str(flow),
+                     None if timeout is None else float(timeout), str(fn), str(name), b"", b"")
+    except (CodecError, TypeError, ValueError):
+        return None
+
+
+class Record:
+    def __init__(self, ctx: BaseContext) -> None:
+        self.shared: Any = ctx.RawArray(ctypes.c_char, SIZE)  # passed to the child at spawn
+
+    @classmethod
+    def attach(cls, shared: Any) -> Record:
+        record = cls.__new__(cls)
+        record.shared = shared
+        return record
+
+    @property
+    def _view(self) -> memoryview:
+        return memoryview(self.shared).cast("B")
+
+    # -- the child -------------------------------------------------------------------
+
+    def took(self, lease: Lease) -> bool:
+        """The child holds ``lease`` now. True when the supervisor sleeps until told."""
+        view = self._view
+        _, asleep, gen, _, _, _ = _HEAD.unpack_from(view)
+        blob = _describe(lease)
+        view[0] = IDLE
+        view[_HEAD.size:_HEAD.size + len(blob)] = blob
+        _HEAD.pack_into(view, 0, IDLE, 0, (gen + 1) & 0xFFFFFFFF, 0.0, 0, len(blob))
+        view[0] = TAKEN
+        return bool(asleep)
+
+    def started(self, at: float, at_ms: int) -> None:
+        view = self._view
+        struct.pack_into("<dd", view, 8, at, at_ms)
+        view[0] = RUNNING
+
+    def finishing(self) -> None:
+        self._view[0] = FINISHING
+
+    def idle(self) -> None:
+        self._view[0] = IDLE
+
+    # -- the supervisor --------------------------------------------------------------
+
+    def read(self) -> Snapshot:
+        view = self._view
+        phase, _, gen, started, started_ms, size = _HEAD.unpack_from(view)
+        lease = None
+        if phase != IDLE:
+            lease = _read_lease(bytes(view[_HEAD.size:_HEAD.size + min(size, _ROOM)]))
+            if lease is None:
+                phase = IDLE
+        return Snapshot(phase, gen, started, int(started_ms), lease)
+
+    def set_asleep(self, asleep: bool) -> None:
+        """The supervisor is about to sleep until the child tells it of a new lease."""
+        self._view[1] = int(asleep)
+
+    def clear(self) -> None:
+        self._view[0] = IDLE
