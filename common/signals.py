@@ -28,7 +28,7 @@ from common import codec
 # refilled once it has run down to half that, so a worker holding more leases acknowledges
 # quietly: a signal then would wake the dispatcher for nothing.
 PREFETCH_TARGET_MS = 20.0
-PREFETCH_MAX = 16
+PREFETCH_MAX = 32
 # A run past the prefetch horizon is long next to what prefetching assumed: the worker
 # shows it as running and hands back what was prefetched behind it.
 LONG_RUN_S = PREFETCH_TARGET_MS / 1000

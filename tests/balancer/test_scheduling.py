@@ -302,10 +302,11 @@ def test_an_offer_names_a_few_workers_and_never_one_serving_every_queue() -> Non
 
 def test_the_refill_point_the_lease_script_checks_is_the_one_free_for_uses() -> None:
     for capacity, long_running in ((1, 0), (4, 0), (4, 1), (3, 2)):
-        for leased in range(capacity * 16 + 1):
+        for leased in range(capacity * scheduling.PREFETCH_MAX + 1):
             w = worker("w", capacity, leased)
             w.long_running = long_running
-            free = capacity * 16 - leased
-            refills = w.free_for(16) > 0
-            assert refills == (free >= w.refill_at(16)), (capacity, long_running, leased)
+            free = capacity * scheduling.PREFETCH_MAX - leased
+            depth = scheduling.PREFETCH_MAX
+            refills = w.free_for(depth) > 0
+            assert refills == (free >= w.refill_at(depth)), (capacity, long_running, leased)
     assert worker("w", 4, 3).refill_at(1) == 1
