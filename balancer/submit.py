@@ -114,20 +114,42 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
         if record["state"] == TaskState.QUEUED:
             ready.setdefault(record["queue"], {})[task_id] = record["score"]
 
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.flow(flow_id), mapping={
+    flow_record = {
         "id": flow_id, "name": flow.name,
         "state": FlowState.RUNNING if nodes else FlowState.COMPLETED,
         "total": len(nodes), "remaining": len(nodes), "failed": 0, "created": now_ms,
         "tasks": codec.pack([[ids[n], n.task.name] for n in nodes]),
-    })
-    if not nodes:
+    }
+    touched = {r["queue"] for r in records.values()}
+    listed = {q: list(ready.get(q, ())) for q in touched}
+    signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
+    small = None if flow.queues() else signals.small_submit(listed)
+    if small is None:
+        _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
+                      now_ms, signal)
+        worker = None
+    else:
+        worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
+                               ready[small], small, now_ms, signal)
+    log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(nodes),
+             f" and leased it at once to worker={worker}" if worker else "")
+    return FlowRun(client, keys, flow_id, flow, ids)
+
+
+def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
+                  flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
+                  ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
+                  signal: str) -> None:
+    """Write a flow in one transaction: its records, its ready tasks queued, its queues'
+    configuration, then the signal."""
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(keys.flow(flow_id), mapping=flow_record)
+    if not records:
         pipe.rpush(keys.flow_done(flow_id), FlowState.COMPLETED)
     for task_id, record in records.items():
         pipe.hset(keys.task(task_id), mapping=record)
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
-    touched = {r["queue"] for r in records.values()}
     pipe.sadd(keys.queues, *touched or {"default"})
     for given in flow.queues().values():
         conf = {k: v for k, v in (("priority", given.priority),
@@ -136,18 +158,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    listed = {q: list(ready.get(q, ())) for q in touched}
-    signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
-    small = None if flow.queues() else signals.small_submit(listed)
-    if small is None:
-        pipe.rpush(keys.wake, signal)
-        pipe.execute()
-        worker = None
-    else:
-        worker = _submit_small(client, keys, settings, pipe, small, listed[small], signal)
-    log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(nodes),
-             f" and leased it at once to worker={worker}" if worker else "")
-    return FlowRun(client, keys, flow_id, flow, ids)
+    pipe.rpush(keys.wake, signal)
+    pipe.execute()
 
 
 # The standing offer each client last read, per namespace and queue.
@@ -155,36 +167,52 @@ _offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = 
     weakref.WeakKeyDictionary())
 
 
-def _submit_small(client: redis.Redis, keys: Keys, settings: Settings,
-                  pipe: redis.client.Pipeline, queue: str, task_ids: list[str],
-                  signal: str) -> str | None:
-    """End the transaction of a small submit: take the queue's standing offer if this
-    client has seen one (offer.lua checks it still stands and still holds), else signal the
-    dispatcher. Either way, read the offer as it stands after, for the next submit: the
-    offer costs no round trip of its own. The worker the tasks were leased to, or None."""
+def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: str,
+                  flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
+                  ready: dict[str, float], queue: str, now_ms: int, signal: str) -> str | None:
+    """Write a small submit in one script call (``submit_small.lua``) and, if this client
+    has seen a standing offer for the queue, take it in the same round trip (``offer.lua``
+    checks it still stands and still holds; if not, it signals the dispatcher). The script
+    returns the offer as it stands, for the next submit: the offer costs no round trip of
+    its own. The worker the tasks were leased to, or None.
+
+    The two scripts are not one transaction: if the dispatcher leases the tasks between
+    them, the offer is refused (the queue is no longer as the submit left it) and the
+    dispatcher woken for nothing; if the connection drops between them, the tasks wait
+    for the dispatcher's next look (seconds), never lost."""
     seen = _offers.setdefault(client, {})
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None
     scripts = Scripts(client, keys)
-    if offer is None or raw is None:
-        pipe.rpush(keys.wake, signal)
-    else:
+    tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
+    pipe = client.pipeline(transaction=False)
+    scripts.submit_small(pipe, flow_id, flow_record, queue, tasks, now_ms, RECENT_FLOWS,
+                         "" if offer is not None else signal)
+    if offer is not None and raw is not None:
         scripts.take_offer(pipe, offer, raw, queue, f"{offer.epoch}.{new_id()}u",
-                           int(settings.timeout_grace * 1000), signal, task_ids)
-    pipe.get(keys.offer(queue))
+                           int(settings.timeout_grace * 1000), signal, list(ready))
     replies = pipe.execute(raise_on_error=False)
-    now = replies[-1]
+    if isinstance(replies[0], redis.exceptions.NoScriptError):
+        # A new or restarted Redis: nothing was written (an offer taken after it found
+        # its tasks missing and was refused). Load the scripts and submit again.
+        scripts.load("submit_small")
+        scripts.load("offer")
+        return _submit_small(client, keys, settings, flow_id, flow_record, records, ready,
+                             queue, now_ms, signal)
+    if isinstance(replies[0], Exception):
+        raise replies[0]
+    now = replies[0]
     if now is None:
         seen.pop((keys.namespace, queue), None)
     else:
         seen[(keys.namespace, queue)] = now
-    taken = replies[-2]
-    if offer is not None and isinstance(taken, redis.exceptions.NoScriptError):
-        # A new or restarted Redis: the transaction ran whole, the signal did not go.
+    if offer is None:
+        return None
+    taken = replies[1]
+    if isinstance(taken, redis.exceptions.NoScriptError):
         scripts.load("offer")
         client.rpush(keys.wake, signal)
         return None
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return taken.decode() if offer is not None and taken else None
+    if isinstance(taken, Exception):
+        raise taken
+    return taken.decode() if taken else None

@@ -7,7 +7,7 @@ server restart) and every key it touches is passed through KEYS, built by ``Keys
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -107,6 +107,25 @@ class Scripts:
              *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
+
+    def submit_small(self, pipe: redis.client.Pipeline, flow_id: str, flow: Mapping[str, Any],
+                     queue: str, tasks: Sequence[tuple[str, float | None, Mapping[str, Any]]],
+                     created_ms: int, recent_flows: int, signal: str) -> None:
+        """Add to ``pipe`` the writing of a small submit (``submit_small.lua``): the flow
+        record, the task records (id, score when ready, fields), the ready ones queued in
+        ``queue``. ``signal`` goes to the dispatcher ('' when an offer is taken next). Its
+        reply is the queue's standing offer. EVALSHA directly (see ``take_offer``)."""
+        k = self.keys
+        keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue)]
+        args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(flow)]
+        for name, value in flow.items():
+            args += [name, value]
+        for task_id, score, fields in tasks:
+            keys.append(k.task(task_id))
+            args += [task_id, "" if score is None else repr(score), len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        pipe.evalsha(_sha("submit_small"), len(keys), *keys, *args)
 
     def take_offer(self, transaction: redis.client.Pipeline, offer: Offer, raw: bytes,
                    queue: str, lease_prefix: str, grace_ms: int, refused_signal: str,

@@ -289,3 +289,39 @@ def test_cycle_raises_and_writes_nothing(fake: redis.Redis, settings: Settings,
     with pytest.raises(FlowError, match="cycle"):
         submit_flow(fake, settings, flow)
     assert all_keys(fake, namespace) == []
+
+
+def small_flow() -> tuple[Flow, Any, Any]:
+    """Two tasks of one queue, the second after the first: a small submit (one script)."""
+    with Flow("small") as flow:
+        first = extract("a")
+        second = extract(first)
+    return flow, first, second
+
+
+def test_a_small_submit_writes_what_a_large_one_writes_in_one_script(
+        fake: redis.Redis, settings: Settings, keys: Keys) -> None:
+    flow, first, second = small_flow()
+    run = submit_flow(fake, settings, flow)
+    record = fields(fake, keys.flow(run.id))
+    assert (record["name"], record["state"], record["total"], record["remaining"]) == (
+        b"small", b"running", b"2", b"2")
+    a, b = fields(fake, keys.task(run.ids[first])), fields(fake, keys.task(run.ids[second]))
+    assert (a["state"], a["queue"], a["nchildren"]) == (b"queued", b"default", b"1")
+    assert (b["state"], b["deps"]) == (b"pending", b"1")
+    assert codec.decode_call(b["args"]) == ([UpstreamRef(run.ids[first])], {})
+    assert fake.zrange(keys.queue("default"), 0, -1, withscores=True) == [
+        (run.ids[first].encode(), float(a["score"]))]
+    assert fake.smembers(keys.queues) == {b"default"}
+    assert fake.zscore(keys.flows, run.id) == float(record["created"])
+    assert fake.lrange(keys.wake, 0, -1) == [f"S|default|{run.ids[first]}".encode()]
+
+
+def test_a_small_submit_to_a_redis_that_lost_its_scripts_loads_them_and_writes_once(
+        fake: redis.Redis, settings: Settings, keys: Keys) -> None:
+    submit_flow(fake, settings, small_flow()[0])
+    fake.script_flush()  # as a restarted Redis
+    flow, first, _ = small_flow()
+    run = submit_flow(fake, settings, flow)
+    assert fake.hget(keys.task(run.ids[first]), "state") == b"queued"
+    assert fake.zcard(keys.queue("default")) == 2 and fake.llen(keys.wake) == 2
