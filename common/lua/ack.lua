@@ -8,7 +8,8 @@
 --       task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
--- unless the call queued dependents (they are new work for the dispatcher).
+-- unless the call queued dependents (they are new work for the dispatcher); below it, at
+-- checkpoints on the way down.
 -- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
 --       then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
@@ -52,9 +53,21 @@ for t = 1, tonumber(ARGV[4]) do
 end
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl) end
+-- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a
+-- quarter, ..., 1, 0 leases held), not at every ack: the first one wakes the dispatcher
+-- to refill; the next ones insist in case it could not yet (0 always signals).
+local function passes_checkpoint(before, after, quiet)
+  if after == 0 then return true end
+  local c = quiet
+  while c >= 1 do
+    if after <= c and c < before then return true end
+    c = math.floor(c / 2)
+  end
+  return false
+end
 if stored > 0 then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
-  if quiet < 0 or held <= quiet or unlocked > 0 then
+  if quiet < 0 or unlocked > 0 or passes_checkpoint(held + stored, held, quiet) then
     redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. held)
   end
 end

@@ -569,6 +569,26 @@ def test_ack_wakes_the_dispatcher_only_once_the_worker_is_down_to_its_refill_poi
     assert db.wake() == [f"a|{W}|1"]
 
 
+def test_below_the_refill_point_acks_signal_at_halving_checkpoints_not_at_every_ack(
+        db: Db) -> None:
+    ids = [f"t{i}" for i in range(10)]
+    db.put_flow(len(ids))
+    for t in ids:
+        db.put_task(t)
+    tokens = db.lease(*ids)
+    signalled = []
+    for t in ids[:7]:  # one at a time: 9, 8, ..., 3 held
+        db.scripts.ack(W, [Done(t, tokens[t], Q, FLOW, STARTED, b"ok")], TTL, FINISHED,
+                       quiet_above=8)
+        signalled += [int(s.split("|")[2]) for s in db.wake()]
+        db.client.delete(db.keys.wake)
+    assert signalled == [8, 4]  # the refill point, then half of it
+    # A batch that jumps over a checkpoint (3 -> 0 passes 2 and 1) signals once.
+    done = [Done(t, tokens[t], Q, FLOW, STARTED, b"ok") for t in ids[7:]]
+    db.scripts.ack(W, done, TTL, FINISHED, quiet_above=8)
+    assert db.wake() == [f"a|{W}|0"]
+
+
 def test_a_quiet_ack_still_wakes_the_dispatcher_when_it_queued_a_dependent(db: Db) -> None:
     db.put_flow(5)
     child = Child("c", Q, 5.0)
