@@ -436,7 +436,7 @@ class Dispatcher:
 
     def _post_offers(self) -> None:
         """Stand an offer for each queue read empty: the workers its next small submit
-        leases to itself (offer.lua), saving the hop through us. Written only when it
+        leases to itself (submit_small.lua), saving the hop through us. Written only when it
         changes; kept while a queue fills (the script refuses it then: the queue is not
         empty); withdrawn when no worker serves it or the queue is paused or limited."""
         assert self.token is not None
@@ -465,8 +465,6 @@ class Dispatcher:
         if wanted == self._offers:
             self._offers_basis = basis
             return
-        if not self._offers:
-            self.scripts.load("offer")  # a submit's transaction cannot load it itself
         pipe = self.client.pipeline(transaction=False)
         for q, offer in wanted.items():
             if self._offers.get(q) != offer:

@@ -141,7 +141,7 @@ def plan_batch(
 def offer_workers(queue: str, workers: Sequence[WorkerView],
                   offered: Mapping[str, float] | None = None) -> list[WorkerView]:
     """The workers a standing offer for ``queue`` names, best hosts first: a small submit
-    leases to the least loaded of them with free slots (offer.lua evaluates ``load`` with
+    leases to the least loaded of them with free slots (submit_small.lua evaluates ``load`` with
     the ``host_load`` the offer carries). At most OFFER_WORKERS, of those that serve
     the queue by name (a "*" worker's queues are open-ended: what else could be waiting
     for it is unknown), by how loaded their hosts are.

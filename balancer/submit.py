@@ -1,10 +1,12 @@
-"""Turn a flow into Redis records in one MULTI/EXEC transaction.
+"""Turn a flow into Redis records, atomically: either the whole flow exists, with its
+ready tasks queued, or none of it.
 
-A submit only writes, so a transaction is as atomic as a script: either the whole flow
-exists, with its ready tasks queued, or none of it. A small submit (a few ready tasks of one
-queue) may end its transaction with offer.lua: when the dispatcher's standing offer for the
-queue still stands and every check still holds, its tasks are leased to the offered worker
-at once; otherwise they stay queued and the dispatcher is told, as for any submit.
+A flow is written in one MULTI/EXEC transaction. A small submit (a few ready tasks of one
+queue, no queue configured) is one script call instead (``submit_small.lua``), the latency
+of a one-task flow: the records, and the taking of the dispatcher's standing offer for
+the queue when this client saw one. When the offer still stands and every check still
+holds, the tasks are leased to the offered worker at once; otherwise they stay queued and
+the dispatcher is told, as for any submit.
 """
 
 from __future__ import annotations
@@ -162,7 +164,9 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
     pipe.execute()
 
 
-# The standing offer each client last read, per namespace and queue.
+# Per client: the scripts, and the standing offer last read per namespace and queue.
+_scripts: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
+    weakref.WeakKeyDictionary())
 _offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = (
     weakref.WeakKeyDictionary())
 
@@ -170,49 +174,27 @@ _offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = 
 def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, float], queue: str, now_ms: int, signal: str) -> str | None:
-    """Write a small submit in one script call (``submit_small.lua``) and, if this client
-    has seen a standing offer for the queue, take it in the same round trip (``offer.lua``
-    checks it still stands and still holds; if not, it signals the dispatcher). The script
-    returns the offer as it stands, for the next submit: the offer costs no round trip of
-    its own. The worker the tasks were leased to, or None.
-
-    The two scripts are not one transaction: if the dispatcher leases the tasks between
-    them, the offer is refused (the queue is no longer as the submit left it) and the
-    dispatcher woken for nothing; if the connection drops between them, the tasks wait
-    for the dispatcher's next look (seconds), never lost."""
+    """Write a small submit in one script call (``submit_small.lua``) that also takes the
+    queue's standing offer if this client has seen one (the script checks it still stands
+    and still holds; if not, it signals the dispatcher). The script returns the offer as
+    it stands, for the next submit: the offer costs no round trip of its own. The worker
+    the tasks were leased to, or None."""
+    scripts = _scripts.setdefault(client, {}).get(keys.namespace)
+    if scripts is None:
+        scripts = _scripts[client][keys.namespace] = Scripts(client, keys)
     seen = _offers.setdefault(client, {})
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None
-    scripts = Scripts(client, keys)
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
-    pipe = client.pipeline(transaction=False)
-    scripts.submit_small(pipe, flow_id, flow_record, queue, tasks, now_ms, RECENT_FLOWS,
-                         "" if offer is not None else signal)
-    if offer is not None and raw is not None:
-        scripts.take_offer(pipe, offer, raw, queue, f"{offer.epoch}.{new_id()}u",
-                           int(settings.timeout_grace * 1000), signal, list(ready))
-    replies = pipe.execute(raise_on_error=False)
-    if isinstance(replies[0], redis.exceptions.NoScriptError):
-        # A new or restarted Redis: nothing was written (an offer taken after it found
-        # its tasks missing and was refused). Load the scripts and submit again.
-        scripts.load("submit_small")
-        scripts.load("offer")
-        return _submit_small(client, keys, settings, flow_id, flow_record, records, ready,
-                             queue, now_ms, signal)
-    if isinstance(replies[0], Exception):
-        raise replies[0]
-    now = replies[0]
+    if offer is None or raw is None:
+        worker, now = scripts.submit_small(flow_id, flow_record, queue, tasks, now_ms,
+                                           RECENT_FLOWS, signal)
+    else:
+        worker, now = scripts.submit_small(
+            flow_id, flow_record, queue, tasks, now_ms, RECENT_FLOWS, signal, offer, raw,
+            f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
     if now is None:
         seen.pop((keys.namespace, queue), None)
     else:
         seen[(keys.namespace, queue)] = now
-    if offer is None:
-        return None
-    taken = replies[1]
-    if isinstance(taken, redis.exceptions.NoScriptError):
-        scripts.load("offer")
-        client.rpush(keys.wake, signal)
-        return None
-    if isinstance(taken, Exception):
-        raise taken
-    return taken.decode() if taken else None
+    return worker or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import redis
 
@@ -24,3 +25,32 @@ def connect(url: str) -> redis.Redis:
                 server = _embedded_servers[name] = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=server)  # type: ignore[arg-type]
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+
+
+class Direct:
+    """A connection of one thread's own, for the calls on every task's path (a script, a
+    worker's blocking fetch): the command goes straight down it, and the reply straight
+    back. redis-py's general path (pool checkout, retry wrapper, instrumentation) costs
+    2.5 times the CPU of the call itself (measured: 100 against 40 us per EVALSHA).
+
+    Not for sharing between threads. Errors are the caller's to handle, as with any
+    call; a connection that failed is closed, and made again on the next call."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._conn: redis.Connection | None = None
+
+    def call(self, *args: Any) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self.client.connection_pool.make_connection()
+        try:
+            conn.send_command(*args)
+            return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()

@@ -1,12 +1,16 @@
 """Typed wrappers around the Lua scripts in ``common/lua``: the only way code changes state.
 
-Each script is registered once per client (EVALSHA, with redis-py reloading it after a
-server restart) and every key it touches is passed through KEYS, built by ``Keys``.
+Each script runs by EVALSHA (sent as EVAL once after a server restart lost it), and every
+key it touches is passed through KEYS, built by ``Keys``.
+
+Scripts are the hot path of every task (a worker's ack, the dispatcher's lease), so each
+thread calls them on a connection of its own (``connection.Direct``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +19,7 @@ from typing import Any, Literal
 
 import redis
 
+from common.connection import Direct
 from common.keys import Keys
 from common.signals import Offer
 
@@ -74,13 +79,16 @@ class Scripts:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._scripts: dict[str, Any] = {}
+        self._local = threading.local()  # .direct: this thread's connection
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = self.client.register_script(_source(name))
-        return script(keys=list(keys), args=list(args))
+        direct = getattr(self._local, "direct", None)
+        if direct is None:
+            direct = self._local.direct = Direct(self.client)
+        try:
+            return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a new or restarted server
+            return direct.call("EVAL", _source(name), len(keys), *keys, *args)
 
     def load(self, name: str) -> None:
         """Load a script into Redis: a transaction's EVALSHA cannot reload it itself."""
@@ -108,16 +116,20 @@ class Scripts:
         )
         return int(n), int(leased), int(dropped), int(deadlines)
 
-    def submit_small(self, pipe: redis.client.Pipeline, flow_id: str, flow: Mapping[str, Any],
-                     queue: str, tasks: Sequence[tuple[str, float | None, Mapping[str, Any]]],
-                     created_ms: int, recent_flows: int, signal: str) -> None:
-        """Add to ``pipe`` the writing of a small submit (``submit_small.lua``): the flow
-        record, the task records (id, score when ready, fields), the ready ones queued in
-        ``queue``. ``signal`` goes to the dispatcher ('' when an offer is taken next). Its
-        reply is the queue's standing offer. EVALSHA directly (see ``take_offer``)."""
+    def submit_small(self, flow_id: str, flow: Mapping[str, Any], queue: str,
+                     tasks: Sequence[tuple[str, float | None, Mapping[str, Any]]],
+                     created_ms: int, recent_flows: int, signal: str,
+                     offer: Offer | None = None, raw_offer: bytes = b"",
+                     lease_prefix: str = "", grace_ms: int = 0) -> tuple[str, bytes | None]:
+        """Write a small submit (``submit_small.lua``): the flow record, the task records
+        (id, score when ready, fields), the ready ones queued in ``queue``, and with
+        ``offer`` (as read: ``raw_offer``) its taking. (The worker the ready tasks were
+        leased to, or '' when the dispatcher was sent ``signal``; the queue's standing
+        offer now, for the next submit.)"""
         k = self.keys
         keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue)]
-        args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(flow)]
+        args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, WAKE_CAP,
+                           len(tasks), len(flow)]
         for name, value in flow.items():
             args += [name, value]
         for task_id, score, fields in tasks:
@@ -125,29 +137,18 @@ class Scripts:
             args += [task_id, "" if score is None else repr(score), len(fields)]
             for name, value in fields.items():
                 args += [name, value]
-        pipe.evalsha(_sha("submit_small"), len(keys), *keys, *args)
-
-    def take_offer(self, transaction: redis.client.Pipeline, offer: Offer, raw: bytes,
-                   queue: str, lease_prefix: str, grace_ms: int, refused_signal: str,
-                   task_ids: Sequence[str]) -> None:
-        """Add to a submit's transaction the taking of ``offer`` (as read: ``raw``) for
-        its ready tasks of ``queue``. Its reply, in the transaction's, is the worker the
-        tasks were leased to (empty: refused, and ``refused_signal`` sent). A NOSCRIPT error there
-        means: ``load("offer")``, and send ``refused_signal`` yourself.
-
-        EVALSHA directly, not redis-py's Script: a pipeline holding a Script checks first
-        that it is loaded, which would cost the submit a round trip every time."""
-        k = self.keys
-        keys = [k.leader, k.offer(queue), k.queue(queue), k.queue_conf(queue), k.workers,
-                k.inflight, k.deadlines, k.wake]
-        args: list[Any] = [raw, offer.epoch, queue, lease_prefix, grace_ms, len(offer.workers),
-                           len(offer.others), refused_signal, WAKE_CAP]
-        for worker, capacity, host_load in offer.workers:
-            keys += [k.inbox(worker), k.leases(worker)]
-            args += [worker, capacity, repr(host_load)]
-        keys += [*(k.queue(q) for q in offer.others), *(k.task(t) for t in task_ids)]
-        args += task_ids
-        transaction.evalsha(_sha("offer"), len(keys), *keys, *args)
+        if offer is None:
+            args.append("")
+        else:
+            keys += [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines]
+            args += [raw_offer, offer.epoch, lease_prefix, grace_ms, len(offer.workers),
+                     len(offer.others)]
+            for worker, capacity, host_load in offer.workers:
+                keys += [k.inbox(worker), k.leases(worker)]
+                args += [worker, capacity, repr(host_load)]
+            keys += [k.queue(q) for q in offer.others]
+        worker, now = self._run("submit_small", keys, args)
+        return worker.decode(), now
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
         """Queue due retries; ``due`` holds (task id, queue name) pairs."""

@@ -192,7 +192,7 @@ def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
 class Offer:
     """The dispatcher's standing offer for one queue, the value of ``offer:<queue>``: the
     workers, best hosts first, that a small submit to the queue leases its tasks to itself
-    (offer.lua takes the least loaded with free slots), while the queue is empty.
+    (submit_small.lua takes the least loaded with free slots), while the queue is empty.
 
     ``others`` are those workers' other queues: a task waiting in one of them comes first.
     """

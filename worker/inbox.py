@@ -20,6 +20,7 @@ from typing import cast
 import redis
 
 from common import signals
+from common.connection import Direct
 from common.keys import Keys
 from common.signals import Lease
 
@@ -52,6 +53,7 @@ class Inbox:
         self._turn = threading.Lock()
         self._lock = threading.Lock()
         self._waiting = 0  # slots inside next()
+        self.direct = Direct(client)  # used by the slot holding the turn to fetch
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -91,8 +93,8 @@ class Inbox:
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
-            reply = self.client.blmpop(FETCH_TIMEOUT, 1, self.key, direction="LEFT",
-                                       count=wanted)
+            reply = self.direct.call("BLMPOP", FETCH_TIMEOUT, 1, self.key, "LEFT", "COUNT",
+                                     wanted)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
             self.stopping.wait(FETCH_TIMEOUT)  # holding the turn: one slot retries

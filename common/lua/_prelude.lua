@@ -78,7 +78,7 @@ local NEVER = 1000000000
 -- and its absence from the queue tells it is leased). A task with a timeout gets a deadline
 -- "id|worker|token", which the dispatcher fails when it is due. An id without a task
 -- record leaves the queue without taking a slot: nothing could run it.
--- Used by assign.lua (the dispatcher) and offer.lua (a submit taking a standing offer).
+-- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing offer).
 -- Returns leased, dropped, deadlines set.
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
                            deadlines_key, worker, queue, prefix, free, grace_ms)

@@ -1,24 +1,88 @@
 -- A small submit (a few tasks made ready, all of one queue, no queue configured) in one
--- call: the flow and task records, the ready tasks queued, the flow listed. One script
--- instead of a transaction of a command per record: a one-task submit is latency, and
--- the client's cost is per command sent and per reply parsed.
--- With a standing offer to take (offer.lua, sent next in the same round trip), no signal
--- goes to the dispatcher here: offer.lua leases the tasks, or signals when it refuses.
--- KEYS: flow, flows, queues, queue, wake, offer, then one task key per task
--- ARGV: flow id, created ms, recent flows kept, queue name, signal ('' when an offer
---       follows), number of flow field/value pairs, the pairs, then per task:
---       id, score ('' when not ready), number of field/value pairs, the pairs
--- Returns the standing offer of the queue (nil when none), for the client's next submit.
-local a = 7 + 2 * tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7, a - 1))
-for k = 7, #KEYS do
-  local id, score, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  redis.call('HSET', KEYS[k], unpack(ARGV, a + 3, a + 2 + 2 * n))
-  if score ~= '' then redis.call('ZADD', KEYS[4], score, id) end
+-- call: the flow and task records, the ready tasks queued, the flow listed, and, when the
+-- client saw a standing offer for the queue, the offer taken: the ready tasks are leased
+-- at once to the least-loaded offered worker with a free slot for each, without waiting
+-- for the dispatcher to wake. One script, so nothing runs between the queueing and the
+-- lease, and one command for the client to send and one reply to read.
+--
+-- Load is the dispatcher's objective (balancer/scheduling.py: load): held leases /
+-- capacity, plus what the host adds. The host's part is as the offer carries it (in coarse
+-- steps: scheduling.offered_host_load); the leases are counted as they are now. Ties go to
+-- the worker offered first. The offer only says which workers: everything that makes the
+-- lease right is checked here, at this moment. When a check fails the tasks stay queued
+-- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
+-- a task.
+--
+-- KEYS: flow, flows, queues, queue, wake, offer, one task key per task, then with an
+--       offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases) per
+--       offered worker, the offered workers' other queues...
+-- ARGV: flow id, created ms, recent flows kept, queue name, signal, wake list cap, task
+--       count, number of flow field/value pairs, the pairs, then per task: id, score (''
+--       when not ready), number of field/value pairs, the pairs; then the offer as read
+--       ('' when none), and with one: its leader epoch, lease token prefix, grace ms,
+--       number of offered workers, number of other queues, then (worker id, capacity,
+--       host load) per offered worker
+-- Returns {the worker the ready tasks were leased to or '', the queue's standing offer
+-- now (false when none), for the client's next submit}.
+local n_tasks = tonumber(ARGV[7])
+local a = 9 + 2 * tonumber(ARGV[8])
+redis.call('HSET', KEYS[1], unpack(ARGV, 9, a - 1))
+local ids, task_keys = {}, {}
+for t = 1, n_tasks do
+  local key, id, score, n = KEYS[6 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
+  if score ~= '' then
+    redis.call('ZADD', KEYS[4], score, id)
+    ids[#ids + 1], task_keys[#task_keys + 1] = id, key
+  end
   a = a + 3 + 2 * n
 end
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
-if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[5], ARGV[5]) end
-return redis.call('GET', KEYS[6])
+local offer_now = redis.call('GET', KEYS[6])
+
+local raw = ARGV[a]
+-- The offered worker to lease to (its index in the offer), or nil when the offer must be
+-- refused. Offer keys start at KEYS[k], offer arguments after the offer itself at ARGV[o].
+local k, o = 7 + n_tasks, a + 1
+local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
+local first_other = k + 5 + 2 * n_workers
+local function chosen()
+  -- Still the dispatcher's offer, made by the dispatcher that leads now.
+  if raw == '' or #ids == 0 or offer_now ~= raw then return nil end
+  local leader = redis.call('GET', KEYS[k])
+  if not leader or string.sub(leader, 1, #ARGV[o] + 1) ~= ARGV[o] .. '|' then return nil end
+  -- The queue may hand out work without counting it, and nothing else waits: not in this
+  -- queue (order), nor in the offered workers' other queues (priority across queues).
+  local conf = redis.call('HMGET', KEYS[k + 1], 'paused', 'concurrency_limit')
+  if conf[1] == '1' or (conf[2] and conf[2] ~= '') then return nil end
+  if redis.call('ZCARD', KEYS[4]) ~= #ids then return nil end
+  for i = first_other, first_other + n_other - 1 do
+    if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
+  end
+  -- The least loaded worker that lives (reaping removes it from workers) with a slot per
+  -- task.
+  local best, best_load = nil, nil
+  for w = 1, n_workers do
+    local worker = ARGV[o + 2 + 3 * w]
+    local capacity, host = tonumber(ARGV[o + 3 + 3 * w]), tonumber(ARGV[o + 4 + 3 * w])
+    local held = redis.call('SCARD', KEYS[k + 4 + 2 * w])
+    if held + #ids <= capacity and redis.call('ZSCORE', KEYS[k + 2], worker) then
+      local load = held / capacity + host
+      if not best_load or load < best_load then best, best_load = w, load end
+    end
+  end
+  return best
+end
+
+local w = chosen()
+if not w then
+  if ARGV[5] ~= '' then signal_capped(KEYS[5], ARGV[5], ARGV[6]) end
+  return {'', offer_now}
+end
+local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 3 + 2 * w], KEYS[k + 4 + 2 * w]
+lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3], KEYS[k + 4], worker,
+  ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]))
+signal_capped(KEYS[5], 'l|' .. worker .. '|' .. redis.call('SCARD', leases), ARGV[6])
+return {worker, offer_now}

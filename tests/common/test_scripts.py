@@ -1343,16 +1343,29 @@ def test_counted_and_uncounted_leases_keep_the_count_of_the_counted_ones(db: Db)
 REFUSED = "S|q|a"  # the signal the submit would have sent: the dispatcher leases instead
 
 
+def submit(db: Db, *task_ids: str, offer: signals.Offer | None, raw: bytes | None = None,
+           timeout: float | str = "") -> tuple[str, bytes | None]:
+    """A small submit of ``task_ids`` (ready, in Q), taking ``offer``, as
+    balancer/submit.py makes it: (the worker they were leased to or '', the offer now)."""
+    flow = {"id": FLOW, "name": "flow", "state": "running", "total": len(task_ids),
+            "remaining": len(task_ids), "failed": 0}
+    tasks = [(t, 1000.0 + i, {"name": f"name-{t}", "fn": "tests.tasks:fn", "flow": FLOW,
+                              "queue": Q, "score": 1000.0 + i, "args": codec.pack([[1], {}]),
+                              "state": "queued", "timeout": timeout})
+             for i, t in enumerate(task_ids)]
+    signal = "S|q|" + ",".join(task_ids)
+    if offer is None:
+        return db.scripts.submit_small(FLOW, flow, Q, tasks, 1, 1000, signal)
+    return db.scripts.submit_small(FLOW, flow, Q, tasks, 1, 1000, signal, offer,
+                                   offer.encode() if raw is None else raw, "1.x9u", GRACE)
+
+
 def take(db: Db, *task_ids: str, offer: signals.Offer | None = None,
-         raw: bytes | None = None) -> int:
-    """A submit's transaction ending with offer.lua, as balancer/submit.py runs it."""
+         timeout: float | str = "") -> int:
+    """How many of ``task_ids`` a small submit taking ``offer`` leased to W (0: refused)."""
     offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
-    db.scripts.load("offer")
-    pipe = db.client.pipeline(transaction=True)
-    db.scripts.take_offer(pipe, offer, offer.encode() if raw is None else raw, Q, "1.x9u",
-                          GRACE, REFUSED, task_ids)
-    [worker] = pipe.execute()
-    return len(task_ids) if worker == W.encode() else 0 if worker == b"" else -1
+    worker, _ = submit(db, *task_ids, offer=offer, timeout=timeout)
+    return len(task_ids) if worker == W else 0 if worker == "" else -1
 
 
 def stand(db: Db, offer: signals.Offer | None = None) -> signals.Offer:
@@ -1362,10 +1375,8 @@ def stand(db: Db, offer: signals.Offer | None = None) -> signals.Offer:
 
 
 def test_a_submit_takes_a_standing_offer_and_leases_to_the_offered_worker(db: Db) -> None:
-    db.put_flow(1)
-    db.put_task("a", timeout=3)
-    stand(db)
-    assert take(db, "a") == 1
+    offer = stand(db)
+    assert take(db, "a", timeout=3) == 1
     assert db.queued() == {}
     [lease] = db.inbox()
     assert (lease.task_id, lease.queue, lease.fn, lease.timeout) == ("a", Q, "tests.tasks:fn", 3.0)
@@ -1373,14 +1384,22 @@ def test_a_submit_takes_a_standing_offer_and_leases_to_the_offered_worker(db: Db
     assert db.deadline("a", lease.token) is not None
     assert db.inflight() is None  # an offered queue has no limit: nothing counted
     assert db.wake() == [f"l|{W}|1"]  # not a submit signal: the queue is still empty
+    assert db.state("a") == "queued" and db.client.zscore(db.keys.flows, FLOW) == 1
+    assert submit(db, "b", offer=None) == ("", offer.encode())  # the offer, for next time
+
+
+def test_a_submit_without_an_offer_queues_its_tasks_and_signals_the_dispatcher(
+        db: Db) -> None:
+    assert submit(db, "a", "b", offer=None) == ("", None)
+    assert db.queued() == {"a": 1000.0, "b": 1001.0}
+    assert db.wake() == ["S|q|a,b"]
+    assert db.client.hget(db.keys.flow(FLOW), "remaining") == b"2"
 
 
 @pytest.mark.parametrize("spoil", [
     "offer replaced", "old leader", "worker reaped", "worker full", "queue not empty",
     "other queue waiting", "queue paused", "queue limited"])
 def test_an_offer_is_refused_when_the_lease_would_be_wrong(db: Db, spoil: str) -> None:
-    db.put_flow(1)
-    db.put_task("a")
     offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),), ("hi",)))
     if spoil == "offer replaced":
         stand(db, signals.Offer(offer.epoch, (("w2", 4, 0.0),)))
@@ -1405,25 +1424,16 @@ def test_an_offer_is_refused_when_the_lease_would_be_wrong(db: Db, spoil: str) -
 
 
 def test_an_offer_with_more_tasks_than_free_slots_is_refused_whole(db: Db) -> None:
-    db.put_flow(5)
-    for t in "abcde":
-        db.put_task(t)
     stand(db)
     assert take(db, *"abcde") == 0
     assert sorted(db.queued()) == list("abcde")
 
 
 def offer_to(db: Db, *workers: tuple[str, int, float], tasks: str = "ab") -> str:
-    """Queue ``tasks`` and take an offer of ``workers``; the worker they went to."""
-    db.put_flow(len(tasks))
-    for t in tasks:
-        db.put_task(t)
+    """Submit ``tasks`` taking an offer of ``workers``; the worker they went to."""
     offer = stand(db, signals.Offer(db.leader.split("|")[0], workers))
-    db.scripts.load("offer")
-    pipe = db.client.pipeline(transaction=True)
-    db.scripts.take_offer(pipe, offer, offer.encode(), Q, "1.x9u", GRACE, REFUSED, list(tasks))
-    [worker] = pipe.execute()
-    return worker.decode()
+    worker, _ = submit(db, *tasks, offer=offer)
+    return worker
 
 
 def test_an_offer_leases_to_a_live_offered_worker_with_free_slots(db: Db) -> None:

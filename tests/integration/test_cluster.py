@@ -254,7 +254,7 @@ def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
              and len(signals.parse_offer(o).workers) == 2, timeout=30)  # type: ignore[union-attr]
 
     def standing() -> tuple[bytes, str]:
-        """The offer, and the worker offer.lua takes from it when both are idle: the least
+        """The offer, and the worker submit_small.lua takes from it when both are idle: the least
         loaded host, the first offered on a tie."""
         raw = real.get(keys.offer("default"))
         offer = signals.parse_offer(raw)  # type: ignore[arg-type]
