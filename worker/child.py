@@ -51,9 +51,11 @@ TOOK = b"t"  # to the supervisor: a lease was taken (sent only when it sleeps)
 ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
 PR_SET_PDEATHSIG = 1
-# Run times are passed on when they move by this share: the heartbeat tells the
-# dispatcher of a change of a quarter.
+# Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
+# (the heartbeat tells the dispatcher of a change of a quarter, once a second), and at once
+# when they change how deep the dispatcher prefetches (``Holding.learn``'s news).
 NEWS_SHARE = 0.1
+NEWS_EVERY = 0.25
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,9 @@ class RecordedHolding(Holding):
         super().__init__()
         self.record = record
         self.conn = conn
-        self._sent: dict[str, float] = {}
+        self._sent: dict[str, tuple[float, float]] = {}  # queue -> (mean sent, when)
+        self._news = False
+        self.on_news = self._note_news
 
     def add(self, lease: Lease) -> None:
         super().add(lease)
@@ -107,12 +111,20 @@ class RecordedHolding(Holding):
         self.record.finishing()
         if took_ms >= signals.LONG_RUN_S * 1000:
             self._send([ENDED])
-        super().finish(queue, took_ms)
+        self._news = False
+        super().finish(queue, took_ms)  # sets _news through on_news
         mean = self.durations().get(queue)
-        sent = self._sent.get(queue)
-        if mean is not None and (sent is None or abs(mean - sent) > NEWS_SHARE * max(sent, 0.1)):
-            self._sent[queue] = mean
+        if mean is None:
+            return
+        sent, at = self._sent.get(queue, (None, 0.0))
+        now = time.monotonic()
+        if self._news or sent is None or (abs(mean - sent) > NEWS_SHARE * max(sent, 0.1)
+                                          and now - at >= NEWS_EVERY):
+            self._sent[queue] = (mean, now)
             self._send([b"d", queue, mean])
+
+    def _note_news(self) -> None:
+        self._news = True
 
     def release(self, task_id: str) -> None:
         super().release(task_id)
