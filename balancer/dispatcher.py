@@ -365,7 +365,9 @@ class Dispatcher:
         self._again = False
         if self._idle or self.token is None:
             return
-        depths = {q: scheduling.prefetch_depth(self.view.mean_duration(q))
+        workers = list(self.view.workers.values())
+        depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
+                                            workers)
                   for q in self.queue_names}
         room = {q: sum(w.free_for(d) for w in self.view.workers.values() if w.serves(q))
                 for q, d in depths.items()}
@@ -410,7 +412,10 @@ class Dispatcher:
                      room: dict[str, int]) -> bool:
         """Lease the tasks submit signals listed without reading their queues, when those
         queues held nothing else and every listed task fits: then order and limits do not
-        matter, and the read would return just these ids. False (nothing done) otherwise."""
+        matter, and the read would return just these ids. False (nothing done) otherwise,
+        and always for tasks of several queues: the read orders queues by priority."""
+        if len(known) > 1:
+            return False
         for queue, ids in known.items():
             config = self._config(queue)
             if (queue not in self._seen_empty or config.paused

@@ -138,6 +138,25 @@ def plan_batch(
     return plan
 
 
+def queue_depth(queue: str, mean_task_ms: float | None,
+                configs: Mapping[str, QueueConfig], workers: Sequence[WorkerView]) -> int:
+    """Tasks per slot to lease for ``queue``: ``prefetch_depth`` of its run time, but 1
+    (no prefetch) when a worker serving it also serves a queue of higher priority. A task
+    prefetched behind a running one starts when that one ends; a task of the higher queue
+    arriving meanwhile would wait behind it: a priority inversion."""
+    depth = prefetch_depth(mean_task_ms)
+    if depth == 1:
+        return 1
+    own = configs[queue].priority if queue in configs else 0
+    higher = {q for q, c in configs.items() if c.priority > own}
+    if not higher:
+        return depth
+    for w in workers:
+        if w.serves(queue) and (ALL_QUEUES in w.queues or higher & w.queues):
+            return 1
+    return depth
+
+
 def offer_workers(queue: str, workers: Sequence[WorkerView],
                   offered: Mapping[str, float] | None = None) -> list[WorkerView]:
     """The workers a standing offer for ``queue`` names, best hosts first: a small submit

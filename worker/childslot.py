@@ -63,6 +63,8 @@ class ChildSlot(threading.Thread):
                                    name="balancer-task", daemon=True)
         process.start()
         self.conn, self.process = conn, process
+        if self.stopping:  # stop() came while this child started: it must not fetch
+            self.stop()
         self.spawned_at = time.monotonic()
         child_conn.close()
 
@@ -181,7 +183,8 @@ class ChildSlot(threading.Thread):
         self._settle(snap, Outcome.failure(ErrorInfo(
             "TimeoutError", f"task {lease.fn} ran past its timeout of {lease.timeout}s and"
                             " was stopped")))
-        self._spawn()
+        if not self.stopping:
+            self._spawn()  # else the next look finds it dead and the thread ends
 
     def _died(self) -> Snapshot:
         snap = self.record.read()

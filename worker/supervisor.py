@@ -205,6 +205,8 @@ class Worker:
         grace = self.settings.shutdown_grace if grace is None else grace
         self.fetching.set()
         self.draining = True
+        for slot in self.slots:
+            slot.stop()  # pool children stop fetching too
         self.inbox.close()
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
@@ -212,8 +214,6 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
         deadline = time.monotonic() + grace
-        for slot in self.slots:
-            slot.stop()
         for slot in self.slots:
             slot.join(max(0.0, deadline - time.monotonic()))
         late = [s for s in self.slots if s.is_alive()]

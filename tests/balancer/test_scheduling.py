@@ -310,3 +310,17 @@ def test_the_refill_point_the_lease_script_checks_is_the_one_free_for_uses() -> 
             refills = w.free_for(depth) > 0
             assert refills == (free >= w.refill_at(depth)), (capacity, long_running, leased)
     assert worker("w", 4, 3).refill_at(1) == 1
+
+
+def test_a_short_queue_is_not_prefetched_where_a_higher_priority_queue_shares_its_workers(
+        ) -> None:
+    configs = {"high": QueueConfig("high", priority=5), "low": QueueConfig("low")}
+    short = 0.1  # ms: deep prefetch on its own
+    alone = [worker("a", queues=("low",))]
+    shared = [worker("a", queues=("low",)), worker("b", queues=("low", "high"))]
+    every = [worker("a", queues=(ALL_QUEUES,))]
+    assert scheduling.queue_depth("low", short, configs, alone) == scheduling.PREFETCH_MAX
+    assert scheduling.queue_depth("low", short, configs, shared) == 1
+    assert scheduling.queue_depth("low", short, configs, every) == 1
+    assert scheduling.queue_depth("high", short, configs, shared) == scheduling.PREFETCH_MAX
+    assert scheduling.queue_depth("low", 50.0, configs, alone) == 1  # long tasks: never
