@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 import redis
+from redis.connection import ConnectionInterface
 
 _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
@@ -38,7 +39,7 @@ class Direct:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._conn: redis.Connection | None = None
+        self._conn: ConnectionInterface | None = None
 
     def call(self, *args: Any) -> Any:
         conn = self._conn
