@@ -119,6 +119,34 @@ def test_a_listed_submit_to_a_queue_not_seen_empty_is_read_from_the_queue(
     assert "unannounced" in inbox(fake, keys)
 
 
+@task(queue_name="urgent")
+def urgent(n: int) -> int:
+    return n
+
+
+def test_listed_submits_to_several_queues_are_leased_after_reading_in_priority_order(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    Scripts(fake, keys).heartbeat(
+        "w", WorkerInfo("w", ("default", "urgent"), 3).to_blob(), 60_000)
+    fake.hset(keys.queue_conf("urgent"), "priority", 5)
+    with Flow("warm") as flow:
+        work(0)
+        urgent(0)
+    flow.submit(fake, namespace=settings.namespace)
+    settle(dispatcher)  # both leased, both queues seen empty: 1 slot left
+    fake.delete(keys.offer("default"), keys.offer("urgent"))
+    reads.clear()
+    for fn in (work, urgent):  # the low one first
+        with Flow("one") as flow:
+            fn(1)
+        flow.submit(fake, namespace=settings.namespace)
+    dispatcher.step()
+    assert reads  # two queues listed: read, so that the higher priority goes first
+    assert fake.zcard(keys.queue("urgent")) == 0
+    assert fake.zcard(keys.queue("default")) == 1  # the low one waits for a slot
+
+
 def test_a_paused_queue_gets_nothing_from_a_listed_submit(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, _ = setup
