@@ -53,7 +53,7 @@ class Inbox:
         self._turn = threading.Lock()
         self._lock = threading.Lock()
         self._waiting = 0  # slots inside next()
-        self.direct = Direct(client)  # used by the slot holding the turn to fetch
+        self.direct = Direct(client)  # used only by the slot holding the turn
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
