@@ -111,6 +111,17 @@ def decode_call(blob: bytes) -> tuple[list[Any], dict[str, Any]]:
     return value[0], value[1]
 
 
+# The first bytes of every msgpack extension (fixext 1-16, ext 8/16/32): an upstream
+# reference is one, so a blob holding none of these bytes holds no reference.
+_EXT_MARKERS = tuple(bytes([b]) for b in (0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xC7, 0xC8, 0xC9))
+
+
+def may_hold_refs(blob: bytes) -> bool:
+    """False when the packed ``blob`` surely holds no upstream reference: a byte scan,
+    where decoding it would cost a task's run its decode twice (the runner decodes it)."""
+    return any(marker in blob for marker in _EXT_MARKERS)
+
+
 def upstream_refs(value: Any) -> set[str]:
     """Task ids of every upstream reference inside an argument structure."""
     if isinstance(value, UpstreamRef):

@@ -102,6 +102,8 @@ class Slot(threading.Thread):
 
     def _with_upstream_results(self, lease: Lease) -> bytes:
         """The argument bytes with every upstream reference replaced by its result."""
+        if not codec.may_hold_refs(lease.args):
+            return lease.args
         try:
             args, kwargs = codec.decode_call(lease.args)
         except CodecError:

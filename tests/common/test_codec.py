@@ -259,3 +259,16 @@ def test_unpack_error_of_a_three_item_non_list_is_a_corrupt_error(value: object)
     info = codec.unpack_error(msgpack.packb(value))
     assert info is not None
     assert info.type == "balancer.CorruptError"
+
+
+@pytest.mark.parametrize("value", [
+    [[UpstreamRef("a")], {}],
+    [[1, [2, {"k": UpstreamRef("b" * 24)}]], {}],
+    [[], {"x": (UpstreamRef("c"),)}],
+])
+def test_a_blob_holding_a_reference_is_never_skipped(value: object) -> None:
+    assert codec.may_hold_refs(codec.pack(value))
+
+
+def test_a_blob_of_plain_values_is_skipped() -> None:
+    assert not codec.may_hold_refs(codec.pack([[1, "text", [True, None]], {"n": 7}]))
