@@ -26,9 +26,12 @@ from common.signals import Lease
 
 log = logging.getLogger("worker")
 
-# Long blocks keep an idle worker quiet; close() pushes SENTINEL to end one at once.
-# Kept under redis-py's default socket timeout (5 s).
-FETCH_TIMEOUT = 4.0
+# Long blocks keep an idle worker quiet (each slot of a process pool fetches for itself);
+# close() pushes SENTINEL to end one at once. A block ends a second before the
+# connection's socket timeout, when one is set (``?socket_timeout=`` in the URL).
+FETCH_BLOCK = 30.0
+# After a failed fetch, the slot holding the turn tries again this much later.
+FETCH_RETRY = 4.0
 SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
 POLL = 0.2
@@ -54,6 +57,8 @@ class Inbox:
         self._lock = threading.Lock()
         self._waiting = 0  # slots inside next()
         self.direct = Direct(client)  # used only by the slot holding the turn
+        limit = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self.block = FETCH_BLOCK if not limit else max(0.1, min(FETCH_BLOCK, limit - 1.0))
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -93,11 +98,11 @@ class Inbox:
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
-            reply = self.direct.call("BLMPOP", FETCH_TIMEOUT, 1, self.key, "LEFT", "COUNT",
+            reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT", "COUNT",
                                      wanted)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
-            self.stopping.wait(FETCH_TIMEOUT)  # holding the turn: one slot retries
+            self.stopping.wait(FETCH_RETRY)  # holding the turn: one slot retries
             return None, 0
         leases = self._taken(cast(list[bytes], reply[1]) if reply else [])
         for lease in leases[1:]:
