@@ -369,7 +369,7 @@ class Dispatcher:
         depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
                                             workers)
                   for q in self.queue_names}
-        room = {q: sum(w.free_for(d) for w in self.view.workers.values() if w.serves(q))
+        room = {q: sum(w.free_for(d) for w in workers if w.serves(q))
                 for q, d in depths.items()}
         known, self._known = self._known, None
         if known and self._lease_known(known, depths, room):

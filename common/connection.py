@@ -52,7 +52,3 @@ class Direct:
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             conn.disconnect()
             raise
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()

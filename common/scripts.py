@@ -90,10 +90,6 @@ class Scripts:
         except redis.exceptions.NoScriptError:  # a new or restarted server
             return direct.call("EVAL", _source(name), len(keys), *keys, *args)
 
-    def load(self, name: str) -> None:
-        """Load a script into Redis: a transaction's EVALSHA cannot reload it itself."""
-        self.client.script_load(_source(name))
-
     # -- dispatcher -----------------------------------------------------------------
 
     def leader(self, dispatcher_id: str, ttl_ms: int) -> str | None:

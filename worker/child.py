@@ -75,13 +75,10 @@ class InlineRunner:
     """Runs the task on the calling thread: this process is the task's sandbox, and its
     supervisor kills it past the task's timeout."""
 
-    watches_long_runs = True  # the supervisor watches, through the record
-
     def __init__(self, max_result_bytes: int) -> None:
         self.max_result_bytes = max_result_bytes
 
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
-            on_long: Any = None) -> Outcome:
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
         return execute(fn_path, args_blob, self.max_result_bytes)
 
     def close(self, kill: bool = False) -> None:
@@ -104,7 +101,7 @@ class RecordedHolding(Holding):
         if self.record.took(lease):
             self._send([TOOK])
 
-    def start(self, task_id: str, watched: bool = False, at: float | None = None) -> None:
+    def start(self, task_id: str, at: float | None = None) -> None:
         self.record.started(time.monotonic(), int(time.time() * 1000))
 
     def finish(self, queue: str, took_ms: float) -> None:

@@ -34,17 +34,11 @@ class Holding:
         with self._lock:
             self._leases[lease.task_id] = lease
 
-    def start(self, task_id: str, watched: bool = False, at: float | None = None) -> None:
-        """A slot starts running the task (or started it ``at``, a time.monotonic()). A slot
-        whose runner reports a run turning long (``watched``) wakes the marker only then
-        (``turned_long``): waking it at every start would cost each task a thread switch."""
+    def start(self, task_id: str, at: float | None = None) -> None:
+        """A slot starts running the task (or a pool child's watcher reports one it started
+        ``at``, a time.monotonic()); the marker looks when it may turn long."""
         with self._lock:
             self._started[task_id] = time.monotonic() if at is None else at
-        if not watched:
-            self._wake_marker.set()
-
-    def turned_long(self) -> None:
-        """A watched run passed the long-run horizon: the marker must look now."""
         self._wake_marker.set()
 
     def next_long_in(self, seconds: float) -> float | None:
@@ -56,8 +50,8 @@ class Holding:
             return max(0.0, min(self._started.values()) + seconds - time.monotonic())
 
     def wait_for_start(self, timeout: float) -> None:
-        """Sleep until a task starts or a watched run turns long (or ``timeout``): an idle
-        worker's marker costs nothing."""
+        """Sleep until a task starts (or ``timeout``): an idle worker's marker costs
+        nothing."""
         self._wake_marker.wait(timeout)
         self._wake_marker.clear()
 

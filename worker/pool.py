@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 from common.codec import ErrorInfo
@@ -23,23 +22,16 @@ def _timeout(fn_path: str, timeout: float) -> Outcome:
 
 
 class Runner(Protocol):
-    # Whether ``run`` calls ``on_long`` once the run passes signals.LONG_RUN_S.
-    watches_long_runs: bool
-
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
-            on_long: Callable[[], None] = lambda: None) -> Outcome: ...
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome: ...
 
     def close(self, kill: bool = False) -> None: ...
 
 
 class ThreadRunner:
-    watches_long_runs = False  # the task runs on the calling thread: nobody to watch it
-
     def __init__(self, max_result_bytes: int) -> None:
         self.max_result_bytes = max_result_bytes
 
-    def run(self, fn_path: str, args_blob: bytes, timeout: float | None,
-            on_long: Callable[[], None] = lambda: None) -> Outcome:
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
         if timeout is None:
             return execute(fn_path, args_blob, self.max_result_bytes)
         box: list[Outcome] = []

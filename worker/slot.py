@@ -71,7 +71,7 @@ class Slot(threading.Thread):
         self.runner.close(kill)
 
     def handle(self, lease: Lease) -> Finished:
-        self.holding.start(lease.task_id, watched=self.runner.watches_long_runs)
+        self.holding.start(lease.task_id)
         started_ms = int(time.time() * 1000)
         t0 = time.monotonic()
         log.debug("task=%s name=%s started on worker=%s lease=%s", lease.task_id, lease.name,
@@ -81,7 +81,7 @@ class Slot(threading.Thread):
         except LookupError as exc:
             outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing", str(exc)))
         else:
-            outcome = self.runner.run(lease.fn, args, lease.timeout, self.holding.turned_long)
+            outcome = self.runner.run(lease.fn, args, lease.timeout)
         took = time.monotonic() - t0
         self.holding.finish(lease.queue, took * 1000)
         done = None

@@ -78,7 +78,7 @@ end
 
 local w = chosen()
 if not w then
-  if ARGV[5] ~= '' then signal_capped(KEYS[5], ARGV[5], ARGV[6]) end
+  signal_capped(KEYS[5], ARGV[5], ARGV[6])
   return {'', offer_now}
 end
 local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 3 + 2 * w], KEYS[k + 4 + 2 * w]
