@@ -106,9 +106,11 @@ class Upkeep:
         pipe = self.client.pipeline(transaction=True)
         pipe.smembers(self.keys.leases(worker_id))
         pipe.lrange(self.keys.inbox(worker_id), 0, -1)
-        members, inbox = pipe.execute()
+        pipe.hvals(self.keys.ahead(worker_id))
+        members, inbox, fields = pipe.execute()
         leases = sorted(p for p in map(signals.parse_lease_member, members) if p is not None)
         waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
+        taken_ahead = set(signals.parse_ahead(fields))  # by pool children: maybe started
         ids = [task_id for task_id, _ in leases]
         tasks = []
         for (task_id, token), (queue,) in zip(leases, self.task_fields(ids, "queue")):
@@ -116,7 +118,9 @@ class Upkeep:
                 log.error("worker=%s held task=%s whose record is gone; dropping the lease",
                           worker_id, task_id)
                 continue
-            tasks.append(LeasedTask(task_id, queue, token, started=task_id not in waiting))
+            ahead = task_id not in waiting and (task_id, token) in taken_ahead
+            tasks.append(LeasedTask(task_id, queue, token, started=task_id not in waiting
+                                    and not ahead, ahead=ahead))
         error = ErrorInfo("balancer.PoisonTask",
                           f"the task was running on a worker that died"
                           f" {self.settings.poison_threshold} times; quarantined")

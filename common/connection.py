@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 import redis
 from redis.connection import ConnectionInterface
+
+log = logging.getLogger("balancer")
 
 _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
@@ -36,19 +39,42 @@ class Direct:
 
     One thread at a time may use it (a thread's own, or one passed under a lock). Errors
     are the caller's to handle, as with any call; a connection that failed is closed, and
-    made again on the next call."""
+    made again on the next call. ``send`` sends a write whose reply nobody waits for: the
+    next call reads it first (a note whose loss the reader tolerates)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._conn: ConnectionInterface | None = None
+        self._unread = 0  # replies of sent notes, ahead of the next call's
+
+    def _connection(self) -> ConnectionInterface:
+        if self._conn is None:
+            self._conn = self.client.connection_pool.make_connection()
+        return self._conn
 
     def call(self, *args: Any) -> Any:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self.client.connection_pool.make_connection()
+        conn = self._connection()
         try:
             conn.send_command(*args)
+            while self._unread:
+                self._unread -= 1
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
+                    log.error("a note to Redis was refused: %s", exc)
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._unread = 0
             conn.disconnect()
             raise
+
+    def send(self, *args: Any) -> None:
+        """Send a write without waiting for its reply; a failure drops it (and is logged)."""
+        conn = self._connection()
+        try:
+            conn.send_command(*args)
+            self._unread += 1
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._unread = 0
+            conn.disconnect()
+            log.warning("a note to Redis was lost: %s", exc)

@@ -72,6 +72,7 @@ class LeasedTask:
     queue: str
     token: str
     started: bool = False
+    ahead: bool = False  # taken ahead by a pool child, and not started as far as Redis knows
     inbox_entry: bytes = b""
 
 
@@ -81,10 +82,14 @@ class Scripts:
         self.keys = keys
         self._local = threading.local()  # .direct: this thread's connection
 
-    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _direct(self) -> Direct:
         direct = getattr(self._local, "direct", None)
         if direct is None:
             direct = self._local.direct = Direct(self.client)
+        return direct
+
+    def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        direct = self._direct()
         try:
             return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a new or restarted server
@@ -169,12 +174,12 @@ class Scripts:
              ) -> tuple[int, int]:
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
-                k.leases(worker_id), k.inflight, k.dlq, k.deadlines]
+                k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id)]
         args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
                            quarantine_error]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
-            args += [t.task_id, t.token, "1" if t.started else "0"]
+            args += [t.task_id, t.token, "1" if t.started else "a" if t.ahead else "0"]
         requeued, dead = self._run("reap", keys, args)
         return int(requeued), int(dead)
 
@@ -207,12 +212,16 @@ class Scripts:
         return self.ack_and_take(worker_id, done, ttl_ms, finished_ms, 0, quiet_above)[0]
 
     def ack_and_take(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
-                     finished_ms: int, take: int, quiet_above: int = -1
+                     finished_ms: int, take: int, quiet_above: int = -1, ahead: str = ""
                      ) -> tuple[list[bool], list[bytes]]:
-        """``ack``, then take up to ``take`` entries from the worker's inbox."""
+        """``ack``, then take up to ``take`` entries from the worker's inbox. With
+        ``ahead`` (a pool child's field), the entries after the first are recorded as
+        taken and not started (``keys.ahead``)."""
         k = self.keys
-        keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id)]
-        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above]
+        keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
+                k.ahead(worker_id)]
+        args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
+                           ahead]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
@@ -237,6 +246,13 @@ class Scripts:
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
              started_ms],
         ))
+
+    def note_ahead(self, worker_id: str, field: str, value: str) -> None:
+        """Rewrite a pool child's field of ``ahead:<worker>`` (its leases taken and not
+        started; '' deletes it), without waiting for the reply, on the connection this
+        thread's scripts use, so that it lands before this thread's next ack."""
+        key = self.keys.ahead(worker_id)
+        self._direct().send(*(("HSET", key, field, value) if value else ("HDEL", key, field)))
 
     def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]]) -> int:
         """Mark (task id, token) pairs as running, where their lease still holds."""

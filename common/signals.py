@@ -19,6 +19,7 @@ The Lua scripts write the same formats; this module is the only Python that read
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from common import codec
@@ -147,6 +148,11 @@ class Lease:
     raw: bytes = b""
 
     @property
+    def suspect(self) -> bool:
+        """Held ahead by a worker that died: its start is told to Redis (see reap.lua)."""
+        return self.token.endswith("!")
+
+    @property
     def member(self) -> str:
         return lease_member(self.task_id, self.token)
 
@@ -186,6 +192,18 @@ def lease_member(task_id: str, token: str) -> str:
 def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
     task_id, sep, token = raw.decode(errors="replace").partition("|")
     return (task_id, token) if sep and task_id and token else None
+
+
+def ahead_value(leases: Iterable[Lease]) -> str:
+    """A pool child's field of ``ahead:<worker>``: the leases it took and has not started,
+    as lease members separated by spaces (ack.lua writes the same)."""
+    return " ".join(lease_member(lease.task_id, lease.token) for lease in leases)
+
+
+def parse_ahead(values: Iterable[bytes]) -> list[tuple[str, str]]:
+    """The (task id, token) pairs of the fields of ``ahead:<worker>``."""
+    return [p for value in values for member in value.split()
+            if (p := parse_lease_member(member)) is not None]
 
 
 @dataclass(frozen=True)

@@ -111,10 +111,11 @@ class Acker(threading.Thread):
         with self._cond:
             return not self._pending and not self._storing and self.busy() == 0
 
-    def store(self, batch: list[Finished], take: int = 0) -> list[bytes]:
+    def store(self, batch: list[Finished], take: int = 0, ahead: str = "") -> list[bytes]:
         """Store a batch of outcomes (from this thread, or from a slot when idle); with
         ``take``, also take up to that many entries from the inbox, in the same call, and
-        return them (the caller now holds those leases)."""
+        return them (the caller now holds those leases; with ``ahead``, Redis records
+        those after the first under that field as not started)."""
         successes = [f for f in batch if f.done is not None]
         taken: list[bytes] = []
         if successes:
@@ -122,7 +123,8 @@ class Acker(threading.Thread):
             stored, taken = persist("be acknowledged", done[0].task_id,
                                     lambda done=done: self.scripts.ack_and_take(  # type: ignore[misc]
                                         self.worker_id, done, self.ttl_ms,
-                                        int(time.time() * 1000), take, self.quiet_above))
+                                        int(time.time() * 1000), take, self.quiet_above,
+                                        ahead))
             for f, ok in zip(successes, stored):
                 if ok:
                     log.info("task=%s name=%s completed on worker=%s in %.3fs",

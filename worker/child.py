@@ -1,14 +1,15 @@
 """A pool child: one slot of a process-pool worker, in a process of its own.
 
 It fetches from the worker's inbox, runs and acknowledges its tasks itself, with its own
-Redis connection, as the slot thread of a thread-pool worker does (the same ``Slot``,
-``Inbox`` and ``Acker``). A task then costs the supervisor nothing: no pipe to the child
-and back, no thread switch. What the supervisor must still know (the lease held, when its
-run started) the child writes into its shared ``Record``; a crash or a hang costs only
-this process, which the supervisor replaces and whose task it settles.
+Redis connection, as the slot thread of a thread-pool worker does (the same ``Inbox`` and
+``Acker``; its slot takes short tasks in batches, ``worker.batchslot``). A task then costs
+the supervisor nothing: no pipe to the child and back, no thread switch. What the
+supervisor must still know (the lease held, when its run started, the batch) the child
+writes into its shared ``Record``; a crash or a hang costs only this process, which the
+supervisor replaces and whose tasks it settles.
 
-The pipe to the supervisor carries little: from the supervisor, "stop"; to it, news of
-run times and, when the supervisor sleeps, a note that a lease was taken.
+The pipe to the supervisor carries little: from the supervisor, "stop" and "make way"; to
+it, news of run times and, when the supervisor sleeps, a note that a lease was taken.
 
 A child dies with its supervisor (on Linux, the kernel kills it: PR_SET_PDEATHSIG), as a
 thread of it would: the dispatcher then takes back the worker's tasks, counting the run
@@ -38,15 +39,16 @@ from common.scripts import Scripts
 from common.settings import Settings
 from common.signals import Lease
 from worker.ack import Acker
+from worker.batchslot import BatchSlot
 from worker.executor import Outcome, execute
 from worker.holding import Holding
 from worker.inbox import Inbox
 from worker.record import Record
-from worker.slot import Slot
 
 log = logging.getLogger("worker")
 
 STOP = b"stop"
+MAKE_WAY = b"w"  # from the supervisor: a run went long; hand back what waits behind it
 TOOK = b"t"  # to the supervisor: a lease was taken (sent only when it sleeps)
 ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
@@ -69,6 +71,7 @@ class ChildSpec:
     concurrency: int  # of the whole worker: it decides when an ack may be quiet
     log_level: str
     supervisor_pid: int
+    index: int = 0  # the slot's: its field of ahead:<worker>
 
 
 class InlineRunner:
@@ -86,7 +89,10 @@ class InlineRunner:
 
 
 class RecordedHolding(Holding):
-    """The child's holding, mirrored into its record and, for run times, to the pipe."""
+    """The child's holding, mirrored into its record and, for run times, to the pipe.
+
+    The record describes the lease the child runs next or runs now, and lists all it holds
+    once a batch came in."""
 
     def __init__(self, record: Record, conn: Connection) -> None:
         super().__init__()
@@ -95,13 +101,29 @@ class RecordedHolding(Holding):
         self._sent: dict[str, tuple[float, float]] = {}  # queue -> (mean sent, when)
         self._news = False
         self.on_news = self._note_news
+        self._described: str | None = None  # the task id the record describes
+        self._listed = True  # the record lists every lease held
 
     def add(self, lease: Lease) -> None:
         super().add(lease)
+        if self._described is None:
+            self._describe(lease)
+        else:
+            self._listed = False
+
+    def _describe(self, lease: Lease) -> None:
+        self._described = lease.task_id
         if self.record.took(lease):
             self._send([TOOK])
 
     def start(self, task_id: str, at: float | None = None) -> None:
+        if not self._listed:
+            self._listed = True
+            self.record.hold(self.leases())
+        if task_id != self._described:
+            lease = self.lease(task_id)
+            if lease is not None:
+                self._describe(lease)
         self.record.started(time.monotonic(), int(time.time() * 1000))
 
     def finish(self, queue: str, took_ms: float) -> None:
@@ -125,7 +147,9 @@ class RecordedHolding(Holding):
 
     def release(self, task_id: str) -> None:
         super().release(task_id)
-        self.record.idle()
+        if task_id == self._described:
+            self._described = None
+            self.record.idle()
 
     def _send(self, message: list[Any]) -> None:
         # A supervisor gone is seen by the control thread, which stops this process.
@@ -133,11 +157,14 @@ class RecordedHolding(Holding):
             self.conn.send_bytes(codec.pack(message))
 
 
-def _control(conn: Connection, stopping: threading.Event, inbox: Inbox) -> None:
-    """Wait for "stop" (or the supervisor's death), then stop fetching."""
+def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
+             slot: BatchSlot) -> None:
+    """Make way when asked; wait for "stop" (or the supervisor's death), then stop
+    fetching."""
     try:
-        while conn.recv_bytes() != STOP:
-            pass
+        while (message := conn.recv_bytes()) != STOP:
+            if message == MAKE_WAY:
+                slot.make_way()
     except (EOFError, OSError):
         log.warning("pool child pid=%s: its supervisor is gone; stopping", os.getpid())
     stopping.set()
@@ -171,9 +198,9 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)
     acker = Acker(spec.worker_id, scripts, settings, holding, lambda: 0,
                   signals.ack_quiet_above(spec.concurrency))
-    slot = Slot(0, spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
-                inbox, acker, holding, stopping)
-    threading.Thread(target=_control, args=(conn, stopping, inbox), name="control",
+    slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
+                     inbox, acker, holding, stopping, ahead_field=str(spec.index))
+    threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",
                      daemon=True).start()
     client.ping()
     holding._send([READY])

@@ -89,6 +89,14 @@ class ChildSlot(threading.Thread):
         snap = self.record.read()
         return snap.lease.task_id if snap.lease else None
 
+    def holds(self) -> set[str]:
+        """The task ids the child holds: the one it runs and those of its batch."""
+        ids = {task_id for task_id, _, _ in self.record.held()}
+        current = self.current
+        if current is not None:
+            ids.add(current)
+        return ids
+
     def stop(self) -> None:
         """Stop fetching: the child finishes its task, acknowledges it, and exits."""
         self.stopping = True
@@ -157,6 +165,8 @@ class ChildSlot(threading.Thread):
             self.holding.add(lease)
             self.holding.start(lease.task_id, at=snap.started)
             self._shown = (snap.gen, lease.task_id)
+            with contextlib.suppress(OSError):  # what it took ahead must not wait
+                self.conn.send_bytes(child.MAKE_WAY)
 
     def _read_news(self) -> None:
         while self.conn.poll():
@@ -198,23 +208,35 @@ class ChildSlot(threading.Thread):
         """Settle what a dead child held: a run fails (a crash unless ``outcome`` says
         otherwise), a lease not started or a result not stored goes back to its queue."""
         lease = snap.lease
+        held = self.record.held()
         self.record.clear()
         if self._shown is not None:
             self.holding.release(self._shown[1])
             self._shown = None
-        if lease is None or snap.phase == IDLE or self.killing:
-            return  # killed after the grace period: the dispatcher re-queues it
-        if snap.phase == RUNNING:
+        if self.killing:
+            return  # killed after the grace period: the dispatcher re-queues its tasks
+        if lease is not None and snap.phase == RUNNING:
             outcome = outcome or Outcome.failure(ErrorInfo(
                 "balancer.WorkerProcessDied",
                 f"the process running task {lease.fn} died (exit code"
                 f" {self.process.exitcode})"), crashed=True)
             took = max(0.0, time.monotonic() - snap.started)
             self.acker.store([Finished(lease, outcome, snap.started_ms, took, None)])
-        elif snap.phase in (TAKEN, FINISHING):
+        elif lease is not None and snap.phase in (TAKEN, FINISHING):
             n = persist("be handed back", lease.task_id, lambda: self.scripts.release(
                 self.worker_id, [LeasedTask(lease.task_id, lease.queue, lease.token)]))
             if n:
                 log.info("task=%s handed back: its pool process died before %s",
                          lease.task_id, "starting it" if snap.phase == TAKEN else
                          "storing its result")
+        # The rest of its batch: not started, or run without the result stored (a lease
+        # already acknowledged is no longer one, and is left alone).
+        others = [LeasedTask(task_id, queue, token) for task_id, token, queue in held
+                  if lease is None or task_id != lease.task_id]
+        if others:
+            n = persist("be handed back", others[0].task_id,
+                        lambda: self.scripts.release(self.worker_id, others))
+            if n:
+                log.info("worker=%s handed back %d tasks of the batch of its pool process"
+                         " that died: %s", self.worker_id, n,
+                         ",".join(t.task_id for t in others[:10]))

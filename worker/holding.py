@@ -82,6 +82,14 @@ class Holding:
             self._started.pop(task_id, None)
             self._long.discard(task_id)
 
+    def lease(self, task_id: str) -> Lease | None:
+        with self._lock:
+            return self._leases.get(task_id)
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            return list(self._leases.values())
+
     def ids(self) -> set[str]:
         with self._lock:
             return set(self._leases)

@@ -10,6 +10,11 @@ The child writes the lease's description before it moves the phase away from IDL
 the phase is one byte, so a reader that sees a phase other than IDLE reads a whole
 description (a child killed mid-write leaves the phase at IDLE or a whole record).
 ``gen`` changes with every lease, so a reader tells one run from the next.
+
+A child that takes a batch of leases also lists every lease it holds (run or not, stored
+or not) in a second part, rewritten with each batch: a superset, which is what the
+reconciler (never hand back a lease in use) and the settling of a dead child (hand back
+all it held, fenced by the lease tokens) need.
 """
 
 from __future__ import annotations
@@ -27,10 +32,14 @@ from common.signals import Lease
 IDLE, TAKEN, RUNNING, FINISHING = 0, 1, 2, 3
 PHASES = ("idle", "taken", "running", "finishing")
 
-# phase, asleep, gen, started (monotonic s), started (wall ms), description length
-_HEAD = struct.Struct("<BBxxIddI")
-SIZE = 4096
-_ROOM = SIZE - _HEAD.size
+# phase, asleep, gen, started (monotonic s), started (wall ms), description length,
+# held list length
+_HEAD = struct.Struct("<BBxxIddII")
+_HELD_LEN = _HEAD.size - 4
+SIZE = 16384
+_ROOM = 2048  # for the description
+_HELD_AT = _HEAD.size + _ROOM
+_HELD_ROOM = SIZE - _HELD_AT
 
 
 @dataclass(frozen=True)
@@ -75,15 +84,30 @@ class Record:
     # -- the child -------------------------------------------------------------------
 
     def took(self, lease: Lease) -> bool:
-        """The child holds ``lease`` now. True when the supervisor sleeps until told."""
+        """The child holds ``lease`` now, to run it next. True when the supervisor sleeps
+        until told."""
         view = self._view
-        _, asleep, gen, _, _, _ = _HEAD.unpack_from(view)
+        _, asleep, gen, _, _, _, _ = _HEAD.unpack_from(view)
         blob = _describe(lease)
         view[0] = IDLE
         view[_HEAD.size:_HEAD.size + len(blob)] = blob
-        _HEAD.pack_into(view, 0, IDLE, 0, (gen + 1) & 0xFFFFFFFF, 0.0, 0, len(blob))
+        view[1] = 0  # told once
+        struct.pack_into("<IddI", view, 4, (gen + 1) & 0xFFFFFFFF, 0.0, 0, len(blob))
         view[0] = TAKEN
         return bool(asleep)
+
+    def hold(self, leases: list[Lease]) -> None:
+        """The child holds these leases (taken with its batch). Those that do not fit are
+        left to the reconciler."""
+        view = self._view
+        items = [[lease.task_id, lease.token, lease.queue] for lease in leases]
+        blob = codec.pack(items)
+        while len(blob) > _HELD_ROOM:
+            items = items[:len(items) // 2]
+            blob = codec.pack(items)
+        struct.pack_into("<I", view, _HELD_LEN, 0)
+        view[_HELD_AT:_HELD_AT + len(blob)] = blob
+        struct.pack_into("<I", view, _HELD_LEN, len(blob))
 
     def started(self, at: float, at_ms: int) -> None:
         view = self._view
@@ -100,7 +124,7 @@ class Record:
 
     def read(self) -> Snapshot:
         view = self._view
-        phase, _, gen, started, started_ms, size = _HEAD.unpack_from(view)
+        phase, _, gen, started, started_ms, size, _ = _HEAD.unpack_from(view)
         lease = None
         if phase != IDLE:
             lease = _read_lease(bytes(view[_HEAD.size:_HEAD.size + min(size, _ROOM)]))
@@ -108,9 +132,25 @@ class Record:
                 phase = IDLE
         return Snapshot(phase, gen, started, int(started_ms), lease)
 
+    def held(self) -> list[tuple[str, str, str]]:
+        """(task id, token, queue) of every lease the child listed as held; a list being
+        rewritten reads as empty."""
+        view = self._view
+        for _ in range(3):
+            (size,) = struct.unpack_from("<I", view, _HELD_LEN)
+            if size == 0:
+                return []
+            try:
+                items = codec.unpack(bytes(view[_HELD_AT:_HELD_AT + min(size, _HELD_ROOM)]))
+                return [(str(t), str(token), str(q)) for t, token, q in items]
+            except (CodecError, TypeError, ValueError):
+                continue
+        return []
+
     def set_asleep(self, asleep: bool) -> None:
         """The supervisor is about to sleep until the child tells it of a new lease."""
         self._view[1] = int(asleep)
 
     def clear(self) -> None:
         self._view[0] = IDLE
+        struct.pack_into("<I", self._view, _HELD_LEN, 0)

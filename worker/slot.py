@@ -45,17 +45,7 @@ class Slot(threading.Thread):
             lease = self.inbox.next()
             if lease is None:
                 continue
-            self.current = lease.task_id
-            finished = None
-            try:
-                finished = self.handle(lease)
-            except Exception:
-                # The lease stays held; the reconciler hands it back to its queue.
-                log.exception("task=%s: unexpected error in worker=%s", lease.task_id,
-                              self.worker_id)
-                self.holding.release(lease.task_id)
-            finally:
-                self.current = None  # first: the ack thread must not wait for this slot
+            finished = self.run_one(lease)
             if finished is not None and not self.inbox.has_ready() and self.acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
@@ -63,6 +53,25 @@ class Slot(threading.Thread):
                 self.inbox.deliver(self.acker.store([finished], take))
             elif finished is not None:
                 self.acker.submit(finished)
+
+    def run_one(self, lease: Lease) -> Finished | None:
+        """Run one lease; its outcome, to store (None after an unexpected error)."""
+        self.current = lease.task_id
+        try:
+            return self.handle(lease)
+        except Exception:
+            # The lease stays held; the reconciler hands it back to its queue.
+            log.exception("task=%s: unexpected error in worker=%s", lease.task_id,
+                          self.worker_id)
+            self.holding.release(lease.task_id)
+            return None
+        finally:
+            self.current = None  # first: the ack thread must not wait for this slot
+
+    def holds(self) -> set[str]:
+        """The task ids this slot holds."""
+        current = self.current
+        return set() if current is None else {current}
 
     def stop(self) -> None:
         """Nothing to do: the slot stops with the worker's ``stopping`` event."""

@@ -16,6 +16,7 @@ once; whatever was still running is re-queued by the dispatcher.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -105,7 +106,8 @@ class Worker:
     def held(self) -> set[str]:
         """Ids of the tasks this worker's slots hold (taken, running, being acknowledged)."""
         ids = self.holding.ids()
-        ids.update(c for s in self.slots if (c := s.current) is not None)
+        for slot in self.slots:
+            ids.update(slot.holds())
         return ids
 
     def info(self) -> WorkerInfo:
@@ -150,7 +152,8 @@ class Worker:
         if self.pool == "process":
             spec = ChildSpec(self.id, self.settings, tuple(self.imports), os.getcwd(),
                              self.concurrency, self.log_level, os.getpid())
-            return [ChildSlot(i, spec, self.scripts, self.acker, self.holding)
+            return [ChildSlot(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
+                              self.holding)
                     for i in range(self.concurrency)]
         return [Slot(i, self.id, self.client, self.keys,
                      ThreadRunner(self.settings.max_payload_bytes), self.inbox, self.acker,
@@ -230,7 +233,7 @@ class Worker:
         try:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(self.id))
+            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
             pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
             pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:

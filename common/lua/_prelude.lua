@@ -75,7 +75,9 @@ local NEVER = 1000000000
 -- carries the whole task spec into the worker's inbox, so the worker needs no further read
 -- to run it. The task record is not written: the lease member "id|token" in the worker's
 -- leases set is the lease (its state reads "queued" until it is marked running or settled,
--- and its absence from the queue tells it is leased). A task with a timeout gets a deadline
+-- and its absence from the queue tells it is leased). A task held ahead by a worker that
+-- died (``suspect``) gets a token ending in "!": a pool child tells Redis when it starts it
+-- (worker/batchslot.py), so that a run that kills its worker counts. A task with a timeout gets a deadline
 -- "id|worker|token", which the dispatcher fails when it is due. An id without a task
 -- record leaves the queue without taking a slot: nothing could run it.
 -- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing offer).
@@ -92,12 +94,14 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
     if n >= free then break end
     local id = ids[i]
     removing[#removing + 1] = id
-    local s = redis.call('HMGET', task_keys[i], 'fn', 'args', 'timeout', 'flow', 'children', 'name')
+    local s = redis.call('HMGET', task_keys[i], 'fn', 'args', 'timeout', 'flow', 'children', 'name',
+      'suspect')
     if not s[1] then
       dropped = dropped + 1
     else
       n = n + 1
       local token = prefix .. '.' .. n
+      if s[7] then token = token .. '!' end
       entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
         .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2])
       members[n] = id .. '|' .. token

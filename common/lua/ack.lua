@@ -4,19 +4,22 @@
 -- connection) changes nothing and answers as the first call did.
 -- A slot that has nothing else to run asks for its next lease in the same call ("take"):
 -- one round trip per task instead of an ack and then a fetch.
--- KEYS: leases, inflight, wake, deadlines, inbox, then per task:
+-- A pool child takes several leases at once (its batch); those after the first are
+-- recorded under its field of the ahead hash as taken and not started, so that the reaper
+-- of a dead worker counts no loss for them. The child updates the field as it starts them.
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
 -- checkpoints on the way down.
 -- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
---       then per task:
+--       ahead field ('': none, the leases taken start at once), then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
 --       then (child id, child score) per child
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local a, k = 7, 6
+local a, k = 8, 7
 local out, per_queue, per_flow, stored, unlocked = {}, {}, {}, 0, 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -73,4 +76,9 @@ if stored > 0 then
 end
 local taken = {}
 if tonumber(ARGV[5]) > 0 then taken = redis.call('LPOP', KEYS[5], ARGV[5]) or {} end
+if #taken > 1 and ARGV[7] ~= '' then
+  local members = {}
+  for i = 2, #taken do members[i - 1] = string.match(taken[i], '^[^|]*|[^|]*') end
+  redis.call('HSET', KEYS[6], ARGV[7], table.concat(members, ' '))
+end
 return {out, taken}

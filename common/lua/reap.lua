@@ -1,17 +1,19 @@
--- Take back every task of a dead (or departed) worker. Tasks still in its inbox go back
--- to their queue at their original place; a task it had taken out of its inbox was
--- running, counts a loss, and past the poison threshold is quarantined instead.
--- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines,
+-- Take back every task of a dead (or departed) worker. Tasks still in its inbox, or taken
+-- ahead by a pool child and not started, go back to their queue at their original place;
+-- a task it had started counts a loss, and past the poison threshold is quarantined
+-- instead (the caller tells which had started). A task taken ahead may have been running
+-- (the child tells Redis of its starts only for suspects): it becomes a suspect.
+-- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead,
 --       then (task, queue)...
 -- ARGV: leader token, worker id, seen before ms (0: reap regardless), poison threshold,
---       quarantine error, then (task id, lease token, started 1/0)...
+--       quarantine error, then (task id, lease token, started: 1, 0, or 'a' taken ahead)...
 -- Returns {requeued, quarantined}, or {-1, 0} if not leader, {-2, 0} if the worker is alive.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if ARGV[3] ~= '0' and seen and tonumber(seen) >= tonumber(ARGV[3]) then return {-2, 0} end
 local requeued, dead = 0, 0
-for j = 0, (#KEYS - 8) / 2 - 1 do
-  local task, queue = KEYS[9 + 2 * j], KEYS[10 + 2 * j]
+for j = 0, (#KEYS - 9) / 2 - 1 do
+  local task, queue = KEYS[10 + 2 * j], KEYS[11 + 2 * j]
   local id, token, started = ARGV[6 + 3 * j], ARGV[7 + 3 * j], ARGV[8 + 3 * j]
   if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
     local name = redis.call('HGET', task, 'queue')
@@ -19,6 +21,7 @@ for j = 0, (#KEYS - 8) / 2 - 1 do
     redis.call('ZREM', KEYS[8], id .. '|' .. ARGV[2] .. '|' .. token)
     local lost = 0
     if started == '1' then lost = redis.call('HINCRBY', task, 'lost', 1) end
+    if started == 'a' then redis.call('HSET', task, 'suspect', 1) end
     if lost >= tonumber(ARGV[4]) then
       quarantine(task, KEYS[7], id, ARGV[5])
       dead = dead + 1
@@ -28,6 +31,6 @@ for j = 0, (#KEYS - 8) / 2 - 1 do
     end
   end
 end
-redis.call('DEL', KEYS[2], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[4], KEYS[5], KEYS[9])
 redis.call('ZREM', KEYS[3], ARGV[2])
 return {requeued, dead}

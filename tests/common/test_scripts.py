@@ -36,6 +36,7 @@ from common.scripts import (
     LeasedTask,
     Scripts,
 )
+from common.settings import Settings
 from common.signals import Lease
 
 Q = "q"
@@ -551,6 +552,77 @@ def test_ack_and_take_hands_over_the_next_inbox_entries_in_the_same_call(db: Db)
     assert [signals.parse_lease(raw).task_id for raw in taken] == ["b"]  # type: ignore[union-attr]
     assert [lease.task_id for lease in db.inbox()] == ["c"]
     assert db.leases() == {f"b|{tokens['b']}", f"c|{tokens['c']}"}  # still leased, not lost
+
+
+def _take_batch(db: Db) -> tuple[dict[str, str], list[Lease]]:
+    """Worker W ran "a" and acknowledges it, taking "b", "c", "d" as one pool child's
+    batch (its ahead field "0")."""
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t)
+    tokens = db.lease("a", "b", "c", "d")
+    db.client.lpop(db.keys.inbox(W))
+    stored, taken = db.scripts.ack_and_take(
+        W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok")], TTL, FINISHED, 3, ahead="0")
+    assert stored == [True]
+    return tokens, [lease for lease in map(signals.parse_lease, taken) if lease]
+
+
+def test_a_batch_taken_with_the_ack_records_the_leases_after_its_first_as_not_started(
+        db: Db) -> None:
+    tokens, batch = _take_batch(db)
+    assert [lease.task_id for lease in batch] == ["b", "c", "d"]
+    assert db.client.hgetall(db.keys.ahead(W)) == {
+        b"0": f"c|{tokens['c']} d|{tokens['d']}".encode()}
+    assert signals.parse_ahead(db.client.hvals(db.keys.ahead(W))) == [
+        ("c", tokens["c"]), ("d", tokens["d"])]
+
+
+def test_a_single_lease_taken_with_the_ack_records_nothing_ahead(db: Db) -> None:
+    db.put_flow(2)
+    for t in "ab":
+        db.put_task(t)
+    tokens = db.lease("a", "b")
+    db.client.lpop(db.keys.inbox(W))
+    db.scripts.ack_and_take(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok")], TTL,
+                            FINISHED, 3, ahead="0")
+    assert db.client.exists(db.keys.ahead(W)) == 0
+
+
+def _reap(db: Db, settings: Settings) -> tuple[int, int, list[str]]:
+    from balancer.upkeep import Upkeep
+
+    upkeep = Upkeep(db.client, db.keys, db.scripts,
+                    settings.replace(namespace=db.keys.namespace))
+    return upkeep.reap(db.leader, W, 0)
+
+
+def test_the_reaper_counts_a_loss_for_a_batchs_first_lease_and_makes_the_rest_suspects(
+        db: Db, settings: Settings) -> None:
+    _take_batch(db)  # "b" ran first (its result not stored); "c" or "d" may be running
+    requeued, dead, ids = _reap(db, settings)
+    assert (requeued, dead, sorted(ids)) == (3, 0, ["b", "c", "d"])
+    assert [db.field(db.keys.task(t), "lost") for t in "bcd"] == ["1", "0", "0"]
+    assert [db.field(db.keys.task(t), "suspect") for t in "bcd"] == [None, "1", "1"]
+    assert db.client.exists(db.keys.ahead(W)) == 0
+    tokens = db.lease("b", "c")  # leased again, a suspect's token asks for its start
+    assert not tokens["b"].endswith("!") and tokens["c"].endswith("!")
+
+
+def test_a_suspect_whose_start_was_told_counts_a_loss_when_its_worker_dies(
+        db: Db, settings: Settings) -> None:
+    db.put_flow(3)
+    for t in "efg":
+        db.put_task(t)
+    db.client.hset(db.keys.task("f"), "suspect", 1)
+    db.lease("e", "f", "g")
+    _, taken = db.scripts.ack_and_take(W, [], TTL, FINISHED, 3, ahead="0")
+    batch = [lease for lease in map(signals.parse_lease, taken) if lease]
+    assert [(lease.task_id, lease.suspect) for lease in batch] == [
+        ("e", False), ("f", True), ("g", False)]
+    db.scripts.note_ahead(W, "0", signals.ahead_value(batch[2:]))  # the child starts "f"
+    _reap(db, settings)
+    assert [db.field(db.keys.task(t), "lost") for t in "efg"] == ["1", "1", "0"]
 
 
 def test_ack_wakes_the_dispatcher_only_once_the_worker_is_down_to_its_refill_point(

@@ -4,9 +4,11 @@ child processes, the dispatcher and the supervisor in this process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 
+import pytest
 import redis
 
 from balancer import Flow
@@ -83,3 +85,72 @@ def test_a_long_run_in_a_pool_child_shows_as_running(
     assert worker.holding.long_running() == 1 and worker.busy() == 1
     assert run.wait(timeout=30) == "completed"
     wait_for(lambda: worker.holding.long_running() == 0 and worker.busy() == 0)
+
+
+def _warm_up(cluster: ThreadCluster, real: redis.Redis) -> None:
+    """Run short tasks until the dispatcher knows they are short (it then prefetches, and
+    the children take them in batches)."""
+    with Flow("warm-up") as flow:
+        for i in range(60):
+            tasks.constant(i)
+    assert flow.submit(real, namespace=cluster.settings.namespace).wait(timeout=30) == "completed"
+
+
+def test_a_pool_child_takes_short_tasks_in_batches_and_redis_knows_which_wait(
+        cluster: ThreadCluster, real: redis.Redis) -> None:
+    worker = cluster.add_worker(concurrency=1, pool="process")
+    _warm_up(cluster, real)
+    slot = worker.slots[0]
+    ahead = Keys(cluster.settings.namespace).ahead(worker.id)
+    with Flow("many") as flow:
+        nodes = [tasks.square(i) for i in range(3000)]
+    run = flow.submit(real, namespace=cluster.settings.namespace)
+    seen_ahead, seen_batch = False, False
+    while not run.is_finished():
+        seen_ahead = seen_ahead or real.hlen(ahead) > 0
+        seen_batch = seen_batch or len(slot.holds()) > 1
+    assert run.wait(timeout=60) == "completed"
+    assert [run.result(n) for n in nodes] == [i * i for i in range(3000)]
+    assert seen_ahead and seen_batch
+
+
+def test_a_pool_child_dying_in_a_batch_hands_the_rest_back_without_a_loss(
+        cluster: ThreadCluster, real: redis.Redis, redis_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    cluster.add_worker(concurrency=1, pool="process")
+    _warm_up(cluster, real)
+    caplog.set_level(logging.INFO, logger="worker")
+    keys = Keys(cluster.settings.namespace)
+    gate = f"{cluster.settings.namespace}:gate-{uuid.uuid4().hex[:6]}"
+    with Flow("crash-in-batch") as flow:
+        before = [tasks.square(i) for i in range(40)]
+        killer = tasks.crash_unless(redis_url, gate)
+        after = [tasks.square(i) for i in range(40, 80)]
+    run = flow.submit(real, namespace=cluster.settings.namespace)
+    wait_for(lambda: int(real.hget(keys.task(run.ids[killer]), "lost") or 0) >= 1, timeout=20)
+    real.set(gate, 1)
+    try:
+        assert run.wait(timeout=30) == "completed"
+    finally:
+        real.delete(gate)
+    assert [run.result(n) for n in before + after] == [i * i for i in range(80)]
+    lost = [int(real.hget(keys.task(run.ids[n]), "lost") or 0) for n in before + after]
+    assert lost == [0] * 80
+    assert "of the batch of its pool process that died" in caplog.text
+
+
+def test_a_long_run_in_a_batch_hands_the_tasks_behind_it_to_the_other_worker(
+        cluster: ThreadCluster, real: redis.Redis) -> None:
+    for _ in range(2):
+        cluster.add_worker(concurrency=1, pool="process")
+    _warm_up(cluster, real)
+    with Flow("long-in-batch") as flow:
+        shorts = [tasks.square(i) for i in range(10)]
+        long = tasks.sleep_for(2.0)
+        shorts += [tasks.square(i) for i in range(10, 60)]
+    run = flow.submit(real, namespace=cluster.settings.namespace)
+    assert run.wait(timeout=30) == "completed"
+    keys = Keys(cluster.settings.namespace)
+    finished = {n: int(real.hget(keys.task(run.ids[n]), "finished") or 0)
+                for n in [*shorts, long]}
+    assert max(finished[n] for n in shorts) < finished[long] - 1000  # ms: none waited for it

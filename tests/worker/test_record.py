@@ -57,3 +57,26 @@ def test_a_description_too_long_for_the_record_keeps_what_settles_the_task() -> 
     child.took(lease(fn="m:" + "f" * 10_000))
     snap = supervisor.read()
     assert snap.lease is not None and snap.lease.task_id == "t1" and snap.lease.token == "3.1.u1"
+
+
+def test_the_supervisor_reads_every_lease_of_the_childs_batch() -> None:
+    child, supervisor = make()
+    assert supervisor.held() == []
+    child.hold([lease("a"), lease("b"), lease("c")])
+    child.took(lease("b"))
+    assert supervisor.held() == [("a", "3.1.u1", "q"), ("b", "3.1.u1", "q"),
+                                 ("c", "3.1.u1", "q")]
+    child.hold([lease("d")])
+    assert supervisor.held() == [("d", "3.1.u1", "q")]
+    supervisor.clear()
+    assert supervisor.held() == []
+
+
+def test_a_batch_too_large_for_the_record_lists_what_fits() -> None:
+    child, supervisor = make()
+    many = [Lease(f"task-{i:04d}", "3.1.u1", "q" * 100, "flow1", None, "m:f", "f", b"", b"")
+            for i in range(1000)]
+    child.hold(many)
+    held = supervisor.held()
+    assert 0 < len(held) < 1000
+    assert [t for t, _, _ in held] == [lease.task_id for lease in many[:len(held)]]

@@ -1,0 +1,130 @@
+"""The slot of a pool child: it takes its leases in batches and acknowledges them together.
+
+Alone in its process, a pool child has no other slot to share an ack thread with, so a
+lease costs it a round trip of its own. When its tasks are short (their run times justify
+prefetching, ``signals.prefetch_depth``), it takes as many leases at once as the
+dispatcher prefetches per slot, runs them one after another and acknowledges them in one
+call, which takes the next batch: one round trip per batch, not per task. A result waits
+at most ``ACK_WITHIN`` for its batch's call.
+
+What the batch holds stays known:
+
+- The child's record lists every lease of the batch for its supervisor, which hands back
+  those a dead child did not finish, and never lets the reconciler take one in use.
+- Redis lists the leases after the batch's first under this child's field of
+  ``ahead:<worker>`` (the ack script writes it). When the whole worker dies, the reaper
+  counts a loss for the tasks it had started (the poison count), but cannot tell which of
+  the batch's others ran: they become suspects. A suspect's lease token ends in "!", and a
+  child tells Redis when it starts one (a note, whose reply it does not wait for), so that
+  a task that kills its worker from anywhere in a batch is counted from its second kill
+  on, and tasks that merely shared its batch are never counted. Telling every start would
+  cost a command per task.
+- When a run passes the long-run horizon, the supervisor asks the child to make way: its
+  control thread hands back the leases not started and stores the results waiting for
+  the call, so that neither waits behind the long run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from common import signals
+from common.keys import Keys
+from common.scripts import LeasedTask
+from common.signals import Lease
+from worker.ack import Acker, Finished, persist
+from worker.holding import Holding
+from worker.inbox import Inbox
+from worker.pool import Runner
+from worker.slot import Slot
+
+log = logging.getLogger("worker")
+
+# A finished task's result waits at most this long for the rest of its batch.
+ACK_WITHIN = 0.005
+
+
+class BatchSlot(Slot):
+    def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, runner: Runner,
+                 inbox: Inbox, acker: Acker, holding: Holding, stopping: threading.Event,
+                 ahead_field: str) -> None:
+        super().__init__(0, worker_id, client, keys, runner, inbox, acker, holding, stopping)
+        self.ahead_field = ahead_field  # this child's field of ahead:<worker>
+        self.scripts = self.acker.scripts
+        self._lock = threading.Lock()
+        self._pending: list[Finished] = []  # finished, not stored yet
+        self._oldest = 0.0  # when the first of them finished
+        self._ahead: list[Lease] = []  # taken with the last batch, not started: Redis's view
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                lease = self.inbox.next()
+                if lease is None:
+                    continue
+                self._starting(lease)
+                finished = self.run_one(lease)
+                with self._lock:
+                    if finished is not None:
+                        if not self._pending:
+                            self._oldest = time.monotonic()
+                        self._pending.append(finished)
+                    more = self.inbox.has_ready()
+                    if more and time.monotonic() - self._oldest < ACK_WITHIN:
+                        continue
+                take = 0 if more or self.stopping.is_set() else self._batch_size()
+                self._store(take)
+        finally:
+            self.make_way()
+
+    def _batch_size(self) -> int:
+        return max((signals.prefetch_depth(ms) for ms in self.holding.durations().values()),
+                   default=1)
+
+    def _store(self, take: int) -> None:
+        """Store the results waiting; with ``take``, take the next batch in the same call."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        taken = self.acker.store(batch, take, self.ahead_field if take > 1 else "")
+        if taken:
+            self.inbox.deliver(taken)
+            with self._lock:
+                self._ahead = [lease for lease in map(signals.parse_lease, taken[1:]) if lease]
+
+    def _starting(self, lease: Lease) -> None:
+        """Tell Redis that a suspect taken ahead starts now (the reply is read later)."""
+        if not lease.suspect:
+            return
+        with self._lock:
+            ids = [held.task_id for held in self._ahead]
+            if lease.task_id not in ids:
+                return
+            self._ahead = self._ahead[ids.index(lease.task_id) + 1:]
+            rest = signals.ahead_value(self._ahead)
+        self.scripts.note_ahead(self.worker_id, self.ahead_field, rest)
+
+    def make_way(self) -> None:
+        """Hand back the leases taken and not started, and store the results waiting (a
+        run went long, or the child stops). Called from any thread."""
+        leases = self.inbox.take_ready()
+        with self._lock:
+            had_ahead, self._ahead = bool(self._ahead), []
+            batch, self._pending = self._pending, []
+        if batch:
+            self.acker.store(batch)
+        if leases:
+            tasks = [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in leases]
+            n = persist("be handed back", leases[0].task_id,
+                        lambda: self.scripts.release(self.worker_id, tasks))
+            for lease in leases:
+                self.holding.release(lease.task_id)
+            log.info("worker=%s handed back %d tasks taken ahead: %s", self.worker_id, n,
+                     ",".join(lease.task_id for lease in leases[:10]))
+        if had_ahead:
+            self.scripts.note_ahead(self.worker_id, self.ahead_field, "")
