@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,11 @@ class FlowState:
 
 _counter = itertools.count()
 _id_lock = threading.Lock()
+# Seeded from the OS once per process (and again in a forked child, which must not repeat
+# its parent's ids): an os.urandom call per id cost a system call per task submitted.
+_random = random.Random(os.urandom(16))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
 
 
 def new_id() -> str:
@@ -60,7 +66,8 @@ def new_id() -> str:
     """
     with _id_lock:
         n = next(_counter) & 0xFFFF
-    return f"{time.time_ns() // 1_000_000:011x}{n:04x}{os.urandom(5).hex()}"[:24]
+        tail = _random.getrandbits(36)
+    return f"{time.time_ns() // 1_000_000:011x}{n:04x}{tail:09x}"
 
 
 @dataclass(frozen=True)

@@ -93,9 +93,9 @@ class BatchSlot(Slot):
             return
         taken = self.acker.store(batch, take, self.ahead_field if take > 1 else "")
         if taken:
-            self.inbox.deliver(taken)
+            leases = self.inbox.deliver(taken)
             with self._lock:
-                self._ahead = [lease for lease in map(signals.parse_lease, taken[1:]) if lease]
+                self._ahead = leases[1:]
 
     def _starting(self, lease: Lease) -> None:
         """Tell Redis that a suspect taken ahead starts now (the reply is read later)."""

@@ -126,21 +126,19 @@ class RecordedHolding(Holding):
                 self._describe(lease)
         self.record.started(time.monotonic(), int(time.time() * 1000))
 
-    def finish(self, queue: str, took_ms: float) -> None:
+    def finish(self, queue: str, took_ms: float) -> float:
         self.record.finishing()
         if took_ms >= signals.LONG_RUN_S * 1000:
             self._send([ENDED])
         self._news = False
-        super().finish(queue, took_ms)  # sets _news through on_news
-        mean = self.durations().get(queue)
-        if mean is None:
-            return
+        mean = super().finish(queue, took_ms)  # sets _news through on_news
         sent, at = self._sent.get(queue, (None, 0.0))
         now = time.monotonic()
         if self._news or sent is None or (abs(mean - sent) > NEWS_SHARE * max(sent, 0.1)
                                           and now - at >= NEWS_EVERY):
             self._sent[queue] = (mean, now)
             self._send([b"d", queue, mean])
+        return mean
 
     def _note_news(self) -> None:
         self._news = True

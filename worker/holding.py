@@ -55,11 +55,13 @@ class Holding:
         self._wake_marker.wait(timeout)
         self._wake_marker.clear()
 
-    def finish(self, queue: str, took_ms: float) -> None:
+    def finish(self, queue: str, took_ms: float) -> float:
+        """A run of the queue's tasks took ``took_ms``: their mean run time now."""
         with self._lock:
             mean = self._durations.get(queue)
             now = took_ms if mean is None else mean + EWMA * (took_ms - mean)
         self.learn(queue, now)
+        return now
 
     def learn(self, queue: str, mean_ms: float) -> None:
         """The mean run time of the queue's tasks is now ``mean_ms`` (a pool child tells

@@ -131,13 +131,13 @@ class Inbox:
             leases.append(lease)
         return leases
 
-    def deliver(self, entries: list[bytes]) -> int:
-        """Hand entries a slot took from Redis itself (with its ack) to the slots; how
-        many leases they held."""
+    def deliver(self, entries: list[bytes]) -> list[Lease]:
+        """Hand entries a slot took from Redis itself (with its ack) to the slots; the
+        leases they held."""
         leases = self._taken(entries)
         for lease in leases:
             self._ready.put(lease)
-        return len(leases)
+        return leases
 
     def has_ready(self) -> bool:
         """Whether taken leases wait for a slot."""

@@ -70,16 +70,14 @@ def _read_lease(blob: bytes) -> Lease | None:
 class Record:
     def __init__(self, ctx: BaseContext) -> None:
         self.shared: Any = ctx.RawArray(ctypes.c_char, SIZE)  # passed to the child at spawn
+        self._view = memoryview(self.shared).cast("B")
 
     @classmethod
     def attach(cls, shared: Any) -> Record:
         record = cls.__new__(cls)
         record.shared = shared
+        record._view = memoryview(shared).cast("B")
         return record
-
-    @property
-    def _view(self) -> memoryview:
-        return memoryview(self.shared).cast("B")
 
     # -- the child -------------------------------------------------------------------
 
