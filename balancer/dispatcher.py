@@ -237,7 +237,8 @@ class Dispatcher:
                     known = None
             elif s.kind == signals.ACK:
                 self.view.acked(s.worker, s.leased)
-                self._stale()  # its dependents may have been queued
+                if s.queued:
+                    self._stale()  # its dependents were queued
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
                 self.view.holds(s.worker, s.leased)  # the queue is as empty as it was

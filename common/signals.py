@@ -9,7 +9,9 @@ The Lua scripts write the same formats; this module is the only Python that read
     S|<queue>|<id>,<id>...    a small submit made these tasks of one queue ready (and no
                               other): an idle dispatcher leases them without reading it
     r                         a retry was scheduled in ``delayed``
-    a|<worker>|<n>            a worker finished tasks and holds n leases now
+    a|<worker>|<n>            a worker finished tasks and holds n leases now; dependents or
+                              retries may have been queued
+    k|<worker>|<n>            the same, and nothing was queued: the queues are as they were
     l|<worker>|<n>            a submit took the worker's standing offer: it holds n now
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
@@ -60,6 +62,7 @@ SUBMITTED = "s"
 READY = "S"  # parsed as SUBMITTED, with the ids in ``ready``
 RETRY = "r"
 ACK = "a"
+SETTLED = "k"  # parsed as ACK: an ack that queued nothing (no dependent unlocked)
 OFFER_TAKEN = "l"
 HEARTBEAT = "h"
 GONE = "x"
@@ -75,6 +78,7 @@ class Signal:
     blob: bytes = b""
     queues: tuple[str, ...] = ()  # submitted: the queues that got tasks
     ready: tuple[str, ...] | None = None  # submitted to one queue: the ids, when listed
+    queued: bool = True  # ack: it may have queued tasks (the queues must be read again)
 
 
 # A submit lists the ids of the tasks it made ready when they are this few, of one queue.
@@ -118,6 +122,9 @@ def parse(raw: bytes) -> Signal | None:
         if k in (ACK, OFFER_TAKEN):
             worker, _, count = rest.rpartition(b"|")
             return Signal(k, worker=worker.decode(), leased=int(count))
+        if k == SETTLED:
+            worker, _, count = rest.rpartition(b"|")
+            return Signal(ACK, worker=worker.decode(), leased=int(count), queued=False)
         if k == GONE:
             return Signal(k, worker=rest.decode())
         if k == HEARTBEAT:

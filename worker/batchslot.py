@@ -111,10 +111,11 @@ class BatchSlot(Slot):
 
     def make_way(self) -> None:
         """Hand back the leases taken and not started, and store the results waiting (a
-        run went long, or the child stops). Called from any thread."""
+        run went long, or the child stops). Called from any thread. Redis's list of the
+        batch stays: the run going on is on it, and what was handed back is no lease any
+        more."""
         leases = self.inbox.take_ready()
         with self._lock:
-            had_ahead, self._ahead = bool(self._ahead), []
             batch, self._pending = self._pending, []
         if batch:
             self.acker.store(batch)
@@ -126,5 +127,3 @@ class BatchSlot(Slot):
                 self.holding.release(lease.task_id)
             log.info("worker=%s handed back %d tasks taken ahead: %s", self.worker_id, n,
                      ",".join(lease.task_id for lease in leases[:10]))
-        if had_ahead:
-            self.scripts.note_ahead(self.worker_id, self.ahead_field, "")

@@ -76,14 +76,17 @@ local NEVER = 1000000000
 -- to run it. The task record is not written: the lease member "id|token" in the worker's
 -- leases set is the lease (its state reads "queued" until it is marked running or settled,
 -- and its absence from the queue tells it is leased). A task held ahead by a worker that
--- died (``suspect``) gets a token ending in "!": a pool child tells Redis when it starts it
--- (worker/batchslot.py), so that a run that kills its worker counts. A task with a timeout gets a deadline
--- "id|worker|token", which the dispatcher fails when it is due. An id without a task
--- record leaves the queue without taking a slot: nothing could run it.
--- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing offer).
+-- died (``suspect``) gets a token ending in "!": a pool child tells Redis when it starts
+-- it (worker/batchslot.py), so that a run that kills its worker counts. A task with a
+-- timeout gets a deadline "id|worker|token", which the dispatcher fails when it is due.
+-- An id without a task record leaves the queue without taking a slot: nothing could run
+-- it.
+-- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing
+-- offer: it passes `specs`, the fields it is writing, for tasks it never queued).
 -- Returns leased, dropped, deadlines set.
+local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect'}
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
-                           deadlines_key, worker, queue, prefix, free, grace_ms)
+                           deadlines_key, worker, queue, prefix, free, grace_ms, specs)
   local function field(v)
     v = v or ''
     return #v .. ':' .. v
@@ -94,8 +97,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
     if n >= free then break end
     local id = ids[i]
     removing[#removing + 1] = id
-    local s = redis.call('HMGET', task_keys[i], 'fn', 'args', 'timeout', 'flow', 'children', 'name',
-      'suspect')
+    local s = specs and specs[i] or redis.call('HMGET', task_keys[i], unpack(LEASE_SPEC))
     if not s[1] then
       dropped = dropped + 1
     else
@@ -112,7 +114,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       end
     end
   end
-  if #removing > 0 then redis.call('ZREM', queue_key, unpack(removing)) end
+  if #removing > 0 and not specs then redis.call('ZREM', queue_key, unpack(removing)) end
   if n > 0 then
     redis.call('RPUSH', inbox_key, unpack(entries))
     redis.call('SADD', leases_key, unpack(members))

@@ -71,7 +71,8 @@ end
 if stored > 0 then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
   if quiet < 0 or unlocked > 0 or passes_checkpoint(held + stored, held, quiet) then
-    redis.call('RPUSH', KEYS[3], 'a|' .. ARGV[1] .. '|' .. held)
+    -- 'a' when dependents were queued (the dispatcher reads its queues again), else 'k'.
+    redis.call('RPUSH', KEYS[3], (unlocked > 0 and 'a|' or 'k|') .. ARGV[1] .. '|' .. held)
   end
 end
 local taken = {}

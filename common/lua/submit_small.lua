@@ -1,15 +1,17 @@
 -- A small submit (a few tasks made ready, all of one queue, no queue configured) in one
--- call: the flow and task records, the ready tasks queued, the flow listed, and, when the
--- client saw a standing offer for the queue, the offer taken: the ready tasks are leased
--- at once to the least-loaded offered worker with a free slot for each, without waiting
--- for the dispatcher to wake. One script, so nothing runs between the queueing and the
--- lease, and one command for the client to send and one reply to read.
+-- call: the flow and task records, the flow listed, and, when the client saw a standing
+-- offer for the queue, the offer taken: the ready tasks are leased at once to the
+-- least-loaded offered worker with a free slot for each, without waiting for the
+-- dispatcher to wake, and without going through the queue. Otherwise they are queued
+-- and the dispatcher is signalled. One command for the client to send and one reply to
+-- read; the fewer calls inside, the shorter the latency of a one-task flow (each costs
+-- a few microseconds of the server's time).
 --
 -- Load is the dispatcher's objective (balancer/scheduling.py: load): held leases /
 -- capacity, plus what the host adds. The host's part is as the offer carries it (in coarse
 -- steps: scheduling.offered_host_load); the leases are counted as they are now. Ties go to
 -- the worker offered first. The offer only says which workers: everything that makes the
--- lease right is checked here, at this moment. When a check fails the tasks stay queued
+-- lease right is checked here, at this moment. When a check fails the tasks are queued
 -- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
 -- a task.
 --
@@ -27,24 +29,28 @@
 local n_tasks = tonumber(ARGV[7])
 local a = 9 + 2 * tonumber(ARGV[8])
 redis.call('HSET', KEYS[1], unpack(ARGV, 9, a - 1))
-local ids, task_keys = {}, {}
+local ids, task_keys, scores, specs = {}, {}, {}, {}
 for t = 1, n_tasks do
   local key, id, score, n = KEYS[6 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
   if score ~= '' then
-    redis.call('ZADD', KEYS[4], score, id)
-    ids[#ids + 1], task_keys[#task_keys + 1] = id, key
+    local i = #ids + 1
+    ids[i], task_keys[i], scores[i] = id, key, score
+    -- What a lease carries, from the fields being written (lease_tasks' LEASE_SPEC order).
+    local given = {}
+    for f = a + 3, a + 1 + 2 * n, 2 do given[ARGV[f]] = ARGV[f + 1] end
+    specs[i] = {given.fn, given.args, given.timeout, given.flow, given.children, given.name}
   end
   a = a + 3 + 2 * n
 end
-redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
 local offer_now = redis.call('GET', KEYS[6])
 
 local raw = ARGV[a]
--- The offered worker to lease to (its index in the offer), or nil when the offer must be
--- refused. Offer keys start at KEYS[k], offer arguments after the offer itself at ARGV[o].
+-- The offered worker to lease to (its index in the offer) and what it holds, or nil when
+-- the offer must be refused. Offer keys start at KEYS[k], offer arguments after the offer
+-- itself at ARGV[o].
 local k, o = 7 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 5 + 2 * n_workers
@@ -57,32 +63,36 @@ local function chosen()
   -- queue (order), nor in the offered workers' other queues (priority across queues).
   local conf = redis.call('HMGET', KEYS[k + 1], 'paused', 'concurrency_limit')
   if conf[1] == '1' or (conf[2] and conf[2] ~= '') then return nil end
-  if redis.call('ZCARD', KEYS[4]) ~= #ids then return nil end
+  if redis.call('ZCARD', KEYS[4]) > 0 then return nil end
   for i = first_other, first_other + n_other - 1 do
     if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
   end
   -- The least loaded worker that lives (reaping removes it from workers) with a slot per
   -- task.
-  local best, best_load = nil, nil
+  local best, best_load, best_held = nil, nil, nil
   for w = 1, n_workers do
     local worker = ARGV[o + 2 + 3 * w]
     local capacity, host = tonumber(ARGV[o + 3 + 3 * w]), tonumber(ARGV[o + 4 + 3 * w])
     local held = redis.call('SCARD', KEYS[k + 4 + 2 * w])
     if held + #ids <= capacity and redis.call('ZSCORE', KEYS[k + 2], worker) then
       local load = held / capacity + host
-      if not best_load or load < best_load then best, best_load = w, load end
+      if not best_load or load < best_load then best, best_load, best_held = w, load, held end
     end
   end
-  return best
+  return best, best_held
 end
 
-local w = chosen()
+local w, held = chosen()
 if not w then
+  -- Queued for the dispatcher, as any submit.
+  for i = 1, #ids do redis.call('ZADD', KEYS[4], scores[i], ids[i]) end
+  redis.call('SADD', KEYS[3], ARGV[4])
   signal_capped(KEYS[5], ARGV[5], ARGV[6])
   return {'', offer_now}
 end
+-- Leased at once: never queued (the queue is known: the dispatcher offered it).
 local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 3 + 2 * w], KEYS[k + 4 + 2 * w]
-lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3], KEYS[k + 4], worker,
-  ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]))
-signal_capped(KEYS[5], 'l|' .. worker .. '|' .. redis.call('SCARD', leases), ARGV[6])
+local n = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3], KEYS[k + 4], worker,
+  ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
+signal_capped(KEYS[5], 'l|' .. worker .. '|' .. (held + n), ARGV[6])
 return {worker, offer_now}

@@ -93,6 +93,19 @@ def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
     assert fake.zcard(keys.queue("default")) == 0
 
 
+def test_an_ack_that_queued_nothing_leaves_an_idle_dispatcher_idle(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    idle_after_one(fake, settings, setup)
+    fake.rpush(keys.wake, "k|w|0")  # the task completed, no dependent unlocked
+    settle(dispatcher)
+    assert reads == [] and dispatcher._idle
+    assert dispatcher.view.workers["w"].leased == 0
+    fake.rpush(keys.wake, "a|w|0")  # dependents or retries may have been queued
+    settle(dispatcher)
+    assert reads == [keys.queue("default")]
+
+
 def test_a_submit_that_does_not_fit_is_read_from_the_queue_in_order(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup

@@ -468,7 +468,7 @@ def test_ack_stores_the_result_and_frees_the_slot(db: Db) -> None:
     assert db.leases() == set()
     assert db.inflight() == "0"
     assert db.deadlines() == set()
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0"]
     assert db.flow("remaining") == "1"
 
 
@@ -516,9 +516,9 @@ def test_ack_of_a_batch_frees_slots_per_queue_settles_per_flow_and_signals_once(
     for flow in ("f1", "f2"):
         assert (db.flow("state", flow), db.flow("remaining", flow)) == ("completed", "0")
         assert db.client.lrange(db.keys.flow_done(flow), 0, -1) == [b"completed"]
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0"]
     signal = signals.parse(db.client.lindex(db.keys.wake, 0))  # type: ignore[arg-type]
-    assert signal == signals.Signal(signals.ACK, worker=W, leased=0)
+    assert signal == signals.Signal(signals.ACK, worker=W, leased=0, queued=False)
 
 
 def test_ack_in_a_batch_refuses_only_the_entries_whose_lease_moved_on(db: Db) -> None:
@@ -535,7 +535,7 @@ def test_ack_in_a_batch_refuses_only_the_entries_whose_lease_moved_on(db: Db) ->
     assert db.task("b") == untouched
     assert db.leases() == {f"b|{tokens['b']}"}
     assert (db.inflight(), db.flow("remaining")) == ("1", "1")
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"k|{W}|1"]
 
 
 def test_ack_and_take_hands_over_the_next_inbox_entries_in_the_same_call(db: Db) -> None:
@@ -634,11 +634,11 @@ def test_ack_wakes_the_dispatcher_only_once_the_worker_is_down_to_its_refill_poi
     for t in "ab":  # 3 then 2 leases left: above the refill point of 2, no signal
         assert db.scripts.ack(W, [Done(t, tokens[t], Q, FLOW, STARTED, b"ok")], TTL,
                               FINISHED, quiet_above=2) == [True]
-    assert db.wake() == [f"a|{W}|2"]  # the second ack left 2: due a refill
+    assert db.wake() == [f"k|{W}|2"]  # the second ack left 2: due a refill
     db.client.delete(db.keys.wake)
     assert db.scripts.ack(W, [Done("c", tokens["c"], Q, FLOW, STARTED, b"ok")], TTL,
                           FINISHED, quiet_above=2) == [True]
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"k|{W}|1"]
 
 
 def test_below_the_refill_point_acks_signal_at_halving_checkpoints_not_at_every_ack(
@@ -658,7 +658,7 @@ def test_below_the_refill_point_acks_signal_at_halving_checkpoints_not_at_every_
     # A batch that jumps over a checkpoint (3 -> 0 passes 2 and 1) signals once.
     done = [Done(t, tokens[t], Q, FLOW, STARTED, b"ok") for t in ids[7:]]
     db.scripts.ack(W, done, TTL, FINISHED, quiet_above=8)
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0"]
 
 
 def test_a_quiet_ack_still_wakes_the_dispatcher_when_it_queued_a_dependent(db: Db) -> None:
@@ -738,7 +738,7 @@ def test_ack_replayed_by_the_same_lease_answers_true_and_changes_nothing(db: Db)
     assert db.field(db.keys.task("c"), "deps") == "1"
     assert db.queued() == {}
     assert (db.flow("remaining"), db.inflight()) == ("2", "1")
-    assert db.wake() == [f"a|{W}|1"]
+    assert db.wake() == [f"k|{W}|1"]
 
 
 def test_ack_of_a_lease_that_moved_on_is_refused(db: Db) -> None:

@@ -32,6 +32,12 @@ def test_ack_signal_carries_the_worker_and_how_many_tasks_it_acknowledged(count:
     assert parsed == Signal(signals.ACK, worker="worker-7", leased=count)
 
 
+def test_an_ack_that_queued_nothing_is_an_ack_that_needs_no_queue_read() -> None:
+    assert signals.parse(b"a|worker-7|2") == Signal(signals.ACK, worker="worker-7", leased=2)
+    assert signals.parse(b"k|worker-7|2") == Signal(signals.ACK, worker="worker-7", leased=2,
+                                                   queued=False)
+
+
 def test_heartbeat_carries_worker_leased_count_and_blob() -> None:
     parsed = signals.parse(b"h|w1|4|payload")
     assert parsed == Signal(signals.HEARTBEAT, worker="w1", leased=4, blob=b"payload")

@@ -38,3 +38,33 @@ def test_tasks_of_a_killed_worker_run_on_another_worker(
     record = real.hmget(keys.task(run.ids[flow.nodes[0]]), ["worker", "lost"])
     assert record == [b"rescuer", b"1"]  # it ran on the rescuer; the kill counted a loss
     assert real.exists(keys.leases("doomed"), keys.inbox("doomed")) == 0
+
+
+def test_a_task_held_ahead_by_a_killed_worker_counts_no_loss_and_becomes_a_suspect(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
+    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("warm-up") as warm:  # the worker learns its tasks are short: batches follow
+        for i in range(60):
+            tasks.square(i)
+    assert warm.submit(real, namespace=namespace).wait(timeout=30) == "completed"
+    with Flow("batch") as flow:
+        for i in range(5):
+            tasks.square(i)
+        slow = tasks.sleep_for(3.0)  # after the first of the batch: "ahead" in Redis
+        for i in range(20):
+            tasks.square(i)
+    run = flow.submit(real, namespace=namespace)
+    slow_key = keys.task(run.ids[slow])
+    wait_for(lambda: run.task_state(slow) == "running", timeout=20)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(5)
+    wait_for(lambda: real.hget(slow_key, "suspect") == b"1", timeout=30)
+    procs.worker("--concurrency", "1", "--pool", "process", "--name", "rescuer")
+    assert run.wait(timeout=30) == "completed"
+    worker, lost, suspect = real.hmget(slow_key, ["worker", "lost", "suspect"])
+    assert (worker, int(lost or 0), suspect) == (b"rescuer", 0, b"1")
+    assert real.exists(keys.leases("doomed"), keys.ahead("doomed")) == 0
