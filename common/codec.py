@@ -7,6 +7,7 @@ names the upstream task; the worker swaps in the result before calling the funct
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -113,13 +114,13 @@ def decode_call(blob: bytes) -> tuple[list[Any], dict[str, Any]]:
 
 # The first bytes of every msgpack extension (fixext 1-16, ext 8/16/32): an upstream
 # reference is one, so a blob holding none of these bytes holds no reference.
-_EXT_MARKERS = tuple(bytes([b]) for b in (0xD4, 0xD5, 0xD6, 0xD7, 0xD8, 0xC7, 0xC8, 0xC9))
+_EXT_MARKERS = re.compile(rb"[\xd4-\xd8\xc7-\xc9]")
 
 
 def may_hold_refs(blob: bytes) -> bool:
-    """False when the packed ``blob`` surely holds no upstream reference: a byte scan,
+    """False when the packed ``blob`` surely holds no upstream reference: one byte scan,
     where decoding it would cost a task's run its decode twice (the runner decodes it)."""
-    return any(marker in blob for marker in _EXT_MARKERS)
+    return _EXT_MARKERS.search(blob) is not None
 
 
 def upstream_refs(value: Any) -> set[str]:
