@@ -17,7 +17,9 @@ def test_a_note_sent_without_waiting_lands_before_the_next_call(
     direct.send("HSET", key, "0", "a b")
     direct.send("HDEL", key, "0")
     direct.send("HSET", key, "1", "c")
-    assert direct.call("HGETALL", key) == [b"1", b"c"]
+    # Replies read raw: plain ones, alike in every protocol version redis-py may speak.
+    assert direct.call("HEXISTS", key, "0") == 0
+    assert direct.call("HGET", key, "1") == b"c"
 
 
 def test_a_refused_note_is_logged_and_the_next_call_gets_its_own_reply(
