@@ -18,7 +18,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | workers              | zset        | worker id -> last heartbeat, full or light (Redis time, ms) |
 | inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |
 | leases:<id>          | set         | every task leased to that worker (inbox + running)          |
-| ahead:<id>           | hash        | pool child -> "id|token ..." it took ahead, not started yet |
+| ahead:<id>           | hash        | pool child -> "id|token ..." of its batch, perhaps started  |
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
 | deadlines            | zset        | running tasks with a timeout, score = timeout + grace (ms)  |
 | cascade              | list        | failed task ids whose dependents still need failing         |

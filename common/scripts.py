@@ -72,7 +72,7 @@ class LeasedTask:
     queue: str
     token: str
     started: bool = False
-    ahead: bool = False  # taken ahead by a pool child, and not started as far as Redis knows
+    ahead: bool = False  # in a pool child's batch after its first: perhaps started
     inbox_entry: bytes = b""
 
 
@@ -216,7 +216,7 @@ class Scripts:
                      ) -> tuple[list[bool], list[bytes]]:
         """``ack``, then take up to ``take`` entries from the worker's inbox. With
         ``ahead`` (a pool child's field), the entries after the first are recorded as
-        taken and not started (``keys.ahead``)."""
+        perhaps started (``keys.ahead``)."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
                 k.ahead(worker_id)]
@@ -248,9 +248,9 @@ class Scripts:
         ))
 
     def note_ahead(self, worker_id: str, field: str, value: str) -> None:
-        """Rewrite a pool child's field of ``ahead:<worker>`` (its leases taken and not
-        started; '' deletes it), without waiting for the reply, on the connection this
-        thread's scripts use, so that it lands before this thread's next ack."""
+        """Rewrite a pool child's field of ``ahead:<worker>`` (the leases of its batch
+        perhaps started; '' deletes it), without waiting for the reply, on the connection
+        this thread's scripts use, so that it lands before this thread's next ack."""
         key = self.keys.ahead(worker_id)
         self._direct().send(*(("HSET", key, field, value) if value else ("HDEL", key, field)))
 

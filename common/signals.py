@@ -203,8 +203,8 @@ def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
 
 
 def ahead_value(leases: Iterable[Lease]) -> str:
-    """A pool child's field of ``ahead:<worker>``: the leases it took and has not started,
-    as lease members separated by spaces (ack.lua writes the same)."""
+    """A pool child's field of ``ahead:<worker>``: the leases of its batch that may not
+    have started, as lease members separated by spaces (ack.lua writes the same)."""
     return " ".join(lease_member(lease.task_id, lease.token) for lease in leases)
 
 

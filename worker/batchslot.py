@@ -58,7 +58,7 @@ class BatchSlot(Slot):
         self._lock = threading.Lock()
         self._pending: list[Finished] = []  # finished, not stored yet
         self._oldest = 0.0  # when the first of them finished
-        self._ahead: list[Lease] = []  # taken with the last batch, not started: Redis's view
+        self._ahead: list[Lease] = []  # the batch after its first, as Redis lists it
 
     def run(self) -> None:
         try:

@@ -5,8 +5,9 @@
 -- A slot that has nothing else to run asks for its next lease in the same call ("take"):
 -- one round trip per task instead of an ack and then a fetch.
 -- A pool child takes several leases at once (its batch); those after the first are
--- recorded under its field of the ahead hash as taken and not started, so that the reaper
--- of a dead worker counts no loss for them. The child updates the field as it starts them.
+-- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
+-- dead worker makes them suspects instead of counting a loss. The child rewrites the
+-- field only when it starts a suspect (worker/batchslot.py).
 -- KEYS: leases, inflight, wake, deadlines, inbox, ahead, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
