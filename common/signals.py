@@ -120,12 +120,10 @@ def parse(raw: bytes) -> Signal | None:
             return Signal(SUBMITTED, queues=(queue,), ready=listed)
         if k in (RETRY, QUEUES, CASCADE):
             return Signal(k)
-        if k in (ACK, OFFER_TAKEN):
+        if k in (ACK, SETTLED, OFFER_TAKEN):
             worker, _, count = rest.rpartition(b"|")
-            return Signal(k, worker=worker.decode(), leased=int(count))
-        if k == SETTLED:
-            worker, _, count = rest.rpartition(b"|")
-            return Signal(ACK, worker=worker.decode(), leased=int(count), queued=False)
+            return Signal(ACK if k == SETTLED else k, worker=worker.decode(),
+                          leased=int(count), queued=k != SETTLED)
         if k == GONE:
             return Signal(k, worker=rest.decode())
         if k == HEARTBEAT:
