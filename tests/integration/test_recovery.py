@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 
 import psutil
 import redis
@@ -13,13 +14,20 @@ from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
 
+def _dispatcher_and_doomed_worker(procs: Processes, real: redis.Redis,
+                                  keys: Keys) -> subprocess.Popen[bytes]:
+    """`balancer serve` and one process-pool worker named "doomed", registered."""
+    procs.serve()
+    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
+    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    return doomed
+
+
 def test_tasks_of_a_killed_worker_run_on_another_worker(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:
     keys = Keys(namespace)
-    procs.serve()
-    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
-    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    doomed = _dispatcher_and_doomed_worker(procs, real, keys)
     with Flow("survives") as flow:
         slow = tasks.sleep_for(1.0)
         after = tasks.add(slow, 1)
@@ -44,9 +52,7 @@ def test_a_task_held_ahead_by_a_killed_worker_counts_no_loss_and_becomes_a_suspe
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:
     keys = Keys(namespace)
-    procs.serve()
-    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
-    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    doomed = _dispatcher_and_doomed_worker(procs, real, keys)
     with Flow("warm-up") as warm:  # the worker learns its tasks are short: batches follow
         for i in range(60):
             tasks.square(i)
