@@ -242,7 +242,7 @@ class Dispatcher:
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
                 self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
-                self._deadlines_pending = True  # the leases may carry timeouts
+                self._deadlines_pending = True  # the leases carry timeouts
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
             elif s.kind == signals.SUBMITTED:
@@ -404,10 +404,10 @@ class Dispatcher:
             assigned += n
         # A full batch was taken and a worker still has room: more may be waiting behind it
         # for that room. With every eligible worker full, the next ack signal wakes us.
-        self._again = assigned > 0 and any(
+        self._again = self._again or (assigned > 0 and any(
             len(ready[q]) >= min(ASSIGN_BATCH, room[q])
             and any(w.serves(q) and w.free_for(depths[q]) > 0 for w in self.view.workers.values())
-            for q in ready)
+            for q in ready))
 
     def _lease_known(self, known: dict[str, list[str]], depths: dict[str, int],
                      room: dict[str, int]) -> bool:
@@ -514,6 +514,10 @@ class Dispatcher:
             log.warning("dispatcher=%s is no longer leader; stopped assigning", self.id)
             self.token = None
             return -1
+        if n < len(batch) and leased > view.leased:
+            # It held more than we knew (a submit leased to it by our offer, which we learn
+            # of at its next ack): what it refused may fit another worker. Plan again now.
+            self._again = True
         view.leased = leased
         if deadlines:
             self._deadlines_pending = True

@@ -53,7 +53,8 @@ class ClusterView:
             view.long_running = min(view.long_running, held)  # a long run may have ended
 
     def holds(self, worker_id: str, held: int) -> None:
-        """A submit leased tasks to the worker by its standing offer: it holds ``held``."""
+        """A submit leased tasks with deadlines to the worker by its standing offer: it
+        holds ``held``. (Other offered leases are not told: the next ack tells the count.)"""
         view = self.workers.get(worker_id)
         if view is not None:
             view.leased = held

@@ -92,7 +92,13 @@ if not w then
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).
 local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 3 + 2 * w], KEYS[k + 4 + 2 * w]
-local n = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3], KEYS[k + 4], worker,
-  ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
-signal_capped(KEYS[5], 'l|' .. worker .. '|' .. (held + n), ARGV[6])
+local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3],
+  KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
+-- The dispatcher is woken only to watch the deadlines these leases carry. Otherwise it
+-- learns what the worker holds from its next ack: a wake-up here would cost it CPU at the
+-- very moment the worker starts the task, and its count being low meanwhile costs at
+-- most an assign that finds no room (assign.lua counts for itself).
+if deadlines > 0 then
+  signal_capped(KEYS[5], 'l|' .. worker .. '|' .. (held + n), ARGV[6])
+end
 return {worker, offer_now}

@@ -10,6 +10,7 @@ import redis
 
 from balancer import Flow, task
 from balancer.dispatcher import IDLE_RECHECK, Dispatcher
+from balancer.scheduling import CPU_WEIGHT
 from common import signals
 from common.keys import Keys
 from common.models import QueueConfig, WorkerInfo
@@ -24,6 +25,11 @@ def work(n: int) -> int:
 
 @task(timeout=0.01)
 def timed(n: int) -> int:
+    return n
+
+
+@task(queue_name="one")
+def on_one(n: int) -> int:
     return n
 
 
@@ -225,10 +231,49 @@ def test_an_idle_dispatcher_stands_an_offer_that_a_small_submit_takes_itself(
     submit(fake, settings, 2)  # no dispatcher step in between
     assert len(inbox(fake, keys)) == 4
     assert fake.zcard(keys.queue("default")) == 0
-    assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["l|w|4"]
+    assert fake.llen(keys.wake) == 0  # no deadline to watch: the dispatcher sleeps on
     dispatcher.step()
-    assert dispatcher.view.workers["w"].leased == 4
     assert reads == []  # nothing read: the queue stayed as empty as the dispatcher knew
+
+
+def test_an_offer_taken_with_deadlines_wakes_the_dispatcher_to_watch_them(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, reads = setup
+    idle_after_one(fake, settings, setup, offer=True)
+    submit(fake, settings, 1)  # through the dispatcher: this client learns the offer
+    settle(dispatcher)
+    dispatcher._deadlines_pending = False
+    reads.clear()
+    with Flow("f") as flow:
+        timed(1)
+    flow.submit(fake, namespace=settings.namespace)
+    assert len(inbox(fake, keys)) == 3
+    assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["l|w|3"]
+    dispatcher.step()
+    assert dispatcher.view.workers["w"].leased == 3 and dispatcher._deadlines_pending
+    assert reads == []
+
+
+def test_a_worker_fuller_than_believed_does_not_keep_a_task_from_a_free_one(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """Leases taken by offer are told at the next ack: meanwhile the dispatcher may plan
+    onto a full worker. Its refusal makes the dispatcher plan again at once, not at its
+    next signal or tick."""
+    dispatcher, keys, _ = setup
+    scripts = Scripts(fake, keys)
+    for wid in ("a", "b"):
+        scripts.heartbeat(wid, WorkerInfo(wid, ("one",), 1).to_blob(), 60_000)
+    settle(dispatcher)
+    dispatcher.view.workers["b"].cpu = 0.5 / CPU_WEIGHT  # a busier host: a is planned first
+    fake.sadd(keys.leases("a"), "by-offer|1.x9u")  # a's slot, unknown to the dispatcher
+    with Flow("f") as flow:
+        on_one(1)
+    flow.submit(fake, namespace=settings.namespace)
+    dispatcher.step()
+    assert fake.llen(keys.inbox("a")) == 0 and dispatcher.view.workers["a"].leased == 1
+    assert dispatcher._wait_time() == 0.0
+    dispatcher.step()
+    assert fake.llen(keys.inbox("b")) == 1 and fake.zcard(keys.queue("one")) == 0
 
 
 def test_an_offer_is_withdrawn_when_its_queue_is_paused(
