@@ -72,6 +72,9 @@ class Dispatcher:
         self._clock_at = 0.0
         self._offset_ms = 0.0
         self._idle = False  # the last look found every servable queue empty
+        # The last look found every queue a worker serves empty: acks need not wake us.
+        self._quiet_due = False
+        self._quiet = False  # the idle key is set: the counts of what workers hold may lag
         self._looked_at = 0.0  # when the last look read the queues
         # Queues the last look read and found empty, and what became ready in them since,
         # when submit signals listed it all (a small flow to an idle cluster): those tasks
@@ -126,7 +129,7 @@ class Dispatcher:
         if self.token is not None:
             self._dispatch()
         if self._idle and self.token is not None:
-            self._post_offers()
+            self._settle_idle()
 
     # -- leadership ------------------------------------------------------------------
 
@@ -165,11 +168,13 @@ class Dispatcher:
         self.view = ClusterView()
         entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
         pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.idle)  # first: acks signal again before we count
+        self._quiet = self._quiet_due = False
         for member, _ in entries:
             wid = member.decode()
             pipe.hget(self.keys.worker(wid), "info")
             pipe.scard(self.keys.leases(wid))
-        replies = pipe.execute()
+        replies = pipe.execute()[1:]
         for i, (member, score) in enumerate(entries):
             wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
             seen = self._local_time(score)
@@ -218,6 +223,11 @@ class Dispatcher:
                 parsed.append(signal)
         return parsed
 
+    def _knows_empty(self, worker_id: str) -> bool:
+        """Every queue the worker serves is known empty."""
+        view = self.view.workers.get(worker_id)
+        return view is not None and self._all_empty([view])
+
     def _stale(self) -> None:
         """Queues may hold tasks we were not told of: read them before leasing."""
         self._idle = False
@@ -239,6 +249,8 @@ class Dispatcher:
                 self.view.acked(s.worker, s.leased)
                 if s.queued:
                     self._stale()  # its dependents were queued
+                elif not self._knows_empty(s.worker):
+                    self._idle = False  # a queue it serves may hold tasks for its free slot
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
                 self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
@@ -366,6 +378,8 @@ class Dispatcher:
         self._again = False
         if self._idle or self.token is None:
             return
+        if self._quiet:
+            self._recount()
         workers = list(self.view.workers.values())
         depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
                                             workers)
@@ -388,20 +402,27 @@ class Dispatcher:
         self._looked_at = self.clock()
         inflight = {k.decode(): int(v) for k, v in (rows.pop() if limits else {}).items()}
         ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
-        self._seen_empty = frozenset(q for q in servable if q not in ready)
+        # What we know empty: the queues read empty now, and those not read (no room) that
+        # were known empty before (only signals, which reset this, bring new tasks).
+        self._seen_empty = (self._seen_empty - set(servable)) | {
+            q for q in servable if q not in ready}
         if not ready:
             self._idle = True
+            self._quiet_due = self._all_empty(workers)
             return
         heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
         order = scheduling.order_queues(heads, self.configs, self.redis_now_ms(),
                                         self.settings.aging_seconds * 1000)
-        assigned = 0
+        assigned, drained = 0, set()
         for q in order:
             limit = scheduling.queue_room(self._config(q), inflight.get(q, 0))
             n = self._lease(q, ready[q] if limit is None else ready[q][:limit], depths[q])
             if n < 0:
                 return
             assigned += n
+            if n == len(ready[q]) < min(ASSIGN_BATCH, room[q]):
+                drained.add(q)  # the read returned all it held, and we leased it all
+        self._seen_empty |= drained
         # A full batch was taken and a worker still has room: more may be waiting behind it
         # for that room. With every eligible worker full, the next ack signal wakes us.
         self._again = self._again or (assigned > 0 and any(
@@ -423,9 +444,17 @@ class Dispatcher:
                     or config.concurrency_limit is not None or len(ids) > room.get(queue, 0)):
                 return False
         for queue, ids in known.items():
-            if self._lease(queue, ids, depths[queue]) < 0:
+            n = self._lease(queue, ids, depths[queue])
+            if n < 0:
                 break
+            if n < len(ids):
+                self._seen_empty -= {queue}  # the refused ones wait in it
         return True
+
+    def _all_empty(self, workers: list[scheduling.WorkerView]) -> bool:
+        """Every queue a worker serves is known empty: no freed slot has work waiting."""
+        return all(q in self._seen_empty for q in self.queue_names
+                   if any(w.serves(q) for w in workers))
 
     def _lease(self, queue: str, task_ids: list[str], depth: int) -> int:
         """Lease ready tasks of one queue, each to the least-loaded eligible worker; how
@@ -440,15 +469,44 @@ class Dispatcher:
             leased += n
         return leased
 
-    def _post_offers(self) -> None:
+    def _settle_idle(self) -> None:
+        """Found idle: write what changed of the standing offers, and set the idle key when
+        every served queue was read empty, in one round trip (none when nothing changed)."""
+        pipe = self.client.pipeline(transaction=False)
+        offers = self._post_offers(pipe)
+        quiet = self._quiet_due and not self._quiet
+        if quiet:
+            pipe.set(self.keys.idle, 1)
+        if len(pipe):
+            pipe.execute()
+        if offers is not None:
+            self._offers, self._offers_basis = offers  # only once written
+        self._quiet = self._quiet or quiet
+
+    def _recount(self) -> None:
+        """Leave quiet: delete the idle key, then read what the workers that held leases
+        hold now (their acks may have been silent), in one round trip. (A count too low,
+        of a worker that took an offer, costs at most a refused assign: see _assign.)"""
+        stale = [w for w in self.view.workers.values() if w.leased > 0]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.keys.idle)  # first: acks signal again before we count
+        for view in stale:
+            pipe.scard(self.keys.leases(view.id))
+        for view, held in zip(stale, pipe.execute()[1:]):
+            self.view.acked(view.id, int(held))
+        self._quiet = self._quiet_due = False
+
+    def _post_offers(self, pipe: redis.client.Pipeline
+                     ) -> tuple[dict[str, Offer], object] | None:
         """Stand an offer for each queue read empty: the workers its next small submit
-        leases to itself (submit_small.lua), saving the hop through us. Written only when it
-        changes; kept while a queue fills (the script refuses it then: the queue is not
-        empty); withdrawn when no worker serves it or the queue is paused or limited."""
+        leases to itself (submit_small.lua), saving the hop through us. Written (into
+        ``pipe``) only when it changes; kept while a queue fills (the script refuses it
+        then: the queue is not empty); withdrawn when no worker serves it or the queue is
+        paused or limited. The offers and their basis to remember once written, if new."""
         assert self.token is not None
         basis = (self.token, self.view.version, self._seen_empty, tuple(self.configs.values()))
         if basis == self._offers_basis:
-            return
+            return None
         epoch = self.token.split("|", 1)[0]
         workers = list(self.view.workers.values())
         wanted = {}
@@ -468,17 +526,12 @@ class Dispatcher:
                 wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
                                                 scheduling.offered_host_load(w, before.get(w.id)))
                                                for w in offered), tuple(sorted(others)))
-        if wanted == self._offers:
-            self._offers_basis = basis
-            return
-        pipe = self.client.pipeline(transaction=False)
         for q, offer in wanted.items():
             if self._offers.get(q) != offer:
                 pipe.set(self.keys.offer(q), offer.encode())
         for q in self._offers.keys() - wanted.keys():
             pipe.delete(self.keys.offer(q))
-        pipe.execute()
-        self._offers, self._offers_basis = wanted, basis  # only once written
+        return wanted, basis
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

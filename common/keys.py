@@ -24,6 +24,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | cascade              | list        | failed task ids whose dependents still need failing         |
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
+| idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
 | epoch                | counter     | bumped by every new leader                                  |
 """
@@ -101,6 +102,10 @@ class Keys:
     @property
     def wake(self) -> str:
         return f"{self.prefix}wake"
+
+    @property
+    def idle(self) -> str:
+        return f"{self.prefix}idle"
 
     @property
     def leader(self) -> str:

@@ -208,7 +208,8 @@ class Scripts:
             quiet_above: int = -1) -> list[bool]:
         """Store a batch of results; per task, False when its lease had moved on. The
         dispatcher is signalled unless the worker still holds more than ``quiet_above``
-        leases (-1: always)."""
+        leases (-1: always), or the dispatcher is idle (``keys.idle``) and no dependent was
+        queued."""
         return self.ack_and_take(worker_id, done, ttl_ms, finished_ms, 0, quiet_above)[0]
 
     def ack_and_take(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
@@ -219,7 +220,7 @@ class Scripts:
         perhaps started (``keys.ahead``)."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
-                k.ahead(worker_id)]
+                k.ahead(worker_id), k.idle]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
                            ahead]
         for d in done:

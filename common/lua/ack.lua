@@ -8,19 +8,22 @@
 -- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
 -- dead worker makes them suspects instead of counting a loss. The child rewrites the
 -- field only when it starts a suspect (worker/batchslot.py).
--- KEYS: leases, inflight, wake, deadlines, inbox, ahead, then per task:
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, then per task:
 --       task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
--- checkpoints on the way down.
+-- checkpoints on the way down. While the dispatcher is idle (it found every queue a
+-- worker serves empty and set the idle key), a freed slot has nothing to be refilled
+-- with: no signal then either, unless dependents were queued. The dispatcher recounts
+-- what the workers hold when it next has work (balancer/dispatcher.py: _recount).
 -- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
 --       ahead field ('': none, the leases taken start at once), then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
 --       then (child id, child score) per child
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local a, k = 8, 7
+local a, k = 8, 8
 local out, per_queue, per_flow, stored, unlocked = {}, {}, {}, 0, 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -69,7 +72,7 @@ local function passes_checkpoint(before, after, quiet)
   end
   return false
 end
-if stored > 0 then
+if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
   if quiet < 0 or unlocked > 0 or passes_checkpoint(held + stored, held, quiet) then
     -- 'a' when dependents were queued (the dispatcher reads its queues again), else 'k'.

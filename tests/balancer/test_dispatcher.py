@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -14,7 +14,7 @@ from balancer.scheduling import CPU_WEIGHT
 from common import signals
 from common.keys import Keys
 from common.models import QueueConfig, WorkerInfo
-from common.scripts import Scripts
+from common.scripts import Done, Scripts
 from common.settings import Settings
 
 
@@ -252,6 +252,82 @@ def test_an_offer_taken_with_deadlines_wakes_the_dispatcher_to_watch_them(
     dispatcher.step()
     assert dispatcher.view.workers["w"].leased == 3 and dispatcher._deadlines_pending
     assert reads == []
+
+
+def submit_one(fake: redis.Redis, settings: Settings, keys: Keys) -> None:
+    """A task of queue "one", through the dispatcher (no standing offer to take)."""
+    fake.delete(keys.offer("one"))
+    with Flow("f") as flow:
+        on_one(1)
+    flow.submit(fake, namespace=settings.namespace)
+
+
+def with_solo(fake: redis.Redis, settings: Settings, setup: Any) -> Scripts:
+    """Worker "solo" serves queue "one" with one slot; "w" serves "default", read empty."""
+    keys = setup[1]
+    scripts = Scripts(fake, keys)
+    scripts.heartbeat("solo", WorkerInfo("solo", ("one",), 1).to_blob(), 60_000)
+    idle_after_one(fake, settings, setup)
+    return scripts
+
+
+def ack_solo(fake: redis.Redis, keys: Keys, scripts: Scripts) -> None:
+    """Solo runs the task in its inbox and acknowledges it."""
+    lease = signals.parse_lease(cast(bytes, fake.lpop(keys.inbox("solo"))))
+    assert lease is not None
+    done = Done(lease.task_id, lease.token, "one", lease.flow, 1, b"")
+    assert scripts.ack("solo", [done], 60_000, 2) == [True]
+
+
+def test_an_ack_frees_a_slot_for_a_queue_left_unread_for_want_of_room(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    scripts = with_solo(fake, settings, setup)
+    for _ in range(2):
+        submit_one(fake, settings, keys)
+    settle(dispatcher)
+    assert fake.zcard(keys.queue("one")) == 1  # waits for solo's slot
+    assert dispatcher._idle  # "default", which w has room for, was read empty
+    assert not fake.exists(keys.idle)  # "one" was not: solo's ack must wake us
+    ack_solo(fake, keys, scripts)
+    assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["k|solo|0"]
+    settle(dispatcher, 2)
+    assert fake.llen(keys.inbox("solo")) == 1 and fake.zcard(keys.queue("one")) == 0
+
+
+def test_an_idle_dispatcher_is_not_woken_by_acks_and_recounts_when_work_comes(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    scripts = with_solo(fake, settings, setup)
+    submit_one(fake, settings, keys)
+    settle(dispatcher)
+    ack_solo(fake, keys, scripts)  # wakes us: "one" was not known empty
+    settle(dispatcher)
+    assert fake.exists(keys.idle)  # every served queue was read empty
+    submit_one(fake, settings, keys)
+    settle(dispatcher)
+    assert fake.exists(keys.idle) and dispatcher.view.workers["solo"].leased == 1
+    fake.delete(keys.wake)
+    ack_solo(fake, keys, scripts)
+    assert fake.llen(keys.wake) == 0  # its slot is free, and we sleep on
+    assert dispatcher.view.workers["solo"].leased == 1
+    submit_one(fake, settings, keys)
+    dispatcher.step()  # what solo holds is read again before its room is weighed
+    assert fake.llen(keys.inbox("solo")) == 1 and fake.zcard(keys.queue("one")) == 0
+    assert not fake.exists(keys.idle)
+
+
+def test_a_new_leader_clears_the_idle_key_before_it_counts(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """Its predecessor's quiet: acks may have been silent, and the new leader counts
+    everything afresh, with acks signalling again from before its count."""
+    idle_after_one(fake, settings, setup)
+    keys = setup[1]
+    assert fake.exists(keys.idle)
+    fake.delete(keys.leader)
+    successor = Dispatcher(fake, settings.replace(dispatch_tick=0.01))
+    assert successor._lead()
+    assert not fake.exists(keys.idle) and not successor._quiet
 
 
 def test_a_worker_fuller_than_believed_does_not_keep_a_task_from_a_free_one(

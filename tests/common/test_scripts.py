@@ -675,6 +675,25 @@ def test_a_quiet_ack_still_wakes_the_dispatcher_when_it_queued_a_dependent(db: D
     assert db.wake() == [f"a|{W}|3"]  # 3 held is above 2, but "c" is new work
 
 
+def test_an_ack_to_an_idle_dispatcher_wakes_it_only_when_it_queued_a_dependent(
+        db: Db) -> None:
+    db.put_flow(3)
+    child = Child("c", Q, 5.0)
+    db.put_task("a", children=[child])
+    db.put_task("b")
+    db.put_task("c", state="pending", upstream=1)
+    tokens = db.lease("a", "b")
+    db.client.set(db.keys.idle, 1)
+    assert db.ack("b", tokens["b"])
+    assert db.wake() == []  # nothing queued anywhere: the freed slot needs no refill
+    assert db.ack("a", tokens["a"], child)
+    assert db.wake() == [f"a|{W}|0"]  # "c" is new work
+    db.client.delete(db.keys.idle, db.keys.wake)
+    db.put_task("d")
+    assert db.ack("d", db.lease("d")["d"])
+    assert db.wake() == [f"k|{W}|0"]  # not idle: every slot freed is told
+
+
 def test_ack_and_take_of_an_empty_inbox_takes_nothing(db: Db) -> None:
     db.put_flow(1)
     db.put_task("a")
