@@ -12,6 +12,7 @@ the dispatcher is told, as for any submit.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import weakref
 from typing import Any
@@ -31,6 +32,10 @@ from common.settings import Settings
 log = logging.getLogger("balancer.client")
 
 RECENT_FLOWS = 1000
+# A small submit trims the recent flows to RECENT_FLOWS once in this many (at random): a
+# call saved on the others, and the list runs over by about this many at most.
+TRIM_EVERY = 64
+_trim = random.Random()
 
 
 def _with_refs(value: Any, ids: dict[Node, str]) -> Any:
@@ -186,12 +191,13 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
+    recent = RECENT_FLOWS if _trim.random() * TRIM_EVERY < 1 else 0
     if offer is None or raw is None:
         worker, now = scripts.submit_small(flow_id, flow_record, queue, tasks, now_ms,
-                                           RECENT_FLOWS, signal)
+                                           recent, signal)
     else:
         worker, now = scripts.submit_small(
-            flow_id, flow_record, queue, tasks, now_ms, RECENT_FLOWS, signal, offer, raw,
+            flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,
             f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
     if now is None:
         seen.pop((keys.namespace, queue), None)

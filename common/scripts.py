@@ -123,7 +123,8 @@ class Scripts:
                      offer: Offer | None = None, raw_offer: bytes = b"",
                      lease_prefix: str = "", grace_ms: int = 0) -> tuple[str, bytes | None]:
         """Write a small submit (``submit_small.lua``): the flow record, the task records
-        (id, score when ready, fields), the ready ones queued in ``queue``, and with
+        (id, score when ready, fields), the ready ones queued in ``queue`` (the recent
+        flows trimmed to ``recent_flows``, unless 0), and with
         ``offer`` (as read: ``raw_offer``) its taking. (The worker the ready tasks were
         leased to, or '' when the dispatcher was sent ``signal``; the queue's standing
         offer now, for the next submit.)"""

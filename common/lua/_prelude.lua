@@ -14,15 +14,15 @@ local function signal_capped(wake_key, signal, cap)
 end
 
 -- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
--- settles the flow and pushes its final state onto the flow's done list, which waiting
--- clients BLPOP.
-local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms)
+-- settles the flow (at `at` ms, now by default) and pushes its final state onto the flow's
+-- done list, which waiting clients BLPOP.
+local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at)
   if failed > 0 then redis.call('HINCRBY', flow_key, 'failed', failed) end
   local left = redis.call('HINCRBY', flow_key, 'remaining', -n)
   if left == 0 then
     local state = 'completed'
     if tonumber(redis.call('HGET', flow_key, 'failed') or '0') > 0 then state = 'failed' end
-    redis.call('HSET', flow_key, 'state', state, 'finished', now_ms())
+    redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
     redis.call('RPUSH', done_key, state)
     redis.call('PEXPIRE', done_key, ttl_ms)
     redis.call('PEXPIRE', flow_key, ttl_ms)

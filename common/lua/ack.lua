@@ -59,7 +59,7 @@ for t = 1, tonumber(ARGV[4]) do
   k = k + 3 + 2 * children
 end
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
-for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl) end
+for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl, now) end
 -- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a
 -- quarter, ..., 1, 0 leases held), not at every ack: the first one wakes the dispatcher
 -- to refill; the next ones insist in case it could not yet (0 always signals).

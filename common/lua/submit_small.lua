@@ -18,7 +18,8 @@
 -- KEYS: flow, flows, queues, queue, wake, offer, one task key per task, then with an
 --       offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases) per
 --       offered worker, the offered workers' other queues...
--- ARGV: flow id, created ms, recent flows kept, queue name, signal, wake list cap, task
+-- ARGV: flow id, created ms, recent flows kept (0: do not trim them this time), queue
+--       name, signal, wake list cap, task
 --       count, number of flow field/value pairs, the pairs, then per task: id, score (''
 --       when not ready), number of field/value pairs, the pairs; then the offer as read
 --       ('' when none), and with one: its leader epoch, lease token prefix, grace ms,
@@ -44,7 +45,7 @@ for t = 1, n_tasks do
   a = a + 3 + 2 * n
 end
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
+if ARGV[3] ~= '0' then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1) end
 local offer_now = redis.call('GET', KEYS[6])
 
 local raw = ARGV[a]
@@ -67,19 +68,19 @@ local function chosen()
   for i = first_other, first_other + n_other - 1 do
     if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
   end
-  -- The least loaded worker that lives (reaping removes it from workers) with a slot per
-  -- task.
-  local best, best_load, best_held = nil, nil, nil
+  -- The least loaded worker with a slot per task that lives (reaping removes it from
+  -- workers): liveness is read for the best only, then the next best if it is gone.
+  local fit = {}
   for w = 1, n_workers do
-    local worker = ARGV[o + 2 + 3 * w]
     local capacity, host = tonumber(ARGV[o + 3 + 3 * w]), tonumber(ARGV[o + 4 + 3 * w])
     local held = redis.call('SCARD', KEYS[k + 4 + 2 * w])
-    if held + #ids <= capacity and redis.call('ZSCORE', KEYS[k + 2], worker) then
-      local load = held / capacity + host
-      if not best_load or load < best_load then best, best_load, best_held = w, load, held end
-    end
+    if held + #ids <= capacity then fit[#fit + 1] = {held / capacity + host, w, held} end
   end
-  return best, best_held
+  table.sort(fit, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
+  for _, f in ipairs(fit) do
+    if redis.call('ZSCORE', KEYS[k + 2], ARGV[o + 2 + 3 * f[2]]) then return f[2], f[3] end
+  end
+  return nil
 end
 
 local w, held = chosen()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from balancer import Flow, FlowError, FlowRun, Queue, task
+from balancer import Flow, FlowError, FlowRun, Queue, submit, task
 from balancer.scheduling import task_score
 from balancer.submit import submit_flow
 from common import codec, signals
@@ -177,6 +177,20 @@ def test_submit_keeps_each_flow_under_its_own_id(fake: redis.Redis, settings: Se
     assert first.id != second.id
     assert fake.zcard(keys.flows) == 2
     assert fake.zcard(keys.queue("default")) == 2
+
+
+def test_small_submits_trim_the_recent_flows_once_in_a_while(
+        fake: redis.Redis, settings: Settings, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.zadd(keys.flows, {f"old{i}": i for i in range(submit.RECENT_FLOWS)})
+    draws = iter([0.5, 0.0])  # the first submit does not trim, the second does
+    monkeypatch.setattr(submit._trim, "random", lambda: next(draws))
+    for kept in (submit.RECENT_FLOWS + 1, submit.RECENT_FLOWS):
+        with Flow("one") as flow:
+            extract(1)
+        submit_flow(fake, settings, flow)
+        assert fake.zcard(keys.flows) == kept
+    assert fake.zscore(keys.flows, "old1") is None and fake.zscore(keys.flows, "old2")
 
 
 # -- refusals: a FlowError, and nothing written ---------------------------------------------

@@ -463,6 +463,7 @@ def test_ack_stores_the_result_and_frees_the_slot(db: Db) -> None:
     assert codec.unpack(record[b"result"]) == {"r": 1}
     assert record[b"started"] == str(STARTED).encode()
     assert record[b"finished"] == str(FINISHED).encode()  # the worker's clock, not TIME
+    assert db.client.hget(db.keys.flow(FLOW), "finished") is None  # one task of two
     assert (record[b"worker"], record[b"lease"]) == (W.encode(), token.encode())
     assert 0 < db.client.pttl(db.keys.task("a")) <= TTL
     assert db.leases() == set()
@@ -810,7 +811,7 @@ def test_last_ack_of_a_flow_settles_it_and_pushes_the_state(db: Db) -> None:
     db.ack("b", tokens["b"])
     flow = db.client.hgetall(db.keys.flow(FLOW))
     assert (flow[b"state"], flow[b"remaining"]) == (b"completed", b"0")
-    assert b"finished" in flow
+    assert flow[b"finished"] == str(FINISHED).encode()  # when its last task finished
     assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"completed"]
     assert 0 < db.client.pttl(db.keys.flow_done(FLOW)) <= TTL
     assert 0 < db.client.pttl(db.keys.flow(FLOW)) <= TTL
@@ -1477,6 +1478,15 @@ def test_a_submit_takes_a_standing_offer_and_leases_to_the_offered_worker(db: Db
     assert db.wake() == [f"l|{W}|1"]  # the deadline to watch; the queue is still empty
     assert db.state("a") == "queued" and db.client.zscore(db.keys.flows, FLOW) == 1
     assert submit(db, "b", offer=None) == ("", offer.encode())  # the offer, for next time
+
+
+def test_a_small_submit_trims_the_recent_flows_only_when_told(db: Db) -> None:
+    db.client.zadd(db.keys.flows, {f"old{i}": i for i in range(5)})
+    flow = {"id": FLOW, "name": "flow", "state": "running", "total": 0, "remaining": 0}
+    db.scripts.submit_small(FLOW, flow, Q, [], 10, 0, "S|q|")
+    assert db.client.zcard(db.keys.flows) == 6  # 0: left for a later submit to trim
+    db.scripts.submit_small("f2", {**flow, "id": "f2"}, Q, [], 11, 3, "S|q|")
+    assert db.client.zrange(db.keys.flows, 0, -1) == [b"old4", FLOW.encode(), b"f2"]
 
 
 def test_a_submit_without_an_offer_queues_its_tasks_and_signals_the_dispatcher(
