@@ -15,7 +15,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import cast
 
 import redis
@@ -72,8 +72,6 @@ class Dispatcher:
         self._clock_at = 0.0
         self._offset_ms = 0.0
         self._idle = False  # the last look found every servable queue empty
-        # The last look found every queue a worker serves empty: acks need not wake us.
-        self._quiet_due = False
         self._quiet = False  # the idle key is set: the counts of what workers hold may lag
         self._looked_at = 0.0  # when the last look read the queues
         # Queues the last look read and found empty, and what became ready in them since,
@@ -169,7 +167,7 @@ class Dispatcher:
         entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
-        self._quiet = self._quiet_due = False
+        self._quiet = False
         for member, _ in entries:
             wid = member.decode()
             pipe.hget(self.keys.worker(wid), "info")
@@ -408,7 +406,6 @@ class Dispatcher:
             q for q in servable if q not in ready}
         if not ready:
             self._idle = True
-            self._quiet_due = self._all_empty(workers)
             return
         heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
         order = scheduling.order_queues(heads, self.configs, self.redis_now_ms(),
@@ -451,7 +448,7 @@ class Dispatcher:
                 self._seen_empty -= {queue}  # the refused ones wait in it
         return True
 
-    def _all_empty(self, workers: list[scheduling.WorkerView]) -> bool:
+    def _all_empty(self, workers: Collection[scheduling.WorkerView]) -> bool:
         """Every queue a worker serves is known empty: no freed slot has work waiting."""
         return all(q in self._seen_empty for q in self.queue_names
                    if any(w.serves(q) for w in workers))
@@ -474,7 +471,9 @@ class Dispatcher:
         every served queue was read empty, in one round trip (none when nothing changed)."""
         pipe = self.client.pipeline(transaction=False)
         offers = self._post_offers(pipe)
-        quiet = self._quiet_due and not self._quiet
+        # Quiet only when no queue went unread for want of room: its tasks need the slots
+        # acks free.
+        quiet = not self._quiet and self._all_empty(self.view.workers.values())
         if quiet:
             pipe.set(self.keys.idle, 1)
         if len(pipe):
@@ -494,7 +493,7 @@ class Dispatcher:
             pipe.scard(self.keys.leases(view.id))
         for view, held in zip(stale, pipe.execute()[1:]):
             self.view.acked(view.id, int(held))
-        self._quiet = self._quiet_due = False
+        self._quiet = False
 
     def _post_offers(self, pipe: redis.client.Pipeline
                      ) -> tuple[dict[str, Offer], object] | None:
