@@ -87,6 +87,21 @@ def idle_after_one(fake: redis.Redis, settings: Settings, setup: Any,
         fake.delete(keys.offer("default"))
 
 
+def learn_offer(fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """The dispatcher stands an offer, and this client learns it from a submit that goes
+    through the dispatcher."""
+    idle_after_one(fake, settings, setup, offer=True)
+    submit(fake, settings, 1)
+    settle(setup[0])
+
+
+def submit_timed(fake: redis.Redis, settings: Settings) -> None:
+    """A one-task flow whose task has a timeout."""
+    with Flow("timed") as flow:
+        timed(1)
+    flow.submit(fake, namespace=settings.namespace)
+
+
 def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
@@ -239,14 +254,10 @@ def test_an_idle_dispatcher_stands_an_offer_that_a_small_submit_takes_itself(
 def test_an_offer_taken_with_deadlines_wakes_the_dispatcher_to_watch_them(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
-    idle_after_one(fake, settings, setup, offer=True)
-    submit(fake, settings, 1)  # through the dispatcher: this client learns the offer
-    settle(dispatcher)
+    learn_offer(fake, settings, setup)
     dispatcher._deadlines_pending = False
     reads.clear()
-    with Flow("f") as flow:
-        timed(1)
-    flow.submit(fake, namespace=settings.namespace)
+    submit_timed(fake, settings)
     assert len(inbox(fake, keys)) == 3
     assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["l|w|3"]
     dispatcher.step()
@@ -369,12 +380,8 @@ def test_an_offer_is_withdrawn_when_its_queue_is_paused(
 def test_a_task_with_a_timeout_leased_by_offer_is_failed_by_the_deadline_backstop(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, _ = setup
-    idle_after_one(fake, settings, setup, offer=True)
-    submit(fake, settings, 1)  # through the dispatcher: this client learns the offer
-    settle(dispatcher)
-    with Flow("timed") as flow:
-        timed(1)
-    flow.submit(fake, namespace=settings.namespace)  # leased by the offer, deadline set
+    learn_offer(fake, settings, setup)
+    submit_timed(fake, settings)  # leased by the offer, deadline set
     [member] = [m.decode() for m in fake.zrange(keys.deadlines, 0, -1)]
     task_id = member.split("|")[0]
     fake.zadd(keys.deadlines, {member: 0})  # long past due: the worker lost the task
