@@ -3,11 +3,11 @@
     from balancer import task, Flow, Queue
 """
 
+from balancer.common.codec import ErrorInfo
 from balancer.flow import Flow, FlowError, Node
 from balancer.queue import Queue
 from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
-from common.codec import ErrorInfo
 
 __all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Queue", "Task", "TaskFailed",
            "task"]

@@ -14,8 +14,8 @@ from dataclasses import fields
 
 import redis
 
-from common.connection import connect
-from common.settings import ENV_PREFIX, Settings
+from balancer.common.connection import connect
+from balancer.common.settings import ENV_PREFIX, Settings
 
 _lock = threading.Lock()
 _settings: dict[tuple[object, ...], Settings] = {}

@@ -21,14 +21,14 @@ from typing import cast
 import redis
 
 from balancer import scheduling
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.models import QueueConfig
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
+from balancer.common.signals import Offer
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
-from common import signals
-from common.keys import Keys
-from common.models import QueueConfig
-from common.scripts import Scripts
-from common.settings import Settings
-from common.signals import Offer
 
 log = logging.getLogger("balancer.dispatcher")
 

@@ -15,10 +15,10 @@ import threading
 
 import redis
 
+from balancer.common.connection import connect
+from balancer.common.settings import Settings
 from balancer.dispatcher import Dispatcher
 from balancer.scheduling import ALL_QUEUES
-from common.connection import connect
-from common.settings import Settings
 
 log = logging.getLogger("balancer.embedded")
 
@@ -30,7 +30,7 @@ _cluster: EmbeddedCluster | None = None
 
 class EmbeddedCluster:
     def __init__(self, settings: Settings, concurrency: int | None = None) -> None:
-        from worker.supervisor import Worker
+        from balancer.worker.supervisor import Worker
 
         self.settings = settings.replace(redis_url=URL)
         self.dispatcher = Dispatcher(connect(URL), self.settings, dispatcher_id="embedded")

@@ -192,7 +192,7 @@ class Flow:
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
         in-process cluster. Inside a worker importing this module, it does nothing.
         """
-        from common.importpath import is_importing_tasks
+        from balancer.common.importpath import is_importing_tasks
 
         if is_importing_tasks():
             import logging

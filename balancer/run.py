@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from common import codec
-from common.codec import ErrorInfo
-from common.keys import Keys
-from common.models import FlowState, TaskState, visible_state
+from balancer.common import codec
+from balancer.common.codec import ErrorInfo
+from balancer.common.keys import Keys
+from balancer.common.models import FlowState, TaskState, visible_state
 
 if TYPE_CHECKING:
     from balancer.flow import Flow, Node

@@ -12,8 +12,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from common import signals
-from common.models import QueueConfig
+from balancer.common import signals
+from balancer.common.models import QueueConfig
 
 ALL_QUEUES = "*"
 # How much a fully busy host counts against a worker, in units of "all slots taken".

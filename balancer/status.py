@@ -10,10 +10,10 @@ from typing import Any
 import redis
 
 from balancer import why
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.scheduling import WorkerView, load
-from common import signals
-from common.keys import Keys
-from common.models import QueueConfig, WorkerInfo
 
 
 @dataclass

@@ -19,15 +19,15 @@ from typing import Any
 
 import redis
 
+from balancer.common import codec, signals
+from balancer.common.codec import CodecError, UpstreamRef
+from balancer.common.keys import Keys
+from balancer.common.models import FlowState, TaskState, new_id
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
-from common import codec, signals
-from common.codec import CodecError, UpstreamRef
-from common.keys import Keys
-from common.models import FlowState, TaskState, new_id
-from common.scripts import Scripts
-from common.settings import Settings
 
 log = logging.getLogger("balancer.client")
 

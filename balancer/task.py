@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, overload
 
 from balancer import context
+from balancer.common.importpath import task_path
 from balancer.queue import DEFAULT_QUEUE, check_queue_name
-from common.importpath import task_path
 
 
 @dataclass(eq=False)

@@ -11,11 +11,11 @@ import logging
 
 import redis
 
-from common import codec, signals
-from common.codec import ErrorInfo
-from common.keys import Keys
-from common.scripts import FAIL_REFUSED, LeasedTask, Scripts
-from common.settings import Settings
+from balancer.common import codec, signals
+from balancer.common.codec import ErrorInfo
+from balancer.common.keys import Keys
+from balancer.common.scripts import FAIL_REFUSED, LeasedTask, Scripts
+from balancer.common.settings import Settings
 
 log = logging.getLogger("balancer.dispatcher")
 

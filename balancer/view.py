@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from balancer.common.codec import CodecError
+from balancer.common.models import WorkerInfo
 from balancer.scheduling import WorkerView
-from common.codec import CodecError
-from common.models import WorkerInfo
 
 log = logging.getLogger("balancer.dispatcher")
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from balancer.common.keys import Keys
+from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 from balancer.scheduling import ALL_QUEUES
-from common.keys import Keys
-from common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 
 
 @dataclass(frozen=True)

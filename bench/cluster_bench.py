@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # workers import the tasks as bench.tasks, so must we
 
 import redis  # noqa: E402
+from balancer.common.keys import Keys  # noqa: E402
+from balancer.common.models import FlowState  # noqa: E402
 
 from balancer import Flow  # noqa: E402
 from bench.tasks import noop  # noqa: E402
-from common.keys import Keys  # noqa: E402
-from common.models import FlowState  # noqa: E402
 
 WORKERS = 2
 QUEUE = "bench"
@@ -95,7 +95,7 @@ class Cluster:
         return self.dispatcher
 
     def workers(self, pool: str, concurrency: int) -> list[subprocess.Popen[bytes]]:
-        return [self.start(f"worker-{pool}", "worker.cli", "start", "--queue", QUEUE,
+        return [self.start(f"worker-{pool}", "balancer.worker.cli", "start", "--queue", QUEUE,
                            "--concurrency", str(concurrency), "--pool", pool)
                 for _ in range(WORKERS)]
 

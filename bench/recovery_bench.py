@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # workers import the tasks as tests.integration.chaos_tasks
 
 import redis  # noqa: E402
+from balancer.common.keys import Keys  # noqa: E402
 
 from balancer import Flow  # noqa: E402
 from bench.compare.base import PrivateRedis  # noqa: E402
-from common.keys import Keys  # noqa: E402
 from tests.integration import chaos_tasks  # noqa: E402
 from tests.integration.chaos_tasks import WORKER_ENV, ChaosConfig, ChaosDriver  # noqa: E402
 
@@ -125,7 +125,7 @@ class Cluster:
 
     def worker(self, name: str, pool: str = "thread", concurrency: int = 1
                ) -> subprocess.Popen[bytes]:
-        return self._start(name, "worker.cli", "start", "--name", name, "--pool", pool,
+        return self._start(name, "balancer.worker.cli", "start", "--name", name, "--pool", pool,
                            "--concurrency", str(concurrency),
                            env={**self.env, WORKER_ENV: name})
 

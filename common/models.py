@@ -10,7 +10,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from common import codec
+from balancer.common import codec
 
 
 class TaskState:

@@ -18,10 +18,9 @@ from importlib import resources
 from typing import Any, Literal
 
 import redis
-
-from common.connection import Direct
-from common.keys import Keys
-from common.signals import Offer
+from balancer.common.connection import Direct
+from balancer.common.keys import Keys
+from balancer.common.signals import Offer
 
 WAKE_CAP = 10_000
 
@@ -31,7 +30,7 @@ FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 
 @cache
 def _source(name: str) -> str:
-    lua = resources.files("common") / "lua"
+    lua = resources.files("balancer.common") / "lua"
     return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from common import codec
+from balancer.common import codec
 
 # Prefetch, agreed by dispatcher and workers: a queue whose tasks take much less than
 # PREFETCH_TARGET_MS may have up to PREFETCH_MAX tasks leased per slot. A worker is

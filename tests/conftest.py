@@ -18,8 +18,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
-
-from common.settings import Settings
+from balancer.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # The machine's Redis; TEST_REDIS_URL points the suite elsewhere (an unreachable URL
@@ -147,7 +146,7 @@ class Processes:
         return self.start("balancer.cli", "serve", *args, name="serve")
 
     def worker(self, *args: str) -> subprocess.Popen[bytes]:
-        return self.start("worker.cli", "start", *args, name="worker")
+        return self.start("balancer.worker.cli", "start", *args, name="worker")
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
              timeout: float = 15) -> int:

@@ -13,8 +13,7 @@ from typing import Any
 import click
 import pytest
 import yaml
-
-from common.settings import Settings
+from balancer.common.settings import Settings
 
 if sys.version_info >= (3, 11):
     import tomllib

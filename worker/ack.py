@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
-
-from common import codec
-from common.scripts import (
+from balancer.common import codec
+from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
     FAIL_RETRIED,
@@ -26,10 +25,10 @@ from common.scripts import (
     FailMode,
     Scripts,
 )
-from common.settings import Settings
-from common.signals import Lease
-from worker.executor import Outcome
-from worker.holding import Holding
+from balancer.common.settings import Settings
+from balancer.common.signals import Lease
+from balancer.worker.executor import Outcome
+from balancer.worker.holding import Holding
 
 log = logging.getLogger("worker")
 

@@ -31,16 +31,15 @@ import threading
 import time
 
 import redis
-
-from common import signals
-from common.keys import Keys
-from common.scripts import LeasedTask
-from common.signals import Lease
-from worker.ack import Acker, Finished, persist
-from worker.holding import Holding
-from worker.inbox import Inbox
-from worker.pool import Runner
-from worker.slot import Slot
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.scripts import LeasedTask
+from balancer.common.signals import Lease
+from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.holding import Holding
+from balancer.worker.inbox import Inbox
+from balancer.worker.pool import Runner
+from balancer.worker.slot import Slot
 
 log = logging.getLogger("worker")
 

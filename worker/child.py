@@ -31,19 +31,19 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from common import codec, logs, signals
-from common.connection import connect
-from common.importpath import importing_tasks
-from common.keys import Keys
-from common.scripts import Scripts
-from common.settings import Settings
-from common.signals import Lease
-from worker.ack import Acker
-from worker.batchslot import BatchSlot
-from worker.executor import Outcome, execute
-from worker.holding import Holding
-from worker.inbox import Inbox
-from worker.record import Record
+from balancer.common import codec, logs, signals
+from balancer.common.connection import connect
+from balancer.common.importpath import importing_tasks
+from balancer.common.keys import Keys
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
+from balancer.common.signals import Lease
+from balancer.worker.ack import Acker
+from balancer.worker.batchslot import BatchSlot
+from balancer.worker.executor import Outcome, execute
+from balancer.worker.holding import Holding
+from balancer.worker.inbox import Inbox
+from balancer.worker.record import Record
 
 log = logging.getLogger("worker")
 

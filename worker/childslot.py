@@ -17,15 +17,15 @@ import threading
 import time
 from multiprocessing.connection import wait
 
-from common import codec, signals
-from common.codec import CodecError, ErrorInfo
-from common.scripts import LeasedTask, Scripts
-from worker import child
-from worker.ack import Acker, Finished, persist
-from worker.child import ChildSpec
-from worker.executor import Outcome
-from worker.holding import Holding
-from worker.record import FINISHING, IDLE, PHASES, RUNNING, TAKEN, Record, Snapshot
+from balancer.common import codec, signals
+from balancer.common.codec import CodecError, ErrorInfo
+from balancer.common.scripts import LeasedTask, Scripts
+from balancer.worker import child
+from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.child import ChildSpec
+from balancer.worker.executor import Outcome
+from balancer.worker.holding import Holding
+from balancer.worker.record import FINISHING, IDLE, PHASES, RUNNING, TAKEN, Record, Snapshot
 
 log = logging.getLogger("worker")
 

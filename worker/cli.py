@@ -6,11 +6,10 @@ import os
 import sys
 
 import click
-
-from common import logs
-from common.connection import connect
-from common.settings import Settings, SettingsError
-from worker.supervisor import Worker, WorkerError
+from balancer.common import logs
+from balancer.common.connection import connect
+from balancer.common.settings import Settings, SettingsError
+from balancer.worker.supervisor import Worker, WorkerError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

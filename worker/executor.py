@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common import codec
-from common.codec import CodecError, ErrorInfo
-from common.importpath import TaskNotFound, load
+from balancer.common import codec
+from balancer.common.codec import CodecError, ErrorInfo
+from balancer.common.importpath import TaskNotFound, load
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ from collections.abc import Callable
 
 import psutil
 import redis
-
-from common.models import WorkerInfo
-from common.scripts import Scripts
-from common.settings import Settings
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
 
 log = logging.getLogger("worker")
 

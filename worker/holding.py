@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from common import signals
-from common.signals import Lease
+from balancer.common import signals
+from balancer.common.signals import Lease
 
 EWMA = 0.2
 

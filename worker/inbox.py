@@ -18,11 +18,10 @@ from collections.abc import Callable
 from typing import cast
 
 import redis
-
-from common import signals
-from common.connection import Direct
-from common.keys import Keys
-from common.signals import Lease
+from balancer.common import signals
+from balancer.common.connection import Direct
+from balancer.common.keys import Keys
+from balancer.common.signals import Lease
 
 log = logging.getLogger("worker")
 

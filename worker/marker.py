@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable
 
 import redis
-
-from common import signals
-from common.scripts import Scripts
-from worker.holding import Holding
+from balancer.common import signals
+from balancer.common.scripts import Scripts
+from balancer.worker.holding import Holding
 
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
 # make way for what was prefetched behind it. The marker sleeps until the oldest run

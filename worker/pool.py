@@ -10,8 +10,8 @@ import logging
 import threading
 from typing import Protocol
 
-from common.codec import ErrorInfo
-from worker.executor import Outcome, execute
+from balancer.common.codec import ErrorInfo
+from balancer.worker.executor import Outcome, execute
 
 log = logging.getLogger("worker")
 

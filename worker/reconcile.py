@@ -15,10 +15,9 @@ import threading
 from collections.abc import Callable
 
 import redis
-
-from common import signals
-from common.keys import Keys
-from common.scripts import LeasedTask, Scripts
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.scripts import LeasedTask, Scripts
 
 log = logging.getLogger("worker")
 

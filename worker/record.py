@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from common import codec
-from common.codec import CodecError
-from common.signals import Lease
+from balancer.common import codec
+from balancer.common.codec import CodecError
+from balancer.common.signals import Lease
 
 IDLE, TAKEN, RUNNING, FINISHING = 0, 1, 2, 3
 PHASES = ("idle", "taken", "running", "finishing")

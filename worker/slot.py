@@ -9,18 +9,17 @@ import threading
 import time
 
 import redis
-
-from common import codec
-from common.codec import CodecError, ErrorInfo
-from common.keys import Keys
-from common.models import TaskState
-from common.scripts import Child, Done
-from common.signals import Lease
-from worker.ack import Acker, Finished, persist
-from worker.executor import Outcome
-from worker.holding import Holding
-from worker.inbox import Inbox
-from worker.pool import Runner
+from balancer.common import codec
+from balancer.common.codec import CodecError, ErrorInfo
+from balancer.common.keys import Keys
+from balancer.common.models import TaskState
+from balancer.common.scripts import Child, Done
+from balancer.common.signals import Lease
+from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.executor import Outcome
+from balancer.worker.holding import Holding
+from balancer.worker.inbox import Inbox
+from balancer.worker.pool import Runner
 
 log = logging.getLogger("worker")
 

@@ -27,23 +27,22 @@ import time
 from types import FrameType
 
 import redis
-
-from common import signals
-from common.importpath import importing_tasks
-from common.keys import Keys
-from common.models import WorkerInfo
-from common.scripts import LeasedTask, Scripts
-from common.settings import Settings
-from worker.ack import Acker
-from worker.child import ChildSpec
-from worker.childslot import ChildSlot
-from worker.heartbeat import Heartbeat, HostLoad
-from worker.holding import Holding
-from worker.inbox import Inbox
-from worker.marker import Marker
-from worker.pool import ThreadRunner
-from worker.reconcile import Reconciler
-from worker.slot import Slot
+from balancer.common import signals
+from balancer.common.importpath import importing_tasks
+from balancer.common.keys import Keys
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import LeasedTask, Scripts
+from balancer.common.settings import Settings
+from balancer.worker.ack import Acker
+from balancer.worker.child import ChildSpec
+from balancer.worker.childslot import ChildSlot
+from balancer.worker.heartbeat import Heartbeat, HostLoad
+from balancer.worker.holding import Holding
+from balancer.worker.inbox import Inbox
+from balancer.worker.marker import Marker
+from balancer.worker.pool import ThreadRunner
+from balancer.worker.reconcile import Reconciler
+from balancer.worker.slot import Slot
 
 log = logging.getLogger("worker")
 

@@ -10,10 +10,10 @@ from typing import Any
 import click
 import redis
 
-from common.connection import connect
-from common.keys import Keys
-from common.scripts import Scripts
-from common.settings import Settings, SettingsError
+from balancer.common.connection import connect
+from balancer.common.keys import Keys
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings, SettingsError
 
 URL_HELP = ("Redis URL of the cluster, e.g. redis://host:6379/0. Default: $BALANCER_REDIS_URL,"
             " else redis://127.0.0.1:6379/0.")

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import click
 
 from balancer.cli.common import Cluster, cluster_options
-from common import codec
+from balancer.common import codec
 
 
 @click.group()

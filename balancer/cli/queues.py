@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from balancer.cli.common import Cluster, cluster_options
+from balancer.common import signals
 from balancer.queue import check_queue_name
-from common import signals
 
 
 @click.group()

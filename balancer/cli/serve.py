@@ -9,8 +9,8 @@ from types import FrameType
 import click
 
 from balancer.cli.common import NS_HELP, URL_HELP, Cluster, log_level_option
+from balancer.common import logs
 from balancer.dispatcher import Dispatcher
-from common import logs
 
 log = logging.getLogger("balancer")
 

@@ -9,7 +9,7 @@ import click
 from balancer import status as status_view
 from balancer import why
 from balancer.cli.common import Cluster, cluster_options
-from common import codec
+from balancer.common import codec
 
 
 @click.command()

@@ -65,7 +65,7 @@ class Ours(System):
         return queues
 
     def worker_argv(self, layout: Layout, queues: Sequence[str] | None = None) -> list[str]:
-        argv = python("-m", "worker.cli", "start", "--concurrency", str(layout.slots),
+        argv = python("-m", "balancer.worker.cli", "start", "--concurrency", str(layout.slots),
                       "--pool", "process", "--import", "bench.compare.ours_tasks")
         for q in queues or self.queues(layout):
             argv += ["--queue", q]

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import psutil
+from balancer.common.keys import Keys
 
 from balancer import Flow
 from bench.compare import ours_tasks
@@ -21,7 +22,6 @@ from bench.compare.base import (
 )
 from bench.compare.ours import NAMESPACE, Ours
 from bench.compare.workloads import Config, Figures
-from common.keys import Keys
 
 KEYS = Keys(NAMESPACE)
 IDLE_SAMPLE_S = 3.0

@@ -19,12 +19,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from common import codec, signals
-from common.connection import connect
-from common.keys import Keys
-from common.models import WorkerInfo
-from common.scripts import Done, Scripts
-from common.settings import Settings
+from balancer.common import codec, signals
+from balancer.common.connection import connect
+from balancer.common.keys import Keys
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import Done, Scripts
+from balancer.common.settings import Settings
 
 # The ack script gained a finish time; accept both forms while it settles.
 ACK_TAKES_FINISHED = "finished_ms" in inspect.signature(Scripts.ack).parameters

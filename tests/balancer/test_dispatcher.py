@@ -7,15 +7,15 @@ from typing import Any, cast
 
 import pytest
 import redis
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.models import QueueConfig, WorkerInfo
+from balancer.common.scripts import Done, Scripts
+from balancer.common.settings import Settings
 
 from balancer import Flow, task
 from balancer.dispatcher import IDLE_RECHECK, Dispatcher
 from balancer.scheduling import CPU_WEIGHT
-from common import signals
-from common.keys import Keys
-from common.models import QueueConfig, WorkerInfo
-from common.scripts import Done, Scripts
-from common.settings import Settings
 
 
 @task

@@ -6,6 +6,7 @@ import random
 from collections import Counter
 
 import pytest
+from balancer.common.models import QueueConfig
 
 from balancer import scheduling
 from balancer.scheduling import (
@@ -19,7 +20,6 @@ from balancer.scheduling import (
     queue_room,
     task_score,
 )
-from common.models import QueueConfig
 
 DRAWS = 400
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 import redis
+from balancer.common import codec, signals
+from balancer.common.codec import UpstreamRef
+from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 
 from balancer import Flow, FlowError, FlowRun, Queue, submit, task
 from balancer.scheduling import task_score
 from balancer.submit import submit_flow
-from common import codec, signals
-from common.codec import UpstreamRef
-from common.keys import Keys
-from common.settings import Settings
 
 
 @task

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from balancer.common.models import WorkerInfo
+
 from balancer.view import ClusterView
-from common.models import WorkerInfo
 
 
 def beat(view: ClusterView, worker: str, durations: dict[str, float]) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from balancer.common.models import QueueConfig, WorkerInfo
 
 from balancer.why import ClusterFacts, TaskFacts, queue_hold, reason
-from common.models import QueueConfig, WorkerInfo
 
 
 def cluster(*workers: WorkerInfo, leased: dict[str, int] | None = None,

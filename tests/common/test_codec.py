@@ -1,4 +1,4 @@
-"""common.codec: what travels through Redis (arguments, results, errors) and how it fails."""
+"""balancer.common.codec: what travels through Redis (arguments, results, errors), how it fails."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import contextlib
 
 import msgpack
 import pytest
+from balancer.common import codec
+from balancer.common.codec import CodecError, ErrorInfo, UpstreamRef
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-
-from common import codec
-from common.codec import CodecError, ErrorInfo, UpstreamRef
 
 LIMIT = 1 << 20
 
@@ -198,7 +197,7 @@ def test_error_info_from_exception_keeps_type_message_and_traceback() -> None:
 
 def test_error_info_type_of_non_builtin_exception_is_qualified() -> None:
     info = ErrorInfo.from_exception(CodecError("bad"))
-    assert info.type == "common.codec.CodecError"
+    assert info.type == "balancer.common.codec.CodecError"
 
 
 def test_error_round_trips_through_pack_error() -> None:

@@ -6,8 +6,7 @@ import logging
 
 import pytest
 import redis
-
-from common.connection import Direct
+from balancer.common.connection import Direct
 
 
 def test_a_note_sent_without_waiting_lands_before_the_next_call(

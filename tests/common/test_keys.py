@@ -9,8 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from common.keys import Keys
+from balancer.common.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("balancer", "worker", "common")

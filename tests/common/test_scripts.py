@@ -19,12 +19,10 @@ from typing import Any
 
 import pytest
 import redis
-
-from balancer.scheduling import CPU_WEIGHT, WorkerView, load
-from common import codec, signals
-from common.keys import Keys
-from common.models import WorkerInfo
-from common.scripts import (
+from balancer.common import codec, signals
+from balancer.common.keys import Keys
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
     FAIL_REFUSED,
@@ -36,8 +34,10 @@ from common.scripts import (
     LeasedTask,
     Scripts,
 )
-from common.settings import Settings
-from common.signals import Lease
+from balancer.common.settings import Settings
+from balancer.common.signals import Lease
+
+from balancer.scheduling import CPU_WEIGHT, WorkerView, load
 
 Q = "q"
 FLOW = "f1"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from common.settings import DEFAULT_REDIS_URL, Settings, SettingsError
+from balancer.common.settings import DEFAULT_REDIS_URL, Settings, SettingsError
 
 
 def test_defaults_without_environment_or_overrides() -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 import redis
+from balancer.common import codec, signals
+from balancer.common.keys import Keys
+from balancer.common.scripts import Scripts
+from balancer.common.signals import Lease, Signal
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-
-from common import codec, signals
-from common.keys import Keys
-from common.scripts import Scripts
-from common.signals import Lease, Signal
 
 # -- wake signals --------------------------------------------------------------------------
 
@@ -243,7 +242,7 @@ def test_parse_lease_of_arbitrary_bytes_returns_a_lease_or_none(raw: bytes) -> N
 
 
 def test_a_submitted_signal_names_its_queues_and_a_retry_signal_parses() -> None:
-    from common.signals import RETRY, SUBMITTED, parse, submitted
+    from balancer.common.signals import RETRY, SUBMITTED, parse, submitted
 
     assert parse(submitted({"b": [], "a": ["1"]}).encode()) == Signal(SUBMITTED,
                                                                       queues=("a", "b"))
@@ -252,7 +251,7 @@ def test_a_submitted_signal_names_its_queues_and_a_retry_signal_parses() -> None
 
 
 def test_a_small_submit_to_one_queue_lists_its_ready_ids() -> None:
-    from common.signals import LISTED_IDS, SUBMITTED, parse, submitted
+    from balancer.common.signals import LISTED_IDS, SUBMITTED, parse, submitted
 
     signal = parse(submitted({"odd|name=x,y": ["a1", "b2"]}).encode())
     assert signal == Signal(SUBMITTED, queues=("odd|name=x,y",), ready=("a1", "b2"))

@@ -28,10 +28,10 @@ from typing import Any, Protocol
 
 import psutil
 import redis
+from balancer.common import codec
+from balancer.common.keys import Keys
 
 from balancer import Flow, FlowRun, Node, task
-from common import codec
-from common.keys import Keys
 
 WORKER_ENV = "CHAOS_WORKER"
 MODULUS = 1_000_000_007

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from balancer.common.settings import Settings
+from balancer.worker.supervisor import Worker
 
 from balancer.dispatcher import Dispatcher
-from common.settings import Settings
-from worker.supervisor import Worker
 
 
 class ThreadCluster:

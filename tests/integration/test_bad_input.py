@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow, FlowError
-from common.keys import Keys
 from tests.conftest import wait_for
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
@@ -34,10 +34,10 @@ def _submit_with(cluster: ThreadCluster, field: str, value: bytes | str | None):
     ("args", b"\xc1\xff\x00", "balancer.BadPayload"),  # not msgpack at all
     ("args", b"\x92\x91", "balancer.BadPayload"),  # truncated
     ("args", b"\xa3abc", "balancer.BadPayload"),  # msgpack, but not [args, kwargs]
-    ("fn", "tests.integration.nowhere:fn", "common.importpath.TaskNotFound"),
-    ("fn", "tests.integration.tasks:nope", "common.importpath.TaskNotFound"),
-    ("fn", "tests.integration.broken_module:fn", "common.importpath.TaskNotFound"),
-    ("fn", "no-colon-here", "common.importpath.TaskNotFound"),
+    ("fn", "tests.integration.nowhere:fn", "balancer.common.importpath.TaskNotFound"),
+    ("fn", "tests.integration.tasks:nope", "balancer.common.importpath.TaskNotFound"),
+    ("fn", "tests.integration.broken_module:fn", "balancer.common.importpath.TaskNotFound"),
+    ("fn", "no-colon-here", "balancer.common.importpath.TaskNotFound"),
 ])
 def test_a_corrupt_task_fails_with_a_clear_error_and_the_rest_runs(
     cluster: ThreadCluster, field: str, value: bytes, error_type: str

@@ -13,11 +13,11 @@ import time
 
 import pytest
 import redis
+from balancer.common import codec, signals
+from balancer.common.keys import Keys
 
 from balancer import Flow
 from balancer import submit as submit_module
-from common import codec, signals
-from common.keys import Keys
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from balancer.common import signals
+from balancer.common.keys import Keys
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import Scripts
 from click.testing import CliRunner
 
 from balancer import Flow
 from balancer.cli import main as balancer_cli
-from common import signals
-from common.keys import Keys
-from common.models import WorkerInfo
-from common.scripts import Scripts
 from tests.conftest import wait_for
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster

@@ -10,9 +10,9 @@ import sys
 import time
 
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow
-from common.keys import Keys
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 

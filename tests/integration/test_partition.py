@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow
-from common.keys import Keys
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import chaos_tasks
 from tests.integration.chaos_tasks import WORKER_ENV
@@ -131,7 +131,7 @@ def _start_in_namespace(procs: Processes, link: Link, url: str, name: str, log_d
     env = {**procs.env, "BALANCER_REDIS_URL": url, WORKER_ENV: name}
     log = open(log_dir / f"{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", link.netns, sys.executable, "-m", "worker.cli", "start",
+        ["ip", "netns", "exec", link.netns, sys.executable, "-m", "balancer.worker.cli", "start",
          "--name", name, "--concurrency", "1", "--pool", "thread"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = log.name  # type: ignore[attr-defined]

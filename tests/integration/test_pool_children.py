@@ -10,13 +10,13 @@ import uuid
 
 import pytest
 import redis
+from balancer.common.keys import Keys
+from balancer.worker.childslot import ChildSlot
 
 from balancer import Flow
-from common.keys import Keys
 from tests.conftest import wait_for
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
-from worker.childslot import ChildSlot
 
 
 def _child_pid(cluster: ThreadCluster) -> int:

@@ -7,9 +7,9 @@ import subprocess
 
 import psutil
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow
-from common.keys import Keys
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common import codec
-from worker.executor import Outcome, execute
+from balancer.common import codec
+from balancer.worker.executor import Outcome, execute
 
 LIMIT = 1 << 20
 
@@ -28,7 +28,7 @@ def test_an_exception_becomes_a_retryable_error_with_its_traceback() -> None:
 
 def test_an_unknown_task_is_a_task_not_found_error() -> None:
     error = codec.unpack_error(execute("tests.worker.tasks:nothing", call(), LIMIT).payload)
-    assert error is not None and error.type == "common.importpath.TaskNotFound"
+    assert error is not None and error.type == "balancer.common.importpath.TaskNotFound"
 
 
 def test_undecodable_arguments_fail_without_retry() -> None:

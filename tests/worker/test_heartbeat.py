@@ -13,12 +13,11 @@ from dataclasses import replace
 
 import pytest
 import redis
-
-from common.keys import Keys
-from common.models import WorkerInfo
-from common.scripts import Scripts
-from common.settings import Settings
-from worker.heartbeat import FULL_EVERY, Heartbeat, HostLoad
+from balancer.common.keys import Keys
+from balancer.common.models import WorkerInfo
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
+from balancer.worker.heartbeat import FULL_EVERY, Heartbeat, HostLoad
 
 
 def _foreign_hog(core: int) -> int:

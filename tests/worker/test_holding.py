@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from common.signals import Lease, prefetch_depth
-from worker.holding import Holding
+from balancer.common.signals import Lease, prefetch_depth
+from balancer.worker.holding import Holding
 
 
 def lease(task_id: str, queue: str = "q") -> Lease:

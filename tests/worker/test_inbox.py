@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from balancer.common.keys import Keys
+from balancer.common.signals import Lease
+from balancer.worker.inbox import Inbox
 
-from common.keys import Keys
-from common.signals import Lease
 from tests.conftest import wait_for
-from worker.inbox import Inbox
 
 
 def entry(task_id: str) -> bytes:

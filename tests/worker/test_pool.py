@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common import codec
-from worker.pool import ThreadRunner
+from balancer.common import codec
+from balancer.worker.pool import ThreadRunner
 
 LIMIT = 1 << 20
 

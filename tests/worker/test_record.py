@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 
-from common.signals import Lease
-from worker.record import FINISHING, IDLE, RUNNING, TAKEN, Record
+from balancer.common.signals import Lease
+from balancer.worker.record import FINISHING, IDLE, RUNNING, TAKEN, Record
 
 
 def lease(task_id: str = "t1", fn: str = "m:f", timeout: float | None = 2.5) -> Lease:
