@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 
 import redis
@@ -33,10 +34,13 @@ class EmbeddedCluster:
         from balancer.worker.supervisor import Worker
 
         self.settings = settings.replace(redis_url=URL)
+        # The worker runs in this process: the tasks of the script it runs are its own.
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        folders = (os.path.dirname(os.path.abspath(main)),) if main else ()
         self.dispatcher = Dispatcher(connect(URL), self.settings, dispatcher_id="embedded")
         self.worker = Worker(connect(URL), self.settings, queues=(ALL_QUEUES,),
                              concurrency=concurrency or max(4, os.cpu_count() or 1),
-                             pool="thread", name="embedded-worker")
+                             pool="thread", name="embedded-worker", allow=folders)
         self.thread = threading.Thread(target=self.dispatcher.run, name="embedded-dispatcher",
                                        daemon=True)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from balancer.common import codec, signals
+from balancer.common import codec, signals, signing
 from balancer.common.codec import CodecError, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -101,6 +101,11 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
     if children:
         record["children"] = codec.pack([[ids[c], c.queue_name, _score(c, settings, now_ms)]
                                          for c in children])
+    signer = signing.signer(settings.signing_keys)
+    if signer is not None:
+        record["sig"] = signer.sign(signing.spec_message(
+            ids[node], flow_id, node.queue_name, task.timeout, path, task.name,
+            record.get("children", b""), record["args"]))
     return record
 
 

@@ -23,6 +23,8 @@ class Task:
     timeout: float | None = None
     # Dependencies declared with set_upstream outside any flow: (upstream, keyword or None).
     upstream: list[tuple[Task, str | None]] = field(default_factory=list)
+    # importpath.TASK_MARKER: a worker runs only objects that carry it.
+    __balancer_task__ = True
 
     def __post_init__(self) -> None:
         check_queue_name(self.queue_name)

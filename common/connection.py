@@ -42,14 +42,20 @@ class Direct:
     made again on the next call. ``send`` sends a write whose reply nobody waits for: the
     next call reads it first (a note whose loss the reader tolerates)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, read_timeout: float | None = None) -> None:
         self.client = client
+        # Set for a connection that blocks (BLMPOP): it must wait longer than the block,
+        # whatever the client's socket timeout (redis-py 8 sets 5 s by default).
+        self.read_timeout = read_timeout
         self._conn: ConnectionInterface | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
 
     def _connection(self) -> ConnectionInterface:
         if self._conn is None:
-            self._conn = self.client.connection_pool.make_connection()
+            conn = self.client.connection_pool.make_connection()
+            if self.read_timeout is not None:
+                conn.socket_timeout = self.read_timeout  # applied when it connects
+            self._conn = conn
         return self._conn
 
     def call(self, *args: Any) -> Any:

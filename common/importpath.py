@@ -4,6 +4,13 @@ A function defined in a script run as ``python examples/etl.py`` lives in ``__ma
 which means nothing to a worker. It is named after the script instead: ``examples.etl``
 when the script sits under the current folder (workers started from the project folder
 import it), or the script's absolute path otherwise (workers load the file).
+
+A worker runs only what its operator allowed (``TaskPolicy``): a ``@task`` object, found
+in a module given by ``--import``, under an allowed package, or in an allowed folder (by
+default the folder the worker runs in). A task record names its function, and anyone who
+can write to Redis can write a task record: without this, ``os:system`` or
+``builtins:exec`` would run on every worker. The module is checked before it is imported
+(importing is running code), the object after.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,8 +35,101 @@ _import_lock = threading.RLock()
 _resolved: dict[str, Callable[..., Any]] = {}
 
 
+# Set by ``@task`` on the objects it makes: only they may run on a worker.
+TASK_MARKER = "__balancer_task__"
+# Folders under which a module is installed, never the project's own.
+_INSTALLED = frozenset({"site-packages", "dist-packages"})
+
+
 class TaskNotFound(LookupError):
     """The task's import path does not lead to a callable."""
+
+
+class TaskNotAllowed(LookupError):
+    """The task record names something this worker may not run: not a ``@task``, or in a
+    module its operator did not allow. Never retried: another try cannot succeed."""
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    """Which modules a worker may import tasks from.
+
+    ``modules``: exact module names (``--import``); ``packages``: a package and all under
+    it (``--allow``); ``folders``: top-level modules and packages sitting directly in one
+    of these folders, and script files anywhere under them (outside installed packages
+    and hidden folders such as a project's ``.venv``)."""
+
+    modules: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, imports: tuple[str, ...] | list[str] = (), allow: tuple[str, ...] | list[str]
+           = (), folder: str | None = None) -> TaskPolicy:
+        """The policy of a worker: its ``--import`` modules, its ``--allow`` entries (a
+        package name, or a folder when it holds a path separator) and its own folder."""
+        folders = [str(Path(folder or os.getcwd()).resolve())]
+        packages = []
+        for entry in allow:
+            if os.sep in entry or entry.startswith("."):
+                folders.append(str(Path(entry).resolve()))
+            else:
+                packages.append(entry)
+        return cls(tuple(imports), tuple(packages), tuple(dict.fromkeys(folders)))
+
+    def refusal(self, module: str) -> str | None:
+        """None when ``module`` (a dotted name or a script path) may be imported, else
+        why not, in a phrase."""
+        if module.endswith(".py") or os.sep in module:
+            return None if self._holds_file(Path(module)) else (
+                f"the script {module} is outside the allowed folders")
+        if module in self.modules or any(module == p or module.startswith(p + ".")
+                                         for p in self.packages):
+            return None
+        top = module.partition(".")[0]
+        try:
+            spec = importlib.util.find_spec(top)  # finds, without running anything
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            return None  # not found anywhere: importing it fails as TaskNotFound
+        places = list(spec.submodule_search_locations or [])
+        if not places and spec.origin and spec.has_location:
+            places = [spec.origin]
+        if any(str(Path(p).resolve().parent) in self.folders for p in places):
+            return None
+        return f"module {module!r} is not in the worker's folder nor an allowed package"
+
+    def _holds_file(self, path: Path) -> bool:
+        path = path.resolve()
+        for folder in self.folders:
+            try:
+                parts = path.relative_to(folder).parts
+            except ValueError:
+                continue
+            if not any(p in _INSTALLED or p.startswith(".") for p in parts[:-1]):
+                return True
+        return False
+
+
+_policy: TaskPolicy | None = None
+
+
+def set_policy(policy: TaskPolicy) -> None:
+    """What this process may import to run tasks (a worker sets it once at start)."""
+    global _policy
+    _policy = policy
+    _resolved.clear()
+
+
+def policy() -> TaskPolicy:
+    """This process's policy; by default its own folder and nothing else."""
+    return _policy if _policy is not None else TaskPolicy.of()
+
+
+HOW_TO_ALLOW = ("a worker runs @task functions of its own folder, of modules given by"
+                " --import, and of packages or folders given by --allow (or"
+                " BALANCER_ALLOWED_TASKS)")
 
 
 @contextmanager
@@ -123,6 +224,9 @@ def _resolve(path: str) -> Callable[..., Any]:
     module, sep, qualname = path.partition(":")
     if not sep or not module or not qualname:
         raise TaskNotFound(f"task path {path!r} is not of the form 'module:qualname'")
+    why = policy().refusal(module)
+    if why is not None:
+        raise TaskNotAllowed(f"task {path!r} may not run on this worker: {why} ({HOW_TO_ALLOW})")
     try:
         obj: Any = _import(module)
     except TaskNotFound:
@@ -137,7 +241,10 @@ def _resolve(path: str) -> Callable[..., Any]:
             obj = getattr(obj, part)
         except AttributeError:
             raise TaskNotFound(f"module {module!r} has no {qualname!r} (task {path!r})") from None
-    fn = getattr(obj, "fn", obj)  # a @task wraps the function it runs
+    if getattr(obj, TASK_MARKER, False) is not True:
+        raise TaskNotAllowed(f"{path!r} is not a @task: a worker runs only functions"
+                             " decorated with @task")
+    fn = obj.fn  # a @task wraps the function it runs
     if not callable(fn):
         raise TaskNotFound(f"task {path!r} is not callable")
     return fn  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ thread calls them on a connection of its own (``connection.Direct``).
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.signals import Offer
 
+log = logging.getLogger("worker")
+
 WAKE_CAP = 10_000
 
-FailMode = Literal["retry", "final", "crash"]
+FailMode = Literal["retry", "final", "crash", "quarantine"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 
 
@@ -230,7 +233,10 @@ class Scripts:
             for c in d.children:
                 keys += [k.task(c.task_id), k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        stored, taken = self._run("ack", keys, args)
+        stored, taken, forged = self._run("ack", keys, args)
+        for entry in forged:
+            log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
+                      worker_id, entry[:80])
         return [bool(x) for x in stored], list(taken)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,

@@ -10,11 +10,12 @@ import dataclasses
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "BALANCER_"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MIN_KEY_LENGTH = 16  # of a signing key
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,12 @@ class Settings:
     # How long past its timeout a task may stay unacknowledged before the dispatcher fails
     # it itself (a backstop for a worker that keeps heartbeating but lost the task).
     timeout_grace: float = 10.0
+    # Packages (``myapp``) and folders (``/srv/jobs``), comma-separated, whose @task
+    # functions workers may run besides those of --import and of their own folder.
+    allowed_tasks: str = ""
+    # Secrets, comma-separated, that clients sign task specs with and workers verify
+    # (common/signing.py). Empty: nothing is signed. Kept out of the record's repr.
+    signing_keys: str = field(default="", repr=False)
 
     @classmethod
     def from_env(
@@ -91,6 +98,10 @@ class Settings:
             )
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
+        keys = [k.strip() for k in self.signing_keys.split(",") if k.strip()]
+        if any(len(k) < MIN_KEY_LENGTH for k in keys):
+            raise SettingsError(f"every signing key must be at least {MIN_KEY_LENGTH}"
+                                " characters long")
         if not self.namespace or any(c in self.namespace for c in "{}: "):
             raise SettingsError(
                 f"namespace {self.namespace!r} must be non-empty, without {{}}: or spaces")
@@ -99,6 +110,11 @@ class Settings:
     def server_url(self) -> str:
         """The URL a long-running process (dispatcher, worker) connects to."""
         return self.redis_url or DEFAULT_REDIS_URL
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """``allowed_tasks`` as a list of packages and folders."""
+        return tuple(e.strip() for e in self.allowed_tasks.split(",") if e.strip())
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

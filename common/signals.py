@@ -138,8 +138,9 @@ class Lease(NamedTuple):
     """One inbox entry: a task leased to a worker, with everything needed to run it.
 
     Written by assign.lua as ``id|token|`` followed by length-prefixed fields
-    (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args. A named tuple, not
-    a frozen dataclass: one is made per task, and it costs a quarter as much to make.
+    (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args, sig (an entry
+    older than signing ends at args). A named tuple, not a frozen dataclass: one is made
+    per task, and it costs a quarter as much to make.
     """
 
     task_id: str
@@ -152,6 +153,7 @@ class Lease(NamedTuple):
     children: bytes
     args: bytes
     raw: bytes = b""
+    sig: bytes = b""  # the client's signature of the spec (common/signing.py), if any
 
     @property
     def suspect(self) -> bool:
@@ -163,7 +165,7 @@ class Lease(NamedTuple):
         return lease_member(self.task_id, self.token)
 
 
-LEASE_FIELDS = 7
+LEASE_FIELDS = 7  # then the signature, in entries written since signing exists
 
 
 def parse_lease(raw: bytes) -> Lease | None:
@@ -172,20 +174,18 @@ def parse_lease(raw: bytes) -> Lease | None:
         task_id, token, rest = raw.split(b"|", 2)
         fields: list[bytes] = []
         pos = 0
-        for _ in range(LEASE_FIELDS):
+        while pos < len(rest) or len(fields) < LEASE_FIELDS:
             colon = rest.index(b":", pos)
             size = int(rest[pos:colon])
             start = colon + 1
-            if size < 0 or start + size > len(rest):
+            if size < 0 or start + size > len(rest) or len(fields) > LEASE_FIELDS:
                 return None
             fields.append(rest[start:start + size])
             pos = start + size
-        if pos != len(rest):
-            return None
-        queue, flow, timeout, fn, name, children, args = fields
+        queue, flow, timeout, fn, name, children, args, *sig = fields
         return Lease(task_id.decode(), token.decode(), queue.decode(), flow.decode(),
                      float(timeout) if timeout else None, fn.decode(), name.decode(),
-                     children, args, raw)
+                     children, args, raw, sig[0] if sig else b"")
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -13,10 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-import redis
 from balancer.common import codec
+from balancer.common.retry import persist
 from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
@@ -35,7 +34,6 @@ log = logging.getLogger("worker")
 BATCH = 200
 # While other slots are running, wait this long for their results to share one call.
 LINGER = 0.001
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,18 +43,6 @@ class Finished:
     started_ms: int
     took: float
     done: Done | None  # set for successes
-
-
-def persist(what: str, task_id: str, call: Callable[[], T]) -> T:
-    """Run an idempotent call, retrying with backoff while Redis is unreachable."""
-    backoff = 0.1
-    while True:
-        try:
-            return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.error("task=%s cannot %s (%s); retrying in %.1fs", task_id, what, exc, backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
 
 class Acker(threading.Thread):
@@ -144,12 +130,13 @@ class Acker(threading.Thread):
 
     def _fail(self, f: Finished) -> None:
         lease, outcome = f.lease, f.outcome
-        mode: FailMode = "crash" if outcome.crashed else "retry" if outcome.retryable else "final"
+        mode: FailMode = ("quarantine" if outcome.quarantine else "crash" if outcome.crashed
+                          else "retry" if outcome.retryable else "final")
         code = persist("be acknowledged", lease.task_id, lambda: self.scripts.fail(
             self.worker_id, lease.token, lease.task_id, lease.queue, lease.flow,
             outcome.payload, mode, self.ttl_ms, self.settings.poison_threshold, f.started_ms))
         verdict = {FAIL_RETRIED: "will run again", FAIL_FAILED: "failed",
-                   FAIL_QUARANTINED: "quarantined after killing its process"}.get(code)
+                   FAIL_QUARANTINED: "quarantined"}.get(code)
         if verdict is None:
             self._refused(lease)
         else:

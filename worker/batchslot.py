@@ -33,9 +33,10 @@ import time
 import redis
 from balancer.common import signals
 from balancer.common.keys import Keys
+from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask
 from balancer.common.signals import Lease
-from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.ack import Acker, Finished
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
 from balancer.worker.pool import Runner
@@ -68,10 +69,9 @@ class BatchSlot(Slot):
                 self._starting(lease)
                 finished = self.run_one(lease)
                 with self._lock:
-                    if finished is not None:
-                        if not self._pending:
-                            self._oldest = time.monotonic()
-                        self._pending.append(finished)
+                    if not self._pending:
+                        self._oldest = time.monotonic()
+                    self._pending.append(finished)
                     more = self.inbox.has_ready()
                     if more and time.monotonic() - self._oldest < ACK_WITHIN:
                         continue

@@ -33,7 +33,7 @@ from typing import Any
 
 from balancer.common import codec, logs, signals
 from balancer.common.connection import connect
-from balancer.common.importpath import importing_tasks
+from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -71,6 +71,7 @@ class ChildSpec:
     concurrency: int  # of the whole worker: it decides when an ack may be quiet
     log_level: str
     supervisor_pid: int
+    policy: TaskPolicy
     index: int = 0  # the slot's: its field of ahead:<worker>
 
 
@@ -184,6 +185,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     if spec.cwd not in sys.path:
         sys.path.insert(0, spec.cwd)
     os.environ["BALANCER_WORKER_CHILD"] = "1"
+    set_policy(spec.policy)
     with importing_tasks():
         for module in spec.imports:
             __import__(module)

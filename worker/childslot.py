@@ -19,9 +19,10 @@ from multiprocessing.connection import wait
 
 from balancer.common import codec, signals
 from balancer.common.codec import CodecError, ErrorInfo
+from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.worker import child
-from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.ack import Acker, Finished
 from balancer.worker.child import ChildSpec
 from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding

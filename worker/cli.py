@@ -32,6 +32,12 @@ def main() -> None:
               help="Import a module of tasks at start (repeatable), e.g. examples.etl."
                    " Tasks are otherwise imported on first use; the current folder is on"
                    " the import path.")
+@click.option("--allow", "allow", multiple=True, metavar="PACKAGE|FOLDER",
+              help="Also run @task functions of this package (and all under it) or of"
+                   " modules and scripts in this folder (repeatable; adds to"
+                   " $BALANCER_ALLOWED_TASKS). A worker always runs those of --import"
+                   " modules and of the folder it starts in, and nothing else: a task"
+                   " record naming any other function fails with TaskNotAllowed.")
 @click.option("--redis-url", help="Redis URL of the cluster. Default: $BALANCER_REDIS_URL,"
                                   " else redis://127.0.0.1:6379/0.")
 @click.option("--namespace", help="Key namespace. Default: $BALANCER_NAMESPACE or balancer.")
@@ -41,7 +47,8 @@ def main() -> None:
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None,
-          imports: tuple[str, ...], redis_url: str | None, namespace: str | None,
+          imports: tuple[str, ...], allow: tuple[str, ...], redis_url: str | None,
+          namespace: str | None,
           heartbeat_interval: float | None, grace: float | None, log_level: str) -> None:
     """Start a worker serving QUEUEs: heartbeat, fetch, execute, acknowledge.
 
@@ -63,7 +70,7 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
     except Exception as exc:
         raise click.ClickException(f"cannot reach Redis at {settings.server_url}: {exc}") from None
     worker = Worker(client, settings, queues=queues or ("default",), concurrency=concurrency,
-                    pool=pool, name=name, imports=imports, log_level=log_level)
+                    pool=pool, name=name, imports=imports, allow=allow, log_level=log_level)
     try:
         worker.run()
     except WorkerError as exc:

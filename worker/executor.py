@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from balancer.common import codec
 from balancer.common.codec import CodecError, ErrorInfo
-from balancer.common.importpath import TaskNotFound, load
+from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
 
 
 @dataclass(frozen=True)
@@ -19,11 +19,12 @@ class Outcome:
     payload: bytes  # the packed result, or the packed ErrorInfo
     retryable: bool = True
     crashed: bool = False  # the run killed the process running it
+    quarantine: bool = False  # refused: no run can succeed until an operator looks
 
     @classmethod
-    def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False
-                ) -> Outcome:
-        return cls(False, codec.pack_error(error), retryable, crashed)
+    def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False,
+                quarantine: bool = False) -> Outcome:
+        return cls(False, codec.pack_error(error), retryable, crashed, quarantine)
 
     def to_bytes(self) -> bytes:
         return codec.pack([self.ok, self.payload, self.retryable])
@@ -37,6 +38,8 @@ class Outcome:
 def execute(fn_path: str, args_blob: bytes, max_result_bytes: int) -> Outcome:
     try:
         fn = load(fn_path)
+    except TaskNotAllowed as exc:
+        return Outcome.failure(ErrorInfo("balancer.TaskNotAllowed", str(exc)), retryable=False)
     except TaskNotFound as exc:
         return Outcome.failure(ErrorInfo.from_exception(exc))
     try:

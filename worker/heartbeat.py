@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 
 import psutil
-import redis
 from balancer.common.models import WorkerInfo
+from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 
@@ -93,6 +93,7 @@ class Heartbeat(threading.Thread):
         self._light = 0  # light beats since
         self._clock_ms = 0.0  # Redis time minus monotonic time, from the last full beat
         self._soon = threading.Event()
+        self.failed = threading.Event()  # set: the thread died; the worker must stop
 
     def beat(self, info: WorkerInfo | None = None) -> bool:
         """Send one full heartbeat; False when the registration had lapsed (we were reaped)."""
@@ -125,18 +126,28 @@ class Heartbeat(threading.Thread):
         self._soon.set()
 
     def run(self) -> None:
-        failing = False
-        while True:
-            hurried = self._soon.wait(self.settings.heartbeat_interval)
-            self._soon.clear()
-            if self.stopping.is_set():
-                break
-            try:
-                self.tick(full=hurried)
-                if failing:
+        """Beat until stopped. A Redis error (an outage, or an error reply such as OOM)
+        is retried at the next interval, and the first beat after it goes out in full:
+        if the dispatcher declared this worker dead meanwhile, that beat registers it
+        again. Any other error ends the thread; the worker then stops (``failed``), as a
+        worker nobody hears from must not go on running tasks."""
+        backoff = Backoff()
+        try:
+            while True:
+                hurried = self._soon.wait(self.settings.heartbeat_interval)
+                self._soon.clear()
+                if self.stopping.is_set():
+                    break
+                try:
+                    self.tick(full=hurried or backoff.delay > 0)
+                except RETRYABLE as exc:
+                    if backoff.failed():
+                        log.error("worker=%s cannot heartbeat: %s", self.worker_id,
+                                  describe(exc))
+                    continue
+                if backoff.recovered():
                     log.info("worker=%s reached Redis again", self.worker_id)
-                failing = False
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if not failing:
-                    log.error("worker=%s cannot heartbeat: %s", self.worker_id, exc)
-                failing = True
+        except Exception:
+            log.critical("worker=%s: the heartbeat thread failed; stopping the worker",
+                         self.worker_id, exc_info=True)
+            self.failed.set()

@@ -21,15 +21,17 @@ import redis
 from balancer.common import signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.signals import Lease
 
 log = logging.getLogger("worker")
 
 # Long blocks keep an idle worker quiet (each slot of a process pool fetches for itself);
-# close() pushes SENTINEL to end one at once. A block ends a second before the
-# connection's socket timeout, when one is set (``?socket_timeout=`` in the URL).
+# close() pushes SENTINEL to end one at once. The fetching connection waits this much
+# longer than a block for its reply, whatever the client's socket timeout.
 FETCH_BLOCK = 30.0
-# After a failed fetch, the slot holding the turn tries again this much later.
+READ_MARGIN = 5.0
+# After failed fetches, the slot holding the turn tries again after a backoff up to this.
 FETCH_RETRY = 4.0
 SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
@@ -49,15 +51,17 @@ class Inbox:
         self.worker_id = worker_id
         self.client = client
         self.key = keys.inbox(worker_id)
+        self.leases_key = keys.leases(worker_id)
         self.on_take = on_take  # the worker now holds this lease
         self.stopping = stopping  # set: take no more work
         self._ready: queue.Queue[Lease | _Turn] = queue.Queue()
         self._turn = threading.Lock()
         self._lock = threading.Lock()
         self._waiting = 0  # slots inside next()
-        self.direct = Direct(client)  # used only by the slot holding the turn
-        limit = client.connection_pool.connection_kwargs.get("socket_timeout")
-        self.block = FETCH_BLOCK if not limit else max(0.1, min(FETCH_BLOCK, limit - 1.0))
+        self.block = FETCH_BLOCK
+        # Used only by the slot holding the turn.
+        self.direct = Direct(client, read_timeout=self.block + READ_MARGIN)
+        self._backoff = Backoff(cap=FETCH_RETRY)
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -99,14 +103,41 @@ class Inbox:
         try:
             reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT", "COUNT",
                                      wanted)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
-            self.stopping.wait(FETCH_RETRY)  # holding the turn: one slot retries
+        except RETRYABLE as exc:
+            if self._backoff.failed():
+                log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
+            self.stopping.wait(self._backoff.delay)  # holding the turn: one slot retries
             return None, 0
-        leases = self._taken(cast(list[bytes], reply[1]) if reply else [])
+        if self._backoff.recovered():
+            log.info("worker=%s fetches again", self.worker_id)
+        leases = self._taken(self._leased(cast(list[bytes], reply[1]) if reply else []))
         for lease in leases[1:]:
             self._ready.put(lease)
         return (leases[0] if leases else None), len(leases) - 1
+
+    def _leased(self, entries: list[bytes]) -> list[bytes]:
+        """The entries whose lease this worker holds. Anyone who can push to the inbox
+        could otherwise make it run what they wrote: a forged entry is dropped and logged,
+        never run. (An entry taken with an ack is checked by ack.lua itself.)"""
+        entries = [raw for raw in entries if raw != SENTINEL]
+        if not entries:
+            return entries
+        members = [b"|".join(raw.split(b"|", 2)[:2]) for raw in entries]
+        try:
+            held = self.direct.call("SMISMEMBER", self.leases_key, *members)
+        except RETRYABLE as exc:
+            # Not run, and not lost: the reconciler hands back leases nobody holds.
+            log.error("worker=%s cannot check the leases of %d fetched entries: %s",
+                      self.worker_id, len(entries), describe(exc))
+            return []
+        kept = []
+        for raw, ok in zip(entries, held):
+            if ok:
+                kept.append(raw)
+            else:
+                log.error("worker=%s dropped an inbox entry that holds no lease (never run):"
+                          " %r", self.worker_id, raw[:80])
+        return kept
 
     def _wake_one(self, handed: int) -> None:
         """Leaving with a lease: if slots still wait with nothing handed to them, one of
@@ -158,6 +189,6 @@ class Inbox:
         for it, so that what the inbox holds from now on stays there."""
         try:
             self.client.lpush(self.key, SENTINEL)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.error("worker=%s cannot end its fetch: %s", self.worker_id, exc)
+        except RETRYABLE as exc:
+            log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
         self._turn.acquire(timeout=timeout)  # kept: no slot fetches again

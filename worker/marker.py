@@ -13,8 +13,8 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-import redis
 from balancer.common import signals
+from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import Scripts
 from balancer.worker.holding import Holding
 
@@ -48,7 +48,7 @@ class Marker(threading.Thread):
             if due:
                 # Lost on an outage: the task only shows as assigned a little longer, and
                 # what was prefetched behind it waits for it (the reconciler goes on).
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(*RETRYABLE):
                     self.scripts.mark_running(self.worker_id,
                                               [(lease.task_id, lease.token) for lease in due])
                     self.make_way()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis
 from balancer.common import signals
 from balancer.common.keys import Keys
+from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts
 
 log = logging.getLogger("worker")
@@ -42,7 +43,7 @@ class Reconciler(threading.Thread):
             # During an outage the heartbeat reports it; the next pass catches up.
             if self.leased() == 0 and not self.running() and not self._suspects:
                 continue
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            with contextlib.suppress(*RETRYABLE):
                 self.pass_once()
 
     def pass_once(self) -> int:

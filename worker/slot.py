@@ -9,13 +9,14 @@ import threading
 import time
 
 import redis
-from balancer.common import codec
+from balancer.common import codec, signing
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
+from balancer.common.retry import persist
 from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
-from balancer.worker.ack import Acker, Finished, persist
+from balancer.worker.ack import Acker, Finished
 from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -38,6 +39,7 @@ class Slot(threading.Thread):
         self.holding = holding
         self.stopping = stopping
         self.current: str | None = None  # the task id this slot runs, if any
+        self.signer = signing.signer(acker.settings.signing_keys)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -45,25 +47,31 @@ class Slot(threading.Thread):
             if lease is None:
                 continue
             finished = self.run_one(lease)
-            if finished is not None and not self.inbox.has_ready() and self.acker.idle():
+            if not self.inbox.has_ready() and self.acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
                 take = 0 if self.stopping.is_set() else 1
                 self.inbox.deliver(self.acker.store([finished], take))
-            elif finished is not None:
+            else:
                 self.acker.submit(finished)
 
-    def run_one(self, lease: Lease) -> Finished | None:
-        """Run one lease; its outcome, to store (None after an unexpected error)."""
+    def run_one(self, lease: Lease) -> Finished:
+        """Run one lease; its outcome, to store.
+
+        An error raised here, outside the task's own code (reading its arguments: a
+        RecursionError from an argument nested hundreds deep), counts as a crash: the
+        task goes back to its queue and is quarantined once it has done so
+        ``poison_threshold`` times, instead of being re-leased for ever."""
         self.current = lease.task_id
         try:
             return self.handle(lease)
-        except Exception:
-            # The lease stays held; the reconciler hands it back to its queue.
+        except Exception as exc:
             log.exception("task=%s: unexpected error in worker=%s", lease.task_id,
                           self.worker_id)
-            self.holding.release(lease.task_id)
-            return None
+            outcome = Outcome.failure(ErrorInfo(
+                "balancer.WorkerError", f"the worker failed to run task {lease.fn}:"
+                f" {type(exc).__name__}: {exc}"), crashed=True)
+            return Finished(lease, outcome, int(time.time() * 1000), 0.0, None)
         finally:
             self.current = None  # first: the ack thread must not wait for this slot
 
@@ -84,12 +92,18 @@ class Slot(threading.Thread):
         t0 = time.monotonic()
         log.debug("task=%s name=%s started on worker=%s lease=%s", lease.task_id, lease.name,
                   self.worker_id, lease.token)
-        try:
-            args = self._with_upstream_results(lease)
-        except LookupError as exc:
-            outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing", str(exc)))
+        refusal = self.signer.refusal(lease) if self.signer is not None else None
+        if refusal is not None:  # checked before anything is imported
+            outcome = Outcome.failure(ErrorInfo("balancer.BadSignature", refusal),
+                                      retryable=False, quarantine=True)
         else:
-            outcome = self.runner.run(lease.fn, args, lease.timeout)
+            try:
+                args = self._with_upstream_results(lease)
+            except LookupError as exc:
+                outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
+                                                    str(exc)))
+            else:
+                outcome = self.runner.run(lease.fn, args, lease.timeout)
         took = time.monotonic() - t0
         self.holding.finish(lease.queue, took * 1000)
         done = None

@@ -28,9 +28,10 @@ from types import FrameType
 
 import redis
 from balancer.common import signals
-from balancer.common.importpath import importing_tasks
+from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
+from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
 from balancer.worker.ack import Acker
@@ -65,6 +66,7 @@ class Worker:
         pool: str = "process",
         name: str | None = None,
         imports: tuple[str, ...] = (),
+        allow: tuple[str, ...] = (),
         log_level: str = "INFO",
     ) -> None:
         if concurrency < 1:
@@ -82,6 +84,7 @@ class Worker:
         self.pool = pool
         self.id = name or f"{socket.gethostname()}-{os.getpid()}"
         self.imports = list(imports)
+        self.policy = TaskPolicy.of(self.imports, (*settings.allowed, *allow))
         self.log_level = log_level
         self.fetching = threading.Event()  # set: stop taking work
         self.stopped = threading.Event()  # set: background threads stop
@@ -125,6 +128,7 @@ class Worker:
         cwd = os.getcwd()
         if cwd not in sys.path:
             sys.path.insert(0, cwd)  # tasks of scripts in the project folder import from here
+        set_policy(self.policy)
         with importing_tasks():
             for module in self.imports:
                 try:
@@ -150,7 +154,7 @@ class Worker:
     def _make_slots(self) -> list[Slot | ChildSlot]:
         if self.pool == "process":
             spec = ChildSpec(self.id, self.settings, tuple(self.imports), os.getcwd(),
-                             self.concurrency, self.log_level, os.getpid())
+                             self.concurrency, self.log_level, os.getpid(), self.policy)
             return [ChildSlot(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
                               self.holding)
                     for i in range(self.concurrency)]
@@ -200,7 +204,10 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
         self.start()
         while not stop.wait(0.5):
-            pass
+            if self.heartbeat.failed.is_set():
+                self.shutdown()
+                raise WorkerError(f"worker {self.id!r} stopped: its heartbeat thread failed"
+                                  " (see the log above)")
         self.shutdown()
 
     def shutdown(self, grace: float | None = None) -> None:
@@ -213,7 +220,7 @@ class Worker:
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
             self.hand_back()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except RETRYABLE as exc:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
         deadline = time.monotonic() + grace
         for slot in self.slots:
@@ -235,7 +242,7 @@ class Worker:
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
             pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
         log.info("worker=%s stopped", self.id)
 

@@ -84,7 +84,7 @@ local NEVER = 1000000000
 -- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing
 -- offer: it passes `specs`, the fields it is writing, for tasks it never queued).
 -- Returns leased, dropped, deadlines set.
-local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect'}
+local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect', 'sig'}
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
                            deadlines_key, worker, queue, prefix, free, grace_ms, specs)
   local function field(v)
@@ -105,7 +105,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       local token = prefix .. '.' .. n
       if s[7] then token = token .. '!' end
       entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
-        .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2])
+        .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2]) .. field(s[8])
       members[n] = id .. '|' .. token
       local timeout = tonumber(s[3] or '')
       if timeout then

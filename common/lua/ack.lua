@@ -21,7 +21,8 @@
 --       ahead field ('': none, the leases taken start at once), then per task:
 --       id, token, queue, started ms, result, has deadline (1/0), child count,
 --       then (child id, child score) per child
--- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken}.
+-- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
+--          entries dropped as they hold no lease}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
 local a, k = 8, 8
 local out, per_queue, per_flow, stored, unlocked = {}, {}, {}, 0, 0
@@ -79,11 +80,23 @@ if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
     redis.call('RPUSH', KEYS[3], (unlocked > 0 and 'a|' or 'k|') .. ARGV[1] .. '|' .. held)
   end
 end
-local taken = {}
-if tonumber(ARGV[5]) > 0 then taken = redis.call('LPOP', KEYS[5], ARGV[5]) or {} end
+-- Only an entry whose lease the worker holds is handed over: anyone who can push to the
+-- inbox could otherwise make the worker run what they wrote (worker/inbox.py checks the
+-- entries it fetches itself the same way).
+local taken, forged = {}, {}
+if tonumber(ARGV[5]) > 0 then
+  for _, entry in ipairs(redis.call('LPOP', KEYS[5], ARGV[5]) or {}) do
+    local member = string.match(entry, '^[^|]*|[^|]*')
+    if member and redis.call('SISMEMBER', KEYS[1], member) == 1 then
+      taken[#taken + 1] = entry
+    else
+      forged[#forged + 1] = entry
+    end
+  end
+end
 if #taken > 1 and ARGV[7] ~= '' then
   local members = {}
   for i = 2, #taken do members[i - 1] = string.match(taken[i], '^[^|]*|[^|]*') end
   redis.call('HSET', KEYS[6], ARGV[7], table.concat(members, ' '))
 end
-return {out, taken}
+return {out, taken, forged}

@@ -1,7 +1,8 @@
 -- A run of a task did not succeed. Mode "retry": retry later with exponential backoff
 -- while retries are left, else fail. Mode "final": fail now. Mode "crash": the run killed
 -- its process; put the task back at once, or quarantine it once it has killed
--- `poison threshold` processes. Idempotent for the same lease, like ack.lua.
+-- `poison threshold` processes. Mode "quarantine": quarantine it now. Idempotent for the
+-- same lease, like ack.lua.
 -- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue, dlq
 -- ARGV: worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,
 --       started ms
@@ -25,6 +26,12 @@ if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
 redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|' .. redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)
+if mode == 'quarantine' then
+  -- The worker refused to run it (a spec whose signature does not verify): no run can
+  -- succeed until an operator looks at it.
+  quarantine(KEYS[1], KEYS[11], id, ARGV[4])
+  return settle(3)
+end
 if mode == 'crash' then
   if redis.call('HINCRBY', KEYS[1], 'lost', 1) >= tonumber(ARGV[7]) then
     quarantine(KEYS[1], KEYS[11], id, ARGV[4])

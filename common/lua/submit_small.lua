@@ -40,7 +40,8 @@ for t = 1, n_tasks do
     -- What a lease carries, from the fields being written (lease_tasks' LEASE_SPEC order).
     local given = {}
     for f = a + 3, a + 1 + 2 * n, 2 do given[ARGV[f]] = ARGV[f + 1] end
-    specs[i] = {given.fn, given.args, given.timeout, given.flow, given.children, given.name}
+    specs[i] = {given.fn, given.args, given.timeout, given.flow, given.children, given.name,
+                nil, given.sig}
   end
   a = a + 3 + 2 * n
 end

@@ -555,6 +555,23 @@ def test_ack_and_take_hands_over_the_next_inbox_entries_in_the_same_call(db: Db)
     assert db.leases() == {f"b|{tokens['b']}", f"c|{tokens['c']}"}  # still leased, not lost
 
 
+def test_ack_and_take_drops_an_inbox_entry_without_its_lease(db: Db) -> None:
+    db.put_flow(2)
+    for t in "ab":
+        db.put_task(t)
+    tokens = db.lease("a", "b")
+    db.client.lpop(db.keys.inbox(W))
+    raw_b = db.client.lpop(db.keys.inbox(W))
+    forged = raw_b.replace(tokens["b"].encode(), b"9.9.9")  # type: ignore[union-attr]
+    db.client.rpush(db.keys.inbox(W), forged, raw_b)  # a writer to Redis pushed one more
+
+    stored, taken = db.scripts.ack_and_take(
+        W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok")], TTL, FINISHED, 2)
+    assert stored == [True]
+    assert taken == [raw_b]  # the forged entry is gone, not handed to the worker
+    assert db.client.llen(db.keys.inbox(W)) == 0
+
+
 def _take_batch(db: Db) -> tuple[dict[str, str], list[Lease]]:
     """Worker W ran "a" and acknowledges it, taking "b", "c", "d" as one pool child's
     batch (its ahead field "0")."""

@@ -185,7 +185,7 @@ def test_minimal_entry_parses() -> None:
         b"t1|1.1.1|",
         VALID[:-1],  # truncated: the last length promises more than is left
         VALID + b"x",  # trailing bytes
-        VALID + b"0:",  # an eighth field
+        VALID + b"0:0:",  # a ninth field (the eighth is the signature)
         BASE[:-2],  # six fields
         b"t1|1.1.1|" + b"1:q" * 6,  # six fields, all well formed
         b"t1|1.1.1|1:q1:f0:3:m:f1:n0:99:args",  # a length beyond the end
@@ -204,6 +204,13 @@ def test_minimal_entry_parses() -> None:
 )
 def test_garbage_entry_parses_to_none(raw: bytes) -> None:
     assert signals.parse_lease(raw) is None
+
+
+def test_an_eighth_field_is_the_signature_and_an_entry_without_it_has_none() -> None:
+    signed = signals.parse_lease(VALID + b"4:abcd")
+    assert signed is not None and signed.sig == b"abcd"
+    assert signed[:9] == signals.parse_lease(VALID)[:9]  # type: ignore[index]
+    assert signals.parse_lease(VALID).sig == b""  # type: ignore[union-attr]
 
 
 _ids = st.text(st.characters(codec="utf-8", exclude_characters="|"), min_size=1, max_size=12)

@@ -21,6 +21,14 @@ def entry(task_id: str) -> bytes:
     return f"{task_id}|1.1.1|".encode() + b"".join(b"%d:%s" % (len(f), f) for f in fields)
 
 
+def lease(client: redis.Redis, namespace: str, *task_ids: str) -> None:
+    """Put leases in the inbox of worker "w" as the dispatcher does: the entry and the
+    lease it holds."""
+    keys = Keys(namespace)
+    client.sadd(keys.leases("w"), *(f"{t}|1.1.1" for t in task_ids))
+    client.rpush(keys.inbox("w"), *(entry(t) for t in task_ids))
+
+
 class Slots:
     """Threads standing for idle slots: each takes one lease from the inbox, then stops."""
 
@@ -53,11 +61,11 @@ def inbox(real: redis.Redis, namespace: str) -> Iterator[tuple[Inbox, threading.
 
 
 def test_waiting_slots_each_get_one_lease_and_the_rest_stays_in_redis(
-        real: redis.Redis, inbox: tuple[Inbox, threading.Event, str]) -> None:
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
     box, _, key = inbox
     slots = Slots(box)
     slots.start(3)
-    real.rpush(key, *(entry(f"t{i}") for i in range(5)))
+    lease(real, namespace, *(f"t{i}" for i in range(5)))
     slots.join()
     got = sorted(lease.task_id for lease in slots.got if lease is not None)
     assert len(got) == 3 and len(set(got)) == 3
@@ -87,3 +95,17 @@ def test_closing_ends_a_blocked_fetch_and_no_slot_fetches_after(
     real.rpush(key, entry("late"))
     assert box.next() is None
     assert real.llen(key) >= 1  # left for the hand-back
+
+
+def test_an_inbox_entry_without_its_lease_is_dropped_and_never_run(
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    box, _, key = inbox
+    real.rpush(key, entry("forged"))  # pushed by anyone who can write to Redis: no lease
+    lease(real, namespace, "real")
+    slots = Slots(box)
+    slots.start(1)
+    slots.join()
+    assert [lease.task_id for lease in slots.got if lease is not None] == ["real"]
+    assert real.llen(key) == 0
+    assert "dropped an inbox entry that holds no lease" in caplog.text and "forged" in caplog.text

@@ -1,0 +1,76 @@
+"""What a long-lived loop does when Redis fails it: wait, try again, say so once.
+
+Every Redis error is worth retrying on a path that must go on: a connection lost or timed
+out, and every error reply too (OOM under ``maxmemory``, READONLY after a failover,
+LOADING after a restart, BUSY while a script runs, WRONGTYPE from a key an operator
+broke). Redis recovers from all of these without us, and a thread that died on one would
+not come back: a 3-second OOM once left a cluster with no worker heartbeating for good.
+Only client-side errors (``redis.DataError``, bad arguments) are bugs, not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+RETRYABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """Delays that double from ``start`` to ``cap``, and the episode's first failure.
+
+    ``failed`` says whether to log (the first failure of an episode only: a loop that
+    retries every 5 s for an hour must not write 720 identical lines); ``recovered``
+    whether an episode just ended (log that once too)."""
+
+    def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_MAX) -> None:
+        self.start = start
+        self.cap = cap
+        self.delay = 0.0  # 0: not failing
+
+    def failed(self) -> bool:
+        """Note a failure; True for the first of an episode. ``delay`` is the wait."""
+        first = self.delay == 0.0
+        self.delay = self.start if first else min(self.delay * 2, self.cap)
+        return first
+
+    def recovered(self) -> bool:
+        """Note a success; True when it ends an episode of failures."""
+        was = self.delay != 0.0
+        self.delay = 0.0
+        return was
+
+
+def persist(what: str, task_id: str, call: Callable[[], T],
+            log: logging.Logger | None = None) -> T:
+    """Run an idempotent call until Redis takes it, with backoff (a result is never
+    dropped because Redis was briefly out of memory or out of reach)."""
+    log = log or logging.getLogger("worker")
+    backoff = Backoff()
+    while True:
+        try:
+            value = call()
+        except RETRYABLE as exc:
+            if backoff.failed():
+                log.error("task=%s cannot %s (%s); retrying with backoff", task_id, what,
+                          describe(exc))
+            time.sleep(backoff.delay)
+            continue
+        if backoff.recovered():
+            log.info("task=%s could %s again", task_id, what)
+        return value
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a log: the error's class and its message."""
+    return f"{type(exc).__name__}: {exc}"

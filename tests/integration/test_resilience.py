@@ -1,0 +1,128 @@
+"""One fault never takes the cluster down, and a fresh install behaves: error replies from
+Redis, an idle worker past its client's socket timeout, a user project with its own
+``common`` package. Real processes on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import redis
+from balancer.common.keys import Keys
+
+from balancer import Flow, task
+from tests.conftest import Processes, RedisServer, wait_for
+from tests.integration import tasks
+
+
+def _workers(client: redis.Redis, keys: Keys, n: int) -> None:
+    wait_for(lambda: client.zcard(keys.workers) >= n, timeout=30)
+
+
+def test_workers_survive_redis_running_out_of_memory_and_register_again(
+    procs: Processes, namespace: str
+) -> None:
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        client = redis.Redis.from_url(server.url)
+        keys = Keys(namespace)
+        serve = procs.serve()
+        workers = [procs.worker("--concurrency", "1", "--pool", pool, "--name", pool)
+                   for pool in ("process", "thread")]
+        _workers(client, keys, 2)
+        client.config_set("maxmemory", "1")  # every write is refused with OOM
+        time.sleep(3 * 2.0 + 1)  # past worker_timeout (2 s) three times over
+        client.config_set("maxmemory", "0")
+
+        # Reaped meanwhile or not, both workers are registered again and take work.
+        both = {"process", "thread"}
+        wait_for(lambda: {w.decode() for w in client.zrange(keys.workers, 0, -1)} == both,
+                 timeout=30)
+        client.zrem(keys.workers, "thread")  # as the reaper does, while it still runs
+        client.delete(keys.worker("thread"))
+        wait_for(lambda: client.exists(keys.worker("thread")), timeout=30)
+        with Flow("after-oom") as flow:
+            nodes = [tasks.whoami() for _ in range(8)]
+        run = flow.submit(client, namespace=namespace)
+        assert run.wait(timeout=60) == "completed"
+        assert all(isinstance(run.result(n), int) for n in nodes)
+        assert serve.poll() is None and all(w.poll() is None for w in workers)
+        for worker in workers:
+            log = procs.log(worker)
+            assert "OutOfMemoryError" in log  # said once per episode, not once per beat
+            assert log.count("cannot heartbeat") <= 2, log
+            assert "Traceback" not in log, log
+    finally:
+        server.cleanup()
+
+
+def test_an_idle_worker_past_its_socket_timeout_logs_nothing_and_serves_at_once(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """redis-py 8 gives every connection a 5 s socket timeout by default: a worker's
+    blocking fetch must not take it for a failure."""
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "process")
+    thread_worker = procs.worker("--concurrency", "2", "--pool", "thread")
+    _workers(real, keys, 2)
+    time.sleep(7)  # idle past redis-py's default 5 s socket timeout
+    with Flow("after-idle") as flow:
+        node = tasks.constant(7)
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=30) == "completed" and run.result(node) == 7
+    for w in (worker, thread_worker):
+        log = procs.log(w)
+        assert "ERROR" not in log and "cannot fetch" not in log, log
+
+
+PROJECT = {
+    "common/__init__.py": "VALUE = 'the project common'\n",
+    "worker.py": "raise RuntimeError('the project worker.py must not be imported')\n",
+    "jobs.py": """
+        import common
+        from balancer import task
+
+        @task
+        def read_common() -> str:
+            return common.VALUE
+    """,
+}
+
+
+def test_a_worker_in_a_project_with_its_own_common_package_imports_the_projects(
+    procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    for name, text in PROJECT.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    env = {k: v for k, v in procs.env.items() if k != "PYTHONPATH"}
+    keys = Keys(namespace)
+    procs.serve()
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "balancer.worker.cli", "start",
+                               "--concurrency", "1", "--pool", "process"],
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _workers(real, keys, 1)
+
+        def read_common() -> str:  # named as the project's task, which the test can't import
+            raise AssertionError("runs on the worker only")
+
+        read_common.__module__, read_common.__qualname__ = "jobs", "read_common"
+        flow = Flow("project")
+        node = flow.add_task(task(read_common))
+        run = flow.submit(real, namespace=namespace)
+        assert run.wait(timeout=30) == "completed", run.error(node)
+        assert run.result(node) == "the project common"
+    finally:
+        worker.terminate()
+        worker.wait(15)
+        log.close()
+    assert "must not be imported" not in (tmp_path / "worker.log").read_text()
+    assert os.path.exists(tmp_path / "jobs.py")
