@@ -11,7 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgpack
 import redis
+from balancer.common import codec
 from balancer.common.keys import Keys
 
 from balancer import Flow, task
@@ -126,3 +128,30 @@ def test_a_worker_in_a_project_with_its_own_common_package_imports_the_projects(
         log.close()
     assert "must not be imported" not in (tmp_path / "worker.log").read_text()
     assert os.path.exists(tmp_path / "jobs.py")
+
+
+def test_an_error_outside_the_tasks_code_counts_toward_quarantine(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """An argument nested 700 deep around an upstream reference breaks the worker's own
+    reading of it (RecursionError), not the task: it counts as a crash, and after
+    ``poison_threshold`` of them the task is quarantined instead of re-leased for ever."""
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--concurrency", "1", "--pool", "process")
+    _workers(real, keys, 1)
+    real.hset(keys.queue_conf("default"), "paused", "1")
+    with Flow("deep") as flow:
+        deep = tasks.constant(1)
+        fine = tasks.constant(2)
+    run = flow.submit(real, namespace=namespace)
+    ref = msgpack.packb(msgpack.ExtType(codec.UPSTREAM_REF, run.ids[fine].encode()))
+    real.hset(keys.task(run.ids[deep]), "args", b"\x92" + b"\x91" * 700 + ref + b"\x80")
+    real.hset(keys.queue_conf("default"), "paused", "0")
+    real.rpush(keys.wake, "q")
+    wait_for(lambda: run.task_state(deep) == "dead", timeout=60)
+    error = run.error(deep)
+    assert error is not None and error.type == "balancer.WorkerError", error
+    assert "RecursionError" in error.message
+    assert real.hget(keys.task(run.ids[deep]), "lost") == b"3"
+    wait_for(lambda: run.task_state(fine) == "completed", timeout=30)  # the rest flows
