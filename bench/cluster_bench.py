@@ -281,6 +281,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait per flow, s")
     parser.add_argument("--log-level", default="INFO", help="of the cluster processes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--signing", action="store_true",
+                        help="clients sign every task and workers verify it"
+                             " (BALANCER_SIGNING_KEYS set to a benchmark key)")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.singles = 200, 30
@@ -297,6 +300,9 @@ def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFi
     client = redis.Redis.from_url(args.redis_url, socket_timeout=CLIENT_SOCKET_TIMEOUT)
     client.ping()
     cluster = Cluster(args.redis_url, namespace, logdir, args.log_level)
+    if args.signing:
+        cluster.env["BALANCER_SIGNING_KEYS"] = os.environ["BALANCER_SIGNING_KEYS"] = (
+            "benchmark-signing-key-" + uuid.uuid4().hex)
     rows = []
     try:
         cluster.serve()
@@ -321,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     print(f"cluster bench: redis={args.redis_url} namespace={namespace} workers={WORKERS}"
           f" x concurrency {args.concurrency} tasks={args.tasks} singles={args.singles}"
-          f" cores={os.cpu_count()} logs={logdir}", flush=True)
+          f" cores={os.cpu_count()} signing={'on' if args.signing else 'off'} logs={logdir}",
+          flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
     print(NOTE)

@@ -132,3 +132,25 @@ def test_a_hurried_heartbeat_goes_out_in_full_at_once(
         heartbeat.hurry()
         heartbeat.join(5)
     assert not heartbeat.is_alive()
+
+
+def test_an_error_reply_is_retried_and_a_broken_thread_tells_the_worker_to_stop(
+        fake: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.namespace)
+    reports, stopping = Reports(), threading.Event()
+    fast = settings.replace(heartbeat_interval=0.01)
+    heartbeat = Heartbeat("w", Scripts(fake, keys), fast, reports, stopping)
+    calls: list[str] = []
+
+    def failing(full: bool = False) -> None:
+        calls.append("tick")
+        if len(calls) <= 3:
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        raise RuntimeError("a bug in the heartbeat")
+
+    heartbeat.tick = failing  # type: ignore[method-assign]
+    heartbeat.start()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive()
+    assert len(calls) == 4  # three error replies retried; the bug ended the thread
+    assert heartbeat.failed.is_set()  # and the worker is told to stop (Worker.run exits 1)
