@@ -31,6 +31,13 @@ FailMode = Literal["retry", "final", "crash", "quarantine"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 
 
+def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
+    """Log inbox entries dropped because the worker holds no lease for them."""
+    for entry in entries:
+        log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
+                  worker_id, bytes(entry[:80]))
+
+
 @cache
 def _source(name: str) -> str:
     lua = resources.files("balancer.common") / "lua"
@@ -234,10 +241,16 @@ class Scripts:
                 keys += [k.task(c.task_id), k.queue(c.queue)]
                 args += [c.task_id, c.score]
         stored, taken, forged = self._run("ack", keys, args)
-        for entry in forged:
-            log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
-                      worker_id, entry[:80])
+        dropped(worker_id, forged)
         return [bool(x) for x in stored], list(taken)
+
+    def take(self, worker_id: str, count: int) -> list[bytes]:
+        """Take up to ``count`` inbox entries whose lease the worker holds, without
+        blocking; entries without one are dropped (and logged)."""
+        k = self.keys
+        taken, forged = self._run("take", [k.inbox(worker_id), k.leases(worker_id)], [count])
+        dropped(worker_id, forged)
+        return list(taken)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,

@@ -22,6 +22,7 @@ from balancer.common import signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.retry import RETRYABLE, Backoff, describe
+from balancer.common.scripts import Scripts, dropped
 from balancer.common.signals import Lease
 
 log = logging.getLogger("worker")
@@ -52,6 +53,7 @@ class Inbox:
         self.client = client
         self.key = keys.inbox(worker_id)
         self.leases_key = keys.leases(worker_id)
+        self.scripts = Scripts(client, keys)
         self.on_take = on_take  # the worker now holds this lease
         self.stopping = stopping  # set: take no more work
         self._ready: queue.Queue[Lease | _Turn] = queue.Queue()
@@ -97,12 +99,20 @@ class Inbox:
 
     def _fetch(self) -> tuple[Lease | None, int]:
         """Wait for entries, taking one per waiting slot: (the caller's lease, how many
-        were handed to the others)."""
+        were handed to the others).
+
+        Only entries whose lease this worker holds are run: anyone who can push to the
+        inbox could otherwise make it run what they wrote. Entries already waiting are
+        taken by a script that checks them (one round trip, as a busy worker's fetch
+        always was); an idle slot blocks on the inbox and checks what came."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
-            reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT", "COUNT",
-                                     wanted)
+            entries = self.scripts.take(self.worker_id, wanted)
+            if not entries and not self.stopping.is_set():
+                reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT",
+                                         "COUNT", wanted)
+                entries = self._leased(cast(list[bytes], reply[1]) if reply else [])
         except RETRYABLE as exc:
             if self._backoff.failed():
                 log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
@@ -110,34 +120,22 @@ class Inbox:
             return None, 0
         if self._backoff.recovered():
             log.info("worker=%s fetches again", self.worker_id)
-        leases = self._taken(self._leased(cast(list[bytes], reply[1]) if reply else []))
+        leases = self._taken(entries)
         for lease in leases[1:]:
             self._ready.put(lease)
         return (leases[0] if leases else None), len(leases) - 1
 
     def _leased(self, entries: list[bytes]) -> list[bytes]:
-        """The entries whose lease this worker holds. Anyone who can push to the inbox
-        could otherwise make it run what they wrote: a forged entry is dropped and logged,
-        never run. (An entry taken with an ack is checked by ack.lua itself.)"""
+        """Of entries a blocking fetch popped, those whose lease this worker holds; the
+        others are dropped and logged, never run. (An error checking them leaves them to
+        the reconciler, which hands back leases nobody holds.)"""
         entries = [raw for raw in entries if raw != SENTINEL]
         if not entries:
             return entries
         members = [b"|".join(raw.split(b"|", 2)[:2]) for raw in entries]
-        try:
-            held = self.direct.call("SMISMEMBER", self.leases_key, *members)
-        except RETRYABLE as exc:
-            # Not run, and not lost: the reconciler hands back leases nobody holds.
-            log.error("worker=%s cannot check the leases of %d fetched entries: %s",
-                      self.worker_id, len(entries), describe(exc))
-            return []
-        kept = []
-        for raw, ok in zip(entries, held):
-            if ok:
-                kept.append(raw)
-            else:
-                log.error("worker=%s dropped an inbox entry that holds no lease (never run):"
-                          " %r", self.worker_id, raw[:80])
-        return kept
+        held = self.direct.call("SMISMEMBER", self.leases_key, *members)
+        dropped(self.worker_id, [raw for raw, ok in zip(entries, held) if not ok])
+        return [raw for raw, ok in zip(entries, held) if ok]
 
     def _wake_one(self, handed: int) -> None:
         """Leaving with a lease: if slots still wait with nothing handed to them, one of

@@ -127,3 +127,22 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
   end
   return n, dropped, #deadlines / 2
 end
+
+-- Take up to `count` entries from a worker's inbox, keeping only those whose lease the
+-- worker holds: anyone who can push to the inbox could otherwise make the worker run what
+-- they wrote. Used by take.lua and ack.lua (worker/inbox.py checks what a blocking fetch
+-- returns the same way). Returns the entries taken, the entries dropped.
+local function take_held(inbox_key, leases_key, count)
+  local taken, forged = {}, {}
+  for _, entry in ipairs(redis.call('LPOP', inbox_key, count) or {}) do
+    local member = string.match(entry, '^[^|]*|[^|]*')
+    if entry == '' then
+      -- the sentinel that ends a blocked fetch (worker/inbox.py): nothing to run
+    elseif member and redis.call('SISMEMBER', leases_key, member) == 1 then
+      taken[#taken + 1] = entry
+    else
+      forged[#forged + 1] = entry
+    end
+  end
+  return taken, forged
+end

@@ -80,20 +80,8 @@ if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
     redis.call('RPUSH', KEYS[3], (unlocked > 0 and 'a|' or 'k|') .. ARGV[1] .. '|' .. held)
   end
 end
--- Only an entry whose lease the worker holds is handed over: anyone who can push to the
--- inbox could otherwise make the worker run what they wrote (worker/inbox.py checks the
--- entries it fetches itself the same way).
 local taken, forged = {}, {}
-if tonumber(ARGV[5]) > 0 then
-  for _, entry in ipairs(redis.call('LPOP', KEYS[5], ARGV[5]) or {}) do
-    local member = string.match(entry, '^[^|]*|[^|]*')
-    if member and redis.call('SISMEMBER', KEYS[1], member) == 1 then
-      taken[#taken + 1] = entry
-    else
-      forged[#forged + 1] = entry
-    end
-  end
-end
+if tonumber(ARGV[5]) > 0 then taken, forged = take_held(KEYS[5], KEYS[1], ARGV[5]) end
 if #taken > 1 and ARGV[7] ~= '' then
   local members = {}
   for i = 2, #taken do members[i - 1] = string.match(taken[i], '^[^|]*|[^|]*') end

@@ -109,3 +109,17 @@ def test_an_inbox_entry_without_its_lease_is_dropped_and_never_run(
     assert [lease.task_id for lease in slots.got if lease is not None] == ["real"]
     assert real.llen(key) == 0
     assert "dropped an inbox entry that holds no lease" in caplog.text and "forged" in caplog.text
+
+
+def test_an_entry_without_its_lease_arriving_at_a_blocked_fetch_is_dropped(
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    box, _, key = inbox
+    slots = Slots(box)
+    slots.start(1)
+    wait_for(lambda: box._turn.locked())  # blocked in BLMPOP on the empty inbox
+    real.rpush(key, entry("forged"))
+    wait_for(lambda: "forged" in caplog.text)
+    lease(real, namespace, "real")
+    slots.join()
+    assert [lease.task_id for lease in slots.got if lease is not None] == ["real"]
