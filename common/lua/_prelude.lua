@@ -133,16 +133,17 @@ end
 -- they wrote. Used by take.lua and ack.lua (worker/inbox.py checks what a blocking fetch
 -- returns the same way). Returns the entries taken, the entries dropped.
 local function take_held(inbox_key, leases_key, count)
-  local taken, forged = {}, {}
+  local taken, forged, entries, members = {}, {}, {}, {}
   for _, entry in ipairs(redis.call('LPOP', inbox_key, count) or {}) do
-    local member = string.match(entry, '^[^|]*|[^|]*')
-    if entry == '' then
-      -- the sentinel that ends a blocked fetch (worker/inbox.py): nothing to run
-    elseif member and redis.call('SISMEMBER', leases_key, member) == 1 then
-      taken[#taken + 1] = entry
-    else
-      forged[#forged + 1] = entry
+    if entry ~= '' then  -- '': the sentinel that ends a blocked fetch, nothing to run
+      entries[#entries + 1] = entry
+      members[#members + 1] = string.match(entry, '^[^|]*|[^|]*') or entry
     end
+  end
+  if #entries == 0 then return taken, forged end
+  local held = redis.call('SMISMEMBER', leases_key, unpack(members))
+  for i = 1, #entries do
+    if held[i] == 1 then taken[#taken + 1] = entries[i] else forged[#forged + 1] = entries[i] end
   end
   return taken, forged
 end
