@@ -321,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     logdir = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
     print(f"cluster bench: redis={redact(args.redis_url)} namespace={namespace}"
-          f" workers={WORKERS}"
-          f" x concurrency {args.concurrency} tasks={args.tasks} singles={args.singles}"
+          f" workers={WORKERS} x concurrency {args.concurrency} tasks={args.tasks}"
+          f" singles={args.singles}"
           f" cores={os.cpu_count()} logs={logdir}", flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
