@@ -36,8 +36,13 @@ class Role:
     name: str
     scripts: tuple[str, ...]  # the Lua scripts it runs (common/lua)
     commands: tuple[str, ...]  # what its Python code sends directly
-    keys: tuple[str, ...]  # key names (after the namespace prefix) it reads and writes
-    read_keys: tuple[str, ...] = ()  # key names it only reads, with plain commands
+    # Keys it reads and writes, and keys it only reads with plain commands: names of
+    # ``Keys`` members (a key per id: every id), or ALL_KEYS.
+    keys: tuple[str, ...]
+    read_keys: tuple[str, ...] = ()
+
+
+ALL_KEYS = "*"  # every key of the namespace
 
 
 ROLES = {
@@ -52,9 +57,8 @@ ROLES = {
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
         ),
-        keys=("task:*", "flow:*", "queue:*", "worker:*", "workers", "inbox:*", "leases:*",
-              "ahead:*", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake",
-              "idle"),
+        keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
+              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -69,7 +73,7 @@ ROLES = {
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
         ),
-        keys=("*",),
+        keys=(ALL_KEYS,),
     ),
     "client": Role(
         "client",
@@ -79,9 +83,8 @@ ROLES = {
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
         ),
-        keys=("task:*", "flow:*", "flows", "queues", "queue:*", "queue-conf:*", "wake",
-              "offer:*"),
-        read_keys=("workers", "leader", "inflight", "worker:*", "leases:*", "delayed"),
+        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
+        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }
 
@@ -130,18 +133,23 @@ def commands(role: Role) -> list[str]:
     return sorted(needed)
 
 
-def _pattern(prefix: str, name: str) -> str:
-    """A glob of ``prefix`` (taken literally: glob characters escaped) then ``name``."""
-    return re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + name
+def _pattern(namespace: str, member: str) -> str:
+    """The glob of the keys ``Keys`` names ``member``: its key, or its keys for every id
+    (the namespace taken literally: its glob characters escaped)."""
+    keys = Keys(re.sub(r"([*?\[\]\\])", r"\\\1", namespace))
+    if member == ALL_KEYS:
+        return keys.prefix + "*"
+    if isinstance(getattr(Keys, member), property):
+        return str(getattr(keys, member))
+    return str(getattr(keys, member)("*"))
 
 
 def rules(role: Role, namespace: str) -> list[str]:
     """The ACL rules of ``role`` for ``namespace``. They leave passwords alone (so that
     running them again after an upgrade locks nobody out) and replace everything else."""
-    prefix = Keys(namespace).prefix
     out = ["on", "clearselectors", "resetkeys", "resetchannels", "-@all"]
-    out += [f"~{_pattern(prefix, k)}" for k in role.keys]
-    out += [f"%R~{_pattern(prefix, k)}" for k in role.read_keys]
+    out += [f"~{_pattern(namespace, k)}" for k in role.keys]
+    out += [f"%R~{_pattern(namespace, k)}" for k in role.read_keys]
     out += [f"+{c.lower()}" for c in commands(role)]
     return out
 
