@@ -179,6 +179,10 @@ _scripts: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
     weakref.WeakKeyDictionary())
 _offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = (
     weakref.WeakKeyDictionary())
+# Clients whose Redis user may not take standing offers: taking one writes the offered
+# worker's inbox and leases, which a least-privilege client user may not touch (README,
+# "Security"). Learnt from the first refusal; they submit through the dispatcher.
+_offers_refused: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
 def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: str,
@@ -197,13 +201,20 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     offer = signals.parse_offer(raw) if raw is not None else None
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
     recent = RECENT_FLOWS if _trim.random() * TRIM_EVERY < 1 else 0
-    if offer is None or raw is None:
+    taking = offer is not None and raw is not None and client not in _offers_refused
+    if taking:
+        try:
+            worker, now = scripts.submit_small(
+                flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,
+                f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
+        except redis.exceptions.NoPermissionError:  # the offer's keys: refused before it ran
+            _offers_refused.add(client)
+            taking = False
+            log.info("this client's Redis user may not take standing offers; its small"
+                     " submits go through the dispatcher")
+    if not taking:
         worker, now = scripts.submit_small(flow_id, flow_record, queue, tasks, now_ms,
                                            recent, signal)
-    else:
-        worker, now = scripts.submit_small(
-            flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,
-            f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
     if now is None:
         seen.pop((keys.namespace, queue), None)
     else:

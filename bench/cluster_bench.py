@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))  # workers import the tasks as bench.tasks, so mus
 import redis  # noqa: E402
 from balancer.common.keys import Keys  # noqa: E402
 from balancer.common.models import FlowState  # noqa: E402
+from balancer.common.urls import redact  # noqa: E402
 
 from balancer import Flow  # noqa: E402
 from bench.tasks import noop  # noqa: E402
@@ -325,16 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     logdir = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
-    print(f"cluster bench: redis={args.redis_url} namespace={namespace} workers={WORKERS}"
-          f" x concurrency {args.concurrency} tasks={args.tasks} singles={args.singles}"
-          f" cores={os.cpu_count()} signing={'on' if args.signing else 'off'} logs={logdir}",
-          flush=True)
+    print(f"cluster bench: redis={redact(args.redis_url)} namespace={namespace}"
+          f" workers={WORKERS} x concurrency {args.concurrency} tasks={args.tasks}"
+          f" singles={args.singles} cores={os.cpu_count()}"
+          f" signing={'on' if args.signing else 'off'} logs={logdir}", flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
     print(NOTE)
     if args.json:
         args.json.write_text(json.dumps({
-            "redis_url": args.redis_url, "namespace": namespace, "workers": WORKERS,
+            "redis_url": redact(args.redis_url), "namespace": namespace, "workers": WORKERS,
             "concurrency": args.concurrency, "log_level": args.log_level,
             "note": NOTE, "pools": {r.pool: asdict(r) for r in rows},
         }, indent=2))

@@ -1,4 +1,9 @@
-"""Open a Redis client from a URL; ``memory://`` names the embedded in-process broker."""
+"""Open a Redis client from a URL; ``memory://`` names the embedded in-process broker.
+
+TLS, client certificates and ACL users come with the URL, as redis-py reads it:
+``rediss://user:password@host:6380/0?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=k.pem``.
+Whatever is said about a URL here shows it redacted (``common.urls``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import threading
 from typing import Any
 
 import redis
+from balancer.common.urls import check, redact, remember, scrub
 from redis.connection import ConnectionInterface
 
 log = logging.getLogger("balancer")
@@ -17,8 +23,17 @@ _embedded_servers: dict[str, object] = {}
 MEMORY_SCHEME = "memory://"
 
 
+class Unreachable(Exception):
+    """Redis did not answer at a URL. The message is one line, safe to show: the URL
+    redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes."""
+
+
 def connect(url: str) -> redis.Redis:
-    """A client for ``url``. Every ``memory://NAME`` client of one process shares one server."""
+    """A client for ``url``. Every ``memory://NAME`` client of one process shares one server.
+
+    Raises ValueError (its message free of secrets) for a URL redis-py would misread, or
+    whose options it cannot take: found here rather than at the first command, as a
+    TypeError from deep inside redis-py."""
     if url.startswith(MEMORY_SCHEME):
         import fakeredis
 
@@ -28,7 +43,52 @@ def connect(url: str) -> redis.Redis:
             if server is None:
                 server = _embedded_servers[name] = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=server)  # type: ignore[arg-type]
-    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+    remember(url)
+    check(url)
+    client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+    pool = client.connection_pool
+    try:
+        pool.connection_class(**pool.connection_kwargs)  # connects lazily: nothing sent
+    except (TypeError, redis.RedisError) as exc:
+        raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
+                         f" {scrub(str(exc))}") from None
+    return client
+
+
+def reach(url: str) -> redis.Redis:
+    """A client for ``url`` that has answered a PING; Unreachable otherwise."""
+    try:
+        client = connect(url)
+    except ValueError as exc:
+        raise Unreachable(str(exc)) from None
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise Unreachable(explain(url, exc)) from None
+    return client
+
+
+def explain(url: str, exc: BaseException) -> str:
+    """Why ``url`` cannot be reached, in one line that shows no secret."""
+    reason = scrub(" ".join(str(exc).split())) or type(exc).__name__
+    return f"cannot reach Redis at {redact(url)}: {reason}{_hint(url, reason)}"
+
+
+def _hint(url: str, reason: str) -> str:
+    tls = url.lower().startswith("rediss://")
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        if "ssl_ca_certs=" not in url:
+            return (" (the server's certificate is not signed by a CA this client trusts:"
+                    " give that CA with ?ssl_ca_certs=PATH)")
+        return " (check that ssl_ca_certs names the CA that signed the server's certificate)"
+    if tls and "ssl_certfile=" not in url and (
+            "EOF occurred" in reason or "reset by peer" in reason
+            or "certificate required" in reason or "Connection closed" in reason):
+        return (" (the server may require a client certificate: give"
+                " ?ssl_certfile=PATH&ssl_keyfile=PATH)")
+    if not tls and ("reset by peer" in reason or "Connection closed" in reason):
+        return " (if that port speaks TLS, use a rediss:// URL)"
+    return ""
 
 
 class Direct:

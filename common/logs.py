@@ -1,10 +1,25 @@
-"""One logging format for every process: time, level, component, then the event with ids."""
+"""One logging format for every process: time, level, component, then the event with ids.
+
+Every line is scrubbed of the secrets of the Redis URLs the process connected with
+(``common.urls``): a password must not reach a log through an exception's text or a
+traceback, whoever formatted it.
+"""
 
 from __future__ import annotations
 
 import logging
 
+from balancer.common.urls import scrub
+
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """The line as usual, tracebacks included, then scrubbed (a few microseconds: one
+    substring search per remembered secret)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
 
 
 def setup(level: str = "INFO") -> None:
@@ -13,4 +28,6 @@ def setup(level: str = "INFO") -> None:
     # dispatcher's CPU while it assigns at full speed.
     logging._srcfile = None  # type: ignore[assignment]
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(level=level.upper(), format=FORMAT)
+    handler = logging.StreamHandler()
+    handler.setFormatter(ScrubbingFormatter(FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])

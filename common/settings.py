@@ -26,8 +26,8 @@ class SettingsError(ValueError):
 class Settings:
     # Where the cluster lives. None means "not configured": client code then runs flows on
     # the embedded in-process cluster, while `balancer serve` and `worker start` use
-    # DEFAULT_REDIS_URL.
-    redis_url: str | None = None
+    # DEFAULT_REDIS_URL. Left out of the repr: it may hold a password.
+    redis_url: str | None = field(default=None, repr=False)
     namespace: str = "balancer"
     heartbeat_interval: float = 1.0
     # A worker silent for this long is declared dead and its tasks are re-queued.

@@ -52,13 +52,24 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self) -> list[str]:
+        """The server's command line; a subclass may listen otherwise (TLS)."""
+        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                self.dir, "--save", "", *self.extra]
+
+    @property
+    def output(self) -> Path:
+        """What the server printed (its log)."""
+        return Path(self.dir) / "redis-server.out"
+
     def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
-             "--save", "", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.output, "ab") as out:
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not _answers(self.url):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}): "
+                                   + self.output.read_text(errors="replace")[-2000:])
             if time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start")
             time.sleep(0.05)

@@ -7,8 +7,9 @@ import sys
 
 import click
 from balancer.common import logs
-from balancer.common.connection import connect
+from balancer.common.connection import Unreachable, reach
 from balancer.common.settings import Settings, SettingsError
+from balancer.common.urls import URL_HELP
 from balancer.worker.supervisor import Worker, WorkerError
 
 
@@ -38,8 +39,7 @@ def main() -> None:
                    " $BALANCER_ALLOWED_TASKS). A worker always runs those of --import"
                    " modules and of the folder it starts in, and nothing else: a task"
                    " record naming any other function fails with TaskNotAllowed.")
-@click.option("--redis-url", help="Redis URL of the cluster. Default: $BALANCER_REDIS_URL,"
-                                  " else redis://127.0.0.1:6379/0.")
+@click.option("--redis-url", help=URL_HELP)
 @click.option("--namespace", help="Key namespace. Default: $BALANCER_NAMESPACE or balancer.")
 @click.option("--heartbeat-interval", type=float, help="Seconds between heartbeats. Default 1.")
 @click.option("--grace", type=float, help="Seconds running tasks get to finish on SIGTERM."
@@ -64,11 +64,10 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
     for q in queues:
         if not q or any(c.isspace() for c in q):
             raise click.BadParameter(f"invalid queue name {q!r}", param_hint="--queue")
-    client = connect(settings.server_url)
     try:
-        client.ping()
-    except Exception as exc:
-        raise click.ClickException(f"cannot reach Redis at {settings.server_url}: {exc}") from None
+        client = reach(settings.server_url)
+    except Unreachable as exc:  # one line, the URL redacted
+        raise click.ClickException(str(exc)) from None
     worker = Worker(client, settings, queues=queues or ("default",), concurrency=concurrency,
                     pool=pool, name=name, imports=imports, allow=allow, log_level=log_level)
     try:

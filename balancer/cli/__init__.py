@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from balancer.cli.acl import acl
 from balancer.cli.dlq import dlq
 from balancer.cli.queues import queue
 from balancer.cli.serve import serve
@@ -15,5 +16,5 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flow, queue, dlq):
+for command in (serve, status, flow, queue, dlq, acl):
     main.add_command(command)

@@ -10,13 +10,12 @@ from typing import Any
 import click
 import redis
 
-from balancer.common.connection import connect
+from balancer.common.connection import Unreachable, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings, SettingsError
+from balancer.common.urls import URL_HELP
 
-URL_HELP = ("Redis URL of the cluster, e.g. redis://host:6379/0. Default: $BALANCER_REDIS_URL,"
-            " else redis://127.0.0.1:6379/0.")
 NS_HELP = ("Key namespace, to run several clusters on one Redis. Default: $BALANCER_NAMESPACE"
            " or balancer.")
 
@@ -35,12 +34,10 @@ class Cluster:
             settings = Settings.from_env(**overrides)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from None
-        client = connect(settings.server_url)
         try:
-            client.ping()
-        except redis.RedisError as exc:
-            raise click.ClickException(
-                f"cannot reach Redis at {settings.server_url}: {exc}") from None
+            client = reach(settings.server_url)
+        except Unreachable as exc:  # one line, the URL redacted
+            raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)
         return cls(settings, keys, client, Scripts(client, keys))
 

@@ -10,6 +10,7 @@ import click
 
 from balancer.cli.common import NS_HELP, URL_HELP, Cluster, log_level_option
 from balancer.common import logs
+from balancer.common.urls import redact
 from balancer.dispatcher import Dispatcher
 
 log = logging.getLogger("balancer")
@@ -40,5 +41,5 @@ def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("balancer serve on %s", cluster.settings.server_url)
+    log.info("balancer serve on %s", redact(cluster.settings.server_url))
     dispatcher.run()

@@ -1,0 +1,166 @@
+"""Least-privilege Redis ACL users for the three roles: worker, dispatcher, client.
+
+Each role gets the commands its code sends and the keys of its namespace it touches,
+nothing else: no FLUSHALL, KEYS, CONFIG or SCAN, no key of another namespace, no
+channel. The commands a role's Lua scripts call are read from the scripts themselves
+(``common/lua``, the prelude's helpers followed), so the rules follow the code; the
+commands its Python code sends directly are listed below, by where they are sent.
+
+Two rules of Redis 7 shape the key patterns. A script runs every command under the
+calling user's permissions, so its commands must be the user's. And every key passed to
+EVAL/EVALSHA needs read and write permission, whatever the script does with it: only
+keys a role reads with plain commands can be read-only (``%R~``).
+
+A least-privilege client may not take the dispatcher's standing offers (that writes the
+offered worker's inbox and leases): its small submits go through the dispatcher, one
+hop more (``balancer.submit`` learns that from the first refusal).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+from balancer.common.keys import Keys
+
+# What every connection sends: the database of the URL, health checks, scripts. (AUTH and
+# HELLO need no permission. redis-py's CLIENT SETINFO, which Redis 7.0 does not know,
+# is left out: a refusal is ignored by redis-py, and logged by ACL LOG on Redis 7.2+.)
+CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL")
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    scripts: tuple[str, ...]  # the Lua scripts it runs (common/lua)
+    commands: tuple[str, ...]  # what its Python code sends directly
+    # Keys it reads and writes, and keys it only reads with plain commands: names of
+    # ``Keys`` members (a key per id: every id), or ALL_KEYS.
+    keys: tuple[str, ...]
+    read_keys: tuple[str, ...] = ()
+
+
+ALL_KEYS = "*"  # every key of the namespace
+
+
+ROLES = {
+    "worker": Role(
+        "worker",
+        scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release"),
+        commands=(
+            "ZADD",  # light heartbeat
+            "EXISTS", "RPUSH",  # claiming its id, deregistering
+            "BLMPOP", "SMISMEMBER",  # an idle slot's fetch, and the check of its leases
+            "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
+            "HGET", "HMGET",  # a task's queue, upstream results
+            "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
+            "MULTI", "EXEC",
+        ),
+        keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
+              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+    ),
+    "dispatcher": Role(
+        # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
+        "dispatcher",
+        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
+                 "dlq_purge"),
+        commands=(
+            "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
+            "GET", "SET", "DEL",  # leader, idle, offers
+            "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZCARD", "ZSCORE", "ZRANK", "ZREM",
+            "HGET", "HMGET", "HGETALL", "HVALS", "HSET", "HDEL",
+            "SMEMBERS", "SCARD", "SADD",
+            "TIME", "MULTI", "EXEC",
+        ),
+        keys=(ALL_KEYS,),
+    ),
+    "client": Role(
+        "client",
+        scripts=("submit_small",),
+        commands=(
+            "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit
+            "BLMOVE", "HGET", "HMGET",  # waiting, results
+            "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
+        ),
+        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
+        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
+    ),
+}
+
+_CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
+_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
+
+
+def _lua(name: str) -> str:
+    return (resources.files("balancer.common") / "lua" / f"{name}.lua").read_text()
+
+
+@cache
+def _prelude() -> dict[str, str]:
+    """The prelude's helpers: name -> body (up to the next top-level definition)."""
+    text = _lua("_prelude")
+    starts = [(m.start(), m.group(1)) for m in _FUNCTION.finditer(text)]
+    bodies = {}
+    for i, (at, name) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+        bodies[name] = text[at:end]
+    return bodies
+
+
+@cache
+def script_commands(name: str) -> frozenset[str]:
+    """Every command script ``name`` may call: its own and its prelude helpers'."""
+    helpers = _prelude()
+    seen: set[str] = set()
+    todo = [_lua(name)]
+    found: set[str] = set()
+    while todo:
+        text = todo.pop()
+        found.update(c.upper() for c in _CALL.findall(text))
+        for helper, body in helpers.items():
+            if helper not in seen and re.search(rf"\b{helper}\(", text):
+                seen.add(helper)
+                todo.append(body)
+    return frozenset(found)
+
+
+def commands(role: Role) -> list[str]:
+    """The commands ``role`` needs, sorted; subcommands as ``COMMAND|SUB``."""
+    needed = set(CONNECTION) | set(role.commands)
+    for script in role.scripts:
+        needed |= script_commands(script)
+    return sorted(needed)
+
+
+def _pattern(namespace: str, member: str) -> str:
+    """The glob of the keys ``Keys`` names ``member``: its key, or its keys for every id
+    (the namespace taken literally: its glob characters escaped)."""
+    keys = Keys(re.sub(r"([*?\[\]\\])", r"\\\1", namespace))
+    if member == ALL_KEYS:
+        return keys.prefix + "*"
+    if isinstance(getattr(Keys, member), property):
+        return str(getattr(keys, member))
+    return str(getattr(keys, member)("*"))
+
+
+def rules(role: Role, namespace: str) -> list[str]:
+    """The ACL rules of ``role`` for ``namespace``. They leave passwords alone (so that
+    running them again after an upgrade locks nobody out) and replace everything else."""
+    out = ["on", "clearselectors", "resetkeys", "resetchannels", "-@all"]
+    out += [f"~{_pattern(namespace, k)}" for k in role.keys]
+    out += [f"%R~{_pattern(namespace, k)}" for k in role.read_keys]
+    out += [f"+{c.lower()}" for c in commands(role)]
+    return out
+
+
+def user_name(role: Role, namespace: str) -> str:
+    return f"{namespace}-{role.name}"
+
+
+def setuser_lines(namespace: str, roles: list[str] | None = None) -> list[str]:
+    """One ``ACL SETUSER`` command per role, ready for redis-cli."""
+    return [" ".join(["ACL", "SETUSER", user_name(ROLES[r], namespace),
+                      *rules(ROLES[r], namespace)])
+            for r in roles or list(ROLES)]

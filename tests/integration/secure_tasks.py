@@ -1,0 +1,33 @@
+"""Tasks of the security tests; workers import them as ``tests.integration.secure_tasks``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from balancer import task
+
+
+@task(retries=2, retry_delay=0.05)
+def flaky(marker: str, value: int) -> int:
+    """Fails on its first run and completes on the next: a retry that succeeds."""
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("failed once")
+        raise RuntimeError("the first run fails")
+    return value
+
+
+@task(timeout=60)
+def plus(a: int, b: int) -> int:
+    """With a timeout: its lease carries a deadline the dispatcher watches."""
+    return a + b
+
+
+@task
+def double(a: int) -> int:
+    return 2 * a
+
+
+@task(retries=1, retry_delay=0.05)
+def broken(value: int) -> int:
+    raise ValueError(f"broken on {value}")

@@ -1,0 +1,153 @@
+"""Least-privilege ACL users (``balancer acl``): a cluster runs with each process under
+its role's user, on a private redis-server whose default user is disabled, and each role
+is refused what it has no business doing."""
+
+from __future__ import annotations
+
+import shlex
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import Processes, RedisServer, wait_for
+from tests.integration.secure import base_env, need, run, run_client, wait_logged
+
+pytestmark = pytest.mark.integration
+
+ROLES = ("worker", "dispatcher", "client")
+
+
+@dataclass
+class AclServer:
+    server: RedisServer
+    namespace: str
+    admin: redis.Redis
+    urls: dict[str, str]  # role -> URL with its user and password
+
+    def as_role(self, role: str) -> redis.Redis:
+        return redis.Redis.from_url(self.urls[role])
+
+    def denials(self) -> list[dict[str, str]]:
+        """ACL LOG entries, but for redis-py's CLIENT SETINFO (refused on Redis 7.2+)."""
+        entries = [{k: v.decode() if isinstance(v, bytes) else v for k, v in e.items()}
+                   for e in self.admin.acl_log()]
+        return [e for e in entries if e.get("object") != "client|setinfo"]
+
+
+@pytest.fixture
+def acl_server(namespace: str) -> Iterator[AclServer]:
+    """A private redis-server with the users `balancer acl` prints (given passwords), an
+    admin user for the test, and the default user disabled."""
+    need("redis-server")
+    server = RedisServer().start()
+    try:
+        lines = run(base_env(server.url, namespace), "balancer.cli", "acl").stdout.splitlines()
+        assert len(lines) == len(ROLES), lines
+        setup = redis.Redis(port=server.port)
+        admin_password = uuid.uuid4().hex
+        setup.acl_setuser("admin", enabled=True, passwords=[f"+{admin_password}"],
+                          keys=["*"], channels=["*"], commands=["+@all"])
+        urls = {}
+        for line in lines:
+            setup.execute_command(*shlex.split(line))
+        for role in ROLES:
+            user, password = f"{namespace}-{role}", uuid.uuid4().hex
+            setup.execute_command("ACL", "SETUSER", user, f">{password}")
+            urls[role] = f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+        setup.execute_command("ACL", "SETUSER", "default", "off")
+        setup.close()
+        admin = redis.Redis(port=server.port, username="admin", password=admin_password)
+        yield AclServer(server, namespace, admin, urls)
+        admin.close()
+    finally:
+        server.cleanup()
+
+
+def refused(client: redis.Redis, *command: str | int) -> None:
+    """Refused by ACL: at once (NOPERM), or inside a script (a script runs under its
+    caller's permissions)."""
+    with pytest.raises(redis.ResponseError, match=r"no permissions|can.t run this command"):
+        client.execute_command(*command)
+
+
+def test_a_cluster_runs_with_each_role_under_its_own_least_privilege_user(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    ns = acl_server.namespace
+    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=acl_server.server.port).ping()  # the default user is off
+    procs = Processes(env["dispatcher"], tmp_path)
+    try:
+        serve = procs.serve()
+        procs.env = env["worker"]
+        workers = [procs.worker("--import", "tests.integration.secure_tasks", "--concurrency",
+                                "2", *pool) for pool in ((), ("--pool", "thread"))]
+        for worker in workers:
+            wait_logged(procs, worker, "started:")
+        # Operators act as the dispatcher's user: a queue set up beforehand gets a
+        # standing offer as soon as the dispatcher finds it empty.
+        done = run(env["dispatcher"], "balancer.cli", "queue", "set", "default",
+                   "--priority", "1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_for(lambda: acl_server.admin.exists(f"{{{ns}}}:offer:default"), timeout=30)
+        acl_server.admin.acl_log_reset()
+
+        report = run_client(env["client"], "full", str(tmp_path / "flaky-marker"))
+        assert report["state"] == "failed"
+        assert report["states"] == {"first": "completed", "second": "completed",
+                                    "failed": "failed", "skipped": "upstream_failed",
+                                    "last": "completed"}
+        assert report["last"] == 15 and report["error"] == "ValueError"
+        assert report["singles"] == [["completed", 2], ["completed", 4]]
+        # It held the dispatcher's standing offer, which its user may not take.
+        assert "may not take standing offers" in report["stderr"]
+
+        for command in (("status", "--json"), ("dlq", "ls"), ("queue", "pause", "default"),
+                        ("queue", "resume", "default")):
+            done = run(env["dispatcher"], "balancer.cli", *command)
+            assert done.returncode == 0, done.stdout + done.stderr
+
+        for proc in (*workers, serve):
+            assert procs.stop(proc) == 0, procs.log(proc)
+            assert "NOPERM" not in procs.log(proc), procs.log(proc)
+    finally:
+        procs.cleanup()
+    # The only refusal of the whole run: the client's one attempt at an offer.
+    denials = acl_server.denials()
+    assert denials, "the client never tried the standing offer"
+    assert {e["username"] for e in denials} == {f"{ns}-client"}, denials
+    assert {e["object"] for e in denials} == {f"{{{ns}}}:leader"}, denials
+
+
+def test_each_role_is_refused_what_it_has_no_business_doing(acl_server: AclServer) -> None:
+    ns, other = acl_server.namespace, "someone-else"
+    client, worker, dispatcher = (acl_server.as_role(r) for r in ("client", "worker",
+                                                                  "dispatcher"))
+    for user in (client, worker, dispatcher):
+        refused(user, "FLUSHALL")
+        refused(user, "KEYS", "*")
+        refused(user, "CONFIG", "SET", "appendonly", "no")
+        refused(user, "SET", f"{{{other}}}:leader", "x")  # another namespace
+        refused(user, "EVAL", "return redis.call('FLUSHALL')", 0)  # scripts: same rights
+    refused(dispatcher, "SCAN", 0)
+    refused(dispatcher, "ACL", "SETUSER", f"{ns}-client", "+@all")
+
+    # The client submits and reads; it cannot register, fake or disturb workers.
+    assert client.zrange(f"{{{ns}}}:workers", 0, -1) == []
+    refused(client, "ZADD", f"{{{ns}}}:workers", 1, "fake")
+    refused(client, "EVAL", "return redis.call('ZADD', KEYS[1], 1, 'fake')", 1,
+            f"{{{ns}}}:workers")
+    refused(client, "HSET", f"{{{ns}}}:worker:fake", "info", "x")
+    refused(client, "RPUSH", f"{{{ns}}}:inbox:w1", "task|token")
+    refused(client, "DEL", f"{{{ns}}}:leader")
+    refused(client, "LPOP", f"{{{ns}}}:wake")
+
+    # A worker runs what it is given; it cannot lead, configure queues or list flows.
+    refused(worker, "SET", f"{{{ns}}}:leader", "1|w")
+    refused(worker, "HSET", f"{{{ns}}}:queue-conf:default", "paused", "1")
+    refused(worker, "ZRANGE", f"{{{ns}}}:flows", 0, -1)
+    refused(worker, "SET", f"{{{ns}}}:offer:default", "x")
