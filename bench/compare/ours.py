@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,9 @@ class Ours(System):
                "BALANCER_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_S)}
         if self.aging_s is not None:
             env["BALANCER_AGING_SECONDS"] = repr(self.aging_s)
+        keys = os.environ.get("BALANCER_SIGNING_KEYS")
+        if keys:  # signing on: the workers check what this process signs
+            env["BALANCER_SIGNING_KEYS"] = keys
         return env
 
     def connect(self, layout: Layout) -> None:
