@@ -3,11 +3,12 @@ functionally (calling tasks inside ``with Flow(...)``; results flow into argumen
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from balancer import context
+from balancer.common import codec
+from balancer.options import check_wait
 from balancer.queue import Queue
 from balancer.task import Task
 
@@ -81,12 +82,14 @@ class Flow:
 
     def call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:
         """A functional-style call: a new node whose arguments may reference other nodes."""
-        node = self._new_node(task, args, kwargs)
-        for upstream in _nodes_in((args, kwargs)):
-            if upstream.flow is not self:
+        upstream = codec.find_in_call(task.name, args, kwargs, Node)
+        for up in upstream:
+            if up.flow is not self:
                 raise FlowError(f"task {task.name!r} gets a result from another flow"
-                                f" ({upstream.flow.name!r})")
-            node.upstream.setdefault(upstream, None)
+                                f" ({up.flow.name!r})")
+        node = self._new_node(task, args, kwargs)
+        for up in upstream:
+            node.upstream.setdefault(up, None)
         return node
 
     def set_dependency(self, upstream: Node | Task, downstream: Node | Task,
@@ -129,38 +132,64 @@ class Flow:
     def plan(self) -> list[Node]:
         """Nodes in dependency order, after folding in ``set_upstream`` made outside the flow.
 
-        Raises FlowError naming the tasks of a cycle.
+        Both walks keep their own stack, so a chain of any length plans without
+        recursion. Raises FlowError naming the tasks of a cycle.
         """
-        for node in list(self.nodes):
-            self._fold_declared(node, set())
+        self._fold_declared()
         order: list[Node] = []
-        state: dict[Node, int] = {}  # 1: on the path, 2: done
-
-        def visit(node: Node, path: list[Node]) -> None:
-            if state.get(node) == 2:
-                return
-            if state.get(node) == 1:
-                cycle = [*path[path.index(node):], node]
-                raise FlowError(f"flow {self.name!r} has a cycle: "
-                                + " -> ".join(n.task.name for n in cycle))
-            state[node] = 1
-            for up in node.upstream:
-                visit(up, [*path, node])
-            state[node] = 2
-            order.append(node)
-
-        for node in self.nodes:
-            visit(node, [])
+        done: set[Node] = set()
+        for root in self.nodes:
+            if root not in done:
+                self._visit(root, done, order)
         return order
 
-    def _fold_declared(self, node: Node, seen: set[Task]) -> None:
-        if node.task in seen:
-            return
-        seen.add(node.task)
-        for upstream_task, key in node.task.upstream:
-            up = self.add_task(upstream_task)
-            node.upstream.setdefault(up, key)
-            self._fold_declared(up, seen)
+    def _visit(self, root: Node, done: set[Node], order: list[Node]) -> None:
+        """Depth-first from ``root``: each node after its upstream ones. ``path`` is the
+        chain being walked (a node met on it again closes a cycle), ``pending`` the
+        upstream nodes each of them has left to walk."""
+        path: list[Node] = [root]
+        on_path = {root}
+        pending = [iter(root.upstream)]
+        while path:
+            up = next(pending[-1], None)
+            if up is None:
+                pending.pop()
+                node = path.pop()
+                on_path.discard(node)
+                done.add(node)
+                order.append(node)
+            elif up in done:
+                continue
+            elif up in on_path:
+                cycle = [*path[path.index(up):], up]
+                raise FlowError(f"flow {self.name!r} has a cycle: "
+                                + " -> ".join(n.task.name for n in cycle))
+            else:
+                path.append(up)
+                on_path.add(up)
+                pending.append(iter(up.upstream))
+
+    def _fold_declared(self) -> None:
+        """Add the upstream tasks declared with ``set_upstream`` outside any flow, and
+        theirs in turn, each node walked once (a chain of any length, without recursion)."""
+        seen: set[Node] = set()
+        for root in list(self.nodes):
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, iter(root.task.upstream))]
+            while stack:
+                node, declared = stack[-1]
+                item = next(declared, None)
+                if item is None:
+                    stack.pop()
+                    continue
+                upstream_task, key = item
+                up = self.add_task(upstream_task)
+                node.upstream.setdefault(up, key)
+                if up not in seen:
+                    seen.add(up)
+                    stack.append((up, iter(up.task.upstream)))
 
     def queues(self) -> dict[str, Queue]:
         """Queues given explicitly to add_task, whose settings the submit applies."""
@@ -194,6 +223,7 @@ class Flow:
         """
         from balancer.common.importpath import is_importing_tasks
 
+        check_wait(f"flow {self.name!r}: run", timeout)  # before anything is submitted
         if is_importing_tasks():
             import logging
 
@@ -207,14 +237,3 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
-
-
-def _nodes_in(value: Any) -> Iterator[Node]:
-    if isinstance(value, Node):
-        yield value
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for v in value:
-            yield from _nodes_in(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _nodes_in(v)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from balancer.options import check_queue_options, plain
+
 DEFAULT_QUEUE = "default"
 
 
@@ -18,9 +20,15 @@ class Queue:
     concurrency_limit: int | None = None
 
     def __post_init__(self) -> None:
+        self.check()
+        object.__setattr__(self, "priority", plain(self.priority))
+        object.__setattr__(self, "concurrency_limit", plain(self.concurrency_limit))
+
+    def check(self) -> None:
+        """Raise ValueError naming this queue and the setting the cluster could not take:
+        the dispatcher reads both back as integers."""
         check_queue_name(self.name)
-        if self.concurrency_limit is not None and self.concurrency_limit < 1:
-            raise ValueError(f"queue {self.name!r}: concurrency_limit must be at least 1")
+        check_queue_options(f"queue {self.name!r}", self.priority, self.concurrency_limit)
 
 
 def check_queue_name(name: str) -> None:

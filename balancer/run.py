@@ -11,6 +11,7 @@ from balancer.common import codec
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, visible_state
+from balancer.options import check_wait
 
 if TYPE_CHECKING:
     from balancer.flow import Flow, Node
@@ -57,6 +58,7 @@ class FlowRun:
 
         Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
         """
+        check_wait(f"flow {self.flow.name!r}: wait", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         done_key = self.keys.flow_done(self.id)
         while True:

@@ -20,12 +20,13 @@ from typing import Any
 import redis
 
 from balancer.common import codec, signals, signing
-from balancer.common.codec import CodecError, UpstreamRef
+from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
+from balancer.options import EXACT_SCORE_LIMIT
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
 
@@ -38,13 +39,18 @@ TRIM_EVERY = 64
 _trim = random.Random()
 
 
-def _with_refs(value: Any, ids: dict[Node, str]) -> Any:
+def _with_refs(value: Any, ids: dict[Node, str], depth: int = 0) -> Any:
+    """``value`` with each node replaced by a reference to its task's result. The depth
+    was checked at the call, but a list passed then may have been nested deeper since:
+    counted here again, so that the recursion stays bounded."""
     if isinstance(value, Node):
         return UpstreamRef(ids[value])
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise TooDeep()
     if isinstance(value, (list, tuple)):
-        return [_with_refs(v, ids) for v in value]
+        return [_with_refs(v, ids, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _with_refs(v, ids) for k, v in value.items()}
+        return {k: _with_refs(v, ids, depth + 1) for k, v in value.items()}
     return value
 
 
@@ -53,6 +59,12 @@ def _encode_args(node: Node, ids: dict[Node, str], limit: int) -> bytes:
     try:
         args = tuple(_with_refs(a, ids) for a in node.args)
         kwargs = {k: _with_refs(v, ids) for k, v in node.kwargs.items()}
+    except TooDeep:
+        try:
+            codec.check_depth(name, node.args, node.kwargs)  # to name the argument
+        except TooDeep as exc:
+            raise FlowError(str(exc)) from None
+        raise FlowError(f"task {name!r}: an argument {TooDeep()}") from None
     except CodecError as exc:
         raise FlowError(f"task {name!r}: {exc}") from None
     for up, key in node.upstream.items():
@@ -109,8 +121,36 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
     return record
 
 
+def _check_options(nodes: list[Node], flow: Flow, settings: Settings, now_ms: int) -> None:
+    """Every task's and queue's options once more, as Redis will take them: they are
+    plain attributes, settable after decoration. Then each priority's score: with a large
+    BALANCER_AGING_SECONDS even a priority within bounds may pass what a double holds
+    exactly. FlowError names the task or queue and the option."""
+    for task in dict.fromkeys(node.task for node in nodes):
+        try:
+            task.check()
+        except ValueError as exc:
+            raise FlowError(str(exc)) from None
+        score = task_score(now_ms, task.priority, settings.aging_seconds * 1000)
+        if not abs(score) < EXACT_SCORE_LIMIT:
+            raise FlowError(
+                f"task {task.name!r}: priority {task.priority} gives a queue score of"
+                f" {score:.3g}, past what Redis orders exactly (2**53) with aging_seconds"
+                f" {settings.aging_seconds}")
+    for queue in flow.queues().values():
+        try:
+            queue.check()
+        except ValueError as exc:
+            raise FlowError(str(exc)) from None
+
+
 def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
+    """Write ``flow`` to the cluster, all or nothing: everything that can be refused
+    (options, arguments, their size) is checked before the first write, and a write
+    Redis refuses anyway (a key of the wrong type) is undone."""
     nodes = flow.plan()
+    now_ms = int(time.time() * 1000)
+    _check_options(nodes, flow, settings, now_ms)
     keys = Keys(settings.namespace)
     flow_id = new_id()
     ids = {node: new_id() for node in nodes}
@@ -118,7 +158,6 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     for node in nodes:
         for up in node.upstream:
             children[up].append(node)
-    now_ms = int(time.time() * 1000)
     records = {ids[n]: _task_record(n, flow_id, ids, children[n], settings, now_ms)
                for n in nodes}
     ready: dict[str, dict[str, float]] = {}
@@ -136,13 +175,18 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     listed = {q: list(ready.get(q, ())) for q in touched}
     signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
     small = None if flow.queues() else signals.small_submit(listed)
-    if small is None:
-        _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
-                      now_ms, signal)
-        worker = None
-    else:
-        worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
-                               ready[small], small, now_ms, signal)
+    try:
+        if small is None:
+            _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
+                          now_ms, signal)
+            worker = None
+        else:
+            worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
+                                   ready[small], small, now_ms, signal)
+    except redis.ResponseError as exc:
+        _undo(client, keys, flow_id, list(records), ready)
+        raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit ({exc});"
+                        " what it had written is removed") from exc
     log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(nodes),
              f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)
@@ -172,6 +216,30 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
     pipe.rpush(keys.wake, signal)
     pipe.execute()
+
+
+def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],
+          ready: dict[str, dict[str, float]]) -> None:
+    """Remove what a submit wrote before Redis refused one of its writes. Neither a
+    transaction nor a script is rolled back on such an error: the commands before it (and,
+    in a transaction, after it) took effect. Only a key of the wrong type in the
+    namespace gets here, the values having been checked; a DEL never fails, so the
+    records go even if a queue cannot be read."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.flow(flow_id), keys.flow_done(flow_id),
+                *(keys.task(task_id) for task_id in task_ids))
+    pipe.zrem(keys.flows, flow_id)
+    for queue, members in ready.items():
+        pipe.zrem(keys.queue(queue), *members)
+    try:
+        replies = pipe.execute(raise_on_error=False)
+    except redis.RedisError as exc:  # the submit's own error is the one to raise
+        log.error("flow=%s: could not undo a refused submit (its records may remain): %s",
+                  flow_id, exc)
+        return
+    for failed in replies:
+        if isinstance(failed, Exception):
+            log.error("flow=%s: undoing a refused submit: %s", flow_id, failed)
 
 
 # Per client: the scripts, and the standing offer last read per namespace and queue.

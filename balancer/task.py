@@ -9,6 +9,7 @@ from typing import Any, overload
 
 from balancer import context
 from balancer.common.importpath import task_path
+from balancer.options import check_task_options, plain
 from balancer.queue import DEFAULT_QUEUE, check_queue_name
 
 
@@ -27,14 +28,21 @@ class Task:
     __balancer_task__ = True
 
     def __post_init__(self) -> None:
-        check_queue_name(self.queue_name)
-        if self.retries < 0:
-            raise ValueError(f"task {self.name!r}: retries must be >= 0")
-        if self.retry_delay < 0:
-            raise ValueError(f"task {self.name!r}: retry_delay must be >= 0")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"task {self.name!r}: timeout must be positive")
+        self.check()
+        self.priority, self.retries = plain(self.priority), plain(self.retries)
+        self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
         functools.update_wrapper(self, self.fn)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """Raise ValueError naming this task and the option Redis could not take. Run at
+        decoration, and again at submit: the options are plain attributes, and one set
+        after decoration must not reach Redis unchecked."""
+        try:
+            check_queue_name(self.queue_name)
+        except ValueError as exc:
+            raise ValueError(f"task {self.name!r}: queue_name: {exc}") from None
+        check_task_options(f"task {self.name!r}", self.priority, self.retries,
+                           self.retry_delay, self.timeout)
 
     @property
     def path(self) -> str:

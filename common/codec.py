@@ -81,8 +81,7 @@ def encode_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], l
     try:
         blob = pack([list(args), kwargs])
     except CodecError:
-        for where, value in [*((f"position {i}", a) for i, a in enumerate(args)),
-                             *((f"keyword {k!r}", v) for k, v in kwargs.items())]:
+        for where, value in _arguments(args, kwargs):
             try:
                 pack(value)
             except CodecError as exc:
@@ -98,6 +97,66 @@ def encode_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], l
             " (max_payload_bytes); pass a reference such as a path or a key instead"
         )
     return blob
+
+
+# Deepest nesting of containers in one argument. msgpack refuses past 511 levels; the
+# worker's walks over arguments (upstream_refs, substitute) recurse two Python frames per
+# level, so this keeps them far from the interpreter's recursion limit (1000).
+MAX_DEPTH = 200
+CONTAINERS = (list, tuple, set, frozenset, dict)
+
+
+class TooDeep(CodecError):
+    """An argument nests containers deeper than MAX_DEPTH."""
+
+    def __init__(self, where: str = "") -> None:
+        super().__init__(f"{where}is nested deeper than {MAX_DEPTH} levels")
+
+
+def find_in_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 kind: type | tuple[type, ...]) -> list[Any]:
+    """Every instance of ``kind`` inside a call's arguments (list, tuple, set, frozenset,
+    a dict's values), in order. The walk keeps its own stack: an argument nested past
+    MAX_DEPTH is a TooDeep naming the task and the argument, never a RecursionError."""
+    found: list[Any] = []
+    values = (*args, *kwargs.values())
+    for i, value in enumerate(values):
+        if isinstance(value, kind):
+            found.append(value)
+        elif isinstance(value, CONTAINERS):
+            try:
+                _find(value, kind, found)
+            except TooDeep:
+                where = (f"position {i}" if i < len(args)
+                         else f"keyword {list(kwargs)[i - len(args)]!r}")
+                raise TooDeep(f"task {task_name!r}: argument at {where} ") from None
+    return found
+
+
+def _find(value: Any, kind: type | tuple[type, ...], found: list[Any]) -> None:
+    """Depth first, in order: the stack holds an iterator per container being read."""
+    stack = [iter(value.values() if isinstance(value, dict) else value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, kind):
+                found.append(item)
+            elif isinstance(item, CONTAINERS):
+                if len(stack) >= MAX_DEPTH:
+                    raise TooDeep()
+                stack.append(iter(item.values() if isinstance(item, dict) else item))
+                break
+        else:
+            stack.pop()
+
+
+def check_depth(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Raise TooDeep naming the task and the argument nested past MAX_DEPTH."""
+    find_in_call(task_name, args, kwargs, ())
+
+
+def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [*((f"position {i}", a) for i, a in enumerate(args)),
+            *((f"keyword {k!r}", v) for k, v in kwargs.items())]
 
 
 def decode_call(blob: bytes) -> tuple[list[Any], dict[str, Any]]:

@@ -190,6 +190,22 @@ def parse_lease(raw: bytes) -> Lease | None:
         return None
 
 
+# What a worker id may not hold: "|" separates the fields of signals, inbox entries and
+# lease members, whitespace the members of an ahead value, braces would end the hash tag
+# that keeps every key of a namespace in one cluster slot.
+WORKER_ID_FORBIDDEN = frozenset("|{}")
+
+
+def check_worker_id(worker_id: object) -> None:
+    """Raise ValueError unless ``worker_id`` can name a worker in every message format."""
+    if not isinstance(worker_id, str) or not worker_id:
+        raise ValueError(f"invalid worker name {worker_id!r}: it must not be empty")
+    bad = sorted({c for c in worker_id if c in WORKER_ID_FORBIDDEN or c.isspace()})
+    if bad:
+        raise ValueError(f"invalid worker name {worker_id!r}: it must not hold"
+                         f" {', '.join(map(repr, bad))} (no '|', braces or whitespace)")
+
+
 def lease_member(task_id: str, token: str) -> str:
     """A lease as a member of its worker's leases set."""
     return f"{task_id}|{token}"

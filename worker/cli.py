@@ -6,7 +6,7 @@ import os
 import sys
 
 import click
-from balancer.common import logs
+from balancer.common import logs, signals
 from balancer.common.connection import Unreachable, reach
 from balancer.common.settings import Settings, SettingsError
 from balancer.common.urls import URL_HELP
@@ -64,6 +64,11 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
     for q in queues:
         if not q or any(c.isspace() for c in q):
             raise click.BadParameter(f"invalid queue name {q!r}", param_hint="--queue")
+    if name is not None:
+        try:
+            signals.check_worker_id(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--name") from None
     try:
         client = reach(settings.server_url)
     except Unreachable as exc:  # one line, the URL redacted

@@ -75,6 +75,11 @@ class Worker:
             raise WorkerError(f"unknown pool {pool!r}: use 'process' or 'thread'")
         if not queues:
             raise WorkerError("a worker needs at least one queue")
+        if name is not None:
+            try:
+                signals.check_worker_id(name)
+            except ValueError as exc:
+                raise WorkerError(str(exc)) from None
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)

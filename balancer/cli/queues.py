@@ -8,6 +8,7 @@ import click
 
 from balancer.cli.common import Cluster, cluster_options
 from balancer.common import signals
+from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
 
 
@@ -38,8 +39,9 @@ def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str
 
 @queue.command("set")
 @click.argument("name")
-@click.option("--priority", type=int, help="Higher is served first. Queues without one are 0.")
-@click.option("--concurrency-limit", type=click.IntRange(min=1),
+@click.option("--priority", type=click.IntRange(-PRIORITY_LIMIT, PRIORITY_LIMIT),
+              help="Higher is served first. Queues without one are 0.")
+@click.option("--concurrency-limit", type=click.IntRange(1, COUNT_LIMIT),
               help="Most tasks of this queue leased at once, across the cluster.")
 @click.option("--no-limit", is_flag=True, help="Remove the concurrency limit.")
 @cluster_options

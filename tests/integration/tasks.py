@@ -96,3 +96,16 @@ def kill_my_worker() -> None:
 def short_timeout(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@task
+def wait_for_gate(url: str, key: str, seconds: float) -> bool:
+    """Run until ``key`` gets an entry (True), or for ``seconds`` (False): a long run whose
+    end the test decides, so that no clock margin does. Waits a second at a time: redis-py
+    times a read out after 5 s."""
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.blpop([key], timeout=1) is not None:
+            return True
+    return False

@@ -1,0 +1,95 @@
+"""Checks of the numeric options a task or a queue is given, wherever they are given.
+
+Every option ends up in Redis: a priority in a sorted-set score, a retry delay and a
+timeout in the scores of ``delayed`` and ``deadlines``, a limit compared in Lua. A value
+Redis or Lua cannot take (nan, inf, a float where a count is meant, a priority past what
+a double holds exactly) fails a command halfway through a submit, or a script long after
+it, so each is refused here, before anything is written, with the task or queue named.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any
+
+# Task and queue priorities lie within +-PRIORITY_LIMIT. A task's score is its arrival in
+# ms minus priority levels of BALANCER_AGING_SECONDS each, or of STRICT_LEVEL_MS (1e12)
+# with aging off: 1000 such levels plus today's clock stay far below 2**53, the largest
+# magnitude up to which a sorted-set score (a double) keeps every millisecond apart.
+PRIORITY_LIMIT = 1000
+# A score beyond this is rounded by Redis, and tasks a millisecond apart would swap places.
+EXACT_SCORE_LIMIT = 2**53
+# Retry delays double per failure: delay * 2**(retries - 1) stays a finite double up to
+# here, and a retry's due time never becomes nan (0 * inf) in fail.lua.
+RETRIES_LIMIT = 1000
+# Longest timeout or retry delay, in seconds (about 31 years): a longer wait overflows the
+# platform's timers (a thread pool's join raises OverflowError from about 1e10 s).
+SECONDS_LIMIT = 1e9
+# Counts Lua reads back exactly (its numbers are doubles).
+COUNT_LIMIT = 2**53
+
+
+def check_task_options(owner: str, priority: Any, retries: Any, retry_delay: Any,
+                       timeout: Any) -> None:
+    """Raise ValueError naming ``owner`` (e.g. "task 'fetch'") and the option at fault."""
+    integer(owner, "priority", priority, -PRIORITY_LIMIT, PRIORITY_LIMIT)
+    integer(owner, "retries", retries, 0, RETRIES_LIMIT)
+    seconds(owner, "retry_delay", retry_delay, positive=False)
+    if timeout is not None:
+        seconds(owner, "timeout", timeout, positive=True)
+
+
+def check_queue_options(owner: str, priority: Any, concurrency_limit: Any) -> None:
+    """Settings left as None keep what the cluster has, so None is always accepted."""
+    if priority is not None:
+        integer(owner, "priority", priority, -PRIORITY_LIMIT, PRIORITY_LIMIT)
+    if concurrency_limit is not None:
+        integer(owner, "concurrency_limit", concurrency_limit, 1, COUNT_LIMIT)
+
+
+def plain(value: Any) -> Any:
+    """A checked number as the int or float redis-py can send (a numpy number it cannot);
+    None stays None."""
+    if value is None or type(value) in (int, float):
+        return value
+    return int(value) if isinstance(value, Integral) else float(value)
+
+
+def check_wait(owner: str, timeout: Any) -> None:
+    """A client's wait: None (for ever) or a finite number of seconds, not negative (nan
+    would wait for ever: no clock is ever past it)."""
+    if timeout is not None:
+        _number(owner, "timeout", timeout)
+        if timeout < 0:
+            raise ValueError(f"{owner}: timeout must be >= 0, got {timeout!r}")
+
+
+def integer(owner: str, option: str, value: Any, low: int, high: int) -> None:
+    """An int (bool is refused: True would silently mean 1) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        finite = not isinstance(value, Real) or math.isfinite(value)
+        raise ValueError(f"{owner}: {option} must be {'an' if finite else 'a finite'}"
+                         f" integer, got {value!r}")
+    if not low <= int(value) <= high:
+        raise ValueError(f"{owner}: {option} must be between {low} and {high},"
+                         f" got {value!r}")
+
+
+def seconds(owner: str, option: str, value: Any, *, positive: bool) -> None:
+    """A finite number of seconds, at most SECONDS_LIMIT; above 0, or at least 0."""
+    _number(owner, option, value)
+    if positive and value <= 0:
+        raise ValueError(f"{owner}: {option} must be positive, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{owner}: {option} must be >= 0, got {value!r}")
+    if value > SECONDS_LIMIT:
+        raise ValueError(f"{owner}: {option} must be at most {SECONDS_LIMIT:.0e} seconds,"
+                         f" got {value!r}")
+
+
+def _number(owner: str, option: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{owner}: {option} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}: {option} must be a finite number, got {value!r}")
