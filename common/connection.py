@@ -16,6 +16,33 @@ _embedded_servers: dict[str, object] = {}
 
 MEMORY_SCHEME = "memory://"
 
+# Error replies that say Redis cannot serve right now, whatever the keys (out of memory,
+# a read-only replica after a failover, loading its data, busy with a script, a failing
+# disk, ...): the same call succeeds later. Any other error reply (WRONGTYPE, a script's
+# runtime error, a value that is not a number) is about the data of a particular key.
+OUTAGE_CODES = frozenset({"OOM", "READONLY", "LOADING", "BUSY", "NOSCRIPT", "MASTERDOWN",
+                          "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "EXECABORT"})
+_PIPELINE_PREFIX = " of pipeline caused error: "
+
+
+def error_message(exc: Exception) -> str:
+    """An error's message, without the command redis-py prefixes a pipeline's error with."""
+    return str(exc).rpartition(_PIPELINE_PREFIX)[2]
+
+
+def error_code(exc: redis.ResponseError) -> str:
+    """The code of an error reply ("WRONGTYPE", "OOM", "ERR" ...). redis-py keeps it apart
+    for the codes it maps to classes, and wraps the message of a pipeline's command."""
+    return exc.status_code or error_message(exc).split(" ", 1)[0]
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Redis cannot serve at all for now (unreachable, or an error reply of OUTAGE_CODES):
+    wait and try again. False for errors about particular data, which retrying repeats."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and error_code(exc) in OUTAGE_CODES
+
 
 def connect(url: str) -> redis.Redis:
     """A client for ``url``. Every ``memory://NAME`` client of one process shares one server."""
