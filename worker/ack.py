@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import redis
 from balancer.common import codec
+from balancer.common.connection import is_outage
 from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
@@ -48,12 +49,15 @@ class Finished:
 
 
 def persist(what: str, task_id: str, call: Callable[[], T]) -> T:
-    """Run an idempotent call, retrying with backoff while Redis is unreachable."""
+    """Run an idempotent call, retrying with backoff while Redis cannot serve (unreachable,
+    or refusing: OOM, READONLY, LOADING, BUSY ...)."""
     backoff = 0.1
     while True:
         try:
             return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
+            if not is_outage(exc):
+                raise
             log.error("task=%s cannot %s (%s); retrying in %.1fs", task_id, what, exc, backoff)
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)

@@ -136,7 +136,9 @@ class Heartbeat(threading.Thread):
                 if failing:
                     log.info("worker=%s reached Redis again", self.worker_id)
                 failing = False
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except redis.RedisError as exc:
+                # Any error reply too (OOM, READONLY ...): a heartbeat thread that died
+                # would get a live worker reaped for good.
                 if not failing:
                     log.error("worker=%s cannot heartbeat: %s", self.worker_id, exc)
                 failing = True

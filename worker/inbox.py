@@ -19,7 +19,7 @@ from typing import cast
 
 import redis
 from balancer.common import signals
-from balancer.common.connection import Direct
+from balancer.common.connection import Direct, is_outage
 from balancer.common.keys import Keys
 from balancer.common.signals import Lease
 
@@ -99,7 +99,9 @@ class Inbox:
         try:
             reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT", "COUNT",
                                      wanted)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
+            if not is_outage(exc):  # error replies such as READONLY are outages too
+                raise
             log.error("worker=%s cannot fetch: %s", self.worker_id, exc)
             self.stopping.wait(FETCH_RETRY)  # holding the turn: one slot retries
             return None, 0

@@ -48,7 +48,7 @@ class Marker(threading.Thread):
             if due:
                 # Lost on an outage: the task only shows as assigned a little longer, and
                 # what was prefetched behind it waits for it (the reconciler goes on).
-                with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                with contextlib.suppress(redis.RedisError):  # error replies (OOM ...) too
                     self.scripts.mark_running(self.worker_id,
                                               [(lease.task_id, lease.token) for lease in due])
                     self.make_way()

@@ -42,7 +42,7 @@ class Reconciler(threading.Thread):
             # During an outage the heartbeat reports it; the next pass catches up.
             if self.leased() == 0 and not self.running() and not self._suspects:
                 continue
-            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+            with contextlib.suppress(redis.RedisError):  # error replies (OOM ...) too
                 self.pass_once()
 
     def pass_once(self) -> int:

@@ -213,7 +213,7 @@ class Worker:
         try:
             self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
             self.hand_back()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
         deadline = time.monotonic() + grace
         for slot in self.slots:
@@ -235,7 +235,7 @@ class Worker:
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
             pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
             pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.RedisError as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
         log.info("worker=%s stopped", self.id)
 
