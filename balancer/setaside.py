@@ -68,6 +68,6 @@ class SetAside:
 
     @staticmethod
     def _log(record: Aside) -> None:
-        member = f" member={shown(record.member)!r}" if record.member else ""
+        member = f' member="{shown(record.member)}"' if record.member else ""
         log.warning("set aside entry=%s kind=%s key=%s%s: %s (balancer dlq aside)",
                     record.id, record.kind, record.key, member, record.detail)

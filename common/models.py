@@ -95,7 +95,8 @@ class QueueConfig:
             try:
                 return int(raw.decode())
             except (UnicodeDecodeError, ValueError):
-                problems.append(f"{key} {raw[:40]!r} is not an integer: {default} used")
+                shown = raw[:40].decode("utf-8", "backslashreplace")
+                problems.append(f"{key} {shown!r} is not an integer: {default} used")
                 return default
 
         return cls(

@@ -65,7 +65,7 @@ def dlq_aside(cluster: Cluster, as_json: bool) -> None:
     if not rows:
         click.echo("nothing set aside")
     for r in rows:
-        member = f" member={r['member']!r}" if r["member"] else ""
+        member = f' member="{r["member"]}"' if r["member"] else ""
         score = f" score={r['score']}" if r["score"] is not None else ""
         click.echo(f"{r['id']}  {r['kind']:<12} key={r['key']}{member}{score}  {r['detail']}")
 

@@ -15,7 +15,7 @@ def test_a_setting_that_is_not_a_number_reads_as_its_default_and_is_told() -> No
         "q", {b"priority": b"urgent", b"concurrency_limit": b"\xff", b"paused": b"1"})
     assert config == QueueConfig("q", priority=0, concurrency_limit=None, paused=True)
     assert len(problems) == 2
-    assert "priority b'urgent' is not an integer: 0 used" in problems
+    assert "priority 'urgent' is not an integer: 0 used" in problems
     assert QueueConfig.parse("q", {b"priority": b"7", b"concurrency_limit": b""}) == (
         QueueConfig("q", priority=7), [])
     assert QueueConfig.from_hash("q", {b"priority": b"urgent"}) == QueueConfig("q")
