@@ -841,12 +841,11 @@ class Dispatcher:
         pipe.zmscore(key, batch)
         for task_id in batch:
             pipe.type(self.keys.task(task_id))
-        found, inbox_type, leases_type, scores, *types = [
-            self._ok(r) for r in pipe.execute(raise_on_error=False)]
-        if found not in (b"zset", b"none"):
+        found, inbox_type, leases_type, scores, *types = pipe.execute(raise_on_error=False)
+        if self._ok(found) not in (b"zset", b"none"):  # its ZMSCORE failed too
             self._queue_failed(queue, exc)
             return
-        bad = [(t, s, ty.decode()) for t, s, ty in zip(batch, scores, types)
+        bad = [(t, s, self._ok(ty).decode()) for t, s, ty in zip(batch, self._ok(scores), types)
                if ty not in (b"hash", b"none")]
         for task_id, score, kind in bad:
             self.aside.move(aside.WRONG_TYPE, key, "zset", task_id.encode(),
@@ -856,6 +855,7 @@ class Dispatcher:
         if bad:
             self._again = True  # the rest of the batch
             return
+        inbox_type, leases_type = self._ok(inbox_type), self._ok(leases_type)
         wrong = inbox_type not in (b"list", b"none") or leases_type not in (b"set", b"none")
         entry = self.aside.note(
             aside.WRONG_TYPE if wrong else aside.UNUSABLE, inbox,

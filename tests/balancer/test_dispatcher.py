@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 import redis
 from balancer.common import signals
+from balancer.common.aside import Aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.scripts import Done, Scripts
@@ -451,3 +452,17 @@ def test_a_worker_whose_inbox_is_of_the_wrong_type_is_passed_over_and_reported_o
     assert fake.get(keys.inbox("w")) == b"operator data"  # left as it is
     (entry,) = fake.hkeys(keys.aside)
     assert caplog.text.count(f"entry={entry.decode()}") == 1
+
+
+def test_a_queue_key_turned_to_the_wrong_type_under_a_listed_submit_is_skipped(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup)
+    submit(fake, settings, 2)  # listed in its signal: leased without reading the queue
+    fake.delete(keys.queue("default"))
+    fake.set(keys.queue("default"), "operator data")  # the lease script trips on it
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 1 and "default" in dispatcher._skipped
+    (row,) = [r for r in map(Aside.from_blob, fake.hvals(keys.aside))]
+    assert (row.kind, row.key) == ("wrong-type", keys.queue("default"))
+    assert fake.get(keys.queue("default")) == b"operator data"
