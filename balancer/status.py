@@ -1,5 +1,7 @@
 """What ``balancer status`` shows: the leader, workers with their load, queues with their
-depth, recent flow runs. Read-only; gathered in a few pipelined round trips."""
+depth, recent flow runs, entries the dispatcher set aside. Read-only; gathered in a few
+pipelined round trips. A bad entry (a queue key of the wrong type, a queue name that is
+not UTF-8, a setting that is not a number) shows where it is, never fails the command."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Any
 import redis
 
 from balancer import why
-from balancer.common import signals
+from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.scheduling import WorkerView, load
@@ -67,6 +69,8 @@ class Status:
     flows: list[FlowRow]
     delayed: int
     dead_letters: int
+    # Bad entries the dispatcher set aside (common.aside rows): `balancer dlq aside`.
+    set_aside: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +78,11 @@ class Status:
 
 def _int(raw: bytes | None) -> int:
     return int(raw) if raw else 0
+
+
+def _or(reply: Any, default: Any) -> Any:
+    """A pipeline reply, or ``default`` where it is an error (a key of the wrong type)."""
+    return default if isinstance(reply, Exception) else reply
 
 
 def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
@@ -87,8 +96,9 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     pipe.zrevrange(keys.flows, 0, recent - 1)
     pipe.zcard(keys.delayed)
     pipe.zcard(keys.dlq)
-    leader, workers, queue_names, inflight, flow_ids, delayed, dead = pipe.execute()
-    queue_names = sorted(q.decode() for q in queue_names)
+    pipe.hgetall(keys.aside)
+    leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside = pipe.execute()
+    queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]
 
@@ -102,14 +112,14 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
         pipe.get(keys.offer(q))
     for f in flow_ids:
         pipe.hmget(keys.flow(f), ["name", "state", "total", "remaining", "failed", "created"])
-    replies = pipe.execute()
+    replies = pipe.execute(raise_on_error=False)
 
     # What holds each queue is judged on these same reads, not on a second pass.
     facts = why.ClusterFacts(leader=leader.decode() if leader else None,
                              inflight={k.decode(): int(v) for k, v in inflight.items()})
     rows: list[WorkerRow] = []
     for i, (wid, score) in enumerate(worker_ids):
-        blob, leased = replies[2 * i], int(replies[2 * i + 1])
+        blob, leased = _or(replies[2 * i], None), int(_or(replies[2 * i + 1], 0))
         info = WorkerInfo.from_blob(blob) if blob else WorkerInfo(wid, (), 0)
         if blob is not None:
             facts.workers.append(info)
@@ -127,23 +137,26 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     epoch = facts.leader.split("|", 1)[0] if facts.leader else None
     for j, q in enumerate(queue_names):
         depth, conf, raw = replies[offset + 3 * j: offset + 3 * j + 3]
-        c = facts.configs[q] = QueueConfig.from_hash(q, conf)
-        offer = signals.parse_offer(raw) if raw else None
-        queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused, int(depth),
+        c = facts.configs[q] = QueueConfig.from_hash(q, _or(conf, {}))
+        offer = signals.parse_offer(raw) if _or(raw, None) else None
+        hold = (f"its key cannot be read: {depth}" if isinstance(depth, Exception)
+                else why.queue_hold(q, facts) if depth else None)
+        queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused,
+                                   _or(depth, 0),
                                    facts.inflight.get(q, 0) if c.concurrency_limit else None,
-                                   why.queue_hold(q, facts) if depth else None,
+                                   hold,
                                    [w for w, _, _ in offer.workers]
                                    if offer and offer.epoch == epoch else []))
     offset += 3 * len(queue_names)
     flows = []
     for k, f in enumerate(flow_ids):
-        name, state, total, remaining, failed, created = replies[offset + k]
+        name, state, total, remaining, failed, created = _or(replies[offset + k], [None] * 6)
         if name is None:
             continue  # expired
         flows.append(FlowRow(f, name.decode(), state.decode(), _int(total), _int(remaining),
                              _int(failed), _int(created) / 1000))
     return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
-                  int(dead))
+                  int(dead), aside.rows(set_aside))
 
 
 def render(status: Status) -> str:
@@ -166,8 +179,13 @@ def render(status: Status) -> str:
             lines.append(f"      waiting: {q.held_by}")
         if q.offered_to:
             lines.append(f"      a small submit goes at once to: {', '.join(q.offered_to)}")
-    lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}", "",
-              f"recent flow runs ({len(status.flows)}):"]
+    lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}"
+                  f"   set aside: {len(status.set_aside)}"]
+    for entry in status.set_aside:
+        lines.append(f"  {entry['id']}  {entry['kind']:<12} {entry['key']}  {entry['detail']}")
+    if status.set_aside:
+        lines.append("  (balancer dlq aside: the entries as they were; dlq dismiss ID)")
+    lines += ["", f"recent flow runs ({len(status.flows)}):"]
     for f in status.flows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
         lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"

@@ -11,11 +11,13 @@ import logging
 
 import redis
 
-from balancer.common import codec, signals
+from balancer.common import aside, codec, signals
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
+from balancer.common.retry import is_outage
 from balancer.common.scripts import FAIL_REFUSED, LeasedTask, Scripts
 from balancer.common.settings import Settings
+from balancer.setaside import SetAside
 
 log = logging.getLogger("balancer.dispatcher")
 
@@ -25,11 +27,12 @@ CASCADE_BATCH = 100
 
 class Upkeep:
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
-                 settings: Settings) -> None:
+                 settings: Settings, set_aside: SetAside | None = None) -> None:
         self.client = client
         self.keys = keys
         self.scripts = scripts
         self.settings = settings
+        self.set_aside = set_aside or SetAside(scripts, lambda: 0.0)
         self.ttl_ms = int(settings.result_ttl * 1000)
 
     def task_fields(self, task_ids: list[str], *names: str) -> list[list[str | None]]:
@@ -52,25 +55,46 @@ class Upkeep:
         return moved, next_due
 
     def cascade(self) -> bool:
-        """Fail the dependents of failed tasks, a batch at a time; True if more remain."""
-        ids = [m.decode() for m in self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)]
-        more = len(ids) == CASCADE_BATCH
-        for failed_id in ids:
-            flow, name = self.task_fields([failed_id], "flow", "name")[0]
-            blob = self.client.hget(self.keys.task(failed_id), "children")
+        """Fail the dependents of failed tasks, a batch at a time; True if more remain.
+        An entry that cannot be used (not UTF-8, or its task's record of the wrong type) is
+        set aside: left at the head of the list, it would hold up every failure behind it."""
+        members = self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)
+        more = len(members) == CASCADE_BATCH
+        for member in members:
             try:
-                children = [str(c[0]) for c in codec.unpack(blob)] if blob else []
-            except (codec.CodecError, TypeError, IndexError):
-                log.error("task=%s: unreadable list of dependents; they are not failed",
-                          failed_id)
-                children = []
-            error = ErrorInfo("balancer.UpstreamFailed",
-                              f"upstream task {name} ({failed_id}) did not complete")
-            n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
-                                     self.ttl_ms)
-            log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
+                failed_id = member.decode()
+            except UnicodeDecodeError:
+                self.set_aside.move(aside.UNREADABLE, self.keys.cascade, "list", member,
+                                    "not a task id (not UTF-8): taken out of the list of"
+                                    " failed tasks whose dependents wait to be failed")
+                continue
+            try:
+                n = self._cascade_one(failed_id)
+            except redis.ResponseError as exc:
+                if is_outage(exc):
+                    raise
+                self.set_aside.move(aside.kind_of(exc), self.keys.cascade, "list", member,
+                                    f"failing the dependents of task={failed_id} failed: "
+                                    f"{exc}; taken out of the list")
+                continue
             more = more or n > 0
         return more
+
+    def _cascade_one(self, failed_id: str) -> int:
+        flow, name = self.task_fields([failed_id], "flow", "name")[0]
+        blob = self.client.hget(self.keys.task(failed_id), "children")
+        try:
+            children = [str(c[0]) for c in codec.unpack(blob)] if blob else []
+        except (codec.CodecError, TypeError, IndexError):
+            log.error("task=%s: unreadable list of dependents; they are not failed",
+                      failed_id)
+            children = []
+        error = ErrorInfo("balancer.UpstreamFailed",
+                          f"upstream task {name} ({failed_id}) did not complete")
+        n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
+                                 self.ttl_ms)
+        log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
+        return n
 
     def expire_overdue(self, now_ms: float) -> bool:
         """Fail leases that outlived their task's timeout plus grace without an ack, even

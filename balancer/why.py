@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 
+from balancer.common import aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 from balancer.scheduling import ALL_QUEUES
@@ -43,7 +44,7 @@ class ClusterFacts:
         pipe.hgetall(keys.inflight)
         pipe.get(keys.leader)
         ids, queues, inflight, leader = pipe.execute()
-        names = sorted(q.decode() for q in queues)
+        names = sorted(aside.readable(queues))  # the dispatcher sets the others aside
         pipe = client.pipeline(transaction=False)
         for wid in ids:
             pipe.hget(keys.worker(wid.decode()), "info")

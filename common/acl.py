@@ -65,12 +65,13 @@ ROLES = {
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
         scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
-                 "dlq_purge"),
+                 "dlq_purge", "set_aside"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers
             "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZCARD", "ZSCORE", "ZRANK", "ZREM",
-            "HGET", "HMGET", "HGETALL", "HVALS", "HSET", "HDEL",
+            "HGET", "HMGET", "HGETALL", "HVALS", "HKEYS", "HLEN", "HSET", "HDEL",
+            "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
         ),

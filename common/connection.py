@@ -22,7 +22,6 @@ _embedded_servers: dict[str, object] = {}
 
 MEMORY_SCHEME = "memory://"
 
-
 class Unreachable(Exception):
     """Redis did not answer at a URL. The message is one line, safe to show: the URL
     redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes."""

@@ -23,6 +23,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | deadlines            | zset        | running tasks with a timeout, score = timeout + grace (ms)  |
 | cascade              | list        | failed task ids whose dependents still need failing         |
 | dlq                  | zset        | quarantined task ids, score = when                          |
+| aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
 | idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
@@ -98,6 +99,10 @@ class Keys:
     @property
     def dlq(self) -> str:
         return f"{self.prefix}dlq"
+
+    @property
+    def aside(self) -> str:
+        return f"{self.prefix}aside"
 
     @property
     def wake(self) -> str:

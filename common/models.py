@@ -79,17 +79,32 @@ class QueueConfig:
 
     @classmethod
     def from_hash(cls, name: str, fields: dict[bytes, bytes]) -> QueueConfig:
-        def get(key: str) -> str | None:
-            raw = fields.get(key.encode())
-            return raw.decode() if raw is not None else None
+        return cls.parse(name, fields)[0]
 
-        limit = get("concurrency_limit")
+    @classmethod
+    def parse(cls, name: str, fields: dict[bytes, bytes]) -> tuple[QueueConfig, list[str]]:
+        """The config, and what in ``fields`` was not usable. A setting that is not a
+        number (written by hand) must not stop the dispatcher from reading every other
+        queue's: its default stands in, and the problem is told to the caller."""
+        problems: list[str] = []
+
+        def number(key: str, default: int | None) -> int | None:
+            raw = fields.get(key.encode())
+            if raw is None or raw == b"":
+                return default
+            try:
+                return int(raw.decode())
+            except (UnicodeDecodeError, ValueError):
+                shown = raw[:40].decode("utf-8", "backslashreplace")
+                problems.append(f"{key} {shown!r} is not an integer: {default} used")
+                return default
+
         return cls(
             name=name,
-            priority=int(get("priority") or 0),
-            concurrency_limit=int(limit) if limit not in (None, "") else None,
-            paused=(get("paused") or "0") == "1",
-        )
+            priority=number("priority", 0) or 0,
+            concurrency_limit=number("concurrency_limit", None),
+            paused=fields.get(b"paused", b"0") == b"1",
+        ), problems
 
 
 # Changes of a host's load share (cpu pressure, memory) and of mean task run times (as a

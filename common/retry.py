@@ -6,6 +6,10 @@ LOADING after a restart, BUSY while a script runs, WRONGTYPE from a key an opera
 broke). Redis recovers from all of these without us, and a thread that died on one would
 not come back: a 3-second OOM once left a cluster with no worker heartbeating for good.
 Only client-side errors (``redis.DataError``, bad arguments) are bugs, not retried.
+
+The dispatcher tells the two kinds of error reply apart (``is_outage``): an outage is
+waited out, while an error about particular data (WRONGTYPE, a script's runtime error)
+is isolated to that data, since retrying would only repeat it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,33 @@ import redis
 
 RETRYABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
+
+# Error replies that say Redis cannot serve right now, whatever the keys (out of memory,
+# a read-only replica after a failover, loading its data, busy with a script, a failing
+# disk, ...): the same call succeeds later. Any other error reply (WRONGTYPE, a script's
+# runtime error, a value that is not a number) is about the data of a particular key.
+OUTAGE_CODES = frozenset({"OOM", "READONLY", "LOADING", "BUSY", "NOSCRIPT", "MASTERDOWN",
+                          "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "EXECABORT"})
+_PIPELINE_PREFIX = " of pipeline caused error: "
+
+
+def error_message(exc: Exception) -> str:
+    """An error's message, without the command redis-py prefixes a pipeline's error with."""
+    return str(exc).rpartition(_PIPELINE_PREFIX)[2]
+
+
+def error_code(exc: redis.ResponseError) -> str:
+    """The code of an error reply ("WRONGTYPE", "OOM", "ERR" ...). redis-py keeps it apart
+    for the codes it maps to classes, and wraps the message of a pipeline's command."""
+    return exc.status_code or error_message(exc).split(" ", 1)[0]
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Redis cannot serve at all for now (unreachable, or an error reply of OUTAGE_CODES):
+    wait and try again. False for errors about particular data, which retrying repeats."""
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    return isinstance(exc, redis.ResponseError) and error_code(exc) in OUTAGE_CODES
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0

@@ -74,6 +74,16 @@ class Done:
 
 
 @dataclass(frozen=True)
+class Lead:
+    """The leader lease as ``leader.lua`` answers: the token we hold (None: another
+    dispatcher leads), and what the epoch key held if it was no counter and a new epoch
+    was taken instead (None when it was fine)."""
+
+    token: str | None
+    bad_epoch: bytes | None = None
+
+
+@dataclass(frozen=True)
 class LeasedTask:
     """A leased task the reaper or its worker takes back."""
 
@@ -107,8 +117,31 @@ class Scripts:
     # -- dispatcher -----------------------------------------------------------------
 
     def leader(self, dispatcher_id: str, ttl_ms: int) -> str | None:
-        token = self._run("leader", [self.keys.leader, self.keys.epoch], [dispatcher_id, ttl_ms])
-        return token.decode() if token else None
+        return self.lead(dispatcher_id, ttl_ms).token
+
+    def lead(self, dispatcher_id: str, ttl_ms: int) -> Lead:
+        """Take or renew the leader lease (``leader.lua``)."""
+        reply = self._run("leader", [self.keys.leader, self.keys.epoch], [dispatcher_id, ttl_ms])
+        if not reply:
+            return Lead(None)
+        token, bad_epoch = reply
+        return Lead(token.decode(), bad_epoch)
+
+    def set_aside(self, entry_id: str, record: bytes, source: str,
+                  source_type: Literal["zset", "set", "list"], member: bytes) -> bool:
+        """Move ``member`` out of the key ``source`` into the set-aside records
+        (``set_aside.lua``); False when it was no longer there."""
+        return bool(self._run("set_aside", [self.keys.aside, source],
+                              [entry_id, record, source_type, member]))
+
+    def note_aside(self, entry_id: str, record: bytes) -> None:
+        """Record something wrong that stays where it is, unless it is recorded already
+        (a single HSETNX: no script; the first record keeps when it was met)."""
+        self.client.hsetnx(self.keys.aside, entry_id, record)
+
+    def clear_aside(self, *entry_ids: str) -> int:
+        """Drop set-aside records: the condition is gone, or an operator dismissed them."""
+        return int(self.client.hdel(self.keys.aside, *entry_ids)) if entry_ids else 0
 
     def assign(self, leader_token: str, worker_id: str, queue: str, capacity: int,
                grace_ms: int, lease_prefix: str, task_ids: Sequence[str], refill_at: int = 1

@@ -1,4 +1,5 @@
-"""`balancer dlq ...`: quarantined tasks, listed, retried or given up."""
+"""`balancer dlq ...`: quarantined tasks, listed, retried or given up; and the bad entries
+the dispatcher set aside, listed or dismissed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from balancer.cli.common import Cluster, cluster_options
-from balancer.common import codec
+from balancer.common import aside, codec
 
 
 @click.group()
@@ -16,6 +17,7 @@ def dlq() -> None:
     """Quarantined tasks: those whose runs killed their worker `poison_threshold` times.
 
     A quarantined task waits, and so does its flow, until it is retried or purged.
+    Bad entries the dispatcher set aside are listed by `balancer dlq aside`.
     """
 
 
@@ -44,6 +46,45 @@ def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
                    f"  flow={r['flow']}  {r['reason']}")
+    set_aside = client.hlen(keys.aside)
+    if set_aside:
+        click.echo(f"{set_aside} bad entries set aside: balancer dlq aside")
+
+
+@dlq.command("aside")
+@cluster_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def dlq_aside(cluster: Cluster, as_json: bool) -> None:
+    """List bad entries the dispatcher set aside: what was wrong, the key it was in, the
+    entry as it was (bytes that are not UTF-8 escaped as \\xNN) and its score, to restore
+    it by hand. Every other entry kept flowing meanwhile."""
+    rows = aside.rows(cluster.client.hgetall(cluster.keys.aside))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("nothing set aside")
+    for r in rows:
+        member = f' member="{r["member"]}"' if r["member"] else ""
+        score = f" score={r['score']}" if r["score"] is not None else ""
+        click.echo(f"{r['id']}  {r['kind']:<12} key={r['key']}{member}{score}  {r['detail']}")
+
+
+@dlq.command("dismiss")
+@click.argument("entry_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every entry set aside.")
+@cluster_options
+def dlq_dismiss(entry_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
+    """Drop entries from the set-aside list (once handled). A condition still there (a
+    queue key of the wrong type) is listed again when the dispatcher next meets it."""
+    if every:
+        entry_ids = tuple(aside.shown(f) for f in cluster.client.hkeys(cluster.keys.aside))
+    elif not entry_ids:
+        raise click.UsageError("name the entry ids, or give --all")
+    for entry in entry_ids:
+        if not cluster.scripts.clear_aside(entry):
+            raise click.ClickException(f"no entry {entry} is set aside")
+        click.echo(f"entry {entry} dismissed")
 
 
 def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,

@@ -114,7 +114,9 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       end
     end
   end
-  if #removing > 0 and not specs then redis.call('ZREM', queue_key, unpack(removing)) end
+  -- The tasks leave their queue last: a script that fails midway (a key of the wrong type)
+  -- keeps what it wrote before, and a task must never be out of its queue and leased
+  -- nowhere. Leased and still queued, it may run twice, which at-least-once allows.
   if n > 0 then
     redis.call('RPUSH', inbox_key, unpack(entries))
     redis.call('SADD', leases_key, unpack(members))
@@ -125,6 +127,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       redis.call('ZADD', deadlines_key, unpack(deadlines))
     end
   end
+  if #removing > 0 and not specs then redis.call('ZREM', queue_key, unpack(removing)) end
   return n, dropped, #deadlines / 2
 end
 

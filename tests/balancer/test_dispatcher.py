@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, cast
 
 import pytest
 import redis
 from balancer.common import signals
+from balancer.common.aside import Aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.scripts import Done, Scripts
 from balancer.common.settings import Settings
 
 from balancer import Flow, task
-from balancer.dispatcher import IDLE_RECHECK, Dispatcher
+from balancer.dispatcher import EPISODE_QUIET, IDLE_RECHECK, JOB_RETRY, Dispatcher
 from balancer.scheduling import CPU_WEIGHT
 
 
@@ -388,3 +390,79 @@ def test_a_task_with_a_timeout_leased_by_offer_is_failed_by_the_deadline_backsto
     dispatcher._deadlines_at = 0.0
     settle(dispatcher)
     assert fake.hget(keys.task(task_id), "state") == b"failed"
+
+
+def test_an_upkeep_job_tripping_on_a_bad_key_pauses_alone_and_is_logged_once(
+        fake: redis.Redis, settings: Settings, setup: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher, keys, _ = setup
+    caplog.set_level(logging.INFO, logger="balancer.dispatcher")
+    now = [dispatcher.clock()]
+    dispatcher.clock = lambda: now[0]
+    fake.set(keys.delayed, "not a sorted set")  # the retries job trips on it at every try
+    for n in range(1, 4):
+        submit(fake, settings, 1)
+        settle(dispatcher)
+        assert len(inbox(fake, keys)) == n  # dispatching goes on
+        now[0] += JOB_RETRY + 0.1
+    said = [r.getMessage() for r in caplog.records if "upkeep job retries" in r.getMessage()]
+    assert len(said) == 1 and "WRONGTYPE" in said[0]
+    fake.delete(keys.delayed)
+    settle(dispatcher)
+    assert "upkeep job retries succeeds again" in caplog.text
+
+
+def test_failed_steps_are_logged_once_per_episode_and_its_end_once(
+        fake: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher = Dispatcher(fake, settings)
+    caplog.set_level(logging.INFO, logger="balancer.dispatcher")
+    now = [0.0]
+    dispatcher.clock = lambda: now[0]
+    oom = redis.exceptions.OutOfMemoryError("command not allowed when used memory >"
+                                            " 'maxmemory'", status_code="OOM")
+    outcomes: list[Exception | None] = [oom, oom, oom, None, None]
+
+    def step() -> None:
+        now[0] += 1.0 if outcomes[0] else EPISODE_QUIET
+        outcome = outcomes.pop(0)
+        if not outcomes:
+            dispatcher.stop()
+        if outcome is not None:
+            raise outcome
+
+    dispatcher.step = step  # type: ignore[method-assign]
+    dispatcher.run()
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Redis refuses commands (OOM" in m for m in messages) == 1
+    assert sum("Redis serves again, after 3 failed steps" in m for m in messages) == 1
+    assert dispatcher.token is None  # it leads again, and reloads, once Redis serves
+
+
+def test_a_worker_whose_inbox_is_of_the_wrong_type_is_passed_over_and_reported_once(
+        fake: redis.Redis, settings: Settings, setup: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    dispatcher, keys, _ = setup
+    caplog.set_level(logging.WARNING, logger="balancer.dispatcher")
+    Scripts(fake, keys).heartbeat("v", WorkerInfo("v", ("default",), 10).to_blob(), 60_000)
+    fake.set(keys.inbox("w"), "operator data")  # a lease to w fails inside the script
+    for _ in range(3):
+        submit(fake, settings, 3)
+        settle(dispatcher)
+    assert fake.llen(keys.inbox("v")) == 9 and fake.zcard(keys.queue("default")) == 0
+    assert fake.get(keys.inbox("w")) == b"operator data"  # left as it is
+    (entry,) = fake.hkeys(keys.aside)
+    assert caplog.text.count(f"entry={entry.decode()}") == 1
+
+
+def test_a_queue_key_turned_to_the_wrong_type_under_a_listed_submit_is_skipped(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup)
+    submit(fake, settings, 2)  # listed in its signal: leased without reading the queue
+    fake.delete(keys.queue("default"))
+    fake.set(keys.queue("default"), "operator data")  # the lease script trips on it
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 1 and "default" in dispatcher._skipped
+    (row,) = [r for r in map(Aside.from_blob, fake.hvals(keys.aside))]
+    assert (row.kind, row.key) == ("wrong-type", keys.queue("default"))
+    assert fake.get(keys.queue("default")) == b"operator data"

@@ -217,6 +217,27 @@ def test_leader_lease_is_exclusive_and_renewable(fake: redis.Redis, namespace: s
     assert scripts.leader("d1", TTL) is None
 
 
+@pytest.mark.parametrize("bad", ["not-a-number", "1.5", b"\xff", ["a", "list"]])
+def test_an_epoch_that_is_no_counter_is_replaced_from_the_clock_and_told(
+        fake: redis.Redis, namespace: str, bad: object) -> None:
+    keys = Keys(namespace)
+    scripts = Scripts(fake, keys)
+    if isinstance(bad, list):
+        fake.rpush(keys.epoch, *bad)
+    else:
+        fake.set(keys.epoch, bad)  # type: ignore[arg-type]
+    lead = scripts.lead("d1", TTL)
+    assert lead.token is not None
+    epoch = int(lead.token.split("|")[0])
+    seconds, _ = fake.time()
+    assert epoch >= seconds * 1000  # above any count of leaders
+    assert lead.bad_epoch == (b"a list" if isinstance(bad, list)
+                              else bad if isinstance(bad, bytes) else str(bad).encode())
+    assert fake.get(keys.epoch) == str(epoch).encode()
+    fake.delete(keys.leader)
+    assert scripts.lead("d2", TTL) == type(lead)(f"{epoch + 1}|d2")  # counts on from there
+
+
 def test_heartbeat_registers_worker_and_signals_with_parseable_blob(db: Db) -> None:
     info = WorkerInfo("w9", (Q, "other"), 4, cpu=0.5, host="h|ost")
     assert db.scripts.heartbeat("w9", info.to_blob(), TTL)[:2] == (False, 0)
