@@ -62,6 +62,7 @@ class PoolFigures:
     redis_calls: int
     redis_cmds_per_task: float
     idle_cmds_per_s: float
+    dispatcher_cpu_ms_per_task: float  # its user+system CPU over the throughput run, / N
 
 
 # -- processes -------------------------------------------------------------------------
@@ -182,6 +183,16 @@ def idle_rate(client: redis.Redis, seconds: float = IDLE_SAMPLE_S) -> float:
     return (command_calls(client) - before - 1) / seconds
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User plus system CPU a process has used (Linux /proc; 0 elsewhere): the
+    dispatcher's cost per task is a figure of its own, apart from the workers'."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def many_noops(name: str, n: int) -> Flow:
     with Flow(name) as flow:
         for i in range(n):
@@ -226,10 +237,12 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def measure_pool(client: redis.Redis, pool: str, n: int, m: int, warmup: int,
-                 timeout: float) -> PoolFigures:
+                 timeout: float, dispatcher_pid: int | None = None) -> PoolFigures:
     check(many_noops("bench-warmup", warmup).submit(client=client).wait(timeout), "warm-up")
     idle = idle_rate(client)
+    cpu_before = cpu_seconds(dispatcher_pid)
     submit_s, total_s, calls = throughput(client, n, timeout)
+    cpu = cpu_seconds(dispatcher_pid) - cpu_before
     lat = latencies(client, m, timeout)
     return PoolFigures(
         pool=pool, tasks=n, submit_s=round(submit_s, 4), end_to_end_s=round(total_s, 4),
@@ -237,7 +250,7 @@ def measure_pool(client: redis.Redis, pool: str, n: int, m: int, warmup: int,
         latency_p50_ms=round(percentile(lat, 50), 2),
         latency_p99_ms=round(percentile(lat, 99), 2), latency_max_ms=round(max(lat), 2),
         redis_calls=calls, redis_cmds_per_task=round(calls / n, 2),
-        idle_cmds_per_s=round(idle, 1))
+        idle_cmds_per_s=round(idle, 1), dispatcher_cpu_ms_per_task=round(cpu * 1000 / n, 3))
 
 
 # -- reporting -------------------------------------------------------------------------
@@ -246,13 +259,14 @@ def measure_pool(client: redis.Redis, pool: str, n: int, m: int, warmup: int,
 def table(rows: list[PoolFigures]) -> str:
     head = (f"{'pool':<8} {'tasks':>6} {'submit s':>9} {'e2e s':>8} {'tasks/s':>9}"
             f" {'singles':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cmds/task':>9}"
-            f" {'idle cmd/s':>10}")
+            f" {'idle cmd/s':>10} {'disp cpu ms/task':>16}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r.pool:<8} {r.tasks:>6} {r.submit_s:>9.3f} {r.end_to_end_s:>8.3f}"
                      f" {r.tasks_per_s:>9.1f} {r.singles:>7} {r.latency_p50_ms:>8.2f}"
                      f" {r.latency_p99_ms:>8.2f} {r.latency_max_ms:>8.2f}"
-                     f" {r.redis_cmds_per_task:>9.2f} {r.idle_cmds_per_s:>10.1f}")
+                     f" {r.redis_cmds_per_task:>9.2f} {r.idle_cmds_per_s:>10.1f}"
+                     f" {r.dispatcher_cpu_ms_per_task:>16.3f}")
     return "\n".join(lines)
 
 
@@ -311,7 +325,9 @@ def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFi
             with running_workers(cluster, pool, args.concurrency):
                 rows.append(measure_pool(client, pool, args.tasks, args.singles,
                                          warmup=WORKERS * args.concurrency * 2,
-                                         timeout=args.timeout))
+                                         timeout=args.timeout,
+                                         dispatcher_pid=cluster.dispatcher.pid
+                                         if cluster.dispatcher else None))
             print(f"[done] {table(rows[-1:]).splitlines()[-1]}", file=sys.stderr, flush=True)
     finally:
         cluster.stop_all()
