@@ -22,7 +22,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -36,6 +36,19 @@ from balancer.common.retry import error_code, error_message, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.common.signals import Offer
+from balancer.dispatch_state import (
+    Assign,
+    Assigned,
+    CheckRetries,
+    DispatchState,
+    QueuesRead,
+    ReadQueues,
+    Reap,
+    Recount,
+    RefreshQueues,
+    RunCascade,
+    WatchDeadlines,
+)
 from balancer.setaside import SetAside
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
@@ -46,7 +59,6 @@ SIGNAL_BATCH = 1000
 CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
-ASSIGN_BATCH = 1000
 UNSERVED_WARNING = 30.0
 # An idle dispatcher reads the queues again this often even without a signal: signals are
 # hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
@@ -91,24 +103,14 @@ class Dispatcher:
         self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.rng = rng or random.Random()
         self.clock = clock
-        self.view = ClusterView()
+        # What it believes about queues and workers, and what a round does next.
+        self.state = DispatchState(self.rng, aging_ms=settings.aging_seconds * 1000)
         self.token: str | None = None
         self.stopping = threading.Event()
-        self.queue_names: set[str] = set()
-        self.configs: dict[str, QueueConfig] = {}
         self._renew_at = 0.0
         self._configs_at = 0.0
         self._clock_at = 0.0
         self._offset_ms = 0.0
-        self._idle = False  # the last look found every servable queue empty
-        self._quiet = False  # the idle key is set: the counts of what workers hold may lag
-        self._looked_at = 0.0  # when the last look read the queues
-        # Queues the last look read and found empty, and what became ready in them since,
-        # when submit signals listed it all (a small flow to an idle cluster): those tasks
-        # can be leased without reading the queue again.
-        self._seen_empty: frozenset[str] = frozenset()
-        self._known: dict[str, list[str]] | None = None
-        self._again = False  # work is left that needs no signal to continue
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
         self._deadlines_at = 0.0
@@ -124,12 +126,22 @@ class Dispatcher:
         # Open set-aside conditions about a queue (entry id -> queue): no standing offer
         # involves that queue, whose key a small submit's script would trip on too.
         self._troubled: dict[str, str] = {}
-        self._skipped: set[str] = set()  # queues not read until the next refresh
-        # Workers a lease failed for (their own keys, it seems: entry id), and those given
-        # no lease until the next refresh.
+        # Workers a lease failed for (their own keys, it seems: entry id); the state shuns
+        # them until the next refresh.
         self._worker_trouble: dict[str, str] = {}
-        self._shunned: set[str] = set()
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
+
+    @property
+    def view(self) -> ClusterView:
+        return self.state.view
+
+    @property
+    def configs(self) -> dict[str, QueueConfig]:
+        return self.state.configs
+
+    @property
+    def queue_names(self) -> set[str]:
+        return self.state.queue_names
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -159,7 +171,7 @@ class Dispatcher:
         outage = is_outage(exc)
         if outage:
             self.token = None
-        self._stale()
+        self.state.stale()
         cause = (("unreachable" if not isinstance(exc, redis.ResponseError)
                   else error_code(exc)) if outage else type(exc).__name__)
         now = self.clock()
@@ -198,7 +210,7 @@ class Dispatcher:
         self._timers()
         if self.token is not None:
             self._dispatch()
-        if self._idle and self.token is not None:
+        if self.state.idle and self.token is not None:
             self._settle_idle()
 
     # -- leadership ------------------------------------------------------------------
@@ -244,12 +256,11 @@ class Dispatcher:
     def _load(self) -> None:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
         self._sync_clock()
-        self.view = ClusterView()
+        self.state.view = ClusterView()
         self._jobs_failing = {}
         entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
-        self._quiet = False
         for member, _ in entries:
             wid = member.decode()
             pipe.hget(self.keys.worker(wid), "info")
@@ -264,7 +275,7 @@ class Dispatcher:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
                 self.view.workers[wid] = view
         self._job("queues", self._refresh_queues)
-        self._stale()
+        self.state.reset()
         self._offers = {}  # ours name an old epoch: submits refuse them until replaced
         self._offers_basis = None
         self._next_due = None
@@ -277,7 +288,7 @@ class Dispatcher:
         """Take over the set-aside records of an earlier leader: a queue it skipped for
         trouble is tried again, and its record cleared once it reads."""
         self._troubled, self._worker_trouble = {}, {}
-        self._skipped, self._shunned = set(), set()
+        self.state.skipped, self.state.shunned = set(), set()
         for entry, record in self.aside.adopt(records):
             if record.queue and not record.member and record.kind != aside.BAD_CONFIG:
                 self._troubled[entry] = record.queue
@@ -285,7 +296,7 @@ class Dispatcher:
     # -- signals and timers ----------------------------------------------------------
 
     def _wait_time(self) -> float:
-        if self._again or (self._cascade_pending and "cascade" not in self._jobs_failing):
+        if self.state.again or (self._cascade_pending and "cascade" not in self._jobs_failing):
             return 0.0
         now = self.clock()
         wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
@@ -314,60 +325,20 @@ class Dispatcher:
                 parsed.append(signal)
         return parsed
 
-    def _knows_empty(self, worker_id: str) -> bool:
-        """Every queue the worker serves is known empty."""
-        view = self.view.workers.get(worker_id)
-        return view is not None and self._all_empty([view])
-
-    def _stale(self) -> None:
-        """Queues may hold tasks we were not told of: read them before leasing."""
-        self._idle = False
-        self._seen_empty = frozenset()
-        self._known = None
-
     def _apply(self, batch: list[signals.Signal]) -> None:
-        now = self.clock()
-        known = self._known if self._known is not None else {} if self._seen_empty else None
-        for s in batch:
-            if s.kind == signals.HEARTBEAT:
-                new = self.view.heartbeat(s.worker, s.leased, s.blob, now)
-                if new is not None:
-                    log.info("worker=%s registered: queues=%s capacity=%d", new.id,
-                             ",".join(sorted(new.queues)), new.capacity)
-                    self._stale()
-                    known = None
-            elif s.kind == signals.ACK:
-                self.view.acked(s.worker, s.leased)
-                if s.queued:
-                    self._stale()  # its dependents were queued
-                elif not self._knows_empty(s.worker):
-                    self._idle = False  # a queue it serves may hold tasks for its free slot
-                known = None
-            elif s.kind == signals.OFFER_TAKEN:
-                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
-                self._deadlines_pending = True  # the leases carry timeouts
-            elif s.kind == signals.RETRY:
-                self._next_due = None  # a retry was scheduled: look at its due time
-            elif s.kind == signals.SUBMITTED:
-                self._idle = False
-                if known is not None and s.ready is not None and s.queues[0] in self._seen_empty:
-                    known.setdefault(s.queues[0], []).extend(s.ready)
-                else:
-                    self._stale()
-                    known = None
-                if not self.queue_names.issuperset(s.queues):
-                    self._configs_at = 0.0  # a queue we do not know yet: read its config
-            elif s.kind == signals.QUEUES:
+        """Feed the signals to the state; do what it asks on the way."""
+        for command in self.state.apply(batch, self.clock()):
+            if isinstance(command, Reap):
+                self._job(f"reap {command.worker}", lambda w=command.worker: self._reap(
+                    w, seen_before_ms=0, why="deregistered"))
+            elif isinstance(command, RefreshQueues):
                 self._configs_at = 0.0
-                self._stale()
-                known = None
-            elif s.kind == signals.CASCADE:
+            elif isinstance(command, RunCascade):
                 self._cascade_pending = True
-            elif s.kind == signals.GONE:
-                self._job(f"reap {s.worker}",
-                          lambda w=s.worker: self._reap(w, seen_before_ms=0, why="deregistered"))
-                known = None
-        self._known = known or None
+            elif isinstance(command, WatchDeadlines):
+                self._deadlines_pending = True
+            elif isinstance(command, CheckRetries):
+                self._next_due = None
 
     def _timers(self) -> None:
         now = self.clock()
@@ -381,8 +352,7 @@ class Dispatcher:
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._job("deadlines", self._expire_overdue)
         self._job("unserved", self._warn_unserved)
-        if self._idle and now - self._looked_at > IDLE_RECHECK:
-            self._stale()
+        self.state.tick(now, IDLE_RECHECK)
         overdue = self.view.overdue(now, self.settings.worker_timeout)
         if overdue:
             self._job("liveness", self._recheck_liveness)
@@ -445,9 +415,7 @@ class Dispatcher:
         for name in names:
             pipe.hgetall(self.keys.queue_conf(name))
         replies = pipe.execute(raise_on_error=False)
-        self.configs = {n: self._queue_config(n, h) for n, h in zip(names, replies)}
-        self.queue_names = set(names)
-        self._skipped, self._shunned = set(), set()
+        self.state.refreshed({n: self._queue_config(n, h) for n, h in zip(names, replies)})
         self._configs_at = self.clock()
 
     def _queue_list(self, members: set[bytes]) -> list[str]:
@@ -495,7 +463,7 @@ class Dispatcher:
             return
         moved, self._next_due = self.upkeep.promote(now)
         if moved:
-            self._stale()
+            self.state.stale()
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()
@@ -519,45 +487,49 @@ class Dispatcher:
                 view.last_seen = self.clock()
             return
         self.view.forget(worker_id)
-        self._stale()
+        self.state.stale()
         level = logging.INFO if why == "deregistered" else logging.WARNING
         log.log(level, "worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id,
                 why, requeued, dead, ",".join(ids[:20]))
 
     # -- handing out work ------------------------------------------------------------
 
-    def _config(self, queue: str) -> QueueConfig:
-        return self.configs.get(queue, QueueConfig(queue))
-
     def _dispatch(self) -> None:
-        """One round: read the heads of the queues some worker has room for, then lease
-        them, highest-ranked queue first, each task to the least-loaded eligible worker."""
-        self._again = False
-        if self._idle or self.token is None:
-            return
-        if self._quiet:
-            self._recount()
-        workers = self._eligible()
-        depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
-                                            workers)
-                  for q in self.queue_names}
-        room = {q: sum(w.free_for(d) for w in workers if w.serves(q))
-                for q, d in depths.items()}
-        known, self._known = self._known, None
-        if known and self._lease_known(known, depths, room):
-            return
-        servable = sorted(q for q, r in room.items() if r > 0 and q not in self._skipped)
-        if not servable:
-            return  # nothing can take work; an ack or a new worker will wake us
+        """One round, as the state plans it: recount the workers if waking from quiet,
+        read the heads of the queues some worker has room for (or take the ids a small
+        submit listed), then lease them, highest-ranked queue first, each task to the
+        least-loaded eligible worker; every reply is fed back to plan the next step."""
+        command = self.state.begin_round()
+        while command is not None:
+            if isinstance(command, Recount):
+                command = self.state.recounted(self._recount(command.workers))
+            elif isinstance(command, ReadQueues):
+                read = self._read_queues(command)
+                command = self.state.queues_read(read, self.clock(), self.redis_now_ms())
+            else:
+                command = self.state.assigned(self._assign(command))
+
+    def _recount(self, workers: tuple[str, ...]) -> dict[str, int]:
+        """Leave quiet: delete the idle key, then read what the workers that held leases
+        hold now (their acks may have been silent), in one round trip. (A count too low,
+        of a worker that took an offer, costs at most a refused assign: see _assign.)"""
         pipe = self.client.pipeline(transaction=False)
-        for q in servable:
-            pipe.zrange(self.keys.queue(q), 0, min(ASSIGN_BATCH, room[q]) - 1, withscores=True)
-        limits = any(self._config(q).concurrency_limit is not None for q in servable)
-        if limits:
+        pipe.delete(self.keys.idle)  # first: acks signal again before we count
+        for worker in workers:
+            pipe.scard(self.keys.leases(worker))
+        return {w: int(held) for w, held in zip(workers, pipe.execute()[1:])}
+
+    def _read_queues(self, command: ReadQueues) -> QueuesRead:
+        """Read the queues' heads in one round trip; set aside what cannot be used."""
+        pipe = self.client.pipeline(transaction=False)
+        for q, n in command.heads:
+            pipe.zrange(self.keys.queue(q), 0, n - 1, withscores=True)
+        if command.inflight:
             pipe.hgetall(self.keys.inflight)
         rows = pipe.execute(raise_on_error=False)
-        self._looked_at = self.clock()
-        inflight = {k.decode(): int(v) for k, v in self._ok(rows.pop() if limits else {}).items()}
+        inflight = {k.decode(): int(v)
+                    for k, v in self._ok(rows.pop() if command.inflight else {}).items()}
+        servable = [q for q, _ in command.heads]
         rows = [self._read(q, r) for q, r in zip(servable, rows)]
         cleaned: set[str] = set()  # queues bad members were taken out of, just now
         try:
@@ -565,34 +537,8 @@ class Dispatcher:
         except UnicodeDecodeError:
             rows = [self._readable(q, r, cleaned) for q, r in zip(servable, rows)]
             ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
-        # What we know empty: the queues read empty now, and those not read (no room) that
-        # were known empty before (only signals, which reset this, bring new tasks).
-        unsure = cleaned | self._skipped  # not empty for all we know
-        self._seen_empty = (self._seen_empty - set(servable)) | {
-            q for q in servable if q not in ready and q not in unsure}
-        if not ready:
-            self._idle = not cleaned
-            self._again = bool(cleaned)
-            return
         heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
-        order = scheduling.order_queues(heads, self.configs, self.redis_now_ms(),
-                                        self.settings.aging_seconds * 1000)
-        assigned, drained = 0, set()
-        for q in order:
-            limit = scheduling.queue_room(self._config(q), inflight.get(q, 0))
-            n = self._lease(q, ready[q] if limit is None else ready[q][:limit], depths[q])
-            if n < 0:
-                return
-            assigned += n
-            if n == len(ready[q]) < min(ASSIGN_BATCH, room[q]):
-                drained.add(q)  # the read returned all it held, and we leased it all
-        self._seen_empty |= drained - cleaned
-        # A full batch was taken and a worker still has room: more may be waiting behind it
-        # for that room. With every eligible worker full, the next ack signal wakes us.
-        self._again = self._again or bool(cleaned) or (assigned > 0 and any(
-            len(ready[q]) >= min(ASSIGN_BATCH, room[q])
-            and any(w.serves(q) and w.free_for(depths[q]) > 0 for w in workers)
-            for q in ready))
+        return QueuesRead(ready, heads, frozenset(cleaned), inflight)
 
     @staticmethod
     def _ok(reply: Any) -> Any:
@@ -624,8 +570,7 @@ class Dispatcher:
                                 f" queue={queue} is skipped until this is fixed; the key is"
                                 " left as it is", queue=queue)
         self._troubled[entry] = queue
-        self._skipped.add(queue)
-        self._seen_empty -= {queue}
+        self.state.skip(queue)
 
     def _queue_reads(self, queue: str, leased: bool = False) -> None:
         """A troubled queue was read (or leased from) again: its trouble is over (a
@@ -653,50 +598,6 @@ class Dispatcher:
             kept.append((member, score))
         return kept
 
-    def _lease_known(self, known: dict[str, list[str]], depths: dict[str, int],
-                     room: dict[str, int]) -> bool:
-        """Lease the tasks submit signals listed without reading their queues, when those
-        queues held nothing else and every listed task fits: then order and limits do not
-        matter, and the read would return just these ids. False (nothing done) otherwise,
-        and always for tasks of several queues: the read orders queues by priority."""
-        if len(known) > 1:
-            return False
-        for queue, ids in known.items():
-            config = self._config(queue)
-            if (queue not in self._seen_empty or config.paused or queue in self._skipped
-                    or config.concurrency_limit is not None or len(ids) > room.get(queue, 0)):
-                return False
-        for queue, ids in known.items():
-            n = self._lease(queue, ids, depths[queue])
-            if n < 0:
-                break
-            if n < len(ids):
-                self._seen_empty -= {queue}  # the refused ones wait in it
-        return True
-
-    def _eligible(self) -> list[scheduling.WorkerView]:
-        """The workers leases may go to: all but those a lease failed for lately."""
-        workers = list(self.view.workers.values())
-        return [w for w in workers if w.id not in self._shunned] if self._shunned else workers
-
-    def _all_empty(self, workers: Collection[scheduling.WorkerView]) -> bool:
-        """Every queue a worker serves is known empty: no freed slot has work waiting."""
-        return all(q in self._seen_empty for q in self.queue_names
-                   if any(w.serves(q) for w in workers))
-
-    def _lease(self, queue: str, task_ids: list[str], depth: int) -> int:
-        """Lease ready tasks of one queue, each to the least-loaded eligible worker; how
-        many were leased, or -1 once we lost the lead."""
-        plan = scheduling.plan_batch(queue, task_ids, self._eligible(),
-                                     self.rng, depth)
-        leased = 0
-        for worker_id, batch in plan.items():
-            n = self._assign(worker_id, queue, batch, depth)
-            if n < 0:
-                return -1
-            leased += n
-        return leased
-
     def _settle_idle(self) -> None:
         """Found idle: write what changed of the standing offers, and set the idle key when
         every served queue was read empty, in one round trip (none when nothing changed)."""
@@ -704,27 +605,15 @@ class Dispatcher:
         offers = self._post_offers(pipe)
         # Quiet only when no queue went unread for want of room: its tasks need the slots
         # acks free.
-        quiet = not self._quiet and self._all_empty(self.view.workers.values())
+        quiet = self.state.wants_quiet()
         if quiet:
             pipe.set(self.keys.idle, 1)
         if len(pipe):
             pipe.execute()
         if offers is not None:
             self._offers, self._offers_basis = offers  # only once written
-        self._quiet = self._quiet or quiet
-
-    def _recount(self) -> None:
-        """Leave quiet: delete the idle key, then read what the workers that held leases
-        hold now (their acks may have been silent), in one round trip. (A count too low,
-        of a worker that took an offer, costs at most a refused assign: see _assign.)"""
-        stale = [w for w in self.view.workers.values() if w.leased > 0]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.keys.idle)  # first: acks signal again before we count
-        for view in stale:
-            pipe.scard(self.keys.leases(view.id))
-        for view, held in zip(stale, pipe.execute()[1:]):
-            self.view.acked(view.id, int(held))
-        self._quiet = False
+        if quiet:
+            self.state.idle_set()
 
     def _post_offers(self, pipe: redis.client.Pipeline
                      ) -> tuple[dict[str, Offer], object] | None:
@@ -735,19 +624,20 @@ class Dispatcher:
         paused or limited. The offers and their basis to remember once written, if new."""
         assert self.token is not None
         troubled = frozenset(self._troubled.values())
-        basis = (self.token, self.view.version, self._seen_empty, tuple(self.configs.values()),
-                 troubled, frozenset(self._shunned))
+        state = self.state
+        basis = (self.token, self.view.version, state.empty, tuple(self.configs.values()),
+                 troubled, frozenset(state.shunned))
         if basis == self._offers_basis:
             return None
         epoch = self.token.split("|", 1)[0]
-        workers = self._eligible()
+        workers = state.eligible()
         wanted = {}
         for q in sorted(self.queue_names):
-            config = self._config(q)
+            config = state.config(q)
             current = self._offers.get(q)
             if config.paused or config.concurrency_limit is not None or q in troubled:
                 continue
-            if q not in self._seen_empty:
+            if q not in state.empty:
                 if current is not None:
                     wanted[q] = current
                 continue
@@ -769,7 +659,7 @@ class Dispatcher:
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""
         now = self.clock()
-        unserved = [q for q in sorted(self.queue_names - self._skipped)
+        unserved = [q for q in sorted(self.queue_names - self.state.skipped)
                     if not any(w.serves(q) for w in self.view.workers.values())
                     and now - self._unserved_warned.get(q, -UNSERVED_WARNING) >= UNSERVED_WARNING]
         if not unserved:
@@ -785,23 +675,24 @@ class Dispatcher:
                 log.warning("queue=%s has %d ready tasks but no worker serves it"
                             " (start one with: worker start --queue %s)", q, depth, q)
 
-    def _assign(self, worker_id: str, queue: str, batch: list[str], depth: int) -> int:
-        """Lease ``batch`` to the worker; how many it took, or -1 if we lost the lead."""
-        view = self.view.workers[worker_id]
+    def _assign(self, command: Assign) -> Assigned:
+        """Lease a batch to a worker: how many it took and holds now, n -1 if we lost the
+        lead."""
+        worker_id, queue, batch = command.worker, command.queue, list(command.task_ids)
         assert self.token is not None
         self._leases_made += 1
-        limited = self._config(queue).concurrency_limit is not None
         # Leases of a queue without a limit are not counted in inflight ("u"): no one reads it.
-        prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}{'' if limited else 'u'}"
+        prefix = (f"{self.token.split('|', 1)[0]}.{self._leases_made}"
+                  f"{'' if command.limited else 'u'}")
         try:
             n, leased, dropped, deadlines = self.scripts.assign(
-                self.token, worker_id, queue, view.capacity * depth,
-                int(self.settings.timeout_grace * 1000), prefix, batch, view.refill_at(depth))
+                self.token, worker_id, queue, command.room,
+                int(self.settings.timeout_grace * 1000), prefix, batch, command.refill_at)
         except redis.ResponseError as exc:
             if is_outage(exc):
                 raise
             self._assign_failed(worker_id, queue, batch, exc)
-            return 0
+            return Assigned(0, failed=True)
         if self._troubled:
             self._queue_reads(queue, leased=True)
         if self._worker_trouble and worker_id in self._worker_trouble:
@@ -812,18 +703,13 @@ class Dispatcher:
         if n == -1:
             log.warning("dispatcher=%s is no longer leader; stopped assigning", self.id)
             self.token = None
-            return -1
-        if n < len(batch) and leased > view.leased:
-            # It held more than we knew (a submit leased to it by our offer, which we learn
-            # of at its next ack): what it refused may fit another worker. Plan again now.
-            self._again = True
-        view.leased = leased
+            return Assigned(-1)
         if deadlines:
             self._deadlines_pending = True
         if n:
             log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
                      ",".join(batch[:n][:10]))
-        return n
+        return Assigned(n, leased)
 
     def _assign_failed(self, worker_id: str, queue: str, batch: list[str],
                        exc: redis.ResponseError) -> None:
@@ -853,7 +739,7 @@ class Dispatcher:
                             " the id was taken out of the queue, the record left as it is",
                             score, queue)
         if bad:
-            self._again = True  # the rest of the batch
+            self.state.retry_soon()  # the rest of the batch
             return
         inbox_type, leases_type = self._ok(inbox_type), self._ok(leases_type)
         wrong = inbox_type not in (b"list", b"none") or leases_type not in (b"set", b"none")
@@ -863,4 +749,4 @@ class Dispatcher:
             f" inbox is a {inbox_type.decode()}, its leases a {leases_type.decode()}): the"
             " worker gets no work until this is fixed; its keys are left as they are")
         self._worker_trouble[worker_id] = entry
-        self._shunned.add(worker_id)
+        self.state.shun(worker_id)

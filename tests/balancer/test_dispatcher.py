@@ -41,6 +41,7 @@ def setup(fake: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
     keys = Keys(settings.namespace)
     Scripts(fake, keys).heartbeat("w", WorkerInfo("w", ("default",), 10).to_blob(), 60_000)
     dispatcher = Dispatcher(fake, settings, rng=random.Random(0))
+    dispatcher.state.validating = True  # its invariants checked after every event
     reads: list[str] = []
     real_pipeline = fake.pipeline
 
@@ -108,7 +109,7 @@ def test_an_idle_cluster_leases_a_small_submit_without_reading_the_queue(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup
     idle_after_one(fake, settings, setup)
-    assert len(inbox(fake, keys)) == 1 and dispatcher._idle
+    assert len(inbox(fake, keys)) == 1 and dispatcher.state.idle
     submit(fake, settings, 3)
     dispatcher.step()
     assert len(inbox(fake, keys)) == 4
@@ -122,7 +123,7 @@ def test_an_ack_that_queued_nothing_leaves_an_idle_dispatcher_idle(
     idle_after_one(fake, settings, setup)
     fake.rpush(keys.wake, "k|w|0")  # the task completed, no dependent unlocked
     settle(dispatcher)
-    assert reads == [] and dispatcher._idle
+    assert reads == [] and dispatcher.state.idle
     assert dispatcher.view.workers["w"].leased == 0
     fake.rpush(keys.wake, "a|w|0")  # dependents or retries may have been queued
     settle(dispatcher)
@@ -148,7 +149,7 @@ def test_a_listed_submit_to_a_queue_not_seen_empty_is_read_from_the_queue(
     fake.zadd(keys.queue("default"), {"unannounced": 0.0})
     fake.hset(keys.task("unannounced"), mapping={"fn": "tests.x:y", "args": b"",
                                                  "queue": "default", "flow": "f"})
-    dispatcher._stale()
+    dispatcher.state.stale()
     submit(fake, settings, 2)
     dispatcher.step()
     assert reads  # the queue was read: the unannounced task goes first
@@ -300,7 +301,7 @@ def test_an_ack_frees_a_slot_for_a_queue_left_unread_for_want_of_room(
         submit_one(fake, settings, keys)
     settle(dispatcher)
     assert fake.zcard(keys.queue("one")) == 1  # waits for solo's slot
-    assert dispatcher._idle  # "default", which w has room for, was read empty
+    assert dispatcher.state.idle  # "default", which w has room for, was read empty
     assert not fake.exists(keys.idle)  # "one" was not: solo's ack must wake us
     ack_solo(fake, keys, scripts)
     assert [s.decode() for s in fake.lrange(keys.wake, 0, -1)] == ["k|solo|0"]
@@ -340,7 +341,7 @@ def test_a_new_leader_clears_the_idle_key_before_it_counts(
     fake.delete(keys.leader)
     successor = Dispatcher(fake, settings.replace(dispatch_tick=0.01))
     assert successor._lead()
-    assert not fake.exists(keys.idle) and not successor._quiet
+    assert not fake.exists(keys.idle) and not successor.state.quiet
 
 
 def test_a_worker_fuller_than_believed_does_not_keep_a_task_from_a_free_one(
@@ -462,7 +463,7 @@ def test_a_queue_key_turned_to_the_wrong_type_under_a_listed_submit_is_skipped(
     fake.delete(keys.queue("default"))
     fake.set(keys.queue("default"), "operator data")  # the lease script trips on it
     settle(dispatcher)
-    assert len(inbox(fake, keys)) == 1 and "default" in dispatcher._skipped
+    assert len(inbox(fake, keys)) == 1 and "default" in dispatcher.state.skipped
     (row,) = [r for r in map(Aside.from_blob, fake.hvals(keys.aside))]
     assert (row.kind, row.key) == ("wrong-type", keys.queue("default"))
     assert fake.get(keys.queue("default")) == b"operator data"

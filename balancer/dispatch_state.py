@@ -1,0 +1,477 @@
+"""What the dispatcher believes about its queues, as a pure state machine: no Redis, no clock.
+
+The dispatcher (``balancer.dispatcher``) is an I/O shell around this. It feeds events in
+(signals, what a queue read returned, what a lease call returned, that the idle key was
+set) and executes the commands they return (``Recount``, ``ReadQueues``, ``Assign``, and
+for signals ``Reap``, ``RefreshQueues``, ``RunCascade``, ``WatchDeadlines``,
+``CheckRetries``). Whom a task goes to stays ``scheduling.plan_batch``'s choice.
+
+One ``Mode`` replaces the near-synonym flags the loop used to carry:
+
+    ACTIVE   work may be waiting: a round reads the queues (or leases listed ids)
+    IDLE     the last look found every servable queue empty: rounds do nothing
+    QUIET    idle, and the ``idle`` key is set: acks that free a slot say nothing
+    WAKING   the ``idle`` key is set but work came: a round recounts the workers first
+
+``empty`` holds the queues known empty (read empty, and no signal since said otherwise);
+``listed`` the ids small submits made ready in them, which a round may lease without
+reading the queue (only when one queue got them all and they all fit).
+
+With ``validate`` set (tests), ``validate()`` checks the invariants after every event,
+as Dask's worker state machine does; the dispatcher runs without it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+from balancer import scheduling
+from balancer.common import signals
+from balancer.common.models import QueueConfig
+from balancer.scheduling import WorkerView
+from balancer.view import ClusterView
+
+log = logging.getLogger("balancer.dispatcher")
+
+ASSIGN_BATCH = 1000
+# Lease the ids a small submit's signal listed without reading their queue (see
+# ``_fits``). Off, such a submit is read from its queue like any other.
+LEASE_LISTED = True
+
+
+class Mode(enum.Enum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    QUIET = "quiet"
+    WAKING = "waking"
+
+
+# -- commands: what the shell is to do --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recount:
+    """Delete the idle key, then read what these workers hold (SCARD of their leases)."""
+
+    workers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadQueues:
+    """Read the head (this many members, with scores) of each queue, and ``inflight``
+    if a limited queue is among them."""
+
+    heads: tuple[tuple[str, int], ...]
+    inflight: bool
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Lease ``task_ids`` of ``queue`` to ``worker`` (assign.lua)."""
+
+    worker: str
+    queue: str
+    task_ids: tuple[str, ...]
+    room: int  # the places the worker has in all: capacity * depth
+    refill_at: int
+    limited: bool  # the queue has a concurrency limit: count the leases in inflight
+
+
+@dataclass(frozen=True)
+class Reap:
+    worker: str
+
+
+@dataclass(frozen=True)
+class RefreshQueues:
+    """Read the queue list and configs at the next timer turn."""
+
+
+@dataclass(frozen=True)
+class RunCascade:
+    pass
+
+
+@dataclass(frozen=True)
+class WatchDeadlines:
+    pass
+
+
+@dataclass(frozen=True)
+class CheckRetries:
+    """A retry was scheduled: look at the earliest due time again."""
+
+
+Command = Recount | ReadQueues | Assign
+SignalCommand = Reap | RefreshQueues | RunCascade | WatchDeadlines | CheckRetries
+
+
+# -- events that are records -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuesRead:
+    """What a ``ReadQueues`` found: the readable ids of each queue that held some, each
+    such queue's head score, the queues bad members were just taken out of, and the
+    leases counted per limited queue."""
+
+    ready: dict[str, list[str]]
+    heads: dict[str, float]
+    cleaned: frozenset[str] = frozenset()
+    inflight: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """What an ``Assign`` did: how many it leased (-1: we lost the lead) and how many the
+    worker holds now (its truth, counted by the script). ``failed``: the script tripped
+    on data, nothing leased (the shell set aside what it found)."""
+
+    n: int
+    held: int = 0
+    failed: bool = False
+
+
+@dataclass
+class Round:
+    """One dispatch round in progress: what it weighed at its start, and its leases."""
+
+    workers: list[WorkerView]
+    depths: dict[str, int]
+    room: dict[str, int]
+    listed: bool = False
+    ready: dict[str, list[str]] = field(default_factory=dict)
+    inflight: dict[str, int] = field(default_factory=dict)
+    cleaned: frozenset[str] = frozenset()
+    order: list[str] = field(default_factory=list)  # queues still to lease, best first
+    queue: str | None = None  # the one being leased
+    batch: list[str] = field(default_factory=list)
+    plan: list[tuple[str, list[str]]] = field(default_factory=list)
+    worker: str = ""  # the last Assign's
+    size: int = 0
+    leased: int = 0  # of the current queue
+    assigned: int = 0
+    drained: set[str] = field(default_factory=set)
+
+
+class DispatchState:
+    def __init__(self, rng: random.Random | None = None, *, aging_ms: float = 60_000,
+                 validate: bool = False) -> None:
+        self.rng = rng or random.Random()
+        self.aging_ms = aging_ms
+        self.validating = validate
+        self.view = ClusterView()
+        self.configs: dict[str, QueueConfig] = {}
+        self.queue_names: set[str] = set()
+        self.mode = Mode.ACTIVE
+        self.empty: frozenset[str] = frozenset()
+        self.listed: dict[str, list[str]] | None = None
+        self.again = False  # work is left that needs no signal to continue
+        self.looked_at = 0.0  # when a round last read the queues
+        self.skipped: set[str] = set()  # queues not read until the next refresh
+        self.shunned: set[str] = set()  # workers given no lease until the next refresh
+        self.round: Round | None = None
+
+    # -- reading the mode ----------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return self.mode in (Mode.IDLE, Mode.QUIET)
+
+    @property
+    def quiet(self) -> bool:
+        """The idle key is set (by us): the counts of what workers hold may lag."""
+        return self.mode in (Mode.QUIET, Mode.WAKING)
+
+    def config(self, queue: str) -> QueueConfig:
+        return self.configs.get(queue, QueueConfig(queue))
+
+    def eligible(self) -> list[WorkerView]:
+        """The workers leases may go to: all but those a lease failed for lately."""
+        workers = list(self.view.workers.values())
+        return [w for w in workers if w.id not in self.shunned] if self.shunned else workers
+
+    def all_empty(self, workers: Collection[WorkerView]) -> bool:
+        """Every queue a worker serves is known empty: no freed slot has work waiting."""
+        return all(q in self.empty for q in self.queue_names
+                   if any(w.serves(q) for w in workers))
+
+    def knows_empty(self, worker_id: str) -> bool:
+        view = self.view.workers.get(worker_id)
+        return view is not None and self.all_empty([view])
+
+    # -- events that change what may be waiting ------------------------------------
+
+    def stale(self) -> None:
+        """Queues may hold tasks we were not told of: read them before leasing."""
+        self._wake()
+        self.empty = frozenset()
+        self.listed = None
+        self._check()
+
+    def _wake(self) -> None:
+        if self.mode is Mode.IDLE:
+            self.mode = Mode.ACTIVE
+        elif self.mode is Mode.QUIET:
+            self.mode = Mode.WAKING
+
+    def reset(self) -> None:
+        """A new leader: it deleted the idle key and trusts nothing it remembered."""
+        self.mode = Mode.ACTIVE
+        self.round = None
+        self.stale()
+
+    def tick(self, now: float, recheck: float) -> None:
+        """Signals are hints: an idle dispatcher reads its queues again every ``recheck``."""
+        if self.idle and now - self.looked_at > recheck:
+            self.stale()
+
+    def skip(self, queue: str) -> None:
+        """A queue's key is unusable: not read (nor known empty) until the next refresh."""
+        self.skipped.add(queue)
+        self.empty -= {queue}
+        if self.listed is not None and queue in self.listed:
+            self.listed = None
+        self._check()
+
+    def shun(self, worker: str) -> None:
+        self.shunned.add(worker)
+
+    def retry_soon(self) -> None:
+        """Bad entries were taken out mid-round: lease the rest at once."""
+        self.again = True
+
+    def refreshed(self, configs: dict[str, QueueConfig]) -> None:
+        """Queue list and configs read again: skipped queues and shunned workers are tried
+        again."""
+        self.configs = configs
+        self.queue_names = set(configs)
+        self.skipped, self.shunned = set(), set()
+        self._check()
+
+    def idle_set(self) -> None:
+        """The shell set the idle key (``wants_quiet``)."""
+        if self.mode is Mode.IDLE:
+            self.mode = Mode.QUIET
+        self._check()
+
+    def wants_quiet(self) -> bool:
+        """Idle, and every queue any worker serves was read empty (none went unread for
+        want of room: its tasks need the slots that acks free)."""
+        return self.mode is Mode.IDLE and self.all_empty(self.view.workers.values())
+
+    # -- signals ---------------------------------------------------------------------
+
+    def apply(self, batch: list[signals.Signal], now: float) -> Iterator[SignalCommand]:
+        """Apply a batch of signals, yielding what the shell must do on the way (a reap
+        runs before the signals after it are applied)."""
+        known = self.listed if self.listed is not None else {} if self.empty else None
+        for s in batch:
+            if s.kind == signals.HEARTBEAT:
+                new = self.view.heartbeat(s.worker, s.leased, s.blob, now)
+                if new is not None:
+                    log.info("worker=%s registered: queues=%s capacity=%d", new.id,
+                             ",".join(sorted(new.queues)), new.capacity)
+                    self.stale()
+                    known = None
+            elif s.kind == signals.ACK:
+                self.view.acked(s.worker, s.leased)
+                if s.queued:
+                    self.stale()  # its dependents were queued
+                elif not self.knows_empty(s.worker):
+                    self._wake()  # a queue it serves may hold tasks for its free slot
+                known = None
+            elif s.kind == signals.OFFER_TAKEN:
+                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
+                yield WatchDeadlines()  # the leases carry timeouts
+            elif s.kind == signals.RETRY:
+                yield CheckRetries()
+            elif s.kind == signals.SUBMITTED:
+                self._wake()
+                if known is not None and s.ready is not None and s.queues[0] in self.empty:
+                    known.setdefault(s.queues[0], []).extend(s.ready)
+                else:
+                    self.stale()
+                    known = None
+                if not self.queue_names.issuperset(s.queues):
+                    yield RefreshQueues()  # a queue we do not know yet: read its config
+            elif s.kind == signals.QUEUES:
+                yield RefreshQueues()
+                self.stale()
+                known = None
+            elif s.kind == signals.CASCADE:
+                yield RunCascade()
+            elif s.kind == signals.GONE:
+                yield Reap(s.worker)
+                known = None
+        self.listed = known or None
+        self._check()
+
+    # -- a dispatch round --------------------------------------------------------------
+
+    def begin_round(self) -> Command | None:
+        """Start a round: recount first when waking, else weigh the room and read."""
+        self.again = False
+        self.round = None
+        if self.idle:
+            return None
+        if self.mode is Mode.WAKING:
+            return Recount(tuple(w.id for w in self.view.workers.values() if w.leased > 0))
+        return self._plan()
+
+    def recounted(self, held: dict[str, int]) -> Command | None:
+        """The idle key is deleted and the workers counted: acks signal again."""
+        for worker, n in held.items():
+            self.view.acked(worker, n)
+        self.mode = Mode.ACTIVE
+        self._check()
+        return self._plan()
+
+    def _plan(self) -> Command | None:
+        workers = self.eligible()
+        depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
+                                            workers)
+                  for q in self.queue_names}
+        room = {q: sum(w.free_for(d) for w in workers if w.serves(q))
+                for q, d in depths.items()}
+        rnd = self.round = Round(workers, depths, room)
+        known, self.listed = self.listed, None
+        if known and LEASE_LISTED and self._fits(known, room):
+            [(queue, ids)] = known.items()
+            rnd.listed, rnd.ready, rnd.order = True, {queue: ids}, [queue]
+            return self._next()
+        servable = sorted(q for q, r in room.items() if r > 0 and q not in self.skipped)
+        if not servable:
+            self.round = None
+            return None  # nothing can take work; an ack or a new worker will wake us
+        rnd.order = servable
+        limits = any(self.config(q).concurrency_limit is not None for q in servable)
+        return ReadQueues(tuple((q, min(ASSIGN_BATCH, room[q])) for q in servable), limits)
+
+    def _fits(self, known: dict[str, list[str]], room: dict[str, int]) -> bool:
+        """The listed tasks may be leased without reading their queue: it held nothing
+        else and every one fits, so order and limits do not matter, and the read would
+        return just these ids. Never for several queues: a read orders them by priority."""
+        if len(known) > 1:
+            return False
+        [(queue, ids)] = known.items()
+        config = self.config(queue)
+        return not (queue not in self.empty or config.paused or queue in self.skipped
+                    or config.concurrency_limit is not None or len(ids) > room.get(queue, 0))
+
+    def queues_read(self, read: QueuesRead, now: float, redis_now_ms: float) -> Command | None:
+        """The heads were read: note what is known empty, then lease, best queue first."""
+        rnd = self.round
+        assert rnd is not None and not rnd.listed
+        self.looked_at = now
+        servable = set(rnd.order)
+        # What we know empty: the queues read empty now, and those not read (no room) that
+        # were known empty before (only signals, which reset this, bring new tasks).
+        unsure = read.cleaned | self.skipped  # not empty for all we know
+        self.empty = (self.empty - servable) | {
+            q for q in servable if q not in read.ready and q not in unsure}
+        if not read.ready:
+            self.mode = Mode.ACTIVE if read.cleaned else Mode.IDLE
+            self.again = bool(read.cleaned)
+            self.round = None
+            self._check()
+            return None
+        rnd.ready, rnd.inflight, rnd.cleaned = read.ready, read.inflight, read.cleaned
+        rnd.order = scheduling.order_queues(read.heads, self.configs, redis_now_ms,
+                                            self.aging_ms)
+        return self._next()
+
+    def assigned(self, result: Assigned) -> Command | None:
+        """An ``Assign`` ran: apply what the worker holds now, go on to the next lease."""
+        rnd = self.round
+        assert rnd is not None and rnd.queue is not None
+        if result.n < 0:  # no longer leader: the round ends here
+            self.round = None
+            self._check()
+            return None
+        if not result.failed:
+            view = self.view.workers[rnd.worker]
+            if result.n < rnd.size and result.held > view.leased:
+                # It held more than we knew (a submit leased to it by our offer, which we
+                # learn of at its next ack): what it refused may fit another worker.
+                self.again = True
+            view.leased = result.held
+            rnd.leased += result.n
+        return self._next()
+
+    def _next(self) -> Command | None:
+        """The next lease of the round, planning each queue once the one before it is
+        done (the plan weighs what those leases left)."""
+        rnd = self.round
+        assert rnd is not None
+        while True:
+            if rnd.plan:
+                worker, batch = rnd.plan.pop(0)
+                view = self.view.workers[worker]
+                depth = rnd.depths[rnd.queue or ""]
+                rnd.worker, rnd.size = worker, len(batch)
+                return Assign(worker, rnd.queue or "", tuple(batch), view.capacity * depth,
+                              view.refill_at(depth),
+                              self.config(rnd.queue or "").concurrency_limit is not None)
+            if rnd.queue is not None:
+                self._queue_done(rnd, rnd.queue)
+            if not rnd.order:
+                return self._finish(rnd)
+            queue = rnd.queue = rnd.order.pop(0)
+            ids = rnd.ready[queue]
+            if not rnd.listed:
+                limit = scheduling.queue_room(self.config(queue), rnd.inflight.get(queue, 0))
+                ids = ids if limit is None else ids[:limit]
+            rnd.batch, rnd.leased = ids, 0
+            rnd.plan = list(scheduling.plan_batch(queue, ids, self.eligible(), self.rng,
+                                                  rnd.depths[queue]).items())
+
+    def _queue_done(self, rnd: Round, queue: str) -> None:
+        if rnd.listed:
+            if rnd.leased < len(rnd.batch):
+                self.empty -= {queue}  # the refused ones wait in it
+        else:
+            rnd.assigned += rnd.leased
+            if rnd.leased == len(rnd.ready[queue]) < min(ASSIGN_BATCH, rnd.room[queue]):
+                rnd.drained.add(queue)  # the read returned all it held, we leased it all
+        rnd.queue = None
+
+    def _finish(self, rnd: Round) -> None:
+        self.round = None
+        if not rnd.listed:
+            self.empty |= rnd.drained - rnd.cleaned
+            # A full batch was taken and a worker still has room: more may be waiting
+            # behind it for that room. With every eligible worker full, the next ack
+            # signal wakes us.
+            self.again = self.again or bool(rnd.cleaned) or (rnd.assigned > 0 and any(
+                len(rnd.ready[q]) >= min(ASSIGN_BATCH, rnd.room[q])
+                and any(w.serves(q) and w.free_for(rnd.depths[q]) > 0 for w in rnd.workers)
+                for q in rnd.ready))
+        self._check()
+
+    # -- invariants --------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if self.validating:
+            self.validate()
+
+    def validate(self) -> None:
+        """Assert what must hold between events (run after each one in tests)."""
+        assert isinstance(self.mode, Mode)
+        # Known-listed ids are only ever kept for queues read empty since.
+        if self.listed is not None:
+            assert self.listed and set(self.listed) <= self.empty, (self.listed, self.empty)
+            assert all(self.listed.values()), self.listed
+            assert not self.idle, "a listed submit woke us"
+        assert not self.empty & self.skipped, (self.empty, self.skipped)
+        # Work left over means we are not idle.
+        assert not (self.again and self.idle), self.mode
+        if self.round is None or self.round.queue is None:
+            for w in self.view.workers.values():
+                assert w.leased >= 0 and w.capacity >= 0 and w.long_running >= 0, w
+        if self.round is not None:
+            assert self.mode is Mode.ACTIVE, self.mode
