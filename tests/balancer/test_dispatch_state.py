@@ -1,0 +1,231 @@
+"""The dispatcher's state machine driven by event lists: no Redis. Each test feeds signals
+and command replies, asserts the commands that come back, and the state validates its
+invariants after every event (``validate=True``)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from balancer.common import signals
+from balancer.common.models import QueueConfig, WorkerInfo
+
+from balancer.dispatch_state import (
+    Assign,
+    Assigned,
+    CheckRetries,
+    DispatchState,
+    Mode,
+    QueuesRead,
+    ReadQueues,
+    Reap,
+    Recount,
+    RefreshQueues,
+    RunCascade,
+    WatchDeadlines,
+)
+
+
+def beat(worker: str, queues: tuple[str, ...], capacity: int, leased: int = 0) -> signals.Signal:
+    blob = WorkerInfo(worker, queues, capacity).to_blob()
+    return signals.Signal(signals.HEARTBEAT, worker, leased, blob)
+
+
+def sig(raw: str) -> signals.Signal:
+    parsed = signals.parse(raw.encode())
+    assert parsed is not None
+    return parsed
+
+
+def feed(state: DispatchState, *batch: signals.Signal) -> list[object]:
+    """Apply signals; the commands they asked for."""
+    out: list[object] = list(state.apply(list(batch), now=0.0))
+    state.validate()
+    return out
+
+
+def cluster(*configs: QueueConfig, workers: dict[str, tuple[tuple[str, ...], int]] | None = None
+            ) -> DispatchState:
+    """A state that knows these queues (default: "default") and workers (default: w, 10
+    slots on "default")."""
+    state = DispatchState(random.Random(0), validate=True)
+    state.refreshed({c.name: c for c in configs or (QueueConfig("default"),)})
+    workers = workers or {"w": (("default",), 10)}
+    feed(state, *(beat(w, q, c) for w, (q, c) in workers.items()))
+    return state
+
+
+def read(state: DispatchState, ready: dict[str, list[str]], **kw: object) -> object:
+    heads = {q: float(i) for i, q in enumerate(ready)}
+    return state.queues_read(QueuesRead(ready, heads, **kw), now=1.0,  # type: ignore[arg-type]
+                             redis_now_ms=0.0)
+
+
+def idle(state: DispatchState) -> DispatchState:
+    """One round that reads every queue empty."""
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert read(state, {}) is None
+    assert state.mode is Mode.IDLE
+    return state
+
+
+def test_a_new_worker_makes_a_round_read_the_queues_it_has_room_for() -> None:
+    state = cluster()
+    assert state.mode is Mode.ACTIVE
+    assert state.begin_round() == ReadQueues((("default", 10),), inflight=False)
+
+
+def test_queues_read_empty_make_it_idle_then_quiet_and_rounds_do_nothing() -> None:
+    state = idle(cluster())
+    assert state.empty == {"default"} and state.wants_quiet()
+    state.idle_set()
+    assert state.mode is Mode.QUIET and state.quiet and state.idle
+    assert state.begin_round() is None
+
+
+def test_a_listed_submit_to_an_idle_state_is_leased_without_a_read() -> None:
+    state = idle(cluster())
+    assert feed(state, sig("S|default|a,b")) == []
+    assert state.mode is Mode.ACTIVE and state.listed == {"default": ["a", "b"]}
+    command = state.begin_round()
+    assert command == Assign("w", "default", ("a", "b"), 10, 1, limited=False)
+    assert state.assigned(Assigned(2, held=2)) is None
+    assert state.view.workers["w"].leased == 2 and state.empty == {"default"}
+
+
+def test_a_listed_submit_wakes_a_quiet_state_which_recounts_before_it_plans() -> None:
+    state = cluster()
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert isinstance(read(state, {"default": ["a"]}), Assign)
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert state.empty == {"default"}  # drained: the read returned less than the room
+    idle(state).idle_set()
+    feed(state, sig("S|default|b"))
+    assert state.mode is Mode.WAKING and state.quiet and not state.idle
+    assert state.begin_round() == Recount(("w",))
+    assert state.recounted({"w": 0}) == Assign("w", "default", ("b",), 10, 1, False)
+    assert state.mode is Mode.ACTIVE
+
+
+def test_a_settled_ack_keeps_an_idle_state_idle_and_an_ack_that_queued_wakes_it() -> None:
+    state = idle(cluster())
+    feed(state, sig("k|w|0"))
+    assert state.mode is Mode.IDLE and state.empty == {"default"}
+    feed(state, sig("a|w|0"))
+    assert state.mode is Mode.ACTIVE and state.empty == frozenset()
+
+
+def test_a_listed_submit_that_does_not_fit_is_read_from_the_queue() -> None:
+    state = idle(cluster())
+    feed(state, sig("S|default|" + ",".join(f"t{i}" for i in range(11))))
+    assert state.begin_round() == ReadQueues((("default", 10),), inflight=False)
+
+
+def test_listed_submits_to_two_queues_are_read_and_leased_in_priority_order() -> None:
+    state = cluster(QueueConfig("default"), QueueConfig("urgent", priority=5),
+                    workers={"w": (("default", "urgent"), 1)})
+    idle(state)
+    feed(state, sig("S|default|low"), sig("S|urgent|high"))
+    assert state.listed == {"default": ["low"], "urgent": ["high"]}
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert read(state, {"default": ["low"], "urgent": ["high"]}) == Assign(
+        "w", "urgent", ("high",), 1, 1, False)
+    assert state.assigned(Assigned(1, held=1)) is None  # no room left for "low"
+
+
+def test_a_paused_queue_gets_nothing_from_a_listed_submit() -> None:
+    state = idle(cluster(QueueConfig("default", paused=True)))
+    feed(state, sig("S|default|a"))
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert read(state, {"default": ["a"]}) is None  # read, not leased
+
+
+def test_a_limited_queue_reads_inflight_and_leases_within_its_limit() -> None:
+    state = cluster(QueueConfig("default", concurrency_limit=2))
+    assert state.begin_round() == ReadQueues((("default", 10),), inflight=True)
+    command = read(state, {"default": ["a", "b", "c"]}, inflight={"default": 1})
+    assert command == Assign("w", "default", ("a",), 10, 1, limited=True)
+
+
+def test_a_worker_fuller_than_believed_makes_the_round_plan_again_at_once() -> None:
+    state = cluster()
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert isinstance(read(state, {"default": ["a", "b"]}), Assign)
+    assert state.assigned(Assigned(1, held=10)) is None  # it took offered leases
+    assert state.again and state.view.workers["w"].leased == 10
+    assert "default" not in state.empty
+
+
+def test_a_lost_lead_ends_the_round() -> None:
+    state = cluster(workers={"a": (("default",), 1), "b": (("default",), 1)})
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert isinstance(read(state, {"default": ["x", "y"]}), Assign)
+    assert state.assigned(Assigned(-1)) is None and state.round is None
+
+
+def test_a_failed_lease_goes_on_to_the_next_worker_and_a_shunned_one_gets_none() -> None:
+    state = cluster(workers={"a": (("default",), 1), "b": (("default",), 1)})
+    assert isinstance(state.begin_round(), ReadQueues)
+    first = read(state, {"default": ["x", "y"]})
+    assert isinstance(first, Assign)
+    state.shun(first.worker)
+    second = state.assigned(Assigned(0, failed=True))
+    assert isinstance(second, Assign) and second.worker != first.worker
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert state.begin_round() is None  # the other is full; the shunned one's room is not
+    state.refreshed(dict(state.configs))  # tried again after a refresh
+    assert state.begin_round() == ReadQueues((("default", 1),), inflight=False)
+
+
+def test_a_skipped_queue_is_not_known_empty_and_its_listed_ids_are_read() -> None:
+    state = idle(cluster())
+    feed(state, sig("S|default|a"))
+    state.skip("default")
+    assert state.listed is None and "default" not in state.empty
+    assert state.begin_round() is None  # skipped: not read until the refresh
+    state.refreshed(dict(state.configs))
+    assert isinstance(state.begin_round(), ReadQueues)
+
+
+def test_bad_members_taken_out_during_a_read_keep_the_queue_unknown_and_rounds_going() -> None:
+    state = cluster()
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert read(state, {}, cleaned=frozenset({"default"})) is None
+    assert state.mode is Mode.ACTIVE and state.again and state.empty == frozenset()
+
+
+def test_signals_ask_for_upkeep_and_a_reap_comes_before_later_signals() -> None:
+    state = idle(cluster())
+    commands = feed(state, sig("x|w"), sig("q"), sig("c"), sig("r"), sig("l|w|3"))
+    assert commands == [Reap("w"), RefreshQueues(), RunCascade(), CheckRetries(),
+                        WatchDeadlines()]
+    assert state.view.workers["w"].leased == 3
+    assert feed(state, sig("s|newqueue")) == [RefreshQueues()]
+
+
+def test_an_idle_state_reads_again_after_the_recheck_interval() -> None:
+    state = idle(cluster())
+    state.tick(now=1.0 + 4.0, recheck=5.0)
+    assert state.mode is Mode.IDLE
+    state.tick(now=1.0 + 5.1, recheck=5.0)
+    assert state.mode is Mode.ACTIVE and isinstance(state.begin_round(), ReadQueues)
+
+
+def test_a_new_leader_resets_to_active_and_forgets_what_it_knew_empty() -> None:
+    state = idle(cluster())
+    state.idle_set()
+    state.reset()
+    assert state.mode is Mode.ACTIVE and not state.quiet and state.empty == frozenset()
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda s: setattr(s, "listed", {"other": ["a"]}),  # listed ids of a queue not read empty
+    lambda s: setattr(s, "again", True),  # work left over while idle
+    lambda s: s.skipped.add("default"),  # a skipped queue known empty
+    lambda s: setattr(s.view.workers["w"], "leased", -1),  # a count below zero
+])
+def test_validate_catches_a_broken_invariant(break_it: object) -> None:
+    state = idle(cluster())
+    break_it(state)  # type: ignore[operator]
+    with pytest.raises(AssertionError):
+        state.validate()
