@@ -1,10 +1,14 @@
 """The dispatcher loop: the only code that talks to Redis on the balancer's behalf.
 
-It sleeps on the ``wake`` list (BLPOP) and wakes on signals or a short timer; decisions
-come from ``balancer.scheduling``, what it believes from ``balancer.view``. It only acts
-while it holds the leader lease, and every lease it hands out is checked against that
-lease's token inside the script, so a dispatcher that stalled and lost the lease cannot
-assign twice.
+It sleeps on the ``wake`` list (BLPOP) and wakes on signals or a short timer. It is an I/O
+shell: what it believes, and what a dispatch round does next, is the pure state machine of
+``balancer.dispatch_state`` (whose choices of worker come from ``balancer.scheduling``);
+this module feeds it signals and Redis replies as events and executes the commands it
+returns (read these queues, lease these ids to that worker, recount these workers).
+
+It only acts while it holds the leader lease, and every lease it hands out is checked
+against that lease's token inside the script, so a dispatcher that stalled and lost the
+lease cannot assign twice.
 
 Faults: when Redis cannot serve (unreachable, or refusing: OOM, READONLY, LOADING, BUSY
 ...) a step fails and the loop backs off, logging the episode once when it starts and once
@@ -23,7 +27,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -32,10 +35,9 @@ from balancer import scheduling
 from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
-from balancer.common.retry import error_code, error_message, is_outage
+from balancer.common.retry import error_message, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
-from balancer.common.signals import Offer
 from balancer.dispatch_state import (
     Assign,
     Assigned,
@@ -49,6 +51,8 @@ from balancer.dispatch_state import (
     RunCascade,
     WatchDeadlines,
 )
+from balancer.episodes import Episodes
+from balancer.offers import StandingOffers
 from balancer.setaside import SetAside
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
@@ -64,24 +68,8 @@ UNSERVED_WARNING = 30.0
 # hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
 # must cost seconds, never a task left waiting forever.
 IDLE_RECHECK = 5.0
-# Steps without a failure for this long end an episode of failed steps: failures that come
-# and go within it (a step that needs no write succeeds while Redis refuses writes) are one
-# episode, logged once.
-EPISODE_QUIET = 5.0
 # An upkeep job that failed on data (not an outage) is tried again this often.
 JOB_RETRY = 5.0
-
-
-@dataclass
-class Episode:
-    """A run of failed steps: logged when it starts and when its cause changes, and when
-    it ends; never at every failure, which would flood the log at each backoff."""
-
-    cause: str
-    outage: bool  # Redis could not serve (the rest: unexpected errors)
-    started: float
-    last: float
-    failures: int = 1
 
 
 class Dispatcher:
@@ -117,10 +105,9 @@ class Dispatcher:
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
         self._unserved_warned: dict[str, float] = {}
-        self._offers: dict[str, Offer] = {}  # queue -> the standing offer we wrote
-        self._offers_basis: object = None  # what they were computed from
+        self.offers = StandingOffers()
         self.ttl_ms = int(settings.result_ttl * 1000)
-        self._episode: Episode | None = None  # failing steps, while they last
+        self.episodes = Episodes(f"dispatcher={self.id}")  # failing steps, while they last
         # Upkeep jobs that failed on data: the cause logged, and when to try again.
         self._jobs_failing: dict[str, tuple[str, float]] = {}
         # Open set-aside conditions about a queue (entry id -> queue): no standing offer
@@ -158,8 +145,8 @@ class Dispatcher:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            if self._episode is not None and self.clock() - self._episode.last > EPISODE_QUIET:
-                self._recovered(self._episode)
+            if self.episodes.current is not None:
+                self.episodes.succeeded(self.clock())
         self._resign()
         log.info("dispatcher=%s stopped", self.id)
 
@@ -168,35 +155,10 @@ class Dispatcher:
         OOM, READONLY, LOADING, BUSY) the lease may be lost meanwhile: lead again, and
         rebuild the picture, once it serves. Anything else (a bug, a bad entry nothing
         isolated) must not stop the loop either. Logged once per episode and cause."""
-        outage = is_outage(exc)
-        if outage:
+        if is_outage(exc):
             self.token = None
         self.state.stale()
-        cause = (("unreachable" if not isinstance(exc, redis.ResponseError)
-                  else error_code(exc)) if outage else type(exc).__name__)
-        now = self.clock()
-        episode = self._episode
-        if episode is None:
-            episode = self._episode = Episode(cause, outage, now, now, 0)
-        episode.failures += 1
-        episode.last = now
-        if episode.failures > 1 and episode.cause == cause:
-            log.debug("dispatcher=%s: step failed again (%s: %s)", self.id, cause, exc)
-            return
-        episode.cause, episode.outage = cause, episode.outage and outage
-        if isinstance(exc, redis.ResponseError) and outage:
-            log.warning("dispatcher=%s: Redis refuses commands (%s %s); retrying with backoff",
-                        self.id, cause, error_message(exc))
-        elif outage:
-            log.warning("dispatcher=%s lost Redis (%s); retrying with backoff", self.id, exc)
-        else:
-            log.exception("dispatcher=%s: unexpected error; retrying with backoff", self.id)
-
-    def _recovered(self, episode: Episode) -> None:
-        self._episode = None
-        what = "Redis serves again" if episode.outage else "steps succeed again"
-        log.info("dispatcher=%s: %s, after %d failed steps over %.1fs", self.id, what,
-                 episode.failures, episode.last - episode.started)
+        self.episodes.failed(exc, self.clock())
 
     def stop(self) -> None:
         self.stopping.set()
@@ -276,8 +238,7 @@ class Dispatcher:
                 self.view.workers[wid] = view
         self._job("queues", self._refresh_queues)
         self.state.reset()
-        self._offers = {}  # ours name an old epoch: submits refuse them until replaced
-        self._offers_basis = None
+        self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
         self._next_due = None
         self._cascade_pending = True
         self._deadlines_pending = True
@@ -601,8 +562,14 @@ class Dispatcher:
     def _settle_idle(self) -> None:
         """Found idle: write what changed of the standing offers, and set the idle key when
         every served queue was read empty, in one round trip (none when nothing changed)."""
+        assert self.token is not None
         pipe = self.client.pipeline(transaction=False)
-        offers = self._post_offers(pipe)
+        offers = self.offers.plan(self.state, self.token, frozenset(self._troubled.values()))
+        if offers is not None:
+            for q, offer in offers.put.items():
+                pipe.set(self.keys.offer(q), offer.encode())
+            for q in offers.delete:
+                pipe.delete(self.keys.offer(q))
         # Quiet only when no queue went unread for want of room: its tasks need the slots
         # acks free.
         quiet = self.state.wants_quiet()
@@ -611,50 +578,9 @@ class Dispatcher:
         if len(pipe):
             pipe.execute()
         if offers is not None:
-            self._offers, self._offers_basis = offers  # only once written
+            self.offers.written(offers)  # only once written
         if quiet:
             self.state.idle_set()
-
-    def _post_offers(self, pipe: redis.client.Pipeline
-                     ) -> tuple[dict[str, Offer], object] | None:
-        """Stand an offer for each queue read empty: the workers its next small submit
-        leases to itself (submit_small.lua), saving the hop through us. Written (into
-        ``pipe``) only when it changes; kept while a queue fills (the script refuses it
-        then: the queue is not empty); withdrawn when no worker serves it or the queue is
-        paused or limited. The offers and their basis to remember once written, if new."""
-        assert self.token is not None
-        troubled = frozenset(self._troubled.values())
-        state = self.state
-        basis = (self.token, self.view.version, state.empty, tuple(self.configs.values()),
-                 troubled, frozenset(state.shunned))
-        if basis == self._offers_basis:
-            return None
-        epoch = self.token.split("|", 1)[0]
-        workers = state.eligible()
-        wanted = {}
-        for q in sorted(self.queue_names):
-            config = state.config(q)
-            current = self._offers.get(q)
-            if config.paused or config.concurrency_limit is not None or q in troubled:
-                continue
-            if q not in state.empty:
-                if current is not None:
-                    wanted[q] = current
-                continue
-            before = {w: h for w, _, h in current.workers} if current is not None else {}
-            offered = scheduling.offer_workers(q, workers, before)
-            others = frozenset().union(*(w.queues for w in offered)) - {q}
-            # A submit taking it reads the others' keys too: none may be troubled.
-            if offered and not others & troubled:
-                wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
-                                                scheduling.offered_host_load(w, before.get(w.id)))
-                                               for w in offered), tuple(sorted(others)))
-        for q, offer in wanted.items():
-            if self._offers.get(q) != offer:
-                pipe.set(self.keys.offer(q), offer.encode())
-        for q in self._offers.keys() - wanted.keys():
-            pipe.delete(self.keys.offer(q))
-        return wanted, basis
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

@@ -16,7 +16,8 @@ from balancer.common.scripts import Done, Scripts
 from balancer.common.settings import Settings
 
 from balancer import Flow, task
-from balancer.dispatcher import EPISODE_QUIET, IDLE_RECHECK, JOB_RETRY, Dispatcher
+from balancer.dispatcher import IDLE_RECHECK, JOB_RETRY, Dispatcher
+from balancer.episodes import EPISODE_QUIET
 from balancer.scheduling import CPU_WEIGHT
 
 

@@ -1,0 +1,75 @@
+"""Standing offers, decided without I/O: which to write and which to withdraw.
+
+When the dispatcher finds a queue empty it stands an offer there (``offer:<queue>``): the
+workers the queue's next small submit leases to itself (submit_small.lua), saving the hop
+through the dispatcher. The dispatcher writes what ``StandingOffers.plan`` returns and
+then calls ``written``; offers are recomputed only when what they depend on changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from balancer import scheduling
+from balancer.common.signals import Offer
+from balancer.dispatch_state import DispatchState
+
+
+@dataclass(frozen=True)
+class OfferWrites:
+    """What to write (``put``) and delete, and the offers standing once it is done."""
+
+    put: dict[str, Offer]
+    delete: tuple[str, ...]
+    wanted: dict[str, Offer]
+    basis: object
+
+
+class StandingOffers:
+    """The offers we wrote, and what they were computed from."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Offer] = {}  # queue -> the standing offer we wrote
+        self.basis: object = None
+
+    def forget(self) -> None:
+        """Ours name an old epoch (a new leader): submits refuse them until replaced."""
+        self.current, self.basis = {}, None
+
+    def written(self, writes: OfferWrites) -> None:
+        self.current, self.basis = writes.wanted, writes.basis
+
+    def plan(self, state: DispatchState, token: str, troubled: frozenset[str]
+             ) -> OfferWrites | None:
+        """An offer for each queue read empty, changed only when it must: kept while a
+        queue fills (the script refuses it then: the queue is not empty); withdrawn when
+        no worker serves it, the queue is paused or limited, or a key it involves is
+        troubled (a submit's script would trip on it too). None when nothing it depends
+        on changed since the last plan written."""
+        basis = (token, state.view.version, state.empty, tuple(state.configs.values()),
+                 troubled, frozenset(state.shunned))
+        if basis == self.basis:
+            return None
+        epoch = token.split("|", 1)[0]
+        workers = state.eligible()
+        wanted = {}
+        for q in sorted(state.queue_names):
+            config = state.config(q)
+            current = self.current.get(q)
+            if config.paused or config.concurrency_limit is not None or q in troubled:
+                continue
+            if q not in state.empty:
+                if current is not None:
+                    wanted[q] = current
+                continue
+            before = {w: h for w, _, h in current.workers} if current is not None else {}
+            offered = scheduling.offer_workers(q, workers, before)
+            others = frozenset().union(*(w.queues for w in offered)) - {q}
+            # A submit taking it reads the others' keys too: none may be troubled.
+            if offered and not others & troubled:
+                wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
+                                                scheduling.offered_host_load(w, before.get(w.id)))
+                                               for w in offered), tuple(sorted(others)))
+        put = {q: offer for q, offer in wanted.items() if self.current.get(q) != offer}
+        delete = tuple(q for q in self.current if q not in wanted)
+        return OfferWrites(put, delete, wanted, basis)
