@@ -296,6 +296,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="longest wait per flow, s")
     parser.add_argument("--log-level", default="INFO", help="of the cluster processes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--no-offers", action="store_true",
+                        help="the client takes no standing offers (as under the client ACL"
+                        " user): every small submit goes through the dispatcher")
     parser.add_argument("--signing", action="store_true",
                         help="clients sign every task and workers verify it"
                              " (BALANCER_SIGNING_KEYS set to a benchmark key)")
@@ -314,6 +317,9 @@ def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFi
     # which makes run.wait() fail with "Timeout reading from socket" on flows over 5 s.
     client = redis.Redis.from_url(args.redis_url, socket_timeout=CLIENT_SOCKET_TIMEOUT)
     client.ping()
+    if args.no_offers:
+        from balancer import submit as submit_module
+        submit_module._offers_refused.add(client)
     cluster = Cluster(args.redis_url, namespace, logdir, args.log_level)
     if args.signing:
         cluster.env["BALANCER_SIGNING_KEYS"] = os.environ["BALANCER_SIGNING_KEYS"] = (
@@ -345,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cluster bench: redis={redact(args.redis_url)} namespace={namespace}"
           f" workers={WORKERS} x concurrency {args.concurrency} tasks={args.tasks}"
           f" singles={args.singles} cores={os.cpu_count()}"
-          f" signing={'on' if args.signing else 'off'} logs={logdir}", flush=True)
+          f" signing={'on' if args.signing else 'off'}"
+          f" offers={'off' if args.no_offers else 'on'} logs={logdir}", flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
     print(NOTE)
