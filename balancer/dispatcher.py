@@ -35,7 +35,7 @@ from balancer import scheduling
 from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
-from balancer.common.retry import error_message, is_outage
+from balancer.common.retry import is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dispatch_state import (
@@ -54,6 +54,7 @@ from balancer.dispatch_state import (
 from balancer.episodes import Episodes
 from balancer.offers import StandingOffers
 from balancer.setaside import SetAside
+from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
 
@@ -110,12 +111,8 @@ class Dispatcher:
         self.episodes = Episodes(f"dispatcher={self.id}")  # failing steps, while they last
         # Upkeep jobs that failed on data: the cause logged, and when to try again.
         self._jobs_failing: dict[str, tuple[str, float]] = {}
-        # Open set-aside conditions about a queue (entry id -> queue): no standing offer
-        # involves that queue, whose key a small submit's script would trip on too.
-        self._troubled: dict[str, str] = {}
-        # Workers a lease failed for (their own keys, it seems: entry id); the state shuns
-        # them until the next refresh.
-        self._worker_trouble: dict[str, str] = {}
+        # Bad data met on the way: set aside, its queue skipped or its worker shunned.
+        self.troubles = Troubles(client, self.keys, self.aside, self.state)
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
 
     @property
@@ -229,7 +226,7 @@ class Dispatcher:
             pipe.scard(self.keys.leases(wid))
         pipe.hgetall(self.keys.aside)
         replies = pipe.execute()[1:]
-        self._adopt(replies.pop())
+        self.troubles.adopt(replies.pop())
         for i, (member, score) in enumerate(entries):
             wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
             seen = self._local_time(score)
@@ -244,15 +241,6 @@ class Dispatcher:
         self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
                  len(self.view.workers), len(self.queue_names))
-
-    def _adopt(self, records: dict[bytes, bytes]) -> None:
-        """Take over the set-aside records of an earlier leader: a queue it skipped for
-        trouble is tried again, and its record cleared once it reads."""
-        self._troubled, self._worker_trouble = {}, {}
-        self.state.skipped, self.state.shunned = set(), set()
-        for entry, record in self.aside.adopt(records):
-            if record.queue and not record.member and record.kind != aside.BAD_CONFIG:
-                self._troubled[entry] = record.queue
 
     # -- signals and timers ----------------------------------------------------------
 
@@ -371,50 +359,13 @@ class Dispatcher:
     def _refresh_queues(self) -> None:
         """Read the queue list and every queue's config; queues skipped for trouble are
         tried again."""
-        names = sorted(self._queue_list(self.client.smembers(self.keys.queues)))
+        names = sorted(self.troubles.queue_list(self.client.smembers(self.keys.queues)))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue_conf(name))
         replies = pipe.execute(raise_on_error=False)
-        self.state.refreshed({n: self._queue_config(n, h) for n, h in zip(names, replies)})
+        self.state.refreshed({n: self.troubles.queue_config(n, h) for n, h in zip(names, replies)})
         self._configs_at = self.clock()
-
-    def _queue_list(self, members: set[bytes]) -> list[str]:
-        """The queue names; one that is not UTF-8 names no queue a task could be in (and
-        no key we could format): it is moved out of the list, set aside."""
-        try:
-            return [m.decode() for m in members]
-        except UnicodeDecodeError:
-            pass
-        names = []
-        for member in members:
-            try:
-                names.append(member.decode())
-            except UnicodeDecodeError:
-                self.aside.move(aside.UNREADABLE, self.keys.queues, "set", member,
-                                "a queue name that is not UTF-8: taken out of the queue list")
-        return names
-
-    def _queue_config(self, name: str, reply: dict[bytes, bytes] | Exception) -> QueueConfig:
-        """A queue's config as read. A setting that is not a number stands at its default,
-        reported while it lasts; an unreadable config (its key of the wrong type) is all
-        defaults, and the queue gets no standing offer (a small submit reads the key)."""
-        key = self.keys.queue_conf(name)
-        entry = aside.entry_id(aside.BAD_CONFIG, key)
-        if isinstance(reply, Exception):
-            if is_outage(reply):
-                raise reply
-            self._troubled[self.aside.note(
-                aside.BAD_CONFIG, key, f"unreadable ({error_message(reply)}): the queue runs"
-                " with the default settings", queue=name)] = name
-            return QueueConfig(name)
-        config, problems = QueueConfig.parse(name, reply)
-        if problems:
-            self.aside.note(aside.BAD_CONFIG, key, "; ".join(problems), queue=name)
-        elif entry in self.aside.noted:
-            self._troubled.pop(entry, None)
-            self.aside.clear(entry, f"queue={name} has a readable config again")
-        return config
 
     # -- retries, failures, dead workers ---------------------------------------------
 
@@ -489,82 +440,25 @@ class Dispatcher:
             pipe.hgetall(self.keys.inflight)
         rows = pipe.execute(raise_on_error=False)
         inflight = {k.decode(): int(v)
-                    for k, v in self._ok(rows.pop() if command.inflight else {}).items()}
+                    for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
         servable = [q for q, _ in command.heads]
-        rows = [self._read(q, r) for q, r in zip(servable, rows)]
+        rows = [self.troubles.read(q, r) for q, r in zip(servable, rows)]
         cleaned: set[str] = set()  # queues bad members were taken out of, just now
         try:
             ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         except UnicodeDecodeError:
-            rows = [self._readable(q, r, cleaned) for q, r in zip(servable, rows)]
+            rows = [self.troubles.readable(q, r, cleaned) for q, r in zip(servable, rows)]
             ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
         return QueuesRead(ready, heads, frozenset(cleaned), inflight)
-
-    @staticmethod
-    def _ok(reply: Any) -> Any:
-        """A pipeline's reply, raised if it is an error (of a key no queue owns)."""
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    def _read(self, queue: str, reply: list[tuple[bytes, float]] | Exception
-              ) -> list[tuple[bytes, float]]:
-        """A queue's head as read; on an error reply, nothing, and the queue skipped."""
-        if isinstance(reply, Exception):
-            self._queue_failed(queue, reply)
-            return []
-        if self._troubled:
-            self._queue_reads(queue)
-        return reply
-
-    def _queue_failed(self, queue: str, exc: Exception) -> None:
-        """Reading or leasing a queue failed. An outage fails the step; an error about its
-        data (its key is of the wrong type, which only an operator can fix: the key is left
-        as it is) skips the queue until the next refresh, reported once while it lasts."""
-        if is_outage(exc):
-            raise exc
-        key = self.keys.queue(queue)
-        kind = aside.kind_of(exc) if isinstance(exc, redis.ResponseError) else aside.UNUSABLE
-        found = self.client.type(key).decode()  # once a refresh at most: it is skipped
-        entry = self.aside.note(kind, key, f"{error_message(exc)} (the key is a {found}):"
-                                f" queue={queue} is skipped until this is fixed; the key is"
-                                " left as it is", queue=queue)
-        self._troubled[entry] = queue
-        self.state.skip(queue)
-
-    def _queue_reads(self, queue: str, leased: bool = False) -> None:
-        """A troubled queue was read (or leased from) again: its trouble is over (a
-        failed lease only once a lease succeeds)."""
-        key = self.keys.queue(queue)
-        for kind in (aside.WRONG_TYPE, aside.UNUSABLE) if leased else (aside.WRONG_TYPE,):
-            entry = aside.entry_id(kind, key)
-            if self._troubled.pop(entry, None) is not None:
-                self.aside.clear(entry, f"queue={queue} is read again")
-
-    def _readable(self, queue: str, rows: list[tuple[bytes, float]], cleaned: set[str]
-                  ) -> list[tuple[bytes, float]]:
-        """The members that are task ids; the others (not UTF-8: no task could have such
-        an id) are moved out of the queue, set aside with their score."""
-        kept = []
-        for member, score in rows:
-            try:
-                member.decode()
-            except UnicodeDecodeError:
-                self.aside.move(aside.UNREADABLE, self.keys.queue(queue), "zset", member,
-                                "not a task id (not UTF-8): taken out of the queue", score,
-                                queue)
-                cleaned.add(queue)
-                continue
-            kept.append((member, score))
-        return kept
 
     def _settle_idle(self) -> None:
         """Found idle: write what changed of the standing offers, and set the idle key when
         every served queue was read empty, in one round trip (none when nothing changed)."""
         assert self.token is not None
         pipe = self.client.pipeline(transaction=False)
-        offers = self.offers.plan(self.state, self.token, frozenset(self._troubled.values()))
+        troubled = frozenset(self.troubles.troubled.values())
+        offers = self.offers.plan(self.state, self.token, troubled)
         if offers is not None:
             for q, offer in offers.put.items():
                 pipe.set(self.keys.offer(q), offer.encode())
@@ -595,7 +489,7 @@ class Dispatcher:
             pipe.zcard(self.keys.queue(q))
         for q, depth in zip(unserved, pipe.execute(raise_on_error=False)):
             if isinstance(depth, Exception):
-                self._queue_failed(q, depth)
+                self.troubles.queue_failed(q, depth)
             elif depth:
                 self._unserved_warned[q] = now
                 log.warning("queue=%s has %d ready tasks but no worker serves it"
@@ -617,13 +511,9 @@ class Dispatcher:
         except redis.ResponseError as exc:
             if is_outage(exc):
                 raise
-            self._assign_failed(worker_id, queue, batch, exc)
+            self.troubles.assign_failed(worker_id, queue, batch, exc)
             return Assigned(0, failed=True)
-        if self._troubled:
-            self._queue_reads(queue, leased=True)
-        if self._worker_trouble and worker_id in self._worker_trouble:
-            self.aside.clear(self._worker_trouble.pop(worker_id), f"worker={worker_id} leases"
-                             " again")
+        self.troubles.leased(worker_id, queue)
         if dropped:
             log.error("queue=%s held %d ids without a task record; dropped them", queue, dropped)
         if n == -1:
@@ -637,42 +527,3 @@ class Dispatcher:
                      ",".join(batch[:n][:10]))
         return Assigned(n, leased)
 
-    def _assign_failed(self, worker_id: str, queue: str, batch: list[str],
-                       exc: redis.ResponseError) -> None:
-        """The lease script failed on data (WRONGTYPE from inside it, say). Find what is
-        bad in one round trip, only now: the queue key, task records, or the worker's own
-        keys, of the wrong type. Bad tasks are taken out of the queue (their records left
-        as they are), set aside, and the rest is leased on the next round; a bad queue is
-        skipped; otherwise the worker gets no lease until the next refresh, so that the
-        other workers get the work."""
-        key, inbox, leases = self.keys.queue(queue), self.keys.inbox(worker_id), \
-            self.keys.leases(worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        for k in (key, inbox, leases):
-            pipe.type(k)
-        pipe.zmscore(key, batch)
-        for task_id in batch:
-            pipe.type(self.keys.task(task_id))
-        found, inbox_type, leases_type, scores, *types = pipe.execute(raise_on_error=False)
-        if self._ok(found) not in (b"zset", b"none"):  # its ZMSCORE failed too
-            self._queue_failed(queue, exc)
-            return
-        bad = [(t, s, self._ok(ty).decode()) for t, s, ty in zip(batch, self._ok(scores), types)
-               if ty not in (b"hash", b"none")]
-        for task_id, score, kind in bad:
-            self.aside.move(aside.WRONG_TYPE, key, "zset", task_id.encode(),
-                            f"its record {self.keys.task(task_id)} is a {kind}, not a hash:"
-                            " the id was taken out of the queue, the record left as it is",
-                            score, queue)
-        if bad:
-            self.state.retry_soon()  # the rest of the batch
-            return
-        inbox_type, leases_type = self._ok(inbox_type), self._ok(leases_type)
-        wrong = inbox_type not in (b"list", b"none") or leases_type not in (b"set", b"none")
-        entry = self.aside.note(
-            aside.WRONG_TYPE if wrong else aside.UNUSABLE, inbox,
-            f"leasing queue={queue} to worker={worker_id} failed: {error_message(exc)} (its"
-            f" inbox is a {inbox_type.decode()}, its leases a {leases_type.decode()}): the"
-            " worker gets no work until this is fixed; its keys are left as they are")
-        self._worker_trouble[worker_id] = entry
-        self.state.shun(worker_id)
