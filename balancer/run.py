@@ -120,12 +120,12 @@ class FlowRun:
         return list(zip(self.ids, pipe.execute()))
 
     def results(self) -> dict[str, Any]:
-        """Results of completed tasks by task name (a task called twice: the last call)."""
-        out: dict[str, Any] = {}
-        for node, (state, blob) in self._read("state", "result"):
-            if state is not None and state.decode() == TaskState.COMPLETED:
-                out[node.task.name] = codec.unpack(blob)
-        return out
+        """Results of completed tasks by label: the task's name, and ``name#n`` for its
+        n-th call when it is called several times (as ``why`` and ``states`` name them)."""
+        labels = self._label_of()
+        return {labels[node]: codec.unpack(blob)
+                for node, (state, blob) in self._read("state", "result")
+                if state is not None and state.decode() == TaskState.COMPLETED}
 
     def why(self) -> dict[str, str]:
         """For each task not finished: what holds it (upstream not done, queue paused, no
@@ -143,13 +143,17 @@ class FlowRun:
                 out[label] = text
         return out
 
-    def _labels(self) -> dict[str, str]:
+    def _label_of(self) -> dict[Node, str]:
+        """Each call's label: its task's name, ``name#2``, ``name#3``... for later calls."""
         counts: dict[str, int] = {}
-        labels: dict[str, str] = {}
-        for node, task_id in self.ids.items():
+        labels: dict[Node, str] = {}
+        for node in self.ids:
             n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
-            labels[node.task.name if n == 1 else f"{node.task.name}#{n}"] = task_id
+            labels[node] = node.task.name if n == 1 else f"{node.task.name}#{n}"
         return labels
+
+    def _labels(self) -> dict[str, str]:
+        return {label: self.ids[node] for node, label in self._label_of().items()}
 
     def first_failure(self) -> tuple[str, ErrorInfo | None] | None:
         """The first task, in the flow's order, that failed or was quarantined (not one
@@ -160,7 +164,9 @@ class FlowRun:
         return None
 
     def states(self) -> dict[str, str]:
-        return {node.task.name: _state(state, deps)
+        """Every task's state by label (``name``, or ``name#n`` for repeated calls)."""
+        labels = self._label_of()
+        return {labels[node]: _state(state, deps)
                 for node, (state, deps) in self._read("state", "deps")}
 
     def __repr__(self) -> str:
