@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -34,6 +35,41 @@ class TaskFailed(Exception):
                          f"task {task_name!r} {state}")
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's outcome in a run, as Prefect 1's task state reads."""
+
+    state: str
+    result: Any = None  # the value, for a completed task
+    message: str = ""  # the error, for a failed one
+    error: ErrorInfo | None = None
+
+    def is_successful(self) -> bool:
+        return self.state == TaskState.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.DEAD)
+
+
+class Results:
+    """``run.result``: called with a task, its value; indexed by a task, its outcome."""
+
+    def __init__(self, run: FlowRun) -> None:
+        self._run = run
+
+    def __call__(self, item: Node | Task) -> Any:
+        return self._run.value(item)
+
+    def __getitem__(self, item: Node | Task) -> TaskResult:
+        run = self._run
+        state, blob, error, deps = run.client.hmget(
+            run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"])
+        shown = _state(state, deps)
+        info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
+        return TaskResult(shown, codec.unpack(blob) if shown == TaskState.COMPLETED else None,
+                          str(info) if info else "", info)
+
+
 class FlowRun:
     def __init__(self, client: redis.Redis, keys: Keys, flow_id: str, flow: Flow,
                  ids: dict[Node, str]) -> None:
@@ -53,6 +89,27 @@ class FlowRun:
 
     def is_successful(self) -> bool:
         return self.state == FlowState.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.state == FlowState.FAILED
+
+    @property
+    def message(self) -> str:
+        """In words, as Prefect 1's flow state says it."""
+        state = self.state
+        if state == FlowState.COMPLETED:
+            return "All tasks succeeded."
+        if state == FlowState.FAILED:
+            found = self.first_failure()
+            return "Some tasks failed." + (f" First: {found[0]}: {found[1]}" if found else "")
+        return f"The run is {state}."
+
+    @property
+    def result(self) -> Results:
+        """``run.result(task)``: the task's value (TaskFailed if it did not complete).
+        ``run.result[task]``: its outcome as Prefect 1's ``state.result[task]`` gives it,
+        with ``.result``, ``.message``, ``.is_successful()`` and ``.is_failed()``."""
+        return Results(self)
 
     def wait(self, timeout: float | None = None, *,
              on_tick: Callable[[], None] | None = None, tick: float = WAIT_SLICE) -> str:
@@ -101,7 +158,7 @@ class FlowRun:
     def error(self, item: Node | Task) -> ErrorInfo | None:
         return codec.unpack_error(self.client.hget(self.keys.task(self._task_id(item)), "error"))
 
-    def result(self, item: Node | Task) -> Any:
+    def value(self, item: Node | Task) -> Any:
         """The task's return value; raises TaskFailed if it did not complete."""
         task_id = self._task_id(item)
         state, blob, error, name = self.client.hmget(

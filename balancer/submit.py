@@ -27,6 +27,7 @@ from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
 from balancer.options import EXACT_SCORE_LIMIT
+from balancer.parameter import Parameter
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
 
@@ -39,26 +40,31 @@ TRIM_EVERY = 64
 _trim = random.Random()
 
 
-def _with_refs(value: Any, ids: dict[Node, str], depth: int = 0) -> Any:
-    """``value`` with each node replaced by a reference to its task's result. The depth
-    was checked at the call, but a list passed then may have been nested deeper since:
-    counted here again, so that the recursion stays bounded."""
+def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
+               depth: int = 0) -> Any:
+    """``value`` with each node replaced by a reference to its task's result, and each
+    parameter by its value for this run. The depth was checked at the call, but a list
+    passed then may have been nested deeper since: counted here again, so that the
+    recursion stays bounded."""
     if isinstance(value, Node):
         return UpstreamRef(ids[value])
+    if isinstance(value, Parameter):
+        return params[value]
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         raise TooDeep()
     if isinstance(value, (list, tuple)):
-        return [_with_refs(v, ids, depth + 1) for v in value]
+        return [_with_refs(v, ids, params, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _with_refs(v, ids, depth + 1) for k, v in value.items()}
+        return {k: _with_refs(v, ids, params, depth + 1) for k, v in value.items()}
     return value
 
 
-def _encode_args(node: Node, ids: dict[Node, str], limit: int) -> bytes:
+def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
+                 limit: int) -> bytes:
     name = node.task.name
     try:
-        args = tuple(_with_refs(a, ids) for a in node.args)
-        kwargs = {k: _with_refs(v, ids) for k, v in node.kwargs.items()}
+        args = tuple(_with_refs(a, ids, params) for a in node.args)
+        kwargs = {k: _with_refs(v, ids, params) for k, v in node.kwargs.items()}
     except TooDeep:
         try:
             codec.check_depth(name, node.args, node.kwargs)  # to name the argument
@@ -84,7 +90,8 @@ def _score(node: Node, settings: Settings, now_ms: int) -> float:
 
 
 def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[Node],
-                 settings: Settings, now_ms: int) -> dict[str, Any]:
+                 params: dict[Parameter, Any], settings: Settings, now_ms: int
+                 ) -> dict[str, Any]:
     """The task hash. Fields at their default (0, none) are left out: the scripts read a
     missing field as its default, and a 10,000-task flow then costs far less to send."""
     task = node.task
@@ -98,7 +105,7 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         "flow": flow_id,
         "queue": node.queue_name,
         "score": _score(node, settings, now_ms),
-        "args": _encode_args(node, ids, settings.max_payload_bytes),
+        "args": _encode_args(node, ids, params, settings.max_payload_bytes),
         "state": TaskState.PENDING if node.upstream else TaskState.QUEUED,
     }
     optional = {
@@ -144,7 +151,8 @@ def _check_options(nodes: list[Node], flow: Flow, settings: Settings, now_ms: in
             raise FlowError(str(exc)) from None
 
 
-def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
+def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
+                params: dict[Parameter, Any] | None = None) -> FlowRun:
     """Write ``flow`` to the cluster, all or nothing: everything that can be refused
     (options, arguments, their size) is checked before the first write, and a write
     Redis refuses anyway (a key of the wrong type) is undone."""
@@ -158,7 +166,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     for node in nodes:
         for up in node.upstream:
             children[up].append(node)
-    records = {ids[n]: _task_record(n, flow_id, ids, children[n], settings, now_ms)
+    params = params or {}
+    records = {ids[n]: _task_record(n, flow_id, ids, children[n], params, settings, now_ms)
                for n in nodes}
     ready: dict[str, dict[str, float]] = {}
     for task_id, record in records.items():
