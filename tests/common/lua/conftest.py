@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import pytest
 import redis
-from balancer.common.keys import Keys
-from balancer.common.models import WorkerInfo
-from balancer.common.scripts import Scripts
 
-from tests.common.lua.db import TTL, Db, Q, W
+from tests.common.lua.db import Db
 
 BACKENDS = ["fake", "real"]
 
@@ -23,11 +20,4 @@ def client(request: pytest.FixtureRequest) -> redis.Redis:
 
 @pytest.fixture
 def db(client: redis.Redis, namespace: str) -> Db:
-    """The leader lease taken by "dispatcher-1", worker W registered, the wake list empty."""
-    keys = Keys(namespace)
-    scripts = Scripts(client, keys)
-    leader = scripts.leader("dispatcher-1", TTL)
-    assert leader is not None
-    scripts.heartbeat(W, WorkerInfo(W, (Q,), 4).to_blob(), TTL)
-    client.delete(keys.wake)
-    return Db(client, keys, scripts, leader)
+    return Db.open(client, namespace)

@@ -47,6 +47,18 @@ class Db:
     scripts: Scripts
     leader: str
 
+    @classmethod
+    def open(cls, client: redis.Redis, namespace: str) -> Db:
+        """The leader lease taken by "dispatcher-1", worker W registered, the wake list
+        empty."""
+        keys = Keys(namespace)
+        scripts = Scripts(client, keys)
+        leader = scripts.leader("dispatcher-1", TTL)
+        assert leader is not None
+        scripts.heartbeat(W, WorkerInfo(W, (Q,), 4).to_blob(), TTL)
+        client.delete(keys.wake)
+        return cls(client, keys, scripts, leader)
+
     # -- records as balancer/submit.py writes them -------------------------------------
 
     def put_task(
