@@ -167,6 +167,13 @@ class Db:
         assert None not in leases
         return leases  # type: ignore[return-value]
 
+    @staticmethod
+    def inbox_leases(entries: Sequence[bytes]) -> list[Lease]:
+        """Inbox entries as the worker reads them."""
+        leases = [signals.parse_lease(raw) for raw in entries]
+        assert None not in leases
+        return leases  # type: ignore[return-value]
+
     def leases(self, worker: str = W) -> set[str]:
         return {m.decode() for m in self.client.smembers(self.keys.leases(worker))}
 
