@@ -59,7 +59,7 @@ def bind(flow_name: str, declared: Mapping[str, Parameter],
             values[param] = given[name]
         elif param.required:
             raise ValueError(f"flow {flow_name!r}: parameter {name!r} is required;"
-                             f" run it with parameters={{{name!r}: ...}}")
+                             f" give it with flow.run(parameters=...)")
         else:
             values[param] = param.default
     return values
