@@ -323,5 +323,48 @@ class Flow:
         report.end(state)
         return run
 
+    def validate(self) -> None:
+        """Raise FlowError if the flow cannot run as built (a cycle, a task of another
+        flow), as Prefect's ``flow.validate()``; submitting checks the same."""
+        self.plan()
+
+    def visualize(self, filename: str | None = None) -> Any:
+        """Draw the DAG: a ``graphviz.Digraph`` (rendered to ``filename`` if given) when
+        the graphviz package is installed, else a text rendering, printed and returned."""
+        nodes = self.plan()
+        labels = _labels(nodes)
+        try:
+            import graphviz  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        except ImportError:
+            text = self._text(nodes, labels)
+            print(text)
+            return text
+        graph = graphviz.Digraph(self.name)
+        for node in nodes:
+            graph.node(str(id(node)), f"{labels[node]}\n[{node.queue_name}]")
+            for up, key in node.upstream.items():
+                graph.edge(str(id(up)), str(id(node)), label=key or "")
+        if filename:
+            graph.render(filename, cleanup=True)
+        return graph
+
+    def _text(self, nodes: list[Node], labels: dict[Node, str]) -> str:
+        lines = [f"flow {self.name}: {len(nodes)} tasks, in the order they can run"]
+        for node in nodes:
+            ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
+                            for up, key in node.upstream.items())
+            lines.append(f"  {labels[node]} [{node.queue_name}]" + (f" <- {ups}" if ups else ""))
+        return "\n".join(lines)
+
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
+
+
+def _labels(nodes: list[Node]) -> dict[Node, str]:
+    """A task's name, and ``name#n`` for its n-th call (as ``FlowRun.results`` names them)."""
+    counts: dict[str, int] = {}
+    labels: dict[Node, str] = {}
+    for node in nodes:
+        n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
+        labels[node] = node.task.name if n == 1 else f"{node.task.name}#{n}"
+    return labels

@@ -202,12 +202,9 @@ class FlowRun:
 
     def _label_of(self) -> dict[Node, str]:
         """Each call's label: its task's name, ``name#2``, ``name#3``... for later calls."""
-        counts: dict[str, int] = {}
-        labels: dict[Node, str] = {}
-        for node in self.ids:
-            n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
-            labels[node] = node.task.name if n == 1 else f"{node.task.name}#{n}"
-        return labels
+        from balancer.flow import _labels
+
+        return _labels(list(self.ids))
 
     def _labels(self) -> dict[str, str]:
         return {label: self.ids[node] for node, label in self._label_of().items()}
