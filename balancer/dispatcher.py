@@ -344,7 +344,7 @@ class Dispatcher:
                     self._idle = False  # a queue it serves may hold tasks for its free slot
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
-                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
+                self.view.offer_taken(s.worker, s.leased)  # the queue is as empty as it was
                 self._deadlines_pending = True  # the leases carry timeouts
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
