@@ -31,7 +31,7 @@ class Task:
         self.check()
         self.priority, self.retries = plain(self.priority), plain(self.retries)
         self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
-        functools.update_wrapper(self, self.fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, self.fn)
 
     def check(self) -> None:
         """Raise ValueError naming this task and the option Redis could not take. Run at

@@ -31,6 +31,7 @@ from balancer.common import signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
+from balancer.common.replies import as_bytes_list
 from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
@@ -273,7 +274,7 @@ class Worker:
         """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,
         those taken but not started. An entry a slot takes meanwhile stays leased."""
         fetched = self.inbox.take_ready() if unstarted else []
-        entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
+        entries = as_bytes_list(self.client.lrange(self.keys.inbox(self.id), 0, -1))
         waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
         tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
                  for lease in waiting]
