@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -54,25 +55,30 @@ class FlowRun:
     def is_successful(self) -> bool:
         return self.state == FlowState.COMPLETED
 
-    def wait(self, timeout: float | None = None) -> str:
+    def wait(self, timeout: float | None = None, *,
+             on_tick: Callable[[], None] | None = None, tick: float = WAIT_SLICE) -> str:
         """Block until the run finishes; returns its final state.
 
-        Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
+        Raises TimeoutError after ``timeout`` seconds (None: wait for ever). ``on_tick``
+        is called every ``tick`` seconds while the run goes on (progress reports).
         """
         check_wait(f"flow {self.flow.name!r}: wait", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         done_key = self.keys.flow_done(self.id)
+        slice_s = min(tick, WAIT_SLICE)
         while True:
-            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            left = slice_s if deadline is None else deadline - time.monotonic()
             # The last task pushes the final state here. Moving the list onto itself waits
             # for it and leaves it there for other waiters, in one command.
             # redis-py annotates the timeout as int; BLMOVE takes seconds as a double, and
             # redis-py sends the float as given.
             item = as_opt_bytes(self.client.blmove(
-                done_key, done_key, max(0.01, min(left, WAIT_SLICE)),  # type: ignore[arg-type]
+                done_key, done_key, max(0.01, min(left, slice_s)),  # type: ignore[arg-type]
                 "LEFT", "RIGHT"))
             if item is not None:
                 return item.decode()
+            if on_tick is not None:
+                on_tick()
             state = self.state
             if state in (FlowState.COMPLETED, FlowState.FAILED):
                 return state
@@ -150,6 +156,14 @@ class FlowRun:
             n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
             labels[node.task.name if n == 1 else f"{node.task.name}#{n}"] = task_id
         return labels
+
+    def first_failure(self) -> tuple[str, ErrorInfo | None] | None:
+        """The first task, in the flow's order, that failed or was quarantined (not one
+        that only had an upstream fail), with its error; None when none did."""
+        for node, (state, error) in self._read("state", "error"):
+            if state is not None and state.decode() in (TaskState.FAILED, TaskState.DEAD):
+                return node.task.name, codec.unpack_error(error)
+        return None
 
     def states(self) -> dict[str, str]:
         return {node.task.name: _state(state, deps)
