@@ -16,6 +16,7 @@ skipped, so that every other queue keeps flowing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -24,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -32,6 +33,7 @@ from balancer import scheduling
 from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
+from balancer.common.replies import as_bytes, as_bytes_list, as_list, as_opt_bytes, as_scored
 from balancer.common.retry import error_code, error_message, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -234,7 +236,7 @@ class Dispatcher:
         if self.token is None:
             return
         try:
-            value = self.client.get(self.keys.leader)
+            value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
         except (redis.RedisError, UnicodeDecodeError):
@@ -246,7 +248,7 @@ class Dispatcher:
         self._sync_clock()
         self.view = ClusterView()
         self._jobs_failing = {}
-        entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+        entries = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
         self._quiet = False
@@ -302,9 +304,9 @@ class Dispatcher:
         if timeout > 0:
             reply = self.client.blmpop(max(timeout, 0.01), 1, self.keys.wake,
                                        direction="LEFT", count=SIGNAL_BATCH)
-            raw = reply[1] if reply else []
+            raw = as_bytes_list(as_list(reply)[1]) if reply else []
         else:
-            raw = self.client.lpop(self.keys.wake, SIGNAL_BATCH) or []
+            raw = as_bytes_list(self.client.lpop(self.keys.wake, SIGNAL_BATCH) or [])
         parsed = []
         for item in raw:
             signal = signals.parse(item)
@@ -344,7 +346,7 @@ class Dispatcher:
                     self._idle = False  # a queue it serves may hold tasks for its free slot
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
-                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
+                self.view.offer_taken(s.worker, s.leased)  # the queue is as empty as it was
                 self._deadlines_pending = True  # the leases carry timeouts
             elif s.kind == signals.RETRY:
                 self._next_due = None  # a retry was scheduled: look at its due time
@@ -364,8 +366,8 @@ class Dispatcher:
             elif s.kind == signals.CASCADE:
                 self._cascade_pending = True
             elif s.kind == signals.GONE:
-                self._job(f"reap {s.worker}",
-                          lambda w=s.worker: self._reap(w, seen_before_ms=0, why="deregistered"))
+                self._job(f"reap {s.worker}", functools.partial(
+                    self._reap, s.worker, seen_before_ms=0, why="deregistered"))
                 known = None
         self._known = known or None
 
@@ -389,8 +391,8 @@ class Dispatcher:
             overdue = self.view.overdue(now, self.settings.worker_timeout)
         for worker in overdue:
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
-            self._job(f"reap {worker.id}", lambda w=worker.id, seen=seen_before: self._reap(
-                w, seen_before_ms=seen, why="missed heartbeats"))
+            self._job(f"reap {worker.id}", functools.partial(
+                self._reap, worker.id, seen_before_ms=seen_before, why="missed heartbeats"))
 
     def _job(self, name: str, job: Callable[[], Any]) -> None:
         """Run one upkeep job. An outage fails the step (the loop backs off); anything else
@@ -418,8 +420,7 @@ class Dispatcher:
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those
         dates (one ZRANGE for all workers) before calling anyone dead."""
-        dates = cast(list[tuple[bytes, float]],
-                     self.client.zrange(self.keys.workers, 0, -1, withscores=True))
+        dates = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
         for member, score in dates:
             view = self.view.workers.get(member.decode())
             if view is not None:
@@ -440,7 +441,8 @@ class Dispatcher:
     def _refresh_queues(self) -> None:
         """Read the queue list and every queue's config; queues skipped for trouble are
         tried again."""
-        names = sorted(self._queue_list(self.client.smembers(self.keys.queues)))
+        names = sorted(self._queue_list(set(as_bytes_list(
+            self.client.smembers(self.keys.queues)))))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue_conf(name))
@@ -619,7 +621,7 @@ class Dispatcher:
             raise exc
         key = self.keys.queue(queue)
         kind = aside.kind_of(exc) if isinstance(exc, redis.ResponseError) else aside.UNUSABLE
-        found = self.client.type(key).decode()  # once a refresh at most: it is skipped
+        found = as_bytes(self.client.type(key)).decode()  # once a refresh at most: skipped
         entry = self.aside.note(kind, key, f"{error_message(exc)} (the key is a {found}):"
                                 f" queue={queue} is skipped until this is fixed; the key is"
                                 " left as it is", queue=queue)

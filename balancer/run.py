@@ -13,6 +13,7 @@ from balancer.common import codec
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, visible_state
+from balancer.common.replies import as_bytes, as_opt_bytes, as_opt_bytes_list
 from balancer.options import check_wait
 
 if TYPE_CHECKING:
@@ -62,12 +63,12 @@ class Results:
 
     def __getitem__(self, item: Node | Task) -> TaskResult:
         run = self._run
-        state, blob, error, deps = run.client.hmget(
-            run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"])
+        state, blob, error, deps = as_opt_bytes_list(run.client.hmget(
+            run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"]))
         shown = _state(state, deps)
         info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
-        return TaskResult(shown, codec.unpack(blob) if shown == TaskState.COMPLETED else None,
-                          str(info) if info else "", info)
+        value = codec.unpack(as_bytes(blob)) if shown == TaskState.COMPLETED else None
+        return TaskResult(shown, value, str(info) if info else "", info)
 
 
 class FlowRun:
@@ -81,7 +82,7 @@ class FlowRun:
 
     @property
     def state(self) -> str:
-        raw = self.client.hget(self.keys.flow(self.id), "state")
+        raw = as_opt_bytes(self.client.hget(self.keys.flow(self.id), "state"))
         return raw.decode() if raw is not None else "unknown"
 
     def is_finished(self) -> bool:
@@ -126,8 +127,11 @@ class FlowRun:
             left = slice_s if deadline is None else deadline - time.monotonic()
             # The last task pushes the final state here. Moving the list onto itself waits
             # for it and leaves it there for other waiters, in one command.
-            item = self.client.blmove(done_key, done_key, max(0.01, min(left, slice_s)),
-                                      "LEFT", "RIGHT")
+            # redis-py annotates the timeout as int; BLMOVE takes seconds as a double, and
+            # redis-py sends the float as given.
+            item = as_opt_bytes(self.client.blmove(
+                done_key, done_key, max(0.01, min(left, slice_s)),  # type: ignore[arg-type]
+                "LEFT", "RIGHT"))
             if item is not None:
                 return item.decode()
             if on_tick is not None:
@@ -152,35 +156,37 @@ class FlowRun:
         """pending (upstream not done), queued (in its queue, or leased to a worker and not
         yet marked running: a task is marked running once it has run for 20 ms), running,
         retrying, completed, failed, upstream_failed, or dead (quarantined)."""
-        state, deps = self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"])
+        state, deps = as_opt_bytes_list(
+            self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"]))
         return _state(state, deps)
 
     def error(self, item: Node | Task) -> ErrorInfo | None:
-        return codec.unpack_error(self.client.hget(self.keys.task(self._task_id(item)), "error"))
+        return codec.unpack_error(as_opt_bytes(
+            self.client.hget(self.keys.task(self._task_id(item)), "error")))
 
     def value(self, item: Node | Task) -> Any:
         """The task's return value; raises TaskFailed if it did not complete."""
         task_id = self._task_id(item)
-        state, blob, error, name = self.client.hmget(
-            self.keys.task(task_id), ["state", "result", "error", "name"])
+        state, blob, error, name = as_opt_bytes_list(self.client.hmget(
+            self.keys.task(task_id), ["state", "result", "error", "name"]))
         if state is None:
             raise KeyError(f"task {task_id} has no record (expired after result_ttl?)")
         if state.decode() != TaskState.COMPLETED:
-            raise TaskFailed(name.decode(), state.decode(), codec.unpack_error(error))
-        return codec.unpack(blob)
+            raise TaskFailed(as_bytes(name).decode(), state.decode(), codec.unpack_error(error))
+        return codec.unpack(as_bytes(blob))
 
     def _read(self, *names: str) -> list[tuple[Node, list[bytes | None]]]:
         """Fields of every task of the run, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in self.ids.values():
             pipe.hmget(self.keys.task(task_id), list(names))
-        return list(zip(self.ids, pipe.execute()))
+        return [(node, as_opt_bytes_list(row)) for node, row in zip(self.ids, pipe.execute())]
 
     def results(self) -> dict[str, Any]:
         """Results of completed tasks by label: the task's name, and ``name#n`` for its
         n-th call when it is called several times (as ``why`` and ``states`` name them)."""
         labels = self._label_of()
-        return {labels[node]: codec.unpack(blob)
+        return {labels[node]: codec.unpack(as_bytes(blob))
                 for node, (state, blob) in self._read("state", "result")
                 if state is not None and state.decode() == TaskState.COMPLETED}
 

@@ -15,6 +15,7 @@ from balancer import why
 from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
+from balancer.common.replies import as_bytes_list
 from balancer.scheduling import WorkerView, load
 
 
@@ -169,7 +170,7 @@ def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
 
 def recent_flows(client: redis.Redis, keys: Keys, n: int) -> list[FlowRow]:
     """The ``n`` latest flow runs, newest first (``balancer flows``)."""
-    flow_ids = [f.decode() for f in client.zrevrange(keys.flows, 0, n - 1)]
+    flow_ids = [f.decode() for f in as_bytes_list(client.zrevrange(keys.flows, 0, n - 1))]
     pipe = client.pipeline(transaction=False)
     for f in flow_ids:
         pipe.hmget(keys.flow(f), FLOW_FIELDS)

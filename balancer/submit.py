@@ -18,6 +18,7 @@ import weakref
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from balancer.common import codec, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
@@ -201,6 +202,13 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     return FlowRun(client, keys, flow_id, flow, ids)
 
 
+def _fields(record: dict[str, Any]) -> dict[FieldT, EncodableT]:
+    """A record as redis-py's HSET takes it. Its Mapping[FieldT, EncodableT] is invariant in
+    its keys, so a dict[str, Any] is refused by the type checker though every key is a
+    str: the comprehension builds the dict under the type HSET wants (not a cast)."""
+    return {k: v for k, v in record.items()}
+
+
 def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
@@ -208,17 +216,18 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
     """Write a flow in one transaction: its records, its ready tasks queued, its queues'
     configuration, then the signal."""
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.flow(flow_id), mapping=flow_record)
+    pipe.hset(keys.flow(flow_id), mapping=_fields(flow_record))
     if not records:
         pipe.rpush(keys.flow_done(flow_id), FlowState.COMPLETED)
     for task_id, record in records.items():
-        pipe.hset(keys.task(task_id), mapping=record)
+        pipe.hset(keys.task(task_id), mapping=_fields(record))
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
     pipe.sadd(keys.queues, *touched or {"default"})
     for given in flow.queues().values():
-        conf = {k: v for k, v in (("priority", given.priority),
-                                  ("concurrency_limit", given.concurrency_limit)) if v is not None}
+        given_conf = (("priority", given.priority),
+                      ("concurrency_limit", given.concurrency_limit))
+        conf: dict[FieldT, EncodableT] = {k: v for k, v in given_conf if v is not None}
         if conf:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
@@ -279,7 +288,7 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
     recent = RECENT_FLOWS if _trim.random() * TRIM_EVERY < 1 else 0
     taking = offer is not None and raw is not None and client not in _offers_refused
-    if taking:
+    if taking and offer is not None and raw is not None:  # (said again for mypy)
         try:
             worker, now = scripts.submit_small(
                 flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,

@@ -30,14 +30,16 @@ class Task:
 
     def __post_init__(self) -> None:
         # Prefect writes durations as timedelta: take them as seconds.
-        if isinstance(self.retry_delay, timedelta):
-            self.retry_delay = self.retry_delay.total_seconds()
-        if isinstance(self.timeout, timedelta):
-            self.timeout = self.timeout.total_seconds()
+        delay: Any = self.retry_delay
+        timeout: Any = self.timeout
+        if isinstance(delay, timedelta):
+            self.retry_delay = delay.total_seconds()
+        if isinstance(timeout, timedelta):
+            self.timeout = timeout.total_seconds()
         self.check()
         self.priority, self.retries = plain(self.priority), plain(self.retries)
         self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
-        functools.update_wrapper(self, self.fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, self.fn)
 
     def check(self) -> None:
         """Raise ValueError naming this task and the option Redis could not take. Run at

@@ -50,7 +50,7 @@ def setup(level: str = "INFO", fmt: str = "text") -> None:
     # FORMAT names no source line, thread or process: not collecting them saves a stack
     # walk and three lookups per line (the logging HOWTO's "Optimization"), a tenth of the
     # dispatcher's CPU while it assigns at full speed.
-    logging._srcfile = None  # type: ignore[assignment]
+    logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else ScrubbingFormatter(FORMAT))

@@ -1,6 +1,11 @@
 """What a worker holds: leases taken out of its inbox and not yet acknowledged, and how
 long its tasks take per queue.
 
+"Held" is the worker's side: what it took and has not acknowledged (``held_ids`` here, on
+each slot and on the worker). "Leased" is Redis's side: the members of ``leases:<worker>``
+(inbox entries included), which the dispatcher counts. With a process pool, the children
+hold their own leases; the supervisor's holding sees only the long runs it is shown.
+
 Several threads share this: slots take leases and start them, the ack thread
 releases them, the marker and the reconciler read them, the heartbeat reports durations.
 """
@@ -92,7 +97,7 @@ class Holding:
         with self._lock:
             return list(self._leases.values())
 
-    def ids(self) -> set[str]:
+    def held_ids(self) -> set[str]:
         with self._lock:
             return set(self._leases)
 

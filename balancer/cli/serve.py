@@ -8,9 +8,9 @@ from types import FrameType
 
 import click
 
-from balancer.cli.common import NS_HELP, URL_HELP, Cluster, log_format_option, log_level_option
+from balancer.cli.common import NS_HELP, Cluster, log_format_option, log_level_option
 from balancer.common import logs
-from balancer.common.urls import redact
+from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
 
 log = logging.getLogger("balancer")

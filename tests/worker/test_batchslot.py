@@ -117,7 +117,7 @@ def test_make_way_hands_back_what_is_not_started_and_stores_what_waits(
             c.slot.make_way()
             during["b stored"] = db.state("b")
             during["queued"] = db.queued()
-            during["held"] = sorted(c.holding.ids())
+            during["held"] = sorted(c.holding.held_ids())
             c.stopping.set()
 
     c = child(db, settings, on_run)

@@ -12,7 +12,7 @@ from tests.common.lua.db import Db, W
 
 
 def reconciler(db: Db, running: set[str]) -> Reconciler:
-    return Reconciler(W, db.client, db.scripts, running=lambda: set(running),
+    return Reconciler(W, db.client, db.scripts, held=lambda: set(running),
                       leased=lambda: len(db.leases()), stopping=threading.Event())
 
 

@@ -40,10 +40,13 @@ RESTART_BACKOFF = 1.0
 SHOWN_LOOK = 1.0
 
 
-class ChildSlot(threading.Thread):
+class ChildWatch(threading.Thread):
+    """The supervisor's thread for one pool child. The child is the slot (it fetches, runs
+    and acknowledges on its own); this thread only watches it, hence not a slot itself."""
+
     def __init__(self, index: int, spec: ChildSpec, scripts: Scripts, acker: Acker,
                  holding: Holding) -> None:
-        super().__init__(name=f"slot-{index}", daemon=True)
+        super().__init__(name=f"child-watch-{index}", daemon=True)
         self.spec = spec
         self.worker_id = spec.worker_id
         self.scripts = scripts
@@ -90,8 +93,9 @@ class ChildSlot(threading.Thread):
         snap = self.record.read()
         return snap.lease.task_id if snap.lease else None
 
-    def holds(self) -> set[str]:
-        """The task ids the child holds: the one it runs and those of its batch."""
+    def held_ids(self) -> set[str]:
+        """The task ids the child holds (taken out of the inbox, not yet acknowledged): the
+        one it runs and those of its batch."""
         ids = {task_id for task_id, _, _ in self.record.held()}
         current = self.current
         if current is not None:
