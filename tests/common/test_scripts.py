@@ -22,12 +22,12 @@ import redis
 from balancer.common import codec, signals
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
+from balancer.common.protocol import WAKE_CAP
 from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
     FAIL_REFUSED,
     FAIL_RETRIED,
-    WAKE_CAP,
     Child,
     Done,
     FailMode,
