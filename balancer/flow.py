@@ -3,6 +3,7 @@ functionally (calling tasks inside ``with Flow(...)``; results flow into argumen
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -215,13 +216,20 @@ class Flow:
         return submit_flow(conn, settings, self)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
-            namespace: str | None = None) -> FlowRun:
+            namespace: str | None = None, quiet: bool = False) -> FlowRun:
         """Submit, wait for every task to finish, and return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
         in-process cluster. Inside a worker importing this module, it does nothing.
+
+        While it waits it reports on stderr (``balancer.progress``): a progress bar on a
+        terminal, plain lines elsewhere, what holds the run when it makes no progress, a
+        summary at the end. ``quiet`` (or ``BALANCER_PROGRESS=off``) silences it. Ctrl-C
+        says where the run is left and exits with status 130, without a traceback.
         """
+        from balancer.client import settings as client_settings
         from balancer.common.importpath import is_importing_tasks
+        from balancer.progress import Reporter
 
         check_wait(f"flow {self.name!r}: run", timeout)  # before anything is submitted
         if is_importing_tasks():
@@ -232,7 +240,15 @@ class Flow:
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
         run = self.submit(client, namespace=namespace)
-        run.wait(timeout)
+        report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
+        report.begin()
+        try:
+            state = run.wait(timeout, on_tick=report.update if report.tick else None,
+                             tick=report.tick or 0.0)
+        except KeyboardInterrupt:
+            report.interrupted()
+            raise SystemExit(130) from None
+        report.end(state)
         return run
 
     def __repr__(self) -> str:

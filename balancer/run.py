@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -53,22 +54,27 @@ class FlowRun:
     def is_successful(self) -> bool:
         return self.state == FlowState.COMPLETED
 
-    def wait(self, timeout: float | None = None) -> str:
+    def wait(self, timeout: float | None = None, *,
+             on_tick: Callable[[], None] | None = None, tick: float = WAIT_SLICE) -> str:
         """Block until the run finishes; returns its final state.
 
-        Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
+        Raises TimeoutError after ``timeout`` seconds (None: wait for ever). ``on_tick``
+        is called every ``tick`` seconds while the run goes on (progress reports).
         """
         check_wait(f"flow {self.flow.name!r}: wait", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         done_key = self.keys.flow_done(self.id)
+        slice_s = min(tick, WAIT_SLICE)
         while True:
-            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            left = slice_s if deadline is None else deadline - time.monotonic()
             # The last task pushes the final state here. Moving the list onto itself waits
             # for it and leaves it there for other waiters, in one command.
-            item = self.client.blmove(done_key, done_key, max(0.01, min(left, WAIT_SLICE)),
+            item = self.client.blmove(done_key, done_key, max(0.01, min(left, slice_s)),
                                       "LEFT", "RIGHT")
             if item is not None:
                 return item.decode()
+            if on_tick is not None:
+                on_tick()
             state = self.state
             if state in (FlowState.COMPLETED, FlowState.FAILED):
                 return state
@@ -114,12 +120,12 @@ class FlowRun:
         return list(zip(self.ids, pipe.execute()))
 
     def results(self) -> dict[str, Any]:
-        """Results of completed tasks by task name (a task called twice: the last call)."""
-        out: dict[str, Any] = {}
-        for node, (state, blob) in self._read("state", "result"):
-            if state is not None and state.decode() == TaskState.COMPLETED:
-                out[node.task.name] = codec.unpack(blob)
-        return out
+        """Results of completed tasks by label: the task's name, and ``name#n`` for its
+        n-th call when it is called several times (as ``why`` and ``states`` name them)."""
+        labels = self._label_of()
+        return {labels[node]: codec.unpack(blob)
+                for node, (state, blob) in self._read("state", "result")
+                if state is not None and state.decode() == TaskState.COMPLETED}
 
     def why(self) -> dict[str, str]:
         """For each task not finished: what holds it (upstream not done, queue paused, no
@@ -137,16 +143,30 @@ class FlowRun:
                 out[label] = text
         return out
 
-    def _labels(self) -> dict[str, str]:
+    def _label_of(self) -> dict[Node, str]:
+        """Each call's label: its task's name, ``name#2``, ``name#3``... for later calls."""
         counts: dict[str, int] = {}
-        labels: dict[str, str] = {}
-        for node, task_id in self.ids.items():
+        labels: dict[Node, str] = {}
+        for node in self.ids:
             n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
-            labels[node.task.name if n == 1 else f"{node.task.name}#{n}"] = task_id
+            labels[node] = node.task.name if n == 1 else f"{node.task.name}#{n}"
         return labels
 
+    def _labels(self) -> dict[str, str]:
+        return {label: self.ids[node] for node, label in self._label_of().items()}
+
+    def first_failure(self) -> tuple[str, ErrorInfo | None] | None:
+        """The first task, in the flow's order, that failed or was quarantined (not one
+        that only had an upstream fail), with its error; None when none did."""
+        for node, (state, error) in self._read("state", "error"):
+            if state is not None and state.decode() in (TaskState.FAILED, TaskState.DEAD):
+                return node.task.name, codec.unpack_error(error)
+        return None
+
     def states(self) -> dict[str, str]:
-        return {node.task.name: _state(state, deps)
+        """Every task's state by label (``name``, or ``name#n`` for repeated calls)."""
+        labels = self._label_of()
+        return {labels[node]: _state(state, deps)
                 for node, (state, deps) in self._read("state", "deps")}
 
     def __repr__(self) -> str:

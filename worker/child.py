@@ -180,8 +180,12 @@ def _die_with(parent: int) -> None:
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     _die_with(spec.supervisor_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    logs.setup(spec.log_level)
+    # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
+    # whole process group (systemd's default, `timeout`, a terminal) must not kill the
+    # task this child runs while the supervisor grants it its grace period.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup(spec.log_level, spec.settings.log_format)
     if spec.cwd not in sys.path:
         sys.path.insert(0, spec.cwd)
     os.environ["BALANCER_WORKER_CHILD"] = "1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
@@ -22,6 +23,24 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
     them, recent flow runs."""
     view = status_view.gather(cluster.client, cluster.keys, recent=flows)
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
+
+
+@click.command("flows")
+@cluster_options
+@click.option("-n", "--last", default=20, show_default=True, type=click.IntRange(min=1),
+              help="How many runs to list, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def flows(cluster: Cluster, last: int, as_json: bool) -> None:
+    """List recent flow runs: id, name, state, tasks done and failed, when submitted.
+    `balancer flow ID` shows one."""
+    rows = status_view.recent_flows(cluster.client, cluster.keys, last)
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    elif not rows:
+        click.echo("no flow runs (finished runs expire after"
+                   f" {cluster.settings.result_ttl:.0f}s)")
+    else:
+        click.echo("\n".join(status_view.flow_lines(rows)))
 
 
 @click.command("flow")
