@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, signals
+from balancer.common import aside, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes, as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -793,12 +793,14 @@ class Dispatcher:
         assert self.token is not None
         self._leases_made += 1
         limited = self._config(queue).concurrency_limit is not None
-        # Leases of a queue without a limit are not counted in inflight ("u"): no one reads it.
-        prefix = f"{self.token.split('|', 1)[0]}.{self._leases_made}{'' if limited else 'u'}"
+        # Leases of a queue without a limit are not counted in inflight: no one reads it.
+        prefix = protocol.lease_prefix(protocol.leader_epoch(self.token), self._leases_made,
+                                       counted=limited)
         try:
             n, leased, dropped, deadlines = self.scripts.assign(
                 self.token, worker_id, queue, view.capacity * depth,
-                int(self.settings.timeout_grace * 1000), prefix, batch, view.refill_at(depth))
+                int(self.settings.timeout_grace * 1000), prefix, batch, view.refill_at(depth),
+                depth)
         except redis.ResponseError as exc:
             if is_outage(exc):
                 raise

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer.common import codec, signals, signing
+from balancer.common import codec, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -292,7 +292,8 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
         try:
             worker, now = scripts.submit_small(
                 flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,
-                f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
+                protocol.lease_prefix(offer.epoch, new_id(), counted=False),
+                int(settings.timeout_grace * 1000))
         except redis.exceptions.NoPermissionError:  # the offer's keys: refused before it ran
             _offers_refused.add(client)
             taking = False

@@ -17,7 +17,7 @@ import threading
 import time
 from multiprocessing.connection import wait
 
-from balancer.common import codec, signals
+from balancer.common import codec, prefetch
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
@@ -148,9 +148,9 @@ class ChildWatch(threading.Thread):
         if snap.phase == IDLE:
             return None
         if snap.phase != RUNNING or snap.lease is None:
-            return signals.LONG_RUN_S  # taken or finishing: a run may start at once
+            return prefetch.LONG_RUN_S  # taken or finishing: a run may start at once
         now = time.monotonic()
-        horizon = snap.started + signals.LONG_RUN_S
+        horizon = snap.started + prefetch.LONG_RUN_S
         if self._shown is not None and self._shown[0] == snap.gen:
             horizon = now + SHOWN_LOOK  # the child tells when a long run ends
         if snap.lease.timeout is not None:
@@ -166,7 +166,7 @@ class ChildWatch(threading.Thread):
             self.holding.release(shown[1])
             self._shown = shown = None
         if (shown is None and snap.phase == RUNNING and lease is not None
-                and time.monotonic() - snap.started >= signals.LONG_RUN_S):
+                and time.monotonic() - snap.started >= prefetch.LONG_RUN_S):
             self.holding.add(lease)
             self.holding.start(lease.task_id, at=snap.started)
             self._shown = (snap.gen, lease.task_id)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from balancer.common import signals
+from balancer.common import prefetch
 from balancer.common.signals import Lease
 
 EWMA = 0.2
@@ -74,10 +74,8 @@ class Holding:
         with self._lock:
             now = self._durations[queue] = mean_ms
             told = self._told.get(queue)
-            # News: the queue's first run time, or one that halves or doubles how many of
-            # its tasks the dispatcher would prefetch (from none to some, or back).
-            depth, was = signals.prefetch_depth(now), signals.prefetch_depth(told)
-            news = told is None or depth >= 2 * was or 2 * depth <= was
+            news = prefetch.news(prefetch.prefetch_depth(now),
+                                 None if told is None else prefetch.prefetch_depth(told))
             if news:
                 self._told[queue] = now
         if news:
@@ -119,7 +117,7 @@ class Holding:
     def runs_short_tasks(self) -> bool:
         """Whether a queue of this worker has tasks short enough to be prefetched."""
         with self._lock:
-            return any(signals.may_prefetch(ms) for ms in self._durations.values())
+            return any(prefetch.may_prefetch(ms) for ms in self._durations.values())
 
     def durations(self) -> dict[str, float]:
         with self._lock:

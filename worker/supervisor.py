@@ -27,7 +27,7 @@ import time
 from types import FrameType
 
 import redis
-from balancer.common import signals
+from balancer.common import prefetch, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -102,7 +102,7 @@ class Worker:
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.holding.on_news = self.heartbeat.hurry
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
-                           signals.ack_quiet_above(concurrency))
+                           prefetch.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
                              self.make_way)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.held_ids,
@@ -187,7 +187,7 @@ class Worker:
                 raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
                                   " is `balancer serve` running?")
             if leftovers and not live:
-                self.client.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+                self.client.rpush(self.keys.wake, signals.gone(self.id))
             log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
             time.sleep(0.5)
 
@@ -249,7 +249,7 @@ class Worker:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
-            pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+            pipe.rpush(self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)

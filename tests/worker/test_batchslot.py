@@ -76,7 +76,7 @@ def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
     db.put_flow(4)
     for t in "abcd":
         db.put_task(t)
-    tokens = db.lease("a", "b", "c", "d")
+    tokens = db.lease("a", "b", "c", "d", depth=16)  # short tasks: prefetched 16 deep
     seen: dict[str, str | None] = {}
 
     def on_run(task_id: str) -> None:
@@ -107,7 +107,7 @@ def test_make_way_hands_back_what_is_not_started_and_stores_what_waits(
     db.put_flow(4)
     for t in "abcd":
         db.put_task(t, score=float(ord(t)))
-    tokens = db.lease("a", "b", "c", "d")
+    tokens = db.lease("a", "b", "c", "d", depth=16)
     during: dict[str, object] = {}
 
     def on_run(task_id: str) -> None:
@@ -138,7 +138,7 @@ def test_a_suspect_taken_ahead_tells_redis_when_it_starts(db: Db, settings: Sett
     for t in "abcd":
         db.put_task(t)
     db.client.hset(db.keys.task("c"), "suspect", 1)  # its worker died with it in a batch
-    tokens = db.lease("a", "b", "c", "d")
+    tokens = db.lease("a", "b", "c", "d", depth=16)
     assert tokens["c"].endswith("!") and not tokens["b"].endswith("!")
     seen: dict[str, str | None] = {}
 

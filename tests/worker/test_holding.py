@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from balancer.common.signals import Lease, prefetch_depth
+from balancer.common.prefetch import prefetch_depth
+from balancer.common.signals import Lease
 from balancer.worker.holding import Holding
 
 

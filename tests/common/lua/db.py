@@ -97,12 +97,13 @@ class Db:
     # -- script calls with the test's defaults -------------------------------------------
 
     def lease(self, *task_ids: str, worker: str = W, queue: str = Q, capacity: int = 10,
-              prefix: str = PREFIX) -> dict[str, str]:
-        """Assign every id to ``worker``; return {task id: lease token}, read off the
-        members the call added to the worker's leases set."""
+              prefix: str = PREFIX, depth: int = 1) -> dict[str, str]:
+        """Assign every id to ``worker`` (each entry carrying the prefetch ``depth``);
+        return {task id: lease token}, read off the members the call added to the
+        worker's leases set."""
         held = self.leases(worker)
         n, *_ = self.scripts.assign(self.leader, worker, queue, capacity, GRACE, prefix,
-                                      task_ids)
+                                    task_ids, depth=depth)
         assert n == len(task_ids)
         added = [signals.parse_lease_member(m.encode()) for m in self.leases(worker) - held]
         tokens = dict(pair for pair in added if pair is not None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from balancer.common import signals
 from balancer.common.models import WorkerInfo
-from balancer.common.scripts import WAKE_CAP
+from balancer.common.protocol import WAKE_CAP
 
 from tests.common.lua.db import TTL, Db, Q, W
 
