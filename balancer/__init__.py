@@ -5,9 +5,10 @@
 
 from balancer.common.codec import ErrorInfo
 from balancer.flow import Flow, FlowError, Node
+from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
 
-__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Queue", "Task", "TaskFailed",
-           "task"]
+__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Parameter", "Queue", "Task",
+           "TaskFailed", "task"]

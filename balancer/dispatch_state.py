@@ -83,6 +83,7 @@ class Assign:
     room: int  # the places the worker has in all: capacity * depth
     refill_at: int
     limited: bool  # the queue has a concurrency limit: count the leases in inflight
+    depth: int = 1  # tasks per slot (the lease carries it: a pool child batches by it)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ class DispatchState:
                     self._wake()  # a queue it serves may hold tasks for its free slot
                 known = None
             elif s.kind == signals.OFFER_TAKEN:
-                self.view.holds(s.worker, s.leased)  # the queue is as empty as it was
+                self.view.offer_taken(s.worker, s.leased)  # the queue is as empty as it was
                 yield WatchDeadlines()  # the leases carry timeouts
             elif s.kind == signals.RETRY:
                 yield CheckRetries()
@@ -425,7 +426,7 @@ class DispatchState:
                 rnd.worker, rnd.size = worker, len(batch)
                 return Assign(worker, rnd.queue or "", tuple(batch), view.capacity * depth,
                               view.refill_at(depth),
-                              self.config(rnd.queue or "").concurrency_limit is not None)
+                              self.config(rnd.queue or "").concurrency_limit is not None, depth)
             if rnd.queue is not None:
                 self._queue_done(rnd, rnd.queue)
             if not rnd.order:

@@ -20,6 +20,7 @@ skipped, so that every other queue keeps flowing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -27,14 +28,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, signals
+from balancer.common import aside, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
+from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
 from balancer.common.retry import is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -205,7 +207,7 @@ class Dispatcher:
         if self.token is None:
             return
         try:
-            value = self.client.get(self.keys.leader)
+            value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
         except (redis.RedisError, UnicodeDecodeError):
@@ -217,7 +219,7 @@ class Dispatcher:
         self._sync_clock()
         self.state.view = ClusterView()
         self._jobs_failing = {}
-        entries = self.client.zrange(self.keys.workers, 0, -1, withscores=True)
+        entries = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
         for member, _ in entries:
@@ -262,9 +264,9 @@ class Dispatcher:
         if timeout > 0:
             reply = self.client.blmpop(max(timeout, 0.01), 1, self.keys.wake,
                                        direction="LEFT", count=SIGNAL_BATCH)
-            raw = reply[1] if reply else []
+            raw = as_bytes_list(as_list(reply)[1]) if reply else []
         else:
-            raw = self.client.lpop(self.keys.wake, SIGNAL_BATCH) or []
+            raw = as_bytes_list(self.client.lpop(self.keys.wake, SIGNAL_BATCH) or [])
         parsed = []
         for item in raw:
             signal = signals.parse(item)
@@ -278,8 +280,8 @@ class Dispatcher:
         """Feed the signals to the state; do what it asks on the way."""
         for command in self.state.apply(batch, self.clock()):
             if isinstance(command, Reap):
-                self._job(f"reap {command.worker}", lambda w=command.worker: self._reap(
-                    w, seen_before_ms=0, why="deregistered"))
+                self._job(f"reap {command.worker}", functools.partial(
+                    self._reap, command.worker, seen_before_ms=0, why="deregistered"))
             elif isinstance(command, RefreshQueues):
                 self._configs_at = 0.0
             elif isinstance(command, RunCascade):
@@ -308,8 +310,8 @@ class Dispatcher:
             overdue = self.view.overdue(now, self.settings.worker_timeout)
         for worker in overdue:
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
-            self._job(f"reap {worker.id}", lambda w=worker.id, seen=seen_before: self._reap(
-                w, seen_before_ms=seen, why="missed heartbeats"))
+            self._job(f"reap {worker.id}", functools.partial(
+                self._reap, worker.id, seen_before_ms=seen_before, why="missed heartbeats"))
 
     def _job(self, name: str, job: Callable[[], Any]) -> None:
         """Run one upkeep job. An outage fails the step (the loop backs off); anything else
@@ -337,8 +339,7 @@ class Dispatcher:
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those
         dates (one ZRANGE for all workers) before calling anyone dead."""
-        dates = cast(list[tuple[bytes, float]],
-                     self.client.zrange(self.keys.workers, 0, -1, withscores=True))
+        dates = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
         for member, score in dates:
             view = self.view.workers.get(member.decode())
             if view is not None:
@@ -359,7 +360,8 @@ class Dispatcher:
     def _refresh_queues(self) -> None:
         """Read the queue list and every queue's config; queues skipped for trouble are
         tried again."""
-        names = sorted(self.troubles.queue_list(self.client.smembers(self.keys.queues)))
+        names = sorted(self.troubles.queue_list(set(as_bytes_list(
+            self.client.smembers(self.keys.queues)))))
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue_conf(name))
@@ -501,13 +503,14 @@ class Dispatcher:
         worker_id, queue, batch = command.worker, command.queue, list(command.task_ids)
         assert self.token is not None
         self._leases_made += 1
-        # Leases of a queue without a limit are not counted in inflight ("u"): no one reads it.
-        prefix = (f"{self.token.split('|', 1)[0]}.{self._leases_made}"
-                  f"{'' if command.limited else 'u'}")
+        # Leases of a queue without a limit are not counted in inflight: no one reads it.
+        prefix = protocol.lease_prefix(protocol.leader_epoch(self.token), self._leases_made,
+                                       counted=command.limited)
         try:
             n, leased, dropped, deadlines = self.scripts.assign(
                 self.token, worker_id, queue, command.room,
-                int(self.settings.timeout_grace * 1000), prefix, batch, command.refill_at)
+                int(self.settings.timeout_grace * 1000), prefix, batch, command.refill_at,
+                command.depth)
         except redis.ResponseError as exc:
             if is_outage(exc):
                 raise

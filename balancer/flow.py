@@ -3,12 +3,16 @@ functionally (calling tasks inside ``with Flow(...)``; results flow into argumen
 
 from __future__ import annotations
 
+import itertools
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from balancer import context
 from balancer.common import codec
 from balancer.options import check_wait
+from balancer.parameter import Parameter, bind
 from balancer.queue import Queue
 from balancer.task import Task
 
@@ -52,13 +56,26 @@ class Node:
 
 
 class Flow:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tasks: Iterable[Task] | None = None,
+                 edges: Iterable[Any] | None = None) -> None:
+        """``tasks`` and ``edges`` build it at once, as Prefect 1's ``Flow(name, tasks=...,
+        edges=...)``: an edge is ``(upstream, downstream)``, ``(upstream, downstream,
+        key)``, or an object with ``upstream_task``, ``downstream_task`` and ``key``."""
         if not name or not isinstance(name, str):
             raise ValueError("a flow needs a non-empty name")
         self.name = name
         self.nodes: list[Node] = []
+        self.parameters: dict[str, Parameter] = {}
         self._by_task: dict[Task, Node] = {}
         self._token: Any = None
+        for t in tasks or ():
+            self.add_task(t)
+        for edge in edges or ():
+            if isinstance(edge, tuple):
+                self.add_edge(*edge)
+            else:
+                self.add_edge(edge.upstream_task, edge.downstream_task,
+                              getattr(edge, "key", None))
 
     # -- building --------------------------------------------------------------------
 
@@ -80,17 +97,67 @@ class Flow:
             node.queue = queue
         return node
 
-    def call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:
-        """A functional-style call: a new node whose arguments may reference other nodes."""
-        upstream = codec.find_in_call(task.name, args, kwargs, Node)
+    def call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
+             upstream_tasks: Iterable[Node | Task] = ()) -> Node:
+        """A functional-style call: a new node whose arguments may reference other nodes
+        (their results are passed) and parameters (their values are). ``upstream_tasks``
+        run first without passing anything, as in Prefect."""
+        found = codec.find_in_call(task.name, args, kwargs, (Node, Parameter))
+        upstream = [item for item in found if isinstance(item, Node)]
         for up in upstream:
             if up.flow is not self:
                 raise FlowError(f"task {task.name!r} gets a result from another flow"
                                 f" ({up.flow.name!r})")
+        for param in found:
+            if isinstance(param, Parameter):
+                self.add_parameter(param)
         node = self._new_node(task, args, kwargs)
         for up in upstream:
             node.upstream.setdefault(up, None)
+        for item in upstream_tasks:
+            self.set_dependency(item, node)
         return node
+
+    def add_parameter(self, param: Parameter) -> Parameter:
+        known = self.parameters.setdefault(param.name, param)
+        if known is not param:
+            raise FlowError(f"flow {self.name!r} has two parameters named {param.name!r}")
+        return param
+
+    # Prefect 1's ways of wiring a flow imperatively.
+
+    def add_edge(self, upstream: Node | Task, downstream: Node | Task,
+                 key: str | None = None) -> None:
+        """``downstream`` runs after ``upstream``; with ``key``, it receives the result as
+        that keyword argument."""
+        self.set_dependency(upstream, downstream, key)
+
+    def set_dependencies(self, task: Node | Task,
+                         upstream_tasks: Iterable[Node | Task] | None = None,
+                         downstream_tasks: Iterable[Node | Task] | None = None,
+                         keyword_tasks: dict[str, Any] | None = None,
+                         mapped: bool = False) -> None:
+        """Prefect 1's ``set_dependencies``: ``keyword_tasks`` maps keyword arguments to
+        upstream tasks (their results are passed) or to parameters and plain values."""
+        if mapped:
+            raise FlowError("mapped=True: mapping a task over a list is not supported yet")
+        node = self._node(task)
+        for up in upstream_tasks or ():
+            self.set_dependency(up, node)
+        for down in downstream_tasks or ():
+            self.set_dependency(node, down)
+        for key, value in (keyword_tasks or {}).items():
+            if isinstance(value, (Node, Task)):
+                self.set_dependency(value, node, key)
+            else:
+                if isinstance(value, Parameter):
+                    self.add_parameter(value)
+                node.kwargs[key] = value
+
+    def chain(self, *tasks: Node | Task) -> None:
+        """Each task runs after the one before it."""
+        for up, down in itertools.pairwise(tasks):
+            self.set_dependency(up, down)
 
     def set_dependency(self, upstream: Node | Task, downstream: Node | Task,
                        key: str | None = None) -> None:
@@ -201,27 +268,40 @@ class Flow:
 
     # -- running ---------------------------------------------------------------------
 
-    def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None
-               ) -> FlowRun:
+    def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None,
+               parameters: dict[str, Any] | None = None) -> FlowRun:
         """Send the flow to the cluster and return at once with a handle on the run.
 
         ``client``: a Redis client of the cluster (default: ``BALANCER_REDIS_URL``, else the
-        embedded cluster); ``namespace``: the cluster's key namespace if not the default.
+        embedded cluster); ``namespace``: the cluster's key namespace if not the default;
+        ``parameters``: values of the flow's ``Parameter``s by name (else their defaults).
         """
         from balancer.client import resolve
         from balancer.submit import submit_flow
 
+        try:
+            values = bind(self.name, self.parameters, parameters)
+        except ValueError as exc:
+            raise FlowError(str(exc)) from None
         conn, settings = resolve(client, namespace)
-        return submit_flow(conn, settings, self)
+        return submit_flow(conn, settings, self, values)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
-            namespace: str | None = None) -> FlowRun:
+            namespace: str | None = None, quiet: bool = False,
+            parameters: dict[str, Any] | None = None) -> FlowRun:
         """Submit, wait for every task to finish, and return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
         in-process cluster. Inside a worker importing this module, it does nothing.
+
+        While it waits it reports on stderr (``balancer.progress``): a progress bar on a
+        terminal, plain lines elsewhere, what holds the run when it makes no progress, a
+        summary at the end. ``quiet`` (or ``BALANCER_PROGRESS=off``) silences it. Ctrl-C
+        says where the run is left and exits with status 130, without a traceback.
         """
+        from balancer.client import settings as client_settings
         from balancer.common.importpath import is_importing_tasks
+        from balancer.progress import Reporter
 
         check_wait(f"flow {self.name!r}: run", timeout)  # before anything is submitted
         if is_importing_tasks():
@@ -231,9 +311,60 @@ class Flow:
                 "flow %r: run() ignored while a worker imports its module; guard it with"
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
-        run = self.submit(client, namespace=namespace)
-        run.wait(timeout)
+        run = self.submit(client, namespace=namespace, parameters=parameters)
+        report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
+        report.begin()
+        try:
+            state = run.wait(timeout, on_tick=report.update if report.tick else None,
+                             tick=report.tick or 0.0)
+        except KeyboardInterrupt:
+            report.interrupted()
+            raise SystemExit(130) from None
+        report.end(state)
         return run
+
+    def validate(self) -> None:
+        """Raise FlowError if the flow cannot run as built (a cycle, a task of another
+        flow), as Prefect's ``flow.validate()``; submitting checks the same."""
+        self.plan()
+
+    def visualize(self, filename: str | None = None) -> Any:
+        """Draw the DAG: a ``graphviz.Digraph`` (rendered to ``filename`` if given) when
+        the graphviz package is installed, else a text rendering, printed and returned."""
+        nodes = self.plan()
+        labels = _labels(nodes)
+        try:
+            import graphviz  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        except ImportError:
+            text = self._text(nodes, labels)
+            print(text)
+            return text
+        graph = graphviz.Digraph(self.name)
+        for node in nodes:
+            graph.node(str(id(node)), f"{labels[node]}\n[{node.queue_name}]")
+            for up, key in node.upstream.items():
+                graph.edge(str(id(up)), str(id(node)), label=key or "")
+        if filename:
+            graph.render(filename, cleanup=True)
+        return graph
+
+    def _text(self, nodes: list[Node], labels: dict[Node, str]) -> str:
+        lines = [f"flow {self.name}: {len(nodes)} tasks, in the order they can run"]
+        for node in nodes:
+            ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
+                            for up, key in node.upstream.items())
+            lines.append(f"  {labels[node]} [{node.queue_name}]" + (f" <- {ups}" if ups else ""))
+        return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
+
+
+def _labels(nodes: list[Node]) -> dict[Node, str]:
+    """A task's name, and ``name#n`` for its n-th call (as ``FlowRun.results`` names them)."""
+    counts: dict[str, int] = {}
+    labels: dict[Node, str] = {}
+    for node in nodes:
+        n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
+        labels[node] = node.task.name if n == 1 else f"{node.task.name}#{n}"
+    return labels

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -11,6 +13,7 @@ from balancer.common import codec
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, visible_state
+from balancer.common.replies import as_bytes, as_opt_bytes, as_opt_bytes_list
 from balancer.options import check_wait
 
 if TYPE_CHECKING:
@@ -33,6 +36,41 @@ class TaskFailed(Exception):
                          f"task {task_name!r} {state}")
 
 
+@dataclass(frozen=True)
+class TaskResult:
+    """One task's outcome in a run, as Prefect 1's task state reads."""
+
+    state: str
+    result: Any = None  # the value, for a completed task
+    message: str = ""  # the error, for a failed one
+    error: ErrorInfo | None = None
+
+    def is_successful(self) -> bool:
+        return self.state == TaskState.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.DEAD)
+
+
+class Results:
+    """``run.result``: called with a task, its value; indexed by a task, its outcome."""
+
+    def __init__(self, run: FlowRun) -> None:
+        self._run = run
+
+    def __call__(self, item: Node | Task) -> Any:
+        return self._run.value(item)
+
+    def __getitem__(self, item: Node | Task) -> TaskResult:
+        run = self._run
+        state, blob, error, deps = as_opt_bytes_list(run.client.hmget(
+            run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"]))
+        shown = _state(state, deps)
+        info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
+        value = codec.unpack(as_bytes(blob)) if shown == TaskState.COMPLETED else None
+        return TaskResult(shown, value, str(info) if info else "", info)
+
+
 class FlowRun:
     def __init__(self, client: redis.Redis, keys: Keys, flow_id: str, flow: Flow,
                  ids: dict[Node, str]) -> None:
@@ -44,7 +82,7 @@ class FlowRun:
 
     @property
     def state(self) -> str:
-        raw = self.client.hget(self.keys.flow(self.id), "state")
+        raw = as_opt_bytes(self.client.hget(self.keys.flow(self.id), "state"))
         return raw.decode() if raw is not None else "unknown"
 
     def is_finished(self) -> bool:
@@ -53,22 +91,51 @@ class FlowRun:
     def is_successful(self) -> bool:
         return self.state == FlowState.COMPLETED
 
-    def wait(self, timeout: float | None = None) -> str:
+    def is_failed(self) -> bool:
+        return self.state == FlowState.FAILED
+
+    @property
+    def message(self) -> str:
+        """In words, as Prefect 1's flow state says it."""
+        state = self.state
+        if state == FlowState.COMPLETED:
+            return "All tasks succeeded."
+        if state == FlowState.FAILED:
+            found = self.first_failure()
+            return "Some tasks failed." + (f" First: {found[0]}: {found[1]}" if found else "")
+        return f"The run is {state}."
+
+    @property
+    def result(self) -> Results:
+        """``run.result(task)``: the task's value (TaskFailed if it did not complete).
+        ``run.result[task]``: its outcome as Prefect 1's ``state.result[task]`` gives it,
+        with ``.result``, ``.message``, ``.is_successful()`` and ``.is_failed()``."""
+        return Results(self)
+
+    def wait(self, timeout: float | None = None, *,
+             on_tick: Callable[[], None] | None = None, tick: float = WAIT_SLICE) -> str:
         """Block until the run finishes; returns its final state.
 
-        Raises TimeoutError after ``timeout`` seconds (None: wait for ever).
+        Raises TimeoutError after ``timeout`` seconds (None: wait for ever). ``on_tick``
+        is called every ``tick`` seconds while the run goes on (progress reports).
         """
         check_wait(f"flow {self.flow.name!r}: wait", timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         done_key = self.keys.flow_done(self.id)
+        slice_s = min(tick, WAIT_SLICE)
         while True:
-            left = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            left = slice_s if deadline is None else deadline - time.monotonic()
             # The last task pushes the final state here. Moving the list onto itself waits
             # for it and leaves it there for other waiters, in one command.
-            item = self.client.blmove(done_key, done_key, max(0.01, min(left, WAIT_SLICE)),
-                                      "LEFT", "RIGHT")
+            # redis-py annotates the timeout as int; BLMOVE takes seconds as a double, and
+            # redis-py sends the float as given.
+            item = as_opt_bytes(self.client.blmove(
+                done_key, done_key, max(0.01, min(left, slice_s)),  # type: ignore[arg-type]
+                "LEFT", "RIGHT"))
             if item is not None:
                 return item.decode()
+            if on_tick is not None:
+                on_tick()
             state = self.state
             if state in (FlowState.COMPLETED, FlowState.FAILED):
                 return state
@@ -89,37 +156,39 @@ class FlowRun:
         """pending (upstream not done), queued (in its queue, or leased to a worker and not
         yet marked running: a task is marked running once it has run for 20 ms), running,
         retrying, completed, failed, upstream_failed, or dead (quarantined)."""
-        state, deps = self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"])
+        state, deps = as_opt_bytes_list(
+            self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"]))
         return _state(state, deps)
 
     def error(self, item: Node | Task) -> ErrorInfo | None:
-        return codec.unpack_error(self.client.hget(self.keys.task(self._task_id(item)), "error"))
+        return codec.unpack_error(as_opt_bytes(
+            self.client.hget(self.keys.task(self._task_id(item)), "error")))
 
-    def result(self, item: Node | Task) -> Any:
+    def value(self, item: Node | Task) -> Any:
         """The task's return value; raises TaskFailed if it did not complete."""
         task_id = self._task_id(item)
-        state, blob, error, name = self.client.hmget(
-            self.keys.task(task_id), ["state", "result", "error", "name"])
+        state, blob, error, name = as_opt_bytes_list(self.client.hmget(
+            self.keys.task(task_id), ["state", "result", "error", "name"]))
         if state is None:
             raise KeyError(f"task {task_id} has no record (expired after result_ttl?)")
         if state.decode() != TaskState.COMPLETED:
-            raise TaskFailed(name.decode(), state.decode(), codec.unpack_error(error))
-        return codec.unpack(blob)
+            raise TaskFailed(as_bytes(name).decode(), state.decode(), codec.unpack_error(error))
+        return codec.unpack(as_bytes(blob))
 
     def _read(self, *names: str) -> list[tuple[Node, list[bytes | None]]]:
         """Fields of every task of the run, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for task_id in self.ids.values():
             pipe.hmget(self.keys.task(task_id), list(names))
-        return list(zip(self.ids, pipe.execute()))
+        return [(node, as_opt_bytes_list(row)) for node, row in zip(self.ids, pipe.execute())]
 
     def results(self) -> dict[str, Any]:
-        """Results of completed tasks by task name (a task called twice: the last call)."""
-        out: dict[str, Any] = {}
-        for node, (state, blob) in self._read("state", "result"):
-            if state is not None and state.decode() == TaskState.COMPLETED:
-                out[node.task.name] = codec.unpack(blob)
-        return out
+        """Results of completed tasks by label: the task's name, and ``name#n`` for its
+        n-th call when it is called several times (as ``why`` and ``states`` name them)."""
+        labels = self._label_of()
+        return {labels[node]: codec.unpack(as_bytes(blob))
+                for node, (state, blob) in self._read("state", "result")
+                if state is not None and state.decode() == TaskState.COMPLETED}
 
     def why(self) -> dict[str, str]:
         """For each task not finished: what holds it (upstream not done, queue paused, no
@@ -137,16 +206,27 @@ class FlowRun:
                 out[label] = text
         return out
 
+    def _label_of(self) -> dict[Node, str]:
+        """Each call's label: its task's name, ``name#2``, ``name#3``... for later calls."""
+        from balancer.flow import _labels
+
+        return _labels(list(self.ids))
+
     def _labels(self) -> dict[str, str]:
-        counts: dict[str, int] = {}
-        labels: dict[str, str] = {}
-        for node, task_id in self.ids.items():
-            n = counts[node.task.name] = counts.get(node.task.name, 0) + 1
-            labels[node.task.name if n == 1 else f"{node.task.name}#{n}"] = task_id
-        return labels
+        return {label: self.ids[node] for node, label in self._label_of().items()}
+
+    def first_failure(self) -> tuple[str, ErrorInfo | None] | None:
+        """The first task, in the flow's order, that failed or was quarantined (not one
+        that only had an upstream fail), with its error; None when none did."""
+        for node, (state, error) in self._read("state", "error"):
+            if state is not None and state.decode() in (TaskState.FAILED, TaskState.DEAD):
+                return node.task.name, codec.unpack_error(error)
+        return None
 
     def states(self) -> dict[str, str]:
-        return {node.task.name: _state(state, deps)
+        """Every task's state by label (``name``, or ``name#n`` for repeated calls)."""
+        labels = self._label_of()
+        return {labels[node]: _state(state, deps)
                 for node, (state, deps) in self._read("state", "deps")}
 
     def __repr__(self) -> str:

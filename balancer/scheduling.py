@@ -12,10 +12,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from balancer.common import signals
+from balancer.common import prefetch
 from balancer.common.models import QueueConfig
 
-ALL_QUEUES = "*"
+ALL_QUEUES = prefetch.ALL_QUEUES
 # How much a fully busy host counts against a worker, in units of "all slots taken".
 CPU_WEIGHT = 0.5
 MEMORY_WEIGHT = 4.0
@@ -23,13 +23,12 @@ MEMORY_SAFE = 0.85
 # Workers whose load is within this of the best are equally good: pick one at random.
 SPREAD = 0.05
 NEAR_MAX = 8
-# Prefetch: a queue whose tasks take much less than a dispatch round trip may lease a few
-# more tasks per slot than slots, so that workers never wait for the dispatcher.
-PREFETCH_TARGET_MS = signals.PREFETCH_TARGET_MS
-PREFETCH_MAX = signals.PREFETCH_MAX
-# Tasks per slot to lease for a queue of a given mean run time; workers judge by the same
-# function what is news for the dispatcher.
-prefetch_depth = signals.prefetch_depth
+# Prefetch (how many tasks per slot, when to refill): the rules live in common/prefetch.py,
+# shared with the workers and ack.lua.
+PREFETCH_TARGET_MS = prefetch.PREFETCH_TARGET_MS
+PREFETCH_MAX = prefetch.PREFETCH_MAX
+prefetch_depth = prefetch.prefetch_depth
+queue_depth = prefetch.queue_depth
 # A standing offer names this many workers at most, hosts compared in steps of this much.
 OFFER_WORKERS = 4
 OFFER_STEP = 0.25
@@ -57,29 +56,16 @@ class WorkerView:
         return self.free_for(1)
 
     def free_for(self, depth: int) -> int:
-        """Leases it may still take when each slot may hold ``depth`` tasks.
-
-        With prefetch (depth > 1) a worker is refilled only once it has run down to half
-        its prefetch: one batch then carries many tasks instead of one per ack. A slot
-        running a long task counts as one lease and gets no prefetch: what waited behind
-        it would wait for the long task while another worker may be free.
-        """
-        if depth == 1:
+        """Leases it may still take when each slot may hold ``depth`` tasks
+        (``prefetch.free_for``: refilled only once run down to half its prefetch)."""
+        if depth == 1:  # the common case, inline: this runs per worker per queue per round
             return max(0, self.capacity - self.leased)
-        long = min(self.long_running, self.capacity, self.leased)
-        limit, leased = (self.capacity - long) * depth, self.leased - long
-        if leased > limit // 2:
-            return 0
-        return max(0, limit - leased)
+        return prefetch.free_for(self.capacity, self.leased, self.long_running, depth)
 
     def refill_at(self, depth: int) -> int:
-        """The fewest free places, of ``capacity * depth``, worth a lease: the refill
-        point of ``free_for``, for the lease script to check against what the worker
-        truly holds (the count here lags: quiet acks, and acks read after a lease)."""
-        if depth == 1:
-            return 1
-        long = min(self.long_running, self.capacity, self.leased)
-        return max(1, self.capacity * depth - long - (self.capacity - long) * depth // 2)
+        """The fewest free places worth a lease (``prefetch.refill_at``), for the lease
+        script to check against what the worker truly holds."""
+        return prefetch.refill_at(self.capacity, self.leased, self.long_running, depth)
 
 
 def load(worker: WorkerView) -> float:
@@ -136,25 +122,6 @@ def plan_batch(
         if room[view.id] > 0:
             heapq.heappush(heap, (load(view), pick[1], view.id))
     return plan
-
-
-def queue_depth(queue: str, mean_task_ms: float | None,
-                configs: Mapping[str, QueueConfig], workers: Sequence[WorkerView]) -> int:
-    """Tasks per slot to lease for ``queue``: ``prefetch_depth`` of its run time, but 1
-    (no prefetch) when a worker serving it also serves a queue of higher priority. A task
-    prefetched behind a running one starts when that one ends; a task of the higher queue
-    arriving meanwhile would wait behind it: a priority inversion."""
-    depth = prefetch_depth(mean_task_ms)
-    if depth == 1:
-        return 1
-    own = configs[queue].priority if queue in configs else 0
-    higher = {q for q, c in configs.items() if c.priority > own}
-    if not higher:
-        return depth
-    for w in workers:
-        if w.serves(queue) and (ALL_QUEUES in w.queues or higher & w.queues):
-            return 1
-    return depth
 
 
 def offer_workers(queue: str, workers: Sequence[WorkerView],

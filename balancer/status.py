@@ -15,6 +15,7 @@ from balancer import why
 from balancer.common import aside, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
+from balancer.common.replies import as_bytes_list
 from balancer.scheduling import WorkerView, load
 
 
@@ -111,7 +112,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
         pipe.hgetall(keys.queue_conf(q))
         pipe.get(keys.offer(q))
     for f in flow_ids:
-        pipe.hmget(keys.flow(f), ["name", "state", "total", "remaining", "failed", "created"])
+        pipe.hmget(keys.flow(f), FLOW_FIELDS)
     replies = pipe.execute(raise_on_error=False)
 
     # What holds each queue is judged on these same reads, not on a second pass.
@@ -148,15 +149,41 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
                                    [w for w, _, _ in offer.workers]
                                    if offer and offer.epoch == epoch else []))
     offset += 3 * len(queue_names)
-    flows = []
-    for k, f in enumerate(flow_ids):
-        name, state, total, remaining, failed, created = _or(replies[offset + k], [None] * 6)
-        if name is None:
-            continue  # expired
-        flows.append(FlowRow(f, name.decode(), state.decode(), _int(total), _int(remaining),
-                             _int(failed), _int(created) / 1000))
+    flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
     return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
                   int(dead), aside.rows(set_aside))
+
+
+FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created"]
+
+
+def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
+    rows = []
+    for f, record in zip(flow_ids, records):
+        name, state, total, remaining, failed, created = _or(record, [None] * 6)
+        if name is None:
+            continue  # expired
+        rows.append(FlowRow(f, name.decode(), state.decode(), _int(total), _int(remaining),
+                            _int(failed), _int(created) / 1000))
+    return rows
+
+
+def recent_flows(client: redis.Redis, keys: Keys, n: int) -> list[FlowRow]:
+    """The ``n`` latest flow runs, newest first (``balancer flows``)."""
+    flow_ids = [f.decode() for f in as_bytes_list(client.zrevrange(keys.flows, 0, n - 1))]
+    pipe = client.pipeline(transaction=False)
+    for f in flow_ids:
+        pipe.hmget(keys.flow(f), FLOW_FIELDS)
+    return _flow_rows(flow_ids, pipe.execute())
+
+
+def flow_lines(flows: list[FlowRow]) -> list[str]:
+    lines = []
+    for f in flows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
+        lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
+                     f" done, {f.failed} failed  {when}")
+    return lines
 
 
 def render(status: Status) -> str:
@@ -185,11 +212,7 @@ def render(status: Status) -> str:
         lines.append(f"  {entry['id']}  {entry['kind']:<12} {entry['key']}  {entry['detail']}")
     if status.set_aside:
         lines.append("  (balancer dlq aside: the entries as they were; dlq dismiss ID)")
-    lines += ["", f"recent flow runs ({len(status.flows)}):"]
-    for f in status.flows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
-        lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
-                     f" done, {f.failed} failed  {when}")
+    lines += ["", f"recent flow runs ({len(status.flows)}):", *flow_lines(status.flows)]
     return "\n".join(lines)
 
 

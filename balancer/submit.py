@@ -18,8 +18,9 @@ import weakref
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
-from balancer.common import codec, signals, signing
+from balancer.common import codec, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -27,6 +28,7 @@ from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
 from balancer.options import EXACT_SCORE_LIMIT
+from balancer.parameter import Parameter
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
 
@@ -39,26 +41,31 @@ TRIM_EVERY = 64
 _trim = random.Random()
 
 
-def _with_refs(value: Any, ids: dict[Node, str], depth: int = 0) -> Any:
-    """``value`` with each node replaced by a reference to its task's result. The depth
-    was checked at the call, but a list passed then may have been nested deeper since:
-    counted here again, so that the recursion stays bounded."""
+def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
+               depth: int = 0) -> Any:
+    """``value`` with each node replaced by a reference to its task's result, and each
+    parameter by its value for this run. The depth was checked at the call, but a list
+    passed then may have been nested deeper since: counted here again, so that the
+    recursion stays bounded."""
     if isinstance(value, Node):
         return UpstreamRef(ids[value])
+    if isinstance(value, Parameter):
+        return params[value]
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         raise TooDeep()
     if isinstance(value, (list, tuple)):
-        return [_with_refs(v, ids, depth + 1) for v in value]
+        return [_with_refs(v, ids, params, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {k: _with_refs(v, ids, depth + 1) for k, v in value.items()}
+        return {k: _with_refs(v, ids, params, depth + 1) for k, v in value.items()}
     return value
 
 
-def _encode_args(node: Node, ids: dict[Node, str], limit: int) -> bytes:
+def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
+                 limit: int) -> bytes:
     name = node.task.name
     try:
-        args = tuple(_with_refs(a, ids) for a in node.args)
-        kwargs = {k: _with_refs(v, ids) for k, v in node.kwargs.items()}
+        args = tuple(_with_refs(a, ids, params) for a in node.args)
+        kwargs = {k: _with_refs(v, ids, params) for k, v in node.kwargs.items()}
     except TooDeep:
         try:
             codec.check_depth(name, node.args, node.kwargs)  # to name the argument
@@ -84,7 +91,8 @@ def _score(node: Node, settings: Settings, now_ms: int) -> float:
 
 
 def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[Node],
-                 settings: Settings, now_ms: int) -> dict[str, Any]:
+                 params: dict[Parameter, Any], settings: Settings, now_ms: int
+                 ) -> dict[str, Any]:
     """The task hash. Fields at their default (0, none) are left out: the scripts read a
     missing field as its default, and a 10,000-task flow then costs far less to send."""
     task = node.task
@@ -98,7 +106,7 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         "flow": flow_id,
         "queue": node.queue_name,
         "score": _score(node, settings, now_ms),
-        "args": _encode_args(node, ids, settings.max_payload_bytes),
+        "args": _encode_args(node, ids, params, settings.max_payload_bytes),
         "state": TaskState.PENDING if node.upstream else TaskState.QUEUED,
     }
     optional = {
@@ -144,7 +152,8 @@ def _check_options(nodes: list[Node], flow: Flow, settings: Settings, now_ms: in
             raise FlowError(str(exc)) from None
 
 
-def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
+def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
+                params: dict[Parameter, Any] | None = None) -> FlowRun:
     """Write ``flow`` to the cluster, all or nothing: everything that can be refused
     (options, arguments, their size) is checked before the first write, and a write
     Redis refuses anyway (a key of the wrong type) is undone."""
@@ -158,7 +167,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     for node in nodes:
         for up in node.upstream:
             children[up].append(node)
-    records = {ids[n]: _task_record(n, flow_id, ids, children[n], settings, now_ms)
+    params = params or {}
+    records = {ids[n]: _task_record(n, flow_id, ids, children[n], params, settings, now_ms)
                for n in nodes}
     ready: dict[str, dict[str, float]] = {}
     for task_id, record in records.items():
@@ -192,6 +202,13 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow) -> FlowRun:
     return FlowRun(client, keys, flow_id, flow, ids)
 
 
+def _fields(record: dict[str, Any]) -> dict[FieldT, EncodableT]:
+    """A record as redis-py's HSET takes it. Its Mapping[FieldT, EncodableT] is invariant in
+    its keys, so a dict[str, Any] is refused by the type checker though every key is a
+    str: the comprehension builds the dict under the type HSET wants (not a cast)."""
+    return {k: v for k, v in record.items()}
+
+
 def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
@@ -199,17 +216,18 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
     """Write a flow in one transaction: its records, its ready tasks queued, its queues'
     configuration, then the signal."""
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.flow(flow_id), mapping=flow_record)
+    pipe.hset(keys.flow(flow_id), mapping=_fields(flow_record))
     if not records:
         pipe.rpush(keys.flow_done(flow_id), FlowState.COMPLETED)
     for task_id, record in records.items():
-        pipe.hset(keys.task(task_id), mapping=record)
+        pipe.hset(keys.task(task_id), mapping=_fields(record))
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
     pipe.sadd(keys.queues, *touched or {"default"})
     for given in flow.queues().values():
-        conf = {k: v for k, v in (("priority", given.priority),
-                                  ("concurrency_limit", given.concurrency_limit)) if v is not None}
+        given_conf = (("priority", given.priority),
+                      ("concurrency_limit", given.concurrency_limit))
+        conf: dict[FieldT, EncodableT] = {k: v for k, v in given_conf if v is not None}
         if conf:
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
@@ -270,11 +288,12 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
     recent = RECENT_FLOWS if _trim.random() * TRIM_EVERY < 1 else 0
     taking = offer is not None and raw is not None and client not in _offers_refused
-    if taking:
+    if taking and offer is not None and raw is not None:  # (said again for mypy)
         try:
             worker, now = scripts.submit_small(
                 flow_id, flow_record, queue, tasks, now_ms, recent, signal, offer, raw,
-                f"{offer.epoch}.{new_id()}u", int(settings.timeout_grace * 1000))
+                protocol.lease_prefix(offer.epoch, new_id(), counted=False),
+                int(settings.timeout_grace * 1000))
         except redis.exceptions.NoPermissionError:  # the offer's keys: refused before it ran
             _offers_refused.add(client)
             taking = False

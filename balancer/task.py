@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, overload
 
 from balancer import context
@@ -28,10 +29,17 @@ class Task:
     __balancer_task__ = True
 
     def __post_init__(self) -> None:
+        # Prefect writes durations as timedelta: take them as seconds.
+        delay: Any = self.retry_delay
+        timeout: Any = self.timeout
+        if isinstance(delay, timedelta):
+            self.retry_delay = delay.total_seconds()
+        if isinstance(timeout, timedelta):
+            self.timeout = timeout.total_seconds()
         self.check()
         self.priority, self.retries = plain(self.priority), plain(self.retries)
         self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
-        functools.update_wrapper(self, self.fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, self.fn)
 
     def check(self) -> None:
         """Raise ValueError naming this task and the option Redis could not take. Run at
@@ -48,13 +56,14 @@ class Task:
     def path(self) -> str:
         return task_path(self.fn)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Inside ``with Flow(...)``: add a call to the flow and return its reference.
-        Elsewhere: just run the function, which keeps tasks easy to unit-test."""
+    def __call__(self, *args: Any, upstream_tasks: Any = (), **kwargs: Any) -> Any:
+        """Inside ``with Flow(...)``: add a call to the flow and return its reference;
+        ``upstream_tasks`` (Prefect's keyword) run first, passing nothing. Elsewhere: just
+        run the function, which keeps tasks easy to unit-test."""
         flow = context.current_flow()
         if flow is None:
             return self.fn(*args, **kwargs)
-        return flow.call(self, args, kwargs)
+        return flow.call(self, args, kwargs, upstream_tasks or ())
 
     def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
         """Run after ``task``; with ``key``, receive its result as that keyword argument."""
@@ -87,8 +96,9 @@ def task(
     queue_name: str = DEFAULT_QUEUE,
     priority: int = 0,
     retries: int = 0,
-    retry_delay: float = 0.0,
-    timeout: float | None = None,
+    retry_delay: float | timedelta = 0.0,
+    timeout: float | timedelta | None = None,
+    max_retries: int | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -100,12 +110,21 @@ def task(
     queue_name: str = DEFAULT_QUEUE,
     priority: int = 0,
     retries: int = 0,
-    retry_delay: float = 0.0,
-    timeout: float | None = None,
+    retry_delay: float | timedelta = 0.0,
+    timeout: float | timedelta | None = None,
+    max_retries: int | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
-    """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``."""
+    """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
+
+    Prefect 1's spellings work too: ``max_retries`` for ``retries``, and ``retry_delay``
+    and ``timeout`` as ``timedelta``."""
+    if max_retries is not None:
+        if retries:
+            raise ValueError("give retries or max_retries, not both")
+        retries = max_retries
 
     def wrap(f: Callable[..., Any]) -> Task:
-        return Task(f, name or f.__name__, queue_name, priority, retries, retry_delay, timeout)
+        return Task(f, name or f.__name__, queue_name, priority, retries,
+                    retry_delay, timeout)  # type: ignore[arg-type]  # timedelta: __post_init__
 
     return wrap(fn) if fn is not None else wrap

@@ -19,6 +19,7 @@ import redis
 from balancer.common import aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
+from balancer.common.replies import as_bytes
 from balancer.common.retry import error_message, is_outage
 from balancer.dispatch_state import DispatchState
 from balancer.setaside import SetAside
@@ -114,7 +115,7 @@ class Troubles:
             raise exc
         key = self.keys.queue(queue)
         kind = aside.kind_of(exc) if isinstance(exc, redis.ResponseError) else aside.UNUSABLE
-        found = self.client.type(key).decode()  # once a refresh at most: it is skipped
+        found = as_bytes(self.client.type(key)).decode()  # once a refresh at most: skipped
         entry = self.aside.note(kind, key, f"{error_message(exc)} (the key is a {found}):"
                                 f" queue={queue} is skipped until this is fixed; the key is"
                                 " left as it is", queue=queue)

@@ -14,6 +14,7 @@ import redis
 from balancer.common import aside, codec, signals
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes_list, as_opt_bytes, as_opt_bytes_list, as_scored
 from balancer.common.retry import is_outage
 from balancer.common.scripts import FAIL_REFUSED, LeasedTask, Scripts
 from balancer.common.settings import Settings
@@ -39,11 +40,13 @@ class Upkeep:
         pipe = self.client.pipeline(transaction=False)
         for task_id in task_ids:
             pipe.hmget(self.keys.task(task_id), list(names))
-        return [[v.decode() if v is not None else None for v in row] for row in pipe.execute()]
+        return [[v.decode() if v is not None else None for v in as_opt_bytes_list(row)]
+                for row in pipe.execute()]
 
     def promote(self, now_ms: float) -> tuple[int, float]:
         """Queue the retries due by ``now_ms``: (how many, when the next one is due)."""
-        entries = self.client.zrange(self.keys.delayed, 0, BATCH - 1, withscores=True)
+        entries = as_scored(self.client.zrange(self.keys.delayed, 0, BATCH - 1,
+                                               withscores=True))
         due = [m.decode() for m, score in entries if score <= now_ms]
         later = [score for _, score in entries if score > now_ms]
         next_due = now_ms if len(due) == BATCH else min(later, default=float("inf"))
@@ -58,7 +61,7 @@ class Upkeep:
         """Fail the dependents of failed tasks, a batch at a time; True if more remain.
         An entry that cannot be used (not UTF-8, or its task's record of the wrong type) is
         set aside: left at the head of the list, it would hold up every failure behind it."""
-        members = self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1)
+        members = as_bytes_list(self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1))
         more = len(members) == CASCADE_BATCH
         for member in members:
             try:
@@ -82,7 +85,7 @@ class Upkeep:
 
     def _cascade_one(self, failed_id: str) -> int:
         flow, name = self.task_fields([failed_id], "flow", "name")[0]
-        blob = self.client.hget(self.keys.task(failed_id), "children")
+        blob = as_opt_bytes(self.client.hget(self.keys.task(failed_id), "children"))
         try:
             children = [str(c[0]) for c in codec.unpack(blob)] if blob else []
         except (codec.CodecError, TypeError, IndexError):

@@ -43,21 +43,23 @@ class ClusterView:
             self.durations.setdefault(queue, {})[worker_id] = float(ms)
         return view if new else None
 
-    def acked(self, worker_id: str, held: int) -> None:
-        """The worker finished tasks and holds ``held`` leases now. The count may predate a
-        batch leased since: too low, it costs an assign that finds no room (the script
-        counts for itself and answers the truth)."""
+    def acked(self, worker_id: str, leased: int) -> None:
+        """The worker finished tasks and has ``leased`` leases in Redis now. The count may
+        predate a batch leased since: too low, it costs an assign that finds no room (the
+        script counts for itself and answers the truth)."""
         view = self.workers.get(worker_id)
         if view is not None:
-            view.leased = held
-            view.long_running = min(view.long_running, held)  # a long run may have ended
+            view.leased = leased
+            view.long_running = min(view.long_running, leased)  # a long run may have ended
 
-    def holds(self, worker_id: str, held: int) -> None:
-        """A submit leased tasks with deadlines to the worker by its standing offer: it
-        holds ``held``. (Other offered leases are not told: the next ack tells the count.)"""
+    def offer_taken(self, worker_id: str, leased: int) -> None:
+        """A submit leased tasks with deadlines to the worker by its standing offer: it has
+        ``leased`` leases now. (Other offered leases are not told: the next ack tells the
+        count.) Named after the signal, not ``holds``: "held" is the worker's word for
+        what it took out of its inbox, which the dispatcher never sees."""
         view = self.workers.get(worker_id)
         if view is not None:
-            view.leased = held
+            view.leased = leased
 
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""

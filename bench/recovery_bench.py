@@ -11,8 +11,9 @@ Prints figures and never asserts them:
     random moment of its lease; time until a new leader token appears, and until a task
     submitted just after the kill has completed. Several repetitions, with the default
     leader lease (5 s) and a short one (2 s); the lease time left at each kill is printed.
-(c) duplicates per kill: a short chaos run (the chaos test's driver, with its tasks), which
-    reports how many tasks each killed worker had begun and how many of them ran again.
+(c) duplicates per kill: a short chaos run (``bench.chaos.driver``, as the chaos test runs
+    it), which reports how many tasks each killed worker had begun and how many of them ran
+    again.
 
 Run from anywhere; ``--quick`` for a smoke run of a minute or so:
 
@@ -40,15 +41,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # workers import the tasks as tests.integration.chaos_tasks
+sys.path.insert(0, str(ROOT))  # workers import the tasks as bench.chaos.tasks
 
 import redis  # noqa: E402
 from balancer.common.keys import Keys  # noqa: E402
 
 from balancer import Flow  # noqa: E402
+from bench.chaos import tasks as chaos_tasks  # noqa: E402
+from bench.chaos.driver import ChaosConfig, ChaosDriver  # noqa: E402
+from bench.chaos.tasks import WORKER_ENV  # noqa: E402
 from bench.compare.base import PrivateRedis  # noqa: E402
-from tests.integration import chaos_tasks  # noqa: E402
-from tests.integration.chaos_tasks import WORKER_ENV, ChaosConfig, ChaosDriver  # noqa: E402
 
 READY_TIMEOUT = 60.0
 POLL = 0.005

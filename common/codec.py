@@ -62,7 +62,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def pack(value: Any) -> bytes:
     try:
-        return msgpack.packb(value, default=_default, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(str(exc)) from None
 

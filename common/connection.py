@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 from balancer.common.urls import check, redact, remember, scrub
-from redis.connection import ConnectionInterface
 
 log = logging.getLogger("balancer")
 
@@ -90,6 +89,21 @@ def _hint(url: str, reason: str) -> str:
     return ""
 
 
+
+@runtime_checkable
+class Wire(Protocol):
+    """What this module uses of a redis-py connection. redis-py leaves these methods
+    unannotated (``ConnectionInterface``), so strict typing needs them said once here."""
+
+    socket_timeout: float | int | None
+
+    def send_command(self, *args: Any) -> None: ...
+
+    def read_response(self) -> Any: ...
+
+    def disconnect(self) -> None: ...
+
+
 class Direct:
     """A connection of one thread's own, for the calls on every task's path (a script, a
     worker's blocking fetch): the command goes straight down it, and the reply straight
@@ -106,12 +120,15 @@ class Direct:
         # Set for a connection that blocks (BLMPOP): it must wait longer than the block,
         # whatever the client's socket timeout (redis-py 8 sets 5 s by default).
         self.read_timeout = read_timeout
-        self._conn: ConnectionInterface | None = None
+        self._conn: Wire | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
 
-    def _connection(self) -> ConnectionInterface:
+    def _connection(self) -> Wire:
         if self._conn is None:
             conn = self.client.connection_pool.make_connection()
+            if not isinstance(conn, Wire):  # redis-py types it as an untyped interface
+                raise TypeError(f"a redis-py connection without {Wire.__name__}'s methods:"
+                                f" {type(conn).__name__}")
             if self.read_timeout is not None:
                 conn.socket_timeout = self.read_timeout  # applied when it connects
             self._conn = conn

@@ -244,7 +244,7 @@ def _resolve(path: str) -> Callable[..., Any]:
     if getattr(obj, TASK_MARKER, False) is not True:
         raise TaskNotAllowed(f"{path!r} is not a @task: a worker runs only functions"
                              " decorated with @task")
-    fn = obj.fn  # a @task wraps the function it runs
+    fn: Callable[..., Any] = obj.fn  # a @task wraps the function it runs
     if not callable(fn):
         raise TaskNotFound(f"task {path!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return fn

@@ -5,22 +5,27 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 
 | key                  | type        | what                                                        |
 | -------------------- | ----------- | ----------------------------------------------------------- |
-| task:<id>            | hash        | spec (fn, args, options), state, attempt, worker, result    |
-| flow:<id>            | hash        | name, state, total, remaining, failed, timestamps           |
-| flow:<id>:done       | list        | gets the final state once; clients BLPOP it to wait         |
+| task:<id>            | hash        | spec (fn, args, options, children), state, deps, lease and  |
+|                      |             | worker while running, lost (crashes), result or error       |
+| flow:<id>            | hash        | name, tasks, state, total, remaining, failed, timestamps    |
+| flow:<id>:done       | list        | gets the final state once; clients wait on it with BLMOVE   |
+|                      |             | onto itself, so that every waiter sees it                   |
 | flows                | zset        | recent flow runs by submit time                             |
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
 | queues               | set         | names of every queue ever used                              |
-| offer:<name>         | string      | the worker a small submit leases to itself (signals.Offer)  |
+| offer:<name>         | string      | up to 4 workers, best hosts first, a small submit may lease |
+|                      |             | its tasks to itself while the queue is empty (signals.Offer)|
 | inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
 | worker:<id>          | hash (TTL)  | last full heartbeat: queues, capacity, load, host           |
 | workers              | zset        | worker id -> last heartbeat, full or light (Redis time, ms) |
-| inbox:<id>           | list        | "task|attempt" leased to that worker, not yet started       |
-| leases:<id>          | set         | every task leased to that worker (inbox + running)          |
-| ahead:<id>           | hash        | pool child -> "id|token ..." of its batch, perhaps started  |
+| inbox:<id>           | list        | "task|token|spec" leases not yet taken: the whole task spec |
+|                      |             | travels with its lease (signals.parse_lease)                |
+| leases:<id>          | set         | "task|token" per lease of that worker (inbox + running)     |
+| ahead:<id>           | hash        | pool child -> "task|token ..." of its batch, perhaps started|
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
-| deadlines            | zset        | running tasks with a timeout, score = timeout + grace (ms)  |
+| deadlines            | zset        | "task|worker|token" of leases with a timeout, score = when  |
+|                      |             | timeout + grace passes (ms)                                 |
 | cascade              | list        | failed task ids whose dependents still need failing         |
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |

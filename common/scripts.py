@@ -25,8 +25,6 @@ from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
 
-WAKE_CAP = 10_000
-
 FailMode = Literal["retry", "final", "crash", "quarantine"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
 
@@ -144,17 +142,18 @@ class Scripts:
         return int(self.client.hdel(self.keys.aside, *entry_ids)) if entry_ids else 0
 
     def assign(self, leader_token: str, worker_id: str, queue: str, capacity: int,
-               grace_ms: int, lease_prefix: str, task_ids: Sequence[str], refill_at: int = 1
-               ) -> tuple[int, int, int, int]:
+               grace_ms: int, lease_prefix: str, task_ids: Sequence[str], refill_at: int = 1,
+               depth: int = 1) -> tuple[int, int, int, int]:
         """(assigned, tasks leased to the worker now, ids dropped for lack of a record,
         deadlines set); assigned is -1 when ``leader_token`` no longer holds the lease.
-        Nothing is leased unless ``refill_at`` places at least are free."""
+        Nothing is leased unless ``refill_at`` places at least are free. ``depth``, the
+        queue's prefetch per slot, goes into each inbox entry (``Lease.depth``)."""
         k = self.keys
         n, leased, dropped, deadlines = self._run(
             "assign",
             [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
              k.deadlines, *(k.task(t) for t in task_ids)],
-            [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at,
+            [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at, depth,
              *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
@@ -172,8 +171,8 @@ class Scripts:
         offer now, for the next submit.)"""
         k = self.keys
         keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue)]
-        args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, WAKE_CAP,
-                           len(tasks), len(flow)]
+        args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(tasks),
+                           len(flow)]
         for name, value in flow.items():
             args += [name, value]
         for task_id, score, fields in tasks:
@@ -235,7 +234,7 @@ class Scripts:
         existed, leased, now_ms = self._run(
             "heartbeat",
             [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake],
-            [worker_id, info, ttl_ms, WAKE_CAP],
+            [worker_id, info, ttl_ms],
         )
         return bool(existed), int(leased), int(now_ms)
 

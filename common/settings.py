@@ -52,6 +52,11 @@ class Settings:
     # Secrets, comma-separated, that clients sign task specs with and workers verify
     # (common/signing.py). Empty: nothing is signed. Kept out of the record's repr.
     signing_keys: str = field(default="", repr=False)
+    # What a blocking flow.run() reports while it waits: auto (a bar on a terminal, plain
+    # lines elsewhere), bar, lines, or off.
+    progress: str = "auto"
+    # How serve and worker processes (pool children too) log: text or json lines.
+    log_format: str = "text"
 
     @classmethod
     def from_env(
@@ -98,6 +103,11 @@ class Settings:
             )
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format must be text or json, got {self.log_format!r}")
+        if self.progress not in ("auto", "bar", "lines", "off"):
+            raise SettingsError(f"progress must be auto, bar, lines or off, got"
+                                f" {self.progress!r}")
         keys = [k.strip() for k in self.signing_keys.split(",") if k.strip()]
         if any(len(k) < MIN_KEY_LENGTH for k in keys):
             raise SettingsError(f"every signing key must be at least {MIN_KEY_LENGTH}"

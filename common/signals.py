@@ -25,39 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from balancer.common import codec
-
-# Prefetch, agreed by dispatcher and workers: a queue whose tasks take much less than
-# PREFETCH_TARGET_MS may have up to PREFETCH_MAX tasks leased per slot. A worker is
-# refilled once it has run down to half that, so a worker holding more leases acknowledges
-# quietly: a signal then would wake the dispatcher for nothing.
-PREFETCH_TARGET_MS = 20.0
-PREFETCH_MAX = 32
-# A run past the prefetch horizon is long next to what prefetching assumed: the worker
-# shows it as running and hands back what was prefetched behind it.
-LONG_RUN_S = PREFETCH_TARGET_MS / 1000
-
-
-def may_prefetch(mean_task_ms: float | None) -> bool:
-    """Whether tasks of this mean run time are short enough to be leased ahead."""
-    return mean_task_ms is not None and mean_task_ms < PREFETCH_TARGET_MS / 2
-
-
-def prefetch_depth(mean_task_ms: float | None) -> int:
-    """Tasks per slot to lease for a queue whose tasks take ``mean_task_ms`` on average.
-
-    1 (no prefetch) unless tasks are known to be much shorter than PREFETCH_TARGET_MS:
-    a long task must never wait in an inbox while another worker has a free slot.
-    """
-    if mean_task_ms is None or not may_prefetch(mean_task_ms):
-        return 1
-    return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
-
-
-def ack_quiet_above(capacity: int) -> int:
-    """Leases a worker of ``capacity`` slots may hold and still ack without a signal."""
-    return capacity * PREFETCH_MAX // 2
-
+from balancer.common import codec, protocol
 
 SUBMITTED = "s"
 READY = "S"  # parsed as SUBMITTED, with the ids in ``ready``
@@ -69,6 +37,11 @@ HEARTBEAT = "h"
 GONE = "x"
 QUEUES = "q"
 CASCADE = "c"
+
+# The signals the Lua scripts push, by the names _prelude.lua's SIGNAL table gives them
+# (a test checks that table against this one: a script pushes only what ``parse`` reads).
+LUA_KINDS = {"submitted": SUBMITTED, "retry": RETRY, "ack": ACK, "settled": SETTLED,
+             "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE}
 
 
 @dataclass(frozen=True)
@@ -105,6 +78,26 @@ def submitted(ready: dict[str, list[str]]) -> str:
     return SUBMITTED + ("|" + " ".join(sorted(ready)) if ready else "")
 
 
+def acked(worker: str, held: int, queued: bool = True) -> str:
+    """An ack's signal (ack.lua and fail.lua build the same)."""
+    return f"{ACK if queued else SETTLED}|{worker}|{held}"
+
+
+def heartbeat(worker: str, leased: int, blob: bytes) -> bytes:
+    """A full heartbeat's signal (heartbeat.lua builds the same)."""
+    return f"{HEARTBEAT}|{worker}|{leased}|".encode() + blob
+
+
+def offer_taken(worker: str, held: int) -> str:
+    """A submit took the worker's standing offer (submit_small.lua builds the same)."""
+    return f"{OFFER_TAKEN}|{worker}|{held}"
+
+
+def gone(worker: str) -> str:
+    """A worker deregistered: the dispatcher reaps it at once."""
+    return f"{GONE}|{worker}"
+
+
 def parse(raw: bytes) -> Signal | None:
     """Read one signal; None for anything unreadable (it is logged by the caller)."""
     kind, _, rest = raw.partition(b"|")
@@ -137,10 +130,11 @@ def parse(raw: bytes) -> Signal | None:
 class Lease(NamedTuple):
     """One inbox entry: a task leased to a worker, with everything needed to run it.
 
-    Written by assign.lua as ``id|token|`` followed by length-prefixed fields
-    (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args, sig (an entry
-    older than signing ends at args). A named tuple, not a frozen dataclass: one is made
-    per task, and it costs a quarter as much to make.
+    Written by lease_tasks (_prelude.lua) as ``id|token|`` followed by length-prefixed
+    fields (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args, then the
+    optional ones: sig, depth (an entry older than signing ends at args, one older than
+    depths at sig). A named tuple, not a frozen dataclass: one is made per task, and it
+    costs a quarter as much to make.
     """
 
     task_id: str
@@ -154,18 +148,23 @@ class Lease(NamedTuple):
     args: bytes
     raw: bytes = b""
     sig: bytes = b""  # the client's signature of the spec (common/signing.py), if any
+    # Tasks per slot the dispatcher prefetches for its queue (common/prefetch.py): how
+    # many a pool child takes at once. 1 when the lease does not say (an older entry, or a
+    # standing offer taken by a submit).
+    depth: int = 1
 
     @property
     def suspect(self) -> bool:
         """Held ahead by a worker that died: its start is told to Redis (see reap.lua)."""
-        return self.token.endswith("!")
+        return protocol.is_suspect(self.token)
 
     @property
     def member(self) -> str:
         return lease_member(self.task_id, self.token)
 
 
-LEASE_FIELDS = 7  # then the signature, in entries written since signing exists
+LEASE_FIELDS = 7  # then the optional ones: the signature (since signing), the depth
+LEASE_OPTIONAL = 2
 
 
 def parse_lease(raw: bytes) -> Lease | None:
@@ -178,14 +177,17 @@ def parse_lease(raw: bytes) -> Lease | None:
             colon = rest.index(b":", pos)
             size = int(rest[pos:colon])
             start = colon + 1
-            if size < 0 or start + size > len(rest) or len(fields) > LEASE_FIELDS:
+            if (size < 0 or start + size > len(rest)
+                    or len(fields) >= LEASE_FIELDS + LEASE_OPTIONAL):
                 return None
             fields.append(rest[start:start + size])
             pos = start + size
-        queue, flow, timeout, fn, name, children, args, *sig = fields
+        queue, flow, timeout, fn, name, children, args, *optional = fields
+        sig = optional[0] if optional else b""
+        depth = int(optional[1]) if len(optional) > 1 and optional[1] else 1
         return Lease(task_id.decode(), token.decode(), queue.decode(), flow.decode(),
                      float(timeout) if timeout else None, fn.decode(), name.decode(),
-                     children, args, raw, sig[0] if sig else b"")
+                     children, args, raw, sig, max(1, depth))
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -106,7 +106,9 @@ class Acker(threading.Thread):
         if successes:
             done = [f.done for f in successes if f.done is not None]
             stored, taken = persist("be acknowledged", done[0].task_id,
-                                    lambda done=done: self.scripts.ack_and_take(  # type: ignore[misc]
+                                    # A lambda, not a partial: a retry after an
+                                    # outage stamps the time it is finally stored.
+                                    lambda: self.scripts.ack_and_take(
                                         self.worker_id, done, self.ttl_ms,
                                         int(time.time() * 1000), take, self.quiet_above,
                                         ahead))

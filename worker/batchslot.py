@@ -2,10 +2,10 @@
 
 Alone in its process, a pool child has no other slot to share an ack thread with, so a
 lease costs it a round trip of its own. When its tasks are short (their run times justify
-prefetching, ``signals.prefetch_depth``), it takes as many leases at once as the
-dispatcher prefetches per slot, runs them one after another and acknowledges them in one
-call, which takes the next batch: one round trip per batch, not per task. A result waits
-at most ``ACK_WITHIN`` for its batch's call.
+prefetching), it takes as many leases at once as the dispatcher prefetches per slot (the
+depth each lease carries, ``Lease.depth``: common/prefetch.py), runs them one after
+another and acknowledges them in one call, which takes the next batch: one round trip per
+batch, not per task. A result waits at most ``ACK_WITHIN`` for its batch's call.
 
 What the batch holds stays known:
 
@@ -59,6 +59,7 @@ class BatchSlot(Slot):
         self._pending: list[Finished] = []  # finished, not stored yet
         self._oldest = 0.0  # when the first of them finished
         self._ahead: list[Lease] = []  # the batch after its first, as Redis lists it
+        self._depth = 1  # the prefetch depth of the last lease run
 
     def run(self) -> None:
         try:
@@ -68,6 +69,7 @@ class BatchSlot(Slot):
                     continue
                 self._starting(lease)
                 finished = self.run_one(lease)
+                self._depth = lease.depth
                 with self._lock:
                     if not self._pending:
                         self._oldest = time.monotonic()
@@ -81,8 +83,10 @@ class BatchSlot(Slot):
             self.make_way()
 
     def _batch_size(self) -> int:
-        return max((signals.prefetch_depth(ms) for ms in self.holding.durations().values()),
-                   default=1)
+        """How many leases to take next: the prefetch the last lease run was leased with.
+        The dispatcher decided it (run times and priorities), so the child never prefetches
+        what the dispatcher would not (a queue whose workers serve a higher one)."""
+        return self._depth
 
     def _store(self, take: int) -> None:
         """Store the results waiting; with ``take``, take the next batch in the same call."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from balancer.common import codec, logs, signals
+from balancer.common import codec, logs, prefetch
 from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
@@ -129,7 +129,7 @@ class RecordedHolding(Holding):
 
     def finish(self, queue: str, took_ms: float) -> float:
         self.record.finishing()
-        if took_ms >= signals.LONG_RUN_S * 1000:
+        if took_ms >= prefetch.LONG_RUN_S * 1000:
             self._send([ENDED])
         self._news = False
         mean = super().finish(queue, took_ms)  # sets _news through on_news
@@ -180,8 +180,12 @@ def _die_with(parent: int) -> None:
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     _die_with(spec.supervisor_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    logs.setup(spec.log_level)
+    # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
+    # whole process group (systemd's default, `timeout`, a terminal) must not kill the
+    # task this child runs while the supervisor grants it its grace period.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup(spec.log_level, spec.settings.log_format)
     if spec.cwd not in sys.path:
         sys.path.insert(0, spec.cwd)
     os.environ["BALANCER_WORKER_CHILD"] = "1"
@@ -197,7 +201,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     stopping = threading.Event()
     inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)
     acker = Acker(spec.worker_id, scripts, settings, holding, lambda: 0,
-                  signals.ack_quiet_above(spec.concurrency))
+                  prefetch.ack_quiet_above(spec.concurrency))
     slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
                      inbox, acker, holding, stopping, ahead_field=str(spec.index))
     threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",

@@ -12,8 +12,11 @@ from balancer.common.settings import Settings, SettingsError
 from balancer.common.urls import URL_HELP
 from balancer.worker.supervisor import Worker, WorkerError
 
+from balancer.cli.common import log_format_option, log_level_option
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="balancer")
 def main() -> None:
     """Execute tasks handed out by `balancer serve`."""
 
@@ -44,23 +47,23 @@ def main() -> None:
 @click.option("--heartbeat-interval", type=float, help="Seconds between heartbeats. Default 1.")
 @click.option("--grace", type=float, help="Seconds running tasks get to finish on SIGTERM."
                                           " Default 30.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@log_level_option
+@log_format_option
 def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None,
           imports: tuple[str, ...], allow: tuple[str, ...], redis_url: str | None,
-          namespace: str | None,
-          heartbeat_interval: float | None, grace: float | None, log_level: str) -> None:
+          namespace: str | None, heartbeat_interval: float | None, grace: float | None,
+          log_level: str, log_format: str | None) -> None:
     """Start a worker serving QUEUEs: heartbeat, fetch, execute, acknowledge.
 
     Example: worker start --queue high-priority --queue default --concurrency 4
     """
-    logs.setup(log_level)
     try:
         settings = Settings.from_env(redis_url=redis_url, namespace=namespace,
                                      heartbeat_interval=heartbeat_interval,
-                                     shutdown_grace=grace)
+                                     shutdown_grace=grace, log_format=log_format)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
+    logs.setup(log_level, settings.log_format)
     for q in queues:
         if not q or any(c.isspace() for c in q):
             raise click.BadParameter(f"invalid queue name {q!r}", param_hint="--queue")

@@ -1,6 +1,11 @@
 """What a worker holds: leases taken out of its inbox and not yet acknowledged, and how
 long its tasks take per queue.
 
+"Held" is the worker's side: what it took and has not acknowledged (``held_ids`` here, on
+each slot and on the worker). "Leased" is Redis's side: the members of ``leases:<worker>``
+(inbox entries included), which the dispatcher counts. With a process pool, the children
+hold their own leases; the supervisor's holding sees only the long runs it is shown.
+
 Several threads share this: slots take leases and start them, the ack thread
 releases them, the marker and the reconciler read them, the heartbeat reports durations.
 """
@@ -11,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from balancer.common import signals
+from balancer.common import prefetch
 from balancer.common.signals import Lease
 
 EWMA = 0.2
@@ -69,10 +74,8 @@ class Holding:
         with self._lock:
             now = self._durations[queue] = mean_ms
             told = self._told.get(queue)
-            # News: the queue's first run time, or one that halves or doubles how many of
-            # its tasks the dispatcher would prefetch (from none to some, or back).
-            depth, was = signals.prefetch_depth(now), signals.prefetch_depth(told)
-            news = told is None or depth >= 2 * was or 2 * depth <= was
+            news = prefetch.news(prefetch.prefetch_depth(now),
+                                 None if told is None else prefetch.prefetch_depth(told))
             if news:
                 self._told[queue] = now
         if news:
@@ -92,7 +95,7 @@ class Holding:
         with self._lock:
             return list(self._leases.values())
 
-    def ids(self) -> set[str]:
+    def held_ids(self) -> set[str]:
         with self._lock:
             return set(self._leases)
 
@@ -114,7 +117,7 @@ class Holding:
     def runs_short_tasks(self) -> bool:
         """Whether a queue of this worker has tasks short enough to be prefetched."""
         with self._lock:
-            return any(signals.may_prefetch(ms) for ms in self._durations.values())
+            return any(prefetch.may_prefetch(ms) for ms in self._durations.values())
 
     def durations(self) -> dict[str, float]:
         with self._lock:

@@ -15,12 +15,12 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import cast
 
 import redis
 from balancer.common import signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.scripts import Scripts, dropped
 from balancer.common.signals import Lease
@@ -112,7 +112,7 @@ class Inbox:
             if not entries and not self.stopping.is_set():
                 reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT",
                                          "COUNT", wanted)
-                entries = self._leased(cast(list[bytes], reply[1]) if reply else [])
+                entries = self._leased(as_bytes_list(as_list(reply)[1]) if reply else [])
         except RETRYABLE as exc:
             if self._backoff.failed():
                 log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))

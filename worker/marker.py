@@ -13,7 +13,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
-from balancer.common import signals
+from balancer.common import prefetch
 from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import Scripts
 from balancer.worker.holding import Holding
@@ -21,7 +21,7 @@ from balancer.worker.holding import Holding
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
 # make way for what was prefetched behind it. The marker sleeps until the oldest run
 # crosses it, or until a task starts when none runs.
-AFTER = signals.LONG_RUN_S
+AFTER = prefetch.LONG_RUN_S
 IDLE_WAIT = 1.0
 
 

@@ -1,4 +1,4 @@
-"""Hands back leases this worker holds but neither runs nor has in its inbox.
+"""Hands back leases this worker has in Redis but neither holds nor has in its inbox.
 
 Such a lease is left behind when a connection drops between Redis popping an inbox entry
 and the worker receiving it, or when a slot hit an unexpected error. The worker stays
@@ -25,14 +25,14 @@ log = logging.getLogger("worker")
 
 class Reconciler(threading.Thread):
     def __init__(self, worker_id: str, client: redis.Redis, scripts: Scripts,
-                 running: Callable[[], set[str]], leased: Callable[[], int],
+                 held: Callable[[], set[str]], leased: Callable[[], int],
                  stopping: threading.Event, interval: float = 5.0) -> None:
         super().__init__(name=f"reconcile-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.client = client
         self.keys: Keys = scripts.keys
         self.scripts = scripts
-        self.running = running
+        self.held = held  # ids the worker's slots took and have not acknowledged
         self.leased = leased  # leases Redis counted lately: nothing to check when none
         self.stopping = stopping
         self.interval = interval
@@ -41,7 +41,7 @@ class Reconciler(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
             # During an outage the heartbeat reports it; the next pass catches up.
-            if self.leased() == 0 and not self.running() and not self._suspects:
+            if self.leased() == 0 and not self.held() and not self._suspects:
                 continue
             with contextlib.suppress(*RETRYABLE):
                 self.pass_once()
@@ -52,9 +52,9 @@ class Reconciler(threading.Thread):
         pipe.lrange(self.keys.inbox(self.worker_id), 0, -1)
         members, inbox = pipe.execute()
         waiting = {lease.task_id for lease in map(signals.parse_lease, inbox) if lease}
-        held = waiting | self.running()
+        known = waiting | self.held()
         leases = dict(p for p in map(signals.parse_lease_member, members) if p is not None)
-        suspects = {(t, token) for t, token in leases.items() if t not in held}
+        suspects = {(t, token) for t, token in leases.items() if t not in known}
         orphans = sorted(suspects & self._suspects)
         self._suspects = suspects - set(orphans)
         if not orphans:

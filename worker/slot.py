@@ -75,8 +75,9 @@ class Slot(threading.Thread):
         finally:
             self.current = None  # first: the ack thread must not wait for this slot
 
-    def holds(self) -> set[str]:
-        """The task ids this slot holds."""
+    def held_ids(self) -> set[str]:
+        """The task ids this slot holds: the one it runs (once run, the ack thread holds it
+        through ``Holding`` until its result is stored)."""
         current = self.current
         return set() if current is None else {current}
 

@@ -6,7 +6,7 @@ reconciler (returns leases the worker lost track of).
 
 A slot of a thread pool is a thread that fetches from the inbox when idle, runs the task
 and acknowledges it. A slot of a process pool is a child process doing the same on its
-own (``worker.child``); the supervisor's thread for it only watches it (``ChildSlot``):
+own (``worker.child``); the supervisor's thread for it only watches it (``ChildWatch``):
 timeouts, long runs, crashes.
 
 On SIGTERM or ctrl-C it stops fetching, hands the unstarted tasks back at once, lets
@@ -27,16 +27,17 @@ import time
 from types import FrameType
 
 import redis
-from balancer.common import signals
+from balancer.common import prefetch, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
+from balancer.common.replies import as_bytes_list
 from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
 from balancer.worker.ack import Acker
 from balancer.worker.child import ChildSpec
-from balancer.worker.childslot import ChildSlot
+from balancer.worker.childwatch import ChildWatch
 from balancer.worker.heartbeat import Heartbeat, HostLoad
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -97,24 +98,27 @@ class Worker:
         self.holding = Holding()
         self.host = HostLoad()
         self.inbox = Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
-        self.slots: list[Slot | ChildSlot] = []
+        self.slots: list[Slot | ChildWatch] = []
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
         self.holding.on_news = self.heartbeat.hurry
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
-                           signals.ack_quiet_above(concurrency))
+                           prefetch.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
                              self.make_way)
-        self.reconciler = Reconciler(self.id, client, self.scripts, self.held,
+        self.reconciler = Reconciler(self.id, client, self.scripts, self.held_ids,
                                      lambda: self.heartbeat.leased, self.stopped)
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
 
-    def held(self) -> set[str]:
-        """Ids of the tasks this worker's slots hold (taken, running, being acknowledged)."""
-        ids = self.holding.ids()
+    def held_ids(self) -> set[str]:
+        """Ids of the tasks this worker holds: taken out of its inbox and not yet
+        acknowledged (taken, running, being acknowledged). The reconciler compares them
+        with the worker's leases in Redis; "leased" is that Redis-side count, which the
+        dispatcher sees."""
+        ids = self.holding.held_ids()
         for slot in self.slots:
-            ids.update(slot.holds())
+            ids.update(slot.held_ids())
         return ids
 
     def info(self) -> WorkerInfo:
@@ -145,7 +149,7 @@ class Worker:
         for slot in self.slots:
             # Registered only once every slot can run a task: a lease must not wait in the
             # inbox for a pool process still importing.
-            why = slot.wait_ready(CHILD_START_TIMEOUT) if isinstance(slot, ChildSlot) else None
+            why = slot.wait_ready(CHILD_START_TIMEOUT) if isinstance(slot, ChildWatch) else None
             if why is not None:
                 for other in self.slots:
                     other.close(kill=True)
@@ -156,11 +160,11 @@ class Worker:
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
 
-    def _make_slots(self) -> list[Slot | ChildSlot]:
+    def _make_slots(self) -> list[Slot | ChildWatch]:
         if self.pool == "process":
             spec = ChildSpec(self.id, self.settings, tuple(self.imports), os.getcwd(),
                              self.concurrency, self.log_level, os.getpid(), self.policy)
-            return [ChildSlot(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
+            return [ChildWatch(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
                               self.holding)
                     for i in range(self.concurrency)]
         return [Slot(i, self.id, self.client, self.keys,
@@ -183,7 +187,7 @@ class Worker:
                 raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
                                   " is `balancer serve` running?")
             if leftovers and not live:
-                self.client.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+                self.client.rpush(self.keys.wake, signals.gone(self.id))
             log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
             time.sleep(0.5)
 
@@ -245,7 +249,7 @@ class Worker:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
-            pipe.rpush(self.keys.wake, f"{signals.GONE}|{self.id}")
+            pipe.rpush(self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
@@ -270,7 +274,7 @@ class Worker:
         """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,
         those taken but not started. An entry a slot takes meanwhile stays leased."""
         fetched = self.inbox.take_ready() if unstarted else []
-        entries = self.client.lrange(self.keys.inbox(self.id), 0, -1)
+        entries = as_bytes_list(self.client.lrange(self.keys.inbox(self.id), 0, -1))
         waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
         tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
                  for lease in waiting]

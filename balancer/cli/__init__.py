@@ -8,13 +8,14 @@ from balancer.cli.acl import acl
 from balancer.cli.dlq import dlq
 from balancer.cli.queues import queue
 from balancer.cli.serve import serve
-from balancer.cli.views import flow, status
+from balancer.cli.views import flow, flows, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="balancer")
 def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flow, queue, dlq, acl):
+for command in (serve, status, flows, flow, queue, dlq, acl):
     main.add_command(command)

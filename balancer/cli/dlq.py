@@ -10,6 +10,13 @@ import click
 
 from balancer.cli.common import Cluster, cluster_options
 from balancer.common import aside, codec
+from balancer.common.replies import (
+    as_bytes_dict,
+    as_bytes_list,
+    as_opt_bytes,
+    as_opt_bytes_list,
+    as_scored,
+)
 
 
 @click.group()
@@ -27,12 +34,13 @@ def dlq() -> None:
 def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     """List quarantined tasks with the reason."""
     client, keys = cluster.client, cluster.keys
-    entries = client.zrange(keys.dlq, 0, -1, withscores=True)
+    entries = as_scored(client.zrange(keys.dlq, 0, -1, withscores=True))
     pipe = client.pipeline(transaction=False)
     for member, _ in entries:
         pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])
     rows = []
-    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, pipe.execute()):
+    replies = [as_opt_bytes_list(row) for row in pipe.execute()]
+    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, replies):
         err = codec.unpack_error(error)
         rows.append({"id": member.decode(), "name": (name or b"").decode(),
                      "fn": (fn or b"").decode(), "queue": (queue or b"").decode(),
@@ -58,7 +66,7 @@ def dlq_aside(cluster: Cluster, as_json: bool) -> None:
     """List bad entries the dispatcher set aside: what was wrong, the key it was in, the
     entry as it was (bytes that are not UTF-8 escaped as \\xNN) and its score, to restore
     it by hand. Every other entry kept flowing meanwhile."""
-    rows = aside.rows(cluster.client.hgetall(cluster.keys.aside))
+    rows = aside.rows(as_bytes_dict(cluster.client.hgetall(cluster.keys.aside)))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -78,7 +86,8 @@ def dlq_dismiss(entry_ids: tuple[str, ...], every: bool, cluster: Cluster) -> No
     """Drop entries from the set-aside list (once handled). A condition still there (a
     queue key of the wrong type) is listed again when the dispatcher next meets it."""
     if every:
-        entry_ids = tuple(aside.shown(f) for f in cluster.client.hkeys(cluster.keys.aside))
+        entry_ids = tuple(aside.shown(f)
+                          for f in as_bytes_list(cluster.client.hkeys(cluster.keys.aside)))
     elif not entry_ids:
         raise click.UsageError("name the entry ids, or give --all")
     for entry in entry_ids:
@@ -91,11 +100,12 @@ def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
           act: Callable[[str, str], bool], done: str) -> None:
     """Apply ``act(task id, the task's ``field``)`` to each named (or every) quarantined task."""
     if every:
-        task_ids = tuple(m.decode() for m in cluster.client.zrange(cluster.keys.dlq, 0, -1))
+        task_ids = tuple(m.decode()
+                         for m in as_bytes_list(cluster.client.zrange(cluster.keys.dlq, 0, -1)))
     elif not task_ids:
         raise click.UsageError("name the task ids, or give --all")
     for task_id in task_ids:
-        value = cluster.client.hget(cluster.keys.task(task_id), field)
+        value = as_opt_bytes(cluster.client.hget(cluster.keys.task(task_id), field))
         if value is None or not act(task_id, value.decode()):
             raise click.ClickException(f"task {task_id} is not quarantined")
         click.echo(done.format(task=task_id, value=value.decode()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from redis.typing import EncodableT, FieldT
 
 from balancer.cli.common import Cluster, cluster_options
 from balancer.common import signals
@@ -25,7 +26,8 @@ def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str
         raise click.BadParameter(str(exc), param_hint="NAME") from None
     keys = cluster.keys
     pipe = cluster.client.pipeline(transaction=True)
-    set_fields = {k: v for k, v in fields.items() if v is not None and v != ""}
+    set_fields: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()
+                                            if v is not None and v != ""}
     if set_fields:
         pipe.hset(keys.queue_conf(name), mapping=set_fields)
     cleared = [k for k, v in fields.items() if v == ""]

@@ -8,9 +8,9 @@ from types import FrameType
 
 import click
 
-from balancer.cli.common import NS_HELP, URL_HELP, Cluster, log_level_option
+from balancer.cli.common import NS_HELP, Cluster, log_format_option, log_level_option
 from balancer.common import logs
-from balancer.common.urls import redact
+from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
 
 log = logging.getLogger("balancer")
@@ -23,16 +23,17 @@ log = logging.getLogger("balancer")
               help="Seconds without a heartbeat before a worker is declared dead and its tasks"
                    " re-queued. Default 3.")
 @log_level_option
+@log_format_option
 def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | None,
-          log_level: str) -> None:
+          log_level: str, log_format: str | None) -> None:
     """Run the dispatcher: hand every ready task to the least-loaded worker serving its queue.
 
     Several may run against one Redis: one leads, the others stand by and take over
     within a few seconds if it dies. Stop with ctrl-C or SIGTERM.
     """
-    logs.setup(log_level)
     cluster = Cluster.open(redis_url=redis_url, namespace=namespace,
-                           worker_timeout=worker_timeout)
+                           worker_timeout=worker_timeout, log_format=log_format)
+    logs.setup(log_level, cluster.settings.log_format)
     dispatcher = Dispatcher(cluster.client, cluster.settings)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import click
 
@@ -10,6 +11,7 @@ from balancer import status as status_view
 from balancer import why
 from balancer.cli.common import Cluster, cluster_options
 from balancer.common import codec
+from balancer.common.replies import as_bytes, as_opt_bytes_list
 
 
 @click.command()
@@ -24,6 +26,24 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
 
 
+@click.command("flows")
+@cluster_options
+@click.option("-n", "--last", default=20, show_default=True, type=click.IntRange(min=1),
+              help="How many runs to list, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def flows(cluster: Cluster, last: int, as_json: bool) -> None:
+    """List recent flow runs: id, name, state, tasks done and failed, when submitted.
+    `balancer flow ID` shows one."""
+    rows = status_view.recent_flows(cluster.client, cluster.keys, last)
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+    elif not rows:
+        click.echo("no flow runs (finished runs expire after"
+                   f" {cluster.settings.result_ttl:.0f}s)")
+    else:
+        click.echo("\n".join(status_view.flow_lines(rows)))
+
+
 @click.command("flow")
 @click.argument("flow_id")
 @cluster_options
@@ -32,11 +52,13 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
     """Show one flow run: every task's state, why each unfinished task waits, and the
     error of each failed one. FLOW_ID as `balancer status` lists it."""
     client, keys = cluster.client, cluster.keys
-    name, state, blob = client.hmget(keys.flow(flow_id), ["name", "state", "tasks"])
+    name, state, blob = as_opt_bytes_list(client.hmget(keys.flow(flow_id),
+                                                       ["name", "state", "tasks"]))
     if name is None:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
-    listed = [(str(t), str(n)) for t, n in codec.unpack(blob)]
+    state_text = as_bytes(state).decode()
+    listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob))]
     facts = why.task_facts(client, keys, [t for t, _ in listed])
     held = why.ClusterFacts.gather(client, keys)
     pipe = client.pipeline(transaction=False)
@@ -51,9 +73,9 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
                      "error": str(err) if err and (f is None or f.state != "completed")
                      else ""})
     if as_json:
-        click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state.decode(),
+        click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state_text,
                                "tasks": rows}, indent=2))
         return
-    click.echo(f"flow {flow_id}  {name.decode()}  {state.decode()}")
+    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}")
     for r in rows:
         click.echo(f"  {r['id']}  {r['name']:<24} {r['state']:<16} {r['why'] or r['error']}")

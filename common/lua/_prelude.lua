@@ -6,11 +6,26 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Push a signal onto the wake list, keeping at most `cap` of them (the oldest go first):
--- for signals sent whether or not a dispatcher reads them.
-local function signal_capped(wake_key, signal, cap)
-  cap = tonumber(cap)
-  if redis.call('RPUSH', wake_key, signal) > cap then redis.call('LTRIM', wake_key, -cap, -1) end
+-- Signals for the dispatcher on the wake list. common/signals.py owns their formats and
+-- reads them; this table mirrors its LUA_KINDS, and every signal a script pushes is built
+-- by `signal` below (a test checks both). The list keeps at most WAKE_CAP signals, the
+-- oldest going first: signals are hints, sent whether or not a dispatcher reads them
+-- (common/protocol.py: WAKE_CAP).
+local WAKE_CAP = 10000
+local SIGNAL = {submitted = 's', retry = 'r', ack = 'a', settled = 'k', offer_taken = 'l',
+                heartbeat = 'h', cascade = 'c'}
+
+-- Push a signal as built (by `signal`, or by the client: submit_small.lua), capped.
+local function signal_capped(wake_key, raw)
+  if redis.call('RPUSH', wake_key, raw) > WAKE_CAP then
+    redis.call('LTRIM', wake_key, -WAKE_CAP, -1)
+  end
+end
+
+-- Push the signal of that kind (a SIGNAL value), its fields joined by "|".
+local function signal(wake_key, kind, ...)
+  if select('#', ...) == 0 then return signal_capped(wake_key, kind) end
+  signal_capped(wake_key, kind .. '|' .. table.concat({...}, '|'))
 end
 
 -- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
@@ -36,10 +51,18 @@ local function unlease(leases_key, id, token)
   return redis.call('SREM', leases_key, id .. '|' .. token) == 1
 end
 
--- Only leases of queues with a concurrency limit are counted in `inflight` (one write per
--- batch saved everywhere else); the dispatcher marks the others with a "u" in the token.
+-- Lease tokens: "<epoch>.<batch>[u].<index>[!]", the grammar in common/protocol.py. The
+-- caller passes the prefix "<epoch>.<batch>[u]"; the index and the suspect mark are added
+-- here. Only leases of queues with a concurrency limit are counted in `inflight` (one
+-- write per batch saved everywhere else): the others end their batch with "u". A token
+-- not of the grammar counts, as in protocol.is_counted.
+local UNCOUNTED_TOKEN = '^%d+%.%w+u%.%d+!?$'
+local function lease_token(prefix, index, suspect)
+  if suspect then return prefix .. '.' .. index .. '!' end
+  return prefix .. '.' .. index
+end
 local function counted(token)
-  return not string.find(token, 'u', 1, true)
+  return not string.find(token, UNCOUNTED_TOKEN)
 end
 
 -- Put a task back into its queue at its original place.
@@ -63,7 +86,7 @@ local function fail_for_good(task_key, id, error, flow_key, done_key, cascade_ke
   redis.call('PEXPIRE', task_key, ttl)
   if tonumber(redis.call('HGET', task_key, 'nchildren') or '0') > 0 then
     redis.call('RPUSH', cascade_key, id)
-    redis.call('RPUSH', wake_key, 'c')
+    signal(wake_key, SIGNAL.cascade)
   end
   flow_tasks_done(flow_key, done_key, 1, 1, ttl)
 end
@@ -82,15 +105,19 @@ local NEVER = 1000000000
 -- An id without a task record leaves the queue without taking a slot: nothing could run
 -- it.
 -- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing
--- offer: it passes `specs`, the fields it is writing, for tasks it never queued).
+-- offer: it passes `specs`, the fields it is writing, for tasks it never queued). `depth`
+-- (the prefetch per slot the dispatcher chose, or nil) ends each entry, for a pool child
+-- to take its batches by (common/prefetch.py).
 -- Returns leased, dropped, deadlines set.
 local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect', 'sig'}
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
-                           deadlines_key, worker, queue, prefix, free, grace_ms, specs)
+                           deadlines_key, worker, queue, prefix, free, grace_ms, specs,
+                           depth)
   local function field(v)
     v = v or ''
     return #v .. ':' .. v
   end
+  local depth_field = depth and field(depth) or ''
   local removing, entries, members, deadlines = {}, {}, {}, {}
   local n, dropped = 0, 0
   for i = 1, #ids do
@@ -102,10 +129,10 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       dropped = dropped + 1
     else
       n = n + 1
-      local token = prefix .. '.' .. n
-      if s[7] then token = token .. '!' end
+      local token = lease_token(prefix, n, s[7])
       entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
         .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2]) .. field(s[8])
+        .. depth_field
       members[n] = id .. '|' .. token
       local timeout = tonumber(s[3] or '')
       if timeout then
@@ -120,7 +147,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
   if n > 0 then
     redis.call('RPUSH', inbox_key, unpack(entries))
     redis.call('SADD', leases_key, unpack(members))
-    if counted(prefix) then redis.call('HINCRBY', inflight_key, queue, n) end
+    if counted(lease_token(prefix, 1)) then redis.call('HINCRBY', inflight_key, queue, n) end
     if #deadlines > 0 then
       local now = now_ms()
       for d = 1, #deadlines, 2 do deadlines[d] = deadlines[d] + now end

@@ -8,19 +8,21 @@
 -- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
 -- dead worker makes them suspects instead of counting a loss. The child rewrites the
 -- field only when it starts a suspect (worker/batchslot.py).
--- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, then per task:
---       task, flow, flow done, then (child task, child queue) per child
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle; then per task: task, flow,
+--       flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
 -- checkpoints on the way down. While the dispatcher is idle (it found every queue a
 -- worker serves empty and set the idle key), a freed slot has nothing to be refilled
 -- with: no signal then either, unless dependents were queued. The dispatcher recounts
--- what the workers hold when it next has work (balancer/dispatcher.py: _recount).
--- ARGV: worker id, ttl ms, finished ms (worker clock), task count, take, quiet above,
---       ahead field ('': none, the leases taken start at once), then per task:
---       id, token, queue, started ms, result, has deadline (1/0), child count,
---       then (child id, child score) per child
+-- what the workers hold when it next has work (balancer/dispatcher.py: _recount). The
+-- rule is written out in common/prefetch.py.
+-- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field; then
+--       per task: id, token, queue, started ms, result, has deadline, child count, then
+--       (child id, child score) per child
+-- (finished ms: the worker's clock; ahead field '': none, the leases taken start at once;
+-- has deadline: 1 or 0.)
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
@@ -64,6 +66,7 @@ for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl, now)
 -- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a
 -- quarter, ..., 1, 0 leases held), not at every ack: the first one wakes the dispatcher
 -- to refill; the next ones insist in case it could not yet (0 always signals).
+-- (prefetch.passes_checkpoint mirrors it.)
 local function passes_checkpoint(before, after, quiet)
   if after == 0 then return true end
   local c = quiet
@@ -77,7 +80,7 @@ if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
   if quiet < 0 or unlocked > 0 or passes_checkpoint(held + stored, held, quiet) then
     -- 'a' when dependents were queued (the dispatcher reads its queues again), else 'k'.
-    redis.call('RPUSH', KEYS[3], (unlocked > 0 and 'a|' or 'k|') .. ARGV[1] .. '|' .. held)
+    signal(KEYS[3], unlocked > 0 and SIGNAL.ack or SIGNAL.settled, ARGV[1], held)
   end
 end
 local taken, forged = {}, {}

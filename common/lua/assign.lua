@@ -1,11 +1,13 @@
 -- Lease ready tasks of one queue to one worker, up to `capacity` leases in all
 -- (lease_tasks in the prelude says what a lease is).
--- KEYS: leader, inbox, leases, inflight, queue, deadlines, task...
--- ARGV: leader token, worker id, queue name, capacity, grace ms, lease token prefix (with
---       a "u" when the queue has no concurrency limit: not counted in inflight), fewest
---       free places worth a lease (a worker with prefetched tasks is refilled only once
---       it has run down to its refill point, even when the caller's count of what it
---       holds is behind), task id... (same order as the task keys)
+-- KEYS: leader, inbox, leases, inflight, queue, deadlines; then task...
+-- ARGV: leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,
+--       prefetch depth; then task id... (in the order of the task keys)
+-- The lease prefix is "<epoch>.<batch>[u]" (common/protocol.py: "u" when the queue has no
+-- concurrency limit, not counted in inflight). Refill at: the fewest free places worth a
+-- lease (a worker with prefetched tasks is refilled only once it has run down to its
+-- refill point, even when the caller's count of what it holds is behind). The prefetch
+-- depth goes into each inbox entry, for a pool child to take its batches by.
 -- Returns {assigned, leased after, dropped, deadlines set}; {-1, 0, 0, 0} when the caller
 -- is not the leader. Ids no longer in the queue (taken meanwhile) are skipped.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0, 0} end
@@ -13,7 +15,7 @@ local held = redis.call('SCARD', KEYS[3])
 local free = tonumber(ARGV[4]) - held
 if free <= 0 or free < tonumber(ARGV[7]) or #KEYS == 6 then return {0, held, 0, 0} end
 local ids = {}
-for i = 7, #KEYS do ids[i - 6] = ARGV[i + 1] end
+for i = 7, #KEYS do ids[i - 6] = ARGV[i + 2] end
 local scores = redis.call('ZMSCORE', KEYS[5], unpack(ids))
 local queued, queued_keys = {}, {}
 for i = 1, #ids do
@@ -23,5 +25,5 @@ for i = 1, #ids do
   end
 end
 local n, dropped, deadlines = lease_tasks(queued, queued_keys, KEYS[5], KEYS[2], KEYS[3],
-  KEYS[4], KEYS[6], ARGV[2], ARGV[3], ARGV[6], free, tonumber(ARGV[5]))
+  KEYS[4], KEYS[6], ARGV[2], ARGV[3], ARGV[6], free, tonumber(ARGV[5]), nil, ARGV[8])
 return {n, held + n, dropped, deadlines}

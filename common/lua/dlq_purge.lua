@@ -1,5 +1,6 @@
 -- Give up a quarantined task: it fails for good, and so do its dependents.
--- KEYS: dlq, task, flow, flow done, cascade, wake    ARGV: task id, ttl ms
+-- KEYS: dlq, task, flow, flow done, cascade, wake
+-- ARGV: task id, ttl ms
 -- Returns 1, or 0 if the task is not quarantined.
 if redis.call('HGET', KEYS[2], 'state') ~= 'dead' then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])

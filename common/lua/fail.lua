@@ -23,7 +23,7 @@ local function settle(code)
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
 if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
-redis.call('RPUSH', KEYS[6], 'a|' .. ARGV[1] .. '|' .. redis.call('SCARD', KEYS[2]))
+signal(KEYS[6], SIGNAL.ack, ARGV[1], redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)
 if mode == 'quarantine' then
@@ -47,7 +47,7 @@ if mode == 'retry' and failures <= tonumber(f[2] or '0') then
   local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * 2 ^ (failures - 1))
   redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
-  redis.call('RPUSH', KEYS[6], 'r')
+  signal(KEYS[6], SIGNAL.retry)
   return settle(2)
 end
 fail_for_good(KEYS[1], id, ARGV[4], KEYS[4], KEYS[5], KEYS[8], KEYS[6], ttl)

@@ -1,6 +1,7 @@
 -- Record a worker's heartbeat and tell the dispatcher, with how many tasks it holds.
 -- KEYS: worker, workers, leases, wake
--- ARGV: worker id, heartbeat (msgpack WorkerInfo), ttl ms, wake list cap
+-- ARGV: worker id, heartbeat, ttl ms
+-- (heartbeat: the msgpack WorkerInfo.)
 -- Returns {1 if the worker was registered already else 0, leased, Redis time ms}: the
 -- worker dates its light beats (a bare ZADD of workers) on this clock.
 local existed = 1 - redis.call('HSET', KEYS[1], 'info', ARGV[2])
@@ -8,5 +9,5 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 local leased = redis.call('SCARD', KEYS[3])
-signal_capped(KEYS[4], 'h|' .. ARGV[1] .. '|' .. leased .. '|' .. ARGV[2], ARGV[4])
+signal(KEYS[4], SIGNAL.heartbeat, ARGV[1], leased, ARGV[2])
 return {existed, leased, now}

@@ -1,5 +1,6 @@
 -- Take the leader lease if it is free, or renew it if we hold it.
--- KEYS: leader, epoch    ARGV: dispatcher id, ttl ms
+-- KEYS: leader, epoch
+-- ARGV: dispatcher id, ttl ms
 -- Returns {the token "epoch|id" we hold, what the epoch key held when it was no counter
 -- (else false)}, or nil when another dispatcher leads.
 -- An epoch key that is no counter (not an integer, or not a string) would keep every

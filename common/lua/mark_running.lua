@@ -1,8 +1,8 @@
 -- Record that leased tasks are running. Only tasks that run for a while are marked (the
 -- worker batches them), so short tasks cost nothing here. A task whose lease has moved
 -- on, or which finished meanwhile, is left alone.
--- KEYS: leases, then task...
--- ARGV: worker id, then (task id, token)... in the order of the task keys
+-- KEYS: leases; then task...
+-- ARGV: worker id; then (task id, token)... in the order of the task keys
 -- Returns how many it marked.
 local n = 0
 for i = 2, #KEYS do

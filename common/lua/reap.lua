@@ -3,10 +3,11 @@
 -- a task it had started counts a loss, and past the poison threshold is quarantined
 -- instead (the caller tells which had started). A task taken ahead may have been running
 -- (the child tells Redis of its starts only for suspects): it becomes a suspect.
--- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead,
---       then (task, queue)...
--- ARGV: leader token, worker id, seen before ms (0: reap regardless), poison threshold,
---       quarantine error, then (task id, lease token, started: 1, 0, or 'a' taken ahead)...
+-- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead; then
+--       (task, queue)...
+-- ARGV: leader token, worker id, seen before ms, poison threshold, quarantine error; then
+--       (task id, lease token, started)...
+-- (seen before ms 0: reap regardless; started: 1, 0, or 'a' taken ahead.)
 -- Returns {requeued, quarantined}, or {-1, 0} if not leader, {-2, 0} if the worker is alive.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0} end
 local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])

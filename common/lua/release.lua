@@ -3,8 +3,9 @@
 -- with a dropped connection). They go back to their queue at their original place.
 -- A task handed back with its inbox entry is left alone if the entry is gone: the
 -- worker's slots took it meanwhile and run it.
--- KEYS: inbox, leases, inflight, wake, deadlines, then (task, queue)...
--- ARGV: worker id, then (inbox entry or "", task id, token, queue name)...
+-- KEYS: inbox, leases, inflight, wake, deadlines; then (task, queue)...
+-- ARGV: worker id; then (inbox entry, task id, token, queue name)...
+-- (inbox entry "": the worker took it out of its inbox.)
 -- Returns how many it handed back.
 local n = 0
 for j = 0, (#KEYS - 5) / 2 - 1 do
@@ -19,5 +20,5 @@ for j = 0, (#KEYS - 5) / 2 - 1 do
     n = n + 1
   end
 end
-if n > 0 then redis.call('RPUSH', KEYS[4], 's') end
+if n > 0 then signal(KEYS[4], SIGNAL.submitted) end
 return n

@@ -1,7 +1,8 @@
 -- Move a bad entry out of the key it was found in and record it as set aside, in one step:
 -- it is never both gone and unrecorded (common/aside.py says what a record holds).
--- KEYS: aside, source    ARGV: entry id, record, source type ('zset', 'set' or 'list'),
---                              member
+-- KEYS: aside, source
+-- ARGV: entry id, record, source type, member
+-- (source type: 'zset', 'set' or 'list'.)
 -- Returns 1, or 0 (nothing recorded) when the member was no longer there.
 local how, member = ARGV[3], ARGV[4]
 local removed = 0

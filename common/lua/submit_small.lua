@@ -15,21 +15,22 @@
 -- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
 -- a task.
 --
--- KEYS: flow, flows, queues, queue, wake, offer, one task key per task, then with an
---       offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases) per
+-- KEYS: flow, flows, queues, queue, wake, offer; then task... (one per task), then with
+--       an offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases) per
 --       offered worker, the offered workers' other queues...
--- ARGV: flow id, created ms, recent flows kept (0: do not trim them this time), queue
---       name, signal, wake list cap, task
---       count, number of flow field/value pairs, the pairs, then per task: id, score (''
---       when not ready), number of field/value pairs, the pairs; then the offer as read
---       ('' when none), and with one: its leader epoch, lease token prefix, grace ms,
---       number of offered workers, number of other queues, then (worker id, capacity,
+-- ARGV: flow id, created ms, recent flows, queue name, signal, task count, flow pairs; then
+--       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
+--       then the offer as read ('' when none), and with one: its leader epoch, lease
+--       prefix, grace ms, worker count, other queue count, then (worker id, capacity,
 --       host load) per offered worker
+-- (recent flows: how many recent flows to keep, 0: do not trim them this time; signal:
+-- the one to send when the tasks are queued; flow pairs: how many field/value pairs the
+-- flow record has; a task's score is '' when it is not ready.)
 -- Returns {the worker the ready tasks were leased to or '', the queue's standing offer
 -- now (false when none), for the client's next submit}.
-local n_tasks = tonumber(ARGV[7])
-local a = 9 + 2 * tonumber(ARGV[8])
-redis.call('HSET', KEYS[1], unpack(ARGV, 9, a - 1))
+local n_tasks = tonumber(ARGV[6])
+local a = 8 + 2 * tonumber(ARGV[7])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8, a - 1))
 local ids, task_keys, scores, specs = {}, {}, {}, {}
 for t = 1, n_tasks do
   local key, id, score, n = KEYS[6 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
@@ -89,7 +90,7 @@ if not w then
   -- Queued for the dispatcher, as any submit.
   for i = 1, #ids do redis.call('ZADD', KEYS[4], scores[i], ids[i]) end
   redis.call('SADD', KEYS[3], ARGV[4])
-  signal_capped(KEYS[5], ARGV[5], ARGV[6])
+  signal_capped(KEYS[5], ARGV[5])
   return {'', offer_now}
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).
@@ -101,6 +102,6 @@ local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS
 -- very moment the worker starts the task, and its count being low meanwhile costs at
 -- most an assign that finds no room (assign.lua counts for itself).
 if deadlines > 0 then
-  signal_capped(KEYS[5], 'l|' .. worker .. '|' .. (held + n), ARGV[6])
+  signal(KEYS[5], SIGNAL.offer_taken, worker, held + n)
 end
 return {worker, offer_now}

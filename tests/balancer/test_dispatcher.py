@@ -468,3 +468,20 @@ def test_a_queue_key_turned_to_the_wrong_type_under_a_listed_submit_is_skipped(
     (row,) = [r for r in map(Aside.from_blob, fake.hvals(keys.aside))]
     assert (row.kind, row.key) == ("wrong-type", keys.queue("default"))
     assert fake.get(keys.queue("default")) == b"operator data"
+
+
+@pytest.mark.parametrize(("served", "depth"), [(("one",), 20), (("one", "hi"), 1)])
+def test_a_lease_carries_the_prefetch_depth_the_dispatcher_chose(
+        fake: redis.Redis, settings: Settings, served: tuple[str, ...], depth: int) -> None:
+    """Tasks of 1 ms are prefetched 20 deep, unless the worker also serves a queue of
+    higher priority: the lease says which, so a pool child need not judge it again."""
+    keys = Keys(settings.namespace)
+    fake.sadd(keys.queues, "hi")
+    fake.hset(keys.queue_conf("hi"), "priority", 10)
+    info = WorkerInfo("p", served, 2, durations={"one": 1.0})
+    Scripts(fake, keys).heartbeat("p", info.to_blob(), 60_000)
+    submit_one(fake, settings, keys)
+    dispatcher = Dispatcher(fake, settings.replace(dispatch_tick=0.01), rng=random.Random(0))
+    dispatcher.step()
+    lease = signals.parse_lease(cast(bytes, fake.lindex(keys.inbox("p"), 0)))
+    assert lease is not None and lease.depth == depth

@@ -315,3 +315,40 @@ def test_set_upstream_on_a_task_called_twice_is_an_error() -> None:
         a(2)
         with pytest.raises((FlowError, KeyError)):
             b.set_upstream(a)
+
+
+def test_visualize_without_graphviz_prints_the_dag_as_text(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_graphviz(name: str, *args: object, **kwargs: object) -> object:
+        if name == "graphviz":
+            raise ImportError("no graphviz here")
+        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+    extract, transform = _tasks("extract", "transform")
+    with Flow("viz") as flow:
+        a = extract()
+        b = transform(a)
+        transform(b)
+    text = flow.visualize()
+    assert text.splitlines() == [
+        "flow viz: 3 tasks, in the order they can run",
+        "  extract [default]",
+        "  transform [default] <- extract",
+        "  transform#2 [default] <- transform",
+    ]
+    assert capsys.readouterr().out.strip() == text
+
+
+def test_validate_raises_for_a_cycle() -> None:
+    extract, transform = _tasks("extract", "transform")
+    flow = Flow("cycle")
+    a, b = flow.add_task(extract), flow.add_task(transform)
+    flow.add_edge(a, b)
+    flow.add_edge(b, a)
+    with pytest.raises(FlowError, match="cycle"):
+        flow.validate()

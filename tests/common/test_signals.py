@@ -185,7 +185,7 @@ def test_minimal_entry_parses() -> None:
         b"t1|1.1.1|",
         VALID[:-1],  # truncated: the last length promises more than is left
         VALID + b"x",  # trailing bytes
-        VALID + b"0:0:",  # a ninth field (the eighth is the signature)
+        VALID + b"0:0:0:",  # a tenth field (the eighth is the signature, the ninth the depth)
         BASE[:-2],  # six fields
         b"t1|1.1.1|" + b"1:q" * 6,  # six fields, all well formed
         b"t1|1.1.1|1:q1:f0:3:m:f1:n0:99:args",  # a length beyond the end
@@ -266,3 +266,30 @@ def test_a_small_submit_to_one_queue_lists_its_ready_ids() -> None:
     assert parse(submitted({"q": many}).encode()) == Signal(SUBMITTED, queues=("q",))
     assert parse(submitted({"q": []}).encode()) == Signal(SUBMITTED, queues=("q",))
     assert parse(b"S|q|") is None and parse(b"S||a1") is None
+
+
+# -- the prefetch depth a lease carries ----------------------------------------------------
+
+
+def test_a_ninth_field_is_the_prefetch_depth_and_an_older_entry_reads_one() -> None:
+    signed = VALID + b"4:abcd"
+    assert signals.parse_lease(VALID + b"0:2:16") == signals.parse_lease(VALID)._replace(  # type: ignore[union-attr]
+        raw=VALID + b"0:2:16", depth=16)
+    assert signals.parse_lease(signed).depth == 1  # type: ignore[union-attr]  # before depths
+    assert signals.parse_lease(VALID).depth == 1  # type: ignore[union-attr]  # before signing
+    assert signals.parse_lease(signed + b"0:").depth == 1  # type: ignore[union-attr]
+    assert signals.parse_lease(signed + b"1:x") is None  # a depth that is no number
+
+
+@pytest.mark.parametrize("depth", [1, 4, 32])
+def test_assign_writes_the_depth_it_is_given_into_every_entry(scripts: Scripts,
+                                                              depth: int) -> None:
+    keys, client = scripts.keys, scripts.client
+    for i, t in enumerate(["t1", "t2"]):
+        client.hset(keys.task(t), mapping={"fn": "m:f", "score": i, "sig": "s"})
+        client.zadd(keys.queue("q"), {t: i})
+    leader = scripts.leader("d1", 60_000)
+    assert leader is not None
+    assert scripts.assign(leader, "w1", "q", 64, 1_000, "3.9u", ["t1", "t2"], 1, depth)[0] == 2
+    leases = [signals.parse_lease(raw) for raw in client.lrange(keys.inbox("w1"), 0, -1)]
+    assert [(lease.depth, lease.sig) for lease in leases if lease] == [(depth, b"s")] * 2

@@ -20,8 +20,9 @@ import subprocess
 import pytest
 import redis
 
+from bench.chaos.driver import ChaosConfig, ChaosDriver
+from bench.chaos.tasks import WORKER_ENV
 from tests.conftest import Processes
-from tests.integration.chaos_tasks import WORKER_ENV, ChaosConfig, ChaosDriver
 
 SOAK = os.environ.get("CHAOS_SOAK", "") not in ("", "0")
 SEED = int(os.environ.get("CHAOS_SEED", "20240917"))

@@ -112,3 +112,14 @@ def test_results_and_states_of_a_whole_run_are_read_at_once(cluster: ThreadClust
     assert run.results() == {"constant": 2, "square": 4}
     assert run.states() == {"constant": "completed", "square": "completed",
                             "always_fails": "failed"}
+
+
+def test_results_and_states_keep_repeated_calls_of_a_task_apart(cluster: ThreadCluster) -> None:
+    cluster.add_worker(concurrency=2)
+    with Flow("repeated") as flow:
+        for i in range(5):
+            tasks.square(i)
+    run = flow.run(timeout=20, client=cluster.client, namespace=cluster.settings.namespace)
+    assert run.results() == {"square": 0, "square#2": 1, "square#3": 4, "square#4": 9,
+                             "square#5": 16}
+    assert set(run.states()) == {"square", "square#2", "square#3", "square#4", "square#5"}

@@ -31,9 +31,9 @@ import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow
+from bench.chaos import tasks as chaos_tasks
+from bench.chaos.tasks import WORKER_ENV
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
-from tests.integration import chaos_tasks
-from tests.integration.chaos_tasks import WORKER_ENV
 
 TASK_SECONDS = 5.0  # long enough to start a second worker while the first runs it
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import redis
 from balancer.common.keys import Keys
-from balancer.worker.childslot import ChildSlot
+from balancer.worker.childwatch import ChildWatch
 
 from balancer import Flow
 from tests.conftest import wait_for
@@ -21,7 +21,7 @@ from tests.integration.conftest import ThreadCluster
 
 def _child_pid(cluster: ThreadCluster) -> int:
     slot = cluster.workers[0].slots[0]
-    assert isinstance(slot, ChildSlot)
+    assert isinstance(slot, ChildWatch)
     pid = slot.process.pid
     assert pid is not None
     return pid
@@ -108,7 +108,7 @@ def test_a_pool_child_takes_short_tasks_in_batches_and_redis_knows_which_wait(
     seen_ahead, seen_batch = False, False
     while not run.is_finished():
         seen_ahead = seen_ahead or real.hlen(ahead) > 0
-        seen_batch = seen_batch or len(slot.holds()) > 1
+        seen_batch = seen_batch or len(slot.held_ids()) > 1
     assert run.wait(timeout=60) == "completed"
     assert [run.result(n) for n in nodes] == [i * i for i in range(3000)]
     assert seen_ahead and seen_batch

@@ -5,6 +5,7 @@ Redis, an idle worker past its client's socket timeout, a user project with its 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from balancer.common import codec
 from balancer.common.keys import Keys
 
 from balancer import Flow, task
-from tests.conftest import Processes, RedisServer, wait_for
+from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 
 
@@ -155,3 +156,33 @@ def test_an_error_outside_the_tasks_code_counts_toward_quarantine(
     assert "RecursionError" in error.message
     assert real.hget(keys.task(run.ids[deep]), "lost") == b"3"
     wait_for(lambda: run.task_state(fine) == "completed", timeout=30)  # the rest flows
+
+
+def test_sigterm_to_the_whole_process_group_lets_running_tasks_finish(
+    procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path
+) -> None:
+    """systemd (KillMode=control-group) and `timeout` signal every process of the
+    worker, pool children included: the children must leave stopping to the supervisor,
+    which lets the running task finish within its grace period."""
+    keys = Keys(namespace)
+    procs.serve()
+    log = open(tmp_path / "grouped.log", "wb")  # noqa: SIM115
+    worker = subprocess.Popen([sys.executable, "-m", "balancer.worker.cli", "start",
+                               "--concurrency", "1", "--pool", "process"],
+                              cwd=ROOT, env=procs.env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        _workers(real, keys, 1)
+        with Flow("grouped") as flow:
+            node = tasks.sleep_for(1.5)
+        run = flow.submit(real, namespace=namespace)
+        wait_for(lambda: run.task_state(node) == "running", timeout=30)
+        os.killpg(worker.pid, signal.SIGTERM)  # its own session: only what it started
+        assert worker.wait(30) == 0
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(5)
+        log.close()
+    assert run.wait(timeout=30) == "completed" and run.result(node) == 1.5
+    assert real.hget(keys.task(run.ids[node]), "lost") is None  # never counted as a crash

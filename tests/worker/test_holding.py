@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from balancer.common.signals import Lease, prefetch_depth
+from balancer.common.prefetch import prefetch_depth
+from balancer.common.signals import Lease
 from balancer.worker.holding import Holding
 
 
@@ -18,7 +19,7 @@ def test_held_leases_are_known_until_released() -> None:
     holding.add(lease("a"))
     holding.add(lease("b"))
     holding.release("a")
-    assert holding.ids() == {"b"} and len(holding) == 1
+    assert holding.held_ids() == {"b"} and len(holding) == 1
 
 
 def test_only_runs_past_the_threshold_are_reported_and_only_once() -> None:

@@ -1,27 +1,22 @@
-"""Tasks of the chaos and partition tests and of ``bench/recovery_bench.py``, and the chaos
-driver they share.
+"""The chaos driver: layered flows run on a fleet of workers while workers and the
+dispatcher are killed with SIGKILL at random moments; then every result is checked and
+every duplicate execution explained by a kill.
 
-Workers import this module as ``tests.integration.chaos_tasks``, so it imports nothing of
-pytest: the driver starts processes through a ``Starter`` its caller provides (the test's
-``procs`` fixture, or the benchmark's own launcher).
-
-Every chaos task records each of its executions in a Redis list of the test's namespace
-("label|worker|pid"), so the driver can count how often each task really ran and on which
-worker. A worker is named by the ``CHAOS_WORKER`` variable its starter sets; a process-pool
-child inherits it, so an execution is attributed correctly even in a child.
+Shared by the chaos test (tests/integration/test_chaos.py) and the recovery benchmark
+(bench/recovery_bench.py). It imports nothing of pytest: it starts processes through a
+``Starter`` its caller provides (the test's ``procs`` fixture, or the benchmark's own
+launcher), and its tasks live in ``bench.chaos.tasks``, where workers import them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,88 +26,8 @@ import redis
 from balancer.common import codec
 from balancer.common.keys import Keys
 
-from balancer import Flow, FlowRun, Node, task
-
-WORKER_ENV = "CHAOS_WORKER"
-MODULUS = 1_000_000_007
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
-_clients_lock = threading.Lock()
-
-
-def _redis(url: str) -> redis.Redis:
-    """One client per process and URL (pool children and threads reuse it)."""
-    key = (os.getpid(), url)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = redis.Redis.from_url(url)
-        return client
-
-
-def executions_key(namespace: str) -> str:
-    """The execution log of a test, inside its namespace (so it is dropped with it)."""
-    return Keys(namespace).prefix + "chaos:executions"
-
-
-def worker_name() -> str:
-    return os.environ.get(WORKER_ENV, f"pid-{os.getpid()}")
-
-
-def combine(salt: int, inputs: Iterable[int]) -> int:
-    """The value a chaos step returns: deterministic and sensitive to order and to every input."""
-    value = salt % MODULUS
-    for i, x in enumerate(inputs):
-        value = (value * 1_000_003 + int(x) + i) % MODULUS
-    return value
-
-
-# -- tasks -----------------------------------------------------------------------------
-
-
-@task
-def step(log: list[str], label: str, salt: int, inputs: list[int], pause: float) -> int:
-    """Record this execution, sleep ``pause`` seconds, return ``combine(salt, inputs)``."""
-    url, key = log
-    _redis(url).rpush(key, f"{label}|{worker_name()}|{os.getpid()}")
-    if pause > 0:
-        time.sleep(pause)
-    return combine(salt, inputs)
-
-
-@task
-def hold(url: str, release_key: str, seconds: float, started_key: str = "") -> str:
-    """Run until ``release_key`` exists (or ``seconds`` pass); return the worker's name.
-
-    With ``started_key``, first record "worker|wall-clock time" there: when it really began.
-    """
-    client = _redis(url)
-    if started_key:
-        client.rpush(started_key, f"{worker_name()}|{time.time():.6f}")
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not client.exists(release_key):
-        time.sleep(0.02)
-    return worker_name()
-
-
-@task
-def sleep_then_name(seconds: float) -> str:
-    """Sleep, then return the name of the worker that ran this."""
-    time.sleep(seconds)
-    return worker_name()
-
-
-@task
-def name_of_worker() -> str:
-    return worker_name()
-
-
-@task
-def echo(value: Any) -> Any:
-    return value
-
-
-# -- the chaos driver ------------------------------------------------------------------
+from balancer import Flow, FlowRun, Node
+from bench.chaos.tasks import MODULUS, combine, executions_key, step
 
 
 class Starter(Protocol):

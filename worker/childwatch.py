@@ -17,7 +17,7 @@ import threading
 import time
 from multiprocessing.connection import wait
 
-from balancer.common import codec, signals
+from balancer.common import codec, prefetch
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
@@ -40,10 +40,13 @@ RESTART_BACKOFF = 1.0
 SHOWN_LOOK = 1.0
 
 
-class ChildSlot(threading.Thread):
+class ChildWatch(threading.Thread):
+    """The supervisor's thread for one pool child. The child is the slot (it fetches, runs
+    and acknowledges on its own); this thread only watches it, hence not a slot itself."""
+
     def __init__(self, index: int, spec: ChildSpec, scripts: Scripts, acker: Acker,
                  holding: Holding) -> None:
-        super().__init__(name=f"slot-{index}", daemon=True)
+        super().__init__(name=f"child-watch-{index}", daemon=True)
         self.spec = spec
         self.worker_id = spec.worker_id
         self.scripts = scripts
@@ -90,8 +93,9 @@ class ChildSlot(threading.Thread):
         snap = self.record.read()
         return snap.lease.task_id if snap.lease else None
 
-    def holds(self) -> set[str]:
-        """The task ids the child holds: the one it runs and those of its batch."""
+    def held_ids(self) -> set[str]:
+        """The task ids the child holds (taken out of the inbox, not yet acknowledged): the
+        one it runs and those of its batch."""
         ids = {task_id for task_id, _, _ in self.record.held()}
         current = self.current
         if current is not None:
@@ -144,9 +148,9 @@ class ChildSlot(threading.Thread):
         if snap.phase == IDLE:
             return None
         if snap.phase != RUNNING or snap.lease is None:
-            return signals.LONG_RUN_S  # taken or finishing: a run may start at once
+            return prefetch.LONG_RUN_S  # taken or finishing: a run may start at once
         now = time.monotonic()
-        horizon = snap.started + signals.LONG_RUN_S
+        horizon = snap.started + prefetch.LONG_RUN_S
         if self._shown is not None and self._shown[0] == snap.gen:
             horizon = now + SHOWN_LOOK  # the child tells when a long run ends
         if snap.lease.timeout is not None:
@@ -162,7 +166,7 @@ class ChildSlot(threading.Thread):
             self.holding.release(shown[1])
             self._shown = shown = None
         if (shown is None and snap.phase == RUNNING and lease is not None
-                and time.monotonic() - snap.started >= signals.LONG_RUN_S):
+                and time.monotonic() - snap.started >= prefetch.LONG_RUN_S):
             self.holding.add(lease)
             self.holding.start(lease.task_id, at=snap.started)
             self._shown = (snap.gen, lease.task_id)

@@ -1,0 +1,176 @@
+"""The contract between the Python code and the Lua scripts, written once: the lease token
+grammar and every script's KEYS and ARGV layout.
+
+Python and Lua both build and read these, so each rule lives here and its Lua side is
+checked against it by ``tests/common/test_protocol.py``: the token patterns of
+``_prelude.lua`` (``counted``, ``lease_token``) against ``parse_token``, and every script's
+``-- KEYS:`` / ``-- ARGV:`` header against its ``LAYOUTS`` entry, which the wrapper in
+``common/scripts.py`` follows. The wake-list signals are owned by ``common/signals.py``
+(its ``LUA_KINDS`` mirrors the prelude's ``SIGNAL`` table), the prefetch rules by
+``common/prefetch.py``.
+
+Lease tokens
+------------
+
+A lease is the member ``<task id>|<token>`` of its worker's leases set, and the token is
+new for every lease, so that removing the member fences a late ack::
+
+    token   = prefix "." index [ "!" ]
+    prefix  = epoch "." batch [ "u" ]
+    epoch   = digit+          the leader's epoch (leader token "<epoch>|<dispatcher id>")
+    batch   = alnum+          the dispatcher's count of lease calls, or a submit's fresh hex
+                              id (a standing offer taken by submit_small.lua); never ending
+                              in "u" when counted
+    index   = digit+          1-based place of the lease in its lease call
+    "u"     = uncounted       the queue has no concurrency limit: the lease is not counted
+                              in ``inflight`` (one write per batch saved everywhere else)
+    "!"     = suspect         the task was held ahead by a worker that died: a pool child
+                              tells Redis when it starts it (see reap.lua)
+
+A "u" right before the index's "." is the flag when a batch character precedes it
+(``1.2uu.3``: batch ``2u``, uncounted; ``1.u.3``: batch ``u``, counted). Python builds the
+prefix (``lease_prefix``: the dispatcher and a submit taking an offer); Lua adds the index
+and the suspect mark (``lease_token`` in the prelude). Only those two places carry a
+meaning, never a letter anywhere else; a token not of the grammar counts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import NamedTuple
+
+# The wake list holds at most this many signals: the oldest go first (a lost signal costs
+# latency, never a task). Mirrored by WAKE_CAP in _prelude.lua (checked by a test).
+WAKE_CAP = 10_000
+
+UNCOUNTED = "u"
+SUSPECT = "!"
+
+_TOKEN = re.compile(r"(\d+)\.([0-9A-Za-z]+?)(u?)\.(\d+)(!?)")
+
+
+class Token(NamedTuple):
+    """A lease token, read by ``parse_token``."""
+
+    epoch: int
+    batch: str
+    counted: bool
+    position: int  # the grammar's index (a tuple has its own ``index`` method)
+    suspect: bool
+
+
+def lease_prefix(epoch: str | int, batch: str | int, counted: bool) -> str:
+    """The token prefix of one lease call: the lease script appends each lease's index.
+
+    ``batch`` is a count or a hex id (never ending in "u"). Not checked here: an epoch
+    read from a bad offer must cost the submit its offer (the script refuses an epoch
+    that does not lead), not an exception."""
+    return f"{epoch}.{batch}{'' if counted else UNCOUNTED}"
+
+
+def lease_token(prefix: str, index: int, suspect: bool = False) -> str:
+    """A lease's token, as ``lease_token`` in _prelude.lua builds it."""
+    return f"{prefix}.{index}{SUSPECT if suspect else ''}"
+
+
+def parse_token(token: str) -> Token | None:
+    """Read a lease token; None when it does not follow the grammar."""
+    m = _TOKEN.fullmatch(token)
+    if m is None:
+        return None
+    epoch, batch, uncounted, index, suspect = m.groups()
+    return Token(int(epoch), batch, not uncounted, int(index), bool(suspect))
+
+
+def is_counted(token: str) -> bool:
+    """Whether the lease counts in ``inflight``: as ``counted`` in _prelude.lua, a token
+    not of the grammar counts (the safe side: it is uncounted only when it says so)."""
+    parsed = parse_token(token)
+    return parsed is None or parsed.counted
+
+
+def is_suspect(token: str) -> bool:
+    """Whether the lease is of a suspect (the token's last character is "!")."""
+    return token.endswith(SUSPECT)
+
+
+def leader_epoch(leader_token: str) -> str:
+    """The epoch of a leader token ``<epoch>|<dispatcher id>``."""
+    return leader_token.split("|", 1)[0]
+
+
+# -- script layouts ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one script takes: its KEYS and ARGV, the fixed head of each by name (a key by
+    its kind in common/keys.py, or ``source`` for any key), then in words what repeats.
+
+    The script's header says the same (``-- KEYS: <names>; then <rest>``), and its wrapper
+    passes the head in this order: a test checks both, so the positional arithmetic on
+    either side cannot drift from the other unnoticed.
+    """
+
+    keys: tuple[str, ...]
+    argv: tuple[str, ...]
+    keys_then: str = ""
+    argv_then: str = ""
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated head ("none": no head)."""
+    return () if text.strip() == "none" else tuple(n.strip() for n in text.split(","))
+
+
+def layout(keys: str, argv: str, keys_then: str = "", argv_then: str = "") -> Layout:
+    """A Layout from its header's words, as the script's header writes them."""
+    return Layout(_names(keys), _names(argv), keys_then, argv_then)
+
+
+LAYOUTS: dict[str, Layout] = {
+    "ack": layout(
+        "leases, inflight, wake, deadlines, inbox, ahead, idle",
+        "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field",
+        "per task: task, flow, flow done, then (child task, child queue) per child",
+        "per task: id, token, queue, started ms, result, has deadline, child count, then"
+        " (child id, child score) per child"),
+    "assign": layout(
+        "leader, inbox, leases, inflight, queue, deadlines",
+        "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
+        " prefetch depth",
+        "task...", "task id... (in the order of the task keys)"),
+    "cascade": layout("cascade, flow, flow done", "failed task id, ttl ms, error",
+                      "child task...", "child id..."),
+    "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
+    "dlq_retry": layout("dlq, task, queue, wake", "task id"),
+    "fail": layout(
+        "task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,"
+        " dlq",
+        "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
+        " started ms"),
+    "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
+    "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
+    "mark_running": layout("leases", "worker id", "task...",
+                           "(task id, token)... in the order of the task keys"),
+    "promote": layout("delayed", "none", "(task, queue)...", "task id..."),
+    "reap": layout(
+        "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead",
+        "leader token, worker id, seen before ms, poison threshold, quarantine error",
+        "(task, queue)...", "(task id, lease token, started)..."),
+    "release": layout("inbox, leases, inflight, wake, deadlines", "worker id",
+                      "(task, queue)...", "(inbox entry, task id, token, queue name)..."),
+    "set_aside": layout("aside, source", "entry id, record, source type, member"),
+    "submit_small": layout(
+        "flow, flows, queues, queue, wake, offer",
+        "flow id, created ms, recent flows, queue name, signal, task count, flow pairs",
+        "task... (one per task), then with an offer: leader, queue-conf, workers, inflight,"
+        " deadlines, (inbox, leases) per offered worker, the offered workers' other"
+        " queues...",
+        "the flow's field/value pairs, then per task: id, score, pair count, the pairs; then"
+        " the offer as read ('' when none), and with one: its leader epoch, lease prefix,"
+        " grace ms, worker count, other queue count, then (worker id, capacity, host load)"
+        " per offered worker"),
+    "take": layout("inbox, leases", "count"),
+}

@@ -1,0 +1,51 @@
+"""promote.lua: due retries go back to their queue."""
+
+from __future__ import annotations
+
+from balancer.common.scripts import FAIL_RETRIED
+
+from tests.common.lua.db import Db, Q, strings
+
+
+def test_promote_queues_only_due_retries(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("due", retries=1, retry_delay=0.0, score=7.0)
+    db.put_task("later", retries=1, retry_delay=3600.0, score=8.0)
+    tokens = db.lease("due", "later")
+    assert db.fail("due", tokens["due"]) == FAIL_RETRIED
+    assert db.fail("later", tokens["later"]) == FAIL_RETRIED
+
+    assert db.scripts.promote([("due", Q), ("later", Q)]) == 1
+    assert db.queued() == {"due": 7.0}
+    assert (db.state("due"), db.state("later")) == ("queued", "retrying")
+    assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["later"]
+
+
+def test_promoted_task_is_leased_with_a_new_token_that_fences_the_old_one(db: Db) -> None:
+    db.put_flow(1)
+    db.put_task("a", retries=1)
+    old = db.lease("a")["a"]
+    assert db.fail("a", old) == FAIL_RETRIED
+    assert db.scripts.promote([("a", Q)]) == 1
+    new = db.lease("a", prefix="1.2")["a"]
+    assert new != old
+    record = db.task("a")
+    # A replay of the old fail answers as its first call did, and changes nothing.
+    assert db.fail("a", old) == FAIL_RETRIED
+    assert db.ack("a", old) is False
+    assert db.task("a") == record
+    assert (record["state"], record["failures"]) == ("queued", "1")
+    assert db.leases() == {f"a|{new}"}
+    assert (db.client.zcard(db.keys.delayed), db.inflight()) == (0, "1")
+    assert db.ack("a", new, result=b"ok") is True
+    # A replay still answers as its first call did, and changes nothing of the new lease.
+    assert db.fail("a", old, "final") == FAIL_RETRIED
+    assert (db.state("a"), db.field(db.keys.task("a"), "lease")) == ("completed", new)
+
+
+def test_promote_drops_a_due_entry_whose_task_is_no_longer_retrying(db: Db) -> None:
+    db.put_task("a", state="failed")
+    db.client.zadd(db.keys.delayed, {"a": 0})
+    assert db.scripts.promote([("a", Q)]) == 0
+    assert db.client.zcard(db.keys.delayed) == 0
+    assert db.queued() == {}

@@ -1,0 +1,111 @@
+"""Prefect 1 code runs with only the import changed: upstream_tasks=, set_dependencies,
+add_edge, chain, Flow(tasks=, edges=), Parameter, max_retries with a timedelta, and the
+state that flow.run() returns. On a real Redis with real worker threads."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import redis
+
+from balancer import Flow, FlowError, Parameter, task
+from tests.integration import tasks
+from tests.integration.conftest import ThreadCluster
+
+
+def _run(cluster: ThreadCluster, flow: Flow, **kwargs: object):  # type: ignore[no-untyped-def]
+    return flow.run(timeout=30, client=cluster.client, namespace=cluster.settings.namespace,
+                    quiet=True, **kwargs)  # type: ignore[arg-type]
+
+
+def _order(client: redis.Redis, key: str) -> list[str]:
+    return [x.decode() for x in client.lrange(key, 0, -1)]
+
+
+def test_upstream_tasks_run_first_without_passing_anything(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    cluster.add_worker(concurrency=4)
+    key = f"{{{namespace}}}:order"
+    with Flow("upstream_tasks") as flow:
+        first = tasks.record(redis_url, key, "first")
+        second = tasks.record(redis_url, key, "second", upstream_tasks=[first])
+        tasks.record(redis_url, key, "third", upstream_tasks=[second, first])
+    run = _run(cluster, flow)
+    assert run.is_successful() and not run.is_failed()
+    assert _order(cluster.client, key) == ["first", "second", "third"]
+    assert second.upstream == {first: None}  # order only: no result is passed
+
+
+def test_set_dependencies_add_edge_and_chain_wire_a_flow_imperatively(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    cluster.add_worker(concurrency=4)
+    key = f"{{{namespace}}}:order"
+    flow = Flow("imperative")
+    one, two = flow.add_task(tasks.constant), flow.add_task(tasks.square)
+    one.args, two.args = (3,), ()
+    flow.set_dependencies(tasks.square, keyword_tasks={"x": tasks.constant})
+    total = flow.add_task(tasks.add)
+    flow.add_edge(tasks.square, total, key="a")
+    flow.set_dependencies(total, keyword_tasks={"b": 100})
+    with flow:
+        a, b, c = (tasks.record(redis_url, key, label) for label in "abc")
+    flow.chain(c, b, a)
+    run = _run(cluster, flow)
+    assert run.result(total) == 109  # 3 * 3 + 100
+    assert _order(cluster.client, key) == ["c", "b", "a"]
+
+
+def test_a_flow_built_from_tasks_and_edges(cluster: ThreadCluster) -> None:
+    cluster.add_worker()
+    flow = Flow("edges", tasks=[tasks.constant, tasks.square],
+                edges=[(tasks.constant, tasks.square, "x")])
+    flow.node_of(tasks.constant).args = (7,)
+    run = _run(cluster, flow)
+    assert run.result[tasks.square].result == 49
+
+
+def test_parameters_take_their_defaults_or_the_values_given_to_run(
+        cluster: ThreadCluster) -> None:
+    cluster.add_worker()
+    with Flow("params") as flow:
+        x = Parameter("x", default=2)
+        y = Parameter("y")  # no default: required
+        result = tasks.add(tasks.square(x), y)
+    assert _run(cluster, flow, parameters={"y": 10}).result(result) == 14
+    assert _run(cluster, flow, parameters={"x": 5, "y": 1}).result(result) == 26
+    with pytest.raises(FlowError, match="parameter 'y' is required"):
+        flow.submit(cluster.client, namespace=cluster.settings.namespace)
+    with pytest.raises(FlowError, match="has no parameter z"):
+        flow.submit(cluster.client, namespace=cluster.settings.namespace,
+                    parameters={"y": 1, "z": 3})
+
+
+@task(max_retries=2, retry_delay=timedelta(milliseconds=50))
+def flaky_once(url: str, key: str) -> str:
+    if redis.Redis.from_url(url).incr(key) < 2:
+        raise RuntimeError("first try fails")
+    return "ok"
+
+
+def test_max_retries_and_a_timedelta_retry_delay(cluster: ThreadCluster, redis_url: str,
+                                                 namespace: str) -> None:
+    assert flaky_once.retries == 2 and flaky_once.retry_delay == 0.05
+    cluster.add_worker()
+    with Flow("retries") as flow:
+        node = flaky_once(redis_url, f"{{{namespace}}}:tries")
+    assert _run(cluster, flow).result(node) == "ok"
+
+
+def test_the_run_reads_as_prefects_state(cluster: ThreadCluster) -> None:
+    cluster.add_worker(concurrency=2)
+    with Flow("state") as flow:
+        good = tasks.constant(1)
+        bad = tasks.always_fails(2)
+        after = tasks.square(bad)
+    state = _run(cluster, flow)
+    assert state.is_failed() and not state.is_successful()
+    assert "Some tasks failed" in state.message and "always_fails" in state.message
+    assert state.result[good].result == 1 and state.result[good].is_successful()
+    assert state.result[bad].is_failed() and "bad input 2" in state.result[bad].message
+    assert state.result[after].is_failed() and state.result[after].result is None

@@ -1,0 +1,157 @@
+"""A pool child's slot (worker/batchslot.py): it takes its next batch with the ack, makes
+way (hands back what it has not started, stores what waits) and tells Redis when it starts
+a suspect. The slot runs in the test's thread, its tasks in a scripted runner."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from balancer.common import codec
+from balancer.common.settings import Settings
+from balancer.worker import batchslot
+from balancer.worker.ack import Acker
+from balancer.worker.batchslot import BatchSlot
+from balancer.worker.executor import Outcome
+from balancer.worker.holding import Holding
+from balancer.worker.inbox import Inbox
+
+from tests.common.lua.db import Db, Q, W
+from tests.worker.scripted import Spy
+
+FIELD = "0"  # the child's field of ahead:<worker>
+
+
+@dataclass
+class Runner:
+    """Runs a task by calling ``on_run`` with its id (read off the slot), and returns it."""
+
+    on_run: Callable[[str], None]
+    slot: BatchSlot | None = None
+    ran: list[str] = field(default_factory=list)
+
+    def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
+        assert self.slot is not None and self.slot.current is not None
+        self.ran.append(self.slot.current)
+        self.on_run(self.slot.current)
+        return Outcome(True, codec.pack(self.slot.current))
+
+    def close(self, kill: bool = False) -> None:
+        pass
+
+
+@dataclass
+class Child:
+    slot: BatchSlot
+    runner: Runner
+    holding: Holding
+    stopping: threading.Event
+
+    def run(self) -> None:
+        """Run the slot's loop here, until a task sets ``stopping``."""
+        self.slot.run()
+
+
+def child(db: Db, settings: Settings, on_run: Callable[[str], None]) -> Child:
+    holding = Holding()
+    holding.learn(Q, 1.0)  # short tasks: batches as deep as the prefetch
+    stopping = threading.Event()
+    inbox = Inbox(W, db.client, db.keys, holding.add, stopping)
+    acker = Acker(W, db.scripts, settings, holding, busy=lambda: 0)
+    runner = Runner(on_run)
+    slot = BatchSlot(W, db.client, db.keys, runner, inbox, acker, holding, stopping, FIELD)
+    runner.slot = slot
+    return Child(slot, runner, holding, stopping)
+
+
+def ahead(db: Db) -> str | None:
+    return db.field(db.keys.ahead(W), FIELD)
+
+
+def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
+        db: Db, settings: Settings) -> None:
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t)
+    tokens = db.lease("a", "b", "c", "d", depth=16)  # short tasks: prefetched 16 deep
+    seen: dict[str, str | None] = {}
+
+    def on_run(task_id: str) -> None:
+        seen[task_id] = ahead(db)
+        if task_id == "d":
+            c.stopping.set()
+
+    c = child(db, settings, on_run)
+    takes = Spy(c.slot.inbox.scripts, "take")
+    acks = Spy(db.scripts, "ack_and_take")
+    c.run()
+    assert c.runner.ran == ["a", "b", "c", "d"]
+    assert len(takes.calls) == 1  # "a" alone was fetched; b, c, d came with its ack
+    first = acks.calls[0]
+    assert [d.task_id for d in first[1]] == ["a"]
+    assert first[4] >= 3 and first[6] == FIELD  # a batch of the prefetch depth, as FIELD
+    listed = f"c|{tokens['c']} d|{tokens['d']}"
+    assert seen == {"a": None, "b": listed, "c": listed, "d": listed}
+    assert [db.state(t) for t in "abcd"] == ["completed"] * 4
+    assert db.leases() == set()
+    assert len(c.holding) == 0
+
+
+def test_make_way_hands_back_what_is_not_started_and_stores_what_waits(
+        db: Db, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(batchslot, "ACK_WITHIN", 60.0)  # "b"'s result waits for its batch
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t, score=float(ord(t)))
+    tokens = db.lease("a", "b", "c", "d", depth=16)
+    during: dict[str, object] = {}
+
+    def on_run(task_id: str) -> None:
+        if task_id == "b":
+            during["b waits"] = db.state("b")
+        if task_id == "c":  # "c" runs long: the supervisor asks the child to make way
+            c.slot.make_way()
+            during["b stored"] = db.state("b")
+            during["queued"] = db.queued()
+            during["held"] = sorted(c.holding.held_ids())
+            c.stopping.set()
+
+    c = child(db, settings, on_run)
+    with caplog.at_level(logging.INFO, logger="worker"):
+        c.run()
+    assert c.runner.ran == ["a", "b", "c"]
+    assert during == {"b waits": "queued", "b stored": "completed",
+                      "queued": {"d": float(ord("d"))}, "held": ["c"]}
+    assert [db.state(t) for t in "abc"] == ["completed"] * 3
+    assert db.leases() == set()  # "d" is no lease of W's any more
+    assert db.inbox() == []
+    assert f"worker={W} handed back 1 tasks taken ahead: d" in caplog.text
+    assert tokens["d"] not in (ahead(db) or "").split("|")[0]
+
+
+def test_a_suspect_taken_ahead_tells_redis_when_it_starts(db: Db, settings: Settings) -> None:
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t)
+    db.client.hset(db.keys.task("c"), "suspect", 1)  # its worker died with it in a batch
+    tokens = db.lease("a", "b", "c", "d", depth=16)
+    assert tokens["c"].endswith("!") and not tokens["b"].endswith("!")
+    seen: dict[str, str | None] = {}
+
+    def on_run(task_id: str) -> None:
+        seen[task_id] = ahead(db)
+        if task_id == "d":
+            c.stopping.set()
+
+    c = child(db, settings, on_run)
+    c.run()
+    listed = f"c|{tokens['c']} d|{tokens['d']}"
+    assert seen["b"] == listed  # "b" is no suspect: nothing told
+    # "c" is told as it starts: Redis lists only "d" as perhaps not started, so the
+    # reaper would count a loss for "c" from now on.
+    assert seen["c"] == seen["d"] == ahead(db) == f"d|{tokens['d']}"
+    assert [db.state(t) for t in "abcd"] == ["completed"] * 4
