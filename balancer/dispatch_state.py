@@ -430,7 +430,8 @@ class DispatchState:
             if rnd.queue is not None:
                 self._queue_done(rnd, rnd.queue)
             if not rnd.order:
-                return self._finish(rnd)
+                self._finish(rnd)
+                return None
             queue = rnd.queue = rnd.order.pop(0)
             ids = rnd.ready[queue]
             if not rnd.listed:
