@@ -136,9 +136,10 @@ def test_a_pool_child_dying_in_a_batch_hands_the_rest_back_without_a_loss(
     assert [run.result(n) for n in before + after] == [i * i for i in range(80)]
     lost = [int(real.hget(keys.task(run.ids[n]), "lost") or 0) for n in before + after]
     assert lost == [0] * 80
-    # Logged by the watch thread once the hand-back returns: the tasks handed back may
-    # complete on the new child before that line is written.
-    wait_for(lambda: "of the batch of its pool process that died" in caplog.text, timeout=10)
+    # Whether the killer ran with tasks behind it in its batch (which are then handed back,
+    # "of the batch of its pool process that died") depends on how deep the dispatcher had
+    # prefetched when the child took its batch: the property asserted is that nothing is
+    # lost either way. tests/worker/test_batchslot.py hands a batch back deterministically.
 
 
 def test_a_long_run_in_a_batch_hands_the_tasks_behind_it_to_the_other_worker(
