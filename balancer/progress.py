@@ -84,7 +84,8 @@ class Reporter:
         self.started = clock()
         self.last: Snapshot | None = None
         self.moved_at = self.started  # when done/failed last changed
-        self.said_at = -LINE_EVERY  # when a plain line was last written
+        self.said_at = self.started  # when a plain line was last written: a run shorter
+        # than LINE_EVERY says only that it was submitted and how it ended
         self.held: tuple[list[str], float] | None = None  # the hold said, and when
         self.drawn = False  # a bar is on the current line
         self.looked_at = -TICK  # when Redis was last read
