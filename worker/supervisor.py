@@ -248,8 +248,7 @@ class Worker:
         try:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id),
-                        self.keys.fetched(self.id))
+            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
             pipe.rpush(self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
