@@ -111,8 +111,14 @@ class CheckRetries:
     """A retry was scheduled: look at the earliest due time again."""
 
 
+@dataclass(frozen=True)
+class CheckSchedules:
+    """A schedule was added or changed: look at the earliest due time again."""
+
+
 Command = Recount | ReadQueues | Assign
-SignalCommand = Reap | RefreshQueues | RunCascade | WatchDeadlines | CheckRetries
+SignalCommand = (Reap | RefreshQueues | RunCascade | WatchDeadlines | CheckRetries
+                 | CheckSchedules)
 
 
 # -- events that are records -------------------------------------------------------------
@@ -300,6 +306,8 @@ class DispatchState:
                 yield WatchDeadlines()  # the leases carry timeouts
             elif s.kind == signals.RETRY:
                 yield CheckRetries()
+            elif s.kind == signals.SCHEDULES:
+                yield CheckSchedules()
             elif s.kind == signals.SUBMITTED:
                 self._wake()
                 if known is not None and s.ready is not None and s.queues[0] in self.empty:

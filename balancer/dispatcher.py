@@ -44,6 +44,7 @@ from balancer.dispatch_state import (
     Assign,
     Assigned,
     CheckRetries,
+    CheckSchedules,
     DispatchState,
     QueuesRead,
     ReadQueues,
@@ -55,6 +56,7 @@ from balancer.dispatch_state import (
 )
 from balancer.episodes import Episodes
 from balancer.offers import StandingOffers
+from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
 from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
@@ -73,6 +75,8 @@ UNSERVED_WARNING = 30.0
 IDLE_RECHECK = 5.0
 # An upkeep job that failed on data (not an outage) is tried again this often.
 JOB_RETRY = 5.0
+# The schedules' earliest due time is read again this often even without a signal.
+SCHEDULES_RECHECK = 10.0
 
 
 class Dispatcher:
@@ -116,6 +120,9 @@ class Dispatcher:
         # Bad data met on the way: set aside, its queue skipped or its worker shunned.
         self.troubles = Troubles(client, self.keys, self.aside, self.state)
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
+        self.firer = Firer(client, self.keys, self.scripts, settings, self.aside)
+        self._schedules_due: float | None = None  # Redis ms of the earliest due schedule
+        self._schedules_at = 0.0  # when the schedules were last read (our clock)
 
     @property
     def view(self) -> ClusterView:
@@ -239,6 +246,7 @@ class Dispatcher:
         self.state.reset()
         self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
         self._next_due = None
+        self._schedules_at = 0.0  # read them at once: due times wait for no signal
         self._cascade_pending = True
         self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
@@ -257,6 +265,8 @@ class Dispatcher:
             wait = min(wait, max(0.0, oldest + self.settings.worker_timeout - now) + 0.001)
         if self._next_due is not None:
             wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
+        if self._schedules_due is not None:
+            wait = min(wait, max(0.0, (self._schedules_due - self.redis_now_ms()) / 1000))
         return wait
 
     def _signals(self, timeout: float) -> list[signals.Signal]:
@@ -290,6 +300,8 @@ class Dispatcher:
                 self._deadlines_pending = True
             elif isinstance(command, CheckRetries):
                 self._next_due = None
+            elif isinstance(command, CheckSchedules):
+                self._schedules_at = 0.0
 
     def _timers(self) -> None:
         now = self.clock()
@@ -298,6 +310,7 @@ class Dispatcher:
         if now - self._configs_at > CONFIG_REFRESH:
             self._job("queues", self._refresh_queues)
         self._job("retries", self._promote)
+        self._job("schedules", self._fire_schedules)
         if self._cascade_pending:
             self._job("cascade", self._cascade)
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
@@ -378,6 +391,23 @@ class Dispatcher:
         moved, self._next_due = self.upkeep.promote(now)
         if moved:
             self.state.stale()
+
+    def _fire_schedules(self) -> None:
+        """Fire the schedules that are due (``balancer.schedule_fire``), when one is due or
+        they changed, and every SCHEDULES_RECHECK at least (a lost signal)."""
+        if self.token is None:
+            return
+        now = self.redis_now_ms()
+        due = self._schedules_due
+        if (self.clock() - self._schedules_at < SCHEDULES_RECHECK
+                and (due is None or due > now)):
+            return
+        self._schedules_at = self.clock()
+        try:
+            self._schedules_due = self.firer.fire_due(self.token, int(now))
+        except NotLeader:
+            log.warning("dispatcher=%s is no longer leader; stopped firing schedules", self.id)
+            self.token = None
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()

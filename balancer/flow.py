@@ -57,13 +57,15 @@ class Node:
 
 class Flow:
     def __init__(self, name: str, tasks: Iterable[Task] | None = None,
-                 edges: Iterable[Any] | None = None) -> None:
+                 edges: Iterable[Any] | None = None, schedule: Any = None) -> None:
         """``tasks`` and ``edges`` build it at once, as Prefect 1's ``Flow(name, tasks=...,
         edges=...)``: an edge is ``(upstream, downstream)``, ``(upstream, downstream,
-        key)``, or an object with ``upstream_task``, ``downstream_task`` and ``key``."""
+        key)``, or an object with ``upstream_task``, ``downstream_task`` and ``key``.
+        ``schedule`` (``balancer.schedules``) is what ``register_schedule`` registers."""
         if not name or not isinstance(name, str):
             raise ValueError("a flow needs a non-empty name")
         self.name = name
+        self.schedule = schedule
         self.nodes: list[Node] = []
         self.parameters: dict[str, Parameter] = {}
         self._by_task: dict[Task, Node] = {}
@@ -322,6 +324,25 @@ class Flow:
             raise SystemExit(130) from None
         report.end(state)
         return run
+
+    def register_schedule(self, schedule: Any = None, client: redis.Redis | None = None, *,
+                          namespace: str | None = None,
+                          parameters: dict[str, Any] | None = None,
+                          schedule_id: str | None = None) -> str:
+        """Hand this flow and its schedule (``schedule``, else the flow's own) to the
+        cluster: its leader dispatcher runs the flow at every due time from now on, with
+        ``parameters`` (else their defaults), until ``balancer schedule rm``. The
+        schedule's id (default: the flow's name) is returned; registering the same id
+        again replaces it (keeping its next due time when the clocks are the same)."""
+        from balancer.client import resolve
+        from balancer.schedule_store import register
+
+        schedule = schedule if schedule is not None else self.schedule
+        if schedule is None:
+            raise FlowError(f"flow {self.name!r} has no schedule: give Flow(...,"
+                            " schedule=...) or register_schedule(schedule)")
+        conn, settings = resolve(client, namespace)
+        return register(conn, settings, self, schedule, schedule_id, parameters)[0]
 
     def validate(self) -> None:
         """Raise FlowError if the flow cannot run as built (a cycle, a task of another

@@ -15,6 +15,7 @@ import logging
 import random
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -152,15 +153,25 @@ def _check_options(nodes: list[Node], flow: Flow, settings: Settings, now_ms: in
             raise FlowError(str(exc)) from None
 
 
-def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
-                params: dict[Parameter, Any] | None = None) -> FlowRun:
-    """Write ``flow`` to the cluster, all or nothing: everything that can be refused
-    (options, arguments, their size) is checked before the first write, and a write
-    Redis refuses anyway (a key of the wrong type) is undone."""
+@dataclass
+class Prepared:
+    """A flow's records as a submit writes them: the flow's, and each task's by id, the
+    ready ones by queue. Schedules keep one as the template of their runs."""
+
+    flow_id: str
+    flow_record: dict[str, Any]
+    records: dict[str, dict[str, Any]]
+    ready: dict[str, dict[str, float]]
+    touched: set[str]
+    ids: dict[Node, str]
+
+
+def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
+            now_ms: int) -> Prepared:
+    """Check ``flow`` and build its records, writing nothing: everything that can be
+    refused (options, arguments, their size) is refused here."""
     nodes = flow.plan()
-    now_ms = int(time.time() * 1000)
     _check_options(nodes, flow, settings, now_ms)
-    keys = Keys(settings.namespace)
     flow_id = new_id()
     ids = {node: new_id() for node in nodes}
     children: dict[Node, list[Node]] = {node: [] for node in nodes}
@@ -182,6 +193,20 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         "tasks": codec.pack([[ids[n], n.task.name] for n in nodes]),
     }
     touched = {r["queue"] for r in records.values()}
+    return Prepared(flow_id, flow_record, records, ready, touched, ids)
+
+
+def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
+                params: dict[Parameter, Any] | None = None) -> FlowRun:
+    """Write ``flow`` to the cluster, all or nothing: everything that can be refused
+    (options, arguments, their size) is checked before the first write, and a write
+    Redis refuses anyway (a key of the wrong type) is undone."""
+    now_ms = int(time.time() * 1000)
+    keys = Keys(settings.namespace)
+    prepared = prepare(flow, settings, params, now_ms)
+    flow_id, flow_record, records = prepared.flow_id, prepared.flow_record, prepared.records
+    ready, touched, ids = prepared.ready, prepared.touched, prepared.ids
+    nodes = list(ids)
     listed = {q: list(ready.get(q, ())) for q in touched}
     signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
     small = None if flow.queues() else signals.small_submit(listed)

@@ -65,7 +65,7 @@ ROLES = {
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
         scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
-                 "dlq_purge", "set_aside"),
+                 "dlq_purge", "set_aside", "schedule_fire", "schedule_put"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers
@@ -79,13 +79,14 @@ ROLES = {
     ),
     "client": Role(
         "client",
-        scripts=("submit_small",),
+        scripts=("submit_small", "schedule_put"),
         commands=(
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
         ),
-        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
+        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
+              "schedule", "schedules"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }

@@ -35,6 +35,9 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
 | epoch                | counter     | bumped by every new leader                                  |
+| schedules            | zset        | schedule id -> its next due time (ms, +inf once ended)      |
+| schedule:<id>        | hash        | a schedule: clocks, the template of its runs (the records a |
+|                      |             | submit writes), parameters, version, last run               |
 """
 
 from __future__ import annotations
@@ -77,6 +80,13 @@ class Keys:
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"
+
+    def schedule(self, schedule_id: str) -> str:
+        return f"{self.prefix}schedule:{schedule_id}"
+
+    @property
+    def schedules(self) -> str:
+        return f"{self.prefix}schedules"
 
     @property
     def flows(self) -> str:

@@ -172,5 +172,14 @@ LAYOUTS: dict[str, Layout] = {
         " the offer as read ('' when none), and with one: its leader epoch, lease prefix,"
         " grace ms, worker count, other queue count, then (worker id, capacity, host load)"
         " per offered worker"),
+    "schedule_fire": layout(
+        "leader, schedules, schedule, flow, flows, queues, wake, flow done",
+        "leader token, schedule id, due ms, next due ms, version, skipped",
+        "task... (one per task), then queue... (one per queue the run touches)",
+        "for a fire: flow id, recent flows, signal, the flow's pair count and pairs, task"
+        " count, then per task its pair count and pairs, queue count, then per queue its"
+        " name, its ready count and (score, id) per ready task"),
+    "schedule_put": layout("schedules, schedule, wake", "schedule id, clocks, first due ms",
+                           "", "field/value pairs of its record"),
     "take": layout("inbox, leases, fetched", "count"),
 }

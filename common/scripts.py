@@ -82,6 +82,19 @@ class Lead:
 
 
 @dataclass(frozen=True)
+class ScheduledRun:
+    """A run of a schedule as ``schedule_fire.lua`` writes it: the flow's record, each
+    task's by id, and per queue the ready tasks (id -> score), every queue touched listed."""
+
+    flow_id: str
+    flow: Mapping[str, Any]
+    tasks: Mapping[str, Mapping[str, Any]]
+    queues: Mapping[str, Mapping[str, float]]
+    signal: str
+    recent: int
+
+
+@dataclass(frozen=True)
 class LeasedTask:
     """A leased task the reaper or its worker takes back."""
 
@@ -351,3 +364,48 @@ class Scripts:
             "dlq_purge",
             [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
             [task_id, ttl_ms]))
+
+    # -- schedules ------------------------------------------------------------------
+
+    def schedule_put(self, schedule_id: str, clocks: bytes, first_due_ms: int,
+                     fields: Mapping[str, Any]) -> tuple[int, bool]:
+        """Add or replace a schedule (``schedule_put.lua``): (its next due time, True when
+        it was kept because the clocks are the same)."""
+        k = self.keys
+        args: list[Any] = [schedule_id, clocks, first_due_ms]
+        for name, value in fields.items():
+            args += [name, value]
+        due, kept = self._run("schedule_put", [k.schedules, k.schedule(schedule_id), k.wake],
+                              args)
+        return int(float(due)), bool(kept)
+
+    def schedule_fire(self, leader_token: str, schedule_id: str, due_ms: int,
+                      next_ms: int | None, version: str, run: ScheduledRun | None = None,
+                      skipped: int = 0) -> int:
+        """Advance a schedule past ``due_ms`` to ``next_ms`` (None: it ended) and write
+        ``run``, or with ``skipped`` skip that many due times without a run, in one step
+        (``schedule_fire.lua``): 1 done, 0 the schedule is not as read, -1 not leader."""
+        k = self.keys
+        keys = [k.leader, k.schedules, k.schedule(schedule_id)]
+        args: list[Any] = [leader_token, schedule_id, due_ms,
+                           "" if next_ms is None else next_ms, version, skipped]
+        if run is None:
+            keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-")]
+            return int(self._run("schedule_fire", keys, args))
+        keys += [k.flow(run.flow_id), k.flows, k.queues, k.wake, k.flow_done(run.flow_id)]
+        args += [run.flow_id, run.recent, run.signal, len(run.flow)]
+        for name, value in run.flow.items():
+            args += [name, value]
+        args.append(len(run.tasks))
+        for task_id, fields in run.tasks.items():
+            keys.append(k.task(task_id))
+            args.append(len(fields))
+            for name, value in fields.items():
+                args += [name, value]
+        args.append(len(run.queues))
+        for queue, ready in run.queues.items():
+            keys.append(k.queue(queue))
+            args += [queue, len(ready)]
+            for task_id, score in ready.items():
+                args += [repr(score), task_id]
+        return int(self._run("schedule_fire", keys, args))

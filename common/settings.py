@@ -57,6 +57,9 @@ class Settings:
     progress: str = "auto"
     # How serve and worker processes (pool children too) log: text or json lines.
     log_format: str = "text"
+    # A schedule's due time older than this (seconds) when the leader comes to it is
+    # skipped, and logged, rather than run late (balancer/schedules.py).
+    schedule_catchup: float = 300.0
 
     @classmethod
     def from_env(
@@ -96,6 +99,9 @@ class Settings:
         for name in ("timeout_grace", "shutdown_grace", "aging_seconds", "result_ttl"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.schedule_catchup < 1:
+            raise SettingsError(f"schedule_catchup must be at least 1 second, got"
+                                f" {self.schedule_catchup}")
         if self.worker_timeout < self.heartbeat_interval:
             raise SettingsError(
                 f"worker_timeout ({self.worker_timeout}s) must be at least "

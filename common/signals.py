@@ -17,6 +17,7 @@ The Lua scripts write the same formats; this module is the only Python that read
     x|<worker>                a worker deregistered: reap it now
     q                         a queue's configuration changed
     c                         failed tasks wait in ``cascade`` for their dependents to fail
+    t                         a schedule was added or changed: read the due times again
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ HEARTBEAT = "h"
 GONE = "x"
 QUEUES = "q"
 CASCADE = "c"
+SCHEDULES = "t"
 
 # The signals the Lua scripts push, by the names _prelude.lua's SIGNAL table gives them
 # (a test checks that table against this one: a script pushes only what ``parse`` reads).
 LUA_KINDS = {"submitted": SUBMITTED, "retry": RETRY, "ack": ACK, "settled": SETTLED,
-             "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE}
+             "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE,
+             "schedules": SCHEDULES}
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def parse(raw: bytes) -> Signal | None:
             if not queue or not listed:
                 return None
             return Signal(SUBMITTED, queues=(queue,), ready=listed)
-        if k in (RETRY, QUEUES, CASCADE):
+        if k in (RETRY, QUEUES, CASCADE, SCHEDULES):
             return Signal(k)
         if k in (ACK, SETTLED, OFFER_TAKEN):
             worker, _, count = rest.rpartition(b"|")

@@ -41,6 +41,11 @@ class Signer:
     def sign(self, message: bytes) -> str:
         return hmac.new(self.keys[0], message, hashlib.sha256).hexdigest()
 
+    def verifies(self, message: bytes, given: str) -> bool:
+        """Whether ``given`` is the signature of ``message`` with one of the keys."""
+        return any(hmac.compare_digest(hmac.new(key, message, hashlib.sha256).hexdigest(),
+                                       given) for key in self.keys)
+
     def refusal(self, lease: Lease) -> str | None:
         """None when the lease's spec carries a signature made with one of the keys, else
         why it is refused."""

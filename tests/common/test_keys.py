@@ -18,13 +18,15 @@ EXEMPT = {ROOT / "common" / "keys.py"}
 # A key segment right after the start of a string (just after the quote) or after a
 # formatted `{...}` field: "task:", f"{prefix}queue:{name}", "{ns}:inbox:" ... A colon
 # followed by a space is prose ("leader: "), not a key.
-KEY_SEGMENT = re.compile(r"(?:^|[}:])(?:task|flow|queue|queue-conf|offer|inbox|leases|worker)"
+KEY_SEGMENT = re.compile(r"(?:^|[}:])(?:task|flow|queue|queue-conf|offer|inbox|leases|worker"
+                         r"|schedule)"
                          r":(?=\S|$)")
 # The hash-tag prefix built by hand: "{" + namespace, or f"{{{namespace}}}:".
 HASH_TAG_OPEN = re.compile(r"\{$")
 HASH_TAG_CLOSE = re.compile(r"^\}:")
 
-ID_ARGS = {"task_id": "t1", "flow_id": "f1", "name": "q1", "worker_id": "w1"}
+ID_ARGS = {"task_id": "t1", "flow_id": "f1", "name": "q1", "worker_id": "w1",
+           "schedule_id": "s1"}
 
 
 def _every_key(keys: Keys) -> dict[str, str]:
@@ -47,7 +49,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "task", "flow", "flow_done", "queue", "queue_conf", "offer", "worker", "inbox", "leases",
         "fetched", "ahead",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
-        "aside", "wake", "idle", "leader", "epoch",
+        "aside", "wake", "idle", "leader", "epoch", "schedule", "schedules",
     }
 
 

@@ -14,7 +14,7 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import Child, Done, LeasedTask, Scripts
+from balancer.common.scripts import Child, Done, LeasedTask, ScheduledRun, Scripts
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -146,6 +146,10 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "submit_small": lambda s: s.submit_small("f", {"name": "n"}, "q", TASK, 5, 0, "s", OFFER,
                                              b"raw", "1.abcu", 100),
     "take": lambda s: s.take("w1", 3),
+    "schedule_fire": lambda s: s.schedule_fire(
+        "1|d", "s1", 5, 10, "1", ScheduledRun("f", {"name": "n"}, {"t1": {"fn": "m:f"}},
+                                              {"q": {"t1": 1.0}}, "s", 0)),
+    "schedule_put": lambda s: s.schedule_put("s1", b"c", 5, {"name": "n"}),
 }
 
 
