@@ -142,7 +142,7 @@ def schedule_ls(cluster: Cluster, as_json: bool) -> None:
     records = [r for _, r in found if isinstance(r, ScheduleRecord)]
     states = dict(zip([r.last_flow for r in records],
                       flow_states(cluster.client, cluster.keys, [r.last_flow for r in records])))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for sid, r in found:
         if isinstance(r, ScheduleError):
             rows.append({"id": sid, "error": str(r)})
