@@ -57,13 +57,16 @@ class Firer:
         """Fire or skip what is due by ``now_ms``; the next due time (ms) of any schedule
         afterwards, or None when there is none. NotLeader when the lease was lost."""
         for member, score in scored_ids(self.client, self.keys, now_ms, BATCH):
-            self._one(token, member, int(score), now_ms)
+            self._one(token, member, score, now_ms)
         head = as_scored(self.client.zrange(self.keys.schedules, 0, 0, withscores=True))
         if not head or not math.isfinite(head[0][1]):
             return None
         return head[0][1]
 
-    def _one(self, token: str, member: bytes, due: int, now_ms: int) -> None:
+    def _one(self, token: str, member: bytes, score: float, now_ms: int) -> None:
+        """``score``: the schedule's next due time as read, checked by the first script
+        call (a score not of whole milliseconds, written by hand, is fired as its floor)."""
+        due = int(score)
         try:
             schedule_id = member.decode()
         except UnicodeDecodeError:
@@ -80,7 +83,7 @@ class Firer:
             self._aside(aside.UNUSABLE, member, due, str(exc))
             return
         p = plan(record.schedule, due, now_ms, self.window_ms, FIRE_LIMIT)
-        if p.skipped and not self._skip(token, record, p):
+        if p.skipped and not self._skip(token, record, p, score):
             return
         for at in p.fire:
             try:
@@ -88,8 +91,8 @@ class Firer:
             except ScheduleError as exc:
                 self._aside(aside.UNUSABLE, member, at, str(exc))
                 return
-            done = self.scripts.schedule_fire(token, schedule_id, at, p.after(at),
-                                              record.version, run)
+            done = self.scripts.schedule_fire(token, schedule_id, score if at == due else at,
+                                              p.after(at), record.version, run)
             if not self._done(done, schedule_id):
                 return
             log.info("schedule=%s fired flow=%s name=%s for due=%s (%d ms late)",
@@ -98,8 +101,8 @@ class Firer:
             log.info("schedule=%s ended: no due time after %s", schedule_id,
                      shown(p.fire[-1]))
 
-    def _skip(self, token: str, record: ScheduleRecord, p: Plan) -> bool:
-        done = self.scripts.schedule_fire(token, record.id, p.due, p.skip_to, record.version,
+    def _skip(self, token: str, record: ScheduleRecord, p: Plan, score: float) -> bool:
+        done = self.scripts.schedule_fire(token, record.id, score, p.skip_to, record.version,
                                           skipped=p.skipped)
         if self._done(done, record.id):
             log.warning("schedule=%s skipped %d due times from %s (older than the catch-up"

@@ -379,15 +379,17 @@ class Scripts:
                               args)
         return int(float(due)), bool(kept)
 
-    def schedule_fire(self, leader_token: str, schedule_id: str, due_ms: int,
+    def schedule_fire(self, leader_token: str, schedule_id: str, due_ms: float,
                       next_ms: int | None, version: str, run: ScheduledRun | None = None,
                       skipped: int = 0) -> int:
-        """Advance a schedule past ``due_ms`` to ``next_ms`` (None: it ended) and write
-        ``run``, or with ``skipped`` skip that many due times without a run, in one step
-        (``schedule_fire.lua``): 1 done, 0 the schedule is not as read, -1 not leader."""
+        """Advance a schedule past ``due_ms`` (its score as read) to ``next_ms`` (None: it
+        ended) and write ``run``, or with ``skipped`` skip that many due times without a
+        run, in one step (``schedule_fire.lua``): 1 done, 0 the schedule is not as read, -1
+        not leader."""
         k = self.keys
         keys = [k.leader, k.schedules, k.schedule(schedule_id)]
-        args: list[Any] = [leader_token, schedule_id, due_ms,
+        args: list[Any] = [leader_token, schedule_id,
+                           due_ms if due_ms == int(due_ms) else repr(due_ms),
                            "" if next_ms is None else next_ms, version, skipped]
         if run is None:
             keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-")]

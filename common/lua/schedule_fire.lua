@@ -65,7 +65,8 @@ end
 local created = redis.call('HGET', KEYS[4], 'created')
 redis.call('ZADD', KEYS[5], created, flow_id)
 if recent > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, -recent - 1) end
-redis.call('HSET', KEYS[3], 'last_flow', flow_id, 'last_due', due)
+redis.call('HSET', KEYS[3], 'last_flow', flow_id, 'last_due',
+  redis.call('HGET', KEYS[4], 'scheduled') or '')
 redis.call('HINCRBY', KEYS[3], 'fired', 1)
 signal_capped(KEYS[7], signal_raw)
 return 1
