@@ -122,7 +122,8 @@ class Dispatcher:
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
         self.firer = Firer(client, self.keys, self.scripts, settings, self.aside)
         self._schedules_due: float | None = None  # Redis ms of the earliest due schedule
-        self._schedules_at = 0.0  # when the schedules were last read (our clock)
+        # When the schedules were last read (our clock); None: read them at the next turn.
+        self._schedules_at: float | None = None
 
     @property
     def view(self) -> ClusterView:
@@ -246,7 +247,7 @@ class Dispatcher:
         self.state.reset()
         self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
         self._next_due = None
-        self._schedules_at = 0.0  # read them at once: due times wait for no signal
+        self._schedules_at = None  # read them at once: due times wait for no signal
         self._cascade_pending = True
         self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
@@ -301,7 +302,7 @@ class Dispatcher:
             elif isinstance(command, CheckRetries):
                 self._next_due = None
             elif isinstance(command, CheckSchedules):
-                self._schedules_at = 0.0
+                self._schedules_at = None
 
     def _timers(self) -> None:
         now = self.clock()
@@ -399,7 +400,8 @@ class Dispatcher:
             return
         now = self.redis_now_ms()
         due = self._schedules_due
-        if (self.clock() - self._schedules_at < SCHEDULES_RECHECK
+        if (self._schedules_at is not None
+                and self.clock() - self._schedules_at < SCHEDULES_RECHECK
                 and (due is None or due > now)):
             return
         self._schedules_at = self.clock()

@@ -65,6 +65,12 @@ class Flow:
         if not name or not isinstance(name, str):
             raise ValueError("a flow needs a non-empty name")
         self.name = name
+        if schedule is not None:
+            from balancer.schedules import Schedule
+
+            if not isinstance(schedule, Schedule):
+                raise TypeError(f"flow {name!r}: schedule must be an IntervalSchedule,"
+                                f" CronSchedule or Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.nodes: list[Node] = []
         self.parameters: dict[str, Parameter] = {}

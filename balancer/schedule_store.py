@@ -127,7 +127,7 @@ def register(client: redis.Redis, settings: Settings, flow: Any, schedule: Sched
     first = schedule.next_after(now_ms)
     if first is None:
         raise ScheduleError(f"schedule {schedule_id!r} ({schedule.describe()}) has no due"
-                            " time after now: its end_date has passed")
+                            " time after now (its end_date has passed)")
     prepared = prepare(flow, settings, values, now_ms)
     template = codec.pack({
         "v": TEMPLATE_VERSION,

@@ -296,7 +296,7 @@ def test_the_dispatcher_learns_of_a_new_schedule_from_its_signal_and_fires_it_wh
     assert dispatcher._schedules_due == due
     # due now, at a time not of whole milliseconds (as by hand): fired all the same
     fake.zadd(Keys("ns").schedules, {sid: dispatcher.redis_now_ms() - 5.5})
-    dispatcher._schedules_at = 0.0
+    dispatcher._schedules_at = None
     dispatcher.step()
     assert fake.zcard(Keys("ns").flows) == 1
     [(_, record)] = read_all(fake, Keys("ns"))

@@ -215,3 +215,11 @@ def test_every_due_time_is_fired_or_skipped_exactly_once_across_calls() -> None:
             seen.append(d)
             due = p.after(d) or 0
     assert seen == list(range(T0, seen[-1] + 1, S))
+
+
+def test_a_flow_refuses_a_schedule_that_is_not_one() -> None:
+    from balancer import Flow
+
+    with pytest.raises(TypeError, match="schedule must be an IntervalSchedule"):
+        Flow("f", schedule="*/5 * * * *")
+    assert Flow("f", schedule=CronSchedule("*/5 * * * *")).schedule is not None

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 # -- wake signals --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [signals.SUBMITTED, signals.QUEUES, signals.CASCADE])
+@pytest.mark.parametrize("kind", [signals.SUBMITTED, signals.QUEUES, signals.CASCADE,
+                                  signals.SCHEDULES])
 def test_bare_signals_parse_to_their_kind(kind: str) -> None:
     assert signals.parse(kind.encode()) == Signal(kind)
 
