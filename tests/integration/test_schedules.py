@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -33,6 +34,15 @@ FLOW = "tests.integration.scheduled:every_second"
 def cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "balancer.cli", "schedule", *args],
                           cwd=ROOT, env=procs.env, capture_output=True, text=True, timeout=60)
+
+
+def add(procs: Processes, *args: str) -> int:
+    """Register with `balancer schedule add`; the first due time it printed (ms)."""
+    done = cli(procs, "add", FLOW, *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("schedule every-second: flow 'every-second', every 1s,")
+    due = done.stdout.split("next due ", 1)[1].split()[0].replace("Z", "+00:00")
+    return int(datetime.fromisoformat(due).timestamp() * 1000)
 
 
 def runs(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
@@ -63,10 +73,7 @@ def test_a_schedule_every_second_fires_runs_that_complete_on_a_real_worker(
     keys = Keys(namespace)
     procs.serve()
     procs.worker("--concurrency", "2")
-    added = cli(procs, "add", FLOW, "--param", "n=2")
-    assert added.returncode == 0, added.stderr
-    assert "schedule every-second: flow 'every-second', every 1s, next due" in added.stdout
-    first = int(real.zscore(keys.schedules, "every-second") or 0)
+    first = add(procs, "--param", "n=2")
 
     done = wait_for(lambda: [r for r in runs(real, keys) if r["state"] == "completed"][2:],
                     timeout=60)
@@ -114,8 +121,7 @@ def test_a_leader_killed_around_due_times_leaves_exactly_one_run_per_due_time(
     procs.env["BALANCER_LEADER_TTL"] = "1.0"  # a standby takes over within about a second
     serves = {p.pid: p for p in (procs.serve(), procs.serve())}
     procs.worker("--concurrency", "4")
-    assert cli(procs, "add", FLOW).returncode == 0
-    first = int(real.zscore(keys.schedules, "every-second") or 0)
+    first = add(procs)
     wait_for(lambda: len(runs(real, keys)) >= 2, timeout=60)
 
     # Kill the leader just before, at and just after due times: wherever it is between
@@ -153,8 +159,8 @@ def test_due_times_older_than_the_catch_up_window_are_skipped_and_logged(
         procs: Processes, real: redis.Redis, namespace: str) -> None:
     keys = Keys(namespace)
     procs.env["BALANCER_SCHEDULE_CATCHUP"] = "2"
-    assert cli(procs, "add", FLOW).returncode == 0  # no dispatcher runs yet
-    first = int(real.zscore(keys.schedules, "every-second") or 0)
+    first = add(procs)  # no dispatcher runs yet
+    assert real.zscore(keys.schedules, "every-second") == first
     time.sleep(max(0.0, (first + 5_000) / 1000 - time.time()))  # 5 due times and more
     serve = procs.serve()
     procs.worker()
