@@ -12,6 +12,7 @@ from balancer import why
 from balancer.cli.common import Cluster, cluster_options
 from balancer.common import codec
 from balancer.common.replies import as_bytes, as_opt_bytes_list
+from balancer.schedule_fire import shown
 
 
 @click.command()
@@ -52,8 +53,8 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
     """Show one flow run: every task's state, why each unfinished task waits, and the
     error of each failed one. FLOW_ID as `balancer status` lists it."""
     client, keys = cluster.client, cluster.keys
-    name, state, blob = as_opt_bytes_list(client.hmget(keys.flow(flow_id),
-                                                       ["name", "state", "tasks"]))
+    name, state, blob, schedule, scheduled = as_opt_bytes_list(client.hmget(
+        keys.flow(flow_id), ["name", "state", "tasks", "schedule", "scheduled"]))
     if name is None:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
@@ -72,10 +73,15 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
                      "why": why.reason(f, held) if f else "",
                      "error": str(err) if err and (f is None or f.state != "completed")
                      else ""})
+    # A run fired by a schedule names it and the due time it was fired for.
+    by = (schedule.decode(errors="replace"), shown(float(scheduled))) if (
+        schedule is not None and scheduled is not None) else None
     if as_json:
         click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state_text,
-                               "tasks": rows}, indent=2))
+                               "tasks": rows, **({"schedule": by[0], "scheduled": by[1]}
+                                                 if by else {})}, indent=2))
         return
-    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}")
+    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}"
+               + (f"  (schedule {by[0]}, due {by[1]})" if by else ""))
     for r in rows:
         click.echo(f"  {r['id']}  {r['name']:<24} {r['state']:<16} {r['why'] or r['error']}")

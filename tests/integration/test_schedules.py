@@ -89,6 +89,9 @@ def test_a_schedule_every_second_fires_runs_that_complete_on_a_real_worker(
     flows = subprocess.run([sys.executable, "-m", "balancer.cli", "flows"], cwd=ROOT,
                            env=procs.env, capture_output=True, text=True, timeout=60)
     assert done[0]["id"] in flows.stdout and "every-second" in flows.stdout
+    one = subprocess.run([sys.executable, "-m", "balancer.cli", "flow", done[0]["id"]],
+                         cwd=ROOT, env=procs.env, capture_output=True, text=True, timeout=60)
+    assert "(schedule every-second, due " in one.stdout and "completed" in one.stdout
 
     removed = cli(procs, "rm", "every-second")
     assert removed.returncode == 0 and "removed" in removed.stdout
