@@ -23,7 +23,7 @@ from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_dict, as_scored
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
-from balancer.schedule_store import ScheduleRecord, instantiate, scored_ids
+from balancer.schedule_store import ScheduleRecord, instantiate
 from balancer.schedules import Plan, ScheduleError, from_ms, plan
 from balancer.setaside import SetAside
 
@@ -55,10 +55,17 @@ class Firer:
 
     def fire_due(self, token: str, now_ms: int) -> float | None:
         """Fire or skip what is due by ``now_ms``; the next due time (ms) of any schedule
-        afterwards, or None when there is none. NotLeader when the lease was lost."""
-        for member, score in scored_ids(self.client, self.keys, now_ms, BATCH):
+        afterwards, or None when there is none. NotLeader when the lease was lost. With
+        nothing due, one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.schedules, "-inf", now_ms, start=0, num=BATCH,
+                           withscores=True)
+        pipe.zrange(self.keys.schedules, 0, 0, withscores=True)
+        due, head = (as_scored(reply) for reply in pipe.execute())
+        for member, score in due:
             self._one(token, member, score, now_ms)
-        head = as_scored(self.client.zrange(self.keys.schedules, 0, 0, withscores=True))
+        if due:
+            head = as_scored(self.client.zrange(self.keys.schedules, 0, 0, withscores=True))
         if not head or not math.isfinite(head[0][1]):
             return None
         return head[0][1]

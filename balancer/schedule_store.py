@@ -269,10 +269,3 @@ def check_template(record: ScheduleRecord, signer: signing.Signer) -> str | None
         return None
     return (f"the signature of schedule {record.id!r} does not match its template: it was"
             " written or changed by someone without a signing key")
-
-
-def scored_ids(client: redis.Redis, keys: Keys, upto_ms: float, limit: int
-               ) -> list[tuple[bytes, float]]:
-    """Schedules due by ``upto_ms``, soonest first, at most ``limit``."""
-    return as_scored(client.zrangebyscore(keys.schedules, "-inf", upto_ms, start=0,
-                                          num=limit, withscores=True))

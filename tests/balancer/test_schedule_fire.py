@@ -301,3 +301,19 @@ def test_the_dispatcher_learns_of_a_new_schedule_from_its_signal_and_fires_it_wh
     assert fake.zcard(Keys("ns").flows) == 1
     [(_, record)] = read_all(fake, Keys("ns"))
     assert isinstance(record, ScheduleRecord) and record.fired == 1
+
+
+def test_a_leader_stopped_between_deciding_and_writing_leaves_the_due_time_to_the_next(
+        setup: Setup) -> None:
+    sid, due = setup.register()
+    record = setup.record(sid)
+    decided = instantiate(record, due, due, setup.settings)  # then it stalls, or dies
+    setup.client.delete(setup.keys.leader)  # its lease ran out
+    successor = setup.scripts.lead("d2", 60_000).token or ""
+    setup.firer.fire_due(successor, due + 1500)
+    assert sorted(int(r["scheduled"]) for r in setup.runs()) == [due, due + 1000]
+    # the first leader wakes and writes what it had decided: refused, nothing written
+    assert setup.scripts.schedule_fire(setup.token, sid, due, due + 1000, record.version,
+                                       decided) == -1
+    assert not setup.client.exists(setup.keys.flow(decided.flow_id))
+    assert len(setup.runs()) == 2
