@@ -266,7 +266,7 @@ class Dispatcher:
             wait = min(wait, max(0.0, oldest + self.settings.worker_timeout - now) + 0.001)
         if self._next_due is not None:
             wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
-        if self._schedules_due is not None:
+        if self._schedules_due is not None and "schedules" not in self._jobs_failing:
             wait = min(wait, max(0.0, (self._schedules_due - self.redis_now_ms()) / 1000))
         return wait
 

@@ -21,6 +21,7 @@ import redis
 from balancer.common import aside
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_dict, as_scored
+from balancer.common.retry import is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.schedule_store import ScheduleRecord, instantiate
@@ -63,7 +64,13 @@ class Firer:
         pipe.zrange(self.keys.schedules, 0, 0, withscores=True)
         due, head = (as_scored(reply) for reply in pipe.execute())
         for member, score in due:
-            self._one(token, member, score, now_ms)
+            try:
+                self._one(token, member, score, now_ms)
+            except redis.ResponseError as exc:  # its record's key of the wrong type, ...
+                if is_outage(exc):
+                    raise
+                self._aside(aside.kind_of(exc), member, int(score),
+                            f"firing it failed: {exc}")
         if due:
             head = as_scored(self.client.zrange(self.keys.schedules, 0, 0, withscores=True))
         if not head or not math.isfinite(head[0][1]):

@@ -317,3 +317,14 @@ def test_a_leader_stopped_between_deciding_and_writing_leaves_the_due_time_to_th
                                        decided) == -1
     assert not setup.client.exists(setup.keys.flow(decided.flow_id))
     assert len(setup.runs()) == 2
+
+
+def test_a_schedule_whose_record_is_a_key_of_the_wrong_type_is_set_aside(
+        setup: Setup) -> None:
+    _, due = setup.register()
+    setup.client.zadd(setup.keys.schedules, {"broken": due - 100})
+    setup.client.set(setup.keys.schedule("broken"), "not a hash")
+    setup.firer.fire_due(setup.token, due)
+    assert len(setup.runs()) == 1
+    assert setup.client.zscore(setup.keys.schedules, "broken") is None
+    assert b"firing it failed" in setup.client.hvals(setup.keys.aside)[0]
