@@ -16,6 +16,11 @@ from balancer.common.urls import check, redact, remember, scrub
 
 log = logging.getLogger("balancer")
 
+try:  # hiredis packs a command in C: for a submit's 50 arguments, a third of redis-py's time
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; a source install may lack it
+    _hiredis_pack = None
+
 _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
 
@@ -105,7 +110,9 @@ class Wire(Protocol):
 
     def pack_commands(self, commands: Any) -> list[bytes]: ...
 
-    def send_packed_command(self, command: Any) -> None: ...
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
+
+    def pack_command(self, *args: Any) -> list[bytes]: ...
 
 
 class Direct:
@@ -127,6 +134,17 @@ class Direct:
         self._conn: Wire | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
 
+    def _pack(self, conn: Wire, *args: Any) -> list[bytes]:
+        """A command as the bytes to send. Our arguments are str, bytes, int and float,
+        which hiredis packs as redis-py's default encoder would (UTF-8), without redis-py's
+        per-argument checks: 40 against 15 us for a submit's call here."""
+        if _hiredis_pack is None:
+            return conn.pack_command(*args)
+        try:
+            return [_hiredis_pack(args)]
+        except TypeError as exc:  # as redis-py's packer says it (a bool, None, ...)
+            raise redis.DataError(f"cannot send {args[0]!r}: {exc}") from None
+
     def _connection(self) -> Wire:
         if self._conn is None:
             conn = self.client.connection_pool.make_connection()
@@ -141,7 +159,7 @@ class Direct:
     def call(self, *args: Any) -> Any:
         conn = self._connection()
         try:
-            conn.send_command(*args)
+            conn.send_packed_command(self._pack(conn, *args), check_health=False)
             self._read_notes(conn)
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -164,7 +182,8 @@ class Direct:
         object, in its place; lost connections raise."""
         conn = self._connection()
         try:
-            conn.send_packed_command(conn.pack_commands([first, second]))
+            conn.send_packed_command(self._pack(conn, *first) + self._pack(conn, *second),
+                                     check_health=False)
             self._read_notes(conn)
             replies = []
             for _ in range(2):
@@ -182,7 +201,7 @@ class Direct:
         """Send a write without waiting for its reply; a failure drops it (and is logged)."""
         conn = self._connection()
         try:
-            conn.send_command(*args)
+            conn.send_packed_command(self._pack(conn, *args), check_health=False)
             self._unread += 1
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             self._unread = 0
