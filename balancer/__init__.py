@@ -3,7 +3,7 @@
     from balancer import task, Flow, Queue
 """
 
-from balancer.common.codec import ErrorInfo
+from balancer.common.codec import ErrorInfo, register_type
 from balancer.flow import Flow, FlowError, Node
 from balancer.parameter import Parameter
 from balancer.queue import Queue
@@ -11,4 +11,4 @@ from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
 
 __all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Parameter", "Queue", "Task",
-           "TaskFailed", "task"]
+           "TaskFailed", "register_type", "task"]
