@@ -5,10 +5,13 @@
 
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.flow import Flow, FlowError, Node
+from balancer.flowfn import FlowFunction, flow
+from balancer.futures import FutureList, State, TaskFuture, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
 
-__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Parameter", "Queue", "Task",
-           "TaskFailed", "register_type", "task"]
+__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowFunction", "FlowRun", "FutureList", "Node",
+           "Parameter", "Queue", "State", "Task", "TaskFailed", "TaskFuture", "flow",
+           "register_type", "task", "unmapped"]

@@ -58,12 +58,37 @@ class Task:
 
     def __call__(self, *args: Any, upstream_tasks: Any = (), **kwargs: Any) -> Any:
         """Inside ``with Flow(...)``: add a call to the flow and return its reference;
-        ``upstream_tasks`` (Prefect's keyword) run first, passing nothing. Elsewhere: just
-        run the function, which keeps tasks easy to unit-test."""
+        ``upstream_tasks`` (Prefect's keyword) run first, passing nothing. Inside a @flow
+        function: run the task on the cluster and return its value (``wait_for=`` and
+        ``return_state=`` as Prefect 2/3 take them). Elsewhere: just run the function,
+        which keeps tasks easy to unit-test."""
         flow = context.current_flow()
         if flow is None:
+            run = context.current_run()
+            if run is not None:
+                from balancer import flowfn
+
+                return flowfn.call(run, self, args, kwargs)
             return self.fn(*args, **kwargs)
         return flow.call(self, args, kwargs, upstream_tasks or ())
+
+    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Inside a @flow function: send the task to the cluster and return a future at
+        once (``.result()``, ``.wait()``, ``.state``). Futures among the arguments, and
+        those in ``wait_for``, run first; a future's result becomes the argument."""
+        from balancer import flowfn
+
+        return flowfn.submit(self, args, kwargs, wait_for)
+
+    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Inside a @flow function: one run of the task per item of the iterable
+        arguments (``unmapped(x)`` passes ``x`` whole to each); returns their futures."""
+        from balancer import flowfn
+
+        if context.current_flow() is not None:
+            raise TypeError(f"task {self.name!r}: .map() inside `with Flow(...)` is not"
+                            " supported yet; it works inside a @flow function")
+        return flowfn.map_calls(self, args, kwargs, wait_for)
 
     def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
         """Run after ``task``; with ``key``, receive its result as that keyword argument."""
