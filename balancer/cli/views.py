@@ -67,8 +67,8 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
     """Show one flow run: every task's state, why each unfinished task waits, and the
     error of each failed one. FLOW_ID as `balancer status` lists it."""
     client, keys = cluster.client, cluster.keys
-    name, state, blob = as_opt_bytes_list(client.hmget(keys.flow(flow_id),
-                                                       ["name", "state", "tasks"]))
+    name, state, blob, raised, parent = as_opt_bytes_list(client.hmget(
+        keys.flow(flow_id), ["name", "state", "tasks", "error", "parent"]))
     if name is None:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
@@ -95,9 +95,15 @@ def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
             rows.append({"id": run_id, "name": run_name, "state": "sub-run "
                          + (sub.decode() if sub else "expired"), "why": "", "error": ""})
     if as_json:
+        extra = {"parent": parent.decode()} if parent else {}
+        if raised:
+            extra["error"] = str(codec.unpack_error(raised))
         click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state_text,
-                               "tasks": rows}, indent=2))
+                               **extra, "tasks": rows}, indent=2))
         return
-    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}")
+    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}"
+               + (f"  (sub-run of {parent.decode()})" if parent else ""))
+    if raised:
+        click.echo(f"  its function raised {codec.unpack_error(raised)}")
     for r in rows:
         click.echo(f"  {r['id']}  {r['name']:<24} {r['state']:<16} {r['why'] or r['error']}")
