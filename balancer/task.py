@@ -124,6 +124,8 @@ def task(
     retry_delay: float | timedelta = 0.0,
     timeout: float | timedelta | None = None,
     max_retries: int | None = None,
+    retry_delay_seconds: float | None = None,
+    timeout_seconds: float | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -138,11 +140,26 @@ def task(
     retry_delay: float | timedelta = 0.0,
     timeout: float | timedelta | None = None,
     max_retries: int | None = None,
+    retry_delay_seconds: float | None = None,
+    timeout_seconds: float | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
     Prefect 1's spellings work too: ``max_retries`` for ``retries``, and ``retry_delay``
-    and ``timeout`` as ``timedelta``."""
+    and ``timeout`` as ``timedelta``; and Prefect 2/3's ``retry_delay_seconds`` and
+    ``timeout_seconds`` (numbers)."""
+    if retry_delay_seconds is not None:
+        if retry_delay:
+            raise ValueError("give retry_delay or retry_delay_seconds, not both")
+        given: Any = retry_delay_seconds
+        if isinstance(given, (list, tuple)):
+            raise ValueError("retry_delay_seconds: give one number of seconds (a list of"
+                             " delays is not supported; each retry waits twice the last)")
+        retry_delay = retry_delay_seconds
+    if timeout_seconds is not None:
+        if timeout is not None:
+            raise ValueError("give timeout or timeout_seconds, not both")
+        timeout = timeout_seconds
     if max_retries is not None:
         if retries:
             raise ValueError("give retries or max_retries, not both")

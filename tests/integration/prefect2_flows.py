@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any
 
 import redis
@@ -51,7 +52,7 @@ def fails(message: str) -> None:
     raise ValueError(message)
 
 
-@task(retries=2, retry_delay=0.01)
+@task(retries=2, retry_delay_seconds=0.01)
 def flaky(url: str, key: str) -> int:
     """Fails on its first two runs (counted in Redis), then returns the count."""
     runs = redis.Redis.from_url(url).incr(key)
@@ -64,6 +65,11 @@ def flaky(url: str, key: str) -> int:
 def record(url: str, key: str, label: str) -> str:
     redis.Redis.from_url(url).rpush(key, label)
     return label
+
+
+@task(timeout_seconds=0.5)
+def too_slow() -> None:
+    time.sleep(3)
 
 
 @task
@@ -185,6 +191,11 @@ def task_retries(url: str, key: str) -> int:
 
 
 @flow
+def timed_out() -> str:
+    return too_slow(return_state=True).message
+
+
+@flow
 def child(x: int) -> int:
     return add_one(x)
 
@@ -225,6 +236,7 @@ def main() -> None:
                             "message": failed.message}
     out["flow_retries"] = [flow_retries(), ATTEMPTS["n"]]
     out["task_retries"] = task_retries(url, f"{prefix}flaky")
+    out["timed_out"] = timed_out()
     state = parent(return_state=True)
     out["parent"] = {"result": state.result(), "id": state.flow_run_id}
     out["renamed"] = plain_call.with_options(name="renamed")(return_state=True).flow_run_id

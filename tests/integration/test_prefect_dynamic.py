@@ -54,7 +54,8 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     assert out["raising_state"]["failed"] is True
     assert "flow body failed" in out["raising_state"]["message"]
     assert out["flow_retries"] == [4, 3]  # ran three times, returned add_one(3)
-    assert out["task_retries"] == 3
+    assert out["task_retries"] == 3  # @task(retries=2, retry_delay_seconds=...)
+    assert out["timed_out"].startswith("TimeoutError")  # @task(timeout_seconds=...)
     assert out["parent"]["result"] == 13  # child(1) + child(10)
     assert out["async"] == [10, 20, 30]  # async def tasks, called and mapped
     assert out["outside"] == [42, "RuntimeError"]  # outside a flow: the plain function
@@ -64,6 +65,14 @@ def test_prefect2_snippets_on_the_embedded_cluster(real: redis.Redis, redis_url:
                                                    namespace: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     _check_documented_results(_drive(env, redis_url, namespace))
+
+
+def test_the_readme_dynamic_example_runs_on_the_embedded_cluster() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    done = subprocess.run([sys.executable, "examples/dynamic.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "flow Completed: total = 60" in done.stdout
 
 
 def _cli(procs: Processes, *args: str) -> Any:
@@ -86,7 +95,7 @@ def test_prefect2_snippets_on_a_cluster_each_flow_call_one_run(
     # one run per @flow call: 17 calls in main(), with the two sub-runs of parent()
     names = sorted(r["name"] for r in runs.values())
     assert names.count("loop_until") == 1 and names.count("child") == 2
-    assert names.count("raising_flow") == 2 and names.count("renamed") == 1
+    assert names.count("raising_flow") == 2 and names.count("timed_out") == 1 and names.count("renamed") == 1
     loop = runs[out["loop_until"]["id"]]
     assert (loop["state"], loop["total"], loop["remaining"]) == ("completed", 5, 0)
     assert runs[out["raising_state"]["id"]]["state"] == "failed"
