@@ -186,3 +186,16 @@ def test_bad_dynamic_calls_are_clear_errors(bad: str, real: redis.Redis, namespa
     else:
         with pytest.raises(expected[0], match=expected[1]):
             misuse()
+
+
+def test_a_flow_functions_tasks_are_signed_and_run_by_a_signing_cluster(
+        procs: Processes, real: redis.Redis) -> None:
+    """With BALANCER_SIGNING_KEYS, the tasks a @flow function adds carry signatures the
+    workers verify (a refused one would be quarantined and its run would never end)."""
+    procs.env["BALANCER_SIGNING_KEYS"] = "a-signing-key-for-the-dynamic-style-test"
+    procs.serve()
+    procs.worker("--concurrency", "2", "--pool", "process")
+    done = subprocess.run([sys.executable, "examples/dynamic.py"], cwd=ROOT, env=procs.env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "flow Completed: total = 60" in done.stdout
