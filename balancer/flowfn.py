@@ -24,6 +24,7 @@ from balancer.common.settings import Settings
 from balancer.dynamic import DynamicRun, current_run
 from balancer.futures import FutureList, State, TaskFuture, unmapped
 from balancer.options import check_task_options
+from balancer.run import TaskFailed
 
 if TYPE_CHECKING:
     from balancer.task import Task
@@ -83,6 +84,8 @@ class FlowFunction:
             try:
                 value, error = self._attempts(run, args, kwargs)
                 run.wait_for_tasks()
+                if error is None:
+                    value, error = _resolved(value)
             finally:
                 context.leave_run(token)
         except BaseException as exc:  # ctrl-C, or Redis gone: close what can be closed
@@ -137,6 +140,28 @@ class FlowFunction:
 
     def __repr__(self) -> str:
         return f"<flow {self.name}>"
+
+
+def _resolved(value: Any) -> tuple[Any, Exception | None]:
+    """What the function returned, with futures (also in lists, tuples and dicts) replaced
+    by their results, as Prefect resolves a flow's return value; a future of a task that
+    failed fails the run with its TaskFailed."""
+    try:
+        return _results(value), None
+    except TaskFailed as exc:
+        return None, exc
+
+
+def _results(value: Any) -> Any:
+    if isinstance(value, TaskFuture):
+        return value.result()
+    if isinstance(value, list):
+        return [_results(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_results(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _results(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)

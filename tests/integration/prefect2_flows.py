@@ -105,6 +105,16 @@ def map_flow(nums: list[int]) -> list[int]:
 
 
 @flow
+def returns_futures(nums: list[int]) -> Any:
+    return add_one.map(nums)  # the flow's value: the results
+
+
+@flow
+def returns_a_failed_future() -> Any:
+    return {"bad": fails.submit("returned")}
+
+
+@flow
 def map_each_result(nums: list[int]) -> list[int]:
     futures = add_one.map(nums)
     return [f.result() for f in futures]
@@ -222,6 +232,8 @@ def main() -> None:
     out["futures_as_arguments"] = futures_as_arguments()
     out["map_flow"] = map_flow([1, 2, 3])
     out["map_each_result"] = map_each_result([10, 20])
+    out["returns_futures"] = returns_futures([1, 2, 3])
+    out["returns_a_failed_future"] = _raises(returns_a_failed_future)
     out["map_unmapped"] = map_unmapped()
     out["map_of_map"] = map_of_map()
     out["branching"] = [branching(4), branching(5)]
