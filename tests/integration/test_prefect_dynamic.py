@@ -149,6 +149,8 @@ def test_a_run_is_not_finished_while_its_function_runs(
     record = real.hgetall(keys.flow(seen["run"]))
     assert (record[b"state"], record[b"total"], record[b"remaining"]) == (
         b"running", b"1", b"1")
+    [row] = [r for r in _cli(procs, "flows") if r["id"] == seen["run"]]
+    assert (row["state"], row["total"], row["remaining"]) == ("running", 1, 0)  # 1/1 done
     go_on.set()
     caller.join(60)
     assert result == [3]
