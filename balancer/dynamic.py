@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("balancer.client")
 
+WATCH_LINGER = 1.0  # seconds a run's watcher thread waits for more waiting tasks
 FLOW_KIND = "flow"  # a listing entry of a sub-run, in its parent's list of tasks
 TASK_KIND = "task"
 
@@ -57,6 +59,21 @@ class _Waiting:
     upstream: list[TaskFuture]
 
 
+_scripts_lock = threading.Lock()
+_scripts_of: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _scripts(client: redis.Redis, namespace: str) -> Scripts:
+    """One Scripts per client and namespace: its per-thread connections outlive a run."""
+    with _scripts_lock:
+        known = _scripts_of.setdefault(client, {})
+        found = known.get(namespace)
+        if found is None:
+            found = known[namespace] = Scripts(client, Keys(namespace))
+        return found
+
+
 def current_run() -> DynamicRun | None:
     """The open run of the @flow function running on this thread, if any."""
     run = context.current_run()
@@ -69,7 +86,7 @@ class DynamicRun:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys)
+        self.scripts = _scripts(client, settings.namespace)
         self.name = name
         self.parent = parent
         self.id = new_id()
@@ -202,14 +219,23 @@ class DynamicRun:
     # -- releasing waiting tasks ---------------------------------------------------
 
     def _watch(self) -> None:
-        """Release each waiting task once what it waits for is final, until none waits."""
+        """Release each waiting task once what it waits for is final, until none has
+        waited for WATCH_LINGER seconds (a thread, and its connection, per burst saved)."""
         delay = POLL_MIN
+        idle_since: float | None = None
         while True:
             with self._lock:
                 waiting = list(self._waiting.values())
                 if not waiting:
-                    self._watcher = None
-                    return
+                    now = time.monotonic()
+                    idle_since = idle_since or now
+                    if now - idle_since >= WATCH_LINGER:
+                        self._watcher = None
+                        return
+            if not waiting:
+                time.sleep(POLL_MAX)
+                continue
+            idle_since = None
             try:
                 released = self._release_due(waiting)
             except redis.RedisError as exc:
