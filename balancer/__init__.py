@@ -5,7 +5,7 @@
 
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.flow import Flow, FlowError, Node
-from balancer.flowfn import FlowFunction, flow
+from balancer.flowfn import FlowFunction, flow, get_run_logger
 from balancer.futures import FutureList, State, TaskFuture, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
@@ -14,4 +14,4 @@ from balancer.task import Task, task
 
 __all__ = ["ErrorInfo", "Flow", "FlowError", "FlowFunction", "FlowRun", "FutureList", "Node",
            "Parameter", "Queue", "State", "Task", "TaskFailed", "TaskFuture", "flow",
-           "register_type", "task", "unmapped"]
+           "get_run_logger", "register_type", "task", "unmapped"]

@@ -218,6 +218,16 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     return wrap(fn) if fn is not None else wrap
 
 
+def get_run_logger() -> logging.Logger:
+    """Prefect's ``get_run_logger()``: in a @flow function, the logger
+    ``balancer.flow.<name>``; elsewhere (a task on a worker) ``balancer.task``, whose
+    lines the worker's log carries."""
+    run = current_run()
+    if run is not None:
+        return logging.getLogger(f"balancer.flow.{run.name}")
+    return logging.getLogger("balancer.task")
+
+
 # -- what a task does inside a @flow function ------------------------------------------
 
 

@@ -17,13 +17,14 @@ from typing import Any
 
 import redis
 
-from balancer import flow, task, unmapped
+from balancer import flow, get_run_logger, task, unmapped
 
 # -- tasks ---------------------------------------------------------------------------------
 
 
 @task
 def add_one(x: int) -> int:
+    get_run_logger().info("adding one to %s", x)
     return x + 1
 
 
@@ -83,7 +84,10 @@ async def fetch(x: int) -> int:
 
 @flow
 def plain_call() -> int:
-    return add_one(1)
+    logger = get_run_logger()
+    result = add_one(1)
+    logger.info("result: %s", result)
+    return result
 
 
 @flow(name="submit-and-result")
