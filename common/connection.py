@@ -103,6 +103,10 @@ class Wire(Protocol):
 
     def disconnect(self) -> None: ...
 
+    def pack_commands(self, commands: Any) -> list[bytes]: ...
+
+    def send_packed_command(self, command: Any) -> None: ...
+
 
 class Direct:
     """A connection of one thread's own, for the calls on every task's path (a script, a
@@ -138,13 +142,37 @@ class Direct:
         conn = self._connection()
         try:
             conn.send_command(*args)
-            while self._unread:
-                self._unread -= 1
-                try:
-                    conn.read_response()
-                except redis.ResponseError as exc:
-                    log.error("a note to Redis was refused: %s", exc)
+            self._read_notes(conn)
             return conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._unread = 0
+            conn.disconnect()
+            raise
+
+    def _read_notes(self, conn: Wire) -> None:
+        """Read the replies of the notes sent before this call's command."""
+        while self._unread:
+            self._unread -= 1
+            try:
+                conn.read_response()
+            except redis.ResponseError as exc:
+                log.error("a note to Redis was refused: %s", exc)
+
+    def call_pair(self, first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[Any, Any]:
+        """Two commands in one round trip: the server runs the second as soon as the first
+        returns (a blocking one included). An error reply comes back as the exception
+        object, in its place; lost connections raise."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command(conn.pack_commands([first, second]))
+            self._read_notes(conn)
+            replies = []
+            for _ in range(2):
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies[0], replies[1]
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self._unread = 0
             conn.disconnect()
