@@ -3,12 +3,15 @@
     from balancer import task, Flow, Queue
 """
 
-from balancer.common.codec import ErrorInfo
+from balancer.common.codec import ErrorInfo, register_type
 from balancer.flow import Flow, FlowError, Node
+from balancer.flowfn import FlowFunction, flow, get_run_logger
+from balancer.futures import FutureList, State, TaskFuture, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
 
-__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowRun", "Node", "Parameter", "Queue", "Task",
-           "TaskFailed", "task"]
+__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowFunction", "FlowRun", "FutureList", "Node",
+           "Parameter", "Queue", "State", "Task", "TaskFailed", "TaskFuture", "flow",
+           "get_run_logger", "register_type", "task", "unmapped"]
