@@ -105,7 +105,7 @@ class Reporter:
         return None if self.mode == "off" else TICK if self.mode == "bar" else 1.0
 
     def _name(self) -> str:
-        return f"flow {self.run.flow.name} ({self.run.id})"
+        return f"flow {self.run.name} ({self.run.id})"
 
     def begin(self) -> None:
         if self.mode == "lines":

@@ -59,13 +59,13 @@ ROLES = {
             "MULTI", "EXEC",
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
-              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+              "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
-        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
-                 "dlq_purge", "set_aside"),
+        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "cancel",
+                 "queue_rm", "dlq_retry", "dlq_purge", "set_aside"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers
