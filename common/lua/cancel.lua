@@ -76,15 +76,17 @@ for _, task in ipairs(tasks) do
       redis.call('PEXPIRE', task.cancels, NOTICE_TTL)
     end
     if not seen[task.worker] then
-      seen[task.worker] = true
+      seen[task.worker] = task.leases
       told[#told + 1] = task.worker
-      -- Its slot is free: the dispatcher reads its queues again for it.
-      signal(KEYS[7], SIGNAL.ack, task.worker, redis.call('SCARD', task.leases))
     end
   end
 end
+-- Their slots are free: the dispatcher reads its queues again for them.
+for _, w in ipairs(told) do
+  signal(KEYS[7], SIGNAL.ack, w, redis.call('SCARD', seen[w]))
+end
 redis.call('HINCRBY', KEYS[1], 'cancelled', #tasks)
-redis.call('HINCRBY', KEYS[1], 'remaining', -#tasks)
+redis.call('HINCRBY', KEYS[1], 'remaining', 0 - #tasks)  -- (-#t of 0 is "-0")
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now)
 redis.call('RPUSH', KEYS[2], 'cancelled')
 redis.call('PEXPIRE', KEYS[2], ttl)
