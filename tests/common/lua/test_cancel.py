@@ -3,10 +3,10 @@ leases (a late ack or failure of a cancelled lease is refused), another flow unt
 
 from __future__ import annotations
 
-from balancer.cancel import cancel_flow
 from balancer.common import codec
-from balancer.common.scripts import FAIL_REFUSED, Child, CancelTask
+from balancer.common.scripts import FAIL_REFUSED, CancelTask, Child
 
+from balancer.cancel import cancel_flow
 from tests.common.lua.db import FLOW, TTL, Db, Q, W
 
 
