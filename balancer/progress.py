@@ -189,5 +189,6 @@ class Reporter:
         if type(self.run.client).__module__.startswith("fakeredis"):
             where = "stops with this process (it ran on the embedded cluster)"
         else:
-            where = f"goes on in the cluster; `balancer flow {self.run.id}` shows it"
+            where = (f"goes on in the cluster; `balancer flow {self.run.id}` shows it,"
+                     f" `balancer flow cancel {self.run.id}` cancels it")
         self._line(f"interrupted: {self._name()} {where}")
