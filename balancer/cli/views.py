@@ -48,8 +48,8 @@ class _FlowGroup(click.Group):
     """`balancer flow ID` shows a run; `balancer flow cancel ID` cancels it."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
-            args = ["show", *args]
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["show", *args]  # options may come first, as before: --json ID
         return super().parse_args(ctx, args)
 
 
