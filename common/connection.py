@@ -26,9 +26,10 @@ class BadRedisURL(ValueError):
     The message is one line that shows the URL redacted."""
 
 
-class Unreachable(Exception):
+class Unreachable(redis.ConnectionError):
     """Redis did not answer at a URL. The message is one line, safe to show: the URL
-    redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes."""
+    redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes.
+    A redis-py ConnectionError, so code that caught those before still does."""
 
 
 def connect(url: str) -> redis.Redis:
