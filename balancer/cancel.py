@@ -70,9 +70,8 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
         return Cancelled(flow_id, state.decode(), 0)
     task_ids = [str(row[0]) for row in codec.unpack(blob or b"\x90")]
     for attempt in range(ATTEMPTS):
-        tasks = _look(client, keys, task_ids)
         try:
-            reply = scripts.cancel(flow_id, tasks, ttl_ms)
+            reply = scripts.cancel(flow_id, _look(client, keys, task_ids), ttl_ms)
         except redis.exceptions.NoPermissionError as exc:
             raise CancelError(f"cancelling flow {flow_id} needs the operators' Redis user"
                               f" (balancer-dispatcher in `balancer acl`): {exc}") from None
