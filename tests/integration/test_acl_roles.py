@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from balancer.cancel import CancelError, cancel_flow
 from balancer.common import codec
 from balancer.common.keys import Keys
 
+from balancer.cancel import CancelError, cancel_flow
 from tests.conftest import Processes, RedisServer, wait_for
 from tests.integration.secure import base_env, need, run, run_client, wait_logged
 
