@@ -32,7 +32,7 @@ log = logging.getLogger("balancer")
 
 # A task leased between our read and the script makes us look again: leases move once per
 # task (or when a worker dies), so a few looks suffice; these many mean something is wrong.
-ATTEMPTS = 50
+ATTEMPTS = 20  # about 4 s of pauses in all
 RETRY_PAUSE = 0.02
 
 
