@@ -3,7 +3,9 @@
     from balancer import task, Flow, Queue
 """
 
+from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
+from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.flow import Flow, FlowError, Node
 from balancer.flowfn import FlowFunction, flow, get_run_logger
 from balancer.futures import FutureList, State, TaskFuture, unmapped
@@ -12,6 +14,9 @@ from balancer.queue import Queue
 from balancer.run import FlowRun, TaskFailed
 from balancer.task import Task, task
 
-__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowFunction", "FlowRun", "FutureList", "Node",
-           "Parameter", "Queue", "State", "Task", "TaskFailed", "TaskFuture", "flow",
+attach = FlowRun.attach
+
+__all__ = ["BadRedisURL", "CancelError", "Cancelled", "ErrorInfo", "Flow", "FlowError",
+           "FlowFunction", "FlowRun", "FutureList", "Node", "Parameter", "Queue", "State",
+           "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach", "flow",
            "get_run_logger", "register_type", "task", "unmapped"]

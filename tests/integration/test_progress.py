@@ -134,5 +134,5 @@ def test_ctrl_c_says_where_the_run_is_left_without_a_traceback(
     text = log.read_text()
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "interrupted: flow talk (" in text and "goes on in the cluster" in text
-    assert "`balancer flow " in text
+    assert "`balancer flow " in text and "`balancer flow cancel " in text
     assert ROOT.exists()
