@@ -211,7 +211,6 @@ class System:
     name = "?"
     has_priority = False
     has_aging = False
-    on_redis = True  # its broker is the private Redis (every system compared so far)
 
     def __init__(self, logdir: Path, record_url: str) -> None:
         self.logdir = logdir
