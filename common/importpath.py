@@ -37,6 +37,8 @@ _resolved: dict[str, Callable[..., Any]] = {}
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
 TASK_MARKER = "__balancer_task__"
+# The keyword under which a task class's constructor arguments travel with its call.
+INIT_KEYWORD = "__balancer_init__"
 # Folders under which a module is installed, never the project's own.
 _INSTALLED = frozenset({"site-packages", "dist-packages"})
 
@@ -220,6 +222,19 @@ def load(path: str) -> Callable[..., Any]:
     return fn
 
 
+def _run_class(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """Build a task class with the constructor arguments that came with the call (under
+    INIT_KEYWORD), and run it."""
+    init = kwargs.pop(INIT_KEYWORD, None) or [[], {}]
+    try:
+        init_args, init_kwargs = init
+        instance = cls(*init_args, **init_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"task class {cls.__qualname__} could not be built on the worker"
+                        f" with the arguments it was given: {exc}") from exc
+    return instance.run(*args, **kwargs)
+
+
 def _resolve(path: str) -> Callable[..., Any]:
     module, sep, qualname = path.partition(":")
     if not sep or not module or not qualname:
@@ -244,6 +259,8 @@ def _resolve(path: str) -> Callable[..., Any]:
     if getattr(obj, TASK_MARKER, False) is not True:
         raise TaskNotAllowed(f"{path!r} is not a @task: a worker runs only functions"
                              " decorated with @task")
+    if isinstance(obj, type):  # a task class (balancer.Task subclass): built, then run
+        return functools.partial(_run_class, obj)
     fn: Callable[..., Any] = obj.fn  # a @task wraps the function it runs
     if not callable(fn):
         raise TaskNotFound(f"task {path!r} is not callable")

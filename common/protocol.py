@@ -141,8 +141,9 @@ LAYOUTS: dict[str, Layout] = {
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
         " prefetch depth",
         "task...", "task id... (in the order of the task keys)"),
-    "cascade": layout("cascade, flow, flow done", "failed task id, ttl ms, error",
-                      "child task...", "child id..."),
+    "cascade": layout("cascade, flow, flow done, gate, wake",
+                      "settled task id, ttl ms, error, how it settled ('failed' or 'skipped')",
+                      "child task...", "(child id, gated 0/1)..."),
     "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
     "dlq_retry": layout("dlq, task, queue, wake", "task id"),
     "fail": layout(
@@ -150,6 +151,12 @@ LAYOUTS: dict[str, Layout] = {
         " dlq",
         "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
         " started ms"),
+    "gate": layout(
+        "gate, task, flow, flow done, wake, cascade, queue",
+        "task id, mode, ttl ms, error, state, result, queue name, score, count",
+        "child task... (expand), or (dependent task, dependent queue or the gate)..."
+        " (gather)",
+        "child id... (expand), or (dependent id, score, gated 0/1)... (gather)"),
     "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
     "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
     "mark_running": layout("leases", "worker id", "task...",

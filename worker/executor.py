@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from balancer.common import codec
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
+from balancer.common.runsignals import PrefectStateSignal
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,9 @@ class Outcome:
     retryable: bool = True
     crashed: bool = False  # the run killed the process running it
     quarantine: bool = False  # refused: no run can succeed until an operator looks
+    # Set by a signal the task raised (common/runsignals.py): "skip" (settle as skipped),
+    # "again" (retry whether or not retries are left), "final" (fail, never retried).
+    mode: str = ""
 
     @classmethod
     def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False,
@@ -48,6 +52,13 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int) -> Outcome:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
     try:
         value = fn(*args, **kwargs)
+    except PrefectStateSignal as signal:
+        if signal.mode == "success":  # ENDRUN(Success(...)): completed, with its result
+            value = getattr(getattr(signal, "state", None), "result", None)
+        else:
+            error = ErrorInfo.from_exception(signal)
+            return Outcome(False, codec.pack_error(error), signal.mode != "final",
+                           mode=signal.mode)
     except Exception as exc:
         return Outcome.failure(ErrorInfo.from_exception(exc))
     try:

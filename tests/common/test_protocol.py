@@ -136,6 +136,7 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "dlq_purge": lambda s: s.dlq_purge("t1", "f", 1000),
     "dlq_retry": lambda s: s.dlq_retry("t1", "q"),
     "fail": lambda s: s.fail("w1", "1.1.1", "t1", "q", "f", b"e", "retry", 1000, 3, 5),
+    "gate": lambda s: s.gate("t1", "f", "q", "expand", 1000, children=["t1-0", "t1-1"]),
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),

@@ -109,3 +109,18 @@ def wait_for_gate(url: str, key: str, seconds: float) -> bool:
         if client.blpop([key], timeout=1) is not None:
             return True
     return False
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def zeros(n: int) -> list[int]:
+    return [0] * n
