@@ -10,8 +10,8 @@ from balancer.common.keys import Keys
 
 from balancer import Flow
 from tests.conftest import Processes, wait_for
-from tests.integration.conftest import ThreadCluster
 from tests.integration import tasks
+from tests.integration.conftest import ThreadCluster
 
 N = 10_000
 
