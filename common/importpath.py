@@ -37,6 +37,9 @@ _resolved: dict[str, Callable[..., Any]] = {}
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
 TASK_MARKER = "__balancer_task__"
+# Modules of tasks the product itself defines, which every worker may import: Prefect 1's
+# control flow (case, merge, ifelse) adds their tasks to users' flows.
+BUILTIN_TASK_MODULES = frozenset({"balancer.control_flow"})
 # The keyword under which a task class's constructor arguments travel with its call.
 INIT_KEYWORD = "__balancer_init__"
 # Folders under which a module is installed, never the project's own.
@@ -85,8 +88,8 @@ class TaskPolicy:
         if module.endswith(".py") or os.sep in module:
             return None if self._holds_file(Path(module)) else (
                 f"the script {module} is outside the allowed folders")
-        if module in self.modules or any(module == p or module.startswith(p + ".")
-                                         for p in self.packages):
+        if module in self.modules or module in BUILTIN_TASK_MODULES or any(
+                module == p or module.startswith(p + ".") for p in self.packages):
             return None
         top = module.partition(".")[0]
         try:
