@@ -41,7 +41,7 @@ CHUNK = 1000  # records per pipeline when a map is expanded or gathered
 GATHER_FACTOR = 64
 FIELDS = ("state", "flow", "name", "queue", "score", "trigger", "runskip", "nup",
           "upfailed", "upskipped", "map", "mapped", "children", "args", "fn", "priority",
-          "retries", "retry_delay", "timeout")
+          "retries", "retry_delay", "timeout", "gate", "deps")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,13 @@ class Gates:
         if raw["state"] is None:
             log.error("task=%s in the gate has no record; dropped", task_id)
             self.client.zrem(self.keys.gate, task_id)
+            return
+        if raw["gate"] is None or _int(raw["deps"]) > 0:
+            # Not a gated task, or upstreams not settled: whoever put it there (a bug, a
+            # hand-written entry), deciding it would run it before its time.
+            self.set_aside.move(aside.UNUSABLE, self.keys.gate, "zset", task_id.encode(),
+                                f"task={task_id} is not a gated task whose upstreams all"
+                                " settled: taken out of the gate, left as it was")
             return
         task = Gated(task_id, _text(raw["state"]), _text(raw["name"]),
                      _text(raw["trigger"], triggers.ALL_SUCCESSFUL),

@@ -31,12 +31,12 @@ class Outcome:
         return cls(False, codec.pack_error(error), retryable, crashed, quarantine)
 
     def to_bytes(self) -> bytes:
-        return codec.pack([self.ok, self.payload, self.retryable])
+        return codec.pack([self.ok, self.payload, self.retryable, self.mode])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
-        ok, payload, retryable = codec.unpack(data)
-        return cls(bool(ok), bytes(payload), bool(retryable))
+        ok, payload, retryable, *rest = codec.unpack(data)
+        return cls(bool(ok), bytes(payload), bool(retryable), mode=str(rest[0]) if rest else "")
 
 
 def execute(fn_path: str, args_blob: bytes, max_result_bytes: int) -> Outcome:

@@ -162,3 +162,18 @@ def test_bad_gate_entries_are_set_aside_and_the_others_decided(env: Any) -> None
     assert fake.zcard(keys.gate) == 0
     assert fake.hlen(keys.aside) == 2
     assert _queued(fake, keys) == child_ids(map_id, 1)
+
+
+def test_an_entry_for_a_task_not_gated_or_not_ready_is_set_aside_not_run(env: Any) -> None:
+    """Anyone who can write the gate cannot make the dispatcher queue a task before its
+    upstreams settled: only gated tasks with nothing left to wait for are decided."""
+    fake, keys, scripts, settings = env
+    with Flow("plain") as flow:
+        first = inc(1)
+        second = inc(first)
+    run = submit_flow(fake, settings, flow)
+    fake.zadd(keys.gate, {run.ids[second]: 0, run.ids[first]: 0})
+    Gates(fake, keys, scripts, settings).run()
+    assert fake.zcard(keys.gate) == 0 and fake.hlen(keys.aside) == 2
+    assert fake.hget(keys.task(run.ids[second]), "state") == b"pending"
+    assert _queued(fake, keys) == [run.ids[first]]  # queued by the submit, once
