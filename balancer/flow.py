@@ -352,7 +352,8 @@ class Flow:
             return text
         graph = graphviz.Digraph(self.name)
         for node in nodes:
-            graph.node(str(id(node)), f"{labels[node]}\n[{node.queue_name}]")
+            mapped = " (mapped)" if node.mapped is not None else ""
+            graph.node(str(id(node)), f"{labels[node]}{mapped}\n[{node.queue_name}]")
             for up, key in node.upstream.items():
                 graph.edge(str(id(up)), str(id(node)), label=key or "")
         if filename:
@@ -364,7 +365,9 @@ class Flow:
         for node in nodes:
             ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
                             for up, key in node.upstream.items())
-            lines.append(f"  {labels[node]} [{node.queue_name}]" + (f" <- {ups}" if ups else ""))
+            mapped = " (mapped)" if node.mapped is not None else ""
+            lines.append(f"  {labels[node]}{mapped} [{node.queue_name}]"
+                         + (f" <- {ups}" if ups else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
