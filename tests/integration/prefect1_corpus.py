@@ -105,6 +105,33 @@ def snippet_map_reduce(ctx: Ctx) -> tuple[Flow, Check]:
     return flow, check
 
 
+@task
+def numbers_up_to(n: int) -> list[int]:
+    return list(range(1, n + 1))
+
+
+@task
+def compute_sum(nums: list[int]) -> int:
+    return sum(nums)
+
+
+def snippet_docs_mapping_example(ctx: Ctx) -> tuple[Flow, Check]:
+    """Prefect 1's examples/mapping.py: inc mapped over get_numbers(n), add(2) mapped over
+    that, then the total."""
+    with Flow("Example: Mapping") as flow:
+        n = Parameter("n", default=3)
+        numbers = numbers_up_to(n)
+        first_map = inc.map(numbers)
+        second_map = add.map(first_map, unmapped(2))
+        total = compute_sum(second_map)
+
+    def check(state: Any) -> None:
+        assert state.is_successful()
+        assert state.result[second_map].result == [4, 5, 6]
+        assert state.result[total].result == 15
+    return flow, check
+
+
 def snippet_map_literal_with_unmapped(ctx: Ctx) -> tuple[Flow, Check]:
     """``unmapped``: the same value for every run; a list given in code."""
     with Flow("unmapped") as flow:
