@@ -30,6 +30,7 @@ from balancer.common.retry import is_outage
 from balancer.common.scripts import Child, Scripts
 from balancer.common.settings import Settings
 from balancer.mapping import MapError, MapSpec, items
+from balancer.mapplan import Planner, child_ids
 from balancer.setaside import SetAside
 
 log = logging.getLogger("balancer.dispatcher")
@@ -87,13 +88,6 @@ def decide(task: Gated) -> Decision:
     return Decision("expand" if task.is_map else "queue")
 
 
-def child_ids(map_id: str, count: int) -> list[str]:
-    """A map's children's ids: fixed by the map and the index (zero-padded, so that they
-    sort in order), so that expanding again writes the same records."""
-    width = len(str(max(count - 1, 0)))
-    return [f"{map_id}-{i:0{width}d}" for i in range(count)]
-
-
 def _text(value: bytes | None, default: str = "") -> str:
     return value.decode() if value is not None else default
 
@@ -138,8 +132,7 @@ class Gates:
         return len(members) == BATCH
 
     def one(self, task_id: str) -> None:
-        raw = dict(zip(FIELDS, as_opt_bytes_list(
-            self.client.hmget(self.keys.task(task_id), list(FIELDS)))))
+        raw = self._read(task_id)
         if raw["state"] is None:
             log.error("task=%s in the gate has no record; dropped", task_id)
             self.client.zrem(self.keys.gate, task_id)
@@ -185,28 +178,37 @@ class Gates:
 
     def _expand(self, task: Gated, raw: dict[str, bytes | None], flow: str, queue: str,
                 score: float) -> None:
+        """Write the children's records, then queue them in one gate.lua call (with those
+        of the maps expanding with this one, item by item: balancer.mapplan)."""
         try:
             spec = MapSpec.unpack(raw["map"] or b"")
             args, kwargs = codec.decode_call(raw["args"] or b"")
             args, kwargs = self._with_mapped_values(spec, args, kwargs)
             calls = items(task.name, spec, args, kwargs, self.settings.max_map_children)
-            records = self._child_records(task, raw, flow, queue, score, calls)
+            planner = Planner(self._read, flow, self.settings.max_payload_bytes, self.signer)
+            planned = planner.plan(task.task_id, raw, calls)
         except (MapError, CodecError, TypeError, ValueError) as exc:
             kind = "balancer.MapError" if isinstance(exc, MapError) else "balancer.BadPayload"
             self._settle(task, flow, queue, "fail", ErrorInfo(kind, str(exc)),
                          TaskState.FAILED)
             return
-        ids = list(records)
-        for start in range(0, len(ids), CHUNK):
+        records = [item for p in planned for item in p.records.items()]
+        for start in range(0, len(records), CHUNK):
             pipe = self.client.pipeline(transaction=False)
-            for child in ids[start:start + CHUNK]:
-                fields: dict[FieldT, EncodableT] = dict(records[child].items())
+            for child, record in records[start:start + CHUNK]:
+                fields: dict[FieldT, EncodableT] = dict(record.items())
                 pipe.hset(self.keys.task(child), mapping=fields)
             pipe.execute()
         if self.scripts.gate(task.task_id, flow, queue, "expand", self.ttl_ms, score=score,
-                             children=ids):
-            log.info("task=%s name=%s mapped: %d children queued in %s", task.task_id,
-                     task.name, len(ids), queue)
+                             expansions=[p.expansion for p in planned]):
+            log.info("task=%s name=%s mapped: %d children queued in %s%s", task.task_id,
+                     task.name, len(calls), queue,
+                     f", with {len(planned) - 1} maps over it item by item"
+                     if len(planned) > 1 else "")
+
+    def _read(self, task_id: str) -> dict[str, bytes | None]:
+        return dict(zip(FIELDS, as_opt_bytes_list(
+            self.client.hmget(self.keys.task(task_id), list(FIELDS)))))
 
     def _with_mapped_values(self, spec: MapSpec, args: list[Any], kwargs: dict[str, Any]
                             ) -> tuple[list[Any], dict[str, Any]]:
@@ -227,32 +229,6 @@ class Gates:
         new_kwargs = {k: codec.substitute(v, results) if k in spec.keywords else v
                       for k, v in kwargs.items()}
         return new_args, new_kwargs
-
-    def _child_records(self, task: Gated, raw: dict[str, bytes | None], flow: str,
-                       queue: str, score: float,
-                       calls: list[tuple[list[Any], dict[str, Any]]]
-                       ) -> dict[str, dict[str, Any]]:
-        """Each child's record, without a state (gate.lua gives it one when it queues it):
-        a plain task whose one dependent is the map, gated."""
-        fn = _text(raw["fn"])
-        children = codec.pack([[task.task_id, queue, score, 1]])
-        options = {name: raw[name] for name in ("priority", "retries", "retry_delay",
-                                                "timeout") if raw[name] is not None}
-        timeout = float(_text(raw["timeout"])) if raw["timeout"] is not None else None
-        out: dict[str, dict[str, Any]] = {}
-        for i, (child_id, (args, kwargs)) in enumerate(
-                zip(child_ids(task.task_id, len(calls)), calls)):
-            blob = codec.encode_call(task.name, tuple(args), kwargs,
-                                     self.settings.max_payload_bytes)
-            record: dict[str, Any] = {
-                "name": task.name, "fn": fn, "flow": flow, "queue": queue, "score": score,
-                "args": blob, "children": children, "nchildren": 1,
-                "parent": task.task_id, "index": i, **options}
-            if self.signer is not None:
-                record["sig"] = self.signer.sign(signing.spec_message(
-                    child_id, flow, queue, timeout, fn, task.name, children, blob))
-            out[child_id] = record
-        return out
 
     def _gather(self, task: Gated, raw: dict[str, bytes | None], flow: str,
                 queue: str) -> None:

@@ -154,9 +154,11 @@ LAYOUTS: dict[str, Layout] = {
     "gate": layout(
         "gate, task, flow, flow done, wake, cascade, queue",
         "task id, mode, ttl ms, error, state, result, queue name, score, count",
-        "child task... (expand), or (dependent task, dependent queue or the gate)..."
-        " (gather)",
-        "child id... (expand), or (dependent id, score, gated 0/1)... (gather)"),
+        "child task... (expand: the map's), then per map expanded with it (map task, child"
+        " task...); or (dependent task, dependent queue or the gate)... (gather)",
+        "expand: dependents, dependent count, chained count, child id..., then per map"
+        " expanded with it (map id, dependents, dependent count, child id...); gather:"
+        " (dependent id, score, gated 0/1)..."),
     "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
     "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
     "mark_running": layout("leases", "worker id", "task...",

@@ -61,6 +61,18 @@ class Child:
 
 
 @dataclass(frozen=True)
+class Expansion:
+    """A map's children, as gate.lua expands them: their ids (records written), and the
+    map's new list of dependents (packed; b"": unchanged) when maps expanded item by item
+    with it were taken out of it."""
+
+    map_id: str
+    children: Sequence[str]
+    dependents: bytes = b""
+    nchildren: int = 0
+
+
+@dataclass(frozen=True)
 class Done:
     """A successful run, as the worker acknowledges it."""
 
@@ -221,19 +233,24 @@ class Scripts:
 
     def gate(self, task_id: str, flow_id: str, queue: str, mode: GateMode, ttl_ms: int, *,
              error: bytes = b"", state: str = "", result: bytes = b"", score: float = 0.0,
-             children: Sequence[str] = (), dependents: Sequence[Child] = ()) -> bool:
+             expansions: Sequence[Expansion] = (), dependents: Sequence[Child] = ()) -> bool:
         """Apply the dispatcher's decision on a gated task (``gate.lua``); False when
-        another call took it out of the gate first. ``children``: a map's children to
-        queue (expand; their records written beforehand); ``dependents``: the task's own,
-        to unlock (gather)."""
+        another call took it out of the gate first. ``expansions`` (expand): the map's
+        children to queue (their records written beforehand), then the maps expanded with
+        it item by item, whose children wait for the map's; ``dependents`` (gather): the
+        task's own, to unlock."""
         k = self.keys
         keys = [k.gate, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.wake,
                 k.cascade, k.queue(queue)]
         args: list[Any] = [task_id, mode, ttl_ms, error, state, result, queue, repr(score)]
         if mode == "expand":
-            args.append(len(children))
-            keys += [k.task(c) for c in children]
-            args += children
+            root, *chained = expansions or [Expansion(task_id, ())]
+            args += [len(root.children), root.dependents, root.nchildren, len(chained),
+                     *root.children]
+            keys += [k.task(c) for c in root.children]
+            for e in chained:
+                keys += [k.task(e.map_id), *(k.task(c) for c in e.children)]
+                args += [e.map_id, e.dependents, e.nchildren, *e.children]
         else:
             args.append(len(dependents))
             for d in dependents:

@@ -14,12 +14,18 @@
 --            every child has settled, then comes back to the gate.
 --   gather   a map whose children all settled: store the list of their results, settle
 --            it, and unlock its dependents as an ack does.
--- KEYS: gate, task, flow, flow done, wake, cascade, queue; then child task... (expand), or
---       (dependent task, dependent queue or the gate)... (gather)
--- ARGV: task id, mode, ttl ms, error, state, result, queue name, score, count; then child
---       id... (expand), or (dependent id, score, gated 0/1)... (gather)
+-- KEYS: gate, task, flow, flow done, wake, cascade, queue; then child task... (expand: the
+--       map's), then per map expanded with it (map task, child task...); or (dependent
+--       task, dependent queue or the gate)... (gather)
+-- ARGV: task id, mode, ttl ms, error, state, result, queue name, score, count; then
+--       expand: dependents, dependent count, chained count, child id..., then per map
+--       expanded with it (map id, dependents, dependent count, child id...); gather:
+--       (dependent id, score, gated 0/1)...
 -- (state: 'failed' or 'upstream_failed' to fail; 'completed', 'failed' or 'skipped' to
--- gather. count: the children or dependents that follow.)
+-- gather. count: the map's children, or the dependents that follow. dependents: the
+-- map's new packed list of dependents, '' to leave it. A map expanded with it maps over
+-- its results item by item: its children wait each for one child of the map, and it is
+-- taken out of the map's dependents.)
 -- Returns 1 when applied, 0 when the task had left the gate already.
 local id, mode, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('ZREM', KEYS[1], id) == 0 then return 0 end
@@ -62,14 +68,26 @@ elseif mode == 'fail' then
   redis.call('HSET', KEYS[2], 'error', ARGV[4])
   settle_with(ARGV[5], 1)
 elseif mode == 'expand' then
-  local n = tonumber(ARGV[9])
-  redis.call('HSET', KEYS[2], 'state', 'running', 'deps', n, 'upfailed', 0, 'upskipped', 0,
-    'mapped', n, 'started', now_ms())
-  redis.call('HINCRBY', KEYS[3], 'total', n)
-  redis.call('HINCRBY', KEYS[3], 'remaining', n)
+  local n, chained = tonumber(ARGV[9]), tonumber(ARGV[12])
+  -- The map (and each map expanded with it) runs until its n children settled.
+  local function running(key, dependents, count)
+    redis.call('HSET', key, 'state', 'running', 'deps', n, 'upfailed', 0, 'upskipped', 0,
+      'mapped', n, 'started', now_ms())
+    if dependents ~= '' then redis.call('HSET', key, 'children', dependents, 'nchildren', count) end
+  end
+  running(KEYS[2], ARGV[10], ARGV[11])
+  redis.call('HINCRBY', KEYS[3], 'total', n * (1 + chained))
+  redis.call('HINCRBY', KEYS[3], 'remaining', n * (1 + chained))
   for c = 1, n do
     redis.call('HSET', KEYS[7 + c], 'state', 'queued')
-    redis.call('ZADD', KEYS[7], ARGV[8], ARGV[9 + c])
+    redis.call('ZADD', KEYS[7], ARGV[8], ARGV[12 + c])
+  end
+  local k, a = 8 + n, 13 + n
+  for _ = 1, chained do
+    running(KEYS[k], ARGV[a + 1], ARGV[a + 2])
+    if n == 0 then redis.call('ZADD', KEYS[1], now_ms(), ARGV[a]) end
+    for c = 1, n do redis.call('HSET', KEYS[k + c], 'state', 'pending') end
+    k, a = k + 1 + n, a + 3 + n
   end
   if n == 0 then
     redis.call('ZADD', KEYS[1], now_ms(), id)  -- nothing to wait for: gather at once

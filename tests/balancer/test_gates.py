@@ -177,3 +177,26 @@ def test_an_entry_for_a_task_not_gated_or_not_ready_is_set_aside_not_run(env: An
     assert fake.zcard(keys.gate) == 0 and fake.hlen(keys.aside) == 2
     assert fake.hget(keys.task(run.ids[second]), "state") == b"pending"
     assert _queued(fake, keys) == [run.ids[first]]  # queued by the submit, once
+
+
+def test_a_map_over_a_map_expands_with_it_item_by_item(env: Any) -> None:
+    fake, keys, scripts, settings = env
+    with Flow("chain") as flow:
+        first = inc.map([1, 2])
+        second = inc.map(first)
+        after = inc(second)
+    run = submit_flow(fake, settings, flow)
+    a, b = run.ids[first], run.ids[second]
+    Gates(fake, keys, scripts, settings).run()
+    a_children, b_children = child_ids(a, 2), child_ids(b, 2)
+    assert _queued(fake, keys) == a_children
+    for a_child, b_child in zip(a_children, b_children):
+        dependents = codec.unpack(fake.hget(keys.task(a_child), "children"))
+        assert [d[0] for d in dependents] == [a, b_child]
+        assert fake.hmget(keys.task(b_child), ["state", "deps"]) == [b"pending", b"1"]
+        args, _ = codec.decode_call(fake.hget(keys.task(b_child), "args"))
+        assert args == [codec.UpstreamRef(a_child)]
+    assert codec.unpack(fake.hget(keys.task(a), "children")) == []  # b stands on its own
+    assert fake.hmget(keys.task(b), ["state", "deps", "mapped"]) == [b"running", b"2", b"2"]
+    assert codec.unpack(fake.hget(keys.task(b), "children"))[0][0] == run.ids[after]
+    assert fake.hmget(keys.flow(run.id), ["total", "remaining"]) == [b"7", b"7"]

@@ -14,7 +14,7 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import Child, Done, LeasedTask, Scripts
+from balancer.common.scripts import Child, Done, Expansion, LeasedTask, Scripts
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -136,7 +136,8 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "dlq_purge": lambda s: s.dlq_purge("t1", "f", 1000),
     "dlq_retry": lambda s: s.dlq_retry("t1", "q"),
     "fail": lambda s: s.fail("w1", "1.1.1", "t1", "q", "f", b"e", "retry", 1000, 3, 5),
-    "gate": lambda s: s.gate("t1", "f", "q", "expand", 1000, children=["t1-0", "t1-1"]),
+    "gate": lambda s: s.gate("t1", "f", "q", "expand", 1000, expansions=[
+        Expansion("t1", ["t1-0", "t1-1"]), Expansion("t2", ["t2-0", "t2-1"], b"\x90", 0)]),
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),

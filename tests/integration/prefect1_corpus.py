@@ -186,6 +186,29 @@ def snippet_a_failed_run_fails_the_reduce(ctx: Ctx) -> tuple[Flow, Check]:
     return flow, check
 
 
+@task
+def fails_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError("two")
+    return x
+
+
+def snippet_maps_of_maps_go_item_by_item(ctx: Ctx) -> tuple[Flow, Check]:
+    """A map over a map runs item by item, as Prefect 1's: a failed item fails only the
+    item mapped over it; the others run."""
+    with Flow("item-by-item") as flow:
+        first = fails_on_two.map([1, 2, 3])
+        second = inc.map(first)
+        final = collect(second)
+
+    def check(state: Any) -> None:
+        assert state.is_failed()
+        assert "1 of 3 mapped runs" in state.result[first].message
+        assert "1 of 3 mapped runs" in state.result[second].message
+        assert state.result[final].result == [2, None, 4]
+    return flow, check
+
+
 def snippet_mapping_over_a_number_fails_with_a_named_error(ctx: Ctx) -> tuple[Flow, Check]:
     with Flow("not-a-list") as flow:
         mapped = inc.map(just_a_number())
