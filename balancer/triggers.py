@@ -66,6 +66,11 @@ def not_all_skipped(states: Sequence[str]) -> bool:
     return passes(NOT_ALL_SKIPPED, *_count(states))
 
 
+def manual_only(states: Sequence[str]) -> bool:
+    """Prefect 1's manual approval: not supported here (a task with it is refused)."""
+    raise ValueError("trigger 'manual_only' is not supported")
+
+
 _FUNCTIONS: dict[Callable[..., Any], str] = {
     all_successful: ALL_SUCCESSFUL, all_finished: ALL_FINISHED, any_failed: ANY_FAILED,
     any_successful: ANY_SUCCESSFUL, not_all_skipped: NOT_ALL_SKIPPED}
@@ -79,7 +84,7 @@ def name_of(trigger: Any) -> str:
         return trigger
     if callable(trigger) and trigger in _FUNCTIONS:
         return _FUNCTIONS[trigger]
-    shown = getattr(trigger, "__name__", repr(trigger))
+    shown = trigger if isinstance(trigger, str) else getattr(trigger, "__name__", repr(trigger))
     raise ValueError(f"trigger {shown!r} is not supported: use one of"
                      f" {', '.join(sorted(NAMES))} (balancer.triggers)")
 
