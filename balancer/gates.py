@@ -233,6 +233,14 @@ class Gates:
     def _gather(self, task: Gated, raw: dict[str, bytes | None], flow: str,
                 queue: str) -> None:
         count = _int(raw["mapped"])
+        if not 0 <= count <= self.settings.max_map_children:
+            # Only a hand-edited record gets here: reading that many children would stall
+            # the dispatcher, so the map fails instead.
+            self._settle(task, flow, queue, "fail", ErrorInfo(
+                "balancer.MapError", f"the record says {count} mapped runs, outside 0 to"
+                f" {self.settings.max_map_children} (BALANCER_MAX_MAP_CHILDREN)"),
+                TaskState.FAILED)
+            return
         ids = child_ids(task.task_id, count)
         limit = self.settings.max_payload_bytes * GATHER_FACTOR
         size = 0

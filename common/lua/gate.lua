@@ -6,7 +6,7 @@
 --   queue    its trigger passed: queue it in its queue.
 --   skip     settle it as skipped (an upstream skipped, or a SKIP-like trigger outcome).
 --   fail     settle it as upstream_failed (its trigger failed) or failed (a map it could
---            not expand: the error says why).
+--            not expand or gather: the error says why).
 --   expand   a map: its children, their records written beforehand without a state
 --            (deterministic ids and fields, so a write repeated after a crash, or by a
 --            second dispatcher, is the same write, and a record without a state is
@@ -57,7 +57,7 @@ if mode == 'gather' then
   end
   return 1
 end
-if state ~= 'pending' then return 0 end
+if state ~= 'pending' and not (mode == 'fail' and state == 'running') then return 0 end
 if mode == 'queue' then
   redis.call('ZADD', KEYS[7], ARGV[8], id)
   signal(KEYS[5], SIGNAL.submitted, ARGV[7])

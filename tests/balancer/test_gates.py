@@ -200,3 +200,18 @@ def test_a_map_over_a_map_expands_with_it_item_by_item(env: Any) -> None:
     assert fake.hmget(keys.task(b), ["state", "deps", "mapped"]) == [b"running", b"2", b"2"]
     assert codec.unpack(fake.hget(keys.task(b), "children"))[0][0] == run.ids[after]
     assert fake.hmget(keys.flow(run.id), ["total", "remaining"]) == [b"7", b"7"]
+
+
+def test_a_map_whose_record_claims_a_billion_runs_fails_instead_of_being_read(
+        env: Any) -> None:
+    fake, keys, scripts, settings = env
+    _, map_id = _submit_map(fake, settings, [1])
+    gates = Gates(fake, keys, scripts, settings)
+    gates.run()
+    fake.hset(keys.task(map_id), mapping={"mapped": 10**9, "deps": 0})  # a Redis writer
+    fake.zadd(keys.gate, {map_id: 0})
+    gates.run()
+    state, error = fake.hmget(keys.task(map_id), ["state", "error"])
+    info = codec.unpack_error(error)
+    assert state == b"failed" and info is not None and info.type == "balancer.MapError"
+    assert "says 1000000000 mapped runs" in info.message
