@@ -29,7 +29,7 @@ from balancer.common.replies import as_bytes_list, as_opt_bytes_list
 from balancer.common.retry import is_outage
 from balancer.common.scripts import Child, Scripts
 from balancer.common.settings import Settings
-from balancer.mapping import MapError, MapSpec, items
+from balancer.mapping import MapError, MapSpec, items, take_spec
 from balancer.mapplan import Planner, child_ids
 from balancer.setaside import SetAside
 
@@ -42,7 +42,7 @@ CHUNK = 1000  # records per pipeline when a map is expanded or gathered
 GATHER_FACTOR = 64
 FIELDS = ("state", "flow", "name", "queue", "score", "trigger", "runskip", "nup",
           "upfailed", "upskipped", "map", "mapped", "children", "args", "fn", "priority",
-          "retries", "retry_delay", "timeout", "gate", "deps")
+          "retries", "retry_delay", "timeout", "gate", "deps", "sig")
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,18 @@ class Gates:
                 score: float) -> None:
         """Write the children's records, then queue them in one gate.lua call (with those
         of the maps expanding with this one, item by item: balancer.mapplan)."""
+        refusal = self.refusal(task.task_id, raw)
+        if refusal is not None:
+            self._settle(task, flow, queue, "fail", ErrorInfo("balancer.BadSignature", refusal),
+                         TaskState.FAILED)
+            return
         try:
-            spec = MapSpec.unpack(raw["map"] or b"")
             args, kwargs = codec.decode_call(raw["args"] or b"")
+            spec = take_spec(kwargs)
             args, kwargs = self._with_mapped_values(spec, args, kwargs)
             calls = items(task.name, spec, args, kwargs, self.settings.max_map_children)
-            planner = Planner(self._read, flow, self.settings.max_payload_bytes, self.signer)
+            planner = Planner(self._read, flow, self.settings.max_payload_bytes, self.signer,
+                              lambda i, r: self.refusal(i, r) is None)
             planned = planner.plan(task.task_id, raw, calls)
         except (MapError, CodecError, TypeError, ValueError) as exc:
             kind = "balancer.MapError" if isinstance(exc, MapError) else "balancer.BadPayload"
@@ -205,6 +211,21 @@ class Gates:
                      task.name, len(calls), queue,
                      f", with {len(planned) - 1} maps over it item by item"
                      if len(planned) > 1 else "")
+
+    def refusal(self, task_id: str, raw: dict[str, bytes | None]) -> str | None:
+        """With signing keys, why the map's record may not be expanded (its signature does
+        not match what the client wrote), else None: the dispatcher signs the children, so
+        it must not sign what a writer without the keys changed."""
+        if self.signer is None:
+            return None
+        timeout = float(_text(raw["timeout"])) if raw["timeout"] is not None else None
+        message = signing.spec_message(task_id, _text(raw["flow"]), _text(raw["queue"]),
+                                       timeout, _text(raw["fn"]), _text(raw["name"]),
+                                       raw["children"] or b"", raw["args"] or b"")
+        if self.signer.verify(message, raw["sig"]):
+            return None
+        return (f"the signature of mapped task {task_id} does not match its record: it was"
+                " written or changed by someone without a signing key; not expanded")
 
     def _read(self, task_id: str) -> dict[str, bytes | None]:
         return dict(zip(FIELDS, as_opt_bytes_list(

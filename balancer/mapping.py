@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from balancer import context
-from balancer.common import codec
 
 if TYPE_CHECKING:
     from balancer.flow import Node
     from balancer.task import Task
+
+
+# The keyword a mapped call's spec travels under, in its arguments.
+MAP_KEYWORD = "__balancer_map__"
 
 
 class MapError(ValueError):
@@ -52,14 +55,26 @@ class MapSpec:
     keywords: tuple[str, ...] = ()
     flat: tuple[int | str, ...] = ()
 
-    def pack(self) -> bytes:
-        return codec.pack([list(self.positions), list(self.keywords), list(self.flat)])
+    def to_list(self) -> list[Any]:
+        return [list(self.positions), list(self.keywords), list(self.flat)]
 
     @classmethod
-    def unpack(cls, blob: bytes) -> MapSpec:
-        positions, keywords, flat = codec.unpack(blob)
-        return cls(tuple(int(p) for p in positions), tuple(str(k) for k in keywords),
-                   tuple(flat))
+    def from_list(cls, value: Any) -> MapSpec:
+        """The spec as it travels; MapError when it is not one (a record written by hand)."""
+        try:
+            positions, keywords, flat = value
+            return cls(tuple(int(p) for p in positions), tuple(str(k) for k in keywords),
+                       tuple(f if isinstance(f, int) else str(f) for f in flat))
+        except (TypeError, ValueError) as exc:
+            raise MapError(f"the map's record holds no readable map spec ({exc})") from None
+
+
+def take_spec(kwargs: dict[str, Any]) -> MapSpec:
+    """Remove the map spec from a mapped call's keyword arguments, where it travels (under
+    MAP_KEYWORD: signed with the arguments when signing is on), and return it."""
+    if MAP_KEYWORD not in kwargs:
+        raise MapError("the map's record holds no map spec")
+    return MapSpec.from_list(kwargs.pop(MAP_KEYWORD))
 
 
 def split(args: tuple[Any, ...], kwargs: dict[str, Any]

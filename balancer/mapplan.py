@@ -22,7 +22,7 @@ from typing import Any
 from balancer.common import codec, signing
 from balancer.common.codec import CodecError, UpstreamRef
 from balancer.common.scripts import Expansion
-from balancer.mapping import MapSpec
+from balancer.mapping import take_spec
 
 Raw = dict[str, bytes | None]
 Call = tuple[list[Any], dict[str, Any]]
@@ -56,8 +56,10 @@ def _int(value: bytes | None) -> int:
 
 class Planner:
     def __init__(self, read: Callable[[str], Raw], flow: str, max_payload_bytes: int,
-                 signer: signing.Signer | None) -> None:
+                 signer: signing.Signer | None,
+                 trusted: Callable[[str, Raw], bool] = lambda task_id, raw: True) -> None:
         self.read = read  # a task's record, by id (gates.FIELDS)
+        self.trusted = trusted  # its signature holds, when signing is on
         self.flow = flow
         self.limit = max_payload_bytes
         self.signer = signer
@@ -72,7 +74,8 @@ class Planner:
         entries = _dependents(raw)
         chained = [(str(e[0]), self.read(str(e[0]))) for e in entries
                    if len(e) > 3 and e[3]]
-        chained = [(m, r) for m, r in chained if self.item_by_item(r, map_id)]
+        chained = [(m, r) for m, r in chained
+                   if self.item_by_item(r, map_id) and self.trusted(m, r)]
         extra: list[list[list[Any]]] = [[] for _ in ids]
         below: list[Planned] = []
         for sub_id, sub_raw in chained:
@@ -103,8 +106,8 @@ class Planner:
                 or raw["runskip"] is not None):
             return False
         try:
-            spec = MapSpec.unpack(raw["map"])
             args, kwargs = codec.decode_call(raw["args"] or b"")
+            spec = take_spec(kwargs)
         except (CodecError, TypeError, ValueError):
             return False
         if spec.flat:
@@ -149,8 +152,8 @@ def _dependents(raw: Raw) -> list[list[Any]]:
 def _item_call(raw: Raw, ref: str) -> Call:
     """The arguments of one child of a map expanding item by item: each mapped argument is
     the result of one child of the map it maps over."""
-    spec = MapSpec.unpack(raw["map"] or b"")
     args, kwargs = codec.decode_call(raw["args"] or b"")
+    spec = take_spec(kwargs)
     args, kwargs = list(args), dict(kwargs)
     for p in spec.positions:
         args[p] = UpstreamRef(ref)

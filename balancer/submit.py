@@ -28,6 +28,7 @@ from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
+from balancer.mapping import MAP_KEYWORD
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.parameter import Parameter
 from balancer.run import FlowRun
@@ -84,6 +85,8 @@ def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
     init = taskclass.init_arguments(node.task)
     if init is not None:
         kwargs[taskclass.INIT_KEYWORD] = init
+    if node.mapped is not None:  # with the arguments: signed with them
+        kwargs[MAP_KEYWORD] = node.mapped.to_list()
     try:
         return codec.encode_call(name, args, kwargs, limit)
     except CodecError as exc:
@@ -127,7 +130,7 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         if not task.skip_on_upstream_skip:
             record["runskip"] = 1
         if node.mapped is not None:
-            record["map"] = node.mapped.pack()
+            record["map"] = 1  # its spec travels in its arguments
     if children:
         # [id, queue, score], and a fourth item 1 for a gated dependent (it goes to the gate)
         record["children"] = codec.pack([

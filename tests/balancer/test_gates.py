@@ -215,3 +215,20 @@ def test_a_map_whose_record_claims_a_billion_runs_fails_instead_of_being_read(
     info = codec.unpack_error(error)
     assert state == b"failed" and info is not None and info.type == "balancer.MapError"
     assert "says 1000000000 mapped runs" in info.message
+
+
+def test_with_signing_keys_a_map_changed_without_them_is_not_expanded(env: Any) -> None:
+    """The dispatcher signs a map's children: it must not sign what someone without the
+    keys wrote. A map whose record no longer matches its signature fails, unexpanded."""
+    fake, keys, scripts, settings = env
+    settings = settings.replace(signing_keys="a-signing-key-0123456789")
+    _, good = _submit_map(fake, settings, [1, 2])
+    _, bad = _submit_map(fake, settings, [3, 4])
+    fake.hset(keys.task(bad), "args", codec.encode_call(
+        "inc", ([5, 6, 7],), {"y": 10, "__balancer_map__": [[0], [], []]}, 1 << 20))
+    Gates(fake, keys, scripts, settings).run()
+    state, error = fake.hmget(keys.task(bad), ["state", "error"])
+    info = codec.unpack_error(error)
+    assert state == b"failed" and info is not None and info.type == "balancer.BadSignature"
+    assert fake.exists(*(keys.task(c) for c in child_ids(bad, 3))) == 0
+    assert all(fake.hget(keys.task(c), "sig") for c in child_ids(good, 2))
