@@ -22,7 +22,7 @@ from redis.typing import EncodableT, FieldT
 
 from balancer import triggers
 from balancer.common import aside, codec, signing
-from balancer.common.codec import CodecError, ErrorInfo, UpstreamRef
+from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes_list
@@ -311,4 +311,4 @@ class Gates:
                      state, count)
 
 
-__all__ = ["Decision", "Gated", "Gates", "UpstreamRef", "child_ids", "decide"]
+__all__ = ["FIELDS", "Decision", "Gated", "Gates", "child_ids", "decide"]
