@@ -55,6 +55,7 @@ from balancer.dispatch_state import (
     WatchDeadlines,
 )
 from balancer.episodes import Episodes
+from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
@@ -69,6 +70,9 @@ CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
 UNSERVED_WARNING = 30.0
+# The gate is read on the signals that may have put a task in it, and at least this often.
+GATE_RECHECK = 2.0
+_GATE_SIGNALS = frozenset({signals.SUBMITTED, signals.ACK, signals.CASCADE})
 # An idle dispatcher reads the queues again this often even without a signal: signals are
 # hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
 # must cost seconds, never a task left waiting forever.
@@ -95,6 +99,7 @@ class Dispatcher:
         self.scripts = Scripts(client, self.keys)
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
+        self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
         self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.rng = rng or random.Random()
         self.clock = clock
@@ -108,6 +113,8 @@ class Dispatcher:
         self._offset_ms = 0.0
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
+        self._gate_pending = True  # gated tasks (maps, triggers) may wait in the gate
+        self._gate_at = 0.0
         self._deadlines_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
@@ -227,18 +234,18 @@ class Dispatcher:
         self._sync_clock()
         self.state.view = ClusterView()
         self._jobs_failing = {}
-        entries = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
+        entries = self.troubles.worker_members(
+            as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True)))
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
-        for member, _ in entries:
-            wid = member.decode()
+        for wid, _ in entries:
             pipe.hget(self.keys.worker(wid), "info")
             pipe.scard(self.keys.leases(wid))
         pipe.hgetall(self.keys.aside)
         replies = pipe.execute()[1:]
         self.troubles.adopt(replies.pop())
-        for i, (member, score) in enumerate(entries):
-            wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
+        for i, (wid, score) in enumerate(entries):
+            info, leased = replies[2 * i], replies[2 * i + 1]
             seen = self._local_time(score)
             if info is None or self.view.heartbeat(wid, int(leased), info, seen) is None:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
@@ -249,6 +256,7 @@ class Dispatcher:
         self._next_due = None
         self._schedules_at = None  # read them at once: due times wait for no signal
         self._cascade_pending = True
+        self._gate_pending = True
         self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
                  len(self.view.workers), len(self.queue_names))
@@ -257,6 +265,8 @@ class Dispatcher:
 
     def _wait_time(self) -> float:
         if self.state.again or (self._cascade_pending and "cascade" not in self._jobs_failing):
+            return 0.0
+        if self._gate_pending and "gate" not in self._jobs_failing:
             return 0.0
         now = self.clock()
         wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
@@ -289,6 +299,8 @@ class Dispatcher:
 
     def _apply(self, batch: list[signals.Signal]) -> None:
         """Feed the signals to the state; do what it asks on the way."""
+        if any(s.kind in _GATE_SIGNALS and s.queued for s in batch):
+            self._gate_pending = True  # a gated task may have been put in the gate
         for command in self.state.apply(batch, self.clock()):
             if isinstance(command, Reap):
                 self._job(f"reap {command.worker}", functools.partial(
@@ -314,6 +326,11 @@ class Dispatcher:
         self._job("schedules", self._fire_schedules)
         if self._cascade_pending:
             self._job("cascade", self._cascade)
+        if now - self._gate_at > GATE_RECHECK:
+            self._gate_pending = True  # signals are hints: look now and then anyway
+        if self._gate_pending:
+            self._gate_at = now
+            self._job("gate", self._gate)
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._job("deadlines", self._expire_overdue)
         self._job("unserved", self._warn_unserved)
@@ -353,9 +370,10 @@ class Dispatcher:
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those
         dates (one ZRANGE for all workers) before calling anyone dead."""
-        dates = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
-        for member, score in dates:
-            view = self.view.workers.get(member.decode())
+        dates = self.troubles.worker_members(
+            as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True)))
+        for wid, score in dates:
+            view = self.view.workers.get(wid)
             if view is not None:
                 view.last_seen = max(view.last_seen, self._local_time(score))
 
@@ -413,6 +431,9 @@ class Dispatcher:
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()
+
+    def _gate(self) -> None:
+        self._gate_pending = self.gates.run()
 
     def _expire_overdue(self) -> None:
         self._deadlines_at = self.clock()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from balancer import context
 from balancer.common import codec
+from balancer.mapping import MapSpec
 from balancer.options import check_wait
 from balancer.parameter import Parameter, bind
 from balancer.queue import Queue
@@ -37,6 +38,14 @@ class Node:
     queue: Queue | None = None
     # Upstream nodes, each with the keyword its result is passed as (None: order only).
     upstream: dict[Node, str | None] = field(default_factory=dict)
+    # A mapped call (task.map): which arguments it maps over (balancer.mapping).
+    mapped: MapSpec | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the dispatcher decides when it runs: a map, or a task whose trigger or
+        skip rule is not the default (balancer.gates)."""
+        return self.mapped is not None or self.task.gated
 
     @property
     def queue_name(self) -> str:
@@ -147,9 +156,11 @@ class Flow:
                          mapped: bool = False) -> None:
         """Prefect 1's ``set_dependencies``: ``keyword_tasks`` maps keyword arguments to
         upstream tasks (their results are passed) or to parameters and plain values."""
-        if mapped:
-            raise FlowError("mapped=True: mapping a task over a list is not supported yet")
         node = self._node(task)
+        if mapped:  # the keyword tasks are mapped over, as Prefect 1's mapped=True
+            spec = node.mapped or MapSpec()
+            node.mapped = MapSpec(spec.positions, (*spec.keywords, *(keyword_tasks or {})),
+                                  spec.flat)
         for up in upstream_tasks or ():
             self.set_dependency(up, node)
         for down in downstream_tasks or ():
@@ -277,26 +288,33 @@ class Flow:
     # -- running ---------------------------------------------------------------------
 
     def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None,
-               parameters: dict[str, Any] | None = None) -> FlowRun:
+               parameters: dict[str, Any] | None = None,
+               redis_url: str | None = None) -> FlowRun:
         """Send the flow to the cluster and return at once with a handle on the run.
 
         ``client``: a Redis client of the cluster (default: ``BALANCER_REDIS_URL``, else the
         embedded cluster); ``namespace``: the cluster's key namespace if not the default;
-        ``parameters``: values of the flow's ``Parameter``s by name (else their defaults).
+        ``parameters``: values of the flow's ``Parameter``s by name (else their defaults);
+        ``redis_url``: the cluster's URL, in place of ``BALANCER_REDIS_URL``.
+
+        A bad URL raises ``BadRedisURL`` and a Redis that cannot be reached
+        ``Unreachable``, each one line naming the URL (its password hidden).
         """
-        from balancer.client import resolve
+        from balancer.client import resolve_url, talking
         from balancer.submit import submit_flow
 
         try:
             values = bind(self.name, self.parameters, parameters)
         except ValueError as exc:
             raise FlowError(str(exc)) from None
-        conn, settings = resolve(client, namespace)
-        return submit_flow(conn, settings, self, values)
+        conn, settings = resolve_url(client, redis_url, namespace)
+        with talking(conn):
+            return submit_flow(conn, settings, self, values)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
             namespace: str | None = None, quiet: bool = False,
-            parameters: dict[str, Any] | None = None) -> FlowRun:
+            parameters: dict[str, Any] | None = None,
+            redis_url: str | None = None) -> FlowRun:
         """Submit, wait for every task to finish, and return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
@@ -319,7 +337,8 @@ class Flow:
                 "flow %r: run() ignored while a worker imports its module; guard it with"
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
-        run = self.submit(client, namespace=namespace, parameters=parameters)
+        run = self.submit(client, namespace=namespace, parameters=parameters,
+                          redis_url=redis_url)
         report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
         report.begin()
         try:
@@ -368,7 +387,8 @@ class Flow:
             return text
         graph = graphviz.Digraph(self.name)
         for node in nodes:
-            graph.node(str(id(node)), f"{labels[node]}\n[{node.queue_name}]")
+            mapped = " (mapped)" if node.mapped is not None else ""
+            graph.node(str(id(node)), f"{labels[node]}{mapped}\n[{node.queue_name}]")
             for up, key in node.upstream.items():
                 graph.edge(str(id(up)), str(id(node)), label=key or "")
         if filename:
@@ -380,7 +400,9 @@ class Flow:
         for node in nodes:
             ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
                             for up, key in node.upstream.items())
-            lines.append(f"  {labels[node]} [{node.queue_name}]" + (f" <- {ups}" if ups else ""))
+            mapped = " (mapped)" if node.mapped is not None else ""
+            lines.append(f"  {labels[node]}{mapped} [{node.queue_name}]"
+                         + (f" <- {ups}" if ups else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -228,13 +228,15 @@ def instantiate(record: ScheduleRecord, due_ms: int, now_ms: int, settings: Sett
         flow_id = new_id()
         records: dict[str, dict[str, Any]] = {}
         ready: dict[str, dict[str, float]] = {q: {} for q in template["queues"]}
+        gate: dict[str, float] = {}
         for old, _name, fields in tasks:
             task_id = ids[str(old)]
             rec = dict(fields)
             rec["flow"], rec["score"] = flow_id, scores[task_id]
-            rec["args"] = codec.pack(_remap(codec.unpack(rec["args"]), ids))
-            if "children" in rec:
-                rec["children"] = codec.pack([[ids[c[0]], c[1], scores[ids[c[0]]]]
+            # user types stay packed as they came: the dispatcher imports no user code
+            rec["args"] = codec.pack(_remap(codec.unpack_refs(rec["args"]), ids))
+            if "children" in rec:  # [id, queue, score, (gated mark)]
+                rec["children"] = codec.pack([[ids[c[0]], c[1], scores[ids[c[0]]], *c[3:]]
                                               for c in codec.unpack(rec["children"])])
             rec.pop("sig", None)
             if signer is not None:
@@ -244,6 +246,8 @@ def instantiate(record: ScheduleRecord, due_ms: int, now_ms: int, settings: Sett
             records[task_id] = rec
             if rec["state"] == "queued":
                 ready.setdefault(rec["queue"], {})[task_id] = rec["score"]
+            elif rec.get("gate") and not rec.get("nup"):  # as a submit: the gate decides
+                gate[task_id] = now_ms
         flow = {
             "id": flow_id, "name": template["name"],
             "state": FlowState.RUNNING if tasks else FlowState.COMPLETED,
@@ -256,8 +260,10 @@ def instantiate(record: ScheduleRecord, due_ms: int, now_ms: int, settings: Sett
         raise ScheduleError(f"schedule {record.id!r}: its template cannot be used"
                             f" ({type(exc).__name__}: {exc})") from None
     listed = {q: list(r) for q, r in ready.items()}
-    return ScheduledRun(flow_id, flow, records, ready, signals.submitted(listed),
-                        RECENT_FLOWS)
+    signal = signals.submitted(listed)
+    if gate and signal.startswith(signals.READY):  # the dispatcher must read the gate
+        signal = signals.SUBMITTED
+    return ScheduledRun(flow_id, flow, records, ready, signal, RECENT_FLOWS, gate)
 
 
 def check_template(record: ScheduleRecord, signer: signing.Signer) -> str | None:
@@ -265,7 +271,7 @@ def check_template(record: ScheduleRecord, signer: signing.Signer) -> str | None
     if not record.sig:
         return (f"schedule {record.id!r} carries no signature, and this dispatcher fires"
                 " only schedules registered with one of its BALANCER_SIGNING_KEYS")
-    if signer.verifies(template_message(record.id, record.template), record.sig):
+    if signer.verify(template_message(record.id, record.template), record.sig.encode()):
         return None
     return (f"the signature of schedule {record.id!r} does not match its template: it was"
             " written or changed by someone without a signing key")

@@ -53,19 +53,22 @@ ROLES = {
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
             "BLMOVE",  # an idle slot's fetch (take.lua checks what it moved)
+            "BLMPOP",  # the cancel listener (worker/cancels.py)
             "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
-              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+              "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
+              "gate"),  # an ack puts a gated dependent (a map, a trigger) in the gate
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
-        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
-                 "dlq_purge", "set_aside", "schedule_fire", "schedule_put"),
+        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "cancel",
+                 "queue_rm", "dlq_retry", "dlq_purge", "set_aside", "gate", "schedule_fire",
+                 "schedule_put"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers
@@ -74,18 +77,20 @@ ROLES = {
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
+            "HSTRLEN",  # the size of a map's results, before it gathers them
         ),
         keys=(ALL_KEYS,),
     ),
     "client": Role(
         "client",
-        scripts=("submit_small", "schedule_put"),
+        scripts=("submit_small", "flow_extend", "flow_release", "flow_close", "schedule_put"),
         commands=(
-            "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit
+            "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
+              "gate",  # gated tasks ready at submit (a map over a list given in code)
               "schedule", "schedules"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),

@@ -10,6 +10,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | flow:<id>            | hash        | name, tasks, state, total, remaining, failed, timestamps    |
 | flow:<id>:done       | list        | gets the final state once; clients wait on it with BLMOVE   |
 |                      |             | onto itself, so that every waiter sees it                   |
+| flow:<id>:tasks      | list        | tasks (and sub-runs) a @flow function added to its open run,|
+|                      |             | packed [id, name, kind] (balancer/dynamic.py)               |
 | flows                | zset        | recent flow runs by submit time                             |
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
@@ -25,10 +27,13 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | fetched:<id>         | list        | an entry a blocking fetch moved out of the inbox, until     |
 |                      |             | take.lua checks its lease (the same round trip)             |
 | ahead:<id>           | hash        | pool child -> "task|token ..." of its batch, perhaps started|
+| cancels:<id>         | list (TTL)  | "task|token" of leases that worker took and a cancel took   |
+|                      |             | back: it stops them (worker/cancels.py)                     |
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
 | deadlines            | zset        | "task|worker|token" of leases with a timeout, score = when  |
 |                      |             | timeout + grace passes (ms)                                 |
 | cascade              | list        | failed task ids whose dependents still need failing         |
+| gate                 | zset        | gated task ids (maps, triggers) the dispatcher must decide  |
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
@@ -57,6 +62,9 @@ class Keys:
     def flow_done(self, flow_id: str) -> str:
         return f"{self.prefix}flow:{flow_id}:done"
 
+    def flow_tasks(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}:tasks"
+
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"
 
@@ -80,6 +88,9 @@ class Keys:
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"
+
+    def cancels(self, worker_id: str) -> str:
+        return f"{self.prefix}cancels:{worker_id}"
 
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}schedule:{schedule_id}"
@@ -115,6 +126,10 @@ class Keys:
     @property
     def cascade(self) -> str:
         return f"{self.prefix}cascade"
+
+    @property
+    def gate(self) -> str:
+        return f"{self.prefix}gate"
 
     @property
     def dlq(self) -> str:

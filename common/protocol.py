@@ -141,8 +141,14 @@ LAYOUTS: dict[str, Layout] = {
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
         " prefetch depth",
         "task...", "task id... (in the order of the task keys)"),
-    "cascade": layout("cascade, flow, flow done", "failed task id, ttl ms, error",
-                      "child task...", "child id..."),
+    "cancel": layout(
+        "flow, flow done, delayed, dlq, deadlines, inflight, wake",
+        "ttl ms, task count",
+        "per task: task, queue, and with a lease: leases, inbox, cancels",
+        "per task: id, queue name, lease token, worker id, inbox entry"),
+    "cascade": layout("cascade, flow, flow done, gate, wake",
+                      "settled task id, ttl ms, error, how it settled ('failed' or 'skipped')",
+                      "child task...", "(child id, gated 0/1)..."),
     "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
     "dlq_retry": layout("dlq, task, queue, wake", "task id"),
     "fail": layout(
@@ -150,11 +156,27 @@ LAYOUTS: dict[str, Layout] = {
         " dlq",
         "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
         " started ms"),
+    "flow_close": layout("flow, flow done, flow tasks", "state, ttl ms, error"),
+    "flow_extend": layout(
+        "flow, flow tasks, queues, wake", "flow id, task count, signal",
+        "(task, queue) per task",
+        "per task: id, queue name, score, listing, pair count, the pairs"),
+    "flow_release": layout("task, queue, queues, wake, flow, flow done",
+                           "task id, queue name, score, ttl ms, error, signal"),
+    "gate": layout(
+        "gate, task, flow, flow done, wake, cascade, queue",
+        "task id, mode, ttl ms, error, state, result, queue name, score, count",
+        "child task... (expand: the map's), then per map expanded with it (map task, child"
+        " task...); or (dependent task, dependent queue or the gate)... (gather)",
+        "expand: dependents, dependent count, chained count, child id..., then per map"
+        " expanded with it (map id, dependents, dependent count, child id...); gather:"
+        " (dependent id, score, gated 0/1)..."),
     "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
     "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
     "mark_running": layout("leases", "worker id", "task...",
                            "(task id, token)... in the order of the task keys"),
     "promote": layout("delayed", "none", "(task, queue)...", "task id..."),
+    "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),
     "reap": layout(
         "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead",
         "leader token, worker id, seen before ms, poison threshold, quarantine error",
@@ -173,12 +195,13 @@ LAYOUTS: dict[str, Layout] = {
         " grace ms, worker count, other queue count, then (worker id, capacity, host load)"
         " per offered worker"),
     "schedule_fire": layout(
-        "leader, schedules, schedule, flow, flows, queues, wake, flow done",
+        "leader, schedules, schedule, flow, flows, queues, wake, flow done, gate",
         "leader token, schedule id, due ms, next due ms, version, skipped",
         "task... (one per task), then queue... (one per queue the run touches)",
         "for a fire: flow id, recent flows, signal, the flow's pair count and pairs, task"
         " count, then per task its pair count and pairs, queue count, then per queue its"
-        " name, its ready count and (score, id) per ready task"),
+        " name, its ready count and (score, id) per ready task, then the gated task count"
+        " and (when, id) per gated task with no upstream (balancer.gates decides those)"),
     "schedule_put": layout("schedules, schedule, wake", "schedule id, clocks, first due ms",
                            "", "field/value pairs of its record"),
     "take": layout("inbox, leases, fetched", "count"),

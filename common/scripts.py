@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -25,8 +25,9 @@ from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
 
-FailMode = Literal["retry", "final", "crash", "quarantine"]
-FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
+FailMode = Literal["retry", "final", "crash", "quarantine", "skip", "again"]
+FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 2, 3, 4
+GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
 
 
 def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
@@ -50,11 +51,25 @@ def _sha(name: str) -> str:
 
 @dataclass(frozen=True)
 class Child:
-    """A dependent of a task: completing the task may queue it at ``score`` in ``queue``."""
+    """A dependent of a task: completing the task may queue it at ``score`` in ``queue``,
+    or, ``gated`` (a map, a trigger), put it in the gate for the dispatcher to decide."""
 
     task_id: str
     queue: str
     score: float
+    gated: bool = False
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A map's children, as gate.lua expands them: their ids (records written), and the
+    map's new list of dependents (packed; b"": unchanged) when maps expanded item by item
+    with it were taken out of it."""
+
+    map_id: str
+    children: Sequence[str]
+    dependents: bytes = b""
+    nchildren: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,29 @@ class Done:
     result: bytes
     has_deadline: bool = False
     children: Sequence[Child] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class CancelTask:
+    """A task of a flow being cancelled, with the lease its caller saw (token "": none)."""
+
+    task_id: str
+    queue: str
+    token: str = ""
+    worker: str = ""
+    inbox_entry: bytes = b""
+
+
+@dataclass(frozen=True)
+class CancelReply:
+    """What ``cancel.lua`` did: the flow's state after it (``missing``: no such flow),
+    how many tasks it cancelled, the workers whose leases it took back; or, in ``retry``,
+    tasks that were leased after the caller looked (nothing was written)."""
+
+    state: str
+    cancelled: int = 0
+    workers: tuple[str, ...] = ()
+    retry: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,7 @@ class ScheduledRun:
     queues: Mapping[str, Mapping[str, float]]
     signal: str
     recent: int
+    gate: Mapping[str, float] = field(default_factory=dict)  # gated tasks, no upstream
 
 
 @dataclass(frozen=True)
@@ -104,6 +143,18 @@ class LeasedTask:
     started: bool = False
     ahead: bool = False  # in a pool child's batch after its first: perhaps started
     inbox_entry: bytes = b""
+
+
+@dataclass(frozen=True)
+class AddedTask:
+    """A task a @flow function adds to its open run: its record's fields, the queue it
+    goes to, its score there (None: it waits for upstream tasks) and its listing entry."""
+
+    task_id: str
+    queue: str
+    score: float | None
+    listing: bytes
+    fields: Mapping[str, Any]
 
 
 class Scripts:
@@ -215,14 +266,46 @@ class Scripts:
         return int(self._run("promote", keys, [t for t, _ in due]))
 
     def cascade(
-        self, failed_id: str, flow_id: str, error: bytes, children: Sequence[str], ttl_ms: int
+        self, failed_id: str, flow_id: str, error: bytes, children: Sequence[str], ttl_ms: int,
+        gated: Collection[str] = (), skipped: bool = False
     ) -> int:
+        """Settle the dependents of a task that failed (or, ``skipped``, was skipped); those
+        in ``gated`` only count it, and go to the gate once all their upstreams settled."""
         k = self.keys
+        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed"]
+        for c in children:
+            args += [c, "1" if c in gated else "0"]
         return int(self._run(
             "cascade",
-            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), *(k.task(c) for c in children)],
-            [failed_id, ttl_ms, error, *children],
-        ))
+            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake,
+             *(k.task(c) for c in children)], args))
+
+    def gate(self, task_id: str, flow_id: str, queue: str, mode: GateMode, ttl_ms: int, *,
+             error: bytes = b"", state: str = "", result: bytes = b"", score: float = 0.0,
+             expansions: Sequence[Expansion] = (), dependents: Sequence[Child] = ()) -> bool:
+        """Apply the dispatcher's decision on a gated task (``gate.lua``); False when
+        another call took it out of the gate first. ``expansions`` (expand): the map's
+        children to queue (their records written beforehand), then the maps expanded with
+        it item by item, whose children wait for the map's; ``dependents`` (gather): the
+        task's own, to unlock."""
+        k = self.keys
+        keys = [k.gate, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.wake,
+                k.cascade, k.queue(queue)]
+        args: list[Any] = [task_id, mode, ttl_ms, error, state, result, queue, repr(score)]
+        if mode == "expand":
+            root, *chained = expansions or [Expansion(task_id, ())]
+            args += [len(root.children), root.dependents, root.nchildren, len(chained),
+                     *root.children]
+            keys += [k.task(c) for c in root.children]
+            for e in chained:
+                keys += [k.task(e.map_id), *(k.task(c) for c in e.children)]
+                args += [e.map_id, e.dependents, e.nchildren, *e.children]
+        else:
+            args.append(len(dependents))
+            for d in dependents:
+                keys += [k.task(d.task_id), k.gate if d.gated else k.queue(d.queue)]
+                args += [d.task_id, repr(d.score), "1" if d.gated else "0"]
+        return bool(self._run("gate", keys, args))
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
              poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask]
@@ -283,7 +366,7 @@ class Scripts:
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
                      "1" if d.has_deadline else "0", len(d.children)]
             for c in d.children:
-                keys += [k.task(c.task_id), k.queue(c.queue)]
+                keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
         stored, taken, forged = self._run("ack", keys, args)
         dropped(worker_id, forged)
@@ -353,6 +436,29 @@ class Scripts:
 
     # -- operators ------------------------------------------------------------------
 
+    def cancel(self, flow_id: str, tasks: Sequence[CancelTask], ttl_ms: int) -> CancelReply:
+        """Cancel a flow run's unfinished tasks (``balancer.cancel`` gathers ``tasks``)."""
+        k = self.keys
+        keys = [k.flow(flow_id), k.flow_done(flow_id), k.delayed, k.dlq, k.deadlines,
+                k.inflight, k.wake]
+        args: list[Any] = [ttl_ms, len(tasks)]
+        for t in tasks:
+            keys += [k.task(t.task_id), k.queue(t.queue)]
+            if t.token:
+                keys += [k.leases(t.worker), k.inbox(t.worker), k.cancels(t.worker)]
+            args += [t.task_id, t.queue, t.token, t.worker, t.inbox_entry]
+        reply = [v.decode() if isinstance(v, bytes) else v
+                 for v in self._run("cancel", keys, args)]
+        if reply[0] == "retry":
+            return CancelReply("running", retry=tuple(str(v) for v in reply[1:]))
+        return CancelReply(str(reply[0]), int(reply[1]), tuple(str(v) for v in reply[2:]))
+
+    def queue_rm(self, queue: str) -> int:
+        """1: the queue is removed; 0: it holds ready tasks; -1: no such queue."""
+        k = self.keys
+        return int(self._run("queue_rm", [k.queues, k.queue(queue), k.queue_conf(queue),
+                                          k.offer(queue), k.inflight, k.wake], [queue]))
+
     def dlq_retry(self, task_id: str, queue: str) -> bool:
         k = self.keys
         return bool(self._run("dlq_retry", [k.dlq, k.task(task_id), k.queue(queue), k.wake],
@@ -364,6 +470,40 @@ class Scripts:
             "dlq_purge",
             [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
             [task_id, ttl_ms]))
+
+    # -- open flow runs (a @flow function's: balancer/dynamic.py) ----------------------
+
+    def flow_extend(self, flow_id: str, tasks: Sequence[AddedTask], signal: str) -> int:
+        """Add ``tasks`` to an open run (``flow_extend.lua``); -1 when it is not open."""
+        k = self.keys
+        keys = [k.flow(flow_id), k.flow_tasks(flow_id), k.queues, k.wake]
+        args: list[Any] = [flow_id, len(tasks), signal]
+        for added in tasks:
+            keys += [k.task(added.task_id), k.queue(added.queue)]
+            args += [added.task_id, added.queue,
+                     "" if added.score is None else repr(added.score), added.listing,
+                     len(added.fields)]
+            for name, value in added.fields.items():
+                args += [name, value]
+        return int(self._run("flow_extend", keys, args))
+
+    def flow_release(self, task_id: str, queue: str, score: float, flow_id: str,
+                     ttl_ms: int, error: bytes, signal: str) -> int:
+        """Queue a task of an open run whose upstream tasks completed, or, with ``error``,
+        fail it as upstream_failed (``flow_release.lua``): 1 queued, 2 failed, 0 neither."""
+        k = self.keys
+        return int(self._run(
+            "flow_release",
+            [k.task(task_id), k.queue(queue), k.queues, k.wake, k.flow(flow_id),
+             k.flow_done(flow_id)],
+            [task_id, queue, repr(score), ttl_ms, error, signal]))
+
+    def flow_close(self, flow_id: str, state: str, ttl_ms: int, error: bytes) -> int:
+        """Close an open run (``flow_close.lua``): 1 settled, 2 settles later, 0 not open."""
+        k = self.keys
+        return int(self._run("flow_close",
+                             [k.flow(flow_id), k.flow_done(flow_id), k.flow_tasks(flow_id)],
+                             [state, ttl_ms, error]))
 
     # -- schedules ------------------------------------------------------------------
 
@@ -392,9 +532,10 @@ class Scripts:
                            due_ms if due_ms == int(due_ms) else repr(due_ms),
                            "" if next_ms is None else next_ms, version, skipped]
         if run is None:
-            keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-")]
+            keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-"), k.gate]
             return int(self._run("schedule_fire", keys, args))
-        keys += [k.flow(run.flow_id), k.flows, k.queues, k.wake, k.flow_done(run.flow_id)]
+        keys += [k.flow(run.flow_id), k.flows, k.queues, k.wake, k.flow_done(run.flow_id),
+                 k.gate]
         args += [run.flow_id, run.recent, run.signal, len(run.flow)]
         for name, value in run.flow.items():
             args += [name, value]
@@ -410,4 +551,7 @@ class Scripts:
             args += [queue, len(ready)]
             for task_id, score in ready.items():
                 args += [repr(score), task_id]
+        args.append(len(run.gate))
+        for task_id, at in run.gate.items():
+            args += [repr(at), task_id]
         return int(self._run("schedule_fire", keys, args))

@@ -57,6 +57,9 @@ class Settings:
     progress: str = "auto"
     # How serve and worker processes (pool children too) log: text or json lines.
     log_format: str = "text"
+    # Most children one mapped call may expand into (t.map): past it, the map fails with
+    # a MapError saying so, instead of writing millions of records.
+    max_map_children: int = 100_000
     # A schedule's due time older than this (seconds) when the leader comes to it is
     # skipped, and logged, rather than run late (balancer/schedules.py).
     schedule_catchup: float = 300.0
@@ -107,6 +110,8 @@ class Settings:
                 f"worker_timeout ({self.worker_timeout}s) must be at least "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        if self.max_map_children < 0:
+            raise SettingsError("max_map_children must not be negative")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

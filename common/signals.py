@@ -44,7 +44,7 @@ SCHEDULES = "t"
 # (a test checks that table against this one: a script pushes only what ``parse`` reads).
 LUA_KINDS = {"submitted": SUBMITTED, "retry": RETRY, "ack": ACK, "settled": SETTLED,
              "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE,
-             "schedules": SCHEDULES}
+             "queues": QUEUES, "schedules": SCHEDULES}
 
 
 @dataclass(frozen=True)

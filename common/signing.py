@@ -41,8 +41,11 @@ class Signer:
     def sign(self, message: bytes) -> str:
         return hmac.new(self.keys[0], message, hashlib.sha256).hexdigest()
 
-    def verifies(self, message: bytes, given: str) -> bool:
-        """Whether ``given`` is the signature of ``message`` with one of the keys."""
+    def verify(self, message: bytes, sig: bytes | None) -> bool:
+        """Whether ``sig`` was made over ``message`` with one of the keys."""
+        if not sig:
+            return False
+        given = sig.decode(errors="replace")
         return any(hmac.compare_digest(hmac.new(key, message, hashlib.sha256).hexdigest(),
                                        given) for key in self.keys)
 

@@ -29,3 +29,36 @@ def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path
             assert row[name] > 0, (pool, name, row)
         assert row["latency_p50_ms"] <= row["latency_p99_ms"] <= row["latency_max_ms"], row
     assert "tasks/s" in proc.stdout
+
+
+@pytest.mark.integration
+def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "dynamic.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/dynamic_bench.py", "--quick", "--json", str(out),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert (figures["calls"], figures["map"], figures["chain"]) == (30, 200, 20)
+    for name in ("call_p50_ms", "call_p99_ms", "map_submit_s", "map_end_to_end_s",
+                 "map_tasks_per_s", "chain_ms_per_link"):
+        assert figures[name] > 0, (name, figures)
+    assert figures["call_p50_ms"] <= figures["call_p99_ms"]
+
+
+@pytest.mark.integration
+def test_map_benchmark_reports_submit_expand_and_throughput(redis_url: str,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "map.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/map_bench.py", "--quick", "--json", str(out),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["children"] == 500
+    for name in ("submit_s", "expand_s", "run_s", "children_per_s", "end_to_end_s",
+                 "tasks_per_s", "literal_submit_s"):
+        assert figures[name] > 0, (name, figures)
+    assert "children/s" in proc.stdout and "expand" in proc.stdout

@@ -20,6 +20,7 @@ from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
     FAIL_RETRIED,
+    FAIL_SKIPPED,
     Done,
     FailMode,
     Scripts,
@@ -133,12 +134,14 @@ class Acker(threading.Thread):
     def _fail(self, f: Finished) -> None:
         lease, outcome = f.lease, f.outcome
         mode: FailMode = ("quarantine" if outcome.quarantine else "crash" if outcome.crashed
+                          else "skip" if outcome.mode == "skip"
+                          else "again" if outcome.mode == "again"
                           else "retry" if outcome.retryable else "final")
         code = persist("be acknowledged", lease.task_id, lambda: self.scripts.fail(
             self.worker_id, lease.token, lease.task_id, lease.queue, lease.flow,
             outcome.payload, mode, self.ttl_ms, self.settings.poison_threshold, f.started_ms))
         verdict = {FAIL_RETRIED: "will run again", FAIL_FAILED: "failed",
-                   FAIL_QUARANTINED: "quarantined"}.get(code)
+                   FAIL_QUARANTINED: "quarantined", FAIL_SKIPPED: "skipped"}.get(code)
         if verdict is None:
             self._refused(lease)
         else:
@@ -146,5 +149,6 @@ class Acker(threading.Thread):
                         codec.unpack_error(outcome.payload))
 
     def _refused(self, lease: Lease) -> None:
-        log.warning("task=%s lease=%s: outcome refused, the task was re-leased elsewhere",
-                    lease.task_id, lease.token)
+        log.warning("task=%s lease=%s: outcome refused, the lease was taken back (the task"
+                    " was re-leased elsewhere, or its flow cancelled)", lease.task_id,
+                    lease.token)

@@ -24,6 +24,9 @@ from balancer.worker.pool import Runner
 
 log = logging.getLogger("worker")
 
+_SETTLED_WITHOUT_RESULT = frozenset({TaskState.SKIPPED, TaskState.FAILED,
+                                     TaskState.UPSTREAM_FAILED, TaskState.DEAD})
+
 
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
@@ -39,6 +42,8 @@ class Slot(threading.Thread):
         self.holding = holding
         self.stopping = stopping
         self.current: str | None = None  # the task id this slot runs, if any
+        self.token: str | None = None  # its lease token
+        self.abandoned = False  # its task was cancelled: another slot took its place
         self.signer = signing.signer(acker.settings.signing_keys)
 
     def run(self) -> None:
@@ -47,6 +52,10 @@ class Slot(threading.Thread):
             if lease is None:
                 continue
             finished = self.run_one(lease)
+            if self.abandoned:
+                # Its lease is gone: the ack is refused (and logged), and this thread ends.
+                self.acker.submit(finished)
+                return
             if not self.inbox.has_ready() and self.acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
@@ -62,7 +71,7 @@ class Slot(threading.Thread):
         RecursionError from an argument nested hundreds deep), counts as a crash: the
         task goes back to its queue and is quarantined once it has done so
         ``poison_threshold`` times, instead of being re-leased for ever."""
-        self.current = lease.task_id
+        self.current, self.token = lease.task_id, lease.token
         try:
             return self.handle(lease)
         except Exception as exc:
@@ -80,6 +89,15 @@ class Slot(threading.Thread):
         through ``Holding`` until its result is stored)."""
         current = self.current
         return set() if current is None else {current}
+
+    def cancel(self, task_id: str, token: str) -> bool:
+        """The flow of this lease was cancelled: if this slot runs it, give the slot up
+        (Python cannot stop a thread; the task runs on and its result is refused). The
+        worker puts a new slot in its place. Whether it ran it."""
+        if self.current == task_id and self.token == token and not self.abandoned:
+            self.abandoned = True
+            return True
+        return False
 
     def stop(self) -> None:
         """Nothing to do: the slot stops with the worker's ``stopping`` event."""
@@ -116,7 +134,7 @@ class Slot(threading.Thread):
     @staticmethod
     def _children(lease: Lease) -> list[Child]:
         try:
-            return [Child(str(c[0]), str(c[1]), float(c[2]))
+            return [Child(str(c[0]), str(c[1]), float(c[2]), bool(len(c) > 3 and c[3]))
                     for c in codec.unpack(lease.children or b"\x90")]
         except (CodecError, ValueError, TypeError, IndexError):
             log.error("task=%s: unreadable list of dependents; they will not be unlocked",
@@ -128,7 +146,7 @@ class Slot(threading.Thread):
         if not codec.may_hold_refs(lease.args):
             return lease.args
         try:
-            args, kwargs = codec.decode_call(lease.args)
+            args, kwargs = codec.decode_call(lease.args, refs_only=True)
         except CodecError:
             return lease.args  # the executor reports the bad payload on the task
         refs = sorted(codec.upstream_refs([args, kwargs]))
@@ -140,8 +158,14 @@ class Slot(threading.Thread):
         results = {}
         for ref, (state, blob) in zip(refs, persist("read results", lease.task_id,
                                                     pipe.execute)):
-            if state is None or state.decode() != TaskState.COMPLETED or blob is None:
+            shown = state.decode() if state is not None else "expired"
+            if shown in _SETTLED_WITHOUT_RESULT:
+                # Only a gated task (a trigger, a map) runs after such an upstream: it gets
+                # what the upstream stored (a map's partial list), else None.
+                results[ref] = codec.unpack_refs(blob) if blob else None
+                continue
+            if shown != TaskState.COMPLETED or blob is None:
                 raise LookupError(f"the result of upstream task {ref} is not available"
-                                  f" (state {state.decode() if state else 'expired'})")
-            results[ref] = codec.unpack(blob)
+                                  f" (state {shown})")
+            results[ref] = codec.unpack_refs(blob)
         return codec.pack(codec.substitute([args, kwargs], results))

@@ -1,4 +1,5 @@
-"""`balancer status` and `balancer flow`: read-only views of the cluster."""
+"""`balancer status`, `balancer flows` and `balancer flow`: views of the cluster, and
+`balancer flow cancel`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ from dataclasses import asdict
 
 import click
 
+from balancer import flowview
 from balancer import status as status_view
-from balancer import why
+from balancer.cancel import CancelError, cancel_flow
 from balancer.cli.common import Cluster, cluster_options
-from balancer.common import codec
-from balancer.common.replies import as_bytes, as_opt_bytes_list
-from balancer.schedule_fire import shown
 
 
 @click.command()
@@ -45,43 +44,57 @@ def flows(cluster: Cluster, last: int, as_json: bool) -> None:
         click.echo("\n".join(status_view.flow_lines(rows)))
 
 
-@click.command("flow")
+class _FlowGroup(click.Group):
+    """`balancer flow ID` shows a run; `balancer flow cancel ID` cancels it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["show", *args]  # options may come first, as before: --json ID
+        return super().parse_args(ctx, args)
+
+
+@click.group("flow", cls=_FlowGroup)
+def flow() -> None:
+    """One flow run: `balancer flow FLOW_ID` shows it (`--verbose`: with tracebacks),
+    `balancer flow cancel FLOW_ID` cancels it. FLOW_ID as `balancer flows` lists it."""
+
+
+@flow.command("show")
 @click.argument("flow_id")
 @cluster_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def flow(flow_id: str, cluster: Cluster, as_json: bool) -> None:
-    """Show one flow run: every task's state, why each unfinished task waits, and the
-    error of each failed one. FLOW_ID as `balancer status` lists it."""
-    client, keys = cluster.client, cluster.keys
-    name, state, blob, schedule, scheduled = as_opt_bytes_list(client.hmget(
-        keys.flow(flow_id), ["name", "state", "tasks", "schedule", "scheduled"]))
-    if name is None:
+@click.option("-v", "--verbose", is_flag=True, help="Show each failed task's traceback.")
+def flow_show(flow_id: str, cluster: Cluster, as_json: bool, verbose: bool) -> None:
+    """Show one flow run: every task's state, worker, attempts and timings (queued,
+    started, finished, waited, ran), why each unfinished task waits, and the error of
+    each failed one."""
+    view = flowview.gather(cluster.client, cluster.keys, flow_id)
+    if view is None:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
-    state_text = as_bytes(state).decode()
-    listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob))]
-    facts = why.task_facts(client, keys, [t for t, _ in listed])
-    held = why.ClusterFacts.gather(client, keys)
-    pipe = client.pipeline(transaction=False)
-    for task_id, _ in listed:
-        pipe.hget(keys.task(task_id), "error")
-    rows = []
-    for (task_id, task_name), error in zip(listed, pipe.execute()):
-        f = facts.get(task_id)
-        err = codec.unpack_error(error)
-        rows.append({"id": task_id, "name": task_name, "state": f.state if f else "expired",
-                     "why": why.reason(f, held) if f else "",
-                     "error": str(err) if err and (f is None or f.state != "completed")
-                     else ""})
-    # A run fired by a schedule names it and the due time it was fired for.
-    by = (schedule.decode(errors="replace"), shown(float(scheduled))) if (
-        schedule is not None and scheduled is not None) else None
     if as_json:
-        click.echo(json.dumps({"id": flow_id, "name": name.decode(), "state": state_text,
-                               "tasks": rows, **({"schedule": by[0], "scheduled": by[1]}
-                                                 if by else {})}, indent=2))
-        return
-    click.echo(f"flow {flow_id}  {name.decode()}  {state_text}"
-               + (f"  (schedule {by[0]}, due {by[1]})" if by else ""))
-    for r in rows:
-        click.echo(f"  {r['id']}  {r['name']:<24} {r['state']:<16} {r['why'] or r['error']}")
+        click.echo(json.dumps(view.to_dict(), indent=2))
+    else:
+        click.echo("\n".join(flowview.render(view, verbose)))
+
+
+@flow.command("cancel")
+@click.argument("flow_id")
+@cluster_options
+def flow_cancel(flow_id: str, cluster: Cluster) -> None:
+    """Cancel a flow run: its queued tasks never start, its running ones are stopped,
+    and it ends `cancelled`. Cancelling a finished run changes nothing."""
+    try:
+        done = cancel_flow(cluster.client, cluster.keys, flow_id,
+                           int(cluster.settings.result_ttl * 1000))
+    except KeyError:
+        raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
+                                   f" {cluster.settings.result_ttl:.0f}s)") from None
+    except CancelError as exc:
+        raise click.ClickException(str(exc)) from None
+    if done.cancelled:
+        told = f"; workers told to stop its runs: {', '.join(done.workers)}" \
+            if done.workers else ""
+        click.echo(f"flow {flow_id} cancelled: {done.cancelled} tasks{told}")
+    else:
+        click.echo(f"flow {flow_id} is already {done.state}: nothing to cancel")

@@ -5,12 +5,13 @@
 -- has fired it once: a due time can be neither lost nor run twice. The schedule's next
 -- due time and version must be what the caller read (compare and set): a stalled
 -- leader, a schedule removed or registered again meanwhile, is refused.
--- KEYS: leader, schedules, schedule, flow, flows, queues, wake, flow done; then task...
+-- KEYS: leader, schedules, schedule, flow, flows, queues, wake, flow done, gate; then task...
 --       (one per task), then queue... (one per queue the run touches)
 -- ARGV: leader token, schedule id, due ms, next due ms, version, skipped; then for a
 --       fire: flow id, recent flows, signal, the flow's pair count and pairs, task count,
 --       then per task its pair count and pairs, queue count, then per queue its name, its
---       ready count and (score, id) per ready task
+--       ready count and (score, id) per ready task, then the gated task count and
+--       (when, id) per gated task with no upstream (balancer.gates decides those)
 -- (next due ms: '' when the schedule ended; skipped: how many due times this skips
 -- without a run, 0 for a fire.)
 -- Returns 1 when done, 0 when the schedule is not as read (nothing written), -1 when the
@@ -45,7 +46,8 @@ end
 redis.call('HSET', KEYS[4], unpack(take_pairs()))
 local n_tasks = tonumber(ARGV[a]); a = a + 1
 if n_tasks == 0 then redis.call('RPUSH', KEYS[8], 'completed') end
-for t = 1, n_tasks do redis.call('HSET', KEYS[8 + t], unpack(take_pairs())) end
+local T = 9  -- KEYS before the tasks'
+for t = 1, n_tasks do redis.call('HSET', KEYS[T + t], unpack(take_pairs())) end
 local n_queues = tonumber(ARGV[a]); a = a + 1
 for q = 1, n_queues do
   local name, n_ready = ARGV[a], tonumber(ARGV[a + 1])
@@ -57,10 +59,15 @@ for q = 1, n_queues do
     chunk[#chunk + 1] = ARGV[a + 1]
     a = a + 2
     if #chunk >= 1000 or r == n_ready then
-      redis.call('ZADD', KEYS[8 + n_tasks + q], unpack(chunk))
+      redis.call('ZADD', KEYS[T + n_tasks + q], unpack(chunk))
       chunk = {}
     end
   end
+end
+local n_gated = tonumber(ARGV[a]); a = a + 1
+for g = 1, n_gated do
+  redis.call('ZADD', KEYS[9], ARGV[a], ARGV[a + 1])
+  a = a + 2
 end
 local created = redis.call('HGET', KEYS[4], 'created')
 redis.call('ZADD', KEYS[5], created, flow_id)

@@ -14,7 +14,16 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import Child, Done, LeasedTask, ScheduledRun, Scripts
+from balancer.common.scripts import (
+    AddedTask,
+    CancelTask,
+    Child,
+    Done,
+    Expansion,
+    LeasedTask,
+    ScheduledRun,
+    Scripts,
+)
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -123,7 +132,9 @@ def key_kind(keys: Keys, key: str) -> str:
     segment after the namespace (``leases``, ``queue-conf``, ...)."""
     assert key.startswith(keys.prefix), key
     parts = key[len(keys.prefix):].split(":")
-    return "flow done" if parts[0] == "flow" and parts[-1] == "done" else parts[0]
+    if parts[0] == "flow" and len(parts) == 3:
+        return f"flow {parts[-1]}"  # flow done, flow tasks
+    return parts[0]
 
 
 DONE = [Done("t1", "1.1.1", "q", "f", 1, b"r", True, [Child("c1", "q", 1.0)])]
@@ -132,15 +143,24 @@ TASK = [("t1", 1.0, {"fn": "m:f", "flow": "f"})]
 CALLS: dict[str, Callable[[Scripts], Any]] = {
     "ack": lambda s: s.ack_and_take("w1", DONE, 1000, 5, 2, 8, "0"),
     "assign": lambda s: s.assign("1|d", "w1", "q", 4, 100, "1.1u", ["t1", "t2"], 2, 4),
+    "cancel": lambda s: s.cancel("f", [CancelTask("t1", "q", "1.1.1", "w1", b"e"),
+                                       CancelTask("t2", "q")], 1000),
     "cascade": lambda s: s.cascade("t1", "f", b"e", ["c1", "c2"], 1000),
     "dlq_purge": lambda s: s.dlq_purge("t1", "f", 1000),
     "dlq_retry": lambda s: s.dlq_retry("t1", "q"),
     "fail": lambda s: s.fail("w1", "1.1.1", "t1", "q", "f", b"e", "retry", 1000, 3, 5),
+    "flow_close": lambda s: s.flow_close("f", "completed", 1000, b""),
+    "flow_extend": lambda s: s.flow_extend(
+        "f", [AddedTask("t1", "q", 1.0, b"l", {"fn": "m:f"})], "s"),
+    "flow_release": lambda s: s.flow_release("t1", "q", 1.0, "f", 1000, b"", "s"),
+    "gate": lambda s: s.gate("t1", "f", "q", "expand", 1000, expansions=[
+        Expansion("t1", ["t1-0", "t1-1"]), Expansion("t2", ["t2-0", "t2-1"], b"\x90", 0)]),
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),
     "promote": lambda s: s.promote([("t1", "q"), ("t2", "r")]),
     "reap": lambda s: s.reap("1|d", "w1", 5, 3, b"e", [LeasedTask("t1", "q", "1.1.1")]),
+    "queue_rm": lambda s: s.queue_rm("q"),
     "release": lambda s: s.release("w1", [LeasedTask("t1", "q", "1.1.1")]),
     "set_aside": lambda s: s.set_aside("e1", b"rec", "{ns}:queue:q", "zset", b"m"),
     "submit_small": lambda s: s.submit_small("f", {"name": "n"}, "q", TASK, 5, 0, "s", OFFER,
