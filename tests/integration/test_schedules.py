@@ -227,3 +227,15 @@ def test_a_bad_catch_up_window_is_refused(procs: Processes) -> None:
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "schedule_catchup must be at least 1" in done.stderr
     assert os.environ.get("BALANCER_SCHEDULE_CATCHUP") is None
+
+
+def test_a_scheduled_flow_with_a_map_expands_and_completes_at_every_run(
+        cluster: ThreadCluster, real: redis.Redis, namespace: str) -> None:
+    from tests.integration.scheduled import mapped
+
+    keys = Keys(namespace)
+    cluster.add_worker()
+    mapped.register_schedule(client=real, namespace=namespace)
+    done = wait_for(lambda: [r for r in runs(real, keys) if r["state"] == "completed"][1:],
+                    timeout=60)
+    assert [result_of(real, keys, r, "total") for r in done] == [14] * len(done)
