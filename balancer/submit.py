@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer.common import codec, protocol, signals, signing
+from balancer.common import codec, events, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -118,6 +118,8 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         "nchildren": len(children),
     }
     record.update({k: v for k, v in optional.items() if v})
+    if not node.upstream:
+        record["ready"] = now_ms  # ready at once: its wait time counts from now
     if children:
         record["children"] = codec.pack([[ids[c], c.queue_name, _score(c, settings, now_ms)]
                                          for c in children])
@@ -281,7 +283,8 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     the tasks were leased to, or None."""
     scripts = _scripts.setdefault(client, {}).get(keys.namespace)
     if scripts is None:
-        scripts = _scripts[client][keys.namespace] = Scripts(client, keys)
+        scripts = _scripts[client][keys.namespace] = Scripts(
+            client, keys, events.Config.from_settings(settings))
     seen = _offers.setdefault(client, {})
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None

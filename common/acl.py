@@ -59,7 +59,7 @@ ROLES = {
             "MULTI", "EXEC",
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
-              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle", "events"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -74,6 +74,7 @@ ROLES = {
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
+            "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
         ),
         keys=(ALL_KEYS,),
     ),
@@ -85,7 +86,8 @@ ROLES = {
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
         ),
-        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
+        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
+              "events"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }

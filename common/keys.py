@@ -30,6 +30,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
+| events               | stream      | what happened, capped (common.events: kinds and format)     |
 | idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
 | epoch                | counter     | bumped by every new leader                                  |
@@ -108,6 +109,10 @@ class Keys:
     @property
     def aside(self) -> str:
         return f"{self.prefix}aside"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
 
     @property
     def wake(self) -> str:

@@ -6,6 +6,7 @@ import click
 
 from balancer.cli.acl import acl
 from balancer.cli.dlq import dlq
+from balancer.cli.events import events
 from balancer.cli.queues import queue
 from balancer.cli.serve import serve
 from balancer.cli.views import flow, flows, status
@@ -17,5 +18,5 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, dlq, acl):
+for command in (serve, status, flows, flow, queue, dlq, events, acl):
     main.add_command(command)

@@ -1,11 +1,12 @@
 -- Fail the pending dependents of one failed task, and queue theirs in turn.
 -- Idempotent: run again after a crash, it changes nothing already changed.
--- KEYS: cascade, flow, flow done; then child task...
--- ARGV: failed task id, ttl ms, error; then child id...
+-- KEYS: cascade, flow, flow done, events; then child task...
+-- ARGV: failed task id, ttl ms, error, events cap; then child id...
 -- Returns how many dependents it failed.
 local ttl = tonumber(ARGV[2])
+events_to(KEYS[4], ARGV[4], '0')
 local n = 0
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   if redis.call('HGET', KEYS[i], 'state') == 'pending' then
     redis.call('HSET', KEYS[i], 'state', 'upstream_failed', 'error', ARGV[3],
       'finished', now_ms(), 'deps', NEVER)

@@ -1,6 +1,7 @@
 -- Take the leader lease if it is free, or renew it if we hold it.
--- KEYS: leader, epoch
--- ARGV: dispatcher id, ttl ms
+-- A new lease writes leader.changed to the events stream.
+-- KEYS: leader, epoch, events
+-- ARGV: dispatcher id, ttl ms, events cap
 -- Returns {the token "epoch|id" we hold, what the epoch key held when it was no counter
 -- (else false)}, or nil when another dispatcher leads.
 -- An epoch key that is no counter (not an integer, or not a string) would keep every
@@ -17,6 +18,8 @@ if not current then
   end
   local token = epoch .. '|' .. ARGV[1]
   redis.call('SET', KEYS[1], token, 'PX', tonumber(ARGV[2]))
+  events_to(KEYS[3], ARGV[3], '0')
+  emit('leader.changed', 'w', ARGV[1], 'd', epoch)
   return {token, was}
 end
 local sep = string.find(current, '|', 1, true)
