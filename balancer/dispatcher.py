@@ -210,6 +210,7 @@ class Dispatcher:
             value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
+            self.client.zrem(self.keys.dispatchers, self.id)
         except (redis.RedisError, UnicodeDecodeError):
             pass  # the lease runs out on its own
         self.token = None

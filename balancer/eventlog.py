@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -48,7 +49,7 @@ class Reader:
     def start_at_latest(self) -> None:
         """Continue after the newest entry now in the stream (resolving "$" once, so that
         entries written between two reads are never missed)."""
-        newest = self.client.xrevrange(self.keys.events, count=1)
+        newest: Any = self.client.xrevrange(self.keys.events, count=1)
         self.last = newest[0][0].decode() if newest else "0-0"
 
     def read(self, block_ms: int | None = BLOCK_MS, count: int = READ_COUNT
@@ -56,7 +57,8 @@ class Reader:
         """The events after ``last`` (waiting up to ``block_ms`` for one; None: no wait)."""
         if self.last == "$":
             self.start_at_latest()
-        reply = self.client.xread({self.keys.events: self.last}, count=count, block=block_ms)
+        reply: Any = self.client.xread({self.keys.events: self.last}, count=count,
+                                       block=block_ms)
         if not reply:
             return []
         [(_, entries)] = reply
@@ -72,7 +74,7 @@ class Reader:
 def latest(client: redis.Redis, keys: Keys, n: int) -> tuple[list[events.Event], str]:
     """The events of the last ``n`` entries, oldest first, and the id of the newest entry
     ("0-0" when the stream is empty), to follow from."""
-    entries = client.xrevrange(keys.events, count=n)
+    entries: Any = client.xrevrange(keys.events, count=n)
     reader = Reader(client, keys)
     found = reader._decode(list(reversed(entries)))
     return found, entries[0][0].decode() if entries else "0-0"

@@ -33,6 +33,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | events               | stream      | what happened, capped (common.events: kinds and format)     |
 | idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
+| dispatchers          | zset        | dispatcher id -> last time it led or tried to (standbys)    |
 | epoch                | counter     | bumped by every new leader                                  |
 """
 
@@ -125,6 +126,10 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
+
+    @property
+    def dispatchers(self) -> str:
+        return f"{self.prefix}dispatchers"
 
     @property
     def epoch(self) -> str:

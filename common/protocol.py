@@ -155,7 +155,7 @@ LAYOUTS: dict[str, Layout] = {
         " started ms, events cap, task events, summary"),
     "heartbeat": layout("worker, workers, leases, wake, events",
                         "worker id, heartbeat, ttl ms, events cap"),
-    "leader": layout("leader, epoch, events", "dispatcher id, ttl ms, events cap"),
+    "leader": layout("leader, epoch, events, dispatchers", "dispatcher id, ttl ms, events cap"),
     "mark_running": layout("leases, events", "worker id, events cap, task events", "task...",
                            "(task id, token, started ms)... in the order of the task keys"),
     "promote": layout("delayed", "none", "(task, queue)...", "task id..."),

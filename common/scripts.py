@@ -127,7 +127,8 @@ class Scripts:
 
     def lead(self, dispatcher_id: str, ttl_ms: int) -> Lead:
         """Take or renew the leader lease (``leader.lua``)."""
-        reply = self._run("leader", [self.keys.leader, self.keys.epoch, self.keys.events],
+        reply = self._run("leader", [self.keys.leader, self.keys.epoch, self.keys.events,
+                                     self.keys.dispatchers],
                           [dispatcher_id, ttl_ms, self.events.cap])
         if not reply:
             return Lead(None)

@@ -47,7 +47,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "task", "flow", "flow_done", "queue", "queue_conf", "offer", "worker", "inbox", "leases",
         "ahead",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
-        "aside", "wake", "idle", "leader", "epoch", "events",
+        "aside", "wake", "idle", "leader", "epoch", "events", "dispatchers",
     }
 
 
