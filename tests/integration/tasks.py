@@ -109,3 +109,9 @@ def wait_for_gate(url: str, key: str, seconds: float) -> bool:
         if client.blpop([key], timeout=1) is not None:
             return True
     return False
+
+
+@task
+def raises(message: str) -> None:
+    """Fails with ``message`` as its error: what an attacker may make a task say."""
+    raise ValueError(message)

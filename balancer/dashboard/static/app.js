@@ -217,9 +217,10 @@ function chart(series, bucket) {
   g.append(svg("text", {x: 0, y: 10}, String(max)));
   g.append(svg("text", {x: pad, y: height - 4}, "-" + Math.round(series.length * bucket / 60) + " min"));
   g.append(svg("text", {x: width - 24, y: height - 4}, "now"));
-  const last = series.slice(-12);
-  const rate = last.reduce((s, b) => s + b.completed + b.failed, 0) / (last.length * bucket || 1);
-  return h("div", {}, g, h("div", {class: "muted"}, rate.toFixed(1) + " tasks/s over the last minute"));
+  const last = series.slice(-Math.round(60 / bucket));
+  const settled = last.reduce((s, b) => s + b.completed + b.failed, 0);
+  return h("div", {}, g, h("div", {class: "muted"}, settled + " tasks settled in the last minute ("
+    + (settled / 60).toFixed(settled >= 60 ? 0 : 2) + "/s)"));
 }
 
 function leaderSection(data) {
