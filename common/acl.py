@@ -75,6 +75,7 @@ ROLES = {
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
             "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
+            "SRANDMEMBER", "HSTRLEN",  # the dashboard: what a worker holds, result sizes
         ),
         keys=(ALL_KEYS,),
     ),

@@ -15,7 +15,6 @@ import redis
 from balancer import eventlog
 from balancer.common import events
 from balancer.common.keys import Keys
-from balancer.common.retry import RETRYABLE
 from balancer.dashboard.metrics import EventMetrics
 
 log = logging.getLogger("balancer.dashboard")
@@ -82,8 +81,8 @@ class Feed(threading.Thread):
                     self.backfill()
                     backed = True
                 found = self.reader.read(block_ms=500)
-            except RETRYABLE as exc:
-                log.warning("events feed: %s; retrying", exc)
+            except redis.RedisError as exc:  # an outage, or a user not allowed to read
+                log.warning("events feed: %s; retrying in 1 s", exc)
                 self.stopping.wait(1.0)
                 continue
             with self.lock:

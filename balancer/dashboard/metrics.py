@@ -254,7 +254,7 @@ def registry_for(client: redis.Redis, keys: Keys, leader_ttl: float
     """A registry of its own (not the process-global one) with both sources. (The
     ``_created`` series of every counter are turned off, process-wide: they double the
     output and no dashboard of ours reads them.)"""
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
     fed = EventMetrics(registry)
     registry.register(ClusterCollector(client, keys, leader_ttl))
