@@ -57,9 +57,10 @@ def _bounded(what: str, value: object, low: int, high: int) -> None:
         raise AdminError(f"{what} must be an integer from {low} to {high}, got {value!r}")
 
 
-def quarantined(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """The quarantined tasks, oldest first, with why (``balancer dlq ls``)."""
-    entries = as_scored(client.zrange(keys.dlq, 0, -1, withscores=True))
+def quarantined(client: redis.Redis, keys: Keys, limit: int = 0) -> list[dict[str, Any]]:
+    """The quarantined tasks, oldest first, with why (``balancer dlq ls``); the first
+    ``limit`` only, when given."""
+    entries = as_scored(client.zrange(keys.dlq, 0, limit - 1, withscores=True))
     pipe = client.pipeline(transaction=False)
     for member, _ in entries:
         pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])

@@ -30,6 +30,7 @@ The entry's time is its stream id (Redis time, ms).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -212,7 +213,6 @@ def decode(stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> list[Event]
 
 
 def _when(ms: int) -> str:
-    import time
     return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
 
 

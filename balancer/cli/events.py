@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import click
+import redis
 
 from balancer import eventlog
 from balancer.cli.common import Cluster, cluster_options
@@ -33,5 +34,8 @@ def events(cluster: Cluster, follow: bool, as_json: bool, last: int) -> None:
         return
     reader = eventlog.Reader(cluster.client, cluster.keys, newest or "$")
     with contextlib.suppress(KeyboardInterrupt):
-        for event in reader.follow():
-            show(event)
+        try:
+            for event in reader.follow():
+                show(event)
+        except redis.RedisError as exc:
+            raise click.ClickException(f"lost Redis while following: {exc}") from None

@@ -83,6 +83,6 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
         for d, age in dispatchers(client, keys, settings.leader_ttl)]
     if leader_id and leader_id not in {d["id"] for d in data["dispatchers"]}:
         data["dispatchers"].insert(0, {"id": leader_id, "seen_s": None, "role": "leader"})
-    data["quarantined"] = admin.quarantined(client, keys)[:200]
+    data["quarantined"] = admin.quarantined(client, keys, limit=200)
     data["flows"] = [asdict(f) for f in snap.flows]
     return data
