@@ -156,3 +156,18 @@ def test_entries_not_of_the_schema_are_skipped(real: redis.Redis, namespace: str
     reader = eventlog.Reader(real, keys, "0")
     assert [e.kind for e in reader.read(block_ms=None)] == [events.WORKER_JOINED]
     assert reader.skipped == 1
+
+
+def test_a_thread_pool_worker_writes_the_same_events(procs: Processes, real: redis.Redis,
+                                                     namespace: str) -> None:
+    _cluster(procs, real, namespace, "--pool", "thread")
+    with Flow("threaded") as flow:
+        tasks.multiply(tasks.constant(3))
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+    found = wait_for(lambda: [e for e in _all(real, namespace)
+                              if e.kind == events.TASK_COMPLETED and e.flow == run.id
+                              ] if events.FLOW_FINISHED in _kinds(_all(real, namespace))
+                     else None)
+    assert sorted(e.name for e in found) == ["constant", "multiply"]
+    assert all(e.wait_ms is not None and e.run_ms is not None for e in found)
