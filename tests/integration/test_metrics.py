@@ -73,8 +73,10 @@ def test_metrics_count_what_a_real_cluster_ran(procs: Processes, real: redis.Red
     assert value(s, "balancer_task_wait_seconds_count", queue="default") == 7
     assert value(s, "balancer_task_run_seconds_bucket", queue="default", le="0.1") == 6
     assert (value(s, "balancer_task_run_seconds_sum", queue="default") or 0) >= 0.2
-    assert value(s, "balancer_tasks_dispatched_total", queue="default",
-                 via="dispatcher") == 9  # 7 tasks and 2 retries
+    # 7 tasks and 2 retries leased, and perhaps a task handed back (prefetched behind the
+    # long one) leased again.
+    assert (value(s, "balancer_tasks_dispatched_total", queue="default",
+                  via="dispatcher") or 0) >= 9
     # Gauges read at scrape time.
     assert value(s, "balancer_worker_capacity", worker="m-w1") == 2
     assert value(s, "balancer_queue_depth", queue="default") == 0
