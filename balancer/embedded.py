@@ -67,5 +67,6 @@ def client(settings: Settings) -> redis.Redis:
     embedded = connect(URL)
     # fakeredis ignores the scripts' approximate trimming (XADD MAXLEN ~): trim the events
     # stream exactly here, once per run, so that a long-lived process keeps it capped.
-    embedded.xtrim(Keys(settings.namespace).events, maxlen=settings.events_max)
+    embedded.xtrim(Keys(settings.namespace).events, maxlen=settings.events_max,
+                   approximate=False)
     return embedded
