@@ -33,7 +33,7 @@ from typing import Any
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, protocol, signals
+from balancer.common import aside, events, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -92,7 +92,7 @@ class Dispatcher:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys)
+        self.scripts = Scripts(client, self.keys, events.Config.from_settings(settings))
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
         self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
@@ -217,6 +217,7 @@ class Dispatcher:
             value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
+            self.client.zrem(self.keys.dispatchers, self.id)
         except (redis.RedisError, UnicodeDecodeError):
             pass  # the lease runs out on its own
         self.token = None
@@ -410,7 +411,8 @@ class Dispatcher:
     def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
         if self.token is None:
             return
-        requeued, dead, ids = self.upkeep.reap(self.token, worker_id, seen_before_ms)
+        requeued, dead, ids = self.upkeep.reap(self.token, worker_id, seen_before_ms,
+                                               left=why == "deregistered")
         if requeued == -1:
             log.warning("dispatcher=%s is no longer leader; not reaping worker=%s", self.id,
                         worker_id)

@@ -21,7 +21,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import taskclass
-from balancer.common import codec, protocol, signals, signing
+from balancer.common import codec, events, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -135,6 +135,8 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
             record["runskip"] = 1
         if node.mapped is not None:
             record["map"] = 1  # its spec travels in its arguments
+    if not node.upstream:
+        record["ready"] = now_ms  # ready at once: its wait time counts from now
     if children:
         # [id, queue, score], and a fourth item 1 for a gated dependent (it goes to the gate)
         record["children"] = codec.pack([
@@ -309,7 +311,8 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     the tasks were leased to, or None."""
     scripts = _scripts.setdefault(client, {}).get(keys.namespace)
     if scripts is None:
-        scripts = _scripts[client][keys.namespace] = Scripts(client, keys)
+        scripts = _scripts[client][keys.namespace] = Scripts(
+            client, keys, events.Config.from_settings(settings))
     seen = _offers.setdefault(client, {})
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None

@@ -302,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--signing", action="store_true",
                         help="clients sign every task and workers verify it"
                              " (BALANCER_SIGNING_KEYS set to a benchmark key)")
+    parser.add_argument("--no-task-events", action="store_true",
+                        help="BALANCER_TASK_EVENTS=off for the cluster and the client: no"
+                             " per-task events in the events stream")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.singles = 200, 30
@@ -324,6 +327,8 @@ def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFi
     if args.signing:
         cluster.env["BALANCER_SIGNING_KEYS"] = os.environ["BALANCER_SIGNING_KEYS"] = (
             "benchmark-signing-key-" + uuid.uuid4().hex)
+    if args.no_task_events:
+        cluster.env["BALANCER_TASK_EVENTS"] = os.environ["BALANCER_TASK_EVENTS"] = "off"
     rows = []
     try:
         cluster.serve()
@@ -352,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
           f" workers={WORKERS} x concurrency {args.concurrency} tasks={args.tasks}"
           f" singles={args.singles} cores={os.cpu_count()}"
           f" signing={'on' if args.signing else 'off'}"
-          f" offers={'off' if args.no_offers else 'on'} logs={logdir}", flush=True)
+          f" offers={'off' if args.no_offers else 'on'}"
+          f" task_events={'off' if args.no_task_events else 'on'} logs={logdir}", flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
     print(NOTE)

@@ -61,7 +61,8 @@ ROLES = {
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
-              "gate"),  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "events"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -76,7 +77,9 @@ ROLES = {
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
-            "HSTRLEN",  # the size of a map's results, before it gathers them
+            "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
+            "SRANDMEMBER",  # the dashboard: what a worker holds
+            "HSTRLEN",  # result sizes (the dashboard), a map's results before it gathers them
         ),
         keys=(ALL_KEYS,),
     ),
@@ -89,7 +92,8 @@ ROLES = {
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
-              "gate"),  # gated tasks ready at submit (a map over a list given in code)
+              "gate",  # gated tasks ready at submit (a map over a list given in code)
+              "events"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }

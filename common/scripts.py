@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import redis
+from balancer.common import codec, events
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.signals import Offer
@@ -28,6 +29,7 @@ log = logging.getLogger("worker")
 FailMode = Literal["retry", "final", "crash", "quarantine", "skip", "again"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 2, 3, 4
 GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
+SUMMARY_CHARS = 300  # of an error, in a failure's event
 
 
 def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
@@ -84,6 +86,8 @@ class Done:
     result: bytes
     has_deadline: bool = False
     children: Sequence[Child] = field(default_factory=tuple)
+    name: str = ""  # for the task.completed event
+    ready_ms: int = 0  # when it became ready (0: not known), for its wait time
 
 
 @dataclass(frozen=True)
@@ -144,9 +148,13 @@ class AddedTask:
 
 
 class Scripts:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys,
+                 events_config: events.Config | None = None) -> None:
         self.client = client
         self.keys = keys
+        # What the scripts write to the events stream (BALANCER_EVENTS_MAX and
+        # BALANCER_TASK_EVENTS of this process).
+        self.events = events_config or events.Config()
         self._local = threading.local()  # .direct: this thread's connection
 
     def _direct(self) -> Direct:
@@ -169,7 +177,9 @@ class Scripts:
 
     def lead(self, dispatcher_id: str, ttl_ms: int) -> Lead:
         """Take or renew the leader lease (``leader.lua``)."""
-        reply = self._run("leader", [self.keys.leader, self.keys.epoch], [dispatcher_id, ttl_ms])
+        reply = self._run("leader", [self.keys.leader, self.keys.epoch, self.keys.events,
+                                     self.keys.dispatchers],
+                          [dispatcher_id, ttl_ms, self.events.cap])
         if not reply:
             return Lead(None)
         token, bad_epoch = reply
@@ -202,9 +212,9 @@ class Scripts:
         n, leased, dropped, deadlines = self._run(
             "assign",
             [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
-             k.deadlines, *(k.task(t) for t in task_ids)],
+             k.deadlines, k.events, *(k.task(t) for t in task_ids)],
             [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at, depth,
-             *task_ids],
+             *self.events.argv, *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
 
@@ -220,9 +230,10 @@ class Scripts:
         leased to, or '' when the dispatcher was sent ``signal``; the queue's standing
         offer now, for the next submit.)"""
         k = self.keys
-        keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue)]
+        keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue),
+                k.events]
         args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(tasks),
-                           len(flow)]
+                           len(flow), *self.events.argv]
         for name, value in flow.items():
             args += [name, value]
         for task_id, score, fields in tasks:
@@ -258,12 +269,13 @@ class Scripts:
         """Settle the dependents of a task that failed (or, ``skipped``, was skipped); those
         in ``gated`` only count it, and go to the gate once all their upstreams settled."""
         k = self.keys
-        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed"]
+        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed",
+                           self.events.cap]
         for c in children:
             args += [c, "1" if c in gated else "0"]
         return int(self._run(
             "cascade",
-            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake,
+            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake, k.events,
              *(k.task(c) for c in children)], args))
 
     def gate(self, task_id: str, flow_id: str, queue: str, mode: GateMode, ttl_ms: int, *,
@@ -294,13 +306,16 @@ class Scripts:
         return bool(self._run("gate", keys, args))
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
-             poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask]
-             ) -> tuple[int, int]:
+             poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask],
+             left: bool = False) -> tuple[int, int]:
+        """Take back a dead worker's leases (``left``: it deregistered, the event says
+        worker.left rather than worker.reaped)."""
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
-                k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id)]
+                k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id),
+                k.events]
         args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
-                           quarantine_error]
+                           quarantine_error, *self.events.argv, "left" if left else "reaped"]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
             args += [t.task_id, t.token, "1" if t.started else "a" if t.ahead else "0"]
@@ -315,8 +330,8 @@ class Scripts:
         k = self.keys
         existed, leased, now_ms = self._run(
             "heartbeat",
-            [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake],
-            [worker_id, info, ttl_ms],
+            [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake, k.events],
+            [worker_id, info, ttl_ms, self.events.cap],
         )
         return bool(existed), int(leased), int(now_ms)
 
@@ -344,13 +359,14 @@ class Scripts:
         perhaps started (``keys.ahead``)."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
-                k.ahead(worker_id), k.idle]
+                k.ahead(worker_id), k.idle, k.events]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
-                           ahead]
+                           ahead, *self.events.argv]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
-                     "1" if d.has_deadline else "0", len(d.children)]
+                     "1" if d.has_deadline else "0", d.name, d.flow_id, d.ready_ms or "",
+                     len(d.children)]
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
@@ -386,13 +402,15 @@ class Scripts:
         """FAIL_RETRIED: retry scheduled or re-queued; FAIL_QUARANTINED; FAIL_FAILED: failed
         for good; FAIL_REFUSED: the lease moved on, nothing changed."""
         k = self.keys
+        info = codec.unpack_error(error)
+        summary = f"{info.type}: {info.message}"[:SUMMARY_CHARS] if info else ""
         return int(self._run(
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
-             k.dlq],
+             k.dlq, k.events],
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
-             started_ms],
+             started_ms, *self.events.argv, summary],
         ))
 
     def note_ahead(self, worker_id: str, field: str, value: str) -> None:
@@ -402,14 +420,17 @@ class Scripts:
         key = self.keys.ahead(worker_id)
         self._direct().send(*(("HSET", key, field, value) if value else ("HDEL", key, field)))
 
-    def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]]) -> int:
-        """Mark (task id, token) pairs as running, where their lease still holds."""
+    def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]],
+                     started_ms: Sequence[int] = ()) -> int:
+        """Mark (task id, token) pairs as running, where their lease still holds
+        (``started_ms``: when each started, for the task.started event; 0 unknown)."""
         k = self.keys
-        args: list[str] = [worker_id]
-        for task_id, token in running:
-            args += [task_id, token]
+        args: list[Any] = [worker_id, *self.events.argv]
+        for i, (task_id, token) in enumerate(running):
+            args += [task_id, token, started_ms[i] if i < len(started_ms) else 0]
         return int(self._run("mark_running",
-                             [k.leases(worker_id), *(k.task(t) for t, _ in running)], args))
+                             [k.leases(worker_id), k.events,
+                              *(k.task(t) for t, _ in running)], args))
 
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
@@ -454,8 +475,9 @@ class Scripts:
         k = self.keys
         return bool(self._run(
             "dlq_purge",
-            [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
-            [task_id, ttl_ms]))
+            [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake,
+             k.events],
+            [task_id, ttl_ms, self.events.cap]))
 
     # -- open flow runs (a @flow function's: balancer/dynamic.py) ----------------------
 

@@ -60,6 +60,14 @@ class Settings:
     # Most children one mapped call may expand into (t.map): past it, the map fails with
     # a MapError saying so, instead of writing millions of records.
     max_map_children: int = 100_000
+    # The events stream (common/events.py) keeps about this many entries (XADD MAXLEN ~).
+    events_max: int = 10000
+    # Per-task events (started, completed, failed, ...; dispatch): on or off. Off saves
+    # one write per script call that settles tasks; cluster events are always written.
+    task_events: str = "on"
+    # The token the dashboard's actions (pause, retry, ...) require; empty: read-only.
+    # Kept out of the record's repr.
+    dashboard_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(
@@ -106,6 +114,13 @@ class Settings:
             )
         if self.max_map_children < 0:
             raise SettingsError("max_map_children must not be negative")
+        if self.events_max < 1:
+            raise SettingsError(f"events_max must be at least 1, got {self.events_max}")
+        if self.task_events not in ("on", "off"):
+            raise SettingsError(f"task_events must be on or off, got {self.task_events!r}")
+        if self.dashboard_token and len(self.dashboard_token) < MIN_KEY_LENGTH:
+            raise SettingsError(f"dashboard_token must be at least {MIN_KEY_LENGTH}"
+                                " characters long")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -10,6 +10,7 @@ from typing import Any
 import click
 import redis
 
+from balancer.common import events
 from balancer.common.connection import Unreachable, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
@@ -39,7 +40,8 @@ class Cluster:
         except Unreachable as exc:  # one line, the URL redacted
             raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)
-        return cls(settings, keys, client, Scripts(client, keys))
+        return cls(settings, keys, client,
+                   Scripts(client, keys, events.Config.from_settings(settings)))
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
