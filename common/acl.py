@@ -57,6 +57,7 @@ ROLES = {
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
+            "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
               "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
@@ -84,6 +85,7 @@ ROLES = {
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
+            "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import redis
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
@@ -34,6 +35,19 @@ def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
     for entry in entries:
         log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
                   worker_id, bytes(entry[:80]))
+
+
+_unreplicated_warned = threading.Event()
+
+
+def _unreplicated(worker_id: str, acked: int, durability: Durability) -> None:
+    """An acknowledgement too few replicas confirmed: it stands on the master (a task whose
+    acknowledgement a failover loses runs again: at-least-once). Said once per process."""
+    if not _unreplicated_warned.is_set():
+        _unreplicated_warned.set()
+        log.warning("worker=%s: an acknowledgement was confirmed by %d of %d replicas within"
+                    " %d ms (BALANCER_MIN_REPLICAS); acknowledgements go on (said once)",
+                    worker_id, acked, durability.replicas, durability.timeout_ms)
 
 
 @cache
@@ -93,16 +107,46 @@ class LeasedTask:
     inbox_entry: bytes = b""
 
 
+@dataclass(frozen=True)
+class Durability:
+    """Wait, after a submit or an acknowledgement, until ``replicas`` replicas hold it
+    (Redis's WAIT, up to ``timeout_ms``), so that a failover does not lose it. Redis
+    replicates asynchronously: without this, what the master accepted in its last moments
+    may never reach the replica that takes over. 0 replicas: no wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
+def durability(settings: Settings) -> Durability:
+    """What ``settings`` ask of submits and acknowledgements."""
+    return Durability(settings.min_replicas, max(1, int(settings.replica_timeout * 1000)))
+
+
+class NotReplicated(redis.RedisError):
+    """A write reached the master, but fewer replicas than asked confirmed it in time: a
+    failover now could lose it."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(f"{what}: written to the Redis master, but {acked} of the {wanted}"
+                         f" replicas asked for (BALANCER_MIN_REPLICAS) confirmed it within"
+                         f" {timeout_ms} ms: a failover now could lose it")
+
+
 class Scripts:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys,
+                 durability: Durability | None = None) -> None:
         self.client = client
         self.keys = keys
+        self.durability = durability or Durability()
         self._local = threading.local()  # .direct: this thread's connection
 
     def _direct(self) -> Direct:
         direct = getattr(self._local, "direct", None)
         if direct is None:
-            direct = self._local.direct = Direct(self.client)
+            direct = self._local.direct = Direct(self.client, route=self.keys.wake)
         return direct
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -111,6 +155,41 @@ class Scripts:
             return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a new or restarted server
             return direct.call("EVAL", _source(name), len(keys), *keys, *args)
+
+    def _run_durable(self, name: str, keys: Sequence[str], args: Sequence[Any]
+                     ) -> tuple[Any, int]:
+        """``_run``, then WAIT for the replicas ``durability`` asks for, in the same round
+        trip on the same connection (WAIT counts what that connection wrote): (the
+        script's reply, replicas that confirmed; ``durability.replicas`` when none asked)."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return self._run(name, keys, args), 0
+        wait = ("WAIT", wanted, self.durability.timeout_ms)
+        direct = self._direct()
+        reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
+            reply, acked = direct.calls(("EVAL", _source(name), len(keys), *keys, *args), wait)
+        for item in (reply, acked):
+            if isinstance(item, Exception):
+                raise item
+        return reply, int(acked)
+
+    def confirm(self, key: str, field: str, value: str, what: str) -> None:
+        """After a write made on another connection (a MULTI/EXEC pipeline): write ``field``
+        of the hash ``key`` on this thread's connection and WAIT for the replicas
+        ``durability`` asks for. Replication keeps the order of writes, so replicas that
+        hold this one hold everything written before it. NotReplicated when too few
+        confirm."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return
+        written, acked = self._direct().calls(
+            ("HSET", key, field, value), ("WAIT", wanted, self.durability.timeout_ms))
+        for item in (written, acked):
+            if isinstance(item, Exception):
+                raise item
+        if int(acked) < wanted:
+            raise NotReplicated(what, int(acked), wanted, self.durability.timeout_ms)
 
     # -- dispatcher -----------------------------------------------------------------
 
@@ -190,7 +269,10 @@ class Scripts:
                 keys += [k.inbox(worker), k.leases(worker)]
                 args += [worker, capacity, repr(host_load)]
             keys += [k.queue(q) for q in offer.others]
-        worker, now = self._run("submit_small", keys, args)
+        (worker, now), acked = self._run_durable("submit_small", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}", acked, self.durability.replicas,
+                                self.durability.timeout_ms)
         return worker.decode(), now
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
@@ -272,8 +354,10 @@ class Scripts:
             for c in d.children:
                 keys += [k.task(c.task_id), k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        stored, taken, forged = self._run("ack", keys, args)
+        (stored, taken, forged), acked = self._run_durable("ack", keys, args)
         dropped(worker_id, forged)
+        if acked < self.durability.replicas and done:
+            _unreplicated(worker_id, acked, self.durability)
         return [bool(x) for x in stored], list(taken)
 
     def take(self, worker_id: str, count: int) -> list[bytes]:
@@ -290,14 +374,17 @@ class Scripts:
         """FAIL_RETRIED: retry scheduled or re-queued; FAIL_QUARANTINED; FAIL_FAILED: failed
         for good; FAIL_REFUSED: the lease moved on, nothing changed."""
         k = self.keys
-        return int(self._run(
+        code, acked = self._run_durable(
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
              k.dlq],
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
              started_ms],
-        ))
+        )
+        if acked < self.durability.replicas:
+            _unreplicated(worker_id, acked, self.durability)
+        return int(code)
 
     def note_ahead(self, worker_id: str, field: str, value: str) -> None:
         """Rewrite a pool child's field of ``ahead:<worker>`` (the leases of its batch

@@ -57,6 +57,11 @@ class Settings:
     progress: str = "auto"
     # How serve and worker processes (pool children too) log: text or json lines.
     log_format: str = "text"
+    # Durability across a failover: a submit and an acknowledgement wait until this many
+    # replicas hold them (Redis WAIT), up to replica_timeout seconds. 0: no wait (Redis
+    # replicates asynchronously, so a failover may lose the master's last writes).
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
 
     @classmethod
     def from_env(
@@ -101,6 +106,10 @@ class Settings:
                 f"worker_timeout ({self.worker_timeout}s) must be at least "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        if self.min_replicas < 0:
+            raise SettingsError(f"min_replicas must not be negative, got {self.min_replicas}")
+        if self.replica_timeout <= 0:
+            raise SettingsError(f"replica_timeout must be positive, got {self.replica_timeout}")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -35,7 +35,7 @@ from balancer.common import codec, logs, prefetch
 from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
-from balancer.common.scripts import Scripts
+from balancer.common.scripts import Scripts, durability
 from balancer.common.settings import Settings
 from balancer.common.signals import Lease
 from balancer.worker.ack import Acker
@@ -196,7 +196,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
-    scripts = Scripts(client, keys)
+    scripts = Scripts(client, keys, durability(settings))
     holding = RecordedHolding(Record.attach(shared), conn)
     stopping = threading.Event()
     inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)

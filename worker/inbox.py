@@ -62,7 +62,7 @@ class Inbox:
         self._waiting = 0  # slots inside next()
         self.block = FETCH_BLOCK
         # Used only by the slot holding the turn.
-        self.direct = Direct(client, read_timeout=self.block + READ_MARGIN)
+        self.direct = Direct(client, read_timeout=self.block + READ_MARGIN, route=self.key)
         self._backoff = Backoff(cap=FETCH_RETRY)
 
     def next(self) -> Lease | None:

@@ -33,7 +33,7 @@ from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.retry import RETRYABLE
-from balancer.common.scripts import LeasedTask, Scripts
+from balancer.common.scripts import LeasedTask, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.worker.ack import Acker
 from balancer.worker.child import ChildSpec
@@ -84,7 +84,7 @@ class Worker:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys)
+        self.scripts = Scripts(client, self.keys, durability(settings))
         self.queues = tuple(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.pool = pool
