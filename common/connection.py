@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol, runtime_checkable
 
 import redis
@@ -137,6 +138,8 @@ class Wire(Protocol):
 
     def disconnect(self) -> None: ...
 
+    def can_read(self, timeout: float = 0) -> bool: ...
+
     def pack_commands(self, commands: Any) -> list[bytes]: ...
 
     def send_packed_command(self, command: Any) -> None: ...
@@ -174,6 +177,7 @@ class Direct:
         self._refresh = False  # read the cluster's slots again before connecting
         self._conn: Wire | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
+        self._used = 0.0  # when the connection was last used (monotonic)
 
     def _pool(self) -> redis.ConnectionPool:
         if self._cluster is None:
@@ -191,6 +195,11 @@ class Direct:
         return pool
 
     def _connection(self) -> Wire:
+        if self._conn is not None:
+            now = time.monotonic()
+            if now - self._used > IDLE_CHECK and not self._unread:
+                self._check_idle(self._conn)
+            self._used = now
         if self._conn is None:
             conn = self._pool().make_connection()
             if not isinstance(conn, Wire):  # redis-py types it as an untyped interface
@@ -209,6 +218,18 @@ class Direct:
                 self._lost(wire)
                 raise
         return self._conn
+
+    def _check_idle(self, conn: Wire) -> None:
+        """A connection idle for a while may have been closed by its server meanwhile (a
+        master that died or was demoted in a failover): readable with nothing asked of it,
+        it is dropped before use, as redis-py's pool checks a connection it hands out, so
+        that the call goes to the master as it is now instead of failing once."""
+        try:
+            stale = conn.can_read(timeout=0)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            self._lost(conn)
 
     def _lost(self, conn: Wire) -> None:
         """Close a connection that failed; the next call makes a new one, connected anew
@@ -283,6 +304,8 @@ class Direct:
             log.warning("a note to Redis was lost: %s", exc)
 
 
+# A connection unused for this long (seconds) is checked before use (Direct._check_idle).
+IDLE_CHECK = 1.0
 # Error replies of a Redis Cluster that mean: ask the cluster where the slot is now.
 _MOVED_CODES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 

@@ -5,14 +5,19 @@ every wait is bounded)."""
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
 import redis
+from balancer.common.connection import connect
 from balancer.common.keys import Keys
 
 from balancer import Flow, FlowLost, FlowRun, NotReplicated
+from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
 # Between two submits of the stream.
@@ -95,3 +100,45 @@ def dispatch_gap(client: redis.Redis, namespace: str, runs: list[FlowRun]) -> fl
             pipe.hget(keys.task(task_id), "finished")
     times = sorted(int(t) for t in pipe.execute() if t is not None)
     return max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
+
+
+def run_through_failover(procs: Processes, url: str, namespace: str,
+                         kill: Callable[[], None], failed_over: Callable[[], bool],
+                         monkeypatch: pytest.MonkeyPatch, what: str, **env: str
+                         ) -> tuple[Stream, float]:
+    """serve and two workers (a thread pool, a process pool) on ``url``, a stream of flows,
+    ``kill`` mid-stream, until ``failed_over``, then the stream carries on; every run
+    settled (bounded waits) and the processes stopped cleanly: (the stream, the dispatch
+    gap in seconds). ``env`` goes to every process, this one's submits included."""
+    procs.env.update(BALANCER_REDIS_URL=url, BALANCER_WORKER_TIMEOUT="5.0", **env)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    client = connect(url)
+    keys = Keys(namespace)
+    serve = procs.serve()
+    workers = [procs.worker("--concurrency", "2", "--pool", pool, "--name", pool)
+               for pool in ("thread", "process")]
+    wait_for(lambda: client.zcard(keys.workers) >= 2, timeout=30)
+    stream = Stream(client, namespace).start()
+    time.sleep(2)
+    killed_at = time.monotonic()
+    kill()
+    wait_for(failed_over, timeout=30, interval=0.05)
+    failover = time.monotonic() - killed_at
+    # The cluster carries on: flows submitted after the failover complete.
+    wait_for(lambda: stream.accepted_since(killed_at) >= 20, timeout=30, interval=0.1)
+    time.sleep(1)
+    stream.stop()
+    outcome = stream.settle(timeout=60)
+    gap = dispatch_gap(client, namespace, [run for _, run, _ in stream.runs])
+    print(f"\n{what}: accepted={len(stream.runs)} completed={outcome.completed}"
+          f" lost={len(outcome.lost)} refused={len(outcome.refused)}"
+          f" unconfirmed={len(outcome.unconfirmed)} failover={failover:.2f}s"
+          f" dispatch gap={gap:.2f}s"
+          + (f"; a refused submit: {outcome.refused[0]}" if outcome.refused else ""))
+    assert serve.poll() is None and all(w.poll() is None for w in workers)
+    for proc in (serve, *workers):
+        assert procs.stop(proc, signal.SIGTERM) == 0, procs.log(proc)
+        assert "Traceback" not in procs.log(proc), procs.log(proc)
+        assert "CROSSSLOT" not in procs.log(proc), procs.log(proc)
+    return stream, gap

@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, free_port
 
 SERVICE = "balancer-test"
 
@@ -42,6 +42,20 @@ def _wait(predicate, what: str, timeout: float = 20.0) -> None:  # type: ignore[
         time.sleep(0.1)
 
 
+def _online_replicas(client: redis.Redis) -> int:
+    info = client.info("replication")
+    return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+               and v.get("state") == "online")
+
+
+def _synced(client: redis.Redis) -> bool:
+    """A master has its replica online; a replica has its link up."""
+    info = client.info("replication")
+    if info["role"] == "master":
+        return _online_replicas(client) >= 1
+    return info.get("master_link_status") == "up"
+
+
 class SentinelServer(RedisServer):
     """A sentinel watching ``master_port`` as SERVICE, with quick failover settings."""
 
@@ -64,7 +78,7 @@ class SentinelSet:
     """A master, ``replicas`` replicas and three sentinels."""
 
     def __init__(self, replicas: int = 1) -> None:
-        self.master = RedisServer()
+        self.master = RedisServer("--repl-diskless-sync-delay", "0")
         self.replica_count = replicas
         self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
@@ -79,9 +93,7 @@ class SentinelSet:
             sentinel.start()
         master = redis.Redis(port=self.master.port)
         n = self.replica_count
-        _wait(lambda: sum(1 for k, v in master.info("replication").items()
-                          if k.startswith("slave") and isinstance(v, dict)
-                          and v.get("state") == "online") >= n, "the replicas sync")
+        _wait(lambda: _online_replicas(master) >= n, "the replicas sync")
         # Every sentinel must know the replicas and its peers before a failover can happen.
         for sentinel in self.sentinels:
             client = redis.Redis(port=sentinel.port)
@@ -112,9 +124,13 @@ class SentinelSet:
 
 
 class ClusterServer(RedisServer):
+    """A cluster node; its bus on a free port of its own (not port + 10000, which may be
+    taken, or past 65535)."""
+
     def __init__(self) -> None:
         super().__init__("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                         "--cluster-node-timeout", "1000", "--appendonly", "no")
+                         "--cluster-node-timeout", "1000", "--appendonly", "no",
+                         "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0")
 
 
 class LocalCluster:
@@ -136,6 +152,10 @@ class LocalCluster:
             client = redis.Redis(port=node.port)
             _wait(lambda c=client: c.cluster("info")["cluster_state"] == "ok"
                   and len(c.cluster("nodes")) == 6, "the cluster forms")
+        # A replica takes over only once it has synced with its master.
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            _wait(lambda c=client: _synced(c), "the replicas sync")
         return self
 
     @property
