@@ -84,6 +84,13 @@ class SentinelSet:
         self.sentinels: list[SentinelServer] = []
 
     def start(self) -> SentinelSet:
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self) -> SentinelSet:
         self.master.start()
         for _ in range(self.replica_count):
             self.replicas.append(RedisServer("--replicaof", "127.0.0.1",
@@ -140,6 +147,13 @@ class LocalCluster:
         self.nodes = [ClusterServer() for _ in range(6)]
 
     def start(self) -> LocalCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _start(self) -> LocalCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
