@@ -29,7 +29,7 @@ def test_a_run_whose_record_a_failover_lost_raises_flow_lost(fake: redis.Redis,
                                                              namespace: str) -> None:
     run = _run(fake, namespace)
     fake.delete(Keys(namespace).flow(run.id))  # as a promoted replica that never got it
-    with pytest.raises(FlowLost, match="no record in Redis.*BALANCER_MIN_REPLICAS"):
+    with pytest.raises(FlowLost, match=r"no record in Redis.*BALANCER_MIN_REPLICAS"):
         run.wait(timeout=5, tick=0.05)
 
 
@@ -60,5 +60,5 @@ def test_wait_gives_up_at_its_deadline_when_redis_never_answers(
         raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Refused.")
 
     monkeypatch.setattr(FlowRun, "_wait_slice", down)
-    with pytest.raises(TimeoutError, match="Redis did not answer.*Refused"):
+    with pytest.raises(TimeoutError, match=r"Redis did not answer.*Refused"):
         run.wait(timeout=0.5)
