@@ -350,8 +350,7 @@ class Dispatcher:
         return self.clock() - max(0.0, self.redis_now_ms() - redis_ms) / 1000
 
     def _sync_clock(self) -> None:
-        seconds, micros = self.client.time()
-        self._offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._offset_ms = self.scripts.time_ms() - time.time() * 1000
         self._clock_at = self.clock()
 
     def redis_now_ms(self) -> float:

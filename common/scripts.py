@@ -191,6 +191,12 @@ class Scripts:
         if int(acked) < wanted:
             raise NotReplicated(what, int(acked), wanted, self.durability.timeout_ms)
 
+    def time_ms(self) -> float:
+        """Redis's clock, in ms, read where the scripts run: on a Redis Cluster, the master
+        of the namespace's slot (a plain TIME would ask any node, whose clock may differ)."""
+        seconds, micros = self._direct().call("TIME")
+        return int(seconds) * 1000 + int(micros) / 1000
+
     # -- dispatcher -----------------------------------------------------------------
 
     def leader(self, dispatcher_id: str, ttl_ms: int) -> str | None:

@@ -5,7 +5,10 @@ every wait is bounded)."""
 from __future__ import annotations
 
 import itertools
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,7 @@ from balancer.common.connection import connect
 from balancer.common.keys import Keys
 
 from balancer import Flow, FlowLost, FlowRun, NotReplicated
-from tests.conftest import Processes, wait_for
+from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
 # Between two submits of the stream.
@@ -137,6 +140,13 @@ def run_through_failover(procs: Processes, url: str, namespace: str,
           f" dispatch gap={gap:.2f}s"
           + (f"; a refused submit: {outcome.refused[0]}" if outcome.refused else ""))
     assert serve.poll() is None and all(w.poll() is None for w in workers)
+    # An operator's view through the same URL, after the failover.
+    status = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
+                            cwd=ROOT, env=procs.env, capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    view = json.loads(status.stdout)
+    assert view["leader"] and {w["id"] for w in view["workers"]} == {"thread", "process"}
     for proc in (serve, *workers):
         assert procs.stop(proc, signal.SIGTERM) == 0, procs.log(proc)
         assert "Traceback" not in procs.log(proc), procs.log(proc)
