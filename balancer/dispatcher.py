@@ -37,7 +37,7 @@ from balancer.common import aside, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
-from balancer.common.retry import is_outage
+from balancer.common.retry import BACKOFF_MAX, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dispatch_state import (
@@ -141,7 +141,7 @@ class Dispatcher:
                 # Nothing takes the dispatcher down, nor makes it spin: back off, go on.
                 self._failed(exc)
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1
             if self.episodes.current is not None:
