@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import redis
@@ -82,6 +83,21 @@ def _connect_topology(url: str) -> redis.Redis:
             raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot"
                              f" take: {scrub(str(exc))}") from None
     return client
+
+
+def server_time_ms(client: redis.Redis, route: str) -> float:
+    """Redis's clock, in ms, read on the server that holds the key ``route``: on a Redis
+    Cluster, the master of its slot, whose clock the scripts read (a plain TIME goes to
+    any node, and a cluster pipeline refuses it)."""
+    cluster = topology.cluster_of(client)
+    if cluster is None:
+        reply = client.time()
+    else:
+        node = cluster.nodes_manager.get_node_from_slot(key_slot(route.encode()))
+        command: Callable[..., Any] = cluster.execute_command  # unannotated in redis-py
+        reply = command("TIME", target_nodes=node)
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) / 1000
 
 
 def reach(url: str) -> redis.Redis:

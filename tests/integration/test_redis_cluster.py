@@ -73,6 +73,11 @@ def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
     assert json.loads(status.stdout)["workers"]
     flows = _cli(procs, "flows", "-n", "5")
     assert flows.returncode == 0 and "wide" in flows.stdout, flows.stderr
+    one = _cli(procs, "flow", run.id)
+    assert one.returncode == 0 and "completed" in one.stdout, one.stderr
+    dlq = _cli(procs, "dlq", "ls")
+    assert dlq.returncode == 0, dlq.stderr
+    assert run.why() == {}  # its pipeline (with a keyless TIME) runs on the cluster
     for proc in (serve, worker):
         assert procs.stop(proc) == 0
         assert "CROSSSLOT" not in procs.log(proc) and "Traceback" not in procs.log(proc)
