@@ -52,14 +52,14 @@ ROLES = {
         commands=(
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
-            "BLMPOP", "SMISMEMBER",  # an idle slot's fetch, and the check of its leases
+            "BLMOVE",  # an idle slot's fetch (take.lua checks what it moved)
             "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
-        keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "ahead",
+        keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
     ),
     "dispatcher": Role(

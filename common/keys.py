@@ -22,6 +22,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | inbox:<id>           | list        | "task|token|spec" leases not yet taken: the whole task spec |
 |                      |             | travels with its lease (signals.parse_lease)                |
 | leases:<id>          | set         | "task|token" per lease of that worker (inbox + running)     |
+| fetched:<id>         | list        | an entry a blocking fetch moved out of the inbox, until     |
+|                      |             | take.lua checks its lease (the same round trip)             |
 | ahead:<id>           | hash        | pool child -> "task|token ..." of its batch, perhaps started|
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
 | deadlines            | zset        | "task|worker|token" of leases with a timeout, score = when  |
@@ -69,6 +71,9 @@ class Keys:
 
     def leases(self, worker_id: str) -> str:
         return f"{self.prefix}leases:{worker_id}"
+
+    def fetched(self, worker_id: str) -> str:
+        return f"{self.prefix}fetched:{worker_id}"
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"

@@ -172,5 +172,5 @@ LAYOUTS: dict[str, Layout] = {
         " the offer as read ('' when none), and with one: its leader epoch, lease prefix,"
         " grace ms, worker count, other queue count, then (worker id, capacity, host load)"
         " per offered worker"),
-    "take": layout("inbox, leases", "count"),
+    "take": layout("inbox, leases, fetched", "count"),
 }

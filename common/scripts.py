@@ -366,13 +366,27 @@ class Scripts:
             _unreplicated(worker_id, acked, self.durability)
         return [bool(x) for x in stored], list(taken)
 
-    def take(self, worker_id: str, count: int) -> list[bytes]:
-        """Take up to ``count`` inbox entries whose lease the worker holds, without
-        blocking; entries without one are dropped (and logged)."""
+    def _take_keys(self, worker_id: str) -> list[str]:
         k = self.keys
-        taken, forged = self._run("take", [k.inbox(worker_id), k.leases(worker_id)], [count])
+        return [k.inbox(worker_id), k.leases(worker_id), k.fetched(worker_id)]
+
+    def take(self, worker_id: str, count: int) -> list[bytes]:
+        """Take up to ``count`` entries whose lease the worker holds (what a blocking
+        fetch moved to ``fetched`` first, then the inbox), without blocking; entries
+        without one are dropped (and logged)."""
+        return self.taken(worker_id, self._run("take", self._take_keys(worker_id), [count]))
+
+    def take_command(self, worker_id: str, count: int) -> tuple[Any, ...]:
+        """``take`` as a command to send after a blocking fetch on the same connection
+        (worker/inbox.py); its reply goes to ``taken``."""
+        keys = self._take_keys(worker_id)
+        return ("EVALSHA", _sha("take"), len(keys), *keys, count)
+
+    def taken(self, worker_id: str, reply: Any) -> list[bytes]:
+        """The entries of a ``take`` reply, after logging those dropped."""
+        entries, forged = reply
         dropped(worker_id, forged)
-        return list(taken)
+        return list(entries)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,

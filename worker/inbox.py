@@ -20,9 +20,8 @@ import redis
 from balancer.common import signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
-from balancer.common.replies import as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE, Backoff, describe
-from balancer.common.scripts import Scripts, dropped
+from balancer.common.scripts import Scripts
 from balancer.common.signals import Lease
 
 log = logging.getLogger("worker")
@@ -53,7 +52,7 @@ class Inbox:
         self.worker_id = worker_id
         self.client = client
         self.key = keys.inbox(worker_id)
-        self.leases_key = keys.leases(worker_id)
+        self.fetched_key = keys.fetched(worker_id)
         self.scripts = Scripts(client, keys)
         self.on_take = on_take  # the worker now holds this lease
         self.stopping = stopping  # set: take no more work
@@ -65,6 +64,7 @@ class Inbox:
         # Used only by the slot holding the turn.
         self.direct = Direct(client, read_timeout=self.block + READ_MARGIN, route=self.key)
         self._backoff = Backoff(cap=FETCH_RETRY)
+        self._unchecked = False  # a fetch failed: an entry may wait in fetched:<worker>
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -103,40 +103,46 @@ class Inbox:
         were handed to the others).
 
         Only entries whose lease this worker holds are run: anyone who can push to the
-        inbox could otherwise make it run what they wrote. Entries already waiting are
-        taken by a script that checks them (one round trip, as a busy worker's fetch
-        always was); an idle slot blocks on the inbox and checks what came."""
+        inbox could otherwise make it run what they wrote. One round trip does both: a
+        BLMOVE waits for an entry and moves it to ``fetched:<worker>``, and take.lua, sent
+        right behind it, checks it and takes more from the inbox, up to what the waiting
+        slots can run. An entry moved and not yet checked (a connection lost between the
+        two) is taken by the next fetch before it blocks."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
-            entries = self.scripts.take(self.worker_id, wanted)
-            if not entries and not self.stopping.is_set():
-                reply = self.direct.call("BLMPOP", self.block, 1, self.key, "LEFT",
-                                         "COUNT", wanted)
-                entries = self._leased(as_bytes_list(as_list(reply)[1]) if reply else [])
+            if self._unchecked:  # the last fetch failed: what it moved waits in fetched
+                entries = self.scripts.take(self.worker_id, wanted)
+                self._unchecked = False
+                if entries:
+                    return self._hand(entries)
+            moved, reply = self.direct.call_pair(
+                ("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block),
+                self.scripts.take_command(self.worker_id, wanted))
+            if isinstance(moved, Exception):
+                raise moved
+            if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
+                entries = self.scripts.take(self.worker_id, wanted)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                entries = self.scripts.taken(self.worker_id, reply)
         except RETRYABLE as exc:
+            self._unchecked = True
             if self._backoff.failed():
                 log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
             self.stopping.wait(self._backoff.delay)  # holding the turn: one slot retries
             return None, 0
         if self._backoff.recovered():
             log.info("worker=%s fetches again", self.worker_id)
+        return self._hand(entries)
+
+    def _hand(self, entries: list[bytes]) -> tuple[Lease | None, int]:
+        """The first lease to the caller, the others to the waiting slots."""
         leases = self._taken(entries)
         for lease in leases[1:]:
             self._ready.put(lease)
         return (leases[0] if leases else None), len(leases) - 1
-
-    def _leased(self, entries: list[bytes]) -> list[bytes]:
-        """Of entries a blocking fetch popped, those whose lease this worker holds; the
-        others are dropped and logged, never run. (An error checking them leaves them to
-        the reconciler, which hands back leases nobody holds.)"""
-        entries = [raw for raw in entries if raw != SENTINEL]
-        if not entries:
-            return entries
-        members = [b"|".join(raw.split(b"|", 2)[:2]) for raw in entries]
-        held = self.direct.call("SMISMEMBER", self.leases_key, *members)
-        dropped(self.worker_id, [raw for raw, ok in zip(entries, held) if not ok])
-        return [raw for raw, ok in zip(entries, held) if ok]
 
     def _wake_one(self, handed: int) -> None:
         """Leaving with a lease: if slots still wait with nothing handed to them, one of

@@ -5,12 +5,18 @@ each; a task still running after ``AFTER`` seconds is worth showing (and the rea
 does not depend on this mark: it tells started tasks from the inbox). Such a task is also
 long next to the prefetch horizon, so the worker is then told to make way (hand back what
 was prefetched behind it).
+
+While long runs hold every slot, the marker also sweeps the inbox about once a second:
+a lease the dispatcher made before it heard of the long runs (it learns of them from the
+heartbeat, which may reach it after a hand-back's signal) would otherwise wait in the
+inbox until one of them ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 from balancer.common import prefetch
@@ -23,26 +29,33 @@ from balancer.worker.holding import Holding
 # crosses it, or until a task starts when none runs.
 AFTER = prefetch.LONG_RUN_S
 IDLE_WAIT = 1.0
+# While long runs hold every slot, the inbox is looked at this often (one LRANGE).
+SWEEP_EVERY = 1.0
 
 
 class Marker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, holding: Holding,
-                 stopping: threading.Event, make_way: Callable[[], None]) -> None:
+                 stopping: threading.Event, make_way: Callable[[], None],
+                 slots: int = 1, sweep: Callable[[], int] | None = None) -> None:
         super().__init__(name=f"mark-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.scripts = scripts
         self.holding = holding
         self.stopping = stopping
         self.make_way = make_way
+        self.slots = slots
+        self.sweep = sweep  # hands back what waits in the inbox; returns how many
+        self._swept = 0.0
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self._sweep_if_blocked()
             delay = self.holding.next_long_in(AFTER)
             if delay is None:
                 self.holding.wait_for_start(IDLE_WAIT)
                 continue
             if delay > 0:
-                self.stopping.wait(delay)
+                self.stopping.wait(min(delay, SWEEP_EVERY))
                 continue
             due = self.holding.running_longer_than(AFTER)
             if due:
@@ -52,3 +65,15 @@ class Marker(threading.Thread):
                     self.scripts.mark_running(self.worker_id,
                                               [(lease.task_id, lease.token) for lease in due])
                     self.make_way()
+                    self._swept = time.monotonic()
+
+    def _sweep_if_blocked(self) -> None:
+        """Long runs hold every slot: hand back what waits in the inbox behind them."""
+        if self.sweep is None or self.holding.long_running() < self.slots:
+            return
+        now = time.monotonic()
+        if now - self._swept < SWEEP_EVERY:
+            return
+        self._swept = now
+        with contextlib.suppress(*RETRYABLE):  # the next sweep tries again
+            self.sweep()

@@ -104,7 +104,7 @@ class Worker:
         self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
                            prefetch.ack_quiet_above(concurrency))
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
-                             self.make_way)
+                             self.make_way, concurrency, self.sweep_behind_long_runs)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.held_ids,
                                      lambda: self.heartbeat.leased, self.stopped)
 
@@ -248,7 +248,8 @@ class Worker:
         try:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id))
+            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id),
+                        self.keys.fetched(self.id))
             pipe.rpush(self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
@@ -269,6 +270,13 @@ class Worker:
             self.heartbeat.beat_now()
         if self.hand_back(unstarted=False, why="prefetched behind a long run") and not told:
             self.heartbeat.beat_now()
+
+    def sweep_behind_long_runs(self) -> int:
+        """Long runs hold every slot: hand back what the dispatcher leased here before it
+        heard of them (the marker calls this about once a second meanwhile)."""
+        if self.draining:
+            return 0
+        return self.hand_back(unstarted=False, why="leased behind long runs")
 
     def hand_back(self, unstarted: bool = True, why: str = "unstarted") -> int:
         """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,

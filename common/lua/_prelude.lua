@@ -160,11 +160,19 @@ end
 
 -- Take up to `count` entries from a worker's inbox, keeping only those whose lease the
 -- worker holds: anyone who can push to the inbox could otherwise make the worker run what
--- they wrote. Used by take.lua and ack.lua (worker/inbox.py checks what a blocking fetch
--- returns the same way). Returns the entries taken, the entries dropped.
-local function take_held(inbox_key, leases_key, count)
+-- they wrote. With `fetched_key`, the entry a blocking fetch moved there comes first.
+-- Used by take.lua and ack.lua. Returns the entries taken, the entries dropped.
+local function take_held(inbox_key, leases_key, count, fetched_key)
+  local popped = {}
+  if fetched_key then popped = redis.call('LPOP', fetched_key, count) or {} end
+  local left = tonumber(count) - #popped
+  if left > 0 then
+    for _, entry in ipairs(redis.call('LPOP', inbox_key, left) or {}) do
+      popped[#popped + 1] = entry
+    end
+  end
   local taken, forged, entries, members = {}, {}, {}, {}
-  for _, entry in ipairs(redis.call('LPOP', inbox_key, count) or {}) do
+  for _, entry in ipairs(popped) do
     if entry ~= '' then  -- '': the sentinel that ends a blocked fetch, nothing to run
       entries[#entries + 1] = entry
       members[#members + 1] = string.match(entry, '^[^|]*|[^|]*') or entry

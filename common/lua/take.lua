@@ -1,8 +1,9 @@
--- A worker's idle slot takes the entries waiting in its inbox without blocking (when
--- there are none, it blocks on the inbox with BLMPOP and checks what that returns).
--- KEYS: inbox, leases
+-- A worker's idle slot takes its next entries, checked: what the blocking fetch just moved
+-- out of the inbox (BLMOVE to fetched:<worker>, sent in the same round trip, just before
+-- this script), then more from the inbox, up to count. worker/inbox.py.
+-- KEYS: inbox, leases, fetched
 -- ARGV: count
 -- (count: how many entries at most.)
 -- Returns {entries taken, entries dropped as they hold no lease}.
-local taken, forged = take_held(KEYS[1], KEYS[2], ARGV[1])
+local taken, forged = take_held(KEYS[1], KEYS[2], ARGV[1], KEYS[3])
 return {taken, forged}

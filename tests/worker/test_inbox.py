@@ -123,3 +123,22 @@ def test_an_entry_without_its_lease_arriving_at_a_blocked_fetch_is_dropped(
     lease(real, namespace, "real")
     slots.join()
     assert [lease.task_id for lease in slots.got if lease is not None] == ["real"]
+
+
+def test_an_entry_a_failed_fetch_left_in_fetched_is_taken_before_the_next_block(
+        inbox: tuple[Inbox, threading.Event, str], real: redis.Redis, namespace: str) -> None:
+    """A connection lost between the blocking move and the script that checks it leaves the
+    entry in fetched:<worker>; the next fetch takes it at once instead of blocking on an
+    empty inbox."""
+    box, _, _ = inbox
+    keys = Keys(namespace)
+    real.sadd(keys.leases("w"), "t1|1.1.1")
+    real.rpush(keys.fetched("w"), entry("t1"))
+    box.block = 30.0  # were it to block, the test would wait for the whole block
+    box._unchecked = True  # as a failed call_pair leaves it
+    slots = Slots(box)
+    slots.start(1)
+    slots.join(timeout=10.0)
+    [got] = slots.got
+    assert got is not None and got.task_id == "t1"
+    assert real.llen(keys.fetched("w")) == 0
