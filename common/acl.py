@@ -28,7 +28,10 @@ from balancer.common.keys import Keys
 # What every connection sends: the database of the URL, health checks, scripts. (AUTH and
 # HELLO need no permission. redis-py's CLIENT SETINFO, which Redis 7.0 does not know,
 # is left out: a refusal is ignored by redis-py, and logged by ACL LOG on Redis 7.2+.)
-CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL")
+CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL",
+              # redis-py's cluster client (redis+cluster:// URLs) reads the slots and the
+              # commands' key positions: read-only introspection, no key
+              "CLUSTER|SLOTS", "CLUSTER|SHARDS", "COMMAND")
 
 
 @dataclass(frozen=True)

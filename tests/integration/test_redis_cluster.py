@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+import redis
+from balancer.common import acl
 from balancer.common.connection import connect
 
 from balancer import Flow
@@ -22,8 +24,10 @@ from tests.integration.topologies import LocalCluster, need_redis_server
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_cluster() -> Iterator[LocalCluster]:
+    """One cluster for the module: the ACL test runs first, the failover test kills a
+    master last."""
     need_redis_server()
     cluster = LocalCluster()
     try:
@@ -35,6 +39,42 @@ def local_cluster() -> Iterator[LocalCluster]:
 def _cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "balancer.cli", *args], cwd=ROOT,
                           env=procs.env, capture_output=True, text=True, timeout=60)
+
+
+def test_each_role_runs_on_the_cluster_under_its_least_privilege_user(
+        procs: Processes, local_cluster: LocalCluster, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The users of `balancer acl`, on every node: the cluster client's own commands
+    (CLUSTER SLOTS, COMMAND) are granted, and nothing is refused (ACL LOG stays empty)."""
+    for node in local_cluster.nodes:
+        admin = redis.Redis(port=node.port)
+        admin.execute_command("ACL", "LOG", "RESET")
+        for line in acl.setuser_lines(namespace):
+            admin.execute_command(*line.split())
+            admin.execute_command("ACL", "SETUSER", line.split()[2], ">pw-test-1234")
+    hosts = local_cluster.url.partition("://")[2]
+
+    def url(role: str) -> str:
+        return f"redis+cluster://{namespace}-{role}:pw-test-1234@{hosts}"
+
+    serve = procs.start("balancer.cli", "serve", "--redis-url", url("dispatcher"),
+                        name="serve")
+    worker = procs.start("balancer.worker.cli", "start", "--redis-url", url("worker"),
+                         "--concurrency", "2", name="worker")
+    monkeypatch.setenv("BALANCER_NAMESPACE", namespace)
+    client = connect(url("client"))
+    for width in (1, 30):  # a small submit (a script) and a large one (MULTI/EXEC)
+        with Flow("acl") as flow:
+            parts = [tasks.square(i) for i in range(width)]
+            tasks.total(parts)
+        run = flow.submit(client)
+        assert run.wait(timeout=60) == "completed"
+        assert run.results()["total"] == sum(i * i for i in range(width))
+    for proc in (serve, worker):
+        assert procs.stop(proc) == 0, procs.log(proc)
+        assert "Traceback" not in procs.log(proc), procs.log(proc)
+    for node in local_cluster.nodes:
+        assert redis.Redis(port=node.port).execute_command("ACL", "LOG") == [], node.port
 
 
 def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
