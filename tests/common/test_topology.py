@@ -100,3 +100,19 @@ def test_min_replicas_must_be_a_count_and_its_timeout_positive() -> None:
         Settings.from_env({"BALANCER_MIN_REPLICAS": "-1"})
     with pytest.raises(SettingsError, match="replica_timeout"):
         Settings.from_env({"BALANCER_REPLICA_TIMEOUT": "0"})
+
+
+def test_a_tls_sentinel_url_speaks_tls_to_the_master_and_to_the_sentinels() -> None:
+    from redis.sentinel import SentinelManagedSSLConnection
+
+    client = connect("rediss+sentinel://127.0.0.1:1/main?ssl_cert_reqs=none"
+                     "&sentinel_password=spw-1234")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool)
+    assert pool.connection_class is SentinelManagedSSLConnection
+    assert pool.connection_kwargs["ssl_cert_reqs"] == "none"
+    sentinels = pool.sentinel_manager.sentinels
+    kwargs = sentinels[0].connection_pool.connection_kwargs
+    assert sentinels[0].connection_pool.connection_class.__name__ == "SSLConnection"
+    assert kwargs["password"] == "spw-1234" and kwargs["ssl_cert_reqs"] == "none"
+    assert kwargs["socket_timeout"] == topology.SENTINEL_TIMEOUT
