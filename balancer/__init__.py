@@ -3,13 +3,16 @@
     from balancer import task, Flow, Queue
 """
 
-from balancer.common.codec import ErrorInfo
+from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.scripts import NotReplicated
 from balancer.flow import Flow, FlowError, Node
+from balancer.flowfn import FlowFunction, flow, get_run_logger
+from balancer.futures import FutureList, State, TaskFuture, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.task import Task, task
 
-__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowLost", "FlowRun", "Node", "NotReplicated",
-           "Parameter", "Queue", "Task", "TaskFailed", "task"]
+__all__ = ["ErrorInfo", "Flow", "FlowError", "FlowFunction", "FlowLost", "FlowRun", "FutureList",
+           "Node", "NotReplicated", "Parameter", "Queue", "State", "Task", "TaskFailed",
+           "TaskFuture", "flow", "get_run_logger", "register_type", "task", "unmapped"]

@@ -219,18 +219,18 @@ class Dispatcher:
         self._sync_clock()
         self.state.view = ClusterView()
         self._jobs_failing = {}
-        entries = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
+        entries = self.troubles.worker_members(
+            as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True)))
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(self.keys.idle)  # first: acks signal again before we count
-        for member, _ in entries:
-            wid = member.decode()
+        for wid, _ in entries:
             pipe.hget(self.keys.worker(wid), "info")
             pipe.scard(self.keys.leases(wid))
         pipe.hgetall(self.keys.aside)
         replies = pipe.execute()[1:]
         self.troubles.adopt(replies.pop())
-        for i, (member, score) in enumerate(entries):
-            wid, info, leased = member.decode(), replies[2 * i], replies[2 * i + 1]
+        for i, (wid, score) in enumerate(entries):
+            info, leased = replies[2 * i], replies[2 * i + 1]
             seen = self._local_time(score)
             if info is None or self.view.heartbeat(wid, int(leased), info, seen) is None:
                 view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
@@ -339,9 +339,10 @@ class Dispatcher:
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those
         dates (one ZRANGE for all workers) before calling anyone dead."""
-        dates = as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True))
-        for member, score in dates:
-            view = self.view.workers.get(member.decode())
+        dates = self.troubles.worker_members(
+            as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True)))
+        for wid, score in dates:
+            view = self.view.workers.get(wid)
             if view is not None:
                 view.last_seen = max(view.last_seen, self._local_time(score))
 

@@ -154,16 +154,19 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
                   int(dead), aside.rows(set_aside))
 
 
-FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created"]
+# "open": a @flow function's run while its function runs, which holds one more count in
+# remaining than it has tasks left (balancer/dynamic.py).
+FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "open"]
 
 
 def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
     rows = []
     for f, record in zip(flow_ids, records):
-        name, state, total, remaining, failed, created = _or(record, [None] * 6)
+        name, state, total, remaining, failed, created, is_open = _or(record, [None] * 7)
         if name is None:
             continue  # expired
-        rows.append(FlowRow(f, name.decode(), state.decode(), _int(total), _int(remaining),
+        left = _int(remaining) - (1 if is_open == b"1" else 0)
+        rows.append(FlowRow(f, name.decode(), state.decode(), _int(total), left,
                             _int(failed), _int(created) / 1000))
     return rows
 

@@ -53,6 +53,10 @@ def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
         return params[value]
     if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
         raise TooDeep()
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
+        if codec.is_registered(type(value)):
+            return value
+        return {k: _with_refs(v, ids, params, depth + 1) for k, v in value._asdict().items()}
     if isinstance(value, (list, tuple)):
         return [_with_refs(v, ids, params, depth + 1) for v in value]
     if isinstance(value, dict):

@@ -58,12 +58,37 @@ class Task:
 
     def __call__(self, *args: Any, upstream_tasks: Any = (), **kwargs: Any) -> Any:
         """Inside ``with Flow(...)``: add a call to the flow and return its reference;
-        ``upstream_tasks`` (Prefect's keyword) run first, passing nothing. Elsewhere: just
-        run the function, which keeps tasks easy to unit-test."""
+        ``upstream_tasks`` (Prefect's keyword) run first, passing nothing. Inside a @flow
+        function: run the task on the cluster and return its value (``wait_for=`` and
+        ``return_state=`` as Prefect 2/3 take them). Elsewhere: just run the function,
+        which keeps tasks easy to unit-test."""
         flow = context.current_flow()
         if flow is None:
+            run = context.current_run()
+            if run is not None:
+                from balancer import flowfn
+
+                return flowfn.call(run, self, args, kwargs)
             return self.fn(*args, **kwargs)
         return flow.call(self, args, kwargs, upstream_tasks or ())
+
+    def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Inside a @flow function: send the task to the cluster and return a future at
+        once (``.result()``, ``.wait()``, ``.state``). Futures among the arguments, and
+        those in ``wait_for``, run first; a future's result becomes the argument."""
+        from balancer import flowfn
+
+        return flowfn.submit(self, args, kwargs, wait_for)
+
+    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
+        """Inside a @flow function: one run of the task per item of the iterable
+        arguments (``unmapped(x)`` passes ``x`` whole to each); returns their futures."""
+        from balancer import flowfn
+
+        if context.current_flow() is not None:
+            raise TypeError(f"task {self.name!r}: .map() inside `with Flow(...)` is not"
+                            " supported yet; it works inside a @flow function")
+        return flowfn.map_calls(self, args, kwargs, wait_for)
 
     def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
         """Run after ``task``; with ``key``, receive its result as that keyword argument."""
@@ -99,6 +124,8 @@ def task(
     retry_delay: float | timedelta = 0.0,
     timeout: float | timedelta | None = None,
     max_retries: int | None = None,
+    retry_delay_seconds: float | None = None,
+    timeout_seconds: float | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -113,11 +140,26 @@ def task(
     retry_delay: float | timedelta = 0.0,
     timeout: float | timedelta | None = None,
     max_retries: int | None = None,
+    retry_delay_seconds: float | None = None,
+    timeout_seconds: float | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
     Prefect 1's spellings work too: ``max_retries`` for ``retries``, and ``retry_delay``
-    and ``timeout`` as ``timedelta``."""
+    and ``timeout`` as ``timedelta``; and Prefect 2/3's ``retry_delay_seconds`` and
+    ``timeout_seconds`` (numbers)."""
+    if retry_delay_seconds is not None:
+        if retry_delay:
+            raise ValueError("give retry_delay or retry_delay_seconds, not both")
+        given: Any = retry_delay_seconds
+        if isinstance(given, (list, tuple)):
+            raise ValueError("retry_delay_seconds: give one number of seconds (a list of"
+                             " delays is not supported; each retry waits twice the last)")
+        retry_delay = retry_delay_seconds
+    if timeout_seconds is not None:
+        if timeout is not None:
+            raise ValueError("give timeout or timeout_seconds, not both")
+        timeout = timeout_seconds
     if max_retries is not None:
         if retries:
             raise ValueError("give retries or max_retries, not both")

@@ -69,6 +69,23 @@ class Troubles:
                                 "a queue name that is not UTF-8: taken out of the queue list")
         return names
 
+    def worker_members(self, entries: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
+        """The registered workers (id, last heartbeat); a member that is not UTF-8 names
+        no worker whose keys we could format (a worker's name is checked when it starts):
+        it is moved out of ``workers``, set aside."""
+        try:
+            return [(m.decode(), score) for m, score in entries]
+        except UnicodeDecodeError:
+            pass
+        workers = []
+        for member, score in entries:
+            try:
+                workers.append((member.decode(), score))
+            except UnicodeDecodeError:
+                self.aside.move(aside.UNREADABLE, self.keys.workers, "zset", member,
+                                "a worker name that is not UTF-8: taken out of the workers")
+        return workers
+
     def queue_config(self, name: str, reply: dict[bytes, bytes] | Exception) -> QueueConfig:
         """A queue's config as read. A setting that is not a number stands at its default,
         reported while it lasts; an unreadable config (its key of the wrong type) is all

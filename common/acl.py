@@ -83,9 +83,9 @@ ROLES = {
     ),
     "client": Role(
         "client",
-        scripts=("submit_small",),
+        scripts=("submit_small", "flow_extend", "flow_release", "flow_close"),
         commands=(
-            "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit
+            "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)

@@ -3,18 +3,33 @@
 Everything is msgpack, never pickle: a worker must never run code an attacker wrote into
 Redis. An upstream task's result passed as an argument travels as an extension value that
 names the upstream task; the worker swaps in the result before calling the function.
+
+Values users pass every day travel as msgpack extension types (codes 1-15 are ours):
+``datetime`` (naive, or aware with its UTC offset: a named zone arrives as a fixed offset),
+``date``, ``time``, ``timedelta``, ``Decimal`` and ``UUID`` come back as the same type.
+Dataclass instances and NamedTuples arrive as plain dicts of their fields: a message never
+names a class to import, since whoever can write to Redis would choose it. A type that
+should come back as itself is registered on both sides with ``register_type`` (codes
+16-127), by code both sides run; an extension code nobody registered is an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import re
 import traceback
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgpack
 
 UPSTREAM_REF = 1
+DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID = 2, 3, 4, 5, 6, 7
+FIRST_USER_CODE, LAST_USER_CODE = 16, 127
 
 
 class CodecError(ValueError):
@@ -48,21 +63,146 @@ class ErrorInfo:
         return f"{self.type}: {self.message}"
 
 
+@dataclass(frozen=True)
+class _UserType:
+    cls: type
+    code: int
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+
+
+_by_type: dict[type, _UserType] = {}
+_by_code: dict[int, _UserType] = {}
+
+
+def register_type(cls: type, code: int, encode: Callable[[Any], Any] | None = None,
+                  decode: Callable[[Any], Any] | None = None) -> None:
+    """Make instances of ``cls`` travel as msgpack extension ``code`` (16-127) and come
+    back as ``cls``. ``encode`` turns an instance into a value the codec carries (it may
+    hold other registered or built-in types), ``decode`` turns that value back. A
+    dataclass or NamedTuple needs neither: its fields travel as a dict and ``cls(**fields)``
+    rebuilds it. Call it at import of the module defining the tasks that use the type, so
+    that the client and every worker register the same pairs; registering a code or a
+    type twice with another partner is a ValueError."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_type expects a class, got {type(cls).__name__}")
+    if isinstance(code, bool) or not isinstance(code, int) or not (
+            FIRST_USER_CODE <= code <= LAST_USER_CODE):
+        raise ValueError(f"register_type({cls.__qualname__}): code must be an integer from"
+                         f" {FIRST_USER_CODE} to {LAST_USER_CODE} (lower codes are"
+                         f" balancer's), got {code!r}")
+    if encode is None or decode is None:
+        if dataclasses.is_dataclass(cls):
+            encode = encode or _dataclass_fields
+            decode = decode or (lambda value: cls(**value))
+        elif issubclass(cls, tuple) and hasattr(cls, "_fields"):
+            encode = encode or (lambda value: value._asdict())
+            decode = decode or (lambda value: cls(**value))
+        else:
+            raise ValueError(f"register_type({cls.__qualname__}): give encode and decode"
+                             " (only dataclasses and NamedTuples have defaults)")
+    entry = _UserType(cls, code, encode, decode)
+    known = _by_code.get(code) or _by_type.get(cls)
+    if known is not None and (known.cls is not cls or known.code != code):
+        raise ValueError(f"register_type({cls.__qualname__}, {code}): code {code} or the"
+                         f" type is already registered for {known.cls.__qualname__}"
+                         f" (code {known.code})")
+    _by_code[code] = _by_type[cls] = entry
+
+
+def is_registered(cls: type) -> bool:
+    return cls in _by_type
+
+
+def _dataclass_fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields, one level: nested values go through the codec in turn."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _ext(code: int, value: Any) -> msgpack.ExtType:
+    return msgpack.ExtType(code, pack(value))
+
+
 def _default(obj: Any) -> Any:
+    """What msgpack calls for every value that is not exactly a type it carries (packing
+    is strict: subclasses come here too, so that a NamedTuple is not taken for a tuple)."""
+    kind = type(obj)
+    user = _by_type.get(kind)
+    if user is not None:
+        return _ext(user.code, user.encode(obj))
+    if kind is tuple:
+        return list(obj)
     if isinstance(obj, UpstreamRef):
         return msgpack.ExtType(UPSTREAM_REF, obj.task_id.encode())
-    raise TypeError(f"cannot serialize object of type {type(obj).__qualname__}")
+    if isinstance(obj, dt.datetime):
+        return msgpack.ExtType(DATETIME, obj.isoformat().encode())
+    if isinstance(obj, dt.date):
+        return msgpack.ExtType(DATE, obj.isoformat().encode())
+    if isinstance(obj, dt.time):
+        return msgpack.ExtType(TIME, obj.isoformat().encode())
+    if isinstance(obj, dt.timedelta):
+        return msgpack.ExtType(TIMEDELTA, msgpack.packb([obj.days, obj.seconds,
+                                                         obj.microseconds]))
+    if isinstance(obj, Decimal):
+        return msgpack.ExtType(DECIMAL, str(obj).encode())
+    if isinstance(obj, uuid.UUID):
+        return msgpack.ExtType(UUID, obj.bytes)
+    if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
+        return dict(obj._asdict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _dataclass_fields(obj)
+    # Subclasses of the plain types (an IntEnum, an OrderedDict...) travel as their base.
+    for base in _PLAIN:
+        if isinstance(obj, base):
+            return _PLAIN[base](obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot serialize object of type {kind.__qualname__}")
+
+
+_PLAIN: dict[type, Callable[[Any], Any]] = {bool: bool, int: int, float: float, str: str,
+                                              bytes: bytes, dict: dict, list: list}
+
+
+def _timedelta(data: bytes) -> dt.timedelta:
+    days, seconds, micros = msgpack.unpackb(data)
+    return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+
+
+_DECODERS: dict[int, Callable[[bytes], Any]] = {
+    UPSTREAM_REF: lambda data: UpstreamRef(data.decode()),
+    DATETIME: lambda data: dt.datetime.fromisoformat(data.decode()),
+    DATE: lambda data: dt.date.fromisoformat(data.decode()),
+    TIME: lambda data: dt.time.fromisoformat(data.decode()),
+    TIMEDELTA: _timedelta,
+    DECIMAL: lambda data: Decimal(data.decode()),
+    UUID: lambda data: uuid.UUID(bytes=data),
+}
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
+    decode = _DECODERS.get(code)
+    if decode is not None:
+        return decode(data)
+    user = _by_code.get(code)
+    if user is not None:
+        return user.decode(unpack(data))
+    raise CodecError(f"unknown msgpack extension type {code}: a type registered with"
+                     " balancer.register_type on the sending side only (register it in"
+                     " the module that defines the task, so every side imports it)")
+
+
+def _keep_ext(code: int, data: bytes) -> Any:
+    """Decode upstream references only; every other extension stays as it came."""
     if code == UPSTREAM_REF:
         return UpstreamRef(data.decode())
-    raise CodecError(f"unknown msgpack extension type {code}")
+    return msgpack.ExtType(code, data)
 
 
 def pack(value: Any) -> bytes:
     try:
-        packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True)
+        packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True,
+                                      strict_types=True)
         return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise CodecError(str(exc)) from None
@@ -74,6 +214,16 @@ def unpack(data: bytes) -> Any:
     except CodecError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on bad bytes
+        raise CodecError(f"undecodable payload ({type(exc).__name__}: {exc})") from None
+
+
+def unpack_refs(data: bytes) -> Any:
+    """Unpack with only upstream references decoded, every other extension kept as bytes
+    (``msgpack.ExtType``), which ``pack`` writes back unchanged: a worker substitutes
+    upstream results before it imports the task's module, where user types register."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_keep_ext, raw=False, strict_map_key=False)
+    except Exception as exc:
         raise CodecError(f"undecodable payload ({type(exc).__name__}: {exc})") from None
 
 
@@ -89,7 +239,9 @@ def encode_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], l
                 raise CodecError(
                     f"task {task_name!r}: argument at {where} cannot be sent to a worker: {exc}"
                     " (arguments travel as msgpack: use None, bool, int, float, str, bytes,"
-                    " list, tuple or dict)"
+                    " list, tuple, dict, datetime, date, time, timedelta, Decimal, UUID, a"
+                    " dataclass or NamedTuple (sent as a dict), or a type registered with"
+                    " balancer.register_type)"
                 ) from None
         raise
     if len(blob) > limit:
@@ -160,8 +312,10 @@ def _arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[str,
             *((f"keyword {k!r}", v) for k, v in kwargs.items())]
 
 
-def decode_call(blob: bytes) -> tuple[list[Any], dict[str, Any]]:
-    value = unpack(blob)
+def decode_call(blob: bytes, *, refs_only: bool = False) -> tuple[list[Any], dict[str, Any]]:
+    """``refs_only``: decode upstream references and leave every other extension as
+    bytes (``unpack_refs``)."""
+    value = unpack_refs(blob) if refs_only else unpack(blob)
     if (
         not isinstance(value, list)
         or len(value) != 2

@@ -10,6 +10,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | flow:<id>            | hash        | name, tasks, state, total, remaining, failed, timestamps    |
 | flow:<id>:done       | list        | gets the final state once; clients wait on it with BLMOVE   |
 |                      |             | onto itself, so that every waiter sees it                   |
+| flow:<id>:tasks      | list        | tasks (and sub-runs) a @flow function added to its open run,|
+|                      |             | packed [id, name, kind] (balancer/dynamic.py)               |
 | flows                | zset        | recent flow runs by submit time                             |
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
@@ -53,6 +55,9 @@ class Keys:
 
     def flow_done(self, flow_id: str) -> str:
         return f"{self.prefix}flow:{flow_id}:done"
+
+    def flow_tasks(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}:tasks"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"

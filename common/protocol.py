@@ -150,6 +150,13 @@ LAYOUTS: dict[str, Layout] = {
         " dlq",
         "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
         " started ms"),
+    "flow_close": layout("flow, flow done, flow tasks", "state, ttl ms, error"),
+    "flow_extend": layout(
+        "flow, flow tasks, queues, wake", "flow id, task count, signal",
+        "(task, queue) per task",
+        "per task: id, queue name, score, listing, pair count, the pairs"),
+    "flow_release": layout("task, queue, queues, wake, flow, flow done",
+                           "task id, queue name, score, ttl ms, error, signal"),
     "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
     "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
     "mark_running": layout("leases", "worker id", "task...",

@@ -135,6 +135,18 @@ class NotReplicated(redis.RedisError):
                          f" {timeout_ms} ms: a failover now could lose it")
 
 
+@dataclass(frozen=True)
+class AddedTask:
+    """A task a @flow function adds to its open run: its record's fields, the queue it
+    goes to, its score there (None: it waits for upstream tasks) and its listing entry."""
+
+    task_id: str
+    queue: str
+    score: float | None
+    listing: bytes
+    fields: Mapping[str, Any]
+
+
 class Scripts:
     def __init__(self, client: redis.Redis, keys: Keys,
                  durability: Durability | None = None) -> None:
@@ -444,3 +456,41 @@ class Scripts:
             "dlq_purge",
             [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
             [task_id, ttl_ms]))
+
+    # -- open flow runs (a @flow function's: balancer/dynamic.py) ----------------------
+
+    def flow_extend(self, flow_id: str, tasks: Sequence[AddedTask], signal: str) -> int:
+        """Add ``tasks`` to an open run (``flow_extend.lua``); -1 when it is not open."""
+        k = self.keys
+        keys = [k.flow(flow_id), k.flow_tasks(flow_id), k.queues, k.wake]
+        args: list[Any] = [flow_id, len(tasks), signal]
+        for added in tasks:
+            keys += [k.task(added.task_id), k.queue(added.queue)]
+            args += [added.task_id, added.queue,
+                     "" if added.score is None else repr(added.score), added.listing,
+                     len(added.fields)]
+            for name, value in added.fields.items():
+                args += [name, value]
+        added, acked = self._run_durable("flow_extend", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}: {len(tasks)} tasks added", acked,
+                                self.durability.replicas, self.durability.timeout_ms)
+        return int(added)
+
+    def flow_release(self, task_id: str, queue: str, score: float, flow_id: str,
+                     ttl_ms: int, error: bytes, signal: str) -> int:
+        """Queue a task of an open run whose upstream tasks completed, or, with ``error``,
+        fail it as upstream_failed (``flow_release.lua``): 1 queued, 2 failed, 0 neither."""
+        k = self.keys
+        return int(self._run(
+            "flow_release",
+            [k.task(task_id), k.queue(queue), k.queues, k.wake, k.flow(flow_id),
+             k.flow_done(flow_id)],
+            [task_id, queue, repr(score), ttl_ms, error, signal]))
+
+    def flow_close(self, flow_id: str, state: str, ttl_ms: int, error: bytes) -> int:
+        """Close an open run (``flow_close.lua``): 1 settled, 2 settles later, 0 not open."""
+        k = self.keys
+        return int(self._run("flow_close",
+                             [k.flow(flow_id), k.flow_done(flow_id), k.flow_tasks(flow_id)],
+                             [state, ttl_ms, error]))

@@ -64,3 +64,19 @@ def test_partition_limit_reports_cpu_per_task_of_redis_and_the_dispatcher(
     for name in ("tasks_per_s", "redis_cpu_us_per_task", "dispatcher_cpu_us_per_task",
                  "workers_cpu_us_per_task", "redis_cmds_per_task", "ceiling_tasks_per_s"):
         assert figures[name] > 0, (name, figures)
+
+
+@pytest.mark.integration
+def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "dynamic.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/dynamic_bench.py", "--quick", "--json", str(out),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert (figures["calls"], figures["map"], figures["chain"]) == (30, 200, 20)
+    for name in ("call_p50_ms", "call_p99_ms", "map_submit_s", "map_end_to_end_s",
+                 "map_tasks_per_s", "chain_ms_per_link"):
+        assert figures[name] > 0, (name, figures)
+    assert figures["call_p50_ms"] <= figures["call_p99_ms"]

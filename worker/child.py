@@ -83,7 +83,7 @@ class InlineRunner:
         self.max_result_bytes = max_result_bytes
 
     def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
-        return execute(fn_path, args_blob, self.max_result_bytes)
+        return execute(fn_path, args_blob, self.max_result_bytes, timeout)
 
     def close(self, kill: bool = False) -> None:
         pass

@@ -2,11 +2,20 @@
 
 This runs inside a pool thread or a pool child process, so it touches no Redis: it takes
 bytes and returns bytes, and every failure becomes an error record instead of a crash.
+
+An ``async def`` task runs to completion on the event loop of the thread running it (one
+per slot: a thread-pool slot's thread, a process-pool child), with its timeout enforced by
+cancelling it; a task never "returns a coroutine".
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import threading
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from balancer.common import codec
 from balancer.common.codec import CodecError, ErrorInfo
@@ -35,7 +44,37 @@ class Outcome:
         return cls(bool(ok), bytes(payload), bool(retryable))
 
 
-def execute(fn_path: str, args_blob: bytes, max_result_bytes: int) -> Outcome:
+_local = threading.local()
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop, made on first use and kept: a slot runs every async
+    task it gets on the same loop."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+    return loop
+
+
+def close_loop() -> None:
+    """Close this thread's event loop, if it made one (a thread that ends)."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def run_awaitable(awaitable: Awaitable[Any], timeout: float | None) -> Any:
+    """Run a task's coroutine to its end on this thread's loop. Past ``timeout`` it is
+    cancelled and TimeoutError raised, as for any task run past its timeout."""
+    async def bounded() -> Any:
+        return await asyncio.wait_for(awaitable, timeout)
+
+    return _loop().run_until_complete(bounded())
+
+
+def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
+            timeout: float | None = None) -> Outcome:
     try:
         fn = load(fn_path)
     except TaskNotAllowed as exc:
@@ -48,6 +87,8 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int) -> Outcome:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
     try:
         value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = run_awaitable(value, timeout)
     except Exception as exc:
         return Outcome.failure(ErrorInfo.from_exception(exc))
     try:

@@ -11,7 +11,7 @@ import threading
 from typing import Protocol
 
 from balancer.common.codec import ErrorInfo
-from balancer.worker.executor import Outcome, execute
+from balancer.worker.executor import Outcome, close_loop, execute
 
 log = logging.getLogger("worker")
 
@@ -33,11 +33,16 @@ class ThreadRunner:
 
     def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
         if timeout is None:
-            return execute(fn_path, args_blob, self.max_result_bytes)
+            return execute(fn_path, args_blob, self.max_result_bytes, timeout)
         box: list[Outcome] = []
-        thread = threading.Thread(
-            target=lambda: box.append(execute(fn_path, args_blob, self.max_result_bytes)),
-            name=f"task-{fn_path}", daemon=True)
+
+        def run() -> None:
+            try:
+                box.append(execute(fn_path, args_blob, self.max_result_bytes, timeout))
+            finally:
+                close_loop()  # this thread ends: its event loop, if an async task made one
+
+        thread = threading.Thread(target=run, name=f"task-{fn_path}", daemon=True)
         thread.start()
         thread.join(timeout)
         if thread.is_alive():

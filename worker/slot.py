@@ -128,7 +128,7 @@ class Slot(threading.Thread):
         if not codec.may_hold_refs(lease.args):
             return lease.args
         try:
-            args, kwargs = codec.decode_call(lease.args)
+            args, kwargs = codec.decode_call(lease.args, refs_only=True)
         except CodecError:
             return lease.args  # the executor reports the bad payload on the task
         refs = sorted(codec.upstream_refs([args, kwargs]))
@@ -143,5 +143,5 @@ class Slot(threading.Thread):
             if state is None or state.decode() != TaskState.COMPLETED or blob is None:
                 raise LookupError(f"the result of upstream task {ref} is not available"
                                   f" (state {state.decode() if state else 'expired'})")
-            results[ref] = codec.unpack(blob)
+            results[ref] = codec.unpack_refs(blob)
         return codec.pack(codec.substitute([args, kwargs], results))

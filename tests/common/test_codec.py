@@ -271,3 +271,69 @@ def test_a_blob_holding_a_reference_is_never_skipped(value: object) -> None:
 
 def test_a_blob_of_plain_values_is_skipped() -> None:
     assert not codec.may_hold_refs(codec.pack([[1, "text", [True, None]], {"n": 7}]))
+
+
+# -- everyday types and the extension hook -------------------------------------------------
+
+def test_everyday_types_round_trip_as_themselves() -> None:
+    import datetime as dt
+    import uuid
+    from decimal import Decimal
+
+    values = [dt.datetime(2020, 1, 2, 3, 4, 5, 6), dt.datetime(2020, 1, 2, tzinfo=dt.timezone.utc),
+              dt.date(2020, 1, 2), dt.time(4, 5, 6, 7), dt.timedelta(days=-3, microseconds=9),
+              Decimal("-0.000100"), Decimal("NaN"), uuid.uuid4()]
+    back = codec.unpack(codec.pack(values))
+    assert [type(v) for v in back] == [type(v) for v in values]
+    assert str(back[6]) == "NaN" and back[:6] + back[7:] == values[:6] + values[7:]
+
+
+def test_dataclasses_and_namedtuples_travel_as_dicts_unless_registered() -> None:
+    from dataclasses import dataclass
+    from typing import NamedTuple
+
+    @dataclass
+    class Loose:
+        a: int
+
+    class Row(NamedTuple):
+        k: str
+        v: int
+
+    assert codec.unpack(codec.pack([Loose(1), Row("x", 2), (1, 2)])) == [
+        {"a": 1}, {"k": "x", "v": 2}, [1, 2]]
+
+
+def test_a_registered_type_comes_back_as_itself_and_codes_are_checked() -> None:
+    class Celsius:
+        def __init__(self, degrees: float) -> None:
+            self.degrees = degrees
+
+    with pytest.raises(ValueError, match="give encode and decode"):
+        codec.register_type(Celsius, 100)
+    with pytest.raises(ValueError, match="from 16 to 127"):
+        codec.register_type(Celsius, 7, encode=lambda c: c.degrees, decode=Celsius)
+    codec.register_type(Celsius, 101, encode=lambda c: c.degrees, decode=Celsius)
+    codec.register_type(Celsius, 101, encode=lambda c: c.degrees, decode=Celsius)  # again: fine
+    with pytest.raises(ValueError, match="already registered"):
+        codec.register_type(dict, 101, encode=dict, decode=dict)
+    back = codec.unpack(codec.pack({"t": Celsius(21.5)}))
+    assert isinstance(back["t"], Celsius) and back["t"].degrees == 21.5
+
+
+def test_an_unregistered_extension_code_is_a_codec_error_naming_the_hook() -> None:
+    blob = msgpack.packb(msgpack.ExtType(99, b"\x01"))
+    with pytest.raises(CodecError, match=r"unknown msgpack extension type 99.*register_type"):
+        codec.unpack(blob)
+    # the worker's substitution keeps it as it came, byte for byte
+    assert codec.pack(codec.unpack_refs(blob)) == blob
+
+
+def test_malformed_extension_data_is_a_codec_error() -> None:
+    with pytest.raises(CodecError, match="undecodable"):
+        codec.unpack(msgpack.packb(msgpack.ExtType(codec.DATETIME, b"not a date")))
+
+
+def test_an_unknown_type_names_the_argument_and_the_type() -> None:
+    with pytest.raises(CodecError, match=r"'t'.*keyword 'x'.*frozenset"):
+        codec.encode_call("t", (), {"x": frozenset()}, LIMIT)

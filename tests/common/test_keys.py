@@ -44,8 +44,8 @@ def _every_key(keys: Keys) -> dict[str, str]:
 def test_every_key_is_found_by_the_enumeration() -> None:
     found = _every_key(Keys("ns"))
     assert set(found) == {
-        "task", "flow", "flow_done", "queue", "queue_conf", "offer", "worker", "inbox", "leases",
-        "fetched", "ahead",
+        "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "worker",
+        "inbox", "leases", "fetched", "ahead",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch",
     }

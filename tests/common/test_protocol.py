@@ -14,7 +14,7 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import Child, Done, LeasedTask, Scripts
+from balancer.common.scripts import AddedTask, Child, Done, LeasedTask, Scripts
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -123,7 +123,9 @@ def key_kind(keys: Keys, key: str) -> str:
     segment after the namespace (``leases``, ``queue-conf``, ...)."""
     assert key.startswith(keys.prefix), key
     parts = key[len(keys.prefix):].split(":")
-    return "flow done" if parts[0] == "flow" and parts[-1] == "done" else parts[0]
+    if parts[0] == "flow" and len(parts) == 3:
+        return f"flow {parts[-1]}"  # flow done, flow tasks
+    return parts[0]
 
 
 DONE = [Done("t1", "1.1.1", "q", "f", 1, b"r", True, [Child("c1", "q", 1.0)])]
@@ -136,6 +138,10 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "dlq_purge": lambda s: s.dlq_purge("t1", "f", 1000),
     "dlq_retry": lambda s: s.dlq_retry("t1", "q"),
     "fail": lambda s: s.fail("w1", "1.1.1", "t1", "q", "f", b"e", "retry", 1000, 3, 5),
+    "flow_close": lambda s: s.flow_close("f", "completed", 1000, b""),
+    "flow_extend": lambda s: s.flow_extend(
+        "f", [AddedTask("t1", "q", 1.0, b"l", {"fn": "m:f"})], "s"),
+    "flow_release": lambda s: s.flow_release("t1", "q", 1.0, "f", 1000, b"", "s"),
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),

@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import Any
 
-from balancer import Flow
+from balancer import Flow, flow
 from tests.integration.secure_tasks import broken, double, flaky, plus
 
 
@@ -47,7 +47,20 @@ def full(marker: str) -> dict[str, Any]:
         singles.append([single.wait(timeout=60), single.result(ref)])
     return {"state": state, "states": states, "last": run.result(last),
             "error": error.type if error else None, "waiting": sorted(waiting),
-            "singles": singles}
+            "singles": singles, "dynamic": dynamic()}
+
+
+@flow(name="secure-dynamic")
+def dynamic() -> dict[str, Any]:
+    """A @flow function: its open run's scripts (extend, release, close) under this
+    client's user. ``later`` waits for ``total`` (released by the client); ``skipped``
+    for ``failed`` (released as upstream_failed)."""
+    total = plus.submit(1, 2)
+    later = double.submit(total)
+    failed = broken.submit(1)
+    skipped = double.submit(failed)
+    return {"later": later.result(), "failed": failed.wait().name,
+            "skipped": skipped.wait().name, "mapped": double.map([1, 2]).result()}
 
 
 def main() -> None:

@@ -107,6 +107,10 @@ def _priority_not_a_number(client: redis.Redis, keys: Keys) -> None:
     client.hset(keys.queue_conf("default"), "priority", "urgent")
 
 
+def _worker_name(client: redis.Redis, keys: Keys) -> None:
+    client.zadd(keys.workers, {b"\xff\xfe-not-utf8": time.time() * 1000})
+
+
 def _epoch_not_a_number(client: redis.Redis, keys: Keys) -> None:
     client.set(keys.epoch, b"\xff-not-a-counter")
 
@@ -118,6 +122,7 @@ BAD_ENTRIES = {
     "task-record-wrong-type": Bad(_task_wrong_type, lambda k: k.queue("default"), "wrong-type"),
     "queue-priority-not-a-number": Bad(_priority_not_a_number,
                                        lambda k: k.queue_conf("default"), "bad-config"),
+    "worker-name-not-utf8": Bad(_worker_name, lambda k: k.workers, "unreadable"),
     "epoch-not-a-number": Bad(_epoch_not_a_number, lambda k: k.epoch, "bad-epoch"),
 }
 

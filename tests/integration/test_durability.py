@@ -50,3 +50,23 @@ def test_a_worker_whose_acknowledgements_no_replica_confirms_says_so_once_and_go
     procs.stop(worker)
     log = procs.log(worker)
     assert log.count("confirmed by 0 of 1 replicas") == 1, log
+
+
+def test_a_flow_function_whose_run_no_replica_confirmed_raises_not_replicated(
+        real: redis.Redis, redis_url: str, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A @flow function's open run is a submit too: opening it waits for the replicas."""
+    from balancer import flow
+
+    _no_replica(real)
+    monkeypatch.setenv("BALANCER_MIN_REPLICAS", "1")
+    monkeypatch.setenv("BALANCER_REPLICA_TIMEOUT", "0.05")
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def durable_function() -> int:
+        return 1
+
+    with pytest.raises(NotReplicated, match="0 of the 1 replicas"):
+        durable_function()
+    (run_id,) = real.zrange(Keys(namespace).flows, 0, -1)
+    assert real.hget(Keys(namespace).flow(run_id.decode()), "state") == b"failed"  # not open

@@ -42,3 +42,12 @@ def unstorable() -> object:
 @task
 def big(n: int) -> bytes:
     return b"x" * n
+
+
+@task
+async def async_nap(seconds: float) -> int:
+    """Sleeps on the event loop, then names the loop it ran on."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return id(asyncio.get_running_loop())

@@ -53,3 +53,20 @@ def test_a_result_over_the_limit_fails_without_retry() -> None:
 def test_an_outcome_round_trips_through_bytes() -> None:
     outcome = Outcome(False, b"\x01\x02", retryable=False)
     assert Outcome.from_bytes(outcome.to_bytes()) == Outcome(False, b"\x01\x02", False)
+
+
+def test_an_async_task_runs_to_its_value_on_this_threads_loop() -> None:
+    first = execute("tests.worker.tasks:async_nap", call(0), LIMIT)
+    second = execute("tests.worker.tasks:async_nap", call(0), LIMIT)
+    assert first.ok and second.ok
+    assert codec.unpack(first.payload) == codec.unpack(second.payload)  # one loop per slot
+
+
+def test_an_async_task_past_its_timeout_is_cancelled_as_a_timeout() -> None:
+    import time
+
+    t0 = time.monotonic()
+    outcome = execute("tests.worker.tasks:async_nap", call(30), LIMIT, timeout=0.1)
+    assert time.monotonic() - t0 < 10  # cancelled, not slept out
+    error = codec.unpack_error(outcome.payload)
+    assert not outcome.ok and error is not None and error.type == "TimeoutError"

@@ -1,0 +1,309 @@
+"""``@flow`` on a function, as Prefect 2/3 write it: calling the function runs it here, in
+the client, as one flow run on the cluster (``balancer/dynamic.py``). Inside it,
+``t.submit(...)`` returns a future, ``t.map(...)`` a list of futures, and ``t(...)`` runs
+the task on the cluster and returns its value; the function may branch and loop on
+results. A @flow called inside another is a sub-run: a run of its own, listed in its
+parent's run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, overload
+
+import redis
+
+from balancer import context
+from balancer.common.codec import ErrorInfo
+from balancer.common.settings import Settings
+from balancer.dynamic import DynamicRun, current_run
+from balancer.futures import FutureList, State, TaskFuture, unmapped
+from balancer.options import check_task_options
+from balancer.run import TaskFailed
+
+if TYPE_CHECKING:
+    from balancer.task import Task
+
+log = logging.getLogger("balancer.client")
+
+_clients_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    name: str
+    retries: int = 0
+    retry_delay_seconds: float = 0.0
+    redis_url: str | None = None
+    namespace: str | None = None
+    description: str | None = None
+    version: str | None = None
+
+
+class FlowFunction:
+    """A function decorated with ``@flow``. Call it to run it as a flow run."""
+
+    def __init__(self, fn: Callable[..., Any], options: FlowOptions) -> None:
+        if not callable(fn):
+            raise TypeError(f"@flow decorates a function, got {type(fn).__name__}")
+        check_task_options(f"flow {options.name!r}", 0, options.retries,
+                           options.retry_delay_seconds, None)
+        self.fn = fn
+        self.options = options
+        self.name = options.name
+        functools.update_wrapper(self, fn)
+
+    def with_options(self, **changes: Any) -> FlowFunction:
+        """A copy with other options (name, retries, retry_delay_seconds, redis_url,
+        namespace, description, version), as Prefect's ``flow.with_options``."""
+        return FlowFunction(self.fn, replace(self.options, **changes))
+
+    def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
+        """Run the function as a flow run and return what it returns (or raise what it
+        raised, once its retries are spent). ``return_state=True``: return the run's
+        final State instead (``.result()``, ``.is_completed()``, ``.flow_run_id``)."""
+        from balancer.common.importpath import is_importing_tasks
+
+        if is_importing_tasks():
+            log.warning("flow %r: call ignored while a worker imports its module; guard it"
+                        " with `if __name__ == '__main__':`", self.name)
+            return None
+        parent = current_run()
+        client, settings = self._cluster(parent)
+        run = DynamicRun(client, settings, self.name, parent).open()
+        token = context.enter_run(run)
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            try:
+                value, error = self._attempts(run, args, kwargs)
+                run.wait_for_tasks()
+                if error is None:
+                    value, error = _resolved(value)
+            finally:
+                context.leave_run(token)
+        except BaseException as exc:  # ctrl-C, or Redis gone: close what can be closed
+            try:
+                run.close(True, ErrorInfo.from_exception(exc))
+            except redis.RedisError:
+                log.error("flow=%s: could not close the run after %r", run.id, exc)
+            raise
+        info = ErrorInfo.from_exception(error) if error is not None else None
+        state = run.close(error is not None, info)
+        if return_state:
+            return FlowRunState.of(state, self.name, value, info, run.id, error)
+        if error is not None:
+            raise error
+        return value
+
+    def _attempts(self, run: DynamicRun, args: tuple[Any, ...], kwargs: dict[str, Any]
+                  ) -> tuple[Any, Exception | None]:
+        """Run the function, again on an exception while retries are left (the tasks of
+        every attempt stay in the run, as Prefect's flow retries keep them)."""
+        retries = self.options.retries
+        for attempt in range(retries + 1):
+            try:
+                return self.fn(*args, **kwargs), None
+            except Exception as exc:
+                if attempt == retries:
+                    return None, exc
+                log.warning("flow=%s name=%s: attempt %d of %d raised %s: %s; running it"
+                            " again", run.id, self.name, attempt + 1, retries + 1,
+                            type(exc).__name__, exc)
+                time.sleep(self.options.retry_delay_seconds)
+        raise AssertionError("unreachable")
+
+    def _cluster(self, parent: DynamicRun | None) -> tuple[redis.Redis, Settings]:
+        """The parent's cluster for a sub-run; else ``redis_url`` if given, else as
+        ``flow.run()`` finds it: ``BALANCER_REDIS_URL``, or the embedded cluster."""
+        from balancer.client import resolve
+        from balancer.client import settings as client_settings
+        from balancer.common.connection import connect
+
+        if parent is not None:
+            return parent.client, parent.settings
+        url = self.options.redis_url
+        if url:
+            settings = client_settings(self.options.namespace).replace(redis_url=url)
+            with _clients_lock:
+                client = _clients.get(url)
+                if client is None:
+                    client = _clients[url] = connect(url)
+            return client, settings
+        return resolve(None, self.options.namespace)
+
+    def __repr__(self) -> str:
+        return f"<flow {self.name}>"
+
+
+def _resolved(value: Any) -> tuple[Any, Exception | None]:
+    """What the function returned, with futures (also in lists, tuples and dicts) replaced
+    by their results, as Prefect resolves a flow's return value; a future of a task that
+    failed fails the run with its TaskFailed."""
+    try:
+        return _results(value), None
+    except TaskFailed as exc:
+        return None, exc
+
+
+def _results(value: Any) -> Any:
+    if isinstance(value, TaskFuture):
+        return value.result()
+    if isinstance(value, list):
+        return [_results(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_results(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _results(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class FlowRunState(State):
+    """A flow run's final state, as ``my_flow(return_state=True)`` returns it."""
+
+    flow_run_id: str = ""
+    exception: BaseException | None = None
+
+    @classmethod
+    def of(cls, state: str, label: str, data: Any = None,
+           error: ErrorInfo | None = None, flow_run_id: str = "",
+           exception: BaseException | None = None) -> FlowRunState:
+        base = State.of(state, label, data, error)
+        return cls(base.state, base.name, base.type, base.message, data, error, label,
+                   flow_run_id, exception)
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """What the function returned; if it raised, that exception (raised, or returned
+        with ``raise_on_failure=False``)."""
+        if self.exception is None:
+            return self.data
+        if raise_on_failure:
+            raise self.exception
+        return self.exception
+
+
+@overload
+def flow(fn: Callable[..., Any], /) -> FlowFunction: ...
+
+
+@overload
+def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: float = 0.0,
+         redis_url: str | None = None, namespace: str | None = None,
+         description: str | None = None, version: str | None = None,
+         log_prints: bool | None = None) -> Callable[[Callable[..., Any]], FlowFunction]: ...
+
+
+def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         retries: int = 0, retry_delay_seconds: float = 0.0, redis_url: str | None = None,
+         namespace: str | None = None, description: str | None = None,
+         version: str | None = None, log_prints: bool | None = None
+         ) -> FlowFunction | Callable[[Callable[..., Any]], FlowFunction]:
+    """``@flow`` or ``@flow(name=..., retries=2, retry_delay_seconds=1)``: calling the
+    function runs it as a flow run on the cluster at ``redis_url`` (default:
+    ``BALANCER_REDIS_URL``, else the embedded cluster). ``log_prints`` is taken and
+    ignored (prints go where the client's go)."""
+    del log_prints
+
+    def wrap(f: Callable[..., Any]) -> FlowFunction:
+        return FlowFunction(f, FlowOptions(name or f.__name__, retries, retry_delay_seconds,
+                                           redis_url, namespace, description, version))
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def get_run_logger() -> logging.Logger:
+    """Prefect's ``get_run_logger()``: in a @flow function, the logger
+    ``balancer.flow.<name>``; elsewhere (a task on a worker) ``balancer.task``, whose
+    lines the worker's log carries."""
+    run = current_run()
+    if run is not None:
+        return logging.getLogger(f"balancer.flow.{run.name}")
+    return logging.getLogger("balancer.task")
+
+
+# -- what a task does inside a @flow function ------------------------------------------
+
+
+def _run_or_refuse(task: Task, what: str) -> DynamicRun:
+    run = current_run()
+    if run is None:
+        raise RuntimeError(f"task {task.name!r}: .{what}() runs the task on the cluster from"
+                           " inside a @flow function; call it from one (outside, calling the"
+                           " task runs the plain function)")
+    return run
+
+
+def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
+           wait_for: Iterable[Any] | None = None) -> TaskFuture:
+    return _run_or_refuse(task, "submit").submit(task, args, kwargs, wait_for)
+
+
+def call(run: DynamicRun, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A plain call inside a @flow function: run the task on the cluster, wait, and return
+    its value (raise TaskFailed if it failed), or its State with ``return_state=True``."""
+    wait_for = kwargs.pop("wait_for", None)
+    return_state = bool(kwargs.pop("return_state", False))
+    future = run.submit(task, args, kwargs, wait_for)
+    state = future.wait()
+    assert state is not None  # no timeout
+    return state if return_state else state.result()
+
+
+def map_calls(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
+              wait_for: Iterable[Any] | None = None) -> FutureList:
+    """``task.map(xs, ys, k=zs, other=unmapped(v))``: one task per position of the mapped
+    arguments (every iterable but str, bytes and ``unmapped(...)``; a future's result
+    when it is a list), in one script call."""
+    run = _run_or_refuse(task, "map")
+    mapped: dict[int | str, list[Any]] = {}
+    static: dict[int | str, Any] = {}
+    given: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+    for key, value in given:
+        if isinstance(value, unmapped):
+            static[key] = value.value
+            continue
+        if isinstance(value, TaskFuture):
+            result = value.result()
+            if isinstance(result, list):
+                value = result
+        if _iterable(value):
+            mapped[key] = list(value)
+        else:
+            static[key] = value
+    if not mapped:
+        raise TypeError(f"task {task.name!r}: .map() got no iterable argument to map over"
+                        " (wrap a constant in unmapped(...))")
+    lengths = {len(v) for v in mapped.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{_label(k)} has {len(v)}" for k, v in mapped.items())
+        raise ValueError(f"task {task.name!r}: .map() arguments differ in length ({sizes})")
+    calls = []
+    for i in range(lengths.pop()):
+        values = {**static, **{k: v[i] for k, v in mapped.items()}}
+        positional = tuple(values[p] for p in range(len(args)))
+        keywords = {k: v for k, v in values.items() if isinstance(k, str)}
+        calls.append((positional, keywords))
+    if not calls:
+        return FutureList()
+    return run.submit_many(task, calls, wait_for)
+
+
+def _iterable(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray)):
+        return False
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _label(key: int | str) -> str:
+    return f"keyword {key!r}" if isinstance(key, str) else f"position {key}"

@@ -1,0 +1,213 @@
+"""What a @flow function holds for a task it submitted: a future (``.result()``,
+``.wait()``, ``.state``), and the state objects both return, named as Prefect 2/3 names
+them. A future only reads the task's record in Redis; the run (balancer/dynamic.py)
+writes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from balancer.common import codec
+from balancer.common.codec import ErrorInfo
+from balancer.common.models import TaskState, visible_state
+from balancer.common.replies import as_opt_bytes_list
+from balancer.options import check_wait
+from balancer.run import TaskFailed
+
+if TYPE_CHECKING:
+    import redis
+
+    from balancer.common.keys import Keys
+
+# Our task states as Prefect names them and the type it gives each. A task whose upstream
+# failed settles here (Prefect leaves it Pending "NotReady"), so that its run can end.
+_PREFECT: dict[str, tuple[str, str]] = {
+    TaskState.PENDING: ("Pending", "PENDING"),
+    TaskState.QUEUED: ("Pending", "PENDING"),
+    TaskState.RUNNING: ("Running", "RUNNING"),
+    TaskState.RETRYING: ("AwaitingRetry", "SCHEDULED"),
+    TaskState.COMPLETED: ("Completed", "COMPLETED"),
+    TaskState.FAILED: ("Failed", "FAILED"),
+    TaskState.UPSTREAM_FAILED: ("UpstreamFailed", "FAILED"),
+    TaskState.DEAD: ("Crashed", "CRASHED"),
+}
+# States a future waits past: a quarantined (dead) task waits for an operator.
+FINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+# Polling: a future waits by reading its task's state, first often, then every POLL_MAX.
+POLL_MIN, POLL_MAX = 0.002, 0.05
+
+
+@dataclass(frozen=True)
+class State:
+    """A task's or flow's state, read as Prefect's: ``name`` and ``type`` as it names
+    them, ``state`` as ``balancer flow`` shows it, ``message`` the error of a failed one."""
+
+    state: str
+    name: str
+    type: str
+    message: str = ""
+    data: Any = None  # the result of a completed run
+    error: ErrorInfo | None = None
+    label: str = ""  # the task's or flow's name
+
+    @classmethod
+    def of(cls, state: str, label: str, data: Any = None,
+           error: ErrorInfo | None = None) -> State:
+        name, kind = _PREFECT.get(state, (state.capitalize(), state.upper()))
+        return cls(state, name, kind, str(error) if error else "", data, error, label)
+
+    def is_completed(self) -> bool:
+        return self.type == "COMPLETED"
+
+    def is_failed(self) -> bool:
+        return self.type == "FAILED"
+
+    def is_crashed(self) -> bool:
+        return self.type == "CRASHED"
+
+    def is_pending(self) -> bool:
+        return self.type == "PENDING"
+
+    def is_running(self) -> bool:
+        return self.type == "RUNNING"
+
+    def is_scheduled(self) -> bool:
+        return self.type == "SCHEDULED"
+
+    def is_final(self) -> bool:
+        return self.state in FINAL
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The value of a completed run. Otherwise raises TaskFailed (with ``.error``), or
+        returns it with ``raise_on_failure=False``, as Prefect returns the exception."""
+        if self.is_completed():
+            return self.data
+        failure = TaskFailed(self.label, self.state, self.error)
+        if raise_on_failure:
+            raise failure
+        return failure
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.message!r})" if self.message else f"{self.name}()"
+
+
+def read_states(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
+                ) -> dict[str, str | None]:
+    """Each task's state as users see it, in one round trip (None: no record)."""
+    ids = list(task_ids)
+    pipe = client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(keys.task(task_id), ["state", "deps"])
+    found: dict[str, str | None] = {}
+    for task_id, row in zip(ids, pipe.execute()):
+        state, deps = as_opt_bytes_list(row)
+        found[task_id] = None if state is None else visible_state(state.decode(),
+                                                                   int(deps or 0))
+    return found
+
+
+class TaskFuture:
+    """A task submitted by a @flow function. Passing it to another task makes that task
+    wait for it and receive its result."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, task_id: str, name: str) -> None:
+        self.client = client
+        self.keys = keys
+        self.task_id = task_id
+        self.name = name
+
+    @property
+    def task_run_id(self) -> str:
+        return self.task_id
+
+    @property
+    def state(self) -> State:
+        """The task's state now."""
+        state, deps, blob, error = as_opt_bytes_list(self.client.hmget(
+            self.keys.task(self.task_id), ["state", "deps", "result", "error"]))
+        if state is None:
+            raise KeyError(f"task {self.name!r} ({self.task_id}) has no record (expired"
+                           " after result_ttl?)")
+        shown = visible_state(state.decode(), int(deps or 0))
+        if shown == TaskState.COMPLETED:
+            return State.of(shown, self.name, codec.unpack(blob or b"\xc0"))
+        return State.of(shown, self.name, error=codec.unpack_error(error))
+
+    def done(self) -> bool:
+        return read_states(self.client, self.keys, [self.task_id])[self.task_id] in FINAL
+
+    def wait(self, timeout: float | None = None) -> State | None:
+        """Wait for the task to finish and return its final state; None if ``timeout``
+        seconds passed first."""
+        check_wait(f"task {self.name!r}: wait", timeout)
+        if not wait_all([self], timeout):
+            return None
+        return self.state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        """Wait, then the task's value. A task that did not complete raises TaskFailed
+        (``.error`` holds its type, message and traceback), or returns it with
+        ``raise_on_failure=False``. TimeoutError past ``timeout`` seconds."""
+        state = self.wait(timeout)
+        if state is None:
+            raise TimeoutError(f"task {self.name!r} ({self.task_id}) not finished after"
+                               f" {timeout}s")
+        return state.result(raise_on_failure)
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.name} {self.task_id}>"
+
+
+class FutureList(list[TaskFuture]):
+    """What ``task.map`` returns: the futures, in the order of the items mapped."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        wait_all(self, timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True
+               ) -> list[Any]:
+        """Every task's value, in order (waiting for them all first)."""
+        check_wait("map: result", timeout)
+        if not wait_all(self, timeout):
+            raise TimeoutError(f"mapped tasks not finished after {timeout}s")
+        return [f.result(raise_on_failure=raise_on_failure) for f in self]
+
+
+def wait_all(futures: Iterable[TaskFuture], timeout: float | None = None) -> bool:
+    """Wait until every future's task is final (True), or ``timeout`` passed (False).
+    Reads the states of those not final yet in one round trip per poll, often at first,
+    then every POLL_MAX seconds."""
+    waiting = {f.task_id: f for f in futures}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = POLL_MIN
+    while waiting:
+        first = next(iter(waiting.values()))
+        states = read_states(first.client, first.keys, waiting)
+        for task_id, state in states.items():
+            if state in FINAL:
+                del waiting[task_id]
+            elif state is None:
+                raise KeyError(f"task {waiting[task_id].name!r} ({task_id}) has no record"
+                               " (expired after result_ttl?)")
+        if not waiting:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(delay if deadline is None else max(0.0, min(delay,
+                                                                deadline - time.monotonic())))
+        delay = min(delay * 2, POLL_MAX)
+    return True
+
+
+class unmapped:  # Prefect's spelling
+    """Pass this argument whole to every call of ``task.map`` instead of mapping over it."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __iter__(self) -> Iterator[Any]:
+        raise TypeError("unmapped(...) is not iterable: it is passed whole to every call")
