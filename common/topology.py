@@ -112,14 +112,18 @@ def parse(url: str, shown: str) -> Topology:
         raise ValueError(f"the Redis URL {shown}: {exc}") from None
     for own in ("host", "port", "db", "username", "password", "connection_class"):
         options.pop(own, None)
-    user, colon, password = userinfo.partition(":")
-    return Topology(kind, tls, nodes, service, db,
-                    username=unquote(user) or None if at and colon else None,
-                    password=(unquote(password) if colon else unquote(userinfo)) or None
-                    if at else None,
+    username, password = _credentials(userinfo) if at else (None, None)
+    return Topology(kind, tls, nodes, service, db, username=username, password=password,
                     sentinel_username=extra.get("sentinel_username") or None,
                     sentinel_password=extra.get("sentinel_password") or None,
                     options=options)
+
+
+def _credentials(userinfo: str) -> tuple[str | None, str | None]:
+    """(user, password) of ``user:password``; a userinfo without ":" is a user alone, as
+    redis-py reads ``redis://user@host``."""
+    user, _, password = userinfo.partition(":")
+    return unquote(user) or None, unquote(password) or None
 
 
 def _node(text: str, default_port: int, shown: str) -> tuple[str, int]:

@@ -116,3 +116,15 @@ def test_a_tls_sentinel_url_speaks_tls_to_the_master_and_to_the_sentinels() -> N
     assert sentinels[0].connection_pool.connection_class.__name__ == "SSLConnection"
     assert kwargs["password"] == "spw-1234" and kwargs["ssl_cert_reqs"] == "none"
     assert kwargs["socket_timeout"] == topology.SENTINEL_TIMEOUT
+
+
+@pytest.mark.parametrize(("userinfo", "user", "password"), [
+    ("app:pw", "app", "pw"), (":pw", None, "pw"), ("app", "app", None),
+    ("a%3Ab:p%2Fw", "a:b", "p/w"),
+])
+def test_credentials_are_read_as_redis_py_reads_them_from_a_redis_url(
+        userinfo: str, user: str | None, password: str | None) -> None:
+    top = topology.parse(f"redis+cluster://{userinfo}@h:7000", "shown")
+    assert (top.username, top.password) == (user, password)
+    plain = redis.connection.parse_url(f"redis://{userinfo}@h:7000")
+    assert (plain.get("username"), plain.get("password")) == (user, password)
