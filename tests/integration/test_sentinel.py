@@ -4,11 +4,16 @@ sentinels on loopback ports."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+from balancer.common.connection import connect
 
-from tests.conftest import Processes
+from balancer import Flow, FlowLost
+from tests.conftest import Processes, wait_for
+from tests.integration import tasks
 from tests.integration.stream import Stream, run_through_failover
 from tests.integration.topologies import SentinelSet, need_redis_server
 
@@ -57,3 +62,30 @@ def test_with_min_replicas_1_no_accepted_flow_is_lost_in_a_failover(
     outcome = stream.outcome
     assert outcome.lost == [] and outcome.other == []
     assert outcome.completed == len(stream.runs)
+
+
+def test_a_submit_the_failover_lost_is_reported_as_lost_not_waited_on(
+        sentinels: SentinelSet, namespace: str) -> None:
+    """A write the replica never got: the master drops its replica's link (and, with a
+    password set, refuses it back), takes a submit, and dies. The run is gone from the new
+    master, and waiting on it says so (FlowLost) instead of waiting out its timeout."""
+    client = connect(sentinels.url)
+    with Flow("kept") as flow:
+        tasks.constant(1)
+    kept = flow.submit(client, namespace=namespace)
+    master = redis.Redis(port=sentinels.master_port())
+    wait_for(lambda: master.info("replication")["slave0"]["offset"]
+             >= master.info("replication")["master_repl_offset"], timeout=10)
+    old_master = sentinels.master_port()
+    master.config_set("requirepass", "replica-kept-out")  # connected clients stay in
+    master.client_kill_filter(_type="replica")
+    with Flow("lost") as flow:
+        tasks.constant(2)
+    lost = flow.submit(client, namespace=namespace)  # accepted by the master alone
+    sentinels.kill_master()
+    wait_for(lambda: sentinels.master_port() != old_master, timeout=30, interval=0.1)
+    started = time.monotonic()
+    with pytest.raises(FlowLost, match=f"{lost.id}.*no record in Redis"):
+        lost.wait(timeout=60)
+    assert time.monotonic() - started < 30  # said, not waited out
+    assert kept.state == "running"  # replicated before: still there, queued
