@@ -11,7 +11,7 @@ import pytest
 import redis
 from balancer.common.connection import connect
 
-from balancer import Flow, FlowLost
+from balancer import Flow, FlowLost, NotReplicated
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 from tests.integration.stream import Stream, run_through_failover
@@ -89,3 +89,26 @@ def test_a_submit_the_failover_lost_is_reported_as_lost_not_waited_on(
         lost.wait(timeout=60)
     assert time.monotonic() - started < 30  # said, not waited out
     assert kept.state == "running"  # replicated before: still there, queued
+
+
+def test_with_min_replicas_1_the_submit_a_failover_would_lose_is_never_accepted(
+        sentinels: SentinelSet, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same certain loss with BALANCER_MIN_REPLICAS=1: the submit no replica holds
+    raises NotReplicated, so no accepted flow is lost."""
+    monkeypatch.setenv("BALANCER_MIN_REPLICAS", "1")
+    monkeypatch.setenv("BALANCER_REPLICA_TIMEOUT", "0.2")
+    client = connect(sentinels.url)
+    with Flow("kept") as flow:
+        tasks.constant(1)
+    kept = flow.submit(client, namespace=namespace)  # a replica holds it: it returns
+    master = redis.Redis(port=sentinels.master_port())
+    master.config_set("requirepass", "replica-kept-out")
+    master.client_kill_filter(_type="replica")
+    with Flow("unconfirmed") as flow:
+        tasks.constant(2)
+    with pytest.raises(NotReplicated, match="0 of the 1 replicas"):
+        flow.submit(client, namespace=namespace)
+    old_master = sentinels.master_port()
+    sentinels.kill_master()
+    wait_for(lambda: sentinels.master_port() != old_master, timeout=30, interval=0.1)
+    assert kept.state == "running"
