@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 
 import redis
+from redis.sentinel import SentinelConnectionPool
 
-from balancer.common.connection import connect
+from balancer.common.connection import BadRedisURL, Unreachable, connect, explain
 from balancer.common.settings import ENV_PREFIX, Settings
+from balancer.common.topology import cluster_of
 
 _lock = threading.Lock()
 _settings: dict[tuple[object, ...], Settings] = {}
@@ -50,11 +54,61 @@ def resolve(
     if client is not None:
         return client, config
     if config.redis_url:
-        with _lock:
-            shared = _clients.get(config.redis_url)
-            if shared is None:
-                shared = _clients[config.redis_url] = connect(config.redis_url)
-        return shared, config
+        return shared(config.redis_url), config
     from balancer import embedded
 
     return embedded.client(config), config
+
+
+def resolve_url(client: redis.Redis | None, redis_url: str | None,
+                namespace: str | None) -> tuple[redis.Redis, Settings]:
+    """As ``resolve``, with an explicit ``redis_url`` taking the place of
+    ``BALANCER_REDIS_URL``."""
+    if client is None and redis_url:
+        return shared(redis_url), settings(namespace)
+    return resolve(client, namespace)
+
+
+def shared(url: str) -> redis.Redis:
+    """This process's client for ``url`` (one per URL). BadRedisURL, its message one line,
+    for a URL that cannot name a Redis."""
+    with _lock:
+        found = _clients.get(url)
+        if found is None:
+            try:
+                found = _clients[url] = connect(url)
+            except BadRedisURL as exc:
+                raise BadRedisURL(str(exc)) from None  # no frames of ours or redis-py's
+            _urls[id(found)] = url
+        return found
+
+
+_urls: dict[int, str] = {}
+
+
+@contextmanager
+def talking(client: redis.Redis) -> Iterator[None]:
+    """Around what client code asks of the cluster: a Redis that cannot be reached is
+    ``Unreachable``, one line naming the URL (its password hidden), raised without the
+    traceback from inside redis-py."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise Unreachable(explain(_url_of(client), exc)) from None
+
+
+def _url_of(client: redis.Redis) -> str:
+    url = _urls.get(id(client))
+    if url is not None:
+        return url
+    cluster = cluster_of(client)
+    if cluster is not None:  # no pool of its own: name the nodes it knows
+        nodes = cluster.nodes_manager.nodes_cache.values()
+        return "redis+cluster://" + ",".join(sorted(n.name for n in nodes)[:3])
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return f"redis+sentinel://.../{pool.service_name}"
+    kwargs = getattr(pool, "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

@@ -269,26 +269,33 @@ class Flow:
     # -- running ---------------------------------------------------------------------
 
     def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None,
-               parameters: dict[str, Any] | None = None) -> FlowRun:
+               parameters: dict[str, Any] | None = None,
+               redis_url: str | None = None) -> FlowRun:
         """Send the flow to the cluster and return at once with a handle on the run.
 
         ``client``: a Redis client of the cluster (default: ``BALANCER_REDIS_URL``, else the
         embedded cluster); ``namespace``: the cluster's key namespace if not the default;
-        ``parameters``: values of the flow's ``Parameter``s by name (else their defaults).
+        ``parameters``: values of the flow's ``Parameter``s by name (else their defaults);
+        ``redis_url``: the cluster's URL, in place of ``BALANCER_REDIS_URL``.
+
+        A bad URL raises ``BadRedisURL`` and a Redis that cannot be reached
+        ``Unreachable``, each one line naming the URL (its password hidden).
         """
-        from balancer.client import resolve
+        from balancer.client import resolve_url, talking
         from balancer.submit import submit_flow
 
         try:
             values = bind(self.name, self.parameters, parameters)
         except ValueError as exc:
             raise FlowError(str(exc)) from None
-        conn, settings = resolve(client, namespace)
-        return submit_flow(conn, settings, self, values)
+        conn, settings = resolve_url(client, redis_url, namespace)
+        with talking(conn):
+            return submit_flow(conn, settings, self, values)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
             namespace: str | None = None, quiet: bool = False,
-            parameters: dict[str, Any] | None = None) -> FlowRun:
+            parameters: dict[str, Any] | None = None,
+            redis_url: str | None = None) -> FlowRun:
         """Submit, wait for every task to finish, and return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
@@ -311,7 +318,8 @@ class Flow:
                 "flow %r: run() ignored while a worker imports its module; guard it with"
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
-        run = self.submit(client, namespace=namespace, parameters=parameters)
+        run = self.submit(client, namespace=namespace, parameters=parameters,
+                          redis_url=redis_url)
         report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
         report.begin()
         try:

@@ -105,7 +105,7 @@ class Reporter:
         return None if self.mode == "off" else TICK if self.mode == "bar" else 1.0
 
     def _name(self) -> str:
-        return f"flow {self.run.flow.name} ({self.run.id})"
+        return f"flow {self.run.name} ({self.run.id})"
 
     def begin(self) -> None:
         if self.mode == "lines":
@@ -189,5 +189,6 @@ class Reporter:
         if type(self.run.client).__module__.startswith("fakeredis"):
             where = "stops with this process (it ran on the embedded cluster)"
         else:
-            where = f"goes on in the cluster; `balancer flow {self.run.id}` shows it"
+            where = (f"goes on in the cluster; `balancer flow {self.run.id}` shows it,"
+                     f" `balancer flow cancel {self.run.id}` cancels it")
         self._line(f"interrupted: {self._name()} {where}")

@@ -17,6 +17,7 @@ from balancer.common.replies import as_bytes, as_opt_bytes, as_opt_bytes_list
 from balancer.options import check_wait
 
 if TYPE_CHECKING:
+    from balancer.cancel import Cancelled
     from balancer.flow import Flow, Node
     from balancer.task import Task
 
@@ -65,10 +66,10 @@ class Results:
     def __init__(self, run: FlowRun) -> None:
         self._run = run
 
-    def __call__(self, item: Node | Task) -> Any:
+    def __call__(self, item: Node | Task | str) -> Any:
         return self._run.value(item)
 
-    def __getitem__(self, item: Node | Task) -> TaskResult:
+    def __getitem__(self, item: Node | Task | str) -> TaskResult:
         run = self._run
         state, blob, error, deps = as_opt_bytes_list(run.client.hmget(
             run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"]))
@@ -79,13 +80,62 @@ class Results:
 
 
 class FlowRun:
-    def __init__(self, client: redis.Redis, keys: Keys, flow_id: str, flow: Flow,
-                 ids: dict[Node, str]) -> None:
+    """A submitted flow run. ``flow.submit()`` returns one; ``FlowRun.attach(id)`` (or
+    ``balancer.attach``) makes one for a run submitted elsewhere, from its id alone."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, flow_id: str, flow: Flow | None,
+                 ids: dict[Node, str], *, name: str | None = None,
+                 tasks: list[tuple[str, str]] | None = None) -> None:
         self.client = client
         self.keys = keys
         self.id = flow_id
         self.flow = flow
         self.ids = ids
+        self.name = flow.name if flow is not None else (name or flow_id)
+        if tasks is None:  # (task id, name) in the flow's order, as submit lists them
+            tasks = [(task_id, node.task.name) for node, task_id in ids.items()]
+        labels = _label_names([n for _, n in tasks])
+        # (task id, task name, label): the label tells repeated calls apart (name#2, ...)
+        self._tasks = [(t, n, label) for (t, n), label in zip(tasks, labels)]
+
+    @classmethod
+    def attach(cls, flow_id: str, client: redis.Redis | None = None, *,
+               redis_url: str | None = None, namespace: str | None = None) -> FlowRun:
+        """A handle on the run ``flow_id`` submitted by any process: ``wait``, ``state``,
+        ``results``, ``states``, ``why``, ``cancel`` and the rest work as on the handle
+        ``submit`` returned; tasks are named by their labels (``name``, ``name#2``...) or
+        ids. The cluster: ``client``, else ``redis_url``, else ``BALANCER_REDIS_URL``.
+        Raises KeyError when no such run is recorded (finished runs expire after
+        ``result_ttl``)."""
+        from balancer.client import resolve_url, talking
+
+        conn, settings = resolve_url(client, redis_url, namespace)
+        keys = Keys(settings.namespace)
+        with talking(conn):
+            name, blob = as_opt_bytes_list(conn.hmget(keys.flow(flow_id), ["name", "tasks"]))
+        if name is None:
+            raise KeyError(f"no flow run {flow_id} (finished runs expire after"
+                           f" {settings.result_ttl:.0f}s)")
+        tasks = [(str(t), str(n)) for t, n in codec.unpack(blob or b"\x90")]
+        return cls(conn, keys, flow_id, None, {}, name=name.decode(), tasks=tasks)
+
+    @property
+    def task_ids(self) -> list[str]:
+        """Every task's id, in the flow's order."""
+        return [t for t, _, _ in self._tasks]
+
+    def cancel(self) -> Cancelled:
+        """Cancel the run: queued tasks never start, running ones are stopped (a process
+        pool's child is killed and replaced; a thread pool's task is abandoned and its
+        late result refused), and the run and its unfinished tasks end ``cancelled``.
+        Idempotent: on a finished run it changes nothing (``.cancelled`` is 0). Needs
+        the operators' Redis user under ACLs (``balancer acl``)."""
+        from balancer.cancel import cancel_flow
+        from balancer.client import settings, talking
+
+        ttl_ms = int(settings(self.keys.namespace).result_ttl * 1000)
+        with talking(self.client):
+            return cancel_flow(self.client, self.keys, self.id, ttl_ms)
 
     @property
     def state(self) -> str:
@@ -93,7 +143,10 @@ class FlowRun:
         return raw.decode() if raw is not None else "unknown"
 
     def is_finished(self) -> bool:
-        return self.state in (FlowState.COMPLETED, FlowState.FAILED)
+        return self.state in FlowState.FINISHED
+
+    def is_cancelled(self) -> bool:
+        return self.state == FlowState.CANCELLED
 
     def is_successful(self) -> bool:
         return self.state == FlowState.COMPLETED
@@ -126,7 +179,14 @@ class FlowRun:
         Raises TimeoutError after ``timeout`` seconds (None: wait for ever). ``on_tick``
         is called every ``tick`` seconds while the run goes on (progress reports).
         """
-        check_wait(f"flow {self.flow.name!r}: wait", timeout)
+        from balancer.client import talking
+
+        check_wait(f"flow {self.name!r}: wait", timeout)
+        with talking(self.client):
+            return self._wait(timeout, on_tick, tick)
+
+    def _wait(self, timeout: float | None, on_tick: Callable[[], None] | None,
+              tick: float) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
         slice_s = min(tick, WAIT_SLICE)
         retry = RETRY_START
@@ -138,7 +198,7 @@ class FlowRun:
                 # Redis cannot answer for now (a failover under way): try again until the
                 # deadline; the run goes on without us.
                 if deadline is not None and time.monotonic() + retry >= deadline:
-                    raise TimeoutError(f"flow {self.flow.name!r} ({self.id}): Redis did not"
+                    raise TimeoutError(f"flow {self.name!r} ({self.id}): Redis did not"
                                        f" answer ({exc}) until the wait's end, {timeout}s"
                                        ) from exc
                 time.sleep(retry)
@@ -149,15 +209,15 @@ class FlowRun:
                 return item.decode()
             if on_tick is not None:
                 on_tick()
-            if state in (FlowState.COMPLETED, FlowState.FAILED):
+            if state in FlowState.FINISHED:
                 return state
             if state == "unknown":
-                raise FlowLost(f"flow {self.flow.name!r} ({self.id}) has no record in Redis:"
+                raise FlowLost(f"flow {self.name!r} ({self.id}) has no record in Redis:"
                                " a failover lost writes that no replica had yet (set"
                                " BALANCER_MIN_REPLICAS to make submits wait for one), or it"
                                " expired after result_ttl")
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"flow {self.flow.name!r} ({self.id}) still {state}"
+                raise TimeoutError(f"flow {self.name!r} ({self.id}) still {state}"
                                    f" after {timeout}s")
 
     def _wait_slice(self, seconds: float) -> tuple[bytes | None, str]:
@@ -171,16 +231,34 @@ class FlowRun:
             done_key, done_key, seconds, "LEFT", "RIGHT"))  # type: ignore[arg-type]
         return item, (FlowState.COMPLETED if item is not None else self.state)
 
-    def _task_id(self, item: Node | Task) -> str:
+    def _task_id(self, item: Node | Task | str) -> str:
         from balancer.flow import Node
 
-        node = item if isinstance(item, Node) else self.flow.node_of(item)
+        if isinstance(item, str):  # a label (name, name#2...) or a task id
+            for task_id, _, label in self._tasks:
+                if item in (label, task_id):
+                    return task_id
+            raise KeyError(f"no task {item!r} in this run")
+        if not self.ids:  # attached by id: a task is known by its name
+            name = item.task.name if isinstance(item, Node) else item.name
+            found = [t for t, n, _ in self._tasks if n == name]
+            if len(found) == 1:
+                return found[0]
+            raise KeyError(f"task {name!r} is in this run {len(found)} times: name it by"
+                           " its label (name#2...) or id" if found else
+                           f"no task {name!r} in this run")
+        node = item if isinstance(item, Node) else self.flow_node(item)
         try:
             return self.ids[node]
         except KeyError:
             raise KeyError(f"{item!r} is not part of this run") from None
 
-    def task_state(self, item: Node | Task) -> str:
+    def flow_node(self, item: Task) -> Node:
+        if self.flow is None:
+            raise KeyError(f"{item!r} is not part of this run")
+        return self.flow.node_of(item)
+
+    def task_state(self, item: Node | Task | str) -> str:
         """pending (upstream not done), queued (in its queue, or leased to a worker and not
         yet marked running: a task is marked running once it has run for 20 ms), running,
         retrying, completed, failed, upstream_failed, or dead (quarantined)."""
@@ -188,11 +266,11 @@ class FlowRun:
             self.client.hmget(self.keys.task(self._task_id(item)), ["state", "deps"]))
         return _state(state, deps)
 
-    def error(self, item: Node | Task) -> ErrorInfo | None:
+    def error(self, item: Node | Task | str) -> ErrorInfo | None:
         return codec.unpack_error(as_opt_bytes(
             self.client.hget(self.keys.task(self._task_id(item)), "error")))
 
-    def value(self, item: Node | Task) -> Any:
+    def value(self, item: Node | Task | str) -> Any:
         """The task's return value; raises TaskFailed if it did not complete."""
         task_id = self._task_id(item)
         state, blob, error, name = as_opt_bytes_list(self.client.hmget(
@@ -203,19 +281,19 @@ class FlowRun:
             raise TaskFailed(as_bytes(name).decode(), state.decode(), codec.unpack_error(error))
         return codec.unpack(as_bytes(blob))
 
-    def _read(self, *names: str) -> list[tuple[Node, list[bytes | None]]]:
-        """Fields of every task of the run, in one round trip."""
+    def _read(self, *names: str) -> list[tuple[str, str, list[bytes | None]]]:
+        """(task name, label, fields) of every task of the run, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for task_id in self.ids.values():
+        for task_id, _, _ in self._tasks:
             pipe.hmget(self.keys.task(task_id), list(names))
-        return [(node, as_opt_bytes_list(row)) for node, row in zip(self.ids, pipe.execute())]
+        return [(name, label, as_opt_bytes_list(row))
+                for (_, name, label), row in zip(self._tasks, pipe.execute())]
 
     def results(self) -> dict[str, Any]:
         """Results of completed tasks by label: the task's name, and ``name#n`` for its
         n-th call when it is called several times (as ``why`` and ``states`` name them)."""
-        labels = self._label_of()
-        return {labels[node]: codec.unpack(as_bytes(blob))
-                for node, (state, blob) in self._read("state", "result")
+        return {label: codec.unpack(as_bytes(blob))
+                for _, label, (state, blob) in self._read("state", "result")
                 if state is not None and state.decode() == TaskState.COMPLETED}
 
     def why(self) -> dict[str, str]:
@@ -224,41 +302,41 @@ class FlowRun:
         Keys are task names, or ``name#n`` for a task called several times."""
         from balancer import why
 
-        facts = why.task_facts(self.client, self.keys, self.ids.values())
+        facts = why.task_facts(self.client, self.keys, self.task_ids)
         cluster = why.ClusterFacts.gather(self.client, self.keys)
         out: dict[str, str] = {}
-        for label, task_id in self._labels().items():
+        for task_id, _, label in self._tasks:
             f = facts.get(task_id)
             text = why.reason(f, cluster) if f is not None else "record expired"
             if text:
                 out[label] = text
         return out
 
-    def _label_of(self) -> dict[Node, str]:
-        """Each call's label: its task's name, ``name#2``, ``name#3``... for later calls."""
-        from balancer.flow import _labels
-
-        return _labels(list(self.ids))
-
-    def _labels(self) -> dict[str, str]:
-        return {label: self.ids[node] for node, label in self._label_of().items()}
-
     def first_failure(self) -> tuple[str, ErrorInfo | None] | None:
         """The first task, in the flow's order, that failed or was quarantined (not one
         that only had an upstream fail), with its error; None when none did."""
-        for node, (state, error) in self._read("state", "error"):
+        for name, _, (state, error) in self._read("state", "error"):
             if state is not None and state.decode() in (TaskState.FAILED, TaskState.DEAD):
-                return node.task.name, codec.unpack_error(error)
+                return name, codec.unpack_error(error)
         return None
 
     def states(self) -> dict[str, str]:
         """Every task's state by label (``name``, or ``name#n`` for repeated calls)."""
-        labels = self._label_of()
-        return {labels[node]: _state(state, deps)
-                for node, (state, deps) in self._read("state", "deps")}
+        return {label: _state(state, deps)
+                for _, label, (state, deps) in self._read("state", "deps")}
 
     def __repr__(self) -> str:
-        return f"<FlowRun {self.flow.name!r} {self.id} {self.state}>"
+        return f"<FlowRun {self.name!r} {self.id} {self.state}>"
+
+
+def _label_names(names: list[str]) -> list[str]:
+    """A task's name, and ``name#n`` for its n-th call (as ``flow._labels`` names them)."""
+    counts: dict[str, int] = {}
+    out = []
+    for name in names:
+        n = counts[name] = counts.get(name, 0) + 1
+        out.append(name if n == 1 else f"{name}#{n}")
+    return out
 
 
 def _state(state: bytes | None, deps: bytes | None) -> str:

@@ -61,6 +61,7 @@ class FlowRow:
     remaining: int
     failed: int
     created: float
+    cancelled: int = 0
 
 
 @dataclass
@@ -156,18 +157,19 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
 
 # "open": a @flow function's run while its function runs, which holds one more count in
 # remaining than it has tasks left (balancer/dynamic.py).
-FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "open"]
+FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "cancelled", "open"]
 
 
 def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
     rows = []
     for f, record in zip(flow_ids, records):
-        name, state, total, remaining, failed, created, is_open = _or(record, [None] * 7)
+        (name, state, total, remaining, failed, created, cancelled,
+         is_open) = _or(record, [None] * 8)
         if name is None:
             continue  # expired
         left = _int(remaining) - (1 if is_open == b"1" else 0)
         rows.append(FlowRow(f, name.decode(), state.decode(), _int(total), left,
-                            _int(failed), _int(created) / 1000))
+                            _int(failed), _int(created) / 1000, _int(cancelled)))
     return rows
 
 
@@ -185,7 +187,8 @@ def flow_lines(flows: list[FlowRow]) -> list[str]:
     for f in flows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
         lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
-                     f" done, {f.failed} failed  {when}")
+                     f" done, {f.failed} failed"
+                     + (f", {f.cancelled} cancelled" if f.cancelled else "") + f"  {when}")
     return lines
 
 

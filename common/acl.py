@@ -56,6 +56,7 @@ ROLES = {
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
             "BLMOVE",  # an idle slot's fetch (take.lua checks what it moved)
+            "BLMPOP",  # the cancel listener (worker/cancels.py)
             "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
@@ -63,13 +64,13 @@ ROLES = {
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
-              "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+              "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
-        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "dlq_retry",
-                 "dlq_purge", "set_aside"),
+        scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "cancel",
+                 "queue_rm", "dlq_retry", "dlq_purge", "set_aside"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers

@@ -29,17 +29,23 @@ _embedded_servers: dict[str, object] = {}
 
 MEMORY_SCHEME = "memory://"
 
-class Unreachable(Exception):
+class BadRedisURL(ValueError):
+    """A URL that cannot name a Redis (an unknown scheme, options redis-py cannot take).
+    The message is one line that shows the URL redacted."""
+
+
+class Unreachable(redis.ConnectionError):
     """Redis did not answer at a URL. The message is one line, safe to show: the URL
-    redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes."""
+    redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes.
+    A redis-py ConnectionError, so code that caught those before still does."""
 
 
 def connect(url: str) -> redis.Redis:
     """A client for ``url``. Every ``memory://NAME`` client of one process shares one server.
 
-    Raises ValueError (its message free of secrets) for a URL redis-py would misread, or
-    whose options it cannot take: found here rather than at the first command, as a
-    TypeError from deep inside redis-py."""
+    Raises BadRedisURL, a ValueError (its message free of secrets), for a URL redis-py
+    would misread, or whose scheme or options it cannot take: found here rather than at
+    the first command, as a TypeError from deep inside redis-py."""
     if url.startswith(MEMORY_SCHEME):
         import fakeredis
 
@@ -50,15 +56,18 @@ def connect(url: str) -> redis.Redis:
                 server = _embedded_servers[name] = fakeredis.FakeServer()
         return fakeredis.FakeRedis(server=server)  # type: ignore[arg-type]
     remember(url)
-    check(url)
-    if topology.is_topology(url):
-        return _connect_topology(url)
-    client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+    try:
+        check(url)
+        if topology.is_topology(url):
+            return _connect_topology(url)
+        client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+    except ValueError as exc:
+        raise BadRedisURL(scrub(str(exc))) from None
     pool = client.connection_pool
     try:
         pool.connection_class(**pool.connection_kwargs)  # connects lazily: nothing sent
     except (TypeError, redis.RedisError) as exc:
-        raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
+        raise BadRedisURL(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
                          f" {scrub(str(exc))}") from None
     return client
 

@@ -27,6 +27,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | fetched:<id>         | list        | an entry a blocking fetch moved out of the inbox, until     |
 |                      |             | take.lua checks its lease (the same round trip)             |
 | ahead:<id>           | hash        | pool child -> "task|token ..." of its batch, perhaps started|
+| cancels:<id>         | list (TTL)  | "task|token" of leases that worker took and a cancel took   |
+|                      |             | back: it stops them (worker/cancels.py)                     |
 | delayed              | zset        | retrying task ids, score = when they are due (ms)           |
 | deadlines            | zset        | "task|worker|token" of leases with a timeout, score = when  |
 |                      |             | timeout + grace passes (ms)                                 |
@@ -82,6 +84,9 @@ class Keys:
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"
+
+    def cancels(self, worker_id: str) -> str:
+        return f"{self.prefix}cancels:{worker_id}"
 
     @property
     def flows(self) -> str:

@@ -20,6 +20,7 @@ class TaskState:
     queued|running -(error, retries left)-> retrying -(due)-> queued
     queued|running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
     leased -(worker dead)-> queued, or dead (quarantined) past the poison threshold
+    any state not terminal -(its flow cancelled)-> cancelled
 
     A lease is not a state: it is the task's member in its worker's leases set, so a task
     leased and not yet marked running still reads "queued" (it is no longer in its queue).
@@ -33,8 +34,9 @@ class TaskState:
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
-    TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD})
+    TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD, CANCELLED})
 
 
 def visible_state(state: str, deps: int) -> str:
@@ -47,6 +49,9 @@ class FlowState:
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
 
 
 _counter = itertools.count()

@@ -141,6 +141,11 @@ LAYOUTS: dict[str, Layout] = {
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
         " prefetch depth",
         "task...", "task id... (in the order of the task keys)"),
+    "cancel": layout(
+        "flow, flow done, delayed, dlq, deadlines, inflight, wake",
+        "ttl ms, task count",
+        "per task: task, queue, and with a lease: leases, inbox, cancels",
+        "per task: id, queue name, lease token, worker id, inbox entry"),
     "cascade": layout("cascade, flow, flow done", "failed task id, ttl ms, error",
                       "child task...", "child id..."),
     "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
@@ -162,6 +167,7 @@ LAYOUTS: dict[str, Layout] = {
     "mark_running": layout("leases", "worker id", "task...",
                            "(task id, token)... in the order of the task keys"),
     "promote": layout("delayed", "none", "(task, queue)...", "task id..."),
+    "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),
     "reap": layout(
         "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead",
         "leader token, worker id, seen before ms, poison threshold, quarantine error",

@@ -86,6 +86,29 @@ class Done:
 
 
 @dataclass(frozen=True)
+class CancelTask:
+    """A task of a flow being cancelled, with the lease its caller saw (token "": none)."""
+
+    task_id: str
+    queue: str
+    token: str = ""
+    worker: str = ""
+    inbox_entry: bytes = b""
+
+
+@dataclass(frozen=True)
+class CancelReply:
+    """What ``cancel.lua`` did: the flow's state after it (``missing``: no such flow),
+    how many tasks it cancelled, the workers whose leases it took back; or, in ``retry``,
+    tasks that were leased after the caller looked (nothing was written)."""
+
+    state: str
+    cancelled: int = 0
+    workers: tuple[str, ...] = ()
+    retry: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Lead:
     """The leader lease as ``leader.lua`` answers: the token we hold (None: another
     dispatcher leads), and what the epoch key held if it was no counter and a new epoch
@@ -444,6 +467,29 @@ class Scripts:
         return int(self._run("release", keys, args))
 
     # -- operators ------------------------------------------------------------------
+
+    def cancel(self, flow_id: str, tasks: Sequence[CancelTask], ttl_ms: int) -> CancelReply:
+        """Cancel a flow run's unfinished tasks (``balancer.cancel`` gathers ``tasks``)."""
+        k = self.keys
+        keys = [k.flow(flow_id), k.flow_done(flow_id), k.delayed, k.dlq, k.deadlines,
+                k.inflight, k.wake]
+        args: list[Any] = [ttl_ms, len(tasks)]
+        for t in tasks:
+            keys += [k.task(t.task_id), k.queue(t.queue)]
+            if t.token:
+                keys += [k.leases(t.worker), k.inbox(t.worker), k.cancels(t.worker)]
+            args += [t.task_id, t.queue, t.token, t.worker, t.inbox_entry]
+        reply = [v.decode() if isinstance(v, bytes) else v
+                 for v in self._run("cancel", keys, args)]
+        if reply[0] == "retry":
+            return CancelReply("running", retry=tuple(str(v) for v in reply[1:]))
+        return CancelReply(str(reply[0]), int(reply[1]), tuple(str(v) for v in reply[2:]))
+
+    def queue_rm(self, queue: str) -> int:
+        """1: the queue is removed; 0: it holds ready tasks; -1: no such queue."""
+        k = self.keys
+        return int(self._run("queue_rm", [k.queues, k.queue(queue), k.queue_conf(queue),
+                                          k.offer(queue), k.inflight, k.wake], [queue]))
 
     def dlq_retry(self, task_id: str, queue: str) -> bool:
         k = self.keys

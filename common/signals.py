@@ -41,7 +41,8 @@ CASCADE = "c"
 # The signals the Lua scripts push, by the names _prelude.lua's SIGNAL table gives them
 # (a test checks that table against this one: a script pushes only what ``parse`` reads).
 LUA_KINDS = {"submitted": SUBMITTED, "retry": RETRY, "ack": ACK, "settled": SETTLED,
-             "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE}
+             "offer_taken": OFFER_TAKEN, "heartbeat": HEARTBEAT, "cascade": CASCADE,
+             "queues": QUEUES}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ URL_HELP = ("Redis URL of the cluster: redis://HOST:6379/0, redis://USER:PASSWOR
             " redis+sentinel://HOST:26379,HOST:26379/SERVICE (behind Sentinel),"
             " redis+cluster://HOST:6379,HOST:6379 (Redis Cluster; rediss+...: TLS)."
             " Default: $BALANCER_REDIS_URL, else redis://127.0.0.1:6379/0.")
+# The schemes redis-py reads, and Sentinel's and Cluster's (common.topology; memory:// is
+# ours, handled before any of this).
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+           "rediss+cluster")
 # Query options whose value is a secret (redis-py reads them as connection arguments).
 SECRET_OPTIONS = ("password", "ssl_password", "sentinel_password")
 # Query options naming a file that must exist (checked before connecting: a clear error).
@@ -122,8 +126,12 @@ def check(url: str) -> None:
     """Refuse what redis-py would misread or only refuse later, obscurely: ValueError,
     whose message shows the URL redacted."""
     split = _split(url)
-    if split is None:
-        return  # redis-py names the schemes it accepts
+    if split is None or split[0][:-3].lower() not in SCHEMES:
+        # Without a scheme, nothing tells a password apart: the URL is not shown.
+        shown = f"the Redis URL {redact(url)}" if split is not None else "a Redis URL"
+        raise ValueError(f"{shown} must start with redis://, rediss:// (TLS), unix://,"
+                         " redis+sentinel:// or redis+cluster:// (rediss+...: TLS)"
+                         " (memory:// for an embedded cluster in client code)")
     if split[1] is not None and _plain_netloc(url) is None:
         raise ValueError(
             f"the user or password in the Redis URL {redact(url)} holds an unescaped '/',"

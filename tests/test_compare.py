@@ -1,25 +1,47 @@
-"""The side-by-side benchmark runs end to end on our system and reports every figure.
+"""The side-by-side benchmark: its arithmetic (arrival schedules, medians, ratios to the
+best peer, memory over a process tree, layouts) and one end-to-end run on our system.
 
-It asserts that figures come out, never how fast they are. The harness starts its own
-redis-servers, so the test needs ``redis-server`` on PATH (in CI a missing one fails).
+It asserts that figures come out, never how fast they are. The end-to-end run starts its
+own redis-servers, so it needs ``redis-server`` on PATH (in CI a missing one fails).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
+import random
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
+import psutil
 import pytest
+
+from bench.compare import procs, summary
+from bench.compare.base import Layout, parse_layouts
+from bench.compare.loadgen import poisson_arrivals
+from bench.compare.run import parse_args, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # workload -> a figure it must report as a number
 EXPECTED = {
-    "throughput": "tasks_per_s",
+    "throughput@2x1": "tasks_per_s",
+    "throughput@2x2": "redis_cpu_ms_per_task",
+    "load50@2x1": "p99_ms",
+    "load80@2x1": "p50_ms",
+    "load80@2x2": "p99_ms",
+    "memory@2x1": "dispatcher_mb",
+    "memory@2x2": "mb_per_slot",
+    "submit": "calls_per_s",
     "latency": "p50_ms",
     "prefetch_trap": "over_reference",
     "makespan": "over_greedy",
@@ -44,7 +66,7 @@ def test_quick_comparison_of_our_system_reports_every_workload(tmp_path: Path) -
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.run", "--quick", "--systems", "ours",
-         "--out", str(tmp_path)],
+         "--layouts", "2x1,2x2", "--runs", "1", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [out] = tmp_path.glob("*.json")
@@ -55,4 +77,213 @@ def test_quick_comparison_of_our_system_reports_every_workload(tmp_path: Path) -
         assert "error" not in figures, (workload, figures.get("traceback"))
         assert isinstance(figures.get(figure), (int, float)), (workload, figures)
         assert not figures.get("partial"), (workload, figures)
-    assert "ours/best" in proc.stdout and "1 throughput, tasks/s" in proc.stdout
+    assert "ours/best" in proc.stdout and "1 2x1 throughput, tasks/s" in proc.stdout
+    assert "goal (issue 17)" in proc.stdout
+    [md] = tmp_path.glob("*.md")
+    assert "| throughput 2x2, tasks/s |" in md.read_text()
+
+
+# -- the open-loop arrival schedule ------------------------------------------------------
+
+
+def test_poisson_arrivals_are_ordered_inside_the_window_and_reproducible() -> None:
+    times = poisson_arrivals(500.0, 4.0, random.Random(1))
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert times[0] > 0 and times[-1] < 4.0
+    assert times == poisson_arrivals(500.0, 4.0, random.Random(1))
+    assert times != poisson_arrivals(500.0, 4.0, random.Random(2))
+
+
+def test_poisson_arrivals_have_the_rate_and_exponential_gaps() -> None:
+    rate, seconds = 1000.0, 20.0
+    times = poisson_arrivals(rate, seconds, random.Random(7))
+    # 20,000 expected, standard deviation sqrt(20,000) ~ 141: 5 sigmas either side.
+    assert abs(len(times) - rate * seconds) < 5 * math.sqrt(rate * seconds)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = statistics.fmean(gaps)
+    assert mean == pytest.approx(1 / rate, rel=0.05)
+    # Exponential gaps: the deviation equals the mean (a fixed pace would have none),
+    # and about 1 - 1/e of them are shorter than the mean.
+    assert statistics.pstdev(gaps) / mean == pytest.approx(1.0, abs=0.05)
+    assert sum(g < mean for g in gaps) / len(gaps) == pytest.approx(1 - 1 / math.e, abs=0.02)
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(0.0, 1.0), (-5.0, 1.0), (10.0, 0.0)])
+def test_poisson_arrivals_reject_a_rate_or_window_that_is_not_positive(
+        rate: float, seconds: float) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        poisson_arrivals(rate, seconds, random.Random(0))
+
+
+# -- layouts ---------------------------------------------------------------------------
+
+
+def test_layouts_parse_in_the_order_given() -> None:
+    assert parse_layouts("2x1,2x4, 4X2") == [Layout(2, 1), Layout(2, 4), Layout(4, 2)]
+    assert [lay.label for lay in parse_layouts("4x2,2x1")] == ["4x2", "2x1"]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("2x", "not WORKERSxSLOTS"), ("x2", "not WORKERSxSLOTS"), ("2*4", "not WORKERSxSLOTS"),
+    ("2x-1", "not WORKERSxSLOTS"), ("0x4", "at least 1 worker"), ("2x0", "at least 1"),
+    ("2x1,2x1", "given twice"), (" , ", "no layout"),
+])
+def test_a_bad_layout_is_an_error_naming_it(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        parse_layouts(text)
+
+
+def test_the_command_line_defaults_to_three_layouts_and_three_runs() -> None:
+    args = parse_args([])
+    assert [lay.label for lay in args.layouts] == ["2x1", "2x4", "4x2"] and args.runs == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--layouts", "2x1,four"])
+    with pytest.raises(SystemExit):
+        parse_args(["--runs", "0"])
+
+
+def test_every_layout_gets_throughput_then_its_loads_then_memory() -> None:
+    steps = plan([Layout(2, 4), Layout(2, 1)], (0.5, 0.8))
+    keys = [s.key for s in steps]
+    # 2 x 1 first (its block, then the single-task workloads on the same workers).
+    assert keys[:8] == ["throughput@2x1", "load50@2x1", "load80@2x1", "memory@2x1",
+                        "latency", "submit", "prefetch_trap", "throughput@2x4"]
+    assert keys.index("load80@2x4") < keys.index("memory@2x4") < keys.index("makespan")
+    assert all(s.layout == Layout(2, 4) for s in steps if s.key.endswith("@2x4"))
+    # Without 2 x 1 among the layouts, the single-task workloads still run on 2 x 1.
+    singles = [s for s in plan([Layout(4, 2)], (0.5,)) if s.name in ("latency", "submit")]
+    assert [s.layout for s in singles] == [Layout(2, 1)] * 2
+
+
+# -- medians and ratios to the best peer ----------------------------------------------
+
+
+def test_medians_skip_failed_runs_and_recurse_into_breakdowns() -> None:
+    runs: list[summary.Results] = [
+        {"ours": {"t": {"tasks_per_s": 100.0, "by": {"get": 2.0}, "mode": "single"}}},
+        {"ours": {"t": {"error": "RuntimeError: boom"}}},
+        {"ours": {"t": {"tasks_per_s": 300.0, "by": {"get": 4.0, "set": 1.0}, "mode": "single"}}},
+        {"ours": {"t": {"tasks_per_s": 200.0, "by": {"get": 9.0}, "mode": "single"}}},
+    ]
+    t = summary.median_results(runs)["ours"]["t"]
+    assert t["tasks_per_s"] == 200.0 and t["by"] == {"get": 4.0, "set": 1.0}
+    assert t["mode"] == "single" and (t["runs_ok"], t["runs"]) == (3, 4)
+    failed = summary.median_results([{"ours": {"t": {"error": "a"}}},
+                                     {"ours": {"t": {"error": "b"}}}])
+    assert failed["ours"]["t"] == {"error": "a"}
+
+
+def test_a_median_of_an_even_count_is_the_middle_two_averaged() -> None:
+    assert summary.median_of([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert summary.median_of([None, 5, None]) == 5
+    assert summary.median_of([None, None]) is None
+
+
+def _results() -> summary.Results:
+    return {"ours": {"latency": {"p99_ms": 2.0, "p50_ms": 0.5},
+                     "throughput@2x1": {"tasks_per_s": 4000.0, "redis_cpu_ms_per_task": 0.1}},
+            "huey": {"latency": {"p99_ms": 1.0, "p50_ms": 0.7},
+                     "throughput@2x1": {"tasks_per_s": 2000.0, "redis_cpu_ms_per_task": 0.2}},
+            "celery": {"latency": {"p99_ms": 4.0, "p50_ms": 0.6},
+                       "throughput@2x1": {"error": "RuntimeError: boom"}}}
+
+
+def test_ratios_are_to_the_best_peer_in_the_direction_of_each_goal() -> None:
+    goals = {g.label: g for g in summary.goals([Layout(2, 1), Layout(2, 4)], (0.5,))}
+    vs = {v.goal.label: v for v in summary.verdicts(
+        _results(), ["ours", "huey", "celery"], list(goals.values()))}
+    p99 = vs["p99 single task, idle, ms"]
+    assert (p99.peer, p99.best, p99.ratio, p99.status) == ("huey", 1.0, 2.0, "not met")
+    p50 = vs["p50 single task, idle, ms"]  # best peer: the lowest, celery's 0.6
+    assert p50.peer == "celery" and p50.ratio == pytest.approx(0.5 / 0.6)
+    assert p50.status == "not met"  # the goal is 0.8x
+    # A failed peer is no peer; the highest throughput is the best; 2 x 1 wants 3x.
+    tp = vs["throughput 2x1, tasks/s"]
+    assert (tp.peer, tp.ratio, tp.status) == ("huey", 2.0, "not met")
+    assert goals["throughput 2x4, tasks/s"].target == 2.0
+    assert vs["throughput 2x4, tasks/s"].status == "n/a"  # nobody ran 2 x 4
+    cpu = vs["Redis CPU/task 2x1, ms"]  # reported, no target
+    assert (cpu.ratio, cpu.status) == (0.5, "-")
+
+
+def test_a_goal_is_met_at_its_target_and_a_zero_best_gives_no_division_error() -> None:
+    goal = summary.Goal("p50", "latency", "p50_ms", "low", 0.8)
+    results = {"ours": {"latency": {"p50_ms": 0.8}}, "huey": {"latency": {"p50_ms": 1.0}}}
+    [v] = summary.verdicts(results, ["ours", "huey"], [goal])
+    assert v.status == "met" and v.as_dict()["best_peer"] == "huey"
+    assert summary.ratio(0.0, 0.0) == 1.0 and summary.ratio(1.0, 0.0) == math.inf
+
+
+def test_the_goals_table_prints_every_goal_with_its_target() -> None:
+    vs = summary.verdicts(_results(), ["ours", "huey", "celery"],
+                          summary.goals([Layout(2, 1)], (0.5, 0.8)))
+    text = summary.goals_table(vs)
+    assert "throughput 2x1, tasks/s" in text and ">= 3x" in text and "huey 2,000" in text
+    assert "load 80% 2x1 p99, ms" in text and "memory/slot 2x1, MB" in text
+    md = summary.markdown(summary.GOALS_HEAD, summary.goals_rows(vs))
+    assert md.splitlines()[0].startswith("| goal (issue 17) |")
+
+
+# -- memory and CPU over a process tree -------------------------------------------------
+
+# A parent that starts two children; the first holds 64 MB it has written to (resident),
+# the second spins on the CPU for 0.5 s. Each prints its pid; all wait for stdin to close.
+TREE = r"""
+import subprocess, sys, time
+ready = "print('ok', flush=True); sys.stdin.read()"
+hold = "x = bytearray(64 * 1024 * 1024); x[::4096] = b'1' * len(x[::4096]); " + ready
+spin = "t = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n" + ready
+kids = [subprocess.Popen([sys.executable, "-c", "import sys, time\n" + code],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE) for code in (hold, spin)]
+for k in kids:
+    k.stdout.readline()
+print(" ".join(str(k.pid) for k in kids), flush=True)
+sys.stdin.read()
+for k in kids:
+    k.stdin.close(); k.wait()
+"""
+
+
+@pytest.fixture
+def tree() -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    proc = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        kids = [int(pid) for pid in proc.stdout.readline().split()]
+        assert len(kids) == 2, "the children did not start"
+        yield proc, kids
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+        proc.wait(10)
+
+
+def test_memory_of_a_process_tree_counts_every_child(
+        tree: tuple[subprocess.Popen[str], list[int]]) -> None:
+    proc, kids = tree
+    alone = psutil.Process(proc.pid).memory_info().rss
+    holder = psutil.Process(kids[0]).memory_info().rss
+    total = procs.tree_rss(proc.pid)
+    assert holder > 60 * procs.MB  # the child's 64 MB are resident
+    assert total > alone + holder  # the parent, the holder and the spinner
+    each = sum(psutil.Process(p).memory_info().rss for p in [proc.pid, *kids])
+    assert total == pytest.approx(each, rel=0.05)
+    assert procs.total_rss([proc.pid, kids[0]]) > total  # two trees add up
+    assert procs.tree_rss(kids[1]) < holder  # a child's tree is itself alone
+
+
+def test_cpu_of_a_process_tree_counts_its_children(
+        tree: tuple[subprocess.Popen[str], list[int]]) -> None:
+    proc, _ = tree
+    own = sum(psutil.Process(proc.pid).cpu_times()[:2])
+    assert procs.tree_cpu(proc.pid) >= own + 0.45  # the spinner's 0.5 s
+
+
+def test_a_process_that_is_gone_holds_no_memory_and_no_cpu() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(30)
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert procs.tree_rss(proc.pid) == 0 and procs.tree_cpu(proc.pid) == 0.0

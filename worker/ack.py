@@ -146,5 +146,6 @@ class Acker(threading.Thread):
                         codec.unpack_error(outcome.payload))
 
     def _refused(self, lease: Lease) -> None:
-        log.warning("task=%s lease=%s: outcome refused, the task was re-leased elsewhere",
-                    lease.task_id, lease.token)
+        log.warning("task=%s lease=%s: outcome refused, the lease was taken back (the task"
+                    " was re-leased elsewhere, or its flow cancelled)", lease.task_id,
+                    lease.token)

@@ -56,6 +56,7 @@ class ChildWatch(threading.Thread):
         self.record = Record(self.ctx)
         self.stopping = False
         self.killing = False  # killed at shutdown: its task is left to the dispatcher
+        self.cancelled: tuple[str, str] | None = None  # (task id, token) killed for a cancel
         self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
         self._spawn()
 
@@ -102,6 +103,28 @@ class ChildWatch(threading.Thread):
             ids.add(current)
         return ids
 
+    def cancel(self, task_id: str, token: str) -> bool:
+        """The flow of this lease was cancelled (its lease is gone in Redis): if the child
+        runs it, kill the child (this thread replaces it); if the lease waits in the
+        child's batch, have the child hand back what it has not started. Whether the
+        child held it."""
+        snap = self.record.read()
+        lease = snap.lease
+        if (lease is not None and snap.phase != IDLE and lease.task_id == task_id
+                and lease.token == token):
+            self.cancelled = (task_id, token)
+            log.info("task=%s cancelled; killing pid=%s on worker=%s (replaced)", task_id,
+                     self.process.pid, self.worker_id)
+            self.process.kill()
+            return True
+        if any(t == task_id and k == token for t, k, _ in self.record.held()):
+            with contextlib.suppress(OSError):
+                self.conn.send_bytes(child.MAKE_WAY)
+            log.info("task=%s cancelled in the batch of pid=%s on worker=%s: the batch"
+                     " is handed back", task_id, self.process.pid, self.worker_id)
+            return True
+        return False
+
     def stop(self) -> None:
         """Stop fetching: the child finishes its task, acknowledges it, and exits."""
         self.stopping = True
@@ -132,10 +155,11 @@ class ChildWatch(threading.Thread):
             self.record.set_asleep(False)
             if self.process.sentinel in ready or not self.process.is_alive():
                 self.process.join(5)
+                cancelled = self.cancelled is not None
                 self._settle(self._died())
                 if self.stopping:
                     return
-                if time.monotonic() - self.spawned_at < EARLY_DEATH_S:
+                if not cancelled and time.monotonic() - self.spawned_at < EARLY_DEATH_S:
                     time.sleep(RESTART_BACKOFF)
                 self._spawn()
                 continue
@@ -203,7 +227,7 @@ class ChildWatch(threading.Thread):
 
     def _died(self) -> Snapshot:
         snap = self.record.read()
-        if not self.stopping:
+        if not self.stopping and self.cancelled is None:
             log.error("pool process pid=%s of worker=%s died (exit code %s) while %s;"
                       " replacing it", self.process.pid, self.worker_id,
                       self.process.exitcode, PHASES[snap.phase])
@@ -218,8 +242,16 @@ class ChildWatch(threading.Thread):
         if self._shown is not None:
             self.holding.release(self._shown[1])
             self._shown = None
+        cancelled, self.cancelled = self.cancelled, None
         if self.killing:
             return  # killed after the grace period: the dispatcher re-queues its tasks
+        if cancelled is not None and lease is not None and snap.phase != IDLE:
+            if (lease.task_id, lease.token) != cancelled:
+                # It had moved on to another task when it was killed: that one runs again.
+                back = [LeasedTask(lease.task_id, lease.queue, lease.token)]
+                persist("be handed back", lease.task_id,
+                        lambda: self.scripts.release(self.worker_id, back))
+            lease = None  # settled: cancelled (no lease any more), or handed back
         if lease is not None and snap.phase == RUNNING:
             outcome = outcome or Outcome.failure(ErrorInfo(
                 "balancer.WorkerProcessDied",

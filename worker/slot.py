@@ -39,6 +39,8 @@ class Slot(threading.Thread):
         self.holding = holding
         self.stopping = stopping
         self.current: str | None = None  # the task id this slot runs, if any
+        self.token: str | None = None  # its lease token
+        self.abandoned = False  # its task was cancelled: another slot took its place
         self.signer = signing.signer(acker.settings.signing_keys)
 
     def run(self) -> None:
@@ -47,6 +49,10 @@ class Slot(threading.Thread):
             if lease is None:
                 continue
             finished = self.run_one(lease)
+            if self.abandoned:
+                # Its lease is gone: the ack is refused (and logged), and this thread ends.
+                self.acker.submit(finished)
+                return
             if not self.inbox.has_ready() and self.acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
@@ -62,7 +68,7 @@ class Slot(threading.Thread):
         RecursionError from an argument nested hundreds deep), counts as a crash: the
         task goes back to its queue and is quarantined once it has done so
         ``poison_threshold`` times, instead of being re-leased for ever."""
-        self.current = lease.task_id
+        self.current, self.token = lease.task_id, lease.token
         try:
             return self.handle(lease)
         except Exception as exc:
@@ -80,6 +86,15 @@ class Slot(threading.Thread):
         through ``Holding`` until its result is stored)."""
         current = self.current
         return set() if current is None else {current}
+
+    def cancel(self, task_id: str, token: str) -> bool:
+        """The flow of this lease was cancelled: if this slot runs it, give the slot up
+        (Python cannot stop a thread; the task runs on and its result is refused). The
+        worker puts a new slot in its place. Whether it ran it."""
+        if self.current == task_id and self.token == token and not self.abandoned:
+            self.abandoned = True
+            return True
+        return False
 
     def stop(self) -> None:
         """Nothing to do: the slot stops with the worker's ``stopping`` event."""

@@ -36,6 +36,7 @@ from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.worker.ack import Acker
+from balancer.worker.cancels import CancelListener
 from balancer.worker.child import ChildSpec
 from balancer.worker.childwatch import ChildWatch
 from balancer.worker.heartbeat import Heartbeat, HostLoad
@@ -107,6 +108,9 @@ class Worker:
                              self.make_way, concurrency, self.sweep_behind_long_runs)
         self.reconciler = Reconciler(self.id, client, self.scripts, self.held_ids,
                                      lambda: self.heartbeat.leased, self.stopped)
+        self.cancels = CancelListener(self.id, client, self.keys, self.stop_cancelled,
+                                      self.stopped)
+        self._slots_lock = threading.Lock()
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
@@ -155,7 +159,8 @@ class Worker:
                     other.close(kill=True)
                 raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
         self.heartbeat.beat()
-        for thread in (*self.slots, self.acker, self.heartbeat, self.marker, self.reconciler):
+        for thread in (*self.slots, self.acker, self.heartbeat, self.marker, self.reconciler,
+                       self.cancels):
             thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
@@ -167,10 +172,12 @@ class Worker:
             return [ChildWatch(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
                               self.holding)
                     for i in range(self.concurrency)]
-        return [Slot(i, self.id, self.client, self.keys,
-                     ThreadRunner(self.settings.max_payload_bytes), self.inbox, self.acker,
-                     self.holding, self.fetching)
-                for i in range(self.concurrency)]
+        return [self._thread_slot(i) for i in range(self.concurrency)]
+
+    def _thread_slot(self, index: int) -> Slot:
+        return Slot(index, self.id, self.client, self.keys,
+                    ThreadRunner(self.settings.max_payload_bytes), self.inbox, self.acker,
+                    self.holding, self.fetching)
 
     def _claim_id(self) -> None:
         """Refuse a name a live worker uses; let the dispatcher reap a dead namesake first."""
@@ -242,6 +249,7 @@ class Worker:
                         " dispatcher re-queues them", self.id, len(late))
         self.acker.close()
         self.stopped.set()
+        self.cancels.close()
         self.heartbeat.hurry()  # to notice it must stop
         if self.heartbeat.is_alive():
             self.heartbeat.join(5)  # no beat may re-register us after we deregister
@@ -249,12 +257,30 @@ class Worker:
             self.hand_back()
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id),
-                        self.keys.fetched(self.id))
+                        self.keys.fetched(self.id), self.keys.cancels(self.id))
             pipe.rpush(self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
         log.info("worker=%s stopped", self.id)
+
+    def stop_cancelled(self, task_id: str, token: str) -> bool:
+        """A cancel took back the lease ``token`` of ``task_id``, which this worker took
+        (``worker.cancels``): stop its run. A pool child running it is killed and
+        replaced; a thread-pool slot running it is abandoned (its task runs on, its
+        result is refused) and a new slot takes its place. Whether a slot held it."""
+        with self._slots_lock:
+            for i, slot in enumerate(self.slots):
+                if not slot.cancel(task_id, token):
+                    continue
+                if isinstance(slot, Slot) and not self.fetching.is_set():
+                    fresh = self._thread_slot(i)
+                    self.slots[i] = fresh
+                    fresh.start()
+                    log.info("task=%s cancelled; its thread is abandoned and slot %d"
+                             " replaced on worker=%s", task_id, i, self.id)
+                return True
+        return False
 
     def make_way(self) -> None:
         """A task ran past the prefetch horizon: tasks prefetched behind it would wait for

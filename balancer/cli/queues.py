@@ -1,4 +1,5 @@
-"""`balancer queue ...`: priority, concurrency limit, pause and resume, on the cluster."""
+"""`balancer queue ...`: priority, concurrency limit, pause and resume, and removing an
+empty queue, on the cluster."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from balancer.cli.common import Cluster, cluster_options
 from balancer.common import signals
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
+from balancer.queueholds import holds
 
 
 @click.group()
 def queue() -> None:
-    """Configure queues on the cluster: priority, concurrency limit, pause and resume."""
+    """Configure queues on the cluster: priority, concurrency limit, pause and resume,
+    remove an empty one."""
 
 
 def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str) -> None:
@@ -72,3 +75,26 @@ def queue_pause(name: str, cluster: Cluster) -> None:
 def queue_resume(name: str, cluster: Cluster) -> None:
     """Hand out a paused queue's tasks again."""
     _configure(cluster, name, {"paused": "0"}, f"queue {name} resumed")
+
+
+@queue.command("rm")
+@click.argument("name")
+@cluster_options
+def queue_rm(name: str, cluster: Cluster) -> None:
+    """Remove a queue with nothing in it: its settings and its name. Refused, saying what
+    holds it, while tasks are queued, leased, running, retrying, pending or quarantined in
+    it, or a worker serves it."""
+    try:
+        check_queue_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    held = holds(cluster.client, cluster.keys, name).reasons()
+    if held:
+        raise click.ClickException(f"queue {name} is in use, not removed: {'; '.join(held)}")
+    done = cluster.scripts.queue_rm(name)
+    if done == -1:
+        raise click.ClickException(f"no queue {name} (balancer status lists them)")
+    if done == 0:
+        raise click.ClickException(f"queue {name} is in use, not removed: tasks were just"
+                                   " queued in it")
+    click.echo(f"queue {name} removed")

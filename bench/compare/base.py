@@ -49,6 +49,31 @@ class Layout:
     priority: bool = False  # serve the high and low priority queues
     aging: bool = False  # ours: age low priorities (else aging is off)
 
+    @property
+    def label(self) -> str:
+        """``2x1``: workers x slots, as ``--layouts`` spells it."""
+        return f"{self.workers}x{self.slots}"
+
+
+def parse_layouts(text: str) -> list[Layout]:
+    """``"2x1,2x4,4x2"`` -> layouts, in that order; ValueError naming a bad item."""
+    out: list[Layout] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        workers, sep, slots = item.lower().partition("x")
+        if not sep or not workers.isdigit() or not slots.isdigit():
+            raise ValueError(f"layout {item!r} is not WORKERSxSLOTS (e.g. 2x4)")
+        layout = Layout(int(workers), int(slots))
+        if layout.workers < 1 or layout.slots < 1:
+            raise ValueError(f"layout {item!r} needs at least 1 worker and 1 slot")
+        if layout in out:
+            raise ValueError(f"layout {item!r} is given twice")
+        out.append(layout)
+    if not out:
+        raise ValueError("no layout given (e.g. 2x1,2x4,4x2)")
+    return out
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -114,6 +139,12 @@ def commands_since(client: redis.Redis, before: dict[str, int]) -> dict[str, int
     delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
     delta["info"] = delta.get("info", 0) - 1
     return {k: v for k, v in delta.items() if v}
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds the server has used (INFO cpu: ``used_cpu_sys + used_cpu_user``)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def top(counts: dict[str, int], per: float, n: int = 12) -> dict[str, float]:
@@ -187,6 +218,7 @@ class System:
         self.record_url = record_url
         self.broker_url = ""
         self.launcher: Launcher | None = None
+        self.worker_pids: list[int] = []  # one per worker command started for the layout
 
     # -- to override --------------------------------------------------------------
 
@@ -207,6 +239,11 @@ class System:
     def disconnect(self) -> None:
         """Close the client side."""
 
+    def dispatcher_pids(self) -> list[int]:
+        """Processes besides the workers that serve tasks (our dispatcher); none for a
+        system whose workers take tasks straight from the broker."""
+        return []
+
     # -- shared ---------------------------------------------------------------------
 
     def base_env(self) -> dict[str, str]:
@@ -222,12 +259,14 @@ class System:
         self.launcher = Launcher(self.logdir, self.base_env())
         self.before_workers(self.launcher, layout)
         cores = len(os.sched_getaffinity(0))
-        indices = []
+        indices: list[int] = []
+        self.worker_pids = []
         for index, (argv, extra, host) in enumerate(self.commands(layout)):
             cpu = sorted(os.sched_getaffinity(0))[host % cores] if layout.pin else None
-            self.launcher.spawn(f"{self.name}-w{index}", argv,
-                                {**extra, "BENCH_WORKER_INDEX": str(index),
-                                 "BENCH_SLOTS": str(layout.slots)}, cpu=cpu)
+            proc = self.launcher.spawn(f"{self.name}-w{index}", argv,
+                                       {**extra, "BENCH_WORKER_INDEX": str(index),
+                                        "BENCH_SLOTS": str(layout.slots)}, cpu=cpu)
+            self.worker_pids.append(proc.pid)
             indices.append(index)
         return indices
 
@@ -237,4 +276,5 @@ class System:
                 self.launcher.stop_all()
         finally:
             self.launcher = None
+            self.worker_pids = []
             self.disconnect()

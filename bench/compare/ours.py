@@ -62,6 +62,9 @@ class Ours(System):
         proc = launcher.spawn("ours-serve", python("-m", "balancer.cli", "serve"), self.env())
         self.dispatcher_pid = proc.pid
 
+    def dispatcher_pids(self) -> list[int]:
+        return [self.dispatcher_pid] if self.dispatcher_pid is not None else []
+
     def queues(self, layout: Layout) -> list[str]:
         queues = [ours_tasks.QUEUE]
         if layout.priority:

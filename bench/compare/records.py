@@ -61,6 +61,15 @@ class Records:
             raise Incomplete(key, 0, 1, timeout)
         return parse(item[1])
 
+    def drain(self, key: str, timeout: float, most: int = 1000) -> list[Record]:
+        """What is on ``key`` now, at least one record unless ``timeout`` passes first:
+        BLPOP wakes at the first, then one LPOP takes up to ``most`` queued behind it."""
+        item = self.client.blpop([key], timeout=timeout)
+        if item is None:
+            return []
+        rest = self.client.lpop(key, most) or []
+        return [parse(item[1]), *(parse(raw) for raw in rest)]
+
     def drop(self, key: str) -> None:
         self.client.delete(key)
 

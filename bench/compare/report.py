@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.compare.base import Layout
 
 Results = dict[str, dict[str, Any]]  # system -> workload -> figures (or {"error": ...})
 
@@ -20,12 +23,36 @@ class Row:
     fmt: str = "{:.2f}"
 
 
-ROWS = [
-    Row("1 enqueue rate, tasks/s", "throughput", "enqueue_per_s", "high", "{:.0f}"),
-    Row("1 throughput, tasks/s", "throughput", "tasks_per_s", "high", "{:.0f}"),
-    Row("1 Redis cmds/task", "throughput", "redis_cmds_per_task", "low", "{:.1f}"),
+def layout_rows(layouts: Sequence[Layout], fractions: Sequence[float]) -> list[Row]:
+    """Rows of the workloads run on every layout of ``--layouts`` (issue 17)."""
+    out: list[Row] = []
+    for layout in layouts:
+        t, m, lb = f"throughput@{layout.label}", f"memory@{layout.label}", layout.label
+        out += [
+            Row(f"1 {lb} enqueue rate, tasks/s", t, "enqueue_per_s", "high", "{:.0f}"),
+            Row(f"1 {lb} throughput, tasks/s", t, "tasks_per_s", "high", "{:.0f}"),
+            Row(f"1 {lb} Redis cmds/task", t, "redis_cmds_per_task", "low", "{:.1f}"),
+            Row(f"1 {lb} Redis CPU/task, ms", t, "redis_cpu_ms_per_task", "low", "{:.3f}"),
+            Row(f"1 {lb} CPU/task, ms", t, "cpu_ms_per_task", "low", "{:.3f}"),
+        ]
+        for fraction in fractions:
+            key, pct = f"load{round(fraction * 100)}@{lb}", round(fraction * 100)
+            out += [Row(f"L {lb} {pct}% load, tasks/s", key, "achieved_per_s", None, "{:.0f}"),
+                    Row(f"L {lb} {pct}% p50, ms", key, "p50_ms", "low"),
+                    Row(f"L {lb} {pct}% p99, ms", key, "p99_ms", "low"),
+                    Row(f"L {lb} {pct}% submit late p99, ms", key, "late_p99_ms", None)]
+        out += [Row(f"M {lb} worker, MB", m, "worker_mb", "low", "{:.1f}"),
+                Row(f"M {lb} dispatcher, MB", m, "dispatcher_mb", None, "{:.1f}"),
+                Row(f"M {lb} per slot, MB", m, "mb_per_slot", "low", "{:.1f}")]
+    return out
+
+
+FIXED_ROWS = [
     Row("2 latency p50, ms", "latency", "p50_ms", "low"),
     Row("2 latency p99, ms", "latency", "p99_ms", "low"),
+    Row("2 Redis CPU/task, ms", "latency", "redis_cpu_ms_per_task", "low", "{:.3f}"),
+    Row("S submit, 1 task/call, calls/s", "submit", "calls_per_s", "high", "{:.0f}"),
+    Row("S end to end, tasks/s", "submit", "tasks_per_s", "high", "{:.0f}"),
     Row("3 makespan, s", "makespan", "makespan_s", "low"),
     Row("3 makespan / greedy", "makespan", "over_greedy", "low", "{:.3f}"),
     Row("3 makespan / optimal", "makespan", "over_optimal", "low", "{:.3f}"),
@@ -51,6 +78,10 @@ ROWS = [
         None, "{:.0%}"),
     Row("7 queued at end", "dispatcher_scale", "queued_at_end", None, "{:.0f}"),
 ]
+
+
+def rows(layouts: Sequence[Layout], fractions: Sequence[float]) -> list[Row]:
+    return layout_rows(layouts, fractions) + FIXED_ROWS
 
 
 def value(results: Results, system: str, row: Row) -> float | str | None:
@@ -87,25 +118,35 @@ def cell(v: float | str | None, fmt: str) -> str:
     return "nan" if math.isnan(v) else fmt.format(v)
 
 
-def table(results: Results, systems: list[str]) -> str:
+def table(results: Results, systems: list[str], row_list: Sequence[Row]) -> str:
     width = max(11, *(len(s) + 1 for s in systems))
-    head = f"{'figure':<28}" + "".join(f"{s:>{width}}" for s in systems) + f"{'ours/best':>11}"
+    label = max(28, *(len(r.label) + 1 for r in row_list))
+    head = f"{'figure':<{label}}" + "".join(f"{s:>{width}}" for s in systems) + f"{'ours/best':>11}"
     lines = [head, "-" * len(head)]
-    for row in ROWS:
+    for row in row_list:
         cells = [cell(value(results, s, row), row.fmt) + ("*" if partial(results, s, row)
                                                           else "") for s in systems]
         if all(c == "n/a" for c in cells):
             continue
-        lines.append(f"{row.label:<28}" + "".join(f"{c:>{width}}" for c in cells)
+        lines.append(f"{row.label:<{label}}" + "".join(f"{c:>{width}}" for c in cells)
                      + f"{ratio(results, systems, row):>11}")
     return "\n".join(lines)
 
 
 NOTES = """\
+Medians over the runs (--runs) of each figure; ratios are of the medians.
 ours/best = our figure / the best peer's (best = highest tasks/s, lowest otherwise).
 n/a: not applicable or not run; ERR: failed (see the JSON); *: cut at the time budget,
 figures of the tasks done by then. Cmds/task: every command the system's private Redis ran
-during the throughput run (Lua-invoked ones included), idle traffic included.
+during the throughput run (Lua-invoked ones included), idle traffic included. Redis
+CPU/task: the server's used_cpu_sys + used_cpu_user over the run / tasks; CPU/task: the
+workers' and dispatcher's processes (pool children included), the client's not.
+L: single no-ops as a Poisson stream at that share of the capacity the layout's throughput
+run measured, one per submit call from a separate process; latency from the call to the
+harness seeing the task's record (as in 2); "submit late": how far behind its schedule a
+call started (a submitter that cannot keep up). M: resident memory (RSS summed over each
+process tree) of the idle workers after their throughput and load runs; per slot counts
+the dispatcher in. S: single-task submit calls back to back (ours: a one-task Flow each).
 4: one CPU task size for all, calibrated once per run; share = tasks run on the busy core.
 5: an inversion is a low task started while a high one enqueued earlier still waited; the
 worst low wait has no ratio (a system that ignores priorities "wins" it); peers have no
@@ -118,15 +159,31 @@ def errors(results: Results) -> list[str]:
             if isinstance(figures, dict) and "error" in figures]
 
 
-def save_json(path: Path, meta: dict[str, Any], results: Results) -> None:
+def save_json(path: Path, meta: dict[str, Any], results: Results,
+              **extra: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=str))
+    path.write_text(json.dumps({"meta": meta, "results": results, **extra}, indent=2,
+                               default=str))
 
 
-def plot(path: Path, results: Results, systems: list[str]) -> bool:
+def markdown_table(results: Results, systems: list[str], row_list: Sequence[Row]) -> str:
+    """The same table as ``table``, in markdown."""
+    head = ["figure", *systems, "ours/best"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in row_list:
+        cells = [cell(value(results, s, row), row.fmt) + ("*" if partial(results, s, row)
+                                                          else "") for s in systems]
+        if all(c == "n/a" for c in cells):
+            continue
+        lines.append("| " + " | ".join([row.label, *cells, ratio(results, systems, row)])
+                     + " |")
+    return "\n".join(lines)
+
+
+def plot(path: Path, results: Results, systems: list[str], row_list: Sequence[Row]) -> bool:
     """Bar charts of the compared figures; False when there is nothing to draw or
     matplotlib is not installed."""
-    rows = [r for r in ROWS if r.better is not None
+    rows = [r for r in row_list if r.better is not None
             and any(isinstance(value(results, s, r), float) for s in systems)]
     if not rows:
         return False

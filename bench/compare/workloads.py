@@ -25,8 +25,10 @@ from bench.compare.base import (
     command_breakdown,
     commands_since,
     python,
+    redis_cpu,
     top,
 )
+from bench.compare.procs import total_cpu
 from bench.compare.records import Incomplete, Record, Records
 
 Figures = dict[str, Any]
@@ -64,6 +66,10 @@ class Config:
     sim_batch: int = 50
     timeout: float = 300.0  # longest wait for one workload's tasks
     throughput_budget: float = 120.0  # then workload 1 reports the rate so far, as partial
+    submit_calls: int = 2000  # single-task submit calls, one after another
+    submit_mode: str = "single"  # throughput: one call per task, or "batch" (see SUBMIT_MODES)
+    load_seconds: float = 5.0  # length of each open-loop stream
+    load_fractions: tuple[float, ...] = (0.5, 0.8)  # of the capacity measured on the layout
 
     @classmethod
     def quick(cls) -> Config:
@@ -71,7 +77,25 @@ class Config:
                    uneven_task_s=0.02, priority_seconds=2.0, priority_task_s=0.02,
                    flow_width=100, flow_layers=5, idle_workers=3, idle_seconds=2.0,
                    sim_workers=50, sim_rate=100.0, sim_seconds=3.0, sim_batch=10,
-                   timeout=60.0, throughput_budget=30.0)
+                   timeout=60.0, throughput_budget=30.0, submit_calls=100,
+                   load_seconds=1.0)
+
+
+SUBMIT_MODES = {
+    "single": "one submit call per task for every system (ours: a one-task Flow per call)",
+    "batch": "each system's documented batch submit (ours: one Flow; RQ: enqueue_many;"
+             " the others have none, one call per task)",
+}
+
+
+def submit_all(system: System, jobs: list[Job], mode: str) -> None:
+    if mode == "batch":
+        system.submit(jobs)
+    elif mode == "single":
+        for job in jobs:
+            system.submit([job])
+    else:
+        raise ValueError(f"submit mode {mode!r} is not one of {sorted(SUBMIT_MODES)}")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -109,15 +133,18 @@ def ready(system: System, indices: list[int], rec: Records, layout: Layout,
 
 
 def throughput(system: System, rec: Records, broker: redis.Redis, cfg: Config) -> Figures:
-    """Workload 1: N no-ops enqueued at once; enqueue rate and end-to-end tasks/s.
+    """Workload 1: N no-ops enqueued at once (``cfg.submit_mode``); enqueue rate and
+    end-to-end tasks/s; Redis commands and CPU per task, the workers' and dispatcher's CPU.
 
     A system still busy after ``throughput_budget`` seconds gets the rate it reached so
     far, marked partial (the runner then restarts it before the next workload)."""
     n, key = cfg.throughput_tasks, rec.new_key("throughput")
     jobs = [Job("noop", key, str(i)) for i in range(n)]
+    pids = [*system.worker_pids, *system.dispatcher_pids()]
     before = command_breakdown(broker)
+    cpu0, server0 = total_cpu(pids), redis_cpu(broker)
     t0, p0 = time.time(), time.perf_counter()
-    system.submit(jobs)
+    submit_all(system, jobs, cfg.submit_mode)
     enqueue_s = time.perf_counter() - p0
     try:
         records, partial = rec.wait(key, n, cfg.throughput_budget), False
@@ -125,27 +152,52 @@ def throughput(system: System, rec: Records, broker: redis.Redis, cfg: Config) -
         records, partial = rec.read(key), True
         if not records:
             raise
+    cpu1, server1 = total_cpu(pids), redis_cpu(broker)
     delta = commands_since(broker, before)
     calls = sum(delta.values())
     done = len(records)
     total_s = max(r.finish for r in records) - t0
-    return {"tasks": n, "completed": done, "partial": partial, "enqueue_s": enqueue_s,
+    return {"tasks": n, "submit_mode": cfg.submit_mode, "completed": done, "partial": partial,
+            "enqueue_s": enqueue_s,
             "enqueue_per_s": n / enqueue_s, "end_to_end_s": total_s,
             "tasks_per_s": done / total_s, "redis_calls": calls,
             "redis_cmds_per_task": calls / done,
+            "redis_cpu_ms_per_task": (server1 - server0) * 1000 / done,
+            "cpu_ms_per_task": (cpu1 - cpu0) * 1000 / done,
             "per_task_by_command": top(delta, done)}
 
 
 def latency(system: System, rec: Records, broker: redis.Redis, cfg: Config) -> Figures:
     """Workload 2: single tasks one after another on idle workers, submit to recorded."""
     key, out = rec.new_key("latency"), []
+    server0 = redis_cpu(broker)
     for i in range(cfg.singles):
         p0 = time.perf_counter()
         system.submit([Job("noop", key, str(i))])
         rec.pop(key, 30.0)
         out.append((time.perf_counter() - p0) * 1000)
+    server_ms = (redis_cpu(broker) - server0) * 1000
     return {"singles": cfg.singles, "p50_ms": percentile(out, 50), "p99_ms": percentile(out, 99),
-            "max_ms": max(out), "mean_ms": statistics.fmean(out)}
+            "max_ms": max(out), "mean_ms": statistics.fmean(out),
+            "redis_cpu_ms_per_task": server_ms / cfg.singles}
+
+
+def submit_singles(system: System, rec: Records, broker: redis.Redis, cfg: Config) -> Figures:
+    """Single-task submits, one call each, back to back (ours: a one-task ``Flow`` per
+    call): calls per second, then the tasks/s those calls fed end to end."""
+    n, key = cfg.submit_calls, rec.new_key("submit")
+    jobs = [Job("noop", key, str(i)) for i in range(n)]
+    server0 = redis_cpu(broker)
+    t0, p0 = time.time(), time.perf_counter()
+    for job in jobs:
+        system.submit([job])
+    calls_s = time.perf_counter() - p0
+    records = rec.wait(key, n, cfg.timeout)
+    server_ms = (redis_cpu(broker) - server0) * 1000
+    rec.drop(key)
+    return {"calls": n, "calls_s": calls_s, "calls_per_s": n / calls_s,
+            "tasks_per_s": n / (max(r.finish for r in records) - t0),
+            "redis_cpu_ms_per_task": server_ms / n}
 
 
 def _makespan(system: System, rec: Records, durations: list[float], slots: int,

@@ -13,7 +13,7 @@ end
 -- (common/protocol.py: WAKE_CAP).
 local WAKE_CAP = 10000
 local SIGNAL = {submitted = 's', retry = 'r', ack = 'a', settled = 'k', offer_taken = 'l',
-                heartbeat = 'h', cascade = 'c'}
+                heartbeat = 'h', cascade = 'c', queues = 'q'}
 
 -- Push a signal as built (by `signal`, or by the client: submit_small.lua), capped.
 local function signal_capped(wake_key, raw)

@@ -14,7 +14,7 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import AddedTask, Child, Done, LeasedTask, Scripts
+from balancer.common.scripts import AddedTask, CancelTask, Child, Done, LeasedTask, Scripts
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -134,6 +134,8 @@ TASK = [("t1", 1.0, {"fn": "m:f", "flow": "f"})]
 CALLS: dict[str, Callable[[Scripts], Any]] = {
     "ack": lambda s: s.ack_and_take("w1", DONE, 1000, 5, 2, 8, "0"),
     "assign": lambda s: s.assign("1|d", "w1", "q", 4, 100, "1.1u", ["t1", "t2"], 2, 4),
+    "cancel": lambda s: s.cancel("f", [CancelTask("t1", "q", "1.1.1", "w1", b"e"),
+                                       CancelTask("t2", "q")], 1000),
     "cascade": lambda s: s.cascade("t1", "f", b"e", ["c1", "c2"], 1000),
     "dlq_purge": lambda s: s.dlq_purge("t1", "f", 1000),
     "dlq_retry": lambda s: s.dlq_retry("t1", "q"),
@@ -147,6 +149,7 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),
     "promote": lambda s: s.promote([("t1", "q"), ("t2", "r")]),
     "reap": lambda s: s.reap("1|d", "w1", 5, 3, b"e", [LeasedTask("t1", "q", "1.1.1")]),
+    "queue_rm": lambda s: s.queue_rm("q"),
     "release": lambda s: s.release("w1", [LeasedTask("t1", "q", "1.1.1")]),
     "set_aside": lambda s: s.set_aside("e1", b"rec", "{ns}:queue:q", "zset", b"m"),
     "submit_small": lambda s: s.submit_small("f", {"name": "n"}, "q", TASK, 5, 0, "s", OFFER,

@@ -128,3 +128,7 @@ def test_credentials_are_read_as_redis_py_reads_them_from_a_redis_url(
     assert (top.username, top.password) == (user, password)
     plain = redis.connection.parse_url(f"redis://{userinfo}@h:7000")
     assert (plain.get("username"), plain.get("password")) == (user, password)
+
+
+def test_every_topology_scheme_passes_the_url_checks() -> None:
+    assert set(topology.SCHEMES) <= set(urls.SCHEMES)

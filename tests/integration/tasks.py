@@ -109,3 +109,27 @@ def wait_for_gate(url: str, key: str, seconds: float) -> bool:
         if client.blpop([key], timeout=1) is not None:
             return True
     return False
+
+
+@task
+def note_pid_and_sleep(url: str, key: str, seconds: float) -> int:
+    """Push this process's pid onto ``key``, then sleep: a long run whose process a test
+    watches."""
+    redis.Redis.from_url(url).rpush(key, os.getpid())
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@task
+def note_start(url: str, key: str) -> str:
+    """Push "started" onto ``key``: a test sees whether this task ever ran."""
+    redis.Redis.from_url(url).rpush(key, "started")
+    return "ran"
+
+
+@task
+def note_then_wait_for_gate(url: str, key: str, gate: str, seconds: float) -> bool:
+    """Push "started" onto ``key``, then run until ``gate`` gets an entry (True) or for
+    ``seconds`` (False)."""
+    redis.Redis.from_url(url).rpush(key, "started")
+    return bool(wait_for_gate.fn(url, gate, seconds))

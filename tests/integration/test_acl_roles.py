@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from balancer.common import codec
+from balancer.common.keys import Keys
 
+from balancer.cancel import CancelError, cancel_flow
 from tests.conftest import Processes, RedisServer, wait_for
 from tests.integration.secure import base_env, need, run, run_client, wait_logged
 
@@ -153,3 +156,19 @@ def test_each_role_is_refused_what_it_has_no_business_doing(acl_server: AclServe
     refused(worker, "HSET", f"{{{ns}}}:queue-conf:default", "paused", "1")
     refused(worker, "ZRANGE", f"{{{ns}}}:flows", 0, -1)
     refused(worker, "SET", f"{{{ns}}}:offer:default", "x")
+
+
+def test_cancelling_a_run_needs_the_operators_user(acl_server: AclServer) -> None:
+    keys = Keys(acl_server.namespace)
+    admin = acl_server.admin
+    admin.hset(keys.flow("f1"), mapping={"name": "f", "state": "running", "total": 1,
+                                         "remaining": 1, "failed": 0,
+                                         "tasks": codec.pack([["t1", "t"]])})
+    admin.hset(keys.task("t1"), mapping={"state": "queued", "queue": "default", "flow": "f1"})
+    admin.zadd(keys.queue("default"), {"t1": 1})
+    with pytest.raises(CancelError, match="needs the operators' Redis user"):
+        cancel_flow(acl_server.as_role("client"), keys, "f1", 60_000)
+    assert admin.hget(keys.task("t1"), "state") == b"queued"
+    done = cancel_flow(acl_server.as_role("dispatcher"), keys, "f1", 60_000)
+    assert (done.state, done.cancelled) == ("cancelled", 1)
+    assert admin.hget(keys.task("t1"), "state") == b"cancelled"

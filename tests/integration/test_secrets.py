@@ -90,5 +90,6 @@ def test_no_entry_point_shows_the_password_when_redis_cannot_be_reached(
         assert lines[0].startswith(f"Error: cannot reach Redis at redis://default:***@{shown}:")
         assert_hidden(done.stdout, done.stderr)
     client = run(env, "tests.integration.secure_client", "run")
-    assert client.returncode != 0 and "ConnectionError" in client.stderr
+    assert client.returncode != 0 and "Unreachable: cannot reach Redis" in client.stderr
+    assert "site-packages/redis" not in client.stderr  # no traceback from redis-py
     assert_hidden(client.stdout, client.stderr)

@@ -1,0 +1,190 @@
+"""One flow run as `balancer flow ID` shows it: every task's state, worker, attempts and
+timings, why each waiting one waits, and the error (with its traceback) of each failed one.
+
+Timings come from what the scripts already write, nothing is added to a task's path:
+the flow's submit time, each task's ``started`` and ``finished`` (the worker's clock, at
+its ack or failure). A task is queued when the flow was submitted (no upstream) or when
+its last upstream finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis
+
+from balancer import why
+from balancer.common import codec
+from balancer.common.codec import CodecError
+from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes, as_bytes_list, as_opt_bytes_list
+
+FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
+          "children", "queue"]
+
+
+@dataclass
+class TaskRow:
+    id: str
+    name: str
+    state: str
+    queue: str = ""
+    worker: str = ""
+    attempts: int = 0
+    queued_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    why: str = ""
+    error: str = ""
+    traceback: str = ""
+
+    @property
+    def run_s(self) -> float | None:
+        if self.started_ms is None or self.finished_ms is None:
+            return None
+        return max(0, self.finished_ms - self.started_ms) / 1000
+
+    @property
+    def wait_s(self) -> float | None:
+        if self.queued_ms is None or self.started_ms is None:
+            return None
+        return max(0, self.started_ms - self.queued_ms) / 1000
+
+
+@dataclass
+class FlowView:
+    id: str
+    name: str
+    state: str
+    created_ms: int | None
+    finished_ms: int | None
+    counts: dict[str, int]
+    tasks: list[TaskRow] = field(default_factory=list)
+    parent: str = ""  # a @flow function's sub-run: the run that called it
+    error: str = ""  # a @flow function's run: what its function raised
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for extra in ("parent", "error"):
+            if not out[extra]:
+                del out[extra]
+        for row, task in zip(out["tasks"], self.tasks):
+            row["run_s"], row["wait_s"] = task.run_s, task.wait_s
+        return out
+
+
+def _int(raw: bytes | None) -> int | None:
+    try:
+        return int(float(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def dynamic_listing(client: redis.Redis, keys: Keys, flow_id: str) -> list[tuple[str, str, str]]:
+    """What a @flow function added to its run (balancer/dynamic.py): (id, name, kind)
+    per task and sub-run, in the order added; nothing for a flow submitted whole."""
+    found = []
+    for entry in as_bytes_list(client.lrange(keys.flow_tasks(flow_id), 0, -1)):
+        try:
+            task_id, name, kind = codec.unpack(entry)
+        except (CodecError, ValueError, TypeError):
+            continue  # not ours to show
+        found.append((str(task_id), str(name), str(kind)))
+    return found
+
+
+def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
+    """The run as recorded; None when there is no such run (or it expired)."""
+    (name, flow_state, blob, created, finished, total, failed, cancelled, raised,
+     parent) = as_opt_bytes_list(client.hmget(
+        keys.flow(flow_id), ["name", "state", "tasks", "created", "finished", "total",
+                             "failed", "cancelled", "error", "parent"]))
+    if name is None:
+        return None
+    listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
+    added = dynamic_listing(client, keys, flow_id)  # a @flow function's run
+    listed += [(t, n) for t, n, kind in added if kind != "flow"]
+    pipe = client.pipeline(transaction=False)
+    for task_id, _ in listed:
+        pipe.hmget(keys.task(task_id), FIELDS)
+    records = [dict(zip(FIELDS, as_opt_bytes_list(r))) for r in pipe.execute()]
+    facts = why.task_facts(client, keys, [t for t, _ in listed])
+    held = why.ClusterFacts.gather(client, keys)
+    upstream_done: dict[str, list[int | None]] = {}  # child -> its upstreams' finish times
+    for rec in records:
+        try:
+            children = codec.unpack(rec["children"]) if rec["children"] else []
+        except CodecError:
+            children = []
+        done = _int(rec["finished"]) if rec["state"] == b"completed" else None
+        for child in children:
+            upstream_done.setdefault(str(child[0]), []).append(done)
+    created_ms = _int(created)
+    rows = []
+    for (task_id, task_name), rec in zip(listed, records):
+        f = facts.get(task_id)
+        state = f.state if f else "expired"
+        err = codec.unpack_error(rec["error"]) if state != "completed" else None
+        ups = upstream_done.get(task_id)
+        queued = created_ms if ups is None else (
+            max(u for u in ups if u is not None) if ups and None not in ups else None)
+        failures, lost = _int(rec["failures"]) or 0, _int(rec["lost"]) or 0
+        ran = 1 if state in ("completed", "running") else 0
+        rows.append(TaskRow(
+            task_id, task_name, state, (rec["queue"] or b"").decode(),
+            (rec["worker"] or b"").decode(), failures + lost + ran, queued,
+            _int(rec["started"]), _int(rec["finished"]),
+            why.reason(f, held) if f else "", str(err) if err else "",
+            err.traceback if err else ""))
+    for run_id, run_name, kind in added:
+        if kind == "flow":
+            sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]
+            rows.append(TaskRow(run_id, run_name,
+                                "sub-run " + (sub.decode() if sub else "expired")))
+    done = sum(r.state == "completed" for r in rows)
+    counts = {"total": _int(total) or len(rows), "completed": done,
+              "failed": _int(failed) or 0, "cancelled": _int(cancelled) or 0}
+    return FlowView(flow_id, name.decode(), (flow_state or b"").decode(), created_ms,
+                    _int(finished), counts, rows, (parent or b"").decode(),
+                    str(codec.unpack_error(raised)) if raised else "")
+
+
+def _clock(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+
+
+def _secs(s: float | None) -> str:
+    return "-" if s is None else f"{s:.3f}s"
+
+
+def render(view: FlowView, verbose: bool = False) -> list[str]:
+    c = view.counts
+    took = (f", took {(view.finished_ms - view.created_ms) / 1000:.3f}s"
+            if view.finished_ms and view.created_ms else "")
+    lines = [f"flow {view.id}  {view.name}  {view.state}: {c['completed']}/{c['total']}"
+             f" completed, {c['failed']} failed, {c['cancelled']} cancelled; submitted"
+             f" {_clock(view.created_ms)}{took}"
+             + (f"  (sub-run of {view.parent})" if view.parent else "")]
+    if view.error:
+        lines.append(f"  its function raised {view.error}")
+    lines.append(f"  {'task':<24} {'name':<20} {'state':<15} {'worker':<20} {'tries':>5}"
+                 f" {'queued':>12} {'started':>12} {'finished':>12} {'waited':>9}"
+                 f" {'ran':>9}")
+    for r in view.tasks:
+        lines.append(
+            f"  {r.id:<24} {r.name[:20]:<20} {r.state:<15} {r.worker[:20] or '-':<20}"
+            f" {r.attempts:>5} {_clock(r.queued_ms):>12} {_clock(r.started_ms):>12}"
+            f" {_clock(r.finished_ms):>12} {_secs(r.wait_s):>9} {_secs(r.run_s):>9}")
+        if r.why:
+            lines.append(f"      why: {r.why}")
+        if r.error:
+            lines.append(f"      error: {r.error}")
+            if verbose and r.traceback:
+                lines += ["      " + line for line in r.traceback.rstrip().splitlines()]
+    if not verbose and any(r.traceback for r in view.tasks):
+        lines.append("  (--verbose shows the tracebacks)")
+    return lines

@@ -1,0 +1,96 @@
+-- Cancel a flow run: every task of it not finished ends "cancelled", the flow ends
+-- "cancelled", and waiting clients wake. A task in its queue, retrying or quarantined
+-- leaves that set; a leased task loses its lease (removing the member is the fencing
+-- check, so the worker's late ack or failure of it is refused, as for a lease taken back);
+-- an inbox entry not yet taken leaves the inbox, and a worker that took it is told on its
+-- cancels list, so that it stops the run (balancer/cancel.py, worker/cancels.py).
+-- All or nothing: when a task reads queued but is neither in its queue nor under the lease
+-- the caller saw (it was leased meanwhile), nothing is written and its id comes back, for
+-- the caller to look again. Calling it for a flow already finished changes nothing.
+-- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake; then per task: task,
+--       queue, and with a lease: leases, inbox, cancels
+-- ARGV: ttl ms, task count; then per task: id, queue name, lease token, worker id, inbox
+--       entry
+-- (lease token '': no lease seen, and no leases, inbox, cancels keys; inbox entry '':
+-- none seen.)
+-- Returns {flow state, tasks cancelled, workers whose leases it took back...}, or
+-- {'retry', task id...}, or {'missing', 0} when the flow has no record.
+local ttl = tonumber(ARGV[1])
+-- A worker reads its cancels list at once; one that does not within this long is dead
+-- or cut off, and is reaped (its leases, these included, are gone by then).
+local NOTICE_TTL = 600000
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing', 0} end
+if state ~= 'running' then return {state, 0} end
+local tasks, unresolved = {}, {}
+local a, k = 3, 8
+for t = 1, tonumber(ARGV[2]) do
+  local task = {key = KEYS[k], queue = KEYS[k + 1], id = ARGV[a], name = ARGV[a + 1],
+                token = ARGV[a + 2], worker = ARGV[a + 3], entry = ARGV[a + 4]}
+  k = k + 2
+  if task.token ~= '' then
+    task.leases, task.inbox, task.cancels = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    k = k + 3
+  end
+  a = a + 5
+  local s = redis.call('HMGET', task.key, 'state', 'deps')
+  local st = s[1]
+  if st == 'pending' or st == 'queued' then
+    local leased = task.token ~= '' and
+      redis.call('SISMEMBER', task.leases, task.id .. '|' .. task.token) == 1
+    if not leased then task.token = '' end
+    if not leased and not redis.call('ZSCORE', task.queue, task.id)
+        and not (st == 'pending' and tonumber(s[2] or '0') > 0) then
+      unresolved[#unresolved + 1] = task.id
+    end
+    tasks[#tasks + 1] = task
+  elseif st == 'running' then
+    if task.token == '' or
+        redis.call('SISMEMBER', task.leases, task.id .. '|' .. task.token) == 0 then
+      unresolved[#unresolved + 1] = task.id
+    end
+    tasks[#tasks + 1] = task
+  elseif st == 'retrying' or st == 'dead' then
+    task.token = ''
+    tasks[#tasks + 1] = task
+  end
+end
+if #unresolved > 0 then
+  table.insert(unresolved, 1, 'retry')
+  return unresolved
+end
+local now = now_ms()
+local told, seen = {}, {}
+for _, task in ipairs(tasks) do
+  redis.call('HSET', task.key, 'state', 'cancelled', 'finished', now)
+  redis.call('PEXPIRE', task.key, ttl)
+  redis.call('ZREM', task.queue, task.id)
+  redis.call('ZREM', KEYS[3], task.id)
+  redis.call('ZREM', KEYS[4], task.id)
+  if task.token ~= '' then
+    unlease(task.leases, task.id, task.token)
+    if counted(task.token) then redis.call('HINCRBY', KEYS[6], task.name, -1) end
+    redis.call('ZREM', KEYS[5], task.id .. '|' .. task.worker .. '|' .. task.token)
+    if task.entry == '' or redis.call('LREM', task.inbox, 1, task.entry) == 0 then
+      redis.call('RPUSH', task.cancels, task.id .. '|' .. task.token)
+      redis.call('PEXPIRE', task.cancels, NOTICE_TTL)
+    end
+    if not seen[task.worker] then
+      seen[task.worker] = task.leases
+      told[#told + 1] = task.worker
+    end
+  end
+end
+-- Their slots are free: the dispatcher reads its queues again for them.
+for _, w in ipairs(told) do
+  signal(KEYS[7], SIGNAL.ack, w, redis.call('SCARD', seen[w]))
+end
+redis.call('HINCRBY', KEYS[1], 'cancelled', #tasks)
+redis.call('HINCRBY', KEYS[1], 'remaining', 0 - #tasks)  -- (-#t of 0 is "-0")
+redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now)
+redis.call('RPUSH', KEYS[2], 'cancelled')
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+local out = {'cancelled', #tasks}
+for _, w in ipairs(told) do out[#out + 1] = w end
+return out

@@ -1,0 +1,77 @@
+"""`balancer queue rm` removes only an empty queue and says what holds one in use;
+`balancer flow ID` shows each task's worker, attempts and timings, and with --verbose
+the traceback of a failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import redis
+from balancer.common.keys import Keys
+
+from balancer import Flow, Queue
+from tests.conftest import ROOT, Processes, wait_for
+from tests.integration import tasks
+
+
+def _cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer.cli", *args], cwd=ROOT,
+                          env=procs.env, capture_output=True, text=True, timeout=60)
+
+
+def test_queue_rm_refuses_a_queue_in_use_and_removes_an_empty_one(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    # Tasks queued where no worker serves: held by them.
+    with Flow("stuck") as flow:
+        tasks.constant(1)
+    flow.add_task(tasks.constant, queue=Queue("lonely", priority=3))
+    flow.submit(real, namespace=namespace)
+    out = _cli(procs, "queue", "rm", "lonely")
+    assert out.returncode == 1 and "queue lonely is in use, not removed: 1 task queued" \
+        in out.stderr, out.stderr
+    # A worker serving a queue holds it, even empty.
+    procs.worker("--queue", "served", "--concurrency", "1")
+    wait_for(lambda: real.zcard(keys.workers) >= 1, timeout=60)
+    _cli(procs, "queue", "set", "served", "--priority", "2")
+    out = _cli(procs, "queue", "rm", "served")
+    assert out.returncode == 1 and "served by worker" in out.stderr, out.stderr
+    # An empty queue nobody serves goes, settings and name.
+    assert _cli(procs, "queue", "set", "spare", "--priority", "4").returncode == 0
+    assert real.sismember(keys.queues, "spare") and real.exists(keys.queue_conf("spare"))
+    out = _cli(procs, "queue", "rm", "spare")
+    assert out.returncode == 0 and out.stdout.strip() == "queue spare removed", out.stderr
+    assert not real.sismember(keys.queues, "spare")
+    assert not real.exists(keys.queue_conf("spare"))
+    out = _cli(procs, "queue", "rm", "spare")
+    assert out.returncode == 1 and "no queue spare" in out.stderr
+
+
+def test_balancer_flow_shows_worker_attempts_timings_and_tracebacks(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve()
+    procs.worker("--concurrency", "2", "--name", "w-view")
+    with Flow("viewed") as flow:
+        ok = tasks.add(1, 2)
+        tasks.always_fails(3)
+        tasks.constant(1, upstream_tasks=[ok])
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "failed"
+    out = _cli(procs, "flow", run.id)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert f"flow {run.id}  viewed  failed: 2/3 completed, 1 failed, 0 cancelled" in text
+    rows = {line.split()[1]: line for line in text.splitlines()[2:]
+            if line.startswith("  ") and not line.startswith(("      ", "  ("))}
+    assert set(rows) == {"add", "always_fails", "constant"}
+    for name in rows:
+        assert "w-view" in rows[name] and rows[name].count("s ") >= 1
+    assert rows["add"].split()[4] == "1"  # tries
+    assert "error: ValueError" in text and "Traceback" not in text
+    assert "(--verbose shows the tracebacks)" in text
+    verbose = _cli(procs, "flow", run.id, "--verbose").stdout
+    assert "Traceback (most recent call last)" in verbose
+    assert "tests/integration/tasks.py" in verbose
+    as_json = _cli(procs, "flow", run.id, "--json")
+    assert '"run_s"' in as_json.stdout and '"attempts": 1' in as_json.stdout
