@@ -144,7 +144,8 @@ def _hint(url: str, reason: str) -> str:
             or "certificate required" in reason or "Connection closed" in reason):
         return (" (the server may require a client certificate: give"
                 " ?ssl_certfile=PATH&ssl_keyfile=PATH)")
-    if not tls and ("reset by peer" in reason or "Connection closed" in reason):
+    if url.lower().startswith("redis://") and (
+            "reset by peer" in reason or "Connection closed" in reason):
         return " (if that port speaks TLS, use a rediss:// URL)"
     return ""
 
