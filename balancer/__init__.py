@@ -3,13 +3,17 @@
     from balancer import task, Flow, Queue
 """
 
+from balancer import triggers
 from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
+from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
+from balancer.control_flow import case, ifelse, merge, switch
 from balancer.flow import Flow, FlowError, Node
 from balancer.flowfn import FlowFunction, flow, get_run_logger
-from balancer.futures import FutureList, State, TaskFuture, unmapped
+from balancer.futures import FutureList, State, TaskFuture
+from balancer.mapping import MapError, flatten, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
@@ -17,7 +21,9 @@ from balancer.task import Task, task
 
 attach = FlowRun.attach
 
-__all__ = ["BadRedisURL", "CancelError", "Cancelled", "ErrorInfo", "Flow", "FlowError",
-           "FlowFunction", "FlowLost", "FlowRun", "FutureList", "Node", "NotReplicated",
-           "Parameter", "Queue", "State", "Task", "TaskFailed", "TaskFuture", "Unreachable",
-           "attach", "flow", "get_run_logger", "register_type", "task", "unmapped"]
+__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
+           "ErrorInfo", "Failed", "Flow", "FlowError", "FlowFunction", "FlowLost", "FlowRun",
+           "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
+           "State", "Success", "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach",
+           "case", "flatten", "flow", "get_run_logger", "ifelse", "merge", "register_type",
+           "switch", "task", "triggers", "unmapped"]

@@ -54,6 +54,7 @@ from balancer.dispatch_state import (
     WatchDeadlines,
 )
 from balancer.episodes import Episodes
+from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.setaside import SetAside
 from balancer.troubles import Troubles
@@ -67,6 +68,9 @@ CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
 UNSERVED_WARNING = 30.0
+# The gate is read on the signals that may have put a task in it, and at least this often.
+GATE_RECHECK = 2.0
+_GATE_SIGNALS = frozenset({signals.SUBMITTED, signals.ACK, signals.CASCADE})
 # An idle dispatcher reads the queues again this often even without a signal: signals are
 # hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
 # must cost seconds, never a task left waiting forever.
@@ -91,6 +95,7 @@ class Dispatcher:
         self.scripts = Scripts(client, self.keys)
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
+        self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
         self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
         self.rng = rng or random.Random()
         self.clock = clock
@@ -104,6 +109,8 @@ class Dispatcher:
         self._offset_ms = 0.0
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
+        self._gate_pending = True  # gated tasks (maps, triggers) may wait in the gate
+        self._gate_at = 0.0
         self._deadlines_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
@@ -240,6 +247,7 @@ class Dispatcher:
         self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
         self._next_due = None
         self._cascade_pending = True
+        self._gate_pending = True
         self._deadlines_pending = True
         log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
                  len(self.view.workers), len(self.queue_names))
@@ -248,6 +256,8 @@ class Dispatcher:
 
     def _wait_time(self) -> float:
         if self.state.again or (self._cascade_pending and "cascade" not in self._jobs_failing):
+            return 0.0
+        if self._gate_pending and "gate" not in self._jobs_failing:
             return 0.0
         now = self.clock()
         wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
@@ -278,6 +288,8 @@ class Dispatcher:
 
     def _apply(self, batch: list[signals.Signal]) -> None:
         """Feed the signals to the state; do what it asks on the way."""
+        if any(s.kind in _GATE_SIGNALS and s.queued for s in batch):
+            self._gate_pending = True  # a gated task may have been put in the gate
         for command in self.state.apply(batch, self.clock()):
             if isinstance(command, Reap):
                 self._job(f"reap {command.worker}", functools.partial(
@@ -300,6 +312,11 @@ class Dispatcher:
         self._job("retries", self._promote)
         if self._cascade_pending:
             self._job("cascade", self._cascade)
+        if now - self._gate_at > GATE_RECHECK:
+            self._gate_pending = True  # signals are hints: look now and then anyway
+        if self._gate_pending:
+            self._gate_at = now
+            self._job("gate", self._gate)
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._job("deadlines", self._expire_overdue)
         self._job("unserved", self._warn_unserved)
@@ -381,6 +398,9 @@ class Dispatcher:
 
     def _cascade(self) -> None:
         self._cascade_pending = self.upkeep.cascade()
+
+    def _gate(self) -> None:
+        self._gate_pending = self.gates.run()
 
     def _expire_overdue(self) -> None:
         self._deadlines_at = self.clock()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from balancer import context
 from balancer.common import codec
+from balancer.mapping import MapSpec
 from balancer.options import check_wait
 from balancer.parameter import Parameter, bind
 from balancer.queue import Queue
@@ -37,6 +38,14 @@ class Node:
     queue: Queue | None = None
     # Upstream nodes, each with the keyword its result is passed as (None: order only).
     upstream: dict[Node, str | None] = field(default_factory=dict)
+    # A mapped call (task.map): which arguments it maps over (balancer.mapping).
+    mapped: MapSpec | None = None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the dispatcher decides when it runs: a map, or a task whose trigger or
+        skip rule is not the default (balancer.gates)."""
+        return self.mapped is not None or self.task.gated
 
     @property
     def queue_name(self) -> str:
@@ -139,9 +148,11 @@ class Flow:
                          mapped: bool = False) -> None:
         """Prefect 1's ``set_dependencies``: ``keyword_tasks`` maps keyword arguments to
         upstream tasks (their results are passed) or to parameters and plain values."""
-        if mapped:
-            raise FlowError("mapped=True: mapping a task over a list is not supported yet")
         node = self._node(task)
+        if mapped:  # the keyword tasks are mapped over, as Prefect 1's mapped=True
+            spec = node.mapped or MapSpec()
+            node.mapped = MapSpec(spec.positions, (*spec.keywords, *(keyword_tasks or {})),
+                                  spec.flat)
         for up in upstream_tasks or ():
             self.set_dependency(up, node)
         for down in downstream_tasks or ():
@@ -349,7 +360,8 @@ class Flow:
             return text
         graph = graphviz.Digraph(self.name)
         for node in nodes:
-            graph.node(str(id(node)), f"{labels[node]}\n[{node.queue_name}]")
+            mapped = " (mapped)" if node.mapped is not None else ""
+            graph.node(str(id(node)), f"{labels[node]}{mapped}\n[{node.queue_name}]")
             for up, key in node.upstream.items():
                 graph.edge(str(id(up)), str(id(node)), label=key or "")
         if filename:
@@ -361,7 +373,9 @@ class Flow:
         for node in nodes:
             ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
                             for up, key in node.upstream.items())
-            lines.append(f"  {labels[node]} [{node.queue_name}]" + (f" <- {ups}" if ups else ""))
+            mapped = " (mapped)" if node.mapped is not None else ""
+            lines.append(f"  {labels[node]}{mapped} [{node.queue_name}]"
+                         + (f" <- {ups}" if ups else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -22,7 +22,8 @@ from balancer import context
 from balancer.common.codec import ErrorInfo
 from balancer.common.settings import Settings
 from balancer.dynamic import DynamicRun, current_run
-from balancer.futures import FutureList, State, TaskFuture, unmapped
+from balancer.futures import FutureList, State, TaskFuture
+from balancer.mapping import unmapped
 from balancer.options import check_task_options
 from balancer.run import TaskFailed
 
@@ -234,9 +235,11 @@ def get_run_logger() -> logging.Logger:
 def _run_or_refuse(task: Task, what: str) -> DynamicRun:
     run = current_run()
     if run is None:
+        where = ("inside `with Flow(...)` (Prefect 1) or a @flow function (Prefect 2/3)"
+                 if what == "map" else "inside a @flow function")
         raise RuntimeError(f"task {task.name!r}: .{what}() runs the task on the cluster from"
-                           " inside a @flow function; call it from one (outside, calling the"
-                           " task runs the plain function)")
+                           f" {where}; call it from one (outside, calling the task runs the"
+                           " plain function)")
     return run
 
 

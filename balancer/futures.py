@@ -7,7 +7,7 @@ writes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -203,11 +203,3 @@ def wait_all(futures: Iterable[TaskFuture], timeout: float | None = None) -> boo
     return True
 
 
-class unmapped:  # Prefect's spelling
-    """Pass this argument whole to every call of ``task.map`` instead of mapping over it."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __iter__(self) -> Iterator[Any]:
-        raise TypeError("unmapped(...) is not iterable: it is passed whole to every call")

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from balancer.task import Task
 
 
+# States whose task has a value to read: a skipped task's is None (a map's, the list of
+# its runs' results).
+_WITH_RESULT = frozenset({TaskState.COMPLETED, TaskState.SKIPPED})
+
 # Longest single blocking wait: well under redis-py's default socket timeout (5 s).
 WAIT_SLICE = 2.0
 # While Redis cannot answer (a failover under way), how long to wait between tries.
@@ -54,7 +58,11 @@ class TaskResult:
     error: ErrorInfo | None = None
 
     def is_successful(self) -> bool:
-        return self.state == TaskState.COMPLETED
+        """Completed, or skipped (Prefect 1's Skipped is a Success)."""
+        return self.state in _WITH_RESULT
+
+    def is_skipped(self) -> bool:
+        return self.state == TaskState.SKIPPED
 
     def is_failed(self) -> bool:
         return self.state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED, TaskState.DEAD)
@@ -75,7 +83,7 @@ class Results:
             run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"]))
         shown = _state(state, deps)
         info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
-        value = codec.unpack(as_bytes(blob)) if shown == TaskState.COMPLETED else None
+        value = codec.unpack(as_bytes(blob)) if shown in _WITH_RESULT and blob else None
         return TaskResult(shown, value, str(info) if info else "", info)
 
 
@@ -277,9 +285,9 @@ class FlowRun:
             self.keys.task(task_id), ["state", "result", "error", "name"]))
         if state is None:
             raise KeyError(f"task {task_id} has no record (expired after result_ttl?)")
-        if state.decode() != TaskState.COMPLETED:
+        if state.decode() not in _WITH_RESULT:
             raise TaskFailed(as_bytes(name).decode(), state.decode(), codec.unpack_error(error))
-        return codec.unpack(as_bytes(blob))
+        return codec.unpack(blob) if blob else None  # skipped: None, or a map's list
 
     def _read(self, *names: str) -> list[tuple[str, str, list[bytes | None]]]:
         """(task name, label, fields) of every task of the run, in one round trip."""

@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
+from balancer import taskclass
 from balancer.common import codec, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -27,6 +28,7 @@ from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.scripts import Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
+from balancer.mapping import MAP_KEYWORD
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.parameter import Parameter
 from balancer.run import FlowRun
@@ -84,6 +86,11 @@ def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
         if key in kwargs:
             raise FlowError(f"task {name!r}: keyword {key!r} is given twice")
         kwargs[key] = UpstreamRef(ids[up])
+    init = taskclass.init_arguments(node.task)
+    if init is not None:
+        kwargs[taskclass.INIT_KEYWORD] = init
+    if node.mapped is not None:  # with the arguments: signed with them
+        kwargs[MAP_KEYWORD] = node.mapped.to_list()
     try:
         return codec.encode_call(name, args, kwargs, limit)
     except CodecError as exc:
@@ -111,7 +118,7 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         "queue": node.queue_name,
         "score": _score(node, settings, now_ms),
         "args": _encode_args(node, ids, params, settings.max_payload_bytes),
-        "state": TaskState.PENDING if node.upstream else TaskState.QUEUED,
+        "state": TaskState.PENDING if node.upstream or node.gated else TaskState.QUEUED,
     }
     optional = {
         "priority": task.priority,
@@ -122,9 +129,17 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
         "nchildren": len(children),
     }
     record.update({k: v for k, v in optional.items() if v})
+    if node.gated:  # decided by the dispatcher (balancer.gates)
+        record.update({"gate": 1, "nup": len(node.upstream), "trigger": task.trigger})
+        if not task.skip_on_upstream_skip:
+            record["runskip"] = 1
+        if node.mapped is not None:
+            record["map"] = 1  # its spec travels in its arguments
     if children:
-        record["children"] = codec.pack([[ids[c], c.queue_name, _score(c, settings, now_ms)]
-                                         for c in children])
+        # [id, queue, score], and a fourth item 1 for a gated dependent (it goes to the gate)
+        record["children"] = codec.pack([
+            [ids[c], c.queue_name, _score(c, settings, now_ms), *([1] if c.gated else [])]
+            for c in children])
     signer = signing.signer(settings.signing_keys)
     if signer is not None:
         record["sig"] = signer.sign(signing.spec_message(
@@ -175,9 +190,12 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     records = {ids[n]: _task_record(n, flow_id, ids, children[n], params, settings, now_ms)
                for n in nodes}
     ready: dict[str, dict[str, float]] = {}
+    gate: dict[str, float] = {}  # gated tasks with no upstream: the dispatcher decides
     for task_id, record in records.items():
         if record["state"] == TaskState.QUEUED:
             ready.setdefault(record["queue"], {})[task_id] = record["score"]
+        elif record.get("gate") and not record.get("nup"):
+            gate[task_id] = now_ms
 
     flow_record = {
         "id": flow_id, "name": flow.name,
@@ -188,11 +206,14 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     touched = {r["queue"] for r in records.values()}
     listed = {q: list(ready.get(q, ())) for q in touched}
     signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
-    small = None if flow.queues() else signals.small_submit(listed)
+    # Gated tasks: the dispatcher reads the gate on this submit's signal.
+    small = None if flow.queues() or gate else signals.small_submit(listed)
+    if gate and signal.startswith(signals.READY):
+        signal = signals.SUBMITTED
     try:
         if small is None:
             _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
-                          now_ms, signal)
+                          now_ms, signal, gate)
             _scripts_of(client, keys, settings).confirm(
                 keys.flow(flow_id), "replicas", str(settings.min_replicas), f"flow {flow_id}")
             worker = None
@@ -218,7 +239,7 @@ def _fields(record: dict[str, Any]) -> dict[FieldT, EncodableT]:
 def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
-                  signal: str) -> None:
+                  signal: str, gate: dict[str, float] | None = None) -> None:
     """Write a flow in one transaction: its records, its ready tasks queued, its queues'
     configuration, then the signal."""
     pipe = client.pipeline(transaction=True)
@@ -229,6 +250,8 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
         pipe.hset(keys.task(task_id), mapping=_fields(record))
     for queue, members in ready.items():
         pipe.zadd(keys.queue(queue), members)
+    if gate:
+        pipe.zadd(keys.gate, gate)
     pipe.sadd(keys.queues, *touched or {"default"})
     for given in flow.queues().values():
         given_conf = (("priority", given.priority),
@@ -253,6 +276,7 @@ def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],
     pipe.delete(keys.flow(flow_id), keys.flow_done(flow_id),
                 *(keys.task(task_id) for task_id in task_ids))
     pipe.zrem(keys.flows, flow_id)
+    pipe.zrem(keys.gate, *task_ids or ["-"])
     for queue, members in ready.items():
         pipe.zrem(keys.queue(queue), *members)
     try:

@@ -16,8 +16,12 @@ from balancer.queue import DEFAULT_QUEUE, check_queue_name
 
 @dataclass(eq=False)
 class Task:
-    fn: Callable[..., Any]
-    name: str
+    """A task: ``@task`` on a function, or, as Prefect 1's task classes, a subclass with a
+    ``run`` method (``class Load(Task): def run(self, rows): ...``), instantiated with
+    the options below as keywords (``Load(name="load", max_retries=2)``)."""
+
+    fn: Callable[..., Any] = None  # type: ignore[assignment]  # a subclass: its run
+    name: str = ""
     queue_name: str = DEFAULT_QUEUE
     priority: int = 0
     retries: int = 0
@@ -25,10 +29,32 @@ class Task:
     timeout: float | None = None
     # Dependencies declared with set_upstream outside any flow: (upstream, keyword or None).
     upstream: list[tuple[Task, str | None]] = field(default_factory=list)
+    # When it runs, given how its upstream tasks ended (balancer.triggers), and whether a
+    # skipped upstream skips it (Prefect 1's options). Either other than the default makes
+    # the dispatcher decide, once every upstream settled (balancer.gates).
+    trigger: Any = "all_successful"
+    skip_on_upstream_skip: bool = True
+    max_retries: int | None = None  # Prefect 1's name for retries
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Task:
+        self = super().__new__(cls)
+        if cls is not Task:  # a task class: a worker builds it again with these arguments
+            object.__setattr__(self, "_init_args", (args, kwargs))
+        return self
+
     def __post_init__(self) -> None:
+        from balancer import taskclass, triggers
+
+        fn: Any = self.fn
+        if fn is None:
+            taskclass.bind(self)
+        if self.max_retries is not None:
+            if self.retries:
+                raise ValueError(f"task {self.name!r}: give retries or max_retries, not both")
+            self.retries = self.max_retries
+        self.trigger = triggers.name_of(self.trigger)
         # Prefect writes durations as timedelta: take them as seconds.
         delay: Any = self.retry_delay
         timeout: Any = self.timeout
@@ -39,7 +65,8 @@ class Task:
         self.check()
         self.priority, self.retries = plain(self.priority), plain(self.retries)
         self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
-        functools.update_wrapper(self, self.fn)
+        if type(self) is Task:
+            functools.update_wrapper(self, self.fn)
 
     def check(self) -> None:
         """Raise ValueError naming this task and the option Redis could not take. Run at
@@ -54,7 +81,17 @@ class Task:
 
     @property
     def path(self) -> str:
+        if type(self) is not Task:
+            from balancer import taskclass
+
+            return taskclass.path(self)
         return task_path(self.fn)
+
+    @property
+    def gated(self) -> bool:
+        """Whether the dispatcher decides when it runs (a trigger other than the default,
+        or a skipped upstream that does not skip it)."""
+        return self.trigger != "all_successful" or not self.skip_on_upstream_skip
 
     def __call__(self, *args: Any, upstream_tasks: Any = (), **kwargs: Any) -> Any:
         """Inside ``with Flow(...)``: add a call to the flow and return its reference;
@@ -80,15 +117,31 @@ class Task:
 
         return flowfn.submit(self, args, kwargs, wait_for)
 
-    def map(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
-        """Inside a @flow function: one run of the task per item of the iterable
-        arguments (``unmapped(x)`` passes ``x`` whole to each); returns their futures."""
+    def map(self, *args: Any, upstream_tasks: Any = (), wait_for: Any = None,
+            **kwargs: Any) -> Any:
+        """One run of the task per item, ``unmapped(x)`` passing ``x`` whole to each.
+        Inside ``with Flow(...)``, Prefect 1's map: the items may be an upstream's result,
+        expanded by the dispatcher, and a dependent gets the results as a list
+        (``balancer.mapping``). Inside a @flow function, Prefect 2/3's: returns the runs'
+        futures."""
+        if context.current_flow() is not None:
+            from balancer.mapping import map_call
+
+            if wait_for is not None:
+                raise TypeError(f"task {self.name!r}: wait_for= is for @flow functions;"
+                                " inside `with Flow(...)` give upstream_tasks=")
+            return map_call(self, args, kwargs, upstream_tasks or ())
         from balancer import flowfn
 
-        if context.current_flow() is not None:
-            raise TypeError(f"task {self.name!r}: .map() inside `with Flow(...)` is not"
-                            " supported yet; it works inside a @flow function")
+        if upstream_tasks:
+            raise TypeError(f"task {self.name!r}: upstream_tasks= is for `with Flow(...)`;"
+                            " inside a @flow function give wait_for=")
         return flowfn.map_calls(self, args, kwargs, wait_for)
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """What a task class runs (override it in a subclass); a ``@task`` runs its
+        function."""
+        return self.fn(*args, **kwargs)
 
     def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
         """Run after ``task``; with ``key``, receive its result as that keyword argument."""
@@ -126,6 +179,8 @@ def task(
     max_retries: int | None = None,
     retry_delay_seconds: float | None = None,
     timeout_seconds: float | None = None,
+    trigger: Any = "all_successful",
+    skip_on_upstream_skip: bool = True,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -142,12 +197,15 @@ def task(
     max_retries: int | None = None,
     retry_delay_seconds: float | None = None,
     timeout_seconds: float | None = None,
+    trigger: Any = "all_successful",
+    skip_on_upstream_skip: bool = True,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
     Prefect 1's spellings work too: ``max_retries`` for ``retries``, and ``retry_delay``
     and ``timeout`` as ``timedelta``; and Prefect 2/3's ``retry_delay_seconds`` and
-    ``timeout_seconds`` (numbers)."""
+    ``timeout_seconds`` (numbers); ``trigger`` (balancer.triggers) and
+    ``skip_on_upstream_skip`` as Prefect 1's."""
     if retry_delay_seconds is not None:
         if retry_delay:
             raise ValueError("give retry_delay or retry_delay_seconds, not both")
@@ -167,6 +225,8 @@ def task(
 
     def wrap(f: Callable[..., Any]) -> Task:
         return Task(f, name or f.__name__, queue_name, priority, retries,
-                    retry_delay, timeout)  # type: ignore[arg-type]  # timedelta: __post_init__
+                    retry_delay,  # type: ignore[arg-type]  # timedelta: __post_init__
+                    timeout,  # type: ignore[arg-type]
+                    trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip)
 
     return wrap(fn) if fn is not None else wrap

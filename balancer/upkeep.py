@@ -14,6 +14,7 @@ import redis
 from balancer.common import aside, codec, signals
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
+from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes, as_opt_bytes_list, as_scored
 from balancer.common.retry import is_outage
 from balancer.common.scripts import FAIL_REFUSED, LeasedTask, Scripts
@@ -84,19 +85,25 @@ class Upkeep:
         return more
 
     def _cascade_one(self, failed_id: str) -> int:
-        flow, name = self.task_fields([failed_id], "flow", "name")[0]
+        flow, name, state = self.task_fields([failed_id], "flow", "name", "state")[0]
         blob = as_opt_bytes(self.client.hget(self.keys.task(failed_id), "children"))
         try:
-            children = [str(c[0]) for c in codec.unpack(blob)] if blob else []
+            entries = codec.unpack(blob) if blob else []
+            children = [str(c[0]) for c in entries]
+            gated = {str(c[0]) for c in entries if len(c) > 3 and c[3]}
         except (codec.CodecError, TypeError, IndexError):
             log.error("task=%s: unreadable list of dependents; they are not failed",
                       failed_id)
-            children = []
-        error = ErrorInfo("balancer.UpstreamFailed",
-                          f"upstream task {name} ({failed_id}) did not complete")
+            children, gated = [], set()
+        skipped = state == TaskState.SKIPPED
+        error = (ErrorInfo("balancer.UpstreamSkipped", f"upstream task {name} ({failed_id})"
+                           " was skipped") if skipped else
+                 ErrorInfo("balancer.UpstreamFailed",
+                           f"upstream task {name} ({failed_id}) did not complete"))
         n = self.scripts.cascade(failed_id, flow or "", codec.pack_error(error), children,
-                                 self.ttl_ms)
-        log.info("task=%s failed: %d dependents marked upstream_failed", failed_id, n)
+                                 self.ttl_ms, gated, skipped)
+        log.info("task=%s %s: %d dependents settled or counted", failed_id,
+                 "skipped" if skipped else "failed", n)
         return n
 
     def expire_overdue(self, now_ms: float) -> bool:

@@ -27,6 +27,8 @@ class TaskFacts:
     worker: str = ""
     retry_due_in: float | None = None  # seconds
     ahead: int | None = 0  # tasks ahead of it in its queue; None: not in its queue
+    in_gate: bool = False  # a gated task (a map, a trigger) the dispatcher is to decide
+    mapped: int = 0  # a map that expanded: how many runs it has
 
 
 @dataclass
@@ -102,8 +104,15 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
     if state == TaskState.RETRYING:
         due = task.retry_due_in or 0.0
         return f"retry delay: due in {max(0.0, due):.1f}s"
+    if state == TaskState.RUNNING and task.mapped:
+        return (f"mapped into {task.mapped} runs, {task.deps} not finished"
+                if task.deps > 0 else "its mapped runs finished: results being gathered")
     if state == TaskState.RUNNING:
         return f"running on worker {task.worker}"
+    if task.in_gate:
+        if cluster.leader is None:
+            return "no dispatcher is running (balancer serve)"
+        return "upstream tasks settled: the dispatcher applies its trigger or expands its map"
     if task.ahead is None:
         return "leased to a worker: in its inbox or just started"
     hold = queue_hold(task.queue, cluster)
@@ -118,22 +127,24 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
     ids = list(task_ids)
     pipe = client.pipeline(transaction=False)
     for t in ids:
-        pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker"])
+        pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker", "mapped"])
     records = pipe.execute()
     now_ms = server_time_ms(client, keys.delayed)
     pipe = client.pipeline(transaction=False)
-    for t, (_, queue, _, _) in zip(ids, records):
+    for t, (_, queue, _, _, _) in zip(ids, records):
         pipe.zscore(keys.delayed, t)
         pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
+        pipe.zscore(keys.gate, t)
     rest = pipe.execute()
     out: dict[str, TaskFacts] = {}
-    for i, (t, (state, queue, deps, worker)) in enumerate(zip(ids, records)):
+    for i, (t, (state, queue, deps, worker, mapped)) in enumerate(zip(ids, records)):
         if state is None:
             continue
-        due, rank = rest[2 * i], rest[2 * i + 1]
+        due, rank, gate = rest[3 * i], rest[3 * i + 1], rest[3 * i + 2]
         d = int(deps or 0)
         out[t] = TaskFacts(visible_state(state.decode(), d), queue.decode() if queue else "", d,
                            worker.decode() if worker else "",
                            (due - now_ms) / 1000 if due is not None else None,
-                           int(rank) if rank is not None else None)
+                           int(rank) if rank is not None else None, gate is not None,
+                           int(mapped or 0))
     return out

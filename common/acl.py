@@ -64,13 +64,14 @@ ROLES = {
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
-              "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle"),
+              "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
+              "gate"),  # an ack puts a gated dependent (a map, a trigger) in the gate
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
         "dispatcher",
         scripts=("leader", "assign", "promote", "cascade", "reap", "fail", "cancel",
-                 "queue_rm", "dlq_retry", "dlq_purge", "set_aside"),
+                 "queue_rm", "dlq_retry", "dlq_purge", "set_aside", "gate"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
             "GET", "SET", "DEL",  # leader, idle, offers
@@ -79,6 +80,7 @@ ROLES = {
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
+            "HSTRLEN",  # the size of a map's results, before it gathers them
         ),
         keys=(ALL_KEYS,),
     ),
@@ -91,7 +93,8 @@ ROLES = {
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
         ),
-        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer"),
+        keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
+              "gate"),  # gated tasks ready at submit (a map over a list given in code)
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }

@@ -361,6 +361,19 @@ def substitute(value: Any, results: dict[str, Any]) -> Any:
     return value
 
 
+def pack_packed_list(items: list[bytes]) -> bytes:
+    """The msgpack list of values that are each packed already: its header, then the items
+    as they are (a map's gathered results, without decoding each one)."""
+    n = len(items)
+    if n < 16:
+        head = bytes([0x90 | n])
+    elif n < 1 << 16:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(items)
+
+
 def pack_error(error: ErrorInfo) -> bytes:
     return pack([error.type, error.message, error.traceback])
 

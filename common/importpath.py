@@ -37,6 +37,11 @@ _resolved: dict[str, Callable[..., Any]] = {}
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
 TASK_MARKER = "__balancer_task__"
+# Modules of tasks the product itself defines, which every worker may import: Prefect 1's
+# control flow (case, merge, ifelse) adds their tasks to users' flows.
+BUILTIN_TASK_MODULES = frozenset({"balancer.control_flow"})
+# The keyword under which a task class's constructor arguments travel with its call.
+INIT_KEYWORD = "__balancer_init__"
 # Folders under which a module is installed, never the project's own.
 _INSTALLED = frozenset({"site-packages", "dist-packages"})
 
@@ -83,8 +88,8 @@ class TaskPolicy:
         if module.endswith(".py") or os.sep in module:
             return None if self._holds_file(Path(module)) else (
                 f"the script {module} is outside the allowed folders")
-        if module in self.modules or any(module == p or module.startswith(p + ".")
-                                         for p in self.packages):
+        if module in self.modules or module in BUILTIN_TASK_MODULES or any(
+                module == p or module.startswith(p + ".") for p in self.packages):
             return None
         top = module.partition(".")[0]
         try:
@@ -220,6 +225,19 @@ def load(path: str) -> Callable[..., Any]:
     return fn
 
 
+def _run_class(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """Build a task class with the constructor arguments that came with the call (under
+    INIT_KEYWORD), and run it."""
+    init = kwargs.pop(INIT_KEYWORD, None) or [[], {}]
+    try:
+        init_args, init_kwargs = init
+        instance = cls(*init_args, **init_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"task class {cls.__qualname__} could not be built on the worker"
+                        f" with the arguments it was given: {exc}") from exc
+    return instance.run(*args, **kwargs)
+
+
 def _resolve(path: str) -> Callable[..., Any]:
     module, sep, qualname = path.partition(":")
     if not sep or not module or not qualname:
@@ -244,6 +262,8 @@ def _resolve(path: str) -> Callable[..., Any]:
     if getattr(obj, TASK_MARKER, False) is not True:
         raise TaskNotAllowed(f"{path!r} is not a @task: a worker runs only functions"
                              " decorated with @task")
+    if isinstance(obj, type):  # a task class (balancer.Task subclass): built, then run
+        return functools.partial(_run_class, obj)
     fn: Callable[..., Any] = obj.fn  # a @task wraps the function it runs
     if not callable(fn):
         raise TaskNotFound(f"task {path!r} is not callable")

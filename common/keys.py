@@ -33,6 +33,7 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | deadlines            | zset        | "task|worker|token" of leases with a timeout, score = when  |
 |                      |             | timeout + grace passes (ms)                                 |
 | cascade              | list        | failed task ids whose dependents still need failing         |
+| gate                 | zset        | gated task ids (maps, triggers) the dispatcher must decide  |
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
@@ -115,6 +116,10 @@ class Keys:
     @property
     def cascade(self) -> str:
         return f"{self.prefix}cascade"
+
+    @property
+    def gate(self) -> str:
+        return f"{self.prefix}gate"
 
     @property
     def dlq(self) -> str:

@@ -19,6 +19,10 @@ class TaskState:
     pending -(deps met)-> queued -(leased, and run for 20 ms)-> running -(ack)-> completed
     queued|running -(error, retries left)-> retrying -(due)-> queued
     queued|running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
+    queued|running -(raised SKIP)-> skipped ; pending -(upstream skipped)-> skipped
+    pending -(gated: its trigger or a map, decided by the dispatcher)-> queued, skipped,
+    upstream_failed, or running (a map: its children run) -(all settled)-> completed,
+    failed or skipped
     leased -(worker dead)-> queued, or dead (quarantined) past the poison threshold
     any state not terminal -(its flow cancelled)-> cancelled
 
@@ -35,8 +39,9 @@ class TaskState:
     UPSTREAM_FAILED = "upstream_failed"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # raised SKIP, or an upstream did (Prefect 1's Skipped: a success)
 
-    TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD, CANCELLED})
+    TERMINAL = frozenset({COMPLETED, FAILED, UPSTREAM_FAILED, DEAD, CANCELLED, SKIPPED})
 
 
 def visible_state(state: str, deps: int) -> str:

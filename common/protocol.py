@@ -146,8 +146,9 @@ LAYOUTS: dict[str, Layout] = {
         "ttl ms, task count",
         "per task: task, queue, and with a lease: leases, inbox, cancels",
         "per task: id, queue name, lease token, worker id, inbox entry"),
-    "cascade": layout("cascade, flow, flow done", "failed task id, ttl ms, error",
-                      "child task...", "child id..."),
+    "cascade": layout("cascade, flow, flow done, gate, wake",
+                      "settled task id, ttl ms, error, how it settled ('failed' or 'skipped')",
+                      "child task...", "(child id, gated 0/1)..."),
     "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
     "dlq_retry": layout("dlq, task, queue, wake", "task id"),
     "fail": layout(
@@ -162,6 +163,14 @@ LAYOUTS: dict[str, Layout] = {
         "per task: id, queue name, score, listing, pair count, the pairs"),
     "flow_release": layout("task, queue, queues, wake, flow, flow done",
                            "task id, queue name, score, ttl ms, error, signal"),
+    "gate": layout(
+        "gate, task, flow, flow done, wake, cascade, queue",
+        "task id, mode, ttl ms, error, state, result, queue name, score, count",
+        "child task... (expand: the map's), then per map expanded with it (map task, child"
+        " task...); or (dependent task, dependent queue or the gate)... (gather)",
+        "expand: dependents, dependent count, chained count, child id..., then per map"
+        " expanded with it (map id, dependents, dependent count, child id...); gather:"
+        " (dependent id, score, gated 0/1)..."),
     "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
     "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
     "mark_running": layout("leases", "worker id", "task...",

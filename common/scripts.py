@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -26,8 +26,9 @@ from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
 
-FailMode = Literal["retry", "final", "crash", "quarantine"]
-FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED = 0, 1, 2, 3
+FailMode = Literal["retry", "final", "crash", "quarantine", "skip", "again"]
+FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 2, 3, 4
+GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
 
 
 def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
@@ -64,11 +65,25 @@ def _sha(name: str) -> str:
 
 @dataclass(frozen=True)
 class Child:
-    """A dependent of a task: completing the task may queue it at ``score`` in ``queue``."""
+    """A dependent of a task: completing the task may queue it at ``score`` in ``queue``,
+    or, ``gated`` (a map, a trigger), put it in the gate for the dispatcher to decide."""
 
     task_id: str
     queue: str
     score: float
+    gated: bool = False
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """A map's children, as gate.lua expands them: their ids (records written), and the
+    map's new list of dependents (packed; b"": unchanged) when maps expanded item by item
+    with it were taken out of it."""
+
+    map_id: str
+    children: Sequence[str]
+    dependents: bytes = b""
+    nchildren: int = 0
 
 
 @dataclass(frozen=True)
@@ -325,14 +340,46 @@ class Scripts:
         return int(self._run("promote", keys, [t for t, _ in due]))
 
     def cascade(
-        self, failed_id: str, flow_id: str, error: bytes, children: Sequence[str], ttl_ms: int
+        self, failed_id: str, flow_id: str, error: bytes, children: Sequence[str], ttl_ms: int,
+        gated: Collection[str] = (), skipped: bool = False
     ) -> int:
+        """Settle the dependents of a task that failed (or, ``skipped``, was skipped); those
+        in ``gated`` only count it, and go to the gate once all their upstreams settled."""
         k = self.keys
+        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed"]
+        for c in children:
+            args += [c, "1" if c in gated else "0"]
         return int(self._run(
             "cascade",
-            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), *(k.task(c) for c in children)],
-            [failed_id, ttl_ms, error, *children],
-        ))
+            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake,
+             *(k.task(c) for c in children)], args))
+
+    def gate(self, task_id: str, flow_id: str, queue: str, mode: GateMode, ttl_ms: int, *,
+             error: bytes = b"", state: str = "", result: bytes = b"", score: float = 0.0,
+             expansions: Sequence[Expansion] = (), dependents: Sequence[Child] = ()) -> bool:
+        """Apply the dispatcher's decision on a gated task (``gate.lua``); False when
+        another call took it out of the gate first. ``expansions`` (expand): the map's
+        children to queue (their records written beforehand), then the maps expanded with
+        it item by item, whose children wait for the map's; ``dependents`` (gather): the
+        task's own, to unlock."""
+        k = self.keys
+        keys = [k.gate, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.wake,
+                k.cascade, k.queue(queue)]
+        args: list[Any] = [task_id, mode, ttl_ms, error, state, result, queue, repr(score)]
+        if mode == "expand":
+            root, *chained = expansions or [Expansion(task_id, ())]
+            args += [len(root.children), root.dependents, root.nchildren, len(chained),
+                     *root.children]
+            keys += [k.task(c) for c in root.children]
+            for e in chained:
+                keys += [k.task(e.map_id), *(k.task(c) for c in e.children)]
+                args += [e.map_id, e.dependents, e.nchildren, *e.children]
+        else:
+            args.append(len(dependents))
+            for d in dependents:
+                keys += [k.task(d.task_id), k.gate if d.gated else k.queue(d.queue)]
+                args += [d.task_id, repr(d.score), "1" if d.gated else "0"]
+        return bool(self._run("gate", keys, args))
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
              poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask]
@@ -393,7 +440,7 @@ class Scripts:
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
                      "1" if d.has_deadline else "0", len(d.children)]
             for c in d.children:
-                keys += [k.task(c.task_id), k.queue(c.queue)]
+                keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
         (stored, taken, forged), acked = self._run_durable("ack", keys, args)
         dropped(worker_id, forged)

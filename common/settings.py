@@ -62,6 +62,9 @@ class Settings:
     # replicates asynchronously, so a failover may lose the master's last writes).
     min_replicas: int = 0
     replica_timeout: float = 1.0
+    # Most children one mapped call may expand into (t.map): past it, the map fails with
+    # a MapError saying so, instead of writing millions of records.
+    max_map_children: int = 100_000
 
     @classmethod
     def from_env(
@@ -110,6 +113,8 @@ class Settings:
             raise SettingsError(f"min_replicas must not be negative, got {self.min_replicas}")
         if self.replica_timeout <= 0:
             raise SettingsError(f"replica_timeout must be positive, got {self.replica_timeout}")
+        if self.max_map_children < 0:
+            raise SettingsError("max_map_children must not be negative")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -41,6 +41,14 @@ class Signer:
     def sign(self, message: bytes) -> str:
         return hmac.new(self.keys[0], message, hashlib.sha256).hexdigest()
 
+    def verify(self, message: bytes, sig: bytes | None) -> bool:
+        """Whether ``sig`` was made over ``message`` with one of the keys."""
+        if not sig:
+            return False
+        given = sig.decode(errors="replace")
+        return any(hmac.compare_digest(hmac.new(key, message, hashlib.sha256).hexdigest(),
+                                       given) for key in self.keys)
+
     def refusal(self, lease: Lease) -> str | None:
         """None when the lease's spec carries a signature made with one of the keys, else
         why it is refused."""

@@ -80,3 +80,20 @@ def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_pa
                  "map_tasks_per_s", "chain_ms_per_link"):
         assert figures[name] > 0, (name, figures)
     assert figures["call_p50_ms"] <= figures["call_p99_ms"]
+
+
+@pytest.mark.integration
+def test_map_benchmark_reports_submit_expand_and_throughput(redis_url: str,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "map.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/map_bench.py", "--quick", "--json", str(out),
+         "--redis-url", redis_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["children"] == 500
+    for name in ("submit_s", "expand_s", "run_s", "children_per_s", "end_to_end_s",
+                 "tasks_per_s", "literal_submit_s"):
+        assert figures[name] > 0, (name, figures)
+    assert "children/s" in proc.stdout and "expand" in proc.stdout

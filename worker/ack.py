@@ -20,6 +20,7 @@ from balancer.common.scripts import (
     FAIL_FAILED,
     FAIL_QUARANTINED,
     FAIL_RETRIED,
+    FAIL_SKIPPED,
     Done,
     FailMode,
     Scripts,
@@ -133,12 +134,14 @@ class Acker(threading.Thread):
     def _fail(self, f: Finished) -> None:
         lease, outcome = f.lease, f.outcome
         mode: FailMode = ("quarantine" if outcome.quarantine else "crash" if outcome.crashed
+                          else "skip" if outcome.mode == "skip"
+                          else "again" if outcome.mode == "again"
                           else "retry" if outcome.retryable else "final")
         code = persist("be acknowledged", lease.task_id, lambda: self.scripts.fail(
             self.worker_id, lease.token, lease.task_id, lease.queue, lease.flow,
             outcome.payload, mode, self.ttl_ms, self.settings.poison_threshold, f.started_ms))
         verdict = {FAIL_RETRIED: "will run again", FAIL_FAILED: "failed",
-                   FAIL_QUARANTINED: "quarantined"}.get(code)
+                   FAIL_QUARANTINED: "quarantined", FAIL_SKIPPED: "skipped"}.get(code)
         if verdict is None:
             self._refused(lease)
         else:

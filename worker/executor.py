@@ -20,6 +20,7 @@ from typing import Any
 from balancer.common import codec
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
+from balancer.common.runsignals import PrefectStateSignal
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class Outcome:
     retryable: bool = True
     crashed: bool = False  # the run killed the process running it
     quarantine: bool = False  # refused: no run can succeed until an operator looks
+    # Set by a signal the task raised (common/runsignals.py): "skip" (settle as skipped),
+    # "again" (retry whether or not retries are left), "final" (fail, never retried).
+    mode: str = ""
 
     @classmethod
     def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False,
@@ -36,12 +40,12 @@ class Outcome:
         return cls(False, codec.pack_error(error), retryable, crashed, quarantine)
 
     def to_bytes(self) -> bytes:
-        return codec.pack([self.ok, self.payload, self.retryable])
+        return codec.pack([self.ok, self.payload, self.retryable, self.mode])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Outcome:
-        ok, payload, retryable = codec.unpack(data)
-        return cls(bool(ok), bytes(payload), bool(retryable))
+        ok, payload, retryable, *rest = codec.unpack(data)
+        return cls(bool(ok), bytes(payload), bool(retryable), mode=str(rest[0]) if rest else "")
 
 
 _local = threading.local()
@@ -89,6 +93,13 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
             value = run_awaitable(value, timeout)
+    except PrefectStateSignal as signal:
+        if signal.mode == "success":  # ENDRUN(Success(...)): completed, with its result
+            value = getattr(getattr(signal, "state", None), "result", None)
+        else:
+            error = ErrorInfo.from_exception(signal)
+            return Outcome(False, codec.pack_error(error), signal.mode != "final",
+                           mode=signal.mode)
     except Exception as exc:
         return Outcome.failure(ErrorInfo.from_exception(exc))
     try:

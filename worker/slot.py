@@ -24,6 +24,9 @@ from balancer.worker.pool import Runner
 
 log = logging.getLogger("worker")
 
+_SETTLED_WITHOUT_RESULT = frozenset({TaskState.SKIPPED, TaskState.FAILED,
+                                     TaskState.UPSTREAM_FAILED, TaskState.DEAD})
+
 
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
@@ -131,7 +134,7 @@ class Slot(threading.Thread):
     @staticmethod
     def _children(lease: Lease) -> list[Child]:
         try:
-            return [Child(str(c[0]), str(c[1]), float(c[2]))
+            return [Child(str(c[0]), str(c[1]), float(c[2]), bool(len(c) > 3 and c[3]))
                     for c in codec.unpack(lease.children or b"\x90")]
         except (CodecError, ValueError, TypeError, IndexError):
             log.error("task=%s: unreadable list of dependents; they will not be unlocked",
@@ -155,8 +158,14 @@ class Slot(threading.Thread):
         results = {}
         for ref, (state, blob) in zip(refs, persist("read results", lease.task_id,
                                                     pipe.execute)):
-            if state is None or state.decode() != TaskState.COMPLETED or blob is None:
+            shown = state.decode() if state is not None else "expired"
+            if shown in _SETTLED_WITHOUT_RESULT:
+                # Only a gated task (a trigger, a map) runs after such an upstream: it gets
+                # what the upstream stored (a map's partial list), else None.
+                results[ref] = codec.unpack_refs(blob) if blob else None
+                continue
+            if shown != TaskState.COMPLETED or blob is None:
                 raise LookupError(f"the result of upstream task {ref} is not available"
-                                  f" (state {state.decode() if state else 'expired'})")
+                                  f" (state {shown})")
             results[ref] = codec.unpack_refs(blob)
         return codec.pack(codec.substitute([args, kwargs], results))

@@ -1,21 +1,44 @@
--- Fail the pending dependents of one failed task, and queue theirs in turn.
--- Idempotent: run again after a crash, it changes nothing already changed.
--- KEYS: cascade, flow, flow done; then child task...
--- ARGV: failed task id, ttl ms, error; then child id...
--- Returns how many dependents it failed.
-local ttl = tonumber(ARGV[2])
-local n = 0
-for i = 4, #KEYS do
-  if redis.call('HGET', KEYS[i], 'state') == 'pending' then
-    redis.call('HSET', KEYS[i], 'state', 'upstream_failed', 'error', ARGV[3],
-      'finished', now_ms(), 'deps', NEVER)
+-- Settle the dependents of one task that failed or was skipped, and queue theirs in turn.
+-- A plain dependent (the default trigger) settles at once: upstream_failed, or skipped
+-- (Prefect 1's skip_on_upstream_skip). A gated one (a map, or another trigger) only
+-- counts the upstream as settled, failed or skipped; once all have settled it goes to
+-- the gate, where the dispatcher applies its trigger (balancer/gates.py).
+-- Idempotent: run again, it changes nothing (the entry leaves the cascade list first;
+-- only the run that removed it counts a gated dependent's upstream).
+-- KEYS: cascade, flow, flow done, gate, wake; then child task...
+-- ARGV: settled task id, ttl ms, error, how it settled ('failed' or 'skipped'); then
+--       (child id, gated 0/1)...
+-- Returns how many dependents it settled or counted.
+local ttl, skipped = tonumber(ARGV[2]), ARGV[4] == 'skipped'
+local first = redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0
+local n, gated = 0, 0
+for i = 6, #KEYS do
+  local id, is_gated = ARGV[5 + 2 * (i - 6)], ARGV[6 + 2 * (i - 6)] == '1'
+  local state = redis.call('HGET', KEYS[i], 'state')
+  if is_gated then
+    if first and (state == 'pending' or state == 'running') then
+      redis.call('HINCRBY', KEYS[i], skipped and 'upskipped' or 'upfailed', 1)
+      if redis.call('HINCRBY', KEYS[i], 'deps', -1) == 0 then
+        redis.call('ZADD', KEYS[4], now_ms(), id)
+        gated = gated + 1
+      end
+      n = n + 1
+    end
+  elseif state == 'pending' then
+    if skipped then
+      redis.call('HSET', KEYS[i], 'state', 'skipped', 'error', ARGV[3], 'result', '\192',
+        'finished', now_ms(), 'deps', NEVER)
+    else
+      redis.call('HSET', KEYS[i], 'state', 'upstream_failed', 'error', ARGV[3],
+        'finished', now_ms(), 'deps', NEVER)
+    end
     redis.call('PEXPIRE', KEYS[i], ttl)
-    flow_tasks_done(KEYS[2], KEYS[3], 1, 1, ttl)
+    flow_tasks_done(KEYS[2], KEYS[3], 1, skipped and 0 or 1, ttl)
     if tonumber(redis.call('HGET', KEYS[i], 'nchildren') or '0') > 0 then
-      redis.call('RPUSH', KEYS[1], ARGV[i])
+      redis.call('RPUSH', KEYS[1], id)
     end
     n = n + 1
   end
 end
-redis.call('LREM', KEYS[1], 0, ARGV[1])
+if gated > 0 then signal(KEYS[5], SIGNAL.cascade) end
 return n

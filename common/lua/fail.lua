@@ -1,12 +1,16 @@
 -- A run of a task did not succeed. Mode "retry": retry later with exponential backoff
 -- while retries are left, else fail. Mode "final": fail now. Mode "crash": the run killed
 -- its process; put the task back at once, or quarantine it once it has killed
--- `poison threshold` processes. Mode "quarantine": quarantine it now. Idempotent for the
--- same lease, like ack.lua.
+-- `poison threshold` processes. Mode "quarantine": quarantine it now. Mode "skip": the task
+-- raised SKIP (Prefect 1): it settles as skipped, a success, and its dependents are
+-- queued for the skip cascade. Mode "again": it raised RETRY: retry after its retry delay
+-- whether or not retries are left (Prefect 1's RETRY signal). Idempotent for the same
+-- lease, like ack.lua.
 -- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue, dlq
 -- ARGV: worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,
 --       started ms
--- Returns 2 (retry scheduled or re-queued), 3 (quarantined), 1 (failed), 0 (lease moved on).
+-- Returns 2 (retry scheduled or re-queued), 3 (quarantined), 1 (failed), 4 (skipped),
+-- 0 (lease moved on).
 local id, token, ttl, mode = ARGV[3], ARGV[2], tonumber(ARGV[5]), ARGV[6]
 if not unlease(KEYS[2], id, token) then
   -- A replay of a call that was applied answers as that call did; anything else is late.
@@ -40,11 +44,22 @@ if mode == 'crash' then
   requeue(KEYS[1], KEYS[10], id)
   return settle(2)
 end
+if mode == 'skip' then
+  redis.call('HSET', KEYS[1], 'state', 'skipped', 'result', '\192', 'finished', now_ms())
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if tonumber(redis.call('HGET', KEYS[1], 'nchildren') or '0') > 0 then
+    redis.call('RPUSH', KEYS[8], id)
+    signal(KEYS[6], SIGNAL.cascade)
+  end
+  flow_tasks_done(KEYS[4], KEYS[5], 1, 0, ttl)
+  return settle(4)
+end
 local f = redis.call('HMGET', KEYS[1], 'failures', 'retries', 'retry_delay')
 local failures = tonumber(f[1] or '0') + 1
 redis.call('HSET', KEYS[1], 'failures', failures)
-if mode == 'retry' and failures <= tonumber(f[2] or '0') then
-  local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * 2 ^ (failures - 1))
+if mode == 'again' or (mode == 'retry' and failures <= tonumber(f[2] or '0')) then
+  local backoff = mode == 'again' and 1 or 2 ^ (failures - 1)
+  local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * backoff)
   redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
   signal(KEYS[6], SIGNAL.retry)

@@ -23,6 +23,9 @@ W = WorkerInfo("w1", ("default",), capacity=2)
     (TaskFacts("retrying", "default", retry_due_in=1.25), "retry delay: due in 1.2s"),
     (TaskFacts("queued", "default", ahead=None), "leased to a worker"),
     (TaskFacts("running", "default", worker="w1"), "running on worker w1"),
+    (TaskFacts("running", "default", deps=3, mapped=10), "mapped into 10 runs, 3 not"),
+    (TaskFacts("queued", "default", ahead=None, in_gate=True), "the dispatcher applies its"
+                                                               " trigger or expands its map"),
     (TaskFacts("dead", "default"), "quarantined"),
     (TaskFacts("queued", "default"), "next in line in queue default"),
     (TaskFacts("queued", "default", ahead=3), "3 tasks ahead of it in queue default"),
@@ -31,7 +34,7 @@ def test_each_state_names_what_holds_the_task(task: TaskFacts, expected: str) ->
     assert expected in reason(task, cluster(W))
 
 
-@pytest.mark.parametrize("state", ["completed", "failed", "upstream_failed"])
+@pytest.mark.parametrize("state", ["completed", "failed", "upstream_failed", "skipped"])
 def test_finished_tasks_wait_for_nothing(state: str) -> None:
     assert reason(TaskFacts(state, "default"), cluster(W)) == ""
 

@@ -14,7 +14,15 @@ import redis
 from balancer.common import prefetch, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.protocol import LAYOUTS, Layout
-from balancer.common.scripts import AddedTask, CancelTask, Child, Done, LeasedTask, Scripts
+from balancer.common.scripts import (
+    AddedTask,
+    CancelTask,
+    Child,
+    Done,
+    Expansion,
+    LeasedTask,
+    Scripts,
+)
 from balancer.common.signals import Offer
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -144,6 +152,8 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "flow_extend": lambda s: s.flow_extend(
         "f", [AddedTask("t1", "q", 1.0, b"l", {"fn": "m:f"})], "s"),
     "flow_release": lambda s: s.flow_release("t1", "q", 1.0, "f", 1000, b"", "s"),
+    "gate": lambda s: s.gate("t1", "f", "q", "expand", 1000, expansions=[
+        Expansion("t1", ["t1-0", "t1-1"]), Expansion("t2", ["t2-0", "t2-1"], b"\x90", 0)]),
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),

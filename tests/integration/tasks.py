@@ -133,3 +133,18 @@ def note_then_wait_for_gate(url: str, key: str, gate: str, seconds: float) -> bo
     ``seconds`` (False)."""
     redis.Redis.from_url(url).rpush(key, "started")
     return bool(wait_for_gate.fn(url, gate, seconds))
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def zeros(n: int) -> list[int]:
+    return [0] * n

@@ -162,3 +162,22 @@ def test_with_signing_keys_workers_run_only_specs_a_client_signed(
         assert why in error.message
     assert real.zcard(keys.dlq) == 3  # quarantined where `balancer dlq ls` shows them
     assert worker.poll() is None
+
+
+def test_with_signing_keys_a_maps_children_run_signed_by_the_dispatcher(
+    procs: Processes, real: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher writes a map's children: with the cluster's keys it signs them,
+    and workers that refuse unsigned specs run them."""
+    keys = Keys(namespace)
+    procs.env["BALANCER_SIGNING_KEYS"] = KEY_1
+    procs.serve()
+    procs.worker("--concurrency", "2", "--pool", "process")
+    _workers(real, keys)
+    monkeypatch.setenv("BALANCER_SIGNING_KEYS", KEY_1)
+    with Flow("signed-map") as flow:
+        mapped = tasks.double.map(tasks.numbers(5))
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed", run.first_failure()
+    assert run.result(mapped) == [0, 2, 4, 6, 8]
+    assert real.zcard(keys.dlq) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from balancer import task
+from balancer import Task, task
 
 
 @task
@@ -51,3 +51,42 @@ async def async_nap(seconds: float) -> int:
 
     await asyncio.sleep(seconds)
     return id(asyncio.get_running_loop())
+
+
+@task
+def skips(message: str) -> None:
+    from balancer.engine.signals import SKIP
+
+    raise SKIP(message)
+
+
+@task
+def signals_retry() -> None:
+    from balancer.engine.signals import RETRY
+
+    raise RETRY("again")
+
+
+@task(retries=5)
+def signals_fail() -> None:
+    from balancer.engine.signals import FAIL
+
+    raise FAIL("for good")
+
+
+class Scale(Task):
+    """A Prefect 1 task class with a constructor argument of its own."""
+
+    def __init__(self, factor: int, **kwargs: object) -> None:
+        self.factor = factor
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def run(self, x: int) -> int:
+        return self.factor * x
+
+
+class NotATask:
+    """A class with a run method that is no balancer.Task: never run by a worker."""
+
+    def run(self) -> str:
+        return "should not run"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from balancer.common import codec
+from pathlib import Path
+
+from balancer.common import codec, importpath
 from balancer.worker.executor import Outcome, execute
 
 LIMIT = 1 << 20
@@ -70,3 +72,49 @@ def test_an_async_task_past_its_timeout_is_cancelled_as_a_timeout() -> None:
     assert time.monotonic() - t0 < 10  # cancelled, not slept out
     error = codec.unpack_error(outcome.payload)
     assert not outcome.ok and error is not None and error.type == "TimeoutError"
+
+
+def test_signals_raised_in_a_task_set_how_its_run_ends() -> None:
+    skipped = execute("tests.worker.tasks:skips", call("no data"), LIMIT)
+    assert not skipped.ok and skipped.mode == "skip"
+    assert codec.unpack_error(skipped.payload).message == "no data"  # type: ignore[union-attr]
+    retried = execute("tests.worker.tasks:signals_retry", call(), LIMIT)
+    assert retried.mode == "again" and retried.retryable
+    failed = execute("tests.worker.tasks:signals_fail", call(), LIMIT)
+    assert failed.mode == "final" and not failed.retryable
+    assert Outcome.from_bytes(skipped.to_bytes()).mode == "skip"
+
+
+def test_a_task_class_is_built_with_its_constructor_arguments_and_run() -> None:
+    outcome = execute("tests.worker.tasks:Scale", call(7, __balancer_init__=[[], {"factor": 3}]),
+                      LIMIT)
+    assert outcome.ok and codec.unpack(outcome.payload) == 21
+
+
+def test_a_class_that_is_no_task_is_refused_without_being_built() -> None:
+    outcome = execute("tests.worker.tasks:NotATask", call(), LIMIT)
+    error = codec.unpack_error(outcome.payload)
+    assert not outcome.ok and not outcome.retryable
+    assert error is not None and error.type == "balancer.TaskNotAllowed"
+
+
+def test_a_task_class_outside_the_allowed_modules_is_refused(
+        tmp_path: Path) -> None:
+    importpath.set_policy(importpath.TaskPolicy.of(folder=str(tmp_path)))
+    try:
+        outcome = execute("tests.worker.tasks:Scale", call(1), LIMIT)
+    finally:
+        importpath.set_policy(importpath.TaskPolicy.of())
+    error = codec.unpack_error(outcome.payload)
+    assert error is not None and error.type == "balancer.TaskNotAllowed"
+    assert "not in the worker's folder" in error.message
+
+
+def test_the_built_in_control_flow_tasks_run_under_any_policy(tmp_path: Path) -> None:
+    importpath.set_policy(importpath.TaskPolicy.of(folder=str(tmp_path)))
+    try:
+        same = execute("balancer.control_flow:compare_value", call(True, True), LIMIT)
+        other = execute("balancer.control_flow:compare_value", call(False, True), LIMIT)
+    finally:
+        importpath.set_policy(importpath.TaskPolicy.of())
+    assert same.ok and other.mode == "skip"

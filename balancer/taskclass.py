@@ -1,0 +1,51 @@
+"""Prefect 1's task classes: ``class Load(Task): def run(self, rows): ...``.
+
+A worker never unpickles an instance: the task record names the class by import path
+(``module:Load``), the worker imports it under the same allowlist as any task (the class
+must live in an allowed module and derive from ``balancer.Task``), builds an instance
+with the arguments the client gave its constructor (sent as msgpack with the call's
+arguments, Task's own options left out: the worker does not need them) and calls ``run``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from balancer.common.importpath import INIT_KEYWORD, task_path
+
+if TYPE_CHECKING:
+    from balancer.task import Task
+
+
+def bind(task: Task) -> None:
+    """A task class's instance runs its ``run`` method; its name defaults to the class's."""
+    from balancer.task import Task
+
+    cls = type(task)
+    if cls is Task or cls.run is Task.run:
+        raise TypeError(f"{cls.__name__}: a task needs a function (@task) or, in a Task"
+                        " subclass, a run method")
+    task.fn = task.run
+    if not task.name:
+        task.name = cls.__name__
+
+
+def path(task: Task) -> str:
+    """The import path of the task's class: what a worker imports."""
+    return task_path(type(task))
+
+
+def init_arguments(task: Task) -> list[Any] | None:
+    """The constructor's arguments a worker builds the instance with (None for a
+    ``@task`` function): positional ones, and keywords other than Task's own options."""
+    from balancer.task import Task
+
+    if type(task) is Task:
+        return None
+    args, kwargs = getattr(task, "_init_args", ((), {}))
+    options = {f.name for f in dataclasses.fields(Task)}
+    return [list(args), {k: v for k, v in kwargs.items() if k not in options}]
+
+
+__all__ = ["INIT_KEYWORD", "bind", "init_arguments", "path"]

@@ -1,0 +1,91 @@
+"""Prefect 1's signals: exceptions a task raises to set how its run ends.
+
+    raise SKIP("nothing new today")      # skipped: a success; dependents skip too, unless
+                                         # they run on skips (skip_on_upstream_skip=False)
+    raise FAIL("bad rows")               # failed at once, never retried
+    raise RETRY("not ready yet")         # retried, even with no retries left or configured
+    raise ENDRUN(Success("done early"))  # ends the run in that state: Success, Failed or
+                                         # Skipped (a plain message: Failed)
+
+They live in ``common`` because the worker, which never imports ``balancer``'s client
+side, recognises them (worker/executor.py); users import them from ``balancer`` or
+``balancer.engine.signals``, where Prefect 1 code finds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class State:
+    """A state to end a run in with ENDRUN, as Prefect 1's ``Success(message, result)``."""
+
+    mode = ""
+
+    def __init__(self, message: str | None = None, result: Any = None) -> None:
+        self.message = message or ""
+        self.result = result
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class Success(State):
+    mode = "success"
+
+
+class Failed(State):
+    mode = "final"
+
+
+class Skipped(State):
+    mode = "skip"
+
+
+class PrefectStateSignal(Exception):
+    """A signal: how the run ends is its ``mode`` ("skip", "final", "again", "success")."""
+
+    mode = "final"
+
+    def __init__(self, message: Any = None, *args: Any) -> None:
+        super().__init__(message, *args)
+        self.message = "" if message is None else str(message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SKIP(PrefectStateSignal):
+    """The task is skipped: a success whose result is None. Dependents are skipped too,
+    unless they were made with ``skip_on_upstream_skip=False``."""
+
+    mode = "skip"
+
+
+class FAIL(PrefectStateSignal):
+    """The task fails now, whatever retries it has left."""
+
+    mode = "final"
+
+
+class RETRY(PrefectStateSignal):
+    """The task runs again after its retry delay, with or without retries configured
+    (Prefect 1's RETRY puts it straight into Retrying)."""
+
+    mode = "again"
+
+
+class ENDRUN(PrefectStateSignal):
+    """Stop and end the run in ``state`` (Success, Failed or Skipped)."""
+
+    def __init__(self, state: State | str | None = None) -> None:
+        if isinstance(state, State):
+            self.state = state
+        else:
+            self.state = Failed(state)
+        super().__init__(self.state.message)
+        self.mode = self.state.mode
+
+
+__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Failed", "PrefectStateSignal", "Skipped",
+           "State", "Success"]
