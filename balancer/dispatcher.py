@@ -33,11 +33,11 @@ from typing import Any
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, events, protocol, signals
+from balancer.common import aside, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
-from balancer.common.retry import is_outage
+from balancer.common.retry import BACKOFF_MAX, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dispatch_state import (
@@ -92,7 +92,7 @@ class Dispatcher:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys, events.Config.from_settings(settings))
+        self.scripts = Scripts.for_settings(client, self.keys, settings)
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
         self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
@@ -148,7 +148,7 @@ class Dispatcher:
                 # Nothing takes the dispatcher down, nor makes it spin: back off, go on.
                 self._failed(exc)
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1
             if self.episodes.current is not None:
@@ -369,8 +369,7 @@ class Dispatcher:
         return self.clock() - max(0.0, self.redis_now_ms() - redis_ms) / 1000
 
     def _sync_clock(self) -> None:
-        seconds, micros = self.client.time()
-        self._offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._offset_ms = self.scripts.time_ms() - time.time() * 1000
         self._clock_at = self.clock()
 
     def redis_now_ms(self) -> float:

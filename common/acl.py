@@ -28,7 +28,10 @@ from balancer.common.keys import Keys
 # What every connection sends: the database of the URL, health checks, scripts. (AUTH and
 # HELLO need no permission. redis-py's CLIENT SETINFO, which Redis 7.0 does not know,
 # is left out: a refusal is ignored by redis-py, and logged by ACL LOG on Redis 7.2+.)
-CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL")
+CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL",
+              # redis-py's cluster client (redis+cluster:// URLs) reads the slots and the
+              # commands' key positions: read-only introspection, no key
+              "CLUSTER|SLOTS", "CLUSTER|SHARDS", "COMMAND")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ ROLES = {
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
+            "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
@@ -90,6 +94,7 @@ ROLES = {
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
+            "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "gate",  # gated tasks ready at submit (a map over a list given in code)

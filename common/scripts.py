@@ -22,6 +22,7 @@ import redis
 from balancer.common import codec, events
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
@@ -37,6 +38,19 @@ def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
     for entry in entries:
         log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
                   worker_id, bytes(entry[:80]))
+
+
+_unreplicated_warned = threading.Event()
+
+
+def _unreplicated(worker_id: str, acked: int, durability: Durability) -> None:
+    """An acknowledgement too few replicas confirmed: it stands on the master (a task whose
+    acknowledgement a failover loses runs again: at-least-once). Said once per process."""
+    if not _unreplicated_warned.is_set():
+        _unreplicated_warned.set()
+        log.warning("worker=%s: an acknowledgement was confirmed by %d of %d replicas within"
+                    " %d ms (BALANCER_MIN_REPLICAS); acknowledgements go on (said once)",
+                    worker_id, acked, durability.replicas, durability.timeout_ms)
 
 
 @cache
@@ -136,6 +150,34 @@ class LeasedTask:
 
 
 @dataclass(frozen=True)
+class Durability:
+    """Wait, after a submit or an acknowledgement, until ``replicas`` replicas hold it
+    (Redis's WAIT, up to ``timeout_ms``), so that a failover does not lose it. Redis
+    replicates asynchronously: without this, what the master accepted in its last moments
+    may never reach the replica that takes over. 0 replicas: no wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
+def durability(settings: Settings) -> Durability:
+    """What ``settings`` ask of submits and acknowledgements."""
+    return Durability(settings.min_replicas, max(1, int(settings.replica_timeout * 1000)))
+
+
+class NotReplicated(redis.RedisError):
+    """A write reached the master, but fewer replicas than asked confirmed it in time: a
+    failover now could lose it."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(f"{what}: written to the Redis master, but {acked} of the {wanted}"
+                         f" replicas asked for (BALANCER_MIN_REPLICAS) confirmed it within"
+                         f" {timeout_ms} ms: a failover now could lose it")
+
+
+@dataclass(frozen=True)
 class AddedTask:
     """A task a @flow function adds to its open run: its record's fields, the queue it
     goes to, its score there (None: it waits for upstream tasks) and its listing entry."""
@@ -149,18 +191,25 @@ class AddedTask:
 
 class Scripts:
     def __init__(self, client: redis.Redis, keys: Keys,
-                 events_config: events.Config | None = None) -> None:
+                 events_config: events.Config | None = None,
+                 durability: Durability | None = None) -> None:
         self.client = client
         self.keys = keys
         # What the scripts write to the events stream (BALANCER_EVENTS_MAX and
         # BALANCER_TASK_EVENTS of this process).
         self.events = events_config or events.Config()
+        self.durability = durability or Durability()
         self._local = threading.local()  # .direct: this thread's connection
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
+        """Scripts that write events and wait for replicas as ``settings`` ask."""
+        return cls(client, keys, events.Config.from_settings(settings), durability(settings))
 
     def _direct(self) -> Direct:
         direct = getattr(self._local, "direct", None)
         if direct is None:
-            direct = self._local.direct = Direct(self.client)
+            direct = self._local.direct = Direct(self.client, route=self.keys.wake)
         return direct
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -169,6 +218,47 @@ class Scripts:
             return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a new or restarted server
             return direct.call("EVAL", _source(name), len(keys), *keys, *args)
+
+    def _run_durable(self, name: str, keys: Sequence[str], args: Sequence[Any]
+                     ) -> tuple[Any, int]:
+        """``_run``, then WAIT for the replicas ``durability`` asks for, in the same round
+        trip on the same connection (WAIT counts what that connection wrote): (the
+        script's reply, replicas that confirmed; ``durability.replicas`` when none asked)."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return self._run(name, keys, args), 0
+        wait = ("WAIT", wanted, self.durability.timeout_ms)
+        direct = self._direct()
+        reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
+            reply, acked = direct.calls(("EVAL", _source(name), len(keys), *keys, *args), wait)
+        for item in (reply, acked):
+            if isinstance(item, Exception):
+                raise item
+        return reply, int(acked)
+
+    def confirm(self, key: str, field: str, value: str, what: str) -> None:
+        """After a write made on another connection (a MULTI/EXEC pipeline): write ``field``
+        of the hash ``key`` on this thread's connection and WAIT for the replicas
+        ``durability`` asks for. Replication keeps the order of writes, so replicas that
+        hold this one hold everything written before it. NotReplicated when too few
+        confirm."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return
+        written, acked = self._direct().calls(
+            ("HSET", key, field, value), ("WAIT", wanted, self.durability.timeout_ms))
+        for item in (written, acked):
+            if isinstance(item, Exception):
+                raise item
+        if int(acked) < wanted:
+            raise NotReplicated(what, int(acked), wanted, self.durability.timeout_ms)
+
+    def time_ms(self) -> float:
+        """Redis's clock, in ms, read where the scripts run: on a Redis Cluster, the master
+        of the namespace's slot (a plain TIME would ask any node, whose clock may differ)."""
+        seconds, micros = self._direct().call("TIME")
+        return int(seconds) * 1000 + int(micros) / 1000
 
     # -- dispatcher -----------------------------------------------------------------
 
@@ -251,7 +341,10 @@ class Scripts:
                 keys += [k.inbox(worker), k.leases(worker)]
                 args += [worker, capacity, repr(host_load)]
             keys += [k.queue(q) for q in offer.others]
-        worker, now = self._run("submit_small", keys, args)
+        (worker, now), acked = self._run_durable("submit_small", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}", acked, self.durability.replicas,
+                                self.durability.timeout_ms)
         return worker.decode(), now
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
@@ -370,8 +463,10 @@ class Scripts:
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        stored, taken, forged = self._run("ack", keys, args)
+        (stored, taken, forged), acked = self._run_durable("ack", keys, args)
         dropped(worker_id, forged)
+        if acked < self.durability.replicas and done:
+            _unreplicated(worker_id, acked, self.durability)
         return [bool(x) for x in stored], list(taken)
 
     def _take_keys(self, worker_id: str) -> list[str]:
@@ -404,14 +499,17 @@ class Scripts:
         k = self.keys
         info = codec.unpack_error(error)
         summary = f"{info.type}: {info.message}"[:SUMMARY_CHARS] if info else ""
-        return int(self._run(
+        code, acked = self._run_durable(
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
              k.dlq, k.events],
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
              started_ms, *self.events.argv, summary],
-        ))
+        )
+        if acked < self.durability.replicas:
+            _unreplicated(worker_id, acked, self.durability)
+        return int(code)
 
     def note_ahead(self, worker_id: str, field: str, value: str) -> None:
         """Rewrite a pool child's field of ``ahead:<worker>`` (the leases of its batch
@@ -493,7 +591,11 @@ class Scripts:
                      len(added.fields)]
             for name, value in added.fields.items():
                 args += [name, value]
-        return int(self._run("flow_extend", keys, args))
+        added, acked = self._run_durable("flow_extend", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}: {len(tasks)} tasks added", acked,
+                                self.durability.replicas, self.durability.timeout_ms)
+        return int(added)
 
     def flow_release(self, task_id: str, queue: str, score: float, flow_id: str,
                      ttl_ms: int, error: bytes, signal: str) -> int:

@@ -57,6 +57,11 @@ class Settings:
     progress: str = "auto"
     # How serve and worker processes (pool children too) log: text or json lines.
     log_format: str = "text"
+    # Durability across a failover: a submit and an acknowledgement wait until this many
+    # replicas hold them (Redis WAIT), up to replica_timeout seconds. 0: no wait (Redis
+    # replicates asynchronously, so a failover may lose the master's last writes).
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
     # Most children one mapped call may expand into (t.map): past it, the map fails with
     # a MapError saying so, instead of writing millions of records.
     max_map_children: int = 100_000
@@ -112,6 +117,10 @@ class Settings:
                 f"worker_timeout ({self.worker_timeout}s) must be at least "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        if self.min_replicas < 0:
+            raise SettingsError(f"min_replicas must not be negative, got {self.min_replicas}")
+        if self.replica_timeout <= 0:
+            raise SettingsError(f"replica_timeout must be positive, got {self.replica_timeout}")
         if self.max_map_children < 0:
             raise SettingsError("max_map_children must not be negative")
         if self.events_max < 1:

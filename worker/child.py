@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from balancer.common import codec, events, logs, prefetch
+from balancer.common import codec, logs, prefetch
 from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
@@ -196,7 +196,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
-    scripts = Scripts(client, keys, events.Config.from_settings(settings))
+    scripts = Scripts.for_settings(client, keys, settings)
     holding = RecordedHolding(Record.attach(shared), conn)
     stopping = threading.Event()
     inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)

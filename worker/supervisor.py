@@ -27,7 +27,7 @@ import time
 from types import FrameType
 
 import redis
-from balancer.common import events, prefetch, signals
+from balancer.common import prefetch, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -85,7 +85,7 @@ class Worker:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys, events.Config.from_settings(settings))
+        self.scripts = Scripts.for_settings(client, self.keys, settings)
         self.queues = tuple(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.pool = pool

@@ -10,7 +10,6 @@ from typing import Any
 import click
 import redis
 
-from balancer.common import events
 from balancer.common.connection import Unreachable, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
@@ -41,7 +40,7 @@ class Cluster:
             raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)
         return cls(settings, keys, client,
-                   Scripts(client, keys, events.Config.from_settings(settings)))
+                   Scripts.for_settings(client, keys, settings))
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
