@@ -8,6 +8,7 @@ from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
+from balancer.common.scripts import NotReplicated
 from balancer.control_flow import case, ifelse, merge, switch
 from balancer.flow import Flow, FlowError, Node
 from balancer.flowfn import FlowFunction, flow, get_run_logger
@@ -15,14 +16,14 @@ from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import MapError, flatten, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
-from balancer.run import FlowRun, TaskFailed
+from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.task import Task, task
 
 attach = FlowRun.attach
 
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
-           "ErrorInfo", "Failed", "Flow", "FlowError", "FlowFunction", "FlowRun",
-           "FutureList", "MapError", "Node", "Parameter", "Queue", "Skipped", "State",
-           "Success", "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach", "case",
-           "flatten", "flow", "get_run_logger", "ifelse", "merge", "register_type", "switch",
-           "task", "triggers", "unmapped"]
+           "ErrorInfo", "Failed", "Flow", "FlowError", "FlowFunction", "FlowLost", "FlowRun",
+           "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
+           "State", "Success", "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach",
+           "case", "flatten", "flow", "get_run_logger", "ifelse", "merge", "register_type",
+           "switch", "task", "triggers", "unmapped"]

@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import fields
 
 import redis
+from redis.sentinel import SentinelConnectionPool
 
 from balancer.common.connection import BadRedisURL, Unreachable, connect, explain
 from balancer.common.settings import ENV_PREFIX, Settings
+from balancer.common.topology import cluster_of
 
 _lock = threading.Lock()
 _settings: dict[tuple[object, ...], Settings] = {}
@@ -99,7 +101,14 @@ def _url_of(client: redis.Redis) -> str:
     url = _urls.get(id(client))
     if url is not None:
         return url
-    kwargs = getattr(client.connection_pool, "connection_kwargs", {})
+    cluster = cluster_of(client)
+    if cluster is not None:  # no pool of its own: name the nodes it knows
+        nodes = cluster.nodes_manager.nodes_cache.values()
+        return "redis+cluster://" + ",".join(sorted(n.name for n in nodes)[:3])
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return f"redis+sentinel://.../{pool.service_name}"
+    kwargs = getattr(pool, "connection_kwargs", {})
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

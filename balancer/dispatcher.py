@@ -37,7 +37,7 @@ from balancer.common import aside, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
-from balancer.common.retry import is_outage
+from balancer.common.retry import BACKOFF_MAX, is_outage
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dispatch_state import (
@@ -96,7 +96,7 @@ class Dispatcher:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys)
+        self.scripts = Scripts.for_settings(client, self.keys, settings)
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
         self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
@@ -156,7 +156,7 @@ class Dispatcher:
                 # Nothing takes the dispatcher down, nor makes it spin: back off, go on.
                 self._failed(exc)
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1
             if self.episodes.current is not None:
@@ -225,6 +225,7 @@ class Dispatcher:
             value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
+            self.client.zrem(self.keys.dispatchers, self.id)
         except (redis.RedisError, UnicodeDecodeError):
             pass  # the lease runs out on its own
         self.token = None
@@ -382,8 +383,7 @@ class Dispatcher:
         return self.clock() - max(0.0, self.redis_now_ms() - redis_ms) / 1000
 
     def _sync_clock(self) -> None:
-        seconds, micros = self.client.time()
-        self._offset_ms = seconds * 1000 + micros / 1000 - time.time() * 1000
+        self._offset_ms = self.scripts.time_ms() - time.time() * 1000
         self._clock_at = self.clock()
 
     def redis_now_ms(self) -> float:
@@ -442,7 +442,8 @@ class Dispatcher:
     def _reap(self, worker_id: str, seen_before_ms: int, why: str) -> None:
         if self.token is None:
             return
-        requeued, dead, ids = self.upkeep.reap(self.token, worker_id, seen_before_ms)
+        requeued, dead, ids = self.upkeep.reap(self.token, worker_id, seen_before_ms,
+                                               left=why == "deregistered")
         if requeued == -1:
             log.warning("dispatcher=%s is no longer leader; not reaping worker=%s", self.id,
                         worker_id)

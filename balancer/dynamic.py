@@ -31,7 +31,7 @@ from balancer.common import codec, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
-from balancer.common.scripts import AddedTask, Scripts
+from balancer.common.scripts import AddedTask, NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import FlowError
 from balancer.futures import POLL_MAX, POLL_MIN, FutureList, TaskFuture, read_states, wait_all
@@ -64,13 +64,16 @@ _scripts_of: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
     weakref.WeakKeyDictionary())
 
 
-def _scripts(client: redis.Redis, namespace: str) -> Scripts:
-    """One Scripts per client and namespace: its per-thread connections outlive a run."""
+def _scripts(client: redis.Redis, settings: Settings) -> Scripts:
+    """One Scripts per client and namespace: its per-thread connections outlive a run.
+    Durable as ``settings`` ask (BALANCER_MIN_REPLICAS): tasks added wait for replicas."""
+    wanted = durability(settings)
     with _scripts_lock:
         known = _scripts_of.setdefault(client, {})
-        found = known.get(namespace)
-        if found is None:
-            found = known[namespace] = Scripts(client, Keys(namespace))
+        found = known.get(settings.namespace)
+        if found is None or found.durability != wanted:
+            found = known[settings.namespace] = Scripts.for_settings(
+                client, Keys(settings.namespace), settings)
         return found
 
 
@@ -86,7 +89,7 @@ class DynamicRun:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = _scripts(client, settings.namespace)
+        self.scripts = _scripts(client, settings)
         self.name = name
         self.parent = parent
         self.id = new_id()
@@ -117,6 +120,14 @@ class DynamicRun:
             pipe.rpush(self.keys.flow_tasks(self.parent.id),
                        codec.pack([self.id, self.name, FLOW_KIND]))
         pipe.execute()
+        try:
+            self.scripts.confirm(self.keys.flow(self.id), "replicas",
+                                 str(self.settings.min_replicas), f"flow {self.id}")
+        except NotReplicated as exc:
+            # The function will not run: the run must not stay open for ever.
+            self.scripts.flow_close(self.id, FlowState.FAILED, self._ttl_ms, codec.pack_error(
+                ErrorInfo("NotReplicated", str(exc), "")))
+            raise
         log.info("opened flow=%s name=%s%s", self.id, self.name,
                  f" (sub-run of flow={self.parent.id})" if self.parent else "")
         return self

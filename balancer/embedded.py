@@ -17,6 +17,7 @@ import threading
 import redis
 
 from balancer.common.connection import connect
+from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 from balancer.dispatcher import Dispatcher
 from balancer.scheduling import ALL_QUEUES
@@ -63,4 +64,9 @@ def client(settings: Settings) -> redis.Redis:
             _cluster = EmbeddedCluster(settings)
             _cluster.start()
             atexit.register(_cluster.stop)
-    return connect(URL)
+    embedded = connect(URL)
+    # fakeredis ignores the scripts' approximate trimming (XADD MAXLEN ~): trim the events
+    # stream exactly here, once per run, so that a long-lived process keeps it capped.
+    embedded.xtrim(Keys(settings.namespace).events, maxlen=settings.events_max,
+                   approximate=False)
+    return embedded

@@ -28,6 +28,13 @@ _WITH_RESULT = frozenset({TaskState.COMPLETED, TaskState.SKIPPED})
 
 # Longest single blocking wait: well under redis-py's default socket timeout (5 s).
 WAIT_SLICE = 2.0
+# While Redis cannot answer (a failover under way), how long to wait between tries.
+RETRY_START, RETRY_MAX = 0.1, 1.0
+
+
+class FlowLost(Exception):
+    """The run's record is gone from Redis: a failover lost writes that had not reached a
+    replica (``BALANCER_MIN_REPLICAS`` makes submits wait for them), or it expired."""
 
 
 class TaskFailed(Exception):
@@ -189,27 +196,48 @@ class FlowRun:
     def _wait(self, timeout: float | None, on_tick: Callable[[], None] | None,
               tick: float) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
-        done_key = self.keys.flow_done(self.id)
         slice_s = min(tick, WAIT_SLICE)
+        retry = RETRY_START
         while True:
             left = slice_s if deadline is None else deadline - time.monotonic()
-            # The last task pushes the final state here. Moving the list onto itself waits
-            # for it and leaves it there for other waiters, in one command.
-            # redis-py annotates the timeout as int; BLMOVE takes seconds as a double, and
-            # redis-py sends the float as given.
-            item = as_opt_bytes(self.client.blmove(
-                done_key, done_key, max(0.01, min(left, slice_s)),  # type: ignore[arg-type]
-                "LEFT", "RIGHT"))
+            try:
+                item, state = self._wait_slice(max(0.01, min(left, slice_s)))
+            except (redis.ConnectionError, redis.TimeoutError, redis.ReadOnlyError) as exc:
+                # Redis cannot answer for now (a failover under way): try again until the
+                # deadline; the run goes on without us.
+                if deadline is not None and time.monotonic() + retry >= deadline:
+                    raise TimeoutError(f"flow {self.name!r} ({self.id}): Redis did not"
+                                       f" answer ({exc}) until the wait's end, {timeout}s"
+                                       ) from exc
+                time.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX)
+                continue
+            retry = RETRY_START
             if item is not None:
                 return item.decode()
             if on_tick is not None:
                 on_tick()
-            state = self.state
             if state in FlowState.FINISHED:
                 return state
+            if state == "unknown":
+                raise FlowLost(f"flow {self.name!r} ({self.id}) has no record in Redis:"
+                               " a failover lost writes that no replica had yet (set"
+                               " BALANCER_MIN_REPLICAS to make submits wait for one), or it"
+                               " expired after result_ttl")
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"flow {self.name!r} ({self.id}) still {state}"
                                    f" after {timeout}s")
+
+    def _wait_slice(self, seconds: float) -> tuple[bytes | None, str]:
+        """Wait up to ``seconds`` for the final state; (it, or None, and the state now)."""
+        done_key = self.keys.flow_done(self.id)
+        # The last task pushes the final state here. Moving the list onto itself waits
+        # for it and leaves it there for other waiters, in one command.
+        # redis-py annotates the timeout as int; BLMOVE takes seconds as a double, and
+        # redis-py sends the float as given.
+        item = as_opt_bytes(self.client.blmove(
+            done_key, done_key, seconds, "LEFT", "RIGHT"))  # type: ignore[arg-type]
+        return item, (FlowState.COMPLETED if item is not None else self.state)
 
     def _task_id(self, item: Node | Task | str) -> str:
         from balancer.flow import Node

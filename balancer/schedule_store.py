@@ -156,7 +156,8 @@ def register(client: redis.Redis, settings: Settings, flow: Any, schedule: Sched
         "describe": schedule.describe(),
         "registered": now_ms,
     }
-    due, kept = Scripts(client, keys).schedule_put(schedule_id, schedule.spec(), first, fields)
+    scripts = Scripts.for_settings(client, keys, settings)
+    due, kept = scripts.schedule_put(schedule_id, schedule.spec(), first, fields)
     log.info("schedule=%s registered for flow %r (%s): next due %d%s", schedule_id,
              flow.name, schedule.describe(), due, " (kept)" if kept else "")
     return schedule_id, due, kept

@@ -13,6 +13,7 @@ import redis
 
 from balancer import why
 from balancer.common import aside, signals
+from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
@@ -88,8 +89,7 @@ def _or(reply: Any, default: Any) -> Any:
 
 
 def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
-    seconds, micros = client.time()
-    now_ms = seconds * 1000 + micros / 1000
+    now_ms = server_time_ms(client, keys.workers)
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.leader)
     pipe.zrange(keys.workers, 0, -1, withscores=True)

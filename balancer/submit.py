@@ -26,7 +26,7 @@ from balancer.common import codec, protocol, signals, signing
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
-from balancer.common.scripts import Scripts
+from balancer.common.scripts import Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
 from balancer.mapping import MAP_KEYWORD
@@ -136,6 +136,8 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
             record["runskip"] = 1
         if node.mapped is not None:
             record["map"] = 1  # its spec travels in its arguments
+    if not node.upstream:
+        record["ready"] = now_ms  # ready at once: its wait time counts from now
     if children:
         # [id, queue, score], and a fourth item 1 for a gated dependent (it goes to the gate)
         record["children"] = codec.pack([
@@ -240,6 +242,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         if small is None:
             _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
                           now_ms, signal, gate)
+            _scripts_of(client, keys, settings).confirm(
+                keys.flow(flow_id), "replicas", str(settings.min_replicas), f"flow {flow_id}")
             worker = None
         else:
             worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
@@ -325,6 +329,17 @@ _offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = 
 _offers_refused: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
+def _scripts_of(client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
+    """This client's scripts for the namespace (one connection per thread), durable as
+    ``settings`` ask."""
+    wanted = durability(settings)
+    scripts = _scripts.setdefault(client, {}).get(keys.namespace)
+    if scripts is None or scripts.durability != wanted:
+        scripts = _scripts[client][keys.namespace] = Scripts.for_settings(client, keys,
+                                                                          settings)
+    return scripts
+
+
 def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, float], queue: str, now_ms: int, signal: str) -> str | None:
@@ -333,9 +348,7 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     and still holds; if not, it signals the dispatcher). The script returns the offer as
     it stands, for the next submit: the offer costs no round trip of its own. The worker
     the tasks were leased to, or None."""
-    scripts = _scripts.setdefault(client, {}).get(keys.namespace)
-    if scripts is None:
-        scripts = _scripts[client][keys.namespace] = Scripts(client, keys)
+    scripts = _scripts_of(client, keys, settings)
     seen = _offers.setdefault(client, {})
     raw = seen.get((keys.namespace, queue))
     offer = signals.parse_offer(raw) if raw is not None else None

@@ -133,8 +133,8 @@ class Upkeep:
                             worker)
         return True
 
-    def reap(self, leader_token: str, worker_id: str, seen_before_ms: int
-             ) -> tuple[int, int, list[str]]:
+    def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
+             left: bool = False) -> tuple[int, int, list[str]]:
         """Take back a dead worker's tasks: (requeued, quarantined, task ids); requeued is
         -1 when we no longer lead, -2 when the worker turned out to be alive."""
         pipe = self.client.pipeline(transaction=True)
@@ -160,5 +160,5 @@ class Upkeep:
                           f" {self.settings.poison_threshold} times; quarantined")
         requeued, dead = self.scripts.reap(leader_token, worker_id, seen_before_ms,
                                            self.settings.poison_threshold,
-                                           codec.pack_error(error), tasks)
+                                           codec.pack_error(error), tasks, left)
         return requeued, dead, ids

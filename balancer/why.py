@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from balancer.common import aside
+from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 from balancer.scheduling import ALL_QUEUES
@@ -128,14 +129,13 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
     for t in ids:
         pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker", "mapped"])
     records = pipe.execute()
+    now_ms = server_time_ms(client, keys.delayed)
     pipe = client.pipeline(transaction=False)
-    pipe.time()
     for t, (_, queue, _, _, _) in zip(ids, records):
         pipe.zscore(keys.delayed, t)
         pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
         pipe.zscore(keys.gate, t)
-    now_s, *rest = pipe.execute()
-    now_ms = now_s[0] * 1000 + now_s[1] / 1000
+    rest = pipe.execute()
     out: dict[str, TaskFacts] = {}
     for i, (t, (state, queue, deps, worker, mapped)) in enumerate(zip(ids, records)):
         if state is None:

@@ -9,6 +9,11 @@ Measures, for `--pool process` and then `--pool thread` workers (restarted in be
 It prints figures and never asserts speed. Run from anywhere:
 
     python bench/cluster_bench.py [--quick] [--tasks N] [--singles M] [--json PATH]
+
+Durability's cost: ``--replica`` runs on a private master with one replica (redis-server
+processes of its own, stopped at the end), and ``--min-replicas 1`` makes every submit and
+acknowledgement wait for that replica (BALANCER_MIN_REPLICAS); compare a run with it and
+one without, both with ``--replica``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from balancer.common.models import FlowState  # noqa: E402
 from balancer.common.urls import redact  # noqa: E402
 
 from balancer import Flow  # noqa: E402
+from bench.compare.base import PrivateRedis  # noqa: E402
 from bench.tasks import noop  # noqa: E402
 
 WORKERS = 2
@@ -299,20 +305,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-offers", action="store_true",
                         help="the client takes no standing offers (as under the client ACL"
                         " user): every small submit goes through the dispatcher")
+    parser.add_argument("--replica", action="store_true",
+                        help="run on a private Redis master with one replica, started and"
+                             " stopped by the benchmark (instead of --redis-url)")
+    parser.add_argument("--min-replicas", type=int, default=0,
+                        help="BALANCER_MIN_REPLICAS: submits and acknowledgements wait until"
+                             " this many replicas hold them (Redis WAIT)")
     parser.add_argument("--signing", action="store_true",
                         help="clients sign every task and workers verify it"
                              " (BALANCER_SIGNING_KEYS set to a benchmark key)")
+    parser.add_argument("--no-task-events", action="store_true",
+                        help="BALANCER_TASK_EVENTS=off for the cluster and the client: no"
+                             " per-task events in the events stream")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.singles = 200, 30
     if args.tasks < 1 or args.singles < 1 or args.concurrency < 1:
         parser.error("--tasks, --singles and --concurrency must be at least 1")
+    if args.min_replicas < 0:
+        parser.error("--min-replicas must not be negative")
     return args
+
+
+def replicated(logdir: Path) -> tuple[PrivateRedis, PrivateRedis]:
+    """A private master and its replica, synced."""
+    master = PrivateRedis(logdir, "--repl-diskless-sync-delay", "0").start()
+    replica = PrivateRedis(logdir, "--replicaof", "127.0.0.1", str(master.port))
+    try:
+        replica.start()
+        client = redis.Redis(port=master.port)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while client.info("replication").get("slave0", {}).get("state") != "online":
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync")
+            time.sleep(0.1)
+    except BaseException:
+        replica.stop()
+        master.stop()
+        raise
+    return master, replica
 
 
 def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFigures]:
     # Flow.submit(client=...) takes the namespace from the environment only.
     os.environ["BALANCER_NAMESPACE"] = namespace
+    if args.min_replicas:
+        os.environ["BALANCER_MIN_REPLICAS"] = str(args.min_replicas)
     # More than FlowRun.wait's 5 s blocking pop: redis-py 8 defaults socket_timeout to 5 s,
     # which makes run.wait() fail with "Timeout reading from socket" on flows over 5 s.
     client = redis.Redis.from_url(args.redis_url, socket_timeout=CLIENT_SOCKET_TIMEOUT)
@@ -321,9 +359,13 @@ def bench(args: argparse.Namespace, namespace: str, logdir: Path) -> list[PoolFi
         from balancer import submit as submit_module
         submit_module._offers_refused.add(client)
     cluster = Cluster(args.redis_url, namespace, logdir, args.log_level)
+    if args.min_replicas:
+        cluster.env["BALANCER_MIN_REPLICAS"] = str(args.min_replicas)
     if args.signing:
         cluster.env["BALANCER_SIGNING_KEYS"] = os.environ["BALANCER_SIGNING_KEYS"] = (
             "benchmark-signing-key-" + uuid.uuid4().hex)
+    if args.no_task_events:
+        cluster.env["BALANCER_TASK_EVENTS"] = os.environ["BALANCER_TASK_EVENTS"] = "off"
     rows = []
     try:
         cluster.serve()
@@ -348,11 +390,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     logdir = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
+    servers: tuple[PrivateRedis, ...] = ()
+    if args.replica:
+        servers = replicated(logdir)
+        args.redis_url = servers[0].url
+    try:
+        return _main(args, namespace, logdir)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def _main(args: argparse.Namespace, namespace: str, logdir: Path) -> int:
     print(f"cluster bench: redis={redact(args.redis_url)} namespace={namespace}"
           f" workers={WORKERS} x concurrency {args.concurrency} tasks={args.tasks}"
           f" singles={args.singles} cores={os.cpu_count()}"
           f" signing={'on' if args.signing else 'off'}"
-          f" offers={'off' if args.no_offers else 'on'} logs={logdir}", flush=True)
+          f" offers={'off' if args.no_offers else 'on'}"
+          f" task_events={'off' if args.no_task_events else 'on'}"
+          f" replica={'private' if args.replica else 'as given'}"
+          f" min_replicas={args.min_replicas} logs={logdir}", flush=True)
     rows = bench(args, namespace, logdir)
     print(table(rows))
     print(NOTE)
@@ -360,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "redis_url": redact(args.redis_url), "namespace": namespace, "workers": WORKERS,
             "concurrency": args.concurrency, "log_level": args.log_level,
+            "replica": args.replica, "min_replicas": args.min_replicas,
             "note": NOTE, "pools": {r.pool: asdict(r) for r in rows},
         }, indent=2))
     return 0

@@ -28,7 +28,10 @@ from balancer.common.keys import Keys
 # What every connection sends: the database of the URL, health checks, scripts. (AUTH and
 # HELLO need no permission. redis-py's CLIENT SETINFO, which Redis 7.0 does not know,
 # is left out: a refusal is ignored by redis-py, and logged by ACL LOG on Redis 7.2+.)
-CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL")
+CONNECTION = ("PING", "SELECT", "EVALSHA", "EVAL",
+              # redis-py's cluster client (redis+cluster:// URLs) reads the slots and the
+              # commands' key positions: read-only introspection, no key
+              "CLUSTER|SLOTS", "CLUSTER|SHARDS", "COMMAND")
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,12 @@ ROLES = {
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
+            "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
-              "gate"),  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "events"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -77,7 +82,9 @@ ROLES = {
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",
-            "HSTRLEN",  # the size of a map's results, before it gathers them
+            "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
+            "SRANDMEMBER",  # the dashboard: what a worker holds
+            "HSTRLEN",  # result sizes (the dashboard), a map's results before it gathers them
         ),
         keys=(ALL_KEYS,),
     ),
@@ -88,10 +95,11 @@ ROLES = {
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
+            "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "gate",  # gated tasks ready at submit (a map over a list given in code)
-              "schedule", "schedules"),
+              "events", "schedule", "schedules"),
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
     ),
 }

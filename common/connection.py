@@ -2,18 +2,24 @@
 
 TLS, client certificates and ACL users come with the URL, as redis-py reads it:
 ``rediss://user:password@host:6380/0?ssl_ca_certs=ca.pem&ssl_certfile=c.pem&ssl_keyfile=k.pem``.
-Whatever is said about a URL here shows it redacted (``common.urls``).
+``redis+sentinel://`` and ``redis+cluster://`` URLs (``common.topology``) give a client that
+follows failovers. Whatever is said about a URL here shows it redacted (``common.urls``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import redis
+from balancer.common import topology
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 log = logging.getLogger("balancer")
 
@@ -52,6 +58,8 @@ def connect(url: str) -> redis.Redis:
     remember(url)
     try:
         check(url)
+        if topology.is_topology(url):
+            return _connect_topology(url)
         client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
     except ValueError as exc:
         raise BadRedisURL(scrub(str(exc))) from None
@@ -64,15 +72,56 @@ def connect(url: str) -> redis.Redis:
     return client
 
 
+def _connect_topology(url: str) -> redis.Redis:
+    """A Sentinel or Cluster client. A cluster client reads the cluster's slots as it is
+    made: a cluster none of whose nodes answers raises redis.ConnectionError here."""
+    try:
+        top = topology.parse(url, redact(url))
+    except ValueError as exc:
+        raise ValueError(scrub(str(exc))) from None
+    try:
+        client = topology.client(top, health_check_interval=30, socket_keepalive=True)
+    except TypeError as exc:
+        raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
+                         f" {scrub(str(exc))}") from None
+    except (RedisClusterException, redis.RedisError) as exc:
+        raise redis.ConnectionError(scrub(" ".join(str(exc).split()))) from None
+    if topology.cluster_of(client) is None:
+        pool = client.connection_pool
+        try:
+            pool.connection_class(**pool.connection_kwargs)  # connects lazily: nothing sent
+        except (TypeError, redis.RedisError) as exc:
+            raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot"
+                             f" take: {scrub(str(exc))}") from None
+    return client
+
+
+def server_time_ms(client: redis.Redis, route: str) -> float:
+    """Redis's clock, in ms, read on the server that holds the key ``route``: on a Redis
+    Cluster, the master of its slot, whose clock the scripts read (a plain TIME goes to
+    any node, and a cluster pipeline refuses it)."""
+    cluster = topology.cluster_of(client)
+    if cluster is None:
+        reply = client.time()
+    else:
+        node = cluster.nodes_manager.get_node_from_slot(key_slot(route.encode()))
+        command: Callable[..., Any] = cluster.execute_command  # unannotated in redis-py
+        reply = command("TIME", target_nodes=node)
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) / 1000
+
+
 def reach(url: str) -> redis.Redis:
     """A client for ``url`` that has answered a PING; Unreachable otherwise."""
     try:
         client = connect(url)
     except ValueError as exc:
         raise Unreachable(str(exc)) from None
+    except redis.RedisError as exc:
+        raise Unreachable(explain(url, exc)) from None
     try:
         client.ping()
-    except (redis.RedisError, OSError) as exc:
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise Unreachable(explain(url, exc)) from None
     return client
 
@@ -84,7 +133,7 @@ def explain(url: str, exc: BaseException) -> str:
 
 
 def _hint(url: str, reason: str) -> str:
-    tls = url.lower().startswith("rediss://")
+    tls = url.lower().startswith("rediss")
     if "CERTIFICATE_VERIFY_FAILED" in reason:
         if "ssl_ca_certs=" not in url:
             return (" (the server's certificate is not signed by a CA this client trusts:"
@@ -95,7 +144,8 @@ def _hint(url: str, reason: str) -> str:
             or "certificate required" in reason or "Connection closed" in reason):
         return (" (the server may require a client certificate: give"
                 " ?ssl_certfile=PATH&ssl_keyfile=PATH)")
-    if not tls and ("reset by peer" in reason or "Connection closed" in reason):
+    if url.lower().startswith("redis://") and (
+            "reset by peer" in reason or "Connection closed" in reason):
         return " (if that port speaks TLS, use a rediss:// URL)"
     return ""
 
@@ -112,8 +162,11 @@ class Wire(Protocol):
 
     def read_response(self) -> Any: ...
 
+    def connect(self) -> None: ...
+
     def disconnect(self) -> None: ...
 
+    def can_read(self, timeout: float = 0) -> bool: ...
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
 
@@ -127,15 +180,45 @@ class Direct:
     One thread at a time may use it (a thread's own, or one passed under a lock). Errors
     are the caller's to handle, as with any call; a connection that failed is closed, and
     made again on the next call. ``send`` sends a write whose reply nobody waits for: the
-    next call reads it first (a note whose loss the reader tolerates)."""
+    next call reads it first (a note whose loss the reader tolerates).
 
-    def __init__(self, client: redis.Redis, read_timeout: float | None = None) -> None:
+    Failovers: behind Sentinel, each new connection asks the sentinels for the master,
+    and a READONLY reply (the master was demoted) closes the connection as a lost one
+    (redis-py's SentinelManagedConnection). On a Redis Cluster the connection goes to the
+    master of ``route``'s slot (every key of a namespace shares it); a lost connection or
+    a reply saying the slot moved (MOVED, ASK, CLUSTERDOWN, TRYAGAIN, READONLY) closes
+    it, raises redis.ConnectionError, and has the slots read again before the next call."""
+
+    def __init__(self, client: redis.Redis, read_timeout: float | None = None,
+                 route: str | None = None) -> None:
         self.client = client
         # Set for a connection that blocks (BLMPOP): it must wait longer than the block,
         # whatever the client's socket timeout (redis-py 8 sets 5 s by default).
         self.read_timeout = read_timeout
+        cluster = topology.cluster_of(client)
+        if cluster is not None and route is None:
+            raise ValueError("a Direct connection to a Redis Cluster needs a key to route by")
+        self._cluster = cluster
+        self._slot = key_slot(route.encode()) if route is not None else 0
+        self._refresh = False  # read the cluster's slots again before connecting
         self._conn: Wire | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
+        self._used = 0.0  # when the connection was last used (monotonic)
+
+    def _pool(self) -> redis.ConnectionPool:
+        if self._cluster is None:
+            return self.client.connection_pool
+        try:
+            if self._refresh:
+                self._cluster.nodes_manager.initialize()
+                self._refresh = False
+            node = self._cluster.nodes_manager.get_node_from_slot(self._slot)
+            pool: redis.ConnectionPool = (
+                self._cluster.get_redis_connection(node).connection_pool)
+        except RedisClusterException as exc:  # no node answers, or the slot has no master
+            self._refresh = True
+            raise redis.ConnectionError(f"Redis Cluster: {exc}") from None
+        return pool
 
     @staticmethod
     def _pack(*args: Any) -> list[bytes]:
@@ -148,15 +231,57 @@ class Direct:
             raise redis.DataError(f"cannot send {args[0]!r}: {exc}") from None
 
     def _connection(self) -> Wire:
+        if self._conn is not None:
+            now = time.monotonic()
+            if now - self._used > IDLE_CHECK and not self._unread:
+                self._check_idle(self._conn)
+            self._used = now
         if self._conn is None:
-            conn = self.client.connection_pool.make_connection()
+            conn = self._pool().make_connection()
             if not isinstance(conn, Wire):  # redis-py types it as an untyped interface
                 raise TypeError(f"a redis-py connection without {Wire.__name__}'s methods:"
                                 f" {type(conn).__name__}")
             if self.read_timeout is not None:
                 conn.socket_timeout = self.read_timeout  # applied when it connects
-            self._conn = conn
+            wire: Wire = conn
+            self._conn = wire
+            try:
+                # Connect here, as a pool's checkout does: a Sentinel connection asks the
+                # sentinels for the master in connect() (sending a command would connect
+                # it to the host in its arguments instead).
+                wire.connect()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self._lost(wire)
+                raise
         return self._conn
+
+    def _check_idle(self, conn: Wire) -> None:
+        """A connection idle for a while may have been closed by its server meanwhile (a
+        master that died or was demoted in a failover): readable with nothing asked of it,
+        it is dropped before use, as redis-py's pool checks a connection it hands out, so
+        that the call goes to the master as it is now instead of failing once."""
+        try:
+            stale = conn.can_read(timeout=0)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            stale = True
+        if stale:
+            self._lost(conn)
+
+    def _lost(self, conn: Wire) -> None:
+        """Close a connection that failed; the next call makes a new one, connected anew
+        (behind Sentinel or on a cluster: to the master as it is then)."""
+        self._unread = 0
+        conn.disconnect()
+        self._conn = None
+        if self._cluster is not None:
+            self._refresh = True
+
+    def _moved(self, conn: Wire, exc: redis.ResponseError) -> None:
+        """A cluster's reply that the slot is served elsewhere (or not right now): the
+        connection is dropped and the slots read again; raised as a lost connection, which
+        every caller already waits out and retries."""
+        self._lost(conn)
+        raise redis.ConnectionError(f"Redis Cluster: {exc}") from None
 
     def call(self, *args: Any) -> Any:
         conn = self._connection()
@@ -165,9 +290,35 @@ class Direct:
             self._read_notes(conn)
             return conn.read_response()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._unread = 0
-            conn.disconnect()
+            self._lost(conn)
             raise
+        except redis.ResponseError as exc:
+            if self._cluster is not None and _slot_moved(exc):
+                self._moved(conn, exc)
+            raise
+
+    def calls(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Several commands in one round trip. An error reply comes back as the exception
+        object, in its place; a lost connection (or a cluster slot that moved) raises."""
+        conn = self._connection()
+        try:
+            conn.send_packed_command([b for c in commands for b in self._pack(*c)],
+                                     check_health=False)
+            self._read_notes(conn)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._lost(conn)
+            raise
+        if self._cluster is not None:
+            for reply in replies:
+                if isinstance(reply, redis.ResponseError) and _slot_moved(reply):
+                    self._moved(conn, reply)
+        return replies
 
     def _read_notes(self, conn: Wire) -> None:
         """Read the replies of the notes sent before this call's command."""
@@ -182,30 +333,29 @@ class Direct:
         """Two commands in one round trip: the server runs the second as soon as the first
         returns (a blocking one included). An error reply comes back as the exception
         object, in its place; lost connections raise."""
-        conn = self._connection()
-        try:
-            conn.send_packed_command(self._pack(*first) + self._pack(*second),
-                                     check_health=False)
-            self._read_notes(conn)
-            replies = []
-            for _ in range(2):
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            return replies[0], replies[1]
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._unread = 0
-            conn.disconnect()
-            raise
+        replies = self.calls(first, second)
+        return replies[0], replies[1]
 
     def send(self, *args: Any) -> None:
         """Send a write without waiting for its reply; a failure drops it (and is logged)."""
-        conn = self._connection()
         try:
+            conn = self._connection()
             conn.send_packed_command(self._pack(*args), check_health=False)
             self._unread += 1
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            self._unread = 0
-            conn.disconnect()
+            if self._conn is not None:
+                self._lost(self._conn)
             log.warning("a note to Redis was lost: %s", exc)
+
+
+# A connection unused for this long (seconds) is checked before use (Direct._check_idle).
+IDLE_CHECK = 1.0
+# Error replies of a Redis Cluster that mean: ask the cluster where the slot is now.
+_MOVED_CODES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+
+
+def _slot_moved(exc: redis.ResponseError) -> bool:
+    if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterDownError,
+                        redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError)):
+        return True
+    return str(exc).startswith(_MOVED_CODES)

@@ -37,8 +37,10 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | dlq                  | zset        | quarantined task ids, score = when                          |
 | aside                | hash        | bad entries the dispatcher set aside (common.aside), by id  |
 | wake                 | list        | signals for the dispatcher (see common.signals)             |
+| events               | stream      | what happened, capped (common.events: kinds and format)     |
 | idle                 | string      | set while the dispatcher found every served queue empty     |
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
+| dispatchers          | zset        | dispatcher id -> last time it led or tried to (standbys)    |
 | epoch                | counter     | bumped by every new leader                                  |
 | schedules            | zset        | schedule id -> its next due time (ms, +inf once ended)      |
 | schedule:<id>        | hash        | a schedule: clocks, the template of its runs (the records a |
@@ -140,6 +142,10 @@ class Keys:
         return f"{self.prefix}aside"
 
     @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
     def wake(self) -> str:
         return f"{self.prefix}wake"
 
@@ -150,6 +156,10 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}leader"
+
+    @property
+    def dispatchers(self) -> str:
+        return f"{self.prefix}dispatchers"
 
     @property
     def epoch(self) -> str:

@@ -131,31 +131,34 @@ def layout(keys: str, argv: str, keys_then: str = "", argv_then: str = "") -> La
 
 LAYOUTS: dict[str, Layout] = {
     "ack": layout(
-        "leases, inflight, wake, deadlines, inbox, ahead, idle",
-        "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field",
+        "leases, inflight, wake, deadlines, inbox, ahead, idle, events",
+        "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,"
+        " events cap, task events",
         "per task: task, flow, flow done, then (child task, child queue) per child",
-        "per task: id, token, queue, started ms, result, has deadline, child count, then"
-        " (child id, child score) per child"),
+        "per task: id, token, queue, started ms, result, has deadline, name, flow id, ready"
+        " ms, child count, then (child id, child score) per child"),
     "assign": layout(
-        "leader, inbox, leases, inflight, queue, deadlines",
+        "leader, inbox, leases, inflight, queue, deadlines, events",
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
-        " prefetch depth",
+        " prefetch depth, events cap, task events",
         "task...", "task id... (in the order of the task keys)"),
     "cancel": layout(
         "flow, flow done, delayed, dlq, deadlines, inflight, wake",
         "ttl ms, task count",
         "per task: task, queue, and with a lease: leases, inbox, cancels",
         "per task: id, queue name, lease token, worker id, inbox entry"),
-    "cascade": layout("cascade, flow, flow done, gate, wake",
-                      "settled task id, ttl ms, error, how it settled ('failed' or 'skipped')",
+    "cascade": layout("cascade, flow, flow done, gate, wake, events",
+                      "settled task id, ttl ms, error, how it settled ('failed' or 'skipped'),"
+                      " events cap",
                       "child task...", "(child id, gated 0/1)..."),
-    "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake", "task id, ttl ms"),
+    "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake, events",
+                        "task id, ttl ms, events cap"),
     "dlq_retry": layout("dlq, task, queue, wake", "task id"),
     "fail": layout(
         "task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,"
-        " dlq",
+        " dlq, events",
         "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
-        " started ms"),
+        " started ms, events cap, task events, summary"),
     "flow_close": layout("flow, flow done, flow tasks", "state, ttl ms, error"),
     "flow_extend": layout(
         "flow, flow tasks, queues, wake", "flow id, task count, signal",
@@ -171,22 +174,25 @@ LAYOUTS: dict[str, Layout] = {
         "expand: dependents, dependent count, chained count, child id..., then per map"
         " expanded with it (map id, dependents, dependent count, child id...); gather:"
         " (dependent id, score, gated 0/1)..."),
-    "heartbeat": layout("worker, workers, leases, wake", "worker id, heartbeat, ttl ms"),
-    "leader": layout("leader, epoch", "dispatcher id, ttl ms"),
-    "mark_running": layout("leases", "worker id", "task...",
-                           "(task id, token)... in the order of the task keys"),
+    "heartbeat": layout("worker, workers, leases, wake, events",
+                        "worker id, heartbeat, ttl ms, events cap"),
+    "leader": layout("leader, epoch, events, dispatchers", "dispatcher id, ttl ms, events cap"),
+    "mark_running": layout("leases, events", "worker id, events cap, task events", "task...",
+                           "(task id, token, started ms)... in the order of the task keys"),
     "promote": layout("delayed", "none", "(task, queue)...", "task id..."),
     "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),
     "reap": layout(
-        "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead",
-        "leader token, worker id, seen before ms, poison threshold, quarantine error",
+        "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events",
+        "leader token, worker id, seen before ms, poison threshold, quarantine error,"
+        " events cap, task events, why",
         "(task, queue)...", "(task id, lease token, started)..."),
     "release": layout("inbox, leases, inflight, wake, deadlines", "worker id",
                       "(task, queue)...", "(inbox entry, task id, token, queue name)..."),
     "set_aside": layout("aside, source", "entry id, record, source type, member"),
     "submit_small": layout(
-        "flow, flows, queues, queue, wake, offer",
-        "flow id, created ms, recent flows, queue name, signal, task count, flow pairs",
+        "flow, flows, queues, queue, wake, offer, events",
+        "flow id, created ms, recent flows, queue name, signal, task count, flow pairs,"
+        " events cap, task events",
         "task... (one per task), then with an offer: leader, queue-conf, workers, inflight,"
         " deadlines, (inbox, leases) per offered worker, the offered workers' other"
         " queues...",

@@ -19,8 +19,10 @@ from importlib import resources
 from typing import Any, Literal
 
 import redis
+from balancer.common import codec, events
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 from balancer.common.signals import Offer
 
 log = logging.getLogger("worker")
@@ -28,6 +30,7 @@ log = logging.getLogger("worker")
 FailMode = Literal["retry", "final", "crash", "quarantine", "skip", "again"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 2, 3, 4
 GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
+SUMMARY_CHARS = 300  # of an error, in a failure's event
 
 
 def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
@@ -35,6 +38,19 @@ def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
     for entry in entries:
         log.error("worker=%s dropped an inbox entry that holds no lease (never run): %r",
                   worker_id, bytes(entry[:80]))
+
+
+_unreplicated_warned = threading.Event()
+
+
+def _unreplicated(worker_id: str, acked: int, durability: Durability) -> None:
+    """An acknowledgement too few replicas confirmed: it stands on the master (a task whose
+    acknowledgement a failover loses runs again: at-least-once). Said once per process."""
+    if not _unreplicated_warned.is_set():
+        _unreplicated_warned.set()
+        log.warning("worker=%s: an acknowledgement was confirmed by %d of %d replicas within"
+                    " %d ms (BALANCER_MIN_REPLICAS); acknowledgements go on (said once)",
+                    worker_id, acked, durability.replicas, durability.timeout_ms)
 
 
 @cache
@@ -84,6 +100,8 @@ class Done:
     result: bytes
     has_deadline: bool = False
     children: Sequence[Child] = field(default_factory=tuple)
+    name: str = ""  # for the task.completed event
+    ready_ms: int = 0  # when it became ready (0: not known), for its wait time
 
 
 @dataclass(frozen=True)
@@ -146,6 +164,34 @@ class LeasedTask:
 
 
 @dataclass(frozen=True)
+class Durability:
+    """Wait, after a submit or an acknowledgement, until ``replicas`` replicas hold it
+    (Redis's WAIT, up to ``timeout_ms``), so that a failover does not lose it. Redis
+    replicates asynchronously: without this, what the master accepted in its last moments
+    may never reach the replica that takes over. 0 replicas: no wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+
+def durability(settings: Settings) -> Durability:
+    """What ``settings`` ask of submits and acknowledgements."""
+    return Durability(settings.min_replicas, max(1, int(settings.replica_timeout * 1000)))
+
+
+class NotReplicated(redis.RedisError):
+    """A write reached the master, but fewer replicas than asked confirmed it in time: a
+    failover now could lose it."""
+
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+        self.acked = acked
+        self.wanted = wanted
+        super().__init__(f"{what}: written to the Redis master, but {acked} of the {wanted}"
+                         f" replicas asked for (BALANCER_MIN_REPLICAS) confirmed it within"
+                         f" {timeout_ms} ms: a failover now could lose it")
+
+
+@dataclass(frozen=True)
 class AddedTask:
     """A task a @flow function adds to its open run: its record's fields, the queue it
     goes to, its score there (None: it waits for upstream tasks) and its listing entry."""
@@ -158,15 +204,26 @@ class AddedTask:
 
 
 class Scripts:
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys,
+                 events_config: events.Config | None = None,
+                 durability: Durability | None = None) -> None:
         self.client = client
         self.keys = keys
+        # What the scripts write to the events stream (BALANCER_EVENTS_MAX and
+        # BALANCER_TASK_EVENTS of this process).
+        self.events = events_config or events.Config()
+        self.durability = durability or Durability()
         self._local = threading.local()  # .direct: this thread's connection
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
+        """Scripts that write events and wait for replicas as ``settings`` ask."""
+        return cls(client, keys, events.Config.from_settings(settings), durability(settings))
 
     def _direct(self) -> Direct:
         direct = getattr(self._local, "direct", None)
         if direct is None:
-            direct = self._local.direct = Direct(self.client)
+            direct = self._local.direct = Direct(self.client, route=self.keys.wake)
         return direct
 
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -176,6 +233,47 @@ class Scripts:
         except redis.exceptions.NoScriptError:  # a new or restarted server
             return direct.call("EVAL", _source(name), len(keys), *keys, *args)
 
+    def _run_durable(self, name: str, keys: Sequence[str], args: Sequence[Any]
+                     ) -> tuple[Any, int]:
+        """``_run``, then WAIT for the replicas ``durability`` asks for, in the same round
+        trip on the same connection (WAIT counts what that connection wrote): (the
+        script's reply, replicas that confirmed; ``durability.replicas`` when none asked)."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return self._run(name, keys, args), 0
+        wait = ("WAIT", wanted, self.durability.timeout_ms)
+        direct = self._direct()
+        reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
+            reply, acked = direct.calls(("EVAL", _source(name), len(keys), *keys, *args), wait)
+        for item in (reply, acked):
+            if isinstance(item, Exception):
+                raise item
+        return reply, int(acked)
+
+    def confirm(self, key: str, field: str, value: str, what: str) -> None:
+        """After a write made on another connection (a MULTI/EXEC pipeline): write ``field``
+        of the hash ``key`` on this thread's connection and WAIT for the replicas
+        ``durability`` asks for. Replication keeps the order of writes, so replicas that
+        hold this one hold everything written before it. NotReplicated when too few
+        confirm."""
+        wanted = self.durability.replicas
+        if wanted <= 0:
+            return
+        written, acked = self._direct().calls(
+            ("HSET", key, field, value), ("WAIT", wanted, self.durability.timeout_ms))
+        for item in (written, acked):
+            if isinstance(item, Exception):
+                raise item
+        if int(acked) < wanted:
+            raise NotReplicated(what, int(acked), wanted, self.durability.timeout_ms)
+
+    def time_ms(self) -> float:
+        """Redis's clock, in ms, read where the scripts run: on a Redis Cluster, the master
+        of the namespace's slot (a plain TIME would ask any node, whose clock may differ)."""
+        seconds, micros = self._direct().call("TIME")
+        return int(seconds) * 1000 + int(micros) / 1000
+
     # -- dispatcher -----------------------------------------------------------------
 
     def leader(self, dispatcher_id: str, ttl_ms: int) -> str | None:
@@ -183,7 +281,9 @@ class Scripts:
 
     def lead(self, dispatcher_id: str, ttl_ms: int) -> Lead:
         """Take or renew the leader lease (``leader.lua``)."""
-        reply = self._run("leader", [self.keys.leader, self.keys.epoch], [dispatcher_id, ttl_ms])
+        reply = self._run("leader", [self.keys.leader, self.keys.epoch, self.keys.events,
+                                     self.keys.dispatchers],
+                          [dispatcher_id, ttl_ms, self.events.cap])
         if not reply:
             return Lead(None)
         token, bad_epoch = reply
@@ -216,9 +316,9 @@ class Scripts:
         n, leased, dropped, deadlines = self._run(
             "assign",
             [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
-             k.deadlines, *(k.task(t) for t in task_ids)],
+             k.deadlines, k.events, *(k.task(t) for t in task_ids)],
             [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at, depth,
-             *task_ids],
+             *self.events.argv, *task_ids],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
 
@@ -234,9 +334,10 @@ class Scripts:
         leased to, or '' when the dispatcher was sent ``signal``; the queue's standing
         offer now, for the next submit.)"""
         k = self.keys
-        keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue)]
+        keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue),
+                k.events]
         args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(tasks),
-                           len(flow)]
+                           len(flow), *self.events.argv]
         for name, value in flow.items():
             args += [name, value]
         for task_id, score, fields in tasks:
@@ -254,7 +355,10 @@ class Scripts:
                 keys += [k.inbox(worker), k.leases(worker)]
                 args += [worker, capacity, repr(host_load)]
             keys += [k.queue(q) for q in offer.others]
-        worker, now = self._run("submit_small", keys, args)
+        (worker, now), acked = self._run_durable("submit_small", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}", acked, self.durability.replicas,
+                                self.durability.timeout_ms)
         return worker.decode(), now
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
@@ -272,12 +376,13 @@ class Scripts:
         """Settle the dependents of a task that failed (or, ``skipped``, was skipped); those
         in ``gated`` only count it, and go to the gate once all their upstreams settled."""
         k = self.keys
-        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed"]
+        args: list[Any] = [failed_id, ttl_ms, error, "skipped" if skipped else "failed",
+                           self.events.cap]
         for c in children:
             args += [c, "1" if c in gated else "0"]
         return int(self._run(
             "cascade",
-            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake,
+            [k.cascade, k.flow(flow_id), k.flow_done(flow_id), k.gate, k.wake, k.events,
              *(k.task(c) for c in children)], args))
 
     def gate(self, task_id: str, flow_id: str, queue: str, mode: GateMode, ttl_ms: int, *,
@@ -308,13 +413,16 @@ class Scripts:
         return bool(self._run("gate", keys, args))
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
-             poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask]
-             ) -> tuple[int, int]:
+             poison_threshold: int, quarantine_error: bytes, tasks: Sequence[LeasedTask],
+             left: bool = False) -> tuple[int, int]:
+        """Take back a dead worker's leases (``left``: it deregistered, the event says
+        worker.left rather than worker.reaped)."""
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
-                k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id)]
+                k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id),
+                k.events]
         args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
-                           quarantine_error]
+                           quarantine_error, *self.events.argv, "left" if left else "reaped"]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
             args += [t.task_id, t.token, "1" if t.started else "a" if t.ahead else "0"]
@@ -329,8 +437,8 @@ class Scripts:
         k = self.keys
         existed, leased, now_ms = self._run(
             "heartbeat",
-            [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake],
-            [worker_id, info, ttl_ms],
+            [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake, k.events],
+            [worker_id, info, ttl_ms, self.events.cap],
         )
         return bool(existed), int(leased), int(now_ms)
 
@@ -358,18 +466,21 @@ class Scripts:
         perhaps started (``keys.ahead``)."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
-                k.ahead(worker_id), k.idle]
+                k.ahead(worker_id), k.idle, k.events]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
-                           ahead]
+                           ahead, *self.events.argv]
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
-                     "1" if d.has_deadline else "0", len(d.children)]
+                     "1" if d.has_deadline else "0", d.name, d.flow_id, d.ready_ms or "",
+                     len(d.children)]
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        stored, taken, forged = self._run("ack", keys, args)
+        (stored, taken, forged), acked = self._run_durable("ack", keys, args)
         dropped(worker_id, forged)
+        if acked < self.durability.replicas and done:
+            _unreplicated(worker_id, acked, self.durability)
         return [bool(x) for x in stored], list(taken)
 
     def _take_keys(self, worker_id: str) -> list[str]:
@@ -400,14 +511,19 @@ class Scripts:
         """FAIL_RETRIED: retry scheduled or re-queued; FAIL_QUARANTINED; FAIL_FAILED: failed
         for good; FAIL_REFUSED: the lease moved on, nothing changed."""
         k = self.keys
-        return int(self._run(
+        info = codec.unpack_error(error)
+        summary = f"{info.type}: {info.message}"[:SUMMARY_CHARS] if info else ""
+        code, acked = self._run_durable(
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
-             k.dlq],
+             k.dlq, k.events],
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
-             started_ms],
-        ))
+             started_ms, *self.events.argv, summary],
+        )
+        if acked < self.durability.replicas:
+            _unreplicated(worker_id, acked, self.durability)
+        return int(code)
 
     def note_ahead(self, worker_id: str, field: str, value: str) -> None:
         """Rewrite a pool child's field of ``ahead:<worker>`` (the leases of its batch
@@ -416,14 +532,17 @@ class Scripts:
         key = self.keys.ahead(worker_id)
         self._direct().send(*(("HSET", key, field, value) if value else ("HDEL", key, field)))
 
-    def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]]) -> int:
-        """Mark (task id, token) pairs as running, where their lease still holds."""
+    def mark_running(self, worker_id: str, running: Sequence[tuple[str, str]],
+                     started_ms: Sequence[int] = ()) -> int:
+        """Mark (task id, token) pairs as running, where their lease still holds
+        (``started_ms``: when each started, for the task.started event; 0 unknown)."""
         k = self.keys
-        args: list[str] = [worker_id]
-        for task_id, token in running:
-            args += [task_id, token]
+        args: list[Any] = [worker_id, *self.events.argv]
+        for i, (task_id, token) in enumerate(running):
+            args += [task_id, token, started_ms[i] if i < len(started_ms) else 0]
         return int(self._run("mark_running",
-                             [k.leases(worker_id), *(k.task(t) for t, _ in running)], args))
+                             [k.leases(worker_id), k.events,
+                              *(k.task(t) for t, _ in running)], args))
 
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
@@ -468,8 +587,9 @@ class Scripts:
         k = self.keys
         return bool(self._run(
             "dlq_purge",
-            [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake],
-            [task_id, ttl_ms]))
+            [k.dlq, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.cascade, k.wake,
+             k.events],
+            [task_id, ttl_ms, self.events.cap]))
 
     # -- open flow runs (a @flow function's: balancer/dynamic.py) ----------------------
 
@@ -485,7 +605,11 @@ class Scripts:
                      len(added.fields)]
             for name, value in added.fields.items():
                 args += [name, value]
-        return int(self._run("flow_extend", keys, args))
+        added, acked = self._run_durable("flow_extend", keys, args)
+        if acked < self.durability.replicas:
+            raise NotReplicated(f"flow {flow_id}: {len(tasks)} tasks added", acked,
+                                self.durability.replicas, self.durability.timeout_ms)
+        return int(added)
 
     def flow_release(self, task_id: str, queue: str, score: float, flow_id: str,
                      ttl_ms: int, error: bytes, signal: str) -> int:

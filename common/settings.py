@@ -57,9 +57,22 @@ class Settings:
     progress: str = "auto"
     # How serve and worker processes (pool children too) log: text or json lines.
     log_format: str = "text"
+    # Durability across a failover: a submit and an acknowledgement wait until this many
+    # replicas hold them (Redis WAIT), up to replica_timeout seconds. 0: no wait (Redis
+    # replicates asynchronously, so a failover may lose the master's last writes).
+    min_replicas: int = 0
+    replica_timeout: float = 1.0
     # Most children one mapped call may expand into (t.map): past it, the map fails with
     # a MapError saying so, instead of writing millions of records.
     max_map_children: int = 100_000
+    # The events stream (common/events.py) keeps about this many entries (XADD MAXLEN ~).
+    events_max: int = 10000
+    # Per-task events (started, completed, failed, ...; dispatch): on or off. Off saves
+    # one write per script call that settles tasks; cluster events are always written.
+    task_events: str = "on"
+    # The token the dashboard's actions (pause, retry, ...) require; empty: read-only.
+    # Kept out of the record's repr.
+    dashboard_token: str = field(default="", repr=False)
     # A schedule's due time older than this (seconds) when the leader comes to it is
     # skipped, and logged, rather than run late (balancer/schedules.py).
     schedule_catchup: float = 300.0
@@ -110,8 +123,19 @@ class Settings:
                 f"worker_timeout ({self.worker_timeout}s) must be at least "
                 f"heartbeat_interval ({self.heartbeat_interval}s)"
             )
+        if self.min_replicas < 0:
+            raise SettingsError(f"min_replicas must not be negative, got {self.min_replicas}")
+        if self.replica_timeout <= 0:
+            raise SettingsError(f"replica_timeout must be positive, got {self.replica_timeout}")
         if self.max_map_children < 0:
             raise SettingsError("max_map_children must not be negative")
+        if self.events_max < 1:
+            raise SettingsError(f"events_max must be at least 1, got {self.events_max}")
+        if self.task_events not in ("on", "off"):
+            raise SettingsError(f"task_events must be on or off, got {self.task_events!r}")
+        if self.dashboard_token and len(self.dashboard_token) < MIN_KEY_LENGTH:
+            raise SettingsError(f"dashboard_token must be at least {MIN_KEY_LENGTH}"
+                                " characters long")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -135,9 +135,9 @@ class Lease(NamedTuple):
 
     Written by lease_tasks (_prelude.lua) as ``id|token|`` followed by length-prefixed
     fields (``<len>:<bytes>``): queue, flow, timeout, fn, name, children, args, then the
-    optional ones: sig, depth (an entry older than signing ends at args, one older than
-    depths at sig). A named tuple, not a frozen dataclass: one is made per task, and it
-    costs a quarter as much to make.
+    optional ones: sig, depth, ready (an entry older than signing ends at args, one older
+    than depths at sig, one older than events at depth). A named tuple, not a frozen
+    dataclass: one is made per task, and it costs a quarter as much to make.
     """
 
     task_id: str
@@ -155,6 +155,8 @@ class Lease(NamedTuple):
     # many a pool child takes at once. 1 when the lease does not say (an older entry, or a
     # standing offer taken by a submit).
     depth: int = 1
+    # When the task became ready (Redis ms; 0: not told), for its wait time in the events.
+    ready_ms: int = 0
 
     @property
     def suspect(self) -> bool:
@@ -166,8 +168,17 @@ class Lease(NamedTuple):
         return lease_member(self.task_id, self.token)
 
 
-LEASE_FIELDS = 7  # then the optional ones: the signature (since signing), the depth
-LEASE_OPTIONAL = 2
+LEASE_FIELDS = 7  # then the optional ones: the signature (since signing), the depth,
+LEASE_OPTIONAL = 3  # when the task became ready
+
+
+def _ms(raw: bytes) -> int:
+    """A time in ms that is only shown (a wait time): 0 when unreadable, never an error
+    that would drop the lease."""
+    try:
+        return int(float(raw)) if raw else 0
+    except (ValueError, OverflowError):
+        return 0
 
 
 def parse_lease(raw: bytes) -> Lease | None:
@@ -188,9 +199,10 @@ def parse_lease(raw: bytes) -> Lease | None:
         queue, flow, timeout, fn, name, children, args, *optional = fields
         sig = optional[0] if optional else b""
         depth = int(optional[1]) if len(optional) > 1 and optional[1] else 1
+        ready = _ms(optional[2]) if len(optional) > 2 else 0
         return Lease(task_id.decode(), token.decode(), queue.decode(), flow.decode(),
                      float(timeout) if timeout else None, fn.decode(), name.decode(),
-                     children, args, raw, sig, max(1, depth))
+                     children, args, raw, sig, max(1, depth), ready)
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -20,12 +20,16 @@ from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit
 MASK = "***"
 URL_HELP = ("Redis URL of the cluster: redis://HOST:6379/0, redis://USER:PASSWORD@HOST:6379/0"
             " (an ACL user), rediss://HOST:6380/0?ssl_ca_certs=CA.pem (TLS; add"
-            " &ssl_certfile=CERT.pem&ssl_keyfile=KEY.pem for a client certificate)."
+            " &ssl_certfile=CERT.pem&ssl_keyfile=KEY.pem for a client certificate),"
+            " redis+sentinel://HOST:26379,HOST:26379/SERVICE (behind Sentinel),"
+            " redis+cluster://HOST:6379,HOST:6379 (Redis Cluster; rediss+...: TLS)."
             " Default: $BALANCER_REDIS_URL, else redis://127.0.0.1:6379/0.")
-# The schemes redis-py reads (memory:// is ours, handled before any of this).
-SCHEMES = ("redis", "rediss", "unix")
+# The schemes redis-py reads, and Sentinel's and Cluster's (common.topology; memory:// is
+# ours, handled before any of this).
+SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+           "rediss+cluster")
 # Query options whose value is a secret (redis-py reads them as connection arguments).
-SECRET_OPTIONS = ("password", "ssl_password")
+SECRET_OPTIONS = ("password", "ssl_password", "sentinel_password")
 # Query options naming a file that must exist (checked before connecting: a clear error).
 FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 # A secret shorter than this is not scrubbed from free text: every "a" of a log line would
@@ -125,7 +129,8 @@ def check(url: str) -> None:
     if split is None or split[0][:-3].lower() not in SCHEMES:
         # Without a scheme, nothing tells a password apart: the URL is not shown.
         shown = f"the Redis URL {redact(url)}" if split is not None else "a Redis URL"
-        raise ValueError(f"{shown} must start with redis://, rediss:// (TLS) or unix://"
+        raise ValueError(f"{shown} must start with redis://, rediss:// (TLS), unix://,"
+                         " redis+sentinel:// or redis+cluster:// (rediss+...: TLS)"
                          " (memory:// for an embedded cluster in client code)")
     if split[1] is not None and _plain_netloc(url) is None:
         raise ValueError(
@@ -133,7 +138,8 @@ def check(url: str) -> None:
             " '?', '#' or '@': percent-encode them (%2F, %3F, %23, %40)")
     scheme = split[0][:-3].lower()
     for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name.startswith("ssl_") and scheme != "rediss":
-            raise ValueError(f"{name} needs a rediss:// URL (TLS), not {redact(url)}")
+        if name.startswith("ssl_") and not scheme.startswith("rediss"):
+            raise ValueError(f"{name} needs a TLS URL (rediss://, rediss+sentinel://,"
+                             f" rediss+cluster://), not {redact(url)}")
         if name in FILE_OPTIONS and not os.path.exists(value):
             raise ValueError(f"{name}={value} in the Redis URL: no such file")

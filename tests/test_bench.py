@@ -32,6 +32,41 @@ def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path
 
 
 @pytest.mark.integration
+def test_durability_bench_times_submits_with_and_without_a_replica_wait(tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "durability.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/durability_bench.py", "--submits", "100", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    for name in ("min_replicas=0", "min_replicas=1"):
+        assert figures[name]["submits"] == 100 and figures[name]["p50_ms"] > 0, figures
+    assert figures["p50_ratio"] > 0
+
+
+@pytest.mark.integration
+def test_partition_limit_reports_cpu_per_task_of_redis_and_the_dispatcher(
+        tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "limit.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/partition_limit.py", "--tasks", "400", "--flows", "2",
+         "--workers", "1", "--concurrency", "2", "--pool", "thread", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["tasks"] == 400
+    for name in ("tasks_per_s", "redis_cpu_us_per_task", "dispatcher_cpu_us_per_task",
+                 "workers_cpu_us_per_task", "redis_cmds_per_task", "ceiling_tasks_per_s"):
+        assert figures[name] > 0, (name, figures)
+
+
+@pytest.mark.integration
 def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "dynamic.json"
     proc = subprocess.run(

@@ -45,7 +45,7 @@ class CancelListener(threading.Thread):
         self.key = keys.cancels(worker_id)
         self.stop_run = stop_run  # (task id, token) -> whether a run of it was found
         self.stopped = stopped
-        self.direct = Direct(client, read_timeout=BLOCK + READ_MARGIN)
+        self.direct = Direct(client, read_timeout=BLOCK + READ_MARGIN, route=self.key)
         self._backoff = Backoff()
         self._pending: dict[tuple[str, str], float] = {}  # notice -> tried until
 

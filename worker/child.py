@@ -196,7 +196,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
-    scripts = Scripts(client, keys)
+    scripts = Scripts.for_settings(client, keys, settings)
     holding = RecordedHolding(Record.attach(shared), conn)
     stopping = threading.Event()
     inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)

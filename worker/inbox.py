@@ -31,8 +31,9 @@ log = logging.getLogger("worker")
 # longer than a block for its reply, whatever the client's socket timeout.
 FETCH_BLOCK = 30.0
 READ_MARGIN = 5.0
-# After failed fetches, the slot holding the turn tries again after a backoff up to this.
-FETCH_RETRY = 4.0
+# After failed fetches, the slot holding the turn tries again after a backoff up to this
+# (as common.retry.BACKOFF_MAX: soon after a failover).
+FETCH_RETRY = 1.0
 SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
 POLL = 0.2
@@ -61,7 +62,7 @@ class Inbox:
         self._waiting = 0  # slots inside next()
         self.block = FETCH_BLOCK
         # Used only by the slot holding the turn.
-        self.direct = Direct(client, read_timeout=self.block + READ_MARGIN)
+        self.direct = Direct(client, read_timeout=self.block + READ_MARGIN, route=self.key)
         self._backoff = Backoff(cap=FETCH_RETRY)
         self._unchecked = False  # a fetch failed: an entry may wait in fetched:<worker>
 

@@ -61,9 +61,13 @@ class Marker(threading.Thread):
             if due:
                 # Lost on an outage: the task only shows as assigned a little longer, and
                 # what was prefetched behind it waits for it (the reconciler goes on).
+                # (Started about AFTER ago: close enough for the task.started event; the
+                # task.completed event carries the exact time.)
+                started_ms = int((time.time() - AFTER) * 1000)
                 with contextlib.suppress(*RETRYABLE):
                     self.scripts.mark_running(self.worker_id,
-                                              [(lease.task_id, lease.token) for lease in due])
+                                              [(lease.task_id, lease.token) for lease in due],
+                                              [started_ms] * len(due))
                     self.make_way()
                     self._swept = time.monotonic()
 

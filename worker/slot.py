@@ -128,7 +128,8 @@ class Slot(threading.Thread):
         done = None
         if outcome.ok:
             done = Done(lease.task_id, lease.token, lease.queue, lease.flow, started_ms,
-                        outcome.payload, lease.timeout is not None, self._children(lease))
+                        outcome.payload, lease.timeout is not None, self._children(lease),
+                        lease.name, lease.ready_ms)
         return Finished(lease, outcome, started_ms, took, done)
 
     @staticmethod

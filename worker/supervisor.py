@@ -85,7 +85,7 @@ class Worker:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.scripts = Scripts(client, self.keys)
+        self.scripts = Scripts.for_settings(client, self.keys, settings)
         self.queues = tuple(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.pool = pool

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from balancer.cli.acl import acl
+from balancer.cli.dashboard import dashboard
 from balancer.cli.dlq import dlq
+from balancer.cli.events import events
 from balancer.cli.queues import queue
 from balancer.cli.schedules import schedule
 from balancer.cli.serve import serve
@@ -18,5 +20,5 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, schedule, dlq, acl):
+for command in (serve, status, flows, flow, queue, schedule, dlq, events, dashboard, acl):
     main.add_command(command)

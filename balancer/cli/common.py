@@ -39,7 +39,8 @@ class Cluster:
         except Unreachable as exc:  # one line, the URL redacted
             raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)
-        return cls(settings, keys, client, Scripts(client, keys))
+        return cls(settings, keys, client,
+                   Scripts.for_settings(client, keys, settings))
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:

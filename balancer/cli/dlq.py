@@ -8,14 +8,13 @@ from collections.abc import Callable
 
 import click
 
+from balancer import admin
 from balancer.cli.common import Cluster, cluster_options
-from balancer.common import aside, codec
+from balancer.common import aside
 from balancer.common.replies import (
     as_bytes_dict,
     as_bytes_list,
     as_opt_bytes,
-    as_opt_bytes_list,
-    as_scored,
 )
 
 
@@ -34,18 +33,7 @@ def dlq() -> None:
 def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     """List quarantined tasks with the reason."""
     client, keys = cluster.client, cluster.keys
-    entries = as_scored(client.zrange(keys.dlq, 0, -1, withscores=True))
-    pipe = client.pipeline(transaction=False)
-    for member, _ in entries:
-        pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])
-    rows = []
-    replies = [as_opt_bytes_list(row) for row in pipe.execute()]
-    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, replies):
-        err = codec.unpack_error(error)
-        rows.append({"id": member.decode(), "name": (name or b"").decode(),
-                     "fn": (fn or b"").decode(), "queue": (queue or b"").decode(),
-                     "flow": (flow or b"").decode(), "lost": int(lost or 0),
-                     "since": score / 1000, "reason": str(err) if err else ""})
+    rows = admin.quarantined(client, keys)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

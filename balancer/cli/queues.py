@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from redis.typing import EncodableT, FieldT
 
+from balancer import admin
 from balancer.cli.common import Cluster, cluster_options
-from balancer.common import signals
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
 from balancer.queueholds import holds
@@ -24,21 +23,9 @@ def queue() -> None:
 def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str) -> None:
     """Set (or, for "", clear) queue settings and tell the dispatcher."""
     try:
-        check_queue_name(name)
-    except ValueError as exc:
+        admin.configure_queue(cluster.client, cluster.keys, name, fields)
+    except admin.AdminError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    keys = cluster.keys
-    pipe = cluster.client.pipeline(transaction=True)
-    set_fields: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()
-                                            if v is not None and v != ""}
-    if set_fields:
-        pipe.hset(keys.queue_conf(name), mapping=set_fields)
-    cleared = [k for k, v in fields.items() if v == ""]
-    if cleared:
-        pipe.hdel(keys.queue_conf(name), *cleared)
-    pipe.sadd(keys.queues, name)
-    pipe.rpush(keys.wake, signals.QUEUES)
-    pipe.execute()
     click.echo(message)
 
 

@@ -84,9 +84,10 @@ def free_port() -> int:
 class PrivateRedis:
     """A ``redis-server`` of our own on a free loopback port, without persistence."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, *extra: str) -> None:
         self.dir = tempfile.mkdtemp(prefix="redis-", dir=logdir)
         self.port = free_port()
+        self.extra = extra  # more redis-server options (--replicaof HOST PORT)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -96,7 +97,7 @@ class PrivateRedis:
     def start(self) -> PrivateRedis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--maxclients", "4000"],
+             "--appendonly", "no", "--dir", self.dir, "--maxclients", "4000", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
         deadline = time.monotonic() + 10

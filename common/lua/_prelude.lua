@@ -6,6 +6,44 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A length-prefixed field "<len>:<bytes>" (event task records; lease entries alike).
+local function lp(v)
+  if v == nil or v == false then return '0:' end
+  v = tostring(v)
+  return #v .. ':' .. v
+end
+
+-- The events stream (common/events.py owns its kinds and format). A script that writes
+-- events first calls events_to with its events key, the cap (BALANCER_EVENTS_MAX of its
+-- caller; 0: write none) and '1' when per-task kinds are wanted (BALANCER_TASK_EVENTS).
+local EVENTS = {key = false, cap = 0, tasks = false}
+local function events_to(key, cap, tasks)
+  EVENTS.key, EVENTS.cap, EVENTS.tasks = key, tonumber(cap) or 0, tasks == '1'
+end
+local function emit(kind, ...)
+  if EVENTS.key and EVENTS.cap > 0 then
+    redis.call('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.cap, '*', 'k', kind, ...)
+  end
+end
+-- One task of a task event's "t" field (events.task_record).
+local function task_record(id, flow, queue, name, ready, started, finished, detail)
+  return lp(id) .. lp(flow) .. lp(queue) .. lp(name) .. lp(ready) .. lp(started)
+    .. lp(finished) .. lp(detail)
+end
+-- One entry for every task a call changed the same way: a batch costs one write.
+local function emit_tasks(kind, worker, records)
+  if EVENTS.tasks and #records > 0 then
+    emit(kind, 'w', worker or '', 't', table.concat(records))
+  end
+end
+-- A single task's event, its record read from its hash (failures, quarantines: rare).
+local function emit_task(kind, task_key, id, worker, detail, started, finished)
+  if not EVENTS.tasks or not EVENTS.key or EVENTS.cap <= 0 then return end
+  local t = redis.call('HMGET', task_key, 'flow', 'queue', 'name', 'ready')
+  emit_tasks(kind, worker, {task_record(id, t[1], t[2], t[3], t[4], started, finished,
+                                        detail)})
+end
+
 -- Signals for the dispatcher on the wake list. common/signals.py owns their formats and
 -- reads them; this table mirrors its LUA_KINDS, and every signal a script pushes is built
 -- by `signal` below (a test checks both). The list keeps at most WAKE_CAP signals, the
@@ -38,6 +76,10 @@ local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at)
     local state = 'completed'
     if tonumber(redis.call('HGET', flow_key, 'failed') or '0') > 0 then state = 'failed' end
     redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
+    if EVENTS.key and EVENTS.cap > 0 then
+      local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
+      emit('flow.finished', 'f', f[1] or '', 's', state, 'm', f[2] or '', 'n', f[3] or '')
+    end
     redis.call('RPUSH', done_key, state)
     redis.call('PEXPIRE', done_key, ttl_ms)
     redis.call('PEXPIRE', flow_key, ttl_ms)
@@ -65,9 +107,14 @@ local function counted(token)
   return not string.find(token, UNCOUNTED_TOKEN)
 end
 
--- Put a task back into its queue at its original place.
-local function requeue(task_key, queue_key, id)
-  redis.call('HSET', task_key, 'state', 'queued')
+-- Put a task back into its queue at its original place (``ready``: when it is ready
+-- again, for its wait time; nil keeps when it first was).
+local function requeue(task_key, queue_key, id, ready)
+  if ready then
+    redis.call('HSET', task_key, 'state', 'queued', 'ready', ready)
+  else
+    redis.call('HSET', task_key, 'state', 'queued')
+  end
   redis.call('HDEL', task_key, 'worker')
   redis.call('ZADD', queue_key, redis.call('HGET', task_key, 'score') or 0, id)
 end
@@ -106,10 +153,12 @@ local NEVER = 1000000000
 -- it.
 -- Used by assign.lua (the dispatcher) and submit_small.lua (a submit taking a standing
 -- offer: it passes `specs`, the fields it is writing, for tasks it never queued). `depth`
--- (the prefetch per slot the dispatcher chose, or nil) ends each entry, for a pool child
--- to take its batches by (common/prefetch.py).
+-- (the prefetch per slot the dispatcher chose, or nil), for a pool child to take its
+-- batches by (common/prefetch.py), then when the task became ready (ms, for its wait time
+-- in the events) end each entry.
 -- Returns leased, dropped, deadlines set.
-local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect', 'sig'}
+local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect', 'sig',
+                    'ready'}
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
                            deadlines_key, worker, queue, prefix, free, grace_ms, specs,
                            depth)
@@ -117,7 +166,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
     v = v or ''
     return #v .. ':' .. v
   end
-  local depth_field = depth and field(depth) or ''
+  local depth_field = field(depth)
   local removing, entries, members, deadlines = {}, {}, {}, {}
   local n, dropped = 0, 0
   for i = 1, #ids do
@@ -132,7 +181,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       local token = lease_token(prefix, n, s[7])
       entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
         .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2]) .. field(s[8])
-        .. depth_field
+        .. depth_field .. field(s[9])
       members[n] = id .. '|' .. token
       local timeout = tonumber(s[3] or '')
       if timeout then

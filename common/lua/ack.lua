@@ -8,8 +8,8 @@
 -- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
 -- dead worker makes them suspects instead of counting a loss. The child rewrites the
 -- field only when it starts a suspect (worker/batchslot.py).
--- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle; then per task: task, flow,
---       flow done, then (child task, child queue) per child
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events; then per task: task,
+--       flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
@@ -18,19 +18,23 @@
 -- with: no signal then either, unless dependents were queued. The dispatcher recounts
 -- what the workers hold when it next has work (balancer/dispatcher.py: _recount). The
 -- rule is written out in common/prefetch.py.
--- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field; then
---       per task: id, token, queue, started ms, result, has deadline, child count, then
---       (child id, child score) per child
+-- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,
+--       events cap, task events; then per task: id, token, queue, started ms, result, has
+--       deadline, name, flow id, ready ms, child count, then (child id, child score) per
+--       child
 -- (finished ms: the worker's clock; ahead field '': none, the leases taken start at once;
--- has deadline: 1 or 0.)
+-- has deadline: 1 or 0; name and ready ms: for the task.completed event, whose one entry
+-- holds every task stored; a dependent made ready gets its ready time when task events
+-- are on.)
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local a, k = 8, 8
-local out, per_queue, per_flow, stored, unlocked = {}, {}, {}, 0, 0
+local a, k = 10, 9
+events_to(KEYS[8], ARGV[8], ARGV[9])
+local out, per_queue, per_flow, stored, unlocked, records = {}, {}, {}, 0, 0, {}
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local children = tonumber(ARGV[a + 6])
+  local children = tonumber(ARGV[a + 9])
   local task, flow = KEYS[k], KEYS[k + 1]
   if unlease(KEYS[1], id, token) then
     redis.call('HSET', task, 'state', 'completed', 'result', ARGV[a + 4],
@@ -41,9 +45,14 @@ for t = 1, tonumber(ARGV[4]) do
     end
     for c = 0, children - 1 do
       if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
-        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 8 + 2 * c], ARGV[a + 7 + 2 * c])
+        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 11 + 2 * c], ARGV[a + 10 + 2 * c])
+        if EVENTS.tasks then redis.call('HSET', KEYS[k + 3 + 2 * c], 'ready', now) end
         unlocked = unlocked + 1
       end
+    end
+    if EVENTS.tasks then
+      records[#records + 1] = task_record(id, ARGV[a + 7], queue, ARGV[a + 6], ARGV[a + 8],
+        ARGV[a + 3], now, '')
     end
     if counted(token) then per_queue[queue] = (per_queue[queue] or 0) + 1 end
     local f = per_flow[flow]
@@ -58,9 +67,10 @@ for t = 1, tonumber(ARGV[4]) do
     local s = redis.call('HMGET', task, 'state', 'lease')
     out[t] = (s[1] == 'completed' and s[2] == token) and 1 or 0
   end
-  a = a + 7 + 2 * children
+  a = a + 10 + 2 * children
   k = k + 3 + 2 * children
 end
+emit_tasks('task.completed', ARGV[1], records)
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl, now) end
 -- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a

@@ -5,15 +5,16 @@
 -- the gate, where the dispatcher applies its trigger (balancer/gates.py).
 -- Idempotent: run again, it changes nothing (the entry leaves the cascade list first;
 -- only the run that removed it counts a gated dependent's upstream).
--- KEYS: cascade, flow, flow done, gate, wake; then child task...
--- ARGV: settled task id, ttl ms, error, how it settled ('failed' or 'skipped'); then
---       (child id, gated 0/1)...
+-- KEYS: cascade, flow, flow done, gate, wake, events; then child task...
+-- ARGV: settled task id, ttl ms, error, how it settled ('failed' or 'skipped'), events
+--       cap; then (child id, gated 0/1)...
 -- Returns how many dependents it settled or counted.
 local ttl, skipped = tonumber(ARGV[2]), ARGV[4] == 'skipped'
+events_to(KEYS[6], ARGV[5], '0')  -- the flow's own event, when this settles it
 local first = redis.call('LREM', KEYS[1], 0, ARGV[1]) > 0
 local n, gated = 0, 0
-for i = 6, #KEYS do
-  local id, is_gated = ARGV[5 + 2 * (i - 6)], ARGV[6 + 2 * (i - 6)] == '1'
+for i = 7, #KEYS do
+  local id, is_gated = ARGV[6 + 2 * (i - 7)], ARGV[7 + 2 * (i - 7)] == '1'
   local state = redis.call('HGET', KEYS[i], 'state')
   if is_gated then
     if first and (state == 'pending' or state == 'running') then

@@ -5,6 +5,6 @@
 if redis.call('HGET', KEYS[2], 'state') ~= 'dead' then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], 'lost', 0)
-requeue(KEYS[2], KEYS[3], ARGV[1])
+requeue(KEYS[2], KEYS[3], ARGV[1], now_ms())
 signal(KEYS[4], SIGNAL.submitted)
 return 1

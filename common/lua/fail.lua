@@ -6,12 +6,15 @@
 -- queued for the skip cascade. Mode "again": it raised RETRY: retry after its retry delay
 -- whether or not retries are left (Prefect 1's RETRY signal). Idempotent for the same
 -- lease, like ack.lua.
--- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue, dlq
+-- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,
+--       dlq, events
 -- ARGV: worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,
---       started ms
+--       started ms, events cap, task events, summary
+-- (summary: the error in one line, for the event.)
 -- Returns 2 (retry scheduled or re-queued), 3 (quarantined), 1 (failed), 4 (skipped),
 -- 0 (lease moved on).
 local id, token, ttl, mode = ARGV[3], ARGV[2], tonumber(ARGV[5]), ARGV[6]
+events_to(KEYS[12], ARGV[10], ARGV[11])
 if not unlease(KEYS[2], id, token) then
   -- A replay of a call that was applied answers as that call did; anything else is late.
   local settled = redis.call('HGET', KEYS[1], 'settled') or ''
@@ -21,8 +24,14 @@ if not unlease(KEYS[2], id, token) then
   end
   return 0
 end
-local function settle(code)
+local KIND = {[1] = 'task.failed', [2] = 'task.retried', [3] = 'task.quarantined',
+  [4] = 'task.skipped'}
+local function told(code)
+  emit_task(KIND[code], KEYS[1], id, ARGV[1], ARGV[12], ARGV[9], now_ms())
+end
+local function settle(code, already_told)
   redis.call('HSET', KEYS[1], 'settled', token .. '|' .. code)
+  if not already_told then told(code) end
   return code
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
@@ -65,5 +74,6 @@ if mode == 'again' or (mode == 'retry' and failures <= tonumber(f[2] or '0')) th
   signal(KEYS[6], SIGNAL.retry)
   return settle(2)
 end
+told(1)  -- before the flow's own event, which failing it for good may write
 fail_for_good(KEYS[1], id, ARGV[4], KEYS[4], KEYS[5], KEYS[8], KEYS[6], ttl)
-return settle(1)
+return settle(1, true)

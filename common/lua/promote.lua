@@ -10,7 +10,7 @@ for j = 0, (#KEYS - 1) / 2 - 1 do
   if due and tonumber(due) <= now then
     redis.call('ZREM', KEYS[1], id)
     if redis.call('HGET', task, 'state') == 'retrying' then
-      redis.call('HSET', task, 'state', 'queued')
+      redis.call('HSET', task, 'state', 'queued', 'ready', now)
       redis.call('ZADD', queue, redis.call('HGET', task, 'score'), id)
       n = n + 1
     end

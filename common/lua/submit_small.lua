@@ -15,10 +15,11 @@
 -- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
 -- a task.
 --
--- KEYS: flow, flows, queues, queue, wake, offer; then task... (one per task), then with
---       an offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases) per
---       offered worker, the offered workers' other queues...
--- ARGV: flow id, created ms, recent flows, queue name, signal, task count, flow pairs; then
+-- KEYS: flow, flows, queues, queue, wake, offer, events; then task... (one per task), then
+--       with an offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases)
+--       per offered worker, the offered workers' other queues...
+-- ARGV: flow id, created ms, recent flows, queue name, signal, task count, flow pairs,
+--       events cap, task events; then
 --       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
 --       then the offer as read ('' when none), and with one: its leader epoch, lease
 --       prefix, grace ms, worker count, other queue count, then (worker id, capacity,
@@ -29,11 +30,12 @@
 -- Returns {the worker the ready tasks were leased to or '', the queue's standing offer
 -- now (false when none), for the client's next submit}.
 local n_tasks = tonumber(ARGV[6])
-local a = 8 + 2 * tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], unpack(ARGV, 8, a - 1))
+local a = 10 + 2 * tonumber(ARGV[7])
+redis.call('HSET', KEYS[1], unpack(ARGV, 10, a - 1))
+events_to(KEYS[7], ARGV[8], ARGV[9])
 local ids, task_keys, scores, specs = {}, {}, {}, {}
 for t = 1, n_tasks do
-  local key, id, score, n = KEYS[6 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local key, id, score, n = KEYS[7 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
   if score ~= '' then
     local i = #ids + 1
@@ -42,7 +44,7 @@ for t = 1, n_tasks do
     local given = {}
     for f = a + 3, a + 1 + 2 * n, 2 do given[ARGV[f]] = ARGV[f + 1] end
     specs[i] = {given.fn, given.args, given.timeout, given.flow, given.children, given.name,
-                nil, given.sig}
+                nil, given.sig, given.ready}
   end
   a = a + 3 + 2 * n
 end
@@ -54,7 +56,7 @@ local raw = ARGV[a]
 -- The offered worker to lease to (its index in the offer) and what it holds, or nil when
 -- the offer must be refused. Offer keys start at KEYS[k], offer arguments after the offer
 -- itself at ARGV[o].
-local k, o = 7 + n_tasks, a + 1
+local k, o = 8 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 5 + 2 * n_workers
 local function chosen()
@@ -103,5 +105,8 @@ local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS
 -- most an assign that finds no room (assign.lua counts for itself).
 if deadlines > 0 then
   signal(KEYS[5], SIGNAL.offer_taken, worker, held + n)
+end
+if EVENTS.tasks and n > 0 then
+  emit('dispatch', 'w', worker, 'q', ARGV[4], 'n', n, 'v', 'offer')
 end
 return {worker, offer_now}

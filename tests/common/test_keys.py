@@ -49,7 +49,8 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "worker",
         "inbox", "leases", "fetched", "ahead", "cancels",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
-        "aside", "wake", "idle", "leader", "epoch", "gate", "schedule", "schedules",
+        "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
+        "schedule", "schedules",
     }
 
 

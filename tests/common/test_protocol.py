@@ -213,7 +213,7 @@ class _Sent(Exception):
 
 def test_assign_passes_the_prefetch_depth_where_the_layout_says() -> None:
     argv = LAYOUTS["assign"].argv
-    assert argv.index("prefetch depth") == len(argv) - 1
+    assert argv.index("prefetch depth") == 7  # ARGV[8], as assign.lua reads it
 
 
 # -- signals -------------------------------------------------------------------------------

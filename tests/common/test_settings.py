@@ -145,3 +145,19 @@ def test_replace_returns_a_changed_copy() -> None:
 def test_nan_interval_is_rejected(variable: str) -> None:
     with pytest.raises(SettingsError):
         Settings.from_env(env={variable: "nan"})
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"BALANCER_EVENTS_MAX": "0"}, "events_max"),
+    ({"BALANCER_TASK_EVENTS": "maybe"}, "task_events"),
+    ({"BALANCER_DASHBOARD_TOKEN": "short"}, "dashboard_token"),
+])
+def test_event_and_dashboard_settings_are_checked(env: dict[str, str], says: str) -> None:
+    with pytest.raises(SettingsError, match=says):
+        Settings.from_env(env=env)
+
+
+def test_the_dashboard_token_stays_out_of_the_repr() -> None:
+    token = "a-dashboard-token-that-is-long"
+    settings = Settings.from_env(env={"BALANCER_DASHBOARD_TOKEN": token})
+    assert settings.dashboard_token == token and token not in repr(settings)

@@ -186,7 +186,7 @@ def test_minimal_entry_parses() -> None:
         b"t1|1.1.1|",
         VALID[:-1],  # truncated: the last length promises more than is left
         VALID + b"x",  # trailing bytes
-        VALID + b"0:0:0:",  # a tenth field (the eighth is the signature, the ninth the depth)
+        VALID + b"0:0:0:0:",  # an eleventh field (8th signature, 9th depth, 10th ready)
         BASE[:-2],  # six fields
         b"t1|1.1.1|" + b"1:q" * 6,  # six fields, all well formed
         b"t1|1.1.1|1:q1:f0:3:m:f1:n0:99:args",  # a length beyond the end

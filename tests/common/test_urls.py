@@ -57,7 +57,7 @@ def test_remembered_secrets_are_scrubbed_from_text_and_log_lines(
 
 @pytest.mark.parametrize(("url", "says"), [
     ("redis://u:pa/ss@h:6379/0", "percent-encode"),
-    ("redis://h:6379/0?ssl_ca_certs=/etc/hosts", "needs a rediss:// URL"),
+    ("redis://h:6379/0?ssl_ca_certs=/etc/hosts", "needs a TLS URL"),
     ("rediss://h:6379/0?ssl_ca_certs=/no/such/ca.pem", "no such file"),
     ("rediss://:pw-123@h:6379/0?ssl_ca_cert=/etc/hosts", "cannot take"),
     ("rediss://:pw-123@h:6379/0?ssl_cert_reqs=maybe", "cannot take"),

@@ -148,3 +148,9 @@ def double(x: int) -> int:
 @task
 def zeros(n: int) -> list[int]:
     return [0] * n
+
+
+@task
+def raises(message: str) -> None:
+    """Fails with ``message`` as its error: what an attacker may make a task say."""
+    raise ValueError(message)

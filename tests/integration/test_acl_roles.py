@@ -4,7 +4,9 @@ is refused what it has no business doing."""
 
 from __future__ import annotations
 
+import json
 import shlex
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +16,10 @@ import pytest
 import redis
 from balancer.common import codec
 from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 
 from balancer.cancel import CancelError, cancel_flow
+from balancer.dashboard.server import Dashboard
 from tests.conftest import Processes, RedisServer, wait_for
 from tests.integration.secure import base_env, need, run, run_client, wait_logged
 
@@ -112,9 +116,21 @@ def test_a_cluster_runs_with_each_role_under_its_own_least_privilege_user(
         assert "may not take standing offers" in report["stderr"]
 
         for command in (("status", "--json"), ("dlq", "ls"), ("queue", "pause", "default"),
-                        ("queue", "resume", "default")):
+                        ("queue", "resume", "default"), ("events", "-n", "100")):
             done = run(env["dispatcher"], "balancer.cli", *command)
             assert done.returncode == 0, done.stdout + done.stderr
+        # The dashboard too: every page, its events feed and /metrics.
+        flows = json.loads(run(env["dispatcher"], "balancer.cli", "flows", "--json").stdout)
+        app = Dashboard(acl_server.as_role("dispatcher"), Settings(namespace=ns),
+                        "127.0.0.1", 0)
+        app.start()
+        try:
+            for path in ("api/overview", f"api/flow/{flows[0]['id']}", "metrics", ""):
+                with urllib.request.urlopen(app.url + path, timeout=30) as resp:
+                    assert resp.status == 200, path
+            wait_for(lambda: app.feed.reader.last not in ("$", "0-0"), timeout=10)
+        finally:
+            app.stop()
 
         for proc in (*workers, serve):
             assert procs.stop(proc) == 0, procs.log(proc)

@@ -286,3 +286,24 @@ def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
     assert run.result(node) == 81
     survivor = ({"first", "second"} - {doomed}).pop()
     assert real.hget(keys.task(run.ids[node]), "worker") == survivor.encode()
+
+
+def test_the_embedded_cluster_keeps_its_events_stream_capped() -> None:
+    """fakeredis ignores XADD MAXLEN ~: the embedded cluster trims the stream per run."""
+    script = (
+        "from balancer import Flow, embedded\n"
+        "from balancer.common.keys import Keys\n"
+        "from tests.integration import tasks\n"
+        "for i in range(12):\n"
+        "    with Flow('tiny') as flow:\n"
+        "        tasks.constant(i)\n"
+        "    assert flow.run(quiet=True).is_successful()\n"
+        "print(embedded.connect(embedded.URL).xlen(Keys('balancer').events))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
+    env.update(BALANCER_EVENTS_MAX="3", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # At most the cap and what the last run wrote (dispatch, completed, flow finished);
+    # twelve runs uncapped would hold over 36.
+    assert int(done.stdout.strip().splitlines()[-1]) <= 3 + 3

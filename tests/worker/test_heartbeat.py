@@ -3,14 +3,17 @@ cores), and which beats go out in full and which light."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
 
+import psutil
 import pytest
 import redis
 from balancer.common.keys import Keys
@@ -29,20 +32,39 @@ def _foreign_hog(core: int) -> int:
     return int(out.stdout.strip())
 
 
+# Sampled in a process of its own: this one (pytest) may have threads busy on another core
+# from earlier tests, and a worker takes its own use out process-wide.
+SAMPLE = """
+import json, sys, time
+from balancer.worker.heartbeat import HostLoad
+host = HostLoad()
+host.cores = [int(sys.argv[1])]
+host.sample()
+time.sleep(1.0)
+cpu, pressure, memory, _ = host.sample()
+print(json.dumps([cpu, pressure, memory]))
+"""
+
+
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
 def test_a_busy_foreign_process_on_the_workers_core_shows_as_pressure() -> None:
     core = max(os.sched_getaffinity(0))
-    host = HostLoad()
-    host.cores = [core]
     pid = _foreign_hog(core)
     try:
-        host.sample()
-        time.sleep(1.0)
-        cpu, pressure, memory, _ = host.sample()
+        hog = psutil.Process(pid)
+        used0, t0 = sum(hog.cpu_times()[:2]), time.monotonic()
+        out = subprocess.run([sys.executable, "-c", SAMPLE, str(core)], capture_output=True,
+                             text=True, check=True, timeout=60)
+        share = (sum(hog.cpu_times()[:2]) - used0) / (time.monotonic() - t0)
     finally:
         os.kill(pid, signal.SIGKILL)
-    assert cpu > 0.6
-    assert pressure > 0.6  # none of it is this process's
+    cpu, pressure, memory = json.loads(out.stdout)
+    # What the hog got of the core depends on what else the machine runs; whatever it
+    # got shows as pressure (none of it is the sampling process's), give or take the
+    # sampling windows, which differ a little.
+    assert share > 0.2
+    assert pressure >= share - 0.2, (pressure, share)
+    assert cpu >= pressure
     assert 0.0 < memory < 1.0
 
 

@@ -1,0 +1,91 @@
+"""What operators change on a running cluster, shared by the `balancer` CLI and the
+dashboard: queue settings (priority, concurrency limit, pause), quarantined tasks
+(listed, retried, purged). Each function checks its input and raises ``AdminError`` with
+a message naming what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from balancer.common import codec, signals
+from balancer.common.keys import Keys
+from balancer.common.replies import as_opt_bytes, as_opt_bytes_list, as_scored
+from balancer.common.scripts import Scripts
+from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
+from balancer.queue import check_queue_name
+
+
+class AdminError(ValueError):
+    """An operator's request that cannot be applied, and why."""
+
+
+def configure_queue(client: redis.Redis, keys: Keys, name: str,
+                    fields: dict[str, Any]) -> None:
+    """Set (or, for "", clear) queue settings and tell the dispatcher, in one transaction.
+    ``fields``: priority, concurrency_limit (int, or "" to remove it), paused ("1"/"0")."""
+    try:
+        check_queue_name(name)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    for field_name, value in fields.items():
+        if field_name not in ("priority", "concurrency_limit", "paused"):
+            raise AdminError(f"unknown queue setting {field_name!r}")
+        if field_name == "priority" and value is not None:
+            _bounded("priority", value, -PRIORITY_LIMIT, PRIORITY_LIMIT)
+        if field_name == "concurrency_limit" and value not in (None, ""):
+            _bounded("concurrency limit", value, 1, COUNT_LIMIT)
+        if field_name == "paused" and value not in ("0", "1"):
+            raise AdminError("paused must be 0 or 1")
+    pipe = client.pipeline(transaction=True)
+    set_fields: dict[FieldT, EncodableT] = {k: v for k, v in fields.items()
+                                            if v is not None and v != ""}
+    if set_fields:
+        pipe.hset(keys.queue_conf(name), mapping=set_fields)
+    cleared = [k for k, v in fields.items() if v == ""]
+    if cleared:
+        pipe.hdel(keys.queue_conf(name), *cleared)
+    pipe.sadd(keys.queues, name)
+    pipe.rpush(keys.wake, signals.QUEUES)
+    pipe.execute()
+
+
+def _bounded(what: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise AdminError(f"{what} must be an integer from {low} to {high}, got {value!r}")
+
+
+def quarantined(client: redis.Redis, keys: Keys, limit: int = 0) -> list[dict[str, Any]]:
+    """The quarantined tasks, oldest first, with why (``balancer dlq ls``); the first
+    ``limit`` only, when given."""
+    entries = as_scored(client.zrange(keys.dlq, 0, limit - 1, withscores=True))
+    pipe = client.pipeline(transaction=False)
+    for member, _ in entries:
+        pipe.hmget(keys.task(member.decode()), ["name", "fn", "queue", "flow", "lost", "error"])
+    rows = []
+    replies = [as_opt_bytes_list(row) for row in pipe.execute()]
+    for (member, score), (name, fn, queue, flow, lost, error) in zip(entries, replies):
+        err = codec.unpack_error(error)
+        rows.append({"id": member.decode(), "name": (name or b"").decode(),
+                     "fn": (fn or b"").decode(), "queue": (queue or b"").decode(),
+                     "flow": (flow or b"").decode(), "lost": int(lost or 0),
+                     "since": score / 1000, "reason": str(err) if err else ""})
+    return rows
+
+
+def retry_quarantined(client: redis.Redis, keys: Keys, scripts: Scripts, task_id: str) -> str:
+    """Put a quarantined task back into its queue; returns the queue."""
+    queue = as_opt_bytes(client.hget(keys.task(task_id), "queue"))
+    if queue is None or not scripts.dlq_retry(task_id, queue.decode()):
+        raise AdminError(f"task {task_id} is not quarantined")
+    return queue.decode()
+
+
+def purge_quarantined(client: redis.Redis, keys: Keys, scripts: Scripts, task_id: str,
+                      ttl_ms: int) -> None:
+    """Fail a quarantined task for good (its dependents too)."""
+    flow = as_opt_bytes(client.hget(keys.task(task_id), "flow"))
+    if flow is None or not scripts.dlq_purge(task_id, flow.decode(), ttl_ms):
+        raise AdminError(f"task {task_id} is not quarantined")

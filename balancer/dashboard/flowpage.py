@@ -1,0 +1,87 @@
+"""What the dashboard's flow page shows: every task of one run with its state, worker,
+attempts, timings, result size, error (with traceback) and why it waits, and the edges
+of its DAG. Read in a few pipelined round trips."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from balancer import why
+from balancer.common import codec
+from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes, as_opt_bytes_list
+
+FIELDS = ["worker", "started", "finished", "ready", "failures", "lost", "error", "children",
+          "fn"]
+MAX_TASKS = 2000  # a page draws at most this many; the rest are counted
+
+
+class NoSuchFlow(LookupError):
+    pass
+
+
+def _int(raw: bytes | None) -> int | None:
+    try:
+        return int(float(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
+    name, state, blob, total, remaining, failed, created, finished = as_opt_bytes_list(
+        client.hmget(keys.flow(flow_id), ["name", "state", "tasks", "total", "remaining",
+                                          "failed", "created", "finished"]))
+    if name is None:
+        raise NoSuchFlow(flow_id)
+    try:
+        listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob))]
+    except (codec.CodecError, TypeError, ValueError):
+        listed = []
+    shown = listed[:MAX_TASKS]
+    ids = [t for t, _ in shown]
+    facts = why.task_facts(client, keys, ids)
+    cluster = why.ClusterFacts.gather(client, keys)
+    pipe = client.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(keys.task(task_id), FIELDS)
+        pipe.hstrlen(keys.task(task_id), "result")
+    replies = pipe.execute(raise_on_error=False)
+    tasks, edges = [], []
+    for i, (task_id, task_name) in enumerate(shown):
+        record, size = replies[2 * i], replies[2 * i + 1]
+        if isinstance(record, Exception):
+            record = [None] * len(FIELDS)
+        worker, started, done_at, ready, failures, lost, error, children, fn = record
+        f = facts.get(task_id)
+        err = codec.unpack_error(error)
+        task_state = f.state if f else "expired"
+        tried = (_int(failures) or 0) + (_int(lost) or 0)
+        tasks.append({
+            "id": task_id, "name": task_name, "state": task_state,
+            "fn": fn.decode("utf-8", "replace") if fn else "",
+            "queue": f.queue if f else "",
+            "worker": worker.decode("utf-8", "replace") if worker else "",
+            # Runs so far: those that failed or died, and the one running or completed.
+            "attempts": tried + (task_state in ("running", "completed")),
+            "ready_ms": _int(ready), "started_ms": _int(started), "finished_ms": _int(done_at),
+            "result_bytes": size if isinstance(size, int) and task_state == "completed"
+            else None,
+            "error": {"type": err.type, "message": err.message, "traceback": err.traceback}
+            if err and task_state != "completed" else None,
+            "why": why.reason(f, cluster) if f else "",
+        })
+        try:
+            for child in codec.unpack(children) if children else ():
+                edges.append([task_id, str(child[0])])
+        except (codec.CodecError, TypeError, ValueError, IndexError):
+            pass
+    return {
+        "id": flow_id, "name": name.decode("utf-8", "replace"),
+        "state": (state or b"").decode("utf-8", "replace"),
+        "total": _int(total) or 0, "remaining": _int(remaining) or 0,
+        "failed": _int(failed) or 0, "created_ms": _int(created),
+        "finished_ms": _int(finished), "tasks": tasks, "edges": edges,
+        "not_shown": max(0, len(listed) - len(shown)),
+    }

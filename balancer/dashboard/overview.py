@@ -1,0 +1,88 @@
+"""What the dashboard's main page shows, as one JSON-ready dict: `balancer status` (workers
+with their load and its parts, queues with what holds them and their offers, recent
+flows, set-aside entries), plus each worker's state and the tasks it runs now, each
+queue's head age, the dispatchers (leader and standbys) and the quarantined tasks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import redis
+
+from balancer import admin
+from balancer import status as status_view
+from balancer.common.keys import Keys
+from balancer.common.settings import Settings
+from balancer.dashboard.metrics import dispatchers, queue_head_ages
+from balancer.scheduling import CPU_WEIGHT, MEMORY_SAFE, MEMORY_WEIGHT
+
+SHOWN_PER_WORKER = 20  # tasks listed under a worker
+
+
+def _worker_state(row: status_view.WorkerRow, timeout: float) -> str:
+    if not row.alive or row.last_seen_s > timeout:
+        return "dead"
+    if row.capacity == 0:
+        return "draining"
+    return "alive"
+
+
+def _held(client: redis.Redis, keys: Keys, worker_ids: list[str]
+          ) -> dict[str, list[dict[str, str]]]:
+    """The tasks leased to each worker, with their name and state (running, or queued:
+    in its inbox), running ones first."""
+    pipe = client.pipeline(transaction=False)
+    for wid in worker_ids:
+        pipe.srandmember(keys.leases(wid), SHOWN_PER_WORKER)
+    members = pipe.execute(raise_on_error=False)
+    ids: dict[str, list[str]] = {}
+    for wid, raw in zip(worker_ids, members):
+        ids[wid] = sorted({m.split(b"|", 1)[0].decode("utf-8", "replace")
+                           for m in raw} if isinstance(raw, list) else set())
+    pipe = client.pipeline(transaction=False)
+    for wid in worker_ids:
+        for task_id in ids[wid]:
+            pipe.hmget(keys.task(task_id), ["name", "state", "flow"])
+    replies = iter(pipe.execute(raise_on_error=False))
+    out: dict[str, list[dict[str, str]]] = {}
+    for wid in worker_ids:
+        rows = []
+        for task_id in ids[wid]:
+            reply = next(replies)
+            name, state, flow = reply if isinstance(reply, list) else (None, None, None)
+            rows.append({"id": task_id, "name": (name or b"").decode("utf-8", "replace"),
+                         "state": "running" if state == b"running" else "leased",
+                         "flow": (flow or b"").decode("utf-8", "replace")})
+        rows.sort(key=lambda r: r["state"] != "running")
+        out[wid] = rows
+    return out
+
+
+def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
+           ) -> dict[str, Any]:
+    snap = status_view.gather(client, keys, recent=flows)
+    data = snap.to_dict()
+    held = _held(client, keys, [w.id for w in snap.workers])
+    for row, shown in zip(snap.workers, data["workers"]):
+        shown["state"] = _worker_state(row, settings.worker_timeout)
+        shown["tasks"] = held.get(row.id, [])
+        shown["load_parts"] = {
+            "leases": round(row.leased / row.capacity, 3) if row.capacity else None,
+            "cpu_pressure": round(CPU_WEIGHT * row.pressure, 3),
+            "memory": round(MEMORY_WEIGHT * max(0.0, row.memory - MEMORY_SAFE), 3),
+        }
+        if shown["load"] == float("inf"):
+            shown["load"] = None
+    ages = queue_head_ages(client, keys, [q.name for q in snap.queues if q.ready])
+    for q in data["queues"]:
+        q["head_age_s"] = round(ages.get(q["name"], 0.0), 1)
+    leader_id = snap.leader.split("|", 1)[-1] if snap.leader else None
+    data["dispatchers"] = [
+        {"id": d, "seen_s": round(age, 1), "role": "leader" if d == leader_id else "standby"}
+        for d, age in dispatchers(client, keys, settings.leader_ttl)]
+    if leader_id and leader_id not in {d["id"] for d in data["dispatchers"]}:
+        data["dispatchers"].insert(0, {"id": leader_id, "seen_s": None, "role": "leader"})
+    data["quarantined"] = admin.quarantined(client, keys, limit=200)
+    data["flows"] = [asdict(f) for f in snap.flows]
+    return data

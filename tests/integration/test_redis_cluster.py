@@ -1,0 +1,123 @@
+"""Redis Cluster: serve, workers, clients and the CLIs given a ``redis+cluster://`` URL
+run flows on a local cluster of three masters and three replicas, and ride out a SIGKILL
+of the master holding the namespace's slot (its replica takes over). No command may span
+slots: a CROSSSLOT error in any log fails the test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+from balancer.common import acl
+from balancer.common.connection import connect
+
+from balancer import Flow
+from tests.conftest import ROOT, Processes
+from tests.integration import tasks
+from tests.integration.stream import run_through_failover
+from tests.integration.topologies import LocalCluster, need_redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> Iterator[LocalCluster]:
+    """One cluster for the module: the ACL test runs first, the failover test kills a
+    master last."""
+    need_redis_server()
+    cluster = LocalCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+def _cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer.cli", *args], cwd=ROOT,
+                          env=procs.env, capture_output=True, text=True, timeout=60)
+
+
+def test_each_role_runs_on_the_cluster_under_its_least_privilege_user(
+        procs: Processes, local_cluster: LocalCluster, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The users of `balancer acl`, on every node: the cluster client's own commands
+    (CLUSTER SLOTS, COMMAND) are granted, and nothing is refused (ACL LOG stays empty)."""
+    for node in local_cluster.nodes:
+        admin = redis.Redis(port=node.port)
+        admin.execute_command("ACL", "LOG", "RESET")
+        for line in acl.setuser_lines(namespace):
+            admin.execute_command(*line.split())
+            admin.execute_command("ACL", "SETUSER", line.split()[2], ">pw-test-1234")
+    hosts = local_cluster.url.partition("://")[2]
+
+    def url(role: str) -> str:
+        return f"redis+cluster://{namespace}-{role}:pw-test-1234@{hosts}"
+
+    serve = procs.start("balancer.cli", "serve", "--redis-url", url("dispatcher"),
+                        name="serve")
+    worker = procs.start("balancer.worker.cli", "start", "--redis-url", url("worker"),
+                         "--concurrency", "2", name="worker")
+    monkeypatch.setenv("BALANCER_NAMESPACE", namespace)
+    client = connect(url("client"))
+    for width in (1, 30):  # a small submit (a script) and a large one (MULTI/EXEC)
+        with Flow("acl") as flow:
+            parts = [tasks.square(i) for i in range(width)]
+            tasks.total(parts)
+        run = flow.submit(client)
+        assert run.wait(timeout=60) == "completed"
+        assert run.results()["total"] == sum(i * i for i in range(width))
+    for proc in (serve, worker):
+        assert procs.stop(proc) == 0, procs.log(proc)
+        assert "Traceback" not in procs.log(proc), procs.log(proc)
+    for node in local_cluster.nodes:
+        assert redis.Redis(port=node.port).execute_command("ACL", "LOG") == [], node.port
+
+
+def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
+        procs: Processes, local_cluster: LocalCluster, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = local_cluster.owner_of(namespace)
+    others = [n for n in local_cluster.nodes if n is not owner]
+    assert all(n.proc is not None for n in others)
+
+    def failed_over() -> bool:
+        return local_cluster.owner_of(namespace) is not owner
+
+    stream, gap = run_through_failover(
+        procs, local_cluster.url, namespace, lambda: owner.stop(kill=True), failed_over,
+        monkeypatch, "cluster failover")
+    outcome = stream.outcome
+    assert outcome.other == []
+    assert outcome.completed + len(outcome.lost) == len(stream.runs)
+    assert len(outcome.lost) <= 5, outcome.lost
+    assert gap > 0
+
+    # After the failover: a large submit (MULTI/EXEC), the CLIs' pipelines and transactions.
+    client = connect(local_cluster.url)
+    with Flow("wide") as flow:
+        parts = [tasks.square(i) for i in range(40)]
+        tasks.total(parts)
+    serve = procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "thread")
+    run = flow.submit(client, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+    assert run.results()["total"] == sum(i * i for i in range(40))
+    queue = _cli(procs, "queue", "set", "default", "--priority", "3")
+    assert queue.returncode == 0, queue.stderr
+    status = _cli(procs, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["workers"]
+    flows = _cli(procs, "flows", "-n", "5")
+    assert flows.returncode == 0 and "wide" in flows.stdout, flows.stderr
+    one = _cli(procs, "flow", run.id)
+    assert one.returncode == 0 and "completed" in one.stdout, one.stderr
+    dlq = _cli(procs, "dlq", "ls")
+    assert dlq.returncode == 0, dlq.stderr
+    assert run.why() == {}  # its pipeline (with a keyless TIME) runs on the cluster
+    for proc in (serve, worker):
+        assert procs.stop(proc) == 0
+        assert "CROSSSLOT" not in procs.log(proc) and "Traceback" not in procs.log(proc)

@@ -1,0 +1,123 @@
+"""Redis behind Sentinel: serve, workers and clients given a ``redis+sentinel://`` URL ride
+out a SIGKILL of the master. Real processes; a private master, replicas and three
+sentinels on loopback ports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from balancer.common.connection import connect
+
+from balancer import Flow, FlowLost, FlowRun, NotReplicated
+from tests.conftest import Processes, wait_for
+from tests.integration import tasks
+from tests.integration.stream import Stream, run_through_failover
+from tests.integration.topologies import SentinelSet, need_redis_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    need_redis_server()
+    topology = SentinelSet(replicas=getattr(request, "param", 1))
+    try:
+        yield topology.start()
+    finally:
+        topology.cleanup()
+
+
+def _run_through_failover(procs: Processes, sentinels: SentinelSet, namespace: str,
+                          monkeypatch: pytest.MonkeyPatch, **env: str) -> tuple[Stream, float]:
+    old_master = sentinels.master_port()
+    return run_through_failover(
+        procs, sentinels.url, namespace, sentinels.kill_master,
+        lambda: sentinels.master_port() != old_master, monkeypatch, "sentinel failover", **env)
+
+
+def test_a_master_killed_mid_stream_fails_over_and_every_flow_completes_or_is_reported_lost(
+        procs: Processes, sentinels: SentinelSet, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    stream, gap = _run_through_failover(procs, sentinels, namespace, monkeypatch)
+    outcome = stream.outcome
+    assert outcome.other == []  # each run completed, or FlowLost said it was lost
+    assert outcome.completed + len(outcome.lost) == len(stream.runs)
+    # Asynchronous replication loses at most the master's last moments: a few flows.
+    assert len(outcome.lost) <= 5, outcome.lost
+    assert gap > 0
+
+
+@pytest.mark.parametrize("sentinels", [2], indirect=True)
+def test_with_min_replicas_1_no_accepted_flow_is_lost_in_a_failover(
+        procs: Processes, sentinels: SentinelSet, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas: after the failover one replicates the new master, so submits and
+    acknowledgements keep being confirmed."""
+    stream, _ = _run_through_failover(procs, sentinels, namespace, monkeypatch,
+                                         BALANCER_MIN_REPLICAS="1",
+                                         BALANCER_REPLICA_TIMEOUT="2.0")
+    outcome = stream.outcome
+    assert outcome.lost == [] and outcome.other == []
+    assert outcome.completed == len(stream.runs)
+
+
+def test_a_submit_the_failover_lost_is_reported_as_lost_not_waited_on(
+        sentinels: SentinelSet, namespace: str) -> None:
+    """A write the replica never got: the master drops its replica's link (and, with a
+    password set, refuses it back), takes a submit, and dies. The run is gone from the new
+    master, and waiting on it says so (FlowLost) instead of waiting out its timeout."""
+    client = connect(sentinels.url)
+    with Flow("kept") as flow:
+        tasks.constant(1)
+    kept = flow.submit(client, namespace=namespace)
+    master = redis.Redis(port=sentinels.master_port())
+    wait_for(lambda: master.info("replication")["slave0"]["offset"]
+             >= master.info("replication")["master_repl_offset"], timeout=10)
+    old_master = sentinels.master_port()
+    master.config_set("requirepass", "replica-kept-out")  # connected clients stay in
+    master.client_kill_filter(_type="replica")
+    with Flow("lost") as flow:
+        tasks.constant(2)
+    lost = flow.submit(client, namespace=namespace)  # accepted by the master alone
+    sentinels.kill_master()
+    wait_for(lambda: sentinels.master_port() != old_master, timeout=30, interval=0.1)
+    started = time.monotonic()
+    with pytest.raises(FlowLost, match=f"{lost.id}.*no record in Redis"):
+        lost.wait(timeout=60)
+    assert time.monotonic() - started < 30  # said, not waited out
+    assert wait_for(lambda: _state(kept), timeout=30) == "running"  # replicated: still there
+
+
+def test_with_min_replicas_1_the_submit_a_failover_would_lose_is_never_accepted(
+        sentinels: SentinelSet, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same certain loss with BALANCER_MIN_REPLICAS=1: the submit no replica holds
+    raises NotReplicated, so no accepted flow is lost."""
+    monkeypatch.setenv("BALANCER_MIN_REPLICAS", "1")
+    monkeypatch.setenv("BALANCER_REPLICA_TIMEOUT", "0.2")
+    client = connect(sentinels.url)
+    with Flow("kept") as flow:
+        tasks.constant(1)
+    kept = flow.submit(client, namespace=namespace)  # a replica holds it: it returns
+    master = redis.Redis(port=sentinels.master_port())
+    master.config_set("requirepass", "replica-kept-out")
+    master.client_kill_filter(_type="replica")
+    with Flow("unconfirmed") as flow:
+        tasks.constant(2)
+    with pytest.raises(NotReplicated, match="0 of the 1 replicas"):
+        flow.submit(client, namespace=namespace)
+    old_master = sentinels.master_port()
+    sentinels.kill_master()
+    wait_for(lambda: sentinels.master_port() != old_master, timeout=30, interval=0.1)
+    assert wait_for(lambda: _state(kept), timeout=30) == "running"
+
+
+def _state(run: FlowRun) -> str | None:
+    """The run's state, or None while the sentinels name no master yet (a failover under
+    way: they flag the new one usable a moment after they name it)."""
+    try:
+        return run.state
+    except redis.ConnectionError:
+        return None
