@@ -42,6 +42,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
 | dispatchers          | zset        | dispatcher id -> last time it led or tried to (standbys)    |
 | epoch                | counter     | bumped by every new leader                                  |
+| cache:<key>:<digest> | string (PX) | a cached task result (common.cache.Entry), by cache_key and |
+|                      |             | inputs' digest ("any" under duration_only), for cache_for   |
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class Keys:
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"
+
+    def cache(self, cache_key: str, digest: str = "*") -> str:
+        return f"{self.prefix}cache:{cache_key}:{digest}"
 
     def cancels(self, worker_id: str) -> str:
         return f"{self.prefix}cancels:{worker_id}"
