@@ -111,3 +111,22 @@ def test_cache_options_without_cache_for_warn_as_prefect_1_does() -> None:
 def test_partial_inputs_only_needs_names() -> None:
     with pytest.raises(ValueError, match="validate_on"):
         cv.partial_inputs_only()
+
+
+def test_a_reference_without_nout_is_not_iterable() -> None:
+    from balancer import Flow
+
+    with Flow("f"), pytest.raises(TypeError, match="give nout=N"):
+        _a, _b = keyed(1)
+
+
+def test_nout_makes_one_reference_per_item() -> None:
+    from balancer import Flow
+
+    with Flow("f") as flow:
+        a, b = task(nout=2)(_pair)(1)
+    assert a is not b and [n.task.name for n in flow.nodes] == ["_pair", "getitem", "getitem"]
+
+
+def _pair(x: int) -> tuple[int, int]:
+    return x, x

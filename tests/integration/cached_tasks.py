@@ -54,3 +54,13 @@ def report_b(log: str) -> str:
 @task
 def plus_one(x: int) -> int:
     return x + 1
+
+
+@task(nout=2, checkpoint=False)
+def split(x: int) -> tuple[int, int]:
+    return x // 10, x % 10
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b

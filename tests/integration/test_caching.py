@@ -148,3 +148,15 @@ def test_a_planted_entry_is_read_as_data_and_only_its_result_is_used(
         a = ct.report_a(log)
     assert _run(flow, real, namespace).result(a) == "planted"
     assert _runs(tmp_path / "runs.log") == ["report_a"]
+
+
+def test_a_task_with_nout_unpacks_in_the_flow(
+        cluster: Processes, real: redis.Redis, namespace: str) -> None:
+    """Prefect 1's ``nout``: ``a, b = t()``; and ``ref[i]`` on any reference."""
+    with Flow("unpack") as flow:
+        tens, units = ct.split(47)
+        total = ct.add(tens, units)
+        first = ct.split(93)[0]
+    run = _run(flow, real, namespace)
+    assert (run.result(tens), run.result(units), run.result(total)) == (4, 7, 11)
+    assert run.result(first) == 9
