@@ -224,7 +224,8 @@ class DynamicRun:
             "state": TaskState.PENDING if unmet else TaskState.QUEUED,
         }
         optional = {"priority": task.priority, "retries": task.retries,
-                    "retry_delay": task.retry_delay, "timeout": task.timeout, "deps": unmet}
+                    "retry_delay": task.retry_delay, "timeout": task.timeout, "deps": unmet,
+                    "tags": ",".join(task.tags)}
         record.update({k: v for k, v in optional.items() if v})
         if self._signer is not None:
             record["sig"] = self._signer.sign(signing.spec_message(

@@ -160,3 +160,23 @@ def test_a_task_with_nout_unpacks_in_the_flow(
     run = _run(flow, real, namespace)
     assert (run.result(tens), run.result(units), run.result(total)) == (4, 7, 11)
     assert run.result(first) == 9
+
+
+def test_mapped_children_and_flow_function_calls_use_the_cache_too(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    from balancer import flow, unmapped
+
+    log = str(tmp_path / "runs.log")
+    for _ in range(2):
+        with Flow("mapped") as flow_:
+            m = ct.by_inputs.map(unmapped(log), [1, 2])
+        assert _run(flow_, real, namespace).result(m) == [101, 102]
+    assert sorted(_runs(tmp_path / "runs.log")) == ["by_inputs 1", "by_inputs 2"]
+
+    @flow(redis_url=cluster.env["BALANCER_REDIS_URL"], namespace=namespace)
+    def dynamic() -> list[int]:
+        return [ct.by_inputs(log, 2), ct.by_inputs(log, 3)]
+
+    assert dynamic() == [102, 103]
+    assert sorted(_runs(tmp_path / "runs.log")) == ["by_inputs 1", "by_inputs 2",
+                                                    "by_inputs 3"]
