@@ -3,9 +3,10 @@ cache options runs, look its entry up; on a valid hit complete it with the cache
 without running it; after a successful run, store the entry for ``cache_for``.
 
 Only a task whose arguments carry cache options (``cache.marked``: one byte scan) pays:
-one GET before, one SET after a run, one HSET marking a hit on its record. The entry is
-read as msgpack data, never unpickled; with signing keys it is used only if its signature
-verifies (common/cache.py says why and what a Redis writer can do without them).
+one GET before a run, one round trip (SET, and HDEL of a stale mark) after it, one HSET
+marking a hit on its record. The entry is read as msgpack data, never unpickled; with
+signing keys it is used only if its signature verifies (common/cache.py says why and what
+a Redis writer can do without them).
 """
 
 from __future__ import annotations
@@ -78,11 +79,16 @@ def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
 
 
 def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
-          result: bytes) -> None:
-    """Store a successful run's result for ``cache_for``."""
+          result: bytes, task_key: str) -> None:
+    """Store a successful run's result for ``cache_for``, and clear the task's
+    ``cached`` mark (set by an earlier attempt whose acknowledgement was refused), in one
+    round trip."""
     expires = int(time.time() * 1000) + prepared.spec.ttl_ms
     sig = ""
     if signer is not None:
         sig = signer.sign(cache.entry_message(prepared.key, prepared.digest, expires, result))
-    client.set(prepared.key, Entry(prepared.digest, expires, result, sig).encode(),
-               px=prepared.spec.ttl_ms)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(prepared.key, Entry(prepared.digest, expires, result, sig).encode(),
+             px=prepared.spec.ttl_ms)
+    pipe.hdel(task_key, "cached")
+    pipe.execute()
