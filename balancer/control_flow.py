@@ -42,6 +42,13 @@ def merge_values(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+@task(name="getitem")
+def get_item(value: Any, index: Any) -> Any:
+    """``value[index]``: what ``ref[i]``, and unpacking a task with ``nout``, add to a
+    flow (Prefect 1's GetItem)."""
+    return value[index]
+
+
 @task(name="as_bool")
 def as_bool(value: Any) -> bool:
     return bool(value)

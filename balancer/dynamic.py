@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import context
+from balancer import caching, context
 from balancer.common import codec, signals, signing
+from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -179,6 +180,9 @@ class DynamicRun:
         prepared = []
         for args, kwargs in calls:
             upstream = [*_futures_in_call(task.name, args, kwargs), *after]
+            cached = caching.spec(task)
+            if cached is not None:  # with the arguments: signed with them
+                kwargs = {**kwargs, CACHE_KEYWORD: cached.to_list()}
             blob = _encode(task.name, args, kwargs, self.settings.max_payload_bytes)
             prepared.append((new_id(), blob, list({id(f): f for f in upstream}.values())))
         states = read_states(self.client, self.keys,
@@ -220,7 +224,8 @@ class DynamicRun:
             "state": TaskState.PENDING if unmet else TaskState.QUEUED,
         }
         optional = {"priority": task.priority, "retries": task.retries,
-                    "retry_delay": task.retry_delay, "timeout": task.timeout, "deps": unmet}
+                    "retry_delay": task.retry_delay, "timeout": task.timeout, "deps": unmet,
+                    "tags": ",".join(task.tags)}
         record.update({k: v for k, v in optional.items() if v})
         if self._signer is not None:
             record["sig"] = self._signer.sign(signing.spec_message(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,22 @@ class Node:
 
     def __hash__(self) -> int:
         return id(self)
+
+    def __getitem__(self, index: Any) -> Node:
+        """A reference to ``result[index]``: a small task of its own (Prefect 1's
+        GetItem), run after this one."""
+        from balancer.control_flow import get_item
+
+        return self.flow.call(get_item, (self, index), {})
+
+    def __iter__(self) -> Iterator[Node]:
+        """``a, b = t()`` for a task given ``nout=2`` (Prefect 1's rule: a task without
+        nout is not iterable, its result's length being unknown until it runs)."""
+        nout = self.task.nout
+        if nout is None:
+            raise TypeError(f"task {self.task.name!r} is not iterable; if it returns several"
+                            " results, give nout=N to @task")
+        return iter([self[i] for i in range(nout)])
 
     def __repr__(self) -> str:
         return f"<Node {self.task.name} of flow {self.flow.name!r}>"

@@ -22,7 +22,7 @@ from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes, as_bytes_list, as_opt_bytes_list
 
 FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
-          "children", "queue"]
+          "children", "queue", "cached", "tags"]
 
 
 @dataclass
@@ -39,6 +39,8 @@ class TaskRow:
     why: str = ""
     error: str = ""
     traceback: str = ""
+    cached: bool = False  # completed with a cached result, not run (cache_for)
+    tags: list[str] = field(default_factory=list)
 
     @property
     def run_s(self) -> float | None:
@@ -139,7 +141,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             (rec["worker"] or b"").decode(), failures + lost + ran, queued,
             _int(rec["started"]), _int(rec["finished"]),
             why.reason(f, held) if f else "", str(err) if err else "",
-            err.traceback if err else ""))
+            err.traceback if err else "", rec["cached"] == b"1",
+            [t for t in (rec["tags"] or b"").decode(errors="replace").split(",") if t]))
     for run_id, run_name, kind in added:
         if kind == "flow":
             sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]
@@ -147,7 +150,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                                 "sub-run " + (sub.decode() if sub else "expired")))
     done = sum(r.state == "completed" for r in rows)
     counts = {"total": _int(total) or len(rows), "completed": done,
-              "failed": _int(failed) or 0, "cancelled": _int(cancelled) or 0}
+              "failed": _int(failed) or 0, "cancelled": _int(cancelled) or 0,
+              "cached": sum(r.cached for r in rows)}
     return FlowView(flow_id, name.decode(), (flow_state or b"").decode(), created_ms,
                     _int(finished), counts, rows, (parent or b"").decode(),
                     str(codec.unpack_error(raised)) if raised else "",
@@ -174,10 +178,12 @@ def _secs(s: float | None) -> str:
 
 def render(view: FlowView, verbose: bool = False) -> list[str]:
     c = view.counts
+    cached = f" ({c['cached']} from cache)" if c.get("cached") else ""
     took = (f", took {(view.finished_ms - view.created_ms) / 1000:.3f}s"
             if view.finished_ms and view.created_ms else "")
     lines = [f"flow {view.id}  {view.name}  {view.state}: {c['completed']}/{c['total']}"
-             f" completed, {c['failed']} failed, {c['cancelled']} cancelled; submitted"
+             f" completed{cached},"
+             f" {c['failed']} failed, {c['cancelled']} cancelled; submitted"
              f" {_clock(view.created_ms)}{took}"
              + (f"  (sub-run of {view.parent})" if view.parent else "")
              + (f"  (schedule {view.schedule})" if view.schedule else "")]
@@ -191,6 +197,10 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
             f"  {r.id:<24} {r.name[:20]:<20} {r.state:<15} {r.worker[:20] or '-':<20}"
             f" {r.attempts:>5} {_clock(r.queued_ms):>12} {_clock(r.started_ms):>12}"
             f" {_clock(r.finished_ms):>12} {_secs(r.wait_s):>9} {_secs(r.run_s):>9}")
+        if r.cached:
+            lines.append("      cached: completed with a cached result, not run")
+        if r.tags:
+            lines.append(f"      tags: {', '.join(r.tags)}")
         if r.why:
             lines.append(f"      why: {r.why}")
         if r.error:

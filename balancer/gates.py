@@ -42,7 +42,7 @@ CHUNK = 1000  # records per pipeline when a map is expanded or gathered
 GATHER_FACTOR = 64
 FIELDS = ("state", "flow", "name", "queue", "score", "trigger", "runskip", "nup",
           "upfailed", "upskipped", "map", "mapped", "children", "args", "fn", "priority",
-          "retries", "retry_delay", "timeout", "gate", "deps", "sig")
+          "retries", "retry_delay", "timeout", "gate", "deps", "sig", "tags")
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ class Planner:
             "args": blob, "children": children, "nchildren": 1 + len(extra),
             "parent": map_id, "index": index}
         record.update({field: raw[field] for field in ("priority", "retries", "retry_delay",
-                                                       "timeout") if raw[field] is not None})
+                                                       "timeout", "tags")
+                       if raw[field] is not None})
         if pending:
             record["deps"] = 1
         if self.signer is not None:

@@ -21,8 +21,9 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import taskclass
+from balancer import caching, taskclass
 from balancer.common import codec, protocol, signals, signing
+from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -90,6 +91,9 @@ def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
     init = taskclass.init_arguments(node.task)
     if init is not None:
         kwargs[taskclass.INIT_KEYWORD] = init
+    cached = caching.spec(node.task)
+    if cached is not None:  # with the arguments: signed with them
+        kwargs[CACHE_KEYWORD] = cached.to_list()
     if node.mapped is not None:  # with the arguments: signed with them
         kwargs[MAP_KEYWORD] = node.mapped.to_list()
     try:
@@ -136,6 +140,8 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
             record["runskip"] = 1
         if node.mapped is not None:
             record["map"] = 1  # its spec travels in its arguments
+    if task.tags:
+        record["tags"] = ",".join(task.tags)
     if not node.upstream:
         record["ready"] = now_ms  # ready at once: its wait time counts from now
     if children:

@@ -35,6 +35,18 @@ class Task:
     trigger: Any = "all_successful"
     skip_on_upstream_skip: bool = True
     max_retries: int | None = None  # Prefect 1's name for retries
+    # Prefect 1's output caching (balancer/caching.py, common/cache.py): reuse the result
+    # of an earlier run, from any flow run, for cache_for (seconds or a timedelta).
+    cache_for: Any = None
+    cache_key: str | None = None
+    cache_validator: Any = None
+    # Prefect 1's nout: how many values the returned tuple holds, so that a reference
+    # unpacks (``a, b = t()``) in a flow.
+    nout: int | None = None
+    # Prefect 1's checkpoint: accepted, and changes nothing (results are always stored).
+    checkpoint: bool | None = None
+    # Labels, stored on the task's record and shown by `balancer flow`.
+    tags: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -62,7 +74,13 @@ class Task:
             self.retry_delay = delay.total_seconds()
         if isinstance(timeout, timedelta):
             self.timeout = timeout.total_seconds()
+        if isinstance(self.cache_for, timedelta):
+            self.cache_for = self.cache_for.total_seconds()
         self.check()
+        from balancer import caching
+
+        caching.check(self)
+        self.tags = caching.tag_list(self)
         self.priority, self.retries = plain(self.priority), plain(self.retries)
         self.retry_delay, self.timeout = plain(self.retry_delay), plain(self.timeout)
         if type(self) is Task:
@@ -181,6 +199,12 @@ def task(
     timeout_seconds: float | None = None,
     trigger: Any = "all_successful",
     skip_on_upstream_skip: bool = True,
+    cache_for: float | timedelta | None = None,
+    cache_key: str | None = None,
+    cache_validator: Any = None,
+    nout: int | None = None,
+    checkpoint: bool | None = None,
+    tags: Any = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -199,13 +223,21 @@ def task(
     timeout_seconds: float | None = None,
     trigger: Any = "all_successful",
     skip_on_upstream_skip: bool = True,
+    cache_for: float | timedelta | None = None,
+    cache_key: str | None = None,
+    cache_validator: Any = None,
+    nout: int | None = None,
+    checkpoint: bool | None = None,
+    tags: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
     Prefect 1's spellings work too: ``max_retries`` for ``retries``, and ``retry_delay``
     and ``timeout`` as ``timedelta``; and Prefect 2/3's ``retry_delay_seconds`` and
     ``timeout_seconds`` (numbers); ``trigger`` (balancer.triggers) and
-    ``skip_on_upstream_skip`` as Prefect 1's."""
+    ``skip_on_upstream_skip`` as Prefect 1's; ``cache_for``/``cache_key``/
+    ``cache_validator``, ``nout``, ``checkpoint`` and ``tags`` as Prefect 1's too
+    (balancer/caching.py says what each does here)."""
     if retry_delay_seconds is not None:
         if retry_delay:
             raise ValueError("give retry_delay or retry_delay_seconds, not both")
@@ -227,6 +259,8 @@ def task(
         return Task(f, name or f.__name__, queue_name, priority, retries,
                     retry_delay,  # type: ignore[arg-type]  # timedelta: __post_init__
                     timeout,  # type: ignore[arg-type]
-                    trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip)
+                    trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
+                    cache_for=cache_for, cache_key=cache_key, cache_validator=cache_validator,
+                    nout=nout, checkpoint=checkpoint, tags=tags)
 
     return wrap(fn) if fn is not None else wrap

@@ -62,11 +62,12 @@ ROLES = {
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
+            "GET", "SET",  # cached results (cache_for: worker/caching.py)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
-              "events"),
+              "events", "cache"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.

@@ -45,6 +45,8 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | schedules            | zset        | schedule id -> its next due time (ms, +inf once ended)      |
 | schedule:<id>        | hash        | a schedule: clocks, the template of its runs (the records a |
 |                      |             | submit writes), parameters, version, last run               |
+| cache:<key>:<digest> | string (PX) | a cached task result (common.cache.Entry), by cache_key and |
+|                      |             | inputs' digest ("any" under duration_only), for cache_for   |
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ class Keys:
 
     def ahead(self, worker_id: str) -> str:
         return f"{self.prefix}ahead:{worker_id}"
+
+    def cache(self, cache_key: str, digest: str = "*") -> str:
+        return f"{self.prefix}cache:{cache_key}:{digest}"
 
     def cancels(self, worker_id: str) -> str:
         return f"{self.prefix}cancels:{worker_id}"

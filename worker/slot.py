@@ -16,6 +16,7 @@ from balancer.common.models import TaskState
 from balancer.common.retry import persist
 from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
+from balancer.worker import caching
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
@@ -122,7 +123,7 @@ class Slot(threading.Thread):
                 outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
                                                     str(exc)))
             else:
-                outcome = self.runner.run(lease.fn, args, lease.timeout)
+                outcome = self._run_or_reuse(lease, args)
         took = time.monotonic() - t0
         self.holding.finish(lease.queue, took * 1000)
         done = None
@@ -131,6 +132,32 @@ class Slot(threading.Thread):
                         outcome.payload, lease.timeout is not None, self._children(lease),
                         lease.name, lease.ready_ms)
         return Finished(lease, outcome, started_ms, took, done)
+
+    def _run_or_reuse(self, lease: Lease, args: bytes) -> Outcome:
+        """Run the task, unless its cache options (``cache_for``) find a valid cached
+        result: then complete it with that result without running it."""
+        args, prepared = caching.prepare(self.keys, lease.task_id, args)
+        if prepared is None:
+            return self.runner.run(lease.fn, args, lease.timeout)
+        try:
+            cached = caching.lookup(self.client, self.signer, lease.task_id, prepared)
+            if cached is not None:
+                self.client.hset(self.keys.task(lease.task_id), "cached", 1)
+        except redis.RedisError as exc:
+            log.warning("task=%s: cache lookup failed (%s); it runs", lease.task_id, exc)
+            cached = None
+        if cached is not None:
+            log.info("task=%s name=%s completed from its cache (%s) on worker=%s, not run",
+                     lease.task_id, lease.name, prepared.key, self.worker_id)
+            return Outcome(True, cached)
+        outcome = self.runner.run(lease.fn, args, lease.timeout)
+        if outcome.ok:
+            try:
+                caching.store(self.client, self.signer, prepared, outcome.payload,
+                              self.keys.task(lease.task_id))
+            except redis.RedisError as exc:  # the run stands; the next one runs again
+                log.warning("task=%s: its result was not cached (%s)", lease.task_id, exc)
+        return outcome
 
     @staticmethod
     def _children(lease: Lease) -> list[Child]:

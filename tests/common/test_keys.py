@@ -26,7 +26,7 @@ HASH_TAG_OPEN = re.compile(r"\{$")
 HASH_TAG_CLOSE = re.compile(r"^\}:")
 
 ID_ARGS = {"task_id": "t1", "flow_id": "f1", "name": "q1", "worker_id": "w1",
-           "schedule_id": "s1"}
+           "schedule_id": "s1", "cache_key": "ck", "digest": "d1"}
 
 
 def _every_key(keys: Keys) -> dict[str, str]:
@@ -47,7 +47,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
     found = _every_key(Keys("ns"))
     assert set(found) == {
         "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "worker",
-        "inbox", "leases", "fetched", "ahead", "cancels",
+        "inbox", "leases", "fetched", "ahead", "cancels", "cache",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules",

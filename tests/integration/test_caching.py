@@ -1,0 +1,182 @@
+"""Prefect 1's output caching (``cache_for``/``cache_key``/``cache_validator``) on a real
+dispatcher and real worker processes: a cached result is reused by a later flow run
+without running the task again, and only while the validator and cache_for allow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from balancer.common import cache, codec
+from balancer.common.keys import Keys
+
+from balancer import Flow, flowview
+from tests.conftest import Processes, wait_for
+from tests.integration import cached_tasks as ct
+
+
+@pytest.fixture(params=["thread", "process"])
+def cluster(request: pytest.FixtureRequest, procs: Processes) -> Iterator[Processes]:
+    procs.serve()
+    procs.worker("--pool", request.param, "--concurrency", "2",
+                 "--import", "tests.integration.cached_tasks")
+    yield procs
+
+
+def _run(flow: Flow, real: redis.Redis, namespace: str):  # type: ignore[no-untyped-def]
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    return run
+
+
+def _runs(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_a_second_flow_run_reuses_the_cached_result_without_running_the_task(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    for _ in range(2):
+        with Flow("cached") as flow:
+            sq = ct.slow_square(log, 7)
+            after = ct.plus_one(sq)
+        run = _run(flow, real, namespace)
+        assert run.result(sq) == 49 and run.result(after) == 50
+    assert _runs(tmp_path / "runs.log") == ["square 7"]  # the side effect happened once
+    assert real.hget(Keys(namespace).task(run.ids[sq]), "cached") == b"1"
+    assert real.hget(Keys(namespace).task(run.ids[after]), "cached") is None
+    view = flowview.gather(real, Keys(namespace), run.id)
+    assert view is not None and view.counts["cached"] == 1
+    shown = "\n".join(flowview.render(view))
+    assert "2/2 completed (1 from cache)" in shown, shown
+    assert "cached: completed with a cached result, not run" in shown
+    assert "tags: io, slow" in shown
+    worker_log = "".join(cluster.log(p) for p in cluster.procs)
+    assert "completed from its cache" in worker_log
+
+
+def test_duration_only_reuses_the_result_whatever_the_inputs(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    results = []
+    for x in (2, 3):
+        with Flow("cached") as flow:
+            sq = ct.slow_square(log, x)
+        results.append(_run(flow, real, namespace).result(sq))
+    assert results == [4, 4]  # Prefect 1's default validator: any inputs
+    assert _runs(tmp_path / "runs.log") == ["square 2"]
+
+
+def test_all_inputs_reruns_for_different_inputs_and_reuses_for_the_same(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    results = []
+    for x in (1, 2, 1):
+        with Flow("cached") as flow:
+            t = ct.by_inputs(log, x=x)  # a keyword here, positional below: the same inputs
+        results.append(_run(flow, real, namespace).result(t))
+    with Flow("cached") as flow:
+        t = ct.by_inputs(log, 2)
+    results.append(_run(flow, real, namespace).result(t))
+    assert results == [101, 102, 101, 102]
+    assert _runs(tmp_path / "runs.log") == ["by_inputs 1", "by_inputs 2"]
+
+
+def test_all_inputs_compares_upstream_results_too(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    for x in (1, 1, 5):
+        with Flow("cached") as flow:
+            ct.by_inputs(log, ct.plus_one(x))
+        _run(flow, real, namespace)
+    assert _runs(tmp_path / "runs.log") == ["by_inputs 2", "by_inputs 6"]
+
+
+def test_partial_inputs_only_compares_the_named_inputs(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    results = []
+    for x, note in ((1, "first"), (1, "second"), (2, "third")):
+        with Flow("cached") as flow:
+            t = ct.by_x(log, x, note=note)
+        results.append(_run(flow, real, namespace).result(t))
+    assert results == ["1:first", "1:first", "2:third"]
+    assert _runs(tmp_path / "runs.log") == ["by_x 1 first", "by_x 2 third"]
+
+
+def test_an_expired_entry_makes_the_task_run_again(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    key = Keys(namespace).cache("*")
+    for _ in range(2):
+        with Flow("cached") as flow:
+            ct.short_lived(log, 9)
+        _run(flow, real, namespace)
+        assert real.keys(key)  # stored, for one second
+        wait_for(lambda: not real.keys(key), timeout=30)  # cache_for passed
+    assert _runs(tmp_path / "runs.log") == ["short 9", "short 9"]
+
+
+def test_a_cache_key_shares_entries_across_tasks(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = str(tmp_path / "runs.log")
+    with Flow("a") as flow:
+        a = ct.report_a(log)
+    assert _run(flow, real, namespace).result(a) == "made by a"
+    with Flow("b") as flow:
+        b = ct.report_b(log)
+    assert _run(flow, real, namespace).result(b) == "made by a"
+    assert _runs(tmp_path / "runs.log") == ["report_a"]
+
+
+def test_a_planted_entry_is_read_as_data_and_only_its_result_is_used(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """Without signing keys a Redis writer can choose a cached task's result, and nothing
+    more: the entry is msgpack, never unpickled; a malformed one is a miss."""
+    log = str(tmp_path / "runs.log")
+    spec = cache.CacheSpec(3_600_000, "shared-report", "duration_only")
+    key = Keys(namespace).cache(spec.key, cache.ANY_INPUTS)
+    real.set(key, b"\x80\x04not msgpack: a pickle")
+    with Flow("a") as flow:
+        a = ct.report_a(log)
+    assert _run(flow, real, namespace).result(a) == "made by a"  # ran: unreadable entry
+    planted = cache.Entry(cache.ANY_INPUTS, 2**41, codec.pack("planted"))
+    real.set(key, planted.encode())
+    with Flow("a") as flow:
+        a = ct.report_a(log)
+    assert _run(flow, real, namespace).result(a) == "planted"
+    assert _runs(tmp_path / "runs.log") == ["report_a"]
+
+
+def test_a_task_with_nout_unpacks_in_the_flow(
+        cluster: Processes, real: redis.Redis, namespace: str) -> None:
+    """Prefect 1's ``nout``: ``a, b = t()``; and ``ref[i]`` on any reference."""
+    with Flow("unpack") as flow:
+        tens, units = ct.split(47)
+        total = ct.add(tens, units)
+        first = ct.split(93)[0]
+    run = _run(flow, real, namespace)
+    assert (run.result(tens), run.result(units), run.result(total)) == (4, 7, 11)
+    assert run.result(first) == 9
+
+
+def test_mapped_children_and_flow_function_calls_use_the_cache_too(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    from balancer import flow, unmapped
+
+    log = str(tmp_path / "runs.log")
+    for _ in range(2):
+        with Flow("mapped") as flow_:
+            m = ct.by_inputs.map(unmapped(log), [1, 2])
+        assert _run(flow_, real, namespace).result(m) == [101, 102]
+    assert sorted(_runs(tmp_path / "runs.log")) == ["by_inputs 1", "by_inputs 2"]
+
+    @flow(redis_url=cluster.env["BALANCER_REDIS_URL"], namespace=namespace)
+    def dynamic() -> list[int]:
+        return [ct.by_inputs(log, 2), ct.by_inputs(log, 3)]
+
+    assert dynamic() == [102, 103]
+    assert sorted(_runs(tmp_path / "runs.log")) == ["by_inputs 1", "by_inputs 2",
+                                                    "by_inputs 3"]

@@ -1,0 +1,94 @@
+"""The worker's side of Prefect 1's output caching (``cache_for``): before a task with
+cache options runs, look its entry up; on a valid hit complete it with the cached result
+without running it; after a successful run, store the entry for ``cache_for``.
+
+Only a task whose arguments carry cache options (``cache.marked``: one byte scan) pays:
+one GET before a run, one round trip (SET, and HDEL of a stale mark) after it, one HSET
+marking a hit on its record. The entry is read as msgpack data, never unpickled; with
+signing keys it is used only if its signature verifies (common/cache.py says why and what
+a Redis writer can do without them).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+from balancer.common import cache, codec
+from balancer.common.cache import CacheSpec, Entry
+from balancer.common.codec import CodecError
+from balancer.common.keys import Keys
+from balancer.common.signing import Signer
+
+log = logging.getLogger("worker")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A call with cache options, ready to look up and to run."""
+
+    spec: CacheSpec
+    args: bytes  # the call as the function takes it: without the cache options
+    key: str  # the Redis key of its entry
+    digest: str
+
+
+def prepare(keys: Keys, task_id: str, args_blob: bytes) -> tuple[bytes, Prepared | None]:
+    """The call without its cache options, and what to look up (None: no caching, or
+    cache options that are not valid, which are logged and ignored: the task runs)."""
+    if not cache.marked(args_blob):
+        return args_blob, None
+    try:
+        args, kwargs = codec.decode_call(args_blob, refs_only=True)
+        spec = cache.take_spec(kwargs)
+    except (CodecError, ValueError) as exc:
+        log.warning("task=%s: cache options unreadable (%s); it runs uncached", task_id, exc)
+        return args_blob, None
+    if spec is None:
+        return args_blob, None
+    stripped = codec.pack([args, kwargs])
+    if not spec.used:
+        return stripped, None
+    digest = cache.digest(spec, args, kwargs)
+    return stripped, Prepared(spec, stripped, keys.cache(spec.key, digest), digest)
+
+
+def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
+           prepared: Prepared) -> bytes | None:
+    """The cached result (packed) if a valid entry exists, else None."""
+    raw = client.get(prepared.key)
+    if not isinstance(raw, bytes):  # none (a str only from a client that decodes: never)
+        return None
+    try:
+        entry = Entry.decode(raw)
+    except ValueError as exc:
+        log.warning("task=%s: cache entry %s unreadable (%s); it runs", task_id,
+                    prepared.key, exc)
+        return None
+    if entry.digest != prepared.digest or entry.expires_ms <= time.time() * 1000:
+        return None
+    if signer is not None and not signer.verify(
+            cache.entry_message(prepared.key, entry.digest, entry.expires_ms, entry.result),
+            entry.sig.encode()):
+        log.warning("task=%s: cache entry %s is not signed with a signing key; ignored, the"
+                    " task runs", task_id, prepared.key)
+        return None
+    return entry.result
+
+
+def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
+          result: bytes, task_key: str) -> None:
+    """Store a successful run's result for ``cache_for``, and clear the task's
+    ``cached`` mark (set by an earlier attempt whose acknowledgement was refused), in one
+    round trip."""
+    expires = int(time.time() * 1000) + prepared.spec.ttl_ms
+    sig = ""
+    if signer is not None:
+        sig = signer.sign(cache.entry_message(prepared.key, prepared.digest, expires, result))
+    pipe = client.pipeline(transaction=False)
+    pipe.set(prepared.key, Entry(prepared.digest, expires, result, sig).encode(),
+             px=prepared.spec.ttl_ms)
+    pipe.hdel(task_key, "cached")
+    pipe.execute()
