@@ -162,7 +162,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
     def call() -> None:
         try:
             doomed()
-        except BaseException as exc:  # noqa: BLE001 - what the caller saw, checked below
+        except BaseException as exc:  # what the caller saw, checked below
             raised.append(exc)
 
     caller = threading.Thread(target=call, daemon=True)
