@@ -85,8 +85,8 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
         return Cancelled(flow_id, state.decode(), 0)
     own = [str(row[0]) for row in codec.unpack(blob or b"\x90")]
     for attempt in range(ATTEMPTS):
-        added, listed = _added(client, keys, flow_id)
         try:
+            added, listed = _added(client, keys, flow_id)
             reply = scripts.cancel(flow_id, _look(client, keys, own + added), ttl_ms, listed)
         except redis.exceptions.NoPermissionError as exc:
             raise CancelError(f"cancelling flow {flow_id} needs the operators' Redis user"
