@@ -10,7 +10,7 @@ from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
 from balancer.control_flow import case, ifelse, merge, switch
-from balancer.flow import Flow, FlowError, Node
+from balancer.flow import Flow, FlowCancelled, FlowError, Node
 from balancer.flowfn import FlowFunction, flow, get_run_logger
 from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import MapError, flatten, unmapped
@@ -22,7 +22,8 @@ from balancer.task import Task, task
 attach = FlowRun.attach
 
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
-           "ErrorInfo", "Failed", "Flow", "FlowError", "FlowFunction", "FlowLost", "FlowRun",
+           "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
+           "FlowLost", "FlowRun",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
            "State", "Success", "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach",
            "case", "flatten", "flow", "get_run_logger", "ifelse", "merge", "register_type",

@@ -9,6 +9,14 @@ leased task that was not marked running (a lease is only a member of its worker'
 set), so it is read here first: the workers' leases sets and inboxes, once per cancel.
 A task leased between that read and the script is reported back, and we look again.
 
+A run's tasks are those of the flow hash's ``tasks`` blob (a flow submitted whole), those a
+@flow function added to its open run (``flow:<id>:tasks``), and the children of every map
+that has expanded (``<map id>-<index>``, as many as its ``mapped`` says): read here, and
+checked by the script (a map that expands, or a function that adds a task, after our read
+makes it write nothing and us look again). A map not expanded yet never will be: the
+dispatcher only expands or gathers a map it takes out of the gate, and the cancel takes it
+out. A sub-run of a @flow function is a run of its own, cancelled by its own id.
+
 A worker learns that a task it took was cancelled from its ``cancels:<worker>`` list,
 which it reads with a blocking pop of its own (``worker/cancels.py``): nothing is added
 to any task's path.
@@ -23,10 +31,13 @@ from dataclasses import dataclass
 import redis
 
 from balancer.common import codec, signals
+from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes_list
 from balancer.common.scripts import CancelTask, Scripts
+from balancer.dynamic import TASK_KIND
+from balancer.mapplan import child_ids
 
 log = logging.getLogger("balancer")
 
@@ -34,6 +45,10 @@ log = logging.getLogger("balancer")
 # task (or when a worker dies), so a few looks suffice; these many mean something is wrong.
 ATTEMPTS = 20  # about 4 s of pauses in all
 RETRY_PAUSE = 0.02
+FIELDS = ["state", "queue", "worker", "lease", "deps", "mapped"]
+# No map expands into more children than this (BALANCER_MAX_MAP_CHILDREN may be set up to
+# it): a bigger count on a record is not one the dispatcher wrote.
+MAX_CHILDREN = 10_000_000
 
 
 class CancelError(Exception):
@@ -68,10 +83,11 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
         raise KeyError(f"no flow run {flow_id}")
     if state.decode() != "running":
         return Cancelled(flow_id, state.decode(), 0)
-    task_ids = [str(row[0]) for row in codec.unpack(blob or b"\x90")]
+    own = [str(row[0]) for row in codec.unpack(blob or b"\x90")]
     for attempt in range(ATTEMPTS):
         try:
-            reply = scripts.cancel(flow_id, _look(client, keys, task_ids), ttl_ms)
+            added, listed = _added(client, keys, flow_id)
+            reply = scripts.cancel(flow_id, _look(client, keys, own + added), ttl_ms, listed)
         except redis.exceptions.NoPermissionError as exc:
             raise CancelError(f"cancelling flow {flow_id} needs the operators' Redis user"
                               f" (balancer-dispatcher in `balancer acl`): {exc}") from None
@@ -87,30 +103,67 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
                       " workers; nothing was cancelled, try again")
 
 
-def _look(client: redis.Redis, keys: Keys, task_ids: list[str]) -> list[CancelTask]:
-    """The unfinished tasks, each with the lease we see it under (if any)."""
+def _added(client: redis.Redis, keys: Keys, flow_id: str) -> tuple[list[str], int]:
+    """The tasks a @flow function added to its run (not its sub-runs), and the length of
+    the list they were read from, for the script to check that nothing was added since."""
+    entries = as_bytes_list(client.lrange(keys.flow_tasks(flow_id), 0, -1))
+    ids = []
+    for entry in entries:
+        try:
+            task_id, _name, kind = codec.unpack(entry)
+        except (CodecError, TypeError, ValueError):
+            continue  # not a listing flow_extend.lua wrote
+        if kind == TASK_KIND:
+            ids.append(str(task_id))
+    return ids, len(entries)
+
+
+def _open_tasks(client: redis.Redis, keys: Keys, task_ids: list[str]
+                ) -> list[tuple[str, list[bytes | None]]]:
+    """The unfinished tasks of ``task_ids``, with their records."""
     pipe = client.pipeline(transaction=False)
     for task_id in task_ids:
-        pipe.hmget(keys.task(task_id), ["state", "queue", "worker", "lease", "deps"])
+        pipe.hmget(keys.task(task_id), FIELDS)
     rows = [as_opt_bytes_list(r) for r in pipe.execute()]
-    open_ = [(t, row) for t, row in zip(task_ids, rows)
-             if row[0] is not None and row[0].decode() not in TaskState.TERMINAL - {
-                 TaskState.DEAD}]
+    return [(t, row) for t, row in zip(task_ids, rows)
+            if row[0] is not None and row[0].decode() not in TaskState.TERMINAL - {
+                TaskState.DEAD}]
+
+
+def _look(client: redis.Redis, keys: Keys, task_ids: list[str]) -> list[CancelTask]:
+    """The unfinished tasks, the children of the maps among them included, each with the
+    lease we see it under (if any) and, for a map, its count of children."""
+    open_ = _open_tasks(client, keys, task_ids)
+    children = [child for task_id, row in open_ if row[5] is not None
+                for child in child_ids(task_id, _count(row[5]))]
+    if children:
+        open_ += _open_tasks(client, keys, children)
     if not open_:
         return []
     leases = _leases(client, keys, {t for t, _ in open_}) if any(
         row[0] in (b"queued", b"pending") for _, row in open_) else {}
     tasks = []
-    for task_id, (state, queue, worker, token, _deps) in open_:
+    for task_id, (state, queue, worker, token, _deps, mapped) in open_:
         q = (queue or b"default").decode()
         seen = leases.get(task_id)
+        n = (mapped or b"").decode()
         if seen is not None:
-            tasks.append(CancelTask(task_id, q, seen[1], seen[0], seen[2]))
+            tasks.append(CancelTask(task_id, q, seen[1], seen[0], seen[2], n))
         elif state == b"running" and worker and token:
-            tasks.append(CancelTask(task_id, q, token.decode(), worker.decode()))
+            tasks.append(CancelTask(task_id, q, token.decode(), worker.decode(), mapped=n))
         else:
-            tasks.append(CancelTask(task_id, q))
+            tasks.append(CancelTask(task_id, q, mapped=n))
     return tasks
+
+
+def _count(mapped: bytes) -> int:
+    """A map's count of children as its record holds it; 0 (none looked for) if it is not
+    a count within the limit the dispatcher expands to (a record written by hand)."""
+    try:
+        n = int(mapped)
+    except ValueError:
+        return 0
+    return n if 0 <= n <= MAX_CHILDREN else 0
 
 
 def _leases(client: redis.Redis, keys: Keys,

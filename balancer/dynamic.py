@@ -32,9 +32,15 @@ from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
-from balancer.common.scripts import AddedTask, NotReplicated, Scripts, durability
+from balancer.common.scripts import (
+    EXTEND_CANCELLED,
+    AddedTask,
+    NotReplicated,
+    Scripts,
+    durability,
+)
 from balancer.common.settings import Settings
-from balancer.flow import FlowError
+from balancer.flow import FlowCancelled, FlowError
 from balancer.futures import POLL_MAX, POLL_MIN, FutureList, TaskFuture, read_states, wait_all
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.scheduling import task_score
@@ -142,6 +148,9 @@ class DynamicRun:
         state = FlowState.FAILED if failed else FlowState.COMPLETED
         done = self.scripts.flow_close(self.id, state, self._ttl_ms,
                                        codec.pack_error(error) if error else b"")
+        if done == 0 and self.client.hget(self.keys.flow(self.id), "state") == b"cancelled":
+            log.info("closed flow=%s name=%s: it was cancelled", self.id, self.name)
+            return FlowState.CANCELLED
         log.info("closed flow=%s name=%s %s%s", self.id, self.name, state,
                  "" if done == 1 else " (it settles when its last task does)")
         return state
@@ -153,7 +162,10 @@ class DynamicRun:
                 futures = list(self.futures)
             wait_all(futures)
             with self._lock:
-                if len(self.futures) == len(futures) and not self._waiting:
+                if len(self.futures) == len(futures):
+                    # Every task is final, those the watcher waited to release too (a
+                    # cancel settles them): none is left to release.
+                    self._waiting.clear()
                     return
 
     # -- adding tasks --------------------------------------------------------------
@@ -202,7 +214,11 @@ class DynamicRun:
                 waiting.append(_Waiting(future, task.queue_name, score, unmet))
             else:
                 ready.setdefault(task.queue_name, []).append(task_id)
-        if self.scripts.flow_extend(self.id, added, signals.submitted(ready)) < 0:
+        outcome = self.scripts.flow_extend(self.id, added, signals.submitted(ready))
+        if outcome == EXTEND_CANCELLED:
+            raise FlowCancelled(f"flow {self.name!r} ({self.id}) was cancelled: no task can"
+                                f" be added to it (task {task.name!r} not submitted)")
+        if outcome < 0:
             raise FlowError(f"flow {self.name!r} ({self.id}) is closed: its function has"
                             " returned, so no task can be added to it")
         with self._lock:
@@ -262,10 +278,19 @@ class DynamicRun:
             time.sleep(delay)
 
     def _release_due(self, waiting: list[_Waiting]) -> int:
+        """Release the waiting tasks whose upstreams are final; forget those no longer
+        pending (their run was cancelled): nothing is released for them."""
         states = read_states(self.client, self.keys,
-                             {f.task_id for w in waiting for f in w.upstream})
+                             {f.task_id for w in waiting for f in (w.future, *w.upstream)})
         released = 0
         for w in waiting:
+            if states.get(w.future.task_id) != TaskState.PENDING:
+                log.info("flow=%s task=%s is %s: no longer waits to be released", self.id,
+                         w.future.task_id, states.get(w.future.task_id) or "gone")
+                with self._lock:
+                    self._waiting.pop(w.future.task_id, None)
+                released += 1
+                continue
             failed = [f for f in w.upstream
                       if states.get(f.task_id) in (None, TaskState.FAILED,
                                                    TaskState.UPSTREAM_FAILED)]

@@ -27,6 +27,11 @@ class FlowError(ValueError):
     """The flow cannot be submitted as built (cycle, foreign task, bad argument)."""
 
 
+class FlowCancelled(FlowError):
+    """A @flow function's run was cancelled (``balancer flow cancel``): it takes no more
+    tasks, and its function is not run again by its retries."""
+
+
 @dataclass(eq=False)
 class Node:
     """One call of a task in a flow; passing it to another task passes its result."""

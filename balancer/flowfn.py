@@ -20,8 +20,10 @@ import redis
 
 from balancer import context
 from balancer.common.codec import ErrorInfo
+from balancer.common.models import FlowState
 from balancer.common.settings import Settings
 from balancer.dynamic import DynamicRun, current_run
+from balancer.flow import FlowCancelled
 from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import unmapped
 from balancer.options import check_task_options
@@ -97,6 +99,12 @@ class FlowFunction:
             raise
         info = ErrorInfo.from_exception(error) if error is not None else None
         state = run.close(error is not None, info)
+        if state == FlowState.CANCELLED and error is None:
+            # The function went on (it caught the refusal, or added nothing after the
+            # cancel): its run is cancelled all the same, and says so.
+            error = FlowCancelled(f"flow {self.name!r} ({run.id}) was cancelled")
+            info = ErrorInfo.from_exception(error)
+            value = None
         if return_state:
             return FlowRunState.of(state, self.name, value, info, run.id, error)
         if error is not None:
@@ -111,6 +119,8 @@ class FlowFunction:
         for attempt in range(retries + 1):
             try:
                 return self.fn(*args, **kwargs), None
+            except FlowCancelled as exc:
+                return None, exc  # not run again: its run takes no more tasks
             except Exception as exc:
                 if attempt == retries:
                     return None, exc

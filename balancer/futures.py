@@ -34,9 +34,11 @@ _PREFECT: dict[str, tuple[str, str]] = {
     TaskState.FAILED: ("Failed", "FAILED"),
     TaskState.UPSTREAM_FAILED: ("UpstreamFailed", "FAILED"),
     TaskState.DEAD: ("Crashed", "CRASHED"),
+    TaskState.CANCELLED: ("Cancelled", "CANCELLED"),
 }
 # States a future waits past: a quarantined (dead) task waits for an operator.
-FINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+FINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.UPSTREAM_FAILED,
+                   TaskState.CANCELLED})
 # Polling: a future waits by reading its task's state, first often, then every POLL_MAX.
 POLL_MIN, POLL_MAX = 0.002, 0.05
 
@@ -65,6 +67,9 @@ class State:
 
     def is_failed(self) -> bool:
         return self.type == "FAILED"
+
+    def is_cancelled(self) -> bool:
+        return self.type == "CANCELLED"
 
     def is_crashed(self) -> bool:
         return self.type == "CRASHED"

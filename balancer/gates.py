@@ -137,6 +137,11 @@ class Gates:
             log.error("task=%s in the gate has no record; dropped", task_id)
             self.client.zrem(self.keys.gate, task_id)
             return
+        if raw["state"] == TaskState.CANCELLED.encode():
+            # Its run was cancelled (balancer/cancel.py): nothing to decide, nothing wrong.
+            log.info("task=%s in the gate was cancelled; dropped", task_id)
+            self.client.zrem(self.keys.gate, task_id)
+            return
         if raw["gate"] is None or _int(raw["deps"]) > 0:
             # Not a gated task, or upstreams not settled: whoever put it there (a bug, a
             # hand-written entry), deciding it would run it before its time.

@@ -143,10 +143,10 @@ LAYOUTS: dict[str, Layout] = {
         " prefetch depth, events cap, task events",
         "task...", "task id... (in the order of the task keys)"),
     "cancel": layout(
-        "flow, flow done, delayed, dlq, deadlines, inflight, wake",
-        "ttl ms, task count",
+        "flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks",
+        "ttl ms, task count, length of flow tasks seen",
         "per task: task, queue, and with a lease: leases, inbox, cancels",
-        "per task: id, queue name, lease token, worker id, inbox entry"),
+        "per task: id, queue name, lease token, worker id, inbox entry, mapped seen"),
     "cascade": layout("cascade, flow, flow done, gate, wake, events",
                       "settled task id, ttl ms, error, how it settled ('failed' or 'skipped'),"
                       " events cap",

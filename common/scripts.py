@@ -29,6 +29,8 @@ log = logging.getLogger("worker")
 
 FailMode = Literal["retry", "final", "crash", "quarantine", "skip", "again"]
 FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 2, 3, 4
+# flow_extend.lua's refusals: the run is closed (its function returned), or cancelled.
+EXTEND_CLOSED, EXTEND_CANCELLED = -1, -2
 GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
 SUMMARY_CHARS = 300  # of an error, in a failure's event
 
@@ -113,6 +115,7 @@ class CancelTask:
     token: str = ""
     worker: str = ""
     inbox_entry: bytes = b""
+    mapped: str = ""  # a map's count of children as the caller saw it ("": not expanded)
 
 
 @dataclass(frozen=True)
@@ -555,17 +558,19 @@ class Scripts:
 
     # -- operators ------------------------------------------------------------------
 
-    def cancel(self, flow_id: str, tasks: Sequence[CancelTask], ttl_ms: int) -> CancelReply:
-        """Cancel a flow run's unfinished tasks (``balancer.cancel`` gathers ``tasks``)."""
+    def cancel(self, flow_id: str, tasks: Sequence[CancelTask], ttl_ms: int,
+               listed: int = 0) -> CancelReply:
+        """Cancel a flow run's unfinished tasks (``balancer.cancel`` gathers ``tasks``;
+        ``listed``: the length of ``flow:<id>:tasks`` it read them from, an open run's)."""
         k = self.keys
         keys = [k.flow(flow_id), k.flow_done(flow_id), k.delayed, k.dlq, k.deadlines,
-                k.inflight, k.wake]
-        args: list[Any] = [ttl_ms, len(tasks)]
+                k.inflight, k.wake, k.gate, k.flow_tasks(flow_id)]
+        args: list[Any] = [ttl_ms, len(tasks), listed]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
             if t.token:
                 keys += [k.leases(t.worker), k.inbox(t.worker), k.cancels(t.worker)]
-            args += [t.task_id, t.queue, t.token, t.worker, t.inbox_entry]
+            args += [t.task_id, t.queue, t.token, t.worker, t.inbox_entry, t.mapped]
         reply = [v.decode() if isinstance(v, bytes) else v
                  for v in self._run("cancel", keys, args)]
         if reply[0] == "retry":
@@ -594,7 +599,8 @@ class Scripts:
     # -- open flow runs (a @flow function's: balancer/dynamic.py) ----------------------
 
     def flow_extend(self, flow_id: str, tasks: Sequence[AddedTask], signal: str) -> int:
-        """Add ``tasks`` to an open run (``flow_extend.lua``); -1 when it is not open."""
+        """Add ``tasks`` to an open run (``flow_extend.lua``); -1 (EXTEND_CLOSED) when it
+        is not open, -2 (EXTEND_CANCELLED) when it was cancelled."""
         k = self.keys
         keys = [k.flow(flow_id), k.flow_tasks(flow_id), k.queues, k.wake]
         args: list[Any] = [flow_id, len(tasks), signal]

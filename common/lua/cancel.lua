@@ -1,18 +1,25 @@
 -- Cancel a flow run: every task of it not finished ends "cancelled", the flow ends
--- "cancelled", and waiting clients wake. A task in its queue, retrying or quarantined
--- leaves that set; a leased task loses its lease (removing the member is the fencing
--- check, so the worker's late ack or failure of it is refused, as for a lease taken back);
--- an inbox entry not yet taken leaves the inbox, and a worker that took it is told on its
--- cancels list, so that it stops the run (balancer/cancel.py, worker/cancels.py).
--- All or nothing: when a task reads queued but is neither in its queue nor under the lease
--- the caller saw (it was leased meanwhile), nothing is written and its id comes back, for
--- the caller to look again. Calling it for a flow already finished changes nothing.
--- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake; then per task: task,
---       queue, and with a lease: leases, inbox, cancels
--- ARGV: ttl ms, task count; then per task: id, queue name, lease token, worker id, inbox
---       entry
+-- "cancelled", and waiting clients wake. A task in its queue, retrying, quarantined or
+-- waiting in the gate leaves that set; a leased task loses its lease (removing the member
+-- is the fencing check, so the worker's late ack or failure of it is refused, as for a
+-- lease taken back); an inbox entry not yet taken leaves the inbox, and a worker that took
+-- it is told on its cancels list, so that it stops the run (balancer/cancel.py,
+-- worker/cancels.py). The caller lists the flow's tasks: those of its `tasks` blob, those
+-- a @flow function added (flow:<id>:tasks), and the children of each map expanded. An
+-- open run (a @flow function's) is closed too: its function's count in `remaining` goes,
+-- and flow_extend.lua refuses its next task as cancelled.
+-- All or nothing: when a task reads queued but is neither in its queue, the gate nor under
+-- the lease the caller saw (it was leased meanwhile), a map has expanded since the caller
+-- looked (its `mapped` differs), or the function added tasks (flow:<id>:tasks is longer),
+-- nothing is written and the ids come back, for the caller to look again. Calling it for
+-- a flow already finished changes nothing.
+-- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks; then
+--       per task: task, queue, and with a lease: leases, inbox, cancels
+-- ARGV: ttl ms, task count, length of flow tasks seen; then per task: id, queue name,
+--       lease token, worker id, inbox entry, mapped seen
 -- (lease token '': no lease seen, and no leases, inbox, cancels keys; inbox entry '':
--- none seen.)
+-- none seen; mapped: the map's count of children, '' for a map not expanded or a task
+-- that is no map.)
 -- Returns {flow state, tasks cancelled, workers whose leases it took back...}, or
 -- {'retry', task id...}, or {'missing', 0} when the flow has no record.
 local ttl = tonumber(ARGV[1])
@@ -22,8 +29,11 @@ local NOTICE_TTL = 600000
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing', 0} end
 if state ~= 'running' then return {state, 0} end
+if redis.call('LLEN', KEYS[9]) ~= tonumber(ARGV[3]) then
+  return {'retry', 'tasks added by the flow function'}
+end
 local tasks, unresolved = {}, {}
-local a, k = 3, 8
+local a, k = 4, 10
 for t = 1, tonumber(ARGV[2]) do
   local task = {key = KEYS[k], queue = KEYS[k + 1], id = ARGV[a], name = ARGV[a + 1],
                 token = ARGV[a + 2], worker = ARGV[a + 3], entry = ARGV[a + 4]}
@@ -32,18 +42,24 @@ for t = 1, tonumber(ARGV[2]) do
     task.leases, task.inbox, task.cancels = KEYS[k], KEYS[k + 1], KEYS[k + 2]
     k = k + 3
   end
-  a = a + 5
-  local s = redis.call('HMGET', task.key, 'state', 'deps')
+  local s = redis.call('HMGET', task.key, 'state', 'deps', 'map', 'mapped')
   local st = s[1]
+  if (s[4] or '') ~= ARGV[a + 5] then
+    unresolved[#unresolved + 1] = task.id  -- a map expanded since the caller looked
+  end
+  a = a + 6
   if st == 'pending' or st == 'queued' then
     local leased = task.token ~= '' and
       redis.call('SISMEMBER', task.leases, task.id .. '|' .. task.token) == 1
     if not leased then task.token = '' end
     if not leased and not redis.call('ZSCORE', task.queue, task.id)
+        and not redis.call('ZSCORE', KEYS[8], task.id)
         and not (st == 'pending' and tonumber(s[2] or '0') > 0) then
       unresolved[#unresolved + 1] = task.id
     end
     tasks[#tasks + 1] = task
+  elseif st == 'running' and s[3] and task.token == '' then
+    tasks[#tasks + 1] = task  -- a map waiting for its children (or in the gate to gather)
   elseif st == 'running' then
     if task.token == '' or
         redis.call('SISMEMBER', task.leases, task.id .. '|' .. task.token) == 0 then
@@ -67,6 +83,7 @@ for _, task in ipairs(tasks) do
   redis.call('ZREM', task.queue, task.id)
   redis.call('ZREM', KEYS[3], task.id)
   redis.call('ZREM', KEYS[4], task.id)
+  redis.call('ZREM', KEYS[8], task.id)
   if task.token ~= '' then
     unlease(task.leases, task.id, task.token)
     if counted(task.token) then redis.call('HINCRBY', KEYS[6], task.name, -1) end
@@ -86,7 +103,14 @@ for _, w in ipairs(told) do
   signal(KEYS[7], SIGNAL.ack, w, redis.call('SCARD', seen[w]))
 end
 redis.call('HINCRBY', KEYS[1], 'cancelled', #tasks)
-redis.call('HINCRBY', KEYS[1], 'remaining', 0 - #tasks)  -- (-#t of 0 is "-0")
+local held = 0
+if redis.call('HGET', KEYS[1], 'open') == '1' then
+  -- A @flow function's run: its function's count goes too, and it takes no more tasks.
+  held = 1
+  redis.call('HSET', KEYS[1], 'open', '0')
+  redis.call('PEXPIRE', KEYS[9], ttl)
+end
+redis.call('HINCRBY', KEYS[1], 'remaining', 0 - #tasks - held)  -- (-#t of 0 is "-0")
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now)
 redis.call('RPUSH', KEYS[2], 'cancelled')
 redis.call('PEXPIRE', KEYS[2], ttl)

@@ -8,8 +8,12 @@
 -- (score: '' when the task waits for upstream tasks, which the client releases with
 -- flow_release.lua; listing: the entry for the run's list of tasks; signal: sent when a
 -- task was queued.)
--- Returns the number of tasks added, or -1 (nothing written) if the run is not open.
-if redis.call('HGET', KEYS[1], 'open') ~= '1' then return -1 end
+-- Returns the number of tasks added, or (nothing written) -2 if the run was cancelled,
+-- -1 if it is not open otherwise (its function returned).
+if redis.call('HGET', KEYS[1], 'open') ~= '1' then
+  if redis.call('HGET', KEYS[1], 'state') == 'cancelled' then return -2 end
+  return -1
+end
 local n = tonumber(ARGV[2])
 local a, queued, listings = 4, 0, {}
 for t = 0, n - 1 do

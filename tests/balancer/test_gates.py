@@ -232,3 +232,26 @@ def test_with_signing_keys_a_map_changed_without_them_is_not_expanded(env: Any) 
     assert state == b"failed" and info is not None and info.type == "balancer.BadSignature"
     assert fake.exists(*(keys.task(c) for c in child_ids(bad, 3))) == 0
     assert all(fake.hget(keys.task(c), "sig") for c in child_ids(good, 2))
+
+
+def test_a_cancelled_map_in_the_gate_is_dropped_quietly_never_expanded_or_set_aside(
+        env: Any) -> None:
+    from balancer.cancel import cancel_flow
+
+    fake, keys, scripts, settings = env
+    flow_id, map_id = _submit_map(fake, settings, [1, 2])
+    raw = dict(zip(FIELDS, fake.hmget(keys.task(map_id), list(FIELDS))))
+    assert cancel_flow(fake, keys, flow_id, 60_000).cancelled == 1
+    assert fake.zcard(keys.gate) == 0  # the cancel took it out
+    # A stale entry (a dispatcher that read the map before the cancel, a late writer)
+    # with its upstreams unsettled: dropped, not set aside as bad, and never expanded.
+    fake.hset(keys.task(map_id), "deps", 1)
+    fake.zadd(keys.gate, {map_id: 1})
+    Gates(fake, keys, scripts, settings).run()
+    assert fake.zcard(keys.gate) == 0 and fake.hlen(keys.aside) == 0
+    Gates(fake, keys, scripts, settings)._expand(
+        Gated(map_id, "pending", "inc", is_map=True), raw, flow_id, "default", 0.0)
+    assert fake.hmget(keys.task(map_id), ["state", "mapped"]) == [b"cancelled", None]
+    assert _queued(fake, keys) == []
+    assert fake.hmget(keys.flow(flow_id), ["total", "remaining", "cancelled"]) == [
+        b"1", b"0", b"1"]

@@ -4,7 +4,7 @@ leases (a late ack or failure of a cancelled lease is refused), another flow unt
 from __future__ import annotations
 
 from balancer.common import codec
-from balancer.common.scripts import FAIL_REFUSED, CancelTask, Child
+from balancer.common.scripts import EXTEND_CANCELLED, FAIL_REFUSED, AddedTask, CancelTask, Child
 
 from balancer.cancel import cancel_flow
 from tests.common.lua.db import FLOW, TTL, Db, Q, W
@@ -126,3 +126,139 @@ def test_a_quarantined_task_is_cancelled_and_leaves_the_dead_letters(db: Db) -> 
     db.client.zadd(db.keys.dlq, {"a": 1})
     assert _cancel(db) == ("cancelled", 1)
     assert db.client.zcard(db.keys.dlq) == 0
+
+
+# -- gated tasks, maps and open runs --------------------------------------------------
+
+
+def _map(db: Db, map_id: str, state: str, mapped: int | None = None, deps: int = 0) -> None:
+    """A mapped task as submit writes it (``map`` set, gated), expanded when ``mapped``."""
+    db.put_task(map_id, state=state, upstream=deps)
+    db.client.hset(db.keys.task(map_id), mapping={"map": 1, "gate": 1})
+    if mapped is not None:
+        db.client.hset(db.keys.task(map_id), "mapped", mapped)
+
+
+def test_a_task_waiting_in_the_gate_is_cancelled_and_leaves_the_gate(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("up", state="completed")
+    db.put_task("g", state="pending")  # a trigger task: upstreams settled, not decided
+    db.client.hset(db.keys.task("g"), "gate", 1)
+    db.client.zadd(db.keys.gate, {"g": 1})
+    db.client.hset(db.keys.flow(FLOW), "remaining", 1)
+    assert _cancel(db) == ("cancelled", 1)
+    assert db.state("g") == "cancelled"
+    assert db.client.zcard(db.keys.gate) == 0
+    assert (db.flow("remaining"), db.flow("cancelled")) == ("0", "1")
+
+
+def test_a_running_map_is_cancelled_with_every_child_queued_leased_or_running(
+        db: Db) -> None:
+    db.put_flow(2)
+    _map(db, "m", "running", mapped=4, deps=3)
+    db.put_task("after", state="pending", upstream=1)
+    ids = ["m-0", "m-1", "m-2", "m-3"]
+    for child in ids:
+        db.put_task(child, children=[Child("m", Q, 1.0, gated=True)])
+    db.put_task("m-3", state="completed")
+    db.client.zrem(db.keys.queue(Q), "m-3")
+    tokens = db.lease("m-0", "m-1")
+    entries = db.client.lrange(db.keys.inbox(W), 0, -1)
+    db.client.lrem(db.keys.inbox(W), 1, entries[1])  # m-1 taken by a slot
+    db.scripts.mark_running(W, [("m-1", tokens["m-1"])])
+    # total: the map and "after" as submitted, and its 4 children; m-3 done.
+    db.client.hset(db.keys.flow(FLOW), mapping={"total": 6, "remaining": 5})
+    db.client.delete(db.keys.wake)
+
+    assert _cancel_with_children(db) == ("cancelled", 5)
+
+    for t in ("m", "after", "m-0", "m-1", "m-2"):
+        assert db.state(t) == "cancelled", t
+    assert db.state("m-3") == "completed"
+    assert db.queued() == {} and db.leases() == set() and db.inbox() == []
+    assert db.client.lrange(db.keys.cancels(W), 0, -1) == [f"m-1|{tokens['m-1']}".encode()]
+    assert (db.flow("state"), db.flow("remaining"), db.flow("cancelled"), db.flow("total")
+            ) == ("cancelled", "0", "5", "6")
+    # A late ack of a child is refused: the map never comes back to the gate.
+    assert db.ack("m-1", tokens["m-1"], Child("m", Q, 1.0, gated=True)) is False
+    assert db.client.zcard(db.keys.gate) == 0
+
+
+def _cancel_with_children(db: Db) -> tuple[str, int]:
+    """cancel_flow with the flow's own tasks listed (not the map's children, which the
+    cancel finds from the map's record)."""
+    own = [t for t in ("m", "after", "up", "g") if db.state(t) is not None]
+    db.client.hset(db.keys.flow(FLOW), "tasks", codec.pack([[t, t] for t in own]))
+    done = cancel_flow(db.client, db.keys, FLOW, TTL)
+    return done.state, done.cancelled
+
+
+def test_a_map_expanded_after_the_caller_looked_writes_nothing_and_is_named(db: Db) -> None:
+    db.put_flow(1)
+    _map(db, "m", "pending")
+    db.client.zadd(db.keys.gate, {"m": 1})
+    seen = [CancelTask("m", Q)]  # pending, not expanded: what the caller saw
+    db.client.hset(db.keys.task("m"), mapping={"state": "running", "mapped": 1, "deps": 1})
+    db.put_task("m-0")  # expanded meanwhile: a child the caller did not see
+    reply = db.scripts.cancel(FLOW, seen, TTL)
+    assert reply.retry == ("m",)
+    assert (db.state("m"), db.state("m-0"), db.flow("state")) == ("running", "queued",
+                                                                  "running")
+    assert _cancel_with_children(db) == ("cancelled", 2)  # looks again: finds the child
+    assert db.state("m-0") == "cancelled" and db.queued() == {}
+
+
+def test_a_map_not_yet_expanded_is_cancelled_and_its_gate_entry_goes(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("up", children=[Child("m", Q, 1.0, gated=True)])
+    _map(db, "m", "pending", deps=1)
+    token = db.lease("up")["up"]
+    db.client.delete(db.keys.inbox(W))
+    assert _cancel_with_children(db) == ("cancelled", 2)
+    assert db.ack("up", token, Child("m", Q, 1.0, gated=True)) is False  # refused
+    assert db.client.zcard(db.keys.gate) == 0 and db.state("m") == "cancelled"
+    assert db.task("m").get("mapped") is None
+
+
+def _open_run(db: Db, *task_ids: str) -> None:
+    """An open run (a @flow function's) whose tasks are listed in flow:<id>:tasks only."""
+    db.client.hset(db.keys.flow(FLOW), mapping={
+        "id": FLOW, "name": "dyn", "state": "running", "total": len(task_ids),
+        "remaining": len(task_ids) + 1, "failed": 0, "open": 1, "tasks": codec.pack([])})
+    for t in task_ids:
+        db.client.rpush(db.keys.flow_tasks(FLOW), codec.pack([t, t, "task"]))
+
+
+def test_an_open_run_is_cancelled_with_the_tasks_its_function_added(db: Db) -> None:
+    db.put_task("a")
+    db.put_task("b", state="pending", upstream=1)  # waits for the client's watcher
+    _open_run(db, "a", "b")
+    done = cancel_flow(db.client, db.keys, FLOW, TTL)
+    assert (done.state, done.cancelled) == ("cancelled", 2)
+    assert db.state("a") == db.state("b") == "cancelled"
+    assert (db.flow("remaining"), db.flow("open"), db.flow("cancelled")) == ("0", "0", "2")
+    assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"cancelled"]
+    # The function's next submit is refused as cancelled; its watcher's release and its
+    # close change nothing.
+    added = AddedTask("c", Q, 1.0, codec.pack(["c", "c", "task"]), {"state": "queued"})
+    assert db.scripts.flow_extend(FLOW, [added], "s|q") == EXTEND_CANCELLED
+    assert not db.client.exists(db.keys.task("c"))
+    assert db.scripts.flow_release("b", Q, 1.0, FLOW, TTL, b"", "s|q") == 0
+    assert db.scripts.flow_close(FLOW, "completed", TTL, b"") == 0
+    assert (db.state("b"), db.flow("state"), db.flow("remaining")) == ("cancelled",
+                                                                       "cancelled", "0")
+    assert db.queued() == {}
+
+
+def test_a_task_added_to_an_open_run_after_the_caller_looked_makes_it_look_again(
+        db: Db) -> None:
+    db.put_task("a")
+    _open_run(db, "a")
+    seen = [CancelTask("a", Q)]
+    db.put_task("late")
+    db.client.rpush(db.keys.flow_tasks(FLOW), codec.pack(["late", "late", "task"]))
+    reply = db.scripts.cancel(FLOW, seen, TTL, listed=1)
+    assert reply.retry and db.flow("state") == "running" and db.state("a") == "queued"
+    done = cancel_flow(db.client, db.keys, FLOW, TTL)
+    assert (done.state, done.cancelled) == ("cancelled", 2)
+    assert db.state("late") == "cancelled"
