@@ -143,8 +143,8 @@ LAYOUTS: dict[str, Layout] = {
         " prefetch depth, events cap, task events",
         "task...", "task id... (in the order of the task keys)"),
     "cancel": layout(
-        "flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks",
-        "ttl ms, task count, length of flow tasks seen",
+        "flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events",
+        "ttl ms, task count, length of flow tasks seen, events cap, task events",
         "per task: task, queue, and with a lease: leases, inbox, cancels",
         "per task: id, queue name, lease token, worker id, inbox entry, mapped seen"),
     "cascade": layout("cascade, flow, flow done, gate, wake, events",

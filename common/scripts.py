@@ -564,8 +564,8 @@ class Scripts:
         ``listed``: the length of ``flow:<id>:tasks`` it read them from, an open run's)."""
         k = self.keys
         keys = [k.flow(flow_id), k.flow_done(flow_id), k.delayed, k.dlq, k.deadlines,
-                k.inflight, k.wake, k.gate, k.flow_tasks(flow_id)]
-        args: list[Any] = [ttl_ms, len(tasks), listed]
+                k.inflight, k.wake, k.gate, k.flow_tasks(flow_id), k.events]
+        args: list[Any] = [ttl_ms, len(tasks), listed, *self.events.argv]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
             if t.token:

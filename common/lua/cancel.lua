@@ -13,10 +13,12 @@
 -- looked (its `mapped` differs), or the function added tasks (flow:<id>:tasks is longer),
 -- nothing is written and the ids come back, for the caller to look again. Calling it for
 -- a flow already finished changes nothing.
--- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks; then
---       per task: task, queue, and with a lease: leases, inbox, cancels
--- ARGV: ttl ms, task count, length of flow tasks seen; then per task: id, queue name,
---       lease token, worker id, inbox entry, mapped seen
+-- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events;
+--       then per task: task, queue, and with a lease: leases, inbox, cancels
+-- ARGV: ttl ms, task count, length of flow tasks seen, events cap, task events; then per
+--       task: id, queue name, lease token, worker id, inbox entry, mapped seen
+-- (One task.cancelled event holds every task cancelled; the flow.finished event says
+-- cancelled.)
 -- (lease token '': no lease seen, and no leases, inbox, cancels keys; inbox entry '':
 -- none seen; mapped: the map's count of children, '' for a map not expanded or a task
 -- that is no map.)
@@ -33,7 +35,7 @@ if redis.call('LLEN', KEYS[9]) ~= tonumber(ARGV[3]) then
   return {'retry', 'tasks added by the flow function'}
 end
 local tasks, unresolved = {}, {}
-local a, k = 4, 10
+local a, k = 6, 11
 for t = 1, tonumber(ARGV[2]) do
   local task = {key = KEYS[k], queue = KEYS[k + 1], id = ARGV[a], name = ARGV[a + 1],
                 token = ARGV[a + 2], worker = ARGV[a + 3], entry = ARGV[a + 4]}
@@ -76,8 +78,14 @@ if #unresolved > 0 then
   return unresolved
 end
 local now = now_ms()
-local told, seen = {}, {}
+events_to(KEYS[10], ARGV[4], ARGV[5])
+local told, seen, records = {}, {}, {}
 for _, task in ipairs(tasks) do
+  if EVENTS.tasks and EVENTS.cap > 0 then
+    local t = redis.call('HMGET', task.key, 'flow', 'name', 'ready')
+    records[#records + 1] = task_record(task.id, t[1], task.name, t[2], t[3], '', now,
+                                        'flow cancelled')
+  end
   redis.call('HSET', task.key, 'state', 'cancelled', 'finished', now)
   redis.call('PEXPIRE', task.key, ttl)
   redis.call('ZREM', task.queue, task.id)
@@ -112,6 +120,11 @@ if redis.call('HGET', KEYS[1], 'open') == '1' then
 end
 redis.call('HINCRBY', KEYS[1], 'remaining', 0 - #tasks - held)  -- (-#t of 0 is "-0")
 redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now)
+emit_tasks('task.cancelled', '', records)
+if EVENTS.key and EVENTS.cap > 0 then
+  local f = redis.call('HMGET', KEYS[1], 'id', 'name', 'total')
+  emit('flow.finished', 'f', f[1] or '', 's', 'cancelled', 'm', f[2] or '', 'n', f[3] or '')
+end
 redis.call('RPUSH', KEYS[2], 'cancelled')
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('PEXPIRE', KEYS[1], ttl)

@@ -127,3 +127,20 @@ def test_task_events_off_leaves_only_the_cluster_kinds(db: Db) -> None:
     assert db.state("c") == "pending" and db.queued() == {"c": 5.0}
     assert db.field(db.keys.task("c"), "ready") is None  # no per-task write either
     assert _kinds(db) == []  # no dispatch, no completions; the flow is not finished
+
+
+def test_a_cancel_writes_one_entry_with_every_task_it_cancelled_and_the_flows_end(
+        db: Db) -> None:
+    from balancer.cancel import cancel_flow
+
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b")
+    db.client.hset(db.keys.flow(FLOW), "tasks", codec.pack([["a", "a"], ["b", "b"]]))
+    db.client.delete(db.keys.events)
+    assert cancel_flow(db.client, db.keys, FLOW, TTL).cancelled == 2
+    a, b, flow = _events(db)
+    assert (a.kind, a.task, a.flow, a.queue, a.detail) == (
+        events.TASK_CANCELLED, "a", FLOW, Q, "flow cancelled")
+    assert b.task == "b" and a.stream_id == b.stream_id
+    assert (flow.kind, flow.flow, flow.state) == (events.FLOW_FINISHED, FLOW, "cancelled")
