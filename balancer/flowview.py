@@ -19,7 +19,7 @@ from balancer import why
 from balancer.common import codec
 from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
-from balancer.common.replies import as_bytes, as_bytes_list, as_opt_bytes_list
+from balancer.common.replies import as_bytes, as_bytes_list, as_opt_bytes_list, opt_field_int
 
 FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
           "children", "queue", "cached", "tags"]
@@ -78,13 +78,6 @@ class FlowView:
         return out
 
 
-def _int(raw: bytes | None) -> int | None:
-    try:
-        return int(float(raw)) if raw else None
-    except ValueError:
-        return None
-
-
 def dynamic_listing(client: redis.Redis, keys: Keys, flow_id: str) -> list[tuple[str, str, str]]:
     """What a @flow function added to its run (balancer/dynamic.py): (id, name, kind)
     per task and sub-run, in the order added; nothing for a flow submitted whole."""
@@ -122,10 +115,10 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             children = codec.unpack(rec["children"]) if rec["children"] else []
         except CodecError:
             children = []
-        done = _int(rec["finished"]) if rec["state"] == b"completed" else None
+        done = opt_field_int(rec["finished"]) if rec["state"] == b"completed" else None
         for child in children:
             upstream_done.setdefault(str(child[0]), []).append(done)
-    created_ms = _int(created)
+    created_ms = opt_field_int(created)
     rows = []
     for (task_id, task_name), rec in zip(listed, records):
         f = facts.get(task_id)
@@ -134,12 +127,12 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
         ups = upstream_done.get(task_id)
         queued = created_ms if ups is None else (
             max(u for u in ups if u is not None) if ups and None not in ups else None)
-        failures, lost = _int(rec["failures"]) or 0, _int(rec["lost"]) or 0
+        failures, lost = opt_field_int(rec["failures"]) or 0, opt_field_int(rec["lost"]) or 0
         ran = 1 if state in ("completed", "running") else 0
         rows.append(TaskRow(
             task_id, task_name, state, (rec["queue"] or b"").decode(),
             (rec["worker"] or b"").decode(), failures + lost + ran, queued,
-            _int(rec["started"]), _int(rec["finished"]),
+            opt_field_int(rec["started"]), opt_field_int(rec["finished"]),
             why.reason(f, held) if f else "", str(err) if err else "",
             err.traceback if err else "", rec["cached"] == b"1",
             [t for t in (rec["tags"] or b"").decode(errors="replace").split(",") if t]))
@@ -149,20 +142,20 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             rows.append(TaskRow(run_id, run_name,
                                 "sub-run " + (sub.decode() if sub else "expired")))
     done = sum(r.state == "completed" for r in rows)
-    counts = {"total": _int(total) or len(rows), "completed": done,
-              "failed": _int(failed) or 0, "cancelled": _int(cancelled) or 0,
+    counts = {"total": opt_field_int(total) or len(rows), "completed": done,
+              "failed": opt_field_int(failed) or 0, "cancelled": opt_field_int(cancelled) or 0,
               "cached": sum(r.cached for r in rows)}
     return FlowView(flow_id, name.decode(), (flow_state or b"").decode(), created_ms,
-                    _int(finished), counts, rows, (parent or b"").decode(),
+                    opt_field_int(finished), counts, rows, (parent or b"").decode(),
                     str(codec.unpack_error(raised)) if raised else "",
                     _scheduled(schedule, scheduled))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
     """"<schedule id>, due <UTC time>" for a run a schedule fired, else ""."""
-    if schedule is None or _int(scheduled) is None:
+    if schedule is None or opt_field_int(scheduled) is None:
         return ""
-    due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((_int(scheduled) or 0) / 1000))
+    due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((opt_field_int(scheduled) or 0) / 1000))
     return f"{schedule.decode(errors='replace')}, due {due}"
 
 

@@ -25,7 +25,7 @@ from balancer.common import aside, codec, signing
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
-from balancer.common.replies import as_bytes_list, as_opt_bytes_list
+from balancer.common.replies import as_bytes_list, as_opt_bytes_list, field_int, field_text
 from balancer.common.retry import is_outage
 from balancer.common.scripts import Child, Scripts
 from balancer.common.settings import Settings
@@ -88,17 +88,6 @@ def decide(task: Gated) -> Decision:
     return Decision("expand" if task.is_map else "queue")
 
 
-def _text(value: bytes | None, default: str = "") -> str:
-    return value.decode() if value is not None else default
-
-
-def _int(value: bytes | None) -> int:
-    try:
-        return int(float(value)) if value is not None else 0
-    except ValueError:
-        return 0
-
-
 class Gates:
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
                  settings: Settings, set_aside: SetAside | None = None) -> None:
@@ -142,20 +131,20 @@ class Gates:
             log.info("task=%s in the gate was cancelled; dropped", task_id)
             self.client.zrem(self.keys.gate, task_id)
             return
-        if raw["gate"] is None or _int(raw["deps"]) > 0:
+        if raw["gate"] is None or field_int(raw["deps"]) > 0:
             # Not a gated task, or upstreams not settled: whoever put it there (a bug, a
             # hand-written entry), deciding it would run it before its time.
             self.set_aside.move(aside.UNUSABLE, self.keys.gate, "zset", task_id.encode(),
                                 f"task={task_id} is not a gated task whose upstreams all"
                                 " settled: taken out of the gate, left as it was")
             return
-        task = Gated(task_id, _text(raw["state"]), _text(raw["name"]),
-                     _text(raw["trigger"], triggers.ALL_SUCCESSFUL),
-                     raw["runskip"] is None, _int(raw["nup"]), _int(raw["upfailed"]),
-                     _int(raw["upskipped"]), raw["map"] is not None)
+        task = Gated(task_id, field_text(raw["state"]), field_text(raw["name"]),
+                     field_text(raw["trigger"], triggers.ALL_SUCCESSFUL),
+                     raw["runskip"] is None, field_int(raw["nup"]), field_int(raw["upfailed"]),
+                     field_int(raw["upskipped"]), raw["map"] is not None)
         decision = decide(task)
-        flow, queue = _text(raw["flow"]), _text(raw["queue"], "default")
-        score = float(_text(raw["score"], "0") or 0)
+        flow, queue = field_text(raw["flow"]), field_text(raw["queue"], "default")
+        score = float(field_text(raw["score"], "0") or 0)
         if decision.verdict == "drop":
             self.client.zrem(self.keys.gate, task_id)
         elif decision.verdict == "queue":
@@ -223,9 +212,9 @@ class Gates:
         it must not sign what a writer without the keys changed."""
         if self.signer is None:
             return None
-        timeout = float(_text(raw["timeout"])) if raw["timeout"] is not None else None
-        message = signing.spec_message(task_id, _text(raw["flow"]), _text(raw["queue"]),
-                                       timeout, _text(raw["fn"]), _text(raw["name"]),
+        timeout = float(field_text(raw["timeout"])) if raw["timeout"] is not None else None
+        message = signing.spec_message(task_id, field_text(raw["flow"]), field_text(raw["queue"]),
+                                       timeout, field_text(raw["fn"]), field_text(raw["name"]),
                                        raw["children"] or b"", raw["args"] or b"")
         if self.signer.verify(message, raw["sig"]):
             return None
@@ -258,7 +247,7 @@ class Gates:
 
     def _gather(self, task: Gated, raw: dict[str, bytes | None], flow: str,
                 queue: str) -> None:
-        count = _int(raw["mapped"])
+        count = field_int(raw["mapped"])
         if not 0 <= count <= self.settings.max_map_children:
             # Only a hand-edited record gets here: reading that many children would stall
             # the dispatcher, so the map fails instead.

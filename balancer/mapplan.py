@@ -21,6 +21,7 @@ from typing import Any
 
 from balancer.common import codec, signing
 from balancer.common.codec import CodecError, UpstreamRef
+from balancer.common.replies import field_int, field_text
 from balancer.common.scripts import Expansion
 from balancer.mapping import take_spec
 
@@ -41,17 +42,6 @@ class Planned:
 
     expansion: Expansion
     records: dict[str, dict[str, Any]]
-
-
-def _text(value: bytes | None, default: str = "") -> str:
-    return value.decode() if value is not None else default
-
-
-def _int(value: bytes | None) -> int:
-    try:
-        return int(float(value)) if value is not None else 0
-    except ValueError:
-        return 0
 
 
 class Planner:
@@ -79,8 +69,8 @@ class Planner:
         extra: list[list[list[Any]]] = [[] for _ in ids]
         below: list[Planned] = []
         for sub_id, sub_raw in chained:
-            sub_queue = _text(sub_raw["queue"], "default")
-            sub_score = float(_text(sub_raw["score"], "0") or 0)
+            sub_queue = field_text(sub_raw["queue"], "default")
+            sub_score = float(field_text(sub_raw["score"], "0") or 0)
             sub_ids = child_ids(sub_id, len(ids))
             for i, sub_child in enumerate(sub_ids):
                 extra[i].append([sub_child, sub_queue, sub_score])
@@ -101,7 +91,7 @@ class Planner:
         """Whether the map of record ``raw`` maps over the result of ``parent_id`` alone,
         waits for nothing else, and runs by the default rules: then it expands with it."""
         if (raw["state"] != b"pending" or raw["map"] is None or raw["gate"] is None
-                or _int(raw["nup"]) != 1 or _int(raw["deps"]) != 1
+                or field_int(raw["nup"]) != 1 or field_int(raw["deps"]) != 1
                 or raw["trigger"] not in (None, b"all_successful")
                 or raw["runskip"] is not None):
             return False
@@ -121,8 +111,9 @@ class Planner:
         """A child's record, without a state: a plain task whose dependents are the map
         (gated) and the children of maps expanding with it, item by item. A child of a
         map expanding with another waits for one child of it (``deps`` 1)."""
-        name, fn, queue = _text(raw["name"]), _text(raw["fn"]), _text(raw["queue"], "default")
-        score = float(_text(raw["score"], "0") or 0)
+        name, fn = field_text(raw["name"]), field_text(raw["fn"])
+        queue = field_text(raw["queue"], "default")
+        score = float(field_text(raw["score"], "0") or 0)
         children = codec.pack([[map_id, queue, score, 1], *extra])
         args, kwargs = call
         blob = codec.encode_call(name, tuple(args), kwargs, self.limit)
@@ -136,7 +127,7 @@ class Planner:
         if pending:
             record["deps"] = 1
         if self.signer is not None:
-            timeout = float(_text(raw["timeout"])) if raw["timeout"] is not None else None
+            timeout = float(field_text(raw["timeout"])) if raw["timeout"] is not None else None
             record["sig"] = self.signer.sign(signing.spec_message(
                 child_id, self.flow, queue, timeout, fn, name, children, blob))
         return record

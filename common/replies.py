@@ -89,3 +89,27 @@ def as_bytes_dict(reply: object) -> dict[bytes, bytes]:
     if not isinstance(reply, Mapping):
         raise _fail("a map", reply)
     return {as_bytes(k): as_bytes(v) for k, v in reply.items()}
+
+
+# -- hash fields read leniently ----------------------------------------------------------
+# Where a field that is missing or unreadable must not stop the reader (the dispatcher
+# deciding a gate, a view of a run), it reads as its default instead of raising.
+
+
+def opt_field_int(raw: bytes | None) -> int | None:
+    """A numeric field (stored as an int or a float) as an int; None when it is absent,
+    empty or not a number."""
+    try:
+        return int(float(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def field_int(raw: bytes | None) -> int:
+    """``opt_field_int``, 0 when there is no number."""
+    return opt_field_int(raw) or 0
+
+
+def field_text(raw: bytes | None, default: str = "") -> str:
+    """A text field (UTF-8), ``default`` when it is absent."""
+    return raw.decode() if raw is not None else default

@@ -11,7 +11,7 @@ import redis
 from balancer import why
 from balancer.common import codec
 from balancer.common.keys import Keys
-from balancer.common.replies import as_bytes, as_opt_bytes_list
+from balancer.common.replies import as_bytes, as_opt_bytes_list, opt_field_int
 
 FIELDS = ["worker", "started", "finished", "ready", "failures", "lost", "error", "children",
           "fn"]
@@ -20,13 +20,6 @@ MAX_TASKS = 2000  # a page draws at most this many; the rest are counted
 
 class NoSuchFlow(LookupError):
     pass
-
-
-def _int(raw: bytes | None) -> int | None:
-    try:
-        return int(float(raw)) if raw else None
-    except ValueError:
-        return None
 
 
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
@@ -57,7 +50,7 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
         f = facts.get(task_id)
         err = codec.unpack_error(error)
         task_state = f.state if f else "expired"
-        tried = (_int(failures) or 0) + (_int(lost) or 0)
+        tried = (opt_field_int(failures) or 0) + (opt_field_int(lost) or 0)
         tasks.append({
             "id": task_id, "name": task_name, "state": task_state,
             "fn": fn.decode("utf-8", "replace") if fn else "",
@@ -65,7 +58,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
             "worker": worker.decode("utf-8", "replace") if worker else "",
             # Runs so far: those that failed or died, and the one running or completed.
             "attempts": tried + (task_state in ("running", "completed")),
-            "ready_ms": _int(ready), "started_ms": _int(started), "finished_ms": _int(done_at),
+            "ready_ms": opt_field_int(ready), "started_ms": opt_field_int(started),
+            "finished_ms": opt_field_int(done_at),
             "result_bytes": size if isinstance(size, int) and task_state == "completed"
             else None,
             "error": {"type": err.type, "message": err.message, "traceback": err.traceback}
@@ -80,8 +74,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
     return {
         "id": flow_id, "name": name.decode("utf-8", "replace"),
         "state": (state or b"").decode("utf-8", "replace"),
-        "total": _int(total) or 0, "remaining": _int(remaining) or 0,
-        "failed": _int(failed) or 0, "created_ms": _int(created),
-        "finished_ms": _int(finished), "tasks": tasks, "edges": edges,
+        "total": opt_field_int(total) or 0, "remaining": opt_field_int(remaining) or 0,
+        "failed": opt_field_int(failed) or 0, "created_ms": opt_field_int(created),
+        "finished_ms": opt_field_int(finished), "tasks": tasks, "edges": edges,
         "not_shown": max(0, len(listed) - len(shown)),
     }
