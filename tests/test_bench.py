@@ -6,21 +6,26 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _run(script: str, out: Path, *args: str, timeout: float = 180
+         ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``bench/<script>`` writing its figures to ``out``: what it printed, the figures."""
+    proc = subprocess.run([sys.executable, f"bench/{script}", *args, "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
 @pytest.mark.integration
 def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/cluster_bench.py", "--quick", "--json", str(out),
-         "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads(out.read_text())
+    proc, figures = _run("cluster_bench.py", out, "--quick", "--redis-url", redis_url)
     assert set(figures["pools"]) == {"process", "thread"}
     for pool, row in figures["pools"].items():
         assert row["tasks"] == 200 and row["singles"] == 30, pool
@@ -37,11 +42,7 @@ def test_durability_bench_times_submits_with_and_without_a_replica_wait(tmp_path
 
     need_redis_server()
     out = tmp_path / "durability.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/durability_bench.py", "--submits", "100", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads(out.read_text())
+    _, figures = _run("durability_bench.py", out, "--submits", "100", timeout=120)
     for name in ("min_replicas=0", "min_replicas=1"):
         assert figures[name]["submits"] == 100 and figures[name]["p50_ms"] > 0, figures
     assert figures["p50_ratio"] > 0
@@ -54,12 +55,8 @@ def test_partition_limit_reports_cpu_per_task_of_redis_and_the_dispatcher(
 
     need_redis_server()
     out = tmp_path / "limit.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/partition_limit.py", "--tasks", "400", "--flows", "2",
-         "--workers", "1", "--concurrency", "2", "--pool", "thread", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads(out.read_text())
+    _, figures = _run("partition_limit.py", out, "--tasks", "400", "--flows", "2",
+                      "--workers", "1", "--concurrency", "2", "--pool", "thread")
     assert figures["tasks"] == 400
     for name in ("tasks_per_s", "redis_cpu_us_per_task", "dispatcher_cpu_us_per_task",
                  "workers_cpu_us_per_task", "redis_cmds_per_task", "ceiling_tasks_per_s"):
@@ -69,12 +66,7 @@ def test_partition_limit_reports_cpu_per_task_of_redis_and_the_dispatcher(
 @pytest.mark.integration
 def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path) -> None:
     out = tmp_path / "dynamic.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/dynamic_bench.py", "--quick", "--json", str(out),
-         "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads(out.read_text())
+    _, figures = _run("dynamic_bench.py", out, "--quick", "--redis-url", redis_url)
     assert (figures["calls"], figures["map"], figures["chain"]) == (30, 200, 20)
     for name in ("call_p50_ms", "call_p99_ms", "map_submit_s", "map_end_to_end_s",
                  "map_tasks_per_s", "chain_ms_per_link"):
@@ -86,12 +78,7 @@ def test_quick_dynamic_benchmark_reports_positive_figures(redis_url: str, tmp_pa
 def test_map_benchmark_reports_submit_expand_and_throughput(redis_url: str,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "map.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/map_bench.py", "--quick", "--json", str(out),
-         "--redis-url", redis_url],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    figures = json.loads(out.read_text())
+    proc, figures = _run("map_bench.py", out, "--quick", "--redis-url", redis_url, timeout=300)
     assert figures["children"] == 500
     for name in ("submit_s", "expand_s", "run_s", "children_per_s", "end_to_end_s",
                  "tasks_per_s", "literal_submit_s"):
