@@ -61,15 +61,22 @@ def connect(url: str) -> redis.Redis:
         if topology.is_topology(url):
             return _connect_topology(url)
         client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+        _check_options(client, url)
     except ValueError as exc:
         raise BadRedisURL(scrub(str(exc))) from None
+    return client
+
+
+def _check_options(client: redis.Redis, url: str) -> None:
+    """Make one connection object of the client's pool (it connects lazily: nothing is
+    sent), so that an option redis-py cannot take is a ValueError now, not a TypeError at
+    the first command."""
     pool = client.connection_pool
     try:
-        pool.connection_class(**pool.connection_kwargs)  # connects lazily: nothing sent
+        pool.connection_class(**pool.connection_kwargs)
     except (TypeError, redis.RedisError) as exc:
-        raise BadRedisURL(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
+        raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
                          f" {scrub(str(exc))}") from None
-    return client
 
 
 def _connect_topology(url: str) -> redis.Redis:
@@ -87,12 +94,7 @@ def _connect_topology(url: str) -> redis.Redis:
     except (RedisClusterException, redis.RedisError) as exc:
         raise redis.ConnectionError(scrub(" ".join(str(exc).split()))) from None
     if topology.cluster_of(client) is None:
-        pool = client.connection_pool
-        try:
-            pool.connection_class(**pool.connection_kwargs)  # connects lazily: nothing sent
-        except (TypeError, redis.RedisError) as exc:
-            raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot"
-                             f" take: {scrub(str(exc))}") from None
+        _check_options(client, url)
     return client
 
 
