@@ -490,11 +490,13 @@ class Scripts:
         k = self.keys
         return [k.inbox(worker_id), k.leases(worker_id), k.fetched(worker_id)]
 
-    def take(self, worker_id: str, count: int) -> list[bytes]:
+    def take(self, worker_id: str, count: int, fetched: bool = True) -> list[bytes]:
         """Take up to ``count`` entries whose lease the worker holds (what a blocking
-        fetch moved to ``fetched`` first, then the inbox), without blocking; entries
+        fetch moved to ``fetched`` first, unless ``fetched`` is False because nothing can
+        wait there, then the inbox), without blocking; entries
         without one are dropped (and logged)."""
-        return self.taken(worker_id, self._run("take", self._take_keys(worker_id), [count]))
+        keys = self._take_keys(worker_id)
+        return self.taken(worker_id, self._run("take", keys if fetched else keys[:2], [count]))
 
     def take_command(self, worker_id: str, count: int) -> tuple[Any, ...]:
         """``take`` as a command to send after a blocking fetch on the same connection

@@ -1,7 +1,8 @@
 -- A worker's idle slot takes its next entries, checked: what the blocking fetch just moved
 -- out of the inbox (BLMOVE to fetched:<worker>, sent in the same round trip, just before
 -- this script), then more from the inbox, up to count. worker/inbox.py.
--- KEYS: inbox, leases, fetched
+-- KEYS: inbox, leases[, fetched]
+-- (fetched left out by a busy slot's fetch, which knows nothing waits there: one LPOP less.)
 -- ARGV: count
 -- (count: how many entries at most.)
 -- Returns {entries taken, entries dropped as they hold no lease}.

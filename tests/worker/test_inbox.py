@@ -142,3 +142,23 @@ def test_an_entry_a_failed_fetch_left_in_fetched_is_taken_before_the_next_block(
     [got] = slots.got
     assert got is not None and got.task_id == "t1"
     assert real.llen(keys.fetched("w")) == 0
+
+
+def test_while_work_keeps_coming_a_fetch_takes_what_waits_without_blocking_and_blocks_once_dry(
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
+    box = inbox[0]
+    blocking = []
+    pair = box.direct.call_pair
+    box.direct.call_pair = lambda *a: (blocking.append(a[0][0]), pair(*a))[1]  # type: ignore[method-assign]
+    lease(real, namespace, "a")
+    assert (got := box.next()) is not None and got.task_id == "a"
+    assert blocking == ["BLMOVE"]  # idle: the first fetch blocked
+    lease(real, namespace, "b")
+    assert (got := box.next()) is not None and got.task_id == "b"
+    assert blocking == ["BLMOVE"]  # busy: "b" was taken by the script alone
+    slots = Slots(box)
+    slots.start(1)
+    wait_for(lambda: blocking == ["BLMOVE", "BLMOVE"])  # dry: the slot blocks again
+    lease(real, namespace, "c")
+    slots.join()
+    assert [g.task_id for g in slots.got if g is not None] == ["c"]

@@ -36,3 +36,15 @@ def test_take_drops_and_logs_an_entry_whose_lease_the_worker_does_not_hold(
         assert db.scripts.take(W, 5) == [raw]
     assert db.client.llen(db.keys.inbox(W)) == 0
     assert "dropped an inbox entry that holds no lease" in caplog.text
+
+
+def test_take_without_fetched_leaves_what_a_blocking_fetch_moved_for_the_next_full_take(
+        db: Db) -> None:
+    for t in "ab":
+        db.put_task(t)
+    db.lease("a", "b")
+    db.client.lmove(db.keys.inbox(W), db.keys.fetched(W), "LEFT", "RIGHT")  # "a" moved
+    assert [signals.parse_lease(raw).task_id  # type: ignore[union-attr]
+            for raw in db.scripts.take(W, 5, fetched=False)] == ["b"]
+    assert [signals.parse_lease(raw).task_id  # type: ignore[union-attr]
+            for raw in db.scripts.take(W, 5)] == ["a"]
