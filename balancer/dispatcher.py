@@ -28,12 +28,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, protocol, signals
+from balancer.common import aside, partitions, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -81,6 +81,17 @@ IDLE_RECHECK = 5.0
 JOB_RETRY = 5.0
 # The schedules' earliest due time is read again this often even without a signal.
 SCHEDULES_RECHECK = 10.0
+# A worker's doorbell keeps at most this many notes (P > 1): one per partition is enough.
+DOORBELL_MAX = 64
+
+
+class Claims(Protocol):
+    """Which partitions a dispatcher of a `balancer serve` leading several may lead
+    (balancer/serve_partitions.py). None: lead whenever the lease is free."""
+
+    def may_lead(self, partition: int, leading: bool) -> bool: ...
+
+    def led(self, partition: int, leading: bool) -> None: ...
 
 
 class Dispatcher:
@@ -92,10 +103,17 @@ class Dispatcher:
         dispatcher_id: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        partition: int = 0,
+        count: int = 1,
+        claims: Claims | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.namespace)
+        # Partition ``partition`` of ``count`` (common/partitions.py): its keys, its lease.
+        self.partition = partition
+        self.count = count
+        self.claims = claims
+        self.keys = Keys(settings.namespace, partition)
         self.scripts = Scripts.for_settings(client, self.keys, settings)
         self.aside = SetAside(self.scripts, self.redis_now_ms)
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
@@ -147,7 +165,8 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------------------
 
     def run(self) -> None:
-        log.info("dispatcher=%s starting on namespace=%s", self.id, self.settings.namespace)
+        log.info("dispatcher=%s starting on namespace=%s%s", self.id, self.settings.namespace,
+                 f" partition={self.partition}/{self.count}" if self.count > 1 else "")
         backoff = 0.1
         while not self.stopping.is_set():
             try:
@@ -193,10 +212,19 @@ class Dispatcher:
 
     def _lead(self) -> bool:
         now = self.clock()
+        if self.claims is not None and not self.claims.may_lead(self.partition,
+                                                                self.token is not None):
+            if self.token is not None:
+                log.info("dispatcher=%s gives partition=%d up to another dispatcher", self.id,
+                         self.partition)
+                self._resign()
+            return False
         if now < self._renew_at and self.token is not None:
             return True
         lead = self.scripts.lead(self.id, int(self.settings.leader_ttl * 1000))
         token = lead.token
+        if self.claims is not None:
+            self.claims.led(self.partition, token is not None)
         if lead.bad_epoch is not None:
             self._bad_epoch = lead.bad_epoch  # kept until reported
         if token is None:
@@ -225,10 +253,13 @@ class Dispatcher:
             value = as_opt_bytes(self.client.get(self.keys.leader))
             if value is not None and value.decode() == self.token:
                 self.client.delete(self.keys.leader)
-            self.client.zrem(self.keys.dispatchers, self.id)
+            if self.claims is None:  # else the serve's registration: it still runs
+                self.client.zrem(self.keys.dispatchers, self.id)
         except (redis.RedisError, UnicodeDecodeError):
             pass  # the lease runs out on its own
         self.token = None
+        if self.claims is not None:
+            self.claims.led(self.partition, False)
 
     def _load(self) -> None:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
@@ -514,7 +545,10 @@ class Dispatcher:
         assert self.token is not None
         pipe = self.client.pipeline(transaction=False)
         troubled = frozenset(self.troubles.troubled.values())
-        offers = self.offers.plan(self.state, self.token, troubled)
+        # With partitions, no standing offers: a submit that leased to a worker itself
+        # would not ring its doorbell (it finds the lease at its next sweep only).
+        offers = (self.offers.plan(self.state, self.token, troubled) if self.count == 1
+                  else None)
         if offers is not None:
             for q, offer in offers.put.items():
                 pipe.set(self.keys.offer(q), offer.encode())
@@ -582,5 +616,18 @@ class Dispatcher:
         if n:
             log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
                      ",".join(batch[:n][:10]))
+            if self.count > 1:
+                self._ring(worker_id)
         return Assigned(n, leased)
+
+    def _ring(self, worker_id: str) -> None:
+        """Tell a worker serving several partitions that its inbox in ours holds leases:
+        a note on the doorbell in its home partition, the one list it blocks on. A
+        separate command (another slot): a note lost costs the worker's next sweep of
+        every inbox, a second at most."""
+        bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(bell, self.partition)
+        pipe.ltrim(bell, -DOORBELL_MAX, -1)
+        pipe.execute()
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from balancer.common import codec
+from balancer.common import codec, partitions
 from balancer.common.codec import ErrorInfo
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, visible_state
@@ -118,7 +118,7 @@ class FlowRun:
         from balancer.client import resolve_url, talking
 
         conn, settings = resolve_url(client, redis_url, namespace)
-        keys = Keys(settings.namespace)
+        keys = partitions.flow_keys(Keys(settings.namespace), flow_id)
         with talking(conn):
             name, blob = as_opt_bytes_list(conn.hmget(keys.flow(flow_id), ["name", "tasks"]))
         if name is None:

@@ -5,6 +5,7 @@ not UTF-8, a setting that is not a number) shows where it is, never fails the co
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class Status:
     dead_letters: int
     # Bad entries the dispatcher set aside (common.aside rows): `balancer dlq aside`.
     set_aside: list[dict[str, Any]] = field(default_factory=list)
+    # With several partitions: each one's leader, by partition (``leader`` is partition 0's).
+    leaders: list[str | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +158,39 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
                   int(dead), aside.rows(set_aside))
 
 
+def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10) -> Status:
+    """``gather`` over every partition (``keys``, one per partition), merged: a worker's
+    leases and a queue's depths summed over the partitions, the newest flow runs of all."""
+    views = [gather(client, k, recent) for k in keys]
+    if len(views) == 1:
+        return views[0]
+    workers: dict[str, WorkerRow] = {}
+    queues: dict[str, QueueRow] = {}
+    for view in views:
+        for w in view.workers:
+            seen = workers.get(w.id)
+            if seen is None:
+                workers[w.id] = dataclasses.replace(w)
+            else:
+                seen.leased += w.leased
+                seen.alive = seen.alive and w.alive
+        for q in view.queues:
+            had = queues.get(q.name)
+            if had is None:
+                queues[q.name] = dataclasses.replace(q)
+                continue
+            had.ready += q.ready
+            if had.inflight is not None and q.inflight is not None:
+                had.inflight += q.inflight
+            had.held_by = had.held_by or q.held_by
+    flows = sorted((f for view in views for f in view.flows), key=lambda f: -f.created)
+    first = views[0]
+    return Status(first.leader, sorted(workers.values(), key=lambda w: w.id),
+                  sorted(queues.values(), key=lambda q: q.name), flows[:recent],
+                  sum(v.delayed for v in views), sum(v.dead_letters for v in views),
+                  [row for v in views for row in v.set_aside], [v.leader for v in views])
+
+
 # "open": a @flow function's run while its function runs, which holds one more count in
 # remaining than it has tasks left (balancer/dynamic.py).
 FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "cancelled", "open"]
@@ -182,6 +218,12 @@ def recent_flows(client: redis.Redis, keys: Keys, n: int) -> list[FlowRow]:
     return _flow_rows(flow_ids, pipe.execute())
 
 
+def recent_flows_all(client: redis.Redis, keys: list[Keys], n: int) -> list[FlowRow]:
+    """``recent_flows`` over every partition, newest first."""
+    rows = [row for k in keys for row in recent_flows(client, k, n)]
+    return sorted(rows, key=lambda f: -f.created)[:n] if len(keys) > 1 else rows
+
+
 def flow_lines(flows: list[FlowRow]) -> list[str]:
     lines = []
     for f in flows:
@@ -194,6 +236,9 @@ def flow_lines(flows: list[FlowRow]) -> list[str]:
 
 def render(status: Status) -> str:
     lines = [f"leader: {status.leader or 'none (is `balancer serve` running?)'}", ""]
+    if len(status.leaders) > 1:
+        lines[0:1] = [f"leader of partition {p}: {leader or 'none'}"
+                      for p, leader in enumerate(status.leaders)]
     lines.append(f"workers ({len(status.workers)}):")
     lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
                  f" {'seen':>6}")

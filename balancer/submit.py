@@ -22,7 +22,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import caching, taskclass
-from balancer.common import codec, protocol, signals, signing
+from balancer.common import codec, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -195,12 +195,15 @@ class Prepared:
 
 
 def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
-            now_ms: int) -> Prepared:
+            now_ms: int, partition_count: int = 1) -> Prepared:
     """Check ``flow`` and build its records, writing nothing: everything that can be
-    refused (options, arguments, their size) is refused here."""
+    refused (options, arguments, their size) is refused here. With several partitions,
+    the flow is placed in one, which its id names (common/partitions.py)."""
     nodes = flow.plan()
     _check_options(nodes, flow, settings, now_ms)
     flow_id = new_id()
+    if partition_count > 1:
+        flow_id = partitions.flow_id_in(flow_id, partitions.place(flow_id, partition_count))
     ids = {node: new_id() for node in nodes}
     children: dict[Node, list[Node]] = {node: [] for node in nodes}
     for node in nodes:
@@ -234,8 +237,9 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     Redis refuses anyway (a key of the wrong type) is undone."""
     now_ms = int(time.time() * 1000)
     keys = Keys(settings.namespace)
-    prepared = prepare(flow, settings, params, now_ms)
+    prepared = prepare(flow, settings, params, now_ms, partitions.count(client, keys))
     flow_id, flow_record, records = prepared.flow_id, prepared.flow_record, prepared.records
+    keys = partitions.flow_keys(keys, flow_id)  # everything it writes is in its partition
     ready, touched, ids, gate = prepared.ready, prepared.touched, prepared.ids, prepared.gate
     nodes = list(ids)
     listed = {q: list(ready.get(q, ())) for q in touched}
@@ -339,10 +343,10 @@ def _scripts_of(client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
     """This client's scripts for the namespace (one connection per thread), durable as
     ``settings`` ask."""
     wanted = durability(settings)
-    scripts = _scripts.setdefault(client, {}).get(keys.namespace)
+    scripts = _scripts.setdefault(client, {}).get(keys.prefix)  # one per partition
     if scripts is None or scripts.durability != wanted:
-        scripts = _scripts[client][keys.namespace] = Scripts.for_settings(client, keys,
-                                                                          settings)
+        scripts = _scripts[client][keys.prefix] = Scripts.for_settings(client, keys,
+                                                                       settings)
     return scripts
 
 

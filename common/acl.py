@@ -68,6 +68,7 @@ ROLES = {
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
               "events", "cache"),
+        read_keys=("partitions",),  # the cluster's partition count (common/partitions.py)
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -101,7 +102,8 @@ ROLES = {
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "gate",  # gated tasks ready at submit (a map over a list given in code)
               "events", "schedule", "schedules"),
-        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
+        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed",
+                   "partitions"),
     ),
 }
 

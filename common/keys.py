@@ -1,7 +1,12 @@
 """The one owner of Redis key names. Nothing else formats a key string.
 
-Every key carries the hash tag ``{namespace}`` so that all keys of a cluster share one
-slot: multi-key Lua scripts then work unchanged on Redis Cluster.
+Every key of a partition carries its hash tag so that all its keys share one slot:
+multi-key Lua scripts then work unchanged on Redis Cluster. Partition 0 (the only one
+unless ``balancer serve --partitions N``) is ``{namespace}``, as before partitions
+existed; partition p > 0 is ``{namespace:p}`` (a colon, which a namespace may not hold, so
+no namespace's partition 0 can be another's partition p), so Redis Cluster spreads the
+partitions over its slots. Every key below exists once per partition, but for
+``partitions``, kept in partition 0 only (common/partitions.py).
 
 | key                  | type        | what                                                        |
 | -------------------- | ----------- | ----------------------------------------------------------- |
@@ -42,6 +47,10 @@ slot: multi-key Lua scripts then work unchanged on Redis Cluster.
 | leader               | string (PX) | "epoch|dispatcher id" of the dispatcher that may assign     |
 | dispatchers          | zset        | dispatcher id -> last time it led or tried to (standbys)    |
 | epoch                | counter     | bumped by every new leader                                  |
+| partitions           | string      | partition 0 only: how many partitions the cluster has (P);  |
+|                      |             | absent: 1. Set by `balancer serve --partitions N`           |
+| doorbell:<id>        | list        | in a worker's home partition (P > 1 only): partition numbers|
+|                      |             | a dispatcher leased into that worker's inbox of             |
 | schedules            | zset        | schedule id -> its next due time (ms, +inf once ended)      |
 | schedule:<id>        | hash        | a schedule: clocks, the template of its runs (the records a |
 |                      |             | submit writes), parameters, version, last run               |
@@ -53,9 +62,15 @@ from __future__ import annotations
 
 
 class Keys:
-    def __init__(self, namespace: str = "balancer") -> None:
+    def __init__(self, namespace: str = "balancer", partition: int = 0) -> None:
         self.namespace = namespace
-        self.prefix = "{" + namespace + "}:"
+        self.partition = partition
+        tag = namespace if partition == 0 else f"{namespace}:{partition}"
+        self.prefix = "{" + tag + "}:"
+
+    def of(self, partition: int) -> Keys:
+        """The keys of another partition of the same namespace."""
+        return self if partition == self.partition else Keys(self.namespace, partition)
 
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -98,6 +113,9 @@ class Keys:
 
     def cancels(self, worker_id: str) -> str:
         return f"{self.prefix}cancels:{worker_id}"
+
+    def doorbell(self, worker_id: str) -> str:
+        return f"{self.prefix}doorbell:{worker_id}"
 
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}schedule:{schedule_id}"
@@ -169,3 +187,8 @@ class Keys:
     @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
+
+    @property
+    def partitions(self) -> str:
+        """Always partition 0's: the one place the count is read from."""
+        return "{" + self.namespace + "}:partitions"

@@ -76,6 +76,10 @@ class Settings:
     # A schedule's due time older than this (seconds) when the leader comes to it is
     # skipped, and logged, rather than run late (balancer/schedules.py).
     schedule_catchup: float = 300.0
+    # Partitions of the namespace (common/partitions.py): each its own hash tag and leader
+    # lease. Read by `balancer serve`, which stores it; workers and clients read the
+    # stored count. 1: one partition, the namespace as it was before partitions.
+    partitions: int = 1
 
     @classmethod
     def from_env(
@@ -136,6 +140,8 @@ class Settings:
         if self.dashboard_token and len(self.dashboard_token) < MIN_KEY_LENGTH:
             raise SettingsError(f"dashboard_token must be at least {MIN_KEY_LENGTH}"
                                 " characters long")
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be at least 1, got {self.partitions}")
         if self.poison_threshold < 1:
             raise SettingsError("poison_threshold must be at least 1")
         if self.log_format not in ("text", "json"):

@@ -157,6 +157,9 @@ class Lease(NamedTuple):
     depth: int = 1
     # When the task became ready (Redis ms; 0: not told), for its wait time in the events.
     ready_ms: int = 0
+    # The partition whose inbox it came from (common/partitions.py): where its task's keys
+    # are, and where it is acknowledged. Set by the worker that took it, never written.
+    partition: int = 0
 
     @property
     def suspect(self) -> bool:

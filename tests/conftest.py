@@ -18,6 +18,7 @@ from pathlib import Path
 import fakeredis
 import pytest
 import redis
+from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +113,9 @@ def namespace() -> str:
 
 
 def drop_namespace(client: redis.Redis, namespace: str) -> None:
-    keys = list(client.scan_iter(match="{" + namespace + "}:*", count=1000))
+    """Every key of the namespace: its partition 0, ``{ns}``, and any other, ``{ns:p}``."""
+    keys = [k for pattern in (Keys(namespace).prefix, "{" + namespace + ":")
+            for k in client.scan_iter(match=pattern + "*", count=1000)]
     for i in range(0, len(keys), 500):
         client.delete(*keys[i:i + 500])
 

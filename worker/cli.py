@@ -76,9 +76,10 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
         client = reach(settings.server_url)
     except Unreachable as exc:  # one line, the URL redacted
         raise click.ClickException(str(exc)) from None
-    worker = Worker(client, settings, queues=queues or ("default",), concurrency=concurrency,
-                    pool=pool, name=name, imports=imports, allow=allow, log_level=log_level)
     try:
+        worker = Worker(client, settings, queues=queues or ("default",),
+                        concurrency=concurrency, pool=pool, name=name, imports=imports,
+                        allow=allow, log_level=log_level)
         worker.run()
     except WorkerError as exc:
         raise click.ClickException(str(exc)) from None

@@ -142,9 +142,9 @@ class Inbox:
             log.info("worker=%s fetches again", self.worker_id)
         return self._hand(entries)
 
-    def _hand(self, entries: list[bytes]) -> tuple[Lease | None, int]:
+    def _hand(self, entries: list[bytes], partition: int = 0) -> tuple[Lease | None, int]:
         """The first lease to the caller, the others to the waiting slots."""
-        leases = self._taken(entries)
+        leases = self._taken(entries, partition)
         for lease in leases[1:]:
             self._ready.put(lease)
         return (leases[0] if leases else None), len(leases) - 1
@@ -157,7 +157,7 @@ class Inbox:
         if idle > 0:
             self._ready.put(TURN)
 
-    def _taken(self, entries: list[bytes]) -> list[Lease]:
+    def _taken(self, entries: list[bytes], partition: int = 0) -> list[Lease]:
         leases = []
         for raw in entries:
             if raw == SENTINEL:
@@ -167,14 +167,16 @@ class Inbox:
                 log.error("worker=%s dropped unreadable inbox entry %r", self.worker_id,
                           raw[:80])
                 continue
+            if partition:
+                lease = lease._replace(partition=partition)
             self.on_take(lease)
             leases.append(lease)
         return leases
 
-    def deliver(self, entries: list[bytes]) -> list[Lease]:
-        """Hand entries a slot took from Redis itself (with its ack) to the slots; the
-        leases they held."""
-        leases = self._taken(entries)
+    def deliver(self, entries: list[bytes], partition: int = 0) -> list[Lease]:
+        """Hand entries a slot took from Redis itself (with its ack, from the inbox of
+        ``partition``) to the slots; the leases they held."""
+        leases = self._taken(entries, partition)
         for lease in leases:
             self._ready.put(lease)
         return leases

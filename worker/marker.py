@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from balancer.common import prefetch
 from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import Scripts
+from balancer.common.signals import Lease
 from balancer.worker.holding import Holding
 
 # Past the prefetch horizon a task is long next to what prefetching assumed: mark it, and
@@ -36,10 +37,12 @@ SWEEP_EVERY = 1.0
 class Marker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, holding: Holding,
                  stopping: threading.Event, make_way: Callable[[], None],
-                 slots: int = 1, sweep: Callable[[], int] | None = None) -> None:
+                 slots: int = 1, sweep: Callable[[], int] | None = None,
+                 by_partition: Sequence[Scripts] = ()) -> None:
         super().__init__(name=f"mark-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.scripts = scripts
+        self.by_partition = by_partition or (scripts,)  # a lease is marked in its own
         self.holding = holding
         self.stopping = stopping
         self.make_way = make_way
@@ -64,10 +67,14 @@ class Marker(threading.Thread):
                 # (Started about AFTER ago: close enough for the task.started event; the
                 # task.completed event carries the exact time.)
                 started_ms = int((time.time() - AFTER) * 1000)
+                parts: dict[int, list[Lease]] = {}
+                for lease in due:
+                    parts.setdefault(lease.partition, []).append(lease)
                 with contextlib.suppress(*RETRYABLE):
-                    self.scripts.mark_running(self.worker_id,
-                                              [(lease.task_id, lease.token) for lease in due],
-                                              [started_ms] * len(due))
+                    for p, leases in parts.items():
+                        self.by_partition[p].mark_running(
+                            self.worker_id, [(lease.task_id, lease.token) for lease in leases],
+                            [started_ms] * len(leases))
                     self.make_way()
                     self._swept = time.monotonic()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import redis
 from balancer.common import codec, signing
@@ -32,7 +33,7 @@ _SETTLED_WITHOUT_RESULT = frozenset({TaskState.SKIPPED, TaskState.FAILED,
 class Slot(threading.Thread):
     def __init__(self, index: int, worker_id: str, client: redis.Redis, keys: Keys,
                  runner: Runner, inbox: Inbox, acker: Acker, holding: Holding,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, ackers: Sequence[Acker] = ()) -> None:
         super().__init__(name=f"slot-{index}", daemon=True)
         self.worker_id = worker_id
         self.client = client
@@ -40,6 +41,9 @@ class Slot(threading.Thread):
         self.runner = runner
         self.inbox = inbox
         self.acker = acker
+        # With several partitions: each one's ack thread, by partition (acker is the
+        # first); a lease is acknowledged in its own partition.
+        self.ackers = ackers or (acker,)
         self.holding = holding
         self.stopping = stopping
         self.current: str | None = None  # the task id this slot runs, if any
@@ -53,17 +57,18 @@ class Slot(threading.Thread):
             if lease is None:
                 continue
             finished = self.run_one(lease)
+            acker = self.ackers[lease.partition] if lease.partition else self.acker
             if self.abandoned:
                 # Its lease is gone: the ack is refused (and logged), and this thread ends.
-                self.acker.submit(finished)
+                acker.submit(finished)
                 return
-            if not self.inbox.has_ready() and self.acker.idle():
+            if not self.inbox.has_ready() and acker.idle():
                 # Alone: no batch to wait for, no thread hop, and the same call takes this
                 # slot's next lease when one waits in the inbox.
                 take = 0 if self.stopping.is_set() else 1
-                self.inbox.deliver(self.acker.store([finished], take))
+                self.inbox.deliver(acker.store([finished], take), lease.partition)
             else:
-                self.acker.submit(finished)
+                acker.submit(finished)
 
     def run_one(self, lease: Lease) -> Finished:
         """Run one lease; its outcome, to store.
@@ -133,16 +138,21 @@ class Slot(threading.Thread):
                         lease.name, lease.ready_ms)
         return Finished(lease, outcome, started_ms, took, done)
 
+    def _keys(self, lease: Lease) -> Keys:
+        """The keys of the lease's partition."""
+        return self.ackers[lease.partition].scripts.keys if lease.partition else self.keys
+
     def _run_or_reuse(self, lease: Lease, args: bytes) -> Outcome:
         """Run the task, unless its cache options (``cache_for``) find a valid cached
         result: then complete it with that result without running it."""
-        args, prepared = caching.prepare(self.keys, lease.task_id, args)
+        keys = self._keys(lease)
+        args, prepared = caching.prepare(keys, lease.task_id, args)
         if prepared is None:
             return self.runner.run(lease.fn, args, lease.timeout)
         try:
             cached = caching.lookup(self.client, self.signer, lease.task_id, prepared)
             if cached is not None:
-                self.client.hset(self.keys.task(lease.task_id), "cached", 1)
+                self.client.hset(keys.task(lease.task_id), "cached", 1)
         except redis.RedisError as exc:
             log.warning("task=%s: cache lookup failed (%s); it runs", lease.task_id, exc)
             cached = None
@@ -154,7 +164,7 @@ class Slot(threading.Thread):
         if outcome.ok:
             try:
                 caching.store(self.client, self.signer, prepared, outcome.payload,
-                              self.keys.task(lease.task_id))
+                              keys.task(lease.task_id))
             except redis.RedisError as exc:  # the run stands; the next one runs again
                 log.warning("task=%s: its result was not cached (%s)", lease.task_id, exc)
         return outcome
@@ -180,9 +190,10 @@ class Slot(threading.Thread):
         refs = sorted(codec.upstream_refs([args, kwargs]))
         if not refs:
             return lease.args
+        keys = self._keys(lease)  # a flow's tasks are all in its partition
         pipe = self.client.pipeline(transaction=False)
         for ref in refs:
-            pipe.hmget(self.keys.task(ref), ["state", "result"])
+            pipe.hmget(keys.task(ref), ["state", "result"])
         results = {}
         for ref, (state, blob) in zip(refs, persist("read results", lease.task_id,
                                                     pipe.execute)):

@@ -24,10 +24,11 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import redis
-from balancer.common import prefetch, signals
+from balancer.common import partitions, prefetch, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -39,6 +40,7 @@ from balancer.worker.ack import Acker
 from balancer.worker.cancels import CancelListener
 from balancer.worker.child import ChildSpec
 from balancer.worker.childwatch import ChildWatch
+from balancer.worker.doorbell import DoorbellInbox
 from balancer.worker.heartbeat import Heartbeat, HostLoad
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -51,6 +53,15 @@ log = logging.getLogger("worker")
 
 
 CHILD_START_TIMEOUT = 60.0
+# How often a running worker reads the cluster's partition count again (it stops, asking
+# to be restarted, when it is no longer the count it serves).
+PARTITIONS_CHECK = partitions.CACHE_FOR
+
+
+def _leased(heartbeat: Heartbeat) -> Callable[[], int]:
+    """The leases Redis counted at that heartbeat's last full beat, as the reconciler
+    reads them."""
+    return lambda: heartbeat.leased
 
 
 class WorkerError(RuntimeError):
@@ -86,6 +97,15 @@ class Worker:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.scripts = Scripts.for_settings(client, self.keys, settings)
+        # Every partition of the cluster is served (common/partitions.py): its scripts, by
+        # partition; each has this worker's registration, inbox, leases and ack thread.
+        self.count = partitions.count(client, self.keys)
+        if self.count > 1 and pool == "process":
+            raise WorkerError(f"the cluster has {self.count} partitions: in this version only"
+                              " a thread pool serves several (--pool thread)")
+        self.parts = [self.scripts] + [
+            Scripts.for_settings(client, self.keys.of(p), settings)
+            for p in range(1, self.count)]
         self.queues = tuple(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.pool = pool
@@ -98,19 +118,41 @@ class Worker:
         self.draining = False
         self.holding = Holding()
         self.host = HostLoad()
-        self.inbox = Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
+        self.inbox = (Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
+                      if self.count == 1 else
+                      DoorbellInbox(self.id, client, self.keys, self.count, self.holding.add,
+                                    self.fetching))
         self.slots: list[Slot | ChildWatch] = []
-        self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped)
-        self.holding.on_news = self.heartbeat.hurry
-        self.acker = Acker(self.id, self.scripts, settings, self.holding, self.busy,
-                           prefetch.ack_quiet_above(concurrency))
+        self.heartbeats = [Heartbeat(self.id, s, settings, self.info, self.stopped)
+                           for s in self.parts]
+        self.heartbeat = self.heartbeats[0]
+        self.holding.on_news = self.heartbeat.hurry if self.count == 1 else self._hurry
+        self.ackers = [Acker(self.id, s, settings, self.holding, self.busy,
+                             prefetch.ack_quiet_above(concurrency)) for s in self.parts]
+        self.acker = self.ackers[0]
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
-                             self.make_way, concurrency, self.sweep_behind_long_runs)
-        self.reconciler = Reconciler(self.id, client, self.scripts, self.held_ids,
-                                     lambda: self.heartbeat.leased, self.stopped)
-        self.cancels = CancelListener(self.id, client, self.keys, self.stop_cancelled,
-                                      self.stopped)
+                             self.make_way, concurrency, self.sweep_behind_long_runs,
+                             self.parts)
+        self.reconcilers = [Reconciler(self.id, client, s, self.held_ids, _leased(hb),
+                                       self.stopped)
+                            for s, hb in zip(self.parts, self.heartbeats)]
+        self.reconciler = self.reconcilers[0]
+        self.listeners = [CancelListener(self.id, client, s.keys, self.stop_cancelled,
+                                         self.stopped) for s in self.parts]
+        self.cancels = self.listeners[0]
         self._slots_lock = threading.Lock()
+
+    def _hurry(self) -> None:
+        for heartbeat in self.heartbeats:
+            heartbeat.hurry()
+
+    def _beat(self, now: bool = False) -> None:
+        """A full heartbeat in every partition (``now``: logged if it registers again)."""
+        for heartbeat in self.heartbeats:
+            if now:
+                heartbeat.beat_now()
+            else:
+                heartbeat.beat()
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
@@ -158,9 +200,9 @@ class Worker:
                 for other in self.slots:
                     other.close(kill=True)
                 raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
-        self.heartbeat.beat()
-        for thread in (*self.slots, self.acker, self.heartbeat, self.marker, self.reconciler,
-                       self.cancels):
+        self._beat()
+        for thread in (*self.slots, *self.ackers, *self.heartbeats, self.marker,
+                       *self.reconcilers, *self.listeners):
             thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
@@ -177,14 +219,19 @@ class Worker:
     def _thread_slot(self, index: int) -> Slot:
         return Slot(index, self.id, self.client, self.keys,
                     ThreadRunner(self.settings.max_payload_bytes), self.inbox, self.acker,
-                    self.holding, self.fetching)
+                    self.holding, self.fetching, self.ackers)
 
     def _claim_id(self) -> None:
-        """Refuse a name a live worker uses; let the dispatcher reap a dead namesake first."""
+        """Refuse a name a live worker uses; let the dispatcher reap a dead namesake first
+        (in every partition)."""
+        for scripts in self.parts:
+            self._claim_id_in(scripts.keys)
+
+    def _claim_id_in(self, keys: Keys) -> None:
         deadline = time.monotonic() + self.settings.worker_timeout * 3 + 2
         while True:
-            live = self.client.exists(self.keys.worker(self.id))
-            leftovers = self.client.exists(self.keys.leases(self.id), self.keys.inbox(self.id))
+            live = self.client.exists(keys.worker(self.id))
+            leftovers = self.client.exists(keys.leases(self.id), keys.inbox(self.id))
             if not live and not leftovers:
                 return
             if time.monotonic() > deadline:
@@ -194,7 +241,7 @@ class Worker:
                 raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
                                   " is `balancer serve` running?")
             if leftovers and not live:
-                self.client.rpush(self.keys.wake, signals.gone(self.id))
+                self.client.rpush(keys.wake, signals.gone(self.id))
             log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
             time.sleep(0.5)
 
@@ -219,12 +266,29 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
+        checked = time.monotonic()
         while not stop.wait(0.5):
-            if self.heartbeat.failed.is_set():
+            if any(h.failed.is_set() for h in self.heartbeats):
                 self.shutdown()
                 raise WorkerError(f"worker {self.id!r} stopped: its heartbeat thread failed"
                                   " (see the log above)")
+            if time.monotonic() - checked >= PARTITIONS_CHECK:
+                checked = time.monotonic()
+                self._check_partitions()
         self.shutdown()
+
+    def _check_partitions(self) -> None:
+        """Stop, asking for a restart, once the cluster's partition count is not the one
+        this worker serves (a serve stored another after this worker started): tasks in
+        the partitions it does not serve would wait for ever."""
+        try:
+            count = partitions.count(self.client, self.keys)
+        except RETRYABLE:
+            return
+        if count != self.count:
+            self.shutdown()
+            raise WorkerError(f"worker {self.id!r} stopped: the cluster now has {count}"
+                              f" partitions and it serves {self.count}; start it again")
 
     def shutdown(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace
@@ -234,7 +298,7 @@ class Worker:
             slot.stop()  # pool children stop fetching too
         self.inbox.close()
         try:
-            self.heartbeat.beat()  # capacity 0: the dispatcher stops assigning here
+            self._beat()  # capacity 0: the dispatchers stop assigning here
             self.hand_back()
         except RETRYABLE as exc:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)
@@ -247,19 +311,25 @@ class Worker:
         if late:
             log.warning("worker=%s: %d tasks still running after the grace period; the"
                         " dispatcher re-queues them", self.id, len(late))
-        self.acker.close()
+        for acker in self.ackers:
+            acker.close()
         self.stopped.set()
-        self.cancels.close()
-        self.heartbeat.hurry()  # to notice it must stop
-        if self.heartbeat.is_alive():
-            self.heartbeat.join(5)  # no beat may re-register us after we deregister
+        for listener in self.listeners:
+            listener.close()
+        for heartbeat in self.heartbeats:
+            heartbeat.hurry()  # to notice it must stop
+            if heartbeat.is_alive():
+                heartbeat.join(5)  # no beat may re-register us after we deregister
         try:
             self.hand_back()
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id),
-                        self.keys.fetched(self.id), self.keys.cancels(self.id))
-            pipe.rpush(self.keys.wake, signals.gone(self.id))
-            pipe.execute()
+            for scripts in self.parts:
+                keys = scripts.keys
+                pipe = self.client.pipeline(transaction=True)
+                pipe.delete(keys.worker(self.id), keys.ahead(self.id),
+                            keys.fetched(self.id), keys.cancels(self.id),
+                            *([keys.doorbell(self.id)] if self.count > 1 else []))
+                pipe.rpush(keys.wake, signals.gone(self.id))
+                pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
         log.info("worker=%s stopped", self.id)
@@ -293,9 +363,9 @@ class Worker:
         # back to this worker again.
         told = self.holding.runs_short_tasks()
         if told:
-            self.heartbeat.beat_now()
+            self._beat(now=True)
         if self.hand_back(unstarted=False, why="prefetched behind a long run") and not told:
-            self.heartbeat.beat_now()
+            self._beat(now=True)
 
     def sweep_behind_long_runs(self) -> int:
         """Long runs hold every slot: hand back what the dispatcher leased here before it
@@ -308,14 +378,19 @@ class Worker:
         """Return to their queues the tasks waiting in the inbox and, with ``unstarted``,
         those taken but not started. An entry a slot takes meanwhile stays leased."""
         fetched = self.inbox.take_ready() if unstarted else []
-        entries = as_bytes_list(self.client.lrange(self.keys.inbox(self.id), 0, -1))
-        waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
-        tasks = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
-                 for lease in waiting]
-        tasks += [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in fetched]
+        n, tasks = 0, []
+        for p, scripts in enumerate(self.parts):  # each partition's in its own
+            entries = as_bytes_list(self.client.lrange(scripts.keys.inbox(self.id), 0, -1))
+            waiting = [lease for lease in map(signals.parse_lease, entries) if lease is not None]
+            part = [LeasedTask(lease.task_id, lease.queue, lease.token, inbox_entry=lease.raw)
+                    for lease in waiting]
+            part += [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in fetched
+                     if lease.partition == p]
+            if part:
+                n += scripts.release(self.id, part)
+                tasks += part
         if not tasks:
             return 0
-        n = self.scripts.release(self.id, tasks)
         for lease in fetched:
             self.holding.release(lease.task_id)
         if n:

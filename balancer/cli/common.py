@@ -10,6 +10,7 @@ from typing import Any
 import click
 import redis
 
+from balancer.common import partitions
 from balancer.common.connection import Unreachable, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
@@ -41,6 +42,22 @@ class Cluster:
         keys = Keys(settings.namespace)
         return cls(settings, keys, client,
                    Scripts.for_settings(client, keys, settings))
+
+    def of(self, partition: int) -> Cluster:
+        """The same cluster, seen through partition ``partition``'s keys and scripts."""
+        if partition == self.keys.partition:
+            return self
+        keys = self.keys.of(partition)
+        return Cluster(self.settings, keys, self.client,
+                       Scripts.for_settings(self.client, keys, self.settings))
+
+    def each(self) -> list[Cluster]:
+        """One view per partition (just this one when the cluster has one)."""
+        return [self.of(p) for p in range(partitions.count(self.client, self.keys))]
+
+    def of_flow(self, flow_id: str) -> Cluster:
+        """The view of the partition ``flow_id`` lives in."""
+        return self.of(partitions.of_flow(flow_id))
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:

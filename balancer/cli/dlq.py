@@ -32,8 +32,8 @@ def dlq() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     """List quarantined tasks with the reason."""
-    client, keys = cluster.client, cluster.keys
-    rows = admin.quarantined(client, keys)
+    client = cluster.client
+    rows = [r for c in cluster.each() for r in admin.quarantined(client, c.keys)]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -42,7 +42,7 @@ def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
                    f"  flow={r['flow']}  {r['reason']}")
-    set_aside = client.hlen(keys.aside)
+    set_aside = sum(int(client.hlen(c.keys.aside)) for c in cluster.each())
     if set_aside:
         click.echo(f"{set_aside} bad entries set aside: balancer dlq aside")
 
@@ -85,16 +85,18 @@ def dlq_dismiss(entry_ids: tuple[str, ...], every: bool, cluster: Cluster) -> No
 
 
 def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
-          act: Callable[[str, str], bool], done: str) -> None:
-    """Apply ``act(task id, the task's ``field``)`` to each named (or every) quarantined task."""
-    if every:
-        task_ids = tuple(m.decode()
-                         for m in as_bytes_list(cluster.client.zrange(cluster.keys.dlq, 0, -1)))
-    elif not task_ids:
+          act: Callable[[Cluster, str, str], bool], done: str) -> None:
+    """Apply ``act(partition, task id, the task's ``field``)`` to each named (or every)
+    quarantined task, in the partition whose dlq holds it."""
+    if not every and not task_ids:
         raise click.UsageError("name the task ids, or give --all")
-    for task_id in task_ids:
-        value = as_opt_bytes(cluster.client.hget(cluster.keys.task(task_id), field))
-        if value is None or not act(task_id, value.decode()):
+    views = cluster.each()
+    held = {m.decode(): view for view in views
+            for m in as_bytes_list(cluster.client.zrange(view.keys.dlq, 0, -1))}
+    for task_id in held if every else task_ids:
+        view = held.get(task_id, cluster)
+        value = as_opt_bytes(cluster.client.hget(view.keys.task(task_id), field))
+        if value is None or not act(view, task_id, value.decode()):
             raise click.ClickException(f"task {task_id} is not quarantined")
         click.echo(done.format(task=task_id, value=value.decode()))
 
@@ -105,7 +107,8 @@ def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
 @cluster_options
 def dlq_retry(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
     """Put quarantined tasks back into their queues (their loss count reset)."""
-    _each(cluster, task_ids, every, "queue", cluster.scripts.dlq_retry,
+    _each(cluster, task_ids, every, "queue",
+          lambda view, task_id, queue: view.scripts.dlq_retry(task_id, queue),
           "task {task} re-queued on {value}")
 
 
@@ -117,5 +120,5 @@ def dlq_purge(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
     """Give quarantined tasks up: they fail for good, their dependents too."""
     ttl_ms = int(cluster.settings.result_ttl * 1000)
     _each(cluster, task_ids, every, "flow",
-          lambda task_id, flow: cluster.scripts.dlq_purge(task_id, flow, ttl_ms),
+          lambda view, task_id, flow: view.scripts.dlq_purge(task_id, flow, ttl_ms),
           "task {task} failed for good")

@@ -23,7 +23,8 @@ def queue() -> None:
 def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str) -> None:
     """Set (or, for "", clear) queue settings and tell the dispatcher."""
     try:
-        admin.configure_queue(cluster.client, cluster.keys, name, fields)
+        for view in cluster.each():  # every partition has the queue's settings
+            admin.configure_queue(cluster.client, view.keys, name, fields)
     except admin.AdminError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
     click.echo(message)

@@ -9,9 +9,10 @@ from types import FrameType
 import click
 
 from balancer.cli.common import NS_HELP, Cluster, log_format_option, log_level_option
-from balancer.common import logs
+from balancer.common import logs, partitions
 from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
+from balancer.serve_partitions import PartitionedServe
 
 log = logging.getLogger("balancer")
 
@@ -22,19 +23,33 @@ log = logging.getLogger("balancer")
 @click.option("--worker-timeout", type=float,
               help="Seconds without a heartbeat before a worker is declared dead and its tasks"
                    " re-queued. Default 3.")
+@click.option("--partitions", "count", type=click.IntRange(min=1),
+              help="Partitions of the namespace, each its own hash tag and leader lease,"
+                   " shared among the serves running (docs/scaling.md). Every serve of a"
+                   " namespace must be given the same count. Default:"
+                   " $BALANCER_PARTITIONS or 1.")
 @log_level_option
 @log_format_option
 def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | None,
-          log_level: str, log_format: str | None) -> None:
+          count: int | None, log_level: str, log_format: str | None) -> None:
     """Run the dispatcher: hand every ready task to the least-loaded worker serving its queue.
 
     Several may run against one Redis: one leads, the others stand by and take over
-    within a few seconds if it dies. Stop with ctrl-C or SIGTERM.
+    within a few seconds if it dies. With --partitions N, each leads its share of the N
+    partitions and takes over those of one that dies. Stop with ctrl-C or SIGTERM.
     """
     cluster = Cluster.open(redis_url=redis_url, namespace=namespace,
-                           worker_timeout=worker_timeout, log_format=log_format)
+                           worker_timeout=worker_timeout, log_format=log_format,
+                           partitions=count)
     logs.setup(log_level, cluster.settings.log_format)
-    dispatcher = Dispatcher(cluster.client, cluster.settings)
+    count = cluster.settings.partitions
+    try:
+        partitions.claim(cluster.client, cluster.keys, count)
+    except partitions.PartitionsError as exc:
+        raise click.ClickException(str(exc)) from None
+    dispatcher: Dispatcher | PartitionedServe = (
+        Dispatcher(cluster.client, cluster.settings) if count == 1
+        else PartitionedServe(cluster.client, cluster.settings, count))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("got %s: stopping", signal.Signals(signum).name)

@@ -22,7 +22,8 @@ from balancer.cli.common import Cluster, cluster_options
 def status(cluster: Cluster, as_json: bool, flows: int) -> None:
     """Show the leader, workers with their load, queues with their depth and what holds
     them, recent flow runs."""
-    view = status_view.gather(cluster.client, cluster.keys, recent=flows)
+    view = status_view.gather_all(cluster.client, [c.keys for c in cluster.each()],
+                                  recent=flows)
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
 
 
@@ -34,7 +35,8 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
 def flows(cluster: Cluster, last: int, as_json: bool) -> None:
     """List recent flow runs: id, name, state, tasks done and failed, when submitted.
     `balancer flow ID` shows one."""
-    rows = status_view.recent_flows(cluster.client, cluster.keys, last)
+    rows = status_view.recent_flows_all(cluster.client, [c.keys for c in cluster.each()],
+                                        last)
     if as_json:
         click.echo(json.dumps([asdict(r) for r in rows], indent=2))
     elif not rows:
@@ -68,7 +70,7 @@ def flow_show(flow_id: str, cluster: Cluster, as_json: bool, verbose: bool) -> N
     """Show one flow run: every task's state, worker, attempts and timings (queued,
     started, finished, waited, ran), why each unfinished task waits, and the error of
     each failed one."""
-    view = flowview.gather(cluster.client, cluster.keys, flow_id)
+    view = flowview.gather(cluster.client, cluster.of_flow(flow_id).keys, flow_id)
     if view is None:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
@@ -85,7 +87,7 @@ def flow_cancel(flow_id: str, cluster: Cluster) -> None:
     """Cancel a flow run: its queued tasks never start, its running ones are stopped,
     and it ends `cancelled`. Cancelling a finished run changes nothing."""
     try:
-        done = cancel_flow(cluster.client, cluster.keys, flow_id,
+        done = cancel_flow(cluster.client, cluster.of_flow(flow_id).keys, flow_id,
                            int(cluster.settings.result_ttl * 1000))
     except KeyError:
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"

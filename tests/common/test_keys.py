@@ -33,7 +33,7 @@ def _every_key(keys: Keys) -> dict[str, str]:
     """Call every key method and read every key property of ``keys``."""
     found: dict[str, str] = {}
     for name, member in inspect.getmembers(Keys):
-        if name.startswith("_"):
+        if name.startswith("_") or name == "of":  # of: the keys of another partition
             continue
         if isinstance(member, property):
             found[name] = getattr(keys, name)
@@ -50,7 +50,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "inbox", "leases", "fetched", "ahead", "cancels", "cache",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
-        "schedule", "schedules",
+        "schedule", "schedules", "doorbell", "partitions",
     }
 
 
@@ -68,6 +68,37 @@ def test_keys_are_distinct() -> None:
 def test_keys_of_different_namespaces_never_collide() -> None:
     a, b = _every_key(Keys("a")), _every_key(Keys("b"))
     assert not set(a.values()) & set(b.values())
+
+
+def test_partition_0_keeps_the_namespace_tag_and_others_have_their_own() -> None:
+    assert Keys("ns", 0).task("t") == Keys("ns").task("t") == "{ns}:task:t"
+    assert Keys("ns", 2).task("t") == "{ns:2}:task:t"
+    for p in (1, 2, 15):
+        for name, key in _every_key(Keys("ns", p)).items():
+            if name != "partitions":
+                assert key.startswith("{ns:" + str(p) + "}:"), name
+
+
+def test_the_partition_count_key_is_partition_0s_in_every_partition() -> None:
+    assert {Keys("ns", p).partitions for p in range(4)} == {"{ns}:partitions"}
+
+
+@pytest.mark.parametrize("namespace", ["ns", "prod.eu", "a-1"])
+def test_no_partition_of_a_namespace_shares_a_key_with_another_namespace(
+        namespace: str) -> None:
+    # A namespace may hold dots and dashes but never a colon: "{ns:1}" is nobody's tag.
+    ours = {k for p in range(3) for k in _every_key(Keys(namespace, p)).values()}
+    for other in (f"{namespace}.1", f"{namespace}-1", f"{namespace}1"):
+        assert not ours & set(_every_key(Keys(other)).values())
+    per_partition = [set(_every_key(Keys(namespace, p)).values()) - {Keys(namespace).partitions}
+                     for p in range(3)]
+    assert not per_partition[0] & per_partition[1] and not per_partition[1] & per_partition[2]
+
+
+def test_keys_of_another_partition_share_the_namespace() -> None:
+    keys = Keys("ns", 1)
+    assert keys.of(1) is keys
+    assert keys.of(0).prefix == "{ns}:" and keys.of(3).prefix == "{ns:3}:"
 
 
 def test_default_namespace_is_balancer() -> None:

@@ -1,0 +1,92 @@
+"""The inbox of a worker serving several partitions: one blocking read, whatever their count.
+
+A worker has an inbox in every partition (in that partition's slot, where assign.lua
+writes it with the task's lease), and a blocking read cannot span slots. So the slot
+holding the turn to fetch blocks on one list instead, the worker's doorbell in its home
+partition (``partitions.home``): a dispatcher that leased into the worker's inbox of
+partition p pushes ``p`` onto it, right after the lease (``Dispatcher._ring``). The slot
+then takes from that partition's inbox with take.lua, which checks every entry's lease as
+the single-partition fetch does, and goes on taking from it without blocking while it
+finds work.
+
+The note is a separate command from the lease: a dispatcher that dies between the two
+leaves a lease nobody rang for. So every ``SWEEP`` seconds without a note, the fetch
+looks in every partition's inbox anyway: a lost note costs that long at most, and an
+idle worker sends one blocking read and, per sweep, one take per partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from balancer.common import partitions
+from balancer.common.connection import Direct
+from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes_list, as_list
+from balancer.common.retry import RETRYABLE, describe
+from balancer.common.scripts import Scripts
+from balancer.common.signals import Lease
+from balancer.worker.inbox import READ_MARGIN, SENTINEL, Inbox, log
+
+SWEEP = 2.0
+NOTES = 64  # notes read at once
+
+
+class DoorbellInbox(Inbox):
+    """``Inbox`` over the worker's inboxes of ``count`` partitions: the same turn-taking
+    among waiting slots; only the fetch differs."""
+
+    def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, count: int,
+                 on_take: Callable[[Lease], None], stopping: threading.Event) -> None:
+        super().__init__(worker_id, client, keys, on_take, stopping)
+        self.count = count
+        self.parts = [Scripts(client, keys.of(p)) for p in range(count)]
+        self.bell = keys.of(partitions.home(worker_id, count)).doorbell(worker_id)
+        self.block = SWEEP
+        self.direct = Direct(client, read_timeout=SWEEP + READ_MARGIN, route=self.bell)
+        self._due = set(range(count))  # partitions whose inbox may hold entries
+        self._swept = time.monotonic()
+
+    def _fetch(self) -> tuple[Lease | None, int]:
+        """Take from a partition rung (or due for its sweep) while it has entries; when
+        none has, wait for a note on the doorbell, up to SWEEP."""
+        with self._lock:
+            wanted = max(1, self._waiting - self._ready.qsize())
+        try:
+            if time.monotonic() - self._swept >= SWEEP:
+                self._due = set(range(self.count))
+                self._swept = time.monotonic()
+            for p in sorted(self._due):
+                entries = self.parts[p].take(self.worker_id, wanted, fetched=False)
+                if entries:
+                    return self._hand(entries, p)  # p stays due: more may wait
+                self._due.discard(p)
+            reply = self.direct.call("BLMPOP", self.block, 1, self.bell, "LEFT", "COUNT",
+                                     NOTES)
+        except RETRYABLE as exc:
+            self._due = set(range(self.count))
+            if self._backoff.failed():
+                log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
+            self.stopping.wait(self._backoff.delay)  # holding the turn: one slot retries
+            return None, 0
+        if self._backoff.recovered():
+            log.info("worker=%s fetches again", self.worker_id)
+        if not reply:
+            self._due = set(range(self.count))  # a quiet while: sweep
+            self._swept = time.monotonic()
+            return None, 0
+        for note in as_bytes_list(as_list(reply)[1]):
+            if note != SENTINEL and note.isdigit() and int(note) < self.count:
+                self._due.add(int(note))
+        return None, 0
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop fetching (``stopping`` must be set): end a blocked read at once."""
+        try:
+            self.client.lpush(self.bell, SENTINEL)
+        except RETRYABLE as exc:
+            log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
+        self._turn.acquire(timeout=timeout)  # kept: no slot fetches again
