@@ -617,17 +617,18 @@ class Dispatcher:
             log.info("assigned %d tasks of queue=%s to worker=%s: %s", n, queue, worker_id,
                      ",".join(batch[:n][:10]))
             if self.count > 1:
-                self._ring(worker_id)
+                self._ring(worker_id, n)
         return Assigned(n, leased)
 
-    def _ring(self, worker_id: str) -> None:
+    def _ring(self, worker_id: str, leased: int) -> None:
         """Tell a worker serving several partitions that its inbox in ours holds leases:
-        a note on the doorbell in its home partition, the one list it blocks on. A
-        separate command (another slot): a note lost costs the worker's next sweep of
-        every inbox, a second at most."""
+        a note per lease (each wakes one of its pool processes blocked on it) on the
+        doorbell in its home partition, the one list it blocks on. A separate command
+        (another slot): a note lost costs the worker's next sweep of every inbox
+        (worker/doorbell.py: SWEEP seconds at most)."""
         bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(bell, self.partition)
+        pipe.rpush(bell, *[self.partition] * min(leased, DOORBELL_MAX))
         pipe.ltrim(bell, -DOORBELL_MAX, -1)
         pipe.execute()
 

@@ -58,6 +58,7 @@ class PartitionedServe:
                     return False
                 return True
             self._led.discard(partition)
+            self._trying.discard(partition)  # a try an outage cut short
             if not partitions.may_take(self._led | self._trying, self.count, self.live):
                 return False
             self._trying.add(partition)

@@ -8,7 +8,12 @@ the two needs more CPU per task sets the ceiling of one partition: one core divi
 On a machine with few cores the workers compete for the same cores, so tasks/s measured
 here is below that ceiling; the CPU per task is what carries over.
 
-    python bench/partition_limit.py [--tasks N] [--workers W] [--concurrency C] [--json PATH]
+    python bench/partition_limit.py [--tasks N] [--workers W] [--concurrency C]
+                                    [--partitions P] [--json PATH]
+
+With ``--partitions P`` the namespace has P partitions (one `balancer serve` leads them
+all, a dispatch loop each; the flows spread over them): the dispatcher's CPU is then that
+of all its loops together.
 
 It prints figures and never asserts speed.
 """
@@ -29,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # workers import the tasks as bench.tasks, so must we
 
 import redis  # noqa: E402
+from balancer.common.keys import Keys  # noqa: E402
 
 from bench.cluster_bench import (  # noqa: E402
     Cluster,
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--pool", default="process")
+    parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -115,14 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(server.url, namespace, logdir, "WARNING")
     client = redis.Redis.from_url(server.url, socket_timeout=30)
     try:
+        cluster.env["BALANCER_PARTITIONS"] = str(args.partitions)
         cluster.serve()
+        # Workers serve the partitions a serve stored: wait for it.
+        deadline = time.monotonic() + 30
+        while (client.get(Keys(namespace).partitions) is None
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
         with running_workers_n(cluster, args.pool, args.concurrency, args.workers):
             figures = measure(client, cluster, args.tasks, args.flows, args.workers,
                               args.concurrency, args.timeout)
     finally:
         cluster.stop_all()
         server.stop()
-    print(f"one partition, {os.cpu_count()} cores, {args.workers} workers x"
+    print(f"{args.partitions} partition(s), {os.cpu_count()} cores, {args.workers} workers x"
           f" {args.concurrency} ({args.pool} pool), {figures.tasks} no-op tasks:")
     for name, value in asdict(figures).items():
         print(f"  {name:<28} {value}")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import redis
 from balancer.common import signals
@@ -51,10 +52,11 @@ ACK_WITHIN = 0.005
 class BatchSlot(Slot):
     def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, runner: Runner,
                  inbox: Inbox, acker: Acker, holding: Holding, stopping: threading.Event,
-                 ahead_field: str) -> None:
-        super().__init__(0, worker_id, client, keys, runner, inbox, acker, holding, stopping)
+                 ahead_field: str, ackers: Sequence[Acker] = ()) -> None:
+        super().__init__(0, worker_id, client, keys, runner, inbox, acker, holding, stopping,
+                         ackers)
         self.ahead_field = ahead_field  # this child's field of ahead:<worker>
-        self.scripts = self.acker.scripts
+        self._partition = 0  # of the last lease run: where the next batch is taken
         self._lock = threading.Lock()
         self._pending: list[Finished] = []  # finished, not stored yet
         self._oldest = 0.0  # when the first of them finished
@@ -69,7 +71,7 @@ class BatchSlot(Slot):
                     continue
                 self._starting(lease)
                 finished = self.run_one(lease)
-                self._depth = lease.depth
+                self._depth, self._partition = lease.depth, lease.partition
                 with self._lock:
                     if not self._pending:
                         self._oldest = time.monotonic()
@@ -94,9 +96,14 @@ class BatchSlot(Slot):
             batch, self._pending = self._pending, []
         if not batch:
             return
-        taken = self.acker.store(batch, take, self.ahead_field if take > 1 else "")
+        p = self._partition
+        if len(self.ackers) > 1:  # each partition's results in its own; the take in p's
+            for other in {f.lease.partition for f in batch} - {p}:
+                self.ackers[other].store([f for f in batch if f.lease.partition == other])
+            batch = [f for f in batch if f.lease.partition == p]
+        taken = self.ackers[p].store(batch, take, self.ahead_field if take > 1 else "")
         if taken:
-            leases = self.inbox.deliver(taken)
+            leases = self.inbox.deliver(taken, p)
             with self._lock:
                 self._ahead = leases[1:]
 
@@ -110,7 +117,7 @@ class BatchSlot(Slot):
                 return
             self._ahead = self._ahead[ids.index(lease.task_id) + 1:]
             rest = signals.ahead_value(self._ahead)
-        self.scripts.note_ahead(self.worker_id, self.ahead_field, rest)
+        self.ackers[lease.partition].scripts.note_ahead(self.worker_id, self.ahead_field, rest)
 
     def make_way(self) -> None:
         """Hand back the leases taken and not started, and store the results waiting (a
@@ -120,12 +127,19 @@ class BatchSlot(Slot):
         leases = self.inbox.take_ready()
         with self._lock:
             batch, self._pending = self._pending, []
-        if batch:
-            self.acker.store(batch)
+        for p, acker in enumerate(self.ackers):
+            mine = [f for f in batch if f.lease.partition == p]
+            if mine:
+                acker.store(mine)
         if leases:
-            tasks = [LeasedTask(lease.task_id, lease.queue, lease.token) for lease in leases]
-            n = persist("be handed back", leases[0].task_id,
-                        lambda: self.scripts.release(self.worker_id, tasks))
+            n = 0
+            for p, acker in enumerate(self.ackers):
+                tasks = [LeasedTask(lease.task_id, lease.queue, lease.token)
+                         for lease in leases if lease.partition == p]
+                if tasks:
+                    n += persist("be handed back", tasks[0].task_id,
+                                 lambda: acker.scripts.release(  # noqa: B023
+                                     self.worker_id, tasks))  # noqa: B023
             for lease in leases:
                 self.holding.release(lease.task_id)
             log.info("worker=%s handed back %d tasks taken ahead: %s", self.worker_id, n,

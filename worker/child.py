@@ -40,6 +40,7 @@ from balancer.common.settings import Settings
 from balancer.common.signals import Lease
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
+from balancer.worker.doorbell import DoorbellInbox
 from balancer.worker.executor import Outcome, execute
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -73,6 +74,7 @@ class ChildSpec:
     supervisor_pid: int
     policy: TaskPolicy
     index: int = 0  # the slot's: its field of ahead:<worker>
+    partitions: int = 1  # the cluster's, read by the supervisor: the child serves them all
 
 
 class InlineRunner:
@@ -196,14 +198,18 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
-    scripts = Scripts.for_settings(client, keys, settings)
     holding = RecordedHolding(Record.attach(shared), conn)
     stopping = threading.Event()
-    inbox = Inbox(spec.worker_id, client, keys, holding.add, stopping)
-    acker = Acker(spec.worker_id, scripts, settings, holding, lambda: 0,
-                  prefetch.ack_quiet_above(spec.concurrency))
+    inbox = (Inbox(spec.worker_id, client, keys, holding.add, stopping)
+             if spec.partitions == 1 else
+             DoorbellInbox(spec.worker_id, client, keys, spec.partitions, holding.add,
+                           stopping))
+    ackers = [Acker(spec.worker_id, Scripts.for_settings(client, keys.of(p), settings),
+                    settings, holding, lambda: 0, prefetch.ack_quiet_above(spec.concurrency))
+              for p in range(spec.partitions)]
     slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
-                     inbox, acker, holding, stopping, ahead_field=str(spec.index))
+                     inbox, ackers[0], holding, stopping, ahead_field=str(spec.index),
+                     ackers=ackers)
     threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",
                      daemon=True).start()
     client.ping()

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import wait
 
 from balancer.common import codec, prefetch
@@ -45,12 +46,17 @@ class ChildWatch(threading.Thread):
     and acknowledges on its own); this thread only watches it, hence not a slot itself."""
 
     def __init__(self, index: int, spec: ChildSpec, scripts: Scripts, acker: Acker,
-                 holding: Holding) -> None:
+                 holding: Holding, parts: Sequence[Scripts] = (),
+                 ackers: Sequence[Acker] = ()) -> None:
         super().__init__(name=f"child-watch-{index}", daemon=True)
         self.spec = spec
         self.worker_id = spec.worker_id
         self.scripts = scripts
         self.acker = acker  # stores the failures of crashed and timed-out runs
+        # With several partitions, each one's scripts and ack thread: a lease is settled
+        # in its own.
+        self.parts = parts or (scripts,)
+        self.ackers = ackers or (acker,)
         self.holding = holding  # the worker's: long runs, run times
         self.ctx = multiprocessing.get_context("spawn")
         self.record = Record(self.ctx)
@@ -97,7 +103,7 @@ class ChildWatch(threading.Thread):
     def held_ids(self) -> set[str]:
         """The task ids the child holds (taken out of the inbox, not yet acknowledged): the
         one it runs and those of its batch."""
-        ids = {task_id for task_id, _, _ in self.record.held()}
+        ids = {task_id for task_id, *_ in self.record.held()}
         current = self.current
         if current is not None:
             ids.add(current)
@@ -117,7 +123,7 @@ class ChildWatch(threading.Thread):
                      self.process.pid, self.worker_id)
             self.process.kill()
             return True
-        if any(t == task_id and k == token for t, k, _ in self.record.held()):
+        if any(t == task_id and k == token for t, k, *_ in self.record.held()):
             with contextlib.suppress(OSError):
                 self.conn.send_bytes(child.MAKE_WAY)
             log.info("task=%s cancelled in the batch of pid=%s on worker=%s: the batch"
@@ -249,8 +255,9 @@ class ChildWatch(threading.Thread):
             if (lease.task_id, lease.token) != cancelled:
                 # It had moved on to another task when it was killed: that one runs again.
                 back = [LeasedTask(lease.task_id, lease.queue, lease.token)]
+                part = self.parts[lease.partition]
                 persist("be handed back", lease.task_id,
-                        lambda: self.scripts.release(self.worker_id, back))
+                        lambda: part.release(self.worker_id, back))
             lease = None  # settled: cancelled (no lease any more), or handed back
         if lease is not None and snap.phase == RUNNING:
             outcome = outcome or Outcome.failure(ErrorInfo(
@@ -258,9 +265,11 @@ class ChildWatch(threading.Thread):
                 f"the process running task {lease.fn} died (exit code"
                 f" {self.process.exitcode})"), crashed=True)
             took = max(0.0, time.monotonic() - snap.started)
-            self.acker.store([Finished(lease, outcome, snap.started_ms, took, None)])
+            self.ackers[lease.partition].store(
+                [Finished(lease, outcome, snap.started_ms, took, None)])
         elif lease is not None and snap.phase in (TAKEN, FINISHING):
-            n = persist("be handed back", lease.task_id, lambda: self.scripts.release(
+            part = self.parts[lease.partition]
+            n = persist("be handed back", lease.task_id, lambda: part.release(
                 self.worker_id, [LeasedTask(lease.task_id, lease.queue, lease.token)]))
             if n:
                 log.info("task=%s handed back: its pool process died before %s",
@@ -268,11 +277,13 @@ class ChildWatch(threading.Thread):
                          "storing its result")
         # The rest of its batch: not started, or run without the result stored (a lease
         # already acknowledged is no longer one, and is left alone).
-        others = [LeasedTask(task_id, queue, token) for task_id, token, queue in held
-                  if lease is None or task_id != lease.task_id]
-        if others:
+        for p, part in enumerate(self.parts):
+            others = [LeasedTask(task_id, queue, token) for task_id, token, queue, of in held
+                      if of == p and (lease is None or task_id != lease.task_id)]
+            if not others:
+                continue
             n = persist("be handed back", others[0].task_id,
-                        lambda: self.scripts.release(self.worker_id, others))
+                        lambda: part.release(self.worker_id, others))  # noqa: B023
             if n:
                 log.info("worker=%s handed back %d tasks of the batch of its pool process"
                          " that died: %s", self.worker_id, n,

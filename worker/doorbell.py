@@ -68,12 +68,8 @@ class DoorbellInbox(Inbox):
                                      NOTES)
         except RETRYABLE as exc:
             self._due = set(range(self.count))
-            if self._backoff.failed():
-                log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
-            self.stopping.wait(self._backoff.delay)  # holding the turn: one slot retries
-            return None, 0
-        if self._backoff.recovered():
-            log.info("worker=%s fetches again", self.worker_id)
+            return self._failed(exc)
+        self._succeeded()
         if not reply:
             self._due = set(range(self.count))  # a quiet while: sweep
             self._swept = time.monotonic()

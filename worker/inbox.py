@@ -134,13 +134,21 @@ class Inbox:
             self._busy = bool(entries)
         except RETRYABLE as exc:
             self._unchecked = True
-            if self._backoff.failed():
-                log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
-            self.stopping.wait(self._backoff.delay)  # holding the turn: one slot retries
-            return None, 0
+            return self._failed(exc)
+        self._succeeded()
+        return self._hand(entries)
+
+    def _failed(self, exc: Exception) -> tuple[Lease | None, int]:
+        """A fetch failed: said once per outage; the slot holding the turn waits out the
+        backoff (so one slot retries), then lets the next fetch try."""
+        if self._backoff.failed():
+            log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
+        self.stopping.wait(self._backoff.delay)
+        return None, 0
+
+    def _succeeded(self) -> None:
         if self._backoff.recovered():
             log.info("worker=%s fetches again", self.worker_id)
-        return self._hand(entries)
 
     def _hand(self, entries: list[bytes], partition: int = 0) -> tuple[Lease | None, int]:
         """The first lease to the caller, the others to the waiting slots."""

@@ -53,16 +53,18 @@ class Snapshot:
 
 def _describe(lease: Lease) -> bytes:
     blob = codec.pack([lease.task_id, lease.token, lease.queue, lease.flow, lease.timeout,
-                       lease.fn[:200], lease.name[:200]])
+                       lease.fn[:200], lease.name[:200], lease.partition])
     return blob if len(blob) <= _ROOM else codec.pack(
-        [lease.task_id, lease.token, lease.queue[:500], lease.flow, lease.timeout, "", ""])
+        [lease.task_id, lease.token, lease.queue[:500], lease.flow, lease.timeout, "", "",
+         lease.partition])
 
 
 def _read_lease(blob: bytes) -> Lease | None:
     try:
-        task_id, token, queue, flow, timeout, fn, name = codec.unpack(blob)
+        task_id, token, queue, flow, timeout, fn, name, partition = codec.unpack(blob)
         return Lease(str(task_id), str(token), str(queue), str(flow),
-                     None if timeout is None else float(timeout), str(fn), str(name), b"", b"")
+                     None if timeout is None else float(timeout), str(fn), str(name), b"", b"",
+                     partition=int(partition))
     except (CodecError, TypeError, ValueError):
         return None
 
@@ -98,7 +100,8 @@ class Record:
         """The child holds these leases (taken with its batch). Those that do not fit are
         left to the reconciler."""
         view = self._view
-        items = [[lease.task_id, lease.token, lease.queue] for lease in leases]
+        items = [[lease.task_id, lease.token, lease.queue, lease.partition]
+                 for lease in leases]
         blob = codec.pack(items)
         while len(blob) > _HELD_ROOM:
             items = items[:len(items) // 2]
@@ -130,9 +133,9 @@ class Record:
                 phase = IDLE
         return Snapshot(phase, gen, started, int(started_ms), lease)
 
-    def held(self) -> list[tuple[str, str, str]]:
-        """(task id, token, queue) of every lease the child listed as held; a list being
-        rewritten reads as empty."""
+    def held(self) -> list[tuple[str, str, str, int]]:
+        """(task id, token, queue, partition) of every lease the child listed as held; a
+        list being rewritten reads as empty."""
         view = self._view
         for _ in range(3):
             (size,) = struct.unpack_from("<I", view, _HELD_LEN)
@@ -140,7 +143,7 @@ class Record:
                 return []
             try:
                 items = codec.unpack(bytes(view[_HELD_AT:_HELD_AT + min(size, _HELD_ROOM)]))
-                return [(str(t), str(token), str(q)) for t, token, q in items]
+                return [(str(t), str(token), str(q), int(p)) for t, token, q, p in items]
             except (CodecError, TypeError, ValueError):
                 continue
         return []

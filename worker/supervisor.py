@@ -100,9 +100,6 @@ class Worker:
         # Every partition of the cluster is served (common/partitions.py): its scripts, by
         # partition; each has this worker's registration, inbox, leases and ack thread.
         self.count = partitions.count(client, self.keys)
-        if self.count > 1 and pool == "process":
-            raise WorkerError(f"the cluster has {self.count} partitions: in this version only"
-                              " a thread pool serves several (--pool thread)")
         self.parts = [self.scripts] + [
             Scripts.for_settings(client, self.keys.of(p), settings)
             for p in range(1, self.count)]
@@ -210,9 +207,10 @@ class Worker:
     def _make_slots(self) -> list[Slot | ChildWatch]:
         if self.pool == "process":
             spec = ChildSpec(self.id, self.settings, tuple(self.imports), os.getcwd(),
-                             self.concurrency, self.log_level, os.getpid(), self.policy)
+                             self.concurrency, self.log_level, os.getpid(), self.policy,
+                             partitions=self.count)
             return [ChildWatch(i, dataclasses.replace(spec, index=i), self.scripts, self.acker,
-                              self.holding)
+                              self.holding, self.parts, self.ackers)
                     for i in range(self.concurrency)]
         return [self._thread_slot(i) for i in range(self.concurrency)]
 

@@ -64,8 +64,8 @@ def test_a_stream_of_flows_completes_over_3_partitions_and_2_serves_one_killed_m
     first = procs.serve()
     wait_for(lambda: real.get(Keys(namespace).partitions) == b"3", timeout=30)
     second = procs.serve("--partitions", str(COUNT))  # the flag, for the second
-    for _ in range(2):
-        procs.worker("--pool", "thread", "--concurrency", "2")
+    for pool in ("process", "thread"):  # both serve every partition
+        procs.worker("--pool", pool, "--concurrency", "2")
     wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) >= 2 for p in range(COUNT)),
              timeout=30)
     # Two dispatchers: each leads at most ceil(3 / 2) = 2 partitions, so both lead.
@@ -110,6 +110,11 @@ def test_a_stream_of_flows_completes_over_3_partitions_and_2_serves_one_killed_m
         assert run.results()["total" if i % 3 == 0 else "square"] == _expected(i)
     placed = {partitions.of_flow(run.id) for _, run in runs}
     assert placed == set(range(COUNT))
+    ran_on = {(partitions.of_flow(run.id), real.hget(
+        Keys(namespace, partitions.of_flow(run.id)).task(t), "worker"))
+        for _, run in runs for t in run.task_ids}
+    assert len({w for _, w in ran_on}) == 2  # the process pool and the thread pool
+    assert {p for p, _ in ran_on} == set(range(COUNT))
     for _, run in runs:  # everything the flow touched is in its own partition
         home = partitions.of_flow(run.id)
         for p in range(COUNT):

@@ -35,6 +35,13 @@ def test_the_supervisor_reads_the_lease_and_phase_the_child_wrote() -> None:
     assert supervisor.read().lease is None
 
 
+def test_the_supervisor_reads_the_partition_a_lease_was_taken_from() -> None:
+    child, supervisor = make()
+    child.took(lease()._replace(partition=2))
+    snap = supervisor.read()
+    assert snap.lease is not None and snap.lease.partition == 2
+
+
 def test_each_lease_has_a_new_generation() -> None:
     child, supervisor = make()
     child.took(lease("a"))
@@ -64,10 +71,10 @@ def test_the_supervisor_reads_every_lease_of_the_childs_batch() -> None:
     assert supervisor.held() == []
     child.hold([lease("a"), lease("b"), lease("c")])
     child.took(lease("b"))
-    assert supervisor.held() == [("a", "3.1.u1", "q"), ("b", "3.1.u1", "q"),
-                                 ("c", "3.1.u1", "q")]
-    child.hold([lease("d")])
-    assert supervisor.held() == [("d", "3.1.u1", "q")]
+    assert supervisor.held() == [("a", "3.1.u1", "q", 0), ("b", "3.1.u1", "q", 0),
+                                 ("c", "3.1.u1", "q", 0)]
+    child.hold([lease("d")._replace(partition=2)])
+    assert supervisor.held() == [("d", "3.1.u1", "q", 2)]
     supervisor.clear()
     assert supervisor.held() == []
 
@@ -79,4 +86,4 @@ def test_a_batch_too_large_for_the_record_lists_what_fits() -> None:
     child.hold(many)
     held = supervisor.held()
     assert 0 < len(held) < 1000
-    assert [t for t, _, _ in held] == [lease.task_id for lease in many[:len(held)]]
+    assert [t for t, *_ in held] == [lease.task_id for lease in many[:len(held)]]
