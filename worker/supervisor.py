@@ -115,6 +115,7 @@ class Worker:
         self.draining = False
         self.holding = Holding()
         self.host = HostLoad()
+        self._sampling = threading.Lock()  # heartbeats of several partitions sample it
         self.inbox = (Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
                       if self.count == 1 else
                       DoorbellInbox(self.id, client, self.keys, self.count, self.holding.add,
@@ -165,7 +166,8 @@ class Worker:
         return ids
 
     def info(self) -> WorkerInfo:
-        cpu, pressure, memory, load = self.host.sample()
+        with self._sampling:
+            cpu, pressure, memory, load = self.host.sample()
         return WorkerInfo(
             id=self.id, queues=self.queues,
             capacity=0 if self.draining else self.concurrency,
