@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 
+import psutil
 import pytest
 import redis
 from balancer.common import partitions
@@ -138,3 +139,36 @@ def test_a_stream_of_flows_completes_over_3_partitions_and_2_serves_one_killed_m
     assert procs.stop(survivor) == 0
     for proc in procs.procs:
         assert "Traceback" not in procs.log(proc), procs.log(proc)
+
+
+def test_a_flow_in_partition_1_is_cancelled_by_id_and_its_running_task_stopped(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`balancer flow cancel ID` finds the flow's partition from its id; the cancel
+    reaches the worker through that partition's cancel list and kills the pool process
+    running its task."""
+    procs.serve("--partitions", "2")
+    wait_for(lambda: real.get(Keys(namespace).partitions) == b"2", timeout=30)
+    procs.worker("--pool", "process", "--concurrency", "2")
+    wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) for p in range(2)),
+             timeout=30)
+    monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
+    pids = f"{namespace}:pids"
+    try:
+        with Flow("doomed") as doomed:
+            long = tasks.note_pid_and_sleep(redis_url, pids, 30)
+            tasks.square(2, upstream_tasks=[long])
+        run = doomed.submit(real, namespace=namespace)
+        assert run.id.endswith("-p1") and run.keys.partition == 1
+        popped = real.blpop([pids], timeout=60)
+        assert popped is not None, "the long task never started"
+        pid = int(popped[1])
+        cli = _cli(procs, "flow", "cancel", run.id)
+        assert cli.returncode == 0 and "cancelled: 2 tasks" in cli.stdout, cli.stderr
+        assert run.wait(timeout=10) == "cancelled"
+        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status()
+                 == psutil.STATUS_ZOMBIE, timeout=20)
+        assert real.exists(Keys(namespace, 1).flow(run.id))
+        assert not real.exists(Keys(namespace).flow(run.id))
+    finally:
+        real.delete(pids)
