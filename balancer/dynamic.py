@@ -27,7 +27,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import caching, context
-from balancer.common import codec, signals, signing
+from balancer.common import codec, partitions, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -71,16 +71,15 @@ _scripts_of: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
     weakref.WeakKeyDictionary())
 
 
-def _scripts(client: redis.Redis, settings: Settings) -> Scripts:
-    """One Scripts per client and namespace: its per-thread connections outlive a run.
+def _scripts(client: redis.Redis, settings: Settings, keys: Keys) -> Scripts:
+    """One Scripts per client and partition: its per-thread connections outlive a run.
     Durable as ``settings`` ask (BALANCER_MIN_REPLICAS): tasks added wait for replicas."""
     wanted = durability(settings)
     with _scripts_lock:
         known = _scripts_of.setdefault(client, {})
-        found = known.get(settings.namespace)
+        found = known.get(keys.prefix)
         if found is None or found.durability != wanted:
-            found = known[settings.namespace] = Scripts.for_settings(
-                client, Keys(settings.namespace), settings)
+            found = known[keys.prefix] = Scripts.for_settings(client, keys, settings)
         return found
 
 
@@ -95,11 +94,17 @@ class DynamicRun:
                  parent: DynamicRun | None = None) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.namespace)
-        self.scripts = _scripts(client, settings)
+        # Placed in a partition as a submitted flow is (common/partitions.py); a sub-run in
+        # its parent's, whose list of tasks it joins in the same transaction.
+        base, keys = new_id(), Keys(settings.namespace)
+        self.keys: Keys = keys
+        partition = (parent.keys.partition if parent is not None
+                     else partitions.place(base, partitions.count(client, keys)))
+        self.id = partitions.flow_id_in(base, partition)
+        self.keys = keys.of(partition)
+        self.scripts = _scripts(client, settings, self.keys)
         self.name = name
         self.parent = parent
-        self.id = new_id()
         self.futures: list[TaskFuture] = []
         self._waiting: dict[str, _Waiting] = {}
         self._lock = threading.Lock()

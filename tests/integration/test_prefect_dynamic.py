@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import redis
+from balancer.common import partitions
 from balancer.common.keys import Keys
 
-from tests.conftest import Processes
+from tests.conftest import Processes, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = "from tests.integration.prefect2_flows import main; main()"
@@ -116,6 +117,25 @@ def test_prefect2_snippets_on_a_cluster_each_flow_call_one_run(
         shown = _cli(procs, "flow", sub["id"])
         assert shown["parent"] == out["parent"]["id"]
         assert [t["name"] for t in shown["tasks"]] == ["add_one"]
+
+
+def test_prefect2_snippets_on_a_cluster_of_3_partitions_runs_each_in_its_own(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """@flow runs are placed over the partitions as submitted flows are, a sub-run in its
+    parent's (docs/scaling.md, Partitions); the documented results hold."""
+    procs.serve("--partitions", "3")
+    wait_for(lambda: real.get(Keys(namespace).partitions) == b"3", timeout=30)
+    procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "3")
+    procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "2",
+                 "--pool", "thread")
+    out = _drive(procs.env, redis_url, namespace)
+    _check_documented_results(out)
+    runs = {r["id"]: r for r in _cli(procs, "flows", "-n", "100")}
+    assert len({partitions.of_flow(run_id) for run_id in runs}) > 1
+    parent = _cli(procs, "flow", out["parent"]["id"])
+    assert [t["state"] for t in parent["tasks"]] == ["sub-run completed"] * 2
+    for sub in parent["tasks"]:
+        assert partitions.of_flow(sub["id"]) == partitions.of_flow(out["parent"]["id"])
 
 
 def test_a_run_is_not_finished_while_its_function_runs(
