@@ -85,14 +85,23 @@ def _cli(procs: Processes, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def test_prefect2_snippets_on_a_cluster_each_flow_call_one_run(
-        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
-    procs.serve()
+def _run_snippets(procs: Processes, real: redis.Redis, redis_url: str, namespace: str,
+                  *serve_args: str) -> dict[str, Any]:
+    """Serve (the count stored before workers start), a process-pool and a thread-pool
+    worker, then the snippets, their documented results checked."""
+    procs.serve(*serve_args)
+    wait_for(lambda: real.exists(Keys(namespace).partitions), timeout=30)
     procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "3")
     procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "2",
                  "--pool", "thread")
     out = _drive(procs.env, redis_url, namespace)
     _check_documented_results(out)
+    return out
+
+
+def test_prefect2_snippets_on_a_cluster_each_flow_call_one_run(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    out = _run_snippets(procs, real, redis_url, namespace)
 
     runs = {r["id"]: r for r in _cli(procs, "flows", "-n", "100")}
     # one run per @flow call: 17 calls in main(), with the two sub-runs of parent()
@@ -123,13 +132,7 @@ def test_prefect2_snippets_on_a_cluster_of_3_partitions_runs_each_in_its_own(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
     """@flow runs are placed over the partitions as submitted flows are, a sub-run in its
     parent's (docs/scaling.md, Partitions); the documented results hold."""
-    procs.serve("--partitions", "3")
-    wait_for(lambda: real.get(Keys(namespace).partitions) == b"3", timeout=30)
-    procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "3")
-    procs.worker("--import", "tests.integration.prefect2_flows", "--concurrency", "2",
-                 "--pool", "thread")
-    out = _drive(procs.env, redis_url, namespace)
-    _check_documented_results(out)
+    out = _run_snippets(procs, real, redis_url, namespace, "--partitions", "3")
     runs = {r["id"]: r for r in _cli(procs, "flows", "-n", "100")}
     assert len({partitions.of_flow(run_id) for run_id in runs}) > 1
     parent = _cli(procs, "flow", out["parent"]["id"])
