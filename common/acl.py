@@ -67,7 +67,8 @@ ROLES = {
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
-              "events", "cache"),
+              "events", "cache",
+              "doorbell"),  # where it waits for leases of several partitions
         read_keys=("partitions",),  # the cluster's partition count (common/partitions.py)
     ),
     "dispatcher": Role(
@@ -152,10 +153,13 @@ def commands(role: Role) -> list[str]:
     return sorted(needed)
 
 
-def _pattern(namespace: str, member: str) -> str:
+def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:
     """The glob of the keys ``Keys`` names ``member``: its key, or its keys for every id
-    (the namespace taken literally: its glob characters escaped)."""
+    (the namespace taken literally: its glob characters escaped), in partition 0 or, with
+    ``partition`` "*", in every other (common/partitions.py)."""
     keys = Keys(re.sub(r"([*?\[\]\\])", r"\\\1", namespace))
+    if partition == "*":  # {namespace:*}: a colon no namespace holds, then any partition
+        keys.prefix = keys.prefix[:-2] + ":*}:"
     if member == ALL_KEYS:
         return keys.prefix + "*"
     if isinstance(getattr(Keys, member), property):
@@ -163,12 +167,20 @@ def _pattern(namespace: str, member: str) -> str:
     return str(getattr(keys, member)("*"))
 
 
+def _patterns(namespace: str, members: tuple[str, ...]) -> list[str]:
+    """Each member's glob in partition 0, then in the other partitions (but for the
+    partition count, which only partition 0 holds)."""
+    return ([_pattern(namespace, m) for m in members]
+            + [_pattern(namespace, m, "*") for m in members if m != "partitions"])
+
+
 def rules(role: Role, namespace: str) -> list[str]:
-    """The ACL rules of ``role`` for ``namespace``. They leave passwords alone (so that
-    running them again after an upgrade locks nobody out) and replace everything else."""
+    """The ACL rules of ``role`` for ``namespace``, every partition's keys. They leave
+    passwords alone (so that running them again after an upgrade locks nobody out) and
+    replace everything else."""
     out = ["on", "clearselectors", "resetkeys", "resetchannels", "-@all"]
-    out += [f"~{_pattern(namespace, k)}" for k in role.keys]
-    out += [f"%R~{_pattern(namespace, k)}" for k in role.read_keys]
+    out += [f"~{p}" for p in _patterns(namespace, role.keys)]
+    out += [f"%R~{p}" for p in _patterns(namespace, role.read_keys)]
     out += [f"+{c.lower()}" for c in commands(role)]
     return out
 

@@ -46,12 +46,26 @@ def test_rules_stay_inside_the_namespace_and_leave_passwords_alone() -> None:
     for role in acl.ROLES.values():
         rules = acl.rules(role, "a*b")
         patterns = [r for r in rules if "~" in r]
-        assert patterns and all(r.split("~", 1)[1].startswith(r"{a\*b}:") for r in patterns)
+        assert patterns and all(r.split("~", 1)[1].startswith((r"{a\*b}:", r"{a\*b:*}:"))
+                                for r in patterns)
         assert not any(r.startswith((">", "<", "#", "nopass", "reset")) and r != "resetkeys"
                        and r != "resetchannels" for r in rules)
     client = acl.rules(acl.ROLES["client"], "ns")
     assert "%R~{ns}:workers" in client and "~{ns}:workers" not in client
-    assert [r for r in acl.rules(acl.ROLES["dispatcher"], "ns") if "~" in r] == ["~{ns}:*"]
+    assert [r for r in acl.rules(acl.ROLES["dispatcher"], "ns") if "~" in r] == [
+        "~{ns}:*", "~{ns:*}:*"]
+
+
+def test_every_role_reaches_the_same_keys_in_every_partition() -> None:
+    """Partition p > 0 is the tag {ns:p} (common/keys.py): each pattern of partition 0 has
+    its twin there, but the partition count, which only partition 0 holds."""
+    for role in acl.ROLES.values():
+        patterns = [r.split("~", 1) for r in acl.rules(role, "ns") if "~" in r]
+        first = {(kind, p[len("{ns}:"):]) for kind, p in patterns if p.startswith("{ns}:")}
+        other = {(kind, p[len("{ns:*}:"):]) for kind, p in patterns
+                 if p.startswith("{ns:*}:")}
+        assert first - other <= {("%R", "partitions")}, role.name
+        assert other <= first
 
 
 def test_the_readme_shows_what_balancer_acl_prints() -> None:

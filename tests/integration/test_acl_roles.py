@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from balancer.common import codec
+from balancer.common import codec, partitions
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
+from balancer import Flow
 from balancer.cancel import CancelError, cancel_flow
 from balancer.dashboard.server import Dashboard
 from tests.conftest import Processes, RedisServer, wait_for
+from tests.integration import secure_tasks
 from tests.integration.secure import base_env, need, run, run_client, wait_logged
 
 pytestmark = pytest.mark.integration
@@ -188,3 +190,45 @@ def test_cancelling_a_run_needs_the_operators_user(acl_server: AclServer) -> Non
     done = cancel_flow(acl_server.as_role("dispatcher"), keys, "f1", 60_000)
     assert (done.state, done.cancelled) == ("cancelled", 1)
     assert admin.hget(keys.task("t1"), "state") == b"cancelled"
+
+
+def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    """The users' patterns cover every partition's keys ({ns:p}) and the count: serve,
+    workers (both pools, on their doorbell) and clients run flows in both partitions with
+    nothing refused."""
+    ns = acl_server.namespace
+    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
+    procs = Processes(env["dispatcher"], tmp_path)
+    try:
+        serve = procs.serve("--partitions", "2")
+        wait_for(lambda: acl_server.admin.get(Keys(ns).partitions) == b"2", timeout=30)
+        procs.env = env["worker"]
+        workers = [procs.worker("--import", "tests.integration.secure_tasks", "--concurrency",
+                                "2", *pool) for pool in ((), ("--pool", "thread"))]
+        for worker in workers:
+            wait_logged(procs, worker, "started:")
+        acl_server.admin.acl_log_reset()
+        client = acl_server.as_role("client")
+        runs = []
+        for i in range(12):
+            with Flow(f"acl-{i}") as flow:
+                secure_tasks.double(secure_tasks.plus(i, 1))
+            runs.append((i, flow.submit(client, namespace=ns)))
+        for i, run_ in runs:
+            assert run_.wait(timeout=60) == "completed"
+            assert run_.results()["double"] == 2 * (i + 1)
+        assert {partitions.of_flow(run_.id) for _, run_ in runs} == {0, 1}
+        report = run_client(env["client"], "full", str(tmp_path / "flaky-marker"))
+        assert report["state"] == "failed" and report["last"] == 15
+        for command in (("status", "--json"), ("flows", "--json"), ("dlq", "ls"),
+                        ("queue", "pause", "default"), ("queue", "resume", "default"),
+                        ("flow", runs[-1][1].id)):
+            done = run(env["dispatcher"], "balancer.cli", *command)
+            assert done.returncode == 0, done.stdout + done.stderr
+        for proc in (*workers, serve):
+            assert procs.stop(proc) == 0, procs.log(proc)
+            assert "NOPERM" not in procs.log(proc), procs.log(proc)
+    finally:
+        procs.cleanup()
+    assert acl_server.denials() == []
