@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
+from balancer.common import luasource
 from balancer.common.keys import Keys
 
 # What every connection sends: the database of the URL, health checks, scripts. (AUTH and
@@ -106,40 +106,12 @@ ROLES = {
 }
 
 _CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
-_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
-
-
-def _lua(name: str) -> str:
-    return (resources.files("balancer.common") / "lua" / f"{name}.lua").read_text()
-
-
-@cache
-def _prelude() -> dict[str, str]:
-    """The prelude's helpers: name -> body (up to the next top-level definition)."""
-    text = _lua("_prelude")
-    starts = [(m.start(), m.group(1)) for m in _FUNCTION.finditer(text)]
-    bodies = {}
-    for i, (at, name) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-        bodies[name] = text[at:end]
-    return bodies
 
 
 @cache
 def script_commands(name: str) -> frozenset[str]:
     """Every command script ``name`` may call: its own and its prelude helpers'."""
-    helpers = _prelude()
-    seen: set[str] = set()
-    todo = [_lua(name)]
-    found: set[str] = set()
-    while todo:
-        text = todo.pop()
-        found.update(c.upper() for c in _CALL.findall(text))
-        for helper, body in helpers.items():
-            if helper not in seen and re.search(rf"\b{helper}\(", text):
-                seen.add(helper)
-                todo.append(body)
-    return frozenset(found)
+    return frozenset(c.upper() for c in _CALL.findall(luasource.source(name)))
 
 
 def commands(role: Role) -> list[str]:

@@ -15,11 +15,10 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 import redis
-from balancer.common import codec, events
+from balancer.common import codec, events, luasource
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
@@ -56,15 +55,9 @@ def _unreplicated(worker_id: str, acked: int, durability: Durability) -> None:
 
 
 @cache
-def _source(name: str) -> str:
-    lua = resources.files("balancer.common") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-@cache
 def _sha(name: str) -> str:
     """The script's SHA1, as EVALSHA names it."""
-    return hashlib.sha1(_source(name).encode()).hexdigest()
+    return hashlib.sha1(luasource.source(name).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -234,7 +227,7 @@ class Scripts:
         try:
             return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a new or restarted server
-            return direct.call("EVAL", _source(name), len(keys), *keys, *args)
+            return direct.call("EVAL", luasource.source(name), len(keys), *keys, *args)
 
     def _run_durable(self, name: str, keys: Sequence[str], args: Sequence[Any]
                      ) -> tuple[Any, int]:
@@ -248,7 +241,8 @@ class Scripts:
         direct = self._direct()
         reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
         if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
-            reply, acked = direct.calls(("EVAL", _source(name), len(keys), *keys, *args), wait)
+            reply, acked = direct.calls(
+                ("EVAL", luasource.source(name), len(keys), *keys, *args), wait)
         for item in (reply, acked):
             if isinstance(item, Exception):
                 raise item
@@ -493,8 +487,13 @@ class Scripts:
     def take(self, worker_id: str, count: int, fetched: bool = True) -> list[bytes]:
         """Take up to ``count`` entries whose lease the worker holds (what a blocking
         fetch moved to ``fetched`` first, unless ``fetched`` is False because nothing can
-        wait there, then the inbox), without blocking; entries
-        without one are dropped (and logged)."""
+        wait there, then the inbox), without blocking; entries without one are dropped
+        (and logged)."""
+        return self.take_counted(worker_id, count, fetched)[0]
+
+    def take_counted(self, worker_id: str, count: int,
+                     fetched: bool = True) -> tuple[list[bytes], int]:
+        """``take``, and how many entries the inbox still holds after it."""
         keys = self._take_keys(worker_id)
         return self.taken(worker_id, self._run("take", keys if fetched else keys[:2], [count]))
 
@@ -504,11 +503,12 @@ class Scripts:
         keys = self._take_keys(worker_id)
         return ("EVALSHA", _sha("take"), len(keys), *keys, count)
 
-    def taken(self, worker_id: str, reply: Any) -> list[bytes]:
-        """The entries of a ``take`` reply, after logging those dropped."""
-        entries, forged = reply
+    def taken(self, worker_id: str, reply: Any) -> tuple[list[bytes], int]:
+        """The entries of a ``take`` reply, after logging those dropped, and how many the
+        inbox still holds."""
+        entries, forged, waiting = reply
         dropped(worker_id, forged)
-        return list(entries)
+        return list(entries), int(waiting)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,
