@@ -48,7 +48,7 @@ def configure_queue(client: redis.Redis, keys: Keys, name: str,
     if cleared:
         pipe.hdel(keys.queue_conf(name), *cleared)
     pipe.sadd(keys.queues, name)
-    pipe.rpush(keys.wake, signals.QUEUES)
+    signals.push(pipe, keys.wake, signals.QUEUES)
     pipe.execute()
 
 

@@ -295,7 +295,7 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    pipe.rpush(keys.wake, signal)
+    signals.push(pipe, keys.wake, signal)
     pipe.execute()
 
 

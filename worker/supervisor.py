@@ -194,7 +194,7 @@ class Worker:
                 raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
                                   " is `balancer serve` running?")
             if leftovers and not live:
-                self.client.rpush(self.keys.wake, signals.gone(self.id))
+                signals.push(self.client, self.keys.wake, signals.gone(self.id))
             log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
             time.sleep(0.5)
 
@@ -258,7 +258,7 @@ class Worker:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.keys.worker(self.id), self.keys.ahead(self.id),
                         self.keys.fetched(self.id), self.keys.cancels(self.id))
-            pipe.rpush(self.keys.wake, signals.gone(self.id))
+            signals.push(pipe, self.keys.wake, signals.gone(self.id))
             pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)
