@@ -100,6 +100,8 @@ def _killed(procs: Processes, real: redis.Redis, keys: Keys, namespace: str, red
     wait_for(lambda: real.zcard(keys.queue("default")) == 3, timeout=30)
     time.sleep(0.5)  # dispatch rounds pass: they wait for the tag, with slots free
     assert real.llen(f"{counter}:seen") == 0 and real.zcard(keys.queue("default")) == 3
+    assert set(later.why().values()) == {
+        "tag db is at its concurrency limit (1/1 leased; balancer tag ls)"}
     victim = next(p for p in workers.values() if p.pid == first_pid)
     procs.stop(victim, signal.SIGKILL)
     assert run.wait(timeout=120) == "completed"
