@@ -59,7 +59,7 @@ from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
-from balancer.tags import parse_limits
+from balancer.tags import parse_counts, parse_limits
 from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
@@ -520,8 +520,7 @@ class Dispatcher:
         if command.tags:
             pipe.hgetall(self.keys.tag_inflight)
         rows = pipe.execute(raise_on_error=False)
-        tag_leased = {k.decode(errors="replace"): int(v)
-                      for k, v in Troubles.ok(rows.pop() if command.tags else {}).items()}
+        tag_leased = parse_counts(Troubles.ok(rows.pop() if command.tags else {}))
         inflight = {k.decode(): int(v)
                     for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
         servable = [q for q, _ in command.heads]

@@ -93,15 +93,22 @@ def tag_limits(client: redis.Redis | None = None, *, redis_url: str | None = Non
         return admin.tag_rows(conn, Keys(settings.namespace))
 
 
-def limit_rows(limits: dict[bytes, bytes], leased: dict[bytes, bytes]) -> list[TagLimit]:
-    """``TagLimit`` rows from the two hashes as read (``balancer tag ls``, status)."""
-    parsed, _ = parse_limits(limits)
+def parse_counts(raw: dict[bytes, bytes]) -> dict[str, int]:
+    """The leases counted per tag (``tag-inflight``) as read; an entry that is not a count
+    (written by hand) is left out rather than stopping whoever reads it."""
     counts: dict[str, int] = {}
-    for name, value in leased.items():
+    for name, value in raw.items():
         try:
             counts[name.decode()] = int(value.decode())
         except (UnicodeDecodeError, ValueError):
             continue
+    return counts
+
+
+def limit_rows(limits: dict[bytes, bytes], leased: dict[bytes, bytes]) -> list[TagLimit]:
+    """``TagLimit`` rows from the two hashes as read (``balancer tag ls``, status)."""
+    parsed, _ = parse_limits(limits)
+    counts = parse_counts(leased)
     return [TagLimit(t, parsed.get(t), counts.get(t, 0))
             for t in sorted(set(parsed) | {t for t, n in counts.items() if n})]
 
