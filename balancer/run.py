@@ -306,7 +306,8 @@ class FlowRun:
 
     def why(self) -> dict[str, str]:
         """For each task not finished: what holds it (upstream not done, queue paused, no
-        worker serves its queue, concurrency limit, workers full, retry delay, ...).
+        worker serves its queue, concurrency limit, a tag at its limit, workers full, retry
+        delay, ...).
         Keys are task names, or ``name#n`` for a task called several times."""
         from balancer import why
 

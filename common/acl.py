@@ -67,6 +67,7 @@ ROLES = {
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache"),
     ),
     "dispatcher": Role(
@@ -97,11 +98,14 @@ ROLES = {
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
+            "HDEL",  # removing a tag limit (balancer.set_tag_limit)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "gate",  # gated tasks ready at submit (a map over a list given in code)
-              "events", "schedule", "schedules"),
-        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed"),
+              "events", "schedule", "schedules",
+              "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit
+        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed",
+                   "tag_inflight"),
     ),
 }
 
