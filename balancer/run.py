@@ -167,6 +167,9 @@ class FlowRun:
         """In words, as Prefect 1's flow state says it."""
         state = self.state
         if state == FlowState.COMPLETED:
+            failed = as_opt_bytes(self.client.hget(self.keys.flow(self.id), "failed"))
+            if failed and int(failed) > 0:  # judged by its reference tasks (Prefect 1's)
+                return "All reference tasks succeeded."
             return "All tasks succeeded."
         if state == FlowState.FAILED:
             found = self.first_failure()

@@ -68,13 +68,23 @@ end
 
 -- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
 -- settles the flow (at `at` ms, now by default) and pushes its final state onto the flow's
--- done list, which waiting clients BLPOP.
-local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at)
-  if failed > 0 then redis.call('HINCRBY', flow_key, 'failed', failed) end
+-- done list, which waiting clients BLPOP. A flow judged by its reference tasks (Prefect
+-- 1's rule: its record has "refs", balancer/submit.py) fails only when one of those
+-- failed: a failure also counts in "ref_failed" when its task (`task_key`) has "ref".
+local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at, task_key)
+  if failed > 0 then
+    redis.call('HINCRBY', flow_key, 'failed', failed)
+    if task_key and redis.call('HGET', task_key, 'ref') == '1' then
+      redis.call('HINCRBY', flow_key, 'ref_failed', failed)
+    end
+  end
   local left = redis.call('HINCRBY', flow_key, 'remaining', -n)
   if left == 0 then
     local state = 'completed'
-    if tonumber(redis.call('HGET', flow_key, 'failed') or '0') > 0 then state = 'failed' end
+    local counts = redis.call('HMGET', flow_key, 'failed', 'refs', 'ref_failed')
+    local failures = counts[1]
+    if counts[2] == '1' then failures = counts[3] end
+    if tonumber(failures or '0') > 0 then state = 'failed' end
     redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
     if EVENTS.key and EVENTS.cap > 0 then
       local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
@@ -165,7 +175,7 @@ local function fail_for_good(task_key, id, error, flow_key, done_key, cascade_ke
     redis.call('RPUSH', cascade_key, id)
     signal(wake_key, SIGNAL.cascade)
   end
-  flow_tasks_done(flow_key, done_key, 1, 1, ttl)
+  flow_tasks_done(flow_key, done_key, 1, 1, ttl, nil, task_key)
 end
 
 -- The dependents of a failed task must never be queued: their unmet count stays high.
