@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -61,6 +62,21 @@ def _quiet_dispatcher(procs: Processes, dispatcher: subprocess.Popen[bytes], map
     lines = [line for line in log.splitlines() if f"task={map_id} " in line]
     assert not [line for line in lines if "gathered" in line], log[-2000:]
     assert sum("mapped:" in line for line in lines) == (1 if expanded else 0), log[-2000:]
+
+
+def _calling(fn: Callable[[], Any], raised: list[BaseException]) -> threading.Thread:
+    """A thread calling ``fn`` as a user's program would; what it raised goes to
+    ``raised``, for the test to check."""
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # what the caller saw, checked by the test
+            raised.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    return caller
 
 
 def _another_map_completes(real: redis.Redis, namespace: str) -> None:
@@ -159,14 +175,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
         go_on.wait(60)
         return tasks.add(1, 2)  # type: ignore[no-any-return]
 
-    def call() -> None:
-        try:
-            doomed()
-        except BaseException as exc:  # what the caller saw, checked below
-            raised.append(exc)
-
-    caller = threading.Thread(target=call, daemon=True)
-    caller.start()
+    caller = _calling(doomed, raised)
     try:
         popped = real.blpop([pids], timeout=60)
         assert popped is not None and submitted.wait(60)
@@ -225,14 +234,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_sub_runs_too(
     def outer() -> int:
         return inner() + 1  # type: ignore[no-any-return]
 
-    def call() -> None:
-        try:
-            outer()
-        except BaseException as exc:  # what the caller saw, checked below
-            raised.append(exc)
-
-    caller = threading.Thread(target=call, daemon=True)
-    caller.start()
+    caller = _calling(outer, raised)
     try:
         popped = real.blpop([pids], timeout=60)
         assert popped is not None
