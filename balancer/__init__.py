@@ -17,6 +17,7 @@ from balancer.mapping import MapError, flatten, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
+from balancer.tags import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
 
 attach = FlowRun.attach
@@ -25,6 +26,7 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
-           "State", "Success", "Task", "TaskFailed", "TaskFuture", "Unreachable", "attach",
-           "case", "flatten", "flow", "get_run_logger", "ifelse", "merge", "register_type",
-           "switch", "task", "triggers", "unmapped"]
+           "State", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture", "Unreachable",
+           "attach", "case", "flatten", "flow", "get_run_logger", "ifelse", "merge",
+           "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",
+           "unmapped"]

@@ -1,6 +1,6 @@
 """What operators change on a running cluster, shared by the `balancer` CLI and the
-dashboard: queue settings (priority, concurrency limit, pause), quarantined tasks
-(listed, retried, purged). Each function checks its input and raises ``AdminError`` with
+dashboard: queue settings (priority, concurrency limit, pause), tag limits, quarantined
+tasks (listed, retried, purged). Each function checks its input and raises ``AdminError`` with
 a message naming what was wrong."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from balancer.common.replies import as_opt_bytes, as_opt_bytes_list, as_scored
 from balancer.common.scripts import Scripts
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
+from balancer.tags import TagLimit, check_tag_name, limit_rows
 
 
 class AdminError(ValueError):
@@ -48,8 +49,36 @@ def configure_queue(client: redis.Redis, keys: Keys, name: str,
     if cleared:
         pipe.hdel(keys.queue_conf(name), *cleared)
     pipe.sadd(keys.queues, name)
+    signals.push(pipe, keys.wake, signals.QUEUES)
+    pipe.execute()
+
+
+def configure_tag(client: redis.Redis, keys: Keys, tag: str, limit: int | None) -> None:
+    """Set (or, with None, remove) a tag's concurrency limit and tell the dispatcher, in
+    one transaction. The leases counted for the tag stay counted: they give their places
+    back as they end."""
+    try:
+        check_tag_name(tag)
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
+    if limit is not None:
+        _bounded("tag limit", limit, 1, COUNT_LIMIT)
+    pipe = client.pipeline(transaction=True)
+    if limit is None:
+        pipe.hdel(keys.tag_limits, tag)
+    else:
+        pipe.hset(keys.tag_limits, tag, int(limit))
     pipe.rpush(keys.wake, signals.QUEUES)
     pipe.execute()
+
+
+def tag_rows(client: redis.Redis, keys: Keys) -> list[TagLimit]:
+    """Every tag with a limit or leases counted, by name (``balancer tag ls``)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.tag_limits)
+    pipe.hgetall(keys.tag_inflight)
+    limits, leased = pipe.execute()
+    return limit_rows(limits, leased)
 
 
 def _bounded(what: str, value: object, low: int, high: int) -> None:

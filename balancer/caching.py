@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from balancer.common.cache import MAX_TTL_MS, VALIDATORS, CacheSpec
 from balancer.engine.cache_validators import Validator
 from balancer.options import integer, seconds
+from balancer.tags import bad_tag
 
 if TYPE_CHECKING:
     from balancer.task import Task
@@ -76,7 +77,7 @@ def tag_list(task: Task) -> list[str]:
         tags = sorted(set(given))
     except TypeError:
         raise ValueError(f"task {task.name!r}: tags must be strings, got {given!r}") from None
-    bad = [t for t in tags if not isinstance(t, str) or not t or "," in t]
+    bad = [t for t in tags if bad_tag(t)]
     if bad or len(tags) > TAGS_LIMIT:
         raise ValueError(f"task {task.name!r}: tags must be at most {TAGS_LIMIT} non-empty"
                          f" strings without commas, got {given!r}")

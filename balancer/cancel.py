@@ -15,7 +15,9 @@ that has expanded (``<map id>-<index>``, as many as its ``mapped`` says): read h
 checked by the script (a map that expands, or a function that adds a task, after our read
 makes it write nothing and us look again). A map not expanded yet never will be: the
 dispatcher only expands or gathers a map it takes out of the gate, and the cancel takes it
-out. A sub-run of a @flow function is a run of its own, cancelled by its own id.
+out. A sub-run of a @flow function (a @flow called inside it) is a run of its own, listed
+in its parent's ``flow:<id>:tasks``: cancelling the parent cancels it too, and its
+sub-runs in turn (its function stops at its next submit, as the parent's does).
 
 A worker learns that a task it took was cancelled from its ``cancels:<worker>`` list,
 which it reads with a blocking pop of its own (``worker/cancels.py``): nothing is added
@@ -36,7 +38,7 @@ from balancer.common.keys import Keys
 from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes_list
 from balancer.common.scripts import CancelTask, Scripts
-from balancer.dynamic import TASK_KIND
+from balancer.dynamic import FLOW_KIND, TASK_KIND
 from balancer.mapplan import child_ids
 
 log = logging.getLogger("balancer")
@@ -77,6 +79,14 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
 
     Raises KeyError for an unknown flow id, CancelError when Redis refuses it (an ACL user
     without the rights) or the tasks keep moving."""
+    outcome = _cancel_one(client, keys, flow_id, ttl_ms)
+    if outcome.state == "cancelled":
+        _cancel_sub_runs(client, keys, flow_id, ttl_ms, {flow_id})
+    return outcome
+
+
+def _cancel_one(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> Cancelled:
+    """Cancel the run ``flow_id`` itself (``cancel_flow``, sub-runs aside)."""
     scripts = Scripts(client, keys)
     state, blob = as_opt_bytes_list(client.hmget(keys.flow(flow_id), ["state", "tasks"]))
     if state is None:
@@ -103,19 +113,48 @@ def cancel_flow(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
                       " workers; nothing was cancelled, try again")
 
 
+def _cancel_sub_runs(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int,
+                     seen: set[str]) -> None:
+    """Cancel the sub-runs listed in ``flow_id``'s run, and theirs, each once (a listing
+    written by hand cannot make it loop). One that is gone or will not cancel is logged
+    and the others go on: the parent is cancelled already."""
+    for sub in _listed(client, keys, flow_id, FLOW_KIND):
+        if sub in seen:
+            continue
+        seen.add(sub)
+        try:
+            outcome = _cancel_one(client, keys, sub, ttl_ms)
+        except (KeyError, CancelError) as exc:
+            log.warning("flow=%s: its sub-run %s was not cancelled: %s", flow_id, sub,
+                        str(exc).strip("'\""))
+            continue
+        if outcome.cancelled:
+            log.info("flow=%s: sub-run %s cancelled with it", flow_id, sub)
+        _cancel_sub_runs(client, keys, sub, ttl_ms, seen)
+
+
 def _added(client: redis.Redis, keys: Keys, flow_id: str) -> tuple[list[str], int]:
     """The tasks a @flow function added to its run (not its sub-runs), and the length of
     the list they were read from, for the script to check that nothing was added since."""
     entries = as_bytes_list(client.lrange(keys.flow_tasks(flow_id), 0, -1))
+    return _of_kind(entries, TASK_KIND), len(entries)
+
+
+def _listed(client: redis.Redis, keys: Keys, flow_id: str, kind: str) -> list[str]:
+    """The ids of ``kind`` (task, flow) listed in ``flow_id``'s run."""
+    return _of_kind(as_bytes_list(client.lrange(keys.flow_tasks(flow_id), 0, -1)), kind)
+
+
+def _of_kind(entries: list[bytes], kind: str) -> list[str]:
     ids = []
     for entry in entries:
         try:
-            task_id, _name, kind = codec.unpack(entry)
+            listed_id, _name, listed_kind = codec.unpack(entry)
         except (CodecError, TypeError, ValueError):
             continue  # not a listing flow_extend.lua wrote
-        if kind == TASK_KIND:
-            ids.append(str(task_id))
-    return ids, len(entries)
+        if listed_kind == kind:
+            ids.append(str(listed_id))
+    return ids
 
 
 def _open_tasks(client: redis.Redis, keys: Keys, task_ids: list[str]

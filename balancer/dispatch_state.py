@@ -17,6 +17,11 @@ One ``Mode`` replaces the near-synonym flags the loop used to carry:
 ``listed`` the ids small submits made ready in them, which a round may lease without
 reading the queue (only when one queue got them all and they all fit).
 
+Tag limits (balancer/tags.py): while some tag has one, a read also asks for the tags of
+the ids read and the leases counted per tag, and ``scheduling.admit_tagged`` passes over
+the tasks whose tag is at its limit. So that those do not hold up the tasks behind them, a
+queue's next read asks for as many more ids as the last one passed over.
+
 With ``validate`` set (tests), ``validate()`` checks the invariants after every event,
 as Dask's worker state machine does; the dispatcher runs without it.
 """
@@ -67,10 +72,12 @@ class Recount:
 @dataclass(frozen=True)
 class ReadQueues:
     """Read the head (this many members, with scores) of each queue, and ``inflight``
-    if a limited queue is among them."""
+    if a limited queue is among them; with ``tags`` (some tag has a limit), the tags of
+    the ids read and ``tag-inflight`` too."""
 
     heads: tuple[tuple[str, int], ...]
     inflight: bool
+    tags: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class Assign:
     refill_at: int
     limited: bool  # the queue has a concurrency limit: count the leases in inflight
     depth: int = 1  # tasks per slot (the lease carries it: a pool child batches by it)
+    # Per task, the limited tags its lease counts against, comma-joined ('' none); empty
+    # when no task of the batch has any.
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,12 +138,15 @@ SignalCommand = (Reap | RefreshQueues | RunCascade | WatchDeadlines | CheckRetri
 class QueuesRead:
     """What a ``ReadQueues`` found: the readable ids of each queue that held some, each
     such queue's head score, the queues bad members were just taken out of, and the
-    leases counted per limited queue."""
+    leases counted per limited queue; when tags were asked for, the tags of each id read
+    that has some, and the leases counted per tag."""
 
     ready: dict[str, list[str]]
     heads: dict[str, float]
     cleaned: frozenset[str] = frozenset()
     inflight: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tag_leased: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,10 @@ class Round:
     listed: bool = False
     ready: dict[str, list[str]] = field(default_factory=dict)
     inflight: dict[str, int] = field(default_factory=dict)
+    asked: dict[str, int] = field(default_factory=dict)  # ids each queue's read asked for
+    tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    tag_leased: dict[str, int] = field(default_factory=dict)  # with this round's leases
+    tagged: dict[str, str] = field(default_factory=dict)  # id -> tags its lease counts
     cleaned: frozenset[str] = frozenset()
     order: list[str] = field(default_factory=list)  # queues still to lease, best first
     queue: str | None = None  # the one being leased
@@ -183,6 +200,10 @@ class DispatchState:
         self.view = ClusterView()
         self.configs: dict[str, QueueConfig] = {}
         self.queue_names: set[str] = set()
+        self.tag_limits: dict[str, int] = {}
+        # Per queue, how many ids its last read passed over for tag limits: its next read
+        # asks for that many more, to reach the tasks behind them.
+        self.passed_over: dict[str, int] = {}
         self.mode = Mode.ACTIVE
         self.empty: frozenset[str] = frozenset()
         self.listed: dict[str, list[str]] | None = None
@@ -261,11 +282,15 @@ class DispatchState:
         """Bad entries were taken out mid-round: lease the rest at once."""
         self.again = True
 
-    def refreshed(self, configs: dict[str, QueueConfig]) -> None:
-        """Queue list and configs read again: skipped queues and shunned workers are tried
-        again."""
+    def refreshed(self, configs: dict[str, QueueConfig],
+                  tag_limits: dict[str, int] | None = None) -> None:
+        """Queue list and configs (and tag limits) read again: skipped queues and shunned
+        workers are tried again."""
         self.configs = configs
         self.queue_names = set(configs)
+        self.tag_limits = tag_limits or {}
+        if not self.tag_limits:
+            self.passed_over = {}
         self.skipped, self.shunned = set(), set()
         self._check()
 
@@ -368,7 +393,10 @@ class DispatchState:
             return None  # nothing can take work; an ack or a new worker will wake us
         rnd.order = servable
         limits = any(self.config(q).concurrency_limit is not None for q in servable)
-        return ReadQueues(tuple((q, min(ASSIGN_BATCH, room[q])) for q in servable), limits)
+        tags = bool(self.tag_limits)
+        rnd.asked = {q: min(ASSIGN_BATCH, room[q] + (self.passed_over.get(q, 0) if tags else 0))
+                     for q in servable}
+        return ReadQueues(tuple(rnd.asked.items()), limits, tags)
 
     def _fits(self, known: dict[str, list[str]], room: dict[str, int]) -> bool:
         """The listed tasks may be leased without reading their queue: it held nothing
@@ -379,7 +407,8 @@ class DispatchState:
         [(queue, ids)] = known.items()
         config = self.config(queue)
         return not (queue not in self.empty or config.paused or queue in self.skipped
-                    or config.concurrency_limit is not None or len(ids) > room.get(queue, 0))
+                    or config.concurrency_limit is not None or len(ids) > room.get(queue, 0)
+                    or self.tag_limits)
 
     def queues_read(self, read: QueuesRead, now: float, redis_now_ms: float) -> Command | None:
         """The heads were read: note what is known empty, then lease, best queue first."""
@@ -399,6 +428,7 @@ class DispatchState:
             self._check()
             return None
         rnd.ready, rnd.inflight, rnd.cleaned = read.ready, read.inflight, read.cleaned
+        rnd.tags, rnd.tag_leased = read.tags, dict(read.tag_leased)
         rnd.order = scheduling.order_queues(read.heads, self.configs, redis_now_ms,
                                             self.aging_ms)
         return self._next()
@@ -432,9 +462,11 @@ class DispatchState:
                 view = self.view.workers[worker]
                 depth = rnd.depths[rnd.queue or ""]
                 rnd.worker, rnd.size = worker, len(batch)
+                tags = tuple(rnd.tagged.get(t, "") for t in batch) if rnd.tagged else ()
                 return Assign(worker, rnd.queue or "", tuple(batch), view.capacity * depth,
                               view.refill_at(depth),
-                              self.config(rnd.queue or "").concurrency_limit is not None, depth)
+                              self.config(rnd.queue or "").concurrency_limit is not None, depth,
+                              tags if any(tags) else ())
             if rnd.queue is not None:
                 self._queue_done(rnd, rnd.queue)
             if not rnd.order:
@@ -444,10 +476,34 @@ class DispatchState:
             ids = rnd.ready[queue]
             if not rnd.listed:
                 limit = scheduling.queue_room(self.config(queue), rnd.inflight.get(queue, 0))
-                ids = ids if limit is None else ids[:limit]
+                if self.tag_limits:
+                    ids = self._admit(rnd, queue, ids, limit)
+                else:
+                    ids = ids if limit is None else ids[:limit]
             rnd.batch, rnd.leased = ids, 0
             rnd.plan = list(scheduling.plan_batch(queue, ids, self.eligible(), self.rng,
                                                   rnd.depths[queue]).items())
+
+    def _admit(self, rnd: Round, queue: str, ids: list[str], limit: int | None) -> list[str]:
+        """The ids of ``queue`` to plan, given the tag limits, at most as many as its
+        workers have room for (and its own limit allows); notes what it passed over."""
+        depth = rnd.depths[queue]
+        room = sum(w.free_for(depth) for w in self.eligible() if w.serves(queue))
+        cap = room if limit is None else min(room, limit)
+        if cap <= 0:
+            return []
+        admitted, rnd.tag_leased = scheduling.admit_tagged(ids, rnd.tags, self.tag_limits,
+                                                           rnd.tag_leased, cap)
+        scanned = ids.index(admitted[-1]) + 1 if admitted and len(admitted) >= cap else len(ids)
+        passed = scanned - len(admitted)
+        if passed > self.passed_over.get(queue, 0) and len(ids) >= rnd.asked.get(queue, 0):
+            self.again = True  # the read was full: read further behind the passed-over
+        self.passed_over[queue] = passed
+        for task_id in admitted:
+            counted = [t for t in rnd.tags.get(task_id, ()) if t in self.tag_limits]
+            if counted:
+                rnd.tagged[task_id] = ",".join(counted)
+        return admitted
 
     def _queue_done(self, rnd: Round, queue: str) -> None:
         if rnd.listed:

@@ -59,6 +59,7 @@ from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
+from balancer.tags import parse_counts, parse_limits
 from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
@@ -81,6 +82,9 @@ IDLE_RECHECK = 5.0
 JOB_RETRY = 5.0
 # The schedules' earliest due time is read again this often even without a signal.
 SCHEDULES_RECHECK = 10.0
+# Task ids whose tags the dispatcher remembers (tags never change): read once each while
+# a tag has a limit, not at every look at a queue whose head waits for its tag.
+TAG_CACHE = 100_000
 # A worker's doorbell keeps at most this many notes (P > 1): one per partition is enough.
 DOORBELL_MAX = 64
 
@@ -149,6 +153,8 @@ class Dispatcher:
         self._schedules_due: float | None = None  # Redis ms of the earliest due schedule
         # When the schedules were last read (our clock); None: read them at the next turn.
         self._schedules_at: float | None = None
+        self._task_tags: dict[str, tuple[str, ...]] = {}  # see TAG_CACHE
+        self._tag_problems: list[str] = []  # what the tag limits last logged
 
     @property
     def view(self) -> ClusterView:
@@ -428,9 +434,26 @@ class Dispatcher:
         pipe = self.client.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(self.keys.queue_conf(name))
+        pipe.hgetall(self.keys.tag_limits)
         replies = pipe.execute(raise_on_error=False)
-        self.state.refreshed({n: self.troubles.queue_config(n, h) for n, h in zip(names, replies)})
+        self.state.refreshed({n: self.troubles.queue_config(n, h) for n, h in zip(names, replies)},
+                             self._tag_limits(replies[-1]))
         self._configs_at = self.clock()
+
+    def _tag_limits(self, reply: Any) -> dict[str, int]:
+        """The tag limits as read; what is unusable in them logged once (the tag reads as
+        unlimited)."""
+        limits: dict[str, int] = {}
+        if isinstance(reply, Exception):
+            problems = [f"{self.keys.tag_limits} cannot be read: {reply}"]
+        else:
+            limits, problems = parse_limits(reply)
+        if problems and problems != self._tag_problems:
+            log.error("dispatcher=%s: tag limits: %s", self.id, "; ".join(problems))
+        self._tag_problems = problems
+        if not limits:
+            self._task_tags = {}
+        return limits
 
     # -- retries, failures, dead workers ---------------------------------------------
 
@@ -525,7 +548,10 @@ class Dispatcher:
             pipe.zrange(self.keys.queue(q), 0, n - 1, withscores=True)
         if command.inflight:
             pipe.hgetall(self.keys.inflight)
+        if command.tags:
+            pipe.hgetall(self.keys.tag_inflight)
         rows = pipe.execute(raise_on_error=False)
+        tag_leased = parse_counts(Troubles.ok(rows.pop() if command.tags else {}))
         inflight = {k.decode(): int(v)
                     for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
         servable = [q for q, _ in command.heads]
@@ -537,7 +563,25 @@ class Dispatcher:
             rows = [self.troubles.readable(q, r, cleaned) for q, r in zip(servable, rows)]
             ready = {q: [m.decode() for m, _ in r] for q, r in zip(servable, rows) if r}
         heads = {q: r[0][1] for q, r in zip(servable, rows) if r}
-        return QueuesRead(ready, heads, frozenset(cleaned), inflight)
+        tags = self._tags_of([t for ids in ready.values() for t in ids]) if command.tags else {}
+        return QueuesRead(ready, heads, frozenset(cleaned), inflight, tags, tag_leased)
+
+    def _tags_of(self, task_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The tags of the tasks that have some, read (one round trip) for those not
+        remembered yet."""
+        known = self._task_tags
+        found = {t: known[t] for t in task_ids if t in known}
+        missing = [t for t in task_ids if t not in found]
+        if missing:
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in missing:
+                pipe.hget(self.keys.task(task_id), "tags")
+            if len(known) + len(missing) > TAG_CACHE:
+                known.clear()
+            for task_id, raw in zip(missing, pipe.execute(raise_on_error=False)):
+                text = raw.decode(errors="replace") if isinstance(raw, bytes) else ""
+                found[task_id] = known[task_id] = tuple(t for t in text.split(",") if t)
+        return {t: tags for t, tags in found.items() if tags}
 
     def _settle_idle(self) -> None:
         """Found idle: write what changed of the standing offers, and set the idle key when
@@ -598,7 +642,7 @@ class Dispatcher:
             n, leased, dropped, deadlines = self.scripts.assign(
                 self.token, worker_id, queue, command.room,
                 int(self.settings.timeout_grace * 1000), prefix, batch, command.refill_at,
-                command.depth)
+                command.depth, command.tags)
         except redis.ResponseError as exc:
             if is_outage(exc):
                 raise

@@ -105,6 +105,7 @@ class Flow:
         self.nodes: list[Node] = []
         self.parameters: dict[str, Parameter] = {}
         self._by_task: dict[Task, Node] = {}
+        self._reference: list[Node] | None = None  # set_reference_tasks; None: terminal
         self._token: Any = None
         for t in tasks or ():
             self.add_task(t)
@@ -233,6 +234,28 @@ class Flow:
             raise KeyError(f"task {task.name!r} is called {len(calls)} times in flow"
                            f" {self.name!r}; ask for one call's reference instead")
         return node
+
+    def set_reference_tasks(self, tasks: Iterable[Node | Task]) -> None:
+        """The tasks whose outcome is the run's, as Prefect 1's: the run fails only when
+        one of them does (a failure elsewhere still counts in ``failed``)."""
+        self._reference = [self._node(t) for t in tasks]
+
+    def reference_tasks(self) -> set[Node]:
+        """Those ``set_reference_tasks`` named; by default the terminal tasks (those
+        nothing runs after)."""
+        if self._reference is not None:
+            return set(self._reference)
+        nodes = self.plan()
+        upstream = {up for node in nodes for up in node.upstream}
+        return {node for node in nodes if node not in upstream}
+
+    def judged_by_reference(self) -> bool:
+        """Whether the run's state must be read from its reference tasks: they were set,
+        or a task may run after an upstream failed (a trigger other than the default).
+        Otherwise every failure reaches a terminal task as an upstream failure, and "the
+        run failed when a task failed" is the same rule, at no cost."""
+        return self._reference is not None or any(
+            node.task.trigger != "all_successful" for node in self.nodes)
 
     # -- checking --------------------------------------------------------------------
 

@@ -167,6 +167,9 @@ class FlowRun:
         """In words, as Prefect 1's flow state says it."""
         state = self.state
         if state == FlowState.COMPLETED:
+            failed = as_opt_bytes(self.client.hget(self.keys.flow(self.id), "failed"))
+            if failed and int(failed) > 0:  # judged by its reference tasks (Prefect 1's)
+                return "All reference tasks succeeded."
             return "All tasks succeeded."
         if state == FlowState.FAILED:
             found = self.first_failure()
@@ -306,7 +309,8 @@ class FlowRun:
 
     def why(self) -> dict[str, str]:
         """For each task not finished: what holds it (upstream not done, queue paused, no
-        worker serves its queue, concurrency limit, workers full, retry delay, ...).
+        worker serves its queue, concurrency limit, a tag at its limit, workers full, retry
+        delay, ...).
         Keys are task names, or ``name#n`` for a task called several times."""
         from balancer import why
 

@@ -146,7 +146,7 @@ def register(client: redis.Redis, settings: Settings, flow: Any, schedule: Sched
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     if len(pipe):
         pipe.sadd(keys.queues, *flow.queues())
-        pipe.rpush(keys.wake, signals.QUEUES)
+        signals.push(pipe, keys.wake, signals.QUEUES)
         pipe.execute()
     fields = {
         "name": flow.name,

@@ -184,6 +184,32 @@ def queue_room(config: QueueConfig, inflight: int) -> int | None:
     return max(0, config.concurrency_limit - inflight)
 
 
+def admit_tagged(
+    ids: Sequence[str], tags: Mapping[str, Sequence[str]], limits: Mapping[str, int],
+    leased: Mapping[str, int], cap: int | None = None,
+) -> tuple[list[str], dict[str, int]]:
+    """Which of ``ids`` (in queue order) may be leased given the tag limits: a task goes
+    when every tag of it with a limit has room (``limits[tag]`` less the tag's leases,
+    ``leased`` counts plus those admitted before it); the others are passed over, and
+    never hold up the tasks behind them. At most ``cap`` (the queue's own room, None:
+    unlimited). ``tags``: the tags of each id (ids not in it have none).
+
+    Returns the admitted ids and the counts they bring each tag to, for the next queue of
+    the round. A tag's limit lowered below its count admits nothing until leases end."""
+    counts = dict(leased)
+    admitted: list[str] = []
+    for task_id in ids:
+        if cap is not None and len(admitted) >= cap:
+            break
+        limited = [t for t in tags.get(task_id, ()) if t in limits]
+        if any(counts.get(t, 0) >= limits[t] for t in limited):
+            continue
+        for t in limited:
+            counts[t] = counts.get(t, 0) + 1
+        admitted.append(task_id)
+    return admitted, counts
+
+
 # With aging off, one priority level outweighs any wait (ms in ~30 years).
 STRICT_LEVEL_MS = 1e12
 

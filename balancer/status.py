@@ -1,7 +1,8 @@
 """What ``balancer status`` shows: the leader, workers with their load, queues with their
-depth, recent flow runs, entries the dispatcher set aside. Read-only; gathered in a few
-pipelined round trips. A bad entry (a queue key of the wrong type, a queue name that is
-not UTF-8, a setting that is not a number) shows where it is, never fails the command."""
+depth, tag limits with the leases counted against them, recent flow runs, entries the
+dispatcher set aside. Read-only; gathered in a few pipelined round trips. A bad entry (a
+queue key of the wrong type, a queue name that is not UTF-8, a setting that is not a
+number) shows where it is, never fails the command."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.scheduling import WorkerView, load
+from balancer.tags import TagLimit, limit_rows, table
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Status:
     dead_letters: int
     # Bad entries the dispatcher set aside (common.aside rows): `balancer dlq aside`.
     set_aside: list[dict[str, Any]] = field(default_factory=list)
+    tags: list[TagLimit] = field(default_factory=list)  # limited, or with leases counted
     # With several partitions: each one's leader, by partition (``leader`` is partition 0's).
     leaders: list[str | None] = field(default_factory=list)
 
@@ -102,7 +105,10 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     pipe.zcard(keys.delayed)
     pipe.zcard(keys.dlq)
     pipe.hgetall(keys.aside)
-    leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside = pipe.execute()
+    pipe.hgetall(keys.tag_limits)
+    pipe.hgetall(keys.tag_inflight)
+    (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
+     tag_leased) = pipe.execute()
     queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]
@@ -155,7 +161,8 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     offset += 3 * len(queue_names)
     flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
     return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
-                  int(dead), aside.rows(set_aside))
+                  int(dead), aside.rows(set_aside),
+                  limit_rows(tag_limits, tag_leased))
 
 
 def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10) -> Status:
@@ -183,12 +190,19 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10) -> Statu
             if had.inflight is not None and q.inflight is not None:
                 had.inflight += q.inflight
             had.held_by = had.held_by or q.held_by
+    tags: dict[str, TagLimit] = {}
+    for view in views:
+        for t in view.tags:
+            row = tags.get(t.name)
+            tags[t.name] = t if row is None else TagLimit(
+                t.name, row.limit if row.limit is not None else t.limit, row.leased + t.leased)
     flows = sorted((f for view in views for f in view.flows), key=lambda f: -f.created)
     first = views[0]
     return Status(first.leader, sorted(workers.values(), key=lambda w: w.id),
                   sorted(queues.values(), key=lambda q: q.name), flows[:recent],
                   sum(v.delayed for v in views), sum(v.dead_letters for v in views),
-                  [row for v in views for row in v.set_aside], [v.leader for v in views])
+                  [row for v in views for row in v.set_aside],
+                  sorted(tags.values(), key=lambda t: t.name), [v.leader for v in views])
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in
@@ -257,6 +271,8 @@ def render(status: Status) -> str:
             lines.append(f"      waiting: {q.held_by}")
         if q.offered_to:
             lines.append(f"      a small submit goes at once to: {', '.join(q.offered_to)}")
+    if status.tags:
+        lines += ["", f"tag limits ({len(status.tags)}):", *table(status.tags, "  ")]
     lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}"
                   f"   set aside: {len(status.set_aside)}"]
     for entry in status.set_aside:

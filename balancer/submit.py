@@ -212,6 +212,10 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
     params = params or {}
     records = {ids[n]: _task_record(n, flow_id, ids, children[n], params, settings, now_ms)
                for n in nodes}
+    by_reference = flow.judged_by_reference()
+    if by_reference:
+        for node in flow.reference_tasks():
+            records[ids[node]]["ref"] = 1
     ready: dict[str, dict[str, float]] = {}
     gate: dict[str, float] = {}  # gated tasks with no upstream: the dispatcher decides
     for task_id, record in records.items():
@@ -226,6 +230,8 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
         "total": len(nodes), "remaining": len(nodes), "failed": 0, "created": now_ms,
         "tasks": codec.pack([[ids[n], n.task.name] for n in nodes]),
     }
+    if by_reference:
+        flow_record["refs"] = 1  # its state is its reference tasks' (flow_tasks_done)
     touched = {r["queue"] for r in records.values()}
     return Prepared(flow_id, flow_record, records, ready, touched, ids, gate)
 
@@ -299,7 +305,7 @@ def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
             pipe.hset(keys.queue_conf(given.name), mapping=conf)
     pipe.zadd(keys.flows, {flow_id: now_ms})
     pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    pipe.rpush(keys.wake, signal)
+    signals.push(pipe, keys.wake, signal)
     pipe.execute()
 
 

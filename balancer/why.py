@@ -17,6 +17,7 @@ from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 from balancer.scheduling import ALL_QUEUES
+from balancer.tags import limit_rows
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TaskFacts:
     ahead: int | None = 0  # tasks ahead of it in its queue; None: not in its queue
     in_gate: bool = False  # a gated task (a map, a trigger) the dispatcher is to decide
     mapped: int = 0  # a map that expanded: how many runs it has
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -38,6 +40,8 @@ class ClusterFacts:
     configs: dict[str, QueueConfig] = field(default_factory=dict)
     inflight: dict[str, int] = field(default_factory=dict)
     leader: str | None = None
+    tag_limits: dict[str, int] = field(default_factory=dict)
+    tag_leased: dict[str, int] = field(default_factory=dict)  # leases counted per tag
 
     @classmethod
     def gather(cls, client: redis.Redis, keys: Keys) -> ClusterFacts:
@@ -46,7 +50,9 @@ class ClusterFacts:
         pipe.smembers(keys.queues)
         pipe.hgetall(keys.inflight)
         pipe.get(keys.leader)
-        ids, queues, inflight, leader = pipe.execute()
+        pipe.hgetall(keys.tag_limits)
+        pipe.hgetall(keys.tag_inflight)
+        ids, queues, inflight, leader, tag_limits, tag_leased = pipe.execute()
         names = sorted(aside.readable(queues))  # the dispatcher sets the others aside
         pipe = client.pipeline(transaction=False)
         for wid in ids:
@@ -57,6 +63,9 @@ class ClusterFacts:
         replies = pipe.execute()
         facts = cls(leader=leader.decode() if leader else None,
                     inflight={k.decode(): int(v) for k, v in inflight.items()})
+        tags = limit_rows(tag_limits, tag_leased)
+        facts.tag_limits = {t.name: t.limit for t in tags if t.limit is not None}
+        facts.tag_leased = {t.name: t.leased for t in tags}
         for i in range(len(ids)):
             blob, leased = replies[2 * i], replies[2 * i + 1]
             if blob is not None:
@@ -92,6 +101,17 @@ def queue_hold(queue: str, cluster: ClusterFacts) -> str | None:
     return None
 
 
+def tag_hold(tags: Iterable[str], cluster: ClusterFacts) -> str | None:
+    """The first tag of a queued task that is at its limit, in words; None if none is."""
+    for tag in tags:
+        limit = cluster.tag_limits.get(tag)
+        used = cluster.tag_leased.get(tag, 0)
+        if limit is not None and used >= limit:
+            return (f"tag {tag} is at its concurrency limit ({used}/{limit} leased;"
+                    f" balancer tag ls)")
+    return None
+
+
 def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
     """Why the task is where it is, in words; empty for a finished task."""
     state = task.state
@@ -115,7 +135,7 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
         return "upstream tasks settled: the dispatcher applies its trigger or expands its map"
     if task.ahead is None:
         return "leased to a worker: in its inbox or just started"
-    hold = queue_hold(task.queue, cluster)
+    hold = queue_hold(task.queue, cluster) or tag_hold(task.tags, cluster)
     if hold:
         return hold
     return f"next in line in queue {task.queue}" if task.ahead == 0 else \
@@ -127,17 +147,17 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
     ids = list(task_ids)
     pipe = client.pipeline(transaction=False)
     for t in ids:
-        pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker", "mapped"])
+        pipe.hmget(keys.task(t), ["state", "queue", "deps", "worker", "mapped", "tags"])
     records = pipe.execute()
     now_ms = server_time_ms(client, keys.delayed)
     pipe = client.pipeline(transaction=False)
-    for t, (_, queue, _, _, _) in zip(ids, records):
+    for t, (_, queue, _, _, _, _) in zip(ids, records):
         pipe.zscore(keys.delayed, t)
         pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
         pipe.zscore(keys.gate, t)
     rest = pipe.execute()
     out: dict[str, TaskFacts] = {}
-    for i, (t, (state, queue, deps, worker, mapped)) in enumerate(zip(ids, records)):
+    for i, (t, (state, queue, deps, worker, mapped, tags)) in enumerate(zip(ids, records)):
         if state is None:
             continue
         due, rank, gate = rest[3 * i], rest[3 * i + 1], rest[3 * i + 2]
@@ -146,5 +166,7 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
                            worker.decode() if worker else "",
                            (due - now_ms) / 1000 if due is not None else None,
                            int(rank) if rank is not None else None, gate is not None,
-                           int(mapped or 0))
+                           int(mapped or 0),
+                           tuple(t for t in (tags or b"").decode(errors="replace").split(",")
+                                 if t))
     return out

@@ -21,8 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
+from balancer.common import luasource
 from balancer.common.keys import Keys
 
 # What every connection sends: the database of the URL, health checks, scripts. (AUTH and
@@ -67,6 +67,7 @@ ROLES = {
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
+              "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache",
               "doorbell"),  # where it waits for leases of several partitions
         read_keys=("partitions",),  # the cluster's partition count (common/partitions.py)
@@ -99,50 +100,24 @@ ROLES = {
             "BLMOVE", "HGET", "HMGET",  # waiting, results
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
+            "HDEL",  # removing a tag limit (balancer.set_tag_limit)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "gate",  # gated tasks ready at submit (a map over a list given in code)
-              "events", "schedule", "schedules"),
+              "events", "schedule", "schedules",
+              "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit
         read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed",
-                   "partitions"),
+                   "tag_inflight", "partitions"),
     ),
 }
 
 _CALL = re.compile(r"redis\.p?call\(\s*'([A-Za-z]+)'")
-_FUNCTION = re.compile(r"^local function (\w+)\(", re.MULTILINE)
-
-
-def _lua(name: str) -> str:
-    return (resources.files("balancer.common") / "lua" / f"{name}.lua").read_text()
-
-
-@cache
-def _prelude() -> dict[str, str]:
-    """The prelude's helpers: name -> body (up to the next top-level definition)."""
-    text = _lua("_prelude")
-    starts = [(m.start(), m.group(1)) for m in _FUNCTION.finditer(text)]
-    bodies = {}
-    for i, (at, name) in enumerate(starts):
-        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
-        bodies[name] = text[at:end]
-    return bodies
 
 
 @cache
 def script_commands(name: str) -> frozenset[str]:
     """Every command script ``name`` may call: its own and its prelude helpers'."""
-    helpers = _prelude()
-    seen: set[str] = set()
-    todo = [_lua(name)]
-    found: set[str] = set()
-    while todo:
-        text = todo.pop()
-        found.update(c.upper() for c in _CALL.findall(text))
-        for helper, body in helpers.items():
-            if helper not in seen and re.search(rf"\b{helper}\(", text):
-                seen.add(helper)
-                todo.append(body)
-    return frozenset(found)
+    return frozenset(c.upper() for c in _CALL.findall(luasource.source(name)))
 
 
 def commands(role: Role) -> list[str]:

@@ -24,6 +24,9 @@ partitions over its slots. Every key below exists once per partition, but for
 | offer:<name>         | string      | up to 4 workers, best hosts first, a small submit may lease |
 |                      |             | its tasks to itself while the queue is empty (signals.Offer)|
 | inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
+| tag-limits           | hash        | tag -> most tasks with that tag leased at once (tags.py)    |
+| tag-inflight         | hash        | tag -> leases counted against its limit, not yet ended (a   |
+|                      |             | counted lease's task record holds "tagged": token|tags)     |
 | worker:<id>          | hash (TTL)  | last full heartbeat: queues, capacity, load, host           |
 | workers              | zset        | worker id -> last heartbeat, full or light (Redis time, ms) |
 | inbox:<id>           | list        | "task|token|spec" leases not yet taken: the whole task spec |
@@ -135,6 +138,14 @@ class Keys:
     @property
     def inflight(self) -> str:
         return f"{self.prefix}inflight"
+
+    @property
+    def tag_limits(self) -> str:
+        return f"{self.prefix}tag-limits"
+
+    @property
+    def tag_inflight(self) -> str:
+        return f"{self.prefix}tag-inflight"
 
     @property
     def workers(self) -> str:

@@ -15,7 +15,7 @@ Lease tokens
 A lease is the member ``<task id>|<token>`` of its worker's leases set, and the token is
 new for every lease, so that removing the member fences a late ack::
 
-    token   = prefix "." index [ "!" ]
+    token   = prefix "." index [ "t" ] [ "!" ]
     prefix  = epoch "." batch [ "u" ]
     epoch   = digit+          the leader's epoch (leader token "<epoch>|<dispatcher id>")
     batch   = alnum+          the dispatcher's count of lease calls, or a submit's fresh hex
@@ -24,14 +24,19 @@ new for every lease, so that removing the member fences a late ack::
     index   = digit+          1-based place of the lease in its lease call
     "u"     = uncounted       the queue has no concurrency limit: the lease is not counted
                               in ``inflight`` (one write per batch saved everywhere else)
+    "t"     = tag-counted     the task has tags with a limit (balancer/tags.py): the lease
+                              counts in ``tag-inflight``, for the tags its task record's
+                              ``tagged`` field names (``token|tag,tag``); every path that
+                              ends the lease gives them back (``untag`` in the prelude)
     "!"     = suspect         the task was held ahead by a worker that died: a pool child
                               tells Redis when it starts it (see reap.lua)
 
 A "u" right before the index's "." is the flag when a batch character precedes it
 (``1.2uu.3``: batch ``2u``, uncounted; ``1.u.3``: batch ``u``, counted). Python builds the
 prefix (``lease_prefix``: the dispatcher and a submit taking an offer); Lua adds the index
-and the suspect mark (``lease_token`` in the prelude). Only those two places carry a
-meaning, never a letter anywhere else; a token not of the grammar counts.
+and the tag and suspect marks (``lease_token`` in the prelude). Only those places carry a
+meaning, never a letter anywhere else; a token not of the grammar counts in ``inflight``
+and is not tag-counted (its record's ``tagged`` field could not name it anyway).
 """
 
 from __future__ import annotations
@@ -45,9 +50,10 @@ from typing import NamedTuple
 WAKE_CAP = 10_000
 
 UNCOUNTED = "u"
+TAGGED = "t"
 SUSPECT = "!"
 
-_TOKEN = re.compile(r"(\d+)\.([0-9A-Za-z]+?)(u?)\.(\d+)(!?)")
+_TOKEN = re.compile(r"(\d+)\.([0-9A-Za-z]+?)(u?)\.(\d+)(t?)(!?)")
 
 
 class Token(NamedTuple):
@@ -58,6 +64,7 @@ class Token(NamedTuple):
     counted: bool
     position: int  # the grammar's index (a tuple has its own ``index`` method)
     suspect: bool
+    tagged: bool = False
 
 
 def lease_prefix(epoch: str | int, batch: str | int, counted: bool) -> str:
@@ -69,9 +76,9 @@ def lease_prefix(epoch: str | int, batch: str | int, counted: bool) -> str:
     return f"{epoch}.{batch}{'' if counted else UNCOUNTED}"
 
 
-def lease_token(prefix: str, index: int, suspect: bool = False) -> str:
+def lease_token(prefix: str, index: int, suspect: bool = False, tagged: bool = False) -> str:
     """A lease's token, as ``lease_token`` in _prelude.lua builds it."""
-    return f"{prefix}.{index}{SUSPECT if suspect else ''}"
+    return f"{prefix}.{index}{TAGGED if tagged else ''}{SUSPECT if suspect else ''}"
 
 
 def parse_token(token: str) -> Token | None:
@@ -79,8 +86,8 @@ def parse_token(token: str) -> Token | None:
     m = _TOKEN.fullmatch(token)
     if m is None:
         return None
-    epoch, batch, uncounted, index, suspect = m.groups()
-    return Token(int(epoch), batch, not uncounted, int(index), bool(suspect))
+    epoch, batch, uncounted, index, tagged, suspect = m.groups()
+    return Token(int(epoch), batch, not uncounted, int(index), bool(suspect), bool(tagged))
 
 
 def is_counted(token: str) -> bool:
@@ -88,6 +95,12 @@ def is_counted(token: str) -> bool:
     not of the grammar counts (the safe side: it is uncounted only when it says so)."""
     parsed = parse_token(token)
     return parsed is None or parsed.counted
+
+
+def is_tagged(token: str) -> bool:
+    """Whether the lease counts in ``tag-inflight`` (``tag_counted`` in _prelude.lua)."""
+    parsed = parse_token(token)
+    return parsed is not None and parsed.tagged
 
 
 def is_suspect(token: str) -> bool:
@@ -131,19 +144,21 @@ def layout(keys: str, argv: str, keys_then: str = "", argv_then: str = "") -> La
 
 LAYOUTS: dict[str, Layout] = {
     "ack": layout(
-        "leases, inflight, wake, deadlines, inbox, ahead, idle, events",
+        "leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight",
         "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,"
         " events cap, task events",
         "per task: task, flow, flow done, then (child task, child queue) per child",
         "per task: id, token, queue, started ms, result, has deadline, name, flow id, ready"
         " ms, child count, then (child id, child score) per child"),
     "assign": layout(
-        "leader, inbox, leases, inflight, queue, deadlines, events",
+        "leader, inbox, leases, inflight, queue, deadlines, events, tag-inflight",
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"
-        " prefetch depth, events cap, task events",
-        "task...", "task id... (in the order of the task keys)"),
+        " prefetch depth, events cap, task events, tagged",
+        "task...", "task id... (in the order of the task keys), then with tagged 1 the"
+        " counted tags of each task ('' none)"),
     "cancel": layout(
-        "flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events",
+        "flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events,"
+        " tag-inflight",
         "ttl ms, task count, length of flow tasks seen, events cap, task events",
         "per task: task, queue, and with a lease: leases, inbox, cancels",
         "per task: id, queue name, lease token, worker id, inbox entry, mapped seen"),
@@ -156,7 +171,7 @@ LAYOUTS: dict[str, Layout] = {
     "dlq_retry": layout("dlq, task, queue, wake", "task id"),
     "fail": layout(
         "task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,"
-        " dlq, events",
+        " dlq, events, tag-inflight",
         "worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,"
         " started ms, events cap, task events, summary"),
     "flow_close": layout("flow, flow done, flow tasks", "state, ttl ms, error"),
@@ -182,11 +197,12 @@ LAYOUTS: dict[str, Layout] = {
     "promote": layout("delayed", "none", "(task, queue)...", "task id..."),
     "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),
     "reap": layout(
-        "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events",
+        "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events,"
+        " tag-inflight",
         "leader token, worker id, seen before ms, poison threshold, quarantine error,"
         " events cap, task events, why",
         "(task, queue)...", "(task id, lease token, started)..."),
-    "release": layout("inbox, leases, inflight, wake, deadlines", "worker id",
+    "release": layout("inbox, leases, inflight, wake, deadlines, tag-inflight", "worker id",
                       "(task, queue)...", "(inbox entry, task id, token, queue name)..."),
     "set_aside": layout("aside, source", "entry id, record, source type, member"),
     "submit_small": layout(
@@ -194,7 +210,7 @@ LAYOUTS: dict[str, Layout] = {
         "flow id, created ms, recent flows, queue name, signal, task count, flow pairs,"
         " events cap, task events",
         "task... (one per task), then with an offer: leader, queue-conf, workers, inflight,"
-        " deadlines, (inbox, leases) per offered worker, the offered workers' other"
+        " deadlines, tag-limits, (inbox, leases) per offered worker, the offered workers' other"
         " queues...",
         "the flow's field/value pairs, then per task: id, score, pair count, the pairs; then"
         " the offer as read ('' when none), and with one: its leader epoch, lease prefix,"

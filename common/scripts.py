@@ -15,11 +15,10 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 import redis
-from balancer.common import codec, events
+from balancer.common import codec, events, luasource
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
@@ -56,15 +55,9 @@ def _unreplicated(worker_id: str, acked: int, durability: Durability) -> None:
 
 
 @cache
-def _source(name: str) -> str:
-    lua = resources.files("balancer.common") / "lua"
-    return (lua / "_prelude.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
-
-
-@cache
 def _sha(name: str) -> str:
     """The script's SHA1, as EVALSHA names it."""
-    return hashlib.sha1(_source(name).encode()).hexdigest()
+    return hashlib.sha1(luasource.source(name).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -234,7 +227,7 @@ class Scripts:
         try:
             return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:  # a new or restarted server
-            return direct.call("EVAL", _source(name), len(keys), *keys, *args)
+            return direct.call("EVAL", luasource.source(name), len(keys), *keys, *args)
 
     def _run_durable(self, name: str, keys: Sequence[str], args: Sequence[Any]
                      ) -> tuple[Any, int]:
@@ -248,7 +241,8 @@ class Scripts:
         direct = self._direct()
         reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
         if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
-            reply, acked = direct.calls(("EVAL", _source(name), len(keys), *keys, *args), wait)
+            reply, acked = direct.calls(
+                ("EVAL", luasource.source(name), len(keys), *keys, *args), wait)
         for item in (reply, acked):
             if isinstance(item, Exception):
                 raise item
@@ -310,18 +304,21 @@ class Scripts:
 
     def assign(self, leader_token: str, worker_id: str, queue: str, capacity: int,
                grace_ms: int, lease_prefix: str, task_ids: Sequence[str], refill_at: int = 1,
-               depth: int = 1) -> tuple[int, int, int, int]:
+               depth: int = 1, tags: Sequence[str] = ()) -> tuple[int, int, int, int]:
         """(assigned, tasks leased to the worker now, ids dropped for lack of a record,
         deadlines set); assigned is -1 when ``leader_token`` no longer holds the lease.
         Nothing is leased unless ``refill_at`` places at least are free. ``depth``, the
-        queue's prefetch per slot, goes into each inbox entry (``Lease.depth``)."""
+        queue's prefetch per slot, goes into each inbox entry (``Lease.depth``). ``tags``:
+        per task, the limited tags its lease counts against, comma-joined ('' none), or
+        empty when no task has any."""
         k = self.keys
+        tagged = any(tags)
         n, leased, dropped, deadlines = self._run(
             "assign",
             [k.leader, k.inbox(worker_id), k.leases(worker_id), k.inflight, k.queue(queue),
-             k.deadlines, k.events, *(k.task(t) for t in task_ids)],
+             k.deadlines, k.events, k.tag_inflight, *(k.task(t) for t in task_ids)],
             [leader_token, worker_id, queue, capacity, grace_ms, lease_prefix, refill_at, depth,
-             *self.events.argv, *task_ids],
+             *self.events.argv, "1" if tagged else "0", *task_ids, *(tags if tagged else ())],
         )
         return int(n), int(leased), int(dropped), int(deadlines)
 
@@ -351,7 +348,8 @@ class Scripts:
         if offer is None:
             args.append("")
         else:
-            keys += [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines]
+            keys += [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines,
+                     k.tag_limits]
             args += [raw_offer, offer.epoch, lease_prefix, grace_ms, len(offer.workers),
                      len(offer.others)]
             for worker, capacity, host_load in offer.workers:
@@ -423,7 +421,7 @@ class Scripts:
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
                 k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id),
-                k.events]
+                k.events, k.tag_inflight]
         args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
                            quarantine_error, *self.events.argv, "left" if left else "reaped"]
         for t in tasks:
@@ -469,7 +467,7 @@ class Scripts:
         perhaps started (``keys.ahead``)."""
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
-                k.ahead(worker_id), k.idle, k.events]
+                k.ahead(worker_id), k.idle, k.events, k.tag_inflight]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
                            ahead, *self.events.argv]
         for d in done:
@@ -493,8 +491,13 @@ class Scripts:
     def take(self, worker_id: str, count: int, fetched: bool = True) -> list[bytes]:
         """Take up to ``count`` entries whose lease the worker holds (what a blocking
         fetch moved to ``fetched`` first, unless ``fetched`` is False because nothing can
-        wait there, then the inbox), without blocking; entries
-        without one are dropped (and logged)."""
+        wait there, then the inbox), without blocking; entries without one are dropped
+        (and logged)."""
+        return self.take_counted(worker_id, count, fetched)[0]
+
+    def take_counted(self, worker_id: str, count: int,
+                     fetched: bool = True) -> tuple[list[bytes], int]:
+        """``take``, and how many entries the inbox still holds after it."""
         keys = self._take_keys(worker_id)
         return self.taken(worker_id, self._run("take", keys if fetched else keys[:2], [count]))
 
@@ -504,11 +507,12 @@ class Scripts:
         keys = self._take_keys(worker_id)
         return ("EVALSHA", _sha("take"), len(keys), *keys, count)
 
-    def taken(self, worker_id: str, reply: Any) -> list[bytes]:
-        """The entries of a ``take`` reply, after logging those dropped."""
-        entries, forged = reply
+    def taken(self, worker_id: str, reply: Any) -> tuple[list[bytes], int]:
+        """The entries of a ``take`` reply, after logging those dropped, and how many the
+        inbox still holds."""
+        entries, forged, waiting = reply
         dropped(worker_id, forged)
-        return list(entries)
+        return list(entries), int(waiting)
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,
@@ -522,7 +526,7 @@ class Scripts:
             "fail",
             [k.task(task_id), k.leases(worker_id), k.inflight, k.flow(flow_id),
              k.flow_done(flow_id), k.wake, k.delayed, k.cascade, k.deadlines, k.queue(queue),
-             k.dlq, k.events],
+             k.dlq, k.events, k.tag_inflight],
             [worker_id, token, task_id, error, ttl_ms, mode, poison_threshold, queue,
              started_ms, *self.events.argv, summary],
         )
@@ -551,7 +555,8 @@ class Scripts:
 
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
-        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines]
+        keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines,
+                k.tag_inflight]
         args: list[Any] = [worker_id]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
@@ -566,7 +571,7 @@ class Scripts:
         ``listed``: the length of ``flow:<id>:tasks`` it read them from, an open run's)."""
         k = self.keys
         keys = [k.flow(flow_id), k.flow_done(flow_id), k.delayed, k.dlq, k.deadlines,
-                k.inflight, k.wake, k.gate, k.flow_tasks(flow_id), k.events]
+                k.inflight, k.wake, k.gate, k.flow_tasks(flow_id), k.events, k.tag_inflight]
         args: list[Any] = [ttl_ms, len(tasks), listed, *self.events.argv]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]

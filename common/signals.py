@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from balancer.common import codec, protocol
 
@@ -99,6 +99,22 @@ def offer_taken(worker: str, held: int) -> str:
 def gone(worker: str) -> str:
     """A worker deregistered: the dispatcher reaps it at once."""
     return f"{GONE}|{worker}"
+
+
+class Pushes(Protocol):
+    """What a signal is pushed through: a redis-py client or pipeline."""
+
+    def rpush(self, name: str, *values: Any) -> Any: ...
+    def ltrim(self, name: str, start: int, end: int) -> Any: ...
+
+
+def push(pipe: Pushes, wake_key: str, raw: str | bytes) -> None:
+    """Queue a signal for the dispatcher (on a pipeline: in its round trip), keeping the
+    wake list within WAKE_CAP as the scripts do (signal_capped in _prelude.lua): while no
+    dispatcher reads it, every submit and every queue change would otherwise lengthen it
+    for good."""
+    pipe.rpush(wake_key, raw)
+    pipe.ltrim(wake_key, -protocol.WAKE_CAP, -1)
 
 
 def parse(raw: bytes) -> Signal | None:

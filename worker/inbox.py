@@ -65,7 +65,7 @@ class Inbox:
         self.direct = Direct(client, read_timeout=self.block + READ_MARGIN, route=self.key)
         self._backoff = Backoff(cap=FETCH_RETRY)
         self._unchecked = False  # a fetch failed: an entry may wait in fetched:<worker>
-        self._busy = False  # the last fetch found work: more may be waiting already
+        self._waiting_entries = 0  # the inbox held this many more after the last fetch
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -108,16 +108,15 @@ class Inbox:
         BLMOVE waits for an entry and moves it to ``fetched:<worker>``, and take.lua, sent
         right behind it, checks it and takes more from the inbox, up to what the waiting
         slots can run. An entry moved and not yet checked (a connection lost between the
-        two) is taken by the next fetch before it blocks. While work keeps coming, the
-        script alone is tried first: what already waits is taken in one command, and
-        only when nothing does does the slot block."""
+        two) is taken by the next fetch before it blocks. While entries wait (the last
+        take said how many it left), the script alone takes them: one command, no block."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
-            if self._unchecked or self._busy:  # entries may wait: take them, no blocking
-                entries = self.scripts.take(self.worker_id, wanted, fetched=self._unchecked)
+            if self._unchecked or self._waiting_entries:  # take what waits, no blocking
+                entries, self._waiting_entries = self.scripts.take_counted(
+                    self.worker_id, wanted, fetched=self._unchecked)
                 self._unchecked = False
-                self._busy = bool(entries)
                 if entries:
                     return self._hand(entries)
             moved, reply = self.direct.call_pair(
@@ -126,12 +125,12 @@ class Inbox:
             if isinstance(moved, Exception):
                 raise moved
             if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
-                entries = self.scripts.take(self.worker_id, wanted)
+                entries, self._waiting_entries = self.scripts.take_counted(
+                    self.worker_id, wanted)
             elif isinstance(reply, Exception):
                 raise reply
             else:
-                entries = self.scripts.taken(self.worker_id, reply)
-            self._busy = bool(entries)
+                entries, self._waiting_entries = self.scripts.taken(self.worker_id, reply)
         except RETRYABLE as exc:
             self._unchecked = True
             return self._failed(exc)

@@ -241,7 +241,7 @@ class Worker:
                 raise WorkerError(f"tasks of an earlier worker {self.id!r} were not taken back;"
                                   " is `balancer serve` running?")
             if leftovers and not live:
-                self.client.rpush(keys.wake, signals.gone(self.id))
+                signals.push(self.client, keys.wake, signals.gone(self.id))
             log.info("worker=%s waits for an earlier worker of that name to be reaped", self.id)
             time.sleep(0.5)
 
@@ -328,7 +328,7 @@ class Worker:
                 pipe.delete(keys.worker(self.id), keys.ahead(self.id),
                             keys.fetched(self.id), keys.cancels(self.id),
                             *([keys.doorbell(self.id)] if self.count > 1 else []))
-                pipe.rpush(keys.wake, signals.gone(self.id))
+                signals.push(pipe, keys.wake, signals.gone(self.id))
                 pipe.execute()
         except RETRYABLE as exc:
             log.error("worker=%s could not deregister: %s", self.id, exc)

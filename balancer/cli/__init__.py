@@ -1,4 +1,4 @@
-"""``balancer``: run the dispatcher, look at the cluster, configure queues."""
+"""``balancer``: run the dispatcher, look at the cluster, configure queues and tag limits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from balancer.cli.events import events
 from balancer.cli.queues import queue
 from balancer.cli.schedules import schedule
 from balancer.cli.serve import serve
+from balancer.cli.tags import tag
 from balancer.cli.views import flow, flows, status
 
 
@@ -20,5 +21,6 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, schedule, dlq, events, dashboard, acl):
+for command in (serve, status, flows, flow, queue, tag, schedule, dlq, events, dashboard,
+                acl):
     main.add_command(command)

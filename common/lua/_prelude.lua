@@ -68,13 +68,23 @@ end
 
 -- Tasks of a flow reached a terminal state (`failed` of them unsuccessfully). The last one
 -- settles the flow (at `at` ms, now by default) and pushes its final state onto the flow's
--- done list, which waiting clients BLPOP.
-local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at)
-  if failed > 0 then redis.call('HINCRBY', flow_key, 'failed', failed) end
+-- done list, which waiting clients BLPOP. A flow judged by its reference tasks (Prefect
+-- 1's rule: its record has "refs", balancer/submit.py) fails only when one of those
+-- failed: a failure also counts in "ref_failed" when its task (`task_key`) has "ref".
+local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at, task_key)
+  if failed > 0 then
+    redis.call('HINCRBY', flow_key, 'failed', failed)
+    if task_key and redis.call('HGET', task_key, 'ref') == '1' then
+      redis.call('HINCRBY', flow_key, 'ref_failed', failed)
+    end
+  end
   local left = redis.call('HINCRBY', flow_key, 'remaining', -n)
   if left == 0 then
     local state = 'completed'
-    if tonumber(redis.call('HGET', flow_key, 'failed') or '0') > 0 then state = 'failed' end
+    local counts = redis.call('HMGET', flow_key, 'failed', 'refs', 'ref_failed')
+    local failures = counts[1]
+    if counts[2] == '1' then failures = counts[3] end
+    if tonumber(failures or '0') > 0 then state = 'failed' end
     redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
     if EVENTS.key and EVENTS.cap > 0 then
       local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
@@ -93,18 +103,48 @@ local function unlease(leases_key, id, token)
   return redis.call('SREM', leases_key, id .. '|' .. token) == 1
 end
 
--- Lease tokens: "<epoch>.<batch>[u].<index>[!]", the grammar in common/protocol.py. The
--- caller passes the prefix "<epoch>.<batch>[u]"; the index and the suspect mark are added
--- here. Only leases of queues with a concurrency limit are counted in `inflight` (one
--- write per batch saved everywhere else): the others end their batch with "u". A token
--- not of the grammar counts, as in protocol.is_counted.
-local UNCOUNTED_TOKEN = '^%d+%.%w+u%.%d+!?$'
-local function lease_token(prefix, index, suspect)
-  if suspect then return prefix .. '.' .. index .. '!' end
-  return prefix .. '.' .. index
+-- Lease tokens: "<epoch>.<batch>[u].<index>[t][!]", the grammar in common/protocol.py.
+-- The caller passes the prefix "<epoch>.<batch>[u]"; the index and the tag and suspect
+-- marks are added here. Only leases of queues with a concurrency limit are counted in
+-- `inflight` (one write per batch saved everywhere else): the others end their batch with
+-- "u". A token not of the grammar counts, as in protocol.is_counted.
+local UNCOUNTED_TOKEN = '^%d+%.%w+u%.%d+t?!?$'
+local function lease_token(prefix, index, suspect, tagged)
+  local token = prefix .. '.' .. index
+  if tagged then token = token .. 't' end
+  if suspect then token = token .. '!' end
+  return token
 end
 local function counted(token)
   return not string.find(token, UNCOUNTED_TOKEN)
+end
+
+-- Tag limits (balancer/tags.py). A lease of a task with a limited tag is tag-counted: its
+-- token carries "t", each tag the dispatcher counted it for (comma-joined: tags hold no
+-- comma) goes up by one in `tag-inflight`, and its task record's "tagged" field says
+-- "<token>|<tags>". Every path that ends a lease calls `untag` once its unlease (the
+-- fencing check) succeeded, so a tag's place comes back exactly once; a lease without
+-- "t" (every lease while no tag has a limit) costs nothing here.
+local TAGGED_TOKEN = '^%d+%.%w+%.%d+t!?$'
+local function tag_counted(token)
+  return string.find(token, TAGGED_TOKEN) ~= nil
+end
+local function tag_lease(task_key, tag_key, token, tags)
+  for tag in string.gmatch(tags, '[^,]+') do redis.call('HINCRBY', tag_key, tag, 1) end
+  redis.call('HSET', task_key, 'tagged', token .. '|' .. tags)
+end
+-- Give back the tags the lease `token` of this task counted. Returns how many.
+local function untag(task_key, tag_key, token)
+  if not tag_counted(token) then return 0 end
+  local given = redis.call('HGET', task_key, 'tagged')
+  if not given or string.sub(given, 1, #token + 1) ~= token .. '|' then return 0 end
+  local n = 0
+  for tag in string.gmatch(string.sub(given, #token + 2), '[^,]+') do
+    if redis.call('HINCRBY', tag_key, tag, -1) <= 0 then redis.call('HDEL', tag_key, tag) end
+    n = n + 1
+  end
+  redis.call('HDEL', task_key, 'tagged')
+  return n
 end
 
 -- Put a task back into its queue at its original place (``ready``: when it is ready
@@ -135,7 +175,7 @@ local function fail_for_good(task_key, id, error, flow_key, done_key, cascade_ke
     redis.call('RPUSH', cascade_key, id)
     signal(wake_key, SIGNAL.cascade)
   end
-  flow_tasks_done(flow_key, done_key, 1, 1, ttl)
+  flow_tasks_done(flow_key, done_key, 1, 1, ttl, nil, task_key)
 end
 
 -- The dependents of a failed task must never be queued: their unmet count stays high.
@@ -156,18 +196,20 @@ local NEVER = 1000000000
 -- (the prefetch per slot the dispatcher chose, or nil), for a pool child to take its
 -- batches by (common/prefetch.py), then when the task became ready (ms, for its wait time
 -- in the events) end each entry.
+-- `tags` (assign.lua, or nil), per id the tags to count its lease against ('' none):
+-- see tag_lease.
 -- Returns leased, dropped, deadlines set.
 local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspect', 'sig',
                     'ready'}
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
                            deadlines_key, worker, queue, prefix, free, grace_ms, specs,
-                           depth)
+                           depth, tags, tag_key)
   local function field(v)
     v = v or ''
     return #v .. ':' .. v
   end
   local depth_field = field(depth)
-  local removing, entries, members, deadlines = {}, {}, {}, {}
+  local removing, entries, members, deadlines, tagged = {}, {}, {}, {}, {}
   local n, dropped = 0, 0
   for i = 1, #ids do
     if n >= free then break end
@@ -178,7 +220,9 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       dropped = dropped + 1
     else
       n = n + 1
-      local token = lease_token(prefix, n, s[7])
+      local counts = tags and tags[i] ~= '' and tags[i]
+      local token = lease_token(prefix, n, s[7], counts)
+      if counts then tagged[#tagged + 1] = {task_keys[i], token, counts} end
       entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
         .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2]) .. field(s[8])
         .. depth_field .. field(s[9])
@@ -197,6 +241,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
     redis.call('RPUSH', inbox_key, unpack(entries))
     redis.call('SADD', leases_key, unpack(members))
     if counted(lease_token(prefix, 1)) then redis.call('HINCRBY', inflight_key, queue, n) end
+    for _, t in ipairs(tagged) do tag_lease(t[1], tag_key, t[2], t[3]) end
     if #deadlines > 0 then
       local now = now_ms()
       for d = 1, #deadlines, 2 do deadlines[d] = deadlines[d] + now end

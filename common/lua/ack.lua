@@ -8,8 +8,8 @@
 -- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
 -- dead worker makes them suspects instead of counting a loss. The child rewrites the
 -- field only when it starts a suspect (worker/batchslot.py).
--- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events; then per task: task,
---       flow, flow done, then (child task, child queue) per child
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight; then
+--       per task: task, flow, flow done, then (child task, child queue) per child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
@@ -17,7 +17,8 @@
 -- worker serves empty and set the idle key), a freed slot has nothing to be refilled
 -- with: no signal then either, unless dependents were queued. The dispatcher recounts
 -- what the workers hold when it next has work (balancer/dispatcher.py: _recount). The
--- rule is written out in common/prefetch.py.
+-- rule is written out in common/prefetch.py. A lease that counted against a tag limit
+-- always signals: a task waiting for that tag's place may go now.
 -- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,
 --       events cap, task events; then per task: id, token, queue, started ms, result, has
 --       deadline, name, flow id, ready ms, child count, then (child id, child score) per
@@ -29,9 +30,10 @@
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
 local ttl, now = tonumber(ARGV[2]), ARGV[3]
-local a, k = 10, 9
+local a, k = 10, 10
 events_to(KEYS[8], ARGV[8], ARGV[9])
 local out, per_queue, per_flow, stored, unlocked, records = {}, {}, {}, 0, 0, {}
+local untagged = 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local children = tonumber(ARGV[a + 9])
@@ -55,6 +57,7 @@ for t = 1, tonumber(ARGV[4]) do
         ARGV[a + 3], now, '')
     end
     if counted(token) then per_queue[queue] = (per_queue[queue] or 0) + 1 end
+    untagged = untagged + untag(task, KEYS[9], token)
     local f = per_flow[flow]
     if not f then
       f = {KEYS[k + 2], 0}
@@ -88,7 +91,8 @@ local function passes_checkpoint(before, after, quiet)
 end
 if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
-  if quiet < 0 or unlocked > 0 or passes_checkpoint(held + stored, held, quiet) then
+  if quiet < 0 or unlocked > 0 or untagged > 0 or passes_checkpoint(held + stored, held,
+                                                                     quiet) then
     -- 'a' when dependents were queued (the dispatcher reads its queues again), else 'k'.
     signal(KEYS[3], unlocked > 0 and SIGNAL.ack or SIGNAL.settled, ARGV[1], held)
   end

@@ -13,8 +13,8 @@
 -- looked (its `mapped` differs), or the function added tasks (flow:<id>:tasks is longer),
 -- nothing is written and the ids come back, for the caller to look again. Calling it for
 -- a flow already finished changes nothing.
--- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events;
---       then per task: task, queue, and with a lease: leases, inbox, cancels
+-- KEYS: flow, flow done, delayed, dlq, deadlines, inflight, wake, gate, flow tasks, events,
+--       tag-inflight; then per task: task, queue, and with a lease: leases, inbox, cancels
 -- ARGV: ttl ms, task count, length of flow tasks seen, events cap, task events; then per
 --       task: id, queue name, lease token, worker id, inbox entry, mapped seen
 -- (One task.cancelled event holds every task cancelled; the flow.finished event says
@@ -35,7 +35,7 @@ if redis.call('LLEN', KEYS[9]) ~= tonumber(ARGV[3]) then
   return {'retry', 'tasks added by the flow function'}
 end
 local tasks, unresolved = {}, {}
-local a, k = 6, 11
+local a, k = 6, 12
 for t = 1, tonumber(ARGV[2]) do
   local task = {key = KEYS[k], queue = KEYS[k + 1], id = ARGV[a], name = ARGV[a + 1],
                 token = ARGV[a + 2], worker = ARGV[a + 3], entry = ARGV[a + 4]}
@@ -95,6 +95,7 @@ for _, task in ipairs(tasks) do
   if task.token ~= '' then
     unlease(task.leases, task.id, task.token)
     if counted(task.token) then redis.call('HINCRBY', KEYS[6], task.name, -1) end
+    untag(task.key, KEYS[11], task.token)
     redis.call('ZREM', KEYS[5], task.id .. '|' .. task.worker .. '|' .. task.token)
     if task.entry == '' or redis.call('LREM', task.inbox, 1, task.entry) == 0 then
       redis.call('RPUSH', task.cancels, task.id .. '|' .. task.token)

@@ -34,7 +34,7 @@ for i = 7, #KEYS do
         'finished', now_ms(), 'deps', NEVER)
     end
     redis.call('PEXPIRE', KEYS[i], ttl)
-    flow_tasks_done(KEYS[2], KEYS[3], 1, skipped and 0 or 1, ttl)
+    flow_tasks_done(KEYS[2], KEYS[3], 1, skipped and 0 or 1, ttl, nil, KEYS[i])
     if tonumber(redis.call('HGET', KEYS[i], 'nchildren') or '0') > 0 then
       redis.call('RPUSH', KEYS[1], id)
     end

@@ -7,7 +7,7 @@
 -- whether or not retries are left (Prefect 1's RETRY signal). Idempotent for the same
 -- lease, like ack.lua.
 -- KEYS: task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,
---       dlq, events
+--       dlq, events, tag-inflight
 -- ARGV: worker id, token, task id, error, ttl ms, mode, poison threshold, queue name,
 --       started ms, events cap, task events, summary
 -- (summary: the error in one line, for the event.)
@@ -36,6 +36,7 @@ local function settle(code, already_told)
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
 if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
+untag(KEYS[1], KEYS[13], token)
 signal(KEYS[6], SIGNAL.ack, ARGV[1], redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)

@@ -18,5 +18,5 @@ local ttl = tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'upstream_failed', 'error', ARGV[5], 'finished', now_ms(),
   'deps', NEVER)
 redis.call('PEXPIRE', KEYS[1], ttl)
-flow_tasks_done(KEYS[5], KEYS[6], 1, 1, ttl)
+flow_tasks_done(KEYS[5], KEYS[6], 1, 1, ttl, nil, KEYS[1])
 return 2

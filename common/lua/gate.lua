@@ -33,7 +33,7 @@ local state = redis.call('HGET', KEYS[2], 'state')
 local function settle_with(new_state, failed)
   redis.call('HSET', KEYS[2], 'state', new_state, 'finished', now_ms(), 'deps', NEVER)
   redis.call('PEXPIRE', KEYS[2], ttl)
-  flow_tasks_done(KEYS[3], KEYS[4], 1, failed, ttl)
+  flow_tasks_done(KEYS[3], KEYS[4], 1, failed, ttl, nil, KEYS[2])
   if new_state ~= 'completed' and tonumber(redis.call('HGET', KEYS[2], 'nchildren') or '0') > 0 then
     redis.call('RPUSH', KEYS[6], id)
     signal(KEYS[5], SIGNAL.cascade)

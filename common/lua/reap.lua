@@ -5,8 +5,8 @@
 -- (the child tells Redis of its starts only for suspects): it becomes a suspect.
 -- Writes worker.reaped (or worker.left, for a worker that deregistered) and a
 -- task.quarantined event per task quarantined.
--- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events;
---       then (task, queue)...
+-- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events,
+--       tag-inflight; then (task, queue)...
 -- ARGV: leader token, worker id, seen before ms, poison threshold, quarantine error,
 --       events cap, task events, why; then (task id, lease token, started)...
 -- (seen before ms 0: reap regardless; started: 1, 0, or 'a' taken ahead; why: reaped or
@@ -17,12 +17,13 @@ local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if ARGV[3] ~= '0' and seen and tonumber(seen) >= tonumber(ARGV[3]) then return {-2, 0} end
 events_to(KEYS[10], ARGV[6], ARGV[7])
 local requeued, dead = 0, 0
-for j = 0, (#KEYS - 10) / 2 - 1 do
-  local task, queue = KEYS[11 + 2 * j], KEYS[12 + 2 * j]
+for j = 0, (#KEYS - 11) / 2 - 1 do
+  local task, queue = KEYS[12 + 2 * j], KEYS[13 + 2 * j]
   local id, token, started = ARGV[9 + 3 * j], ARGV[10 + 3 * j], ARGV[11 + 3 * j]
   if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
     local name = redis.call('HGET', task, 'queue')
     if name and counted(token) then redis.call('HINCRBY', KEYS[6], name, -1) end
+    untag(task, KEYS[11], token)
     redis.call('ZREM', KEYS[8], id .. '|' .. ARGV[2] .. '|' .. token)
     local lost = 0
     if started == '1' then lost = redis.call('HINCRBY', task, 'lost', 1) end

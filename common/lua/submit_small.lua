@@ -13,11 +13,12 @@
 -- the worker offered first. The offer only says which workers: everything that makes the
 -- lease right is checked here, at this moment. When a check fails the tasks are queued
 -- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
--- a task.
+-- a task. Tasks with a tag that has a concurrency limit never take an offer: only the
+-- dispatcher counts leases against tag limits (balancer/tags.py).
 --
 -- KEYS: flow, flows, queues, queue, wake, offer, events; then task... (one per task), then
---       with an offer: leader, queue-conf, workers, inflight, deadlines, (inbox, leases)
---       per offered worker, the offered workers' other queues...
+--       with an offer: leader, queue-conf, workers, inflight, deadlines, tag-limits,
+--       (inbox, leases) per offered worker, the offered workers' other queues...
 -- ARGV: flow id, created ms, recent flows, queue name, signal, task count, flow pairs,
 --       events cap, task events; then
 --       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
@@ -33,7 +34,7 @@ local n_tasks = tonumber(ARGV[6])
 local a = 10 + 2 * tonumber(ARGV[7])
 redis.call('HSET', KEYS[1], unpack(ARGV, 10, a - 1))
 events_to(KEYS[7], ARGV[8], ARGV[9])
-local ids, task_keys, scores, specs = {}, {}, {}, {}
+local ids, task_keys, scores, specs, tags = {}, {}, {}, {}, {}
 for t = 1, n_tasks do
   local key, id, score, n = KEYS[7 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
@@ -45,6 +46,9 @@ for t = 1, n_tasks do
     for f = a + 3, a + 1 + 2 * n, 2 do given[ARGV[f]] = ARGV[f + 1] end
     specs[i] = {given.fn, given.args, given.timeout, given.flow, given.children, given.name,
                 nil, given.sig, given.ready}
+    if given.tags and given.tags ~= '' then
+      for tag in string.gmatch(given.tags, '[^,]+') do tags[#tags + 1] = tag end
+    end
   end
   a = a + 3 + 2 * n
 end
@@ -58,7 +62,7 @@ local raw = ARGV[a]
 -- itself at ARGV[o].
 local k, o = 8 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
-local first_other = k + 5 + 2 * n_workers
+local first_other = k + 6 + 2 * n_workers
 local function chosen()
   -- Still the dispatcher's offer, made by the dispatcher that leads now.
   if raw == '' or #ids == 0 or offer_now ~= raw then return nil end
@@ -69,6 +73,11 @@ local function chosen()
   local conf = redis.call('HMGET', KEYS[k + 1], 'paused', 'concurrency_limit')
   if conf[1] == '1' or (conf[2] and conf[2] ~= '') then return nil end
   if redis.call('ZCARD', KEYS[4]) > 0 then return nil end
+  if #tags > 0 then
+    for _, limit in ipairs(redis.call('HMGET', KEYS[k + 5], unpack(tags))) do
+      if limit then return nil end
+    end
+  end
   for i = first_other, first_other + n_other - 1 do
     if redis.call('ZCARD', KEYS[i]) > 0 then return nil end
   end
@@ -77,7 +86,7 @@ local function chosen()
   local fit = {}
   for w = 1, n_workers do
     local capacity, host = tonumber(ARGV[o + 3 + 3 * w]), tonumber(ARGV[o + 4 + 3 * w])
-    local held = redis.call('SCARD', KEYS[k + 4 + 2 * w])
+    local held = redis.call('SCARD', KEYS[k + 5 + 2 * w])
     if held + #ids <= capacity then fit[#fit + 1] = {held / capacity + host, w, held} end
   end
   table.sort(fit, function(x, y) return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2]) end)
@@ -96,7 +105,7 @@ if not w then
   return {'', offer_now}
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).
-local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 3 + 2 * w], KEYS[k + 4 + 2 * w]
+local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 4 + 2 * w], KEYS[k + 5 + 2 * w]
 local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3],
   KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
 -- The dispatcher is woken only to watch the deadlines these leases carry. Otherwise it

@@ -229,3 +229,74 @@ def test_validate_catches_a_broken_invariant(break_it: object) -> None:
     break_it(state)  # type: ignore[operator]
     with pytest.raises(AssertionError):
         state.validate()
+
+
+# -- tag limits ------------------------------------------------------------------------------
+
+
+def tagged_cluster(limits: dict[str, int], capacity: int = 10) -> DispatchState:
+    state = DispatchState(random.Random(0), validate=True)
+    state.refreshed({"default": QueueConfig("default")}, limits)
+    feed(state, beat("w", ("default",), capacity))
+    return state
+
+
+def test_with_a_tag_limit_a_read_asks_for_tags_and_passes_over_a_full_tag() -> None:
+    state = tagged_cluster({"db": 2})
+    assert state.begin_round() == ReadQueues((("default", 10),), inflight=False, tags=True)
+    command = read(state, {"default": ["d1", "d2", "d3", "p1", "d4", "p2"]},
+                   tags={f"d{i}": ("db", "io") for i in range(1, 5)}, tag_leased={"db": 1})
+    assert command == Assign("w", "default", ("d1", "p1", "p2"), 10, 1, limited=False,
+                             tags=("db", "", ""))
+    assert state.assigned(Assigned(3, held=3)) is None
+    assert "default" not in state.empty  # the passed-over tasks wait in it
+
+
+def test_tasks_passed_over_make_the_next_read_reach_further_behind_them() -> None:
+    state = tagged_cluster({"db": 1}, capacity=2)
+    assert state.begin_round() == ReadQueues((("default", 2),), inflight=False, tags=True)
+    command = read(state, {"default": ["d1", "d2"]}, tags={"d1": ("db",), "d2": ("db",)})
+    assert command == Assign("w", "default", ("d1",), 2, 1, limited=False, tags=("db",))
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert state.again  # the read was full and held a passed-over task: read further
+    read_more = state.begin_round()
+    assert read_more == ReadQueues((("default", 2),), inflight=False, tags=True)  # 1 free + 1
+    command = read(state, {"default": ["d2", "p1"]}, tags={"d2": ("db",)},
+                   tag_leased={"db": 1})
+    assert command == Assign("w", "default", ("p1",), 2, 1, limited=False)
+    assert state.assigned(Assigned(1, held=2)) is None
+    assert not state.again  # nothing more passed over than before: no spinning
+
+
+def test_a_tag_at_its_limit_leaves_the_queue_unread_empty_and_the_state_active() -> None:
+    state = tagged_cluster({"db": 1})
+    state.begin_round()
+    assert read(state, {"default": ["d2"]}, tags={"d2": ("db",)}, tag_leased={"db": 1}) is None
+    assert state.mode is Mode.ACTIVE and "default" not in state.empty
+
+
+def test_tag_limits_count_across_the_queues_of_one_round() -> None:
+    state = DispatchState(random.Random(0), validate=True)
+    state.refreshed({"a": QueueConfig("a", priority=1), "b": QueueConfig("b")}, {"db": 1})
+    feed(state, beat("w", ("a", "b"), 10))
+    state.begin_round()
+    command = read(state, {"a": ["a1"], "b": ["b1", "b2"]},
+                   tags={"a1": ("db",), "b1": ("db",)})
+    assert command == Assign("w", "a", ("a1",), 10, 1, limited=False, tags=("db",))
+    assert state.assigned(Assigned(1, held=1)) == Assign("w", "b", ("b2",), 10, 1,
+                                                          limited=False)
+
+
+def test_a_listed_submit_is_read_from_its_queue_while_a_tag_has_a_limit() -> None:
+    state = tagged_cluster({"db": 1})
+    idle(state)
+    feed(state, sig("S|default|a"))
+    assert state.begin_round() == ReadQueues((("default", 10),), inflight=False, tags=True)
+
+
+def test_without_tag_limits_nothing_asks_for_tags() -> None:
+    state = cluster()
+    command = state.begin_round()
+    assert command == ReadQueues((("default", 10),), inflight=False)
+    assert isinstance(command, ReadQueues) and not command.tags
+    assert read(state, {"default": ["a"]}) == Assign("w", "default", ("a",), 10, 1, False)

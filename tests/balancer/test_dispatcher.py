@@ -15,7 +15,7 @@ from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.scripts import Done, Scripts
 from balancer.common.settings import Settings
 
-from balancer import Flow, task
+from balancer import Flow, admin, task
 from balancer.dispatcher import IDLE_RECHECK, JOB_RETRY, Dispatcher
 from balancer.episodes import EPISODE_QUIET
 from balancer.scheduling import CPU_WEIGHT
@@ -33,6 +33,11 @@ def timed(n: int) -> int:
 
 @task(queue_name="one")
 def on_one(n: int) -> int:
+    return n
+
+
+@task(tags=["db"])
+def on_db(n: int) -> int:
     return n
 
 
@@ -485,3 +490,29 @@ def test_a_lease_carries_the_prefetch_depth_the_dispatcher_chose(
     dispatcher.step()
     lease = signals.parse_lease(cast(bytes, fake.lindex(keys.inbox("p"), 0)))
     assert lease is not None and lease.depth == depth
+
+
+def test_tasks_at_their_tags_limit_wait_and_the_others_behind_them_go(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    admin.configure_tag(fake, keys, "db", 2)
+    with Flow("tagged") as flow:
+        for i in range(4):
+            on_db(i)
+        for i in range(3):
+            work(i)
+    flow.submit(fake, namespace=settings.namespace)
+    settle(dispatcher)
+    leased = [lease for lease in map(signals.parse_lease, fake.lrange(keys.inbox("w"), 0, -1))
+              if lease]
+    tagged = [lease for lease in leased if fake.hget(keys.task(lease.task_id), "tags")]
+    assert (len(tagged), len(leased)) == (2, 5)  # 2 of 4 db tasks, all 3 others
+    assert fake.hget(keys.tag_inflight, "db") == b"2"
+    assert fake.zcard(keys.queue("default")) == 2
+    done = tagged[0]
+    fake.lrem(keys.inbox("w"), 1, done.raw)
+    Scripts(fake, keys).ack("w", [Done(done.task_id, done.token, "default", done.flow, 1,
+                                       b"\xc0")], 60_000, 2)
+    settle(dispatcher)
+    assert fake.hget(keys.tag_inflight, "db") == b"2"  # its place went to the next one
+    assert fake.zcard(keys.queue("default")) == 1

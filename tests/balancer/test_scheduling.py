@@ -324,3 +324,45 @@ def test_a_short_queue_is_not_prefetched_where_a_higher_priority_queue_shares_it
     assert scheduling.queue_depth("low", short, configs, every) == 1
     assert scheduling.queue_depth("high", short, configs, shared) == scheduling.PREFETCH_MAX
     assert scheduling.queue_depth("low", 50.0, configs, alone) == 1  # long tasks: never
+
+
+# -- tag limits ------------------------------------------------------------------------------
+
+
+def test_admit_tagged_leases_up_to_each_tags_limit_counting_what_is_leased() -> None:
+    ids = ["a", "b", "c", "d"]
+    tags = {t: ("db",) for t in ids}
+    admitted, counts = scheduling.admit_tagged(ids, tags, {"db": 3}, {"db": 1})
+    assert admitted == ["a", "b"]
+    assert counts == {"db": 3}
+
+
+def test_admit_tagged_passes_over_a_full_tag_without_holding_up_the_tasks_behind() -> None:
+    ids = ["db1", "db2", "plain", "io1", "db3", "other"]
+    tags = {"db1": ("db",), "db2": ("db",), "db3": ("db",), "io1": ("io",),
+            "other": ("unlimited",)}
+    admitted, counts = scheduling.admit_tagged(ids, tags, {"db": 1, "io": 5}, {})
+    assert admitted == ["db1", "plain", "io1", "other"]
+    assert counts == {"db": 1, "io": 1}
+
+
+def test_admit_tagged_needs_room_under_every_limited_tag_of_a_task() -> None:
+    tags = {"a": ("db", "gpu"), "b": ("gpu",), "c": ("db",)}
+    admitted, counts = scheduling.admit_tagged(["a", "b", "c"], tags, {"db": 5, "gpu": 1},
+                                               {"db": 0})
+    assert admitted == ["a", "c"]  # b finds gpu taken by a
+    assert counts == {"db": 2, "gpu": 1}
+
+
+def test_admit_tagged_stops_at_the_cap_and_admits_nothing_over_a_lowered_limit() -> None:
+    ids = ["a", "b", "c"]
+    assert scheduling.admit_tagged(ids, {}, {"db": 1}, {}, cap=2) == (["a", "b"], {})
+    tags = {t: ("db",) for t in ids}
+    assert scheduling.admit_tagged(ids, tags, {"db": 2}, {"db": 5}) == ([], {"db": 5})
+    assert scheduling.admit_tagged(ids, tags, {"db": 2}, {}, cap=0) == ([], {})
+
+
+def test_admit_tagged_leaves_its_inputs_as_they_were() -> None:
+    leased = {"db": 0}
+    scheduling.admit_tagged(["a"], {"a": ("db",)}, {"db": 1}, leased)
+    assert leased == {"db": 0}

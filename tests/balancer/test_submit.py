@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import redis
-from balancer.common import codec, signals
+from balancer.common import codec, protocol, signals
 from balancer.common.codec import UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
@@ -127,6 +127,15 @@ def test_submit_records_queue_priority_and_limit_and_signals_the_change(
     assert fields(fake, keys.queue_conf("io")) == {"priority": b"5", "concurrency_limit": b"2"}
     assert not fake.exists(keys.queue_conf("cpu"))
     assert fake.lrange(keys.wake, 0, -1) == [signals.QUEUES.encode()]
+
+
+def test_a_submit_while_no_dispatcher_reads_keeps_the_wake_list_at_its_cap(
+        fake: redis.Redis, settings: Settings, keys: Keys) -> None:
+    fake.rpush(keys.wake, *["s"] * protocol.WAKE_CAP)  # no dispatcher for a long while
+    flow, _ = etl_flow()
+    submit_flow(fake, settings, flow)
+    assert fake.llen(keys.wake) == protocol.WAKE_CAP
+    assert fake.lindex(keys.wake, -1) == signals.QUEUES.encode()
 
 
 def test_submit_leaves_unset_queue_settings_to_the_cluster(

@@ -74,3 +74,14 @@ def test_without_a_dispatcher_nothing_is_handed_out() -> None:
     facts = cluster(W)
     facts.leader = None
     assert "balancer serve" in reason(TaskFacts("queued", "default"), facts)
+
+
+def test_a_tag_at_its_limit_holds_a_queued_task_that_carries_it() -> None:
+    facts = cluster(W)
+    facts.tag_limits, facts.tag_leased = {"db": 2}, {"db": 2}
+    text = reason(TaskFacts("queued", "default", ahead=0, tags=("io", "db")), facts)
+    assert "tag db is at its concurrency limit (2/2 leased" in text
+    assert reason(TaskFacts("queued", "default", ahead=0, tags=("io",)), facts) == \
+        "next in line in queue default"
+    facts.tag_leased = {"db": 1}
+    assert "next in line" in reason(TaskFacts("queued", "default", tags=("db",)), facts)

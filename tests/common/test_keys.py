@@ -50,7 +50,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "inbox", "leases", "fetched", "ahead", "cancels", "cache",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
-        "schedule", "schedules", "doorbell", "partitions",
+        "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
     }
 
 

@@ -46,7 +46,8 @@ TOKENS = ["1.2.3", "1.2u.3", "1.2u.3!", "1.2.3!", "17.0189abcdef0123456789abu.16
           "1.u2.3",  # a "u" inside the batch: counted
           "1.2.3u", "1u.2.3", "u.2.3", "1.2.u3",  # a "u" out of place: no grammar, counted
           "1.u.3",  # batch "u" alone: counted (a flag needs a batch character before it)
-          "1.2u.3!!", "1.2u", "1..3", "", "x", "1.2uu.3", "1.2u.3.4"]
+          "1.2u.3!!", "1.2u", "1..3", "", "x", "1.2uu.3", "1.2u.3.4",
+          "1.2.3t", "1.2u.3t!", "1.2t.3", "1.2tu.3t", "1.2.3tt", "1.2.3!t", "t.2.3t"]
 
 
 @pytest.mark.parametrize(("token", "parsed"), [
@@ -56,6 +57,9 @@ TOKENS = ["1.2.3", "1.2u.3", "1.2u.3!", "1.2.3!", "17.0189abcdef0123456789abu.16
     ("1.u2.3", protocol.Token(1, "u2", True, 3, False)),
     ("1.u.3", protocol.Token(1, "u", True, 3, False)),  # no character left for a batch
     ("1.2.3u", None), ("1u.2.3", None), ("1.2u.3!!", None), ("", None),
+    ("1.2u.3t!", protocol.Token(1, "2", False, 3, True, True)),
+    ("1.2t.3", protocol.Token(1, "2t", True, 3, False, False)),  # a "t" in the batch
+    ("1.2.3!t", None), ("1.2.3tt", None),
 ])
 def test_tokens_parse_by_the_grammar(token: str, parsed: protocol.Token | None) -> None:
     assert protocol.parse_token(token) == parsed
@@ -65,11 +69,14 @@ def test_the_prefix_python_builds_and_the_token_lua_completes_parse_back(
         fake: redis.Redis) -> None:
     for counted in (True, False):
         for suspect in (True, False):
-            prefix = protocol.lease_prefix("42", 7, counted)
-            built = lua(fake, "return lease_token(ARGV[1], ARGV[2], ARGV[3] == '1')", prefix,
-                        3, "1" if suspect else "0").decode()
-            assert built == protocol.lease_token(prefix, 3, suspect)
-            assert protocol.parse_token(built) == protocol.Token(42, "7", counted, 3, suspect)
+            for tagged in (True, False):
+                prefix = protocol.lease_prefix("42", 7, counted)
+                built = lua(fake, "return lease_token(ARGV[1], ARGV[2], ARGV[3] == '1',"
+                            " ARGV[4] == '1')", prefix, 3, "1" if suspect else "0",
+                            "1" if tagged else "0").decode()
+                assert built == protocol.lease_token(prefix, 3, suspect, tagged)
+                assert protocol.parse_token(built) == protocol.Token(42, "7", counted, 3,
+                                                                     suspect, tagged)
 
 
 def _lua_counted(client: redis.Redis, tokens: list[str]) -> list[bool]:
@@ -78,17 +85,30 @@ def _lua_counted(client: redis.Redis, tokens: list[str]) -> list[bool]:
     return [bool(x) for x in reply]
 
 
+def _lua_tagged(client: redis.Redis, tokens: list[str]) -> list[bool]:
+    reply = lua(client, "local out = {}\nfor i = 1, #ARGV do out[i] = tag_counted(ARGV[i])"
+                " and 1 or 0 end\nreturn out", *tokens)
+    return [bool(x) for x in reply]
+
+
 def test_lua_counts_a_lease_exactly_when_the_grammar_says_so(fake: redis.Redis) -> None:
     assert _lua_counted(fake, TOKENS) == [protocol.is_counted(t) for t in TOKENS]
     assert not protocol.is_counted("1.u2u.3") and protocol.is_counted("1.u2.3")
 
 
+def test_lua_counts_a_lease_against_tags_exactly_when_the_grammar_says_so(
+        fake: redis.Redis) -> None:
+    assert _lua_tagged(fake, TOKENS) == [protocol.is_tagged(t) for t in TOKENS]
+    assert protocol.is_tagged("1.2u.3t!") and not protocol.is_tagged("1.2t.3")
+
+
 @hsettings(max_examples=50, deadline=None)
-@given(st.lists(st.text("0123456789u.!aZ", max_size=10), min_size=1, max_size=40))
+@given(st.lists(st.text("0123456789ut.!aZ", max_size=10), min_size=1, max_size=40))
 def test_lua_and_python_agree_on_any_token(tokens: list[str]) -> None:
     import fakeredis
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     assert _lua_counted(client, tokens) == [protocol.is_counted(t) for t in tokens]
+    assert _lua_tagged(client, tokens) == [protocol.is_tagged(t) for t in tokens]
 
 
 def test_suspect_is_the_last_character_only() -> None:

@@ -195,14 +195,15 @@ def fails_on_two(x: int) -> int:
 
 def snippet_maps_of_maps_go_item_by_item(ctx: Ctx) -> tuple[Flow, Check]:
     """A map over a map runs item by item, as Prefect 1's: a failed item fails only the
-    item mapped over it; the others run."""
+    item mapped over it; the others run. The run's one terminal task (all_finished)
+    succeeded, so the run did (Prefect 1's reference tasks)."""
     with Flow("item-by-item") as flow:
         first = fails_on_two.map([1, 2, 3])
         second = inc.map(first)
         final = collect(second)
 
     def check(state: Any) -> None:
-        assert state.is_failed()
+        assert state.is_successful()
         assert "1 of 3 mapped runs" in state.result[first].message
         assert "1 of 3 mapped runs" in state.result[second].message
         assert state.result[final].result == [2, None, 4]
@@ -373,6 +374,38 @@ def snippet_triggers(ctx: Ctx) -> tuple[Flow, Check]:
         outcome = state.result[unneeded]
         assert outcome.is_failed() and outcome.error.type == "balancer.TriggerFailed"
         assert 'trigger was "any_failed"' in outcome.message
+    return flow, check
+
+
+def snippet_a_failure_a_cleanup_followed_leaves_the_run_successful(ctx: Ctx
+                                                                     ) -> tuple[Flow, Check]:
+    """Prefect 1 docs, "Reference tasks": a run's state is its reference tasks', by
+    default its terminal ones. A cleanup with ``all_finished`` after a failure is the
+    only terminal task: it succeeded, so the run did."""
+    with Flow("cleanup-after-failure") as flow:
+        bad = boom()
+        cleaned = cleanup(upstream_tasks=[bad])
+
+    def check(state: Any) -> None:
+        assert state.is_successful() and not state.is_failed()
+        assert state.result[bad].is_failed()
+        assert state.result[cleaned].result == "cleaned up"
+        assert flow.reference_tasks() == {cleaned}
+        assert state.message == "All reference tasks succeeded."
+    return flow, check
+
+
+def snippet_set_reference_tasks(ctx: Ctx) -> tuple[Flow, Check]:
+    """``flow.set_reference_tasks``: the run fails when a task named there fails, even
+    with a cleanup after it."""
+    with Flow("referenced") as flow:
+        bad = boom()
+        cleaned = cleanup(upstream_tasks=[bad])
+    flow.set_reference_tasks([bad])
+
+    def check(state: Any) -> None:
+        assert state.is_failed()
+        assert state.result[cleaned].result == "cleaned up"
     return flow, check
 
 

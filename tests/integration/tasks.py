@@ -154,3 +154,25 @@ def zeros(n: int) -> list[int]:
 def raises(message: str) -> None:
     """Fails with ``message`` as its error: what an attacker may make a task say."""
     raise ValueError(message)
+
+
+@task(tags=["db"])
+def db_counted(url: str, key: str, seconds: float) -> int:
+    """Count itself in ``key`` while it runs and note the count it saw on ``key:seen``: a
+    test reads how many tasks tagged "db" ran at once."""
+    client = redis.Redis.from_url(url)
+    running = int(client.incr(key))
+    client.rpush(f"{key}:seen", running)
+    time.sleep(seconds)
+    client.decr(key)
+    return running
+
+
+@task(tags=["db"])
+def db_hang_first_run(url: str, key: str) -> int:
+    """Tagged "db": its first run notes its pid on ``key`` and hangs (its worker is to be
+    killed); a later run returns at once."""
+    client = redis.Redis.from_url(url)
+    if client.rpush(key, os.getpid()) == 1:
+        time.sleep(120)
+    return os.getpid()

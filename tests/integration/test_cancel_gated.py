@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -61,6 +62,21 @@ def _quiet_dispatcher(procs: Processes, dispatcher: subprocess.Popen[bytes], map
     lines = [line for line in log.splitlines() if f"task={map_id} " in line]
     assert not [line for line in lines if "gathered" in line], log[-2000:]
     assert sum("mapped:" in line for line in lines) == (1 if expanded else 0), log[-2000:]
+
+
+def _calling(fn: Callable[[], Any], raised: list[BaseException]) -> threading.Thread:
+    """A thread calling ``fn`` as a user's program would; what it raised goes to
+    ``raised``, for the test to check."""
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # what the caller saw, checked by the test
+            raised.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    return caller
 
 
 def _another_map_completes(real: redis.Redis, namespace: str) -> None:
@@ -159,14 +175,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
         go_on.wait(60)
         return tasks.add(1, 2)  # type: ignore[no-any-return]
 
-    def call() -> None:
-        try:
-            doomed()
-        except BaseException as exc:  # what the caller saw, checked below
-            raised.append(exc)
-
-    caller = threading.Thread(target=call, daemon=True)
-    caller.start()
+    caller = _calling(doomed, raised)
     try:
         popped = real.blpop([pids], timeout=60)
         assert popped is not None and submitted.wait(60)
@@ -198,6 +207,53 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
                 record["open"]) == ("cancelled", "2", "2", "0", "0")
         assert real.llen(keys.flow_tasks(run_id)) == 2  # the refused task was not added
         assert FlowRun.attach(run_id, real, namespace=namespace).state == "cancelled"
+        assert worker.poll() is None
+    finally:
+        go_on.set()
+        real.delete(pids)
+
+
+def test_cancelling_a_flow_functions_run_cancels_its_sub_runs_too(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "process")
+    _registered(real, keys, 1)
+    pids = f"{namespace}:pids-{uuid.uuid4().hex[:8]}"
+    go_on = threading.Event()
+    raised: list[BaseException] = []
+    url = procs.env["BALANCER_REDIS_URL"]
+
+    @flow(redis_url=url, namespace=namespace)
+    def inner() -> int:
+        tasks.note_pid_and_sleep.submit(redis_url, pids, 60)
+        go_on.wait(60)
+        return tasks.add(1, 2)  # type: ignore[no-any-return]
+
+    @flow(redis_url=url, namespace=namespace)
+    def outer() -> int:
+        return inner() + 1  # type: ignore[no-any-return]
+
+    caller = _calling(outer, raised)
+    try:
+        popped = real.blpop([pids], timeout=60)
+        assert popped is not None
+        rows = {r["name"]: r["id"] for r in _cli(procs, "flows")}
+        parent, sub = rows["outer"], rows["inner"]
+
+        cli = subprocess.run([sys.executable, "-m", "balancer.cli", "flow", "cancel", parent],
+                             cwd=ROOT, env=procs.env, capture_output=True, text=True,
+                             timeout=60)
+
+        assert cli.returncode == 0, cli.stderr
+        assert real.hget(keys.flow(sub), "state") == b"cancelled"
+        assert real.hget(keys.flow(parent), "state") == b"cancelled"
+        wait_for(lambda: _gone(int(popped[1])), timeout=20)  # the sub-run's task stopped
+        go_on.set()
+        caller.join(60)
+        assert not caller.is_alive()
+        [error] = raised
+        assert isinstance(error, FlowCancelled), error
         assert worker.poll() is None
     finally:
         go_on.set()

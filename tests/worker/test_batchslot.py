@@ -85,7 +85,7 @@ def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
             c.stopping.set()
 
     c = child(db, settings, on_run)
-    takes = Spy(c.slot.inbox.scripts, "take")
+    takes = Spy(c.slot.inbox.scripts, "take_counted")
     acks = Spy(db.scripts, "ack_and_take")
     c.run()
     assert c.runner.ran == ["a", "b", "c", "d"]

@@ -144,21 +144,22 @@ def test_an_entry_a_failed_fetch_left_in_fetched_is_taken_before_the_next_block(
     assert real.llen(keys.fetched("w")) == 0
 
 
-def test_while_work_keeps_coming_a_fetch_takes_what_waits_without_blocking_and_blocks_once_dry(
+def test_a_fetch_takes_entries_left_waiting_without_blocking_and_blocks_once_none_wait(
         real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
     box = inbox[0]
-    blocking = []
-    pair = box.direct.call_pair
-    box.direct.call_pair = lambda *a: (blocking.append(a[0][0]), pair(*a))[1]  # type: ignore[method-assign]
-    lease(real, namespace, "a")
-    assert (got := box.next()) is not None and got.task_id == "a"
-    assert blocking == ["BLMOVE"]  # idle: the first fetch blocked
-    lease(real, namespace, "b")
-    assert (got := box.next()) is not None and got.task_id == "b"
-    assert blocking == ["BLMOVE"]  # busy: "b" was taken by the script alone
+    calls: list[str] = []
+    pair, take = box.direct.call_pair, box.scripts.take_counted
+    box.direct.call_pair = lambda *a: (calls.append(a[0][0]), pair(*a))[1]  # type: ignore[method-assign]
+    box.scripts.take_counted = lambda *a, **k: (calls.append("take"), take(*a, **k))[1]  # type: ignore[method-assign]
+    lease(real, namespace, "a", "b", "c")
+    assert [box.next().task_id for _ in range(3)] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert calls == ["BLMOVE", "take", "take"]  # one slot: "b" and "c" waited, taken alone
+    lease(real, namespace, "d")
+    assert (got := box.next()) is not None and got.task_id == "d"
+    assert calls == ["BLMOVE", "take", "take", "BLMOVE"]  # none waited: straight to a block
     slots = Slots(box)
     slots.start(1)
-    wait_for(lambda: blocking == ["BLMOVE", "BLMOVE"])  # dry: the slot blocks again
-    lease(real, namespace, "c")
+    wait_for(lambda: calls[-2:] == ["BLMOVE", "BLMOVE"])  # "d" left none: it blocks again
+    lease(real, namespace, "e")
     slots.join()
-    assert [g.task_id for g in slots.got if g is not None] == ["c"]
+    assert [g.task_id for g in slots.got if g is not None] == ["e"]

@@ -48,3 +48,12 @@ def test_take_without_fetched_leaves_what_a_blocking_fetch_moved_for_the_next_fu
             for raw in db.scripts.take(W, 5, fetched=False)] == ["b"]
     assert [signals.parse_lease(raw).task_id  # type: ignore[union-attr]
             for raw in db.scripts.take(W, 5)] == ["a"]
+
+
+def test_take_says_how_many_entries_the_inbox_still_holds(db: Db) -> None:
+    for t in "abc":
+        db.put_task(t)
+    db.lease("a", "b", "c")
+    entries, waiting = db.scripts.take_counted(W, 2)
+    assert (len(entries), waiting) == (2, 1)
+    assert db.scripts.take_counted(W, 2)[1] == 0  # "c" taken: nothing left
