@@ -64,6 +64,16 @@ def _quiet_dispatcher(procs: Processes, dispatcher: subprocess.Popen[bytes], map
     assert sum("mapped:" in line for line in lines) == (1 if expanded else 0), log[-2000:]
 
 
+def _serve_one_worker(procs: Processes, real: redis.Redis,
+                      keys: Keys) -> tuple[subprocess.Popen[bytes], str]:
+    """`balancer serve` and one registered process-pool worker of 2 slots; a fresh key for
+    the tasks to note their pool process in."""
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "process")
+    _registered(real, keys, 1)
+    return worker, f"{keys.namespace}:pids-{uuid.uuid4().hex[:8]}"
+
+
 def _calling(fn: Callable[[], Any], raised: list[BaseException]) -> threading.Thread:
     """A thread calling ``fn`` as a user's program would; what it raised goes to
     ``raised``, for the test to check."""
@@ -160,10 +170,7 @@ def test_a_map_cancelled_before_it_expanded_never_expands(
 def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_submit(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
     keys = Keys(namespace)
-    procs.serve()
-    worker = procs.worker("--concurrency", "2", "--pool", "process")
-    _registered(real, keys, 1)
-    pids = f"{namespace}:pids-{uuid.uuid4().hex[:8]}"
+    worker, pids = _serve_one_worker(procs, real, keys)
     submitted, go_on = threading.Event(), threading.Event()
     raised: list[BaseException] = []
 
@@ -216,10 +223,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
 def test_cancelling_a_flow_functions_run_cancels_its_sub_runs_too(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
     keys = Keys(namespace)
-    procs.serve()
-    worker = procs.worker("--concurrency", "2", "--pool", "process")
-    _registered(real, keys, 1)
-    pids = f"{namespace}:pids-{uuid.uuid4().hex[:8]}"
+    worker, pids = _serve_one_worker(procs, real, keys)
     go_on = threading.Event()
     raised: list[BaseException] = []
     url = procs.env["BALANCER_REDIS_URL"]
