@@ -132,9 +132,8 @@ def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:
     """The glob of the keys ``Keys`` names ``member``: its key, or its keys for every id
     (the namespace taken literally: its glob characters escaped), in partition 0 or, with
     ``partition`` "*", in every other (common/partitions.py)."""
-    keys = Keys(re.sub(r"([*?\[\]\\])", r"\\\1", namespace))
-    if partition == "*":  # {namespace:*}: a colon no namespace holds, then any partition
-        keys.prefix = keys.prefix[:-2] + ":*}:"
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", namespace)
+    keys = Keys.every_other_partition(escaped) if partition == "*" else Keys(escaped)
     if member == ALL_KEYS:
         return keys.prefix + "*"
     if isinstance(getattr(Keys, member), property):

@@ -75,6 +75,15 @@ class Keys:
         """The keys of another partition of the same namespace."""
         return self if partition == self.partition else Keys(self.namespace, partition)
 
+    @classmethod
+    def every_other_partition(cls, namespace: str) -> Keys:
+        """Globs, not keys: every partition but 0 at once (prefix ``{namespace:*}:``), for
+        ACL patterns (common/acl.py). No namespace's partition 0 matches: a namespace
+        holds no colon."""
+        keys = cls(namespace)
+        keys.prefix = "{" + namespace + ":*}:"
+        return keys
+
     def task(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
 

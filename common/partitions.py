@@ -8,8 +8,8 @@ default, is the cluster as it was before partitions: one tag, ``{namespace}``.
 Placement: a flow lives in one partition, chosen by its submitter, and its id says which
 (``<id>-p<p>`` for p > 0, a plain id in partition 0). Anything that holds a flow id (a
 ``FlowRun``, ``balancer flow ID``, a cancel) finds the flow's keys without reading P or
-searching; a flow made by code that knows nothing of partitions (a schedule's run, a
-``@flow`` function's run) lives in partition 0, and is found there.
+searching. A ``@flow`` function's run is placed as a submitted flow is, its sub-runs in
+its partition; a schedule's run lives in partition 0, and is found there.
 
 The count is stored once, in partition 0 (``Keys.partitions``): serve sets it and refuses
 to run with another; workers and clients read it, and cache it for ``CACHE_FOR`` seconds.
