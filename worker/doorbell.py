@@ -60,10 +60,12 @@ class DoorbellInbox(Inbox):
                 self._due = set(range(self.count))
                 self._swept = time.monotonic()
             for p in sorted(self._due):
-                entries = self.parts[p].take(self.worker_id, wanted, fetched=False)
+                entries, waiting = self.parts[p].take_counted(self.worker_id, wanted,
+                                                              fetched=False)
+                if not waiting:  # drained: no take again until a note or a sweep
+                    self._due.discard(p)
                 if entries:
-                    return self._hand(entries, p)  # p stays due: more may wait
-                self._due.discard(p)
+                    return self._hand(entries, p)
             reply = self.direct.call("BLMPOP", self.block, 1, self.bell, "LEFT", "COUNT",
                                      NOTES)
         except RETRYABLE as exc:
