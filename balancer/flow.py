@@ -240,12 +240,12 @@ class Flow:
         one of them does (a failure elsewhere still counts in ``failed``)."""
         self._reference = [self._node(t) for t in tasks]
 
-    def reference_tasks(self) -> set[Node]:
+    def reference_tasks(self, planned: list[Node] | None = None) -> set[Node]:
         """Those ``set_reference_tasks`` named; by default the terminal tasks (those
-        nothing runs after)."""
+        nothing runs after). ``planned``: ``plan()``'s nodes, when the caller has them."""
         if self._reference is not None:
             return set(self._reference)
-        nodes = self.plan()
+        nodes = self.plan() if planned is None else planned
         upstream = {up for node in nodes for up in node.upstream}
         return {node for node in nodes if node not in upstream}
 

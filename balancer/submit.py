@@ -214,7 +214,7 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
                for n in nodes}
     by_reference = flow.judged_by_reference()
     if by_reference:
-        for node in flow.reference_tasks():
+        for node in flow.reference_tasks(nodes):
             records[ids[node]]["ref"] = 1
     ready: dict[str, dict[str, float]] = {}
     gate: dict[str, float] = {}  # gated tasks with no upstream: the dispatcher decides
