@@ -115,22 +115,26 @@ def _cancel_one(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int) -> C
 
 def _cancel_sub_runs(client: redis.Redis, keys: Keys, flow_id: str, ttl_ms: int,
                      seen: set[str]) -> None:
-    """Cancel the sub-runs listed in ``flow_id``'s run, and theirs, each once (a listing
-    written by hand cannot make it loop). One that is gone or will not cancel is logged
-    and the others go on: the parent is cancelled already."""
-    for sub in _listed(client, keys, flow_id, FLOW_KIND):
-        if sub in seen:
-            continue
-        seen.add(sub)
-        try:
-            outcome = _cancel_one(client, keys, sub, ttl_ms)
-        except (KeyError, CancelError) as exc:
-            log.warning("flow=%s: its sub-run %s was not cancelled: %s", flow_id, sub,
-                        str(exc).strip("'\""))
-            continue
-        if outcome.cancelled:
-            log.info("flow=%s: sub-run %s cancelled with it", flow_id, sub)
-        _cancel_sub_runs(client, keys, sub, ttl_ms, seen)
+    """Cancel the sub-runs listed in ``flow_id``'s run, and theirs, each once (walked with
+    a list of its own, so a listing written by hand can make it neither loop nor recurse
+    too deep). One that is gone or will not cancel is logged and the others go on: the
+    parent is cancelled already."""
+    parents = [flow_id]
+    while parents:
+        parent = parents.pop()
+        for sub in _listed(client, keys, parent, FLOW_KIND):
+            if sub in seen:
+                continue
+            seen.add(sub)
+            try:
+                outcome = _cancel_one(client, keys, sub, ttl_ms)
+            except (KeyError, CancelError) as exc:
+                log.warning("flow=%s: its sub-run %s was not cancelled: %s", parent, sub,
+                            str(exc).strip("'\""))
+                continue
+            if outcome.cancelled:
+                log.info("flow=%s: sub-run %s cancelled with it", parent, sub)
+            parents.append(sub)
 
 
 def _added(client: redis.Redis, keys: Keys, flow_id: str) -> tuple[list[str], int]:
