@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from balancer import task
 
 
@@ -25,3 +27,21 @@ def double(x: int) -> int:
 @task(queue_name="bench")
 def total(xs: list[int]) -> int:
     return sum(xs)
+
+
+@task(queue_name="bench")
+def nap(seconds: float, i: int = 0) -> None:
+    """Sleep: the makespan workload's long and short tasks. Queue: bench."""
+    time.sleep(seconds)
+
+
+@task(queue_name="bench-high")
+def nap_high(seconds: float, i: int = 0) -> None:
+    """Sleep, queued on bench-high (the priority check sets it above bench-low)."""
+    time.sleep(seconds)
+
+
+@task(queue_name="bench-low")
+def nap_low(seconds: float, i: int = 0) -> None:
+    """Sleep, queued on bench-low."""
+    time.sleep(seconds)

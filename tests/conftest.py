@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,70 +19,12 @@ import redis
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
+from bench.redis_servers import RedisServer, answers
+
 ROOT = Path(__file__).resolve().parent.parent
 # The machine's Redis; TEST_REDIS_URL points the suite elsewhere (an unreachable URL
 # shows what happens on a machine without one).
 SHARED_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-class RedisServer:
-    """A redis-server of a test's own, in a temporary folder, on a free port."""
-
-    def __init__(self, *extra: str) -> None:
-        self.dir = tempfile.mkdtemp(prefix="balancer-redis-")
-        self.port = free_port()
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def command(self) -> list[str]:
-        """The server's command line; a subclass may listen otherwise (TLS)."""
-        return ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                self.dir, "--save", "", *self.extra]
-
-    @property
-    def output(self) -> Path:
-        """What the server printed (its log)."""
-        return Path(self.dir) / "redis-server.out"
-
-    def start(self) -> RedisServer:
-        with open(self.output, "ab") as out:
-            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while not _answers(self.url):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited ({self.proc.returncode}): "
-                                   + self.output.read_text(errors="replace")[-2000:])
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        return self
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(10)
-        self.proc = None
-
-    def cleanup(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +33,7 @@ def redis_url() -> Iterator[str]:
 
     In CI (CI=true) a missing Redis fails the run: integration tests never skip silently.
     """
-    if _answers(SHARED_URL):
+    if answers(SHARED_URL):
         yield SHARED_URL
         return
     if os.environ.get("CI") == "true":

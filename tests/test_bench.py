@@ -84,3 +84,34 @@ def test_map_benchmark_reports_submit_expand_and_throughput(redis_url: str,
                  "tasks_per_s", "literal_submit_s"):
         assert figures[name] > 0, (name, figures)
     assert "children/s" in proc.stdout and "expand" in proc.stdout
+
+
+def test_a_low_leased_while_a_high_of_its_partition_waits_is_an_inversion() -> None:
+    from bench.cluster_partitions_bench import HIGH, LOW, dispatch_inversions
+
+    # A high ready at 100: the low leased at 105 before it is one; a low leased in the
+    # same millisecond as the high is not (one round leased both, the high first).
+    assert dispatch_inversions([(105, LOW, 1), (110, HIGH, 1)], [100]) == 1
+    assert dispatch_inversions([(110, LOW, 2), (110, HIGH, 1)], [100]) == 0
+    assert dispatch_inversions([(90, LOW, 3), (101, HIGH, 1), (102, LOW, 1)], [100]) == 0
+    assert dispatch_inversions([(105, LOW, 1)], []) == 0
+
+
+@pytest.mark.integration
+def test_cluster_partitions_bench_reports_every_workload_on_a_local_cluster(
+        tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "cluster-partitions.json"
+    proc, figures = _run("cluster_partitions_bench.py", out, "--quick", timeout=300)
+    throughput = figures["throughput"]
+    assert throughput["tasks"] == 600 and throughput["tasks_per_s"] > 0
+    assert len(throughput["shards"]) == 3
+    assert sorted(p for s in throughput["shards"] for p in s["partitions"]) == [0, 1, 2]
+    assert all(s["commands"] > 0 for s in throughput["shards"])
+    assert sorted(p for s in throughput["serves"] for p in s["partitions"]) == [0, 1, 2]
+    (makespan,) = figures["makespan"]
+    assert makespan["tasks"] == 40 and makespan["over_greedy"] > 0
+    assert figures["priority"]["highs"] == 3
+    assert "makespan:" in proc.stdout and "priority:" in proc.stdout

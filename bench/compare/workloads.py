@@ -211,12 +211,18 @@ def _makespan(system: System, rec: Records, durations: list[float], slots: int,
     return max(r.finish for r in records) - t0, records, enqueue_s
 
 
-def makespan(system: System, rec: Records, broker: redis.Redis, cfg: Config) -> Figures:
-    """Workload 3: 2 workers x 2 slots, long and short sleeps shuffled, submitted at once."""
-    slots = 4
+def makespan_durations(cfg: Config) -> list[float]:
+    """Workload 3's sleeps: long and short ones, shuffled with a fixed seed."""
     durations = ([cfg.long_s * cfg.scale] * cfg.hetero_long
                  + [cfg.short_s * cfg.scale] * cfg.hetero_short)
     random.Random(cfg.seed).shuffle(durations)
+    return durations
+
+
+def makespan(system: System, rec: Records, broker: redis.Redis, cfg: Config) -> Figures:
+    """Workload 3: 2 workers x 2 slots, long and short sleeps shuffled, submitted at once."""
+    slots = 4
+    durations = makespan_durations(cfg)
     span, records, enqueue_s = _makespan(system, rec, durations, slots, "makespan", cfg)
     greedy, lpt = schedule.greedy(durations, slots), schedule.lpt(durations, slots)
     return {"tasks": len(durations), "makespan_s": span, "greedy_s": greedy, "optimal_s": lpt,

@@ -12,6 +12,8 @@ from balancer.common.settings import Settings
 from balancer.worker.supervisor import Worker
 
 from balancer.dispatcher import Dispatcher
+from bench.redis_servers import LocalCluster
+from tests.integration.topologies import need_redis_server
 
 
 class ThreadCluster:
@@ -48,3 +50,15 @@ def cluster(real: redis.Redis, settings: Settings, redis_url: str) -> Iterator[T
     c = ThreadCluster(real, s).start()
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def local_cluster() -> Iterator[LocalCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas, one per test module: its tests run in
+    order, and one that kills a master runs last."""
+    need_redis_server()
+    cluster = LocalCluster()
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from bench.redis_servers import free_port
+from tests.conftest import ROOT
 
 SECRET = "s3cret-pw"
 COMMANDS = [

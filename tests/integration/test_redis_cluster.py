@@ -8,34 +8,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import redis
 from balancer.common import acl, partitions
 from balancer.common.connection import connect
 from balancer.common.keys import Keys
-from redis.crc import key_slot
 
 from balancer import Flow
+from bench.redis_servers import LocalCluster
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 from tests.integration.stream import run_through_failover
-from tests.integration.topologies import LocalCluster, need_redis_server
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def local_cluster() -> Iterator[LocalCluster]:
-    """One cluster for the module: the ACL test runs first, the failover test kills a
-    master last."""
-    need_redis_server()
-    cluster = LocalCluster()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
 
 
 def _cli(procs: Processes, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,27 +65,15 @@ def test_each_role_runs_on_the_cluster_under_its_least_privilege_user(
         assert redis.Redis(port=node.port).execute_command("ACL", "LOG") == [], node.port
 
 
-def _masters_by_slot(cluster: LocalCluster) -> dict[int, int]:
-    """slot -> the port of the master serving it."""
-    ranges = redis.Redis(port=cluster.nodes[0].port).execute_command("CLUSTER SLOTS")
-    return {slot: int(master[1]) for start, end, master, *_ in ranges
-            for slot in range(int(start), int(end) + 1)}
-
-
 def test_three_partitions_spread_over_the_three_masters_and_run_a_stream_of_flows(
         procs: Processes, local_cluster: LocalCluster, namespace: str) -> None:
     """A namespace whose 3 partitions' tags fall on the 3 masters, 2 serves and 2 workers
     (a process and a thread pool) on the cluster: every flow completes in its partition,
     no command crosses a slot, and every master serves its share of the commands."""
-    owners = _masters_by_slot(local_cluster)
-    ns = next(f"{namespace}-{i}" for i in range(10_000)
-              if len({owners[key_slot(Keys(f"{namespace}-{i}", p).prefix.encode())]
-                      for p in range(3)}) == 3)
-    masters = sorted({owners[key_slot(Keys(ns, p).prefix.encode())] for p in range(3)})
+    ns = local_cluster.spread_namespace(namespace, 3)
     procs.env.update(BALANCER_REDIS_URL=local_cluster.url, BALANCER_NAMESPACE=ns,
                      BALANCER_LEADER_TTL="2")
-    for port in masters:
-        redis.Redis(port=port).config_resetstat()
+    local_cluster.reset_stats()
     serves = [procs.serve("--partitions", "3") for _ in range(2)]
     client = connect(local_cluster.url)
     wait_for(lambda: client.get(Keys(ns).partitions) == b"3", timeout=30)
@@ -116,8 +90,7 @@ def test_three_partitions_spread_over_the_three_masters_and_run_a_stream_of_flow
         assert run.wait(timeout=60) == "completed"
         assert run.results()["total"] == i * i + (i + 1) ** 2
     assert {partitions.of_flow(run.id) for _, run in runs} == {0, 1, 2}
-    calls = {port: sum(int(v["calls"]) for v in redis.Redis(port=port).info(
-        "commandstats").values()) for port in masters}
+    calls = local_cluster.commands_per_master()
     print(f"\ncommands per master, 3 partitions, {len(runs)} flows of 3 tasks:", calls)
     assert all(calls.values())
     for proc in (*workers, *serves):

@@ -11,7 +11,8 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from tests.conftest import Processes, RedisServer, free_port
+from bench.redis_servers import free_port
+from tests.conftest import Processes, RedisServer
 from tests.integration.secure import base_env, need, run, run_client, wait_logged
 
 pytestmark = pytest.mark.integration

@@ -1,21 +1,19 @@
-"""Private Redis topologies for tests: a master with a replica behind three sentinels, and
-a Redis Cluster of three masters and three replicas. Every server runs on a free loopback
-port in a temporary folder, and ``cleanup`` kills each by its own process (never by name).
+"""Private Redis topologies for tests: a master with a replica behind three sentinels (the
+Redis Cluster of three masters and three replicas is ``bench.redis_servers.LocalCluster``,
+which the benchmarks share). Every server runs on a free loopback port in a temporary
+folder, and ``cleanup`` kills each by its own process (never by name).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import redis
-from redis.crc import key_slot
 
-from tests.conftest import RedisServer, free_port
+from bench.redis_servers import RedisServer, online_replicas, wait_until
 
 SERVICE = "balancer-test"
 
@@ -27,33 +25,6 @@ def need_redis_server() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail("CI=true but redis-server or redis-cli is not on PATH")
     pytest.skip("redis-server and redis-cli are needed to start private topologies")
-
-
-def _wait(predicate, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {timeout}s")
-        time.sleep(0.1)
-
-
-def _online_replicas(client: redis.Redis) -> int:
-    info = client.info("replication")
-    return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-               and v.get("state") == "online")
-
-
-def _synced(client: redis.Redis) -> bool:
-    """A master has its replica online; a replica has its link up."""
-    info = client.info("replication")
-    if info["role"] == "master":
-        return _online_replicas(client) >= 1
-    return info.get("master_link_status") == "up"
 
 
 class SentinelServer(RedisServer):
@@ -100,11 +71,11 @@ class SentinelSet:
             sentinel.start()
         master = redis.Redis(port=self.master.port)
         n = self.replica_count
-        _wait(lambda: _online_replicas(master) >= n, "the replicas sync")
+        wait_until(lambda: online_replicas(master) >= n, "the replicas sync")
         # Every sentinel must know the replicas and its peers before a failover can happen.
         for sentinel in self.sentinels:
             client = redis.Redis(port=sentinel.port)
-            _wait(lambda c=client: (
+            wait_until(lambda c=client: (
                 c.sentinel_master(SERVICE)["num-slaves"] >= n
                 and c.sentinel_master(SERVICE)["num-other-sentinels"] >= 2),
                 "the sentinels meet")
@@ -128,71 +99,3 @@ class SentinelSet:
         for server in [*self.sentinels, self.master, *self.replicas]:
             server.stop(kill=True)
             shutil.rmtree(server.dir, ignore_errors=True)
-
-
-class ClusterServer(RedisServer):
-    """A cluster node; its bus on a free port of its own (not port + 10000, which may be
-    taken, or past 65535)."""
-
-    def __init__(self) -> None:
-        super().__init__("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                         "--cluster-node-timeout", "1000", "--appendonly", "no",
-                         "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0")
-
-
-class LocalCluster:
-    """Three masters and three replicas, slots spread by ``redis-cli --cluster create``."""
-
-    def __init__(self) -> None:
-        self.nodes = [ClusterServer() for _ in range(6)]
-
-    def start(self) -> LocalCluster:
-        try:
-            return self._start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _start(self) -> LocalCluster:
-        for node in self.nodes:
-            node.start()
-        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        out = subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1",
-             "--cluster-yes"], capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout}{out.stderr}")
-        for node in self.nodes:
-            client = redis.Redis(port=node.port)
-            _wait(lambda c=client: c.cluster("info")["cluster_state"] == "ok"
-                  and len(c.cluster("nodes")) == 6, "the cluster forms")
-        # A replica takes over only once it has synced with its master.
-        for node in self.nodes:
-            client = redis.Redis(port=node.port)
-            _wait(lambda c=client: _synced(c), "the replicas sync")
-        return self
-
-    @property
-    def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
-
-    def owner_of(self, namespace: str) -> ClusterServer:
-        """The node that serves the namespace's slot now, as the nodes still up see it."""
-        slot = key_slot(("{" + namespace + "}").encode())
-        for node in self.nodes:
-            if node.proc is None:
-                continue
-            try:
-                ranges = redis.Redis(port=node.port).execute_command("CLUSTER SLOTS")
-            except redis.RedisError:
-                continue
-            for start, end, master, *_ in ranges:
-                if int(start) <= slot <= int(end):
-                    port = int(master[1])
-                    return next(n for n in self.nodes if n.port == port)
-        raise RuntimeError("no node serves the slot")
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            node.stop(kill=True)
-            shutil.rmtree(node.dir, ignore_errors=True)

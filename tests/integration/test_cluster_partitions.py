@@ -1,0 +1,105 @@
+"""Partitions on a Redis Cluster (issue 16, part 3): a namespace of 3 partitions whose tags
+fall on the 3 masters of a local cluster, led by 3 `balancer serve` processes and served
+by 2 workers. A master holding a partition is killed with SIGKILL mid-stream (its replica
+takes over), then a serve is: every flow completes with its result or is reported lost
+(FlowLost, as a failover may lose a submit), none hangs, the dead serve's partition is
+led by another, and no command crosses a slot (no CROSSSLOT in any log)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from balancer.common import partitions
+from balancer.common.connection import connect
+from balancer.common.keys import Keys
+
+from bench.redis_servers import LocalCluster
+from tests.conftest import Processes, wait_for
+from tests.integration.stream import Stream
+
+pytestmark = pytest.mark.integration
+
+COUNT = 3
+# Worker names: their doorbells live in partitions crc32(name) % 3, "thread" in 0 and
+# "process" in 1, so the master killed (partition 0's) holds one of them.
+NAMES = ("thread", "process")
+
+
+def _leaders(client: redis.Redis, namespace: str) -> dict[int, int]:
+    """partition -> the pid of the serve whose lease it holds (free partitions, and those
+    on a master that does not answer yet, left out)."""
+    out = {}
+    for p in range(COUNT):
+        try:
+            raw = client.get(Keys(namespace, p).leader)
+        except redis.RedisError:
+            continue
+        if raw:
+            out[p] = int(raw.decode().split("|", 1)[1].rsplit("-", 2)[1])
+    return out
+
+
+def test_a_killed_master_and_a_killed_serve_under_3_partitions_lose_no_flow(
+        procs: Processes, local_cluster: LocalCluster, namespace: str) -> None:
+    ns = local_cluster.spread_namespace(namespace, COUNT)
+    procs.env.update(BALANCER_REDIS_URL=local_cluster.url, BALANCER_NAMESPACE=ns,
+                     BALANCER_LEADER_TTL="2", BALANCER_WORKER_TIMEOUT="5.0")
+    client = connect(local_cluster.url)
+    serves = [procs.serve("--partitions", str(COUNT)) for _ in range(COUNT)]
+    wait_for(lambda: client.get(Keys(ns).partitions) == b"3", timeout=30)
+    workers = [procs.worker("--concurrency", "2", "--pool", name, "--name", name)
+               for name in NAMES]
+    wait_for(lambda: all(client.zcard(Keys(ns, p).workers) == 2 for p in range(COUNT)),
+             timeout=60)
+    # Three serves: each leads ceil(3 / 3) = 1 partition.
+    wait_for(lambda: sorted(_leaders(client, ns).values()) == sorted(s.pid for s in serves),
+             timeout=30)
+    assert partitions.home(NAMES[0], COUNT) == 0
+
+    stream = Stream(client, ns).start()
+    try:
+        time.sleep(2)
+        master = local_cluster.owner_of_key(Keys(ns, 0).prefix)
+        master.stop(kill=True)
+        killed_at = time.monotonic()
+        wait_for(lambda: local_cluster.owner_of_key(Keys(ns, 0).prefix) is not master,
+                 timeout=30, interval=0.05)
+        failover = time.monotonic() - killed_at
+        wait_for(lambda: len(_leaders(client, ns)) == COUNT, timeout=30, interval=0.05)
+        wait_for(lambda: stream.accepted_since(killed_at) >= 20, timeout=30, interval=0.1)
+
+        # Then a serve: the one leading partition 1, killed with its lease held.
+        leaders = _leaders(client, ns)
+        victim = next(s for s in serves if s.pid == leaders[1])
+        survivors = [s for s in serves if s is not victim]
+        victim.kill()
+        killed_serve_at = time.monotonic()
+        wait_for(lambda: set(_leaders(client, ns).values()) <= {s.pid for s in survivors}
+                 and len(_leaders(client, ns)) == COUNT, timeout=30, interval=0.05)
+        moved = time.monotonic() - killed_serve_at
+        wait_for(lambda: stream.accepted_since(killed_serve_at) >= 20, timeout=30,
+                 interval=0.1)
+        time.sleep(1)
+    finally:
+        stream.stop()
+    outcome = stream.settle(timeout=60)
+    placed = {partitions.of_flow(run.id) for _, run, _ in stream.runs}
+    print(f"\n3 partitions on the cluster: accepted={len(stream.runs)}"
+          f" completed={outcome.completed} lost={len(outcome.lost)}"
+          f" refused={len(outcome.refused)}; partition 0's master failed over in"
+          f" {failover:.2f}s; partition 1 led by another serve {moved:.2f}s after its"
+          f" serve was killed")
+    assert outcome.other == []  # every run completed with its result, or was lost
+    assert outcome.completed + len(outcome.lost) == len(stream.runs)
+    assert len(outcome.lost) <= 5, outcome.lost
+    assert placed == set(range(COUNT))
+    late = [run for at, run, _ in stream.runs if at >= killed_serve_at]
+    assert {partitions.of_flow(run.id) for run in late} == set(range(COUNT))
+
+    for proc in (*workers, *survivors):
+        assert procs.stop(proc) == 0, procs.log(proc)
+        assert "Traceback" not in procs.log(proc), procs.log(proc)
+    for proc in procs.procs:
+        assert "CROSSSLOT" not in procs.log(proc), procs.log(proc)
