@@ -37,7 +37,13 @@ from balancer.common import aside, partitions, protocol, signals
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
-from balancer.common.retry import BACKOFF_MAX, is_outage
+from balancer.common.retry import (
+    BACKOFF_MAX,
+    RETRYABLE_ON_CLUSTER,
+    Backoff,
+    describe,
+    is_outage,
+)
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dispatch_state import (
@@ -140,6 +146,7 @@ class Dispatcher:
         self._deadlines_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
+        self._bells = Backoff()  # doorbells out of reach: said once per episode
         self._unserved_warned: dict[str, float] = {}
         self.offers = StandingOffers()
         self.ttl_ms = int(settings.result_ttl * 1000)
@@ -669,10 +676,22 @@ class Dispatcher:
         a note per lease (each wakes one of its pool processes blocked on it) on the
         doorbell in its home partition, the one list it blocks on. A separate command
         (another slot): a note lost costs the worker's next sweep of every inbox
-        (worker/doorbell.py: SWEEP seconds at most)."""
+        (worker/doorbell.py: SWEEP seconds at most). So a doorbell out of reach (its
+        partition's master failing over) is no failure of this partition: the lease
+        stands, and this loop goes on leading and leasing."""
         bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(bell, *[self.partition] * min(leased, DOORBELL_MAX))
         pipe.ltrim(bell, -DOORBELL_MAX, -1)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except RETRYABLE_ON_CLUSTER as exc:
+            if self._bells.failed():
+                log.warning("dispatcher=%s partition=%d cannot ring worker=%s's doorbell"
+                            " (it finds its leases at its next sweep): %s", self.id,
+                            self.partition, worker_id, describe(exc))
+            return
+        if self._bells.recovered():
+            log.info("dispatcher=%s partition=%d rings doorbells again", self.id,
+                     self.partition)
 

@@ -28,6 +28,7 @@ import zlib
 import redis
 from balancer.common.keys import Keys
 from balancer.common.replies import as_opt_bytes
+from balancer.common.retry import RETRYABLE_ON_CLUSTER
 
 CACHE_FOR = 30.0
 _SUFFIX = "-p"
@@ -120,13 +121,22 @@ _lock = threading.Lock()
 
 
 def count(client: redis.Redis, keys: Keys) -> int:
-    """The cluster's partition count (1 when none is stored), cached for CACHE_FOR."""
+    """The cluster's partition count (1 when none is stored), cached for CACHE_FOR.
+
+    Once known, a count read again while partition 0 cannot answer (its master failing
+    over) is the one known: counts never change while a namespace holds flows, so work
+    in the other partitions need not wait for partition 0's master."""
     now = time.monotonic()
     with _lock:
         known = _cache.get(client, {}).get(keys.namespace)
     if known is not None and now - known[1] < CACHE_FOR:
         return known[0]
-    n = stored(client, keys) or 1
+    try:
+        n = stored(client, keys) or 1
+    except RETRYABLE_ON_CLUSTER:
+        if known is None:
+            raise
+        return known[0]
     with _lock:
         _cache.setdefault(client, {})[keys.namespace] = (n, now)
     return n

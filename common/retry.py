@@ -20,9 +20,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import redis
+from redis.exceptions import RedisClusterException
 
 RETRYABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
+# RETRYABLE, and what redis-py's cluster client raises outside redis.RedisError while a
+# master fails over (no node answers, a slot without a master): for calls made through
+# the client itself (a pipeline) rather than a connection.Direct, which maps them.
+RETRYABLE_ON_CLUSTER: tuple[type[Exception], ...] = (*RETRYABLE, RedisClusterException)
 
 # Error replies that say Redis cannot serve right now, whatever the keys (out of memory,
 # a read-only replica after a failover, loading its data, busy with a script, a failing

@@ -48,30 +48,48 @@ class DoorbellInbox(Inbox):
         self.block = SWEEP
         self.direct = Direct(client, read_timeout=SWEEP + READ_MARGIN, route=self.bell)
         self._due = set(range(count))  # partitions whose inbox may hold entries
+        self._failing: set[int] = set()  # partitions whose last take failed
         self._swept = time.monotonic()
 
     def _fetch(self) -> tuple[Lease | None, int]:
         """Take from a partition rung (or due for its sweep) while it has entries; when
-        none has, wait for a note on the doorbell, up to SWEEP."""
+        none has, wait for a note on the doorbell, up to SWEEP.
+
+        A partition whose take fails (its master is failing over) stays due and is tried
+        after the others: the others' work goes on being taken, and the doorbell's wait
+        is cut to the backoff's delay so that the failing one is tried again soon."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
-        try:
-            if time.monotonic() - self._swept >= SWEEP:
-                self._due = set(range(self.count))
-                self._swept = time.monotonic()
-            for p in sorted(self._due):
+        if time.monotonic() - self._swept >= SWEEP:
+            self._due = set(range(self.count))
+            self._swept = time.monotonic()
+        failure: Exception | None = None
+        for p in sorted(self._due, key=lambda p: (p in self._failing, p)):
+            try:
                 entries, waiting = self.parts[p].take_counted(self.worker_id, wanted,
                                                               fetched=False)
-                if not waiting:  # drained: no take again until a note or a sweep
-                    self._due.discard(p)
-                if entries:
-                    return self._hand(entries, p)
-            reply = self.direct.call("BLMPOP", self.block, 1, self.bell, "LEFT", "COUNT",
-                                     NOTES)
+            except RETRYABLE as exc:
+                self._failing.add(p)
+                failure = exc
+                continue
+            self._failing.discard(p)
+            if not waiting:  # drained: no take again until a note or a sweep
+                self._due.discard(p)
+            if entries:
+                return self._hand(entries, p)
+        block = self.block
+        if failure is not None:
+            if self._backoff.failed():
+                log.error("worker=%s cannot fetch from partitions %s: %s", self.worker_id,
+                          ",".join(map(str, sorted(self._failing))), describe(failure))
+            block = self._backoff.delay
+        try:
+            reply = self.direct.call("BLMPOP", block, 1, self.bell, "LEFT", "COUNT", NOTES)
         except RETRYABLE as exc:
             self._due = set(range(self.count))
             return self._failed(exc)
-        self._succeeded()
+        if failure is None:
+            self._succeeded()
         if not reply:
             self._due = set(range(self.count))  # a quiet while: sweep
             self._swept = time.monotonic()

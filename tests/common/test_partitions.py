@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import fakeredis
 import pytest
 import redis
 from balancer.common import partitions
@@ -107,3 +108,19 @@ def test_a_count_that_is_no_number_is_an_error(fake: redis.Redis) -> None:
     fake.set(keys.partitions, "many")
     with pytest.raises(partitions.PartitionsError, match="not a partition count"):
         partitions.stored(fake, keys)
+
+
+def test_a_known_count_stands_while_partition_0_does_not_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partition 0's master failing over must not stop submits to the other partitions:
+    a count once read is kept (counts never change under flows); never read, it raises."""
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    keys = Keys("failing")
+    client.set(keys.partitions, 3)
+    assert partitions.count(client, keys) == 3
+    monkeypatch.setattr(partitions, "CACHE_FOR", 0.0)  # due to be read again
+    server.connected = False
+    assert partitions.count(client, keys.of(1)) == 3
+    with pytest.raises(redis.ConnectionError):
+        partitions.count(client, Keys("never-read"))

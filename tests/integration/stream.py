@@ -95,12 +95,12 @@ class Stream:
 
 def dispatch_gap(client: redis.Redis, namespace: str, runs: list[FlowRun]) -> float:
     """The longest time, in seconds, between two task completions of the runs (Redis's
-    own clock, as each task's ``finished`` field records it)."""
-    keys = Keys(namespace)
+    own clock, as each task's ``finished`` field records it; each run read in its own
+    partition)."""
     pipe = client.pipeline(transaction=False)
     for run in runs:
         for task_id in run.ids.values():
-            pipe.hget(keys.task(task_id), "finished")
+            pipe.hget(run.keys.task(task_id), "finished")
     times = sorted(int(t) for t in pipe.execute() if t is not None)
     return max((b - a for a, b in itertools.pairwise(times)), default=0) / 1000
 

@@ -17,7 +17,7 @@ from balancer.common.keys import Keys
 
 from bench.redis_servers import LocalCluster
 from tests.conftest import Processes, wait_for
-from tests.integration.stream import Stream
+from tests.integration.stream import Stream, dispatch_gap
 
 pytestmark = pytest.mark.integration
 
@@ -86,11 +86,15 @@ def test_a_killed_master_and_a_killed_serve_under_3_partitions_lose_no_flow(
         stream.stop()
     outcome = stream.settle(timeout=60)
     placed = {partitions.of_flow(run.id) for _, run, _ in stream.runs}
+    gaps = [dispatch_gap(client, ns, [run for _, run, _ in stream.runs
+                                      if partitions.of_flow(run.id) == p and run.id
+                                      not in outcome.lost]) for p in range(COUNT)]
     print(f"\n3 partitions on the cluster: accepted={len(stream.runs)}"
           f" completed={outcome.completed} lost={len(outcome.lost)}"
           f" refused={len(outcome.refused)}; partition 0's master failed over in"
           f" {failover:.2f}s; partition 1 led by another serve {moved:.2f}s after its"
-          f" serve was killed")
+          f" serve was killed; longest time without a task completing per partition:"
+          f" {', '.join(f'{g:.2f}s' for g in gaps)}")
     assert outcome.other == []  # every run completed with its result, or was lost
     assert outcome.completed + len(outcome.lost) == len(stream.runs)
     assert len(outcome.lost) <= 5, outcome.lost
