@@ -34,6 +34,7 @@ import redis
 
 from balancer import scheduling
 from balancer.common import aside, partitions, protocol, signals
+from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -146,7 +147,10 @@ class Dispatcher:
         self._deadlines_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
-        self._bells = Backoff()  # doorbells out of reach: said once per episode
+        # Per home partition of doorbells (_ring): a connection, and its failures.
+        self._bell_wires: dict[int, Direct] = {}
+        self._bells: dict[int, Backoff] = {}
+        self._bells_retry: dict[int, float] = {}
         self._unserved_warned: dict[str, float] = {}
         self.offers = StandingOffers()
         self.ttl_ms = int(settings.result_ttl * 1000)
@@ -676,22 +680,34 @@ class Dispatcher:
         a note per lease (each wakes one of its pool processes blocked on it) on the
         doorbell in its home partition, the one list it blocks on. A separate command
         (another slot): a note lost costs the worker's next sweep of every inbox
-        (worker/doorbell.py: SWEEP seconds at most). So a doorbell out of reach (its
-        partition's master failing over) is no failure of this partition: the lease
-        stands, and this loop goes on leading and leasing."""
-        bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(bell, *[self.partition] * min(leased, DOORBELL_MAX))
-        pipe.ltrim(bell, -DOORBELL_MAX, -1)
-        try:
-            pipe.execute()
-        except RETRYABLE_ON_CLUSTER as exc:
-            if self._bells.failed():
-                log.warning("dispatcher=%s partition=%d cannot ring worker=%s's doorbell"
-                            " (it finds its leases at its next sweep): %s", self.id,
-                            self.partition, worker_id, describe(exc))
+        (worker/doorbell.py: SWEEP seconds at most).
+
+        So a doorbell out of reach (its partition's master failing over) is no failure of
+        this partition: the lease stands, and this loop goes on leading and leasing. The
+        note goes down a connection of this loop's own to the doorbell's master
+        (connection.Direct), which fails at once where redis-py's cluster client would
+        retry until the failover ended, holding up this loop and letting its lease lapse;
+        after a failure, that partition's doorbells are left alone for a backoff step."""
+        home = partitions.home(worker_id, self.count)
+        backoff = self._bells.setdefault(home, Backoff())
+        now = self.clock()
+        if backoff.delay and now < self._bells_retry.get(home, 0.0):
             return
-        if self._bells.recovered():
-            log.info("dispatcher=%s partition=%d rings doorbells again", self.id,
-                     self.partition)
+        bell = self.keys.of(home).doorbell(worker_id)
+        wire = self._bell_wires.get(home)
+        if wire is None:
+            wire = self._bell_wires[home] = Direct(self.client, route=bell)
+        try:
+            wire.calls(("RPUSH", bell, *[self.partition] * min(leased, DOORBELL_MAX)),
+                       ("LTRIM", bell, -DOORBELL_MAX, -1))
+        except RETRYABLE_ON_CLUSTER as exc:
+            if backoff.failed():
+                log.warning("dispatcher=%s partition=%d cannot ring the doorbells in"
+                            " partition %d (their workers find its leases at their next"
+                            " sweep): %s", self.id, self.partition, home, describe(exc))
+            self._bells_retry[home] = now + backoff.delay
+            return
+        if backoff.recovered():
+            log.info("dispatcher=%s partition=%d rings the doorbells in partition %d again",
+                     self.id, self.partition, home)
 

@@ -111,6 +111,7 @@ class Bench:
     def start_workers(self, n: int, concurrency: int, queues: tuple[str, ...]) -> None:
         for proc in self.workers:
             self.procs.stop(proc)
+        self.workers = []
         self._until(lambda: all(self.client.zcard(self.keys(p).workers) == 0
                                 for p in range(self.count)), "the old workers leave")
         args = [a for q in queues for a in ("--queue", q)]

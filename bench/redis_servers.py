@@ -114,17 +114,23 @@ class ClusterServer(RedisServer):
     """A cluster node; its bus on a free port of its own (not port + 10000, which may be
     taken, or past 65535)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         super().__init__("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                          "--cluster-node-timeout", "1000", "--appendonly", "no",
-                         "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0")
+                         "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0",
+                         *extra)
 
 
 class LocalCluster:
-    """Three masters and three replicas, slots spread by ``redis-cli --cluster create``."""
+    """Three masters and three replicas, slots spread by ``redis-cli --cluster create``.
 
-    def __init__(self) -> None:
-        self.nodes = [ClusterServer() for _ in range(6)]
+    ``full_coverage``: Redis's default, ``cluster-require-full-coverage yes``, has every
+    master refuse every command (CLUSTERDOWN) while any slot has no master, as during a
+    failover; ``False`` lets the other masters serve their slots meanwhile."""
+
+    def __init__(self, full_coverage: bool = True) -> None:
+        coverage = () if full_coverage else ("--cluster-require-full-coverage", "no")
+        self.nodes = [ClusterServer(*coverage) for _ in range(6)]
 
     def start(self) -> LocalCluster:
         try:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from balancer.common import partitions, signals
+from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.scripts import Scripts
@@ -41,35 +42,44 @@ def test_a_doorbell_out_of_reach_leaves_the_lease_and_the_lead_in_place(
     fake.set(bell_home.partitions, COUNT)
     Scripts(fake, here).heartbeat(worker, WorkerInfo(worker, ("default",), 4).to_blob(),
                                   60_000)
-    dispatcher = Dispatcher(fake, settings, rng=random.Random(0), partition=1, count=COUNT)
+    now = [1000.0]
+    dispatcher = Dispatcher(fake, settings, rng=random.Random(0), partition=1, count=COUNT,
+                            clock=lambda: now[0])
     bell = bell_home.doorbell(worker)
-    real_pipeline = fake.pipeline
+    rings: list[bool] = []  # each try to ring the bell: whether its master answered
+    up = [False]
+    calls = Direct.calls
 
-    def failing_at_the_bell(*args: Any, **kwargs: Any) -> Any:
-        pipe = real_pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        def refused(*a: Any, **kw: Any) -> Any:
-            if any(args[1:2] == (bell,) for args, _ in pipe.command_stack):
+    def failing_at_the_bell(self: Direct, *commands: tuple[Any, ...]) -> list[Any]:
+        if any(c[1:2] == (bell,) for c in commands):
+            rings.append(up[0])
+            if not up[0]:
                 raise redis.ConnectionError("partition 0's master is failing over")
-            return execute(*a, **kw)
+        return calls(self, *commands)
 
-        pipe.execute = refused
-        return pipe
-
-    monkeypatch.setattr(fake, "pipeline", failing_at_the_bell)
+    monkeypatch.setattr(Direct, "calls", failing_at_the_bell)
     monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
-    for i in range(2):
+
+    def lease_one(i: int) -> None:
         with Flow(f"f{i}") as flow:
             work(i)
         flow.submit(fake, namespace=settings.namespace)
-        with caplog.at_level(logging.WARNING, logger="balancer.dispatcher"):
+        with caplog.at_level(logging.INFO, logger="balancer.dispatcher"):
             for _ in range(5):
-                dispatcher.step()  # raised ConnectionError before
+                dispatcher.step()  # raised ConnectionError before: the lead was dropped
+
+    lease_one(0)
+    lease_one(1)  # within the backoff: the bell is not tried again
+    assert rings == [False]
     leased = [lease.task_id for lease in map(signals.parse_lease,
                                              fake.lrange(here.inbox(worker), 0, -1)) if lease]
     assert len(leased) == 2  # both leases stand in partition 1, for the worker's sweep
     assert dispatcher.token is not None  # and partition 1 is still led
     assert fake.llen(bell) == 0
-    said = [r for r in caplog.records if "cannot ring" in r.getMessage()]
-    assert len(said) == 1  # once per episode
+    up[0] = True
+    now[0] += 1.0
+    lease_one(2)
+    assert rings == [False, True] and fake.lrange(bell, 0, -1) == [b"1"]
+    said = [r.getMessage() for r in caplog.records if "doorbells in partition 0" in
+            r.getMessage()]
+    assert len(said) == 2 and "cannot ring" in said[0] and said[1].endswith("again")

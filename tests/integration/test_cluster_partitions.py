@@ -3,7 +3,9 @@ fall on the 3 masters of a local cluster, led by 3 `balancer serve` processes an
 by 2 workers. A master holding a partition is killed with SIGKILL mid-stream (its replica
 takes over), then a serve is: every flow completes with its result or is reported lost
 (FlowLost, as a failover may lose a submit), none hangs, the dead serve's partition is
-led by another, and no command crosses a slot (no CROSSSLOT in any log)."""
+led by another, and no command crosses a slot (no CROSSSLOT in any log). The cluster runs
+with ``cluster-require-full-coverage no``, so that the other partitions' masters serve on
+while one fails over; each partition's longest time without a completion is printed."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from tests.integration.stream import Stream, dispatch_gap
 pytestmark = pytest.mark.integration
 
 COUNT = 3
+# As docs/scaling.md advises for partitions: the masters not failing over go on serving.
+FULL_COVERAGE = False
 # Worker names: their doorbells live in partitions crc32(name) % 3, "thread" in 0 and
 # "process" in 1, so the master killed (partition 0's) holds one of them.
 NAMES = ("thread", "process")
