@@ -20,8 +20,9 @@ processes and worker processes, and runs:
   ``dispatch`` events, Redis's order). Across partitions they are approximate: it counts
   the lows, of the high's partition and of the others, that started while a high waited.
 
-Times come from the tasks' own records (ready: Redis's clock at submit; started, finished),
-all on this machine's clock. Everything it starts is stopped at the end.
+Times come from the tasks' own records (started, finished) and, for when a task was
+queued, the moment its submit returned: all on this machine's clock, which the Redis
+servers on it share. Everything it starts is stopped at the end.
 
     python bench/cluster_partitions_bench.py [--quick] [--tasks N] [--flows F]
         [--workers W] [--concurrency C] [--serves S] [--partitions P]
@@ -236,7 +237,7 @@ def makespan(bench: Bench, cfg: Config, timeout: float) -> Figures:
 class Ran:
     partition: int
     high: bool
-    ready: int  # ms, Redis's clock of the partition's master
+    queued: int  # ms: when its submit returned (the task was queued by then)
     started: int  # ms
     finished: int  # ms
 
@@ -245,8 +246,9 @@ def dispatch_inversions(leases: list[tuple[int, str, int]], highs_ready: list[in
     """Lows leased while a high of the same partition was ready and not yet leased.
 
     ``leases``: (ms, queue, tasks) of the partition's dispatch events in stream order;
-    ``highs_ready``: when each of its highs became ready (ms). A high leased in the same
-    millisecond as a low counts as leased first (one dispatch round leases both)."""
+    ``highs_ready``: when each of its highs was queued for sure (ms: its submit had
+    returned). A high leased in the same millisecond as a low counts as leased first (one
+    dispatch round leases both)."""
     inversions, leased_high = 0, 0
     by_ms: dict[int, list[tuple[str, int]]] = {}
     for at, queue, n in leases:
@@ -262,23 +264,25 @@ def dispatch_inversions(leases: list[tuple[int, str, int]], highs_ready: list[in
 def priority(bench: Bench, lows: int, highs: int, task_s: float, timeout: float) -> Figures:
     """A backlog of ``lows`` low-priority sleeps, then ``highs`` high-priority ones."""
     since_ms = int(time.time() * 1000) - 5000  # Redis runs on this machine's clock
-    runs: list[tuple[bool, FlowRun]] = []
-    for i in range(lows):
-        with Flow(f"low-{i}") as flow:
-            nap_low(task_s, i)
-        runs.append((False, bench.submit(flow)))
-    time.sleep(task_s * 4)  # the backlog is running
-    for i in range(highs):
-        with Flow(f"high-{i}") as flow:
-            nap_high(task_s, i)
-        runs.append((True, bench.submit(flow)))
-    for _, run in runs:
+    # (high or low, the run, when its submit returned: ms of this machine's clock, which
+    # the Redis servers on it share; the task's own "ready" is the client's clock before
+    # the submit was sent, a millisecond or two early)
+    runs: list[tuple[bool, FlowRun, int]] = []
+    for i in range(lows + highs):
+        if i == lows:
+            time.sleep(task_s * 4)  # the backlog is running
+        high = i >= lows
+        with Flow(f"{'high' if high else 'low'}-{i}") as flow:
+            (nap_high if high else nap_low)(task_s, i)
+        run = bench.submit(flow)
+        runs.append((high, run, int(time.time() * 1000)))
+    for _, run, _ in runs:
         check(run.wait(timeout + task_s * (lows + highs)), f"flow {run.id}")
     ran = []
-    for high, run in runs:
-        ready, started, finished = (int(v or 0) for v in bench.task_fields(
-            run, "ready", "started", "finished")[0])
-        ran.append(Ran(partitions.of_flow(run.id), high, ready, started, finished))
+    for high, run, queued in runs:
+        started, finished = (int(v or 0) for v in bench.task_fields(
+            run, "started", "finished")[0])
+        ran.append(Ran(partitions.of_flow(run.id), high, queued, started, finished))
     inversions = 0
     for p in range(bench.count):
         leases = []
@@ -287,15 +291,15 @@ def priority(bench: Bench, lows: int, highs: int, task_s: float, timeout: float)
                 if e.kind == events.DISPATCH and e.queue in (HIGH, LOW):
                     leases.append((e.at_ms, e.queue, e.count or 0))
         inversions += dispatch_inversions(
-            leases, [r.ready for r in ran if r.high and r.partition == p])
+            leases, [r.queued for r in ran if r.high and r.partition == p])
     ahead_same = ahead_other = 0
     for h in (r for r in ran if r.high):
-        for low in (r for r in ran if not r.high and h.ready < r.started < h.started):
+        for low in (r for r in ran if not r.high and h.queued < r.started < h.started):
             if low.partition == h.partition:
                 ahead_same += 1
             else:
                 ahead_other += 1
-    waits = [(r.started - r.ready) / 1000 for r in ran if r.high]
+    waits = [(r.started - r.queued) / 1000 for r in ran if r.high]
     backlog_end = max(r.finished for r in ran if not r.high)
     return {"lows": lows, "highs": highs, "task_s": task_s,
             "highs_per_partition": dict(sorted(Counter(r.partition for r in ran
@@ -315,7 +319,9 @@ def priority(bench: Bench, lows: int, highs: int, task_s: float, timeout: float)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=30000, help="throughput: no-op tasks")
-    parser.add_argument("--flows", type=int, default=300, help="throughput: in this many flows")
+    parser.add_argument("--flows", type=int, default=1000,
+                        help="throughput: in this many flows (each placed by a hash of its"
+                             " id: more flows spread the tasks more evenly)")
     parser.add_argument("--workers", type=int, default=2, help="throughput: worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="throughput: slots each")
     parser.add_argument("--serves", type=int, default=3)
