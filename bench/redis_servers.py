@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 from balancer.common.keys import Keys
@@ -121,7 +122,28 @@ class ClusterServer(RedisServer):
                          *extra)
 
 
-class LocalCluster:
+T = TypeVar("T", bound="Topology")
+
+
+class Topology:
+    """Servers started together: if one fails to start, every one is stopped."""
+
+    def start(self: T) -> T:
+        try:
+            self._start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+
+class LocalCluster(Topology):
     """Three masters and three replicas, slots spread by ``redis-cli --cluster create``.
 
     ``full_coverage``: Redis's default, ``cluster-require-full-coverage yes``, has every
@@ -132,14 +154,7 @@ class LocalCluster:
         coverage = () if full_coverage else ("--cluster-require-full-coverage", "no")
         self.nodes = [ClusterServer(*coverage) for _ in range(6)]
 
-    def start(self) -> LocalCluster:
-        try:
-            return self._start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _start(self) -> LocalCluster:
+    def _start(self) -> None:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -156,7 +171,6 @@ class LocalCluster:
         for node in self.nodes:
             client = redis.Redis(port=node.port)
             wait_until(lambda c=client: synced(c), "the replicas sync")  # type: ignore[misc]
-        return self
 
     @property
     def url(self) -> str:

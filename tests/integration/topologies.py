@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.redis_servers import RedisServer, online_replicas, wait_until
+from bench.redis_servers import RedisServer, Topology, online_replicas, wait_until
 
 SERVICE = "balancer-test"
 
@@ -45,7 +45,7 @@ class SentinelServer(RedisServer):
         return ["redis-server", str(conf), "--sentinel"]
 
 
-class SentinelSet:
+class SentinelSet(Topology):
     """A master, ``replicas`` replicas and three sentinels."""
 
     def __init__(self, replicas: int = 1) -> None:
@@ -54,14 +54,7 @@ class SentinelSet:
         self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
 
-    def start(self) -> SentinelSet:
-        try:
-            return self._start()
-        except BaseException:
-            self.cleanup()
-            raise
-
-    def _start(self) -> SentinelSet:
+    def _start(self) -> None:
         self.master.start()
         for _ in range(self.replica_count):
             self.replicas.append(RedisServer("--replicaof", "127.0.0.1",
@@ -79,7 +72,6 @@ class SentinelSet:
                 c.sentinel_master(SERVICE)["num-slaves"] >= n
                 and c.sentinel_master(SERVICE)["num-other-sentinels"] >= 2),
                 "the sentinels meet")
-        return self
 
     def kill_master(self) -> None:
         """SIGKILL the server that is the master now."""
