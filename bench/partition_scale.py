@@ -25,6 +25,10 @@ task is that of all partitions together; on a Cluster it divides over the master
         [--rate 50000] [--seconds 30] [--sims 1] [--submitters 1] [--sweep llen|take]
         [--json PATH]
 
+``--real-workers N [--python PATH]`` measures instead what N real idle workers (one slot,
+thread pool) cost Redis per second over P partitions: their heartbeats and sweeps, with
+the code of the checkout PATH's interpreter runs (a before/after of worker changes).
+
 It prints figures and never asserts speed.
 """
 
@@ -187,6 +191,67 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
 
+def idle_real(args: argparse.Namespace) -> dict[str, Any]:
+    """``--real-workers N``: N real one-slot workers (thread pools) and one serve, run by
+    ``--python`` (another checkout's interpreter, for a before/after), idle: what their
+    heartbeats and sweeps cost Redis per second."""
+    namespace = f"scale-{uuid.uuid4().hex[:8]}"
+    logdir = Path(tempfile.mkdtemp(prefix="partition-scale-"))
+    server = PrivateRedis(logdir).start()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("BALANCER_") and k != "PYTHONPATH"}
+    env.update(BALANCER_REDIS_URL=server.url, BALANCER_NAMESPACE=namespace,
+               BALANCER_PARTITIONS=str(args.partitions))
+    client = redis.Redis.from_url(server.url, socket_timeout=60)
+    parts = [Keys(namespace).of(p) for p in range(args.partitions)]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*argv: str) -> subprocess.Popen[bytes]:
+        log = (logdir / f"proc-{len(procs)}.log").open("wb")
+        proc = subprocess.Popen([args.python, "-m", *argv, "--log-level", "WARNING"],
+                                cwd=logdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    try:
+        start("balancer.cli", "serve")
+        wait_for("every partition led", lambda: all(client.get(k.leader) for k in parts),
+                 60, procs)
+        for _ in range(args.real_workers):
+            start("balancer.worker.cli", "start", "--queue", "idle", "--concurrency", "1",
+                  "--pool", "thread")
+        wait_for("the workers registered", lambda: all(
+            client.zcard(k.workers) >= args.real_workers for k in parts), 120, procs)
+        time.sleep(args.settle)  # host loads settle: fewer full beats
+        pids = [p.pid for p in procs]
+        a = snapshot(client, pids[:1], pids[1:], [])
+        time.sleep(args.idle_seconds)
+        d = deltas(client, a, snapshot(client, pids[:1], pids[1:], []))
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        server.stop()
+    secs = d["seconds"]
+    calls = sum(d["cmds"].values())
+    return {"python": args.python, "workers": args.real_workers,
+            "partitions": args.partitions, "seconds": round(secs, 2),
+            "load_avg_1m": os.getloadavg()[0],
+            "redis_cpu_share": round(d["redis"] / secs, 4),
+            "redis_cpu_us_per_worker_s": round(d["redis"] * 1e6 / secs / args.real_workers, 1),
+            "redis_cmds_per_worker_s": round(calls / secs / args.real_workers, 2),
+            "by_command_per_worker_s": {k: round(v / args.real_workers, 2)
+                                        for k, v in top(d["cmds"], secs).items()},
+            "workers_cpu_share": round(d["sims"] / secs, 3),
+            "serve_cpu_share": round(d["serves"][0] / secs, 3)}
+
+
 def figures(args: argparse.Namespace, idle: dict[str, Any], window: dict[str, Any],
             sims: list[dict[str, Any]], subs: list[dict[str, Any]], backlog: int,
             serve_pids: list[int], led: dict[int, str]) -> dict[str, Any]:
@@ -256,13 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", choices=("take", "llen"), default="llen")
     parser.add_argument("--worker-timeout", type=float, default=10.0,
                         help="BALANCER_WORKER_TIMEOUT: a busy simulator's beats may lag")
+    parser.add_argument("--real-workers", type=int, default=0,
+                        help="instead: this many real idle workers, and their cost to Redis")
+    parser.add_argument("--python", default=sys.executable,
+                        help="with --real-workers: the interpreter of the checkout to run")
+    parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--submitter", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.submitter:
         submit_stream(args.rate, args.seconds, args.flow_size)
         return 0
-    result = run(args)
+    result = idle_real(args) if args.real_workers else run(args)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
