@@ -28,6 +28,8 @@ task is that of all partitions together; on a Cluster it divides over the master
 ``--real-workers N [--python PATH]`` measures instead what N real idle workers (one slot,
 thread pool) cost Redis per second over P partitions: their heartbeats and sweeps, with
 the code of the checkout PATH's interpreter runs (a before/after of worker changes).
+``--round-trips`` measures Redis's CPU per light beat (a ZADD), one per round trip or 16
+pipelined (redis-benchmark as the client).
 
 It prints figures and never asserts speed.
 """
@@ -252,6 +254,30 @@ def idle_real(args: argparse.Namespace) -> dict[str, Any]:
             "serve_cpu_share": round(d["serves"][0] / secs, 3)}
 
 
+def round_trips(n: int = 400_000) -> dict[str, Any]:
+    """``--round-trips``: Redis's CPU per light beat (a ZADD of ``workers``) sent one per
+    round trip, as a worker of P partitions did, and 16 to a round trip, as its beat of
+    16 partitions is now pipelined; 50 connections, redis-benchmark as the client (C,
+    so that the client's cost does not limit the rate)."""
+    logdir = Path(tempfile.mkdtemp(prefix="partition-scale-"))
+    server = PrivateRedis(logdir).start()
+    client = redis.Redis.from_url(server.url, socket_timeout=60)
+    out: dict[str, Any] = {"commands": n, "load_avg_1m": os.getloadavg()[0]}
+    try:
+        for pipeline in (1, 16, 1, 16):  # alternated, twice
+            before = redis_cpu(client)
+            subprocess.run(["redis-benchmark", "-p", str(server.port), "-c", "50", "-n",
+                            str(n), "-P", str(pipeline), "-r", "10000", "-q", "ZADD",
+                            "{bench}:workers", "__rand_int__", "w-__rand_int__"],
+                           check=True, capture_output=True)
+            us = (redis_cpu(client) - before) * 1e6 / n
+            out.setdefault(f"redis_cpu_us_per_zadd_pipelined_{pipeline}", []).append(
+                round(us, 2))
+    finally:
+        server.stop()
+    return out
+
+
 def figures(args: argparse.Namespace, idle: dict[str, Any], window: dict[str, Any],
             sims: list[dict[str, Any]], subs: list[dict[str, Any]], backlog: int,
             serve_pids: list[int], led: dict[int, str]) -> dict[str, Any]:
@@ -326,13 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=sys.executable,
                         help="with --real-workers: the interpreter of the checkout to run")
     parser.add_argument("--settle", type=float, default=10.0)
+    parser.add_argument("--round-trips", action="store_true",
+                        help="instead: Redis's CPU per light beat, alone or 16 pipelined")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--submitter", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.submitter:
         submit_stream(args.rate, args.seconds, args.flow_size)
         return 0
-    result = idle_real(args) if args.real_workers else run(args)
+    result = (round_trips() if args.round_trips else idle_real(args) if args.real_workers
+              else run(args))
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
