@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, partitions, protocol, signals
+from balancer.common import aside, partitions, protocol, signals, topology
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -116,6 +116,8 @@ class Dispatcher:
         # Partition ``partition`` of ``count`` (common/partitions.py): its keys, its lease.
         self.partition = partition
         self.count = count
+        # Every partition on one server (not a Redis Cluster): a ring rides on our connection.
+        self._one_server = topology.cluster_of(client) is None
         self.claims = claims
         self.keys = Keys(settings.namespace, partition)
         self.scripts = Scripts.for_settings(client, self.keys, settings)
@@ -523,6 +525,12 @@ class Dispatcher:
         least-loaded eligible worker; every reply is fed back to plan the next step."""
         command = self.state.begin_round()
         while command is not None:
+            if isinstance(command, Assign) and self.clock() >= self._renew_at:
+                # Renew the lease before leasing more: with many one-slot workers a round
+                # is a thousand round trips, which may outlast it (the scale run of
+                # docs/scaling.md lost leases so, and reloaded 10,000 workers each time).
+                self.state.cut()
+                return
             if isinstance(command, Recount):
                 command = self.state.recounted(self._recount(command.workers))
             elif isinstance(command, ReadQueues):
@@ -670,9 +678,17 @@ class Dispatcher:
         doorbell in its home partition, the one list it blocks on. A separate command
         (another slot): a note lost costs the worker's next sweep of every inbox
         (worker/doorbell.py: SWEEP seconds at most)."""
-        bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(bell, *[self.partition] * min(leased, DOORBELL_MAX))
-        pipe.ltrim(bell, -DOORBELL_MAX, -1)
+        home = partitions.home(worker_id, self.count)
+        bell = self.keys.of(home).doorbell(worker_id)
+        ring = ("RPUSH", bell, *[self.partition] * min(leased, DOORBELL_MAX))
+        trim = ("LTRIM", bell, -DOORBELL_MAX, -1)
+        if home == self.partition or self._one_server:
+            # On the connection the lease went down, without waiting for the replies
+            # (the next script call reads them): no round trip of its own per lease.
+            self.scripts.note(ring, trim)
+            return
+        pipe = self.client.pipeline(transaction=False)  # another master, maybe
+        pipe.execute_command(*ring)  # type: ignore[no-untyped-call]
+        pipe.execute_command(*trim)  # type: ignore[no-untyped-call]
         pipe.execute()
 

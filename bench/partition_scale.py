@@ -127,9 +127,9 @@ def leaders(client: redis.Redis, parts: list[Keys], pids: list[int]) -> dict[int
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     namespace = f"scale-{uuid.uuid4().hex[:8]}"
-    logdir = Path(tempfile.mkdtemp(prefix="partition-scale-"))
+    logdir = args.logdir = Path(tempfile.mkdtemp(prefix="partition-scale-"))
     server = PrivateRedis(logdir, "--maxclients", "10000").start()
-    cluster = Cluster(server.url, namespace, logdir, "WARNING")
+    cluster = Cluster(server.url, namespace, logdir, args.log_level)
     cluster.env.update(BALANCER_PARTITIONS=str(args.partitions),
                        BALANCER_WORKER_TIMEOUT=str(args.worker_timeout))
     client = redis.Redis.from_url(server.url, socket_timeout=60)
@@ -293,7 +293,7 @@ def figures(args: argparse.Namespace, idle: dict[str, Any], window: dict[str, An
     return {
         "workers": args.workers, "partitions": args.partitions, "serves": args.serves,
         "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
-        "sweep": args.sweep,
+        "sweep": args.sweep, "logs": str(args.logdir),
         "idle": {
             "seconds": round(idle_secs, 2),
             "redis_cpu_share": round(idle["redis"] / idle_secs, 3),
@@ -321,6 +321,13 @@ def figures(args: argparse.Namespace, idle: dict[str, Any], window: dict[str, An
                             "serves_total": round(sum(serve_us), 1),
                             "sims": round(window["sims"] * 1e6 / per_task, 1),
                             "submitters": round(window["subs"] * 1e6 / per_task, 1)},
+        # Net of the idle phase's rate (the workers' heartbeats and sweeps): what each task
+        # adds.
+        "cpu_us_per_task_net_of_idle": {
+            "redis": round((window["redis"] - idle["redis"] / idle_secs * secs) * 1e6
+                           / per_task, 1),
+            "serves_total": round((sum(window["serves"]) - sum(idle["serves"]) / idle_secs
+                                   * secs) * 1e6 / per_task, 1)},
         "redis_cmds_per_task": round(cmds / per_task, 2),
         "by_command_per_task": {k: round(v, 2) for k, v in top(window["cmds"], per_task).items()},
         # One core / CPU per task: Redis's (all partitions on one main thread here; on a
@@ -328,6 +335,8 @@ def figures(args: argparse.Namespace, idle: dict[str, Any], window: dict[str, An
         "ceiling_redis_one_core_tasks_per_s": round(1e6 / max(redis_us, 1e-9)),
         "ceiling_dispatch_per_core_tasks_per_s": round(1e6 / max(sum(serve_us), 1e-9)),
         "sim_errors": [s.get("error") for s in sims if s.get("error")],
+        "sim_slowest_heartbeat_round_s": max((s.get("slowest_heartbeat_round_s", 0)
+                                              for s in sims), default=None),
     }
 
 
@@ -354,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0)
     parser.add_argument("--round-trips", action="store_true",
                         help="instead: Redis's CPU per light beat, alone or 16 pipelined")
+    parser.add_argument("--log-level", default="WARNING", help="of the serves")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--submitter", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

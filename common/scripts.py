@@ -248,6 +248,14 @@ class Scripts:
                 raise item
         return reply, int(acked)
 
+    def note(self, *commands: tuple[Any, ...]) -> None:
+        """Send writes on this thread's connection without waiting for their replies (the
+        next call reads them first): notes whose loss the reader tolerates, to keys of
+        the same server (a Redis Cluster: of this partition's slot)."""
+        direct = self._direct()
+        for command in commands:
+            direct.send(*command)
+
     def confirm(self, key: str, field: str, value: str, what: str) -> None:
         """After a write made on another connection (a MULTI/EXEC pipeline): write ``field``
         of the hash ``key`` on this thread's connection and WAIT for the replicas

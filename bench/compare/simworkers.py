@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from balancer.common import codec, partitions, prefetch, signals
+from balancer.common import codec, luasource, partitions, prefetch, signals
 from balancer.common.connection import Direct, connect
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -75,6 +75,8 @@ class Sim:
                  beats: str = "full", sweep: str = "llen", prefix: str = "") -> None:
         self.settings = settings
         self.client = connect(settings.server_url)
+        # A connection per consumer thread and partition (each thread's scripts' own).
+        self.client.connection_pool.max_connections = 1 << 20
         self.keys = Keys(settings.namespace)
         self.count = partitions.count(self.client, self.keys)
         self.parts = [Scripts(self.client, self.keys.of(p)) for p in range(self.count)]
@@ -132,10 +134,7 @@ class Sim:
     def _send(self, direct: Direct, commands: list[tuple[Any, ...]]) -> list[Any]:
         replies = direct.calls(*commands)
         if any(isinstance(r, Exception) for r in replies):  # NOSCRIPT on a new server
-            for s in self.parts:
-                s.heartbeat("sim-load", b"", 1)  # EVAL once: the SHA is known from then on
-                self.client.delete(s.keys.worker("sim-load"))
-                self.client.zrem(s.keys.workers, "sim-load")
+            self.client.script_load(luasource.source("heartbeat"))
             replies = direct.calls(*commands)
         for r in replies:
             if isinstance(r, Exception):
