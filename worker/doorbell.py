@@ -10,9 +10,13 @@ the single-partition fetch does, and goes on taking from it without blocking whi
 finds work.
 
 The note is a separate command from the lease: a dispatcher that dies between the two
-leaves a lease nobody rang for. So every ``SWEEP`` seconds without a note, the fetch
-looks in every partition's inbox anyway: a lost note costs that long at most, and an
-idle worker sends one blocking read and, per sweep, one take per partition.
+leaves a lease nobody rang for. So every ``SWEEP`` seconds (and after a wait that ended
+without a note), the fetch looks in every partition's inbox anyway: a lost note costs
+that long at most. The look is one LLEN per partition, pipelined (one round trip per
+master), and a take only from the inboxes that hold entries: an idle worker sends, per
+SWEEP, one blocking read and that round trip. (It took from every inbox before: 16
+partitions cost 16 script calls per worker per 2 s, 80,000 a second for 10,000 idle
+workers: docs/scaling.md.)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from balancer.common import partitions
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_list, as_list
-from balancer.common.retry import RETRYABLE, describe
+from balancer.common.retry import RETRYABLE, RETRYABLE_ON_CLUSTER, describe
 from balancer.common.scripts import Scripts
 from balancer.common.signals import Lease
 from balancer.worker.inbox import READ_MARGIN, SENTINEL, Inbox, log
@@ -49,7 +53,7 @@ class DoorbellInbox(Inbox):
         self.direct = Direct(client, read_timeout=SWEEP + READ_MARGIN, route=self.bell)
         self._due = set(range(count))  # partitions whose inbox may hold entries
         self._failing: set[int] = set()  # partitions whose last take failed
-        self._swept = time.monotonic()
+        self._swept = time.monotonic()  # when the inboxes were last looked at
 
     def _fetch(self) -> tuple[Lease | None, int]:
         """Take from a partition rung (or due for its sweep) while it has entries; when
@@ -60,10 +64,14 @@ class DoorbellInbox(Inbox):
         is cut to the backoff's delay so that the failing one is tried again soon."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
-        if time.monotonic() - self._swept >= SWEEP:
-            self._due = set(range(self.count))
-            self._swept = time.monotonic()
         failure: Exception | None = None
+        if time.monotonic() - self._swept >= SWEEP:
+            try:
+                self._sweep()
+            except RETRYABLE_ON_CLUSTER as exc:  # a master out: look in every inbox
+                self._due = set(range(self.count))
+                self._swept = time.monotonic()
+                failure = exc
         for p in sorted(self._due, key=lambda p: (p in self._failing, p)):
             try:
                 entries, waiting = self.parts[p].take_counted(self.worker_id, wanted,
@@ -81,23 +89,31 @@ class DoorbellInbox(Inbox):
         if failure is not None:
             if self._backoff.failed():
                 log.error("worker=%s cannot fetch from partitions %s: %s", self.worker_id,
-                          ",".join(map(str, sorted(self._failing))), describe(failure))
+                          ",".join(map(str, sorted(self._failing))) or "any",
+                          describe(failure))
             block = self._backoff.delay
         try:
             reply = self.direct.call("BLMPOP", block, 1, self.bell, "LEFT", "COUNT", NOTES)
         except RETRYABLE as exc:
-            self._due = set(range(self.count))
+            self._swept = 0.0  # sweep once Redis answers again
             return self._failed(exc)
         if failure is None:
             self._succeeded()
         if not reply:
-            self._due = set(range(self.count))  # a quiet while: sweep
-            self._swept = time.monotonic()
+            self._swept = 0.0  # a quiet while: sweep at the next fetch
             return None, 0
         for note in as_bytes_list(as_list(reply)[1]):
             if note != SENTINEL and note.isdigit() and int(note) < self.count:
                 self._due.add(int(note))
         return None, 0
+
+    def _sweep(self) -> None:
+        """Due: the partitions whose inbox holds entries, by one pipelined LLEN each."""
+        pipe = self.client.pipeline(transaction=False)
+        for scripts in self.parts:
+            pipe.llen(scripts.keys.inbox(self.worker_id))
+        self._due = {p for p, held in enumerate(pipe.execute()) if held}
+        self._swept = time.monotonic()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop fetching (``stopping`` must be set): end a blocked read at once."""

@@ -45,6 +45,7 @@ def test_a_doorbell_out_of_reach_leaves_the_lease_and_the_lead_in_place(
     now = [1000.0]
     dispatcher = Dispatcher(fake, settings, rng=random.Random(0), partition=1, count=COUNT,
                             clock=lambda: now[0])
+    dispatcher._one_server = False  # as on a Cluster: partition 0's doorbells elsewhere
     bell = bell_home.doorbell(worker)
     rings: list[bool] = []  # each try to ring the bell: whether its master answered
     up = [False]

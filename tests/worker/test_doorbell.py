@@ -1,53 +1,98 @@
-"""The fetch of a worker serving several partitions (worker/doorbell.py), on a real Redis:
-a partition whose take fails (its master failing over) does not keep the worker from the
-others' work, and is taken from again once it answers."""
+"""The doorbell fetch of a worker serving several partitions (worker/doorbell.py): its
+sweep looks in every partition's inbox with one pipelined LLEN each and takes only from
+those that hold entries, so an idle worker costs one round trip per sweep, not a script
+call per partition; an entry nobody rang for is still found by the sweep. A partition
+whose take fails (its master failing over) does not keep the worker from the others'
+work."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from typing import Any
 
 import pytest
 import redis
 from balancer.common.keys import Keys
-from balancer.common.signals import Lease
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
 from balancer.worker.doorbell import DoorbellInbox
 
+from tests.worker.test_heartbeat import Pipelines
 from tests.worker.test_inbox import entry
 
-COUNT = 3
-
-
-def _lease(client: redis.Redis, keys: Keys, task_id: str) -> None:
-    """A lease in worker "w"'s inbox of ``keys``' partition, as assign.lua leaves it."""
-    client.sadd(keys.leases("w"), f"{task_id}|1.1.1")
-    client.rpush(keys.inbox("w"), entry(task_id))
+COUNT = 4
 
 
 @pytest.fixture
-def box(real: redis.Redis, namespace: str) -> Iterator[DoorbellInbox]:
-    stopping = threading.Event()
-    taken: list[Lease] = []
-    inbox = DoorbellInbox("w", real, Keys(namespace), COUNT, taken.append, stopping)
-    yield inbox
-    stopping.set()
-    inbox.close(timeout=1.0)
+def inbox(real: redis.Redis, settings: Settings) -> DoorbellInbox:
+    box = DoorbellInbox("w", real, Keys(settings.namespace), COUNT, lambda lease: None,
+                        threading.Event())
+    box.block = 0.05  # the blocking read on the doorbell ends at once here
+    return box
+
+
+def _takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The partitions a take is sent to (each answers: nothing taken, nothing left)."""
+    taken: list[int] = []
+
+    def take_counted(scripts: Scripts, *args: Any, **kwargs: Any) -> tuple[list[bytes], int]:
+        taken.append(scripts.keys.partition)
+        return [], 0
+
+    monkeypatch.setattr(Scripts, "take_counted", take_counted)
+    return taken
+
+
+def test_an_idle_worker_sweeps_every_inbox_in_one_round_trip_and_takes_from_none(
+        real: redis.Redis, inbox: DoorbellInbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = _takes(monkeypatch)
+    sent = Pipelines(real, monkeypatch)
+    inbox._swept = 0.0  # a sweep is due
+    assert inbox._fetch() == (None, 0)
+    assert sent.runs == [["LLEN"] * COUNT]
+    assert taken == []
+
+
+def test_an_entry_nobody_rang_for_is_taken_from_its_partition_alone_at_the_sweep(
+        real: redis.Redis, inbox: DoorbellInbox, settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = _takes(monkeypatch)
+    real.rpush(Keys(settings.namespace, 2).inbox("w"), b"lease-without-a-note")
+    inbox._swept = 0.0
+    inbox._fetch()
+    assert taken == [2]
+
+
+def test_a_note_on_the_doorbell_makes_its_partition_due_without_a_sweep(
+        real: redis.Redis, inbox: DoorbellInbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = _takes(monkeypatch)
+    inbox._fetch()  # the first fetch takes from every partition: none drained yet
+    taken.clear()
+    inbox._swept = time.monotonic()  # as if just swept (its wait ended: one is due)
+    real.rpush(inbox.bell, b"3")
+    sent = Pipelines(real, monkeypatch)
+    inbox._fetch()  # reads the note
+    inbox._fetch()  # takes from partition 3
+    assert taken == [3] and sent.runs == []
 
 
 def test_a_partition_that_fails_its_take_does_not_hold_up_the_others(
-        real: redis.Redis, namespace: str, box: DoorbellInbox,
+        real: redis.Redis, inbox: DoorbellInbox, settings: Settings,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    _lease(real, Keys(namespace, 0), "t0")
-    _lease(real, Keys(namespace, 1), "t1")
-    take = box.parts[0].take_counted
+    for p, task_id in ((0, "t0"), (1, "t1")):  # a lease in each, as assign.lua leaves it
+        keys = Keys(settings.namespace, p)
+        real.sadd(keys.leases("w"), f"{task_id}|1.1.1")
+        real.rpush(keys.inbox("w"), entry(task_id))
+    take = inbox.parts[0].take_counted
 
     def down(*args: object, **kwargs: object) -> object:
         raise redis.ConnectionError("partition 0's master is failing over")
 
-    monkeypatch.setattr(box.parts[0], "take_counted", down)
-    lease, _ = box._fetch()
+    monkeypatch.setattr(inbox.parts[0], "take_counted", down)
+    lease, _ = inbox._fetch()
     assert lease is not None and (lease.task_id, lease.partition) == ("t1", 1)
     # Partition 0 stays due: once it answers, its lease is taken.
-    monkeypatch.setattr(box.parts[0], "take_counted", take)
-    lease, _ = box._fetch()
+    monkeypatch.setattr(inbox.parts[0], "take_counted", take)
+    lease, _ = inbox._fetch()
     assert lease is not None and lease.task_id == "t0"
