@@ -67,10 +67,11 @@ class FlowView:
     parent: str = ""  # a @flow function's sub-run: the run that called it
     error: str = ""  # a @flow function's run: what its function raised
     schedule: str = ""  # a scheduled run: the schedule's id and the due time it fired for
+    broken: str = ""  # ended failed: this count of its record was no number (_prelude.lua)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for extra in ("parent", "error", "schedule"):
+        for extra in ("parent", "error", "schedule", "broken"):
             if not out[extra]:
                 del out[extra]
         for row, task in zip(out["tasks"], self.tasks):
@@ -94,10 +95,10 @@ def dynamic_listing(client: redis.Redis, keys: Keys, flow_id: str) -> list[tuple
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     """The run as recorded; None when there is no such run (or it expired)."""
     (name, flow_state, blob, created, finished, total, failed, cancelled, raised,
-     parent, schedule, scheduled) = as_opt_bytes_list(client.hmget(
+     parent, schedule, scheduled, broken) = as_opt_bytes_list(client.hmget(
         keys.flow(flow_id), ["name", "state", "tasks", "created", "finished", "total",
                              "failed", "cancelled", "error", "parent", "schedule",
-                             "scheduled"]))
+                             "scheduled", "broken"]))
     if name is None:
         return None
     listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
@@ -148,7 +149,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     return FlowView(flow_id, name.decode(), (flow_state or b"").decode(), created_ms,
                     opt_field_int(finished), counts, rows, (parent or b"").decode(),
                     str(codec.unpack_error(raised)) if raised else "",
-                    _scheduled(schedule, scheduled))
+                    _scheduled(schedule, scheduled),
+                    (broken or b"").decode(errors="replace"))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
@@ -182,6 +184,9 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
              + (f"  (schedule {view.schedule})" if view.schedule else "")]
     if view.error:
         lines.append(f"  its function raised {view.error}")
+    if view.broken:
+        lines.append(f"  ended as failed: its record's {view.broken!r} count was no number"
+                     " (written by something other than the cluster)")
     lines.append(f"  {'task':<24} {'name':<20} {'state':<15} {'worker':<20} {'tries':>5}"
                  f" {'queued':>12} {'started':>12} {'finished':>12} {'waited':>9}"
                  f" {'ran':>9}")

@@ -172,6 +172,11 @@ class FlowRun:
                 return "All reference tasks succeeded."
             return "All tasks succeeded."
         if state == FlowState.FAILED:
+            broken = as_opt_bytes(self.client.hget(self.keys.flow(self.id), "broken"))
+            if broken is not None:  # settled by the scripts (_prelude.lua: flow_tasks_done)
+                return (f"Its record's {broken.decode(errors='replace')!r} count was no"
+                        " number (written by something other than the cluster): the run"
+                        " was ended as failed.")
             found = self.first_failure()
             return "Some tasks failed." + (f" First: {found[0]}: {found[1]}" if found else "")
         return f"The run is {state}."

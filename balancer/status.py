@@ -19,6 +19,7 @@ from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
+from balancer.common.settings import Settings
 from balancer.scheduling import WorkerView, load
 from balancer.tags import TagLimit, limit_rows, table
 
@@ -80,6 +81,8 @@ class Status:
     tags: list[TagLimit] = field(default_factory=list)  # limited, or with leases counted
     # With several partitions: each one's leader, by partition (``leader`` is partition 0's).
     leaders: list[str | None] = field(default_factory=list)
+    # Dispatchers heard from within 3 leader ttls that lead nothing: who takes over.
+    standbys: list[Standby] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,7 +97,32 @@ def _or(reply: Any, default: Any) -> Any:
     return default if isinstance(reply, Exception) else reply
 
 
-def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
+DEFAULT_LEADER_TTL = Settings.leader_ttl
+
+
+@dataclass
+class Standby:
+    id: str
+    seen_s: float  # since it last tried for the lease (standbys try every tick)
+
+
+def _standbys(heard: list[tuple[bytes, float]], leaders: list[str | None], now_ms: float
+              ) -> list[Standby]:
+    """The dispatchers heard from that hold no leader lease (a lease is "epoch|id")."""
+    leading = {leader.partition("|")[2] for leader in leaders if leader}
+    rows = {}
+    for member, score in heard:
+        try:
+            dispatcher = member.decode()
+        except UnicodeDecodeError:
+            continue
+        if dispatcher not in leading:
+            rows[dispatcher] = Standby(dispatcher, round(max(0.0, now_ms - score) / 1000, 1))
+    return sorted(rows.values(), key=lambda row: row.seen_s)
+
+
+def gather(client: redis.Redis, keys: Keys, recent: int = 10,
+           leader_ttl: float = DEFAULT_LEADER_TTL) -> Status:
     now_ms = server_time_ms(client, keys.workers)
     pipe = client.pipeline(transaction=False)
     pipe.get(keys.leader)
@@ -107,8 +135,9 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
     pipe.hgetall(keys.aside)
     pipe.hgetall(keys.tag_limits)
     pipe.hgetall(keys.tag_inflight)
+    pipe.zrangebyscore(keys.dispatchers, now_ms - 3000 * leader_ttl, "+inf", withscores=True)
     (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
-     tag_leased) = pipe.execute()
+     tag_leased, heard) = pipe.execute()
     queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]
@@ -160,15 +189,18 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10) -> Status:
                                    if offer and offer.epoch == epoch else []))
     offset += 3 * len(queue_names)
     flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
-    return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
+    leader_token = leader.decode() if leader else None
+    return Status(leader_token, rows, queue_rows, flows, int(delayed),
                   int(dead), aside.rows(set_aside),
-                  limit_rows(tag_limits, tag_leased))
+                  limit_rows(tag_limits, tag_leased),
+                  standbys=_standbys(heard, [leader_token], now_ms))
 
 
-def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10) -> Status:
+def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
+               leader_ttl: float = DEFAULT_LEADER_TTL) -> Status:
     """``gather`` over every partition (``keys``, one per partition), merged: a worker's
     leases and a queue's depths summed over the partitions, the newest flow runs of all."""
-    views = [gather(client, k, recent) for k in keys]
+    views = [gather(client, k, recent, leader_ttl) for k in keys]
     if len(views) == 1:
         return views[0]
     workers: dict[str, WorkerRow] = {}
@@ -202,7 +234,9 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10) -> Statu
                   sorted(queues.values(), key=lambda q: q.name), flows[:recent],
                   sum(v.delayed for v in views), sum(v.dead_letters for v in views),
                   [row for v in views for row in v.set_aside],
-                  sorted(tags.values(), key=lambda t: t.name), [v.leader for v in views])
+                  sorted(tags.values(), key=lambda t: t.name), [v.leader for v in views],
+                  standbys=[row for row in first.standbys if not any(
+                      (v.leader or "").endswith("|" + row.id) for v in views)])
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in
@@ -253,6 +287,9 @@ def render(status: Status) -> str:
     if len(status.leaders) > 1:
         lines[0:1] = [f"leader of partition {p}: {leader or 'none'}"
                       for p, leader in enumerate(status.leaders)]
+    standing = ", ".join(f"{row.id} (seen {row.seen_s:g}s ago)" for row in status.standbys)
+    lines.insert(-1, "standby dispatchers: " + (standing or "none (a second `balancer serve`"
+                                                 " stands by to take over if the leader stops)"))
     lines.append(f"workers ({len(status.workers)}):")
     lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
                  f" {'seen':>6}")

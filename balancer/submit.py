@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from balancer import caching, taskclass
 from balancer.common import codec, partitions, protocol, signals, signing
@@ -262,10 +261,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         signal = signals.SUBMITTED
     try:
         if small is None:
-            _submit_large(client, keys, flow, flow_id, flow_record, records, ready, touched,
-                          now_ms, signal, gate)
-            _scripts_of(client, keys, settings).confirm(
-                keys.flow(flow_id), "replicas", str(settings.min_replicas), f"flow {flow_id}")
+            _submit_large(_scripts_of(client, keys, settings), keys, flow, flow_id,
+                          flow_record, records, ready, touched, now_ms, signal, gate)
             worker = None
         else:
             worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
@@ -279,40 +276,39 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     return FlowRun(client, keys, flow_id, flow, ids)
 
 
-def _fields(record: dict[str, Any]) -> dict[FieldT, EncodableT]:
-    """A record as redis-py's HSET takes it. Its Mapping[FieldT, EncodableT] is invariant in
-    its keys, so a dict[str, Any] is refused by the type checker though every key is a
-    str: the comprehension builds the dict under the type HSET wants (not a cast)."""
-    return {k: v for k, v in record.items()}
+def _hset(key: str, record: dict[str, Any]) -> tuple[Any, ...]:
+    return ("HSET", key, *(item for pair in record.items() for item in pair))
 
 
-def _submit_large(client: redis.Redis, keys: Keys, flow: Flow, flow_id: str,
+def _zadd(key: str, members: dict[str, float]) -> tuple[Any, ...]:
+    return ("ZADD", key, *(item for member, score in members.items()
+                           for item in (score, member)))
+
+
+def _submit_large(scripts: Scripts, keys: Keys, flow: Flow, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
                   signal: str, gate: dict[str, float] | None = None) -> None:
     """Write a flow in one transaction: its records, its ready tasks queued, its queues'
-    configuration, then the signal."""
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.flow(flow_id), mapping=_fields(flow_record))
+    configuration, then the signal; confirmed by the replicas the settings ask for."""
+    commands = [_hset(keys.flow(flow_id), flow_record)]
     if not records:
-        pipe.rpush(keys.flow_done(flow_id), FlowState.COMPLETED)
-    for task_id, record in records.items():
-        pipe.hset(keys.task(task_id), mapping=_fields(record))
-    for queue, members in ready.items():
-        pipe.zadd(keys.queue(queue), members)
+        commands.append(("RPUSH", keys.flow_done(flow_id), FlowState.COMPLETED))
+    commands += [_hset(keys.task(task_id), record) for task_id, record in records.items()]
+    commands += [_zadd(keys.queue(queue), members) for queue, members in ready.items()]
     if gate:
-        pipe.zadd(keys.gate, gate)
-    pipe.sadd(keys.queues, *touched or {"default"})
+        commands.append(_zadd(keys.gate, gate))
+    commands.append(("SADD", keys.queues, *(touched or {"default"})))
     for given in flow.queues().values():
         given_conf = (("priority", given.priority),
                       ("concurrency_limit", given.concurrency_limit))
-        conf: dict[FieldT, EncodableT] = {k: v for k, v in given_conf if v is not None}
+        conf = {k: v for k, v in given_conf if v is not None}
         if conf:
-            pipe.hset(keys.queue_conf(given.name), mapping=conf)
-    pipe.zadd(keys.flows, {flow_id: now_ms})
-    pipe.zremrangebyrank(keys.flows, 0, -RECENT_FLOWS - 1)
-    signals.push(pipe, keys.wake, signal)
-    pipe.execute()
+            commands.append(_hset(keys.queue_conf(given.name), conf))
+    commands.append(_zadd(keys.flows, {flow_id: now_ms}))
+    commands.append(("ZREMRANGEBYRANK", keys.flows, 0, -RECENT_FLOWS - 1))
+    commands += signals.pushed(keys.wake, signal)
+    scripts.transaction(commands, f"flow {flow_id}")
 
 
 def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],

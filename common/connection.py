@@ -304,7 +304,9 @@ class Direct:
         object, in its place; a lost connection (or a cluster slot that moved) raises."""
         conn = self._connection()
         try:
-            conn.send_packed_command([b for c in commands for b in self._pack(*c)],
+            # One buffer, one send: redis-py sends each item of a list with a sendall of
+            # its own, a system call per command.
+            conn.send_packed_command([b"".join(b for c in commands for b in self._pack(*c))],
                                      check_health=False)
             self._read_notes(conn)
             replies: list[Any] = []

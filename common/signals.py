@@ -104,8 +104,7 @@ def gone(worker: str) -> str:
 class Pushes(Protocol):
     """What a signal is pushed through: a redis-py client or pipeline."""
 
-    def rpush(self, name: str, *values: Any) -> Any: ...
-    def ltrim(self, name: str, start: int, end: int) -> Any: ...
+    def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 
 def push(pipe: Pushes, wake_key: str, raw: str | bytes) -> None:
@@ -113,8 +112,13 @@ def push(pipe: Pushes, wake_key: str, raw: str | bytes) -> None:
     wake list within WAKE_CAP as the scripts do (signal_capped in _prelude.lua): while no
     dispatcher reads it, every submit and every queue change would otherwise lengthen it
     for good."""
-    pipe.rpush(wake_key, raw)
-    pipe.ltrim(wake_key, -protocol.WAKE_CAP, -1)
+    for command in pushed(wake_key, raw):
+        pipe.execute_command(*command)
+
+
+def pushed(wake_key: str, raw: str | bytes) -> list[tuple[str | int | bytes, ...]]:
+    """``push``'s commands, for a caller that packs its own (``Scripts.transaction``)."""
+    return [("RPUSH", wake_key, raw), ("LTRIM", wake_key, -protocol.WAKE_CAP, -1)]
 
 
 def parse(raw: bytes) -> Signal | None:

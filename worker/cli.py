@@ -8,11 +8,10 @@ import sys
 import click
 from balancer.common import logs, signals
 from balancer.common.connection import Unreachable, reach
+from balancer.common.logoptions import log_format_option, log_level_option
 from balancer.common.settings import Settings, SettingsError
 from balancer.common.urls import URL_HELP
 from balancer.worker.supervisor import Worker, WorkerError
-
-from balancer.cli.common import log_format_option, log_level_option
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

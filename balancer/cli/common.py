@@ -71,16 +71,3 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   **kwargs)
 
     return wrapper
-
-
-def log_level_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--log-level", default="INFO", show_default=True,
-        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))(fn)
-
-
-def log_format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--log-format", type=click.Choice(["text", "json"]),
-        help="Log lines as text or JSON (one object per line, with task and worker ids as"
-             " fields). Default: $BALANCER_LOG_FORMAT or text.")(fn)

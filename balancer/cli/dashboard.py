@@ -6,8 +6,9 @@ import logging
 
 import click
 
-from balancer.cli.common import Cluster, cluster_options, log_level_option
+from balancer.cli.common import Cluster, cluster_options
 from balancer.common import logs
+from balancer.common.logoptions import log_level_option
 
 
 @click.command("dashboard")

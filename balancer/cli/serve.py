@@ -8,8 +8,9 @@ from types import FrameType
 
 import click
 
-from balancer.cli.common import NS_HELP, Cluster, log_format_option, log_level_option
+from balancer.cli.common import NS_HELP, Cluster
 from balancer.common import logs, partitions
+from balancer.common.logoptions import log_format_option, log_level_option
 from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
 from balancer.serve_partitions import PartitionedServe

@@ -23,7 +23,7 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
     """Show the leader, workers with their load, queues with their depth and what holds
     them, recent flow runs."""
     view = status_view.gather_all(cluster.client, [c.keys for c in cluster.each()],
-                                  recent=flows)
+                                  recent=flows, leader_ttl=cluster.settings.leader_ttl)
     click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
 
 

@@ -71,28 +71,48 @@ end
 -- done list, which waiting clients BLPOP. A flow judged by its reference tasks (Prefect
 -- 1's rule: its record has "refs", balancer/submit.py) fails only when one of those
 -- failed: a failure also counts in "ref_failed" when its task (`task_key`) has "ref".
+-- A counter a Redis writer made no number ends that flow as failed, its record saying
+-- which ("broken"), instead of failing the script: the script is a worker's ack of a
+-- whole batch, which would otherwise be refused for good, and the flow never end.
+local function flow_counted(flow_key, field, by)
+  local ok = redis.pcall('HINCRBY', flow_key, field, by)
+  if type(ok) == 'table' and ok.err then return nil end
+  return ok
+end
+local function flow_settle(flow_key, done_key, state, ttl_ms, at, broken)
+  redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
+  if broken then redis.call('HSET', flow_key, 'broken', broken, 'remaining', -1) end
+  if EVENTS.key and EVENTS.cap > 0 then
+    local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
+    emit('flow.finished', 'f', f[1] or '', 's', state, 'm', f[2] or '', 'n', f[3] or '')
+  end
+  redis.call('RPUSH', done_key, state)
+  redis.call('PEXPIRE', done_key, ttl_ms)
+  redis.call('PEXPIRE', flow_key, ttl_ms)
+end
 local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at, task_key)
+  local broken = false
   if failed > 0 then
-    redis.call('HINCRBY', flow_key, 'failed', failed)
-    if task_key and redis.call('HGET', task_key, 'ref') == '1' then
-      redis.call('HINCRBY', flow_key, 'ref_failed', failed)
+    if not flow_counted(flow_key, 'failed', failed) then broken = 'failed' end
+    if task_key and redis.call('HGET', task_key, 'ref') == '1'
+        and not flow_counted(flow_key, 'ref_failed', failed) then
+      broken = 'ref_failed'
     end
   end
-  local left = redis.call('HINCRBY', flow_key, 'remaining', -n)
+  local left = flow_counted(flow_key, 'remaining', -n)
+  if not left then
+    -- Settled once: "remaining" is then -1 and counts down, never to 0 again.
+    return flow_settle(flow_key, done_key, 'failed', ttl_ms, at, 'remaining')
+  end
   if left == 0 then
     local state = 'completed'
     local counts = redis.call('HMGET', flow_key, 'failed', 'refs', 'ref_failed')
-    local failures = counts[1]
-    if counts[2] == '1' then failures = counts[3] end
-    if tonumber(failures or '0') > 0 then state = 'failed' end
-    redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
-    if EVENTS.key and EVENTS.cap > 0 then
-      local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
-      emit('flow.finished', 'f', f[1] or '', 's', state, 'm', f[2] or '', 'n', f[3] or '')
-    end
-    redis.call('RPUSH', done_key, state)
-    redis.call('PEXPIRE', done_key, ttl_ms)
-    redis.call('PEXPIRE', flow_key, ttl_ms)
+    local failures, field = counts[1], 'failed'
+    if counts[2] == '1' then failures, field = counts[3], 'ref_failed' end
+    local number = tonumber(failures or '0')
+    if not number then broken = field end
+    if broken or number > 0 then state = 'failed' end
+    flow_settle(flow_key, done_key, state, ttl_ms, at, broken)
   end
 end
 

@@ -7,6 +7,8 @@ import logging
 import pytest
 import redis
 from balancer.common.connection import Direct
+from balancer.common.keys import Keys
+from balancer.common.scripts import Scripts
 
 
 def test_a_note_sent_without_waiting_lands_before_the_next_call(
@@ -30,3 +32,36 @@ def test_a_refused_note_is_logged_and_the_next_call_gets_its_own_reply(
         direct.send("HSET", key, "0", "x")  # WRONGTYPE
         assert direct.call("GET", key) == b"a string"
     assert "refused" in caplog.text
+
+
+def test_several_commands_go_down_in_one_send_and_come_back_in_order(
+        real: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    direct = Direct(real)
+    key = f"{{{namespace}}}:calls"
+    direct.call("PING")  # connected
+    conn = direct._connection()
+    sent: list[list[bytes]] = []
+    send = conn.send_packed_command
+    monkeypatch.setattr(conn, "send_packed_command",
+                        lambda command, check_health=True: (sent.append(list(command)),
+                                                            send(command, check_health)))
+    replies = direct.calls(("RPUSH", key, "a"), ("RPUSH", key, "b"), ("LRANGE", key, 0, -1))
+    assert replies == [1, 2, [b"a", b"b"]]
+    assert len(sent) == 1 and len(sent[0]) == 1  # one buffer: one system call, not three
+
+
+def test_a_transaction_is_written_whole_and_a_refused_command_is_raised(
+        real: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    scripts = Scripts(real, keys)
+    key = keys.flow("f")
+    assert scripts.transaction([("HSET", key, "a", 1), ("HGET", key, "a")], "flow f") == [
+        1, b"1"]
+    real.set(keys.queue("q"), "a string")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        scripts.transaction([("HSET", key, "b", 2), ("ZADD", keys.queue("q"), 1, "t")],
+                            "flow f")
+    assert real.hget(key, "b") == b"2"  # a failure as it ran undoes nothing: the caller does
+    with pytest.raises(redis.ResponseError):  # refused when queued: nothing runs
+        scripts.transaction([("HSET", key, "c", 3), ("HSET", key)], "flow f")
+    assert real.hget(key, "c") is None

@@ -164,6 +164,11 @@ def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
     _workers(real, keys, 1)
     time.sleep(0.5)
     assert real.get(keys.leader).decode() == leader  # the standby waits
+    # The operator sees who would take over (and the leader is not listed as a standby).
+    shown = wait_for(lambda: json.loads(_cli(procs, "status", "--json").stdout)["standbys"],
+                     timeout=20)
+    assert len(shown) == 1 and shown[0]["id"] != leader.split("|", 1)[1]
+    assert f"standby dispatchers: {shown[0]['id']} (seen" in _cli(procs, "status").stdout
     first.send_signal(signal.SIGKILL)
     first.wait(5)
     new = wait_for(lambda: (v := real.get(keys.leader)) and v.decode() != leader and v,
@@ -176,6 +181,8 @@ def test_a_standby_dispatcher_takes_over_when_the_leader_dies(
     assert isinstance(run.result(node), int)
     status = json.loads(_cli(procs, "status", "--json").stdout)
     assert status["leader"] == new
+    assert new.split("|", 1)[1] == shown[0]["id"]  # the standby it showed took over
+    assert all(row["id"] != shown[0]["id"] for row in status["standbys"])
     assert second.poll() is None
 
 

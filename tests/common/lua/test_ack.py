@@ -354,3 +354,18 @@ def test_flow_with_a_failed_task_settles_failed_on_its_last_ack(db: Db) -> None:
     db.ack("b", tokens["b"])
     assert (db.flow("state"), db.flow("failed")) == ("failed", "1")
     assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"failed"]
+
+
+@pytest.mark.parametrize("field", ["remaining", "failed"])
+def test_ack_ends_a_flow_whose_count_is_no_number_as_failed_and_still_stores_the_result(
+        db: Db, field: str) -> None:
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b")
+    tokens = db.lease("a", "b")
+    db.client.hset(db.keys.flow(FLOW), field, "x")
+    assert db.ack("a", tokens["a"], result=b"ok") is True  # not refused: stored
+    assert db.ack("b", tokens["b"], result=b"ok") is True
+    assert db.task("a")["state"] == db.task("b")["state"] == "completed"
+    assert (db.flow("state"), db.flow("broken")) == ("failed", field)
+    assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"failed"]  # once
