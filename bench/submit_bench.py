@@ -30,31 +30,24 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from balancer import Flow
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # workers import the tasks as bench.tasks, so must we
 
 import redis  # noqa: E402
 
-from balancer import Flow  # noqa: E402
-from bench.cluster_bench import (  # noqa: E402
-    CLIENT_SOCKET_TIMEOUT,
-    Cluster,
-    check,
-    drop_namespace,
-    percentile,
-    running_workers,
-)
-from bench.tasks import noop  # noqa: E402
+from bench import cluster_bench as cb  # noqa: E402
 
 PYSPY_RATE = 2000  # samples per second
 
 
-def one_task_flow(i: int) -> Flow:
-    with Flow("bench-submit") as flow:
-        noop(i)
-    return flow
+def one_task_flow() -> Flow:
+    """A one-task flow, built anew for each call as a client would."""
+    return cb.many_noops("bench-submit", 1)
 
 
 def submit_round(client: redis.Redis, n: int, timeout: float,
@@ -70,25 +63,25 @@ def submit_round(client: redis.Redis, n: int, timeout: float,
                                stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # py-spy attaches
     c0, t0 = time.process_time(), time.perf_counter()
-    runs = [one_task_flow(i).submit(client=client) for i in range(n)]
+    runs = [one_task_flow().submit(client=client) for _ in range(n)]
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     if spy is not None:
         spy.send_signal(signal.SIGINT)
         spy.wait(30)
     for run in runs:
-        check(run.wait(timeout), f"flow {run.id}")
+        cb.check(run.wait(timeout), f"flow {run.id}")
     return {"cpu_us_per_call": cpu / n * 1e6, "calls_per_s": n / wall}
 
 
 def latency_round(client: redis.Redis, m: int, timeout: float) -> dict[str, float]:
     """Submit-to-done ms of M single-task flows, one after another on an idle worker."""
     out = []
-    for i in range(m):
-        flow = one_task_flow(i)
+    for _ in range(m):
+        flow = one_task_flow()
         start = time.perf_counter()
-        check(flow.submit(client=client).wait(timeout), "single flow")
+        cb.check(flow.submit(client=client).wait(timeout), "single flow")
         out.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": percentile(out, 50), "p99_ms": percentile(out, 99)}
+    return {"p50_ms": cb.percentile(out, 50), "p99_ms": cb.percentile(out, 99)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     namespace = f"bench-{uuid.uuid4().hex[:10]}"
     logdir = Path(tempfile.mkdtemp(prefix="submit-bench-"))
     os.environ["BALANCER_NAMESPACE"] = namespace  # Flow.submit(client=...) reads it
-    client = redis.Redis.from_url(args.redis_url, socket_timeout=CLIENT_SOCKET_TIMEOUT)
+    client = redis.Redis.from_url(args.redis_url, socket_timeout=cb.CLIENT_SOCKET_TIMEOUT)
     client.ping()
-    cluster = Cluster(args.redis_url, namespace, logdir, "WARNING")
+    cluster = cb.Cluster(args.redis_url, namespace, logdir, "WARNING")
     if args.signing:
         cluster.env["BALANCER_SIGNING_KEYS"] = os.environ["BALANCER_SIGNING_KEYS"] = (
             "benchmark-signing-key-" + uuid.uuid4().hex)
@@ -125,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds: list[dict[str, Any]] = []
     try:
         cluster.serve()
-        with running_workers(cluster, "process", 1):
+        with cb.running_workers(cluster, "process", 1):
             for r in range(args.rounds):
-                for i in range(20):  # warm: the offer read, the scripts loaded
-                    check(one_task_flow(i).submit(client=client).wait(args.timeout), "warm-up")
+                for _ in range(20):  # warm: the offer read, the scripts loaded
+                    cb.check(one_task_flow().submit(client=client).wait(args.timeout), "warm-up")
                 figures = submit_round(client, args.calls, args.timeout,
                                        args.pyspy if r == 0 else None)
                 figures.update(latency_round(client, args.singles, args.timeout))
@@ -138,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     finally:
         cluster.stop_all()
-        drop_namespace(client, namespace)
+        cb.drop_namespace(client, namespace)
         client.close()
     medians = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     print("median: cpu {cpu_us_per_call:.1f} us/call  {calls_per_s:.0f} calls/s"
