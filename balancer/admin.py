@@ -10,13 +10,13 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer.common import codec, signals
+from balancer.common import codec, partitions, signals
 from balancer.common.keys import Keys
 from balancer.common.replies import as_opt_bytes, as_opt_bytes_list, as_scored
 from balancer.common.scripts import Scripts
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
-from balancer.tags import TagLimit, check_tag_name, limit_rows
+from balancer.tags import TagLimit, check_tag_name, limit_rows, merge_rows
 
 
 class AdminError(ValueError):
@@ -73,12 +73,17 @@ def configure_tag(client: redis.Redis, keys: Keys, tag: str, limit: int | None) 
 
 
 def tag_rows(client: redis.Redis, keys: Keys) -> list[TagLimit]:
-    """Every tag with a limit or leases counted, by name (``balancer tag ls``)."""
+    """Every tag with a limit or leases counted, by name (``balancer tag ls``), over every
+    partition: each holds the limit (written to all) and counts its own leases, summed
+    here."""
+    every = partitions.all_keys(keys, partitions.count(client, keys))
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.tag_limits)
-    pipe.hgetall(keys.tag_inflight)
-    limits, leased = pipe.execute()
-    return limit_rows(limits, leased)
+    for part in every:
+        pipe.hgetall(part.tag_limits)
+        pipe.hgetall(part.tag_inflight)
+    replies = pipe.execute()
+    return merge_rows([limit_rows(limits, leased)
+                       for limits, leased in zip(replies[::2], replies[1::2])])
 
 
 def _bounded(what: str, value: object, low: int, high: int) -> None:

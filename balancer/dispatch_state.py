@@ -250,6 +250,15 @@ class DispatchState:
         self.listed = None
         self._check()
 
+    def cut(self) -> None:
+        """End the round before its plan is done (the shell must renew its lease first: a
+        round of a thousand one-task leases can outlast it). What it did not lease stays
+        in its queues, read again at once."""
+        self.round = None
+        self.stale()
+        self.again = True
+        self._check()
+
     def _wake(self) -> None:
         if self.mode is Mode.IDLE:
             self.mode = Mode.ACTIVE

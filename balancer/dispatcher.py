@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, partitions, protocol, signals
+from balancer.common import aside, partitions, protocol, signals, topology
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
@@ -116,6 +116,8 @@ class Dispatcher:
         # Partition ``partition`` of ``count`` (common/partitions.py): its keys, its lease.
         self.partition = partition
         self.count = count
+        # Every partition on one server (not a Redis Cluster): a ring rides on our connection.
+        self._one_server = topology.cluster_of(client) is None
         self.claims = claims
         self.keys = Keys(settings.namespace, partition)
         self.scripts = Scripts.for_settings(client, self.keys, settings)
@@ -130,6 +132,11 @@ class Dispatcher:
         self.token: str | None = None
         self.stopping = threading.Event()
         self._renew_at = 0.0
+        # When the quietest worker's silence reaches the timeout, as of the last scan of
+        # them all: a lower bound (heard-from workers only get later), so the scan, O(workers),
+        # runs when it is due instead of at every turn (10,000 workers in 16 loops spent
+        # most of a core on it).
+        self._liveness_at = 0.0
         self._configs_at = 0.0
         self._clock_at = 0.0
         self._offset_ms = 0.0
@@ -271,6 +278,7 @@ class Dispatcher:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
         self._sync_clock()
         self.state.view = ClusterView()
+        self._liveness_at = 0.0  # workers dated anew: scan them at the next turn
         self._jobs_failing = {}
         entries = self.troubles.worker_members(
             as_scored(self.client.zrange(self.keys.workers, 0, -1, withscores=True)))
@@ -310,8 +318,7 @@ class Dispatcher:
         wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
         # Wake exactly when the quietest worker's silence reaches the timeout.
         if self.view.workers:
-            oldest = min(w.last_seen for w in self.view.workers.values())
-            wait = min(wait, max(0.0, oldest + self.settings.worker_timeout - now) + 0.001)
+            wait = min(wait, max(0.0, self._liveness_at - now) + 0.001)
         if self._next_due is not None:
             wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
         if self._schedules_due is not None and "schedules" not in self._jobs_failing:
@@ -373,10 +380,17 @@ class Dispatcher:
             self._job("deadlines", self._expire_overdue)
         self._job("unserved", self._warn_unserved)
         self.state.tick(now, IDLE_RECHECK)
+        if now < self._liveness_at:
+            return
         overdue = self.view.overdue(now, self.settings.worker_timeout)
         if overdue:
             self._job("liveness", self._recheck_liveness)
             overdue = self.view.overdue(now, self.settings.worker_timeout)
+        if overdue:
+            self._liveness_at = now  # look again next turn, once these are reaped
+        elif self.view.workers:
+            self._liveness_at = (min(w.last_seen for w in self.view.workers.values())
+                                 + self.settings.worker_timeout)
         for worker in overdue:
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._job(f"reap {worker.id}", functools.partial(
@@ -523,6 +537,12 @@ class Dispatcher:
         least-loaded eligible worker; every reply is fed back to plan the next step."""
         command = self.state.begin_round()
         while command is not None:
+            if isinstance(command, Assign) and self.clock() >= self._renew_at:
+                # Renew the lease before leasing more: with many one-slot workers a round
+                # is a thousand round trips, which may outlast it (the scale run of
+                # docs/scaling.md lost leases so, and reloaded 10,000 workers each time).
+                self.state.cut()
+                return
             if isinstance(command, Recount):
                 command = self.state.recounted(self._recount(command.workers))
             elif isinstance(command, ReadQueues):
@@ -670,9 +690,17 @@ class Dispatcher:
         doorbell in its home partition, the one list it blocks on. A separate command
         (another slot): a note lost costs the worker's next sweep of every inbox
         (worker/doorbell.py: SWEEP seconds at most)."""
-        bell = self.keys.of(partitions.home(worker_id, self.count)).doorbell(worker_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(bell, *[self.partition] * min(leased, DOORBELL_MAX))
-        pipe.ltrim(bell, -DOORBELL_MAX, -1)
+        home = partitions.home(worker_id, self.count)
+        bell = self.keys.of(home).doorbell(worker_id)
+        ring = ("RPUSH", bell, *[self.partition] * min(leased, DOORBELL_MAX))
+        trim = ("LTRIM", bell, -DOORBELL_MAX, -1)
+        if home == self.partition or self._one_server:
+            # On the connection the lease went down, without waiting for the replies
+            # (the next script call reads them): no round trip of its own per lease.
+            self.scripts.note(ring, trim)
+            return
+        pipe = self.client.pipeline(transaction=False)  # another master, maybe
+        pipe.execute_command(*ring)  # type: ignore[no-untyped-call]
+        pipe.execute_command(*trim)  # type: ignore[no-untyped-call]
         pipe.execute()
 

@@ -21,7 +21,7 @@ from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.settings import Settings
 from balancer.scheduling import WorkerView, load
-from balancer.tags import TagLimit, limit_rows, table
+from balancer.tags import TagLimit, limit_rows, merge_rows, table
 
 
 @dataclass
@@ -222,19 +222,13 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
             if had.inflight is not None and q.inflight is not None:
                 had.inflight += q.inflight
             had.held_by = had.held_by or q.held_by
-    tags: dict[str, TagLimit] = {}
-    for view in views:
-        for t in view.tags:
-            row = tags.get(t.name)
-            tags[t.name] = t if row is None else TagLimit(
-                t.name, row.limit if row.limit is not None else t.limit, row.leased + t.leased)
     flows = sorted((f for view in views for f in view.flows), key=lambda f: -f.created)
     first = views[0]
     return Status(first.leader, sorted(workers.values(), key=lambda w: w.id),
                   sorted(queues.values(), key=lambda q: q.name), flows[:recent],
                   sum(v.delayed for v in views), sum(v.dead_letters for v in views),
                   [row for v in views for row in v.set_aside],
-                  sorted(tags.values(), key=lambda t: t.name), [v.leader for v in views],
+                  merge_rows([v.tags for v in views]), [v.leader for v in views],
                   standbys=[row for row in first.standbys if not any(
                       (v.leader or "").endswith("|" + row.id) for v in views)])
 

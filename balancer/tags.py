@@ -116,6 +116,20 @@ def limit_rows(limits: dict[bytes, bytes], leased: dict[bytes, bytes]) -> list[T
             for t in sorted(set(parsed) | {t for t, n in counts.items() if n})]
 
 
+def merge_rows(per_partition: list[list[TagLimit]]) -> list[TagLimit]:
+    """The rows of several partitions as one: a tag's limit (each partition holds it; the
+    first that has one), its leases summed over them."""
+    if len(per_partition) == 1:
+        return per_partition[0]
+    tags: dict[str, TagLimit] = {}
+    for rows in per_partition:
+        for t in rows:
+            row = tags.get(t.name)
+            tags[t.name] = t if row is None else TagLimit(
+                t.name, row.limit if row.limit is not None else t.limit, row.leased + t.leased)
+    return sorted(tags.values(), key=lambda t: t.name)
+
+
 def table(tags: list[TagLimit], indent: str = "") -> list[str]:
     """The rows as ``balancer tag ls`` and ``balancer status`` print them."""
     lines = [f"{indent}{'tag':<24} {'leased':>7} {'limit':>6}"]

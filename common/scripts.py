@@ -251,6 +251,14 @@ class Scripts:
                 raise item
         return reply, int(acked)
 
+    def note(self, *commands: tuple[Any, ...]) -> None:
+        """Send writes on this thread's connection without waiting for their replies (the
+        next call reads them first): notes whose loss the reader tolerates, to keys of
+        the same server (a Redis Cluster: of this partition's slot)."""
+        direct = self._direct()
+        for command in commands:
+            direct.send(*command)
+
     def confirm(self, key: str, field: str, value: str, what: str) -> None:
         """After a write made on another connection (a MULTI/EXEC pipeline): write ``field``
         of the hash ``key`` on this thread's connection and WAIT for the replicas
@@ -471,12 +479,22 @@ class Scripts:
     def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> tuple[bool, int, int]:
         """Register or refresh the worker and signal the dispatcher: (was registered,
         leases held, Redis time ms)."""
+        _, _, _, *keys_and_args = self.heartbeat_command(worker_id, info, ttl_ms)
+        return self.heartbeat_reply(self._run("heartbeat", keys_and_args[:5],
+                                              keys_and_args[5:]))
+
+    def heartbeat_command(self, worker_id: str, info: bytes, ttl_ms: int
+                          ) -> tuple[Any, ...]:
+        """``heartbeat`` as a command to pipeline with other partitions' (one round trip
+        per master: worker/heartbeat.py); its reply goes to ``heartbeat_reply``."""
         k = self.keys
-        existed, leased, now_ms = self._run(
-            "heartbeat",
-            [k.worker(worker_id), k.workers, k.leases(worker_id), k.wake, k.events],
-            [worker_id, info, ttl_ms, self.events.cap],
-        )
+        return ("EVALSHA", _sha("heartbeat"), 5, k.worker(worker_id), k.workers,
+                k.leases(worker_id), k.wake, k.events, worker_id, info, ttl_ms,
+                self.events.cap)
+
+    @staticmethod
+    def heartbeat_reply(reply: Any) -> tuple[bool, int, int]:
+        existed, leased, now_ms = reply
         return bool(existed), int(leased), int(now_ms)
 
     def keep_alive(self, worker_id: str, redis_ms: int) -> bool:
@@ -486,6 +504,10 @@ class Scripts:
         A single ZADD is atomic on its own and needs no script; ``redis_ms`` is the
         worker's reckoning of Redis time from its last full beat."""
         return self.client.zadd(self.keys.workers, {worker_id: redis_ms}) == 0
+
+    def keep_alive_command(self, worker_id: str, redis_ms: int) -> tuple[Any, ...]:
+        """``keep_alive`` as a command to pipeline; its reply is 0 while registered."""
+        return ("ZADD", self.keys.workers, redis_ms, worker_id)
 
     def ack(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int,
             quiet_above: int = -1) -> list[bool]:
@@ -537,10 +559,11 @@ class Scripts:
         keys = self._take_keys(worker_id)
         return self.taken(worker_id, self._run("take", keys if fetched else keys[:2], [count]))
 
-    def take_command(self, worker_id: str, count: int) -> tuple[Any, ...]:
+    def take_command(self, worker_id: str, count: int, fetched: bool = True
+                     ) -> tuple[Any, ...]:
         """``take`` as a command to send after a blocking fetch on the same connection
         (worker/inbox.py); its reply goes to ``taken``."""
-        keys = self._take_keys(worker_id)
+        keys = self._take_keys(worker_id)[:None if fetched else 2]
         return ("EVALSHA", _sha("take"), len(keys), *keys, count)
 
     def taken(self, worker_id: str, reply: Any) -> tuple[list[bytes], int]:

@@ -10,9 +10,13 @@ the single-partition fetch does, and goes on taking from it without blocking whi
 finds work.
 
 The note is a separate command from the lease: a dispatcher that dies between the two
-leaves a lease nobody rang for. So every ``SWEEP`` seconds without a note, the fetch
-looks in every partition's inbox anyway: a lost note costs that long at most, and an
-idle worker sends one blocking read and, per sweep, one take per partition.
+leaves a lease nobody rang for. So every ``SWEEP`` seconds (and after a wait that ended
+without a note), the fetch looks in every partition's inbox anyway: a lost note costs
+that long at most. The look is one LLEN per partition, pipelined (one round trip per
+master), and a take only from the inboxes that hold entries: an idle worker sends, per
+SWEEP, one blocking read and that round trip. (It took from every inbox before: 16
+partitions cost 16 script calls per worker per 2 s, 80,000 a second for 10,000 idle
+workers: docs/scaling.md.)
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class DoorbellInbox(Inbox):
         self.block = SWEEP
         self.direct = Direct(client, read_timeout=SWEEP + READ_MARGIN, route=self.bell)
         self._due = set(range(count))  # partitions whose inbox may hold entries
-        self._swept = time.monotonic()
+        self._swept = time.monotonic()  # when the inboxes were last looked at
 
     def _fetch(self) -> tuple[Lease | None, int]:
         """Take from a partition rung (or due for its sweep) while it has entries; when
@@ -57,8 +61,7 @@ class DoorbellInbox(Inbox):
             wanted = max(1, self._waiting - self._ready.qsize())
         try:
             if time.monotonic() - self._swept >= SWEEP:
-                self._due = set(range(self.count))
-                self._swept = time.monotonic()
+                self._sweep()
             for p in sorted(self._due):
                 entries, waiting = self.parts[p].take_counted(self.worker_id, wanted,
                                                               fetched=False)
@@ -69,17 +72,24 @@ class DoorbellInbox(Inbox):
             reply = self.direct.call("BLMPOP", self.block, 1, self.bell, "LEFT", "COUNT",
                                      NOTES)
         except RETRYABLE as exc:
-            self._due = set(range(self.count))
+            self._swept = 0.0  # sweep once Redis answers again
             return self._failed(exc)
         self._succeeded()
         if not reply:
-            self._due = set(range(self.count))  # a quiet while: sweep
-            self._swept = time.monotonic()
+            self._swept = 0.0  # a quiet while: sweep at the next fetch
             return None, 0
         for note in as_bytes_list(as_list(reply)[1]):
             if note != SENTINEL and note.isdigit() and int(note) < self.count:
                 self._due.add(int(note))
         return None, 0
+
+    def _sweep(self) -> None:
+        """Due: the partitions whose inbox holds entries, by one pipelined LLEN each."""
+        pipe = self.client.pipeline(transaction=False)
+        for scripts in self.parts:
+            pipe.llen(scripts.keys.inbox(self.worker_id))
+        self._due = {p for p, held in enumerate(pipe.execute()) if held}
+        self._swept = time.monotonic()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop fetching (``stopping`` must be set): end a blocked read at once."""

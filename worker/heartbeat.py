@@ -7,9 +7,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psutil
+import redis
 from balancer.common.models import WorkerInfo
 from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.scripts import Scripts
@@ -66,7 +68,7 @@ class HostLoad:
 
 
 class Heartbeat(threading.Thread):
-    """Beats every ``heartbeat_interval``, in full or light.
+    """Beats every ``heartbeat_interval``, in full or light, in every partition.
 
     A full beat (the heartbeat script) stores this worker's report and signals the
     dispatcher; it goes out when the report tells something new (``tells_more_than``), and
@@ -74,13 +76,22 @@ class Heartbeat(threading.Thread):
     Otherwise a light beat, one ZADD of the worker's time in ``workers``, only proves it
     lives: an idle cluster costs one command per worker per interval, not seven plus a
     dispatcher wake-up.
+
+    With several partitions (``parts``: each partition's scripts, partition 0's first) a
+    beat goes to every partition in one pipeline: one round trip per master holding them
+    (redis-py's cluster pipeline groups the commands by node), instead of one per
+    partition. Each partition's leases counted (``leased_in``) and Redis clock are kept
+    apart: a partition's dispatcher dates the worker on its own master's clock. One
+    partition sends the single commands it always did.
     """
 
     def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
-                 info: Callable[[], WorkerInfo], stopping: threading.Event) -> None:
+                 info: Callable[[], WorkerInfo], stopping: threading.Event,
+                 parts: Sequence[Scripts] = ()) -> None:
         super().__init__(name=f"heartbeat-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.scripts = scripts
+        self.parts = list(parts) or [scripts]
         self.settings = settings
         self.info = info
         self.stopping = stopping
@@ -88,22 +99,70 @@ class Heartbeat(threading.Thread):
         # in ``workers``, which the dispatcher checks against worker_timeout.
         self.ttl_ms = int((settings.worker_timeout
                            + (FULL_EVERY + 1) * settings.heartbeat_interval) * 1000)
-        self.leased = 0  # leases Redis counted at the last full beat
+        self.leased_in = [0] * len(self.parts)  # leases Redis counted at the last full beat
         self._sent: WorkerInfo | None = None  # the report of the last full beat
         self._light = 0  # light beats since
-        self._clock_ms = 0.0  # Redis time minus monotonic time, from the last full beat
+        # Per partition: Redis time minus monotonic time, from the last full beat.
+        self._clock_ms = [0.0] * len(self.parts)
         self._soon = threading.Event()
         self.failed = threading.Event()  # set: the thread died; the worker must stop
 
+    @property
+    def leased(self) -> int:
+        """Leases Redis counted at the last full beat (partition 0's)."""
+        return self.leased_in[0]
+
     def beat(self, info: WorkerInfo | None = None) -> bool:
-        """Send one full heartbeat; False when the registration had lapsed (we were reaped)."""
+        """Send one full heartbeat (in every partition); False when the registration had
+        lapsed in some partition (we were reaped there)."""
         info = info or self.info()
+        blob = info.to_blob()
         t0 = time.monotonic()
-        existed, self.leased, redis_ms = self.scripts.heartbeat(self.worker_id, info.to_blob(),
-                                                                self.ttl_ms)
-        self._clock_ms = redis_ms - (t0 + time.monotonic()) * 500
+        if len(self.parts) == 1:
+            replies = [self.scripts.heartbeat(self.worker_id, blob, self.ttl_ms)]
+        else:
+            replies = self._full_in_every(blob)
+        t1 = time.monotonic()
+        for p, (_, leased, redis_ms) in enumerate(replies):
+            self.leased_in[p] = leased
+            self._clock_ms[p] = redis_ms - (t0 + t1) * 500
         self._sent, self._light = info, 0
-        return existed
+        return all(existed for existed, _, _ in replies)
+
+    def _full_in_every(self, blob: bytes) -> list[tuple[bool, int, int]]:
+        """The heartbeat script in every partition, pipelined. A partition whose server
+        does not hold the script yet (NOSCRIPT: new or restarted) beats on its own, which
+        sends it the script's source once."""
+        replies = self._pipelined([s.heartbeat_command(self.worker_id, blob, self.ttl_ms)
+                                   for s in self.parts])
+        out = []
+        for scripts, reply in zip(self.parts, replies):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                out.append(scripts.heartbeat(self.worker_id, blob, self.ttl_ms))
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                out.append(Scripts.heartbeat_reply(reply))
+        return out
+
+    def _pipelined(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = self.scripts.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)  # type: ignore[no-untyped-call]
+        return list(pipe.execute(raise_on_error=False))
+
+    def _light_in_every(self) -> bool:
+        """A light beat in every partition, pipelined; False when some partition no longer
+        had us registered."""
+        now = time.monotonic() * 1000
+        if len(self.parts) == 1:
+            return self.scripts.keep_alive(self.worker_id, int(now + self._clock_ms[0]))
+        replies = self._pipelined([s.keep_alive_command(self.worker_id, int(now + clock))
+                                   for s, clock in zip(self.parts, self._clock_ms)])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return all(reply == 0 for reply in replies)
 
     def beat_now(self, info: WorkerInfo | None = None) -> None:
         """Beat in full out of turn: something the dispatcher should know has changed."""
@@ -115,8 +174,7 @@ class Heartbeat(threading.Thread):
         info = self.info()
         if (not full and self._sent is not None and self._light < FULL_EVERY - 1
                 and not info.tells_more_than(self._sent)
-                and self.scripts.keep_alive(self.worker_id,
-                                            int(time.monotonic() * 1000 + self._clock_ms))):
+                and self._light_in_every()):
             self._light += 1
             return
         self.beat_now(info)

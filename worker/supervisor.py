@@ -58,10 +58,10 @@ CHILD_START_TIMEOUT = 60.0
 PARTITIONS_CHECK = partitions.CACHE_FOR
 
 
-def _leased(heartbeat: Heartbeat) -> Callable[[], int]:
-    """The leases Redis counted at that heartbeat's last full beat, as the reconciler
-    reads them."""
-    return lambda: heartbeat.leased
+def _leased(heartbeat: Heartbeat, partition: int) -> Callable[[], int]:
+    """The leases Redis counted in ``partition`` at the heartbeat's last full beat, as
+    that partition's reconciler reads them."""
+    return lambda: heartbeat.leased_in[partition]
 
 
 class WorkerError(RuntimeError):
@@ -115,42 +115,37 @@ class Worker:
         self.draining = False
         self.holding = Holding()
         self.host = HostLoad()
-        self._sampling = threading.Lock()  # heartbeats of several partitions sample it
+        self._sampling = threading.Lock()  # the heartbeat thread and a beat out of turn sample it
         self.inbox = (Inbox(self.id, client, self.keys, self.holding.add, self.fetching)
                       if self.count == 1 else
                       DoorbellInbox(self.id, client, self.keys, self.count, self.holding.add,
                                     self.fetching))
         self.slots: list[Slot | ChildWatch] = []
-        self.heartbeats = [Heartbeat(self.id, s, settings, self.info, self.stopped)
-                           for s in self.parts]
-        self.heartbeat = self.heartbeats[0]
-        self.holding.on_news = self.heartbeat.hurry if self.count == 1 else self._hurry
+        # One thread beats in every partition, pipelined (worker/heartbeat.py).
+        self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped,
+                                   self.parts)
+        self.holding.on_news = self.heartbeat.hurry
         self.ackers = [Acker(self.id, s, settings, self.holding, self.busy,
                              prefetch.ack_quiet_above(concurrency)) for s in self.parts]
         self.acker = self.ackers[0]
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
                              self.make_way, concurrency, self.sweep_behind_long_runs,
                              self.parts)
-        self.reconcilers = [Reconciler(self.id, client, s, self.held_ids, _leased(hb),
-                                       self.stopped)
-                            for s, hb in zip(self.parts, self.heartbeats)]
+        self.reconcilers = [Reconciler(self.id, client, s, self.held_ids,
+                                       _leased(self.heartbeat, p), self.stopped)
+                            for p, s in enumerate(self.parts)]
         self.reconciler = self.reconcilers[0]
         self.listeners = [CancelListener(self.id, client, s.keys, self.stop_cancelled,
                                          self.stopped) for s in self.parts]
         self.cancels = self.listeners[0]
         self._slots_lock = threading.Lock()
 
-    def _hurry(self) -> None:
-        for heartbeat in self.heartbeats:
-            heartbeat.hurry()
-
     def _beat(self, now: bool = False) -> None:
         """A full heartbeat in every partition (``now``: logged if it registers again)."""
-        for heartbeat in self.heartbeats:
-            if now:
-                heartbeat.beat_now()
-            else:
-                heartbeat.beat()
+        if now:
+            self.heartbeat.beat_now()
+        else:
+            self.heartbeat.beat()
 
     def busy(self) -> int:
         return sum(s.current is not None for s in self.slots)
@@ -200,7 +195,7 @@ class Worker:
                     other.close(kill=True)
                 raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
         self._beat()
-        for thread in (*self.slots, *self.ackers, *self.heartbeats, self.marker,
+        for thread in (*self.slots, *self.ackers, self.heartbeat, self.marker,
                        *self.reconcilers, *self.listeners):
             thread.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
@@ -268,7 +263,7 @@ class Worker:
         self.start()
         checked = time.monotonic()
         while not stop.wait(0.5):
-            if any(h.failed.is_set() for h in self.heartbeats):
+            if self.heartbeat.failed.is_set():
                 self.shutdown()
                 raise WorkerError(f"worker {self.id!r} stopped: its heartbeat thread failed"
                                   " (see the log above)")
@@ -316,10 +311,9 @@ class Worker:
         self.stopped.set()
         for listener in self.listeners:
             listener.close()
-        for heartbeat in self.heartbeats:
-            heartbeat.hurry()  # to notice it must stop
-            if heartbeat.is_alive():
-                heartbeat.join(5)  # no beat may re-register us after we deregister
+        self.heartbeat.hurry()  # to notice it must stop
+        if self.heartbeat.is_alive():
+            self.heartbeat.join(5)  # no beat may re-register us after we deregister
         try:
             self.hand_back()
             for scripts in self.parts:

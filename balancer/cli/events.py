@@ -25,14 +25,16 @@ def events(cluster: Cluster, follow: bool, as_json: bool, last: int) -> None:
     def show(event: schema.Event) -> None:
         click.echo(event.to_json() if as_json else schema.line(event))
 
-    past, newest = eventlog.latest(cluster.client, cluster.keys, last) if last else ([], "")
+    keys = [view.keys for view in cluster.each()]  # every partition's stream, merged
+    past, lasts = (eventlog.latest_all(cluster.client, keys, last) if last
+                   else ([], ["$"] * len(keys)))
     for event in past:
         show(event)
     if not follow:
         if not past and not as_json:
             click.echo("no events yet", err=True)
         return
-    reader = eventlog.Reader(cluster.client, cluster.keys, newest or "$")
+    reader = eventlog.follower(cluster.client, keys, lasts)
     with contextlib.suppress(KeyboardInterrupt):
         try:
             for event in reader.follow():

@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from balancer import admin, cancel
+from balancer.common import partitions
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -22,6 +23,23 @@ class Context:
     keys: Keys
     scripts: Scripts
     settings: Settings
+
+
+    def each(self) -> list[Keys]:
+        """The keys of every partition (a queue's settings are written to each)."""
+        return partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+
+    def scripts_of(self, keys: Keys) -> Scripts:
+        return self.scripts if keys == self.keys else Scripts(self.client, keys)
+
+    def holding(self, task_id: str) -> Keys:
+        """The partition whose dlq holds ``task_id`` (partition 0 when none does)."""
+        every = self.each()
+        pipe = self.client.pipeline(transaction=False)
+        for keys in every:
+            pipe.zscore(keys.dlq, task_id)
+        return next((k for k, score in zip(every, pipe.execute()) if score is not None),
+                    self.keys)
 
 
 @dataclass(frozen=True)
@@ -40,13 +58,15 @@ def _text(body: Mapping[str, Any], name: str) -> str:
 
 def pause(ctx: Context, body: Mapping[str, Any]) -> str:
     queue = _text(body, "queue")
-    admin.configure_queue(ctx.client, ctx.keys, queue, {"paused": "1"})
+    for keys in ctx.each():
+        admin.configure_queue(ctx.client, keys, queue, {"paused": "1"})
     return f"queue {queue} paused"
 
 
 def resume(ctx: Context, body: Mapping[str, Any]) -> str:
     queue = _text(body, "queue")
-    admin.configure_queue(ctx.client, ctx.keys, queue, {"paused": "0"})
+    for keys in ctx.each():
+        admin.configure_queue(ctx.client, keys, queue, {"paused": "0"})
     return f"queue {queue} resumed"
 
 
@@ -61,19 +81,22 @@ def set_queue(ctx: Context, body: Mapping[str, Any]) -> str:
         fields["concurrency_limit"] = "" if limit is None else limit
     if not fields:
         raise admin.AdminError("give priority or concurrency_limit")
-    admin.configure_queue(ctx.client, ctx.keys, queue, fields)
+    for keys in ctx.each():
+        admin.configure_queue(ctx.client, keys, queue, fields)
     return f"queue {queue} updated"
 
 
 def retry_dead(ctx: Context, body: Mapping[str, Any]) -> str:
     task = _text(body, "task")
-    queue = admin.retry_quarantined(ctx.client, ctx.keys, ctx.scripts, task)
+    keys = ctx.holding(task)
+    queue = admin.retry_quarantined(ctx.client, keys, ctx.scripts_of(keys), task)
     return f"task {task} re-queued on {queue}"
 
 
 def purge_dead(ctx: Context, body: Mapping[str, Any]) -> str:
     task = _text(body, "task")
-    admin.purge_quarantined(ctx.client, ctx.keys, ctx.scripts, task,
+    keys = ctx.holding(task)
+    admin.purge_quarantined(ctx.client, keys, ctx.scripts_of(keys), task,
                             int(ctx.settings.result_ttl * 1000))
     return f"task {task} failed for good"
 
@@ -82,7 +105,7 @@ def cancel_flow(ctx: Context, body: Mapping[str, Any]) -> str:
     """Cancel a flow run: its queued tasks never start, running ones are stopped."""
     flow = _text(body, "flow")
     try:
-        done = cancel.cancel_flow(ctx.client, ctx.keys, flow,
+        done = cancel.cancel_flow(ctx.client, partitions.flow_keys(ctx.keys, flow), flow,
                                   int(ctx.settings.result_ttl * 1000))
     except KeyError:
         raise admin.AdminError(f"no flow run {flow}") from None

@@ -1,5 +1,5 @@
-"""Tails the events stream in a thread: feeds the metrics' counters, the throughput chart
-and the dashboard's list of recent events."""
+"""Tails the events stream in a thread (every partition's, merged by time): feeds the
+metrics' counters, the throughput chart and the dashboard's list of recent events."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from balancer import eventlog
-from balancer.common import events
+from balancer.common import events, partitions
 from balancer.common.keys import Keys
 from balancer.dashboard.metrics import EventMetrics
 
@@ -59,19 +59,20 @@ class Feed(threading.Thread):
         self.recent: collections.deque[events.Event] = collections.deque(maxlen=RECENT)
         self.stopping = threading.Event()
         self.lock = threading.Lock()
-        self.reader = eventlog.Reader(client, keys)
+        self.reader: eventlog.Reader | eventlog.Merged = eventlog.Reader(client, keys)
 
     def backfill(self) -> None:
         """The chart and the recent list from what the stream holds now; counters start
         from what comes next (they count what this process sees: see metrics.py)."""
-        past, newest = eventlog.latest(self.client, self.keys, 10_000)
+        every = partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+        past, lasts = eventlog.latest_all(self.client, every, 10_000)  # merged by time
         cutoff = (time.time() - WINDOW_S) * 1000
         with self.lock:
             for event in past:
                 if event.at_ms >= cutoff:
                     self.throughput.add(event)
             self.recent.extend(past[-RECENT:])
-        self.reader.last = newest
+        self.reader = eventlog.follower(self.client, every, lasts)
 
     def run(self) -> None:
         backed = False

@@ -26,7 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from balancer import status as status_view
-from balancer.common import events
+from balancer.common import events, partitions
 from balancer.common.keys import Keys
 
 # Seconds: from a no-op task to a long batch job.
@@ -178,15 +178,15 @@ class ClusterCollector(Collector):
         return iter(())  # collected at scrape time only: nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        snap = status_view.gather(self.client, self.keys, recent=1)
+        every = partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+        snap = status_view.gather_all(self.client, every, recent=1)
         families = {name: _gauge(name) for name, (kind, _, _) in METRICS.items()
                     if kind == "gauge"}
 
         def put(name: str, value: float, *labels: str) -> None:
             families[name].add_metric(list(labels), value)
 
-        ages = queue_head_ages(self.client, self.keys, [q.name for q in snap.queues
-                                                         if q.ready])
+        ages = head_ages_all(self.client, every, [q.name for q in snap.queues if q.ready])
         for q in snap.queues:
             put("balancer_queue_depth", q.ready, q.name)
             put("balancer_queue_ready_age_seconds", ages.get(q.name, 0.0), q.name)
@@ -207,8 +207,9 @@ class ClusterCollector(Collector):
             put("balancer_worker_heartbeat_age_seconds", max(0.0, w.last_seen_s), w.id)
         put("balancer_workers", alive, "alive")
         put("balancer_workers", silent, "silent")
-        if snap.leader:
-            put("balancer_leader", 1, snap.leader.split("|", 1)[-1])
+        for leader in dict.fromkeys(snap.leaders or [snap.leader]):  # one per partition
+            if leader:
+                put("balancer_leader", 1, leader.split("|", 1)[-1])
         put("balancer_dispatchers", len(dispatchers(self.client, self.keys, self.leader_ttl)))
         put("balancer_dead_letters", snap.dead_letters)
         put("balancer_retries_waiting", snap.delayed)
@@ -238,6 +239,16 @@ def queue_head_ages(client: redis.Redis, keys: Keys, queues: list[str]) -> dict[
             ages[q] = max(0.0, (now_ms - float(ready)) / 1000) if ready else 0.0
         except (TypeError, ValueError):
             ages[q] = 0.0
+    return ages
+
+
+def head_ages_all(client: redis.Redis, every: list[Keys], queues: list[str]
+                  ) -> dict[str, float]:
+    """``queue_head_ages`` over every partition: each queue's oldest head."""
+    ages: dict[str, float] = {}
+    for keys in every:
+        for q, age in queue_head_ages(client, keys, queues).items():
+            ages[q] = max(age, ages.get(q, 0.0))
     return ages
 
 

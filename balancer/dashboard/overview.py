@@ -12,9 +12,10 @@ import redis
 
 from balancer import admin
 from balancer import status as status_view
+from balancer.common import partitions
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
-from balancer.dashboard.metrics import dispatchers, queue_head_ages
+from balancer.dashboard.metrics import dispatchers, head_ages_all
 from balancer.scheduling import CPU_WEIGHT, MEMORY_SAFE, MEMORY_WEIGHT
 
 SHOWN_PER_WORKER = 20  # tasks listed under a worker
@@ -59,11 +60,26 @@ def _held(client: redis.Redis, keys: Keys, worker_ids: list[str]
     return out
 
 
+def _held_all(client: redis.Redis, every: list[Keys], worker_ids: list[str]
+              ) -> dict[str, list[dict[str, str]]]:
+    """``_held`` over every partition: a worker holds leases in each."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for keys in every:
+        for wid, rows in _held(client, keys, worker_ids).items():
+            out.setdefault(wid, []).extend(rows)
+    for rows in out.values():
+        rows.sort(key=lambda r: r["state"] != "running")
+        del rows[SHOWN_PER_WORKER:]
+    return out
+
+
 def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
            ) -> dict[str, Any]:
-    snap = status_view.gather(client, keys, recent=flows)
+    """The page's data; with several partitions, of them all (``status.gather_all``)."""
+    every = partitions.all_keys(keys, partitions.count(client, keys))
+    snap = status_view.gather_all(client, every, recent=flows)
     data = snap.to_dict()
-    held = _held(client, keys, [w.id for w in snap.workers])
+    held = _held_all(client, every, [w.id for w in snap.workers])
     for row, shown in zip(snap.workers, data["workers"]):
         shown["state"] = _worker_state(row, settings.worker_timeout)
         shown["tasks"] = held.get(row.id, [])
@@ -74,15 +90,22 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
         }
         if shown["load"] == float("inf"):
             shown["load"] = None
-    ages = queue_head_ages(client, keys, [q.name for q in snap.queues if q.ready])
+    ages = head_ages_all(client, every, [q.name for q in snap.queues if q.ready])
     for q in data["queues"]:
         q["head_age_s"] = round(ages.get(q["name"], 0.0), 1)
-    leader_id = snap.leader.split("|", 1)[-1] if snap.leader else None
+    leads: dict[str, list[int]] = {}  # dispatcher id -> the partitions it leads
+    for p, leader in enumerate(snap.leaders or [snap.leader]):
+        if leader:
+            leads.setdefault(leader.split("|", 1)[-1], []).append(p)
     data["dispatchers"] = [
-        {"id": d, "seen_s": round(age, 1), "role": "leader" if d == leader_id else "standby"}
+        {"id": d, "seen_s": round(age, 1), "role": "leader" if d in leads else "standby",
+         "partitions": leads.get(d, [])}
         for d, age in dispatchers(client, keys, settings.leader_ttl)]
-    if leader_id and leader_id not in {d["id"] for d in data["dispatchers"]}:
-        data["dispatchers"].insert(0, {"id": leader_id, "seen_s": None, "role": "leader"})
-    data["quarantined"] = admin.quarantined(client, keys, limit=200)
+    for leader_id, led in leads.items():
+        if leader_id not in {d["id"] for d in data["dispatchers"]}:
+            data["dispatchers"].insert(0, {"id": leader_id, "seen_s": None, "role": "leader",
+                                           "partitions": led})
+    data["quarantined"] = [row for part in every
+                           for row in admin.quarantined(client, part, limit=200)][:200]
     data["flows"] = [asdict(f) for f in snap.flows]
     return data

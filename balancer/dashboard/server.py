@@ -33,6 +33,7 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from balancer import admin
+from balancer.common import partitions
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -186,7 +187,8 @@ def _handler(app: Dashboard) -> type[BaseHTTPRequestHandler]:
                     if not FLOW_ID.match(flow_id):
                         self._error(400, "a flow id is letters, digits, - and _")
                         return
-                    data = flowpage.gather(app.client, app.keys, flow_id)
+                    data = flowpage.gather(app.client, partitions.flow_keys(app.keys, flow_id),
+                                           flow_id)
                     data["namespace"] = app.settings.namespace
                     data["actions"] = bool(app.token)
                     self._json(200, data)

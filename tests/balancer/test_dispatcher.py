@@ -516,3 +516,51 @@ def test_tasks_at_their_tags_limit_wait_and_the_others_behind_them_go(
     settle(dispatcher)
     assert fake.hget(keys.tag_inflight, "db") == b"2"  # its place went to the next one
     assert fake.zcard(keys.queue("default")) == 1
+
+
+def test_the_workers_silence_is_scanned_when_the_quietest_may_be_overdue_not_every_turn(
+        fake: redis.Redis, settings: Settings, setup: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dispatcher, _, _ = setup
+    settle(dispatcher)
+    now = [dispatcher.clock()]
+    dispatcher.clock = lambda: now[0]
+    scans: list[float] = []
+    overdue = dispatcher.view.overdue
+    monkeypatch.setattr(dispatcher.view, "overdue",
+                        lambda at, timeout: scans.append(at) or overdue(at, timeout))
+    settle(dispatcher, 10)  # w was heard from just now: not one scan
+    assert scans == []
+    now[0] += settings.worker_timeout + 0.01  # its silence may have reached the timeout
+    settle(dispatcher, 10)
+    assert len(scans) >= 1 and len(scans) <= 2  # looked (light beats may date it)
+
+
+def test_a_round_is_cut_when_the_lease_is_due_and_the_rest_leased_after_renewing(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    dispatcher, keys, _ = setup
+    settle(dispatcher)
+    for w in ("w2", "w3"):
+        Scripts(fake, keys).heartbeat(w, WorkerInfo(w, ("default",), 1).to_blob(), 60_000)
+    settle(dispatcher)
+    fake.delete(keys.offer("default"))  # submits go through the dispatcher
+    with Flow("f") as flow:
+        for i in range(12):
+            work(i)
+    flow.submit(fake, namespace=settings.namespace)
+    renewals: list[int] = []
+    real_lead = dispatcher.scripts.lead
+
+    def lead(*args: Any) -> Any:
+        renewals.append(1)
+        return real_lead(*args)
+
+    dispatcher.scripts.lead = lead  # type: ignore[method-assign]
+    dispatcher._renew_at = 0.0  # due: no lease may be made before it is renewed
+    dispatcher._apply(dispatcher._signals(0.0))  # the submit's
+    dispatcher._timers()  # its queue's settings read
+    dispatcher._dispatch()
+    assert dispatcher.state.again and fake.zcard(keys.queue("default")) == 12  # cut at once
+    settle(dispatcher)
+    assert renewals  # renewed, then leased
+    assert fake.zcard(keys.queue("default")) == 0

@@ -12,10 +12,12 @@ import sys
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
 import psutil
 import pytest
 import redis
+from balancer.common import luasource
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.scripts import Scripts
@@ -176,3 +178,97 @@ def test_an_error_reply_is_retried_and_a_broken_thread_tells_the_worker_to_stop(
     assert not heartbeat.is_alive()
     assert len(calls) == 4  # three error replies retried; the bug ended the thread
     assert heartbeat.failed.is_set()  # and the worker is told to stop (Worker.run exits 1)
+
+
+class Pipelines:
+    """Counts the pipelines a client runs and the commands in them; a heartbeat's script
+    sent on its own (not pipelined) is counted apart."""
+
+    def __init__(self, client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runs: list[list[str]] = []
+        self.alone: list[str] = []
+        real_pipeline = client.pipeline
+
+        def pipeline(*args: Any, **kwargs: Any) -> Any:
+            pipe = real_pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            def counted(*a: Any, **k: Any) -> Any:
+                self.runs.append([str(c[0][0]) for c in pipe.command_stack])
+                return execute(*a, **k)
+
+            pipe.execute = counted  # type: ignore[method-assign]
+            return pipe
+
+        monkeypatch.setattr(client, "pipeline", pipeline)
+        real_heartbeat = Scripts.heartbeat
+
+        def alone(scripts: Scripts, *args: Any) -> Any:
+            self.alone.append(scripts.keys.prefix)
+            return real_heartbeat(scripts, *args)
+
+        monkeypatch.setattr(Scripts, "heartbeat", alone)
+
+
+@pytest.fixture
+def three(real: redis.Redis, settings: Settings) -> tuple[Heartbeat, Reports, list[Keys]]:
+    """A heartbeat over 3 partitions, registered (the script loaded: no NOSCRIPT)."""
+    keys = Keys(settings.namespace)
+    every = [keys.of(p) for p in range(3)]
+    real.script_load(luasource.source("heartbeat"))
+    reports = Reports()
+    parts = [Scripts(real, k) for k in every]
+    return Heartbeat("w", parts[0], settings, reports, threading.Event(), parts), reports, every
+
+
+def test_a_worker_of_3_partitions_beats_in_full_in_every_one_in_one_round_trip(
+        real: redis.Redis, three: tuple[Heartbeat, Reports, list[Keys]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    heartbeat, _, every = three
+    real.sadd(every[1].leases("w"), "t1|a", "t2|b")
+    sent = Pipelines(real, monkeypatch)
+    assert heartbeat.beat() is False  # not registered before
+    assert sent.runs == [["EVALSHA"] * 3] and sent.alone == []
+    for k in every:  # registered in each, and each partition's dispatcher told
+        assert real.hget(k.worker("w"), "info") is not None
+        assert real.zscore(k.workers, "w") is not None
+        assert real.llen(k.wake) == 1
+    assert heartbeat.leased_in == [0, 2, 0]  # each partition's own count
+
+
+def test_a_light_beat_of_3_partitions_is_one_round_trip_of_a_zadd_each(
+        real: redis.Redis, three: tuple[Heartbeat, Reports, list[Keys]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    heartbeat, _, every = three
+    heartbeat.beat()
+    dated = [real.zscore(k.workers, "w") for k in every]
+    time.sleep(0.01)
+    sent = Pipelines(real, monkeypatch)
+    heartbeat.tick()
+    assert sent.runs == [["ZADD"] * 3]
+    assert all(real.zscore(k.workers, "w") > d for k, d in zip(every, dated))
+    assert [real.llen(k.wake) for k in every] == [1, 1, 1]  # no signal: the full beat's only
+
+
+def test_a_worker_reaped_in_one_partition_beats_in_full_again_at_its_next_beat(
+        real: redis.Redis, three: tuple[Heartbeat, Reports, list[Keys]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    heartbeat, _, every = three
+    heartbeat.beat()
+    real.delete(every[2].worker("w"))
+    real.zrem(every[2].workers, "w")
+    sent = Pipelines(real, monkeypatch)
+    heartbeat.tick()
+    assert sent.runs == [["ZADD"] * 3, ["EVALSHA"] * 3]  # light, then in full
+    assert real.hget(every[2].worker("w"), "info") is not None
+
+
+def test_a_worker_of_one_partition_beats_without_a_pipeline_as_before(
+        real: redis.Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = Keys(settings.namespace)
+    heartbeat = Heartbeat("w", Scripts(real, keys), settings, Reports(), threading.Event())
+    sent = Pipelines(real, monkeypatch)
+    heartbeat.beat()
+    heartbeat.tick()
+    assert sent.runs == [] and sent.alone == [keys.prefix]
+    assert real.zscore(keys.workers, "w") is not None
