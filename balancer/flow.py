@@ -62,8 +62,8 @@ class Node:
     def set_downstream(self, other: Node | Task, key: str | None = None) -> None:
         self.flow.set_dependency(self, other, key)
 
-    def __hash__(self) -> int:
-        return id(self)
+    # Hashed by identity (eq=False keeps object's __hash__, which a submit's dicts of
+    # nodes call in C; a Python __hash__ cost a call per lookup).
 
     def __getitem__(self, index: Any) -> Node:
         """A reference to ``result[index]``: a small task of its own (Prefect 1's

@@ -44,6 +44,10 @@ TRIM_EVERY = 64
 _trim = random.Random()
 
 
+# Argument types that hold no node or parameter, passed as they are without a walk.
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
                depth: int = 0) -> Any:
     """``value`` with each node replaced by a reference to its task's result, and each
@@ -71,8 +75,10 @@ def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
                  limit: int) -> bytes:
     name = node.task.name
     try:
-        args = tuple(_with_refs(a, ids, params) for a in node.args)
-        kwargs = {k: _with_refs(v, ids, params) for k, v in node.kwargs.items()}
+        args = tuple([a if type(a) in _SCALARS else _with_refs(a, ids, params)
+                      for a in node.args])
+        kwargs = {k: v if type(v) in _SCALARS else _with_refs(v, ids, params)
+                  for k, v in node.kwargs.items()}
     except TooDeep:
         try:
             codec.check_depth(name, node.args, node.kwargs)  # to name the argument
@@ -246,11 +252,11 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     flow_id, flow_record, records = prepared.flow_id, prepared.flow_record, prepared.records
     keys = partitions.flow_keys(keys, flow_id)  # everything it writes is in its partition
     ready, touched, ids, gate = prepared.ready, prepared.touched, prepared.ids, prepared.gate
-    nodes = list(ids)
     listed = {q: list(ready.get(q, ())) for q in touched}
-    signal = signals.QUEUES if flow.queues() else signals.submitted(listed)
+    configured = flow.queues()
+    signal = signals.QUEUES if configured else signals.submitted(listed)
     # Gated tasks: the dispatcher reads the gate on this submit's signal.
-    small = None if flow.queues() or gate else signals.small_submit(listed)
+    small = None if configured or gate else signals.small_submit(listed)
     if gate and signal.startswith(signals.READY):
         signal = signals.SUBMITTED
     try:
@@ -265,7 +271,7 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         _undo(client, keys, flow_id, list(records), ready)
         raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit ({exc});"
                         " what it had written is removed") from exc
-    log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(nodes),
+    log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(ids),
              f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)
 
@@ -330,25 +336,72 @@ def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],
             log.error("flow=%s: undoing a refused submit: %s", flow_id, failed)
 
 
-# Per client: the scripts, and the standing offer last read per namespace and queue.
-_scripts: weakref.WeakKeyDictionary[redis.Redis, dict[str, Scripts]] = (
-    weakref.WeakKeyDictionary())
-_offers: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], bytes]] = (
-    weakref.WeakKeyDictionary())
+@dataclass(frozen=True)
+class _SeenOffer:
+    """A standing offer as the last small submit's script returned it, and read (parsed
+    once: an offer stands for many submits)."""
+
+    raw: bytes
+    offer: signals.Offer | None
+
+
+@dataclass
+class _ClientState:
+    """What a client keeps between submits: its scripts per partition (with the settings
+    they were made for: a process's settings object is the same from one submit to the
+    next), and the standing offer last read per partition and queue."""
+
+    scripts: dict[str, tuple[Settings, Scripts]]
+    offers: dict[tuple[str, str], _SeenOffer]
+
+
+_clients: weakref.WeakKeyDictionary[redis.Redis, _ClientState] = weakref.WeakKeyDictionary()
 # Clients whose Redis user may not take standing offers: taking one writes the offered
 # worker's inbox and leases, which a least-privilege client user may not touch (README,
 # "Security"). Learnt from the first refusal; they submit through the dispatcher.
 _offers_refused: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
-def _scripts_of(client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
+def _state_of(client: redis.Redis) -> _ClientState:
+    state = _clients.get(client)
+    if state is None:
+        state = _clients[client] = _ClientState({}, {})
+    return state
+
+
+def seen_offer(client: redis.Redis, keys: Keys, queue: str) -> bytes | None:
+    """The standing offer of ``queue`` this client's next small submit in ``keys``'
+    partition will take (as read by its last one), or None."""
+    state = _clients.get(client)
+    seen = state.offers.get((keys.prefix, queue)) if state is not None else None
+    return seen.raw if seen is not None else None
+
+
+def see_offer(client: redis.Redis, keys: Keys, queue: str, raw: bytes | None,
+              state: _ClientState | None = None) -> None:
+    """Remember ``raw`` (None: no offer stands) as the offer of ``queue`` in ``keys``'
+    partition for this client's next small submit."""
+    seen = (state or _state_of(client)).offers
+    if raw is None:
+        seen.pop((keys.prefix, queue), None)
+    else:
+        known = seen.get((keys.prefix, queue))
+        if known is None or known.raw != raw:
+            seen[(keys.prefix, queue)] = _SeenOffer(raw, signals.parse_offer(raw))
+
+
+def _scripts_of(client: redis.Redis, keys: Keys, settings: Settings,
+                state: _ClientState | None = None) -> Scripts:
     """This client's scripts for the namespace (one connection per thread), durable as
     ``settings`` ask."""
-    wanted = durability(settings)
-    scripts = _scripts.setdefault(client, {}).get(keys.prefix)  # one per partition
-    if scripts is None or scripts.durability != wanted:
-        scripts = _scripts[client][keys.prefix] = Scripts.for_settings(client, keys,
-                                                                       settings)
+    made = (state or _state_of(client)).scripts
+    known = made.get(keys.prefix)  # one per partition
+    if known is not None and known[0] is settings:
+        return known[1]
+    scripts = known[1] if known is not None else None
+    if scripts is None or scripts.durability != durability(settings):
+        scripts = Scripts.for_settings(client, keys, settings)
+    made[keys.prefix] = (settings, scripts)
     return scripts
 
 
@@ -360,10 +413,10 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     and still holds; if not, it signals the dispatcher). The script returns the offer as
     it stands, for the next submit: the offer costs no round trip of its own. The worker
     the tasks were leased to, or None."""
-    scripts = _scripts_of(client, keys, settings)
-    seen = _offers.setdefault(client, {})
-    raw = seen.get((keys.namespace, queue))
-    offer = signals.parse_offer(raw) if raw is not None else None
+    state = _state_of(client)
+    scripts = _scripts_of(client, keys, settings, state)
+    seen = state.offers.get((keys.prefix, queue))
+    offer, raw = (seen.offer, seen.raw) if seen is not None else (None, None)
     tasks = [(task_id, ready.get(task_id), record) for task_id, record in records.items()]
     recent = RECENT_FLOWS if _trim.random() * TRIM_EVERY < 1 else 0
     taking = offer is not None and raw is not None and client not in _offers_refused
@@ -381,8 +434,5 @@ def _submit_small(client: redis.Redis, keys: Keys, settings: Settings, flow_id: 
     if not taking:
         worker, now = scripts.submit_small(flow_id, flow_record, queue, tasks, now_ms,
                                            recent, signal)
-    if now is None:
-        seen.pop((keys.namespace, queue), None)
-    else:
-        seen[(keys.namespace, queue)] = now
+    see_offer(client, keys, queue, now, state)
     return worker or None

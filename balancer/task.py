@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -89,13 +90,22 @@ class Task:
     def check(self) -> None:
         """Raise ValueError naming this task and the option Redis could not take. Run at
         decoration, and again at submit: the options are plain attributes, and one set
-        after decoration must not reach Redis unchecked."""
+        after decoration must not reach Redis unchecked. The options last found good are
+        kept: while each is still the very object checked (compared by identity, so that
+        True never passes for a checked 1), checking again is skipped, which a
+        one-task submit would otherwise pay every time."""
+        given = (self.name, self.queue_name, self.priority, self.retries, self.retry_delay,
+                 self.timeout)
+        checked = self.__dict__.get("_checked")
+        if checked is not None and all(map(operator.is_, given, checked)):
+            return
         try:
             check_queue_name(self.queue_name)
         except ValueError as exc:
             raise ValueError(f"task {self.name!r}: queue_name: {exc}") from None
         check_task_options(f"task {self.name!r}", self.priority, self.retries,
                            self.retry_delay, self.timeout)
+        self._checked = given
 
     @property
     def path(self) -> str:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import chain
 from typing import Any, Literal
 
 import redis
@@ -210,6 +211,8 @@ class Scripts:
         self.events = events_config or events.Config()
         self.durability = durability or Durability()
         self._local = threading.local()  # .direct: this thread's connection
+        # The last offer submit_small took: (queue, offer, its keys, its arguments).
+        self._offer_cache: tuple[str, Offer, list[str], list[Any]] | None = None
 
     @classmethod
     def for_settings(cls, client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
@@ -369,30 +372,39 @@ class Scripts:
         keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue),
                 k.events]
         args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(tasks),
-                           len(flow), *self.events.argv]
-        for name, value in flow.items():
-            args += [name, value]
+                           len(flow), *self.events.argv, *chain.from_iterable(flow.items())]
         for task_id, score, fields in tasks:
             keys.append(k.task(task_id))
             args += [task_id, "" if score is None else repr(score), len(fields)]
-            for name, value in fields.items():
-                args += [name, value]
+            args += chain.from_iterable(fields.items())
         if offer is None:
             args.append("")
         else:
-            keys += [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines,
-                     k.tag_limits]
-            args += [raw_offer, offer.epoch, lease_prefix, grace_ms, len(offer.workers),
-                     len(offer.others)]
-            for worker, capacity, host_load in offer.workers:
-                keys += [k.inbox(worker), k.leases(worker)]
-                args += [worker, capacity, repr(host_load)]
-            keys += [k.queue(q) for q in offer.others]
+            offer_keys, offer_args = self._offer_parts(queue, offer)
+            keys += offer_keys
+            args += [raw_offer, offer.epoch, lease_prefix, grace_ms, *offer_args]
         (worker, now), acked = self._run_durable("submit_small", keys, args)
         if acked < self.durability.replicas:
             raise NotReplicated(f"flow {flow_id}", acked, self.durability.replicas,
                                 self.durability.timeout_ms)
         return worker.decode(), now
+
+    def _offer_parts(self, queue: str, offer: Offer) -> tuple[list[str], list[Any]]:
+        """The keys and the trailing arguments submit_small.lua takes an offer with: the
+        same for every submit while the offer stands, so built once per offer."""
+        cached = self._offer_cache
+        if cached is not None and cached[0] == queue and cached[1] is offer:
+            return cached[2], cached[3]
+        k = self.keys
+        keys = [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines,
+                k.tag_limits]
+        args: list[Any] = [len(offer.workers), len(offer.others)]
+        for worker, capacity, host_load in offer.workers:
+            keys += [k.inbox(worker), k.leases(worker)]
+            args += [worker, capacity, repr(host_load)]
+        keys += [k.queue(q) for q in offer.others]
+        self._offer_cache = (queue, offer, keys, args)
+        return keys, args
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
         """Queue due retries; ``due`` holds (task id, queue name) pairs."""

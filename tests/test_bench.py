@@ -37,6 +37,19 @@ def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path
 
 
 @pytest.mark.integration
+def test_submit_bench_reports_client_cpu_per_call_and_latency(redis_url: str,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "submit.json"
+    proc, figures = _run("submit_bench.py", out, "--redis-url", redis_url, "--calls", "50",
+                         "--singles", "10", "--rounds", "2")
+    assert len(figures["rounds"]) == 2
+    for row in figures["rounds"]:
+        assert row["cpu_us_per_call"] > 0 and row["calls_per_s"] > 0, row
+        assert 0 < row["p50_ms"] <= row["p99_ms"], row
+    assert "median: cpu" in proc.stdout
+
+
+@pytest.mark.integration
 def test_durability_bench_times_submits_with_and_without_a_replica_wait(tmp_path: Path) -> None:
     from tests.integration.topologies import need_redis_server
 

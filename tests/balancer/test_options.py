@@ -137,6 +137,24 @@ def test_an_option_set_after_decoration_is_refused_at_submit_and_nothing_is_writ
     assert nothing_written(fake, settings.namespace)
 
 
+@pytest.mark.parametrize(("option", "value"), [
+    ("priority", True), ("priority", NAN), ("retries", 1.5), ("timeout", -1.0),
+    ("queue_name", "has space"),
+], ids=repr)
+def test_an_option_changed_after_a_submit_is_checked_again_at_the_next(
+        fake: redis.Redis, settings: Settings, option: str, value: Any) -> None:
+    """A submit keeps the options it found good (Task.check), so that the next submit of
+    the same task need not check them again: one changed since, even to a value equal to
+    the good one (True == 1), is checked and refused."""
+    changed = task(name="changed", priority=1, retries=1, timeout=1.0)(step.fn)
+    submit_flow(fake, settings, one_step_flow(changed))
+    before = set(fake.scan_iter(match=Keys(settings.namespace).prefix + "*"))
+    setattr(changed, option, value)
+    with pytest.raises(FlowError, match=rf"task 'changed': {option}"):
+        submit_flow(fake, settings, one_step_flow(changed))
+    assert set(fake.scan_iter(match=Keys(settings.namespace).prefix + "*")) == before
+
+
 def test_a_queue_setting_changed_after_construction_is_refused_at_submit(
         fake: redis.Redis, settings: Settings) -> None:
     queue = Queue("reports", priority=1)

@@ -348,3 +348,21 @@ def test_a_small_submit_to_a_redis_that_lost_its_scripts_loads_them_and_writes_o
     run = submit_flow(fake, settings, flow)
     assert fake.hget(keys.task(run.ids[first]), "state") == b"queued"
     assert fake.zcard(keys.queue("default")) == 2 and fake.llen(keys.wake) == 2
+
+
+def test_a_client_keeps_the_standing_offer_of_each_partition_apart(
+        fake: redis.Redis, settings: Settings, keys: Keys) -> None:
+    """A small submit remembers the offer its script read for the next submit to take, per
+    partition: a flow placed in another partition must not take (nor forget) this one's."""
+    fake.set(keys.partitions, 2)
+    for p in (0, 1):
+        fake.set(keys.of(p).offer("default"), f"offer of partition {p}".encode())
+    placed: set[int] = set()
+    while placed != {0, 1}:  # flows are placed by a hash of their random id
+        with Flow("placed") as flow:
+            extract("x")
+        run = submit_flow(fake, settings, flow)
+        placed.add(run.keys.partition)
+    for p in (0, 1):
+        assert submit.seen_offer(fake, keys.of(p), "default") == (
+            f"offer of partition {p}".encode())

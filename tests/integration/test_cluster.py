@@ -213,14 +213,14 @@ def test_single_task_submits_to_an_idle_cluster_are_leased_by_the_submit_itself(
             node = tasks.square(i)
         # The offer this client read at its previous submit still stands: this submit
         # must take it (both workers are idle: each task completed before the next).
-        seen = submit_module._offers.get(real, {}).get((namespace, "default"))
+        seen = submit_module.seen_offer(real, keys, "default")
         stands = seen is not None and real.get(keys.offer("default")) == seen
         caplog.clear()
         run = flow.submit(real, namespace=namespace)
         direct = any("leased it at once" in r.getMessage() for r in caplog.records)
         # The offer as the submit's script found it (the client keeps it for the next
         # submit): one rewritten since the check above was rightly refused.
-        found = submit_module._offers.get(real, {}).get((namespace, "default"))
+        found = submit_module.seen_offer(real, keys, "default")
         standing += stands
         missed += stands and found == seen and not direct
         assert run.wait(timeout=30) == "completed"
@@ -275,7 +275,7 @@ def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
     procs.stop(workers[doomed], signal.SIGKILL)  # registered until the dispatcher reaps it
     raw, chosen = standing()
     # This client knows the offer that stands (as if its last submit had just read it).
-    submit_module._offers.setdefault(real, {})[(namespace, "default")] = raw
+    submit_module.see_offer(real, keys, "default", raw)
     caplog.set_level(logging.INFO, logger="balancer.client")
     with Flow("after-death") as flow:
         node = tasks.square(9)

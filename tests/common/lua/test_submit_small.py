@@ -133,3 +133,18 @@ def test_an_offer_leases_to_the_least_loaded_as_the_dispatcher_weighs_load(
     views[1].cpu = w2_host / CPU_WEIGHT
     assert min(views, key=load).id == chosen  # what the dispatcher itself would choose
     assert offer_to(db, (W, 4, 0.0), ("w2", 4, w2_host), tasks="a") == chosen
+
+
+def test_each_submit_takes_the_offer_it_was_given_after_another_was_taken(db: Db) -> None:
+    """Scripts builds an offer's keys and arguments once and reuses them while it is the
+    same offer: a new one (here naming another worker) is taken with its own."""
+    db.register("w2")
+    epoch = db.leader.split("|")[0]
+    assert offer_to(db, (W, 4, 0.0), tasks="a") == W
+    assert offer_to(db, (W, 4, 0.0), tasks="b") == W  # an equal offer, read again
+    assert offer_to(db, ("w2", 4, 0.0), tasks="c") == "w2"
+    offer = stand(db, signals.Offer(epoch, ((W, 4, 0.0),)))
+    assert submit(db, "d", offer=offer)[0] == W
+    assert submit(db, "e", offer=offer)[0] == W  # the very same offer, reused
+    assert sorted(lease.task_id for lease in db.inbox(W)) == ["a", "b", "d", "e"]
+    assert [lease.task_id for lease in db.inbox("w2")] == ["c"]
