@@ -49,8 +49,8 @@ print(json.dumps([cpu, pressure, memory]))
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="taskset is not installed")
-def test_a_busy_foreign_process_on_the_workers_core_shows_as_pressure() -> None:
-    core = max(os.sched_getaffinity(0))
+def _hog_and_sample(core: int) -> tuple[float, list[float]]:
+    """(the share of ``core`` a foreign busy loop got, what a sample there reported)."""
     pid = _foreign_hog(core)
     try:
         hog = psutil.Process(pid)
@@ -60,11 +60,21 @@ def test_a_busy_foreign_process_on_the_workers_core_shows_as_pressure() -> None:
         share = (sum(hog.cpu_times()[:2]) - used0) / (time.monotonic() - t0)
     finally:
         os.kill(pid, signal.SIGKILL)
-    cpu, pressure, memory = json.loads(out.stdout)
-    # What the hog got of the core depends on what else the machine runs; whatever it
-    # got shows as pressure (none of it is the sampling process's), give or take the
-    # sampling windows, which differ a little.
-    assert share > 0.2
+    return share, json.loads(out.stdout)
+
+
+def test_a_busy_foreign_process_on_the_workers_core_shows_as_pressure() -> None:
+    core = max(os.sched_getaffinity(0))
+    # What the hog gets of the core depends on what else the machine runs: on a machine
+    # loaded enough to leave it under a fifth, the measurement is tried again.
+    for _ in range(5):
+        share, (cpu, pressure, memory) = _hog_and_sample(core)
+        if share > 0.2:
+            break
+    else:
+        pytest.skip(f"the machine left a busy loop only {share:.0%} of a core, five times")
+    # Whatever it got shows as pressure (none of it is the sampling process's), give or
+    # take the sampling windows, which differ a little.
     assert pressure >= share - 0.2, (pressure, share)
     assert cpu >= pressure
     assert 0.0 < memory < 1.0
