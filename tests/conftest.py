@@ -102,6 +102,13 @@ class Processes:
     def worker(self, *args: str) -> subprocess.Popen[bytes]:
         return self.start("balancer.worker.cli", "start", *args, name="worker")
 
+    def serve_and_worker(self, client: redis.Redis, namespace: str, *worker_args: str
+                         ) -> None:
+        """``balancer serve`` and one worker, once the worker has registered."""
+        self.serve()
+        self.worker(*worker_args)
+        wait_for(lambda: client.zcard(Keys(namespace).workers) >= 1, timeout=30)
+
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
              timeout: float = 15) -> int:
         if proc.poll() is None:

@@ -18,9 +18,7 @@ from tests.integration import tasks
 def test_a_flow_whose_counters_are_not_numbers_ends_failed_and_others_keep_completing(
         procs: Processes, real: redis.Redis, namespace: str, field: str) -> None:
     keys = Keys(namespace)
-    procs.serve()
-    procs.worker("--concurrency", "2", "--pool", "thread")
-    wait_for(lambda: real.zcard(keys.workers) >= 1, timeout=30)
+    procs.serve_and_worker(real, namespace, "--concurrency", "2", "--pool", "thread")
     with Flow("broken") as flow:
         slow = tasks.sleep_for(1.0)
         tasks.add(slow, 1)
