@@ -61,6 +61,11 @@ def _sha(name: str) -> str:
     return hashlib.sha1(luasource.source(name).encode()).hexdigest()
 
 
+def _evalsha(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+    """The script ``name`` as a command (a server without it replies NOSCRIPT)."""
+    return ("EVALSHA", _sha(name), len(keys), *keys, *args)
+
+
 @dataclass(frozen=True)
 class Child:
     """A dependent of a task: completing the task may queue it at ``score`` in ``queue``,
@@ -228,7 +233,7 @@ class Scripts:
     def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         direct = self._direct()
         try:
-            return direct.call("EVALSHA", _sha(name), len(keys), *keys, *args)
+            return direct.call(*_evalsha(name, keys, args))
         except redis.exceptions.NoScriptError:  # a new or restarted server
             return direct.call("EVAL", luasource.source(name), len(keys), *keys, *args)
 
@@ -242,7 +247,7 @@ class Scripts:
             return self._run(name, keys, args), 0
         wait = ("WAIT", wanted, self.durability.timeout_ms)
         direct = self._direct()
-        reply, acked = direct.calls(("EVALSHA", _sha(name), len(keys), *keys, *args), wait)
+        reply, acked = direct.calls(_evalsha(name, keys, args), wait)
         if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
             reply, acked = direct.calls(
                 ("EVAL", luasource.source(name), len(keys), *keys, *args), wait)
@@ -479,18 +484,20 @@ class Scripts:
     def heartbeat(self, worker_id: str, info: bytes, ttl_ms: int) -> tuple[bool, int, int]:
         """Register or refresh the worker and signal the dispatcher: (was registered,
         leases held, Redis time ms)."""
-        _, _, _, *keys_and_args = self.heartbeat_command(worker_id, info, ttl_ms)
-        return self.heartbeat_reply(self._run("heartbeat", keys_and_args[:5],
-                                              keys_and_args[5:]))
+        return self.heartbeat_reply(self._run("heartbeat",
+                                              *self._heartbeat_parts(worker_id, info, ttl_ms)))
 
     def heartbeat_command(self, worker_id: str, info: bytes, ttl_ms: int
                           ) -> tuple[Any, ...]:
         """``heartbeat`` as a command to pipeline with other partitions' (one round trip
         per master: worker/heartbeat.py); its reply goes to ``heartbeat_reply``."""
+        return _evalsha("heartbeat", *self._heartbeat_parts(worker_id, info, ttl_ms))
+
+    def _heartbeat_parts(self, worker_id: str, info: bytes, ttl_ms: int
+                         ) -> tuple[list[str], list[Any]]:
         k = self.keys
-        return ("EVALSHA", _sha("heartbeat"), 5, k.worker(worker_id), k.workers,
-                k.leases(worker_id), k.wake, k.events, worker_id, info, ttl_ms,
-                self.events.cap)
+        return ([k.worker(worker_id), k.workers, k.leases(worker_id), k.wake, k.events],
+                [worker_id, info, ttl_ms, self.events.cap])
 
     @staticmethod
     def heartbeat_reply(reply: Any) -> tuple[bool, int, int]:
@@ -563,8 +570,8 @@ class Scripts:
                      ) -> tuple[Any, ...]:
         """``take`` as a command to send after a blocking fetch on the same connection
         (worker/inbox.py); its reply goes to ``taken``."""
-        keys = self._take_keys(worker_id)[:None if fetched else 2]
-        return ("EVALSHA", _sha("take"), len(keys), *keys, count)
+        keys = self._take_keys(worker_id)
+        return _evalsha("take", keys if fetched else keys[:2], [count])
 
     def taken(self, worker_id: str, reply: Any) -> tuple[list[bytes], int]:
         """The entries of a ``take`` reply, after logging those dropped, and how many the
