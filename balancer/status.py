@@ -81,11 +81,18 @@ class Status:
     tags: list[TagLimit] = field(default_factory=list)  # limited, or with leases counted
     # With several partitions: each one's leader, by partition (``leader`` is partition 0's).
     leaders: list[str | None] = field(default_factory=list)
-    # Dispatchers heard from within 3 leader ttls that lead nothing: who takes over.
-    standbys: list[Standby] = field(default_factory=list)
+    # Dispatchers heard from within 3 leader ttls (leaders and standbys), newest first.
+    dispatchers: list[DispatcherRow] = field(default_factory=list)
+
+    @property
+    def standbys(self) -> list[DispatcherRow]:
+        """The dispatchers heard from that lead no partition: who takes over."""
+        leading = {leader.partition("|")[2] for leader in self.leaders or [self.leader]
+                   if leader}
+        return [row for row in self.dispatchers if row.id not in leading]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "standbys": [asdict(row) for row in self.standbys]}
 
 
 def _int(raw: bytes | None) -> int:
@@ -101,24 +108,21 @@ DEFAULT_LEADER_TTL = Settings.leader_ttl
 
 
 @dataclass
-class Standby:
+class DispatcherRow:
     id: str
-    seen_s: float  # since it last tried for the lease (standbys try every tick)
+    seen_s: float  # since it last led or tried for the lease (every dispatcher tick)
 
 
-def _standbys(heard: list[tuple[bytes, float]], leaders: list[str | None], now_ms: float
-              ) -> list[Standby]:
-    """The dispatchers heard from that hold no leader lease (a lease is "epoch|id")."""
-    leading = {leader.partition("|")[2] for leader in leaders if leader}
-    rows = {}
-    for member, score in heard:
+def _heard(entries: list[tuple[bytes, float]], now_ms: float) -> list[DispatcherRow]:
+    """The ``dispatchers`` zset's members read (an unreadable one skipped), newest first."""
+    rows = []
+    for member, score in entries:
         try:
             dispatcher = member.decode()
         except UnicodeDecodeError:
             continue
-        if dispatcher not in leading:
-            rows[dispatcher] = Standby(dispatcher, round(max(0.0, now_ms - score) / 1000, 1))
-    return sorted(rows.values(), key=lambda row: row.seen_s)
+        rows.append(DispatcherRow(dispatcher, round(max(0.0, now_ms - score) / 1000, 1)))
+    return sorted(rows, key=lambda row: row.seen_s)
 
 
 def gather(client: redis.Redis, keys: Keys, recent: int = 10,
@@ -189,11 +193,9 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
                                    if offer and offer.epoch == epoch else []))
     offset += 3 * len(queue_names)
     flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
-    leader_token = leader.decode() if leader else None
-    return Status(leader_token, rows, queue_rows, flows, int(delayed),
+    return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
                   int(dead), aside.rows(set_aside),
-                  limit_rows(tag_limits, tag_leased),
-                  standbys=_standbys(heard, [leader_token], now_ms))
+                  limit_rows(tag_limits, tag_leased), dispatchers=_heard(heard, now_ms))
 
 
 def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
@@ -229,8 +231,7 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
                   sum(v.delayed for v in views), sum(v.dead_letters for v in views),
                   [row for v in views for row in v.set_aside],
                   merge_rows([v.tags for v in views]), [v.leader for v in views],
-                  standbys=[row for row in first.standbys if not any(
-                      (v.leader or "").endswith("|" + row.id) for v in views)])
+                  first.dispatchers)  # serves register in partition 0
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in

@@ -18,7 +18,6 @@ Grafana dashboard's test are checked against it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -179,7 +178,8 @@ class ClusterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         every = partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
-        snap = status_view.gather_all(self.client, every, recent=1)
+        snap = status_view.gather_all(self.client, every, recent=1,
+                                      leader_ttl=self.leader_ttl)
         families = {name: _gauge(name) for name, (kind, _, _) in METRICS.items()
                     if kind == "gauge"}
 
@@ -210,7 +210,7 @@ class ClusterCollector(Collector):
         for leader in dict.fromkeys(snap.leaders or [snap.leader]):  # one per partition
             if leader:
                 put("balancer_leader", 1, leader.split("|", 1)[-1])
-        put("balancer_dispatchers", len(dispatchers(self.client, self.keys, self.leader_ttl)))
+        put("balancer_dispatchers", len(snap.dispatchers))
         put("balancer_dead_letters", snap.dead_letters)
         put("balancer_retries_waiting", snap.delayed)
         put("balancer_set_aside", len(snap.set_aside))
@@ -250,16 +250,6 @@ def head_ages_all(client: redis.Redis, every: list[Keys], queues: list[str]
         for q, age in queue_head_ages(client, keys, queues).items():
             ages[q] = max(age, ages.get(q, 0.0))
     return ages
-
-
-def dispatchers(client: redis.Redis, keys: Keys, leader_ttl: float) -> list[tuple[str, float]]:
-    """Dispatchers heard from within 3 leader ttls: (id, seconds since), newest first."""
-    seconds, micros = client.time()
-    now_ms = seconds * 1000 + micros / 1000
-    seen: Any = client.zrangebyscore(keys.dispatchers, now_ms - 3000 * leader_ttl, "+inf",
-                                     withscores=True)
-    return sorted(((m.decode("utf-8", "replace"), max(0.0, (now_ms - s) / 1000))
-                   for m, s in seen), key=lambda x: x[1])
 
 
 def registry_for(client: redis.Redis, keys: Keys, leader_ttl: float

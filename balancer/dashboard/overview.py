@@ -15,7 +15,7 @@ from balancer import status as status_view
 from balancer.common import partitions
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
-from balancer.dashboard.metrics import dispatchers, head_ages_all
+from balancer.dashboard.metrics import head_ages_all
 from balancer.scheduling import CPU_WEIGHT, MEMORY_SAFE, MEMORY_WEIGHT
 
 SHOWN_PER_WORKER = 20  # tasks listed under a worker
@@ -77,7 +77,8 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
            ) -> dict[str, Any]:
     """The page's data; with several partitions, of them all (``status.gather_all``)."""
     every = partitions.all_keys(keys, partitions.count(client, keys))
-    snap = status_view.gather_all(client, every, recent=flows)
+    snap = status_view.gather_all(client, every, recent=flows,
+                                  leader_ttl=settings.leader_ttl)
     data = snap.to_dict()
     held = _held_all(client, every, [w.id for w in snap.workers])
     for row, shown in zip(snap.workers, data["workers"]):
@@ -98,9 +99,9 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
         if leader:
             leads.setdefault(leader.split("|", 1)[-1], []).append(p)
     data["dispatchers"] = [
-        {"id": d, "seen_s": round(age, 1), "role": "leader" if d in leads else "standby",
-         "partitions": leads.get(d, [])}
-        for d, age in dispatchers(client, keys, settings.leader_ttl)]
+        {"id": d.id, "seen_s": d.seen_s, "role": "leader" if d.id in leads else "standby",
+         "partitions": leads.get(d.id, [])}
+        for d in snap.dispatchers]
     for leader_id, led in leads.items():
         if leader_id not in {d["id"] for d in data["dispatchers"]}:
             data["dispatchers"].insert(0, {"id": leader_id, "seen_s": None, "role": "leader",
