@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
@@ -105,6 +106,15 @@ class Claims(Protocol):
     def led(self, partition: int, leading: bool) -> None: ...
 
 
+@dataclass
+class _BellWire:
+    """A connection to the master of another partition's doorbells, and its failures."""
+
+    direct: Direct
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_at: float = 0.0  # after a failure: no ring before then
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -154,10 +164,8 @@ class Dispatcher:
         self._deadlines_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
-        # Per home partition of doorbells (_ring): a connection, and its failures.
-        self._bell_wires: dict[int, Direct] = {}
-        self._bells: dict[int, Backoff] = {}
-        self._bells_retry: dict[int, float] = {}
+        # Per home partition of doorbells on another master (_ring): a connection of ours.
+        self._bells: dict[int, _BellWire] = {}
         self._unserved_warned: dict[str, float] = {}
         self.offers = StandingOffers()
         self.ttl_ms = int(settings.result_ttl * 1000)
@@ -718,21 +726,20 @@ class Dispatcher:
             # (the next script call reads them): no round trip of its own per lease.
             self.scripts.note(ring, trim)
             return
-        backoff = self._bells.setdefault(home, Backoff())
-        now = self.clock()
-        if backoff.delay and now < self._bells_retry.get(home, 0.0):
-            return
-        wire = self._bell_wires.get(home)
+        wire = self._bells.get(home)
         if wire is None:
-            wire = self._bell_wires[home] = Direct(self.client, route=bell)
+            wire = self._bells[home] = _BellWire(Direct(self.client, route=bell))
+        backoff, now = wire.backoff, self.clock()
+        if backoff.delay and now < wire.retry_at:
+            return
         try:
-            wire.calls(ring, trim)
+            wire.direct.calls(ring, trim)
         except RETRYABLE_ON_CLUSTER as exc:
             if backoff.failed():
                 log.warning("dispatcher=%s partition=%d cannot ring the doorbells in"
                             " partition %d (their workers find its leases at their next"
                             " sweep): %s", self.id, self.partition, home, describe(exc))
-            self._bells_retry[home] = now + backoff.delay
+            wire.retry_at = now + backoff.delay
             return
         if backoff.recovered():
             log.info("dispatcher=%s partition=%d rings the doorbells in partition %d again",
