@@ -139,9 +139,8 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     pipe.hgetall(keys.aside)
     pipe.hgetall(keys.tag_limits)
     pipe.hgetall(keys.tag_inflight)
-    pipe.zrangebyscore(keys.dispatchers, now_ms - 3000 * leader_ttl, "+inf", withscores=True)
     (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
-     tag_leased, heard) = pipe.execute()
+     tag_leased) = pipe.execute()
     queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]
@@ -156,7 +155,9 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
         pipe.get(keys.offer(q))
     for f in flow_ids:
         pipe.hmget(keys.flow(f), FLOW_FIELDS)
+    pipe.zrangebyscore(keys.dispatchers, now_ms - 3000 * leader_ttl, "+inf", withscores=True)
     replies = pipe.execute(raise_on_error=False)
+    heard = _or(replies.pop(), [])  # a key of the wrong type: no dispatcher shown
 
     # What holds each queue is judged on these same reads, not on a second pass.
     facts = why.ClusterFacts(leader=leader.decode() if leader else None,
