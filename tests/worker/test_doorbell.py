@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import redis
-from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
@@ -32,18 +32,18 @@ def inbox(real: redis.Redis, settings: Settings) -> DoorbellInbox:
     return box
 
 
-class RoundTrips:
-    """The commands of each round trip of several commands (Direct.calls: the sweep's)."""
+class Looks:
+    """The sweep's looks (its ByNode's calls) of one inbox: the commands of each."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, inbox: DoorbellInbox, monkeypatch: pytest.MonkeyPatch) -> None:
         self.runs: list[list[str]] = []
-        calls = Direct.calls
+        calls = inbox._looks.calls
 
-        def counted(direct: Direct, *commands: tuple[Any, ...]) -> list[Any]:
-            self.runs.append([str(c[0]) for c in commands])
-            return calls(direct, *commands)
+        def counted(commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+            self.runs.append([str(command[0]) for _, command in commands])
+            return calls(commands)
 
-        monkeypatch.setattr(Direct, "calls", counted)
+        monkeypatch.setattr(inbox._looks, "calls", counted)
 
 
 def _takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -61,7 +61,7 @@ def _takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_idle_worker_sweeps_every_inbox_in_one_round_trip_and_takes_from_none(
         real: redis.Redis, inbox: DoorbellInbox, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = _takes(monkeypatch)
-    sent = RoundTrips(monkeypatch)
+    sent = Looks(inbox, monkeypatch)
     inbox._swept = 0.0  # a sweep is due
     assert inbox._fetch() == (None, 0)
     assert sent.runs == [["LLEN"] * COUNT]
@@ -85,7 +85,7 @@ def test_a_note_on_the_doorbell_makes_its_partition_due_without_a_sweep(
     taken.clear()
     inbox._swept = time.monotonic()  # as if just swept (its wait ended: one is due)
     real.rpush(inbox.bell, b"3")
-    sent = RoundTrips(monkeypatch)
+    sent = Looks(inbox, monkeypatch)
     inbox._fetch()  # reads the note
     inbox._fetch()  # takes from partition 3
     assert taken == [3] and sent.runs == []
