@@ -18,13 +18,16 @@ end
 -- caller; 0: write none) and '1' when per-task kinds are wanted (BALANCER_TASK_EVENTS).
 -- `flows`: false, or, in a script that writes the flows it settles into its task entry
 -- (ack.lua: emit_tasks_and_flows), the flows settled so far.
-local EVENTS = {key = false, cap = 0, tasks = false, flows = false}
+-- `maxlen`: the cap as XADD is given it, the caller's digits when they are only digits (a
+-- Lua number passed to redis.call is formatted anew at every call).
+local EVENTS = {key = false, cap = 0, maxlen = '0', tasks = false, flows = false}
 local function events_to(key, cap, tasks)
   EVENTS.key, EVENTS.cap, EVENTS.tasks = key, tonumber(cap) or 0, tasks == '1'
+  EVENTS.maxlen = string.find(cap or '', '^%d+$') and cap or string.format('%d', EVENTS.cap)
 end
 local function emit(kind, ...)
   if EVENTS.key and EVENTS.cap > 0 then
-    redis.call('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.cap, '*', 'k', kind, ...)
+    redis.call('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.maxlen, '*', 'k', kind, ...)
   end
 end
 -- One task of a task event's "t" field (events.task_record).

@@ -29,7 +29,7 @@
 -- are on.)
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
-local ttl, now = tonumber(ARGV[2]), ARGV[3]
+local ttl, now = ARGV[2], ARGV[3]  -- as given: only ever passed on to PEXPIRE
 local a, k = 10, 10
 events_to(KEYS[8], ARGV[8], ARGV[9])
 -- The flows this call settles ride in its task.completed entry (one write for both).
