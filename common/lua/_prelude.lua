@@ -6,11 +6,13 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A length-prefixed field "<len>:<bytes>" (event task records; lease entries alike).
+-- A length-prefixed field "<len>:<bytes>" (event task records; lease entries alike). The
+-- length goes through %d: a number concatenated is formatted as a float (%.14g), which
+-- costs twice the time, twenty times per task.
 local function lp(v)
   if v == nil or v == false then return '0:' end
   v = tostring(v)
-  return #v .. ':' .. v
+  return string.format('%d:', #v) .. v
 end
 
 -- The events stream (common/events.py owns its kinds and format). A script that writes
@@ -260,7 +262,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
                            depth, tags, tag_key)
   local function field(v)
     v = v or ''
-    return #v .. ':' .. v
+    return string.format('%d:', #v) .. v
   end
   local depth_field = field(depth)
   local removing, entries, members, deadlines, tagged = {}, {}, {}, {}, {}
