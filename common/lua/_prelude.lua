@@ -27,9 +27,11 @@ local function events_to(key, cap, tasks)
   EVENTS.key, EVENTS.cap, EVENTS.tasks = key, tonumber(cap) or 0, tasks == '1'
   EVENTS.maxlen = string.find(cap or '', '^%d+$') and cap or string.format('%d', EVENTS.cap)
 end
+-- An event is news, not state: an events key of another type (written by hand) loses the
+-- events, never the call that tells them (pcall).
 local function emit(kind, ...)
   if EVENTS.key and EVENTS.cap > 0 then
-    redis.call('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.maxlen, '*', 'k', kind, ...)
+    redis.pcall('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.maxlen, '*', 'k', kind, ...)
   end
 end
 -- One task of a task event's "t" field (events.task_record).
