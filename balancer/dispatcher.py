@@ -82,6 +82,17 @@ UNSERVED_WARNING = 30.0
 # The gate is read on the signals that may have put a task in it, and at least this often.
 GATE_RECHECK = 2.0
 _GATE_SIGNALS = frozenset({signals.SUBMITTED, signals.ACK, signals.CASCADE})
+
+
+def _may_have_gated(signal: signals.Signal) -> bool:
+    """Whether the change ``signal`` tells of may have put a task in the gate. A submit
+    that lists the ids it made ready (signals.READY: a small submit, a @flow run's tasks
+    added or released) gated none: a submit that gates one sends SUBMITTED instead
+    (balancer/submit.py, balancer/schedule_store.py). Not reading the gate on those saves
+    a command per wake-up of the single-task submits' stream."""
+    return signal.kind in _GATE_SIGNALS and signal.queued and not signal.ready
+
+
 # An idle dispatcher reads the queues again this often even without a signal: signals are
 # hints, and one lost (pushed while no dispatcher listened, trimmed from a full wake list)
 # must cost seconds, never a task left waiting forever.
@@ -363,7 +374,7 @@ class Dispatcher:
 
     def _apply(self, batch: list[signals.Signal]) -> None:
         """Feed the signals to the state; do what it asks on the way."""
-        if any(s.kind in _GATE_SIGNALS and s.queued for s in batch):
+        if any(_may_have_gated(s) for s in batch):
             self._gate_pending = True  # a gated task may have been put in the gate
         for command in self.state.apply(batch, self.clock()):
             if isinstance(command, Reap):

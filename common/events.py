@@ -1,15 +1,17 @@
 """The ``events`` stream: what happened in the cluster, for dashboards, metrics and
 ``balancer events``. This module owns its kinds and its entry format; the Lua scripts
-write the entries (the prelude's ``emit`` and ``emit_tasks`` mirror ``encode``), and
-everything else reads them through ``decode``.
+write the entries (the prelude's ``emit``, ``emit_tasks`` and ``emit_tasks_and_flows``
+mirror ``encode``), and everything else reads them through ``decode``.
 
 Per-task events are written by the scripts that make the change (ack, fail,
 mark_running, reap, assign, submit_small), in the same call: no extra round trip. A call
 that settles several tasks (a batch of acks) writes one entry holding them all, so an
-entry decodes to one ``Event`` per task. The stream is capped (``XADD MAXLEN ~ N``,
-``BALANCER_EVENTS_MAX``): a reader that falls more than N entries behind loses the
-oldest. ``BALANCER_TASK_EVENTS=off`` leaves out the per-task kinds (and the one write
-they cost per script call); the cluster kinds are always written.
+entry decodes to one ``Event`` per task; an ack's entry also holds the flows it settled
+(field ``ff``), so that a one-task flow's ack is one write to the stream, not two. The
+stream is capped (``XADD MAXLEN ~ N``, ``BALANCER_EVENTS_MAX``): a reader that falls more
+than N entries behind loses the oldest. ``BALANCER_TASK_EVENTS=off`` leaves out the
+per-task kinds (and the one write they cost per script call); the cluster kinds are
+always written (a flow.finished then as an entry of its own).
 
 An entry's fields (all strings):
 
@@ -19,6 +21,8 @@ An entry's fields (all strings):
 | w     | the worker (task and worker kinds, dispatch) or dispatcher (leader.changed) |
 | t     | task kinds: the tasks, each 8 length-prefixed fields (``<len>:<bytes>``): id, flow, |
 |       | queue, name, ready ms, started ms, finished ms, detail (error or reason) |
+| ff    | task.completed: the flows the same call settled, each 4 length-prefixed fields: |
+|       | id, state, name, task count (a ``flow.finished`` event each, after the tasks') |
 | f, s  | flow.finished: the flow id and its final state; n: its task count, m: its name |
 | q, n  | dispatch: the queue and how many tasks were leased; v: ``dispatcher`` or ``offer`` |
 | n, x  | worker.reaped / worker.left: tasks re-queued, tasks quarantined |
@@ -54,6 +58,7 @@ TASK_KINDS = frozenset({TASK_STARTED, TASK_COMPLETED, TASK_FAILED, TASK_RETRIED,
 KINDS = TASK_KINDS | {DISPATCH, WORKER_JOINED, WORKER_LEFT, WORKER_REAPED, FLOW_FINISHED,
                       LEADER_CHANGED}
 TASK_FIELDS = 8  # per task in the ``t`` field
+FLOW_FIELDS = 4  # per flow in the ``ff`` field
 
 
 class EventError(ValueError):
@@ -154,8 +159,13 @@ def task_record(task: str, flow: str = "", queue: str = "", name: str = "",
         task, flow, queue, name, ready_ms, started_ms, finished_ms, detail))
 
 
+def flow_record(flow: str, state: str, name: str = "", count: int | None = None) -> bytes:
+    """One flow of an ``ff`` field, as the prelude's ``emit_tasks_and_flows`` writes it."""
+    return b"".join(_field("" if v is None else v) for v in (flow, state, name, count))
+
+
 def encode(kind: str, *, worker: str = "", tasks: tuple[bytes, ...] = (),
-           **extra: str | int) -> dict[str, bytes]:
+           flows: tuple[bytes, ...] = (), **extra: str | int) -> dict[str, bytes]:
     """The fields of an entry written from Python (XADD them with ``emit``)."""
     if kind not in KINDS:
         raise EventError(f"unknown event kind {kind!r}")
@@ -164,6 +174,8 @@ def encode(kind: str, *, worker: str = "", tasks: tuple[bytes, ...] = (),
         fields["w"] = worker.encode()
     if tasks:
         fields["t"] = b"".join(tasks)
+    if flows:
+        fields["ff"] = b"".join(flows)
     for name, value in extra.items():
         if name not in ("f", "s", "q", "n", "x", "v", "d", "m"):
             raise EventError(f"unknown event field {name!r}")
@@ -200,7 +212,7 @@ def decode(stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> list[Event]
             events.append(Event(kind, at_ms, sid, worker, _text(task), _text(flow),
                                 _text(queue), _text(name), _ms(ready), _ms(started),
                                 _ms(finished), detail=_text(detail)))
-        return events
+        return events + _flows_finished(at_ms, sid, fields.get(b"ff"))
     common: dict[str, Any] = {"worker": worker, "detail": _text(fields.get(b"d"))}
     if kind == FLOW_FINISHED:
         common.update(flow=_text(fields.get(b"f")), state=_text(fields.get(b"s")),
@@ -211,6 +223,19 @@ def decode(stream_id: bytes | str, fields: Mapping[bytes, bytes]) -> list[Event]
     elif kind in (WORKER_REAPED, WORKER_LEFT):
         common.update(count=_count(fields.get(b"n")), lost=_count(fields.get(b"x")))
     return [Event(kind, at_ms, sid, **common)]
+
+
+def _flows_finished(at_ms: int, sid: str, raw: bytes | None) -> list[Event]:
+    """The flow.finished events an ``ff`` field holds (none when absent)."""
+    if not raw:
+        return []
+    parts = _fields(raw)
+    if len(parts) % FLOW_FIELDS:
+        raise EventError("an ff field without whole flow records")
+    return [Event(FLOW_FINISHED, at_ms, sid, flow=_text(flow), state=_text(state),
+                  name=_text(name), count=_count(count))
+            for flow, state, name, count in (parts[i:i + FLOW_FIELDS]
+                                             for i in range(0, len(parts), FLOW_FIELDS))]
 
 
 def _when(ms: int) -> str:

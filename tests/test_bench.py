@@ -50,6 +50,20 @@ def test_submit_bench_reports_client_cpu_per_call_and_latency(redis_url: str,
 
 
 @pytest.mark.integration
+def test_redis_cost_bench_breaks_a_task_down_by_command_and_by_script(tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "cost.json"
+    proc, rounds = _run("redis_cost.py", out, "--flows", "30", "--rounds", "1", "--serial")
+    counted, logged = rounds
+    assert counted["redis_cpu_ms_per_task"] > 0 and counted["cmds_per_task"] > 0, counted
+    assert counted["commands"]["evalsha"]["per_task"] > 0 and not counted["slowlog"]
+    assert {"script submit_small", "script take", "script ack"} <= set(logged["slowlog"])
+    assert "commands/task" in proc.stdout
+
+
+@pytest.mark.integration
 def test_durability_bench_times_submits_with_and_without_a_replica_wait(tmp_path: Path) -> None:
     from tests.integration.topologies import need_redis_server
 

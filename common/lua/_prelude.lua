@@ -6,25 +6,32 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A length-prefixed field "<len>:<bytes>" (event task records; lease entries alike).
+-- A length-prefixed field "<len>:<bytes>" (event task records; lease entries alike). The
+-- length goes through %d: a number concatenated is formatted as a float (%.14g), which
+-- costs twice the time, twenty times per task.
 local function lp(v)
   if v == nil or v == false then return '0:' end
   v = tostring(v)
-  return #v .. ':' .. v
+  return string.format('%d:', #v) .. v
 end
 
 -- The events stream (common/events.py owns its kinds and format). A script that writes
 -- events first calls events_to with its events key, the cap (BALANCER_EVENTS_MAX of its
 -- caller; 0: write none) and '1' when per-task kinds are wanted (BALANCER_TASK_EVENTS).
-local EVENTS = {key = false, cap = 0, tasks = false}
+-- `flows`: false, or, in a script that writes the flows it settles into its task entry
+-- (ack.lua: emit_tasks_and_flows), the flows settled so far.
+-- `maxlen`: the cap as XADD is given it, the caller's digits when they are only digits (a
+-- Lua number passed to redis.call is formatted anew at every call).
+local EVENTS = {key = false, cap = 0, maxlen = '0', tasks = false, flows = false}
 local function events_to(key, cap, tasks)
   EVENTS.key, EVENTS.cap, EVENTS.tasks = key, tonumber(cap) or 0, tasks == '1'
+  EVENTS.maxlen = string.find(cap or '', '^%d+$') and cap or string.format('%d', EVENTS.cap)
 end
 -- An event is news, not state: an events key of another type (written by hand) loses the
 -- events, never the call that tells them (pcall).
 local function emit(kind, ...)
   if EVENTS.key and EVENTS.cap > 0 then
-    redis.pcall('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.cap, '*', 'k', kind, ...)
+    redis.pcall('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.maxlen, '*', 'k', kind, ...)
   end
 end
 -- One task of a task event's "t" field (events.task_record).
@@ -37,6 +44,32 @@ local function emit_tasks(kind, worker, records)
   if EVENTS.tasks and #records > 0 then
     emit(kind, 'w', worker or '', 't', table.concat(records))
   end
+end
+-- A flow settled: its flow.finished event, an entry of its own, or, while the script
+-- collects them (EVENTS.flows), a record of the "ff" field of its task entry
+-- (events.flow_record): id, state, name, task count.
+local function flow_finished(id, state, name, total)
+  if EVENTS.flows then
+    EVENTS.flows[#EVENTS.flows + 1] = {id, state, name, total}
+  else
+    emit('flow.finished', 'f', id, 's', state, 'm', name, 'n', total)
+  end
+end
+-- The task entry of a script that collected the flows it settled (EVENTS.flows, set
+-- when task events are on): the tasks and the flows in one write, a one-task flow's ack
+-- one XADD instead of two. Flows settled without a task record (none: every flow an ack
+-- settles has one of its tasks stored) would get entries of their own.
+local function emit_tasks_and_flows(kind, worker, records)
+  local flows = EVENTS.flows or {}
+  EVENTS.flows = false
+  if #records == 0 or #flows == 0 then
+    emit_tasks(kind, worker, records)
+    for _, f in ipairs(flows) do flow_finished(f[1], f[2], f[3], f[4]) end
+    return
+  end
+  local ff = {}
+  for i, f in ipairs(flows) do ff[i] = lp(f[1]) .. lp(f[2]) .. lp(f[3]) .. lp(f[4]) end
+  emit(kind, 'w', worker or '', 't', table.concat(records), 'ff', table.concat(ff))
 end
 -- A single task's event, its record read from its hash (failures, quarantines: rare).
 local function emit_task(kind, task_key, id, worker, detail, started, finished)
@@ -81,12 +114,13 @@ local function flow_counted(flow_key, field, by)
   if type(ok) == 'table' and ok.err then return nil end
   return ok
 end
-local function flow_settle(flow_key, done_key, state, ttl_ms, at, broken)
+-- `f`: the flow's id, name and total as the caller read them (nil: read here).
+local function flow_settle(flow_key, done_key, state, ttl_ms, at, broken, f)
   redis.call('HSET', flow_key, 'state', state, 'finished', at or now_ms())
   if broken then redis.call('HSET', flow_key, 'broken', broken, 'remaining', -1) end
   if EVENTS.key and EVENTS.cap > 0 then
-    local f = redis.call('HMGET', flow_key, 'id', 'name', 'total')
-    emit('flow.finished', 'f', f[1] or '', 's', state, 'm', f[2] or '', 'n', f[3] or '')
+    f = f or redis.call('HMGET', flow_key, 'id', 'name', 'total')
+    flow_finished(f[1] or '', state, f[2] or '', f[3] or '')
   end
   redis.call('RPUSH', done_key, state)
   redis.call('PEXPIRE', done_key, ttl_ms)
@@ -108,13 +142,15 @@ local function flow_tasks_done(flow_key, done_key, n, failed, ttl_ms, at, task_k
   end
   if left == 0 then
     local state = 'completed'
-    local counts = redis.call('HMGET', flow_key, 'failed', 'refs', 'ref_failed')
+    -- What the outcome needs, and what the flow.finished event says, in one read.
+    local counts = redis.call('HMGET', flow_key, 'failed', 'refs', 'ref_failed', 'id', 'name',
+                              'total')
     local failures, field = counts[1], 'failed'
     if counts[2] == '1' then failures, field = counts[3], 'ref_failed' end
     local number = tonumber(failures or '0')
     if not number then broken = field end
     if broken or number > 0 then state = 'failed' end
-    flow_settle(flow_key, done_key, state, ttl_ms, at, broken)
+    flow_settle(flow_key, done_key, state, ttl_ms, at, broken, {counts[4], counts[5], counts[6]})
   end
 end
 
@@ -228,7 +264,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
                            depth, tags, tag_key)
   local function field(v)
     v = v or ''
-    return #v .. ':' .. v
+    return string.format('%d:', #v) .. v
   end
   local depth_field = field(depth)
   local removing, entries, members, deadlines, tagged = {}, {}, {}, {}, {}

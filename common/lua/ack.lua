@@ -29,9 +29,11 @@
 -- are on.)
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
-local ttl, now = tonumber(ARGV[2]), ARGV[3]
+local ttl, now = ARGV[2], ARGV[3]  -- as given: only ever passed on to PEXPIRE
 local a, k = 10, 10
 events_to(KEYS[8], ARGV[8], ARGV[9])
+-- The flows this call settles ride in its task.completed entry (one write for both).
+if EVENTS.tasks then EVENTS.flows = {} end
 local out, per_queue, per_flow, stored, unlocked, records = {}, {}, {}, 0, 0, {}
 local untagged = 0
 for t = 1, tonumber(ARGV[4]) do
@@ -73,9 +75,9 @@ for t = 1, tonumber(ARGV[4]) do
   a = a + 10 + 2 * children
   k = k + 3 + 2 * children
 end
-emit_tasks('task.completed', ARGV[1], records)
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl, now) end
+emit_tasks_and_flows('task.completed', ARGV[1], records)
 -- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a
 -- quarter, ..., 1, 0 leases held), not at every ack: the first one wakes the dispatcher
 -- to refill; the next ones insist in case it could not yet (0 always signals).

@@ -136,6 +136,25 @@ def test_an_ack_that_queued_nothing_leaves_an_idle_dispatcher_idle(
     assert reads == [keys.queue("default")]
 
 
+def test_a_small_submit_does_not_make_the_dispatcher_read_the_gate(
+        fake: redis.Redis, settings: Settings, setup: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A submit that lists its ready ids gated none: only signals of changes that may
+    have gated a task (here an ack that queued dependents) make the gate be read."""
+    dispatcher, keys, _ = setup
+    idle_after_one(fake, settings, setup)
+    runs: list[int] = []
+    gate_run = dispatcher.gates.run
+    monkeypatch.setattr(dispatcher.gates, "run", lambda: runs.append(1) or gate_run())
+    dispatcher._gate_at = dispatcher.clock()  # read just now: the recheck is not due
+    submit(fake, settings, 1)
+    dispatcher.step()
+    assert runs == [] and len(inbox(fake, keys)) == 2
+    fake.rpush(keys.wake, "a|w|0")
+    dispatcher.step()
+    assert runs == [1]
+
+
 def test_a_submit_that_does_not_fit_is_read_from_the_queue_in_order(
         fake: redis.Redis, settings: Settings, setup: Any) -> None:
     dispatcher, keys, reads = setup

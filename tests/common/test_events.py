@@ -21,6 +21,19 @@ def test_an_entry_written_from_python_reads_back() -> None:
     assert json.loads(first.to_json())["kind"] == "task.cancelled"
 
 
+def test_an_entry_with_the_flows_it_settled_reads_as_the_tasks_then_the_flows() -> None:
+    fields = events.encode(events.TASK_COMPLETED, worker="w1",
+                           tasks=(events.task_record("t1", "f1", "q", "n", 1, 2, 3),),
+                           flows=(events.flow_record("f1", "completed", "fl|ow:1", 1),
+                                  events.flow_record("f2", "failed")))
+    task, first, second = events.decode(b"7-1", {k.encode(): v for k, v in fields.items()})
+    assert (task.kind, task.task, task.worker) == (events.TASK_COMPLETED, "t1", "w1")
+    assert (first.kind, first.flow, first.state, first.name, first.count, first.worker) == (
+        events.FLOW_FINISHED, "f1", "completed", "fl|ow:1", 1, "")
+    assert (second.flow, second.state, second.count) == ("f2", "failed", None)
+    assert first.stream_id == task.stream_id == "7-1"
+
+
 def test_cancelled_is_a_kind_of_the_schema() -> None:
     assert events.TASK_CANCELLED in events.TASK_KINDS
 
@@ -32,6 +45,7 @@ def test_cancelled_is_a_kind_of_the_schema() -> None:
     {b"k": b"task.completed", b"t": b"1:a"},  # not a whole record
     {b"k": b"task.completed", b"t": b"9:a"},  # cut short
     {b"k": b"task.completed", b"t": b"x:a"},
+    {b"k": b"task.completed", b"t": events.task_record("t"), b"ff": b"1:f1:s"},  # not whole
 ])
 def test_entries_not_of_the_schema_are_refused(fields: dict[bytes, bytes]) -> None:
     with pytest.raises(events.EventError):

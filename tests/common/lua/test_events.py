@@ -32,7 +32,7 @@ def test_the_leader_and_a_worker_joining_are_told_once(db: Db) -> None:
     assert len(_events(db)) == 2
 
 
-def test_a_batch_of_acks_is_one_entry_with_every_task(db: Db) -> None:
+def test_a_batch_of_acks_is_one_entry_with_every_task_and_the_flow_it_settled(db: Db) -> None:
     db.put_flow(2)
     db.put_task("a")
     db.put_task("b")
@@ -42,7 +42,7 @@ def test_a_batch_of_acks_is_one_entry_with_every_task(db: Db) -> None:
     done = [Done(t, tokens[t], Q, FLOW, STARTED, b"r", name=f"name-{t}",
                  ready_ms=STARTED - 40 if t == "a" else 0) for t in ("a", "b")]
     db.scripts.ack(W, done, TTL, FINISHED)
-    assert db.client.xlen(db.keys.events) == 2  # the tasks' entry, then the flow's
+    assert db.client.xlen(db.keys.events) == 1  # the tasks and the flow: one write
     a, b, flow = _events(db)
     assert (a.kind, a.task, a.name, a.queue, a.flow, a.worker) == (
         events.TASK_COMPLETED, "a", "name-a", Q, FLOW, W)
@@ -51,6 +51,31 @@ def test_a_batch_of_acks_is_one_entry_with_every_task(db: Db) -> None:
     assert a.stream_id == b.stream_id
     assert (flow.kind, flow.flow, flow.state, flow.name, flow.count) == (
         events.FLOW_FINISHED, FLOW, "completed", "flow", 2)
+    assert flow.stream_id == a.stream_id and flow.worker == "" and flow.task == ""
+
+
+def test_an_ack_that_settles_no_flow_writes_its_tasks_only(db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b")
+    tokens = db.lease("a", "b")
+    db.client.delete(db.keys.events)
+    db.scripts.ack(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"r")], TTL, FINISHED)
+    assert _kinds(db) == [events.TASK_COMPLETED]
+    db.scripts.ack(W, [Done("b", tokens["b"], Q, FLOW, STARTED, b"r")], TTL, FINISHED)
+    assert _kinds(db) == [events.TASK_COMPLETED, events.TASK_COMPLETED, events.FLOW_FINISHED]
+
+
+def test_with_task_events_off_a_settled_flow_still_gets_its_own_entry(db: Db) -> None:
+    quiet = Scripts(db.client, db.keys, events.Config(tasks=False))
+    db.put_flow(1)
+    db.put_task("a")
+    token = db.lease("a")["a"]
+    db.client.delete(db.keys.events)
+    quiet.ack(W, [Done("a", token, Q, FLOW, STARTED, b"r")], TTL, FINISHED)
+    [flow] = _events(db)
+    assert (flow.kind, flow.flow, flow.state, flow.name, flow.count) == (
+        events.FLOW_FINISHED, FLOW, "completed", "flow", 1)
 
 
 def test_a_dependent_made_ready_gets_its_ready_time(db: Db) -> None:

@@ -148,3 +148,16 @@ def test_each_submit_takes_the_offer_it_was_given_after_another_was_taken(db: Db
     assert submit(db, "e", offer=offer)[0] == W  # the very same offer, reused
     assert sorted(lease.task_id for lease in db.inbox(W)) == ["a", "b", "d", "e"]
     assert [lease.task_id for lease in db.inbox("w2")] == ["c"]
+
+
+def test_an_offer_counts_no_worker_that_could_not_beat_the_best_counted(db: Db) -> None:
+    """Workers are counted in the order of their host's load, the least a worker's load can
+    be: a free worker first ends the counting. w2's leases key here is no set, so counting
+    it would fail the script."""
+    db.register("w2")
+    db.client.set(db.keys.leases("w2"), "not a set")
+    assert offer_to(db, (W, 4, 0.0), ("w2", 4, 0.0), tasks="a") == W  # a tie: offered first
+    assert offer_to(db, ("w2", 4, 0.5), (W, 4, 0.0), tasks="b") == W  # 0.25 < 0.5
+    db.client.delete(db.keys.leases("w2"))
+    db.client.sadd(db.keys.leases(W), "x|t")  # W: 3 of 4 taken, 0.75
+    assert offer_to(db, (W, 4, 0.0), ("w2", 4, 0.5), tasks="c") == "w2"
