@@ -62,15 +62,10 @@ local raw = ARGV[a]
 local k, o = 8 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 6 + 2 * n_workers
--- The queue's offer now (returned for the client's next submit) and, when this submit
--- may take it, who leads, in one read.
-local offer_now, leader
-if raw ~= '' and #ids > 0 then
-  local both = redis.call('MGET', KEYS[6], KEYS[k])
-  offer_now, leader = both[1], both[2]
-else
-  offer_now = redis.call('GET', KEYS[6])
-end
+-- The queue's offer now (returned for the client's next submit). Not read together with
+-- the leader in one MGET: a client's ACL user (`balancer acl`) set up before would be
+-- refused MGET, and every small submit with it, for a microsecond.
+local offer_now = redis.call('GET', KEYS[6])
 -- Worker x goes before worker y: less load, the one offered first on a tie.
 local function before(x, y)
   return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2])
@@ -78,6 +73,7 @@ end
 local function chosen()
   -- Still the dispatcher's offer, made by the dispatcher that leads now.
   if raw == '' or #ids == 0 or offer_now ~= raw then return nil end
+  local leader = redis.call('GET', KEYS[k])
   if not leader or string.sub(leader, 1, #ARGV[o] + 1) ~= ARGV[o] .. '|' then return nil end
   -- The queue may hand out work without counting it, and nothing else waits: not in this
   -- queue (order), nor in the offered workers' other queues (priority across queues).
