@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from balancer.common.models import WorkerInfo
 
 from balancer.view import ClusterView
@@ -42,3 +45,17 @@ def test_an_ack_of_an_unknown_worker_is_ignored() -> None:
     view = ClusterView()
     view.acked("ghost", 3)
     assert view.workers == {}
+
+
+def test_a_queues_mean_duration_stays_the_mean_through_many_changes() -> None:
+    """The mean is kept as a running sum (a round reads it per queue), summed afresh now
+    and then so that rounding does not pile up."""
+    view = ClusterView()
+    rng = random.Random(5)
+    for i in range(2000):
+        beat(view, f"w{rng.randrange(30)}", {"q": rng.choice([0.1, 0.3, 1.7, 25.0])})
+        if i % 97 == 0:
+            view.forget(f"w{rng.randrange(30)}")
+        seen = list(view.durations["q"].values())
+        mean = view.mean_duration("q")
+        assert mean == (None if not seen else pytest.approx(sum(seen) / len(seen), abs=1e-9))
