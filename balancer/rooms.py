@@ -208,10 +208,11 @@ class RoomIndex:
         """``plan_batch(queue, task_ids, <the views but exclude>, rng, depth)``, without
         weighing the workers it does not lease to. The views stay as they are: the caller
         ``put``s what the lease script accepted."""
-        shelves = [self._shelf(group, depth) for group in groups_serving(queue)]
+        shelves = [s for s in (self._shelf(g, depth) for g in groups_serving(queue)) if s.heap]
         planned: list[Entry] = []  # workers picked, with this plan's leases counted
         left: dict[str, int] = {}  # the room they have left
         aside: list[tuple[_Shelf, Entry]] = []  # valid entries taken off, put back at the end
+        weighed: set[str] = set()  # workers whose entries were checked against their views
 
         def top(shelf: _Shelf) -> Entry | None:
             while shelf.heap:
@@ -221,9 +222,10 @@ class RoomIndex:
                     heapq.heappop(shelf.heap)  # replaced since
                 elif wid in exclude:
                     aside.append((shelf, heapq.heappop(shelf.heap)))
-                elif self._drifted(shelf, entry):
+                elif wid not in weighed and self._drifted(shelf, entry):
                     self.put(self._workers[wid])
                 else:
+                    weighed.add(wid)
                     return entry
             return None
 

@@ -180,6 +180,13 @@ def offered_host_load(worker: WorkerView, previous: float | None = None) -> floa
     return int(raw / OFFER_STEP) * OFFER_STEP
 
 
+def offer_basis(worker: WorkerView) -> tuple[frozenset[str], int, int]:
+    """What the standing offers weigh of a worker: its queues, its slots, and its host's
+    load in half steps (``offered_host_load`` turns only at half steps, whatever was
+    offered before). While it stays, no offer needs a new look at the worker."""
+    return worker.queues, worker.capacity, int(host_load(worker) / (OFFER_STEP / 2))
+
+
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:
     """A queue's effective priority: its own, plus one level per ``aging_ms`` its head waited."""
     waited = max(0.0, now_ms - head_score)

@@ -11,7 +11,7 @@ import logging
 from balancer.common.codec import CodecError
 from balancer.common.models import WorkerInfo
 from balancer.rooms import RoomIndex
-from balancer.scheduling import WorkerView
+from balancer.scheduling import WorkerView, offer_basis
 
 log = logging.getLogger("balancer.dispatcher")
 
@@ -24,8 +24,9 @@ class ClusterView:
         # Per queue, the sum of ``durations`` and the changes since it was last summed
         # afresh: a mean per round costs O(1), and rounding errors do not pile up.
         self._sums: dict[str, tuple[float, int]] = {}
-        # Bumped by every heartbeat and departure: what serves which queue, and how loaded
-        # the hosts are, may have changed (offers are recomputed only then).
+        # Bumped when what the standing offers weigh changed (``scheduling.offer_basis``: a
+        # worker came or went, its queues, slots or host load in half steps): offers are
+        # recomputed only then, which weighs every worker.
         self.version = 0
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
@@ -35,11 +36,11 @@ class ClusterView:
         except (CodecError, TypeError, ValueError) as exc:
             log.warning("unreadable heartbeat from worker=%s: %s", worker_id, exc)
             return None
-        self.version += 1
         view = self.workers.get(worker_id)
         new = view is None
         if view is None:
             view = self.workers[worker_id] = WorkerView(worker_id, frozenset(), 0)
+        offered = None if new else offer_basis(view)
         view.queues = frozenset(info.queues)
         view.capacity = info.capacity
         view.leased = leased
@@ -48,6 +49,8 @@ class ClusterView:
         view.memory = info.memory
         view.last_seen = now
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}
+        if offer_basis(view) != offered:
+            self.version += 1
         self.rooms.put(view)
         for queue, ms in info.durations.items():
             self._duration(queue, worker_id, float(ms))

@@ -59,3 +59,17 @@ def test_a_queues_mean_duration_stays_the_mean_through_many_changes() -> None:
         seen = list(view.durations["q"].values())
         mean = view.mean_duration("q")
         assert mean == (None if not seen else pytest.approx(sum(seen) / len(seen), abs=1e-9))
+
+
+def test_offers_are_looked_at_again_only_when_what_they_weigh_changed() -> None:
+    view = ClusterView()
+
+    def heartbeat(leased: int, pressure: float, queues: tuple[str, ...] = ("q",)) -> int:
+        info = WorkerInfo("a", queues, capacity=2, pressure=pressure)
+        view.heartbeat("a", leased, info.to_blob(), now=1.0)
+        return view.version
+
+    first = heartbeat(0, 0.0)
+    assert heartbeat(2, 0.01) == first  # leases, and host noise within a half step
+    assert heartbeat(2, 0.3) > first  # the host's load moved by a half step
+    assert heartbeat(2, 0.3, ("q", "r")) > first + 1  # the queues it serves
