@@ -5,6 +5,7 @@ a message naming what was wrong."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -107,6 +108,28 @@ def quarantined(client: redis.Redis, keys: Keys, limit: int = 0) -> list[dict[st
                      "flow": (flow or b"").decode(), "lost": int(lost or 0),
                      "since": score / 1000, "reason": str(err) if err else ""})
     return rows
+
+
+def dlq_holders(client: redis.Redis, every: Sequence[Keys],
+                task_ids: Sequence[str] | None = None) -> dict[str, Keys]:
+    """The partition whose dlq holds each quarantined task (``every``: the keys of each
+    partition): every one when ``task_ids`` is None, else those named that a dlq holds."""
+    pipe = client.pipeline(transaction=False)
+    if task_ids is None:
+        for keys in every:
+            pipe.zrange(keys.dlq, 0, -1)
+        return {m.decode(): keys for keys, members in zip(every, pipe.execute())
+                for m in members}
+    for keys in every:
+        for task_id in task_ids:
+            pipe.zscore(keys.dlq, task_id)
+    scores = iter(pipe.execute())
+    held: dict[str, Keys] = {}
+    for keys in every:
+        for task_id in task_ids:
+            if next(scores) is not None:
+                held.setdefault(task_id, keys)
+    return held
 
 
 def retry_quarantined(client: redis.Redis, keys: Keys, scripts: Scripts, task_id: str) -> str:

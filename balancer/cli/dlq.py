@@ -14,7 +14,6 @@ from balancer.common import aside
 from balancer.common.replies import (
     as_bytes_dict,
     as_bytes_list,
-    as_opt_bytes,
 )
 
 
@@ -84,21 +83,20 @@ def dlq_dismiss(entry_ids: tuple[str, ...], every: bool, cluster: Cluster) -> No
         click.echo(f"entry {entry} dismissed")
 
 
-def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
-          act: Callable[[Cluster, str, str], bool], done: str) -> None:
-    """Apply ``act(partition, task id, the task's ``field``)`` to each named (or every)
+def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool,
+          act: Callable[[Cluster, str], str]) -> None:
+    """Apply ``act(partition, task id)`` (which says what it did) to each named (or every)
     quarantined task, in the partition whose dlq holds it."""
     if not every and not task_ids:
         raise click.UsageError("name the task ids, or give --all")
-    views = cluster.each()
-    held = {m.decode(): view for view in views
-            for m in as_bytes_list(cluster.client.zrange(view.keys.dlq, 0, -1))}
+    views = {view.keys: view for view in cluster.each()}
+    held = admin.dlq_holders(cluster.client, list(views), None if every else task_ids)
     for task_id in held if every else task_ids:
-        view = held.get(task_id, cluster)
-        value = as_opt_bytes(cluster.client.hget(view.keys.task(task_id), field))
-        if value is None or not act(view, task_id, value.decode()):
-            raise click.ClickException(f"task {task_id} is not quarantined")
-        click.echo(done.format(task=task_id, value=value.decode()))
+        view = views[held[task_id]] if task_id in held else cluster
+        try:
+            click.echo(act(view, task_id))
+        except admin.AdminError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @dlq.command("retry")
@@ -107,9 +105,11 @@ def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool, field: str,
 @cluster_options
 def dlq_retry(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
     """Put quarantined tasks back into their queues (their loss count reset)."""
-    _each(cluster, task_ids, every, "queue",
-          lambda view, task_id, queue: view.scripts.dlq_retry(task_id, queue),
-          "task {task} re-queued on {value}")
+    def retry(view: Cluster, task_id: str) -> str:
+        queue = admin.retry_quarantined(view.client, view.keys, view.scripts, task_id)
+        return f"task {task_id} re-queued on {queue}"
+
+    _each(cluster, task_ids, every, retry)
 
 
 @dlq.command("purge")
@@ -119,6 +119,8 @@ def dlq_retry(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
 def dlq_purge(task_ids: tuple[str, ...], every: bool, cluster: Cluster) -> None:
     """Give quarantined tasks up: they fail for good, their dependents too."""
     ttl_ms = int(cluster.settings.result_ttl * 1000)
-    _each(cluster, task_ids, every, "flow",
-          lambda view, task_id, flow: view.scripts.dlq_purge(task_id, flow, ttl_ms),
-          "task {task} failed for good")
+    def purge(view: Cluster, task_id: str) -> str:
+        admin.purge_quarantined(view.client, view.keys, view.scripts, task_id, ttl_ms)
+        return f"task {task_id} failed for good"
+
+    _each(cluster, task_ids, every, purge)

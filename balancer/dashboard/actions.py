@@ -34,12 +34,7 @@ class Context:
 
     def holding(self, task_id: str) -> Keys:
         """The partition whose dlq holds ``task_id`` (partition 0 when none does)."""
-        every = self.each()
-        pipe = self.client.pipeline(transaction=False)
-        for keys in every:
-            pipe.zscore(keys.dlq, task_id)
-        return next((k for k, score in zip(every, pipe.execute()) if score is not None),
-                    self.keys)
+        return admin.dlq_holders(self.client, self.each(), [task_id]).get(task_id, self.keys)
 
 
 @dataclass(frozen=True)

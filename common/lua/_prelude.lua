@@ -20,9 +20,11 @@ local EVENTS = {key = false, cap = 0, tasks = false}
 local function events_to(key, cap, tasks)
   EVENTS.key, EVENTS.cap, EVENTS.tasks = key, tonumber(cap) or 0, tasks == '1'
 end
+-- An event is news, not state: an events key of another type (written by hand) loses the
+-- events, never the call that tells them (pcall).
 local function emit(kind, ...)
   if EVENTS.key and EVENTS.cap > 0 then
-    redis.call('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.cap, '*', 'k', kind, ...)
+    redis.pcall('XADD', EVENTS.key, 'MAXLEN', '~', EVENTS.cap, '*', 'k', kind, ...)
   end
 end
 -- One task of a task event's "t" field (events.task_record).

@@ -1,7 +1,8 @@
 -- Take the leader lease if it is free, or renew it if we hold it.
 -- A new lease writes leader.changed to the events stream. Every call dates the caller in
 -- dispatchers (leader and standbys alike, for `status` and the dashboard), where those
--- silent for 10 ttls are dropped.
+-- silent for 10 ttls are dropped. Only that list is lost when the dispatchers key is of
+-- another type (written by hand): leading must not depend on it, so it is dated by pcall.
 -- KEYS: leader, epoch, events, dispatchers
 -- ARGV: dispatcher id, ttl ms, events cap
 -- Returns {the token "epoch|id" we hold, what the epoch key held when it was no counter
@@ -10,8 +11,9 @@
 -- dispatcher from leading: a new epoch is taken from the clock instead, in ms, which is
 -- above any count of leaders, so no lease token of an earlier epoch can come back.
 local seen = now_ms()
-redis.call('ZADD', KEYS[4], seen, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', seen - 10 * tonumber(ARGV[2]))
+if type(redis.pcall('ZADD', KEYS[4], seen, ARGV[1])) == 'number' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', seen - 10 * tonumber(ARGV[2]))
+end
 local current = redis.call('GET', KEYS[1])
 if not current then
   local epoch, was = redis.pcall('INCR', KEYS[2]), false

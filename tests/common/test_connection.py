@@ -6,9 +6,11 @@ import logging
 
 import pytest
 import redis
-from balancer.common.connection import Direct
+from balancer.common.connection import ByNode, Direct
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
+
+from bench.redis_servers import free_port
 
 
 def test_a_note_sent_without_waiting_lands_before_the_next_call(
@@ -65,3 +67,20 @@ def test_a_transaction_is_written_whole_and_a_refused_command_is_raised(
     with pytest.raises(redis.ResponseError):  # refused when queued: nothing runs
         scripts.transaction([("HSET", key, "c", 3), ("HSET", key)], "flow f")
     assert real.hget(key, "c") is None
+
+
+def test_commands_by_node_come_back_in_order_with_an_error_reply_in_its_place(
+        real: redis.Redis, namespace: str) -> None:
+    keys = [f"{{{namespace}}}:a", f"{{{namespace}}}:b"]
+    real.rpush(keys[0], "x")
+    real.set(keys[1], "not a list")
+    replies = ByNode(real).calls([(keys[0], ("LLEN", keys[0])), (keys[1], ("LLEN", keys[1])),
+                                  (keys[0], ("LINDEX", keys[0], 0))])
+    assert replies[0] == 1 and replies[2] == b"x"
+    assert isinstance(replies[1], redis.ResponseError)
+
+
+def test_commands_by_node_to_a_server_that_is_gone_come_back_as_its_failure() -> None:
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=2)
+    replies = ByNode(gone).calls([("k", ("LLEN", "k")), ("j", ("LLEN", "j"))])
+    assert all(isinstance(r, redis.ConnectionError) for r in replies)

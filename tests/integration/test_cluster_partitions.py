@@ -14,7 +14,7 @@ import time
 import pytest
 import redis
 from balancer.common import partitions
-from balancer.common.connection import connect
+from balancer.common.connection import ByNode, connect
 from balancer.common.keys import Keys
 
 from bench.redis_servers import LocalCluster
@@ -111,3 +111,26 @@ def test_a_killed_master_and_a_killed_serve_under_3_partitions_lose_no_flow(
         assert "Traceback" not in procs.log(proc), procs.log(proc)
     for proc in procs.procs:
         assert "CROSSSLOT" not in procs.log(proc), procs.log(proc)
+
+
+def test_a_look_into_every_partition_answers_for_the_live_masters_while_one_is_dead(
+        local_cluster: LocalCluster) -> None:
+    """The workers' sweep (worker/doorbell.py) through ``ByNode``: a master killed fails
+    only the looks into its own partitions, at once; those of the other masters are
+    answered before the cluster has even promoted its replica (redis-py's cluster
+    pipeline waited the failover out for all of them). Runs last: it kills a master."""
+    namespace = local_cluster.spread_namespace("look", COUNT)
+    client = connect(local_cluster.url)
+    inboxes = [Keys(namespace, p).inbox("w") for p in range(COUNT)]
+    for p, key in enumerate(inboxes):
+        client.rpush(key, *["entry"] * (p + 1))
+    looks = ByNode(client)
+    commands = [(key, ("LLEN", key)) for key in inboxes]
+    assert looks.calls(commands) == [1, 2, 3]  # one connection per master, replies in order
+    victim = local_cluster.owner_of_key(inboxes[1])
+    victim.stop(kill=True)
+    replies = looks.calls(commands)
+    still_unpromoted = local_cluster.owner_of_key(inboxes[1]) is victim
+    assert replies[0] == 1 and replies[2] == 3, replies
+    assert isinstance(replies[1], redis.ConnectionError), replies
+    assert still_unpromoted  # answered without waiting for the failover

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import redis
+from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.worker.doorbell import DoorbellInbox
 
-from tests.worker.test_heartbeat import Pipelines
 from tests.worker.test_inbox import entry
 
 COUNT = 4
@@ -30,6 +30,20 @@ def inbox(real: redis.Redis, settings: Settings) -> DoorbellInbox:
                         threading.Event())
     box.block = 0.05  # the blocking read on the doorbell ends at once here
     return box
+
+
+class RoundTrips:
+    """The commands of each round trip of several commands (Direct.calls: the sweep's)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runs: list[list[str]] = []
+        calls = Direct.calls
+
+        def counted(direct: Direct, *commands: tuple[Any, ...]) -> list[Any]:
+            self.runs.append([str(c[0]) for c in commands])
+            return calls(direct, *commands)
+
+        monkeypatch.setattr(Direct, "calls", counted)
 
 
 def _takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -47,7 +61,7 @@ def _takes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_an_idle_worker_sweeps_every_inbox_in_one_round_trip_and_takes_from_none(
         real: redis.Redis, inbox: DoorbellInbox, monkeypatch: pytest.MonkeyPatch) -> None:
     taken = _takes(monkeypatch)
-    sent = Pipelines(real, monkeypatch)
+    sent = RoundTrips(monkeypatch)
     inbox._swept = 0.0  # a sweep is due
     assert inbox._fetch() == (None, 0)
     assert sent.runs == [["LLEN"] * COUNT]
@@ -71,7 +85,7 @@ def test_a_note_on_the_doorbell_makes_its_partition_due_without_a_sweep(
     taken.clear()
     inbox._swept = time.monotonic()  # as if just swept (its wait ended: one is due)
     real.rpush(inbox.bell, b"3")
-    sent = Pipelines(real, monkeypatch)
+    sent = RoundTrips(monkeypatch)
     inbox._fetch()  # reads the note
     inbox._fetch()  # takes from partition 3
     assert taken == [3] and sent.runs == []

@@ -144,3 +144,15 @@ def test_a_cancel_writes_one_entry_with_every_task_it_cancelled_and_the_flows_en
         events.TASK_CANCELLED, "a", FLOW, Q, "flow cancelled")
     assert b.task == "b" and a.stream_id == b.stream_id
     assert (flow.kind, flow.flow, flow.state) == (events.FLOW_FINISHED, FLOW, "cancelled")
+
+
+def test_an_events_key_of_another_type_loses_the_events_and_nothing_else(db: Db) -> None:
+    db.put_flow(1)
+    db.put_task("a")
+    db.client.delete(db.keys.events)
+    db.client.set(db.keys.events, "written by hand")
+    tokens = db.lease("a")
+    assert db.scripts.ack(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"r")], TTL,
+                          FINISHED) == [True]
+    assert db.client.hget(db.keys.task("a"), "state") == b"completed"
+    assert db.client.get(db.keys.events) == b"written by hand"

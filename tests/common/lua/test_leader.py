@@ -42,3 +42,14 @@ def test_an_epoch_that_is_no_counter_is_replaced_from_the_clock_and_told(
     assert client.get(keys.epoch) == str(epoch).encode()
     client.delete(keys.leader)
     assert scripts.lead("d2", TTL) == type(lead)(f"{epoch + 1}|d2")  # counts on from there
+
+
+def test_a_dispatchers_key_of_another_type_does_not_keep_anyone_from_leading(
+        client: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    scripts = Scripts(client, keys)
+    client.set(keys.dispatchers, "written by hand")
+    assert scripts.leader("d1", TTL) == "1|d1"
+    assert scripts.leader("d1", TTL) == "1|d1"  # renewed
+    assert scripts.leader("d2", TTL) is None
+    assert client.get(keys.dispatchers) == b"written by hand"  # left for the operator
