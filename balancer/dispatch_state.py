@@ -4,7 +4,9 @@ The dispatcher (``balancer.dispatcher``) is an I/O shell around this. It feeds e
 (signals, what a queue read returned, what a lease call returned, that the idle key was
 set) and executes the commands they return (``Recount``, ``ReadQueues``, ``Assign``, and
 for signals ``Reap``, ``RefreshQueues``, ``RunCascade``, ``WatchDeadlines``,
-``CheckRetries``). Whom a task goes to stays ``scheduling.plan_batch``'s choice.
+``CheckRetries``). Whom a task goes to is ``scheduling.plan_batch``'s choice, made by the
+view's index of the workers with room (``rooms.RoomIndex``) so that a round weighs only
+the workers it leases to, not every worker of the partition.
 
 One ``Mode`` replaces the near-synonym flags the loop used to carry:
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from balancer import scheduling
@@ -164,7 +166,6 @@ class Assigned:
 class Round:
     """One dispatch round in progress: what it weighed at its start, and its leases."""
 
-    workers: list[WorkerView]
     depths: dict[str, int]
     room: dict[str, int]
     listed: bool = False
@@ -232,14 +233,14 @@ class DispatchState:
         workers = list(self.view.workers.values())
         return [w for w in workers if w.id not in self.shunned] if self.shunned else workers
 
-    def all_empty(self, workers: Collection[WorkerView]) -> bool:
-        """Every queue a worker serves is known empty: no freed slot has work waiting."""
-        return all(q in self.empty for q in self.queue_names
-                   if any(w.serves(q) for w in workers))
+    def all_empty(self, serves: Callable[[str], bool]) -> bool:
+        """Every queue ``serves`` says yes to is known empty: no freed slot has work
+        waiting."""
+        return all(q in self.empty for q in self.queue_names if serves(q))
 
     def knows_empty(self, worker_id: str) -> bool:
         view = self.view.workers.get(worker_id)
-        return view is not None and self.all_empty([view])
+        return view is not None and self.all_empty(view.serves)
 
     # -- events that change what may be waiting ------------------------------------
 
@@ -312,7 +313,7 @@ class DispatchState:
     def wants_quiet(self) -> bool:
         """Idle, and every queue any worker serves was read empty (none went unread for
         want of room: its tasks need the slots that acks free)."""
-        return self.mode is Mode.IDLE and self.all_empty(self.view.workers.values())
+        return self.mode is Mode.IDLE and self.all_empty(self.view.rooms.served)
 
     # -- signals ---------------------------------------------------------------------
 
@@ -384,13 +385,13 @@ class DispatchState:
         return self._plan()
 
     def _plan(self) -> Command | None:
-        workers = self.eligible()
+        rooms, shunned = self.view.rooms, self.shunned
+        shapes = rooms.shapes(shunned)
         depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
-                                            workers)
+                                            shapes)
                   for q in self.queue_names}
-        room = {q: sum(w.free_for(d) for w in workers if w.serves(q))
-                for q, d in depths.items()}
-        rnd = self.round = Round(workers, depths, room)
+        room = {q: rooms.room(q, d, shunned) for q, d in depths.items()}
+        rnd = self.round = Round(depths, room)
         known, self.listed = self.listed, None
         if known and LEASE_LISTED and self._fits(known, room):
             [(queue, ids)] = known.items()
@@ -456,7 +457,7 @@ class DispatchState:
                 # It held more than we knew (a submit leased to it by our offer, which we
                 # learn of at its next ack): what it refused may fit another worker.
                 self.again = True
-            view.leased = result.held
+            self.view.assigned(rnd.worker, result.held)
             rnd.leased += result.n
         return self._next()
 
@@ -490,14 +491,14 @@ class DispatchState:
                 else:
                     ids = ids if limit is None else ids[:limit]
             rnd.batch, rnd.leased = ids, 0
-            rnd.plan = list(scheduling.plan_batch(queue, ids, self.eligible(), self.rng,
-                                                  rnd.depths[queue]).items())
+            rnd.plan = list(self.view.rooms.plan(queue, ids, self.rng, rnd.depths[queue],
+                                                 self.shunned).items())
 
     def _admit(self, rnd: Round, queue: str, ids: list[str], limit: int | None) -> list[str]:
         """The ids of ``queue`` to plan, given the tag limits, at most as many as its
         workers have room for (and its own limit allows); notes what it passed over."""
         depth = rnd.depths[queue]
-        room = sum(w.free_for(depth) for w in self.eligible() if w.serves(queue))
+        room = self.view.rooms.room(queue, depth, self.shunned)
         cap = room if limit is None else min(room, limit)
         if cap <= 0:
             return []
@@ -533,7 +534,7 @@ class DispatchState:
             # signal wakes us.
             self.again = self.again or bool(rnd.cleaned) or (rnd.assigned > 0 and any(
                 len(rnd.ready[q]) >= min(ASSIGN_BATCH, rnd.room[q])
-                and any(w.serves(q) and w.free_for(rnd.depths[q]) > 0 for w in rnd.workers)
+                and self.view.rooms.room(q, rnd.depths[q], self.shunned) > 0
                 for q in rnd.ready))
         self._check()
 
@@ -557,5 +558,6 @@ class DispatchState:
         if self.round is None or self.round.queue is None:
             for w in self.view.workers.values():
                 assert w.leased >= 0 and w.capacity >= 0 and w.long_running >= 0, w
+        self.view.rooms.check()
         if self.round is not None:
             assert self.mode is Mode.ACTIVE, self.mode

@@ -324,8 +324,8 @@ class Dispatcher:
             info, leased = replies[2 * i], replies[2 * i + 1]
             seen = self._local_time(score)
             if info is None or self.view.heartbeat(wid, int(leased), info, seen) is None:
-                view = scheduling.WorkerView(wid, frozenset(), 0, int(leased), last_seen=seen)
-                self.view.workers[wid] = view
+                self.view.add(scheduling.WorkerView(wid, frozenset(), 0, int(leased),
+                                                    last_seen=seen))
         self._job("queues", self._refresh_queues)
         self.state.reset()
         self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
@@ -664,7 +664,7 @@ class Dispatcher:
         """Say so when tasks wait in a queue that no registered worker serves."""
         now = self.clock()
         unserved = [q for q in sorted(self.queue_names - self.state.skipped)
-                    if not any(w.serves(q) for w in self.view.workers.values())
+                    if not self.view.rooms.served(q)
                     and now - self._unserved_warned.get(q, -UNSERVED_WARNING) >= UNSERVED_WARNING]
         if not unserved:
             return

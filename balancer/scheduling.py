@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from balancer.common import prefetch
 from balancer.common.models import QueueConfig
@@ -32,6 +33,8 @@ queue_depth = prefetch.queue_depth
 # A standing offer names this many workers at most, hosts compared in steps of this much.
 OFFER_WORKERS = 4
 OFFER_STEP = 0.25
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -68,10 +71,11 @@ class WorkerView:
         return prefetch.refill_at(self.capacity, self.leased, self.long_running, depth)
 
 
-def load(worker: WorkerView) -> float:
-    """Share of slots leased, plus a penalty for cores that other processes keep busy and
-    for a host short of memory."""
-    slots = worker.leased / worker.capacity if worker.capacity > 0 else float("inf")
+def load(worker: WorkerView, more: int = 0) -> float:
+    """Share of slots leased (with ``more`` leases planned on top), plus a penalty for cores
+    that other processes keep busy and for a host short of memory."""
+    leased = worker.leased + more
+    slots = leased / worker.capacity if worker.capacity > 0 else float("inf")
     return slots + host_load(worker)
 
 
@@ -95,25 +99,28 @@ def plan_batch(
     depth: int = 1,
 ) -> dict[str, list[str]]:
     """Give each task, in order, to the least-loaded worker with room, counting earlier
-    picks; among the (at most NEAR_MAX) workers within SPREAD of the best, at random.
+    picks; among the (at most NEAR_MAX) workers within SPREAD of the best, at random
+    (``pick_near``); equal loads in the order of ``workers``.
 
-    A heap keeps this O(log workers) per task, so a dispatcher with a thousand workers
-    spends microseconds per decision. The caller applies what the lease script accepted.
+    A heap keeps this O(log workers) per task, but building it weighs every worker: the
+    dispatcher plans with ``rooms.RoomIndex``, which keeps the heap between rounds and
+    makes this same choice. The caller applies what the lease script accepted.
     """
     room = {w.id: w.free_for(depth) for w in workers if w.serves(queue)}
     views = {w.id: replace(w) for w in workers if room.get(w.id, 0) > 0}
     heap = [(load(v), i, v.id) for i, v in enumerate(views.values())]
     heapq.heapify(heap)
+
+    def pop_within(limit: float) -> tuple[float, int, str] | None:
+        return heapq.heappop(heap) if heap and heap[0][0] <= limit else None
+
     plan: dict[str, list[str]] = {}
     for task_id in task_ids:
         if not heap:
             break
-        best = heap[0][0]
-        near = [heapq.heappop(heap)]
-        while heap and len(near) < NEAR_MAX and heap[0][0] <= best + SPREAD:
-            near.append(heapq.heappop(heap))
-        pick = near.pop(rng.randrange(len(near))) if len(near) > 1 else near.pop()
-        for entry in near:
+        first = heapq.heappop(heap)
+        pick, others = pick_near(first[0], first, pop_within, rng)
+        for entry in others:
             heapq.heappush(heap, entry)
         view = views[pick[2]]
         view.leased += 1
@@ -122,6 +129,23 @@ def plan_batch(
         if room[view.id] > 0:
             heapq.heappush(heap, (load(view), pick[1], view.id))
     return plan
+
+
+def pick_near(best: float, first: T, pop_within: Callable[[float], T | None],
+              rng: random.Random) -> tuple[T, list[T]]:
+    """One at random of ``first`` (the least loaded candidate, of load ``best``) and the
+    next ones ``pop_within(best + SPREAD)`` yields in order, NEAR_MAX in all at most, so
+    that a burst between two heartbeats does not herd onto one worker. Returns it and the
+    others, which go back among the candidates. (The rng is drawn only when there is a
+    choice: plans are reproducible for a seed.)"""
+    near = [first]
+    while len(near) < NEAR_MAX:
+        entry = pop_within(best + SPREAD)
+        if entry is None:
+            break
+        near.append(entry)
+    pick = near.pop(rng.randrange(len(near))) if len(near) > 1 else near.pop()
+    return pick, near
 
 
 def offer_workers(queue: str, workers: Sequence[WorkerView],
@@ -154,6 +178,13 @@ def offered_host_load(worker: WorkerView, previous: float | None = None) -> floa
     if previous is not None and previous - OFFER_STEP / 2 <= raw < previous + 1.5 * OFFER_STEP:
         return previous
     return int(raw / OFFER_STEP) * OFFER_STEP
+
+
+def offer_basis(worker: WorkerView) -> tuple[frozenset[str], int, int]:
+    """What the standing offers weigh of a worker: its queues, its slots, and its host's
+    load in half steps (``offered_host_load`` turns only at half steps, whatever was
+    offered before). While it stays, no offer needs a new look at the worker."""
+    return worker.queues, worker.capacity, int(host_load(worker) / (OFFER_STEP / 2))
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:

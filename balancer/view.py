@@ -1,4 +1,8 @@
-"""The dispatcher's in-memory picture of the workers, kept apart from the loop doing I/O."""
+"""The dispatcher's in-memory picture of the workers, kept apart from the loop doing I/O.
+
+``ClusterView`` owns the worker views: every change to one goes through a method here,
+which tells the index of workers with room (``rooms.RoomIndex``) in the same breath.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import logging
 
 from balancer.common.codec import CodecError
 from balancer.common.models import WorkerInfo
-from balancer.scheduling import WorkerView
+from balancer.rooms import RoomIndex
+from balancer.scheduling import WorkerView, offer_basis
 
 log = logging.getLogger("balancer.dispatcher")
 
@@ -14,9 +19,14 @@ log = logging.getLogger("balancer.dispatcher")
 class ClusterView:
     def __init__(self) -> None:
         self.workers: dict[str, WorkerView] = {}
+        self.rooms = RoomIndex(self.workers)
         self.durations: dict[str, dict[str, float]] = {}  # queue -> worker -> mean ms
-        # Bumped by every heartbeat and departure: what serves which queue, and how loaded
-        # the hosts are, may have changed (offers are recomputed only then).
+        # Per queue, the sum of ``durations`` and the changes since it was last summed
+        # afresh: a mean per round costs O(1), and rounding errors do not pile up.
+        self._sums: dict[str, tuple[float, int]] = {}
+        # Bumped when what the standing offers weigh changed (``scheduling.offer_basis``: a
+        # worker came or went, its queues, slots or host load in half steps): offers are
+        # recomputed only then, which weighs every worker.
         self.version = 0
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
@@ -26,11 +36,11 @@ class ClusterView:
         except (CodecError, TypeError, ValueError) as exc:
             log.warning("unreadable heartbeat from worker=%s: %s", worker_id, exc)
             return None
-        self.version += 1
         view = self.workers.get(worker_id)
         new = view is None
         if view is None:
             view = self.workers[worker_id] = WorkerView(worker_id, frozenset(), 0)
+        offered = None if new else offer_basis(view)
         view.queues = frozenset(info.queues)
         view.capacity = info.capacity
         view.leased = leased
@@ -39,9 +49,19 @@ class ClusterView:
         view.memory = info.memory
         view.last_seen = now
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}
+        if offer_basis(view) != offered:
+            self.version += 1
+        self.rooms.put(view)
         for queue, ms in info.durations.items():
-            self.durations.setdefault(queue, {})[worker_id] = float(ms)
+            self._duration(queue, worker_id, float(ms))
         return view if new else None
+
+    def add(self, view: WorkerView) -> None:
+        """A worker known only by its leases (its info unreadable or gone): it serves
+        nothing until it beats."""
+        self.version += 1
+        self.workers[view.id] = view
+        self.rooms.put(view)
 
     def acked(self, worker_id: str, leased: int) -> None:
         """The worker finished tasks and has ``leased`` leases in Redis now. The count may
@@ -51,6 +71,7 @@ class ClusterView:
         if view is not None:
             view.leased = leased
             view.long_running = min(view.long_running, leased)  # a long run may have ended
+            self.rooms.put(view)
 
     def offer_taken(self, worker_id: str, leased: int) -> None:
         """A submit leased tasks with deadlines to the worker by its standing offer: it has
@@ -60,11 +81,37 @@ class ClusterView:
         view = self.workers.get(worker_id)
         if view is not None:
             view.leased = leased
+            self.rooms.put(view)
+
+    def assigned(self, worker_id: str, held: int) -> None:
+        """A lease script answered that the worker holds ``held`` leases now."""
+        view = self.workers.get(worker_id)
+        if view is not None:
+            view.leased = held
+            self.rooms.put(view)
 
     def mean_duration(self, queue: str) -> float | None:
         """Mean recent run time of the queue's tasks across workers, None if unknown."""
-        seen = list(self.durations.get(queue, {}).values())
-        return sum(seen) / len(seen) if seen else None
+        seen = self.durations.get(queue)
+        if not seen:
+            return None
+        total, changes = self._sums.get(queue, (0.0, 0))
+        if changes > len(seen):
+            total = sum(seen.values())
+            self._sums[queue] = (total, 0)
+        return total / len(seen)
+
+    def _duration(self, queue: str, worker_id: str, ms: float | None) -> None:
+        """Set (None: forget) a worker's mean run time of the queue's tasks."""
+        seen = self.durations.setdefault(queue, {})
+        old = seen.pop(worker_id, None) if ms is None else seen.get(worker_id)
+        if ms is not None:
+            seen[worker_id] = ms
+        if not seen:
+            self._sums.pop(queue, None)
+        elif old != ms:
+            total, changes = self._sums.get(queue, (0.0, 0))
+            self._sums[queue] = (total + (ms or 0.0) - (old or 0.0), changes + 1)
 
     def overdue(self, now: float, timeout: float) -> list[WorkerView]:
         """Workers not heard of for ``timeout``: dead, unless a light beat (which sends no
@@ -74,6 +121,8 @@ class ClusterView:
     def forget(self, worker_id: str) -> None:
         self.version += 1
         self.workers.pop(worker_id, None)
-        for per_worker in self.durations.values():
-            per_worker.pop(worker_id, None)
+        self.rooms.drop(worker_id)
+        for queue, per_worker in self.durations.items():
+            if worker_id in per_worker:
+                self._duration(queue, worker_id, None)
 

@@ -366,3 +366,16 @@ def test_admit_tagged_leaves_its_inputs_as_they_were() -> None:
     leased = {"db": 0}
     scheduling.admit_tagged(["a"], {"a": ("db",)}, {"db": 1}, leased)
     assert leased == {"db": 0}
+
+
+def test_what_an_offer_carries_of_a_host_changes_only_when_its_offer_basis_does() -> None:
+    """The view recomputes offers (over every worker) only when some worker's offer_basis
+    changed: within one, offered_host_load is the same whatever step was offered before."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        a, b = worker("a", cpu=rng.uniform(0, 2)), worker("a", cpu=rng.uniform(0, 2))
+        if scheduling.offer_basis(a) != scheduling.offer_basis(b):
+            continue
+        for previous in (None, *(k * scheduling.OFFER_STEP for k in range(6))):
+            assert (scheduling.offered_host_load(a, previous)
+                    == scheduling.offered_host_load(b, previous))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import pytest
 from balancer.common.models import WorkerInfo
 
 from balancer.view import ClusterView
@@ -42,3 +45,31 @@ def test_an_ack_of_an_unknown_worker_is_ignored() -> None:
     view = ClusterView()
     view.acked("ghost", 3)
     assert view.workers == {}
+
+
+def test_a_queues_mean_duration_stays_the_mean_through_many_changes() -> None:
+    """The mean is kept as a running sum (a round reads it per queue), summed afresh now
+    and then so that rounding does not pile up."""
+    view = ClusterView()
+    rng = random.Random(5)
+    for i in range(2000):
+        beat(view, f"w{rng.randrange(30)}", {"q": rng.choice([0.1, 0.3, 1.7, 25.0])})
+        if i % 97 == 0:
+            view.forget(f"w{rng.randrange(30)}")
+        seen = list(view.durations["q"].values())
+        mean = view.mean_duration("q")
+        assert mean == (None if not seen else pytest.approx(sum(seen) / len(seen), abs=1e-9))
+
+
+def test_offers_are_looked_at_again_only_when_what_they_weigh_changed() -> None:
+    view = ClusterView()
+
+    def heartbeat(leased: int, pressure: float, queues: tuple[str, ...] = ("q",)) -> int:
+        info = WorkerInfo("a", queues, capacity=2, pressure=pressure)
+        view.heartbeat("a", leased, info.to_blob(), now=1.0)
+        return view.version
+
+    first = heartbeat(0, 0.0)
+    assert heartbeat(2, 0.01) == first  # leases, and host noise within a half step
+    assert heartbeat(2, 0.3) > first  # the host's load moved by a half step
+    assert heartbeat(2, 0.3, ("q", "r")) > first + 1  # the queues it serves
