@@ -148,8 +148,8 @@ LAYOUTS: dict[str, Layout] = {
         "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,"
         " events cap, task events",
         "per task: task, flow, flow done, then (child task, child queue) per child",
-        "per task: id, token, queue, started ms, result, has deadline, name, flow id, ready"
-        " ms, child count, then (child id, child score) per child"),
+        "per task: id, token, queue, started ms, result, has deadline, event record, child"
+        " count, then (child id, child score) per child"),
     "assign": layout(
         "leader, inbox, leases, inflight, queue, deadlines, events, tag-inflight",
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"

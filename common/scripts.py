@@ -535,11 +535,14 @@ class Scripts:
                 k.ahead(worker_id), k.idle, k.events, k.tag_inflight]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
                            ahead, *self.events.argv]
+        tasks = self.events.tasks
         for d in done:
             keys += [k.task(d.task_id), k.flow(d.flow_id), k.flow_done(d.flow_id)]
+            record = (events.task_record(d.task_id, d.flow_id, d.queue, d.name,
+                                         d.ready_ms or None, d.started_ms, finished_ms)
+                      if tasks else b"")
             args += [d.task_id, d.token, d.queue, d.started_ms, d.result,
-                     "1" if d.has_deadline else "0", d.name, d.flow_id, d.ready_ms or "",
-                     len(d.children)]
+                     "1" if d.has_deadline else "0", record, len(d.children)]
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]

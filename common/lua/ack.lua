@@ -21,12 +21,12 @@
 -- always signals: a task waiting for that tag's place may go now.
 -- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,
 --       events cap, task events; then per task: id, token, queue, started ms, result, has
---       deadline, name, flow id, ready ms, child count, then (child id, child score) per
---       child
+--       deadline, event record, child count, then (child id, child score) per child
 -- (finished ms: the worker's clock; ahead field '': none, the leases taken start at once;
--- has deadline: 1 or 0; name and ready ms: for the task.completed event, whose one entry
--- holds every task stored; a dependent made ready gets its ready time when task events
--- are on.)
+-- has deadline: 1 or 0; event record: the task's record in the task.completed event,
+-- whose one entry holds every task stored, built by the worker (common/events.py: every
+-- field of it is the worker's to know), so that Redis's one thread only joins them; a
+-- dependent made ready gets its ready time when task events are on.)
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
 local ttl, now = ARGV[2], ARGV[3]  -- as given: only ever passed on to PEXPIRE
@@ -38,7 +38,7 @@ local out, per_queue, per_flow, stored, unlocked, records = {}, {}, {}, 0, 0, {}
 local untagged = 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local children = tonumber(ARGV[a + 9])
+  local children = tonumber(ARGV[a + 7])
   local task, flow = KEYS[k], KEYS[k + 1]
   if unlease(KEYS[1], id, token) then
     redis.call('HSET', task, 'state', 'completed', 'result', ARGV[a + 4],
@@ -49,15 +49,12 @@ for t = 1, tonumber(ARGV[4]) do
     end
     for c = 0, children - 1 do
       if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
-        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 11 + 2 * c], ARGV[a + 10 + 2 * c])
+        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c], ARGV[a + 8 + 2 * c])
         if EVENTS.tasks then redis.call('HSET', KEYS[k + 3 + 2 * c], 'ready', now) end
         unlocked = unlocked + 1
       end
     end
-    if EVENTS.tasks then
-      records[#records + 1] = task_record(id, ARGV[a + 7], queue, ARGV[a + 6], ARGV[a + 8],
-        ARGV[a + 3], now, '')
-    end
+    if EVENTS.tasks then records[#records + 1] = ARGV[a + 6] end
     if counted(token) then per_queue[queue] = (per_queue[queue] or 0) + 1 end
     untagged = untagged + untag(task, KEYS[9], token)
     local f = per_flow[flow]
@@ -72,7 +69,7 @@ for t = 1, tonumber(ARGV[4]) do
     local s = redis.call('HMGET', task, 'state', 'lease')
     out[t] = (s[1] == 'completed' and s[2] == token) and 1 or 0
   end
-  a = a + 10 + 2 * children
+  a = a + 8 + 2 * children
   k = k + 3 + 2 * children
 end
 for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
