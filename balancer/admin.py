@@ -77,7 +77,7 @@ def tag_rows(client: redis.Redis, keys: Keys) -> list[TagLimit]:
     """Every tag with a limit or leases counted, by name (``balancer tag ls``), over every
     partition: each holds the limit (written to all) and counts its own leases, summed
     here."""
-    every = partitions.all_keys(keys, partitions.count(client, keys))
+    every = partitions.every(client, keys)
     pipe = client.pipeline(transaction=False)
     for part in every:
         pipe.hgetall(part.tag_limits)

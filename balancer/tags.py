@@ -80,7 +80,7 @@ def set_tag_limit(tag: str, limit: int | None, client: redis.Redis | None = None
     conn, settings = resolve_url(client, redis_url, namespace)
     keys = Keys(settings.namespace)
     with talking(conn):
-        for part in partitions.all_keys(keys, partitions.count(conn, keys)):
+        for part in partitions.every(conn, keys):
             admin.configure_tag(conn, part, tag, limit)  # it holds in each partition
 
 

@@ -91,6 +91,11 @@ def all_keys(keys: Keys, count: int) -> list[Keys]:
     return [keys.of(p) for p in range(count)]
 
 
+def every(client: redis.Redis, keys: Keys) -> list[Keys]:
+    """The keys of each partition of ``keys``' namespace, partition 0 first (``count``)."""
+    return all_keys(keys, count(client, keys))
+
+
 def stored(client: redis.Redis, keys: Keys) -> int | None:
     raw = as_opt_bytes(client.get(keys.partitions))
     if raw is None:

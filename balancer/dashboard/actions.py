@@ -27,7 +27,7 @@ class Context:
 
     def each(self) -> list[Keys]:
         """The keys of every partition (a queue's settings are written to each)."""
-        return partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+        return partitions.every(self.client, self.keys)
 
     def scripts_of(self, keys: Keys) -> Scripts:
         return self.scripts if keys == self.keys else Scripts(self.client, keys)

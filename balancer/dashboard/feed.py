@@ -64,7 +64,7 @@ class Feed(threading.Thread):
     def backfill(self) -> None:
         """The chart and the recent list from what the stream holds now; counters start
         from what comes next (they count what this process sees: see metrics.py)."""
-        every = partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+        every = partitions.every(self.client, self.keys)
         past, lasts = eventlog.latest_all(self.client, every, 10_000)  # merged by time
         cutoff = (time.time() - WINDOW_S) * 1000
         with self.lock:

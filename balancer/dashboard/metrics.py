@@ -177,7 +177,7 @@ class ClusterCollector(Collector):
         return iter(())  # collected at scrape time only: nothing to check at registration
 
     def collect(self) -> Iterator[Metric]:
-        every = partitions.all_keys(self.keys, partitions.count(self.client, self.keys))
+        every = partitions.every(self.client, self.keys)
         snap = status_view.gather_all(self.client, every, recent=1,
                                       leader_ttl=self.leader_ttl)
         families = {name: _gauge(name) for name, (kind, _, _) in METRICS.items()

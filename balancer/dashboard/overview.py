@@ -76,7 +76,7 @@ def _held_all(client: redis.Redis, every: list[Keys], worker_ids: list[str]
 def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
            ) -> dict[str, Any]:
     """The page's data; with several partitions, of them all (``status.gather_all``)."""
-    every = partitions.all_keys(keys, partitions.count(client, keys))
+    every = partitions.every(client, keys)
     snap = status_view.gather_all(client, every, recent=flows,
                                   leader_ttl=settings.leader_ttl)
     data = snap.to_dict()
