@@ -78,10 +78,7 @@ class ClusterView:
         ``leased`` leases now. (Other offered leases are not told: the next ack tells the
         count.) Named after the signal, not ``holds``: "held" is the worker's word for
         what it took out of its inbox, which the dispatcher never sees."""
-        view = self.workers.get(worker_id)
-        if view is not None:
-            view.leased = leased
-            self.rooms.put(view)
+        self.assigned(worker_id, leased)
 
     def assigned(self, worker_id: str, held: int) -> None:
         """A lease script answered that the worker holds ``held`` leases now."""
