@@ -262,11 +262,7 @@ local LEASE_SPEC = {'fn', 'args', 'timeout', 'flow', 'children', 'name', 'suspec
 local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inflight_key,
                            deadlines_key, worker, queue, prefix, free, grace_ms, specs,
                            depth, tags, tag_key)
-  local function field(v)
-    v = v or ''
-    return string.format('%d:', #v) .. v
-  end
-  local depth_field = field(depth)
+  local depth_field = lp(depth)
   local removing, entries, members, deadlines, tagged = {}, {}, {}, {}, {}
   local n, dropped = 0, 0
   for i = 1, #ids do
@@ -281,9 +277,9 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
       local counts = tags and tags[i] ~= '' and tags[i]
       local token = lease_token(prefix, n, s[7], counts)
       if counts then tagged[#tagged + 1] = {task_keys[i], token, counts} end
-      entries[n] = id .. '|' .. token .. '|' .. field(queue) .. field(s[4]) .. field(s[3])
-        .. field(s[1]) .. field(s[6]) .. field(s[5]) .. field(s[2]) .. field(s[8])
-        .. depth_field .. field(s[9])
+      entries[n] = id .. '|' .. token .. '|' .. lp(queue) .. lp(s[4]) .. lp(s[3])
+        .. lp(s[1]) .. lp(s[6]) .. lp(s[5]) .. lp(s[2]) .. lp(s[8])
+        .. depth_field .. lp(s[9])
       members[n] = id .. '|' .. token
       local timeout = tonumber(s[3] or '')
       if timeout then
