@@ -12,13 +12,13 @@ finds work.
 The note is a separate command from the lease: a dispatcher that dies between the two
 leaves a lease nobody rang for. So every ``SWEEP`` seconds (and after a wait that ended
 without a note), the fetch looks in every partition's inbox anyway: a lost note costs
-that long at most. The look is one LLEN per partition, pipelined (one round trip per
-master, each on a connection of its own: ``connection.ByNode``, so that a master failing
-over fails only the looks into its partitions, at once, instead of holding up the others'
-until it is over), and a take only from the inboxes that hold entries: an idle worker
-sends, per SWEEP, one blocking read and that round trip. (It took from every inbox before: 16
-partitions cost 16 script calls per worker per 2 s, 80,000 a second for 10,000 idle
-workers: docs/scaling.md.)
+that long at most. The look is one LLEN per partition, pipelined: one round trip per
+master, each on a connection of its own (``connection.ByNode``), so that a master failing
+over fails only the looks into its partitions, at once, instead of holding up the
+others' until it is over. Then a take only from the inboxes that hold entries: an idle
+worker sends, per SWEEP, one blocking read and that round trip. (It took from every inbox
+before: 16 partitions cost 16 script calls per worker per 2 s, 80,000 a second for 10,000
+idle workers: docs/scaling.md.)
 """
 
 from __future__ import annotations
