@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.compare import procs, summary
+from bench.compare import interleaved, procs, summary
 from bench.compare.base import Layout, parse_layouts
 from bench.compare.loadgen import poisson_arrivals
 from bench.compare.run import parse_args, plan
@@ -287,3 +287,53 @@ def test_a_process_that_is_gone_holds_no_memory_and_no_cpu() -> None:
     while psutil.pid_exists(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert procs.tree_rss(proc.pid) == 0 and procs.tree_cpu(proc.pid) == 0.0
+
+
+# -- the interleaved latency benchmark ----------------------------------------------------
+
+
+def _copy(system: str, index: int, rounds: list[list[float]]) -> interleaved.Copy:
+    return interleaved.Copy(system, index, session=None, key="k",  # type: ignore[arg-type]
+                            rounds=rounds)
+
+
+def test_interleaved_ratios_compare_each_round_with_the_same_round_of_the_peer() -> None:
+    # The machine slows down 3x in the second round: each round's ratio stays 2.
+    copies = [_copy("ours", 0, [[2.0, 2.0], [6.0, 6.0]]), _copy("huey", 0, [[1.0], [3.0]]),
+              _copy("ours", 1, [[2.0], [6.0]]), _copy("huey", 1, [[1.0, 1.0], [3.0]])]
+    assert interleaved.round_ratios(copies, "ours", "huey") == [2.0, 2.0]
+    results = interleaved.summarize(copies, ["ours", "huey"])
+    assert results["ours"]["tasks"] == 6 and results["huey"]["tasks"] == 5
+    assert results["ours/best"]["best"] == "huey"
+    assert results["ours/best"]["round_p50_median"] == 2.0
+    assert results["ours"]["copies_p50_ms"] == [2.0, 2.0]
+
+
+def test_interleaved_refuses_an_unknown_system_and_empty_rounds() -> None:
+    with pytest.raises(SystemExit):
+        interleaved.parse_args(["--systems", "ours,nosuch"])
+    with pytest.raises(SystemExit):
+        interleaved.parse_args(["--rounds", "0"])
+
+
+@pytest.mark.integration
+def test_interleaved_run_of_two_copies_of_our_system_reports_their_latencies(
+        tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
+        pytest.skip("redis-server is not on PATH; the benchmark starts private servers")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compare.interleaved", "--systems", "ours",
+         "--copies", "2", "--rounds", "3", "--per", "4", "--warm", "2",
+         "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [out] = tmp_path.glob("interleaved-*.json")
+    ours = json.loads(out.read_text())["results"]["ours"]
+    assert ours["tasks"] == 2 * 3 * 4
+    assert len(ours["copies_p50_ms"]) == 2
+    assert 0 < ours["p50_ms"] <= ours["p90_ms"] <= ours["p99_ms"]
+    assert "p50 of each copy" in proc.stdout
