@@ -293,8 +293,7 @@ def test_a_process_that_is_gone_holds_no_memory_and_no_cpu() -> None:
 
 
 def _copy(system: str, index: int, rounds: list[list[float]]) -> interleaved.Copy:
-    return interleaved.Copy(system, index, session=None, key="k",  # type: ignore[arg-type]
-                            rounds=rounds)
+    return interleaved.Copy(system, index, rounds=rounds)
 
 
 def test_interleaved_ratios_compare_each_round_with_the_same_round_of_the_peer() -> None:
@@ -316,9 +315,27 @@ def test_interleaved_refuses_an_unknown_system_and_empty_rounds() -> None:
         interleaved.parse_args(["--rounds", "0"])
 
 
+def test_interleaved_checkout_needs_a_new_label_and_an_interpreter(tmp_path: Path) -> None:
+    for given in ("nolabel", "=python", "huey=" + sys.executable, "a/b=" + sys.executable,
+                  "old=" + str(tmp_path / "missing")):
+        with pytest.raises(SystemExit):
+            interleaved.parse_args(["--checkout", given])
+    args = interleaved.parse_args(["--checkout", "old=" + sys.executable])
+    assert args.checkout == {"old": sys.executable}
+
+
+def test_interleaved_ratios_of_a_checkout_are_to_ours() -> None:
+    copies = [_copy("ours", 0, [[2.0], [4.0]]), _copy("old", 0, [[3.0], [6.0]])]
+    results = interleaved.summarize(copies, ["ours"], ["old"])
+    assert results["old/ours"]["round_p50_median"] == 1.5
+    assert "ours/best" not in results
+    assert "old / ours: p50 1.50" in interleaved.table(results, ["ours", "old"])
+
+
 @pytest.mark.integration
-def test_interleaved_run_of_two_copies_of_our_system_reports_their_latencies(
+def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
         tmp_path: Path) -> None:
+    """Two agents, ours and a "checkout" run by this very interpreter, in turns."""
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
@@ -327,13 +344,18 @@ def test_interleaved_run_of_two_copies_of_our_system_reports_their_latencies(
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.interleaved", "--systems", "ours",
-         "--copies", "2", "--rounds", "3", "--per", "4", "--warm", "2",
-         "--out", str(tmp_path)],
+         "--checkout", f"again={sys.executable}", "--copies", "1", "--rounds", "3",
+         "--per", "4", "--warm", "2", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [out] = tmp_path.glob("interleaved-*.json")
-    ours = json.loads(out.read_text())["results"]["ours"]
-    assert ours["tasks"] == 2 * 3 * 4
-    assert len(ours["copies_p50_ms"]) == 2
-    assert 0 < ours["p50_ms"] <= ours["p90_ms"] <= ours["p99_ms"]
-    assert "p50 of each copy" in proc.stdout
+    results = json.loads(out.read_text())["results"]
+    for name in ("ours", "again"):
+        assert results[name]["tasks"] == 3 * 4
+        assert 0 < results[name]["p50_ms"] <= results[name]["p90_ms"] <= results[name]["p99_ms"]
+    assert results["again/ours"]["round_p50_median"] > 0
+    assert "again / ours: p50" in proc.stdout
+    # Every agent stopped its workers and servers.
+    leftover = [p for p in psutil.process_iter(["cmdline"])
+                if "bench.compare.interleaved" in " ".join(p.info["cmdline"] or [])]
+    assert leftover == []

@@ -2,6 +2,7 @@
 
     python -m bench.compare.interleaved [--systems ours,huey] [--copies 2] [--rounds 40]
                                         [--per 25] [--warm 50] [--out bench/results]
+                                        [--checkout LABEL=PYTHON ...]
 
 ``bench.compare.run`` measures one system after another. On a shared host the machine's
 speed drifts between those minutes (steal time): the same code measured twice, a few
@@ -15,54 +16,143 @@ of the submit call to the task's record on the record Redis.
 Each system runs in ``--copies`` separate copies (default 2), pooled: two copies of the
 same code differed by up to 14% here for their whole run (which core each process
 happened to share with which), a luck that one copy per system would pass off as a
-difference between systems. The figures: p50, p90 and p99 of each system's pooled
-latencies, the ratio of ours to the best peer, and the median over rounds of ours / the
-peer's p50 within the same round (the least drift-prone figure).
+difference between systems.
+
+``--checkout LABEL=PYTHON`` adds our system as another checkout runs it: PYTHON is the
+interpreter of a venv where that checkout is installed (``pip install -e <checkout>``);
+its client, serve and workers run that code, under this harness. That is how a change is
+measured against an older commit: both running at once, in turns.
+
+Each copy runs in a process of its own (an agent: its interpreter, its client, its
+private Redis servers, its workers); this process only gives the turns and gathers the
+latencies. A checkout's agents run from a copy of ``bench/`` alone, so that they import
+``balancer`` from their venv.
+
+The figures: p50, p90 and p99 of each system's pooled latencies, the ratio of ours to
+the best peer, the median over rounds of ours / the peer's p50 within the same round (the
+least drift-prone figure), and the same for each checkout against ours.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from bench.compare import run as runner
-from bench.compare.base import ROOT, Job, Layout, PrivateRedis, System
-from bench.compare.records import Records
+from bench.compare.base import ROOT, Job, Layout, PrivateRedis
 from bench.compare.workloads import Config, percentile
 
 LAYOUT = Layout(2, 1)
+READY = "ready"
+START_TIMEOUT = 180.0
 
 
 @dataclass
 class Copy:
-    """One running copy of a system, with the latencies measured on it, per round."""
+    """One running copy of a system (its agent), with the latencies measured on it."""
 
-    system: str
+    system: str  # the label: a system's name, or a checkout's
     index: int
-    session: runner.Session
-    key: str
+    agent: subprocess.Popen[str] | None = None
     rounds: list[list[float]] = field(default_factory=list)
-    sent: int = 0
 
-    def burst(self, rec: Records, n: int) -> list[float]:
-        """``n`` single tasks one after another; their latencies in ms."""
-        out = []
-        for _ in range(n):
-            p0 = time.perf_counter()
-            self.session.system.submit([Job("noop", self.key, str(self.sent))])
-            rec.pop(self.key, 30.0)
-            out.append((time.perf_counter() - p0) * 1000)
-            self.sent += 1
-        return out
+    def burst(self, n: int) -> list[float]:
+        """``n`` single tasks one after another, by the agent; their latencies in ms."""
+        assert self.agent is not None and self.agent.stdin is not None
+        self.agent.stdin.write(f"{n}\n")
+        self.agent.stdin.flush()
+        return [float(x) for x in json.loads(_line(self.agent, 120.0))]
+
+
+def _line(agent: subprocess.Popen[str], timeout: float) -> str:
+    """The agent's next line; a dead or silent agent is an error naming its log."""
+    assert agent.stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        line = agent.stdout.readline()
+        if line:
+            return line
+        if agent.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"agent pid {agent.pid} gave no answer (exit {agent.poll()});"
+                               " see its log")
+
+
+def agent(system_name: str) -> int:
+    """Run one copy: start its servers and workers, say ``ready``, then answer each line
+    ``N`` with the latencies of N single tasks (a JSON list), until stdin closes."""
+    from bench.compare import run as runner
+    from bench.compare.records import Records
+
+    logdir = Path(tempfile.mkdtemp(prefix="bench-interleaved-agent-"))
+    record_server = PrivateRedis(logdir).start()
+    rec = Records(record_server.url)
+    session = runner.Session(runner.load(system_name, logdir, record_server.url), logdir,
+                             rec, Config())
+    try:
+        session.ensure(LAYOUT)
+        key, sent = rec.new_key("interleaved"), 0
+        print(READY, flush=True)
+        for line in sys.stdin:
+            out = []
+            for _ in range(int(line)):
+                p0 = time.perf_counter()
+                session.system.submit([Job("noop", key, str(sent))])
+                rec.pop(key, 30.0)
+                out.append(round((time.perf_counter() - p0) * 1000, 4))
+                sent += 1
+            print(json.dumps(out), flush=True)
+    finally:
+        session.close()
+        rec.close()
+        record_server.stop()
+    return 0
+
+
+def start_agent(system: str, python: str, log: IO[str], root: Path = ROOT
+                ) -> subprocess.Popen[str]:
+    """An agent run by ``python`` from ``root`` (its folder ``bench`` is the harness)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
+    env["PYTHONPATH"] = str(root)
+    proc = subprocess.Popen([python, "-m", "bench.compare.interleaved", "--agent", system],
+                            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log, text=True, start_new_session=True)
+    if _line(proc, START_TIMEOUT).strip() != READY:
+        raise RuntimeError(f"agent for {system} ({python}) did not start; see its log")
+    return proc
+
+
+def harness_alone(into: Path) -> Path:
+    """A copy of this harness (``bench/``) without the product beside it: a checkout's
+    agent and its workers run from there, so that ``balancer`` is imported from that
+    checkout's venv, not from this tree (which a path entry at its root would put first)."""
+    shutil.copytree(ROOT / "bench", into / "bench",
+                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    return into
+
+
+def stop_agent(proc: subprocess.Popen[str]) -> None:
+    """Close its stdin (it stops its workers and servers), then make sure it is gone."""
+    if proc.stdin is not None and not proc.stdin.closed:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # a session we created: only ours
+        proc.wait(10)
 
 
 def figures(latencies: list[float]) -> dict[str, float]:
@@ -81,17 +171,29 @@ def round_ratios(copies: list[Copy], ours: str, peer: str) -> list[float]:
             for a, b in zip(per_round(ours), per_round(peer))]
 
 
-def measure(copies: list[Copy], rec: Records, rounds: int, per: int, warm: int) -> None:
-    for c in copies:
-        c.burst(rec, warm)
+def _ratio(copies: list[Copy], results: dict[str, Any], a: str, b: str) -> dict[str, Any]:
+    ratios = round_ratios(copies, a, b)
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return {"of": a, "to": b, "p50": results[a]["p50_ms"] / results[b]["p50_ms"],
+            "p99": results[a]["p99_ms"] / results[b]["p99_ms"],
+            "round_p50_median": statistics.median(ratios),
+            "round_p50_quartiles": quartiles}
+
+
+def measure(copies: list[Copy], rounds: int, per: int, warm: int) -> None:
+    if warm:
+        for c in copies:
+            c.burst(warm)
     for r in range(rounds):
         for c in copies if r % 2 == 0 else copies[::-1]:
-            c.rounds.append(c.burst(rec, per))
+            c.rounds.append(c.burst(per))
 
 
-def summarize(copies: list[Copy], systems: list[str]) -> dict[str, Any]:
+def summarize(copies: list[Copy], systems: list[str],
+              checkouts: Sequence[str] = ()) -> dict[str, Any]:
+    """Figures per system and checkout label, ours / the best peer, each checkout / ours."""
     results: dict[str, Any] = {}
-    for name in systems:
+    for name in [*systems, *checkouts]:
         pooled = [x for c in copies if c.system == name for r in c.rounds for x in r]
         results[name] = figures(pooled)
         results[name]["copies_p50_ms"] = [
@@ -100,40 +202,41 @@ def summarize(copies: list[Copy], systems: list[str]) -> dict[str, Any]:
     peers = [s for s in systems if s != "ours"]
     if "ours" in systems and peers:
         best = min(peers, key=lambda s: results[s]["p50_ms"])
-        ratios = round_ratios(copies, "ours", best)
-        results["ours/best"] = {
-            "best": best,
-            "p50": results["ours"]["p50_ms"] / results[best]["p50_ms"],
-            "p99": results["ours"]["p99_ms"] / results[best]["p99_ms"],
-            "round_p50_median": statistics.median(ratios),
-            "round_p50_quartiles": statistics.quantiles(ratios, n=4) if len(ratios) > 1
-            else ratios * 3,
-        }
+        results["ours/best"] = {"best": best, **_ratio(copies, results, "ours", best)}
+    if "ours" in systems:
+        for label in checkouts:
+            results[f"{label}/ours"] = _ratio(copies, results, label, "ours")
     return results
 
 
-def table(results: dict[str, Any], systems: list[str]) -> str:
+def table(results: dict[str, Any], names: list[str]) -> str:
     lines = [f"{'system':<10} {'tasks':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
              "  p50 of each copy"]
-    for name in systems:
+    for name in names:
         f = results[name]
         lines.append(f"{name:<10} {f['tasks']:>6} {f['p50_ms']:>8.3f} {f['p90_ms']:>8.3f}"
                      f" {f['p99_ms']:>8.3f}  "
                      + ", ".join(f"{x:.3f}" for x in f["copies_p50_ms"]))
-    ratio = results.get("ours/best")
-    if ratio:
+    for key, ratio in results.items():
+        if "/" not in key:
+            continue
         q = ratio["round_p50_quartiles"]
-        lines.append(f"ours / {ratio['best']} (the best peer): p50 {ratio['p50']:.2f},"
-                     f" p99 {ratio['p99']:.2f}; per round, p50 {ratio['round_p50_median']:.2f}"
+        what = f"{ratio['to']} (the best peer)" if key == "ours/best" else ratio["to"]
+        lines.append(f"{ratio['of']} / {what}: p50 {ratio['p50']:.2f}, p99 {ratio['p99']:.2f};"
+                     f" per round, p50 {ratio['round_p50_median']:.2f}"
                      f" (quartiles {q[0]:.2f}-{q[2]:.2f})")
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from bench.compare.run import SYSTEMS
+
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--systems", default="ours,huey",
-                        help=f"comma-separated, of: {', '.join(runner.SYSTEMS)}"
-                             " (default ours,huey)")
+                        help=f"comma-separated, of: {', '.join(SYSTEMS)} (default ours,huey)")
+    parser.add_argument("--checkout", action="append", default=[], metavar="LABEL=PYTHON",
+                        help="also our system as run by PYTHON (a venv with another checkout"
+                             " installed), under LABEL; repeatable")
     parser.add_argument("--copies", type=int, default=2,
                         help="running copies of each system, pooled (default 2)")
     parser.add_argument("--rounds", type=int, default=40,
@@ -144,11 +247,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tasks per copy before measuring (default 50)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="folder for interleaved-<timestamp>.json")
+    parser.add_argument("--agent", help=argparse.SUPPRESS)  # one copy, run by the harness
     args = parser.parse_args(argv)
+    if args.agent:
+        return args
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = [s for s in args.systems if s not in runner.SYSTEMS]
+    unknown = [s for s in args.systems if s not in SYSTEMS]
     if unknown:
-        parser.error(f"unknown systems {unknown}; known: {', '.join(runner.SYSTEMS)}")
+        parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    checkouts: dict[str, str] = {}
+    for given in args.checkout:
+        label, sep, python = given.partition("=")
+        if not sep or not label or not python:
+            parser.error(f"--checkout {given!r}: expected LABEL=PYTHON")
+        if label in SYSTEMS or label in checkouts or "/" in label:
+            parser.error(f"--checkout {given!r}: the label must be new and hold no '/'")
+        if not os.access(python, os.X_OK):
+            parser.error(f"--checkout {given!r}: {python} is not an executable")
+        checkouts[label] = python
+    args.checkout = checkouts
     for name in ("copies", "rounds", "per"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
@@ -159,35 +276,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # A plain SIGTERM would skip the finally blocks that stop every server and worker.
+    if args.agent:
+        return agent(args.agent)
+    # A plain SIGTERM would skip the finally blocks that stop every agent.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    from bench.compare.run import log, revision
+
     logdir = Path(tempfile.mkdtemp(prefix="bench-interleaved-"))
     started = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    record_server = PrivateRedis(logdir).start()
-    rec = Records(record_server.url)
+    runs = [(name, name, sys.executable, ROOT) for name in args.systems]
+    if args.checkout:
+        alone = harness_alone(logdir / "harness")
+        runs += [(label, "ours", python, alone) for label, python in args.checkout.items()]
     copies: list[Copy] = []
     try:
         for i in range(args.copies):
-            for name in args.systems:
-                system: System = runner.load(name, logdir, record_server.url)
-                session = runner.Session(system, logdir, rec, Config())
-                copies.append(Copy(name, i, session, rec.new_key(f"{name}-{i}")))
-                session.ensure(LAYOUT)
-                runner.log(f"{name} copy {i}: workers ready")
-        measure(copies, rec, args.rounds, args.per, args.warm)
+            for label, system, python, root in runs:
+                copy = Copy(label, i)
+                copies.append(copy)
+                with (logdir / f"{label}-{i}.log").open("w") as agent_log:
+                    copy.agent = start_agent(system, python, agent_log, root)
+                log(f"{label} copy {i}: workers ready")
+        measure(copies, args.rounds, args.per, args.warm)
+    except Exception:
+        log(f"failed; the agents' logs are in {logdir}")
+        raise
     finally:
         for c in copies:
-            c.session.close()
-        rec.close()
-        record_server.stop()
-    results = summarize(copies, args.systems)
-    print(table(results, args.systems))
+            if c.agent is not None:
+                stop_agent(c.agent)
+    labels = list(args.checkout)
+    results = summarize(copies, args.systems, labels)
+    print(table(results, [*args.systems, *labels]))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"interleaved-{started}.json"
-    meta = {"started": started, "revision": runner.revision(), "layout": "2x1",
+    meta = {"started": started, "revision": revision(), "layout": "2x1",
             "command": " ".join(["python -m bench.compare.interleaved",
                                  *(argv if argv is not None else sys.argv[1:])]),
-            "copies": args.copies, "rounds": args.rounds, "per": args.per, "warm": args.warm}
+            "checkouts": args.checkout, "copies": args.copies, "rounds": args.rounds,
+            "per": args.per, "warm": args.warm}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"figures: {out}")
     return 0
