@@ -39,6 +39,7 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import statistics
@@ -78,16 +79,15 @@ class Copy:
 
 
 def _line(agent: subprocess.Popen[str], timeout: float) -> str:
-    """The agent's next line; a dead or silent agent is an error naming its log."""
+    """The agent's next line (it writes whole lines); an agent that exits or says nothing
+    for ``timeout`` seconds is an error."""
     assert agent.stdout is not None
-    deadline = time.monotonic() + timeout
-    while True:
-        line = agent.stdout.readline()
-        if line:
-            return line
-        if agent.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"agent pid {agent.pid} gave no answer (exit {agent.poll()});"
-                               " see its log")
+    ready, _, _ = select.select([agent.stdout], [], [], timeout)
+    line = agent.stdout.readline() if ready else ""
+    if not line:
+        raise RuntimeError(f"agent pid {agent.pid} gave no answer within {timeout:.0f} s"
+                           f" (exit status {agent.poll()}); see its log")
+    return line
 
 
 def agent(system_name: str) -> int:
