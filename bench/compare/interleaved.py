@@ -85,8 +85,10 @@ def _line(agent: subprocess.Popen[str], timeout: float) -> str:
     ready, _, _ = select.select([agent.stdout], [], [], timeout)
     line = agent.stdout.readline() if ready else ""
     if not line:
-        raise RuntimeError(f"agent pid {agent.pid} gave no answer within {timeout:.0f} s"
-                           f" (exit status {agent.poll()}); see its log")
+        status = agent.poll()
+        why = (f"exited with status {status}" if status is not None
+               else f"gave no answer within {timeout:.0f} s")
+        raise RuntimeError(f"agent pid {agent.pid} {why}; see its log")
     return line
 
 
@@ -129,8 +131,12 @@ def start_agent(system: str, python: str, log: IO[str], root: Path = ROOT
     proc = subprocess.Popen([python, "-m", "bench.compare.interleaved", "--agent", system],
                             cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=log, text=True, start_new_session=True)
-    if _line(proc, START_TIMEOUT).strip() != READY:
-        raise RuntimeError(f"agent for {system} ({python}) did not start; see its log")
+    try:
+        if _line(proc, START_TIMEOUT).strip() != READY:
+            raise RuntimeError(f"agent for {system} ({python}) did not start; see its log")
+    except BaseException:  # not kept by the caller: stop it (and its workers) here
+        stop_agent(proc)
+        raise
     return proc
 
 
