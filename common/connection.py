@@ -205,6 +205,7 @@ class Direct:
         self._refresh = False  # read the cluster's slots again before connecting
         self._conn: Wire | None = None
         self._unread = 0  # replies of sent notes, ahead of the next call's
+        self._owed = 0  # replies of commands sent ahead, for ``read_owed``
         self._used = 0.0  # when the connection was last used (monotonic)
 
     def _pool(self) -> redis.ConnectionPool:
@@ -235,7 +236,7 @@ class Direct:
     def _connection(self) -> Wire:
         if self._conn is not None:
             now = time.monotonic()
-            if now - self._used > IDLE_CHECK and not self._unread:
+            if now - self._used > IDLE_CHECK and not self._unread and not self._owed:
                 self._check_idle(self._conn)
             self._used = now
         if self._conn is None:
@@ -272,7 +273,7 @@ class Direct:
     def _lost(self, conn: Wire) -> None:
         """Close a connection that failed; the next call makes a new one, connected anew
         (behind Sentinel or on a cluster: to the master as it is then)."""
-        self._unread = 0
+        self._unread = self._owed = 0
         conn.disconnect()
         self._conn = None
         if self._cluster is not None:
@@ -286,6 +287,7 @@ class Direct:
         raise redis.ConnectionError(f"Redis Cluster: {exc}") from None
 
     def call(self, *args: Any) -> Any:
+        self._owing_nothing()
         conn = self._connection()
         try:
             conn.send_packed_command(self._pack(*args), check_health=False)
@@ -302,6 +304,7 @@ class Direct:
     def calls(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Several commands in one round trip. An error reply comes back as the exception
         object, in its place; a lost connection (or a cluster slot that moved) raises."""
+        self._owing_nothing()
         conn = self._connection()
         try:
             # One buffer, one send: redis-py sends each item of a list with a sendall of
@@ -309,19 +312,11 @@ class Direct:
             conn.send_packed_command([b"".join(b for c in commands for b in self._pack(*c))],
                                      check_health=False)
             self._read_notes(conn)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+            replies = [self._read(conn) for _ in commands]
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             self._lost(conn)
             raise
-        if self._cluster is not None:
-            for reply in replies:
-                if isinstance(reply, redis.ResponseError) and _slot_moved(reply):
-                    self._moved(conn, reply)
+        self._check_moved(conn, replies)
         return replies
 
     def _read_notes(self, conn: Wire) -> None:
@@ -333,6 +328,65 @@ class Direct:
             except redis.ResponseError as exc:
                 log.error("a note to Redis was refused: %s", exc)
 
+    def call_ahead(self, first: tuple[Any, ...], *ahead: tuple[Any, ...]) -> Any:
+        """``first`` and the commands ``ahead`` of the caller in one round trip: the reply
+        to ``first`` (an error reply as the exception object); those of ``ahead`` are
+        read by ``read_owed``, and nothing else may be sent before. A lost connection (or
+        a cluster slot that moved) raises, and the replies owed are gone with it."""
+        self._owing_nothing()
+        conn = self._connection()
+        try:
+            conn.send_packed_command(
+                [b"".join(b for c in (first, *ahead) for b in self._pack(*c))],
+                check_health=False)
+            self._owed = len(ahead)
+            self._read_notes(conn)
+            reply = self._read(conn)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._lost(conn)
+            raise
+        self._check_moved(conn, [reply])
+        return reply
+
+    def read_owed(self) -> list[Any]:
+        """The replies of the commands sent ahead by ``call_ahead``, waiting for them (up to
+        the read timeout: a blocking command's among them). Errors as ``calls``."""
+        conn = self._conn
+        if conn is None or not self._owed:
+            raise redis.ConnectionError("no replies are owed on this connection")
+        try:
+            replies = [self._read(conn) for _ in range(self._owed)]
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._lost(conn)
+            raise
+        self._owed = 0
+        self._check_moved(conn, replies)
+        return replies
+
+    def _owing_nothing(self) -> None:
+        if self._owed:  # a reply read now would be one of theirs
+            raise RuntimeError("replies of commands sent ahead are owed on this connection:"
+                               " read_owed first")
+
+    @staticmethod
+    def _read(conn: Wire) -> Any:
+        """One reply; an error reply as the exception object."""
+        try:
+            return conn.read_response()
+        except redis.ResponseError as exc:
+            return exc
+
+    def _check_moved(self, conn: Wire, replies: list[Any]) -> None:
+        if self._cluster is not None:
+            for reply in replies:
+                if isinstance(reply, redis.ResponseError) and _slot_moved(reply):
+                    self._moved(conn, reply)
+
+    @property
+    def owed(self) -> bool:
+        """Whether replies of commands sent ahead wait to be read."""
+        return self._owed > 0
+
     def call_pair(self, first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[Any, Any]:
         """Two commands in one round trip: the server runs the second as soon as the first
         returns (a blocking one included). An error reply comes back as the exception
@@ -342,6 +396,7 @@ class Direct:
 
     def send(self, *args: Any) -> None:
         """Send a write without waiting for its reply; a failure drops it (and is logged)."""
+        self._owing_nothing()
         try:
             conn = self._connection()
             conn.send_packed_command(self._pack(*args), check_health=False)

@@ -530,6 +530,33 @@ class Scripts:
         """``ack``, then take up to ``take`` entries from the worker's inbox. With
         ``ahead`` (a pool child's field), the entries after the first are recorded as
         perhaps started (``keys.ahead``)."""
+        keys, args = self._ack_call(worker_id, done, ttl_ms, finished_ms, take, quiet_above,
+                                    ahead)
+        reply, replicas = self._run_durable("ack", keys, args)
+        if replicas < self.durability.replicas and done:
+            _unreplicated(worker_id, replicas, self.durability)
+        return self.acked(worker_id, reply)
+
+    def ack_command(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
+                    finished_ms: int, quiet_above: int = -1) -> tuple[Any, ...] | None:
+        """``ack`` (taking nothing) as a command to send on another connection, ahead of
+        a blocking fetch (worker/inbox.py: ``send_before_fetch``); its reply goes to
+        ``acked``. None when the settings ask to wait for replicas: WAIT counts what its
+        own connection wrote, so such an ack goes by ``ack_and_take``."""
+        if self.durability.replicas > 0:
+            return None
+        return _evalsha("ack", *self._ack_call(worker_id, done, ttl_ms, finished_ms, 0,
+                                               quiet_above, ""))
+
+    def acked(self, worker_id: str, reply: Any) -> tuple[list[bool], list[bytes]]:
+        """An ``ack`` reply: per task whether it was stored, and the entries taken (those
+        dropped as holding no lease are logged)."""
+        stored, taken, forged = reply
+        dropped(worker_id, forged)
+        return [bool(x) for x in stored], list(taken)
+
+    def _ack_call(self, worker_id: str, done: Sequence[Done], ttl_ms: int, finished_ms: int,
+                  take: int, quiet_above: int, ahead: str) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
                 k.ahead(worker_id), k.idle, k.events, k.tag_inflight]
@@ -546,11 +573,7 @@ class Scripts:
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
                 args += [c.task_id, c.score]
-        (stored, taken, forged), acked = self._run_durable("ack", keys, args)
-        dropped(worker_id, forged)
-        if acked < self.durability.replicas and done:
-            _unreplicated(worker_id, acked, self.durability)
-        return [bool(x) for x in stored], list(taken)
+        return keys, args
 
     def _take_keys(self, worker_id: str) -> list[str]:
         k = self.keys

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from balancer.common import codec
 from balancer.common.retry import persist
@@ -29,6 +30,7 @@ from balancer.common.settings import Settings
 from balancer.common.signals import Lease
 from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
+from balancer.worker.inbox import NOT_SENT
 
 log = logging.getLogger("worker")
 
@@ -91,28 +93,49 @@ class Acker(threading.Thread):
                 with self._cond:
                     self._storing -= 1
 
+    def _ack(self, done: list[Done], now_ms: int, take: int, ahead: str,
+             before_fetch: Callable[[tuple[Any, ...]], Any] | None
+             ) -> tuple[list[bool], list[bytes]]:
+        if before_fetch is not None:
+            command = self.scripts.ack_command(self.worker_id, done, self.ttl_ms, now_ms,
+                                               self.quiet_above)
+            reply = NOT_SENT if command is None else before_fetch(command)
+            if reply is not NOT_SENT and not isinstance(reply, Exception):
+                return self.scripts.acked(self.worker_id, reply)
+            # Not sent, or refused (NOSCRIPT: a restarted server; an error reply, which
+            # the call below meets again and persist waits out).
+        return self.scripts.ack_and_take(self.worker_id, done, self.ttl_ms, now_ms, take,
+                                         self.quiet_above, ahead)
+
     def idle(self) -> bool:
         """No slot running, nothing handed over, nothing on the wire: a lone result gains
         nothing from waiting for this thread, and its slot may store it at once."""
         with self._cond:
             return not self._pending and not self._storing and self.busy() == 0
 
-    def store(self, batch: list[Finished], take: int = 0, ahead: str = "") -> list[bytes]:
+    def store(self, batch: list[Finished], take: int = 0, ahead: str = "",
+              before_fetch: Callable[[tuple[Any, ...]], Any] | None = None) -> list[bytes]:
         """Store a batch of outcomes (from this thread, or from a slot when idle); with
         ``take``, also take up to that many entries from the inbox, in the same call, and
         return them (the caller now holds those leases; with ``ahead``, Redis records
-        those after the first under that field as not started)."""
+        those after the first under that field as not started).
+
+        ``before_fetch`` (an idle slot's ``Inbox.send_before_fetch``): the successes'
+        ack goes with the slot's next blocking fetch right behind it, in one round trip,
+        and takes nothing itself. When that cannot be (the inbox says ``NOT_SENT``, the
+        settings wait for replicas) or Redis refuses it, it is made as usual, without a
+        take: the fetch to come takes the next lease."""
         successes = [f for f in batch if f.done is not None]
         taken: list[bytes] = []
         if successes:
             done = [f.done for f in successes if f.done is not None]
+            if before_fetch is not None:
+                take, ahead = 0, ""
             stored, taken = persist("be acknowledged", done[0].task_id,
                                     # A lambda, not a partial: a retry after an
                                     # outage stamps the time it is finally stored.
-                                    lambda: self.scripts.ack_and_take(
-                                        self.worker_id, done, self.ttl_ms,
-                                        int(time.time() * 1000), take, self.quiet_above,
-                                        ahead))
+                                    lambda: self._ack(done, int(time.time() * 1000), take,
+                                                      ahead, before_fetch))
             done_ok = [f for f, ok in zip(successes, stored) if ok]
             if len(done_ok) == 1:
                 f = done_ok[0]

@@ -5,7 +5,9 @@ lease costs it a round trip of its own. When its tasks are short (their run time
 prefetching), it takes as many leases at once as the dispatcher prefetches per slot (the
 depth each lease carries, ``Lease.depth``: common/prefetch.py), runs them one after
 another and acknowledges them in one call, which takes the next batch: one round trip per
-batch, not per task. A result waits at most ``ACK_WITHIN`` for its batch's call.
+batch, not per task. A result waits at most ``ACK_WITHIN`` for its batch's call. A
+child taking one lease at a time sends its ack with its next blocking fetch behind it
+(``Inbox.send_before_fetch``): one round trip per task, not an ack and then a fetch.
 
 What the batch holds stays known:
 
@@ -82,6 +84,7 @@ class BatchSlot(Slot):
                 take = 0 if more or self.stopping.is_set() else self._batch_size()
                 self._store(take)
         finally:
+            self.inbox.settle_ahead()
             self.make_way()
 
     def _batch_size(self) -> int:
@@ -101,7 +104,11 @@ class BatchSlot(Slot):
             for other in {f.lease.partition for f in batch} - {p}:
                 self.ackers[other].store([f for f in batch if f.lease.partition == other])
             batch = [f for f in batch if f.lease.partition == p]
-        taken = self.ackers[p].store(batch, take, self.ahead_field if take > 1 else "")
+        # Taking one: the ack goes with the blocking fetch of the next lease, one round
+        # trip (a batch is taken by the ack itself, which records it as ahead).
+        before_fetch = self.inbox.send_before_fetch if take == 1 and len(self.ackers) == 1 else None
+        taken = self.ackers[p].store(batch, take, self.ahead_field if take > 1 else "",
+                                     before_fetch)
         if taken:
             leases = self.inbox.deliver(taken, p)
             with self._lock:

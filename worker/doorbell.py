@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from balancer.common import partitions
@@ -35,7 +36,7 @@ from balancer.common.replies import as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE, describe
 from balancer.common.scripts import Scripts
 from balancer.common.signals import Lease
-from balancer.worker.inbox import READ_MARGIN, SENTINEL, Inbox, log
+from balancer.worker.inbox import NOT_SENT, READ_MARGIN, SENTINEL, Inbox, log
 
 SWEEP = 2.0
 NOTES = 64  # notes read at once
@@ -58,6 +59,10 @@ class DoorbellInbox(Inbox):
         self._due = set(range(count))  # partitions whose inbox may hold entries
         self._failing: set[int] = set()  # partitions whose last take failed
         self._swept = time.monotonic()  # when the inboxes were last looked at
+
+    def send_before_fetch(self, command: tuple[Any, ...]) -> Any:
+        """Never: the fetch here is a sweep of several partitions' inboxes."""
+        return NOT_SENT
 
     def _fetch(self) -> tuple[Lease | None, int]:
         """Take from a partition rung (or due for its sweep) while it has entries; when

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from balancer.common import signals
@@ -44,6 +45,7 @@ class _Turn:
 
 
 TURN = _Turn()
+NOT_SENT = object()  # send_before_fetch sent nothing
 
 
 class Inbox:
@@ -66,6 +68,7 @@ class Inbox:
         self._backoff = Backoff(cap=FETCH_RETRY)
         self._unchecked = False  # a fetch failed: an entry may wait in fetched:<worker>
         self._waiting_entries = 0  # the inbox held this many more after the last fetch
+        self._sent_ahead = False  # a fetch went with a command before it (send_before_fetch)
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -112,6 +115,8 @@ class Inbox:
         take said how many it left), the script alone takes them: one command, no block."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
+        if self._sent_ahead:
+            return self._fetched_ahead()
         try:
             if self._unchecked or self._waiting_entries:  # take what waits, no blocking
                 entries, self._waiting_entries = self.scripts.take_counted(
@@ -119,23 +124,77 @@ class Inbox:
                 self._unchecked = False
                 if entries:
                     return self._hand(entries)
-            moved, reply = self.direct.call_pair(
-                ("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block),
-                self.scripts.take_command(self.worker_id, wanted))
-            if isinstance(moved, Exception):
-                raise moved
-            if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
-                entries, self._waiting_entries = self.scripts.take_counted(
-                    self.worker_id, wanted)
-            elif isinstance(reply, Exception):
-                raise reply
-            else:
-                entries, self._waiting_entries = self.scripts.taken(self.worker_id, reply)
+            moved, reply = self.direct.call_pair(*self._fetch_commands(wanted))
+            entries = self._checked(moved, reply, wanted)
         except RETRYABLE as exc:
             self._unchecked = True
             return self._failed(exc)
         self._succeeded()
         return self._hand(entries)
+
+    def _fetch_commands(self, wanted: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The blocking fetch: BLMOVE, and take.lua right behind it."""
+        return (("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block),
+                self.scripts.take_command(self.worker_id, wanted))
+
+    def _checked(self, moved: Any, reply: Any, wanted: int) -> list[bytes]:
+        """The entries of a blocking fetch's replies (error replies raise)."""
+        if isinstance(moved, Exception):
+            raise moved
+        if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
+            entries, self._waiting_entries = self.scripts.take_counted(self.worker_id, wanted)
+        elif isinstance(reply, Exception):
+            raise reply
+        else:
+            entries, self._waiting_entries = self.scripts.taken(self.worker_id, reply)
+        return entries
+
+    def send_before_fetch(self, command: tuple[Any, ...]) -> Any:
+        """Send ``command`` (a slot's acknowledgement) with this slot's next blocking fetch
+        right behind it, in one round trip, and return its reply (an error reply as the
+        exception object); the fetch's replies are read by the next ``next()``. An idle
+        pool child saves a round trip per task: its ack, then its wait for the next.
+
+        ``NOT_SENT``, with nothing sent, when the fetch cannot go now: another slot holds
+        the turn, the last fetch failed (what it moved must be taken first), or entries
+        wait (they are taken without blocking). A lost connection raises, as a fetch
+        that failed."""
+        if (self.stopping.is_set() or self._unchecked or self._waiting_entries
+                or self._sent_ahead or not self._turn.acquire(blocking=False)):
+            return NOT_SENT
+        try:
+            reply = self.direct.call_ahead(command, *self._fetch_commands(1))
+            self._sent_ahead = True
+            return reply
+        except RETRYABLE:
+            self._unchecked = True  # the fetch may have moved an entry
+            raise
+        finally:
+            self._turn.release()
+
+    def _fetched_ahead(self) -> tuple[Lease | None, int]:
+        """Read the replies of the fetch sent with a command (``send_before_fetch``)."""
+        self._sent_ahead = False
+        try:
+            moved, reply = self.direct.read_owed()
+            entries = self._checked(moved, reply, 1)
+        except RETRYABLE as exc:
+            self._unchecked = True
+            return self._failed(exc)
+        self._succeeded()
+        return self._hand(entries)
+
+    def settle_ahead(self) -> None:
+        """Stopping: read a fetch sent ahead and not read yet (``close`` ends its wait), so
+        that a lease it took goes to the slots' queue, from where it is handed back."""
+        if self._sent_ahead and self._turn.acquire(timeout=POLL):
+            try:
+                if self._sent_ahead:
+                    lease, _ = self._fetched_ahead()  # the others went to the queue
+                    if lease is not None:
+                        self._ready.put(lease)
+            finally:
+                self._turn.release()
 
     def _failed(self, exc: Exception) -> tuple[Lease | None, int]:
         """A fetch failed: said once per outage; the slot holding the turn waits out the

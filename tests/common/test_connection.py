@@ -52,6 +52,30 @@ def test_several_commands_go_down_in_one_send_and_come_back_in_order(
     assert len(sent) == 1 and len(sent[0]) == 1  # one buffer: one system call, not three
 
 
+def test_commands_sent_ahead_are_read_later_and_nothing_else_goes_down_meanwhile(
+        real: redis.Redis, namespace: str) -> None:
+    direct = Direct(real, read_timeout=5.0)
+    key = f"{{{namespace}}}:ahead"
+    # One send: the first reply now; the blocking pop's, once there is something to pop.
+    assert direct.call_ahead(("RPUSH", key, "a"), ("BLPOP", f"{key}:2", 5),
+                             ("LLEN", key)) == 1
+    assert direct.owed
+    with pytest.raises(RuntimeError, match="read_owed first"):
+        direct.call("PING")  # its reply would be the pop's
+    real.rpush(f"{key}:2", "x")
+    assert direct.read_owed() == [[f"{key}:2".encode(), b"x"], 1]
+    assert not direct.owed
+    assert direct.call("PING") in (True, b"PONG")
+    # An error reply comes back in its place; a lost connection takes the owed with it.
+    assert isinstance(direct.call_ahead(("HGET", key, "f"), ("PING",)), redis.ResponseError)
+    assert direct.read_owed() in ([True], [b"PONG"])
+    direct.call_ahead(("PING",), ("BLPOP", f"{key}:3", 5))
+    direct.close()
+    assert not direct.owed
+    with pytest.raises(redis.ConnectionError):
+        direct.read_owed()
+
+
 def test_a_transaction_is_written_whole_and_a_refused_command_is_raised(
         real: redis.Redis, namespace: str) -> None:
     keys = Keys(namespace)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from balancer.common import codec
+from balancer.common import codec, luasource
 from balancer.common.settings import Settings
 from balancer.worker import batchslot
 from balancer.worker.ack import Acker
@@ -98,6 +98,81 @@ def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
     assert [db.state(t) for t in "abcd"] == ["completed"] * 4
     assert db.leases() == set()
     assert len(c.holding) == 0
+
+
+def test_an_idle_child_sends_its_ack_with_its_next_blocking_fetch(
+        db: Db, settings: Settings) -> None:
+    """One round trip per task for a child that takes one lease at a time: the ack of
+    "a" goes down with the fetch that brings "b", which arrived while "a" ran."""
+    db.put_flow(2)
+    for t in "ab":
+        db.put_task(t)
+    db.lease("a")
+
+    def on_run(task_id: str) -> None:
+        if task_id == "a":
+            db.lease("b")
+        else:
+            c.stopping.set()
+
+    db.client.script_load(luasource.source("ack"))  # as after the worker's first ack
+    c = child(db, settings, on_run)
+    acks = Spy(db.scripts, "ack_and_take")
+    ahead_calls = Spy(c.slot.inbox.direct, "call_ahead")  # type: ignore[arg-type]
+    pairs = Spy(c.slot.inbox.direct, "call_pair")  # type: ignore[arg-type]
+    c.run()
+    assert c.runner.ran == ["a", "b"]
+    assert len(pairs.calls) == 1  # "a"'s fetch; "b" came with "a"'s ack
+    assert len(ahead_calls.calls) == 1 and ahead_calls.calls[0][0][0] == "EVALSHA"
+    assert [[d.task_id for d in call[1]] for call in acks.calls] == [["b"]]  # stopping
+    assert [db.state(t) for t in "ab"] == ["completed"] * 2
+    assert db.leases() == set() and db.inbox() == []
+
+
+def test_an_ack_refused_on_its_way_with_the_fetch_is_made_again_and_the_fetch_stands(
+        db: Db, settings: Settings) -> None:
+    """A server that lost its scripts (a restart) refuses the ack sent with the fetch:
+    the ack is made again the usual way, and the fetch sent behind it still brings the
+    next lease."""
+    db.put_flow(2)
+    for t in "ab":
+        db.put_task(t)
+    db.lease("a")
+
+    def on_run(task_id: str) -> None:
+        if task_id == "a":
+            db.client.script_flush()
+            db.lease("b")
+        else:
+            c.stopping.set()
+
+    c = child(db, settings, on_run)
+    acks = Spy(db.scripts, "ack_and_take")
+    c.run()
+    assert c.runner.ran == ["a", "b"]
+    assert [[d.task_id for d in call[1]] for call in acks.calls] == [["a"], ["b"]]
+    assert [call[4] for call in acks.calls] == [0, 0]  # the fetch takes; the ack does not
+    assert [db.state(t) for t in "ab"] == ["completed"] * 2
+    assert db.leases() == set() and db.inbox() == []
+
+
+def test_a_lease_the_fetch_sent_with_the_last_ack_took_is_handed_back_at_stop(
+        db: Db, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    db.put_flow(2)
+    for t in "ab":
+        db.put_task(t, score=float(ord(t)))
+    db.lease("a")
+    c = child(db, settings, lambda task_id: db.lease("b"))
+    # The child is told to stop just after it sent "a"'s ack and the fetch that takes "b".
+    Spy(c.slot.inbox.direct, "call_ahead", lambda _: c.stopping.set())  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="worker"):
+        c.run()
+    assert c.runner.ran == ["a"]
+    assert db.state("a") == "completed"
+    assert db.queued() == {"b": float(ord("b"))}  # handed back, never run
+    assert db.leases() == set() and db.inbox() == []
+    assert db.client.llen(db.keys.fetched(W)) == 0
+    assert f"worker={W} handed back 1 tasks taken ahead: b" in caplog.text
 
 
 def test_make_way_hands_back_what_is_not_started_and_stores_what_waits(
