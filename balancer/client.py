@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
+from types import TracebackType
 
 import redis
 from redis.sentinel import SentinelConnectionPool
@@ -86,15 +85,24 @@ def shared(url: str) -> redis.Redis:
 _urls: dict[int, str] = {}
 
 
-@contextmanager
-def talking(client: redis.Redis) -> Iterator[None]:
+class talking:  # lower case: it reads as a call, ``with talking(client):``
     """Around what client code asks of the cluster: a Redis that cannot be reached is
     ``Unreachable``, one line naming the URL (its password hidden), raised without the
-    traceback from inside redis-py."""
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise Unreachable(explain(_url_of(client), exc)) from None
+    traceback from inside redis-py. A class, not a ``contextmanager`` generator: it is
+    around every submit, and costs a third as much."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise Unreachable(explain(_url_of(self.client), exc)) from None
 
 
 def _url_of(client: redis.Redis) -> str:

@@ -263,8 +263,11 @@ class Flow:
         """Nodes in dependency order, after folding in ``set_upstream`` made outside the flow.
 
         Both walks keep their own stack, so a chain of any length plans without
-        recursion. Raises FlowError naming the tasks of a cycle.
+        recursion. Raises FlowError naming the tasks of a cycle. A flow of independent
+        tasks (a one-task flow: the common submit) is in order as it stands.
         """
+        if not any(node.upstream or node.task.upstream for node in self.nodes):
+            return list(self.nodes)
         self._fold_declared()
         order: list[Node] = []
         done: set[Node] = set()

@@ -100,11 +100,20 @@ class FlowRun:
         self.flow = flow
         self.ids = ids
         self.name = flow.name if flow is not None else (name or flow_id)
-        if tasks is None:  # (task id, name) in the flow's order, as submit lists them
-            tasks = [(task_id, node.task.name) for node, task_id in ids.items()]
-        labels = _label_names([n for _, n in tasks])
-        # (task id, task name, label): the label tells repeated calls apart (name#2, ...)
-        self._tasks = [(t, n, label) for (t, n), label in zip(tasks, labels)]
+        self._given = tasks  # (task id, name) in the flow's order; None: from ids
+        self._labelled: list[tuple[str, str, str]] | None = None
+
+    @property
+    def _tasks(self) -> list[tuple[str, str, str]]:
+        """(task id, task name, label) in the flow's order: the label tells repeated calls
+        apart (name#2, ...). Made when first asked for, not by every submit."""
+        if self._labelled is None:
+            tasks = self._given
+            if tasks is None:  # as submit lists them
+                tasks = [(task_id, node.task.name) for node, task_id in self.ids.items()]
+            labels = _label_names([n for _, n in tasks])
+            self._labelled = [(t, n, label) for (t, n), label in zip(tasks, labels)]
+        return self._labelled
 
     @classmethod
     def attach(cls, flow_id: str, client: redis.Redis | None = None, *,
