@@ -5,8 +5,7 @@ is idle, and looks at the child's record while it runs: at the long-run horizon 
 is shown as running, and the worker makes way for it), at the task's timeout (the child
 is killed and the task failed), and at the child's death (its task fails as a crash, or
 goes back to its queue if it had not started). A busy child with short tasks wakes this
-thread once per horizon, not once per task, and so does a child taking single tasks one
-after another (``LINGER``).
+thread once per horizon, not once per task.
 """
 
 from __future__ import annotations
@@ -40,12 +39,6 @@ EARLY_DEATH_S = 2.0
 RESTART_BACKOFF = 1.0
 # A long run already shown is looked at this often (its end is told by the child).
 SHOWN_LOOK = 1.0
-# After the child's last lease, this thread goes on looking once per long-run horizon for
-# this long before it sleeps until told. Single tasks one after another, each taken while
-# the child is idle, then cost no note from the child and no wake-up of this thread per
-# task (a system call and a process switch on the way to each task's start), only a look
-# per horizon; a run is still shown once it passes the horizon.
-LINGER = 1.0
 
 
 class ChildWatch(threading.Thread):
@@ -71,8 +64,6 @@ class ChildWatch(threading.Thread):
         self.killing = False  # killed at shutdown: its task is left to the dispatcher
         self.cancelled: tuple[str, str] | None = None  # (task id, token) killed for a cancel
         self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
-        self._gen = -1  # the record's generation at the last look
-        self._active_at = 0.0  # when a look last found a lease new or held (monotonic)
         self._spawn()
 
     def _spawn(self) -> None:
@@ -160,12 +151,8 @@ class ChildWatch(threading.Thread):
     def run(self) -> None:
         while True:
             snap = self.record.read()
-            if snap.gen != self._gen or snap.phase != IDLE:
-                self._gen, self._active_at = snap.gen, time.monotonic()
             self._show(snap)
             delay = self._next_look(snap)
-            if delay is None and time.monotonic() - self._active_at < LINGER:
-                delay = prefetch.LONG_RUN_S  # idle for now: looked at, not told
             if delay is None:
                 self.record.set_asleep(True)
                 snap = self.record.read()  # a lease taken meanwhile was not told

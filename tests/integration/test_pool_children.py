@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 
 import pytest
 import redis
 from balancer.common.keys import Keys
-from balancer.worker import childwatch
 from balancer.worker.childwatch import ChildWatch
 
 from balancer import Flow
@@ -87,40 +85,6 @@ def test_a_long_run_in_a_pool_child_shows_as_running(
     assert worker.holding.long_running() == 1 and worker.busy() == 1
     assert run.wait(timeout=30) == "completed"
     wait_for(lambda: worker.holding.long_running() == 0 and worker.busy() == 0)
-
-
-def _watch(cluster: ThreadCluster) -> ChildWatch:
-    slot = cluster.workers[0].slots[0]
-    assert isinstance(slot, ChildWatch)
-    return slot
-
-
-@pytest.mark.parametrize("linger", [0.0, 60.0])
-def test_a_child_between_single_tasks_is_watched_without_being_told_of_each_lease(
-        cluster: ThreadCluster, real: redis.Redis, monkeypatch: pytest.MonkeyPatch,
-        linger: float) -> None:
-    """For LINGER after a lease, the watcher looks once per horizon instead of sleeping
-    until the child tells it of the next lease (a note, a wake-up: per task, on the way
-    to its start). Past LINGER it sleeps until told, as an idle worker should."""
-    monkeypatch.setattr(childwatch, "LINGER", linger)
-    cluster.add_worker(concurrency=1, pool="process")
-    for i in range(3):
-        with Flow(f"single-{i}") as flow:
-            tasks.constant(i)
-        run = flow.submit(real, namespace=cluster.settings.namespace)
-        assert run.wait(timeout=30) == "completed"
-    watch = _watch(cluster)
-    if linger:
-        for _ in range(10):  # over several horizons: it looks, and never sleeps until told
-            assert watch.record._view[1] == 0
-            time.sleep(0.05)
-    else:
-        wait_for(lambda: watch.record._view[1] == 1)
-    with Flow("one-more") as flow:  # told or not, the next lease runs
-        node = tasks.sleep_for(0.3)
-    run = flow.submit(real, namespace=cluster.settings.namespace)
-    wait_for(lambda: run.task_state(node) == "running", timeout=20)  # shown past the horizon
-    assert run.wait(timeout=30) == "completed"
 
 
 def _warm_up(cluster: ThreadCluster, real: redis.Redis) -> None:
