@@ -100,10 +100,10 @@ def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
     assert len(c.holding) == 0
 
 
-def test_an_idle_child_sends_its_ack_with_its_next_blocking_fetch(
-        db: Db, settings: Settings) -> None:
-    """One round trip per task for a child that takes one lease at a time: the ack of
-    "a" goes down with the fetch that brings "b", which arrived while "a" ran."""
+def b_arrives_while_a_runs(db: Db, settings: Settings,
+                           also: Callable[[], object] = lambda: None) -> Child:
+    """A child whose inbox holds "a"; "b" is leased while "a" runs (after ``also``), and
+    the child stops once "b" has run."""
     db.put_flow(2)
     for t in "ab":
         db.put_task(t)
@@ -111,12 +111,21 @@ def test_an_idle_child_sends_its_ack_with_its_next_blocking_fetch(
 
     def on_run(task_id: str) -> None:
         if task_id == "a":
+            also()
             db.lease("b")
         else:
             c.stopping.set()
 
-    db.client.script_load(luasource.source("ack"))  # as after the worker's first ack
     c = child(db, settings, on_run)
+    return c
+
+
+def test_an_idle_child_sends_its_ack_with_its_next_blocking_fetch(
+        db: Db, settings: Settings) -> None:
+    """One round trip per task for a child that takes one lease at a time: the ack of
+    "a" goes down with the fetch that brings "b", which arrived while "a" ran."""
+    db.client.script_load(luasource.source("ack"))  # as after the worker's first ack
+    c = b_arrives_while_a_runs(db, settings)
     acks = Spy(db.scripts, "ack_and_take")
     ahead_calls = Spy(c.slot.inbox.direct, "call_ahead")  # type: ignore[arg-type]
     pairs = Spy(c.slot.inbox.direct, "call_pair")  # type: ignore[arg-type]
@@ -134,19 +143,7 @@ def test_an_ack_refused_on_its_way_with_the_fetch_is_made_again_and_the_fetch_st
     """A server that lost its scripts (a restart) refuses the ack sent with the fetch:
     the ack is made again the usual way, and the fetch sent behind it still brings the
     next lease."""
-    db.put_flow(2)
-    for t in "ab":
-        db.put_task(t)
-    db.lease("a")
-
-    def on_run(task_id: str) -> None:
-        if task_id == "a":
-            db.client.script_flush()
-            db.lease("b")
-        else:
-            c.stopping.set()
-
-    c = child(db, settings, on_run)
+    c = b_arrives_while_a_runs(db, settings, db.client.script_flush)
     acks = Spy(db.scripts, "ack_and_take")
     c.run()
     assert c.runner.ran == ["a", "b"]
