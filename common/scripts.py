@@ -538,13 +538,11 @@ class Scripts:
         return self.acked(worker_id, reply)
 
     def ack_command(self, worker_id: str, done: Sequence[Done], ttl_ms: int,
-                    finished_ms: int, quiet_above: int = -1) -> tuple[Any, ...] | None:
+                    finished_ms: int, quiet_above: int = -1) -> tuple[Any, ...]:
         """``ack`` (taking nothing) as a command to send on another connection, ahead of
         a blocking fetch (worker/inbox.py: ``send_before_fetch``); its reply goes to
-        ``acked``. None when the settings ask to wait for replicas: WAIT counts what its
-        own connection wrote, so such an ack goes by ``ack_and_take``."""
-        if self.durability.replicas > 0:
-            return None
+        ``acked``. Not for settings that wait for replicas (``durability``): WAIT counts
+        what its own connection wrote."""
         return _evalsha("ack", *self._ack_call(worker_id, done, ttl_ms, finished_ms, 0,
                                                quiet_above, ""))
 

@@ -97,9 +97,8 @@ class Acker(threading.Thread):
              before_fetch: Callable[[tuple[Any, ...]], Any] | None
              ) -> tuple[list[bool], list[bytes]]:
         if before_fetch is not None:
-            command = self.scripts.ack_command(self.worker_id, done, self.ttl_ms, now_ms,
-                                               self.quiet_above)
-            reply = NOT_SENT if command is None else before_fetch(command)
+            reply = before_fetch(self.scripts.ack_command(self.worker_id, done, self.ttl_ms,
+                                                          now_ms, self.quiet_above))
             if reply is not NOT_SENT and not isinstance(reply, Exception):
                 return self.scripts.acked(self.worker_id, reply)
             # Not sent, or refused (NOSCRIPT: a restarted server; an error reply, which
@@ -122,11 +121,14 @@ class Acker(threading.Thread):
 
         ``before_fetch`` (an idle slot's ``Inbox.send_before_fetch``): the successes'
         ack goes with the slot's next blocking fetch right behind it, in one round trip,
-        and takes nothing itself. When that cannot be (the inbox says ``NOT_SENT``, the
-        settings wait for replicas) or Redis refuses it, it is made as usual, without a
-        take: the fetch to come takes the next lease."""
+        and takes nothing itself. When the inbox says ``NOT_SENT`` or Redis refuses it,
+        it is made as usual, without a take: the fetch to come takes the next lease. Not
+        while the settings wait for replicas: WAIT must follow the ack on its own
+        connection, and the ack takes as usual."""
         successes = [f for f in batch if f.done is not None]
         taken: list[bytes] = []
+        if self.scripts.durability.replicas > 0:
+            before_fetch = None
         if successes:
             done = [f.done for f in successes if f.done is not None]
             if before_fetch is not None:

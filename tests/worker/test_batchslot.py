@@ -10,7 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 from balancer.common import codec, luasource
+from balancer.common.scripts import Durability, Scripts
 from balancer.common.settings import Settings
 from balancer.worker import batchslot
 from balancer.worker.ack import Acker
@@ -149,6 +151,25 @@ def test_an_ack_refused_on_its_way_with_the_fetch_is_made_again_and_the_fetch_st
     assert c.runner.ran == ["a", "b"]
     assert [[d.task_id for d in call[1]] for call in acks.calls] == [["a"], ["b"]]
     assert [call[4] for call in acks.calls] == [0, 0]  # the fetch takes; the ack does not
+    assert [db.state(t) for t in "ab"] == ["completed"] * 2
+    assert db.leases() == set() and db.inbox() == []
+
+
+def test_an_ack_that_waits_for_replicas_takes_the_next_lease_itself(
+        real: redis.Redis, namespace: str, settings: Settings) -> None:
+    """WAIT counts what its own connection wrote: with BALANCER_MIN_REPLICAS the ack goes
+    with its WAIT, not with the fetch, and takes the next lease as before. (A real Redis:
+    fakeredis has no WAIT; this one has no replica, and the ack stands unconfirmed.)"""
+    opened = Db.open(real, namespace)
+    db = Db(real, opened.keys, Scripts(real, opened.keys, durability=Durability(1, 5)),
+            opened.leader)
+    c = b_arrives_while_a_runs(db, settings)
+    acks = Spy(db.scripts, "ack_and_take")
+    ahead_calls = Spy(c.slot.inbox.direct, "call_ahead")  # type: ignore[arg-type]
+    c.run()
+    assert c.runner.ran == ["a", "b"]
+    assert ahead_calls.calls == []
+    assert [(call[1][0].task_id, call[4]) for call in acks.calls] == [("a", 1), ("b", 0)]
     assert [db.state(t) for t in "ab"] == ["completed"] * 2
     assert db.leases() == set() and db.inbox() == []
 
