@@ -359,3 +359,41 @@ def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
     leftover = [p for p in psutil.process_iter(["cmdline"])
                 if "bench.compare.interleaved" in " ".join(p.info["cmdline"] or [])]
     assert leftover == []
+
+
+def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
+        tmp_path: Path) -> None:
+    """Our system, then a "checkout" run by this very interpreter: each one's split of a
+    single task's time, CPU per process and script times, and no process left behind."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
+        pytest.skip("redis-server is not on PATH; the benchmark starts private servers")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compare.split", "--tasks", "20", "--warm", "5",
+         "--runs", "1", "--checkout", f"again={sys.executable}", "--out", str(tmp_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [out] = tmp_path.glob("split-*.json")
+    results = json.loads(out.read_text())["results"]
+    for label in ("ours", "again"):
+        [run] = results[label]
+        assert run["tasks"] == 20
+        assert run["split"]["submit to record seen"] > 0
+        assert {"client", "pool child", "Redis (broker)"} <= set(run["cpu"])
+        assert {"submit_small", "take", "ack"} <= set(run["scripts"])
+    assert "in Redis, per call: take" in proc.stdout
+    leftover = [p for p in psutil.process_iter(["cmdline"])
+                if "bench.compare.split" in " ".join(p.info["cmdline"] or [])
+                and p.pid != os.getpid()]
+    assert leftover == []
+
+
+def test_split_refuses_a_checkout_it_cannot_run() -> None:
+    from bench.compare import split
+
+    for bad in ("nolabel", "ours=/bin/sh", "x=/no/such/python"):
+        with pytest.raises(SystemExit):
+            split.parse_args(["--checkout", bad])

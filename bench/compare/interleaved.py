@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -234,6 +234,19 @@ def table(results: dict[str, Any], names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def parse_checkout(given: str, taken: Collection[str]) -> tuple[str, str]:
+    """``LABEL=PYTHON`` as (label, python); ValueError naming what is wrong: no ``=``, a
+    label already ``taken`` or holding a '/', an interpreter that cannot be run."""
+    label, sep, python = given.partition("=")
+    if not sep or not label or not python:
+        raise ValueError(f"--checkout {given!r}: expected LABEL=PYTHON")
+    if label in taken or "/" in label:
+        raise ValueError(f"--checkout {given!r}: the label must be new and hold no '/'")
+    if not os.access(python, os.X_OK):
+        raise ValueError(f"--checkout {given!r}: {python} is not an executable")
+    return label, python
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from bench.compare.run import SYSTEMS
 
@@ -263,13 +276,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
     checkouts: dict[str, str] = {}
     for given in args.checkout:
-        label, sep, python = given.partition("=")
-        if not sep or not label or not python:
-            parser.error(f"--checkout {given!r}: expected LABEL=PYTHON")
-        if label in SYSTEMS or label in checkouts or "/" in label:
-            parser.error(f"--checkout {given!r}: the label must be new and hold no '/'")
-        if not os.access(python, os.X_OK):
-            parser.error(f"--checkout {given!r}: {python} is not an executable")
+        try:
+            label, python = parse_checkout(given, {*SYSTEMS, *checkouts})
+        except ValueError as exc:
+            parser.error(str(exc))
         checkouts[label] = python
     args.checkout = checkouts
     for name in ("copies", "rounds", "per"):
