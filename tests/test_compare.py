@@ -332,16 +332,23 @@ def test_interleaved_ratios_of_a_checkout_are_to_ours() -> None:
     assert "old / ours: p50 1.50" in interleaved.table(results, ["ours", "old"])
 
 
-@pytest.mark.integration
-def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
-        tmp_path: Path) -> None:
-    """Two agents, ours and a "checkout" run by this very interpreter, in turns."""
+def _harness_env() -> dict[str, str]:
+    """The environment a benchmark run gets here (skipped without redis-server: it starts
+    private servers), none of this process's BALANCER_ or BENCH_ settings."""
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
         pytest.skip("redis-server is not on PATH; the benchmark starts private servers")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
     env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.mark.integration
+def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
+        tmp_path: Path) -> None:
+    """Two agents, ours and a "checkout" run by this very interpreter, in turns."""
+    env = _harness_env()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.interleaved", "--systems", "ours",
          "--checkout", f"again={sys.executable}", "--copies", "1", "--rounds", "3",
@@ -361,16 +368,12 @@ def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
     assert leftover == []
 
 
+@pytest.mark.integration
 def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
         tmp_path: Path) -> None:
     """Our system, then a "checkout" run by this very interpreter: each one's split of a
     single task's time, CPU per process and script times, and no process left behind."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
-        pytest.skip("redis-server is not on PATH; the benchmark starts private servers")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
-    env["PYTHONPATH"] = str(ROOT)
+    env = _harness_env()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.split", "--tasks", "20", "--warm", "5",
          "--runs", "1", "--checkout", f"again={sys.executable}", "--out", str(tmp_path)],
