@@ -339,9 +339,7 @@ def _harness_env() -> dict[str, str]:
         if os.environ.get("CI") == "true":
             pytest.fail("CI=true but redis-server is not on PATH; the benchmark starts its own")
         pytest.skip("redis-server is not on PATH; the benchmark starts private servers")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return interleaved.agent_env(ROOT)
 
 
 @pytest.mark.integration

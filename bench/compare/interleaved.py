@@ -47,14 +47,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bench.compare.base import ROOT, Job, Layout, PrivateRedis
+from bench.compare.records import Records
 from bench.compare.workloads import Config, percentile
+
+if TYPE_CHECKING:
+    from bench.compare.run import Session
 
 LAYOUT = Layout(2, 1)
 READY = "ready"
@@ -92,19 +96,39 @@ def _line(agent: subprocess.Popen[str], timeout: float) -> str:
     return line
 
 
-def agent(system_name: str) -> int:
-    """Run one copy: start its servers and workers, say ``ready``, then answer each line
-    ``N`` with the latencies of N single tasks (a JSON list), until stdin closes."""
+@contextlib.contextmanager
+def running(system_name: str) -> Iterator[tuple[Session, Records, str]]:
+    """One copy of ``system_name`` on LAYOUT, on private Redis servers of its own: (its
+    session, the records its tasks report to, the record server's URL). Everything it
+    started is stopped on the way out."""
     from bench.compare import run as runner
-    from bench.compare.records import Records
 
-    logdir = Path(tempfile.mkdtemp(prefix="bench-interleaved-agent-"))
+    logdir = Path(tempfile.mkdtemp(prefix=f"bench-{system_name}-"))
     record_server = PrivateRedis(logdir).start()
     rec = Records(record_server.url)
     session = runner.Session(runner.load(system_name, logdir, record_server.url), logdir,
                              rec, Config())
     try:
         session.ensure(LAYOUT)
+        yield session, rec, record_server.url
+    finally:
+        session.close()
+        rec.close()
+        record_server.stop()
+
+
+def agent_env(root: Path) -> dict[str, str]:
+    """The environment of a process run from ``root`` (its ``bench`` is the harness):
+    none of this process's BALANCER_ or BENCH_ settings, which are the harness's to give."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
+    env["PYTHONPATH"] = str(root)
+    return env
+
+
+def agent(system_name: str) -> int:
+    """Run one copy: start its servers and workers, say ``ready``, then answer each line
+    ``N`` with the latencies of N single tasks (a JSON list), until stdin closes."""
+    with running(system_name) as (session, rec, _):
         key, sent = rec.new_key("interleaved"), 0
         print(READY, flush=True)
         for line in sys.stdin:
@@ -116,21 +140,16 @@ def agent(system_name: str) -> int:
                 out.append(round((time.perf_counter() - p0) * 1000, 4))
                 sent += 1
             print(json.dumps(out), flush=True)
-    finally:
-        session.close()
-        rec.close()
-        record_server.stop()
     return 0
 
 
 def start_agent(system: str, python: str, log: IO[str], root: Path = ROOT
                 ) -> subprocess.Popen[str]:
     """An agent run by ``python`` from ``root`` (its folder ``bench`` is the harness)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
-    env["PYTHONPATH"] = str(root)
     proc = subprocess.Popen([python, "-m", "bench.compare.interleaved", "--agent", system],
-                            cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=log, text=True, start_new_session=True)
+                            cwd=root, env=agent_env(root), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=log, text=True,
+                            start_new_session=True)
     try:
         if _line(proc, START_TIMEOUT).strip() != READY:
             raise RuntimeError(f"agent for {system} ({python}) did not start; see its log")

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -44,12 +43,9 @@ from typing import Any
 
 import psutil
 
-from bench.compare.base import ROOT, Job, Layout, PrivateRedis
-from bench.compare.interleaved import harness_alone, parse_checkout
-from bench.compare.records import Records, parse
-from bench.compare.workloads import Config
+from bench.compare.base import ROOT, Job
+from bench.compare.interleaved import agent_env, harness_alone, parse_checkout, running
 
-LAYOUT = Layout(2, 1)
 # A script call is named by its first key's kind (stable across versions of the scripts).
 SCRIPTS = {"flow": "submit_small", "inbox": "take", "leases": "ack"}
 SPLIT = ("client before its send", "Redis round trip of the submit", "client after the reply",
@@ -114,16 +110,10 @@ def _script_times(entries: list[dict[str, Any]]) -> dict[str, float]:
 def measure(tasks: int, warm: int) -> dict[str, Any]:
     """Run our system, submit ``warm`` then ``tasks`` single tasks one after another; the
     figures (µs per task, medians)."""
-    from bench.compare import run as runner
-
-    logdir = Path(tempfile.mkdtemp(prefix="bench-split-"))
-    record_server = PrivateRedis(logdir).start()
-    rec = Records(record_server.url)
-    session = runner.Session(runner.load("ours", logdir, record_server.url), logdir, rec,
-                             Config())
     calls = _hook_calls()
-    try:
-        broker = session.ensure(LAYOUT)
+    with running("ours") as (session, rec, record_url):
+        assert session.broker is not None
+        broker = session.broker
         key = rec.new_key("split")
         split: list[tuple[float, ...]] = []
 
@@ -132,11 +122,8 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
             a = time.time()
             session.system.submit([Job("noop", key, str(i))])
             b = time.time()
-            raw = rec.client.blpop([key], 60)
+            start = rec.pop(key, 60.0).start
             c = time.time()
-            if raw is None:
-                raise TimeoutError(f"task {i} was not recorded in 60 s")
-            start = parse(raw[1]).start
             sent, replied = calls[-1]
             split.append((sent - a, replied - sent, b - replied, start - replied,
                           c - start, c - a))
@@ -144,7 +131,7 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
         for i in range(warm):
             one(i)
         del split[:]
-        port = record_server.url.rsplit(":", 1)[1].split("/")[0]
+        port = record_url.rsplit(":", 1)[1].split("/")[0]
         broker.config_set("slowlog-max-len", tasks * 40)
         broker.config_set("slowlog-log-slower-than", 0)
         broker.slowlog_reset()
@@ -155,10 +142,6 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
         after = _cpu(port)
         broker.config_set("slowlog-log-slower-than", 10000)
         scripts = _script_times(broker.slowlog_get(tasks * 40))
-    finally:
-        session.close()
-        rec.close()
-        record_server.stop()
     cpu: dict[str, float] = defaultdict(float)
     cpu["client"] = client
     for pid, (kind, seconds) in after.items():
@@ -173,10 +156,8 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
 
 def run_agent(python: str, root: Path, tasks: int, warm: int) -> dict[str, Any]:
     """``measure`` in a process of ``python``'s, from ``root`` (its ``bench`` folder)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
-    env["PYTHONPATH"] = str(root)
     proc = subprocess.run([python, "-m", "bench.compare.split", "--agent", "--tasks",
-                           str(tasks), "--warm", str(warm)], cwd=root, env=env,
+                           str(tasks), "--warm", str(warm)], cwd=root, env=agent_env(root),
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"the measurement with {python} failed:\n{proc.stderr[-2000:]}")
