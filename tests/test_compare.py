@@ -332,6 +332,15 @@ def test_interleaved_ratios_of_a_checkout_are_to_ours() -> None:
     assert "old / ours: p50 1.50" in interleaved.table(results, ["ours", "old"])
 
 
+def test_interleaved_submit_table_adds_calls_per_second_from_the_mean_call() -> None:
+    copies = [_copy("ours", 0, [[1.0, 3.0]]), _copy("huey", 0, [[0.5, 0.5]])]
+    results = interleaved.summarize(copies, ["ours", "huey"])
+    table = interleaved.table(results, ["ours", "huey"], "submit").splitlines()
+    assert "calls/s" in table[0]
+    assert table[1].split()[5] == "500" and table[2].split()[5] == "2000"  # 1000 / mean ms
+    assert "calls/s" not in interleaved.table(results, ["ours", "huey"])
+
+
 def _harness_env() -> dict[str, str]:
     """The environment a benchmark run gets here (skipped without redis-server: it starts
     private servers), none of this process's BALANCER_ or BENCH_ settings."""
@@ -343,23 +352,29 @@ def _harness_env() -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_interleaved_run_of_our_system_and_a_checkout_reports_their_latencies(
-        tmp_path: Path) -> None:
-    """Two agents, ours and a "checkout" run by this very interpreter, in turns."""
+@pytest.mark.parametrize("measure", ["latency", "submit"])
+def test_interleaved_run_of_our_system_and_a_checkout_reports_their_figures(
+        tmp_path: Path, measure: str) -> None:
+    """Two agents, ours and a "checkout" run by this very interpreter, in turns: the
+    latencies of single tasks, or the times of back-to-back submit calls (whose tasks
+    all ran before the next turn: the records were waited for)."""
     env = _harness_env()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.interleaved", "--systems", "ours",
          "--checkout", f"again={sys.executable}", "--copies", "1", "--rounds", "3",
-         "--per", "4", "--warm", "2", "--out", str(tmp_path)],
+         "--per", "4", "--warm", "2", "--measure", measure, "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [out] = tmp_path.glob("interleaved-*.json")
-    results = json.loads(out.read_text())["results"]
+    figures = json.loads(out.read_text())
+    assert figures["meta"]["measure"] == measure
+    results = figures["results"]
     for name in ("ours", "again"):
         assert results[name]["tasks"] == 3 * 4
         assert 0 < results[name]["p50_ms"] <= results[name]["p90_ms"] <= results[name]["p99_ms"]
     assert results["again/ours"]["round_p50_median"] > 0
     assert "again / ours: p50" in proc.stdout
+    assert ("calls/s" in proc.stdout) == (measure == "submit")
     # Every agent stopped its workers and servers.
     leftover = [p for p in psutil.process_iter(["cmdline"])
                 if "bench.compare.interleaved" in " ".join(p.info["cmdline"] or [])]
@@ -384,8 +399,8 @@ def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
         assert run["tasks"] == 20
         assert run["split"]["submit to record seen"] > 0
         assert {"client", "pool child", "Redis (broker)"} <= set(run["cpu"])
-        assert {"submit_small", "take", "ack"} <= set(run["scripts"])
-    assert "in Redis, per call: take" in proc.stdout
+        assert {"submit_small", "ack"} <= set(run["scripts"])
+    assert "in Redis, per call: submit_small" in proc.stdout
     leftover = [p for p in psutil.process_iter(["cmdline"])
                 if "bench.compare.split" in " ".join(p.info["cmdline"] or [])
                 and p.pid != os.getpid()]

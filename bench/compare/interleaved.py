@@ -2,7 +2,7 @@
 
     python -m bench.compare.interleaved [--systems ours,huey] [--copies 2] [--rounds 40]
                                         [--per 25] [--warm 50] [--out bench/results]
-                                        [--checkout LABEL=PYTHON ...]
+                                        [--checkout LABEL=PYTHON ...] [--measure submit]
 
 ``bench.compare.run`` measures one system after another. On a shared host the machine's
 speed drifts between those minutes (steal time): the same code measured twice, a few
@@ -31,6 +31,12 @@ latencies. A checkout's agents run from a copy of ``bench/`` alone, so that they
 The figures: p50, p90 and p99 of each system's pooled latencies, the ratio of ours to
 the best peer, the median over rounds of ours / the peer's p50 within the same round (the
 least drift-prone figure), and the same for each checkout against ours.
+
+``--measure submit`` times the submit calls instead (issue 17's submit rate, one call per
+single task, as ``run``'s submit workload): in its turn a copy makes ``--per`` calls back
+to back, each timed alone, then waits, untimed, until their tasks have run, so that the
+next turn finds idle workers. The figures are then those of a call's time, and the table
+adds calls per second (1000 / the mean call in ms): a ratio below 1 is a faster submit.
 """
 
 from __future__ import annotations
@@ -74,10 +80,11 @@ class Copy:
     agent: subprocess.Popen[str] | None = None
     rounds: list[list[float]] = field(default_factory=list)
 
-    def burst(self, n: int) -> list[float]:
-        """``n`` single tasks one after another, by the agent; their latencies in ms."""
+    def burst(self, n: int, what: str = "latency") -> list[float]:
+        """``n`` single tasks by the agent: one after another, their latencies in ms; or
+        (``what`` "submit") submitted back to back, the time of each call in ms."""
         assert self.agent is not None and self.agent.stdin is not None
-        self.agent.stdin.write(f"{n}\n")
+        self.agent.stdin.write(f"{what} {n}\n")
         self.agent.stdin.flush()
         return [float(x) for x in json.loads(_line(self.agent, 120.0))]
 
@@ -127,18 +134,24 @@ def agent_env(root: Path) -> dict[str, str]:
 
 def agent(system_name: str) -> int:
     """Run one copy: start its servers and workers, say ``ready``, then answer each line
-    ``N`` with the latencies of N single tasks (a JSON list), until stdin closes."""
+    ``latency N`` with the latencies of N single tasks and ``submit N`` with the times of N
+    submit calls (a JSON list of ms), until stdin closes."""
     with running(system_name) as (session, rec, _):
         key, sent = rec.new_key("interleaved"), 0
         print(READY, flush=True)
         for line in sys.stdin:
+            what, n = line.split()
             out = []
-            for _ in range(int(line)):
+            for _ in range(int(n)):
                 p0 = time.perf_counter()
                 session.system.submit([Job("noop", key, str(sent))])
-                rec.pop(key, 30.0)
+                if what == "latency":
+                    rec.pop(key, 30.0)
                 out.append(round((time.perf_counter() - p0) * 1000, 4))
                 sent += 1
+            if what == "submit":
+                rec.wait(key, int(n), 60.0)
+                rec.drop(key)
             print(json.dumps(out), flush=True)
     return 0
 
@@ -205,13 +218,14 @@ def _ratio(copies: list[Copy], results: dict[str, Any], a: str, b: str) -> dict[
             "round_p50_quartiles": quartiles}
 
 
-def measure(copies: list[Copy], rounds: int, per: int, warm: int) -> None:
+def measure(copies: list[Copy], rounds: int, per: int, warm: int,
+            what: str = "latency") -> None:
     if warm:
         for c in copies:
-            c.burst(warm)
+            c.burst(warm, what)
     for r in range(rounds):
         for c in copies if r % 2 == 0 else copies[::-1]:
-            c.rounds.append(c.burst(per))
+            c.rounds.append(c.burst(per, what))
 
 
 def summarize(copies: list[Copy], systems: list[str],
@@ -234,13 +248,15 @@ def summarize(copies: list[Copy], systems: list[str],
     return results
 
 
-def table(results: dict[str, Any], names: list[str]) -> str:
+def table(results: dict[str, Any], names: list[str], what: str = "latency") -> str:
+    rate = what == "submit"  # a call's time: add the calls per second
     lines = [f"{'system':<10} {'tasks':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-             "  p50 of each copy"]
+             + (f" {'calls/s':>8}" if rate else "") + "  p50 of each copy"]
     for name in names:
         f = results[name]
         lines.append(f"{name:<10} {f['tasks']:>6} {f['p50_ms']:>8.3f} {f['p90_ms']:>8.3f}"
-                     f" {f['p99_ms']:>8.3f}  "
+                     f" {f['p99_ms']:>8.3f}"
+                     + (f" {1000 / f['mean_ms']:>8.0f}" if rate else "") + "  "
                      + ", ".join(f"{x:.3f}" for x in f["copies_p50_ms"]))
     for key, ratio in results.items():
         if "/" not in key:
@@ -285,6 +301,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tasks per copy before measuring (default 50)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
                         help="folder for interleaved-<timestamp>.json")
+    parser.add_argument("--measure", choices=("latency", "submit"), default="latency",
+                        help="latency (default): submit to the task's record, one task"
+                             " at a time; submit: the time of each submit call, made"
+                             " back to back")
     parser.add_argument("--agent", help=argparse.SUPPRESS)  # one copy, run by the harness
     args = parser.parse_args(argv)
     if args.agent:
@@ -332,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 with (logdir / f"{label}-{i}.log").open("w") as agent_log:
                     copy.agent = start_agent(system, python, agent_log, root)
                 log(f"{label} copy {i}: workers ready")
-        measure(copies, args.rounds, args.per, args.warm)
+        measure(copies, args.rounds, args.per, args.warm, args.measure)
     except Exception:
         log(f"failed; the agents' logs are in {logdir}")
         raise
@@ -342,12 +362,13 @@ def main(argv: list[str] | None = None) -> int:
                 stop_agent(c.agent)
     labels = list(args.checkout)
     results = summarize(copies, args.systems, labels)
-    print(table(results, [*args.systems, *labels]))
+    print(table(results, [*args.systems, *labels], args.measure))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"interleaved-{started}.json"
     meta = {"started": started, "revision": revision(), "layout": "2x1",
             "command": " ".join(["python -m bench.compare.interleaved",
                                  *(argv if argv is not None else sys.argv[1:])]),
+            "measure": args.measure,
             "checkouts": args.checkout, "copies": args.copies, "rounds": args.rounds,
             "per": args.per, "warm": args.warm}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
