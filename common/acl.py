@@ -55,9 +55,11 @@ ROLES = {
         commands=(
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
-            "BLMOVE",  # an idle slot's fetch (take.lua checks what it moved)
+            # An idle slot's fetch, and the check of what it moved (worker/inbox.py: the
+            # leases read whole, or take.lua)
+            "BLMOVE", "LPOP", "SMEMBERS", "LLEN",
             "BLMPOP",  # the cancel listener (worker/cancels.py)
-            "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
+            "LPUSH", "LRANGE",  # hand-back, reconciler (and SMEMBERS)
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",

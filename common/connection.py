@@ -387,13 +387,6 @@ class Direct:
         """Whether replies of commands sent ahead wait to be read."""
         return self._owed > 0
 
-    def call_pair(self, first: tuple[Any, ...], second: tuple[Any, ...]) -> tuple[Any, Any]:
-        """Two commands in one round trip: the server runs the second as soon as the first
-        returns (a blocking one included). An error reply comes back as the exception
-        object, in its place; lost connections raise."""
-        replies = self.calls(first, second)
-        return replies[0], replies[1]
-
     def send(self, *args: Any) -> None:
         """Send a write without waiting for its reply; a failure drops it (and is logged)."""
         self._owing_nothing()

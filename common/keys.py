@@ -33,7 +33,7 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | travels with its lease (signals.parse_lease)                |
 | leases:<id>          | set         | "task|token" per lease of that worker (inbox + running)     |
 | fetched:<id>         | list        | an entry a blocking fetch moved out of the inbox, until     |
-|                      |             | take.lua checks its lease (the same round trip)             |
+|                      |             | its lease is checked (the same round trip)                  |
 | ahead:<id>           | hash        | pool child -> "task|token ..." of its batch, perhaps started|
 | cancels:<id>         | list (TTL)  | "task|token" of leases that worker took and a cancel took   |
 |                      |             | back: it stops them (worker/cancels.py)                     |

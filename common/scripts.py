@@ -604,6 +604,32 @@ class Scripts:
         dropped(worker_id, forged)
         return list(entries), int(waiting)
 
+    def take_one_commands(self, worker_id: str) -> tuple[tuple[Any, ...], ...]:
+        """``take`` of the one entry a blocking fetch just moved to ``fetched``, as plain
+        commands sent right behind it: the entry out of ``fetched``, the worker's leases
+        (read whole), the inbox's length. Redis runs them before it answers the fetch, as
+        it would take.lua, but a script's call cost the task waiting for them about 30 us
+        more (docs/scaling.md). The same check, made by the worker: their replies go to
+        ``taken_one``."""
+        k = self.keys
+        return (("LPOP", k.fetched(worker_id)), ("SMEMBERS", k.leases(worker_id)),
+                ("LLEN", k.inbox(worker_id)))
+
+    def taken_one(self, worker_id: str, replies: Sequence[Any]) -> tuple[list[bytes], int, int]:
+        """The entry of ``take_one_commands``' replies if the worker holds its lease (else
+        it is logged and dropped, never run), how many the inbox still holds, and how many
+        leases the worker holds."""
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        entry, leases, waiting = replies
+        if not entry:  # none (the block ran out), or the sentinel that ends a fetch
+            return [], int(waiting), len(leases)
+        if b"|".join(entry.split(b"|", 2)[:2]) not in leases:  # take_held's member
+            dropped(worker_id, [entry])
+            return [], int(waiting), len(leases)
+        return [entry], int(waiting), len(leases)
+
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,
              started_ms: int = 0) -> int:

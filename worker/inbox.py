@@ -38,6 +38,11 @@ FETCH_RETRY = 1.0
 SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
 POLL = 0.2
+# A fetch of one entry checks its lease against the worker's leases read whole, while the
+# last read found at most this many; past it, take.lua checks in Redis for the next
+# SCRIPT_FETCHES blocking fetches, after which the set is read again.
+READ_LEASES_UP_TO = 64
+SCRIPT_FETCHES = 64
 
 
 class _Turn:
@@ -69,6 +74,7 @@ class Inbox:
         self._unchecked = False  # a fetch failed: an entry may wait in fetched:<worker>
         self._waiting_entries = 0  # the inbox held this many more after the last fetch
         self._sent_ahead = False  # a fetch went with a command before it (send_before_fetch)
+        self._script_fetches = 0  # blocking fetches left to check with take.lua
 
     def next(self) -> Lease | None:
         """The next lease for the calling slot, waiting for one; None once stopping."""
@@ -110,7 +116,8 @@ class Inbox:
         inbox could otherwise make it run what they wrote. One round trip does both: a
         BLMOVE waits for an entry and moves it to ``fetched:<worker>``, and take.lua, sent
         right behind it, checks it and takes more from the inbox, up to what the waiting
-        slots can run. An entry moved and not yet checked (a connection lost between the
+        slots can run (one entry is checked by plain commands: ``_fetch_commands``). An
+        entry moved and not yet checked (a connection lost between the
         two) is taken by the next fetch before it blocks. While entries wait (the last
         take said how many it left), the script alone takes them: one command, no block."""
         with self._lock:
@@ -124,23 +131,36 @@ class Inbox:
                 self._unchecked = False
                 if entries:
                     return self._hand(entries)
-            moved, reply = self.direct.call_pair(*self._fetch_commands(wanted))
-            entries = self._checked(moved, reply, wanted)
+            entries = self._checked(self.direct.calls(*self._fetch_commands(wanted)), wanted)
         except RETRYABLE as exc:
             self._unchecked = True
             return self._failed(exc)
         self._succeeded()
         return self._hand(entries)
 
-    def _fetch_commands(self, wanted: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """The blocking fetch: BLMOVE, and take.lua right behind it."""
-        return (("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block),
-                self.scripts.take_command(self.worker_id, wanted))
+    def _fetch_commands(self, wanted: int) -> tuple[tuple[Any, ...], ...]:
+        """The blocking fetch: BLMOVE, and the check right behind it. One entry is checked
+        by plain commands (``Scripts.take_one_commands``: no script call on the way to
+        the task) while the worker's leases are few enough to read whole; more, or more
+        leases, by take.lua, which also takes the entries beyond the first."""
+        block = ("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block)
+        if wanted == 1 and not self._script_fetches:
+            return (block, *self.scripts.take_one_commands(self.worker_id))
+        self._script_fetches = max(0, self._script_fetches - 1)
+        return (block, self.scripts.take_command(self.worker_id, wanted))
 
-    def _checked(self, moved: Any, reply: Any, wanted: int) -> list[bytes]:
+    def _checked(self, replies: list[Any], wanted: int) -> list[bytes]:
         """The entries of a blocking fetch's replies (error replies raise)."""
+        moved, *check = replies
         if isinstance(moved, Exception):
             raise moved
+        if len(check) > 1:  # plain commands
+            entries, self._waiting_entries, held = self.scripts.taken_one(self.worker_id,
+                                                                          check)
+            if held > READ_LEASES_UP_TO:
+                self._script_fetches = SCRIPT_FETCHES
+            return entries
+        reply = check[0]
         if isinstance(reply, redis.exceptions.NoScriptError):  # a new or restarted server
             entries, self._waiting_entries = self.scripts.take_counted(self.worker_id, wanted)
         elif isinstance(reply, Exception):
@@ -176,8 +196,7 @@ class Inbox:
         """Read the replies of the fetch sent with a command (``send_before_fetch``)."""
         self._sent_ahead = False
         try:
-            moved, reply = self.direct.read_owed()
-            entries = self._checked(moved, reply, 1)
+            entries = self._checked(self.direct.read_owed(), 1)
         except RETRYABLE as exc:
             self._unchecked = True
             return self._failed(exc)

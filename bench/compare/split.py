@@ -16,8 +16,8 @@ no-op tasks one after another, each waited for. Per task, medians of:
 - the CPU of every process (this client, the pool children, the supervisors, serve, the
   broker Redis, the record Redis), from psutil, over the measured tasks;
 - each script call's time in Redis (SLOWLOG, which counts the server's time only), named
-  by the script: ``submit_small``, ``take`` (the lease check behind the blocking fetch),
-  ``ack``.
+  by the script: ``submit_small``, ``ack``, and ``take`` where the lease check behind the
+  blocking fetch is a script (older checkouts; now plain commands, not listed).
 
 One system alone on the machine: its figures are not comparable with those of a run
 minutes apart on a shared host (``bench.compare.interleaved`` is for that). ``--checkout

@@ -87,11 +87,13 @@ def test_the_next_batch_is_taken_with_the_ack_and_listed_as_not_started(
             c.stopping.set()
 
     c = child(db, settings, on_run)
+    fetches = Spy(c.slot.inbox.direct, "calls")  # type: ignore[arg-type]
     takes = Spy(c.slot.inbox.scripts, "take_counted")
     acks = Spy(db.scripts, "ack_and_take")
     c.run()
     assert c.runner.ran == ["a", "b", "c", "d"]
-    assert len(takes.calls) == 1  # "a" alone was fetched; b, c, d came with its ack
+    assert len(fetches.calls) == 1 and not takes.calls  # "a" alone was fetched; b, c, d
+    # came with its ack
     first = acks.calls[0]
     assert [d.task_id for d in first[1]] == ["a"]
     assert first[4] >= 3 and first[6] == FIELD  # a batch of the prefetch depth, as FIELD
@@ -130,10 +132,10 @@ def test_an_idle_child_sends_its_ack_with_its_next_blocking_fetch(
     c = b_arrives_while_a_runs(db, settings)
     acks = Spy(db.scripts, "ack_and_take")
     ahead_calls = Spy(c.slot.inbox.direct, "call_ahead")  # type: ignore[arg-type]
-    pairs = Spy(c.slot.inbox.direct, "call_pair")  # type: ignore[arg-type]
+    fetches = Spy(c.slot.inbox.direct, "calls")  # type: ignore[arg-type]
     c.run()
     assert c.runner.ran == ["a", "b"]
-    assert len(pairs.calls) == 1  # "a"'s fetch; "b" came with "a"'s ack
+    assert len(fetches.calls) == 1  # "a"'s fetch; "b" came with "a"'s ack
     assert len(ahead_calls.calls) == 1 and ahead_calls.calls[0][0][0] == "EVALSHA"
     assert [[d.task_id for d in call[1]] for call in acks.calls] == [["b"]]  # stopping
     assert [db.state(t) for t in "ab"] == ["completed"] * 2

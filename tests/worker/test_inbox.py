@@ -10,7 +10,7 @@ import pytest
 import redis
 from balancer.common.keys import Keys
 from balancer.common.signals import Lease
-from balancer.worker.inbox import Inbox
+from balancer.worker.inbox import READ_LEASES_UP_TO, Inbox
 
 from tests.conftest import wait_for
 
@@ -135,7 +135,7 @@ def test_an_entry_a_failed_fetch_left_in_fetched_is_taken_before_the_next_block(
     real.sadd(keys.leases("w"), "t1|1.1.1")
     real.rpush(keys.fetched("w"), entry("t1"))
     box.block = 30.0  # were it to block, the test would wait for the whole block
-    box._unchecked = True  # as a failed call_pair leaves it
+    box._unchecked = True  # as a failed fetch leaves it
     slots = Slots(box)
     slots.start(1)
     slots.join(timeout=10.0)
@@ -148,8 +148,8 @@ def test_a_fetch_takes_entries_left_waiting_without_blocking_and_blocks_once_non
         real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
     box = inbox[0]
     calls: list[str] = []
-    pair, take = box.direct.call_pair, box.scripts.take_counted
-    box.direct.call_pair = lambda *a: (calls.append(a[0][0]), pair(*a))[1]  # type: ignore[method-assign]
+    fetch, take = box.direct.calls, box.scripts.take_counted
+    box.direct.calls = lambda *a: (calls.append(a[0][0]), fetch(*a))[1]  # type: ignore[method-assign]
     box.scripts.take_counted = lambda *a, **k: (calls.append("take"), take(*a, **k))[1]  # type: ignore[method-assign]
     lease(real, namespace, "a", "b", "c")
     assert [box.next().task_id for _ in range(3)] == ["a", "b", "c"]  # type: ignore[union-attr]
@@ -163,3 +163,24 @@ def test_a_fetch_takes_entries_left_waiting_without_blocking_and_blocks_once_non
     lease(real, namespace, "e")
     slots.join()
     assert [g.task_id for g in slots.got if g is not None] == ["e"]
+
+
+def test_one_entry_is_checked_by_plain_commands_until_the_worker_holds_many_leases(
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
+    """No script call on the way to an idle slot's task: its lease is checked against the
+    worker's leases read whole. Once that read finds many, take.lua checks in Redis."""
+    box = inbox[0]
+    sent: list[list[str]] = []
+    fetch = box.direct.calls
+    box.direct.calls = lambda *a: (sent.append([c[0] for c in a]), fetch(*a))[1]  # type: ignore[method-assign]
+    lease(real, namespace, "a")
+    assert (got := box.next()) is not None and got.task_id == "a"
+    assert sent == [["BLMOVE", "LPOP", "SMEMBERS", "LLEN"]]
+    real.sadd(Keys(namespace).leases("w"),
+              *(f"other{i}|1.1.1" for i in range(READ_LEASES_UP_TO)))
+    lease(real, namespace, "b")
+    assert (got := box.next()) is not None and got.task_id == "b"
+    assert sent[-1] == ["BLMOVE", "LPOP", "SMEMBERS", "LLEN"]  # it read 66 leases
+    lease(real, namespace, "c")
+    assert (got := box.next()) is not None and got.task_id == "c"
+    assert sent[-1] == ["BLMOVE", "EVALSHA"]
