@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from bench.compare import interleaved, procs, summary
-from bench.compare.base import Layout, parse_layouts
+from bench.compare.base import Job, Layout, parse_layouts
 from bench.compare.loadgen import poisson_arrivals
 from bench.compare.run import parse_args, plan
 
@@ -379,6 +379,25 @@ def test_interleaved_run_of_our_system_and_a_checkout_reports_their_figures(
     leftover = [p for p in psutil.process_iter(["cmdline"])
                 if "bench.compare.interleaved" in " ".join(p.info["cmdline"] or [])]
     assert leftover == []
+
+
+@pytest.mark.integration
+def test_interleaved_signing_gives_our_client_and_workers_one_key_and_nothing_else_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent's environment holds a signing key only when the harness gives one; with
+    one, its client signs every task and its workers run them (they check each one)."""
+    _harness_env()
+    monkeypatch.setenv("BALANCER_SIGNING_KEYS", "from-the-shell")
+    assert "BALANCER_SIGNING_KEYS" not in interleaved.agent_env(ROOT)
+    assert interleaved.agent_env(ROOT, "given")["BALANCER_SIGNING_KEYS"] == "given"
+    monkeypatch.setenv("BALANCER_SIGNING_KEYS", "a-signing-key-for-the-test")  # as an agent
+    with interleaved.running("ours") as (session, rec, _):
+        key = rec.new_key("signed")
+        session.system.submit([Job("noop", key, "0")])
+        rec.pop(key, 30.0)
+        assert session.broker is not None
+        tasks = list(session.broker.scan_iter(match="*:task:*"))
+        assert tasks and all(session.broker.hget(t, "sig") for t in tasks)
 
 
 @pytest.mark.integration

@@ -3,6 +3,7 @@
     python -m bench.compare.interleaved [--systems ours,huey] [--copies 2] [--rounds 40]
                                         [--per 25] [--warm 50] [--out bench/results]
                                         [--checkout LABEL=PYTHON ...] [--measure submit]
+                                        [--signing]
 
 ``bench.compare.run`` measures one system after another. On a shared host the machine's
 speed drifts between those minutes (steal time): the same code measured twice, a few
@@ -37,6 +38,11 @@ single task, as ``run``'s submit workload): in its turn a copy makes ``--per`` c
 to back, each timed alone, then waits, untimed, until their tasks have run, so that the
 next turn finds idle workers. The figures are then those of a call's time, and the table
 adds calls per second (1000 / the mean call in ms): a ratio below 1 is a faster submit.
+
+``--signing`` gives every copy one signing key (``BALANCER_SIGNING_KEYS``): our clients
+sign each task and our workers check it (a checkout older than signing ignores it, as
+the peers do). Without it, no copy signs, whatever this process's environment says: the
+agents get none of its BALANCER_ settings.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -124,11 +131,14 @@ def running(system_name: str) -> Iterator[tuple[Session, Records, str]]:
         record_server.stop()
 
 
-def agent_env(root: Path) -> dict[str, str]:
+def agent_env(root: Path, signing_keys: str = "") -> dict[str, str]:
     """The environment of a process run from ``root`` (its ``bench`` is the harness):
-    none of this process's BALANCER_ or BENCH_ settings, which are the harness's to give."""
+    none of this process's BALANCER_ or BENCH_ settings, which are the harness's to give,
+    but ``signing_keys`` when given (our system passes them on to its serve and workers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BALANCER_", "BENCH_"))}
     env["PYTHONPATH"] = str(root)
+    if signing_keys:
+        env["BALANCER_SIGNING_KEYS"] = signing_keys
     return env
 
 
@@ -156,11 +166,11 @@ def agent(system_name: str) -> int:
     return 0
 
 
-def start_agent(system: str, python: str, log: IO[str], root: Path = ROOT
-                ) -> subprocess.Popen[str]:
+def start_agent(system: str, python: str, log: IO[str], root: Path = ROOT,
+                signing_keys: str = "") -> subprocess.Popen[str]:
     """An agent run by ``python`` from ``root`` (its folder ``bench`` is the harness)."""
     proc = subprocess.Popen([python, "-m", "bench.compare.interleaved", "--agent", system],
-                            cwd=root, env=agent_env(root), stdin=subprocess.PIPE,
+                            cwd=root, env=agent_env(root, signing_keys), stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=log, text=True,
                             start_new_session=True)
     try:
@@ -305,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="latency (default): submit to the task's record, one task"
                              " at a time; submit: the time of each submit call, made"
                              " back to back")
+    parser.add_argument("--signing", action="store_true",
+                        help="our clients sign every task and our workers check it (one"
+                             " key for every copy)")
     parser.add_argument("--agent", help=argparse.SUPPRESS)  # one copy, run by the harness
     args = parser.parse_args(argv)
     if args.agent:
@@ -343,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkout:
         alone = harness_alone(logdir / "harness")
         runs += [(label, "ours", python, alone) for label, python in args.checkout.items()]
+    signing_keys = f"bench-{secrets.token_hex(16)}" if args.signing else ""
     copies: list[Copy] = []
     try:
         for i in range(args.copies):
@@ -350,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 copy = Copy(label, i)
                 copies.append(copy)
                 with (logdir / f"{label}-{i}.log").open("w") as agent_log:
-                    copy.agent = start_agent(system, python, agent_log, root)
+                    copy.agent = start_agent(system, python, agent_log, root, signing_keys)
                 log(f"{label} copy {i}: workers ready")
         measure(copies, args.rounds, args.per, args.warm, args.measure)
     except Exception:
@@ -368,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"started": started, "revision": revision(), "layout": "2x1",
             "command": " ".join(["python -m bench.compare.interleaved",
                                  *(argv if argv is not None else sys.argv[1:])]),
-            "measure": args.measure,
+            "measure": args.measure, "signing": args.signing,
             "checkouts": args.checkout, "copies": args.copies, "rounds": args.rounds,
             "per": args.per, "warm": args.warm}
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
