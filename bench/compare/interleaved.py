@@ -40,9 +40,10 @@ next turn finds idle workers. The figures are then those of a call's time, and t
 adds calls per second (1000 / the mean call in ms): a ratio below 1 is a faster submit.
 
 ``--signing`` gives every copy one signing key (``BALANCER_SIGNING_KEYS``): our clients
-sign each task and our workers check it (a checkout older than signing ignores it, as
-the peers do). Without it, no copy signs, whatever this process's environment says: the
-agents get none of its BALANCER_ settings.
+sign each task and our workers check it (the peers ignore it; a checkout older than
+signing refuses the setting and does not start: measure it without). Without it, no copy
+signs, whatever this process's environment says: the agents get none of its BALANCER_
+settings.
 """
 
 from __future__ import annotations
