@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Any, Literal
 
 import redis
-from balancer.common import codec, events, luasource
+from balancer.common import codec, events, luasource, signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
@@ -608,7 +608,7 @@ class Scripts:
         """``take`` of the one entry a blocking fetch just moved to ``fetched``, as plain
         commands sent right behind it: the entry out of ``fetched``, the worker's leases
         (read whole), the inbox's length. Redis runs them before it answers the fetch, as
-        it would take.lua, but a script's call cost the task waiting for them about 30 us
+        it would take.lua, but a script's call cost the task waiting for them 35 to 45 us
         more (docs/scaling.md). The same check, made by the worker: their replies go to
         ``taken_one``."""
         k = self.keys
@@ -625,7 +625,7 @@ class Scripts:
         entry, leases, waiting = replies
         if not entry:  # none (the block ran out), or the sentinel that ends a fetch
             return [], int(waiting), len(leases)
-        if b"|".join(entry.split(b"|", 2)[:2]) not in leases:  # take_held's member
+        if signals.entry_member(entry) not in leases:
             dropped(worker_id, [entry])
             return [], int(waiting), len(leases)
         return [entry], int(waiting), len(leases)

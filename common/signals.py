@@ -251,6 +251,12 @@ def lease_member(task_id: str, token: str) -> str:
     return f"{task_id}|{token}"
 
 
+def entry_member(raw: bytes) -> bytes:
+    """The leases-set member an inbox entry stands for: its first two fields, "task|token"
+    (take_held in common/lua/_prelude.lua reads it the same way)."""
+    return b"|".join(raw.split(b"|", 2)[:2])
+
+
 def parse_lease_member(raw: bytes) -> tuple[str, str] | None:
     task_id, sep, token = raw.decode(errors="replace").partition("|")
     return (task_id, token) if sep and task_id and token else None

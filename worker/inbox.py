@@ -117,9 +117,9 @@ class Inbox:
         BLMOVE waits for an entry and moves it to ``fetched:<worker>``, and take.lua, sent
         right behind it, checks it and takes more from the inbox, up to what the waiting
         slots can run (one entry is checked by plain commands: ``_fetch_commands``). An
-        entry moved and not yet checked (a connection lost between the
-        two) is taken by the next fetch before it blocks. While entries wait (the last
-        take said how many it left), the script alone takes them: one command, no block."""
+        entry moved and not yet checked (a connection lost between the two) is taken by
+        the next fetch before it blocks. While entries wait (the last take said how many
+        it left), the script alone takes them: one command, no block."""
         with self._lock:
             wanted = max(1, self._waiting - self._ready.qsize())
         if self._sent_ahead:

@@ -87,6 +87,14 @@ def test_lease_member_round_trips() -> None:
     assert signals.parse_lease_member(member.encode()) == ("abc123", "4.17.2")
 
 
+@pytest.mark.parametrize(("entry", "member"), [
+    (b"t1|1.2.3|5:queue4:flow", b"t1|1.2.3"), (b"t1|1.2.3", b"t1|1.2.3"),
+    (b"t1|", b"t1|"), (b"forged", b"forged"), (b"", b"")])
+def test_an_inbox_entry_stands_for_its_first_two_fields_as_take_held_reads_them(
+        entry: bytes, member: bytes) -> None:
+    assert signals.entry_member(entry) == member
+
+
 @pytest.mark.parametrize("raw", [b"", b"abc", b"abc|", b"|4.1.1", b"|"], ids=repr)
 def test_garbage_lease_member_parses_to_none(raw: bytes) -> None:
     assert signals.parse_lease_member(raw) is None
