@@ -37,6 +37,23 @@ def test_quick_benchmark_reports_positive_figures(redis_url: str, tmp_path: Path
 
 
 @pytest.mark.integration
+def test_fetch_check_bench_times_both_checks_and_leaves_no_key(
+        redis_url: str, tmp_path: Path) -> None:
+    """Each mode's fetcher held every pushed entry, checked (it asserts so), and the
+    namespace is gone afterwards."""
+    import redis
+
+    out = tmp_path / "fetch.json"
+    proc, figures = _run("fetch_check_bench.py", out, "--redis-url", redis_url,
+                         "--fetches", "40", "--blocks", "1")
+    for mode in ("script", "plain"):
+        assert figures["medians"][mode]["held"] > 0 and figures["medians"][mode]["pusher"] > 0
+    assert "plain / script" in proc.stdout
+    client = redis.Redis.from_url(redis_url)
+    assert not list(client.scan_iter(match="{bench-*}:inbox:w", count=1000))
+
+
+@pytest.mark.integration
 def test_submit_bench_reports_client_cpu_per_call_and_latency(redis_url: str,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "submit.json"
