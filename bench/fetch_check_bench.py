@@ -3,7 +3,8 @@ take.lua against the same check as plain commands (docs/scaling.md).
 
 A fetcher process blocks in BLMOVE on a worker's inbox, its check sent right behind it
 (``--mode script``: take.lua, as ``Scripts.take_command``; ``plain``: the entry out of
-fetched, the worker's leases, the inbox's length, as ``Scripts.take_one_commands``), then
+fetched, the worker's leases (one here), the inbox's length, as
+``Scripts.take_one_commands``), then
 says it waits. This process pushes an entry (RPUSH) and times its own round trip; the
 fetcher stamps when it has read every reply. Blocks of each mode alternate, so that the
 machine's drift falls on both. Per mode, medians in us: from the push's send to the
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from balancer.common.keys import Keys  # noqa: E402
 from balancer.common.scripts import Scripts  # noqa: E402
+from balancer.worker.inbox import READ_LEASES_UP_TO  # noqa: E402
 
 from bench.cluster_bench import drop_namespace  # noqa: E402
 
@@ -58,7 +60,7 @@ def fetcher(url: str, namespace: str, mode: str, n: int) -> int:
     block = ("BLMOVE", keys.inbox(WORKER), keys.fetched(WORKER), "LEFT", "RIGHT", 30)
     check: tuple[tuple[Any, ...], ...] = (
         (scripts.take_command(WORKER, 1),) if mode == "script"
-        else scripts.take_one_commands(WORKER))
+        else scripts.take_one_commands(WORKER, READ_LEASES_UP_TO))
     held = []
     for _ in range(n):
         conn.send_packed_command(conn.pack_commands([block, *check]))
@@ -66,7 +68,7 @@ def fetcher(url: str, namespace: str, mode: str, n: int) -> int:
         replies = [conn.read_response() for _ in range(1 + len(check))]
         held.append(time.time())
         taken = (scripts.taken(WORKER, replies[1])[0] if mode == "script"
-                 else scripts.taken_one(WORKER, replies[1:])[0])
+                 else scripts.taken_one(WORKER, replies[1:], READ_LEASES_UP_TO)[0])
         assert len(taken) == 1, replies
     print(json.dumps(held), flush=True)
     return 0

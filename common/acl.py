@@ -56,10 +56,10 @@ ROLES = {
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
             # An idle slot's fetch, and the check of what it moved (worker/inbox.py: the
-            # leases read whole, or take.lua)
-            "BLMOVE", "LPOP", "SMEMBERS", "LLEN",
+            # leases read, or take.lua)
+            "BLMOVE", "LPOP", "SRANDMEMBER", "SISMEMBER", "LLEN",
             "BLMPOP",  # the cancel listener (worker/cancels.py)
-            "LPUSH", "LRANGE",  # hand-back, reconciler (and SMEMBERS)
+            "LPUSH", "LRANGE", "SMEMBERS",  # hand-back, reconciler
             "HGET", "HMGET",  # a task's queue, upstream results
             "HSET", "HDEL", "DEL",  # pool children's notes, deregistering
             "MULTI", "EXEC",

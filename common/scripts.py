@@ -604,31 +604,37 @@ class Scripts:
         dropped(worker_id, forged)
         return list(entries), int(waiting)
 
-    def take_one_commands(self, worker_id: str) -> tuple[tuple[Any, ...], ...]:
+    def take_one_commands(self, worker_id: str, up_to: int) -> tuple[tuple[Any, ...], ...]:
         """``take`` of the one entry a blocking fetch just moved to ``fetched``, as plain
-        commands sent right behind it: the entry out of ``fetched``, the worker's leases
-        (read whole), the inbox's length. Redis runs them before it answers the fetch, as
-        it would take.lua, but a script's call cost the task waiting for them 35 to 45 us
-        more (docs/scaling.md). The same check, made by the worker: their replies go to
-        ``taken_one``."""
+        commands sent right behind it: the entry out of ``fetched``, up to ``up_to`` + 1
+        of the worker's leases (all of them while it holds no more than ``up_to``: a
+        count at least the set's size returns the whole set), the inbox's length. Redis
+        runs them before it answers the fetch, as it would take.lua, but a script's call
+        cost the task waiting for them 35 to 45 us more (docs/scaling.md). The same
+        check, made by the worker: their replies go to ``taken_one``."""
         k = self.keys
-        return (("LPOP", k.fetched(worker_id)), ("SMEMBERS", k.leases(worker_id)),
+        return (("LPOP", k.fetched(worker_id)), ("SRANDMEMBER", k.leases(worker_id), up_to + 1),
                 ("LLEN", k.inbox(worker_id)))
 
-    def taken_one(self, worker_id: str, replies: Sequence[Any]) -> tuple[list[bytes], int, int]:
+    def taken_one(self, worker_id: str, replies: Sequence[Any], up_to: int
+                  ) -> tuple[list[bytes], int, bool]:
         """The entry of ``take_one_commands``' replies if the worker holds its lease (else
-        it is logged and dropped, never run), how many the inbox still holds, and how many
-        leases the worker holds."""
+        it is logged and dropped, never run), how many entries the inbox still holds, and
+        whether the worker holds more than ``up_to`` leases. Then the leases read were a
+        sample, and an entry it misses is checked by one more command (SISMEMBER)."""
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         entry, leases, waiting = replies
+        many = len(leases) > up_to
         if not entry:  # none (the block ran out), or the sentinel that ends a fetch
-            return [], int(waiting), len(leases)
-        if signals.entry_member(entry) not in leases:
+            return [], int(waiting), many
+        member = signals.entry_member(entry)
+        if member not in leases and not (many and self._direct().call(
+                "SISMEMBER", self.keys.leases(worker_id), member)):
             dropped(worker_id, [entry])
-            return [], int(waiting), len(leases)
-        return [entry], int(waiting), len(leases)
+            return [], int(waiting), many
+        return [entry], int(waiting), many
 
     def fail(self, worker_id: str, token: str, task_id: str, queue: str, flow_id: str,
              error: bytes, mode: FailMode, ttl_ms: int, poison_threshold: int,

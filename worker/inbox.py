@@ -38,9 +38,10 @@ FETCH_RETRY = 1.0
 SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
 POLL = 0.2
-# A fetch of one entry checks its lease against the worker's leases read whole, while the
-# last read found at most this many; past it, take.lua checks in Redis for the next
-# SCRIPT_FETCHES blocking fetches, after which the set is read again.
+# A fetch of one entry checks its lease against the worker's leases, all of them while it
+# holds at most this many (else a sample, and one more command when the sample misses);
+# past it, take.lua checks in Redis for the next SCRIPT_FETCHES blocking fetches, after
+# which the leases are read again.
 READ_LEASES_UP_TO = 64
 SCRIPT_FETCHES = 64
 
@@ -141,11 +142,11 @@ class Inbox:
     def _fetch_commands(self, wanted: int) -> tuple[tuple[Any, ...], ...]:
         """The blocking fetch: BLMOVE, and the check right behind it. One entry is checked
         by plain commands (``Scripts.take_one_commands``: no script call on the way to
-        the task) while the worker's leases are few enough to read whole; more, or more
+        the task) unless the last read found many leases; more entries, or after many
         leases, by take.lua, which also takes the entries beyond the first."""
         block = ("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block)
         if wanted == 1 and not self._script_fetches:
-            return (block, *self.scripts.take_one_commands(self.worker_id))
+            return (block, *self.scripts.take_one_commands(self.worker_id, READ_LEASES_UP_TO))
         self._script_fetches = max(0, self._script_fetches - 1)
         return (block, self.scripts.take_command(self.worker_id, wanted))
 
@@ -155,9 +156,9 @@ class Inbox:
         if isinstance(moved, Exception):
             raise moved
         if len(check) > 1:  # plain commands
-            entries, self._waiting_entries, held = self.scripts.taken_one(self.worker_id,
-                                                                          check)
-            if held > READ_LEASES_UP_TO:
+            entries, self._waiting_entries, many = self.scripts.taken_one(
+                self.worker_id, check, READ_LEASES_UP_TO)
+            if many:
                 self._script_fetches = SCRIPT_FETCHES
             return entries
         reply = check[0]

@@ -168,19 +168,40 @@ def test_a_fetch_takes_entries_left_waiting_without_blocking_and_blocks_once_non
 def test_one_entry_is_checked_by_plain_commands_until_the_worker_holds_many_leases(
         real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str]) -> None:
     """No script call on the way to an idle slot's task: its lease is checked against the
-    worker's leases read whole. Once that read finds many, take.lua checks in Redis."""
+    worker's leases, read with it. Once that read finds many, take.lua checks in Redis."""
     box = inbox[0]
     sent: list[list[str]] = []
     fetch = box.direct.calls
     box.direct.calls = lambda *a: (sent.append([c[0] for c in a]), fetch(*a))[1]  # type: ignore[method-assign]
     lease(real, namespace, "a")
     assert (got := box.next()) is not None and got.task_id == "a"
-    assert sent == [["BLMOVE", "LPOP", "SMEMBERS", "LLEN"]]
+    assert sent == [["BLMOVE", "LPOP", "SRANDMEMBER", "LLEN"]]
     real.sadd(Keys(namespace).leases("w"),
               *(f"other{i}|1.1.1" for i in range(READ_LEASES_UP_TO)))
     lease(real, namespace, "b")
     assert (got := box.next()) is not None and got.task_id == "b"
-    assert sent[-1] == ["BLMOVE", "LPOP", "SMEMBERS", "LLEN"]  # it read 66 leases
+    assert sent[-1] == ["BLMOVE", "LPOP", "SRANDMEMBER", "LLEN"]  # it read 65 of 66
     lease(real, namespace, "c")
     assert (got := box.next()) is not None and got.task_id == "c"
     assert sent[-1] == ["BLMOVE", "EVALSHA"]
+
+
+def test_a_lease_missed_by_a_sample_of_many_is_checked_once_more_and_a_forged_one_dropped(
+        real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker holding more leases than a fetch reads gets a sample of them: an entry the
+    sample does not hold is run only if SISMEMBER finds its lease. The read stays bounded
+    however many leases a Redis writer adds."""
+    box = inbox[0]
+    keys = Keys(namespace)
+    others = [f"other{i}|1.1.1".encode() for i in range(READ_LEASES_UP_TO + 1)]
+    real.sadd(keys.leases("w"), *others, b"held|1.1.1")
+    sample = others  # as SRANDMEMBER returned them: neither "held" nor "forged"
+    assert box.scripts.taken_one("w", [entry("held"), sample, 0], READ_LEASES_UP_TO) == (
+        [entry("held")], 0, True)
+    assert box.scripts.taken_one("w", [entry("forged"), sample, 2], READ_LEASES_UP_TO) == (
+        [], 2, True)
+    assert "forged" in caplog.text
+    few = others[:3]  # the whole set, when it holds no more than the read asks for
+    assert box.scripts.taken_one("w", [entry("held"), few, 0], READ_LEASES_UP_TO) == (
+        [], 0, False)
