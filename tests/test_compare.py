@@ -403,17 +403,19 @@ def test_interleaved_signing_gives_our_client_and_workers_one_key_and_nothing_el
 @pytest.mark.integration
 def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
         tmp_path: Path) -> None:
-    """Our system, then a "checkout" run by this very interpreter: each one's split of a
-    single task's time, CPU per process and script times, and no process left behind."""
+    """Our system, our system signing every task, then a "checkout" run by this very
+    interpreter: each one's split of a single task's time, CPU per process and script
+    times, and no process left behind."""
     env = _harness_env()
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.split", "--tasks", "20", "--warm", "5",
-         "--runs", "1", "--checkout", f"again={sys.executable}", "--out", str(tmp_path)],
+         "--runs", "1", "--checkout", f"again={sys.executable}", "--signing",
+         "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [out] = tmp_path.glob("split-*.json")
     results = json.loads(out.read_text())["results"]
-    for label in ("ours", "again"):
+    for label in ("ours", "ours signed", "again"):
         [run] = results[label]
         assert run["tasks"] == 20
         assert run["split"]["submit to record seen"] > 0
@@ -429,6 +431,6 @@ def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
 def test_split_refuses_a_checkout_it_cannot_run() -> None:
     from bench.compare import split
 
-    for bad in ("nolabel", "ours=/bin/sh", "x=/no/such/python"):
+    for bad in ("nolabel", "ours=/bin/sh", "ours signed=/bin/sh", "x=/no/such/python"):
         with pytest.raises(SystemExit):
             split.parse_args(["--checkout", bad])

@@ -1,7 +1,8 @@
 """Where one single task's time goes, process by process (issue 17: profile before changing).
 
     python -m bench.compare.split [--tasks 2000] [--warm 300] [--runs 2]
-                                  [--checkout LABEL=PYTHON ...] [--out bench/results]
+                                  [--checkout LABEL=PYTHON ...] [--signing]
+                                  [--out bench/results]
 
 Runs our system as ``bench.compare`` does (2 x 1 process-pool workers, ``balancer serve``,
 a private Redis, and a record Redis the tasks report to) and submits ``--tasks`` single
@@ -23,13 +24,16 @@ One system alone on the machine: its figures are not comparable with those of a 
 minutes apart on a shared host (``bench.compare.interleaved`` is for that). ``--checkout
 LABEL=PYTHON`` runs the same measurement with another commit's venv (its code installed
 there, run from a copy of ``bench/`` alone), alternating with ours, ``--runs`` times each:
-the table shows each figure's range over the runs.
+the table shows each figure's range over the runs. ``--signing`` adds our code with a
+signing key (``ours signed``: its client signs every task, its workers check each one) to
+the alternation, which shows what signing costs each process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import statistics
 import subprocess
 import sys
@@ -48,6 +52,7 @@ from bench.compare.interleaved import agent_env, harness_alone, parse_checkout, 
 
 # A script call is named by its first key's kind (stable across versions of the scripts).
 SCRIPTS = {"flow": "submit_small", "inbox": "take", "leases": "ack"}
+SIGNED = "ours signed"  # the label of our code signing every task (--signing)
 SPLIT = ("client before its send", "Redis round trip of the submit", "client after the reply",
          "reply to task start", "task start to record seen", "submit to record seen")
 
@@ -154,10 +159,13 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
             "scripts": scripts}
 
 
-def run_agent(python: str, root: Path, tasks: int, warm: int) -> dict[str, Any]:
-    """``measure`` in a process of ``python``'s, from ``root`` (its ``bench`` folder)."""
+def run_agent(python: str, root: Path, tasks: int, warm: int,
+              signing_keys: str = "") -> dict[str, Any]:
+    """``measure`` in a process of ``python``'s, from ``root`` (its ``bench`` folder); with
+    ``signing_keys``, its client signs every task and its workers check it."""
     proc = subprocess.run([python, "-m", "bench.compare.split", "--agent", "--tasks",
-                           str(tasks), "--warm", str(warm)], cwd=root, env=agent_env(root),
+                           str(tasks), "--warm", str(warm)], cwd=root,
+                          env=agent_env(root, signing_keys),
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"the measurement with {python} failed:\n{proc.stderr[-2000:]}")
@@ -196,6 +204,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=2, help="runs of each, alternated")
     parser.add_argument("--checkout", action="append", default=[], metavar="LABEL=PYTHON",
                         help="also measure the code installed in PYTHON's venv")
+    parser.add_argument("--signing", action="store_true",
+                        help=f"also our code signing every task ({SIGNED!r}), alternated"
+                             " with the rest: what signing costs each process")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -204,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     checkouts: dict[str, str] = {}
     for given in args.checkout:
         try:
-            label, python = parse_checkout(given, {"ours", *checkouts})
+            label, python = parse_checkout(given, {"ours", SIGNED, *checkouts})
         except ValueError as exc:
             parser.error(str(exc))
         checkouts[label] = python
@@ -217,17 +228,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.agent:
         print(json.dumps(measure(args.tasks, args.warm)), flush=True)
         return 0
-    labels = {"ours": (sys.executable, ROOT)}
+    labels = {"ours": (sys.executable, ROOT, "")}
+    if args.signing:
+        labels[SIGNED] = (sys.executable, ROOT, f"bench-{secrets.token_hex(16)}")
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
         if args.checkout:
             alone = harness_alone(Path(tmp))
-            labels.update({label: (python, alone) for label, python in args.checkout.items()})
+            labels.update({label: (python, alone, "")
+                           for label, python in args.checkout.items()})
         results: dict[str, list[dict[str, Any]]] = {label: [] for label in labels}
         for r in range(args.runs):
-            for label, (python, root) in (list(labels.items()) if r % 2 == 0
-                                          else list(labels.items())[::-1]):
+            for label, (python, root, keys) in (list(labels.items()) if r % 2 == 0
+                                                else list(labels.items())[::-1]):
                 print(f"[{time.strftime('%H:%M:%S')}] run {r + 1}: {label}", flush=True)
-                results[label].append(run_agent(python, root, args.tasks, args.warm))
+                results[label].append(run_agent(python, root, args.tasks, args.warm, keys))
     print(table(results))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
