@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from balancer.common.keys import Keys  # noqa: E402
 from balancer.common.scripts import Scripts  # noqa: E402
-from balancer.worker.inbox import READ_LEASES_UP_TO  # noqa: E402
 
 from bench.cluster_bench import drop_namespace  # noqa: E402
 
@@ -60,7 +59,7 @@ def fetcher(url: str, namespace: str, mode: str, n: int) -> int:
     block = ("BLMOVE", keys.inbox(WORKER), keys.fetched(WORKER), "LEFT", "RIGHT", 30)
     check: tuple[tuple[Any, ...], ...] = (
         (scripts.take_command(WORKER, 1),) if mode == "script"
-        else scripts.take_one_commands(WORKER, READ_LEASES_UP_TO))
+        else scripts.take_one_commands(WORKER))
     held = []
     for _ in range(n):
         conn.send_packed_command(conn.pack_commands([block, *check]))
@@ -68,7 +67,7 @@ def fetcher(url: str, namespace: str, mode: str, n: int) -> int:
         replies = [conn.read_response() for _ in range(1 + len(check))]
         held.append(time.time())
         taken = (scripts.taken(WORKER, replies[1])[0] if mode == "script"
-                 else scripts.taken_one(WORKER, replies[1:], READ_LEASES_UP_TO)[0])
+                 else scripts.taken_one(WORKER, replies[1:])[0])
         assert len(taken) == 1, replies
     print(json.dumps(held), flush=True)
     return 0

@@ -33,6 +33,9 @@ FAIL_REFUSED, FAIL_FAILED, FAIL_RETRIED, FAIL_QUARANTINED, FAIL_SKIPPED = 0, 1, 
 EXTEND_CLOSED, EXTEND_CANCELLED = -1, -2
 GateMode = Literal["queue", "skip", "fail", "expand", "gather"]
 SUMMARY_CHARS = 300  # of an error, in a failure's event
+# The leases a fetch's plain check of one entry reads (``take_one_commands``): all of the
+# worker's while it holds at most this many, else a sample of one more.
+TAKE_ONE_LEASES = 64
 
 
 def dropped(worker_id: str, entries: Sequence[bytes]) -> None:
@@ -604,29 +607,31 @@ class Scripts:
         dropped(worker_id, forged)
         return list(entries), int(waiting)
 
-    def take_one_commands(self, worker_id: str, up_to: int) -> tuple[tuple[Any, ...], ...]:
+    def take_one_commands(self, worker_id: str) -> tuple[tuple[Any, ...], ...]:
         """``take`` of the one entry a blocking fetch just moved to ``fetched``, as plain
-        commands sent right behind it: the entry out of ``fetched``, up to ``up_to`` + 1
-        of the worker's leases (all of them while it holds no more than ``up_to``: a
-        count at least the set's size returns the whole set), the inbox's length. Redis
-        runs them before it answers the fetch, as it would take.lua, but a script's call
-        cost the task waiting for them 35 to 45 us more (docs/scaling.md). The same
-        check, made by the worker: their replies go to ``taken_one``."""
+        commands sent right behind it: the entry out of ``fetched``, up to
+        ``TAKE_ONE_LEASES`` + 1 of the worker's leases (all of them while it holds no
+        more than ``TAKE_ONE_LEASES``: a count at least the set's size returns the whole
+        set), the inbox's length. Redis runs them before it answers the fetch, as it would
+        take.lua, but a script's call cost the task waiting for them 35 to 45 us more
+        (docs/scaling.md). The same check, made by the worker: their replies go to
+        ``taken_one``."""
         k = self.keys
-        return (("LPOP", k.fetched(worker_id)), ("SRANDMEMBER", k.leases(worker_id), up_to + 1),
+        return (("LPOP", k.fetched(worker_id)),
+                ("SRANDMEMBER", k.leases(worker_id), TAKE_ONE_LEASES + 1),
                 ("LLEN", k.inbox(worker_id)))
 
-    def taken_one(self, worker_id: str, replies: Sequence[Any], up_to: int
-                  ) -> tuple[list[bytes], int, bool]:
+    def taken_one(self, worker_id: str, replies: Sequence[Any]) -> tuple[list[bytes], int, bool]:
         """The entry of ``take_one_commands``' replies if the worker holds its lease (else
         it is logged and dropped, never run), how many entries the inbox still holds, and
-        whether the worker holds more than ``up_to`` leases. Then the leases read were a
-        sample, and an entry it misses is checked by one more command (SISMEMBER)."""
+        whether the worker holds more than ``TAKE_ONE_LEASES`` leases. Then the leases
+        read were a sample, and an entry it misses is checked by one more command
+        (SISMEMBER)."""
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
         entry, leases, waiting = replies
-        many = len(leases) > up_to
+        many = len(leases) > TAKE_ONE_LEASES
         if not entry:  # none (the block ran out), or the sentinel that ends a fetch
             return [], int(waiting), many
         member = signals.entry_member(entry)

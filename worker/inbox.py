@@ -39,10 +39,9 @@ SENTINEL = b""
 # How often a waiting slot looks whether the turn to fetch is free (it is also woken).
 POLL = 0.2
 # A fetch of one entry checks its lease against the worker's leases, all of them while it
-# holds at most this many (else a sample, and one more command when the sample misses);
-# past it, take.lua checks in Redis for the next SCRIPT_FETCHES blocking fetches, after
-# which the leases are read again.
-READ_LEASES_UP_TO = 64
+# holds at most Scripts' TAKE_ONE_LEASES (else a sample, and one more command when the
+# sample misses); past it, take.lua checks in Redis for the next SCRIPT_FETCHES blocking
+# fetches, after which the leases are read again.
 SCRIPT_FETCHES = 64
 
 
@@ -146,7 +145,7 @@ class Inbox:
         leases, by take.lua, which also takes the entries beyond the first."""
         block = ("BLMOVE", self.key, self.fetched_key, "LEFT", "RIGHT", self.block)
         if wanted == 1 and not self._script_fetches:
-            return (block, *self.scripts.take_one_commands(self.worker_id, READ_LEASES_UP_TO))
+            return (block, *self.scripts.take_one_commands(self.worker_id))
         self._script_fetches = max(0, self._script_fetches - 1)
         return (block, self.scripts.take_command(self.worker_id, wanted))
 
@@ -156,8 +155,8 @@ class Inbox:
         if isinstance(moved, Exception):
             raise moved
         if len(check) > 1:  # plain commands
-            entries, self._waiting_entries, many = self.scripts.taken_one(
-                self.worker_id, check, READ_LEASES_UP_TO)
+            entries, self._waiting_entries, many = self.scripts.taken_one(self.worker_id,
+                                                                          check)
             if many:
                 self._script_fetches = SCRIPT_FETCHES
             return entries

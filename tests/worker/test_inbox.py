@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 from balancer.common.keys import Keys
+from balancer.common.scripts import TAKE_ONE_LEASES
 from balancer.common.signals import Lease
-from balancer.worker.inbox import READ_LEASES_UP_TO, Inbox
+from balancer.worker.inbox import Inbox
 
 from tests.conftest import wait_for
 
@@ -177,7 +178,7 @@ def test_one_entry_is_checked_by_plain_commands_until_the_worker_holds_many_leas
     assert (got := box.next()) is not None and got.task_id == "a"
     assert sent == [["BLMOVE", "LPOP", "SRANDMEMBER", "LLEN"]]
     real.sadd(Keys(namespace).leases("w"),
-              *(f"other{i}|1.1.1" for i in range(READ_LEASES_UP_TO)))
+              *(f"other{i}|1.1.1" for i in range(TAKE_ONE_LEASES)))
     lease(real, namespace, "b")
     assert (got := box.next()) is not None and got.task_id == "b"
     assert sent[-1] == ["BLMOVE", "LPOP", "SRANDMEMBER", "LLEN"]  # it read 65 of 66
@@ -194,14 +195,14 @@ def test_a_lease_missed_by_a_sample_of_many_is_checked_once_more_and_a_forged_on
     however many leases a Redis writer adds."""
     box = inbox[0]
     keys = Keys(namespace)
-    others = [f"other{i}|1.1.1".encode() for i in range(READ_LEASES_UP_TO + 1)]
+    others = [f"other{i}|1.1.1".encode() for i in range(TAKE_ONE_LEASES + 1)]
     real.sadd(keys.leases("w"), *others, b"held|1.1.1")
     sample = others  # as SRANDMEMBER returned them: neither "held" nor "forged"
-    assert box.scripts.taken_one("w", [entry("held"), sample, 0], READ_LEASES_UP_TO) == (
+    assert box.scripts.taken_one("w", [entry("held"), sample, 0]) == (
         [entry("held")], 0, True)
-    assert box.scripts.taken_one("w", [entry("forged"), sample, 2], READ_LEASES_UP_TO) == (
+    assert box.scripts.taken_one("w", [entry("forged"), sample, 2]) == (
         [], 2, True)
     assert "forged" in caplog.text
     few = others[:3]  # the whole set, when it holds no more than the read asks for
-    assert box.scripts.taken_one("w", [entry("held"), few, 0], READ_LEASES_UP_TO) == (
+    assert box.scripts.taken_one("w", [entry("held"), few, 0]) == (
         [], 0, False)
