@@ -132,6 +132,11 @@ def running(system_name: str) -> Iterator[tuple[Session, Records, str]]:
         record_server.stop()
 
 
+def new_signing_key() -> str:
+    """A signing key for one measurement (``--signing``), long enough for the settings."""
+    return f"bench-{secrets.token_hex(16)}"
+
+
 def agent_env(root: Path, signing_keys: str = "") -> dict[str, str]:
     """The environment of a process run from ``root`` (its ``bench`` is the harness):
     none of this process's BALANCER_ or BENCH_ settings, which are the harness's to give,
@@ -357,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkout:
         alone = harness_alone(logdir / "harness")
         runs += [(label, "ours", python, alone) for label, python in args.checkout.items()]
-    signing_keys = f"bench-{secrets.token_hex(16)}" if args.signing else ""
+    signing_keys = new_signing_key() if args.signing else ""
     copies: list[Copy] = []
     try:
         for i in range(args.copies):

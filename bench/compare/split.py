@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,13 @@ from typing import Any
 import psutil
 
 from bench.compare.base import ROOT, Job
-from bench.compare.interleaved import agent_env, harness_alone, parse_checkout, running
+from bench.compare.interleaved import (
+    agent_env,
+    harness_alone,
+    new_signing_key,
+    parse_checkout,
+    running,
+)
 
 # A script call is named by its first key's kind (stable across versions of the scripts).
 SCRIPTS = {"flow": "submit_small", "inbox": "take", "leases": "ack"}
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     labels = {"ours": (sys.executable, ROOT, "")}
     if args.signing:
-        labels[SIGNED] = (sys.executable, ROOT, f"bench-{secrets.token_hex(16)}")
+        labels[SIGNED] = (sys.executable, ROOT, new_signing_key())
     with tempfile.TemporaryDirectory(prefix="bench-split-") as tmp:
         if args.checkout:
             alone = harness_alone(Path(tmp))
