@@ -384,12 +384,15 @@ class DispatchState:
         self._check()
         return self._plan()
 
+    def depths(self) -> dict[str, int]:
+        """Each queue's prefetch per slot now (``prefetch.queue_depth``)."""
+        shapes = self.view.rooms.shapes(self.shunned)
+        return {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs, shapes)
+                for q in self.queue_names}
+
     def _plan(self) -> Command | None:
         rooms, shunned = self.view.rooms, self.shunned
-        shapes = rooms.shapes(shunned)
-        depths = {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs,
-                                            shapes)
-                  for q in self.queue_names}
+        depths = self.depths()
         room = {q: rooms.room(q, d, shunned) for q, d in depths.items()}
         rnd = self.round = Round(depths, room)
         known, self.listed = self.listed, None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from balancer import scheduling
+from balancer.common import prefetch
 from balancer.common.signals import Offer
 from balancer.dispatch_state import DispatchState
 
@@ -46,8 +47,9 @@ class StandingOffers:
         no worker serves it, the queue is paused or limited, or a key it involves is
         troubled (a submit's script would trip on it too). None when nothing it depends
         on changed since the last plan written."""
+        depths = {q: prefetch.offer_depth(d) for q, d in state.depths().items()}
         basis = (token, state.view.version, state.empty, tuple(state.configs.values()),
-                 troubled, frozenset(state.shunned))
+                 troubled, frozenset(state.shunned), tuple(sorted(depths.items())))
         if basis == self.basis:
             return None
         epoch = token.split("|", 1)[0]
@@ -62,14 +64,20 @@ class StandingOffers:
                 if current is not None:
                     wanted[q] = current
                 continue
-            before = {w: h for w, _, h in current.workers} if current is not None else {}
+            before = {w: h for w, _, h, _ in current.workers} if current is not None else {}
             offered = scheduling.offer_workers(q, workers, before)
             others = frozenset().union(*(w.queues for w in offered)) - {q}
+            # Places behind running tasks only when every worker serving the queue is
+            # named: otherwise one not named may have a free slot.
+            depth = depths.get(q, 1)
+            if depth > 1 and len(offered) < sum(1 for w in workers if w.serves(q)):
+                depth = 1
             # A submit taking it reads the others' keys too: none may be troubled.
             if offered and not others & troubled:
-                wanted[q] = Offer(epoch, tuple((w.id, w.capacity,
-                                                scheduling.offered_host_load(w, before.get(w.id)))
-                                               for w in offered), tuple(sorted(others)))
+                wanted[q] = Offer(epoch, tuple(
+                    (w.id, w.capacity, scheduling.offered_host_load(w, before.get(w.id)),
+                     prefetch.offered_places(w.capacity, w.long_running, depth))
+                    for w in offered), tuple(sorted(others)), depth)
         put = {q: offer for q, offer in wanted.items() if self.current.get(q) != offer}
         delete = tuple(q for q in self.current if q not in wanted)
         return OfferWrites(put, delete, wanted, basis)

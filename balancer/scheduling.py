@@ -180,11 +180,14 @@ def offered_host_load(worker: WorkerView, previous: float | None = None) -> floa
     return int(raw / OFFER_STEP) * OFFER_STEP
 
 
-def offer_basis(worker: WorkerView) -> tuple[frozenset[str], int, int]:
-    """What the standing offers weigh of a worker: its queues, its slots, and its host's
+def offer_basis(worker: WorkerView) -> tuple[frozenset[str], int, int, int]:
+    """What the standing offers weigh of a worker: its queues, its slots, its host's
     load in half steps (``offered_host_load`` turns only at half steps, whatever was
-    offered before). While it stays, no offer needs a new look at the worker."""
-    return worker.queues, worker.capacity, int(host_load(worker) / (OFFER_STEP / 2))
+    offered before), and its slots running long tasks (its places,
+    ``prefetch.offered_places``). While it stays, no offer needs a new look at the
+    worker."""
+    return (worker.queues, worker.capacity, int(host_load(worker) / (OFFER_STEP / 2)),
+            worker.long_running)
 
 
 def queue_rank(config: QueueConfig, head_score: float, now_ms: float, aging_ms: float) -> float:

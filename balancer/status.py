@@ -54,6 +54,9 @@ class QueueRow:
     # The workers a small submit to it leases to itself, best hosts first (the standing
     # offer of the current leader); empty when none stands.
     offered_to: list[str] = field(default_factory=list)
+    # With prefetch, a submit of one task may also take a place behind their running
+    # tasks, up to this many per slot (common/signals.py: Offer); 1: free slots only.
+    offer_depth: int = 1
 
 
 @dataclass
@@ -184,14 +187,16 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
         depth, conf, raw = replies[offset + 3 * j: offset + 3 * j + 3]
         c = facts.configs[q] = QueueConfig.from_hash(q, _or(conf, {}))
         offer = signals.parse_offer(raw) if _or(raw, None) else None
+        if offer is not None and offer.epoch != epoch:
+            offer = None  # an old leader's: no submit takes it
         hold = (f"its key cannot be read: {depth}" if isinstance(depth, Exception)
                 else why.queue_hold(q, facts) if depth else None)
         queue_rows.append(QueueRow(q, c.priority, c.concurrency_limit, c.paused,
                                    _or(depth, 0),
                                    facts.inflight.get(q, 0) if c.concurrency_limit else None,
                                    hold,
-                                   [w for w, _, _ in offer.workers]
-                                   if offer and offer.epoch == epoch else []))
+                                   [w[0] for w in offer.workers] if offer else [],
+                                   offer.depth if offer else 1))
     offset += 3 * len(queue_names)
     flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
     return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
@@ -303,7 +308,10 @@ def render(status: Status) -> str:
         if q.held_by:
             lines.append(f"      waiting: {q.held_by}")
         if q.offered_to:
-            lines.append(f"      a small submit goes at once to: {', '.join(q.offered_to)}")
+            behind = (f" (one task also behind their running ones, up to {q.offer_depth} per"
+                      " slot)" if q.offer_depth > 1 else "")
+            lines.append(f"      a small submit goes at once to: {', '.join(q.offered_to)}"
+                         f"{behind}")
     if status.tags:
         lines += ["", f"tag limits ({len(status.tags)}):", *table(status.tags, "  ")]
     lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}"

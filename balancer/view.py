@@ -25,8 +25,8 @@ class ClusterView:
         # afresh: a mean per round costs O(1), and rounding errors do not pile up.
         self._sums: dict[str, tuple[float, int]] = {}
         # Bumped when what the standing offers weigh changed (``scheduling.offer_basis``: a
-        # worker came or went, its queues, slots or host load in half steps): offers are
-        # recomputed only then, which weighs every worker.
+        # worker came or went, its queues, slots, long runs or host load in half steps):
+        # offers are recomputed only then, which weighs every worker.
         self.version = 0
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:

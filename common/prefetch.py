@@ -120,6 +120,21 @@ def refill_at(capacity: int, leased: int, long_running: int, depth: int) -> int:
     return max(1, capacity * depth - long - (capacity - long) * depth // 2)
 
 
+def offered_places(capacity: int, long_running: int, depth: int) -> int:
+    """Leases in all a worker may hold after a submit that took a standing offer leased
+    it one task: ``free_for``'s limit, a slot each, and ``depth`` per slot that runs no
+    long task (nothing is prefetched behind those)."""
+    long = min(long_running, capacity)
+    return long + (capacity - long) * depth
+
+
+def offer_depth(depth: int) -> int:
+    """The prefetch depth a standing offer carries: ``depth`` rounded down to a power of
+    two, so that the noise of a queue's mean run time does not rewrite the offer (each
+    rewrite costs every client one submit through the dispatcher)."""
+    return 1 << (max(1, depth).bit_length() - 1)
+
+
 def ack_quiet_above(capacity: int) -> int:
     """Leases a worker of ``capacity`` slots may hold and still ack without a signal: no
     depth refills it above this (``refill_at`` at PREFETCH_MAX)."""

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from balancer.common import codec, protocol
+from balancer.common import codec, prefetch, protocol
 
 SUBMITTED = "s"
 READY = "S"  # parsed as SUBMITTED, with the ids in ``ready``
@@ -278,25 +278,45 @@ def parse_ahead(values: Iterable[bytes]) -> list[tuple[str, str]]:
 class Offer:
     """The dispatcher's standing offer for one queue, the value of ``offer:<queue>``: the
     workers, best hosts first, that a small submit to the queue leases its tasks to itself
-    (submit_small.lua takes the least loaded with free slots), while the queue is empty.
+    (submit_small.lua takes the least loaded with room), while the queue is empty.
+
+    Room is a free slot for each task. A submit of one task may also take one of a
+    worker's ``places``: with prefetch (``depth`` > 1, common/prefetch.py), a busy worker
+    takes it behind what it runs, as the dispatcher would lease it (``offered_places``),
+    instead of its going through the dispatcher. The dispatcher offers places only when
+    the offer names every worker serving the queue: a task then waits behind another only
+    when no worker has a free slot.
 
     ``others`` are those workers' other queues: a task waiting in one of them comes first.
     """
 
     epoch: str  # of the leader that made the offer: a new leader's offers replace it
-    # (worker id, capacity, what its host adds to its load: scheduling.host_load)
-    workers: tuple[tuple[str, int, float], ...]
+    # (worker id, capacity, what its host adds to its load: scheduling.host_load, places:
+    # the leases it may hold in all after taking one task, at least its capacity)
+    workers: tuple[tuple[str, int, float, int], ...]
     others: tuple[str, ...] = ()
+    depth: int = 1  # the queue's prefetch per slot, for the inbox entries of its leases
 
     def encode(self) -> bytes:
-        return codec.pack([self.epoch, [list(w) for w in self.workers], list(self.others)])
+        return codec.pack([self.epoch, [list(w) for w in self.workers], list(self.others),
+                           self.depth])
 
 
 def parse_offer(raw: bytes) -> Offer | None:
-    """Read an offer; None when it is not one (the submit then goes the usual way)."""
+    """Read an offer; None when it is not one (the submit then goes the usual way). An
+    offer written before places and depths gives each worker its capacity, no prefetch."""
     try:
-        epoch, workers, others = codec.unpack(raw)
-        return Offer(str(epoch), tuple((str(w), int(c), float(h)) for w, c, h in workers),
-                     tuple(str(q) for q in others))
+        epoch, workers, others, *more = codec.unpack(raw)
+        depth = int(more[0]) if more else 1
+        offered = []
+        for w, c, h, *places in workers:
+            capacity = int(c)
+            room = int(places[0]) if places else capacity
+            if not capacity <= room <= capacity * depth:
+                return None
+            offered.append((str(w), capacity, float(h), room))
+        if not 1 <= depth <= prefetch.PREFETCH_MAX:
+            return None
+        return Offer(str(epoch), tuple(offered), tuple(str(q) for q in others), depth)
     except (codec.CodecError, TypeError, ValueError):
         return None

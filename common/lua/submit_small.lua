@@ -1,8 +1,10 @@
 -- A small submit (a few tasks made ready, all of one queue, no queue configured) in one
 -- call: the flow and task records, the flow listed, and, when the client saw a standing
 -- offer for the queue, the offer taken: the ready tasks are leased at once to the
--- least-loaded offered worker with a free slot for each, without waiting for the
--- dispatcher to wake, and without going through the queue. Otherwise they are queued
+-- least-loaded offered worker with room, without waiting for the dispatcher to wake, and
+-- without going through the queue. Room is a free slot for each task; a single task may
+-- also take one of the worker's places (the offer's: with prefetch, behind what it runs,
+-- as the dispatcher would lease it; common/signals.py: Offer). Otherwise they are queued
 -- and the dispatcher is signalled. One command for the client to send and one reply to
 -- read; the fewer calls inside, the shorter the latency of a one-task flow (each costs
 -- a few microseconds of the server's time).
@@ -23,8 +25,8 @@
 --       events cap, task events; then
 --       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
 --       then the offer as read ('' when none), and with one: its leader epoch, lease
---       prefix, grace ms, worker count, other queue count, then (worker id, capacity,
---       host load) per offered worker
+--       prefix, grace ms, worker count, other queue count, prefetch depth, then (worker
+--       id, capacity, host load, places) per offered worker
 -- (recent flows: how many recent flows to keep, 0: do not trim them this time; signal:
 -- the one to send when the tasks are queued; flow pairs: how many field/value pairs the
 -- flow record has; a task's score is '' when it is not ready.)
@@ -62,6 +64,11 @@ local raw = ARGV[a]
 local k, o = 8 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 6 + 2 * n_workers
+-- Offered worker w's arguments: id, capacity, host load, places.
+local function warg(w, i) return ARGV[o + 1 + 4 * w + i] end
+-- A single task may take a place behind running ones; several need a free slot each (on
+-- one worker they would run one after another while another worker may be free).
+local roomy = #ids == 1
 -- The queue's offer now (returned for the client's next submit). Not read together with
 -- the leader in one MGET: a client's ACL user (`balancer acl`) set up before would be
 -- refused MGET, and every small submit with it, for a microsecond.
@@ -95,7 +102,7 @@ local function chosen()
   -- counted goes before every worker not counted yet: the same choice as counting them
   -- all, and one SCARD instead of one per offered worker when the first is free.
   local order = {}
-  for w = 1, n_workers do order[w] = {tonumber(ARGV[o + 4 + 3 * w]), w} end
+  for w = 1, n_workers do order[w] = {tonumber(warg(w, 3)), w} end
   table.sort(order, before)
   local fit, next_up = {}, 1
   while true do
@@ -106,12 +113,13 @@ local function chosen()
     local ahead = order[next_up]
     if best and (not ahead or before(fit[best], ahead)) then
       local f = table.remove(fit, best)
-      if redis.call('ZSCORE', KEYS[k + 2], ARGV[o + 2 + 3 * f[2]]) then return f[2], f[3] end
+      if redis.call('ZSCORE', KEYS[k + 2], warg(f[2], 1)) then return f[2], f[3] end
     elseif ahead then
       local w = ahead[2]
-      local capacity = tonumber(ARGV[o + 3 + 3 * w])
+      local capacity = tonumber(warg(w, 2))
+      local room = roomy and tonumber(warg(w, 4)) or capacity
       local held = redis.call('SCARD', KEYS[k + 5 + 2 * w])
-      if held + #ids <= capacity then fit[#fit + 1] = {held / capacity + ahead[1], w, held} end
+      if held + #ids <= room then fit[#fit + 1] = {held / capacity + ahead[1], w, held} end
       next_up = next_up + 1
     else
       return nil
@@ -128,9 +136,10 @@ if not w then
   return {'', offer_now}
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).
-local worker, inbox, leases = ARGV[o + 2 + 3 * w], KEYS[k + 4 + 2 * w], KEYS[k + 5 + 2 * w]
+local worker, inbox, leases = warg(w, 1), KEYS[k + 4 + 2 * w], KEYS[k + 5 + 2 * w]
 local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3],
-  KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
+  KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs,
+  ARGV[o + 5])
 -- The dispatcher is woken only to watch the deadlines these leases carry. Otherwise it
 -- learns what the worker holds from its next ack: a wake-up here would cost it CPU at the
 -- very moment the worker starts the task, and its count being low meanwhile costs at

@@ -265,7 +265,7 @@ def test_an_idle_dispatcher_stands_an_offer_that_a_small_submit_takes_itself(
     dispatcher, keys, reads = setup
     idle_after_one(fake, settings, setup, offer=True)
     offer = signals.parse_offer(fake.get(keys.offer("default")))
-    assert offer is not None and offer.workers == (("w", 10, 0.0),)
+    assert offer is not None and offer.workers == (("w", 10, 0.0, 10),)
     submit(fake, settings, 1)  # through the dispatcher: this client had not seen the offer
     settle(dispatcher)
     assert len(inbox(fake, keys)) == 2

@@ -158,7 +158,7 @@ def key_kind(keys: Keys, key: str) -> str:
 
 
 DONE = [Done("t1", "1.1.1", "q", "f", 1, b"r", True, [Child("c1", "q", 1.0)])]
-OFFER = Offer("1", (("w1", 4, 0.0), ("w2", 2, 0.25)), ("other",))
+OFFER = Offer("1", (("w1", 4, 0.0, 4), ("w2", 2, 0.25, 2)), ("other",))
 TASK = [("t1", 1.0, {"fn": "m:f", "flow": "f"})]
 CALLS: dict[str, Callable[[Scripts], Any]] = {
     "ack": lambda s: s.ack_and_take("w1", DONE, 1000, 5, 2, 8, "0"),

@@ -288,6 +288,50 @@ def test_a_task_leased_by_offer_to_a_worker_that_died_runs_on_another(
     assert real.hget(keys.task(run.ids[node]), "worker") == survivor.encode()
 
 
+def test_a_task_submitted_while_a_short_queue_s_one_worker_is_busy_is_leased_behind_it(
+    procs: Processes, real: redis.Redis, namespace: str, redis_url: str,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the worker has told its queue's tasks are short, the standing offer gives it
+    places behind what it runs: the next submit leases to it at once, as the dispatcher
+    would with prefetch, instead of waiting for a free slot through the dispatcher."""
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "1", "--name", "solo")
+    _workers_up(real, keys, 1)
+
+    def offer_depth() -> int:
+        raw = real.get(keys.offer("default"))
+        offer = signals.parse_offer(raw) if raw is not None else None
+        return offer.depth if offer is not None else 0
+
+    def short_tasks_told() -> bool:
+        with Flow("short") as flow:
+            tasks.square(2)
+        assert flow.submit(real, namespace=namespace).wait(timeout=30) == "completed"
+        return offer_depth() > 1
+
+    wait_for(short_tasks_told, timeout=60)
+    shown = subprocess.run([sys.executable, "-m", "balancer.cli", "status"], env=procs.env,
+                           check=True, timeout=60, capture_output=True, text=True).stdout
+    assert "a small submit goes at once to: solo (one task also behind" in shown
+    submit_module.see_offer(real, keys, "default", real.get(keys.offer("default")))
+    caplog.set_level(logging.INFO, logger="balancer.client")
+    gate = f"{namespace}:gate"
+    with Flow("busy") as flow:
+        tasks.wait_for_gate(redis_url, gate, 60.0)
+    busy = flow.submit(real, namespace=namespace)
+    with Flow("behind") as flow:
+        node = tasks.square(7)
+    behind = flow.submit(real, namespace=namespace)
+    leased_at_once = [r.getMessage().rsplit("=", 1)[-1] for r in caplog.records
+                      if "leased it at once" in r.getMessage()]
+    assert leased_at_once == ["solo", "solo"]  # the second behind the first, still held
+    real.rpush(gate, 1)
+    assert busy.wait(timeout=60) == "completed"
+    assert behind.wait(timeout=60) == "completed" and behind.result(node) == 49
+
+
 def test_the_embedded_cluster_keeps_its_events_stream_capped() -> None:
     """fakeredis ignores XADD MAXLEN ~: the embedded cluster trims the stream per run."""
     script = (

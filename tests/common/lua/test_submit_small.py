@@ -33,18 +33,18 @@ def submit(db: Db, *task_ids: str, offer: signals.Offer | None, raw: bytes | Non
 def take(db: Db, *task_ids: str, offer: signals.Offer | None = None,
          timeout: float | str = "") -> int:
     """How many of ``task_ids`` a small submit taking ``offer`` leased to W (0: refused)."""
-    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0, 4),))
     worker, _ = submit(db, *task_ids, offer=offer, timeout=timeout)
     return len(task_ids) if worker == W else 0 if worker == "" else -1
 
 
 def stand(db: Db, offer: signals.Offer | None = None) -> signals.Offer:
-    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
+    offer = offer or signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0, 4),))
     db.client.set(db.keys.offer(Q), offer.encode())
     return offer
 
 
-def offer_to(db: Db, *workers: tuple[str, int, float], tasks: str = "ab") -> str:
+def offer_to(db: Db, *workers: tuple[str, int, float, int], tasks: str = "ab") -> str:
     """Submit ``tasks`` taking an offer of ``workers``; the worker they went to."""
     offer = stand(db, signals.Offer(db.leader.split("|")[0], workers))
     worker, _ = submit(db, *tasks, offer=offer)
@@ -86,9 +86,9 @@ def test_a_submit_without_an_offer_queues_its_tasks_and_signals_the_dispatcher(
     "offer replaced", "old leader", "worker reaped", "worker full", "queue not empty",
     "other queue waiting", "queue paused", "queue limited"])
 def test_an_offer_is_refused_when_the_lease_would_be_wrong(db: Db, spoil: str) -> None:
-    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),), ("hi",)))
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0, 4),), ("hi",)))
     if spoil == "offer replaced":
-        stand(db, signals.Offer(offer.epoch, (("w2", 4, 0.0),)))
+        stand(db, signals.Offer(offer.epoch, (("w2", 4, 0.0, 4),)))
     elif spoil == "old leader":
         db.client.set(db.keys.leader, "99|dispatcher-2")
     elif spoil == "worker reaped":
@@ -119,7 +119,7 @@ def test_an_offer_leases_to_a_live_offered_worker_with_free_slots(db: Db) -> Non
     db.register("w2")
     db.client.delete(db.keys.wake)
     db.client.sadd(db.keys.leases(W), "busy|t")  # W's only slot is taken
-    assert offer_to(db, (W, 1, 0.0), ("gone", 4, 0.0), ("w2", 2, 0.0)) == "w2"
+    assert offer_to(db, (W, 1, 0.0, 1), ("gone", 4, 0.0, 4), ("w2", 2, 0.0, 2)) == "w2"
     assert sorted(lease.task_id for lease in db.inbox("w2")) == ["a", "b"]
     assert db.wake() == []  # no deadline: the dispatcher learns the count at the next ack
 
@@ -132,7 +132,7 @@ def test_an_offer_leases_to_the_least_loaded_as_the_dispatcher_weighs_load(
     views = [WorkerView(W, frozenset({Q}), 4, 2), WorkerView("w2", frozenset({Q}), 4, 0)]
     views[1].cpu = w2_host / CPU_WEIGHT
     assert min(views, key=load).id == chosen  # what the dispatcher itself would choose
-    assert offer_to(db, (W, 4, 0.0), ("w2", 4, w2_host), tasks="a") == chosen
+    assert offer_to(db, (W, 4, 0.0, 4), ("w2", 4, w2_host, 4), tasks="a") == chosen
 
 
 def test_each_submit_takes_the_offer_it_was_given_after_another_was_taken(db: Db) -> None:
@@ -140,10 +140,10 @@ def test_each_submit_takes_the_offer_it_was_given_after_another_was_taken(db: Db
     same offer: a new one (here naming another worker) is taken with its own."""
     db.register("w2")
     epoch = db.leader.split("|")[0]
-    assert offer_to(db, (W, 4, 0.0), tasks="a") == W
-    assert offer_to(db, (W, 4, 0.0), tasks="b") == W  # an equal offer, read again
-    assert offer_to(db, ("w2", 4, 0.0), tasks="c") == "w2"
-    offer = stand(db, signals.Offer(epoch, ((W, 4, 0.0),)))
+    assert offer_to(db, (W, 4, 0.0, 4), tasks="a") == W
+    assert offer_to(db, (W, 4, 0.0, 4), tasks="b") == W  # an equal offer, read again
+    assert offer_to(db, ("w2", 4, 0.0, 4), tasks="c") == "w2"
+    offer = stand(db, signals.Offer(epoch, ((W, 4, 0.0, 4),)))
     assert submit(db, "d", offer=offer)[0] == W
     assert submit(db, "e", offer=offer)[0] == W  # the very same offer, reused
     assert sorted(lease.task_id for lease in db.inbox(W)) == ["a", "b", "d", "e"]
@@ -156,8 +156,35 @@ def test_an_offer_counts_no_worker_that_could_not_beat_the_best_counted(db: Db) 
     it would fail the script."""
     db.register("w2")
     db.client.set(db.keys.leases("w2"), "not a set")
-    assert offer_to(db, (W, 4, 0.0), ("w2", 4, 0.0), tasks="a") == W  # a tie: offered first
-    assert offer_to(db, ("w2", 4, 0.5), (W, 4, 0.0), tasks="b") == W  # 0.25 < 0.5
+    assert offer_to(db, (W, 4, 0.0, 4), ("w2", 4, 0.0, 4), tasks="a") == W  # a tie: offered first
+    assert offer_to(db, ("w2", 4, 0.5, 4), (W, 4, 0.0, 4), tasks="b") == W  # 0.25 < 0.5
     db.client.delete(db.keys.leases("w2"))
     db.client.sadd(db.keys.leases(W), "x|t")  # W: 3 of 4 taken, 0.75
-    assert offer_to(db, (W, 4, 0.0), ("w2", 4, 0.5), tasks="c") == "w2"
+    assert offer_to(db, (W, 4, 0.0, 4), ("w2", 4, 0.5, 4), tasks="c") == "w2"
+
+
+def test_a_single_task_takes_a_place_behind_a_busy_worker_s_running_task(db: Db) -> None:
+    """With prefetch the offer gives places beyond the slots: the one task of a submit is
+    leased behind what the worker runs (the inbox entry carries the queue's depth), as
+    the dispatcher would lease it, instead of going through the dispatcher."""
+    db.client.sadd(db.keys.leases(W), "running|t")  # W's one slot is busy
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 1, 0.0, 3),), (), 4))
+    assert submit(db, "a", offer=offer)[0] == W
+    assert submit(db, "b", offer=offer)[0] == W
+    assert submit(db, "c", offer=offer)[0] == ""  # its 3 places are taken
+    assert [(lease.task_id, lease.depth) for lease in db.inbox(W)] == [("a", 4), ("b", 4)]
+    assert list(db.queued()) == ["c"] and db.wake()[-1] == "S|q|c"
+
+
+def test_several_tasks_still_need_a_free_slot_each_whatever_the_places(db: Db) -> None:
+    """On one worker they would run one after another while another may be free."""
+    offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 1, 0.0, 8),), (), 8))
+    assert submit(db, "a", "b", offer=offer)[0] == ""
+    assert sorted(db.queued()) == ["a", "b"]
+
+
+def test_a_free_slot_anywhere_goes_before_a_place_behind_a_running_task(db: Db) -> None:
+    db.register("w2")
+    db.client.sadd(db.keys.leases(W), "running|t")
+    assert offer_to(db, (W, 1, 0.0, 32), ("w2", 1, 0.0, 32), tasks="a") == "w2"
+    assert offer_to(db, (W, 1, 0.0, 32), ("w2", 1, 0.0, 32), tasks="b") == W  # a tie now

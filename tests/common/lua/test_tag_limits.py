@@ -172,7 +172,7 @@ def test_a_cancel_gives_back_the_places_of_leased_tasks_once(db: Db) -> None:
 def _small_submit(db: Db, tags: str) -> str:
     """A one-task small submit of task "s" tagged ``tags``, taking W's standing offer:
     the worker it went to, '' when it was queued for the dispatcher."""
-    offer = signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0),))
+    offer = signals.Offer(db.leader.split("|")[0], ((W, 4, 0.0, 4),))
     db.client.set(db.keys.offer(Q), offer.encode())
     flow = {"id": FLOW, "name": "flow", "state": "running", "total": 1, "remaining": 1,
             "failed": 0}
