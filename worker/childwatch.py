@@ -5,7 +5,8 @@ is idle, and looks at the child's record while it runs: at the long-run horizon 
 is shown as running, and the worker makes way for it), at the task's timeout (the child
 is killed and the task failed), and at the child's death (its task fails as a crash, or
 goes back to its queue if it had not started). A busy child with short tasks wakes this
-thread once per horizon, not once per task.
+thread once per horizon, not once per task, and so does a child given one task at a time
+(``Awake``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,30 @@ EARLY_DEATH_S = 2.0
 RESTART_BACKOFF = 1.0
 # A long run already shown is looked at this often (its end is told by the child).
 SHOWN_LOOK = 1.0
+# After the child took a lease, this thread goes on looking once per long-run horizon for
+# this long, instead of sleeping until the child tells it of the next: a client that
+# submits one task at a time would otherwise have the child write to the pipe on its way
+# to each task, and this thread wake while the task runs.
+STAY_AWAKE = 1.0
+
+
+class Awake:
+    """Whether this thread, its child idle, sleeps until told or looks again on its own:
+    on its own for STAY_AWAKE after the child last took a lease (its record's generation
+    moved on), so that a run starting meanwhile is looked at within a horizon anyway."""
+
+    def __init__(self) -> None:
+        self._gen = 0
+        self._took_at = float("-inf")
+
+    def delay(self, snap: Snapshot, look_in: float | None, now: float) -> float | None:
+        """``look_in`` (the run's next look, None while idle), or the horizon while the
+        child took a lease lately."""
+        if snap.gen != self._gen:
+            self._gen, self._took_at = snap.gen, now
+        if look_in is None and now - self._took_at < STAY_AWAKE:
+            return prefetch.LONG_RUN_S
+        return look_in
 
 
 class ChildWatch(threading.Thread):
@@ -64,6 +89,7 @@ class ChildWatch(threading.Thread):
         self.killing = False  # killed at shutdown: its task is left to the dispatcher
         self.cancelled: tuple[str, str] | None = None  # (task id, token) killed for a cancel
         self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
+        self._awake = Awake()
         self._spawn()
 
     def _spawn(self) -> None:
@@ -152,7 +178,7 @@ class ChildWatch(threading.Thread):
         while True:
             snap = self.record.read()
             self._show(snap)
-            delay = self._next_look(snap)
+            delay = self._awake.delay(snap, self._next_look(snap), time.monotonic())
             if delay is None:
                 self.record.set_asleep(True)
                 snap = self.record.read()  # a lease taken meanwhile was not told
