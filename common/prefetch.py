@@ -14,9 +14,12 @@ when the dispatcher could do something with it:
 2. Otherwise never **while the dispatcher is idle** (it found every queue the worker serves
    empty and set the ``idle`` key): a freed slot has nothing to be refilled with. When work
    comes, the dispatcher deletes the key and recounts what each worker holds.
-3. Otherwise never **above the quiet point** (``ack_quiet_above``: half of the largest
-   prefetch, ``capacity * PREFETCH_MAX // 2``): a worker holding more is not due a refill
-   (``refill_at``) at any depth.
+3. Otherwise never **above the quiet point** (``ack_quiet_above``, for the depth the
+   acked tasks were leased with, the largest in a batch): a worker holding more is not
+   due a refill (``free_for``). With prefetch it is half the worker's places, ``capacity *
+   depth // 2``; without, ``capacity - 1``: a slot freed is due a refill at once (a
+   4-slot worker running long tasks from a backlog would otherwise wait for two acks,
+   its freed slot idle meanwhile).
 4. Below it, only **at checkpoints** on the way down (``checkpoints``: the quiet point,
    then half of it, a quarter, ..., 1, and always 0): the first asks for the refill, the
    next ones insist in case the dispatcher could not yet serve it. ack.lua applies this
@@ -135,10 +138,13 @@ def offer_depth(depth: int) -> int:
     return 1 << (max(1, depth).bit_length() - 1)
 
 
-def ack_quiet_above(capacity: int) -> int:
-    """Leases a worker of ``capacity`` slots may hold and still ack without a signal: no
-    depth refills it above this (``refill_at`` at PREFETCH_MAX)."""
-    return capacity * PREFETCH_MAX // 2
+def ack_quiet_above(capacity: int, depth: int = PREFETCH_MAX) -> int:
+    """Leases a worker of ``capacity`` slots may hold and still ack, for tasks leased
+    ``depth`` per slot, without a signal: it is not due a refill above this (``free_for``).
+    With prefetch, half its places; without, a slot freed is due one at once."""
+    if depth <= 1:
+        return capacity - 1
+    return capacity * depth // 2
 
 
 def checkpoints(quiet: int) -> list[int]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from balancer.common import codec
+from balancer.common import codec, prefetch
 from balancer.common.retry import persist
 from balancer.common.scripts import (
     FAIL_FAILED,
@@ -50,7 +50,7 @@ class Finished:
 
 class Acker(threading.Thread):
     def __init__(self, worker_id: str, scripts: Scripts, settings: Settings,
-                 holding: Holding, busy: Callable[[], int], quiet_above: int = -1) -> None:
+                 holding: Holding, busy: Callable[[], int], slots: int = 0) -> None:
         super().__init__(name=f"ack-{worker_id}", daemon=True)
         self.worker_id = worker_id
         self.holding = holding
@@ -58,8 +58,9 @@ class Acker(threading.Thread):
         self.scripts = scripts
         self.settings = settings
         self.ttl_ms = int(settings.result_ttl * 1000)
-        # Past this many leases held, an ack wakes no dispatcher (it would not refill).
-        self.quiet_above = quiet_above
+        # The worker's slots: an ack by which it holds more leases than the quiet point
+        # of what it acks (common/prefetch.py) wakes no dispatcher. 0: every ack signals.
+        self.slots = slots
         self._pending: list[Finished] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -93,18 +94,24 @@ class Acker(threading.Thread):
                 with self._cond:
                     self._storing -= 1
 
-    def _ack(self, done: list[Done], now_ms: int, take: int, ahead: str,
+    def _quiet_above(self, acked: list[Finished]) -> int:
+        """The quiet point of an ack of these (-1: it signals)."""
+        if not self.slots:
+            return -1
+        return max(prefetch.ack_quiet_above(self.slots, f.lease.depth) for f in acked)
+
+    def _ack(self, done: list[Done], now_ms: int, take: int, ahead: str, quiet_above: int,
              before_fetch: Callable[[tuple[Any, ...]], Any] | None
              ) -> tuple[list[bool], list[bytes]]:
         if before_fetch is not None:
             reply = before_fetch(self.scripts.ack_command(self.worker_id, done, self.ttl_ms,
-                                                          now_ms, self.quiet_above))
+                                                          now_ms, quiet_above))
             if reply is not NOT_SENT and not isinstance(reply, Exception):
                 return self.scripts.acked(self.worker_id, reply)
             # Not sent, or refused (NOSCRIPT: a restarted server; an error reply, which
             # the call below meets again and persist waits out).
         return self.scripts.ack_and_take(self.worker_id, done, self.ttl_ms, now_ms, take,
-                                         self.quiet_above, ahead)
+                                         quiet_above, ahead)
 
     def idle(self) -> bool:
         """No slot running, nothing handed over, nothing on the wire: a lone result gains
@@ -133,11 +140,12 @@ class Acker(threading.Thread):
             done = [f.done for f in successes if f.done is not None]
             if before_fetch is not None:
                 take, ahead = 0, ""
+            quiet = self._quiet_above(successes)
             stored, taken = persist("be acknowledged", done[0].task_id,
                                     # A lambda, not a partial: a retry after an
                                     # outage stamps the time it is finally stored.
                                     lambda: self._ack(done, int(time.time() * 1000), take,
-                                                      ahead, before_fetch))
+                                                      ahead, quiet, before_fetch))
             done_ok = [f for f, ok in zip(successes, stored) if ok]
             if len(done_ok) == 1:
                 f = done_ok[0]

@@ -205,7 +205,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
              DoorbellInbox(spec.worker_id, client, keys, spec.partitions, holding.add,
                            stopping))
     ackers = [Acker(spec.worker_id, Scripts.for_settings(client, keys.of(p), settings),
-                    settings, holding, lambda: 0, prefetch.ack_quiet_above(spec.concurrency))
+                    settings, holding, lambda: 0, spec.concurrency)
               for p in range(spec.partitions)]
     slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
                      inbox, ackers[0], holding, stopping, ahead_field=str(spec.index),

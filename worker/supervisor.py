@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import redis
-from balancer.common import partitions, prefetch, signals
+from balancer.common import partitions, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -125,8 +125,8 @@ class Worker:
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped,
                                    self.parts)
         self.holding.on_news = self.heartbeat.hurry
-        self.ackers = [Acker(self.id, s, settings, self.holding, self.busy,
-                             prefetch.ack_quiet_above(concurrency)) for s in self.parts]
+        self.ackers = [Acker(self.id, s, settings, self.holding, self.busy, concurrency)
+                       for s in self.parts]
         self.acker = self.ackers[0]
         self.marker = Marker(self.id, self.scripts, self.holding, self.stopped,
                              self.make_way, concurrency, self.sweep_behind_long_runs,

@@ -122,3 +122,21 @@ def test_a_failure_is_stored_in_the_mode_its_outcome_asks_for(
     assert (db.client.zscore(db.keys.dlq, "a") is not None) == (state == "dead")
     assert f"task=a {verdict} after" in caplog.text
     assert "ValueError" in caplog.text
+
+
+@pytest.mark.parametrize(("depth", "signals"), [(1, ["k|w1|3"]), (32, [])])
+def test_a_full_worker_freeing_a_slot_wakes_the_dispatcher_unless_it_prefetches(
+        db: Db, settings: Settings, holding: Holding, depth: int, signals: list[str]) -> None:
+    """A 4-slot worker running tasks leased one per slot is due a refill as soon as a slot
+    frees: its first ack signals (with prefetch it holds more than it needs meanwhile,
+    and signals once down to half its places)."""
+    db.put_flow(4)
+    for t in "abcd":
+        db.put_task(t)
+    db.lease(*"abcd", depth=depth)
+    leases = {lease.task_id: lease for lease in db.inbox_leases(db.scripts.take(W, 100))}
+    assert all(lease.depth == depth for lease in leases.values())
+    db.client.delete(db.keys.wake)
+    ack = Acker(W, db.scripts, settings, holding, busy=lambda: 3, slots=4)
+    ack.store([success(leases["a"])])
+    assert db.wake() == signals
