@@ -54,6 +54,22 @@ def test_fetch_check_bench_times_both_checks_and_leaves_no_key(
 
 
 @pytest.mark.integration
+def test_refill_bench_reports_each_slot_s_gaps_and_the_makespan_over_greedy(
+        tmp_path: Path) -> None:
+    """It starts its own redis-server, serve and worker, and stops them all."""
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "refill.json"
+    proc, figures = _run("refill_bench.py", out, "--slots", "2", "--tasks", "6", "--min",
+                         "0.05", "--max", "0.1", "--runs", "1")
+    [row] = figures["runs"]
+    assert 0 <= row["gap_ms_p50"] <= row["gap_ms_p90"] <= row["gap_ms_max"], row
+    assert row["makespan_s"] > 0 and row["greedy_s"] > 0 and row["over_greedy"] > 0, row
+    assert "over greedy" in proc.stdout
+
+
+@pytest.mark.integration
 def test_submit_bench_reports_client_cpu_per_call_and_latency(redis_url: str,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "submit.json"
