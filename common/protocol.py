@@ -214,8 +214,8 @@ LAYOUTS: dict[str, Layout] = {
         " queues...",
         "the flow's field/value pairs, then per task: id, score, pair count, the pairs; then"
         " the offer as read ('' when none), and with one: its leader epoch, lease prefix,"
-        " grace ms, worker count, other queue count, then (worker id, capacity, host load,"
-        " places) per offered worker"),
+        " grace ms, worker count, other queue count, prefetch depth, then (worker id,"
+        " capacity, host load, places) per offered worker"),
     "schedule_fire": layout(
         "leader, schedules, schedule, flow, flows, queues, wake, flow done, gate",
         "leader token, schedule id, due ms, next due ms, version, skipped",

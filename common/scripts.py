@@ -406,7 +406,7 @@ class Scripts:
         k = self.keys
         keys = [k.leader, k.queue_conf(queue), k.workers, k.inflight, k.deadlines,
                 k.tag_limits]
-        args: list[Any] = [len(offer.workers), len(offer.others)]
+        args: list[Any] = [len(offer.workers), len(offer.others), offer.depth]
         for worker, capacity, host_load, places in offer.workers:
             keys += [k.inbox(worker), k.leases(worker)]
             args += [worker, capacity, repr(host_load), places]

@@ -295,7 +295,7 @@ class Offer:
     # the leases it may hold in all after taking one task, at least its capacity)
     workers: tuple[tuple[str, int, float, int], ...]
     others: tuple[str, ...] = ()
-    depth: int = 1  # the queue's prefetch per slot, which bounds the places
+    depth: int = 1  # the queue's prefetch per slot: the places, and a placed lease's entry
 
     def encode(self) -> bytes:
         return codec.pack([self.epoch, [list(w) for w in self.workers], list(self.others),

@@ -4,10 +4,12 @@
 -- least-loaded offered worker with room, without waiting for the dispatcher to wake, and
 -- without going through the queue. Room is a free slot for each task; a single task may
 -- also take one of the worker's places (the offer's: with prefetch, behind what it runs,
--- as the dispatcher would lease it; common/signals.py: Offer). Its inbox entry carries no
--- prefetch depth: the pool child then acks it together with its next blocking fetch (one
--- round trip), as for a lease to a free slot, instead of taking a batch by its ack. Otherwise they are queued
--- and the dispatcher is signalled. One command for the client to send and one reply to
+-- as the dispatcher would lease it; common/signals.py: Offer). Only such a lease carries
+-- the queue's prefetch depth in its inbox entry: the pool child that runs it then takes
+-- what waits behind it in batches, by its ack, as it takes the dispatcher's prefetched
+-- leases; a lease into a free slot carries none, and the child acks it together with its
+-- next blocking fetch, one round trip. Otherwise they are queued and the dispatcher is
+-- signalled. One command for the client to send and one reply to
 -- read; the fewer calls inside, the shorter the latency of a one-task flow (each costs
 -- a few microseconds of the server's time).
 --
@@ -27,8 +29,8 @@
 --       events cap, task events; then
 --       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
 --       then the offer as read ('' when none), and with one: its leader epoch, lease
---       prefix, grace ms, worker count, other queue count, then (worker id, capacity,
---       host load, places) per offered worker
+--       prefix, grace ms, worker count, other queue count, prefetch depth, then (worker
+--       id, capacity, host load, places) per offered worker
 -- (recent flows: how many recent flows to keep, 0: do not trim them this time; signal:
 -- the one to send when the tasks are queued; flow pairs: how many field/value pairs the
 -- flow record has; a task's score is '' when it is not ready.)
@@ -67,7 +69,7 @@ local k, o = 8 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 6 + 2 * n_workers
 -- Offered worker w's arguments: id, capacity, host load, places.
-local function warg(w, i) return ARGV[o + 4 * w + i] end
+local function warg(w, i) return ARGV[o + 1 + 4 * w + i] end
 -- A single task may take a place behind running ones; several need a free slot each (on
 -- one worker they would run one after another while another worker may be free).
 local roomy = #ids == 1
@@ -139,8 +141,10 @@ if not w then
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).
 local worker, inbox, leases = warg(w, 1), KEYS[k + 4 + 2 * w], KEYS[k + 5 + 2 * w]
+local behind = held + #ids > tonumber(warg(w, 2))  -- a place behind running tasks
 local n, _, deadlines = lease_tasks(ids, task_keys, KEYS[4], inbox, leases, KEYS[k + 3],
-  KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs)
+  KEYS[k + 4], worker, ARGV[4], ARGV[o + 1], #ids, tonumber(ARGV[o + 2]), specs,
+  behind and ARGV[o + 5] or nil)
 -- The dispatcher is woken only to watch the deadlines these leases carry. Otherwise it
 -- learns what the worker holds from its next ack: a wake-up here would cost it CPU at the
 -- very moment the worker starts the task, and its count being low meanwhile costs at

@@ -166,14 +166,16 @@ def test_an_offer_counts_no_worker_that_could_not_beat_the_best_counted(db: Db) 
 def test_a_single_task_takes_a_place_behind_a_busy_worker_s_running_task(db: Db) -> None:
     """With prefetch the offer gives places beyond the slots: the one task of a submit is
     leased behind what the worker runs, as the dispatcher would lease it, instead of going
-    through the dispatcher. Its entry carries no depth: the child acks it with its next
-    blocking fetch, one round trip, instead of taking a batch by the ack."""
-    db.client.sadd(db.keys.leases(W), "running|t")  # W's one slot is busy
+    through the dispatcher. Its entry carries the queue's depth, so that the child takes
+    what waits behind in batches; a lease into a free slot carries none (the child acks
+    it with its next blocking fetch, one round trip)."""
     offer = stand(db, signals.Offer(db.leader.split("|")[0], ((W, 1, 0.0, 3),), (), 4))
+    assert submit(db, "free", offer=offer)[0] == W  # into W's one slot
     assert submit(db, "a", offer=offer)[0] == W
     assert submit(db, "b", offer=offer)[0] == W
     assert submit(db, "c", offer=offer)[0] == ""  # its 3 places are taken
-    assert [(lease.task_id, lease.depth) for lease in db.inbox(W)] == [("a", 1), ("b", 1)]
+    assert [(lease.task_id, lease.depth) for lease in db.inbox(W)] == [
+        ("free", 1), ("a", 4), ("b", 4)]
     assert list(db.queued()) == ["c"] and db.wake()[-1] == "S|q|c"
 
 
