@@ -213,6 +213,10 @@ class DispatchState:
         self.skipped: set[str] = set()  # queues not read until the next refresh
         self.shunned: set[str] = set()  # workers given no lease until the next refresh
         self.round: Round | None = None
+        # The queues the last round found no room for and does not know empty: their
+        # tasks wait for room, which an ack or a new worker signals (balancer/dispatcher.py
+        # tells submits so: backlog:<queue>).
+        self.backlogged: frozenset[str] = frozenset()
 
     # -- reading the mode ----------------------------------------------------------
 
@@ -370,6 +374,7 @@ class DispatchState:
         """Start a round: recount first when waking, else weigh the room and read."""
         self.again = False
         self.round = None
+        self.backlogged = frozenset()
         if self.idle:
             return None
         if self.mode is Mode.WAKING:
@@ -403,7 +408,9 @@ class DispatchState:
         servable = sorted(q for q, r in room.items() if r > 0 and q not in self.skipped)
         if not servable:
             self.round = None
-            return None  # nothing can take work; an ack or a new worker will wake us
+            # Nothing can take work; an ack or a new worker will wake us.
+            self.backlogged = frozenset(self.queue_names - self.empty - self.skipped)
+            return None
         rnd.order = servable
         limits = any(self.config(q).concurrency_limit is not None for q in servable)
         tags = bool(self.tag_limits)

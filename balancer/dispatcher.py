@@ -77,6 +77,10 @@ log = logging.getLogger("balancer.dispatcher")
 SIGNAL_BATCH = 1000
 # How much longer than its block the wait for signals may take to answer (a busy server).
 WAKE_READ_MARGIN = 5.0
+# A queue's backlog key (``_publish_backlog``) lives this long unless renewed: one our
+# state no longer stands behind (a step that failed after setting it, a leader gone) costs
+# small submits to that queue their wake-up for at most this long.
+BACKLOG_TTL = 1.0
 CONFIG_REFRESH = 5.0
 CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
@@ -186,6 +190,7 @@ class Dispatcher:
         self._bells: dict[int, _BellWire] = {}
         self._unserved_warned: dict[str, float] = {}
         self.offers = StandingOffers()
+        self._backlog: dict[str, float] = {}  # queue -> when we set its backlog key
         self.ttl_ms = int(settings.result_ttl * 1000)
         self.episodes = Episodes(f"dispatcher={self.id}")  # failing steps, while they last
         # Upkeep jobs that failed on data: the cause logged, and when to try again.
@@ -256,6 +261,7 @@ class Dispatcher:
         self._timers()
         if self.token is not None:
             self._dispatch()
+            self._publish_backlog()
         if self.state.idle and self.token is not None:
             self._settle_idle()
 
@@ -337,6 +343,7 @@ class Dispatcher:
         self._job("queues", self._refresh_queues)
         self.state.reset()
         self.offers.forget()  # ours name an old epoch: submits refuse them until replaced
+        self._backlog = {}  # as the state says anew (any key left lives out its short life)
         self._next_due = None
         self._schedules_at = None  # read them at once: due times wait for no signal
         self._cascade_pending = True
@@ -601,15 +608,20 @@ class Dispatcher:
         return {w: int(held) for w, held in zip(workers, pipe.execute()[1:])}
 
     def _read_queues(self, command: ReadQueues) -> QueuesRead:
-        """Read the queues' heads in one round trip; set aside what cannot be used."""
+        """Read the queues' heads in one round trip; set aside what cannot be used. Each
+        queue's backlog key goes first: a small submit after it wakes us, one before it
+        queued its task before the read."""
         pipe = self.client.pipeline(transaction=False)
+        pipe.delete(*(self.keys.backlog(q) for q, _ in command.heads))
+        for q, _ in command.heads:
+            self._backlog.pop(q, None)
         for q, n in command.heads:
             pipe.zrange(self.keys.queue(q), 0, n - 1, withscores=True)
         if command.inflight:
             pipe.hgetall(self.keys.inflight)
         if command.tags:
             pipe.hgetall(self.keys.tag_inflight)
-        rows = pipe.execute(raise_on_error=False)
+        rows = pipe.execute(raise_on_error=False)[1:]
         tag_leased = parse_counts(Troubles.ok(rows.pop() if command.tags else {}))
         inflight = {k.decode(): int(v)
                     for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
@@ -668,6 +680,27 @@ class Dispatcher:
             self.offers.written(offers)  # only once written
         if quiet:
             self.state.idle_set()
+
+    def _publish_backlog(self) -> None:
+        """Tell small submits which queues wait for room (``backlog:<queue>``, the state's
+        ``backlogged``): one queued there then does not wake us for nothing, the room
+        freed will (an ack, a worker registering), and we read the queue then. Set with a
+        short life, renewed at half of it; dropped once the state no longer says so."""
+        wanted, now = self.state.backlogged, self.clock()
+        due = [q for q in wanted if now - self._backlog.get(q, -BACKLOG_TTL) >= BACKLOG_TTL / 2]
+        gone = [q for q in self._backlog if q not in wanted]
+        if not due and not gone:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for q in due:
+            pipe.set(self.keys.backlog(q), 1, px=int(BACKLOG_TTL * 1000))
+        if gone:
+            pipe.delete(*(self.keys.backlog(q) for q in gone))
+        pipe.execute()
+        for q in gone:
+            del self._backlog[q]
+        for q in due:
+            self._backlog[q] = now
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

@@ -82,7 +82,7 @@ ROLES = {
                  "schedule_put"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
-            "GET", "SET", "DEL",  # leader, idle, offers
+            "GET", "SET", "DEL",  # leader, idle, offers, backlogs
             "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZCARD", "ZSCORE", "ZRANK", "ZREM",
             "HGET", "HMGET", "HGETALL", "HVALS", "HKEYS", "HLEN", "HSET", "HDEL",
             "TYPE",  # which key broke a lease script (set-aside entries)
@@ -105,6 +105,7 @@ ROLES = {
             "HDEL",  # removing a tag limit (balancer.set_tag_limit)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
+              "backlog",  # a small submit's script is passed it: wake the dispatcher?
               "gate",  # gated tasks ready at submit (a map over a list given in code)
               "events", "schedule", "schedules",
               "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit

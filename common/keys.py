@@ -23,6 +23,9 @@ partitions over its slots. Every key below exists once per partition, but for
 | queues               | set         | names of every queue ever used                              |
 | offer:<name>         | string      | up to 4 workers, best hosts first, a small submit may lease |
 |                      |             | its tasks to itself while the queue is empty (signals.Offer)|
+| backlog:<name>       | string (TTL)| set by the dispatcher while the queue holds tasks that no   |
+|                      |             | worker has room for: a small submit that queues a task then |
+|                      |             | wakes it not (the freed room will: balancer/dispatcher.py)  |
 | inflight             | hash        | limited queue -> tasks leased and not yet acknowledged      |
 | tag-limits           | hash        | tag -> most tasks with that tag leased at once (tags.py)    |
 | tag-inflight         | hash        | tag -> leases counted against its limit, not yet ended (a   |
@@ -101,6 +104,9 @@ class Keys:
 
     def offer(self, name: str) -> str:
         return f"{self.prefix}offer:{name}"
+
+    def backlog(self, name: str) -> str:
+        return f"{self.prefix}backlog:{name}"
 
     def queue_conf(self, name: str) -> str:
         return f"{self.prefix}queue-conf:{name}"

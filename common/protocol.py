@@ -206,7 +206,7 @@ LAYOUTS: dict[str, Layout] = {
                       "(task, queue)...", "(inbox entry, task id, token, queue name)..."),
     "set_aside": layout("aside, source", "entry id, record, source type, member"),
     "submit_small": layout(
-        "flow, flows, queues, queue, wake, offer, events",
+        "flow, flows, queues, queue, wake, offer, events, backlog",
         "flow id, created ms, recent flows, queue name, signal, task count, flow pairs,"
         " events cap, task events",
         "task... (one per task), then with an offer: leader, queue-conf, workers, inflight,"

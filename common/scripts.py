@@ -378,7 +378,7 @@ class Scripts:
         offer now, for the next submit.)"""
         k = self.keys
         keys = [k.flow(flow_id), k.flows, k.queues, k.queue(queue), k.wake, k.offer(queue),
-                k.events]
+                k.events, k.backlog(queue)]
         args: list[Any] = [flow_id, created_ms, recent_flows, queue, signal, len(tasks),
                            len(flow), *self.events.argv, *chain.from_iterable(flow.items())]
         for task_id, score, fields in tasks:

@@ -22,9 +22,9 @@
 -- a task. Tasks with a tag that has a concurrency limit never take an offer: only the
 -- dispatcher counts leases against tag limits (balancer/tags.py).
 --
--- KEYS: flow, flows, queues, queue, wake, offer, events; then task... (one per task), then
---       with an offer: leader, queue-conf, workers, inflight, deadlines, tag-limits,
---       (inbox, leases) per offered worker, the offered workers' other queues...
+-- KEYS: flow, flows, queues, queue, wake, offer, events, backlog; then task... (one per
+--       task), then with an offer: leader, queue-conf, workers, inflight, deadlines,
+--       tag-limits, (inbox, leases) per offered worker, the offered workers' other queues...
 -- ARGV: flow id, created ms, recent flows, queue name, signal, task count, flow pairs,
 --       events cap, task events; then
 --       the flow's field/value pairs, then per task: id, score, pair count, the pairs;
@@ -42,7 +42,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 10, a - 1))
 events_to(KEYS[7], ARGV[8], ARGV[9])
 local ids, task_keys, scores, specs, tags = {}, {}, {}, {}, {}
 for t = 1, n_tasks do
-  local key, id, score, n = KEYS[7 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local key, id, score, n = KEYS[8 + t], ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   redis.call('HSET', key, unpack(ARGV, a + 3, a + 2 + 2 * n))
   if score ~= '' then
     local i = #ids + 1
@@ -65,7 +65,7 @@ local raw = ARGV[a]
 -- The offered worker to lease to (its index in the offer) and what it holds, or nil when
 -- the offer must be refused. Offer keys start at KEYS[k], offer arguments after the offer
 -- itself at ARGV[o].
-local k, o = 8 + n_tasks, a + 1
+local k, o = 9 + n_tasks, a + 1
 local n_workers, n_other = tonumber(ARGV[o + 3] or '0'), tonumber(ARGV[o + 4] or '0')
 local first_other = k + 6 + 2 * n_workers
 -- Offered worker w's arguments: id, capacity, host load, places.
@@ -133,10 +133,12 @@ end
 
 local w, held = chosen()
 if not w then
-  -- Queued for the dispatcher, as any submit.
+  -- Queued for the dispatcher, as any submit. It is not woken while it keeps the
+  -- queue's backlog for room to come (KEYS[8], which it sets with a short life): the room
+  -- freed wakes it (an ack, a worker come), and it reads the queue then.
   for i = 1, #ids do redis.call('ZADD', KEYS[4], scores[i], ids[i]) end
   redis.call('SADD', KEYS[3], ARGV[4])
-  signal_capped(KEYS[5], ARGV[5])
+  if redis.call('EXISTS', KEYS[8]) == 0 then signal_capped(KEYS[5], ARGV[5]) end
   return {'', offer_now}
 end
 -- Leased at once: never queued (the queue is known: the dispatcher offered it).

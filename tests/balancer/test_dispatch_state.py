@@ -300,3 +300,15 @@ def test_without_tag_limits_nothing_asks_for_tags() -> None:
     assert command == ReadQueues((("default", 10),), inflight=False)
     assert isinstance(command, ReadQueues) and not command.tags
     assert read(state, {"default": ["a"]}) == Assign("w", "default", ("a",), 10, 1, False)
+
+
+def test_a_round_with_no_room_for_a_queue_not_known_empty_names_it_backlogged() -> None:
+    state = cluster(workers={"w": (("default",), 1)})
+    assert state.begin_round() == ReadQueues((("default", 1),), inflight=False)
+    command = read(state, {"default": ["a", "b"]})
+    assert isinstance(command, Assign) and command.task_ids == ("a",)
+    assert state.assigned(Assigned(1, held=1)) is None  # "b" waits: no room left
+    assert state.begin_round() is None and state.backlogged == {"default"}
+    feed(state, sig("k|w|0"))  # the slot freed: a round reads the queue again
+    assert state.begin_round() == ReadQueues((("default", 1),), inflight=False)
+    assert state.backlogged == frozenset()

@@ -583,3 +583,26 @@ def test_a_round_is_cut_when_the_lease_is_due_and_the_rest_leased_after_renewing
     settle(dispatcher)
     assert renewals  # renewed, then leased
     assert fake.zcard(keys.queue("default")) == 0
+
+
+def test_a_queue_left_for_want_of_room_is_told_to_submits_which_then_wake_no_dispatcher(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """Tasks beyond the workers' room wait in their queue; the dispatcher sets its backlog
+    key, so that a small submit queueing behind them does not wake it for nothing. Room
+    coming (here a worker's larger capacity) wakes it: it reads the queue, dropping the
+    key first, and leases every task."""
+    dispatcher, keys, _ = setup
+    for _ in range(12):
+        fake.delete(keys.offer("default"))  # no offer: every submit goes to the queue
+        submit(fake, settings, 1)
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 10 and fake.zcard(keys.queue("default")) == 2
+    assert fake.exists(keys.backlog("default"))
+    assert 0 < fake.pttl(keys.backlog("default")) <= 1000  # a short life: renewed, or gone
+    fake.delete(keys.wake)
+    submit(fake, settings, 1)
+    assert fake.zcard(keys.queue("default")) == 3 and fake.llen(keys.wake) == 0
+    Scripts(fake, keys).heartbeat("w", WorkerInfo("w", ("default",), 20).to_blob(), 60_000)
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 13 and fake.zcard(keys.queue("default")) == 0
+    assert not fake.exists(keys.backlog("default"))

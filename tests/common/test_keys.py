@@ -46,7 +46,8 @@ def _every_key(keys: Keys) -> dict[str, str]:
 def test_every_key_is_found_by_the_enumeration() -> None:
     found = _every_key(Keys("ns"))
     assert set(found) == {
-        "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "worker",
+        "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "backlog",
+        "worker",
         "inbox", "leases", "fetched", "ahead", "cancels", "cache",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",

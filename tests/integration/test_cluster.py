@@ -332,6 +332,33 @@ def test_a_task_submitted_while_a_short_queue_s_one_worker_is_busy_is_leased_beh
     assert behind.wait(timeout=60) == "completed" and behind.result(node) == 49
 
 
+def test_tasks_queued_behind_a_full_worker_wait_as_a_backlog_and_all_run_once_it_frees(
+    procs: Processes, real: redis.Redis, namespace: str, redis_url: str
+) -> None:
+    """The dispatcher keeps the queue's backlog key while no worker has room (small
+    submits behind it then wake it not); the slot freed wakes it, and every task runs."""
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "1")
+    _workers_up(real, keys, 1)
+    gate = f"{namespace}:gate"
+    with Flow("busy") as flow:
+        tasks.wait_for_gate(redis_url, gate, 60.0)
+    busy = flow.submit(real, namespace=namespace)
+    wait_for(lambda: real.zcard(keys.queue("default")) == 0 and real.scard(
+        keys.leases(real.zrange(keys.workers, 0, 0)[0].decode())) == 1, timeout=30)
+    runs, nodes = [], []
+    for i in range(15):
+        with Flow(f"behind-{i}") as flow:
+            nodes.append(tasks.square(i))
+        runs.append(flow.submit(real, namespace=namespace))
+    wait_for(lambda: real.exists(keys.backlog("default")), timeout=30)
+    real.rpush(gate, 1)
+    assert busy.wait(timeout=60) == "completed"
+    for i, (run, node) in enumerate(zip(runs, nodes)):
+        assert run.wait(timeout=60) == "completed" and run.result(node) == i * i
+
+
 def test_the_embedded_cluster_keeps_its_events_stream_capped() -> None:
     """fakeredis ignores XADD MAXLEN ~: the embedded cluster trims the stream per run."""
     script = (

@@ -191,3 +191,14 @@ def test_a_free_slot_anywhere_goes_before_a_place_behind_a_running_task(db: Db) 
     db.client.sadd(db.keys.leases(W), "running|t")
     assert offer_to(db, (W, 1, 0.0, 32), ("w2", 1, 0.0, 32), tasks="a") == "w2"
     assert offer_to(db, (W, 1, 0.0, 32), ("w2", 1, 0.0, 32), tasks="b") == W  # a tie now
+
+
+def test_a_submit_queued_behind_a_backlog_the_dispatcher_keeps_wakes_it_not(db: Db) -> None:
+    """The dispatcher set the queue's backlog key: it knows the queue holds tasks no worker
+    has room for, and the room freed will wake it. Without the key, the submit signals."""
+    db.client.set(db.keys.backlog(Q), 1)
+    assert submit(db, "a", offer=None) == ("", None)
+    assert db.queued() == {"a": 1000.0} and db.wake() == []
+    db.client.delete(db.keys.backlog(Q))
+    assert submit(db, "b", offer=None) == ("", None)
+    assert db.wake() == ["S|q|b"]
