@@ -70,6 +70,24 @@ def test_refill_bench_reports_each_slot_s_gaps_and_the_makespan_over_greedy(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("mode", [[], ["--serial"]], ids=["streamed", "serial"])
+def test_stream_bench_reports_each_process_s_cpu_per_task_and_the_offers_taken(
+        tmp_path: Path, mode: list[str]) -> None:
+    """It starts its own redis-server, serve and workers, and stops them all."""
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "stream.json"
+    proc, figures = _run("stream_bench.py", out, "--tasks", "200", "--warm", "20", "--runs",
+                         "1", "--workers", "2", *mode)
+    [row] = figures["runs"]
+    assert row["calls_per_s"] > 0 and row["tasks_per_s"] > 0 and 0 <= row["offers_taken"] <= 1
+    cpu = row["cpu_us_per_task"]
+    assert cpu["client"] > 0 and cpu["pool child"] > 0 and cpu["Redis"] > 0, cpu
+    assert "offers" in proc.stdout
+
+
+@pytest.mark.integration
 def test_submit_bench_reports_client_cpu_per_call_and_latency(redis_url: str,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "submit.json"
