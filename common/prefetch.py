@@ -17,9 +17,11 @@ when the dispatcher could do something with it:
 3. Otherwise never **above the quiet point** (``ack_quiet_above``, for the depth the
    acked tasks were leased with, the largest in a batch): a worker holding more is not
    due a refill (``free_for``). With prefetch it is half the worker's places, ``capacity *
-   depth // 2``; without, ``capacity - 1``: a slot freed is due a refill at once (a
-   4-slot worker running long tasks from a backlog would otherwise wait for two acks,
-   its freed slot idle meanwhile).
+   depth // 2``. Without (a batch with a task leased one per slot), there is none: every
+   slot freed is due a refill at once, and every ack signals. (With the largest
+   prefetch's quiet point for every ack, a 4-slot worker working off a backlog of long
+   tasks left a freed slot idle until a second ack; with ``capacity - 1``, an 8-slot
+   worker's second slot freed before the refill waited for the next checkpoint.)
 4. Below it, only **at checkpoints** on the way down (``checkpoints``: the quiet point,
    then half of it, a quarter, ..., 1, and always 0): the first asks for the refill, the
    next ones insist in case the dispatcher could not yet serve it. ack.lua applies this
@@ -141,9 +143,10 @@ def offer_depth(depth: int) -> int:
 def ack_quiet_above(capacity: int, depth: int = PREFETCH_MAX) -> int:
     """Leases a worker of ``capacity`` slots may hold and still ack, for tasks leased
     ``depth`` per slot, without a signal: it is not due a refill above this (``free_for``).
-    With prefetch, half its places; without, a slot freed is due one at once."""
+    With prefetch, half its places; without, -1: every slot freed is due a refill at once,
+    and every ack signals."""
     if depth <= 1:
-        return capacity - 1
+        return -1
     return capacity * depth // 2
 
 

@@ -95,10 +95,12 @@ class Acker(threading.Thread):
                     self._storing -= 1
 
     def _quiet_above(self, acked: list[Finished]) -> int:
-        """The quiet point of an ack of these (-1: it signals)."""
+        """The quiet point of an ack of these (-1: it signals): the largest of theirs, but
+        none when one of them was leased without prefetch (its slot is due a refill)."""
         if not self.slots:
             return -1
-        return max(prefetch.ack_quiet_above(self.slots, f.lease.depth) for f in acked)
+        quiet = [prefetch.ack_quiet_above(self.slots, f.lease.depth) for f in acked]
+        return -1 if -1 in quiet else max(quiet)
 
     def _ack(self, done: list[Done], now_ms: int, take: int, ahead: str, quiet_above: int,
              before_fetch: Callable[[tuple[Any, ...]], Any] | None

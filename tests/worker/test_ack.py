@@ -124,12 +124,12 @@ def test_a_failure_is_stored_in_the_mode_its_outcome_asks_for(
     assert "ValueError" in caplog.text
 
 
-@pytest.mark.parametrize(("depth", "signals"), [(1, ["k|w1|3"]), (32, [])])
-def test_a_full_worker_freeing_a_slot_wakes_the_dispatcher_unless_it_prefetches(
+@pytest.mark.parametrize(("depth", "signals"), [(1, ["k|w1|3", "k|w1|2"]), (32, ["k|w1|2"])])
+def test_a_worker_freeing_slots_wakes_the_dispatcher_at_each_unless_it_prefetches(
         db: Db, settings: Settings, holding: Holding, depth: int, signals: list[str]) -> None:
     """A 4-slot worker running tasks leased one per slot is due a refill as soon as a slot
-    frees: its first ack signals (with prefetch it holds more than it needs meanwhile,
-    and signals once down to half its places)."""
+    frees: each ack signals, the second before any refill too. With prefetch it holds
+    more than it needs meanwhile, and signals only at checkpoints (here 2 leases)."""
     db.put_flow(4)
     for t in "abcd":
         db.put_task(t)
@@ -139,4 +139,5 @@ def test_a_full_worker_freeing_a_slot_wakes_the_dispatcher_unless_it_prefetches(
     db.client.delete(db.keys.wake)
     ack = Acker(W, db.scripts, settings, holding, busy=lambda: 3, slots=4)
     ack.store([success(leases["a"])])
+    ack.store([success(leases["b"])])
     assert db.wake() == signals
