@@ -612,8 +612,8 @@ class Dispatcher:
         queue's backlog key goes first: a small submit after it wakes us, one before it
         queued its task before the read."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.delete(*(self.keys.backlog(q) for q, _ in command.heads))
-        for q, _ in command.heads:
+        for q, _ in command.heads:  # a DEL each: a cluster pipeline takes one key per DEL
+            pipe.delete(self.keys.backlog(q))
             self._backlog.pop(q, None)
         for q, n in command.heads:
             pipe.zrange(self.keys.queue(q), 0, n - 1, withscores=True)
@@ -621,7 +621,7 @@ class Dispatcher:
             pipe.hgetall(self.keys.inflight)
         if command.tags:
             pipe.hgetall(self.keys.tag_inflight)
-        rows = pipe.execute(raise_on_error=False)[1:]
+        rows = pipe.execute(raise_on_error=False)[len(command.heads):]
         tag_leased = parse_counts(Troubles.ok(rows.pop() if command.tags else {}))
         inflight = {k.decode(): int(v)
                     for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
@@ -694,8 +694,8 @@ class Dispatcher:
         pipe = self.client.pipeline(transaction=False)
         for q in due:
             pipe.set(self.keys.backlog(q), 1, px=int(BACKLOG_TTL * 1000))
-        if gone:
-            pipe.delete(*(self.keys.backlog(q) for q in gone))
+        for q in gone:
+            pipe.delete(self.keys.backlog(q))
         pipe.execute()
         for q in gone:
             del self._backlog[q]
