@@ -14,18 +14,15 @@ and the CPU of each kind of process in us per task (psutil, over the measured ta
                                  [--runs 2] [--json PATH]
 
 It runs the code of the interpreter running it (``balancer`` as installed there, its
-processes started from that checkout's folder), so another venv's python compares
-another commit. It prints figures and never asserts speed.
+processes started from that checkout's folder: bench/own_cluster.py), so another venv's
+python compares another commit. It prints figures and never asserts speed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -34,19 +31,18 @@ from typing import Any
 
 import psutil
 import redis
+from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 
-import balancer
 from balancer import Flow
 
-# The checkout whose code runs: its bench/ holds the tasks the workers import.
-CHECKOUT = Path(balancer.__file__).resolve().parent.parent
-sys.path.insert(0, str(CHECKOUT))
+# This file's bench/, after ``balancer`` is imported from the running python's venv (which
+# may hold another checkout: bench/own_cluster.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from balancer.common.keys import Keys  # noqa: E402
-from balancer.common.settings import Settings  # noqa: E402
-
-from bench.compare import ours_tasks  # noqa: E402
-from bench.redis_servers import RedisServer, wait_until  # noqa: E402
+from bench.compare import ours_tasks
+from bench.own_cluster import CHECKOUT, add_run_options, own_cluster, report_runs
+from bench.redis_servers import wait_until
 
 KINDS = ("client", "serve", "supervisor", "pool child", "Redis")
 
@@ -75,73 +71,55 @@ def _cpu(processes: dict[int, tuple[str, psutil.Process]]) -> Counter[str]:
 
 
 def one_run(args: argparse.Namespace) -> dict[str, Any]:
-    server = RedisServer().start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
-    env.update(BALANCER_REDIS_URL=server.url,
-               BENCH_RECORD_URL=server.url.rsplit("/", 1)[0] + "/1",
-               PYTHONPATH=str(CHECKOUT))
-    procs: list[subprocess.Popen[bytes]] = []
     counter = _Offers()
     logger = logging.getLogger("balancer.client")
     logger.addHandler(counter)
     logger.setLevel(logging.INFO)
+    one_slot = ("--concurrency", "1", "--queue", ours_tasks.QUEUE)
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "balancer.cli", "serve"],
-                                      cwd=CHECKOUT, env=env, stderr=subprocess.DEVNULL))
-        for _ in range(args.workers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "balancer.worker.cli", "start", "--concurrency", "1",
-                 "--pool", "process", "--import", "bench.compare.ours_tasks", "--queue",
-                 ours_tasks.QUEUE], cwd=CHECKOUT, env=env, stderr=subprocess.DEVNULL))
-        client = redis.Redis.from_url(server.url, socket_timeout=30)
-        record = redis.Redis.from_url(env["BENCH_RECORD_URL"])
-        workers = Keys(Settings().namespace).workers
-        wait_until(lambda: client.zcard(workers) >= args.workers,
-                   f"{args.workers} workers to register")
+        with own_cluster(*[one_slot] * args.workers) as cluster:
+            client = redis.Redis.from_url(cluster.url, socket_timeout=30)
+            record = redis.Redis.from_url(cluster.record_url)
+            workers = Keys(Settings().namespace).workers
+            wait_until(lambda: client.zcard(workers) >= args.workers,
+                       f"{args.workers} workers to register")
 
-        def submit(n: int) -> None:
-            with Flow("stream") as flow:
-                ours_tasks.noop("done", str(n), 0.0)
-            flow.submit(client)
-            if args.serial:
-                record.blpop(["done"], 30)
+            def submit(n: int) -> None:
+                with Flow("stream") as flow:
+                    ours_tasks.noop("done", str(n), 0.0)
+                flow.submit(client)
+                if args.serial:
+                    record.blpop(["done"], 30)
 
-        for n in range(args.warm):
-            submit(n)
-        wait_until(lambda: args.serial or record.llen("done") >= args.warm, "the warm-up")
-        record.delete("done")
-        time.sleep(0.5)
-        processes = {server.proc.pid: ("Redis", psutil.Process(server.proc.pid))}  # type: ignore[union-attr]
-        processes[os.getpid()] = ("client", psutil.Process())
-        processes[procs[0].pid] = ("serve", psutil.Process(procs[0].pid))
-        for proc in procs[1:]:
-            processes[proc.pid] = ("supervisor", psutil.Process(proc.pid))
-            for child in psutil.Process(proc.pid).children(recursive=True):
-                processes[child.pid] = ("pool child", child)
-        counter.taken = 0
-        before, t0 = _cpu(processes), time.perf_counter()
-        for n in range(args.tasks):
-            submit(n)
-        submitted = time.perf_counter()
-        wait_until(lambda: args.serial or record.llen("done") >= args.tasks, "the tasks",
-                   timeout=600)
-        done, after = time.perf_counter(), _cpu(processes)
-        cpu = {kind: (after[kind] - before[kind]) / args.tasks * 1e6 for kind in KINDS}
-        return {"calls_per_s": args.tasks / (submitted - t0),
-                "tasks_per_s": args.tasks / (done - t0),
-                "offers_taken": counter.taken / args.tasks,
-                "cpu_us_per_task": cpu | {"all": sum(cpu.values())}}
+            for n in range(args.warm):
+                submit(n)
+            wait_until(lambda: args.serial or record.llen("done") >= args.warm, "the warm-up")
+            record.delete("done")
+            time.sleep(0.5)
+            server, serve, *supervisors = (cluster.server.proc, *cluster.procs)
+            assert server is not None
+            processes = {server.pid: ("Redis", psutil.Process(server.pid)),
+                         os.getpid(): ("client", psutil.Process()),
+                         serve.pid: ("serve", psutil.Process(serve.pid))}
+            for proc in supervisors:
+                processes[proc.pid] = ("supervisor", psutil.Process(proc.pid))
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    processes[child.pid] = ("pool child", child)
+            counter.taken = 0
+            before, t0 = _cpu(processes), time.perf_counter()
+            for n in range(args.tasks):
+                submit(n)
+            submitted = time.perf_counter()
+            wait_until(lambda: args.serial or record.llen("done") >= args.tasks, "the tasks",
+                       timeout=600)
+            done, after = time.perf_counter(), _cpu(processes)
     finally:
         logger.removeHandler(counter)
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        server.cleanup()
+    cpu = {kind: (after[kind] - before[kind]) / args.tasks * 1e6 for kind in KINDS}
+    return {"calls_per_s": args.tasks / (submitted - t0),
+            "tasks_per_s": args.tasks / (done - t0),
+            "offers_taken": counter.taken / args.tasks,
+            "cpu_us_per_task": cpu | {"all": sum(cpu.values())}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,26 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=300)
     parser.add_argument("--serial", action="store_true",
                         help="each submit waits for the last task's record")
-    parser.add_argument("--runs", type=int, default=2)
-    parser.add_argument("--json", type=Path, help="write the figures here")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     print(f"code: {CHECKOUT}; {args.workers} x 1, {args.tasks} single-task submits"
           f" {'one at a time' if args.serial else 'streamed'}")
     print(f"{'run':>4} {'calls/s':>8} {'tasks/s':>8} {'offers':>7}"
           + "".join(f" {k:>10}" for k in (*KINDS, "all")) + "   (CPU us per task)")
-    rows = []
-    for n in range(1, args.runs + 1):
-        row = one_run(args)
-        rows.append(row)
-        cpu = row["cpu_us_per_task"]
-        print(f"{n:>4} {row['calls_per_s']:>8,.0f} {row['tasks_per_s']:>8,.0f}"
-              f" {row['offers_taken']:>7.0%}"
-              + "".join(f" {cpu[k]:>10,.0f}" for k in (*KINDS, "all")))
-    if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},
-                                         "runs": rows}, indent=2))
-    return 0
-
+    return report_runs(args, one_run, lambda n, row: (
+        f"{n:>4} {row['calls_per_s']:>8,.0f} {row['tasks_per_s']:>8,.0f}"
+        f" {row['offers_taken']:>7.0%}"
+        + "".join(f" {row['cpu_us_per_task'][k]:>10,.0f}" for k in (*KINDS, "all"))))
 
 if __name__ == "__main__":
     sys.exit(main())
