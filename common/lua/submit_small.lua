@@ -9,9 +9,9 @@
 -- what waits behind it in batches, by its ack, as it takes the dispatcher's prefetched
 -- leases; a lease into a free slot carries none, and the child acks it together with its
 -- next blocking fetch, one round trip. Otherwise they are queued and the dispatcher is
--- signalled. One command for the client to send and one reply to
--- read; the fewer calls inside, the shorter the latency of a one-task flow (each costs
--- a few microseconds of the server's time).
+-- signalled. One command for the client to send and one reply to read; the fewer calls
+-- inside, the shorter the latency of a one-task flow (each costs a few microseconds of
+-- the server's time).
 --
 -- Load is the dispatcher's objective (balancer/scheduling.py: load): held leases /
 -- capacity, plus what the host adds. The host's part is as the offer carries it (in coarse
