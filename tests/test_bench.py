@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -15,11 +17,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _run(script: str, out: Path, *args: str, timeout: float = 180
          ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """Run ``bench/<script>`` writing its figures to ``out``: what it printed, the figures."""
-    proc = subprocess.run([sys.executable, f"bench/{script}", *args, "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc, json.loads(out.read_text())
+    """Run ``bench/<script>`` writing its figures to ``out``: what it printed, the figures.
+    Past ``timeout`` the test fails, and the bench goes with every process it started (its
+    servers and workers, some in sessions of their own): a bench killed alone would leave
+    them running, since its own clean-up never runs."""
+    bench = subprocess.Popen([sys.executable, f"bench/{script}", *args, "--json", str(out)],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        stdout, stderr = bench.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = psutil.Process(bench.pid).children(recursive=True)
+        for proc in [psutil.Process(bench.pid), *tree]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(tree, timeout=10)
+        stdout, stderr = bench.communicate()
+        pytest.fail(f"bench/{script} ran past {timeout}s:\n{stdout[-3000:]}{stderr[-3000:]}")
+    done = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
+    assert done.returncode == 0, stdout + stderr
+    return done, json.loads(out.read_text())
 
 
 @pytest.mark.integration
