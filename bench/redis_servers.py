@@ -22,11 +22,20 @@ import redis
 from balancer.common.keys import Keys
 from redis.crc import key_slot
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, and not handed out before by this process: once the probing socket
+    is closed the kernel may offer the same port again, and two servers (a cluster node
+    and another's bus) would then race for it, the second failing to start."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def answers(url: str) -> bool:
