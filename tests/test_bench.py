@@ -12,6 +12,8 @@ from typing import Any
 import psutil
 import pytest
 
+from bench.compare.procs import tree
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,11 +29,11 @@ def _run(script: str, out: Path, *args: str, timeout: float = 180
     try:
         stdout, stderr = bench.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        tree = psutil.Process(bench.pid).children(recursive=True)
-        for proc in [psutil.Process(bench.pid), *tree]:
+        started = tree(bench.pid)  # the bench first, then what it started
+        for proc in started:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-        psutil.wait_procs(tree, timeout=10)
+        psutil.wait_procs(started[1:], timeout=10)
         stdout, stderr = bench.communicate()
         pytest.fail(f"bench/{script} ran past {timeout}s:\n{stdout[-3000:]}{stderr[-3000:]}")
     done = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)
