@@ -200,10 +200,11 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     keys = Keys(settings.namespace)
     holding = RecordedHolding(Record.attach(shared), conn)
     stopping = threading.Event()
-    inbox = (Inbox(spec.worker_id, client, keys, holding.add, stopping)
+    # Every pool child of the worker blocks on the same inbox.
+    inbox = (Inbox(spec.worker_id, client, keys, holding.add, stopping, spec.concurrency)
              if spec.partitions == 1 else
              DoorbellInbox(spec.worker_id, client, keys, spec.partitions, holding.add,
-                           stopping))
+                           stopping, spec.concurrency))
     ackers = [Acker(spec.worker_id, Scripts.for_settings(client, keys.of(p), settings),
                     settings, holding, lambda: 0, spec.concurrency)
               for p in range(spec.partitions)]

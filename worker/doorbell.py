@@ -47,8 +47,9 @@ class DoorbellInbox(Inbox):
     among waiting slots; only the fetch differs."""
 
     def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, count: int,
-                 on_take: Callable[[Lease], None], stopping: threading.Event) -> None:
-        super().__init__(worker_id, client, keys, on_take, stopping)
+                 on_take: Callable[[Lease], None], stopping: threading.Event,
+                 fetchers: int = 1) -> None:
+        super().__init__(worker_id, client, keys, on_take, stopping, fetchers)
         self.count = count
         self.parts = [Scripts(client, keys.of(p)) for p in range(count)]
         self.bell = keys.of(partitions.home(worker_id, count)).doorbell(worker_id)
@@ -121,9 +122,10 @@ class DoorbellInbox(Inbox):
         return next((r for r in replies if isinstance(r, Exception)), None)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop fetching (``stopping`` must be set): end a blocked read at once."""
+        """Stop fetching (``stopping`` must be set): end a blocked read at once (one
+        SENTINEL per fetcher, as ``Inbox.close`` says why)."""
         try:
-            self.client.lpush(self.bell, SENTINEL)
+            self.client.lpush(self.bell, *[SENTINEL] * self.fetchers)
         except RETRYABLE as exc:
             log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
         self._turn.acquire(timeout=timeout)  # kept: no slot fetches again

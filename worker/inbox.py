@@ -55,8 +55,12 @@ NOT_SENT = object()  # send_before_fetch sent nothing
 
 class Inbox:
     def __init__(self, worker_id: str, client: redis.Redis, keys: Keys,
-                 on_take: Callable[[Lease], None], stopping: threading.Event) -> None:
+                 on_take: Callable[[Lease], None], stopping: threading.Event,
+                 fetchers: int = 1) -> None:
         self.worker_id = worker_id
+        # How many connections may block on this worker's inbox at once: one per pool
+        # child (each has an Inbox of its own), one for the slots of a thread pool.
+        self.fetchers = max(1, fetchers)
         self.client = client
         self.key = keys.inbox(worker_id)
         self.fetched_key = keys.fetched(worker_id)
@@ -283,9 +287,14 @@ class Inbox:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop fetching (``stopping`` must be set): end a blocked fetch at once and wait
-        for it, so that what the inbox holds from now on stays there."""
+        for it, so that what the inbox holds from now on stays there.
+
+        One SENTINEL per fetcher: Redis hands a pushed entry to the connection that has
+        blocked longest, which may be another pool child's, not yet stopping (it fetches
+        again). One entry per blocked connection reaches this one whatever the order;
+        those left over are skipped by the next fetches, and go with the inbox."""
         try:
-            self.client.lpush(self.key, SENTINEL)
+            self.client.lpush(self.key, *[SENTINEL] * self.fetchers)
         except RETRYABLE as exc:
             log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
         self._turn.acquire(timeout=timeout)  # kept: no slot fetches again

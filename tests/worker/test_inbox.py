@@ -98,6 +98,45 @@ def test_closing_ends_a_blocked_fetch_and_no_slot_fetches_after(
     assert real.llen(key) >= 1  # left for the hand-back
 
 
+def blocked(client: redis.Redis) -> int:
+    return int(client.info("clients")["blocked_clients"])
+
+
+def test_closing_one_of_several_pool_children_ends_its_own_blocked_fetch(
+        real: redis.Redis, namespace: str, redis_url: str) -> None:
+    """Pool children block on one inbox, each on its own connection. Redis hands a pushed
+    entry to the connection blocked longest: a single sentinel from the child that stops
+    went to a sibling blocked before it (which fetched again), and the stopping child sat
+    in its BLMOVE until the block ended (30 s), holding up the worker's shutdown."""
+    keys = Keys(namespace)
+    children = []
+    for _ in range(2):
+        stopping = threading.Event()
+        client = redis.Redis.from_url(redis_url)
+        children.append((Inbox("w", client, keys, lambda _: None, stopping, fetchers=2),
+                         stopping, client))
+    (first, _, _), (last, last_stopping, _) = children
+    before = blocked(real)
+    sibling, stopping_one = Slots(first), Slots(last)
+    sibling.start(1)
+    wait_for(lambda: blocked(real) == before + 1)  # the sibling blocks first
+    stopping_one.start(1)
+    wait_for(lambda: blocked(real) == before + 2)
+    try:
+        last_stopping.set()
+        last.close(timeout=0)
+        stopping_one.join(timeout=10.0)  # ended well before the 30 s block
+        assert stopping_one.got == [None]
+        lease(real, namespace, "t1")  # the sibling still fetches, and gets it
+        sibling.join()
+        assert [lease.task_id for lease in sibling.got if lease] == ["t1"]
+    finally:
+        for box, stopping, client in children:
+            stopping.set()
+            box.close(timeout=1.0)
+            client.close()
+
+
 def test_an_inbox_entry_without_its_lease_is_dropped_and_never_run(
         real: redis.Redis, namespace: str, inbox: tuple[Inbox, threading.Event, str],
         caplog: pytest.LogCaptureFixture) -> None:
