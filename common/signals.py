@@ -205,20 +205,24 @@ def _ms(raw: bytes) -> int:
 
 
 def parse_lease(raw: bytes) -> Lease | None:
-    """Read one inbox entry; None when it is not one (it is logged by the caller)."""
+    """Read one inbox entry; None when it is not one (it is logged by the caller). On
+    every task's way to its start: few calls (a call per field cost a fifth of it)."""
     try:
         task_id, token, rest = raw.split(b"|", 2)
         fields: list[bytes] = []
-        pos = 0
-        while pos < len(rest) or len(fields) < LEASE_FIELDS:
+        pos, end = 0, len(rest)
+        for _ in range(LEASE_FIELDS + LEASE_OPTIONAL):  # bounded, whatever was written
+            if pos == end:
+                break
             colon = rest.index(b":", pos)
-            size = int(rest[pos:colon])
             start = colon + 1
-            if (size < 0 or start + size > len(rest)
-                    or len(fields) >= LEASE_FIELDS + LEASE_OPTIONAL):
+            stop = start + int(rest[pos:colon])
+            if stop < start or stop > end:
                 return None
-            fields.append(rest[start:start + size])
-            pos = start + size
+            fields.append(rest[start:stop])
+            pos = stop
+        if pos != end or len(fields) < LEASE_FIELDS:
+            return None
         queue, flow, timeout, fn, name, children, args, *optional = fields
         sig = optional[0] if optional else b""
         depth = int(optional[1]) if len(optional) > 1 and optional[1] else 1
