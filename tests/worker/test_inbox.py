@@ -133,8 +133,9 @@ def test_closing_one_of_several_pool_children_ends_its_own_blocked_fetch(
         assert [lease.task_id for lease in sibling.got if lease] == ["t1"]
     finally:
         for box, stopping, client in children:
-            stopping.set()
-            box.close(timeout=1.0)
+            if not stopping.is_set():
+                stopping.set()
+                box.close(timeout=1.0)
             client.close()
 
 
