@@ -273,6 +273,36 @@ def test_memory_of_a_process_tree_counts_every_child(
     assert procs.tree_rss(kids[1]) < holder  # a child's tree is itself alone
 
 
+SHARED = """
+import os, sys
+blob = bytearray(64 * 1024 * 1024)
+for i in range(0, len(blob), 4096):
+    blob[i] = 1
+child = os.fork()
+if child == 0:  # shares the 64 MB with its parent, writing none of it
+    sys.stdin.read()
+    os._exit(0)
+print(child, flush=True)
+sys.stdin.read()
+os.waitpid(child, 0)
+"""
+
+
+def test_pss_of_a_process_tree_counts_pages_a_forked_child_shares_once() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", SHARED], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert int(proc.stdout.readline())
+        rss, pss = procs.tree_rss(proc.pid), procs.tree_pss(proc.pid)
+        assert rss > 128 * procs.MB  # the 64 MB in each process's RSS
+        assert 64 * procs.MB < pss < rss - 48 * procs.MB  # once in PSS, split between them
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the session this test started
+        proc.wait(10)
+
+
 def test_cpu_of_a_process_tree_counts_its_children(
         tree: tuple[subprocess.Popen[str], list[int]]) -> None:
     proc, _ = tree

@@ -43,7 +43,8 @@ def layout_rows(layouts: Sequence[Layout], fractions: Sequence[float]) -> list[R
                     Row(f"L {lb} {pct}% submit late p99, ms", key, "late_p99_ms", None)]
         out += [Row(f"M {lb} worker, MB", m, "worker_mb", "low", "{:.1f}"),
                 Row(f"M {lb} dispatcher, MB", m, "dispatcher_mb", None, "{:.1f}"),
-                Row(f"M {lb} per slot, MB", m, "mb_per_slot", "low", "{:.1f}")]
+                Row(f"M {lb} per slot, MB", m, "mb_per_slot", "low", "{:.1f}"),
+                Row(f"M {lb} per slot (PSS), MB", m, "pss_mb_per_slot", "low", "{:.1f}")]
     return out
 
 

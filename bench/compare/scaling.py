@@ -14,7 +14,7 @@ import redis
 
 from bench.compare.base import ROOT, Layout, System, redis_cpu
 from bench.compare.loadgen import poisson_arrivals, tag
-from bench.compare.procs import MB, tree_rss
+from bench.compare.procs import MB, tree_pss, tree_rss
 from bench.compare.records import Incomplete, Records
 from bench.compare.workloads import Config, Figures, percentile
 
@@ -92,9 +92,13 @@ def memory(system: System, layout: Layout) -> Figures:
     workers = sum(tree_rss(pid) for pid in system.worker_pids)
     dispatchers = system.dispatcher_pids()
     dispatcher = sum(tree_rss(pid) for pid in dispatchers)
+    # PSS as well: RSS counts a page a forked child shares with its parent once per
+    # process (Celery's and Huey's forked pools, RQ's horses); PSS splits it among them.
+    pss = sum(tree_pss(pid) for pid in [*system.worker_pids, *dispatchers])
     slots = layout.workers * layout.slots
     return {"layout": layout.label, "worker_commands": len(system.worker_pids),
             "worker_mb": workers / layout.workers / MB,
             "dispatcher_mb": dispatcher / MB if dispatchers else None,
             "worker_mb_per_slot": workers / slots / MB,
-            "mb_per_slot": (workers + dispatcher) / slots / MB}
+            "mb_per_slot": (workers + dispatcher) / slots / MB,
+            "pss_mb_per_slot": pss / slots / MB if pss else None}
