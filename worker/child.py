@@ -172,12 +172,25 @@ def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
     inbox.close(timeout=0)
 
 
-def _die_with(parent: int) -> None:
+def _die_with(supervisor: int) -> None:
+    """Be killed by the kernel when the parent dies: the supervisor, or the forkserver
+    that forked this child, which ends with the supervisor (worker.preload). Exit now if
+    the supervisor died before we asked."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before we asked
+    if os.getppid() != supervisor and not _alive(supervisor):
         os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process took the number: ours is gone
+        return False
+    return True
 
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import wait
+from typing import TYPE_CHECKING
 
 from balancer.common import codec, prefetch
 from balancer.common.codec import CodecError, ErrorInfo
@@ -30,7 +31,12 @@ from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.record import FINISHING, IDLE, PHASES, RUNNING, TAKEN, Record, Snapshot
 
+if TYPE_CHECKING:  # ForkServerContext does not exist on Windows
+    from multiprocessing.context import ForkServerContext, SpawnContext
+
 log = logging.getLogger("worker")
+
+PRELOAD = "balancer.worker.preload"  # what a pool's forkserver imports before it forks
 
 # While the child is idle this thread sleeps until the child tells it of a lease, and at
 # most this long (a note lost to a race costs at most this delay).
@@ -66,6 +72,19 @@ class Awake:
         return look_in
 
 
+def pool_context(concurrency: int) -> SpawnContext | ForkServerContext:
+    """How a worker of ``concurrency`` slots starts its pool children. Several are forked
+    from one forkserver that has imported their code (``worker.preload``): they share its
+    memory, and a child replaced after a crash, a timeout or a cancel starts in
+    milliseconds. A single child is spawned, a new interpreter: a forkserver would be one
+    more process for nothing to share. Spawn too where there is no forkserver (Windows)."""
+    if concurrency > 1 and "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([PRELOAD])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 class ChildWatch(threading.Thread):
     """The supervisor's thread for one pool child. The child is the slot (it fetches, runs
     and acknowledges on its own); this thread only watches it, hence not a slot itself."""
@@ -83,7 +102,7 @@ class ChildWatch(threading.Thread):
         self.parts = parts or (scripts,)
         self.ackers = ackers or (acker,)
         self.holding = holding  # the worker's: long runs, run times
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = pool_context(spec.concurrency)
         self.record = Record(self.ctx)
         self.stopping = False
         self.killing = False  # killed at shutdown: its task is left to the dispatcher

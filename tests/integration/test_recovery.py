@@ -48,6 +48,31 @@ def test_tasks_of_a_killed_worker_run_on_another_worker(
     assert real.exists(keys.leases("doomed"), keys.inbox("doomed")) == 0
 
 
+def test_pool_children_forked_by_the_forkserver_die_with_their_supervisor(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """With several slots, the children are forked by the pool's forkserver, not by the
+    supervisor: killed, the supervisor takes the forkserver with it, and the forkserver
+    its children (PR_SET_PDEATHSIG): no orphan runs on unwatched."""
+    keys = Keys(namespace)
+    procs.serve()
+    doomed = procs.worker("--concurrency", "2", "--pool", "process", "--name", "doomed")
+    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("survives") as flow:
+        slow = tasks.sleep_for(1.0)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: run.task_state(slow) == "running", timeout=20)
+    below = psutil.Process(doomed.pid).children(recursive=True)
+    assert any("forkserver" in " ".join(p.cmdline()) for p in below)
+    assert len(below) >= 4  # the resource tracker, the forkserver and its two children
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(5)
+    _, alive = psutil.wait_procs(below, timeout=10)
+    assert not alive
+    procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
+    assert run.wait(timeout=30) == "completed"
+
+
 def test_a_task_held_ahead_by_a_killed_worker_counts_no_loss_and_becomes_a_suspect(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:

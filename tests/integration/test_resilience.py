@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import pytest
 import redis
 from balancer.common import codec
 from balancer.common.keys import Keys
@@ -158,17 +159,19 @@ def test_an_error_outside_the_tasks_code_counts_toward_quarantine(
     wait_for(lambda: run.task_state(fine) == "completed", timeout=30)  # the rest flows
 
 
+@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
 def test_sigterm_to_the_whole_process_group_lets_running_tasks_finish(
-    procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path
+    procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path, slots: int
 ) -> None:
     """systemd (KillMode=control-group) and `timeout` signal every process of the
     worker, pool children included: the children must leave stopping to the supervisor,
-    which lets the running task finish within its grace period."""
+    which lets the running task finish within its grace period. With several slots the
+    children's parent is the pool's forkserver, which must outlive the signal too."""
     keys = Keys(namespace)
     procs.serve()
     log = open(tmp_path / "grouped.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "balancer.worker.cli", "start",
-                               "--concurrency", "1", "--pool", "process"],
+                               "--concurrency", str(slots), "--pool", "process"],
                               cwd=ROOT, env=procs.env, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:

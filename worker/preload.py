@@ -1,0 +1,24 @@
+"""What the forkserver of a process pool imports once, before it forks the pool's children
+(``worker.childwatch.pool_context``): the child's code, whose memory every child then
+shares with it instead of importing everything again (a spawned child held 27 MB of its
+own, a forked one 13). Imported there alone, for these side effects.
+
+The forkserver ignores SIGTERM, as the children do. systemd (KillMode=control-group) and
+`timeout` signal every process of the worker: a forkserver killed by it would take every
+child with it (their PR_SET_PDEATHSIG follows their parent), running tasks included,
+before the supervisor's grace period. It ends when its supervisor does: multiprocessing
+then closes its end of the forkserver's "alive" pipe. It ignores ctrl-C on its own.
+
+Its objects are frozen out of the collector's reach (``gc.freeze``): a collection in a
+child would otherwise write to every shared page that holds one, and the child would own
+a copy of it.
+"""
+
+import gc
+import signal
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+from balancer.worker import child  # noqa: E402, F401
+
+gc.freeze()
