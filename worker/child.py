@@ -183,6 +183,23 @@ def _die_with(supervisor: int) -> None:
         os._exit(1)
 
 
+def _let_the_forkserver_go() -> None:
+    """A child forked by the pool's forkserver holds a copy of the pipe that keeps the
+    forkserver alive (multiprocessing passes it so that a child may fork through it in
+    turn): while any child held it, a forkserver outlived its dead supervisor, and so did
+    a child running a task, which finished it unwatched. Closed here, the forkserver ends
+    with the supervisor alone, and the kernel then kills this child (PR_SET_PDEATHSIG).
+    A spawned child holds none."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and isinstance(fd, int):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -195,6 +212,7 @@ def _alive(pid: int) -> bool:
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     _die_with(spec.supervisor_pid)
+    _let_the_forkserver_go()
     # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
     # whole process group (systemd's default, `timeout`, a terminal) must not kill the
     # task this child runs while the supervisor grants it its grace period.

@@ -6,6 +6,7 @@ import signal
 import subprocess
 
 import psutil
+import pytest
 import redis
 from balancer.common.keys import Keys
 
@@ -14,31 +15,35 @@ from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
 
-def _dispatcher_and_doomed_worker(procs: Processes, real: redis.Redis,
-                                  keys: Keys) -> subprocess.Popen[bytes]:
+def _dispatcher_and_doomed_worker(procs: Processes, real: redis.Redis, keys: Keys,
+                                  slots: int = 1) -> subprocess.Popen[bytes]:
     """`balancer serve` and one process-pool worker named "doomed", registered."""
     procs.serve()
-    doomed = procs.worker("--concurrency", "1", "--pool", "process", "--name", "doomed")
+    doomed = procs.worker("--concurrency", str(slots), "--pool", "process", "--name", "doomed")
     wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
     return doomed
 
 
+@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
 def test_tasks_of_a_killed_worker_run_on_another_worker(
-    procs: Processes, real: redis.Redis, namespace: str
+    procs: Processes, real: redis.Redis, namespace: str, slots: int
 ) -> None:
     keys = Keys(namespace)
-    doomed = _dispatcher_and_doomed_worker(procs, real, keys)
+    doomed = _dispatcher_and_doomed_worker(procs, real, keys, slots)
     with Flow("survives") as flow:
         slow = tasks.sleep_for(1.0)
         after = tasks.add(slow, 1)
     run = flow.submit(real, namespace=namespace)
     wait_for(lambda: run.task_state(slow) == "running", timeout=20)
-    children = psutil.Process(doomed.pid).children()
-    assert children  # the pool child running the task
+    below = psutil.Process(doomed.pid).children(recursive=True)
+    assert below  # the pool child running the task (and, with 2 slots, its forkserver)
+    if slots > 1:
+        assert any("forkserver" in " ".join(p.cmdline()) for p in below)
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(5)
-    # The pool child dies with its supervisor: no orphan finishes the task unwatched.
-    _, alive = psutil.wait_procs(children, timeout=5)
+    # The pool children die with their supervisor (with several slots, through their
+    # forkserver, which ends with it): no orphan finishes the task unwatched.
+    _, alive = psutil.wait_procs(below, timeout=10)
     assert not alive
     procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
     assert run.wait(timeout=30) == "completed"
@@ -46,31 +51,6 @@ def test_tasks_of_a_killed_worker_run_on_another_worker(
     record = real.hmget(keys.task(run.ids[flow.nodes[0]]), ["worker", "lost"])
     assert record == [b"rescuer", b"1"]  # it ran on the rescuer; the kill counted a loss
     assert real.exists(keys.leases("doomed"), keys.inbox("doomed")) == 0
-
-
-def test_pool_children_forked_by_the_forkserver_die_with_their_supervisor(
-    procs: Processes, real: redis.Redis, namespace: str
-) -> None:
-    """With several slots, the children are forked by the pool's forkserver, not by the
-    supervisor: killed, the supervisor takes the forkserver with it, and the forkserver
-    its children (PR_SET_PDEATHSIG): no orphan runs on unwatched."""
-    keys = Keys(namespace)
-    procs.serve()
-    doomed = procs.worker("--concurrency", "2", "--pool", "process", "--name", "doomed")
-    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
-    with Flow("survives") as flow:
-        slow = tasks.sleep_for(1.0)
-    run = flow.submit(real, namespace=namespace)
-    wait_for(lambda: run.task_state(slow) == "running", timeout=20)
-    below = psutil.Process(doomed.pid).children(recursive=True)
-    assert any("forkserver" in " ".join(p.cmdline()) for p in below)
-    assert len(below) >= 4  # the resource tracker, the forkserver and its two children
-    doomed.send_signal(signal.SIGKILL)
-    doomed.wait(5)
-    _, alive = psutil.wait_procs(below, timeout=10)
-    assert not alive
-    procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
-    assert run.wait(timeout=30) == "completed"
 
 
 def test_a_task_held_ahead_by_a_killed_worker_counts_no_loss_and_becomes_a_suspect(
