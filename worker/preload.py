@@ -6,8 +6,9 @@ own, a forked one 13). Imported there alone, for these side effects.
 The forkserver ignores SIGTERM, as the children do. systemd (KillMode=control-group) and
 `timeout` signal every process of the worker: a forkserver killed by it would take every
 child with it (their PR_SET_PDEATHSIG follows their parent), running tasks included,
-before the supervisor's grace period. It ends when its supervisor does: multiprocessing
-then closes its end of the forkserver's "alive" pipe. It ignores ctrl-C on its own.
+before the supervisor's grace period. It ends when its supervisor does, its "alive" pipe
+closed (each child closes the copy multiprocessing hands it: worker.child). It ignores
+ctrl-C on its own.
 
 Its objects are frozen out of the collector's reach (``gc.freeze``): a collection in a
 child would otherwise write to every shared page that holds one, and the child would own
