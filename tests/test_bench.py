@@ -89,6 +89,21 @@ def test_refill_bench_reports_each_slot_s_gaps_and_the_makespan_over_greedy(
 
 
 @pytest.mark.integration
+def test_replace_bench_times_a_killed_pool_child_s_replacement(tmp_path: Path) -> None:
+    """It starts its own redis-server, serve and worker, and stops them all; the task it
+    kills failed at its timeout (the bench checks the error)."""
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "replace.json"
+    proc, figures = _run("replace_bench.py", out, "--slots", "2", "--rounds", "1",
+                         "--hold", "1.5", "--runs", "1")
+    [row] = figures["runs"]
+    assert 0 < row["gap_ms_p50"] <= row["gap_ms_max"] and len(row["gaps_ms"]) == 1, row
+    assert "failure to next start" in proc.stdout
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", [[], ["--serial"]], ids=["streamed", "serial"])
 def test_stream_bench_reports_each_process_s_cpu_per_task_and_the_offers_taken(
         tmp_path: Path, mode: list[str]) -> None:

@@ -42,6 +42,16 @@ def step(*upstream: object) -> None:
     return None
 
 
+# Killed with its pool child at its timeout (bench/replace_bench.py times the child's
+# replacement).
+STUCK_TIMEOUT_S = 0.5
+
+
+@task(queue_name=QUEUE, timeout=STUCK_TIMEOUT_S, retries=0)
+def stuck(key: str, tag: str, arg: float = 0.0) -> None:
+    work.run("sleep", key, tag, arg)
+
+
 @task(queue_name=SIM)
 def simulated(i: int) -> None:
     """Never run: the simulated workers of workload 7 acknowledge it without running it."""
