@@ -18,8 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+from balancer.common.keys import Keys
+from balancer.common.settings import Settings
+
 import balancer
-from bench.redis_servers import RedisServer
+from bench.redis_servers import RedisServer, wait_until
 
 # The checkout whose code runs.
 CHECKOUT = Path(balancer.__file__).resolve().parent.parent
@@ -42,7 +46,7 @@ class OwnCluster:
 @contextmanager
 def own_cluster(*workers: Sequence[str]) -> Iterator[OwnCluster]:
     """Serve and one worker per item of ``workers`` (its ``worker start`` options beyond
-    the process pool and the tasks' import)."""
+    the process pool and the tasks' import), yielded once every worker has registered."""
     server = RedisServer().start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BALANCER_")}
     env.update(BALANCER_REDIS_URL=server.url, PYTHONPATH=str(CHECKOUT),
@@ -57,6 +61,10 @@ def own_cluster(*workers: Sequence[str]) -> Iterator[OwnCluster]:
                 [sys.executable, "-m", "balancer.worker.cli", "start", "--pool", "process",
                  "--import", "bench.compare.ours_tasks", *options],
                 cwd=CHECKOUT, env=env, stderr=subprocess.DEVNULL))
+        with redis.Redis.from_url(server.url) as client:
+            registered = Keys(Settings().namespace).workers
+            wait_until(lambda: client.zcard(registered) >= len(workers),
+                       f"{len(workers)} workers to register")
         yield cluster
     finally:
         for proc in cluster.procs:

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from balancer.common.keys import Keys
-from balancer.common.settings import Settings
 
 from balancer import Flow
 
@@ -57,8 +55,6 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
     with own_cluster(("--concurrency", str(args.slots), "--queue", ours_tasks.QUEUE)) as cluster:
         client = redis.Redis.from_url(cluster.url)
         record = redis.Redis.from_url(cluster.record_url)
-        workers = Keys(Settings().namespace).workers
-        wait_until(lambda: client.zcard(workers) >= 1, "the worker to register")
         with Flow("warm") as flow:
             ours_tasks.noop("warm", "0", 0.0)
         flow.submit(client)

@@ -26,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from balancer.common.keys import Keys
-from balancer.common.settings import Settings
 
 from balancer import Flow
 
@@ -44,8 +42,6 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
     with own_cluster(("--concurrency", str(args.slots), "--queue", ours_tasks.QUEUE)) as cluster:
         client = redis.Redis.from_url(cluster.url)
         record = redis.Redis.from_url(cluster.record_url)
-        wait_until(lambda: client.zcard(Keys(Settings().namespace).workers) >= 1,
-                   "the worker to register")
         gaps = []
         for r in range(args.rounds):
             holders = []

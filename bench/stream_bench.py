@@ -31,8 +31,6 @@ from typing import Any
 
 import psutil
 import redis
-from balancer.common.keys import Keys
-from balancer.common.settings import Settings
 
 from balancer import Flow
 
@@ -80,9 +78,6 @@ def one_run(args: argparse.Namespace) -> dict[str, Any]:
         with own_cluster(*[one_slot] * args.workers) as cluster:
             client = redis.Redis.from_url(cluster.url, socket_timeout=30)
             record = redis.Redis.from_url(cluster.record_url)
-            workers = Keys(Settings().namespace).workers
-            wait_until(lambda: client.zcard(workers) >= args.workers,
-                       f"{args.workers} workers to register")
 
             def submit(n: int) -> None:
                 with Flow("stream") as flow:
