@@ -203,9 +203,7 @@ def _let_the_forkserver_go() -> None:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process took the number: ours is gone
+    except (ProcessLookupError, PermissionError):  # gone, or its number another user's
         return False
     return True
 
