@@ -53,6 +53,7 @@ class DoorbellInbox(Inbox):
         self.count = count
         self.parts = [Scripts(client, keys.of(p)) for p in range(count)]
         self.bell = keys.of(partitions.home(worker_id, count)).doorbell(worker_id)
+        self.blocked_on = self.bell
         self.block = SWEEP
         self.direct = Direct(client, read_timeout=SWEEP + READ_MARGIN, route=self.bell)
         self._inboxes = [scripts.keys.inbox(worker_id) for scripts in self.parts]
@@ -120,12 +121,3 @@ class DoorbellInbox(Inbox):
         self._due = {p for p, held in enumerate(replies) if held}
         self._swept = time.monotonic()
         return next((r for r in replies if isinstance(r, Exception)), None)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop fetching (``stopping`` must be set): end a blocked read at once (one
-        SENTINEL per fetcher, as ``Inbox.close`` says why)."""
-        try:
-            self.client.lpush(self.bell, *[SENTINEL] * self.fetchers)
-        except RETRYABLE as exc:
-            log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
-        self._turn.acquire(timeout=timeout)  # kept: no slot fetches again

@@ -63,6 +63,7 @@ class Inbox:
         self.fetchers = max(1, fetchers)
         self.client = client
         self.key = keys.inbox(worker_id)
+        self.blocked_on = self.key  # the list a blocked fetch waits on (close pushes there)
         self.fetched_key = keys.fetched(worker_id)
         self.scripts = Scripts(client, keys)
         self.on_take = on_take  # the worker now holds this lease
@@ -294,7 +295,7 @@ class Inbox:
         again). One entry per blocked connection reaches this one whatever the order;
         those left over are skipped by the next fetches, and go with the inbox."""
         try:
-            self.client.lpush(self.key, *[SENTINEL] * self.fetchers)
+            self.client.lpush(self.blocked_on, *[SENTINEL] * self.fetchers)
         except RETRYABLE as exc:
             log.error("worker=%s cannot end its fetch: %s", self.worker_id, describe(exc))
         self._turn.acquire(timeout=timeout)  # kept: no slot fetches again
