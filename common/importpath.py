@@ -249,7 +249,7 @@ def _resolve(path: str) -> Callable[..., Any]:
         obj: Any = _import(module)
     except TaskNotFound:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: a module parsing sys.argv (argparse)
         raise TaskNotFound(
             f"cannot import module {module!r} of task {path!r}: {type(exc).__name__}: {exc}"
             f" (the worker's sys.path starts with {sys.path[:3]})"

@@ -244,4 +244,22 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
                      daemon=True).start()
     client.ping()
     holding._send([READY])
-    slot.run()  # on this thread: until stopped
+    code = 0
+    try:
+        slot.run()  # on this thread: until stopped
+    except BaseException:
+        log.exception("pool child pid=%s of worker=%s failed", os.getpid(), spec.worker_id)
+        code = 1
+    _leave(code)
+
+
+def _leave(code: int) -> None:
+    """Exit now that the slot has stopped, whatever threads a task left running: a
+    non-daemon one would hold the process at its exit (multiprocessing joins them), and
+    the supervisor would wait out its grace period, then kill it and report a task still
+    running that was not."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a task may have closed it
+            stream.flush()
+    os._exit(code)

@@ -2,6 +2,12 @@
 
 This runs inside a pool thread or a pool child process, so it touches no Redis: it takes
 bytes and returns bytes, and every failure becomes an error record instead of a crash.
+That includes what a task raises that is not an ``Exception``: ``sys.exit()``, a
+``KeyboardInterrupt`` or ``asyncio.CancelledError`` of its own, a ``BaseException``
+subclass. Let through, it would end the slot's thread without a word (a thread-pool
+worker then holds the task "running" for ever, one slot fewer) or the pool child (a crash,
+counted toward quarantine). No signal can raise them here: SIGINT goes to a worker's main
+thread, and a pool child ignores it.
 
 An ``async def`` task runs to completion on the event loop of the thread running it (one
 per slot: a thread-pool slot's thread, a process-pool child), with its timeout enforced by
@@ -11,6 +17,7 @@ cancelling it; a task never "returns a coroutine".
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import threading
 from collections.abc import Awaitable
@@ -102,6 +109,11 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
                            mode=signal.mode)
     except Exception as exc:
         return Outcome.failure(ErrorInfo.from_exception(exc))
+    except BaseException as exc:  # sys.exit() and the like: the task fails, the slot goes on
+        error = ErrorInfo.from_exception(exc)
+        return Outcome.failure(dataclasses.replace(error, message=(
+            f"{error.message} (raised by task {fn_path}: a task cannot stop its worker;"
+            " it fails instead)").lstrip()))
     try:
         blob = codec.pack(value)
     except CodecError as exc:

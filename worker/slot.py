@@ -76,11 +76,13 @@ class Slot(threading.Thread):
         An error raised here, outside the task's own code (reading its arguments: a
         RecursionError from an argument nested hundreds deep), counts as a crash: the
         task goes back to its queue and is quarantined once it has done so
-        ``poison_threshold`` times, instead of being re-leased for ever."""
+        ``poison_threshold`` times, instead of being re-leased for ever. Whatever it is
+        (a SystemExit from a user's type decoder): a slot's thread that ended on it would
+        leave the task "running" for ever and the worker one slot fewer, without a word."""
         self.current, self.token = lease.task_id, lease.token
         try:
             return self.handle(lease)
-        except Exception as exc:
+        except BaseException as exc:
             log.exception("task=%s: unexpected error in worker=%s", lease.task_id,
                           self.worker_id)
             outcome = Outcome.failure(ErrorInfo(

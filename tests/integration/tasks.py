@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 
 import redis
@@ -176,3 +178,22 @@ def db_hang_first_run(url: str, key: str) -> int:
     if client.rpush(key, os.getpid()) == 1:
         time.sleep(120)
     return os.getpid()
+
+
+@task(retries=0)
+def exits(code: int) -> None:
+    sys.exit(code)
+
+
+@task(retries=0)
+def interrupts() -> None:
+    raise KeyboardInterrupt
+
+
+@task
+def leaves_a_thread_running(seconds: float) -> str:
+    """Starts a thread that is not a daemon, as a careless task would (a process's main
+    thread makes them so): it outlives the task."""
+    thread = threading.Thread(target=time.sleep, args=(seconds,), daemon=False)
+    thread.start()
+    return "left"

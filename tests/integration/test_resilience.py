@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import psutil
 import pytest
 import redis
 from balancer.common import codec
@@ -189,3 +190,51 @@ def test_sigterm_to_the_whole_process_group_lets_running_tasks_finish(
         log.close()
     assert run.wait(timeout=30) == "completed" and run.result(node) == 1.5
     assert real.hget(keys.task(run.ids[node]), "lost") is None  # never counted as a crash
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_task_calling_sys_exit_or_raising_keyboard_interrupt_fails_and_its_worker_goes_on(
+    procs: Processes, real: redis.Redis, namespace: str, pool: str
+) -> None:
+    """Neither is an Exception: let through, it ended a thread-pool slot's thread without
+    a word (the task "running" for ever, the worker one slot fewer: with one, it ran
+    nothing more) and killed a pool child (a crash, run again until quarantined)."""
+    keys = Keys(namespace)
+    procs.serve_and_worker(real, namespace, "--concurrency", "1", "--pool", pool)
+    with Flow("exits") as flow:
+        exits = tasks.exits(3)
+        interrupts = tasks.interrupts()
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=30) == "failed"
+    for node, kind in ((exits, "SystemExit"), (interrupts, "KeyboardInterrupt")):
+        error = run.error(node)
+        assert run.task_state(node) == "failed" and error is not None and error.type == kind
+        assert "a task cannot stop its worker" in error.message
+        assert real.hget(keys.task(run.ids[node]), "lost") is None  # no crash counted
+    with Flow("after") as after:
+        node = tasks.add(1, 2)
+    done = after.submit(real, namespace=namespace)
+    assert done.wait(timeout=30) == "completed" and done.result(node) == 3
+
+
+@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
+def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
+    procs: Processes, real: redis.Redis, namespace: str, slots: int
+) -> None:
+    """A thread that is not a daemon holds a process at its exit: the worker would wait
+    out its whole grace period for a child with nothing to finish, then kill it and report
+    a task still running."""
+    procs.env["BALANCER_SHUTDOWN_GRACE"] = "120"
+    procs.serve()
+    worker = procs.worker("--concurrency", str(slots), "--pool", "process")
+    _workers(real, Keys(namespace), 1)
+    with Flow("careless") as flow:
+        nodes = [tasks.leaves_a_thread_running(600) for _ in range(slots)]
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=30) == "completed"
+    assert [run.result(n) for n in nodes] == ["left"] * slots
+    children = psutil.Process(worker.pid).children(recursive=True)
+    assert procs.stop(worker, timeout=60) == 0  # SIGTERM; killed after 60 s
+    assert "after the grace period" not in procs.log(worker)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import time
 
 from balancer import Task, task
@@ -90,3 +92,23 @@ class NotATask:
 
     def run(self) -> str:
         return "should not run"
+
+
+class Unusual(BaseException):
+    """Not an Exception, as some libraries' control-flow errors are not."""
+
+
+@task
+def raises_base(kind: str) -> None:
+    """Raises what a task may raise that is not an Exception."""
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    if kind == "unusual":
+        raise Unusual("not an Exception")
+
+
+@task
+async def cancelled_by_itself() -> None:
+    raise asyncio.CancelledError()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from balancer.common import codec, importpath
 from balancer.worker.executor import Outcome, execute
 
@@ -26,6 +27,38 @@ def test_an_exception_becomes_a_retryable_error_with_its_traceback() -> None:
     assert not outcome.ok and outcome.retryable and not outcome.crashed
     assert error is not None and error.type == "KeyError" and "'missing'" in error.message
     assert "in boom" in error.traceback
+
+
+@pytest.mark.parametrize(("path", "kind", "type_"), [
+    ("tests.worker.tasks:raises_base", "exit", "SystemExit"),
+    ("tests.worker.tasks:raises_base", "interrupt", "KeyboardInterrupt"),
+    ("tests.worker.tasks:raises_base", "unusual", "tests.worker.tasks.Unusual"),
+    ("tests.worker.tasks:cancelled_by_itself", None, "asyncio.exceptions.CancelledError"),
+])
+def test_what_a_task_raises_that_is_not_an_exception_fails_it_and_goes_no_further(
+        path: str, kind: str | None, type_: str) -> None:
+    outcome = execute(path, call(kind) if kind else call(), LIMIT)
+    error = codec.unpack_error(outcome.payload)
+    assert not outcome.ok and outcome.retryable and not outcome.crashed
+    assert error is not None and error.type == type_, error
+    assert "a task cannot stop its worker; it fails instead" in error.message
+
+
+def test_a_task_module_that_exits_on_import_is_a_task_not_found_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module that parses sys.argv when imported (argparse exits on what it does not
+    know) must not take the slot's thread with it."""
+    (tmp_path / "parses_argv.py").write_text(
+        "import argparse\nargparse.ArgumentParser().parse_args(['--unknown'])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importpath.set_policy(importpath.TaskPolicy.of(folder=str(tmp_path)))
+    try:
+        outcome = execute("parses_argv:anything", call(), LIMIT)
+    finally:
+        importpath.set_policy(importpath.TaskPolicy.of())
+    error = codec.unpack_error(outcome.payload)
+    assert error is not None and error.type == "balancer.common.importpath.TaskNotFound"
+    assert "SystemExit: 2" in error.message
 
 
 def test_an_unknown_task_is_a_task_not_found_error() -> None:
