@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from balancer import caching, taskclass
-from balancer.common import codec, partitions, protocol, signals, signing
+from balancer.common import codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -269,8 +269,9 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
                                    ready[small], small, now_ms, signal)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
-        raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit ({exc});"
-                        " what it had written is removed") from exc
+        raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
+                        f" ({keytypes.explain(client, keys, exc, touched)}); what it had"
+                        " written is removed") from exc
     log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(ids),
              f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)

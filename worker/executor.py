@@ -119,7 +119,8 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo(
             "balancer.ResultNotSerializable",
-            f"task {fn_path} returned a {type(value).__qualname__} that cannot be stored: {exc}"
+            f"task {fn_path} returned a value of type {type(value).__qualname__} that cannot be"
+            f" stored: {exc}"
             " (results travel as msgpack)"), retryable=False)
     if len(blob) > max_result_bytes:
         return Outcome.failure(ErrorInfo(

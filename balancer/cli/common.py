@@ -10,8 +10,8 @@ from typing import Any
 import click
 import redis
 
-from balancer.common import partitions
-from balancer.common.connection import Unreachable, reach
+from balancer.common import keytypes, partitions
+from balancer.common.connection import Unreachable, explain, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings, SettingsError
@@ -67,7 +67,13 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--namespace", help=NS_HELP)
     @functools.wraps(fn)
     def wrapper(*args: Any, redis_url: str | None, namespace: str | None, **kwargs: Any) -> Any:
-        return fn(*args, cluster=Cluster.open(redis_url=redis_url, namespace=namespace),
-                  **kwargs)
+        cluster = Cluster.open(redis_url=redis_url, namespace=namespace)
+        try:
+            return fn(*args, cluster=cluster, **kwargs)
+        except redis.ResponseError as exc:  # one line naming the key, not a traceback
+            raise click.ClickException("Redis refused a command: " + keytypes.explain(
+                cluster.client, cluster.keys, exc)) from None
+        except redis.RedisError as exc:  # the connection lost midway
+            raise click.ClickException(explain(cluster.settings.server_url, exc)) from None
 
     return wrapper

@@ -75,8 +75,11 @@ local function warg(w, i) return ARGV[o + 1 + 4 * w + i] end
 local roomy = #ids == 1
 -- The queue's offer now (returned for the client's next submit). Not read together with
 -- the leader in one MGET: a client's ACL user (`balancer acl`) set up before would be
--- refused MGET, and every small submit with it, for a microsecond.
-local offer_now = redis.call('GET', KEYS[6])
+-- refused MGET, and every small submit with it, for a microsecond. A key of another type
+-- (written by hand) reads as no offer: an offer only saves a hop, and must never cost a
+-- submit.
+local offer_now = redis.pcall('GET', KEYS[6])
+if type(offer_now) == 'table' then offer_now = false end
 -- Worker x goes before worker y: less load, the one offered first on a tie.
 local function before(x, y)
   return x[1] < y[1] or (x[1] == y[1] and x[2] < y[2])
@@ -131,8 +134,9 @@ local function chosen()
   end
 end
 
-local w, held = chosen()
-if not w then
+-- A key the checks read holding another type refuses the offer, as a failed check does.
+local fine, w, held = pcall(chosen)
+if not fine or not w then
   -- Queued for the dispatcher, as any submit. It is not woken while it keeps the
   -- queue's backlog for room to come (KEYS[8], which it sets with a short life): the room
   -- freed wakes it (an ack, a worker come), and it reads the queue then.

@@ -83,9 +83,10 @@ def test_a_write_redis_refuses_midway_is_undone(real: redis.Redis, namespace: st
     makes the queueing fail after the records were written."""
     keys = Keys(namespace)
     real.set(keys.queue("default"), "not a sorted set")
-    with pytest.raises(FlowError, match="Redis refused a write"):
+    with pytest.raises(FlowError, match="Redis refused a write") as refused:
         flow_of(tasks.constant, n, 1).submit(real, namespace=namespace)
     assert records(real, namespace) == []
+    assert f"{keys.queue('default')} holds a string, not a zset" in str(refused.value)
 
 
 def test_an_undone_submit_takes_its_tasks_back_out_of_the_queues_it_reached(

@@ -228,3 +228,18 @@ def test_the_dispatcher_rides_out_redis_refusing_writes_and_resumes(
         wait_for(lambda: "Redis serves again" in procs.log(serve), timeout=30)
     finally:
         server.cleanup()
+
+
+def test_a_standing_offer_of_the_wrong_type_costs_no_submit(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """A small submit reads the queue's standing offer, and the keys it checks, in its
+    script: one of another type (written by hand) must refuse the offer, as a failed
+    check does, and the task go through the queue; it made every small submit fail."""
+    keys = Keys(namespace)
+    _start(procs, real, keys)
+    _completes(real, namespace, "default")  # the client has seen the offer
+    for _ in range(3):
+        real.delete(keys.offer("default"))
+        real.hset(keys.offer("default"), "written", "by hand")
+        _completes(real, namespace, "default")

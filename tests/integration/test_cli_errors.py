@@ -8,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+import redis
+from balancer.common.keys import Keys
 
 from bench.redis_servers import free_port
 from tests.conftest import ROOT
@@ -92,3 +94,20 @@ def test_client_code_gets_one_clear_exception_without_redis_internals(kind: str)
     else:
         assert last.startswith("balancer.common.connection.Unreachable: cannot reach Redis at"
                                " redis://admin:***@127.0.0.1:")
+
+
+@pytest.mark.parametrize("command", [["status"], ["flows"], ["dlq", "ls"]], ids=" ".join)
+def test_a_key_of_the_wrong_type_is_named_in_one_line_by_the_commands_that_read_it(
+        command: list[str], real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """Redis's WRONGTYPE names no key: the operator's tools, run because something is
+    wrong, must say which key it is instead of printing a traceback."""
+    keys = Keys(namespace)
+    real.set(keys.flows, "not the recent flows")
+    real.set(keys.dlq, "not the quarantine")
+    out = subprocess.run([sys.executable, "-m", "balancer.cli", *command, "--redis-url",
+                          redis_url, "--namespace", namespace], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=60)
+    line = _one_line(out)
+    assert f"{keys.flows} holds a string, not a zset" in line or (
+        f"{keys.dlq} holds a string, not a zset" in line), line
+    assert f"redis-cli DEL {keys.flows} {keys.dlq}" in line
