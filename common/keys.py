@@ -66,8 +66,6 @@ partitions over its slots. Every key below exists once per partition, but for
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 
 class Keys:
     def __init__(self, namespace: str = "balancer", partition: int = 0) -> None:
@@ -215,22 +213,6 @@ class Keys:
     @property
     def epoch(self) -> str:
         return f"{self.prefix}epoch"
-
-    def expected_types(self, queues: Iterable[str] = ()) -> dict[str, str]:
-        """The key of each fixed name, and of each of ``queues``, with the type the table
-        above gives it (as TYPE names them): what an operator's tools check when Redis
-        answers WRONGTYPE (common/keytypes.py)."""
-        types = {self.flows: "zset", self.queues: "set", self.inflight: "hash",
-                 self.tag_limits: "hash", self.tag_inflight: "hash", self.workers: "zset",
-                 self.delayed: "zset", self.deadlines: "zset", self.cascade: "list",
-                 self.gate: "zset", self.dlq: "zset", self.aside: "hash", self.wake: "list",
-                 self.events: "stream", self.idle: "string", self.leader: "string",
-                 self.dispatchers: "zset", self.epoch: "string", self.schedules: "zset",
-                 self.partitions: "string"}
-        for name in queues:
-            types.update({self.queue(name): "zset", self.queue_conf(name): "hash",
-                          self.offer(name): "string", self.backlog(name): "string"})
-        return types
 
     @property
     def partitions(self) -> str:

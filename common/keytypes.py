@@ -25,6 +25,22 @@ class WrongType:
         return f"{self.key} holds a {self.found}, not a {self.expected}"
 
 
+def expected_types(keys: Keys, queues: Iterable[str] = ()) -> dict[str, str]:
+    """The key of each fixed name, and of each of ``queues``, with the type the schema
+    table of common/keys.py gives it (as TYPE names them; a test holds the two together)."""
+    types = {keys.flows: "zset", keys.queues: "set", keys.inflight: "hash",
+             keys.tag_limits: "hash", keys.tag_inflight: "hash", keys.workers: "zset",
+             keys.delayed: "zset", keys.deadlines: "zset", keys.cascade: "list",
+             keys.gate: "zset", keys.dlq: "zset", keys.aside: "hash", keys.wake: "list",
+             keys.events: "stream", keys.idle: "string", keys.leader: "string",
+             keys.dispatchers: "zset", keys.epoch: "string", keys.schedules: "zset",
+             keys.partitions: "string"}
+    for name in queues:
+        types.update({keys.queue(name): "zset", keys.queue_conf(name): "hash",
+                      keys.offer(name): "string", keys.backlog(name): "string"})
+    return types
+
+
 def is_wrong_type(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
 
@@ -34,7 +50,7 @@ def wrong_types(client: redis.Redis, keys: Keys, queues: Iterable[str] = ()
     """The keys of ``keys``' fixed names and of ``queues`` (default: the queues the
     namespace lists) whose type is not the schema's; a missing key is fine."""
     queues = list(queues) or _listed_queues(client, keys)
-    expected = keys.expected_types(queues)
+    expected = expected_types(keys, queues)
     pipe = client.pipeline(transaction=False)
     for key in expected:
         pipe.type(key)

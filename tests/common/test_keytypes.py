@@ -29,7 +29,7 @@ def _table() -> dict[str, str]:
 def test_the_expected_types_are_those_of_the_schema_table() -> None:
     keys = Keys("ns")
     table = _table()
-    for key, kind in keys.expected_types(["q1"]).items():
+    for key, kind in keytypes.expected_types(keys, ["q1"]).items():
         name = key.removeprefix(keys.prefix).removeprefix("{ns}:").replace("q1", "<name>")
         assert table[name] == kind, key
 
