@@ -182,7 +182,7 @@ class Worker:
             for module in self.imports:
                 try:
                     __import__(module)
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # SystemExit: it parsed sys.argv
                     raise WorkerError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
         self._claim_id()
         self.slots = self._make_slots()
