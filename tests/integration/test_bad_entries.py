@@ -240,6 +240,8 @@ def test_a_standing_offer_of_the_wrong_type_costs_no_submit(
     _start(procs, real, keys)
     _completes(real, namespace, "default")  # the client has seen the offer
     for _ in range(3):
-        real.delete(keys.offer("default"))
-        real.hset(keys.offer("default"), "written", "by hand")
+        by_hand = real.pipeline(transaction=True)  # the dispatcher may set it in between
+        by_hand.delete(keys.offer("default"))
+        by_hand.hset(keys.offer("default"), "written", "by hand")
+        by_hand.execute()
         _completes(real, namespace, "default")
