@@ -43,6 +43,11 @@ class Settings:
     dispatch_tick: float = 0.5
     # Grace period for running tasks on SIGTERM.
     shutdown_grace: float = 30.0
+    # A pool child is replaced by a fresh one after this many tasks, or once its resident
+    # memory passes this many MB after a task (0: never; worker/retire.py). Process pool
+    # only: a thread pool's slots share one process.
+    max_tasks_per_child: int = 0
+    max_memory_per_child: int = 0
     # How long past its timeout a task may stay unacknowledged before the dispatcher fails
     # it itself (a backstop for a worker that keeps heartbeating but lost the task).
     timeout_grace: float = 10.0
@@ -133,6 +138,10 @@ class Settings:
             raise SettingsError(f"replica_timeout must be positive, got {self.replica_timeout}")
         if self.max_map_children < 0:
             raise SettingsError("max_map_children must not be negative")
+        for name in ("max_tasks_per_child", "max_memory_per_child"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative (0: no bound), got"
+                                    f" {getattr(self, name)}")
         if self.events_max < 1:
             raise SettingsError(f"events_max must be at least 1, got {self.events_max}")
         if self.task_events not in ("on", "off"):

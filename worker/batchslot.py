@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 from balancer.common import signals
@@ -43,6 +43,7 @@ from balancer.worker.ack import Acker, Finished
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
 from balancer.worker.pool import Runner
+from balancer.worker.retire import Retirement
 from balancer.worker.slot import Slot
 
 log = logging.getLogger("worker")
@@ -54,10 +55,15 @@ ACK_WITHIN = 0.005
 class BatchSlot(Slot):
     def __init__(self, worker_id: str, client: redis.Redis, keys: Keys, runner: Runner,
                  inbox: Inbox, acker: Acker, holding: Holding, stopping: threading.Event,
-                 ahead_field: str, ackers: Sequence[Acker] = ()) -> None:
+                 ahead_field: str, ackers: Sequence[Acker] = (),
+                 retirement: Retirement | None = None,
+                 on_retire: Callable[[str], None] | None = None) -> None:
         super().__init__(0, worker_id, client, keys, runner, inbox, acker, holding, stopping,
                          ackers)
         self.ahead_field = ahead_field  # this child's field of ahead:<worker>
+        self.retirement = retirement  # when this child makes way for a fresh one
+        self.on_retire = on_retire  # told why, before the child stops fetching
+        self._retire_why: str | None = None
         self._partition = 0  # of the last lease run: where the next batch is taken
         self._lock = threading.Lock()
         self._pending: list[Finished] = []  # finished, not stored yet
@@ -74,6 +80,8 @@ class BatchSlot(Slot):
                 self._starting(lease)
                 finished = self.run_one(lease)
                 self._depth, self._partition = lease.depth, lease.partition
+                if self.retirement is not None and self._retire_why is None:
+                    self._retire_why = self.retirement.after_task()
                 with self._lock:
                     if not self._pending:
                         self._oldest = time.monotonic()
@@ -81,6 +89,8 @@ class BatchSlot(Slot):
                     more = self.inbox.has_ready()
                     if more and time.monotonic() - self._oldest < ACK_WITHIN:
                         continue
+                if self._retire_why is not None and not more:  # its batch run: it leaves
+                    self._retire(self._retire_why)
                 take = 0 if more or self.stopping.is_set() else self._batch_size()
                 self._store(take)
         finally:
@@ -90,8 +100,18 @@ class BatchSlot(Slot):
     def _batch_size(self) -> int:
         """How many leases to take next: the prefetch the last lease run was leased with.
         The dispatcher decided it (run times and priorities), so the child never prefetches
-        what the dispatcher would not (a queue whose workers serve a higher one)."""
+        what the dispatcher would not (a queue whose workers serve a higher one)), nor
+        past the tasks it may still run before it retires."""
+        if self.retirement is not None:
+            return self.retirement.left(self._depth)
         return self._depth
+
+    def _retire(self, why: str) -> None:
+        """Stop fetching (what is pending is stored, without taking more), having told
+        the supervisor why."""
+        if self.on_retire is not None:
+            self.on_retire(why)
+        self.stopping.set()
 
     def _store(self, take: int) -> None:
         """Store the results waiting; with ``take``, take the next batch in the same call."""

@@ -45,6 +45,7 @@ from balancer.worker.executor import Outcome, execute
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
 from balancer.worker.record import Record
+from balancer.worker.retire import Retirement
 
 log = logging.getLogger("worker")
 
@@ -53,6 +54,7 @@ MAKE_WAY = b"w"  # from the supervisor: a run went long; hand back what waits be
 TOOK = b"t"  # to the supervisor: a lease was taken (sent only when it sleeps)
 ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
+RETIRING = b"x"  # to the supervisor: this child leaves for a fresh one (worker.retire)
 PR_SET_PDEATHSIG = 1
 # Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
 # (the heartbeat tells the dispatcher of a change of a quarter, once a second), and at once
@@ -239,7 +241,10 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
               for p in range(spec.partitions)]
     slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
                      inbox, ackers[0], holding, stopping, ahead_field=str(spec.index),
-                     ackers=ackers)
+                     ackers=ackers,
+                     retirement=Retirement.of(settings.max_tasks_per_child,
+                                              settings.max_memory_per_child),
+                     on_retire=lambda why: holding._send([RETIRING, why]))
     threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",
                      daemon=True).start()
     client.ping()

@@ -107,12 +107,14 @@ class ChildWatch(threading.Thread):
         self.stopping = False
         self.killing = False  # killed at shutdown: its task is left to the dispatcher
         self.cancelled: tuple[str, str] | None = None  # (task id, token) killed for a cancel
+        self.retiring: str | None = None  # why the child said it leaves (worker.retire)
         self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
         self._awake = Awake()
         self._spawn()
 
     def _spawn(self) -> None:
         self.record.clear()
+        self.retiring = None
         conn, child_conn = self.ctx.Pipe()
         process = self.ctx.Process(target=child.main,
                                    args=(child_conn, self.record.shared, self.spec),
@@ -206,11 +208,12 @@ class ChildWatch(threading.Thread):
             self.record.set_asleep(False)
             if self.process.sentinel in ready or not self.process.is_alive():
                 self.process.join(5)
-                cancelled = self.cancelled is not None
+                self._read_news()  # what it said before it went (that it retires)
+                expected = self.cancelled is not None or self._retired()
                 self._settle(self._died())
                 if self.stopping:
                     return
-                if not cancelled and time.monotonic() - self.spawned_at < EARLY_DEATH_S:
+                if not expected and time.monotonic() - self.spawned_at < EARLY_DEATH_S:
                     time.sleep(RESTART_BACKOFF)
                 self._spawn()
                 continue
@@ -258,6 +261,8 @@ class ChildWatch(threading.Thread):
                 continue
             if message and message[0] == b"d":
                 self.holding.learn(str(message[1]), float(message[2]))
+            elif message and message[0] == child.RETIRING:
+                self.retiring = str(message[1])
 
     def _check_deadline(self) -> None:
         snap = self.record.read()
@@ -276,9 +281,16 @@ class ChildWatch(threading.Thread):
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
 
+    def _retired(self) -> bool:
+        """The child left as it said it would (worker.retire), its exit clean."""
+        return self.retiring is not None and self.process.exitcode == 0
+
     def _died(self) -> Snapshot:
         snap = self.record.read()
-        if not self.stopping and self.cancelled is None:
+        if self._retired():
+            log.info("pool process pid=%s of worker=%s retired after %s; a fresh one takes"
+                     " its place", self.process.pid, self.worker_id, self.retiring)
+        elif not self.stopping and self.cancelled is None:
             log.error("pool process pid=%s of worker=%s died (exit code %s) while %s;"
                       " replacing it", self.process.pid, self.worker_id,
                       self.process.exitcode, PHASES[snap.phase])

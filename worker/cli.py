@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -46,23 +47,43 @@ def main() -> None:
 @click.option("--heartbeat-interval", type=float, help="Seconds between heartbeats. Default 1.")
 @click.option("--grace", type=float, help="Seconds running tasks get to finish on SIGTERM."
                                           " Default 30.")
+@click.option("--max-tasks-per-child", type=click.IntRange(min=0), metavar="N",
+              help="Replace each pool process by a fresh one after N tasks, against leaks"
+                   " in long-lived processes (process pool; 0: never). Default:"
+                   " $BALANCER_MAX_TASKS_PER_CHILD or 0.")
+@click.option("--max-memory-per-child", type=click.IntRange(min=0), metavar="MB",
+              help="Replace a pool process by a fresh one after a task that left its"
+                   " resident memory over MB megabytes, before the kernel's OOM killer"
+                   " ends it mid-task (process pool; 0: no bound). Default:"
+                   " $BALANCER_MAX_MEMORY_PER_CHILD or 0.")
 @log_level_option
 @log_format_option
 def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None,
           imports: tuple[str, ...], allow: tuple[str, ...], redis_url: str | None,
           namespace: str | None, heartbeat_interval: float | None, grace: float | None,
+          max_tasks_per_child: int | None, max_memory_per_child: int | None,
           log_level: str, log_format: str | None) -> None:
     """Start a worker serving QUEUEs: heartbeat, fetch, execute, acknowledge.
 
     Example: worker start --queue high-priority --queue default --concurrency 4
     """
+    if pool == "thread" and (max_tasks_per_child or max_memory_per_child):
+        raise click.UsageError("--max-tasks-per-child and --max-memory-per-child replace"
+                               " pool processes: they need --pool process (a thread pool's"
+                               " slots share the worker's one process)")
     try:
         settings = Settings.from_env(redis_url=redis_url, namespace=namespace,
                                      heartbeat_interval=heartbeat_interval,
-                                     shutdown_grace=grace, log_format=log_format)
+                                     shutdown_grace=grace, log_format=log_format,
+                                     max_tasks_per_child=max_tasks_per_child,
+                                     max_memory_per_child=max_memory_per_child)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logs.setup(log_level, settings.log_format)
+    if pool == "thread" and (settings.max_tasks_per_child or settings.max_memory_per_child):
+        logging.getLogger("worker").warning(
+            "BALANCER_MAX_TASKS_PER_CHILD and BALANCER_MAX_MEMORY_PER_CHILD are ignored by a"
+            " thread pool: its slots share the worker's one process")
     for q in queues:
         if not q or any(c.isspace() for c in q):
             raise click.BadParameter(f"invalid queue name {q!r}", param_hint="--queue")

@@ -197,3 +197,13 @@ def leaves_a_thread_running(seconds: float) -> str:
     thread = threading.Thread(target=time.sleep, args=(seconds,), daemon=False)
     thread.start()
     return "left"
+
+
+_kept: list[bytes] = []
+
+
+@task
+def grows(mb: int) -> int:
+    """Keeps ``mb`` megabytes for the rest of its process's life, as a leak would; its pid."""
+    _kept.append(os.urandom(1) * (mb << 20))
+    return os.getpid()

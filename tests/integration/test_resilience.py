@@ -238,3 +238,57 @@ def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
     assert "after the grace period" not in procs.log(worker)
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
+def test_pool_processes_retire_after_max_tasks_per_child_and_fresh_ones_go_on(
+    procs: Processes, real: redis.Redis, namespace: str, slots: int
+) -> None:
+    """Short tasks come in batches: a child never takes a lease past its bound, so that
+    none runs more than its bound, and none is handed back or counted as a crash."""
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", str(slots), "--pool", "process",
+                          "--max-tasks-per-child", "3")
+    _workers(real, keys, 1)
+    for round_ in range(2):  # the second with run times known: batches
+        with Flow(f"recycled-{round_}") as flow:
+            nodes = [tasks.whoami() for _ in range(15)]
+        run = flow.submit(real, namespace=namespace)
+        assert run.wait(timeout=60) == "completed"
+        pids = [run.result(n) for n in nodes]
+        assert max(pids.count(p) for p in set(pids)) <= 3 and len(set(pids)) >= 5
+        assert all(real.hget(keys.task(run.ids[n]), "lost") is None for n in nodes)
+    log = procs.log(worker)
+    assert "retired after 3 tasks (max_tasks_per_child 3); a fresh one takes its place" in log
+    assert "died" not in log and "handed back" not in log
+    assert procs.stop(worker) == 0
+
+
+def test_a_pool_process_over_max_memory_per_child_after_a_task_retires(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "process",
+                          "--max-memory-per-child", "300")
+    _workers(real, keys, 1)
+    with Flow("leaky") as flow:
+        small = tasks.grows(1)
+        big = tasks.grows(400)
+        big.set_upstream(small)
+        after = tasks.whoami()
+        after.set_upstream(big)
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+    assert run.result(small) == run.result(big) != run.result(after)
+    log = procs.log(worker)
+    assert "over max_memory_per_child 300 MB; a fresh one takes its place" in log
+    assert "died" not in log
+
+
+def test_bounds_on_pool_processes_are_refused_with_a_thread_pool() -> None:
+    out = subprocess.run([sys.executable, "-m", "balancer.worker.cli", "start", "--pool",
+                          "thread", "--max-tasks-per-child", "5"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "they need --pool process" in out.stderr
