@@ -104,6 +104,19 @@ def test_replace_bench_times_a_killed_pool_child_s_replacement(tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_retire_bench_runs_each_bound_on_its_own_cluster(tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "retire.json"
+    proc, figures = _run("retire_bench.py", out, "--bounds", "0,10", "--tasks", "60",
+                         "--runs", "1")
+    rates = figures["tasks_per_s"]
+    assert set(rates) == {"0", "10"} and all(r[0] > 0 for r in rates.values()), rates
+    assert "bound     10: median" in proc.stdout
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("mode", [[], ["--serial"]], ids=["streamed", "serial"])
 def test_stream_bench_reports_each_process_s_cpu_per_task_and_the_offers_taken(
         tmp_path: Path, mode: list[str]) -> None:
