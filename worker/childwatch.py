@@ -51,6 +51,13 @@ SHOWN_LOOK = 1.0
 # submits one task at a time would otherwise have the child write to the pipe on its way
 # to each task, and this thread wake while the task runs.
 STAY_AWAKE = 1.0
+# multiprocessing reads a forked child's exit code from its forkserver's pipe, once: two
+# threads polling the same child at the same moment leave one of them with the pipe's
+# end, which it takes for exit code 255. Process.start() polls every child of the
+# process (multiprocessing.process._cleanup), so a watch starting a child while another
+# read its own child's end made a retired or stopped child look like a crash. Every
+# start and every poll of a child goes through this lock.
+_PROCESSES = threading.Lock()
 
 
 class Awake:
@@ -119,7 +126,8 @@ class ChildWatch(threading.Thread):
         process = self.ctx.Process(target=child.main,
                                    args=(child_conn, self.record.shared, self.spec),
                                    name="balancer-task", daemon=True)
-        process.start()
+        with _PROCESSES:
+            process.start()
         self.conn, self.process = conn, process
         if self.stopping:  # stop() came while this child started: it must not fetch
             self.stop()
@@ -136,7 +144,7 @@ class ChildWatch(threading.Thread):
                     return None
             except (EOFError, OSError, CodecError):
                 pass
-        self.process.join(0.5)
+        self._join(0.5)
         if self.process.exitcode is not None:
             return f"its pool process exited with code {self.process.exitcode} on start-up"
         return f"its pool process did not start within {timeout:.0f}s"
@@ -186,10 +194,10 @@ class ChildWatch(threading.Thread):
 
     def close(self, kill: bool = False) -> None:
         """After ``stop`` and the grace period: kill a child still running."""
-        if kill and self.process.is_alive():
+        if kill and self._alive():
             self.killing = True
             self.process.kill()
-        self.process.join(5)
+        self._join(5)
         if self.ident is not None:  # started
             self.join(5)
 
@@ -206,8 +214,8 @@ class ChildWatch(threading.Thread):
                 delay = IDLE_WAIT if snap.phase == IDLE else 0.0
             ready = wait([self.conn, self.process.sentinel], delay)
             self.record.set_asleep(False)
-            if self.process.sentinel in ready or not self.process.is_alive():
-                self.process.join(5)
+            if self.process.sentinel in ready or not self._alive():
+                self._join(5)
                 self._read_news()  # what it said before it went (that it retires)
                 expected = self.cancelled is not None or self._retired()
                 self._settle(self._died())
@@ -274,12 +282,23 @@ class ChildWatch(threading.Thread):
         log.warning("task=%s passed its timeout of %ss; killing pid=%s on worker=%s",
                     lease.task_id, lease.timeout, self.process.pid, self.worker_id)
         self.process.kill()
-        self.process.join(5)
+        self._join(5)
         self._settle(snap, Outcome.failure(ErrorInfo(
             "TimeoutError", f"task {lease.fn} ran past its timeout of {lease.timeout}s and"
                             " was stopped")))
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
+
+    def _alive(self) -> bool:
+        with _PROCESSES:
+            return self.process.is_alive()
+
+    def _join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the child's end, then read its exit code (once it
+        is read, ``process.exitcode`` reads nothing more)."""
+        wait([self.process.sentinel], timeout)
+        with _PROCESSES:
+            self.process.join(0)
 
     def _retired(self) -> bool:
         """The child left as it said it would (worker.retire), its exit clean."""

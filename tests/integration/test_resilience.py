@@ -292,3 +292,24 @@ def test_bounds_on_pool_processes_are_refused_with_a_thread_pool() -> None:
                           "thread", "--max-tasks-per-child", "5"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "they need --pool process" in out.stderr
+
+
+def test_pool_processes_retiring_side_by_side_never_look_crashed(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """A forked child's exit code is read from its forkserver's pipe, once; starting a
+    child polls every other child too. Unserialized, a watch starting a child while
+    another read its own child's end left that one with the pipe's end: exit code 255,
+    a crash logged (in 4 runs of 4 of this test before the fix)."""
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "process",
+                          "--max-tasks-per-child", "1")
+    _workers(real, keys, 1)
+    with Flow("churn") as flow:
+        nodes = [tasks.whoami() for _ in range(150)]
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=120) == "completed"
+    assert len({run.result(n) for n in nodes}) == 150  # each in a process of its own
+    log = procs.log(worker)
+    assert log.count("retired after 1 tasks") >= 149 and "died" not in log
