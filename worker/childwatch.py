@@ -295,10 +295,12 @@ class ChildWatch(threading.Thread):
 
     def _join(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the child's end, then read its exit code (once it
-        is read, ``process.exitcode`` reads nothing more)."""
-        wait([self.process.sentinel], timeout)
-        with _PROCESSES:
-            self.process.join(0)
+        is read, ``process.exitcode`` reads nothing more). The read waits for the code:
+        a spawned child closes the sentinel as it exits, a moment before it can be
+        reaped."""
+        if wait([self.process.sentinel], timeout):
+            with _PROCESSES:
+                self.process.join()
 
     def _retired(self) -> bool:
         """The child left as it said it would (worker.retire), its exit clean."""
