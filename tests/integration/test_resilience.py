@@ -28,6 +28,15 @@ def _workers(client: redis.Redis, keys: Keys, n: int) -> None:
     wait_for(lambda: client.zcard(keys.workers) >= n, timeout=30)
 
 
+def _pool_worker(procs: Processes, real: redis.Redis, namespace: str, *args: str
+                 ) -> subprocess.Popen[bytes]:
+    """`balancer serve` and one process-pool worker started with ``args``, registered."""
+    procs.serve()
+    worker = procs.worker("--pool", "process", *args)
+    _workers(real, Keys(namespace), 1)
+    return worker
+
+
 def test_workers_survive_redis_running_out_of_memory_and_register_again(
     procs: Processes, namespace: str
 ) -> None:
@@ -225,9 +234,7 @@ def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
     out its whole grace period for a child with nothing to finish, then kill it and report
     a task still running."""
     procs.env["BALANCER_SHUTDOWN_GRACE"] = "120"
-    procs.serve()
-    worker = procs.worker("--concurrency", str(slots), "--pool", "process")
-    _workers(real, Keys(namespace), 1)
+    worker = _pool_worker(procs, real, namespace, "--concurrency", str(slots))
     with Flow("careless") as flow:
         nodes = [tasks.leaves_a_thread_running(600) for _ in range(slots)]
     run = flow.submit(real, namespace=namespace)
@@ -247,10 +254,8 @@ def test_pool_processes_retire_after_max_tasks_per_child_and_fresh_ones_go_on(
     """Short tasks come in batches: a child never takes a lease past its bound, so that
     none runs more than its bound, and none is handed back or counted as a crash."""
     keys = Keys(namespace)
-    procs.serve()
-    worker = procs.worker("--concurrency", str(slots), "--pool", "process",
+    worker = _pool_worker(procs, real, namespace, "--concurrency", str(slots),
                           "--max-tasks-per-child", "3")
-    _workers(real, keys, 1)
     for round_ in range(2):  # the second with run times known: batches
         with Flow(f"recycled-{round_}") as flow:
             nodes = [tasks.whoami() for _ in range(15)]
@@ -268,11 +273,8 @@ def test_pool_processes_retire_after_max_tasks_per_child_and_fresh_ones_go_on(
 def test_a_pool_process_over_max_memory_per_child_after_a_task_retires(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:
-    keys = Keys(namespace)
-    procs.serve()
-    worker = procs.worker("--concurrency", "1", "--pool", "process",
+    worker = _pool_worker(procs, real, namespace, "--concurrency", "1",
                           "--max-memory-per-child", "300")
-    _workers(real, keys, 1)
     with Flow("leaky") as flow:
         small = tasks.grows(1)
         big = tasks.grows(400)
@@ -301,11 +303,8 @@ def test_pool_processes_retiring_side_by_side_never_look_crashed(
     child polls every other child too. Unserialized, a watch starting a child while
     another read its own child's end left that one with the pipe's end: exit code 255,
     a crash logged (in 4 runs of 4 of this test before the fix)."""
-    keys = Keys(namespace)
-    procs.serve()
-    worker = procs.worker("--concurrency", "2", "--pool", "process",
+    worker = _pool_worker(procs, real, namespace, "--concurrency", "2",
                           "--max-tasks-per-child", "1")
-    _workers(real, keys, 1)
     with Flow("churn") as flow:
         nodes = [tasks.whoami() for _ in range(150)]
     run = flow.submit(real, namespace=namespace)
