@@ -3,6 +3,7 @@ tests, and a process manager that cleans up every process a test starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import fakeredis
+import psutil
 import pytest
 import redis
 from balancer.common.keys import Keys
@@ -124,10 +126,18 @@ class Processes:
         return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
     def cleanup(self) -> None:
+        """Kill what still runs, and wait for its pool processes too: a forked pool child
+        outlives its killed supervisor by a moment (until its forkserver ends), in which
+        it ends its fetch with sentinels, which would land after the namespace is
+        dropped and leave an inbox key behind."""
         for proc in self.procs:
             if proc.poll() is None:
+                below: list[psutil.Process] = []
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    below = psutil.Process(proc.pid).children(recursive=True)
                 proc.kill()
                 proc.wait(5)
+                psutil.wait_procs(below, timeout=5)
 
 
 @pytest.fixture
