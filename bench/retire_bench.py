@@ -27,7 +27,7 @@ from balancer import Flow
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # as replace_bench
 
 from bench.compare import ours_tasks
-from bench.own_cluster import CHECKOUT, own_cluster
+from bench.own_cluster import CHECKOUT, add_run_options, own_cluster
 
 WARM = 200  # tasks run first: the dispatcher learns they are short, and batches them
 
@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bounds", default="0,100,1000",
                         help="comma-separated --max-tasks-per-child values (0: none)")
     parser.add_argument("--tasks", type=int, default=4000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write every round's figures here")
+    add_run_options(parser, runs=3)
     args = parser.parse_args(argv)
     bounds = [int(b) for b in args.bounds.split(",")]
     print(f"code: {CHECKOUT}; 1 worker x {args.slots} process slots, {args.tasks} no-ops")
