@@ -44,6 +44,7 @@ class Stream:
         self.namespace = namespace
         self.runs: list[tuple[float, FlowRun, int]] = []  # (submitted at, run, expected)
         self.outcome = Outcome()
+        self.odd: list[FlowRun] = []  # the runs behind outcome.other
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._submit, daemon=True)
 
@@ -85,11 +86,13 @@ class Stream:
                 continue
             except TimeoutError as exc:
                 self.outcome.other.append(f"{run.id}: {exc}")
+                self.odd.append(run)
                 continue
             if state == "completed" and run.results().get("add") == expected:
                 self.outcome.completed += 1
             else:
-                self.outcome.other.append(f"{run.id}: {state} {run.states()}")
+                self.outcome.other.append(f"{run.id}: {state} {run.states()} {run.message}")
+                self.odd.append(run)
         return self.outcome
 
 
@@ -139,6 +142,12 @@ def run_through_failover(procs: Processes, url: str, namespace: str,
           f" unconfirmed={len(outcome.unconfirmed)} failover={failover:.2f}s"
           f" dispatch gap={gap:.2f}s"
           + (f"; a refused submit: {outcome.refused[0]}" if outcome.refused else ""))
+    if stream.odd:  # what each process said of those runs' tasks, for the failure
+        ids = {task_id for run in stream.odd for task_id in run.ids.values()}
+        for proc in (serve, *workers):
+            said = [line for line in procs.log(proc).splitlines()
+                    if any(task_id in line for task_id in ids)]
+            print(f"{proc.args}:", *said, sep="\n  ")
     assert serve.poll() is None and all(w.poll() is None for w in workers)
     # An operator's view through the same URL, after the failover.
     status = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
