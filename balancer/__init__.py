@@ -17,6 +17,7 @@ from balancer.mapping import MapError, flatten, unmapped
 from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
+from balancer.runcontext import context
 from balancer.tags import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
 
@@ -27,6 +28,6 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "FlowLost", "FlowRun",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
            "State", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture", "Unreachable",
-           "attach", "case", "flatten", "flow", "get_run_logger", "ifelse", "merge",
+           "attach", "case", "context", "flatten", "flow", "get_run_logger", "ifelse", "merge",
            "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",
            "unmapped"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from balancer import context
+from balancer import building
 from balancer.common.runsignals import SKIP
 from balancer.flow import Flow, FlowError, Node
 from balancer.task import Task, task
@@ -65,7 +65,7 @@ class case:  # Prefect's spelling: a class used as a function
         self._first = 0
 
     def __enter__(self) -> case:
-        flow = context.current_flow()
+        flow = building.current_flow()
         if flow is None:
             raise FlowError("case(...) is used inside `with Flow(...)`")
         self._flow = flow
@@ -90,7 +90,7 @@ class case:  # Prefect's spelling: a class used as a function
 def merge(*tasks: Node) -> Node:
     """The result of whichever branch ran: the first of ``tasks`` not skipped (and not
     None). Skipped when every branch was."""
-    if context.current_flow() is None:
+    if building.current_flow() is None:
         raise FlowError("merge(...) is used inside `with Flow(...)`")
     node: Node = merge_values(*tasks)
     return node
@@ -99,7 +99,7 @@ def merge(*tasks: Node) -> Node:
 def switch(condition: Node | Any, cases: dict[Any, Node | Task]) -> None:
     """Run the task of ``cases`` whose key equals ``condition``'s result; skip the others
     (and their dependents)."""
-    flow = context.current_flow()
+    flow = building.current_flow()
     if flow is None:
         raise FlowError("switch(...) is used inside `with Flow(...)`")
     for value, branch in cases.items():
@@ -110,7 +110,7 @@ def ifelse(condition: Node | Any, true_task: Node | Task | None,
            false_task: Node | Task | None) -> None:
     """Run ``true_task`` when ``condition``'s result is truthy, else ``false_task``; the
     other is skipped, with its dependents."""
-    if context.current_flow() is None:
+    if building.current_flow() is None:
         raise FlowError("ifelse(...) is used inside `with Flow(...)`")
     branches = {value: t for value, t in ((True, true_task), (False, false_task))
                 if t is not None}

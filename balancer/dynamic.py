@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import caching, context
+from balancer import building, caching
 from balancer.common import codec, partitions, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
@@ -85,7 +85,7 @@ def _scripts(client: redis.Redis, settings: Settings, keys: Keys) -> Scripts:
 
 def current_run() -> DynamicRun | None:
     """The open run of the @flow function running on this thread, if any."""
-    run = context.current_run()
+    run = building.current_run()
     return run if isinstance(run, DynamicRun) else None
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from balancer import context
+from balancer import building
 from balancer.common import codec
 from balancer.mapping import MapSpec
 from balancer.options import check_wait
@@ -119,11 +119,11 @@ class Flow:
     # -- building --------------------------------------------------------------------
 
     def __enter__(self) -> Flow:
-        self._token = context.enter(self)
+        self._token = building.enter(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        context.leave(self._token)
+        building.leave(self._token)
 
     def add_task(self, task: Task, queue: Queue | None = None) -> Node:
         """Add ``task`` (once: adding it again returns the same node, with a new queue if given)."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import redis
 
-from balancer import context
+from balancer import building, runcontext
 from balancer.common.codec import ErrorInfo
 from balancer.common.models import FlowState
 from balancer.common.settings import Settings
@@ -80,7 +80,7 @@ class FlowFunction:
         parent = current_run()
         client, settings = self._cluster(parent)
         run = DynamicRun(client, settings, self.name, parent).open()
-        token = context.enter_run(run)
+        token = building.enter_run(run)
         value: Any = None
         error: BaseException | None = None
         try:
@@ -90,7 +90,7 @@ class FlowFunction:
                 if error is None:
                     value, error = _resolved(value)
             finally:
-                context.leave_run(token)
+                building.leave_run(token)
         except BaseException as exc:  # ctrl-C, or Redis gone: close what can be closed
             try:
                 run.close(True, ErrorInfo.from_exception(exc))
@@ -229,14 +229,15 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     return wrap(fn) if fn is not None else wrap
 
 
-def get_run_logger() -> logging.Logger:
+def get_run_logger() -> logging.Logger | logging.LoggerAdapter:  # type: ignore[type-arg]
     """Prefect's ``get_run_logger()``: in a @flow function, the logger
-    ``balancer.flow.<name>``; elsewhere (a task on a worker) ``balancer.task``, whose
-    lines the worker's log carries."""
+    ``balancer.flow.<name>``; elsewhere ``balancer.context.logger``: in a task on a worker,
+    ``balancer.task`` with the run's ids on each line, which the worker's log carries."""
     run = current_run()
     if run is not None:
         return logging.getLogger(f"balancer.flow.{run.name}")
-    return logging.getLogger("balancer.task")
+    logger: logging.Logger | logging.LoggerAdapter = runcontext.context["logger"]  # type: ignore[type-arg]
+    return logger
 
 
 # -- what a task does inside a @flow function ------------------------------------------

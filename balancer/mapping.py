@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from balancer import context
+from balancer import building
 
 if TYPE_CHECKING:
     from balancer.flow import Node
@@ -116,7 +116,7 @@ def map_call(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
              upstream_tasks: Iterable[Any]) -> Node:
     """``task.map(...)`` inside ``with Flow(...)``: a mapped node. ``upstream_tasks`` run
     first and are not mapped over."""
-    flow = context.current_flow()
+    flow = building.current_flow()
     if flow is None:
         raise RuntimeError(f"{task.name}.map(...) builds a flow: call it inside"
                            " `with Flow(...)`")

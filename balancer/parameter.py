@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from balancer import context
+from balancer import building
 
 _MISSING: Any = object()
 
@@ -33,7 +33,7 @@ class Parameter:
             raise ValueError("a parameter needs a non-empty name")
         if self.required is None:
             self.required = self.default is None
-        flow = context.current_flow()
+        flow = building.current_flow()
         if flow is not None:
             flow.add_parameter(self)
 

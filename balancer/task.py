@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
-from balancer import context
+from balancer import building
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
 from balancer.queue import DEFAULT_QUEUE, check_queue_name
@@ -127,9 +127,9 @@ class Task:
         function: run the task on the cluster and return its value (``wait_for=`` and
         ``return_state=`` as Prefect 2/3 take them). Elsewhere: just run the function,
         which keeps tasks easy to unit-test."""
-        flow = context.current_flow()
+        flow = building.current_flow()
         if flow is None:
-            run = context.current_run()
+            run = building.current_run()
             if run is not None:
                 from balancer import flowfn
 
@@ -152,7 +152,7 @@ class Task:
         expanded by the dispatcher, and a dependent gets the results as a list
         (``balancer.mapping``). Inside a @flow function, Prefect 2/3's: returns the runs'
         futures."""
-        if context.current_flow() is not None:
+        if building.current_flow() is not None:
             from balancer.mapping import map_call
 
             if wait_for is not None:
@@ -173,7 +173,7 @@ class Task:
 
     def set_upstream(self, task: Any, key: str | None = None, flow: Any = None) -> None:
         """Run after ``task``; with ``key``, receive its result as that keyword argument."""
-        flow = flow or context.current_flow()
+        flow = flow or building.current_flow()
         if flow is not None:
             flow.set_dependency(task, self, key)
         else:

@@ -6,6 +6,7 @@ slot is a child process that runs its tasks itself: ``worker.child``.)
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from typing import Protocol
@@ -42,7 +43,9 @@ class ThreadRunner:
             finally:
                 close_loop()  # this thread ends: its event loop, if an async task made one
 
-        thread = threading.Thread(target=run, name=f"task-{fn_path}", daemon=True)
+        # The task's thread sees this one's context variables: balancer.context's run.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run,),
+                                  name=f"task-{fn_path}", daemon=True)
         thread.start()
         thread.join(timeout)
         if thread.is_alive():

@@ -17,12 +17,14 @@ from balancer.common.models import TaskState
 from balancer.common.retry import persist
 from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
-from balancer.worker import caching
+from balancer.worker import caching, runfacts
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
 from balancer.worker.pool import Runner
+
+from balancer import runcontext
 
 log = logging.getLogger("worker")
 
@@ -130,7 +132,12 @@ class Slot(threading.Thread):
                 outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
                                                     str(exc)))
             else:
-                outcome = self._run_or_reuse(lease, args)
+                token = runcontext.enter(runfacts.facts(lease, self.worker_id, self.client,
+                                                        self._keys(lease)))
+                try:
+                    outcome = self._run_or_reuse(lease, args)
+                finally:
+                    runcontext.leave(token)
         took = time.monotonic() - t0
         self.holding.finish(lease.queue, took * 1000)
         done = None

@@ -6,10 +6,11 @@ import os
 import sys
 import threading
 import time
+from datetime import datetime
 
 import redis
 
-from balancer import task
+from balancer import context, task
 
 
 @task
@@ -207,3 +208,24 @@ def grows(mb: int) -> int:
     """Keeps ``mb`` megabytes for the rest of its process's life, as a leak would; its pid."""
     _kept.append(os.urandom(1) * (mb << 20))
     return os.getpid()
+
+
+def _facts(fail_first: bool) -> dict[str, object]:
+    """What balancer.context says inside this run (dates as ISO text), after one line
+    logged through its logger; the first run fails when asked."""
+    context.logger.info("reading my run's facts")
+    if fail_first and context.task_run_count == 1:
+        raise ValueError("the first run fails")
+    return {key: value.isoformat() if isinstance(value, datetime) else value
+            for key, value in context.items() if key != "logger"}
+
+
+@task(retries=1, tags=["facts", "ctx"])
+def run_facts(fail_first: bool = False) -> dict[str, object]:
+    return _facts(fail_first)
+
+
+@task(retries=1, timeout=60)
+def run_facts_in_time(fail_first: bool = False) -> dict[str, object]:
+    """The same with a timeout: a thread-pool slot runs it on a thread of its own."""
+    return _facts(fail_first)

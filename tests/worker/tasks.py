@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from balancer import Task, task
+from balancer import Task, context, task
 
 
 @task
@@ -112,3 +112,14 @@ def raises_base(kind: str) -> None:
 @task
 async def cancelled_by_itself() -> None:
     raise asyncio.CancelledError()
+
+
+@task
+def my_run_id() -> object:
+    return context.task_run_id
+
+
+@task
+async def my_run_id_async() -> object:
+    await asyncio.sleep(0)
+    return context.task_run_id

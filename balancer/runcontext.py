@@ -1,0 +1,166 @@
+"""What a running task may know of its run: ``balancer.context``, as Prefect 1's
+``prefect.context`` (in a task, ``balancer.get_run_logger()`` is its ``logger``).
+
+A task reads ``context.task_run_id`` for an idempotency key, ``context.task_run_count`` to
+tell a retry, ``context.date`` for the day a scheduled run stands for, and logs through
+``context.logger``, whose lines carry its task and flow ids as the worker's own do.
+
+The worker binds a run's facts around each task (``bound``): what the lease carries costs
+nothing more; what only the records hold (the flow's name, how many times the task ran,
+the due time of a scheduled run) is read from Redis in one round trip the first time the
+task asks for one of them, never otherwise. The facts live in a context variable, so
+each slot's thread, and each async task, sees its own run. Outside a run every fact is
+None and ``context.logger`` is a plain logger: a task called as a function still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+LOGGER = "balancer.task"
+
+# What only the records hold: read from Redis when first asked for (worker/runfacts.py).
+_READ = ("task_run_count", "task_tags", "flow_name", "scheduled_start_time", "date", "today",
+         "yesterday", "tomorrow")
+_FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "map_index", "flow_run_id",
+               "queue", "worker")
+KEYS = (*_FROM_LEASE, *_READ, "logger")
+
+
+class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """``balancer.task`` with the run's ids in front of each line (``task=… flow=…``), as
+    the worker's own lines carry them (and JSON logs make fields of them)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]
+                ) -> tuple[Any, MutableMapping[str, Any]]:
+        extra = self.extra or {}
+        return (f"task={extra['task']} flow={extra['flow']} name={extra['name']}: {msg}",
+                kwargs)
+
+
+@dataclass(slots=True)
+class RunFacts:
+    """One task run's facts; ``read`` fetches the rest (a dict of ``_READ``'s keys) once."""
+
+    task_run_id: str
+    task_name: str
+    flow_run_id: str
+    queue: str
+    worker: str
+    read: Callable[[], dict[str, Any]] | None = None
+    _more: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def map_index(self) -> int | None:
+        """The item's index for a map's child (its id is ``<map id>-<index>``), else None."""
+        head, dash, tail = self.task_run_id.rpartition("-")
+        return int(tail) if dash and head and tail.isdigit() else None
+
+    @property
+    def task_full_name(self) -> str:
+        index = self.map_index
+        return self.task_name if index is None else f"{self.task_name}[{index}]"
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        return TaskLogger(logging.getLogger(LOGGER), {
+            "task": self.task_run_id, "flow": self.flow_run_id, "name": self.task_name})
+
+    def more(self) -> dict[str, Any]:
+        """The records' facts, read once (two threads of one task asking at once may both
+        read: the same answer, no harm, and no lock to make per task)."""
+        if self._more is None:
+            self._more = self.read() if self.read is not None else {}
+        return self._more
+
+
+_facts: contextvars.ContextVar[RunFacts | None] = contextvars.ContextVar(
+    "balancer_task_run", default=None)
+
+
+def enter(facts: RunFacts) -> contextvars.Token[RunFacts | None]:
+    """``facts`` are the current task run's, until ``leave`` (the worker, around a task)."""
+    return _facts.set(facts)
+
+
+def leave(token: contextvars.Token[RunFacts | None]) -> None:
+    _facts.reset(token)
+
+
+@contextlib.contextmanager
+def bound(facts: RunFacts) -> Iterator[None]:
+    """The body runs with ``facts`` as the current task run's."""
+    token = enter(facts)
+    try:
+        yield
+    finally:
+        leave(token)
+
+
+def dated(scheduled: datetime) -> dict[str, Any]:
+    """Prefect 1's date keys for a run standing for ``scheduled`` (UTC)."""
+    day = scheduled.date()
+    return {"scheduled_start_time": scheduled, "date": scheduled,
+            "today": day.isoformat(), "yesterday": (day - timedelta(days=1)).isoformat(),
+            "tomorrow": (day + timedelta(days=1)).isoformat()}
+
+
+class Context(Mapping[str, Any]):
+    """``balancer.context``: the current task run's facts, by attribute
+    (``context.task_run_id``), by key (``context["flow_name"]``) or with
+    ``context.get("logger")``, as Prefect 1's. Keys: ``task_run_id``, ``task_name``,
+    ``task_full_name`` (``name[i]`` for a map's child), ``map_index``, ``flow_run_id``,
+    ``queue``, ``worker``, ``logger``; and, read from Redis the first time one is asked
+    for, ``task_run_count`` (1 on the first run, 2 on the first retry or the run after a
+    crash...), ``task_tags``, ``flow_name``, ``scheduled_start_time`` (a scheduled run's
+    due time, else when the run was submitted; an aware UTC datetime), ``date`` (the
+    same), and ``today``, ``yesterday``, ``tomorrow`` (``YYYY-MM-DD`` of that date).
+    Outside a task run each is None, and ``logger`` is the plain ``balancer.task``
+    logger."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in KEYS:
+            raise KeyError(key)
+        facts = _facts.get()
+        if facts is None:
+            return logging.getLogger(LOGGER) if key == "logger" else None
+        if key in _READ:
+            return facts.more().get(key)
+        return getattr(facts, key)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"balancer.context has no {name!r}; it knows"
+                                 f" {', '.join(KEYS)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(KEYS)
+
+    def __len__(self) -> int:
+        return len(KEYS)
+
+    def __repr__(self) -> str:
+        facts = _facts.get()
+        return ("<balancer.context: no task run>" if facts is None else
+                f"<balancer.context: task {facts.task_run_id} of flow {facts.flow_run_id}>")
+
+
+context = Context()
+
+
+def epoch_ms(value: bytes | None) -> datetime | None:
+    """A record's Redis-clock milliseconds as an aware UTC datetime (None if absent)."""
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None

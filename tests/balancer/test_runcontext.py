@@ -1,0 +1,79 @@
+"""balancer.context: what a task knows of its run, bound by the worker around each task."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+import pytest
+
+from balancer import context, get_run_logger
+from balancer.runcontext import KEYS, RunFacts, bound, dated
+
+
+def _facts(task_id: str = "t1", read: dict[str, object] | None = None,
+           reads: list[int] | None = None) -> RunFacts:
+    def fetch() -> dict[str, object]:
+        if reads is not None:
+            reads.append(1)
+        return read or {}
+    return RunFacts(task_id, "extract", "f1", "default", "w1", fetch)
+
+
+def test_outside_a_run_every_fact_is_none_and_the_logger_is_plain() -> None:
+    assert all(context.get(key) is None for key in KEYS if key != "logger")
+    assert context.task_run_id is None and context["flow_name"] is None
+    assert context.logger is logging.getLogger("balancer.task") is get_run_logger()
+    assert repr(context) == "<balancer.context: no task run>"
+
+
+def test_an_unknown_fact_is_a_key_error_or_an_attribute_error_naming_the_known_ones() -> None:
+    assert context.get("nope", 7) == 7 and "nope" not in context
+    with pytest.raises(KeyError):
+        context["nope"]
+    with pytest.raises(AttributeError, match="no 'nope'; it knows task_run_id, task_name"):
+        context.nope  # noqa: B018
+
+
+def test_bound_facts_are_the_runs_and_end_with_it() -> None:
+    with bound(_facts()):
+        assert (context.task_run_id, context.task_name, context.flow_run_id, context.queue,
+                context.worker) == ("t1", "extract", "f1", "default", "w1")
+        assert context.map_index is None and context.task_full_name == "extract"
+        with bound(_facts("m1-07")):  # a map's child: <map id>-<index>
+            assert context.map_index == 7 and context.task_full_name == "extract[7]"
+        assert context.task_run_id == "t1"
+        assert repr(context) == "<balancer.context: task t1 of flow f1>"
+    assert context.task_run_id is None
+
+
+@pytest.mark.parametrize(("task_id", "index"), [
+    ("1a2b", None), ("1a2b-0", 0), ("1a2b-3-12", 12), ("-5", None), ("1a2b-x", None)])
+def test_the_map_index_is_read_from_a_childs_id(task_id: str, index: int | None) -> None:
+    assert _facts(task_id).map_index == index
+
+
+def test_facts_the_records_hold_are_read_once_and_only_when_asked() -> None:
+    reads: list[int] = []
+    with bound(_facts(read={"task_run_count": 2, "flow_name": "etl"}, reads=reads)):
+        assert context.task_run_id == "t1" and context.logger is not None
+        assert reads == []  # what the lease carries costs no read
+        assert context.task_run_count == 2 and context["flow_name"] == "etl"
+        assert context.get("task_tags") is None
+    assert reads == [1]
+
+
+def test_the_logger_puts_the_runs_ids_in_front_of_each_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    with bound(_facts()), caplog.at_level(logging.INFO, "balancer.task"):
+        context.logger.info("loaded %d rows", 3)
+        get_run_logger().warning("and a warning")
+    assert [r.getMessage() for r in caplog.records] == [
+        "task=t1 flow=f1 name=extract: loaded 3 rows",
+        "task=t1 flow=f1 name=extract: and a warning"]
+
+
+def test_dates_are_prefect_1s_keys_for_the_day_the_run_stands_for() -> None:
+    when = datetime(2026, 1, 1, 2, 30, tzinfo=timezone.utc)
+    assert dated(when) == {"scheduled_start_time": when, "date": when, "today": "2026-01-01",
+                           "yesterday": "2025-12-31", "tomorrow": "2026-01-02"}

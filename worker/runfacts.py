@@ -1,0 +1,41 @@
+"""The facts of a task run that ``balancer.context`` offers and only the records hold,
+read in one round trip when the task first asks for one (balancer/runcontext.py)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from balancer.common.keys import Keys
+from balancer.common.signals import Lease
+
+from balancer.runcontext import RunFacts, dated, epoch_ms
+
+
+def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys) -> RunFacts:
+    """The run's facts: the lease's at once, the records' on demand (``keys``: those of
+    the lease's partition)."""
+    return RunFacts(lease.task_id, lease.name, lease.flow, lease.queue, worker_id,
+                    lambda: read(client, keys, lease.task_id, lease.flow))
+
+
+def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:
+    """The task's runs so far (this one included) and tags, its flow's name, and the
+    date the run stands for: a scheduled run's due time, else when it was submitted."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hmget(keys.task(task_id), ["failures", "lost", "tags"])
+    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created"])
+    (failures, lost, tags), (name, scheduled, created) = pipe.execute()
+    out: dict[str, Any] = {
+        "task_run_count": _count(failures) + _count(lost) + 1,
+        "task_tags": sorted(t for t in (tags or b"").decode(errors="replace").split(",") if t),
+        "flow_name": name.decode(errors="replace") if name is not None else None}
+    return {**out, **dated(epoch_ms(scheduled) or epoch_ms(created) or datetime.now(timezone.utc))}
+
+
+def _count(value: bytes | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
