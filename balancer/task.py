@@ -48,6 +48,10 @@ class Task:
     checkpoint: bool | None = None
     # Labels, stored on the task's record and shown by `balancer flow`.
     tags: Any = None
+    # Prefect 1's log_stdout: what the task prints goes to its logger (balancer.context's),
+    # a line at a time, with its ids (common/taskstdout.py). The worker reads it from the
+    # task as its code defines it: a task class sets it in its body.
+    log_stdout: bool = False
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -63,6 +67,7 @@ class Task:
         fn: Any = self.fn
         if fn is None:
             taskclass.bind(self)
+            self.log_stdout = taskclass.log_stdout(self)
         if self.max_retries is not None:
             if self.retries:
                 raise ValueError(f"task {self.name!r}: give retries or max_retries, not both")
@@ -215,6 +220,8 @@ def task(
     nout: int | None = None,
     checkpoint: bool | None = None,
     tags: Any = None,
+    log_stdout: bool = False,
+    log_prints: bool | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -239,6 +246,8 @@ def task(
     nout: int | None = None,
     checkpoint: bool | None = None,
     tags: Any = None,
+    log_stdout: bool = False,
+    log_prints: bool | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -246,8 +255,10 @@ def task(
     and ``timeout`` as ``timedelta``; and Prefect 2/3's ``retry_delay_seconds`` and
     ``timeout_seconds`` (numbers); ``trigger`` (balancer.triggers) and
     ``skip_on_upstream_skip`` as Prefect 1's; ``cache_for``/``cache_key``/
-    ``cache_validator``, ``nout``, ``checkpoint`` and ``tags`` as Prefect 1's too
-    (balancer/caching.py says what each does here)."""
+    ``cache_validator``, ``nout``, ``checkpoint``, ``tags`` and ``log_stdout`` as Prefect 1's
+    too (balancer/caching.py says what the cache options do here), and Prefect 2/3's
+    ``log_prints`` for ``log_stdout``."""
+    log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
             raise ValueError("give retry_delay or retry_delay_seconds, not both")
@@ -271,6 +282,6 @@ def task(
                     timeout,  # type: ignore[arg-type]
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
                     cache_for=cache_for, cache_key=cache_key, cache_validator=cache_validator,
-                    nout=nout, checkpoint=checkpoint, tags=tags)
+                    nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout)
 
     return wrap(fn) if fn is not None else wrap

@@ -48,4 +48,17 @@ def init_arguments(task: Task) -> list[Any] | None:
     return [list(args), {k: v for k, v in kwargs.items() if k not in options}]
 
 
-__all__ = ["INIT_KEYWORD", "bind", "init_arguments", "path"]
+def log_stdout(task: Task) -> bool:
+    """A task class's ``log_stdout``: the worker reads it from the class (its constructor's
+    options do not travel), so it is set in the class body; given to the constructor it
+    would be ignored there, and is refused here."""
+    kwargs: dict[str, Any] = getattr(task, "_init_args", ((), {}))[1]
+    declared = getattr(type(task), "log_stdout", False) is True
+    if "log_stdout" in kwargs and bool(kwargs["log_stdout"]) != declared:
+        raise ValueError(f"task class {type(task).__qualname__}: give log_stdout in its body"
+                         f" (log_stdout = {bool(kwargs['log_stdout'])}), where workers read"
+                         " it, not to its constructor")
+    return declared
+
+
+__all__ = ["INIT_KEYWORD", "bind", "init_arguments", "log_stdout", "path"]

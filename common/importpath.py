@@ -33,6 +33,8 @@ _state = threading.local()
 # keeps any of them from seeing a half-initialised module.
 _import_lock = threading.RLock()
 _resolved: dict[str, Callable[..., Any]] = {}
+# Paths of the tasks loaded that log what they print (Prefect 1's log_stdout=True).
+_logs_stdout: set[str] = set()
 
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
@@ -216,6 +218,12 @@ def _import(module: str) -> ModuleType:
         return importlib.import_module(module)
 
 
+def logs_stdout(path: str) -> bool:
+    """Whether the task at ``path`` (loaded) asked for its prints to go to its logger
+    (Prefect 1's ``log_stdout=True``: common/taskstdout.py)."""
+    return path in _logs_stdout
+
+
 def load(path: str) -> Callable[..., Any]:
     """The plain function behind ``module:qualname`` (unwrapping a ``@task``)."""
     fn = _resolved.get(path)
@@ -262,6 +270,8 @@ def _resolve(path: str) -> Callable[..., Any]:
     if getattr(obj, TASK_MARKER, False) is not True:
         raise TaskNotAllowed(f"{path!r} is not a @task: a worker runs only functions"
                              " decorated with @task")
+    if getattr(obj, "log_stdout", False) is True:  # a @task's, or a task class's own
+        _logs_stdout.add(path)
     if isinstance(obj, type):  # a task class (balancer.Task subclass): built, then run
         return functools.partial(_run_class, obj)
     fn: Callable[..., Any] = obj.fn  # a @task wraps the function it runs

@@ -24,10 +24,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from balancer.common import codec
+from balancer.common import codec, importpath, taskstdout
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
 from balancer.common.runsignals import PrefectStateSignal
+
+from balancer import runcontext
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
         args, kwargs = codec.decode_call(args_blob)
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
+    printed = (taskstdout.capture(runcontext.context["logger"])
+               if importpath.logs_stdout(fn_path) else None)
     try:
         value = fn(*args, **kwargs)
         if inspect.isawaitable(value):
@@ -114,6 +118,9 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
         return Outcome.failure(dataclasses.replace(error, message=(
             f"{error.message} (raised by task {fn_path}: a task cannot stop its worker;"
             " it fails instead)").lstrip()))
+    finally:
+        if printed is not None:
+            printed.close()
     try:
         blob = codec.pack(value)
     except CodecError as exc:

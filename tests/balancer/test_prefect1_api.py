@@ -86,3 +86,29 @@ def test_a_case_block_makes_its_first_tasks_wait_for_the_comparison() -> None:
     compare = next(n for n in flow.nodes if n.task.name == "case")
     assert compare in first.upstream and compare not in second.upstream
     assert cond in compare.upstream
+
+
+class Chatty(Task):
+    log_stdout = True
+
+    def run(self) -> None:
+        print("hi")
+
+
+def test_log_stdout_is_an_option_of_task_and_of_a_task_class_body() -> None:
+    assert task(log_stdout=True)(lambda: None).log_stdout is True
+    assert task(lambda: None).log_stdout is False
+    assert Chatty().log_stdout is True and WithRun().log_stdout is False
+    assert Chatty(log_stdout=True).log_stdout is True  # the same as its body: no harm
+
+
+def test_log_stdout_given_to_a_task_class_constructor_is_refused_where_workers_miss_it() -> None:
+    with pytest.raises(ValueError, match="task class WithRun: give log_stdout in its body"):
+        WithRun(log_stdout=True)
+    with pytest.raises(ValueError, match=r"Chatty: give log_stdout in its body \(log_stdout ="
+                                         r" False\)"):
+        Chatty(log_stdout=False)
+
+
+def test_prefect_2s_log_prints_is_log_stdout() -> None:
+    assert task(log_prints=True)(lambda: None).log_stdout is True

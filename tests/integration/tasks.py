@@ -229,3 +229,11 @@ def run_facts(fail_first: bool = False) -> dict[str, object]:
 def run_facts_in_time(fail_first: bool = False) -> dict[str, object]:
     """The same with a timeout: a thread-pool slot runs it on a thread of its own."""
     return _facts(fail_first)
+
+
+@task(log_stdout=True)
+def says(word: str) -> str:
+    """Prints two lines: with log_stdout, each is a line of the worker's log with its ids."""
+    print(f"saying {word}")
+    print("and done")
+    return word

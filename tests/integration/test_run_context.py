@@ -52,3 +52,21 @@ def test_a_task_reads_its_run_from_balancer_context_and_logs_with_its_ids(
     wait_for(lambda: all(f"task={i} flow={run.id} " in procs.log(worker) for i in ids),
              timeout=10)
     assert "reading my run's facts" in procs.log(worker)
+
+
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_what_a_log_stdout_task_prints_is_logged_with_its_ids(
+        procs: Processes, real: redis.Redis, namespace: str, pool: str) -> None:
+    procs.serve_and_worker(real, namespace, "--concurrency", "2", "--pool", pool)
+    worker = procs.procs[-1]
+    with Flow("chatty") as flow:
+        nodes = [tasks.says(word) for word in ("hello", "again")]
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+    wanted = [f"task={run.ids[node]} flow={run.id} name=says: {line}"
+              for node, word in zip(nodes, ("hello", "again"))
+              for line in (f"saying {word}", "and done")]
+    wait_for(lambda: all(line in procs.log(worker) for line in wanted), timeout=10)
+    log = procs.log(worker)
+    assert all(f"INFO    balancer.task: {line}" in log for line in wanted), log
+    assert "\nsaying hello\n" not in log  # not as a bare line too

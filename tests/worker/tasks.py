@@ -123,3 +123,31 @@ def my_run_id() -> object:
 async def my_run_id_async() -> object:
     await asyncio.sleep(0)
     return context.task_run_id
+
+
+@task(log_stdout=True)
+def chatty(word: str) -> int:
+    print("first", word)
+    print("no end", end="")
+    return 1
+
+
+@task(log_stdout=True)
+async def chatty_async(word: str) -> int:
+    await asyncio.sleep(0)
+    print("async", word)
+    return 2
+
+
+@task
+def plain_print(word: str) -> int:
+    print("plain", word)
+    return 3
+
+
+class ChattyClass(Task):
+    log_stdout = True
+
+    def run(self, word: str) -> int:
+        print("class", word)
+        return 4

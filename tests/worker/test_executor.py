@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 from balancer.common import codec, importpath
 from balancer.worker.executor import Outcome, execute
+
+from balancer.runcontext import RunFacts, bound
 
 LIMIT = 1 << 20
 
@@ -151,3 +154,25 @@ def test_the_built_in_control_flow_tasks_run_under_any_policy(tmp_path: Path) ->
     finally:
         importpath.set_policy(importpath.TaskPolicy.of())
     assert same.ok and other.mode == "skip"
+
+
+@pytest.mark.parametrize(("path", "said"), [
+    ("tests.worker.tasks:chatty", ["first words", "no end"]),
+    ("tests.worker.tasks:chatty_async", ["async words"]),
+    ("tests.worker.tasks:ChattyClass", ["class words"])])
+def test_a_log_stdout_task_prints_to_its_logger_with_its_ids(
+        path: str, said: list[str], caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    facts = RunFacts("t1", "chatty", "f1", "default", "w1")
+    with bound(facts), caplog.at_level(logging.INFO, "balancer.task"):
+        assert execute(path, call("words"), LIMIT).ok
+    assert [r.getMessage() for r in caplog.records] == [
+        f"task=t1 flow=f1 name=chatty: {line}" for line in said]
+    assert capsys.readouterr().out == ""
+
+
+def test_a_task_without_log_stdout_prints_to_stdout(
+        caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    with caplog.at_level(logging.INFO, "balancer.task"):
+        assert execute("tests.worker.tasks:plain_print", call("words"), LIMIT).ok
+    assert caplog.records == [] and capsys.readouterr().out == "plain words\n"
