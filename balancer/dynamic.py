@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import building, caching
+from balancer import building
 from balancer.common import codec, partitions, signals, signing
-from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -44,7 +43,7 @@ from balancer.flow import FlowCancelled, FlowError
 from balancer.futures import POLL_MAX, POLL_MIN, FutureList, TaskFuture, read_states, wait_all
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.scheduling import task_score
-from balancer.submit import RECENT_FLOWS
+from balancer.submit import RECENT_FLOWS, call_keywords
 
 if TYPE_CHECKING:
     from balancer.task import Task
@@ -197,9 +196,7 @@ class DynamicRun:
         prepared = []
         for args, kwargs in calls:
             upstream = [*_futures_in_call(task.name, args, kwargs), *after]
-            cached = caching.spec(task)
-            if cached is not None:  # with the arguments: signed with them
-                kwargs = {**kwargs, CACHE_KEYWORD: cached.to_list()}
+            kwargs = {**kwargs, **call_keywords(task)}
             blob = _encode(task.name, args, kwargs, self.settings.max_payload_bytes)
             prepared.append((new_id(), blob, list({id(f): f for f in upstream}.values())))
         states = read_states(self.client, self.keys,

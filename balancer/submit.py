@@ -34,6 +34,7 @@ from balancer.options import EXACT_SCORE_LIMIT
 from balancer.parameter import Parameter
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
+from balancer.task import Task
 
 log = logging.getLogger("balancer.client")
 
@@ -71,6 +72,21 @@ def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
     return value
 
 
+def call_keywords(task: Task) -> dict[str, Any]:
+    """What travels with each call of ``task`` beside its arguments, under keywords of the
+    product's that the worker takes out before the call (signed with the arguments): a
+    task class's constructor arguments, the cache options. A flow's submit and a @flow
+    function's (balancer/dynamic.py) both send them."""
+    out: dict[str, Any] = {}
+    init = taskclass.init_arguments(task)
+    if init is not None:
+        out[taskclass.INIT_KEYWORD] = init
+    cached = caching.spec(task)
+    if cached is not None:
+        out[CACHE_KEYWORD] = cached.to_list()
+    return out
+
+
 def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
                  limit: int) -> bytes:
     name = node.task.name
@@ -93,12 +109,7 @@ def _encode_args(node: Node, ids: dict[Node, str], params: dict[Parameter, Any],
         if key in kwargs:
             raise FlowError(f"task {name!r}: keyword {key!r} is given twice")
         kwargs[key] = UpstreamRef(ids[up])
-    init = taskclass.init_arguments(node.task)
-    if init is not None:
-        kwargs[taskclass.INIT_KEYWORD] = init
-    cached = caching.spec(node.task)
-    if cached is not None:  # with the arguments: signed with them
-        kwargs[CACHE_KEYWORD] = cached.to_list()
+    kwargs.update(call_keywords(node.task))
     if node.mapped is not None:  # with the arguments: signed with them
         kwargs[MAP_KEYWORD] = node.mapped.to_list()
     try:

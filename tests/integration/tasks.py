@@ -7,10 +7,11 @@ import sys
 import threading
 import time
 from datetime import datetime
+from typing import Any
 
 import redis
 
-from balancer import context, task
+from balancer import Task, context, task
 
 
 @task
@@ -237,3 +238,14 @@ def says(word: str) -> str:
     print(f"saying {word}")
     print("and done")
     return word
+
+
+class Scale(Task):
+    """A task class built with an argument of its own: the worker builds it again with it."""
+
+    def __init__(self, factor: int, **options: Any) -> None:
+        self.factor = factor
+        super().__init__(**options)
+
+    def run(self, x: int) -> int:
+        return x * self.factor

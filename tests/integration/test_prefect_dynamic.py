@@ -227,3 +227,23 @@ def test_a_flow_functions_tasks_are_signed_and_run_by_a_signing_cluster(
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "flow Completed: total = 60" in done.stdout
+
+
+def test_a_task_class_built_with_arguments_runs_in_a_flow_function_as_in_a_flow(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its constructor's arguments travel with each call from a @flow function too (they
+    did only from `with Flow`: the worker could not build it)."""
+    from balancer import Flow, flow
+    from tests.integration.tasks import Scale
+
+    monkeypatch.delenv("BALANCER_REDIS_URL", raising=False)  # the embedded cluster
+    triple = Scale(3, name="triple")
+
+    @flow
+    def scaled(x: int) -> int:
+        return triple(x) + triple.submit(x + 1).result()
+
+    assert scaled(2) == 6 + 9
+    with Flow("scaled") as classic:
+        node = triple(2)
+    assert classic.run(quiet=True).result[node].result == 6
