@@ -6,7 +6,8 @@ names the upstream task; the worker swaps in the result before calling the funct
 
 Values users pass every day travel as msgpack extension types (codes 1-15 are ours):
 ``datetime`` (naive, or aware with its UTC offset: a named zone arrives as a fixed offset),
-``date``, ``time``, ``timedelta``, ``Decimal`` and ``UUID`` come back as the same type.
+``date``, ``time``, ``timedelta``, ``Decimal``, ``UUID``, ``set`` and ``frozenset`` come
+back as the same type (a set's tuples as tuples: lists are not hashable).
 Dataclass instances and NamedTuples arrive as plain dicts of their fields: a message never
 names a class to import, since whoever can write to Redis would choose it. A type that
 should come back as itself is registered on both sides with ``register_type`` (codes
@@ -28,7 +29,7 @@ from typing import Any
 import msgpack
 
 UPSTREAM_REF = 1
-DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID = 2, 3, 4, 5, 6, 7
+DATETIME, DATE, TIME, TIMEDELTA, DECIMAL, UUID, SET, FROZENSET = 2, 3, 4, 5, 6, 7, 8, 9
 FIRST_USER_CODE, LAST_USER_CODE = 16, 127
 
 
@@ -147,6 +148,8 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(DECIMAL, str(obj).encode())
     if isinstance(obj, uuid.UUID):
         return msgpack.ExtType(UUID, obj.bytes)
+    if isinstance(obj, (set, frozenset)):
+        return _ext(FROZENSET if isinstance(obj, frozenset) else SET, _set_items(obj))
     if isinstance(obj, tuple) and hasattr(obj, "_asdict"):
         return dict(obj._asdict())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -158,6 +161,38 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return list(obj)
     raise TypeError(f"cannot serialize object of type {kind.__qualname__}")
+
+
+def _set_items(items: set[Any] | frozenset[Any]) -> list[Any]:
+    """A set's items, sorted when they sort (the same set packs to the same bytes, for the
+    cache's digest of inputs), refused when they would not come back hashable."""
+    for item in items:
+        if type(item) not in _by_type and (
+                dataclasses.is_dataclass(item) or hasattr(item, "_asdict")):
+            raise TypeError(f"a set of {type(item).__qualname__} cannot travel: its items"
+                            " would arrive as dicts, which a set cannot hold (register the"
+                            " type with balancer.register_type, or send a list)")
+    try:
+        return sorted(items)
+    except TypeError:
+        return list(items)
+
+
+def _hashable(value: Any) -> Any:
+    """A set's item as it was: msgpack gives tuples back as lists."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _set(kind: type[set[Any]] | type[frozenset[Any]]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        try:
+            return kind(_hashable(v) for v in unpack(data))
+        except TypeError as exc:
+            raise CodecError(f"a {kind.__name__} holds an item that is not hashable: {exc}"
+                             ) from None
+    return decode
 
 
 _PLAIN: dict[type, Callable[[Any], Any]] = {bool: bool, int: int, float: float, str: str,
@@ -177,6 +212,8 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
     TIMEDELTA: _timedelta,
     DECIMAL: lambda data: Decimal(data.decode()),
     UUID: lambda data: uuid.UUID(bytes=data),
+    SET: _set(set),
+    FROZENSET: _set(frozenset),
 }
 
 

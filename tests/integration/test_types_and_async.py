@@ -28,6 +28,8 @@ VALUES = {
     "decimal": (Decimal("12345678901234567890.000000001"), "Decimal"),
     "uuid": (uuid.UUID("12345678-1234-5678-1234-567812345678"), "UUID"),
     "registered dataclass": (tt.Money(Decimal("9.99"), "EUR"), "Money"),
+    "set": ({3, "a", (1, ("b", 2))}, "set"),
+    "frozenset": (frozenset({dt.date(2024, 1, 1), frozenset({1})}), "frozenset"),
 }
 
 
@@ -103,7 +105,7 @@ def test_a_slot_runs_its_async_tasks_on_one_event_loop(
 def test_an_unknown_type_is_refused_at_submit_naming_the_argument(
         real: redis.Redis, namespace: str) -> None:
     with Flow("bad") as flow:
-        tt.echo(value={1, 2})
-    with pytest.raises(FlowError, match=r"'echo'.*keyword 'value'.*set"):
+        tt.echo(value=1 + 2j)
+    with pytest.raises(FlowError, match=r"'echo'.*keyword 'value'.*complex"):
         flow.submit(client=real, namespace=namespace)
     assert not real.keys(f"{{{namespace}}}:*")  # nothing written
