@@ -65,12 +65,12 @@ def test_unstorable_result_fails_the_task_with_a_clear_error_without_retrying(
 ) -> None:
     cluster.add_worker()
     flow = Flow("bad-result")
-    node = flow.add_task(tasks.returns_a_set)
+    node = flow.add_task(tasks.returns_a_complex)
     run = flow.run(timeout=20, client=cluster.client, namespace=cluster.settings.namespace)
     assert run.state == "failed"
     error = run.error(node)
     assert error is not None and error.type == "balancer.ResultNotSerializable"
-    assert "set" in error.message
+    assert "complex" in error.message
 
 
 def test_task_timeout_fails_the_task(cluster: ThreadCluster) -> None:
