@@ -524,6 +524,7 @@ class Dispatcher:
         moved, self._next_due = self.upkeep.promote(now)
         if moved:
             self.state.stale()
+            self._gate_pending = True  # a delayed start of a gated task went to the gate
 
     def _fire_schedules(self) -> None:
         """Fire the schedules that are due (``balancer.schedule_fire``), when one is due or

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import itertools
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from balancer import building
 from balancer.common import codec
 from balancer.mapping import MapSpec
-from balancer.options import check_wait
+from balancer.options import check_wait, start_ms
 from balancer.parameter import Parameter, bind
 from balancer.queue import Queue
 from balancer.task import Task
@@ -336,13 +338,16 @@ class Flow:
 
     def submit(self, client: redis.Redis | None = None, *, namespace: str | None = None,
                parameters: dict[str, Any] | None = None,
-               redis_url: str | None = None) -> FlowRun:
+               redis_url: str | None = None, delay: float | timedelta | None = None,
+               eta: datetime | None = None) -> FlowRun:
         """Send the flow to the cluster and return at once with a handle on the run.
 
         ``client``: a Redis client of the cluster (default: ``BALANCER_REDIS_URL``, else the
         embedded cluster); ``namespace``: the cluster's key namespace if not the default;
         ``parameters``: values of the flow's ``Parameter``s by name (else their defaults);
-        ``redis_url``: the cluster's URL, in place of ``BALANCER_REDIS_URL``.
+        ``redis_url``: the cluster's URL, in place of ``BALANCER_REDIS_URL``;
+        ``delay`` (seconds or a timedelta) or ``eta`` (an aware datetime): its first tasks
+        wait, ``scheduled``, until then (the dispatcher queues them when it comes).
 
         A bad URL raises ``BadRedisURL`` and a Redis that cannot be reached
         ``Unreachable``, each one line naming the URL (its password hidden).
@@ -352,17 +357,20 @@ class Flow:
 
         try:
             values = bind(self.name, self.parameters, parameters)
+            start = start_ms(f"flow {self.name!r}", delay, eta, int(time.time() * 1000))
         except ValueError as exc:
             raise FlowError(str(exc)) from None
         conn, settings = resolve_url(client, redis_url, namespace)
         with talking(conn):
-            return submit_flow(conn, settings, self, values)
+            return submit_flow(conn, settings, self, values, start)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
             namespace: str | None = None, quiet: bool = False,
             parameters: dict[str, Any] | None = None,
-            redis_url: str | None = None) -> FlowRun:
-        """Submit, wait for every task to finish, and return the finished run.
+            redis_url: str | None = None, delay: float | timedelta | None = None,
+            eta: datetime | None = None) -> FlowRun:
+        """Submit (``delay``, ``eta``: as ``submit``'s), wait for every task to finish, and
+        return the finished run.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
         in-process cluster. Inside a worker importing this module, it does nothing.
@@ -385,7 +393,7 @@ class Flow:
                 " `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
         run = self.submit(client, namespace=namespace, parameters=parameters,
-                          redis_url=redis_url)
+                          redis_url=redis_url, delay=delay, eta=eta)
         report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
         report.begin()
         try:

@@ -30,6 +30,7 @@ _PREFECT: dict[str, tuple[str, str]] = {
     TaskState.QUEUED: ("Pending", "PENDING"),
     TaskState.RUNNING: ("Running", "RUNNING"),
     TaskState.RETRYING: ("AwaitingRetry", "SCHEDULED"),
+    TaskState.SCHEDULED: ("Scheduled", "SCHEDULED"),
     TaskState.COMPLETED: ("Completed", "COMPLETED"),
     TaskState.FAILED: ("Failed", "FAILED"),
     TaskState.UPSTREAM_FAILED: ("UpstreamFailed", "FAILED"),

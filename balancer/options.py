@@ -9,6 +9,7 @@ it, so each is refused here, before anything is written, with the task or queue 
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from numbers import Integral, Real
 from typing import Any
@@ -93,3 +94,28 @@ def _number(owner: str, option: str, value: Any) -> None:
         raise ValueError(f"{owner}: {option} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{owner}: {option} must be a finite number, got {value!r}")
+
+
+def start_ms(owner: str, delay: Any, eta: Any, now_ms: int) -> int | None:
+    """When a run given ``delay`` (seconds or a timedelta, from now) or ``eta`` (an aware
+    datetime) starts, in epoch ms; None for at once (neither given, or a time past)."""
+    if delay is not None and eta is not None:
+        raise ValueError(f"{owner}: give delay or eta, not both")
+    if delay is not None:
+        if isinstance(delay, dt.timedelta):
+            delay = delay.total_seconds()
+        seconds(owner, "delay", delay, positive=False)
+        return now_ms + round(delay * 1000) if delay > 0 else None
+    if eta is None:
+        return None
+    if not isinstance(eta, dt.datetime):
+        raise ValueError(f"{owner}: eta must be a datetime, got {eta!r}")
+    if eta.tzinfo is None or eta.utcoffset() is None:
+        raise ValueError(f"{owner}: eta must be an aware datetime (with a tzinfo, as"
+                         f" datetime.now(timezone.utc) + timedelta(hours=1)), got {eta!r}:"
+                         " a naive one would mean a different time on each machine")
+    at = round(eta.timestamp() * 1000)
+    if at - now_ms > SECONDS_LIMIT * 1000:
+        raise ValueError(f"{owner}: eta must be at most {SECONDS_LIMIT:.0e} seconds away,"
+                         f" got {eta.isoformat()}")
+    return at if at > now_ms else None

@@ -30,7 +30,7 @@ class Holds:
 
     def reasons(self) -> list[str]:
         counts = [(self.queued, "queued"), (self.leased, "leased or running"),
-                  (self.retrying, "waiting to retry"),
+                  (self.retrying, "waiting to retry or to start later"),
                   (self.pending, "pending (upstream not done)"),
                   (self.quarantined, "quarantined (balancer dlq ls)")]
         out = [f"{n} task{'s' if n != 1 else ''} {what}" for n, what in counts if n]

@@ -314,8 +314,8 @@ def render(status: Status) -> str:
                          f"{behind}")
     if status.tags:
         lines += ["", f"tag limits ({len(status.tags)}):", *table(status.tags, "  ")]
-    lines += ["", f"retries waiting: {status.delayed}   quarantined: {status.dead_letters}"
-                  f"   set aside: {len(status.set_aside)}"]
+    lines += ["", f"delayed (retries, later starts): {status.delayed}"
+                  f"   quarantined: {status.dead_letters}   set aside: {len(status.set_aside)}"]
     for entry in status.set_aside:
         lines.append(f"  {entry['id']}  {entry['kind']:<12} {entry['key']}  {entry['detail']}")
     if status.set_aside:

@@ -253,10 +253,12 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
 
 
 def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
-                params: dict[Parameter, Any] | None = None) -> FlowRun:
+                params: dict[Parameter, Any] | None = None,
+                start_ms: int | None = None) -> FlowRun:
     """Write ``flow`` to the cluster, all or nothing: everything that can be refused
     (options, arguments, their size) is checked before the first write, and a write
-    Redis refuses anyway (a key of the wrong type) is undone."""
+    Redis refuses anyway (a key of the wrong type) is undone. With ``start_ms`` (epoch
+    ms, later than now), its first tasks wait until then (``delay_start``)."""
     now_ms = int(time.time() * 1000)
     keys = Keys(settings.namespace)
     prepared = prepare(flow, settings, params, now_ms, partitions.count(client, keys))
@@ -270,10 +272,19 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     small = None if configured or gate else signals.small_submit(listed)
     if gate and signal.startswith(signals.READY):
         signal = signals.SUBMITTED
+    delayed: dict[str, float] = {}
+    if start_ms is not None and start_ms > now_ms:
+        delayed = delay_start(prepared, start_ms)
+        ready, gate, small = {}, {}, None
+        # The queues, for the dispatcher to know them at the start; the delayed set, for
+        # it to wake then.
+        signal = signals.QUEUES if configured else signals.submitted(
+            {q: [] for q in touched})
     try:
         if small is None:
             _submit_large(_scripts_of(client, keys, settings), keys, flow, flow_id,
-                          flow_record, records, ready, touched, now_ms, signal, gate)
+                          flow_record, records, ready, touched, now_ms, signal, gate,
+                          delayed)
             worker = None
         else:
             worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
@@ -288,6 +299,19 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     return FlowRun(client, keys, flow_id, flow, ids)
 
 
+def delay_start(prepared: Prepared, start_ms: int) -> dict[str, float]:
+    """Make the flow's first tasks (those ready at once, and gated ones with no upstream)
+    wait until ``start_ms``, ``scheduled`` in the delayed set, where the dispatcher moves
+    them to their queues (a gated one to the gate) when their time comes, as it does a
+    retry's; the run stands for that time (its record's ``scheduled``, as a scheduled
+    run's). What is to be written in the delayed set: {task id: start_ms}."""
+    first = [*(t for members in prepared.ready.values() for t in members), *prepared.gate]
+    for task_id in first:
+        prepared.records[task_id]["state"] = TaskState.SCHEDULED
+    prepared.flow_record["scheduled"] = start_ms
+    return dict.fromkeys(first, float(start_ms))
+
+
 def _hset(key: str, record: dict[str, Any]) -> tuple[Any, ...]:
     return ("HSET", key, *(item for pair in record.items() for item in pair))
 
@@ -300,9 +324,11 @@ def _zadd(key: str, members: dict[str, float]) -> tuple[Any, ...]:
 def _submit_large(scripts: Scripts, keys: Keys, flow: Flow, flow_id: str,
                   flow_record: dict[str, Any], records: dict[str, dict[str, Any]],
                   ready: dict[str, dict[str, float]], touched: set[str], now_ms: int,
-                  signal: str, gate: dict[str, float] | None = None) -> None:
-    """Write a flow in one transaction: its records, its ready tasks queued, its queues'
-    configuration, then the signal; confirmed by the replicas the settings ask for."""
+                  signal: str, gate: dict[str, float] | None = None,
+                  delayed: dict[str, float] | None = None) -> None:
+    """Write a flow in one transaction: its records, its ready tasks queued (or delayed),
+    its queues' configuration, then the signal; confirmed by the replicas the settings
+    ask for."""
     commands = [_hset(keys.flow(flow_id), flow_record)]
     if not records:
         commands.append(("RPUSH", keys.flow_done(flow_id), FlowState.COMPLETED))
@@ -310,6 +336,8 @@ def _submit_large(scripts: Scripts, keys: Keys, flow: Flow, flow_id: str,
     commands += [_zadd(keys.queue(queue), members) for queue, members in ready.items()]
     if gate:
         commands.append(_zadd(keys.gate, gate))
+    if delayed:
+        commands.append(_zadd(keys.delayed, delayed))
     commands.append(("SADD", keys.queues, *(touched or {"default"})))
     for given in flow.queues().values():
         given_conf = (("priority", given.priority),
@@ -320,6 +348,8 @@ def _submit_large(scripts: Scripts, keys: Keys, flow: Flow, flow_id: str,
     commands.append(_zadd(keys.flows, {flow_id: now_ms}))
     commands.append(("ZREMRANGEBYRANK", keys.flows, 0, -RECENT_FLOWS - 1))
     commands += signals.pushed(keys.wake, signal)
+    if delayed:
+        commands += signals.pushed(keys.wake, signals.RETRY)
     scripts.transaction(commands, f"flow {flow_id}")
 
 
@@ -335,6 +365,7 @@ def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],
                 *(keys.task(task_id) for task_id in task_ids))
     pipe.zrem(keys.flows, flow_id)
     pipe.zrem(keys.gate, *task_ids or ["-"])
+    pipe.zrem(keys.delayed, *task_ids or ["-"])
     for queue, members in ready.items():
         pipe.zrem(keys.queue(queue), *members)
     try:

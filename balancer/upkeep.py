@@ -45,7 +45,8 @@ class Upkeep:
                 for row in pipe.execute()]
 
     def promote(self, now_ms: float) -> tuple[int, float]:
-        """Queue the retries due by ``now_ms``: (how many, when the next one is due)."""
+        """Queue the retries and delayed starts due by ``now_ms``: (how many, when the next
+        one is due)."""
         entries = as_scored(self.client.zrange(self.keys.delayed, 0, BATCH - 1,
                                                withscores=True))
         due = [m.decode() for m, score in entries if score <= now_ms]
@@ -55,7 +56,8 @@ class Upkeep:
             return 0, next_due
         queues = self.task_fields(due, "queue")
         moved = self.scripts.promote([(t, q[0] or "default") for t, q in zip(due, queues)])
-        log.info("promoted %d due retries: %s", moved, ",".join(due[:10]))
+        log.info("queued %d tasks whose delay passed (retries, delayed starts): %s", moved,
+                 ",".join(due[:10]))
         return moved, next_due
 
     def cascade(self) -> bool:

@@ -26,7 +26,7 @@ class TaskFacts:
     queue: str
     deps: int = 0
     worker: str = ""
-    retry_due_in: float | None = None  # seconds
+    retry_due_in: float | None = None  # seconds: of a retry, or of a delayed start
     ahead: int | None = 0  # tasks ahead of it in its queue; None: not in its queue
     in_gate: bool = False  # a gated task (a map, a trigger) the dispatcher is to decide
     mapped: int = 0  # a map that expanded: how many runs it has
@@ -124,6 +124,9 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
     if state == TaskState.RETRYING:
         due = task.retry_due_in or 0.0
         return f"retry delay: due in {max(0.0, due):.1f}s"
+    if state == TaskState.SCHEDULED:
+        due = task.retry_due_in or 0.0
+        return f"its run starts later: due in {max(0.0, due):.1f}s"
     if state == TaskState.RUNNING and task.mapped:
         return (f"mapped into {task.mapped} runs, {task.deps} not finished"
                 if task.deps > 0 else "its mapped runs finished: results being gathered")

@@ -103,13 +103,15 @@ ROLES = {
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
             "HDEL",  # removing a tag limit (balancer.set_tag_limit)
+            "ZREM", "DEL",  # undoing a submit Redis refused halfway (a key of another type)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
               "gate",  # gated tasks ready at submit (a map over a list given in code)
+              "delayed",  # the first tasks of a run submitted to start later
               "events", "schedule", "schedules",
               "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit
-        read_keys=("workers", "leader", "inflight", "worker", "leases", "delayed",
+        read_keys=("workers", "leader", "inflight", "worker", "leases",
                    "tag_inflight", "partitions"),
     ),
 }

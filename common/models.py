@@ -18,6 +18,8 @@ class TaskState:
 
     pending -(deps met)-> queued -(leased, and run for 20 ms)-> running -(ack)-> completed
     queued|running -(error, retries left)-> retrying -(due)-> queued
+    scheduled (a flow submitted with a delay: its first tasks) -(due)-> queued, or pending
+    in the gate (a gated one)
     queued|running -(error)-> failed ; pending -(upstream failed)-> upstream_failed
     queued|running -(raised SKIP)-> skipped ; pending -(upstream skipped)-> skipped
     pending -(gated: its trigger or a map, decided by the dispatcher)-> queued, skipped,
@@ -34,6 +36,7 @@ class TaskState:
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    SCHEDULED = "scheduled"  # a flow's first task, waiting for the start it was given
     COMPLETED = "completed"
     FAILED = "failed"
     UPSTREAM_FAILED = "upstream_failed"

@@ -415,9 +415,9 @@ class Scripts:
         return keys, args
 
     def promote(self, due: Sequence[tuple[str, str]]) -> int:
-        """Queue due retries; ``due`` holds (task id, queue name) pairs."""
+        """Queue due retries and delayed starts; ``due`` holds (task id, queue name) pairs."""
         k = self.keys
-        keys = [k.delayed]
+        keys = [k.delayed, k.gate]
         for task_id, queue in due:
             keys += [k.task(task_id), k.queue(queue)]
         return int(self._run("promote", keys, [t for t, _ in due]))

@@ -58,7 +58,8 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
         "gauge", ("dispatcher",), "1 for the dispatcher holding the leader lease."),
     "balancer_dispatchers": ("gauge", (), "Dispatchers seen recently (leader and standbys)."),
     "balancer_dead_letters": ("gauge", (), "Quarantined tasks (balancer dlq ls)."),
-    "balancer_retries_waiting": ("gauge", (), "Tasks waiting for their retry delay."),
+    "balancer_retries_waiting": ("gauge", (), "Tasks waiting for their retry delay, or for"
+                                 " the later start their run was given."),
     "balancer_set_aside": ("gauge", (), "Bad entries the dispatcher set aside."),
     "balancer_tasks_completed_total": (
         "counter", ("queue", "task"), "Tasks completed (seen in the events stream)."),

@@ -1,13 +1,13 @@
 -- Cancel a flow run: every task of it not finished ends "cancelled", the flow ends
--- "cancelled", and waiting clients wake. A task in its queue, retrying, quarantined or
--- waiting in the gate leaves that set; a leased task loses its lease (removing the member
--- is the fencing check, so the worker's late ack or failure of it is refused, as for a
--- lease taken back); an inbox entry not yet taken leaves the inbox, and a worker that took
--- it is told on its cancels list, so that it stops the run (balancer/cancel.py,
--- worker/cancels.py). The caller lists the flow's tasks: those of its `tasks` blob, those
--- a @flow function added (flow:<id>:tasks), and the children of each map expanded. An
--- open run (a @flow function's) is closed too: its function's count in `remaining` goes,
--- and flow_extend.lua refuses its next task as cancelled.
+-- "cancelled", and waiting clients wake. A task in its queue, retrying or scheduled,
+-- quarantined or waiting in the gate leaves that set; a leased task loses its lease
+-- (removing the member is the fencing check, so the worker's late ack or failure of it is
+-- refused, as for a lease taken back); an inbox entry not yet taken leaves the inbox, and
+-- a worker that took it is told on its cancels list, so that it stops the run
+-- (balancer/cancel.py, worker/cancels.py). The caller lists the flow's tasks: those of
+-- its `tasks` blob, those a @flow function added (flow:<id>:tasks), and the children of
+-- each map expanded. An open run (a @flow function's) is closed too: its function's count
+-- in `remaining` goes, and flow_extend.lua refuses its next task as cancelled.
 -- All or nothing: when a task reads queued but is neither in its queue, the gate nor under
 -- the lease the caller saw (it was leased meanwhile), a map has expanded since the caller
 -- looked (its `mapped` differs), or the function added tasks (flow:<id>:tasks is longer),
@@ -68,7 +68,7 @@ for t = 1, tonumber(ARGV[2]) do
       unresolved[#unresolved + 1] = task.id
     end
     tasks[#tasks + 1] = task
-  elseif st == 'retrying' or st == 'dead' then
+  elseif st == 'retrying' or st == 'scheduled' or st == 'dead' then
     task.token = ''
     tasks[#tasks + 1] = task
   end

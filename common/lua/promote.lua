@@ -1,15 +1,22 @@
--- Move retrying tasks whose delay has passed back into their queues.
--- KEYS: delayed; then (task, queue)...
+-- Move delayed tasks whose time has come into their queues: retries past their delay,
+-- and the first tasks of a flow submitted to start later (a gated one goes to the gate,
+-- where the dispatcher decides it, as it would have at submit).
+-- KEYS: delayed, gate; then (task, queue)...
 -- ARGV: none; then task id...
--- Returns how many it queued.
+-- Returns how many it moved.
 local now = now_ms()
 local n = 0
-for j = 0, (#KEYS - 1) / 2 - 1 do
-  local task, queue, id = KEYS[2 + 2 * j], KEYS[3 + 2 * j], ARGV[1 + j]
+for j = 0, (#KEYS - 2) / 2 - 1 do
+  local task, queue, id = KEYS[3 + 2 * j], KEYS[4 + 2 * j], ARGV[1 + j]
   local due = redis.call('ZSCORE', KEYS[1], id)
   if due and tonumber(due) <= now then
     redis.call('ZREM', KEYS[1], id)
-    if redis.call('HGET', task, 'state') == 'retrying' then
+    local s = redis.call('HMGET', task, 'state', 'gate')
+    if s[1] == 'scheduled' and s[2] == '1' then
+      redis.call('HSET', task, 'state', 'pending', 'ready', now)
+      redis.call('ZADD', KEYS[2], now, id)
+      n = n + 1
+    elseif s[1] == 'retrying' or s[1] == 'scheduled' then
       redis.call('HSET', task, 'state', 'queued', 'ready', now)
       redis.call('ZADD', queue, redis.call('HGET', task, 'score'), id)
       n = n + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any
 
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 
 from balancer import Flow, FlowError, Queue, task
 from balancer.cli import main as balancer_cli
-from balancer.options import PRIORITY_LIMIT, RETRIES_LIMIT, SECONDS_LIMIT
+from balancer.options import PRIORITY_LIMIT, RETRIES_LIMIT, SECONDS_LIMIT, start_ms
 from balancer.submit import submit_flow
 from balancer.task import Task
 
@@ -189,3 +190,24 @@ def test_waiting_on_a_run_with_a_nan_timeout_is_refused_instead_of_waiting_for_e
     run = submit_flow(fake, settings, one_step_flow())
     with pytest.raises(ValueError, match="wait: timeout must be a finite number"):
         run.wait(NAN)
+
+
+NOW_MS = 1_800_000_000_000
+
+
+@pytest.mark.parametrize(("delay", "eta", "start"), [
+    (None, None, None),
+    (0, None, None),  # no delay: at once
+    (1.5, None, NOW_MS + 1500),
+    (timedelta(minutes=1), None, NOW_MS + 60_000),
+    (None, datetime.fromtimestamp(NOW_MS / 1000 + 30, timezone.utc), NOW_MS + 30_000),
+    (None, datetime.fromtimestamp(NOW_MS / 1000 - 30, timezone.utc), None),  # past: at once
+])
+def test_a_runs_start_is_its_delay_from_now_or_its_eta(
+        delay: object, eta: object, start: int | None) -> None:
+    assert start_ms("flow 'f'", delay, eta, NOW_MS) == start
+
+
+def test_an_eta_in_another_zone_is_the_same_instant() -> None:
+    paris = datetime.fromtimestamp(NOW_MS / 1000 + 5, timezone(timedelta(hours=1)))
+    assert start_ms("flow 'f'", None, paris, NOW_MS) == NOW_MS + 5000

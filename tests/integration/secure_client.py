@@ -3,8 +3,8 @@
 
 Modes: ``chain`` runs a two-task flow; ``full`` runs a flow with dependencies, a retry
 that succeeds and a failure that fails its dependents, then two one-task flows (the
-second may find a standing offer); ``run`` only calls ``flow.run()`` (to see how it
-fails).
+second may find a standing offer), a @flow function and a flow started later; ``run``
+only calls ``flow.run()`` (to see how it fails).
 """
 
 from __future__ import annotations
@@ -45,9 +45,13 @@ def full(marker: str) -> dict[str, Any]:
             ref = double(n)
         single = one.submit()
         singles.append([single.wait(timeout=60), single.result(ref)])
+    with Flow("secure-later") as later:  # started later: its first task delayed
+        ref = double(5)
+    delayed = later.submit(delay=0.5)
     return {"state": state, "states": states, "last": run.result(last),
             "error": error.type if error else None, "waiting": sorted(waiting),
-            "singles": singles, "dynamic": dynamic()}
+            "singles": singles, "dynamic": dynamic(),
+            "delayed": [delayed.wait(timeout=60), delayed.result(ref)]}
 
 
 @flow(name="secure-dynamic")

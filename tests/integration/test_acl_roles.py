@@ -112,6 +112,7 @@ def test_a_cluster_runs_with_each_role_under_its_own_least_privilege_user(
                                     "last": "completed"}
         assert report["last"] == 15 and report["error"] == "ValueError"
         assert report["singles"] == [["completed", 2], ["completed", 4]]
+        assert report["delayed"] == ["completed", 10]
         assert report["dynamic"] == {"later": 6, "failed": "Failed",
                                      "skipped": "UpstreamFailed", "mapped": [2, 4]}
         # It held the dispatcher's standing offer, which its user may not take.

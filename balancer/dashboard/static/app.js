@@ -230,8 +230,8 @@ function leaderSection(data) {
   return section("Dispatchers", rows.length,
     rows.length ? table([["id"], ["role"], ["partitions led", "num"], ["seen", "num"]], rows) :
       h("p", {class: "err"}, "no dispatcher: is `balancer serve` running?"),
-    h("p", {class: "muted"}, "retries waiting: " + data.delayed + " · quarantined: " +
-      data.dead_letters + " · set aside: " + data.set_aside.length));
+    h("p", {class: "muted"}, "delayed (retries, later starts): " + data.delayed +
+      " · quarantined: " + data.dead_letters + " · set aside: " + data.set_aside.length));
 }
 
 function eventsSection(list) {

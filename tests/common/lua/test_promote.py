@@ -49,3 +49,19 @@ def test_promote_drops_a_due_entry_whose_task_is_no_longer_retrying(db: Db) -> N
     assert db.scripts.promote([("a", Q)]) == 0
     assert db.client.zcard(db.keys.delayed) == 0
     assert db.queued() == {}
+
+
+def test_a_delayed_start_goes_to_its_queue_and_a_gated_one_to_the_gate_once_due(
+        db: Db) -> None:
+    db.put_flow(3)
+    db.put_task("plain", state="scheduled", score=5.0)
+    db.put_task("gated", state="scheduled")
+    db.client.hset(db.keys.task("gated"), "gate", 1)
+    db.put_task("later", state="scheduled", score=6.0)
+    db.client.zadd(db.keys.delayed, {"plain": 0, "gated": 0, "later": 2**52})
+    assert db.scripts.promote([("plain", Q), ("gated", Q), ("later", Q)]) == 2
+    assert db.queued() == {"plain": 5.0}
+    assert strings(db.client.zrange(db.keys.gate, 0, -1)) == ["gated"]
+    assert (db.state("plain"), db.state("gated"), db.state("later")) == (
+        "queued", "pending", "scheduled")
+    assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["later"]
