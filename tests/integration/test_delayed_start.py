@@ -5,6 +5,7 @@ processes on a real Redis."""
 
 from __future__ import annotations
 
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -97,3 +98,16 @@ def test_a_bad_delay_is_refused_before_anything_is_written(
     with pytest.raises(FlowError, match=message):
         flow.submit(real, namespace=namespace, **options)  # type: ignore[arg-type]
     assert not real.keys(f"{{{namespace}}}:*")
+
+
+def test_a_dispatcher_killed_before_the_start_leaves_it_to_the_next_one(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """The start waits in Redis, not in a dispatcher's memory."""
+    procs.serve_and_worker(real, namespace, "--concurrency", "1", "--pool", "thread")
+    serve = procs.procs[0]
+    with Flow("outlives") as flow:
+        node = tasks.constant(7)
+    run = flow.submit(real, namespace=namespace, delay=DELAY)
+    procs.stop(serve, signal.SIGKILL)
+    procs.serve()  # takes over once the killed leader's lease expires
+    assert run.wait(timeout=60) == "completed" and run.result(node) == 7
