@@ -46,19 +46,62 @@ class Upkeep:
 
     def promote(self, now_ms: float) -> tuple[int, float]:
         """Queue the retries and delayed starts due by ``now_ms``: (how many, when the next
-        one is due)."""
+        one is due). A member that is not a task id (not UTF-8), or whose task's record
+        Redis refuses to read or move (not a hash), is set aside: read a batch at a time
+        from the earliest, the set would otherwise stall behind it for good."""
         entries = as_scored(self.client.zrange(self.keys.delayed, 0, BATCH - 1,
                                                withscores=True))
-        due = [m.decode() for m, score in entries if score <= now_ms]
         later = [score for _, score in entries if score > now_ms]
-        next_due = now_ms if len(due) == BATCH else min(later, default=float("inf"))
+        next_due = now_ms if len(entries) == BATCH else min(later, default=float("inf"))
+        due: list[tuple[str, float]] = []
+        for member, score in entries:
+            if score > now_ms:
+                continue
+            try:
+                due.append((member.decode(), score))
+            except UnicodeDecodeError:
+                self._aside(aside.UNREADABLE, member, score, "not a task id (not UTF-8)")
         if not due:
             return 0, next_due
-        queues = self.task_fields(due, "queue")
-        moved = self.scripts.promote([(t, q[0] or "default") for t, q in zip(due, queues)])
-        log.info("queued %d tasks whose delay passed (retries, delayed starts): %s", moved,
-                 ",".join(due[:10]))
+        pipe = self.client.pipeline(transaction=False)
+        for task_id, _ in due:
+            pipe.hget(self.keys.task(task_id), "queue")
+        pairs: list[tuple[str, str]] = []
+        for (task_id, score), queue in zip(due, pipe.execute(raise_on_error=False)):
+            if isinstance(queue, redis.ResponseError) and not is_outage(queue):
+                self._aside(aside.kind_of(queue), task_id.encode(), score,
+                            f"its record cannot be read: {queue}")
+            elif isinstance(queue, Exception):
+                raise queue
+            else:
+                pairs.append((task_id, queue.decode(errors="replace") if queue else "default"))
+        moved = self._promote(pairs, dict(due))
+        if moved:
+            log.info("queued %d tasks whose delay passed (retries, delayed starts): %s",
+                     moved, ",".join(t for t, _ in pairs[:10]))
         return moved, next_due
+
+    def _promote(self, pairs: list[tuple[str, str]], scores: dict[str, float]) -> int:
+        """promote.lua on the batch; when Redis refuses it for a task's data, one task at a
+        time, the refused ones set aside."""
+        if not pairs:
+            return 0
+        try:
+            return self.scripts.promote(pairs)
+        except redis.ResponseError as exc:
+            if is_outage(exc):
+                raise
+            if len(pairs) > 1:  # which one: a task at a time
+                return sum(self._promote([pair], scores) for pair in pairs)
+            task_id = pairs[0][0]
+            self._aside(aside.kind_of(exc), task_id.encode(), scores[task_id],
+                        f"queueing it failed: {exc}")
+            return 0
+
+    def _aside(self, kind: str, member: bytes, score: float, why: str) -> None:
+        self.set_aside.move(kind, self.keys.delayed, "zset", member,
+                            f"{why}; taken out of the set of tasks waiting for a retry or a"
+                            " later start", score=score)
 
     def cascade(self) -> bool:
         """Fail the dependents of failed tasks, a batch at a time; True if more remain.

@@ -10,17 +10,19 @@ for j = 0, (#KEYS - 2) / 2 - 1 do
   local task, queue, id = KEYS[3 + 2 * j], KEYS[4 + 2 * j], ARGV[1 + j]
   local due = redis.call('ZSCORE', KEYS[1], id)
   if due and tonumber(due) <= now then
-    redis.call('ZREM', KEYS[1], id)
-    local s = redis.call('HMGET', task, 'state', 'gate')
+    -- The write Redis may refuse (a key of another type) goes first: refused, it leaves
+    -- the task as it was, in the delayed set, for the caller to set aside.
+    local s = redis.call('HMGET', task, 'state', 'gate', 'score')
     if s[1] == 'scheduled' and s[2] == '1' then
-      redis.call('HSET', task, 'state', 'pending', 'ready', now)
       redis.call('ZADD', KEYS[2], now, id)
+      redis.call('HSET', task, 'state', 'pending', 'ready', now)
       n = n + 1
     elseif s[1] == 'retrying' or s[1] == 'scheduled' then
+      redis.call('ZADD', queue, s[3], id)
       redis.call('HSET', task, 'state', 'queued', 'ready', now)
-      redis.call('ZADD', queue, redis.call('HGET', task, 'score'), id)
       n = n + 1
     end
+    redis.call('ZREM', KEYS[1], id)
   end
 end
 return n

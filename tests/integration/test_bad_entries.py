@@ -164,6 +164,32 @@ def test_a_bad_cascade_member_leaves_the_failures_behind_it_cascading(
     assert entry["member"] == "\\xff\\xfe-not-utf8"  # as it was, for an operator to restore
 
 
+def test_bad_members_of_the_delayed_set_leave_retries_and_later_starts_behind_them_going(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """The delayed set is read a batch at a time from its earliest: a member that is not
+    UTF-8, or a task whose record is not a hash, stalled every retry and delayed start
+    behind it, for good."""
+    keys = Keys(namespace)
+    real.zadd(keys.delayed, {b"\xff\xfe-not-utf8": 0, "tampered": 1})
+    real.set(keys.task("tampered"), "a string, not a hash")
+    serve, _ = _start(procs, real, keys)
+    with Flow("later") as flow:
+        node = tasks.always_fails(1)  # two retries, through the delayed set too
+        tasks.constant(1)
+    run = flow.submit(real, namespace=namespace, delay=0.2)
+    assert run.wait(timeout=30) == "failed"
+    assert run.error(node) is not None and real.hget(keys.task(run.ids[node]), "failures") == b"3"
+    assert real.zcard(keys.delayed) == 0
+    entries = sorted(_aside(procs), key=lambda e: str(e["kind"]))
+    assert [(e["key"], e["kind"]) for e in entries] == [
+        (keys.delayed, "unreadable"), (keys.delayed, "wrong-type")]
+    assert entries[0]["member"] == "\\xff\\xfe-not-utf8"
+    assert entries[1]["member"] == "tampered"
+    for entry in entries:
+        assert procs.log(serve).count(f"entry={entry['id']}") == 1
+
+
 def test_a_queue_key_of_the_wrong_type_is_skipped_and_reported_until_fixed(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from balancer.common.aside import Aside
 from balancer.common.scripts import FAIL_RETRIED
+from balancer.common.settings import Settings
 
 from tests.common.lua.db import Db, Q, strings
 
@@ -65,3 +67,22 @@ def test_a_delayed_start_goes_to_its_queue_and_a_gated_one_to_the_gate_once_due(
     assert (db.state("plain"), db.state("gated"), db.state("later")) == (
         "queued", "pending", "scheduled")
     assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["later"]
+
+
+def test_a_due_task_redis_refuses_to_queue_is_set_aside_and_the_rest_queued(db: Db) -> None:
+    """promote.lua refused for one task (its queue key is of another type): the batch is
+    tried a task at a time, so that one alone leaves the delayed set."""
+    from balancer.setaside import SetAside
+    from balancer.upkeep import Upkeep
+
+    db.put_flow(2)
+    db.put_task("ok", state="retrying", score=3.0)
+    db.put_task("stuck", state="retrying", queue="broken")
+    db.client.set(db.keys.queue("broken"), "a string, not a sorted set")
+    db.client.zadd(db.keys.delayed, {"stuck": 0, "ok": 1})
+    upkeep = Upkeep(db.client, db.keys, db.scripts, Settings(namespace=db.keys.namespace),
+                    SetAside(db.scripts, lambda: 0.0))
+    assert upkeep.promote(now_ms=10.0**13)[0] == 1
+    assert db.queued() == {"ok": 3.0} and db.client.zcard(db.keys.delayed) == 0
+    (entry,) = [Aside.from_blob(blob) for blob in db.client.hvals(db.keys.aside)]
+    assert (entry.key, entry.kind, entry.member) == (db.keys.delayed, "wrong-type", b"stuck")
