@@ -77,3 +77,16 @@ def test_dates_are_prefect_1s_keys_for_the_day_the_run_stands_for() -> None:
     when = datetime(2026, 1, 1, 2, 30, tzinfo=timezone.utc)
     assert dated(when) == {"scheduled_start_time": when, "date": when, "today": "2026-01-01",
                            "yesterday": "2025-12-31", "tomorrow": "2026-01-02"}
+
+
+def test_prefects_runtime_reads_the_task_run_in_a_task_and_is_empty_outside() -> None:
+    from balancer import runtime
+
+    assert (runtime.task_run.id, runtime.flow_run.id, runtime.task_run.tags) == (None, None, [])
+    facts = _facts("m1-2", read={"task_run_count": 3, "flow_name": "etl", "task_tags": ["io"]})
+    with bound(facts):
+        assert (runtime.task_run.id, runtime.task_run.name, runtime.task_run.task_name) == (
+            "m1-2", "extract[2]", "extract")
+        assert (runtime.task_run.run_count, runtime.task_run.tags) == (3, ["io"])
+        assert (runtime.flow_run.id, runtime.flow_run.name, runtime.flow_run.flow_name) == (
+            "f1", "etl", "etl")

@@ -247,3 +247,19 @@ def test_a_task_class_built_with_arguments_runs_in_a_flow_function_as_in_a_flow(
     with Flow("scaled") as classic:
         node = triple(2)
     assert classic.run(quiet=True).result[node].result == 6
+
+
+def test_prefects_runtime_names_a_flow_functions_own_run_in_its_body(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from balancer import flow, runtime
+    from tests.integration.tasks import constant
+
+    monkeypatch.delenv("BALANCER_REDIS_URL", raising=False)  # the embedded cluster
+
+    @flow(name="knows-its-run")
+    def body() -> list[object]:
+        constant(1)
+        return [runtime.flow_run.id, runtime.flow_run.name, runtime.task_run.id]
+
+    state = body(return_state=True)
+    assert state.result() == [state.flow_run_id, "knows-its-run", None]
