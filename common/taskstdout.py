@@ -20,6 +20,9 @@ from typing import Any
 _capture: contextvars.ContextVar[Lines | None] = contextvars.ContextVar(
     "balancer_task_stdout", default=None)
 _install = threading.Lock()
+# Text printed without a newline is held until one comes, up to this many characters: a
+# task printing a progress bar with "\r" for an hour must not grow its worker's memory.
+MAX_LINE = 64 * 1024
 
 
 class Lines:
@@ -33,6 +36,9 @@ class Lines:
 
     def write(self, text: str) -> int:
         *lines, self.partial = (self.partial + text).split("\n")
+        if len(self.partial) > MAX_LINE:  # no newline for long: log it as it stands
+            lines.append(self.partial)
+            self.partial = ""
         for line in lines:
             if line.strip():
                 self.logger.info("%s", line.rstrip())

@@ -47,3 +47,15 @@ def test_another_threads_prints_are_not_taken(caplog: pytest.LogCaptureFixture,
     thread.join(5)
     assert [r.getMessage() for r in caplog.records] == ["mine"]
     assert capsys.readouterr().out == "from another slot\n"
+
+
+def test_text_without_a_newline_is_logged_once_it_grows_past_the_line_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("balancer.task")
+    with caplog.at_level(logging.INFO, "balancer.task"):
+        lines = taskstdout.capture(logger)
+        for _ in range(3):
+            sys.stdout.write("x" * (taskstdout.MAX_LINE // 2 + 1))
+        lines.close()
+    assert [len(r.getMessage()) for r in caplog.records] == [
+        taskstdout.MAX_LINE + 2, taskstdout.MAX_LINE // 2 + 1]
