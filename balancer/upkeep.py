@@ -164,19 +164,36 @@ class Upkeep:
             "TimeoutError", f"no acknowledgement within the task's timeout plus"
                             f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
         for member in due:
-            task_id, _, rest = member.decode().partition("|")
-            worker, _, token = rest.partition("|")
-            flow, queue = self.task_fields([task_id], "flow", "queue")[0]
-            code = FAIL_REFUSED
-            if worker and token and queue:
-                code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
-                                         "retry", self.ttl_ms, self.settings.poison_threshold)
-            if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
-                self.client.zrem(self.keys.deadlines, member)
-            else:
-                log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
-                            worker)
+            try:
+                self._expire(member, error)
+            except UnicodeDecodeError:
+                self._deadline_aside(aside.UNREADABLE, member, "not a lease (not UTF-8)")
+            except redis.ResponseError as exc:
+                if is_outage(exc):
+                    raise
+                self._deadline_aside(aside.kind_of(exc), member,
+                                     f"failing the overdue lease failed: {exc}")
         return True
+
+    def _expire(self, member: bytes, error: bytes) -> None:
+        task_id, _, rest = member.decode().partition("|")
+        worker, _, token = rest.partition("|")
+        flow, queue = self.task_fields([task_id], "flow", "queue")[0]
+        code = FAIL_REFUSED
+        if worker and token and queue:
+            code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
+                                     "retry", self.ttl_ms, self.settings.poison_threshold)
+        if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
+            self.client.zrem(self.keys.deadlines, member)
+        else:
+            log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
+                        worker)
+
+    def _deadline_aside(self, kind: str, member: bytes, why: str) -> None:
+        """A deadline entry that cannot be used, read first at every look: set aside, or
+        the leases behind it would never be failed past their timeout."""
+        self.set_aside.move(kind, self.keys.deadlines, "zset", member,
+                            f"{why}; taken out of the leases watched for their timeout")
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
              left: bool = False) -> tuple[int, int, list[str]]:

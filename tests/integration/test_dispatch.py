@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from balancer.common import signals
+from balancer.common.aside import Aside
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.scripts import Scripts
@@ -193,6 +194,37 @@ def test_dispatcher_fails_a_task_whose_worker_never_acknowledges_past_its_timeou
         assert error is not None and error.type == "TimeoutError"
         assert "presumed stuck" in error.message
         assert real.zcard(cluster.dispatcher.keys.deadlines) == 0
+    finally:
+        worker.stopping.set()
+        cluster.stop()
+
+
+def test_bad_deadline_entries_are_set_aside_and_an_overdue_lease_behind_them_is_failed(
+    real: redis.Redis, settings, redis_url: str  # type: ignore[no-untyped-def]
+) -> None:
+    """The deadlines are read a batch at a time from the earliest: a member that is not
+    UTF-8, or one whose task's record is not a hash, stopped every overdue lease behind
+    it from being failed, for good."""
+    cluster = ThreadCluster(real, settings.replace(redis_url=redis_url, timeout_grace=0.3))
+    keys = cluster.dispatcher.keys
+    real.zadd(keys.deadlines, {b"\xff\xfe-not-utf8": 0, "tampered|stuck|1.1-x": 1})
+    real.set(keys.task("tampered"), "a string, not a hash")
+    cluster.start()
+    worker = SimulatedWorker(real, keys, "stuck", ("default",), 2, 0.0)
+    worker.start()
+    try:
+        flow = Flow("stuck")
+        node = flow.add_task(tasks.short_timeout)  # timeout=0.3 s
+        node.args = (0.0,)
+        run = flow.submit(real, namespace=settings.namespace)
+        wait_for(lambda: worker.inbox() and real.lpop(keys.inbox("stuck")))
+        assert run.wait(timeout=20) == "failed"
+        assert real.zcard(keys.deadlines) == 0
+        entries = sorted((Aside.from_blob(b) for b in real.hvals(keys.aside)),
+                         key=lambda e: e.kind)
+        assert [(e.key, e.kind, e.member) for e in entries] == [
+            (keys.deadlines, "unreadable", b"\xff\xfe-not-utf8"),
+            (keys.deadlines, "wrong-type", b"tampered|stuck|1.1-x")]
     finally:
         worker.stopping.set()
         cluster.stop()
