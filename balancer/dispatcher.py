@@ -67,7 +67,7 @@ from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
-from balancer.tags import parse_counts, parse_limits
+from balancer.tags import parse_limits
 from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView
@@ -623,9 +623,10 @@ class Dispatcher:
         if command.tags:
             pipe.hgetall(self.keys.tag_inflight)
         rows = pipe.execute(raise_on_error=False)[len(command.heads):]
-        tag_leased = parse_counts(Troubles.ok(rows.pop() if command.tags else {}))
-        inflight = {k.decode(): int(v)
-                    for k, v in Troubles.ok(rows.pop() if command.inflight else {}).items()}
+        tag_leased = (self.troubles.lease_counts(self.keys.tag_inflight, rows.pop(), "tag")
+                      if command.tags else {})
+        inflight = (self.troubles.lease_counts(self.keys.inflight, rows.pop(), "queue")
+                    if command.inflight else {})
         servable = [q for q, _ in command.heads]
         rows = [self.troubles.read(q, r) for q, r in zip(servable, rows)]
         cleaned: set[str] = set()  # queues bad members were taken out of, just now

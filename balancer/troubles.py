@@ -24,6 +24,10 @@ from balancer.common.retry import error_message, is_outage
 from balancer.dispatch_state import DispatchState
 from balancer.setaside import SetAside
 
+# The count a queue or tag gets when its count of leases is no number: as if far past any
+# limit, so that none is passed while it cannot be read.
+HELD = 2**31
+
 
 class Troubles:
     def __init__(self, client: redis.Redis, keys: Keys, aside: SetAside,
@@ -35,6 +39,7 @@ class Troubles:
         self.troubled: dict[str, str] = {}  # open set-aside entry id -> its queue
         # Workers a lease failed for (their own keys, it seems): entry id.
         self.workers: dict[str, str] = {}
+        self.bad_counts: dict[str, str] = {}  # entry id -> key: a count of leases no number
 
     def leased(self, worker_id: str, queue: str) -> None:
         """A lease of the queue to the worker succeeded: what was wrong with either is
@@ -106,6 +111,33 @@ class Troubles:
             self.troubled.pop(entry, None)
             self.aside.clear(entry, f"queue={name} has a readable config again")
         return config
+
+    def lease_counts(self, key: str, reply: Any, what: str) -> dict[str, int]:
+        """The leases counted by queue (``inflight``) or by tag (``tag-inflight``), as read.
+        A count a Redis writer made no number holds its queue or tag (HELD: a limit must not
+        be passed while its count cannot be read), reported while it lasts; every other
+        queue and tag goes on. A field that is not UTF-8 names nothing leased: left out."""
+        counts: dict[str, int] = {}
+        bad: set[str] = set()
+        for name, value in self.ok(reply).items():
+            try:
+                field = name.decode()
+            except UnicodeDecodeError:
+                continue
+            try:
+                counts[field] = int(value)
+            except ValueError:
+                counts[field] = HELD
+                bad.add(self.aside.note(
+                    aside.BAD_CONFIG, key, f"{what}={field}: its count of leases is"
+                    f" {aside.shown(value)!r}, not a number; no more of its tasks are leased"
+                    f" until it is fixed (redis-cli HSET {key} {field} N, N the tasks of it"
+                    f" leased now; HDEL if none)", member=name))
+        for entry in [e for e, k in self.bad_counts.items() if k == key and e not in bad]:
+            del self.bad_counts[entry]
+            self.aside.clear(entry, f"its count of leases in {key} is a number again")
+        self.bad_counts.update(dict.fromkeys(bad, key))
+        return counts
 
     @staticmethod
     def ok(reply: Any) -> Any:

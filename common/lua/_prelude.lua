@@ -177,6 +177,17 @@ local function counted(token)
   return not string.find(token, UNCOUNTED_TOKEN)
 end
 
+-- Add `by` to a count of leases: a queue's (`inflight`) or a tag's (`tag-inflight`). A
+-- count a Redis writer made no number stays as it is (the dispatcher reports it and leases
+-- nothing more of that queue or tag until it is fixed) instead of failing the script: an
+-- acknowledgement refused for it would be retried by its worker for ever. The new count,
+-- or nil.
+local function lease_count(key, field, by)
+  local n = redis.pcall('HINCRBY', key, field, by)
+  if type(n) == 'table' and n.err then return nil end
+  return n
+end
+
 -- Tag limits (balancer/tags.py). A lease of a task with a limited tag is tag-counted: its
 -- token carries "t", each tag the dispatcher counted it for (comma-joined: tags hold no
 -- comma) goes up by one in `tag-inflight`, and its task record's "tagged" field says
@@ -188,7 +199,7 @@ local function tag_counted(token)
   return string.find(token, TAGGED_TOKEN) ~= nil
 end
 local function tag_lease(task_key, tag_key, token, tags)
-  for tag in string.gmatch(tags, '[^,]+') do redis.call('HINCRBY', tag_key, tag, 1) end
+  for tag in string.gmatch(tags, '[^,]+') do lease_count(tag_key, tag, 1) end
   redis.call('HSET', task_key, 'tagged', token .. '|' .. tags)
 end
 -- Give back the tags the lease `token` of this task counted. Returns how many.
@@ -198,7 +209,8 @@ local function untag(task_key, tag_key, token)
   if not given or string.sub(given, 1, #token + 1) ~= token .. '|' then return 0 end
   local n = 0
   for tag in string.gmatch(string.sub(given, #token + 2), '[^,]+') do
-    if redis.call('HINCRBY', tag_key, tag, -1) <= 0 then redis.call('HDEL', tag_key, tag) end
+    local left = lease_count(tag_key, tag, -1)
+    if left and left <= 0 then redis.call('HDEL', tag_key, tag) end
     n = n + 1
   end
   redis.call('HDEL', task_key, 'tagged')
@@ -294,7 +306,7 @@ local function lease_tasks(ids, task_keys, queue_key, inbox_key, leases_key, inf
   if n > 0 then
     redis.call('RPUSH', inbox_key, unpack(entries))
     redis.call('SADD', leases_key, unpack(members))
-    if counted(lease_token(prefix, 1)) then redis.call('HINCRBY', inflight_key, queue, n) end
+    if counted(lease_token(prefix, 1)) then lease_count(inflight_key, queue, n) end
     for _, t in ipairs(tagged) do tag_lease(t[1], tag_key, t[2], t[3]) end
     if #deadlines > 0 then
       local now = now_ms()

@@ -72,7 +72,7 @@ for t = 1, tonumber(ARGV[4]) do
   a = a + 8 + 2 * children
   k = k + 3 + 2 * children
 end
-for queue, count in pairs(per_queue) do redis.call('HINCRBY', KEYS[2], queue, -count) end
+for queue, count in pairs(per_queue) do lease_count(KEYS[2], queue, -count) end
 for flow, f in pairs(per_flow) do flow_tasks_done(flow, f[1], f[2], 0, ttl, now) end
 emit_tasks_and_flows('task.completed', ARGV[1], records)
 -- Run down below the refill point, a worker signals at checkpoints (quiet, half of it, a

@@ -94,7 +94,7 @@ for _, task in ipairs(tasks) do
   redis.call('ZREM', KEYS[8], task.id)
   if task.token ~= '' then
     unlease(task.leases, task.id, task.token)
-    if counted(task.token) then redis.call('HINCRBY', KEYS[6], task.name, -1) end
+    if counted(task.token) then lease_count(KEYS[6], task.name, -1) end
     untag(task.key, KEYS[11], task.token)
     redis.call('ZREM', KEYS[5], task.id .. '|' .. task.worker .. '|' .. task.token)
     if task.entry == '' or redis.call('LREM', task.inbox, 1, task.entry) == 0 then

@@ -35,7 +35,7 @@ local function settle(code, already_told)
   return code
 end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
-if counted(token) then redis.call('HINCRBY', KEYS[3], ARGV[8], -1) end
+if counted(token) then lease_count(KEYS[3], ARGV[8], -1) end
 untag(KEYS[1], KEYS[13], token)
 signal(KEYS[6], SIGNAL.ack, ARGV[1], redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],

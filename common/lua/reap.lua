@@ -22,7 +22,7 @@ for j = 0, (#KEYS - 11) / 2 - 1 do
   local id, token, started = ARGV[9 + 3 * j], ARGV[10 + 3 * j], ARGV[11 + 3 * j]
   if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
     local name = redis.call('HGET', task, 'queue')
-    if name and counted(token) then redis.call('HINCRBY', KEYS[6], name, -1) end
+    if name and counted(token) then lease_count(KEYS[6], name, -1) end
     untag(task, KEYS[11], token)
     redis.call('ZREM', KEYS[8], id .. '|' .. ARGV[2] .. '|' .. token)
     local lost = 0

@@ -14,7 +14,7 @@ for j = 0, (#KEYS - 6) / 2 - 1 do
     ARGV[5 + 4 * j]
   if (entry == '' or redis.call('LREM', KEYS[1], 1, entry) == 1)
       and unlease(KEYS[2], id, token) then
-    if counted(token) then redis.call('HINCRBY', KEYS[3], name, -1) end
+    if counted(token) then lease_count(KEYS[3], name, -1) end
     untag(task, KEYS[6], token)
     redis.call('ZREM', KEYS[5], id .. '|' .. ARGV[1] .. '|' .. token)
     requeue(task, queue, id)

@@ -190,6 +190,28 @@ def test_bad_members_of_the_delayed_set_leave_retries_and_later_starts_behind_th
         assert procs.log(serve).count(f"entry={entry['id']}") == 1
 
 
+def test_a_count_of_leases_that_is_no_number_holds_its_queue_alone_until_fixed(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """It stopped every queue's dispatching. Its queue's limit must not be passed while the
+    count cannot be read: that queue waits, reported, and goes once the count is fixed."""
+    keys = Keys(namespace)
+    real.sadd(keys.queues, "broken")
+    real.hset(keys.queue_conf("broken"), "concurrency_limit", 2)
+    real.hset(keys.inflight, "broken", "garbage")
+    serve, _ = _start(procs, real, keys)
+    held = _submit(real, namespace, "broken")
+    _completes(real, namespace, "default", "other")
+    (entry,) = _aside(procs)
+    assert (entry["key"], entry["kind"], entry["member"]) == (keys.inflight, "bad-config",
+                                                               "broken")
+    assert held.state == "running" and set(held.states().values()) <= {"queued", "pending"}
+    real.hset(keys.inflight, "broken", 0)  # what an operator does, as the entry says
+    assert held.wait(timeout=30) == "completed"
+    wait_for(lambda: _aside(procs) == [], timeout=10)
+    assert procs.log(serve).count(f"entry={entry['id']}") == 2  # set aside, then cleared
+
+
 def test_a_queue_key_of_the_wrong_type_is_skipped_and_reported_until_fixed(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:

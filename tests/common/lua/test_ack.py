@@ -369,3 +369,18 @@ def test_ack_ends_a_flow_whose_count_is_no_number_as_failed_and_still_stores_the
     assert db.task("a")["state"] == db.task("b")["state"] == "completed"
     assert (db.flow("state"), db.flow("broken")) == ("failed", field)
     assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"failed"]  # once
+
+
+def test_a_count_of_leases_that_is_no_number_refuses_no_acknowledgement(db: Db) -> None:
+    """A worker retries a refused acknowledgement for ever: a count a Redis writer broke
+    is left as it is (the dispatcher reports it) instead of failing the script."""
+    from balancer.common.scripts import FAIL_FAILED
+
+    db.put_flow(2)
+    db.put_task("a")
+    db.put_task("b")
+    tokens = db.lease("a", "b")
+    db.client.hset(db.keys.inflight, Q, "garbage")
+    assert db.ack("a", tokens["a"]) is True
+    assert db.fail("b", tokens["b"], "final") == FAIL_FAILED
+    assert (db.state("a"), db.state("b"), db.inflight()) == ("completed", "failed", "garbage")
