@@ -175,40 +175,20 @@ def test_paused_queue_holds_its_tasks_until_resumed(
     wait_for(lambda: len(w.inbox()) == 3)
 
 
+@pytest.mark.parametrize("bad_entries", [False, True], ids=["alone", "behind-bad-entries"])
 def test_dispatcher_fails_a_task_whose_worker_never_acknowledges_past_its_timeout(
-    real: redis.Redis, settings, redis_url: str  # type: ignore[no-untyped-def]
+    real: redis.Redis, settings, redis_url: str, bad_entries: bool  # type: ignore[no-untyped-def]
 ) -> None:
-    cluster = ThreadCluster(real, settings.replace(redis_url=redis_url, timeout_grace=0.3))
-    cluster.start()
-    worker = SimulatedWorker(real, cluster.dispatcher.keys, "stuck", ("default",), 2, 0.0)
-    worker.start()
-    try:
-        flow = Flow("stuck")
-        node = flow.add_task(tasks.short_timeout)  # timeout=0.3 s
-        node.args = (0.0,)
-        run = flow.submit(real, namespace=settings.namespace)
-        # The worker takes the task out of its inbox, keeps heartbeating, never acknowledges.
-        wait_for(lambda: worker.inbox() and real.lpop(cluster.dispatcher.keys.inbox("stuck")))
-        assert run.wait(timeout=20) == "failed"
-        error = run.error(node)
-        assert error is not None and error.type == "TimeoutError"
-        assert "presumed stuck" in error.message
-        assert real.zcard(cluster.dispatcher.keys.deadlines) == 0
-    finally:
-        worker.stopping.set()
-        cluster.stop()
-
-
-def test_bad_deadline_entries_are_set_aside_and_an_overdue_lease_behind_them_is_failed(
-    real: redis.Redis, settings, redis_url: str  # type: ignore[no-untyped-def]
-) -> None:
-    """The deadlines are read a batch at a time from the earliest: a member that is not
-    UTF-8, or one whose task's record is not a hash, stopped every overdue lease behind
-    it from being failed, for good."""
+    """Also behind bad entries of the deadlines (read a batch at a time from the
+    earliest): a member that is not UTF-8, or one whose task's record is not a hash,
+    stopped every overdue lease behind it from being failed, for good. They are set
+    aside."""
     cluster = ThreadCluster(real, settings.replace(redis_url=redis_url, timeout_grace=0.3))
     keys = cluster.dispatcher.keys
-    real.zadd(keys.deadlines, {b"\xff\xfe-not-utf8": 0, "tampered|stuck|1.1-x": 1})
-    real.set(keys.task("tampered"), "a string, not a hash")
+    bad = [b"\xff\xfe-not-utf8", b"tampered|stuck|1.1-x"] if bad_entries else []
+    if bad:
+        real.zadd(keys.deadlines, {member: i for i, member in enumerate(bad)})
+        real.set(keys.task("tampered"), "a string, not a hash")
     cluster.start()
     worker = SimulatedWorker(real, keys, "stuck", ("default",), 2, 0.0)
     worker.start()
@@ -217,14 +197,18 @@ def test_bad_deadline_entries_are_set_aside_and_an_overdue_lease_behind_them_is_
         node = flow.add_task(tasks.short_timeout)  # timeout=0.3 s
         node.args = (0.0,)
         run = flow.submit(real, namespace=settings.namespace)
+        # The worker takes the task out of its inbox, keeps heartbeating, never acknowledges.
         wait_for(lambda: worker.inbox() and real.lpop(keys.inbox("stuck")))
         assert run.wait(timeout=20) == "failed"
+        error = run.error(node)
+        assert error is not None and error.type == "TimeoutError"
+        assert "presumed stuck" in error.message
         assert real.zcard(keys.deadlines) == 0
         entries = sorted((Aside.from_blob(b) for b in real.hvals(keys.aside)),
                          key=lambda e: e.kind)
         assert [(e.key, e.kind, e.member) for e in entries] == [
-            (keys.deadlines, "unreadable", b"\xff\xfe-not-utf8"),
-            (keys.deadlines, "wrong-type", b"tampered|stuck|1.1-x")]
+            (keys.deadlines, kind, member) for kind, member in zip(
+                ("unreadable", "wrong-type"), bad)]
     finally:
         worker.stopping.set()
         cluster.stop()
