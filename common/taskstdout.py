@@ -72,6 +72,8 @@ class _Stdout:
             self._real.flush()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_real":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self._real, name)
 
 
