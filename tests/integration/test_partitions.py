@@ -172,3 +172,20 @@ def test_a_flow_in_partition_1_is_cancelled_by_id_and_its_running_task_stopped(
         assert not real.exists(Keys(namespace).flow(run.id))
     finally:
         real.delete(pids)
+
+
+def test_a_delayed_flow_in_partition_1_starts_from_that_partitions_delayed_set(
+        procs: Processes, real: redis.Redis, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    procs.serve("--partitions", "2")
+    wait_for(lambda: real.get(Keys(namespace).partitions) == b"2", timeout=30)
+    procs.worker("--pool", "thread", "--concurrency", "2")
+    wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) for p in range(2)),
+             timeout=30)
+    monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
+    with Flow("later") as flow:
+        node = tasks.square(3)
+    run = flow.submit(real, namespace=namespace, delay=1.0)
+    assert run.keys.partition == 1 and run.task_state(node) == "scheduled"
+    assert real.zscore(Keys(namespace, 1).delayed, run.ids[node]) is not None
+    assert run.wait(timeout=30) == "completed" and run.result(node) == 9
