@@ -68,10 +68,11 @@ class FlowView:
     error: str = ""  # a @flow function's run: what its function raised
     schedule: str = ""  # a scheduled run: the schedule's id and the due time it fired for
     broken: str = ""  # ended failed: this count of its record was no number (_prelude.lua)
+    starts: str = ""  # a run submitted to start later (delay=, eta=): when, in UTC
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for extra in ("parent", "error", "schedule", "broken"):
+        for extra in ("parent", "error", "schedule", "broken", "starts"):
             if not out[extra]:
                 del out[extra]
         for row, task in zip(out["tasks"], self.tasks):
@@ -150,15 +151,22 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     opt_field_int(finished), counts, rows, (parent or b"").decode(),
                     str(codec.unpack_error(raised)) if raised else "",
                     _scheduled(schedule, scheduled),
-                    (broken or b"").decode(errors="replace"))
+                    (broken or b"").decode(errors="replace"),
+                    _utc(scheduled) if schedule is None else "")
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
     """"<schedule id>, due <UTC time>" for a run a schedule fired, else ""."""
     if schedule is None or opt_field_int(scheduled) is None:
         return ""
-    due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((opt_field_int(scheduled) or 0) / 1000))
-    return f"{schedule.decode(errors='replace')}, due {due}"
+    return f"{schedule.decode(errors='replace')}, due {_utc(scheduled)}"
+
+
+def _utc(ms: bytes | None) -> str:
+    """A record's ms as UTC time, "" if none."""
+    value = opt_field_int(ms)
+    return "" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                  time.gmtime(value / 1000))
 
 
 def _clock(ms: int | None) -> str:
@@ -181,7 +189,8 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
              f" {c['failed']} failed, {c['cancelled']} cancelled; submitted"
              f" {_clock(view.created_ms)}{took}"
              + (f"  (sub-run of {view.parent})" if view.parent else "")
-             + (f"  (schedule {view.schedule})" if view.schedule else "")]
+             + (f"  (schedule {view.schedule})" if view.schedule else "")
+             + (f"  (starts {view.starts})" if view.starts else "")]
     if view.error:
         lines.append(f"  its function raised {view.error}")
     if view.broken:

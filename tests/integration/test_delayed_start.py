@@ -6,6 +6,8 @@ processes on a real Redis."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -14,7 +16,7 @@ import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow, FlowError
-from tests.conftest import Processes
+from tests.conftest import ROOT, Processes
 from tests.integration import tasks
 
 pytestmark = pytest.mark.integration
@@ -43,9 +45,14 @@ def test_a_delayed_flow_waits_scheduled_says_why_and_starts_no_earlier(
     assert states["add"] == "pending"
     why = run.why()
     assert why["constant"].startswith("its run starts later: due in")
+    start_ms = int(real.hget(keys.flow(run.id), "scheduled") or 0)
+    start = datetime.fromtimestamp(start_ms / 1000, timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    shown = subprocess.run([sys.executable, "-m", "balancer.cli", "flow", run.id], cwd=ROOT,
+                           env=procs.env, capture_output=True, text=True, timeout=30)
+    assert f"(starts {start})" in shown.stdout.splitlines()[0], shown.stdout + shown.stderr
     assert run.wait(timeout=60) == "completed", run.states()
     assert run.result(last) == 2 + 12
-    start_ms = int(real.hget(keys.flow(run.id), "scheduled") or 0)
     assert start_ms >= submitted_ms + DELAY * 1000
     for node in (first, facts):
         assert _started_ms(real, keys, run.ids[node]) >= start_ms  # not a moment before
