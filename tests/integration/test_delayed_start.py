@@ -21,7 +21,9 @@ from tests.integration import tasks
 
 pytestmark = pytest.mark.integration
 
-DELAY = 2.0
+# Long enough that what a test checks before the start is done well before it, on a
+# busy machine too.
+DELAY = 3.0
 
 
 def _started_ms(real: redis.Redis, keys: Keys, task_id: str) -> int:
@@ -64,12 +66,13 @@ def test_a_delayed_flow_waits_scheduled_says_why_and_starts_no_earlier(
 def test_an_eta_in_the_past_runs_at_once_and_one_ahead_waits_for_it(
         procs: Processes, real: redis.Redis, namespace: str) -> None:
     procs.serve_and_worker(real, namespace, "--concurrency", "1", "--pool", "thread")
-    now = datetime.now(timezone.utc)
     with Flow("past") as flow:
         node = tasks.constant(1)
-    run = flow.submit(real, namespace=namespace, eta=now - timedelta(hours=1))
+    run = flow.submit(real, namespace=namespace,
+                      eta=datetime.now(timezone.utc) - timedelta(hours=1))
     assert run.wait(timeout=30) == "completed" and run.result(node) == 1
-    ahead = flow.submit(real, namespace=namespace, eta=now + timedelta(seconds=DELAY))
+    ahead = flow.submit(real, namespace=namespace,
+                        eta=datetime.now(timezone.utc) + timedelta(seconds=DELAY))
     assert ahead.task_state(node) == "scheduled"
     assert ahead.wait(timeout=60) == "completed"
 

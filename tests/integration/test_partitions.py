@@ -185,7 +185,7 @@ def test_a_delayed_flow_in_partition_1_starts_from_that_partitions_delayed_set(
     monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
     with Flow("later") as flow:
         node = tasks.square(3)
-    run = flow.submit(real, namespace=namespace, delay=1.0)
+    run = flow.submit(real, namespace=namespace, delay=3.0)
     assert run.keys.partition == 1 and run.task_state(node) == "scheduled"
     assert real.zscore(Keys(namespace, 1).delayed, run.ids[node]) is not None
     assert run.wait(timeout=30) == "completed" and run.result(node) == 9
