@@ -163,16 +163,22 @@ def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
 
 
 def _utc(ms: bytes | None) -> str:
-    """A record's ms as UTC time, "" if none."""
+    """A record's ms as UTC time, "" if none (or past what a clock can show)."""
     value = opt_field_int(ms)
-    return "" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                  time.gmtime(value / 1000))
+    try:
+        return "" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                      time.gmtime(value / 1000))
+    except (OverflowError, OSError, ValueError):
+        return ""
 
 
 def _clock(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(ms / 1000)) + f".{ms % 1000:03d}"
+    except (OverflowError, OSError, ValueError):  # a time written by hand, past any clock
+        return "?"
 
 
 def _secs(s: float | None) -> str:

@@ -101,7 +101,7 @@ def opt_field_int(raw: bytes | None) -> int | None:
     empty or not a number."""
     try:
         return int(float(raw)) if raw else None
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or "inf" written by hand
         return None
 
 
