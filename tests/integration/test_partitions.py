@@ -141,18 +141,25 @@ def test_a_stream_of_flows_completes_over_3_partitions_and_2_serves_one_killed_m
         assert "Traceback" not in procs.log(proc), procs.log(proc)
 
 
+def _in_partition_1(procs: Processes, real: redis.Redis, namespace: str,
+                    monkeypatch: pytest.MonkeyPatch, pool: str) -> None:
+    """A serve of 2 partitions and a worker of ``pool`` serving both; every flow this
+    process submits from now on is placed in partition 1."""
+    procs.serve("--partitions", "2")
+    wait_for(lambda: real.get(Keys(namespace).partitions) == b"2", timeout=30)
+    procs.worker("--pool", pool, "--concurrency", "2")
+    wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) for p in range(2)),
+             timeout=30)
+    monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
+
+
 def test_a_flow_in_partition_1_is_cancelled_by_id_and_its_running_task_stopped(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """`balancer flow cancel ID` finds the flow's partition from its id; the cancel
     reaches the worker through that partition's cancel list and kills the pool process
     running its task."""
-    procs.serve("--partitions", "2")
-    wait_for(lambda: real.get(Keys(namespace).partitions) == b"2", timeout=30)
-    procs.worker("--pool", "process", "--concurrency", "2")
-    wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) for p in range(2)),
-             timeout=30)
-    monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
+    _in_partition_1(procs, real, namespace, monkeypatch, "process")
     pids = f"{namespace}:pids"
     try:
         with Flow("doomed") as doomed:
@@ -177,12 +184,7 @@ def test_a_flow_in_partition_1_is_cancelled_by_id_and_its_running_task_stopped(
 def test_a_delayed_flow_in_partition_1_starts_from_that_partitions_delayed_set(
         procs: Processes, real: redis.Redis, namespace: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    procs.serve("--partitions", "2")
-    wait_for(lambda: real.get(Keys(namespace).partitions) == b"2", timeout=30)
-    procs.worker("--pool", "thread", "--concurrency", "2")
-    wait_for(lambda: all(real.zcard(Keys(namespace, p).workers) for p in range(2)),
-             timeout=30)
-    monkeypatch.setattr(partitions, "place", lambda base_id, count: 1)
+    _in_partition_1(procs, real, namespace, monkeypatch, "thread")
     with Flow("later") as flow:
         node = tasks.square(3)
     run = flow.submit(real, namespace=namespace, delay=3.0)
