@@ -38,7 +38,7 @@ from balancer.common import aside, partitions, protocol, signals, topology
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig
-from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored
+from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored, field_tags
 from balancer.common.retry import (
     BACKOFF_MAX,
     RETRYABLE_ON_CLUSTER,
@@ -652,8 +652,7 @@ class Dispatcher:
             if len(known) + len(missing) > TAG_CACHE:
                 known.clear()
             for task_id, raw in zip(missing, pipe.execute(raise_on_error=False)):
-                text = raw.decode(errors="replace") if isinstance(raw, bytes) else ""
-                found[task_id] = known[task_id] = tuple(t for t in text.split(",") if t)
+                found[task_id] = known[task_id] = field_tags(raw)
         return {t: tags for t, tags in found.items() if tags}
 
     def _settle_idle(self) -> None:

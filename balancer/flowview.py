@@ -19,7 +19,13 @@ from balancer import why
 from balancer.common import codec
 from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
-from balancer.common.replies import as_bytes, as_bytes_list, as_opt_bytes_list, opt_field_int
+from balancer.common.replies import (
+    as_bytes,
+    as_bytes_list,
+    as_opt_bytes_list,
+    field_tags,
+    opt_field_int,
+)
 
 FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
           "children", "queue", "cached", "tags"]
@@ -137,7 +143,7 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             opt_field_int(rec["started"]), opt_field_int(rec["finished"]),
             why.reason(f, held) if f else "", str(err) if err else "",
             err.traceback if err else "", rec["cached"] == b"1",
-            [t for t in (rec["tags"] or b"").decode(errors="replace").split(",") if t]))
+            list(field_tags(rec["tags"]))))
     for run_id, run_name, kind in added:
         if kind == "flow":
             sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]

@@ -20,7 +20,7 @@ import contextvars
 import logging
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 LOGGER = "balancer.task"
@@ -155,12 +155,3 @@ class Context(Mapping[str, Any]):
 
 context = Context()
 
-
-def epoch_ms(value: bytes | None) -> datetime | None:
-    """A record's Redis-clock milliseconds as an aware UTC datetime (None if absent)."""
-    if value is None:
-        return None
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, tz=timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        return None

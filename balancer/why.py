@@ -16,6 +16,7 @@ from balancer.common import aside
 from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
+from balancer.common.replies import field_tags
 from balancer.scheduling import ALL_QUEUES
 from balancer.tags import limit_rows
 
@@ -121,12 +122,9 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
         return "quarantined after killing its workers (balancer dlq ls)"
     if state == TaskState.PENDING and task.deps > 0:
         return f"waiting for {task.deps} upstream task{'s' if task.deps != 1 else ''}"
-    if state == TaskState.RETRYING:
-        due = task.retry_due_in or 0.0
-        return f"retry delay: due in {max(0.0, due):.1f}s"
-    if state == TaskState.SCHEDULED:
-        due = task.retry_due_in or 0.0
-        return f"its run starts later: due in {max(0.0, due):.1f}s"
+    if state in (TaskState.RETRYING, TaskState.SCHEDULED):
+        what = "retry delay" if state == TaskState.RETRYING else "its run starts later"
+        return f"{what}: due in {max(0.0, task.retry_due_in or 0.0):.1f}s"
     if state == TaskState.RUNNING and task.mapped:
         return (f"mapped into {task.mapped} runs, {task.deps} not finished"
                 if task.deps > 0 else "its mapped runs finished: results being gathered")
@@ -169,7 +167,5 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
                            worker.decode() if worker else "",
                            (due - now_ms) / 1000 if due is not None else None,
                            int(rank) if rank is not None else None, gate is not None,
-                           int(mapped or 0),
-                           tuple(t for t in (tags or b"").decode(errors="replace").split(",")
-                                 if t))
+                           int(mapped or 0), field_tags(tags))
     return out

@@ -110,6 +110,13 @@ def field_int(raw: bytes | None) -> int:
     return opt_field_int(raw) or 0
 
 
+def field_tags(raw: bytes | None) -> tuple[str, ...]:
+    """A task's ``tags`` field (comma-joined, as balancer/submit.py writes it) as its tags,
+    in their order; none when it is absent or not a string (an error reply)."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else ""
+    return tuple(t for t in text.split(",") if t)
+
+
 def field_text(raw: bytes | None, default: str = "") -> str:
     """A text field (UTF-8), ``default`` when it is absent."""
     return raw.decode() if raw is not None else default

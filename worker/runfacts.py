@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 from balancer.common.keys import Keys
+from balancer.common.replies import field_int, field_tags, opt_field_int
 from balancer.common.signals import Lease
 
-from balancer.runcontext import RunFacts, dated, epoch_ms
+from balancer.runcontext import RunFacts, dated
 
 
 def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys) -> RunFacts:
@@ -28,14 +29,17 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
     pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created"])
     (failures, lost, tags), (name, scheduled, created) = pipe.execute()
     out: dict[str, Any] = {
-        "task_run_count": _count(failures) + _count(lost) + 1,
-        "task_tags": sorted(t for t in (tags or b"").decode(errors="replace").split(",") if t),
+        "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
+        "task_tags": sorted(field_tags(tags)),
         "flow_name": name.decode(errors="replace") if name is not None else None}
-    return {**out, **dated(epoch_ms(scheduled) or epoch_ms(created) or datetime.now(timezone.utc))}
+    return {**out, **dated(_utc(scheduled) or _utc(created) or datetime.now(timezone.utc))}
 
 
-def _count(value: bytes | None) -> int:
+def _utc(ms: bytes | None) -> datetime | None:
+    """A record's Redis-clock milliseconds as an aware UTC datetime (None if absent, or
+    past what a datetime holds)."""
+    value = opt_field_int(ms)
     try:
-        return max(0, int(value or 0))
-    except ValueError:
-        return 0
+        return None if value is None else datetime.fromtimestamp(value / 1000, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -37,3 +37,11 @@ def test_anything_else_is_named(call, reply) -> None:
     with pytest.raises(UnexpectedReply, match="from Redis, got"):
         call(reply)
     assert issubclass(UnexpectedReply, TypeError)  # bad data, to those who catch it
+
+
+@pytest.mark.parametrize(("raw", "tags"), [
+    (b"io,db", ("io", "db")), (b"", ()), (None, ()), (b"io,,db,", ("io", "db")),
+    (b"\xff,io", ("\ufffd", "io")), (ValueError("WRONGTYPE"), ())])
+def test_a_tasks_tags_field_reads_as_its_tags_in_order(raw: object, tags: tuple[str, ...]
+                                                       ) -> None:
+    assert replies.field_tags(raw) == tags  # type: ignore[arg-type]
