@@ -52,7 +52,9 @@ class Upkeep:
         entries = as_scored(self.client.zrange(self.keys.delayed, 0, BATCH - 1,
                                                withscores=True))
         later = [score for _, score in entries if score > now_ms]
-        next_due = now_ms if len(entries) == BATCH else min(later, default=float("inf"))
+        # A whole batch due: more may be due behind it, look again at once.
+        next_due = now_ms if len(entries) == BATCH and not later else min(
+            later, default=float("inf"))
         due: list[tuple[str, float]] = []
         for member, score in entries:
             if score > now_ms:

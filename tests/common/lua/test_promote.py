@@ -86,3 +86,17 @@ def test_a_due_task_redis_refuses_to_queue_is_set_aside_and_the_rest_queued(db: 
     assert db.queued() == {"ok": 3.0} and db.client.zcard(db.keys.delayed) == 0
     (entry,) = [Aside.from_blob(blob) for blob in db.client.hvals(db.keys.aside)]
     assert (entry.key, entry.kind, entry.member) == (db.keys.delayed, "wrong-type", b"stuck")
+
+
+def test_a_full_batch_of_entries_not_due_yet_says_when_the_first_is_due(db: Db) -> None:
+    """Only a batch all due means more may be due behind it: a batch of later starts must
+    not have the dispatcher look again at once, and again, until the first is due."""
+    from balancer.setaside import SetAside
+    from balancer.upkeep import BATCH, Upkeep
+
+    upkeep = Upkeep(db.client, db.keys, db.scripts, Settings(namespace=db.keys.namespace),
+                    SetAside(db.scripts, lambda: 0.0))
+    db.client.zadd(db.keys.delayed, {f"t{i}": 5_000 + i for i in range(BATCH + 1)})
+    assert upkeep.promote(now_ms=1_000.0) == (0, 5_000)
+    db.client.zadd(db.keys.delayed, {f"t{i}": 0 for i in range(BATCH + 1)})
+    assert upkeep.promote(now_ms=1_000.0) == (0, 1_000.0)  # all due: look again at once
