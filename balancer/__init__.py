@@ -20,6 +20,7 @@ from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.runcontext import context
 from balancer.tags import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
+from balancer.worker.interrupt import TaskInterrupted
 
 attach = FlowRun.attach
 
@@ -27,7 +28,8 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
-           "State", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture", "Unreachable",
+           "State", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture", "TaskInterrupted",
+           "Unreachable",
            "attach", "case", "context", "flatten", "flow", "get_run_logger", "ifelse", "merge",
            "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",
            "unmapped"]

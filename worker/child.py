@@ -89,6 +89,9 @@ class InlineRunner:
     def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
         return execute(fn_path, args_blob, self.max_result_bytes, timeout)
 
+    def stop_task(self, why: str) -> None:
+        """Nothing here: the supervisor kills this process instead."""
+
     def close(self, kill: bool = False) -> None:
         pass
 

@@ -30,7 +30,8 @@ def main() -> None:
               show_default=True,
               help="process: each slot runs tasks in its own child process (CPU-bound work;"
                    " a hung or crashing task is killed and replaced). thread: in threads"
-                   " (I/O-bound work; a timed-out task is failed and its thread abandoned).")
+                   " (I/O-bound work; a timed-out or cancelled task is failed and stopped by an"
+                   " exception raised in its thread, once it is back in Python code).")
 @click.option("--name", help="Worker id, unique in the cluster. Default: HOST-PID.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Import a module of tasks at start (repeatable), e.g. examples.etl."

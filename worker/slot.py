@@ -102,10 +102,12 @@ class Slot(threading.Thread):
 
     def cancel(self, task_id: str, token: str) -> bool:
         """The flow of this lease was cancelled: if this slot runs it, give the slot up
-        (Python cannot stop a thread; the task runs on and its result is refused). The
-        worker puts a new slot in its place. Whether it ran it."""
+        and stop the task in its thread (``worker.interrupt``; one that does not stop
+        runs on, and its result is refused). The worker puts a new slot in its place.
+        Whether it ran it."""
         if self.current == task_id and self.token == token and not self.abandoned:
             self.abandoned = True
+            self.runner.stop_task(f"its run was cancelled, task={task_id}")
             return True
         return False
 

@@ -249,3 +249,27 @@ class Scale(Task):
 
     def run(self, x: int) -> int:
         return x * self.factor
+
+
+def _spin_noting(url: str, key: str) -> None:
+    client = redis.Redis.from_url(url)
+    client.rpush(key, "started")
+    try:
+        while True:
+            pass
+    except BaseException as exc:
+        client.rpush(key, type(exc).__name__)
+        raise
+
+
+@task
+def spin_noting(url: str, key: str) -> None:
+    """Push "started" onto ``key``, loop in Python until something stops it, then push
+    the name of what did."""
+    _spin_noting(url, key)
+
+
+@task(timeout=1.0)
+def spin_noting_past_1s(url: str, key: str) -> None:
+    """``spin_noting`` with a timeout of 1 s."""
+    _spin_noting(url, key)

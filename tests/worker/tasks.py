@@ -26,6 +26,20 @@ def nap(seconds: float) -> float:
     return seconds
 
 
+SPUN: list[str] = []  # what spin saw, in this process
+
+
+@task
+def spin(name: str) -> None:
+    """Loops in Python until something stops it; notes how it ended."""
+    try:
+        while True:
+            pass
+    except BaseException as exc:
+        SPUN.append(f"{name}: {type(exc).__name__}")
+        raise
+
+
 @task
 def die() -> None:
     os._exit(3)

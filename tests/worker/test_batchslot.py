@@ -41,6 +41,9 @@ class Runner:
         self.on_run(self.slot.current)
         return Outcome(True, codec.pack(self.slot.current))
 
+    def stop_task(self, why: str) -> None:
+        pass
+
     def close(self, kill: bool = False) -> None:
         pass
 

@@ -1,0 +1,66 @@
+"""A thread-pool task the worker gives up on (past its timeout, or its run cancelled) is
+stopped in its thread, on a real cluster: a loop in Python would otherwise run on for
+good, taking CPU from every other slot of its worker, one more thread per timeout."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+import psutil
+import redis
+from balancer.common.keys import Keys
+
+from balancer import Flow
+from tests.conftest import Processes, wait_for
+from tests.integration import tasks
+
+
+def _idle_threads(real: redis.Redis, namespace: str, worker: subprocess.Popen[bytes]) -> int:
+    """The worker's thread count once a first task ran (its threads all started)."""
+    with Flow("warm") as flow:
+        tasks.add(1, 1)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    return psutil.Process(worker.pid).num_threads()
+
+
+def test_a_thread_pool_task_spinning_past_its_timeout_is_stopped_and_the_worker_goes_on(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "thread")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
+    threads = _idle_threads(real, namespace, worker)
+    key = f"{namespace}:spin-{uuid.uuid4().hex[:8]}"
+    with Flow("spins") as flow:
+        node = tasks.spin_noting_past_1s(redis_url, key)
+    run = flow.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "failed"
+    error = run.error(node)
+    assert error is not None and error.type == "TimeoutError"
+    assert "was stopped" in error.message
+    assert real.lrange(key, 0, -1) == [b"started", b"TaskInterrupted"]
+    wait_for(lambda: psutil.Process(worker.pid).num_threads() <= threads, timeout=20)
+    with Flow("next") as after:
+        value = tasks.add(2, 3)
+    nxt = after.submit(real, namespace=namespace)
+    assert nxt.wait(timeout=60) == "completed" and nxt.result(value) == 5
+    assert worker.poll() is None
+
+
+def test_a_cancelled_thread_pool_task_spinning_in_python_is_stopped(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "thread")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
+    threads = _idle_threads(real, namespace, worker)
+    key = f"{namespace}:spin-{uuid.uuid4().hex[:8]}"
+    with Flow("spins") as flow:
+        node = tasks.spin_noting(redis_url, key)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: real.lindex(key, 0) == b"started", timeout=60)
+    assert run.cancel().cancelled == 1
+    wait_for(lambda: real.lrange(key, 0, -1) == [b"started", b"TaskInterrupted"], timeout=20)
+    assert run.wait(timeout=60) == "cancelled" and run.task_state(node) == "cancelled"
+    wait_for(lambda: psutil.Process(worker.pid).num_threads() <= threads, timeout=20)
+    assert "unexpected error" not in procs.log(worker)
+    assert worker.poll() is None

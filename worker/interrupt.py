@@ -1,0 +1,147 @@
+"""Stopping a thread-pool task the worker gave up on (its timeout passed, or its run was
+cancelled): ``TaskInterrupted`` is raised inside the task's thread, as Dramatiq's time
+limit does.
+
+Python cannot kill a thread, but CPython can raise an exception in one
+(``PyThreadState_SetAsyncExc``): the thread meets it at its next Python instruction, so
+a loop in Python stops, its ``finally`` blocks and context managers run, and the thread
+ends. A thread inside a call that does not return to Python (a C loop, a read from a
+socket without a timeout) meets it only when the call returns: until then it is a
+*straggler*, interrupted again every second (a task that swallowed the exception in an
+``except BaseException`` meets it again) and logged once it ends. Left alone, every
+timeout and every cancel of a task spinning in Python would keep a thread running for
+good, each one taking CPU from the worker's other slots.
+
+The exception is raised only while the thread runs a task (``running``), and one not
+landed yet when the task returns is withdrawn, so that it does not land in the worker's
+code behind the task. CPython checks for it after any call, so it may still land as the
+task returns, before the withdrawal: whoever runs a task under ``running`` treats a
+``TaskInterrupted`` from that block as the task's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("worker")
+
+AGAIN = 1.0  # seconds between interrupts of a straggler
+
+
+class TaskInterrupted(BaseException):
+    """Raised in a thread-pool task's thread once the worker gave the task up. A
+    BaseException, as KeyboardInterrupt is: ``except Exception`` in the task does not
+    swallow it."""
+
+
+_lock = threading.Lock()
+_running: set[int] = set()  # idents of the threads inside a task's own code
+_sent: set[int] = set()  # of those, the ones with an interrupt that may not have landed
+
+
+def _set_async(ident: int, exc: type[BaseException] | None) -> int:
+    """CPython's PyThreadState_SetAsyncExc: how many threads it reached (None withdraws a
+    pending exception). ctypes is imported here: ``balancer`` exports TaskInterrupted, and
+    a client never interrupts a thread."""
+    import ctypes
+
+    return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None))
+
+
+class running:  # lower case: used as a function, ``with running():``
+    """Around a task's run on this thread: while inside, ``interrupt`` may stop it."""
+
+    def __enter__(self) -> None:
+        with _lock:
+            _running.add(threading.get_ident())
+
+    def __exit__(self, *exc: object) -> None:
+        ident = threading.get_ident()
+        with _lock:
+            _running.discard(ident)
+            if ident in _sent:
+                _sent.discard(ident)
+                _set_async(ident, None)
+
+
+def interrupt(thread: threading.Thread) -> bool:
+    """Raise ``TaskInterrupted`` in ``thread`` if it runs a task; whether it was sent."""
+    ident = thread.ident
+    with _lock:
+        if ident is None or ident not in _running:
+            return False
+        if _set_async(ident, TaskInterrupted) != 1:
+            return False
+        _sent.add(ident)
+        return True
+
+
+@dataclass
+class _Straggler:
+    thread: threading.Thread
+    task: str
+    why: str
+    since: float = field(default_factory=time.monotonic)
+
+
+class Stragglers:
+    """The task threads given up that still run: interrupted again every ``AGAIN``
+    seconds, and logged when they end. One per worker process."""
+
+    def __init__(self, again: float = AGAIN) -> None:
+        self.again = again
+        self._items: list[_Straggler] = []
+        self._cond = threading.Condition()
+        self._watcher: threading.Thread | None = None
+
+    def stop(self, thread: threading.Thread, task: str, why: str, wait: float = 0.1) -> bool:
+        """Interrupt ``thread``, which runs ``task`` (a name for the logs) given up for
+        ``why``; whether it ended within ``wait`` seconds. One that did not is watched
+        until it does."""
+        interrupt(thread)
+        thread.join(wait)
+        if not thread.is_alive():
+            return True
+        with self._cond:
+            self._items.append(_Straggler(thread, task, why))
+            alive = len(self._items)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="stragglers",
+                                                 daemon=True)
+                self._watcher.start()
+        log.warning("task %s (%s) does not stop: its thread is inside a call that does not"
+                    " return to Python; interrupted again every %.0fs (%d such threads)",
+                    task, why, self.again, alive)
+        return False
+
+    def alive(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait(self.again)
+                items = list(self._items)
+            ended = []
+            for item in items:
+                if item.thread.is_alive():
+                    interrupt(item.thread)
+                else:
+                    ended.append(item)
+            if not ended:
+                continue
+            with self._cond:
+                self._items = [i for i in self._items if i not in ended]
+                left = len(self._items)
+            for item in ended:
+                log.info("task %s (%s) stopped at last, %.1fs later (%d threads still do"
+                         " not stop)", item.task, item.why, time.monotonic() - item.since,
+                         left)
+
+
+stragglers = Stragglers()
