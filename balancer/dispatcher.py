@@ -571,6 +571,8 @@ class Dispatcher:
             return
         self.view.forget(worker_id)
         self.state.stale()
+        if requeued:
+            self._next_due = None  # one whose queue refused it waits in the delayed set
         level = logging.INFO if why == "deregistered" else logging.WARNING
         log.log(level, "worker=%s reaped (%s): requeued=%d quarantined=%d tasks=%s", worker_id,
                 why, requeued, dead, ",".join(ids[:20]))

@@ -144,7 +144,8 @@ def layout(keys: str, argv: str, keys_then: str = "", argv_then: str = "") -> La
 
 LAYOUTS: dict[str, Layout] = {
     "ack": layout(
-        "leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight",
+        "leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight,"
+        " delayed",
         "worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,"
         " events cap, task events",
         "per task: task, flow, flow done, then (child task, child queue) per child",
@@ -168,7 +169,7 @@ LAYOUTS: dict[str, Layout] = {
                       "child task...", "(child id, gated 0/1)..."),
     "dlq_purge": layout("dlq, task, flow, flow done, cascade, wake, events",
                         "task id, ttl ms, events cap"),
-    "dlq_retry": layout("dlq, task, queue, wake", "task id"),
+    "dlq_retry": layout("dlq, task, queue, wake, delayed", "task id"),
     "fail": layout(
         "task, leases, inflight, flow, flow done, wake, delayed, cascade, deadlines, queue,"
         " dlq, events, tag-inflight",
@@ -182,7 +183,7 @@ LAYOUTS: dict[str, Layout] = {
     "flow_release": layout("task, queue, queues, wake, flow, flow done",
                            "task id, queue name, score, ttl ms, error, signal"),
     "gate": layout(
-        "gate, task, flow, flow done, wake, cascade, queue",
+        "gate, task, flow, flow done, wake, cascade, queue, delayed",
         "task id, mode, ttl ms, error, state, result, queue name, score, count",
         "child task... (expand: the map's), then per map expanded with it (map task, child"
         " task...); or (dependent task, dependent queue or the gate)... (gather)",
@@ -198,11 +199,12 @@ LAYOUTS: dict[str, Layout] = {
     "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),
     "reap": layout(
         "leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events,"
-        " tag-inflight",
+        " tag-inflight, delayed",
         "leader token, worker id, seen before ms, poison threshold, quarantine error,"
         " events cap, task events, why",
         "(task, queue)...", "(task id, lease token, started)..."),
-    "release": layout("inbox, leases, inflight, wake, deadlines, tag-inflight", "worker id",
+    "release": layout("inbox, leases, inflight, wake, deadlines, tag-inflight, delayed",
+                      "worker id",
                       "(task, queue)...", "(inbox entry, task id, token, queue name)..."),
     "set_aside": layout("aside, source", "entry id, record, source type, member"),
     "submit_small": layout(

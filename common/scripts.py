@@ -448,7 +448,7 @@ class Scripts:
         task's own, to unlock."""
         k = self.keys
         keys = [k.gate, k.task(task_id), k.flow(flow_id), k.flow_done(flow_id), k.wake,
-                k.cascade, k.queue(queue)]
+                k.cascade, k.queue(queue), k.delayed]
         args: list[Any] = [task_id, mode, ttl_ms, error, state, result, queue, repr(score)]
         if mode == "expand":
             root, *chained = expansions or [Expansion(task_id, ())]
@@ -473,7 +473,7 @@ class Scripts:
         k = self.keys
         keys = [k.leader, k.worker(worker_id), k.workers, k.inbox(worker_id),
                 k.leases(worker_id), k.inflight, k.dlq, k.deadlines, k.ahead(worker_id),
-                k.events, k.tag_inflight]
+                k.events, k.tag_inflight, k.delayed]
         args: list[Any] = [leader_token, worker_id, seen_before_ms, poison_threshold,
                            quarantine_error, *self.events.argv, "left" if left else "reaped"]
         for t in tasks:
@@ -560,7 +560,7 @@ class Scripts:
                   take: int, quiet_above: int, ahead: str) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys = [k.leases(worker_id), k.inflight, k.wake, k.deadlines, k.inbox(worker_id),
-                k.ahead(worker_id), k.idle, k.events, k.tag_inflight]
+                k.ahead(worker_id), k.idle, k.events, k.tag_inflight, k.delayed]
         args: list[Any] = [worker_id, ttl_ms, finished_ms, len(done), take, quiet_above,
                            ahead, *self.events.argv]
         tasks = self.events.tasks
@@ -683,7 +683,7 @@ class Scripts:
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
         keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines,
-                k.tag_inflight]
+                k.tag_inflight, k.delayed]
         args: list[Any] = [worker_id]
         for t in tasks:
             keys += [k.task(t.task_id), k.queue(t.queue)]
@@ -719,7 +719,8 @@ class Scripts:
 
     def dlq_retry(self, task_id: str, queue: str) -> bool:
         k = self.keys
-        return bool(self._run("dlq_retry", [k.dlq, k.task(task_id), k.queue(queue), k.wake],
+        return bool(self._run("dlq_retry", [k.dlq, k.task(task_id), k.queue(queue), k.wake,
+                                           k.delayed],
                               [task_id]))
 
     def dlq_purge(self, task_id: str, flow_id: str, ttl_ms: int) -> bool:

@@ -217,16 +217,31 @@ local function untag(task_key, tag_key, token)
   return n
 end
 
+-- Put task `id` into its queue (or the gate) at `score`. A key of another type there
+-- (written by hand) refuses it: the task then waits in the delayed set, looked at again
+-- every PARK_MS until the key is fixed (promote.lua), in whatever state the caller left
+-- it, and the dispatcher is told as of a retry (`wake_key`; nil: the caller is the
+-- dispatcher). A script that already wrote must not stop halfway on that refusal: the task
+-- would be settled or re-leased on one side and in no queue on the other, lost for good.
+-- Whether it went into its queue.
+local PARK_MS = 2000
+local function enqueue(queue_key, score, id, delayed_key, wake_key)
+  if type(redis.pcall('ZADD', queue_key, score, id)) ~= 'table' then return true end
+  redis.call('ZADD', delayed_key, now_ms() + PARK_MS, id)
+  if wake_key then signal(wake_key, SIGNAL.retry) end
+  return false
+end
+
 -- Put a task back into its queue at its original place (``ready``: when it is ready
 -- again, for its wait time; nil keeps when it first was).
-local function requeue(task_key, queue_key, id, ready)
+local function requeue(task_key, queue_key, id, delayed_key, wake_key, ready)
   if ready then
     redis.call('HSET', task_key, 'state', 'queued', 'ready', ready)
   else
     redis.call('HSET', task_key, 'state', 'queued')
   end
   redis.call('HDEL', task_key, 'worker')
-  redis.call('ZADD', queue_key, redis.call('HGET', task_key, 'score') or 0, id)
+  enqueue(queue_key, redis.call('HGET', task_key, 'score') or 0, id, delayed_key, wake_key)
 end
 
 -- Quarantine a task whose runs keep killing workers. It stays in its flow, which waits

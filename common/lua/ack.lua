@@ -8,8 +8,9 @@
 -- recorded under its field of the ahead hash as perhaps started, so that the reaper of a
 -- dead worker makes them suspects instead of counting a loss. The child rewrites the
 -- field only when it starts a suspect (worker/batchslot.py).
--- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight; then
---       per task: task, flow, flow done, then (child task, child queue) per child
+-- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight,
+--       delayed; then per task: task, flow, flow done, then (child task, child queue) per
+--       child
 -- The ack signal says how many leases the worker still holds; a worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
@@ -30,7 +31,7 @@
 -- Returns {per task 1 (stored) or 0 (refused: the lease moved on), inbox entries taken,
 --          entries dropped as they hold no lease}.
 local ttl, now = ARGV[2], ARGV[3]  -- as given: only ever passed on to PEXPIRE
-local a, k = 10, 10
+local a, k = 10, 11
 events_to(KEYS[8], ARGV[8], ARGV[9])
 -- The flows this call settles ride in its task.completed entry (one write for both).
 if EVENTS.tasks then EVENTS.flows = {} end
@@ -49,7 +50,8 @@ for t = 1, tonumber(ARGV[4]) do
     end
     for c = 0, children - 1 do
       if redis.call('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
-        redis.call('ZADD', KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c], ARGV[a + 8 + 2 * c])
+        enqueue(KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c], ARGV[a + 8 + 2 * c], KEYS[10],
+          KEYS[3])
         if EVENTS.tasks then redis.call('HSET', KEYS[k + 3 + 2 * c], 'ready', now) end
         unlocked = unlocked + 1
       end

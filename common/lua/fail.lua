@@ -51,7 +51,7 @@ if mode == 'crash' then
     quarantine(KEYS[1], KEYS[11], id, ARGV[4])
     return settle(3)
   end
-  requeue(KEYS[1], KEYS[10], id)
+  requeue(KEYS[1], KEYS[10], id, KEYS[7], KEYS[6])
   return settle(2)
 end
 if mode == 'skip' then

@@ -14,7 +14,7 @@
 --            every child has settled, then comes back to the gate.
 --   gather   a map whose children all settled: store the list of their results, settle
 --            it, and unlock its dependents as an ack does.
--- KEYS: gate, task, flow, flow done, wake, cascade, queue; then child task... (expand: the
+-- KEYS: gate, task, flow, flow done, wake, cascade, queue, delayed; then child task... (expand: the
 --       map's), then per map expanded with it (map task, child task...); or (dependent
 --       task, dependent queue or the gate)... (gather)
 -- ARGV: task id, mode, ttl ms, error, state, result, queue name, score, count; then
@@ -48,8 +48,8 @@ if mode == 'gather' then
     local queued = 0
     for c = 0, tonumber(ARGV[9]) - 1 do
       local cid, score, gated = ARGV[10 + 3 * c], ARGV[11 + 3 * c], ARGV[12 + 3 * c]
-      if redis.call('HINCRBY', KEYS[8 + 2 * c], 'deps', -1) == 0 then
-        redis.call('ZADD', KEYS[9 + 2 * c], gated == '1' and now_ms() or score, cid)
+      if redis.call('HINCRBY', KEYS[9 + 2 * c], 'deps', -1) == 0 then
+        enqueue(KEYS[10 + 2 * c], gated == '1' and now_ms() or score, cid, KEYS[8], KEYS[5])
         queued = queued + 1
       end
     end
@@ -59,7 +59,7 @@ if mode == 'gather' then
 end
 if state ~= 'pending' and not (mode == 'fail' and state == 'running') then return 0 end
 if mode == 'queue' then
-  redis.call('ZADD', KEYS[7], ARGV[8], id)
+  enqueue(KEYS[7], ARGV[8], id, KEYS[8], KEYS[5])
   signal(KEYS[5], SIGNAL.submitted, ARGV[7])
 elseif mode == 'skip' then
   redis.call('HSET', KEYS[2], 'result', '\192', 'error', ARGV[4])
@@ -79,10 +79,10 @@ elseif mode == 'expand' then
   redis.call('HINCRBY', KEYS[3], 'total', n * (1 + chained))
   redis.call('HINCRBY', KEYS[3], 'remaining', n * (1 + chained))
   for c = 1, n do
-    redis.call('HSET', KEYS[7 + c], 'state', 'queued')
-    redis.call('ZADD', KEYS[7], ARGV[8], ARGV[12 + c])
+    redis.call('HSET', KEYS[8 + c], 'state', 'queued')
+    enqueue(KEYS[7], ARGV[8], ARGV[12 + c], KEYS[8], KEYS[5])
   end
-  local k, a = 8 + n, 13 + n
+  local k, a = 9 + n, 13 + n
   for _ = 1, chained do
     running(KEYS[k], ARGV[a + 1], ARGV[a + 2])
     if n == 0 then redis.call('ZADD', KEYS[1], now_ms(), ARGV[a]) end

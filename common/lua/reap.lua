@@ -6,7 +6,7 @@
 -- Writes worker.reaped (or worker.left, for a worker that deregistered) and a
 -- task.quarantined event per task quarantined.
 -- KEYS: leader, worker, workers, inbox, leases, inflight, dlq, deadlines, ahead, events,
---       tag-inflight; then (task, queue)...
+--       tag-inflight, delayed; then (task, queue)...
 -- ARGV: leader token, worker id, seen before ms, poison threshold, quarantine error,
 --       events cap, task events, why; then (task id, lease token, started)...
 -- (seen before ms 0: reap regardless; started: 1, 0, or 'a' taken ahead; why: reaped or
@@ -17,8 +17,8 @@ local seen = redis.call('ZSCORE', KEYS[3], ARGV[2])
 if ARGV[3] ~= '0' and seen and tonumber(seen) >= tonumber(ARGV[3]) then return {-2, 0} end
 events_to(KEYS[10], ARGV[6], ARGV[7])
 local requeued, dead = 0, 0
-for j = 0, (#KEYS - 11) / 2 - 1 do
-  local task, queue = KEYS[12 + 2 * j], KEYS[13 + 2 * j]
+for j = 0, (#KEYS - 12) / 2 - 1 do
+  local task, queue = KEYS[13 + 2 * j], KEYS[14 + 2 * j]
   local id, token, started = ARGV[9 + 3 * j], ARGV[10 + 3 * j], ARGV[11 + 3 * j]
   if redis.call('SISMEMBER', KEYS[5], id .. '|' .. token) == 1 then
     local name = redis.call('HGET', task, 'queue')
@@ -33,7 +33,7 @@ for j = 0, (#KEYS - 11) / 2 - 1 do
       emit_task('task.quarantined', task, id, ARGV[2], 'killed its workers', '', now_ms())
       dead = dead + 1
     else
-      requeue(task, queue, id)
+      requeue(task, queue, id, KEYS[12])  -- its caller looks at the delayed set
       requeued = requeued + 1
     end
   end

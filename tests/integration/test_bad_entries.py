@@ -293,3 +293,31 @@ def test_a_standing_offer_of_the_wrong_type_costs_no_submit(
         by_hand.hset(keys.offer("default"), "written", "by hand")
         by_hand.execute()
         _completes(real, namespace, "default")
+
+
+def test_a_queue_key_turned_wrong_under_a_running_flow_loses_none_of_its_tasks(
+    procs: Processes, real: redis.Redis, redis_url: str, namespace: str
+) -> None:
+    """The ack that makes a dependent ready while the dependent's queue is a key of another
+    type is applied whole, and the dependent waits, parked in the delayed set, until the
+    key is fixed: before, the script stopped at that queue, the first task completed and
+    its dependent was in no queue, and the flow ran for ever."""
+    keys = Keys(namespace)
+    _start(procs, real, keys)
+    started, gate = f"{namespace}:started", f"{namespace}:gate"
+    with Flow("under-a-broken-queue") as flow:
+        first = tasks.note_then_wait_for_gate(redis_url, started, gate, 60)
+        second = tasks.add(20, 22, upstream_tasks=[first])
+    first.queue = second.queue = Queue("broken")
+    run = flow.submit(real, namespace=namespace)
+    assert real.blpop([started], timeout=30) is not None
+    real.set(keys.queue("broken"), "operator data, not a queue")
+    real.rpush(gate, 1)
+    second_id = run.ids[second]
+    wait_for(lambda: run.task_state(first) == "completed", timeout=30)
+    wait_for(lambda: real.zscore(keys.delayed, second_id) is not None, timeout=30)
+    _meet_again(real, keys)
+    wait_for(lambda: [e["key"] for e in _aside(procs)] == [keys.queue("broken")], timeout=30)
+    assert run.state == "running"
+    real.delete(keys.queue("broken"))  # the operator fixes it
+    assert run.wait(timeout=60) == "completed" and run.result(second) == 42

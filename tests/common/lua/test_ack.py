@@ -384,3 +384,21 @@ def test_a_count_of_leases_that_is_no_number_refuses_no_acknowledgement(db: Db) 
     assert db.ack("a", tokens["a"]) is True
     assert db.fail("b", tokens["b"], "final") == FAIL_FAILED
     assert (db.state("a"), db.state("b"), db.inflight()) == ("completed", "failed", "garbage")
+
+
+def test_an_ack_whose_dependent_cannot_enter_its_queue_parks_it_instead_of_stopping(
+        db: Db) -> None:
+    """The dependent's queue is a key of another type (written by hand): the ack is
+    applied whole and the dependent waits in the delayed set (promote.lua queues it once
+    the key is fixed). Before, the script stopped at that ZADD: the task completed, its
+    lease gone, its dependent in no queue, for good."""
+    db.put_flow(2)
+    child = Child("c", "broken", 5.0)
+    db.put_task("a", children=[child])
+    db.put_task("c", state="pending", queue="broken", upstream=1)
+    db.client.set(db.keys.queue("broken"), "a string, not a queue")
+    tokens = db.lease("a")
+    assert db.ack("a", tokens["a"], child) is True
+    assert db.state("a") == "completed" and db.state("c") == "pending"
+    assert db.client.zscore(db.keys.delayed, "c") is not None
+    assert db.client.get(db.keys.queue("broken")) == b"a string, not a queue"

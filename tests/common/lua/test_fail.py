@@ -221,3 +221,15 @@ def test_fail_in_crash_mode_quarantines_at_the_poison_threshold(db: Db) -> None:
     # Quarantined tasks stay in their flow until an operator retries or purges them.
     assert (db.flow("state"), db.flow("remaining")) == ("running", "1")
     assert db.client.llen(db.keys.flow_done(FLOW)) == 0
+
+
+def test_a_crashed_task_whose_queue_is_of_another_type_is_parked_not_lost(db: Db) -> None:
+    """Put back after a crash into a queue key of another type: it waits in the delayed
+    set, queued, for promote.lua, instead of the script stopping with its lease gone."""
+    db.put_flow(1)
+    db.put_task("a")
+    tokens = db.lease("a")
+    db.client.set(db.keys.queue(Q), "a string, not a queue")
+    assert db.fail("a", tokens["a"], "crash") == FAIL_RETRIED
+    assert db.state("a") == "queued"
+    assert db.client.zscore(db.keys.delayed, "a") is not None

@@ -89,3 +89,21 @@ def test_gate_gathers_a_map_and_unlocks_its_dependents(db: Db) -> None:
     assert codec.unpack(db.client.hget(db.keys.task("m"), "result")) == [1, None, "x"]
     assert db.queued() == {"d": 2.0}
     assert db.flow("remaining") == "2"
+
+
+def test_gate_parks_what_a_queue_of_another_type_refuses_and_still_settles_the_map(
+        db: Db) -> None:
+    """A map gathered while its dependent's queue is a key of another type: the map settles
+    and the dependent waits in the delayed set (promote.lua queues it once the key is
+    fixed), instead of the script stopping with the map settled and the dependent lost."""
+    db.put_flow(3)
+    db.put_task("m", state="running", children=[Child("d", "broken", 2.0)])
+    db.put_task("d", state="pending", queue="broken", upstream=1)
+    db.client.set(db.keys.queue("broken"), "a string, not a queue")
+    db.client.zadd(db.keys.gate, {"m": 1})
+    assert db.scripts.gate("m", FLOW, Q, "gather", TTL, state="completed",
+                           result=codec.pack_packed_list([]),
+                           dependents=[Child("d", "broken", 2.0)])
+    assert db.state("m") == "completed" and db.state("d") == "pending"
+    assert db.client.zscore(db.keys.delayed, "d") is not None
+    assert b"r" in db.client.lrange(db.keys.wake, 0, -1)

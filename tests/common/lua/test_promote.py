@@ -69,23 +69,67 @@ def test_a_delayed_start_goes_to_its_queue_and_a_gated_one_to_the_gate_once_due(
     assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["later"]
 
 
-def test_a_due_task_redis_refuses_to_queue_is_set_aside_and_the_rest_queued(db: Db) -> None:
-    """promote.lua refused for one task (its queue key is of another type): the batch is
-    tried a task at a time, so that one alone leaves the delayed set."""
+def test_a_due_task_whose_queue_key_is_of_another_type_waits_until_it_is_fixed(
+        db: Db) -> None:
+    """Its queue refuses it (a key of another type, written by hand): it stays in the
+    delayed set, due again a little later, as it was; the rest of the batch is queued, and
+    once the key is fixed it is queued too. Nothing is set aside: the queue key is the
+    bad entry (the dispatcher reports it), not the task."""
     from balancer.setaside import SetAside
     from balancer.upkeep import Upkeep
 
     db.put_flow(2)
     db.put_task("ok", state="retrying", score=3.0)
-    db.put_task("stuck", state="retrying", queue="broken")
+    db.put_task("stuck", state="retrying", queue="broken", score=4.0)
     db.client.set(db.keys.queue("broken"), "a string, not a sorted set")
     db.client.zadd(db.keys.delayed, {"stuck": 0, "ok": 1})
     upkeep = Upkeep(db.client, db.keys, db.scripts, Settings(namespace=db.keys.namespace),
                     SetAside(db.scripts, lambda: 0.0))
     assert upkeep.promote(now_ms=10.0**13)[0] == 1
+    assert db.queued() == {"ok": 3.0} and db.state("stuck") == "retrying"
+    assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["stuck"]
+    assert db.client.zscore(db.keys.delayed, "stuck") > 0  # due again later
+    assert db.client.hlen(db.keys.aside) == 0
+    db.client.delete(db.keys.queue("broken"))  # the operator fixes it
+    db.client.zadd(db.keys.delayed, {"stuck": 0})  # its time comes again
+    assert upkeep.promote(now_ms=10.0**13)[0] == 1
+    assert db.client.zrange(db.keys.queue("broken"), 0, -1, withscores=True) == [
+        (b"stuck", 4.0)]
+    assert db.state("stuck") == "queued" and db.client.zcard(db.keys.delayed) == 0
+
+
+def test_a_task_parked_by_a_script_goes_to_its_queue_or_the_gate_keeping_its_state(
+        db: Db) -> None:
+    """A task an ack or a requeue parked (its queue was of another type then) is queued,
+    or gated, as that script would have, once due: its state stays as the script left it."""
+    db.put_flow(3)
+    db.put_task("requeued", state="queued", score=7.0)
+    db.put_task("dependent", state="pending", score=8.0)
+    db.put_task("gated", state="pending")
+    db.client.hset(db.keys.task("gated"), "gate", 1)
+    db.client.zadd(db.keys.delayed, {"requeued": 0, "dependent": 0, "gated": 0})
+    assert db.scripts.promote([("requeued", Q), ("dependent", Q), ("gated", Q)]) == 3
+    assert db.queued() == {"requeued": 7.0, "dependent": 8.0}
+    assert strings(db.client.zrange(db.keys.gate, 0, -1)) == ["gated"]
+    assert (db.state("requeued"), db.state("dependent"), db.state("gated")) == (
+        "queued", "pending", "pending")
+    assert db.client.zcard(db.keys.delayed) == 0
+
+
+def test_a_delayed_task_whose_record_is_not_a_hash_is_set_aside(db: Db) -> None:
+    from balancer.setaside import SetAside
+    from balancer.upkeep import Upkeep
+
+    db.put_flow(2)
+    db.put_task("ok", state="retrying", score=3.0)
+    db.client.zadd(db.keys.delayed, {"bad": 0, "ok": 1})
+    db.client.set(db.keys.task("bad"), "a string, not a task record")
+    upkeep = Upkeep(db.client, db.keys, db.scripts, Settings(namespace=db.keys.namespace),
+                    SetAside(db.scripts, lambda: 0.0))
+    assert upkeep.promote(now_ms=10.0**13)[0] == 1
     assert db.queued() == {"ok": 3.0} and db.client.zcard(db.keys.delayed) == 0
     (entry,) = [Aside.from_blob(blob) for blob in db.client.hvals(db.keys.aside)]
-    assert (entry.key, entry.kind, entry.member) == (db.keys.delayed, "wrong-type", b"stuck")
+    assert (entry.key, entry.kind, entry.member) == (db.keys.delayed, "wrong-type", b"bad")
 
 
 def test_a_full_batch_of_entries_not_due_yet_says_when_the_first_is_due(db: Db) -> None:
