@@ -130,6 +130,9 @@ def reason(task: TaskFacts, cluster: ClusterFacts) -> str:
                 if task.deps > 0 else "its mapped runs finished: results being gathered")
     if state == TaskState.RUNNING:
         return f"running on worker {task.worker}"
+    if task.retry_due_in is not None:  # parked: a script's enqueue was refused
+        return (f"its queue {task.queue} cannot take it, the key holds another type"
+                " (balancer dlq aside): it waits until that is fixed")
     if task.in_gate:
         if cluster.leader is None:
             return "no dispatcher is running (balancer serve)"
@@ -156,7 +159,9 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
         pipe.zscore(keys.delayed, t)
         pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
         pipe.zscore(keys.gate, t)
-    rest = pipe.execute()
+    # A queue key of another type refuses ZRANK: the task is in no queue.
+    rest = [None if isinstance(r, redis.ResponseError) else r
+            for r in pipe.execute(raise_on_error=False)]
     out: dict[str, TaskFacts] = {}
     for i, (t, (state, queue, deps, worker, mapped, tags)) in enumerate(zip(ids, records)):
         if state is None:

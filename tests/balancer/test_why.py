@@ -29,6 +29,8 @@ W = WorkerInfo("w1", ("default",), capacity=2)
     (TaskFacts("dead", "default"), "quarantined"),
     (TaskFacts("queued", "default"), "next in line in queue default"),
     (TaskFacts("queued", "default", ahead=3), "3 tasks ahead of it in queue default"),
+    (TaskFacts("queued", "default", ahead=None, retry_due_in=1.0),
+     "its queue default cannot take it, the key holds another type"),
 ])
 def test_each_state_names_what_holds_the_task(task: TaskFacts, expected: str) -> None:
     assert expected in reason(task, cluster(W))

@@ -319,5 +319,6 @@ def test_a_queue_key_turned_wrong_under_a_running_flow_loses_none_of_its_tasks(
     _meet_again(real, keys)
     wait_for(lambda: [e["key"] for e in _aside(procs)] == [keys.queue("broken")], timeout=30)
     assert run.state == "running"
+    assert "its queue broken cannot take it" in run.why()["add"]
     real.delete(keys.queue("broken"))  # the operator fixes it
     assert run.wait(timeout=60) == "completed" and run.result(second) == 42
