@@ -357,12 +357,16 @@ class Flow:
 
         try:
             values = bind(self.name, self.parameters, parameters)
-            start = start_ms(f"flow {self.name!r}", delay, eta, int(time.time() * 1000))
+            now = int(time.time() * 1000)
+            start = start_ms(f"flow {self.name!r}", delay, eta, now)
         except ValueError as exc:
             raise FlowError(str(exc)) from None
+        # A delay counts from Redis's clock (read at the submit), an eta is a time.
+        after = start - now if delay is not None and start is not None else None
         conn, settings = resolve_url(client, redis_url, namespace)
         with talking(conn):
-            return submit_flow(conn, settings, self, values, start)
+            return submit_flow(conn, settings, self, values,
+                               None if after is not None else start, after)
 
     def run(self, timeout: float | None = None, client: redis.Redis | None = None, *,
             namespace: str | None = None, quiet: bool = False,

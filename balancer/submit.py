@@ -254,11 +254,13 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
 
 def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
                 params: dict[Parameter, Any] | None = None,
-                start_ms: int | None = None) -> FlowRun:
+                start_ms: int | None = None, delay_ms: int | None = None) -> FlowRun:
     """Write ``flow`` to the cluster, all or nothing: everything that can be refused
     (options, arguments, their size) is checked before the first write, and a write
     Redis refuses anyway (a key of the wrong type) is undone. With ``start_ms`` (epoch
-    ms, later than now), its first tasks wait until then (``delay_start``)."""
+    ms, later than now), its first tasks wait until then (``delay_start``); with
+    ``delay_ms``, until that long after now by Redis's clock, which the dispatcher
+    compares start times with (this machine's clock may be off by more than a delay)."""
     now_ms = int(time.time() * 1000)
     keys = Keys(settings.namespace)
     prepared = prepare(flow, settings, params, now_ms, partitions.count(client, keys))
@@ -273,7 +275,9 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     if gate and signal.startswith(signals.READY):
         signal = signals.SUBMITTED
     delayed: dict[str, float] = {}
-    if start_ms is not None and start_ms > now_ms:
+    if delay_ms is not None:
+        start_ms = round(_scripts_of(client, keys, settings).time_ms()) + delay_ms
+    if start_ms is not None and (delay_ms is not None or start_ms > now_ms):
         delayed = delay_start(prepared, start_ms)
         ready, gate, small = {}, {}, None
         # The queues, for the dispatcher to know them at the start; the delayed set, for

@@ -386,3 +386,32 @@ def test_a_delayed_submit_puts_its_first_tasks_in_the_delayed_set_and_tells_its_
     assert fields(fake, keys.flow(run.id))["scheduled"] == str(start_ms).encode()
     assert run.states() == {"extract": "scheduled", "transform": "pending", "load": "pending"}
     assert fake.lrange(keys.wake, 0, -1) == [b"s|cpu default io", signals.RETRY.encode()]
+
+
+def test_a_delay_counts_from_redis_clock_not_the_clients(
+        fake: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dispatcher starts a delayed run by Redis's clock: a client whose own clock is
+    an hour ahead still starts a run delayed 60 s in 60 s (an eta is a time, and is
+    written as given)."""
+    import importlib
+    import time as real_time
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    flow_module = importlib.import_module("balancer.flow")  # the module, not @flow
+    skewed = SimpleNamespace(time=lambda: real_time.time() + 3600)
+    monkeypatch.setattr(flow_module, "time", skewed)
+    with Flow("later") as later:
+        extract(1)
+    run = later.submit(fake, namespace=keys.namespace, delay=60)
+    seconds, micros = fake.time()
+    redis_now_ms = seconds * 1000 + micros / 1000
+    [(_, start)] = fake.zrange(keys.delayed, 0, -1, withscores=True)
+    assert abs(start - (redis_now_ms + 60_000)) < 5_000
+    assert int(fake.hget(keys.flow(run.id), "scheduled")) == int(start)
+
+    eta = datetime.now(timezone.utc) + timedelta(hours=2)
+    with Flow("at") as at:
+        extract(2)
+    run = at.submit(fake, namespace=keys.namespace, eta=eta)
+    assert int(fake.hget(keys.flow(run.id), "scheduled")) == round(eta.timestamp() * 1000)
