@@ -242,3 +242,15 @@ def test_cluster_partitions_bench_reports_every_workload_on_a_local_cluster(
     assert makespan["tasks"] == 40 and makespan["over_greedy"] > 0
     assert figures["priority"]["highs"] == 3
     assert "makespan:" in proc.stdout and "priority:" in proc.stdout
+
+
+@pytest.mark.integration
+def test_runaway_bench_reports_a_thread_worker_before_and_after_tasks_spin_past_timeouts(
+        tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "runaway.json"
+    proc, figures = _run("runaway_bench.py", out, "--tasks", "60", "--spins", "2")
+    assert figures["before_per_s"] > 0 and figures["after_per_s"] > 0, figures
+    assert "2 tasks spun past their timeout (failed)" in proc.stdout
