@@ -67,15 +67,20 @@ def own_cluster(*workers: Sequence[str]) -> Iterator[OwnCluster]:
                        f"{len(workers)} workers to register")
         yield cluster
     finally:
-        for proc in cluster.procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in cluster.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(cluster.procs)
         server.cleanup()
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process, then wait for each (killing one that does not stop)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def add_run_options(parser: argparse.ArgumentParser, runs: int = 2) -> None:

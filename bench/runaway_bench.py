@@ -32,6 +32,7 @@ from balancer import Flow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.own_cluster import stop
 from bench.redis_servers import RedisServer, wait_until
 
 TASKS = '''
@@ -113,14 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(procs)
         server.cleanup()
     return 0
 

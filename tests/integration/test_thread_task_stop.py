@@ -11,29 +11,32 @@ import psutil
 import redis
 from balancer.common.keys import Keys
 
-from balancer import Flow
+from balancer import Flow, FlowRun, Node, Task
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
 
-def _idle_threads(real: redis.Redis, namespace: str, worker: subprocess.Popen[bytes]) -> int:
-    """The worker's thread count once a first task ran (its threads all started)."""
-    with Flow("warm") as flow:
+def _spinning(procs: Processes, real: redis.Redis, redis_url: str, namespace: str,
+              spin: Task) -> tuple[subprocess.Popen[bytes], int, str, FlowRun, Node]:
+    """Serve and a one-slot thread worker; its thread count once a first task ran (its
+    threads all started); then a run of ``spin``, noting on the key returned."""
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "thread")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
+    with Flow("warm") as warm:
         tasks.add(1, 1)
-    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
-    return psutil.Process(worker.pid).num_threads()
+    assert warm.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    threads = psutil.Process(worker.pid).num_threads()
+    key = f"{namespace}:spin-{uuid.uuid4().hex[:8]}"
+    with Flow("spins") as flow:
+        node = spin(redis_url, key)
+    return worker, threads, key, flow.submit(real, namespace=namespace), node
 
 
 def test_a_thread_pool_task_spinning_past_its_timeout_is_stopped_and_the_worker_goes_on(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
-    procs.serve()
-    worker = procs.worker("--concurrency", "1", "--pool", "thread")
-    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
-    threads = _idle_threads(real, namespace, worker)
-    key = f"{namespace}:spin-{uuid.uuid4().hex[:8]}"
-    with Flow("spins") as flow:
-        node = tasks.spin_noting_past_1s(redis_url, key)
-    run = flow.submit(real, namespace=namespace)
+    worker, threads, key, run, node = _spinning(procs, real, redis_url, namespace,
+                                                tasks.spin_noting_past_1s)
     assert run.wait(timeout=60) == "failed"
     error = run.error(node)
     assert error is not None and error.type == "TimeoutError"
@@ -49,14 +52,8 @@ def test_a_thread_pool_task_spinning_past_its_timeout_is_stopped_and_the_worker_
 
 def test_a_cancelled_thread_pool_task_spinning_in_python_is_stopped(
         procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
-    procs.serve()
-    worker = procs.worker("--concurrency", "1", "--pool", "thread")
-    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
-    threads = _idle_threads(real, namespace, worker)
-    key = f"{namespace}:spin-{uuid.uuid4().hex[:8]}"
-    with Flow("spins") as flow:
-        node = tasks.spin_noting(redis_url, key)
-    run = flow.submit(real, namespace=namespace)
+    worker, threads, key, run, node = _spinning(procs, real, redis_url, namespace,
+                                                tasks.spin_noting)
     wait_for(lambda: real.lindex(key, 0) == b"started", timeout=60)
     assert run.cancel().cancelled == 1
     wait_for(lambda: real.lrange(key, 0, -1) == [b"started", b"TaskInterrupted"], timeout=20)
