@@ -177,10 +177,10 @@ LAYOUTS: dict[str, Layout] = {
         " started ms, events cap, task events, summary"),
     "flow_close": layout("flow, flow done, flow tasks", "state, ttl ms, error"),
     "flow_extend": layout(
-        "flow, flow tasks, queues, wake", "flow id, task count, signal",
+        "flow, flow tasks, queues, wake, delayed", "flow id, task count, signal",
         "(task, queue) per task",
         "per task: id, queue name, score, listing, pair count, the pairs"),
-    "flow_release": layout("task, queue, queues, wake, flow, flow done",
+    "flow_release": layout("task, queue, queues, wake, flow, flow done, delayed",
                            "task id, queue name, score, ttl ms, error, signal"),
     "gate": layout(
         "gate, task, flow, flow done, wake, cascade, queue, delayed",

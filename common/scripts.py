@@ -737,7 +737,7 @@ class Scripts:
         """Add ``tasks`` to an open run (``flow_extend.lua``); -1 (EXTEND_CLOSED) when it
         is not open, -2 (EXTEND_CANCELLED) when it was cancelled."""
         k = self.keys
-        keys = [k.flow(flow_id), k.flow_tasks(flow_id), k.queues, k.wake]
+        keys = [k.flow(flow_id), k.flow_tasks(flow_id), k.queues, k.wake, k.delayed]
         args: list[Any] = [flow_id, len(tasks), signal]
         for added in tasks:
             keys += [k.task(added.task_id), k.queue(added.queue)]
@@ -760,7 +760,7 @@ class Scripts:
         return int(self._run(
             "flow_release",
             [k.task(task_id), k.queue(queue), k.queues, k.wake, k.flow(flow_id),
-             k.flow_done(flow_id)],
+             k.flow_done(flow_id), k.delayed],
             [task_id, queue, repr(score), ttl_ms, error, signal]))
 
     def flow_close(self, flow_id: str, state: str, ttl_ms: int, error: bytes) -> int:

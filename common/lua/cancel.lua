@@ -1,13 +1,14 @@
 -- Cancel a flow run: every task of it not finished ends "cancelled", the flow ends
--- "cancelled", and waiting clients wake. A task in its queue, retrying or scheduled,
--- quarantined or waiting in the gate leaves that set; a leased task loses its lease
--- (removing the member is the fencing check, so the worker's late ack or failure of it is
--- refused, as for a lease taken back); an inbox entry not yet taken leaves the inbox, and
--- a worker that took it is told on its cancels list, so that it stops the run
--- (balancer/cancel.py, worker/cancels.py). The caller lists the flow's tasks: those of
--- its `tasks` blob, those a @flow function added (flow:<id>:tasks), and the children of
--- each map expanded. An open run (a @flow function's) is closed too: its function's count
--- in `remaining` goes, and flow_extend.lua refuses its next task as cancelled.
+-- "cancelled", and waiting clients wake. A task in its queue, retrying or scheduled (or
+-- parked: the prelude's enqueue), quarantined or waiting in the gate leaves that set; a
+-- leased task loses its lease (removing the member is the fencing check, so the worker's
+-- late ack or failure of it is refused, as for a lease taken back); an inbox entry not
+-- yet taken leaves the inbox, and a worker that took it is told on its cancels list, so
+-- that it stops the run (balancer/cancel.py, worker/cancels.py). The caller lists the
+-- flow's tasks: those of its `tasks` blob, those a @flow function added
+-- (flow:<id>:tasks), and the children of each map expanded. An open run (a @flow
+-- function's) is closed too: its function's count in `remaining` goes, and
+-- flow_extend.lua refuses its next task as cancelled.
 -- All or nothing: when a task reads queued but is neither in its queue, the gate nor under
 -- the lease the caller saw (it was leased meanwhile), a map has expanded since the caller
 -- looked (its `mapped` differs), or the function added tasks (flow:<id>:tasks is longer),
@@ -34,6 +35,11 @@ if state ~= 'running' then return {state, 0} end
 if redis.call('LLEN', KEYS[9]) ~= tonumber(ARGV[3]) then
   return {'retry', 'tasks added by the flow function'}
 end
+-- Whether `member` is in the sorted set `key`; a key of another type (a queue clobbered
+-- by hand) holds no task: a task of it waits parked in the delayed set (prelude: enqueue).
+local function in_zset(key, member)
+  return type(redis.pcall('ZSCORE', key, member)) == 'string'
+end
 local tasks, unresolved = {}, {}
 local a, k = 6, 12
 for t = 1, tonumber(ARGV[2]) do
@@ -54,8 +60,8 @@ for t = 1, tonumber(ARGV[2]) do
     local leased = task.token ~= '' and
       redis.call('SISMEMBER', task.leases, task.id .. '|' .. task.token) == 1
     if not leased then task.token = '' end
-    if not leased and not redis.call('ZSCORE', task.queue, task.id)
-        and not redis.call('ZSCORE', KEYS[8], task.id)
+    if not leased and not in_zset(task.queue, task.id) and not in_zset(KEYS[8], task.id)
+        and not in_zset(KEYS[3], task.id)
         and not (st == 'pending' and tonumber(s[2] or '0') > 0) then
       unresolved[#unresolved + 1] = task.id
     end
@@ -88,7 +94,7 @@ for _, task in ipairs(tasks) do
   end
   redis.call('HSET', task.key, 'state', 'cancelled', 'finished', now)
   redis.call('PEXPIRE', task.key, ttl)
-  redis.call('ZREM', task.queue, task.id)
+  redis.pcall('ZREM', task.queue, task.id)  -- one of another type holds none of it
   redis.call('ZREM', KEYS[3], task.id)
   redis.call('ZREM', KEYS[4], task.id)
   redis.call('ZREM', KEYS[8], task.id)

@@ -2,7 +2,7 @@
 -- their records, their listing in the run, the run's counts, the ready ones queued. The
 -- run counts them as any submit's, so that it settles only when they have: while open it
 -- holds one more in `remaining` (its function), which flow_close.lua gives back.
--- KEYS: flow, flow tasks, queues, wake; then (task, queue) per task
+-- KEYS: flow, flow tasks, queues, wake, delayed; then (task, queue) per task
 -- ARGV: flow id, task count, signal; then per task: id, queue name, score, listing, pair
 --       count, the pairs
 -- (score: '' when the task waits for upstream tasks, which the client releases with
@@ -17,12 +17,12 @@ end
 local n = tonumber(ARGV[2])
 local a, queued, listings = 4, 0, {}
 for t = 0, n - 1 do
-  local task, queue = KEYS[5 + 2 * t], KEYS[6 + 2 * t]
+  local task, queue = KEYS[6 + 2 * t], KEYS[7 + 2 * t]
   local id, queue_name, score, listing = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   local pairs_n = tonumber(ARGV[a + 4])
   redis.call('HSET', task, unpack(ARGV, a + 5, a + 4 + 2 * pairs_n))
   if score ~= '' then
-    redis.call('ZADD', queue, score, id)
+    enqueue(queue, score, id, KEYS[5], KEYS[4])
     redis.call('SADD', KEYS[3], queue_name)
     queued = queued + 1
   end

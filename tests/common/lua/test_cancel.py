@@ -262,3 +262,19 @@ def test_a_task_added_to_an_open_run_after_the_caller_looked_makes_it_look_again
     done = cancel_flow(db.client, db.keys, FLOW, TTL)
     assert (done.state, done.cancelled) == ("cancelled", 2)
     assert db.state("late") == "cancelled"
+
+
+def test_tasks_parked_because_their_queue_key_is_of_another_type_are_cancelled(
+        db: Db) -> None:
+    """A task waiting in the delayed set because its queue refused it (the prelude's
+    enqueue) is cancelled there; the queue key of another type is read and left alone,
+    not a reason to refuse the cancel or to look again for ever."""
+    db.put_flow(2)
+    db.put_task("parked", state="queued", queue="broken")
+    db.put_task("dependent", state="pending", queue="broken")  # made ready, parked too
+    db.client.zadd(db.keys.delayed, {"parked": 1, "dependent": 1})
+    db.client.set(db.keys.queue("broken"), "a string, not a queue")
+    assert _cancel(db) == ("cancelled", 2)
+    assert db.state("parked") == db.state("dependent") == "cancelled"
+    assert db.client.zcard(db.keys.delayed) == 0
+    assert db.client.get(db.keys.queue("broken")) == b"a string, not a queue"

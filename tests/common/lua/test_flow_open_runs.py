@@ -89,3 +89,16 @@ def test_an_open_run_is_not_settled_by_its_tasks_finishing(db: Db) -> None:
     assert db.ack("a", token)
     assert (db.flow("state"), db.flow("remaining")) == ("running", "1")
     assert not db.client.exists(db.keys.flow_done(FLOW))
+
+
+def test_a_queue_of_another_type_parks_what_a_flow_function_adds_or_releases(db: Db) -> None:
+    """The tasks are written and counted whole, and those ready wait in the delayed set
+    (promote.lua queues them once the key is fixed) instead of the script stopping after
+    the first record, with tasks in no queue."""
+    _open(db)
+    db.client.set(db.keys.queue(Q), "a string, not a queue")
+    assert db.scripts.flow_extend(FLOW, [_added("a", 7.0), _added("b", None)], "s|q") == 2
+    assert (db.flow("total"), db.flow("remaining")) == ("2", "3")
+    assert db.scripts.flow_release("b", Q, 7.0, FLOW, TTL, b"", "s|q") == 1
+    assert sorted(strings(db.client.zrange(db.keys.delayed, 0, -1))) == ["a", "b"]
+    assert "r" in db.wake()
