@@ -219,7 +219,7 @@ LAYOUTS: dict[str, Layout] = {
         " grace ms, worker count, other queue count, prefetch depth, then (worker id,"
         " capacity, host load, places) per offered worker"),
     "schedule_fire": layout(
-        "leader, schedules, schedule, flow, flows, queues, wake, flow done, gate",
+        "leader, schedules, schedule, flow, flows, queues, wake, flow done, gate, delayed",
         "leader token, schedule id, due ms, next due ms, version, skipped",
         "task... (one per task), then queue... (one per queue the run touches)",
         "for a fire: flow id, recent flows, signal, the flow's pair count and pairs, task"

@@ -797,10 +797,11 @@ class Scripts:
                            due_ms if due_ms == int(due_ms) else repr(due_ms),
                            "" if next_ms is None else next_ms, version, skipped]
         if run is None:
-            keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-"), k.gate]
+            keys += [k.flow("-"), k.flows, k.queues, k.wake, k.flow_done("-"), k.gate,
+                     k.delayed]
             return int(self._run("schedule_fire", keys, args))
         keys += [k.flow(run.flow_id), k.flows, k.queues, k.wake, k.flow_done(run.flow_id),
-                 k.gate]
+                 k.gate, k.delayed]
         args += [run.flow_id, run.recent, run.signal, len(run.flow)]
         for name, value in run.flow.items():
             args += [name, value]

@@ -5,8 +5,8 @@
 -- has fired it once: a due time can be neither lost nor run twice. The schedule's next
 -- due time and version must be what the caller read (compare and set): a stalled
 -- leader, a schedule removed or registered again meanwhile, is refused.
--- KEYS: leader, schedules, schedule, flow, flows, queues, wake, flow done, gate; then task...
---       (one per task), then queue... (one per queue the run touches)
+-- KEYS: leader, schedules, schedule, flow, flows, queues, wake, flow done, gate, delayed;
+--       then task... (one per task), then queue... (one per queue the run touches)
 -- ARGV: leader token, schedule id, due ms, next due ms, version, skipped; then for a
 --       fire: flow id, recent flows, signal, the flow's pair count and pairs, task count,
 --       then per task its pair count and pairs, queue count, then per queue its name, its
@@ -46,7 +46,7 @@ end
 redis.call('HSET', KEYS[4], unpack(take_pairs()))
 local n_tasks = tonumber(ARGV[a]); a = a + 1
 if n_tasks == 0 then redis.call('RPUSH', KEYS[8], 'completed') end
-local T = 9  -- KEYS before the tasks'
+local T = 10  -- KEYS before the tasks'
 for t = 1, n_tasks do redis.call('HSET', KEYS[T + t], unpack(take_pairs())) end
 local n_queues = tonumber(ARGV[a]); a = a + 1
 for q = 1, n_queues do
@@ -59,7 +59,11 @@ for q = 1, n_queues do
     chunk[#chunk + 1] = ARGV[a + 1]
     a = a + 2
     if #chunk >= 1000 or r == n_ready then
-      redis.call('ZADD', KEYS[T + n_tasks + q], unpack(chunk))
+      if type(redis.pcall('ZADD', KEYS[T + n_tasks + q], unpack(chunk))) == 'table' then
+        -- A queue key of another type: they wait parked, as the prelude's enqueue parks one.
+        for i = 2, #chunk, 2 do redis.call('ZADD', KEYS[10], now_ms() + PARK_MS, chunk[i]) end
+        signal(KEYS[7], SIGNAL.retry)
+      end
       chunk = {}
     end
   end

@@ -328,3 +328,25 @@ def test_a_schedule_whose_record_is_a_key_of_the_wrong_type_is_set_aside(
     assert len(setup.runs()) == 1
     assert setup.client.zscore(setup.keys.schedules, "broken") is None
     assert b"firing it failed" in setup.client.hvals(setup.keys.aside)[0]
+
+
+def test_a_run_fired_while_its_queue_key_is_of_another_type_waits_parked(
+        setup: Setup) -> None:
+    """The due time fires once, its run is written whole, and its ready task waits in the
+    delayed set until the queue key is fixed (promote.lua), instead of the script
+    stopping after the records, the due time spent and the run never started."""
+    sid, due = setup.register()
+    record = setup.record(sid)
+    run = instantiate(record, due, due, setup.settings)
+    setup.client.set(setup.keys.queue("default"), "a string, not a queue")
+    assert setup.scripts.schedule_fire(setup.token, sid, due, due + 1000, record.version,
+                                       run) == 1
+    [flow] = setup.runs()
+    ready = [t.decode() for t in setup.client.zrange(setup.keys.delayed, 0, -1)]
+    assert len(ready) == 1 and setup.task(ready[0])[
+        "flow"].decode() == flow["id"].decode()
+    assert b"r" in setup.client.lrange(setup.keys.wake, 0, -1)
+    setup.client.delete(setup.keys.queue("default"))  # the operator fixes it
+    setup.client.zadd(setup.keys.delayed, {ready[0]: 0})
+    assert setup.scripts.promote([(ready[0], "default")]) == 1
+    assert setup.client.zrange(setup.keys.queue("default"), 0, -1) == [ready[0].encode()]
