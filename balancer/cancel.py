@@ -37,6 +37,7 @@ from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes_list
+from balancer.common.retry import is_outage
 from balancer.common.scripts import CancelTask, Scripts
 from balancer.dynamic import FLOW_KIND, TASK_KIND
 from balancer.mapplan import child_ids
@@ -163,14 +164,23 @@ def _of_kind(entries: list[bytes], kind: str) -> list[str]:
 
 def _open_tasks(client: redis.Redis, keys: Keys, task_ids: list[str]
                 ) -> list[tuple[str, list[bytes | None]]]:
-    """The unfinished tasks of ``task_ids``, with their records."""
+    """The unfinished tasks of ``task_ids``, with their records. A record of another type
+    (clobbered by a Redis writer) is passed over: it cannot be cancelled, and must not
+    keep the rest of the run from being cancelled."""
     pipe = client.pipeline(transaction=False)
     for task_id in task_ids:
         pipe.hmget(keys.task(task_id), FIELDS)
-    rows = [as_opt_bytes_list(r) for r in pipe.execute()]
-    return [(t, row) for t, row in zip(task_ids, rows)
-            if row[0] is not None and row[0].decode() not in TaskState.TERMINAL - {
-                TaskState.DEAD}]
+    out = []
+    for task_id, reply in zip(task_ids, pipe.execute(raise_on_error=False)):
+        if isinstance(reply, redis.ResponseError) and not is_outage(reply):
+            continue
+        if isinstance(reply, Exception):
+            raise reply
+        row = as_opt_bytes_list(reply)
+        if row[0] is not None and row[0].decode() not in TaskState.TERMINAL - {
+                TaskState.DEAD}:
+            out.append((task_id, row))
+    return out
 
 
 def _look(client: redis.Redis, keys: Keys, task_ids: list[str]) -> list[CancelTask]:

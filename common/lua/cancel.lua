@@ -50,7 +50,10 @@ for t = 1, tonumber(ARGV[2]) do
     task.leases, task.inbox, task.cancels = KEYS[k], KEYS[k + 1], KEYS[k + 2]
     k = k + 3
   end
-  local s = redis.call('HMGET', task.key, 'state', 'deps', 'map', 'mapped')
+  -- A record of another type (clobbered by a Redis writer) is left as it is: it cannot be
+  -- marked, and it must not keep the run from being cancelled.
+  local s = redis.pcall('HMGET', task.key, 'state', 'deps', 'map', 'mapped')
+  if s.err then s = {'unreadable', false, false, ARGV[a + 5]} end
   local st = s[1]
   if (s[4] or '') ~= ARGV[a + 5] then
     unresolved[#unresolved + 1] = task.id  -- a map expanded since the caller looked

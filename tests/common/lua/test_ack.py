@@ -402,3 +402,19 @@ def test_an_ack_whose_dependent_cannot_enter_its_queue_parks_it_instead_of_stopp
     assert db.state("a") == "completed" and db.state("c") == "pending"
     assert db.client.zscore(db.keys.delayed, "c") is not None
     assert db.client.get(db.keys.queue("broken")) == b"a string, not a queue"
+
+
+def test_an_ack_passes_over_a_dependent_whose_record_was_clobbered(db: Db) -> None:
+    """A dependent whose record a Redis writer replaced (not a hash) could never run: the
+    ack stores its task, unlocks the other dependent and counts the flow, instead of
+    stopping at that record with the lease gone and nothing after it done."""
+    db.put_flow(3)
+    clobbered, fine = Child("x", Q, 5.0), Child("y", Q, 6.0)
+    db.put_task("a", children=[clobbered, fine])
+    db.put_task("y", state="pending", upstream=1)
+    db.client.set(db.keys.task("x"), "not a task record")
+    tokens = db.lease("a")
+    assert db.ack("a", tokens["a"], clobbered, fine) is True
+    assert db.state("a") == "completed" and db.queued() == {"y": 6.0}
+    assert db.flow("remaining") == "2"
+    assert db.client.get(db.keys.task("x")) == b"not a task record"

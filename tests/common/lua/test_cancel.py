@@ -278,3 +278,28 @@ def test_tasks_parked_because_their_queue_key_is_of_another_type_are_cancelled(
     assert db.state("parked") == db.state("dependent") == "cancelled"
     assert db.client.zcard(db.keys.delayed) == 0
     assert db.client.get(db.keys.queue("broken")) == b"a string, not a queue"
+
+
+def test_a_run_with_a_clobbered_task_record_can_still_be_cancelled(db: Db) -> None:
+    """One task's record is not a hash (a Redis writer): it is left as it is, and every
+    other task and the run are cancelled, instead of the cancel failing for ever."""
+    db.put_flow(2)
+    db.put_task("q1")
+    db.put_task("x")
+    db.client.hset(db.keys.flow(FLOW), "tasks", codec.pack([["q1", "q1"], ["x", "x"]]))
+    db.client.set(db.keys.task("x"), "not a task record")
+    done = cancel_flow(db.client, db.keys, FLOW, TTL)
+    assert (done.state, done.cancelled) == ("cancelled", 1)
+    assert db.state("q1") == "cancelled" and db.flow("state") == "cancelled"
+    assert db.client.get(db.keys.task("x")) == b"not a task record"
+
+
+def test_a_task_record_clobbered_after_the_caller_looked_is_left_and_the_rest_cancelled(
+        db: Db) -> None:
+    db.put_flow(2)
+    db.put_task("q1")
+    db.put_task("x")
+    db.client.set(db.keys.task("x"), "not a task record")  # after cancel_flow looked
+    reply = db.scripts.cancel(FLOW, [CancelTask("q1", Q), CancelTask("x", Q)], TTL)
+    assert (reply.state, reply.cancelled) == ("cancelled", 1)
+    assert db.state("q1") == "cancelled"
