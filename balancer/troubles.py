@@ -51,11 +51,17 @@ class Troubles:
 
     def adopt(self, records: dict[bytes, bytes]) -> None:
         """Take over the set-aside records of an earlier leader: a queue it skipped for
-        trouble is tried again, and its record cleared once it reads."""
-        self.troubled, self.workers = {}, {}
+        trouble is tried again, and its record cleared once it reads; a count of leases it
+        found no number is cleared once it reads as one (it may have been fixed while no
+        dispatcher ran)."""
+        self.troubled, self.workers, self.bad_counts = {}, {}, {}
         self.state.skipped, self.state.shunned = set(), set()
+        counts = (self.keys.inflight, self.keys.tag_inflight)
         for entry, record in self.aside.adopt(records):
-            if record.queue and not record.member and record.kind != aside.BAD_CONFIG:
+            if record.kind == aside.BAD_CONFIG and record.key in counts and record.member:
+                self.bad_counts[entry] = record.key
+                self.aside.noted.add(entry)  # a condition left in place, as note() keeps
+            elif record.queue and not record.member and record.kind != aside.BAD_CONFIG:
                 self.troubled[entry] = record.queue
 
     def queue_list(self, members: set[bytes]) -> list[str]:

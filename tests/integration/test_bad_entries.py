@@ -322,3 +322,24 @@ def test_a_queue_key_turned_wrong_under_a_running_flow_loses_none_of_its_tasks(
     assert "its queue broken cannot take it" in run.why()["add"]
     real.delete(keys.queue("broken"))  # the operator fixes it
     assert run.wait(timeout=60) == "completed" and run.result(second) == 42
+
+
+def test_a_count_of_leases_fixed_while_no_dispatcher_ran_is_cleared_by_the_next_leader(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """The report a dead leader wrote is the next leader's to clear: it met the count as a
+    number and knew nothing of the report, which stayed listed for good."""
+    keys = Keys(namespace)
+    real.sadd(keys.queues, "broken")
+    real.hset(keys.queue_conf("broken"), "concurrency_limit", 2)
+    real.hset(keys.inflight, "broken", "garbage")
+    serve, _ = _start(procs, real, keys)
+    wait_for(lambda: len(_aside(procs)) == 1, timeout=30)
+    serve.kill()
+    serve.wait(10)
+    real.delete(keys.leader)  # as its lease runs out
+    real.hset(keys.inflight, "broken", 0)  # fixed while no dispatcher ran
+    procs.serve()
+    held = _submit(real, namespace, "broken")
+    assert held.wait(timeout=30) == "completed"
+    wait_for(lambda: _aside(procs) == [], timeout=20)
