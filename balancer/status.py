@@ -40,6 +40,7 @@ class WorkerRow:
     pool: str
     last_seen_s: float
     alive: bool
+    stuck: int = 0  # task threads given up that do not stop (WorkerInfo.stuck)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
             running=info.running, cpu=info.cpu, pressure=info.pressure, memory=info.memory,
             load=round(load(view), 3) if info.capacity else float("inf"), host=info.host,
             pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
-            alive=blob is not None))
+            alive=blob is not None, stuck=info.stuck))
     offset = 2 * len(worker_ids)
     queue_rows = []
     epoch = facts.leader.split("|", 1)[0] if facts.leader else None
@@ -296,6 +297,8 @@ def render(status: Status) -> str:
                  f" {'seen':>6}")
     for w in status.workers:
         state = "" if w.alive else "  (silent: will be reaped)"
+        if w.stuck:  # given up past a timeout or cancel, inside a call that never returns
+            state += f"  (stuck task threads: {w.stuck})"
         lines.append(f"  {w.id:<28} {','.join(w.queues):<24} {w.leased:>4}/{w.capacity:<4}"
                      f" {w.load:>6.2f} {w.cpu:>5.0%} {w.memory:>5.0%} {w.last_seen_s:>5}s{state}")
     lines += ["", f"queues ({len(status.queues)}):",

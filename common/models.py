@@ -147,13 +147,17 @@ class WorkerInfo:
     started: float = field(default_factory=time.time)
     # Recent mean run time of tasks per queue, in ms: short tasks may be prefetched.
     durations: dict[str, float] = field(default_factory=dict)
+    # Thread pool: task threads given up (a timeout, a cancel) that do not stop, inside a
+    # call that does not return to Python (worker.interrupt): each holds what it holds.
+    stuck: int = 0
 
     def tells_more_than(self, sent: WorkerInfo) -> bool:
         """Whether the dispatcher should hear this report although it heard ``sent``: what
         it schedules by changed (slots, queues, long runs, the host's load beyond noise, the
-        tasks' run times), not just the jitter of a sample."""
-        if (self.queues, self.capacity, self.running, self.long_running) != (
-                sent.queues, sent.capacity, sent.running, sent.long_running):
+        tasks' run times), or what operators watch (threads that do not stop), not just the
+        jitter of a sample."""
+        if (self.queues, self.capacity, self.running, self.long_running, self.stuck) != (
+                sent.queues, sent.capacity, sent.running, sent.long_running, sent.stuck):
             return True
         if (abs(self.pressure - sent.pressure) > LOAD_NOISE
                 or abs(self.memory - sent.memory) > LOAD_NOISE):

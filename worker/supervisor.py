@@ -44,6 +44,7 @@ from balancer.worker.doorbell import DoorbellInbox
 from balancer.worker.heartbeat import Heartbeat, HostLoad
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
+from balancer.worker.interrupt import stragglers
 from balancer.worker.marker import Marker
 from balancer.worker.pool import ThreadRunner
 from balancer.worker.reconcile import Reconciler
@@ -169,7 +170,7 @@ class Worker:
             running=self.busy(), long_running=self.holding.long_running(), cpu=cpu,
             pressure=pressure, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
-            durations=self.holding.durations())
+            durations=self.holding.durations(), stuck=stragglers.alive())
 
     # -- starting --------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "balancer_worker_leases": (
         "gauge", ("worker",), "Tasks leased to the worker (in its inbox or running)."),
     "balancer_worker_running": ("gauge", ("worker",), "Tasks the worker reports running."),
+    "balancer_worker_stuck_threads": (
+        "gauge", ("worker",), "Thread pool: task threads given up (a timeout, a cancel) that"
+        " do not stop, inside a call that does not return to Python."),
     "balancer_worker_capacity": ("gauge", ("worker",), "The worker's slots."),
     "balancer_worker_load": (
         "gauge", ("worker",), "The dispatcher's load objective: leases / capacity plus host"
@@ -200,6 +203,7 @@ class ClusterCollector(Collector):
             alive, silent = (alive + 1, silent) if w.alive else (alive, silent + 1)
             put("balancer_worker_leases", w.leased, w.id)
             put("balancer_worker_running", w.running, w.id)
+            put("balancer_worker_stuck_threads", w.stuck, w.id)
             put("balancer_worker_capacity", w.capacity, w.id)
             if w.load != float("inf"):
                 put("balancer_worker_load", w.load, w.id)

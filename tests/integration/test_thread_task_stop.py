@@ -4,7 +4,9 @@ good, taking CPU from every other slot of its worker, one more thread per timeou
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import uuid
 
 import psutil
@@ -12,7 +14,7 @@ import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow, FlowRun, Node, Task
-from tests.conftest import Processes, wait_for
+from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
 
@@ -61,3 +63,26 @@ def test_a_cancelled_thread_pool_task_spinning_in_python_is_stopped(
     wait_for(lambda: psutil.Process(worker.pid).num_threads() <= threads, timeout=20)
     assert "unexpected error" not in procs.log(worker)
     assert worker.poll() is None
+
+
+def test_a_thread_that_does_not_stop_is_counted_in_the_workers_status(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """A task inside a call that does not return to Python (a long sleep here) cannot be
+    stopped: its worker reports it in its heartbeat, and `balancer status` shows it, until
+    it ends."""
+    procs.serve()
+    worker = procs.worker("--concurrency", "1", "--pool", "thread")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
+    with Flow("sleeps") as flow:
+        tasks.hangs()  # sleeps 60 s, timeout 0.5 s
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "failed"
+
+    def status(*options: str) -> str:
+        return subprocess.run([sys.executable, "-m", "balancer.cli", "status", *options],
+                              cwd=ROOT, env=procs.env, capture_output=True, text=True,
+                              timeout=30).stdout
+
+    wait_for(lambda: [w["stuck"] for w in json.loads(status("--json"))["workers"]] == [1],
+             timeout=20)
+    assert "(stuck task threads: 1)" in status()
+    assert "does not stop" in procs.log(worker)
