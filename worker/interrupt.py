@@ -38,7 +38,9 @@ class TaskInterrupted(BaseException):
 
 
 _lock = threading.Lock()
-_running: set[int] = set()  # idents of the threads inside a task's own code
+# The threads inside a task's own code, by ident (an ident is reused once its thread
+# ended: the thread itself is compared too).
+_running: dict[int, threading.Thread] = {}
 _sent: set[int] = set()  # of those, the ones with an interrupt that may not have landed
 
 
@@ -57,12 +59,12 @@ class running:  # lower case: used as a function, ``with running():``
 
     def __enter__(self) -> None:
         with _lock:
-            _running.add(threading.get_ident())
+            _running[threading.get_ident()] = threading.current_thread()
 
     def __exit__(self, *exc: object) -> None:
         ident = threading.get_ident()
         with _lock:
-            _running.discard(ident)
+            _running.pop(ident, None)
             if ident in _sent:
                 _sent.discard(ident)
                 _set_async(ident, None)
@@ -72,7 +74,7 @@ def interrupt(thread: threading.Thread) -> bool:
     """Raise ``TaskInterrupted`` in ``thread`` if it runs a task; whether it was sent."""
     ident = thread.ident
     with _lock:
-        if ident is None or ident not in _running:
+        if ident is None or _running.get(ident) is not thread:
             return False
         if _set_async(ident, TaskInterrupted) != 1:
             return False
