@@ -123,7 +123,8 @@ function workersSection(workers) {
       h("td", {class: "num"}, pct(w.cpu)),
       h("td", {class: "num"}, pct(w.memory)),
       h("td", {class: "num"}, ago(w.last_seen_s)),
-      h("td", {}, running.length ? running : h("span", {class: "muted"}, "idle")));
+      h("td", {}, running.length ? running : h("span", {class: "muted"}, "idle"),
+        w.stuck ? h("div", {class: "muted"}, "stuck task threads: " + w.stuck) : ""));
   });
   return section("Workers", workers.length, table(
     [["id"], ["state"], ["queues"], ["slots", "num"], ["load", "num"], ["cpu", "num"],
