@@ -270,6 +270,15 @@ class DispatchState:
         elif self.mode is Mode.QUIET:
             self.mode = Mode.WAKING
 
+    def deaf(self) -> None:
+        """The wake list cannot be read (a key of another type): no signal comes, acks
+        included. Read every queue, and count what the workers hold (a recount, as when
+        waking), before leasing, at every round while it lasts."""
+        self.round = None
+        self.stale()
+        self.mode = Mode.WAKING
+        self._check()
+
     def reset(self) -> None:
         """A new leader: it deleted the idle key and trusts nothing it remembered."""
         self.mode = Mode.ACTIVE

@@ -44,6 +44,7 @@ from balancer.common.retry import (
     RETRYABLE_ON_CLUSTER,
     Backoff,
     describe,
+    error_message,
     is_outage,
 )
 from balancer.common.scripts import Scripts
@@ -198,6 +199,8 @@ class Dispatcher:
         # Bad data met on the way: set aside, its queue skipped or its worker shunned.
         self.troubles = Troubles(client, self.keys, self.aside, self.state)
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
+        # The set-aside entry of a wake list of another type (an earlier leader's too).
+        self._wake_entry = aside.entry_id(aside.WRONG_TYPE, self.keys.wake)
         self.firer = Firer(client, self.keys, self.scripts, settings, self.aside)
         self._schedules_due: float | None = None  # Redis ms of the earliest due schedule
         # When the schedules were last read (our clock); None: read them at the next turn.
@@ -371,14 +374,23 @@ class Dispatcher:
         return wait
 
     def _signals(self, timeout: float) -> list[signals.Signal]:
-        """Wait up to ``timeout`` for signals, then take every one waiting, in one call."""
-        if timeout > 0:
-            reply = self._wake_wire.call("BLMPOP", max(timeout, 0.01), 1, self.keys.wake,
-                                         "LEFT", "COUNT", SIGNAL_BATCH)
-            raw = as_bytes_list(as_list(reply)[1]) if reply else []
-        else:
-            raw = as_bytes_list(self._wake_wire.call("LPOP", self.keys.wake, SIGNAL_BATCH)
-                                or [])
+        """Wait up to ``timeout`` for signals, then take every one waiting, in one call. A
+        wake list of another type (a Redis writer) is reported, and its signals done
+        without: every turn then waits ``timeout`` and reads everything (``deaf``)."""
+        try:
+            raw = self._wake(timeout)
+        except redis.ResponseError as exc:
+            if is_outage(exc):
+                raise
+            self.aside.note(
+                aside.WRONG_TYPE, self.keys.wake, f"unreadable ({error_message(exc)}): signals"
+                " are lost until it is fixed, and the dispatcher reads every queue and counts"
+                f" the workers' leases at each turn (redis-cli DEL {self.keys.wake})")
+            self.state.deaf()
+            self.stopping.wait(timeout)
+            return []
+        if self._wake_entry in self.aside.noted:
+            self.aside.clear(self._wake_entry, "the wake list reads again")
         parsed = []
         for item in raw:
             signal = signals.parse(item)
@@ -387,6 +399,14 @@ class Dispatcher:
             else:
                 parsed.append(signal)
         return parsed
+
+    def _wake(self, timeout: float) -> list[bytes]:
+        """The signals waiting, after waiting up to ``timeout`` for one."""
+        if timeout > 0:
+            reply = self._wake_wire.call("BLMPOP", max(timeout, 0.01), 1, self.keys.wake,
+                                         "LEFT", "COUNT", SIGNAL_BATCH)
+            return as_bytes_list(as_list(reply)[1]) if reply else []
+        return as_bytes_list(self._wake_wire.call("LPOP", self.keys.wake, SIGNAL_BATCH) or [])
 
     def _apply(self, batch: list[signals.Signal]) -> None:
         """Feed the signals to the state; do what it asks on the way."""

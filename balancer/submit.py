@@ -351,10 +351,10 @@ def _submit_large(scripts: Scripts, keys: Keys, flow: Flow, flow_id: str,
             commands.append(_hset(keys.queue_conf(given.name), conf))
     commands.append(_zadd(keys.flows, {flow_id: now_ms}))
     commands.append(("ZREMRANGEBYRANK", keys.flows, 0, -RECENT_FLOWS - 1))
-    commands += signals.pushed(keys.wake, signal)
+    hints = signals.pushed(keys.wake, signal)
     if delayed:
-        commands += signals.pushed(keys.wake, signals.RETRY)
-    scripts.transaction(commands, f"flow {flow_id}")
+        hints += signals.pushed(keys.wake, signals.RETRY)
+    scripts.transaction([*commands, *hints], f"flow {flow_id}", hints=len(hints))
 
 
 def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],

@@ -284,20 +284,23 @@ class Scripts:
         if int(acked) < wanted:
             raise NotReplicated(what, int(acked), wanted, self.durability.timeout_ms)
 
-    def transaction(self, commands: Sequence[tuple[Any, ...]], what: str) -> list[Any]:
+    def transaction(self, commands: Sequence[tuple[Any, ...]], what: str,
+                    hints: int = 0) -> list[Any]:
         """Write ``commands`` all or nothing (MULTI ... EXEC) in one round trip on this
         thread's connection, then WAIT there for the replicas ``durability`` asks for, in
         the same round trip. Packed by hiredis, not by a redis-py pipeline: its
         per-argument packing was half the CPU of a 20,000-task submit. EXEC's replies.
         The first error reply is raised: a command Redis refuses to queue aborts them all,
         but one that fails as it runs does not undo the others (the caller undoes them).
-        NotReplicated when too few replicas confirm (everything was written)."""
+        The last ``hints`` commands (signals) may fail as they run: a lost hint costs
+        latency, never the write. NotReplicated when too few replicas confirm (everything
+        was written)."""
         wanted = self.durability.replicas
         wait = [("WAIT", wanted, self.durability.timeout_ms)] if wanted > 0 else []
         replies = self._direct().calls(("MULTI",), *commands, ("EXEC",), *wait)
         executed = replies[len(commands) + 1]
-        for reply in [*replies[:len(commands) + 1], executed,
-                      *(executed if isinstance(executed, list) else [])]:
+        ran = executed[:len(executed) - hints] if isinstance(executed, list) else []
+        for reply in [*replies[:len(commands) + 1], executed, *ran]:
             if isinstance(reply, Exception):
                 raise reply
         if wait:

@@ -88,9 +88,12 @@ local WAKE_CAP = 10000
 local SIGNAL = {submitted = 's', retry = 'r', ack = 'a', settled = 'k', offer_taken = 'l',
                 heartbeat = 'h', cascade = 'c', queues = 'q', schedules = 't'}
 
--- Push a signal as built (by `signal`, or by the client: submit_small.lua), capped.
+-- Push a signal as built (by `signal`, or by the client: submit_small.lua), capped. A wake
+-- list of another type (clobbered by a Redis writer) loses the signal, never the call:
+-- a signal is a hint, and a script stopped at it would be half applied.
 local function signal_capped(wake_key, raw)
-  if redis.call('RPUSH', wake_key, raw) > WAKE_CAP then
+  local n = redis.pcall('RPUSH', wake_key, raw)
+  if type(n) == 'number' and n > WAKE_CAP then
     redis.call('LTRIM', wake_key, -WAKE_CAP, -1)
   end
 end

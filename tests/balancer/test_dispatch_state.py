@@ -107,6 +107,23 @@ def test_a_listed_submit_wakes_a_quiet_state_which_recounts_before_it_plans() ->
     assert state.mode is Mode.ACTIVE
 
 
+def test_a_deaf_state_counts_the_workers_and_reads_every_queue_at_each_round() -> None:
+    """The wake list cannot be read: no ack tells what a worker freed, nor a submit what
+    it queued. Each round recounts the workers that held leases, then reads the queues,
+    whatever the state believed (here: idle, its queue known empty)."""
+    state = cluster()
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert isinstance(read(state, {"default": ["a"]}), Assign)
+    assert state.assigned(Assigned(1, held=1)) is None
+    idle(state)
+    state.deaf()
+    state.validate()
+    assert state.mode is Mode.WAKING and not state.idle and state.empty == frozenset()
+    assert state.begin_round() == Recount(("w",))
+    assert state.recounted({"w": 0}) == ReadQueues((("default", 10),), inflight=False)
+    assert state.view.workers["w"].leased == 0
+
+
 def test_a_settled_ack_keeps_an_idle_state_idle_and_an_ack_that_queued_wakes_it() -> None:
     state = idle(cluster())
     feed(state, sig("k|w|0"))

@@ -343,3 +343,23 @@ def test_a_count_of_leases_fixed_while_no_dispatcher_ran_is_cleared_by_the_next_
     held = _submit(real, namespace, "broken")
     assert held.wait(timeout=30) == "completed"
     wait_for(lambda: _aside(procs) == [], timeout=20)
+
+
+def test_a_wake_list_of_the_wrong_type_costs_signals_never_tasks_and_is_reported(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """Signals are hints: a wake list a Redis writer clobbered stopped the dispatcher at
+    every step (no queue dispatched), refused every submit, and made a script that
+    signals halfway stop there. Now submits and scripts go on without their signal, the
+    dispatcher reads the queues without waiting for one, and the key is reported until
+    fixed."""
+    keys = Keys(namespace)
+    _start(procs, real, keys)
+    real.delete(keys.wake)
+    real.set(keys.wake, "operator data, not a list")
+    _completes(real, namespace, "default", "other")
+    wait_for(lambda: [(e["kind"], e["key"]) for e in _aside(procs)] == [
+        ("wrong-type", keys.wake)], timeout=20)
+    real.delete(keys.wake)  # the operator fixes it
+    _completes(real, namespace, "default")
+    wait_for(lambda: _aside(procs) == [], timeout=20)

@@ -233,3 +233,16 @@ def test_a_crashed_task_whose_queue_is_of_another_type_is_parked_not_lost(db: Db
     assert db.fail("a", tokens["a"], "crash") == FAIL_RETRIED
     assert db.state("a") == "queued"
     assert db.client.zscore(db.keys.delayed, "a") is not None
+
+
+def test_a_wake_list_of_another_type_loses_the_signal_not_the_task(db: Db) -> None:
+    """fail.lua signals right after taking the lease back: a wake list a Redis writer
+    clobbered stopped it there, the lease gone and the task in no queue, for good."""
+    db.put_flow(1)
+    db.put_task("a", retries=1)
+    tokens = db.lease("a")
+    db.client.delete(db.keys.wake)
+    db.client.set(db.keys.wake, "a string, not a list")
+    assert db.fail("a", tokens["a"], "retry") == FAIL_RETRIED
+    assert db.state("a") == "retrying"
+    assert db.client.zscore(db.keys.delayed, "a") is not None
