@@ -201,6 +201,7 @@ class Dispatcher:
         self._bad_epoch: bytes | None = None  # what the epoch key held, if it was no counter
         # The set-aside entry of a wake list of another type (an earlier leader's too).
         self._wake_entry = aside.entry_id(aside.WRONG_TYPE, self.keys.wake)
+        self._deaf_loaded_at = 0.0  # when the picture was last rebuilt for want of signals
         self.firer = Firer(client, self.keys, self.scripts, settings, self.aside)
         self._schedules_due: float | None = None  # Redis ms of the earliest due schedule
         # When the schedules were last read (our clock); None: read them at the next turn.
@@ -321,8 +322,9 @@ class Dispatcher:
         if self.claims is not None:
             self.claims.led(self.partition, False)
 
-    def _load(self) -> None:
-        """Rebuild the picture from Redis: a new leader trusts nothing it remembered."""
+    def _load(self, quiet: bool = False) -> None:
+        """Rebuild the picture from Redis: a new leader trusts nothing it remembered (nor
+        does a deaf one: ``_signals``)."""
         self._sync_clock()
         self.state.view = ClusterView()
         self._liveness_at = 0.0  # workers dated anew: scan them at the next turn
@@ -352,8 +354,8 @@ class Dispatcher:
         self._cascade_pending = True
         self._gate_pending = True
         self._deadlines_pending = True
-        log.info("dispatcher=%s loaded %d workers, %d queues", self.id,
-                 len(self.view.workers), len(self.queue_names))
+        log.log(logging.DEBUG if quiet else logging.INFO, "dispatcher=%s loaded %d workers,"
+                " %d queues", self.id, len(self.view.workers), len(self.queue_names))
 
     # -- signals and timers ----------------------------------------------------------
 
@@ -386,6 +388,10 @@ class Dispatcher:
                 aside.WRONG_TYPE, self.keys.wake, f"unreadable ({error_message(exc)}): signals"
                 " are lost until it is fixed, and the dispatcher reads every queue and counts"
                 f" the workers' leases at each turn (redis-cli DEL {self.keys.wake})")
+            if self.clock() - self._deaf_loaded_at > IDLE_RECHECK:
+                # A worker that registered meanwhile: its signal was lost too.
+                self._deaf_loaded_at = self.clock()
+                self._load(quiet=True)
             self.state.deaf()
             self.stopping.wait(timeout)
             return []

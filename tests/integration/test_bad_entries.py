@@ -360,6 +360,10 @@ def test_a_wake_list_of_the_wrong_type_costs_signals_never_tasks_and_is_reported
     _completes(real, namespace, "default", "other")
     wait_for(lambda: [(e["kind"], e["key"]) for e in _aside(procs)] == [
         ("wrong-type", keys.wake)], timeout=20)
+    # A worker that starts meanwhile (its registration's signal is lost too) gets work.
+    procs.worker("--queue", "late", "--pool", "thread")
+    wait_for(lambda: real.zcard(keys.workers) >= 2, timeout=30)
+    _completes(real, namespace, "late")
     real.delete(keys.wake)  # the operator fixes it
     _completes(real, namespace, "default")
     wait_for(lambda: _aside(procs) == [], timeout=20)
