@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NoReturn
 
 from balancer.common import codec, logs, prefetch
 from balancer.common.connection import connect
@@ -38,6 +38,7 @@ from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.common.signals import Lease
+from balancer.common.urls import scrub
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
 from balancer.worker.doorbell import DoorbellInbox
@@ -54,6 +55,7 @@ MAKE_WAY = b"w"  # from the supervisor: a run went long; hand back what waits be
 TOOK = b"t"  # to the supervisor: a lease was taken (sent only when it sleeps)
 ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
+FAILED = b"f"  # to the supervisor, with why: it cannot start (Redis refused it, ...)
 RETIRING = b"x"  # to the supervisor: this child leaves for a fresh one (worker.retire)
 PR_SET_PDEATHSIG = 1
 # Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
@@ -213,19 +215,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
-    _die_with(spec.supervisor_pid)
-    _let_the_forkserver_go()
-    # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
-    # whole process group (systemd's default, `timeout`, a terminal) must not kill the
-    # task this child runs while the supervisor grants it its grace period.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logs.setup(spec.log_level, spec.settings.log_format)
-    if spec.cwd not in sys.path:
-        sys.path.insert(0, spec.cwd)
-    os.environ["BALANCER_WORKER_CHILD"] = "1"
-    set_policy(spec.policy)
+def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, RecordedHolding]:
+    """Import the tasks, reach Redis and build this child's slot (its control thread
+    started): what stands between the child and its first fetch."""
     with importing_tasks():
         for module in spec.imports:
             __import__(module)
@@ -251,6 +243,30 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",
                      daemon=True).start()
     client.ping()
+    return slot, holding
+
+
+def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
+    _die_with(spec.supervisor_pid)
+    _let_the_forkserver_go()
+    # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
+    # whole process group (systemd's default, `timeout`, a terminal) must not kill the
+    # task this child runs while the supervisor grants it its grace period.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup(spec.log_level, spec.settings.log_format)
+    if spec.cwd not in sys.path:
+        sys.path.insert(0, spec.cwd)
+    os.environ["BALANCER_WORKER_CHILD"] = "1"
+    set_policy(spec.policy)
+    try:
+        slot, holding = _slot(conn, shared, spec)
+    except BaseException as exc:  # whatever stops it, its supervisor is told why
+        log.exception("pool child pid=%s of worker=%s cannot start", os.getpid(),
+                      spec.worker_id)
+        with contextlib.suppress(OSError):
+            conn.send_bytes(codec.pack([FAILED, scrub(f"{type(exc).__name__}: {exc}")]))
+        _leave(1)
     holding._send([READY])
     code = 0
     try:
@@ -261,7 +277,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     _leave(code)
 
 
-def _leave(code: int) -> None:
+def _leave(code: int) -> NoReturn:
     """Exit now that the slot has stopped, whatever threads a task left running: a
     non-daemon one would hold the process at its exit (multiprocessing joins them), and
     the supervisor would wait out its grace period, then kill it and report a task still

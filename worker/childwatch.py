@@ -138,15 +138,20 @@ class ChildWatch(threading.Thread):
 
     def wait_ready(self, timeout: float) -> str | None:
         """Wait until the child can take tasks: None, or why it cannot."""
+        why = ""
         if self.conn.poll(timeout):
             try:
-                if codec.unpack(self.conn.recv_bytes()) == [child.READY]:
+                message = codec.unpack(self.conn.recv_bytes())
+                if message == [child.READY]:
                     return None
-            except (EOFError, OSError, CodecError):
+                if isinstance(message, list) and message[:1] == [child.FAILED]:
+                    why = f": {message[1]}"
+            except (EOFError, OSError, CodecError, IndexError):
                 pass
         self._join(0.5)
         if self.process.exitcode is not None:
-            return f"its pool process exited with code {self.process.exitcode} on start-up"
+            return (f"its pool process exited with code {self.process.exitcode} on start-up"
+                    f"{why}")
         return f"its pool process did not start within {timeout:.0f}s"
 
     @property

@@ -312,3 +312,14 @@ def test_pool_processes_retiring_side_by_side_never_look_crashed(
     assert len({run.result(n) for n in nodes}) == 150  # each in a process of its own
     log = procs.log(worker)
     assert log.count("retired after 1 tasks") >= 149 and "died" not in log
+
+
+def test_a_pool_process_that_cannot_start_says_why_and_its_worker_exits_non_zero(
+        procs: Processes, real: redis.Redis) -> None:
+    """The supervisor said only that the process "exited with code 1 on start-up" and to
+    look above, where the child's traceback was among the other lines."""
+    worker = procs.worker("--import", "tests.integration.child_only_broken",
+                          "--concurrency", "1")
+    assert worker.wait(timeout=60) != 0
+    assert ("its pool process exited with code 1 on start-up: RuntimeError: this module"
+            " refuses pool processes") in procs.log(worker)
