@@ -7,7 +7,10 @@ to know; the dispatcher decides when to call them and keeps its own picture.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 import redis
 
@@ -26,6 +29,8 @@ log = logging.getLogger("balancer.dispatcher")
 BATCH = 500
 CASCADE_BATCH = 100
 
+T = TypeVar("T")
+
 
 class Upkeep:
     def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts,
@@ -36,6 +41,13 @@ class Upkeep:
         self.settings = settings
         self.set_aside = set_aside or SetAside(scripts, lambda: 0.0)
         self.ttl_ms = int(settings.result_ttl * 1000)
+        # The keys read a batch at a time from their head (``_move_aside``): their type, and
+        # what they hold, for the set-aside records.
+        self._read_in_batches: dict[str, tuple[Literal["zset", "list"], str]] = {
+            keys.delayed: ("zset", "the set of tasks waiting for a retry or a later start"),
+            keys.deadlines: ("zset", "the leases watched for their timeout"),
+            keys.cascade: ("list", "the list of failed tasks whose dependents wait to be"
+                                   " failed")}
 
     def task_fields(self, task_ids: list[str], *names: str) -> list[list[str | None]]:
         pipe = self.client.pipeline(transaction=False)
@@ -62,7 +74,8 @@ class Upkeep:
             try:
                 due.append((member.decode(), score))
             except UnicodeDecodeError:
-                self._aside(aside.UNREADABLE, member, score, "not a task id (not UTF-8)")
+                self._move_aside(self.keys.delayed, aside.UNREADABLE, member,
+                                 "not a task id (not UTF-8)", score)
         if not due:
             return 0, next_due
         pipe = self.client.pipeline(transaction=False)
@@ -71,8 +84,8 @@ class Upkeep:
         pairs: list[tuple[str, str]] = []
         for (task_id, score), queue in zip(due, pipe.execute(raise_on_error=False)):
             if isinstance(queue, redis.ResponseError) and not is_outage(queue):
-                self._aside(aside.kind_of(queue), task_id.encode(), score,
-                            f"its record cannot be read: {queue}")
+                self._move_aside(self.keys.delayed, aside.kind_of(queue), task_id.encode(),
+                                 f"its record cannot be read: {queue}", score)
             elif isinstance(queue, Exception):
                 raise queue
             else:
@@ -96,14 +109,34 @@ class Upkeep:
             if len(pairs) > 1:  # which one: a task at a time
                 return sum(self._promote([pair], scores) for pair in pairs)
             task_id = pairs[0][0]
-            self._aside(aside.kind_of(exc), task_id.encode(), scores[task_id],
-                        f"queueing it failed: {exc}")
+            self._move_aside(self.keys.delayed, aside.kind_of(exc), task_id.encode(),
+                             f"queueing it failed: {exc}", scores[task_id])
             return 0
 
-    def _aside(self, kind: str, member: bytes, score: float, why: str) -> None:
-        self.set_aside.move(kind, self.keys.delayed, "zset", member,
-                            f"{why}; taken out of the set of tasks waiting for a retry or a"
-                            " later start", score=score)
+    def _move_aside(self, key: str, kind: str, member: bytes, why: str,
+                    score: float | None = None) -> None:
+        """Take a ``member`` that cannot be used out of ``key``, into the set-aside records.
+        These keys are read a batch at a time from their head: left there, it would hold
+        up everything behind it for good."""
+        source_type, holds = self._read_in_batches[key]
+        self.set_aside.move(kind, key, source_type, member, f"{why}; taken out of {holds}",
+                            score=score)
+
+    def _guarded(self, key: str, member: bytes, what: str, job: Callable[[str], T]) -> T | None:
+        """``job`` on the entry ``member`` of ``key``; None, the entry set aside, when it is
+        not UTF-8 or Redis refuses the job for its data (an outage is raised)."""
+        try:
+            text = member.decode()
+        except UnicodeDecodeError:
+            self._move_aside(key, aside.UNREADABLE, member, f"not {what} (not UTF-8)")
+            return None
+        try:
+            return job(text)
+        except redis.ResponseError as exc:
+            if is_outage(exc):
+                raise
+            self._move_aside(key, aside.kind_of(exc), member, f"{what} {text}: {exc}")
+            return None
 
     def cascade(self) -> bool:
         """Fail the dependents of failed tasks, a batch at a time; True if more remain.
@@ -112,23 +145,8 @@ class Upkeep:
         members = as_bytes_list(self.client.lrange(self.keys.cascade, 0, CASCADE_BATCH - 1))
         more = len(members) == CASCADE_BATCH
         for member in members:
-            try:
-                failed_id = member.decode()
-            except UnicodeDecodeError:
-                self.set_aside.move(aside.UNREADABLE, self.keys.cascade, "list", member,
-                                    "not a task id (not UTF-8): taken out of the list of"
-                                    " failed tasks whose dependents wait to be failed")
-                continue
-            try:
-                n = self._cascade_one(failed_id)
-            except redis.ResponseError as exc:
-                if is_outage(exc):
-                    raise
-                self.set_aside.move(aside.kind_of(exc), self.keys.cascade, "list", member,
-                                    f"failing the dependents of task={failed_id} failed: "
-                                    f"{exc}; taken out of the list")
-                continue
-            more = more or n > 0
+            n = self._guarded(self.keys.cascade, member, "a failed task", self._cascade_one)
+            more = more or (n or 0) > 0
         return more
 
     def _cascade_one(self, failed_id: str) -> int:
@@ -165,20 +183,13 @@ class Upkeep:
         error = codec.pack_error(ErrorInfo(
             "TimeoutError", f"no acknowledgement within the task's timeout plus"
                             f" {self.settings.timeout_grace}s; its worker is presumed stuck"))
+        expire = functools.partial(self._expire, error=error)
         for member in due:
-            try:
-                self._expire(member, error)
-            except UnicodeDecodeError:
-                self._deadline_aside(aside.UNREADABLE, member, "not a lease (not UTF-8)")
-            except redis.ResponseError as exc:
-                if is_outage(exc):
-                    raise
-                self._deadline_aside(aside.kind_of(exc), member,
-                                     f"failing the overdue lease failed: {exc}")
+            self._guarded(self.keys.deadlines, member, "an overdue lease", expire)
         return True
 
-    def _expire(self, member: bytes, error: bytes) -> None:
-        task_id, _, rest = member.decode().partition("|")
+    def _expire(self, lease: str, error: bytes) -> None:
+        task_id, _, rest = lease.partition("|")
         worker, _, token = rest.partition("|")
         flow, queue = self.task_fields([task_id], "flow", "queue")[0]
         code = FAIL_REFUSED
@@ -186,16 +197,10 @@ class Upkeep:
             code = self.scripts.fail(worker, token, task_id, queue, flow or "", error,
                                      "retry", self.ttl_ms, self.settings.poison_threshold)
         if code == FAIL_REFUSED:  # settled meanwhile, or not a lease any more
-            self.client.zrem(self.keys.deadlines, member)
+            self.client.zrem(self.keys.deadlines, lease)
         else:
             log.warning("task=%s on worker=%s overdue: failed by the dispatcher", task_id,
                         worker)
-
-    def _deadline_aside(self, kind: str, member: bytes, why: str) -> None:
-        """A deadline entry that cannot be used, read first at every look: set aside, or
-        the leases behind it would never be failed past their timeout."""
-        self.set_aside.move(kind, self.keys.deadlines, "zset", member,
-                            f"{why}; taken out of the leases watched for their timeout")
 
     def reap(self, leader_token: str, worker_id: str, seen_before_ms: int,
              left: bool = False) -> tuple[int, int, list[str]]:
