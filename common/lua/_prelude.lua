@@ -228,11 +228,25 @@ end
 -- would be settled or re-leased on one side and in no queue on the other, lost for good.
 -- Whether it went into its queue.
 local PARK_MS = 2000
-local function enqueue(queue_key, score, id, delayed_key, wake_key)
-  if type(redis.pcall('ZADD', queue_key, score, id)) ~= 'table' then return true end
+local function park(id, delayed_key, wake_key)
   redis.call('ZADD', delayed_key, now_ms() + PARK_MS, id)
   if wake_key then signal(wake_key, SIGNAL.retry) end
+end
+local function enqueue(queue_key, score, id, delayed_key, wake_key)
+  if type(redis.pcall('ZADD', queue_key, score, id)) ~= 'table' then return true end
+  park(id, delayed_key, wake_key)
   return false
+end
+
+-- One upstream of dependent `id` (its record `task_key`) settled: when it was the last,
+-- the dependent goes into its queue (or the gate) at `score` (enqueue). A record a Redis
+-- writer clobbered (not a hash, or its count no number) is passed over: it could never
+-- run, and the call must not stop halfway for it (its siblings unlocked, the flow's
+-- counts kept). Whether it was made ready.
+local function unlock(task_key, queue_key, score, id, delayed_key, wake_key)
+  if redis.pcall('HINCRBY', task_key, 'deps', -1) ~= 0 then return false end
+  enqueue(queue_key, score, id, delayed_key, wake_key)
+  return true
 end
 
 -- Put a task back into its queue at its original place (``ready``: when it is ready

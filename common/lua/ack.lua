@@ -49,12 +49,8 @@ for t = 1, tonumber(ARGV[4]) do
       redis.call('ZREM', KEYS[4], id .. '|' .. ARGV[1] .. '|' .. token)
     end
     for c = 0, children - 1 do
-      -- A dependent whose record a Redis writer clobbered (not a hash, or its count no
-      -- number) is passed over: it could never run, and the rest of the call must not
-      -- stop halfway for it (its siblings unlocked, the flow's counts kept).
-      if redis.pcall('HINCRBY', KEYS[k + 3 + 2 * c], 'deps', -1) == 0 then
-        enqueue(KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c], ARGV[a + 8 + 2 * c], KEYS[10],
-          KEYS[3])
+      if unlock(KEYS[k + 3 + 2 * c], KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c],
+                ARGV[a + 8 + 2 * c], KEYS[10], KEYS[3]) then
         if EVENTS.tasks then redis.call('HSET', KEYS[k + 3 + 2 * c], 'ready', now) end
         unlocked = unlocked + 1
       end

@@ -14,9 +14,9 @@
 --            every child has settled, then comes back to the gate.
 --   gather   a map whose children all settled: store the list of their results, settle
 --            it, and unlock its dependents as an ack does.
--- KEYS: gate, task, flow, flow done, wake, cascade, queue, delayed; then child task... (expand: the
---       map's), then per map expanded with it (map task, child task...); or (dependent
---       task, dependent queue or the gate)... (gather)
+-- KEYS: gate, task, flow, flow done, wake, cascade, queue, delayed; then child task...
+--       (expand: the map's), then per map expanded with it (map task, child task...); or
+--       (dependent task, dependent queue or the gate)... (gather)
 -- ARGV: task id, mode, ttl ms, error, state, result, queue name, score, count; then
 --       expand: dependents, dependent count, chained count, child id..., then per map
 --       expanded with it (map id, dependents, dependent count, child id...); gather:
@@ -48,8 +48,8 @@ if mode == 'gather' then
     local queued = 0
     for c = 0, tonumber(ARGV[9]) - 1 do
       local cid, score, gated = ARGV[10 + 3 * c], ARGV[11 + 3 * c], ARGV[12 + 3 * c]
-      if redis.call('HINCRBY', KEYS[9 + 2 * c], 'deps', -1) == 0 then
-        enqueue(KEYS[10 + 2 * c], gated == '1' and now_ms() or score, cid, KEYS[8], KEYS[5])
+      if unlock(KEYS[9 + 2 * c], KEYS[10 + 2 * c], gated == '1' and now_ms() or score, cid,
+                KEYS[8], KEYS[5]) then
         queued = queued + 1
       end
     end

@@ -61,7 +61,7 @@ for q = 1, n_queues do
     if #chunk >= 1000 or r == n_ready then
       if type(redis.pcall('ZADD', KEYS[T + n_tasks + q], unpack(chunk))) == 'table' then
         -- A queue key of another type: they wait parked, as the prelude's enqueue parks one.
-        for i = 2, #chunk, 2 do redis.call('ZADD', KEYS[10], now_ms() + PARK_MS, chunk[i]) end
+        for i = 2, #chunk, 2 do park(chunk[i], KEYS[10]) end
         signal(KEYS[7], SIGNAL.retry)
       end
       chunk = {}

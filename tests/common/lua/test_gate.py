@@ -107,3 +107,18 @@ def test_gate_parks_what_a_queue_of_another_type_refuses_and_still_settles_the_m
     assert db.state("m") == "completed" and db.state("d") == "pending"
     assert db.client.zscore(db.keys.delayed, "d") is not None
     assert b"r" in db.client.lrange(db.keys.wake, 0, -1)
+
+
+def test_gate_passes_over_a_dependent_whose_record_was_clobbered(db: Db) -> None:
+    """As an ack does (the prelude's unlock): the map settles and its other dependent is
+    queued, instead of the script stopping at the record that is not a hash."""
+    db.put_flow(3)
+    clobbered, fine = Child("x", Q, 1.0), Child("y", Q, 2.0)
+    db.put_task("m", state="running", children=[clobbered, fine])
+    db.put_task("y", state="pending", upstream=1)
+    db.client.set(db.keys.task("x"), "not a task record")
+    db.client.zadd(db.keys.gate, {"m": 1})
+    assert db.scripts.gate("m", FLOW, Q, "gather", TTL, state="completed",
+                           result=codec.pack_packed_list([]), dependents=[clobbered, fine])
+    assert db.state("m") == "completed" and db.queued() == {"y": 2.0}
+    assert db.client.get(db.keys.task("x")) == b"not a task record"
