@@ -17,6 +17,7 @@ from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
 from balancer.common.replies import field_tags
+from balancer.common.retry import is_outage
 from balancer.scheduling import ALL_QUEUES
 from balancer.tags import limit_rows
 
@@ -159,9 +160,13 @@ def task_facts(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
         pipe.zscore(keys.delayed, t)
         pipe.zrank(keys.queue(queue.decode() if queue else ""), t)
         pipe.zscore(keys.gate, t)
-    # A queue key of another type refuses ZRANK: the task is in no queue.
-    rest = [None if isinstance(r, redis.ResponseError) else r
-            for r in pipe.execute(raise_on_error=False)]
+    # A queue key of another type refuses ZRANK: the task is in no queue. An outage is
+    # no answer about the task: raised.
+    rest = []
+    for reply in pipe.execute(raise_on_error=False):
+        if isinstance(reply, Exception) and is_outage(reply):
+            raise reply
+        rest.append(None if isinstance(reply, redis.ResponseError) else reply)
     out: dict[str, TaskFacts] = {}
     for i, (t, (state, queue, deps, worker, mapped, tags)) in enumerate(zip(ids, records)):
         if state is None:
