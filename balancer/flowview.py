@@ -24,6 +24,7 @@ from balancer.common.replies import (
     as_bytes_list,
     as_opt_bytes_list,
     field_tags,
+    field_utc,
     opt_field_int,
 )
 
@@ -170,12 +171,8 @@ def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
 
 def _utc(ms: bytes | None) -> str:
     """A record's ms as UTC time, "" if none (or past what a clock can show)."""
-    value = opt_field_int(ms)
-    try:
-        return "" if value is None else time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                      time.gmtime(value / 1000))
-    except (OverflowError, OSError, ValueError):
-        return ""
+    at = field_utc(ms)
+    return "" if at is None else at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clock(ms: int | None) -> str:

@@ -15,6 +15,7 @@ expected and what came.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 
 
 class UnexpectedReply(TypeError):
@@ -108,6 +109,17 @@ def opt_field_int(raw: bytes | None) -> int | None:
 def field_int(raw: bytes | None) -> int:
     """``opt_field_int``, 0 when there is no number."""
     return opt_field_int(raw) or 0
+
+
+def field_utc(raw: bytes | None) -> datetime | None:
+    """A field of Redis-clock milliseconds (``created``, ``scheduled``...) as an aware UTC
+    datetime; None when it is absent, no number, or past what a datetime holds (written
+    by hand)."""
+    ms = opt_field_int(raw)
+    try:
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def field_tags(raw: bytes | None) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 from balancer.common.keys import Keys
-from balancer.common.replies import field_int, field_tags, opt_field_int
+from balancer.common.replies import field_int, field_tags, field_utc
 from balancer.common.signals import Lease
 
 from balancer.runcontext import RunFacts, dated
@@ -32,14 +32,5 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
         "flow_name": name.decode(errors="replace") if name is not None else None}
-    return {**out, **dated(_utc(scheduled) or _utc(created) or datetime.now(timezone.utc))}
-
-
-def _utc(ms: bytes | None) -> datetime | None:
-    """A record's Redis-clock milliseconds as an aware UTC datetime (None if absent, or
-    past what a datetime holds)."""
-    value = opt_field_int(ms)
-    try:
-        return None if value is None else datetime.fromtimestamp(value / 1000, timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
+    return {**out, **dated(field_utc(scheduled) or field_utc(created)
+                           or datetime.now(timezone.utc))}

@@ -45,3 +45,12 @@ def test_anything_else_is_named(call, reply) -> None:
 def test_a_tasks_tags_field_reads_as_its_tags_in_order(raw: object, tags: tuple[str, ...]
                                                        ) -> None:
     assert replies.field_tags(raw) == tags  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("raw", "at"), [
+    (b"1700000000123", "2023-11-14T22:13:20.123000+00:00"), (None, None), (b"", None),
+    (b"soon", None), (b"inf", None), (b"1e300", None)])
+def test_a_time_field_reads_as_an_aware_utc_datetime_or_none(raw: bytes | None,
+                                                            at: str | None) -> None:
+    read = replies.field_utc(raw)
+    assert (read.isoformat() if read else None) == at
