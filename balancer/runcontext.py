@@ -8,9 +8,10 @@ tell a retry, ``context.date`` for the day a scheduled run stands for, and logs 
 The worker binds a run's facts around each task (``enter``, ``leave``): what the lease
 carries costs nothing more; what only the records hold (the flow's name, how many times
 the task ran, the due time of a scheduled run) is read from Redis in one round trip the
-first time the task asks for one of them, never otherwise. The facts live in a context variable, so
-each slot's thread, and each async task, sees its own run. Outside a run every fact is
-None and ``context.logger`` is a plain logger: a task called as a function still runs.
+first time the task asks for one of them, never otherwise. The facts live in a context
+variable, so each slot's thread, and each async task, sees its own run. Outside a run
+every fact is None and ``context.logger`` is a plain logger: a task called as a function
+still runs.
 """
 
 from __future__ import annotations
