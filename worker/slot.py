@@ -202,12 +202,8 @@ class Slot(threading.Thread):
         if not refs:
             return lease.args
         keys = self._keys(lease)  # a flow's tasks are all in its partition
-        pipe = self.client.pipeline(transaction=False)
-        for ref in refs:
-            pipe.hmget(keys.task(ref), ["state", "result"])
         results = {}
-        for ref, (state, blob) in zip(refs, persist("read results", lease.task_id,
-                                                    pipe.execute)):
+        for ref, (state, blob) in read_upstream(self.client, keys, lease.task_id, refs):
             shown = state.decode() if state is not None else "expired"
             if shown in _SETTLED_WITHOUT_RESULT:
                 # Only a gated task (a trigger, a map) runs after such an upstream: it gets
@@ -219,3 +215,18 @@ class Slot(threading.Thread):
                                   f" (state {shown})")
             results[ref] = codec.unpack_refs(blob)
         return codec.pack(codec.substitute([args, kwargs], results))
+
+
+def read_upstream(client: redis.Redis, keys: Keys, task_id: str,
+                  refs: Sequence[str]) -> list[tuple[str, list[bytes | None]]]:
+    """Each upstream's state and result, read until Redis answers.
+
+    The pipeline is built afresh at each try: redis-py empties a pipeline's commands when
+    its ``execute`` fails, so running the same one again would return no replies, and a
+    task would run as if its upstreams had no results (seen in a Sentinel failover)."""
+    def read() -> list[list[bytes | None]]:
+        pipe = client.pipeline(transaction=False)
+        for ref in refs:
+            pipe.hmget(keys.task(ref), ["state", "result"])
+        return pipe.execute()
+    return list(zip(refs, persist("read results", task_id, read), strict=True))
