@@ -16,6 +16,7 @@ import redis
 from balancer import why
 from balancer.common import aside, signals
 from balancer.common.connection import server_time_ms
+from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
@@ -87,6 +88,8 @@ class Status:
     leaders: list[str | None] = field(default_factory=list)
     # Dispatchers heard from within 3 leader ttls (leaders and standbys), newest first.
     dispatchers: list[DispatcherRow] = field(default_factory=list)
+    # Redis's maxmemory policy (common/eviction.py); None when it cannot be read.
+    eviction: Eviction | None = None
 
     @property
     def standbys(self) -> list[DispatcherRow]:
@@ -95,8 +98,15 @@ class Status:
                    if leader}
         return [row for row in self.dispatchers if row.id not in leading]
 
+    @property
+    def eviction_warning(self) -> str | None:
+        """What Redis's maxmemory policy may delete of ours, for an operator; None when
+        it deletes nothing or cannot be read."""
+        return self.eviction.warning if self.eviction is not None else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "standbys": [asdict(row) for row in self.standbys]}
+        return {**asdict(self), "standbys": [asdict(row) for row in self.standbys],
+                "eviction_warning": self.eviction_warning}
 
 
 def _int(raw: bytes | None) -> int:
@@ -210,8 +220,9 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
     """``gather`` over every partition (``keys``, one per partition), merged: a worker's
     leases and a queue's depths summed over the partitions, the newest flow runs of all."""
     views = [gather(client, k, recent, leader_ttl) for k in keys]
+    policy = read_policy(client)  # the server's: one read, whatever the partitions
     if len(views) == 1:
-        return views[0]
+        return dataclasses.replace(views[0], eviction=policy)
     workers: dict[str, WorkerRow] = {}
     queues: dict[str, QueueRow] = {}
     for view in views:
@@ -238,7 +249,8 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
                   sum(v.delayed for v in views), sum(v.dead_letters for v in views),
                   [row for v in views for row in v.set_aside],
                   merge_rows([v.tags for v in views]), [v.leader for v in views],
-                  first.dispatchers)  # serves register in partition 0
+                  first.dispatchers,  # serves register in partition 0
+                  policy)
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in
@@ -292,6 +304,8 @@ def render(status: Status) -> str:
     standing = ", ".join(f"{row.id} (seen {row.seen_s:g}s ago)" for row in status.standbys)
     lines.insert(-1, "standby dispatchers: " + (standing or "none (a second `balancer serve`"
                                                  " stands by to take over if the leader stops)"))
+    if status.eviction_warning:
+        lines.insert(-1, "WARNING: " + status.eviction_warning)
     lines.append(f"workers ({len(status.workers)}):")
     lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
                  f" {'seen':>6}")

@@ -91,6 +91,7 @@ ROLES = {
             "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
             "SRANDMEMBER",  # the dashboard: what a worker holds
             "HSTRLEN",  # result sizes (the dashboard), a map's results before it gathers them
+            "INFO",  # the maxmemory policy, which may delete tasks (common/eviction.py)
         ),
         keys=(ALL_KEYS,),
     ),

@@ -10,6 +10,7 @@ import click
 
 from balancer.cli.common import NS_HELP, Cluster
 from balancer.common import logs, partitions
+from balancer.common.eviction import read_policy
 from balancer.common.logoptions import log_format_option, log_level_option
 from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
@@ -59,4 +60,10 @@ def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("balancer serve on %s", redact(cluster.settings.server_url))
+    policy = read_policy(cluster.client)
+    if policy is None:
+        log.info("the Redis maxmemory-policy cannot be read (INFO refused or unknown): make"
+                 " sure it is noeviction, or Redis may delete tasks when memory runs short")
+    elif policy.warning:
+        log.warning("%s", policy.warning)
     dispatcher.run()

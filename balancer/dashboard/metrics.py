@@ -64,6 +64,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "balancer_retries_waiting": ("gauge", (), "Tasks waiting for their retry delay, or for"
                                  " the later start their run was given."),
     "balancer_set_aside": ("gauge", (), "Bad entries the dispatcher set aside."),
+    "balancer_redis_eviction_risk": (
+        "gauge", ("policy",), "What Redis's maxmemory-policy may delete of the cluster's"
+        " keys: 0 nothing (noeviction), 1 keys with a time to live (results), 2 any key"
+        " (tasks may vanish)."),
     "balancer_tasks_completed_total": (
         "counter", ("queue", "task"), "Tasks completed (seen in the events stream)."),
     "balancer_tasks_failed_total": (
@@ -219,6 +223,8 @@ class ClusterCollector(Collector):
         put("balancer_dead_letters", snap.dead_letters)
         put("balancer_retries_waiting", snap.delayed)
         put("balancer_set_aside", len(snap.set_aside))
+        if snap.eviction is not None:  # unknown when INFO is refused: no sample
+            put("balancer_redis_eviction_risk", snap.eviction.severity, snap.eviction.policy)
         yield from families.values()
 
 

@@ -122,6 +122,9 @@ def test_a_cluster_runs_with_each_role_under_its_own_least_privilege_user(
                         ("queue", "resume", "default"), ("events", "-n", "100")):
             done = run(env["dispatcher"], "balancer.cli", *command)
             assert done.returncode == 0, done.stdout + done.stderr
+        # The operators see Redis's eviction policy (INFO is theirs to read).
+        shown = json.loads(run(env["dispatcher"], "balancer.cli", "status", "--json").stdout)
+        assert shown["eviction"]["policy"] == "noeviction", shown["eviction"]
         # The dashboard too: every page, its events feed and /metrics.
         flows = json.loads(run(env["dispatcher"], "balancer.cli", "flows", "--json").stdout)
         app = Dashboard(acl_server.as_role("dispatcher"), Settings(namespace=ns),

@@ -20,7 +20,7 @@ from balancer.common.settings import Settings
 
 from balancer import Flow
 from balancer.dashboard.server import Dashboard
-from tests.conftest import ROOT, Processes, wait_for
+from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 
 TOKEN = "browser-test-token-0123456789"
@@ -163,3 +163,24 @@ def test_the_dashboard_shows_the_cluster_live_and_pauses_a_queue(
             shutil.copyfile(tmp_path / "overview.png", ROOT / target)
     finally:
         app.stop()
+
+
+def test_the_dashboard_warns_of_a_redis_that_may_evict_tasks_until_it_no_longer_does(
+        namespace: str, settings: Settings, browser: object) -> None:
+    server = RedisServer("--maxmemory-policy", "allkeys-lru").start()
+    client = redis.Redis.from_url(server.url)
+    app = Dashboard(client, settings, "127.0.0.1", 0)
+    app.start()
+    driver: Any = browser
+    try:
+        driver.get(app.url)
+        wait_for(lambda: "maxmemory-policy is allkeys-lru" in _text(
+            driver, '[data-warning="eviction"]'), timeout=30, interval=0.2)
+        client.config_set("maxmemory-policy", "noeviction")
+        wait_for(lambda: _count(driver, '[data-warning="eviction"]') == 0, timeout=30,
+                 interval=0.2)
+        assert _count(driver, "h2") > 0  # the page itself still there
+    finally:
+        app.stop()
+        client.close()
+        server.cleanup()

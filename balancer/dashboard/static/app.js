@@ -245,7 +245,9 @@ function eventsSection(list) {
 
 function renderOverview(data) {
   const main = document.getElementById("main");
-  main.replaceChildren(
+  const warning = data.eviction_warning ?
+    [h("p", {class: "err", "data-warning": "eviction"}, "Warning: " + data.eviction_warning)] : [];
+  main.replaceChildren(...warning,
     h("div", {class: "row"}, leaderSection(data),
       section("Throughput", null, chart(data.throughput || [], data.bucket_s || 5))),
     workersSection(data.workers), queuesSection(data.queues), flowsSection(data.flows),
