@@ -37,6 +37,7 @@ from balancer import scheduling
 from balancer.common import aside, partitions, protocol, signals, topology
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.keytypes import is_wrong_type
 from balancer.common.models import QueueConfig
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored, field_tags
 from balancer.common.retry import (
@@ -382,7 +383,7 @@ class Dispatcher:
         try:
             raw = self._wake(timeout)
         except redis.ResponseError as exc:
-            if is_outage(exc):
+            if not is_wrong_type(exc):  # an outage; a refusal (NOPERM) is no broken key
                 raise
             self.aside.note(
                 aside.WRONG_TYPE, self.keys.wake, f"unreadable ({error_message(exc)}): signals"

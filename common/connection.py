@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import redis
-from balancer.common import topology
+from balancer.common import serverversion, topology
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
 from redis.crc import key_slot
@@ -114,7 +114,8 @@ def server_time_ms(client: redis.Redis, route: str) -> float:
 
 
 def reach(url: str) -> redis.Redis:
-    """A client for ``url`` that has answered a PING; Unreachable otherwise."""
+    """A client for ``url`` whose server has answered, and is recent enough
+    (``serverversion``); Unreachable otherwise, or TooOld."""
     try:
         client = connect(url)
     except ValueError as exc:
@@ -122,7 +123,9 @@ def reach(url: str) -> redis.Redis:
     except redis.RedisError as exc:
         raise Unreachable(explain(url, exc)) from None
     try:
-        client.ping()
+        serverversion.check(client)
+    except serverversion.TooOld as exc:
+        raise serverversion.TooOld(f"{exc} (at {redact(url)})") from None
     except (redis.RedisError, RedisClusterException, OSError) as exc:
         raise Unreachable(explain(url, exc)) from None
     return client

@@ -10,6 +10,7 @@ import click
 from balancer.common import logs, signals
 from balancer.common.connection import Unreachable, reach
 from balancer.common.logoptions import log_format_option, log_level_option
+from balancer.common.serverversion import TooOld
 from balancer.common.settings import Settings, SettingsError
 from balancer.common.urls import URL_HELP
 from balancer.worker.supervisor import Worker, WorkerError
@@ -95,7 +96,7 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
             raise click.BadParameter(str(exc), param_hint="--name") from None
     try:
         client = reach(settings.server_url)
-    except Unreachable as exc:  # one line, the URL redacted
+    except (Unreachable, TooOld) as exc:  # one line, the URL redacted
         raise click.ClickException(str(exc)) from None
     try:
         worker = Worker(client, settings, queues=queues or ("default",),

@@ -14,6 +14,7 @@ from balancer.common import keytypes, partitions
 from balancer.common.connection import Unreachable, explain, reach
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
+from balancer.common.serverversion import TooOld
 from balancer.common.settings import Settings, SettingsError
 from balancer.common.urls import URL_HELP
 
@@ -37,7 +38,7 @@ class Cluster:
             raise click.UsageError(str(exc)) from None
         try:
             client = reach(settings.server_url)
-        except Unreachable as exc:  # one line, the URL redacted
+        except (Unreachable, TooOld) as exc:  # one line, the URL redacted
             raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)
         return cls(settings, keys, client,

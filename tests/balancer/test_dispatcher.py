@@ -606,3 +606,19 @@ def test_a_queue_left_for_want_of_room_is_told_to_submits_which_then_wake_no_dis
     settle(dispatcher)
     assert len(inbox(fake, keys)) == 13 and fake.zcard(keys.queue("default")) == 0
     assert not fake.exists(keys.backlog("default"))
+
+
+def test_a_wait_for_signals_refused_for_another_reason_is_no_broken_wake_list(
+        fake: redis.Redis, setup: Any) -> None:
+    """Only WRONGTYPE says the wake list is clobbered: a refusal (NOPERM, a command a
+    server does not know) is raised as itself, and the list is not reported."""
+    dispatcher, keys, _ = setup
+
+    def refused(*_: Any) -> Any:
+        raise redis.ResponseError("NOPERM User balancer-dispatcher has no permissions to"
+                                  " run the 'blmpop' command")
+
+    dispatcher._wake_wire.call = refused
+    with pytest.raises(redis.ResponseError, match="NOPERM"):
+        dispatcher._signals(0.1)
+    assert fake.hlen(keys.aside) == 0
