@@ -15,8 +15,9 @@ import logging
 import random
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -24,6 +25,7 @@ from balancer import caching, taskclass
 from balancer.common import codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
+from balancer.common.connection import SlotMoved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.scripts import Scripts, durability
@@ -39,6 +41,10 @@ from balancer.task import Task
 log = logging.getLogger("balancer.client")
 
 RECENT_FLOWS = 1000
+# How long a submit is sent again while a Redis Cluster says its slot is moving or
+# elsewhere (_through_slot_moves).
+SLOT_MOVE_PATIENCE = 10.0
+T = TypeVar("T")
 # A small submit trims the recent flows to RECENT_FLOWS once in this many (at random): a
 # call saved on the others, and the list runs over by about this many at most.
 TRIM_EVERY = 64
@@ -284,15 +290,18 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         # it to wake then.
         signal = signals.QUEUES if configured else signals.submitted(
             {q: [] for q in touched})
-    try:
+
+    def send() -> str | None:
         if small is None:
             _submit_large(_scripts_of(client, keys, settings), keys, flow, flow_id,
                           flow_record, records, ready, touched, now_ms, signal, gate,
                           delayed)
-            worker = None
-        else:
-            worker = _submit_small(client, keys, settings, flow_id, flow_record, records,
-                                   ready[small], small, now_ms, signal)
+            return None
+        return _submit_small(client, keys, settings, flow_id, flow_record, records,
+                             ready[small], small, now_ms, signal)
+
+    try:
+        worker = _through_slot_moves(send, flow_id)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
         raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
@@ -301,6 +310,25 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(ids),
              f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)
+
+
+def _through_slot_moves(send: Callable[[], T], flow_id: str) -> T:
+    """``send()``, sent again while a Redis Cluster answers that the flow's slot is
+    elsewhere or moving (SlotMoved). A submit is one script call or one transaction,
+    which the cluster refuses whole, before any write: sending it again writes it once.
+    A live resharding moves a slot in about a second, a failover takes the cluster's node
+    timeout; past SLOT_MOVE_PATIENCE the submit is refused, as when Redis is down."""
+    deadline = time.monotonic() + SLOT_MOVE_PATIENCE
+    pause = 0.02
+    while True:
+        try:
+            return send()
+        except SlotMoved as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.debug("flow=%s: sent again in %.2fs (%s)", flow_id, pause, exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 def delay_start(prepared: Prepared, start_ms: int) -> dict[str, float]:

@@ -34,6 +34,14 @@ class BadRedisURL(ValueError):
     The message is one line that shows the URL redacted."""
 
 
+class SlotMoved(redis.ConnectionError):
+    """A Redis Cluster answered that the command's slot is served elsewhere, or is moving
+    (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY): it refused the command before running
+    it. A lost connection to callers that cannot tell (several commands in one round trip
+    may have run in part); a caller whose round trip is one script or one transaction
+    knows nothing ran, and may send it again (balancer/submit.py)."""
+
+
 class Unreachable(redis.ConnectionError):
     """Redis did not answer at a URL. The message is one line, safe to show: the URL
     redacted, the reason scrubbed of secrets, and a hint for the usual TLS mistakes.
@@ -287,7 +295,7 @@ class Direct:
         connection is dropped and the slots read again; raised as a lost connection, which
         every caller already waits out and retries."""
         self._lost(conn)
-        raise redis.ConnectionError(f"Redis Cluster: {exc}") from None
+        raise SlotMoved(f"Redis Cluster: {exc}") from None
 
     def call(self, *args: Any) -> Any:
         self._owing_nothing()

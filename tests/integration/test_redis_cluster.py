@@ -1,22 +1,25 @@
 """Redis Cluster: serve, workers, clients and the CLIs given a ``redis+cluster://`` URL
-run flows on a local cluster of three masters and three replicas, and ride out a SIGKILL
-of the master holding the namespace's slot (its replica takes over). No command may span
-slots: a CROSSSLOT error in any log fails the test."""
+run flows on a local cluster of three masters and three replicas, ride out the
+namespace's slot moving to another master (live resharding, as `redis-cli --cluster
+reshard` does it), and a SIGKILL of the master holding it (its replica takes over). No
+command may span slots: a CROSSSLOT error in any log fails the test."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
 from balancer.common import acl, partitions
 from balancer.common.connection import connect
 from balancer.common.keys import Keys
+from redis.crc import key_slot
 
 from balancer import Flow
-from bench.redis_servers import LocalCluster
+from bench.redis_servers import ClusterServer, LocalCluster
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 from tests.integration.stream import run_through_failover
@@ -97,6 +100,39 @@ def test_three_partitions_spread_over_the_three_masters_and_run_a_stream_of_flow
         assert procs.stop(proc) == 0, procs.log(proc)
         log = procs.log(proc)
         assert "CROSSSLOT" not in log and "Traceback" not in log, log
+
+
+BATCH = 20  # keys per MIGRATE; a pause between batches keeps the slot migrating a while
+PAUSE = 0.05
+
+
+def move_slot(cluster: LocalCluster, slot: int, src: ClusterServer,
+              dst: ClusterServer) -> None:
+    source, target = redis.Redis(port=src.port), redis.Redis(port=dst.port)
+    src_id = source.execute_command("CLUSTER MYID").decode()
+    dst_id = target.execute_command("CLUSTER MYID").decode()
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+    while keys := source.execute_command("CLUSTER GETKEYSINSLOT", slot, BATCH):
+        source.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000, "KEYS", *keys)
+        time.sleep(PAUSE)
+    for node in cluster.masters():
+        redis.Redis(port=node.port).execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+
+
+def test_flows_ride_out_the_namespace_slot_moving_to_another_master(
+        procs: Processes, local_cluster: LocalCluster, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    owner = local_cluster.owner_of(namespace)
+    dest = next(n for n in local_cluster.masters() if n is not owner)
+    slot = key_slot(("{" + namespace + "}").encode())
+    stream, _ = run_through_failover(
+        procs, local_cluster.url, namespace, lambda: move_slot(local_cluster, slot, owner, dest),
+        lambda: local_cluster.owner_of(namespace) is dest, monkeypatch, "slot migration")
+    outcome = stream.outcome
+    assert outcome.other == [] and outcome.lost == []
+    assert outcome.completed == len(stream.runs)
+    assert outcome.refused == []
 
 
 def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
