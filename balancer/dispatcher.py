@@ -748,8 +748,14 @@ class Dispatcher:
                 self.troubles.queue_failed(q, depth)
             elif depth:
                 self._unserved_warned[q] = now
-                log.warning("queue=%s has %d ready tasks but no worker serves it"
-                            " (start one with: worker start --queue %s)", q, depth, q)
+                others = self.view.of_other_releases(q)
+                if others:
+                    log.warning("queue=%s has %d ready tasks and only workers of another"
+                                " release serve it (%s): they get none (README,"
+                                " \"Upgrading\")", q, depth, ",".join(others))
+                else:
+                    log.warning("queue=%s has %d ready tasks but no worker serves it"
+                                " (start one with: worker start --queue %s)", q, depth, q)
 
     def _assign(self, command: Assign) -> Assigned:
         """Lease a batch to a worker: how many it took and holds now, n -1 if we lost the

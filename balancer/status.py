@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from balancer import why
-from balancer.common import aside, signals
+from balancer.common import aside, protocol, signals
 from balancer.common.connection import server_time_ms
 from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
@@ -42,6 +42,14 @@ class WorkerRow:
     last_seen_s: float
     alive: bool
     stuck: int = 0  # task threads given up that do not stop (WorkerInfo.stuck)
+    release: str = ""  # its release ("" for one from before releases were reported)
+    protocol: int = 0  # the version of the formats it reads (common/protocol.py)
+
+    @property
+    def foreign(self) -> bool:
+        """It runs a release whose formats differ from this code's: a dispatcher of this
+        release leases it nothing."""
+        return self.protocol != protocol.VERSION
 
 
 @dataclass
@@ -190,7 +198,8 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
             running=info.running, cpu=info.cpu, pressure=info.pressure, memory=info.memory,
             load=round(load(view), 3) if info.capacity else float("inf"), host=info.host,
             pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
-            alive=blob is not None, stuck=info.stuck))
+            alive=blob is not None, stuck=info.stuck, release=info.release,
+            protocol=info.protocol if blob is not None else protocol.VERSION))
     offset = 2 * len(worker_ids)
     queue_rows = []
     epoch = facts.leader.split("|", 1)[0] if facts.leader else None
@@ -313,6 +322,9 @@ def render(status: Status) -> str:
         state = "" if w.alive else "  (silent: will be reaped)"
         if w.stuck:  # given up past a timeout or cancel, inside a call that never returns
             state += f"  (stuck task threads: {w.stuck})"
+        if w.foreign:
+            state += (f"  (release {w.release or 'older'}, protocol {w.protocol}; this one's"
+                      f" {protocol.VERSION}: a dispatcher of this release leases it nothing)")
         lines.append(f"  {w.id:<28} {','.join(w.queues):<24} {w.leased:>4}/{w.capacity:<4}"
                      f" {w.load:>6.2f} {w.cpu:>5.0%} {w.memory:>5.0%} {w.last_seen_s:>5}s{state}")
     lines += ["", f"queues ({len(status.queues)}):",

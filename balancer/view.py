@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from balancer.common import protocol
 from balancer.common.codec import CodecError
 from balancer.common.models import WorkerInfo
 from balancer.rooms import RoomIndex
-from balancer.scheduling import WorkerView, offer_basis
+from balancer.scheduling import ALL_QUEUES, WorkerView, offer_basis
 
 log = logging.getLogger("balancer.dispatcher")
 
@@ -41,20 +42,40 @@ class ClusterView:
         if view is None:
             view = self.workers[worker_id] = WorkerView(worker_id, frozenset(), 0)
         offered = None if new else offer_basis(view)
-        view.queues = frozenset(info.queues)
+        foreign = info.protocol != protocol.VERSION
+        if foreign and view.info.get("protocol") != info.protocol:
+            log.warning(
+                "worker=%s runs release %s (protocol %d), this dispatcher release %s"
+                " (protocol %d): it gets no tasks, as it would misread them; run one"
+                " release on the whole cluster (README, \"Upgrading\")", worker_id,
+                info.release or "older", info.protocol, protocol.release(), protocol.VERSION)
+        # A worker of another release serves nothing here: never leased to, never offered.
+        view.queues = frozenset() if foreign else frozenset(info.queues)
         view.capacity = info.capacity
         view.leased = leased
         view.long_running = info.long_running
         view.cpu = info.pressure
         view.memory = info.memory
         view.last_seen = now
-        view.info = {"host": info.host, "pid": info.pid, "pool": info.pool}
+        view.info = {"host": info.host, "pid": info.pid, "pool": info.pool,
+                     "protocol": info.protocol, "queues": info.queues}
         if offer_basis(view) != offered:
             self.version += 1
         self.rooms.put(view)
         for queue, ms in info.durations.items():
             self._duration(queue, worker_id, float(ms))
         return view if new else None
+
+    def of_other_releases(self, queue: str) -> list[str]:
+        """The workers of another release that would serve ``queue`` (they get no tasks
+        here: ``heartbeat``)."""
+        out = []
+        for w in self.workers.values():
+            queues = w.info.get("queues")
+            if (w.info.get("protocol", protocol.VERSION) != protocol.VERSION
+                    and isinstance(queues, tuple) and (queue in queues or ALL_QUEUES in queues)):
+                out.append(w.id)
+        return sorted(out)
 
     def add(self, view: WorkerView) -> None:
         """A worker known only by its leases (its info unreadable or gone): it serves

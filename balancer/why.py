@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from balancer.common import aside
+from balancer.common import aside, protocol
 from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_state
@@ -79,8 +79,11 @@ class ClusterFacts:
                          for j, q in enumerate(names)}
         return facts
 
-    def serving(self, queue: str) -> list[WorkerInfo]:
-        return [w for w in self.workers if queue in w.queues or ALL_QUEUES in w.queues]
+    def serving(self, queue: str, release: bool = True) -> list[WorkerInfo]:
+        """The workers serving ``queue``: of this code's release (those of another get no
+        tasks from its dispatcher: common/protocol.py), or of any with ``release=False``."""
+        return [w for w in self.workers if (queue in w.queues or ALL_QUEUES in w.queues)
+                and (not release or w.protocol == protocol.VERSION)]
 
 
 def queue_hold(queue: str, cluster: ClusterFacts) -> str | None:
@@ -90,6 +93,11 @@ def queue_hold(queue: str, cluster: ClusterFacts) -> str | None:
         return f"queue {queue} is paused (balancer queue resume {queue})"
     serving = cluster.serving(queue)
     if not serving:
+        others = cluster.serving(queue, release=False)
+        if others:
+            return (f"only workers of another release serve queue {queue}"
+                    f" ({', '.join(sorted(w.id for w in others))}): a dispatcher leases"
+                    " nothing to a worker of another release (README, \"Upgrading\")")
         return f"no worker serves queue {queue} (worker start --queue {queue})"
     if config.concurrency_limit is not None:
         used = cluster.inflight.get(queue, 0)

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from balancer.common import codec
+from balancer.common.protocol import VERSION as PROTOCOL
+from balancer.common.protocol import release as installed_release
 
 
 class TaskState:
@@ -150,6 +152,10 @@ class WorkerInfo:
     # Thread pool: task threads given up (a timeout, a cancel) that do not stop, inside a
     # call that does not return to Python (worker.interrupt): each holds what it holds.
     stuck: int = 0
+    # The version of the formats it reads and writes (common/protocol.py: VERSION; read
+    # as 0 from a worker of a release from before it was reported), and its release.
+    protocol: int = PROTOCOL
+    release: str = field(default_factory=installed_release)
 
     def tells_more_than(self, sent: WorkerInfo) -> bool:
         """Whether the dispatcher should hear this report although it heard ``sent``: what
@@ -179,4 +185,6 @@ class WorkerInfo:
             raise codec.CodecError("heartbeat is not a map")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["queues"] = tuple(known.get("queues", ()))
+        known.setdefault("protocol", 0)  # a release from before it was reported
+        known.setdefault("release", "")
         return cls(**known)

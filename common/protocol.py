@@ -43,7 +43,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 from typing import NamedTuple
+
+# The version of what every process of a cluster reads of the others: the key schema, the
+# records, the inbox entries, the signals and heartbeats, the scripts' KEYS and ARGV. A
+# change that a process of the release before would misread raises it. A dispatcher
+# leases nothing to a worker that reports another version (balancer/view.py; a worker of
+# a release from before it was reported counts as version 0), and `balancer status` shows
+# each worker's (README, "Upgrading").
+VERSION = 1
+
+
+@cache
+def release() -> str:
+    """The installed release of this code (its package's version), for operators."""
+    try:
+        return metadata.version("balancer")
+    except metadata.PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown"
+
 
 # The wake list holds at most this many signals: the oldest go first (a lost signal costs
 # latency, never a task). Mirrored by WAKE_CAP in _prelude.lua (checked by a test).

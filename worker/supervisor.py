@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import redis
-from balancer.common import partitions, signals
+from balancer.common import partitions, protocol, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -170,7 +170,8 @@ class Worker:
             running=self.busy(), long_running=self.holding.long_running(), cpu=cpu,
             pressure=pressure, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
-            durations=self.holding.durations(), stuck=stragglers.alive())
+            durations=self.holding.durations(), stuck=stragglers.alive(),
+            protocol=protocol.VERSION, release=protocol.release())
 
     # -- starting --------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ def _worker_state(row: status_view.WorkerRow, timeout: float) -> str:
         return "dead"
     if row.capacity == 0:
         return "draining"
+    if row.foreign:  # another release: this release's dispatcher leases it nothing
+        return "other release"
     return "alive"
 
 

@@ -73,3 +73,27 @@ def test_offers_are_looked_at_again_only_when_what_they_weigh_changed() -> None:
     assert heartbeat(2, 0.01) == first  # leases, and host noise within a half step
     assert heartbeat(2, 0.3) > first  # the host's load moved by a half step
     assert heartbeat(2, 0.3, ("q", "r")) > first + 1  # the queues it serves
+
+
+def test_a_worker_of_another_release_serves_nothing_and_is_logged_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from balancer.common import codec, protocol
+
+    view = ClusterView()
+    older = WorkerInfo("old", ("q",), capacity=2).to_blob()
+    data = codec.unpack(older)
+    del data["protocol"], data["release"]  # as a release from before they were reported
+    older = codec.pack(data)
+    for now in (1.0, 2.0, 3.0):
+        view.heartbeat("old", 0, older, now=now)
+    assert view.workers["old"].queues == frozenset()  # never leased to, never offered
+    said = [r.getMessage() for r in caplog.records if "worker=old runs release" in
+            r.getMessage()]
+    assert len(said) == 1 and "protocol 0" in said[0] and "gets no tasks" in said[0]
+
+    newer = WorkerInfo("new", ("q",), capacity=2, protocol=protocol.VERSION + 1,
+                       release="9.9.9")
+    view.heartbeat("new", 0, newer.to_blob(), now=1.0)
+    assert view.workers["new"].queues == frozenset()
+    view.heartbeat("same", 0, WorkerInfo("same", ("q",), capacity=2).to_blob(), now=1.0)
+    assert view.workers["same"].queues == frozenset({"q"})

@@ -1,0 +1,53 @@
+"""A worker of another release (another version of the formats: common/protocol.py) on
+the same cluster is leased nothing, as it would misread what it got: the dispatcher says
+so once, `balancer status` and `run.why()` show it, and a worker of this release serves
+the queue. Real processes; the other release is this code reporting another version."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import redis
+from balancer.common.keys import Keys
+
+from balancer import Flow
+from tests.conftest import ROOT, Processes, wait_for
+from tests.integration import tasks
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_of_another_release_gets_no_task_and_is_shown(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    keys = Keys(namespace)
+    serve = procs.serve()
+    other = procs.start("tests.integration.other_release", "start",
+                        "--pool", "thread", "--name", "old-w1", name="worker")
+    wait_for(lambda: real.zcard(keys.workers) == 1, timeout=30)
+    wait_for(lambda: "worker=old-w1 runs release 9.9.9" in procs.log(serve), timeout=30)
+
+    with Flow("across-releases") as flow:
+        tasks.constant(7)
+    run = flow.submit(real, namespace=namespace)
+    wait_for(lambda: "only workers of another release serve queue default" in " ".join(
+        run.why().values()), timeout=30)
+    wait_for(lambda: "only workers of another release serve it (old-w1)" in procs.log(serve),
+             timeout=30)
+    status = subprocess.run([sys.executable, "-m", "balancer.cli", "status", "--json"],
+                            cwd=ROOT, env=procs.env, capture_output=True, text=True,
+                            timeout=60)
+    [row] = json.loads(status.stdout)["workers"]
+    assert (row["release"], row["protocol"]) != ("", 0) and row["release"] == "9.9.9"
+    shown = subprocess.run([sys.executable, "-m", "balancer.cli", "status"], cwd=ROOT,
+                           env=procs.env, capture_output=True, text=True, timeout=60).stdout
+    assert "(release 9.9.9, protocol" in shown and "leases it nothing" in shown
+    assert run.state == "running" and real.llen(keys.inbox("old-w1")) == 0
+
+    procs.worker("--pool", "thread", "--name", "new-w1")
+    assert run.wait(timeout=60) == "completed"
+    assert run.result(next(iter(run.ids))) == 7
+    assert "constant" not in procs.log(other)  # the other release ran nothing
+    assert procs.log(serve).count("worker=old-w1 runs release") == 1
