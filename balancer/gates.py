@@ -279,7 +279,7 @@ class Gates:
             error = codec.pack_error(ErrorInfo(
                 "balancer.ResultTooLarge", f"the {count} results of mapped task {task.name}"
                 f" take {size} bytes together, over the limit of {limit}"
-                f" ({GATHER_FACTOR} x max_payload_bytes)"))
+                f" ({GATHER_FACTOR} x BALANCER_MAX_PAYLOAD_BYTES)"))
             result = b""
         else:
             blobs: list[bytes] = []

@@ -284,7 +284,7 @@ def encode_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any], l
     if len(blob) > limit:
         raise CodecError(
             f"task {task_name!r}: arguments take {len(blob)} bytes, over the limit of {limit}"
-            " (max_payload_bytes); pass a reference such as a path or a key instead"
+            " (BALANCER_MAX_PAYLOAD_BYTES); pass a reference such as a path or a key instead"
         )
     return blob
 

@@ -133,5 +133,6 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
         return Outcome.failure(ErrorInfo(
             "balancer.ResultTooLarge",
             f"task {fn_path} returned {len(blob)} bytes, over the limit of {max_result_bytes}"
-            " (max_payload_bytes)"), retryable=False)
+            " (BALANCER_MAX_PAYLOAD_BYTES, on the worker; store a large result elsewhere and"
+            " return a reference to it)"), retryable=False)
     return Outcome(True, blob)

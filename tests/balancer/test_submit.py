@@ -263,7 +263,7 @@ def test_payload_over_the_limit_raises_naming_task_and_limit_and_writes_nothing(
     message = str(info.value)
     assert "'extract'" in message
     assert "limit of 100" in message
-    assert "max_payload_bytes" in message
+    assert "BALANCER_MAX_PAYLOAD_BYTES" in message
     assert all_keys(fake, namespace) == []
 
 

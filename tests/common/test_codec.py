@@ -152,7 +152,7 @@ def test_encode_call_rejects_payload_over_the_limit_naming_task_and_limit() -> N
     message = str(info.value)
     assert "'big'" in message
     assert "limit of 100" in message
-    assert "max_payload_bytes" in message
+    assert "BALANCER_MAX_PAYLOAD_BYTES" in message
 
 
 def test_encode_call_accepts_payload_exactly_at_the_limit() -> None:
