@@ -121,3 +121,21 @@ def _state(run: FlowRun) -> str | None:
         return run.state
     except redis.ConnectionError:
         return None
+
+
+def test_a_manual_failover_loses_and_refuses_nothing(
+        procs: Processes, sentinels: SentinelSet, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SENTINEL FAILOVER, as an operator runs it for maintenance: the master is demoted
+    live (its connections stay open and answer writes with READONLY), after its replica
+    caught up. Every submit is accepted, every flow completes."""
+    old_master = sentinels.master_port()
+    sentinel = redis.Redis(port=sentinels.sentinels[0].port)  # SERVICE: the test set's
+    stream, _ = run_through_failover(
+        procs, sentinels.url, namespace, lambda: sentinel.execute_command(
+            "SENTINEL", "FAILOVER", "balancer-test"),
+        lambda: sentinels.master_port() != old_master, monkeypatch, "manual failover")
+    outcome = stream.outcome
+    assert outcome.other == [] and outcome.lost == []
+    assert outcome.completed == len(stream.runs)
+    assert outcome.refused == []
