@@ -15,7 +15,7 @@ from balancer import Flow, FlowLost, FlowRun, NotReplicated
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 from tests.integration.stream import Stream, run_through_failover
-from tests.integration.topologies import SentinelSet, need_redis_server
+from tests.integration.topologies import SERVICE, SentinelSet, need_redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -130,10 +130,10 @@ def test_a_manual_failover_loses_and_refuses_nothing(
     live (its connections stay open and answer writes with READONLY), after its replica
     caught up. Every submit is accepted, every flow completes."""
     old_master = sentinels.master_port()
-    sentinel = redis.Redis(port=sentinels.sentinels[0].port)  # SERVICE: the test set's
+    sentinel = redis.Redis(port=sentinels.sentinels[0].port)
     stream, _ = run_through_failover(
         procs, sentinels.url, namespace, lambda: sentinel.execute_command(
-            "SENTINEL", "FAILOVER", "balancer-test"),
+            "SENTINEL", "FAILOVER", SERVICE),
         lambda: sentinels.master_port() != old_master, monkeypatch, "manual failover")
     outcome = stream.outcome
     assert outcome.other == [] and outcome.lost == []
