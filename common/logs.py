@@ -11,6 +11,7 @@ import json
 import logging
 import re
 
+from balancer.common.printable import one_line
 from balancer.common.urls import scrub
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -18,7 +19,13 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 class ScrubbingFormatter(logging.Formatter):
     """The line as usual, tracebacks included, then scrubbed (a few microseconds: one
-    substring search per remembered secret)."""
+    substring search per remembered secret). The message is kept on one line, its control
+    characters escaped (``common.printable``): a task's error or name cannot forge a line
+    or reach the terminal that shows the log."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record))

@@ -13,6 +13,7 @@ import redis
 from balancer.common import keytypes, partitions
 from balancer.common.connection import Unreachable, explain, reach
 from balancer.common.keys import Keys
+from balancer.common.printable import lines
 from balancer.common.scripts import Scripts
 from balancer.common.serverversion import TooOld
 from balancer.common.settings import Settings, SettingsError
@@ -59,6 +60,13 @@ class Cluster:
     def of_flow(self, flow_id: str) -> Cluster:
         """The view of the partition ``flow_id`` lives in."""
         return self.of(partitions.of_flow(flow_id))
+
+
+def echo(text: str, err: bool = False) -> None:
+    """Print what a command shows: names, errors and tracebacks come from whoever
+    submitted or wrote to Redis, so their control characters are shown escaped
+    (``common.printable``), never sent to the terminal."""
+    click.echo(lines(text), err=err)
 
 
 def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:

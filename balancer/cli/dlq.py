@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from balancer import admin
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.common import aside
 from balancer.common.replies import (
     as_bytes_dict,
@@ -34,16 +34,16 @@ def dlq_ls(cluster: Cluster, as_json: bool) -> None:
     client = cluster.client
     rows = [r for c in cluster.each() for r in admin.quarantined(client, c.keys)]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no quarantined tasks")
+        echo("no quarantined tasks")
     for r in rows:
-        click.echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
+        echo(f"{r['id']}  {r['name']:<20} queue={r['queue']:<14} lost={r['lost']}"
                    f"  flow={r['flow']}  {r['reason']}")
     set_aside = sum(int(client.hlen(c.keys.aside)) for c in cluster.each())
     if set_aside:
-        click.echo(f"{set_aside} bad entries set aside: balancer dlq aside")
+        echo(f"{set_aside} bad entries set aside: balancer dlq aside")
 
 
 @dlq.command("aside")
@@ -55,14 +55,14 @@ def dlq_aside(cluster: Cluster, as_json: bool) -> None:
     it by hand. Every other entry kept flowing meanwhile."""
     rows = aside.rows(as_bytes_dict(cluster.client.hgetall(cluster.keys.aside)))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("nothing set aside")
+        echo("nothing set aside")
     for r in rows:
         member = f' member="{r["member"]}"' if r["member"] else ""
         score = f" score={r['score']}" if r["score"] is not None else ""
-        click.echo(f"{r['id']}  {r['kind']:<12} key={r['key']}{member}{score}  {r['detail']}")
+        echo(f"{r['id']}  {r['kind']:<12} key={r['key']}{member}{score}  {r['detail']}")
 
 
 @dlq.command("dismiss")
@@ -80,7 +80,7 @@ def dlq_dismiss(entry_ids: tuple[str, ...], every: bool, cluster: Cluster) -> No
     for entry in entry_ids:
         if not cluster.scripts.clear_aside(entry):
             raise click.ClickException(f"no entry {entry} is set aside")
-        click.echo(f"entry {entry} dismissed")
+        echo(f"entry {entry} dismissed")
 
 
 def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool,
@@ -94,7 +94,7 @@ def _each(cluster: Cluster, task_ids: tuple[str, ...], every: bool,
     for task_id in held if every else task_ids:
         view = views[held[task_id]] if task_id in held else cluster
         try:
-            click.echo(act(view, task_id))
+            echo(act(view, task_id))
         except admin.AdminError as exc:
             raise click.ClickException(str(exc)) from None
 

@@ -8,7 +8,7 @@ import click
 import redis
 
 from balancer import eventlog
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.common import events as schema
 
 
@@ -23,7 +23,7 @@ def events(cluster: Cluster, follow: bool, as_json: bool, last: int) -> None:
     workers joined, left, reaped; flows finished; leader changes; dispatch decisions.
     The stream keeps about BALANCER_EVENTS_MAX entries."""
     def show(event: schema.Event) -> None:
-        click.echo(event.to_json() if as_json else schema.line(event))
+        echo(event.to_json() if as_json else schema.line(event))
 
     keys = [view.keys for view in cluster.each()]  # every partition's stream, merged
     past, lasts = (eventlog.latest_all(cluster.client, keys, last) if last
@@ -32,7 +32,7 @@ def events(cluster: Cluster, follow: bool, as_json: bool, last: int) -> None:
         show(event)
     if not follow:
         if not past and not as_json:
-            click.echo("no events yet", err=True)
+            echo("no events yet", err=True)
         return
     reader = eventlog.follower(cluster.client, keys, lasts)
     with contextlib.suppress(KeyboardInterrupt):

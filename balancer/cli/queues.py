@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from balancer import admin
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
 from balancer.queueholds import holds
@@ -27,7 +27,7 @@ def _configure(cluster: Cluster, name: str, fields: dict[str, Any], message: str
             admin.configure_queue(cluster.client, view.keys, name, fields)
     except admin.AdminError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    click.echo(message)
+    echo(message)
 
 
 @queue.command("set")
@@ -85,4 +85,4 @@ def queue_rm(name: str, cluster: Cluster) -> None:
     if done == 0:
         raise click.ClickException(f"queue {name} is in use, not removed: tasks were just"
                                    " queued in it")
-    click.echo(f"queue {name} removed")
+    echo(f"queue {name} removed")

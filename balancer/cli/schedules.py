@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.common.importpath import _module_name_in, importing_tasks
 from balancer.flow import Flow, FlowError
 from balancer.schedule_fire import shown
@@ -129,7 +129,7 @@ def schedule_add(flow_target: str, cron: str | None, every: float | None, tz: st
         raise click.BadParameter(f"{every} is too large", param_hint="--every") from None
     except (ScheduleError, FlowError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"schedule {sid}: flow {flow.name!r}, {sched.describe()}, next due"
+    echo(f"schedule {sid}: flow {flow.name!r}, {sched.describe()}, next due"
                f" {shown(due)}" + (" (kept from its earlier registration)" if kept else ""))
 
 
@@ -156,10 +156,10 @@ def schedule_ls(cluster: Cluster, as_json: bool) -> None:
             "last_state": (states.get(r.last_flow) or "expired") if r.last_flow else None,
         })
     if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        echo(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        click.echo("no schedules (add one with: balancer schedule add module:flow --cron ...)")
+        echo("no schedules (add one with: balancer schedule add module:flow --cron ...)")
         return
     header = ("ID", "FLOW", "SCHEDULE", "NEXT DUE (UTC)", "FIRED", "SKIPPED", "LAST RUN")
     table = [header]
@@ -172,7 +172,7 @@ def schedule_ls(cluster: Cluster, as_json: bool) -> None:
                       str(row["fired"]), str(row["skipped"]), last))
     widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
     for line in table:
-        click.echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        echo("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
 
 
 @schedule.command("rm")
@@ -183,4 +183,4 @@ def schedule_rm(schedule_id: str, cluster: Cluster) -> None:
     if not remove(cluster.client, cluster.keys, schedule_id):
         raise click.ClickException(f"no schedule with id {schedule_id!r}"
                                    " (balancer schedule ls lists them)")
-    click.echo(f"schedule {schedule_id} removed")
+    echo(f"schedule {schedule_id} removed")

@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from balancer import admin
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.options import COUNT_LIMIT
 from balancer.tags import table
 
@@ -35,7 +35,7 @@ def tag_limit(name: str, limit: int | None, remove: bool, cluster: Cluster) -> N
             admin.configure_tag(cluster.client, view.keys, name, None if remove else limit)
     except admin.AdminError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    click.echo(f"tag {name}: limit removed" if remove else f"tag {name}: limit {limit}")
+    echo(f"tag {name}: limit removed" if remove else f"tag {name}: limit {limit}")
 
 
 @tag.command("ls")
@@ -48,9 +48,9 @@ def tag_ls(as_json: bool, cluster: Cluster) -> None:
     many tasks with the tag are leased now."""
     rows = admin.tag_rows(cluster.client, cluster.keys)
     if as_json:
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        echo(json.dumps([asdict(r) for r in rows], indent=2))
         return
     if not rows:
-        click.echo("no tag limits (set one with: balancer tag limit TAG N)")
+        echo("no tag limits (set one with: balancer tag limit TAG N)")
         return
-    click.echo("\n".join(table(rows)))
+    echo("\n".join(table(rows)))

@@ -11,7 +11,7 @@ import click
 from balancer import flowview
 from balancer import status as status_view
 from balancer.cancel import CancelError, cancel_flow
-from balancer.cli.common import Cluster, cluster_options
+from balancer.cli.common import Cluster, cluster_options, echo
 
 
 @click.command()
@@ -24,7 +24,7 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
     them, recent flow runs."""
     view = status_view.gather_all(cluster.client, [c.keys for c in cluster.each()],
                                   recent=flows, leader_ttl=cluster.settings.leader_ttl)
-    click.echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
+    echo(json.dumps(view.to_dict(), indent=2) if as_json else status_view.render(view))
 
 
 @click.command("flows")
@@ -38,12 +38,12 @@ def flows(cluster: Cluster, last: int, as_json: bool) -> None:
     rows = status_view.recent_flows_all(cluster.client, [c.keys for c in cluster.each()],
                                         last)
     if as_json:
-        click.echo(json.dumps([asdict(r) for r in rows], indent=2))
+        echo(json.dumps([asdict(r) for r in rows], indent=2))
     elif not rows:
-        click.echo("no flow runs (finished runs expire after"
+        echo("no flow runs (finished runs expire after"
                    f" {cluster.settings.result_ttl:.0f}s)")
     else:
-        click.echo("\n".join(status_view.flow_lines(rows)))
+        echo("\n".join(status_view.flow_lines(rows)))
 
 
 class _FlowGroup(click.Group):
@@ -75,9 +75,9 @@ def flow_show(flow_id: str, cluster: Cluster, as_json: bool, verbose: bool) -> N
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
     if as_json:
-        click.echo(json.dumps(view.to_dict(), indent=2))
+        echo(json.dumps(view.to_dict(), indent=2))
     else:
-        click.echo("\n".join(flowview.render(view, verbose)))
+        echo("\n".join(flowview.render(view, verbose)))
 
 
 @flow.command("cancel")
@@ -97,6 +97,6 @@ def flow_cancel(flow_id: str, cluster: Cluster) -> None:
     if done.cancelled:
         told = f"; workers told to stop its runs: {', '.join(done.workers)}" \
             if done.workers else ""
-        click.echo(f"flow {flow_id} cancelled: {done.cancelled} tasks{told}")
+        echo(f"flow {flow_id} cancelled: {done.cancelled} tasks{told}")
     else:
-        click.echo(f"flow {flow_id} is already {done.state}: nothing to cancel")
+        echo(f"flow {flow_id} is already {done.state}: nothing to cancel")
