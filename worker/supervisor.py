@@ -272,7 +272,24 @@ class Worker:
             if time.monotonic() - checked >= PARTITIONS_CHECK:
                 checked = time.monotonic()
                 self._check_partitions()
+            self._check_stuck()
         self.shutdown()
+
+    def _check_stuck(self) -> None:
+        """Stop, asking for a restart, once as many task threads given up (past a timeout,
+        or cancelled) still run as the worker has slots: each is inside a call that never
+        returned to Python, holding what it holds (memory, sockets, perhaps a core), and
+        only the end of the process frees them. Left alone they would pile up for good."""
+        stuck = stragglers.alive()
+        if self.pool == "thread" and stuck >= self.concurrency:
+            log.error("worker=%s: %d task threads do not stop, as many as its slots: it stops"
+                      " (its tasks finish first) to be started afresh", self.id, stuck)
+            self.shutdown()
+            raise WorkerError(
+                f"worker {self.id!r} stopped: {stuck} task threads it gave up on do not stop"
+                " (each inside a call that never returns to Python), as many as its slots;"
+                " start it again (a process manager does: exit status 1), and run tasks that"
+                " may hang in C in the process pool")
 
     def _check_partitions(self) -> None:
         """Stop, asking for a restart, once the cluster's partition count is not the one

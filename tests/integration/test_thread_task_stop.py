@@ -71,7 +71,7 @@ def test_a_thread_that_does_not_stop_is_counted_in_the_workers_status(
     stopped: its worker reports it in its heartbeat, and `balancer status` shows it, until
     it ends."""
     procs.serve()
-    worker = procs.worker("--concurrency", "1", "--pool", "thread")
+    worker = procs.worker("--concurrency", "2", "--pool", "thread")  # 1 stuck: it goes on
     wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=60)
     with Flow("sleeps") as flow:
         tasks.hangs()  # sleeps 60 s, timeout 0.5 s
@@ -86,3 +86,27 @@ def test_a_thread_that_does_not_stop_is_counted_in_the_workers_status(
              timeout=20)
     assert "(stuck task threads: 1)" in status()
     assert "does not stop" in procs.log(worker)
+
+
+def test_a_worker_with_as_many_stuck_threads_as_slots_stops_to_be_started_afresh(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """Two slots, two tasks stuck in calls that do not return: the worker stops as on
+    SIGTERM and exits 1 saying why, deregistered; a worker started afresh serves on."""
+    keys = Keys(namespace)
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--pool", "thread", "--name", "stuck-w1")
+    wait_for(lambda: real.zcard(keys.workers) >= 1, timeout=60)
+    with Flow("two-hang") as flow:
+        tasks.hangs()
+        tasks.hangs()
+    hung = flow.submit(real, namespace=namespace)
+    assert hung.wait(timeout=60) == "failed"
+    assert worker.wait(timeout=60) == 1
+    log = procs.log(worker)
+    assert "2 task threads do not stop, as many as its slots" in log
+    assert "stopped: 2 task threads it gave up on do not stop" in log
+    assert real.zcard(keys.workers) == 0  # deregistered, nothing left behind
+    procs.worker("--concurrency", "2", "--pool", "thread", "--name", "fresh-w1")
+    with Flow("after") as flow:
+        tasks.constant(3)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
