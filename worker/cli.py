@@ -8,6 +8,7 @@ import sys
 
 import click
 from balancer.common import logs, signals
+from balancer.common.cligroup import EscapingGroup
 from balancer.common.connection import Unreachable, reach
 from balancer.common.logoptions import log_format_option, log_level_option
 from balancer.common.serverversion import TooOld
@@ -16,7 +17,7 @@ from balancer.common.urls import URL_HELP
 from balancer.worker.supervisor import Worker, WorkerError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EscapingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="balancer")
 def main() -> None:
     """Execute tasks handed out by `balancer serve`."""

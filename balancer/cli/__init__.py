@@ -13,9 +13,10 @@ from balancer.cli.schedules import schedule
 from balancer.cli.serve import serve
 from balancer.cli.tags import tag
 from balancer.cli.views import flow, flows, status
+from balancer.common.cligroup import EscapingGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=EscapingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="balancer")
 def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""

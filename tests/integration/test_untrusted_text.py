@@ -45,3 +45,10 @@ def test_names_and_errors_reach_no_terminal_or_log_as_control_characters(
     assert "\x1b" not in log
     assert not any(line.startswith(FORGED) for line in log.splitlines()), log
     assert "boom\\x0a" + FORGED in log  # on the worker's own line, escaped
+
+
+def test_an_error_naming_what_was_given_shows_it_escaped(procs: Processes) -> None:
+    done = subprocess.run([sys.executable, "-m", "balancer.cli", "flow", "run\x1b[2J"],
+                          cwd=ROOT, env=procs.env, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert b"no flow run run\\x1b[2J" in done.stderr and b"\x1b" not in done.stderr
