@@ -190,6 +190,17 @@ def _die_with(supervisor: int) -> None:
         os._exit(1)
 
 
+def _lead_a_group() -> None:
+    """Lead a process group of its own, which the processes a task starts join: the
+    supervisor kills the group with this child (a timeout, a cancel, the end of a grace
+    period) and once this child is gone, so that a helper a task started (a browser,
+    ffmpeg, a shell) does not live on orphaned. One started in a session of its own
+    (``start_new_session=True``) is the task's to end. Terminal signals, sent to the
+    worker's group, no longer reach this child, which ignores them anyway."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+
+
 def _let_the_forkserver_go() -> None:
     """A child forked by the pool's forkserver holds a copy of the pipe that keeps the
     forkserver alive (multiprocessing passes it so that a child may fork through it in
@@ -249,6 +260,7 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     _die_with(spec.supervisor_pid)
     _let_the_forkserver_go()
+    _lead_a_group()
     # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
     # whole process group (systemd's default, `timeout`, a terminal) must not kill the
     # task this child runs while the supervisor grants it its grace period.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -181,7 +183,7 @@ class ChildWatch(threading.Thread):
             self.cancelled = (task_id, token)
             log.info("task=%s cancelled; killing pid=%s on worker=%s (replaced)", task_id,
                      self.process.pid, self.worker_id)
-            self.process.kill()
+            self._kill()
             return True
         if any(t == task_id and k == token for t, k, *_ in self.record.held()):
             with contextlib.suppress(OSError):
@@ -201,7 +203,7 @@ class ChildWatch(threading.Thread):
         """After ``stop`` and the grace period: kill a child still running."""
         if kill and self._alive():
             self.killing = True
-            self.process.kill()
+            self._kill()
         self._join(5)
         if self.ident is not None:  # started
             self.join(5)
@@ -220,6 +222,7 @@ class ChildWatch(threading.Thread):
             ready = wait([self.conn, self.process.sentinel], delay)
             self.record.set_asleep(False)
             if self.process.sentinel in ready or not self._alive():
+                self._end_group()
                 self._join(5)
                 self._read_news()  # what it said before it went (that it retires)
                 expected = self.cancelled is not None or self._retired()
@@ -286,13 +289,29 @@ class ChildWatch(threading.Thread):
             return
         log.warning("task=%s passed its timeout of %ss; killing pid=%s on worker=%s",
                     lease.task_id, lease.timeout, self.process.pid, self.worker_id)
-        self.process.kill()
+        self._kill()
         self._join(5)
         self._settle(snap, Outcome.failure(ErrorInfo(
             "TimeoutError", f"task {lease.fn} ran past its timeout of {lease.timeout}s and"
                             " was stopped")))
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
+
+    def _kill(self) -> None:
+        """Kill the child, and the processes its tasks started (``_end_group``)."""
+        self._end_group()
+        self.process.kill()
+
+    def _end_group(self) -> None:
+        """Kill what is left of the child's process group: the processes its tasks started
+        (worker.child: it leads a group of its own, which they join), which would live on
+        orphaned, for good, once the child is gone. Nothing when none is left, or when the
+        child never came to lead one (no group has its id then). Called while the child
+        lives or before it is reaped, so that its id cannot have been reused."""
+        pid = self.process.pid
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
 
     def _alive(self) -> bool:
         with _PROCESSES:

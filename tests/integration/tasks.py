@@ -273,3 +273,15 @@ def spin_noting(url: str, key: str) -> None:
 def spin_noting_past_1s(url: str, key: str) -> None:
     """``spin_noting`` with a timeout of 1 s."""
     _spin_noting(url, key)
+
+
+@task(timeout=1.0)
+def starts_a_helper(marker: str, then_sleep: float, own_session: bool = False) -> int:
+    """Start a helper process (as a task starts a browser or ffmpeg), then sleep: past
+    the timeout when ``then_sleep`` is long. Its id, for the test to look for."""
+    import subprocess
+
+    helper = subprocess.Popen(["sh", "-c", f"sleep 120; echo {marker}"],
+                              start_new_session=own_session)
+    time.sleep(then_sleep)
+    return helper.pid
