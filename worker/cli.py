@@ -31,9 +31,11 @@ def main() -> None:
 @click.option("--pool", type=click.Choice(["process", "thread"]), default="process",
               show_default=True,
               help="process: each slot runs tasks in its own child process (CPU-bound work;"
-                   " a hung or crashing task is killed and replaced). thread: in threads"
-                   " (I/O-bound work; a timed-out or cancelled task is failed and stopped by an"
-                   " exception raised in its thread, once it is back in Python code).")
+                   " a hung or crashing task is killed, with the processes it started, and"
+                   " replaced). thread: in threads (I/O-bound work; a timed-out or cancelled"
+                   " task is failed and stopped by an exception raised in its thread, once it"
+                   " is back in Python code; a worker with as many threads that never come"
+                   " back as slots exits 1, to be started afresh).")
 @click.option("--name", help="Worker id, unique in the cluster. Default: HOST-PID.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Import a module of tasks at start (repeatable), e.g. examples.etl."
