@@ -41,9 +41,8 @@ from balancer.task import Task
 log = logging.getLogger("balancer.client")
 
 RECENT_FLOWS = 1000
-# How long a submit is sent again while a Redis Cluster says its slot is moving or
-# elsewhere (_through_slot_moves).
-SLOT_MOVE_PATIENCE = 10.0
+# How long a submit is sent again through a failover (_sent_through_failovers).
+RESEND_PATIENCE = 10.0
 T = TypeVar("T")
 # A small submit trims the recent flows to RECENT_FLOWS once in this many (at random): a
 # call saved on the others, and the list runs over by about this many at most.
@@ -300,8 +299,12 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
         return _submit_small(client, keys, settings, flow_id, flow_record, records,
                              ready[small], small, now_ms, signal)
 
+    def landed() -> bool:
+        return client.hget(keys.flow(flow_id), "state") is not None
+
     try:
-        worker = _through_slot_moves(send, flow_id)
+        worker = _sent_through_failovers(send, flow_id,
+                                         None if settings.min_replicas else landed)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
         raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
@@ -312,23 +315,41 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     return FlowRun(client, keys, flow_id, flow, ids)
 
 
-def _through_slot_moves(send: Callable[[], T], flow_id: str) -> T:
-    """``send()``, sent again while a Redis Cluster answers that the flow's slot is
-    elsewhere or moving (SlotMoved). A submit is one script call or one transaction,
-    which the cluster refuses whole, before any write: sending it again writes it once.
-    A live resharding moves a slot in about a second, a failover takes the cluster's node
-    timeout; past SLOT_MOVE_PATIENCE the submit is refused, as when Redis is down."""
-    deadline = time.monotonic() + SLOT_MOVE_PATIENCE
-    pause = 0.02
+def _sent_through_failovers(send: Callable[[], T], flow_id: str,
+                            landed: Callable[[], bool] | None) -> T | None:
+    """``send()``, sent again until Redis takes it, for up to RESEND_PATIENCE seconds: a
+    failover (Sentinel's or a Cluster's), a slot moving, a master restarting. A submit is
+    one script call or one transaction, so it ran whole or not at all:
+    - a Redis Cluster's redirect (SlotMoved) refused it before any write: sent again;
+    - a lost connection leaves it unsure: once Redis answers again, ``landed()`` (the
+      flow's record read) tells whether it ran, and it is sent again only if not. A
+      connection lost is never answered later, so it cannot run after that read. A
+      timeout could (the server may still run it): it is raised, as is a lost connection
+      when ``landed`` is None (replicas must confirm the submit: a new connection cannot
+      wait for another's writes).
+    None when an earlier send had run."""
+    deadline = time.monotonic() + RESEND_PATIENCE
+    pause, unsure = 0.02, False
     while True:
         try:
+            if unsure and landed is not None:
+                if landed():
+                    log.info("flow=%s: the submit had reached Redis before its connection"
+                             " was lost", flow_id)
+                    return None
+                unsure = False
             return send()
         except SlotMoved as exc:
-            if time.monotonic() + pause > deadline:
+            why: Exception = exc
+        except redis.ConnectionError as exc:
+            if landed is None:
                 raise
-            log.debug("flow=%s: sent again in %.2fs (%s)", flow_id, pause, exc)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+            unsure, why = True, exc
+        if time.monotonic() + pause > deadline:
+            raise why
+        log.debug("flow=%s: sent again in %.2fs (%s)", flow_id, pause, why)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
 
 
 def delay_start(prepared: Prepared, start_ms: int) -> dict[str, float]:

@@ -415,3 +415,46 @@ def test_a_delay_counts_from_redis_clock_not_the_clients(
         extract(2)
     run = at.submit(fake, namespace=keys.namespace, eta=eta)
     assert int(fake.hget(keys.flow(run.id), "scheduled")) == round(eta.timestamp() * 1000)
+
+
+class _Submits:
+    """A submit's one call, failing as told: ``faults`` are raised in turn, each after the
+    write when ``ran`` says so (a reply lost to a dropped connection)."""
+
+    def __init__(self, *faults: tuple[Exception, bool]) -> None:
+        self.faults = list(faults)
+        self.sent = self.written = 0
+
+    def send(self) -> str:
+        self.sent += 1
+        if self.faults:
+            fault, ran = self.faults.pop(0)
+            self.written += ran
+            raise fault
+        self.written += 1
+        return "worker-1"
+
+    def landed(self) -> bool:
+        return self.written > 0
+
+
+def test_a_submit_whose_connection_was_lost_is_sent_again_only_if_it_did_not_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submit.time, "sleep", lambda _: None)
+    lost = redis.ConnectionError("Connection closed by server.")
+    not_run = _Submits((lost, False), (lost, False))
+    assert submit._sent_through_failovers(not_run.send, "f1", not_run.landed) == "worker-1"
+    assert (not_run.sent, not_run.written) == (3, 1)
+    ran = _Submits((lost, True))
+    assert submit._sent_through_failovers(ran.send, "f1", ran.landed) is None
+    assert (ran.sent, ran.written) == (1, 1)  # written once, never again
+
+
+def test_a_submit_that_timed_out_or_must_be_replicated_is_not_sent_again() -> None:
+    timed_out = _Submits((redis.TimeoutError("Timeout reading from socket"), False))
+    with pytest.raises(redis.TimeoutError):  # Redis may still run it: never twice
+        submit._sent_through_failovers(timed_out.send, "f1", timed_out.landed)
+    durable = _Submits((redis.ConnectionError("Connection reset by peer"), False))
+    with pytest.raises(redis.ConnectionError):  # no landed(): replicas must confirm it
+        submit._sent_through_failovers(durable.send, "f1", None)
+    assert timed_out.sent == durable.sent == 1
