@@ -302,14 +302,16 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     def landed() -> bool:
         return client.hget(keys.flow(flow_id), "state") is not None
 
+    state = _state_of(client)
     try:
-        worker = _sent_through_failovers(send, flow_id,
-                                         None if settings.min_replicas else landed)
+        worker = _sent_through_failovers(
+            send, flow_id, landed if state.reached and not settings.min_replicas else None)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
         raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
                         f" ({keytypes.explain(client, keys, exc, touched)}); what it had"
                         " written is removed") from exc
+    state.reached = True
     log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(ids),
              f" and leased it at once to worker={worker}" if worker else "")
     return FlowRun(client, keys, flow_id, flow, ids)
@@ -325,8 +327,9 @@ def _sent_through_failovers(send: Callable[[], T], flow_id: str,
       flow's record read) tells whether it ran, and it is sent again only if not. A
       connection lost is never answered later, so it cannot run after that read. A
       timeout could (the server may still run it): it is raised, as is a lost connection
-      when ``landed`` is None (replicas must confirm the submit: a new connection cannot
-      wait for another's writes).
+      when ``landed`` is None (the client never reached Redis yet: a wrong URL is said at
+      once; or replicas must confirm the submit: a new connection cannot wait for
+      another's writes).
     None when an earlier send had run."""
     deadline = time.monotonic() + RESEND_PATIENCE
     pause, unsure = 0.02, False
@@ -449,6 +452,9 @@ class _ClientState:
 
     scripts: dict[str, tuple[Settings, Scripts]]
     offers: dict[tuple[str, str], _SeenOffer]
+    # A submit went through: a connection lost later is a failover or a restart to wait
+    # out; lost before, a wrong URL or a Redis not started, said at once.
+    reached: bool = False
 
 
 _clients: weakref.WeakKeyDictionary[redis.Redis, _ClientState] = weakref.WeakKeyDictionary()
