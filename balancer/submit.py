@@ -28,7 +28,7 @@ from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
-from balancer.common.scripts import Scripts, durability
+from balancer.common.scripts import NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
 from balancer.mapping import MAP_KEYWORD
@@ -304,8 +304,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
 
     state = _state_of(client)
     try:
-        worker = _sent_through_failovers(
-            send, flow_id, landed if state.reached and not settings.min_replicas else None)
+        worker = _sent_through_failovers(send, flow_id, landed if state.reached else None,
+                                         settings.min_replicas)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
         raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
@@ -318,7 +318,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
 
 
 def _sent_through_failovers(send: Callable[[], T], flow_id: str,
-                            landed: Callable[[], bool] | None) -> T | None:
+                            landed: Callable[[], bool] | None,
+                            replicas: int = 0) -> T | None:
     """``send()``, sent again until Redis takes it, for up to RESEND_PATIENCE seconds: a
     failover (Sentinel's or a Cluster's), a slot moving, a master restarting. A submit is
     one script call or one transaction, so it ran whole or not at all:
@@ -328,15 +329,17 @@ def _sent_through_failovers(send: Callable[[], T], flow_id: str,
       connection lost is never answered later, so it cannot run after that read. A
       timeout could (the server may still run it): it is raised, as is a lost connection
       when ``landed`` is None (the client never reached Redis yet: a wrong URL is said at
-      once; or replicas must confirm the submit: a new connection cannot wait for
-      another's writes).
-    None when an earlier send had run."""
+      once).
+    None when an earlier send had run. With ``replicas`` to confirm it, one that had run
+    raises NotReplicated instead: a new connection cannot wait for another's writes."""
     deadline = time.monotonic() + RESEND_PATIENCE
     pause, unsure = 0.02, False
     while True:
         try:
             if unsure and landed is not None:
                 if landed():
+                    if replicas:
+                        raise NotReplicated(f"flow {flow_id}", 0, replicas, 0, lost=True)
                     log.info("flow=%s: the submit had reached Redis before its connection"
                              " was lost", flow_id)
                     return None

@@ -188,12 +188,16 @@ class NotReplicated(redis.RedisError):
     """A write reached the master, but fewer replicas than asked confirmed it in time: a
     failover now could lose it."""
 
-    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int) -> None:
+    def __init__(self, what: str, acked: int, wanted: int, timeout_ms: int,
+                 lost: bool = False) -> None:
         self.acked = acked
         self.wanted = wanted
-        super().__init__(f"{what}: written to the Redis master, but {acked} of the {wanted}"
-                         f" replicas asked for (BALANCER_MIN_REPLICAS) confirmed it within"
-                         f" {timeout_ms} ms: a failover now could lose it")
+        said = (f"its connection was lost before the {wanted} replicas asked for"
+                " (BALANCER_MIN_REPLICAS) could confirm it" if lost else
+                f"{acked} of the {wanted} replicas asked for (BALANCER_MIN_REPLICAS)"
+                f" confirmed it within {timeout_ms} ms")
+        super().__init__(f"{what}: written to the Redis master, but {said}: a failover now"
+                         " could lose it")
 
 
 @dataclass(frozen=True)

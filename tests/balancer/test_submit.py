@@ -16,7 +16,7 @@ from balancer.common.codec import UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
-from balancer import Flow, FlowError, FlowRun, Queue, submit, task
+from balancer import Flow, FlowError, FlowRun, NotReplicated, Queue, submit, task
 from balancer.scheduling import task_score
 from balancer.submit import submit_flow
 
@@ -450,11 +450,24 @@ def test_a_submit_whose_connection_was_lost_is_sent_again_only_if_it_did_not_run
     assert (ran.sent, ran.written) == (1, 1)  # written once, never again
 
 
-def test_a_submit_that_timed_out_or_must_be_replicated_is_not_sent_again() -> None:
+def test_a_submit_that_timed_out_or_never_reached_redis_is_not_sent_again() -> None:
     timed_out = _Submits((redis.TimeoutError("Timeout reading from socket"), False))
     with pytest.raises(redis.TimeoutError):  # Redis may still run it: never twice
         submit._sent_through_failovers(timed_out.send, "f1", timed_out.landed)
-    durable = _Submits((redis.ConnectionError("Connection reset by peer"), False))
-    with pytest.raises(redis.ConnectionError):  # no landed(): replicas must confirm it
-        submit._sent_through_failovers(durable.send, "f1", None)
-    assert timed_out.sent == durable.sent == 1
+    first = _Submits((redis.ConnectionError("Error 111 connecting. Connection refused."),
+                      False))
+    with pytest.raises(redis.ConnectionError):  # no landed(): a wrong URL, said at once
+        submit._sent_through_failovers(first.send, "f1", None)
+    assert timed_out.sent == first.sent == 1
+
+
+def test_a_submit_replicas_must_confirm_is_sent_again_but_one_that_ran_is_unconfirmed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submit.time, "sleep", lambda _: None)
+    lost = redis.ConnectionError("Connection closed by server.")
+    not_run = _Submits((lost, False))  # sent again: its WAIT then asks on its connection
+    assert submit._sent_through_failovers(not_run.send, "f1", not_run.landed, 1) == "worker-1"
+    ran = _Submits((lost, True))
+    with pytest.raises(NotReplicated, match="connection was lost before the 1 replicas"):
+        submit._sent_through_failovers(ran.send, "f1", ran.landed, 1)
+    assert ran.written == 1
