@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import fields
 from types import TracebackType
 
@@ -101,8 +102,17 @@ class talking:  # lower case: it reads as a call, ``with talking(client):``
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            raise Unreachable(explain(_url_of(self.client), exc)) from None
+        if exc is None:
+            if self.client not in _answered:
+                _answered.add(self.client)
+        elif isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+            raise Unreachable(explain(_url_of(self.client), exc,
+                                      first_contact=self.client not in _answered)) from None
+
+
+# Clients Redis has answered through ``talking``: a connection they lose later is a
+# restart or a failover, not a wrong URL (no TLS hint then).
+_answered: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
 
 
 def _url_of(client: redis.Redis) -> str:

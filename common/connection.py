@@ -139,10 +139,13 @@ def reach(url: str) -> redis.Redis:
     return client
 
 
-def explain(url: str, exc: BaseException) -> str:
-    """Why ``url`` cannot be reached, in one line that shows no secret."""
+def explain(url: str, exc: BaseException, first_contact: bool = True) -> str:
+    """Why ``url`` cannot be reached, in one line that shows no secret; with a hint at
+    the usual TLS mistakes on a ``first_contact`` (a connection lost later, to a Redis that
+    answered before, is a restart or a failover, not a wrong scheme)."""
     reason = scrub(" ".join(str(exc).split())) or type(exc).__name__
-    return f"cannot reach Redis at {redact(url)}: {reason}{_hint(url, reason)}"
+    hint = _hint(url, reason) if first_contact else ""
+    return f"cannot reach Redis at {redact(url)}: {reason}{hint}"
 
 
 def _hint(url: str, reason: str) -> str:

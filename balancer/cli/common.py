@@ -83,6 +83,7 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException("Redis refused a command: " + keytypes.explain(
                 cluster.client, cluster.keys, exc)) from None
         except redis.RedisError as exc:  # the connection lost midway
-            raise click.ClickException(explain(cluster.settings.server_url, exc)) from None
+            raise click.ClickException(explain(cluster.settings.server_url, exc,
+                                               first_contact=False)) from None
 
     return wrapper
