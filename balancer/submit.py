@@ -25,7 +25,7 @@ from balancer import caching, taskclass
 from balancer.common import codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
-from balancer.common.connection import SlotMoved
+from balancer.common.connection import SlotMoved, slot_moved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.scripts import NotReplicated, Scripts, durability
@@ -300,7 +300,12 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
                              ready[small], small, now_ms, signal)
 
     def landed() -> bool:
-        return client.hget(keys.flow(flow_id), "state") is not None
+        try:
+            return client.hget(keys.flow(flow_id), "state") is not None
+        except redis.ResponseError as exc:  # a cluster mid-failover: not known yet
+            if slot_moved(exc):
+                raise SlotMoved(f"Redis Cluster: {exc}") from None
+            raise
 
     state = _state_of(client)
     try:

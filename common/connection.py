@@ -311,7 +311,7 @@ class Direct:
             self._lost(conn)
             raise
         except redis.ResponseError as exc:
-            if self._cluster is not None and _slot_moved(exc):
+            if self._cluster is not None and slot_moved(exc):
                 self._moved(conn, exc)
             raise
 
@@ -393,7 +393,7 @@ class Direct:
     def _check_moved(self, conn: Wire, replies: list[Any]) -> None:
         if self._cluster is not None:
             for reply in replies:
-                if isinstance(reply, redis.ResponseError) and _slot_moved(reply):
+                if isinstance(reply, redis.ResponseError) and slot_moved(reply):
                     self._moved(conn, reply)
 
     @property
@@ -474,7 +474,11 @@ IDLE_CHECK = 1.0
 _MOVED_CODES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
 
 
-def _slot_moved(exc: redis.ResponseError) -> bool:
+def slot_moved(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Redis Cluster's answer that the slot is served elsewhere, or
+    not right now (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY): the command did not run."""
+    if not isinstance(exc, redis.ResponseError):
+        return False
     if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterDownError,
                         redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError)):
         return True

@@ -471,3 +471,21 @@ def test_a_submit_replicas_must_confirm_is_sent_again_but_one_that_ran_is_unconf
     with pytest.raises(NotReplicated, match="connection was lost before the 1 replicas"):
         submit._sent_through_failovers(ran.send, "f1", ran.landed, 1)
     assert ran.written == 1
+
+
+def test_a_cluster_mid_failover_when_the_submit_is_looked_for_is_looked_at_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read that tells whether a lost submit ran may itself meet CLUSTERDOWN: not known
+    yet, read again; never taken for a refused write (which would undo the flow)."""
+    monkeypatch.setattr(submit.time, "sleep", lambda _: None)
+    lost = redis.ConnectionError("Connection closed by server.")
+    ran = _Submits((lost, True))
+    looks = [redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down")]
+
+    def landed() -> bool:
+        if looks:
+            raise submit.SlotMoved(str(looks.pop()))
+        return ran.landed()
+
+    assert submit._sent_through_failovers(ran.send, "f1", landed) is None
+    assert (ran.sent, ran.written) == (1, 1)
