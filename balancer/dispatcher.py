@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import redis
 
 from balancer import scheduling
-from balancer.common import aside, partitions, protocol, signals, topology
+from balancer.common import aside, keytypes, partitions, protocol, signals, topology
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.keytypes import is_wrong_type
@@ -89,6 +89,8 @@ DEADLINE_CHECK = 1.0
 UNSERVED_WARNING = 30.0
 # The gate is read on the signals that may have put a task in it, and at least this often.
 GATE_RECHECK = 2.0
+# How often the namespace's fixed keys are checked for a type of their own (_check_key_types).
+KEY_TYPES_CHECK = 30.0
 _GATE_SIGNALS = frozenset({signals.SUBMITTED, signals.ACK, signals.CASCADE})
 
 
@@ -186,6 +188,7 @@ class Dispatcher:
         self._gate_pending = True  # gated tasks (maps, triggers) may wait in the gate
         self._gate_at = 0.0
         self._deadlines_at = 0.0
+        self._key_types_at = 0.0
         self._deadlines_pending = True  # running tasks with a timeout may exist
         self._leases_made = 0
         # Per home partition of doorbells on another master (_ring): a connection of ours.
@@ -452,6 +455,9 @@ class Dispatcher:
         if self._deadlines_pending and now - self._deadlines_at > DEADLINE_CHECK:
             self._job("deadlines", self._expire_overdue)
         self._job("unserved", self._warn_unserved)
+        if now - self._key_types_at > KEY_TYPES_CHECK:
+            self._key_types_at = now
+            self._job("key types", self._check_key_types)
         self.state.tick(now, IDLE_RECHECK)
         if now < self._liveness_at:
             return
@@ -731,6 +737,27 @@ class Dispatcher:
             del self._backlog[q]
         for q in due:
             self._backlog[q] = now
+
+    def _check_key_types(self) -> None:
+        """Report the fixed keys of the namespace that hold another type than the schema's
+        (a Redis writer's doing) in `balancer dlq aside`, and so in `balancer status`, the
+        dashboard and /metrics, until they are fixed: a script that writes such a key
+        fails (a retry in the delayed set, a quarantine in the dlq), and the upkeep job
+        that reads it pauses, which its log says once but an operator may not read. The
+        queues, the wake list and the set-aside hash itself are reported elsewhere, or
+        cannot be."""
+        skipped = {self.keys.wake, self.keys.aside}
+        wrong = {w.key: w for w in keytypes.wrong_fixed_types(self.client, self.keys)
+                 if w.key not in skipped}
+        for key, found in wrong.items():
+            self.aside.note(aside.WRONG_TYPE, key, f"holds a {found.found}, not a"
+                            f" {found.expected}: the scripts that write it fail, and what"
+                            " they carry may be lost; fix it or delete it (redis-cli DEL"
+                            f" {key})")
+        for key in keytypes.expected_types(self.keys).keys() - wrong.keys() - skipped:
+            entry = aside.entry_id(aside.WRONG_TYPE, key)  # ours, or an earlier leader's
+            if entry in self.aside.noted:
+                self.aside.clear(entry, f"{key} holds its type again")
 
     def _warn_unserved(self) -> None:
         """Say so when tasks wait in a queue that no registered worker serves."""

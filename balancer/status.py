@@ -18,6 +18,7 @@ from balancer.common import aside, protocol, signals
 from balancer.common.connection import server_time_ms
 from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
+from balancer.common.keytypes import is_wrong_type
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.settings import Settings
@@ -126,6 +127,22 @@ def _or(reply: Any, default: Any) -> Any:
     return default if isinstance(reply, Exception) else reply
 
 
+def _empties() -> tuple[Any, ...]:
+    """What each read of ``gather``'s first round trip gives for a key that holds another
+    type (made anew: the caller may keep them)."""
+    return (None, [], set(), {}, [], 0, 0, {}, {}, {})
+
+
+def _typed(reply: Any, empty: Any) -> Any:
+    """A reply, or ``empty`` where its key holds another type (WRONGTYPE); any other
+    error reply (a refusal: NOPERM) is raised."""
+    if isinstance(reply, Exception):
+        if is_wrong_type(reply):
+            return empty
+        raise reply
+    return reply
+
+
 DEFAULT_LEADER_TTL = Settings.leader_ttl
 
 
@@ -161,8 +178,11 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     pipe.hgetall(keys.aside)
     pipe.hgetall(keys.tag_limits)
     pipe.hgetall(keys.tag_inflight)
+    # A fixed key of another type (a Redis writer's) reads as empty here, never fails the
+    # command: the dispatcher reports it among the entries set aside.
     (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
-     tag_leased) = pipe.execute()
+     tag_leased) = (_typed(reply, empty) for reply, empty in zip(
+        pipe.execute(raise_on_error=False), _empties()))
     queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]

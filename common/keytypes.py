@@ -41,6 +41,11 @@ def expected_types(keys: Keys, queues: Iterable[str] = ()) -> dict[str, str]:
     return types
 
 
+def wrong_fixed_types(client: redis.Redis, keys: Keys) -> list[WrongType]:
+    """The keys of ``keys``' fixed names (no queue's) whose type is not the schema's."""
+    return _wrong(client, expected_types(keys))
+
+
 def is_wrong_type(exc: BaseException) -> bool:
     return isinstance(exc, redis.ResponseError) and "WRONGTYPE" in str(exc)
 
@@ -49,8 +54,10 @@ def wrong_types(client: redis.Redis, keys: Keys, queues: Iterable[str] = ()
                 ) -> list[WrongType]:
     """The keys of ``keys``' fixed names and of ``queues`` (default: the queues the
     namespace lists) whose type is not the schema's; a missing key is fine."""
-    queues = list(queues) or _listed_queues(client, keys)
-    expected = expected_types(keys, queues)
+    return _wrong(client, expected_types(keys, list(queues) or _listed_queues(client, keys)))
+
+
+def _wrong(client: redis.Redis, expected: dict[str, str]) -> list[WrongType]:
     pipe = client.pipeline(transaction=False)
     for key in expected:
         pipe.type(key)

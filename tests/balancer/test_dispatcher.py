@@ -622,3 +622,22 @@ def test_a_wait_for_signals_refused_for_another_reason_is_no_broken_wake_list(
     with pytest.raises(redis.ResponseError, match="NOPERM"):
         dispatcher._signals(0.1)
     assert fake.hlen(keys.aside) == 0
+
+
+def test_a_fixed_key_of_another_type_is_reported_until_fixed_and_dispatching_goes_on(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """The dlq set to a string by a Redis writer: reported as set aside (status, the
+    dashboard, /metrics), tasks still dispatched, and the report cleared once fixed."""
+    dispatcher, keys, _ = setup
+    fake.set(keys.dlq, "not a sorted set")
+    dispatcher._key_types_at = 0.0
+    submit(fake, settings, 1)
+    settle(dispatcher)
+    assert len(inbox(fake, keys)) == 1
+    [row] = [Aside.from_blob(b) for b in fake.hvals(keys.aside)]
+    assert row.key == keys.dlq and "holds a string, not a zset" in row.detail
+    assert f"redis-cli DEL {keys.dlq}" in row.detail
+    fake.delete(keys.dlq)
+    dispatcher._key_types_at = 0.0
+    settle(dispatcher)
+    assert fake.hlen(keys.aside) == 0

@@ -367,3 +367,17 @@ def test_a_wake_list_of_the_wrong_type_costs_signals_never_tasks_and_is_reported
     real.delete(keys.wake)  # the operator fixes it
     _completes(real, namespace, "default")
     wait_for(lambda: _aside(procs) == [], timeout=20)
+
+
+def test_a_fixed_key_of_another_type_is_reported_where_an_operator_looks(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """The delayed set clobbered by a Redis writer: retries would fail to be scheduled.
+    `balancer dlq aside` and `balancer status` name the key at once, and flows go on."""
+    keys = Keys(namespace)
+    real.set(keys.delayed, "not a sorted set")
+    _start(procs, real, keys)
+    wait_for(lambda: any(row["key"] == keys.delayed for row in _aside(procs)), timeout=30)
+    [row] = [row for row in _aside(procs) if row["key"] == keys.delayed]
+    assert "holds a string, not a zset" in str(row["detail"])
+    assert keys.delayed in _cli(procs, "status").stdout
+    _completes(real, namespace, "default")
