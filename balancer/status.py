@@ -18,7 +18,7 @@ from balancer.common import aside, protocol, signals
 from balancer.common.connection import server_time_ms
 from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
-from balancer.common.keytypes import is_wrong_type
+from balancer.common.keytypes import is_wrong_type, wrong_fixed_types
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.settings import Settings
@@ -99,6 +99,8 @@ class Status:
     dispatchers: list[DispatcherRow] = field(default_factory=list)
     # Redis's maxmemory policy (common/eviction.py); None when it cannot be read.
     eviction: Eviction | None = None
+    # Fixed keys read as empty for holding another type: "KEY holds a T, not a U".
+    wrong_keys: list[str] = field(default_factory=list)
 
     @property
     def standbys(self) -> list[DispatcherRow]:
@@ -180,9 +182,11 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     pipe.hgetall(keys.tag_inflight)
     # A fixed key of another type (a Redis writer's) reads as empty here, never fails the
     # command: the dispatcher reports it among the entries set aside.
+    replies = pipe.execute(raise_on_error=False)
+    wrong_keys = ([str(w) for w in wrong_fixed_types(client, keys)]
+                  if any(is_wrong_type(r) for r in replies if isinstance(r, Exception)) else [])
     (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
-     tag_leased) = (_typed(reply, empty) for reply, empty in zip(
-        pipe.execute(raise_on_error=False), _empties()))
+     tag_leased) = (_typed(reply, empty) for reply, empty in zip(replies, _empties()))
     queue_names = sorted(aside.readable(queue_names))
     worker_ids = [(m.decode(), score) for m, score in workers]
     flow_ids = [f.decode() for f in flow_ids]
@@ -241,7 +245,8 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     flows = _flow_rows(flow_ids, replies[offset:offset + len(flow_ids)])
     return Status(leader.decode() if leader else None, rows, queue_rows, flows, int(delayed),
                   int(dead), aside.rows(set_aside),
-                  limit_rows(tag_limits, tag_leased), dispatchers=_heard(heard, now_ms))
+                  limit_rows(tag_limits, tag_leased), dispatchers=_heard(heard, now_ms),
+                  wrong_keys=wrong_keys)
 
 
 def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
@@ -279,7 +284,7 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
                   [row for v in views for row in v.set_aside],
                   merge_rows([v.tags for v in views]), [v.leader for v in views],
                   first.dispatchers,  # serves register in partition 0
-                  policy)
+                  policy, [w for v in views for w in v.wrong_keys])
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in
@@ -335,6 +340,10 @@ def render(status: Status) -> str:
                                                  " stands by to take over if the leader stops)"))
     if status.eviction_warning:
         lines.insert(-1, "WARNING: " + status.eviction_warning)
+    if status.wrong_keys:
+        keys = " ".join(w.split(" ", 1)[0] for w in status.wrong_keys)
+        lines.insert(-1, f"WARNING: {'; '.join(status.wrong_keys)} (written by something"
+                         f" else? read as empty here; fix or delete: redis-cli DEL {keys})")
     lines.append(f"workers ({len(status.workers)}):")
     lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
                  f" {'seen':>6}")
