@@ -18,7 +18,7 @@ from balancer.common import aside, protocol, signals
 from balancer.common.connection import server_time_ms
 from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
-from balancer.common.keytypes import is_wrong_type, wrong_fixed_types
+from balancer.common.keytypes import WrongType, describe, is_wrong_type, wrong_fixed_types
 from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.settings import Settings
@@ -50,7 +50,7 @@ class WorkerRow:
     def foreign(self) -> bool:
         """It runs a release whose formats differ from this code's: a dispatcher of this
         release leases it nothing."""
-        return self.protocol != protocol.VERSION
+        return protocol.other_release(self.protocol)
 
 
 @dataclass
@@ -99,8 +99,8 @@ class Status:
     dispatchers: list[DispatcherRow] = field(default_factory=list)
     # Redis's maxmemory policy (common/eviction.py); None when it cannot be read.
     eviction: Eviction | None = None
-    # Fixed keys read as empty for holding another type: "KEY holds a T, not a U".
-    wrong_keys: list[str] = field(default_factory=list)
+    # Fixed keys read as empty for holding another type.
+    wrong_keys: list[WrongType] = field(default_factory=list)
 
     @property
     def standbys(self) -> list[DispatcherRow]:
@@ -183,8 +183,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     # A fixed key of another type (a Redis writer's) reads as empty here, never fails the
     # command: the dispatcher reports it among the entries set aside.
     replies = pipe.execute(raise_on_error=False)
-    wrong_keys = ([str(w) for w in wrong_fixed_types(client, keys)]
-                  if any(is_wrong_type(r) for r in replies if isinstance(r, Exception)) else [])
+    wrong_keys = wrong_fixed_types(client, keys) if any(map(is_wrong_type, replies)) else []
     (leader, workers, queue_names, inflight, flow_ids, delayed, dead, set_aside, tag_limits,
      tag_leased) = (_typed(reply, empty) for reply, empty in zip(replies, _empties()))
     queue_names = sorted(aside.readable(queue_names))
@@ -341,9 +340,7 @@ def render(status: Status) -> str:
     if status.eviction_warning:
         lines.insert(-1, "WARNING: " + status.eviction_warning)
     if status.wrong_keys:
-        keys = " ".join(w.split(" ", 1)[0] for w in status.wrong_keys)
-        lines.insert(-1, f"WARNING: {'; '.join(status.wrong_keys)} (written by something"
-                         f" else? read as empty here; fix or delete: redis-cli DEL {keys})")
+        lines.insert(-1, "WARNING: read as empty here: " + describe(status.wrong_keys))
     lines.append(f"workers ({len(status.workers)}):")
     lines.append(f"  {'id':<28} {'queues':<24} {'slots':>9} {'load':>6} {'cpu':>5} {'mem':>5}"
                  f" {'seen':>6}")

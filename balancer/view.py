@@ -42,7 +42,7 @@ class ClusterView:
         if view is None:
             view = self.workers[worker_id] = WorkerView(worker_id, frozenset(), 0)
         offered = None if new else offer_basis(view)
-        foreign = info.protocol != protocol.VERSION
+        foreign = protocol.other_release(info.protocol)
         if foreign and view.info.get("protocol") != info.protocol:
             log.warning(
                 "worker=%s runs release %s (protocol %d), this dispatcher release %s"
@@ -58,7 +58,8 @@ class ClusterView:
         view.memory = info.memory
         view.last_seen = now
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool,
-                     "protocol": info.protocol, "queues": info.queues}
+                     "protocol": info.protocol, "other_release": foreign,
+                     "queues": info.queues}
         if offer_basis(view) != offered:
             self.version += 1
         self.rooms.put(view)
@@ -72,7 +73,7 @@ class ClusterView:
         out = []
         for w in self.workers.values():
             queues = w.info.get("queues")
-            if (w.info.get("protocol", protocol.VERSION) != protocol.VERSION
+            if (w.info.get("other_release") is True
                     and isinstance(queues, tuple) and (queue in queues or ALL_QUEUES in queues)):
                 out.append(w.id)
         return sorted(out)

@@ -83,7 +83,7 @@ class ClusterFacts:
         """The workers serving ``queue``: of this code's release (those of another get no
         tasks from its dispatcher: common/protocol.py), or of any with ``release=False``."""
         return [w for w in self.workers if (queue in w.queues or ALL_QUEUES in w.queues)
-                and (not release or w.protocol == protocol.VERSION)]
+                and (not release or not protocol.other_release(w.protocol))]
 
 
 def queue_hold(queue: str, cluster: ClusterFacts) -> str | None:

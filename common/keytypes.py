@@ -7,7 +7,7 @@ nothing of where to look. These name it: the key, the type it holds, the one it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -87,5 +87,10 @@ def explain(client: redis.Redis, keys: Keys, exc: redis.ResponseError,
         wrong = []
     if not wrong:
         return said
-    return ("WRONGTYPE: " + "; ".join(map(str, wrong)) + " (written by something else? fix"
-            " or delete it: redis-cli DEL " + " ".join(w.key for w in wrong) + ")")
+    return "WRONGTYPE: " + describe(wrong)
+
+
+def describe(wrong: Sequence[WrongType]) -> str:
+    """Keys of another type, and the command that fixes them, on one line."""
+    return ("; ".join(map(str, wrong)) + " (written by something else? fix or delete it:"
+            " redis-cli DEL " + " ".join(w.key for w in wrong) + ")")

@@ -56,6 +56,12 @@ from typing import NamedTuple
 VERSION = 1
 
 
+def other_release(version: int) -> bool:
+    """Whether a process reporting ``version`` reads and writes the formats otherwise than
+    this code: a dispatcher leases nothing to such a worker."""
+    return version != VERSION
+
+
 @cache
 def release() -> str:
     """The installed release of this code (its package's version), for operators."""
