@@ -50,6 +50,7 @@ from balancer.common.retry import (
 )
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
+from balancer.contact import Contact
 from balancer.dispatch_state import (
     Assign,
     Assigned,
@@ -168,6 +169,15 @@ class Dispatcher:
         self.upkeep = Upkeep(client, self.keys, self.scripts, settings, self.aside)
         self.gates = Gates(client, self.keys, self.scripts, settings, self.aside)
         self.id = dispatcher_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        # Its own silences (Redis stalled, paused, away), after which the workers get time
+        # to beat again before any is called dead. A beating worker looks dead after a
+        # silence of the timeout less a beat's interval; half of that is the tolerance.
+        self.contact = Contact(
+            settings.worker_timeout,
+            max(0.05, (settings.worker_timeout - settings.heartbeat_interval) / 2),
+            f"dispatcher={self.id}")
+        self._meant = 0.0  # seconds the current step meant to wait
+        self._step_began = (0.0, 0.0)  # when it began, by our clock and by its CPU
         self.rng = rng or random.Random()
         self.clock = clock
         # What it believes about queues and workers, and what a round does next.
@@ -241,6 +251,10 @@ class Dispatcher:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1
+            began, cpu = self._step_began
+            ended = self.clock()
+            self.contact.succeeded(ended)
+            self.contact.step(began, ended, self._meant + time.thread_time() - cpu)
             if self.episodes.current is not None:
                 self.episodes.succeeded(self.clock())
         self._resign()
@@ -254,6 +268,7 @@ class Dispatcher:
         isolated) must not stop the loop either. Logged once per episode and cause."""
         if is_outage(exc):
             self.token = None
+            self.contact.failed()
         self.state.stale()
         self.episodes.failed(exc, self.clock())
 
@@ -262,8 +277,11 @@ class Dispatcher:
 
     def step(self) -> None:
         """One turn: hold the lease, read signals, run timers, hand out work."""
+        self._step_began = self.clock(), time.thread_time()
+        self._meant = 0.0
         if not self._lead():
-            self.stopping.wait(min(self.settings.leader_ttl / 3, self.settings.dispatch_tick))
+            self._meant = min(self.settings.leader_ttl / 3, self.settings.dispatch_tick)
+            self.stopping.wait(self._meant)
             return
         self._apply(self._signals(self._wait_time()))
         self._timers()
@@ -372,7 +390,8 @@ class Dispatcher:
         wait = min(self.settings.dispatch_tick, max(0.0, self._renew_at - now))
         # Wake exactly when the quietest worker's silence reaches the timeout.
         if self.view.workers:
-            wait = min(wait, max(0.0, self._liveness_at - now) + 0.001)
+            due = max(self._liveness_at, self.contact.grace_until)
+            wait = min(wait, max(0.0, due - now) + 0.001)
         if self._next_due is not None:
             wait = min(wait, max(0.0, (self._next_due - self.redis_now_ms()) / 1000))
         if self._schedules_due is not None and "schedules" not in self._jobs_failing:
@@ -383,6 +402,7 @@ class Dispatcher:
         """Wait up to ``timeout`` for signals, then take every one waiting, in one call. A
         wake list of another type (a Redis writer) is reported, and its signals done
         without: every turn then waits ``timeout`` and reads everything (``deaf``)."""
+        self._meant += timeout
         try:
             raw = self._wake(timeout)
         except redis.ResponseError as exc:
@@ -459,11 +479,13 @@ class Dispatcher:
             self._key_types_at = now
             self._job("key types", self._check_key_types)
         self.state.tick(now, IDLE_RECHECK)
-        if now < self._liveness_at:
+        if now < self._liveness_at or not self._may_reap():
             return
         overdue = self.view.overdue(now, self.settings.worker_timeout)
         if overdue:
             self._job("liveness", self._recheck_liveness)
+            if not self._may_reap():
+                return
             overdue = self.view.overdue(now, self.settings.worker_timeout)
         if overdue:
             self._liveness_at = now  # look again next turn, once these are reaped
@@ -474,6 +496,15 @@ class Dispatcher:
             seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
             self._job(f"reap {worker.id}", functools.partial(
                 self._reap, worker.id, seen_before_ms=seen_before, why="missed heartbeats"))
+
+    def _may_reap(self) -> bool:
+        """Whether a silent worker may be called dead now: not while the workers' beats
+        may have been kept out as this step's calls were (it waited on Redis, beyond its
+        wait for signals and its own CPU, for longer than the contact's tolerance)."""
+        began, cpu = self._step_began
+        now = self.clock()
+        self.contact.call(began, now, self._meant + time.thread_time() - cpu)
+        return self.contact.may_reap(now)
 
     def _job(self, name: str, job: Callable[[], Any]) -> None:
         """Run one upkeep job. An outage fails the step (the loop backs off); anything else
