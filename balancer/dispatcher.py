@@ -39,6 +39,7 @@ from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.keytypes import is_wrong_type
 from balancer.common.models import QueueConfig
+from balancer.common.redisclock import RedisClock
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored, field_tags
 from balancer.common.retry import (
     BACKOFF_MAX,
@@ -85,7 +86,6 @@ WAKE_READ_MARGIN = 5.0
 # small submits to that queue their wake-up for at most this long.
 BACKLOG_TTL = 1.0
 CONFIG_REFRESH = 5.0
-CLOCK_REFRESH = 60.0
 DEADLINE_CHECK = 1.0
 UNSERVED_WARNING = 30.0
 # The gate is read on the signals that may have put a task in it, and at least this often.
@@ -191,8 +191,10 @@ class Dispatcher:
         # most of a core on it).
         self._liveness_at = 0.0
         self._configs_at = 0.0
-        self._clock_at = 0.0
-        self._offset_ms = 0.0
+        # Redis's clock on our monotonic clock: a step of this host's wall clock moves
+        # nothing (carried on by the wall clock, a step of 20 s forward had every live
+        # worker reaped every 4 s until the next reading, a minute later).
+        self.redis_clock = RedisClock(self.scripts.time_ms)
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
         self._gate_pending = True  # gated tasks (maps, triggers) may wait in the gate
@@ -347,7 +349,7 @@ class Dispatcher:
     def _load(self, quiet: bool = False) -> None:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered (nor
         does a deaf one: ``_signals``)."""
-        self._sync_clock()
+        self.redis_clock.sync()
         self.state.view = ClusterView()
         self._liveness_at = 0.0  # workers dated anew: scan them at the next turn
         self._jobs_failing = {}
@@ -459,8 +461,8 @@ class Dispatcher:
 
     def _timers(self) -> None:
         now = self.clock()
-        if now - self._clock_at > CLOCK_REFRESH:
-            self._sync_clock()
+        if self.redis_clock.due():
+            self.redis_clock.sync()
         if now - self._configs_at > CONFIG_REFRESH:
             self._job("queues", self._refresh_queues)
         self._job("retries", self._promote)
@@ -543,16 +545,8 @@ class Dispatcher:
         """Our clock's reading at the Redis time ``redis_ms`` (never later than now)."""
         return self.clock() - max(0.0, self.redis_now_ms() - redis_ms) / 1000
 
-    def _sync_clock(self) -> None:
-        self._offset_ms = self.scripts.time_ms() - time.monotonic() * 1000
-        self._clock_at = self.clock()
-
     def redis_now_ms(self) -> float:
-        """Redis's clock, as read at the last sync and carried on by our monotonic clock:
-        a step of this host's wall clock (NTP, a VM resumed) moves nothing. Carried on by
-        the wall clock, a step of 20 s forward had every live worker reaped every 4 s
-        until the next sync, a minute later."""
-        return time.monotonic() * 1000 + self._offset_ms
+        return self.redis_clock.now_ms()
 
     def _refresh_queues(self) -> None:
         """Read the queue list and every queue's config; queues skipped for trouble are

@@ -43,7 +43,7 @@ from balancer.flow import FlowCancelled, FlowError
 from balancer.futures import POLL_MAX, POLL_MIN, FutureList, TaskFuture, read_states, wait_all
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.scheduling import task_score
-from balancer.submit import RECENT_FLOWS, call_keywords
+from balancer.submit import RECENT_FLOWS, call_keywords, redis_now_ms
 
 if TYPE_CHECKING:
     from balancer.task import Task
@@ -116,7 +116,7 @@ class DynamicRun:
     def open(self) -> DynamicRun:
         """Write the run, open and empty, listed among recent runs (and in its parent's
         list, for a sub-run), in one transaction."""
-        now_ms = int(time.time() * 1000)
+        now_ms = redis_now_ms(self.client, self.keys, self.settings)
         record: dict[FieldT, EncodableT] = {
             "id": self.id, "name": self.name, "state": FlowState.RUNNING, "total": 0,
             "remaining": 1, "failed": 0, "created": now_ms, "tasks": codec.pack([]),
@@ -188,7 +188,7 @@ class DynamicRun:
         except ValueError as exc:
             raise FlowError(str(exc)) from None
         after = _futures_in(task.name, wait_for or (), "wait_for")
-        now_ms = int(time.time() * 1000)
+        now_ms = redis_now_ms(self.client, self.keys, self.settings)
         score = task_score(now_ms, task.priority, self.settings.aging_seconds * 1000)
         if not abs(score) < EXACT_SCORE_LIMIT:
             raise FlowError(f"task {task.name!r}: priority {task.priority} gives a queue score"

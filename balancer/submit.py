@@ -28,6 +28,7 @@ from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved, slot_moved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
+from balancer.common.redisclock import RedisClock
 from balancer.common.scripts import NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
@@ -266,8 +267,8 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     ms, later than now), its first tasks wait until then (``delay_start``); with
     ``delay_ms``, until that long after now by Redis's clock, which the dispatcher
     compares start times with (this machine's clock may be off by more than a delay)."""
-    now_ms = int(time.time() * 1000)
     keys = Keys(settings.namespace)
+    now_ms = redis_now_ms(client, keys, settings)
     prepared = prepare(flow, settings, params, now_ms, partitions.count(client, keys))
     flow_id, flow_record, records = prepared.flow_id, prepared.flow_record, prepared.records
     keys = partitions.flow_keys(keys, flow_id)  # everything it writes is in its partition
@@ -463,6 +464,7 @@ class _ClientState:
     # A submit went through: a connection lost later is a failover or a restart to wait
     # out; lost before, a wrong URL or a Redis not started, said at once.
     reached: bool = False
+    clock: RedisClock | None = None  # Redis's, for the times a submit writes
 
 
 _clients: weakref.WeakKeyDictionary[redis.Redis, _ClientState] = weakref.WeakKeyDictionary()
@@ -477,6 +479,16 @@ def _state_of(client: redis.Redis) -> _ClientState:
     if state is None:
         state = _clients[client] = _ClientState({}, {})
     return state
+
+
+def redis_now_ms(client: redis.Redis, keys: Keys, settings: Settings) -> int:
+    """Redis's clock now, for the scores and times a submit writes: they are compared
+    with other hosts' and with Redis's clock, never with this host's wall clock, which may
+    be off or step (common/redisclock.py). Read once a minute per client."""
+    state = _state_of(client)
+    if state.clock is None:
+        state.clock = RedisClock(_scripts_of(client, keys, settings, state).time_ms)
+    return int(state.clock.fresh_ms())
 
 
 def seen_offer(client: redis.Redis, keys: Keys, queue: str) -> bytes | None:

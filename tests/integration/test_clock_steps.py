@@ -1,11 +1,11 @@
-"""A step of the dispatcher host's wall clock (NTP correcting it, a VM resumed) moves
-nothing: the dispatcher reckons Redis's clock on its monotonic clock. Real serve, run
-under libfaketime with only its wall clock stepped 20 s forward, and real workers; with
-the wall clock, it reaped every live worker every few seconds until its next sync, and a
-running task ran again."""
+"""A host's wall clock, off or stepping (NTP correcting it, a VM resumed), moves nothing:
+the dispatcher and the clients reckon Redis's clock on their monotonic clocks
+(common/redisclock.py). Real processes under libfaketime, their wall clocks alone moved."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,18 +20,30 @@ from tests.integration import tasks
 pytestmark = pytest.mark.integration
 
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+needs_faketime = pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime is not"
+                                    " installed (apt-get install libfaketime; .ci/run does)")
 
 
-@pytest.mark.skipif(not FAKETIME.exists(), reason="libfaketime is not installed"
-                    " (apt-get install libfaketime; .ci/run does)")
+def _wall_clock_moved(env: dict[str, str], by: str) -> dict[str, str]:
+    """``env`` for a process whose wall clock is moved ``by`` (as libfaketime reads it:
+    "-1h", or "@file" for the offset a file holds, read again at every call) and whose
+    monotonic clock is left alone."""
+    moved = {**env, "LD_PRELOAD": str(FAKETIME), "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    if by.startswith("@"):
+        moved.update(FAKETIME_TIMESTAMP_FILE=by[1:], FAKETIME_NO_CACHE="1")
+    else:
+        moved["FAKETIME"] = by
+    return moved
+
+
+@needs_faketime
 def test_the_dispatcher_hosts_wall_clock_stepping_forward_reaps_no_live_worker(
         procs: Processes, namespace: str, redis_url: str, real: redis.Redis,
         tmp_path: Path) -> None:
     clock = tmp_path / "faketime"
     clock.write_text("+0\n")
-    plain = dict(procs.env)
-    procs.env.update(LD_PRELOAD=str(FAKETIME), FAKETIME_TIMESTAMP_FILE=str(clock),
-                     FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
+    plain = procs.env
+    procs.env = _wall_clock_moved(plain, f"@{clock}")
     serve = procs.serve()
     procs.env = plain
     procs.worker("--pool", "thread")
@@ -48,3 +60,31 @@ def test_the_dispatcher_hosts_wall_clock_stepping_forward_reaps_no_live_worker(
     assert real.llen(key) == 1  # run once
     log = procs.log(serve)
     assert "reaped" not in log, log
+
+
+@needs_faketime
+def test_a_client_whose_clock_is_an_hour_behind_overtakes_no_priority(
+        procs: Processes, namespace: str, redis_url: str, real: redis.Redis) -> None:
+    for queue, priority in (("high", "5"), ("low", "0")):
+        subprocess.run([sys.executable, "-m", "balancer.cli", "queue", "set", queue,
+                        "--priority", priority], env=procs.env, check=True, timeout=60,
+                       capture_output=True)
+    order = f"{namespace}:order"
+    with Flow("on-time") as flow:
+        for i in range(3):
+            tasks.record_high(redis_url, order, f"high{i}")
+    flow.submit(real, namespace=namespace)
+    behind = (f"from balancer import Flow\nfrom tests.integration import tasks\n"
+              f"with Flow('an-hour-behind') as flow:\n"
+              f"    tasks.record_low({redis_url!r}, {order!r}, 'low')\n"
+              f"flow.submit(namespace={namespace!r})\n")
+    subprocess.run([sys.executable, "-c", behind], env=_wall_clock_moved(procs.env, "-1h"),
+                   check=True, timeout=60)
+    procs.serve()
+    procs.worker("--pool", "thread", "--concurrency", "1", "--queue", "high",
+                 "--queue", "low")
+    wait_for(lambda: real.llen(order) == 4, timeout=60)
+    # Read from its wall clock, the low task's queue head looked an hour old: 60 levels
+    # of aging (one a minute) above the high queue's 5.
+    assert [x.decode() for x in real.lrange(order, 0, -1)] == [
+        "high0", "high1", "high2", "low"]
