@@ -9,14 +9,15 @@ all would run each running task a second time and count a loss against it (quara
 after ``poison_threshold``). Seen with a 5 s ``CLIENT PAUSE``: both workers reaped, the
 running task run twice.
 
-So the dispatcher notes its own silences: a step that failed, or a call to Redis (the
-wait for signals, the read of the workers' dates) or a whole step that took ``tolerance``
-longer than it meant to wait, not counting its own CPU. After one, it calls nobody dead
-until the workers have had ``worker_timeout`` of restored contact to beat again; a worker
-that really died meanwhile is reaped that much later. A silence of this process alone (a
-pause of the dispatcher) earns the same grace, which costs only that delay. Slow steps
-back to back (a Redis far away, a dispatcher starved of CPU) earn graces for
-``STREAK_MAX`` worker timeouts at most: a dead worker is never kept for ever.
+So the dispatcher notes its own silences: a step that failed, or one that took
+``tolerance`` longer than it meant to wait (for signals), not counting its own CPU,
+measured when the step ends and, before it calls a worker dead, on the way there. After
+one, it calls nobody dead until the workers have had ``worker_timeout`` of restored
+contact to beat again; a worker that really died meanwhile is reaped that much later. A
+silence of this process alone (a pause of the dispatcher) earns the same grace, which
+costs only that delay. Slow steps back to back (a Redis far away, a dispatcher starved
+of CPU) earn graces for ``STREAK_MAX`` worker timeouts at most: a dead worker is never
+kept for ever.
 
 A pure record of times (the caller's monotonic clock), tested without Redis.
 """
@@ -35,8 +36,8 @@ STREAK_MAX = 2
 @dataclass
 class Contact:
     worker_timeout: float
-    # A call that overran its wait by more than this was a silence. Half a heartbeat: a
-    # silence shorter than that cannot make a beating worker look dead.
+    # A call that overran its wait by more than this was a silence: well below what
+    # makes a beating worker look dead (the timeout less a beat's interval).
     tolerance: float
     name: str = "dispatcher"
     grace_until: float = float("-inf")
