@@ -27,7 +27,10 @@ def main() -> None:
 @click.option("--queue", "-q", "queues", multiple=True, metavar="NAME",
               help="A queue to serve; repeat for several. Default: default.")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=os.cpu_count() or 1,
-              show_default="number of cores", help="Tasks run at once (slots).")
+              show_default="number of cores",
+              help="Tasks run at once (slots). A count the host cannot hold (process pool:"
+                   " 10 MB of memory per slot at the least; thread pool: threads it lets"
+                   " start) is refused at start, naming the limit.")
 @click.option("--pool", type=click.Choice(["process", "thread"]), default="process",
               show_default=True,
               help="process: each slot runs tasks in its own child process (CPU-bound work;"

@@ -36,6 +36,7 @@ from balancer.common.replies import as_bytes_list
 from balancer.common.retry import RETRYABLE
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
+from balancer.worker import hostlimits
 from balancer.worker.ack import Acker
 from balancer.worker.cancels import CancelListener
 from balancer.worker.child import ChildSpec
@@ -87,6 +88,9 @@ class Worker:
             raise WorkerError("concurrency must be at least 1")
         if pool not in ("process", "thread"):
             raise WorkerError(f"unknown pool {pool!r}: use 'process' or 'thread'")
+        why = hostlimits.too_many(concurrency, pool)
+        if why is not None:
+            raise WorkerError(why)
         if not queues:
             raise WorkerError("a worker needs at least one queue")
         if name is not None:
@@ -196,12 +200,28 @@ class Worker:
                 for other in self.slots:
                     other.close(kill=True)
                 raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
+        self._start_threads()
         self._beat()
-        for thread in (*self.slots, *self.ackers, self.heartbeat, self.marker,
-                       *self.reconcilers, *self.listeners):
-            thread.start()
+        self.heartbeat.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
+
+    def _start_threads(self) -> None:
+        """Start the slots and the helper threads, before the worker registers: a host
+        that cannot start that many threads is said, and no lease waits for a worker
+        that is gone. (Until it registers, its inbox is empty: the slots wait.)"""
+        threads = (*self.slots, *self.ackers, self.marker, *self.reconcilers, *self.listeners)
+        try:
+            for thread in threads:
+                thread.start()
+        except RuntimeError as exc:  # "can't start new thread": a limit of this host
+            started = sum(1 for t in threads if t.ident is not None)
+            for slot in self.slots:
+                if isinstance(slot, ChildWatch):
+                    slot.close(kill=True)
+            raise WorkerError(
+                f"worker {self.id!r} cannot start: this host let it start {started} of its"
+                f" {len(threads)} threads ({exc}); lower --concurrency") from None
 
     def _make_slots(self) -> list[Slot | ChildWatch]:
         if self.pool == "process":
