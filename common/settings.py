@@ -121,9 +121,17 @@ class Settings:
         for name in ("heartbeat_interval", "worker_timeout", "leader_ttl", "dispatch_tick"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("timeout_grace", "shutdown_grace", "aging_seconds", "result_ttl"):
+        for name in ("timeout_grace", "shutdown_grace", "aging_seconds"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.result_ttl < 1:
+            # Redis deletes a key given a TTL of 0 at once: every result, and the record of
+            # every flow that ends, would go before a dependent or a client could read it
+            # (and 0 means "keep for ever" to Celery users).
+            raise SettingsError(
+                f"result_ttl must be at least 1 second, got {self.result_ttl}: it is how long"
+                " results and the records of ended runs are kept, which dependents and"
+                " waiting clients read (for longer, give a larger number of seconds)")
         if self.schedule_catchup < 1:
             raise SettingsError(f"schedule_catchup must be at least 1 second, got"
                                 f" {self.schedule_catchup}")

@@ -118,6 +118,14 @@ def test_non_positive_intervals_are_rejected(name: str, value: float) -> None:
         Settings.from_env(env={}, **{name: value})
 
 
+@pytest.mark.parametrize("value", ["0", "0.5", "-1"])
+def test_a_result_ttl_that_would_delete_results_at_once_is_rejected(value: str) -> None:
+    # Redis deletes a key given a TTL of 0: no dependent or client could read a result.
+    with pytest.raises(SettingsError, match="result_ttl must be at least 1 second"):
+        Settings.from_env(env={"BALANCER_RESULT_TTL": value})
+    assert Settings.from_env(env={"BALANCER_RESULT_TTL": "1"}).result_ttl == 1.0
+
+
 def test_poison_threshold_below_one_is_rejected() -> None:
     with pytest.raises(SettingsError, match="poison_threshold"):
         Settings.from_env(env={"BALANCER_POISON_THRESHOLD": "0"})
