@@ -45,10 +45,11 @@ class Contact:
     _slow_since: float | None = None  # when the slow steps back to back began
 
     def call(self, began: float, ended: float, meant: float = 0.0) -> None:
-        """A call to Redis began and ended then, and meant to wait ``meant`` seconds of
-        that (a blocking read's timeout)."""
+        """Calls to Redis (a step on its way) began and ended then, and meant to wait
+        ``meant`` seconds of that, or used them on its own CPU. No grace while slow
+        steps back to back have had theirs (``step``)."""
         overran = ended - began - meant
-        if overran > self.tolerance:
+        if overran > self.tolerance and not self._streak_spent(ended):
             self._grace(ended, f"Redis answered {overran:.1f}s late")
 
     def step(self, began: float, ended: float, meant: float) -> None:
@@ -60,8 +61,13 @@ class Contact:
             return
         if self._slow_since is None:
             self._slow_since = began
-        if ended - self._slow_since <= STREAK_MAX * self.worker_timeout:
+        if not self._streak_spent(ended):
             self._grace(ended, f"a step waited {overran:.1f}s on Redis")
+
+    def _streak_spent(self, now: float) -> bool:
+        """Slow steps back to back have had graces for STREAK_MAX worker timeouts."""
+        return (self._slow_since is not None
+                and now - self._slow_since > STREAK_MAX * self.worker_timeout)
 
     def failed(self) -> None:
         """A step failed: Redis may be unreachable or refusing, and the workers with it."""

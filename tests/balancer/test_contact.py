@@ -55,6 +55,8 @@ def test_slow_steps_back_to_back_stop_earning_graces_so_a_dead_worker_is_reaped(
         c.step(now, now + 2.0, meant=0.0)
         now += 2.0
     assert c.may_reap(now)
+    c.call(now, now + 2.0)  # a slow way to the reaping, in such a streak: no grace either
+    assert c.may_reap(now + 2.0)
     c.step(now, now + 0.1, meant=0.0)  # a normal step ends the streak: graces again
     c.step(now + 0.1, now + 2.1, meant=0.0)
     assert not c.may_reap(now + 2.1)
