@@ -458,6 +458,23 @@ def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
     assert leftover == []
 
 
+@pytest.mark.integration
+def test_split_after_idle_spells_shows_the_first_task_after_each_pause_apart(
+        tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.compare.split", "--tasks", "20", "--warm", "5",
+         "--runs", "1", "--idle", "0.02", "--every", "5", "--out", str(tmp_path)],
+        cwd=ROOT, env=_harness_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [out] = tmp_path.glob("split-*.json")
+    saved = json.loads(out.read_text())
+    assert (saved["idle"], saved["every"]) == (0.02, 5)
+    [run] = saved["results"]["ours"]
+    assert run["after idle"]["submit to record seen"] > 0
+    assert run["split"]["submit to record seen"] > 0
+    assert "after idle: submit to record seen" in proc.stdout
+
+
 def test_split_refuses_a_checkout_it_cannot_run() -> None:
     from bench.compare import split
 

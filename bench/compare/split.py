@@ -2,7 +2,7 @@
 
     python -m bench.compare.split [--tasks 2000] [--warm 300] [--runs 2]
                                   [--checkout LABEL=PYTHON ...] [--signing]
-                                  [--out bench/results]
+                                  [--idle SECONDS [--every 25]] [--out bench/results]
 
 Runs our system as ``bench.compare`` does (2 x 1 process-pool workers, ``balancer serve``,
 a private Redis, and a record Redis the tasks report to) and submits ``--tasks`` single
@@ -19,6 +19,12 @@ no-op tasks one after another, each waited for. Per task, medians of:
 - each script call's time in Redis (SLOWLOG, which counts the server's time only), named
   by the script: ``submit_small``, ``ack``, and ``take`` where the lease check behind the
   blocking fetch is a script (older checkouts; now plain commands, not listed).
+
+``--idle SECONDS`` pauses that long before every ``--every``-th task, as the turns of
+``bench.compare.interleaved`` leave each copy idle between them, and splits the first
+task after each pause (its own figures, ``--every`` times fewer) from the others. A
+task after an idle spell costs far more than one in a stream (every process wakes from
+sleep, its caches cold), and the interleaved latency is largely made of such tasks.
 
 One system alone on the machine: its figures are not comparable with those of a run
 minutes apart on a shared host (``bench.compare.interleaved`` is for that). ``--checkout
@@ -117,9 +123,10 @@ def _script_times(entries: list[dict[str, Any]]) -> dict[str, float]:
     return {name: statistics.median(d) for name, d in sorted(by.items())}
 
 
-def measure(tasks: int, warm: int) -> dict[str, Any]:
-    """Run our system, submit ``warm`` then ``tasks`` single tasks one after another; the
-    figures (µs per task, medians)."""
+def measure(tasks: int, warm: int, idle: float = 0.0, every: int = 25) -> dict[str, Any]:
+    """Run our system, submit ``warm`` then ``tasks`` single tasks one after another (with
+    ``idle``, a pause that long before every ``every``-th); the figures (µs per task,
+    medians), and with ``idle`` those of the first task after each pause apart."""
     calls = _hook_calls()
     with running("ours") as (session, rec, record_url):
         assert session.broker is not None
@@ -147,6 +154,8 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
         broker.slowlog_reset()
         before, client0 = _cpu(port), time.process_time()
         for i in range(warm, warm + tasks):
+            if idle and (i - warm) % every == 0:
+                time.sleep(idle)
             one(i)
         client = time.process_time() - client0
         after = _cpu(port)
@@ -157,19 +166,24 @@ def measure(tasks: int, warm: int) -> dict[str, Any]:
     for pid, (kind, seconds) in after.items():
         if pid in before:
             cpu[kind] += seconds - before[pid][1]
+    after_idle = split[::every] if idle else []
+    streamed = [s for n, s in enumerate(split) if n % every] if idle else split
     return {"tasks": tasks,
-            "split": {name: statistics.median(s[i] for s in split) * 1e6
+            "split": {name: statistics.median(s[i] for s in streamed) * 1e6
                       for i, name in enumerate(SPLIT)},
+            **({"after idle": {name: statistics.median(s[i] for s in after_idle) * 1e6
+                               for i, name in enumerate(SPLIT)}} if after_idle else {}),
             "cpu": {name: seconds / tasks * 1e6 for name, seconds in sorted(cpu.items())},
             "scripts": scripts}
 
 
 def run_agent(python: str, root: Path, tasks: int, warm: int,
-              signing_keys: str = "") -> dict[str, Any]:
+              signing_keys: str = "", idle: float = 0.0, every: int = 25) -> dict[str, Any]:
     """``measure`` in a process of ``python``'s, from ``root`` (its ``bench`` folder); with
     ``signing_keys``, its client signs every task and its workers check it."""
     proc = subprocess.run([python, "-m", "bench.compare.split", "--agent", "--tasks",
-                           str(tasks), "--warm", str(warm)], cwd=root,
+                           str(tasks), "--warm", str(warm), "--idle", str(idle),
+                           "--every", str(every)], cwd=root,
                           env=agent_env(root, signing_keys),
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
@@ -187,12 +201,14 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     """One row per figure, one column per label: its range over the runs."""
     labels = list(results)
     rows: list[tuple[str, list[str]]] = []
-    for section, title in (("split", "{}"), ("cpu", "CPU: {}"),
-                           ("scripts", "in Redis, per call: {}")):
-        names = dict.fromkeys(n for runs in results.values() for r in runs for n in r[section])
+    for section, title in (("split", "{}"), ("after idle", "after idle: {}"),
+                           ("cpu", "CPU: {}"), ("scripts", "in Redis, per call: {}")):
+        names = dict.fromkeys(n for runs in results.values() for r in runs
+                              for n in r.get(section, {}))
         for name in names:
-            cells = [_span([r[section][name] for r in results[label] if name in r[section]])
-                     if any(name in r[section] for r in results[label]) else "-"
+            cells = [_span([r[section][name] for r in results[label]
+                            if name in r.get(section, {})])
+                     if any(name in r.get(section, {}) for r in results[label]) else "-"
                      for label in labels]
             rows.append((title.format(name), cells))
     width = max(len(name) for name, _ in rows)
@@ -212,11 +228,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--signing", action="store_true",
                         help=f"also our code signing every task ({SIGNED!r}), alternated"
                              " with the rest: what signing costs each process")
+    parser.add_argument("--idle", type=float, default=0.0, metavar="SECONDS",
+                        help="pause this long before every --every-th task, and show the"
+                             " first task after each pause apart")
+    parser.add_argument("--every", type=int, default=25, metavar="N",
+                        help="tasks from one pause to the next (with --idle)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--agent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.runs < 1 or args.warm < 0:
         parser.error("--tasks and --runs must be at least 1, --warm at least 0")
+    if args.idle < 0 or args.every < 2 or (args.idle and args.tasks < args.every):
+        parser.error("--idle must not be negative, --every at least 2, and --tasks at least"
+                     " --every")
     checkouts: dict[str, str] = {}
     for given in args.checkout:
         try:
@@ -231,7 +255,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.agent:
-        print(json.dumps(measure(args.tasks, args.warm)), flush=True)
+        print(json.dumps(measure(args.tasks, args.warm, args.idle, args.every)), flush=True)
         return 0
     labels = {"ours": (sys.executable, ROOT, "")}
     if args.signing:
@@ -246,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             for label, (python, root, keys) in (list(labels.items()) if r % 2 == 0
                                                 else list(labels.items())[::-1]):
                 print(f"[{time.strftime('%H:%M:%S')}] run {r + 1}: {label}", flush=True)
-                results[label].append(run_agent(python, root, args.tasks, args.warm, keys))
+                results[label].append(run_agent(python, root, args.tasks, args.warm, keys,
+                                                args.idle, args.every))
     print(table(results))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"split-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps({"tasks": args.tasks, "warm": args.warm, "results": results},
-                               indent=1))
+    path.write_text(json.dumps({"tasks": args.tasks, "warm": args.warm, "idle": args.idle,
+                                "every": args.every, "results": results}, indent=1))
     print(f"figures: {path}")
     return 0
 
