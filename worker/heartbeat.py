@@ -179,6 +179,20 @@ class Heartbeat(threading.Thread):
             return
         self.beat_now(info)
 
+    def _check_late(self, late: float) -> None:
+        """Say why a beat came this late (counted from the last one's start). Past the
+        timeout less an interval, the dispatcher may have called the worker dead and
+        given its tasks to others."""
+        if late < self.settings.worker_timeout - self.settings.heartbeat_interval:
+            return
+        log.warning(
+            "worker=%s: its heartbeat came %.1fs late: Redis answered slowly, or this"
+            " process did not run its heartbeat thread (a task of a thread pool holding"
+            " Python's lock: a long call into C such as a regular expression, a sort or a"
+            " parser; or the process paused or starved of CPU). The dispatcher may have"
+            " called this worker dead and run its tasks elsewhere; run such tasks on the"
+            " process pool (--pool process)", self.worker_id, late)
+
     def hurry(self) -> None:
         """Beat in full now rather than at the end of the interval (from another thread)."""
         self._soon.set()
@@ -190,12 +204,18 @@ class Heartbeat(threading.Thread):
         again. Any other error ends the thread; the worker then stops (``failed``), as a
         worker nobody hears from must not go on running tasks."""
         backoff = Backoff()
+        interval = self.settings.heartbeat_interval
+        last = time.monotonic()
         try:
             while True:
-                hurried = self._soon.wait(self.settings.heartbeat_interval)
+                hurried = self._soon.wait(interval)
                 self._soon.clear()
                 if self.stopping.is_set():
                     break
+                now = time.monotonic()
+                if backoff.delay == 0:  # a failed beat's lateness is told as a failure
+                    self._check_late(now - last - interval)
+                last = now
                 try:
                     self.tick(full=hurried or backoff.delay > 0)
                 except RETRYABLE as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -285,3 +286,15 @@ def starts_a_helper(marker: str, then_sleep: float, own_session: bool = False) -
                               start_new_session=own_session)
     time.sleep(then_sleep)
     return helper.pid
+
+
+@task(retries=0)
+def hold_the_gil(seconds: float) -> float:
+    """Hold Python's lock for about ``seconds``: a regular expression backtracking in C,
+    2**n steps, n grown until one run takes that long."""
+    started = time.monotonic()
+    n = 16
+    while time.monotonic() - started < seconds:
+        re.match(r"(a+)+$", "a" * n + "b")
+        n += 1
+    return time.monotonic() - started
