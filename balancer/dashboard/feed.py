@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,9 @@ import redis
 
 from balancer import eventlog
 from balancer.common import events, partitions
+from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
+from balancer.common.redisclock import RedisClock
 from balancer.dashboard.metrics import EventMetrics
 
 log = logging.getLogger("balancer.dashboard")
@@ -60,13 +61,16 @@ class Feed(threading.Thread):
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.reader: eventlog.Reader | eventlog.Merged = eventlog.Reader(client, keys)
+        # Events are dated by Redis's clock: so is the chart's window, whatever this
+        # host's clock says (one an hour ahead drew an empty chart).
+        self.clock = RedisClock(lambda: server_time_ms(client, keys.events))
 
     def backfill(self) -> None:
         """The chart and the recent list from what the stream holds now; counters start
         from what comes next (they count what this process sees: see metrics.py)."""
         every = partitions.every(self.client, self.keys)
         past, lasts = eventlog.latest_all(self.client, every, 10_000)  # merged by time
-        cutoff = (time.time() - WINDOW_S) * 1000
+        cutoff = self.clock.fresh_ms() - WINDOW_S * 1000
         with self.lock:
             for event in past:
                 if event.at_ms >= cutoff:
@@ -94,8 +98,9 @@ class Feed(threading.Thread):
                 self.metrics.skipped(self.reader.skipped)
 
     def snapshot(self) -> dict[str, Any]:
+        now_s = self.clock.fresh_ms() / 1000  # a reading a minute, outside the lock
         with self.lock:
-            return {"throughput": self.throughput.series(time.time()),
+            return {"throughput": self.throughput.series(now_s),
                     "bucket_s": BUCKET_S,
                     "events": [e.to_dict() for e in list(self.recent)[-50:]][::-1]}
 

@@ -4,9 +4,12 @@ the dispatcher and the clients reckon Redis's clock on their monotonic clocks
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -88,3 +91,34 @@ def test_a_client_whose_clock_is_an_hour_behind_overtakes_no_priority(
     # of aging (one a minute) above the high queue's 5.
     assert [x.decode() for x in real.lrange(order, 0, -1)] == [
         "high0", "high1", "high2", "low"]
+
+
+@needs_faketime
+def test_a_dashboard_whose_clock_is_an_hour_ahead_charts_what_just_ran(
+        procs: Processes, namespace: str, real: redis.Redis) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    plain = procs.env
+    procs.env = _wall_clock_moved(plain, "+1h")
+    procs.start("balancer.cli", "dashboard", "--port", str(port), name="dashboard")
+    procs.env = plain
+    procs.serve()
+    procs.worker("--pool", "thread")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) == 1, timeout=30)
+    with Flow("charted") as flow:
+        for i in range(5):
+            tasks.constant(i)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+
+    def charted() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview",
+                                        timeout=10) as resp:
+                series = json.load(resp)["throughput"]
+        except OSError:
+            return 0
+        return sum(bucket["completed"] for bucket in series)
+    # Events carry Redis's time; a window read from this host's clock, an hour ahead,
+    # held none of them.
+    assert wait_for(charted, timeout=30) == 5
