@@ -6,15 +6,19 @@ serve and workers on a private redis-server, paused with CLIENT PAUSE."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psutil
 import pytest
 import redis
 from balancer.common.keys import Keys
 
-from balancer import Flow
+from balancer import Flow, FlowRun
 from tests.conftest import Processes, RedisServer, wait_for
 from tests.integration import tasks
 
@@ -29,55 +33,58 @@ def _pause(client: redis.Redis) -> None:
     time.sleep(PAUSE_MS / 1000)
 
 
-def _started(procs: Processes, namespace: str, server: RedisServer) -> tuple[
-        redis.Redis, object]:
-    client = redis.Redis.from_url(server.url)
-    procs.env["BALANCER_REDIS_URL"] = server.url
-    serve = procs.serve()
-    procs.worker("--pool", "process")
-    procs.worker("--pool", "process")
-    wait_for(lambda: client.zcard(Keys(namespace).workers) == 2, timeout=30)
-    return client, serve
+@dataclass
+class Running:
+    client: redis.Redis
+    serve: subprocess.Popen[bytes]
+    run: FlowRun
+    runs_key: str  # a pid per start of the task
+
+
+@contextlib.contextmanager
+def _a_task_running(procs: Processes, namespace: str, seconds: float) -> Iterator[Running]:
+    """serve and two process-pool workers on a private redis-server, and a flow of one
+    task sleeping ``seconds``, started."""
+    server = RedisServer().start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        serve = procs.serve()
+        procs.worker("--pool", "process")
+        procs.worker("--pool", "process")
+        wait_for(lambda: client.zcard(Keys(namespace).workers) == 2, timeout=30)
+        key = f"{namespace}:runs"
+        with Flow("through-a-pause") as flow:
+            tasks.note_pid_and_sleep(server.url, key, seconds)
+        run = flow.submit(client, namespace=namespace)
+        wait_for(lambda: client.llen(key) == 1, timeout=30)
+        yield Running(client, serve, run, key)
+    finally:
+        server.cleanup()
 
 
 def test_a_redis_pause_past_the_worker_timeout_reaps_no_live_worker_nor_runs_a_task_twice(
         procs: Processes, namespace: str) -> None:
-    server = RedisServer().start()
-    try:
-        client, serve = _started(procs, namespace, server)
-        key = f"{namespace}:runs"
-        with Flow("through-a-pause") as flow:
-            tasks.note_pid_and_sleep(server.url, key, 6.0)
-        run = flow.submit(client, namespace=namespace)
-        wait_for(lambda: client.llen(key) == 1, timeout=30)
-        _pause(client)
-        assert run.wait(timeout=60) == "completed"
-        assert client.llen(key) == 1  # run once
-        log = procs.log(serve)  # type: ignore[arg-type]
+    with _a_task_running(procs, namespace, 6.0) as running:
+        _pause(running.client)
+        assert running.run.wait(timeout=60) == "completed"
+        assert running.client.llen(running.runs_key) == 1  # run once
+        log = procs.log(running.serve)
         assert "reaped" not in log, log
         assert "to beat again before any is called dead" in log, log
-    finally:
-        server.cleanup()
 
 
 def test_a_worker_that_died_during_a_redis_pause_is_still_reaped_and_its_task_run_again(
         procs: Processes, namespace: str) -> None:
-    server = RedisServer().start()
-    try:
-        client, serve = _started(procs, namespace, server)
-        key = f"{namespace}:runs"
-        with Flow("lost-in-a-pause") as flow:
-            tasks.note_pid_and_sleep(server.url, key, 2.0)
-        run = flow.submit(client, namespace=namespace)
-        child = int(wait_for(lambda: client.lindex(key, 0), timeout=30))
+    with _a_task_running(procs, namespace, 2.0) as running:
+        child = int(running.client.lindex(running.runs_key, 0))  # type: ignore[arg-type]
         supervisor, = (w for w in procs.procs[1:] if child in {
             p.pid for p in psutil.Process(w.pid).children(recursive=True)})
-        client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+        running.client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
         supervisor.send_signal(signal.SIGKILL)  # its pool children die with it
         time.sleep(PAUSE_MS / 1000)
-        assert run.wait(timeout=60) == "completed"
-        assert client.llen(key) == 2  # the run the kill cut short, then the one elsewhere
-        log = procs.log(serve)  # type: ignore[arg-type]
+        assert running.run.wait(timeout=60) == "completed"
+        # The run the kill cut short, then the one elsewhere.
+        assert running.client.llen(running.runs_key) == 2
+        log = procs.log(running.serve)
         assert log.count("reaped (missed heartbeats)") == 1, log
-    finally:
-        server.cleanup()
