@@ -85,6 +85,7 @@ ROLES = {
             "GET", "SET", "DEL",  # leader, idle, offers, backlogs
             "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZCARD", "ZSCORE", "ZRANK", "ZREM",
             "HGET", "HMGET", "HGETALL", "HVALS", "HKEYS", "HLEN", "HSET", "HDEL",
+            "HSETNX",  # noting what it found wrong and left in place (balancer/setaside.py)
             "TYPE",  # which key broke a lease script (set-aside entries)
             "SMEMBERS", "SCARD", "SADD",
             "TIME", "MULTI", "EXEC",

@@ -150,6 +150,32 @@ def test_a_cluster_runs_with_each_role_under_its_own_least_privilege_user(
     assert {e["object"] for e in denials} == {f"{{{ns}}}:leader"}, denials
 
 
+def test_the_dispatchers_user_may_set_aside_what_it_finds_wrong(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    """A fixed key of the wrong type is noted where operators look (`balancer dlq aside`)
+    by the dispatcher under its own user: the note is its own command (HSETNX), which the
+    role must allow."""
+    ns = acl_server.namespace
+    env = base_env(acl_server.urls["dispatcher"], ns)
+    procs = Processes(env, tmp_path)
+    try:
+        serve = procs.serve()
+        wait_logged(procs, serve, "leads with epoch")
+        acl_server.admin.acl_log_reset()
+        acl_server.admin.set(f"{{{ns}}}:wake", "not a list")  # a writer clobbers it
+
+        def listed() -> bool:
+            done = run(env, "balancer.cli", "dlq", "aside")
+            return done.returncode == 0 and f"{{{ns}}}:wake" in done.stdout
+        wait_for(listed, timeout=30)
+        acl_server.admin.delete(f"{{{ns}}}:wake")
+        assert procs.stop(serve) == 0, procs.log(serve)
+        assert "NOPERM" not in procs.log(serve), procs.log(serve)
+    finally:
+        procs.cleanup()
+    assert acl_server.denials() == []
+
+
 def test_each_role_is_refused_what_it_has_no_business_doing(acl_server: AclServer) -> None:
     ns, other = acl_server.namespace, "someone-else"
     client, worker, dispatcher = (acl_server.as_role(r) for r in ("client", "worker",
