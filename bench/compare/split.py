@@ -168,13 +168,16 @@ def measure(tasks: int, warm: int, idle: float = 0.0, every: int = 25) -> dict[s
             cpu[kind] += seconds - before[pid][1]
     after_idle = split[::every] if idle else []
     streamed = [s for n, s in enumerate(split) if n % every] if idle else split
-    return {"tasks": tasks,
-            "split": {name: statistics.median(s[i] for s in streamed) * 1e6
-                      for i, name in enumerate(SPLIT)},
-            **({"after idle": {name: statistics.median(s[i] for s in after_idle) * 1e6
-                               for i, name in enumerate(SPLIT)}} if after_idle else {}),
+    return {"tasks": tasks, "split": _medians(streamed),
+            **({"after idle": _medians(after_idle)} if after_idle else {}),
             "cpu": {name: seconds / tasks * 1e6 for name, seconds in sorted(cpu.items())},
             "scripts": scripts}
+
+
+def _medians(split: list[tuple[float, ...]]) -> dict[str, float]:
+    """Each figure of SPLIT over ``split``'s tasks: its median, in µs."""
+    return {name: statistics.median(s[i] for s in split) * 1e6
+            for i, name in enumerate(SPLIT)}
 
 
 def run_agent(python: str, root: Path, tasks: int, warm: int,
