@@ -253,10 +253,9 @@ class Dispatcher:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = 0.1
-            began, cpu = self._step_began
-            ended = self.clock()
+            began, ended, meant = self._step_so_far()
             self.contact.succeeded(ended)
-            self.contact.step(began, ended, self._meant + time.thread_time() - cpu)
+            self.contact.step(began, ended, meant)
             if self.episodes.current is not None:
                 self.episodes.succeeded(self.clock())
         self._resign()
@@ -503,10 +502,15 @@ class Dispatcher:
         """Whether a silent worker may be called dead now: not while the workers' beats
         may have been kept out as this step's calls were (it waited on Redis, beyond its
         wait for signals and its own CPU, for longer than the contact's tolerance)."""
-        began, cpu = self._step_began
-        now = self.clock()
-        self.contact.call(began, now, self._meant + time.thread_time() - cpu)
+        began, now, meant = self._step_so_far()
+        self.contact.call(began, now, meant)
         return self.contact.may_reap(now)
+
+    def _step_so_far(self) -> tuple[float, float, float]:
+        """When this step began and now (our clock), and how much of that it meant to
+        spend: waiting for signals, or on its own CPU."""
+        began, cpu = self._step_began
+        return began, self.clock(), self._meant + time.thread_time() - cpu
 
     def _job(self, name: str, job: Callable[[], Any]) -> None:
         """Run one upkeep job. An outage fails the step (the loop backs off); anything else
