@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from itertools import chain
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ import redis
 from balancer.common import codec, events, luasource, signals
 from balancer.common.connection import Direct
 from balancer.common.keys import Keys
+from balancer.common.redisclock import RedisClock
 from balancer.common.settings import Settings
 from balancer.common.signals import Offer
 
@@ -320,6 +321,18 @@ class Scripts:
         of the namespace's slot (a plain TIME would ask any node, whose clock may differ)."""
         seconds, micros = self._direct().call("TIME")
         return int(seconds) * 1000 + int(micros) / 1000
+
+    @cached_property
+    def clock(self) -> RedisClock:
+        """Redis's clock as this process reckons it (one TIME a minute): the times a worker
+        writes (a task's start and end, a dependent's ready time, a cached result's
+        expiry) are compared with those the scripts and other hosts write, so a host's
+        wall clock must not give them."""
+        return RedisClock(self.time_ms)
+
+    def now_ms(self) -> int:
+        """Redis's clock now, in whole ms (``clock``)."""
+        return int(self.clock.fresh_ms())
 
     # -- dispatcher -----------------------------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +145,7 @@ class Acker(threading.Thread):
             stored, taken = persist("be acknowledged", done[0].task_id,
                                     # A lambda, not a partial: a retry after an
                                     # outage stamps the time it is finally stored.
-                                    lambda: self._ack(done, int(time.time() * 1000), take,
+                                    lambda: self._ack(done, self.scripts.now_ms(), take,
                                                       ahead, quiet, before_fetch))
             done_ok = [f for f, ok in zip(successes, stored) if ok]
             if len(done_ok) == 1:

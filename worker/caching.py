@@ -12,7 +12,6 @@ a Redis writer can do without them).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import redis
@@ -56,8 +55,9 @@ def prepare(keys: Keys, task_id: str, args_blob: bytes) -> tuple[bytes, Prepared
 
 
 def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
-           prepared: Prepared) -> bytes | None:
-    """The cached result (packed) if a valid entry exists, else None."""
+           prepared: Prepared, now_ms: int) -> bytes | None:
+    """The cached result (packed) if a valid entry exists at ``now_ms`` (Redis's clock,
+    as the entry's expiry: workers' wall clocks differ), else None."""
     raw = client.get(prepared.key)
     if not isinstance(raw, bytes):  # none (a str only from a client that decodes: never)
         return None
@@ -67,7 +67,7 @@ def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
         log.warning("task=%s: cache entry %s unreadable (%s); it runs", task_id,
                     prepared.key, exc)
         return None
-    if entry.digest != prepared.digest or entry.expires_ms <= time.time() * 1000:
+    if entry.digest != prepared.digest or entry.expires_ms <= now_ms:
         return None
     if signer is not None and not signer.verify(
             cache.entry_message(prepared.key, entry.digest, entry.expires_ms, entry.result),
@@ -79,11 +79,11 @@ def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
 
 
 def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
-          result: bytes, task_key: str) -> None:
+          result: bytes, task_key: str, now_ms: int) -> None:
     """Store a successful run's result for ``cache_for``, and clear the task's
     ``cached`` mark (set by an earlier attempt whose acknowledgement was refused), in one
     round trip."""
-    expires = int(time.time() * 1000) + prepared.spec.ttl_ms
+    expires = now_ms + prepared.spec.ttl_ms
     sig = ""
     if signer is not None:
         sig = signer.sign(cache.entry_message(prepared.key, prepared.digest, expires, result))

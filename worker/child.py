@@ -126,7 +126,7 @@ class RecordedHolding(Holding):
         if self.record.took(lease):
             self._send([TOOK])
 
-    def start(self, task_id: str, at: float | None = None) -> None:
+    def start(self, task_id: str, at: float | None = None, started_ms: int = 0) -> None:
         if not self._listed:
             self._listed = True
             self.record.hold(self.leases())
@@ -134,7 +134,7 @@ class RecordedHolding(Holding):
             lease = self.lease(task_id)
             if lease is not None:
                 self._describe(lease)
-        self.record.started(time.monotonic(), int(time.time() * 1000))
+        self.record.started(time.monotonic(), started_ms)
 
     def finish(self, queue: str, took_ms: float) -> float:
         self.record.finishing()

@@ -39,9 +39,10 @@ class Holding:
         with self._lock:
             self._leases[lease.task_id] = lease
 
-    def start(self, task_id: str, at: float | None = None) -> None:
-        """A slot starts running the task (or a pool child's watcher reports one it started
-        ``at``, a time.monotonic()); the marker looks when it may turn long."""
+    def start(self, task_id: str, at: float | None = None, started_ms: int = 0) -> None:
+        """A slot starts running the task at ``started_ms`` (Redis's clock), or a pool
+        child's watcher reports one it started ``at``, a time.monotonic(); the marker looks
+        when it may turn long."""
         with self._lock:
             self._started[task_id] = time.monotonic() if at is None else at
         self._wake_marker.set()

@@ -66,12 +66,12 @@ class Marker(threading.Thread):
                 # what was prefetched behind it waits for it (the reconciler goes on).
                 # (Started about AFTER ago: close enough for the task.started event; the
                 # task.completed event carries the exact time.)
-                started_ms = int((time.time() - AFTER) * 1000)
                 parts: dict[int, list[Lease]] = {}
                 for lease in due:
                     parts.setdefault(lease.partition, []).append(lease)
                 with contextlib.suppress(*RETRYABLE):
                     for p, leases in parts.items():
+                        started_ms = self.by_partition[p].now_ms() - int(AFTER * 1000)
                         self.by_partition[p].mark_running(
                             self.worker_id, [(lease.task_id, lease.token) for lease in leases],
                             [started_ms] * len(leases))

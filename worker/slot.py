@@ -59,7 +59,7 @@ class Slot(threading.Thread):
             if lease is None:
                 continue
             finished = self.run_one(lease)
-            acker = self.ackers[lease.partition] if lease.partition else self.acker
+            acker = self._acker(lease)
             if self.abandoned:
                 # Its lease is gone: the ack is refused (and logged), and this thread ends.
                 acker.submit(finished)
@@ -90,7 +90,7 @@ class Slot(threading.Thread):
             outcome = Outcome.failure(ErrorInfo(
                 "balancer.WorkerError", f"the worker failed to run task {lease.fn}:"
                 f" {type(exc).__name__}: {exc}"), crashed=True)
-            return Finished(lease, outcome, int(time.time() * 1000), 0.0, None)
+            return Finished(lease, outcome, self._acker(lease).scripts.now_ms(), 0.0, None)
         finally:
             self.current = None  # first: the ack thread must not wait for this slot
 
@@ -118,8 +118,8 @@ class Slot(threading.Thread):
         self.runner.close(kill)
 
     def handle(self, lease: Lease) -> Finished:
-        self.holding.start(lease.task_id)
-        started_ms = int(time.time() * 1000)
+        started_ms = self._acker(lease).scripts.now_ms()
+        self.holding.start(lease.task_id, started_ms=started_ms)
         t0 = time.monotonic()
         log.debug("task=%s name=%s started on worker=%s lease=%s", lease.task_id, lease.name,
                   self.worker_id, lease.token)
@@ -149,9 +149,13 @@ class Slot(threading.Thread):
                         lease.name, lease.ready_ms)
         return Finished(lease, outcome, started_ms, took, done)
 
+    def _acker(self, lease: Lease) -> Acker:
+        """The ack thread of the lease's partition."""
+        return self.ackers[lease.partition] if lease.partition else self.acker
+
     def _keys(self, lease: Lease) -> Keys:
         """The keys of the lease's partition."""
-        return self.ackers[lease.partition].scripts.keys if lease.partition else self.keys
+        return self._acker(lease).scripts.keys if lease.partition else self.keys
 
     def _run_or_reuse(self, lease: Lease, args: bytes) -> Outcome:
         """Run the task, unless its cache options (``cache_for``) find a valid cached
@@ -161,7 +165,8 @@ class Slot(threading.Thread):
         if prepared is None:
             return self.runner.run(lease.fn, args, lease.timeout)
         try:
-            cached = caching.lookup(self.client, self.signer, lease.task_id, prepared)
+            cached = caching.lookup(self.client, self.signer, lease.task_id, prepared,
+                                    self._acker(lease).scripts.now_ms())
             if cached is not None:
                 self.client.hset(keys.task(lease.task_id), "cached", 1)
         except redis.RedisError as exc:
@@ -175,7 +180,7 @@ class Slot(threading.Thread):
         if outcome.ok:
             try:
                 caching.store(self.client, self.signer, prepared, outcome.payload,
-                              keys.task(lease.task_id))
+                              keys.task(lease.task_id), self._acker(lease).scripts.now_ms())
             except redis.RedisError as exc:  # the run stands; the next one runs again
                 log.warning("task=%s: its result was not cached (%s)", lease.task_id, exc)
         return outcome

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from balancer.common import events
 from balancer.common.keys import Keys
 
-from balancer import Flow
+from balancer import Flow, eventlog
 from tests.conftest import Processes, wait_for
-from tests.integration import tasks
+from tests.integration import cached_tasks, tasks
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,56 @@ def test_a_dashboard_whose_clock_is_an_hour_ahead_charts_what_just_ran(
     # Events carry Redis's time; a window read from this host's clock, an hour ahead,
     # held none of them.
     assert wait_for(charted, timeout=30) == 5
+
+
+def _worker_an_hour_off(procs: Processes, real: redis.Redis, namespace: str, by: str,
+                        pool: str) -> None:
+    plain = procs.env
+    procs.env = _wall_clock_moved(plain, by)
+    procs.worker("--pool", pool)
+    procs.env = plain
+    procs.serve()
+    wait_for(lambda: real.zcard(Keys(namespace).workers) == 1, timeout=30)
+
+
+@needs_faketime
+@pytest.mark.parametrize(("by", "pool"), [("-1h", "process"), ("+1h", "thread")])
+def test_a_worker_whose_clock_is_off_times_its_tasks_by_redis(
+        procs: Processes, namespace: str, real: redis.Redis, by: str, pool: str) -> None:
+    _worker_an_hour_off(procs, real, namespace, by, pool)
+    with Flow("timed") as flow:
+        tasks.add(tasks.constant(1), 2)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    # The run and wait times the metrics chart come from the events: read from the
+    # worker's wall clock, each was off by the hour (or cut to 0).
+    done = wait_for(lambda: [e for e in eventlog.latest(real, Keys(namespace), 1000)[0]
+                             if e.kind == events.TASK_COMPLETED], timeout=30)
+    assert len(done) == 2  # queued by the submit, then by the first's acknowledgement
+    for e in done:
+        assert e.run_ms is not None and e.wait_ms is not None
+        assert e.run_ms < 60_000 and e.wait_ms < 60_000, e
+        assert e.started_ms is not None and e.ready_ms is not None
+        assert e.started_ms >= e.ready_ms - 1_000, e  # a worker's ms against Redis's
+
+
+@needs_faketime
+def test_a_worker_whose_clock_is_an_hour_ahead_reuses_a_result_another_cached(
+        procs: Processes, namespace: str, real: redis.Redis, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.log"
+
+    def run_once() -> None:
+        with Flow("cached") as flow:
+            cached_tasks.slow_square(str(runs), 3)
+        assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    procs.serve()
+    on_time = procs.worker("--pool", "thread")
+    run_once()  # cached for an hour
+    procs.stop(on_time)
+    wait_for(lambda: real.zcard(Keys(namespace).workers) == 0, timeout=30)
+    plain = procs.env
+    procs.env = _wall_clock_moved(plain, "+1h")
+    procs.worker("--pool", "thread")
+    procs.env = plain
+    run_once()
+    # By this worker's clock, the entry the other wrote had just expired: the task ran.
+    assert runs.read_text().splitlines() == ["square 3"]

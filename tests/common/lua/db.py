@@ -34,7 +34,7 @@ POISON = 3
 W = "w1"
 PREFIX = "1.1"  # lease token prefix, "<leader epoch>.<assign batch>" as the dispatcher builds it
 STARTED = 1_700_000_000_000
-FINISHED = STARTED + 2_500  # the worker's clock at the ack: far from the server's TIME
+FINISHED = STARTED + 2_500  # the worker's reckoning at the ack: the script sends it on
 NEVER = 1_000_000_000  # the unmet count cascade.lua gives dependents of a failed task
 
 

@@ -22,7 +22,7 @@ def test_ack_stores_the_result_and_frees_the_slot(db: Db) -> None:
     assert record[b"state"] == b"completed"
     assert codec.unpack(record[b"result"]) == {"r": 1}
     assert record[b"started"] == str(STARTED).encode()
-    assert record[b"finished"] == str(FINISHED).encode()  # the worker's clock, not TIME
+    assert record[b"finished"] == str(FINISHED).encode()  # as the worker reckons it, not TIME
     assert db.client.hget(db.keys.flow(FLOW), "finished") is None  # one task of two
     assert (record[b"worker"], record[b"lease"]) == (W.encode(), token.encode())
     assert 0 < db.client.pttl(db.keys.task("a")) <= TTL
