@@ -351,7 +351,8 @@ def render(status: Status) -> str:
         if w.foreign:
             state += (f"  (release {w.release or 'older'}, protocol {w.protocol}; this one's"
                       f" {protocol.VERSION}: a dispatcher of this release leases it nothing)")
-        lines.append(f"  {w.id:<28} {','.join(w.queues):<24} {w.leased:>4}/{w.capacity:<4}"
+        # Spaces between the names: a queue's name holds none, where it may hold a comma.
+        lines.append(f"  {w.id:<28} {' '.join(w.queues):<24} {w.leased:>4}/{w.capacity:<4}"
                      f" {w.load:>6.2f} {w.cpu:>5.0%} {w.memory:>5.0%} {w.last_seen_s:>5}s{state}")
     lines += ["", f"queues ({len(status.queues)}):",
               f"  {'name':<24} {'priority':>8} {'ready':>7} {'leased':>7} {'limit':>6}  state"]

@@ -29,3 +29,15 @@ def test_a_dispatchers_key_of_the_wrong_type_shows_none_and_fails_nothing(
     seen = status.gather(real, keys)
     assert seen.dispatchers == [] and seen.standbys == []
     assert "standby dispatchers: none" in status.render(seen)
+
+
+def _serving(queues: list[str]) -> status.Status:
+    worker = status.WorkerRow("w1", queues, 1, 0, 0, 0.0, 0.0, 0.0, 0.0, "host", 1,
+                              "process", 0.5, True)
+    return status.Status(None, [worker], [], [], 0, 0)
+
+
+def test_a_worker_serving_one_queue_named_with_a_comma_shows_apart_from_two_queues() -> None:
+    one, two = status.render(_serving(["a,b"])), status.render(_serving(["a", "b"]))
+    assert one != two
+    assert " a,b " in one and " a b " in two
