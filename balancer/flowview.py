@@ -3,8 +3,8 @@ timings, why each waiting one waits, and the error (with its traceback) of each 
 
 Timings come from what the scripts already write, nothing is added to a task's path:
 the flow's submit time, each task's ``started`` and ``finished`` (Redis's clock, as the
-worker reckons it, at its ack or failure). A task is queued when the flow was submitted (no upstream) or when
-its last upstream finished.
+worker reckons it, at its ack or failure). A task is queued when the flow was submitted
+(no upstream) or when its last upstream finished.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.replies import as_bytes_list
-from balancer.common.retry import RETRYABLE
+from balancer.common.retry import RETRYABLE, Backoff, describe, is_outage
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
 from balancer.worker import hostlimits
@@ -126,6 +126,7 @@ class Worker:
                       DoorbellInbox(self.id, client, self.keys, self.count, self.holding.add,
                                     self.fetching))
         self.slots: list[Slot | ChildWatch] = []
+        self.registered = False  # its first heartbeat went through
         # One thread beats in every partition, pipelined (worker/heartbeat.py).
         self.heartbeat = Heartbeat(self.id, self.scripts, settings, self.info, self.stopped,
                                    self.parts)
@@ -179,7 +180,11 @@ class Worker:
 
     # -- starting --------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Import the tasks, start the slots and register. Until it registers, a Redis
+        that refuses the worker for now (its connections at ``maxclients``, out of memory,
+        loading after a restart, unreachable) is waited out, said once; ``stop`` set
+        meanwhile ends the wait unregistered."""
         cwd = os.getcwd()
         if cwd not in sys.path:
             sys.path.insert(0, cwd)  # tasks of scripts in the project folder import from here
@@ -201,10 +206,33 @@ class Worker:
                     other.close(kill=True)
                 raise WorkerError(f"worker {self.id!r} cannot start: {why} (see its log above)")
         self._start_threads()
-        self._beat()
+        if not self._register(stop or threading.Event()):
+            return
         self.heartbeat.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
+
+    def _register(self, stop: threading.Event) -> bool:
+        """The first heartbeat, tried again while Redis cannot serve (``is_outage``);
+        False if ``stop`` came first. Any other refusal (NOPERM from an ACL, a key of the
+        wrong type) raises: it would not pass by waiting."""
+        backoff = Backoff()
+        while True:
+            try:
+                self._beat()
+            except RETRYABLE as exc:
+                if not is_outage(exc):
+                    raise
+                if backoff.failed():
+                    log.error("worker=%s cannot register yet (%s); trying again with backoff",
+                              self.id, describe(exc))
+                if stop.wait(backoff.delay):
+                    return False
+                continue
+            if backoff.recovered():
+                log.info("worker=%s could register", self.id)
+            self.registered = True
+            return True
 
     def _start_threads(self) -> None:
         """Start the slots and the helper threads, before the worker registers: a host
@@ -282,7 +310,12 @@ class Worker:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.start()
+        try:
+            self.start(stop)
+        except RETRYABLE as exc:  # what waiting would not mend, or a start step's outage
+            self.shutdown(grace=0)  # no slot runs a task yet: its pool children go now
+            raise WorkerError(f"worker {self.id!r} cannot start: Redis refused it"
+                              f" ({describe(exc)})") from None
         checked = time.monotonic()
         while not stop.wait(0.5):
             if self.heartbeat.failed.is_set():
@@ -332,7 +365,8 @@ class Worker:
             slot.stop()  # pool children stop fetching too
         self.inbox.close()
         try:
-            self._beat()  # capacity 0: the dispatchers stop assigning here
+            if self.registered:  # else a beat now would register it, for nothing
+                self._beat()  # capacity 0: the dispatchers stop assigning here
             self.hand_back()
         except RETRYABLE as exc:
             log.error("worker=%s could not hand back its inbox: %s", self.id, exc)

@@ -37,6 +37,60 @@ def _pool_worker(procs: Processes, real: redis.Redis, namespace: str, *args: str
     return worker
 
 
+def test_a_worker_started_while_redis_refuses_writes_registers_once_it_takes_them(
+    procs: Processes, namespace: str
+) -> None:
+    """Started while Redis refuses its first heartbeat (out of memory here; its
+    connections at maxclients, or loading after a restart, alike), a worker waited for
+    nobody: it died with a traceback, its pool children left behind it."""
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        client, keys = redis.Redis.from_url(server.url), Keys(namespace)
+        procs.serve()
+        wait_for(lambda: client.get(keys.leader), timeout=30)
+        client.config_set("maxmemory", "1")  # every write is refused with OOM
+        try:
+            worker = procs.worker("--pool", "process", "--concurrency", "2")
+            wait_for(lambda: "cannot register yet" in procs.log(worker), timeout=30)
+            time.sleep(1)
+            assert worker.poll() is None and client.zcard(keys.workers) == 0
+        finally:
+            client.config_set("maxmemory", "0")
+        _workers(client, keys, 1)
+        with Flow("registered-late") as flow:
+            tasks.constant(1)
+        assert flow.submit(client, namespace=namespace).wait(timeout=60) == "completed"
+        log = procs.log(worker)
+        assert log.count("cannot register yet") == 1 and "could register" in log, log
+        assert "Traceback" not in log, log
+    finally:
+        server.cleanup()
+
+
+def test_a_worker_stopped_while_waiting_to_register_leaves_no_process_nor_record(
+    procs: Processes, namespace: str
+) -> None:
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        client, keys = redis.Redis.from_url(server.url), Keys(namespace)
+        client.config_set("maxmemory", "1")
+        worker = procs.worker("--pool", "process", "--concurrency", "2")
+        wait_for(lambda: "cannot register yet" in procs.log(worker), timeout=30)
+        children = psutil.Process(worker.pid).children(recursive=True)
+        assert children
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+        client.config_set("maxmemory", "0")
+        assert client.zcard(keys.workers) == 0
+        assert not client.keys(keys.worker("*"))
+    finally:
+        server.cleanup()
+
+
 def test_workers_survive_redis_running_out_of_memory_and_register_again(
     procs: Processes, namespace: str
 ) -> None:
