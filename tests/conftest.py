@@ -55,8 +55,9 @@ def namespace() -> str:
 
 
 def drop_namespace(client: redis.Redis, namespace: str) -> None:
-    """Every key of the namespace: its partition 0, ``{ns}``, and any other, ``{ns:p}``."""
-    keys = [k for pattern in (Keys(namespace).prefix, "{" + namespace + ":")
+    """Every key of the namespace: its partition 0, ``{ns}``, and any other, ``{ns:p}``;
+    and the test's own keys named after it, ``ns:...``."""
+    keys = [k for pattern in (Keys(namespace).prefix, "{" + namespace + ":", namespace + ":")
             for k in client.scan_iter(match=pattern + "*", count=1000)]
     for i in range(0, len(keys), 500):
         client.delete(*keys[i:i + 500])
