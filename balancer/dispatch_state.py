@@ -194,11 +194,11 @@ class DispatchState:
     events, without Redis."""
 
     def __init__(self, rng: random.Random | None = None, *, aging_ms: float = 60_000,
-                 validate: bool = False) -> None:
+                 validate: bool = False, view: ClusterView | None = None) -> None:
         self.rng = rng or random.Random()
         self.aging_ms = aging_ms
         self.validating = validate
-        self.view = ClusterView()
+        self.view = view or ClusterView()
         self.configs: dict[str, QueueConfig] = {}
         self.queue_names: set[str] = set()
         self.tag_limits: dict[str, int] = {}

@@ -181,7 +181,8 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.clock = clock
         # What it believes about queues and workers, and what a round does next.
-        self.state = DispatchState(self.rng, aging_ms=settings.aging_seconds * 1000)
+        self.state = DispatchState(self.rng, aging_ms=settings.aging_seconds * 1000,
+                                   view=self._new_view())
         self.token: str | None = None
         self.stopping = threading.Event()
         self._renew_at = 0.0
@@ -349,7 +350,7 @@ class Dispatcher:
         """Rebuild the picture from Redis: a new leader trusts nothing it remembered (nor
         does a deaf one: ``_signals``)."""
         self.redis_clock.sync()
-        self.state.view = ClusterView()
+        self.state.view = self._new_view()
         self._liveness_at = 0.0  # workers dated anew: scan them at the next turn
         self._jobs_failing = {}
         entries = self.troubles.worker_members(
@@ -482,19 +483,19 @@ class Dispatcher:
         self.state.tick(now, IDLE_RECHECK)
         if now < self._liveness_at or not self._may_reap():
             return
-        overdue = self.view.overdue(now, self.settings.worker_timeout)
+        overdue = self.view.overdue(now)
         if overdue:
             self._job("liveness", self._recheck_liveness)
             if not self._may_reap():
                 return
-            overdue = self.view.overdue(now, self.settings.worker_timeout)
+            overdue = self.view.overdue(now)
         if overdue:
             self._liveness_at = now  # look again next turn, once these are reaped
         elif self.view.workers:
-            self._liveness_at = (min(w.last_seen for w in self.view.workers.values())
-                                 + self.settings.worker_timeout)
+            self._liveness_at = min(w.last_seen + self.view.silence(w)
+                                    for w in self.view.workers.values())
         for worker in overdue:
-            seen_before = int(self.redis_now_ms() - self.settings.worker_timeout * 1000)
+            seen_before = int(self.redis_now_ms() - self.view.silence(worker) * 1000)
             self._job(f"reap {worker.id}", functools.partial(
                 self._reap, worker.id, seen_before_ms=seen_before, why="missed heartbeats"))
 
@@ -534,6 +535,9 @@ class Dispatcher:
         if failing is not None:
             del self._jobs_failing[name]
             log.info("dispatcher=%s: upkeep job %s succeeds again", self.id, name)
+
+    def _new_view(self) -> ClusterView:
+        return ClusterView(self.settings.worker_timeout, self.settings.heartbeat_interval)
 
     def _recheck_liveness(self) -> None:
         """Light heartbeats date a worker in ``workers`` without a signal: read those

@@ -50,6 +50,7 @@ class WorkerView:
     last_seen: float = 0.0
     info: dict[str, object] = field(default_factory=dict)
     long_running: int = 0  # slots busy with a long task: nothing is prefetched behind them
+    beat_s: float = 0.0  # how often it says it beats (0: not said)
 
     def serves(self, queue: str) -> bool:
         return queue in self.queues or ALL_QUEUES in self.queues

@@ -45,6 +45,7 @@ class WorkerRow:
     stuck: int = 0  # task threads given up that do not stop (WorkerInfo.stuck)
     release: str = ""  # its release ("" for one from before releases were reported)
     protocol: int = 0  # the version of the formats it reads (common/protocol.py)
+    beat_s: float = 0.0  # how often it says it beats (0: not said)
 
     @property
     def foreign(self) -> bool:
@@ -221,7 +222,7 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
             running=info.running, cpu=info.cpu, pressure=info.pressure, memory=info.memory,
             load=round(load(view), 3) if info.capacity else float("inf"), host=info.host,
             pid=info.pid, pool=info.pool, last_seen_s=round((now_ms - score) / 1000, 1),
-            alive=blob is not None, stuck=info.stuck, release=info.release,
+            alive=blob is not None, stuck=info.stuck, release=info.release, beat_s=info.beat_s,
             protocol=info.protocol if blob is not None else protocol.VERSION))
     offset = 2 * len(worker_ids)
     queue_rows = []

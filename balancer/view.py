@@ -11,14 +11,30 @@ import logging
 from balancer.common import protocol
 from balancer.common.codec import CodecError
 from balancer.common.models import WorkerInfo
+from balancer.common.settings import Settings
 from balancer.rooms import RoomIndex
 from balancer.scheduling import ALL_QUEUES, WorkerView, offer_basis
 
 log = logging.getLogger("balancer.dispatcher")
 
 
+def allowed_silence(beat_s: float, worker_timeout: float, heartbeat_interval: float) -> float:
+    """How long a worker that beats every ``beat_s`` may go unheard before it is called
+    dead: the worker timeout, or as many of the worker's beats as it holds of ours, for one
+    that beats slower. A worker started with another BALANCER_HEARTBEAT_INTERVAL than its
+    dispatcher's was called dead between any two beats, and the tasks it ran ran again and
+    again until quarantined. (Celery's events likewise read a worker's own heartbeat
+    frequency.)"""
+    return max(worker_timeout, beat_s * worker_timeout / heartbeat_interval)
+
+
 class ClusterView:
-    def __init__(self) -> None:
+    def __init__(self, worker_timeout: float = Settings.worker_timeout,
+                 heartbeat_interval: float = Settings.heartbeat_interval) -> None:
+        # A worker is dead after this many seconds of silence, or as many of its own beats
+        # as they are of ours when it beats slower (``silence``).
+        self.worker_timeout = worker_timeout
+        self.heartbeat_interval = heartbeat_interval
         self.workers: dict[str, WorkerView] = {}
         self.rooms = RoomIndex(self.workers)
         self.durations: dict[str, dict[str, float]] = {}  # queue -> worker -> mean ms
@@ -57,6 +73,14 @@ class ClusterView:
         view.cpu = info.pressure
         view.memory = info.memory
         view.last_seen = now
+        if info.beat_s != view.beat_s:
+            view.beat_s = info.beat_s
+            if self.silence(view) > self.worker_timeout:
+                log.warning("worker=%s beats every %gs, this dispatcher every %gs with a worker"
+                            " timeout of %gs: it is called dead after %gs of silence; give the"
+                            " cluster one BALANCER_HEARTBEAT_INTERVAL and"
+                            " BALANCER_WORKER_TIMEOUT", worker_id, info.beat_s,
+                            self.heartbeat_interval, self.worker_timeout, self.silence(view))
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool,
                      "protocol": info.protocol, "other_release": foreign,
                      "queues": info.queues}
@@ -132,10 +156,13 @@ class ClusterView:
             total, changes = self._sums.get(queue, (0.0, 0))
             self._sums[queue] = (total + (ms or 0.0) - (old or 0.0), changes + 1)
 
-    def overdue(self, now: float, timeout: float) -> list[WorkerView]:
-        """Workers not heard of for ``timeout``: dead, unless a light beat (which sends no
-        signal) dated them since."""
-        return [w for w in self.workers.values() if now - w.last_seen > timeout]
+    def silence(self, worker: WorkerView) -> float:
+        return allowed_silence(worker.beat_s, self.worker_timeout, self.heartbeat_interval)
+
+    def overdue(self, now: float) -> list[WorkerView]:
+        """Workers silent for longer than ``silence``: dead, unless a light beat (which
+        sends no signal) dated them since."""
+        return [w for w in self.workers.values() if now - w.last_seen > self.silence(w)]
 
     def forget(self, worker_id: str) -> None:
         self.version += 1

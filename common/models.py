@@ -156,6 +156,9 @@ class WorkerInfo:
     # as 0 from a worker of a release from before it was reported), and its release.
     protocol: int = PROTOCOL
     release: str = field(default_factory=installed_release)
+    # How often it beats (its BALANCER_HEARTBEAT_INTERVAL; 0 from a release that did not
+    # say): a dispatcher waits as many of its beats as of its own before calling it dead.
+    beat_s: float = 0.0
 
     def tells_more_than(self, sent: WorkerInfo) -> bool:
         """Whether the dispatcher should hear this report although it heard ``sent``: what

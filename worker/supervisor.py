@@ -176,7 +176,8 @@ class Worker:
             pressure=pressure, memory=memory,
             load_avg=load, host=socket.gethostname(), pid=os.getpid(), pool=self.pool,
             durations=self.holding.durations(), stuck=stragglers.alive(),
-            protocol=protocol.VERSION, release=protocol.release())
+            protocol=protocol.VERSION, release=protocol.release(),
+            beat_s=self.settings.heartbeat_interval)
 
     # -- starting --------------------------------------------------------------------
 

@@ -17,12 +17,14 @@ from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 from balancer.dashboard.metrics import head_ages_all
 from balancer.scheduling import CPU_WEIGHT, MEMORY_SAFE, MEMORY_WEIGHT
+from balancer.view import allowed_silence
 
 SHOWN_PER_WORKER = 20  # tasks listed under a worker
 
 
-def _worker_state(row: status_view.WorkerRow, timeout: float) -> str:
-    if not row.alive or row.last_seen_s > timeout:
+def _worker_state(row: status_view.WorkerRow, settings: Settings) -> str:
+    if not row.alive or row.last_seen_s > allowed_silence(
+            row.beat_s, settings.worker_timeout, settings.heartbeat_interval):
         return "dead"
     if row.capacity == 0:
         return "draining"
@@ -84,7 +86,7 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
     data = snap.to_dict()
     held = _held_all(client, every, [w.id for w in snap.workers])
     for row, shown in zip(snap.workers, data["workers"]):
-        shown["state"] = _worker_state(row, settings.worker_timeout)
+        shown["state"] = _worker_state(row, settings)
         shown["tasks"] = held.get(row.id, [])
         shown["load_parts"] = {
             "leases": round(row.leased / row.capacity, 3) if row.capacity else None,

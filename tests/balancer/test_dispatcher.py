@@ -547,7 +547,7 @@ def test_the_workers_silence_is_scanned_when_the_quietest_may_be_overdue_not_eve
     scans: list[float] = []
     overdue = dispatcher.view.overdue
     monkeypatch.setattr(dispatcher.view, "overdue",
-                        lambda at, timeout: scans.append(at) or overdue(at, timeout))
+                        lambda at: scans.append(at) or overdue(at))
     settle(dispatcher, 10)  # w was heard from just now: not one scan
     assert scans == []
     now[0] += settings.worker_timeout + 0.01  # its silence may have reached the timeout

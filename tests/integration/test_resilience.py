@@ -91,6 +91,28 @@ def test_a_worker_stopped_while_waiting_to_register_leaves_no_process_nor_record
         server.cleanup()
 
 
+def test_a_worker_beating_slower_than_its_dispatcher_expects_is_never_called_dead(
+    procs: Processes, real: redis.Redis, namespace: str, redis_url: str
+) -> None:
+    """Started with its own BALANCER_HEARTBEAT_INTERVAL (1 s, and a timeout to match)
+    against a dispatcher that beats every 0.2 s and calls a worker dead after 2 s, it was
+    reaped between any two beats: its task ran again and again, then was quarantined."""
+    serve = procs.serve()
+    plain = procs.env
+    procs.env = {**plain, "BALANCER_HEARTBEAT_INTERVAL": "1", "BALANCER_WORKER_TIMEOUT": "3"}
+    procs.worker("--pool", "process", "--concurrency", "1")
+    procs.env = plain
+    _workers(real, Keys(namespace), 1)
+    key = f"{namespace}:runs"
+    with Flow("slow-beats") as flow:
+        tasks.note_pid_and_sleep(redis_url, key, 4.0)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    assert real.llen(key) == 1  # run once
+    log = procs.log(serve)
+    assert "reaped" not in log, log
+    assert log.count("beats every 1s") == 1, log
+
+
 def test_workers_survive_redis_running_out_of_memory_and_register_again(
     procs: Processes, namespace: str
 ) -> None:
