@@ -72,7 +72,8 @@ ROLES = {
               "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache",
               "doorbell"),  # where it waits for leases of several partitions
-        read_keys=("partitions",),  # the cluster's partition count (common/partitions.py)
+        read_keys=("partitions",  # the cluster's partition count (common/partitions.py)
+                   "leader"),  # whether a dispatcher leads it (worker/leaderwatch.py)
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.

@@ -16,10 +16,13 @@ from balancer.common.models import WorkerInfo
 from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
+from balancer.worker.leaderwatch import LeaderWatch
 
 log = logging.getLogger("worker")
 
 FULL_EVERY = 30  # beats: at most this many in a row are light
+# Leader leases without a leader before the worker says none leads its namespace.
+LEADER_PATIENCE = 3
 
 
 class HostLoad:
@@ -106,6 +109,9 @@ class Heartbeat(threading.Thread):
         self._clock_ms = [0.0] * len(self.parts)
         self._soon = threading.Event()
         self.failed = threading.Event()  # set: the thread died; the worker must stop
+        self.leader_watch = LeaderWatch(worker_id, settings.namespace,
+                                        patience=LEADER_PATIENCE * settings.leader_ttl,
+                                        every=settings.leader_ttl)
 
     @property
     def leased(self) -> int:
@@ -193,6 +199,18 @@ class Heartbeat(threading.Thread):
             " called this worker dead and run its tasks elsewhere; run such tasks on the"
             " process pool (--pool process)", self.worker_id, late)
 
+    def _look_for_leader(self, now: float) -> None:
+        """Read each partition's leader key (one round trip) for ``leader_watch``; a
+        failed read tells nothing (the beats report outages)."""
+        pipe = self.scripts.client.pipeline(transaction=False)
+        for scripts in self.parts:
+            pipe.exists(scripts.keys.leader)
+        try:
+            led = pipe.execute()
+        except RETRYABLE:
+            return
+        self.leader_watch.saw(now, [p for p, n in enumerate(led) if not n])
+
     def hurry(self) -> None:
         """Beat in full now rather than at the end of the interval (from another thread)."""
         self._soon.set()
@@ -225,6 +243,8 @@ class Heartbeat(threading.Thread):
                     continue
                 if backoff.recovered():
                     log.info("worker=%s reached Redis again", self.worker_id)
+                if self.leader_watch.due(now):
+                    self._look_for_leader(now)
         except Exception:
             log.critical("worker=%s: the heartbeat thread failed; stopping the worker",
                          self.worker_id, exc_info=True)

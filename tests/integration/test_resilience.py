@@ -113,6 +113,23 @@ def test_a_worker_beating_slower_than_its_dispatcher_expects_is_never_called_dea
     assert log.count("beats every 1s") == 1, log
 
 
+def test_a_worker_with_no_dispatcher_says_so_and_says_when_one_leads(
+    procs: Processes, real: redis.Redis, namespace: str
+) -> None:
+    """A worker on another namespace than serve's, or with no serve, waited idle and said
+    nothing while its tasks never came."""
+    procs.env["BALANCER_LEADER_TTL"] = "0.5"  # patience: three leases, 1.5 s
+    worker = procs.worker("--pool", "thread")
+    _workers(real, Keys(namespace), 1)
+    wait_for(lambda: "no dispatcher has led namespace" in procs.log(worker), timeout=30)
+    procs.serve()
+    wait_for(lambda: "a dispatcher leads namespace" in procs.log(worker), timeout=30)
+    with Flow("led") as flow:
+        tasks.constant(1)
+    assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+    assert procs.log(worker).count("no dispatcher has led") == 1
+
+
 def test_workers_survive_redis_running_out_of_memory_and_register_again(
     procs: Processes, namespace: str
 ) -> None:
