@@ -211,7 +211,9 @@ def gather(client: redis.Redis, keys: Keys, recent: int = 10,
     rows: list[WorkerRow] = []
     for i, (wid, score) in enumerate(worker_ids):
         blob, leased = _or(replies[2 * i], None), int(_or(replies[2 * i + 1], 0))
-        info = WorkerInfo.from_blob(blob) if blob else WorkerInfo(wid, (), 0)
+        info = WorkerInfo.readable(blob)
+        if info is None:  # none (its record expired), or unreadable: shown as silent
+            blob, info = None, WorkerInfo(wid, (), 0)
         if blob is not None:
             facts.workers.append(info)
             facts.leased[info.id] = leased

@@ -70,8 +70,8 @@ class ClusterFacts:
         facts.tag_leased = {t.name: t.leased for t in tags}
         for i in range(len(ids)):
             blob, leased = replies[2 * i], replies[2 * i + 1]
-            if blob is not None:
-                info = WorkerInfo.from_blob(blob)
+            info = WorkerInfo.readable(blob)
+            if info is not None:
                 facts.workers.append(info)
                 facts.leased[info.id] = int(leased)
         offset = 2 * len(ids)

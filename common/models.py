@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -122,6 +124,41 @@ class QueueConfig:
         ), problems
 
 
+def _number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0)
+
+
+# What each field of a heartbeat's report must be: the dispatcher computes with them at
+# every round, so a report that is not (written into Redis by hand, or by a writer that
+# means harm) must be refused where it is read, not fail every round after it.
+_REPORT_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "id": lambda v: isinstance(v, str),
+    "queues": lambda v: isinstance(v, (list, tuple)) and all(isinstance(q, str) for q in v),
+    "capacity": lambda v: _number(v) and isinstance(v, int),
+    "running": lambda v: _number(v) and isinstance(v, int),
+    "long_running": lambda v: _number(v) and isinstance(v, int),
+    "cpu": _number, "pressure": _number, "memory": _number, "load_avg": _number,
+    "host": lambda v: isinstance(v, str),
+    "pid": lambda v: _number(v) and isinstance(v, int),
+    "pool": lambda v: isinstance(v, str),
+    "started": _number,
+    "durations": lambda v: isinstance(v, dict) and all(
+        isinstance(q, str) and _number(ms) for q, ms in v.items()),
+    "stuck": lambda v: _number(v) and isinstance(v, int),
+    "protocol": lambda v: _number(v) and isinstance(v, int),
+    "release": lambda v: isinstance(v, str),
+    "beat_s": _number,
+}
+
+
+def _check_report(fields: dict[str, Any]) -> None:
+    """Raise CodecError naming the fields of a heartbeat's report of the wrong kind."""
+    wrong = sorted(k for k, v in fields.items() if not _REPORT_CHECKS[k](v))
+    if wrong:
+        raise codec.CodecError(f"heartbeat fields of the wrong kind: {', '.join(wrong)}")
+
+
 # Changes of a host's load share (cpu pressure, memory) and of mean task run times (as a
 # fraction) that a worker does not report between full heartbeats.
 LOAD_NOISE = 0.1
@@ -182,12 +219,23 @@ class WorkerInfo:
         return codec.pack(data)
 
     @classmethod
+    def readable(cls, blob: Any) -> WorkerInfo | None:
+        """The report in ``blob``, or None when there is none or it cannot be read."""
+        if not isinstance(blob, bytes):
+            return None
+        try:
+            return cls.from_blob(blob)
+        except (codec.CodecError, TypeError, ValueError):
+            return None
+
+    @classmethod
     def from_blob(cls, blob: bytes) -> WorkerInfo:
         data: dict[str, Any] = codec.unpack(blob)
         if not isinstance(data, dict):
             raise codec.CodecError("heartbeat is not a map")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["queues"] = tuple(known.get("queues", ()))
         known.setdefault("protocol", 0)  # a release from before it was reported
         known.setdefault("release", "")
+        _check_report(known)
+        known["queues"] = tuple(known.get("queues", ()))
         return cls(**known)

@@ -14,13 +14,13 @@ import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache, cached_property
+from functools import cache, cached_property, partial
 from itertools import chain
 from typing import Any, Literal
 
 import redis
 from balancer.common import codec, events, luasource, signals
-from balancer.common.connection import Direct
+from balancer.common.connection import Direct, server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.redisclock import RedisClock
 from balancer.common.settings import Settings
@@ -324,11 +324,12 @@ class Scripts:
 
     @cached_property
     def clock(self) -> RedisClock:
-        """Redis's clock as this process reckons it (one TIME a minute): the times a worker
-        writes (a task's start and end, a dependent's ready time, a cached result's
-        expiry) are compared with those the scripts and other hosts write, so a host's
-        wall clock must not give them."""
-        return RedisClock(self.time_ms)
+        """Redis's clock as this process reckons it (one TIME a minute, on a pooled
+        connection: whichever thread asks needs no connection of its own): the times a
+        worker writes (a task's start and end, a dependent's ready time, a cached
+        result's expiry) are compared with those the scripts and other hosts write, so a
+        host's wall clock must not give them."""
+        return RedisClock(partial(server_time_ms, self.client, self.keys.wake))
 
     def now_ms(self) -> int:
         """Redis's clock now, in whole ms (``clock``)."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from typing import Any, cast
 
 import pytest
 import redis
-from balancer.common import signals
+from balancer.common import codec, signals
 from balancer.common.aside import Aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
@@ -641,3 +642,21 @@ def test_a_fixed_key_of_another_type_is_reported_until_fixed_and_dispatching_goe
     dispatcher._key_types_at = 0.0
     settle(dispatcher)
     assert fake.hlen(keys.aside) == 0
+
+
+@pytest.mark.parametrize("forged", [
+    {"capacity": "many"}, {"beat_s": float("nan")}, {"beat_s": "1"}, {"queues": [1]},
+    {"durations": {"default": -1.0}}, {"pressure": float("inf")}])
+def test_a_heartbeat_report_of_the_wrong_kinds_is_ignored_and_dispatch_goes_on(
+        fake: redis.Redis, settings: Settings, setup: Any, forged: dict[str, Any]) -> None:
+    """A report written by hand (or by a writer that means harm) with a field the
+    dispatcher computes with at every round: refused where it is read, not failing the
+    rounds after it."""
+    dispatcher, keys, _ = setup
+    settle(dispatcher)
+    report = {**dataclasses.asdict(WorkerInfo("forged", ("default",), 1)), **forged}
+    Scripts(fake, keys).heartbeat("forged", codec.pack(report), 60_000)
+    submit(fake, settings, 3)
+    settle(dispatcher, 10)
+    assert len(inbox(fake, keys)) == 3  # all to the worker whose report reads
+    assert WorkerInfo.readable(codec.pack(report)) is None
