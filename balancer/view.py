@@ -18,14 +18,21 @@ from balancer.scheduling import ALL_QUEUES, WorkerView, offer_basis
 log = logging.getLogger("balancer.dispatcher")
 
 
+# A worker that says it beats slower is given at most this many worker timeouts: a dead
+# worker (or one a writer forged, saying it beats once an hour) must not hold its leases
+# for long.
+SILENCE_MAX = 10
+
+
 def allowed_silence(beat_s: float, worker_timeout: float, heartbeat_interval: float) -> float:
     """How long a worker that beats every ``beat_s`` may go unheard before it is called
     dead: the worker timeout, or as many of the worker's beats as it holds of ours, for one
-    that beats slower. A worker started with another BALANCER_HEARTBEAT_INTERVAL than its
-    dispatcher's was called dead between any two beats, and the tasks it ran ran again and
-    again until quarantined. (Celery's events likewise read a worker's own heartbeat
-    frequency.)"""
-    return max(worker_timeout, beat_s * worker_timeout / heartbeat_interval)
+    that beats slower, up to SILENCE_MAX timeouts. A worker started with another
+    BALANCER_HEARTBEAT_INTERVAL than its dispatcher's was called dead between any two
+    beats, and the tasks it ran ran again and again until quarantined. (Celery's events
+    likewise read a worker's own heartbeat frequency.)"""
+    return min(max(worker_timeout, beat_s * worker_timeout / heartbeat_interval),
+               SILENCE_MAX * worker_timeout)
 
 
 class ClusterView:
@@ -77,10 +84,12 @@ class ClusterView:
             view.beat_s = info.beat_s
             if self.silence(view) > self.worker_timeout:
                 log.warning("worker=%s beats every %gs, this dispatcher every %gs with a worker"
-                            " timeout of %gs: it is called dead after %gs of silence; give the"
-                            " cluster one BALANCER_HEARTBEAT_INTERVAL and"
+                            " timeout of %gs: it is called dead after %gs of silence%s; give"
+                            " the cluster one BALANCER_HEARTBEAT_INTERVAL and"
                             " BALANCER_WORKER_TIMEOUT", worker_id, info.beat_s,
-                            self.heartbeat_interval, self.worker_timeout, self.silence(view))
+                            self.heartbeat_interval, self.worker_timeout, self.silence(view),
+                            " (less than its beats take: it will be called dead between"
+                            " them)" if self.silence(view) <= info.beat_s else "")
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool,
                      "protocol": info.protocol, "other_release": foreign,
                      "queues": info.queues}

@@ -23,10 +23,12 @@ def test_a_worker_beating_slower_than_the_dispatcher_gets_as_many_of_its_beats()
     assert "slow" in {w.id for w in view.overdue(115.5)}
 
 
-def test_the_silence_allowed_is_never_below_the_worker_timeout() -> None:
+def test_the_silence_allowed_is_never_below_the_worker_timeout_nor_past_ten() -> None:
     assert allowed_silence(0.0, 3.0, 1.0) == 3.0
     assert allowed_silence(0.5, 3.0, 1.0) == 3.0
     assert allowed_silence(2.0, 3.0, 1.0) == 6.0
+    # Saying it beats once an hour keeps a dead (or forged) worker's leases 30 s at most.
+    assert allowed_silence(3600.0, 3.0, 1.0) == 30.0
 
 
 def test_a_slow_beater_is_said_once_when_it_registers(caplog) -> None:  # type: ignore[no-untyped-def]
@@ -37,3 +39,10 @@ def test_a_slow_beater_is_said_once_when_it_registers(caplog) -> None:  # type: 
     assert said == ["worker=slow beats every 5s, this dispatcher every 1s with a worker"
                     " timeout of 3s: it is called dead after 15s of silence; give the cluster"
                     " one BALANCER_HEARTBEAT_INTERVAL and BALANCER_WORKER_TIMEOUT"]
+
+
+def test_a_worker_beating_past_the_bound_is_told_it_will_be_called_dead_between_beats(
+        caplog) -> None:  # type: ignore[no-untyped-def]
+    _view_of({"hourly": 3600.0})
+    (said,) = [r.getMessage() for r in caplog.records if "beats every" in r.getMessage()]
+    assert "called dead after 30s of silence (less than its beats take" in said
