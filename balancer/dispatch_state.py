@@ -401,8 +401,8 @@ class DispatchState:
     def depths(self) -> dict[str, int]:
         """Each queue's prefetch per slot now (``prefetch.queue_depth``)."""
         shapes = self.view.rooms.shapes(self.shunned)
-        return {q: scheduling.queue_depth(q, self.view.mean_duration(q), self.configs, shapes)
-                for q in self.queue_names}
+        return scheduling.queue_depths({q: self.view.mean_duration(q) for q in self.queue_names},
+                                       self.configs, shapes)
 
     def _plan(self) -> Command | None:
         rooms, shunned = self.view.rooms, self.shunned

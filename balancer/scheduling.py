@@ -30,6 +30,7 @@ PREFETCH_TARGET_MS = prefetch.PREFETCH_TARGET_MS
 PREFETCH_MAX = prefetch.PREFETCH_MAX
 prefetch_depth = prefetch.prefetch_depth
 queue_depth = prefetch.queue_depth
+queue_depths = prefetch.queue_depths
 # A standing offer names this many workers at most, hosts compared in steps of this much.
 OFFER_WORKERS = 4
 OFFER_STEP = 0.25

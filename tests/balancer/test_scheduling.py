@@ -326,6 +326,33 @@ def test_a_short_queue_is_not_prefetched_where_a_higher_priority_queue_shares_it
     assert scheduling.queue_depth("low", 50.0, configs, alone) == 1  # long tasks: never
 
 
+def _depth_by_definition(queue: str, mean: float | None, configs: dict[str, QueueConfig],
+                         workers: list[WorkerView]) -> int:
+    """The rule as stated: no prefetch where a worker serving the queue serves one of
+    higher priority (every queue, for "*")."""
+    depth = scheduling.prefetch_depth(mean)
+    own = configs[queue].priority if queue in configs else 0
+    higher = {q for q, c in configs.items() if c.priority > own}
+    for w in workers:
+        if w.serves(queue) and (ALL_QUEUES in w.queues and higher or higher & w.queues):
+            return 1
+    return depth
+
+
+def test_every_queues_depth_at_once_follows_the_rule_for_any_priorities_and_workers() -> None:
+    rng = random.Random(7)
+    names = [f"q{i}" for i in range(8)]
+    for _ in range(300):
+        configs = {q: QueueConfig(q, priority=rng.randint(-2, 2))
+                   for q in rng.sample(names, rng.randint(0, 8))}
+        workers = [worker(f"w{i}", queues=tuple(rng.sample([*names, ALL_QUEUES],
+                                                           rng.randint(1, 3))))
+                   for i in range(rng.randint(0, 4))]
+        means = {q: rng.choice([None, 0.1, 2.0, 50.0]) for q in names}
+        assert scheduling.queue_depths(means, configs, workers) == {
+            q: _depth_by_definition(q, m, configs, workers) for q, m in means.items()}
+
+
 # -- tag limits ------------------------------------------------------------------------------
 
 
