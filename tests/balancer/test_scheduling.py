@@ -334,7 +334,7 @@ def _depth_by_definition(queue: str, mean: float | None, configs: dict[str, Queu
     own = configs[queue].priority if queue in configs else 0
     higher = {q for q, c in configs.items() if c.priority > own}
     for w in workers:
-        if w.serves(queue) and (ALL_QUEUES in w.queues and higher or higher & w.queues):
+        if w.serves(queue) and ((ALL_QUEUES in w.queues and higher) or higher & w.queues):
             return 1
     return depth
 

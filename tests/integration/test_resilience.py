@@ -4,12 +4,14 @@ Redis, an idle worker past its client's socket timeout, a user project with its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
@@ -28,6 +30,18 @@ def _workers(client: redis.Redis, keys: Keys, n: int) -> None:
     wait_for(lambda: client.zcard(keys.workers) >= n, timeout=30)
 
 
+@contextlib.contextmanager
+def _redis_of_our_own(procs: Processes, namespace: str) -> Iterator[tuple[redis.Redis, Keys]]:
+    """A private redis-server that refuses writes when full (``maxmemory`` set by the
+    test), the processes pointed at it; its client and the namespace's keys."""
+    server = RedisServer("--maxmemory-policy", "noeviction").start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        yield redis.Redis.from_url(server.url), Keys(namespace)
+    finally:
+        server.cleanup()
+
+
 def _pool_worker(procs: Processes, real: redis.Redis, namespace: str, *args: str
                  ) -> subprocess.Popen[bytes]:
     """`balancer serve` and one process-pool worker started with ``args``, registered."""
@@ -43,10 +57,7 @@ def test_a_worker_started_while_redis_refuses_writes_registers_once_it_takes_the
     """Started while Redis refuses its first heartbeat (out of memory here; its
     connections at maxclients, or loading after a restart, alike), a worker waited for
     nobody: it died with a traceback, its pool children left behind it."""
-    server = RedisServer("--maxmemory-policy", "noeviction").start()
-    try:
-        procs.env["BALANCER_REDIS_URL"] = server.url
-        client, keys = redis.Redis.from_url(server.url), Keys(namespace)
+    with _redis_of_our_own(procs, namespace) as (client, keys):
         procs.serve()
         wait_for(lambda: client.get(keys.leader), timeout=30)
         client.config_set("maxmemory", "1")  # every write is refused with OOM
@@ -64,17 +75,12 @@ def test_a_worker_started_while_redis_refuses_writes_registers_once_it_takes_the
         log = procs.log(worker)
         assert log.count("cannot register yet") == 1 and "could register" in log, log
         assert "Traceback" not in log, log
-    finally:
-        server.cleanup()
 
 
 def test_a_worker_stopped_while_waiting_to_register_leaves_no_process_nor_record(
     procs: Processes, namespace: str
 ) -> None:
-    server = RedisServer("--maxmemory-policy", "noeviction").start()
-    try:
-        procs.env["BALANCER_REDIS_URL"] = server.url
-        client, keys = redis.Redis.from_url(server.url), Keys(namespace)
+    with _redis_of_our_own(procs, namespace) as (client, keys):
         client.config_set("maxmemory", "1")
         worker = procs.worker("--pool", "process", "--concurrency", "2")
         wait_for(lambda: "cannot register yet" in procs.log(worker), timeout=30)
@@ -87,8 +93,6 @@ def test_a_worker_stopped_while_waiting_to_register_leaves_no_process_nor_record
         client.config_set("maxmemory", "0")
         assert client.zcard(keys.workers) == 0
         assert not client.keys(keys.worker("*"))
-    finally:
-        server.cleanup()
 
 
 def test_a_worker_beating_slower_than_its_dispatcher_expects_is_never_called_dead(
@@ -133,11 +137,7 @@ def test_a_worker_with_no_dispatcher_says_so_and_says_when_one_leads(
 def test_workers_survive_redis_running_out_of_memory_and_register_again(
     procs: Processes, namespace: str
 ) -> None:
-    server = RedisServer("--maxmemory-policy", "noeviction").start()
-    try:
-        procs.env["BALANCER_REDIS_URL"] = server.url
-        client = redis.Redis.from_url(server.url)
-        keys = Keys(namespace)
+    with _redis_of_our_own(procs, namespace) as (client, keys):
         serve = procs.serve()
         workers = [procs.worker("--concurrency", "1", "--pool", pool, "--name", pool)
                    for pool in ("process", "thread")]
@@ -164,8 +164,6 @@ def test_workers_survive_redis_running_out_of_memory_and_register_again(
             assert "OutOfMemoryError" in log  # said once per episode, not once per beat
             assert log.count("cannot heartbeat") <= 2, log
             assert "Traceback" not in log, log
-    finally:
-        server.cleanup()
 
 
 def test_an_idle_worker_past_its_socket_timeout_logs_nothing_and_serves_at_once(
