@@ -121,8 +121,11 @@ def test_ctrl_c_says_where_the_run_is_left_without_a_traceback(
     procs.serve()
     log = tmp_path / "out.log"
     with log.open("wb") as out:
+        # Ctrl-C's signal as a terminal sends it, whatever this suite inherited: a shell
+        # that starts it in the background ignores SIGINT, and Python keeps it ignored.
         proc = subprocess.Popen([sys.executable, str(_script(tmp_path)), "nobody", "ok", "60"],
-                                cwd=tmp_path, env=procs.env, stdout=out, stderr=out)
+                                cwd=tmp_path, env=procs.env, stdout=out, stderr=out,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: "submitted" in log.read_text(), timeout=30)
         proc.send_signal(signal.SIGINT)
