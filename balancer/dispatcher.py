@@ -39,7 +39,6 @@ from balancer.common.connection import Direct
 from balancer.common.keys import Keys
 from balancer.common.keytypes import is_wrong_type
 from balancer.common.models import QueueConfig
-from balancer.common.redisclock import RedisClock
 from balancer.common.replies import as_bytes_list, as_list, as_opt_bytes, as_scored, field_tags
 from balancer.common.retry import (
     BACKOFF_MAX,
@@ -195,7 +194,7 @@ class Dispatcher:
         # Redis's clock on our monotonic clock: a step of this host's wall clock moves
         # nothing (carried on by the wall clock, a step of 20 s forward had every live
         # worker reaped every 4 s until the next reading, a minute later).
-        self.redis_clock = RedisClock(self.scripts.time_ms)
+        self.redis_clock = self.scripts.clock
         self._next_due: float | None = None  # Redis ms of the earliest delayed retry
         self._cascade_pending = True
         self._gate_pending = True  # gated tasks (maps, triggers) may wait in the gate

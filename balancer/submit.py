@@ -28,7 +28,6 @@ from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved, slot_moved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
-from balancer.common.redisclock import RedisClock
 from balancer.common.scripts import NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node
@@ -464,7 +463,6 @@ class _ClientState:
     # A submit went through: a connection lost later is a failover or a restart to wait
     # out; lost before, a wrong URL or a Redis not started, said at once.
     reached: bool = False
-    clock: RedisClock | None = None  # Redis's, for the times a submit writes
 
 
 _clients: weakref.WeakKeyDictionary[redis.Redis, _ClientState] = weakref.WeakKeyDictionary()
@@ -484,11 +482,9 @@ def _state_of(client: redis.Redis) -> _ClientState:
 def redis_now_ms(client: redis.Redis, keys: Keys, settings: Settings) -> int:
     """Redis's clock now, for the scores and times a submit writes: they are compared
     with other hosts' and with Redis's clock, never with this host's wall clock, which may
-    be off or step (common/redisclock.py). Read once a minute per client."""
-    state = _state_of(client)
-    if state.clock is None:
-        state.clock = RedisClock(_scripts_of(client, keys, settings, state).time_ms)
-    return int(state.clock.fresh_ms())
+    be off or step (common/redisclock.py). Read once a minute per client and partition
+    (``Scripts.clock``)."""
+    return _scripts_of(client, keys, settings).now_ms()
 
 
 def seen_offer(client: redis.Redis, keys: Keys, queue: str) -> bytes | None:

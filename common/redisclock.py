@@ -26,15 +26,19 @@ RESYNC = 60.0
 
 @dataclass
 class RedisClock:
-    read: Callable[[], float]  # Redis's clock in ms (Scripts.time_ms): one round trip
+    read: Callable[[], float]  # Redis's clock in ms (server_time_ms): one round trip
     _offset_ms: float | None = None  # Redis's ms less our monotonic ms, at the last read
     _read_at: float = float("-inf")  # our monotonic clock then
 
     def sync(self) -> None:
         """Read Redis's clock now."""
-        redis_ms = self.read()
-        self._read_at = time.monotonic()
-        self._offset_ms = redis_ms - self._read_at * 1000
+        self.heard(self.read(), time.monotonic())
+
+    def heard(self, redis_ms: float, at: float) -> None:
+        """A reading of Redis's clock that came with another reply (a heartbeat's), as of
+        ``at`` on our monotonic clock: it counts as a read."""
+        self._read_at = at
+        self._offset_ms = redis_ms - at * 1000
 
     def now_ms(self) -> float:
         """Redis's clock now, as of the last reading (the local wall clock before any)."""

@@ -83,8 +83,9 @@ class Heartbeat(threading.Thread):
     With several partitions (``parts``: each partition's scripts, partition 0's first) a
     beat goes to every partition in one pipeline: one round trip per master holding them
     (redis-py's cluster pipeline groups the commands by node), instead of one per
-    partition. Each partition's leases counted (``leased_in``) and Redis clock are kept
-    apart: a partition's dispatcher dates the worker on its own master's clock. One
+    partition. Each partition's leases counted (``leased_in``) and Redis clock (its
+    ``Scripts.clock``, set by each full beat's reply) are kept apart: a partition's
+    dispatcher dates the worker on its own master's clock. One
     partition sends the single commands it always did.
     """
 
@@ -105,8 +106,6 @@ class Heartbeat(threading.Thread):
         self.leased_in = [0] * len(self.parts)  # leases Redis counted at the last full beat
         self._sent: WorkerInfo | None = None  # the report of the last full beat
         self._light = 0  # light beats since
-        # Per partition: Redis time minus monotonic time, from the last full beat.
-        self._clock_ms = [0.0] * len(self.parts)
         self._soon = threading.Event()
         self.failed = threading.Event()  # set: the thread died; the worker must stop
         self.leader_watch = LeaderWatch(worker_id, settings.namespace,
@@ -131,7 +130,7 @@ class Heartbeat(threading.Thread):
         t1 = time.monotonic()
         for p, (_, leased, redis_ms) in enumerate(replies):
             self.leased_in[p] = leased
-            self._clock_ms[p] = redis_ms - (t0 + t1) * 500
+            self.parts[p].clock.heard(redis_ms, (t0 + t1) / 2)
         self._sent, self._light = info, 0
         return all(existed for existed, _, _ in replies)
 
@@ -160,11 +159,10 @@ class Heartbeat(threading.Thread):
     def _light_in_every(self) -> bool:
         """A light beat in every partition, pipelined; False when some partition no longer
         had us registered."""
-        now = time.monotonic() * 1000
         if len(self.parts) == 1:
-            return self.scripts.keep_alive(self.worker_id, int(now + self._clock_ms[0]))
-        replies = self._pipelined([s.keep_alive_command(self.worker_id, int(now + clock))
-                                   for s, clock in zip(self.parts, self._clock_ms)])
+            return self.scripts.keep_alive(self.worker_id, int(self.scripts.clock.now_ms()))
+        replies = self._pipelined([s.keep_alive_command(self.worker_id, int(s.clock.now_ms()))
+                                   for s in self.parts])
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

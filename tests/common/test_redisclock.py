@@ -45,3 +45,13 @@ def test_it_reads_again_when_due_and_keeps_the_last_reading_when_redis_cannot_an
     assert abs(clock.fresh_ms() - 1_000.0) < 50  # down: the last reading goes on
     answers.append(9_000.0)
     assert abs(clock.fresh_ms() - 9_000.0) < 50
+
+
+def test_a_reading_heard_with_another_reply_counts_as_a_read() -> None:
+    def read() -> float:
+        raise AssertionError("no TIME: the heartbeat's reply carried the clock")
+    clock = RedisClock(read)
+    at = time.monotonic() - 0.5
+    clock.heard(7_000_000.0, at)  # as of half a second ago
+    assert not clock.due()
+    assert 7_000_450 <= clock.fresh_ms() < 7_001_500
