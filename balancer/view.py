@@ -82,14 +82,15 @@ class ClusterView:
         view.last_seen = now
         if info.beat_s != view.beat_s:
             view.beat_s = info.beat_s
-            if self.silence(view) > self.worker_timeout:
+            silence = self.silence(view)
+            if silence > self.worker_timeout:
                 log.warning("worker=%s beats every %gs, this dispatcher every %gs with a worker"
                             " timeout of %gs: it is called dead after %gs of silence%s; give"
                             " the cluster one BALANCER_HEARTBEAT_INTERVAL and"
                             " BALANCER_WORKER_TIMEOUT", worker_id, info.beat_s,
-                            self.heartbeat_interval, self.worker_timeout, self.silence(view),
+                            self.heartbeat_interval, self.worker_timeout, silence,
                             " (less than its beats take: it will be called dead between"
-                            " them)" if self.silence(view) <= info.beat_s else "")
+                            " them)" if silence <= info.beat_s else "")
         view.info = {"host": info.host, "pid": info.pid, "pool": info.pool,
                      "protocol": info.protocol, "other_release": foreign,
                      "queues": info.queues}

@@ -129,25 +129,33 @@ def _number(value: Any) -> bool:
             and math.isfinite(value) and value >= 0)
 
 
+def _count(value: Any) -> bool:
+    return _number(value) and isinstance(value, int)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
 # What each field of a heartbeat's report must be: the dispatcher computes with them at
 # every round, so a report that is not (written into Redis by hand, or by a writer that
 # means harm) must be refused where it is read, not fail every round after it.
 _REPORT_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "id": lambda v: isinstance(v, str),
-    "queues": lambda v: isinstance(v, (list, tuple)) and all(isinstance(q, str) for q in v),
-    "capacity": lambda v: _number(v) and isinstance(v, int),
-    "running": lambda v: _number(v) and isinstance(v, int),
-    "long_running": lambda v: _number(v) and isinstance(v, int),
+    "id": _text,
+    "queues": lambda v: isinstance(v, (list, tuple)) and all(_text(q) for q in v),
+    "capacity": _count,
+    "running": _count,
+    "long_running": _count,
     "cpu": _number, "pressure": _number, "memory": _number, "load_avg": _number,
-    "host": lambda v: isinstance(v, str),
-    "pid": lambda v: _number(v) and isinstance(v, int),
-    "pool": lambda v: isinstance(v, str),
+    "host": _text,
+    "pid": _count,
+    "pool": _text,
     "started": _number,
     "durations": lambda v: isinstance(v, dict) and all(
-        isinstance(q, str) and _number(ms) for q, ms in v.items()),
-    "stuck": lambda v: _number(v) and isinstance(v, int),
-    "protocol": lambda v: _number(v) and isinstance(v, int),
-    "release": lambda v: isinstance(v, str),
+        _text(q) and _number(ms) for q, ms in v.items()),
+    "stuck": _count,
+    "protocol": _count,
+    "release": _text,
     "beat_s": _number,
 }
 

@@ -23,8 +23,8 @@
 -- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,
 --       events cap, task events; then per task: id, token, queue, started ms, result, has
 --       deadline, event record, child count, then (child id, child score) per child
--- (finished ms: Redis's clock as the worker reckons it, common/redisclock.py; ahead field '': none, the leases taken start at once;
--- has deadline: 1 or 0; event record: the task's record in the task.completed event,
+-- (finished ms: Redis's clock as the worker reckons it, common/redisclock.py; ahead
+-- field '': none, the leases taken start at once; has deadline: 1 or 0; event record: the task's record in the task.completed event,
 -- whose one entry holds every task stored, built by the worker (common/events.py: every
 -- field of it is the worker's to know), so that Redis's one thread only joins them; a
 -- dependent made ready gets its ready time when task events are on.)
