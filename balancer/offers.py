@@ -47,15 +47,21 @@ class StandingOffers:
         no worker serves it, the queue is paused or limited, or a key it involves is
         troubled (a submit's script would trip on it too). None when nothing it depends
         on changed since the last plan written."""
-        depths = {q: prefetch.offer_depth(d) for q, d in state.depths().items()}
-        basis = (token, state.view.version, state.empty, tuple(state.configs.values()),
-                 troubled, frozenset(state.shunned), tuple(sorted(depths.items())))
+        state.weigh_depths()  # first: it brings state.depths_version up to date
+        basis = (token, state.view.version, state.empty, state.configs_version,
+                 troubled, frozenset(state.shunned), state.depths_version)
         if basis == self.basis:
             return None
+        depths = state.depths(state.empty)
         epoch = token.split("|", 1)[0]
         workers = state.eligible()
+        # Only a worker that names a queue is offered (scheduling.offer_workers): the
+        # other queues, maybe thousands served by "*" workers, are passed over at once.
+        named = frozenset().union(*(w.queues for w in workers if w.capacity > 0))
         wanted = {}
         for q in sorted(state.queue_names):
+            if q not in named:
+                continue
             config = state.config(q)
             current = self.current.get(q)
             if config.paused or config.concurrency_limit is not None or q in troubled:
@@ -69,7 +75,7 @@ class StandingOffers:
             others = frozenset().union(*(w.queues for w in offered)) - {q}
             # Places behind running tasks only when every worker serving the queue is
             # named: otherwise one not named may have a free slot.
-            depth = depths.get(q, 1)
+            depth = prefetch.offer_depth(depths.get(q, 1))
             if depth > 1 and len(offered) < sum(1 for w in workers if w.serves(q)):
                 depth = 1
             # A submit taking it reads the others' keys too: none may be troubled.

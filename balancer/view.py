@@ -52,6 +52,10 @@ class ClusterView:
         # worker came or went, its queues, slots, long runs or host load in half steps):
         # offers are recomputed only then, which weighs every worker.
         self.version = 0
+        # The queues whose mean run time changed since the dispatcher last weighed their
+        # prefetch depth (DispatchState.depths takes them): one worker's beat recomputes
+        # the depths of the queues it reported, not of every queue.
+        self.means_changed: set[str] = set()
 
     def heartbeat(self, worker_id: str, leased: int, blob: bytes, now: float) -> WorkerView | None:
         """Apply a heartbeat; returns the view of a worker seen for the first time."""
@@ -165,6 +169,8 @@ class ClusterView:
         elif old != ms:
             total, changes = self._sums.get(queue, (0.0, 0))
             self._sums[queue] = (total + (ms or 0.0) - (old or 0.0), changes + 1)
+        if old != ms:
+            self.means_changed.add(queue)
 
     def silence(self, worker: WorkerView) -> float:
         return allowed_silence(worker.beat_s, self.worker_timeout, self.heartbeat_interval)

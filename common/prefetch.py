@@ -71,6 +71,11 @@ def prefetch_depth(mean_task_ms: float | None) -> int:
     return min(PREFETCH_MAX, max(1, int(PREFETCH_TARGET_MS / max(mean_task_ms, 0.1))))
 
 
+# Per worker (or set of queues served), the highest priority of a queue it serves, None
+# when none of its queues has a config.
+Highest = tuple[tuple[frozenset[str], int | None], ...]
+
+
 def queue_depth(queue: str, mean_task_ms: float | None, configs: Mapping[str, QueueConfig],
                 workers: Iterable[Serving]) -> int:
     """Tasks per slot to lease for ``queue``: ``prefetch_depth`` of its run time, but 1
@@ -81,29 +86,35 @@ def queue_depth(queue: str, mean_task_ms: float | None, configs: Mapping[str, Qu
 
 
 def queue_depths(means: Mapping[str, float | None], configs: Mapping[str, QueueConfig],
-                 workers: Iterable[Serving]) -> dict[str, int]:
+                 workers: Iterable[Serving], highest: Highest | None = None) -> dict[str, int]:
     """``queue_depth`` of every queue of ``means`` (its mean task run time), weighing
-    each worker's highest priority once: collecting each queue's higher queues for every
+    each worker's highest priority once (``highest``, as ``highest_priorities`` gives it:
+    worked out here when not given): collecting each queue's higher queues for every
     queue cost O(queues²) a dispatch round (3,000 queues, one per tenant: a third of the
     dispatcher's time, at 20 tasks a second)."""
-    top = max((c.priority for c in configs.values()), default=None)
-    highest: list[tuple[Serving, int | None]] = []  # each worker's highest configured
-    for w in workers:
-        if ALL_QUEUES in w.queues:
-            highest.append((w, top))
-        else:
-            highest.append((w, max((configs[q].priority for q in w.queues if q in configs),
-                                   default=None)))
+    if highest is None:
+        top = max((c.priority for c in configs.values()), default=None)
+        highest = highest_priorities(configs, workers, top)
     out: dict[str, int] = {}
     for queue, mean in means.items():
         depth = prefetch_depth(mean)
         if depth > 1:
             own = configs[queue].priority if queue in configs else 0
-            if any(h is not None and h > own
-                   and (queue in w.queues or ALL_QUEUES in w.queues) for w, h in highest):
+            if any(h is not None and h > own and (queue in served or ALL_QUEUES in served)
+                   for served, h in highest):
                 depth = 1
         out[queue] = depth
     return out
+
+
+def highest_priorities(configs: Mapping[str, QueueConfig], workers: Iterable[Serving],
+                       top: int | None) -> Highest:
+    """What ``queue_depths`` weighs of the workers: each one's highest configured priority,
+    ``top`` (the highest of every config) for one serving "*"."""
+    return tuple(
+        (w.queues, top if ALL_QUEUES in w.queues
+         else max((configs[q].priority for q in w.queues if q in configs), default=None))
+        for w in workers)
 
 
 def news(depth_now: int, depth_told: int | None) -> bool:

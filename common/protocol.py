@@ -176,7 +176,7 @@ LAYOUTS: dict[str, Layout] = {
         " events cap, task events",
         "per task: task, flow, flow done, then (child task, child queue) per child",
         "per task: id, token, queue, started ms, result, has deadline, event record, child"
-        " count, then (child id, child score) per child"),
+        " count, then (child id, child score, child queue name) per child"),
     "assign": layout(
         "leader, inbox, leases, inflight, queue, deadlines, events, tag-inflight",
         "leader token, worker id, queue name, capacity, grace ms, lease prefix, refill at,"

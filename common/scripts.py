@@ -594,7 +594,7 @@ class Scripts:
                      "1" if d.has_deadline else "0", record, len(d.children)]
             for c in d.children:
                 keys += [k.task(c.task_id), k.gate if c.gated else k.queue(c.queue)]
-                args += [c.task_id, c.score]
+                args += [c.task_id, c.score, c.queue]
         return keys, args
 
     def _take_keys(self, worker_id: str) -> list[str]:

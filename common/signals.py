@@ -5,13 +5,15 @@ a little latency, never a task, because an idle dispatcher reads the queues agai
 few seconds (``balancer.dispatcher.IDLE_RECHECK``) and a new leader reads everything.
 The Lua scripts write the same formats; this module is the only Python that reads them.
 
-    s[|<queue> <queue>...]    tasks were submitted (to those queues), or a queue got work
+    s[|<queue> <queue>...]    tasks were submitted (to those queues), or those queues got
+                              work (an ack's dependents, a task put back); with no queue
+                              named, any queue may have: the dispatcher reads them all
     S|<queue>|<id>,<id>...    a small submit made these tasks of one queue ready (and no
                               other): an idle dispatcher leases them without reading it
     r                         a retry was scheduled in ``delayed``
-    a|<worker>|<n>            a worker finished tasks and holds n leases now; dependents or
-                              retries may have been queued
-    k|<worker>|<n>            the same, and nothing was queued: the queues are as they were
+    a|<worker>|<n>            a worker finished tasks and holds n leases now; tasks may have
+                              been queued anywhere (sent by workers of earlier releases only)
+    k|<worker>|<n>            the same, and nothing was queued but what an ``s`` names
     l|<worker>|<n>            a submit took the worker's standing offer: it holds n now
     h|<worker>|<leased>|<hb>  heartbeat: tasks leased to it now, then the msgpack WorkerInfo
     x|<worker>                a worker deregistered: reap it now
@@ -82,7 +84,8 @@ def submitted(ready: dict[str, list[str]]) -> str:
 
 
 def acked(worker: str, held: int, queued: bool = True) -> str:
-    """An ack's signal (ack.lua and fail.lua build the same)."""
+    """An ack's signal (ack.lua, fail.lua and cancel.lua build the ``queued=False`` one;
+    ``queued``, an ack of a worker of an earlier release)."""
     return f"{ACK if queued else SETTLED}|{worker}|{held}"
 
 

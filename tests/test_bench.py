@@ -254,3 +254,14 @@ def test_runaway_bench_reports_a_thread_worker_before_and_after_tasks_spin_past_
     proc, figures = _run("runaway_bench.py", out, "--tasks", "60", "--spins", "2")
     assert figures["before_per_s"] > 0 and figures["after_per_s"] > 0, figures
     assert "2 tasks spun past their timeout (failed)" in proc.stdout
+
+
+@pytest.mark.integration
+def test_many_queues_bench_reports_figures_per_queue_count(tmp_path: Path) -> None:
+    out = tmp_path / "many.json"
+    proc, figures = _run("many_queues_bench.py", out, "--queues", "1,30", "--flows", "20")
+    assert set(figures["figures"]) == {"1", "30"}
+    for count, [row] in figures["figures"].items():
+        assert all(row[name] > 0 for name in ("first_ms", "p50_ms", "serve_cpu_ms")), count
+        assert row["p50_ms"] <= row["p90_ms"], row
+    assert "30 queues against 1" in proc.stdout

@@ -11,7 +11,10 @@
 -- KEYS: leases, inflight, wake, deadlines, inbox, ahead, idle, events, tag-inflight,
 --       delayed; then per task: task, flow, flow done, then (child task, child queue) per
 --       child
--- The ack signal says how many leases the worker still holds; a worker holding more than
+-- The ack signal ('settled') says how many leases the worker still holds; dependents it
+-- queued are told apart, as a submit is: the names of their queues (a dispatcher reads
+-- only the queues a signal names, and every queue on a signal that names none, as
+-- 'ack' from a worker of an earlier release). A worker holding more than
 -- "quiet above" (-1: always signal) is not due a refill, and is not worth a wake-up
 -- unless the call queued dependents (they are new work for the dispatcher); below it, at
 -- checkpoints on the way down. While the dispatcher is idle (it found every queue a
@@ -22,7 +25,8 @@
 -- always signals: a task waiting for that tag's place may go now.
 -- ARGV: worker id, ttl ms, finished ms, task count, take, quiet above, ahead field,
 --       events cap, task events; then per task: id, token, queue, started ms, result, has
---       deadline, event record, child count, then (child id, child score) per child
+--       deadline, event record, child count, then (child id, child score, child queue
+--       name) per child
 -- (finished ms: Redis's clock as the worker reckons it, common/redisclock.py; ahead
 -- field '': none, the leases taken start at once; has deadline: 1 or 0; event record: the task's record in the task.completed event,
 -- whose one entry holds every task stored, built by the worker (common/events.py: every
@@ -36,6 +40,7 @@ events_to(KEYS[8], ARGV[8], ARGV[9])
 -- The flows this call settles ride in its task.completed entry (one write for both).
 if EVENTS.tasks then EVENTS.flows = {} end
 local out, per_queue, per_flow, stored, unlocked, records = {}, {}, {}, 0, 0, {}
+local filled, filled_names = {}, {}  -- the queues dependents went to (or the gate, for)
 local untagged = 0
 for t = 1, tonumber(ARGV[4]) do
   local id, token, queue = ARGV[a], ARGV[a + 1], ARGV[a + 2]
@@ -49,10 +54,15 @@ for t = 1, tonumber(ARGV[4]) do
       redis.call('ZREM', KEYS[4], id .. '|' .. ARGV[1] .. '|' .. token)
     end
     for c = 0, children - 1 do
-      if unlock(KEYS[k + 3 + 2 * c], KEYS[k + 4 + 2 * c], ARGV[a + 9 + 2 * c],
-                ARGV[a + 8 + 2 * c], KEYS[10], KEYS[3]) then
+      if unlock(KEYS[k + 3 + 2 * c], KEYS[k + 4 + 2 * c], ARGV[a + 9 + 3 * c],
+                ARGV[a + 8 + 3 * c], KEYS[10], KEYS[3]) then
         if EVENTS.tasks then redis.call('HSET', KEYS[k + 3 + 2 * c], 'ready', now) end
         unlocked = unlocked + 1
+        local name = ARGV[a + 10 + 3 * c]
+        if not filled[name] then
+          filled[name] = true
+          filled_names[#filled_names + 1] = name
+        end
       end
     end
     if EVENTS.tasks then records[#records + 1] = ARGV[a + 6] end
@@ -70,7 +80,7 @@ for t = 1, tonumber(ARGV[4]) do
     local s = redis.call('HMGET', task, 'state', 'lease')
     out[t] = (s[1] == 'completed' and s[2] == token) and 1 or 0
   end
-  a = a + 8 + 2 * children
+  a = a + 8 + 3 * children
   k = k + 3 + 2 * children
 end
 for queue, count in pairs(per_queue) do lease_count(KEYS[2], queue, -count) end
@@ -93,8 +103,11 @@ if stored > 0 and (unlocked > 0 or redis.call('EXISTS', KEYS[7]) == 0) then
   local held, quiet = redis.call('SCARD', KEYS[1]), tonumber(ARGV[6])
   if quiet < 0 or unlocked > 0 or untagged > 0 or passes_checkpoint(held + stored, held,
                                                                      quiet) then
-    -- 'a' when dependents were queued (the dispatcher reads its queues again), else 'k'.
-    signal(KEYS[3], unlocked > 0 and SIGNAL.ack or SIGNAL.settled, ARGV[1], held)
+    signal(KEYS[3], SIGNAL.settled, ARGV[1], held)
+  end
+  if unlocked > 0 then
+    table.sort(filled_names)
+    signal(KEYS[3], SIGNAL.submitted, table.concat(filled_names, ' '))
   end
 end
 local taken, forged = {}, {}

@@ -116,9 +116,10 @@ for _, task in ipairs(tasks) do
     end
   end
 end
--- Their slots are free: the dispatcher reads its queues again for them.
+-- Their slots are free: the dispatcher reads the queues they serve that it does not know
+-- empty (nothing was queued: 'settled').
 for _, w in ipairs(told) do
-  signal(KEYS[7], SIGNAL.ack, w, redis.call('SCARD', seen[w]))
+  signal(KEYS[7], SIGNAL.settled, w, redis.call('SCARD', seen[w]))
 end
 redis.call('HINCRBY', KEYS[1], 'cancelled', #tasks)
 local held = 0

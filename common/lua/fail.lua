@@ -37,7 +37,8 @@ end
 redis.call('ZREM', KEYS[9], id .. '|' .. ARGV[1] .. '|' .. token)
 if counted(token) then lease_count(KEYS[3], ARGV[8], -1) end
 untag(KEYS[1], KEYS[13], token)
-signal(KEYS[6], SIGNAL.ack, ARGV[1], redis.call('SCARD', KEYS[2]))
+-- The slot is free ('settled': nothing queued yet; a task put back says so below).
+signal(KEYS[6], SIGNAL.settled, ARGV[1], redis.call('SCARD', KEYS[2]))
 redis.call('HSET', KEYS[1], 'started', ARGV[9], 'error', ARGV[4], 'worker', ARGV[1],
   'lease', token)
 if mode == 'quarantine' then
@@ -52,6 +53,7 @@ if mode == 'crash' then
     return settle(3)
   end
   requeue(KEYS[1], KEYS[10], id, KEYS[7], KEYS[6])
+  signal(KEYS[6], SIGNAL.submitted, ARGV[8])
   return settle(2)
 end
 if mode == 'skip' then

@@ -62,9 +62,13 @@ def read(state: DispatchState, ready: dict[str, list[str]], **kw: object) -> obj
 
 
 def idle(state: DispatchState) -> DispatchState:
-    """One round that reads every queue empty."""
-    assert isinstance(state.begin_round(), ReadQueues)
-    assert read(state, {}) is None
+    """One round that reads every queue empty (none, when each is known empty already)."""
+    command = state.begin_round()
+    if state.queue_names - state.empty:
+        assert isinstance(command, ReadQueues)
+        assert read(state, {}) is None
+    else:
+        assert command is None
     assert state.mode is Mode.IDLE
     return state
 
@@ -217,7 +221,7 @@ def test_signals_ask_for_upkeep_and_a_reap_comes_before_later_signals() -> None:
     assert commands == [Reap("w"), RefreshQueues(), RunCascade(), CheckRetries(),
                         WatchDeadlines()]
     assert state.view.workers["w"].leased == 3
-    assert feed(state, sig("s|newqueue")) == [RefreshQueues()]
+    assert feed(state, sig("s|newqueue")) == [RefreshQueues(frozenset({"newqueue"}))]
 
 
 def test_an_idle_state_reads_again_after_the_recheck_interval() -> None:
@@ -329,3 +333,87 @@ def test_a_round_with_no_room_for_a_queue_not_known_empty_names_it_backlogged() 
     feed(state, sig("k|w|0"))  # the slot freed: a round reads the queue again
     assert state.begin_round() == ReadQueues((("default", 1),), inflight=False)
     assert state.backlogged == frozenset()
+
+
+def tenants(n: int = 3) -> DispatchState:
+    """Queues t0..t<n-1>, one "*" worker of 10 slots, every queue read empty."""
+    state = cluster(*(QueueConfig(f"t{i}") for i in range(n)), workers={"w": (("*",), 10)})
+    return idle(state)
+
+
+def test_a_round_reads_only_the_queues_a_signal_named_and_not_those_known_empty() -> None:
+    state = tenants()
+    assert state.empty == {"t0", "t1", "t2"}
+    feed(state, sig("s|t1"))
+    assert state.empty == {"t0", "t2"}
+    assert state.begin_round() == ReadQueues((("t1", 10),), inflight=False)
+    assert isinstance(read(state, {"t1": ["a"]}), Assign)
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert state.empty == {"t0", "t1", "t2"}  # t1 drained: the read returned all it held
+
+
+def test_an_ack_naming_the_queues_it_filled_has_those_read_and_one_naming_none_all() -> None:
+    state = tenants()
+    feed(state, sig("k|w|0"), sig("s|t0 t2"))  # this release's ack that queued dependents
+    assert state.begin_round() == ReadQueues((("t0", 10), ("t2", 10)), inflight=False)
+    assert read(state, {}) is None
+    feed(state, sig("a|w|0"))  # an earlier release's: it may have queued anywhere
+    assert state.begin_round() == ReadQueues((("t0", 10), ("t1", 10), ("t2", 10)),
+                                             inflight=False)
+
+
+def test_listed_ids_dropped_by_an_ack_leave_their_queue_to_be_read() -> None:
+    state = tenants()
+    feed(state, sig("S|t1|a"), sig("k|w|0"))
+    assert state.listed is None and state.empty == {"t0", "t2"}
+    assert state.begin_round() == ReadQueues((("t1", 10),), inflight=False)
+
+
+def test_a_busy_state_forgets_what_it_knew_empty_every_recheck() -> None:
+    """A task queued with no signal (the wake list dropped it past its cap) waits at most
+    a recheck, even while other queues keep the dispatcher busy."""
+    state = tenants()
+    feed(state, sig("s|t0"))
+    state.tick(now=2.0, recheck=5.0)
+    assert state.empty == {"t1", "t2"}
+    state.tick(now=5.5, recheck=5.0)
+    assert state.mode is Mode.ACTIVE and state.empty == frozenset()
+    assert state.begin_round() == ReadQueues((("t0", 10), ("t1", 10), ("t2", 10)),
+                                             inflight=False)
+
+
+def test_every_queue_known_empty_makes_a_round_idle_without_a_read() -> None:
+    state = tenants()
+    feed(state, sig("k|w|0"))  # a freed slot, nothing queued
+    assert state.mode is Mode.IDLE and state.begin_round() is None
+    state.stale()
+    assert isinstance(state.begin_round(), ReadQueues)
+
+
+def test_a_queue_a_submit_named_first_is_added_and_read_alone() -> None:
+    state = tenants()
+    assert feed(state, sig("s|t9")) == [RefreshQueues(frozenset({"t9"}))]
+    state.added({"t9": QueueConfig("t9")})
+    assert state.queue_names == {"t0", "t1", "t2", "t9"}
+    assert state.begin_round() == ReadQueues((("t9", 10),), inflight=False)
+
+
+def test_depths_are_weighed_again_only_where_a_mean_or_a_priority_changed() -> None:
+    state = tenants()
+
+    def report(**means: float) -> None:
+        blob = WorkerInfo("w", ("*",), 10, durations=means).to_blob()
+        feed(state, signals.Signal(signals.HEARTBEAT, "w", 0, blob))
+
+    report(t0=1.0, t1=1.0)  # 1 ms tasks: 20 a slot
+    assert state.depths() == {"t0": 20, "t1": 20, "t2": 1}
+    version = state.depths_version
+    report(t0=1.0, t1=1.0)  # reported again, the same
+    assert state.depths() == {"t0": 20, "t1": 20, "t2": 1}
+    assert state.depths_version == version
+    report(t0=2.0, t1=1.0)
+    assert state.depths() == {"t0": 10, "t1": 20, "t2": 1}
+    assert state.depths_version == version + 1
+    state.added({"t3": QueueConfig("t3", priority=5)})  # outranks them all for the "*" worker
+    assert state.depths() == {"t0": 1, "t1": 1, "t2": 1, "t3": 1}
+    assert state.depths_version > version

@@ -660,3 +660,18 @@ def test_a_heartbeat_report_of_the_wrong_kinds_is_ignored_and_dispatch_goes_on(
     settle(dispatcher, 10)
     assert len(inbox(fake, keys)) == 3  # all to the worker whose report reads
     assert WorkerInfo.readable(codec.pack(report)) is None
+
+
+def test_a_submit_to_a_new_queue_reads_that_queues_config_and_head_alone(
+        fake: redis.Redis, settings: Settings, setup: Any) -> None:
+    """A queue per tenant: the first submit to one costs a read of its config and of its
+    head, not of every queue's (the full refresh stays on its period)."""
+    dispatcher, keys, reads = setup
+    with_solo(fake, settings, setup)
+    refreshed_at = dispatcher._configs_at
+    assert "one" not in dispatcher.queue_names and "default" in dispatcher.state.empty
+    submit_one(fake, settings, keys)
+    dispatcher.step()
+    assert "one" in dispatcher.queue_names and dispatcher._configs_at == refreshed_at
+    assert reads == [keys.queue("one")]
+    assert fake.llen(keys.inbox("solo")) == 1

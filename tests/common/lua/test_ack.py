@@ -200,7 +200,7 @@ def test_a_quiet_ack_still_wakes_the_dispatcher_when_it_queued_a_dependent(db: D
     assert db.scripts.ack(W, [Done("a", tokens["a"], Q, FLOW, STARTED, b"ok", False, [child])],
                           TTL, FINISHED, quiet_above=2) == [True]
     assert db.queued() == {"c": 5.0}
-    assert db.wake() == [f"a|{W}|3"]  # 3 held is above 2, but "c" is new work
+    assert db.wake() == [f"k|{W}|3", f"s|{Q}"]  # 3 held is above 2, but "c" is new work
 
 
 def test_an_ack_to_an_idle_dispatcher_wakes_it_only_when_it_queued_a_dependent(
@@ -215,7 +215,7 @@ def test_an_ack_to_an_idle_dispatcher_wakes_it_only_when_it_queued_a_dependent(
     assert db.ack("b", tokens["b"])
     assert db.wake() == []  # nothing queued anywhere: the freed slot needs no refill
     assert db.ack("a", tokens["a"], child)
-    assert db.wake() == [f"a|{W}|0"]  # "c" is new work
+    assert db.wake() == [f"k|{W}|0", f"s|{Q}"]  # "c" is new work, in queue Q
     db.client.delete(db.keys.idle, db.keys.wake)
     db.put_task("d")
     assert db.ack("d", db.lease("d")["d"])

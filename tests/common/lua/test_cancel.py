@@ -48,7 +48,7 @@ def test_every_unfinished_task_ends_cancelled_and_the_flow_with_them(db: Db) -> 
     assert db.leases() == set() and db.inbox() == [] and db.deadlines() == set()
     # Only the lease a slot had taken is told to the worker; the inbox entry just went.
     assert db.client.lrange(db.keys.cancels(W), 0, -1) == [f"r1|{tokens['r1']}".encode()]
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0"]  # a slot is free, nothing was queued
 
 
 def test_a_late_ack_or_failure_of_a_cancelled_lease_is_refused(db: Db) -> None:

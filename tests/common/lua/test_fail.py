@@ -37,7 +37,7 @@ def test_fail_with_retries_left_schedules_a_retry(db: Db) -> None:
     assert db.deadlines() == set()
     assert db.flow("remaining") == "1"
     assert db.client.llen(db.keys.cascade) == 0
-    assert db.wake() == [f"a|{W}|0", "r"]  # the slot is free; a retry waits in delayed
+    assert db.wake() == [f"k|{W}|0", "r"]  # the slot is free; a retry waits in delayed
 
 
 def test_fail_backs_off_exponentially(db: Db) -> None:
@@ -62,7 +62,7 @@ def test_fail_without_retries_left_fails_cascades_and_settles_the_flow(db: Db) -
     assert 0 < db.client.pttl(db.keys.task("a")) <= TTL
     assert db.client.zscore(db.keys.delayed, "a") is None
     assert strings(db.client.lrange(db.keys.cascade, 0, -1)) == ["a"]
-    assert db.wake() == [f"a|{W}|0", signals.CASCADE]
+    assert db.wake() == [f"k|{W}|0", signals.CASCADE]
     flow = db.client.hgetall(db.keys.flow(FLOW))
     assert (flow[b"state"], flow[b"failed"], flow[b"remaining"]) == (b"failed", b"1", b"0")
     assert db.client.lrange(db.keys.flow_done(FLOW), 0, -1) == [b"failed"]
@@ -78,7 +78,7 @@ def test_fail_in_final_mode_fails_even_with_retries_left(db: Db) -> None:
         "failed", "timeout", W, token)
     # No dependents: nothing to cascade; the flow still has another task.
     assert db.client.llen(db.keys.cascade) == 0
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0"]
     assert (db.flow("state"), db.flow("failed")) == ("running", "1")
 
 
@@ -203,7 +203,7 @@ def test_fail_in_crash_mode_requeues_at_once_and_counts_a_loss(db: Db) -> None:
     assert db.deadlines() == set()
     assert db.inflight() == "0"
     assert db.flow("remaining") == "1"
-    assert db.wake() == [f"a|{W}|0"]
+    assert db.wake() == [f"k|{W}|0", f"s|{Q}"]  # the slot is free; "a" is back in Q
 
 
 def test_fail_in_crash_mode_quarantines_at_the_poison_threshold(db: Db) -> None:
