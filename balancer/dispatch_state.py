@@ -61,6 +61,20 @@ ASSIGN_BATCH = 1000
 LEASE_LISTED = True
 
 
+# A queue read with at most this many ids has them remembered (``DispatchState.heads``).
+CACHED_IDS = 64
+
+
+@dataclass(frozen=True)
+class Head:
+    """What a read found at the head of a queue: its first ids, the first one's score,
+    and whether that was all the queue held."""
+
+    ids: tuple[str, ...]
+    score: float
+    complete: bool
+
+
 class Mode(enum.Enum):
     ACTIVE = "active"
     IDLE = "idle"
@@ -182,6 +196,7 @@ class Round:
     ready: dict[str, list[str]] = field(default_factory=dict)
     inflight: dict[str, int] = field(default_factory=dict)
     asked: dict[str, int] = field(default_factory=dict)  # ids each queue's read asked for
+    cached: dict[str, Head] = field(default_factory=dict)  # the queues not read: as remembered
     tags: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tag_leased: dict[str, int] = field(default_factory=dict)  # with this round's leases
     tagged: dict[str, str] = field(default_factory=dict)  # id -> tags its lease counts
@@ -228,6 +243,7 @@ class DispatchState:
         self.mode = Mode.ACTIVE
         self.empty: frozenset[str] = frozenset()
         self.listed: dict[str, list[str]] | None = None
+        self.heads: dict[str, Head] = {}
         self.again = False  # work is left that needs no signal to continue
         self.looked_at = 0.0  # when a round last read the queues
         self.forgot_at = 0.0  # when ``tick`` last forgot what was known empty
@@ -251,7 +267,7 @@ class DispatchState:
         return self.mode in (Mode.QUIET, Mode.WAKING)
 
     def config(self, queue: str) -> QueueConfig:
-        return self.configs.get(queue, QueueConfig(queue))
+        return scheduling.config_of(self.configs, queue)
 
     def eligible(self) -> list[WorkerView]:
         """The workers leases may go to: all but those a lease failed for lately."""
@@ -274,6 +290,7 @@ class DispatchState:
         self._wake()
         self.empty = frozenset()
         self.listed = None
+        self.heads = {}
         self._check()
 
     def cut(self) -> None:
@@ -319,6 +336,7 @@ class DispatchState:
         """A queue's key is unusable: not read (nor known empty) until the next refresh."""
         self.skipped.add(queue)
         self.empty -= {queue}
+        self.heads.pop(queue, None)
         if self.listed is not None and queue in self.listed:
             self._unlisted(self.listed)
             self.listed = None
@@ -419,6 +437,8 @@ class DispatchState:
                         self._unlisted(known)
                         known = None
                     self.empty -= set(s.queues)
+                    for q in s.queues:
+                        self.heads.pop(q, None)
                 else:
                     self.stale()
                     known = None
@@ -501,7 +521,7 @@ class DispatchState:
         # The queues that may hold tasks, and those that got the listed ids.
         unsure = self.queue_names - self.empty - self.skipped
         depths = self.depths(unsure.union(known) if known else unsure)
-        room = {q: rooms.room(q, d, shunned) for q, d in depths.items()}
+        room = rooms.rooms(depths, shunned)
         rnd = self.round = Round(depths, room)
         if known and LEASE_LISTED and self._fits(known, room):
             [(queue, ids)] = known.items()
@@ -522,7 +542,14 @@ class DispatchState:
         tags = bool(self.tag_limits)
         rnd.asked = {q: min(ASSIGN_BATCH, room[q] + (self.passed_over.get(q, 0) if tags else 0))
                      for q in servable}
-        return ReadQueues(tuple(rnd.asked.items()), limits, tags)
+        # A queue read since with no signal about it nor a lease from it holds what it
+        # held: a backlog spread over thousands of queues costs the queues a round leases
+        # from, not a read of each (while a tag has a limit, every queue is read).
+        heads = {} if tags else self.heads
+        rnd.cached = {q: h for q in servable if (h := heads.get(q)) is not None
+                      and (h.complete or len(h.ids) >= rnd.asked[q])}
+        return ReadQueues(tuple((q, n) for q, n in rnd.asked.items() if q not in rnd.cached),
+                          limits, tags)
 
     def _room_in_empty(self) -> bool:
         """Some queue known empty has room (weighed a slot each: room at a greater depth
@@ -549,27 +576,40 @@ class DispatchState:
         assert rnd is not None and not rnd.listed
         self.looked_at = now
         servable = set(rnd.order)
+        self._remember(rnd, read)
+        ready = {**{q: list(h.ids[:rnd.asked[q]]) for q, h in rnd.cached.items()}, **read.ready}
+        heads = {**{q: h.score for q, h in rnd.cached.items()}, **read.heads}
         # What we know empty: the queues read empty now, and those not read (no room) that
         # were known empty before (only signals, which reset this, bring new tasks).
         unsure = read.cleaned | self.skipped  # not empty for all we know
         self.empty = (self.empty - servable) | {
-            q for q in servable if q not in read.ready and q not in unsure}
-        if not read.ready:
+            q for q in servable if q not in ready and q not in unsure}
+        if not ready:
             self.mode = Mode.ACTIVE if read.cleaned else Mode.IDLE
             self.again = bool(read.cleaned)
             self.round = None
             self._check()
             return None
-        rnd.ready, rnd.inflight, rnd.cleaned = read.ready, read.inflight, read.cleaned
+        rnd.ready, rnd.inflight, rnd.cleaned = ready, read.inflight, read.cleaned
         rnd.tags, rnd.tag_leased = read.tags, dict(read.tag_leased)
-        rnd.order = scheduling.order_queues(read.heads, self.configs, redis_now_ms,
-                                            self.aging_ms)
+        rnd.order = scheduling.order_queues(heads, self.configs, redis_now_ms, self.aging_ms)
         return self._next()
+
+    def _remember(self, rnd: Round, read: QueuesRead) -> None:
+        """Keep the heads just read of the queues that held a few tasks (``heads``), until
+        a signal names the queue, a lease is made from it, or the state goes stale."""
+        for q in rnd.asked.keys() - rnd.cached.keys():
+            ids = read.ready.get(q)
+            if ids and len(ids) <= CACHED_IDS and q not in read.cleaned and q in read.heads:
+                self.heads[q] = Head(tuple(ids), read.heads[q], len(ids) < rnd.asked[q])
+            else:
+                self.heads.pop(q, None)
 
     def assigned(self, result: Assigned) -> Command | None:
         """An ``Assign`` ran: apply what the worker holds now, go on to the next lease."""
         rnd = self.round
         assert rnd is not None and rnd.queue is not None
+        self.heads.pop(rnd.queue, None)  # leased from (or tried): read it again
         if result.n < 0:  # no longer leader: the round ends here
             self.round = None
             self._check()
@@ -616,6 +656,14 @@ class DispatchState:
             rnd.batch, rnd.leased = ids, 0
             rnd.plan = list(self.view.rooms.plan(queue, ids, self.rng, rnd.depths[queue],
                                                  self.shunned).items())
+            if ids and not rnd.plan and rnd.order and not self._room_left(rnd):
+                rnd.order = []  # every worker is full: the other queues wait for room
+
+    def _room_left(self, rnd: Round) -> bool:
+        """Some worker has room for a queue still to lease: a backlog over thousands of
+        queues is not planned queue by queue once the workers are full."""
+        depths = {rnd.depths[q] for q in rnd.order}
+        return any(self.view.rooms.has_room(d, self.shunned) for d in depths)
 
     def _admit(self, rnd: Round, queue: str, ids: list[str], limit: int | None) -> list[str]:
         """The ids of ``queue`` to plan, given the tag limits, at most as many as its
@@ -644,7 +692,13 @@ class DispatchState:
                 self.empty -= {queue}  # the refused ones wait in it
         else:
             rnd.assigned += rnd.leased
-            if rnd.leased == len(rnd.ready[queue]) < min(ASSIGN_BATCH, rnd.room[queue]):
+            if queue in rnd.cached:
+                # Remembered, not read: a small submit whose signal the backlog key held
+                # back may have queued more since. Read it again at once, never assume it
+                # drained.
+                if rnd.leased and rnd.leased == len(rnd.ready[queue]):
+                    self.again = True
+            elif rnd.leased == len(rnd.ready[queue]) < min(ASSIGN_BATCH, rnd.room[queue]):
                 rnd.drained.add(queue)  # the read returned all it held, we leased it all
         rnd.queue = None
 
@@ -676,6 +730,7 @@ class DispatchState:
             assert all(self.listed.values()), self.listed
             assert not self.idle, "a listed submit woke us"
         assert not self.empty & self.skipped, (self.empty, self.skipped)
+        assert not self.empty & self.heads.keys(), (self.empty, self.heads)
         # Work left over means we are not idle.
         assert not (self.again and self.idle), self.mode
         if self.round is None or self.round.queue is None:

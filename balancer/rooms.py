@@ -193,6 +193,31 @@ class RoomIndex:
             total += shelf.total - sum(shelf.room.get(w, 0) for w in exclude)
         return total
 
+    def rooms(self, depths: Mapping[str, int], exclude: Collection[str] = ()
+              ) -> dict[str, int]:
+        """``room`` of each queue of ``depths`` at its depth: the room of the queues no
+        worker names (served by "*" workers alone) weighed once per depth, not once per
+        queue (a queue per tenant: thousands of them at every round)."""
+        unnamed: dict[int, int] = {}
+        out = {}
+        for queue, depth in depths.items():
+            if queue in self._members:
+                out[queue] = self.room(queue, depth, exclude)
+                continue
+            room = unnamed.get(depth)
+            if room is None:
+                room = unnamed[depth] = self.room(queue, depth, exclude)
+            out[queue] = room
+        return out
+
+    def has_room(self, depth: int = 1, exclude: Collection[str] = ()) -> bool:
+        """Some worker, but those in ``exclude``, may take a lease at ``depth``."""
+        for group in list(self._members):
+            shelf = self._shelf(group, depth)
+            if shelf.total - sum(shelf.room.get(w, 0) for w in exclude) > 0:
+                return True
+        return False
+
     def shapes(self, exclude: Collection[str] = ()) -> list[Shape]:
         """The distinct sets of queues the workers serve (those in ``exclude`` left out):
         what ``prefetch.queue_depth`` weighs, in O(sets) instead of O(workers)."""

@@ -205,12 +205,19 @@ def order_queues(
     aging_ms: float,
 ) -> list[str]:
     """Non-empty, unpaused queues, the one to serve first first."""
-    ready = [q for q in heads if not configs.get(q, QueueConfig(q)).paused]
-    return sorted(
-        ready,
-        key=lambda q: (-queue_rank(configs.get(q, QueueConfig(q)), heads[q], now_ms, aging_ms),
-                       heads[q], q),
-    )
+    keyed = []
+    for q, head in heads.items():
+        config = config_of(configs, q)
+        if not config.paused:
+            keyed.append((-queue_rank(config, head, now_ms, aging_ms), head, q))
+    return [q for *_, q in sorted(keyed)]
+
+
+def config_of(configs: Mapping[str, QueueConfig], queue: str) -> QueueConfig:
+    """A queue's config, its defaults when it has none (made only then: a round asks for
+    thousands)."""
+    config = configs.get(queue)
+    return QueueConfig(queue) if config is None else config
 
 
 def queue_room(config: QueueConfig, inflight: int) -> int | None:

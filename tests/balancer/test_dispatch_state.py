@@ -417,3 +417,35 @@ def test_depths_are_weighed_again_only_where_a_mean_or_a_priority_changed() -> N
     state.added({"t3": QueueConfig("t3", priority=5)})  # outranks them all for the "*" worker
     assert state.depths() == {"t0": 1, "t1": 1, "t2": 1, "t3": 1}
     assert state.depths_version > version
+
+
+def test_a_backlog_over_many_queues_is_read_where_leased_from_and_remembered_elsewhere(
+        ) -> None:
+    state = cluster(*(QueueConfig(f"t{i}") for i in range(3)), workers={"w": (("*",), 1)})
+    assert state.begin_round() == ReadQueues((("t0", 1), ("t1", 1), ("t2", 1)), inflight=False)
+    assert read(state, {"t0": ["a"], "t1": ["b"], "t2": ["c"]}) == Assign(
+        "w", "t0", ("a",), 1, 1, False)
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert set(state.heads) == {"t1", "t2"}  # t0 was leased from: read it again
+    feed(state, sig("k|w|0"))
+    assert state.begin_round() == ReadQueues((("t0", 1),), inflight=False)
+    assert read(state, {}) == Assign("w", "t1", ("b",), 1, 1, False)  # as remembered
+    assert state.assigned(Assigned(1, held=1)) is None
+    assert state.again and "t1" not in state.empty  # more may have come unsignalled
+    feed(state, sig("k|w|0"), sig("s|t2"))  # t2 got another task: read it again
+    assert state.begin_round() == ReadQueues((("t1", 1), ("t2", 1)), inflight=False)
+
+
+def test_a_remembered_task_taken_meanwhile_costs_one_lease_that_finds_it_gone() -> None:
+    """A cancel takes a task out of its queue with no signal: the lease script skips the
+    id, and the queue is read at the next round."""
+    state = cluster(*(QueueConfig(f"t{i}") for i in range(2)), workers={"w": (("*",), 1)})
+    assert isinstance(state.begin_round(), ReadQueues)
+    assert isinstance(read(state, {"t0": ["a"], "t1": ["b"]}), Assign)
+    assert state.assigned(Assigned(1, held=1)) is None
+    feed(state, sig("k|w|0"))
+    assert state.begin_round() == ReadQueues((("t0", 1),), inflight=False)
+    assert read(state, {}) == Assign("w", "t1", ("b",), 1, 1, False)
+    assert state.assigned(Assigned(0, held=0)) is None  # "b" was cancelled
+    assert "t1" not in state.heads and "t1" not in state.empty
+    assert state.begin_round() == ReadQueues((("t1", 1),), inflight=False)

@@ -241,3 +241,18 @@ def test_the_shapes_are_the_distinct_queue_sets_served_for_queue_depth() -> None
         view.heartbeat(wid, 0, blob(wid, queues, 1), now=0.0)
     assert sorted(sorted(s.queues) for s in view.rooms.shapes()) == [["high", "q"], ["q"]]
     assert [sorted(s.queues) for s in view.rooms.shapes(exclude={"c"})] == [["q"]]
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(views, st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.sampled_from([1, 2, 4])),
+       st.sets(st.sampled_from(["w0", "w1", "w2"])))
+def test_the_room_of_many_queues_at_once_is_each_ones_room_and_has_room_says_if_any(
+        shapes: list[tuple[Any, ...]], depths: dict[str, int], exclude: set[str]) -> None:
+    """Queues "c" and "d" no worker names: weighed once per depth, as "*" workers' room."""
+    workers = [WorkerView(f"w{i}", *shape) for i, shape in enumerate(shapes)]
+    index = RoomIndex.of(workers)
+    assert index.rooms(depths, exclude) == {q: index.room(q, d, exclude)
+                                            for q, d in depths.items()}
+    for depth in (1, 2, 4):
+        assert index.has_room(depth, exclude) == any(
+            w.free_for(depth) > 0 for w in workers if w.id not in exclude and w.queues)
