@@ -556,7 +556,8 @@ class DispatchState:
         implies room at 1, mostly): a round that read every queue would have read it,
         found it empty, and gone idle."""
         rooms, shunned = self.view.rooms, self.shunned
-        return any(rooms.room(q, 1, shunned) > 0 for q in self.empty)
+        return rooms.has_room(1, shunned) and any(
+            room > 0 for room in rooms.rooms(dict.fromkeys(self.empty, 1), shunned).values())
 
     def _fits(self, known: dict[str, list[str]], room: dict[str, int]) -> bool:
         """The listed tasks may be leased without reading their queue: it held nothing
