@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import redis
 from balancer.common import serverversion, topology
+from balancer.common.sentinelpool import MasterPool, cut_off
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
 from redis.crc import key_slot
@@ -173,6 +174,8 @@ class Wire(Protocol):
     unannotated (``ConnectionInterface``), so strict typing needs them said once here."""
 
     socket_timeout: float | int | None
+    host: str
+    port: int
 
     def send_command(self, *args: Any) -> None: ...
 
@@ -221,6 +224,11 @@ class Direct:
         self._unread = 0  # replies of sent notes, ahead of the next call's
         self._owed = 0  # replies of commands sent ahead, for ``read_owed``
         self._used = 0.0  # when the connection was last used (monotonic)
+        # Behind Sentinel: the pool that says where the master is now (common.sentinelpool).
+        pool = client.connection_pool if cluster is None else None
+        self._master = pool if isinstance(pool, MasterPool) else None
+        if self._master is not None:
+            self._master.follow(self)
 
     def _pool(self) -> redis.ConnectionPool:
         if self._cluster is None:
@@ -250,8 +258,11 @@ class Direct:
     def _connection(self) -> Wire:
         if self._conn is not None:
             now = time.monotonic()
-            if now - self._used > IDLE_CHECK and not self._unread and not self._owed:
-                self._check_idle(self._conn)
+            if not self._unread and not self._owed:
+                if self._master is not None:
+                    self._check_master(self._conn, self._master)
+                if self._conn is not None and now - self._used > IDLE_CHECK:
+                    self._check_idle(self._conn)
             self._used = now
         if self._conn is None:
             conn = self._pool().make_connection()
@@ -283,6 +294,24 @@ class Direct:
             stale = True
         if stale:
             self._lost(conn)
+
+    def _check_master(self, conn: Wire, pool: MasterPool) -> None:
+        """Behind Sentinel: a connection to a server the sentinels no longer name the master
+        is dropped before use (a manual failover leaves the old master writable for a
+        while, and what is written there is lost)."""
+        address = pool.master()
+        if address is not None and (conn.host, conn.port) != address:
+            self._lost(conn)
+
+    def cut_off_unless(self, address: tuple[str, int]) -> None:
+        """Called from another thread when the master moved to ``address``: a blocking
+        connection to another server is shut down, so that a read waiting on it fails at
+        once (as a lost connection) instead of waiting out its block on the old master.
+        Others move before their next call (``_check_master``)."""
+        conn = self._conn
+        if (self.read_timeout is not None and conn is not None
+                and (conn.host, conn.port) != address):
+            cut_off(conn)
 
     def _lost(self, conn: Wire) -> None:
         """Close a connection that failed; the next call makes a new one, connected anew

@@ -12,8 +12,9 @@ own ACL user and password, when they have one, are the options ``sentinel_userna
 ``sentinel_password``. Every other option is one a ``redis://`` URL takes (``ssl_*``,
 ``socket_timeout``...), read by redis-py's own URL parser, and applies to every connection.
 
-A Sentinel client asks the sentinels for the master at each new connection and drops
-connections to a master that was demoted (redis-py's ``SentinelConnectionPool``); a
+A Sentinel client asks the sentinels for the master at each new connection, and again
+every half second while it is used, and moves its open connections once they name another
+(``common.sentinelpool``); a
 Cluster client routes each command by its key's slot and follows MOVED replies. Our keys
 all share one hash tag (``common.keys``), so every script, transaction and blocking read
 of a namespace goes to the one master that holds its slot.
@@ -27,6 +28,7 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
 import redis
+from balancer.common.sentinelpool import MasterPool
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 from redis.sentinel import Sentinel
@@ -164,7 +166,8 @@ def client(top: Topology, **kwargs: Any) -> redis.Redis:
         if top.tls:
             sentinel_kwargs["ssl"] = True
         sentinel = Sentinel(list(top.nodes), sentinel_kwargs=sentinel_kwargs)
-        return cast(redis.Redis, sentinel.master_for(top.service, db=top.db, **conn))
+        return cast(redis.Redis, sentinel.master_for(
+            top.service, db=top.db, connection_pool_class=MasterPool, **conn))
     cluster = RedisCluster(startup_nodes=[_cluster_node(h, p) for h, p in top.nodes], **conn)
     return cast(redis.Redis, cluster)
 

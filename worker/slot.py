@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from balancer.common import codec, signing
@@ -30,6 +31,9 @@ log = logging.getLogger("worker")
 
 _SETTLED_WITHOUT_RESULT = frozenset({TaskState.SKIPPED, TaskState.FAILED,
                                      TaskState.UPSTREAM_FAILED, TaskState.DEAD})
+# An upstream in one of these has not finished: its dependent cannot have been queued.
+_UNSETTLED = frozenset({TaskState.PENDING, TaskState.QUEUED, TaskState.RUNNING,
+                        TaskState.RETRYING, TaskState.SCHEDULED})
 
 
 class Slot(threading.Thread):
@@ -130,6 +134,11 @@ class Slot(threading.Thread):
         else:
             try:
                 args = self._with_upstream_results(lease)
+            except UpstreamUnread as exc:  # not the task's fault: put back, as a crash
+                log.warning("task=%s on worker=%s: %s; it goes back to its queue",
+                            lease.task_id, self.worker_id, exc)
+                outcome = Outcome.failure(ErrorInfo("balancer.UpstreamRecordMissing",
+                                                    str(exc)), crashed=True)
             except LookupError as exc:
                 outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
                                                     str(exc)))
@@ -207,31 +216,59 @@ class Slot(threading.Thread):
         if not refs:
             return lease.args
         keys = self._keys(lease)  # a flow's tasks are all in its partition
-        results = {}
-        for ref, (state, blob) in read_upstream(self.client, keys, lease.task_id, refs):
-            shown = state.decode() if state is not None else "expired"
-            if shown in _SETTLED_WITHOUT_RESULT:
-                # Only a gated task (a trigger, a map) runs after such an upstream: it gets
-                # what the upstream stored (a map's partial list), else None.
-                results[ref] = codec.unpack_refs(blob) if blob else None
-                continue
-            if shown != TaskState.COMPLETED or blob is None:
-                raise LookupError(f"the result of upstream task {ref} is not available"
-                                  f" (state {shown})")
-            results[ref] = codec.unpack_refs(blob)
+        own, upstream = read_upstream(self.client, keys, lease.task_id, refs)
+        results = upstream_results(own, upstream)
         return codec.pack(codec.substitute([args, kwargs], results))
 
 
-def read_upstream(client: redis.Redis, keys: Keys, task_id: str,
-                  refs: Sequence[str]) -> list[tuple[str, list[bytes | None]]]:
-    """Each upstream's state and result, read until Redis answers.
+def upstream_results(own: bytes | None, upstream: Sequence[tuple[str, list[bytes | None]]]
+                     ) -> dict[str, Any]:
+    """Each upstream's result (by id) from what ``read_upstream`` read: the task's own
+    state, and each upstream's state and result blob. UpstreamUnread when what was read
+    cannot be the flow's state; LookupError when an upstream has no result to give."""
+    results = {}
+    for ref, (state, blob) in upstream:
+        shown = state.decode() if state is not None else "expired"
+        if shown in _UNSETTLED or (state is None and own is None):
+            raise UpstreamUnread(
+                f"upstream task {ref} reads {shown} where this worker reads results,"
+                f" though its dependent was leased (this worker's connections straddle"
+                f" two masters in a Redis failover, or the keys were deleted)")
+        if shown in _SETTLED_WITHOUT_RESULT:
+            # Only a gated task (a trigger, a map) runs after such an upstream: it gets
+            # what the upstream stored (a map's partial list), else None.
+            results[ref] = codec.unpack_refs(blob) if blob else None
+            continue
+        if shown != TaskState.COMPLETED or blob is None:
+            raise LookupError(f"the result of upstream task {ref} is not available"
+                              f" (state {shown})")
+        results[ref] = codec.unpack_refs(blob)
+    return results
+
+
+class UpstreamUnread(LookupError):
+    """A leased task's upstream reads as not finished, or its record and the task's own
+    are both missing: no state its flow can be in (a dependent is queued once its
+    upstreams finished; a finished upstream's record expires on its own, the dependent's
+    stays). The worker read from a server that does not hold what its lease came from: a
+    master demoted in a manual failover and still answering one of its connections, or
+    the reverse, or somebody deleted the keys. The task is put back as after a crash
+    (counted toward quarantine), never failed for good on that one read."""
+
+
+def read_upstream(client: redis.Redis, keys: Keys, task_id: str, refs: Sequence[str]
+                  ) -> tuple[bytes | None, list[tuple[str, list[bytes | None]]]]:
+    """The task's own state, and each upstream's state and result, read until Redis
+    answers.
 
     The pipeline is built afresh at each try: redis-py empties a pipeline's commands when
     its ``execute`` fails, so running the same one again would return no replies, and a
     task would run as if its upstreams had no results (seen in a Sentinel failover)."""
-    def read() -> list[list[bytes | None]]:
+    def read() -> list[Any]:
         pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.task(task_id), "state")
         for ref in refs:
             pipe.hmget(keys.task(ref), ["state", "result"])
         return pipe.execute()
-    return list(zip(refs, persist("read results", task_id, read), strict=True))
+    own, *upstream = persist("read results", task_id, read)
+    return own, list(zip(refs, upstream, strict=True))

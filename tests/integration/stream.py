@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pytest
@@ -46,6 +47,7 @@ class Stream:
         self.outcome = Outcome()
         self.odd: list[FlowRun] = []  # the runs behind outcome.other
         self.stopping = threading.Event()
+        self.failed_over_at = 0.0  # when the new master served (monotonic), once it did
         self.thread = threading.Thread(target=self._submit, daemon=True)
 
     def start(self) -> Stream:
@@ -76,19 +78,25 @@ class Stream:
         self.thread.join(30)
 
     def settle(self, timeout: float = 60.0) -> Outcome:
-        """Wait for every accepted run, within ``timeout`` seconds for all of them."""
+        """Wait for every accepted run, within ``timeout`` seconds for all of them (a few
+        waits at once: a lost run's wait takes a slice of run.WAIT_SLICE to say so)."""
         deadline = time.monotonic() + timeout
-        for _, run, expected in self.runs:
+
+        def settle_one(run: FlowRun) -> str | BaseException:
             try:
-                state = run.wait(timeout=max(0.5, deadline - time.monotonic()))
-            except FlowLost:
+                return run.wait(timeout=max(0.5, deadline - time.monotonic()))
+            except (FlowLost, TimeoutError) as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            settled = list(pool.map(settle_one, [run for _, run, _ in self.runs]))
+        for (_, run, expected), state in zip(self.runs, settled, strict=True):
+            if isinstance(state, FlowLost):
                 self.outcome.lost.append(run.id)
-                continue
-            except TimeoutError as exc:
-                self.outcome.other.append(f"{run.id}: {exc}")
+            elif isinstance(state, BaseException):
+                self.outcome.other.append(f"{run.id}: {state}")
                 self.odd.append(run)
-                continue
-            if state == "completed" and run.results().get("add") == expected:
+            elif state == "completed" and run.results().get("add") == expected:
                 self.outcome.completed += 1
             else:
                 self.outcome.other.append(f"{run.id}: {state} {run.states()} {run.message}")
@@ -110,12 +118,14 @@ def dispatch_gap(client: redis.Redis, namespace: str, runs: list[FlowRun]) -> fl
 
 def run_through_failover(procs: Processes, url: str, namespace: str,
                          kill: Callable[[], None], failed_over: Callable[[], bool],
-                         monkeypatch: pytest.MonkeyPatch, what: str, **env: str
+                         monkeypatch: pytest.MonkeyPatch, what: str,
+                         until: Callable[[], bool] | None = None, **env: str
                          ) -> tuple[Stream, float]:
     """serve and two workers (a thread pool, a process pool) on ``url``, a stream of flows,
     ``kill`` mid-stream, until ``failed_over``, then the stream carries on; every run
     settled (bounded waits) and the processes stopped cleanly: (the stream, the dispatch
-    gap in seconds). ``env`` goes to every process, this one's submits included."""
+    gap in seconds). With ``until``, the stream carries on until it holds too (within
+    60 s). ``env`` goes to every process, this one's submits included."""
     procs.env.update(BALANCER_REDIS_URL=url, BALANCER_WORKER_TIMEOUT="5.0", **env)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -130,9 +140,12 @@ def run_through_failover(procs: Processes, url: str, namespace: str,
     killed_at = time.monotonic()
     kill()
     wait_for(failed_over, timeout=30, interval=0.05)
-    failover = time.monotonic() - killed_at
+    stream.failed_over_at = time.monotonic()
+    failover = stream.failed_over_at - killed_at
     # The cluster carries on: flows submitted after the failover complete.
     wait_for(lambda: stream.accepted_since(killed_at) >= 20, timeout=30, interval=0.1)
+    if until is not None:
+        wait_for(until, timeout=60, interval=0.1)
     time.sleep(1)
     stream.stop()
     outcome = stream.settle(timeout=60)
