@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import redis
 from balancer.common import serverversion, topology
@@ -41,6 +41,12 @@ class SlotMoved(redis.ConnectionError):
     it. A lost connection to callers that cannot tell (several commands in one round trip
     may have run in part); a caller whose round trip is one script or one transaction
     knows nothing ran, and may send it again (balancer/submit.py)."""
+
+
+class MasterMoved(redis.ConnectionError):
+    """Behind Sentinel: a blocking call's connection to a master the sentinels no longer
+    name was cut off (common.sentinelpool), so that the call is made again on the new one.
+    A lost connection to callers, which already wait those out and retry."""
 
 
 class Unreachable(redis.ConnectionError):
@@ -227,8 +233,9 @@ class Direct:
         # Behind Sentinel: the pool that says where the master is now (common.sentinelpool).
         pool = client.connection_pool if cluster is None else None
         self._master = pool if isinstance(pool, MasterPool) else None
+        self._cut_for: tuple[str, int] | None = None  # cut off by the pool: the new master
         if self._master is not None:
-            self._master.follow(self)
+            self._master.follow(self, blocking=read_timeout is not None)
 
     def _pool(self) -> redis.ConnectionPool:
         if self._cluster is None:
@@ -311,7 +318,18 @@ class Direct:
         conn = self._conn
         if (self.read_timeout is not None and conn is not None
                 and (conn.host, conn.port) != address):
+            self._cut_for = address
             cut_off(conn)
+
+    def _failed(self, conn: Wire, exc: BaseException) -> NoReturn:
+        """A call's connection failed: closed, and the error raised (MasterMoved when the
+        pool cut it off because the master moved)."""
+        moved = self._cut_for
+        self._lost(conn)
+        if moved is not None:
+            raise MasterMoved(f"the sentinels name {moved[0]}:{moved[1]} the master now;"
+                              f" this connection to the old one was cut off") from exc
+        raise exc
 
     def _lost(self, conn: Wire) -> None:
         """Close a connection that failed; the next call makes a new one, connected anew
@@ -319,6 +337,7 @@ class Direct:
         self._unread = self._owed = 0
         conn.disconnect()
         self._conn = None
+        self._cut_for = None
         if self._cluster is not None:
             self._refresh = True
 
@@ -336,9 +355,8 @@ class Direct:
             conn.send_packed_command(self._pack(*args), check_health=False)
             self._read_notes(conn)
             return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._lost(conn)
-            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._failed(conn, exc)
         except redis.ResponseError as exc:
             if self._cluster is not None and slot_moved(exc):
                 self._moved(conn, exc)
@@ -356,9 +374,8 @@ class Direct:
                                      check_health=False)
             self._read_notes(conn)
             replies = [self._read(conn) for _ in commands]
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._lost(conn)
-            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._failed(conn, exc)
         self._check_moved(conn, replies)
         return replies
 
@@ -385,9 +402,8 @@ class Direct:
             self._owed = len(ahead)
             self._read_notes(conn)
             reply = self._read(conn)
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._lost(conn)
-            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._failed(conn, exc)
         self._check_moved(conn, [reply])
         return reply
 
@@ -399,9 +415,8 @@ class Direct:
             raise redis.ConnectionError("no replies are owed on this connection")
         try:
             replies = [self._read(conn) for _ in range(self._owed)]
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._lost(conn)
-            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            self._failed(conn, exc)
         self._owed = 0
         self._check_moved(conn, replies)
         return replies

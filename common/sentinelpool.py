@@ -14,7 +14,9 @@ handed out (``get_connection``, and ``Direct`` before each call): once they name
 master, the pool's idle connections are dropped (redis-py does it), a connection handed
 back is dropped (redis-py's ``owns_connection``), each ``Direct`` drops its own before its
 next call, and a ``Direct`` blocked in a long read (a worker's fetch) is cut off at once so
-that it waits on the new master. A process moves within RECHECK of the sentinels' naming
+that it waits on the new master (its call raises ``connection.MasterMoved``). A process
+with such a fetch (a worker, a process pool's child, serve) has a thread ask every RECHECK
+even while nothing else uses Redis. A process moves within RECHECK of the sentinels' naming
 of the new master, whether that failover is manual or a dead master's.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -56,14 +59,25 @@ class MasterPool(SentinelConnectionPool):
         self._known: Address | None = None  # the master this process last followed
         self._asking = threading.Lock()  # one thread asks; the others go on meanwhile
         self._holders: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._starting = threading.Lock()
+        self._watcher = 0  # the pid of the process whose thread asks for blocked holders
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self.master()
         return super().get_connection(*args, **kwargs)
 
-    def follow(self, holder: Movable) -> None:
-        """Have ``holder`` cut off when the master moves."""
+    def follow(self, holder: Movable, blocking: bool) -> None:
+        """Have ``holder`` cut off when the master moves. A ``blocking`` one (a fetch that
+        waits for seconds) may be all a process does for a long while (a process pool's
+        child waits on its inbox, and nothing else): the sentinels are then asked every
+        RECHECK by a thread of the pool's own, so that it is cut off all the same."""
         self._holders.add(holder)
+        if blocking:
+            with self._starting:
+                if self._watcher != os.getpid():  # none yet, or one of the parent's
+                    self._watcher = os.getpid()
+                    threading.Thread(target=_watch, args=(weakref.ref(self),),
+                                     name="sentinel-watch", daemon=True).start()
 
     def master(self) -> Address | None:
         """The master's address, as the sentinels named it at most RECHECK seconds ago
@@ -88,6 +102,17 @@ class MasterPool(SentinelConnectionPool):
             return address
         finally:
             self._asking.release()
+
+
+def _watch(pool_ref: weakref.ref[MasterPool]) -> None:
+    """Ask the sentinels every RECHECK while the pool lives (``MasterPool.follow``)."""
+    while True:
+        time.sleep(RECHECK)
+        pool = pool_ref()
+        if pool is None:
+            return
+        pool.master()
+        del pool
 
 
 def cut_off(conn: Any) -> None:

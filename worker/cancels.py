@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import redis
 from balancer.common import signals
-from balancer.common.connection import Direct
+from balancer.common.connection import Direct, MasterMoved
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE, Backoff, describe
@@ -54,6 +54,8 @@ class CancelListener(threading.Thread):
             block = RETRY_EVERY if self._pending else BLOCK
             try:
                 reply = self.direct.call("BLMPOP", block, 1, self.key, "LEFT", "COUNT", 100)
+            except MasterMoved:  # the pool said so: read again at once, from the new one
+                continue
             except RETRYABLE as exc:
                 if self._backoff.failed():
                     log.error("worker=%s cannot read its cancels: %s", self.worker_id,

@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 from balancer.common import signals
-from balancer.common.connection import Direct
+from balancer.common.connection import Direct, MasterMoved
 from balancer.common.keys import Keys
 from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.scripts import Scripts
@@ -222,7 +222,10 @@ class Inbox:
 
     def _failed(self, exc: Exception) -> tuple[Lease | None, int]:
         """A fetch failed: said once per outage; the slot holding the turn waits out the
-        backoff (so one slot retries), then lets the next fetch try."""
+        backoff (so one slot retries), then lets the next fetch try. One cut off because
+        the master moved (the pool said so) fetches again at once, from the new one."""
+        if isinstance(exc, MasterMoved):
+            return None, 0
         if self._backoff.failed():
             log.error("worker=%s cannot fetch: %s", self.worker_id, describe(exc))
         self.stopping.wait(self._backoff.delay)

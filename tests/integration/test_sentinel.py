@@ -151,3 +151,36 @@ def test_a_manual_failover_moves_every_process_off_the_old_master_at_once(
                  outcome.lost]
     assert lost_late == []
     assert stream.accepted_since(moved_by) >= 50  # the ten seconds the old master wrote
+
+
+def test_an_idle_worker_takes_work_from_the_new_master_while_the_old_still_writes(
+        procs: Processes, sentinels: SentinelSet, namespace: str) -> None:
+    """An idle worker's slots wait on its inbox for up to 30 s; after a manual failover
+    that wait was on the old master, and work given to it on the new one waited until the
+    old master's demotion (about ten seconds). Now the wait is cut off once the sentinels
+    name the new master: a flow submitted once every process has asked them again
+    completes, on the new master, while the old one is still a writable master."""
+    procs.env.update(BALANCER_REDIS_URL=sentinels.url)
+    client = connect(sentinels.url)
+    procs.serve_and_worker(client, namespace, "--concurrency", "2")
+    with Flow("before") as flow:
+        tasks.constant(1)
+    assert flow.submit(client, namespace=namespace).wait(timeout=30) == "completed"
+    old_master, new_master = sentinels.master_port(), sentinels.replicas[0].port
+    old = redis.Redis(port=old_master)
+    redis.Redis(port=sentinels.sentinels[0].port).execute_command(
+        "SENTINEL", "FAILOVER", SERVICE)
+    wait_for(lambda: all(_named(s.port) == new_master for s in sentinels.sentinels),
+             timeout=30, interval=0.05)
+    time.sleep(RECHECK + 0.5)  # each process asks them again within RECHECK
+    with Flow("after") as flow:
+        tasks.add(tasks.constant(2), tasks.constant(3))
+    run = flow.submit(client, namespace=namespace)
+    assert run.wait(timeout=60) == "completed" and run.results()["add"] == 5
+    assert old.execute_command("ROLE")[0] == b"master"  # not yet demoted: no wait for it
+    assert redis.Redis(port=new_master).exists(run.keys.flow(run.id))
+
+
+def _named(sentinel_port: int) -> int:
+    """The master's port as one sentinel names it."""
+    return int(redis.Redis(port=sentinel_port).sentinel_get_master_addr_by_name(SERVICE)[1])
