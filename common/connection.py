@@ -8,14 +8,15 @@ follows failovers. Whatever is said about a URL here shows it redacted (``common
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import redis
-from balancer.common import serverversion, topology
+from balancer.common import demoted, serverversion, topology
 from balancer.common.sentinelpool import MasterPool, cut_off
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
@@ -29,6 +30,9 @@ _embedded_lock = threading.Lock()
 _embedded_servers: dict[str, object] = {}
 
 MEMORY_SCHEME = "memory://"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 class BadRedisURL(ValueError):
     """A URL that cannot name a Redis (an unknown scheme, options redis-py cannot take).
@@ -75,7 +79,9 @@ def connect(url: str) -> redis.Redis:
         check(url)
         if topology.is_topology(url):
             return _connect_topology(url)
-        client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+        client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True,
+                                      retry=demoted.retry())
+        demoted.leave_replicas(client)
         _check_options(client, url)
     except ValueError as exc:
         raise BadRedisURL(scrub(str(exc))) from None
@@ -194,6 +200,19 @@ class Wire(Protocol):
     def can_read(self, timeout: float = 0) -> bool: ...
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None: ...
+
+
+def _again_if_demoted(method: Callable[P, R]) -> Callable[P, R]:
+    """A call answered by a server demoted to a replica (``demoted.Demoted``) is made
+    once more, on a new connection: nothing ran there (a replica refuses a write before
+    making it), and the new connection finds the new master behind the same name."""
+    @functools.wraps(method)
+    def again(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except demoted.Demoted:
+            return method(*args, **kwargs)
+    return again
 
 
 class Direct:
@@ -348,6 +367,7 @@ class Direct:
         self._lost(conn)
         raise SlotMoved(f"Redis Cluster: {exc}") from None
 
+    @_again_if_demoted
     def call(self, *args: Any) -> Any:
         self._owing_nothing()
         conn = self._connection()
@@ -362,6 +382,7 @@ class Direct:
                 self._moved(conn, exc)
             raise
 
+    @_again_if_demoted
     def calls(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Several commands in one round trip. An error reply comes back as the exception
         object, in its place; a lost connection (or a cluster slot that moved) raises."""
@@ -388,6 +409,7 @@ class Direct:
             except redis.ResponseError as exc:
                 log.error("a note to Redis was refused: %s", exc)
 
+    @_again_if_demoted
     def call_ahead(self, first: tuple[Any, ...], *ahead: tuple[Any, ...]) -> Any:
         """``first`` and the commands ``ahead`` of the caller in one round trip: the reply
         to ``first`` (an error reply as the exception object); those of ``ahead`` are

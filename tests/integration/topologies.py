@@ -1,13 +1,17 @@
-"""Private Redis topologies for tests: a master with a replica behind three sentinels (the
-Redis Cluster of three masters and three replicas is ``bench.redis_servers.LocalCluster``,
-which the benchmarks share). Every server runs on a free loopback port in a temporary
-folder, and ``cleanup`` kills each by its own process (never by name).
+"""Private Redis topologies for tests: a master with a replica behind three sentinels, or
+behind one address that moves (the Redis Cluster of three masters and three replicas is
+``bench.redis_servers.LocalCluster``, which the benchmarks share). Every server runs on a
+free loopback port in a temporary folder, and ``cleanup`` kills each by its own process
+(never by name).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,3 +95,70 @@ class SentinelSet(Topology):
         for server in [*self.sentinels, self.master, *self.replicas]:
             server.stop(kill=True)
             shutil.rmtree(server.dir, ignore_errors=True)
+
+
+class OneAddress(Topology):
+    """A master and its replica behind one address that moves, as a managed Redis service
+    or a DNS name fails over: a TCP proxy that connects each new connection to the server
+    it names now (``move_to``), and leaves the connections made before where they are."""
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.replica = RedisServer()
+        self.target = 0  # the port new connections go to
+        self._listener = socket.socket()
+        self._open: list[socket.socket] = []
+
+    def _start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        redis.Redis(port=self.replica.port).replicaof("127.0.0.1", self.master.port)
+        wait_until(lambda: online_replicas(redis.Redis(port=self.master.port)) >= 1,
+                   "the replica syncs")
+        self.target = self.master.port
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+
+    def fail_over(self) -> None:
+        """Redis's own coordinated FAILOVER (the master waits for its replica, then the two
+        swap roles), then the address moves to the new master."""
+        old = redis.Redis(port=self.master.port)
+        old.execute_command("FAILOVER")
+        wait_until(lambda: old.execute_command("ROLE")[0] == b"slave", "the failover")
+        self.target = self.replica.port
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+                far = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return  # closed by cleanup (or the server is gone: the client sees it)
+            self._open += [near, far]
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def cleanup(self) -> None:
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for server in (self.master, self.replica):
+            server.stop(kill=True)
+            shutil.rmtree(server.dir, ignore_errors=True)
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    """Copy bytes one way until either side closes, then close both ways."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
