@@ -7,7 +7,8 @@ each slot and on the worker). "Leased" is Redis's side: the members of ``leases:
 hold their own leases; the supervisor's holding sees only the long runs it is shown.
 
 Several threads share this: slots take leases and start them, the ack thread
-releases them, the marker and the reconciler read them, the heartbeat reports durations.
+releases them, the marker and the reconciler read them, the heartbeat reports durations
+(of the queues run in the last FORGET_AFTER seconds).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from balancer.common import prefetch
 from balancer.common.signals import Lease
 
 EWMA = 0.2
+# A queue whose tasks this worker has not run for this long (seconds) is left out of its
+# reports, and its mean forgotten: a worker serving a queue per tenant would otherwise
+# send (and the dispatcher parse) the mean of every queue it ever ran at every full beat.
+FORGET_AFTER = 600.0
 
 
 class Holding:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._leases: dict[str, Lease] = {}
         self._started: dict[str, float] = {}  # task id -> monotonic start, until marked
@@ -31,6 +37,7 @@ class Holding:
         self._wake_marker = threading.Event()  # ends the marker's idle wait
         self._durations: dict[str, float] = {}  # queue -> mean ms
         self._told: dict[str, float] = {}  # queue -> the mean last given as news
+        self._ran: dict[str, float] = {}  # queue -> when its mean last changed (clock)
         # Called (outside the lock) when the dispatcher should hear of durations at once:
         # it prefetches nothing for a queue until it knows that queue's tasks are short.
         self.on_news: Callable[[], None] = lambda: None
@@ -74,6 +81,7 @@ class Holding:
         its supervisor this way)."""
         with self._lock:
             now = self._durations[queue] = mean_ms
+            self._ran[queue] = self._clock()
             told = self._told.get(queue)
             news = prefetch.news(prefetch.prefetch_depth(now),
                                  None if told is None else prefetch.prefetch_depth(told))
@@ -121,7 +129,12 @@ class Holding:
             return any(prefetch.may_prefetch(ms) for ms in self._durations.values())
 
     def durations(self) -> dict[str, float]:
+        """The mean run time of each queue run within FORGET_AFTER; the others forgotten."""
+        cutoff = self._clock() - FORGET_AFTER
         with self._lock:
+            for q in [q for q, at in self._ran.items() if at < cutoff]:
+                del self._ran[q], self._durations[q]
+                self._told.pop(q, None)
             return {q: round(ms, 3) for q, ms in self._durations.items()}
 
     def __len__(self) -> int:

@@ -7,7 +7,7 @@ import time
 
 from balancer.common.prefetch import prefetch_depth
 from balancer.common.signals import Lease
-from balancer.worker.holding import Holding
+from balancer.worker.holding import FORGET_AFTER, Holding
 
 
 def lease(task_id: str, queue: str = "q") -> Lease:
@@ -95,3 +95,16 @@ def test_the_first_duration_of_a_queue_and_a_change_of_prefetch_eligibility_are_
     for _ in range(10):  # tasks of q turn long: prefetching them must stop at once
         holding.finish("q", 500.0)
     assert len(news) == 2 and news[1]["q"] >= 10.0
+
+
+def test_the_mean_of_a_queue_not_run_for_a_while_is_left_out_of_reports_and_forgotten(
+        ) -> None:
+    now = [1000.0]
+    holding = Holding(clock=lambda: now[0])
+    holding.finish("old", 5.0)
+    now[0] += FORGET_AFTER / 2
+    holding.finish("recent", 1.0)
+    now[0] += FORGET_AFTER / 2 + 1
+    assert holding.durations() == {"recent": 1.0}
+    holding.finish("old", 9.0)  # run again: a first mean, not the old one moved
+    assert holding.durations() == {"old": 9.0, "recent": 1.0}
