@@ -58,6 +58,7 @@ class MasterPool(SentinelConnectionPool):
         self._next_check = 0.0  # monotonic time of the next question to the sentinels
         self._known: Address | None = None  # the master this process last followed
         self._asking = threading.Lock()  # one thread asks; the others go on meanwhile
+        self._pid = os.getpid()  # the process whose threads share the two locks
         self._holders: weakref.WeakSet[Any] = weakref.WeakSet()
         self._starting = threading.Lock()
         self._watcher = 0  # the pid of the process whose thread asks for blocked holders
@@ -72,19 +73,30 @@ class MasterPool(SentinelConnectionPool):
         child waits on its inbox, and nothing else): the sentinels are then asked every
         RECHECK by a thread of the pool's own, so that it is cut off all the same."""
         self._holders.add(holder)
-        if blocking:
+        if blocking and self._watcher != os.getpid():
+            self._forked()
             with self._starting:
                 if self._watcher != os.getpid():  # none yet, or one of the parent's
                     self._watcher = os.getpid()
                     threading.Thread(target=_watch, args=(weakref.ref(self),),
                                      name="sentinel-watch", daemon=True).start()
 
+    def _forked(self) -> None:
+        """In a child process, new locks: one held by another thread of the parent when it
+        forked would stay held for good (no more asking, or a hang)."""
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._asking, self._starting = threading.Lock(), threading.Lock()
+
     def master(self) -> Address | None:
         """The master's address, as the sentinels named it at most RECHECK seconds ago
         (None before the first connection knew it). Sentinels that do not answer leave it
         as it was: the master may still answer, and its connections will say if not."""
         now = time.monotonic()
-        if now < self._next_check or not self._asking.acquire(blocking=False):
+        if now < self._next_check:
+            return self._known or self.master_address
+        self._forked()
+        if not self._asking.acquire(blocking=False):
             return self._known or self.master_address
         try:
             self._next_check = now + RECHECK
