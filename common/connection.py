@@ -537,12 +537,13 @@ class ByNode:
 # A connection unused for this long (seconds) is checked before use (Direct._check_idle).
 IDLE_CHECK = 1.0
 # Error replies of a Redis Cluster that mean: ask the cluster where the slot is now.
-_MOVED_CODES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY")
+_MOVED_CODES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "UNBLOCKED")
 
 
 def slot_moved(exc: BaseException) -> bool:
     """Whether ``exc`` is a Redis Cluster's answer that the slot is served elsewhere, or
-    not right now (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY): the command did not run."""
+    not right now (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, READONLY, and the UNBLOCKED a master
+    turned replica sends a blocked command): the command did not run."""
     if not isinstance(exc, redis.ResponseError):
         return False
     if isinstance(exc, (redis.exceptions.AskError, redis.exceptions.ClusterDownError,

@@ -30,11 +30,13 @@ RETRYABLE: tuple[type[Exception], ...] = (
 RETRYABLE_ON_CLUSTER: tuple[type[Exception], ...] = (*RETRYABLE, RedisClusterException)
 
 # Error replies that say Redis cannot serve right now, whatever the keys (out of memory,
-# a read-only replica after a failover, loading its data, busy with a script, a failing
-# disk, ...): the same call succeeds later. Any other error reply (WRONGTYPE, a script's
-# runtime error, a value that is not a number) is about the data of a particular key.
+# a read-only replica after a failover, a blocked command unblocked by one, loading its
+# data, busy with a script, a failing disk, ...): the same call succeeds later. Any other
+# error reply (WRONGTYPE, a script's runtime error, a value that is not a number) is about
+# the data of a particular key.
 OUTAGE_CODES = frozenset({"OOM", "READONLY", "LOADING", "BUSY", "NOSCRIPT", "MASTERDOWN",
-                          "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "EXECABORT"})
+                          "MISCONF", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "EXECABORT",
+                          "UNBLOCKED"})
 _PIPELINE_PREFIX = " of pipeline caused error: "
 
 

@@ -135,6 +135,28 @@ def test_flows_ride_out_the_namespace_slot_moving_to_another_master(
     assert outcome.refused == []
 
 
+def test_flows_ride_out_a_manual_failover_of_the_master_holding_the_namespace_slot(
+        procs: Processes, local_cluster: LocalCluster, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLUSTER FAILOVER on its replica, as an operator takes a master down for
+    maintenance: the replica catches up while the master holds its clients, then the two
+    swap roles, and connections to the old master are answered MOVED (or UNBLOCKED, those
+    blocked on it)."""
+    owner = local_cluster.owner_of(namespace)
+    replica = next(n for n in local_cluster.nodes if n.port != owner.port
+                   and redis.Redis(port=n.port).execute_command("ROLE")[0] == b"slave"
+                   and int(redis.Redis(port=n.port).execute_command("ROLE")[2])
+                   == owner.port)
+    stream, _ = run_through_failover(
+        procs, local_cluster.url, namespace,
+        lambda: redis.Redis(port=replica.port).execute_command("CLUSTER FAILOVER"),
+        lambda: local_cluster.owner_of(namespace) is replica, monkeypatch,
+        "cluster manual failover")
+    outcome = stream.outcome
+    assert outcome.other == [] and outcome.lost == [] and outcome.refused == []
+    assert outcome.completed == len(stream.runs)
+
+
 def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
         procs: Processes, local_cluster: LocalCluster, namespace: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
