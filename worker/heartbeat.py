@@ -171,7 +171,8 @@ class Heartbeat(threading.Thread):
     def beat_now(self, info: WorkerInfo | None = None) -> None:
         """Beat in full out of turn: something the dispatcher should know has changed."""
         if not self.beat(info):
-            log.warning("worker=%s had been declared dead; registered again", self.worker_id)
+            log.warning("worker=%s had been declared dead (or Redis lost its record: a restart"
+                        " without persistence); registered again", self.worker_id)
 
     def tick(self, full: bool = False) -> None:
         """The beat of one interval: light when nothing worth telling changed."""
