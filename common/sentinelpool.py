@@ -9,15 +9,17 @@ writing there, and those writes are gone when it becomes a replica. Worse, a pro
 whose connections straddle the two (its blocking fetch on the old master, its reads on
 the new) runs a task leased on one with its upstreams' results read from the other.
 
-So the pool asks the sentinels again, at most every RECHECK seconds, when a connection is
-handed out (``get_connection``, and ``Direct`` before each call): once they name another
-master, the pool's idle connections are dropped (redis-py does it), a connection handed
-back is dropped (redis-py's ``owns_connection``), each ``Direct`` drops its own before its
-next call, and a ``Direct`` blocked in a long read (a worker's fetch) is cut off at once so
-that it waits on the new master (its call raises ``connection.MasterMoved``). A process
-with such a fetch (a worker, a process pool's child, serve) has a thread ask every RECHECK
-even while nothing else uses Redis. A process moves within RECHECK of the sentinels' naming
-of the new master, whether that failover is manual or a dead master's.
+So the pool has the sentinels asked again, at most every RECHECK seconds while it is used
+(``get_connection``, and ``Direct`` before each call), by a thread of its own: a sentinel
+that does not answer (a host down, a firewall dropping packets) holds up that thread for
+its timeout, never a call. Once they name another master, the pool's idle connections are
+dropped (redis-py does it), a connection handed back is dropped (redis-py's
+``owns_connection``), each ``Direct`` drops its own before its next call, and a ``Direct``
+blocked in a long read (a worker's fetch) is cut off at once so that it waits on the new
+master (its call raises ``connection.MasterMoved``). A process with such a fetch (a
+worker, a process pool's child, serve) has them asked every RECHECK even while nothing
+else uses Redis. A process moves within RECHECK (and a call) of the sentinels' naming of
+the new master, whether that failover is manual or a dead master's.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ log = logging.getLogger("balancer")
 # How often (seconds), at most, a busy process asks the sentinels which server is the
 # master: one SENTINEL MASTERS, about 0.1 ms on loopback, when a connection is next used.
 RECHECK = 0.5
+# A use after a longer quiet (seconds) waits for the answer, up to ASK_WAIT: a client
+# that submits once in a while must not send its first submit after a failover to the old
+# master. A busy process's answer is never that old; sentinels that hang cost one call
+# ASK_WAIT once every RECHECK.
+STALE = 2 * RECHECK
+ASK_WAIT = 0.2
 
 Address = tuple[str, int]
 
@@ -50,18 +58,20 @@ class Movable(Protocol):
 
 
 class MasterPool(SentinelConnectionPool):
-    """redis-py's pool of connections to a Sentinel master, that asks the sentinels again
-    at most every RECHECK seconds while it is used (module docstring)."""
+    """redis-py's pool of connections to a Sentinel master, whose process follows the
+    master's moves while it uses the pool (module docstring)."""
 
     def __init__(self, service_name: str, sentinel_manager: Any, **kwargs: Any) -> None:
         super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
-        self._next_check = 0.0  # monotonic time of the next question to the sentinels
+        self._next_check = 0.0  # monotonic time from which a use has the sentinels asked
         self._known: Address | None = None  # the master this process last followed
-        self._asking = threading.Lock()  # one thread asks; the others go on meanwhile
-        self._pid = os.getpid()  # the process whose threads share the two locks
         self._holders: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._blocking = False  # a holder blocks in long reads: ask every RECHECK
         self._starting = threading.Lock()
-        self._watcher = 0  # the pid of the process whose thread asks for blocked holders
+        self._asker = 0  # the pid of the process whose thread asks the sentinels
+        self._wake = threading.Event()  # set: the asker asks now
+        self._answered = threading.Event()  # set by the asker after each question
+        self._answered_at = 0.0  # monotonic time of the last answer (or failure to get one)
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self.master()
@@ -71,39 +81,50 @@ class MasterPool(SentinelConnectionPool):
         """Have ``holder`` cut off when the master moves. A ``blocking`` one (a fetch that
         waits for seconds) may be all a process does for a long while (a process pool's
         child waits on its inbox, and nothing else): the sentinels are then asked every
-        RECHECK by a thread of the pool's own, so that it is cut off all the same."""
+        RECHECK, used or not, so that it is cut off all the same."""
         self._holders.add(holder)
-        if blocking and self._watcher != os.getpid():
-            self._forked()
-            with self._starting:
-                if self._watcher != os.getpid():  # none yet, or one of the parent's
-                    self._watcher = os.getpid()
-                    threading.Thread(target=_watch, args=(weakref.ref(self),),
-                                     name="sentinel-watch", daemon=True).start()
-
-    def _forked(self) -> None:
-        """In a child process, new locks: one held by another thread of the parent when it
-        forked would stay held for good (no more asking, or a hang)."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._asking, self._starting = threading.Lock(), threading.Lock()
+        if blocking:
+            self._blocking = True
+            self._ask_soon()
 
     def master(self) -> Address | None:
-        """The master's address, as the sentinels named it at most RECHECK seconds ago
-        (None before the first connection knew it). Sentinels that do not answer leave it
-        as it was: the master may still answer, and its connections will say if not."""
+        """The master's address as the sentinels last named it to this process (None
+        before the first connection knew it); has them asked again, in the background,
+        when the last question is RECHECK old, and waits up to ASK_WAIT for their answer
+        after a quiet longer than STALE."""
         now = time.monotonic()
-        if now < self._next_check:
-            return self._known or self.master_address
-        self._forked()
-        if not self._asking.acquire(blocking=False):
-            return self._known or self.master_address
-        try:
+        if now >= self._next_check:
             self._next_check = now + RECHECK
-            try:
-                address: Address = self.get_master_address()  # type: ignore[no-untyped-call]
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                return self._known or self.master_address
+            self._answered.clear()
+            self._ask_soon()
+            if now - self._answered_at > STALE:
+                self._answered.wait(ASK_WAIT)
+        return self._known or self.master_address
+
+    def _ask_soon(self) -> None:
+        if self._asker != os.getpid():  # no asker yet, or the parent's (forked)
+            if self._asker:
+                self._starting = threading.Lock()  # perhaps held by a thread at the fork
+            with self._starting:
+                if self._asker != os.getpid():
+                    self._asker, self._wake = os.getpid(), threading.Event()
+                    self._answered = threading.Event()
+                    threading.Thread(target=_ask, args=(weakref.ref(self), self._wake),
+                                     name="sentinel-ask", daemon=True).start()
+        self._wake.set()
+
+    def ask(self) -> None:
+        """Ask the sentinels which server is the master (the asker thread's); when they
+        name another, say so and cut off the blocked holders. Sentinels that do not answer
+        leave everything as it was: the master may still answer, and its connections will
+        say if not."""
+        address: Address | None
+        try:
+            address = self.get_master_address()  # type: ignore[no-untyped-call]
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            address = None
+        self._answered_at = time.monotonic()
+        if address is not None:
             if self._known is not None and address != self._known:
                 log.warning("the sentinels name %s:%s the master of %s (was %s:%s):"
                             " connections move to it", *address, self.service_name,
@@ -111,19 +132,20 @@ class MasterPool(SentinelConnectionPool):
                 for holder in list(self._holders):
                     holder.cut_off_unless(address)
             self._known = address
-            return address
-        finally:
-            self._asking.release()
+        self._answered.set()
 
 
-def _watch(pool_ref: weakref.ref[MasterPool]) -> None:
-    """Ask the sentinels every RECHECK while the pool lives (``MasterPool.follow``)."""
+def _ask(pool_ref: weakref.ref[MasterPool], wake: threading.Event) -> None:
+    """The asker: asks when a use wakes it, and every RECHECK for a pool with blocked
+    holders; ends with the pool."""
     while True:
-        time.sleep(RECHECK)
+        woken = wake.wait(RECHECK)
         pool = pool_ref()
         if pool is None:
             return
-        pool.master()
+        if woken or pool._blocking:
+            wake.clear()
+            pool.ask()
         del pool
 
 
