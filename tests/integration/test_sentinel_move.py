@@ -6,8 +6,6 @@ replica and sentinels."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -92,27 +90,3 @@ def test_sentinels_that_do_not_answer_leave_connections_on_the_master(
 def _named(port: int) -> int:
     return int(redis.Redis(port=port).sentinel_get_master_addr_by_name(SERVICE)[1])
 
-
-def test_sentinels_that_hang_never_hold_up_a_call(sentinels: SentinelSet) -> None:
-    """Sentinels that take connections and never answer (stopped processes, as a host
-    down behind a firewall that drops packets): the pool's asker waits out each one's
-    timeout (1 s), in its own thread; calls go on at their own pace."""
-    client = connect(sentinels.url)
-    direct = Direct(client)
-    assert direct.call("SET", "k", "1") == b"OK" and client.get("k") == b"1"
-    for sentinel in sentinels.sentinels:
-        assert sentinel.proc is not None
-        os.kill(sentinel.proc.pid, signal.SIGSTOP)
-    try:
-        slowest = 0.0
-        deadline = time.monotonic() + 4 * sentinelpool.RECHECK  # several questions due
-        while time.monotonic() < deadline:
-            began = time.monotonic()
-            assert direct.call("GET", "k") == b"1" and client.get("k") == b"1"
-            slowest = max(slowest, time.monotonic() - began)
-            time.sleep(0.05)
-        assert slowest < 0.9  # one question asked in the call would take 3 s
-    finally:
-        for sentinel in sentinels.sentinels:
-            assert sentinel.proc is not None
-            os.kill(sentinel.proc.pid, signal.SIGCONT)
