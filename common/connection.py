@@ -34,6 +34,7 @@ MEMORY_SCHEME = "memory://"
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 class BadRedisURL(ValueError):
     """A URL that cannot name a Redis (an unknown scheme, options redis-py cannot take).
     The message is one line that shows the URL redacted."""
@@ -227,11 +228,15 @@ class Direct:
     next call reads it first (a note whose loss the reader tolerates).
 
     Failovers: behind Sentinel, each new connection asks the sentinels for the master,
-    and a READONLY reply (the master was demoted) closes the connection as a lost one
-    (redis-py's SentinelManagedConnection). On a Redis Cluster the connection goes to the
-    master of ``route``'s slot (every key of a namespace shares it); a lost connection or
-    a reply saying the slot moved (MOVED, ASK, CLUSTERDOWN, TRYAGAIN, READONLY) closes
-    it, raises redis.ConnectionError, and has the slots read again before the next call."""
+    a READONLY reply (the master was demoted) closes the connection as a lost one
+    (redis-py's SentinelManagedConnection), and a connection to a server the sentinels no
+    longer name is dropped before the next call, or cut off if it blocks (the pool's,
+    common.sentinelpool). With a plain URL, a READONLY or UNBLOCKED reply closes it too,
+    and the call is made once more (common.demoted: a failover behind one address). On a
+    Redis Cluster the connection goes to the master of ``route``'s slot (every key of a
+    namespace shares it); a lost connection or a reply saying the slot moved (MOVED, ASK,
+    CLUSTERDOWN, TRYAGAIN, READONLY, UNBLOCKED) closes it, raises redis.ConnectionError,
+    and has the slots read again before the next call."""
 
     def __init__(self, client: redis.Redis, read_timeout: float | None = None,
                  route: str | None = None) -> None:
