@@ -10,7 +10,7 @@ from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
 from balancer.control_flow import case, ifelse, merge, switch
-from balancer.flow import Flow, FlowCancelled, FlowError, Node
+from balancer.flow import Flow, FlowCancelled, FlowError, Node, SubmitRefused
 from balancer.flowfn import FlowFunction, flow, get_run_logger
 from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import MapError, flatten, unmapped
@@ -28,7 +28,8 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
-           "State", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture", "TaskInterrupted",
+           "State", "SubmitRefused", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture",
+           "TaskInterrupted",
            "Unreachable",
            "attach", "case", "context", "flatten", "flow", "get_run_logger", "ifelse", "merge",
            "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from balancer import building
 from balancer.common import codec
 from balancer.mapping import MapSpec
@@ -27,6 +29,13 @@ if TYPE_CHECKING:
 
 class FlowError(ValueError):
     """The flow cannot be submitted as built (cycle, foreign task, bad argument)."""
+
+
+class SubmitRefused(FlowError, redis.ResponseError):
+    """Redis refused the submit's writes for now, whatever the flow (out of memory, a
+    replica, loading its data, too few replicas for ``min-replicas-to-write``...); what it
+    had written is removed. A FlowError, and a redis-py error reply too, so that code that
+    waits out Redis's troubles (``except redis.RedisError``) retries it as any other."""
 
 
 class FlowCancelled(FlowError):

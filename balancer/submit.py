@@ -28,9 +28,10 @@ from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved, slot_moved
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
+from balancer.common.retry import is_outage
 from balancer.common.scripts import NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
-from balancer.flow import Flow, FlowError, Node
+from balancer.flow import Flow, FlowError, Node, SubmitRefused
 from balancer.mapping import MAP_KEYWORD
 from balancer.options import EXACT_SCORE_LIMIT
 from balancer.parameter import Parameter
@@ -313,9 +314,13 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
                                          settings.min_replicas)
     except redis.ResponseError as exc:
         _undo(client, keys, flow_id, list(records), ready)
-        raise FlowError(f"flow {flow.name!r}: Redis refused a write of its submit"
-                        f" ({keytypes.explain(client, keys, exc, touched)}); what it had"
-                        " written is removed") from exc
+        said = (f"flow {flow.name!r}: Redis refused a write of its submit"
+                f" ({keytypes.explain(client, keys, exc, touched)}); what it had written is"
+                f" removed")
+        if is_outage(exc):
+            raise SubmitRefused(f"{said}; Redis cannot take writes for now: submit it"
+                                f" again later") from exc
+        raise FlowError(said) from exc
     state.reached = True
     log.info("submitted flow=%s name=%s tasks=%d%s", flow_id, flow.name, len(ids),
              f" and leased it at once to worker={worker}" if worker else "")

@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 import redis
 from balancer.common.codec import MAX_DEPTH
+from balancer.common.connection import connect
 from balancer.common.keys import Keys
 
-from balancer import Flow, FlowError, Queue, task
+from balancer import Flow, FlowError, Queue, SubmitRefused, task
+from bench.redis_servers import RedisServer
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
+from tests.integration.topologies import need_redis_server
 
 
 def records(client: redis.Redis, namespace: str) -> list[bytes]:
@@ -87,6 +90,30 @@ def test_a_write_redis_refuses_midway_is_undone(real: redis.Redis, namespace: st
         flow_of(tasks.constant, n, 1).submit(real, namespace=namespace)
     assert records(real, namespace) == []
     assert f"{keys.queue('default')} holds a string, not a zset" in str(refused.value)
+
+
+@pytest.mark.parametrize("n", [1, 40], ids=["small-submit", "large-submit"])
+def test_a_submit_redis_cannot_take_for_now_is_a_redis_error_too_and_leaves_nothing(
+        namespace: str, n: int) -> None:
+    """Redis out of memory refuses the submit whatever the flow: the error is a FlowError
+    (as before) and a redis-py error reply, so that code that waits out Redis's troubles
+    (``except redis.RedisError``) retries it, as it retries a lost connection."""
+    need_redis_server()
+    server = RedisServer().start()
+    try:
+        client = connect(server.url)
+        client.config_set("maxmemory", "1")  # every write is refused with OOM
+        said = r"used memory > 'maxmemory'.* submit it again later"
+        with pytest.raises(SubmitRefused, match=said) as refused:
+            flow_of(tasks.constant, n, 1).submit(client, namespace=namespace)
+        assert isinstance(refused.value, FlowError)
+        assert isinstance(refused.value, redis.RedisError)
+        client.config_set("maxmemory", "0")
+        assert records(client, namespace) == []
+        run = flow_of(tasks.constant, n, 1).submit(client, namespace=namespace)
+        assert run.state == "running"  # taken once Redis can
+    finally:
+        server.stop()
 
 
 def test_an_undone_submit_takes_its_tasks_back_out_of_the_queues_it_reached(
