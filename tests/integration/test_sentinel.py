@@ -39,6 +39,22 @@ def _run_through_failover(procs: Processes, sentinels: SentinelSet, namespace: s
         lambda: sentinels.master_port() != old_master, monkeypatch, "sentinel failover", **env)
 
 
+def _through_a_manual_failover(procs: Processes, sentinels: SentinelSet, namespace: str,
+                               monkeypatch: pytest.MonkeyPatch, what: str,
+                               **env: str) -> Stream:
+    """The stream through a SENTINEL FAILOVER, carried on until the old master is demoted
+    (so that what it held alone is gone when the runs are settled)."""
+    old_master = sentinels.master_port()
+    old = redis.Redis(port=old_master)
+    sentinel = redis.Redis(port=sentinels.sentinels[0].port)
+    stream, _ = run_through_failover(
+        procs, sentinels.url, namespace, lambda: sentinel.execute_command(
+            "SENTINEL", "FAILOVER", SERVICE),
+        lambda: sentinels.master_port() != old_master, monkeypatch, what,
+        until=lambda: old.execute_command("ROLE")[0] == b"slave", **env)
+    return stream
+
+
 def test_a_master_killed_mid_stream_fails_over_and_every_flow_completes_or_is_reported_lost(
         procs: Processes, sentinels: SentinelSet, namespace: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,16 +149,9 @@ def test_a_manual_failover_moves_every_process_off_the_old_master_at_once(
     this client) moves to the new master within common.sentinelpool.RECHECK of its naming,
     so every flow submitted after that completes; one submitted in the moment before
     (promoted, not yet named) may be lost with the old master's writes, and says so
-    (FlowLost). The stream runs on until the old master is demoted, so that what it held
-    alone is gone when the runs are settled."""
-    old_master = sentinels.master_port()
-    old = redis.Redis(port=old_master)
-    sentinel = redis.Redis(port=sentinels.sentinels[0].port)
-    stream, _ = run_through_failover(
-        procs, sentinels.url, namespace, lambda: sentinel.execute_command(
-            "SENTINEL", "FAILOVER", SERVICE),
-        lambda: sentinels.master_port() != old_master, monkeypatch, "manual failover",
-        until=lambda: old.execute_command("ROLE")[0] == b"slave")
+    (FlowLost)."""
+    stream = _through_a_manual_failover(procs, sentinels, namespace, monkeypatch,
+                                        "manual failover")
     outcome = stream.outcome
     assert outcome.other == [] and outcome.refused == []
     assert outcome.completed + len(outcome.lost) == len(stream.runs)
@@ -164,16 +173,10 @@ def test_with_min_replicas_at_every_replica_a_manual_failover_loses_no_accepted_
     replica confirmed them and dropped them when it turned to follow the new master. Until
     the old master rejoins as a replica, submits to the new one are not confirmed either
     (they stand there, and run)."""
-    old_master = sentinels.master_port()
-    old = redis.Redis(port=old_master)
-    sentinel = redis.Redis(port=sentinels.sentinels[0].port)
-    stream, _ = run_through_failover(
-        procs, sentinels.url, namespace, lambda: sentinel.execute_command(
-            "SENTINEL", "FAILOVER", SERVICE),
-        lambda: sentinels.master_port() != old_master, monkeypatch,
-        "manual failover, min replicas 2 of 2",
-        until=lambda: old.execute_command("ROLE")[0] == b"slave",
-        BALANCER_MIN_REPLICAS="2", BALANCER_REPLICA_TIMEOUT="0.5")
+    stream = _through_a_manual_failover(procs, sentinels, namespace, monkeypatch,
+                                        "manual failover, min replicas 2 of 2",
+                                        BALANCER_MIN_REPLICAS="2",
+                                        BALANCER_REPLICA_TIMEOUT="0.5")
     outcome = stream.outcome
     assert outcome.other == [] and outcome.lost == [] and outcome.refused == []
     assert outcome.completed == len(stream.runs)
