@@ -187,11 +187,7 @@ class RoomIndex:
     def room(self, queue: str, depth: int = 1, exclude: Collection[str] = ()) -> int:
         """The leases the workers serving ``queue`` may still take at ``depth`` (the sum of
         their ``free_for``), the workers in ``exclude`` left out."""
-        total = 0
-        for group in groups_serving(queue):
-            shelf = self._shelf(group, depth)
-            total += shelf.total - sum(shelf.room.get(w, 0) for w in exclude)
-        return total
+        return sum(self._free(group, depth, exclude) for group in groups_serving(queue))
 
     def rooms(self, depths: Mapping[str, int], exclude: Collection[str] = ()
               ) -> dict[str, int]:
@@ -212,11 +208,12 @@ class RoomIndex:
 
     def has_room(self, depth: int = 1, exclude: Collection[str] = ()) -> bool:
         """Some worker, but those in ``exclude``, may take a lease at ``depth``."""
-        for group in list(self._members):
-            shelf = self._shelf(group, depth)
-            if shelf.total - sum(shelf.room.get(w, 0) for w in exclude) > 0:
-                return True
-        return False
+        return any(self._free(group, depth, exclude) > 0 for group in list(self._members))
+
+    def _free(self, group: str, depth: int, exclude: Collection[str]) -> int:
+        """The leases the group's workers, but those in ``exclude``, may take at ``depth``."""
+        shelf = self._shelf(group, depth)
+        return shelf.total - sum(shelf.room.get(w, 0) for w in exclude)
 
     def shapes(self, exclude: Collection[str] = ()) -> list[Shape]:
         """The distinct sets of queues the workers serve (those in ``exclude`` left out):
