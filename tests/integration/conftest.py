@@ -13,7 +13,7 @@ from balancer.worker.supervisor import Worker
 
 from balancer.dispatcher import Dispatcher
 from bench.redis_servers import LocalCluster
-from tests.integration.topologies import need_redis_server
+from tests.integration.topologies import OneAddress, SentinelSet, running
 
 
 class ThreadCluster:
@@ -57,9 +57,17 @@ def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A Redis Cluster of 3 masters and 3 replicas, one per test module: its tests run in
     order, and one that kills a master runs last. A module's ``FULL_COVERAGE = False``
     lets the other masters serve while one fails over (LocalCluster)."""
-    need_redis_server()
-    cluster = LocalCluster(getattr(request.module, "FULL_COVERAGE", True))
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
+    yield from running(LocalCluster(getattr(request.module, "FULL_COVERAGE", True)))
+
+
+@pytest.fixture
+def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
+    """A master with one replica (or ``param`` replicas, parametrized indirectly) behind
+    three sentinels."""
+    yield from running(SentinelSet(replicas=getattr(request, "param", 1)))
+
+
+@pytest.fixture
+def one_address() -> Iterator[OneAddress]:
+    """A master and its replica behind one address that moves at the failover."""
+    yield from running(OneAddress())

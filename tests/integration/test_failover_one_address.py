@@ -5,8 +5,6 @@ Real processes; a private master and replica behind a TCP proxy that moves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 from balancer.common.connection import Direct, connect
@@ -14,19 +12,9 @@ from balancer.common.demoted import Demoted
 
 from tests.conftest import Processes
 from tests.integration.stream import run_through_failover
-from tests.integration.topologies import OneAddress, need_redis_server
+from tests.integration.topologies import OneAddress
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def one_address() -> Iterator[OneAddress]:
-    need_redis_server()
-    topology = OneAddress()
-    try:
-        yield topology.start()
-    finally:
-        topology.cleanup()
 
 
 def test_every_process_follows_the_address_to_the_new_master_and_no_flow_is_lost(

@@ -5,7 +5,6 @@ sentinels on loopback ports."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -16,19 +15,9 @@ from balancer import Flow, FlowLost, FlowRun, NotReplicated
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 from tests.integration.stream import Stream, run_through_failover
-from tests.integration.topologies import SERVICE, SentinelSet, need_redis_server
+from tests.integration.topologies import SERVICE, SentinelSet
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sentinels(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
-    need_redis_server()
-    topology = SentinelSet(replicas=getattr(request, "param", 1))
-    try:
-        yield topology.start()
-    finally:
-        topology.cleanup()
 
 
 def _run_through_failover(procs: Processes, sentinels: SentinelSet, namespace: str,

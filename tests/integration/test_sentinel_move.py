@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,9 @@ from balancer.common import sentinelpool
 from balancer.common.connection import Direct, MasterMoved, connect
 
 from tests.conftest import wait_for
-from tests.integration.topologies import SERVICE, SentinelSet, need_redis_server
+from tests.integration.topologies import SERVICE, SentinelSet
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def sentinels() -> Iterator[SentinelSet]:
-    need_redis_server()
-    topology = SentinelSet()
-    try:
-        yield topology.start()
-    finally:
-        topology.cleanup()
 
 
 def test_connections_move_to_the_named_master_while_the_old_one_still_takes_writes(

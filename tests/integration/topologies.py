@@ -12,7 +12,9 @@ import os
 import shutil
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
@@ -20,6 +22,7 @@ import redis
 from bench.redis_servers import RedisServer, Topology, online_replicas, wait_until
 
 SERVICE = "balancer-test"
+T = TypeVar("T", bound=Topology)
 
 
 def need_redis_server() -> None:
@@ -29,6 +32,16 @@ def need_redis_server() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail("CI=true but redis-server or redis-cli is not on PATH")
     pytest.skip("redis-server and redis-cli are needed to start private topologies")
+
+
+def running(topology: T) -> Iterator[T]:
+    """A fixture's body: ``topology`` started (the test skipped, or failed in CI, without
+    redis-server), and cleaned up after the test."""
+    need_redis_server()
+    try:
+        yield topology.start()
+    finally:
+        topology.cleanup()
 
 
 class SentinelServer(RedisServer):
