@@ -7,6 +7,7 @@ from balancer import triggers
 from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
+from balancer.common.protocol import ProtocolMismatch
 from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
 from balancer.control_flow import case, ifelse, merge, switch
@@ -27,7 +28,8 @@ attach = FlowRun.attach
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun",
-           "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "Queue", "Skipped",
+           "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "ProtocolMismatch",
+           "Queue", "Skipped",
            "State", "SubmitRefused", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture",
            "TaskInterrupted",
            "Unreachable",

@@ -323,6 +323,8 @@ class Dispatcher:
             return False
         if token != self.token:
             log.info("dispatcher=%s leads with epoch=%s", self.id, token.split("|", 1)[0])
+            if self.partition == 0:  # clients of another protocol see it and refuse
+                self.client.set(self.keys.protocol, protocol.stamp())
             self.token = token
             self._load()
         if self._bad_epoch is not None:

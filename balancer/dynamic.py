@@ -27,7 +27,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import building
-from balancer.common import codec, partitions, signals, signing
+from balancer.common import clusterfacts, codec, partitions, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
@@ -98,7 +98,7 @@ class DynamicRun:
         base, keys = new_id(), Keys(settings.namespace)
         self.keys: Keys = keys
         partition = (parent.keys.partition if parent is not None
-                     else partitions.place(base, partitions.count(client, keys)))
+                     else partitions.place(base, clusterfacts.count_to_write(client, keys)))
         self.id = partitions.flow_id_in(base, partition)
         self.keys = keys.of(partition)
         self.scripts = _scripts(client, settings, self.keys)

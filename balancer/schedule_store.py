@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer.common import codec, signals, signing
+from balancer.common import clusterfacts, codec, signals, signing
 from balancer.common.codec import UpstreamRef
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, new_id
@@ -118,6 +118,7 @@ def register(client: redis.Redis, settings: Settings, flow: Any, schedule: Sched
         raise ScheduleError(f"flow {flow.name!r}: schedule must be an IntervalSchedule,"
                             f" CronSchedule or Schedule, got {type(schedule).__name__}")
     schedule_id = check_id(schedule_id if schedule_id is not None else flow.name)
+    clusterfacts.count_to_write(client, Keys(settings.namespace))  # its dispatcher's protocol
     try:
         values = bind(flow.name, flow.parameters, parameters)
     except ValueError as exc:

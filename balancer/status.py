@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from balancer import why
-from balancer.common import aside, protocol, signals
+from balancer.common import aside, clusterfacts, protocol, signals
 from balancer.common.connection import server_time_ms
 from balancer.common.eviction import Eviction, read_policy
 from balancer.common.keys import Keys
@@ -102,6 +102,9 @@ class Status:
     eviction: Eviction | None = None
     # Fixed keys read as empty for holding another type.
     wrong_keys: list[WrongType] = field(default_factory=list)
+    # What the dispatcher leading partition 0 stored of itself (common/protocol.py); None:
+    # nothing stored (no leader yet, or one of a release from before stamps).
+    stamp: protocol.Stamp | None = None
 
     @property
     def standbys(self) -> list[DispatcherRow]:
@@ -118,6 +121,7 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "standbys": [asdict(row) for row in self.standbys],
+                "stamp": self.stamp._asdict() if self.stamp is not None else None,
                 "eviction_warning": self.eviction_warning}
 
 
@@ -257,8 +261,9 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
     leases and a queue's depths summed over the partitions, the newest flow runs of all."""
     views = [gather(client, k, recent, leader_ttl) for k in keys]
     policy = read_policy(client)  # the server's: one read, whatever the partitions
+    stamp = clusterfacts.read_now(client, keys[0]).stamp
     if len(views) == 1:
-        return dataclasses.replace(views[0], eviction=policy)
+        return dataclasses.replace(views[0], eviction=policy, stamp=stamp)
     workers: dict[str, WorkerRow] = {}
     queues: dict[str, QueueRow] = {}
     for view in views:
@@ -286,7 +291,7 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
                   [row for v in views for row in v.set_aside],
                   merge_rows([v.tags for v in views]), [v.leader for v in views],
                   first.dispatchers,  # serves register in partition 0
-                  policy, [w for v in views for w in v.wrong_keys])
+                  policy, [w for v in views for w in v.wrong_keys], stamp)
 
 
 # "open": a @flow function's run while its function runs, which holds one more count in
@@ -337,6 +342,12 @@ def render(status: Status) -> str:
     if len(status.leaders) > 1:
         lines[0:1] = [f"leader of partition {p}: {leader or 'none'}"
                       for p, leader in enumerate(status.leaders)]
+    if status.stamp is not None:
+        lines[0] += f" (release {status.stamp.release}, protocol {status.stamp.version})"
+        if protocol.other_release(status.stamp.version):
+            lines.insert(1, f"WARNING: this code runs release {protocol.release()} (protocol"
+                            f" {protocol.VERSION}): clients of its release refuse to submit"
+                            " to this cluster, and its workers are leased nothing")
     standing = ", ".join(f"{row.id} (seen {row.seen_s:g}s ago)" for row in status.standbys)
     lines.insert(-1, "standby dispatchers: " + (standing or "none (a second `balancer serve`"
                                                  " stands by to take over if the leader stops)"))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import redis
 
 from balancer import caching, taskclass
-from balancer.common import codec, keytypes, partitions, protocol, signals, signing
+from balancer.common import clusterfacts, codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved, slot_moved
@@ -269,7 +269,7 @@ def submit_flow(client: redis.Redis, settings: Settings, flow: Flow,
     compares start times with (this machine's clock may be off by more than a delay)."""
     keys = Keys(settings.namespace)
     now_ms = redis_now_ms(client, keys, settings)
-    prepared = prepare(flow, settings, params, now_ms, partitions.count(client, keys))
+    prepared = prepare(flow, settings, params, now_ms, clusterfacts.count_to_write(client, keys))
     flow_id, flow_record, records = prepared.flow_id, prepared.flow_record, prepared.records
     keys = partitions.flow_keys(keys, flow_id)  # everything it writes is in its partition
     ready, touched, ids, gate = prepared.ready, prepared.touched, prepared.ids, prepared.gate

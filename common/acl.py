@@ -65,6 +65,7 @@ ROLES = {
             "MULTI", "EXEC",
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
             "GET", "SET",  # cached results (cache_for: worker/caching.py)
+            "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
@@ -72,7 +73,7 @@ ROLES = {
               "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache",
               "doorbell"),  # where it waits for leases of several partitions
-        read_keys=("partitions",  # the cluster's partition count (common/partitions.py)
+        read_keys=("partitions", "protocol",  # read with one MGET (common/clusterfacts.py)
                    "leader"),  # whether a dispatcher leads it (worker/leaderwatch.py)
     ),
     "dispatcher": Role(
@@ -83,7 +84,8 @@ ROLES = {
                  "schedule_put"),
         commands=(
             "BLMPOP", "LPOP", "RPUSH", "LRANGE",  # signals, cascades, queue settings
-            "GET", "SET", "DEL",  # leader, idle, offers, backlogs
+            "GET", "SET", "DEL",  # leader, idle, offers, backlogs, its stamp (protocol)
+            "MGET",  # the partition count and the stamp (common/clusterfacts.py)
             "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZCARD", "ZSCORE", "ZRANK", "ZREM",
             "HGET", "HMGET", "HGETALL", "HVALS", "HKEYS", "HLEN", "HSET", "HDEL",
             "HSETNX",  # noting what it found wrong and left in place (balancer/setaside.py)
@@ -107,6 +109,7 @@ ROLES = {
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
             "HDEL",  # removing a tag limit (balancer.set_tag_limit)
             "ZREM", "DEL",  # undoing a submit Redis refused halfway (a key of another type)
+            "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
@@ -115,7 +118,7 @@ ROLES = {
               "events", "schedule", "schedules",
               "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit
         read_keys=("workers", "leader", "inflight", "worker", "leases",
-                   "tag_inflight", "partitions"),
+                   "tag_inflight", "partitions", "protocol"),
     ),
 }
 
@@ -136,6 +139,9 @@ def commands(role: Role) -> list[str]:
     return sorted(needed)
 
 
+_PARTITION_0_ONLY = ("partitions", "protocol")
+
+
 def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:
     """The glob of the keys ``Keys`` names ``member``: its key, or its keys for every id
     (the namespace taken literally: its glob characters escaped), in partition 0 or, with
@@ -151,9 +157,9 @@ def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:
 
 def _patterns(namespace: str, members: tuple[str, ...]) -> list[str]:
     """Each member's glob in partition 0, then in the other partitions (but for the
-    partition count, which only partition 0 holds)."""
+    partition count and the protocol stamp, which only partition 0 holds)."""
     return ([_pattern(namespace, m) for m in members]
-            + [_pattern(namespace, m, "*") for m in members if m != "partitions"])
+            + [_pattern(namespace, m, "*") for m in members if m not in _PARTITION_0_ONLY])
 
 
 def rules(role: Role, namespace: str) -> list[str]:

@@ -55,6 +55,9 @@ partitions over its slots. Every key below exists once per partition, but for
 | epoch                | counter     | bumped by every new leader                                  |
 | partitions           | string      | partition 0 only: how many partitions the cluster has (P);  |
 |                      |             | absent: 1. Set by `balancer serve --partitions N`           |
+| protocol             | string      | partition 0 only: "<version>|<release>" of the dispatcher   |
+|                      |             | leading it (common/protocol.py: Stamp); clients of another  |
+|                      |             | version refuse to submit                                    |
 | doorbell:<id>        | list        | in a worker's home partition (P > 1 only): partition numbers|
 |                      |             | a dispatcher leased into that worker's inbox of             |
 | schedules            | zset        | schedule id -> its next due time (ms, +inf once ended)      |
@@ -218,3 +221,8 @@ class Keys:
     def partitions(self) -> str:
         """Always partition 0's: the one place the count is read from."""
         return "{" + self.namespace + "}:partitions"
+
+    @property
+    def protocol(self) -> str:
+        """Always partition 0's: the stamp of the dispatcher leading it."""
+        return "{" + self.namespace + "}:protocol"

@@ -12,7 +12,8 @@ searching. A ``@flow`` function's run is placed as a submitted flow is, its sub-
 its partition; a schedule's run lives in partition 0, and is found there.
 
 The count is stored once, in partition 0 (``Keys.partitions``): serve sets it and refuses
-to run with another; workers and clients read it, and cache it for ``CACHE_FOR`` seconds.
+to run with another; workers and clients read it with the protocol stamp
+(common/clusterfacts.py), and cache it for ``clusterfacts.CACHE_FOR`` seconds.
 A cached count is never larger than the stored one (a count only changes with a new
 namespace), so a flow placed from it is always in a partition some dispatcher leads.
 """
@@ -20,22 +21,14 @@ namespace), so a flow placed from it is always in a partition some dispatcher le
 from __future__ import annotations
 
 import math
-import threading
-import time
-import weakref
 import zlib
 
 import redis
+from balancer.common import clusterfacts
+from balancer.common.clusterfacts import PartitionsError as PartitionsError
 from balancer.common.keys import Keys
-from balancer.common.replies import as_opt_bytes
-from balancer.common.retry import RETRYABLE_ON_CLUSTER
 
-CACHE_FOR = 30.0
 _SUFFIX = "-p"
-
-
-class PartitionsError(RuntimeError):
-    """The partition count asked for is not the cluster's."""
 
 
 def flow_id_in(base_id: str, partition: int) -> str:
@@ -97,14 +90,7 @@ def every(client: redis.Redis, keys: Keys) -> list[Keys]:
 
 
 def stored(client: redis.Redis, keys: Keys) -> int | None:
-    raw = as_opt_bytes(client.get(keys.partitions))
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise PartitionsError(f"{keys.partitions} holds {raw[:40]!r}, not a partition"
-                              " count") from None
+    return clusterfacts.parse_count(keys.partitions, client.get(keys.partitions))
 
 
 def claim(client: redis.Redis, keys: Keys, count: int) -> None:
@@ -120,27 +106,7 @@ def claim(client: redis.Redis, keys: Keys, count: int) -> None:
             " a namespace's partition count cannot change while it holds flows")
 
 
-_cache: weakref.WeakKeyDictionary[redis.Redis, dict[str, tuple[int, float]]] = (
-    weakref.WeakKeyDictionary())
-_lock = threading.Lock()
-
-
 def count(client: redis.Redis, keys: Keys) -> int:
-    """The cluster's partition count (1 when none is stored), cached for CACHE_FOR.
-
-    Once known, a count read again while partition 0 cannot answer (its master failing
-    over) is the one known: counts never change while a namespace holds flows, so work
-    in the other partitions need not wait for partition 0's master."""
-    now = time.monotonic()
-    known = _cache.get(client, {}).get(keys.namespace)  # a read: whole, under the GIL
-    if known is not None and now - known[1] < CACHE_FOR:
-        return known[0]
-    try:
-        n = stored(client, keys) or 1
-    except RETRYABLE_ON_CLUSTER:
-        if known is None:
-            raise
-        return known[0]
-    with _lock:
-        _cache.setdefault(client, {})[keys.namespace] = (n, now)
-    return n
+    """The cluster's partition count (1 when none is stored), cached for
+    ``clusterfacts.CACHE_FOR``; once known, kept while partition 0 cannot answer."""
+    return clusterfacts.read(client, keys).partitions

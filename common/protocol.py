@@ -71,6 +71,48 @@ def release() -> str:
         return "unknown"
 
 
+class Stamp(NamedTuple):
+    """What the dispatcher leading partition 0 stores of itself (``Keys.protocol``), for
+    clients and workers to see whether they read and write the formats it does."""
+
+    version: int
+    release: str
+
+
+def stamp() -> str:
+    """This code's stamp, as a leading dispatcher stores it: ``<version>|<release>``."""
+    return f"{VERSION}|{release()}"
+
+
+def parse_stamp(raw: bytes | None) -> Stamp | None:
+    """A stored stamp; None when none is (or it is unreadable: a check that cannot read
+    the stamp lets the client go, as before stamps were written)."""
+    if not raw:
+        return None
+    version, _, name = raw.partition(b"|")
+    try:
+        return Stamp(int(version), name.decode(errors="replace") or "unknown")
+    except ValueError:
+        return None
+
+
+class ProtocolMismatch(RuntimeError):
+    """This client's release reads and writes the cluster's formats otherwise than the
+    dispatcher leading it: what it would write would be misread."""
+
+
+def check_cluster(stored: Stamp | None, namespace: str) -> None:
+    """Refuse to write to a cluster whose leading dispatcher runs another protocol version
+    (README, "Upgrading"): its workers would misread the records."""
+    if stored is None or stored.version == VERSION:
+        return
+    raise ProtocolMismatch(
+        f"namespace {namespace!r} is led by a dispatcher of release {stored.release}"
+        f" (protocol {stored.version}); this client runs release {release()} (protocol"
+        f" {VERSION}), whose records its workers would misread: run this client with the"
+        f" cluster's release (README: Upgrading)")
+
+
 # The wake list holds at most this many signals: the oldest go first (a lost signal costs
 # latency, never a task). Mirrored by WAKE_CAP in _prelude.lua (checked by a test).
 WAKE_CAP = 10_000

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import redis
-from balancer.common import partitions, protocol, signals
+from balancer.common import clusterfacts, partitions, protocol, signals
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
@@ -56,8 +56,8 @@ log = logging.getLogger("worker")
 
 CHILD_START_TIMEOUT = 60.0
 # How often a running worker reads the cluster's partition count again (it stops, asking
-# to be restarted, when it is no longer the count it serves).
-PARTITIONS_CHECK = partitions.CACHE_FOR
+# to be restarted, when it is no longer the count it serves) and its dispatcher's stamp.
+PARTITIONS_CHECK = clusterfacts.CACHE_FOR
 
 
 def _leased(heartbeat: Heartbeat, partition: int) -> Callable[[], int]:
@@ -118,6 +118,7 @@ class Worker:
         self.fetching = threading.Event()  # set: stop taking work
         self.stopped = threading.Event()  # set: background threads stop
         self.draining = False
+        self._told: protocol.Stamp | None = None  # the other release last said
         self.holding = Holding()
         self.host = HostLoad()
         self._sampling = threading.Lock()  # the heartbeat thread and a beat out of turn sample it
@@ -212,6 +213,7 @@ class Worker:
         self.heartbeat.start()
         log.info("worker=%s started: queues=%s concurrency=%d pool=%s", self.id,
                  ",".join(self.queues), self.concurrency, self.pool)
+        self._check_partitions()
 
     def _register(self, stop: threading.Event) -> bool:
         """The first heartbeat, tried again while Redis cannot serve (``is_outage``);
@@ -350,13 +352,25 @@ class Worker:
         this worker serves (a serve stored another after this worker started): tasks in
         the partitions it does not serve would wait for ever."""
         try:
-            count = partitions.count(self.client, self.keys)
+            count, stamp = clusterfacts.read(self.client, self.keys)
         except RETRYABLE:
             return
+        self._check_stamp(stamp)
         if count != self.count:
             self.shutdown()
             raise WorkerError(f"worker {self.id!r} stopped: the cluster now has {count}"
                               f" partitions and it serves {self.count}; start it again")
+
+    def _check_stamp(self, stamp: protocol.Stamp | None) -> None:
+        """Say it, once per release of the leading dispatcher, when that dispatcher runs
+        another protocol: it leases this worker nothing (README: Upgrading)."""
+        if stamp is None or not protocol.other_release(stamp.version) or stamp == self._told:
+            return
+        self._told = stamp
+        log.warning("worker=%s runs release %s (protocol %d) and the dispatcher leading the"
+                    " cluster runs release %s (protocol %d): it leases this worker nothing"
+                    " (README: Upgrading)", self.id, protocol.release(), protocol.VERSION,
+                    stamp.release, stamp.version)
 
     def shutdown(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace if grace is None else grace

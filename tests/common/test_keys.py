@@ -52,6 +52,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
+        "protocol",
     }
 
 
@@ -76,12 +77,13 @@ def test_partition_0_keeps_the_namespace_tag_and_others_have_their_own() -> None
     assert Keys("ns", 2).task("t") == "{ns:2}:task:t"
     for p in (1, 2, 15):
         for name, key in _every_key(Keys("ns", p)).items():
-            if name != "partitions":
+            if name not in ("partitions", "protocol"):
                 assert key.startswith("{ns:" + str(p) + "}:"), name
 
 
-def test_the_partition_count_key_is_partition_0s_in_every_partition() -> None:
+def test_the_partition_count_and_protocol_keys_are_partition_0s_in_every_partition() -> None:
     assert {Keys("ns", p).partitions for p in range(4)} == {"{ns}:partitions"}
+    assert {Keys("ns", p).protocol for p in range(4)} == {"{ns}:protocol"}
 
 
 @pytest.mark.parametrize("namespace", ["ns", "prod.eu", "a-1"])
@@ -91,8 +93,8 @@ def test_no_partition_of_a_namespace_shares_a_key_with_another_namespace(
     ours = {k for p in range(3) for k in _every_key(Keys(namespace, p)).values()}
     for other in (f"{namespace}.1", f"{namespace}-1", f"{namespace}1"):
         assert not ours & set(_every_key(Keys(other)).values())
-    per_partition = [set(_every_key(Keys(namespace, p)).values()) - {Keys(namespace).partitions}
-                     for p in range(3)]
+    only_0 = {Keys(namespace).partitions, Keys(namespace).protocol}
+    per_partition = [set(_every_key(Keys(namespace, p)).values()) - only_0 for p in range(3)]
     assert not per_partition[0] & per_partition[1] and not per_partition[1] & per_partition[2]
 
 

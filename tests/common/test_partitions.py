@@ -8,7 +8,7 @@ from collections import Counter
 import fakeredis
 import pytest
 import redis
-from balancer.common import partitions
+from balancer.common import clusterfacts, partitions
 from balancer.common.keys import Keys
 from balancer.common.models import new_id
 
@@ -119,7 +119,7 @@ def test_a_known_count_stands_while_partition_0_does_not_answer(
     keys = Keys("failing")
     client.set(keys.partitions, 3)
     assert partitions.count(client, keys) == 3
-    monkeypatch.setattr(partitions, "CACHE_FOR", 0.0)  # due to be read again
+    monkeypatch.setattr(clusterfacts, "CACHE_FOR", 0.0)  # due to be read again
     server.connected = False
     assert partitions.count(client, keys.of(1)) == 3
     with pytest.raises(redis.ConnectionError):
