@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from balancer import building
-from balancer.common import codec
+from balancer.common import codec, statehandlers
+from balancer.common.runsignals import Cancelled, Failed, Running, Scheduled, State, Success
 from balancer.mapping import MapSpec
 from balancer.options import check_wait, start_ms
 from balancer.parameter import Parameter, bind
@@ -98,14 +99,19 @@ class Node:
 
 class Flow:
     def __init__(self, name: str, tasks: Iterable[Task] | None = None,
-                 edges: Iterable[Any] | None = None, schedule: Any = None) -> None:
+                 edges: Iterable[Any] | None = None, schedule: Any = None, *,
+                 state_handlers: Any = None, on_failure: Any = None) -> None:
         """``tasks`` and ``edges`` build it at once, as Prefect 1's ``Flow(name, tasks=...,
         edges=...)``: an edge is ``(upstream, downstream)``, ``(upstream, downstream,
         key)``, or an object with ``upstream_task``, ``downstream_task`` and ``key``.
-        ``schedule`` (``balancer.schedules``) is what ``register_schedule`` registers."""
+        ``schedule`` (``balancer.schedules``) is what ``register_schedule`` registers.
+        ``state_handlers`` and ``on_failure``, as Prefect 1's: called by ``run()`` in this
+        process as the run starts and ends (common/statehandlers.py)."""
         if not name or not isinstance(name, str):
             raise ValueError("a flow needs a non-empty name")
         self.name = name
+        self.state_handlers = statehandlers.check(f"flow {name!r}", state_handlers, on_failure)
+        self.on_failure = on_failure
         if schedule is not None:
             from balancer.schedules import Schedule
 
@@ -407,6 +413,8 @@ class Flow:
             return None  # type: ignore[return-value]
         run = self.submit(client, namespace=namespace, parameters=parameters,
                           redis_url=redis_url, delay=delay, eta=eta)
+        running = self._tell_handlers(run, Scheduled("Flow run scheduled."),
+                                      Running("Running flow."))
         report = Reporter.for_run(run, sys.stderr, client_settings(namespace).progress, quiet)
         report.begin()
         try:
@@ -416,7 +424,28 @@ class Flow:
             report.interrupted()
             raise SystemExit(130) from None
         report.end(state)
+        if running is not None:
+            final = (Success if run.is_successful() else Cancelled if run.is_cancelled()
+                     else Failed)
+            self._tell_handlers(run, running, final(run.message, run.result))
         return run
+
+    def _tell_handlers(self, run: FlowRun, old: State, new: State) -> State | None:
+        """Call the flow's state handlers on a change of its run's state, as Prefect 1's
+        flow runner does; None when it has none. They are told, not obeyed: the run goes on
+        in the cluster whatever they return, and one that raises is logged, not raised
+        (the run was submitted: raising here would leave it unwatched)."""
+        handlers = statehandlers.of(self)
+        if not handlers:
+            return None
+        try:
+            return statehandlers.call(self, handlers, old, new)
+        except statehandlers.HandlerFailed:
+            import logging
+
+            logging.getLogger("balancer").exception("flow=%s name=%s: a state handler failed",
+                                                    run.id, self.name)
+            return new
 
     def register_schedule(self, schedule: Any = None, client: redis.Redis | None = None, *,
                           namespace: str | None = None,

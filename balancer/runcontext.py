@@ -94,6 +94,11 @@ def leave(token: contextvars.Token[RunFacts | None]) -> None:
     _facts.reset(token)
 
 
+def current() -> RunFacts | None:
+    """The current task run's facts (None outside a run)."""
+    return _facts.get()
+
+
 @contextlib.contextmanager
 def bound(facts: RunFacts) -> Iterator[None]:
     """The body runs with ``facts`` as the current task run's."""

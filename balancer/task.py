@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, overload
 
 from balancer import building
+from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
 from balancer.queue import DEFAULT_QUEUE, check_queue_name
@@ -52,6 +53,12 @@ class Task:
     # a line at a time, with its ids (common/taskstdout.py). The worker reads it from the
     # task as its code defines it: a task class sets it in its body.
     log_stdout: bool = False
+    # Prefect 1's state handlers, fn(task, old_state, new_state), and on_failure, fn(task,
+    # state): called on the worker, around each run (common/statehandlers.py). Code, not
+    # data: the worker takes them from the task as its module defines it (a task class
+    # sets them in its body), and nothing about them travels.
+    state_handlers: Any = None
+    on_failure: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -68,6 +75,9 @@ class Task:
         if fn is None:
             taskclass.bind(self)
             self.log_stdout = taskclass.log_stdout(self)
+            self.state_handlers, self.on_failure = taskclass.handlers(self)
+        self.state_handlers = statehandlers.check(f"task {self.name!r}", self.state_handlers,
+                                                  self.on_failure)
         if self.max_retries is not None:
             if self.retries:
                 raise ValueError(f"task {self.name!r}: give retries or max_retries, not both")
@@ -222,6 +232,8 @@ def task(
     tags: Any = None,
     log_stdout: bool = False,
     log_prints: bool | None = None,
+    state_handlers: Any = None,
+    on_failure: Any = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -248,6 +260,8 @@ def task(
     tags: Any = None,
     log_stdout: bool = False,
     log_prints: bool | None = None,
+    state_handlers: Any = None,
+    on_failure: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -257,7 +271,8 @@ def task(
     ``skip_on_upstream_skip`` as Prefect 1's; ``cache_for``/``cache_key``/
     ``cache_validator``, ``nout``, ``checkpoint``, ``tags`` and ``log_stdout`` as Prefect 1's
     too (balancer/caching.py says what the cache options do here), and Prefect 2/3's
-    ``log_prints`` for ``log_stdout``."""
+    ``log_prints`` for ``log_stdout``; Prefect 1's ``state_handlers`` and ``on_failure``,
+    called on the worker (common/statehandlers.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -282,6 +297,7 @@ def task(
                     timeout,  # type: ignore[arg-type]
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
                     cache_for=cache_for, cache_key=cache_key, cache_validator=cache_validator,
-                    nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout)
+                    nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
+                    state_handlers=state_handlers, on_failure=on_failure)
 
     return wrap(fn) if fn is not None else wrap

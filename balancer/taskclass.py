@@ -61,4 +61,18 @@ def log_stdout(task: Task) -> bool:
     return declared
 
 
-__all__ = ["INIT_KEYWORD", "bind", "init_arguments", "log_stdout", "path"]
+def handlers(task: Task) -> tuple[Any, Any]:
+    """A task class's ``state_handlers`` and ``on_failure``, as its body sets them: the
+    worker reads them from the class, as ``log_stdout``; given to the constructor they are
+    refused."""
+    kwargs: dict[str, Any] = getattr(task, "_init_args", ((), {}))[1]
+    cls = type(task)
+    for name in ("state_handlers", "on_failure"):
+        if name in kwargs and kwargs[name] != getattr(cls, name, None):
+            raise ValueError(f"task class {cls.__qualname__}: give {name} in its body"
+                             f" ({name} = ...), where workers read it, not to its"
+                             " constructor")
+    return getattr(cls, "state_handlers", None), getattr(cls, "on_failure", None)
+
+
+__all__ = ["INIT_KEYWORD", "bind", "handlers", "init_arguments", "log_stdout", "path"]

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from balancer.common import statehandlers
+
 _state = threading.local()
 # Slots of a thread pool may import the same module at once; importing under one lock
 # keeps any of them from seeing a half-initialised module.
@@ -35,6 +37,9 @@ _import_lock = threading.RLock()
 _resolved: dict[str, Callable[..., Any]] = {}
 # Paths of the tasks loaded that log what they print (Prefect 1's log_stdout=True).
 _logs_stdout: set[str] = set()
+# The tasks loaded that have state handlers (common/statehandlers.py), by path: the
+# @task, or the task class, with its handlers.
+_handled: dict[str, tuple[Any, list[Any]]] = {}
 
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
@@ -224,6 +229,11 @@ def logs_stdout(path: str) -> bool:
     return path in _logs_stdout
 
 
+def handled(path: str) -> tuple[Any, list[Any]] | None:
+    """The task at ``path`` (loaded) and its state handlers, if it has any."""
+    return _handled.get(path)
+
+
 def load(path: str) -> Callable[..., Any]:
     """The plain function behind ``module:qualname`` (unwrapping a ``@task``)."""
     fn = _resolved.get(path)
@@ -272,6 +282,9 @@ def _resolve(path: str) -> Callable[..., Any]:
                              " decorated with @task")
     if getattr(obj, "log_stdout", False) is True:  # a @task's, or a task class's own
         _logs_stdout.add(path)
+    handlers = statehandlers.of(obj)
+    if handlers:
+        _handled[path] = (obj, handlers)
     if isinstance(obj, type):  # a task class (balancer.Task subclass): built, then run
         return functools.partial(_run_class, obj)
     fn: Callable[..., Any] = obj.fn  # a @task wraps the function it runs

@@ -18,7 +18,13 @@ from typing import Any
 
 
 class State:
-    """A state to end a run in with ENDRUN, as Prefect 1's ``Success(message, result)``."""
+    """A run's state, as Prefect 1's (``prefect.engine.state``): what ENDRUN ends a run in
+    (``Success(message, result)``, ``Failed``, ``Skipped``), and what state handlers are
+    given (common/statehandlers.py). ``mode`` is how a run ended in it settles (the
+    worker's outcome: "success", "final", "skip", "again"; "" for a state no run ends in).
+    The classes nest as Prefect 1's do, so that its handlers' checks read the same:
+    Retrying is a Scheduled is a Pending; Skipped is a Success, TimedOut a Failed, and
+    every one of those a Finished."""
 
     mode = ""
 
@@ -29,17 +35,72 @@ class State:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
 
+    def is_pending(self) -> bool:
+        return isinstance(self, Pending)
 
-class Success(State):
+    def is_scheduled(self) -> bool:
+        return isinstance(self, Scheduled)
+
+    def is_retrying(self) -> bool:
+        return isinstance(self, Retrying)
+
+    def is_running(self) -> bool:
+        return isinstance(self, Running)
+
+    def is_finished(self) -> bool:
+        return isinstance(self, Finished)
+
+    def is_successful(self) -> bool:
+        return isinstance(self, Success)
+
+    def is_failed(self) -> bool:
+        return isinstance(self, Failed)
+
+    def is_skipped(self) -> bool:
+        return isinstance(self, Skipped)
+
+    def is_cancelled(self) -> bool:
+        return isinstance(self, Cancelled)
+
+
+class Pending(State):
+    pass
+
+
+class Scheduled(Pending):
+    pass
+
+
+class Retrying(Scheduled):
+    mode = "again"
+
+
+class Running(State):
+    pass
+
+
+class Finished(State):
+    pass
+
+
+class Success(Finished):
     mode = "success"
 
 
-class Failed(State):
+class Failed(Finished):
     mode = "final"
 
 
-class Skipped(State):
+class TimedOut(Failed):
+    pass
+
+
+class Skipped(Success):
     mode = "skip"
+
+
+class Cancelled(Finished):
+    pass
 
 
 class PrefectStateSignal(Exception):
@@ -76,7 +137,8 @@ class RETRY(PrefectStateSignal):
 
 
 class ENDRUN(PrefectStateSignal):
-    """Stop and end the run in ``state`` (Success, Failed or Skipped)."""
+    """Stop and end the run in ``state``: Success, Failed or Skipped, or Retrying (it runs
+    again after its retry delay); any other state fails it."""
 
     def __init__(self, state: State | str | None = None) -> None:
         if isinstance(state, State):
@@ -84,8 +146,9 @@ class ENDRUN(PrefectStateSignal):
         else:
             self.state = Failed(state)
         super().__init__(self.state.message)
-        self.mode = self.state.mode
+        self.mode = self.state.mode or "final"
 
 
-__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Failed", "PrefectStateSignal", "Skipped",
-           "State", "Success"]
+__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Cancelled", "Failed", "Finished", "Pending",
+           "PrefectStateSignal", "Retrying", "Running", "Scheduled", "Skipped", "State",
+           "Success", "TimedOut"]

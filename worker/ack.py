@@ -27,9 +27,9 @@ from balancer.common.scripts import (
 )
 from balancer.common.settings import Settings
 from balancer.common.signals import Lease
-from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import NOT_SENT
+from balancer.worker.outcome import Outcome
 
 log = logging.getLogger("worker")
 

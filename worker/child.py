@@ -42,9 +42,10 @@ from balancer.common.urls import scrub
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
 from balancer.worker.doorbell import DoorbellInbox
-from balancer.worker.executor import Outcome, execute
+from balancer.worker.executor import execute
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
+from balancer.worker.outcome import Outcome
 from balancer.worker.record import Record
 from balancer.worker.retire import Retirement
 

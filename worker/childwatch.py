@@ -29,8 +29,8 @@ from balancer.common.scripts import LeasedTask, Scripts
 from balancer.worker import child
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.child import ChildSpec
-from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
+from balancer.worker.outcome import Outcome
 from balancer.worker.record import FINISHING, IDLE, PHASES, RUNNING, TAKEN, Record, Snapshot
 
 if TYPE_CHECKING:  # ForkServerContext does not exist on Windows

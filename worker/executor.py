@@ -21,41 +21,16 @@ import dataclasses
 import inspect
 import threading
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 from balancer.common import codec, importpath, taskstdout
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
 from balancer.common.runsignals import PrefectStateSignal
+from balancer.worker import statehooks
+from balancer.worker.outcome import Outcome, Ran
 
 from balancer import runcontext
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    payload: bytes  # the packed result, or the packed ErrorInfo
-    retryable: bool = True
-    crashed: bool = False  # the run killed the process running it
-    quarantine: bool = False  # refused: no run can succeed until an operator looks
-    # Set by a signal the task raised (common/runsignals.py): "skip" (settle as skipped),
-    # "again" (retry whether or not retries are left), "final" (fail, never retried).
-    mode: str = ""
-
-    @classmethod
-    def failure(cls, error: ErrorInfo, retryable: bool = True, crashed: bool = False,
-                quarantine: bool = False) -> Outcome:
-        return cls(False, codec.pack_error(error), retryable, crashed, quarantine)
-
-    def to_bytes(self) -> bytes:
-        return codec.pack([self.ok, self.payload, self.retryable, self.mode])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Outcome:
-        ok, payload, retryable, *rest = codec.unpack(data)
-        return cls(bool(ok), bytes(payload), bool(retryable), mode=str(rest[0]) if rest else "")
-
 
 _local = threading.local()
 
@@ -98,6 +73,16 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
         args, kwargs = codec.decode_call(args_blob)
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
+
+    handled = importpath.handled(fn_path)
+    if handled is None:
+        return _settle(fn_path, _call(fn_path, fn, args, kwargs, timeout), max_result_bytes)
+    return statehooks.around(handled, lambda: _call(fn_path, fn, args, kwargs, timeout),
+                             lambda ran: _settle(fn_path, ran, max_result_bytes))
+
+
+def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
+          timeout: float | None) -> Ran:
     printed = (taskstdout.capture(runcontext.context["logger"])
                if importpath.logs_stdout(fn_path) else None)
     try:
@@ -106,21 +91,28 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
             value = run_awaitable(value, timeout)
     except PrefectStateSignal as signal:
         if signal.mode == "success":  # ENDRUN(Success(...)): completed, with its result
-            value = getattr(getattr(signal, "state", None), "result", None)
-        else:
-            error = ErrorInfo.from_exception(signal)
-            return Outcome(False, codec.pack_error(error), signal.mode != "final",
-                           mode=signal.mode)
+            return Ran(True, getattr(getattr(signal, "state", None), "result", None))
+        return Ran(False, error=ErrorInfo.from_exception(signal),
+                   retryable=signal.mode != "final", mode=signal.mode)
     except Exception as exc:
-        return Outcome.failure(ErrorInfo.from_exception(exc))
+        return Ran(False, error=ErrorInfo.from_exception(exc))
     except BaseException as exc:  # sys.exit() and the like: the task fails, the slot goes on
         error = ErrorInfo.from_exception(exc)
-        return Outcome.failure(dataclasses.replace(error, message=(
+        return Ran(False, error=dataclasses.replace(error, message=(
             f"{error.message} (raised by task {fn_path}: a task cannot stop its worker;"
             " it fails instead)").lstrip()))
     finally:
         if printed is not None:
             printed.close()
+    return Ran(True, value)
+
+
+def _settle(fn_path: str, ran: Ran, max_result_bytes: int) -> Outcome:
+    """The outcome a run reports: its value encoded (and checked), or its error."""
+    if not ran.ok:
+        assert ran.error is not None
+        return Outcome(False, codec.pack_error(ran.error), ran.retryable, mode=ran.mode)
+    value = ran.value
     try:
         blob = codec.pack(value)
     except CodecError as exc:

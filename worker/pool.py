@@ -13,8 +13,9 @@ import threading
 from typing import Protocol
 
 from balancer.common.codec import ErrorInfo
-from balancer.worker.executor import Outcome, close_loop, execute
+from balancer.worker.executor import close_loop, execute
 from balancer.worker.interrupt import TaskInterrupted, running, stragglers
+from balancer.worker.outcome import Outcome
 
 
 def _timeout(fn_path: str, timeout: float, stopped: bool) -> Outcome:

@@ -23,12 +23,15 @@ def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys) -> RunF
 
 def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:
     """The task's runs so far (this one included) and tags, its flow's name, and the
-    date the run stands for: a scheduled run's due time, else when it was submitted."""
+    date the run stands for: a scheduled run's due time, else when it was submitted. Also,
+    for the worker's state handlers (worker/statehooks.py) and not offered to tasks, its
+    failures so far and its retries (``failures`` and ``retries``)."""
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.task(task_id), ["failures", "lost", "tags"])
+    pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
     pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created"])
-    (failures, lost, tags), (name, scheduled, created) = pipe.execute()
+    (failures, lost, tags, retries), (name, scheduled, created) = pipe.execute()
     out: dict[str, Any] = {
+        "failures": max(0, field_int(failures)), "retries": max(0, field_int(retries)),
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
         "flow_name": name.decode(errors="replace") if name is not None else None}

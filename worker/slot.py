@@ -20,9 +20,9 @@ from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
 from balancer.worker import caching, runfacts
 from balancer.worker.ack import Acker, Finished
-from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
+from balancer.worker.outcome import Outcome
 from balancer.worker.pool import Runner
 
 from balancer import runcontext

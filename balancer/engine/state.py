@@ -1,5 +1,19 @@
-"""Prefect 1's ``prefect.engine.state`` states that ENDRUN takes: Success, Failed, Skipped."""
+"""Prefect 1's ``prefect.engine.state``: the states ENDRUN takes (Success, Failed,
+Skipped, Retrying) and state handlers are given (common/runsignals.py)."""
 
-from balancer.common.runsignals import Failed, Skipped, State, Success
+from balancer.common.runsignals import (
+    Cancelled,
+    Failed,
+    Finished,
+    Pending,
+    Retrying,
+    Running,
+    Scheduled,
+    Skipped,
+    State,
+    Success,
+    TimedOut,
+)
 
-__all__ = ["Failed", "Skipped", "State", "Success"]
+__all__ = ["Cancelled", "Failed", "Finished", "Pending", "Retrying", "Running", "Scheduled",
+           "Skipped", "State", "Success", "TimedOut"]

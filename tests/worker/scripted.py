@@ -11,7 +11,7 @@ from balancer.common.codec import ErrorInfo
 from balancer.common.scripts import Done, Scripts
 from balancer.common.signals import Lease
 from balancer.worker.ack import Finished
-from balancer.worker.executor import Outcome
+from balancer.worker.outcome import Outcome
 
 from tests.common.lua.db import STARTED, Db, W
 

@@ -17,9 +17,9 @@ from balancer.common.settings import Settings
 from balancer.worker import batchslot
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
-from balancer.worker.executor import Outcome
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
+from balancer.worker.outcome import Outcome
 
 from tests.common.lua.db import Db, Q, W
 from tests.worker.scripted import Spy

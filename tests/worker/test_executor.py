@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from balancer.common import codec, importpath
-from balancer.worker.executor import Outcome, execute
+from balancer.worker.executor import execute
+from balancer.worker.outcome import Outcome
 
 from balancer.runcontext import RunFacts, bound
 

@@ -1,0 +1,58 @@
+"""Prefect 1's state handlers with real processes: a task's are called in the worker's
+pool process that runs it, at each change of its run's state, retries included, and
+on_failure once it fails for good; a flow's are called by flow.run() in the client."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from balancer import Flow
+from tests.conftest import Processes
+from tests.integration import handled_tasks
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_task_handlers_run_on_the_worker_and_flow_handlers_in_flow_run(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path, pool: str) -> None:
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "1", "--pool", pool)
+    told: list[tuple[str, str, str]] = []
+    failures: list[Any] = []
+
+    def note(flow: Flow, old: Any, new: Any) -> None:
+        told.append((flow.name, type(old).__name__, type(new).__name__))
+
+    with Flow("handled", state_handlers=[note],
+              on_failure=lambda flow, state: failures.append(state)) as flow:
+        handled_tasks.triple(handled_tasks.flaky(1))
+        six = handled_tasks.triple(2)
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+
+    assert run.is_failed()
+    lines = [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()]
+    flaky = [line for line in lines if line.startswith(("flaky ", "on_failure flaky"))]
+    assert flaky == [
+        "flaky Pending -> Running None",
+        "flaky Running -> Retrying ValueError: no luck with 1",
+        "flaky Retrying -> Running None",
+        "flaky Running -> Failed ValueError: no luck with 1",
+        "on_failure flaky Failed ValueError: no luck with 1"]
+    assert [line for line in lines if line.startswith("triple ")] == [
+        "triple Pending -> Running None", "triple Running -> Success 6"]
+    pids = {int(p) for p in re.findall(r"pid=(\d+)", log.read_text())}
+    assert os.getpid() not in pids  # the worker's process ran them, not this one
+    assert told == [("handled", "Scheduled", "Running"), ("handled", "Running", "Failed")]
+    [state] = failures
+    assert state.is_failed() and state.message.startswith("Some tasks failed.")
+    assert state.result[six].is_successful() and state.result[six].result == 6
+

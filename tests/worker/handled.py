@@ -1,0 +1,86 @@
+"""Tasks with Prefect 1's state handlers, for tests/worker/test_statehooks.py: each
+handler notes what it was given in SEEN (the tests run them in their own process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from balancer.common.runsignals import FAIL, Failed, Skipped, State, Success
+
+from balancer import task
+
+SEEN: list[tuple[str, str, str, Any]] = []
+FAILURES: list[State] = []
+
+
+def note(obj: Any, old: State, new: State) -> None:
+    SEEN.append((obj.name, type(old).__name__, type(new).__name__, new.result))
+
+
+def skip_at_start(obj: Any, old: State, new: State) -> State | None:
+    return Skipped("not today") if new.is_running() else None
+
+
+def fail_success(obj: Any, old: State, new: State) -> State | None:
+    return Failed("refused by its handler") if new.is_successful() else None
+
+
+def rescue(obj: Any, old: State, new: State) -> State | None:
+    return Success("rescued", 5) if new.is_failed() else None
+
+
+def broken(obj: Any, old: State, new: State) -> None:
+    raise RuntimeError("the handler is broken")
+
+
+def not_a_state(obj: Any, old: State, new: State) -> Any:
+    return "done"
+
+
+CALLS: list[str] = []
+
+
+@task(state_handlers=[note], on_failure=lambda t, s: FAILURES.append(s))
+def doubles(x: int) -> int:
+    CALLS.append("doubles")
+    return 2 * x
+
+
+@task(retries=2, state_handlers=[note], on_failure=lambda t, s: FAILURES.append(s))
+def fails(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@task(retries=2, state_handlers=[note])
+def gives_up() -> None:
+    raise FAIL("for good")
+
+
+@task(state_handlers=[note])
+def too_slow() -> None:
+    raise TimeoutError("took too long")
+
+
+@task(state_handlers=[skip_at_start, note])
+def skipped_by_handler() -> None:
+    CALLS.append("skipped_by_handler")
+
+
+@task(state_handlers=[fail_success, note])
+def failed_by_handler() -> int:
+    return 1
+
+
+@task(state_handlers=[rescue, note])
+def rescued() -> int:
+    raise ValueError("oops")
+
+
+@task(state_handlers=[broken])
+def handler_raises() -> None:
+    CALLS.append("handler_raises")
+
+
+@task(state_handlers=[not_a_state])
+def handler_returns_junk() -> int:
+    return 1

@@ -1,0 +1,111 @@
+"""Prefect 1's task state handlers where the task runs: the states each handler is given
+(Pending or Retrying, Running, then how the run ended, as Redis will settle it), and a
+handler's answer settling the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from balancer.common import codec
+from balancer.common.codec import ErrorInfo
+from balancer.common.runsignals import Failed, Retrying, TimedOut
+from balancer.worker.executor import execute
+from balancer.worker.outcome import Outcome
+
+from balancer.runcontext import RunFacts, bound
+from tests.worker import handled
+
+CALL = codec.pack([[], {}])
+MAX = 1 << 20
+
+
+@pytest.fixture(autouse=True)
+def clean() -> Iterator[None]:
+    handled.SEEN.clear()
+    handled.FAILURES.clear()
+    handled.CALLS.clear()
+    yield
+
+
+def run(name: str, *args: Any, failures: int = 0, retries: int = 0) -> Outcome:
+    """Run task ``name`` of tests/worker/handled.py as a worker does, its record saying
+    it failed ``failures`` times so far and has ``retries``."""
+    facts = RunFacts("t1", name, "f1", "default", "w1",
+                     lambda: {"failures": failures, "retries": retries})
+    with bound(facts):
+        return execute(f"tests.worker.handled:{name}", codec.pack([list(args), {}]), MAX)
+
+
+def error(outcome: Outcome) -> ErrorInfo:
+    found = codec.unpack_error(outcome.payload)
+    assert found is not None
+    return found
+
+
+def test_a_successful_run_goes_pending_running_success_with_its_value() -> None:
+    outcome = run("doubles", 21)
+    assert outcome.ok and codec.unpack(outcome.payload) == 42
+    assert handled.SEEN == [("doubles", "Pending", "Running", None),
+                            ("doubles", "Running", "Success", 42)]
+    assert handled.FAILURES == []
+
+
+def test_a_failure_with_retries_left_is_retrying_and_calls_no_on_failure() -> None:
+    outcome = run("fails", 1, failures=1, retries=2)
+    assert not outcome.ok and outcome.retryable
+    assert [s[1:3] for s in handled.SEEN] == [("Retrying", "Running"), ("Running", "Retrying")]
+    assert handled.FAILURES == []
+
+
+def test_the_last_failure_is_failed_with_the_error_and_calls_on_failure_once() -> None:
+    outcome = run("fails", 3, failures=2, retries=2)
+    assert not outcome.ok and error(outcome).message == "bad 3"
+    assert [s[2] for s in handled.SEEN] == ["Running", "Failed"]
+    [state] = handled.FAILURES
+    assert isinstance(state, Failed) and not isinstance(state, Retrying)
+    assert state.message == "ValueError: bad 3" and state.result.type == "ValueError"
+
+
+def test_fail_is_failed_whatever_retries_are_left_and_a_timeout_is_timed_out() -> None:
+    run("gives_up", retries=2)
+    assert handled.SEEN[-1][2] == "Failed"
+    run("too_slow")
+    assert handled.SEEN[-1][2] == "TimedOut" and issubclass(TimedOut, Failed)
+
+
+def test_a_state_returned_at_the_start_ends_the_run_without_calling_the_task() -> None:
+    outcome = run("skipped_by_handler")
+    assert outcome.mode == "skip" and handled.CALLS == []
+    assert handled.SEEN == [("skipped_by_handler", "Pending", "Skipped", None)]
+
+
+def test_a_handler_answer_settles_the_run() -> None:
+    refused = run("failed_by_handler")
+    assert not refused.ok and not refused.retryable and refused.mode == "final"
+    assert error(refused).message == "refused by its handler"
+    assert handled.SEEN[-1][2] == "Failed"  # the next handler is given the answer
+    rescued = run("rescued")
+    assert rescued.ok and codec.unpack(rescued.payload) == 5
+
+
+@pytest.mark.parametrize("name, said", [
+    ("handler_raises", "state handler broken raised on Pending -> Running: RuntimeError:"
+                       " the handler is broken"),
+    ("handler_returns_junk", "state handler not_a_state returned 'done', not a state")])
+def test_a_handler_that_raises_or_answers_no_state_fails_the_run_for_good(
+        name: str, said: str) -> None:
+    outcome = run(name)
+    assert not outcome.ok and not outcome.retryable
+    assert error(outcome).type == "balancer.HandlerFailed" and said in error(outcome).message
+    assert handled.CALLS == []
+
+
+def test_a_task_without_handlers_reads_no_facts() -> None:
+    def read() -> dict[str, Any]:
+        raise AssertionError("read")
+
+    with bound(RunFacts("t1", "x", "f1", "default", "w1", read)):
+        outcome = execute("tests.worker.tasks:my_run_id", CALL, MAX)
+    assert outcome.ok

@@ -1,0 +1,111 @@
+"""A task's state handlers (common/statehandlers.py) around one run, where it runs.
+
+A run with handlers goes Pending (Retrying on a run after a failure) -> Running, then to
+how it ended: Success (its value as ``result``), Skipped, Retrying (it failed and will
+run again: retries are left, or it raised RETRY), Failed (TimedOut past its timeout),
+with the error as ``result`` (an ``ErrorInfo``: the exception object is the worker's).
+Whether a failure is retried is Redis's rule (fail.lua), read off the task's record at
+the run's start, with its run count (``balancer.context``'s facts: one round trip, for
+tasks with handlers only).
+
+A handler's answer is the run's: a state it returns ends the run so (a Failed one fails
+it for good, a Skipped one skips it, a Retrying one runs it again, a Success one
+completes it, with the state's ``result`` as the value when it has one); a state other
+than Running returned at the start ends the run without calling the task. A handler that
+raises fails the run for good (``balancer.HandlerFailed``).
+
+What no handler sees: a run whose process was killed (past its timeout in the process
+pool, a crash) and a task refused before it could run (not allowed, a bad signature).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from balancer.common import codec
+from balancer.common.codec import ErrorInfo
+from balancer.common.runsignals import (
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    Skipped,
+    State,
+    Success,
+    TimedOut,
+)
+from balancer.common.statehandlers import HandlerFailed, call
+from balancer.worker.outcome import Outcome, Ran
+
+from balancer import runcontext
+
+
+def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
+           settle: Callable[[Ran], Outcome]) -> Outcome:
+    """Run the task (``run``) between its handlers' calls, and report the outcome their
+    answer makes (``settle``)."""
+    target, handlers = handled
+    facts = _facts()
+    old: State = Retrying("Retrying task run.") if facts["failures"] else Pending()
+    try:
+        started = call(target, handlers, old, Running("Starting task run."))
+    except HandlerFailed as exc:
+        return _handler_failed(exc)
+    if not started.is_running():
+        return settle(_ran_of(started, None))
+    ran = run()
+    outcome = settle(ran)
+    final = _state_of(ran, outcome, facts)
+    try:
+        answered = call(target, handlers, started, final)
+    except HandlerFailed as exc:
+        return _handler_failed(exc)
+    if answered is final:
+        return outcome
+    return settle(_ran_of(answered, ran.value if ran.ok else None))
+
+
+def _facts() -> dict[str, Any]:
+    facts = runcontext.current()
+    more = facts.more() if facts is not None else {}
+    return {"failures": more.get("failures", 0), "retries": more.get("retries", 0)}
+
+
+def _state_of(ran: Ran, outcome: Outcome, facts: dict[str, Any]) -> State:
+    """The state the run ended in, as the worker reports it (``outcome``)."""
+    if outcome.ok:
+        return Success("Task run succeeded.", ran.value)
+    # A failure the function did not raise is the result's (not stored): the outcome's.
+    error = (ran.error if not ran.ok and ran.error is not None
+             else codec.unpack_error(outcome.payload) or ErrorInfo("balancer.Error", ""))
+    if outcome.mode == "skip":
+        return Skipped(error.message or "Task skipped.")
+    again = outcome.mode == "again" or (
+        outcome.retryable and not outcome.mode and facts["failures"] + 1 <= facts["retries"])
+    if again:
+        return Retrying(str(error), error)
+    kind = TimedOut if error.type in ("TimeoutError", "asyncio.TimeoutError") else Failed
+    return kind(str(error), error)
+
+
+def _ran_of(state: State, value: Any) -> Ran:
+    """How a run ends in ``state``, a handler's answer."""
+    if isinstance(state, Skipped):
+        return Ran(False, error=ErrorInfo("balancer.SKIP", state.message), retryable=True,
+                   mode="skip")
+    if isinstance(state, Success):
+        return Ran(True, state.result if state.result is not None else value)
+    if isinstance(state, Retrying):
+        return Ran(False, error=_error(state, "balancer.RETRY"), mode="again")
+    return Ran(False, error=_error(state, "balancer.FAIL"), retryable=False, mode="final")
+
+
+def _error(state: State, kind: str) -> ErrorInfo:
+    if isinstance(state.result, ErrorInfo):
+        return state.result
+    return ErrorInfo(kind, state.message or f"a state handler ended the run {type(state).__name__}")
+
+
+def _handler_failed(exc: HandlerFailed) -> Outcome:
+    return Outcome.failure(ErrorInfo("balancer.HandlerFailed", str(exc)), retryable=False)
