@@ -25,6 +25,7 @@ from typing import Any
 
 from balancer.common import codec
 from balancer.common.codec import ErrorInfo
+from balancer.common.retry import persist
 from balancer.common.runsignals import (
     Failed,
     Pending,
@@ -49,7 +50,7 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     facts = _facts()
     old: State = Retrying("Retrying task run.") if facts["failures"] else Pending()
     try:
-        started = call(target, handlers, old, Running("Starting task run."))
+        started = _call(target, handlers, old, Running("Starting task run."))
     except HandlerFailed as exc:
         return _handler_failed(exc)
     if not started.is_running():
@@ -58,7 +59,7 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     outcome = settle(ran)
     final = _state_of(ran, outcome, facts)
     try:
-        answered = call(target, handlers, started, final)
+        answered = _call(target, handlers, started, final)
     except HandlerFailed as exc:
         return _handler_failed(exc)
     if answered is final:
@@ -66,9 +67,27 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     return settle(_ran_of(answered, ran.value if ran.ok else None))
 
 
+def _call(target: Any, handlers: list[Any], old: State, new: State) -> State:
+    """``statehandlers.call``; a handler's sys.exit() or KeyboardInterrupt fails the run
+    as its errors do: a handler cannot stop its worker, as its task cannot."""
+    try:
+        return call(target, handlers, old, new)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise HandlerFailed(f"a state handler raised {type(exc).__name__} on"
+                            f" {type(old).__name__} -> {type(new).__name__}") from exc
+
+
 def _facts() -> dict[str, Any]:
+    """The run's failures so far and retries, read as the upstream results are: again
+    until Redis answers (a run never fails for a moment of Redis's). A record that cannot
+    be read otherwise (a key of the wrong type) reads as no failures and no retries."""
     facts = runcontext.current()
-    more = facts.more() if facts is not None else {}
+    more: dict[str, Any] = {}
+    if facts is not None:
+        try:
+            more = persist("read its runs so far", facts.task_run_id, facts.more)
+        except Exception:
+            more = {}
     return {"failures": more.get("failures", 0), "retries": more.get("retries", 0)}
 
 

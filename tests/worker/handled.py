@@ -84,3 +84,12 @@ def handler_raises() -> None:
 @task(state_handlers=[not_a_state])
 def handler_returns_junk() -> int:
     return 1
+
+
+def exits(obj: Any, old: State, new: State) -> None:
+    raise SystemExit(3)
+
+
+@task(state_handlers=[exits])
+def handler_exits() -> None:
+    CALLS.append("handler_exits")

@@ -93,8 +93,9 @@ def test_a_handler_answer_settles_the_run() -> None:
 @pytest.mark.parametrize("name, said", [
     ("handler_raises", "state handler broken raised on Pending -> Running: RuntimeError:"
                        " the handler is broken"),
-    ("handler_returns_junk", "state handler not_a_state returned 'done', not a state")])
-def test_a_handler_that_raises_or_answers_no_state_fails_the_run_for_good(
+    ("handler_returns_junk", "state handler not_a_state returned 'done', not a state"),
+    ("handler_exits", "a state handler raised SystemExit on Pending -> Running")])
+def test_a_handler_that_raises_exits_or_answers_no_state_fails_the_run_for_good(
         name: str, said: str) -> None:
     outcome = run(name)
     assert not outcome.ok and not outcome.retryable
@@ -109,3 +110,12 @@ def test_a_task_without_handlers_reads_no_facts() -> None:
     with bound(RunFacts("t1", "x", "f1", "default", "w1", read)):
         outcome = execute("tests.worker.tasks:my_run_id", CALL, MAX)
     assert outcome.ok
+
+
+def test_a_record_that_cannot_be_read_reads_as_no_failures_and_the_run_goes_on() -> None:
+    def read() -> dict[str, Any]:
+        raise ValueError("not a record")
+
+    with bound(RunFacts("t1", "doubles", "f1", "default", "w1", read)):
+        outcome = execute("tests.worker.handled:doubles", codec.pack([[4], {}]), MAX)
+    assert outcome.ok and handled.SEEN[0][1] == "Pending"
