@@ -111,6 +111,9 @@ class Flow:
             raise ValueError("a flow needs a non-empty name")
         self.name = name
         self.state_handlers = statehandlers.check(f"flow {name!r}", state_handlers, on_failure)
+        if on_failure is not None and not callable(on_failure):
+            raise TypeError(f"flow {name!r}: on_failure must be a function fn(flow, state)"
+                            " (hooks in a list are Prefect 2/3's: give them to @flow)")
         self.on_failure = on_failure
         if schedule is not None:
             from balancer.schedules import Schedule

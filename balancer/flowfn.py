@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 import redis
 
 from balancer import building, runcontext
+from balancer.common import statehandlers
 from balancer.common.codec import ErrorInfo
 from balancer.common.models import FlowState
 from balancer.common.settings import Settings
@@ -47,6 +48,19 @@ class FlowOptions:
     namespace: str | None = None
     description: str | None = None
     version: str | None = None
+    # Prefect 2/3's hooks, fn(flow, flow_run, state), called in this process as the run
+    # starts, and as it ends (common/statehandlers.py: hooks).
+    on_running: tuple[Any, ...] = ()
+    on_completion: tuple[Any, ...] = ()
+    on_failure: tuple[Any, ...] = ()
+    on_cancellation: tuple[Any, ...] = ()
+    on_crashed: tuple[Any, ...] = ()
+
+
+HOOKS = ("on_running", "on_completion", "on_failure", "on_cancellation", "on_crashed")
+# Which hooks a run's end calls, by its state.
+_ENDED = {FlowState.COMPLETED: "on_completion", FlowState.FAILED: "on_failure",
+          FlowState.CANCELLED: "on_cancellation"}
 
 
 class FlowFunction:
@@ -57,6 +71,10 @@ class FlowFunction:
             raise TypeError(f"@flow decorates a function, got {type(fn).__name__}")
         check_task_options(f"flow {options.name!r}", 0, options.retries,
                            options.retry_delay_seconds, None)
+        hooks: dict[str, Any] = {h: tuple(statehandlers.functions(
+            f"flow {options.name!r}", h, getattr(options, h) or None,
+            "fn(flow, flow_run, state)")) for h in HOOKS}
+        options = replace(options, **hooks)
         self.fn = fn
         self.options = options
         self.name = options.name
@@ -80,6 +98,8 @@ class FlowFunction:
         parent = current_run()
         client, settings = self._cluster(parent)
         run = DynamicRun(client, settings, self.name, parent).open()
+        self._hooks("on_running", run, FlowRunState.of(FlowState.RUNNING, self.name,
+                                                       flow_run_id=run.id))
         token = building.enter_run(run)
         value: Any = None
         error: BaseException | None = None
@@ -96,6 +116,8 @@ class FlowFunction:
                 run.close(True, ErrorInfo.from_exception(exc))
             except redis.RedisError:
                 log.error("flow=%s: could not close the run after %r", run.id, exc)
+            self._hooks("on_crashed", run, FlowRunState.of(
+                "crashed", self.name, None, ErrorInfo.from_exception(exc), run.id, exc))
             raise
         info = ErrorInfo.from_exception(error) if error is not None else None
         state = run.close(error is not None, info)
@@ -105,11 +127,21 @@ class FlowFunction:
             error = FlowCancelled(f"flow {self.name!r} ({run.id}) was cancelled")
             info = ErrorInfo.from_exception(error)
             value = None
+        final = FlowRunState.of(state, self.name, value, info, run.id, error)
+        if state in _ENDED:
+            self._hooks(_ENDED[state], run, final)
         if return_state:
-            return FlowRunState.of(state, self.name, value, info, run.id, error)
+            return final
         if error is not None:
             raise error
         return value
+
+    def _hooks(self, kind: str, run: DynamicRun, state: State) -> None:
+        """Call the hooks of ``kind`` (HOOKS) with the run and its state."""
+        hooks = getattr(self.options, kind)
+        if hooks:
+            statehandlers.hooks(self, hooks, statehandlers.RunInfo(
+                run.id, self.name, flow_run_id=run.id), state)
 
     def _attempts(self, run: DynamicRun, args: tuple[Any, ...], kwargs: dict[str, Any]
                   ) -> tuple[Any, Exception | None]:
@@ -208,23 +240,31 @@ def flow(fn: Callable[..., Any], /) -> FlowFunction: ...
 def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: float = 0.0,
          redis_url: str | None = None, namespace: str | None = None,
          description: str | None = None, version: str | None = None,
-         log_prints: bool | None = None) -> Callable[[Callable[..., Any]], FlowFunction]: ...
+         log_prints: bool | None = None, on_running: Any = None, on_completion: Any = None,
+         on_failure: Any = None, on_cancellation: Any = None, on_crashed: Any = None
+         ) -> Callable[[Callable[..., Any]], FlowFunction]: ...
 
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          retries: int = 0, retry_delay_seconds: float = 0.0, redis_url: str | None = None,
          namespace: str | None = None, description: str | None = None,
-         version: str | None = None, log_prints: bool | None = None
+         version: str | None = None, log_prints: bool | None = None,
+         on_running: Any = None, on_completion: Any = None, on_failure: Any = None,
+         on_cancellation: Any = None, on_crashed: Any = None
          ) -> FlowFunction | Callable[[Callable[..., Any]], FlowFunction]:
     """``@flow`` or ``@flow(name=..., retries=2, retry_delay_seconds=1)``: calling the
     function runs it as a flow run on the cluster at ``redis_url`` (default:
     ``BALANCER_REDIS_URL``, else the embedded cluster). ``log_prints`` is taken and
-    ignored (prints go where the client's go)."""
+    ignored (prints go where the client's go). Prefect 2/3's hooks (``on_completion=[fn]``,
+    ``on_failure``, ``on_cancellation``, ``on_crashed``, ``on_running``), each
+    ``fn(flow, flow_run, state)``, are called in this process."""
     del log_prints
 
     def wrap(f: Callable[..., Any]) -> FlowFunction:
-        return FlowFunction(f, FlowOptions(name or f.__name__, retries, retry_delay_seconds,
-                                           redis_url, namespace, description, version))
+        return FlowFunction(f, FlowOptions(
+            name or f.__name__, retries, retry_delay_seconds, redis_url, namespace,
+            description, version, on_running, on_completion, on_failure, on_cancellation,
+            on_crashed))
 
     return wrap(fn) if fn is not None else wrap
 

@@ -59,6 +59,9 @@ class Task:
     # sets them in its body), and nothing about them travels.
     state_handlers: Any = None
     on_failure: Any = None
+    # Prefect 2/3's hooks, fn(task, task_run, state) (on_failure as a list: these too):
+    # called on the worker once the run ends so, with those handlers.
+    on_completion: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -75,9 +78,9 @@ class Task:
         if fn is None:
             taskclass.bind(self)
             self.log_stdout = taskclass.log_stdout(self)
-            self.state_handlers, self.on_failure = taskclass.handlers(self)
+            self.state_handlers, self.on_failure, self.on_completion = taskclass.handlers(self)
         self.state_handlers = statehandlers.check(f"task {self.name!r}", self.state_handlers,
-                                                  self.on_failure)
+                                                  self.on_failure, self.on_completion)
         if self.max_retries is not None:
             if self.retries:
                 raise ValueError(f"task {self.name!r}: give retries or max_retries, not both")
@@ -234,6 +237,7 @@ def task(
     log_prints: bool | None = None,
     state_handlers: Any = None,
     on_failure: Any = None,
+    on_completion: Any = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -262,6 +266,7 @@ def task(
     log_prints: bool | None = None,
     state_handlers: Any = None,
     on_failure: Any = None,
+    on_completion: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -272,7 +277,8 @@ def task(
     ``cache_validator``, ``nout``, ``checkpoint``, ``tags`` and ``log_stdout`` as Prefect 1's
     too (balancer/caching.py says what the cache options do here), and Prefect 2/3's
     ``log_prints`` for ``log_stdout``; Prefect 1's ``state_handlers`` and ``on_failure``,
-    called on the worker (common/statehandlers.py)."""
+    and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``), called on the
+    worker (common/statehandlers.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -298,6 +304,7 @@ def task(
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
                     cache_for=cache_for, cache_key=cache_key, cache_validator=cache_validator,
                     nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
-                    state_handlers=state_handlers, on_failure=on_failure)
+                    state_handlers=state_handlers, on_failure=on_failure,
+                    on_completion=on_completion)
 
     return wrap(fn) if fn is not None else wrap

@@ -61,18 +61,22 @@ def log_stdout(task: Task) -> bool:
     return declared
 
 
-def handlers(task: Task) -> tuple[Any, Any]:
-    """A task class's ``state_handlers`` and ``on_failure``, as its body sets them: the
-    worker reads them from the class, as ``log_stdout``; given to the constructor they are
-    refused."""
+HANDLERS = ("state_handlers", "on_failure", "on_completion")
+
+
+def handlers(task: Task) -> tuple[Any, Any, Any]:
+    """A task class's ``state_handlers``, ``on_failure`` and ``on_completion``, as its
+    body sets them: the worker reads them from the class, as ``log_stdout``; given to the
+    constructor they are refused."""
     kwargs: dict[str, Any] = getattr(task, "_init_args", ((), {}))[1]
     cls = type(task)
-    for name in ("state_handlers", "on_failure"):
+    for name in HANDLERS:
         if name in kwargs and kwargs[name] != getattr(cls, name, None):
             raise ValueError(f"task class {cls.__qualname__}: give {name} in its body"
                              f" ({name} = ...), where workers read it, not to its"
                              " constructor")
-    return getattr(cls, "state_handlers", None), getattr(cls, "on_failure", None)
+    state_handlers, on_failure, on_completion = (getattr(cls, n, None) for n in HANDLERS)
+    return state_handlers, on_failure, on_completion
 
 
 __all__ = ["INIT_KEYWORD", "bind", "handlers", "init_arguments", "log_stdout", "path"]

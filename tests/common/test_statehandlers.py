@@ -20,7 +20,7 @@ from balancer.common.runsignals import (
     TimedOut,
 )
 
-from balancer import Flow, Task, task
+from balancer import Flow, Task, flow, task
 
 
 def test_states_nest_as_prefect_1s_so_its_handlers_checks_read_the_same() -> None:
@@ -60,14 +60,26 @@ def test_on_failure_is_called_with_the_failed_state_only() -> None:
     ({"state_handlers": print}, "state_handlers must be a list of functions"),
     ({"state_handlers": "h"}, "state_handlers must be a list of functions"),
     ({"state_handlers": [1]}, "state_handlers holds 1, which is not callable"),
-    ({"on_failure": [print]}, "on_failure must be a function fn(obj, state)")])
+    ({"on_failure": 5}, "on_failure must be a function fn(obj, state) (Prefect 1) or a list"
+                        " of hooks fn(obj, run, state) (Prefect 2/3), got int"),
+    ({"on_failure": [5]}, "on_failure holds 5, which is not callable"),
+    ({"on_completion": print}, "on_completion must be a list of functions")])
 def test_handlers_that_are_not_functions_are_refused_at_decoration(
         given: dict[str, Any], said: str) -> None:
     with pytest.raises(TypeError, match=r"task 'f': " + said.replace("(", r"\(").replace(
             ")", r"\)")):
         task(name="f", **given)(lambda: None)
-    with pytest.raises(TypeError, match="flow 'g': "):
-        Flow("g", **given)
+    if "on_completion" not in given:  # Prefect 1's flows take no Prefect 2/3 hooks
+        with pytest.raises(TypeError, match="flow 'g': "):
+            Flow("g", **given)
+
+
+def test_a_prefect_1_flow_refuses_prefect_2_hooks_and_a_flow_function_takes_them() -> None:
+    with pytest.raises(TypeError, match="hooks in a list are Prefect 2/3's: give them to @flow"):
+        Flow("g", on_failure=[print])
+    with pytest.raises(TypeError, match="flow 'h': on_running holds 1, which is not callable"):
+        flow(name="h", on_running=[1])(lambda: None)
+    assert flow(on_completion=[print])(lambda: None).options.on_completion == (print,)
 
 
 def note(obj: Any, old: State, new: State) -> None:

@@ -33,3 +33,23 @@ def flaky(x: int) -> int:
 @task(state_handlers=[note], on_failure=alert)
 def triple(x: int) -> int:
     return 3 * x
+
+
+# Prefect 2/3's hooks: each notes (hook, task or flow, state name, run count) in HOOKED
+# (for a worker of threads in the test's own process: tests/integration/test_state_handlers.py).
+HOOKED: list[tuple[str, str, str, int]] = []
+
+
+def completed(obj: Any, run: Any, state: Any) -> None:
+    HOOKED.append(("completed", obj.name, state.name, run.run_count))
+
+
+def failed(obj: Any, run: Any, state: Any) -> None:
+    HOOKED.append(("failed", obj.name, state.name, run.run_count))
+
+
+@task(retries=1, retry_delay_seconds=0.05, on_completion=[completed], on_failure=[failed])
+def halve(x: int) -> float:
+    if x % 2:
+        raise ValueError(f"{x} is odd")
+    return x / 2

@@ -1,6 +1,7 @@
 """Prefect 1's state handlers with real processes: a task's are called in the worker's
 pool process that runs it, at each change of its run's state, retries included, and
-on_failure once it fails for good; a flow's are called by flow.run() in the client."""
+on_failure once it fails for good; a flow's are called by flow.run() in the client. And
+Prefect 2/3's hooks, on tasks and @flow functions, on a real Redis."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 import redis
 
-from balancer import Flow
+from balancer import Flow, TaskFailed, flow
 from tests.conftest import Processes
 from tests.integration import handled_tasks
+from tests.integration.conftest import ThreadCluster
 
 pytestmark = pytest.mark.integration
 
@@ -56,3 +58,32 @@ def test_task_handlers_run_on_the_worker_and_flow_handlers_in_flow_run(
     assert state.is_failed() and state.message.startswith("Some tasks failed.")
     assert state.result[six].is_successful() and state.result[six].result == 6
 
+
+
+def test_prefect_2_hooks_of_tasks_and_flow_functions_are_called_as_runs_end(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    """A task's on_completion / on_failure on the worker (threads here, in this process),
+    once its run ended so (a failure retried is not one); a @flow function's on_running,
+    on_completion and on_failure in the calling process, with its run and final state."""
+    cluster.add_worker(concurrency=2)
+    handled_tasks.HOOKED.clear()
+    seen: list[tuple[str, str, str]] = []
+
+    def note(kind: str) -> Any:
+        return lambda flow, run, state: seen.append((kind, flow.name, state.name))
+
+    @flow(redis_url=redis_url, namespace=namespace, on_running=[note("running")],
+          on_completion=[note("completed")], on_failure=[note("failed")])
+    def halves(xs: list[int]) -> list[float]:
+        return [handled_tasks.halve(x) for x in xs]
+
+    assert halves([2, 4]) == [1.0, 2.0]
+    assert sorted(handled_tasks.HOOKED) == [("completed", "halve", "Completed", 1)] * 2
+    assert seen == [("running", "halves", "Running"), ("completed", "halves", "Completed")]
+
+    handled_tasks.HOOKED.clear()
+    seen.clear()
+    with pytest.raises(TaskFailed):
+        halves([3])
+    assert handled_tasks.HOOKED == [("failed", "halve", "Failed", 2)]  # after its retry
+    assert seen == [("running", "halves", "Running"), ("failed", "halves", "Failed")]

@@ -93,3 +93,22 @@ def exits(obj: Any, old: State, new: State) -> None:
 @task(state_handlers=[exits])
 def handler_exits() -> None:
     CALLS.append("handler_exits")
+
+
+HOOKED: list[tuple[str, str, str, int, Any]] = []
+
+
+def hook(obj: Any, run: Any, state: Any) -> None:
+    HOOKED.append((obj.name, run.id, state.name, run.run_count,
+                   state.result(raise_on_failure=False)))
+
+
+def hook_raises(obj: Any, run: Any, state: Any) -> None:
+    raise RuntimeError("the hook is broken")
+
+
+@task(retries=1, on_completion=[hook_raises, hook], on_failure=[hook])
+def hooked(x: int) -> int:
+    if x < 0:
+        raise ValueError("negative")
+    return x + 1

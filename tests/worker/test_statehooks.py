@@ -26,6 +26,7 @@ def clean() -> Iterator[None]:
     handled.SEEN.clear()
     handled.FAILURES.clear()
     handled.CALLS.clear()
+    handled.HOOKED.clear()
     yield
 
 
@@ -33,7 +34,8 @@ def run(name: str, *args: Any, failures: int = 0, retries: int = 0) -> Outcome:
     """Run task ``name`` of tests/worker/handled.py as a worker does, its record saying
     it failed ``failures`` times so far and has ``retries``."""
     facts = RunFacts("t1", name, "f1", "default", "w1",
-                     lambda: {"failures": failures, "retries": retries})
+                     lambda: {"failures": failures, "retries": retries,
+                              "task_run_count": failures + 1})
     with bound(facts):
         return execute(f"tests.worker.handled:{name}", codec.pack([list(args), {}]), MAX)
 
@@ -119,3 +121,18 @@ def test_a_record_that_cannot_be_read_reads_as_no_failures_and_the_run_goes_on()
     with bound(RunFacts("t1", "doubles", "f1", "default", "w1", read)):
         outcome = execute("tests.worker.handled:doubles", codec.pack([[4], {}]), MAX)
     assert outcome.ok and handled.SEEN[0][1] == "Pending"
+
+
+def test_prefect_2_hooks_are_called_once_the_run_ends_so_and_a_raising_one_changes_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    outcome = run("hooked", 1)
+    assert outcome.ok and codec.unpack(outcome.payload) == 2
+    assert handled.HOOKED == [("hooked", "t1", "Completed", 1, 2)]
+    assert "hook hook_raises raised (the run's state stands)" in caplog.text
+    handled.HOOKED.clear()
+    assert not run("hooked", -1, failures=0, retries=1).ok  # retried: no hook
+    assert handled.HOOKED == []
+    assert not run("hooked", -1, failures=1, retries=1).ok
+    [(name, task_run, state, count, error)] = handled.HOOKED
+    assert (name, task_run, state, count) == ("hooked", "t1", "Failed", 2)
+    assert error.error.message == "negative"  # the TaskFailed, as Prefect returns it
