@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Callable
@@ -184,6 +185,39 @@ class Task:
                             " inside a @flow function give wait_for=")
         return flowfn.map_calls(self, args, kwargs, wait_for)
 
+    def with_options(self, **changes: Any) -> Task:
+        """A copy of this task with other options, as Prefect 2/3's ``task.with_options``:
+        ``name``, ``queue_name``, ``priority``, ``retries`` (``max_retries``),
+        ``retry_delay`` (``retry_delay_seconds``), ``timeout`` (``timeout_seconds``),
+        ``tags``, ``trigger``, ``skip_on_upstream_skip``, ``cache_for``, ``cache_key``,
+        ``cache_validator``, ``nout``; ``description`` is taken and ignored. These travel
+        with each call; what the worker reads from the task as its module defines it
+        (``log_stdout``/``log_prints``, state handlers and hooks) cannot differ in a copy,
+        and is refused."""
+        renamed = {"retry_delay_seconds": "retry_delay", "timeout_seconds": "timeout",
+                   "max_retries": "retries"}
+        changes.pop("description", None)
+        given = {renamed.get(k, k): v for k, v in changes.items()}
+        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *_HANDLERS})
+        if read_by_worker:
+            raise ValueError(f"task {self.name!r}: with_options cannot change"
+                             f" {', '.join(read_by_worker)}: the worker reads it from the"
+                             " task as its module defines it; define another @task")
+        unknown = sorted(set(given) - _COPYABLE)
+        if unknown:
+            raise TypeError(f"task {self.name!r}: with_options got unknown option(s)"
+                            f" {', '.join(unknown)} (it takes {', '.join(sorted(_COPYABLE))})")
+        if type(self) is not Task:
+            raise TypeError(f"task {self.name!r}: with_options copies a @task; a task class"
+                            " takes its options as keywords: make another instance")
+        given["max_retries"] = None  # the copy's retries hold it
+        if "retry_delay" in given and isinstance(given["retry_delay"], (list, tuple)):
+            raise ValueError(f"task {self.name!r}: retry_delay_seconds: give one number of"
+                             " seconds (a list of delays is not supported)")
+        copy = dataclasses.replace(self, upstream=list(self.upstream), **given)
+        copy.__dict__.pop("_checked", None)
+        return copy
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """What a task class runs (override it in a subclass); a ``@task`` runs its
         function."""
@@ -207,6 +241,13 @@ class Task:
 
     def __hash__(self) -> int:
         return id(self)
+
+
+# What with_options may change: what travels with each call (Task.with_options).
+_COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay", "timeout",
+                       "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
+                       "cache_validator", "nout"})
+_HANDLERS = ("state_handlers", "on_failure", "on_completion")
 
 
 @overload

@@ -6,6 +6,7 @@ dependency on the task itself, which must not leak from one test into another.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -352,3 +353,34 @@ def test_validate_raises_for_a_cycle() -> None:
     flow.add_edge(b, a)
     with pytest.raises(FlowError, match="cycle"):
         flow.validate()
+
+
+@task(max_retries=1, tags=["etl"], queue_name="io")
+def fetch(x: int) -> int:
+    return x
+
+
+def test_with_options_copies_a_task_with_the_options_that_travel_and_leaves_it_alone() -> None:
+    """Prefect 2/3's task.with_options: a copy, Prefect's spellings taken, the original
+    unchanged; the copy runs the same function, which the worker imports by its path."""
+    copy = fetch.with_options(name="fetch-eu", retries=3, retry_delay_seconds=2,
+                              timeout_seconds=5, tags=["eu"], description="ignored")
+    assert (copy.name, copy.retries, copy.retry_delay, copy.timeout, copy.tags,
+            copy.queue_name) == ("fetch-eu", 3, 2, 5, ["eu"], "io")
+    assert (fetch.name, fetch.retries, fetch.tags) == ("fetch", 1, ["etl"])
+    assert copy.path == fetch.path and copy(4) == 4
+    with Flow("two-copies") as flow:
+        fetch(1)
+        copy(2)
+    assert [n.task.name for n in flow.nodes] == ["fetch", "fetch-eu"]
+
+
+@pytest.mark.parametrize("change, error, said", [
+    ({"log_prints": True}, ValueError, "cannot change log_prints: the worker reads it"),
+    ({"on_completion": [print]}, ValueError, "cannot change on_completion"),
+    ({"retries": -1}, ValueError, "retries must be between 0 and 1000"),
+    ({"bogus": 1}, TypeError, "unknown option(s) bogus")])
+def test_with_options_refuses_what_a_copy_cannot_change_or_take(
+        change: dict[str, object], error: type[Exception], said: str) -> None:
+    with pytest.raises(error, match=re.escape(said)):
+        fetch.with_options(**change)

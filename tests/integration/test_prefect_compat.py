@@ -109,3 +109,17 @@ def test_the_run_reads_as_prefects_state(cluster: ThreadCluster) -> None:
     assert state.result[good].result == 1 and state.result[good].is_successful()
     assert state.result[bad].is_failed() and "bad input 2" in state.result[bad].message
     assert state.result[after].is_failed() and state.result[after].result is None
+
+
+def test_a_copy_made_with_options_runs_with_its_own_options(cluster: ThreadCluster) -> None:
+    """Prefect 2/3's task.with_options: the copy's retries and name travel with its call;
+    the worker runs the same function."""
+    cluster.add_worker(concurrency=2)
+    no_retry = tasks.run_facts.with_options(name="facts-once", retries=0)
+    with Flow("copies") as flow:
+        original = tasks.run_facts(fail_first=True)
+        once = no_retry(fail_first=True)
+    run = _run(cluster, flow)
+    assert run.result[original].is_successful()
+    assert run.result[original].result["task_name"] == "run_facts"
+    assert run.result[once].is_failed() and "the first run fails" in run.result[once].message
