@@ -4,7 +4,9 @@ cache options packed with the task's call (common/cache.py; worker/caching.py us
 
 - ``cache_for``: a run's result is stored for that long, under ``cache_key`` (default: the
   task's import path and name) and the inputs' digest the validator compares; a later run,
-  in any flow run, whose validator accepts it completes with it without running.
+  in any flow run, whose validator accepts it completes with it without running. Prefect
+  2/3's ``cache_key_fn=task_input_hash``, ``cache_policy`` and ``cache_expiration`` are
+  taken as these (``from_prefect_2``).
 - ``nout``: a reference unpacks into that many references (``a, b = t()``).
 - ``checkpoint``: accepted and ignored: every result is stored in its task's record.
 - ``tags``: stored on the task's record, shown by ``balancer flow``.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from balancer.common.cache import MAX_TTL_MS, VALIDATORS, CacheSpec
 from balancer.engine.cache_validators import Validator
@@ -63,6 +65,40 @@ def _validator(task: Task) -> tuple[str, tuple[str, ...]]:
                      " never_use or partial_inputs_only([...]), got"
                      f" {getattr(given, '__name__', given)!r} (validators on flow parameters"
                      " are not supported: workers do not see them)")
+
+
+def from_prefect_2(owner: str, cache_key_fn: Any, cache_policy: Any, cache_expiration: Any,
+                   cache_for: Any, cache_validator: Any) -> tuple[Any, Any]:
+    """Prefect 2/3's caching options as Prefect 1's (``cache_for``, ``cache_validator``):
+    ``cache_key_fn=task_input_hash`` or ``cache_policy=INPUTS`` is ``all_inputs``, kept for
+    ``cache_expiration`` (default: as long as an entry may live); ``NONE`` caches nothing.
+    Anything else is refused here, at decoration."""
+    from balancer import cache_policies, tasks
+    from balancer.engine.cache_validators import all_inputs
+
+    if cache_key_fn is None and cache_policy is None:
+        if cache_expiration is not None:
+            raise ValueError(f"{owner}: cache_expiration without cache_key_fn or cache_policy"
+                             " caches nothing; give cache_key_fn=task_input_hash")
+        return cache_for, cache_validator
+    if cache_for is not None or cache_validator is not None:
+        raise ValueError(f"{owner}: give Prefect 1's cache_for/cache_validator or Prefect"
+                         " 2/3's cache_key_fn/cache_policy, not both")
+    if cache_key_fn is not None and cache_policy is not None:
+        raise ValueError(f"{owner}: give cache_key_fn or cache_policy, not both")
+    if cache_policy is cache_policies.NONE:
+        return None, None
+    if cache_key_fn is not tasks.task_input_hash and cache_policy is not cache_policies.INPUTS:
+        given = getattr(cache_key_fn or cache_policy, "__name__", cache_key_fn or cache_policy)
+        raise ValueError(
+            f"{owner}: only cache_key_fn=balancer.tasks.task_input_hash and"
+            " cache_policy=INPUTS or NONE (balancer.cache_policies) are supported, got"
+            f" {given!r}: a key function of your own would run on the worker unsigned; give"
+            " cache_key='name' and cache_validator=partial_inputs_only([...]) to key on some"
+            " inputs")
+    if cache_expiration is None:
+        return MAX_TTL_MS / 1000, all_inputs
+    return cache_expiration, all_inputs
 
 
 def tag_list(task: Task) -> list[str]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
-from balancer import building
+from balancer import building, caching
 from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
@@ -279,6 +279,9 @@ def task(
     state_handlers: Any = None,
     on_failure: Any = None,
     on_completion: Any = None,
+    cache_key_fn: Any = None,
+    cache_policy: Any = None,
+    cache_expiration: float | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -308,6 +311,9 @@ def task(
     state_handlers: Any = None,
     on_failure: Any = None,
     on_completion: Any = None,
+    cache_key_fn: Any = None,
+    cache_policy: Any = None,
+    cache_expiration: float | timedelta | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -319,7 +325,9 @@ def task(
     too (balancer/caching.py says what the cache options do here), and Prefect 2/3's
     ``log_prints`` for ``log_stdout``; Prefect 1's ``state_handlers`` and ``on_failure``,
     and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``), called on the
-    worker (common/statehandlers.py)."""
+    worker (common/statehandlers.py); Prefect 2/3's ``cache_key_fn=task_input_hash``,
+    ``cache_policy`` and ``cache_expiration`` as Prefect 1's caching options
+    (balancer/caching.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -339,11 +347,14 @@ def task(
         retries = max_retries
 
     def wrap(f: Callable[..., Any]) -> Task:
+        cached_for, validator = caching.from_prefect_2(
+            f"task {name or f.__name__!r}", cache_key_fn, cache_policy, cache_expiration,
+            cache_for, cache_validator)
         return Task(f, name or f.__name__, queue_name, priority, retries,
                     retry_delay,  # type: ignore[arg-type]  # timedelta: __post_init__
                     timeout,  # type: ignore[arg-type]
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
-                    cache_for=cache_for, cache_key=cache_key, cache_validator=cache_validator,
+                    cache_for=cached_for, cache_key=cache_key, cache_validator=validator,
                     nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
                     state_handlers=state_handlers, on_failure=on_failure,
                     on_completion=on_completion)

@@ -130,3 +130,31 @@ def test_nout_makes_one_reference_per_item() -> None:
 
 def _pair(x: int) -> tuple[int, int]:
     return x, x
+
+
+def test_prefect_2_caching_options_are_prefect_1s_all_inputs() -> None:
+    from balancer.cache_policies import INPUTS, NONE
+    from balancer.tasks import task_input_hash
+
+    hashed = task(cache_key_fn=task_input_hash, cache_expiration=timedelta(minutes=5))(
+        lambda x: x)
+    assert (hashed.cache_for, hashed.cache_validator) == (300.0, cv.all_inputs)
+    forever = task(cache_policy=INPUTS)(lambda x: x)
+    assert forever.cache_validator == cv.all_inputs
+    assert forever.cache_for * 1000 == cache.MAX_TTL_MS
+    assert task(cache_policy=NONE)(lambda x: x).cache_for is None
+
+
+@pytest.mark.parametrize("options, said", [
+    ({"cache_key_fn": lambda context, args: "mine"}, "only cache_key_fn=balancer.tasks"
+                                                     ".task_input_hash and cache_policy"),
+    ({"cache_policy": "TASK_SOURCE"}, "only cache_key_fn="),
+    ({"cache_expiration": 60}, "cache_expiration without cache_key_fn or cache_policy"),
+    ({"cache_policy": "x", "cache_for": 5}, "not both")])
+def test_prefect_2_caching_it_cannot_honour_is_refused_at_decoration(
+        options: dict[str, object], said: str) -> None:
+    def fetch(x: int) -> int:
+        return x
+
+    with pytest.raises(ValueError, match=f"task 'fetch': .*{said}"):
+        task(**options)(fetch)  # type: ignore[call-overload]

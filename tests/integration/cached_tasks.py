@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from balancer import task
+from balancer.cache_policies import INPUTS
 from balancer.engine.cache_validators import all_inputs, partial_inputs_only
+from balancer.tasks import task_input_hash
 
 
 def _ran(log: str, line: str) -> None:
@@ -64,3 +66,16 @@ def split(x: int) -> tuple[int, int]:
 @task
 def add(a: int, b: int) -> int:
     return a + b
+
+
+# Prefect 2/3's spellings of the same (balancer/caching.py: from_prefect_2).
+@task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
+def by_input_hash(log: str, x: int) -> int:
+    _ran(log, f"by_input_hash {x}")
+    return x * 10
+
+
+@task(cache_policy=INPUTS)
+def by_policy(log: str, x: int) -> int:
+    _ran(log, f"by_policy {x}")
+    return x * 100

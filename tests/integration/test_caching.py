@@ -180,3 +180,18 @@ def test_mapped_children_and_flow_function_calls_use_the_cache_too(
     assert dynamic() == [102, 103]
     assert sorted(_runs(tmp_path / "runs.log")) == ["by_inputs 1", "by_inputs 2",
                                                     "by_inputs 3"]
+
+
+def test_prefect_2_cache_key_fn_and_cache_policy_reuse_results_by_inputs(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """Prefect 2/3's cache_key_fn=task_input_hash and Prefect 3's cache_policy=INPUTS:
+    the same inputs reuse the result, other inputs run the task."""
+    log = str(tmp_path / "runs.log")
+    for x in (1, 1, 2):
+        with Flow("prefect-2-cache") as flow:
+            hashed = ct.by_input_hash(log, x)
+            policy = ct.by_policy(log, x)
+        run = _run(flow, real, namespace)
+        assert (run.result(hashed), run.result(policy)) == (10 * x, 100 * x)
+    assert sorted(_runs(tmp_path / "runs.log")) == [
+        "by_input_hash 1", "by_input_hash 2", "by_policy 1", "by_policy 2"]

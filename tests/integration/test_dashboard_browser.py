@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from balancer.common import protocol
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
@@ -108,6 +109,8 @@ def test_the_dashboard_shows_the_cluster_live_and_pauses_a_queue(
         # The worker, live (the page polls: no reload from here on).
         wait_for(lambda: _attr(driver, 'tr[data-worker="browser-w1"]', "data-state")
                  == "alive", timeout=30, interval=0.2)
+        assert f"the leader runs release {protocol.release()} (protocol {protocol.VERSION})" \
+            in driver.find_element(By.TAG_NAME, "main").text
 
         with Flow("browser-flow") as flow:
             slow = tasks.sleep_for(3.0)

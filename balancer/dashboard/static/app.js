@@ -232,7 +232,9 @@ function leaderSection(data) {
     rows.length ? table([["id"], ["role"], ["partitions led", "num"], ["seen", "num"]], rows) :
       h("p", {class: "err"}, "no dispatcher: is `balancer serve` running?"),
     h("p", {class: "muted"}, "delayed (retries, later starts): " + data.delayed +
-      " · quarantined: " + data.dead_letters + " · set aside: " + data.set_aside.length));
+      " · quarantined: " + data.dead_letters + " · set aside: " + data.set_aside.length +
+      (data.stamp ? " · the leader runs release " + data.stamp.release + " (protocol " +
+        data.stamp.version + ")" : "")));
 }
 
 function eventsSection(list) {
