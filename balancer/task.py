@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
-from balancer import building, caching
+from balancer import building, caching, tasks
 from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
@@ -211,6 +211,8 @@ class Task:
             raise TypeError(f"task {self.name!r}: with_options copies a @task; a task class"
                             " takes its options as keywords: make another instance")
         given["max_retries"] = None  # the copy's retries hold it
+        if isinstance(given.get("retry_delay"), tasks.exponential_backoff):
+            given["retry_delay"] = given["retry_delay"].backoff_factor
         if "retry_delay" in given and isinstance(given["retry_delay"], (list, tuple)):
             raise ValueError(f"task {self.name!r}: retry_delay_seconds: give one number of"
                              " seconds (a list of delays is not supported)")
@@ -333,10 +335,13 @@ def task(
         if retry_delay:
             raise ValueError("give retry_delay or retry_delay_seconds, not both")
         given: Any = retry_delay_seconds
-        if isinstance(given, (list, tuple)):
-            raise ValueError("retry_delay_seconds: give one number of seconds (a list of"
-                             " delays is not supported; each retry waits twice the last)")
-        retry_delay = retry_delay_seconds
+        if isinstance(given, tasks.exponential_backoff):
+            given = given.backoff_factor  # its delays are ours: each twice the last
+        elif isinstance(given, (list, tuple)) or callable(given):
+            raise ValueError("retry_delay_seconds: give one number of seconds, or"
+                             " exponential_backoff(backoff_factor=...) (a list of delays is"
+                             " not supported; each retry waits twice the last)")
+        retry_delay = given
     if timeout_seconds is not None:
         if timeout is not None:
             raise ValueError("give timeout or timeout_seconds, not both")

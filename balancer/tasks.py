@@ -1,4 +1,4 @@
-"""Prefect 2/3's ``prefect.tasks`` cache key function: ``task_input_hash``.
+"""Prefect 2/3's ``prefect.tasks`` helpers: ``task_input_hash`` and ``exponential_backoff``.
 
     @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(hours=1))
 
@@ -24,4 +24,16 @@ def task_input_hash(context: Any, arguments: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-__all__ = ["task_input_hash"]
+class exponential_backoff:  # Prefect's name
+    """``@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10))``:
+    Prefect's delays of ``backoff_factor * 2**n`` before retry n+1 (10, 20, 40 s), which is
+    how every retry waits here: it stands for ``retry_delay=backoff_factor``."""
+
+    def __init__(self, backoff_factor: float) -> None:
+        self.backoff_factor = backoff_factor
+
+    def __call__(self, retries: int) -> list[float]:
+        return [self.backoff_factor * 2**n for n in range(retries)]
+
+
+__all__ = ["exponential_backoff", "task_input_hash"]

@@ -384,3 +384,15 @@ def test_with_options_refuses_what_a_copy_cannot_change_or_take(
         change: dict[str, object], error: type[Exception], said: str) -> None:
     with pytest.raises(error, match=re.escape(said)):
         fetch.with_options(**change)
+
+
+def test_prefects_exponential_backoff_is_our_doubling_retry_delay() -> None:
+    from balancer.tasks import exponential_backoff
+
+    backoff = exponential_backoff(backoff_factor=10)
+    assert backoff(3) == [10, 20, 40]  # Prefect's delays, and ours for retry_delay=10
+    waits = task(retries=3, retry_delay_seconds=backoff)(fetch.fn)
+    assert waits.retry_delay == 10
+    assert fetch.with_options(retry_delay_seconds=backoff).retry_delay == 10
+    with pytest.raises(ValueError, match="a list of delays is not supported"):
+        task(retries=3, retry_delay_seconds=[1, 10, 100])(fetch.fn)
