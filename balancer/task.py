@@ -220,6 +220,11 @@ class Task:
         copy.__dict__.pop("_checked", None)
         return copy
 
+    def copy(self, **task_args: Any) -> Task:
+        """Prefect 1's ``task.copy(**task_args)``: ``with_options``, Prefect 1's names
+        (``max_retries``, ``retry_delay`` and ``timeout`` as timedelta) included."""
+        return self.with_options(**task_args)
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """What a task class runs (override it in a subclass); a ``@task`` runs its
         function."""

@@ -396,3 +396,12 @@ def test_prefects_exponential_backoff_is_our_doubling_retry_delay() -> None:
     assert fetch.with_options(retry_delay_seconds=backoff).retry_delay == 10
     with pytest.raises(ValueError, match="a list of delays is not supported"):
         task(retries=3, retry_delay_seconds=[1, 10, 100])(fetch.fn)
+
+
+def test_prefect_1_copy_takes_its_names() -> None:
+    from datetime import timedelta
+
+    copy = fetch.copy(max_retries=4, retry_delay=timedelta(seconds=3),
+                      timeout=timedelta(minutes=1))
+    assert (copy.retries, copy.retry_delay, copy.timeout) == (4, 3.0, 60.0)
+    assert fetch.copy() is not fetch and fetch.copy().retries == fetch.retries
