@@ -32,6 +32,7 @@ from multiprocessing.connection import Connection
 from typing import Any, NoReturn
 
 from balancer.common import codec, logs, prefetch
+from balancer.common.codec import CodecError
 from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
@@ -39,6 +40,7 @@ from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.common.signals import Lease
 from balancer.common.urls import scrub
+from balancer.worker import statehooks
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
 from balancer.worker.doorbell import DoorbellInbox
@@ -58,6 +60,9 @@ ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
 FAILED = b"f"  # to the supervisor, with why: it cannot start (Redis refused it, ...)
 RETIRING = b"x"  # to the supervisor: this child leaves for a fresh one (worker.retire)
+# From the supervisor, then a packed statehooks.Killed: the run it killed past its
+# timeout, whose state handlers this child calls.
+TIMED_OUT = b"o"
 PR_SET_PDEATHSIG = 1
 # Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
 # (the heartbeat tells the dispatcher of a change of a quarter, once a second), and at once
@@ -174,10 +179,23 @@ def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
         while (message := conn.recv_bytes()) != STOP:
             if message == MAKE_WAY:
                 slot.make_way()
+            elif message.startswith(TIMED_OUT):
+                _tell_handlers(message[len(TIMED_OUT):], slot.worker_id)
     except (EOFError, OSError):
         log.warning("pool child pid=%s: its supervisor is gone; stopping", os.getpid())
     stopping.set()
     inbox.close(timeout=0)
+
+
+def _tell_handlers(packed: bytes, worker_id: str) -> None:
+    """Call the state handlers of a run the supervisor killed, on a thread of their own
+    (one that hangs holds up nothing else)."""
+    try:
+        killed = statehooks.Killed(*codec.unpack(packed))
+    except (CodecError, TypeError):
+        return
+    threading.Thread(target=killed.tell_handlers, args=(worker_id,), name="handlers",
+                     daemon=True).start()
 
 
 def _die_with(supervisor: int) -> None:

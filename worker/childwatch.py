@@ -22,11 +22,14 @@ from collections.abc import Sequence
 from multiprocessing.connection import wait
 from typing import TYPE_CHECKING
 
+import redis
 from balancer.common import codec, prefetch
 from balancer.common.codec import CodecError, ErrorInfo
+from balancer.common.replies import UnexpectedReply, as_opt_bytes_list, field_int
 from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
-from balancer.worker import child
+from balancer.common.signals import Lease
+from balancer.worker import child, statehooks
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.child import ChildSpec
 from balancer.worker.holding import Holding
@@ -291,11 +294,27 @@ class ChildWatch(threading.Thread):
                     lease.task_id, lease.timeout, self.process.pid, self.worker_id)
         self._kill()
         self._join(5)
-        self._settle(snap, Outcome.failure(ErrorInfo(
-            "TimeoutError", f"task {lease.fn} ran past its timeout of {lease.timeout}s and"
-                            " was stopped")))
+        error = ErrorInfo("TimeoutError", f"task {lease.fn} ran past its timeout of"
+                                          f" {lease.timeout}s and was stopped")
+        runs = self._runs_so_far(lease)  # before the failure below counts this one
+        self._settle(snap, Outcome.failure(error))
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
+            if runs is not None:  # its state handlers are called there (worker.statehooks)
+                with contextlib.suppress(OSError):
+                    self.conn.send_bytes(child.TIMED_OUT + codec.pack(
+                        [*statehooks.Killed.of(lease, error, *runs)]))
+
+    def _runs_so_far(self, lease: Lease) -> tuple[int, int] | None:
+        """A task's failures so far and its retries, as its record holds them; None when
+        Redis cannot say (its state handlers are then not told of the timeout)."""
+        part = self.parts[lease.partition]
+        try:
+            failures, retries = as_opt_bytes_list(part.client.hmget(
+                part.keys.task(lease.task_id), ["failures", "retries"]))
+        except (redis.RedisError, UnexpectedReply, ValueError):
+            return None
+        return field_int(failures), field_int(retries)
 
     def _kill(self) -> None:
         """Kill the child, and the processes its tasks started (``_end_group``)."""

@@ -14,16 +14,20 @@ completes it, with the state's ``result`` as the value when it has one); a state
 than Running returned at the start ends the run without calling the task. A handler that
 raises fails the run for good (``balancer.HandlerFailed``).
 
-What no handler sees: a run whose process was killed (past its timeout in the process
-pool, a crash) and a task refused before it could run (not allowed, a bad signature).
+A run killed past its timeout in the process pool cannot call them where it ran: the
+supervisor tells the child that replaces the killed one (``Killed``), which calls them,
+Running -> TimedOut (or Retrying), on a thread of its own; their answer changes nothing
+(the run is over). What no handler sees: a run whose process crashed, and a task refused
+before it could run (not allowed, a bad signature).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
-from balancer.common import codec
+from balancer.common import codec, importpath
 from balancer.common.codec import ErrorInfo
 from balancer.common.retry import persist
 from balancer.common.runsignals import (
@@ -36,10 +40,13 @@ from balancer.common.runsignals import (
     Success,
     TimedOut,
 )
+from balancer.common.signals import Lease
 from balancer.common.statehandlers import HandlerFailed, call
 from balancer.worker.outcome import Outcome, Ran
 
 from balancer import runcontext
+
+log = logging.getLogger("worker")
 
 
 def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
@@ -128,3 +135,45 @@ def _error(state: State, kind: str) -> ErrorInfo:
 
 def _handler_failed(exc: HandlerFailed) -> Outcome:
     return Outcome.failure(ErrorInfo("balancer.HandlerFailed", str(exc)), retryable=False)
+
+
+class Killed(NamedTuple):
+    """A run the supervisor killed past its timeout, as it tells the next child."""
+
+    task_id: str
+    fn: str
+    name: str
+    flow: str
+    queue: str
+    message: str
+    failures: int  # before this run
+    retries: int
+
+    @classmethod
+    def of(cls, lease: Lease, error: ErrorInfo, failures: int, retries: int) -> Killed:
+        return cls(lease.task_id, lease.fn, lease.name, lease.flow, lease.queue, error.message,
+                   failures, retries)
+
+    def tell_handlers(self, worker_id: str) -> None:
+        """Call the task's handlers, Running -> TimedOut, or Retrying when a retry is left
+        (the timeout is a failure like any: fail.lua's rule); errors are logged."""
+        try:
+            importpath.load(self.fn)
+        except Exception:
+            return  # not a task this child may run: it has no handlers to call here
+        handled = importpath.handled(self.fn)
+        if handled is None:
+            return
+        target, handlers = handled
+        error = ErrorInfo("TimeoutError", self.message)
+        kind = Retrying if self.failures + 1 <= self.retries else TimedOut
+        facts = runcontext.RunFacts(
+            self.task_id, self.name, self.flow, self.queue, worker_id,
+            lambda: {"failures": self.failures, "retries": self.retries,
+                     "task_run_count": self.failures + 1})
+        with runcontext.bound(facts):
+            try:
+                _call(target, handlers, Running("Starting task run."), kind(str(error), error))
+            except HandlerFailed as exc:
+                log.error("task=%s name=%s on worker=%s: %s", self.task_id, self.name,
+                          worker_id, exc)

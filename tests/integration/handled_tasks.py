@@ -5,6 +5,7 @@ each handler appends a line to the file $HANDLED_LOG, written by whichever proce
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from balancer import task
@@ -53,3 +54,8 @@ def halve(x: int) -> float:
     if x % 2:
         raise ValueError(f"{x} is odd")
     return x / 2
+
+
+@task(retries=1, retry_delay=0.05, timeout=0.5, state_handlers=[note], on_failure=alert)
+def stalls() -> None:
+    time.sleep(30)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from balancer import Flow, TaskFailed, flow
-from tests.conftest import Processes
+from tests.conftest import Processes, wait_for
 from tests.integration import handled_tasks
 from tests.integration.conftest import ThreadCluster
 
@@ -87,3 +87,33 @@ def test_prefect_2_hooks_of_tasks_and_flow_functions_are_called_as_runs_end(
         halves([3])
     assert handled_tasks.HOOKED == [("failed", "halve", "Failed", 2)]  # after its retry
     assert seen == [("running", "halves", "Running"), ("failed", "halves", "Failed")]
+
+
+def test_a_run_killed_past_its_timeout_tells_its_handlers_from_the_next_pool_process(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """The process pool kills a run past its timeout, so the run cannot call its handlers:
+    the child that replaces it does, Running -> Retrying while a retry is left, then
+    Running -> TimedOut, and on_failure once."""
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "1")
+    with Flow("stalled") as flow:
+        handled_tasks.stalls()
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.is_failed()
+    wait_for(lambda: "on_failure" in log.read_text(), timeout=20)
+    lines = [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()]
+    # The next child tells of the kill on a thread of its own, while the retry may start
+    # in it: those two lines may come in either order.
+    assert lines.index("stalls Retrying -> Running None") < len(lines) - 2
+    assert sorted(lines) == sorted([
+        "stalls Pending -> Running None",
+        "stalls Running -> Retrying TimeoutError: task"
+        " tests.integration.handled_tasks:stalls ran past its timeout of 0.5s and was stopped",
+        "stalls Retrying -> Running None",
+        "stalls Running -> TimedOut TimeoutError: task"
+        " tests.integration.handled_tasks:stalls ran past its timeout of 0.5s and was stopped",
+        "on_failure stalls TimedOut TimeoutError: task"
+        " tests.integration.handled_tasks:stalls ran past its timeout of 0.5s and was stopped"])
+    assert lines[-1].startswith("on_failure") and "-> TimedOut" in lines[-2]
