@@ -78,7 +78,8 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     if handled is None:
         return _settle(fn_path, _call(fn_path, fn, args, kwargs, timeout), max_result_bytes)
     return statehooks.around(handled, lambda: _call(fn_path, fn, args, kwargs, timeout),
-                             lambda ran: _settle(fn_path, ran, max_result_bytes))
+                             lambda ran: _settle(fn_path, ran, max_result_bytes), fn_path,
+                             timeout)
 
 
 def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],

@@ -24,6 +24,7 @@ before it could run (not allowed, a bad signature).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ from balancer.common import codec, importpath
 from balancer.common.codec import ErrorInfo
 from balancer.common.retry import persist
 from balancer.common.runsignals import (
+    Cancelled,
     Failed,
     Pending,
     Retrying,
@@ -50,10 +52,12 @@ log = logging.getLogger("worker")
 
 
 def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
-           settle: Callable[[Ran], Outcome]) -> Outcome:
+           settle: Callable[[Ran], Outcome], fn_path: str = "",
+           timeout: float | None = None) -> Outcome:
     """Run the task (``run``) between its handlers' calls, and report the outcome their
     answer makes (``settle``)."""
     target, handlers = handled
+    began = time.monotonic()
     facts = _facts()
     old: State = Retrying("Retrying task run.") if facts["failures"] else Pending()
     try:
@@ -64,7 +68,8 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
         return settle(_ran_of(started, None))
     ran = run()
     outcome = settle(ran)
-    final = _state_of(ran, outcome, facts)
+    final = (_given_up(ran, fn_path, timeout, time.monotonic() - began, facts)
+             or _state_of(ran, outcome, facts))
     try:
         answered = _call(target, handlers, started, final)
     except HandlerFailed as exc:
@@ -96,6 +101,21 @@ def _facts() -> dict[str, Any]:
         except Exception:
             more = {}
     return {"failures": more.get("failures", 0), "retries": more.get("retries", 0)}
+
+
+def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
+              facts: dict[str, Any]) -> State | None:
+    """The state of a thread-pool run the worker gave up on, which ends in the
+    ``TaskInterrupted`` raised in its thread: past its timeout, the timeout the worker
+    reports (TimedOut, or Retrying); else its run was cancelled. None for any other run."""
+    if ran.ok or ran.error is None or not ran.error.type.endswith(".TaskInterrupted"):
+        return None
+    if timeout is None or took < timeout:
+        return Cancelled("Its run was cancelled.")
+    error = ErrorInfo("TimeoutError", f"task {fn_path} ran past its timeout of {timeout}s"
+                                      " and was stopped")
+    kind = Retrying if facts["failures"] + 1 <= facts["retries"] else TimedOut
+    return kind(str(error), error)
 
 
 def _state_of(ran: Ran, outcome: Outcome, facts: dict[str, Any]) -> State:

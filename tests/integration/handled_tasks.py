@@ -59,3 +59,9 @@ def halve(x: int) -> float:
 @task(retries=1, retry_delay=0.05, timeout=0.5, state_handlers=[note], on_failure=alert)
 def stalls() -> None:
     time.sleep(30)
+
+
+@task(timeout=0.5, state_handlers=[note], on_failure=alert)
+def loops() -> None:
+    for _ in range(300):  # back in Python every 0.1 s: a thread pool can stop it
+        time.sleep(0.1)

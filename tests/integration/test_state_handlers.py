@@ -117,3 +117,20 @@ def test_a_run_killed_past_its_timeout_tells_its_handlers_from_the_next_pool_pro
         "on_failure stalls TimedOut TimeoutError: task"
         " tests.integration.handled_tasks:stalls ran past its timeout of 0.5s and was stopped"])
     assert lines[-1].startswith("on_failure") and "-> TimedOut" in lines[-2]
+
+
+def test_a_thread_pool_run_stopped_past_its_timeout_is_timed_out_for_its_handlers(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "1", "--pool", "thread")
+    with Flow("looping") as flow:
+        handled_tasks.loops()
+    assert flow.run(timeout=60, client=real, namespace=namespace, quiet=True).is_failed()
+    wait_for(lambda: "on_failure" in log.read_text(), timeout=20)
+    said = ("TimeoutError: task tests.integration.handled_tasks:loops ran past its timeout"
+            " of 0.5s and was stopped")
+    assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
+        "loops Pending -> Running None", f"loops Running -> TimedOut {said}",
+        f"on_failure loops TimedOut {said}"]
