@@ -7,9 +7,9 @@ writes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from balancer.common import codec
 from balancer.common.codec import ErrorInfo
@@ -184,9 +184,48 @@ class FutureList(list[TaskFuture]):
 
 
 def wait_all(futures: Iterable[TaskFuture], timeout: float | None = None) -> bool:
-    """Wait until every future's task is final (True), or ``timeout`` passed (False).
-    Reads the states of those not final yet in one round trip per poll, often at first,
-    then every POLL_MAX seconds."""
+    """Wait until every future's task is final (True), or ``timeout`` passed (False)."""
+    waiting = {f.task_id for f in futures}
+    for future in _finishing(futures, timeout):
+        waiting.discard(future.task_id)
+    return not waiting
+
+
+class DoneAndNotDoneFutures(NamedTuple):
+    """What ``wait`` returns, as Prefect's."""
+
+    done: set[TaskFuture]
+    not_done: set[TaskFuture]
+
+
+def wait(futures: Iterable[TaskFuture], timeout: float | None = None
+         ) -> DoneAndNotDoneFutures:
+    """Prefect's ``prefect.futures.wait``: wait until every task is final, or ``timeout``
+    seconds passed, and say which are done."""
+    given = list(futures)
+    check_wait("wait", timeout)
+    finished = {f.task_id for f in _finishing(given, timeout)}
+    return DoneAndNotDoneFutures({f for f in given if f.task_id in finished},
+                                 {f for f in given if f.task_id not in finished})
+
+
+def as_completed(futures: Iterable[TaskFuture], timeout: float | None = None
+                 ) -> Iterator[TaskFuture]:
+    """Prefect's ``prefect.futures.as_completed``: each future as its task ends (failed
+    ones too), in the order they end; TimeoutError once ``timeout`` seconds pass first."""
+    given = {f.task_id: f for f in futures}
+    check_wait("as_completed", timeout)
+    for future in _finishing(list(given.values()), timeout):
+        del given[future.task_id]
+        yield future
+    if given:
+        raise TimeoutError(f"{len(given)} of the tasks not finished after {timeout}s")
+
+
+def _finishing(futures: Iterable[TaskFuture], timeout: float | None) -> Iterator[TaskFuture]:
+    """Each future once its task is final, in the order they end, until every one is, or
+    ``timeout`` passed. Reads the states of those not final yet in one round trip per
+    poll, often at first, then every POLL_MAX seconds."""
     waiting = {f.task_id: f for f in futures}
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = POLL_MIN
@@ -195,17 +234,12 @@ def wait_all(futures: Iterable[TaskFuture], timeout: float | None = None) -> boo
         states = read_states(first.client, first.keys, waiting)
         for task_id, state in states.items():
             if state in FINAL:
-                del waiting[task_id]
+                yield waiting.pop(task_id)
             elif state is None:
                 raise KeyError(f"task {waiting[task_id].name!r} ({task_id}) has no record"
                                " (expired after result_ttl?)")
-        if not waiting:
-            return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
+        if not waiting or (deadline is not None and time.monotonic() >= deadline):
+            return
         time.sleep(delay if deadline is None else max(0.0, min(delay,
                                                                 deadline - time.monotonic())))
         delay = min(delay * 2, POLL_MAX)
-    return True
-
-

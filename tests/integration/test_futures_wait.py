@@ -1,0 +1,32 @@
+"""Prefect's ``wait`` and ``as_completed`` over the futures of a @flow function, on a real
+Redis with a worker of threads: futures in the order their tasks end, and what is done
+when a timeout passes."""
+
+from __future__ import annotations
+
+import pytest
+
+from balancer import flow
+from balancer.futures import as_completed, wait
+from tests.integration import tasks
+from tests.integration.conftest import ThreadCluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_as_completed_yields_futures_as_their_tasks_end_and_wait_says_what_is_done(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    cluster.add_worker(concurrency=3)
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def race() -> dict[str, object]:
+        slow, quick, middle = (tasks.sleep_for.submit(s) for s in (2.0, 0.1, 1.0))
+        order = [f.result() for f in as_completed([slow, quick, middle], timeout=30)]
+        late = tasks.sleep_for.submit(3.0)
+        done, not_done = wait([quick, late], timeout=0.5)
+        with pytest.raises(TimeoutError, match=r"1 of the tasks not finished after 0\.2s"):
+            list(as_completed([late], timeout=0.2))
+        return {"order": order, "done": done == {quick}, "not_done": not_done == {late},
+                "all": wait([late]).not_done == set()}
+
+    assert race() == {"order": [0.1, 1.0, 2.0], "done": True, "not_done": True, "all": True}
