@@ -296,6 +296,12 @@ def _run_or_refuse(task: Task, what: str) -> DynamicRun:
 
 def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
            wait_for: Iterable[Any] | None = None) -> TaskFuture:
+    """``t.submit(...)``: in a @flow function's run; outside any flow, a run of its own
+    (balancer/background.py)."""
+    if current_run() is None and building.current_flow() is None:
+        from balancer import background
+
+        return background.submit(task, args, kwargs, wait_for)
     return _run_or_refuse(task, "submit").submit(task, args, kwargs, wait_for)
 
 

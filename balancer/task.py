@@ -157,12 +157,18 @@ class Task:
         return flow.call(self, args, kwargs, upstream_tasks or ())
 
     def submit(self, *args: Any, wait_for: Any = None, **kwargs: Any) -> Any:
-        """Inside a @flow function: send the task to the cluster and return a future at
-        once (``.result()``, ``.wait()``, ``.state``). Futures among the arguments, and
-        those in ``wait_for``, run first; a future's result becomes the argument."""
+        """Send the task to the cluster and return a future at once (``.result()``,
+        ``.wait()``, ``.state``): inside a @flow function, in its run (futures among the
+        arguments, and those in ``wait_for``, run first; a future's result becomes the
+        argument); outside any flow, as a run of its own (balancer/background.py)."""
         from balancer import flowfn
 
         return flowfn.submit(self, args, kwargs, wait_for)
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Prefect 3's ``task.delay``: ``submit`` outside a flow, to the cluster's
+        workers; the future at once."""
+        return self.submit(*args, **kwargs)
 
     def map(self, *args: Any, upstream_tasks: Any = (), wait_for: Any = None,
             **kwargs: Any) -> Any:

@@ -257,7 +257,7 @@ def main() -> None:
     out["parent"] = {"result": state.result(), "id": state.flow_run_id}
     out["renamed"] = plain_call.with_options(name="renamed")(return_state=True).flow_run_id
     out["async"] = async_task_in_flow()
-    out["outside"] = [add_one(41), _raises(lambda: add_one.submit(1))]
+    out["outside"] = [add_one(41), add_one.submit(1).result(), add_one.delay(2).result()]
     json.dump(out, sys.stdout)
 
 

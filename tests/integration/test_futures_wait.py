@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from balancer import flow
+from balancer import TaskFailed, flow
 from balancer.futures import as_completed, wait
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
@@ -30,3 +30,20 @@ def test_as_completed_yields_futures_as_their_tasks_end_and_wait_says_what_is_do
                 "all": wait([late]).not_done == set()}
 
     assert race() == {"order": [0.1, 1.0, 2.0], "done": True, "not_done": True, "all": True}
+
+
+def test_a_task_submitted_outside_any_flow_is_a_run_of_its_own_and_waits_for_its_inputs(
+        cluster: ThreadCluster, redis_url: str, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect 3's task.submit / task.delay outside a flow: the future at once; a future
+    given as an argument is waited for and its result passed."""
+    cluster.add_worker(concurrency=2)
+    monkeypatch.setenv("BALANCER_REDIS_URL", redis_url)
+    monkeypatch.setenv("BALANCER_NAMESPACE", namespace)
+    first = tasks.add.submit(1, 2)
+    second = tasks.multiply.delay(first, 10)
+    assert second.result(timeout=30) == 30 and first.state.is_completed()
+    failed = tasks.always_fails.submit(1)
+    assert failed.wait(timeout=30) is not None and failed.state.is_failed()
+    with pytest.raises(TaskFailed):
+        tasks.add.submit(failed, 1)  # its input failed: nothing is submitted

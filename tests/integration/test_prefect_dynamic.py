@@ -61,7 +61,8 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     assert out["timed_out"].startswith("TimeoutError")  # @task(timeout_seconds=...)
     assert out["parent"]["result"] == 13  # child(1) + child(10)
     assert out["async"] == [10, 20, 30]  # async def tasks, called and mapped
-    assert out["outside"] == [42, "RuntimeError"]  # outside a flow: the plain function
+    # outside a flow: a call runs the plain function, submit and delay a run of its own
+    assert out["outside"] == [42, 2, 3]
 
 
 def test_prefect2_snippets_on_the_embedded_cluster(real: redis.Redis, redis_url: str,
