@@ -4,6 +4,7 @@ functionally (calling tasks inside ``with Flow(...)``; results flow into argumen
 from __future__ import annotations
 
 import itertools
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     import redis
 
     from balancer.run import FlowRun
+
+log = logging.getLogger("balancer")
 
 
 class FlowError(ValueError):
@@ -408,11 +411,8 @@ class Flow:
 
         check_wait(f"flow {self.name!r}: run", timeout)  # before anything is submitted
         if is_importing_tasks():
-            import logging
-
-            logging.getLogger("balancer").warning(
-                "flow %r: run() ignored while a worker imports its module; guard it with"
-                " `if __name__ == '__main__':`", self.name)
+            log.warning("flow %r: run() ignored while a worker imports its module; guard it"
+                        " with `if __name__ == '__main__':`", self.name)
             return None  # type: ignore[return-value]
         run = self.submit(client, namespace=namespace, parameters=parameters,
                           redis_url=redis_url, delay=delay, eta=eta)
@@ -428,9 +428,15 @@ class Flow:
             raise SystemExit(130) from None
         report.end(state)
         if running is not None:
-            final = (Success if run.is_successful() else Cancelled if run.is_cancelled()
-                     else Failed)
-            self._tell_handlers(run, running, final(run.message, run.result))
+            try:
+                final = (Success if run.is_successful() else Cancelled if run.is_cancelled()
+                         else Failed)
+                ended = final(run.message, run.result)
+            except redis.RedisError as exc:  # the run is over: its handlers are not told
+                log.error("flow=%s name=%s: its end could not be read for its state"
+                          " handlers: %s", run.id, self.name, exc)
+            else:
+                self._tell_handlers(run, running, ended)
         return run
 
     def _tell_handlers(self, run: FlowRun, old: State, new: State) -> State | None:
@@ -444,10 +450,7 @@ class Flow:
         try:
             return statehandlers.call(self, handlers, old, new)
         except statehandlers.HandlerFailed:
-            import logging
-
-            logging.getLogger("balancer").exception("flow=%s name=%s: a state handler failed",
-                                                    run.id, self.name)
+            log.exception("flow=%s name=%s: a state handler failed", run.id, self.name)
             return new
 
     def register_schedule(self, schedule: Any = None, client: redis.Redis | None = None, *,
