@@ -100,16 +100,27 @@ class Node:
         return f"<Node {self.task.name} of flow {self.flow.name!r}>"
 
 
+# Prefect 1's Flow options of its deployment, taken and ignored (Flow's docstring).
+DEPLOYMENT_OPTIONS = frozenset({"executor", "run_config", "storage", "result",
+                                "environment", "validate"})
+
+
 class Flow:
     def __init__(self, name: str, tasks: Iterable[Task] | None = None,
                  edges: Iterable[Any] | None = None, schedule: Any = None, *,
-                 state_handlers: Any = None, on_failure: Any = None) -> None:
+                 state_handlers: Any = None, on_failure: Any = None,
+                 reference_tasks: Iterable[Task] | None = None,
+                 terminal_state_handler: Any = None, **deployment: Any) -> None:
         """``tasks`` and ``edges`` build it at once, as Prefect 1's ``Flow(name, tasks=...,
         edges=...)``: an edge is ``(upstream, downstream)``, ``(upstream, downstream,
         key)``, or an object with ``upstream_task``, ``downstream_task`` and ``key``.
         ``schedule`` (``balancer.schedules``) is what ``register_schedule`` registers.
         ``state_handlers`` and ``on_failure``, as Prefect 1's: called by ``run()`` in this
-        process as the run starts and ends (common/statehandlers.py)."""
+        process as the run starts and ends (common/statehandlers.py). ``reference_tasks``
+        as ``set_reference_tasks``. Prefect 1's deployment options (``executor``,
+        ``run_config``, ``storage``, ``result``, ``environment``, ``validate``) are taken
+        and kept as attributes, and change nothing: the cluster runs the tasks, and stores
+        every result."""
         if not name or not isinstance(name, str):
             raise ValueError("a flow needs a non-empty name")
         self.name = name
@@ -118,6 +129,14 @@ class Flow:
             raise TypeError(f"flow {name!r}: on_failure must be a function fn(flow, state)"
                             " (hooks in a list are Prefect 2/3's: give them to @flow)")
         self.on_failure = on_failure
+        unknown = sorted(set(deployment) - DEPLOYMENT_OPTIONS)
+        if unknown:
+            raise TypeError(f"Flow() got unexpected keyword argument(s) {', '.join(unknown)}")
+        if terminal_state_handler is not None:
+            raise TypeError(f"flow {name!r}: terminal_state_handler is not supported; give"
+                            " state_handlers=[fn] (called as the run ends) instead")
+        for option, value in deployment.items():
+            setattr(self, option, value)
         if schedule is not None:
             from balancer.schedules import Schedule
 
@@ -138,6 +157,8 @@ class Flow:
             else:
                 self.add_edge(edge.upstream_task, edge.downstream_task,
                               getattr(edge, "key", None))
+        if reference_tasks is not None:
+            self.set_reference_tasks(reference_tasks)
 
     # -- building --------------------------------------------------------------------
 
@@ -393,9 +414,16 @@ class Flow:
             namespace: str | None = None, quiet: bool = False,
             parameters: dict[str, Any] | None = None,
             redis_url: str | None = None, delay: float | timedelta | None = None,
-            eta: datetime | None = None) -> FlowRun:
+            eta: datetime | None = None, run_on_schedule: bool | None = None,
+            executor: Any = None, return_tasks: Any = None,
+            context: dict[str, Any] | None = None) -> FlowRun:
         """Submit (``delay``, ``eta``: as ``submit``'s), wait for every task to finish, and
         return the finished run.
+
+        Prefect 1's ``run_on_schedule``, ``executor`` and ``return_tasks`` are taken and
+        change nothing: it runs once, now (``register_schedule`` runs it on its schedule),
+        on the cluster's workers, and every task's result is in the run. ``context``
+        (values for the tasks' ``prefect.context``) is refused: workers do not see it.
 
         Without ``BALANCER_REDIS_URL`` (and no client) the flow runs on the embedded
         in-process cluster. Inside a worker importing this module, it does nothing.
@@ -410,6 +438,14 @@ class Flow:
         from balancer.progress import Reporter
 
         check_wait(f"flow {self.name!r}: run", timeout)  # before anything is submitted
+        del executor, return_tasks
+        if context:
+            raise FlowError(f"flow {self.name!r}: run(context=...) is not supported: the"
+                            " workers' balancer.context holds the run's own facts; pass"
+                            " values as Parameters instead")
+        if run_on_schedule and self.schedule is not None:
+            log.info("flow %r: run() runs it once, now; register_schedule() runs it on its"
+                     " schedule", self.name)
         if is_importing_tasks():
             log.warning("flow %r: run() ignored while a worker imports its module; guard it"
                         " with `if __name__ == '__main__':`", self.name)

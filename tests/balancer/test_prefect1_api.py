@@ -112,3 +112,28 @@ def test_log_stdout_given_to_a_task_class_constructor_is_refused_where_workers_m
 
 def test_prefect_2s_log_prints_is_log_stdout() -> None:
     assert task(log_prints=True)(lambda: None).log_stdout is True
+
+
+def test_prefect_1_flow_deployment_options_are_taken_and_reference_tasks_set() -> None:
+    @task
+    def first() -> int:
+        return 1
+
+    @task
+    def second(x: int) -> int:
+        return x
+
+    executor = object()
+    with Flow("deployed", executor=executor, run_config={"labels": ["x"]}, storage=None,
+              validate=False) as flow:
+        a = first()
+        second(a)
+    assert flow.executor is executor and flow.run_config == {"labels": ["x"]}
+    kept = Flow("kept", tasks=[first, second], reference_tasks=[first])
+    assert {n.task for n in kept.reference_tasks()} == {first}
+    with pytest.raises(TypeError, match="unexpected keyword argument.*bogus"):
+        Flow("x", bogus=1)
+    with pytest.raises(TypeError, match="terminal_state_handler is not supported"):
+        Flow("x", terminal_state_handler=print)
+    with pytest.raises(FlowError, match=r"run\(context=...\) is not supported"):
+        flow.run(context={"today": "2026-01-01"})

@@ -123,3 +123,13 @@ def test_a_copy_made_with_options_runs_with_its_own_options(cluster: ThreadClust
     assert run.result[original].is_successful()
     assert run.result[original].result["task_name"] == "run_facts"
     assert run.result[once].is_failed() and "the first run fails" in run.result[once].message
+
+
+def test_prefect_1_run_options_of_its_local_runner_are_taken(cluster: ThreadCluster) -> None:
+    """flow.run(run_on_schedule=False, executor=LocalDaskExecutor(), return_tasks=[...]),
+    as Prefect 1 scripts call it, runs the flow once on the cluster."""
+    cluster.add_worker(concurrency=2)
+    with Flow("local-runner-options", executor=object()) as flow:
+        seven = tasks.add(tasks.constant(3), 4)
+    run = _run(cluster, flow, run_on_schedule=False, executor=object(), return_tasks=[seven])
+    assert run.is_successful() and run.result[seven].result == 7
