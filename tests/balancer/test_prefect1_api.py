@@ -131,7 +131,7 @@ def test_prefect_1_flow_deployment_options_are_taken_and_reference_tasks_set() -
     assert flow.executor is executor and flow.run_config == {"labels": ["x"]}
     kept = Flow("kept", tasks=[first, second], reference_tasks=[first])
     assert {n.task for n in kept.reference_tasks()} == {first}
-    with pytest.raises(TypeError, match="unexpected keyword argument.*bogus"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument.*bogus"):
         Flow("x", bogus=1)
     with pytest.raises(TypeError, match="terminal_state_handler is not supported"):
         Flow("x", terminal_state_handler=print)

@@ -129,7 +129,10 @@ def test_prefect_1_run_options_of_its_local_runner_are_taken(cluster: ThreadClus
     """flow.run(run_on_schedule=False, executor=LocalDaskExecutor(), return_tasks=[...]),
     as Prefect 1 scripts call it, runs the flow once on the cluster."""
     cluster.add_worker(concurrency=2)
-    with Flow("local-runner-options", executor=object()) as flow:
+    from balancer.executors import LocalDaskExecutor
+
+    with Flow("local-runner-options", executor=LocalDaskExecutor(scheduler="threads")) as flow:
         seven = tasks.add(tasks.constant(3), 4)
-    run = _run(cluster, flow, run_on_schedule=False, executor=object(), return_tasks=[seven])
+    run = _run(cluster, flow, run_on_schedule=False, executor=LocalDaskExecutor(),
+               return_tasks=[seven])
     assert run.is_successful() and run.result[seven].result == 7
