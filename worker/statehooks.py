@@ -23,6 +23,7 @@ before it could run (not allowed, a bad signature).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +59,9 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     answer makes (``settle``)."""
     target, handlers = handled
     began = time.monotonic()
+    current = runcontext.current()
+    if current is not None:
+        target = _named(target, current.task_name)
     facts = _facts()
     old: State = Retrying("Retrying task run.") if facts["failures"] else Pending()
     try:
@@ -77,6 +81,17 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     if answered is final:
         return outcome
     return settle(_ran_of(answered, ran.value if ran.ok else None))
+
+
+def _named(target: Any, name: str) -> Any:
+    """The task as its handlers see it: the module's own, or for a run of a copy made
+    with other options (``with_options``: the lease carries its name), a copy of it under
+    that name. A task class is given as itself."""
+    if isinstance(target, type) or getattr(target, "name", name) == name:
+        return target
+    named = copy.copy(target)
+    named.name = name
+    return named
 
 
 def _call(target: Any, handlers: list[Any], old: State, new: State) -> State:
@@ -185,6 +200,7 @@ class Killed(NamedTuple):
         if handled is None:
             return
         target, handlers = handled
+        target = _named(target, self.name)
         error = ErrorInfo("TimeoutError", self.message)
         kind = Retrying if self.failures + 1 <= self.retries else TimedOut
         facts = runcontext.RunFacts(

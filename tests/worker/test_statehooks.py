@@ -136,3 +136,12 @@ def test_prefect_2_hooks_are_called_once_the_run_ends_so_and_a_raising_one_chang
     [(name, task_run, state, count, error)] = handled.HOOKED
     assert (name, task_run, state, count) == ("hooked", "t1", "Failed", 2)
     assert error.error.message == "negative"  # the TaskFailed, as Prefect returns it
+
+
+def test_a_run_of_a_copy_made_with_options_shows_its_handlers_the_copys_name() -> None:
+    facts = RunFacts("t1", "doubles-eu", "f1", "default", "w1",
+                     lambda: {"failures": 0, "retries": 0, "task_run_count": 1})
+    with bound(facts):
+        assert execute("tests.worker.handled:doubles", codec.pack([[1], {}]), MAX).ok
+    assert {seen[0] for seen in handled.SEEN} == {"doubles-eu"}
+    assert handled.doubles.name == "doubles"  # the module's own task is left as it was
