@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 import redis
-from balancer.common import codec, signals
+from balancer.common import codec, protocol, signals
 from balancer.common.aside import Aside
 from balancer.common.keys import Keys
 from balancer.common.models import QueueConfig, WorkerInfo
@@ -675,3 +675,12 @@ def test_a_submit_to_a_new_queue_reads_that_queues_config_and_head_alone(
     assert "one" in dispatcher.queue_names and dispatcher._configs_at == refreshed_at
     assert reads == [keys.queue("one")]
     assert fake.llen(keys.inbox("solo")) == 1
+
+
+def test_the_leader_of_partition_0_stores_its_stamp_for_clients_and_no_other_does(
+        fake: redis.Redis, settings: Settings) -> None:
+    keys = Keys(settings.namespace)
+    assert Dispatcher(fake, settings, partition=1, count=2)._lead()
+    assert not fake.exists(keys.protocol)
+    assert Dispatcher(fake, settings, count=2)._lead()
+    assert fake.get(keys.protocol) == protocol.stamp().encode()
