@@ -99,6 +99,10 @@ class Skipped(Success):
     mode = "skip"
 
 
+class Cached(Success):
+    """Completed with a result an earlier run stored (``cache_for``), without running."""
+
+
 class Cancelled(Finished):
     pass
 
@@ -149,6 +153,7 @@ class ENDRUN(PrefectStateSignal):
         self.mode = self.state.mode or "final"
 
 
-__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Cancelled", "Failed", "Finished", "Pending",
+__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Cached", "Cancelled", "Failed", "Finished",
+           "Pending",
            "PrefectStateSignal", "Retrying", "Running", "Scheduled", "Skipped", "State",
            "Success", "TimedOut"]

@@ -18,7 +18,7 @@ from balancer.common.models import TaskState
 from balancer.common.retry import persist
 from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
-from balancer.worker import caching, runfacts
+from balancer.worker import caching, runfacts, statehooks
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -184,6 +184,7 @@ class Slot(threading.Thread):
         if cached is not None:
             log.info("task=%s name=%s completed from its cache (%s) on worker=%s, not run",
                      lease.task_id, lease.name, prepared.key, self.worker_id)
+            statehooks.cached(lease.fn, cached)
             return Outcome(True, cached)
         outcome = self.runner.run(lease.fn, args, lease.timeout)
         if outcome.ok:

@@ -33,6 +33,7 @@ from balancer.common import codec, importpath
 from balancer.common.codec import ErrorInfo
 from balancer.common.retry import persist
 from balancer.common.runsignals import (
+    Cached,
     Cancelled,
     Failed,
     Pending,
@@ -213,3 +214,25 @@ class Killed(NamedTuple):
             except HandlerFailed as exc:
                 log.error("task=%s name=%s on worker=%s: %s", self.task_id, self.name,
                           worker_id, exc)
+
+
+def cached(fn_path: str, value: bytes) -> None:
+    """Tell a task's handlers that its run completed from its cache, without running:
+    Pending -> Cached, as Prefect 1's (their answer changes nothing; errors are logged)."""
+    try:
+        importpath.load(fn_path)
+    except Exception:
+        return
+    handled = importpath.handled(fn_path)
+    if handled is None:
+        return
+    target, handlers = handled
+    current = runcontext.current()
+    if current is not None:
+        target = _named(target, current.task_name)
+    try:
+        _call(target, handlers, Pending(), Cached("Task result found in its cache.",
+                                                  codec.unpack(value)))
+    except (HandlerFailed, codec.CodecError) as exc:
+        log.error("task=%s: a state handler failed on its cached run: %s",
+                  current.task_run_id if current is not None else fn_path, exc)

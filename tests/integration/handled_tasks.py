@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from balancer import task
+from balancer.engine.cache_validators import all_inputs
 
 
 def _write(line: str) -> None:
@@ -65,3 +66,8 @@ def stalls() -> None:
 def loops() -> None:
     for _ in range(300):  # back in Python every 0.1 s: a thread pool can stop it
         time.sleep(0.1)
+
+
+@task(cache_for=3600, cache_validator=all_inputs, state_handlers=[note])
+def cached_square(x: int) -> int:
+    return x * x

@@ -134,3 +134,19 @@ def test_a_thread_pool_run_stopped_past_its_timeout_is_timed_out_for_its_handler
     assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
         "loops Pending -> Running None", f"loops Running -> TimedOut {said}",
         f"on_failure loops TimedOut {said}"]
+
+
+def test_a_run_completed_from_the_cache_tells_its_handlers_pending_to_cached(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "1")
+    for _ in range(2):
+        with Flow("cached") as flow:
+            square = handled_tasks.cached_square(7)
+        run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+        assert run.result(square) == 49
+    assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
+        "cached_square Pending -> Running None", "cached_square Running -> Success 49",
+        "cached_square Pending -> Cached 49"]
