@@ -17,8 +17,10 @@ raises fails the run for good (``balancer.HandlerFailed``).
 A run killed past its timeout in the process pool cannot call them where it ran: the
 supervisor tells the child that replaces the killed one (``Killed``), which calls them,
 Running -> TimedOut (or Retrying), on a thread of its own; their answer changes nothing
-(the run is over). What no handler sees: a run whose process crashed, and a task refused
-before it could run (not allowed, a bad signature).
+(the run is over). A thread-pool run the worker gave up on ends TimedOut (or Retrying)
+past its timeout, Cancelled when its run was cancelled. A run completed from its cache
+goes Pending -> Cached (``cached``). What no handler sees: a run whose process crashed,
+and a task refused before it could run (not allowed, a bad signature).
 """
 
 from __future__ import annotations
