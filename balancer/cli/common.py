@@ -10,7 +10,7 @@ from typing import Any
 import click
 import redis
 
-from balancer.common import keytypes, partitions
+from balancer.common import keytypes, partitions, protocol
 from balancer.common.connection import Unreachable, explain, reach
 from balancer.common.keys import Keys
 from balancer.common.printable import lines
@@ -79,6 +79,8 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         cluster = Cluster.open(redis_url=redis_url, namespace=namespace)
         try:
             return fn(*args, cluster=cluster, **kwargs)
+        except protocol.ProtocolMismatch as exc:  # this release writes what it would misread
+            raise click.ClickException(str(exc)) from None
         except redis.ResponseError as exc:  # one line naming the key, not a traceback
             raise click.ClickException("Redis refused a command: " + keytypes.explain(
                 cluster.client, cluster.keys, exc)) from None

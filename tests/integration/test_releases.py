@@ -80,6 +80,13 @@ def test_a_client_refuses_to_submit_to_a_cluster_led_by_another_release_until_it
                            env=procs.env, capture_output=True, text=True, timeout=60).stdout
     assert f"(release 9.9.9, protocol {protocol.VERSION + 1})" in shown
     assert "WARNING: this code runs release" in shown
+    scheduled = subprocess.run(
+        [sys.executable, "-m", "balancer.cli", "schedule", "add",
+         "tests.integration.scheduled:every_second"], cwd=ROOT, env=procs.env,
+        capture_output=True, text=True, timeout=60)
+    assert scheduled.returncode == 1 and "Traceback" not in scheduled.stderr
+    assert "is led by a dispatcher of release 9.9.9" in scheduled.stderr
+    assert not real.exists(keys.schedules)
 
     procs.stop(other)
     procs.serve()
