@@ -101,6 +101,21 @@ class State:
         return f"{self.name}({self.message!r})" if self.message else f"{self.name}()"
 
 
+@dataclass(frozen=True)
+class RaisedState(State):
+    """A failed run's state in the process that caught its exception: ``result()`` raises
+    that exception, or returns it with ``raise_on_failure=False``, as Prefect's does."""
+
+    exception: BaseException | None = None
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        if self.exception is None:
+            return super().result(raise_on_failure)
+        if raise_on_failure:
+            raise self.exception
+        return self.exception
+
+
 def read_states(client: redis.Redis, keys: Keys, task_ids: Iterable[str]
                 ) -> dict[str, str | None]:
     """Each task's state as users see it, in one round trip (None: no record)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
-from balancer import building, caching, tasks
+from balancer import building, caching, taskclass, tasks
 from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
@@ -63,6 +63,9 @@ class Task:
     # Prefect 2/3's hooks, fn(task, task_run, state) (on_failure as a list: these too):
     # called on the worker once the run ends so, with those handlers.
     on_completion: Any = None
+    # Prefect 3's retry_condition_fn(task, task_run, state) -> bool: asked on the worker
+    # when a run fails with retries left; False fails it for good (worker/statehooks.py).
+    retry_condition_fn: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -73,15 +76,20 @@ class Task:
         return self
 
     def __post_init__(self) -> None:
-        from balancer import taskclass, triggers
+        from balancer import triggers
 
         fn: Any = self.fn
         if fn is None:
             taskclass.bind(self)
             self.log_stdout = taskclass.log_stdout(self)
-            self.state_handlers, self.on_failure, self.on_completion = taskclass.handlers(self)
+            (self.state_handlers, self.on_failure, self.on_completion,
+             self.retry_condition_fn) = taskclass.handlers(self)
         self.state_handlers = statehandlers.check(f"task {self.name!r}", self.state_handlers,
                                                   self.on_failure, self.on_completion)
+        if self.retry_condition_fn is not None and not callable(self.retry_condition_fn):
+            raise TypeError(f"task {self.name!r}: retry_condition_fn must be a function"
+                            " fn(task, task_run, state) -> bool, got"
+                            f" {type(self.retry_condition_fn).__name__}")
         if self.max_retries is not None:
             if self.retries:
                 raise ValueError(f"task {self.name!r}: give retries or max_retries, not both")
@@ -129,8 +137,6 @@ class Task:
     @property
     def path(self) -> str:
         if type(self) is not Task:
-            from balancer import taskclass
-
             return taskclass.path(self)
         return task_path(self.fn)
 
@@ -204,7 +210,7 @@ class Task:
                    "max_retries": "retries"}
         changes.pop("description", None)
         given = {renamed.get(k, k): v for k, v in changes.items()}
-        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *_HANDLERS})
+        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *taskclass.HANDLERS})
         if read_by_worker:
             raise ValueError(f"task {self.name!r}: with_options cannot change"
                              f" {', '.join(read_by_worker)}: the worker reads it from the"
@@ -260,7 +266,6 @@ class Task:
 _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
                        "cache_validator", "nout"})
-_HANDLERS = ("state_handlers", "on_failure", "on_completion")
 
 
 @overload
@@ -295,6 +300,7 @@ def task(
     cache_key_fn: Any = None,
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
+    retry_condition_fn: Any = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -327,6 +333,7 @@ def task(
     cache_key_fn: Any = None,
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
+    retry_condition_fn: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -337,10 +344,10 @@ def task(
     ``cache_validator``, ``nout``, ``checkpoint``, ``tags`` and ``log_stdout`` as Prefect 1's
     too (balancer/caching.py says what the cache options do here), and Prefect 2/3's
     ``log_prints`` for ``log_stdout``; Prefect 1's ``state_handlers`` and ``on_failure``,
-    and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``), called on the
-    worker (common/statehandlers.py); Prefect 2/3's ``cache_key_fn=task_input_hash``,
-    ``cache_policy`` and ``cache_expiration`` as Prefect 1's caching options
-    (balancer/caching.py)."""
+    and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``) and
+    ``retry_condition_fn``, called on the worker (common/statehandlers.py); Prefect
+    2/3's ``cache_key_fn=task_input_hash``, ``cache_policy`` and ``cache_expiration`` as
+    Prefect 1's caching options (balancer/caching.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -373,6 +380,6 @@ def task(
                     cache_for=cached_for, cache_key=cache_key, cache_validator=validator,
                     nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
                     state_handlers=state_handlers, on_failure=on_failure,
-                    on_completion=on_completion)
+                    on_completion=on_completion, retry_condition_fn=retry_condition_fn)
 
     return wrap(fn) if fn is not None else wrap

@@ -61,13 +61,14 @@ def log_stdout(task: Task) -> bool:
     return declared
 
 
-HANDLERS = ("state_handlers", "on_failure", "on_completion")
+# What a worker reads from the task as its module defines it, besides log_stdout: code,
+# which never travels (common/statehandlers.py, worker/statehooks.py).
+HANDLERS = ("state_handlers", "on_failure", "on_completion", "retry_condition_fn")
 
 
-def handlers(task: Task) -> tuple[Any, Any, Any]:
-    """A task class's ``state_handlers``, ``on_failure`` and ``on_completion``, as its
-    body sets them: the worker reads them from the class, as ``log_stdout``; given to the
-    constructor they are refused."""
+def handlers(task: Task) -> tuple[Any, Any, Any, Any]:
+    """A task class's ``HANDLERS``, as its body sets them: the worker reads them from the
+    class, as ``log_stdout``; given to the constructor they are refused."""
     kwargs: dict[str, Any] = getattr(task, "_init_args", ((), {}))[1]
     cls = type(task)
     for name in HANDLERS:
@@ -75,8 +76,9 @@ def handlers(task: Task) -> tuple[Any, Any, Any]:
             raise ValueError(f"task class {cls.__qualname__}: give {name} in its body"
                              f" ({name} = ...), where workers read it, not to its"
                              " constructor")
-    state_handlers, on_failure, on_completion = (getattr(cls, n, None) for n in HANDLERS)
-    return state_handlers, on_failure, on_completion
+    state_handlers, on_failure, on_completion, retry_condition_fn = (
+        getattr(cls, n, None) for n in HANDLERS)
+    return state_handlers, on_failure, on_completion, retry_condition_fn
 
 
 __all__ = ["INIT_KEYWORD", "bind", "handlers", "init_arguments", "log_stdout", "path"]

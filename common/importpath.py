@@ -37,8 +37,8 @@ _import_lock = threading.RLock()
 _resolved: dict[str, Callable[..., Any]] = {}
 # Paths of the tasks loaded that log what they print (Prefect 1's log_stdout=True).
 _logs_stdout: set[str] = set()
-# The tasks loaded that have state handlers (common/statehandlers.py), by path: the
-# @task, or the task class, with its handlers.
+# The tasks loaded that have state handlers (common/statehandlers.py) or a retry
+# condition, by path: the @task, or the task class, with its handlers.
 _handled: dict[str, tuple[Any, list[Any]]] = {}
 
 
@@ -283,7 +283,7 @@ def _resolve(path: str) -> Callable[..., Any]:
     if getattr(obj, "log_stdout", False) is True:  # a @task's, or a task class's own
         _logs_stdout.add(path)
     handlers = statehandlers.of(obj)
-    if handlers:
+    if handlers or getattr(obj, "retry_condition_fn", None) is not None:
         _handled[path] = (obj, handlers)
     if isinstance(obj, type):  # a task class (balancer.Task subclass): built, then run
         return functools.partial(_run_class, obj)

@@ -95,8 +95,8 @@ def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
             return Ran(True, getattr(getattr(signal, "state", None), "result", None))
         return Ran(False, error=ErrorInfo.from_exception(signal),
                    retryable=signal.mode != "final", mode=signal.mode)
-    except Exception as exc:
-        return Ran(False, error=ErrorInfo.from_exception(exc))
+    except Exception as exc:  # kept in ``value`` for a retry condition to look at
+        return Ran(False, exc, ErrorInfo.from_exception(exc))
     except BaseException as exc:  # sys.exit() and the like: the task fails, the slot goes on
         error = ErrorInfo.from_exception(exc)
         return Ran(False, error=dataclasses.replace(error, message=(

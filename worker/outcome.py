@@ -41,7 +41,7 @@ class Ran(NamedTuple):
     tuple: one is made per task, and it costs a fraction of a frozen dataclass."""
 
     ok: bool
-    value: Any = None
+    value: Any = None  # what it returned; for a failure, the exception it raised, if any
     error: ErrorInfo | None = None
     retryable: bool = True
     mode: str = ""

@@ -47,7 +47,7 @@ from balancer.common.runsignals import (
     TimedOut,
 )
 from balancer.common.signals import Lease
-from balancer.common.statehandlers import HandlerFailed, call
+from balancer.common.statehandlers import HandlerFailed, RunInfo, call
 from balancer.worker.outcome import Outcome, Ran
 
 from balancer import runcontext
@@ -65,6 +65,8 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     current = runcontext.current()
     if current is not None:
         target = _named(target, current.task_name)
+    if not handlers:  # a retry condition alone: the facts are read only if it is asked
+        return settle(_retry_condition(target, run(), _facts))
     facts = _facts()
     old: State = Retrying("Retrying task run.") if facts["failures"] else Pending()
     try:
@@ -73,7 +75,7 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
         return _handler_failed(exc)
     if not started.is_running():
         return settle(_ran_of(started, None))
-    ran = run()
+    ran = _retry_condition(target, run(), lambda: facts)
     outcome = settle(ran)
     final = (_given_up(ran, fn_path, timeout, time.monotonic() - began, facts)
              or _state_of(ran, outcome, facts))
@@ -84,6 +86,33 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     if answered is final:
         return outcome
     return settle(_ran_of(answered, ran.value if ran.ok else None))
+
+
+def _retry_condition(target: Any, ran: Ran, facts: Callable[[], dict[str, Any]]) -> Ran:
+    """Prefect 3's ``retry_condition_fn(task, task_run, state)``, asked when the run failed
+    and Redis would retry it: a false answer, or one it raises, fails the run for good.
+    Its state's ``result(raise_on_failure=False)`` is the exception the task raised."""
+    condition = getattr(target, "retry_condition_fn", None)
+    if condition is None or ran.ok or not ran.retryable or ran.mode:
+        return ran
+    known = facts()
+    if known["failures"] + 1 > known["retries"]:
+        return ran  # no retry is left to refuse
+    from balancer.futures import RaisedState
+
+    current = runcontext.current()
+    run_info = RunInfo(current.task_run_id, current.task_name, known["failures"] + 1,
+                       current.flow_run_id) if current is not None else RunInfo("", "")
+    base = RaisedState.of("failed", run_info.name, None, ran.error)
+    state = RaisedState(base.state, base.name, base.type, base.message, None, ran.error,
+                        base.label, ran.value if isinstance(ran.value, BaseException) else None)
+    try:
+        retry = bool(condition(target, run_info, state))
+    except Exception:
+        log.exception("task=%s: its retry_condition_fn raised; it is not retried",
+                      run_info.id)
+        retry = False
+    return ran if retry else ran._replace(retryable=False)
 
 
 def _named(target: Any, name: str) -> Any:

@@ -71,3 +71,13 @@ def loops() -> None:
 @task(cache_for=3600, cache_validator=all_inputs, state_handlers=[note])
 def cached_square(x: int) -> int:
     return x * x
+
+
+def transient_only(obj: Any, run: Any, state: Any) -> bool:
+    """Prefect 3's retry_condition_fn: retry what a connection lost, nothing else."""
+    return isinstance(state.result(raise_on_failure=False), ConnectionError)
+
+
+@task(retries=2, retry_delay=0.05, retry_condition_fn=transient_only)
+def fetches(kind: str) -> None:
+    raise {"connection": ConnectionError, "value": ValueError}[kind](kind)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow, TaskFailed, flow
 from tests.conftest import Processes, wait_for
@@ -150,3 +151,17 @@ def test_a_run_completed_from_the_cache_tells_its_handlers_pending_to_cached(
     assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
         "cached_square Pending -> Running None", "cached_square Running -> Success 49",
         "cached_square Pending -> Cached 49"]
+
+
+def test_a_retry_condition_on_the_worker_retries_only_what_it_says(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "2")
+    with Flow("picky") as flow:
+        lost = handled_tasks.fetches("connection")
+        wrong = handled_tasks.fetches("value")
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.result[lost].is_failed() and run.result[wrong].is_failed()
+    keys = Keys(namespace)
+    assert real.hget(keys.task(run.ids[lost]), "failures") == b"3"  # retried twice
+    assert real.hget(keys.task(run.ids[wrong]), "failures") == b"1"  # not retried

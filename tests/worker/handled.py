@@ -112,3 +112,26 @@ def hooked(x: int) -> int:
     if x < 0:
         raise ValueError("negative")
     return x + 1
+
+
+ASKED: list[tuple[str, int, str]] = []
+
+
+def only_connection_errors(obj: Any, run: Any, state: Any) -> bool:
+    raised = state.result(raise_on_failure=False)
+    ASKED.append((obj.name, run.run_count, type(raised).__name__))
+    return isinstance(raised, ConnectionError)
+
+
+@task(retries=3, retry_condition_fn=only_connection_errors)
+def picky(kind: str) -> None:
+    raise {"connection": ConnectionError, "value": ValueError}[kind](kind)
+
+
+def condition_raises(obj: Any, run: Any, state: Any) -> bool:
+    raise RuntimeError("broken condition")
+
+
+@task(retries=3, retry_condition_fn=condition_raises)
+def badly_picky() -> None:
+    raise ValueError("x")

@@ -145,3 +145,15 @@ def test_a_run_of_a_copy_made_with_options_shows_its_handlers_the_copys_name() -
         assert execute("tests.worker.handled:doubles", codec.pack([[1], {}]), MAX).ok
     assert {seen[0] for seen in handled.SEEN} == {"doubles-eu"}
     assert handled.doubles.name == "doubles"  # the module's own task is left as it was
+
+
+def test_a_retry_condition_keeps_or_refuses_the_retry_seeing_the_raised_exception() -> None:
+    handled.ASKED.clear()
+    kept = run("picky", "connection", failures=0, retries=3)
+    assert not kept.ok and kept.retryable  # Redis retries it
+    refused = run("picky", "value", failures=1, retries=3)
+    assert not refused.ok and not refused.retryable  # fails for good
+    assert handled.ASKED == [("picky", 1, "ConnectionError"), ("picky", 2, "ValueError")]
+    last = run("picky", "value", failures=3, retries=3)  # no retry left: not asked
+    assert not last.ok and len(handled.ASKED) == 2
+    assert not run("badly_picky", retries=3).retryable  # a condition that raises: no retry
