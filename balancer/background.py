@@ -4,9 +4,10 @@ runs a task called outside a flow (and its ``delay`` hands it to task workers).
 It becomes a flow run of its own, of that one task, named after it, submitted to the
 cluster as ``flow.submit()`` finds it (``BALANCER_REDIS_URL``, else the embedded one), and
 the call returns the task's future at once (``.result()``, ``.wait()``, ``.state``).
-Futures among its arguments, and those in ``wait_for``, are waited for first, here: a
-task of another run cannot be an upstream of this one, so their results are passed as
-values (a failed one raises its TaskFailed, and nothing is submitted).
+Futures among its arguments (also in lists, tuples and dicts), and those in
+``wait_for``, are waited for first, here: a task of another run cannot be an upstream of
+this one, so their results are passed as values (a failed one raises its TaskFailed,
+and nothing is submitted).
 """
 
 from __future__ import annotations
@@ -22,17 +23,12 @@ if TYPE_CHECKING:
 
 def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
            wait_for: Iterable[Any] | None = None) -> TaskFuture:
+    from balancer.dynamic import futures_in
     from balancer.flow import Flow
+    from balancer.flowfn import results_of
 
-    waited = [f for f in (wait_for or ()) if isinstance(f, TaskFuture)]
-    if waited:
-        wait_all(waited)
+    wait_all(futures_in(task.name, wait_for or (), "wait_for"))
     with Flow(task.name) as flow:
-        node = task(*[_value(a) for a in args], **{k: _value(v) for k, v in kwargs.items()})
+        node = task(*results_of(list(args)), **results_of(kwargs))
     run = flow.submit()
     return TaskFuture(run.client, run.keys, run.ids[node], task.name)
-
-
-def _value(arg: Any) -> Any:
-    """A future's result (waiting for it), or the argument itself."""
-    return arg.result() if isinstance(arg, TaskFuture) else arg

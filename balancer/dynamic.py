@@ -187,7 +187,7 @@ class DynamicRun:
             path = task.path
         except ValueError as exc:
             raise FlowError(str(exc)) from None
-        after = _futures_in(task.name, wait_for or (), "wait_for")
+        after = futures_in(task.name, wait_for or (), "wait_for")
         now_ms = redis_now_ms(self.client, self.keys, self.settings)
         score = task_score(now_ms, task.priority, self.settings.aging_seconds * 1000)
         if not abs(score) < EXACT_SCORE_LIMIT:
@@ -326,7 +326,7 @@ class DynamicRun:
                                       self._ttl_ms, why, "")
 
 
-def _futures_in(task_name: str, values: Iterable[Any], where: str) -> list[TaskFuture]:
+def futures_in(task_name: str, values: Iterable[Any], where: str) -> list[TaskFuture]:
     found = []
     for value in values:
         if not isinstance(value, TaskFuture):

@@ -190,20 +190,22 @@ def _resolved(value: Any) -> tuple[Any, Exception | None]:
     by their results, as Prefect resolves a flow's return value; a future of a task that
     failed fails the run with its TaskFailed."""
     try:
-        return _results(value), None
+        return results_of(value), None
     except TaskFailed as exc:
         return None, exc
 
 
-def _results(value: Any) -> Any:
+def results_of(value: Any) -> Any:
+    """``value`` with each future (also in lists, tuples and dicts) replaced by its
+    result, waiting for it; a failed one raises its TaskFailed."""
     if isinstance(value, TaskFuture):
         return value.result()
     if isinstance(value, list):
-        return [_results(v) for v in value]
+        return [results_of(v) for v in value]
     if type(value) is tuple:
-        return tuple(_results(v) for v in value)
+        return tuple(results_of(v) for v in value)
     if isinstance(value, dict):
-        return {k: _results(v) for k, v in value.items()}
+        return {k: results_of(v) for k, v in value.items()}
     return value
 
 
@@ -298,7 +300,12 @@ def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
            wait_for: Iterable[Any] | None = None) -> TaskFuture:
     """``t.submit(...)``: in a @flow function's run; outside any flow, a run of its own
     (balancer/background.py)."""
-    if current_run() is None and building.current_flow() is None:
+    if current_run() is None:
+        if building.current_flow() is not None:
+            raise RuntimeError(f"task {task.name!r}: .submit() and .delay() send a task to"
+                               " the cluster from a @flow function or outside any flow;"
+                               " inside `with Flow(...)`, call the task (t(...)) to add it"
+                               " to the flow")
         from balancer import background
 
         return background.submit(task, args, kwargs, wait_for)

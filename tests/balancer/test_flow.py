@@ -405,3 +405,11 @@ def test_prefect_1_copy_takes_its_names() -> None:
                       timeout=timedelta(minutes=1))
     assert (copy.retries, copy.retry_delay, copy.timeout) == (4, 3.0, 60.0)
     assert fetch.copy() is not fetch and fetch.copy().retries == fetch.retries
+
+
+def test_submit_inside_a_prefect_1_flow_says_to_call_the_task() -> None:
+    with Flow("building"):
+        with pytest.raises(RuntimeError, match=r"inside `with Flow\(...\)`, call the task"):
+            fetch.submit(1)
+        with pytest.raises(RuntimeError, match=r"\.delay\(\)"):
+            fetch.delay(1)

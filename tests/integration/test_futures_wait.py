@@ -43,6 +43,9 @@ def test_a_task_submitted_outside_any_flow_is_a_run_of_its_own_and_waits_for_its
     first = tasks.add.submit(1, 2)
     second = tasks.multiply.delay(first, 10)
     assert second.result(timeout=30) == 30 and first.state.is_completed()
+    assert tasks.total.submit([first, second, 4]).result(timeout=30) == 37  # in a list too
+    with pytest.raises(TypeError, match="wait_for takes futures"):
+        tasks.add.submit(1, 2, wait_for=[42])
     failed = tasks.always_fails.submit(1)
     assert failed.wait(timeout=30) is not None and failed.state.is_failed()
     with pytest.raises(TaskFailed):
