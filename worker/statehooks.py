@@ -96,7 +96,7 @@ def _retry_condition(target: Any, ran: Ran, facts: Callable[[], dict[str, Any]])
     if condition is None or ran.ok or not ran.retryable or ran.mode:
         return ran
     known = facts()
-    if known["failures"] + 1 > known["retries"]:
+    if not _retry_left(known["failures"], known["retries"]):
         return ran  # no retry is left to refuse
     from balancer.futures import RaisedState
 
@@ -150,6 +150,12 @@ def _facts() -> dict[str, Any]:
     return {"failures": more.get("failures", 0), "retries": more.get("retries", 0)}
 
 
+def _retry_left(failures: int, retries: int) -> bool:
+    """Whether a run failing now (after ``failures`` earlier ones) is run again: fail.lua's
+    rule for a plain failure."""
+    return failures + 1 <= retries
+
+
 def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
               facts: dict[str, Any]) -> State | None:
     """The state of a thread-pool run the worker gave up on, which ends in the
@@ -161,7 +167,7 @@ def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
         return Cancelled("Its run was cancelled.")
     error = ErrorInfo("TimeoutError", f"task {fn_path} ran past its timeout of {timeout}s"
                                       " and was stopped")
-    kind = Retrying if facts["failures"] + 1 <= facts["retries"] else TimedOut
+    kind = Retrying if _retry_left(facts["failures"], facts["retries"]) else TimedOut
     return kind(str(error), error)
 
 
@@ -175,7 +181,8 @@ def _state_of(ran: Ran, outcome: Outcome, facts: dict[str, Any]) -> State:
     if outcome.mode == "skip":
         return Skipped(error.message or "Task skipped.")
     again = outcome.mode == "again" or (
-        outcome.retryable and not outcome.mode and facts["failures"] + 1 <= facts["retries"])
+        outcome.retryable and not outcome.mode
+        and _retry_left(facts["failures"], facts["retries"]))
     if again:
         return Retrying(str(error), error)
     kind = TimedOut if error.type in ("TimeoutError", "asyncio.TimeoutError") else Failed
@@ -224,46 +231,40 @@ class Killed(NamedTuple):
     def tell_handlers(self, worker_id: str) -> None:
         """Call the task's handlers, Running -> TimedOut, or Retrying when a retry is left
         (the timeout is a failure like any: fail.lua's rule); errors are logged."""
-        try:
-            importpath.load(self.fn)
-        except Exception:
-            return  # not a task this child may run: it has no handlers to call here
-        handled = importpath.handled(self.fn)
-        if handled is None:
-            return
-        target, handlers = handled
-        target = _named(target, self.name)
         error = ErrorInfo("TimeoutError", self.message)
-        kind = Retrying if self.failures + 1 <= self.retries else TimedOut
+        kind = Retrying if _retry_left(self.failures, self.retries) else TimedOut
         facts = runcontext.RunFacts(
             self.task_id, self.name, self.flow, self.queue, worker_id,
             lambda: {"failures": self.failures, "retries": self.retries,
                      "task_run_count": self.failures + 1})
         with runcontext.bound(facts):
-            try:
-                _call(target, handlers, Running("Starting task run."), kind(str(error), error))
-            except HandlerFailed as exc:
-                log.error("task=%s name=%s on worker=%s: %s", self.task_id, self.name,
-                          worker_id, exc)
+            _tell(self.fn, self.task_id, self.name, Running("Starting task run."),
+                  lambda: kind(str(error), error))
 
 
 def cached(fn_path: str, value: bytes) -> None:
     """Tell a task's handlers that its run completed from its cache, without running:
     Pending -> Cached, as Prefect 1's (their answer changes nothing; errors are logged)."""
+    current = runcontext.current()
+    _tell(fn_path, current.task_run_id if current is not None else fn_path,
+          current.task_name if current is not None else "", Pending(),
+          lambda: Cached("Task result found in its cache.", codec.unpack(value)))
+
+
+def _tell(fn_path: str, task_id: str, name: str, old: State,
+          new: Callable[[], State]) -> None:
+    """Tell the handlers of the task at ``fn_path``, if it has any, of a change of state
+    its run did not go through where it ran (their answer changes nothing; errors are
+    logged). ``new`` is made only for a task with handlers."""
     try:
         importpath.load(fn_path)
     except Exception:
-        return
+        return  # not a task this process may run: it has no handlers to call here
     handled = importpath.handled(fn_path)
     if handled is None:
         return
     target, handlers = handled
-    current = runcontext.current()
-    if current is not None:
-        target = _named(target, current.task_name)
     try:
-        _call(target, handlers, Pending(), Cached("Task result found in its cache.",
-                                                  codec.unpack(value)))
+        _call(_named(target, name) if name else target, handlers, old, new())
     except (HandlerFailed, codec.CodecError) as exc:
-        log.error("task=%s: a state handler failed on its cached run: %s",
-                  current.task_run_id if current is not None else fn_path, exc)
+        log.error("task=%s name=%s: a state handler failed: %s", task_id, name, exc)
