@@ -200,8 +200,9 @@ class FutureList(list[TaskFuture]):
 
 def wait_all(futures: Iterable[TaskFuture], timeout: float | None = None) -> bool:
     """Wait until every future's task is final (True), or ``timeout`` passed (False)."""
-    waiting = {f.task_id for f in futures}
-    for future in _finishing(futures, timeout):
+    given = list(futures)  # read twice below: an iterator would be spent by the first
+    waiting = {f.task_id for f in given}
+    for future in _finishing(given, timeout):
         waiting.discard(future.task_id)
     return not waiting
 
