@@ -223,11 +223,11 @@ class Task:
             raise TypeError(f"task {self.name!r}: with_options copies a @task; a task class"
                             " takes its options as keywords: make another instance")
         given["max_retries"] = None  # the copy's retries hold it
-        if isinstance(given.get("retry_delay"), tasks.exponential_backoff):
-            given["retry_delay"] = given["retry_delay"].backoff_factor
-        if "retry_delay" in given and isinstance(given["retry_delay"], (list, tuple)):
-            raise ValueError(f"task {self.name!r}: retry_delay_seconds: give one number of"
-                             " seconds (a list of delays is not supported)")
+        if "retry_delay" in given:
+            try:
+                given["retry_delay"] = _retry_delay(given["retry_delay"])
+            except ValueError as exc:
+                raise ValueError(f"task {self.name!r}: {exc}") from None
         copy = dataclasses.replace(self, upstream=list(self.upstream), **given)
         copy.__dict__.pop("_checked", None)
         return copy
@@ -260,6 +260,19 @@ class Task:
 
     def __hash__(self) -> int:
         return id(self)
+
+
+def _retry_delay(given: Any) -> Any:
+    """A retry delay as Prefect 2/3 gives it (``retry_delay_seconds``): a number (or a
+    timedelta, which the Task takes), or ``exponential_backoff``, whose delays are ours
+    (each twice the last); a list of delays is refused."""
+    if isinstance(given, tasks.exponential_backoff):
+        return given.backoff_factor
+    if isinstance(given, (list, tuple)) or callable(given):
+        raise ValueError("retry_delay_seconds: give one number of seconds, or"
+                         " exponential_backoff(backoff_factor=...) (a list of delays is"
+                         " not supported; each retry waits twice the last)")
+    return given
 
 
 # What with_options may change: what travels with each call (Task.with_options).
@@ -352,14 +365,7 @@ def task(
     if retry_delay_seconds is not None:
         if retry_delay:
             raise ValueError("give retry_delay or retry_delay_seconds, not both")
-        given: Any = retry_delay_seconds
-        if isinstance(given, tasks.exponential_backoff):
-            given = given.backoff_factor  # its delays are ours: each twice the last
-        elif isinstance(given, (list, tuple)) or callable(given):
-            raise ValueError("retry_delay_seconds: give one number of seconds, or"
-                             " exponential_backoff(backoff_factor=...) (a list of delays is"
-                             " not supported; each retry waits twice the last)")
-        retry_delay = given
+        retry_delay = _retry_delay(retry_delay_seconds)
     if timeout_seconds is not None:
         if timeout is not None:
             raise ValueError("give timeout or timeout_seconds, not both")
