@@ -16,6 +16,7 @@ import redis
 
 from balancer import building
 from balancer.common import codec, statehandlers
+from balancer.common.models import FlowState
 from balancer.common.runsignals import Cancelled, Failed, Running, Scheduled, State, Success
 from balancer.mapping import MapSpec
 from balancer.options import check_wait, start_ms
@@ -465,8 +466,8 @@ class Flow:
         report.end(state)
         if running is not None:
             try:
-                final = (Success if run.is_successful() else Cancelled if run.is_cancelled()
-                         else Failed)
+                final = {FlowState.COMPLETED: Success,
+                         FlowState.CANCELLED: Cancelled}.get(run.state, Failed)
                 ended = final(run.message, run.result)
             except redis.RedisError as exc:  # the run is over: its handlers are not told
                 log.error("flow=%s name=%s: its end could not be read for its state"
