@@ -89,10 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     def median(q: int, name: str) -> float:
         return statistics.median(r[name] for r in figures[q])
 
+    def against(q: int, name: str) -> str:
+        """``q``'s figure over the first count's: none when that one read zero, as the
+        dispatcher's CPU time can over a few flows (the kernel counts it in clock ticks)."""
+        first = median(counts[0], name)
+        return f"{name} {median(q, name) / first:.2f}x" if first else f"{name} n/a (0 at first)"
+
     base = counts[0]
     for q in counts:
-        ratios = ", ".join(f"{name} {median(q, name) / median(base, name):.2f}x"
-                           for name in ("first_ms", "p50_ms", "serve_cpu_ms"))
+        ratios = ", ".join(against(q, name) for name in ("first_ms", "p50_ms", "serve_cpu_ms"))
         print(f"{q:>6} queues against {base}: {ratios}")
     if args.json:
         out: dict[str, Any] = {"args": vars(args) | {"json": str(args.json)},

@@ -262,6 +262,7 @@ def test_many_queues_bench_reports_figures_per_queue_count(tmp_path: Path) -> No
     proc, figures = _run("many_queues_bench.py", out, "--queues", "1,30", "--flows", "20")
     assert set(figures["figures"]) == {"1", "30"}
     for count, [row] in figures["figures"].items():
-        assert all(row[name] > 0 for name in ("first_ms", "p50_ms", "serve_cpu_ms")), count
+        assert row["first_ms"] > 0 and row["p50_ms"] > 0, count
+        assert row["serve_cpu_ms"] >= 0, count  # counted in clock ticks: 0 over a few flows
         assert row["p50_ms"] <= row["p90_ms"], row
     assert "30 queues against 1" in proc.stdout
