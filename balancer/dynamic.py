@@ -41,7 +41,7 @@ from balancer.common.scripts import (
 from balancer.common.settings import Settings
 from balancer.flow import FlowCancelled, FlowError
 from balancer.futures import POLL_MAX, POLL_MIN, FutureList, TaskFuture, read_states, wait_all
-from balancer.options import EXACT_SCORE_LIMIT
+from balancer.options import EXACT_SCORE_LIMIT, delay_field
 from balancer.scheduling import task_score
 from balancer.submit import RECENT_FLOWS, call_keywords, redis_now_ms
 
@@ -242,8 +242,8 @@ class DynamicRun:
             "state": TaskState.PENDING if unmet else TaskState.QUEUED,
         }
         optional = {"priority": task.priority, "retries": task.retries,
-                    "retry_delay": task.retry_delay, "timeout": task.timeout, "deps": unmet,
-                    "tags": ",".join(task.tags)}
+                    "retry_delay": delay_field(task.retry_delay), "timeout": task.timeout,
+                    "deps": unmet, "tags": ",".join(task.tags)}
         record.update({k: v for k, v in optional.items() if v})
         if self._signer is not None:
             record["sig"] = self._signer.sign(signing.spec_message(

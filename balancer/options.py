@@ -31,14 +31,35 @@ SECONDS_LIMIT = 1e9
 COUNT_LIMIT = 2**53
 
 
+# Most delays a list of retry delays may hold (Prefect's own limit): one per retry, the
+# last for any retries past them.
+DELAYS_LIMIT = 50
+
+
 def check_task_options(owner: str, priority: Any, retries: Any, retry_delay: Any,
                        timeout: Any) -> None:
     """Raise ValueError naming ``owner`` (e.g. "task 'fetch'") and the option at fault."""
     integer(owner, "priority", priority, -PRIORITY_LIMIT, PRIORITY_LIMIT)
     integer(owner, "retries", retries, 0, RETRIES_LIMIT)
-    seconds(owner, "retry_delay", retry_delay, positive=False)
+    if isinstance(retry_delay, tuple):
+        if not 1 <= len(retry_delay) <= DELAYS_LIMIT:
+            raise ValueError(f"{owner}: retry_delay: a list of delays must hold 1 to"
+                             f" {DELAYS_LIMIT} of them, got {len(retry_delay)}")
+        for delay in retry_delay:
+            seconds(owner, "retry_delay", delay, positive=False)
+    else:
+        seconds(owner, "retry_delay", retry_delay, positive=False)
     if timeout is not None:
         seconds(owner, "timeout", timeout, positive=True)
+
+
+def delay_field(retry_delay: float | tuple[float, ...]) -> float | str:
+    """A checked retry delay as a task's record holds it (fail.lua reads it): a number, the
+    first of delays that double; or a list, each delay followed by a comma (``"1,10,"``),
+    so that a list of one still reads as a list, whose delays do not double."""
+    if isinstance(retry_delay, tuple):
+        return "".join(f"{delay!r}," for delay in retry_delay)
+    return retry_delay
 
 
 def check_queue_options(owner: str, priority: Any, concurrency_limit: Any) -> None:
@@ -51,9 +72,11 @@ def check_queue_options(owner: str, priority: Any, concurrency_limit: Any) -> No
 
 def plain(value: Any) -> Any:
     """A checked number as the int or float redis-py can send (a numpy number it cannot);
-    None stays None."""
+    None stays None, and a tuple (a list of retry delays) is made of such numbers."""
     if value is None or type(value) in (int, float):
         return value
+    if isinstance(value, tuple):
+        return tuple(map(plain, value))
     return int(value) if isinstance(value, Integral) else float(value)
 
 

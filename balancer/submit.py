@@ -33,7 +33,7 @@ from balancer.common.scripts import NotReplicated, Scripts, durability
 from balancer.common.settings import Settings
 from balancer.flow import Flow, FlowError, Node, SubmitRefused
 from balancer.mapping import MAP_KEYWORD
-from balancer.options import EXACT_SCORE_LIMIT
+from balancer.options import EXACT_SCORE_LIMIT, delay_field
 from balancer.parameter import Parameter
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
@@ -150,7 +150,7 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
     optional = {
         "priority": task.priority,
         "retries": task.retries,
-        "retry_delay": task.retry_delay,
+        "retry_delay": delay_field(task.retry_delay),
         "timeout": task.timeout,
         "deps": len(node.upstream),
         "nchildren": len(children),

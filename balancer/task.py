@@ -28,7 +28,9 @@ class Task:
     queue_name: str = DEFAULT_QUEUE
     priority: int = 0
     retries: int = 0
-    retry_delay: float = 0.0
+    # Seconds before the first retry, each next one twice the last; or Prefect's list of
+    # delays, one per retry (the last for any past them), which do not double.
+    retry_delay: float | tuple[float, ...] = 0.0
     timeout: float | None = None
     # Dependencies declared with set_upstream outside any flow: (upstream, keyword or None).
     upstream: list[tuple[Task, str | None]] = field(default_factory=list)
@@ -98,7 +100,10 @@ class Task:
         # Prefect writes durations as timedelta: take them as seconds.
         delay: Any = self.retry_delay
         timeout: Any = self.timeout
-        if isinstance(delay, timedelta):
+        if isinstance(delay, (list, tuple)):  # Prefect's retry_delay_seconds=[1, 10, 100]
+            self.retry_delay = tuple(
+                d.total_seconds() if isinstance(d, timedelta) else d for d in delay)
+        elif isinstance(delay, timedelta):
             self.retry_delay = delay.total_seconds()
         if isinstance(timeout, timedelta):
             self.timeout = timeout.total_seconds()
@@ -264,14 +269,14 @@ class Task:
 
 def _retry_delay(given: Any) -> Any:
     """A retry delay as Prefect 2/3 gives it (``retry_delay_seconds``): a number (or a
-    timedelta, which the Task takes), or ``exponential_backoff``, whose delays are ours
-    (each twice the last); a list of delays is refused."""
+    timedelta, which the Task takes), a list of them (one per retry, the Task makes it a
+    tuple), or ``exponential_backoff``, whose delays are ours (each twice the last)."""
     if isinstance(given, tasks.exponential_backoff):
         return given.backoff_factor
-    if isinstance(given, (list, tuple)) or callable(given):
-        raise ValueError("retry_delay_seconds: give one number of seconds, or"
-                         " exponential_backoff(backoff_factor=...) (a list of delays is"
-                         " not supported; each retry waits twice the last)")
+    if callable(given):
+        raise ValueError("retry_delay_seconds: give a number of seconds, a list of them"
+                         " (one per retry), or exponential_backoff(backoff_factor=...);"
+                         " a function of your own would run unsigned on the worker")
     return given
 
 

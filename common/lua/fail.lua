@@ -1,4 +1,4 @@
--- A run of a task did not succeed. Mode "retry": retry later with exponential backoff
+-- A run of a task did not succeed. Mode "retry": retry later, after its retry delay,
 -- while retries are left, else fail. Mode "final": fail now. Mode "crash": the run killed
 -- its process; put the task back at once, or quarantine it once it has killed
 -- `poison threshold` processes. Mode "quarantine": quarantine it now. Mode "skip": the task
@@ -66,12 +66,24 @@ if mode == 'skip' then
   flow_tasks_done(KEYS[4], KEYS[5], 1, 0, ttl)
   return settle(4)
 end
+-- The wait before retry n (its n-th failure's): the record's retry_delay is a number, the
+-- first wait, each next one twice the last (a RETRY signal's always the first); or a list
+-- of waits, each followed by a comma ("1,10,100,"), the n-th for retry n and the last for
+-- any past them, as given. A field that is not a number waits none.
+local function retry_wait(given, n, doubling)
+  if string.find(given, ',', 1, true) then
+    local waits = {}
+    for wait in string.gmatch(given, '([^,]*),') do waits[#waits + 1] = tonumber(wait) or 0 end
+    return waits[math.min(n, #waits)]
+  end
+  return (tonumber(given) or 0) * (doubling and 2 ^ (n - 1) or 1)
+end
 local f = redis.call('HMGET', KEYS[1], 'failures', 'retries', 'retry_delay')
 local failures = tonumber(f[1] or '0') + 1
 redis.call('HSET', KEYS[1], 'failures', failures)
 if mode == 'again' or (mode == 'retry' and failures <= tonumber(f[2] or '0')) then
-  local backoff = mode == 'again' and 1 or 2 ^ (failures - 1)
-  local due = now_ms() + math.floor(tonumber(f[3] or '0') * 1000 * backoff)
+  local wait = retry_wait(f[3] or '0', failures, mode == 'retry')
+  local due = now_ms() + math.floor(wait * 1000)
   redis.call('HSET', KEYS[1], 'state', 'retrying')
   redis.call('ZADD', KEYS[7], due, id)
   signal(KEYS[6], SIGNAL.retry)

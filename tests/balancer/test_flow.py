@@ -394,8 +394,27 @@ def test_prefects_exponential_backoff_is_our_doubling_retry_delay() -> None:
     waits = task(retries=3, retry_delay_seconds=backoff)(fetch.fn)
     assert waits.retry_delay == 10
     assert fetch.with_options(retry_delay_seconds=backoff).retry_delay == 10
-    with pytest.raises(ValueError, match="a list of delays is not supported"):
-        task(retries=3, retry_delay_seconds=[1, 10, 100])(fetch.fn)
+
+
+def test_a_list_of_retry_delays_is_kept_as_given_and_checked() -> None:
+    from datetime import timedelta
+
+    from balancer.options import delay_field
+
+    listed = task(retries=3, retry_delay_seconds=[1, 10, 100])(fetch.fn)
+    assert listed.retry_delay == (1, 10, 100)
+    assert delay_field(listed.retry_delay) == "1,10,100,"
+    assert delay_field((2.5,)) == "2.5,"  # a list of one stays a list: no doubling
+    assert delay_field(3.0) == 3.0
+    assert fetch.with_options(retry_delay_seconds=[timedelta(seconds=2)]).retry_delay == (2.0,)
+    assert fetch.copy(retry_delay=[timedelta(minutes=1), 5]).retry_delay == (60.0, 5)
+    for bad, said in [([], "must hold 1 to 50 of them, got 0"),
+                      ([1] * 51, "must hold 1 to 50 of them, got 51"),
+                      ([1, float("nan")], "retry_delay must be a finite number"),
+                      ([1, -2], "retry_delay must be >= 0"), (["1"], "must be a number"),
+                      (lambda n: n, "a function of your own would run unsigned")]:
+        with pytest.raises(ValueError, match=re.escape(said)):
+            task(retries=3, retry_delay_seconds=bad)(fetch.fn)
 
 
 def test_prefect_1_copy_takes_its_names() -> None:

@@ -53,7 +53,7 @@ def fails(message: str) -> None:
     raise ValueError(message)
 
 
-@task(retries=2, retry_delay_seconds=0.01)
+@task(retries=2, retry_delay_seconds=[0.01, 0.02])  # a list: one delay per retry
 def flaky(url: str, key: str) -> int:
     """Fails on its first two runs (counted in Redis), then returns the count."""
     runs = redis.Redis.from_url(url).incr(key)

@@ -4,6 +4,7 @@ state that flow.run() returns. On a real Redis with real worker threads."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -95,6 +96,32 @@ def test_max_retries_and_a_timedelta_retry_delay(cluster: ThreadCluster, redis_u
     with Flow("retries") as flow:
         node = flaky_once(redis_url, f"{{{namespace}}}:tries")
     assert _run(cluster, flow).result(node) == "ok"
+
+
+@task(retries=2, retry_delay_seconds=[0.3, 0.6])
+def flaky_twice(url: str, key: str) -> str:
+    """Records when each run starts; the first two fail."""
+    client = redis.Redis.from_url(url)
+    client.rpush(key, repr(time.time()))
+    if client.llen(key) < 3:
+        raise RuntimeError("the first two runs fail")
+    return "ok"
+
+
+def test_a_list_of_retry_delays_waits_each_before_its_retry(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    """Prefect 2/3's retry_delay_seconds=[...]: retry n waits the n-th delay. Only lower
+    bounds are asserted (a slow machine only waits longer); fail.lua's tests show the
+    exact waits, and that they do not double."""
+    cluster.add_worker()
+    key = f"{{{namespace}}}:starts"
+    with Flow("listed-delays") as flow:
+        node = flaky_twice(redis_url, key)
+    run = _run(cluster, flow)
+    assert run.result(node) == "ok"
+    starts = [float(x) for x in _order(cluster.client, key)]
+    assert len(starts) == 3
+    assert starts[1] - starts[0] >= 0.3 and starts[2] - starts[1] >= 0.6, starts
 
 
 def test_the_run_reads_as_prefects_state(cluster: ThreadCluster) -> None:

@@ -71,7 +71,7 @@ class Db:
         upstream: int = 0,
         children: Sequence[Child] = (),
         retries: int = 0,
-        retry_delay: float = 0.0,
+        retry_delay: float | str = 0.0,
         timeout: float | str = "",
         failures: int = 0,
         lost: int = 0,

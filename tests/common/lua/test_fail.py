@@ -51,6 +51,24 @@ def test_fail_backs_off_exponentially(db: Db) -> None:
     assert before + 40_000 <= due <= db.now_ms() + 40_000  # third failure: 10s * 2**2
 
 
+@pytest.mark.parametrize("given, failures, mode, wait_s", [
+    ("1,10,100,", 0, "retry", 1), ("1,10,100,", 1, "retry", 10), ("1,10,100,", 2, "retry", 100),
+    ("1,10,100,", 4, "retry", 100),  # past the list: its last
+    ("5,", 3, "retry", 5),  # a list of one: it does not double
+    ("1,10,", 1, "again", 10),  # a RETRY signal waits its retry's delay too
+    ("bogus", 0, "retry", 0), ("x,", 0, "retry", 0)])  # not a number: no wait, no error
+def test_fail_waits_the_delay_a_list_of_retry_delays_gives_each_retry(
+        db: Db, given: str, failures: int, mode: str, wait_s: float) -> None:
+    db.put_flow(1)
+    db.put_task("a", retries=5, retry_delay=given, failures=failures)
+    token = db.lease("a")["a"]
+    before = db.now_ms()
+    assert db.fail("a", token, mode) == FAIL_RETRIED
+    due = db.client.zscore(db.keys.delayed, "a")
+    assert due is not None
+    assert before + wait_s * 1000 <= due <= db.now_ms() + wait_s * 1000
+
+
 def test_fail_without_retries_left_fails_cascades_and_settles_the_flow(db: Db) -> None:
     db.put_flow(1)
     db.put_task("a", retries=1, failures=1, children=[Child("c", Q, 1.0)])
