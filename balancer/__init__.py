@@ -13,6 +13,7 @@ from balancer.common.scripts import NotReplicated
 from balancer.control_flow import case, ifelse, merge, switch
 from balancer.flow import Flow, FlowCancelled, FlowError, Node, SubmitRefused
 from balancer.flowfn import FlowFunction, flow, get_run_logger
+from balancer.flowtimeout import FlowRunTimeoutError
 from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import MapError, flatten, unmapped
 from balancer.parameter import Parameter
@@ -27,7 +28,7 @@ attach = FlowRun.attach
 
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
-           "FlowLost", "FlowRun",
+           "FlowLost", "FlowRun", "FlowRunTimeoutError",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "ProtocolMismatch",
            "Queue", "Skipped",
            "State", "SubmitRefused", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture",

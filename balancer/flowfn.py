@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import redis
 
-from balancer import building, runcontext
+from balancer import building, flowtimeout, runcontext
 from balancer.common import statehandlers
 from balancer.common.codec import ErrorInfo
 from balancer.common.models import FlowState
@@ -48,6 +48,8 @@ class FlowOptions:
     namespace: str | None = None
     description: str | None = None
     version: str | None = None
+    # Longest the function may run, retries included (balancer/flowtimeout.py).
+    timeout_seconds: float | None = None
     # Prefect 2/3's hooks, fn(flow, flow_run, state), called in this process as the run
     # starts, and as it ends (common/statehandlers.py: hooks).
     on_running: tuple[Any, ...] = ()
@@ -70,7 +72,7 @@ class FlowFunction:
         if not callable(fn):
             raise TypeError(f"@flow decorates a function, got {type(fn).__name__}")
         check_task_options(f"flow {options.name!r}", 0, options.retries,
-                           options.retry_delay_seconds, None)
+                           options.retry_delay_seconds, options.timeout_seconds)
         hooks: dict[str, Any] = {h: tuple(statehandlers.functions(
             f"flow {options.name!r}", h, getattr(options, h) or None,
             "fn(flow, flow_run, state)")) for h in HOOKS}
@@ -81,8 +83,8 @@ class FlowFunction:
         functools.update_wrapper(self, fn)
 
     def with_options(self, **changes: Any) -> FlowFunction:
-        """A copy with other options (name, retries, retry_delay_seconds, redis_url,
-        namespace, description, version), as Prefect's ``flow.with_options``."""
+        """A copy with other options (name, retries, retry_delay_seconds, timeout_seconds,
+        redis_url, namespace, description, version), as Prefect's ``flow.with_options``."""
         return FlowFunction(self.fn, replace(self.options, **changes))
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
@@ -105,10 +107,17 @@ class FlowFunction:
         error: BaseException | None = None
         try:
             try:
-                value, error = self._attempts(run, args, kwargs)
-                run.wait_for_tasks()
-                if error is None:
-                    value, error = _resolved(value)
+                with flowtimeout.limit(self.options.timeout_seconds,
+                                       f"flow {self.name!r} ({run.id})"):
+                    value, error = self._attempts(run, args, kwargs)
+                    run.wait_for_tasks()
+                    if error is None:
+                        value, error = _resolved(value)
+            except flowtimeout.FlowRunTimeoutError as exc:
+                # Its tasks not queued yet fail as the run closes; those queued or
+                # running end as they do (each bounded by its own timeout).
+                value, error = None, exc
+                log.error("flow=%s name=%s: %s", run.id, self.name, exc)
             finally:
                 building.leave_run(token)
         except BaseException as exc:  # ctrl-C, or Redis gone: close what can be closed
@@ -128,6 +137,8 @@ class FlowFunction:
             info = ErrorInfo.from_exception(error)
             value = None
         final = FlowRunState.of(state, self.name, value, info, run.id, error)
+        if isinstance(error, flowtimeout.FlowRunTimeoutError):
+            final = replace(final, name="TimedOut")  # a Failed state, as Prefect names it
         if state in _ENDED:
             self._hooks(_ENDED[state], run, final)
         if return_state:
@@ -240,6 +251,7 @@ def flow(fn: Callable[..., Any], /) -> FlowFunction: ...
 
 @overload
 def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: float = 0.0,
+         timeout_seconds: float | None = None,
          redis_url: str | None = None, namespace: str | None = None,
          description: str | None = None, version: str | None = None,
          log_prints: bool | None = None, on_running: Any = None, on_completion: Any = None,
@@ -248,7 +260,8 @@ def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: floa
 
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
-         retries: int = 0, retry_delay_seconds: float = 0.0, redis_url: str | None = None,
+         retries: int = 0, retry_delay_seconds: float = 0.0,
+         timeout_seconds: float | None = None, redis_url: str | None = None,
          namespace: str | None = None, description: str | None = None,
          version: str | None = None, log_prints: bool | None = None,
          on_running: Any = None, on_completion: Any = None, on_failure: Any = None,
@@ -259,14 +272,16 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     ``BALANCER_REDIS_URL``, else the embedded cluster). ``log_prints`` is taken and
     ignored (prints go where the client's go). Prefect 2/3's hooks (``on_completion=[fn]``,
     ``on_failure``, ``on_cancellation``, ``on_crashed``, ``on_running``), each
-    ``fn(flow, flow_run, state)``, are called in this process."""
+    ``fn(flow, flow_run, state)``, are called in this process. ``timeout_seconds``: past
+    it the function is stopped and its run fails with FlowRunTimeoutError
+    (balancer/flowtimeout.py)."""
     del log_prints
 
     def wrap(f: Callable[..., Any]) -> FlowFunction:
         return FlowFunction(f, FlowOptions(
             name or f.__name__, retries, retry_delay_seconds, redis_url, namespace,
-            description, version, on_running, on_completion, on_failure, on_cancellation,
-            on_crashed))
+            description, version, timeout_seconds, on_running, on_completion, on_failure,
+            on_cancellation, on_crashed))
 
     return wrap(fn) if fn is not None else wrap
 

@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from balancer.common.asyncraise import raise_in
+
 log = logging.getLogger("worker")
 
 AGAIN = 1.0  # seconds between interrupts of a straggler
@@ -44,16 +46,6 @@ _running: dict[int, threading.Thread] = {}
 _sent: set[int] = set()  # of those, the ones with an interrupt that may not have landed
 
 
-def _set_async(ident: int, exc: type[BaseException] | None) -> int:
-    """CPython's PyThreadState_SetAsyncExc: how many threads it reached (None withdraws a
-    pending exception). ctypes is imported here: ``balancer`` exports TaskInterrupted, and
-    a client never interrupts a thread."""
-    import ctypes
-
-    return int(ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None))
-
-
 class running:  # lower case: used as a function, ``with running():``
     """Around a task's run on this thread: while inside, ``interrupt`` may stop it."""
 
@@ -67,7 +59,7 @@ class running:  # lower case: used as a function, ``with running():``
             _running.pop(ident, None)
             if ident in _sent:
                 _sent.discard(ident)
-                _set_async(ident, None)
+                raise_in(ident, None)
 
 
 def interrupt(thread: threading.Thread) -> bool:
@@ -76,7 +68,7 @@ def interrupt(thread: threading.Thread) -> bool:
     with _lock:
         if ident is None or _running.get(ident) is not thread:
             return False
-        if _set_async(ident, TaskInterrupted) != 1:
+        if raise_in(ident, TaskInterrupted) != 1:
             return False
         _sent.add(ident)
         return True
