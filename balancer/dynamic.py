@@ -90,8 +90,11 @@ def current_run() -> DynamicRun | None:
 
 class DynamicRun:
     def __init__(self, client: redis.Redis, settings: Settings, name: str,
-                 parent: DynamicRun | None = None) -> None:
+                 parent: DynamicRun | None = None, *, asynchronous: bool = False) -> None:
         self.client = client
+        # An async def function's run: calling an async def task in it gives a coroutine
+        # (flowfn.call), as in Prefect.
+        self.asynchronous = asynchronous
         self.settings = settings
         # Placed in a partition as a submitted flow is (common/partitions.py); a sub-run in
         # its parent's, whose list of tasks it joins in the same transaction.

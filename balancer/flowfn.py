@@ -8,7 +8,9 @@ parent's run.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
 import logging
 import threading
 import time
@@ -90,18 +92,17 @@ class FlowFunction:
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         """Run the function as a flow run and return what it returns (or raise what it
         raised, once its retries are spent). ``return_state=True``: return the run's
-        final State instead (``.result()``, ``.is_completed()``, ``.flow_run_id``)."""
+        final State instead (``.result()``, ``.is_completed()``, ``.flow_run_id``). An
+        ``async def`` function's call returns a coroutine that does this when awaited."""
         from balancer.common.importpath import is_importing_tasks
 
         if is_importing_tasks():
             log.warning("flow %r: call ignored while a worker imports its module; guard it"
                         " with `if __name__ == '__main__':`", self.name)
             return None
-        parent = current_run()
-        client, settings = self._cluster(parent)
-        run = DynamicRun(client, settings, self.name, parent).open()
-        self._hooks("on_running", run, FlowRunState.of(FlowState.RUNNING, self.name,
-                                                       flow_run_id=run.id))
+        if inspect.iscoroutinefunction(self.fn):
+            return self._call_async(args, kwargs, return_state)
+        run = self._open(asynchronous=False)
         token = building.enter_run(run)
         value: Any = None
         error: BaseException | None = None
@@ -114,20 +115,88 @@ class FlowFunction:
                     if error is None:
                         value, error = _resolved(value)
             except flowtimeout.FlowRunTimeoutError as exc:
-                # Its tasks not queued yet fail as the run closes; those queued or
-                # running end as they do (each bounded by its own timeout).
-                value, error = None, exc
-                log.error("flow=%s name=%s: %s", run.id, self.name, exc)
+                value, error = self._timed_out(run, exc)
             finally:
                 building.leave_run(token)
-        except BaseException as exc:  # ctrl-C, or Redis gone: close what can be closed
-            try:
-                run.close(True, ErrorInfo.from_exception(exc))
-            except redis.RedisError:
-                log.error("flow=%s: could not close the run after %r", run.id, exc)
-            self._hooks("on_crashed", run, FlowRunState.of(
-                "crashed", self.name, None, ErrorInfo.from_exception(exc), run.id, exc))
+        except BaseException as exc:
+            self._crashed(run, exc)
             raise
+        return self._settle(run, value, error, return_state)
+
+    async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                          return_state: bool) -> Any:
+        """``__call__`` of an ``async def`` function. The client's Redis calls are short
+        and made on the loop; waiting for the run's tasks takes a thread, so that the
+        loop goes on. A timeout cancels the function at its next ``await``."""
+        run = self._open(asynchronous=True)
+        token = building.enter_run(run)
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            try:
+                value, error = await flowtimeout.within(
+                    self._body_async(run, args, kwargs), self.options.timeout_seconds,
+                    f"flow {self.name!r} ({run.id})")
+            except flowtimeout.FlowRunTimeoutError as exc:
+                value, error = self._timed_out(run, exc)
+            finally:
+                building.leave_run(token)
+        except BaseException as exc:
+            self._crashed(run, exc)
+            raise
+        return self._settle(run, value, error, return_state)
+
+    async def _body_async(self, run: DynamicRun, args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
+        retries = self.options.retries
+        value: Any = None
+        error: Exception | None = None
+        for attempt in range(retries + 1):
+            try:
+                value, error = await self.fn(*args, **kwargs), None
+                break
+            except FlowCancelled as exc:
+                value, error = None, exc
+                break
+            except Exception as exc:
+                value, error = None, exc
+                if attempt == retries:
+                    break
+                self._again(run, attempt, exc)
+                await asyncio.sleep(self.options.retry_delay_seconds)
+        await asyncio.to_thread(run.wait_for_tasks)
+        if error is None:
+            value, error = await asyncio.to_thread(_resolved, value)
+        return value, error
+
+    def _open(self, *, asynchronous: bool) -> DynamicRun:
+        """Open the run (a sub-run inside another @flow's) and call the on_running hooks."""
+        parent = current_run()
+        client, settings = self._cluster(parent)
+        run = DynamicRun(client, settings, self.name, parent, asynchronous=asynchronous).open()
+        self._hooks("on_running", run, FlowRunState.of(FlowState.RUNNING, self.name,
+                                                       flow_run_id=run.id))
+        return run
+
+    def _timed_out(self, run: DynamicRun, exc: BaseException) -> tuple[Any, BaseException]:
+        """Past timeout_seconds: its tasks not queued yet fail as the run closes; those
+        queued or running end as they do (each bounded by its own timeout)."""
+        log.error("flow=%s name=%s: %s", run.id, self.name, exc)
+        return None, exc
+
+    def _crashed(self, run: DynamicRun, exc: BaseException) -> None:
+        """Ctrl-C, a cancelled coroutine, or Redis gone: close what can be closed."""
+        try:
+            run.close(True, ErrorInfo.from_exception(exc))
+        except redis.RedisError:
+            log.error("flow=%s: could not close the run after %r", run.id, exc)
+        self._hooks("on_crashed", run, FlowRunState.of(
+            "crashed", self.name, None, ErrorInfo.from_exception(exc), run.id, exc))
+
+    def _settle(self, run: DynamicRun, value: Any, error: BaseException | None,
+                return_state: bool) -> Any:
+        """Close the run in the function's outcome, call the hooks of how it ended, and
+        return what the call gives."""
         info = ErrorInfo.from_exception(error) if error is not None else None
         state = run.close(error is not None, info)
         if state == FlowState.CANCELLED and error is None:
@@ -167,11 +236,14 @@ class FlowFunction:
             except Exception as exc:
                 if attempt == retries:
                     return None, exc
-                log.warning("flow=%s name=%s: attempt %d of %d raised %s: %s; running it"
-                            " again", run.id, self.name, attempt + 1, retries + 1,
-                            type(exc).__name__, exc)
+                self._again(run, attempt, exc)
                 time.sleep(self.options.retry_delay_seconds)
         raise AssertionError("unreachable")
+
+    def _again(self, run: DynamicRun, attempt: int, exc: Exception) -> None:
+        log.warning("flow=%s name=%s: attempt %d of %d raised %s: %s; running it again",
+                    run.id, self.name, attempt + 1, self.options.retries + 1,
+                    type(exc).__name__, exc)
 
     def _cluster(self, parent: DynamicRun | None) -> tuple[redis.Redis, Settings]:
         """The parent's cluster for a sub-run; else ``redis_url`` if given, else as
@@ -329,11 +401,21 @@ def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
 
 def call(run: DynamicRun, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """A plain call inside a @flow function: run the task on the cluster, wait, and return
-    its value (raise TaskFailed if it failed), or its State with ``return_state=True``."""
+    its value (raise TaskFailed if it failed), or its State with ``return_state=True``.
+    An ``async def`` task called in an ``async def`` flow gives a coroutine that does
+    this when awaited (so that ``asyncio.gather`` runs several at once), as in Prefect."""
     wait_for = kwargs.pop("wait_for", None)
     return_state = bool(kwargs.pop("return_state", False))
-    future = run.submit(task, args, kwargs, wait_for)
-    state = future.wait()
+    if run.asynchronous and inspect.iscoroutinefunction(task.fn):
+        return _call_awaited(run, task, args, kwargs, wait_for, return_state)
+    state = run.submit(task, args, kwargs, wait_for).wait()
+    assert state is not None  # no timeout
+    return state if return_state else state.result()
+
+
+async def _call_awaited(run: DynamicRun, task: Task, args: tuple[Any, ...],
+                        kwargs: dict[str, Any], wait_for: Any, return_state: bool) -> Any:
+    state = await asyncio.to_thread(run.submit(task, args, kwargs, wait_for).wait)
     assert state is not None  # no timeout
     return state if return_state else state.result()
 

@@ -1,5 +1,6 @@
 """A @flow function's ``timeout_seconds``, as Prefect 2/3's: past it, the function is
 stopped where it is and its run fails with ``FlowRunTimeoutError`` (a ``TimeoutError``).
+An ``async def`` function is cancelled instead, at its next ``await`` (``within``).
 
 How it is stopped: in the main thread, by a SIGALRM timer, which interrupts a sleep, a
 socket read or a lock wait at once; elsewhere (a flow called from another thread, or a
@@ -15,13 +16,17 @@ caught what landed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from balancer.common.asyncraise import raise_in
+
+T = TypeVar("T")
 
 
 class FlowRunTimeoutError(TimeoutError):
@@ -48,7 +53,7 @@ def limit(seconds: float | None, owner: str) -> Iterator[None]:
         return
     state = _Limit()
     stopper = _by_alarm if _alarm_free() else _by_thread
-    message = f"{owner} exceeded its timeout of {seconds:g} second(s)"
+    message = _message(owner, seconds)
     try:
         with stopper(seconds, state):
             yield
@@ -58,6 +63,21 @@ def limit(seconds: float | None, owner: str) -> Iterator[None]:
         raise FlowRunTimeoutError(message) from exc  # its traceback: where it was stopped
     if state.expired:
         raise FlowRunTimeoutError(message)
+
+
+async def within(work: Awaitable[T], seconds: float | None, owner: str) -> T:
+    """An ``async def`` flow's limit: past ``seconds`` its work is cancelled (at its next
+    ``await``) and FlowRunTimeoutError raised."""
+    if seconds is None:
+        return await work
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except asyncio.TimeoutError as exc:
+        raise FlowRunTimeoutError(_message(owner, seconds)) from exc
+
+
+def _message(owner: str, seconds: float) -> str:
+    return f"{owner} exceeded its timeout of {seconds:g} second(s)"
 
 
 def _alarm_free() -> bool:
