@@ -62,6 +62,32 @@ class running:  # lower case: used as a function, ``with running():``
                 raise_in(ident, None)
 
 
+class shielded:  # lower case, as ``running``
+    """Around the worker's own calls inside ``running`` once the task's code has ended (its
+    state handlers, told how it ended): no interrupt lands there, and one sent that has
+    not landed is withdrawn. Without it, a slow handler of a run stopped past its timeout
+    (a webhook) would be cut off by the straggler watch's next interrupt."""
+
+    def __enter__(self) -> None:
+        ident = threading.get_ident()
+        with _lock:
+            self._thread = _running.pop(ident, None)
+            if ident in _sent:
+                _sent.discard(ident)
+                raise_in(ident, None)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            with _lock:
+                _running[threading.get_ident()] = self._thread
+
+
+def _in_task(thread: threading.Thread) -> bool:
+    """Whether ``thread`` runs a task's own code (``running``, not ``shielded``)."""
+    with _lock:
+        return thread.ident is not None and _running.get(thread.ident) is thread
+
+
 def interrupt(thread: threading.Thread) -> bool:
     """Raise ``TaskInterrupted`` in ``thread`` if it runs a task; whether it was sent."""
     ident = thread.ident
@@ -94,11 +120,16 @@ class Stragglers:
 
     def stop(self, thread: threading.Thread, task: str, why: str, wait: float = 0.1) -> bool:
         """Interrupt ``thread``, which runs ``task`` (a name for the logs) given up for
-        ``why``; whether it ended within ``wait`` seconds. One that did not is watched
+        ``why``; whether its task's code ended within ``wait`` seconds (the thread may go
+        on calling the run's state handlers, ``shielded``). One that did not is watched
         until it does."""
         interrupt(thread)
         thread.join(wait)
         if not thread.is_alive():
+            return True
+        if not _in_task(thread):
+            log.info("task %s (%s) stopped; its thread calls the run's state handlers", task,
+                     why)
             return True
         with self._cond:
             self._items.append(_Straggler(thread, task, why))
@@ -113,8 +144,10 @@ class Stragglers:
         return False
 
     def alive(self) -> int:
+        """How many given-up threads still run their task's code (not those that went on
+        to its state handlers)."""
         with self._cond:
-            return len(self._items)
+            return sum(1 for item in self._items if _in_task(item.thread))
 
     def _watch(self) -> None:
         while True:

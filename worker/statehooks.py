@@ -48,6 +48,7 @@ from balancer.common.runsignals import (
 )
 from balancer.common.signals import Lease
 from balancer.common.statehandlers import HandlerFailed, RunInfo, call
+from balancer.worker.interrupt import shielded
 from balancer.worker.outcome import Outcome, Ran
 
 from balancer import runcontext
@@ -80,7 +81,8 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     final = (_given_up(ran, fn_path, timeout, time.monotonic() - began, facts)
              or _state_of(ran, outcome, facts))
     try:
-        answered = _call(target, handlers, started, final)
+        with shielded():  # the run is over: a thread pool's interrupt must not cut them
+            answered = _call(target, handlers, started, final)
     except HandlerFailed as exc:
         return _handler_failed(exc)
     if answered is final:

@@ -81,3 +81,17 @@ def transient_only(obj: Any, run: Any, state: Any) -> bool:
 @task(retries=2, retry_delay=0.05, retry_condition_fn=transient_only)
 def fetches(kind: str) -> None:
     raise {"connection": ConnectionError, "value": ValueError}[kind](kind)
+
+
+def slow_alert(obj: Any, state: Any) -> None:
+    """A handler slower than the thread pool's re-interrupt of a stopped run (every 1 s),
+    back in Python every 0.1 s, where an interrupt would land."""
+    for _ in range(25):
+        time.sleep(0.1)
+    _write(f"slow on_failure {obj.name} {type(state).__name__}")
+
+
+@task(timeout=0.5, on_failure=slow_alert)
+def loops_then_alerts_slowly() -> None:
+    for _ in range(300):
+        time.sleep(0.1)

@@ -137,6 +137,25 @@ def test_a_thread_pool_run_stopped_past_its_timeout_is_timed_out_for_its_handler
         f"on_failure loops TimedOut {said}"]
 
 
+def test_a_slow_handler_of_a_thread_pool_run_stopped_past_its_timeout_is_not_cut_off(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """The stopped run's thread is interrupted again every second while it lives: not
+    while it calls the run's handlers."""
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    worker_args = ("--import", "tests.integration.handled_tasks", "--concurrency", "1",
+                   "--pool", "thread")
+    procs.serve_and_worker(real, namespace, *worker_args)
+    with Flow("alerts-slowly") as flow:
+        handled_tasks.loops_then_alerts_slowly()
+    assert flow.run(timeout=60, client=real, namespace=namespace, quiet=True).is_failed()
+    wait_for(lambda: log.exists() and "slow on_failure" in log.read_text(), timeout=30)
+    assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
+        "slow on_failure loops_then_alerts_slowly TimedOut"]
+    [worker] = [p for p in procs.procs if "worker" in p.log_path]  # type: ignore[attr-defined]
+    assert "HandlerFailed" not in procs.log(worker) and "TaskInterrupted" not in procs.log(worker)
+
+
 def test_a_run_completed_from_the_cache_tells_its_handlers_pending_to_cached(
         procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
     log = tmp_path / "handled.log"

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from balancer.worker.interrupt import Stragglers, TaskInterrupted, interrupt, running
+from balancer.worker.interrupt import Stragglers, TaskInterrupted, interrupt, running, shielded
 
 
 def _thread(target: object) -> threading.Thread:
@@ -75,7 +75,7 @@ def test_a_straggler_in_a_long_call_is_interrupted_once_it_returns_and_logged(
         assert stragglers.alive() == 1
         thread.join(5)
         deadline = time.monotonic() + 5
-        while stragglers.alive() and time.monotonic() < deadline:
+        while "stopped at last" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
     assert seen == ["interrupted"] and stragglers.alive() == 0
     assert "task tests:sleeps (past its timeout of 0.1s) does not stop" in caplog.text
@@ -105,3 +105,37 @@ def test_a_task_that_swallows_the_interrupt_is_interrupted_again_until_it_ends()
     thread.join(10)
     assert not thread.is_alive()
     assert caught[:3] == ["TaskInterrupted"] * 3
+
+
+def test_a_thread_gone_on_to_its_run_s_handlers_is_not_a_straggler(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Its task's code ended: what it runs now (``shielded``) is not interrupted, and it
+    does not count among the threads that do not stop."""
+    inside, release, seen = threading.Event(), threading.Event(), []
+
+    def task() -> None:
+        with running():
+            try:
+                while True:
+                    time.sleep(0.01)
+            except TaskInterrupted:
+                seen.append("interrupted")
+            with shielded():
+                inside.set()
+                for _ in range(500):  # a slow handler, back in Python every 10 ms
+                    if release.is_set():
+                        break
+                    time.sleep(0.01)
+                seen.append("handlers done")
+
+    stragglers = Stragglers(again=0.05)
+    thread = _thread(task)
+    time.sleep(0.05)
+    with caplog.at_level(logging.INFO, logger="worker"):
+        assert stragglers.stop(thread, "tests:loops", "past its timeout of 0.1s")
+        assert inside.wait(5) and stragglers.alive() == 0
+        time.sleep(0.2)  # the watch would have interrupted it several times
+        release.set()
+        thread.join(5)
+    assert seen == ["interrupted", "handlers done"]
+    assert "its thread calls the run's state handlers" in caplog.text
