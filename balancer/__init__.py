@@ -4,6 +4,7 @@
 """
 
 from balancer import triggers
+from balancer.annotations import allow_failure
 from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
@@ -34,6 +35,7 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "State", "SubmitRefused", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture",
            "TaskInterrupted",
            "Unreachable",
-           "attach", "case", "context", "flatten", "flow", "get_run_logger", "ifelse", "merge",
+           "allow_failure", "attach", "case", "context", "flatten", "flow", "get_run_logger",
+           "ifelse", "merge",
            "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",
            "unmapped"]

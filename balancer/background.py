@@ -7,7 +7,7 @@ the call returns the task's future at once (``.result()``, ``.wait()``, ``.state
 Futures among its arguments (also in lists, tuples and dicts), and those in
 ``wait_for``, are waited for first, here: a task of another run cannot be an upstream of
 this one, so their results are passed as values (a failed one raises its TaskFailed,
-and nothing is submitted).
+and nothing is submitted; under allow_failure, it passes None).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 def submit(task: Task, args: tuple[Any, ...], kwargs: dict[str, Any],
            wait_for: Iterable[Any] | None = None) -> TaskFuture:
-    from balancer.dynamic import futures_in
+    from balancer.dynamic import upstream_in
     from balancer.flow import Flow
     from balancer.flowfn import results_of
 
-    wait_all(futures_in(task.name, wait_for or (), "wait_for"))
+    wait_all(upstream_in(task.name, wait_for or (), "wait_for")[0])
     with Flow(task.name) as flow:
         node = task(*results_of(list(args)), **results_of(kwargs))
     run = flow.submit()

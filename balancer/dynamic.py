@@ -27,6 +27,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import building
+from balancer.annotations import ENDED, allow_failure
 from balancer.common import clusterfacts, codec, partitions, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -63,6 +64,7 @@ class _Waiting:
     queue: str
     score: float
     upstream: list[TaskFuture]
+    allowed: frozenset[str] = frozenset()  # upstream ids under allow_failure
 
 
 _scripts_lock = threading.Lock()
@@ -190,7 +192,7 @@ class DynamicRun:
             path = task.path
         except ValueError as exc:
             raise FlowError(str(exc)) from None
-        after = futures_in(task.name, wait_for or (), "wait_for")
+        after, allowed_after = upstream_in(task.name, wait_for or (), "wait_for")
         now_ms = redis_now_ms(self.client, self.keys, self.settings)
         score = task_score(now_ms, task.priority, self.settings.aging_seconds * 1000)
         if not abs(score) < EXACT_SCORE_LIMIT:
@@ -198,25 +200,27 @@ class DynamicRun:
                             f" past what Redis orders exactly (2**53)")
         prepared = []
         for args, kwargs in calls:
-            upstream = [*_futures_in_call(task.name, args, kwargs), *after]
+            found, allowed = _upstream_in_call(task.name, args, kwargs)
+            upstream = [*found, *after]
             kwargs = {**kwargs, **call_keywords(task)}
             blob = _encode(task.name, args, kwargs, self.settings.max_payload_bytes)
-            prepared.append((new_id(), blob, list({id(f): f for f in upstream}.values())))
+            prepared.append((new_id(), blob, list({id(f): f for f in upstream}.values()),
+                             allowed | allowed_after))
         states = read_states(self.client, self.keys,
-                             {f.task_id for _, _, ups in prepared for f in ups})
+                             {f.task_id for _, _, ups, _ in prepared for f in ups})
         added: list[AddedTask] = []
         futures = FutureList()
         waiting: list[_Waiting] = []
         ready: dict[str, list[str]] = {}
-        for task_id, blob, upstream in prepared:
-            unmet = [f for f in upstream if states.get(f.task_id) != TaskState.COMPLETED]
+        for task_id, blob, upstream, allowed in prepared:
+            unmet = [f for f in upstream if not _met(states.get(f.task_id), f, allowed)]
             future = TaskFuture(self.client, self.keys, task_id, task.name)
             record = self._record(task, path, task_id, blob, score, len(unmet))
             added.append(AddedTask(task_id, task.queue_name, None if unmet else score,
                                    codec.pack([task_id, task.name, TASK_KIND]), record))
             futures.append(future)
             if unmet:
-                waiting.append(_Waiting(future, task.queue_name, score, unmet))
+                waiting.append(_Waiting(future, task.queue_name, score, unmet, allowed))
             else:
                 ready.setdefault(task.queue_name, []).append(task_id)
         outcome = self.scripts.flow_extend(self.id, added, signals.submitted(ready))
@@ -297,8 +301,9 @@ class DynamicRun:
                 released += 1
                 continue
             failed = [f for f in w.upstream
-                      if states.get(f.task_id) in (None, TaskState.FAILED,
-                                                   TaskState.UPSTREAM_FAILED)]
+                      if f.task_id not in w.allowed
+                      and states.get(f.task_id) in (None, TaskState.FAILED,
+                                                    TaskState.UPSTREAM_FAILED)]
             error = b""
             if failed:
                 up = failed[0]
@@ -306,7 +311,7 @@ class DynamicRun:
                     "balancer.UpstreamFailed",
                     f"upstream task {up.name!r} ({up.task_id})"
                     f" {states.get(up.task_id) or 'has no record'}"))
-            elif any(states.get(f.task_id) != TaskState.COMPLETED for f in w.upstream):
+            elif not all(_met(states.get(f.task_id), f, w.allowed) for f in w.upstream):
                 continue
             future = w.future
             self.scripts.flow_release(future.task_id, w.queue, w.score, self.id,
@@ -339,12 +344,40 @@ def futures_in(task_name: str, values: Iterable[Any], where: str) -> list[TaskFu
     return found
 
 
-def _futures_in_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-                     ) -> list[TaskFuture]:
+def upstream_in(task_name: str, values: Iterable[Any], where: str
+                ) -> tuple[list[TaskFuture], frozenset[str]]:
+    """The futures of ``wait_for``, some under allow_failure: all of them, and the ids of
+    those allowed to fail."""
+    given = list(values)
+    allowed = [v.value for v in given if isinstance(v, allow_failure)]
+    plain = futures_in(task_name, [v for v in given if not isinstance(v, allow_failure)],
+                       where)
+    allowed_futures = futures_in(task_name, allowed, f"allow_failure(...) in {where}")
+    return [*plain, *allowed_futures], _allowed_ids(allowed_futures, plain)
+
+
+def _upstream_in_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+                      ) -> tuple[list[TaskFuture], frozenset[str]]:
+    """The futures among a call's arguments, and the ids of those under allow_failure
+    (a future also passed bare is not: its failure fails the task)."""
     try:
-        return codec.find_in_call(task_name, args, kwargs, TaskFuture)
+        found = codec.find_in_call(task_name, args, kwargs, (TaskFuture, allow_failure))
+        plain = [f for f in found if isinstance(f, TaskFuture)]
+        allowed = [f for wrapper in found if isinstance(wrapper, allow_failure)
+                   for f in codec.find_in_call(task_name, (wrapper.value,), {}, TaskFuture)]
     except TooDeep as exc:
         raise FlowError(str(exc)) from None
+    return [*plain, *allowed], _allowed_ids(allowed, plain)
+
+
+def _allowed_ids(allowed: list[TaskFuture], plain: list[TaskFuture]) -> frozenset[str]:
+    return frozenset(f.task_id for f in allowed) - {f.task_id for f in plain}
+
+
+def _met(state: str | None, future: TaskFuture, allowed: frozenset[str]) -> bool:
+    """Whether an upstream in ``state`` lets its dependent run: completed, or ended at
+    all when it is allowed to fail."""
+    return state == TaskState.COMPLETED or (future.task_id in allowed and state in ENDED)
 
 
 def _as_refs(value: Any) -> Any:
@@ -352,6 +385,8 @@ def _as_refs(value: Any) -> Any:
     depth was checked by ``find_in_call``)."""
     if isinstance(value, TaskFuture):
         return UpstreamRef(value.task_id)
+    if isinstance(value, allow_failure):
+        return _as_refs(value.value)
     if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
         if codec.is_registered(type(value)):
             return value

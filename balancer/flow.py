@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from balancer import building
+from balancer.annotations import allow_failure
 from balancer.common import codec, statehandlers
 from balancer.common.models import FlowState
 from balancer.common.runsignals import Cancelled, Failed, Running, Scheduled, State, Success
@@ -186,7 +187,11 @@ class Flow:
         """A functional-style call: a new node whose arguments may reference other nodes
         (their results are passed) and parameters (their values are). ``upstream_tasks``
         run first without passing anything, as in Prefect."""
-        found = codec.find_in_call(task.name, args, kwargs, (Node, Parameter))
+        found = codec.find_in_call(task.name, args, kwargs, (Node, Parameter, allow_failure))
+        if any(isinstance(item, allow_failure) for item in found):
+            raise FlowError(f"task {task.name!r}: allow_failure(...) is for @flow functions;"
+                            " in `with Flow(...)` give the task trigger=all_finished (from"
+                            " balancer.triggers) to run it after a failed upstream")
         upstream = [item for item in found if isinstance(item, Node)]
         for up in upstream:
             if up.flow is not self:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 import redis
 
 from balancer import building, flowtimeout, runcontext
+from balancer.annotations import allow_failure
 from balancer.common import statehandlers
 from balancer.common.codec import ErrorInfo
 from balancer.common.models import FlowState
@@ -278,17 +279,21 @@ def _resolved(value: Any) -> tuple[Any, Exception | None]:
         return None, exc
 
 
-def results_of(value: Any) -> Any:
+def results_of(value: Any, allowed: bool = False) -> Any:
     """``value`` with each future (also in lists, tuples and dicts) replaced by its
-    result, waiting for it; a failed one raises its TaskFailed."""
+    result, waiting for it; a failed one raises its TaskFailed, or gives None under
+    ``allow_failure`` (``allowed``)."""
+    if isinstance(value, allow_failure):
+        return results_of(value.value, True)
     if isinstance(value, TaskFuture):
-        return value.result()
+        result = value.result(raise_on_failure=not allowed)
+        return None if isinstance(result, TaskFailed) else result
     if isinstance(value, list):
-        return [results_of(v) for v in value]
+        return [results_of(v, allowed) for v in value]
     if type(value) is tuple:
-        return tuple(results_of(v) for v in value)
+        return tuple(results_of(v, allowed) for v in value)
     if isinstance(value, dict):
-        return {k: results_of(v) for k, v in value.items()}
+        return {k: results_of(v, allowed) for k, v in value.items()}
     return value
 
 

@@ -432,3 +432,20 @@ def test_submit_inside_a_prefect_1_flow_says_to_call_the_task() -> None:
             fetch.submit(1)
         with pytest.raises(RuntimeError, match=r"\.delay\(\)"):
             fetch.delay(1)
+
+
+def test_allow_failure_in_a_prefect_1_flow_names_the_trigger_to_use() -> None:
+    from balancer import allow_failure
+
+    with pytest.raises(FlowError, match=re.escape("give the task trigger=all_finished")), \
+            Flow("f"):
+        fetch(allow_failure(fetch(1)))
+
+
+def test_allow_failure_in_wait_for_takes_futures_only() -> None:
+    from balancer import allow_failure
+    from balancer.dynamic import upstream_in
+
+    with pytest.raises(TypeError, match=re.escape("allow_failure(...) in wait_for takes"
+                                                  " futures (of .submit() or .map()), got int")):
+        upstream_in("t", [allow_failure(3)], "wait_for")

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from balancer import flow, get_run_logger, task, unmapped
+from balancer import allow_failure, flow, get_run_logger, task, unmapped
 
 # -- tasks ---------------------------------------------------------------------------------
 
@@ -224,6 +224,28 @@ def async_task_in_flow() -> list[int]:
     return [fetch(1), *fetch.map([2, 3]).result()]
 
 
+@task
+def pair(x: Any, y: Any) -> list[Any]:
+    return [x, y]
+
+
+@flow
+def allow_failure_flow() -> dict[str, Any]:
+    bad = fails.submit("boom")
+    good = add_one.submit(1)
+    both = pair.submit(allow_failure(bad), good)  # runs; the failed upstream gives None
+    after = add_one.submit(10, wait_for=[allow_failure(bad)])
+    blocked = add_one.submit(20, wait_for=[bad])
+    state = blocked.wait()
+    return {"both": both.result(), "after": after.result(),
+            "blocked": state.name if state else None}
+
+
+@flow
+async def async_flow(n: int) -> list[int]:
+    return list(await asyncio.gather(*[fetch(i) for i in range(1, n + 1)]))
+
+
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -258,6 +280,8 @@ def main() -> None:
     out["renamed"] = plain_call.with_options(name="renamed")(return_state=True).flow_run_id
     out["async"] = async_task_in_flow()
     out["outside"] = [add_one(41), add_one.submit(1).result(), add_one.delay(2).result()]
+    out["allow_failure"] = allow_failure_flow()
+    out["async_flow"] = asyncio.run(async_flow(3))
     json.dump(out, sys.stdout)
 
 

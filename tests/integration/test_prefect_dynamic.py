@@ -63,6 +63,9 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     assert out["async"] == [10, 20, 30]  # async def tasks, called and mapped
     # outside a flow: a call runs the plain function, submit and delay a run of its own
     assert out["outside"] == [42, 2, 3]
+    # allow_failure: the dependent runs after a failed upstream, which passes None
+    assert out["allow_failure"] == {"both": [None, 2], "after": 11, "blocked": "UpstreamFailed"}
+    assert out["async_flow"] == [10, 20, 30]  # an async def flow gathering async tasks
 
 
 def test_prefect2_snippets_on_the_embedded_cluster(real: redis.Redis, redis_url: str,
