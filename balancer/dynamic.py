@@ -248,9 +248,9 @@ class DynamicRun:
             "score": score, "args": blob,
             "state": TaskState.PENDING if unmet else TaskState.QUEUED,
         }
-        optional = {"priority": task.priority, "retries": task.retries,
-                    "retry_delay": delay_field(task.retry_delay), "timeout": task.timeout,
-                    "deps": unmet, "tags": ",".join(task.tags)}
+        delay = delay_field(task.retry_delay, task.retries, task.retry_jitter_factor)
+        optional = {"priority": task.priority, "retries": task.retries, "retry_delay": delay,
+                    "timeout": task.timeout, "deps": unmet, "tags": ",".join(task.tags)}
         record.update({k: v for k, v in optional.items() if v})
         if self._signer is not None:
             record["sig"] = self._signer.sign(signing.spec_message(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import random
 from numbers import Integral, Real
 from typing import Any
 
@@ -34,11 +35,19 @@ COUNT_LIMIT = 2**53
 # Most delays a list of retry delays may hold (Prefect's own limit): one per retry, the
 # last for any retries past them.
 DELAYS_LIMIT = 50
+# A retry's delay is jittered to within this many times itself, either way (a delay past
+# SECONDS_LIMIT is clamped there).
+JITTER_LIMIT = 10
 
 
 def check_task_options(owner: str, priority: Any, retries: Any, retry_delay: Any,
-                       timeout: Any) -> None:
+                       timeout: Any, jitter: Any = None) -> None:
     """Raise ValueError naming ``owner`` (e.g. "task 'fetch'") and the option at fault."""
+    if jitter is not None:
+        _number(owner, "retry_jitter_factor", jitter)
+        if not 0 <= jitter <= JITTER_LIMIT:
+            raise ValueError(f"{owner}: retry_jitter_factor must be between 0 and"
+                             f" {JITTER_LIMIT}, got {jitter!r}")
     integer(owner, "priority", priority, -PRIORITY_LIMIT, PRIORITY_LIMIT)
     integer(owner, "retries", retries, 0, RETRIES_LIMIT)
     if isinstance(retry_delay, tuple):
@@ -53,10 +62,25 @@ def check_task_options(owner: str, priority: Any, retries: Any, retry_delay: Any
         seconds(owner, "timeout", timeout, positive=True)
 
 
-def delay_field(retry_delay: float | tuple[float, ...]) -> float | str:
+def delay_field(retry_delay: float | tuple[float, ...], retries: int = 0,
+                jitter: float | None = None) -> float | str:
     """A checked retry delay as a task's record holds it (fail.lua reads it): a number, the
     first of delays that double; or a list, each delay followed by a comma (``"1,10,"``),
-    so that a list of one still reads as a list, whose delays do not double."""
+    so that a list of one still reads as a list, whose delays do not double.
+
+    With ``jitter``, each of the task's ``retries`` delays (at most DELAYS_LIMIT: the last
+    serves those past it) is drawn here, uniformly within ``jitter`` times itself either
+    way (not below 0), and the record holds them as a list: drawn once per task, so that
+    tasks failing together retry at different times."""
+    if jitter and retries:
+        drawn = range(min(retries, DELAYS_LIMIT))
+        if isinstance(retry_delay, tuple):
+            given = [retry_delay[min(n, len(retry_delay) - 1)] for n in drawn]
+        else:
+            given = [retry_delay * 2**n for n in drawn]
+        retry_delay = tuple(
+            min(SECONDS_LIMIT, random.uniform(max(0.0, d * (1 - jitter)), d * (1 + jitter)))
+            for d in given)
     if isinstance(retry_delay, tuple):
         return "".join(f"{delay!r}," for delay in retry_delay)
     return retry_delay

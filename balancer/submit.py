@@ -150,7 +150,8 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
     optional = {
         "priority": task.priority,
         "retries": task.retries,
-        "retry_delay": delay_field(task.retry_delay),
+        "retry_delay": delay_field(task.retry_delay, task.retries,
+                                   task.retry_jitter_factor),
         "timeout": task.timeout,
         "deps": len(node.upstream),
         "nchildren": len(children),

@@ -68,6 +68,9 @@ class Task:
     # Prefect 3's retry_condition_fn(task, task_run, state) -> bool: asked on the worker
     # when a run fails with retries left; False fails it for good (worker/statehooks.py).
     retry_condition_fn: Any = None
+    # Prefect's retry_jitter_factor: each retry's delay is drawn within +-factor of it
+    # (options.delay_field), so that many tasks failing together do not retry together.
+    retry_jitter_factor: float | None = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -127,7 +130,7 @@ class Task:
         True never passes for a checked 1), checking again is skipped, which a
         one-task submit would otherwise pay every time."""
         given = (self.name, self.queue_name, self.priority, self.retries, self.retry_delay,
-                 self.timeout)
+                 self.timeout, self.retry_jitter_factor)
         checked = self.__dict__.get("_checked")
         if checked is not None and all(map(operator.is_, given, checked)):
             return
@@ -136,7 +139,7 @@ class Task:
         except ValueError as exc:
             raise ValueError(f"task {self.name!r}: queue_name: {exc}") from None
         check_task_options(f"task {self.name!r}", self.priority, self.retries,
-                           self.retry_delay, self.timeout)
+                           self.retry_delay, self.timeout, self.retry_jitter_factor)
         self._checked = given
 
     @property
@@ -281,7 +284,8 @@ def _retry_delay(given: Any) -> Any:
 
 
 # What with_options may change: what travels with each call (Task.with_options).
-_COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay", "timeout",
+_COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay",
+                       "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
                        "cache_validator", "nout"})
 
@@ -319,6 +323,7 @@ def task(
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
     retry_condition_fn: Any = None,
+    retry_jitter_factor: float | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -352,6 +357,7 @@ def task(
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
     retry_condition_fn: Any = None,
+    retry_jitter_factor: float | None = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -365,7 +371,7 @@ def task(
     and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``) and
     ``retry_condition_fn``, called on the worker (common/statehandlers.py); Prefect
     2/3's ``cache_key_fn=task_input_hash``, ``cache_policy`` and ``cache_expiration`` as
-    Prefect 1's caching options (balancer/caching.py)."""
+    Prefect 1's caching options (balancer/caching.py), and ``retry_jitter_factor``."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -391,6 +397,7 @@ def task(
                     cache_for=cached_for, cache_key=cache_key, cache_validator=validator,
                     nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
                     state_handlers=state_handlers, on_failure=on_failure,
-                    on_completion=on_completion, retry_condition_fn=retry_condition_fn)
+                    on_completion=on_completion, retry_condition_fn=retry_condition_fn,
+                    retry_jitter_factor=retry_jitter_factor)
 
     return wrap(fn) if fn is not None else wrap

@@ -449,3 +449,29 @@ def test_allow_failure_in_wait_for_takes_futures_only() -> None:
     with pytest.raises(TypeError, match=re.escape("allow_failure(...) in wait_for takes"
                                                   " futures (of .submit() or .map()), got int")):
         upstream_in("t", [allow_failure(3)], "wait_for")
+
+
+def test_retry_jitter_factor_draws_each_task_s_delays_within_the_factor() -> None:
+    """Prefect's retry_jitter_factor: the record holds the task's own list of delays, each
+    within +-factor of the delay it jitters (doubling, or the given list's)."""
+    from balancer.options import delay_field
+
+    def drawn(field: float | str) -> list[float]:
+        assert isinstance(field, str)
+        return [float(x) for x in field.split(",")[:-1]]
+
+    jittery = task(retries=3, retry_delay_seconds=10, retry_jitter_factor=0.5)(fetch.fn)
+    assert jittery.retry_jitter_factor == 0.5
+    draws = [drawn(delay_field(10.0, 3, 0.5)) for _ in range(50)]
+    for delays in draws:
+        assert len(delays) == 3
+        assert all(d * 0.5 <= got <= d * 1.5 for d, got in zip((10, 20, 40), delays))
+    assert len({tuple(d) for d in draws}) > 1  # drawn per task
+    listed = drawn(delay_field((1.0, 100.0), 3, 0.1))
+    assert 0.9 <= listed[0] <= 1.1 and all(90 <= d <= 110 for d in listed[1:])
+    assert len(drawn(delay_field(1.0, 1000, 0.1))) == 50  # the last serves those past it
+    assert delay_field(10.0, 3, None) == 10.0 and delay_field(10.0, 0, 0.5) == 10.0
+    assert fetch.with_options(retry_jitter_factor=0.2).retry_jitter_factor == 0.2
+    for bad in (-0.1, 11, float("nan"), "x"):
+        with pytest.raises(ValueError, match="retry_jitter_factor must be"):
+            task(retries=1, retry_jitter_factor=bad)(fetch.fn)

@@ -121,7 +121,30 @@ def test_a_list_of_retry_delays_waits_each_before_its_retry(
     assert run.result(node) == "ok"
     starts = [float(x) for x in _order(cluster.client, key)]
     assert len(starts) == 3
-    assert starts[1] - starts[0] >= 0.3 and starts[2] - starts[1] >= 0.6, starts
+    slack = 0.01  # Redis counts the wait from its clock, in whole ms
+    assert starts[1] - starts[0] >= 0.3 - slack and starts[2] - starts[1] >= 0.6 - slack, starts
+
+
+jittery_twice = flaky_twice.with_options(retry_delay_seconds=0.2, retry_jitter_factor=0.5)
+
+
+def test_a_jittered_retry_delay_is_drawn_per_task_and_waited(
+        cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    """retry_jitter_factor=0.5 on a 0.2 s doubling delay: the task's record holds its own
+    drawn delays, within 0.1-0.3 s and 0.2-0.6 s, and each is waited (lower bounds only)."""
+    cluster.add_worker()
+    key = f"{{{namespace}}}:jittered"
+    with Flow("jittered") as flow:
+        node = jittery_twice(redis_url, key)
+    run = flow.submit(cluster.client, namespace=cluster.settings.namespace)
+    assert run.wait(timeout=30) == "completed" and run.result(node) == "ok"
+    field = cluster.client.hget(run.keys.task(run.ids[node]), "retry_delay")
+    delays = [float(x) for x in (field or b"").decode().split(",")[:-1]]
+    assert len(delays) == 2 and 0.1 <= delays[0] <= 0.3 and 0.2 <= delays[1] <= 0.6, delays
+    starts = [float(x) for x in _order(cluster.client, key)]
+    slack = 0.01  # Redis counts the wait from its clock, in whole ms
+    assert starts[1] - starts[0] >= delays[0] - slack, starts
+    assert starts[2] - starts[1] >= delays[1] - slack, starts
 
 
 def test_the_run_reads_as_prefects_state(cluster: ThreadCluster) -> None:
