@@ -48,8 +48,13 @@ class Task:
     # Prefect 1's nout: how many values the returned tuple holds, so that a reference
     # unpacks (``a, b = t()``) in a flow.
     nout: int | None = None
-    # Prefect 1's checkpoint: accepted, and changes nothing (results are always stored).
+    # Prefect 1's checkpoint and Prefect 2/3's persist_result: accepted, and change
+    # nothing (every result is stored in its task's record, which dependents read).
     checkpoint: bool | None = None
+    persist_result: bool | None = None
+    # Prefect 2/3's description (the function's docstring by default) and version: kept.
+    description: str | None = None
+    version: str | None = None
     # Labels, stored on the task's record and shown by `balancer flow`.
     tags: Any = None
     # Prefect 1's log_stdout: what the task prints goes to its logger (balancer.context's),
@@ -210,13 +215,13 @@ class Task:
         ``name``, ``queue_name``, ``priority``, ``retries`` (``max_retries``),
         ``retry_delay`` (``retry_delay_seconds``), ``timeout`` (``timeout_seconds``),
         ``tags``, ``trigger``, ``skip_on_upstream_skip``, ``cache_for``, ``cache_key``,
-        ``cache_validator``, ``nout``; ``description`` is taken and ignored. These travel
-        with each call; what the worker reads from the task as its module defines it
-        (``log_stdout``/``log_prints``, state handlers and hooks) cannot differ in a copy,
-        and is refused."""
+        ``cache_validator``, ``nout``, ``retry_jitter_factor``, and ``description``,
+        ``version``, ``persist_result`` (metadata, changing nothing on the worker). The
+        others travel with each call; what the worker reads from the task as its module
+        defines it (``log_stdout``/``log_prints``, state handlers and hooks) cannot
+        differ in a copy, and is refused."""
         renamed = {"retry_delay_seconds": "retry_delay", "timeout_seconds": "timeout",
                    "max_retries": "retries"}
-        changes.pop("description", None)
         given = {renamed.get(k, k): v for k, v in changes.items()}
         read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *taskclass.HANDLERS})
         if read_by_worker:
@@ -287,6 +292,7 @@ def _retry_delay(given: Any) -> Any:
 _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay",
                        "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
+                       "description", "version", "persist_result",
                        "cache_validator", "nout"})
 
 
@@ -313,6 +319,9 @@ def task(
     cache_validator: Any = None,
     nout: int | None = None,
     checkpoint: bool | None = None,
+    persist_result: bool | None = None,
+    description: str | None = None,
+    version: str | None = None,
     tags: Any = None,
     log_stdout: bool = False,
     log_prints: bool | None = None,
@@ -347,6 +356,9 @@ def task(
     cache_validator: Any = None,
     nout: int | None = None,
     checkpoint: bool | None = None,
+    persist_result: bool | None = None,
+    description: str | None = None,
+    version: str | None = None,
     tags: Any = None,
     log_stdout: bool = False,
     log_prints: bool | None = None,
@@ -395,7 +407,9 @@ def task(
                     timeout,  # type: ignore[arg-type]
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
                     cache_for=cached_for, cache_key=cache_key, cache_validator=validator,
-                    nout=nout, checkpoint=checkpoint, tags=tags, log_stdout=log_stdout,
+                    nout=nout, checkpoint=checkpoint, persist_result=persist_result,
+                    description=description if description is not None else f.__doc__,
+                    version=version, tags=tags, log_stdout=log_stdout,
                     state_handlers=state_handlers, on_failure=on_failure,
                     on_completion=on_completion, retry_condition_fn=retry_condition_fn,
                     retry_jitter_factor=retry_jitter_factor)

@@ -475,3 +475,14 @@ def test_retry_jitter_factor_draws_each_task_s_delays_within_the_factor() -> Non
     for bad in (-0.1, 11, float("nan"), "x"):
         with pytest.raises(ValueError, match="retry_jitter_factor must be"):
             task(retries=1, retry_jitter_factor=bad)(fetch.fn)
+
+
+def test_prefect_2_task_metadata_is_kept_and_persist_result_taken() -> None:
+    def documented(x: int) -> int:
+        """Fetches x."""
+        return x
+
+    t = task(description=None, version="2", persist_result=False)(documented)
+    assert (t.description, t.version, t.persist_result) == ("Fetches x.", "2", False)
+    copy = t.with_options(description="other", persist_result=True)
+    assert (copy.description, copy.persist_result, copy.version) == ("other", True, "2")
