@@ -32,6 +32,7 @@ from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import unmapped
 from balancer.options import check_task_options
 from balancer.run import TaskFailed
+from balancer.task_runners import SequentialTaskRunner
 
 if TYPE_CHECKING:
     from balancer.task import Task
@@ -53,6 +54,8 @@ class FlowOptions:
     version: str | None = None
     # Longest the function may run, retries included (balancer/flowtimeout.py).
     timeout_seconds: float | None = None
+    # Prefect's task runner (balancer/task_runners.py): kept, the workers run the tasks.
+    task_runner: Any = None
     # Prefect 2/3's hooks, fn(flow, flow_run, state), called in this process as the run
     # starts, and as it ends (common/statehandlers.py: hooks).
     on_running: tuple[Any, ...] = ()
@@ -76,6 +79,11 @@ class FlowFunction:
             raise TypeError(f"@flow decorates a function, got {type(fn).__name__}")
         check_task_options(f"flow {options.name!r}", 0, options.retries,
                            options.retry_delay_seconds, options.timeout_seconds)
+        if isinstance(options.task_runner, SequentialTaskRunner):
+            raise ValueError(f"flow {options.name!r}: a SequentialTaskRunner runs submitted"
+                             " tasks one at a time, and here the workers run them at once:"
+                             " call the tasks (a plain call waits for its result) or chain"
+                             " them with wait_for=[previous]")
         hooks: dict[str, Any] = {h: tuple(statehandlers.functions(
             f"flow {options.name!r}", h, getattr(options, h) or None,
             "fn(flow, flow_run, state)")) for h in HOOKS}
@@ -87,7 +95,8 @@ class FlowFunction:
 
     def with_options(self, **changes: Any) -> FlowFunction:
         """A copy with other options (name, retries, retry_delay_seconds, timeout_seconds,
-        redis_url, namespace, description, version), as Prefect's ``flow.with_options``."""
+        task_runner, redis_url, namespace, description, version), as Prefect's
+        ``flow.with_options``."""
         return FlowFunction(self.fn, replace(self.options, **changes))
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
@@ -328,7 +337,7 @@ def flow(fn: Callable[..., Any], /) -> FlowFunction: ...
 
 @overload
 def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: float = 0.0,
-         timeout_seconds: float | None = None,
+         timeout_seconds: float | None = None, task_runner: Any = None,
          redis_url: str | None = None, namespace: str | None = None,
          description: str | None = None, version: str | None = None,
          log_prints: bool | None = None, on_running: Any = None, on_completion: Any = None,
@@ -338,7 +347,8 @@ def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: floa
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          retries: int = 0, retry_delay_seconds: float = 0.0,
-         timeout_seconds: float | None = None, redis_url: str | None = None,
+         timeout_seconds: float | None = None, task_runner: Any = None,
+         redis_url: str | None = None,
          namespace: str | None = None, description: str | None = None,
          version: str | None = None, log_prints: bool | None = None,
          on_running: Any = None, on_completion: Any = None, on_failure: Any = None,
@@ -351,14 +361,15 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     ``on_failure``, ``on_cancellation``, ``on_crashed``, ``on_running``), each
     ``fn(flow, flow_run, state)``, are called in this process. ``timeout_seconds``: past
     it the function is stopped and its run fails with FlowRunTimeoutError
-    (balancer/flowtimeout.py)."""
+    (balancer/flowtimeout.py). ``task_runner`` is kept and changes nothing: the cluster's
+    workers run the tasks (balancer/task_runners.py)."""
     del log_prints
 
     def wrap(f: Callable[..., Any]) -> FlowFunction:
         return FlowFunction(f, FlowOptions(
             name or f.__name__, retries, retry_delay_seconds, redis_url, namespace,
-            description, version, timeout_seconds, on_running, on_completion, on_failure,
-            on_cancellation, on_crashed))
+            description, version, timeout_seconds, task_runner, on_running, on_completion,
+            on_failure, on_cancellation, on_crashed))
 
     return wrap(fn) if fn is not None else wrap
 

@@ -486,3 +486,24 @@ def test_prefect_2_task_metadata_is_kept_and_persist_result_taken() -> None:
     assert (t.description, t.version, t.persist_result) == ("Fetches x.", "2", False)
     copy = t.with_options(description="other", persist_result=True)
     assert (copy.description, copy.persist_result, copy.version) == ("other", True, "2")
+
+
+def test_a_flow_keeps_prefect_s_task_runners_but_refuses_a_sequential_one() -> None:
+    from balancer import flow
+    from balancer.task_runners import (
+        ConcurrentTaskRunner,
+        DaskTaskRunner,
+        SequentialTaskRunner,
+        ThreadPoolTaskRunner,
+    )
+
+    def body() -> None:
+        return None
+
+    for runner in (ThreadPoolTaskRunner(max_workers=8), ConcurrentTaskRunner(),
+                   DaskTaskRunner(cluster_kwargs={"n_workers": 2})):
+        assert flow(task_runner=runner)(body).options.task_runner is runner
+    with pytest.raises(ValueError, match="chain them with wait_for"):
+        flow(task_runner=SequentialTaskRunner())(body)
+    with pytest.raises(ValueError, match="chain them with wait_for"):
+        flow(body).with_options(task_runner=SequentialTaskRunner())
