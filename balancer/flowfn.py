@@ -9,12 +9,13 @@ parent's run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, overload
 
@@ -65,6 +66,14 @@ class FlowOptions:
     on_crashed: tuple[Any, ...] = ()
 
 
+@dataclass
+class _Outcome:
+    """What a flow function's run gave: its value, or the error it ends with."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+
 HOOKS = ("on_running", "on_completion", "on_failure", "on_cancellation", "on_crashed")
 # Which hooks a run's end calls, by its state.
 _ENDED = {FlowState.COMPLETED: "on_completion", FlowState.FAILED: "on_failure",
@@ -113,25 +122,13 @@ class FlowFunction:
         if inspect.iscoroutinefunction(self.fn):
             return self._call_async(args, kwargs, return_state)
         run = self._open(asynchronous=False)
-        token = building.enter_run(run)
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            try:
-                with flowtimeout.limit(self.options.timeout_seconds,
-                                       f"flow {self.name!r} ({run.id})"):
-                    value, error = self._attempts(run, args, kwargs)
-                    run.wait_for_tasks()
-                    if error is None:
-                        value, error = _resolved(value)
-            except flowtimeout.FlowRunTimeoutError as exc:
-                value, error = self._timed_out(run, exc)
-            finally:
-                building.leave_run(token)
-        except BaseException as exc:
-            self._crashed(run, exc)
-            raise
-        return self._settle(run, value, error, return_state)
+        limit = flowtimeout.limit(self.options.timeout_seconds, f"flow {self.name!r} ({run.id})")
+        with self._running(run) as out, limit:
+            out.value, out.error = self._attempts(run, args, kwargs)
+            run.wait_for_tasks()
+            if out.error is None:
+                out.value, out.error = _resolved(out.value)
+        return self._settle(run, out.value, out.error, return_state)
 
     async def _call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                           return_state: bool) -> Any:
@@ -139,22 +136,29 @@ class FlowFunction:
         and made on the loop; waiting for the run's tasks takes a thread, so that the
         loop goes on. A timeout cancels the function at its next ``await``."""
         run = self._open(asynchronous=True)
+        with self._running(run) as out:
+            out.value, out.error = await flowtimeout.within(
+                self._body_async(run, args, kwargs), self.options.timeout_seconds,
+                f"flow {self.name!r} ({run.id})")
+        return self._settle(run, out.value, out.error, return_state)
+
+    @contextlib.contextmanager
+    def _running(self, run: DynamicRun) -> Iterator[_Outcome]:
+        """Around the function's run: inside, ``run`` is the current run (what its tasks
+        are added to); past its timeout, the timeout is its outcome; anything else raised
+        (ctrl-C, a cancelled coroutine, Redis gone) crashes the run and goes on up."""
+        out = _Outcome()
         token = building.enter_run(run)
-        value: Any = None
-        error: BaseException | None = None
         try:
             try:
-                value, error = await flowtimeout.within(
-                    self._body_async(run, args, kwargs), self.options.timeout_seconds,
-                    f"flow {self.name!r} ({run.id})")
+                yield out
             except flowtimeout.FlowRunTimeoutError as exc:
-                value, error = self._timed_out(run, exc)
+                out.value, out.error = self._timed_out(run, exc)
             finally:
                 building.leave_run(token)
         except BaseException as exc:
             self._crashed(run, exc)
             raise
-        return self._settle(run, value, error, return_state)
 
     async def _body_async(self, run: DynamicRun, args: tuple[Any, ...],
                           kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
