@@ -323,10 +323,10 @@ class Dispatcher:
             return False
         if token != self.token:
             log.info("dispatcher=%s leads with epoch=%s", self.id, token.split("|", 1)[0])
-            if self.partition == 0:  # clients of another protocol see it and refuse
-                self.client.set(self.keys.protocol, protocol.stamp())
             self.token = token
             self._load()
+        if self.partition == 0:
+            self._stamp()
         if self._bad_epoch is not None:
             self.aside.note(aside.BAD_EPOCH, self.keys.epoch,
                             f"the epoch key held {aside.shown(self._bad_epoch)!r}, not a"
@@ -335,6 +335,25 @@ class Dispatcher:
             self._bad_epoch = None
         self._renew_at = now + self.settings.leader_ttl / 3
         return True
+
+    def _stamp(self) -> None:
+        """As the leader of partition 0, at each take and renewal of the lease, make the
+        cluster's protocol stamp its own (clients of another protocol see it and refuse):
+        one it finds spoiled (by hand, or by whoever can write to Redis) is written again
+        within a third of the lease, not at the next change of leader. Read first, so
+        that nothing is written while it holds (a write is refused when Redis is out of
+        memory); a failure is only logged: the stamp is advice, and dispatching goes on."""
+        mine = protocol.stamp().encode()
+        try:
+            found = as_opt_bytes(self.client.get(self.keys.protocol))
+            if found != mine:
+                self.client.set(self.keys.protocol, mine)
+                if found is not None:
+                    log.warning("dispatcher=%s: the protocol stamp read %r, not this leader's"
+                                " %r: written again", self.id, aside.shown(found),
+                                mine.decode())
+        except redis.RedisError as exc:
+            log.warning("dispatcher=%s: cannot write the protocol stamp (%s)", self.id, exc)
 
     def _resign(self) -> None:
         """Free the lease on a clean stop so that a standby takes over at once."""

@@ -684,3 +684,16 @@ def test_the_leader_of_partition_0_stores_its_stamp_for_clients_and_no_other_doe
     assert not fake.exists(keys.protocol)
     assert Dispatcher(fake, settings, count=2)._lead()
     assert fake.get(keys.protocol) == protocol.stamp().encode()
+
+
+def test_the_leader_of_partition_0_writes_a_spoiled_stamp_again_at_its_renewal(
+        fake: redis.Redis, settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    keys = Keys(settings.namespace)
+    leader = Dispatcher(fake, settings)
+    assert leader._lead()
+    fake.set(keys.protocol, b"999|9.9.9")  # a forged stamp: clients would refuse
+    leader._renew_at = 0.0  # its next renewal is due
+    with caplog.at_level(logging.WARNING, logger="balancer.dispatcher"):
+        assert leader._lead()
+    assert fake.get(keys.protocol) == protocol.stamp().encode()
+    assert "the protocol stamp read '999|9.9.9'" in caplog.text
