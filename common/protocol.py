@@ -52,8 +52,9 @@ from typing import NamedTuple
 # change that a process of the release before would misread raises it. A dispatcher
 # leases nothing to a worker that reports another version (balancer/view.py; a worker of
 # a release from before it was reported counts as version 0), and `balancer status` shows
-# each worker's (README, "Upgrading").
-VERSION = 1
+# each worker's (README, "Upgrading"). 2: a task record's retry_delay may be a list of
+# delays ("1,10,"), which fail.lua of version 1 cannot read.
+VERSION = 2
 
 
 def other_release(version: int) -> bool:
