@@ -38,6 +38,7 @@ def test_a_script_s_flow_past_its_timeout_is_stopped_and_its_run_fails(
     assert b"FlowRunTimeoutError" in (real.hget(flow_key, "error") or b"")
 
 
+@pytest.mark.usefixtures("real")  # the namespace is dropped afterwards
 @pytest.mark.parametrize("where", ["main thread", "another thread"])
 def test_a_flow_looping_in_python_past_its_timeout_is_stopped_in_any_thread(
         redis_url: str, namespace: str, where: str) -> None:
@@ -73,6 +74,7 @@ def test_a_flow_looping_in_python_past_its_timeout_is_stopped_in_any_thread(
     time.sleep(0.5)  # nothing lands after the call returned
 
 
+@pytest.mark.usefixtures("real")
 def test_a_flow_ending_within_its_timeout_gives_its_value(redis_url: str,
                                                           namespace: str) -> None:
     @flow(redis_url=redis_url, namespace=namespace, timeout_seconds=30)
