@@ -115,11 +115,13 @@ class FlowFunction:
         ``async def`` function's call returns a coroutine that does this when awaited."""
         from balancer.common.importpath import is_importing_tasks
 
+        asynchronous = inspect.iscoroutinefunction(self.fn)
         if is_importing_tasks():
             log.warning("flow %r: call ignored while a worker imports its module; guard it"
                         " with `if __name__ == '__main__':`", self.name)
-            return None
-        if inspect.iscoroutinefunction(self.fn):
+            # An async flow's caller awaits what it gets (`asyncio.run(main())`).
+            return asyncio.sleep(0) if asynchronous else None
+        if asynchronous:
             return self._call_async(args, kwargs, return_state)
         run = self._open(asynchronous=False)
         limit = flowtimeout.limit(self.options.timeout_seconds, f"flow {self.name!r} ({run.id})")

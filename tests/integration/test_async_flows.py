@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +84,26 @@ def test_an_async_flow_past_its_timeout_is_cancelled_at_its_await(
     assert state.name == "TimedOut" and state.is_failed() and not reached
     with pytest.raises(FlowRunTimeoutError):
         state.result()
+
+
+def test_a_worker_importing_a_module_that_runs_its_flows_at_import_skips_them(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """`asyncio.run(main())` at a module's top level, as a script writes it: the worker's
+    import gets an awaitable that does nothing, and the module's tasks run."""
+    procs.env["UNGUARDED"] = "1"
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.unguarded_flows",
+                           "--concurrency", "1")
+    from balancer import Flow
+    from tests.integration import unguarded_flows as uf
+
+    with Flow("unguarded") as f:
+        doubled = uf.double(21)
+        adoubled = uf.adouble(4)
+    run = f.submit(real, namespace=namespace)
+    assert run.wait(timeout=60) == "completed", run.why()
+    assert (run.result(doubled), run.result(adoubled)) == (42, 8)
+    [worker] = [p for p in procs.procs
+                if Path(p.log_path).name.startswith("worker")]  # type: ignore[attr-defined]
+    said = procs.log(worker)
+    for name in ("sync_main", "async_main"):
+        assert f"flow '{name}': call ignored while a worker imports its module" in said

@@ -152,7 +152,8 @@ def test_a_slow_handler_of_a_thread_pool_run_stopped_past_its_timeout_is_not_cut
     wait_for(lambda: log.exists() and "slow on_failure" in log.read_text(), timeout=30)
     assert [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()] == [
         "slow on_failure loops_then_alerts_slowly TimedOut"]
-    [worker] = [p for p in procs.procs if "worker" in p.log_path]  # type: ignore[attr-defined]
+    [worker] = [p for p in procs.procs
+                if Path(p.log_path).name.startswith("worker")]  # type: ignore[attr-defined]
     assert "HandlerFailed" not in procs.log(worker) and "TaskInterrupted" not in procs.log(worker)
 
 
