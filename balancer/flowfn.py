@@ -164,26 +164,27 @@ class FlowFunction:
 
     async def _body_async(self, run: DynamicRun, args: tuple[Any, ...],
                           kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
-        retries = self.options.retries
-        value: Any = None
-        error: Exception | None = None
-        for attempt in range(retries + 1):
-            try:
-                value, error = await self.fn(*args, **kwargs), None
-                break
-            except FlowCancelled as exc:
-                value, error = None, exc
-                break
-            except Exception as exc:
-                value, error = None, exc
-                if attempt == retries:
-                    break
-                self._again(run, attempt, exc)
-                await asyncio.sleep(self.options.retry_delay_seconds)
+        value, error = await self._attempts_async(run, args, kwargs)
         await asyncio.to_thread(run.wait_for_tasks)
         if error is None:
             value, error = await asyncio.to_thread(_resolved, value)
         return value, error
+
+    async def _attempts_async(self, run: DynamicRun, args: tuple[Any, ...],
+                              kwargs: dict[str, Any]) -> tuple[Any, Exception | None]:
+        """``_attempts`` of an ``async def`` function: the same rules, awaited."""
+        retries = self.options.retries
+        for attempt in range(retries + 1):
+            try:
+                return await self.fn(*args, **kwargs), None
+            except FlowCancelled as exc:
+                return None, exc
+            except Exception as exc:
+                if attempt == retries:
+                    return None, exc
+                self._again(run, attempt, exc)
+                await asyncio.sleep(self.options.retry_delay_seconds)
+        raise AssertionError("unreachable")
 
     def _open(self, *, asynchronous: bool) -> DynamicRun:
         """Open the run (a sub-run inside another @flow's) and call the on_running hooks."""

@@ -288,7 +288,8 @@ def _retry_delay(given: Any) -> Any:
     return given
 
 
-# What with_options may change: what travels with each call (Task.with_options).
+# What with_options may change: what travels with each call, and the metadata kept on
+# the task (description, version, persist_result) (Task.with_options).
 _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay",
                        "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
