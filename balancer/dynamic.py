@@ -108,6 +108,9 @@ class DynamicRun:
         self.keys = keys.of(partition)
         self.scripts = _scripts(client, settings, self.keys)
         self.name = name
+        # Its own name (flowfn: flow_run_name), and the function's arguments by parameter.
+        self.run_name: str | None = None
+        self.parameters: dict[str, Any] = {}
         self.parent = parent
         self.futures: list[TaskFuture] = []
         self._waiting: dict[str, _Waiting] = {}
@@ -128,6 +131,8 @@ class DynamicRun:
             "open": 1}
         if self.parent is not None:
             record["parent"] = self.parent.id
+        if self.run_name is not None:
+            record["run_name"] = self.run_name
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.flow(self.id), mapping=record)
         pipe.zadd(self.keys.flows, {self.id: now_ms})
@@ -144,7 +149,8 @@ class DynamicRun:
             self.scripts.flow_close(self.id, FlowState.FAILED, self._ttl_ms, codec.pack_error(
                 ErrorInfo("NotReplicated", str(exc), "")))
             raise
-        log.info("opened flow=%s name=%s%s", self.id, self.name,
+        log.info("opened flow=%s name=%s%s%s", self.id, self.name,
+                 f" run_name={self.run_name!r}" if self.run_name is not None else "",
                  f" (sub-run of flow={self.parent.id})" if self.parent else "")
         return self
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import redis
 
-from balancer import building, flowtimeout, runcontext
+from balancer import building, flowtimeout, runcontext, runnames
 from balancer.annotations import allow_failure
 from balancer.common import statehandlers
 from balancer.common.codec import ErrorInfo
@@ -64,6 +64,9 @@ class FlowOptions:
     on_failure: tuple[Any, ...] = ()
     on_cancellation: tuple[Any, ...] = ()
     on_crashed: tuple[Any, ...] = ()
+    # Prefect's flow_run_name: a template of the function's parameters, or a function of
+    # none, made into the run's name as it is called (balancer/runnames.py).
+    flow_run_name: Any = None
 
 
 @dataclass
@@ -97,6 +100,7 @@ class FlowFunction:
             f"flow {options.name!r}", h, getattr(options, h) or None,
             "fn(flow, flow_run, state)")) for h in HOOKS}
         options = replace(options, **hooks)
+        runnames.check(f"flow {options.name!r}", "flow_run_name", options.flow_run_name, fn)
         self.fn = fn
         self.options = options
         self.name = options.name
@@ -104,7 +108,8 @@ class FlowFunction:
 
     def with_options(self, **changes: Any) -> FlowFunction:
         """A copy with other options (name, retries, retry_delay_seconds, timeout_seconds,
-        task_runner, redis_url, namespace, description, version), as Prefect's
+        task_runner, redis_url, namespace, description, version, flow_run_name, the
+        hooks), as Prefect's
         ``flow.with_options``."""
         return FlowFunction(self.fn, replace(self.options, **changes))
 
@@ -123,7 +128,7 @@ class FlowFunction:
             return asyncio.sleep(0) if asynchronous else None
         if asynchronous:
             return self._call_async(args, kwargs, return_state)
-        run = self._open(asynchronous=False)
+        run = self._open(args, kwargs, asynchronous=False)
         limit = flowtimeout.limit(self.options.timeout_seconds, f"flow {self.name!r} ({run.id})")
         with self._running(run) as out, limit:
             out.value, out.error = self._attempts(run, args, kwargs)
@@ -137,7 +142,7 @@ class FlowFunction:
         """``__call__`` of an ``async def`` function. The client's Redis calls are short
         and made on the loop; waiting for the run's tasks takes a thread, so that the
         loop goes on. A timeout cancels the function at its next ``await``."""
-        run = self._open(asynchronous=True)
+        run = self._open(args, kwargs, asynchronous=True)
         with self._running(run) as out:
             out.value, out.error = await flowtimeout.within(
                 self._body_async(run, args, kwargs), self.options.timeout_seconds,
@@ -186,11 +191,23 @@ class FlowFunction:
                 await asyncio.sleep(self.options.retry_delay_seconds)
         raise AssertionError("unreachable")
 
-    def _open(self, *, asynchronous: bool) -> DynamicRun:
-        """Open the run (a sub-run inside another @flow's) and call the on_running hooks."""
+    def _open(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, asynchronous: bool
+              ) -> DynamicRun:
+        """Open the run (a sub-run inside another @flow's), named as ``flow_run_name``
+        makes it of these arguments, and call the on_running hooks. A name that cannot be
+        made raises RunNameError before anything is written."""
         parent = current_run()
         client, settings = self._cluster(parent)
-        run = DynamicRun(client, settings, self.name, parent, asynchronous=asynchronous).open()
+        run = DynamicRun(client, settings, self.name, parent, asynchronous=asynchronous)
+        run.parameters = runnames.parameters(self.fn, args, kwargs)
+        if self.options.flow_run_name is not None:
+            token = building.enter_run(run)  # a name function reads runtime.flow_run
+            try:
+                run.run_name = runnames.render(f"flow {self.name!r}", "flow_run_name",
+                                               self.options.flow_run_name, run.parameters)
+            finally:
+                building.leave_run(token)
+        run.open()
         self._hooks("on_running", run, FlowRunState.of(FlowState.RUNNING, self.name,
                                                        flow_run_id=run.id))
         return run
@@ -348,8 +365,8 @@ def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: floa
          redis_url: str | None = None, namespace: str | None = None,
          description: str | None = None, version: str | None = None,
          log_prints: bool | None = None, on_running: Any = None, on_completion: Any = None,
-         on_failure: Any = None, on_cancellation: Any = None, on_crashed: Any = None
-         ) -> Callable[[Callable[..., Any]], FlowFunction]: ...
+         on_failure: Any = None, on_cancellation: Any = None, on_crashed: Any = None,
+         flow_run_name: Any = None) -> Callable[[Callable[..., Any]], FlowFunction]: ...
 
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
@@ -359,7 +376,7 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          namespace: str | None = None, description: str | None = None,
          version: str | None = None, log_prints: bool | None = None,
          on_running: Any = None, on_completion: Any = None, on_failure: Any = None,
-         on_cancellation: Any = None, on_crashed: Any = None
+         on_cancellation: Any = None, on_crashed: Any = None, flow_run_name: Any = None
          ) -> FlowFunction | Callable[[Callable[..., Any]], FlowFunction]:
     """``@flow`` or ``@flow(name=..., retries=2, retry_delay_seconds=1)``: calling the
     function runs it as a flow run on the cluster at ``redis_url`` (default:
@@ -369,14 +386,16 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     ``fn(flow, flow_run, state)``, are called in this process. ``timeout_seconds``: past
     it the function is stopped and its run fails with FlowRunTimeoutError
     (balancer/flowtimeout.py). ``task_runner`` is kept and changes nothing: the cluster's
-    workers run the tasks (balancer/task_runners.py)."""
+    workers run the tasks (balancer/task_runners.py). ``flow_run_name``: the run's name, a
+    template of the function's parameters (``"etl-{day}"``) or a function of none
+    (balancer/runnames.py)."""
     del log_prints
 
     def wrap(f: Callable[..., Any]) -> FlowFunction:
         return FlowFunction(f, FlowOptions(
             name or f.__name__, retries, retry_delay_seconds, redis_url, namespace,
             description, version, timeout_seconds, task_runner, on_running, on_completion,
-            on_failure, on_cancellation, on_crashed))
+            on_failure, on_cancellation, on_crashed, flow_run_name))
 
     return wrap(fn) if fn is not None else wrap
 

@@ -29,7 +29,7 @@ from balancer.common.replies import (
 )
 
 FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
-          "children", "queue", "cached", "tags"]
+          "children", "queue", "cached", "tags", "run_name"]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TaskRow:
     traceback: str = ""
     cached: bool = False  # completed with a cached result, not run (cache_for)
     tags: list[str] = field(default_factory=list)
+    run_name: str = ""  # as its task's task_run_name made it on the worker ("": none)
 
     @property
     def run_s(self) -> float | None:
@@ -76,10 +77,11 @@ class FlowView:
     schedule: str = ""  # a scheduled run: the schedule's id and the due time it fired for
     broken: str = ""  # ended failed: this count of its record was no number (_prelude.lua)
     starts: str = ""  # a run submitted to start later (delay=, eta=): when, in UTC
+    run_name: str = ""  # its own name (a @flow's flow_run_name)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for extra in ("parent", "error", "schedule", "broken", "starts"):
+        for extra in ("parent", "error", "schedule", "broken", "starts", "run_name"):
             if not out[extra]:
                 del out[extra]
         for row, task in zip(out["tasks"], self.tasks):
@@ -103,10 +105,10 @@ def dynamic_listing(client: redis.Redis, keys: Keys, flow_id: str) -> list[tuple
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     """The run as recorded; None when there is no such run (or it expired)."""
     (name, flow_state, blob, created, finished, total, failed, cancelled, raised,
-     parent, schedule, scheduled, broken) = as_opt_bytes_list(client.hmget(
+     parent, schedule, scheduled, broken, run_name) = as_opt_bytes_list(client.hmget(
         keys.flow(flow_id), ["name", "state", "tasks", "created", "finished", "total",
                              "failed", "cancelled", "error", "parent", "schedule",
-                             "scheduled", "broken"]))
+                             "scheduled", "broken", "run_name"]))
     if name is None:
         return None
     listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
@@ -144,11 +146,11 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             opt_field_int(rec["started"]), opt_field_int(rec["finished"]),
             why.reason(f, held) if f else "", str(err) if err else "",
             err.traceback if err else "", rec["cached"] == b"1",
-            list(field_tags(rec["tags"]))))
-    for run_id, run_name, kind in added:
+            list(field_tags(rec["tags"])), (rec["run_name"] or b"").decode(errors="replace")))
+    for run_id, sub_name, kind in added:
         if kind == "flow":
             sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]
-            rows.append(TaskRow(run_id, run_name,
+            rows.append(TaskRow(run_id, sub_name,
                                 "sub-run " + (sub.decode() if sub else "expired")))
     done = sum(r.state == "completed" for r in rows)
     counts = {"total": opt_field_int(total) or len(rows), "completed": done,
@@ -159,7 +161,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     str(codec.unpack_error(raised)) if raised else "",
                     _scheduled(schedule, scheduled),
                     (broken or b"").decode(errors="replace"),
-                    _utc(scheduled) if schedule is None else "")
+                    _utc(scheduled) if schedule is None else "",
+                    (run_name or b"").decode(errors="replace"))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
@@ -193,7 +196,8 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
     cached = f" ({c['cached']} from cache)" if c.get("cached") else ""
     took = (f", took {(view.finished_ms - view.created_ms) / 1000:.3f}s"
             if view.finished_ms and view.created_ms else "")
-    lines = [f"flow {view.id}  {view.name}  {view.state}: {c['completed']}/{c['total']}"
+    named = f" ({view.run_name})" if view.run_name else ""
+    lines = [f"flow {view.id}  {view.name}{named}  {view.state}: {c['completed']}/{c['total']}"
              f" completed{cached},"
              f" {c['failed']} failed, {c['cancelled']} cancelled; submitted"
              f" {_clock(view.created_ms)}{took}"
@@ -213,6 +217,8 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
             f"  {r.id:<24} {r.name[:20]:<20} {r.state:<15} {r.worker[:20] or '-':<20}"
             f" {r.attempts:>5} {_clock(r.queued_ms):>12} {_clock(r.started_ms):>12}"
             f" {_clock(r.finished_ms):>12} {_secs(r.wait_s):>9} {_secs(r.run_s):>9}")
+        if r.run_name:
+            lines.append(f"      run name: {r.run_name}")
         if r.cached:
             lines.append("      cached: completed with a cached result, not run")
         if r.tags:

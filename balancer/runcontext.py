@@ -27,10 +27,10 @@ from typing import Any
 LOGGER = "balancer.task"
 
 # What only the records hold: read from Redis when first asked for (worker/runfacts.py).
-_READ = ("task_run_count", "task_tags", "flow_name", "scheduled_start_time", "date", "today",
-         "yesterday", "tomorrow")
-_FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "map_index", "flow_run_id",
-               "queue", "worker")
+_READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name", "scheduled_start_time",
+         "date", "today", "yesterday", "tomorrow")
+_FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "task_run_name", "map_index",
+               "flow_run_id", "queue", "worker")
 KEYS = (*_FROM_LEASE, *_READ, "logger")
 
 
@@ -55,6 +55,13 @@ class RunFacts:
     queue: str
     worker: str
     read: Callable[[], dict[str, Any]] | None = None
+    # The run's own name (its task's task_run_name, balancer/runnames.py), once made, and
+    # where the worker records it (``named``).
+    run_name: str | None = None
+    record_name: Callable[[str], None] | None = None
+    # The call (function, arguments, keyword arguments) as the task receives it, for
+    # runtime.task_run.parameters.
+    call: tuple[Callable[..., Any], Any, Any] | None = None
     _more: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -69,9 +76,29 @@ class RunFacts:
         return self.task_name if index is None else f"{self.task_name}[{index}]"
 
     @property
+    def task_run_name(self) -> str:
+        """The run's name: as its task's ``task_run_name`` made it, else ``task_full_name``."""
+        return self.run_name if self.run_name is not None else self.task_full_name
+
+    def named(self, name: str) -> None:
+        """The run's name is ``name``: from now on in its logger's lines and the context,
+        and in its task's record."""
+        self.run_name = name
+        if self.record_name is not None:
+            self.record_name(name)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The run's arguments by parameter name (Prefect's ``task_run.parameters``)."""
+        from balancer import runnames
+
+        return {} if self.call is None else runnames.parameters(*self.call)
+
+    @property
     def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
         return TaskLogger(logging.getLogger(LOGGER), {
-            "task": self.task_run_id, "flow": self.flow_run_id, "name": self.task_name})
+            "task": self.task_run_id, "flow": self.flow_run_id,
+            "name": self.run_name if self.run_name is not None else self.task_name})
 
     def more(self) -> dict[str, Any]:
         """The records' facts, read once (two threads of one task asking at once may both
@@ -121,10 +148,12 @@ class Context(Mapping[str, Any]):
     """``balancer.context``: the current task run's facts, by attribute
     (``context.task_run_id``), by key (``context["flow_name"]``) or with
     ``context.get("logger")``, as Prefect 1's. Keys: ``task_run_id``, ``task_name``,
-    ``task_full_name`` (``name[i]`` for a map's child), ``map_index``, ``flow_run_id``,
+    ``task_full_name`` (``name[i]`` for a map's child), ``task_run_name`` (as the task's
+    ``task_run_name`` made it, else ``task_full_name``), ``map_index``, ``flow_run_id``,
     ``queue``, ``worker``, ``logger``; and, read from Redis the first time one is asked
     for, ``task_run_count`` (1 on the first run, 2 on the first retry or the run after a
-    crash...), ``task_tags``, ``flow_name``, ``scheduled_start_time`` (a scheduled run's
+    crash...), ``task_tags``, ``flow_name``, ``flow_run_name`` (the run's own name, else
+    the flow's), ``scheduled_start_time`` (a scheduled run's
     due time, else when the run was submitted; an aware UTC datetime), ``date`` (the
     same), and ``today``, ``yesterday``, ``tomorrow`` (``YYYY-MM-DD`` of that date).
     Outside a task run each is None, and ``logger`` is the plain ``balancer.task``

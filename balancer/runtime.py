@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from balancer import building
+from balancer import building, runcontext
 from balancer.runcontext import context
 
 
@@ -19,8 +19,9 @@ class _TaskRun:
 
     @property
     def name(self) -> str | None:
-        """``name``, or ``name[i]`` for a map's child."""
-        return context.task_full_name  # type: ignore[no-any-return]
+        """As its task's ``task_run_name`` made it, else ``name`` (``name[i]`` for a map's
+        child)."""
+        return context.task_run_name  # type: ignore[no-any-return]
 
     @property
     def task_name(self) -> str | None:
@@ -34,6 +35,12 @@ class _TaskRun:
     def tags(self) -> list[str]:
         return list(context.task_tags or [])
 
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The run's arguments by parameter name, as the task received them."""
+        facts = runcontext.current()
+        return facts.parameters if facts is not None else {}
+
 
 class _FlowRun:
     """The flow run: the task's (on a worker), or the @flow function's own (in its body)."""
@@ -45,11 +52,23 @@ class _FlowRun:
 
     @property
     def name(self) -> str | None:
-        """The flow's name (runs here have no names of their own)."""
+        """The run's own name (``flow_run_name``), else the flow's."""
+        run = building.current_run()
+        if run is None:
+            return context.flow_run_name or context.flow_name  # type: ignore[no-any-return]
+        return run.run_name if run.run_name is not None else run.name  # type: ignore[no-any-return]
+
+    @property
+    def flow_name(self) -> str | None:
         run = building.current_run()
         return run.name if run is not None else context.flow_name  # type: ignore[no-any-return]
 
-    flow_name = name
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The @flow function's arguments by parameter name, in its body (and in its
+        ``flow_run_name`` function); {} elsewhere: a task's worker does not know them."""
+        run = building.current_run()
+        return dict(run.parameters) if run is not None else {}
 
     @property
     def scheduled_start_time(self) -> Any:

@@ -81,6 +81,7 @@ class FlowRow:
     failed: int
     created: float
     cancelled: int = 0
+    run_name: str = ""  # its own name (a @flow's flow_run_name), "" when none
 
 
 @dataclass
@@ -296,19 +297,21 @@ def gather_all(client: redis.Redis, keys: list[Keys], recent: int = 10,
 
 # "open": a @flow function's run while its function runs, which holds one more count in
 # remaining than it has tasks left (balancer/dynamic.py).
-FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "cancelled", "open"]
+FLOW_FIELDS = ["name", "state", "total", "remaining", "failed", "created", "cancelled", "open",
+               "run_name"]
 
 
 def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
     rows = []
     for f, record in zip(flow_ids, records):
         (name, state, total, remaining, failed, created, cancelled,
-         is_open) = _or(record, [None] * 8)
+         is_open, run_name) = _or(record, [None] * len(FLOW_FIELDS))
         if name is None:
             continue  # expired
         left = _int(remaining) - (1 if is_open == b"1" else 0)
         rows.append(FlowRow(f, name.decode(), state.decode(), _int(total), left,
-                            _int(failed), _int(created) / 1000, _int(cancelled)))
+                            _int(failed), _int(created) / 1000, _int(cancelled),
+                            (run_name or b"").decode(errors="replace")))
     return rows
 
 
@@ -331,7 +334,8 @@ def flow_lines(flows: list[FlowRow]) -> list[str]:
     lines = []
     for f in flows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(f.created))
-        lines.append(f"  {f.id}  {f.name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
+        name = f"{f.name} ({f.run_name})" if f.run_name else f.name
+        lines.append(f"  {f.id}  {name:<24} {f.state:<10} {f.total - f.remaining}/{f.total}"
                      f" done, {f.failed} failed"
                      + (f", {f.cancelled} cancelled" if f.cancelled else "") + f"  {when}")
     return lines

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, overload
 
-from balancer import building, caching, taskclass, tasks
+from balancer import building, caching, runnames, taskclass, tasks
 from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
@@ -76,6 +76,10 @@ class Task:
     # Prefect's retry_jitter_factor: each retry's delay is drawn within +-factor of it
     # (options.delay_field), so that many tasks failing together do not retry together.
     retry_jitter_factor: float | None = None
+    # Prefect's task_run_name: a template of the function's parameters, or a function of
+    # none, made into each run's name on the worker as it begins (balancer/runnames.py).
+    # Code, as the handlers are: the worker reads it from the task as its module defines it.
+    task_run_name: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
 
@@ -96,6 +100,7 @@ class Task:
              self.retry_condition_fn) = taskclass.handlers(self)
         self.state_handlers = statehandlers.check(f"task {self.name!r}", self.state_handlers,
                                                   self.on_failure, self.on_completion)
+        runnames.check(f"task {self.name!r}", "task_run_name", self.task_run_name, fn)
         if self.retry_condition_fn is not None and not callable(self.retry_condition_fn):
             raise TypeError(f"task {self.name!r}: retry_condition_fn must be a function"
                             " fn(task, task_run, state) -> bool, got"
@@ -218,12 +223,13 @@ class Task:
         ``cache_validator``, ``nout``, ``retry_jitter_factor``, and ``description``,
         ``version``, ``persist_result`` (metadata, changing nothing on the worker). The
         others travel with each call; what the worker reads from the task as its module
-        defines it (``log_stdout``/``log_prints``, state handlers and hooks) cannot
-        differ in a copy, and is refused."""
+        defines it (``log_stdout``/``log_prints``, ``task_run_name``, state handlers and
+        hooks) cannot differ in a copy, and is refused."""
         renamed = {"retry_delay_seconds": "retry_delay", "timeout_seconds": "timeout",
                    "max_retries": "retries"}
         given = {renamed.get(k, k): v for k, v in changes.items()}
-        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *taskclass.HANDLERS})
+        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", "task_run_name",
+                                              *taskclass.HANDLERS})
         if read_by_worker:
             raise ValueError(f"task {self.name!r}: with_options cannot change"
                              f" {', '.join(read_by_worker)}: the worker reads it from the"
@@ -334,6 +340,7 @@ def task(
     cache_expiration: float | timedelta | None = None,
     retry_condition_fn: Any = None,
     retry_jitter_factor: float | None = None,
+    task_run_name: Any = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -371,6 +378,7 @@ def task(
     cache_expiration: float | timedelta | None = None,
     retry_condition_fn: Any = None,
     retry_jitter_factor: float | None = None,
+    task_run_name: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -384,7 +392,8 @@ def task(
     and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``) and
     ``retry_condition_fn``, called on the worker (common/statehandlers.py); Prefect
     2/3's ``cache_key_fn=task_input_hash``, ``cache_policy`` and ``cache_expiration`` as
-    Prefect 1's caching options (balancer/caching.py), and ``retry_jitter_factor``."""
+    Prefect 1's caching options (balancer/caching.py), ``retry_jitter_factor``, and
+    ``task_run_name`` (balancer/runnames.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -413,6 +422,6 @@ def task(
                     version=version, tags=tags, log_stdout=log_stdout,
                     state_handlers=state_handlers, on_failure=on_failure,
                     on_completion=on_completion, retry_condition_fn=retry_condition_fn,
-                    retry_jitter_factor=retry_jitter_factor)
+                    retry_jitter_factor=retry_jitter_factor, task_run_name=task_run_name)
 
     return wrap(fn) if fn is not None else wrap

@@ -51,7 +51,7 @@ ALL_KEYS = "*"  # every key of the namespace
 ROLES = {
     "worker": Role(
         "worker",
-        scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release"),
+        scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release", "name_run"),
         commands=(
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering

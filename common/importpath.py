@@ -40,6 +40,8 @@ _logs_stdout: set[str] = set()
 # The tasks loaded that have state handlers (common/statehandlers.py) or a retry
 # condition, by path: the @task, or the task class, with its handlers.
 _handled: dict[str, tuple[Any, list[Any]]] = {}
+# Tasks (by path, loaded) with a task_run_name: its template or function.
+_run_names: dict[str, Any] = {}
 
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
@@ -229,6 +231,11 @@ def logs_stdout(path: str) -> bool:
     return path in _logs_stdout
 
 
+def run_name(path: str) -> Any:
+    """The ``task_run_name`` of the task at ``path`` (loaded), or None."""
+    return _run_names.get(path)
+
+
 def handled(path: str) -> tuple[Any, list[Any]] | None:
     """The task at ``path`` (loaded) and its state handlers, if it has any."""
     return _handled.get(path)
@@ -282,6 +289,8 @@ def _resolve(path: str) -> Callable[..., Any]:
                              " decorated with @task")
     if getattr(obj, "log_stdout", False) is True:  # a @task's, or a task class's own
         _logs_stdout.add(path)
+    if getattr(obj, "task_run_name", None) is not None:  # a @task's (balancer/runnames.py)
+        _run_names[path] = obj.task_run_name
     handlers = statehandlers.of(obj)
     if handlers or getattr(obj, "retry_condition_fn", None) is not None:
         _handled[path] = (obj, handlers)

@@ -701,6 +701,12 @@ class Scripts:
                              [k.leases(worker_id), k.events,
                               *(k.task(t) for t, _ in running)], args))
 
+    def name_run(self, worker_id: str, task_id: str, token: str, name: str) -> bool:
+        """Record the run's own name on its task, where the lease still holds."""
+        k = self.keys
+        return bool(self._run("name_run", [k.leases(worker_id), k.task(task_id)],
+                              [task_id, token, name]))
+
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
         keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines,

@@ -1,7 +1,9 @@
 """Run one task function on decoded arguments and encode what came out.
 
-This runs inside a pool thread or a pool child process, so it touches no Redis: it takes
-bytes and returns bytes, and every failure becomes an error record instead of a crash.
+This runs inside a pool thread or a pool child process, so it touches no Redis itself: it
+takes bytes and returns bytes, and every failure becomes an error record instead of a
+crash. (A task with a ``task_run_name`` has its run's name made here, from the arguments
+it receives, and handed to the run's facts, which record it: balancer/runnames.py.)
 That includes what a task raises that is not an ``Exception``: ``sys.exit()``, a
 ``KeyboardInterrupt`` or ``asyncio.CancelledError`` of its own, a ``BaseException``
 subclass. Let through, it would end the slot's thread without a word (a thread-pool
@@ -30,7 +32,7 @@ from balancer.common.runsignals import PrefectStateSignal
 from balancer.worker import statehooks
 from balancer.worker.outcome import Outcome, Ran
 
-from balancer import runcontext
+from balancer import runcontext, runnames
 
 _local = threading.local()
 
@@ -74,6 +76,16 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
 
+    facts = runcontext.current()
+    if facts is not None:
+        facts.call = (fn, args, kwargs)
+        run_name = importpath.run_name(fn_path)
+        if run_name is not None:
+            try:
+                facts.named(runnames.render(f"task {fn_path}", "task_run_name", run_name,
+                                            runnames.parameters(fn, args, kwargs)))
+            except runnames.RunNameError as exc:  # the task's code: no retry can mend it
+                return Outcome.failure(ErrorInfo("balancer.RunNameError", str(exc)), False)
     handled = importpath.handled(fn_path)
     if handled is None:
         return _settle(fn_path, _call(fn_path, fn, args, kwargs, timeout), max_result_bytes)

@@ -3,6 +3,7 @@ read in one round trip when the task first asks for one (balancer/runcontext.py)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,11 +15,13 @@ from balancer.common.signals import Lease
 from balancer.runcontext import RunFacts, dated
 
 
-def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys) -> RunFacts:
+def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys,
+          record_name: Callable[[str], None] | None = None) -> RunFacts:
     """The run's facts: the lease's at once, the records' on demand (``keys``: those of
-    the lease's partition)."""
+    the lease's partition); ``record_name`` writes the run's name once it is made."""
     return RunFacts(lease.task_id, lease.name, lease.flow, lease.queue, worker_id,
-                    lambda: read(client, keys, lease.task_id, lease.flow))
+                    lambda: read(client, keys, lease.task_id, lease.flow),
+                    record_name=record_name)
 
 
 def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:
@@ -28,12 +31,14 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
     failures so far and its retries (``failures`` and ``retries``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
-    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created"])
-    (failures, lost, tags, retries), (name, scheduled, created) = pipe.execute()
+    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name"])
+    (failures, lost, tags, retries), (name, scheduled, created, run_name) = pipe.execute()
+    flow_name = name.decode(errors="replace") if name is not None else None
     out: dict[str, Any] = {
         "failures": max(0, field_int(failures)), "retries": max(0, field_int(retries)),
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
-        "flow_name": name.decode(errors="replace") if name is not None else None}
+        "flow_name": flow_name,
+        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name}
     return {**out, **dated(field_utc(scheduled) or field_utc(created)
                            or datetime.now(timezone.utc))}

@@ -4,6 +4,7 @@ read here."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -143,8 +144,9 @@ class Slot(threading.Thread):
                 outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
                                                     str(exc)))
             else:
-                token = runcontext.enter(runfacts.facts(lease, self.worker_id, self.client,
-                                                        self._keys(lease)))
+                token = runcontext.enter(runfacts.facts(
+                    lease, self.worker_id, self.client, self._keys(lease),
+                    functools.partial(self._record_name, lease)))
                 try:
                     outcome = self._run_or_reuse(lease, args)
                 finally:
@@ -157,6 +159,17 @@ class Slot(threading.Thread):
                         outcome.payload, lease.timeout is not None, self._children(lease),
                         lease.name, lease.ready_ms)
         return Finished(lease, outcome, started_ms, took, done)
+
+    def _record_name(self, lease: Lease, name: str) -> None:
+        """Write the run's name (its task's task_run_name) to its record. Only shown: a
+        write that fails is logged, and the run goes on."""
+        log.info("task=%s name=%s runs as %r on worker=%s", lease.task_id, lease.name, name,
+                 self.worker_id)
+        try:
+            self._acker(lease).scripts.name_run(self.worker_id, lease.task_id, lease.token,
+                                                name)
+        except redis.RedisError as exc:
+            log.warning("task=%s: its run's name was not recorded (%s)", lease.task_id, exc)
 
     def _acker(self, lease: Lease) -> Acker:
         """The ack thread of the lease's partition."""

@@ -90,3 +90,34 @@ def test_prefects_runtime_reads_the_task_run_in_a_task_and_is_empty_outside() ->
         assert (runtime.task_run.run_count, runtime.task_run.tags) == (3, ["io"])
         assert (runtime.flow_run.id, runtime.flow_run.name, runtime.flow_run.flow_name) == (
             "f1", "etl", "etl")
+
+
+def test_a_named_run_shows_its_name_in_the_context_runtime_and_logger_and_records_it(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from balancer import runtime
+
+    recorded: list[str] = []
+    facts = _facts(read={"flow_name": "etl", "flow_run_name": "etl-monday"})
+    facts.record_name = recorded.append
+    with bound(facts):
+        assert (context.task_run_name, runtime.task_run.name) == ("extract", "extract")
+        facts.named("extract-2026")
+        assert (context.task_run_name, runtime.task_run.name) == ("extract-2026",) * 2
+        assert context.task_name == "extract"  # the task's own name stays
+        assert (runtime.flow_run.name, runtime.flow_run.flow_name) == ("etl-monday", "etl")
+        with caplog.at_level(logging.INFO, logger="balancer.task"):
+            context.logger.info("hello")
+    assert recorded == ["extract-2026"]
+    assert "task=t1 flow=f1 name=extract-2026: hello" in caplog.text
+
+
+def test_a_task_run_s_parameters_are_its_arguments_by_name() -> None:
+    from balancer import runtime
+
+    def load(rows: list[int], factor: int = 10, **extra: object) -> None: ...
+
+    facts = _facts()
+    facts.call = (load, [[1, 2]], {"mode": "fast"})
+    with bound(facts):
+        assert runtime.task_run.parameters == {"rows": [1, 2], "factor": 10, "mode": "fast"}
+    assert runtime.task_run.parameters == {} and runtime.flow_run.parameters == {}

@@ -9,6 +9,7 @@ embedded cluster and once on a real one. Workers import this module for its task
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 import redis
 
-from balancer import allow_failure, flow, get_run_logger, task, unmapped
+from balancer import allow_failure, flow, get_run_logger, runtime, task, unmapped
 
 # -- tasks ---------------------------------------------------------------------------------
 
@@ -246,6 +247,17 @@ async def async_flow(n: int) -> list[int]:
     return list(await asyncio.gather(*[fetch(i) for i in range(1, n + 1)]))
 
 
+@task(task_run_name="hello-{name}-on-{date:%A}")
+def my_task(name: str, date: datetime.datetime) -> str | None:
+    return runtime.task_run.name
+
+
+@flow(flow_run_name="{name}-on-{date:%A}")
+def named_runs(name: str, date: datetime.datetime) -> dict[str, Any]:
+    return {"flow": runtime.flow_run.name, "task": my_task(name=name, date=date),
+            "id": runtime.flow_run.id}
+
+
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -282,6 +294,7 @@ def main() -> None:
     out["outside"] = [add_one(41), add_one.submit(1).result(), add_one.delay(2).result()]
     out["allow_failure"] = allow_failure_flow()
     out["async_flow"] = asyncio.run(async_flow(3))
+    out["named_runs"] = named_runs(name="marvin", date=datetime.datetime(2026, 12, 3))
     json.dump(out, sys.stdout)
 
 

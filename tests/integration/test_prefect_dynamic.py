@@ -66,6 +66,9 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     # allow_failure: the dependent runs after a failed upstream, which passes None
     assert out["allow_failure"] == {"both": [None, 2], "after": 11, "blocked": "UpstreamFailed"}
     assert out["async_flow"] == [10, 20, 30]  # an async def flow gathering async tasks
+    # flow_run_name and task_run_name, formatted with the arguments (a format spec too)
+    named = out["named_runs"]
+    assert (named["flow"], named["task"]) == ("marvin-on-Thursday", "hello-marvin-on-Thursday")
 
 
 def test_prefect2_snippets_on_the_embedded_cluster(real: redis.Redis, redis_url: str,
@@ -123,6 +126,11 @@ def test_prefect2_snippets_on_a_cluster_each_flow_call_one_run(
     shown = _cli(procs, "flow", out["loop_until"]["id"])
     assert [t["name"] for t in shown["tasks"]] == ["add_one"] * 5
     assert {t["state"] for t in shown["tasks"]} == {"completed"}
+    # the run names, as `balancer flows` and `balancer flow ID` show them
+    named = runs[out["named_runs"]["id"]]
+    assert (named["name"], named["run_name"]) == ("named_runs", "marvin-on-Thursday")
+    [my_task] = _cli(procs, "flow", out["named_runs"]["id"])["tasks"]
+    assert (my_task["name"], my_task["run_name"]) == ("my_task", "hello-marvin-on-Thursday")
     parent = _cli(procs, "flow", out["parent"]["id"])
     assert [t["state"] for t in parent["tasks"]] == ["sub-run completed"] * 2
     for sub in parent["tasks"]:

@@ -1,0 +1,77 @@
+"""Run names on a real cluster: a task run's name is made on the worker from the
+arguments it receives (upstream results too), recorded on its task and shown by
+`balancer flow`; a name that cannot be made fails the task for good; a flow run's name
+that cannot be made raises before anything is written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from balancer.common.keys import Keys
+
+from balancer import Flow, flow
+from balancer.runnames import RunNameError
+from tests.conftest import Processes
+from tests.integration import named_tasks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _flow_json(procs: Processes, flow_id: str) -> Any:
+    done = subprocess.run([sys.executable, "-m", "balancer.cli", "flow", flow_id, "--json"],
+                          cwd=ROOT, env=procs.env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_task_run_is_named_on_the_worker_from_its_upstream_s_result(
+        pool: str, procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.named_tasks",
+                           "--pool", pool)
+    worker = procs.procs[-1]
+    with Flow("named") as f:
+        doubled = named_tasks.double(named_tasks.add(20, 1))
+    run = f.run(timeout=60, client=real, namespace=namespace, quiet=True)
+
+    assert run.state == "completed"
+    assert run.result(doubled) == "double-21"  # runtime.task_run.name, in the task
+    shown = {t["name"]: t for t in _flow_json(procs, run.id)["tasks"]}
+    assert shown["double"]["run_name"] == "double-21"
+    assert shown["add"]["run_name"] == ""  # no task_run_name: none recorded
+    assert "name=double runs as 'double-21'" in procs.log(worker)
+
+
+def test_a_task_run_name_that_cannot_be_made_fails_the_task_without_retrying(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.named_tasks")
+    with Flow("unnamable") as f:
+        named_tasks.unnamable()
+    run = f.run(timeout=60, client=real, namespace=namespace, quiet=True)
+
+    assert run.state == "failed"
+    [row] = _flow_json(procs, run.id)["tasks"]
+    assert row["state"] == "failed" and row["attempts"] == 1  # retries=2, none used
+    assert row["error"].startswith("balancer.RunNameError: task tests.integration.named_tasks"
+                                   ":unnamable: cannot make the run's name from task_run_name"
+                                   " function _broken_name: LookupError")
+
+
+def test_a_flow_run_name_that_cannot_be_made_raises_before_anything_is_written(
+        real: redis.Redis, redis_url: str, namespace: str) -> None:
+    ran: list[int] = []
+
+    @flow(flow_run_name="{region}-{day:%A}", redis_url=redis_url, namespace=namespace)
+    def report(region: str, day: str) -> None:
+        ran.append(1)
+
+    with pytest.raises(RunNameError, match="flow 'report': cannot make the run's name"):
+        report("eu", "not a date")  # a str takes no %A
+    assert ran == [] and real.zcard(Keys(namespace).flows) == 0
+    assert not list(real.scan_iter(match=f"{Keys(namespace).prefix}*"))
