@@ -15,10 +15,11 @@ import redis
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
-from balancer import Flow
+from balancer import Flow, flow
 from balancer.dashboard import actions
 from balancer.dashboard.server import Dashboard
-from tests.integration import tasks
+from tests.integration import named_tasks, tasks
+from tests.integration.conftest import ThreadCluster
 
 TOKEN = "a-test-token-0123456789"
 STATIC = Path(__file__).resolve().parents[2] / "balancer" / "dashboard" / "static"
@@ -178,3 +179,34 @@ def test_an_unknown_flow_is_a_404_and_a_bad_id_a_400(readonly: Dashboard) -> Non
     assert status == 404 and "no flow run abc123" in data["error"]
     status, _, _ = request(readonly, "GET", "/api/flow/%3Cscript%3E")
     assert status == 400
+
+
+def test_a_flow_function_s_run_shows_its_tasks_sub_runs_and_run_names(
+        readonly: Dashboard, cluster: ThreadCluster, redis_url: str, namespace: str) -> None:
+    """A @flow function's tasks are listed by the run as it adds them, not in its record's
+    task list: the page showed none (3/3 done, an empty table)."""
+    cluster.add_worker(concurrency=2)
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def inner() -> int:
+        return named_tasks.add(1, 1)
+
+    @flow(flow_run_name="outer-{n}", redis_url=redis_url, namespace=namespace)
+    def outer(n: int) -> int:
+        first = named_tasks.add(n, 1)
+        named_tasks.double(first)
+        return first + inner()
+
+    state = outer(20, return_state=True)
+    assert state.result() == 23
+    status, page, _ = request(readonly, "GET", f"/api/flow/{state.flow_run_id}")
+    assert status == 200
+    assert page["run_name"] == "outer-20"
+    shown = [(t["name"], t["state"], t.get("run_name", ""), t.get("sub_run", False))
+             for t in page["tasks"]]
+    assert shown == [("add", "completed", "", False),
+                     ("double", "completed", "double-21", False),
+                     ("inner", "completed", "", True)]
+    status, listing, _ = request(readonly, "GET", "/api/overview")
+    [row] = [f for f in listing["flows"] if f["id"] == state.flow_run_id]
+    assert (row["name"], row["run_name"]) == ("outer", "outer-20")

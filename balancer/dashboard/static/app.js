@@ -173,7 +173,8 @@ function flowsSection(flows) {
     const done = f.total - f.remaining;
     return h("tr", {"data-flow": f.id, "data-state": f.state},
       h("td", {class: "mono"}, h("a", {href: "#/flow/" + encodeURIComponent(f.id)}, f.id)),
-      h("td", {}, f.name), h("td", {}, pill(f.state)),
+      h("td", {}, f.name, f.run_name ? h("div", {class: "muted"}, f.run_name) : null),
+      h("td", {}, pill(f.state)),
       h("td", {}, progress(done, f.total, f.failed), " " + done + "/" + f.total,
         f.failed ? h("span", {class: "err"}, " " + f.failed + " failed") : ""),
       h("td", {}, new Date(f.created * 1000).toLocaleString()),
@@ -313,7 +314,9 @@ function renderFlow(flow) {
     const err = t.error ? h("details", {}, h("summary", {class: "err"}, t.error.type + ": " + t.error.message),
                                         h("pre", {}, t.error.traceback || "(no traceback)")) : "";
     return h("tr", {"data-task": t.id, "data-state": t.state},
-      h("td", {}, t.name, h("div", {class: "muted mono"}, t.id)),
+      h("td", {}, t.sub_run ? h("a", {href: "#/flow/" + encodeURIComponent(t.id)}, t.name) : t.name,
+        t.run_name ? h("div", {class: "muted"}, t.run_name) : null,
+        h("div", {class: "muted mono"}, t.sub_run ? "sub-run " + t.id : t.id)),
       h("td", {}, pill(t.state)), h("td", {class: "mono"}, t.worker || "–"),
       h("td", {class: "num"}, t.attempts),
       h("td", {class: "num"}, clock(t.ready_ms)), h("td", {class: "num"}, ms(wait)),
@@ -321,7 +324,7 @@ function renderFlow(flow) {
       h("td", {}, t.why ? h("div", {class: "why"}, t.why) : "", err));
   });
   document.getElementById("main").replaceChildren(
-    section("Flow " + flow.name, null,
+    section("Flow " + flow.name + (flow.run_name ? " (" + flow.run_name + ")" : ""), null,
       h("p", {}, h("span", {class: "mono"}, flow.id), " ", pill(flow.state), " ",
         progress(done, flow.total, flow.failed), " " + done + "/" + flow.total + " done",
         flow.failed ? h("span", {class: "err"}, ", " + flow.failed + " failed") : "",
