@@ -121,19 +121,23 @@ class FlowRun:
         """A handle on the run ``flow_id`` submitted by any process: ``wait``, ``state``,
         ``results``, ``states``, ``why``, ``cancel`` and the rest work as on the handle
         ``submit`` returned; tasks are named by their labels (``name``, ``name#2``...) or
-        ids. The cluster: ``client``, else ``redis_url``, else ``BALANCER_REDIS_URL``.
-        Raises KeyError when no such run is recorded (finished runs expire after
-        ``result_ttl``)."""
+        ids. A @flow function's run has the tasks it added so far (its sub-runs are runs
+        of their own). The cluster: ``client``, else ``redis_url``, else
+        ``BALANCER_REDIS_URL``. Raises KeyError when no such run is recorded (finished
+        runs expire after ``result_ttl``)."""
         from balancer.client import resolve_url, talking
+        from balancer.flowview import dynamic_listing
 
         conn, settings = resolve_url(client, redis_url, namespace)
         keys = partitions.flow_keys(Keys(settings.namespace), flow_id)
         with talking(conn):
             name, blob = as_opt_bytes_list(conn.hmget(keys.flow(flow_id), ["name", "tasks"]))
-        if name is None:
-            raise KeyError(f"no flow run {flow_id} (finished runs expire after"
-                           f" {settings.result_ttl:.0f}s)")
+            if name is None:
+                raise KeyError(f"no flow run {flow_id} (finished runs expire after"
+                               f" {settings.result_ttl:.0f}s)")
+            added = dynamic_listing(conn, keys, flow_id)
         tasks = [(str(t), str(n)) for t, n in codec.unpack(blob or b"\x90")]
+        tasks += [(t, n) for t, n, kind in added if kind != "flow"]
         return cls(conn, keys, flow_id, None, {}, name=name.decode(), tasks=tasks)
 
     @property

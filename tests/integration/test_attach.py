@@ -12,7 +12,7 @@ import pytest
 import redis
 from balancer.common.keys import Keys
 
-from balancer import Flow, FlowRun
+from balancer import Flow, FlowRun, flow
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
@@ -52,6 +52,25 @@ def test_another_process_attaches_by_id_waits_and_reads_every_result(
                                "add": "completed"},
                     "why": {}, "total": 7, "name": "attached"}
     assert seen["results"] == run.results()  # type: ignore[index]
+
+
+def test_another_process_attached_to_a_flow_function_s_run_reads_the_tasks_it_added(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """A @flow function's tasks are listed as it adds them, not in its record's task
+    list: attached, such a run read as having no task at all."""
+    procs.serve()
+    procs.worker("--concurrency", "2")
+
+    @flow(name="attached-fn", redis_url=redis_url, namespace=namespace)
+    def attached() -> int:
+        return tasks.add(tasks.constant(2), tasks.constant(5))
+
+    state = attached(return_state=True)
+    seen = _in_another_process(procs, state.flow_run_id, redis_url, namespace, "wait")
+    assert seen == {"state": "completed", "results": {"constant": 2, "constant#2": 5, "add": 7},
+                    "states": {"constant": "completed", "constant#2": "completed",
+                               "add": "completed"},
+                    "why": {}, "total": 7, "name": "attached-fn"}
 
 
 def test_another_process_attaches_and_cancels_and_this_one_sees_it(
