@@ -75,3 +75,40 @@ def test_balancer_flow_shows_worker_attempts_timings_and_tracebacks(
     assert "tests/integration/tasks.py" in verbose
     as_json = _cli(procs, "flow", run.id, "--json")
     assert '"run_s"' in as_json.stdout and '"attempts": 1' in as_json.stdout
+
+
+def test_queue_rm_refuses_a_queue_a_flow_function_s_waiting_task_is_bound_for(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """A @flow function's task that waits for a future is pending in its run's own list,
+    not in a submitted flow's record: `queue rm` counted none, and removed its queue."""
+    import threading
+
+    from balancer import flow
+
+    keys = Keys(namespace)
+    ended: list[BaseException | None] = []
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def waits() -> None:
+        first = tasks.constant.submit(1)  # no worker serves its queue: it stays queued
+        tasks.square.with_options(queue_name="later").submit(first)
+
+    def call() -> None:
+        try:
+            waits()
+            ended.append(None)
+        except BaseException as exc:  # cancelled below: FlowCancelled
+            ended.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    wait_for(lambda: real.zcard(keys.flows) == 1 and real.llen(
+        keys.flow_tasks(real.zrange(keys.flows, 0, 0)[0].decode())) == 2, timeout=30)
+    run_id = real.zrange(keys.flows, 0, 0)[0].decode()
+    out = _cli(procs, "queue", "rm", "later")
+    assert out.returncode == 1 and "1 task pending" in out.stderr, out.stderr
+    assert _cli(procs, "flow", "cancel", run_id).returncode == 0
+    caller.join(60)
+    assert not caller.is_alive() and ended and ended[0] is not None
+    out = _cli(procs, "queue", "rm", "later")  # cancelled: nothing holds it now
+    assert "in use" not in out.stderr, out.stderr
