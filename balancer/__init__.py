@@ -21,7 +21,8 @@ from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.runcontext import context
-from balancer.tags import TagLimit, set_tag_limit, tag_limits
+from balancer.tagging import tags
+from balancer.taglimits import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
 from balancer.worker.interrupt import TaskInterrupted
 
@@ -37,5 +38,5 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "Unreachable",
            "allow_failure", "attach", "case", "context", "flatten", "flow", "get_run_logger",
            "ifelse", "merge",
-           "register_type", "set_tag_limit", "switch", "tag_limits", "task", "triggers",
+           "register_type", "set_tag_limit", "switch", "tag_limits", "tags", "task", "triggers",
            "unmapped"]

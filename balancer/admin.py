@@ -17,7 +17,7 @@ from balancer.common.replies import as_opt_bytes, as_opt_bytes_list, as_scored
 from balancer.common.scripts import Scripts
 from balancer.options import COUNT_LIMIT, PRIORITY_LIMIT
 from balancer.queue import check_queue_name
-from balancer.tags import TagLimit, check_tag_name, limit_rows, merge_rows
+from balancer.taglimits import TagLimit, check_tag_name, limit_rows, merge_rows
 
 
 class AdminError(ValueError):

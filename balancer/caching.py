@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from balancer.common.cache import MAX_TTL_MS, VALIDATORS, CacheSpec
 from balancer.engine.cache_validators import Validator
 from balancer.options import integer, seconds
-from balancer.tags import bad_tag
+from balancer.taglimits import bad_tag
 
 if TYPE_CHECKING:
     from balancer.task import Task

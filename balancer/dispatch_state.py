@@ -26,7 +26,7 @@ empty, busy or idle, so that a task queued unannounced waits seconds, never for 
 (Reading every queue at every round cost 75 ms of the dispatcher's CPU per single-task
 flow at 3,000 queues, one per tenant.)
 
-Tag limits (balancer/tags.py): while some tag has one, a read also asks for the tags of
+Tag limits (balancer/taglimits.py): while some tag has one, a read also asks for the tags of
 the ids read and the leases counted per tag, and ``scheduling.admit_tagged`` passes over
 the tasks whose tag is at its limit. So that those do not hold up the tasks behind them, a
 queue's next read asks for as many more ids as the last one passed over.

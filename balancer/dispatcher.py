@@ -70,7 +70,7 @@ from balancer.gates import Gates
 from balancer.offers import StandingOffers
 from balancer.schedule_fire import Firer, NotLeader
 from balancer.setaside import SetAside
-from balancer.tags import parse_limits
+from balancer.taglimits import parse_limits
 from balancer.troubles import Troubles
 from balancer.upkeep import Upkeep
 from balancer.view import ClusterView

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import building
+from balancer import building, tagging
 from balancer.annotations import ENDED, allow_failure
 from balancer.common import clusterfacts, codec, partitions, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
@@ -256,7 +256,8 @@ class DynamicRun:
         }
         delay = delay_field(task.retry_delay, task.retries, task.retry_jitter_factor)
         optional = {"priority": task.priority, "retries": task.retries, "retry_delay": delay,
-                    "timeout": task.timeout, "deps": unmet, "tags": ",".join(task.tags)}
+                    "timeout": task.timeout, "deps": unmet,
+                    "tags": ",".join(tagging.merged(task.name, task.tags, tagging.current()))}
         record.update({k: v for k, v in optional.items() if v})
         if self._signer is not None:
             record["sig"] = self._signer.sign(signing.spec_message(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from balancer import building
+from balancer import building, tagging
 from balancer.annotations import allow_failure
 from balancer.common import codec, statehandlers
 from balancer.common.models import FlowState
@@ -62,6 +62,8 @@ class Node:
     upstream: dict[Node, str | None] = field(default_factory=dict)
     # A mapped call (task.map): which arguments it maps over (balancer.mapping).
     mapped: MapSpec | None = None
+    # The tags of the `with tags(...)` blocks it was made in (balancer/tagging.py).
+    tags: tuple[str, ...] = ()
 
     @property
     def gated(self) -> bool:
@@ -270,7 +272,7 @@ class Flow:
         return self.add_task(item)
 
     def _new_node(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Node:
-        node = Node(task, self, args, dict(kwargs))
+        node = Node(task, self, args, dict(kwargs), tags=tagging.current())
         self.nodes.append(node)
         self._by_task.setdefault(task, node)
         return node

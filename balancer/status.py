@@ -23,7 +23,7 @@ from balancer.common.models import QueueConfig, WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.settings import Settings
 from balancer.scheduling import WorkerView, load
-from balancer.tags import TagLimit, limit_rows, merge_rows, table
+from balancer.taglimits import TagLimit, limit_rows, merge_rows, table
 
 
 @dataclass

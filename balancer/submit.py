@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from balancer import caching, taskclass
+from balancer import caching, tagging, taskclass
 from balancer.common import clusterfacts, codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
@@ -163,8 +163,9 @@ def _task_record(node: Node, flow_id: str, ids: dict[Node, str], children: list[
             record["runskip"] = 1
         if node.mapped is not None:
             record["map"] = 1  # its spec travels in its arguments
-    if task.tags:
-        record["tags"] = ",".join(task.tags)
+    tags = tagging.merged(task.name, task.tags, node.tags) if node.tags else task.tags
+    if tags:
+        record["tags"] = ",".join(tags)
     if not node.upstream:
         record["ready"] = now_ms  # ready at once: its wait time counts from now
     if children:

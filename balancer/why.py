@@ -19,7 +19,7 @@ from balancer.common.models import QueueConfig, TaskState, WorkerInfo, visible_s
 from balancer.common.replies import field_tags
 from balancer.common.retry import is_outage
 from balancer.scheduling import ALL_QUEUES
-from balancer.tags import limit_rows
+from balancer.taglimits import limit_rows
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ new for every lease, so that removing the member fences a late ack::
     index   = digit+          1-based place of the lease in its lease call
     "u"     = uncounted       the queue has no concurrency limit: the lease is not counted
                               in ``inflight`` (one write per batch saved everywhere else)
-    "t"     = tag-counted     the task has tags with a limit (balancer/tags.py): the lease
+    "t"     = tag-counted     the task has tags with a limit (balancer/taglimits.py): the lease
                               counts in ``tag-inflight``, for the tags its task record's
                               ``tagged`` field names (``token|tag,tag``); every path that
                               ends the lease gives them back (``untag`` in the prelude)

@@ -1,4 +1,4 @@
-"""`balancer tag ...`: per-tag concurrency limits on the cluster (balancer/tags.py)."""
+"""`balancer tag ...`: per-tag concurrency limits on the cluster (balancer/taglimits.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import click
 from balancer import admin
 from balancer.cli.common import Cluster, cluster_options, echo
 from balancer.options import COUNT_LIMIT
-from balancer.tags import table
+from balancer.taglimits import table
 
 
 @click.group()

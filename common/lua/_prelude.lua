@@ -191,7 +191,7 @@ local function lease_count(key, field, by)
   return n
 end
 
--- Tag limits (balancer/tags.py). A lease of a task with a limited tag is tag-counted: its
+-- Tag limits (balancer/taglimits.py). A lease of a task with a limited tag is tag-counted: its
 -- token carries "t", each tag the dispatcher counted it for (comma-joined: tags hold no
 -- comma) goes up by one in `tag-inflight`, and its task record's "tagged" field says
 -- "<token>|<tags>". Every path that ends a lease calls `untag` once its unlease (the

@@ -20,7 +20,7 @@
 -- lease right is checked here, at this moment. When a check fails the tasks are queued
 -- and the dispatcher is signalled as without an offer: a refused offer costs a hop, never
 -- a task. Tasks with a tag that has a concurrency limit never take an offer: only the
--- dispatcher counts leases against tag limits (balancer/tags.py).
+-- dispatcher counts leases against tag limits (balancer/taglimits.py).
 --
 -- KEYS: flow, flows, queues, queue, wake, offer, events, backlog; then task... (one per
 --       task), then with an offer: leader, queue-conf, workers, inflight, deadlines,

@@ -9,7 +9,7 @@ from balancer.common import signals
 from balancer.common.keys import Keys
 
 from balancer import TagLimit, admin, set_tag_limit, tag_limits
-from balancer.tags import parse_counts, parse_limits
+from balancer.taglimits import parse_counts, parse_limits
 
 
 def test_a_limit_is_set_replaced_and_removed_and_the_dispatcher_told(

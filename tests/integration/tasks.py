@@ -173,6 +173,12 @@ def db_counted(url: str, key: str, seconds: float) -> int:
     return running
 
 
+@task
+def counted(url: str, key: str, seconds: float) -> int:
+    """``db_counted`` without a tag of its own: a ``with tags("db")`` block gives it one."""
+    return int(db_counted.fn(url, key, seconds))
+
+
 @task(tags=["db"])
 def db_hang_first_run(url: str, key: str) -> int:
     """Tagged "db": its first run notes its pid on ``key`` and hangs (its worker is to be

@@ -22,7 +22,7 @@ import balancer
 from balancer import Flow, eventlog
 from balancer.cli import main as cli
 from balancer.dashboard.server import Dashboard
-from balancer.tags import TagLimit
+from balancer.taglimits import TagLimit
 from tests.integration import tasks
 from tests.integration.test_dashboard_http import request
 

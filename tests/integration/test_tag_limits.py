@@ -14,7 +14,7 @@ import time
 import redis
 from balancer.common.keys import Keys
 
-from balancer import Flow, set_tag_limit, tag_limits
+from balancer import Flow, flow, set_tag_limit, tag_limits, tags
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
@@ -112,3 +112,36 @@ def _killed(procs: Processes, real: redis.Redis, keys: Keys, namespace: str, red
     assert not real.hget(keys.tag_inflight, "db")
     set_tag_limit("db", None, real, namespace=namespace)
     assert tag_limits(real, namespace=namespace) == []
+
+
+def test_a_tags_block_tags_the_runs_made_in_it_and_their_tag_s_limit_holds(
+        procs: Processes, real: redis.Redis, namespace: str, redis_url: str) -> None:
+    """Prefect's `with tags("db"):` around calls of an untagged task: in a @flow function
+    and in `with Flow(...)`, the runs made in the block carry the tag, and its limit of 1
+    holds them to one at a time; a run made outside the block is not tagged."""
+    keys = Keys(namespace)
+    set_tag_limit("db", 1, real, namespace=namespace)
+    procs.serve()
+    procs.worker("--queue", "default", "--concurrency", "3", "--pool", "thread")
+    wait_for(lambda: real.zcard(keys.workers) >= 1, timeout=30)
+    counter = f"{namespace}:db-running"
+    try:
+        @flow(redis_url=redis_url, namespace=namespace)
+        def loads() -> list[int]:
+            with tags("db"):
+                futures = [tasks.counted.submit(redis_url, counter, 0.2) for _ in range(4)]
+            return [f.result() for f in futures]
+
+        assert loads() == [1, 1, 1, 1]  # each saw itself alone
+        with Flow("blocks") as f:
+            with tags("db", "etl"):
+                inside = tasks.counted(redis_url, counter, 0.2)
+            outside = tasks.square(3)
+        run = f.run(timeout=60, client=real, namespace=namespace, quiet=True)
+        assert run.state == "completed"
+        assert real.hget(keys.task(run.ids[inside]), "tags") == b"db,etl"
+        assert real.hget(keys.task(run.ids[outside]), "tags") is None
+        seen = [int(n) for n in real.lrange(f"{counter}:seen", 0, -1)]
+        assert len(seen) == 5 and max(seen) == 1
+    finally:
+        real.delete(counter, f"{counter}:seen")
