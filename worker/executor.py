@@ -86,6 +86,10 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
                                             runnames.parameters(fn, args, kwargs)))
             except runnames.RunNameError as exc:  # the task's code: no retry can mend it
                 return Outcome.failure(ErrorInfo("balancer.RunNameError", str(exc)), False)
+            except BaseException as exc:  # sys.exit() in a name function: as in _call
+                return Outcome.failure(ErrorInfo(
+                    "balancer.RunNameError", f"task {fn_path}: its task_run_name function"
+                    f" raised {type(exc).__name__}: {exc}"), False)
     handled = importpath.handled(fn_path)
     if handled is None:
         return _settle(fn_path, _call(fn_path, fn, args, kwargs, timeout), max_result_bytes)

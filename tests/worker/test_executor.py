@@ -177,3 +177,13 @@ def test_a_task_without_log_stdout_prints_to_stdout(
     with caplog.at_level(logging.INFO, "balancer.task"):
         assert execute("tests.worker.tasks:plain_print", call("words"), LIMIT).ok
     assert caplog.records == [] and capsys.readouterr().out == "plain words\n"
+
+
+def test_a_run_name_function_that_exits_fails_the_run_and_the_slot_goes_on() -> None:
+    facts = RunFacts("t1", "exits", "f1", "default", "w1")
+    with bound(facts):
+        outcome = execute("tests.worker.named_exits:exits", call(1), LIMIT)
+    assert not outcome.ok and not outcome.retryable
+    error = codec.unpack_error(outcome.payload)
+    assert error.type == "balancer.RunNameError" and "raised SystemExit" in error.message
+    assert facts.run_name is None
