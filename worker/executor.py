@@ -76,26 +76,56 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
 
-    facts = runcontext.current()
-    if facts is not None:
-        facts.call = (fn, args, kwargs)
-        run_name = importpath.run_name(fn_path)
-        if run_name is not None:
-            try:
-                facts.named(runnames.render(f"task {fn_path}", "task_run_name", run_name,
-                                            runnames.parameters(fn, args, kwargs)))
-            except runnames.RunNameError as exc:  # the task's code: no retry can mend it
-                return Outcome.failure(ErrorInfo("balancer.RunNameError", str(exc)), False)
-            except BaseException as exc:  # sys.exit() in a name function: as in _call
-                return Outcome.failure(ErrorInfo(
-                    "balancer.RunNameError", f"task {fn_path}: its task_run_name function"
-                    f" raised {type(exc).__name__}: {exc}"), False)
+    refused = name_run(fn_path, fn, args, kwargs)
+    if refused is not None:
+        return refused
     handled = importpath.handled(fn_path)
     if handled is None:
         return _settle(fn_path, _call(fn_path, fn, args, kwargs, timeout), max_result_bytes)
     return statehooks.around(handled, lambda: _call(fn_path, fn, args, kwargs, timeout),
                              lambda ran: _settle(fn_path, ran, max_result_bytes), fn_path,
                              timeout)
+
+
+def name_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
+             ) -> Outcome | None:
+    """Give the current run's facts its call (runtime.task_run.parameters) and, for a task
+    with a ``task_run_name``, its name (balancer/runnames.py). The outcome of a name that
+    cannot be made (the task's code: no retry can mend it), else None."""
+    facts = runcontext.current()
+    if facts is None:
+        return None
+    facts.call = (fn, args, kwargs)
+    run_name = importpath.run_name(fn_path)
+    if run_name is None:
+        return None
+    try:
+        facts.named(runnames.render(f"task {fn_path}", "task_run_name", run_name,
+                                    runnames.parameters(fn, args, kwargs)))
+    except runnames.RunNameError as exc:
+        return Outcome.failure(ErrorInfo("balancer.RunNameError", str(exc)), False)
+    except BaseException as exc:  # sys.exit() in a name function: as in _call
+        return Outcome.failure(ErrorInfo(
+            "balancer.RunNameError", f"task {fn_path}: its task_run_name function raised"
+            f" {type(exc).__name__}: {exc}"), False)
+    return None
+
+
+def name_cached_run(fn_path: str, args_blob: bytes) -> Outcome | None:
+    """``name_run`` for a run completed from its cache, which ``execute`` never sees. A
+    task that cannot be loaded here, or arguments that cannot be read, leave it unnamed:
+    its cached result stands, as it did before names."""
+    try:
+        fn = load(fn_path)  # its task_run_name is known once it is loaded
+    except (TaskNotAllowed, TaskNotFound):
+        return None
+    if importpath.run_name(fn_path) is None:
+        return None
+    try:
+        args, kwargs = codec.decode_call(args_blob)
+    except CodecError:
+        return None
+    return name_run(fn_path, fn, args, kwargs)
 
 
 def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],

@@ -19,7 +19,7 @@ from balancer.common.models import TaskState
 from balancer.common.retry import persist
 from balancer.common.scripts import Child, Done
 from balancer.common.signals import Lease
-from balancer.worker import caching, runfacts, statehooks
+from balancer.worker import caching, executor, runfacts, statehooks
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
@@ -195,6 +195,9 @@ class Slot(threading.Thread):
             log.warning("task=%s: cache lookup failed (%s); it runs", lease.task_id, exc)
             cached = None
         if cached is not None:
+            refused = executor.name_cached_run(lease.fn, args)
+            if refused is not None:
+                return refused
             log.info("task=%s name=%s completed from its cache (%s) on worker=%s, not run",
                      lease.task_id, lease.name, prepared.key, self.worker_id)
             statehooks.cached(lease.fn, cached)

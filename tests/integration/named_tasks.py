@@ -24,3 +24,8 @@ def _broken_name() -> str:
 @task(retries=2, retry_delay_seconds=0.01, task_run_name=_broken_name)
 def unnamable() -> int:
     return 1
+
+
+@task(cache_for=3600, task_run_name="cached-{x}")
+def cached_square(x: int) -> int:
+    return x * x

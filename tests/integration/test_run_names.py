@@ -75,3 +75,17 @@ def test_a_flow_run_name_that_cannot_be_made_raises_before_anything_is_written(
         report("eu", "not a date")  # a str takes no %A
     assert ran == [] and real.zcard(Keys(namespace).flows) == 0
     assert not list(real.scan_iter(match=f"{Keys(namespace).prefix}*"))
+
+
+def test_a_run_completed_from_its_cache_is_named_too(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.named_tasks")
+    keys = Keys(namespace)
+    runs = []
+    for _ in range(2):
+        with Flow("cached") as f:
+            node = named_tasks.cached_square(5)
+        run = f.run(timeout=60, client=real, namespace=namespace, quiet=True)
+        assert run.result(node) == 25
+        runs.append(real.hmget(keys.task(run.ids[node]), ["run_name", "cached"]))
+    assert runs == [[b"cached-5", None], [b"cached-5", b"1"]]  # the second from the cache
