@@ -62,12 +62,13 @@ def parameters(fn: Callable[..., Any], args: Any, kwargs: Mapping[str, Any]) -> 
     as Prefect's ``parameters``. Arguments that do not fit the signature give {}: the call
     itself then raises its TypeError."""
     try:
-        bound = inspect.signature(fn).bind(*args, **kwargs)
+        signature = inspect.signature(fn)
+        bound = signature.bind(*args, **kwargs)
     except (TypeError, ValueError):
         return {}
     bound.apply_defaults()
     out = dict(bound.arguments)
-    for p in inspect.signature(fn).parameters.values():
+    for p in signature.parameters.values():
         if p.kind is inspect.Parameter.VAR_KEYWORD:
             out.update(out.pop(p.name, {}))
     return out

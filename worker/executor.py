@@ -76,7 +76,7 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
 
-    refused = name_run(fn_path, fn, args, kwargs)
+    refused = begin_run(fn_path, fn, args, kwargs)
     if refused is not None:
         return refused
     handled = importpath.handled(fn_path)
@@ -87,7 +87,7 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
                              timeout)
 
 
-def name_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
+def begin_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
              ) -> Outcome | None:
     """Give the current run's facts its call (runtime.task_run.parameters) and, for a task
     with a ``task_run_name``, its name (balancer/runnames.py). The outcome of a name that
@@ -111,8 +111,8 @@ def name_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
     return None
 
 
-def name_cached_run(fn_path: str, args_blob: bytes) -> Outcome | None:
-    """``name_run`` for a run completed from its cache, which ``execute`` never sees. A
+def begin_cached_run(fn_path: str, args_blob: bytes) -> Outcome | None:
+    """``begin_run`` for a run completed from its cache, which ``execute`` never sees. A
     task that cannot be loaded here, or arguments that cannot be read, leave it unnamed:
     its cached result stands, as it did before names."""
     try:
@@ -125,7 +125,7 @@ def name_cached_run(fn_path: str, args_blob: bytes) -> Outcome | None:
         args, kwargs = codec.decode_call(args_blob)
     except CodecError:
         return None
-    return name_run(fn_path, fn, args, kwargs)
+    return begin_run(fn_path, fn, args, kwargs)
 
 
 def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],

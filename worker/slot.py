@@ -195,7 +195,7 @@ class Slot(threading.Thread):
             log.warning("task=%s: cache lookup failed (%s); it runs", lease.task_id, exc)
             cached = None
         if cached is not None:
-            refused = executor.name_cached_run(lease.fn, args)
+            refused = executor.begin_cached_run(lease.fn, args)
             if refused is not None:
                 return refused
             log.info("task=%s name=%s completed from its cache (%s) on worker=%s, not run",
