@@ -23,8 +23,9 @@ def plus(a: int, b: int) -> int:
     return a + b
 
 
-@task
+@task(task_run_name="double-{a}")
 def double(a: int) -> int:
+    """Named: its worker records each run's name (name_run.lua), under its ACL user too."""
     return 2 * a
 
 

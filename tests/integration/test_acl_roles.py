@@ -243,12 +243,15 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
         runs = []
         for i in range(12):
             with Flow(f"acl-{i}") as flow:
-                secure_tasks.double(secure_tasks.plus(i, 1))
-            runs.append((i, flow.submit(client, namespace=ns)))
-        for i, run_ in runs:
+                doubled = secure_tasks.double(secure_tasks.plus(i, 1))
+            runs.append((i, flow.submit(client, namespace=ns), doubled))
+        for i, run_, doubled in runs:
             assert run_.wait(timeout=60) == "completed"
             assert run_.results()["double"] == 2 * (i + 1)
-        assert {partitions.of_flow(run_.id) for _, run_ in runs} == {0, 1}
+            # named by its worker, under the worker's user (name_run.lua)
+            task_key = partitions.flow_keys(Keys(ns), run_.id).task(run_.ids[doubled])
+            assert acl_server.admin.hget(task_key, "run_name") == f"double-{i + 1}".encode()
+        assert {partitions.of_flow(run_.id) for _, run_, _ in runs} == {0, 1}
         report = run_client(env["client"], "full", str(tmp_path / "flaky-marker"))
         assert report["state"] == "failed" and report["last"] == 15
         for command in (("status", "--json"), ("flows", "--json"), ("dlq", "ls"),
