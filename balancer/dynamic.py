@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis.typing import EncodableT, FieldT
 
-from balancer import building, tagging
+from balancer import building, parameter, tagging
 from balancer.annotations import ENDED, allow_failure
 from balancer.common import clusterfacts, codec, partitions, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
@@ -133,6 +133,9 @@ class DynamicRun:
             record["parent"] = self.parent.id
         if self.run_name is not None:
             record["run_name"] = self.run_name
+        recorded = parameter.recorded(self.parameters)
+        if recorded is not None:
+            record["params"] = recorded  # for its tasks (balancer.context.parameters)
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.flow(self.id), mapping=record)
         pipe.zadd(self.keys.flows, {self.id: now_ms})

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from balancer import building
+from balancer.common import codec
+from balancer.common.codec import CodecError
 
 _MISSING: Any = object()
+
+# A flow run's record keeps its parameters, for its tasks to read (balancer.context's
+# ``parameters``, runtime.flow_run.parameters), up to this size packed: a run given big
+# data does not copy it into its record too.
+RECORDED_LIMIT = 64 * 1024
 
 
 @dataclass(eq=False)
@@ -63,3 +70,25 @@ def bind(flow_name: str, declared: Mapping[str, Parameter],
         else:
             values[param] = param.default
     return values
+
+
+def recorded(values: Mapping[str, Any]) -> bytes | None:
+    """A run's parameters as its record keeps them (``params``): msgpack of those that
+    pack (a @flow function may take objects that do not), or None when none does or they
+    pack to more than RECORDED_LIMIT bytes."""
+    if not values:
+        return None
+    try:
+        blob = codec.pack(dict(values))
+    except CodecError:
+        kept = {}
+        for name, value in values.items():
+            try:
+                codec.pack(value)
+            except CodecError:
+                continue
+            kept[name] = value
+        if not kept:
+            return None
+        blob = codec.pack(kept)
+    return blob if len(blob) <= RECORDED_LIMIT else None

@@ -65,10 +65,13 @@ class _FlowRun:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """The @flow function's arguments by parameter name, in its body (and in its
-        ``flow_run_name`` function); {} elsewhere: a task's worker does not know them."""
+        """The run's parameters: in a @flow function's body (and its ``flow_run_name``
+        function) its arguments; in a task, as its run's record keeps them
+        (``balancer.context.parameters``)."""
         run = building.current_run()
-        return dict(run.parameters) if run is not None else {}
+        if run is not None:
+            return dict(run.parameters)
+        return dict(context.parameters or {})
 
     @property
     def scheduled_start_time(self) -> Any:

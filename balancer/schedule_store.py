@@ -36,6 +36,10 @@ from balancer.scheduling import task_score
 log = logging.getLogger("balancer.client")
 
 TEMPLATE_VERSION = 1
+# A flow record's fields that each run of a schedule writes anew; the template keeps the
+# rest of what a submit writes.
+_PER_RUN = frozenset({"id", "name", "state", "total", "remaining", "failed", "created",
+                      "tasks", "schedule", "scheduled"})
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/-]{0,199}$")
 RECENT_FLOWS = 1000  # as balancer.submit keeps
 
@@ -135,6 +139,9 @@ def register(client: redis.Redis, settings: Settings, flow: Any, schedule: Sched
         "name": flow.name,
         "tasks": [[tid, r["name"], r] for tid, r in prepared.records.items()],
         "queues": sorted(prepared.touched),
+        # What the flow's record holds beyond one run's counts and ids: whether its state
+        # is its reference tasks' ("refs"), its parameters ("params").
+        "flow": {k: v for k, v in prepared.flow_record.items() if k not in _PER_RUN},
     })
     signer = signing.signer(settings.signing_keys)
     keys = Keys(settings.namespace)
@@ -257,6 +264,10 @@ def instantiate(record: ScheduleRecord, due_ms: int, now_ms: int, settings: Sett
             "tasks": codec.pack([[ids[str(t[0])], t[1]] for t in tasks]),
             "schedule": record.id, "scheduled": due_ms,
         }
+        # A template registered before it kept them has none: such a run is judged by
+        # all its tasks and knows no parameters, as such runs were.
+        flow.update({str(k): v for k, v in template.get("flow", {}).items()
+                     if str(k) not in _PER_RUN})
     except (codec.CodecError, KeyError, TypeError, ValueError, IndexError,
             AttributeError) as exc:
         raise ScheduleError(f"schedule {record.id!r}: its template cannot be used"

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import redis
 
-from balancer import caching, tagging, taskclass
+from balancer import caching, parameter, tagging, taskclass
 from balancer.common import clusterfacts, codec, keytypes, partitions, protocol, signals, signing
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
@@ -256,6 +256,9 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
     }
     if by_reference:
         flow_record["refs"] = 1  # its state is its reference tasks' (flow_tasks_done)
+    recorded = parameter.recorded({p.name: v for p, v in params.items()})
+    if recorded is not None:
+        flow_record["params"] = recorded  # for its tasks (balancer.context.parameters)
     touched = {r["queue"] for r in records.values()}
     return Prepared(flow_id, flow_record, records, ready, touched, ids, gate)
 

@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
+from balancer.common import codec
+from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
 from balancer.common.replies import field_int, field_tags, field_utc
 from balancer.common.signals import Lease
@@ -31,14 +33,28 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
     failures so far and its retries (``failures`` and ``retries``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
-    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name"])
-    (failures, lost, tags, retries), (name, scheduled, created, run_name) = pipe.execute()
+    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name", "params"])
+    (failures, lost, tags, retries), (name, scheduled, created, run_name,
+                                      params) = pipe.execute()
     flow_name = name.decode(errors="replace") if name is not None else None
     out: dict[str, Any] = {
         "failures": max(0, field_int(failures)), "retries": max(0, field_int(retries)),
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
         "flow_name": flow_name,
-        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name}
+        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name,
+        "parameters": _parameters(params)}
     return {**out, **dated(field_utc(scheduled) or field_utc(created)
                            or datetime.now(timezone.utc))}
+
+
+def _parameters(blob: bytes | None) -> dict[str, Any]:
+    """The flow run's parameters from its record; {} when it has none, or holds something
+    that is not a map of them (written by someone else)."""
+    if not blob:
+        return {}
+    try:
+        values = codec.unpack(blob)
+    except CodecError:
+        return {}
+    return values if isinstance(values, dict) else {}

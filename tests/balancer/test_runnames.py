@@ -83,3 +83,4 @@ def test_a_copy_of_a_flow_can_change_its_run_name() -> None:
     assert f.with_options(flow_run_name="b-{url}").options.flow_run_name == "b-{url}"
     with pytest.raises(ValueError, match="names no parameter"):
         f.with_options(flow_run_name="{nope}")
+

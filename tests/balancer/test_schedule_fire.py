@@ -145,6 +145,19 @@ def test_a_run_has_every_field_a_submit_of_the_same_flow_writes(setup: Setup) ->
         assert kinds["scheduled"] == kinds["submitted"], name
 
 
+def test_a_run_keeps_its_flow_s_reference_tasks_and_parameters(setup: Setup) -> None:
+    """A scheduled run of a flow judged by its reference tasks is judged so too (the
+    template kept only the tasks: its runs failed with any task), and its tasks read the
+    parameters bound at registration."""
+    flow = a_flow()
+    flow.set_reference_tasks([fetch])
+    _, due = setup.register(flow, n=7)
+    setup.firer.fire_due(setup.token, due)
+    [run] = setup.runs()
+    assert run["refs"] == b"1"
+    assert codec.unpack(run["params"]) == {"n": 7}
+
+
 def test_a_due_time_fires_once_whoever_tries_it_again(setup: Setup) -> None:
     sid, due = setup.register()
     record = setup.record(sid)

@@ -29,3 +29,11 @@ def unnamable() -> int:
 @task(cache_for=3600, task_run_name="cached-{x}")
 def cached_square(x: int) -> int:
     return x * x
+
+
+@task
+def parameters_seen() -> dict[str, object]:
+    """What the task's run knows of its flow run's parameters, both ways."""
+    from balancer import context
+
+    return {"context": context.parameters, "runtime": runtime.flow_run.parameters}

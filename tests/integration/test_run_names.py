@@ -89,3 +89,31 @@ def test_a_run_completed_from_its_cache_is_named_too(
         assert run.result(node) == 25
         runs.append(real.hmget(keys.task(run.ids[node]), ["run_name", "cached"]))
     assert runs == [[b"cached-5", None], [b"cached-5", b"1"]]  # the second from the cache
+
+
+def test_a_task_reads_its_flow_run_s_parameters(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """Prefect 1's `prefect.context.parameters` and Prefect 2/3's
+    `runtime.flow_run.parameters`, in a task on a worker: a Prefect 1 flow's Parameters
+    (defaults too), and a @flow function's arguments (those that can be stored)."""
+    from balancer import Parameter
+
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.named_tasks")
+    with Flow("params") as f:
+        Parameter("day", default="today")
+        Parameter("n", default=1)
+        seen = named_tasks.parameters_seen()
+    run = f.run(timeout=60, client=real, namespace=namespace, quiet=True,
+                parameters={"n": 5})
+    assert run.result(seen) == {"context": {"day": "today", "n": 5},
+                                "runtime": {"day": "today", "n": 5}}
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def dynamic(region: str, limit: int = 3, lock: object = None) -> dict[str, object]:
+        return dict(named_tasks.parameters_seen())
+
+    import threading  # an object msgpack cannot carry: left out, the others kept
+
+    got = dynamic("eu", lock=threading.Lock())
+    assert got == {"context": {"region": "eu", "limit": 3},
+                   "runtime": {"region": "eu", "limit": 3}}
