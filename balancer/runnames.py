@@ -13,6 +13,13 @@ chooses only the values formatted into it, never what is read off them.
 
 A template is checked at decoration: each field must name a parameter of the function,
 so that a typo fails at import rather than at the first run.
+
+A copy's template (``t.with_options(task_run_name="fetch-{url}")``, Prefect's way of
+naming the calls in a loop) cannot be read from the module: it travels with the call,
+signed with the arguments, under RUN_NAME_KEYWORD. Since whoever writes Redis could write
+one too, a template that travels may only name parameters (with format specs), never
+reach into them (``{user.name}``, ``{rows[0]}``: from a registered type's method a field
+could read its module's globals), and a function cannot travel.
 """
 
 from __future__ import annotations
@@ -30,18 +37,28 @@ class RunNameError(ValueError):
     """A run name could not be made from its template or function."""
 
 
-def check(owner: str, option: str, name: Any, fn: Callable[..., Any] | None) -> None:
+def check(owner: str, option: str, name: Any, fn: Callable[..., Any] | None,
+          travels: bool = False) -> None:
     """Refuse a ``name`` that is neither a template nor a function, and a template field
-    that names no parameter of ``fn`` (None: a task class, whose fields are not known)."""
-    if name is None or callable(name):
+    that names no parameter of ``fn`` (None: a task class, whose fields are not known).
+    ``travels``: a copy's, which must be a template naming parameters only."""
+    if name is None or (callable(name) and not travels):
         return
     if not isinstance(name, str):
         raise TypeError(f"{owner}: {option} must be a string template or a function"
-                        f" returning the name, got {type(name).__name__}")
+                        f" returning the name, got {type(name).__name__}"
+                        + (" (a copy's cannot be a function: it travels to the worker"
+                           " with the call; give the function to @task)" if travels else ""))
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(name) if f is not None]
     except ValueError as exc:
         raise ValueError(f"{owner}: {option} {name!r} is not a format string: {exc}") from None
+    if travels:
+        reaching = [f for f in fields if _root(f) != f]
+        if reaching:
+            raise ValueError(f"{owner}: {option} {name!r}: a copy's template may only name"
+                             f" parameters, not reach into one ({reaching[0]!r}): it travels"
+                             " with the call; give such a template to @task")
     if fn is None:
         return
     params = inspect.signature(fn).parameters
@@ -99,3 +116,15 @@ def _root(field: str) -> str:
 
 def _shown(name: Any) -> str:
     return repr(name) if isinstance(name, str) else f"function {getattr(name, '__name__', name)}"
+
+
+def travelled(value: Any) -> str:
+    """A template that came with a call (RUN_NAME_KEYWORD), as a copy sends it; anything
+    else (a Redis writer's) is a RunNameError."""
+    try:
+        check("a task copy", "task_run_name", value, None, travels=True)
+    except (TypeError, ValueError) as exc:
+        raise RunNameError(str(exc)) from None
+    if value is None:
+        raise RunNameError("a task copy: task_run_name is missing")
+    return str(value)

@@ -26,6 +26,7 @@ from balancer.common import clusterfacts, codec, keytypes, partitions, protocol,
 from balancer.common.cache import CACHE_KEYWORD
 from balancer.common.codec import MAX_DEPTH, CodecError, TooDeep, UpstreamRef
 from balancer.common.connection import SlotMoved, slot_moved
+from balancer.common.importpath import RUN_NAME_KEYWORD
 from balancer.common.keys import Keys
 from balancer.common.models import FlowState, TaskState, new_id
 from balancer.common.retry import is_outage
@@ -37,7 +38,7 @@ from balancer.options import EXACT_SCORE_LIMIT, delay_field
 from balancer.parameter import Parameter
 from balancer.run import FlowRun
 from balancer.scheduling import task_score
-from balancer.task import Task
+from balancer.task import RUN_NAME_TRAVELS, Task
 
 log = logging.getLogger("balancer.client")
 
@@ -81,8 +82,8 @@ def _with_refs(value: Any, ids: dict[Node, str], params: dict[Parameter, Any],
 def call_keywords(task: Task) -> dict[str, Any]:
     """What travels with each call of ``task`` beside its arguments, under keywords of the
     product's that the worker takes out before the call (signed with the arguments): a
-    task class's constructor arguments, the cache options. A flow's submit and a @flow
-    function's (balancer/dynamic.py) both send them."""
+    task class's constructor arguments, the cache options, a copy's run name template. A
+    flow's submit and a @flow function's (balancer/dynamic.py) both send them."""
     out: dict[str, Any] = {}
     init = taskclass.init_arguments(task)
     if init is not None:
@@ -90,6 +91,8 @@ def call_keywords(task: Task) -> dict[str, Any]:
     cached = caching.spec(task)
     if cached is not None:
         out[CACHE_KEYWORD] = cached.to_list()
+    if task.task_run_name is not None and task.__dict__.get(RUN_NAME_TRAVELS):
+        out[RUN_NAME_KEYWORD] = task.task_run_name  # a copy's (balancer/runnames.py)
     return out
 
 

@@ -223,13 +223,13 @@ class Task:
         ``cache_validator``, ``nout``, ``retry_jitter_factor``, and ``description``,
         ``version``, ``persist_result`` (metadata, changing nothing on the worker). The
         others travel with each call; what the worker reads from the task as its module
-        defines it (``log_stdout``/``log_prints``, ``task_run_name``, state handlers and
-        hooks) cannot differ in a copy, and is refused."""
+        defines it (``log_stdout``/``log_prints``, state handlers and hooks) cannot
+        differ in a copy, and is refused. A copy's ``task_run_name`` travels with its
+        calls, so it is a template naming parameters only (balancer/runnames.py)."""
         renamed = {"retry_delay_seconds": "retry_delay", "timeout_seconds": "timeout",
                    "max_retries": "retries"}
         given = {renamed.get(k, k): v for k, v in changes.items()}
-        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", "task_run_name",
-                                              *taskclass.HANDLERS})
+        read_by_worker = sorted(set(given) & {"log_stdout", "log_prints", *taskclass.HANDLERS})
         if read_by_worker:
             raise ValueError(f"task {self.name!r}: with_options cannot change"
                              f" {', '.join(read_by_worker)}: the worker reads it from the"
@@ -247,8 +247,13 @@ class Task:
                 given["retry_delay"] = _retry_delay(given["retry_delay"])
             except ValueError as exc:
                 raise ValueError(f"task {self.name!r}: {exc}") from None
+        if "task_run_name" in given:  # it travels with each call (balancer/runnames.py)
+            runnames.check(f"task {self.name!r}", "task_run_name", given["task_run_name"],
+                           self.fn, travels=True)
         copy = dataclasses.replace(self, upstream=list(self.upstream), **given)
         copy.__dict__.pop("_checked", None)
+        if "task_run_name" in given or self.__dict__.get(RUN_NAME_TRAVELS):
+            copy.__dict__[RUN_NAME_TRAVELS] = True
         return copy
 
     def copy(self, **task_args: Any) -> Task:
@@ -296,11 +301,13 @@ def _retry_delay(given: Any) -> Any:
 
 # What with_options may change: what travels with each call, and the metadata kept on
 # the task (description, version, persist_result) (Task.with_options).
+# Set on a copy whose task_run_name travels with its calls (the module's is read there).
+RUN_NAME_TRAVELS = "_run_name_travels"
 _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay",
                        "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
                        "description", "version", "persist_result",
-                       "cache_validator", "nout"})
+                       "cache_validator", "nout", "task_run_name"})
 
 
 @overload

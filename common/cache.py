@@ -28,6 +28,7 @@ from typing import Any
 
 from balancer.common import codec
 from balancer.common.codec import CodecError
+from balancer.common.importpath import RUN_NAME_KEYWORD
 
 CACHE_KEYWORD = "__balancer_cache__"
 _MARK = codec.pack(CACHE_KEYWORD)
@@ -89,6 +90,7 @@ def inputs(spec: CacheSpec, args: list[Any], kwargs: dict[str, Any]) -> dict[str
     named = {(spec.names[i] if i < len(spec.names) else f"*{i}"): v
              for i, v in enumerate(args)}
     named.update(kwargs)
+    named.pop(RUN_NAME_KEYWORD, None)  # a copy's run name is no input
     return named
 
 

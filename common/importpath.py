@@ -51,6 +51,9 @@ TASK_MARKER = "__balancer_task__"
 BUILTIN_TASK_MODULES = frozenset({"balancer.control_flow"})
 # The keyword under which a task class's constructor arguments travel with its call.
 INIT_KEYWORD = "__balancer_init__"
+# The keyword under which a task copy's run name template travels with its call
+# (``with_options(task_run_name=...)``: balancer/runnames.py).
+RUN_NAME_KEYWORD = "__balancer_run_name__"
 # Folders under which a module is installed, never the project's own.
 _INSTALLED = frozenset({"site-packages", "dist-packages"})
 

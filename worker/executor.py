@@ -27,7 +27,7 @@ from typing import Any
 
 from balancer.common import codec, importpath, taskstdout
 from balancer.common.codec import CodecError, ErrorInfo
-from balancer.common.importpath import TaskNotAllowed, TaskNotFound, load
+from balancer.common.importpath import RUN_NAME_KEYWORD, TaskNotAllowed, TaskNotFound, load
 from balancer.common.runsignals import PrefectStateSignal
 from balancer.worker import statehooks
 from balancer.worker.outcome import Outcome, Ran
@@ -76,7 +76,8 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
 
-    refused = begin_run(fn_path, fn, args, kwargs)
+    travelled = kwargs.pop(RUN_NAME_KEYWORD, None) if RUN_NAME_KEYWORD in kwargs else None
+    refused = begin_run(fn_path, fn, args, kwargs, travelled)
     if refused is not None:
         return refused
     handled = importpath.handled(fn_path)
@@ -87,19 +88,22 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
                              timeout)
 
 
-def begin_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any]
-             ) -> Outcome | None:
+def begin_run(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
+              travelled: Any = None) -> Outcome | None:
     """Give the current run's facts its call (runtime.task_run.parameters) and, for a task
-    with a ``task_run_name``, its name (balancer/runnames.py). The outcome of a name that
-    cannot be made (the task's code: no retry can mend it), else None."""
+    with a ``task_run_name`` (the module's, or ``travelled`` with a copy's call), its name
+    (balancer/runnames.py). The outcome of a name that cannot be made (the task's code: no
+    retry can mend it), else None."""
     facts = runcontext.current()
     if facts is None:
         return None
     facts.call = (fn, args, kwargs)
-    run_name = importpath.run_name(fn_path)
+    run_name = importpath.run_name(fn_path) if travelled is None else travelled
     if run_name is None:
         return None
     try:
+        if travelled is not None:
+            run_name = runnames.travelled(travelled)
         facts.named(runnames.render(f"task {fn_path}", "task_run_name", run_name,
                                     runnames.parameters(fn, args, kwargs)))
     except runnames.RunNameError as exc:
@@ -119,13 +123,13 @@ def begin_cached_run(fn_path: str, args_blob: bytes) -> Outcome | None:
         fn = load(fn_path)  # its task_run_name is known once it is loaded
     except (TaskNotAllowed, TaskNotFound):
         return None
-    if importpath.run_name(fn_path) is None:
+    if importpath.run_name(fn_path) is None and RUN_NAME_KEYWORD.encode() not in args_blob:
         return None
     try:
         args, kwargs = codec.decode_call(args_blob)
     except CodecError:
         return None
-    return begin_run(fn_path, fn, args, kwargs)
+    return begin_run(fn_path, fn, args, kwargs, kwargs.pop(RUN_NAME_KEYWORD, None))
 
 
 def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],

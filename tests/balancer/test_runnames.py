@@ -71,11 +71,34 @@ def test_fields_may_reach_into_a_parameter_and_any_name_goes_with_kwargs() -> No
     check("t", "task_run_name", "{anything}", None)  # a task class: not known here
 
 
-def test_a_copy_of_a_task_cannot_change_its_run_name() -> None:
+def test_a_copy_s_run_name_travels_and_may_only_name_parameters() -> None:
+    from balancer.common.importpath import RUN_NAME_KEYWORD
+
+    from balancer.submit import call_keywords
+
     named = task(task_run_name="fetch-{url}")(fetch)
-    with pytest.raises(ValueError, match="with_options cannot change task_run_name"):
-        named.with_options(task_run_name="other-{url}")
-    assert named.with_options(retries=1).task_run_name == "fetch-{url}"
+    assert RUN_NAME_KEYWORD not in call_keywords(named)  # the module's: read there
+    assert RUN_NAME_KEYWORD not in call_keywords(named.with_options(retries=1))
+    copy = named.with_options(task_run_name="get-{url}-{day:%A}")
+    assert call_keywords(copy)[RUN_NAME_KEYWORD] == "get-{url}-{day:%A}"
+    again = copy.with_options(retries=2)  # a copy of the copy keeps sending it
+    assert call_keywords(again)[RUN_NAME_KEYWORD] == "get-{url}-{day:%A}"
+    with pytest.raises(ValueError, match="may only name parameters, not reach into one"):
+        named.with_options(task_run_name="get-{url.upper}")
+    with pytest.raises(TypeError, match="a copy's cannot be a function"):
+        named.with_options(task_run_name=lambda: "x")
+    with pytest.raises(ValueError, match="names no parameter of fetch"):
+        named.with_options(task_run_name="{nope}")
+
+
+@pytest.mark.parametrize("value", ["{x.__class__}", "{x[0]}", 5, None, "{x"])
+def test_a_template_that_came_with_a_call_is_refused_unless_it_only_names_parameters(
+        value: Any) -> None:
+    from balancer.runnames import travelled
+
+    with pytest.raises(RunNameError):
+        travelled(value)
+    assert travelled("a-{x}-{y:>3}") == "a-{x}-{y:>3}"
 
 
 def test_a_copy_of_a_flow_can_change_its_run_name() -> None:

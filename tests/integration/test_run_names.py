@@ -117,3 +117,25 @@ def test_a_task_reads_its_flow_run_s_parameters(
     got = dynamic("eu", lock=threading.Lock())
     assert got == {"context": {"region": "eu", "limit": 3},
                    "runtime": {"region": "eu", "limit": 3}}
+
+
+def test_copies_named_in_a_loop_name_each_run_and_share_the_task_s_cache(
+        procs: Processes, real: redis.Redis, redis_url: str, namespace: str) -> None:
+    """Prefect's `t.with_options(task_run_name=...)` per call: the copy's template
+    travels with the call (signed with it) and names the run on the worker; the name is
+    no input of the cache, so the copies share the task's entries."""
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.named_tasks",
+                           "--concurrency", "2")
+    keys = Keys(namespace)
+
+    @flow(redis_url=redis_url, namespace=namespace)
+    def loop() -> list[int]:
+        return [named_tasks.cached_square.with_options(task_run_name=f"sq-{{x}}-{i}")(3)
+                for i in range(3)]
+
+    state = loop(return_state=True)
+    assert state.result() == [9, 9, 9]
+    rows = _flow_json(procs, state.flow_run_id)["tasks"]
+    assert [r["run_name"] for r in rows] == ["sq-3-0", "sq-3-1", "sq-3-2"]
+    cached = [real.hget(keys.task(r["id"]), "cached") for r in rows]
+    assert cached == [None, b"1", b"1"]  # one run, then its cache entry for the others

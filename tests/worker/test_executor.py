@@ -187,3 +187,25 @@ def test_a_run_name_function_that_exits_fails_the_run_and_the_slot_goes_on() -> 
     error = codec.unpack_error(outcome.payload)
     assert error.type == "balancer.RunNameError" and "raised SystemExit" in error.message
     assert facts.run_name is None
+
+
+def test_a_run_name_that_came_with_the_call_names_the_run_unless_it_reaches_into_values(
+        ) -> None:
+    from balancer.common.importpath import RUN_NAME_KEYWORD
+
+    facts = RunFacts("t1", "echo", "f1", "default", "w1")
+    blob = codec.pack([[7], {RUN_NAME_KEYWORD: "echo-{0}"}])  # positional: refused
+    with bound(facts):
+        outcome = execute("tests.worker.tasks:echo", blob, LIMIT)
+    assert not outcome.ok and not outcome.retryable
+    assert codec.unpack_error(outcome.payload).type == "balancer.RunNameError"
+
+    for template, made in (("echo-{a}", "echo-7"), ("echo-{a.__class__}", None)):
+        facts = RunFacts("t1", "echo", "f1", "default", "w1")
+        blob = codec.pack([[], {"a": 7, RUN_NAME_KEYWORD: template}])
+        with bound(facts):
+            outcome = execute("tests.worker.tasks:echo", blob, LIMIT)
+        assert facts.run_name == made
+        assert outcome.ok is (made is not None)
+        if made is not None:  # the keyword is taken out before the call
+            assert codec.unpack(outcome.payload) == [[], {"a": 7}]
