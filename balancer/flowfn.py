@@ -366,7 +366,8 @@ def flow(*, name: str | None = None, retries: int = 0, retry_delay_seconds: floa
          description: str | None = None, version: str | None = None,
          log_prints: bool | None = None, on_running: Any = None, on_completion: Any = None,
          on_failure: Any = None, on_cancellation: Any = None, on_crashed: Any = None,
-         flow_run_name: Any = None) -> Callable[[Callable[..., Any]], FlowFunction]: ...
+         flow_run_name: Any = None, validate_parameters: bool | None = None,
+         persist_result: bool | None = None) -> Callable[[Callable[..., Any]], FlowFunction]: ...
 
 
 def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
@@ -376,7 +377,8 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          namespace: str | None = None, description: str | None = None,
          version: str | None = None, log_prints: bool | None = None,
          on_running: Any = None, on_completion: Any = None, on_failure: Any = None,
-         on_cancellation: Any = None, on_crashed: Any = None, flow_run_name: Any = None
+         on_cancellation: Any = None, on_crashed: Any = None, flow_run_name: Any = None,
+         validate_parameters: bool | None = None, persist_result: bool | None = None
          ) -> FlowFunction | Callable[[Callable[..., Any]], FlowFunction]:
     """``@flow`` or ``@flow(name=..., retries=2, retry_delay_seconds=1)``: calling the
     function runs it as a flow run on the cluster at ``redis_url`` (default:
@@ -388,8 +390,20 @@ def flow(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     (balancer/flowtimeout.py). ``task_runner`` is kept and changes nothing: the cluster's
     workers run the tasks (balancer/task_runners.py). ``flow_run_name``: the run's name, a
     template of the function's parameters (``"etl-{day}"``) or a function of none
-    (balancer/runnames.py)."""
+    (balancer/runnames.py). ``validate_parameters`` and ``persist_result`` are taken when
+    False, which is what happens here: arguments reach the function as given (no pydantic
+    coercion), and its return value stays in this process (its tasks' results are stored
+    in their records); True, which would promise otherwise, is refused."""
     del log_prints
+    for option, given, why in (
+            ("validate_parameters", validate_parameters,
+             "arguments reach the function as given, without pydantic's checks or coercion"),
+            ("persist_result", persist_result,
+             "the function's return value stays in the calling process (its tasks' results"
+             " are stored in their records for BALANCER_RESULT_TTL)")):
+        if given:
+            raise ValueError(f"@flow({option}=True) is not supported here: {why}; give"
+                             f" {option}=False or leave it out")
 
     def wrap(f: Callable[..., Any]) -> FlowFunction:
         return FlowFunction(f, FlowOptions(

@@ -507,3 +507,15 @@ def test_a_flow_keeps_prefect_s_task_runners_but_refuses_a_sequential_one() -> N
         flow(task_runner=SequentialTaskRunner())(body)
     with pytest.raises(ValueError, match="chain them with wait_for"):
         flow(body).with_options(task_runner=SequentialTaskRunner())
+
+
+def _plain() -> None: ...
+
+def test_a_flow_takes_prefect_s_validation_and_persistence_off_and_refuses_them_on() -> None:
+    from balancer import flow
+
+    kept = flow(validate_parameters=False, persist_result=False)(_plain)
+    assert kept.name == "_plain"
+    for option in ("validate_parameters", "persist_result"):
+        with pytest.raises(ValueError, match=f"@flow\\({option}=True\\) is not supported"):
+            flow(**{option: True})(_plain)

@@ -107,3 +107,4 @@ def test_a_copy_of_a_flow_can_change_its_run_name() -> None:
     with pytest.raises(ValueError, match="names no parameter"):
         f.with_options(flow_run_name="{nope}")
 
+
