@@ -88,8 +88,9 @@ class RunFacts:
             self.record_name(name)
 
     @property
-    def parameters(self) -> dict[str, Any]:
-        """The run's arguments by parameter name (Prefect's ``task_run.parameters``)."""
+    def task_parameters(self) -> dict[str, Any]:
+        """The task run's arguments by parameter name (Prefect's ``task_run.parameters``;
+        the context's ``parameters`` are its flow run's)."""
         from balancer import runnames
 
         return {} if self.call is None else runnames.parameters(*self.call)

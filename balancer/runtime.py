@@ -39,7 +39,7 @@ class _TaskRun:
     def parameters(self) -> dict[str, Any]:
         """The run's arguments by parameter name, as the task received them."""
         facts = runcontext.current()
-        return facts.parameters if facts is not None else {}
+        return facts.task_parameters if facts is not None else {}
 
 
 class _FlowRun:
