@@ -14,6 +14,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "BALANCER_"
+# Set by a worker in its pool processes (worker/child.py), for code that must know where it
+# runs; a marker, not a setting, so from_env passes it over: code in such a process (a
+# task submitting another task) reads its settings as anywhere else.
+WORKER_CHILD_ENV = "BALANCER_WORKER_CHILD"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MIN_KEY_LENGTH = 16  # of a signing key
 
@@ -95,7 +99,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX):
+            if not key.startswith(ENV_PREFIX) or key == WORKER_CHILD_ENV:
                 continue
             name = key[len(ENV_PREFIX) :].lower()
             if name not in known:

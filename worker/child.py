@@ -37,7 +37,7 @@ from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
-from balancer.common.settings import Settings
+from balancer.common.settings import WORKER_CHILD_ENV, Settings
 from balancer.common.signals import Lease
 from balancer.common.urls import scrub
 from balancer.worker import statehooks
@@ -288,7 +288,7 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     logs.setup(spec.log_level, spec.settings.log_format)
     if spec.cwd not in sys.path:
         sys.path.insert(0, spec.cwd)
-    os.environ["BALANCER_WORKER_CHILD"] = "1"
+    os.environ[WORKER_CHILD_ENV] = "1"
     set_policy(spec.policy)
     try:
         slot, holding = _slot(conn, shared, spec)

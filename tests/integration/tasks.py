@@ -179,6 +179,12 @@ def counted(url: str, key: str, seconds: float) -> int:
     return int(db_counted.fn(url, key, seconds))
 
 
+@task
+def square_elsewhere(x: int) -> int:
+    """Submits ``square`` as a run of its own and waits for it: a task calling a task."""
+    return int(square.submit(x).result(timeout=60))
+
+
 @task(tags=["db"])
 def db_hang_first_run(url: str, key: str) -> int:
     """Tagged "db": its first run notes its pid on ``key`` and hangs (its worker is to be

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from balancer import Flow, TaskFailed
+from tests.conftest import Processes
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
 
@@ -123,3 +125,16 @@ def test_results_and_states_keep_repeated_calls_of_a_task_apart(cluster: ThreadC
     assert run.results() == {"square": 0, "square#2": 1, "square#3": 4, "square#4": 9,
                              "square#5": 16}
     assert set(run.states()) == {"square", "square#2", "square#3", "square#4", "square#5"}
+
+
+@pytest.mark.parametrize("pool", ["process", "thread"])
+def test_a_task_submits_another_task_and_waits_for_it(
+        pool: str, procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """Code in a pool process reads its settings as anywhere (the worker's marker in its
+    environment made every client call there fail with an unknown BALANCER_ setting)."""
+    procs.serve_and_worker(real, namespace, "--concurrency", "2", "--pool", pool)
+    with Flow("nested") as f:
+        outer = tasks.square_elsewhere(7)
+    run = f.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    assert run.result(outer) == 49
