@@ -11,6 +11,13 @@ from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.common.protocol import ProtocolMismatch
 from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
+from balancer.concurrency import (
+    ConcurrencyError,
+    ConcurrencyLimit,
+    ConcurrencyTimeout,
+    concurrency_limits,
+    set_concurrency_limit,
+)
 from balancer.control_flow import case, ifelse, merge, switch
 from balancer.flow import Flow, FlowCancelled, FlowError, Node, SubmitRefused
 from balancer.flowfn import FlowFunction, flow, get_run_logger
@@ -29,6 +36,7 @@ from balancer.worker.interrupt import TaskInterrupted
 attach = FlowRun.attach
 
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
+           "ConcurrencyError", "ConcurrencyLimit", "ConcurrencyTimeout",
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun", "FlowRunTimeoutError",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "ProtocolMismatch",
@@ -36,7 +44,9 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "State", "SubmitRefused", "Success", "TagLimit", "Task", "TaskFailed", "TaskFuture",
            "TaskInterrupted",
            "Unreachable",
-           "allow_failure", "attach", "case", "context", "flatten", "flow", "get_run_logger",
+           "allow_failure", "attach", "case", "concurrency_limits", "context",
+           "flatten", "flow", "get_run_logger",
            "ifelse", "merge",
-           "register_type", "set_tag_limit", "switch", "tag_limits", "tags", "task", "triggers",
+           "register_type", "set_concurrency_limit", "set_tag_limit", "switch", "tag_limits",
+           "tags", "task", "triggers",
            "unmapped"]

@@ -62,6 +62,9 @@ class RunFacts:
     # The call (function, arguments, keyword arguments) as the task receives it, for
     # runtime.task_run.parameters.
     call: tuple[Callable[..., Any], Any, Any] | None = None
+    # The worker's cluster, for what a task does there itself (balancer/concurrency.py).
+    client: Any = None
+    namespace: str | None = None
     _more: dict[str, Any] | None = field(default=None, repr=False)
 
     @property

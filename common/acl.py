@@ -51,7 +51,8 @@ ALL_KEYS = "*"  # every key of the namespace
 ROLES = {
     "worker": Role(
         "worker",
-        scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release", "name_run"),
+        scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release", "name_run",
+                 "slots_take"),
         commands=(
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering
@@ -66,15 +67,18 @@ ROLES = {
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
             "GET", "SET",  # cached results (cache_for: worker/caching.py)
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
+            "ZREM", "TIME",  # concurrency slots given back, renewed (balancer/concurrency.py)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
               "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache",
-              "doorbell"),  # where it waits for leases of several partitions
+              "doorbell",  # where it waits for leases of several partitions
+              "concurrency"),  # a task's `with concurrency(...)` (balancer/concurrency.py)
         read_keys=("partitions", "protocol",  # read with one MGET (common/clusterfacts.py)
-                   "leader"),  # whether a dispatcher leads it (worker/leaderwatch.py)
+                   "leader",  # whether a dispatcher leads it (worker/leaderwatch.py)
+                   "concurrency_limits"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -101,7 +105,8 @@ ROLES = {
     ),
     "client": Role(
         "client",
-        scripts=("submit_small", "flow_extend", "flow_release", "flow_close", "schedule_put"),
+        scripts=("submit_small", "flow_extend", "flow_release", "flow_close", "schedule_put",
+                 "slots_take"),
         commands=(
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
@@ -110,15 +115,17 @@ ROLES = {
             "HDEL",  # removing a tag limit (balancer.set_tag_limit)
             "ZREM", "DEL",  # undoing a submit Redis refused halfway (a key of another type)
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
+            "ZRANGEBYSCORE",  # slots held under concurrency limits (concurrency_limits())
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
               "gate",  # gated tasks ready at submit (a map over a list given in code)
               "delayed",  # the first tasks of a run submitted to start later
               "events", "schedule", "schedules",
-              "tag_limits"),  # set like a queue's settings: balancer.set_tag_limit
+              "tag_limits",  # set like a queue's settings: balancer.set_tag_limit
+              "concurrency"),  # a @flow function's `with concurrency(...)`
         read_keys=("workers", "leader", "inflight", "worker", "leases",
-                   "tag_inflight", "partitions", "protocol"),
+                   "tag_inflight", "partitions", "protocol", "concurrency_limits"),
     ),
 }
 
@@ -139,7 +146,7 @@ def commands(role: Role) -> list[str]:
     return sorted(needed)
 
 
-_PARTITION_0_ONLY = ("partitions", "protocol")
+_PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits")
 
 
 def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:

@@ -65,6 +65,9 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | submit writes), parameters, version, last run               |
 | cache:<key>:<digest> | string (PX) | a cached task result (common.cache.Entry), by cache_key and |
 |                      |             | inputs' digest ("any" under duration_only), for cache_for   |
+| concurrency-limits   | hash        | partition 0 only: name -> slots of that concurrency limit   |
+|                      |             | (balancer/concurrency.py, Prefect's `concurrency`)          |
+| concurrency:<name>   | zset        | partition 0 only: "holder|occupy" -> when its lease ends    |
 """
 
 from __future__ import annotations
@@ -137,6 +140,13 @@ class Keys:
 
     def doorbell(self, worker_id: str) -> str:
         return f"{self.prefix}doorbell:{worker_id}"
+
+    def concurrency(self, name: str) -> str:
+        return f"{self.prefix}concurrency:{name}"
+
+    @property
+    def concurrency_limits(self) -> str:
+        return f"{self.prefix}concurrency-limits"
 
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}schedule:{schedule_id}"

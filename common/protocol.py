@@ -298,5 +298,7 @@ LAYOUTS: dict[str, Layout] = {
         " and (when, id) per gated task with no upstream (balancer.gates decides those)"),
     "schedule_put": layout("schedules, schedule, wake", "schedule id, clocks, first due ms",
                            "", "field/value pairs of its record"),
+    "slots_take": layout("none", "holder, occupy, lease ms",
+                         "concurrency... (one per limited name)", "(name, limit) per key"),
     "take": layout("inbox, leases, fetched", "count"),
 }

@@ -701,6 +701,18 @@ class Scripts:
                              [k.leases(worker_id), k.events,
                               *(k.task(t) for t, _ in running)], args))
 
+    def slots_take(self, holder: str, limits: Sequence[tuple[str, int]], occupy: int,
+                   lease_ms: int) -> tuple[int, str | int]:
+        """Take ``occupy`` slots of each (name, limit) for ``holder``, all or none: (1,
+        names taken), (0, a name without room now) or (-1, a name whose limit is below
+        ``occupy``). Keys of partition 0: limits are cluster-wide."""
+        k = self.keys.of(0)
+        args: list[Any] = [holder, occupy, lease_ms]
+        for name, limit in limits:
+            args += [name, limit]
+        code, detail = self._run("slots_take", [k.concurrency(n) for n, _ in limits], args)
+        return int(code), detail.decode() if isinstance(detail, bytes) else int(detail)
+
     def name_run(self, worker_id: str, task_id: str, token: str, name: str) -> bool:
         """Record the run's own name on its task, where the lease still holds."""
         k = self.keys

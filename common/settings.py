@@ -89,6 +89,9 @@ class Settings:
     # lease. Read by `balancer serve`, which stores it; workers and clients read the
     # stored count. 1: one partition, the namespace as it was before partitions.
     partitions: int = 1
+    # A concurrency limit's slots (balancer/concurrency.py) are leased for this long and
+    # renewed each third of it while held: a holder that dies frees them when it ends.
+    concurrency_lease: float = 30.0
 
     @classmethod
     def from_env(
@@ -136,6 +139,10 @@ class Settings:
                 f"result_ttl must be at least 1 second, got {self.result_ttl}: it is how long"
                 " results and the records of ended runs are kept, which dependents and"
                 " waiting clients read (for longer, give a larger number of seconds)")
+        if self.concurrency_lease < 0.3:
+            raise SettingsError(
+                f"concurrency_lease must be at least 0.3 seconds, got {self.concurrency_lease}:"
+                " a holder renews its slots each third of it")
         if self.schedule_catchup < 1:
             raise SettingsError(f"schedule_catchup must be at least 1 second, got"
                                 f" {self.schedule_catchup}")

@@ -23,7 +23,7 @@ def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys,
     the lease's partition); ``record_name`` writes the run's name once it is made."""
     return RunFacts(lease.task_id, lease.name, lease.flow, lease.queue, worker_id,
                     lambda: read(client, keys, lease.task_id, lease.flow),
-                    record_name=record_name)
+                    record_name=record_name, client=client, namespace=keys.namespace)
 
 
 def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``balancer``: run the dispatcher, look at the cluster, configure queues and tag limits."""
+"""``balancer``: run the dispatcher, look at the cluster, configure queues, tag limits and
+concurrency limits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from balancer.cli.acl import acl
 from balancer.cli.dashboard import dashboard
 from balancer.cli.dlq import dlq
 from balancer.cli.events import events
+from balancer.cli.limits import limit
 from balancer.cli.queues import queue
 from balancer.cli.schedules import schedule
 from balancer.cli.serve import serve
@@ -22,6 +24,6 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, tag, schedule, dlq, events, dashboard,
-                acl):
+for command in (serve, status, flows, flow, queue, tag, limit, schedule, dlq, events,
+                dashboard, acl):
     main.add_command(command)

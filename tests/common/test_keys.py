@@ -52,7 +52,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
-        "protocol",
+        "protocol", "concurrency", "concurrency_limits",
     }
 
 

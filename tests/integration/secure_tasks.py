@@ -32,3 +32,12 @@ def double(a: int) -> int:
 @task(retries=1, retry_delay=0.05)
 def broken(value: int) -> int:
     raise ValueError(f"broken on {value}")
+
+
+@task
+def guarded(a: int) -> int:
+    """Holds a slot of the "db" concurrency limit, under the worker's ACL user."""
+    from balancer.concurrency.sync import concurrency
+
+    with concurrency("db", timeout_seconds=30):
+        return 2 * a

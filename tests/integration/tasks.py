@@ -185,6 +185,15 @@ def square_elsewhere(x: int) -> int:
     return int(square.submit(x).result(timeout=60))
 
 
+@task
+def limited(url: str, key: str, seconds: float) -> int:
+    """``counted`` inside ``with concurrency("db")``: a test reads how many ran at once."""
+    from balancer.concurrency.sync import concurrency
+
+    with concurrency("db", timeout_seconds=60):
+        return int(db_counted.fn(url, key, seconds))
+
+
 @task(tags=["db"])
 def db_hang_first_run(url: str, key: str) -> int:
     """Tagged "db": its first run notes its pid on ``key`` and hangs (its worker is to be

@@ -18,8 +18,9 @@ from balancer.common import codec, partitions
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 
-from balancer import Flow
+from balancer import Flow, concurrency_limits, set_concurrency_limit
 from balancer.cancel import CancelError, cancel_flow
+from balancer.concurrency import concurrency
 from balancer.dashboard.server import Dashboard
 from tests.conftest import Processes, RedisServer, wait_for
 from tests.integration import secure_tasks
@@ -252,6 +253,16 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
             task_key = partitions.flow_keys(Keys(ns), run_.id).task(run_.ids[doubled])
             assert acl_server.admin.hget(task_key, "run_name") == f"double-{i + 1}".encode()
         assert {partitions.of_flow(run_.id) for _, run_, _ in runs} == {0, 1}
+        # Concurrency limits: set by the operators, held by the client's and the worker's
+        # users (in a task, on both pools).
+        set_concurrency_limit("db", 1, acl_server.as_role("dispatcher"), namespace=ns)
+        with concurrency("db", timeout_seconds=30, client=client, namespace=ns):
+            assert concurrency_limits(client, namespace=ns)[0].held == 1
+        with Flow("acl-guarded") as flow:
+            guarded = [secure_tasks.guarded(i) for i in range(4)]
+        guarded_run = flow.submit(client, namespace=ns)
+        assert guarded_run.wait(timeout=60) == "completed"
+        assert [guarded_run.result(g) for g in guarded] == [0, 2, 4, 6]
         report = run_client(env["client"], "full", str(tmp_path / "flaky-marker"))
         assert report["state"] == "failed" and report["last"] == 15
         for command in (("status", "--json"), ("flows", "--json"), ("dlq", "ls"),

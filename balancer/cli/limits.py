@@ -1,0 +1,60 @@
+"""`balancer limit ...`: concurrency limits that `with concurrency(NAME):` blocks hold slots
+of, cluster-wide (balancer/concurrency.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import click
+
+from balancer.cli.common import Cluster, cluster_options, echo
+from balancer.concurrency import concurrency_limits, set_concurrency_limit
+
+
+@click.group()
+def limit() -> None:
+    """Concurrency limits: how many slots `with concurrency(NAME)` blocks may hold at once."""
+
+
+@limit.command("set")
+@click.argument("name")
+@click.argument("slots", type=click.IntRange(1, 1_000_000))
+@cluster_options
+def limit_set(name: str, slots: int, cluster: Cluster) -> None:
+    """Let at most SLOTS slots of NAME be held at once, across the cluster.
+
+    A block `with concurrency(NAME, occupy=N)` waits until N slots are free, in a task, a
+    @flow function or any client code; it frees them when it ends (or, if its process
+    dies, when their lease runs out: BALANCER_CONCURRENCY_LEASE)."""
+    try:
+        set_concurrency_limit(name, slots, cluster.client, namespace=cluster.keys.namespace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    echo(f"concurrency limit {name}: {slots} slots")
+
+
+@limit.command("rm")
+@click.argument("name")
+@cluster_options
+def limit_rm(name: str, cluster: Cluster) -> None:
+    """Remove NAME's limit: its blocks wait for nothing from now on."""
+    try:
+        set_concurrency_limit(name, None, cluster.client, namespace=cluster.keys.namespace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    echo(f"concurrency limit {name}: removed")
+
+
+@limit.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cluster_options
+def limit_ls(as_json: bool, cluster: Cluster) -> None:
+    """List concurrency limits and the slots held under each now."""
+    rows = concurrency_limits(cluster.client, namespace=cluster.keys.namespace)
+    if as_json:
+        echo(json.dumps([asdict(r) for r in rows], indent=2))
+    elif not rows:
+        echo("no concurrency limits (set one with: balancer limit set NAME N)")
+    else:
+        echo("\n".join(f"  {r.name:<30} {r.held}/{r.limit} slots held" for r in rows))

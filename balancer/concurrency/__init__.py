@@ -1,0 +1,356 @@
+"""Prefect's global concurrency limits: ``with concurrency("db", occupy=1):`` runs its block
+only while it holds that many of the limit's slots, cluster-wide, whatever process runs it
+(a task on a worker, a @flow function, any client code). ``balancer limit set db 5`` (or
+``set_concurrency_limit("db", 5)``) sets how many slots a limit has; a name with no limit
+holds nothing back (with ``strict=True`` it is an error). Tag limits bound whole task
+runs, from the dispatcher; these bound a block of code, wherever it runs.
+
+Slots are leased, not owned: a holder takes them for ``BALANCER_CONCURRENCY_LEASE``
+seconds (30) and one thread per process renews the leases of every block it holds, each
+third of a lease, so that a holder that dies (kill -9, a lost host) frees its slots once
+its lease runs out and never holds a limit for good. A block that waits polls, backing
+off from 5 ms to 250 ms; ``timeout_seconds`` bounds the wait (``ConcurrencyTimeout``, a
+``TimeoutError``). Several names are taken all or none, in one script call
+(common/lua/slots_take.lua). ``async with concurrency(...)`` waits without blocking its
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from balancer import building, runcontext
+from balancer.common.keys import Keys
+from balancer.common.replies import as_bytes_list
+from balancer.common.scripts import Scripts
+from balancer.common.settings import Settings
+
+log = logging.getLogger("balancer.concurrency")
+
+MAX_NAME = 200
+POLL_FIRST, POLL_MOST = 0.005, 0.25
+
+
+class ConcurrencyTimeout(TimeoutError):
+    """The slots were not free within ``timeout_seconds``."""
+
+
+class ConcurrencyError(ValueError):
+    """A limit that cannot be taken: it holds fewer slots than asked for, or (``strict``)
+    it is not set."""
+
+
+def check_name(name: object) -> str:
+    if (not isinstance(name, str) or not name or len(name) > MAX_NAME
+            or not name.isprintable()):
+        raise ValueError(f"invalid concurrency limit name {name!r}: use 1 to {MAX_NAME}"
+                         " printable characters")
+    return name
+
+
+class concurrency:  # Prefect's name, lower case as a function's: a context manager
+    """``with concurrency("db"):`` / ``async with concurrency(["db", "api"], occupy=2):``
+    hold ``occupy`` slots of each named limit for the block (module docstring)."""
+
+    def __init__(self, names: str | Sequence[str], occupy: int = 1,
+                 timeout_seconds: float | None = None, strict: bool = False, *,
+                 client: redis.Redis | None = None, redis_url: str | None = None,
+                 namespace: str | None = None) -> None:
+        given = [names] if isinstance(names, str) else list(names)
+        if not given:
+            raise ValueError("concurrency: give at least one limit name")
+        self.names = sorted({check_name(n) for n in given})
+        if isinstance(occupy, bool) or not isinstance(occupy, int) or occupy < 1:
+            raise ValueError(f"concurrency: occupy must be a positive integer, got {occupy!r}")
+        if timeout_seconds is not None and not timeout_seconds >= 0:
+            raise ValueError("concurrency: timeout_seconds must be a number of seconds,"
+                             f" got {timeout_seconds!r}")
+        self.occupy, self.timeout, self.strict = occupy, timeout_seconds, strict
+        self._where = (client, redis_url, namespace)
+        self._held: _Held | None = None
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def __enter__(self) -> concurrency:
+        self._take(time.sleep)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._give()
+
+    # -- async ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> concurrency:
+        held = self._try_first()
+        waited = 0.0
+        delay = POLL_FIRST
+        while held is None:
+            if self.timeout is not None and waited >= self.timeout:
+                raise self._timed_out()
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = _next(delay)
+            held = self._try()
+        self._hold(held)
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self._give()
+
+    # -- taking and giving ---------------------------------------------------------------
+
+    def _take(self, sleep: Callable[[float], Any]) -> None:
+        held = self._try_first()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        delay = POLL_FIRST
+        while held is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._timed_out()
+            sleep(delay if deadline is None else min(delay, max(0.0, deadline
+                                                                - time.monotonic())))
+            delay = _next(delay)
+            held = self._try()
+        self._hold(held)
+
+    def _try_first(self) -> _Held | None:
+        client, settings = _cluster(*self._where)
+        self._scripts = Scripts(client, Keys(settings.namespace))
+        self._lease_ms = int(settings.concurrency_lease * 1000)
+        self._holder = uuid.uuid4().hex
+        return self._try()
+
+    def _try(self) -> _Held | None:
+        """One attempt: the limits as they are set now (read each time: an operator may
+        change one while blocks wait), then their slots, all or none."""
+        limits = _limits(self._scripts, self.names)
+        missing = [n for n in self.names if n not in limits]
+        if self.strict and missing:
+            raise ConcurrencyError(f"no concurrency limit {missing[0]!r} is set"
+                                   f" (strict=True; `balancer limit set {missing[0]} N`)")
+        limited = [(n, limits[n]) for n in self.names if n in limits]
+        if limited:
+            code, detail = self._scripts.slots_take(self._holder, limited, self.occupy,
+                                                    self._lease_ms)
+            if code == -1:
+                raise ConcurrencyError(f"concurrency limit {detail!r} has fewer slots than"
+                                       f" occupy={self.occupy}: it could never be taken")
+            if code != 1:
+                return None
+        return _Held(self._scripts, self._holder, self.occupy, [n for n, _ in limited],
+                     self._lease_ms)
+
+    def _hold(self, held: _Held) -> None:
+        self._held = held
+        _renewer().add(held)
+
+    def _give(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            _renewer().remove(held)
+            held.give()
+
+    def _timed_out(self) -> ConcurrencyTimeout:
+        return ConcurrencyTimeout(
+            f"concurrency {', '.join(self.names)}: {self.occupy} slot(s) not free within"
+            f" {self.timeout}s")
+
+
+def _next(delay: float) -> float:
+    """The next poll's wait: doubling, jittered so that waiters do not poll in step."""
+    return min(POLL_MOST, delay * 2) * random.uniform(0.8, 1.2)
+
+
+def _cluster(client: redis.Redis | None, redis_url: str | None, namespace: str | None
+             ) -> tuple[redis.Redis, Settings]:
+    """Where the limits live: as given; else, in a task, its worker's cluster; in a @flow
+    function, its run's; else as a submit finds it (BALANCER_REDIS_URL, else the embedded
+    cluster)."""
+    from balancer.client import resolve_url, settings
+
+    if client is None and redis_url is None:
+        facts = runcontext.current()
+        if facts is not None and facts.client is not None:
+            return facts.client, settings(namespace or facts.namespace)
+        run = building.current_run()
+        if run is not None:
+            return run.client, run.settings
+    return resolve_url(client, redis_url, namespace)
+
+
+def _limits(scripts: Scripts, names: Sequence[str]) -> dict[str, int]:
+    """The limits set among ``names`` (a value that is no count, written by hand, reads as
+    none)."""
+    values = scripts.client.hmget(scripts.keys.of(0).concurrency_limits, list(names))
+    out = {}
+    for name, value in zip(names, values):
+        text = _text(value) if value is not None else ""
+        if text.isdigit():
+            out[name] = int(text)
+    return out
+
+
+@dataclass(eq=False)
+class _Held:
+    """Slots one block holds: their member in each limited name's set."""
+
+    scripts: Scripts
+    holder: str
+    occupy: int
+    names: list[str]
+    lease_ms: int
+
+    @property
+    def member(self) -> str:
+        return f"{self.holder}|{self.occupy}"
+
+    def keys(self) -> list[str]:
+        k = self.scripts.keys.of(0)
+        return [k.concurrency(n) for n in self.names]
+
+    def renew(self) -> None:
+        """Move the lease on (ZADD XX: a lease already ended stays ended)."""
+        client = self.scripts.client
+        seconds, micros = client.time()
+        until = int(seconds) * 1000 + int(micros) // 1000 + self.lease_ms
+        pipe = client.pipeline(transaction=False)
+        for key in self.keys():
+            pipe.zadd(key, {self.member: until}, xx=True)
+        pipe.execute()
+
+    def give(self) -> None:
+        try:
+            pipe = self.scripts.client.pipeline(transaction=False)
+            for key in self.keys():
+                pipe.zrem(key, self.member)
+            pipe.execute()
+        except redis.RedisError as exc:  # its lease ends on its own
+            log.warning("concurrency %s: slots not given back (%s); they free when their"
+                        " lease ends", ", ".join(self.names), exc)
+
+
+class _Renewer(threading.Thread):
+    """Renews the lease of every block this process holds, each third of its lease."""
+
+    def __init__(self) -> None:
+        super().__init__(name="balancer-concurrency", daemon=True)
+        self._due: dict[_Held, float] = {}  # when each is renewed next (monotonic)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def add(self, held: _Held) -> None:
+        with self._lock:
+            self._due[held] = time.monotonic() + held.lease_ms / 3000
+        self._wake.set()  # it may be due before what the thread sleeps for
+
+    def remove(self, held: _Held) -> None:
+        with self._lock:
+            self._due.pop(held, None)
+
+    def run(self) -> None:
+        while True:
+            with self._lock:
+                next_due = min(self._due.values(), default=None)
+            self._wake.wait(None if next_due is None
+                            else max(0.0, next_due - time.monotonic()))
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                due = [h for h, at in self._due.items() if at <= now]
+                for h in due:
+                    self._due[h] = now + h.lease_ms / 3000
+            for h in due:
+                try:
+                    h.renew()
+                except redis.RedisError as exc:  # tried again at the next third
+                    log.warning("concurrency %s: lease not renewed (%s)",
+                                ", ".join(h.names), exc)
+
+
+_renewer_lock = threading.Lock()
+_the_renewer: _Renewer | None = None
+
+
+def _renewer() -> _Renewer:
+    global _the_renewer
+    with _renewer_lock:
+        if _the_renewer is None or not _the_renewer.is_alive():
+            _the_renewer = _Renewer()
+            _the_renewer.start()
+        return _the_renewer
+
+
+# -- the limits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConcurrencyLimit:
+    name: str
+    limit: int | None  # None: not set (slots are still held under it)
+    held: int  # slots held now
+
+
+def set_concurrency_limit(name: str, limit: int | None, client: redis.Redis | None = None,
+                          *, redis_url: str | None = None, namespace: str | None = None
+                          ) -> None:
+    """Let at most ``limit`` slots of ``name`` be held at once, cluster-wide; None removes
+    the limit (its blocks then wait for nothing)."""
+    from balancer.client import resolve_url, talking
+
+    check_name(name)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or not 1 <= limit <= 1_000_000):
+        raise ValueError(f"concurrency limit {name!r}: the limit must be an integer from 1"
+                         f" to 1000000, got {limit!r}")
+    conn, settings = resolve_url(client, redis_url, namespace)
+    keys = Keys(settings.namespace)
+    with talking(conn):
+        if limit is None:
+            conn.hdel(keys.concurrency_limits, name)
+        else:
+            conn.hset(keys.concurrency_limits, name, limit)
+
+
+def concurrency_limits(client: redis.Redis | None = None, *, redis_url: str | None = None,
+                       namespace: str | None = None) -> list[ConcurrencyLimit]:
+    """Every limit set, with the slots held under it now, by name."""
+    from balancer.client import resolve_url, talking
+
+    conn, settings = resolve_url(client, redis_url, namespace)
+    keys = Keys(settings.namespace)
+    with talking(conn):
+        raw = {_text(k): v for k, v in conn.hgetall(keys.concurrency_limits).items()}
+        names = sorted(raw)
+        seconds, micros = conn.time()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        pipe = conn.pipeline(transaction=False)
+        for n in names:
+            pipe.zrangebyscore(keys.concurrency(n), now, "+inf")
+        members = pipe.execute()
+    out = []
+    for n, held in zip(names, members):
+        value = _text(raw[n])
+        limit = int(value) if value.isdigit() else None
+        out.append(ConcurrencyLimit(n, limit, sum(_occupied(m) for m in as_bytes_list(held))))
+    return out
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _occupied(member: bytes) -> int:
+    _, _, occupy = member.rpartition(b"|")
+    return int(occupy) if occupy.isdigit() else 1
