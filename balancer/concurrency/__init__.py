@@ -154,11 +154,12 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 
     def _hold(self, held: _Held) -> None:
         self._held = held
-        _renewer().add(held)
+        if held.names:  # none when no name given has a limit: nothing to renew
+            _renewer().add(held)
 
     def _give(self) -> None:
         held, self._held = self._held, None
-        if held is not None:
+        if held is not None and held.names:
             _renewer().remove(held)
             held.give()
 
