@@ -17,6 +17,13 @@ def limit() -> None:
     """Concurrency limits: how many slots `with concurrency(NAME)` blocks may hold at once."""
 
 
+def _configure(cluster: Cluster, name: str, slots: int | None) -> None:
+    try:
+        set_concurrency_limit(name, slots, cluster.client, namespace=cluster.keys.namespace)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+
+
 @limit.command("set")
 @click.argument("name")
 @click.argument("slots", type=click.IntRange(1, 1_000_000))
@@ -27,10 +34,7 @@ def limit_set(name: str, slots: int, cluster: Cluster) -> None:
     A block `with concurrency(NAME, occupy=N)` waits until N slots are free, in a task, a
     @flow function or any client code; it frees them when it ends (or, if its process
     dies, when their lease runs out: BALANCER_CONCURRENCY_LEASE)."""
-    try:
-        set_concurrency_limit(name, slots, cluster.client, namespace=cluster.keys.namespace)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    _configure(cluster, name, slots)
     echo(f"concurrency limit {name}: {slots} slots")
 
 
@@ -39,10 +43,7 @@ def limit_set(name: str, slots: int, cluster: Cluster) -> None:
 @cluster_options
 def limit_rm(name: str, cluster: Cluster) -> None:
     """Remove NAME's limit: its blocks wait for nothing from now on."""
-    try:
-        set_concurrency_limit(name, None, cluster.client, namespace=cluster.keys.namespace)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    _configure(cluster, name, None)
     echo(f"concurrency limit {name}: removed")
 
 
