@@ -115,7 +115,7 @@ def test_balancer_serves(services: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("name", "queues"), [
     ("worker-high", ("high-priority", "default")),
-    ("worker-default", ("default",)),
+    ("worker-default", ("default", "low-priority")),
 ])
 def test_workers_serve_the_queues_named(services: dict[str, Any], name: str,
                                         queues: tuple[str, ...]) -> None:
@@ -124,6 +124,19 @@ def test_workers_serve_the_queues_named(services: dict[str, Any], name: str,
     params = parse(args).params
     assert params["queues"] == queues
     assert params["concurrency"] == 4
+
+
+def test_every_queue_an_example_uses_is_served_by_a_worker(services: dict[str, Any]) -> None:
+    """The examples ship in the image: each must run on this cluster (one whose queue no
+    worker served waited for ever, saying so)."""
+    used = {"default"}
+    for example in (ROOT / "examples").glob("*.py"):
+        text = example.read_text()
+        used |= set(re.findall(r'queue_name="([^"]+)"', text))
+        used |= set(re.findall(r'Queue\(name="([^"]+)"', text))
+    served = {q for name, service in services.items() if name.startswith("worker")
+              for q in parse(argv(service)).params["queues"]}
+    assert used <= served, f"queues no worker serves: {sorted(used - served)}"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
