@@ -5,9 +5,15 @@ found by itself. An editable install finds every folder anyway, so only this che
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import tomllib
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
