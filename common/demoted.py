@@ -23,7 +23,12 @@ from typing import Any, NoReturn
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from redis.sentinel import DEMOTED_MASTER_UNBLOCKED_ERROR
+
+# What Redis answers a client blocked on a server that turns into a replica (its own
+# words, which redis-py 8.2 names DEMOTED_MASTER_UNBLOCKED_ERROR: older releases, which
+# pip picks on Python 3.10, do not have the name).
+DEMOTED_MASTER_UNBLOCKED_ERROR = (
+    "UNBLOCKED force unblock from blocking operation, instance state changed")
 
 
 class Demoted(redis.ConnectionError):

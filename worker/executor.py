@@ -58,7 +58,14 @@ def run_awaitable(awaitable: Awaitable[Any], timeout: float | None) -> Any:
     """Run a task's coroutine to its end on this thread's loop. Past ``timeout`` it is
     cancelled and TimeoutError raised, as for any task run past its timeout."""
     async def bounded() -> Any:
-        return await asyncio.wait_for(awaitable, timeout)
+        try:
+            return await asyncio.wait_for(awaitable, timeout)
+        except asyncio.TimeoutError as exc:
+            if not isinstance(exc.__cause__, asyncio.CancelledError):
+                raise  # the task's own (a read that timed out), not its timeout
+            # Named as a thread's or a process's timeout names it: the builtin
+            # TimeoutError, which asyncio's is only from Python 3.11 on.
+            raise TimeoutError(f"the task ran past its timeout of {timeout}s") from None
 
     return _loop().run_until_complete(bounded())
 
