@@ -23,10 +23,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import redis
 
@@ -80,30 +79,18 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         self._where = (client, redis_url, namespace)
         self._held: _Held | None = None
 
-    # -- sync ----------------------------------------------------------------------------
-
     def __enter__(self) -> concurrency:
-        self._take(time.sleep)
+        for wait in self._polls():
+            time.sleep(wait)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._give()
 
-    # -- async ---------------------------------------------------------------------------
-
     async def __aenter__(self) -> concurrency:
-        held = self._try_first()
-        waited = 0.0
-        delay = POLL_FIRST
-        while held is None:
-            if self.timeout is not None and waited >= self.timeout:
-                raise self._timed_out()
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = _next(delay)
-            held = self._try()
-        self._hold(held)
+        for wait in self._polls():  # its Redis calls are short: made on the loop
+            await asyncio.sleep(wait)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -112,18 +99,23 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 
     # -- taking and giving ---------------------------------------------------------------
 
-    def _take(self, sleep: Callable[[float], Any]) -> None:
+    def _polls(self) -> Iterator[float]:
+        """Take the slots: yields how long to wait before each next try, until a try
+        holds them (then they are held and renewed); ConcurrencyTimeout past
+        ``timeout_seconds``. The sync and async entries wait each their own way."""
         held = self._try_first()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         delay = POLL_FIRST
         while held is None:
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 raise self._timed_out()
-            sleep(delay if deadline is None else min(delay, max(0.0, deadline
-                                                                - time.monotonic())))
+            yield delay if deadline is None else min(delay, deadline - now)
             delay = _next(delay)
             held = self._try()
-        self._hold(held)
+        self._held = held
+        if held.names:  # none when no name given has a limit: nothing to renew
+            _renewer().add(held)
 
     def _try_first(self) -> _Held | None:
         client, settings = _cluster(*self._where)
@@ -151,11 +143,6 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
                 return None
         return _Held(self._scripts, self._holder, self.occupy, [n for n, _ in limited],
                      self._lease_ms)
-
-    def _hold(self, held: _Held) -> None:
-        self._held = held
-        if held.names:  # none when no name given has a limit: nothing to renew
-            _renewer().add(held)
 
     def _give(self) -> None:
         held, self._held = self._held, None
