@@ -30,6 +30,7 @@ from types import TracebackType
 import redis
 
 from balancer import building, runcontext
+from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_list
 from balancer.common.scripts import Scripts
@@ -182,12 +183,8 @@ def _limits(scripts: Scripts, names: Sequence[str]) -> dict[str, int]:
     """The limits set among ``names`` (a value that is no count, written by hand, reads as
     none)."""
     values = scripts.client.hmget(scripts.keys.of(0).concurrency_limits, list(names))
-    out = {}
-    for name, value in zip(names, values):
-        text = _text(value) if value is not None else ""
-        if text.isdigit():
-            out[name] = int(text)
-    return out
+    found = {name: _slots(value) for name, value in zip(names, values)}
+    return {name: slots for name, slots in found.items() if slots is not None}
 
 
 @dataclass(eq=False)
@@ -209,11 +206,10 @@ class _Held:
         return [k.concurrency(n) for n in self.names]
 
     def renew(self) -> None:
-        """Move the lease on (ZADD XX: a lease already ended stays ended)."""
-        client = self.scripts.client
-        seconds, micros = client.time()
-        until = int(seconds) * 1000 + int(micros) // 1000 + self.lease_ms
-        pipe = client.pipeline(transaction=False)
+        """Move the lease on (ZADD XX: a lease already ended stays ended), by Redis's
+        clock, which slots_take.lua reads."""
+        until = self.scripts.now_ms() + self.lease_ms
+        pipe = self.scripts.client.pipeline(transaction=False)
         for key in self.keys():
             pipe.zadd(key, {self.member: until}, xx=True)
         pipe.execute()
@@ -321,18 +317,23 @@ def concurrency_limits(client: redis.Redis | None = None, *, redis_url: str | No
     with talking(conn):
         raw = {_text(k): v for k, v in conn.hgetall(keys.concurrency_limits).items()}
         names = sorted(raw)
-        seconds, micros = conn.time()
-        now = int(seconds) * 1000 + int(micros) // 1000
+        now = int(server_time_ms(conn, keys.concurrency_limits))
         pipe = conn.pipeline(transaction=False)
         for n in names:
             pipe.zrangebyscore(keys.concurrency(n), now, "+inf")
         members = pipe.execute()
     out = []
     for n, held in zip(names, members):
-        value = _text(raw[n])
-        limit = int(value) if value.isdigit() else None
-        out.append(ConcurrencyLimit(n, limit, sum(_occupied(m) for m in as_bytes_list(held))))
+        out.append(ConcurrencyLimit(n, _slots(raw[n]),
+                                    sum(_occupied(m) for m in as_bytes_list(held))))
     return out
+
+
+def _slots(value: bytes | str | None) -> int | None:
+    """A limit's slots as stored; None when there is none, or it is no count (written by
+    hand): such a limit holds nothing back."""
+    text = _text(value) if value is not None else ""
+    return int(text) if text.isdigit() else None
 
 
 def _text(value: bytes | str) -> str:

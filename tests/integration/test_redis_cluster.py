@@ -18,7 +18,14 @@ from balancer.common.connection import connect
 from balancer.common.keys import Keys
 from redis.crc import key_slot
 
-from balancer import Flow
+from balancer import (
+    ConcurrencyLimit,
+    ConcurrencyTimeout,
+    Flow,
+    concurrency_limits,
+    set_concurrency_limit,
+)
+from balancer.concurrency import concurrency
 from bench.redis_servers import ClusterServer, LocalCluster
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
@@ -118,6 +125,23 @@ def move_slot(cluster: LocalCluster, slot: int, src: ClusterServer,
         time.sleep(PAUSE)
     for node in cluster.masters():
         redis.Redis(port=node.port).execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+
+
+def test_concurrency_slots_are_held_and_renewed_on_the_cluster(
+        local_cluster: LocalCluster, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block's slots are taken, kept past two leases (renewed) and given back on a Redis
+    Cluster."""
+    monkeypatch.setenv("BALANCER_CONCURRENCY_LEASE", "0.3")
+    client = connect(local_cluster.url)
+    set_concurrency_limit("db", 1, client, namespace=namespace)
+    with concurrency("db", client=client, namespace=namespace):
+        time.sleep(0.7)  # past two leases: held only if renewed
+        assert concurrency_limits(client, namespace=namespace) == [
+            ConcurrencyLimit("db", 1, 1)]
+        with (pytest.raises(ConcurrencyTimeout),
+              concurrency("db", timeout_seconds=0.2, client=client, namespace=namespace)):
+            pass
+    assert concurrency_limits(client, namespace=namespace)[0].held == 0
 
 
 def test_flows_ride_out_the_namespace_slot_moving_to_another_master(
