@@ -27,6 +27,7 @@ from balancer.common.replies import (
     field_utc,
     opt_field_int,
 )
+from balancer.dynamic import FLOW_KIND
 
 FIELDS = ["state", "deps", "worker", "started", "finished", "failures", "lost", "error",
           "children", "queue", "cached", "tags", "run_name"]
@@ -89,17 +90,19 @@ class FlowView:
         return out
 
 
-def dynamic_listing(client: redis.Redis, keys: Keys, flow_id: str) -> list[tuple[str, str, str]]:
-    """What a @flow function added to its run (balancer/dynamic.py): (id, name, kind)
-    per task and sub-run, in the order added; nothing for a flow submitted whole."""
-    found = []
+def added_to(client: redis.Redis, keys: Keys, flow_id: str
+             ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What a @flow function added to its run (balancer/dynamic.py), (id, name) each, in
+    the order added: its tasks, and its sub-runs; nothing for a flow submitted whole."""
+    tasks: list[tuple[str, str]] = []
+    sub_runs: list[tuple[str, str]] = []
     for entry in as_bytes_list(client.lrange(keys.flow_tasks(flow_id), 0, -1)):
         try:
             task_id, name, kind = codec.unpack(entry)
         except (CodecError, ValueError, TypeError):
             continue  # not ours to show
-        found.append((str(task_id), str(name), str(kind)))
-    return found
+        (sub_runs if kind == FLOW_KIND else tasks).append((str(task_id), str(name)))
+    return tasks, sub_runs
 
 
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
@@ -112,8 +115,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     if name is None:
         return None
     listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
-    added = dynamic_listing(client, keys, flow_id)  # a @flow function's run
-    listed += [(t, n) for t, n, kind in added if kind != "flow"]
+    added, sub_runs = added_to(client, keys, flow_id)  # a @flow function's run
+    listed += added
     pipe = client.pipeline(transaction=False)
     for task_id, _ in listed:
         pipe.hmget(keys.task(task_id), FIELDS)
@@ -147,11 +150,9 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
             why.reason(f, held) if f else "", str(err) if err else "",
             err.traceback if err else "", rec["cached"] == b"1",
             list(field_tags(rec["tags"])), (rec["run_name"] or b"").decode(errors="replace")))
-    for run_id, sub_name, kind in added:
-        if kind == "flow":
-            sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]
-            rows.append(TaskRow(run_id, sub_name,
-                                "sub-run " + (sub.decode() if sub else "expired")))
+    for run_id, sub_name in sub_runs:
+        sub = as_opt_bytes_list(client.hmget(keys.flow(run_id), ["state"]))[0]
+        rows.append(TaskRow(run_id, sub_name, "sub-run " + (sub.decode() if sub else "expired")))
     done = sum(r.state == "completed" for r in rows)
     counts = {"total": opt_field_int(total) or len(rows), "completed": done,
               "failed": opt_field_int(failed) or 0, "cancelled": opt_field_int(cancelled) or 0,

@@ -17,7 +17,6 @@ from balancer.common import codec, signals
 from balancer.common.keys import Keys
 from balancer.common.models import TaskState
 from balancer.common.replies import as_bytes_list, as_opt_bytes_list
-from balancer.dynamic import FLOW_KIND
 
 
 @dataclass
@@ -68,14 +67,10 @@ def holds(client: redis.Redis, keys: Keys, queue: str) -> Holds:
     for flow_id in flows:
         pipe.hmget(keys.flow(flow_id), ["state", "tasks"])
     pending: list[str] = []
-    running: list[str] = []
     for flow_id, (state, blob) in zip(flows, (as_opt_bytes_list(r) for r in pipe.execute())):
-        if state == b"running":
-            running.append(flow_id)
+        if state == b"running":  # its record's tasks, and those a @flow function added
             pending += [str(row[0]) for row in codec.unpack(blob or b"\x90")]
-    for flow_id in running:  # and the tasks a @flow function added to its run
-        pending += [t for t, _, kind in flowview.dynamic_listing(client, keys, flow_id)
-                    if kind != FLOW_KIND]
+            pending += [t for t, _ in flowview.added_to(client, keys, flow_id)[0]]
     pipe = client.pipeline(transaction=False)
     for task_id in pending:
         pipe.hmget(keys.task(task_id), ["state", "queue", "deps"])

@@ -126,7 +126,7 @@ class FlowRun:
         ``BALANCER_REDIS_URL``. Raises KeyError when no such run is recorded (finished
         runs expire after ``result_ttl``)."""
         from balancer.client import resolve_url, talking
-        from balancer.flowview import dynamic_listing
+        from balancer.flowview import added_to
 
         conn, settings = resolve_url(client, redis_url, namespace)
         keys = partitions.flow_keys(Keys(settings.namespace), flow_id)
@@ -135,9 +135,8 @@ class FlowRun:
             if name is None:
                 raise KeyError(f"no flow run {flow_id} (finished runs expire after"
                                f" {settings.result_ttl:.0f}s)")
-            added = dynamic_listing(conn, keys, flow_id)
-        tasks = [(str(t), str(n)) for t, n in codec.unpack(blob or b"\x90")]
-        tasks += [(t, n) for t, n, kind in added if kind != "flow"]
+            added, _ = added_to(conn, keys, flow_id)
+        tasks = [(str(t), str(n)) for t, n in codec.unpack(blob or b"\x90")] + added
         return cls(conn, keys, flow_id, None, {}, name=name.decode(), tasks=tasks)
 
     @property

@@ -1,7 +1,7 @@
 """What the dashboard's flow page shows: every task of one run with its state, worker,
 attempts, timings, result size, error (with traceback) and why it waits, and the edges
 of its DAG; for a @flow function's run, the tasks and sub-runs it added, in the order
-added (balancer/flowview.py: dynamic_listing). Read in a few pipelined round trips."""
+added (balancer/flowview.py: added_to). Read in a few pipelined round trips."""
 
 from __future__ import annotations
 
@@ -34,9 +34,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
         listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob))]
     except (codec.CodecError, TypeError, ValueError):
         listed = []
-    added = flowview.dynamic_listing(client, keys, flow_id)  # a @flow function's run
-    listed += [(t, n) for t, n, kind in added if kind != "flow"]
-    sub_runs = [(t, n) for t, n, kind in added if kind == "flow"]
+    added, sub_runs = flowview.added_to(client, keys, flow_id)  # a @flow function's run
+    listed += added
     shown = listed[:MAX_TASKS]
     ids = [t for t, _ in shown]
     facts = why.task_facts(client, keys, ids)
