@@ -78,7 +78,8 @@ class Task:
     retry_jitter_factor: float | None = None
     # Prefect's task_run_name: a template of the function's parameters, or a function of
     # none, made into each run's name on the worker as it begins (balancer/runnames.py).
-    # Code, as the handlers are: the worker reads it from the task as its module defines it.
+    # The worker reads it from the task as its module defines it; a copy's travels with
+    # each call instead (RUN_NAME_TRAVELS), as a template naming parameters only.
     task_run_name: Any = None
     # importpath.TASK_MARKER: a worker runs only objects that carry it.
     __balancer_task__ = True
@@ -299,10 +300,10 @@ def _retry_delay(given: Any) -> Any:
     return given
 
 
-# What with_options may change: what travels with each call, and the metadata kept on
-# the task (description, version, persist_result) (Task.with_options).
 # Set on a copy whose task_run_name travels with its calls (the module's is read there).
 RUN_NAME_TRAVELS = "_run_name_travels"
+# What with_options may change: what travels with each call, and the metadata kept on
+# the task (description, version, persist_result) (Task.with_options).
 _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay",
                        "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
