@@ -27,11 +27,12 @@ from typing import Any
 LOGGER = "balancer.task"
 
 # What only the records hold: read from Redis when first asked for (worker/runfacts.py).
-_READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name", "parameters",
+_READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name",
          "scheduled_start_time", "date", "today", "yesterday", "tomorrow")
 _FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "task_run_name", "map_index",
                "flow_run_id", "queue", "worker")
-KEYS = (*_FROM_LEASE, *_READ, "logger")
+# The flow run's parameters: read from Redis on their own, the first time asked for.
+KEYS = (*_FROM_LEASE, *_READ, "parameters", "logger")
 
 
 class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -65,7 +66,10 @@ class RunFacts:
     # The worker's cluster, for what a task does there itself (balancer/concurrency.py).
     client: Any = None
     namespace: str | None = None
+    # The flow run's parameters, read once when first asked for (worker/runfacts.py).
+    read_parameters: Callable[[], dict[str, Any]] | None = None
     _more: dict[str, Any] | None = field(default=None, repr=False)
+    _parameters: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def map_index(self) -> int | None:
@@ -103,6 +107,12 @@ class RunFacts:
         return TaskLogger(logging.getLogger(LOGGER), {
             "task": self.task_run_id, "flow": self.flow_run_id,
             "name": self.run_name if self.run_name is not None else self.task_name})
+
+    def flow_parameters(self) -> dict[str, Any]:
+        """The flow run's parameters, read once (``more``'s rule)."""
+        if self._parameters is None:
+            self._parameters = self.read_parameters() if self.read_parameters else {}
+        return self._parameters
 
     def more(self) -> dict[str, Any]:
         """The records' facts, read once (two threads of one task asking at once may both
@@ -173,6 +183,8 @@ class Context(Mapping[str, Any]):
             return logging.getLogger(LOGGER) if key == "logger" else None
         if key in _READ:
             return facts.more().get(key)
+        if key == "parameters":
+            return facts.flow_parameters()
         return getattr(facts, key)
 
     def __getattr__(self, name: str) -> Any:

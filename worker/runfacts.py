@@ -11,7 +11,7 @@ import redis
 from balancer.common import codec
 from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
-from balancer.common.replies import field_int, field_tags, field_utc
+from balancer.common.replies import as_opt_bytes, field_int, field_tags, field_utc
 from balancer.common.signals import Lease
 
 from balancer.runcontext import RunFacts, dated
@@ -23,7 +23,8 @@ def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys,
     the lease's partition); ``record_name`` writes the run's name once it is made."""
     return RunFacts(lease.task_id, lease.name, lease.flow, lease.queue, worker_id,
                     lambda: read(client, keys, lease.task_id, lease.flow),
-                    record_name=record_name, client=client, namespace=keys.namespace)
+                    record_name=record_name, client=client, namespace=keys.namespace,
+                    read_parameters=lambda: parameters(client, keys, lease.flow))
 
 
 def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:
@@ -33,24 +34,25 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
     failures so far and its retries (``failures`` and ``retries``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
-    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name", "params"])
-    (failures, lost, tags, retries), (name, scheduled, created, run_name,
-                                      params) = pipe.execute()
+    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name"])
+    (failures, lost, tags, retries), (name, scheduled, created, run_name) = pipe.execute()
     flow_name = name.decode(errors="replace") if name is not None else None
     out: dict[str, Any] = {
         "failures": max(0, field_int(failures)), "retries": max(0, field_int(retries)),
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
         "flow_name": flow_name,
-        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name,
-        "parameters": _parameters(params)}
+        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name}
     return {**out, **dated(field_utc(scheduled) or field_utc(created)
                            or datetime.now(timezone.utc))}
 
 
-def _parameters(blob: bytes | None) -> dict[str, Any]:
-    """The flow run's parameters from its record; {} when it has none, or holds something
-    that is not a map of them (written by someone else)."""
+def parameters(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
+    """The flow run's parameters from its record, read apart from the other facts (up to
+    64 KiB, which a state handler's read of the run's failures would carry each run for
+    nothing); {} when it has none, or holds something that is not a map of them (written
+    by someone else)."""
+    blob = as_opt_bytes(client.hget(keys.flow(flow_id), "params"))
     if not blob:
         return {}
     try:

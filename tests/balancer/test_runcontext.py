@@ -121,3 +121,15 @@ def test_a_task_run_s_parameters_are_its_arguments_by_name() -> None:
     with bound(facts):
         assert runtime.task_run.parameters == {"rows": [1, 2], "factor": 10, "mode": "fast"}
     assert runtime.task_run.parameters == {} and runtime.flow_run.parameters == {}
+
+
+def test_the_flow_run_s_parameters_are_read_on_their_own_once_when_asked_for() -> None:
+    reads: list[str] = []
+    facts = _facts(read={"flow_name": "etl"}, reads=[])
+    facts.read_parameters = lambda: reads.append("params") or {"day": "mon"}
+    with bound(facts):
+        assert context.flow_name == "etl" and reads == []  # the other facts carry none
+        assert context.parameters == {"day": "mon"} == context["parameters"]
+    assert reads == ["params"]
+    with bound(_facts()):
+        assert context.parameters == {}  # none to read
