@@ -83,7 +83,7 @@ def execute(fn_path: str, args_blob: bytes, max_result_bytes: int,
     except CodecError as exc:
         return Outcome.failure(ErrorInfo("balancer.BadPayload", f"task {fn_path}: {exc}"), False)
 
-    travelled = kwargs.pop(RUN_NAME_KEYWORD, None) if RUN_NAME_KEYWORD in kwargs else None
+    travelled = kwargs.pop(RUN_NAME_KEYWORD, None)
     refused = begin_run(fn_path, fn, args, kwargs, travelled)
     if refused is not None:
         return refused
