@@ -133,9 +133,8 @@ class DynamicRun:
             record["parent"] = self.parent.id
         if self.run_name is not None:
             record["run_name"] = self.run_name
-        recorded = parameter.recorded(self.parameters)
-        if recorded is not None:
-            record["params"] = recorded  # for its tasks (balancer.context.parameters)
+        # For its tasks (balancer.context.parameters, caches keyed on them).
+        record.update(parameter.record_fields(self.parameters))
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self.keys.flow(self.id), mapping=record)
         pipe.zadd(self.keys.flows, {self.id: now_ms})

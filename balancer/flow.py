@@ -254,6 +254,15 @@ class Flow:
 
     def set_dependency(self, upstream: Node | Task, downstream: Node | Task,
                        key: str | None = None) -> None:
+        if isinstance(upstream, Parameter):
+            # Prefect 1's upstream_tasks=[param] or set_upstream(param, key="day"): a
+            # parameter's value is known when the run is submitted, so there is nothing to
+            # wait for; the task joins the flow, given the value under ``key`` if named.
+            down = self._node(downstream)
+            self.add_parameter(upstream)  # the run takes it, whether it is passed or not
+            if key is not None:
+                down.kwargs[key] = upstream
+            return
         up, down = self._node(upstream), self._node(downstream)
         if up is down:
             raise FlowError(f"task {up.task.name!r} cannot depend on itself")

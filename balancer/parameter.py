@@ -72,14 +72,16 @@ def bind(flow_name: str, declared: Mapping[str, Parameter],
     return values
 
 
-def recorded(values: Mapping[str, Any]) -> bytes | None:
-    """A run's parameters as its record keeps them (``params``): msgpack of those that
-    pack (a @flow function may take objects that do not), or None when none does or they
-    pack to more than RECORDED_LIMIT bytes."""
+def record_fields(values: Mapping[str, Any]) -> dict[str, bytes | int]:
+    """A run's parameters as its record keeps them: ``params``, msgpack of those that
+    pack (a @flow function may take objects that do not), unless they pack to more than
+    RECORDED_LIMIT bytes; and ``params_cut`` when some or all are not kept, so that a
+    cache keyed on them (worker/cachekeys.py) does not take what is kept for all."""
     if not values:
-        return None
+        return {}
+    kept = dict(values)
     try:
-        blob = codec.pack(dict(values))
+        blob = codec.pack(kept)
     except CodecError:
         kept = {}
         for name, value in values.items():
@@ -88,7 +90,10 @@ def recorded(values: Mapping[str, Any]) -> bytes | None:
             except CodecError:
                 continue
             kept[name] = value
-        if not kept:
-            return None
         blob = codec.pack(kept)
-    return blob if len(blob) <= RECORDED_LIMIT else None
+    fields: dict[str, bytes | int] = {}
+    if kept and len(blob) <= RECORDED_LIMIT:
+        fields["params"] = blob
+    if len(kept) < len(values) or "params" not in fields:
+        fields["params_cut"] = 1
+    return fields

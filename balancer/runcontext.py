@@ -66,10 +66,11 @@ class RunFacts:
     # The worker's cluster, for what a task does there itself (balancer/concurrency.py).
     client: Any = None
     namespace: str | None = None
-    # The flow run's parameters, read once when first asked for (worker/runfacts.py).
-    read_parameters: Callable[[], dict[str, Any]] | None = None
+    # The flow run's parameters, read once when first asked for (worker/runfacts.py),
+    # and whether its record keeps them all.
+    read_parameters: Callable[[], tuple[dict[str, Any], bool]] | None = None
     _more: dict[str, Any] | None = field(default=None, repr=False)
-    _parameters: dict[str, Any] | None = field(default=None, repr=False)
+    _parameters: tuple[dict[str, Any], bool] | None = field(default=None, repr=False)
 
     @property
     def map_index(self) -> int | None:
@@ -110,8 +111,13 @@ class RunFacts:
 
     def flow_parameters(self) -> dict[str, Any]:
         """The flow run's parameters, read once (``more``'s rule)."""
+        return self.recorded_parameters()[0]
+
+    def recorded_parameters(self) -> tuple[dict[str, Any], bool]:
+        """The flow run's parameters, and whether its record keeps them all (some may not
+        pack, or all be too big to copy in: balancer/parameter.py)."""
         if self._parameters is None:
-            self._parameters = self.read_parameters() if self.read_parameters else {}
+            self._parameters = self.read_parameters() if self.read_parameters else ({}, True)
         return self._parameters
 
     def more(self) -> dict[str, Any]:

@@ -259,9 +259,8 @@ def prepare(flow: Flow, settings: Settings, params: dict[Parameter, Any] | None,
     }
     if by_reference:
         flow_record["refs"] = 1  # its state is its reference tasks' (flow_tasks_done)
-    recorded = parameter.recorded({p.name: v for p, v in params.items()})
-    if recorded is not None:
-        flow_record["params"] = recorded  # for its tasks (balancer.context.parameters)
+    # For its tasks (balancer.context.parameters, caches keyed on them).
+    flow_record.update(parameter.record_fields({p.name: v for p, v in params.items()}))
     touched = {r["queue"] for r in records.values()}
     return Prepared(flow_id, flow_record, records, ready, touched, ids, gate)
 

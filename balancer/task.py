@@ -45,6 +45,12 @@ class Task:
     cache_for: Any = None
     cache_key: str | None = None
     cache_validator: Any = None
+    # Prefect 2/3's cache policy (balancer/cache_policies.py), taken as the two above; kept
+    # for the key functions it has, which the worker reads from the task as its module
+    # defines it and calls before each run (worker/cachekeys.py).
+    cache_policy: Any = None
+    # Prefect's refresh_cache: each run runs, whatever the cache holds, and stores its result.
+    refresh_cache: bool | None = None
     # Prefect 1's nout: how many values the returned tuple holds, so that a reference
     # unpacks (``a, b = t()``) in a flow.
     nout: int | None = None
@@ -221,7 +227,9 @@ class Task:
         ``name``, ``queue_name``, ``priority``, ``retries`` (``max_retries``),
         ``retry_delay`` (``retry_delay_seconds``), ``timeout`` (``timeout_seconds``),
         ``tags``, ``trigger``, ``skip_on_upstream_skip``, ``cache_for``, ``cache_key``,
-        ``cache_validator``, ``nout``, ``retry_jitter_factor``, and ``description``,
+        ``cache_validator``, Prefect 2/3's ``cache_policy``, ``cache_key_fn`` (the task's
+        own only: caching.copied), ``cache_expiration`` and ``refresh_cache``, ``nout``,
+        ``retry_jitter_factor``, and ``description``,
         ``version``, ``persist_result`` (metadata, changing nothing on the worker). The
         others travel with each call; what the worker reads from the task as its module
         defines it (``log_stdout``/``log_prints``, state handlers and hooks) cannot
@@ -243,6 +251,7 @@ class Task:
             raise TypeError(f"task {self.name!r}: with_options copies a @task; a task class"
                             " takes its options as keywords: make another instance")
         given["max_retries"] = None  # the copy's retries hold it
+        given.update(caching.copied(self, given))
         if "retry_delay" in given:
             try:
                 given["retry_delay"] = _retry_delay(given["retry_delay"])
@@ -308,7 +317,8 @@ _COPYABLE = frozenset({"name", "queue_name", "priority", "retries", "retry_delay
                        "retry_jitter_factor", "timeout",
                        "tags", "trigger", "skip_on_upstream_skip", "cache_for", "cache_key",
                        "description", "version", "persist_result",
-                       "cache_validator", "nout", "task_run_name"})
+                       "cache_validator", "nout", "task_run_name", "cache_policy",
+                       "cache_key_fn", "cache_expiration", "refresh_cache"})
 
 
 @overload
@@ -346,6 +356,7 @@ def task(
     cache_key_fn: Any = None,
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
+    refresh_cache: bool | None = None,
     retry_condition_fn: Any = None,
     retry_jitter_factor: float | None = None,
     task_run_name: Any = None,
@@ -384,6 +395,7 @@ def task(
     cache_key_fn: Any = None,
     cache_policy: Any = None,
     cache_expiration: float | timedelta | None = None,
+    refresh_cache: bool | None = None,
     retry_condition_fn: Any = None,
     retry_jitter_factor: float | None = None,
     task_run_name: Any = None,
@@ -399,8 +411,8 @@ def task(
     ``log_prints`` for ``log_stdout``; Prefect 1's ``state_handlers`` and ``on_failure``,
     and Prefect 2/3's hooks (``on_completion=[...]``, ``on_failure=[...]``) and
     ``retry_condition_fn``, called on the worker (common/statehandlers.py); Prefect
-    2/3's ``cache_key_fn=task_input_hash``, ``cache_policy`` and ``cache_expiration`` as
-    Prefect 1's caching options (balancer/caching.py), ``retry_jitter_factor``, and
+    2/3's ``cache_key_fn``, ``cache_policy``, ``cache_expiration`` and ``refresh_cache``
+    (balancer/caching.py, balancer/cache_policies.py), ``retry_jitter_factor``, and
     ``task_run_name`` (balancer/runnames.py)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
@@ -417,7 +429,7 @@ def task(
         retries = max_retries
 
     def wrap(f: Callable[..., Any]) -> Task:
-        cached_for, validator = caching.from_prefect_2(
+        cached_for, validator, policy = caching.from_prefect_2(
             f"task {name or f.__name__!r}", cache_key_fn, cache_policy, cache_expiration,
             cache_for, cache_validator)
         return Task(f, name or f.__name__, queue_name, priority, retries,
@@ -425,6 +437,7 @@ def task(
                     timeout,  # type: ignore[arg-type]
                     trigger=trigger, skip_on_upstream_skip=skip_on_upstream_skip,
                     cache_for=cached_for, cache_key=cache_key, cache_validator=validator,
+                    cache_policy=policy, refresh_cache=refresh_cache,
                     nout=nout, checkpoint=checkpoint, persist_result=persist_result,
                     description=description if description is not None else f.__doc__,
                     version=version, tags=tags, log_stdout=log_stdout,

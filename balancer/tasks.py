@@ -4,9 +4,8 @@
 
 caches a task's result by its inputs, as Prefect's does: here it stands for Prefect 1's
 ``cache_validator=all_inputs`` with ``cache_for=cache_expiration`` (balancer/caching.py),
-which workers apply across every run of the cluster. A key function of your own is not
-taken: it would have to run on the worker before the task, and its key would not be
-signed with the call.
+which workers apply across every run of the cluster. A key function of your own is
+called by the worker before each run (balancer/cache_policies.py).
 """
 
 from __future__ import annotations

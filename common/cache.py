@@ -32,7 +32,18 @@ from balancer.common.importpath import RUN_NAME_KEYWORD
 
 CACHE_KEYWORD = "__balancer_cache__"
 _MARK = codec.pack(CACHE_KEYWORD)
-VALIDATORS = ("all_inputs", "duration_only", "never_use", "partial_inputs_only")
+VALIDATORS = ("all_inputs", "duration_only", "never_use", "partial_inputs_only", "policy")
+# A policy's parts (balancer/cache_policies.py names them for users).
+INPUTS_PART = "inputs"
+SOURCE_PART = "task_source"
+RUN_ID_PART = "run_id"
+PARAMETERS_PART = "flow_parameters"
+KEY_FN_PART = "key_fn"
+PARTS = frozenset({INPUTS_PART, SOURCE_PART, RUN_ID_PART, PARAMETERS_PART, KEY_FN_PART})
+EXCLUDED_INPUT = "-input:"
+ONE_PARAMETER = "flow_parameter:"
+REFRESH = "refresh"
+PART_LIMIT = 200  # characters of one part
 ANY_INPUTS = "any"
 # The longest cache_for, in ms (about 31 years, as options.SECONDS_LIMIT).
 MAX_TTL_MS = 10**12
@@ -47,29 +58,46 @@ class CacheSpec:
     validator: str  # one of VALIDATORS
     names: tuple[str, ...] = ()  # the function's parameter names, to name positional inputs
     validate_on: tuple[str, ...] = ()  # partial_inputs_only's names
+    parts: tuple[str, ...] = ()  # a policy's parts, and REFRESH
 
     def to_list(self) -> list[Any]:
-        return [self.ttl_ms, self.key, self.validator, list(self.names),
-                list(self.validate_on)]
+        fields = [self.ttl_ms, self.key, self.validator, list(self.names),
+                  list(self.validate_on)]
+        return [*fields, list(self.parts)] if self.parts else fields
 
     @classmethod
     def from_list(cls, value: Any) -> CacheSpec:
         """Raise ValueError when ``value`` is not one (written by someone else)."""
         try:
-            ttl, key, validator, names, validate_on = value
+            ttl, key, validator, names, validate_on, *more = value
+            parts = tuple(str(p) for p in more[0]) if more else ()
             spec = cls(int(ttl), str(key), str(validator), tuple(str(n) for n in names),
-                       tuple(str(n) for n in validate_on))
+                       tuple(str(n) for n in validate_on), parts)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"not a cache spec: {exc}") from None
-        if spec.validator not in VALIDATORS or not 0 < spec.ttl_ms <= MAX_TTL_MS or not spec.key:
+        if (spec.validator not in VALIDATORS or not 0 < spec.ttl_ms <= MAX_TTL_MS
+                or not spec.key or len(more) > 1 or not all(map(_known_part, spec.parts))
+                or (spec.validator == "policy") != bool(set(spec.parts) - {REFRESH})):
             raise ValueError(f"not a cache spec: {value!r}")
         return spec
+
+    @property
+    def refresh(self) -> bool:
+        """Whether a run ignores the cache's entry and stores its own."""
+        return REFRESH in self.parts
 
     @property
     def used(self) -> bool:
         """Whether a run may reuse an entry at all (``never_use``: never, and none is
         stored either: nobody could read it)."""
         return self.validator != "never_use"
+
+
+def _known_part(part: str) -> bool:
+    if part in PARTS or part == REFRESH:
+        return True
+    prefix = EXCLUDED_INPUT if part.startswith(EXCLUDED_INPUT) else ONE_PARAMETER
+    return part.startswith(prefix) and 0 < len(part) - len(prefix) <= PART_LIMIT
 
 
 def marked(args_blob: bytes) -> bool:

@@ -42,6 +42,8 @@ _logs_stdout: set[str] = set()
 _handled: dict[str, tuple[Any, list[Any]]] = {}
 # Tasks (by path, loaded) with a task_run_name: its template or function.
 _run_names: dict[str, Any] = {}
+# Tasks (by path, loaded) whose cache policy has key functions: the @task.
+_keyed: dict[str, Any] = {}
 
 
 # Set by ``@task`` on the objects it makes: only they may run on a worker.
@@ -239,6 +241,12 @@ def run_name(path: str) -> Any:
     return _run_names.get(path)
 
 
+def keyed_task(path: str) -> Any:
+    """The task at ``path`` (loaded) if its cache policy has key functions of its own
+    (balancer/cache_policies.py), else None."""
+    return _keyed.get(path)
+
+
 def handled(path: str) -> tuple[Any, list[Any]] | None:
     """The task at ``path`` (loaded) and its state handlers, if it has any."""
     return _handled.get(path)
@@ -294,6 +302,8 @@ def _resolve(path: str) -> Callable[..., Any]:
         _logs_stdout.add(path)
     if getattr(obj, "task_run_name", None) is not None:  # a @task's (balancer/runnames.py)
         _run_names[path] = obj.task_run_name
+    if getattr(getattr(obj, "cache_policy", None), "key_fns", ()):  # worker/cachekeys.py
+        _keyed[path] = obj
     handlers = statehandlers.of(obj)
     if handlers or getattr(obj, "retry_condition_fn", None) is not None:
         _handled[path] = (obj, handlers)

@@ -1,6 +1,9 @@
-"""The worker's side of Prefect 1's output caching (``cache_for``): before a task with
-cache options runs, look its entry up; on a valid hit complete it with the cached result
-without running it; after a successful run, store the entry for ``cache_for``.
+"""The worker's side of output caching (Prefect 1's ``cache_for``, Prefect 2/3's cache
+policies): before a task with cache options runs, look its entry up; on a valid hit
+complete it with the cached result without running it; after a successful run, store the
+entry for ``cache_for``. A policy's digest is worked out by worker/cachekeys.py; an entry
+keyed on the flow run's id lives no longer than the run's records (the worker's
+``result_ttl``): no later run can reuse it.
 
 Only a task whose arguments carry cache options (``cache.marked``: one byte scan) pays:
 one GET before a run, one round trip (SET, and HDEL of a stale mark) after it, one HSET
@@ -15,11 +18,14 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from balancer.common import cache, codec
-from balancer.common.cache import CacheSpec, Entry
+from balancer.common import cache, codec, importpath
+from balancer.common.cache import RUN_ID_PART, CacheSpec, Entry
 from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
 from balancer.common.signing import Signer
+from balancer.worker import cachekeys
+
+from balancer import runcontext
 
 log = logging.getLogger("worker")
 
@@ -32,11 +38,19 @@ class Prepared:
     args: bytes  # the call as the function takes it: without the cache options
     key: str  # the Redis key of its entry
     digest: str
+    ttl_ms: int  # how long its entry lives
+
+    @property
+    def refresh(self) -> bool:
+        """Whether the run ignores the entry it finds (Prefect's ``refresh_cache``)."""
+        return self.spec.refresh
 
 
-def prepare(keys: Keys, task_id: str, args_blob: bytes) -> tuple[bytes, Prepared | None]:
+def prepare(keys: Keys, task_id: str, fn_path: str, args_blob: bytes, run_ttl_ms: int
+            ) -> tuple[bytes, Prepared | None]:
     """The call without its cache options, and what to look up (None: no caching, or
-    cache options that are not valid, which are logged and ignored: the task runs)."""
+    cache options that are not valid, or a policy's key that cannot be made, which are
+    logged and ignored: the task runs)."""
     if not cache.marked(args_blob):
         return args_blob, None
     try:
@@ -50,8 +64,25 @@ def prepare(keys: Keys, task_id: str, args_blob: bytes) -> tuple[bytes, Prepared
     stripped = codec.pack([args, kwargs])
     if not spec.used:
         return stripped, None
-    digest = cache.digest(spec, args, kwargs)
-    return stripped, Prepared(spec, stripped, keys.cache(spec.key, digest), digest)
+    ttl_ms = spec.ttl_ms
+    if spec.validator != "policy":
+        digest = cache.digest(spec, args, kwargs)
+    else:
+        facts = runcontext.current()
+        try:
+            if facts is None:
+                raise cachekeys.KeyUnmade("it runs outside a task run")
+            keyed = cachekeys.digest(spec, fn_path, args, kwargs, facts)
+        except (cachekeys.KeyUnmade, importpath.TaskNotFound, importpath.TaskNotAllowed
+                ) as exc:
+            log.warning("task=%s: no cache key (%s); it runs uncached", task_id, exc)
+            return stripped, None
+        if keyed is None:  # its key functions said not to cache this run
+            return stripped, None
+        digest = keyed
+        if RUN_ID_PART in spec.parts:
+            ttl_ms = min(ttl_ms, run_ttl_ms)
+    return stripped, Prepared(spec, stripped, keys.cache(spec.key, digest), digest, ttl_ms)
 
 
 def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
@@ -83,12 +114,12 @@ def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
     """Store a successful run's result for ``cache_for``, and clear the task's
     ``cached`` mark (set by an earlier attempt whose acknowledgement was refused), in one
     round trip."""
-    expires = now_ms + prepared.spec.ttl_ms
+    expires = now_ms + prepared.ttl_ms
     sig = ""
     if signer is not None:
         sig = signer.sign(cache.entry_message(prepared.key, prepared.digest, expires, result))
     pipe = client.pipeline(transaction=False)
     pipe.set(prepared.key, Entry(prepared.digest, expires, result, sig).encode(),
-             px=prepared.spec.ttl_ms)
+             px=prepared.ttl_ms)
     pipe.hdel(task_key, "cached")
     pipe.execute()

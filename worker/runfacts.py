@@ -47,16 +47,18 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
                            or datetime.now(timezone.utc))}
 
 
-def parameters(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
+def parameters(client: redis.Redis, keys: Keys, flow_id: str) -> tuple[dict[str, Any], bool]:
     """The flow run's parameters from its record, read apart from the other facts (up to
     64 KiB, which a state handler's read of the run's failures would carry each run for
-    nothing); {} when it has none, or holds something that is not a map of them (written
-    by someone else)."""
-    blob = as_opt_bytes(client.hget(keys.flow(flow_id), "params"))
+    nothing), and whether the record keeps them all (balancer/parameter.py); {} when it
+    has none, or holds something that is not a map of them (written by someone else:
+    then not all of them either)."""
+    blob, cut = client.hmget(keys.flow(flow_id), ["params", "params_cut"])
+    blob = as_opt_bytes(blob)
     if not blob:
-        return {}
+        return {}, cut is None
     try:
         values = codec.unpack(blob)
     except CodecError:
-        return {}
-    return values if isinstance(values, dict) else {}
+        return {}, False
+    return (values, cut is None) if isinstance(values, dict) else ({}, False)

@@ -183,12 +183,14 @@ class Slot(threading.Thread):
         """Run the task, unless its cache options (``cache_for``) find a valid cached
         result: then complete it with that result without running it."""
         keys = self._keys(lease)
-        args, prepared = caching.prepare(keys, lease.task_id, args)
+        args, prepared = caching.prepare(keys, lease.task_id, lease.fn, args,
+                                         self._acker(lease).ttl_ms)
         if prepared is None:
             return self.runner.run(lease.fn, args, lease.timeout)
         try:
-            cached = caching.lookup(self.client, self.signer, lease.task_id, prepared,
-                                    self._acker(lease).scripts.now_ms())
+            cached = None if prepared.refresh else caching.lookup(
+                self.client, self.signer, lease.task_id, prepared,
+                self._acker(lease).scripts.now_ms())
             if cached is not None:
                 self.client.hset(keys.task(lease.task_id), "cached", 1)
         except redis.RedisError as exc:

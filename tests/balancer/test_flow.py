@@ -519,3 +519,17 @@ def test_a_flow_takes_prefect_s_validation_and_persistence_off_and_refuses_them_
     for option in ("validate_parameters", "persist_result"):
         with pytest.raises(ValueError, match=f"@flow\\({option}=True\\) is not supported"):
             flow(**{option: True})(_plain)
+
+
+def test_a_parameter_as_an_upstream_task_passes_its_value_or_nothing() -> None:
+    """Prefect 1's upstream_tasks=[param] and set_upstream(param, key=...): a parameter
+    has no run to wait for; keyed, the task receives its value."""
+    from balancer import Parameter
+
+    extract, load = _tasks("extract", "load")
+    with Flow("params") as flow:
+        day = Parameter("day", default="mon")
+        first = extract(upstream_tasks=[day])
+        load.set_upstream(day, key="rows")
+    assert set(flow.parameters) == {"day"}
+    assert not first.upstream and flow.node_of(load).kwargs == {"rows": day}

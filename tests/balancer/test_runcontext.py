@@ -126,7 +126,7 @@ def test_a_task_run_s_parameters_are_its_arguments_by_name() -> None:
 def test_the_flow_run_s_parameters_are_read_on_their_own_once_when_asked_for() -> None:
     reads: list[str] = []
     facts = _facts(read={"flow_name": "etl"}, reads=[])
-    facts.read_parameters = lambda: reads.append("params") or {"day": "mon"}
+    facts.read_parameters = lambda: reads.append("params") or ({"day": "mon"}, True)
     with bound(facts):
         assert context.flow_name == "etl" and reads == []  # the other facts carry none
         assert context.parameters == {"day": "mon"} == context["parameters"]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from balancer import task
-from balancer.cache_policies import INPUTS
+from balancer.cache_policies import FLOW_PARAMETERS, INPUTS, RUN_ID, TASK_SOURCE
 from balancer.engine.cache_validators import all_inputs, partial_inputs_only
 from balancer.tasks import task_input_hash
 
@@ -79,3 +80,32 @@ def by_input_hash(log: str, x: int) -> int:
 def by_policy(log: str, x: int) -> int:
     _ran(log, f"by_policy {x}")
     return x * 100
+
+
+# Prefect 2/3's key functions and policies (balancer/cache_policies.py): the worker
+# works their keys out (worker/cachekeys.py).
+def url_key(context: Any, parameters: dict[str, Any]) -> str | None:
+    """Keyed by the url alone; "nocache" caches nothing; "boom" breaks the key."""
+    if parameters["url"] == "boom":
+        raise RuntimeError("no key for boom")
+    if parameters["url"] == "nocache":
+        return None
+    return f"{context.task.name}:{parameters['url']}"
+
+
+@task(cache_key_fn=url_key, cache_expiration=timedelta(hours=1))
+def fetch_by_url(log: str, url: str, attempt: int = 0) -> str:
+    _ran(log, f"fetch {url} {attempt}")
+    return f"page of {url}"
+
+
+@task(cache_policy=INPUTS + RUN_ID - "log")
+def within_run(log: str, x: int) -> int:
+    _ran(log, f"within_run {x}")
+    return x * 3
+
+
+@task(cache_policy=FLOW_PARAMETERS + TASK_SOURCE, refresh_cache=False)
+def by_parameters(log: str) -> str:
+    _ran(log, "by_parameters")
+    return "made"

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from balancer import allow_failure, flow, get_run_logger, runtime, task, unmapped
+from balancer.tasks import task_input_hash
 
 # -- tasks ---------------------------------------------------------------------------------
 
@@ -258,6 +259,39 @@ def named_runs(name: str, date: datetime.datetime) -> dict[str, Any]:
             "id": runtime.flow_run.id}
 
 
+def static_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    # return a constant
+    return "static cache key"
+
+
+@task(cache_key_fn=static_cache_key)
+def cached_task(url: str, key: str) -> int:
+    """Prefect's documented static key: every call after the first reuses its result
+    (the runs that happened are counted in Redis)."""
+    return int(redis.Redis.from_url(url).incr(key))
+
+
+@flow
+def test_caching(url: str, key: str) -> list[int]:
+    return [cached_task(url, key), cached_task(url, key), cached_task(url, key)]
+
+
+def cache_within_flow_run(context: Any, parameters: dict[str, Any]) -> str:
+    return f"{context.task_run.flow_run_id}-{task_input_hash(context, parameters)}"
+
+
+@task(cache_key_fn=cache_within_flow_run)
+def cached_within_run(url: str, key: str, x: int) -> int:
+    redis.Redis.from_url(url).incr(key)
+    return x * 2
+
+
+@flow
+def within_one_run(url: str, key: str) -> list[int]:
+    return [cached_within_run(url, key, 1), cached_within_run(url, key, 1),
+            cached_within_run(url, key, 2)]
+
+
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -295,6 +329,10 @@ def main() -> None:
     out["allow_failure"] = allow_failure_flow()
     out["async_flow"] = asyncio.run(async_flow(3))
     out["named_runs"] = named_runs(name="marvin", date=datetime.datetime(2026, 12, 3))
+    out["static_cache_key"] = test_caching(url, f"{prefix}static")
+    within = [within_one_run(url, f"{prefix}within") for _ in range(2)]
+    out["cache_within_flow_run"] = [within, int(redis.Redis.from_url(url).get(
+        f"{prefix}within") or 0)]
     json.dump(out, sys.stdout)
 
 

@@ -195,3 +195,54 @@ def test_prefect_2_cache_key_fn_and_cache_policy_reuse_results_by_inputs(
         assert (run.result(hashed), run.result(policy)) == (10 * x, 100 * x)
     assert sorted(_runs(tmp_path / "runs.log")) == [
         "by_input_hash 1", "by_input_hash 2", "by_policy 1", "by_policy 2"]
+
+
+def test_a_key_function_of_the_task_s_own_keys_its_cache_on_the_worker(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """Prefect 2's cache_key_fn: keyed by the url alone, whatever the other arguments;
+    None from it caches nothing; one that raises leaves the run uncached, and it runs."""
+    log = str(tmp_path / "runs.log")
+    for url, attempt in (("a.com", 1), ("a.com", 2), ("b.com", 3), ("nocache", 4),
+                         ("nocache", 5), ("boom", 6), ("boom", 7)):
+        with Flow("keyed") as flow:
+            page = ct.fetch_by_url(log, url, attempt)
+        assert _run(flow, real, namespace).result(page) == f"page of {url}"
+    assert _runs(tmp_path / "runs.log") == [
+        "fetch a.com 1", "fetch b.com 3", "fetch nocache 4", "fetch nocache 5",
+        "fetch boom 6", "fetch boom 7"]
+    worker_log = "".join(cluster.log(p) for p in cluster.procs)
+    assert "no cache key (its cache key function url_key raised RuntimeError" in worker_log
+
+
+def test_a_policy_with_run_id_reuses_results_within_a_flow_run_only(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """INPUTS + RUN_ID - "log": the second call in a run is cached (its log argument
+    left out), a second run runs again, and its entries live no longer than its records."""
+    for run_no in range(2):
+        log = str(tmp_path / f"runs-{run_no}.log")
+        with Flow("within") as flow:
+            first = ct.within_run(log, 4)
+            second = ct.within_run(str(tmp_path / "other.log"), 4, upstream_tasks=[first])
+        run = _run(flow, real, namespace)
+        assert run.result(first) == run.result(second) == 12
+        assert real.hget(Keys(namespace).task(run.ids[second]), "cached") == b"1"
+        assert _runs(tmp_path / f"runs-{run_no}.log") == ["within_run 4"]
+    assert not (tmp_path / "other.log").exists()
+    entries = list(real.scan_iter(Keys(namespace).cache("*", "*")))
+    assert len(entries) == 2 and all(0 < real.pttl(e) <= 7 * 24 * 3600 * 1000 for e in entries)
+
+
+def test_flow_parameters_key_a_cache_across_runs(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """FLOW_PARAMETERS + TASK_SOURCE: runs with the same parameters share the result."""
+    from balancer import Parameter
+
+    log = str(tmp_path / "runs.log")
+    with Flow("by-day") as flow:
+        day = Parameter("day", default="mon")
+        made = ct.by_parameters(log, upstream_tasks=[day])
+    for given in ("mon", "mon", "tue"):
+        run = flow.run(parameters={"day": given}, timeout=60, client=real,
+                       namespace=namespace, quiet=True)
+        assert run.state == "completed" and run.result(made) == "made"
+    assert _runs(tmp_path / "runs.log") == ["by_parameters", "by_parameters"]

@@ -16,14 +16,14 @@ NOW = 1_800_000_000_000  # Redis's clock, in ms
 
 def _prepared(x: int) -> caching.Prepared:
     blob = codec.pack([[x], {cache.CACHE_KEYWORD: SPEC.to_list()}])
-    args, prepared = caching.prepare(KEYS, "t1", blob)
+    args, prepared = caching.prepare(KEYS, "t1", "m:f", blob, 1000)
     assert prepared is not None and codec.decode_call(args) == ([x], {})
     return prepared
 
 
 def test_a_call_without_cache_options_is_left_as_it_is() -> None:
     blob = codec.pack([[1], {}])
-    assert caching.prepare(KEYS, "t1", blob) == (blob, None)
+    assert caching.prepare(KEYS, "t1", "m:f", blob, 1000) == (blob, None)
 
 
 def test_a_stored_result_is_found_for_the_same_inputs_only(fake: redis.Redis) -> None:
