@@ -19,6 +19,7 @@ from balancer.concurrency import (
     set_concurrency_limit,
 )
 from balancer.control_flow import case, ifelse, merge, switch
+from balancer.deployments import Deployment, DeploymentError, run_deployment
 from balancer.flow import Flow, FlowCancelled, FlowError, Node, SubmitRefused
 from balancer.flowfn import FlowFunction, flow, get_run_logger
 from balancer.flowtimeout import FlowRunTimeoutError
@@ -28,6 +29,7 @@ from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.runcontext import context
+from balancer.serving import serve
 from balancer.tagging import tags
 from balancer.taglimits import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
@@ -36,7 +38,8 @@ from balancer.worker.interrupt import TaskInterrupted
 attach = FlowRun.attach
 
 __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Cancelled",
-           "ConcurrencyError", "ConcurrencyLimit", "ConcurrencyTimeout",
+           "ConcurrencyError", "ConcurrencyLimit", "ConcurrencyTimeout", "Deployment",
+           "DeploymentError",
            "ErrorInfo", "Failed", "Flow", "FlowCancelled", "FlowError", "FlowFunction",
            "FlowLost", "FlowRun", "FlowRunTimeoutError",
            "FutureList", "MapError", "Node", "NotReplicated", "Parameter", "ProtocolMismatch",
@@ -47,6 +50,7 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "allow_failure", "attach", "case", "concurrency_limits", "context",
            "flatten", "flow", "get_run_logger",
            "ifelse", "merge",
-           "register_type", "set_concurrency_limit", "set_tag_limit", "switch", "tag_limits",
+           "register_type", "run_deployment", "serve", "set_concurrency_limit",
+           "set_tag_limit", "switch", "tag_limits",
            "tags", "task", "triggers",
            "unmapped"]

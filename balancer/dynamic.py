@@ -90,9 +90,18 @@ def current_run() -> DynamicRun | None:
     return run if isinstance(run, DynamicRun) else None
 
 
+def new_run_id(client: redis.Redis, keys: Keys) -> str:
+    """A new flow run's id, placed in a partition as a submitted flow's is
+    (common/partitions.py)."""
+    base = new_id()
+    return partitions.flow_id_in(base, partitions.place(base, clusterfacts.count_to_write(
+        client, keys)))
+
+
 class DynamicRun:
     def __init__(self, client: redis.Redis, settings: Settings, name: str,
-                 parent: DynamicRun | None = None, *, asynchronous: bool = False) -> None:
+                 parent: DynamicRun | None = None, *, asynchronous: bool = False,
+                 run_id: str | None = None) -> None:
         self.client = client
         # An async def function's run: calling an async def task in it gives a coroutine
         # (flowfn.call), as in Prefect.
@@ -100,16 +109,21 @@ class DynamicRun:
         self.settings = settings
         # Placed in a partition as a submitted flow is (common/partitions.py); a sub-run in
         # its parent's, whose list of tasks it joins in the same transaction.
-        base, keys = new_id(), Keys(settings.namespace)
-        self.keys: Keys = keys
-        partition = (parent.keys.partition if parent is not None
-                     else partitions.place(base, clusterfacts.count_to_write(client, keys)))
-        self.id = partitions.flow_id_in(base, partition)
-        self.keys = keys.of(partition)
+        keys = Keys(settings.namespace)
+        if run_id is not None:  # chosen by whoever asked for the run (balancer/deployments.py)
+            self.id = run_id
+            self.keys = partitions.flow_keys(keys, run_id)
+        elif parent is not None:
+            self.id = partitions.flow_id_in(new_id(), parent.keys.partition)
+            self.keys = parent.keys
+        else:
+            self.id = new_run_id(client, keys)
+            self.keys = partitions.flow_keys(keys, self.id)
         self.scripts = _scripts(client, settings, self.keys)
         self.name = name
         # Its own name (flowfn: flow_run_name), and the function's arguments by parameter.
         self.run_name: str | None = None
+        self.deployment: str | None = None  # the deployment it runs for (balancer/serving.py)
         self.parameters: dict[str, Any] = {}
         self.parent = parent
         self.futures: list[TaskFuture] = []
@@ -133,6 +147,8 @@ class DynamicRun:
             record["parent"] = self.parent.id
         if self.run_name is not None:
             record["run_name"] = self.run_name
+        if self.deployment is not None:
+            record["deployment"] = self.deployment
         # For its tasks (balancer.context.parameters, caches keyed on them).
         record.update(parameter.record_fields(self.parameters))
         pipe = self.client.pipeline(transaction=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -36,6 +37,7 @@ from balancer.run import TaskFailed
 from balancer.task_runners import SequentialTaskRunner
 
 if TYPE_CHECKING:
+    from balancer.deployments import Deployment
     from balancer.task import Task
 
 log = logging.getLogger("balancer.client")
@@ -77,6 +79,23 @@ class _Outcome:
     error: BaseException | None = None
 
 
+# The id the next top-level run opened in this context takes, and the deployment it runs
+# for: a deployment's run (balancer/serving.py: ``assigned_id``).
+_assigned: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "balancer_assigned_run_id", default=None)
+
+
+@contextlib.contextmanager
+def assigned_id(run_id: str, deployment: str) -> Iterator[None]:
+    """Calls of a flow function in the body open their run with ``run_id``, recorded as a
+    run of ``deployment``."""
+    token = _assigned.set((run_id, deployment))
+    try:
+        yield
+    finally:
+        _assigned.reset(token)
+
+
 HOOKS = ("on_running", "on_completion", "on_failure", "on_cancellation", "on_crashed")
 # Which hooks a run's end calls, by its state.
 _ENDED = {FlowState.COMPLETED: "on_completion", FlowState.FAILED: "on_failure",
@@ -112,6 +131,40 @@ class FlowFunction:
         hooks), as Prefect's
         ``flow.with_options``."""
         return FlowFunction(self.fn, replace(self.options, **changes))
+
+    def to_deployment(self, name: str | None = None, **options: Any) -> Deployment:
+        """Prefect's ``flow.to_deployment``: this flow served under ``name`` (default: the
+        flow's), for ``serve(*deployments)``. Options: ``cron`` or ``interval`` (one, or a
+        list of them), ``schedule``/``schedules`` (balancer.schedules'), ``parameters``,
+        ``paused``, ``description``, ``tags``, ``version`` (balancer/deployments.py)."""
+        from balancer import deployments
+
+        return deployments.make(self, name, **options)
+
+    def serve(self, name: str | None = None, *, limit: int | None = None,
+              print_starting_message: bool = True, pause_on_shutdown: bool = True,
+              **options: Any) -> None:
+        """Prefect's ``flow.serve``: serve this flow as the deployment ``name`` until the
+        process is stopped: fire its schedule, run what is asked of it
+        (balancer/serving.py). Ignored while a worker imports the module."""
+        from balancer.common.importpath import is_importing_tasks
+        from balancer.serving import serve
+
+        if is_importing_tasks():
+            log.warning("flow %r: serve ignored while a worker imports its module; guard it"
+                        " with `if __name__ == '__main__':`", self.name)
+            return
+        serve(self.to_deployment(name, **options), limit=limit,
+              print_starting_message=print_starting_message,
+              pause_on_shutdown=pause_on_shutdown)
+
+    def deploy(self, *args: Any, **kwargs: Any) -> None:
+        """Prefect's ``flow.deploy`` builds an image for a work pool of Prefect's server:
+        refused, naming what to do here."""
+        raise NotImplementedError(
+            f"flow {self.name!r}: deploy (work pools, images) is Prefect server's; here run"
+            f" {self.name}.serve(name=..., cron=...) in a process that stays up (a"
+            " docker-compose service, a systemd unit) where the flow's code is")
 
     def __call__(self, *args: Any, return_state: bool = False, **kwargs: Any) -> Any:
         """Run the function as a flow run and return what it returns (or raise what it
@@ -198,7 +251,10 @@ class FlowFunction:
         made raises RunNameError before anything is written."""
         parent = current_run()
         client, settings = self._cluster(parent)
-        run = DynamicRun(client, settings, self.name, parent, asynchronous=asynchronous)
+        assigned = _assigned.get() if parent is None else None
+        run = DynamicRun(client, settings, self.name, parent, asynchronous=asynchronous,
+                         run_id=assigned[0] if assigned else None)
+        run.deployment = assigned[1] if assigned else None
         run.parameters = runnames.parameters(self.fn, args, kwargs)
         if self.options.flow_run_name is not None:
             token = building.enter_run(run)  # a name function reads runtime.flow_run

@@ -79,10 +79,12 @@ class FlowView:
     broken: str = ""  # ended failed: this count of its record was no number (_prelude.lua)
     starts: str = ""  # a run submitted to start later (delay=, eta=): when, in UTC
     run_name: str = ""  # its own name (a @flow's flow_run_name)
+    deployment: str = ""  # the deployment it ran for (balancer/serving.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for extra in ("parent", "error", "schedule", "broken", "starts", "run_name"):
+        for extra in ("parent", "error", "schedule", "broken", "starts", "run_name",
+                      "deployment"):
             if not out[extra]:
                 del out[extra]
         for row, task in zip(out["tasks"], self.tasks):
@@ -108,10 +110,10 @@ def added_to(client: redis.Redis, keys: Keys, flow_id: str
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     """The run as recorded; None when there is no such run (or it expired)."""
     (name, flow_state, blob, created, finished, total, failed, cancelled, raised,
-     parent, schedule, scheduled, broken, run_name) = as_opt_bytes_list(client.hmget(
-        keys.flow(flow_id), ["name", "state", "tasks", "created", "finished", "total",
-                             "failed", "cancelled", "error", "parent", "schedule",
-                             "scheduled", "broken", "run_name"]))
+     parent, schedule, scheduled, broken, run_name, deployment) = as_opt_bytes_list(
+        client.hmget(keys.flow(flow_id), [
+            "name", "state", "tasks", "created", "finished", "total", "failed", "cancelled",
+            "error", "parent", "schedule", "scheduled", "broken", "run_name", "deployment"]))
     if name is None:
         return None
     listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
@@ -163,7 +165,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     _scheduled(schedule, scheduled),
                     (broken or b"").decode(errors="replace"),
                     _utc(scheduled) if schedule is None else "",
-                    (run_name or b"").decode(errors="replace"))
+                    (run_name or b"").decode(errors="replace"),
+                    (deployment or b"").decode(errors="replace"))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
@@ -204,6 +207,7 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
              f" {_clock(view.created_ms)}{took}"
              + (f"  (sub-run of {view.parent})" if view.parent else "")
              + (f"  (schedule {view.schedule})" if view.schedule else "")
+             + (f"  (deployment {view.deployment})" if view.deployment else "")
              + (f"  (starts {view.starts})" if view.starts else "")]
     if view.error:
         lines.append(f"  its function raised {view.error}")

@@ -116,6 +116,9 @@ ROLES = {
             "ZREM", "DEL",  # undoing a submit Redis refused halfway (a key of another type)
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
             "ZRANGEBYSCORE",  # slots held under concurrency limits (concurrency_limits())
+            # Serving deployments (balancer/serving.py): a due time claimed, the runs
+            # asked for taken, a run id checked unused, the beats listed
+            "SET", "BLMPOP", "EXISTS", "LLEN",
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
@@ -123,7 +126,8 @@ ROLES = {
               "delayed",  # the first tasks of a run submitted to start later
               "events", "schedule", "schedules",
               "tag_limits",  # set like a queue's settings: balancer.set_tag_limit
-              "concurrency"),  # a @flow function's `with concurrency(...)`
+              "concurrency",  # a @flow function's `with concurrency(...)`
+              "deployments", "deployment_runs", "deployment_due"),  # serve, run_deployment
         read_keys=("workers", "leader", "inflight", "worker", "leases",
                    "tag_inflight", "partitions", "protocol", "concurrency_limits"),
     ),
@@ -146,7 +150,8 @@ def commands(role: Role) -> list[str]:
     return sorted(needed)
 
 
-_PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits")
+_PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits",
+                     "deployments", "deployment_runs", "deployment_due")
 
 
 def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:

@@ -68,6 +68,12 @@ partitions over its slots. Every key below exists once per partition, but for
 | concurrency-limits   | hash        | partition 0 only: name -> slots of that concurrency limit   |
 |                      |             | (balancer/concurrency.py, Prefect's `concurrency`)          |
 | concurrency:<name>   | zset        | partition 0 only: "holder|occupy" -> when its lease ends    |
+| deployments          | hash        | partition 0 only: "<deployment>|<server id>" -> what that   |
+|                      |             | serve process serves (balancer/serving.py), every 5 s       |
+| deployment-runs:<n>  | list        | partition 0 only: runs asked of deployment n, not yet taken |
+|                      |             | (balancer/deployments.py: run_deployment)                   |
+| deployment-due:<n>:<ms>| string (PX)| partition 0 only: the serve process that fired that due   |
+|                      |             | time of n's schedule (one of several serving it)            |
 """
 
 from __future__ import annotations
@@ -147,6 +153,16 @@ class Keys:
     @property
     def concurrency_limits(self) -> str:
         return f"{self.prefix}concurrency-limits"
+
+    @property
+    def deployments(self) -> str:
+        return f"{self.prefix}deployments"
+
+    def deployment_runs(self, name: str) -> str:
+        return f"{self.prefix}deployment-runs:{name}"
+
+    def deployment_due(self, name: str, due_ms: int | str = "*") -> str:
+        return f"{self.prefix}deployment-due:{name}:{due_ms}"
 
     def schedule(self, schedule_id: str) -> str:
         return f"{self.prefix}schedule:{schedule_id}"

@@ -7,6 +7,7 @@ import click
 
 from balancer.cli.acl import acl
 from balancer.cli.dashboard import dashboard
+from balancer.cli.deployments import deployment
 from balancer.cli.dlq import dlq
 from balancer.cli.events import events
 from balancer.cli.limits import limit
@@ -24,6 +25,6 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, tag, limit, schedule, dlq, events,
-                dashboard, acl):
+for command in (serve, status, flows, flow, queue, tag, limit, schedule, deployment, dlq,
+                events, dashboard, acl):
     main.add_command(command)

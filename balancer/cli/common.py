@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,3 +90,18 @@ def cluster_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                                                first_contact=False)) from None
 
     return wrapper
+
+
+def parameters(given: tuple[str, ...]) -> dict[str, Any]:
+    """``--param`` NAME=VALUE pairs; a VALUE that reads as JSON is taken as such, else as a
+    string."""
+    out: dict[str, Any] = {}
+    for item in given:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
+        try:
+            out[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[name] = raw
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from balancer.cli.common import Cluster, cluster_options, echo
+from balancer.cli.common import Cluster, cluster_options, echo, parameters
 from balancer.common.importpath import _module_name_in, importing_tasks
 from balancer.flow import Flow, FlowError
 from balancer.schedule_fire import shown
@@ -66,20 +66,6 @@ def load_flow(target: str) -> Flow:
     return found
 
 
-def _parameters(given: tuple[str, ...]) -> dict[str, Any]:
-    """NAME=VALUE pairs; a VALUE that reads as JSON is taken as such, else as a string."""
-    out: dict[str, Any] = {}
-    for item in given:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--param")
-        try:
-            out[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[name] = raw
-    return out
-
-
 def _date(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
@@ -124,7 +110,7 @@ def schedule_add(flow_target: str, cron: str | None, every: float | None, tz: st
             raise click.UsageError(f"flow {flow.name!r} has no schedule: give --cron or"
                                    " --every")
         sid, due, kept = register(cluster.client, cluster.settings, flow, sched,
-                                  schedule_id, _parameters(params))
+                                  schedule_id, parameters(params))
     except OverflowError:
         raise click.BadParameter(f"{every} is too large", param_hint="--every") from None
     except (ScheduleError, FlowError) as exc:

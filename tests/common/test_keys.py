@@ -26,7 +26,7 @@ HASH_TAG_OPEN = re.compile(r"\{$")
 HASH_TAG_CLOSE = re.compile(r"^\}:")
 
 ID_ARGS = {"task_id": "t1", "flow_id": "f1", "name": "q1", "worker_id": "w1",
-           "schedule_id": "s1", "cache_key": "ck", "digest": "d1"}
+           "schedule_id": "s1", "cache_key": "ck", "digest": "d1", "due_ms": 1000}
 
 
 def _every_key(keys: Keys) -> dict[str, str]:
@@ -52,7 +52,8 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
-        "protocol", "concurrency", "concurrency_limits",
+        "protocol", "concurrency", "concurrency_limits", "deployments", "deployment_runs",
+        "deployment_due",
     }
 
 
