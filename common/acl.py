@@ -110,6 +110,7 @@ ROLES = {
         commands=(
             "MULTI", "EXEC", "HSET", "ZADD", "SADD", "ZREMRANGEBYRANK", "RPUSH",  # submit, @flow
             "BLMOVE", "HGET", "HMGET",  # waiting, results
+            "LRANGE",  # the tasks a @flow function's run added (FlowRun.attach)
             "TIME", "ZSCORE", "ZRANK", "ZRANGE", "SMEMBERS", "HGETALL", "GET", "SCARD",  # why
             "WAIT",  # submits held by replicas (BALANCER_MIN_REPLICAS)
             "HDEL",  # removing a tag limit (balancer.set_tag_limit)

@@ -276,3 +276,33 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
     finally:
         procs.cleanup()
     assert acl_server.denials() == []
+
+
+def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    """`flow.serve` and `run_deployment` (balancer/serving.py) need only the client's
+    rights: a due time claimed, a request taken, beats listed."""
+    from balancer import run_deployment
+
+    ns = acl_server.namespace
+    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
+    procs = Processes(env["dispatcher"], tmp_path)
+    try:
+        procs.serve()
+        procs.env = env["worker"]
+        worker = procs.worker("--import", "tests.integration.deployed_flows")
+        wait_logged(procs, worker, "started:")
+        procs.env = env["client"]
+        served = procs.start("tests.integration.deployed_flows", "acl", "1", name="deploy")
+        client = acl_server.as_role("client")
+        wait_for(lambda: "starts (scheduled for" in procs.log(served), timeout=30)
+        run_ = run_deployment("etl/acl", parameters={"n": 4}, timeout=60, client=client,
+                              namespace=ns)
+        assert run_.state == "completed" and run_.flow_run().result("double") == 8
+        listed = run(env["client"], "balancer.cli", "deployment", "ls", "--json")
+        assert json.loads(listed.stdout)[0]["deployment"] == "etl/acl", listed.stderr
+        assert procs.stop(served) == 0, procs.log(served)
+        assert "NOPERM" not in procs.log(served), procs.log(served)
+    finally:
+        procs.cleanup()
+    assert acl_server.denials() == []
