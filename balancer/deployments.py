@@ -17,6 +17,7 @@ whoever can write to Redis could otherwise run the flow with parameters of their
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
@@ -35,7 +36,12 @@ from balancer.schedules import CronClock, IntervalClock, Schedule, ScheduleError
 if TYPE_CHECKING:
     from balancer.flowfn import FlowFunction
 
+log = logging.getLogger("balancer.client")
+
 NAME_LIMIT = 200  # characters of a deployment's full name (it is part of Redis keys)
+# A serve process beats every 5 s (balancer/serving.py); one not heard of for this long
+# serves no more.
+GONE_AFTER_MS = 15_000
 SCHEDULED = "scheduled"  # a run asked for, not yet taken by a serve process
 
 
@@ -259,6 +265,10 @@ def run_deployment(name: str, parameters: Mapping[str, Any] | None = None,
         signer = signing.signer(settings.signing_keys)
         sig = signer.sign(request_message(name, run_id, values, asked_ms)) if signer else ""
         conn.rpush(keys.deployment_runs(name), Request(run_id, values, asked_ms, sig).encode())
+        if not any(s.deployment == name and asked_ms - s.seen_ms < GONE_AFTER_MS
+                   for s in served(conn, keys)):
+            log.warning("deployment %s: no serve process serves it now (balancer deployment"
+                        " ls); run %s waits for one", name, run_id)
         run = DeploymentRun(conn, keys, name, run_id)
         if timeout is None or timeout > 0:
             run.wait(timeout)

@@ -51,7 +51,7 @@ from balancer.flowfn import assigned_id
 
 log = logging.getLogger("balancer.serve")
 
-BEAT = 5.0  # seconds between beats in `deployments`
+BEAT = 5.0  # seconds between beats in `deployments` (deployments.GONE_AFTER_MS: 3 missed)
 LISTEN = 1.0  # seconds a wait for requests blocks (so that a stop is seen soon)
 TICK = 0.5  # longest sleep of the scheduler between looks at the clock and the stop
 DUE_CLAIM_MS = 600_000  # how long a fired due time's claim stays (a late one is not fired)
@@ -74,7 +74,9 @@ class Server:
         self.keys = Keys(settings.namespace)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-6:]}"
         self.stopping = threading.Event()
-        self.slots = threading.BoundedSemaphore(limit) if limit else None
+        self.limit = limit
+        self._room = threading.Condition()  # guards _active, the runs going on
+        self._active = 0
         self.signer = signing.signer(settings.signing_keys)
         # Due times follow Redis's clock, read at each beat.
         self.clock = RedisClock(lambda: server_time_ms(client, self.keys.deployments))
@@ -172,28 +174,28 @@ class Server:
     # -- requests ----------------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Take the runs asked of the deployments, one at a time (a slot first, when
-        ``limit`` bounds the runs), until the stop."""
+        """Take the runs asked of the deployments, one at a time (none while ``limit``
+        runs go on), until the stop."""
         backoff = Backoff()
         lists = list(self._by_list)
         # Its own connection, which waits past the block for the reply whatever the
         # client's socket timeout (every list is in partition 0: one slot).
         direct = Direct(self.client, read_timeout=LISTEN + 5.0, route=lists[0])
         while not self.stopping.is_set():
-            if self.slots is not None and not self._slot():
+            if not self._has_room():  # at its limit: take no request until a run ends
+                with self._room:
+                    self._room.wait(TICK)
                 continue
             try:
                 reply = direct.call("BLMPOP", LISTEN, len(lists), *lists, "LEFT")
                 if backoff.recovered():
                     log.info("serve %s: takes requests again", self.id)
             except RETRYABLE as exc:
-                self._free_slot()
                 if backoff.failed():
                     log.error("serve %s: cannot take requests (%s)", self.id, describe(exc))
                 self.stopping.wait(backoff.delay)
                 continue
             if not reply:
-                self._free_slot()
                 continue
             key, entries = as_list(reply)
             self._asked(self._by_list[as_bytes(key).decode()], as_bytes_list(entries)[0])
@@ -209,12 +211,11 @@ class Server:
         except RETRYABLE as exc:
             refusal = f"its run could not be checked ({describe(exc)})"
         if refusal is not None:
-            self._free_slot()
             log.error("deployment %s: a run request was dropped: %s", name, refusal)
             return
         dep = self.deployments[name]
         self._start(dep, {**dep.parameters, **request.parameters}, request.run_id,
-                    "asked for", slot_held=self.slots is not None)
+                    "asked for")
 
     def _refusal(self, name: str, request: Request) -> str | None:
         if self.signer is not None and not self.signer.verify(
@@ -236,21 +237,32 @@ class Server:
 
     # -- runs --------------------------------------------------------------------------
 
-    def _slot(self) -> bool:
-        """Take a run slot (``limit``), or False when stopping."""
-        assert self.slots is not None
-        while not self.slots.acquire(timeout=TICK):
-            if self.stopping.is_set():
-                return False
-        return True
+    def _has_room(self) -> bool:
+        with self._room:
+            return self.limit is None or self._active < self.limit
 
-    def _free_slot(self) -> None:
-        if self.slots is not None:
-            self.slots.release()
+    def _take_room(self) -> bool:
+        """Count a run in, once fewer than ``limit`` run; False when stopping first."""
+        with self._room:
+            while self.limit is not None and self._active >= self.limit:
+                if self.stopping.is_set():
+                    return False
+                self._room.wait(TICK)
+            self._active += 1
+            return True
 
-    def _start(self, dep: Deployment, parameters: dict[str, Any], run_id: str, why: str,
-               slot_held: bool = False) -> None:
-        if self.slots is not None and not slot_held and not self._slot():
+    def _free_room(self) -> None:
+        with self._room:
+            self._active -= 1
+            self._room.notify_all()
+
+    def _start(self, dep: Deployment, parameters: dict[str, Any], run_id: str,
+               why: str) -> None:
+        """Run in a thread of its own, once ``limit`` allows (a request taken while a due
+        time took the last room waits for it here; a stop drops it, logged)."""
+        if not self._take_room():
+            log.warning("deployment %s: run %s (%s) not started: serve is stopping",
+                        dep.full_name, run_id, why)
             return
         thread = threading.Thread(target=self._run, args=(dep, parameters, run_id, why),
                                   name=f"run-{run_id}", daemon=True)
@@ -271,7 +283,7 @@ class Server:
             log.error("deployment %s: run %s did not run: %s", dep.full_name, run_id,
                       describe(exc))
         finally:
-            self._free_slot()
+            self._free_room()
             with self._runs_lock:
                 self._runs.discard(threading.current_thread())
 

@@ -9,12 +9,8 @@ from dataclasses import asdict
 import click
 
 from balancer.cli.common import Cluster, cluster_options, echo, parameters
-from balancer.deployments import DeploymentError, run_deployment, served
+from balancer.deployments import GONE_AFTER_MS, DeploymentError, run_deployment, served
 from balancer.schedule_fire import shown
-from balancer.serving import BEAT
-
-# A serve process not heard of for this long is shown as gone (it beats every BEAT).
-GONE_AFTER_MS = int(BEAT * 3 * 1000)
 
 
 @click.group()

@@ -137,3 +137,18 @@ def test_limit_bounds_the_runs_of_a_serve_process_at_once(
     marks = [line.split()[0] for line in log.read_text().splitlines()]
     assert marks == ["start", "end", "start", "end"]  # one run at a time
     assert procs.stop(server) == 0
+
+
+def test_a_run_asked_of_a_deployment_nobody_serves_waits_and_says_so(
+        procs: Processes, real: redis.Redis, namespace: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The run waits in Redis for a serve process; the asker is told none serves it now,
+    and a later serve process takes it."""
+    procs.serve_and_worker(real, namespace)
+    run = run_deployment("etl/later", {"n": 3}, timeout=0, client=real, namespace=namespace)
+    assert "no serve process serves it now" in caplog.text and run.state == "scheduled"
+    with pytest.raises(TimeoutError, match="was not taken by a serve process within 0.2s"):
+        run.wait(0.2)
+    server = procs.start(MODULE, "later", "0", name="deploy")
+    assert run.wait(60) == "completed" and run.flow_run().result("double") == 6
+    assert procs.stop(server) == 0
