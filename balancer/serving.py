@@ -331,8 +331,13 @@ def serve(*deployments: Deployment, limit: int | None = None,
     _show_logs()
     if print_starting_message:
         names = ", ".join(repr(d.full_name) for d in deployments)
-        print(f"Serving {names} as {server.id}: scheduled runs fire here. To ask for a run:\n"
-              f"\n    $ balancer deployment run {deployments[0].full_name!r}\n", flush=True)
+        print(f"Serving {names} as {server.id}: scheduled runs fire here.", flush=True)
+        if settings.redis_url or redis_url or first.options.redis_url:
+            print(f"To ask for a run:\n\n    $ balancer deployment run"
+                  f" {deployments[0].full_name!r}\n", flush=True)
+        else:
+            print("On the embedded cluster, which only this process sees: set"
+                  " BALANCER_REDIS_URL to serve a cluster's deployments.\n", flush=True)
     previous = _on_sigterm(server)
     try:
         try:
@@ -341,6 +346,7 @@ def serve(*deployments: Deployment, limit: int | None = None,
             server.stop()
             server._leave()
         server.wait_for_runs()
+        log.info("serve %s: stopped", server.id)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

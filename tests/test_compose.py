@@ -252,3 +252,17 @@ def test_the_dashboard_command_parses_against_the_real_cli(services: dict[str, A
     params = parse(argv(services["dashboard"])).params
     assert (params["host"], params["port"], params["redis_url"]) == (
         "0.0.0.0", 8000, REDIS_URL)
+
+
+def test_the_deployments_service_serves_an_example_that_ships_in_the_image(
+        services: dict[str, Any]) -> None:
+    """It runs a script of the image's examples that serves a flow (a user's own serve
+    script runs the same way), on the cluster's Redis, restarted as the others are."""
+    service = services["deployments"]
+    python, script = argv(service)
+    assert python == "python" and script.startswith("examples/")
+    text = (ROOT / script).read_text()
+    assert '__name__ == "__main__"' in text and ".serve(" in text
+    assert service["environment"]["BALANCER_REDIS_URL"] == REDIS_URL
+    assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert service["restart"] == "unless-stopped" and service["build"] == "."
