@@ -147,7 +147,7 @@ def test_a_run_asked_of_a_deployment_nobody_serves_waits_and_says_so(
     procs.serve_and_worker(real, namespace)
     run = run_deployment("etl/later", {"n": 3}, timeout=0, client=real, namespace=namespace)
     assert "no serve process serves it now" in caplog.text and run.state == "scheduled"
-    with pytest.raises(TimeoutError, match="was not taken by a serve process within 0.2s"):
+    with pytest.raises(TimeoutError, match=r"was not taken by a serve process within 0\.2s"):
         run.wait(0.2)
     server = procs.start(MODULE, "later", "0", name="deploy")
     assert run.wait(60) == "completed" and run.flow_run().result("double") == 6
