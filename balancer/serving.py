@@ -142,7 +142,7 @@ class Server:
         dep = self.deployments[name]
         assert dep.schedule is not None
         following = dep.schedule.next_after(max(due, now))
-        skipped = dep.schedule.count(due + 1, now) if now > due else 0
+        skipped = dep.schedule.count(due + 1, now + 1) if now > due else 0  # (due, now]
         self.next_due[name] = following
         if skipped:
             log.warning("deployment %s: %d due time(s) missed while busy or unable to reach"
