@@ -69,6 +69,24 @@ def resolve_url(client: redis.Redis | None, redis_url: str | None,
     return resolve(client, namespace)
 
 
+def here(client: redis.Redis | None = None, redis_url: str | None = None,
+         namespace: str | None = None) -> tuple[redis.Redis, Settings]:
+    """The cluster of the code calling: as given; else, in a task, its worker's cluster;
+    in a @flow function, its run's; else as a submit finds it (BALANCER_REDIS_URL, else
+    the embedded cluster). For what any code may reach for (concurrency limits,
+    variables)."""
+    from balancer import building, runcontext
+
+    if client is None and redis_url is None:
+        facts = runcontext.current()
+        if facts is not None and facts.client is not None:
+            return facts.client, settings(namespace or facts.namespace)
+        run = building.current_run()
+        if run is not None:
+            return run.client, run.settings
+    return resolve_url(client, redis_url, namespace)
+
+
 def shared(url: str) -> redis.Redis:
     """This process's client for ``url`` (one per URL). BadRedisURL, its message one line,
     for a URL that cannot name a Redis."""

@@ -68,6 +68,7 @@ ROLES = {
             "GET", "SET",  # cached results (cache_for: worker/caching.py)
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
             "ZREM", "TIME",  # concurrency slots given back, renewed (balancer/concurrency.py)
+            "HSETNX",  # a variable set unless it is (balancer/variables.py)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
@@ -75,7 +76,8 @@ ROLES = {
               "tag_inflight",  # a lease that counted against a tag limit gives it back
               "events", "cache",
               "doorbell",  # where it waits for leases of several partitions
-              "concurrency"),  # a task's `with concurrency(...)` (balancer/concurrency.py)
+              "concurrency",  # a task's `with concurrency(...)` (balancer/concurrency.py)
+              "variables"),  # a task's Variable.get/set/unset (balancer/variables.py)
         read_keys=("partitions", "protocol",  # read with one MGET (common/clusterfacts.py)
                    "leader",  # whether a dispatcher leads it (worker/leaderwatch.py)
                    "concurrency_limits"),
@@ -120,6 +122,7 @@ ROLES = {
             # Serving deployments (balancer/serving.py): a due time claimed, the runs
             # asked for taken, a run id checked unused, the beats listed
             "SET", "BLMPOP", "EXISTS", "LLEN",
+            "HSETNX",  # a variable set unless it is (balancer/variables.py)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
@@ -128,7 +131,8 @@ ROLES = {
               "events", "schedule", "schedules",
               "tag_limits",  # set like a queue's settings: balancer.set_tag_limit
               "concurrency",  # a @flow function's `with concurrency(...)`
-              "deployments", "deployment_runs", "deployment_due"),  # serve, run_deployment
+              "deployments", "deployment_runs", "deployment_due",  # serve, run_deployment
+              "variables"),  # Variable.get/set/unset (balancer/variables.py)
         read_keys=("workers", "leader", "inflight", "worker", "leases",
                    "tag_inflight", "partitions", "protocol", "concurrency_limits"),
     ),
@@ -152,7 +156,7 @@ def commands(role: Role) -> list[str]:
 
 
 _PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits",
-                     "deployments", "deployment_runs", "deployment_due")
+                     "deployments", "deployment_runs", "deployment_due", "variables")
 
 
 def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:

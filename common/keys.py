@@ -68,6 +68,8 @@ partitions over its slots. Every key below exists once per partition, but for
 | concurrency-limits   | hash        | partition 0 only: name -> slots of that concurrency limit   |
 |                      |             | (balancer/concurrency.py, Prefect's `concurrency`)          |
 | concurrency:<name>   | zset        | partition 0 only: "holder|occupy" -> when its lease ends    |
+| variables            | hash        | partition 0 only: name -> [value, tags], msgpack (Prefect's |
+|                      |             | Variables: balancer/variables.py)                           |
 | deployments          | hash        | partition 0 only: "<deployment>|<server id>" -> what that   |
 |                      |             | serve process serves (balancer/serving.py), every 5 s       |
 | deployment-runs:<n>  | list        | partition 0 only: runs asked of deployment n, not yet taken |
@@ -153,6 +155,10 @@ class Keys:
     @property
     def concurrency_limits(self) -> str:
         return f"{self.prefix}concurrency-limits"
+
+    @property
+    def variables(self) -> str:
+        return f"{self.prefix}variables"
 
     @property
     def deployments(self) -> str:

@@ -15,6 +15,7 @@ from balancer.cli.queues import queue
 from balancer.cli.schedules import schedule
 from balancer.cli.serve import serve
 from balancer.cli.tags import tag
+from balancer.cli.variables import variable
 from balancer.cli.views import flow, flows, status
 from balancer.common.cligroup import EscapingGroup
 
@@ -25,6 +26,6 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, tag, limit, schedule, deployment, dlq,
-                events, dashboard, acl):
+for command in (serve, status, flows, flow, queue, tag, limit, variable, schedule, deployment,
+                dlq, events, dashboard, acl):
     main.add_command(command)

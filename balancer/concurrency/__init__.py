@@ -29,12 +29,10 @@ from types import TracebackType
 
 import redis
 
-from balancer import building, runcontext
 from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_list
 from balancer.common.scripts import Scripts
-from balancer.common.settings import Settings
 
 log = logging.getLogger("balancer.concurrency")
 
@@ -119,7 +117,9 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
             _renewer().add(held)
 
     def _try_first(self) -> _Held | None:
-        client, settings = _cluster(*self._where)
+        from balancer.client import here
+
+        client, settings = here(*self._where)
         self._scripts = Scripts(client, Keys(settings.namespace))
         self._lease_ms = int(settings.concurrency_lease * 1000)
         self._holder = uuid.uuid4().hex
@@ -160,23 +160,6 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 def _next(delay: float) -> float:
     """The next poll's wait: doubling, jittered so that waiters do not poll in step."""
     return min(POLL_MOST, delay * 2) * random.uniform(0.8, 1.2)
-
-
-def _cluster(client: redis.Redis | None, redis_url: str | None, namespace: str | None
-             ) -> tuple[redis.Redis, Settings]:
-    """Where the limits live: as given; else, in a task, its worker's cluster; in a @flow
-    function, its run's; else as a submit finds it (BALANCER_REDIS_URL, else the embedded
-    cluster)."""
-    from balancer.client import resolve_url, settings
-
-    if client is None and redis_url is None:
-        facts = runcontext.current()
-        if facts is not None and facts.client is not None:
-            return facts.client, settings(namespace or facts.namespace)
-        run = building.current_run()
-        if run is not None:
-            return run.client, run.settings
-    return resolve_url(client, redis_url, namespace)
 
 
 def _limits(scripts: Scripts, names: Sequence[str]) -> dict[str, int]:

@@ -53,7 +53,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
         "protocol", "concurrency", "concurrency_limits", "deployments", "deployment_runs",
-        "deployment_due",
+        "deployment_due", "variables",
     }
 
 

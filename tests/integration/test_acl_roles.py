@@ -306,3 +306,30 @@ def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
     finally:
         procs.cleanup()
     assert acl_server.denials() == []
+
+
+def test_variables_are_read_and_set_under_the_worker_s_and_the_client_s_users(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    from balancer.variables import Variable
+    from tests.integration import variable_tasks
+
+    ns = acl_server.namespace
+    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
+    procs = Processes(env["dispatcher"], tmp_path)
+    try:
+        procs.serve()
+        procs.env = env["worker"]
+        worker = procs.worker("--import", "tests.integration.variable_tasks")
+        wait_logged(procs, worker, "started:")
+        client = acl_server.as_role("client")
+        Variable.set("greeting", "hi", client=client, namespace=ns)
+        with Flow("greetings") as flow:
+            greeted = variable_tasks.greet("ada")
+        run_ = flow.run(timeout=60, client=client, namespace=ns, quiet=True)
+        assert run_.result(greeted) == "hi, ada"
+        assert Variable.get("last-greeted", client=client, namespace=ns) == "ada"
+        assert Variable.unset("greeting", client=client, namespace=ns)
+        assert "NOPERM" not in procs.log(worker)
+    finally:
+        procs.cleanup()
+    assert acl_server.denials() == []
