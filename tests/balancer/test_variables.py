@@ -20,7 +20,7 @@ def test_a_variable_is_set_read_and_unset(fake: redis.Redis) -> None:
     assert Variable.get("answer", default=7, **where) == 7
     assert Variable.set("answer", {"n": [4, 2]}, tags=["math"], **where) == {"n": [4, 2]}
     assert Variable.get("answer", **where) == {"n": [4, 2]}
-    with pytest.raises(VariableError, match="Variable 'answer' already exists. Use"):
+    with pytest.raises(VariableError, match=r"Variable 'answer' already exists\. Use"):
         Variable.set("answer", 1, **where)
     Variable.set("answer", 42, overwrite=True, **where)
     assert [(v.name, v.value, v.tags) for v in variables(**where)] == [("answer", 42, ())]
