@@ -6,7 +6,9 @@
 A serve process runs until it is stopped (Ctrl-C, SIGTERM). For each deployment it
 fires the schedule's due times and takes the runs asked of it (``run_deployment``,
 ``balancer deployment run``), each run in a thread of its own, so that a long run does
-not hold up the next one; ``limit`` bounds how many run at once (a due time or a request
+not hold up the next one; ``limit`` bounds how many run at once (5 unless given, as
+Prefect's runner's ``PREFECT_RUNNER_PROCESS_LIMIT``: a flood of requests must not start a
+thread each; a due time or a request
 then waits for a run to end). The flow function is this process's code, so the runs go
 where its tasks go: the cluster's workers.
 
@@ -46,7 +48,7 @@ from balancer.common.redisclock import RedisClock
 from balancer.common.replies import as_bytes, as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE, Backoff, describe
 from balancer.common.settings import Settings
-from balancer.deployments import Deployment, Request, Served, request_message
+from balancer.deployments import Deployment, Request, Served, request_message, served
 from balancer.flowfn import assigned_id
 
 log = logging.getLogger("balancer.serve")
@@ -54,18 +56,19 @@ log = logging.getLogger("balancer.serve")
 BEAT = 5.0  # seconds between beats in `deployments` (deployments.GONE_AFTER_MS: 3 missed)
 LISTEN = 1.0  # seconds a wait for requests blocks (so that a stop is seen soon)
 TICK = 0.5  # longest sleep of the scheduler between looks at the clock and the stop
+DEFAULT_LIMIT = 5  # runs at once, unless serve is given another limit
+FORGET_AFTER_MS = 3_600_000  # a beat this old is removed: its process is long gone
 DUE_CLAIM_MS = 600_000  # how long a fired due time's claim stays (a late one is not fired)
 _RUN_ID = re.compile(r"[0-9a-f]{24}(-p[1-9][0-9]{0,3})?")
 
 
 class Server:
     def __init__(self, deployments: Sequence[Deployment], client: redis.Redis,
-                 settings: Settings, limit: int | None = None) -> None:
+                 settings: Settings, limit: int = DEFAULT_LIMIT) -> None:
         names = [d.full_name for d in deployments]
         if not deployments or len(set(names)) != len(names):
             raise ValueError(f"serve takes deployments of distinct names, got {names}")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 1):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"serve: limit must be a whole number of runs, at least 1, got"
                              f" {limit!r}")
         self.deployments = {d.full_name: d for d in deployments}
@@ -84,6 +87,7 @@ class Server:
         self._runs: set[threading.Thread] = set()
         self._runs_lock = threading.Lock()
         self._by_list = {self.keys.deployment_runs(n): n for n in self.deployments}
+        self._beats = 0
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -239,12 +243,12 @@ class Server:
 
     def _has_room(self) -> bool:
         with self._room:
-            return self.limit is None or self._active < self.limit
+            return self._active < self.limit
 
     def _take_room(self) -> bool:
         """Count a run in, once fewer than ``limit`` run; False when stopping first."""
         with self._room:
-            while self.limit is not None and self._active >= self.limit:
+            while self._active >= self.limit:
                 if self.stopping.is_set():
                     return False
                 self._room.wait(TICK)
@@ -297,6 +301,12 @@ class Server:
             socket.gethostname(), os.getpid(), now, self.next_due.get(name)).encode()
             for name, dep in self.deployments.items()}
         self.client.hset(self.keys.deployments, mapping=fields)  # type: ignore[arg-type]
+        self._beats += 1
+        if self._beats % 12 == 1:  # about each minute: forget processes long gone
+            old = [f"{s.deployment}|{s.server}" for s in served(self.client, self.keys)
+                   if now - s.seen_ms > FORGET_AFTER_MS]
+            if old:
+                self.client.hdel(self.keys.deployments, *old)
 
     def _leave(self) -> None:
         try:
@@ -315,9 +325,10 @@ def _when(ms: int | None) -> str:
 def serve(*deployments: Deployment, limit: int | None = None,
           print_starting_message: bool = True, pause_on_shutdown: bool = True,
           redis_url: str | None = None, namespace: str | None = None) -> None:
-    """Serve ``deployments`` until this process is stopped (Prefect's ``serve``). The
-    cluster: ``redis_url``, else the first deployment's flow's, else
-    ``BALANCER_REDIS_URL`` (else the embedded one, which only this process sees)."""
+    """Serve ``deployments`` until this process is stopped (Prefect's ``serve``), at most
+    ``limit`` runs at once (None: DEFAULT_LIMIT). The cluster: ``redis_url``, else the
+    first deployment's flow's, else ``BALANCER_REDIS_URL`` (else the embedded one, which
+    only this process sees)."""
     del pause_on_shutdown  # nothing to pause: a stopped process fires nothing
     if not deployments:
         raise ValueError("serve: give at least one deployment (flow.to_deployment(...))")
@@ -327,7 +338,8 @@ def serve(*deployments: Deployment, limit: int | None = None,
         from balancer.client import resolve_url
 
         client, settings = resolve_url(None, redis_url, namespace or first.options.namespace)
-    server = Server(deployments, client, settings, limit)
+    server = Server(deployments, client, settings,
+                    DEFAULT_LIMIT if limit is None else limit)
     _show_logs()
     if print_starting_message:
         names = ", ".join(repr(d.full_name) for d in deployments)

@@ -6,12 +6,16 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import redis
 from balancer.common import codec
 from balancer.common.importpath import importing_tasks
+from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 
 from balancer import DeploymentError, flow
-from balancer.deployments import Request, check_name
+from balancer.deployments import Request, Served, check_name, served
 from balancer.schedules import CronSchedule
+from balancer.serving import Server
 
 
 @flow
@@ -82,3 +86,20 @@ def test_a_run_request_round_trips_and_anything_else_is_no_request() -> None:
                 codec.pack(["id", {1: 2}, 1, ""])):
         with pytest.raises(ValueError, match="not a run request"):
             Request.decode(raw)
+
+
+def test_a_serve_process_beats_what_it_serves_and_forgets_processes_long_gone(
+        fake: redis.Redis) -> None:
+    keys = Keys("ns")
+    gone = Served("etl/old", "gone:1:abc", "etl", "every 60s", {}, "h", 1, seen_ms=1000)
+    fake.hset(keys.deployments, "etl/old|gone:1:abc", gone.encode())
+    server = Server([etl.to_deployment("x", interval=60, parameters={"n": 2})], fake,
+                    Settings(namespace="ns"))
+    server._beat()
+    [beat] = served(fake, keys)
+    assert (beat.deployment, beat.server, beat.schedule, beat.parameters) == (
+        "etl/x", server.id, "every 60s", {"n": 2})
+    with pytest.raises(ValueError, match="limit must be a whole number of runs"):
+        Server([etl.to_deployment("x")], fake, Settings(namespace="ns"), limit=0)
+    with pytest.raises(ValueError, match="distinct names"):
+        Server([etl.to_deployment("x"), etl.to_deployment("x")], fake, Settings())
