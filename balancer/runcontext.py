@@ -27,7 +27,7 @@ from typing import Any
 LOGGER = "balancer.task"
 
 # What only the records hold: read from Redis when first asked for (worker/runfacts.py).
-_READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name",
+_READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name", "deployment",
          "scheduled_start_time", "date", "today", "yesterday", "tomorrow")
 _FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "task_run_name", "map_index",
                "flow_run_id", "queue", "worker")
@@ -173,9 +173,11 @@ class Context(Mapping[str, Any]):
     ``queue``, ``worker``, ``logger``; and, read from Redis the first time one is asked
     for, ``task_run_count`` (1 on the first run, 2 on the first retry or the run after a
     crash...), ``task_tags``, ``flow_name``, ``flow_run_name`` (the run's own name, else
-    the flow's), ``parameters`` (the flow run's, by name: a Prefect 1 flow's Parameters,
-    a @flow function's arguments; {} when it has none, and without those that could not
-    be stored: balancer/parameter.py), ``scheduled_start_time`` (a scheduled run's
+    the flow's), ``deployment`` (the deployment the flow run ran for, "flow/name", else
+    None: balancer/serving.py), ``parameters`` (the flow run's, by name: a Prefect 1
+    flow's Parameters, a @flow function's arguments; {} when it has none, and without
+    those that could not be stored: balancer/parameter.py), ``scheduled_start_time`` (a
+    scheduled run's
     due time, else when the run was submitted; an aware UTC datetime), ``date`` (the
     same), and ``today``, ``yesterday``, ``tomorrow`` (``YYYY-MM-DD`` of that date).
     Outside a task run each is None, and ``logger`` is the plain ``balancer.task``

@@ -78,7 +78,30 @@ class _FlowRun:
         return None if building.current_run() is not None else context.scheduled_start_time
 
 
+class _Deployment:
+    """The deployment the flow run runs for (``flow.serve``: balancer/serving.py); None
+    for each when it runs for none."""
+
+    @property
+    def id(self) -> str | None:
+        """Its full name, ``flow-name/deployment-name`` (the identity of a deployment here)."""
+        run = building.current_run()
+        if run is not None:
+            return getattr(run, "deployment", None)
+        return context.deployment  # type: ignore[no-any-return]
+
+    @property
+    def name(self) -> str | None:
+        full = self.id
+        return full.partition("/")[2] if full else None
+
+    @property
+    def flow_run_id(self) -> str | None:
+        return flow_run.id if self.id else None
+
+
 task_run = _TaskRun()
 flow_run = _FlowRun()
+deployment = _Deployment()
 
-__all__ = ["flow_run", "task_run"]
+__all__ = ["deployment", "flow_run", "task_run"]

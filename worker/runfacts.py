@@ -34,15 +34,17 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
     failures so far and its retries (``failures`` and ``retries``)."""
     pipe = client.pipeline(transaction=False)
     pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
-    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name"])
-    (failures, lost, tags, retries), (name, scheduled, created, run_name) = pipe.execute()
+    pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name", "deployment"])
+    ((failures, lost, tags, retries),
+     (name, scheduled, created, run_name, deployment)) = pipe.execute()
     flow_name = name.decode(errors="replace") if name is not None else None
     out: dict[str, Any] = {
         "failures": max(0, field_int(failures)), "retries": max(0, field_int(retries)),
         "task_run_count": max(0, field_int(failures)) + max(0, field_int(lost)) + 1,
         "task_tags": sorted(field_tags(tags)),
         "flow_name": flow_name,
-        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name}
+        "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name,
+        "deployment": deployment.decode(errors="replace") if deployment is not None else None}
     return {**out, **dated(field_utc(scheduled) or field_utc(created)
                            or datetime.now(timezone.utc))}
 

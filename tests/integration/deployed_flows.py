@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from balancer import flow, task
+from balancer import flow, runtime, task
 
 
 @task
@@ -30,8 +30,19 @@ def nap(log: str, seconds: float) -> None:
         f.write(f"end {time.time()}\n")
 
 
+@task
+def deployed_as() -> list[str | None]:
+    return [runtime.deployment.id, runtime.deployment.name]
+
+
+@task
+def both(in_flow: list[str | None], in_task: list[str | None]) -> list[list[str | None]]:
+    return [in_flow, in_task]
+
+
 @flow
 def etl(n: int = 1) -> int:
+    both([runtime.deployment.id, runtime.deployment.name], deployed_as())
     return double(n)
 
 

@@ -51,6 +51,8 @@ def test_a_served_flow_runs_on_its_schedule_and_when_asked_from_another_process(
     run = run_deployment("etl/fast", parameters={"n": 21}, timeout=60, client=real,
                          namespace=namespace)
     assert run.state == "completed" and run.flow_run().result("double") == 42
+    seen = ["etl/fast", "fast"]  # runtime.deployment, in the flow's body and in a task
+    assert run.flow_run().result("both") == [seen, seen]
     [listed] = json.loads(_cli(procs, "deployment", "ls", "--json"))
     assert (listed["deployment"], listed["flow"], listed["schedule"]) == (
         "etl/fast", "etl", "every 1s")
