@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 
-from balancer import why
+from balancer import artifacts, why
+from balancer.artifacts import Artifact
 from balancer.common import codec
 from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
@@ -80,6 +81,7 @@ class FlowView:
     starts: str = ""  # a run submitted to start later (delay=, eta=): when, in UTC
     run_name: str = ""  # its own name (a @flow's flow_run_name)
     deployment: str = ""  # the deployment it ran for (balancer/serving.py)
+    artifacts: list[Artifact] = field(default_factory=list)  # made in it (artifacts.py)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -166,7 +168,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     (broken or b"").decode(errors="replace"),
                     _utc(scheduled) if schedule is None else "",
                     (run_name or b"").decode(errors="replace"),
-                    (deployment or b"").decode(errors="replace"))
+                    (deployment or b"").decode(errors="replace"),
+                    artifacts.of_run(client, keys, flow_id))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
@@ -236,4 +239,9 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
                 lines += ["      " + line for line in r.traceback.rstrip().splitlines()]
     if not verbose and any(r.traceback for r in view.tasks):
         lines.append("  (--verbose shows the tracebacks)")
+    if view.artifacts:
+        lines.append(f"  artifacts ({len(view.artifacts)}; balancer artifact inspect ID):")
+        for a in view.artifacts:
+            made = f"task {a.task_run_id}" if a.task_run_id else "the flow"
+            lines.append(f"    {a.id}  {artifacts.summary(a)}  (by {made})")
     return lines

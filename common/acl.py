@@ -69,6 +69,7 @@ ROLES = {
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
             "ZREM", "TIME",  # concurrency slots given back, renewed (balancer/concurrency.py)
             "HSETNX",  # a variable set unless it is (balancer/variables.py)
+            "LTRIM", "PEXPIRE",  # a run's list of artifacts (balancer/artifacts.py)
         ),
         keys=("task", "flow", "queue", "worker", "workers", "inbox", "leases", "fetched", "ahead",
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
@@ -77,7 +78,8 @@ ROLES = {
               "events", "cache",
               "doorbell",  # where it waits for leases of several partitions
               "concurrency",  # a task's `with concurrency(...)` (balancer/concurrency.py)
-              "variables"),  # a task's Variable.get/set/unset (balancer/variables.py)
+              "variables",  # a task's Variable.get/set/unset (balancer/variables.py)
+              "artifact", "artifacts"),  # a task's artifacts (balancer/artifacts.py)
         read_keys=("partitions", "protocol",  # read with one MGET (common/clusterfacts.py)
                    "leader",  # whether a dispatcher leads it (worker/leaderwatch.py)
                    "concurrency_limits"),
@@ -123,6 +125,7 @@ ROLES = {
             # asked for taken, a run id checked unused, the beats listed
             "SET", "BLMPOP", "EXISTS", "LLEN",
             "HSETNX",  # a variable set unless it is (balancer/variables.py)
+            "LTRIM", "PEXPIRE",  # a run's list of artifacts (balancer/artifacts.py)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?
@@ -132,7 +135,8 @@ ROLES = {
               "tag_limits",  # set like a queue's settings: balancer.set_tag_limit
               "concurrency",  # a @flow function's `with concurrency(...)`
               "deployments", "deployment_runs", "deployment_due",  # serve, run_deployment
-              "variables"),  # Variable.get/set/unset (balancer/variables.py)
+              "variables",  # Variable.get/set/unset (balancer/variables.py)
+              "artifact", "artifacts"),  # a @flow function's artifacts (balancer/artifacts.py)
         read_keys=("workers", "leader", "inflight", "worker", "leases",
                    "tag_inflight", "partitions", "protocol", "concurrency_limits"),
     ),
@@ -156,7 +160,8 @@ def commands(role: Role) -> list[str]:
 
 
 _PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits",
-                     "deployments", "deployment_runs", "deployment_due", "variables")
+                     "deployments", "deployment_runs", "deployment_due", "variables",
+                     "artifacts")
 
 
 def _pattern(namespace: str, member: str, partition: int | str = 0) -> str:

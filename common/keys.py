@@ -17,6 +17,10 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | onto itself, so that every waiter sees it                   |
 | flow:<id>:tasks      | list        | tasks (and sub-runs) a @flow function added to its open run,|
 |                      |             | packed [id, name, kind] (balancer/dynamic.py)               |
+| flow:<id>:artifacts  | list (PX)   | ids of the artifacts made in that run (artifacts.py)       |
+| artifact:<id>        | string (PX) | an artifact: kind, key, description, data, run ids (in the  |
+|                      |             | partition of its flow run; partition 0 for one of no run)   |
+| artifacts            | hash        | partition 0 only: artifact key -> the latest artifact's id  |
 | flows                | zset        | recent flow runs by submit time                             |
 | queue:<name>         | zset        | ready task ids; score = arrival ms - priority * aging ms    |
 | queue-conf:<name>    | hash        | priority, concurrency_limit, paused                         |
@@ -112,6 +116,16 @@ class Keys:
 
     def flow_tasks(self, flow_id: str) -> str:
         return f"{self.prefix}flow:{flow_id}:tasks"
+
+    def flow_artifacts(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}:artifacts"
+
+    def artifact(self, artifact_id: str) -> str:
+        return f"{self.prefix}artifact:{artifact_id}"
+
+    @property
+    def artifacts(self) -> str:
+        return f"{self.prefix}artifacts"
 
     def queue(self, name: str) -> str:
         return f"{self.prefix}queue:{name}"

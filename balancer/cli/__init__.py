@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from balancer.cli.acl import acl
+from balancer.cli.artifacts import artifact
 from balancer.cli.dashboard import dashboard
 from balancer.cli.deployments import deployment
 from balancer.cli.dlq import dlq
@@ -26,6 +27,6 @@ def main() -> None:
     """Dispatch tasks and flows to the least-loaded workers, over Redis."""
 
 
-for command in (serve, status, flows, flow, queue, tag, limit, variable, schedule, deployment,
-                dlq, events, dashboard, acl):
+for command in (serve, status, flows, flow, artifact, queue, tag, limit, variable, schedule,
+                deployment, dlq, events, dashboard, acl):
     main.add_command(command)

@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from balancer import flowview, why
+from balancer import artifacts, flowview, why
 from balancer.common import codec
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes, as_opt_bytes_list, opt_field_int
@@ -88,6 +88,7 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
         "failed": opt_field_int(failed) or 0, "created_ms": opt_field_int(created),
         "finished_ms": opt_field_int(finished), "tasks": tasks, "edges": edges,
         "not_shown": max(0, len(listed) - len(shown)),
+        "artifacts": [a.to_dict() for a in artifacts.of_run(client, keys, flow_id)],
     }
 
 

@@ -26,7 +26,8 @@ HASH_TAG_OPEN = re.compile(r"\{$")
 HASH_TAG_CLOSE = re.compile(r"^\}:")
 
 ID_ARGS = {"task_id": "t1", "flow_id": "f1", "name": "q1", "worker_id": "w1",
-           "schedule_id": "s1", "cache_key": "ck", "digest": "d1", "due_ms": 1000}
+           "schedule_id": "s1", "cache_key": "ck", "digest": "d1", "due_ms": 1000,
+           "artifact_id": "a1"}
 
 
 def _every_key(keys: Keys) -> dict[str, str]:
@@ -53,7 +54,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
         "protocol", "concurrency", "concurrency_limits", "deployments", "deployment_runs",
-        "deployment_due", "variables",
+        "deployment_due", "variables", "flow_artifacts", "artifact", "artifacts",
     }
 
 

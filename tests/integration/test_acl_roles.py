@@ -308,10 +308,13 @@ def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
     assert acl_server.denials() == []
 
 
-def test_variables_are_read_and_set_under_the_worker_s_and_the_client_s_users(
+def test_variables_and_artifacts_under_the_worker_s_and_the_client_s_users(
         acl_server: AclServer, tmp_path: Path) -> None:
+    """A task reads and sets variables and makes artifacts under the worker's user; a
+    @flow function and a client do under the client's."""
+    from balancer.artifacts import Artifact
     from balancer.variables import Variable
-    from tests.integration import variable_tasks
+    from tests.integration import artifact_tasks, variable_tasks
 
     ns = acl_server.namespace
     env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
@@ -319,9 +322,15 @@ def test_variables_are_read_and_set_under_the_worker_s_and_the_client_s_users(
     try:
         procs.serve()
         procs.env = env["worker"]
-        worker = procs.worker("--import", "tests.integration.variable_tasks")
+        worker = procs.worker("--import", "tests.integration.variable_tasks",
+                              "--import", "tests.integration.artifact_tasks")
         wait_logged(procs, worker, "started:")
         client = acl_server.as_role("client")
+        reporting = artifact_tasks.reporting.with_options(
+            redis_url=acl_server.urls["client"], namespace=ns)
+        assert reporting([{"x": 1}]) == 1
+        made = Artifact.get("daily-report", client=client, namespace=ns)
+        assert made is not None and made.data.endswith("1 rows loaded")
         Variable.set("greeting", "hi", client=client, namespace=ns)
         with Flow("greetings") as flow:
             greeted = variable_tasks.greet("ada")

@@ -187,3 +187,36 @@ def test_the_dashboard_warns_of_a_redis_that_may_evict_tasks_until_it_no_longer_
         app.stop()
         client.close()
         server.cleanup()
+
+
+def test_artifacts_show_as_text_and_only_web_links_are_links(
+        procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
+        browser: object) -> None:
+    """An artifact's markdown, table cells and link text are anyone's to write: the flow
+    page shows them as text, and a javascript: link as text, never as a link."""
+    from tests.integration import artifact_tasks
+
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--import", "tests.integration.artifact_tasks")
+    wait_for(lambda: real.get(keys.leader) and real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("hostile-artifacts") as flow:
+        artifact_tasks.hostile(XSS)
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    app = Dashboard(real, settings, "127.0.0.1", 0)
+    app.start()
+    driver: Any = browser
+    try:
+        driver.get(f"{app.url}#/flow/{run.id}")
+        wait_for(lambda: _count(driver, "div[data-artifact]") == 4, timeout=30, interval=0.2)
+        assert XSS in _text(driver, "pre.artifact") and XSS in _text(driver, "table.artifact")
+        assert driver.execute_script("return window.__xss") is None
+        assert _count(driver, "main img, main script") == 0
+        hrefs = driver.execute_script(
+            "return [...document.querySelectorAll('div[data-artifact] a')]"
+            ".map((a) => a.getAttribute('href'));")
+        assert hrefs == ["https://example.com/report"]
+        assert "click me (javascript:window.__xss=3)" in _text(driver, "main")
+    finally:
+        app.stop()

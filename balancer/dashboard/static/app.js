@@ -306,6 +306,31 @@ function dag(flow) {
   return g;
 }
 
+// An artifact's content, as text: markdown is shown as written (never rendered), a link is
+// followed only when it is http or https (a javascript: URL written by anyone must not run).
+function artifactBody(a) {
+  if (a.kind === "markdown") return h("pre", {class: "artifact"}, a.data);
+  if (a.kind === "progress") return h("span", {}, progress(Number(a.data), 100, 0), " " + pct(Number(a.data) / 100));
+  if (a.kind === "link") {
+    const url = String(a.data.link);
+    return /^https?:\/\//i.test(url) ?
+      h("a", {href: url, rel: "noopener noreferrer nofollow", target: "_blank"}, a.data.text) :
+      h("span", {class: "mono"}, a.data.text + " (" + url + ")");
+  }
+  const head = a.data.columns.length ? a.data.columns.map((c) => [c]) : [];
+  const rows = a.data.rows.map((r) => h("tr", {}, r.map((v) => h("td", {},
+    v === null || typeof v !== "object" ? String(v) : JSON.stringify(v)))));
+  return table(head, rows, {class: "artifact"});
+}
+
+function artifactsSection(list) {
+  if (!list || !list.length) return "";
+  return section("Artifacts", list.length, ...list.map((a) => h("div", {class: "artifact-box", "data-artifact": a.id},
+    h("p", {}, pill(a.kind), " ", a.key ? h("b", {}, a.key) : "", a.description ? " " + a.description : "",
+      h("span", {class: "muted mono"}, " " + a.id + (a.task_run_id ? " · task " + a.task_run_id : " · the flow"))),
+    artifactBody(a))));
+}
+
 function renderFlow(flow) {
   const done = flow.total - flow.remaining;
   const rows = flow.tasks.map((t) => {
@@ -336,7 +361,8 @@ function renderFlow(flow) {
       flow.not_shown ? h("p", {class: "muted"}, flow.not_shown + " more tasks not shown") : ""),
     section("Tasks", flow.tasks.length, table(
       [["task"], ["state"], ["worker"], ["attempts", "num"], ["ready", "num"], ["waited", "num"],
-       ["ran", "num"], ["result", "num"], ["why it waits / error"]], rows, {id: "tasks"})));
+       ["ran", "num"], ["result", "num"], ["why it waits / error"]], rows, {id: "tasks"})),
+    artifactsSection(flow.artifacts));
 }
 
 // -- polling -------------------------------------------------------------------------------
