@@ -29,6 +29,7 @@ from balancer.parameter import Parameter
 from balancer.queue import Queue
 from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.runcontext import context
+from balancer.runtime import get_run_context
 from balancer.serving import serve
 from balancer.tagging import tags
 from balancer.taglimits import TagLimit, set_tag_limit, tag_limits
@@ -48,7 +49,7 @@ __all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "BadRedisURL", "CancelError", "Can
            "TaskInterrupted",
            "Unreachable",
            "allow_failure", "attach", "case", "concurrency_limits", "context",
-           "flatten", "flow", "get_run_logger",
+           "flatten", "flow", "get_run_context", "get_run_logger",
            "ifelse", "merge",
            "register_type", "run_deployment", "serve", "set_concurrency_limit",
            "set_tag_limit", "switch", "tag_limits",

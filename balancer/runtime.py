@@ -4,6 +4,7 @@ body. Outside both, each is None (Prefect gives empty values there too)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from balancer import building, runcontext
@@ -104,4 +105,47 @@ task_run = _TaskRun()
 flow_run = _FlowRun()
 deployment = _Deployment()
 
-__all__ = ["deployment", "flow_run", "task_run"]
+
+class MissingContextError(RuntimeError):
+    """Prefect's: ``get_run_context()`` outside a flow or task run."""
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str
+
+
+@dataclass(frozen=True)
+class TaskRunContext:
+    """Prefect's ``TaskRunContext``, as a task reads it on its worker."""
+
+    task: _Named
+    task_run: _TaskRun
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FlowRunContext:
+    """Prefect's ``FlowRunContext``, as a @flow function's body reads it."""
+
+    flow: _Named
+    flow_run: _FlowRun
+    parameters: dict[str, Any]
+
+
+def get_run_context() -> TaskRunContext | FlowRunContext:
+    """Prefect's ``get_run_context()``: in a task, its run's context (``.task_run.id``,
+    ``.task.name``, ``.parameters``); in a @flow function's body, its run's
+    (``.flow_run.id``, ``.flow.name``, ``.parameters``); elsewhere MissingContextError."""
+    facts = runcontext.current()
+    if facts is not None:
+        return TaskRunContext(_Named(facts.task_name), task_run, facts.task_parameters)
+    run = building.current_run()
+    if run is not None:
+        return FlowRunContext(_Named(run.name), flow_run, flow_run.parameters)
+    raise MissingContextError("No run context available. You are not in a flow or task run"
+                              " context.")
+
+
+__all__ = ["FlowRunContext", "MissingContextError", "TaskRunContext", "deployment",
+           "flow_run", "get_run_context", "task_run"]

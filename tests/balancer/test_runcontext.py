@@ -133,3 +133,17 @@ def test_the_flow_run_s_parameters_are_read_on_their_own_once_when_asked_for() -
     assert reads == ["params"]
     with bound(_facts()):
         assert context.parameters == {}  # none to read
+
+
+def test_get_run_context_is_the_task_s_in_a_task_and_refused_outside_any_run() -> None:
+    from balancer import get_run_context
+    from balancer.runtime import MissingContextError, TaskRunContext
+
+    facts = _facts()
+    facts.call = (lambda rows, factor=2: None, [[1]], {})
+    with bound(facts):
+        ctx = get_run_context()
+        assert isinstance(ctx, TaskRunContext) and ctx.task.name == "extract"
+        assert ctx.task_run.id == "t1" and ctx.parameters == {"rows": [1], "factor": 2}
+    with pytest.raises(MissingContextError, match="not in a flow or task run"):
+        get_run_context()

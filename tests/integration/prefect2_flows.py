@@ -18,7 +18,15 @@ from typing import Any
 
 import redis
 
-from balancer import allow_failure, flow, get_run_logger, runtime, task, unmapped
+from balancer import (
+    allow_failure,
+    flow,
+    get_run_context,
+    get_run_logger,
+    runtime,
+    task,
+    unmapped,
+)
 from balancer.tasks import task_input_hash
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -292,6 +300,19 @@ def within_one_run(url: str, key: str) -> list[int]:
             cached_within_run(url, key, 2)]
 
 
+@task
+def context_of_task(x: int) -> list[Any]:
+    ctx = get_run_context()
+    return [ctx.task.name, ctx.task_run.id is not None, ctx.parameters]  # type: ignore[union-attr]
+
+
+@flow
+def run_context() -> dict[str, Any]:
+    ctx = get_run_context()
+    return {"flow": ctx.flow.name, "has_id": ctx.flow_run.id is not None,  # type: ignore[union-attr]
+            "task": context_of_task(3)}
+
+
 # -- the driver ----------------------------------------------------------------------------
 
 
@@ -333,6 +354,7 @@ def main() -> None:
     within = [within_one_run(url, f"{prefix}within") for _ in range(2)]
     out["cache_within_flow_run"] = [within, int(redis.Redis.from_url(url).get(
         f"{prefix}within") or 0)]
+    out["run_context"] = run_context()
     json.dump(out, sys.stdout)
 
 

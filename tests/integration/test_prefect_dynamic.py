@@ -66,6 +66,8 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     # allow_failure: the dependent runs after a failed upstream, which passes None
     assert out["allow_failure"] == {"both": [None, 2], "after": 11, "blocked": "UpstreamFailed"}
     assert out["async_flow"] == [10, 20, 30]  # an async def flow gathering async tasks
+    assert out["run_context"] == {"flow": "run_context", "has_id": True,
+                                  "task": ["context_of_task", True, {"x": 3}]}
     assert out["static_cache_key"] == [1, 1, 1]  # cache_key_fn: ran once, reused twice
     # Keyed on the flow run and the inputs: 2 runs of 2 distinct inputs ran 4 times.
     assert out["cache_within_flow_run"] == [[[2, 2, 4], [2, 2, 4]], 4]
