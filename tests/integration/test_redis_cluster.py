@@ -225,3 +225,43 @@ def test_flows_ride_out_a_kill_of_the_master_holding_the_namespace_slot(
     for proc in (serve, worker):
         assert procs.stop(proc) == 0
         assert "CROSSSLOT" not in procs.log(proc) and "Traceback" not in procs.log(proc)
+
+
+def test_deployments_variables_and_artifacts_work_on_the_cluster(
+        procs: Processes, local_cluster: LocalCluster, namespace: str) -> None:
+    """A served deployment (due times claimed, requests taken), variables and artifacts, in
+    a namespace of 3 partitions on 3 masters: none of their commands crosses a slot."""
+    from balancer import run_deployment
+    from balancer.artifacts import Artifact
+    from balancer.variables import Variable
+    from tests.integration import artifact_tasks
+
+    ns = local_cluster.spread_namespace(namespace, 3)
+    procs.env.update(BALANCER_REDIS_URL=local_cluster.url, BALANCER_NAMESPACE=ns,
+                     BALANCER_LEADER_TTL="2")
+    serve = procs.serve("--partitions", "3")
+    client = connect(local_cluster.url)
+    wait_for(lambda: client.get(Keys(ns).partitions) == b"3", timeout=30)
+    worker = procs.worker("--import", "tests.integration.deployed_flows",
+                          "--import", "tests.integration.artifact_tasks")
+    wait_for(lambda: all(client.zcard(Keys(ns, p).workers) >= 1 for p in range(3)),
+             timeout=60)
+    served = procs.start("tests.integration.deployed_flows", "clustered", "1", name="deploy")
+    runs = [run_deployment("etl/clustered", {"n": n}, timeout=0, client=client, namespace=ns)
+            for n in range(6)]
+    for n, run in enumerate(runs):
+        assert run.wait(60) == "completed" and run.flow_run().result("double") == 2 * n
+    assert {partitions.of_flow(run.id) for run in runs} > {0}
+    wait_for(lambda: "starts (scheduled for" in procs.log(served), timeout=30)
+    Variable.set("region", "eu", client=client, namespace=ns)
+    assert Variable.get("region", client=client, namespace=ns) == "eu"
+    reporting = artifact_tasks.reporting.with_options(redis_url=local_cluster.url,
+                                                      namespace=ns)
+    for _ in range(3):  # runs in several partitions
+        assert reporting([{"x": 1}, {"x": 2}]) == 2
+    made = Artifact.get("daily-report", client=client, namespace=ns)
+    assert made is not None and made.data.endswith("2 rows loaded")
+    for proc in (served, worker, serve):
+        assert procs.stop(proc) == 0, procs.log(proc)
+        log = procs.log(proc)
+        assert "CROSSSLOT" not in log and "Traceback" not in log, log
