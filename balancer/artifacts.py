@@ -14,12 +14,14 @@ them (as text: markdown is not rendered, a link is followed only if it is http o
 elsewhere, it belongs to no run (then give it a key, to find it again).
 
 An artifact lives ``BALANCER_RESULT_TTL`` from when it is made, as a run's records do.
-Keys are Prefect's: lowercase letters, digits and dashes. Data are what msgpack carries, up
-to 256 KiB packed. Like a run's records, artifacts are not signed.
+Keys are Prefect's: lowercase letters, digits and dashes. Data are kept as JSON carries
+them (a value JSON has no form for, bytes say, as its repr), up to 256 KiB packed. Like a
+run's records, artifacts are not signed.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -69,6 +71,7 @@ class Artifact:
         try:
             (id_, kind, data, key, description, flow_run_id, task_run_id,
              created_ms) = codec.unpack(raw)
+            data = _jsonable(data)
             if not _shaped(kind, data):
                 raise ValueError(f"{kind!r} data of the wrong shape")
             return cls(str(id_), kind, data, _opt(key), _opt(description), _opt(flow_run_id),
@@ -92,6 +95,15 @@ class Artifact:
         with talking(conn):
             found = as_opt_bytes(conn.hget(keys.artifacts, key))
             return None if found is None else read(conn, keys, found.decode())
+
+
+def _jsonable(data: Any) -> Any:
+    """``data`` as JSON carries it (bytes and other values as their repr, keys as
+    strings), so that every reader (the dashboard, ``--json``) can show it."""
+    try:
+        return json.loads(json.dumps(data, default=repr, skipkeys=True))
+    except (TypeError, ValueError, RecursionError):
+        return repr(data)
 
 
 def _shaped(kind: Any, data: Any) -> bool:
@@ -205,6 +217,7 @@ def _create(kind: str, data: Any, key: str | None, description: str | None) -> s
     _check_key(key)
     if description is not None and not isinstance(description, str):
         raise ArtifactError(f"description must be a string, got {description!r}")
+    data = _jsonable(data)
     flow_run_id, task_run_id = _run()
     conn, settings = here()  # in a task, its worker's cluster; in a flow, its run's
     base = Keys(settings.namespace)
@@ -214,10 +227,7 @@ def _create(kind: str, data: Any, key: str | None, description: str | None) -> s
     with talking(conn):
         artifact = Artifact(artifact_id, kind, data, key, description, flow_run_id,
                             task_run_id, redis_now_ms(conn, base, settings))
-        try:
-            blob = artifact.encode()
-        except CodecError as exc:
-            raise ArtifactError(f"an artifact's data must travel as msgpack: {exc}") from None
+        blob = artifact.encode()  # JSON's values: msgpack carries them
         if len(blob) > DATA_LIMIT:
             raise ArtifactError(f"the artifact packs to {len(blob)} bytes, over the limit of"
                                 f" {DATA_LIMIT}")

@@ -75,7 +75,7 @@ def flow_show(flow_id: str, cluster: Cluster, as_json: bool, verbose: bool) -> N
         raise click.ClickException(f"no flow run {flow_id} (finished runs expire after"
                                    f" {cluster.settings.result_ttl:.0f}s)")
     if as_json:
-        echo(json.dumps(view.to_dict(), indent=2))
+        echo(json.dumps(view.to_dict(), indent=2, default=repr))
     else:
         echo("\n".join(flowview.render(view, verbose)))
 
