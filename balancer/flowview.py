@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from balancer import artifacts, why
+from balancer import artifacts, pausing, why
 from balancer.artifacts import Artifact
 from balancer.common import codec
 from balancer.common.codec import CodecError
@@ -82,6 +82,7 @@ class FlowView:
     run_name: str = ""  # its own name (a @flow's flow_run_name)
     deployment: str = ""  # the deployment it ran for (balancer/serving.py)
     artifacts: list[Artifact] = field(default_factory=list)  # made in it (artifacts.py)
+    paused_ms: int | None = None  # paused (pausing.py) since then, waiting for a resume
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -112,10 +113,11 @@ def added_to(client: redis.Redis, keys: Keys, flow_id: str
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
     """The run as recorded; None when there is no such run (or it expired)."""
     (name, flow_state, blob, created, finished, total, failed, cancelled, raised,
-     parent, schedule, scheduled, broken, run_name, deployment) = as_opt_bytes_list(
+     parent, schedule, scheduled, broken, run_name, deployment, paused) = as_opt_bytes_list(
         client.hmget(keys.flow(flow_id), [
             "name", "state", "tasks", "created", "finished", "total", "failed", "cancelled",
-            "error", "parent", "schedule", "scheduled", "broken", "run_name", "deployment"]))
+            "error", "parent", "schedule", "scheduled", "broken", "run_name", "deployment",
+            "paused"]))
     if name is None:
         return None
     listed = [(str(t), str(n)) for t, n in codec.unpack(as_bytes(blob or b"\x90"))]
@@ -169,7 +171,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     _utc(scheduled) if schedule is None else "",
                     (run_name or b"").decode(errors="replace"),
                     (deployment or b"").decode(errors="replace"),
-                    artifacts.of_run(client, keys, flow_id))
+                    artifacts.of_run(client, keys, flow_id),
+                    (pausing.paused_since(paused) or (None,))[0])
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:
@@ -212,6 +215,9 @@ def render(view: FlowView, verbose: bool = False) -> list[str]:
              + (f"  (schedule {view.schedule})" if view.schedule else "")
              + (f"  (deployment {view.deployment})" if view.deployment else "")
              + (f"  (starts {view.starts})" if view.starts else "")]
+    if view.paused_ms is not None and view.state == "running":
+        lines.append(f"  paused since {_clock(view.paused_ms)}: its function waits for"
+                     f" `balancer flow resume {view.id}`")
     if view.error:
         lines.append(f"  its function raised {view.error}")
     if view.broken:

@@ -17,6 +17,7 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | onto itself, so that every waiter sees it                   |
 | flow:<id>:tasks      | list        | tasks (and sub-runs) a @flow function added to its open run,|
 |                      |             | packed [id, name, kind] (balancer/dynamic.py)               |
+| flow:<id>:resume     | list (PX)   | "token|input" of a resume of that paused run (pausing.py)   |
 | flow:<id>:artifacts  | list (PX)   | ids of the artifacts made in that run (artifacts.py)       |
 | artifact:<id>        | string (PX) | an artifact: kind, key, description, data, run ids (in the  |
 |                      |             | partition of its flow run; partition 0 for one of no run)   |
@@ -116,6 +117,9 @@ class Keys:
 
     def flow_tasks(self, flow_id: str) -> str:
         return f"{self.prefix}flow:{flow_id}:tasks"
+
+    def flow_resume(self, flow_id: str) -> str:
+        return f"{self.prefix}flow:{flow_id}:resume"
 
     def flow_artifacts(self, flow_id: str) -> str:
         return f"{self.prefix}flow:{flow_id}:artifacts"

@@ -11,7 +11,8 @@ import click
 from balancer import flowview
 from balancer import status as status_view
 from balancer.cancel import CancelError, cancel_flow
-from balancer.cli.common import Cluster, cluster_options, echo
+from balancer.cli.common import Cluster, cluster_options, echo, parameters
+from balancer.pausing import resume_flow_run
 
 
 @click.command()
@@ -58,7 +59,8 @@ class _FlowGroup(click.Group):
 @click.group("flow", cls=_FlowGroup)
 def flow() -> None:
     """One flow run: `balancer flow FLOW_ID` shows it (`--verbose`: with tracebacks),
-    `balancer flow cancel FLOW_ID` cancels it. FLOW_ID as `balancer flows` lists it."""
+    `balancer flow cancel FLOW_ID` cancels it, `balancer flow resume FLOW_ID` resumes it
+    from a pause. FLOW_ID as `balancer flows` lists it."""
 
 
 @flow.command("show")
@@ -78,6 +80,22 @@ def flow_show(flow_id: str, cluster: Cluster, as_json: bool, verbose: bool) -> N
         echo(json.dumps(view.to_dict(), indent=2, default=repr))
     else:
         echo("\n".join(flowview.render(view, verbose)))
+
+
+@flow.command("resume")
+@click.argument("flow_id")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=VALUE",
+              help="A value the paused function gets (JSON, else a string). Repeatable.")
+@cluster_options
+def flow_resume(flow_id: str, inputs: tuple[str, ...], cluster: Cluster) -> None:
+    """Resume a run whose @flow function waits in pause_flow_run, with the --input values
+    (its wait_for_input gets them)."""
+    try:
+        resume_flow_run(flow_id, parameters(inputs), client=cluster.client,
+                        namespace=cluster.keys.namespace)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    echo(f"flow {flow_id} resumed")
 
 
 @flow.command("cancel")

@@ -55,6 +55,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
         "protocol", "concurrency", "concurrency_limits", "deployments", "deployment_runs",
         "deployment_due", "variables", "flow_artifacts", "artifact", "artifacts",
+        "flow_resume",
     }
 
 
