@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from balancer import artifacts, flowview, why
+from balancer import artifacts, flowview, pausing, why
 from balancer.common import codec
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes, as_opt_bytes_list, opt_field_int
@@ -25,9 +25,9 @@ class NoSuchFlow(LookupError):
 
 def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
     (name, state, blob, total, remaining, failed, created, finished,
-     run_name) = as_opt_bytes_list(client.hmget(keys.flow(flow_id), [
+     run_name, paused) = as_opt_bytes_list(client.hmget(keys.flow(flow_id), [
          "name", "state", "tasks", "total", "remaining", "failed", "created", "finished",
-         "run_name"]))
+         "run_name", "paused"]))
     if name is None:
         raise NoSuchFlow(flow_id)
     try:
@@ -89,6 +89,8 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
         "finished_ms": opt_field_int(finished), "tasks": tasks, "edges": edges,
         "not_shown": max(0, len(listed) - len(shown)),
         "artifacts": [a.to_dict() for a in artifacts.of_run(client, keys, flow_id)],
+        # Its function waits in pause_flow_run since then (balancer/pausing.py).
+        "paused_ms": (pausing.paused_since(paused) or (None,))[0],
     }
 
 

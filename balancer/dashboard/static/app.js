@@ -354,7 +354,9 @@ function renderFlow(flow) {
         progress(done, flow.total, flow.failed), " " + done + "/" + flow.total + " done",
         flow.failed ? h("span", {class: "err"}, ", " + flow.failed + " failed") : "",
         " · submitted " + clock(flow.created_ms),
-        flow.finished_ms ? " · finished " + clock(flow.finished_ms) : "", " ",
+        flow.finished_ms ? " · finished " + clock(flow.finished_ms) : "",
+        flow.paused_ms && flow.state === "running" ?
+          h("span", {class: "paused"}, " · paused since " + clock(flow.paused_ms) + ", waiting for: balancer flow resume " + flow.id) : "", " ",
         flow.state === "running" ? button("cancel", "cancel", () => act("flow.cancel", {flow: flow.id})) : "",
         " ", h("a", {href: "#/"}, "back")),
       h("div", {style: null}, dag(flow)),
