@@ -126,6 +126,7 @@ ROLES = {
             "SET", "BLMPOP", "EXISTS", "LLEN",
             "HSETNX",  # a variable set unless it is (balancer/variables.py)
             "LTRIM", "PEXPIRE",  # a run's list of artifacts (balancer/artifacts.py)
+            "BLPOP",  # a paused @flow function's wait for its resume (balancer/pausing.py)
         ),
         keys=("task", "flow", "flows", "queues", "queue", "queue_conf", "wake", "offer",
               "backlog",  # a small submit's script is passed it: wake the dispatcher?

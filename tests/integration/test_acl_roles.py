@@ -342,3 +342,34 @@ def test_variables_and_artifacts_under_the_worker_s_and_the_client_s_users(
     finally:
         procs.cleanup()
     assert acl_server.denials() == []
+
+
+def test_a_run_pauses_and_is_resumed_under_the_client_s_user(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    import threading
+
+    from balancer import flow, pause_flow_run, resume_flow_run
+
+    ns = acl_server.namespace
+    client = acl_server.as_role("client")
+
+    @flow(redis_url=acl_server.urls["client"], namespace=ns)
+    def waits() -> object:
+        return pause_flow_run(timeout=60)
+
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(waits()), daemon=True)
+    thread.start()
+    keys = Keys(ns)
+
+    def paused() -> str | None:
+        for flow_id in client.zrange(keys.flows, 0, -1):
+            if client.hget(keys.flow(flow_id.decode()), "paused"):
+                return str(flow_id.decode())
+        return None
+
+    run_id = wait_for(paused, timeout=30)
+    resume_flow_run(run_id, {"ok": 1}, client=client, namespace=ns)
+    thread.join(30)
+    assert out == [{"ok": 1}]
+    assert acl_server.denials() == []
