@@ -46,7 +46,8 @@ from balancer.common.keys import Keys
 from balancer.common.models import new_id
 from balancer.common.redisclock import RedisClock
 from balancer.common.replies import as_bytes, as_bytes_list, as_list
-from balancer.common.retry import RETRYABLE, Backoff, describe
+from balancer.common.retry import RETRYABLE_ON_CLUSTER as RETRYABLE
+from balancer.common.retry import Backoff, describe, persist
 from balancer.common.settings import Settings
 from balancer.deployments import Deployment, Request, Served, request_message, served
 from balancer.flowfn import assigned_id
@@ -109,7 +110,11 @@ class Server:
             now = int(self.clock.now_ms())
             for name, due in list(self.next_due.items()):
                 if due is not None and due <= now:
-                    self._due(name, due, now)
+                    try:
+                        self._due(name, due, now)
+                    except Exception:  # that due time is lost; the next ones are not
+                        log.exception("deployment %s: the run due at %s was not fired", name,
+                                      _when(due))
             if time.monotonic() >= beat_at:
                 try:
                     self._beat()
@@ -119,6 +124,8 @@ class Server:
                     if backoff.failed():
                         log.error("serve %s: cannot beat (%s); its schedules go on by this"
                                   " host's clock", self.id, describe(exc))
+                except Exception:  # not said in `deployment ls` for now; it serves on
+                    log.exception("serve %s: its beat failed", self.id)
                 beat_at = time.monotonic() + BEAT
             wake = min([d for d in self.next_due.values() if d is not None], default=None)
             sleep = TICK if wake is None else max(0.0, min(TICK, (wake - now) / 1000))
@@ -201,19 +208,23 @@ class Server:
                 continue
             if not reply:
                 continue
-            key, entries = as_list(reply)
-            self._asked(self._by_list[as_bytes(key).decode()], as_bytes_list(entries)[0])
+            try:
+                key, entries = as_list(reply)
+                self._asked(self._by_list[as_bytes(key).decode()], as_bytes_list(entries)[0])
+            except Exception:  # one bad request must not stop the taking of the others
+                log.exception("serve %s: a run request could not be handled", self.id)
 
     def _asked(self, name: str, raw: bytes) -> None:
         """Start the run asked for, unless the request is not one this process may run
         (logged, dropped)."""
         try:
             request = Request.decode(raw)
-            refusal = self._refusal(name, request)
         except ValueError as exc:
-            refusal = str(exc)
-        except RETRYABLE as exc:
-            refusal = f"its run could not be checked ({describe(exc)})"
+            log.error("deployment %s: a run request was dropped: %s", name, exc)
+            return
+        # Checked until Redis answers: the request is out of its list, in this process only.
+        refusal = persist(f"check a run asked of {name}", request.run_id,
+                          lambda: self._refusal(name, request), log)
         if refusal is not None:
             log.error("deployment %s: a run request was dropped: %s", name, refusal)
             return
