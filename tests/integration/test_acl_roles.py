@@ -4,6 +4,7 @@ is refused what it has no business doing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import urllib.request
@@ -278,6 +279,25 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
     assert acl_server.denials() == []
 
 
+@contextlib.contextmanager
+def _roles_cluster(acl_server: AclServer, tmp_path: Path, *imports: str
+                   ) -> Iterator[tuple[Processes, dict[str, dict[str, str]]]]:
+    """`balancer serve` under the dispatcher's user and a worker importing ``imports``
+    under the worker's, until the block ends (which the worker lives through without a
+    refusal); the processes and each role's environment."""
+    env = {role: base_env(url, acl_server.namespace) for role, url in acl_server.urls.items()}
+    procs = Processes(env["dispatcher"], tmp_path)
+    try:
+        procs.serve()
+        procs.env = env["worker"]
+        worker = procs.worker(*[arg for module in imports for arg in ("--import", module)])
+        wait_logged(procs, worker, "started:")
+        yield procs, env
+        assert "NOPERM" not in procs.log(worker), procs.log(worker)
+    finally:
+        procs.cleanup()
+
+
 def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
         acl_server: AclServer, tmp_path: Path) -> None:
     """`flow.serve` and `run_deployment` (balancer/serving.py) need only the client's
@@ -285,13 +305,8 @@ def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
     from balancer import run_deployment
 
     ns = acl_server.namespace
-    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
-    procs = Processes(env["dispatcher"], tmp_path)
-    try:
-        procs.serve()
-        procs.env = env["worker"]
-        worker = procs.worker("--import", "tests.integration.deployed_flows")
-        wait_logged(procs, worker, "started:")
+    with _roles_cluster(acl_server, tmp_path, "tests.integration.deployed_flows") as (
+            procs, env):
         procs.env = env["client"]
         served = procs.start("tests.integration.deployed_flows", "acl", "1", name="deploy")
         client = acl_server.as_role("client")
@@ -303,8 +318,6 @@ def test_a_deployment_is_served_and_asked_for_under_the_client_s_user(
         assert json.loads(listed.stdout)[0]["deployment"] == "etl/acl", listed.stderr
         assert procs.stop(served) == 0, procs.log(served)
         assert "NOPERM" not in procs.log(served), procs.log(served)
-    finally:
-        procs.cleanup()
     assert acl_server.denials() == []
 
 
@@ -317,14 +330,8 @@ def test_variables_and_artifacts_under_the_worker_s_and_the_client_s_users(
     from tests.integration import artifact_tasks, variable_tasks
 
     ns = acl_server.namespace
-    env = {role: base_env(url, ns) for role, url in acl_server.urls.items()}
-    procs = Processes(env["dispatcher"], tmp_path)
-    try:
-        procs.serve()
-        procs.env = env["worker"]
-        worker = procs.worker("--import", "tests.integration.variable_tasks",
-                              "--import", "tests.integration.artifact_tasks")
-        wait_logged(procs, worker, "started:")
+    with _roles_cluster(acl_server, tmp_path, "tests.integration.variable_tasks",
+                        "tests.integration.artifact_tasks"):
         client = acl_server.as_role("client")
         reporting = artifact_tasks.reporting.with_options(
             redis_url=acl_server.urls["client"], namespace=ns)
@@ -338,9 +345,6 @@ def test_variables_and_artifacts_under_the_worker_s_and_the_client_s_users(
         assert run_.result(greeted) == "hi, ada"
         assert Variable.get("last-greeted", client=client, namespace=ns) == "ada"
         assert Variable.unset("greeting", client=client, namespace=ns)
-        assert "NOPERM" not in procs.log(worker)
-    finally:
-        procs.cleanup()
     assert acl_server.denials() == []
 
 
