@@ -283,6 +283,26 @@ def CronSchedule(cron: str, start_date: datetime | None = None,
     return Schedule([CronClock(cron, start_date, end_date, tz)])
 
 
+def Cron(cron: str, timezone: str | None = None, day_or: bool = True) -> Schedule:
+    """Prefect 3's ``prefect.schedules.Cron`` (for ``flow.serve(schedules=[...])``): due
+    whenever ``cron`` matches in ``timezone`` (an IANA name; default UTC). ``day_or=False``
+    (a day matching both day fields) is refused: cron's own rule, either, is the one kept."""
+    if day_or is not True:
+        raise ScheduleError("Cron(day_or=False) is not taken: a day matches when either day"
+                            " field does, as cron has it")
+    return Schedule([CronClock(cron, tz=timezone)])
+
+
+def Interval(interval: timedelta | float, anchor_date: datetime | None = None,
+             timezone: str | None = None) -> Schedule:
+    """Prefect 3's ``prefect.schedules.Interval``: due every ``interval`` (a timedelta or
+    seconds) from ``anchor_date`` (a naive one is in ``timezone``, default UTC; none: on
+    the grid from 2019-01-01 UTC)."""
+    if anchor_date is not None and anchor_date.tzinfo is None and timezone:
+        anchor_date = anchor_date.replace(tzinfo=_zone(timezone))
+    return Schedule([IntervalClock(interval, anchor_date)])
+
+
 # -- the firing rule ---------------------------------------------------------------------
 
 

@@ -103,3 +103,18 @@ def test_a_serve_process_beats_what_it_serves_and_forgets_processes_long_gone(
         Server([etl.to_deployment("x")], fake, Settings(namespace="ns"), limit=0)
     with pytest.raises(ValueError, match="distinct names"):
         Server([etl.to_deployment("x"), etl.to_deployment("x")], fake, Settings())
+
+
+def test_prefect_3_s_cron_and_interval_schedules_are_taken() -> None:
+    from datetime import datetime
+
+    from balancer.schedules import Cron, Interval, ScheduleError
+
+    dep = etl.to_deployment("tz", schedules=[Cron("0 9 * * *", timezone="Europe/Paris"),
+                                             Interval(3600)])
+    assert dep.describe() == "cron '0 9 * * *' Europe/Paris + every 3600s"
+    hourly = Interval(timedelta(hours=1), anchor_date=datetime(2026, 1, 1, 0, 30),
+                      timezone="Europe/Paris")
+    assert [d.minute for d in hourly.next(2, after=datetime(2026, 6, 1))] == [30, 30]
+    with pytest.raises(ScheduleError, match="day_or=False"):
+        Cron("0 9 * * 1", day_or=False)
