@@ -67,6 +67,12 @@ class Deployment:
     def full_name(self) -> str:
         return f"{self.flow.name}/{self.name}"
 
+    def about(self) -> dict[str, Any]:
+        """Its description, tags and version, those given."""
+        given = {"description": self.description, "tags": list(self.tags),
+                 "version": self.version}
+        return {k: v for k, v in given.items() if v}
+
     def describe(self) -> str:
         if self.schedule is None:
             return "no schedule"
@@ -291,20 +297,22 @@ class Served:
     pid: int
     seen_ms: int
     next_ms: int | None = None
+    # The deployment's description, tags and version, as serve was given them.
+    about: dict[str, Any] = field(default_factory=dict)
     waiting: int = 0  # runs asked for and not taken, at the beat
 
     def encode(self) -> bytes:
         return codec.pack([self.flow, self.schedule, self.parameters, self.host, self.pid,
-                           self.seen_ms, self.next_ms])
+                           self.seen_ms, self.next_ms, self.about])
 
     @classmethod
     def decode(cls, field_: bytes, raw: bytes) -> Served:
         deployment, _, server = field_.decode(errors="replace").partition("|")
         try:
-            flow, schedule, parameters, host, pid, seen_ms, next_ms = codec.unpack(raw)
+            flow, schedule, parameters, host, pid, seen_ms, next_ms, about = codec.unpack(raw)
             return cls(deployment, server, str(flow), str(schedule), dict(parameters),
                        str(host), int(pid), int(seen_ms),
-                       None if next_ms is None else int(next_ms))
+                       None if next_ms is None else int(next_ms), dict(about))
         except (CodecError, TypeError, ValueError) as exc:
             raise ValueError(f"not a deployment beat: {exc}") from None
 

@@ -309,7 +309,8 @@ class Server:
         now = int(self.clock.now_ms())
         fields = {f"{name}|{self.id}": Served(
             name, self.id, dep.flow.name, dep.describe(), dep.parameters,
-            socket.gethostname(), os.getpid(), now, self.next_due.get(name)).encode()
+            socket.gethostname(), os.getpid(), now, self.next_due.get(name),
+            dep.about()).encode()
             for name, dep in self.deployments.items()}
         self.client.hset(self.keys.deployments, mapping=fields)  # type: ignore[arg-type]
         self._beats += 1

@@ -39,7 +39,9 @@ def deployment_ls(as_json: bool, cluster: Cluster) -> None:
         next_run = shown(r.next_ms) if r.next_ms is not None else "-"
         echo(f"{r.deployment}  {alive} on {r.host} pid {r.pid} (heard {ago:.0f}s ago)"
              f"  {r.schedule}  next: {next_run}  waiting: {r.waiting}"
-             + (f"  parameters: {json.dumps(r.parameters, default=str)}" if r.parameters else ""))
+             + (f"  parameters: {json.dumps(r.parameters, default=str)}" if r.parameters else "")
+             + "".join(f"  {k}: {', '.join(v) if isinstance(v, list) else v}"
+                       for k, v in r.about.items()))
 
 
 @deployment.command("run")

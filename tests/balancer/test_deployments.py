@@ -93,12 +93,13 @@ def test_a_serve_process_beats_what_it_serves_and_forgets_processes_long_gone(
     keys = Keys("ns")
     gone = Served("etl/old", "gone:1:abc", "etl", "every 60s", {}, "h", 1, seen_ms=1000)
     fake.hset(keys.deployments, "etl/old|gone:1:abc", gone.encode())
-    server = Server([etl.to_deployment("x", interval=60, parameters={"n": 2})], fake,
+    server = Server([etl.to_deployment("x", interval=60, parameters={"n": 2},
+                                       tags=["nightly"], version="3")], fake,
                     Settings(namespace="ns"))
     server._beat()
     [beat] = served(fake, keys)
-    assert (beat.deployment, beat.server, beat.schedule, beat.parameters) == (
-        "etl/x", server.id, "every 60s", {"n": 2})
+    assert (beat.deployment, beat.server, beat.schedule, beat.parameters, beat.about) == (
+        "etl/x", server.id, "every 60s", {"n": 2}, {"tags": ["nightly"], "version": "3"})
     with pytest.raises(ValueError, match="limit must be a whole number of runs"):
         Server([etl.to_deployment("x")], fake, Settings(namespace="ns"), limit=0)
     with pytest.raises(ValueError, match="distinct names"):
