@@ -10,9 +10,10 @@ from typing import Any
 
 import redis
 
-from balancer import admin
+from balancer import admin, deployments
 from balancer import status as status_view
 from balancer.common import partitions
+from balancer.common.connection import server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.settings import Settings
 from balancer.dashboard.metrics import head_ages_all
@@ -113,4 +114,8 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
     data["quarantined"] = [row for part in every
                            for row in admin.quarantined(client, part, limit=200)][:200]
     data["flows"] = [asdict(f) for f in snap.flows]
+    now_ms = int(server_time_ms(client, keys.deployments))
+    data["deployments"] = [  # what serve processes serve (balancer/serving.py)
+        {**asdict(d), "alive": now_ms - d.seen_ms < deployments.GONE_AFTER_MS}
+        for d in deployments.served(client, keys)]
     return data

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ import redis
 from balancer.common import codec
 from balancer.common.keys import Keys
 from balancer.common.replies import as_bytes_list
+from balancer.common.settings import Settings
 
 from balancer import run_deployment
+from balancer.dashboard.server import Dashboard
 from balancer.deployments import Request
 from tests.conftest import ROOT, Processes, wait_for
 
@@ -59,6 +62,15 @@ def test_a_served_flow_runs_on_its_schedule_and_when_asked_from_another_process(
     assert listed["alive"] and listed["parameters"] == {"n": 5} and listed["waiting"] == 0
     shown = _cli(procs, "flow", run.id)
     assert "(deployment etl/fast)" in shown
+    app = Dashboard(real, Settings(namespace=namespace), "127.0.0.1", 0)
+    app.start()
+    try:
+        with urllib.request.urlopen(f"{app.url}api/overview", timeout=30) as resp:
+            [on_page] = json.load(resp)["deployments"]
+    finally:
+        app.stop()
+    assert (on_page["deployment"], on_page["alive"], on_page["schedule"]) == (
+        "etl/fast", True, "every 1s")
     asked = _cli(procs, "deployment", "run", "etl/fast", "--param", "n=4", "--wait",
                  "--timeout", "60")
     assert asked.strip().endswith(": completed"), asked

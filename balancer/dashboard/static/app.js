@@ -185,6 +185,18 @@ function flowsSection(flows) {
     [["id"], ["name"], ["state"], ["progress"], ["submitted"], [""]], rows, {id: "flows"}));
 }
 
+function deploymentsSection(deps) {
+  if (!deps || !deps.length) return "";
+  const rows = deps.map((d) => h("tr", {"data-deployment": d.deployment, "data-alive": d.alive ? "1" : "0"},
+    h("td", {}, d.deployment), h("td", {}, d.alive ? pill("serving") : pill("gone")),
+    h("td", {class: "mono"}, d.host + " pid " + d.pid), h("td", {}, d.schedule),
+    h("td", {class: "num"}, d.next_ms ? clock(d.next_ms) : "–"), h("td", {class: "num"}, d.waiting),
+    h("td", {class: "mono"}, Object.keys(d.parameters || {}).length ? JSON.stringify(d.parameters) : "")));
+  return section("Deployments", deps.length, table(
+    [["deployment"], ["state"], ["served by"], ["schedule"], ["next run", "num"], ["asked, not taken", "num"],
+     ["parameters"]], rows, {id: "deployments"}));
+}
+
 function deadSection(dead, aside) {
   const rows = dead.map((d) => h("tr", {"data-dead": d.id},
     h("td", {class: "mono"}, d.id), h("td", {}, d.name), h("td", {}, d.queue),
@@ -254,6 +266,7 @@ function renderOverview(data) {
     h("div", {class: "row"}, leaderSection(data),
       section("Throughput", null, chart(data.throughput || [], data.bucket_s || 5))),
     workersSection(data.workers), queuesSection(data.queues), flowsSection(data.flows),
+    deploymentsSection(data.deployments),
     deadSection(data.quarantined || [], data.set_aside || []), eventsSection(data.events || []));
 }
 
