@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from balancer import admin, cancel
+from balancer import admin, cancel, pausing
 from balancer.common import partitions
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
@@ -111,6 +111,17 @@ def cancel_flow(ctx: Context, body: Mapping[str, Any]) -> str:
     return f"flow {flow} cancelled: {done.cancelled} tasks"
 
 
+def resume_flow(ctx: Context, body: Mapping[str, Any]) -> str:
+    """Resume a run whose @flow function waits in pause_flow_run (no input: its
+    wait_for_input, if any, gets none)."""
+    flow = _text(body, "flow")
+    try:
+        pausing.resume_flow_run(flow, client=ctx.client, namespace=ctx.keys.namespace)
+    except ValueError as exc:
+        raise admin.AdminError(str(exc)) from None
+    return f"flow {flow} resumed"
+
+
 ACTIONS: dict[str, Action] = {
     "queue.pause": Action(("queue",), pause),
     "queue.resume": Action(("queue",), resume),
@@ -118,6 +129,7 @@ ACTIONS: dict[str, Action] = {
     "dlq.retry": Action(("task",), retry_dead),
     "dlq.purge": Action(("task",), purge_dead),
     "flow.cancel": Action(("flow",), cancel_flow),
+    "flow.resume": Action(("flow",), resume_flow),
 }
 
 

@@ -6,17 +6,22 @@ a stale or second resume changes nothing, and an unresumed pause times out
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
 from balancer.common.keys import Keys
+from balancer.common.settings import Settings
 
 from balancer import FlowPauseTimeout, flow, pause_flow_run, resume_flow_run
+from balancer.dashboard.server import Dashboard
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
@@ -82,6 +87,13 @@ def test_a_paused_run_waits_until_resumed_from_another_process_with_input(
     run_id = _paused_run(real, keys)
     shown = _cli(procs, run_id).stdout
     assert "paused since" in shown and f"balancer flow resume {run_id}" in shown, shown
+    app = Dashboard(real, Settings(namespace=namespace), "127.0.0.1", 0)
+    app.start()
+    try:
+        with urllib.request.urlopen(f"{app.url}api/flow/{run_id}", timeout=30) as resp:
+            assert json.load(resp)["paused_ms"] > 0
+    finally:
+        app.stop()
     # A resume of an earlier pause (another token) is dropped: the run waits on.
     real.rpush(keys.flow_resume(run_id), b"stale|\x80")
     thread.join(3)
@@ -124,3 +136,29 @@ def test_an_async_flow_awaits_its_pause(procs: Processes, real: redis.Redis,
 def test_pausing_outside_a_flow_function_is_refused() -> None:
     with pytest.raises(RuntimeError, match="call it in the function's body"):
         pause_flow_run(timeout=1)
+
+
+def test_the_dashboard_resumes_a_paused_run_with_its_token(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    procs.serve_and_worker(real, namespace)
+    keys = Keys(namespace)
+    fn = waits_async.with_options(redis_url=procs.env["BALANCER_REDIS_URL"],
+                                  namespace=namespace)
+    thread, out = _in_thread(lambda: asyncio.run(fn()))
+    run_id = _paused_run(real, keys)
+    token = "pause-test-token-0123456789"
+    app = Dashboard(real, Settings(namespace=namespace, dashboard_token=token), "127.0.0.1", 0)
+    app.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=30)
+        conn.request("POST", "/api/action/flow.resume", body=json.dumps({"flow": run_id}),
+                     headers={"Content-Type": "application/json",
+                              "X-Balancer-Token": token})
+        resp = conn.getresponse()
+        said = json.loads(resp.read())
+        conn.close()
+    finally:
+        app.stop()
+    assert resp.status == 200 and said["message"] == f"flow {run_id} resumed"
+    thread.join(30)
+    assert out == {"value": None}  # resumed with no input

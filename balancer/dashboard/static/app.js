@@ -369,7 +369,8 @@ function renderFlow(flow) {
         " · submitted " + clock(flow.created_ms),
         flow.finished_ms ? " · finished " + clock(flow.finished_ms) : "",
         flow.paused_ms && flow.state === "running" ?
-          h("span", {class: "paused"}, " · paused since " + clock(flow.paused_ms) + ", waiting for: balancer flow resume " + flow.id) : "", " ",
+          h("span", {class: "paused"}, " · paused since " + clock(flow.paused_ms) + ", waiting for: balancer flow resume " + flow.id, " ",
+            button("resume", "resume", () => act("flow.resume", {flow: flow.id}))) : "", " ",
         flow.state === "running" ? button("cancel", "cancel", () => act("flow.cancel", {flow: flow.id})) : "",
         " ", h("a", {href: "#/"}, "back")),
       h("div", {style: null}, dag(flow)),
