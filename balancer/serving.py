@@ -20,8 +20,9 @@ times missed while no process served (or this one could not keep up) are not mad
 for: the next one after now is fired, and the skip logged. Every 5 s each process beats
 in ``deployments`` what it serves, for ``balancer deployment ls``.
 
-On stop it fires nothing more, takes no request, and waits for its runs to end (a second
-Ctrl-C leaves them: their records stay "running").
+On stop it fires nothing more, takes no request, and waits for its runs to end; a second
+Ctrl-C ends them as crashed (their functions close their runs as failed, on_crashed hooks
+called), so that no record stays "running".
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from typing import Any
 
 import redis
 
-from balancer.common import logs, partitions, signing
+from balancer.common import asyncraise, logs, partitions, signing
 from balancer.common.connection import Direct, server_time_ms
 from balancer.common.keys import Keys
 from balancer.common.models import new_id
@@ -60,7 +61,13 @@ TICK = 0.5  # longest sleep of the scheduler between looks at the clock and the 
 DEFAULT_LIMIT = 5  # runs at once, unless serve is given another limit
 FORGET_AFTER_MS = 3_600_000  # a beat this old is removed: its process is long gone
 DUE_CLAIM_MS = 600_000  # how long a fired due time's claim stays (a late one is not fired)
+CRASH_GRACE = 10.0  # seconds the runs get to close themselves as crashed on a second Ctrl-C
 _RUN_ID = re.compile(r"[0-9a-f]{24}(-p[1-9][0-9]{0,3})?")
+
+
+class ServeStopped(BaseException):
+    """Raised in a run's thread when its serve process is stopped without waiting for it
+    (a BaseException, as KeyboardInterrupt: no ``except Exception`` in a flow swallows it)."""
 
 
 class Server:
@@ -85,8 +92,11 @@ class Server:
         # Due times follow Redis's clock, read at each beat.
         self.clock = RedisClock(lambda: server_time_ms(client, self.keys.deployments))
         self.next_due: dict[str, int | None] = {}
+        # The runs' threads going on; notified as each ends. Waits go through it, not
+        # Thread.join: a join that Ctrl-C interrupts can leave a live thread reading as
+        # ended (CPython's tstate lock), and the process would exit under its run.
         self._runs: set[threading.Thread] = set()
-        self._runs_lock = threading.Lock()
+        self._runs_lock = threading.Condition()
         self._by_list = {self.keys.deployment_runs(n): n for n in self.deployments}
         self._beats = 0
 
@@ -136,14 +146,34 @@ class Server:
     def stop(self) -> None:
         self.stopping.set()
 
-    def wait_for_runs(self) -> None:
+    def wait_for_runs(self, timeout: float | None = None) -> int:
+        """Wait until every run started has ended, or ``timeout``; how many go on."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._runs_lock:
+            if self._runs and timeout is None:
+                log.info("serve %s: waiting for %d run(s) to end (Ctrl-C again ends them"
+                         " as crashed)", self.id, len(self._runs))
+            while self._runs:
+                left = TICK if deadline is None else min(TICK, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._runs_lock.wait(left)
+            return len(self._runs)
+
+    def crash_runs(self, grace: float = CRASH_GRACE) -> None:
+        """End the runs going on as crashed (a second Ctrl-C): ServeStopped is raised in
+        each run's thread, where its flow function closes its run as failed (its
+        on_crashed hooks called), so that no record is left "running" for good. A thread
+        blocked outside Python meets it when that call returns: each gets ``grace``
+        seconds in all."""
         with self._runs_lock:
             runs = list(self._runs)
-        if runs:
-            log.info("serve %s: waiting for %d run(s) to end (Ctrl-C again leaves them)",
-                     self.id, len(runs))
         for thread in runs:
-            thread.join()
+            if thread.ident is not None:
+                asyncraise.raise_in(thread.ident, ServeStopped)
+        left = self.wait_for_runs(grace)
+        log.warning("serve %s: %d run(s) ended as crashed%s", self.id, len(runs) - left,
+                    f"; {left} did not end in {grace:g}s and stay running" if left else "")
 
     # -- schedules ---------------------------------------------------------------------
 
@@ -297,10 +327,14 @@ class Server:
         except Exception as exc:  # the run could not even begin (Redis, its name...)
             log.error("deployment %s: run %s did not run: %s", dep.full_name, run_id,
                       describe(exc))
+        except ServeStopped:  # its function closed the run as crashed on its way out
+            log.warning("deployment %s: run %s crashed: serve was stopped", dep.full_name,
+                        run_id)
         finally:
             self._free_room()
             with self._runs_lock:
                 self._runs.discard(threading.current_thread())
+                self._runs_lock.notify_all()
 
     # -- what it serves ----------------------------------------------------------------
 
@@ -369,7 +403,10 @@ def serve(*deployments: Deployment, limit: int | None = None,
         except KeyboardInterrupt:
             server.stop()
             server._leave()
-        server.wait_for_runs()
+        try:
+            server.wait_for_runs()
+        except KeyboardInterrupt:
+            server.crash_runs()
         log.info("serve %s: stopped", server.id)
     finally:
         if previous is not None:

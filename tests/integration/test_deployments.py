@@ -166,3 +166,25 @@ def test_a_run_asked_of_a_deployment_nobody_serves_waits_and_says_so(
     server = procs.start(MODULE, "later", "0", name="deploy")
     assert run.wait(60) == "completed" and run.flow_run().result("double") == 6
     assert procs.stop(server) == 0
+
+
+def test_a_second_ctrl_c_ends_the_runs_going_on_as_crashed_not_left_running(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """The first SIGINT stops taking work and waits for the runs; the second ends them: the
+    run's record ends failed once its running task ends, instead of running for good."""
+    import signal
+
+    procs.env["TEST_LOG"] = str(tmp_path / "naps.log")
+    procs.serve_and_worker(real, namespace)
+    keys = Keys(namespace)
+    server = procs.start(MODULE, "slow-stop", "0", name="deploy")
+    wait_for(lambda: real.hlen(keys.deployments) == 1, timeout=30)
+    run = run_deployment("slow/slow-stop", {"seconds": 3}, timeout=0, client=real,
+                         namespace=namespace)
+    wait_for(lambda: (tmp_path / "naps.log").exists(), timeout=30)  # its task runs
+    server.send_signal(signal.SIGINT)
+    wait_for(lambda: "waiting for 1 run(s) to end" in procs.log(server), timeout=30)
+    server.send_signal(signal.SIGINT)
+    server.wait(30)
+    assert "1 run(s) ended as crashed" in procs.log(server), procs.log(server)
+    wait_for(lambda: run.state == "failed", timeout=30)
