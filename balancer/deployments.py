@@ -17,11 +17,12 @@ whoever can write to Redis could otherwise run the flow with parameters of their
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -106,11 +107,7 @@ def make(flow: FlowFunction, name: str | None = None, *, interval: Any = None,
         codec.pack(values)
     except CodecError as exc:
         raise DeploymentError(f"{owner}: its parameters must travel as msgpack: {exc}") from None
-    unknown = sorted(set(values) - set(_parameter_names(flow)))
-    if unknown and not _takes_any_keyword(flow):
-        raise DeploymentError(f"{owner}: flow {flow.name!r} takes no parameter"
-                              f" {', '.join(unknown)} (it takes"
-                              f" {', '.join(_parameter_names(flow)) or 'none'})")
+    _check_parameters(owner, flow, values)
     if paused is not None and not isinstance(paused, bool):
         raise DeploymentError(f"{owner}: paused must be True or False, got {paused!r}")
     tag_list = (tags,) if isinstance(tags, str) else tuple(tags or ())
@@ -155,17 +152,16 @@ def _seconds(value: Any) -> timedelta:
     return timedelta(seconds=value)
 
 
-def _parameter_names(flow: FlowFunction) -> list[str]:
-    import inspect
-
-    return [p.name for p in inspect.signature(flow.fn).parameters.values()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-
-
-def _takes_any_keyword(flow: FlowFunction) -> bool:
-    import inspect
-
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(flow.fn).parameters.values())
+def _check_parameters(owner: str, flow: FlowFunction, values: Mapping[str, Any]) -> None:
+    """Every parameter given is one the flow function takes (any, with ``**kwargs``)."""
+    params = inspect.signature(flow.fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    names = [p.name for p in params if p.kind is not p.VAR_POSITIONAL]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise DeploymentError(f"{owner}: flow {flow.name!r} takes no parameter"
+                              f" {', '.join(unknown)} (it takes {', '.join(names) or 'none'})")
 
 
 # -- asking for a run ------------------------------------------------------------------
@@ -272,7 +268,7 @@ def run_deployment(name: str, parameters: Mapping[str, Any] | None = None,
         sig = signer.sign(request_message(name, run_id, values, asked_ms)) if signer else ""
         conn.rpush(keys.deployment_runs(name), Request(run_id, values, asked_ms, sig).encode())
         if not any(s.deployment == name and asked_ms - s.seen_ms < GONE_AFTER_MS
-                   for s in served(conn, keys)):
+                   for s in beats(conn, keys)):
             log.warning("deployment %s: no serve process serves it now (balancer deployment"
                         " ls); run %s waits for one", name, run_id)
         run = DeploymentRun(conn, keys, name, run_id)
@@ -317,18 +313,22 @@ class Served:
             raise ValueError(f"not a deployment beat: {exc}") from None
 
 
-def served(client: redis.Redis, keys: Keys) -> list[Served]:
-    """What every serve process said it serves, oldest beat last; with how many runs
-    wait for each deployment. Entries that are not beats (written by someone else) are
-    left out."""
+def beats(client: redis.Redis, keys: Keys) -> list[Served]:
+    """What every serve process said it serves, by deployment and process. Entries that
+    are not beats (written by someone else) are left out."""
     out = []
     for name, raw in sorted(as_bytes_dict(client.hgetall(keys.deployments)).items()):
         try:
             out.append(Served.decode(name, raw))
         except ValueError:
             continue
+    return out
+
+
+def served(client: redis.Redis, keys: Keys) -> list[Served]:
+    """``beats``, each with how many runs wait for its deployment (one more round trip)."""
+    found = beats(client, keys)
     pipe = client.pipeline(transaction=False)
-    for item in out:
+    for item in found:
         pipe.llen(keys.deployment_runs(item.deployment))
-    return [Served(**{**item.__dict__, "waiting": int(n)})
-            for item, n in zip(out, pipe.execute(), strict=True)]
+    return [replace(item, waiting=int(n)) for item, n in zip(found, pipe.execute(), strict=True)]

@@ -172,7 +172,7 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> FlowView | None:
                     (run_name or b"").decode(errors="replace"),
                     (deployment or b"").decode(errors="replace"),
                     artifacts.of_run(client, keys, flow_id),
-                    (pausing.paused_since(paused) or (None,))[0])
+                    pausing.paused_since(paused))
 
 
 def _scheduled(schedule: bytes | None, scheduled: bytes | None) -> str:

@@ -76,7 +76,7 @@ def _pause(run: Any, wait_for_input: Any, timeout: float) -> Any:
     client: redis.Redis = run.client
     keys: Keys = run.keys
     token = secrets.token_hex(8)
-    since_ms = int(time.time() * 1000)
+    since_ms = run.scripts.now_ms()  # Redis's clock, as every time a record holds
     client.hset(keys.flow(run.id), "paused", f"{token}|{since_ms}|{timeout:g}")
     log.info("flow=%s name=%s paused for at most %gs; resume it with: balancer flow resume"
              " %s", run.id, run.name, timeout, run.id)
@@ -162,13 +162,13 @@ def suspend_flow_run(*args: Any, **kwargs: Any) -> None:
                               " resume ID`) resumes it")
 
 
-def paused_since(raw: bytes | None) -> tuple[int, float] | None:
-    """(since when in ms, timeout in s) from a record's ``paused``, or None."""
+def paused_since(raw: bytes | None) -> int | None:
+    """Since when (ms) a record's ``paused`` says its run is paused, or None."""
     if raw is None:
         return None
     try:
-        _, since, timeout = raw.decode().split("|")
-        return int(since), float(timeout)
+        _, since, _timeout = raw.decode().split("|")
+        return int(since)
     except (UnicodeDecodeError, ValueError):
         return None
 

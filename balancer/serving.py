@@ -50,7 +50,7 @@ from balancer.common.replies import as_bytes, as_bytes_list, as_list
 from balancer.common.retry import RETRYABLE_ON_CLUSTER as RETRYABLE
 from balancer.common.retry import Backoff, describe, persist
 from balancer.common.settings import Settings
-from balancer.deployments import Deployment, Request, Served, request_message, served
+from balancer.deployments import Deployment, Request, Served, beats, request_message
 from balancer.flowfn import assigned_id
 
 log = logging.getLogger("balancer.serve")
@@ -349,7 +349,7 @@ class Server:
         self.client.hset(self.keys.deployments, mapping=fields)  # type: ignore[arg-type]
         self._beats += 1
         if self._beats % 12 == 1:  # about each minute: forget processes long gone
-            old = [f"{s.deployment}|{s.server}" for s in served(self.client, self.keys)
+            old = [f"{s.deployment}|{s.server}" for s in beats(self.client, self.keys)
                    if now - s.seen_ms > FORGET_AFTER_MS]
             if old:
                 self.client.hdel(self.keys.deployments, *old)
@@ -379,11 +379,12 @@ def serve(*deployments: Deployment, limit: int | None = None,
     if not deployments:
         raise ValueError("serve: give at least one deployment (flow.to_deployment(...))")
     first = deployments[0].flow
-    client, settings = first._cluster(None)
-    if redis_url:
+    if redis_url:  # not the flow's cluster first: that may start the embedded one for nothing
         from balancer.client import resolve_url
 
         client, settings = resolve_url(None, redis_url, namespace or first.options.namespace)
+    else:
+        client, settings = first._cluster(None)
     server = Server(deployments, client, settings,
                     DEFAULT_LIMIT if limit is None else limit)
     _show_logs()

@@ -90,7 +90,7 @@ def gather(client: redis.Redis, keys: Keys, flow_id: str) -> dict[str, Any]:
         "not_shown": max(0, len(listed) - len(shown)),
         "artifacts": [a.to_dict() for a in artifacts.of_run(client, keys, flow_id)],
         # Its function waits in pause_flow_run since then (balancer/pausing.py).
-        "paused_ms": (pausing.paused_since(paused) or (None,))[0],
+        "paused_ms": pausing.paused_since(paused),
     }
 
 

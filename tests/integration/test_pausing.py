@@ -77,14 +77,20 @@ def _in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, out
 
 
+def _paused(procs: Processes, real: redis.Redis, namespace: str, fn: Any,
+            call: Any) -> tuple[threading.Thread, dict[str, Any], str]:
+    """A cluster, and ``call(fn)`` in a thread of its own, ``fn`` bound to the cluster, once
+    its run is paused: the thread, what the call gives (``_in_thread``), the run's id."""
+    procs.serve_and_worker(real, namespace)
+    bound = fn.with_options(redis_url=procs.env["BALANCER_REDIS_URL"], namespace=namespace)
+    thread, out = _in_thread(lambda: call(bound))
+    return thread, out, _paused_run(real, Keys(namespace))
+
+
 def test_a_paused_run_waits_until_resumed_from_another_process_with_input(
         procs: Processes, real: redis.Redis, namespace: str) -> None:
-    procs.serve_and_worker(real, namespace)
     keys = Keys(namespace)
-    paused_fn = approval.with_options(redis_url=procs.env["BALANCER_REDIS_URL"],
-                                      namespace=namespace)
-    thread, out = _in_thread(lambda: paused_fn(4))
-    run_id = _paused_run(real, keys)
+    thread, out, run_id = _paused(procs, real, namespace, approval, lambda fn: fn(4))
     shown = _cli(procs, run_id).stdout
     assert "paused since" in shown and f"balancer flow resume {run_id}" in shown, shown
     app = Dashboard(real, Settings(namespace=namespace), "127.0.0.1", 0)
@@ -122,12 +128,8 @@ def test_a_pause_no_one_resumes_times_out_and_fails_the_run(
 
 def test_an_async_flow_awaits_its_pause(procs: Processes, real: redis.Redis,
                                         namespace: str) -> None:
-    procs.serve_and_worker(real, namespace)
-    keys = Keys(namespace)
-    fn = waits_async.with_options(redis_url=procs.env["BALANCER_REDIS_URL"],
-                                  namespace=namespace)
-    thread, out = _in_thread(lambda: asyncio.run(fn()))
-    run_id = _paused_run(real, keys)
+    thread, out, run_id = _paused(procs, real, namespace, waits_async,
+                                  lambda fn: asyncio.run(fn()))
     resume_flow_run(run_id, {"go": True}, client=real, namespace=namespace)
     thread.join(30)
     assert out == {"value": {"go": True}}
@@ -140,12 +142,8 @@ def test_pausing_outside_a_flow_function_is_refused() -> None:
 
 def test_the_dashboard_resumes_a_paused_run_with_its_token(
         procs: Processes, real: redis.Redis, namespace: str) -> None:
-    procs.serve_and_worker(real, namespace)
-    keys = Keys(namespace)
-    fn = waits_async.with_options(redis_url=procs.env["BALANCER_REDIS_URL"],
-                                  namespace=namespace)
-    thread, out = _in_thread(lambda: asyncio.run(fn()))
-    run_id = _paused_run(real, keys)
+    thread, out, run_id = _paused(procs, real, namespace, waits_async,
+                                  lambda fn: asyncio.run(fn()))
     token = "pause-test-token-0123456789"
     app = Dashboard(real, Settings(namespace=namespace, dashboard_token=token), "127.0.0.1", 0)
     app.start()
