@@ -1,6 +1,7 @@
 """What a wheel or `pip install .` (the Dockerfile's) installs: every package, listed in
 pyproject.toml, since its folders are mapped (balancer.common is common/) and nothing is
-found by itself. An editable install finds every folder anyway, so only this check tells.
+found by itself. An editable install finds every folder anyway, so only this check and
+tests/test_wheel.py (which builds the wheel and runs from it) tell.
 """
 
 from __future__ import annotations
