@@ -216,6 +216,21 @@ def _again_if_demoted(method: Callable[P, R]) -> Callable[P, R]:
     return again
 
 
+def own_connection(pool: redis.ConnectionPool) -> Any:
+    """A new connection of the pool's kind and settings (behind Sentinel, one that asks the
+    sentinels for the master), which the pool does not count.
+
+    Not ``pool.make_connection()``: that counts each connection made against the pool's
+    ``max_connections`` (100 by default since redis-py 7) and only a connection given back
+    to the pool is uncounted, which a Direct's never is. Every connection a Direct made
+    again (each try to connect during a Redis outage, each after a failover or a lost
+    connection) and each Direct of a thread or call that ended was counted for good: after
+    100, the pool refused every new connection with MaxConnectionsError, a ConnectionError
+    that callers wait out as Redis being away: the process stopped talking to Redis for
+    good (seen: a 100-try outage, or 100 `with concurrency(...)` blocks on one client)."""
+    return pool.connection_class(**pool.connection_kwargs)
+
+
 class Direct:
     """A connection of one thread's own, for the calls on every task's path (a script, a
     worker's blocking fetch): the command goes straight down it, and the reply straight
@@ -296,7 +311,7 @@ class Direct:
                     self._check_idle(self._conn)
             self._used = now
         if self._conn is None:
-            conn = self._pool().make_connection()
+            conn = own_connection(self._pool())
             if not isinstance(conn, Wire):  # redis-py types it as an untyped interface
                 raise TypeError(f"a redis-py connection without {Wire.__name__}'s methods:"
                                 f" {type(conn).__name__}")

@@ -9,6 +9,8 @@ import redis
 from balancer.common.connection import ByNode, Direct
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from bench.redis_servers import free_port
 
@@ -108,3 +110,26 @@ def test_commands_by_node_to_a_server_that_is_gone_come_back_as_its_failure() ->
     gone = redis.Redis(port=free_port(), socket_connect_timeout=2)
     replies = ByNode(gone).calls([("k", ("LLEN", "k")), ("j", ("LLEN", "j"))])
     assert all(isinstance(r, redis.ConnectionError) for r in replies)
+
+
+def test_a_direct_reconnects_past_the_pools_connection_cap() -> None:
+    """Each connection a Direct makes again is one of its own, not counted against the
+    client's pool: redis-py counts made connections against ``max_connections`` (100 by
+    default) until given back, and a Direct's never is, so the 101st reconnect (an outage,
+    failovers) failed for good with MaxConnectionsError."""
+    # Nothing listens there; each try to connect fails at once (no retries of redis-py's).
+    client = redis.Redis(port=free_port(), max_connections=1, retry=Retry(NoBackoff(), 0))
+    direct = Direct(client)
+    for _ in range(5):  # an outage: every try to connect fails
+        with pytest.raises(redis.ConnectionError) as failed:
+            direct.call("PING")
+        assert not isinstance(failed.value, redis.exceptions.MaxConnectionsError)
+
+
+def test_directs_of_ended_calls_leave_the_pool_its_connections(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, max_connections=3)
+    for _ in range(10):  # a Direct per call or per thread, each ended in turn
+        direct = Direct(client)
+        assert direct.call("PING") == b"PONG"
+        direct.close()
+    assert client.ping()  # the pool's own connections are still there to be made

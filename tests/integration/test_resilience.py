@@ -414,3 +414,35 @@ def test_a_pool_process_that_cannot_start_says_why_and_its_worker_exits_non_zero
     assert worker.wait(timeout=60) != 0
     assert ("its pool process exited with code 1 on start-up: RuntimeError: this module"
             " refuses pool processes") in procs.log(worker)
+
+
+def test_workers_and_dispatcher_reach_redis_again_after_more_reconnects_than_their_pool_caps(
+    procs: Processes, namespace: str
+) -> None:
+    """Each connection a process made again for its own calls (the tries to connect while
+    Redis was away, those after it came back) counted against its client pool's
+    ``max_connections`` (100 by default in redis-py 7 and 8) for good: after that many,
+    the process never reached Redis again, its workers gone from the cluster. Here the cap
+    is 12, from the URL, and Redis is away for 4 s, then back (empty: it keeps nothing)."""
+    server = RedisServer().start()
+    try:
+        procs.env["BALANCER_REDIS_URL"] = f"{server.url}?max_connections=12"
+        client, keys = redis.Redis.from_url(server.url), Keys(namespace)
+        serve = procs.serve()
+        workers = [procs.worker("--concurrency", "1", "--pool", pool, "--name", pool)
+                   for pool in ("process", "thread")]
+        _workers(client, keys, 2)
+        server.stop()
+        time.sleep(4)
+        server.start()
+        _workers(client, keys, 2)  # registered again
+        with Flow("after-restart") as flow:
+            nodes = [tasks.whoami() for _ in range(8)]
+        run = flow.submit(client, namespace=namespace)
+        assert run.wait(timeout=60) == "completed"
+        assert all(isinstance(run.result(n), int) for n in nodes)
+        assert serve.poll() is None and all(w.poll() is None for w in workers)
+        for process in (serve, *workers):
+            assert "Too many connections" not in procs.log(process)
+    finally:
+        server.cleanup()
