@@ -520,6 +520,13 @@ def see_offer(client: redis.Redis, keys: Keys, queue: str, raw: bytes | None,
             seen[(keys.prefix, queue)] = _SeenOffer(raw, signals.parse_offer(raw))
 
 
+def client_scripts(client: redis.Redis, keys: Keys, settings: Settings) -> Scripts:
+    """This client's scripts for the namespace, kept with the client (one connection per
+    thread, made once), for client code that runs scripts besides submits: a block of
+    ``concurrency`` made its own, and a connection, each time."""
+    return _scripts_of(client, keys, settings)
+
+
 def _scripts_of(client: redis.Redis, keys: Keys, settings: Settings,
                 state: _ClientState | None = None) -> Scripts:
     """This client's scripts for the namespace (one connection per thread), durable as

@@ -82,7 +82,7 @@ ROLES = {
               "artifact", "artifacts"),  # a task's artifacts (balancer/artifacts.py)
         read_keys=("partitions", "protocol",  # read with one MGET (common/clusterfacts.py)
                    "leader",  # whether a dispatcher leads it (worker/leaderwatch.py)
-                   "concurrency_limits"),
+                   "concurrency_limits", "concurrency_decay"),
     ),
     "dispatcher": Role(
         # Also the operators' user: `balancer status`, `flow`, `queue` and `dlq`.
@@ -139,7 +139,8 @@ ROLES = {
               "variables",  # Variable.get/set/unset (balancer/variables.py)
               "artifact", "artifacts"),  # a @flow function's artifacts (balancer/artifacts.py)
         read_keys=("workers", "leader", "inflight", "worker", "leases",
-                   "tag_inflight", "partitions", "protocol", "concurrency_limits"),
+                   "tag_inflight", "partitions", "protocol", "concurrency_limits",
+                   "concurrency_decay"),
     ),
 }
 
@@ -161,6 +162,7 @@ def commands(role: Role) -> list[str]:
 
 
 _PARTITION_0_ONLY = ("partitions", "protocol", "concurrency", "concurrency_limits",
+                     "concurrency_decay",
                      "deployments", "deployment_runs", "deployment_due", "variables",
                      "artifacts")
 

@@ -72,7 +72,10 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | inputs' digest ("any" under duration_only), for cache_for   |
 | concurrency-limits   | hash        | partition 0 only: name -> slots of that concurrency limit   |
 |                      |             | (balancer/concurrency.py, Prefect's `concurrency`)          |
-| concurrency:<name>   | zset        | partition 0 only: "holder|occupy" -> when its lease ends    |
+| concurrency-decay    | hash        | partition 0 only: name -> slots that limit frees per second |
+|                      |             | from what `rate_limit` took (none: nothing decays)          |
+| concurrency:<name>   | zset        | partition 0 only: "holder|occupy" -> when its lease ends;   |
+|                      |             | "~holder|occupy" (rate_limit's) -> when they have decayed   |
 | variables            | hash        | partition 0 only: name -> [value, tags], msgpack (Prefect's |
 |                      |             | Variables: balancer/variables.py)                           |
 | deployments          | hash        | partition 0 only: "<deployment>|<server id>" -> what that   |
@@ -173,6 +176,10 @@ class Keys:
     @property
     def concurrency_limits(self) -> str:
         return f"{self.prefix}concurrency-limits"
+
+    @property
+    def concurrency_decay(self) -> str:
+        return f"{self.prefix}concurrency-decay"
 
     @property
     def variables(self) -> str:

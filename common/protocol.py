@@ -298,7 +298,8 @@ LAYOUTS: dict[str, Layout] = {
         " and (when, id) per gated task with no upstream (balancer.gates decides those)"),
     "schedule_put": layout("schedules, schedule, wake", "schedule id, clocks, first due ms",
                            "", "field/value pairs of its record"),
-    "slots_take": layout("none", "holder, occupy, lease ms",
-                         "concurrency... (one per limited name)", "(name, limit) per key"),
+    "slots_take": layout("none", "holder, occupy, lease ms, rate",
+                         "concurrency... (one per limited name)",
+                         "(name, limit, decay per second) per key"),
     "take": layout("inbox, leases, fetched", "count"),
 }

@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property, partial
 from itertools import chain
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import redis
 from balancer.common import codec, events, luasource, signals
@@ -68,6 +68,16 @@ def _sha(name: str) -> str:
 def _evalsha(name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
     """The script ``name`` as a command (a server without it replies NOSCRIPT)."""
     return ("EVALSHA", _sha(name), len(keys), *keys, *args)
+
+
+class SlotsTaken(NamedTuple):
+    """slots_take.lua's answer: ``code`` 1 taken, 0 no room now, -1 never, -2 no decay;
+    ``detail`` the names taken, or the name that answered; ``frees_in_ms`` (no room)
+    when the first of that name's rate_limit slots has decayed, -1 when it holds none."""
+
+    code: int
+    detail: str | int
+    frees_in_ms: int = -1
 
 
 @dataclass(frozen=True)
@@ -701,17 +711,22 @@ class Scripts:
                              [k.leases(worker_id), k.events,
                               *(k.task(t) for t, _ in running)], args))
 
-    def slots_take(self, holder: str, limits: Sequence[tuple[str, int]], occupy: int,
-                   lease_ms: int) -> tuple[int, str | int]:
-        """Take ``occupy`` slots of each (name, limit) for ``holder``, all or none: (1,
-        names taken), (0, a name without room now) or (-1, a name whose limit is below
-        ``occupy``). Keys of partition 0: limits are cluster-wide."""
+    def slots_take(self, holder: str, limits: Sequence[tuple[str, int, float]],
+                   occupy: int, lease_ms: int, rate: bool = False) -> SlotsTaken:
+        """Take ``occupy`` slots of each (name, limit, decay per second) for ``holder``,
+        all or none, leased (a block's) or, with ``rate``, left to decay (rate_limit's):
+        (1, names taken), (0, a name without room now, ms until the first of its
+        rate_limit's slots has decayed or -1), (-1, a name whose limit is below
+        ``occupy``) or (-2, a name without decay, with ``rate``). Keys of partition 0:
+        limits are cluster-wide."""
         k = self.keys.of(0)
-        args: list[Any] = [holder, occupy, lease_ms]
-        for name, limit in limits:
-            args += [name, limit]
-        code, detail = self._run("slots_take", [k.concurrency(n) for n, _ in limits], args)
-        return int(code), detail.decode() if isinstance(detail, bytes) else int(detail)
+        args: list[Any] = [holder, occupy, lease_ms, int(rate)]
+        for name, limit, decay in limits:
+            args += [name, limit, repr(float(decay))]
+        code, detail, *frees = self._run("slots_take", [k.concurrency(n) for n, *_ in limits],
+                                         args)
+        return SlotsTaken(int(code), detail.decode() if isinstance(detail, bytes)
+                          else int(detail), int(frees[0]) if frees else -1)
 
     def name_run(self, worker_id: str, task_id: str, token: str, name: str) -> bool:
         """Record the run's own name on its task, where the lease still holds."""

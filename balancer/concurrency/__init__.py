@@ -13,16 +13,25 @@ off from 5 ms to 250 ms; ``timeout_seconds`` bounds the wait (``ConcurrencyTimeo
 ``TimeoutError``). Several names are taken all or none, in one script call
 (common/lua/slots_take.lua). ``async with concurrency(...)`` waits without blocking its
 event loop.
+
+``rate_limit("api")`` (Prefect's) takes slots the same way and never gives them back: they
+decay, at the limit's ``slot_decay_per_second`` (``balancer limit set api 10
+--slot-decay-per-second 2``), one after another, so that past a burst of ``limit`` calls
+it lets that many calls a second through, cluster-wide. Only a limit with decay can be
+taken so; blocks and rate_limit's slots count against the same limit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import threading
 import time
 import uuid
+
+# Not `import asyncio`: importing the submodule balancer.concurrency.asyncio (Prefect's
+# path) rebinds that name in this package to the submodule.
+from asyncio import sleep as async_sleep
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -45,8 +54,8 @@ class ConcurrencyTimeout(TimeoutError):
 
 
 class ConcurrencyError(ValueError):
-    """A limit that cannot be taken: it holds fewer slots than asked for, or (``strict``)
-    it is not set."""
+    """A limit that cannot be taken: it holds fewer slots than asked for, (``strict``) it
+    is not set, or (``rate_limit``) its slots do not decay."""
 
 
 def check_name(name: object) -> str:
@@ -77,6 +86,8 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         self.occupy, self.timeout, self.strict = occupy, timeout_seconds, strict
         self._where = (client, redis_url, namespace)
         self._held: _Held | None = None
+        self._rate = False  # rate_limit's: slots left to decay, not held
+        self._frees_in_ms = -1  # rate_limit's: when the last try's answer frees a slot
 
     def __enter__(self) -> concurrency:
         for wait in self._polls():
@@ -89,7 +100,7 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 
     async def __aenter__(self) -> concurrency:
         for wait in self._polls():  # its Redis calls are short: made on the loop
-            await asyncio.sleep(wait)
+            await async_sleep(wait)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -101,7 +112,9 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
     def _polls(self) -> Iterator[float]:
         """Take the slots: yields how long to wait before each next try, until a try
         holds them (then they are held and renewed); ConcurrencyTimeout past
-        ``timeout_seconds``. The sync and async entries wait each their own way."""
+        ``timeout_seconds``. The sync and async entries wait each their own way. A wait
+        is the backoff's, or until a rate_limit slot decays when the script says when
+        (its exact time: polling would let fewer calls through than the rate)."""
         held = self._try_first()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         delay = POLL_FIRST
@@ -109,18 +122,24 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise self._timed_out()
-            yield delay if deadline is None else min(delay, deadline - now)
+            wait = delay
+            if self._frees_in_ms >= 0:  # and a few ms of jitter: waiters not in step
+                wait = min(self._frees_in_ms / 1000 + random.uniform(0.001, 0.003), POLL_MOST)
+            yield wait if deadline is None else min(wait, deadline - now)
             delay = _next(delay)
             held = self._try()
+        if self._rate:  # nothing to give back: the slots decay
+            return
         self._held = held
         if held.names:  # none when no name given has a limit: nothing to renew
             _renewer().add(held)
 
     def _try_first(self) -> _Held | None:
         from balancer.client import here
+        from balancer.submit import client_scripts
 
         client, settings = here(*self._where)
-        self._scripts = Scripts(client, Keys(settings.namespace))
+        self._scripts = client_scripts(client, Keys(settings.namespace), settings)
         self._lease_ms = int(settings.concurrency_lease * 1000)
         self._holder = uuid.uuid4().hex
         return self._try()
@@ -133,16 +152,23 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         if self.strict and missing:
             raise ConcurrencyError(f"no concurrency limit {missing[0]!r} is set"
                                    f" (strict=True; `balancer limit set {missing[0]} N`)")
-        limited = [(n, limits[n]) for n in self.names if n in limits]
+        limited = [(n, *limits[n]) for n in self.names if n in limits]
+        self._frees_in_ms = -1
         if limited:
-            code, detail = self._scripts.slots_take(self._holder, limited, self.occupy,
-                                                    self._lease_ms)
+            code, detail, frees_in_ms = self._scripts.slots_take(
+                self._holder, limited, self.occupy, self._lease_ms, self._rate)
+            self._frees_in_ms = frees_in_ms if self._rate else -1
             if code == -1:
                 raise ConcurrencyError(f"concurrency limit {detail!r} has fewer slots than"
                                        f" occupy={self.occupy}: it could never be taken")
+            if code == -2:
+                raise ConcurrencyError(
+                    f"concurrency limit {detail!r} has no slot decay, so rate_limit's slots"
+                    f" would never free: give it one (`balancer limit set {detail} N"
+                    f" --slot-decay-per-second R`), or hold it with `concurrency`")
             if code != 1:
                 return None
-        return _Held(self._scripts, self._holder, self.occupy, [n for n, _ in limited],
+        return _Held(self._scripts, self._holder, self.occupy, [n for n, *_ in limited],
                      self._lease_ms)
 
     def _give(self) -> None:
@@ -153,8 +179,43 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 
     def _timed_out(self) -> ConcurrencyTimeout:
         return ConcurrencyTimeout(
-            f"concurrency {', '.join(self.names)}: {self.occupy} slot(s) not free within"
-            f" {self.timeout}s")
+            f"{'rate limit' if self._rate else 'concurrency'} {', '.join(self.names)}:"
+            f" {self.occupy} slot(s) not free within {self.timeout}s")
+
+
+def rate_limit(names: str | Sequence[str], occupy: int = 1,
+               timeout_seconds: float | None = None, strict: bool = False, *,
+               client: redis.Redis | None = None, redis_url: str | None = None,
+               namespace: str | None = None) -> None:
+    """Prefect's ``rate_limit``: wait until ``occupy`` slots of each named limit are free,
+    take them and return; they are not given back but decay at the limit's
+    ``slot_decay_per_second`` (module docstring). A name with no limit holds nothing back
+    (``strict=True``: ``ConcurrencyError``), as does one whose limit has no decay
+    (``ConcurrencyError``: its slots would never free); ``timeout_seconds`` bounds the
+    wait (``ConcurrencyTimeout``)."""
+    taking = _rate_taker(names, occupy, timeout_seconds, strict, client, redis_url, namespace)
+    for wait in taking._polls():
+        time.sleep(wait)
+
+
+async def arate_limit(names: str | Sequence[str], occupy: int = 1,
+                      timeout_seconds: float | None = None, strict: bool = False, *,
+                      client: redis.Redis | None = None, redis_url: str | None = None,
+                      namespace: str | None = None) -> None:
+    """``rate_limit`` for async code: waits without blocking its event loop
+    (``balancer.concurrency.asyncio.rate_limit``, Prefect's path, is this one)."""
+    taking = _rate_taker(names, occupy, timeout_seconds, strict, client, redis_url, namespace)
+    for wait in taking._polls():  # its Redis calls are short: made on the loop
+        await async_sleep(wait)
+
+
+def _rate_taker(names: str | Sequence[str], occupy: int, timeout_seconds: float | None,
+                strict: bool, client: redis.Redis | None, redis_url: str | None,
+                namespace: str | None) -> concurrency:
+    taking = concurrency(names, occupy, timeout_seconds, strict, client=client,
+                         redis_url=redis_url, namespace=namespace)
+    taking._rate = True
+    return taking
 
 
 def _next(delay: float) -> float:
@@ -162,12 +223,19 @@ def _next(delay: float) -> float:
     return min(POLL_MOST, delay * 2) * random.uniform(0.8, 1.2)
 
 
-def _limits(scripts: Scripts, names: Sequence[str]) -> dict[str, int]:
-    """The limits set among ``names`` (a value that is no count, written by hand, reads as
-    none)."""
-    values = scripts.client.hmget(scripts.keys.of(0).concurrency_limits, list(names))
-    found = {name: _slots(value) for name, value in zip(names, values)}
-    return {name: slots for name, slots in found.items() if slots is not None}
+def _limits(scripts: Scripts, names: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """The limits set among ``names``, with their decay per second (0: none), in one round
+    trip (a value that is no count, written by hand, reads as no limit; a decay that is no
+    positive number, as none)."""
+    keys = scripts.keys.of(0)
+    pipe = scripts.client.pipeline(transaction=False)
+    pipe.hmget(keys.concurrency_limits, list(names))
+    pipe.hmget(keys.concurrency_decay, list(names))
+    values, decays = pipe.execute()
+    found = {name: (_slots(value), _decay(decay))
+             for name, value, decay in zip(names, values, decays)}
+    return {name: (slots, decay) for name, (slots, decay) in found.items()
+            if slots is not None}
 
 
 @dataclass(eq=False)
@@ -266,14 +334,20 @@ def _renewer() -> _Renewer:
 class ConcurrencyLimit:
     name: str
     limit: int | None  # None: not set (slots are still held under it)
-    held: int  # slots held now
+    held: int  # slots held now (rate_limit's until they have decayed)
+    slot_decay_per_second: float = 0.0  # how fast rate_limit's slots free (0: none)
+
+
+MAX_DECAY = 1_000_000.0
 
 
 def set_concurrency_limit(name: str, limit: int | None, client: redis.Redis | None = None,
-                          *, redis_url: str | None = None, namespace: str | None = None
-                          ) -> None:
+                          *, slot_decay_per_second: float = 0.0, redis_url: str | None = None,
+                          namespace: str | None = None) -> None:
     """Let at most ``limit`` slots of ``name`` be held at once, cluster-wide; None removes
-    the limit (its blocks then wait for nothing)."""
+    the limit (its blocks then wait for nothing). ``slot_decay_per_second``: how many of
+    ``rate_limit``'s slots free each second (0, the default: none, and ``rate_limit``
+    refuses the limit; a block's slots free when it ends either way)."""
     from balancer.client import resolve_url, talking
 
     check_name(name)
@@ -281,13 +355,24 @@ def set_concurrency_limit(name: str, limit: int | None, client: redis.Redis | No
                               or not 1 <= limit <= 1_000_000):
         raise ValueError(f"concurrency limit {name!r}: the limit must be an integer from 1"
                          f" to 1000000, got {limit!r}")
+    if (isinstance(slot_decay_per_second, bool)
+            or not isinstance(slot_decay_per_second, (int, float))
+            or not 0 <= slot_decay_per_second <= MAX_DECAY):
+        raise ValueError(f"concurrency limit {name!r}: slot_decay_per_second must be a number"
+                         f" from 0 to {MAX_DECAY:.0f}, got {slot_decay_per_second!r}")
     conn, settings = resolve_url(client, redis_url, namespace)
     keys = Keys(settings.namespace)
     with talking(conn):
+        pipe = conn.pipeline(transaction=True)  # the limit and its decay change together
         if limit is None:
-            conn.hdel(keys.concurrency_limits, name)
+            pipe.hdel(keys.concurrency_limits, name)
         else:
-            conn.hset(keys.concurrency_limits, name, limit)
+            pipe.hset(keys.concurrency_limits, name, limit)
+        if limit is None or not slot_decay_per_second:
+            pipe.hdel(keys.concurrency_decay, name)
+        else:
+            pipe.hset(keys.concurrency_decay, name, repr(float(slot_decay_per_second)))
+        pipe.execute()
 
 
 def concurrency_limits(client: redis.Redis | None = None, *, redis_url: str | None = None,
@@ -300,15 +385,17 @@ def concurrency_limits(client: redis.Redis | None = None, *, redis_url: str | No
     with talking(conn):
         raw = {_text(k): v for k, v in conn.hgetall(keys.concurrency_limits).items()}
         names = sorted(raw)
+        decays = conn.hmget(keys.concurrency_decay, names) if names else []
         now = int(server_time_ms(conn, keys.concurrency_limits))
         pipe = conn.pipeline(transaction=False)
         for n in names:
             pipe.zrangebyscore(keys.concurrency(n), now, "+inf")
         members = pipe.execute()
     out = []
-    for n, held in zip(names, members):
+    for n, held, decay in zip(names, members, decays):
         out.append(ConcurrencyLimit(n, _slots(raw[n]),
-                                    sum(_occupied(m) for m in as_bytes_list(held))))
+                                    sum(_occupied(m) for m in as_bytes_list(held)),
+                                    _decay(decay)))
     return out
 
 
@@ -317,6 +404,16 @@ def _slots(value: bytes | str | None) -> int | None:
     hand): such a limit holds nothing back."""
     text = _text(value) if value is not None else ""
     return int(text) if text.isdigit() else None
+
+
+def _decay(value: bytes | str | None) -> float:
+    """A limit's decay per second as stored; 0 when there is none, or it is no positive
+    finite number (written by hand)."""
+    try:
+        decay = float(_text(value)) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+    return decay if 0 < decay <= MAX_DECAY else 0.0
 
 
 def _text(value: bytes | str) -> str:

@@ -49,6 +49,10 @@ def test_a_waiting_block_goes_once_the_holder_ends(fake: redis.Redis) -> None:
 
 
 def test_async_with_waits_without_blocking_its_loop(fake: redis.Redis) -> None:
+    # Prefect's path: importing it once rebound the package's `asyncio` to it, and a
+    # block that had to wait raised AttributeError (no `sleep`).
+    from balancer.concurrency.asyncio import concurrency
+
     set_limit("db", 1, fake, namespace="ns")
 
     async def main() -> list[str]:
@@ -93,3 +97,65 @@ def test_a_held_lease_is_renewed_while_its_block_runs(
     with concurrency("db", client=fake, namespace="ns"):
         time.sleep(0.6)  # two leases long: renewed meanwhile, still held
         assert concurrency_limits(fake, namespace="ns")[0].held == 1
+
+
+def test_rate_limit_lets_a_burst_through_then_the_decay_rate(fake: redis.Redis) -> None:
+    from balancer.concurrency.sync import rate_limit
+
+    set_limit("api", 2, fake, slot_decay_per_second=20, namespace="ns")  # 50 ms a slot
+    start = time.monotonic()
+    through = []
+    for _ in range(5):
+        rate_limit("api", client=fake, namespace="ns")
+        through.append(time.monotonic() - start)
+    assert through[1] < 0.05  # the burst: the limit's slots at once
+    for k in range(2, 5):  # each later one when the slot two before it has decayed
+        assert through[k] >= (k - 1) * 0.05 - 0.002, (k, through)
+    [row] = concurrency_limits(fake, namespace="ns")
+    assert row.held == 2 and row.slot_decay_per_second == 20.0  # not given back: decaying
+
+
+def test_rate_limit_waits_in_async_code_and_times_out_naming_the_limit(
+        fake: redis.Redis) -> None:
+    from balancer.concurrency.asyncio import rate_limit
+
+    set_limit("api", 1, fake, slot_decay_per_second=0.01, namespace="ns")  # 100 s a slot
+
+    async def main() -> None:
+        await rate_limit("api", client=fake, namespace="ns")
+        with pytest.raises(ConcurrencyTimeout, match="rate limit api: 1 slot"):
+            await rate_limit("api", timeout_seconds=0.05, client=fake, namespace="ns")
+
+    asyncio.run(main())
+    with (pytest.raises(ConcurrencyTimeout),  # a block counts rate_limit's slots too
+          concurrency("api", timeout_seconds=0.05, client=fake, namespace="ns")):
+        pass
+
+
+def test_rate_limit_refuses_a_limit_whose_slots_never_decay(fake: redis.Redis) -> None:
+    from balancer.concurrency.sync import rate_limit
+
+    set_limit("db", 3, fake, namespace="ns")
+    with pytest.raises(ConcurrencyError, match=r"'db' has no slot decay.*--slot-decay-per-second"):
+        rate_limit("db", client=fake, namespace="ns")
+    assert concurrency_limits(fake, namespace="ns")[0].held == 0
+    rate_limit("unset", client=fake, namespace="ns")  # no limit: holds nothing back
+    with pytest.raises(ConcurrencyError, match="no concurrency limit 'unset' is set"):
+        rate_limit("unset", strict=True, client=fake, namespace="ns")
+
+
+def test_a_limit_s_decay_is_checked_set_and_removed_with_it(fake: redis.Redis) -> None:
+    for bad in (-1, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="slot_decay_per_second must be a number"):
+            set_limit("api", 2, fake, slot_decay_per_second=bad, namespace="ns")
+    set_limit("api", 2, fake, slot_decay_per_second=1.5, namespace="ns")
+    assert concurrency_limits(fake, namespace="ns")[0].slot_decay_per_second == 1.5
+    set_limit("api", 3, fake, namespace="ns")  # set again without: no decay
+    assert concurrency_limits(fake, namespace="ns")[0].slot_decay_per_second == 0.0
+    set_limit("api", 2, fake, slot_decay_per_second=1.5, namespace="ns")
+    set_limit("api", None, fake, namespace="ns")
+    assert concurrency_limits(fake, namespace="ns") == []
+    assert not fake.exists("{ns}:concurrency-decay")
+    fake.hset("{ns}:concurrency-limits", "api", 2)
+    fake.hset("{ns}:concurrency-decay", "api", "fast")  # by hand: reads as no decay
+    assert concurrency_limits(fake, namespace="ns")[0].slot_decay_per_second == 0.0

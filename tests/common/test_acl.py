@@ -58,15 +58,17 @@ def test_rules_stay_inside_the_namespace_and_leave_passwords_alone() -> None:
 
 def test_every_role_reaches_the_same_keys_in_every_partition() -> None:
     """Partition p > 0 is the tag {ns:p} (common/keys.py): each pattern of partition 0 has
-    its twin there, but the partition count, the protocol stamp, the concurrency limits,
-    the deployments, the variables and the artifacts' keys, which only partition 0 holds."""
+    its twin there, but the partition count, the protocol stamp, the concurrency limits
+    (and their decay), the deployments, the variables and the artifacts' keys, which only
+    partition 0 holds."""
     for role in acl.ROLES.values():
         patterns = [r.split("~", 1) for r in acl.rules(role, "ns") if "~" in r]
         first = {(kind, p[len("{ns}:"):]) for kind, p in patterns if p.startswith("{ns}:")}
         other = {(kind, p[len("{ns:*}:"):]) for kind, p in patterns
                  if p.startswith("{ns:*}:")}
         only_in_0 = {("%R", "partitions"), ("%R", "protocol"), ("", "concurrency:*"),
-                     ("%R", "concurrency-limits"), ("", "deployments"),
+                     ("%R", "concurrency-limits"), ("%R", "concurrency-decay"),
+                     ("", "deployments"),
                      ("", "deployment-runs:*"), ("", "deployment-due:*:*"),
                      ("", "variables"), ("", "artifacts")}
         assert first - other <= only_in_0, role.name

@@ -53,7 +53,8 @@ def test_every_key_is_found_by_the_enumeration() -> None:
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",
-        "protocol", "concurrency", "concurrency_limits", "deployments", "deployment_runs",
+        "protocol", "concurrency", "concurrency_limits", "concurrency_decay", "deployments",
+        "deployment_runs",
         "deployment_due", "variables", "flow_artifacts", "artifact", "artifacts",
         "flow_resume",
     }

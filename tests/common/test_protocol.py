@@ -186,7 +186,8 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "set_aside": lambda s: s.set_aside("e1", b"rec", "{ns}:queue:q", "zset", b"m"),
     "submit_small": lambda s: s.submit_small("f", {"name": "n"}, "q", TASK, 5, 0, "s", OFFER,
                                              b"raw", "1.abcu", 100),
-    "slots_take": lambda s: s.slots_take("h1", [("api", 2), ("db", 1)], 1, 60_000),
+    "slots_take": lambda s: s.slots_take("h1", [("api", 2, 1.5), ("db", 1, 0)], 1,
+                                                 60_000, rate=True),
     "take": lambda s: s.take("w1", 3),
     "schedule_fire": lambda s: s.schedule_fire(
         "1|d", "s1", 5, 10, "1", ScheduledRun("f", {"name": "n"}, {"t1": {"fn": "m:f"}},

@@ -194,6 +194,25 @@ def limited(url: str, key: str, seconds: float) -> int:
         return int(db_counted.fn(url, key, seconds))
 
 
+@task
+def rate_limited(url: str, key: str) -> int:
+    """Through ``rate_limit("api")``; notes on ``key`` when it began waiting and when it
+    was through ("before after", Redis's clock in ms, which the limit's script reads)."""
+    from balancer.concurrency.sync import rate_limit
+
+    client = redis.Redis.from_url(url)
+
+    def now_ms() -> int:
+        seconds, micros = client.time()
+        return int(seconds * 1000 + micros // 1000)
+
+    before = now_ms()
+    rate_limit("api", timeout_seconds=60)
+    after = now_ms()
+    client.rpush(key, f"{before} {after}")
+    return after
+
+
 @task(tags=["db"])
 def db_hang_first_run(url: str, key: str) -> int:
     """Tagged "db": its first run notes its pid on ``key`` and hangs (its worker is to be

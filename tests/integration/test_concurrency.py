@@ -87,8 +87,48 @@ def test_operators_set_list_and_remove_limits_from_the_shell(
     assert done.returncode == 0 and done.stdout.strip() == "concurrency limit db: 2 slots"
     with concurrency("db", client=real, namespace=namespace):
         assert json.loads(cli("ls", "--json").stdout) == [
-            {"name": "db", "limit": 2, "held": 1}]
+            {"name": "db", "limit": 2, "held": 1, "slot_decay_per_second": 0.0}]
         assert "db" in cli("ls").stdout and "1/2 slots held" in cli("ls").stdout
     assert cli("set", "db", "0").returncode == 2  # not a count of slots
     assert cli("rm", "db").stdout.strip() == "concurrency limit db: removed"
     assert concurrency_limits(real, namespace=namespace) == []
+    decaying = cli("set", "api", "10", "--slot-decay-per-second", "2.5")
+    assert decaying.stdout.strip() == ("concurrency limit api: 10 slots, rate_limit's"
+                                       " decaying 2.5 a second")
+    assert "0/10 slots held, decaying 2.5/s" in cli("ls").stdout
+    refused = cli("set", "api", "10", "--slot-decay-per-second", "-1")
+    assert refused.returncode == 2 and "--slot-decay-per-second" in refused.stderr
+    assert cli("set", "api", "10").returncode == 0  # without the option: no decay
+    assert concurrency_limits(real, namespace=namespace)[0].slot_decay_per_second == 0.0
+
+
+def test_rate_limit_in_tasks_on_both_pools_lets_the_decay_rate_through(
+        procs: Processes, real: redis.Redis, namespace: str, redis_url: str) -> None:
+    """Limit 2, 5 a second: the first two calls go at once, each later one when the slot
+    before it has decayed, 200 ms after the one before, cluster-wide. Only the lower
+    bound is asserted (a noisy host only delays calls), on Redis's clock: the k-th call
+    through (in the order they were) cannot be through before k - 1 decays past the
+    earliest wait's start."""
+    keys = Keys(namespace)
+    set_concurrency_limit("api", 2, real, slot_decay_per_second=5, namespace=namespace)
+    procs.serve()
+    procs.worker("--concurrency", "3", "--pool", "thread")
+    procs.worker("--concurrency", "3")
+    wait_for(lambda: real.zcard(keys.workers) >= 2, timeout=30)
+    granted = f"{namespace}:api-granted"
+    try:
+        with Flow("rate-limited") as f:
+            runs = [tasks.rate_limited(redis_url, granted) for _ in range(8)]
+        run = f.run(timeout=120, client=real, namespace=namespace, quiet=True)
+        assert run.state == "completed"
+        noted = [tuple(map(int, n.split())) for n in real.lrange(granted, 0, -1)]
+        assert sorted(run.result(r) for r in runs) == sorted(after for _, after in noted)
+        assert len({real.hget(keys.task(run.ids[r]), "worker") for r in runs}) == 2
+    finally:
+        real.delete(granted)
+    start = min(before for before, _ in noted)
+    through = sorted(after for _, after in noted)
+    for k, at in enumerate(through[2:], start=2):
+        assert at - start >= (k - 1) * 200, (k, at - start)
+    [row] = concurrency_limits(real, namespace=namespace)
+    assert row.held <= 2 and row.slot_decay_per_second == 5.0
