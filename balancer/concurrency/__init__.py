@@ -190,7 +190,7 @@ def rate_limit(names: str | Sequence[str], occupy: int = 1,
     """Prefect's ``rate_limit``: wait until ``occupy`` slots of each named limit are free,
     take them and return; they are not given back but decay at the limit's
     ``slot_decay_per_second`` (module docstring). A name with no limit holds nothing back
-    (``strict=True``: ``ConcurrencyError``), as does one whose limit has no decay
+    (``strict=True``: ``ConcurrencyError``); a limit without decay is refused
     (``ConcurrencyError``: its slots would never free); ``timeout_seconds`` bounds the
     wait (``ConcurrencyTimeout``)."""
     taking = _rate_taker(names, occupy, timeout_seconds, strict, client, redis_url, namespace)
