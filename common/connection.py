@@ -60,6 +60,15 @@ class Unreachable(redis.ConnectionError):
     A redis-py ConnectionError, so code that caught those before still does."""
 
 
+# The connections a client's pool may have at once, unless the URL says
+# (`?max_connections=N`): Redis's own default maxclients. redis-py 7 and 8 cap a pool at
+# 100 by default, and a thread-pool worker of more slots than that, whose tasks wait on
+# I/O between calls (a Variable read, their upstream results), had calls refused with
+# MaxConnectionsError: tasks failed as if Redis were away (seen: 76 of 500 tasks on 250
+# slots), while nothing was wrong.
+POOL_CAP = 10_000
+
+
 def connect(url: str) -> redis.Redis:
     """A client for ``url``. Every ``memory://NAME`` client of one process shares one server.
 
@@ -81,7 +90,7 @@ def connect(url: str) -> redis.Redis:
         if topology.is_topology(url):
             return _connect_topology(url)
         client = redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True,
-                                      retry=demoted.retry())
+                                      retry=demoted.retry(), max_connections=POOL_CAP)
         demoted.leave_replicas(client)
         _check_options(client, url)
     except ValueError as exc:
@@ -108,8 +117,9 @@ def _connect_topology(url: str) -> redis.Redis:
         top = topology.parse(url, redact(url))
     except ValueError as exc:
         raise ValueError(scrub(str(exc))) from None
+    cap = {} if "max_connections" in top.options else {"max_connections": POOL_CAP}
     try:
-        client = topology.client(top, health_check_interval=30, socket_keepalive=True)
+        client = topology.client(top, health_check_interval=30, socket_keepalive=True, **cap)
     except TypeError as exc:
         raise ValueError(f"the Redis URL {redact(url)} has an option redis-py cannot take:"
                          f" {scrub(str(exc))}") from None

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import redis
-from balancer.common.connection import ByNode, Direct
+from balancer.common.connection import POOL_CAP, ByNode, Direct, connect
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
 from redis.backoff import NoBackoff
@@ -133,3 +133,12 @@ def test_directs_of_ended_calls_leave_the_pool_its_connections(redis_url: str) -
         assert direct.call("PING") == b"PONG"
         direct.close()
     assert client.ping()  # the pool's own connections are still there to be made
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "redis+sentinel://127.0.0.1:1/svc"])
+def test_a_clients_pool_fits_wide_worker_unless_the_url_sets_its_cap(url: str) -> None:
+    """redis-py 7 and 8 cap a pool at 100 connections by default, fewer than a thread-pool
+    worker of more slots may have at once; Redis's own maxclients is the cap here, and a
+    URL's max_connections still sets its own (connected lazily: nothing listens)."""
+    assert connect(url).connection_pool.max_connections == POOL_CAP == 10_000
+    assert connect(f"{url}?max_connections=7").connection_pool.max_connections == 7

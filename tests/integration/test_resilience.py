@@ -446,3 +446,23 @@ def test_workers_and_dispatcher_reach_redis_again_after_more_reconnects_than_the
             assert "Too many connections" not in procs.log(process)
     finally:
         server.cleanup()
+
+
+def test_a_thread_pool_wider_than_redis_pys_default_pool_cap_runs_every_task(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """250 slots whose tasks read a Variable between waits: on redis-py's default pool
+    cap (100 connections since redis-py 7) calls were refused with MaxConnectionsError,
+    and tasks failed as if Redis were away (76 of 500 here), their upstream reads logged
+    as failures."""
+    from tests.integration import io_tasks
+
+    procs.serve()
+    worker = procs.worker("--pool", "thread", "--concurrency", "250")
+    _workers(real, Keys(namespace), 1)
+    with Flow("wide") as flow:
+        first = io_tasks.seed()
+        outs = [io_tasks.reads_and_waits(first, i) for i in range(500)]
+    run = flow.run(timeout=120, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed"
+    assert [run.result(o) for o in outs] == [1 + i for i in range(500)]
+    assert "Too many connections" not in procs.log(worker)
