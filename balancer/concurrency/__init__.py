@@ -46,6 +46,7 @@ from balancer.common.scripts import Scripts
 log = logging.getLogger("balancer.concurrency")
 
 MAX_NAME = 200
+MAX_LEASE = 86_400.0  # seconds a block's slots may stay held unrenewed
 POLL_FIRST, POLL_MOST = 0.005, 0.25
 
 
@@ -68,10 +69,16 @@ def check_name(name: object) -> str:
 
 class concurrency:  # Prefect's name, lower case as a function's: a context manager
     """``with concurrency("db"):`` / ``async with concurrency(["db", "api"], occupy=2):``
-    hold ``occupy`` slots of each named limit for the block (module docstring)."""
+    hold ``occupy`` slots of each named limit for the block (module docstring).
+
+    As Prefect 3's, ``max_retries`` bounds the tries after the first (past them:
+    ``ConcurrencyTimeout``) and ``lease_duration`` is how long, in seconds, the slots stay
+    held unrenewed: how soon a holder that died frees them (``BALANCER_CONCURRENCY_LEASE``
+    when not given)."""
 
     def __init__(self, names: str | Sequence[str], occupy: int = 1,
                  timeout_seconds: float | None = None, strict: bool = False, *,
+                 max_retries: int | None = None, lease_duration: float | None = None,
                  client: redis.Redis | None = None, redis_url: str | None = None,
                  namespace: str | None = None) -> None:
         given = [names] if isinstance(names, str) else list(names)
@@ -83,7 +90,17 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         if timeout_seconds is not None and not timeout_seconds >= 0:
             raise ValueError("concurrency: timeout_seconds must be a number of seconds,"
                              f" got {timeout_seconds!r}")
+        if max_retries is not None and (isinstance(max_retries, bool)
+                                        or not isinstance(max_retries, int) or max_retries < 0):
+            raise ValueError("concurrency: max_retries must be a count of tries (0 or more),"
+                             f" got {max_retries!r}")
+        if lease_duration is not None and (isinstance(lease_duration, bool)
+                                           or not isinstance(lease_duration, (int, float))
+                                           or not 0.3 <= lease_duration <= MAX_LEASE):
+            raise ValueError(f"concurrency: lease_duration must be from 0.3 to {MAX_LEASE:.0f}"
+                             f" seconds, got {lease_duration!r}")
         self.occupy, self.timeout, self.strict = occupy, timeout_seconds, strict
+        self.max_retries, self.lease_duration = max_retries, lease_duration
         self._where = (client, redis_url, namespace)
         self._held: _Held | None = None
         self._rate = False  # rate_limit's: slots left to decay, not held
@@ -118,10 +135,14 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         held = self._try_first()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         delay = POLL_FIRST
+        retries = 0
         while held is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise self._timed_out()
+            if self.max_retries is not None and retries >= self.max_retries:
+                raise self._timed_out(f"after {retries} retries (max_retries)")
+            retries += 1
             wait = delay
             if self._frees_in_ms >= 0:  # and a few ms of jitter: waiters not in step
                 wait = min(self._frees_in_ms / 1000 + random.uniform(0.001, 0.003), POLL_MOST)
@@ -140,7 +161,7 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
 
         client, settings = here(*self._where)
         self._scripts = client_scripts(client, Keys(settings.namespace), settings)
-        self._lease_ms = int(settings.concurrency_lease * 1000)
+        self._lease_ms = int((self.lease_duration or settings.concurrency_lease) * 1000)
         self._holder = uuid.uuid4().hex
         return self._try()
 
@@ -177,10 +198,10 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
             _renewer().remove(held)
             held.give()
 
-    def _timed_out(self) -> ConcurrencyTimeout:
+    def _timed_out(self, when: str = "") -> ConcurrencyTimeout:
         return ConcurrencyTimeout(
             f"{'rate limit' if self._rate else 'concurrency'} {', '.join(self.names)}:"
-            f" {self.occupy} slot(s) not free within {self.timeout}s")
+            f" {self.occupy} slot(s) not free {when or f'within {self.timeout}s'}")
 
 
 def rate_limit(names: str | Sequence[str], occupy: int = 1,

@@ -159,3 +159,31 @@ def test_a_limit_s_decay_is_checked_set_and_removed_with_it(fake: redis.Redis) -
     fake.hset("{ns}:concurrency-limits", "api", 2)
     fake.hset("{ns}:concurrency-decay", "api", "fast")  # by hand: reads as no decay
     assert concurrency_limits(fake, namespace="ns")[0].slot_decay_per_second == 0.0
+
+
+def test_max_retries_bounds_the_tries_after_the_first(fake: redis.Redis) -> None:
+    set_limit("db", 1, fake, namespace="ns")
+    with concurrency("db", client=fake, namespace="ns"):
+        for retries in (0, 2):
+            with (pytest.raises(ConcurrencyTimeout,
+                                match=f"db: 1 slot.* not free after {retries} retries"),
+                  concurrency("db", max_retries=retries, client=fake, namespace="ns")):
+                pass
+    with concurrency("db", max_retries=0, client=fake, namespace="ns"):  # free: first try
+        pass
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="max_retries must be a count"):
+            concurrency("db", max_retries=bad)
+
+
+def test_lease_duration_is_how_long_a_blocks_slots_stay_held_unrenewed(
+        fake: redis.Redis) -> None:
+    set_limit("db", 1, fake, namespace="ns")
+    with concurrency("db", lease_duration=600, client=fake, namespace="ns"):
+        [(_, ends)] = fake.zrange("{ns}:concurrency:db", 0, -1, withscores=True)
+        seconds, micros = fake.time()
+        left = ends - (seconds * 1000 + micros // 1000)
+        assert 599_000 <= left <= 600_000  # not BALANCER_CONCURRENCY_LEASE's 30 s
+    for bad in (0, 0.1, 86_401, "30"):
+        with pytest.raises(ValueError, match=r"lease_duration must be from 0\.3 to 86400"):
+            concurrency("db", lease_duration=bad)
