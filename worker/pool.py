@@ -13,6 +13,7 @@ import threading
 from typing import Protocol
 
 from balancer.common.codec import ErrorInfo
+from balancer.worker import statehooks
 from balancer.worker.executor import close_loop, execute
 from balancer.worker.interrupt import TaskInterrupted, running, stragglers
 from balancer.worker.outcome import Outcome
@@ -73,7 +74,7 @@ class ThreadRunner:
             thread.join(timeout)
             if thread.is_alive():
                 stopped = stragglers.stop(thread, fn_path, f"past its timeout of {timeout}s")
-                return _timeout(fn_path, timeout, stopped)
+                return statehooks.timed_out(fn_path, _timeout(fn_path, timeout, stopped))
             return box[0] if box else _interrupted(fn_path)
         finally:
             self._task = None

@@ -26,6 +26,7 @@ and a task refused before it could run (not allowed, a bad signature).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -90,12 +91,31 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     return settle(_ran_of(answered, ran.value if ran.ok else None))
 
 
+def timed_out(fn_path: str, outcome: Outcome) -> Outcome:
+    """A thread-pool run the slot gave up past its timeout, as Prefect 3 treats a task's
+    TimeoutError: its task's ``retry_condition_fn``, if it has one, is asked whether it
+    runs again (a ``TimeoutError`` as the state's result), on the slot's thread (the
+    run's own may be stuck in a call). Its handlers see the run end in its own thread."""
+    handled = importpath.handled(fn_path)
+    error = codec.unpack_error(outcome.payload)
+    if handled is None or error is None or not outcome.retryable:
+        return outcome
+    target = handled[0]
+    current = runcontext.current()
+    if current is not None:
+        target = _named(target, current.task_name)
+    ran = _retry_condition(target, Ran(False, TimeoutError(error.message), error), _facts)
+    return outcome if ran.retryable else dataclasses.replace(outcome, retryable=False)
+
+
 def _retry_condition(target: Any, ran: Ran, facts: Callable[[], dict[str, Any]]) -> Ran:
     """Prefect 3's ``retry_condition_fn(task, task_run, state)``, asked when the run failed
     and Redis would retry it: a false answer, or one it raises, fails the run for good.
-    Its state's ``result(raise_on_failure=False)`` is the exception the task raised."""
+    Its state's ``result(raise_on_failure=False)`` is the exception the task raised. Not
+    asked in the thread of a run the slot gave up (``timed_out`` asked it there)."""
     condition = getattr(target, "retry_condition_fn", None)
-    if condition is None or ran.ok or not ran.retryable or ran.mode:
+    if (condition is None or ran.ok or not ran.retryable or ran.mode
+            or (ran.error is not None and ran.error.type.endswith(".TaskInterrupted"))):
         return ran
     known = facts()
     if not _retry_left(known["failures"], known["retries"]):

@@ -83,6 +83,26 @@ def fetches(kind: str) -> None:
     raise {"connection": ConnectionError, "value": ValueError}[kind](kind)
 
 
+def timeouts_only(obj: Any, run: Any, state: Any) -> bool:
+    return isinstance(state.result(raise_on_failure=False), TimeoutError)
+
+
+def never(obj: Any, run: Any, state: Any) -> bool:
+    return False
+
+
+@task(retries=2, retry_delay=0.05, timeout=0.3, retry_condition_fn=timeouts_only)
+def overruns_retried() -> None:
+    for _ in range(100):
+        time.sleep(0.05)
+
+
+@task(retries=2, retry_delay=0.05, timeout=0.3, retry_condition_fn=never)
+def overruns_not_retried() -> None:
+    for _ in range(100):
+        time.sleep(0.05)
+
+
 def slow_alert(obj: Any, state: Any) -> None:
     """A handler slower than the thread pool's re-interrupt of a stopped run (every 1 s),
     back in Python every 0.1 s, where an interrupt would land."""

@@ -185,3 +185,20 @@ def test_a_retry_condition_on_the_worker_retries_only_what_it_says(
     keys = Keys(namespace)
     assert real.hget(keys.task(run.ids[lost]), "failures") == b"3"  # retried twice
     assert real.hget(keys.task(run.ids[wrong]), "failures") == b"1"  # not retried
+
+
+def test_a_retry_condition_is_asked_of_a_thread_pool_run_past_its_timeout(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """As Prefect 3 asks it of a TimeoutError: it was not asked, and a run past its
+    timeout was retried whatever the condition said."""
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "2", "--pool", "thread")
+    with Flow("overruns") as flow:
+        retried = handled_tasks.overruns_retried()
+        refused = handled_tasks.overruns_not_retried()
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.result[retried].is_failed() and run.result[refused].is_failed()
+    keys = Keys(namespace)
+    assert real.hget(keys.task(run.ids[retried]), "failures") == b"3"  # retried twice
+    assert real.hget(keys.task(run.ids[refused]), "failures") == b"1"  # not retried
+    assert b"TimeoutError" in real.hget(keys.task(run.ids[refused]), "error")

@@ -11,8 +11,9 @@ import pytest
 from balancer.common import codec
 from balancer.common.codec import ErrorInfo
 from balancer.common.runsignals import Failed, Retrying, TimedOut
+from balancer.worker import statehooks
 from balancer.worker.executor import execute
-from balancer.worker.outcome import Outcome
+from balancer.worker.outcome import Outcome, Ran
 
 from balancer.runcontext import RunFacts, bound
 from tests.worker import handled
@@ -157,3 +158,22 @@ def test_a_retry_condition_keeps_or_refuses_the_retry_seeing_the_raised_exceptio
     last = run("picky", "value", failures=3, retries=3)  # no retry left: not asked
     assert not last.ok and len(handled.ASKED) == 2
     assert not run("badly_picky", retries=3).retryable  # a condition that raises: no retry
+
+
+def test_a_retry_condition_is_asked_once_of_a_run_given_up_past_its_timeout() -> None:
+    """Asked on the slot's thread, with a TimeoutError (``timed_out``); never again where
+    the given-up run ends, interrupted in its own thread."""
+    handled.ASKED.clear()
+    facts = RunFacts("t1", "picky", "f1", "default", "w1",
+                     lambda: {"failures": 0, "retries": 3, "task_run_count": 1})
+    given_up = Outcome.failure(ErrorInfo("TimeoutError", "ran past its timeout of 1s"))
+    with bound(facts):
+        refused = statehooks.timed_out("tests.worker.handled:picky", given_up)
+        interrupted = statehooks._retry_condition(
+            handled.picky, Ran(False, error=ErrorInfo("balancer.worker.interrupt"
+                                                      ".TaskInterrupted", "")),
+            lambda: {"failures": 0, "retries": 3})
+    assert not refused.retryable  # picky retries only ConnectionErrors
+    assert interrupted.retryable and handled.ASKED == [("picky", 1, "TimeoutError")]
+    no_condition = statehooks.timed_out("tests.worker.handled:doubles", given_up)
+    assert no_condition is given_up
