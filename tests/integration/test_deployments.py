@@ -188,3 +188,19 @@ def test_a_second_ctrl_c_ends_the_runs_going_on_as_crashed_not_left_running(
     server.wait(30)
     assert "1 run(s) ended as crashed" in procs.log(server), procs.log(server)
     wait_for(lambda: run.state == "failed", timeout=30)
+
+
+def test_a_serve_process_runs_more_flows_than_its_pool_has_connections(
+        procs: Processes, real: redis.Redis, namespace: str, redis_url: str) -> None:
+    """Each run goes on a thread of its own, whose own connection counted against the
+    process's pool for good (redis-py's max_connections, 100 by default): past that many
+    runs, the next one hung `running` for good (seen at run 98). Here the cap is 8."""
+    procs.serve_and_worker(real, namespace)
+    sep = "&" if "?" in redis_url else "?"
+    procs.env["BALANCER_REDIS_URL"] = f"{redis_url}{sep}max_connections=8"
+    server = procs.start(MODULE, "many", "0", name="deploy")
+    for n in range(20):
+        run = run_deployment("etl/many", parameters={"n": n}, timeout=60, client=real,
+                             namespace=namespace)
+        assert run.state == "completed" and run.flow_run().result("double") == 2 * n
+    assert "Too many connections" not in procs.log(server)
