@@ -28,14 +28,21 @@ with concurrency("db", redis_url=sys.argv[1], namespace=sys.argv[2]):
 """
 
 
+def _on_both_pools(procs: Processes, real: redis.Redis, keys: Keys, process_slots: int
+                   ) -> None:
+    """`balancer serve`, a thread-pool worker of 3 slots and a process-pool one,
+    registered."""
+    procs.serve()
+    procs.worker("--concurrency", "3", "--pool", "thread")
+    procs.worker("--concurrency", str(process_slots))
+    wait_for(lambda: real.zcard(keys.workers) >= 2, timeout=30)
+
+
 def test_blocks_in_tasks_on_both_pools_never_exceed_the_limit(
         procs: Processes, real: redis.Redis, namespace: str, redis_url: str) -> None:
     keys = Keys(namespace)
     set_concurrency_limit("db", 1, real, namespace=namespace)
-    procs.serve()
-    procs.worker("--concurrency", "3", "--pool", "thread")
-    procs.worker("--concurrency", "2")
-    wait_for(lambda: real.zcard(keys.workers) >= 2, timeout=30)
+    _on_both_pools(procs, real, keys, process_slots=2)
     counter = f"{namespace}:db-running"
     try:
         with Flow("limited") as f:
@@ -111,10 +118,7 @@ def test_rate_limit_in_tasks_on_both_pools_lets_the_decay_rate_through(
     earliest wait's start."""
     keys = Keys(namespace)
     set_concurrency_limit("api", 2, real, slot_decay_per_second=5, namespace=namespace)
-    procs.serve()
-    procs.worker("--concurrency", "3", "--pool", "thread")
-    procs.worker("--concurrency", "3")
-    wait_for(lambda: real.zcard(keys.workers) >= 2, timeout=30)
+    _on_both_pools(procs, real, keys, process_slots=3)
     granted = f"{namespace}:api-granted"
     try:
         with Flow("rate-limited") as f:

@@ -42,6 +42,15 @@ def _redis_of_our_own(procs: Processes, namespace: str) -> Iterator[tuple[redis.
         server.cleanup()
 
 
+def _a_flow_completes(client: redis.Redis, namespace: str, name: str) -> None:
+    """A flow of eight tasks, submitted now, completes: the cluster serves again."""
+    with Flow(name) as flow:
+        nodes = [tasks.whoami() for _ in range(8)]
+    run = flow.submit(client, namespace=namespace)
+    assert run.wait(timeout=60) == "completed"
+    assert all(isinstance(run.result(n), int) for n in nodes)
+
+
 def _pool_worker(procs: Processes, real: redis.Redis, namespace: str, *args: str
                  ) -> subprocess.Popen[bytes]:
     """`balancer serve` and one process-pool worker started with ``args``, registered."""
@@ -153,11 +162,7 @@ def test_workers_survive_redis_running_out_of_memory_and_register_again(
         client.zrem(keys.workers, "thread")  # as the reaper does, while it still runs
         client.delete(keys.worker("thread"))
         wait_for(lambda: client.exists(keys.worker("thread")), timeout=30)
-        with Flow("after-oom") as flow:
-            nodes = [tasks.whoami() for _ in range(8)]
-        run = flow.submit(client, namespace=namespace)
-        assert run.wait(timeout=60) == "completed"
-        assert all(isinstance(run.result(n), int) for n in nodes)
+        _a_flow_completes(client, namespace, "after-oom")
         assert serve.poll() is None and all(w.poll() is None for w in workers)
         for worker in workers:
             log = procs.log(worker)
@@ -436,11 +441,7 @@ def test_workers_and_dispatcher_reach_redis_again_after_more_reconnects_than_the
         time.sleep(4)
         server.start()
         _workers(client, keys, 2)  # registered again
-        with Flow("after-restart") as flow:
-            nodes = [tasks.whoami() for _ in range(8)]
-        run = flow.submit(client, namespace=namespace)
-        assert run.wait(timeout=60) == "completed"
-        assert all(isinstance(run.result(n), int) for n in nodes)
+        _a_flow_completes(client, namespace, "after-restart")
         assert serve.poll() is None and all(w.poll() is None for w in workers)
         for process in (serve, *workers):
             assert "Too many connections" not in procs.log(process)
