@@ -266,3 +266,14 @@ def test_many_queues_bench_reports_figures_per_queue_count(tmp_path: Path) -> No
         assert row["serve_cpu_ms"] >= 0, count  # counted in clock ticks: 0 over a few flows
         assert row["p50_ms"] <= row["p90_ms"], row
     assert "30 queues against 1" in proc.stdout
+
+
+@pytest.mark.integration
+def test_limits_bench_reports_blocks_a_second_and_the_rate_let_through(
+        redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "limits.json"
+    proc, figures = _run("limits_bench.py", out, "--redis-url", redis_url, "--blocks", "50",
+                         "--limit", "2", "--rate", "50", "--threads", "2", "--calls", "5")
+    assert figures["blocks_per_s"] > 0 and figures["rate_per_s"] > 0, figures
+    assert 0 < figures["gap_ms"]["min"] <= figures["gap_ms"]["max"], figures
+    assert "10 calls through a limit of 2 at 50/s" in proc.stdout
