@@ -76,6 +76,8 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
     held unrenewed: how soon a holder that died frees them (``BALANCER_CONCURRENCY_LEASE``
     when not given)."""
 
+    _rate = False  # rate_limit's taking (_RateTaking): slots left to decay, not held
+
     def __init__(self, names: str | Sequence[str], occupy: int = 1,
                  timeout_seconds: float | None = None, strict: bool = False, *,
                  max_retries: int | None = None, lease_duration: float | None = None,
@@ -103,7 +105,6 @@ class concurrency:  # Prefect's name, lower case as a function's: a context mana
         self.max_retries, self.lease_duration = max_retries, lease_duration
         self._where = (client, redis_url, namespace)
         self._held: _Held | None = None
-        self._rate = False  # rate_limit's: slots left to decay, not held
         self._frees_in_ms = -1  # rate_limit's: when the last try's answer frees a slot
 
     def __enter__(self) -> concurrency:
@@ -214,9 +215,9 @@ def rate_limit(names: str | Sequence[str], occupy: int = 1,
     (``strict=True``: ``ConcurrencyError``); a limit without decay is refused
     (``ConcurrencyError``: its slots would never free); ``timeout_seconds`` bounds the
     wait (``ConcurrencyTimeout``)."""
-    taking = _rate_taker(names, occupy, timeout_seconds, strict, client, redis_url, namespace)
-    for wait in taking._polls():
-        time.sleep(wait)
+    with _RateTaking(names, occupy, timeout_seconds, strict, client=client,
+                     redis_url=redis_url, namespace=namespace):
+        pass  # taken on entering; nothing to give back on leaving
 
 
 async def arate_limit(names: str | Sequence[str], occupy: int = 1,
@@ -225,18 +226,17 @@ async def arate_limit(names: str | Sequence[str], occupy: int = 1,
                       namespace: str | None = None) -> None:
     """``rate_limit`` for async code: waits without blocking its event loop
     (``balancer.concurrency.asyncio.rate_limit``, Prefect's path, is this one)."""
-    taking = _rate_taker(names, occupy, timeout_seconds, strict, client, redis_url, namespace)
-    for wait in taking._polls():  # its Redis calls are short: made on the loop
-        await async_sleep(wait)
+    async with _RateTaking(names, occupy, timeout_seconds, strict, client=client,
+                           redis_url=redis_url, namespace=namespace):
+        pass  # taken on entering; nothing to give back on leaving
 
 
-def _rate_taker(names: str | Sequence[str], occupy: int, timeout_seconds: float | None,
-                strict: bool, client: redis.Redis | None, redis_url: str | None,
-                namespace: str | None) -> concurrency:
-    taking = concurrency(names, occupy, timeout_seconds, strict, client=client,
-                         redis_url=redis_url, namespace=namespace)
-    taking._rate = True
-    return taking
+class _RateTaking(concurrency):
+    """rate_limit's wait, a block's entry whose slots are left to decay: its script call
+    scores them by when they have decayed, it waits until the first one frees, and it
+    holds nothing to renew or give back."""
+
+    _rate = True
 
 
 def _next(delay: float) -> float:
@@ -406,12 +406,14 @@ def concurrency_limits(client: redis.Redis | None = None, *, redis_url: str | No
     with talking(conn):
         raw = {_text(k): v for k, v in conn.hgetall(keys.concurrency_limits).items()}
         names = sorted(raw)
-        decays = conn.hmget(keys.concurrency_decay, names) if names else []
+        if not names:
+            return []
         now = int(server_time_ms(conn, keys.concurrency_limits))
         pipe = conn.pipeline(transaction=False)
+        pipe.hmget(keys.concurrency_decay, names)
         for n in names:
             pipe.zrangebyscore(keys.concurrency(n), now, "+inf")
-        members = pipe.execute()
+        decays, *members = pipe.execute()
     out = []
     for n, held, decay in zip(names, members, decays):
         out.append(ConcurrencyLimit(n, _slots(raw[n]),
