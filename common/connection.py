@@ -77,12 +77,13 @@ def connect(url: str) -> redis.Redis:
     the first command, as a TypeError from deep inside redis-py."""
     if url.startswith(MEMORY_SCHEME):
         import fakeredis
+        from balancer.common.memoryserver import new_server
 
         name = url[len(MEMORY_SCHEME):] or "default"
         with _embedded_lock:
             server = _embedded_servers.get(name)
             if server is None:
-                server = _embedded_servers[name] = fakeredis.FakeServer()
+                server = _embedded_servers[name] = new_server()
         return fakeredis.FakeRedis(server=server)  # type: ignore[arg-type]
     remember(url)
     try:

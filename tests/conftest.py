@@ -19,6 +19,7 @@ import psutil
 import pytest
 import redis
 from balancer.common.keys import Keys
+from balancer.common.memoryserver import new_server
 from balancer.common.settings import Settings
 
 from bench.redis_servers import RedisServer, answers
@@ -74,7 +75,9 @@ def real(redis_url: str, namespace: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def fake() -> redis.Redis:
-    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    """A client of a fresh in-process server, the embedded cluster's kind (its BLMOVE
+    blocks: an idle worker on it waits, as on a real Redis)."""
+    return fakeredis.FakeRedis(server=new_server())
 
 
 @pytest.fixture
