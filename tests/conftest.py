@@ -22,6 +22,7 @@ from balancer.common.keys import Keys
 from balancer.common.memoryserver import new_server
 from balancer.common.settings import Settings
 
+from bench.reap import wait_ended
 from bench.redis_servers import RedisServer, answers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +142,7 @@ class Processes:
                     below = psutil.Process(proc.pid).children(recursive=True)
                 proc.kill()
                 proc.wait(5)
-                psutil.wait_procs(below, timeout=5)
+                wait_ended(below, timeout=5)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from bench.compare.procs import tree
+from bench.reap import wait_ended
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def _run(script: str, out: Path, *args: str, timeout: float = 180
         for proc in started:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-        psutil.wait_procs(started[1:], timeout=10)
+        wait_ended(started[1:], timeout=10)
         stdout, stderr = bench.communicate()
         pytest.fail(f"bench/{script} ran past {timeout}s:\n{stdout[-3000:]}{stderr[-3000:]}")
     done = subprocess.CompletedProcess(bench.args, bench.returncode, stdout, stderr)

@@ -28,6 +28,7 @@ from balancer.common.keys import Keys
 
 from balancer import Flow, FlowRun, Node
 from bench.chaos.tasks import MODULUS, combine, executions_key, step
+from bench.reap import wait_ended
 
 
 class Starter(Protocol):
@@ -305,7 +306,7 @@ class ChaosDriver:
         self.kills.append(kill)
         self.say(kill.describe())
         self._start_worker(live.pool, live.concurrency)
-        psutil.wait_procs(kids, timeout=2)
+        wait_ended(kids, timeout=2)
 
     def _kill_dispatcher(self) -> None:
         at = self._elapsed()
@@ -522,4 +523,4 @@ class ChaosDriver:
         """Kill whatever the driver started and still runs (the starter cleans up too)."""
         for proc in [*self.started.values(), *self.dispatchers]:
             if proc.poll() is None:
-                psutil.wait_procs(_kill_tree(proc), timeout=2)
+                wait_ended(_kill_tree(proc), timeout=2)

@@ -14,20 +14,13 @@ import threading
 import time
 import uuid
 
-import psutil
 import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow, FlowRun
+from bench.reap import ended
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _registered(real: redis.Redis, keys: Keys, n: int) -> None:
@@ -83,7 +76,7 @@ def test_cancel_kills_the_running_task_skips_its_dependents_and_spares_another_f
         done = run.cancel()
 
         assert (done.state, done.cancelled) == ("cancelled", 3)
-        wait_for(lambda: _gone(pid), timeout=20)  # killed at once; polled generously
+        wait_for(lambda: ended(pid), timeout=20)  # killed at once; polled generously
         waiter.join(30)
         assert final == ["cancelled"], "the waiting client did not wake with the final state"
         assert run.wait(timeout=5) == "cancelled" and run.is_cancelled()

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import Counter
 
-import psutil
 import pytest
 import redis
 from balancer.common import partitions
@@ -21,6 +20,7 @@ from balancer.common.keys import Keys
 
 from balancer import Flow
 from balancer.run import FlowRun
+from bench.reap import ended
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
@@ -173,8 +173,7 @@ def test_a_flow_in_partition_1_is_cancelled_by_id_and_its_running_task_stopped(
         cli = _cli(procs, "flow", "cancel", run.id)
         assert cli.returncode == 0 and "cancelled: 2 tasks" in cli.stdout, cli.stderr
         assert run.wait(timeout=10) == "cancelled"
-        wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status()
-                 == psutil.STATUS_ZOMBIE, timeout=20)
+        wait_for(lambda: ended(pid), timeout=20)
         assert real.exists(Keys(namespace, 1).flow(run.id))
         assert not real.exists(Keys(namespace).flow(run.id))
     finally:

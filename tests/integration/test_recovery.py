@@ -11,6 +11,7 @@ import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow
+from bench.reap import wait_ended
 from tests.conftest import Processes, wait_for
 from tests.integration import tasks
 
@@ -43,8 +44,7 @@ def test_tasks_of_a_killed_worker_run_on_another_worker(
     doomed.wait(5)
     # The pool children die with their supervisor (with several slots, through their
     # forkserver, which ends with it): no orphan finishes the task unwatched.
-    _, alive = psutil.wait_procs(below, timeout=10)
-    assert not alive
+    assert not wait_ended(below, timeout=10)
     procs.worker("--concurrency", "1", "--pool", "thread", "--name", "rescuer")
     assert run.wait(timeout=30) == "completed"
     assert run.result(after) == 2.0

@@ -22,6 +22,7 @@ from balancer.common import codec
 from balancer.common.keys import Keys
 
 from balancer import Flow, task
+from bench.reap import wait_ended
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 
@@ -97,8 +98,7 @@ def test_a_worker_stopped_while_waiting_to_register_leaves_no_process_nor_record
         assert children
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
-        _, alive = psutil.wait_procs(children, timeout=10)
-        assert not alive
+        assert not wait_ended(children, timeout=10)
         client.config_set("maxmemory", "0")
         assert client.zcard(keys.workers) == 0
         assert not client.keys(keys.worker("*"))
@@ -339,8 +339,7 @@ def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
     children = psutil.Process(worker.pid).children(recursive=True)
     assert procs.stop(worker, timeout=60) == 0  # SIGTERM; killed after 60 s
     assert "after the grace period" not in procs.log(worker)
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert not alive
+    assert not wait_ended(children, timeout=10)
 
 
 @pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
