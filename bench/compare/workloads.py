@@ -74,9 +74,9 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         return cls(throughput_tasks=300, singles=30, scale=0.1, uneven_tasks=20,
-                   uneven_task_s=0.02, priority_seconds=2.0, priority_task_s=0.02,
-                   flow_width=100, flow_layers=5, idle_workers=3, idle_seconds=2.0,
-                   sim_workers=50, sim_rate=100.0, sim_seconds=3.0, sim_batch=10,
+                   uneven_task_s=0.02, priority_seconds=1.0, priority_task_s=0.02,
+                   flow_width=100, flow_layers=5, idle_workers=3, idle_seconds=1.0,
+                   sim_workers=50, sim_rate=100.0, sim_seconds=1.5, sim_batch=10,
                    timeout=60.0, throughput_budget=30.0, submit_calls=100,
                    load_seconds=1.0)
 
