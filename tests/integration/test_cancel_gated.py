@@ -18,9 +18,10 @@ from balancer.common.keys import Keys
 
 from balancer import Flow, FlowCancelled, FlowRun, flow, unmapped
 from balancer.mapplan import child_ids
+from bench.reap import ended
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
-from tests.integration.test_cancel import _gone, _registered
+from tests.integration.test_cancel import _registered
 
 CHILDREN = 5
 
@@ -121,7 +122,7 @@ def test_cancelling_a_flow_stops_its_maps_running_children_and_never_starts_the_
         # Every child (2 running, 3 queued), the map and its dependent.
         assert (done.state, done.cancelled) == ("cancelled", CHILDREN + 2)
         for pid in started:
-            wait_for(lambda pid=pid: _gone(pid), timeout=20)  # type: ignore[misc]
+            wait_for(lambda pid=pid: ended(pid), timeout=20)  # type: ignore[misc]
         own = list(run.ids.values())
         states = _counts_add_up(real, keys, run.id, own + children)
         assert set(states.values()) == {"cancelled"}
@@ -197,7 +198,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_tasks_and_refuses_its_next_
 
         assert cli.returncode == 0, cli.stderr
         assert f"flow {run_id} cancelled: 2 tasks" in cli.stdout
-        wait_for(lambda: _gone(int(popped[1])), timeout=20)
+        wait_for(lambda: ended(int(popped[1])), timeout=20)
         # The watcher stops holding the cancelled task (and ends), releasing nothing.
         wait_for(lambda: not any(t.name == f"flow-{run_id}-watch"
                                  for t in threading.enumerate()), timeout=30)
@@ -252,7 +253,7 @@ def test_cancelling_a_flow_functions_run_cancels_its_sub_runs_too(
         assert cli.returncode == 0, cli.stderr
         assert real.hget(keys.flow(sub), "state") == b"cancelled"
         assert real.hget(keys.flow(parent), "state") == b"cancelled"
-        wait_for(lambda: _gone(int(popped[1])), timeout=20)  # the sub-run's task stopped
+        wait_for(lambda: ended(int(popped[1])), timeout=20)  # the sub-run's task stopped
         go_on.set()
         caller.join(60)
         assert not caller.is_alive()
