@@ -277,14 +277,18 @@ class _Held:
         k = self.scripts.keys.of(0)
         return [k.concurrency(n) for n in self.names]
 
-    def renew(self) -> None:
+    def renew(self) -> list[str]:
         """Move the lease on (ZADD XX: a lease already ended stays ended), by Redis's
-        clock, which slots_take.lua reads."""
+        clock, which slots_take.lua reads. Returns the names whose slots are no longer
+        held: their lease lapsed (this process stalled, or Redis was away, past it) and
+        another block's take swept them, so others may hold them now."""
         until = self.scripts.now_ms() + self.lease_ms
         pipe = self.scripts.client.pipeline(transaction=False)
         for key in self.keys():
             pipe.zadd(key, {self.member: until}, xx=True)
-        pipe.execute()
+            pipe.zscore(key, self.member)
+        replies = pipe.execute()
+        return [name for name, score in zip(self.names, replies[1::2]) if score is None]
 
     def give(self) -> None:
         try:
@@ -329,10 +333,24 @@ class _Renewer(threading.Thread):
                     self._due[h] = now + h.lease_ms / 3000
             for h in due:
                 try:
-                    h.renew()
+                    lapsed = h.renew()
                 except redis.RedisError as exc:  # tried again at the next third
                     log.warning("concurrency %s: lease not renewed (%s)",
                                 ", ".join(h.names), exc)
+                    continue
+                if lapsed:
+                    self._lapsed(h, lapsed)
+
+    def _lapsed(self, held: _Held, names: list[str]) -> None:
+        """Said once: the block runs on, but its slots of ``names`` are free for others
+        (the limit may be exceeded meanwhile). It renews the rest."""
+        log.warning("concurrency %s: the block's lease of %.1fs lapsed before it was"
+                    " renewed (its process stalled or Redis was away that long); its"
+                    " slots were freed for other blocks while it runs on",
+                    ", ".join(names), held.lease_ms / 1000)
+        held.names = [n for n in held.names if n not in names]
+        if not held.names:
+            self.remove(held)
 
 
 _renewer_lock = threading.Lock()

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import redis
+from balancer.common.keys import Keys
 
 from balancer import ConcurrencyError, ConcurrencyTimeout, concurrency_limits
 from balancer import set_concurrency_limit as set_limit
@@ -97,6 +98,26 @@ def test_a_held_lease_is_renewed_while_its_block_runs(
     with concurrency("db", client=fake, namespace="ns"):
         time.sleep(0.6)  # two leases long: renewed meanwhile, still held
         assert concurrency_limits(fake, namespace="ns")[0].held == 1
+
+
+def test_a_lease_swept_while_its_block_stalled_is_said_once_and_no_longer_renewed(
+        fake: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Another block's take swept the stalled block's slots: renewing can no longer hold
+    them (ZADD XX), and the block's owner is told, once, that others may hold them."""
+    monkeypatch.setenv("BALANCER_CONCURRENCY_LEASE", "0.3")
+    set_limit("db", 1, fake, namespace="ns")
+    set_limit("api", 1, fake, namespace="ns")
+    with caplog.at_level("WARNING", logger="balancer"), \
+            concurrency(["db", "api"], client=fake, namespace="ns"):
+        fake.delete(Keys("ns").of(0).concurrency("db"))  # as slots_take.lua sweeps one
+        time.sleep(0.5)  # more than one renewal
+        held = {row.name: row.held for row in concurrency_limits(fake, namespace="ns")}
+        assert held == {"db": 0, "api": 1}  # api's lease is still renewed
+    lapsed = [r.getMessage() for r in caplog.records if "lapsed" in r.getMessage()]
+    assert len(lapsed) == 1 and lapsed[0].startswith("concurrency db: ") \
+        and "freed for other blocks" in lapsed[0], lapsed
+    assert concurrency_limits(fake, namespace="ns")[1].held == 0  # api given back
 
 
 def test_rate_limit_lets_a_burst_through_then_the_decay_rate(fake: redis.Redis) -> None:
