@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from balancer import task
@@ -35,9 +36,11 @@ def broken(value: int) -> int:
 
 
 @task
-def guarded(a: int) -> int:
-    """Holds a slot of the "db" concurrency limit, under the worker's ACL user."""
+def guarded(a: int, hold: float = 0.0) -> int:
+    """Holds a slot of the "db" concurrency limit for ``hold`` seconds (renewing its lease
+    meanwhile, when the lease is shorter), under the worker's ACL user."""
     from balancer.concurrency.sync import concurrency
 
     with concurrency("db", timeout_seconds=30):
+        time.sleep(hold)
         return 2 * a

@@ -235,7 +235,9 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
     try:
         serve = procs.serve("--partitions", "2")
         wait_for(lambda: acl_server.admin.get(Keys(ns).partitions) == b"2", timeout=30)
-        procs.env = env["worker"]
+        # A short lease: the blocks of the guarded tasks below renew theirs (and check
+        # that it was not swept) under the worker's user.
+        procs.env = env["worker"] | {"BALANCER_CONCURRENCY_LEASE": "0.6"}
         workers = [procs.worker("--import", "tests.integration.secure_tasks", "--concurrency",
                                 "2", *pool) for pool in ((), ("--pool", "thread"))]
         for worker in workers:
@@ -260,7 +262,7 @@ def test_a_cluster_of_2_partitions_runs_under_the_least_privilege_users(
         with concurrency("db", timeout_seconds=30, client=client, namespace=ns):
             assert concurrency_limits(client, namespace=ns)[0].held == 1
         with Flow("acl-guarded") as flow:
-            guarded = [secure_tasks.guarded(i) for i in range(4)]
+            guarded = [secure_tasks.guarded(i, hold=0.5) for i in range(4)]
         guarded_run = flow.submit(client, namespace=ns)
         assert guarded_run.wait(timeout=60) == "completed"
         assert [guarded_run.result(g) for g in guarded] == [0, 2, 4, 6]
