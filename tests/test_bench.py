@@ -278,3 +278,11 @@ def test_limits_bench_reports_blocks_a_second_and_the_rate_let_through(
     assert figures["blocks_per_s"] > 0 and figures["rate_per_s"] > 0, figures
     assert 0 < figures["gap_ms"]["min"] <= figures["gap_ms"]["max"], figures
     assert "10 calls through a limit of 2 at 50/s" in proc.stdout
+
+
+def test_embedded_idle_bench_reports_the_idle_clusters_cpu_and_fetches(tmp_path: Path) -> None:
+    out = tmp_path / "idle.json"
+    proc, figures = _run("embedded_idle.py", out, "--seconds", "1")
+    assert figures["flow"] == "completed", proc.stdout + proc.stderr
+    assert figures["idle_cpu_share"] >= 0 and figures["fetches_per_s"] >= 0, figures
+    assert "an idle embedded cluster" in proc.stdout
