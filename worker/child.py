@@ -198,7 +198,7 @@ def _tell_handlers(packed: bytes, worker_id: str) -> None:
                      daemon=True).start()
 
 
-def _die_with(supervisor: int) -> None:
+def die_with(supervisor: int) -> None:
     """Be killed by the kernel when the parent dies: the supervisor, or the forkserver
     that forked this child, which ends with the supervisor (worker.preload). Exit now if
     the supervisor died before we asked."""
@@ -220,7 +220,7 @@ def _lead_a_group() -> None:
         os.setpgid(0, 0)
 
 
-def _let_the_forkserver_go() -> None:
+def let_the_forkserver_go() -> None:
     """A child forked by the pool's forkserver holds a copy of the pipe that keeps the
     forkserver alive (multiprocessing passes it so that a child may fork through it in
     turn): while any child held it, a forkserver outlived its dead supervisor, and so did
@@ -277,8 +277,8 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
 
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
-    _die_with(spec.supervisor_pid)
-    _let_the_forkserver_go()
+    die_with(spec.supervisor_pid)
+    let_the_forkserver_go()
     _lead_a_group()
     # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
     # whole process group (systemd's default, `timeout`, a terminal) must not kill the

@@ -12,6 +12,7 @@ thread once per horizon, not once per task, and so does a child given one task a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -29,7 +30,7 @@ from balancer.common.replies import UnexpectedReply, as_opt_bytes_list, field_in
 from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.signals import Lease
-from balancer.worker import child, statehooks
+from balancer.worker import askretry, child, statehooks
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.child import ChildSpec
 from balancer.worker.holding import Holding
@@ -296,14 +297,19 @@ class ChildWatch(threading.Thread):
         self._join(5)
         error = ErrorInfo("TimeoutError", f"task {lease.fn} ran past its timeout of"
                                           f" {lease.timeout}s and was stopped")
+        outcome = Outcome.failure(error)
         runs = self._runs_so_far(lease)  # before the failure below counts this one
-        self._settle(snap, Outcome.failure(error))
+        killed = statehooks.Killed.of(lease, error, *runs) if runs is not None else None
+        if (killed is not None and killed.retry_left() and not self.stopping
+                and not askretry.retry_wanted(self.ctx, self.spec, killed)):
+            outcome = dataclasses.replace(outcome, retryable=False)
+            killed = killed._replace(refused=True)
+        self._settle(snap, outcome)
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
-            if runs is not None:  # its state handlers are called there (worker.statehooks)
+            if killed is not None:  # its state handlers are called there (worker.statehooks)
                 with contextlib.suppress(OSError):
-                    self.conn.send_bytes(child.TIMED_OUT + codec.pack(
-                        [*statehooks.Killed.of(lease, error, *runs)]))
+                    self.conn.send_bytes(child.TIMED_OUT + codec.pack([*killed]))
 
     def _runs_so_far(self, lease: Lease) -> tuple[int, int] | None:
         """A task's failures so far and its retries, as its record holds them; None when

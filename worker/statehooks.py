@@ -15,10 +15,11 @@ than Running returned at the start ends the run without calling the task. A hand
 raises fails the run for good (``balancer.HandlerFailed``).
 
 A run killed past its timeout in the process pool cannot call them where it ran: the
-supervisor tells the child that replaces the killed one (``Killed``), which calls them,
-Running -> TimedOut (or Retrying), on a thread of its own; their answer changes nothing
-(the run is over). A thread-pool run the worker gave up on ends TimedOut (or Retrying)
-past its timeout, Cancelled when its run was cancelled. A run completed from its cache
+supervisor has a process of the pool ask its retry condition, if a retry is left
+(worker.askretry), then tells the child that replaces the killed one (``Killed``), which
+calls them, Running -> TimedOut (or Retrying), on a thread of its own; their answer
+changes nothing (the run is over). A thread-pool run the worker gave up on ends TimedOut
+(or Retrying) past its timeout, Cancelled when its run was cancelled. A run completed from its cache
 goes Pending -> Cached (``cached``). What no handler sees: a run whose process crashed,
 and a task refused before it could run (not allowed, a bad signature).
 """
@@ -244,24 +245,50 @@ class Killed(NamedTuple):
     message: str
     failures: int  # before this run
     retries: int
+    refused: bool = False  # its retry condition said no (``retry_wanted``)
 
     @classmethod
     def of(cls, lease: Lease, error: ErrorInfo, failures: int, retries: int) -> Killed:
         return cls(lease.task_id, lease.fn, lease.name, lease.flow, lease.queue, error.message,
                    failures, retries)
 
+    def retry_left(self) -> bool:
+        return not self.refused and _retry_left(self.failures, self.retries)
+
+    def retry_wanted(self, worker_id: str) -> bool:
+        """Prefect 3's ``retry_condition_fn``, asked of this run as of a thread-pool run
+        past its timeout (``timed_out``), by a process of the pool (worker.askretry): its
+        task loaded under the worker's rules, the run's facts bound. True when it has no
+        condition, or cannot be loaded (the run was retried so before)."""
+        try:
+            importpath.load(self.fn)
+        except Exception:  # refused or broken now: the run settles as it would have
+            return True
+        handled = importpath.handled(self.fn)
+        if handled is None:
+            return True
+        error = ErrorInfo("TimeoutError", self.message)
+        with runcontext.bound(self._facts(worker_id)):
+            ran = _retry_condition(_named(handled[0], self.name),
+                                   Ran(False, TimeoutError(self.message), error),
+                                   lambda: {"failures": self.failures, "retries": self.retries})
+        return ran.retryable
+
     def tell_handlers(self, worker_id: str) -> None:
         """Call the task's handlers, Running -> TimedOut, or Retrying when a retry is left
-        (the timeout is a failure like any: fail.lua's rule); errors are logged."""
+        (the timeout is a failure like any: fail.lua's rule) and its retry condition did
+        not refuse it; errors are logged."""
         error = ErrorInfo("TimeoutError", self.message)
-        kind = Retrying if _retry_left(self.failures, self.retries) else TimedOut
-        facts = runcontext.RunFacts(
+        kind = Retrying if self.retry_left() else TimedOut
+        with runcontext.bound(self._facts(worker_id)):
+            _tell(self.fn, self.task_id, self.name, Running("Starting task run."),
+                  lambda: kind(str(error), error))
+
+    def _facts(self, worker_id: str) -> runcontext.RunFacts:
+        return runcontext.RunFacts(
             self.task_id, self.name, self.flow, self.queue, worker_id,
             lambda: {"failures": self.failures, "retries": self.retries,
                      "task_run_count": self.failures + 1})
-        with runcontext.bound(facts):
-            _tell(self.fn, self.task_id, self.name, Running("Starting task run."),
-                  lambda: kind(str(error), error))
 
 
 def cached(fn_path: str, value: bytes) -> None:

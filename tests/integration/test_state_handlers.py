@@ -187,12 +187,14 @@ def test_a_retry_condition_on_the_worker_retries_only_what_it_says(
     assert real.hget(keys.task(run.ids[wrong]), "failures") == b"1"  # not retried
 
 
-def test_a_retry_condition_is_asked_of_a_thread_pool_run_past_its_timeout(
-        procs: Processes, real: redis.Redis, namespace: str) -> None:
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_retry_condition_is_asked_of_a_run_past_its_timeout(
+        procs: Processes, real: redis.Redis, namespace: str, pool: str) -> None:
     """As Prefect 3 asks it of a TimeoutError: it was not asked, and a run past its
-    timeout was retried whatever the condition said."""
+    timeout was retried whatever the condition said. A process-pool run's is asked by a
+    process of the pool (worker.askretry) before the supervisor settles the run."""
     procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
-                           "--concurrency", "2", "--pool", "thread")
+                           "--concurrency", "2", "--pool", pool)
     with Flow("overruns") as flow:
         retried = handled_tasks.overruns_retried()
         refused = handled_tasks.overruns_not_retried()

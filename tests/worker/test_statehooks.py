@@ -177,3 +177,24 @@ def test_a_retry_condition_is_asked_once_of_a_run_given_up_past_its_timeout() ->
     assert interrupted.retryable and handled.ASKED == [("picky", 1, "TimeoutError")]
     no_condition = statehooks.timed_out("tests.worker.handled:doubles", given_up)
     assert no_condition is given_up
+
+
+def test_a_killed_process_pool_run_asks_its_retry_condition_and_its_handlers_see_the_answer(
+) -> None:
+    """What a process of the pool asks for the supervisor (worker.askretry), and the
+    state the next child's handlers are given once the condition refused the retry."""
+    handled.ASKED.clear()
+    killed = statehooks.Killed("t1", "tests.worker.handled:picky", "picky", "f1", "default",
+                               "ran past its timeout of 1s", failures=0, retries=3)
+    assert killed.retry_left() and not killed.retry_wanted("w1")
+    assert handled.ASKED == [("picky", 1, "TimeoutError")]
+    refused = killed._replace(refused=True)
+    assert not refused.retry_left()
+    handled.SEEN.clear()
+    killed._replace(fn="tests.worker.handled:doubles", name="doubles").tell_handlers("w1")
+    killed._replace(fn="tests.worker.handled:doubles", name="doubles",
+                    refused=True).tell_handlers("w1")
+    assert [new for _, _, new, _ in handled.SEEN] == ["Retrying", "TimedOut"]
+    kept = killed._replace(fn="tests.worker.handled:doubles", name="doubles")
+    assert kept.retry_wanted("w1")  # no condition: retried
+    assert killed._replace(fn="tests.nowhere:gone").retry_wanted("w1")  # cannot load
