@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from balancer.common import codec, logs
-from balancer.common.importpath import importing_tasks, set_policy
+from balancer.common import codec
 from balancer.worker import child
 from balancer.worker.child import ChildSpec
 from balancer.worker.statehooks import Killed
@@ -58,19 +56,12 @@ def retry_wanted(ctx: ForkServerContext | SpawnContext, spec: ChildSpec, killed:
 
 
 def _answer(conn: Connection, spec: ChildSpec, packed: bytes) -> None:
-    """In the asking process: set up as a pool child would (dies with the supervisor, the
-    worker's import rules, its --import modules), ask, answer."""
-    child.die_with(spec.supervisor_pid)
-    child.let_the_forkserver_go()
-    logs.setup(spec.log_level, spec.settings.log_format)
-    if spec.cwd not in sys.path:
-        sys.path.insert(0, spec.cwd)
-    set_policy(spec.policy)
+    """In the asking process: set up as a pool child is (it dies with the supervisor,
+    imports under the worker's rules, its --import modules first), ask, answer."""
+    child.prepare(spec)
     wanted = True
     try:
-        with importing_tasks():
-            for module in spec.imports:
-                __import__(module)
+        child.import_modules(spec)
         wanted = Killed(*codec.unpack(packed)).retry_wanted(spec.worker_id)
     except BaseException:  # whatever it was, the run settles as it did before
         log.exception("pool process pid=%s: cannot ask a retry condition", os.getpid())

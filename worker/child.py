@@ -198,7 +198,7 @@ def _tell_handlers(packed: bytes, worker_id: str) -> None:
                      daemon=True).start()
 
 
-def die_with(supervisor: int) -> None:
+def _die_with(supervisor: int) -> None:
     """Be killed by the kernel when the parent dies: the supervisor, or the forkserver
     that forked this child, which ends with the supervisor (worker.preload). Exit now if
     the supervisor died before we asked."""
@@ -220,7 +220,7 @@ def _lead_a_group() -> None:
         os.setpgid(0, 0)
 
 
-def let_the_forkserver_go() -> None:
+def _let_the_forkserver_go() -> None:
     """A child forked by the pool's forkserver holds a copy of the pipe that keeps the
     forkserver alive (multiprocessing passes it so that a child may fork through it in
     turn): while any child held it, a forkserver outlived its dead supervisor, and so did
@@ -248,9 +248,7 @@ def _alive(pid: int) -> bool:
 def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, RecordedHolding]:
     """Import the tasks, reach Redis and build this child's slot (its control thread
     started): what stands between the child and its first fetch."""
-    with importing_tasks():
-        for module in spec.imports:
-            __import__(module)
+    import_modules(spec)
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
@@ -276,9 +274,12 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
     return slot, holding
 
 
-def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
-    die_with(spec.supervisor_pid)
-    let_the_forkserver_go()
+def prepare(spec: ChildSpec) -> None:
+    """Make this process one of the pool's (a child, or worker.askretry's asking process):
+    it dies with its supervisor, leads a group of its own, leaves stopping to the
+    supervisor, logs as the worker does and imports tasks under the worker's rules."""
+    _die_with(spec.supervisor_pid)
+    _let_the_forkserver_go()
     _lead_a_group()
     # The supervisor decides when we stop (over the pipe): a SIGTERM or ctrl-C sent to the
     # whole process group (systemd's default, `timeout`, a terminal) must not kill the
@@ -290,6 +291,17 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
         sys.path.insert(0, spec.cwd)
     os.environ[WORKER_CHILD_ENV] = "1"
     set_policy(spec.policy)
+
+
+def import_modules(spec: ChildSpec) -> None:
+    """The worker's --import modules, as task modules."""
+    with importing_tasks():
+        for module in spec.imports:
+            __import__(module)
+
+
+def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
+    prepare(spec)
     try:
         slot, holding = _slot(conn, shared, spec)
     except BaseException as exc:  # whatever stops it, its supervisor is told why

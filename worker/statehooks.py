@@ -19,9 +19,9 @@ supervisor has a process of the pool ask its retry condition, if a retry is left
 (worker.askretry), then tells the child that replaces the killed one (``Killed``), which
 calls them, Running -> TimedOut (or Retrying), on a thread of its own; their answer
 changes nothing (the run is over). A thread-pool run the worker gave up on ends TimedOut
-(or Retrying) past its timeout, Cancelled when its run was cancelled. A run completed from its cache
-goes Pending -> Cached (``cached``). What no handler sees: a run whose process crashed,
-and a task refused before it could run (not allowed, a bad signature).
+(or Retrying) past its timeout, Cancelled when its run was cancelled. A run completed from
+its cache goes Pending -> Cached (``cached``). What no handler sees: a run whose process
+crashed, and a task refused before it could run (not allowed, a bad signature).
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def timed_out(fn_path: str, outcome: Outcome) -> Outcome:
     """A thread-pool run the slot gave up past its timeout, as Prefect 3 treats a task's
     TimeoutError: its task's ``retry_condition_fn``, if it has one, is asked whether it
     runs again (a ``TimeoutError`` as the state's result), on the slot's thread (the
-    run's own may be stuck in a call). Its handlers see the run end in its own thread."""
+    run's own may be stuck in a call). Its handlers see the run end in its own thread.
+    A killed process-pool run's is asked here too (``Killed.retry_wanted``)."""
     handled = importpath.handled(fn_path)
     error = codec.unpack_error(outcome.payload)
     if handled is None or error is None or not outcome.retryable:
@@ -264,15 +265,9 @@ class Killed(NamedTuple):
             importpath.load(self.fn)
         except Exception:  # refused or broken now: the run settles as it would have
             return True
-        handled = importpath.handled(self.fn)
-        if handled is None:
-            return True
-        error = ErrorInfo("TimeoutError", self.message)
         with runcontext.bound(self._facts(worker_id)):
-            ran = _retry_condition(_named(handled[0], self.name),
-                                   Ran(False, TimeoutError(self.message), error),
-                                   lambda: {"failures": self.failures, "retries": self.retries})
-        return ran.retryable
+            return timed_out(self.fn, Outcome.failure(
+                ErrorInfo("TimeoutError", self.message))).retryable
 
     def tell_handlers(self, worker_id: str) -> None:
         """Call the task's handlers, Running -> TimedOut, or Retrying when a retry is left
