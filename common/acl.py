@@ -67,8 +67,7 @@ ROLES = {
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
             "GET", "SET",  # cached results (cache_for: worker/caching.py)
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
-            # concurrency slots given back, renewed, found swept (balancer/concurrency)
-            "ZREM", "TIME", "ZSCORE",
+            "ZREM", "TIME",  # concurrency slots given back, renewed (balancer/concurrency.py)
             "HSETNX",  # a variable set unless it is (balancer/variables.py)
             "LTRIM", "PEXPIRE",  # a run's list of artifacts (balancer/artifacts.py)
         ),

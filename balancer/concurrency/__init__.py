@@ -286,7 +286,9 @@ class _Held:
         pipe = self.scripts.client.pipeline(transaction=False)
         for key in self.keys():
             pipe.zadd(key, {self.member: until}, xx=True)
-            pipe.zscore(key, self.member)
+            # Its score, or nil once swept: ZADD XX INCR 0 reads it, writing nothing, with
+            # the command a worker's ACL user already has (an older ACL's too).
+            pipe.zadd(key, {self.member: 0}, xx=True, incr=True)
         replies = pipe.execute()
         return [name for name, score in zip(self.names, replies[1::2]) if score is None]
 
