@@ -66,15 +66,23 @@ class ThreadRunner:
                 close_loop()  # this thread ends: its event loop, if an async task made one
 
         # The task's thread sees this one's context variables: balancer.context's run.
-        thread = threading.Thread(target=contextvars.copy_context().run, args=(run,),
-                                  name=f"task-{fn_path}", daemon=True)
+        context = contextvars.copy_context()
+        verdict = statehooks.Verdict()
+        context.run(statehooks.awaiting_verdict, verdict)
+        thread = threading.Thread(target=context.run, args=(run,), name=f"task-{fn_path}",
+                                  daemon=True)
         self._task = (thread, fn_path)
         try:
             thread.start()
             thread.join(timeout)
             if thread.is_alive():
                 stopped = stragglers.stop(thread, fn_path, f"past its timeout of {timeout}s")
-                return statehooks.timed_out(fn_path, _timeout(fn_path, timeout, stopped))
+                outcome = _timeout(fn_path, timeout, stopped)
+                try:
+                    outcome = statehooks.timed_out(fn_path, outcome)
+                finally:  # the run's thread tells its handlers what was settled here
+                    verdict.settle(outcome.retryable)
+                return outcome
             return box[0] if box else _interrupted(fn_path)
         finally:
             self._task = None

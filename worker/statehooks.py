@@ -19,7 +19,8 @@ supervisor has a process of the pool ask its retry condition, if a retry is left
 (worker.askretry), then tells the child that replaces the killed one (``Killed``), which
 calls them, Running -> TimedOut (or Retrying), on a thread of its own; their answer
 changes nothing (the run is over). A thread-pool run the worker gave up on ends TimedOut
-(or Retrying) past its timeout, Cancelled when its run was cancelled. A run completed from
+(or Retrying, as the slot's thread settled it: ``Verdict``) past its timeout, Cancelled
+when its run was cancelled. A run completed from
 its cache goes Pending -> Cached (``cached``). What no handler sees: a run whose process
 crashed, and a task refused before it could run (not allowed, a bad signature).
 """
@@ -29,8 +30,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, NamedTuple
 
 from balancer.common import codec, importpath
@@ -57,6 +60,9 @@ from balancer import runcontext
 
 log = logging.getLogger("worker")
 
+VERDICT_WAIT = 10.0  # seconds a given-up run's thread waits for its slot's retry verdict
+_verdict: ContextVar[Verdict | None] = ContextVar("balancer_verdict", default=None)
+
 
 def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
            settle: Callable[[Ran], Outcome], fn_path: str = "",
@@ -80,10 +86,11 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
         return settle(_ran_of(started, None))
     ran = _retry_condition(target, run(), lambda: facts)
     outcome = settle(ran)
-    final = (_given_up(ran, fn_path, timeout, time.monotonic() - began, facts)
-             or _state_of(ran, outcome, facts))
+    took = time.monotonic() - began
     try:
         with shielded():  # the run is over: a thread pool's interrupt must not cut them
+            final = (_given_up(ran, fn_path, timeout, took, facts)
+                     or _state_of(ran, outcome, facts))
             answered = _call(target, handlers, started, final)
     except HandlerFailed as exc:
         return _handler_failed(exc)
@@ -191,8 +198,37 @@ def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
         return Cancelled("Its run was cancelled.")
     error = ErrorInfo("TimeoutError", f"task {fn_path} ran past its timeout of {timeout}s"
                                       " and was stopped")
-    kind = Retrying if _retry_left(facts["failures"], facts["retries"]) else TimedOut
-    return kind(str(error), error)
+    verdict = _verdict.get()
+    retried = _retry_left(facts["failures"], facts["retries"]) and (
+        verdict is None or verdict.retried())
+    return (Retrying if retried else TimedOut)(str(error), error)
+
+
+class Verdict:
+    """Whether a thread-pool run given up past its timeout is retried, as the slot's thread
+    settles it (``timed_out``, its retry condition asked there): the run's own thread waits
+    for it before it tells the run's handlers Retrying or TimedOut. Without it they were
+    told Retrying where the condition had refused the retry."""
+
+    def __init__(self) -> None:
+        self._settled = threading.Event()
+        self._retried = True
+
+    def settle(self, retried: bool) -> None:
+        self._retried = retried
+        self._settled.set()
+
+    def retried(self, wait: float = VERDICT_WAIT) -> bool:
+        """The slot's answer; True (as fail.lua's rule alone says) if none came within
+        ``wait`` seconds (a condition that hangs holds the slot, not the handlers)."""
+        self._settled.wait(wait)
+        return self._retried
+
+
+def awaiting_verdict(verdict: Verdict) -> None:
+    """Called inside the context a timed run's thread runs in: its given-up run takes
+    ``verdict``'s answer."""
+    _verdict.set(verdict)
 
 
 def _state_of(ran: Ran, outcome: Outcome, facts: dict[str, Any]) -> State:

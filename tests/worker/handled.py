@@ -3,6 +3,7 @@ handler notes what it was given in SEEN (the tests run them in their own process
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from balancer.common.runsignals import FAIL, Failed, Skipped, State, Success
@@ -126,6 +127,27 @@ def only_connection_errors(obj: Any, run: Any, state: Any) -> bool:
 @task(retries=3, retry_condition_fn=only_connection_errors)
 def picky(kind: str) -> None:
     raise {"connection": ConnectionError, "value": ValueError}[kind](kind)
+
+
+def only_timeouts(obj: Any, run: Any, state: Any) -> bool:
+    raised = state.result(raise_on_failure=False)
+    ASKED.append((obj.name, run.run_count, type(raised).__name__))
+    return isinstance(raised, TimeoutError)
+
+
+def _spin() -> None:
+    while True:  # in Python: the thread pool's interrupt lands at once
+        time.sleep(0.01)
+
+
+@task(retries=3, retry_condition_fn=only_connection_errors, state_handlers=[note])
+def overruns_refused() -> None:
+    _spin()
+
+
+@task(retries=3, retry_condition_fn=only_timeouts, state_handlers=[note])
+def overruns_kept() -> None:
+    _spin()
 
 
 def condition_raises(obj: Any, run: Any, state: Any) -> bool:

@@ -4,6 +4,7 @@ handler's answer settling the run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from balancer.common.runsignals import Failed, Retrying, TimedOut
 from balancer.worker import statehooks
 from balancer.worker.executor import execute
 from balancer.worker.outcome import Outcome, Ran
+from balancer.worker.pool import ThreadRunner
 
 from balancer.runcontext import RunFacts, bound
 from tests.worker import handled
@@ -177,6 +179,26 @@ def test_a_retry_condition_is_asked_once_of_a_run_given_up_past_its_timeout() ->
     assert interrupted.retryable and handled.ASKED == [("picky", 1, "TimeoutError")]
     no_condition = statehooks.timed_out("tests.worker.handled:doubles", given_up)
     assert no_condition is given_up
+
+
+@pytest.mark.parametrize(("name", "told"), [("overruns_refused", "TimedOut"),
+                                             ("overruns_kept", "Retrying")])
+def test_a_thread_pool_run_given_up_past_its_timeout_tells_its_handlers_the_slots_answer(
+        name: str, told: str) -> None:
+    """The slot's thread asks the retry condition; the run's own thread, interrupted,
+    tells the handlers what it answered (they were told Retrying whatever it said)."""
+    handled.ASKED.clear()
+    facts = RunFacts("t1", name, "f1", "default", "w1",
+                     lambda: {"failures": 0, "retries": 3, "task_run_count": 1})
+    with bound(facts):
+        outcome = ThreadRunner(MAX).run(f"tests.worker.handled:{name}", CALL, 0.2)
+    assert outcome.retryable == (told == "Retrying")
+    deadline = time.monotonic() + 10
+    while len(handled.SEEN) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the run's thread calls them once it met the interrupt
+    assert [(old, new) for _, old, new, _ in handled.SEEN] == [("Pending", "Running"),
+                                                               ("Running", told)]
+    assert [(name, 1, "TimeoutError")] == handled.ASKED
 
 
 def test_a_killed_process_pool_run_asks_its_retry_condition_and_its_handlers_see_the_answer(
