@@ -79,6 +79,9 @@ class Settings:
     # Per-task events (started, completed, failed, ...; dispatch): on or off. Off saves
     # one write per script call that settles tasks; cluster events are always written.
     task_events: str = "on"
+    # /metrics labels at most this many task names; runs of any other are counted under
+    # task="(other)" (a client naming a copy per call would make a series per call).
+    metrics_task_labels: int = 500
     # The token the dashboard's actions (pause, retry, ...) require; empty: read-only.
     # Kept out of the record's repr.
     dashboard_token: str = field(default="", repr=False)
@@ -163,6 +166,9 @@ class Settings:
                                     f" {getattr(self, name)}")
         if self.events_max < 1:
             raise SettingsError(f"events_max must be at least 1, got {self.events_max}")
+        if self.metrics_task_labels < 0:
+            raise SettingsError("metrics_task_labels must not be negative, got"
+                                f" {self.metrics_task_labels}")
         if self.task_events not in ("on", "off"):
             raise SettingsError(f"task_events must be on or off, got {self.task_events!r}")
         if self.dashboard_token and len(self.dashboard_token) < MIN_KEY_LENGTH:

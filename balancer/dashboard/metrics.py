@@ -17,6 +17,7 @@ Grafana dashboard's test are checked against it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import redis
@@ -27,6 +28,8 @@ from prometheus_client.registry import Collector
 from balancer import status as status_view
 from balancer.common import events, partitions
 from balancer.common.keys import Keys
+
+log = logging.getLogger("balancer.dashboard")
 
 # Seconds: from a no-op task to a long batch job.
 TIME_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -120,10 +123,23 @@ def _labels(name: str) -> tuple[str, ...]:
     return METRICS[name][1]
 
 
-class EventMetrics:
-    """Counters and histograms fed with events (``observe``)."""
+# The task label of runs past the cap of task names (``EventMetrics.task_labels``).
+OTHER_TASKS = "(other)"
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+
+class EventMetrics:
+    """Counters and histograms fed with events (``observe``).
+
+    The ``task`` label takes at most ``task_labels`` names, the first seen; runs of any
+    other are counted under ``OTHER_TASKS``, said once in the log. A task's name is the
+    client's to choose (``t.with_options(name=f"load-{i}")`` in a loop, or anything a
+    Redis writer puts in an event): unbounded, each name would be a series of its own
+    in this process's memory and in every Prometheus that scrapes it."""
+
+    def __init__(self, registry: CollectorRegistry, task_labels: int = 500) -> None:
+        self.task_labels = task_labels
+        self._task_names: set[str] = set()
+        self._capped = False  # a name past the cap was seen (and said)
         self.counters: dict[str, Counter] = {}
         self.histograms: dict[str, Histogram] = {}
         for name, (kind, labels, text) in METRICS.items():
@@ -140,10 +156,23 @@ class EventMetrics:
         counter = self.counters[name]
         (counter.labels(*labels) if labels else counter).inc(by)
 
+    def _task_label(self, name: str) -> str:
+        if name in self._task_names:
+            return name
+        if len(self._task_names) < self.task_labels:
+            self._task_names.add(name)
+            return name
+        if not self._capped:
+            self._capped = True
+            log.warning("metrics: more than %d task names seen; runs of the others are"
+                        " counted under task=%r (BALANCER_METRICS_TASK_LABELS)",
+                        self.task_labels, OTHER_TASKS)
+        return OTHER_TASKS
+
     def observe(self, event: events.Event) -> None:
         kind = event.kind
         if kind in _TASK_COUNTERS:
-            self._count(_TASK_COUNTERS[kind], event.queue, event.name)
+            self._count(_TASK_COUNTERS[kind], event.queue, self._task_label(event.name))
             if kind in (events.TASK_COMPLETED, events.TASK_FAILED) and event.run_ms is not None:
                 self.histograms["balancer_task_run_seconds"].labels(event.queue).observe(
                     event.run_ms / 1000)
@@ -263,13 +292,13 @@ def head_ages_all(client: redis.Redis, every: list[Keys], queues: list[str]
     return ages
 
 
-def registry_for(client: redis.Redis, keys: Keys, leader_ttl: float
+def registry_for(client: redis.Redis, keys: Keys, leader_ttl: float, task_labels: int = 500
                  ) -> tuple[CollectorRegistry, EventMetrics]:
     """A registry of its own (not the process-global one) with both sources. (The
     ``_created`` series of every counter are turned off, process-wide: they double the
     output and no dashboard of ours reads them.)"""
     disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = CollectorRegistry(auto_describe=False)
-    fed = EventMetrics(registry)
+    fed = EventMetrics(registry, task_labels)
     registry.register(ClusterCollector(client, keys, leader_ttl))
     return registry, fed

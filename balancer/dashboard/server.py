@@ -76,7 +76,8 @@ class Dashboard:
         self.client = client
         self.settings = settings
         self.keys = Keys(settings.namespace)
-        self.registry, fed = registry_for(client, self.keys, settings.leader_ttl)
+        self.registry, fed = registry_for(client, self.keys, settings.leader_ttl,
+                                          settings.metrics_task_labels)
         self.feed = Feed(client, self.keys, fed)
         self.context = actions.Context(client, self.keys, Scripts(client, self.keys),
                                        settings)

@@ -157,6 +157,7 @@ def test_nan_interval_is_rejected(variable: str) -> None:
 
 @pytest.mark.parametrize(("env", "says"), [
     ({"BALANCER_EVENTS_MAX": "0"}, "events_max"),
+    ({"BALANCER_METRICS_TASK_LABELS": "-1"}, "metrics_task_labels"),
     ({"BALANCER_TASK_EVENTS": "maybe"}, "task_events"),
     ({"BALANCER_DASHBOARD_TOKEN": "short"}, "dashboard_token"),
 ])

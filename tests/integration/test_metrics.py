@@ -3,6 +3,7 @@ real cluster (a dispatcher and a worker process) ran known tasks."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -116,3 +117,30 @@ def test_every_metric_served_is_documented_and_every_documented_one_is_served(
     served = {n + "_total" if n + "_total" in METRICS else n for n in families}
     assert served <= set(METRICS)
     assert {n for n, (kind, _, _) in METRICS.items() if kind != "gauge"} <= served
+
+
+def test_task_names_past_the_label_cap_are_counted_under_other_and_said_once(
+        procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A client naming a copy per call (``with_options(name=...)`` in a loop) made a
+    series per call: each name was a label value, without bound."""
+    app = Dashboard(real, dataclasses.replace(settings, metrics_task_labels=2),
+                    "127.0.0.1", 0)
+    app.start()
+    try:
+        procs.serve()
+        procs.worker("--concurrency", "2")
+        with Flow("many names") as flow:
+            for i in range(5):
+                tasks.constant.with_options(name=f"load-{i}")(i)
+        assert flow.submit(real, namespace=namespace).wait(timeout=60) == "completed"
+        s = wait_for(lambda: (s := scrape(app)) and value(
+            s, "balancer_flows_finished_total", state="completed") == 1 and s, timeout=20)
+    finally:
+        app.stop()
+    completed = {dict(labels)["task"]: v for (name, labels), v in s.items()
+                 if name == "balancer_tasks_completed_total"}
+    assert len(completed) == 3 and completed.pop("(other)") == 3
+    assert set(completed.values()) == {1} and set(completed) <= {f"load-{i}" for i in range(5)}
+    said = [r for r in caplog.records if "task names seen" in r.getMessage()]
+    assert len(said) == 1
