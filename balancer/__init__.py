@@ -22,6 +22,7 @@ from balancer.control_flow import case, ifelse, merge, switch
 from balancer.deployments import Deployment, DeploymentError, run_deployment
 from balancer.flow import Flow, FlowCancelled, FlowError, Node, SubmitRefused
 from balancer.flowfn import FlowFunction, flow, get_run_logger
+from balancer.flowgraph import Edge
 from balancer.flowtimeout import FlowRunTimeoutError
 from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import MapError, flatten, unmapped
@@ -52,6 +53,7 @@ __all__ = [
     "ConcurrencyTimeout",
     "Deployment",
     "DeploymentError",
+    "Edge",
     "ErrorInfo",
     "Failed",
     "Flow",

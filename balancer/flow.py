@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -14,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from balancer import building, tagging
+from balancer import building, flowgraph, tagging
 from balancer.annotations import allow_failure
 from balancer.common import codec, statehandlers
 from balancer.common.models import FlowState
 from balancer.common.runsignals import Cancelled, Failed, Running, Scheduled, State, Success
+from balancer.flowgraph import Edge
 from balancer.mapping import MapSpec
 from balancer.options import check_wait, start_ms
-from balancer.parameter import Parameter, bind
+from balancer.parameter import Parameter, Parameters, bind
 from balancer.queue import Queue
 from balancer.task import Task
 
@@ -74,6 +76,11 @@ class Node:
     @property
     def queue_name(self) -> str:
         return self.queue.name if self.queue is not None else self.task.queue_name
+
+    @property
+    def name(self) -> str:
+        """Its task's name (as a Prefect 1 task copy's)."""
+        return self.task.name
 
     def set_upstream(self, other: Node | Task, key: str | None = None) -> None:
         self.flow.set_dependency(other, self, key)
@@ -149,7 +156,7 @@ class Flow:
                                 f" CronSchedule or Schedule, got {type(schedule).__name__}")
         self.schedule = schedule
         self.nodes: list[Node] = []
-        self.parameters: dict[str, Parameter] = {}
+        self.parameters = Parameters()
         self._by_task: dict[Task, Node] = {}
         self._reference: list[Node] | None = None  # set_reference_tasks; None: terminal
         self._token: Any = None
@@ -525,44 +532,114 @@ class Flow:
         conn, settings = resolve(client, namespace)
         return register(conn, settings, self, schedule, schedule_id, parameters)[0]
 
+    # -- Prefect 1's introspection (balancer/flowgraph.py) ------------------------------
+
+    def graph(self) -> list[Node]:
+        """Every call in the flow, with the upstream tasks declared by ``set_upstream``
+        outside it folded in (as a submit folds them), in the order they were added."""
+        if any(node.task.upstream for node in self.nodes):
+            self._fold_declared()
+        return list(self.nodes)
+
+    @property
+    def tasks(self) -> set[Node]:
+        return set(self.graph())
+
+    @property
+    def edges(self) -> set[Edge]:
+        return flowgraph.edges(self)
+
+    def edges_to(self, task: Node | Task) -> set[Edge]:
+        return flowgraph.edges_to(self, task)
+
+    def edges_from(self, task: Node | Task) -> set[Edge]:
+        return flowgraph.edges_from(self, task)
+
+    def upstream_tasks(self, task: Node | Task) -> set[Node]:
+        return flowgraph.upstream_tasks(self, task)
+
+    def downstream_tasks(self, task: Node | Task) -> set[Node]:
+        return flowgraph.downstream_tasks(self, task)
+
+    def root_tasks(self) -> set[Node]:
+        return flowgraph.root_tasks(self)
+
+    def terminal_tasks(self) -> set[Node]:
+        return flowgraph.terminal_tasks(self)
+
+    def sorted_tasks(self, root_tasks: Iterable[Node | Task] | None = None
+                     ) -> tuple[Node, ...]:
+        return flowgraph.sorted_tasks(self, root_tasks)
+
+    def get_tasks(self, name: str | None = None, tags: Iterable[str] | None = None,
+                  task_type: type | None = None) -> list[Node]:
+        return flowgraph.get_tasks(self, name, tags, task_type)
+
+    def __iter__(self) -> Iterator[Node]:
+        """The tasks in the order they can run (Prefect 1's iteration of a flow)."""
+        return iter(self.sorted_tasks())
+
     def validate(self) -> None:
         """Raise FlowError if the flow cannot run as built (a cycle, a task of another
         flow), as Prefect's ``flow.validate()``; submitting checks the same."""
         self.plan()
 
-    def visualize(self, filename: str | None = None) -> Any:
-        """Draw the DAG: a ``graphviz.Digraph`` (rendered to ``filename`` if given) when
-        the graphviz package is installed, else a text rendering, printed and returned."""
+    def visualize(self, flow_state: FlowRun | None = None, filename: str | None = None,
+                  format: str | None = None) -> Any:
+        """Draw the DAG, as Prefect 1's: a ``graphviz.Digraph`` (rendered to ``filename``,
+        as ``format``: pdf by default, png, svg, ...) when the graphviz package is
+        installed, else a text rendering, printed and returned. With ``flow_state``, a run
+        of this flow (``flow.run()``'s or ``submit()``'s), each task shows its state in it
+        (and graphviz colours it)."""
+        if isinstance(flow_state, (str, os.PathLike)):
+            raise TypeError("visualize(flow_state=None, filename=None, format=None), as"
+                            " Prefect 1's: give the file by keyword, filename=...")
         nodes = self.plan()
         labels = _labels(nodes)
+        states = ({node: flow_state.result[node].state for node in nodes}
+                  if flow_state is not None else {})
+        keys = {(edge.upstream_task, edge.downstream_task): edge.key for edge in self.edges}
         try:
             import graphviz  # type: ignore[import-not-found,import-untyped,unused-ignore]
         except ImportError:
-            text = self._text(nodes, labels)
+            text = self._text(nodes, labels, states, keys)
             print(text)
             return text
         graph = graphviz.Digraph(self.name)
         for node in nodes:
             mapped = " (mapped)" if node.mapped is not None else ""
-            graph.node(str(id(node)), f"{labels[node]}{mapped}\n[{node.queue_name}]")
-            for up, key in node.upstream.items():
-                graph.edge(str(id(up)), str(id(node)), label=key or "")
+            state = states.get(node)
+            style = ({"style": "filled", "fillcolor": _STATE_COLOURS.get(state, "white")}
+                     if state else {})
+            graph.node(str(id(node)), f"{labels[node]}{mapped}\n[{node.queue_name}]"
+                       + (f"\n{state}" if state else ""), **style)
+            for up in node.upstream:
+                graph.edge(str(id(up)), str(id(node)), label=keys.get((up, node)) or "")
         if filename:
-            graph.render(filename, cleanup=True)
+            graph.render(filename, format=format, cleanup=True)
         return graph
 
-    def _text(self, nodes: list[Node], labels: dict[Node, str]) -> str:
+    def _text(self, nodes: list[Node], labels: dict[Node, str], states: dict[Node, str],
+              keys: dict[tuple[Node, Node], str | None]) -> str:
         lines = [f"flow {self.name}: {len(nodes)} tasks, in the order they can run"]
         for node in nodes:
-            ups = ", ".join(labels[up] + (f" (as {key})" if key else "")
-                            for up, key in node.upstream.items())
+            ups = ", ".join(labels[up] + (f" (as {key})" if (key := keys.get((up, node)))
+                                          else "")
+                            for up in node.upstream)
             mapped = " (mapped)" if node.mapped is not None else ""
-            lines.append(f"  {labels[node]}{mapped} [{node.queue_name}]"
+            state = f": {states[node]}" if node in states else ""
+            lines.append(f"  {labels[node]}{mapped} [{node.queue_name}]{state}"
                          + (f" <- {ups}" if ups else ""))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
+
+
+# A task's state in a drawn run (graphviz colour names).
+_STATE_COLOURS = {"completed": "palegreen", "skipped": "lightgrey", "failed": "salmon",
+                  "upstream_failed": "lightsalmon", "dead": "salmon", "running": "lightblue",
+                  "retrying": "gold", "cancelled": "khaki"}
 
 
 def _labels(nodes: list[Node]) -> dict[Node, str]:

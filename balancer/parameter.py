@@ -51,6 +51,14 @@ class Parameter:
         return f"<Parameter {self.name}>"
 
 
+class Parameters(dict[str, Parameter]):
+    """A flow's parameters by name (``flow.parameters["day"]``); called, the set of them,
+    as Prefect 1's ``flow.parameters()``."""
+
+    def __call__(self) -> set[Parameter]:
+        return set(self.values())
+
+
 def bind(flow_name: str, declared: Mapping[str, Parameter],
          given: Mapping[str, Any] | None) -> dict[Parameter, Any]:
     """Each parameter's value for one run: given, else its default. Raises ValueError for a

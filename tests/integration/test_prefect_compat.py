@@ -186,3 +186,35 @@ def test_prefect_1_run_options_of_its_local_runner_are_taken(cluster: ThreadClus
     run = _run(cluster, flow, run_on_schedule=False, executor=LocalDaskExecutor(),
                return_tasks=[seven])
     assert run.is_successful() and run.result[seven].result == 7
+
+
+def test_a_flows_graph_is_read_as_prefect_1s_and_drawn_with_the_states_of_its_run(
+        cluster: ThreadCluster, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """sorted_tasks, edges, root and terminal tasks, then visualize(flow_state=...) of the
+    run that flow.run() returned (graphviz absent: the text drawing)."""
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (
+        _no_graphviz() if name == "graphviz" else real_import(name, *a, **k)))
+    cluster.add_worker(concurrency=2)
+    with Flow("inspected") as flow:
+        a = tasks.constant(2)
+        b = tasks.multiply(a, b=5)
+        bad = tasks.always_fails(b)
+    assert [t.name for t in flow.sorted_tasks()] == ["constant", "multiply", "always_fails"]
+    assert {(e.upstream_task.name, e.downstream_task.name, e.key) for e in flow.edges} == {
+        ("constant", "multiply", "a"), ("multiply", "always_fails", "x")}
+    assert flow.root_tasks() == {a} and flow.terminal_tasks() == {bad}
+    run = _run(cluster, flow)
+    capsys.readouterr()
+    assert flow.visualize(flow_state=run).splitlines()[1:] == [
+        "  constant [default]: completed",
+        "  multiply [default]: completed <- constant (as a)",
+        "  always_fails [default]: failed <- multiply (as x)",
+    ]
+
+
+def _no_graphviz() -> None:
+    raise ImportError("no graphviz here")

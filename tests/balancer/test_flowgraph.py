@@ -1,0 +1,146 @@
+"""Prefect 1's introspection of a flow's graph (balancer/flowgraph.py): the lines a
+Prefect 1 user's tooling and tests call on a built flow, before anything runs."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from balancer import Edge, Flow, Parameter, Task, tags, task
+from balancer.run import TaskResult
+
+
+@task
+def extract(source: str) -> list[int]:
+    return [1, 2, 3]
+
+
+@task(tags=["db"])
+def transform(rows: list[int], factor: int = 2) -> list[int]:
+    return [r * factor for r in rows]
+
+
+@task
+def load(rows: list[int]) -> int:
+    return len(rows)
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+class Report(Task):
+    def run(self, total: int) -> str:
+        return f"{total} rows"
+
+
+def etl() -> tuple[Flow, dict[str, Any]]:
+    with Flow("etl") as flow:
+        source = Parameter("source", default="db")
+        rows = extract(source)
+        with tags("heavy"):
+            doubled = transform(rows, factor=3)
+        loaded = load(rows=doubled)
+        bumped = inc.map([1, 2])
+        report = Report(name="report")(loaded, upstream_tasks=[bumped])
+    return flow, {"rows": rows, "doubled": doubled, "loaded": loaded, "bumped": bumped,
+                  "report": report, "source": source}
+
+
+def test_tasks_edges_and_their_keys_are_the_calls_and_the_arguments_they_feed() -> None:
+    flow, n = etl()
+    assert flow.tasks == {n["rows"], n["doubled"], n["loaded"], n["bumped"], n["report"]}
+    assert flow.edges == {
+        Edge(n["rows"], n["doubled"], "rows"),  # positional, bound to the signature
+        Edge(n["doubled"], n["loaded"], "rows"),  # by keyword
+        Edge(n["loaded"], n["report"], "total"),  # a Task class: its run's signature
+        Edge(n["bumped"], n["report"], None),  # upstream_tasks=: order only
+    }
+    assert flow.edges_to(n["report"]) == {Edge(n["loaded"], n["report"], "total"),
+                                          Edge(n["bumped"], n["report"], None)}
+    assert flow.edges_from(n["rows"]) == {Edge(n["rows"], n["doubled"], "rows")}
+    assert Edge(n["rows"], n["doubled"]).tasks == {n["rows"], n["doubled"]}
+
+
+def test_upstream_downstream_root_and_terminal_tasks() -> None:
+    flow, n = etl()
+    assert flow.upstream_tasks(n["report"]) == {n["loaded"], n["bumped"]}
+    assert flow.downstream_tasks(n["rows"]) == {n["doubled"]}
+    assert flow.root_tasks() == {n["rows"], n["bumped"]}  # a parameter is no task
+    assert flow.terminal_tasks() == {n["report"]}
+    assert flow.upstream_tasks(extract) == set()  # by its task, called once
+
+
+def test_sorted_tasks_put_each_after_its_upstreams_and_can_start_from_roots() -> None:
+    flow, n = etl()
+    order = flow.sorted_tasks()
+    assert set(order) == flow.tasks
+    for edge in flow.edges:
+        assert order.index(edge.upstream_task) < order.index(edge.downstream_task)
+    assert list(flow) == list(order)
+    assert flow.sorted_tasks(root_tasks=[n["doubled"]]) == (n["doubled"], n["loaded"],
+                                                            n["report"])
+    assert [t.name for t in flow.sorted_tasks(root_tasks=[n["bumped"]])] == ["inc", "report"]
+
+
+def test_get_tasks_matches_every_condition_given() -> None:
+    flow, n = etl()
+    assert flow.get_tasks(name="transform") == [n["doubled"]]
+    assert flow.get_tasks(tags=["db", "heavy"]) == [n["doubled"]]  # its own and its block's
+    assert flow.get_tasks(tags=["db", "light"]) == []
+    assert flow.get_tasks(task_type=Report) == [n["report"]]
+    assert flow.get_tasks(name="load", task_type=Report) == []
+    assert len(flow.get_tasks()) == 5
+
+
+def test_parameters_are_a_mapping_and_called_the_set_of_them() -> None:
+    flow, n = etl()
+    assert flow.parameters["source"] is n["source"]
+    assert flow.parameters() == {n["source"]}
+
+
+def test_a_mapped_edge_says_so() -> None:
+    with Flow("mapped") as flow:
+        rows = extract("db")
+        bumped = inc.map(rows)
+    assert flow.edges == {Edge(rows, bumped, "x", mapped=True)}
+
+
+def test_an_upstream_declared_outside_the_flow_is_in_its_graph() -> None:
+    first, second = inc.copy(name="first"), inc.copy(name="second")
+    second.set_upstream(first)
+    flow = Flow("declared")
+    flow.add_task(second)
+    assert {t.name for t in flow.tasks} == {"first", "second"}
+    assert [t.name for t in flow.root_tasks()] == ["first"]
+
+
+def test_visualize_shows_a_runs_states_and_takes_prefect_1s_arguments(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_graphviz(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "graphviz":
+            raise ImportError("no graphviz here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+    with Flow("viz") as flow:
+        rows = extract("db")
+        loaded = load(transform(rows))
+    # A finished run's result[...] as a FlowRun reads it from Redis.
+    run = SimpleNamespace(result={t: TaskResult("failed" if t is loaded else "completed")
+                                  for t in flow.tasks})
+    text = flow.visualize(flow_state=run)  # type: ignore[arg-type]
+    assert text.splitlines()[1:] == [
+        "  extract [default]: completed",
+        "  transform [default]: completed <- extract (as rows)",
+        "  load [default]: failed <- transform (as rows)",
+    ]
+    with pytest.raises(TypeError, match="filename="):
+        flow.visualize("graph.png")  # type: ignore[arg-type]
