@@ -252,7 +252,19 @@ class Flow:
             else:
                 if isinstance(value, Parameter):
                     self.add_parameter(value)
+                value = self._tasks_to_calls(value)
+                for up in codec.find_in_call(node.task.name, (), {key: value}, Node):
+                    self.set_dependency(up, node)  # its result is inside the argument
                 node.kwargs[key] = value
+
+    def _tasks_to_calls(self, value: Any) -> Any:
+        """A list, tuple or dict of tasks given as an argument (``t.bind([a, b])``, as
+        Prefect 1 takes it): each task as its call in this flow, whose result is passed."""
+        if type(value) in (list, tuple):
+            return type(value)(self._node(v) if isinstance(v, Task) else v for v in value)
+        if type(value) is dict:
+            return {k: self._node(v) if isinstance(v, Task) else v for k, v in value.items()}
+        return value
 
     def chain(self, *tasks: Node | Task) -> None:
         """Each task runs after the one before it."""

@@ -10,12 +10,11 @@ outside it folded in, as a submit reads it; nothing here writes to Redis.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from balancer.task import Task
+from balancer.task import Task, call_signature
 
 if TYPE_CHECKING:
     from balancer.flow import Flow, Node
@@ -70,11 +69,10 @@ def _argument_keys(node: Node) -> dict[Node, str]:
 
 def _positional_names(task: Task) -> list[str]:
     try:
-        params = inspect.signature(task.fn).parameters.values()
+        params = call_signature(task).parameters.values()
     except (TypeError, ValueError):  # a callable without a signature Python can read
         return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            and p.name != "self"]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _mapped_keys(node: Node) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,11 +290,49 @@ class Task:
     def set_downstream(self, task: Task, key: str | None = None, flow: Any = None) -> None:
         task.set_upstream(self, key=key, flow=flow)
 
+    def bind(self, *args: Any, mapped: bool = False, upstream_tasks: Any = None,
+             flow: Any = None, **kwargs: Any) -> Task:
+        """Prefect 1's ``t.bind(...)``: give this task's call in ``flow`` (by default the
+        one being built) its arguments, without a copy: the task added once (by
+        ``add_task``, or by this) takes them, each bound to its parameter by name, an
+        upstream task's result passed as its argument (``mapped``: item by item). Returns
+        the task, as Prefect 1's."""
+        try:
+            bound = call_signature(self).bind(*args, **kwargs).arguments
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r}: bind: {exc}") from None
+        self.set_dependencies(flow, upstream_tasks=upstream_tasks, keyword_tasks=bound,
+                              mapped=mapped)
+        return self
+
+    def set_dependencies(self, flow: Any = None, upstream_tasks: Any = None,
+                         downstream_tasks: Any = None, keyword_tasks: Any = None,
+                         mapped: bool = False) -> None:
+        """Prefect 1's ``t.set_dependencies(flow, ...)``: ``flow.set_dependencies(t, ...)``
+        on ``flow`` (by default the one being built)."""
+        flow = flow or building.current_flow()
+        if flow is None:
+            raise ValueError(f"task {self.name!r}: set_dependencies and bind need a flow:"
+                             " call them inside `with Flow(...)`, or give flow=")
+        flow.set_dependencies(self, upstream_tasks=upstream_tasks,
+                              downstream_tasks=downstream_tasks,
+                              keyword_tasks=keyword_tasks, mapped=mapped)
+
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue_name}>"
 
     def __hash__(self) -> int:
         return id(self)
+
+
+def call_signature(task: Task) -> inspect.Signature:
+    """The arguments the task's function takes (a task class's ``run``, without
+    ``self``)."""
+    signature = inspect.signature(task.fn)
+    params = list(signature.parameters.values())
+    if params and params[0].name == "self":
+        signature = signature.replace(parameters=params[1:])
+    return signature
 
 
 def _retry_delay(given: Any) -> Any:

@@ -144,3 +144,13 @@ def test_visualize_shows_a_runs_states_and_takes_prefect_1s_arguments(
     ]
     with pytest.raises(TypeError, match="filename="):
         flow.visualize("graph.png")  # type: ignore[arg-type]
+
+
+def test_bind_names_what_it_cannot_bind_and_needs_a_flow() -> None:
+    flow = Flow("bound")
+    with pytest.raises(TypeError, match=r"task 'load': bind: .*unexpected keyword"):
+        load.bind(rows=[1], nope=2, flow=flow)
+    with pytest.raises(ValueError, match="need a flow"):
+        load.bind(rows=[1])
+    Report(name="r").bind(total=1, flow=flow)  # a task class binds its run's arguments
+    assert [(t.name, t.kwargs) for t in flow.tasks] == [("r", {"total": 1})]

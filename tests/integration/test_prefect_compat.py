@@ -218,3 +218,24 @@ def test_a_flows_graph_is_read_as_prefect_1s_and_drawn_with_the_states_of_its_ru
 
 def _no_graphviz() -> None:
     raise ImportError("no graphviz here")
+
+
+def test_tasks_bound_imperatively_run_with_their_arguments(cluster: ThreadCluster) -> None:
+    """Prefect 1's imperative API: t.bind(...) and t.set_dependencies(flow, ...), a list
+    of tasks as an argument, and a mapped bind."""
+    cluster.add_worker(concurrency=2)
+    flow = Flow("bound")
+    two = tasks.constant.copy(name="two").bind(2, flow=flow)
+    ten = tasks.multiply.copy(name="ten")
+    flow.add_task(ten)  # added first: bind gives this call its arguments, no second call
+    ten.bind(a=two, b=5, flow=flow)
+    summed = tasks.total.copy(name="summed").bind([two, ten], flow=flow)
+    squares = tasks.square.copy(name="squares").bind(x=two, flow=flow, upstream_tasks=[ten])
+    mapped = tasks.square.copy(name="mapped").bind(x=[1, 2, 3], flow=flow, mapped=True)
+    after = tasks.constant.copy(name="after")
+    after.set_dependencies(flow, upstream_tasks=[summed], keyword_tasks={"value": 7})
+    assert len(flow.tasks) == 6
+    run = _run(cluster, flow)
+    assert run.is_successful()
+    assert [run.result[t].result for t in (two, ten, summed, squares, mapped, after)] == [
+        2, 10, 12, 4, [1, 4, 9], 7]
