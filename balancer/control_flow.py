@@ -54,6 +54,45 @@ def as_bool(value: Any) -> bool:
     return bool(value)
 
 
+class FilterTask(Task):
+    """Prefect 1's ``FilterTask``: the items of a list (a map's results) its filter
+    keeps; by default those that are not None and not an exception, so that
+    ``FilterTask()(mapped)`` drops the runs that failed (a map gives an ``all_finished``
+    dependent None for each failed child). It runs after failed and skipped upstreams
+    (trigger ``all_finished``, ``skip_on_upstream_skip=False``), as Prefect 1's.
+
+    A filter of your own is a subclass's method, ``def filter_func(self, item) -> bool``
+    (and ``def log_func(self, kept) -> str | None`` for a line in the task's log): the
+    worker imports the class from your module. Given to the constructor, a function is
+    refused: code does not travel with a task."""
+
+    def __init__(self, filter_func: Any = None, log_func: Any = None, **options: Any) -> None:
+        for name, given in (("filter_func", filter_func), ("log_func", log_func)):
+            if given is not None:
+                raise TypeError(f"FilterTask: give {name} as a method of a subclass"
+                                f" (class Keep(FilterTask): def {name}(self, ...)), which"
+                                " workers import from your module; a function given to"
+                                " the constructor cannot travel with the task")
+        options.setdefault("trigger", "all_finished")
+        options.setdefault("skip_on_upstream_skip", False)
+        super().__init__(**options)
+
+    def filter_func(self, item: Any) -> bool:
+        return item is not None and not isinstance(item, BaseException)
+
+    def log_func(self, kept: list[Any]) -> str | None:
+        return None
+
+    def run(self, task_results: list[Any]) -> list[Any]:
+        kept = [item for item in task_results if self.filter_func(item)]
+        line = self.log_func(kept)
+        if line:
+            from balancer import get_run_logger
+
+            get_run_logger().info(line)
+        return kept
+
+
 class case:  # Prefect's spelling: a class used as a function
     """``with case(task, value):``: the tasks called in the block run only when
     ``task``'s result equals ``value``; otherwise they are skipped."""

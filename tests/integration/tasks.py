@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from balancer import Task, context, task
+from balancer.control_flow import FilterTask
 
 
 @task
@@ -338,3 +339,20 @@ def hold_the_gil(seconds: float) -> float:
         re.match(r"(a+)+$", "a" * n + "b")
         n += 1
     return time.monotonic() - started
+
+
+@task
+def fails_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x
+
+
+class KeepEven(FilterTask):
+    """A filter of one's own: a method of a subclass, which the worker imports."""
+
+    def filter_func(self, item: Any) -> bool:
+        return item is not None and item % 2 == 0
+
+    def log_func(self, kept: list[Any]) -> str | None:
+        return f"kept {len(kept)} even results"

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from balancer import Flow, FlowError, Parameter, task
+from balancer.control_flow import FilterTask
 from tests.integration import tasks
 from tests.integration.conftest import ThreadCluster
 
@@ -239,3 +240,19 @@ def test_tasks_bound_imperatively_run_with_their_arguments(cluster: ThreadCluste
     assert run.is_successful()
     assert [run.result[t].result for t in (two, ten, summed, squares, mapped, after)] == [
         2, 10, 12, 4, [1, 4, 9], 7]
+
+
+def test_filter_task_drops_a_maps_failed_runs_and_a_subclass_filters_its_own_way(
+        cluster: ThreadCluster) -> None:
+    cluster.add_worker(concurrency=2)
+    with Flow("filtered") as flow:
+        mapped = tasks.fails_on_three.map([1, 2, 3, 4])
+        kept = FilterTask()(mapped)
+        even = tasks.KeepEven(name="even")(mapped)
+        summed = tasks.total(kept)
+    run = _run(cluster, flow)
+    assert run.result[mapped].is_failed()
+    assert run.result[kept].result == [1, 2, 4] and run.result[even].result == [2, 4]
+    assert run.result[summed].result == 7
+    with pytest.raises(TypeError, match="method of a subclass"):
+        FilterTask(filter_func=lambda item: item is not None)
