@@ -33,6 +33,7 @@ from balancer.run import FlowLost, FlowRun, TaskFailed
 from balancer.runcontext import context
 from balancer.runtime import get_run_context
 from balancer.serving import serve
+from balancer.states import FailedRun
 from balancer.tagging import tags
 from balancer.taglimits import TagLimit, set_tag_limit, tag_limits
 from balancer.task import Task, task
@@ -56,6 +57,7 @@ __all__ = [
     "Edge",
     "ErrorInfo",
     "Failed",
+    "FailedRun",
     "Flow",
     "FlowCancelled",
     "FlowError",

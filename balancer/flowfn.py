@@ -24,7 +24,7 @@ import redis
 
 from balancer import building, flowtimeout, runcontext, runnames
 from balancer.annotations import allow_failure
-from balancer.common import statehandlers
+from balancer.common import runsignals, statehandlers
 from balancer.common.codec import ErrorInfo
 from balancer.common.models import FlowState
 from balancer.common.settings import Settings
@@ -34,6 +34,7 @@ from balancer.futures import FutureList, State, TaskFuture
 from balancer.mapping import unmapped
 from balancer.options import check_task_options
 from balancer.run import TaskFailed
+from balancer.states import FailedRun
 from balancer.task_runners import SequentialTaskRunner
 
 if TYPE_CHECKING:
@@ -287,6 +288,9 @@ class FlowFunction:
                 return_state: bool) -> Any:
         """Close the run in the function's outcome, call the hooks of how it ended, and
         return what the call gives."""
+        message = ""
+        if error is None:
+            value, error, message = _ended_in(value)
         info = ErrorInfo.from_exception(error) if error is not None else None
         state = run.close(error is not None, info)
         if state == FlowState.CANCELLED and error is None:
@@ -298,6 +302,8 @@ class FlowFunction:
         final = FlowRunState.of(state, self.name, value, info, run.id, error)
         if isinstance(error, flowtimeout.FlowRunTimeoutError):
             final = replace(final, name="TimedOut")  # a Failed state, as Prefect names it
+        elif message:  # a state the function returned: its own message
+            final = replace(final, message=message)
         if state in _ENDED:
             self._hooks(_ENDED[state], run, final)
         if return_state:
@@ -356,6 +362,24 @@ class FlowFunction:
 
     def __repr__(self) -> str:
         return f"<flow {self.name}>"
+
+
+def _ended_in(value: Any) -> tuple[Any, Exception | None, str]:
+    """A state the function returned (balancer/states.py's, Prefect 1's, or a task's
+    ``return_state=True``) is its run's: what the call gives, the error a failed one
+    fails the run with (``FailedRun``, its message), and its message. Any other value is
+    returned as it is."""
+    if isinstance(value, runsignals.State):
+        if isinstance(value, runsignals.Success):
+            return value.result, None, value.message
+        failed = FailedRun(value.message or f"the flow returned {value!r}")
+        return None, failed, str(failed)
+    if isinstance(value, State):
+        if value.is_completed():
+            return value.data, None, value.message
+        failed = FailedRun(value.message or f"the flow returned a {value.name} state")
+        return None, failed, str(failed)
+    return value, None, ""
 
 
 def _resolved(value: Any) -> tuple[Any, Exception | None]:

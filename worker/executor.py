@@ -28,7 +28,7 @@ from typing import Any
 from balancer.common import codec, importpath, taskstdout
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import RUN_NAME_KEYWORD, TaskNotAllowed, TaskNotFound, load
-from balancer.common.runsignals import PrefectStateSignal
+from balancer.common.runsignals import PrefectStateSignal, State
 from balancer.worker import statehooks
 from balancer.worker.outcome import Outcome, Ran
 
@@ -162,6 +162,8 @@ def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
     finally:
         if printed is not None:
             printed.close()
+    if isinstance(value, State):  # Completed(...), Failed(...): the run ends in it
+        return statehooks.ran_of(value, None)
     return Ran(True, value)
 
 

@@ -83,7 +83,7 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     except HandlerFailed as exc:
         return _handler_failed(exc)
     if not started.is_running():
-        return settle(_ran_of(started, None))
+        return settle(ran_of(started, None))
     ran = _retry_condition(target, run(), lambda: facts)
     outcome = settle(ran)
     took = time.monotonic() - began
@@ -96,7 +96,7 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
         return _handler_failed(exc)
     if answered is final:
         return outcome
-    return settle(_ran_of(answered, ran.value if ran.ok else None))
+    return settle(ran_of(answered, ran.value if ran.ok else None))
 
 
 def timed_out(fn_path: str, outcome: Outcome) -> Outcome:
@@ -249,8 +249,9 @@ def _state_of(ran: Ran, outcome: Outcome, facts: dict[str, Any]) -> State:
     return kind(str(error), error)
 
 
-def _ran_of(state: State, value: Any) -> Ran:
-    """How a run ends in ``state``, a handler's answer."""
+def ran_of(state: State, value: Any) -> Ran:
+    """How a run ends in ``state``: a handler's answer, or what the task returned
+    (balancer/states.py)."""
     if isinstance(state, Skipped):
         return Ran(False, error=ErrorInfo("balancer.SKIP", state.message), retryable=True,
                    mode="skip")
@@ -264,7 +265,7 @@ def _ran_of(state: State, value: Any) -> Ran:
 def _error(state: State, kind: str) -> ErrorInfo:
     if isinstance(state.result, ErrorInfo):
         return state.result
-    return ErrorInfo(kind, state.message or f"a state handler ended the run {type(state).__name__}")
+    return ErrorInfo(kind, state.message or f"the run was ended {type(state).__name__}")
 
 
 def _handler_failed(exc: HandlerFailed) -> Outcome:

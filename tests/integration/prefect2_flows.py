@@ -27,6 +27,7 @@ from balancer import (
     task,
     unmapped,
 )
+from balancer.states import Completed, Failed
 from balancer.tasks import task_input_hash
 
 # -- tasks ---------------------------------------------------------------------------------
@@ -182,6 +183,27 @@ def failure_as_state() -> dict[str, Any]:
             "message": future.state.message, "downstream": down.name if down else None,
             "called": called.is_failed(),
             "raised": _raises(lambda: future.result())}
+
+
+@task
+def ends_failed() -> Any:
+    return Failed(message="the task says no")
+
+
+@task
+def ends_completed() -> Any:
+    return Completed(message="fine", data=7)
+
+
+@flow
+def returns_state_manually(ok: bool) -> Any:
+    """Prefect's tutorial: a flow (and its tasks) returning the state to end in."""
+    done = ends_completed.submit()
+    refused = ends_failed(return_state=True)
+    if ok:
+        return Completed(message="I am happy with this result",
+                         data=[done.result(), refused.is_failed(), refused.message])
+    return Failed(message="How did this happen!?")
 
 
 def _raises(fn: Any) -> str:
@@ -355,6 +377,12 @@ def main() -> None:
     out["cache_within_flow_run"] = [within, int(redis.Redis.from_url(url).get(
         f"{prefix}within") or 0)]
     out["run_context"] = run_context()
+    happy = returns_state_manually(True, return_state=True)
+    sad = returns_state_manually(False, return_state=True)
+    out["returned_states"] = {
+        "happy": [happy.is_completed(), happy.message, happy.result()],
+        "called": returns_state_manually(True),
+        "sad": [sad.is_failed(), sad.message, _raises(lambda: returns_state_manually(False))]}
     json.dump(out, sys.stdout)
 
 

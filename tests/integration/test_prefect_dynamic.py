@@ -68,6 +68,12 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     assert out["async_flow"] == [10, 20, 30]  # an async def flow gathering async tasks
     assert out["run_context"] == {"flow": "run_context", "has_id": True,
                                   "task": ["context_of_task", True, {"x": 3}]}
+    # A flow and its tasks returning Completed(...) / Failed(...) from prefect.states.
+    happy, sad = out["returned_states"]["happy"], out["returned_states"]["sad"]
+    assert happy == [True, "I am happy with this result",
+                     [7, True, "balancer.FAIL: the task says no"]]
+    assert out["returned_states"]["called"] == happy[2]
+    assert sad == [True, "How did this happen!?", "FailedRun"]
     assert out["static_cache_key"] == [1, 1, 1]  # cache_key_fn: ran once, reused twice
     # Keyed on the flow run and the inputs: 2 runs of 2 distinct inputs ran 4 times.
     assert out["cache_within_flow_run"] == [[[2, 2, 4], [2, 2, 4]], 4]

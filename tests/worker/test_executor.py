@@ -209,3 +209,12 @@ def test_a_run_name_that_came_with_the_call_names_the_run_unless_it_reaches_into
         assert outcome.ok is (made is not None)
         if made is not None:  # the keyword is taken out before the call
             assert codec.unpack(outcome.payload) == [[], {"a": 7}]
+
+
+def test_a_returned_state_ends_the_run_in_it_a_failed_one_for_good() -> None:
+    completed = execute("tests.worker.tasks:ends_in", call("completed"), LIMIT)
+    assert completed.ok and codec.unpack(completed.payload) == 7
+    failed = execute("tests.worker.tasks:ends_in", call("failed"), LIMIT)
+    error = codec.unpack_error(failed.payload)
+    assert not failed.ok and not failed.retryable  # retries=3 left: not retried
+    assert error is not None and error.message == "no"
