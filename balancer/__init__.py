@@ -4,7 +4,7 @@
 """
 
 from balancer import triggers
-from balancer.annotations import allow_failure
+from balancer.annotations import allow_failure, quote
 from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
@@ -95,6 +95,7 @@ __all__ = [
     "ifelse",
     "merge",
     "pause_flow_run",
+    "quote",
     "register_type",
     "resume_flow_run",
     "run_deployment",

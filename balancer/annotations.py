@@ -1,6 +1,7 @@
-"""Prefect 2/3's ``allow_failure``: in a @flow function, a task given
-``allow_failure(future)`` (as an argument, or in ``wait_for``) runs once that upstream has
-ended, even if it failed.
+"""Prefect 2/3's ``allow_failure`` and ``quote``.
+
+``allow_failure``: in a @flow function, a task given ``allow_failure(future)`` (as an
+argument, or in ``wait_for``) runs once that upstream has ended, even if it failed.
 
 The failed upstream's argument is None: Prefect passes its exception, which here stays in
 the worker process that raised it (what Redis holds of it is its type, message and
@@ -28,5 +29,14 @@ class allow_failure:  # Prefect's spelling
     """``downstream.submit(allow_failure(future))``, ``wait_for=[allow_failure(future)]``:
     the task runs even if that upstream failed (its argument is then None). Futures inside
     a list or dict wrapped so are allowed to fail too."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class quote:  # Prefect's spelling
+    """``t(quote(rows))`` in a @flow function: ``rows`` is passed to the task as it is,
+    never searched for futures (Prefect's way of sparing a large argument the walk; a
+    future inside it is not waited for, and cannot be sent)."""
 
     value: Any

@@ -27,7 +27,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from balancer import building, parameter, tagging
-from balancer.annotations import ENDED, allow_failure
+from balancer.annotations import ENDED, allow_failure, quote
 from balancer.common import clusterfacts, codec, partitions, signals, signing
 from balancer.common.codec import CodecError, ErrorInfo, TooDeep, UpstreamRef
 from balancer.common.keys import Keys
@@ -412,6 +412,8 @@ def _as_refs(value: Any) -> Any:
         return UpstreamRef(value.task_id)
     if isinstance(value, allow_failure):
         return _as_refs(value.value)
+    if isinstance(value, quote):
+        return value.value
     if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple
         if codec.is_registered(type(value)):
             return value

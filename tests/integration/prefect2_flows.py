@@ -23,6 +23,7 @@ from balancer import (
     flow,
     get_run_context,
     get_run_logger,
+    quote,
     runtime,
     task,
     unmapped,
@@ -206,6 +207,13 @@ def returns_state_manually(ok: bool) -> Any:
     return Failed(message="How did this happen!?")
 
 
+@flow
+def quoted() -> Any:
+    """quote(...): the argument is passed whole, never searched for futures."""
+    squares = [i * i for i in range(3)]
+    return [total(quote(squares)), total.submit(quote(squares)).result()]
+
+
 def _raises(fn: Any) -> str:
     try:
         fn()
@@ -377,6 +385,7 @@ def main() -> None:
     out["cache_within_flow_run"] = [within, int(redis.Redis.from_url(url).get(
         f"{prefix}within") or 0)]
     out["run_context"] = run_context()
+    out["quoted"] = quoted()
     happy = returns_state_manually(True, return_state=True)
     sad = returns_state_manually(False, return_state=True)
     out["returned_states"] = {
