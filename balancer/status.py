@@ -7,6 +7,7 @@ number) shows where it is, never fails the command."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -315,18 +316,52 @@ def _flow_rows(flow_ids: list[str], records: list[Any]) -> list[FlowRow]:
     return rows
 
 
-def recent_flows(client: redis.Redis, keys: Keys, n: int) -> list[FlowRow]:
-    """The ``n`` latest flow runs, newest first (``balancer flows``)."""
-    flow_ids = [f.decode() for f in as_bytes_list(client.zrevrange(keys.flows, 0, n - 1))]
-    pipe = client.pipeline(transaction=False)
-    for f in flow_ids:
-        pipe.hmget(keys.flow(f), FLOW_FIELDS)
-    return _flow_rows(flow_ids, pipe.execute())
+@dataclass(frozen=True)
+class FlowFilter:
+    """Which runs ``balancer flows`` lists: in ``state``, and named as ``name`` (a glob,
+    ``etl*``, over the flow's name and the run's own); None: any."""
+
+    state: str | None = None
+    name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.state is not None or self.name is not None
+
+    def keeps(self, row: FlowRow) -> bool:
+        return ((self.state is None or row.state == self.state)
+                and (self.name is None or fnmatch.fnmatchcase(row.name, self.name)
+                     or (bool(row.run_name) and fnmatch.fnmatchcase(row.run_name, self.name))))
 
 
-def recent_flows_all(client: redis.Redis, keys: list[Keys], n: int) -> list[FlowRow]:
+FLOWS_PAGE = 200  # index entries read per round trip while a filter looks for matches
+
+
+def recent_flows(client: redis.Redis, keys: Keys, n: int,
+                 only: FlowFilter | None = None) -> list[FlowRow]:
+    """The ``n`` latest flow runs, newest first (``balancer flows``), of those ``only``
+    keeps: read page by page down the index of recent runs (``RECENT_FLOWS`` of them, the
+    latest first) until ``n`` are found; runs whose records expired are passed over."""
+    only = only or FlowFilter()
+    rows: list[FlowRow] = []
+    page = max(n, FLOWS_PAGE) if only else n
+    start = 0
+    while len(rows) < n:
+        flow_ids = [f.decode() for f in
+                    as_bytes_list(client.zrevrange(keys.flows, start, start + page - 1))]
+        if not flow_ids:
+            break
+        pipe = client.pipeline(transaction=False)
+        for f in flow_ids:
+            pipe.hmget(keys.flow(f), FLOW_FIELDS)
+        rows += [row for row in _flow_rows(flow_ids, pipe.execute()) if only.keeps(row)]
+        start += page
+    return rows[:n]
+
+
+def recent_flows_all(client: redis.Redis, keys: list[Keys], n: int,
+                     only: FlowFilter | None = None) -> list[FlowRow]:
     """``recent_flows`` over every partition, newest first."""
-    rows = [row for k in keys for row in recent_flows(client, k, n)]
+    rows = [row for k in keys for row in recent_flows(client, k, n, only)]
     return sorted(rows, key=lambda f: -f.created)[:n] if len(keys) > 1 else rows
 
 

@@ -12,6 +12,7 @@ from balancer import flowview
 from balancer import status as status_view
 from balancer.cancel import CancelError, cancel_flow
 from balancer.cli.common import Cluster, cluster_options, echo, parameters
+from balancer.common.models import FlowState
 from balancer.pausing import resume_flow_run
 
 
@@ -32,17 +33,25 @@ def status(cluster: Cluster, as_json: bool, flows: int) -> None:
 @cluster_options
 @click.option("-n", "--last", default=20, show_default=True, type=click.IntRange(min=1),
               help="How many runs to list, newest first.")
+@click.option("--state", type=click.Choice(sorted([*FlowState.FINISHED, FlowState.RUNNING])),
+              help="Only runs in this state.")
+@click.option("--name", metavar="PATTERN",
+              help="Only runs of flows so named: a glob ('etl*'), matched against the"
+                   " flow's name and the run's own name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def flows(cluster: Cluster, last: int, as_json: bool) -> None:
+def flows(cluster: Cluster, last: int, state: str | None, name: str | None,
+          as_json: bool) -> None:
     """List recent flow runs: id, name, state, tasks done and failed, when submitted.
-    `balancer flow ID` shows one."""
+    `balancer flow ID` shows one. --state and --name look through the runs the cluster
+    keeps listed (the latest 1000 per partition, those not expired)."""
+    only = status_view.FlowFilter(state, name)
     rows = status_view.recent_flows_all(cluster.client, [c.keys for c in cluster.each()],
-                                        last)
+                                        last, only)
     if as_json:
         echo(json.dumps([asdict(r) for r in rows], indent=2))
     elif not rows:
-        echo("no flow runs (finished runs expire after"
-                   f" {cluster.settings.result_ttl:.0f}s)")
+        echo(("no flow runs match" if only else "no flow runs")
+             + f" (finished runs expire after {cluster.settings.result_ttl:.0f}s)")
     else:
         echo("\n".join(status_view.flow_lines(rows)))
 

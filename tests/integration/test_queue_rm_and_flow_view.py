@@ -4,6 +4,7 @@ the traceback of a failure."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import redis
 from balancer.common.keys import Keys
 
 from balancer import Flow, Queue
+from balancer.status import FLOWS_PAGE
 from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import tasks
 
@@ -112,3 +114,33 @@ def test_queue_rm_refuses_a_queue_a_flow_function_s_waiting_task_is_bound_for(
     assert not caller.is_alive() and ended and ended[0] is not None
     out = _cli(procs, "queue", "rm", "later")  # cancelled: nothing holds it now
     assert "in use" not in out.stderr, out.stderr
+
+
+def test_flows_lists_the_runs_of_a_state_or_a_name_from_past_a_page_of_others(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """`balancer flows --state failed` and `--name 'old*'` find an older run behind more
+    than a page (status.FLOWS_PAGE) of newer ones."""
+    procs.serve()
+    procs.worker("--concurrency", "1")
+    with Flow("old-failed") as flow:
+        tasks.always_fails(1)
+    failed = flow.submit(real, namespace=namespace)
+    assert failed.wait(timeout=60) == "failed"
+    noise = Flow("noise")
+    noise.add_task(tasks.constant, queue=Queue("nobody"))  # no worker serves it: running
+    for _ in range(FLOWS_PAGE + 10):
+        noise.submit(real, namespace=namespace)
+
+    def listed(*args: str) -> list[dict[str, object]]:
+        out = _cli(procs, "flows", "--json", *args)
+        assert out.returncode == 0, out.stderr
+        rows: list[dict[str, object]] = json.loads(out.stdout)
+        return rows
+
+    assert [r["id"] for r in listed("--state", "failed")] == [failed.id]
+    assert [r["id"] for r in listed("--name", "old*", "-n", "5")] == [failed.id]
+    running = listed("--state", "running", "-n", str(FLOWS_PAGE + 5))
+    assert len(running) == FLOWS_PAGE + 5 and {r["name"] for r in running} == {"noise"}
+    assert len(listed("-n", "3")) == 3
+    none = _cli(procs, "flows", "--state", "cancelled")
+    assert none.returncode == 0 and none.stdout.startswith("no flow runs match")
