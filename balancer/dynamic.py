@@ -216,6 +216,8 @@ class DynamicRun:
             path = task.path
         except ValueError as exc:
             raise FlowError(str(exc)) from None
+        for args, kwargs in calls[:1]:  # a map's calls all have the first one's shape
+            task.check_call(args, kwargs)
         after, allowed_after = upstream_in(task.name, wait_for or (), "wait_for")
         now_ms = redis_now_ms(self.client, self.keys, self.settings)
         score = task_score(now_ms, task.priority, self.settings.aging_seconds * 1000)

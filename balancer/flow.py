@@ -196,6 +196,7 @@ class Flow:
         """A functional-style call: a new node whose arguments may reference other nodes
         (their results are passed) and parameters (their values are). ``upstream_tasks``
         run first without passing anything, as in Prefect."""
+        task.check_call(args, kwargs)
         found = codec.find_in_call(task.name, args, kwargs, (Node, Parameter, allow_failure))
         if any(isinstance(item, allow_failure) for item in found):
             raise FlowError(f"task {task.name!r}: allow_failure(...) is for @flow functions;"

@@ -290,6 +290,24 @@ class Task:
     def set_downstream(self, task: Task, key: str | None = None, flow: Any = None) -> None:
         task.set_upstream(self, key=key, flow=flow)
 
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise TypeError, naming the task, when its function cannot take these
+        arguments (too many, one it has no parameter for, a required one missing), as
+        Prefect does when the call is made: found there, not on a worker that would fail
+        the run, and retry it, for a typo."""
+        if "_call_signature" not in self.__dict__:  # read once per task
+            try:
+                self.__dict__["_call_signature"] = call_signature(self)
+            except (TypeError, ValueError):  # no signature Python can read: not checked
+                self.__dict__["_call_signature"] = None
+        signature: inspect.Signature | None = self.__dict__["_call_signature"]
+        if signature is None:
+            return
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"task {self.name!r}: {exc}") from None
+
     def bind(self, *args: Any, mapped: bool = False, upstream_tasks: Any = None,
              flow: Any = None, **kwargs: Any) -> Task:
         """Prefect 1's ``t.bind(...)``: give this task's call in ``flow`` (by default the

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from balancer import Flow, FlowError, Node, Queue, Task, task
+from balancer import Flow, FlowError, Node, Queue, Task, task, unmapped
 from balancer.queue import DEFAULT_QUEUE
 
 
@@ -533,3 +533,25 @@ def test_a_parameter_as_an_upstream_task_passes_its_value_or_nothing() -> None:
         load.set_upstream(day, key="rows")
     assert set(flow.parameters) == {"day"}
     assert not first.upstream and flow.node_of(load).kwargs == {"rows": day}
+
+
+@task
+def _two(a: int, b: int = 2) -> int:
+    return a + b
+
+
+def test_a_call_its_task_cannot_take_is_refused_when_made_naming_the_task() -> None:
+    """As Prefect binds a call to the function's signature: before, it was sent, and the
+    worker's TypeError failed the run (after its retries)."""
+    with Flow("typos") as flow:
+        with pytest.raises(TypeError, match="task '_two': too many positional arguments"):
+            _two(1, 2, 3)
+        with pytest.raises(TypeError, match="task '_two': missing a required argument: 'a'"):
+            _two(b=1)
+        with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+            _two(1, c=3)
+        with pytest.raises(TypeError, match="task '_two'"):
+            _two.map([1, 2], [3, 4], [5, 6])
+        _two(1)
+        _two.map([1, 2], b=unmapped(3))
+    assert len(flow.nodes) == 2

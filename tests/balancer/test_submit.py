@@ -209,12 +209,12 @@ def test_unencodable_argument_raises_naming_task_and_position_and_writes_nothing
         fake: redis.Redis, settings: Settings, namespace: str) -> None:
     with Flow("bad") as flow:
         first = extract("fine")
-        transform(first, object())
+        extract.copy(name="mixed")([first, object()])
     with pytest.raises(FlowError) as info:
         submit_flow(fake, settings, flow)
     message = str(info.value)
-    assert "'transform'" in message
-    assert "position 1" in message
+    assert "'mixed'" in message
+    assert "position 0" in message
     assert all_keys(fake, namespace) == []
 
 

@@ -214,6 +214,11 @@ def quoted() -> Any:
     return [total(quote(squares)), total.submit(quote(squares)).result()]
 
 
+@flow
+def typo_in_a_call() -> Any:
+    return add_one(1, 2)  # add_one takes one argument: refused at the call
+
+
 def _raises(fn: Any) -> str:
     try:
         fn()
@@ -386,6 +391,7 @@ def main() -> None:
         f"{prefix}within") or 0)]
     out["run_context"] = run_context()
     out["quoted"] = quoted()
+    out["typo"] = _raises(typo_in_a_call)
     happy = returns_state_manually(True, return_state=True)
     sad = returns_state_manually(False, return_state=True)
     out["returned_states"] = {

@@ -69,6 +69,7 @@ def _check_documented_results(out: dict[str, Any]) -> None:
     assert out["run_context"] == {"flow": "run_context", "has_id": True,
                                   "task": ["context_of_task", True, {"x": 3}]}
     assert out["quoted"] == [5, 5]
+    assert out["typo"] == "TypeError"  # a call the task cannot take, refused as made
     # A flow and its tasks returning Completed(...) / Failed(...) from prefect.states.
     happy, sad = out["returned_states"]["happy"], out["returned_states"]["sad"]
     assert happy == [True, "I am happy with this result",
