@@ -213,7 +213,7 @@ class Flow:
         node = self._new_node(task, args, kwargs)
         for up in upstream:
             node.upstream.setdefault(up, None)
-        for item in upstream_tasks:
+        for item in _listed(task, "upstream_tasks", upstream_tasks):
             self.set_dependency(item, node)
         return node
 
@@ -647,6 +647,15 @@ class Flow:
 
     def __repr__(self) -> str:
         return f"<Flow {self.name!r}: {len(self.nodes)} tasks>"
+
+
+def _listed(task: Task, option: str, given: Any) -> list[Any]:
+    """``upstream_tasks=[...]``: a list (or any iterable) of tasks; one task alone, or
+    anything else, is a TypeError naming the task and the option."""
+    if isinstance(given, (Task, Node, str, bytes)) or not isinstance(given, Iterable):
+        raise TypeError(f"task {task.name!r}: {option} takes a list of tasks, got"
+                        f" {type(given).__name__}")
+    return list(given)
 
 
 # A task's state in a drawn run (graphviz colour names).

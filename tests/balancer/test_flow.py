@@ -552,6 +552,9 @@ def test_a_call_its_task_cannot_take_is_refused_when_made_naming_the_task() -> N
             _two(1, c=3)
         with pytest.raises(TypeError, match="task '_two'"):
             _two.map([1, 2], [3, 4], [5, 6])
-        _two(1)
+        first = _two(1)
+        with pytest.raises(TypeError, match="task '_two': upstream_tasks takes a list of"
+                                            " tasks, got Node"):
+            _two(2, upstream_tasks=first)
         _two.map([1, 2], b=unmapped(3))
     assert len(flow.nodes) == 2
