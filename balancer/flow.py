@@ -197,6 +197,7 @@ class Flow:
         (their results are passed) and parameters (their values are). ``upstream_tasks``
         run first without passing anything, as in Prefect."""
         task.check_call(args, kwargs)
+        after = _listed(task, "upstream_tasks", upstream_tasks)
         found = codec.find_in_call(task.name, args, kwargs, (Node, Parameter, allow_failure))
         if any(isinstance(item, allow_failure) for item in found):
             raise FlowError(f"task {task.name!r}: allow_failure(...) is for @flow functions;"
@@ -213,7 +214,7 @@ class Flow:
         node = self._new_node(task, args, kwargs)
         for up in upstream:
             node.upstream.setdefault(up, None)
-        for item in _listed(task, "upstream_tasks", upstream_tasks):
+        for item in after:
             self.set_dependency(item, node)
         return node
 
