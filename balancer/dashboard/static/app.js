@@ -240,9 +240,10 @@ function chart(series, bucket) {
 function leaderSection(data) {
   const rows = (data.dispatchers || []).map((d) => h("tr", {"data-dispatcher": d.id},
     h("td", {class: "mono"}, d.id), h("td", {}, pill(d.role)),
-    h("td", {class: "num"}, (d.partitions || []).join(",")), h("td", {class: "num"}, ago(d.seen_s))));
+    h("td", {}, (d.partitions || []).map((p) => "#" + p).join(", ") || "none"),
+    h("td", {class: "num"}, ago(d.seen_s))));
   return section("Dispatchers", rows.length,
-    rows.length ? table([["id"], ["role"], ["partitions led", "num"], ["seen", "num"]], rows) :
+    rows.length ? table([["id"], ["role"], ["leads partitions"], ["seen", "num"]], rows) :
       h("p", {class: "err"}, "no dispatcher: is `balancer serve` running?"),
     h("p", {class: "muted"}, "delayed (retries, later starts): " + data.delayed +
       " · quarantined: " + data.dead_letters + " · set aside: " + data.set_aside.length +
