@@ -44,7 +44,7 @@ from balancer.dashboard.metrics import registry_for
 log = logging.getLogger("balancer.dashboard")
 
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "app.css": "text/css; charset=utf-8"}
+          "markdown.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 MAX_BODY = 64 * 1024
 TOKEN_HEADER = "X-Balancer-Token"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"

@@ -32,6 +32,11 @@ def hostile(text: str) -> None:
     create_link_artifact("https://example.com/report", link_text="the report")
 
 
+@task
+def markdown(text: str) -> None:
+    create_markdown_artifact(text, key="rendered")
+
+
 @flow
 def reporting(rows: list[dict[str, object]]) -> int:
     create_link_artifact("https://example.com/dash", link_text="dashboard", key="dash-link")

@@ -189,7 +189,7 @@ def test_the_dashboard_warns_of_a_redis_that_may_evict_tasks_until_it_no_longer_
         server.cleanup()
 
 
-def test_artifacts_show_as_text_and_only_web_links_are_links(
+def test_artifacts_show_their_text_as_text_and_only_web_links_are_links(
         procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
         browser: object) -> None:
     """An artifact's markdown, table cells and link text are anyone's to write: the flow
@@ -210,7 +210,7 @@ def test_artifacts_show_as_text_and_only_web_links_are_links(
     try:
         driver.get(f"{app.url}#/flow/{run.id}")
         wait_for(lambda: _count(driver, "div[data-artifact]") == 4, timeout=30, interval=0.2)
-        assert XSS in _text(driver, "pre.artifact") and XSS in _text(driver, "table.artifact")
+        assert XSS in _text(driver, "div.markdown") and XSS in _text(driver, "table.artifact")
         assert driver.execute_script("return window.__xss") is None
         assert _count(driver, "main img, main script") == 0
         hrefs = driver.execute_script(
@@ -218,5 +218,64 @@ def test_artifacts_show_as_text_and_only_web_links_are_links(
             ".map((a) => a.getAttribute('href'));")
         assert hrefs == ["https://example.com/report"]
         assert "click me (javascript:window.__xss=3)" in _text(driver, "main")
+    finally:
+        app.stop()
+
+
+MARKDOWN = """# Daily report
+Loaded **1,204** rows from `orders`. See [the runbook](https://example.com/runbook) and
+[this](javascript:window.__xss=4).
+
+- no **null** keys
+- counts match
+
+| table | rows |
+| --- | ---: |
+| orders | 1204 |
+| refunds | <b>3</b> |
+
+> a quote
+
+```
+SELECT 1;  -- <script>window.__xss=5</script>
+```
+""" + XSS
+
+
+def test_a_markdown_artifact_is_rendered_from_text_nodes_and_links_only_to_the_web(
+        procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
+        browser: object) -> None:
+    """As Prefect's UI shows one (it was shown as written): headings, emphasis, lists, a
+    table, a quote, code; tags in it stay text and a javascript: link is no link."""
+    from tests.integration import artifact_tasks
+
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--import", "tests.integration.artifact_tasks")
+    wait_for(lambda: real.get(keys.leader) and real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("markdown-artifact") as flow:
+        artifact_tasks.markdown(MARKDOWN)
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    app = Dashboard(real, settings, "127.0.0.1", 0)
+    app.start()
+    driver: Any = browser
+    try:
+        driver.get(f"{app.url}#/flow/{run.id}")
+        wait_for(lambda: _count(driver, "div.markdown h1") == 1, timeout=30, interval=0.2)
+        assert _text(driver, "div.markdown h1") == "Daily report"
+        assert _count(driver, "div.markdown li") == 2 and _count(driver, "div.markdown strong") == 2
+        cells = driver.execute_script(
+            "return [...document.querySelectorAll('div.markdown td')].map((c) => c.textContent);")
+        assert cells == ["orders", "1204", "refunds", "<b>3</b>"]
+        assert _text(driver, "div.markdown blockquote") == "a quote"
+        assert "<script>window.__xss=5</script>" in _text(driver, "div.markdown pre code")
+        hrefs = driver.execute_script(
+            "return [...document.querySelectorAll('div.markdown a')].map((a) => a.href);")
+        assert hrefs == ["https://example.com/runbook"]
+        assert "this (javascript:window.__xss=4" in _text(driver, "div.markdown")
+        assert XSS in _text(driver, "div.markdown")
+        assert driver.execute_script("return window.__xss") is None
+        assert _count(driver, "main img, main script, div.markdown b") == 0
     finally:
         app.stop()

@@ -320,10 +320,10 @@ function dag(flow) {
   return g;
 }
 
-// An artifact's content, as text: markdown is shown as written (never rendered), a link is
-// followed only when it is http or https (a javascript: URL written by anyone must not run).
+// An artifact's content: markdown rendered from text nodes (markdown.js), a link followed
+// only when it is http or https (a javascript: URL written by anyone must not run).
 function artifactBody(a) {
-  if (a.kind === "markdown") return h("pre", {class: "artifact"}, a.data);
+  if (a.kind === "markdown") return renderMarkdown(a.data);
   if (a.kind === "progress") return h("span", {}, progress(Number(a.data), 100, 0), " " + pct(Number(a.data) / 100));
   if (a.kind === "link") {
     const url = String(a.data.link);
