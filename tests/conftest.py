@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import psutil
@@ -79,6 +80,22 @@ def fake() -> redis.Redis:
     """A client of a fresh in-process server, the embedded cluster's kind (its BLMOVE
     blocks: an idle worker on it waits, as on a real Redis)."""
     return fakeredis.FakeRedis(server=new_server())
+
+
+@pytest.fixture
+def no_graphviz(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graphviz package cannot be imported (flow.visualize() then draws text), whether
+    or not this machine has it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def refuse(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "graphviz":
+            raise ImportError("no graphviz here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", refuse)
 
 
 @pytest.fixture

@@ -318,18 +318,9 @@ def test_set_upstream_on_a_task_called_twice_is_an_error() -> None:
             b.set_upstream(a)
 
 
+@pytest.mark.usefixtures("no_graphviz")
 def test_visualize_without_graphviz_prints_the_dag_as_text(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_graphviz(name: str, *args: object, **kwargs: object) -> object:
-        if name == "graphviz":
-            raise ImportError("no graphviz here")
-        return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+        capsys: pytest.CaptureFixture[str]) -> None:
     extract, transform = _tasks("extract", "transform")
     with Flow("viz") as flow:
         a = extract()

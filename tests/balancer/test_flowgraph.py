@@ -118,18 +118,8 @@ def test_an_upstream_declared_outside_the_flow_is_in_its_graph() -> None:
     assert [t.name for t in flow.root_tasks()] == ["first"]
 
 
-def test_visualize_shows_a_runs_states_and_takes_prefect_1s_arguments(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_graphviz(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "graphviz":
-            raise ImportError("no graphviz here")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_graphviz)
+@pytest.mark.usefixtures("no_graphviz")
+def test_visualize_shows_a_runs_states_and_takes_prefect_1s_arguments() -> None:
     with Flow("viz") as flow:
         rows = extract("db")
         loaded = load(transform(rows))

@@ -189,6 +189,23 @@ def test_the_dashboard_warns_of_a_redis_that_may_evict_tasks_until_it_no_longer_
         server.cleanup()
 
 
+def _artifact_page(procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
+                   maker: Any, text: str) -> tuple[Dashboard, str]:
+    """A cluster whose worker ran ``maker(text)`` (a task of artifact_tasks), and a
+    dashboard started on it (the caller stops it); the run's id."""
+    keys = Keys(namespace)
+    procs.serve()
+    procs.worker("--import", "tests.integration.artifact_tasks")
+    wait_for(lambda: real.get(keys.leader) and real.zcard(keys.workers) == 1, timeout=30)
+    with Flow("artifacts") as flow:
+        maker(text)
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    app = Dashboard(real, settings, "127.0.0.1", 0)
+    app.start()
+    return app, run.id
+
+
 def test_artifacts_show_their_text_as_text_and_only_web_links_are_links(
         procs: Processes, real: redis.Redis, namespace: str, settings: Settings,
         browser: object) -> None:
@@ -196,19 +213,10 @@ def test_artifacts_show_their_text_as_text_and_only_web_links_are_links(
     page shows them as text, and a javascript: link as text, never as a link."""
     from tests.integration import artifact_tasks
 
-    keys = Keys(namespace)
-    procs.serve()
-    procs.worker("--import", "tests.integration.artifact_tasks")
-    wait_for(lambda: real.get(keys.leader) and real.zcard(keys.workers) == 1, timeout=30)
-    with Flow("hostile-artifacts") as flow:
-        artifact_tasks.hostile(XSS)
-    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
-    assert run.state == "completed", run.first_failure()
-    app = Dashboard(real, settings, "127.0.0.1", 0)
-    app.start()
+    app, run_id = _artifact_page(procs, real, namespace, settings, artifact_tasks.hostile, XSS)
     driver: Any = browser
     try:
-        driver.get(f"{app.url}#/flow/{run.id}")
+        driver.get(f"{app.url}#/flow/{run_id}")
         wait_for(lambda: _count(driver, "div[data-artifact]") == 4, timeout=30, interval=0.2)
         assert XSS in _text(driver, "div.markdown") and XSS in _text(driver, "table.artifact")
         assert driver.execute_script("return window.__xss") is None
@@ -249,19 +257,11 @@ def test_a_markdown_artifact_is_rendered_from_text_nodes_and_links_only_to_the_w
     table, a quote, code; tags in it stay text and a javascript: link is no link."""
     from tests.integration import artifact_tasks
 
-    keys = Keys(namespace)
-    procs.serve()
-    procs.worker("--import", "tests.integration.artifact_tasks")
-    wait_for(lambda: real.get(keys.leader) and real.zcard(keys.workers) == 1, timeout=30)
-    with Flow("markdown-artifact") as flow:
-        artifact_tasks.markdown(MARKDOWN)
-    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
-    assert run.state == "completed", run.first_failure()
-    app = Dashboard(real, settings, "127.0.0.1", 0)
-    app.start()
+    app, run_id = _artifact_page(procs, real, namespace, settings, artifact_tasks.markdown,
+                                 MARKDOWN)
     driver: Any = browser
     try:
-        driver.get(f"{app.url}#/flow/{run.id}")
+        driver.get(f"{app.url}#/flow/{run_id}")
         wait_for(lambda: _count(driver, "div.markdown h1") == 1, timeout=30, interval=0.2)
         assert _text(driver, "div.markdown h1") == "Daily report"
         assert _count(driver, "div.markdown li") == 2 and _count(driver, "div.markdown strong") == 2

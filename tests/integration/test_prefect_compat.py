@@ -189,16 +189,11 @@ def test_prefect_1_run_options_of_its_local_runner_are_taken(cluster: ThreadClus
     assert run.is_successful() and run.result[seven].result == 7
 
 
+@pytest.mark.usefixtures("no_graphviz")
 def test_a_flows_graph_is_read_as_prefect_1s_and_drawn_with_the_states_of_its_run(
-        cluster: ThreadCluster, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: ThreadCluster, capsys: pytest.CaptureFixture[str]) -> None:
     """sorted_tasks, edges, root and terminal tasks, then visualize(flow_state=...) of the
     run that flow.run() returned (graphviz absent: the text drawing)."""
-    import builtins
-
-    real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (
-        _no_graphviz() if name == "graphviz" else real_import(name, *a, **k)))
     cluster.add_worker(concurrency=2)
     with Flow("inspected") as flow:
         a = tasks.constant(2)
@@ -216,9 +211,6 @@ def test_a_flows_graph_is_read_as_prefect_1s_and_drawn_with_the_states_of_its_ru
         "  always_fails [default]: failed <- multiply (as x)",
     ]
 
-
-def _no_graphviz() -> None:
-    raise ImportError("no graphviz here")
 
 
 def test_tasks_bound_imperatively_run_with_their_arguments(cluster: ThreadCluster) -> None:
