@@ -546,6 +546,19 @@ class Flow:
         conn, settings = resolve(client, namespace)
         return register(conn, settings, self, schedule, schedule_id, parameters)[0]
 
+    def register(self, project_name: str | None = None, *,
+                 client: redis.Redis | None = None, namespace: str | None = None,
+                 **prefect_options: Any) -> str:
+        """Prefect 1's ``flow.register(project_name=...)``: a flow with a schedule is
+        handed to the cluster (``register_schedule``: its leader runs it at every due time;
+        Prefect's other options, ``labels=`` and the like, are taken and change nothing).
+        One without a schedule has nothing to register here: refused, naming what to do."""
+        if self.schedule is None:
+            raise FlowError(f"flow {self.name!r}: register() hands a flow's schedule to the"
+                            " cluster, and it has none; run it with flow.run() (or"
+                            " flow.submit()), or give it Flow(..., schedule=...)")
+        return self.register_schedule(client=client, namespace=namespace)
+
     # -- Prefect 1's introspection (balancer/flowgraph.py) ------------------------------
 
     def graph(self) -> list[Node]:

@@ -296,6 +296,20 @@ def test_registering_refuses_what_it_cannot_run_before_writing_anything(setup: S
         a_flow().register_schedule(client=setup.client, namespace="ns")
 
 
+def test_prefect_1s_register_hands_a_scheduled_flow_to_the_cluster(setup: Setup) -> None:
+    """flow.register(project_name=..., labels=...), as a Prefect 1 script ends: the
+    flow's schedule is registered (before: AttributeError); one with none is refused."""
+    from balancer import FlowError
+
+    scheduled = a_flow()
+    scheduled.schedule = IntervalSchedule(interval=60)
+    sid = scheduled.register(project_name="etl", labels=["prod"], client=setup.client,
+                             namespace="ns")
+    assert sid == "nightly" and setup.client.zscore(setup.keys.schedules, sid) is not None
+    with pytest.raises(FlowError, match=r"run it with flow\.run"):
+        a_flow().register(project_name="etl", client=setup.client, namespace="ns")
+
+
 def test_the_dispatcher_learns_of_a_new_schedule_from_its_signal_and_fires_it_when_due(
         fake: redis.Redis) -> None:
     from balancer.dispatcher import Dispatcher
