@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -56,6 +56,16 @@ class TaskResult:
     result: Any = None  # the value, for a completed task
     message: str = ""  # the error, for a failed one
     error: ErrorInfo | None = None
+    # A map's: reads its runs' outcomes (``map_states``); None for any other task.
+    runs: Callable[[], list[TaskResult]] | None = field(default=None, repr=False,
+                                                         compare=False)
+
+    @property
+    def map_states(self) -> list[TaskResult]:
+        """A mapped task's runs, in the order of its items, as Prefect 1's
+        ``state.result[mapped].map_states`` (read when asked: a map may have many); []
+        for a task that is not mapped, or not expanded yet."""
+        return self.runs() if self.runs is not None else []
 
     def is_successful(self) -> bool:
         """Completed, or skipped (Prefect 1's Skipped is a Success)."""
@@ -79,12 +89,35 @@ class Results:
 
     def __getitem__(self, item: Node | Task | str) -> TaskResult:
         run = self._run
-        state, blob, error, deps = as_opt_bytes_list(run.client.hmget(
-            run.keys.task(run._task_id(item)), ["state", "result", "error", "deps"]))
-        shown = _state(state, deps)
-        info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
-        value = codec.unpack(as_bytes(blob)) if shown in _WITH_RESULT and blob else None
-        return TaskResult(shown, value, str(info) if info else "", info)
+        task_id = run._task_id(item)
+        record = as_opt_bytes_list(run.client.hmget(run.keys.task(task_id),
+                                                    [*_RESULT_FIELDS, "mapped"]))
+        mapped = int(record[-1] or 0)
+        runs = (lambda: self._runs(task_id, mapped)) if mapped else None
+        return _result_of(record[:-1], runs)
+
+    def _runs(self, map_id: str, count: int) -> list[TaskResult]:
+        """The outcomes of a map's ``count`` runs, in one round trip."""
+        from balancer.mapplan import child_ids
+
+        run = self._run
+        pipe = run.client.pipeline(transaction=False)
+        for child in child_ids(map_id, count):
+            pipe.hmget(run.keys.task(child), _RESULT_FIELDS)
+        return [_result_of(as_opt_bytes_list(record)) for record in pipe.execute()]
+
+
+_RESULT_FIELDS = ["state", "result", "error", "deps"]
+
+
+def _result_of(record: list[bytes | None],
+               runs: Callable[[], list[TaskResult]] | None = None) -> TaskResult:
+    """A task's outcome from its record's ``_RESULT_FIELDS``."""
+    state, blob, error, deps = record
+    shown = _state(state, deps)
+    info = codec.unpack_error(error) if shown != TaskState.COMPLETED else None
+    value = codec.unpack(as_bytes(blob)) if shown in _WITH_RESULT and blob else None
+    return TaskResult(shown, value, str(info) if info else "", info, runs)
 
 
 class FlowRun:

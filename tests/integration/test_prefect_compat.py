@@ -248,3 +248,18 @@ def test_filter_task_drops_a_maps_failed_runs_and_a_subclass_filters_its_own_way
     assert run.result[summed].result == 7
     with pytest.raises(TypeError, match="method of a subclass"):
         FilterTask(filter_func=lambda item: item is not None)
+
+
+def test_a_mapped_tasks_result_lists_the_state_of_each_of_its_runs(
+        cluster: ThreadCluster) -> None:
+    """Prefect 1's state.result[mapped].map_states: each run's outcome, in item order."""
+    cluster.add_worker(concurrency=2)
+    with Flow("map-states") as flow:
+        mapped = tasks.fails_on_three.map([1, 2, 3, 4])
+        plain = tasks.constant(1)
+    run = _run(cluster, flow)
+    runs = run.result[mapped].map_states
+    assert [(r.state, r.result) for r in runs] == [
+        ("completed", 1), ("completed", 2), ("failed", None), ("completed", 4)]
+    assert runs[2].is_failed() and "ValueError: three" in runs[2].message
+    assert run.result[plain].map_states == []
