@@ -21,7 +21,7 @@ from balancer.common import codec, statehandlers
 from balancer.common.models import FlowState
 from balancer.common.runsignals import Cancelled, Failed, Running, Scheduled, State, Success
 from balancer.flowgraph import Edge
-from balancer.mapping import MapSpec
+from balancer.mapping import MapSpec, unmapped
 from balancer.options import check_wait, start_ms
 from balancer.parameter import Parameter, Parameters, bind
 from balancer.queue import Queue
@@ -664,12 +664,14 @@ class Flow:
 
 
 def _listed(task: Task, option: str, given: Any) -> list[Any]:
-    """``upstream_tasks=[...]``: a list (or any iterable) of tasks; one task alone, or
-    anything else, is a TypeError naming the task and the option."""
+    """``upstream_tasks=[...]``: a list (or any iterable) of tasks, any of them as
+    ``unmapped(t)`` (Prefect 1's way to have a map wait for a task it does not map over:
+    here none is mapped over); one task alone, or anything else, is a TypeError naming the
+    task and the option."""
     if isinstance(given, (Task, Node, str, bytes)) or not isinstance(given, Iterable):
         raise TypeError(f"task {task.name!r}: {option} takes a list of tasks, got"
                         f" {type(given).__name__}")
-    return list(given)
+    return [item.value if isinstance(item, unmapped) else item for item in given]
 
 
 # A task's state in a drawn run (graphviz colour names).

@@ -549,3 +549,12 @@ def test_a_call_its_task_cannot_take_is_refused_when_made_naming_the_task() -> N
             _two(2, upstream_tasks=first)
         _two.map([1, 2], b=unmapped(3))
     assert len(flow.nodes) == 2
+
+
+def test_a_map_waits_for_an_upstream_task_given_unmapped_in_upstream_tasks() -> None:
+    """Prefect 1's ``t.map(xs, upstream_tasks=[unmapped(setup)])``."""
+    setup, work = _tasks("setup", "work")
+    with Flow("waits") as flow:
+        ready = setup()
+        mapped = work.map([1, 2, 3], upstream_tasks=[unmapped(ready)])
+    assert mapped.upstream == {ready: None} and flow.upstream_tasks(mapped) == {ready}
