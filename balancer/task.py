@@ -16,6 +16,7 @@ from balancer.common import statehandlers
 from balancer.common.importpath import task_path
 from balancer.options import check_task_options, plain
 from balancer.queue import DEFAULT_QUEUE, check_queue_name
+from balancer.targets import Target
 
 
 @dataclass(eq=False)
@@ -456,6 +457,8 @@ def task(
     retry_condition_fn: Any = None,
     retry_jitter_factor: float | None = None,
     task_run_name: Any = None,
+    target: Any = None,
+    result: Any = None,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
     """Make a function a task: ``@task`` or ``@task(queue_name="high-priority", retries=3)``.
 
@@ -470,7 +473,8 @@ def task(
     ``retry_condition_fn``, called on the worker (common/statehandlers.py); Prefect
     2/3's ``cache_key_fn``, ``cache_policy``, ``cache_expiration`` and ``refresh_cache``
     (balancer/caching.py, balancer/cache_policies.py), ``retry_jitter_factor``, and
-    ``task_run_name`` (balancer/runnames.py)."""
+    ``task_run_name`` (balancer/runnames.py); Prefect 1's ``target`` (balancer/targets.py),
+    and its ``result`` (taken, changing nothing: results live in Redis)."""
     log_stdout = log_stdout or bool(log_prints)
     if retry_delay_seconds is not None:
         if retry_delay:
@@ -486,9 +490,16 @@ def task(
         retries = max_retries
 
     def wrap(f: Callable[..., Any]) -> Task:
+        owner = f"task {name or f.__name__!r}"
+        key_fn = cache_key_fn
+        if target is not None:
+            if any(o is not None for o in (cache_key_fn, cache_policy, cache_for,
+                                           cache_validator, cache_key)):
+                raise ValueError(f"{owner}: a target is its own cache: give target or the"
+                                 " cache options, not both")
+            key_fn = Target(target, owner)
         cached_for, validator, policy = caching.from_prefect_2(
-            f"task {name or f.__name__!r}", cache_key_fn, cache_policy, cache_expiration,
-            cache_for, cache_validator)
+            owner, key_fn, cache_policy, cache_expiration, cache_for, cache_validator)
         return Task(f, name or f.__name__, queue_name, priority, retries,
                     retry_delay,  # type: ignore[arg-type]  # timedelta: __post_init__
                     timeout,  # type: ignore[arg-type]

@@ -104,3 +104,18 @@ def test_a_copy_changes_its_policy_and_expiration_but_brings_no_key_function() -
 
 def _plain(a: int, b: int = 0) -> int:
     return a
+
+
+def test_a_prefect_1_target_is_a_key_function_of_the_context_and_the_inputs() -> None:
+    from balancer.runcontext import RunFacts, bound
+    from balancer.targets import Target
+
+    target = Target("{task_name}/{region}/{day}", "task 'load'")
+    facts = RunFacts("t1", "load", "f1", "default", "w1",
+                     read_parameters=lambda: ({"region": "eu", "day": "not this"}, True))
+    with bound(facts):
+        assert target(None, {"day": "mon"}) == "load/eu/mon"  # inputs over parameters
+    with pytest.raises(ValueError, match="target must be a non-empty template"):
+        task(target="")(lambda: None)
+    with pytest.raises(ValueError, match="give target or the cache options, not both"):
+        task(target="{today}", cache_for=60)(lambda: None)

@@ -109,3 +109,11 @@ def within_run(log: str, x: int) -> int:
 def by_parameters(log: str) -> str:
     _ran(log, "by_parameters")
     return "made"
+
+
+@task(target="{task_name}/{region}/{day}-{today}", checkpoint=True, result=object())
+def loads_day(log: str, day: str) -> str:
+    """Prefect 1's result target: a flow parameter (region), the context (task_name,
+    today) and an input (day) name where its result is kept."""
+    _ran(log, f"load {day}")
+    return f"rows of {day}"

@@ -246,3 +246,22 @@ def test_flow_parameters_key_a_cache_across_runs(
                        namespace=namespace, quiet=True)
         assert run.state == "completed" and run.result(made) == "made"
     assert _runs(tmp_path / "runs.log") == ["by_parameters", "by_parameters"]
+
+
+def test_a_prefect_1_target_runs_the_task_once_per_rendered_target(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    from balancer import Parameter
+
+    log = str(tmp_path / "runs.log")
+    results = []
+    for day, region in (("mon", "eu"), ("mon", "eu"), ("tue", "eu"), ("mon", "us")):
+        with Flow("targeted") as flow:
+            Parameter("region", default="eu")
+            loaded = ct.loads_day(log, day)
+        run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True,
+                       parameters={"region": region})
+        assert run.state == "completed", run.first_failure()
+        results.append(run.result(loaded))
+    assert results == ["rows of mon", "rows of mon", "rows of tue", "rows of mon"]
+    # The second (mon, eu) run found its target; another day or region is another target.
+    assert _runs(tmp_path / "runs.log") == ["load mon", "load tue", "load mon"]
