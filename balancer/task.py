@@ -316,10 +316,17 @@ class Task:
         ``add_task``, or by this) takes them, each bound to its parameter by name, an
         upstream task's result passed as its argument (``mapped``: item by item). Returns
         the task, as Prefect 1's."""
+        signature = call_signature(self)
         try:
-            bound = call_signature(self).bind(*args, **kwargs).arguments
+            bound = dict(signature.bind(*args, **kwargs).arguments)
         except TypeError as exc:
             raise TypeError(f"task {self.name!r}: bind: {exc}") from None
+        for param in signature.parameters.values():  # **kwargs by name, as Prefect 1's
+            if param.name in bound and param.kind is param.VAR_KEYWORD:
+                bound.update(bound.pop(param.name))
+            elif param.name in bound and param.kind is param.VAR_POSITIONAL:
+                raise TypeError(f"task {self.name!r}: bind passes arguments by name, and"
+                                f" *{param.name} has none: call the task instead")
         self.set_dependencies(flow, upstream_tasks=upstream_tasks, keyword_tasks=bound,
                               mapped=mapped)
         return self

@@ -144,3 +144,18 @@ def test_bind_names_what_it_cannot_bind_and_needs_a_flow() -> None:
         load.bind(rows=[1])
     Report(name="r").bind(total=1, flow=flow)  # a task class binds its run's arguments
     assert [(t.name, t.kwargs) for t in flow.tasks] == [("r", {"total": 1})]
+    with pytest.raises(TypeError, match=r"\*rows has none: call the task instead"):
+        spread.bind(1, 2, flow=flow)
+    keywords = Flow("keywords")
+    options.bind(1, retries=3, flow=keywords)  # **kwargs by name, as Prefect 1's
+    assert [t.kwargs for t in keywords.tasks] == [{"first": 1, "retries": 3}]
+
+
+@task
+def spread(*rows: int) -> int:
+    return len(rows)
+
+
+@task
+def options(first: int, **more: Any) -> int:
+    return first
