@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from balancer.task import Task, call_signature
+from balancer.task import Task
 
 if TYPE_CHECKING:
     from balancer.flow import Flow, Node
@@ -68,11 +68,11 @@ def _argument_keys(node: Node) -> dict[Node, str]:
 
 
 def _positional_names(task: Task) -> list[str]:
-    try:
-        params = call_signature(task).parameters.values()
-    except (TypeError, ValueError):  # a callable without a signature Python can read
+    signature = task.signature()
+    if signature is None:  # a callable without a signature Python can read
         return []
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p.name for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def _mapped_keys(node: Node) -> set[str]:

@@ -291,18 +291,24 @@ class Task:
     def set_downstream(self, task: Task, key: str | None = None, flow: Any = None) -> None:
         task.set_upstream(self, key=key, flow=flow)
 
+    def signature(self) -> inspect.Signature | None:
+        """The arguments its function takes (``call_signature``), read once per task;
+        None for a callable whose signature Python cannot read."""
+        if "_call_signature" not in self.__dict__:
+            try:
+                self.__dict__["_call_signature"] = call_signature(self)
+            except (TypeError, ValueError):
+                self.__dict__["_call_signature"] = None
+        found: inspect.Signature | None = self.__dict__["_call_signature"]
+        return found
+
     def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise TypeError, naming the task, when its function cannot take these
         arguments (too many, one it has no parameter for, a required one missing), as
         Prefect does when the call is made: found there, not on a worker that would fail
         the run, and retry it, for a typo."""
-        if "_call_signature" not in self.__dict__:  # read once per task
-            try:
-                self.__dict__["_call_signature"] = call_signature(self)
-            except (TypeError, ValueError):  # no signature Python can read: not checked
-                self.__dict__["_call_signature"] = None
-        signature: inspect.Signature | None = self.__dict__["_call_signature"]
-        if signature is None:
+        signature = self.signature()
+        if signature is None:  # no signature Python can read: not checked
             return
         try:
             signature.bind(*args, **kwargs)
@@ -316,7 +322,7 @@ class Task:
         ``add_task``, or by this) takes them, each bound to its parameter by name, an
         upstream task's result passed as its argument (``mapped``: item by item). Returns
         the task, as Prefect 1's."""
-        signature = call_signature(self)
+        signature = self.signature() or call_signature(self)  # the latter raises, saying why
         try:
             bound = dict(signature.bind(*args, **kwargs).arguments)
         except TypeError as exc:
