@@ -78,9 +78,10 @@ def _held_all(client: redis.Redis, every: list[Keys], worker_ids: list[str]
     return out
 
 
-def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
-           ) -> dict[str, Any]:
-    """The page's data; with several partitions, of them all (``status.gather_all``)."""
+def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20,
+           only: status_view.FlowFilter | None = None) -> dict[str, Any]:
+    """The page's data; with several partitions, of them all (``status.gather_all``).
+    ``only``: the recent flows listed are those it keeps (``balancer flows --state``)."""
     every = partitions.every(client, keys)
     snap = status_view.gather_all(client, every, recent=flows,
                                   leader_ttl=settings.leader_ttl)
@@ -113,7 +114,10 @@ def gather(client: redis.Redis, keys: Keys, settings: Settings, flows: int = 20
                                            "partitions": led})
     data["quarantined"] = [row for part in every
                            for row in admin.quarantined(client, part, limit=200)][:200]
-    data["flows"] = [asdict(f) for f in snap.flows]
+    shown_flows = (status_view.recent_flows_all(client, every, flows, only) if only
+                   else snap.flows)
+    data["flows"] = [asdict(f) for f in shown_flows]
+    data["flow_filter"] = only.state if only else None
     now_ms = int(server_time_ms(client, keys.deployments))
     data["deployments"] = [  # what serve processes serve (balancer/serving.py)
         {**asdict(d), "alive": now_ms - d.seen_ms < deployments.GONE_AFTER_MS}

@@ -28,13 +28,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from balancer import admin
+from balancer import status as status_view
 from balancer.common import partitions
 from balancer.common.keys import Keys
+from balancer.common.models import FlowState
 from balancer.common.scripts import Scripts
 from balancer.common.settings import Settings
 from balancer.dashboard import actions, flowpage, overview
@@ -46,6 +49,8 @@ log = logging.getLogger("balancer.dashboard")
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "markdown.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
 MAX_BODY = 64 * 1024
+# The states the recent flows may be listed by (/api/overview?state=failed).
+FLOW_STATES = frozenset({*FlowState.FINISHED, FlowState.RUNNING})
 TOKEN_HEADER = "X-Balancer-Token"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -178,7 +183,12 @@ def _handler(app: Dashboard) -> type[BaseHTTPRequestHandler]:
                 elif path == "/metrics":
                     self._send(200, generate_latest(app.registry), CONTENT_TYPE_LATEST)
                 elif path == "/api/overview":
-                    data = overview.gather(app.client, app.keys, app.settings)
+                    state = parse_qs(urlsplit(self.path).query).get("state", [None])[0]
+                    if state is not None and state not in FLOW_STATES:
+                        self._error(400, f"state is one of {', '.join(sorted(FLOW_STATES))}")
+                        return
+                    data = overview.gather(app.client, app.keys, app.settings,
+                                           only=status_view.FlowFilter(state))
                     data.update(app.feed.snapshot())
                     data["namespace"] = app.settings.namespace
                     data["actions"] = bool(app.token)

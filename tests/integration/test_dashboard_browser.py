@@ -279,3 +279,33 @@ def test_a_markdown_artifact_is_rendered_from_text_nodes_and_links_only_to_the_w
         assert _count(driver, "main img, main script, div.markdown b") == 0
     finally:
         app.stop()
+
+
+def test_the_recent_flows_are_listed_by_the_state_chosen(
+        real: redis.Redis, namespace: str, settings: Settings, browser: object) -> None:
+    runs = []
+    for name in ("kept-running", "went-wrong"):
+        with Flow(name) as built:
+            tasks.constant(1)
+        runs.append(built.submit(real, namespace=namespace))  # no worker: running
+    real.hset(Keys(namespace).flow(runs[1].id), "state", "failed")
+    app = Dashboard(real, settings, "127.0.0.1", 0)
+    app.start()
+    driver: Any = browser
+
+    def listed() -> list[str]:
+        return list(driver.execute_script(
+            "return [...document.querySelectorAll('#flows tr[data-flow]')]"
+            ".map((r) => r.dataset.flow);"))
+
+    try:
+        driver.get(app.url)
+        wait_for(lambda: len(listed()) == 2, timeout=30, interval=0.2)
+        wait_for(lambda: _click(driver, "a[data-filter='failed']"), timeout=10)
+        wait_for(lambda: listed() == [runs[1].id], timeout=30, interval=0.2)
+        assert "Recent failed flows" in _text(driver, "main")
+        assert driver.current_url.endswith("#/?state=failed")
+        wait_for(lambda: _click(driver, "a[data-filter='']"), timeout=10)
+        wait_for(lambda: len(listed()) == 2, timeout=30, interval=0.2)
+    finally:
+        app.stop()

@@ -156,7 +156,7 @@ def test_pages_carry_a_strict_content_security_policy(readonly: Dashboard) -> No
     csp = resp.getheader("Content-Security-Policy") or ""
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert resp.getheader("X-Content-Type-Options") == "nosniff"
-    for name in ("app.js", "app.css"):
+    for name in ("app.js", "markdown.js", "app.css"):
         status, _, _ = request(readonly, "GET", f"/static/{name}")
         assert status == 200
     status, _, _ = request(readonly, "GET", "/static/../server.py")
@@ -165,13 +165,39 @@ def test_pages_carry_a_strict_content_security_policy(readonly: Dashboard) -> No
 
 def test_the_page_script_never_writes_html() -> None:
     """Every value reaches the page as text: no innerHTML, outerHTML, insertAdjacentHTML,
-    document.write or eval anywhere in the script, and nothing fetched from elsewhere."""
-    script = (STATIC / "app.js").read_text()
-    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(",
-                 "new Function"):
-        assert sink not in script, sink
+    document.write or eval anywhere in the page's scripts (the markdown renderer's too),
+    and nothing fetched from elsewhere."""
+    scripts = sorted(STATIC.glob("*.js"))
+    assert {p.name for p in scripts} == {"app.js", "markdown.js"}
+    for path in scripts:
+        script = path.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
+                     "eval(", "new Function", "DOMParser", "srcdoc"):
+            assert sink not in script, (path.name, sink)
     page = (STATIC / "index.html").read_text()
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # no CDN
+
+
+def test_the_recent_flows_can_be_listed_by_state_and_a_bad_state_is_a_400(
+        readonly: Dashboard, real: redis.Redis, namespace: str) -> None:
+    for name in ("first", "second"):
+        with Flow(name) as built:
+            tasks.constant(1)
+        built.submit(real, namespace=namespace)  # no worker: both stay running
+    real.hset(Keys(namespace).flow(_flow_ids(readonly)[-1]), "state", "failed")
+    status, data, _ = request(readonly, "GET", "/api/overview?state=failed")
+    assert status == 200 and [f["name"] for f in data["flows"]] == ["first"]
+    assert data["flow_filter"] == "failed"
+    status, data, _ = request(readonly, "GET", "/api/overview?state=running")
+    assert [f["name"] for f in data["flows"]] == ["second"]
+    status, data, _ = request(readonly, "GET", "/api/overview?state=%3Cscript%3E")
+    assert status == 400 and "state is one of cancelled, completed, failed, running" in (
+        data["error"])
+
+
+def _flow_ids(app: Dashboard) -> list[str]:
+    """The recent flows' ids, newest first."""
+    return [f["id"] for f in request(app, "GET", "/api/overview")[1]["flows"]]
 
 
 def test_an_unknown_flow_is_a_404_and_a_bad_id_a_400(readonly: Dashboard) -> None:

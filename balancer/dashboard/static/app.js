@@ -181,9 +181,16 @@ function flowsSection(flows) {
       h("td", {}, f.state === "running" ?
         button("cancel", "cancel", () => act("flow.cancel", {flow: f.id})) : ""));
   });
-  return section("Recent flows", flows.length, table(
+  const chosen = route().state;
+  const filter = h("p", {class: "filters"}, "show: ", FLOW_STATES.map((s) =>
+    s === chosen ? h("b", {"data-filter": s}, s || "all") :
+      h("a", {href: s ? "#/?state=" + s : "#/", "data-filter": s}, s || "all")).flatMap((e) => [e, " · "]).slice(0, -1));
+  return section(chosen ? "Recent " + chosen + " flows" : "Recent flows", flows.length, filter, table(
     [["id"], ["name"], ["state"], ["progress"], ["submitted"], [""]], rows, {id: "flows"}));
 }
+
+// The states the recent flows may be listed by ("": all), as the API takes them.
+const FLOW_STATES = ["", "running", "completed", "failed", "cancelled"];
 
 function deploymentsSection(deps) {
   if (!deps || !deps.length) return "";
@@ -386,7 +393,9 @@ function renderFlow(flow) {
 
 function route() {
   const m = location.hash.match(/^#\/flow\/([^/]+)$/);
-  return m ? {page: "flow", id: decodeURIComponent(m[1])} : {page: "overview"};
+  if (m) return {page: "flow", id: decodeURIComponent(m[1])};
+  const s = location.hash.match(/^#\/\?state=([a-z]+)$/);
+  return {page: "overview", state: s && FLOW_STATES.includes(s[1]) ? s[1] : ""};
 }
 
 async function refresh() {
@@ -395,7 +404,8 @@ async function refresh() {
   const editing = focused && focused.tagName === "INPUT" && focused.id !== "token";
   try {
     const r = route();
-    const url = r.page === "flow" ? "/api/flow/" + encodeURIComponent(r.id) : "/api/overview";
+    const url = r.page === "flow" ? "/api/flow/" + encodeURIComponent(r.id) :
+      "/api/overview" + (r.state ? "?state=" + encodeURIComponent(r.state) : "");
     const resp = await fetch(url, {cache: "no-store"});
     const data = await resp.json();
     if (!resp.ok) throw new Error(data.error || resp.status);
