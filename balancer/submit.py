@@ -433,10 +433,13 @@ def _undo(client: redis.Redis, keys: Keys, flow_id: str, task_ids: list[str],
           ready: dict[str, dict[str, float]]) -> None:
     """Remove what a submit wrote before Redis refused one of its writes. Neither a
     transaction nor a script is rolled back on such an error: the commands before it (and,
-    in a transaction, after it) took effect. Only a key of the wrong type in the
-    namespace gets here, the values having been checked; a DEL never fails, so the
+    in a transaction, after it) took effect: a key of the wrong type in the namespace. (A
+    refusal for Redis's own state, out of memory say, comes at a script's first write or
+    before a transaction runs, so nothing was written; the undo runs all the same.) A
+    plain pipeline, not a transaction: Redis out of memory refuses every command queued in
+    one, while DEL and ZREM, which free memory, still run. A DEL never fails, so the
     records go even if a queue cannot be read."""
-    pipe = client.pipeline(transaction=True)
+    pipe = client.pipeline(transaction=False)
     pipe.delete(keys.flow(flow_id), keys.flow_done(flow_id),
                 *(keys.task(task_id) for task_id in task_ids))
     pipe.zrem(keys.flows, flow_id)

@@ -94,10 +94,12 @@ def test_a_write_redis_refuses_midway_is_undone(real: redis.Redis, namespace: st
 
 @pytest.mark.parametrize("n", [1, 40], ids=["small-submit", "large-submit"])
 def test_a_submit_redis_cannot_take_for_now_is_a_redis_error_too_and_leaves_nothing(
-        namespace: str, n: int) -> None:
+        namespace: str, n: int, caplog: pytest.LogCaptureFixture) -> None:
     """Redis out of memory refuses the submit whatever the flow: the error is a FlowError
     (as before) and a redis-py error reply, so that code that waits out Redis's troubles
-    (``except redis.RedisError``) retries it, as it retries a lost connection."""
+    (``except redis.RedisError``) retries it, as it retries a lost connection. Its undo
+    goes through while Redis is still full: it logged "could not undo a refused submit
+    (its records may remain)", Redis refusing every command queued in a transaction then."""
     need_redis_server()
     server = RedisServer().start()
     try:
@@ -108,6 +110,8 @@ def test_a_submit_redis_cannot_take_for_now_is_a_redis_error_too_and_leaves_noth
             flow_of(tasks.constant, n, 1).submit(client, namespace=namespace)
         assert isinstance(refused.value, FlowError)
         assert isinstance(refused.value, redis.RedisError)
+        assert "could not undo" not in caplog.text and "undoing" not in caplog.text
+        assert records(client, namespace) == []
         client.config_set("maxmemory", "0")
         assert records(client, namespace) == []
         run = flow_of(tasks.constant, n, 1).submit(client, namespace=namespace)
