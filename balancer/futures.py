@@ -6,10 +6,14 @@ writes it.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import redis
 
 from balancer.common import codec
 from balancer.common.codec import ErrorInfo
@@ -19,9 +23,9 @@ from balancer.options import check_wait
 from balancer.run import TaskFailed
 
 if TYPE_CHECKING:
-    import redis
-
     from balancer.common.keys import Keys
+
+log = logging.getLogger("balancer")
 
 # Our task states as Prefect names them and the type it gives each. A task whose upstream
 # failed settles here (Prefect leaves it Pending "NotReady"), so that its run can end.
@@ -179,8 +183,98 @@ class TaskFuture:
                                f" {timeout}s")
         return state.result(raise_on_failure)
 
+    def add_done_callback(self, fn: Callable[[TaskFuture], Any]) -> None:
+        """Prefect 3's: call ``fn(future)`` once the task has ended (completed, failed,
+        skipped, cancelled): at once, on this thread, if it has; else on the one thread
+        of this process that watches such futures (``_DoneCallbacks``). What ``fn``
+        raises is logged."""
+        if self.done():
+            _call_back(fn, self)
+        else:
+            _callbacks.add(self, fn)
+
     def __repr__(self) -> str:
         return f"<TaskFuture {self.name} {self.task_id}>"
+
+
+def _call_back(fn: Callable[[TaskFuture], Any], future: TaskFuture) -> None:
+    try:
+        fn(future)
+    except Exception:
+        log.exception("task=%s: a done callback of its future raised", future.task_id)
+
+
+class _DoneCallbacks:
+    """The futures given done callbacks and not ended yet, watched by one thread of the
+    process: the states of those of one cluster are read in one round trip per poll
+    (often at first, then every POLL_MAX seconds, as ``_finishing`` reads them), and a
+    future's callbacks are called, in the order given, once its task has ended. The
+    thread ends when none is left to watch (a daemon: callbacks of tasks still running
+    when the process exits are not called)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[TaskFuture, list[Callable[[TaskFuture], Any]]]] = {}
+        self._added = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, future: TaskFuture, fn: Callable[[TaskFuture], Any]) -> None:
+        with self._lock:
+            self._pending.setdefault(future.task_id, (future, []))[1].append(fn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True,
+                                                name="balancer-done-callbacks")
+                self._thread.start()
+        self._added.set()
+
+    def _watch(self) -> None:
+        delay = POLL_MIN
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._thread = None
+                    return
+                watched = list(self._pending.values())
+            ended = []
+            for future, state in self._states([f for f, _ in watched]):
+                if state is not None and state not in FINAL:
+                    continue
+                with self._lock:
+                    entry = self._pending.pop(future.task_id)
+                if state is None:
+                    log.error("task=%s: no record (expired after result_ttl?); its done"
+                              " callbacks are not called", future.task_id)
+                else:
+                    ended.append(entry)
+            for future, fns in ended:
+                for fn in fns:
+                    _call_back(fn, future)
+            if self._added.wait(delay):
+                self._added.clear()
+                delay = POLL_MIN
+            else:
+                delay = min(delay * 2, POLL_MAX)
+
+    @staticmethod
+    def _states(futures: list[TaskFuture]) -> list[tuple[TaskFuture, str | None]]:
+        """Each future's state now, those of one cluster read in one round trip; a
+        cluster Redis cannot answer now is read again at the next poll."""
+        by_cluster: dict[tuple[int, str], list[TaskFuture]] = {}
+        for future in futures:
+            by_cluster.setdefault((id(future.client), future.keys.prefix), []).append(future)
+        found: list[tuple[TaskFuture, str | None]] = []
+        for group in by_cluster.values():
+            try:
+                states = read_states(group[0].client, group[0].keys,
+                                     [f.task_id for f in group])
+            except redis.RedisError as exc:
+                log.warning("done callbacks: cannot read task states now: %s", exc)
+                continue
+            found += [(f, states[f.task_id]) for f in group]
+        return found
+
+
+_callbacks = _DoneCallbacks()
 
 
 class FutureList(list[TaskFuture]):

@@ -219,6 +219,24 @@ def typo_in_a_call() -> Any:
     return add_one(1, 2)  # add_one takes one argument: refused at the call
 
 
+@flow
+def done_callbacks() -> Any:
+    """future.add_done_callback(fn): fn(future) once the task has ended, failed ones
+    too; one added to an ended future is called at once; one that raises is logged."""
+    seen: list[Any] = []
+    futures = [add_one.submit(1), fails.submit("no"), add_one.submit(10)]
+    for future in futures:
+        future.add_done_callback(lambda f: 1 / 0)  # logged; the others still called
+        future.add_done_callback(lambda f: seen.append(f.state.name))
+    for future in futures:
+        future.wait()
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    futures[0].add_done_callback(lambda f: seen.append("at once"))
+    return sorted(seen[:3]) + seen[3:]
+
+
 def _raises(fn: Any) -> str:
     try:
         fn()
@@ -392,6 +410,7 @@ def main() -> None:
     out["run_context"] = run_context()
     out["quoted"] = quoted()
     out["typo"] = _raises(typo_in_a_call)
+    out["done_callbacks"] = done_callbacks()
     happy = returns_state_manually(True, return_state=True)
     sad = returns_state_manually(False, return_state=True)
     out["returned_states"] = {

@@ -70,6 +70,7 @@ def _check_documented_results(out: dict[str, Any]) -> None:
                                   "task": ["context_of_task", True, {"x": 3}]}
     assert out["quoted"] == [5, 5]
     assert out["typo"] == "TypeError"  # a call the task cannot take, refused as made
+    assert out["done_callbacks"] == ["Completed", "Completed", "Failed", "at once"]
     # A flow and its tasks returning Completed(...) / Failed(...) from prefect.states.
     happy, sad = out["returned_states"]["happy"], out["returned_states"]["sad"]
     assert happy == [True, "I am happy with this result",
