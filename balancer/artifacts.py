@@ -9,7 +9,8 @@
 
 Made in a task (on its worker) or in a @flow function's body, an artifact belongs to that
 flow run and task run: ``balancer flow ID`` lists them, the dashboard's flow page shows
-them (as text: markdown is not rendered, a link is followed only if it is http or https),
+them (markdown rendered from text nodes, dashboard/static/markdown.js; a link is
+followed only if it is http or https),
 ``balancer artifact ls`` shows the latest of each key and ``inspect`` one in full. Made
 elsewhere, it belongs to no run (then give it a key, to find it again).
 
