@@ -83,26 +83,40 @@ def _mapped_keys(node: Node) -> set[str]:
                                      if i < len(names))}
 
 
+def _known(flow: Flow, task: Node | Task) -> Node:
+    """The call ``task`` stands for in the flow (folded in: ``graph`` first), found, never
+    added: a question about the graph leaves it as it is. FlowError for a task the flow
+    does not call, or calls more than once."""
+    from balancer.flow import FlowError, Node
+
+    if isinstance(task, Node):
+        return flow._node(task)  # of this flow, or FlowError
+    try:
+        return flow.node_of(task)
+    except KeyError as exc:
+        raise FlowError(exc.args[0]) from None
+
+
 def edges_to(flow: Flow, task: Node | Task) -> set[Edge]:
-    node = flow._node(task)
     flow.graph()
-    return set(_edges_into(node))
+    return set(_edges_into(_known(flow, task)))
 
 
 def edges_from(flow: Flow, task: Node | Task) -> set[Edge]:
-    node = flow._node(task)
-    return {edge for edge in edges(flow) if edge.upstream_task is node}
+    found = edges(flow)
+    node = _known(flow, task)
+    return {edge for edge in found if edge.upstream_task is node}
 
 
 def upstream_tasks(flow: Flow, task: Node | Task) -> set[Node]:
-    node = flow._node(task)
     flow.graph()
-    return set(node.upstream)
+    return set(_known(flow, task).upstream)
 
 
 def downstream_tasks(flow: Flow, task: Node | Task) -> set[Node]:
-    node = flow._node(task)
-    return {down for down in flow.graph() if node in down.upstream}
+    nodes = flow.graph()
+    node = _known(flow, task)
+    return {down for down in nodes if node in down.upstream}
 
 
 def root_tasks(flow: Flow) -> set[Node]:
@@ -123,7 +137,7 @@ def sorted_tasks(flow: Flow, roots: Iterable[Node | Task] | None = None) -> tupl
     order = flow.plan()
     if roots is None:
         return tuple(order)
-    keep = {flow._node(t) for t in roots}
+    keep = {_known(flow, t) for t in roots}
     for node in order:  # in dependency order: an upstream is decided before its dependents
         if node not in keep and any(up in keep for up in node.upstream):
             keep.add(node)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from balancer import Edge, Flow, Parameter, Task, tags, task
+from balancer import Edge, Flow, FlowError, Parameter, Task, tags, task
 from balancer.run import TaskResult
 
 
@@ -159,3 +159,21 @@ def spread(*rows: int) -> int:
 @task
 def options(first: int, **more: Any) -> int:
     return first
+
+
+def test_asking_about_a_task_the_flow_does_not_call_is_an_error_and_adds_nothing() -> None:
+    """A question about the graph leaves it as it is: asking about a task the flow does
+    not call added it to the flow (and so to every run submitted after)."""
+    flow, _ = etl()
+    before = flow.tasks
+    for ask in (flow.upstream_tasks, flow.downstream_tasks, flow.edges_to, flow.edges_from):
+        with pytest.raises(FlowError, match="'double' is not part of flow 'etl'"):
+            ask(double)
+    with pytest.raises(FlowError, match="not part of flow 'etl'"):
+        flow.sorted_tasks(root_tasks=[double])
+    assert flow.tasks == before
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
