@@ -256,7 +256,8 @@ class Flow:
                     self.add_parameter(value)
                 value = self._tasks_to_calls(value)
                 for up in codec.find_in_call(node.task.name, (), {key: value}, Node):
-                    self.set_dependency(up, node)  # its result is inside the argument
+                    if up not in node.upstream:  # as an argument of its own: keyed so
+                        self.set_dependency(up, node)  # its result is inside this one
                 node.kwargs[key] = value
 
     def _tasks_to_calls(self, value: Any) -> Any:

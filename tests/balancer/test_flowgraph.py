@@ -174,6 +174,13 @@ def test_asking_about_a_task_the_flow_does_not_call_is_an_error_and_adds_nothing
     assert flow.tasks == before
 
 
+def test_a_task_bound_as_an_argument_and_inside_another_is_still_passed_as_the_first() -> None:
+    flow = Flow("twice")
+    first = extract.copy(name="first").bind("db", flow=flow)
+    options.bind(first, more=[first], flow=flow)  # first as `first`, and inside `more`
+    assert flow.node_of(options).upstream == {flow.node_of(first): "first"}
+
+
 @task
 def double(x: int) -> int:
     return 2 * x
