@@ -349,12 +349,12 @@ class Flow:
         recursion. Raises FlowError naming the tasks of a cycle. A flow of independent
         tasks (a one-task flow: the common submit) is in order as it stands.
         """
-        if not any(node.upstream or node.task.upstream for node in self.nodes):
-            return list(self.nodes)
-        self._fold_declared()
+        nodes = self.graph()
+        if not any(node.upstream for node in nodes):
+            return nodes
         order: list[Node] = []
         done: set[Node] = set()
-        for root in self.nodes:
+        for root in nodes:
             if root not in done:
                 self._visit(root, done, order)
         return order
