@@ -237,15 +237,15 @@ class _DoneCallbacks:
                 watched = list(self._pending.values())
             ended = []
             for future, state in self._states([f for f, _ in watched]):
-                if state is not None and state not in FINAL:
-                    continue
+                if state is not None and state != UNREADABLE and state not in FINAL:
+                    continue  # runs on
                 with self._lock:
                     entry = self._pending.pop(future.task_id)
-                if state is None:
+                if state in FINAL:
+                    ended.append(entry)
+                elif state is None:
                     log.error("task=%s: no record (expired after result_ttl?); its done"
                               " callbacks are not called", future.task_id)
-                else:
-                    ended.append(entry)
             for future, fns in ended:
                 for fn in fns:
                     _call_back(fn, future)
@@ -255,23 +255,40 @@ class _DoneCallbacks:
             else:
                 delay = min(delay * 2, POLL_MAX)
 
-    @staticmethod
-    def _states(futures: list[TaskFuture]) -> list[tuple[TaskFuture, str | None]]:
+    @classmethod
+    def _states(cls, futures: list[TaskFuture]) -> list[tuple[TaskFuture, str | None]]:
         """Each future's state now, those of one cluster read in one round trip; a
-        cluster Redis cannot answer now is read again at the next poll."""
+        cluster Redis cannot answer now is read again at the next poll. A record that
+        cannot be read (a field a Redis writer spoiled) is its future's alone: said, its
+        state UNREADABLE; the thread and the other futures go on."""
         by_cluster: dict[tuple[int, str], list[TaskFuture]] = {}
         for future in futures:
             by_cluster.setdefault((id(future.client), future.keys.prefix), []).append(future)
         found: list[tuple[TaskFuture, str | None]] = []
         for group in by_cluster.values():
             try:
-                states = read_states(group[0].client, group[0].keys,
-                                     [f.task_id for f in group])
+                found += cls._read(group)
             except redis.RedisError as exc:
                 log.warning("done callbacks: cannot read task states now: %s", exc)
-                continue
-            found += [(f, states[f.task_id]) for f in group]
+            except Exception:  # some record is spoiled: each read on its own
+                for future in group:
+                    try:
+                        found += cls._read([future])
+                    except redis.RedisError:
+                        continue  # again at the next poll
+                    except Exception as exc:
+                        log.error("task=%s: its record cannot be read (%s); its done"
+                                  " callbacks are not called", future.task_id, exc)
+                        found.append((future, UNREADABLE))
         return found
+
+    @staticmethod
+    def _read(group: list[TaskFuture]) -> list[tuple[TaskFuture, str | None]]:
+        states = read_states(group[0].client, group[0].keys, [f.task_id for f in group])
+        return [(f, states[f.task_id]) for f in group]
+
+
+UNREADABLE = "unreadable"  # _DoneCallbacks' state of a future whose record cannot be read
 
 
 _callbacks = _DoneCallbacks()
