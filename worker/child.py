@@ -60,9 +60,9 @@ ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
 FAILED = b"f"  # to the supervisor, with why: it cannot start (Redis refused it, ...)
 RETIRING = b"x"  # to the supervisor: this child leaves for a fresh one (worker.retire)
-# From the supervisor, then a packed statehooks.Killed: the run it killed past its
-# timeout, whose state handlers this child calls.
-TIMED_OUT = b"o"
+# From the supervisor, then a packed statehooks.Killed: the run whose process ended under
+# it (killed past its timeout, or crashed), whose state handlers this child calls.
+RUN_ENDED = b"o"
 PR_SET_PDEATHSIG = 1
 # Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
 # (the heartbeat tells the dispatcher of a change of a quarter, once a second), and at once
@@ -179,8 +179,8 @@ def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
         while (message := conn.recv_bytes()) != STOP:
             if message == MAKE_WAY:
                 slot.make_way()
-            elif message.startswith(TIMED_OUT):
-                _tell_handlers(message[len(TIMED_OUT):], slot.worker_id)
+            elif message.startswith(RUN_ENDED):
+                _tell_handlers(message[len(RUN_ENDED):], slot.worker_id)
     except (EOFError, OSError):
         log.warning("pool child pid=%s: its supervisor is gone; stopping", os.getpid())
     stopping.set()
@@ -188,8 +188,9 @@ def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
 
 
 def _tell_handlers(packed: bytes, worker_id: str) -> None:
-    """Call the state handlers of a run the supervisor killed, on a thread of their own
-    (one that hangs holds up nothing else)."""
+    """Call the state handlers of a run whose process ended under it (killed past its
+    timeout, or crashed), on a thread of their own (one that hangs holds up nothing
+    else)."""
     try:
         killed = statehooks.Killed(*codec.unpack(packed))
     except (CodecError, TypeError):

@@ -230,12 +230,14 @@ class ChildWatch(threading.Thread):
                 self._join(5)
                 self._read_news()  # what it said before it went (that it retires)
                 expected = self.cancelled is not None or self._retired()
-                self._settle(self._died())
+                crashed = self._settle(self._died())
                 if self.stopping:
                     return
                 if not expected and time.monotonic() - self.spawned_at < EARLY_DEATH_S:
                     time.sleep(RESTART_BACKOFF)
                 self._spawn()
+                if crashed is not None:
+                    self._tell(crashed)
                 continue
             if self.conn in ready:
                 self._read_news()
@@ -299,7 +301,7 @@ class ChildWatch(threading.Thread):
                                           f" {lease.timeout}s and was stopped")
         outcome = Outcome.failure(error)
         runs = self._runs_so_far(lease)  # before the failure below counts this one
-        killed = statehooks.Killed.of(lease, error, *runs) if runs is not None else None
+        killed = statehooks.Killed.of(lease, error, *runs[:2]) if runs is not None else None
         if (killed is not None and killed.retry_left() and not self.stopping
                 and not askretry.retry_wanted(self.ctx, self.spec, killed)):
             outcome = dataclasses.replace(outcome, retryable=False)
@@ -307,20 +309,39 @@ class ChildWatch(threading.Thread):
         self._settle(snap, outcome)
         if not self.stopping:
             self._spawn()  # else the next look finds it dead and the thread ends
-            if killed is not None:  # its state handlers are called there (worker.statehooks)
-                with contextlib.suppress(OSError):
-                    self.conn.send_bytes(child.TIMED_OUT + codec.pack([*killed]))
+            if killed is not None:
+                self._tell(killed)
 
-    def _runs_so_far(self, lease: Lease) -> tuple[int, int] | None:
-        """A task's failures so far and its retries, as its record holds them; None when
-        Redis cannot say (its state handlers are then not told of the timeout)."""
+    def _tell(self, killed: statehooks.Killed) -> None:
+        """Have the new child call the state handlers of the run that ended with the last
+        one (worker.statehooks: a process of the pool imports the task's module)."""
+        with contextlib.suppress(OSError):
+            self.conn.send_bytes(child.RUN_ENDED + codec.pack([*killed]))
+
+    def _runs_so_far(self, lease: Lease) -> tuple[int, int, int] | None:
+        """A task's failures so far, its retries and its crashes, as its record holds
+        them; None when Redis cannot say (its state handlers are then not told of how
+        the run ended)."""
         part = self.parts[lease.partition]
         try:
-            failures, retries = as_opt_bytes_list(part.client.hmget(
-                part.keys.task(lease.task_id), ["failures", "retries"]))
+            failures, retries, lost = as_opt_bytes_list(part.client.hmget(
+                part.keys.task(lease.task_id), ["failures", "retries", "lost"]))
         except (redis.RedisError, UnexpectedReply, ValueError):
             return None
-        return field_int(failures), field_int(retries)
+        return field_int(failures), field_int(retries), field_int(lost)
+
+    def _crashed(self, lease: Lease, error: ErrorInfo) -> statehooks.Killed | None:
+        """How a run whose process died ends, for its state handlers: put back, or
+        quarantined at the poison threshold (fail.lua's rule, read before the crash is
+        counted); None when Redis cannot say."""
+        runs = self._runs_so_far(lease)
+        if runs is None:
+            return None
+        failures, retries, lost = runs
+        ends = (statehooks.QUARANTINED if lost + 1 >= self.spec.settings.poison_threshold
+                else statehooks.PUT_BACK)
+        return statehooks.Killed.of(lease, error, failures, retries)._replace(
+            crash=ends, lost=lost)
 
     def _kill(self) -> None:
         """Kill the child, and the processes its tasks started (``_end_group``)."""
@@ -366,9 +387,11 @@ class ChildWatch(threading.Thread):
                       self.process.exitcode, PHASES[snap.phase])
         return snap
 
-    def _settle(self, snap: Snapshot, outcome: Outcome | None = None) -> None:
+    def _settle(self, snap: Snapshot,
+                outcome: Outcome | None = None) -> statehooks.Killed | None:
         """Settle what a dead child held: a run fails (a crash unless ``outcome`` says
-        otherwise), a lease not started or a result not stored goes back to its queue."""
+        otherwise), a lease not started or a result not stored goes back to its queue.
+        A crashed run, for its state handlers (``_crashed``); else None."""
         lease = snap.lease
         held = self.record.held()
         self.record.clear()
@@ -376,8 +399,9 @@ class ChildWatch(threading.Thread):
             self.holding.release(self._shown[1])
             self._shown = None
         cancelled, self.cancelled = self.cancelled, None
+        crashed = None
         if self.killing:
-            return  # killed after the grace period: the dispatcher re-queues its tasks
+            return None  # killed after the grace period: the dispatcher re-queues its tasks
         if cancelled is not None and lease is not None and snap.phase != IDLE:
             if (lease.task_id, lease.token) != cancelled:
                 # It had moved on to another task when it was killed: that one runs again.
@@ -387,10 +411,12 @@ class ChildWatch(threading.Thread):
                         lambda: part.release(self.worker_id, back))
             lease = None  # settled: cancelled (no lease any more), or handed back
         if lease is not None and snap.phase == RUNNING:
-            outcome = outcome or Outcome.failure(ErrorInfo(
-                "balancer.WorkerProcessDied",
-                f"the process running task {lease.fn} died (exit code"
-                f" {self.process.exitcode})"), crashed=True)
+            if outcome is None:
+                error = ErrorInfo("balancer.WorkerProcessDied",
+                                  f"the process running task {lease.fn} died (exit code"
+                                  f" {self.process.exitcode})")
+                outcome = Outcome.failure(error, crashed=True)
+                crashed = None if self.stopping else self._crashed(lease, error)
             took = max(0.0, time.monotonic() - snap.started)
             self.ackers[lease.partition].store(
                 [Finished(lease, outcome, snap.started_ms, took, None)])
@@ -415,3 +441,4 @@ class ChildWatch(threading.Thread):
                 log.info("worker=%s handed back %d tasks of the batch of its pool process"
                          " that died: %s", self.worker_id, n,
                          ",".join(t.task_id for t in others[:10]))
+        return crashed

@@ -20,9 +20,12 @@ supervisor has a process of the pool ask its retry condition, if a retry is left
 calls them, Running -> TimedOut (or Retrying), on a thread of its own; their answer
 changes nothing (the run is over). A thread-pool run the worker gave up on ends TimedOut
 (or Retrying, as the slot's thread settled it: ``Verdict``) past its timeout, Cancelled
-when its run was cancelled. A run completed from
-its cache goes Pending -> Cached (``cached``). What no handler sees: a run whose process
-crashed, and a task refused before it could run (not allowed, a bad signature).
+when its run was cancelled. A process-pool run whose process died of its own (a
+crash) is told the same way: Running -> Retrying while it is put back, Failed once
+quarantined. A run completed from its cache goes Pending -> Cached (``cached``). What no
+handler sees: a run lost with its whole worker (a thread pool's process, or the
+supervisor: the dispatcher puts its tasks back), and a task refused before it could run
+(not allowed, a bad signature).
 """
 
 from __future__ import annotations
@@ -272,8 +275,16 @@ def _handler_failed(exc: HandlerFailed) -> Outcome:
     return Outcome.failure(ErrorInfo("balancer.HandlerFailed", str(exc)), retryable=False)
 
 
+# How a crashed run ends (``Killed.crash``): put back in its queue, or quarantined.
+PUT_BACK = "back"
+QUARANTINED = "quarantined"
+
+
 class Killed(NamedTuple):
-    """A run the supervisor killed past its timeout, as it tells the next child."""
+    """A run whose process ended under it, as the supervisor tells the next child: killed
+    past its timeout, or dead of its own (``crash``: a segfault, the kernel's OOM killer,
+    ``os._exit``), whose run fail.lua puts back in its queue or, at the poison threshold,
+    quarantines."""
 
     task_id: str
     fn: str
@@ -284,6 +295,8 @@ class Killed(NamedTuple):
     failures: int  # before this run
     retries: int
     refused: bool = False  # its retry condition said no (``retry_wanted``)
+    crash: str = ""  # a crash: PUT_BACK or QUARANTINED; "" for a timeout
+    lost: int = 0  # the task's crashes before this run
 
     @classmethod
     def of(cls, lease: Lease, error: ErrorInfo, failures: int, retries: int) -> Killed:
@@ -307,11 +320,17 @@ class Killed(NamedTuple):
                 ErrorInfo("TimeoutError", self.message))).retryable
 
     def tell_handlers(self, worker_id: str) -> None:
-        """Call the task's handlers, Running -> TimedOut, or Retrying when a retry is left
-        (the timeout is a failure like any: fail.lua's rule) and its retry condition did
-        not refuse it; errors are logged."""
-        error = ErrorInfo("TimeoutError", self.message)
-        kind = Retrying if self.retry_left() else TimedOut
+        """Call the task's handlers; errors are logged. A timeout: Running -> TimedOut, or
+        Retrying when a retry is left (the timeout is a failure like any: fail.lua's rule)
+        and its retry condition did not refuse it. A crash: Running -> Retrying while it
+        is put back (a crash uses no retry), Failed once quarantined (``on_failure`` is
+        called then: the run failed for good)."""
+        if self.crash:
+            error = ErrorInfo("balancer.WorkerProcessDied", self.message)
+            kind: type[State] = Failed if self.crash == QUARANTINED else Retrying
+        else:
+            error = ErrorInfo("TimeoutError", self.message)
+            kind = Retrying if self.retry_left() else TimedOut
         with runcontext.bound(self._facts(worker_id)):
             _tell(self.fn, self.task_id, self.name, Running("Starting task run."),
                   lambda: kind(str(error), error))
@@ -320,7 +339,7 @@ class Killed(NamedTuple):
         return runcontext.RunFacts(
             self.task_id, self.name, self.flow, self.queue, worker_id,
             lambda: {"failures": self.failures, "retries": self.retries,
-                     "task_run_count": self.failures + 1})
+                     "task_run_count": self.failures + self.lost + 1})
 
 
 def cached(fn_path: str, value: bytes) -> None:

@@ -5,6 +5,7 @@ each handler appends a line to the file $HANDLED_LOG, written by whichever proce
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -115,3 +116,19 @@ def slow_alert(obj: Any, state: Any) -> None:
 def loops_then_alerts_slowly() -> None:
     for _ in range(300):
         time.sleep(0.1)
+
+
+def hook_failed(obj: Any, run: Any, state: Any) -> None:
+    """Prefect 2/3's on_failure hook."""
+    _write(f"hook failed {obj.name} {state.name} run_count={run.run_count}")
+
+
+@task(state_handlers=[note], on_failure=alert)
+def dies() -> None:
+    """Kills the process running it, as the kernel's OOM killer would."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task(on_failure=[hook_failed])
+def dies_hooked() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

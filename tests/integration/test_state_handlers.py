@@ -120,6 +120,37 @@ def test_a_run_killed_past_its_timeout_tells_its_handlers_from_the_next_pool_pro
     assert lines[-1].startswith("on_failure") and "-> TimedOut" in lines[-2]
 
 
+def test_a_run_whose_process_died_tells_its_handlers_from_the_next_pool_process(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """A pool process killed under its run (the kernel's OOM killer, a segfault) cannot
+    call the run's handlers either: the child that replaces it does, Running -> Retrying
+    while the task is put back, then Running -> Failed once it is quarantined at the
+    poison threshold, with on_failure (Prefect 1's and 2/3's) once: an alert wired to
+    on_failure hears of a task that keeps killing its process."""
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.env["BALANCER_POISON_THRESHOLD"] = "2"
+    procs.serve_and_worker(real, namespace, "--import", "tests.integration.handled_tasks",
+                           "--concurrency", "2")
+    with Flow("dying") as flow:
+        handled_tasks.dies()
+        handled_tasks.dies_hooked()
+    flow.submit(real, namespace=namespace)
+    wait_for(lambda: log.exists() and log.read_text().count("on_failure dies") == 1
+             and "hook failed" in log.read_text(), timeout=60)
+    lines = [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()]
+    died = ("balancer.WorkerProcessDied: the process running task"
+            " tests.integration.handled_tasks:dies died (exit code -9)")
+    assert [line for line in lines if "dies " in line or line.endswith(" dies")] == [
+        "dies Pending -> Running None",
+        f"dies Running -> Retrying {died}",
+        "dies Pending -> Running None",  # a crash is no failure: the run after it is Pending
+        f"dies Running -> Failed {died}",
+        f"on_failure dies Failed {died}"]
+    assert [line for line in lines if line.startswith("hook ")] == [
+        "hook failed dies_hooked Failed run_count=2"]
+
+
 def test_a_thread_pool_run_stopped_past_its_timeout_is_timed_out_for_its_handlers(
         procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
     log = tmp_path / "handled.log"

@@ -220,3 +220,20 @@ def test_a_killed_process_pool_run_asks_its_retry_condition_and_its_handlers_see
     kept = killed._replace(fn="tests.worker.handled:doubles", name="doubles")
     assert kept.retry_wanted("w1")  # no condition: retried
     assert killed._replace(fn="tests.nowhere:gone").retry_wanted("w1")  # cannot load
+
+
+def test_a_crashed_process_pool_run_is_retrying_while_put_back_and_failed_once_quarantined(
+) -> None:
+    """What the next child tells the handlers of a run whose process died: a crash is no
+    failure and uses no retry, so it is Retrying while fail.lua puts it back (retries or
+    none), Failed once quarantined; its run count counts the crashes."""
+    crashed = statehooks.Killed("t1", "tests.worker.handled:doubles", "doubles", "f1",
+                                "default", "the process running task doubles died",
+                                failures=0, retries=0, crash=statehooks.PUT_BACK, lost=1)
+    assert crashed._facts("w1").more()["task_run_count"] == 2
+    handled.SEEN.clear()
+    crashed.tell_handlers("w1")
+    crashed._replace(crash=statehooks.QUARANTINED).tell_handlers("w1")
+    assert [(old, new) for _, old, new, _ in handled.SEEN] == [("Running", "Retrying"),
+                                                               ("Running", "Failed")]
+    assert statehooks.Killed(*codec.unpack(codec.pack([*crashed]))) == crashed
