@@ -66,6 +66,7 @@ ROLES = {
             "MULTI", "EXEC",
             "WAIT",  # acknowledgements held by replicas (BALANCER_MIN_REPLICAS)
             "GET", "SET",  # cached results (cache_for: worker/caching.py)
+            "ZREMRANGEBYSCORE",  # and their index's expired members
             "MGET",  # the partition count and the dispatcher's stamp (common/clusterfacts.py)
             "ZREM", "TIME",  # concurrency slots given back, renewed (balancer/concurrency.py)
             "HSETNX",  # a variable set unless it is (balancer/variables.py)
@@ -75,7 +76,7 @@ ROLES = {
               "cancels", "inflight", "deadlines", "delayed", "cascade", "dlq", "wake", "idle",
               "gate",  # an ack puts a gated dependent (a map, a trigger) in the gate
               "tag_inflight",  # a lease that counted against a tag limit gives it back
-              "events", "cache",
+              "events", "cache", "cache_index",
               "doorbell",  # where it waits for leases of several partitions
               "concurrency",  # a task's `with concurrency(...)` (balancer/concurrency.py)
               "variables",  # a task's Variable.get/set/unset (balancer/variables.py)
@@ -103,6 +104,7 @@ ROLES = {
             "XREAD", "XREVRANGE",  # `balancer events`, the dashboard
             "SRANDMEMBER",  # the dashboard: what a worker holds
             "HSTRLEN",  # result sizes (the dashboard), a map's results before it gathers them
+            "STRLEN",  # cached results' sizes (`balancer cache ls`)
             "INFO",  # the maxmemory policy, which may delete tasks (common/eviction.py)
         ),
         keys=(ALL_KEYS,),

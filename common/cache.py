@@ -140,6 +140,25 @@ def entry_message(redis_key: str, digest_: str, expires_ms: int, result: bytes) 
     return codec.pack([redis_key, digest_, expires_ms, result])
 
 
+def index_member(key: str, digest_: str, label: str = "") -> bytes:
+    """A cached result's member in its partition's ``cache_index``: its cache key, its
+    digest and a label an operator knows it by (what a key function returned: a Prefect 1
+    target as rendered; "" for none), at most PART_LIMIT characters of it."""
+    return codec.pack([key, digest_, label[:PART_LIMIT]])
+
+
+def from_index(member: bytes) -> tuple[str, str, str]:
+    """(key, digest, label) of an ``index_member``; ValueError when ``member`` is not
+    one (written by someone else)."""
+    try:
+        key, digest_, label = codec.unpack(member)
+    except (CodecError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a cache index member: {exc}") from None
+    if not all(isinstance(v, str) for v in (key, digest_, label)):
+        raise ValueError("not a cache index member: a field is not text")
+    return key, digest_, label
+
+
 @dataclass(frozen=True)
 class Entry:
     digest: str

@@ -70,6 +70,9 @@ partitions over its slots. Every key below exists once per partition, but for
 |                      |             | submit writes), parameters, version, last run               |
 | cache:<key>:<digest> | string (PX) | a cached task result (common.cache.Entry), by cache_key and |
 |                      |             | inputs' digest ("any" under duration_only), for cache_for   |
+| cache-index          | zset        | each cached result's key, digest and label (common.cache:   |
+|                      |             | index_member) -> when it expires (ms): what `balancer cache |
+|                      |             | ls/rm` read, with no SCAN                                   |
 | concurrency-limits   | hash        | partition 0 only: name -> slots of that concurrency limit   |
 |                      |             | (balancer/concurrency.py, Prefect's `concurrency`)          |
 | concurrency-decay    | hash        | partition 0 only: name -> slots that limit frees per second |
@@ -163,6 +166,10 @@ class Keys:
 
     def cache(self, cache_key: str, digest: str = "*") -> str:
         return f"{self.prefix}cache:{cache_key}:{digest}"
+
+    @property
+    def cache_index(self) -> str:
+        return f"{self.prefix}cache-index"
 
     def cancels(self, worker_id: str) -> str:
         return f"{self.prefix}cancels:{worker_id}"

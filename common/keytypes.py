@@ -34,7 +34,7 @@ def expected_types(keys: Keys, queues: Iterable[str] = ()) -> dict[str, str]:
              keys.gate: "zset", keys.dlq: "zset", keys.aside: "hash", keys.wake: "list",
              keys.events: "stream", keys.idle: "string", keys.leader: "string",
              keys.dispatchers: "zset", keys.epoch: "string", keys.schedules: "zset",
-             keys.partitions: "string", keys.protocol: "string"}
+             keys.partitions: "string", keys.protocol: "string", keys.cache_index: "zset"}
     for name in queues:
         types.update({keys.queue(name): "zset", keys.queue_conf(name): "hash",
                       keys.offer(name): "string", keys.backlog(name): "string"})

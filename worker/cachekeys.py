@@ -85,10 +85,13 @@ class KeyContext:
 
 
 def digest(spec: CacheSpec, fn_path: str, args: list[Any], kwargs: dict[str, Any],
-           facts: RunFacts) -> str | None:
-    """The digest of the run's parts, or None when none gives a key (key functions that
-    all returned None). KeyUnmade when a part cannot be made."""
+           facts: RunFacts) -> tuple[str, str] | None:
+    """The digest of the run's parts and its label (what its key functions returned,
+    " "-joined: a Prefect 1 target as rendered, which `balancer cache ls` shows), or None
+    when no part gives a key (key functions that all returned None). KeyUnmade when a part
+    cannot be made."""
     pieces: list[Any] = []
+    label: list[str] = []
     excluded = {p[len(EXCLUDED_INPUT):] for p in spec.parts if p.startswith(EXCLUDED_INPUT)}
     some = sorted(p[len(ONE_PARAMETER):] for p in spec.parts if p.startswith(ONE_PARAMETER))
     parts = set(spec.parts)
@@ -106,11 +109,12 @@ def digest(spec: CacheSpec, fn_path: str, args: list[Any], kwargs: dict[str, Any
         if some:
             pieces.append([ONE_PARAMETER, [[n, values.get(n)] for n in some]])
     if KEY_FN_PART in parts:
-        pieces.extend([KEY_FN_PART, key] for key in _keys(fn_path, args, kwargs, facts))
+        label = _keys(fn_path, args, kwargs, facts)
+        pieces.extend([KEY_FN_PART, key] for key in label)
     if not pieces:
         return None
     try:
-        return hashlib.sha256(codec.pack(pieces)).hexdigest()
+        return hashlib.sha256(codec.pack(pieces)).hexdigest(), " ".join(label)
     except codec.CodecError as exc:  # the parts came packed, so they pack
         raise KeyUnmade(f"its cache key's parts cannot be packed: {exc}") from None
 

@@ -39,6 +39,7 @@ class Prepared:
     key: str  # the Redis key of its entry
     digest: str
     ttl_ms: int  # how long its entry lives
+    label: str = ""  # what its key functions returned (a target as rendered), if any
 
     @property
     def refresh(self) -> bool:
@@ -65,6 +66,7 @@ def prepare(keys: Keys, task_id: str, fn_path: str, args_blob: bytes, run_ttl_ms
     if not spec.used:
         return stripped, None
     ttl_ms = spec.ttl_ms
+    label = ""
     if spec.validator != "policy":
         digest = cache.digest(spec, args, kwargs)
     else:
@@ -79,10 +81,11 @@ def prepare(keys: Keys, task_id: str, fn_path: str, args_blob: bytes, run_ttl_ms
             return stripped, None
         if keyed is None:  # its key functions said not to cache this run
             return stripped, None
-        digest = keyed
+        digest, label = keyed
         if RUN_ID_PART in spec.parts:
             ttl_ms = min(ttl_ms, run_ttl_ms)
-    return stripped, Prepared(spec, stripped, keys.cache(spec.key, digest), digest, ttl_ms)
+    return stripped, Prepared(spec, stripped, keys.cache(spec.key, digest), digest, ttl_ms,
+                              label)
 
 
 def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
@@ -109,11 +112,12 @@ def lookup(client: redis.Redis, signer: Signer | None, task_id: str,
     return entry.result
 
 
-def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
+def store(client: redis.Redis, signer: Signer | None, keys: Keys, prepared: Prepared,
           result: bytes, task_key: str, now_ms: int) -> None:
-    """Store a successful run's result for ``cache_for``, and clear the task's
-    ``cached`` mark (set by an earlier attempt whose acknowledgement was refused), in one
-    round trip."""
+    """Store a successful run's result for ``cache_for``, note it in the partition's
+    ``cache_index`` (what `balancer cache ls` and `rm` read; the members of expired
+    entries are dropped from it here), and clear the task's ``cached`` mark (set by an
+    earlier attempt whose acknowledgement was refused), in one round trip."""
     expires = now_ms + prepared.ttl_ms
     sig = ""
     if signer is not None:
@@ -121,5 +125,8 @@ def store(client: redis.Redis, signer: Signer | None, prepared: Prepared,
     pipe = client.pipeline(transaction=False)
     pipe.set(prepared.key, Entry(prepared.digest, expires, result, sig).encode(),
              px=prepared.ttl_ms)
+    pipe.zadd(keys.cache_index,
+              {cache.index_member(prepared.spec.key, prepared.digest, prepared.label): expires})
+    pipe.zremrangebyscore(keys.cache_index, "-inf", now_ms)
     pipe.hdel(task_key, "cached")
     pipe.execute()

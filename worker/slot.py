@@ -207,7 +207,7 @@ class Slot(threading.Thread):
         outcome = self.runner.run(lease.fn, args, lease.timeout)
         if outcome.ok:
             try:
-                caching.store(self.client, self.signer, prepared, outcome.payload,
+                caching.store(self.client, self.signer, keys, prepared, outcome.payload,
                               keys.task(lease.task_id), self._acker(lease).scripts.now_ms())
             except redis.RedisError as exc:  # the run stands; the next one runs again
                 log.warning("task=%s: its result was not cached (%s)", lease.task_id, exc)

@@ -7,6 +7,7 @@ import click
 
 from balancer.cli.acl import acl
 from balancer.cli.artifacts import artifact
+from balancer.cli.cache import cache
 from balancer.cli.dashboard import dashboard
 from balancer.cli.deployments import deployment
 from balancer.cli.dlq import dlq
@@ -28,5 +29,5 @@ def main() -> None:
 
 
 for command in (serve, status, flows, flow, artifact, queue, tag, limit, variable, schedule,
-                deployment, dlq, events, dashboard, acl):
+                deployment, dlq, cache, events, dashboard, acl):
     main.add_command(command)

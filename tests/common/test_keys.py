@@ -49,7 +49,7 @@ def test_every_key_is_found_by_the_enumeration() -> None:
     assert set(found) == {
         "task", "flow", "flow_done", "flow_tasks", "queue", "queue_conf", "offer", "backlog",
         "worker",
-        "inbox", "leases", "fetched", "ahead", "cancels", "cache",
+        "inbox", "leases", "fetched", "ahead", "cancels", "cache", "cache_index",
         "flows", "queues", "inflight", "workers", "delayed", "deadlines", "cascade", "dlq",
         "aside", "wake", "idle", "leader", "epoch", "gate", "events", "dispatchers",
         "schedule", "schedules", "tag_limits", "tag_inflight", "doorbell", "partitions",

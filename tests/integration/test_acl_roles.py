@@ -379,3 +379,28 @@ def test_a_run_pauses_and_is_resumed_under_the_client_s_user(
     thread.join(30)
     assert out == [{"ok": 1}]
     assert acl_server.denials() == []
+
+
+def test_cached_results_are_kept_under_the_worker_s_user_and_deleted_under_the_operators(
+        acl_server: AclServer, tmp_path: Path) -> None:
+    """A worker stores a cached result and its index member under its own user;
+    `balancer cache ls` and `rm` work under the operators' (the dispatcher's)."""
+    from tests.integration import cached_tasks
+
+    ns = acl_server.namespace
+    log = tmp_path / "runs.log"
+    with _roles_cluster(acl_server, tmp_path, "tests.integration.cached_tasks") as (_, env):
+        client = acl_server.as_role("client")
+        for _ in range(2):
+            with Flow("kept") as flow:
+                squared = cached_tasks.slow_square(str(log), 4)
+            assert flow.run(timeout=60, client=client, namespace=ns,
+                            quiet=True).result(squared) == 16
+        assert log.read_text().splitlines() == ["square 4"]
+        listed = run(env["dispatcher"], "balancer.cli", "cache", "ls", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [r["key"] for r in json.loads(listed.stdout)] == [
+            "tests.integration.cached_tasks:slow_square#slow_square"], listed
+        done = run(env["dispatcher"], "balancer.cli", "cache", "rm", "--all")
+        assert "deleted 1 cached result" in done.stdout, done
+    assert acl_server.denials() == []

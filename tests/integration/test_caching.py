@@ -4,7 +4,11 @@ without running the task again, and only while the validator and cache_for allow
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ from balancer.common import cache, codec
 from balancer.common.keys import Keys
 
 from balancer import Flow, flowview
-from tests.conftest import Processes, wait_for
+from tests.conftest import ROOT, Processes, wait_for
 from tests.integration import cached_tasks as ct
 
 
@@ -265,3 +269,58 @@ def test_a_prefect_1_target_runs_the_task_once_per_rendered_target(
     assert results == ["rows of mon", "rows of mon", "rows of tue", "rows of mon"]
     # The second (mon, eu) run found its target; another day or region is another target.
     assert _runs(tmp_path / "runs.log") == ["load mon", "load tue", "load mon"]
+
+
+def _cache_cli(procs: Processes, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "balancer.cli", "cache", *argv], cwd=ROOT,
+                          env=procs.env, capture_output=True, text=True, timeout=60)
+
+
+def test_cached_results_are_listed_by_their_target_and_one_deleted_runs_its_task_again(
+        cluster: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """`balancer cache ls` lists what runs stored, a target by its rendered name, and
+    `balancer cache rm <target>` is Prefect 1's deleting the target's file: the next run
+    of that target runs the task again, the others still find theirs."""
+    from balancer import Parameter
+
+    log = str(tmp_path / "runs.log")
+
+    def load(day: str) -> None:
+        with Flow("targeted") as flow:
+            Parameter("region", default="eu")
+            loaded = ct.loads_day(log, day)
+        assert _run(flow, real, namespace).result(loaded) == f"rows of {day}"
+
+    load("mon")
+    load("tue")
+    with Flow("kept") as flow:
+        ct.slow_square(log, 3)
+    _run(flow, real, namespace)
+    listed = _cache_cli(cluster, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    today = datetime.now(timezone.utc).date().isoformat()
+    labels = sorted(r["label"] for r in rows)
+    assert labels == ["", f"loads_day/eu/mon-{today}", f"loads_day/eu/tue-{today}"], rows
+    assert all(r["size"] > 0 for r in rows)
+    [square] = [r for r in rows if not r["label"]]
+    assert square["key"] == "tests.integration.cached_tasks:slow_square#slow_square"
+    shown = _cache_cli(cluster, "ls", "--match", "loads_day/*/mon-*")
+    assert shown.returncode == 0 and f"label=loads_day/eu/mon-{today}" in shown.stdout
+    assert "tue" not in shown.stdout
+
+    gone = _cache_cli(cluster, "rm", f"loads_day/eu/mon-{today}")
+    assert gone.returncode == 0 and "deleted 1 cached result" in gone.stdout, gone
+    load("mon")
+    load("tue")
+    assert _runs(tmp_path / "runs.log") == ["load mon", "load tue", "square 3", "load mon"]
+
+    missing = _cache_cli(cluster, "rm", "no-such-target")
+    assert missing.returncode == 1 and "no cached result under 'no-such-target'" in (
+        missing.stderr)
+    assert _cache_cli(cluster, "rm").returncode == 2  # nothing named: a usage error
+    every = _cache_cli(cluster, "rm", "--all")
+    assert every.returncode == 0 and "deleted 3 cached results" in every.stdout, every
+    assert not list(real.scan_iter(Keys(namespace).cache("*", "*")))
+    assert real.zcard(Keys(namespace).cache_index) == 0
+    assert "no cached results" in _cache_cli(cluster, "ls").stdout

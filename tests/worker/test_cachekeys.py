@@ -31,13 +31,22 @@ def _spec(*parts: str) -> CacheSpec:
 
 def _digest(parts: tuple[str, ...], args: list[object], facts: RunFacts | None = None,
             path: str = FETCH) -> str | None:
-    return cachekeys.digest(_spec(*parts), path, args, {}, facts or _facts())
+    keyed = cachekeys.digest(_spec(*parts), path, args, {}, facts or _facts())
+    return None if keyed is None else keyed[0]
 
 
 def test_a_key_function_keys_on_what_it_returns_from_the_task_s_parameters() -> None:
     first = _digest(("key_fn",), ["/a.log", "a.com", 1])
     assert first == _digest(("key_fn",), ["/b.log", "a.com", 2])  # only the url counts
     assert first != _digest(("key_fn",), ["/a.log", "b.com", 1])
+
+
+def test_a_key_function_s_key_labels_the_entry_and_other_parts_leave_no_label() -> None:
+    """What `balancer cache ls` shows beside the digest: the key as the function made it."""
+    keyed = cachekeys.digest(_spec("key_fn"), FETCH, ["/a.log", "a.com", 1], {}, _facts())
+    assert keyed is not None and keyed[1] == "fetch_by_url:a.com"
+    keyed = cachekeys.digest(_spec("inputs"), FETCH, ["/a.log", "a.com", 1], {}, _facts())
+    assert keyed is not None and keyed[1] == ""
 
 
 def test_a_key_function_is_given_prefect_s_context() -> None:

@@ -28,7 +28,7 @@ def test_a_call_without_cache_options_is_left_as_it_is() -> None:
 
 def test_a_stored_result_is_found_for_the_same_inputs_only(fake: redis.Redis) -> None:
     fake.hset("task", "cached", 1)
-    caching.store(fake, None, _prepared(1), codec.pack("one"), "task", NOW)
+    caching.store(fake, None, KEYS, _prepared(1), codec.pack("one"), "task", NOW)
     assert fake.hget("task", "cached") is None
     assert caching.lookup(fake, None, "t2", _prepared(1), NOW) == codec.pack("one")
     assert caching.lookup(fake, None, "t2", _prepared(2), NOW) is None
@@ -48,14 +48,14 @@ def test_an_entry_past_its_expiry_is_a_miss_even_if_the_key_remains(
 def test_with_signing_keys_only_a_signed_entry_is_used(fake: redis.Redis) -> None:
     s = signer("secret-one")
     p = _prepared(1)
-    caching.store(fake, s, p, codec.pack("signed"), "task", NOW)
+    caching.store(fake, s, KEYS, p, codec.pack("signed"), "task", NOW)
     assert caching.lookup(fake, s, "t2", p, NOW) == codec.pack("signed")
     planted = Entry(p.digest, 2**41, codec.pack("planted"), "0" * 64)
     fake.set(p.key, planted.encode())
     assert caching.lookup(fake, s, "t2", p, NOW) is None
     # an entry signed for other inputs, copied under this key, does not verify either
     other = _prepared(2)
-    caching.store(fake, s, other, codec.pack("for two"), "task", NOW)
+    caching.store(fake, s, KEYS, other, codec.pack("for two"), "task", NOW)
     moved = Entry.decode(fake.get(other.key))
     fake.set(p.key, Entry(p.digest, moved.expires_ms, moved.result, moved.sig).encode())
     assert caching.lookup(fake, s, "t2", p, NOW) is None
