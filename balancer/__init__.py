@@ -9,7 +9,7 @@ from balancer.cancel import CancelError, Cancelled
 from balancer.common.codec import ErrorInfo, register_type
 from balancer.common.connection import BadRedisURL, Unreachable
 from balancer.common.protocol import ProtocolMismatch
-from balancer.common.runsignals import ENDRUN, FAIL, RETRY, SKIP, Failed, Skipped, Success
+from balancer.common.runsignals import ENDRUN, FAIL, LOOP, RETRY, SKIP, Failed, Skipped, Success
 from balancer.common.scripts import NotReplicated
 from balancer.concurrency import (
     ConcurrencyError,
@@ -44,6 +44,7 @@ attach = FlowRun.attach
 __all__ = [
     "ENDRUN",
     "FAIL",
+    "LOOP",
     "RETRY",
     "SKIP",
     "BadRedisURL",

@@ -32,7 +32,10 @@ _READ = ("task_run_count", "task_tags", "flow_name", "flow_run_name", "deploymen
 _FROM_LEASE = ("task_run_id", "task_name", "task_full_name", "task_run_name", "map_index",
                "flow_run_id", "queue", "worker")
 # The flow run's parameters: read from Redis on their own, the first time asked for.
-KEYS = (*_FROM_LEASE, *_READ, "parameters", "logger")
+KEYS = (*_FROM_LEASE, *_READ, "parameters", "task_loop_count", "logger")
+# A looping run's last result (Prefect 1's LOOP): a key only once the run looped.
+LOOP_RESULT = "task_loop_result"
+NO_LOOP_RESULT = object()
 
 
 class TaskLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -69,6 +72,9 @@ class RunFacts:
     # The flow run's parameters, read once when first asked for (worker/runfacts.py),
     # and whether its record keeps them all.
     read_parameters: Callable[[], tuple[dict[str, Any], bool]] | None = None
+    # Where a looping run keeps its progress (worker/looping.py: LoopStore).
+    loop_store: Any = None
+    _loop: tuple[int, Any] | None = field(default=None, repr=False)
     _more: dict[str, Any] | None = field(default=None, repr=False)
     _parameters: tuple[dict[str, Any], bool] | None = field(default=None, repr=False)
 
@@ -119,6 +125,25 @@ class RunFacts:
         if self._parameters is None:
             self._parameters = self.read_parameters() if self.read_parameters else ({}, True)
         return self._parameters
+
+    def loop_state(self) -> tuple[int, Any]:
+        """(the loop's iteration, from 1; its last result, else NO_LOOP_RESULT): as this
+        run left it, else as an earlier run of the task recorded it (read with ``more``:
+        a retry goes on from the last iteration)."""
+        if self._loop is None:
+            stored = None
+            if self.loop_store is not None:
+                stored = self.loop_store.load(self.more().get("loop"))
+            self._loop = stored if stored is not None else (1, NO_LOOP_RESULT)
+        return self._loop
+
+    def looped(self, result: Any) -> int:
+        """The run raised LOOP with ``result``: the next iteration's number, recorded."""
+        count = self.loop_state()[0] + 1
+        self._loop = (count, result)
+        if self.loop_store is not None:
+            self.loop_store.save(count, result)
+        return count
 
     def more(self) -> dict[str, Any]:
         """The records' facts, read once (two threads of one task asking at once may both
@@ -180,10 +205,19 @@ class Context(Mapping[str, Any]):
     scheduled run's
     due time, else when the run was submitted; an aware UTC datetime), ``date`` (the
     same), and ``today``, ``yesterday``, ``tomorrow`` (``YYYY-MM-DD`` of that date).
+    A looping run (Prefect 1's LOOP) also has ``task_loop_count`` (its iteration, from 1)
+    and, once it looped, ``task_loop_result`` (what the last LOOP carried; a KeyError
+    before, so that ``context.get("task_loop_result", {})`` gives the start).
     Outside a task run each is None, and ``logger`` is the plain ``balancer.task``
     logger."""
 
     def __getitem__(self, key: str) -> Any:
+        if key == LOOP_RESULT:
+            facts = _facts.get()
+            value = NO_LOOP_RESULT if facts is None else facts.loop_state()[1]
+            if value is NO_LOOP_RESULT:
+                raise KeyError(key)
+            return value
         if key not in KEYS:
             raise KeyError(key)
         facts = _facts.get()
@@ -193,6 +227,8 @@ class Context(Mapping[str, Any]):
             return facts.more().get(key)
         if key == "parameters":
             return facts.flow_parameters()
+        if key == "task_loop_count":
+            return facts.loop_state()[0]
         return getattr(facts, key)
 
     def __getattr__(self, name: str) -> Any:

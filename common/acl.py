@@ -52,7 +52,7 @@ ROLES = {
     "worker": Role(
         "worker",
         scripts=("heartbeat", "ack", "take", "fail", "mark_running", "release", "name_run",
-                 "slots_take"),
+                 "slots_take", "loop"),
         commands=(
             "ZADD",  # light heartbeat
             "EXISTS", "RPUSH",  # claiming its id, deregistering

@@ -107,6 +107,16 @@ class Cancelled(Finished):
     pass
 
 
+class Looped(Finished):
+    """An iteration of a looping run ended (``LOOP``): the task runs again at once, with
+    its ``result`` as ``context.task_loop_result``."""
+
+    def __init__(self, message: str | None = None, result: Any = None,
+                 loop_count: int = 1) -> None:
+        super().__init__(message, result)
+        self.loop_count = loop_count
+
+
 class PrefectStateSignal(Exception):
     """A signal: how the run ends is its ``mode`` ("skip", "final", "again", "success")."""
 
@@ -140,6 +150,21 @@ class RETRY(PrefectStateSignal):
     mode = "again"
 
 
+class LOOP(PrefectStateSignal):
+    """Run the task again at once, in the same run, with ``result`` (the signal itself
+    when none is given, as Prefect 1's) as ``context.task_loop_result`` and
+    ``context.task_loop_count`` one more: a loop whose length is known only as it runs
+    (pages of an API, polling). Its progress is recorded on the task, so that a retry,
+    or the run after a crash, goes on from the last iteration (worker/loopstate.py)."""
+
+    mode = "loop"
+
+    def __init__(self, message: Any = None, *args: Any, result: Any = None) -> None:
+        super().__init__(message, *args)
+        self.result = self if result is None else result
+        self.state = Looped(self.message, self.result)
+
+
 class ENDRUN(PrefectStateSignal):
     """Stop and end the run in ``state``: Success, Failed or Skipped, or Retrying (it runs
     again after its retry delay); any other state fails it."""
@@ -153,7 +178,7 @@ class ENDRUN(PrefectStateSignal):
         self.mode = self.state.mode or "final"
 
 
-__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Cached", "Cancelled", "Failed", "Finished",
-           "Pending",
+__all__ = ["ENDRUN", "FAIL", "LOOP", "RETRY", "SKIP", "Cached", "Cancelled", "Failed",
+           "Finished", "Looped", "Pending",
            "PrefectStateSignal", "Retrying", "Running", "Scheduled", "Skipped", "State",
            "Success", "TimedOut"]

@@ -734,6 +734,14 @@ class Scripts:
         return bool(self._run("name_run", [k.leases(worker_id), k.task(task_id)],
                               [task_id, token, name]))
 
+    def record_loop(self, worker_id: str, task_id: str, token: str, loop: bytes,
+                    deadline_ms: int) -> bool:
+        """Record a looping run's progress on its task, and push its lease's deadline
+        ``deadline_ms`` from now (0: none), where the lease still holds (loop.lua)."""
+        k = self.keys
+        return bool(self._run("loop", [k.leases(worker_id), k.task(task_id), k.deadlines],
+                              [task_id, token, worker_id, loop, deadline_ms]))
+
     def release(self, worker_id: str, tasks: Sequence[LeasedTask]) -> int:
         k = self.keys
         keys = [k.inbox(worker_id), k.leases(worker_id), k.inflight, k.wake, k.deadlines,

@@ -40,7 +40,7 @@ from balancer.common.scripts import Scripts
 from balancer.common.settings import WORKER_CHILD_ENV, Settings
 from balancer.common.signals import Lease
 from balancer.common.urls import scrub
-from balancer.worker import statehooks
+from balancer.worker import looping, statehooks
 from balancer.worker.ack import Acker
 from balancer.worker.batchslot import BatchSlot
 from balancer.worker.doorbell import DoorbellInbox
@@ -89,13 +89,20 @@ class ChildSpec:
 
 class InlineRunner:
     """Runs the task on the calling thread: this process is the task's sandbox, and its
-    supervisor kills it past the task's timeout."""
+    supervisor kills it past the task's timeout, counted from ``record``'s clock (each
+    iteration of a looping run restarts it: worker/looping.py)."""
 
-    def __init__(self, max_result_bytes: int) -> None:
+    def __init__(self, max_result_bytes: int, record: Record | None = None) -> None:
         self.max_result_bytes = max_result_bytes
+        self.record = record
 
     def run(self, fn_path: str, args_blob: bytes, timeout: float | None) -> Outcome:
+        looping.restarting(self._restart if timeout is not None else None)
         return execute(fn_path, args_blob, self.max_result_bytes, timeout)
+
+    def _restart(self) -> None:
+        if self.record is not None:
+            self.record.looped(time.monotonic())
 
     def stop_task(self, why: str) -> None:
         """Nothing here: the supervisor kills this process instead."""
@@ -253,7 +260,8 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
     settings = spec.settings
     client = connect(settings.server_url)
     keys = Keys(settings.namespace)
-    holding = RecordedHolding(Record.attach(shared), conn)
+    record = Record.attach(shared)
+    holding = RecordedHolding(record, conn)
     stopping = threading.Event()
     # Every pool child of the worker blocks on the same inbox.
     inbox = (Inbox(spec.worker_id, client, keys, holding.add, stopping, spec.concurrency)
@@ -263,7 +271,8 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
     ackers = [Acker(spec.worker_id, Scripts.for_settings(client, keys.of(p), settings),
                     settings, holding, lambda: 0, spec.concurrency)
               for p in range(spec.partitions)]
-    slot = BatchSlot(spec.worker_id, client, keys, InlineRunner(settings.max_payload_bytes),
+    slot = BatchSlot(spec.worker_id, client, keys,
+                     InlineRunner(settings.max_payload_bytes, record),
                      inbox, ackers[0], holding, stopping, ahead_field=str(spec.index),
                      ackers=ackers,
                      retirement=Retirement.of(settings.max_tasks_per_child,

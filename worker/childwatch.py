@@ -254,7 +254,7 @@ class ChildWatch(threading.Thread):
         if self._shown is not None and self._shown[0] == snap.gen:
             horizon = now + SHOWN_LOOK  # the child tells when a long run ends
         if snap.lease.timeout is not None:
-            horizon = min(horizon, snap.started + snap.lease.timeout)
+            horizon = min(horizon, snap.clock + snap.lease.timeout)
         return max(0.0, horizon - now)
 
     def _show(self, snap: Snapshot) -> None:
@@ -291,7 +291,7 @@ class ChildWatch(threading.Thread):
         lease = snap.lease
         if snap.phase != RUNNING or lease is None or lease.timeout is None:
             return
-        if time.monotonic() - snap.started < lease.timeout:
+        if time.monotonic() - snap.clock < lease.timeout:  # a loop's: its iteration's
             return
         log.warning("task=%s passed its timeout of %ss; killing pid=%s on worker=%s",
                     lease.task_id, lease.timeout, self.process.pid, self.worker_id)

@@ -28,8 +28,8 @@ from typing import Any
 from balancer.common import codec, importpath, taskstdout
 from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.importpath import RUN_NAME_KEYWORD, TaskNotAllowed, TaskNotFound, load
-from balancer.common.runsignals import PrefectStateSignal, State
-from balancer.worker import statehooks
+from balancer.common.runsignals import LOOP, PrefectStateSignal, State
+from balancer.worker import looping, statehooks
 from balancer.worker.outcome import Outcome, Ran
 
 from balancer import runcontext, runnames
@@ -144,9 +144,14 @@ def _call(fn_path: str, fn: Any, args: list[Any], kwargs: dict[str, Any],
     printed = (taskstdout.capture(runcontext.context["logger"])
                if importpath.logs_stdout(fn_path) else None)
     try:
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = run_awaitable(value, timeout)
+        while True:
+            try:
+                value = fn(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    value = run_awaitable(value, timeout)
+                break
+            except LOOP as signal:  # Prefect 1's: called again, the loop one further
+                looping.next_iteration(signal)
     except PrefectStateSignal as signal:
         if signal.mode == "success":  # ENDRUN(Success(...)): completed, with its result
             return Ran(True, getattr(getattr(signal, "state", None), "result", None))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from typing import Protocol
 
 from balancer.common.codec import ErrorInfo
-from balancer.worker import statehooks
+from balancer.worker import looping, statehooks
 from balancer.worker.executor import close_loop, execute
 from balancer.worker.interrupt import TaskInterrupted, running, stragglers
 from balancer.worker.outcome import Outcome
@@ -69,12 +70,21 @@ class ThreadRunner:
         context = contextvars.copy_context()
         verdict = statehooks.Verdict()
         context.run(statehooks.awaiting_verdict, verdict)
+        deadline = [time.monotonic() + timeout]
+
+        def restart() -> None:  # a looping run's next iteration (worker/looping.py)
+            deadline[0] = time.monotonic() + timeout
+
+        context.run(looping.restarting, restart)
         thread = threading.Thread(target=context.run, args=(run,), name=f"task-{fn_path}",
                                   daemon=True)
         self._task = (thread, fn_path)
         try:
             thread.start()
-            thread.join(timeout)
+            while True:
+                thread.join(max(0.0, deadline[0] - time.monotonic()))
+                if not thread.is_alive() or time.monotonic() >= deadline[0]:
+                    break
             if thread.is_alive():
                 stopped = stragglers.stop(thread, fn_path, f"past its timeout of {timeout}s")
                 outcome = _timeout(fn_path, timeout, stopped)

@@ -32,9 +32,9 @@ from balancer.common.signals import Lease
 IDLE, TAKEN, RUNNING, FINISHING = 0, 1, 2, 3
 PHASES = ("idle", "taken", "running", "finishing")
 
-# phase, asleep, gen, started (monotonic s), started (wall ms), description length,
-# held list length
-_HEAD = struct.Struct("<BBxxIddII")
+# phase, asleep, gen, started (monotonic s), started (wall ms), clock (monotonic s: when
+# the run's current loop iteration started), description length, held list length
+_HEAD = struct.Struct("<BBxxIdddII")
 _HELD_LEN = _HEAD.size - 4
 SIZE = 16384
 _ROOM = 2048  # for the description
@@ -49,6 +49,9 @@ class Snapshot:
     started: float  # time.monotonic() of the child (the same clock in every process)
     started_ms: int
     lease: Lease | None  # without args and children: what the supervisor needs to settle it
+    # When the run's timeout started counting: ``started``, or a later iteration's start
+    # for a looping run (worker/looping.py: its timeout bounds each iteration).
+    clock: float = 0.0
 
 
 def _describe(lease: Lease) -> bytes:
@@ -87,12 +90,12 @@ class Record:
         """The child holds ``lease`` now, to run it next. True when the supervisor sleeps
         until told."""
         view = self._view
-        _, asleep, gen, _, _, _, _ = _HEAD.unpack_from(view)
+        _, asleep, gen, _, _, _, _, _ = _HEAD.unpack_from(view)
         blob = _describe(lease)
         view[0] = IDLE
         view[_HEAD.size:_HEAD.size + len(blob)] = blob
         view[1] = 0  # told once
-        struct.pack_into("<IddI", view, 4, (gen + 1) & 0xFFFFFFFF, 0.0, 0, len(blob))
+        struct.pack_into("<IdddI", view, 4, (gen + 1) & 0xFFFFFFFF, 0.0, 0, 0.0, len(blob))
         view[0] = TAKEN
         return bool(asleep)
 
@@ -112,8 +115,12 @@ class Record:
 
     def started(self, at: float, at_ms: int) -> None:
         view = self._view
-        struct.pack_into("<dd", view, 8, at, at_ms)
+        struct.pack_into("<ddd", view, 8, at, at_ms, at)
         view[0] = RUNNING
+
+    def looped(self, at: float) -> None:
+        """The run's next loop iteration starts: its timeout counts from ``at``."""
+        struct.pack_into("<d", self._view, 24, at)
 
     def finishing(self) -> None:
         self._view[0] = FINISHING
@@ -125,13 +132,13 @@ class Record:
 
     def read(self) -> Snapshot:
         view = self._view
-        phase, _, gen, started, started_ms, size, _ = _HEAD.unpack_from(view)
+        phase, _, gen, started, started_ms, clock, size, _ = _HEAD.unpack_from(view)
         lease = None
         if phase != IDLE:
             lease = _read_lease(bytes(view[_HEAD.size:_HEAD.size + min(size, _ROOM)]))
             if lease is None:
                 phase = IDLE
-        return Snapshot(phase, gen, started, int(started_ms), lease)
+        return Snapshot(phase, gen, started, int(started_ms), lease, clock)
 
     def held(self) -> list[tuple[str, str, str, int]]:
         """(task id, token, queue, partition) of every lease the child listed as held; a

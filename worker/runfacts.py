@@ -13,29 +13,34 @@ from balancer.common.codec import CodecError
 from balancer.common.keys import Keys
 from balancer.common.replies import as_opt_bytes, field_int, field_tags, field_utc
 from balancer.common.signals import Lease
+from balancer.worker.looping import LoopStore
 
 from balancer.runcontext import RunFacts, dated
 
 
 def facts(lease: Lease, worker_id: str, client: redis.Redis, keys: Keys,
-          record_name: Callable[[str], None] | None = None) -> RunFacts:
+          record_name: Callable[[str], None] | None = None,
+          loop_store: LoopStore | None = None) -> RunFacts:
     """The run's facts: the lease's at once, the records' on demand (``keys``: those of
-    the lease's partition); ``record_name`` writes the run's name once it is made."""
+    the lease's partition); ``record_name`` writes the run's name once it is made;
+    ``loop_store`` keeps a looping run's progress (worker/looping.py)."""
     return RunFacts(lease.task_id, lease.name, lease.flow, lease.queue, worker_id,
                     lambda: read(client, keys, lease.task_id, lease.flow),
                     record_name=record_name, client=client, namespace=keys.namespace,
-                    read_parameters=lambda: parameters(client, keys, lease.flow))
+                    read_parameters=lambda: parameters(client, keys, lease.flow),
+                    loop_store=loop_store)
 
 
 def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[str, Any]:
     """The task's runs so far (this one included) and tags, its flow's name, and the
     date the run stands for: a scheduled run's due time, else when it was submitted. Also,
     for the worker's state handlers (worker/statehooks.py) and not offered to tasks, its
-    failures so far and its retries (``failures`` and ``retries``)."""
+    failures so far and its retries (``failures`` and ``retries``), and a looping run's
+    recorded progress (``loop``: worker/looping.py reads it)."""
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries"])
+    pipe.hmget(keys.task(task_id), ["failures", "lost", "tags", "retries", "loop"])
     pipe.hmget(keys.flow(flow_id), ["name", "scheduled", "created", "run_name", "deployment"])
-    ((failures, lost, tags, retries),
+    ((failures, lost, tags, retries, loop),
      (name, scheduled, created, run_name, deployment)) = pipe.execute()
     flow_name = name.decode(errors="replace") if name is not None else None
     out: dict[str, Any] = {
@@ -44,7 +49,8 @@ def read(client: redis.Redis, keys: Keys, task_id: str, flow_id: str) -> dict[st
         "task_tags": sorted(field_tags(tags)),
         "flow_name": flow_name,
         "flow_run_name": run_name.decode(errors="replace") if run_name is not None else flow_name,
-        "deployment": deployment.decode(errors="replace") if deployment is not None else None}
+        "deployment": deployment.decode(errors="replace") if deployment is not None else None,
+        "loop": loop}
     return {**out, **dated(field_utc(scheduled) or field_utc(created)
                            or datetime.now(timezone.utc))}
 

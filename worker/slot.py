@@ -23,6 +23,7 @@ from balancer.worker import caching, executor, runfacts, statehooks
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.holding import Holding
 from balancer.worker.inbox import Inbox
+from balancer.worker.looping import LoopStore
 from balancer.worker.outcome import Outcome
 from balancer.worker.pool import Runner
 
@@ -144,9 +145,13 @@ class Slot(threading.Thread):
                 outcome = Outcome.failure(ErrorInfo("balancer.UpstreamResultMissing",
                                                     str(exc)))
             else:
+                acker = self._acker(lease)
                 token = runcontext.enter(runfacts.facts(
                     lease, self.worker_id, self.client, self._keys(lease),
-                    functools.partial(self._record_name, lease)))
+                    functools.partial(self._record_name, lease),
+                    LoopStore(acker.scripts, self.signer, self.worker_id, lease,
+                              int(acker.settings.timeout_grace * 1000),
+                              acker.settings.max_payload_bytes)))
                 try:
                     outcome = self._run_or_reuse(lease, args)
                 finally:

@@ -1,8 +1,10 @@
-"""Prefect 1's ``prefect.engine.signals``: SKIP, FAIL, RETRY, ENDRUN (common/runsignals.py)."""
+"""Prefect 1's ``prefect.engine.signals``: SKIP, FAIL, RETRY, ENDRUN, LOOP
+(common/runsignals.py)."""
 
 from balancer.common.runsignals import (
     ENDRUN,
     FAIL,
+    LOOP,
     RETRY,
     SKIP,
     Failed,
@@ -11,5 +13,5 @@ from balancer.common.runsignals import (
     Success,
 )
 
-__all__ = ["ENDRUN", "FAIL", "RETRY", "SKIP", "Failed", "PrefectStateSignal", "Skipped",
+__all__ = ["ENDRUN", "FAIL", "LOOP", "RETRY", "SKIP", "Failed", "PrefectStateSignal", "Skipped",
            "Success"]

@@ -7,6 +7,7 @@ from balancer.common.runsignals import (
     Cancelled,
     Failed,
     Finished,
+    Looped,
     Pending,
     Retrying,
     Running,
@@ -17,5 +18,5 @@ from balancer.common.runsignals import (
     TimedOut,
 )
 
-__all__ = ["Cached", "Cancelled", "Failed", "Finished", "Pending", "Retrying", "Running",
+__all__ = ["Cached", "Cancelled", "Failed", "Finished", "Looped", "Pending", "Retrying", "Running",
            "Scheduled", "Skipped", "State", "Success", "TimedOut"]
