@@ -4,6 +4,7 @@ notes its iterations in the file $LOOP_LOG (written by whichever process runs it
 from __future__ import annotations
 
 import os
+import signal
 import time
 from typing import Any
 
@@ -62,3 +63,19 @@ def stalls_in_round(rounds: int) -> int:
     if count == rounds:
         time.sleep(30)
     raise LOOP(f"round {count}")
+
+
+@task
+def pages_dying_once(last: int, dies_at: int, marker: str) -> list[int]:
+    """As ``pages``, but its process dies at page ``dies_at`` once (the kernel's OOM
+    killer): the run after the crash goes on from there."""
+    count = prefect.context.task_loop_count
+    got: list[int] = prefect.context.get("task_loop_result", [])
+    _note(f"page {count} after {got}")
+    if count == dies_at and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    got = [*got, count]
+    if count == last:
+        return got
+    raise LOOP(result=got)

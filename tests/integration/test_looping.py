@@ -16,17 +16,27 @@ from tests.integration import loop_tasks
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["thread", "process"])
-def looping(request: pytest.FixtureRequest, procs: Processes, tmp_path: Path
-            ) -> Processes:
+def _cluster(procs: Processes, tmp_path: Path, pool: str) -> Processes:
     procs.env["LOOP_LOG"] = str(tmp_path / "loop.log")
     # A short grace: the dispatcher fails a lease its timeout plus this after it began,
     # unless each iteration pushes the deadline out.
     procs.env["BALANCER_TIMEOUT_GRACE"] = "0.5"
     procs.serve()
-    procs.worker("--pool", request.param, "--concurrency", "2",
+    procs.worker("--pool", pool, "--concurrency", "2",
                  "--import", "tests.integration.loop_tasks")
     return procs
+
+
+@pytest.fixture(params=["thread", "process"])
+def looping(request: pytest.FixtureRequest, procs: Processes, tmp_path: Path
+            ) -> Processes:
+    return _cluster(procs, tmp_path, request.param)
+
+
+@pytest.fixture
+def process_pool(procs: Processes, tmp_path: Path) -> Processes:
+    """A task that kills its process: a pool child's (a thread pool's is the worker)."""
+    return _cluster(procs, tmp_path, "process")
 
 
 def test_a_looping_task_carries_its_result_from_one_iteration_to_the_next(
@@ -50,6 +60,19 @@ def test_a_retried_loop_goes_on_from_its_last_iteration(
         "page 1 after []", "page 2 after [1]", "page 3 after [1, 2]",
         "page 3 after [1, 2]",  # the retry, from the iteration that failed
         "page 4 after [1, 2, 3]", "page 5 after [1, 2, 3, 4]"]
+
+
+def test_a_loop_whose_process_died_goes_on_from_its_last_iteration(
+        process_pool: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    with Flow("paged") as flow:
+        got = loop_tasks.pages_dying_once(4, 3, str(tmp_path / "died-once"))
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.state == "completed", run.first_failure()
+    assert run.result(got) == [1, 2, 3, 4]
+    assert (tmp_path / "loop.log").read_text().splitlines() == [
+        "page 1 after []", "page 2 after [1]", "page 3 after [1, 2]",
+        "page 3 after [1, 2]",  # the run after the crash
+        "page 4 after [1, 2, 3]"]
 
 
 def test_a_task_s_timeout_bounds_each_iteration_not_the_whole_loop(
