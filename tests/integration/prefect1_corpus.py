@@ -16,8 +16,10 @@ from typing import Any
 
 import redis
 
+import balancer as prefect
 from balancer import Flow, Parameter, Task, case, flatten, ifelse, merge, task, triggers, unmapped
 from balancer.engine import signals
+from balancer.engine.signals import LOOP
 from balancer.engine.state import Failed, Success
 
 Check = Callable[[Any], None]
@@ -506,6 +508,45 @@ def snippet_task_classes(ctx: Ctx) -> tuple[Flow, Check]:
         assert state.result[a].result == 3
         assert state.result[b].result == 11
         assert state.result[doubled].result == [2, 4, 6]
+    return flow, check
+
+
+def next_fibonacci(n: int) -> int:
+    """The n-th Fibonacci number (the docs ask an API for it)."""
+    a, b = 1, 1
+    for _ in range(n - 1):
+        a, b = b, a + b
+    return a
+
+
+@task(max_retries=5, retry_delay=timedelta(seconds=0.05))
+def compute_large_fibonacci(M: int) -> int:
+    # we extract the accumulated task loop result from context
+    loop_payload = prefect.context.get("task_loop_result", {})
+
+    n = loop_payload.get("n", 1)
+    fib = loop_payload.get("fib", 1)
+
+    next_fib = next_fibonacci(n)
+
+    if next_fib > M:
+        return fib  # return statements end the loop
+
+    raise LOOP(message=f"Fib {n}={next_fib}", result=dict(n=n + 1, fib=next_fib))
+
+
+def snippet_task_looping(ctx: Ctx) -> tuple[Flow, Check]:
+    """Prefect 1 docs, "Looping": the largest Fibonacci number below M, one LOOP per
+    number, alone and mapped over several M."""
+    with Flow("fibonacci") as flow:
+        M = Parameter("M", default=100)
+        fib_num = compute_large_fibonacci(M)
+        ms = Parameter("ms", default=[10, 100, 1000, 1500])
+        fib_nums = compute_large_fibonacci.map(ms)
+
+    def check(state: Any) -> None:
+        assert state.result[fib_num].result == 89
+        assert state.result[fib_nums].result == [8, 89, 987, 987]
     return flow, check
 
 
