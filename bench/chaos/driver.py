@@ -285,6 +285,9 @@ class ChaosDriver:
     def _kill_worker(self) -> None:
         name = self.rng.choice(sorted(self.live))
         live = self.live.pop(name)
+        # A replacement may still be starting (a process pool takes a few seconds to
+        # start on a busy host): killed before it registered, it held nothing.
+        starting = self.client.zscore(self.keys.workers, name) is None
         at = self._elapsed()
         kids = _kill_tree(live.proc)
         # The dead worker's leases and inbox stay in Redis until the dispatcher reaps it
@@ -300,11 +303,11 @@ class ChaosDriver:
         waiting = {e.split(b"|", 1)[0].decode(errors="replace") for e in inbox}
         kill = Kill(len(self.kills) + 1, at, "worker", name, live.pool, leased,
                     leased - waiting)
-        if registered is None:
+        if registered is None and not starting:
             self.snapshot_problems.append(f"worker {name} was reaped before its leases were"
                                           f" read ({late:.2f}s after the kill)")
         self.kills.append(kill)
-        self.say(kill.describe())
+        self.say(kill.describe() + (" (killed while it started)" if starting else ""))
         self._start_worker(live.pool, live.concurrency)
         wait_ended(kids, timeout=2)
 
