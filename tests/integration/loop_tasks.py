@@ -30,14 +30,17 @@ def largest_fibonacci_below(limit: int) -> int:
 
 
 @task(retries=1, retry_delay=0.05)
-def pages(last: int, broken_at: int, marker: str) -> list[int]:
-    """Gathers pages 1..last, one per iteration; fails once at page ``broken_at``: its
-    retry goes on from there."""
+def pages(last: int, broken_at: int, marker: str, dies: bool = False) -> list[int]:
+    """Gathers pages 1..last, one per iteration; at page ``broken_at``, once, it fails
+    (or its process dies, as by the kernel's OOM killer): the run after goes on from
+    there."""
     count = prefect.context.task_loop_count
     got: list[int] = prefect.context.get("task_loop_result", [])
     _note(f"page {count} after {got}")
     if count == broken_at and not os.path.exists(marker):
         open(marker, "w").close()
+        if dies:
+            os.kill(os.getpid(), signal.SIGKILL)
         raise ConnectionError(f"page {count} timed out")
     got = [*got, count]
     if count == last:
@@ -64,18 +67,3 @@ def stalls_in_round(rounds: int) -> int:
         time.sleep(30)
     raise LOOP(f"round {count}")
 
-
-@task
-def pages_dying_once(last: int, dies_at: int, marker: str) -> list[int]:
-    """As ``pages``, but its process dies at page ``dies_at`` once (the kernel's OOM
-    killer): the run after the crash goes on from there."""
-    count = prefect.context.task_loop_count
-    got: list[int] = prefect.context.get("task_loop_result", [])
-    _note(f"page {count} after {got}")
-    if count == dies_at and not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    got = [*got, count]
-    if count == last:
-        return got
-    raise LOOP(result=got)
