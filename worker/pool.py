@@ -71,9 +71,10 @@ class ThreadRunner:
         verdict = statehooks.Verdict()
         context.run(statehooks.awaiting_verdict, verdict)
         deadline = [time.monotonic() + timeout]
+        verdict.deadline = deadline[0]
 
         def restart() -> None:  # a looping run's next iteration (worker/looping.py)
-            deadline[0] = time.monotonic() + timeout
+            deadline[0] = verdict.deadline = time.monotonic() + timeout
 
         context.run(looping.restarting, restart)
         thread = threading.Thread(target=context.run, args=(run,), name=f"task-{fn_path}",

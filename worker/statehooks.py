@@ -197,11 +197,13 @@ def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
     reports (TimedOut, or Retrying); else its run was cancelled. None for any other run."""
     if ran.ok or ran.error is None or not ran.error.type.endswith(".TaskInterrupted"):
         return None
-    if timeout is None or took < timeout:
+    verdict = _verdict.get()
+    past = (verdict.past_deadline() if verdict is not None and verdict.deadline is not None
+            else timeout is not None and took >= timeout)
+    if timeout is None or not past:
         return Cancelled("Its run was cancelled.")
     error = ErrorInfo("TimeoutError", f"task {fn_path} ran past its timeout of {timeout}s"
                                       " and was stopped")
-    verdict = _verdict.get()
     retried = _retry_left(facts["failures"], facts["retries"]) and (
         verdict is None or verdict.retried())
     return (Retrying if retried else TimedOut)(str(error), error)
@@ -216,6 +218,13 @@ class Verdict:
     def __init__(self) -> None:
         self._settled = threading.Event()
         self._retried = True
+        # When the slot gives the run up (time.monotonic()): its start plus its timeout,
+        # or a looping run's last iteration's (worker/looping.py). None: not told.
+        self.deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        """Whether the run was given up past its timeout, not cancelled before it."""
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
     def settle(self, retried: bool) -> None:
         self._retried = retried

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from balancer.common.runsignals import FAIL, Failed, Skipped, State, Success
+from balancer.common.runsignals import FAIL, LOOP, Failed, Skipped, State, Success
 
 from balancer import task
 
@@ -157,3 +157,10 @@ def condition_raises(obj: Any, run: Any, state: Any) -> bool:
 @task(retries=3, retry_condition_fn=condition_raises)
 def badly_picky() -> None:
     raise ValueError("x")
+
+
+@task(timeout=0.3, state_handlers=[note])
+def loops_slowly() -> None:
+    """Loops for good, each iteration well within its timeout (Prefect 1's LOOP)."""
+    time.sleep(0.15)
+    raise LOOP("again")

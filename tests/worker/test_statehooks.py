@@ -4,6 +4,7 @@ handler's answer settling the run."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -237,3 +238,28 @@ def test_a_crashed_process_pool_run_is_retrying_while_put_back_and_failed_once_q
     assert [(old, new) for _, old, new, _ in handled.SEEN] == [("Running", "Retrying"),
                                                                ("Running", "Failed")]
     assert statehooks.Killed(*codec.unpack(codec.pack([*crashed]))) == crashed
+
+
+def test_a_looping_thread_pool_run_cancelled_past_one_timeout_is_cancelled_for_its_handlers(
+) -> None:
+    """Its timeout bounds each iteration (worker/looping.py): a run cancelled after more
+    than one timeout in all, each iteration within it, was cancelled, not timed out."""
+    handled.SEEN.clear()
+    facts = RunFacts("t1", "loops_slowly", "f1", "default", "w1",
+                     lambda: {"failures": 0, "retries": 0, "task_run_count": 1})
+    runner = ThreadRunner(MAX)
+    ran = threading.Thread(target=lambda: bound_run(runner, facts))
+    ran.start()
+    time.sleep(0.8)  # 5 iterations of 0.15 s under a timeout of 0.3 s
+    runner.stop_task("its run was cancelled")
+    ran.join(5)
+    deadline = time.monotonic() + 10
+    while len(handled.SEEN) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(old, new) for _, old, new, _ in handled.SEEN] == [("Pending", "Running"),
+                                                               ("Running", "Cancelled")]
+
+
+def bound_run(runner: ThreadRunner, facts: RunFacts) -> None:
+    with bound(facts):
+        runner.run("tests.worker.handled:loops_slowly", CALL, 0.3)
