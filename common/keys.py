@@ -11,7 +11,8 @@ partitions over its slots. Every key below exists once per partition, but for
 | key                  | type        | what                                                        |
 | -------------------- | ----------- | ----------------------------------------------------------- |
 | task:<id>            | hash        | spec (fn, args, options, children), state, deps, lease and  |
-|                      |             | worker while running, lost (crashes), result or error       |
+|                      |             | worker while running, lost (crashes), result or error, loop |
+|                      |             | (a looping run's progress: worker/looping.py)               |
 | flow:<id>            | hash        | name, tasks, state, total, remaining, failed, timestamps    |
 | flow:<id>:done       | list        | gets the final state once; clients wait on it with BLMOVE   |
 |                      |             | onto itself, so that every waiter sees it                   |
