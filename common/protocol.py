@@ -264,6 +264,7 @@ LAYOUTS: dict[str, Layout] = {
     "leader": layout("leader, epoch, events, dispatchers", "dispatcher id, ttl ms, events cap"),
     "mark_running": layout("leases, events", "worker id, events cap, task events", "task...",
                            "(task id, token, started ms)... in the order of the task keys"),
+    "loop": layout("leases, task, deadlines", "task id, token, worker id, loop, deadline ms"),
     "name_run": layout("leases, task", "task id, token, name"),
     "promote": layout("delayed, gate", "none", "(task, queue)...", "task id..."),
     "queue_rm": layout("queues, queue, queue-conf, offer, inflight, wake", "queue name"),

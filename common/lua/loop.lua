@@ -4,8 +4,9 @@
 -- its timeout plus grace, since a task's timeout bounds each iteration of its loop (the
 -- dispatcher would otherwise fail a loop that outlived one timeout, while it runs).
 -- KEYS: leases, task, deadlines
--- ARGV: task id, token, worker id, loop (packed, as loopstate writes it), ms from now to
---       the new deadline (0: the task has no timeout)
+-- ARGV: task id, token, worker id, loop, deadline ms
+-- (loop: the progress, packed as worker/looping.py writes it; deadline ms: from now to the
+-- lease's new deadline, 0 when the task has no timeout.)
 -- Returns 1 when it was written, else 0.
 if redis.call('SISMEMBER', KEYS[1], ARGV[1] .. '|' .. ARGV[2]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end

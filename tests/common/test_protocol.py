@@ -178,6 +178,7 @@ CALLS: dict[str, Callable[[Scripts], Any]] = {
     "heartbeat": lambda s: s.heartbeat("w1", b"info", 1000),
     "leader": lambda s: s.lead("d1", 1000),
     "mark_running": lambda s: s.mark_running("w1", [("t1", "1.1.1"), ("t2", "1.1.2")]),
+    "loop": lambda s: s.record_loop("w1", "t1", "1.1.1", b"\x92\xc4\x00\xa0", 5000),
     "name_run": lambda s: s.name_run("w1", "t1", "1.1.1", "fetch-a"),
     "promote": lambda s: s.promote([("t1", "q"), ("t2", "r")]),
     "reap": lambda s: s.reap("1|d", "w1", 5, 3, b"e", [LeasedTask("t1", "q", "1.1.1")]),
