@@ -73,7 +73,6 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
     """Run the task (``run``) between its handlers' calls, and report the outcome their
     answer makes (``settle``)."""
     target, handlers = handled
-    began = time.monotonic()
     current = runcontext.current()
     if current is not None:
         target = _named(target, current.task_name)
@@ -89,10 +88,9 @@ def around(handled: tuple[Any, list[Any]], run: Callable[[], Ran],
         return settle(ran_of(started, None))
     ran = _retry_condition(target, run(), lambda: facts)
     outcome = settle(ran)
-    took = time.monotonic() - began
     try:
         with shielded():  # the run is over: a thread pool's interrupt must not cut them
-            final = (_given_up(ran, fn_path, timeout, took, facts)
+            final = (_given_up(ran, fn_path, timeout, facts)
                      or _state_of(ran, outcome, facts))
             answered = _call(target, handlers, started, final)
     except HandlerFailed as exc:
@@ -190,22 +188,20 @@ def _retry_left(failures: int, retries: int) -> bool:
     return failures + 1 <= retries
 
 
-def _given_up(ran: Ran, fn_path: str, timeout: float | None, took: float,
+def _given_up(ran: Ran, fn_path: str, timeout: float | None,
               facts: dict[str, Any]) -> State | None:
     """The state of a thread-pool run the worker gave up on, which ends in the
-    ``TaskInterrupted`` raised in its thread: past its timeout, the timeout the worker
-    reports (TimedOut, or Retrying); else its run was cancelled. None for any other run."""
+    ``TaskInterrupted`` raised in its thread: past the slot's deadline (``Verdict``: only a
+    thread-pool run with a timeout has one), the timeout the worker reports (TimedOut, or
+    Retrying); else its run was cancelled. None for any other run."""
     if ran.ok or ran.error is None or not ran.error.type.endswith(".TaskInterrupted"):
         return None
     verdict = _verdict.get()
-    past = (verdict.past_deadline() if verdict is not None and verdict.deadline is not None
-            else timeout is not None and took >= timeout)
-    if timeout is None or not past:
+    if timeout is None or verdict is None or not verdict.past_deadline():
         return Cancelled("Its run was cancelled.")
     error = ErrorInfo("TimeoutError", f"task {fn_path} ran past its timeout of {timeout}s"
                                       " and was stopped")
-    retried = _retry_left(facts["failures"], facts["retries"]) and (
-        verdict is None or verdict.retried())
+    retried = _retry_left(facts["failures"], facts["retries"]) and verdict.retried()
     return (Retrying if retried else TimedOut)(str(error), error)
 
 
