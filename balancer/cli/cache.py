@@ -33,7 +33,9 @@ def cache_ls(match: str | None, as_json: bool, cluster: Cluster) -> None:
     """List the cached results not yet expired, soonest to expire first: cache key, label
     (a target as rendered, what a cache key function returned), digest of the inputs,
     expiry and size."""
-    rows = [r for r in _listed(cluster) if match is None or r.matches(match)]
+    rows = [r for view in cluster.each()
+            for r in cached.listed(view.client, view.keys, view.scripts.now_ms())
+            if match is None or r.matches(match)]
     if as_json:
         echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -58,23 +60,20 @@ def cache_rm(names: tuple[str, ...], match: str | None, every: bool,
     if sum((bool(names), match is not None, every)) != 1:
         raise click.UsageError("name cache keys or labels, or give --match GLOB, or --all")
     named = set(names)
-    chosen = [r for r in _listed(cluster)
-              if every or (match is not None and r.matches(match))
-              or r.key in named or (r.label and r.label in named)]
-    total = sum(cached.forget(view.client, view.keys,
-                              [r for r in chosen if r.partition == view.keys.partition])
-                for view in cluster.each())
+    chosen: list[cached.CachedResult] = []
+    total = 0
+    for view in cluster.each():
+        rows = [r for r in cached.listed(view.client, view.keys, view.scripts.now_ms())
+                if every or (match is not None and r.matches(match))
+                or r.key in named or (r.label and r.label in named)]
+        chosen += rows
+        total += cached.forget(view.client, view.keys, rows)
     unknown = sorted(named - {r.key for r in chosen} - {r.label for r in chosen})
     for name in unknown:
         echo(f"no cached result under {name!r} (`balancer cache ls` lists them)", err=True)
     echo(f"deleted {total} cached result{'' if total == 1 else 's'}")
     if unknown:
         raise SystemExit(1)
-
-
-def _listed(cluster: Cluster) -> list[cached.CachedResult]:
-    return [r for view in cluster.each()
-            for r in cached.listed(view.client, view.keys, view.scripts.now_ms())]
 
 
 def _when(ms: int) -> str:
