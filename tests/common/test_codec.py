@@ -109,7 +109,8 @@ def test_encode_call_names_task_and_position_of_unencodable_value() -> None:
 
 @pytest.mark.parametrize("value", [
     {3, 1, 2}, set(), frozenset({"b", "a"}), {(1, (2, "x")), (1,)}, {frozenset({1}), 2},
-    [{1}, {"k": frozenset()}], {1, "mixed", 2.5, None}], ids=repr)
+    [{1}, {"k": frozenset()}], {1, "mixed", 2.5, None}],
+    ids=["ints", "empty", "frozen-strs", "tuples", "frozen-in-set", "set-in-list", "mixed"])
 def test_sets_and_frozensets_come_back_as_themselves_with_their_tuples(value: object) -> None:
     back = codec.unpack(codec.pack(value))
     assert back == value and type(back) is type(value)
