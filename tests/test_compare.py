@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
@@ -381,6 +382,26 @@ def _harness_env() -> dict[str, str]:
     return interleaved.agent_env(ROOT)
 
 
+def _marked(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with a mark of this test's own, which every process the run starts
+    inherits: another test's benchmark, running beside this one, is not counted as left
+    behind by this one."""
+    return {**env, "TEST_RUN_MARK": uuid.uuid4().hex}
+
+
+def _left_behind(env: dict[str, str]) -> list[psutil.Process]:
+    """The processes still running with ``env``'s mark."""
+    mark = env["TEST_RUN_MARK"]
+    left = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("TEST_RUN_MARK") == mark:
+                left.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return left
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("measure", ["latency", "submit"])
 def test_interleaved_run_of_our_system_and_a_checkout_reports_their_figures(
@@ -388,7 +409,7 @@ def test_interleaved_run_of_our_system_and_a_checkout_reports_their_figures(
     """Two agents, ours and a "checkout" run by this very interpreter, in turns: the
     latencies of single tasks, or the times of back-to-back submit calls (whose tasks
     all ran before the next turn: the records were waited for)."""
-    env = _harness_env()
+    env = _marked(_harness_env())
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.interleaved", "--systems", "ours",
          "--checkout", f"again={sys.executable}", "--copies", "1", "--rounds", "3",
@@ -406,9 +427,7 @@ def test_interleaved_run_of_our_system_and_a_checkout_reports_their_figures(
     assert "again / ours: p50" in proc.stdout
     assert ("calls/s" in proc.stdout) == (measure == "submit")
     # Every agent stopped its workers and servers.
-    leftover = [p for p in psutil.process_iter(["cmdline"])
-                if "bench.compare.interleaved" in " ".join(p.info["cmdline"] or [])]
-    assert leftover == []
+    assert _left_behind(env) == []
 
 
 @pytest.mark.integration
@@ -436,7 +455,7 @@ def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
     """Our system, our system signing every task, then a "checkout" run by this very
     interpreter: each one's split of a single task's time, CPU per process and script
     times, and no process left behind."""
-    env = _harness_env()
+    env = _marked(_harness_env())
     proc = subprocess.run(
         [sys.executable, "-m", "bench.compare.split", "--tasks", "20", "--warm", "5",
          "--runs", "1", "--checkout", f"again={sys.executable}", "--signing",
@@ -452,10 +471,7 @@ def test_split_of_one_task_s_time_reports_every_process_for_ours_and_a_checkout(
         assert {"client", "pool child", "Redis (broker)"} <= set(run["cpu"])
         assert {"submit_small", "ack"} <= set(run["scripts"])
     assert "in Redis, per call: submit_small" in proc.stdout
-    leftover = [p for p in psutil.process_iter(["cmdline"])
-                if "bench.compare.split" in " ".join(p.info["cmdline"] or [])
-                and p.pid != os.getpid()]
-    assert leftover == []
+    assert _left_behind(env) == []
 
 
 @pytest.mark.integration
