@@ -18,6 +18,10 @@ ENV_PREFIX = "BALANCER_"
 # runs; a marker, not a setting, so from_env passes it over: code in such a process (a
 # task submitting another task) reads its settings as anywhere else.
 WORKER_CHILD_ENV = "BALANCER_WORKER_CHILD"
+# Set by a worker for its pool's forkserver: the --import modules it imports once, before
+# it forks the children (worker/preload.py). A marker too, passed over by from_env.
+POOL_IMPORTS_ENV = "BALANCER_POOL_IMPORTS"
+_MARKERS = (WORKER_CHILD_ENV, POOL_IMPORTS_ENV)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MIN_KEY_LENGTH = 16  # of a signing key
 
@@ -52,6 +56,12 @@ class Settings:
     # only: a thread pool's slots share one process.
     max_tasks_per_child: int = 0
     max_memory_per_child: int = 0
+    # A process pool's forkserver imports the --import modules once, before it forks the
+    # children, which then share their memory instead of each importing them again (what
+    # a task module loads at import, a model or a large library, is held once). Off: each
+    # child imports them itself, after it is forked (for modules that start threads or
+    # open connections at import, which a fork does not carry over).
+    preload_tasks: bool = True
     # How long past its timeout a task may stay unacknowledged before the dispatcher fails
     # it itself (a backstop for a worker that keeps heartbeating but lost the task).
     timeout_grace: float = 10.0
@@ -105,7 +115,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX) or key == WORKER_CHILD_ENV:
+            if not key.startswith(ENV_PREFIX) or key in _MARKERS:
                 continue
             name = key[len(ENV_PREFIX) :].lower()
             if name not in known:
@@ -207,6 +217,13 @@ class Settings:
 
 def _coerce(key: str, type_name: Any, raw: str) -> Any:
     kind = str(type_name)
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{key}={raw!r} is not a yes or no (1/0, true/false, on/off)")
     try:
         if kind == "float":
             return float(raw)

@@ -105,6 +105,21 @@ def test_replace_bench_times_a_killed_pool_child_s_replacement(tmp_path: Path) -
 
 
 @pytest.mark.integration
+def test_preload_bench_reports_start_and_memory_with_and_without_the_preload(
+        tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "preload.json"
+    proc, figures = _run("preload_bench.py", out, "--slots", "2", "--payload-mb", "8",
+                         "--runs", "1")
+    for name in ("preload", "no_preload"):
+        [registered], [pss] = figures[name]["registered_s"], figures[name]["pss_mb"]
+        assert registered > 0 and pss > 0, figures
+    assert "PSS without / with preload" in proc.stdout
+
+
+@pytest.mark.integration
 def test_retire_bench_runs_each_bound_on_its_own_cluster(tmp_path: Path) -> None:
     from tests.integration.topologies import need_redis_server
 

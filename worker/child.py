@@ -37,7 +37,7 @@ from balancer.common.connection import connect
 from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
 from balancer.common.keys import Keys
 from balancer.common.scripts import Scripts
-from balancer.common.settings import WORKER_CHILD_ENV, Settings
+from balancer.common.settings import POOL_IMPORTS_ENV, WORKER_CHILD_ENV, Settings
 from balancer.common.signals import Lease
 from balancer.common.urls import scrub
 from balancer.worker import looping, statehooks
@@ -301,6 +301,21 @@ def prepare(spec: ChildSpec) -> None:
         sys.path.insert(0, spec.cwd)
     os.environ[WORKER_CHILD_ENV] = "1"
     set_policy(spec.policy)
+
+
+def preload_imports() -> None:
+    """In a pool's forkserver (worker.preload): the worker's --import modules, named by
+    its supervisor in POOL_IMPORTS_ENV, imported once so that every child forked from it
+    shares them (and a module's top-level ``flow.run()`` does not fire, as in a child).
+    One that fails here is left to each child, whose own import says why, as without a
+    preload; the supervisor imported them all before, so it is rare."""
+    names = os.environ.pop(POOL_IMPORTS_ENV, "")
+    with importing_tasks():
+        for module in filter(None, names.split(",")):
+            try:
+                __import__(module)
+            except (Exception, SystemExit):  # SystemExit: it parsed sys.argv
+                continue
 
 
 def import_modules(spec: ChildSpec) -> None:

@@ -29,6 +29,7 @@ from balancer.common.codec import CodecError, ErrorInfo
 from balancer.common.replies import UnexpectedReply, as_opt_bytes_list, field_int
 from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
+from balancer.common.settings import POOL_IMPORTS_ENV
 from balancer.common.signals import Lease
 from balancer.worker import askretry, child, statehooks
 from balancer.worker.ack import Acker, Finished
@@ -85,15 +86,21 @@ class Awake:
         return look_in
 
 
-def pool_context(concurrency: int) -> SpawnContext | ForkServerContext:
+def pool_context(concurrency: int, imports: Sequence[str] = ()
+                 ) -> SpawnContext | ForkServerContext:
     """How a worker of ``concurrency`` slots starts its pool children. Several are forked
-    from one forkserver that has imported their code (``worker.preload``): they share its
-    memory, and a child replaced after a crash, a timeout or a cancel starts in
+    from one forkserver that has imported their code (``worker.preload``), and the task
+    modules ``imports`` (named to it in its environment, which it inherits): they share
+    its memory, and a child replaced after a crash, a timeout or a cancel starts in
     milliseconds. A single child is spawned, a new interpreter: a forkserver would be one
     more process for nothing to share. Spawn too where there is no forkserver (Windows)."""
     if concurrency > 1 and "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload([PRELOAD])
+        if imports:
+            os.environ[POOL_IMPORTS_ENV] = ",".join(imports)
+        else:
+            os.environ.pop(POOL_IMPORTS_ENV, None)
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -115,7 +122,8 @@ class ChildWatch(threading.Thread):
         self.parts = parts or (scripts,)
         self.ackers = ackers or (acker,)
         self.holding = holding  # the worker's: long runs, run times
-        self.ctx = pool_context(spec.concurrency)
+        self.ctx = pool_context(spec.concurrency,
+                                spec.imports if spec.settings.preload_tasks else ())
         self.record = Record(self.ctx)
         self.stopping = False
         self.killing = False  # killed at shutdown: its task is left to the dispatcher

@@ -64,13 +64,20 @@ def main() -> None:
                    " resident memory over MB megabytes, before the kernel's OOM killer"
                    " ends it mid-task (process pool; 0: no bound). Default:"
                    " $BALANCER_MAX_MEMORY_PER_CHILD or 0.")
+@click.option("--preload/--no-preload", "preload", default=None,
+              help="Whether a process pool of several slots imports the --import modules"
+                   " once, in the process it forks the pool processes from, so that they"
+                   " share what the modules load instead of each importing it again."
+                   " --no-preload for modules that start threads or open connections at"
+                   " import, which a fork does not carry over. Default:"
+                   " $BALANCER_PRELOAD_TASKS or on.")
 @log_level_option
 @log_format_option
 def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None,
           imports: tuple[str, ...], allow: tuple[str, ...], redis_url: str | None,
           namespace: str | None, heartbeat_interval: float | None, grace: float | None,
           max_tasks_per_child: int | None, max_memory_per_child: int | None,
-          log_level: str, log_format: str | None) -> None:
+          preload: bool | None, log_level: str, log_format: str | None) -> None:
     """Start a worker serving QUEUEs: heartbeat, fetch, execute, acknowledge.
 
     Example: worker start --queue high-priority --queue default --concurrency 4
@@ -84,7 +91,8 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
                                      heartbeat_interval=heartbeat_interval,
                                      shutdown_grace=grace, log_format=log_format,
                                      max_tasks_per_child=max_tasks_per_child,
-                                     max_memory_per_child=max_memory_per_child)
+                                     max_memory_per_child=max_memory_per_child,
+                                     preload_tasks=preload)
     except SettingsError as exc:
         raise click.UsageError(str(exc)) from None
     logs.setup(log_level, settings.log_format)

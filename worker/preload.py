@@ -1,7 +1,8 @@
 """What the forkserver of a process pool imports once, before it forks the pool's children
-(``worker.childwatch.pool_context``): the child's code, whose memory every child then
-shares with it instead of importing everything again (a spawned child held 27 MB of its
-own, a forked one 13). Imported there alone, for these side effects.
+(``worker.childwatch.pool_context``): the child's code and the worker's task modules
+(``child.preload_imports``), whose memory every child then shares with it instead of
+importing everything again (a spawned child held 27 MB of its own, a forked one 13).
+Imported there alone, for these side effects.
 
 The forkserver ignores SIGTERM, as the children do. systemd (KillMode=control-group) and
 `timeout` signal every process of the worker: a forkserver killed by it would take every
@@ -20,6 +21,7 @@ import signal
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-from balancer.worker import child  # noqa: E402, F401
+from balancer.worker import child  # noqa: E402
 
+child.preload_imports()
 gc.freeze()

@@ -170,3 +170,19 @@ def test_the_dashboard_token_stays_out_of_the_repr() -> None:
     token = "a-dashboard-token-that-is-long"
     settings = Settings.from_env(env={"BALANCER_DASHBOARD_TOKEN": token})
     assert settings.dashboard_token == token and token not in repr(settings)
+
+
+@pytest.mark.parametrize(("raw", "preload"), [("0", False), ("off", False), ("No", False),
+                                             ("1", True), ("true", True), (" on ", True)])
+def test_a_yes_or_no_setting_reads_the_usual_words(raw: str, preload: bool) -> None:
+    assert Settings.from_env(env={"BALANCER_PRELOAD_TASKS": raw}).preload_tasks is preload
+
+
+def test_a_yes_or_no_setting_of_another_word_is_an_error_naming_it() -> None:
+    with pytest.raises(SettingsError, match="BALANCER_PRELOAD_TASKS='maybe'"):
+        Settings.from_env(env={"BALANCER_PRELOAD_TASKS": "maybe"})
+
+
+def test_the_markers_a_worker_sets_for_its_pool_are_not_settings() -> None:
+    env = {"BALANCER_WORKER_CHILD": "1", "BALANCER_POOL_IMPORTS": "app.tasks"}
+    assert Settings.from_env(env=env) == Settings.from_env(env={})

@@ -1,0 +1,59 @@
+"""A process pool of several slots imports the worker's --import modules once, in the
+forkserver its processes are forked from, so that they share what the modules load; with
+--no-preload (or BALANCER_PRELOAD_TASKS=0) each pool process imports them itself."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+
+from balancer import Flow
+from tests.conftest import Processes
+from tests.integration import preloaded_tasks
+
+pytestmark = pytest.mark.integration
+
+CALLS = 6
+
+
+def _where(procs: Processes, real: redis.Redis, namespace: str, *worker_args: str,
+           module: str = "tests.integration.preloaded_tasks") -> tuple[int, list[list[int]]]:
+    """The worker's pid, and [importer, runner] of each call."""
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--import", module, *worker_args)
+    with Flow("where") as flow:
+        calls = [preloaded_tasks.where(i) for i in range(CALLS)]
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.is_successful()
+    return worker.pid, [run.result(c) for c in calls]
+
+
+def test_the_pool_processes_share_task_modules_imported_once_before_they_were_forked(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    supervisor, pids = _where(procs, real, namespace)
+    [importer] = {imported for imported, _ in pids}
+    assert all(runner != importer for _, runner in pids)  # imported before the fork
+    assert importer != supervisor  # by the forkserver, which forks the pool processes
+
+
+@pytest.mark.parametrize("switch", ["--no-preload", "BALANCER_PRELOAD_TASKS=0"])
+def test_without_preload_each_pool_process_imports_the_task_modules_itself(
+        procs: Processes, real: redis.Redis, namespace: str, switch: str) -> None:
+    if "=" in switch:
+        variable, value = switch.split("=")
+        procs.env[variable] = value
+        args: tuple[str, ...] = ()
+    else:
+        args = (switch,)
+    _, pids = _where(procs, real, namespace, *args)
+    assert all(importer == runner for importer, runner in pids)
+
+
+def test_a_task_module_that_fails_in_the_forkserver_is_imported_by_each_pool_process(
+        procs: Processes, real: redis.Redis, namespace: str) -> None:
+    """The forkserver goes on past a module that raises there (multiprocessing's own
+    preload would die of it, and no pool process would start); each pool process then
+    imports the module itself, as without a preload, and runs its tasks."""
+    _, pids = _where(procs, real, namespace,
+                     module="tests.integration.forkserver_refused_tasks")
+    assert all(importer == runner for importer, runner in pids)
