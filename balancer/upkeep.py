@@ -94,6 +94,14 @@ class Upkeep:
         if moved:
             log.info("queued %d tasks whose delay passed (retries, delayed starts): %s",
                      moved, ",".join(t for t, _ in pairs[:10]))
+        if moved < len(pairs):
+            # Some are still there, at a new time: those whose queue is a key of another
+            # type wait parked (promote.lua), due again in a while. When that is, is read
+            # anew: the times read above no longer say it, and a dispatcher told of no
+            # later entry would never look again, the task parked for good once its queue
+            # was fixed.
+            head = as_scored(self.client.zrange(self.keys.delayed, 0, 0, withscores=True))
+            next_due = min([next_due, *(max(score, now_ms) for _, score in head)])
         return moved, next_due
 
     def _promote(self, pairs: list[tuple[str, str]], scores: dict[str, float]) -> int:

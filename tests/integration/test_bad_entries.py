@@ -316,6 +316,10 @@ def test_a_queue_key_turned_wrong_under_a_running_flow_loses_none_of_its_tasks(
     second_id = run.ids[second]
     wait_for(lambda: run.task_state(first) == "completed", timeout=30)
     wait_for(lambda: real.zscore(keys.delayed, second_id) is not None, timeout=30)
+    parked = real.zscore(keys.delayed, second_id)
+    # The dispatcher tries it again while the key is still wrong, and parks it anew: it
+    # must look again later (it did not, and the task stayed parked once fixed).
+    wait_for(lambda: real.zscore(keys.delayed, second_id) not in (None, parked), timeout=30)
     _meet_again(real, keys)
     wait_for(lambda: [e["key"] for e in _aside(procs)] == [keys.queue("broken")], timeout=30)
     assert run.state == "running"

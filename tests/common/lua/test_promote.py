@@ -85,10 +85,15 @@ def test_a_due_task_whose_queue_key_is_of_another_type_waits_until_it_is_fixed(
     db.client.zadd(db.keys.delayed, {"stuck": 0, "ok": 1})
     upkeep = Upkeep(db.client, db.keys, db.scripts, Settings(namespace=db.keys.namespace),
                     SetAside(db.scripts, lambda: 0.0))
-    assert upkeep.promote(now_ms=10.0**13)[0] == 1
+    seconds, micros = db.client.time()
+    moved, next_due = upkeep.promote(now_ms=seconds * 1000 + micros / 1000)
+    assert moved == 1
     assert db.queued() == {"ok": 3.0} and db.state("stuck") == "retrying"
     assert strings(db.client.zrange(db.keys.delayed, 0, -1)) == ["stuck"]
     assert db.client.zscore(db.keys.delayed, "stuck") > 0  # due again later
+    # ... and the dispatcher is told when: it looks again then (told nothing, it never
+    # did, and the task stayed parked once its queue was fixed).
+    assert next_due == db.client.zscore(db.keys.delayed, "stuck")
     assert db.client.hlen(db.keys.aside) == 0
     db.client.delete(db.keys.queue("broken"))  # the operator fixes it
     db.client.zadd(db.keys.delayed, {"stuck": 0})  # its time comes again
