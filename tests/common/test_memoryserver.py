@@ -75,7 +75,8 @@ def test_an_idle_embedded_worker_waits_on_its_inbox_instead_of_polling_it(
 
     def counted(self: Inbox) -> tuple[Lease | None, int]:
         nonlocal fetches
-        fetches += 1
+        if self.worker_id == "idle":  # not the process's embedded cluster, if it runs
+            fetches += 1
         return fetch(self)
 
     client = connect(f"memory://idle-{uuid.uuid4().hex}")
