@@ -137,19 +137,21 @@ def test_a_run_whose_process_died_tells_its_handlers_from_the_next_pool_process(
         handled_tasks.dies_hooked()
     flow.submit(real, namespace=namespace)
 
-    def told_of_dies() -> list[str]:
+    def said() -> list[str]:
         lines = log.read_text().splitlines() if log.exists() else []
-        return [re.sub(r" pid=\d+$", "", line) for line in lines
-                if "dies " in line or line.endswith(" dies")]
+        return [re.sub(r" pid=\d+$", "", line) for line in lines]
+
+    def of_dies(lines: list[str]) -> list[str]:
+        return [line for line in lines if "dies " in line or line.endswith(" dies")]
 
     # Every line is waited for: the first crash is told by the child that replaced the
     # first dead one, which may start after the second crash was told (a busy host).
-    wait_for(lambda: len(told_of_dies()) >= 5 and "hook failed" in log.read_text(),
+    wait_for(lambda: len(of_dies(said())) >= 5 and "hook failed" in log.read_text(),
              timeout=60)
-    lines = [re.sub(r" pid=\d+$", "", line) for line in log.read_text().splitlines()]
+    lines = said()
     died = ("balancer.WorkerProcessDied: the process running task"
             " tests.integration.handled_tasks:dies died (exit code -9)")
-    told = told_of_dies()
+    told = of_dies(lines)
     # The next child tells of the crash on a thread of its own while the task, put back,
     # may start again at once in the other child: those two lines come in either order.
     assert sorted(told) == sorted([
