@@ -5,11 +5,18 @@ from __future__ import annotations
 import os
 import sys
 
+import redis.utils
+
 from balancer import task
 
 IMPORTED_IN = os.getpid()
-# Whether the worker's command (its supervisor's modules) was imported before this module.
-AFTER_THE_COMMAND = "balancer.worker.supervisor" in sys.modules
+# What the importing process had done before it imported this module: the worker's
+# command (its supervisor's modules) imported, redis-py's version read (it reads it from
+# its package's metadata once, for every connection), the IDNA codec imported (a
+# connection to a host name needs it).
+PREPARED = {"command": "balancer.worker.supervisor" in sys.modules,
+            "redis version": redis.utils.get_lib_version.cache_info().currsize == 1,
+            "idna": "encodings.idna" in sys.modules}
 
 
 @task
@@ -20,7 +27,7 @@ def where(call: int) -> list[int]:
 
 
 @task
-def imported_after_the_command() -> list[object]:
-    """[the pid that imported this module, the pid running this call, whether the
-    worker's command had been imported in that process before this module]."""
-    return [IMPORTED_IN, os.getpid(), AFTER_THE_COMMAND]
+def prepared() -> list[object]:
+    """[the pid that imported this module, the pid running this call, what that process
+    had done before it imported this module (``PREPARED``)]."""
+    return [IMPORTED_IN, os.getpid(), PREPARED]

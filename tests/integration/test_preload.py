@@ -36,20 +36,21 @@ def test_the_pool_processes_share_task_modules_imported_once_before_they_were_fo
     assert importer != supervisor  # by the forkserver, which forks the pool processes
 
 
-def test_the_pool_processes_share_the_worker_commands_modules_from_the_forkserver(
+def test_the_forkserver_does_once_what_each_pool_process_would_do_first(
         procs: Processes, real: redis.Redis, namespace: str) -> None:
     """multiprocessing runs the worker's main module (its command) again in each pool
-    process: what it imports (click, the supervisor) was imported by the forkserver
-    first, before it imported the task modules, and is shared."""
+    process, and each one connects: what the command imports (click, the supervisor),
+    redis-py's version read from its package's metadata and the IDNA codec are the
+    forkserver's, done before it imported the task modules, and shared."""
     procs.serve()
     procs.worker("--concurrency", "2", "--import", "tests.integration.preloaded_tasks")
-    with Flow("command") as flow:
-        call = preloaded_tasks.imported_after_the_command()
+    with Flow("prepared") as flow:
+        call = preloaded_tasks.prepared()
     run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
     assert run.is_successful()
-    importer, runner, after_the_command = run.result(call)
-    assert importer != runner  # the forkserver imported the task module...
-    assert after_the_command  # ... after the worker's command
+    importer, runner, prepared = run.result(call)
+    assert importer != runner  # the forkserver imported the task module, after:
+    assert prepared == {"command": True, "redis version": True, "idna": True}
 
 
 @pytest.mark.parametrize("switch", ["--no-preload", "BALANCER_PRELOAD_TASKS=0"])
