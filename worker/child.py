@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
@@ -318,11 +319,26 @@ def preload_imports() -> None:
                 continue
 
 
+class ImportFailed(Exception):
+    """An --import module failed to import; the message names it and what it raised."""
+
+
 def import_modules(spec: ChildSpec) -> None:
-    """The worker's --import modules, as task modules."""
+    """The worker's --import modules, as task modules. A process pool's supervisor does not
+    import them (it runs no task: what they load would be held once more, for nothing),
+    so a module that fails is first told here, and the supervisor stops the start with
+    this message."""
+    import_task_modules(spec.imports)
+
+
+def import_task_modules(modules: Sequence[str]) -> None:
+    """Import ``modules`` as task modules; ImportFailed names the first that fails."""
     with importing_tasks():
-        for module in spec.imports:
-            __import__(module)
+        for module in modules:
+            try:
+                __import__(module)
+            except (Exception, SystemExit) as exc:  # SystemExit: it parsed sys.argv
+                raise ImportFailed(f"--import {module}: {type(exc).__name__}: {exc}") from exc
 
 
 def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
@@ -333,7 +349,8 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
         log.exception("pool child pid=%s of worker=%s cannot start", os.getpid(),
                       spec.worker_id)
         with contextlib.suppress(OSError):
-            conn.send_bytes(codec.pack([FAILED, scrub(f"{type(exc).__name__}: {exc}")]))
+            why = str(exc) if isinstance(exc, ImportFailed) else f"{type(exc).__name__}: {exc}"
+            conn.send_bytes(codec.pack([FAILED, scrub(why)]))
         _leave(1)
     holding._send([READY])
     code = 0

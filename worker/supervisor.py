@@ -29,14 +29,14 @@ from types import FrameType
 
 import redis
 from balancer.common import clusterfacts, partitions, protocol, signals
-from balancer.common.importpath import TaskPolicy, importing_tasks, set_policy
+from balancer.common.importpath import TaskPolicy, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.replies import as_bytes_list
 from balancer.common.retry import RETRYABLE, Backoff, describe, is_outage
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
-from balancer.worker import hostlimits
+from balancer.worker import child, hostlimits
 from balancer.worker.ack import Acker
 from balancer.worker.cancels import CancelListener
 from balancer.worker.child import ChildSpec
@@ -191,12 +191,14 @@ class Worker:
         if cwd not in sys.path:
             sys.path.insert(0, cwd)  # tasks of scripts in the project folder import from here
         set_policy(self.policy)
-        with importing_tasks():
-            for module in self.imports:
-                try:
-                    __import__(module)
-                except (Exception, SystemExit) as exc:  # SystemExit: it parsed sys.argv
-                    raise WorkerError(f"--import {module}: {type(exc).__name__}: {exc}") from exc
+        if self.pool == "thread":  # its slots run the tasks here
+            try:
+                child.import_task_modules(self.imports)
+            except child.ImportFailed as exc:
+                raise WorkerError(str(exc)) from exc
+        # A process pool's processes import them (child.import_modules; one that fails
+        # stops the start below, named): held here too, what a module loads (a model, a
+        # library) would cost its memory once more, for nothing.
         self._claim_id()
         self.slots = self._make_slots()
         for slot in self.slots:

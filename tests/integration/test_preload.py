@@ -4,16 +4,33 @@ forkserver its processes are forked from, so that they share what the modules lo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import redis
 
 from balancer import Flow
 from tests.conftest import Processes
-from tests.integration import preloaded_tasks
+from tests.integration import preloaded_tasks, recorded_imports
 
 pytestmark = pytest.mark.integration
 
 CALLS = 6
+
+
+def _importers(procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path,
+               *worker_args: str) -> tuple[int, set[int], int]:
+    """The worker's pid, the pids that imported its --import module, the pid that ran a
+    task of it."""
+    record = tmp_path / "imports"
+    procs.env["RECORD_IMPORTS_TO"] = str(record)
+    procs.serve()
+    worker = procs.worker("--import", "tests.integration.recorded_imports", *worker_args)
+    with Flow("importers") as flow:
+        call = recorded_imports.pid()
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.is_successful()
+    return worker.pid, {int(line) for line in record.read_text().split()}, run.result(call)
 
 
 def _where(procs: Processes, real: redis.Redis, namespace: str, *worker_args: str,
@@ -34,6 +51,26 @@ def test_the_pool_processes_share_task_modules_imported_once_before_they_were_fo
     [importer] = {imported for imported, _ in pids}
     assert all(runner != importer for _, runner in pids)  # imported before the fork
     assert importer != supervisor  # by the forkserver, which forks the pool processes
+
+
+@pytest.mark.parametrize("slots", ["1", "2"])
+def test_a_process_pools_supervisor_leaves_the_task_modules_to_its_pool_processes(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path,
+        slots: str) -> None:
+    """It runs no task: what a task module loads (a model, a large library) held there
+    too was its memory once more, for nothing. One slot: the pool process imports it; two:
+    the forkserver they are forked from."""
+    supervisor, importers, runner = _importers(procs, real, namespace, tmp_path,
+                                               "--concurrency", slots)
+    assert supervisor not in importers
+    assert (runner in importers) == (slots == "1")
+
+
+def test_a_thread_pools_supervisor_imports_the_task_modules_its_slots_run(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    supervisor, importers, runner = _importers(procs, real, namespace, tmp_path,
+                                               "--pool", "thread")
+    assert importers == {supervisor} and runner == supervisor
 
 
 def test_the_forkserver_does_once_what_each_pool_process_would_do_first(

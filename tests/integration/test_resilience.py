@@ -412,12 +412,14 @@ def test_pool_processes_retiring_side_by_side_never_look_crashed(
 def test_a_pool_process_that_cannot_start_says_why_and_its_worker_exits_non_zero(
         procs: Processes, real: redis.Redis) -> None:
     """The supervisor said only that the process "exited with code 1 on start-up" and to
-    look above, where the child's traceback was among the other lines."""
+    look above, where the child's traceback was among the other lines. The module that
+    failed is named: the supervisor of a process pool does not import it first."""
     worker = procs.worker("--import", "tests.integration.child_only_broken",
                           "--concurrency", "1")
     assert worker.wait(timeout=60) != 0
-    assert ("its pool process exited with code 1 on start-up: RuntimeError: this module"
-            " refuses pool processes") in procs.log(worker)
+    assert ("its pool process exited with code 1 on start-up: --import"
+            " tests.integration.child_only_broken: RuntimeError: this module refuses pool"
+            " processes") in procs.log(worker)
 
 
 def test_workers_and_dispatcher_reach_redis_again_after_more_reconnects_than_their_pool_caps(
