@@ -36,10 +36,11 @@ import balancer.worker.cli  # noqa: E402,F401
 from balancer.worker import child  # noqa: E402
 
 # What each child does as it first connects, done once here: redis-py reads its own
-# version from its package's metadata (then caches it) for every connection's CLIENT
-# SETINFO, and a connection to a host name imports the IDNA codec. In each child that
-# was 1.4 MB of its own (4 slots: 107 MB of PSS for the worker instead of 112).
-version = getattr(redis.utils, "get_lib_version", None)  # where redis-py has it
+# version from its package's metadata for every connection's CLIENT SETINFO (redis-py
+# 8.2 caches it, 8.1 reads it each time), and a connection to a host name imports the
+# IDNA codec. In each child that was 1.4 MB of its own (4 slots: 107 MB of PSS for the
+# worker instead of 112).
+version = getattr(redis.utils, "get_lib_version", None)
 if version is not None:
     version()
 import encodings.idna  # noqa: E402,F401

@@ -12,10 +12,12 @@ from balancer import task
 IMPORTED_IN = os.getpid()
 # What the importing process had done before it imported this module: the worker's
 # command (its supervisor's modules) imported, redis-py's version read (it reads it from
-# its package's metadata once, for every connection), the IDNA codec imported (a
-# connection to a host name needs it).
+# its package's metadata once, for every connection, where it caches it: redis-py 8.2
+# does, 8.1 reads it at each connection, and there is nothing to read ahead), the IDNA
+# codec imported (a connection to a host name needs it).
+_version_cache = getattr(getattr(redis.utils, "get_lib_version", None), "cache_info", None)
 PREPARED = {"command": "balancer.worker.supervisor" in sys.modules,
-            "redis version": redis.utils.get_lib_version.cache_info().currsize == 1,
+            "redis version": _version_cache is None or _version_cache().currsize == 1,
             "idna": "encodings.idna" in sys.modules}
 
 
