@@ -27,6 +27,7 @@ a copy of it.
 
 import gc
 import signal
+import sys
 
 import redis.utils
 
@@ -34,6 +35,11 @@ signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 import balancer.worker.cli  # noqa: E402,F401
 from balancer.worker import child  # noqa: E402
+
+# Out of sys.modules again, what it imported staying: runpy warns (a RuntimeWarning in
+# every child's log) when the module it runs as __mp_main__ (``python -m
+# balancer.worker.cli``) is imported already.
+del sys.modules["balancer.worker.cli"]
 
 # What each child does as it first connects, done once here: redis-py reads its own
 # version from its package's metadata for every connection's CLIENT SETINFO (redis-py

@@ -80,7 +80,8 @@ def test_the_forkserver_does_once_what_each_pool_process_would_do_first(
     redis-py's version read from its package's metadata and the IDNA codec are the
     forkserver's, done before it imported the task modules, and shared."""
     procs.serve()
-    procs.worker("--concurrency", "2", "--import", "tests.integration.preloaded_tasks")
+    worker = procs.worker("--concurrency", "2", "--import",
+                          "tests.integration.preloaded_tasks")
     with Flow("prepared") as flow:
         call = preloaded_tasks.prepared()
     run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
@@ -88,6 +89,9 @@ def test_the_forkserver_does_once_what_each_pool_process_would_do_first(
     importer, runner, prepared = run.result(call)
     assert importer != runner  # the forkserver imported the task module, after:
     assert prepared == {"command": True, "redis version": True, "idna": True}
+    # The command (python -m balancer.worker.cli) run again in each pool process is not
+    # the forkserver's module: runpy would warn of it in every pool process's log.
+    assert "RuntimeWarning" not in procs.log(worker)
 
 
 @pytest.mark.parametrize("switch", ["--no-preload", "BALANCER_PRELOAD_TASKS=0"])
