@@ -346,10 +346,15 @@ def main(conn: Connection, shared: Any, spec: ChildSpec) -> None:
     try:
         slot, holding = _slot(conn, shared, spec)
     except BaseException as exc:  # whatever stops it, its supervisor is told why
-        log.exception("pool child pid=%s of worker=%s cannot start", os.getpid(),
-                      spec.worker_id)
+        if isinstance(exc, ImportFailed):  # the module's own traceback, not ours around it
+            why = str(exc)
+            log.error("pool child pid=%s of worker=%s cannot start: %s", os.getpid(),
+                      spec.worker_id, why, exc_info=exc.__cause__)
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+            log.exception("pool child pid=%s of worker=%s cannot start", os.getpid(),
+                          spec.worker_id)
         with contextlib.suppress(OSError):
-            why = str(exc) if isinstance(exc, ImportFailed) else f"{type(exc).__name__}: {exc}"
             conn.send_bytes(codec.pack([FAILED, scrub(why)]))
         _leave(1)
     holding._send([READY])
