@@ -361,7 +361,9 @@ def test_pool_processes_retire_after_max_tasks_per_child_and_fresh_ones_go_on(
         assert all(real.hget(keys.task(run.ids[n]), "lost") is None for n in nodes)
     log = procs.log(worker)
     assert "retired after 3 tasks (max_tasks_per_child 3); a fresh one takes its place" in log
-    assert "died" not in log and "handed back" not in log
+    # Nothing a retiring child took is handed back (what waits in the inbox behind a run
+    # that a loaded host stretched past the prefetch horizon may be: that is scheduling).
+    assert "died" not in log and "taken ahead" not in log and "of the batch" not in log
     assert procs.stop(worker) == 0
 
 
@@ -405,8 +407,9 @@ def test_pool_processes_retiring_side_by_side_never_look_crashed(
     run = flow.submit(real, namespace=namespace)
     assert run.wait(timeout=120) == "completed"
     assert len({run.result(n) for n in nodes}) == 150  # each in a process of its own
-    log = procs.log(worker)
-    assert log.count("retired after 1 tasks") >= 149 and "died" not in log
+    # The last children retire after the flow completed: their lines come a moment later.
+    wait_for(lambda: procs.log(worker).count("retired after 1 tasks") >= 150, timeout=60)
+    assert "died" not in procs.log(worker)
 
 
 def test_a_pool_process_that_cannot_start_says_why_and_its_worker_exits_non_zero(
