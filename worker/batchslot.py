@@ -66,6 +66,11 @@ class BatchSlot(Slot):
         self._retire_why: str | None = None
         self._partition = 0  # of the last lease run: where the next batch is taken
         self._lock = threading.Lock()
+        # Held while results are stored, by the slot's thread (_store) or by the control
+        # thread (make_way, a run gone long): the slot, leaving (make_way in run's finally),
+        # waits for a store the other thread began, or the process would exit under it,
+        # its results unstored and its leases handed back as if it had died.
+        self._storing = threading.RLock()
         self._pending: list[Finished] = []  # finished, not stored yet
         self._oldest = 0.0  # when the first of them finished
         self._ahead: list[Lease] = []  # the batch after its first, as Redis lists it
@@ -115,24 +120,26 @@ class BatchSlot(Slot):
 
     def _store(self, take: int) -> None:
         """Store the results waiting; with ``take``, take the next batch in the same call."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        if not batch:
-            return
-        p = self._partition
-        if len(self.ackers) > 1:  # each partition's results in its own; the take in p's
-            for other in {f.lease.partition for f in batch} - {p}:
-                self.ackers[other].store([f for f in batch if f.lease.partition == other])
-            batch = [f for f in batch if f.lease.partition == p]
-        # Taking one: the ack goes with the blocking fetch of the next lease, one round
-        # trip (a batch is taken by the ack itself, which records it as ahead).
-        before_fetch = self.inbox.send_before_fetch if take == 1 and len(self.ackers) == 1 else None
-        taken = self.ackers[p].store(batch, take, self.ahead_field if take > 1 else "",
-                                     before_fetch)
-        if taken:
-            leases = self.inbox.deliver(taken, p)
+        with self._storing:
             with self._lock:
-                self._ahead = leases[1:]
+                batch, self._pending = self._pending, []
+            if not batch:
+                return
+            p = self._partition
+            if len(self.ackers) > 1:  # each partition's results in its own; the take in p's
+                for other in {f.lease.partition for f in batch} - {p}:
+                    self.ackers[other].store([f for f in batch if f.lease.partition == other])
+                batch = [f for f in batch if f.lease.partition == p]
+            # Taking one: the ack goes with the blocking fetch of the next lease, one round
+            # trip (a batch is taken by the ack itself, which records it as ahead).
+            one = take == 1 and len(self.ackers) == 1
+            before_fetch = self.inbox.send_before_fetch if one else None
+            taken = self.ackers[p].store(batch, take, self.ahead_field if take > 1 else "",
+                                         before_fetch)
+            if taken:
+                leases = self.inbox.deliver(taken, p)
+                with self._lock:
+                    self._ahead = leases[1:]
 
     def _starting(self, lease: Lease) -> None:
         """Tell Redis that a suspect taken ahead starts now (the reply is read later)."""
@@ -151,23 +158,24 @@ class BatchSlot(Slot):
         run went long, or the child stops). Called from any thread. Redis's list of the
         batch stays: the run going on is on it, and what was handed back is no lease any
         more."""
-        leases = self.inbox.take_ready()
-        with self._lock:
-            batch, self._pending = self._pending, []
-        for p, acker in enumerate(self.ackers):
-            mine = [f for f in batch if f.lease.partition == p]
-            if mine:
-                acker.store(mine)
-        if leases:
-            n = 0
+        with self._storing:
+            leases = self.inbox.take_ready()
+            with self._lock:
+                batch, self._pending = self._pending, []
             for p, acker in enumerate(self.ackers):
-                tasks = [LeasedTask(lease.task_id, lease.queue, lease.token)
-                         for lease in leases if lease.partition == p]
-                if tasks:
-                    n += persist("be handed back", tasks[0].task_id,
-                                 lambda: acker.scripts.release(  # noqa: B023
-                                     self.worker_id, tasks))  # noqa: B023
-            for lease in leases:
-                self.holding.release(lease.task_id)
-            log.info("worker=%s handed back %d tasks taken ahead: %s", self.worker_id, n,
-                     ",".join(lease.task_id for lease in leases[:10]))
+                mine = [f for f in batch if f.lease.partition == p]
+                if mine:
+                    acker.store(mine)
+            if leases:
+                n = 0
+                for p, acker in enumerate(self.ackers):
+                    tasks = [LeasedTask(lease.task_id, lease.queue, lease.token)
+                             for lease in leases if lease.partition == p]
+                    if tasks:
+                        n += persist("be handed back", tasks[0].task_id,
+                                     lambda: acker.scripts.release(  # noqa: B023
+                                         self.worker_id, tasks))  # noqa: B023
+                for lease in leases:
+                    self.holding.release(lease.task_id)
+                log.info("worker=%s handed back %d tasks taken ahead: %s", self.worker_id, n,
+                         ",".join(lease.task_id for lease in leases[:10]))
