@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NoReturn
@@ -61,9 +61,12 @@ ENDED = b"e"  # to the supervisor: a run past the long-run horizon ended
 READY = b"r"  # to the supervisor: tasks imported, Redis reached, about to fetch
 FAILED = b"f"  # to the supervisor, with why: it cannot start (Redis refused it, ...)
 RETIRING = b"x"  # to the supervisor: this child leaves for a fresh one (worker.retire)
-# From the supervisor, then a packed statehooks.Killed: the run whose process ended under
-# it (killed past its timeout, or crashed), whose state handlers this child calls.
+# From the supervisor, then a packed [number, statehooks.Killed]: the run whose process
+# ended under it (killed past its timeout, or crashed), whose state handlers this child
+# calls; HANDLED, with that number, goes back once they returned. The supervisor tells the
+# next child again what a child that died (or retired) did not answer.
 RUN_ENDED = b"o"
+HANDLED = b"h"
 PR_SET_PDEATHSIG = 1
 # Run times are passed on when they move by this share, at most every NEWS_EVERY seconds
 # (the heartbeat tells the dispatcher of a change of a quarter, once a second), and at once
@@ -127,6 +130,7 @@ class RecordedHolding(Holding):
         self.on_news = self._note_news
         self._described: str | None = None  # the task id the record describes
         self._listed = True  # the record lists every lease held
+        self._sending = threading.Lock()  # the slot's thread, the control's, handlers'
 
     def add(self, lease: Lease) -> None:
         super().add(lease)
@@ -175,12 +179,16 @@ class RecordedHolding(Holding):
 
     def _send(self, message: list[Any]) -> None:
         # A supervisor gone is seen by the control thread, which stops this process.
-        with contextlib.suppress(OSError):
+        with self._sending, contextlib.suppress(OSError):
             self.conn.send_bytes(codec.pack(message))
+
+    def handled(self, number: int) -> None:
+        """The state handlers told with ``number`` (RUN_ENDED) returned."""
+        self._send([HANDLED, number])
 
 
 def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
-             slot: BatchSlot) -> None:
+             slot: BatchSlot, holding: RecordedHolding) -> None:
     """Make way when asked; wait for "stop" (or the supervisor's death), then stop
     fetching."""
     try:
@@ -188,23 +196,30 @@ def _control(conn: Connection, stopping: threading.Event, inbox: Inbox,
             if message == MAKE_WAY:
                 slot.make_way()
             elif message.startswith(RUN_ENDED):
-                _tell_handlers(message[len(RUN_ENDED):], slot.worker_id)
+                _tell_handlers(message[len(RUN_ENDED):], slot.worker_id, holding.handled)
     except (EOFError, OSError):
         log.warning("pool child pid=%s: its supervisor is gone; stopping", os.getpid())
     stopping.set()
     inbox.close(timeout=0)
 
 
-def _tell_handlers(packed: bytes, worker_id: str) -> None:
+def _tell_handlers(packed: bytes, worker_id: str, handled: Callable[[int], None]) -> None:
     """Call the state handlers of a run whose process ended under it (killed past its
     timeout, or crashed), on a thread of their own (one that hangs holds up nothing
-    else)."""
+    else), and say when they returned."""
     try:
-        killed = statehooks.Killed(*codec.unpack(packed))
-    except (CodecError, TypeError):
+        number, fields = codec.unpack(packed)
+        killed = statehooks.Killed(*fields)
+    except (CodecError, TypeError, ValueError):
         return
-    threading.Thread(target=killed.tell_handlers, args=(worker_id,), name="handlers",
-                     daemon=True).start()
+
+    def tell() -> None:
+        try:
+            killed.tell_handlers(worker_id)
+        finally:  # told, whatever they did: only a process's death calls for another try
+            handled(number)
+
+    threading.Thread(target=tell, name="handlers", daemon=True).start()
 
 
 def _die_with(supervisor: int) -> None:
@@ -279,8 +294,8 @@ def _slot(conn: Connection, shared: Any, spec: ChildSpec) -> tuple[BatchSlot, Re
                      retirement=Retirement.of(settings.max_tasks_per_child,
                                               settings.max_memory_per_child),
                      on_retire=lambda why: holding._send([RETIRING, why]))
-    threading.Thread(target=_control, args=(conn, stopping, inbox, slot), name="control",
-                     daemon=True).start()
+    threading.Thread(target=_control, args=(conn, stopping, inbox, slot, holding),
+                     name="control", daemon=True).start()
     client.ping()
     return slot, holding
 

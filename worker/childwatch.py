@@ -53,6 +53,10 @@ EARLY_DEATH_S = 2.0
 RESTART_BACKOFF = 1.0
 # A long run already shown is looked at this often (its end is told by the child).
 SHOWN_LOOK = 1.0
+# A run's state handlers are told to at most this many children in turn, each one dead
+# (or retired) before it said they returned: a handler that kills its process is not
+# told for ever.
+TELL_TRIES = 3
 # After the child took a lease, this thread goes on looking once per long-run horizon for
 # this long, instead of sleeping until the child tells it of the next: a client that
 # submits one task at a time would otherwise have the child write to the pipe on its way
@@ -131,6 +135,10 @@ class ChildWatch(threading.Thread):
         self.retiring: str | None = None  # why the child said it leaves (worker.retire)
         self._shown: tuple[int, str] | None = None  # (gen, task id) given to holding
         self._awake = Awake()
+        # Runs whose state handlers a child was told to call and did not say it had:
+        # number -> (the run, how many children were told).
+        self._untold: dict[int, tuple[statehooks.Killed, int]] = {}
+        self._told = 0
         self._spawn()
 
     def _spawn(self) -> None:
@@ -147,6 +155,7 @@ class ChildWatch(threading.Thread):
             self.stop()
         self.spawned_at = time.monotonic()
         child_conn.close()
+        self._tell_again()
 
     # -- what the worker asks --------------------------------------------------------
 
@@ -293,6 +302,8 @@ class ChildWatch(threading.Thread):
                 self.holding.learn(str(message[1]), float(message[2]))
             elif message and message[0] == child.RETIRING:
                 self.retiring = str(message[1])
+            elif message and message[0] == child.HANDLED:
+                self._untold.pop(message[1], None)
 
     def _check_deadline(self) -> None:
         snap = self.record.read()
@@ -322,9 +333,29 @@ class ChildWatch(threading.Thread):
 
     def _tell(self, killed: statehooks.Killed) -> None:
         """Have the new child call the state handlers of the run that ended with the last
-        one (worker.statehooks: a process of the pool imports the task's module)."""
+        one (worker.statehooks: a process of the pool imports the task's module). Kept
+        until it says they returned: a child that dies first (the next crashing task came
+        to it) or retires leaves them to the one after it."""
+        self._told += 1
+        self._untold[self._told] = (killed, 0)
+        self._send_tell(self._told)
+
+    def _tell_again(self) -> None:
+        """Tell a child just started what the last one did not say it had called."""
+        for number, (killed, tries) in list(self._untold.items()):
+            if tries < TELL_TRIES:
+                self._send_tell(number)
+                continue
+            del self._untold[number]
+            log.error("task=%s: its state handlers were not told of its run's end: %d pool"
+                      " processes died before they returned, on worker=%s", killed.task_id,
+                      tries, self.worker_id)
+
+    def _send_tell(self, number: int) -> None:
+        killed, tries = self._untold[number]
+        self._untold[number] = (killed, tries + 1)
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(child.RUN_ENDED + codec.pack([*killed]))
+            self.conn.send_bytes(child.RUN_ENDED + codec.pack([number, [*killed]]))
 
     def _runs_so_far(self, lease: Lease) -> tuple[int, int, int] | None:
         """A task's failures so far, its retries and its crashes, as its record holds

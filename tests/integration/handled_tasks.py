@@ -132,3 +132,16 @@ def dies() -> None:
 @task(on_failure=[hook_failed])
 def dies_hooked() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def slow_note(obj: Any, old: Any, new: Any) -> None:
+    """A state handler that takes a while to tell of a retry: the process calling it may
+    die meanwhile (the task, put back, came to it again and killed it)."""
+    if type(new).__name__ == "Retrying":
+        time.sleep(3)
+    note(obj, old, new)
+
+
+@task(state_handlers=[slow_note])
+def dies_under_its_handler() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

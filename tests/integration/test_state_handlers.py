@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,41 @@ def test_a_run_whose_process_died_tells_its_handlers_from_the_next_pool_process(
         f"on_failure dies Failed {died}")
     assert [line for line in lines if line.startswith("hook ")] == [
         "hook failed dies_hooked Failed run_count=2"]
+
+
+def test_handlers_whose_pool_process_died_before_they_returned_are_told_by_the_next(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """The child told to call a crashed run's handlers takes the task again, put back, and
+    dies of it while they still run: the child after it calls them (and the second
+    crash's), so that no alert is lost with the process that was to send it."""
+    log = tmp_path / "handled.log"
+    procs.env["HANDLED_LOG"] = str(log)
+    procs.env["BALANCER_POISON_THRESHOLD"] = "2"
+    procs.serve()
+    worker = procs.worker("--import", "tests.integration.handled_tasks", "--concurrency", "1")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=30)
+    with Flow("dying") as flow:
+        handled_tasks.dies_under_its_handler()
+    flow.submit(real, namespace=namespace)
+
+    def said() -> list[tuple[str, int]]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [(line.rsplit(" pid=", 1)[0], int(line.rsplit("=", 1)[1])) for line in lines]
+
+    wait_for(lambda: len(said()) >= 4, timeout=60)
+    time.sleep(0.5)  # a line more would come now
+    lines = said()
+    died = ("balancer.WorkerProcessDied: the process running task"
+            " tests.integration.handled_tasks:dies_under_its_handler died (exit code -9)")
+    assert sorted(line for line, _ in lines) == sorted([
+        "dies_under_its_handler Pending -> Running None",
+        "dies_under_its_handler Pending -> Running None",
+        f"dies_under_its_handler Running -> Retrying {died}",
+        f"dies_under_its_handler Running -> Failed {died}"])
+    runs = [pid for line, pid in lines if line.endswith("Pending -> Running None")]
+    told = {pid for line, pid in lines if "Running -> " in line}
+    assert not told & set(runs), lines  # the second run's process died before it told
+    assert "were not told" not in procs.log(worker)
 
 
 def test_a_thread_pool_run_stopped_past_its_timeout_is_timed_out_for_its_handlers(
