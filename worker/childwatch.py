@@ -31,7 +31,7 @@ from balancer.common.retry import persist
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import POOL_IMPORTS_ENV
 from balancer.common.signals import Lease
-from balancer.worker import askretry, child, statehooks
+from balancer.worker import askretry, child, statehooks, zygote
 from balancer.worker.ack import Acker, Finished
 from balancer.worker.child import ChildSpec
 from balancer.worker.holding import Holding
@@ -90,22 +90,31 @@ class Awake:
         return look_in
 
 
-def pool_context(concurrency: int, imports: Sequence[str] = ()
+def pool_context(concurrency: int, imports: Sequence[str] = (), *, fork_here: bool = False
                  ) -> SpawnContext | ForkServerContext:
-    """How a worker of ``concurrency`` slots starts its pool children. Several are forked
-    from one forkserver that has imported their code (``worker.preload``), and the task
-    modules ``imports`` (named to it in its environment, which it inherits): they share
-    its memory, and a child replaced after a crash, a timeout or a cancel starts in
-    milliseconds. A single child is spawned, a new interpreter: a forkserver would be one
-    more process for nothing to share. Spawn too where there is no forkserver (Windows)."""
-    if concurrency > 1 and "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
+    """How a worker of ``concurrency`` slots starts its pool children: forked from one
+    forkserver that has imported their code (``worker.preload``), and the task modules
+    ``imports`` (named to it in its environment, which it inherits), so that they share its
+    memory, and a child replaced after a crash, a timeout or a cancel starts in
+    milliseconds. ``fork_here``: the forkserver is forked from this process, the
+    supervisor, whose memory it then shares too (``worker.zygote``), for a single child as
+    well. Otherwise it is a new interpreter, and a single child is spawned (a forkserver
+    would be one more process for nothing to share). Spawn where there is no forkserver
+    (Windows)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    if not zygote.running():  # what a forkserver started now imports
         ctx.set_forkserver_preload([PRELOAD])
         if imports:
             os.environ[POOL_IMPORTS_ENV] = ",".join(imports)
         else:
             os.environ.pop(POOL_IMPORTS_ENV, None)
+        if fork_here:
+            zygote.start([PRELOAD])
+    if concurrency > 1 or (fork_here and zygote.running()):
         return ctx
+    os.environ.pop(POOL_IMPORTS_ENV, None)
     return multiprocessing.get_context("spawn")
 
 
@@ -127,7 +136,8 @@ class ChildWatch(threading.Thread):
         self.ackers = ackers or (acker,)
         self.holding = holding  # the worker's: long runs, run times
         self.ctx = pool_context(spec.concurrency,
-                                spec.imports if spec.settings.preload_tasks else ())
+                                spec.imports if spec.settings.preload_tasks else (),
+                                fork_here=True)
         self.record = Record(self.ctx)
         self.stopping = False
         self.killing = False  # killed at shutdown: its task is left to the dispatcher

@@ -4,14 +4,17 @@
 importing everything again (a spawned child holds 29 MB of its own, a forked one 9).
 Imported there alone, for these side effects.
 
-The worker's command line is imported here too. multiprocessing runs the main module of
-the process that starts a child again in the child (as ``__mp_main__``, for what a
+The forkserver is forked from the supervisor (``worker.zygote``), and holds what the
+supervisor imported. Where multiprocessing starts it as a new interpreter instead, the
+worker's command line is imported here too: multiprocessing runs the main module of the
+process that starts a child again in the child (as ``__mp_main__``, for what a
 ``__main__`` function pickled would need); the worker's main module is its command
 (``worker start``, ``python -m balancer.worker.cli``), and what that imports (click, the
 supervisor's modules: 40 modules) each child imported anew, its own copy. Imported once
 here, they are shared, and the child's run of its main module finds them imported: a
 worker of 4 slots holds 112 MB of PSS instead of 122 (``python bench/preload_bench.py
---slots 4 --payload-mb 0``, before and after).
+--slots 4 --payload-mb 0``, before and after). A child forked from a forked forkserver
+finds its main module in place and runs nothing again.
 
 The forkserver ignores SIGTERM, as the children do. systemd (KillMode=control-group) and
 `timeout` signal every process of the worker: a forkserver killed by it would take every
@@ -33,13 +36,16 @@ import redis.utils
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-import balancer.worker.cli  # noqa: E402,F401
 from balancer.worker import child  # noqa: E402
 
-# Out of sys.modules again, what it imported staying: runpy warns (a RuntimeWarning in
-# every child's log) when the module it runs as __mp_main__ (``python -m
-# balancer.worker.cli``) is imported already.
-del sys.modules["balancer.worker.cli"]
+_main = sys.modules["__main__"]
+if ("balancer.worker.cli" not in sys.modules  # a forkserver forked from it has it
+        and getattr(_main.__spec__, "name", None) != "balancer.worker.cli"):  # or as this
+    import balancer.worker.cli  # noqa: F401
+    # Out of sys.modules again, what it imported staying: runpy warns (a RuntimeWarning
+    # in every child's log) when the module it runs as __mp_main__ (``python -m
+    # balancer.worker.cli``) is imported already.
+    del sys.modules["balancer.worker.cli"]
 
 # What each child does as it first connects, done once here: redis-py reads its own
 # version from its package's metadata for every connection's CLIENT SETINFO (redis-py

@@ -1,16 +1,19 @@
-"""A process pool of several slots imports the worker's --import modules once, in the
-forkserver its processes are forked from, so that they share what the modules load; with
---no-preload (or BALANCER_PRELOAD_TASKS=0) each pool process imports them itself."""
+"""A process pool imports the worker's --import modules once, in the forkserver its
+processes are forked from (itself forked from the supervisor), so that they share what the
+modules load; with --no-preload (or BALANCER_PRELOAD_TASKS=0) each pool process imports
+them itself."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
+from balancer.common.keys import Keys
 
 from balancer import Flow
-from tests.conftest import Processes
+from tests.conftest import Processes, wait_for
 from tests.integration import preloaded_tasks, recorded_imports
 
 pytestmark = pytest.mark.integration
@@ -58,12 +61,35 @@ def test_a_process_pools_supervisor_leaves_the_task_modules_to_its_pool_processe
         procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path,
         slots: str) -> None:
     """It runs no task: what a task module loads (a model, a large library) held there
-    too was its memory once more, for nothing. One slot: the pool process imports it; two:
-    the forkserver they are forked from."""
+    too was its memory once more, for nothing. The forkserver the pool processes are
+    forked from imports it, for one slot as for two."""
     supervisor, importers, runner = _importers(procs, real, namespace, tmp_path,
                                                "--concurrency", slots)
-    assert supervisor not in importers
-    assert (runner in importers) == (slots == "1")
+    assert supervisor not in importers and runner not in importers
+    assert len(importers) == 1
+
+
+@pytest.mark.parametrize("slots", ["1", "2"])
+def test_the_pool_processes_forkserver_is_forked_from_the_supervisor(
+        procs: Processes, real: redis.Redis, namespace: str, slots: str) -> None:
+    """Forked, not started as a new interpreter (``python -c 'from
+    multiprocessing.forkserver import main ...'``): it shares the supervisor's memory,
+    which holds the same modules, and so do the pool processes it forks; a single slot is
+    forked from it too, not spawned. Its only other process, multiprocessing's resource
+    tracker, is forked from it as well."""
+    procs.serve()
+    worker = procs.worker("--concurrency", slots)
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=30)
+    supervisor = psutil.Process(worker.pid)
+    servers = [p for p in supervisor.children() if p.children()]
+    assert len(servers) == 1, [p.cmdline() for p in supervisor.children()]
+    assert servers[0].cmdline() == supervisor.cmdline()  # a fork of it, not an exec
+    # The pool processes, and multiprocessing's resource tracker, forked from it too.
+    assert len(servers[0].children()) == int(slots) + 1
+    assert all(p.cmdline() == supervisor.cmdline() for p in servers[0].children())
+    procs.stop(worker)
+    wait_for(lambda: not servers[0].is_running() or servers[0].status() == "zombie",
+             timeout=10)  # it ends with the supervisor
 
 
 def test_a_thread_pools_supervisor_imports_the_task_modules_its_slots_run(

@@ -418,7 +418,7 @@ def test_a_pool_process_that_cannot_start_says_why_and_its_worker_exits_non_zero
     look above, where the child's traceback was among the other lines. The module that
     failed is named: the supervisor of a process pool does not import it first."""
     worker = procs.worker("--import", "tests.integration.child_only_broken",
-                          "--concurrency", "1")
+                          "--concurrency", "1", "--no-preload")  # each imports it
     assert worker.wait(timeout=60) != 0
     assert ("its pool process exited with code 1 on start-up: --import"
             " tests.integration.child_only_broken: RuntimeError: this module refuses pool"
