@@ -94,9 +94,18 @@ def _kind(proc: psutil.Process, record_port: str) -> str:
         return "Redis (record)" if f":{record_port}" in line else "Redis (broker)"
     if "balancer.cli serve" in line:
         return "serve"
-    if "balancer.worker.cli" in line:
+    if "balancer.worker.cli" in line and not _forked_from_worker(proc):
         return "supervisor"
-    return "pool child"
+    return "pool child"  # with the forkserver and resource tracker, forked as they are
+
+
+def _forked_from_worker(proc: psutil.Process) -> bool:
+    """Whether a parent of ``proc`` runs the worker's command: the pool's processes are
+    forked from its supervisor (worker/zygote.py) and keep its command line."""
+    try:
+        return any("balancer.worker.cli" in " ".join(p.cmdline()) for p in proc.parents())
+    except psutil.Error:
+        return False
 
 
 def _cpu(record_port: str) -> dict[int, tuple[str, float]]:

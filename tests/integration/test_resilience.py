@@ -265,14 +265,15 @@ def test_an_error_outside_the_tasks_code_counts_toward_quarantine(
     wait_for(lambda: run.task_state(fine) == "completed", timeout=30)  # the rest flows
 
 
-@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
+@pytest.mark.parametrize("slots", [1, 2], ids=["one-child", "two-children"])
 def test_sigterm_to_the_whole_process_group_lets_running_tasks_finish(
     procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path, slots: int
 ) -> None:
     """systemd (KillMode=control-group) and `timeout` signal every process of the
     worker, pool children included: the children must leave stopping to the supervisor,
-    which lets the running task finish within its grace period. With several slots the
-    children's parent is the pool's forkserver, which must outlive the signal too."""
+    which lets the running task finish within its grace period. The children's parent
+    is the pool's forkserver, which must outlive the signal too, and so must the resource
+    tracker it forked."""
     keys = Keys(namespace)
     procs.serve()
     log = open(tmp_path / "grouped.log", "wb")  # noqa: SIM115
@@ -322,7 +323,7 @@ def test_a_task_calling_sys_exit_or_raising_keyboard_interrupt_fails_and_its_wor
     assert done.wait(timeout=30) == "completed" and done.result(node) == 3
 
 
-@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
+@pytest.mark.parametrize("slots", [1, 2], ids=["one-child", "two-children"])
 def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
     procs: Processes, real: redis.Redis, namespace: str, slots: int
 ) -> None:
@@ -342,7 +343,7 @@ def test_a_pool_child_stops_with_its_worker_though_a_task_left_a_thread_running(
     assert not wait_ended(children, timeout=10)
 
 
-@pytest.mark.parametrize("slots", [1, 2], ids=["spawned-child", "forkserver-children"])
+@pytest.mark.parametrize("slots", [1, 2], ids=["one-child", "two-children"])
 def test_pool_processes_retire_after_max_tasks_per_child_and_fresh_ones_go_on(
     procs: Processes, real: redis.Redis, namespace: str, slots: int
 ) -> None:
@@ -441,6 +442,8 @@ def test_workers_and_dispatcher_reach_redis_again_after_more_reconnects_than_the
         workers = [procs.worker("--concurrency", "1", "--pool", pool, "--name", pool)
                    for pool in ("process", "thread")]
         _workers(client, keys, 2)
+        # The serve too has reached Redis (a serve that cannot reach it at start exits).
+        wait_for(lambda: client.exists(keys.leader), timeout=30)
         server.stop()
         time.sleep(4)
         server.start()
