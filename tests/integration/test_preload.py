@@ -92,6 +92,36 @@ def test_the_pool_processes_forkserver_is_forked_from_the_supervisor(
              timeout=10)  # it ends with the supervisor
 
 
+def test_a_killed_forkserver_takes_its_pool_processes_and_new_ones_serve_from_a_new_one(
+        procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
+    """The kernel's OOM killer may pick the forkserver: its pool processes die with it
+    (their PR_SET_PDEATHSIG), and their replacements come from a forkserver that
+    multiprocessing starts anew (a new interpreter now: the supervisor runs threads),
+    which imports the task modules again; the worker serves on."""
+    record = tmp_path / "imports"
+    procs.env["RECORD_IMPORTS_TO"] = str(record)
+    procs.serve()
+    worker = procs.worker("--concurrency", "2", "--import", "tests.integration.recorded_imports")
+    wait_for(lambda: real.zcard(Keys(namespace).workers) >= 1, timeout=30)
+    supervisor = psutil.Process(worker.pid)
+    [forked] = supervisor.children()
+    pool = {p.pid for p in forked.children()}
+    forked.kill()
+    # Both pool processes are told as deaths, and replaced.
+    wait_for(lambda: procs.log(worker).count("died (exit code") >= 2, timeout=30)
+    with Flow("after") as flow:
+        call = recorded_imports.pid()
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.is_successful()
+    runner = psutil.Process(run.result(call))
+    assert runner.pid not in pool
+    server = runner.parent()
+    assert server is not None and server.ppid() == worker.pid and server.pid != forked.pid
+    assert "multiprocessing.forkserver" in " ".join(server.cmdline())
+    assert [int(line) for line in record.read_text().split()] == [forked.pid, server.pid]
+    assert worker.poll() is None
+
+
 def test_a_thread_pools_supervisor_imports_the_task_modules_its_slots_run(
         procs: Processes, real: redis.Redis, namespace: str, tmp_path: Path) -> None:
     supervisor, importers, runner = _importers(procs, real, namespace, tmp_path,
