@@ -324,7 +324,8 @@ def preload_imports() -> None:
     its supervisor in POOL_IMPORTS_ENV, imported once so that every child forked from it
     shares them (and a module's top-level ``flow.run()`` does not fire, as in a child).
     One that fails here is left to each child, whose own import says why, as without a
-    preload; the supervisor imported them all before, so it is rare."""
+    preload. A module that starts a thread at import is said: a fork does not carry
+    threads over, so the children would run its tasks without it."""
     names = os.environ.pop(POOL_IMPORTS_ENV, "")
     with importing_tasks():
         for module in filter(None, names.split(",")):
@@ -332,6 +333,12 @@ def preload_imports() -> None:
                 __import__(module)
             except (Exception, SystemExit):  # SystemExit: it parsed sys.argv
                 continue
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if threads:
+        log.warning("the --import modules started threads at import (%s): the pool"
+                    " processes, forked after it, do not have them; start the worker with"
+                    " --no-preload for each pool process to import the modules itself",
+                    ", ".join(threads))
 
 
 class ImportFailed(Exception):

@@ -14,7 +14,7 @@ from balancer.common.keys import Keys
 
 from balancer import Flow
 from tests.conftest import Processes, wait_for
-from tests.integration import preloaded_tasks, recorded_imports
+from tests.integration import preloaded_tasks, recorded_imports, threaded_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -120,6 +120,23 @@ def test_a_killed_forkserver_takes_its_pool_processes_and_new_ones_serve_from_a_
     assert "multiprocessing.forkserver" in " ".join(server.cmdline())
     assert [int(line) for line in record.read_text().split()] == [forked.pid, server.pid]
     assert worker.poll() is None
+
+
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_task_module_that_starts_a_thread_at_import_is_said_unless_each_imports_it(
+        procs: Processes, real: redis.Redis, namespace: str, preload: bool) -> None:
+    """Forked from the process that imported it, a pool process runs the module's tasks
+    without its thread: the log says so, and how to have one in each pool process."""
+    procs.serve()
+    worker = procs.worker("--import", "tests.integration.threaded_tasks",
+                          *(() if preload else ("--no-preload",)))
+    with Flow("threaded") as flow:
+        call = threaded_tasks.keeper_alive()
+    run = flow.run(timeout=60, client=real, namespace=namespace, quiet=True)
+    assert run.result(call) is not preload
+    said = "the --import modules started threads at import (keeper)"
+    assert (said in procs.log(worker)) is preload
+    assert "--no-preload" in procs.log(worker) or not preload
 
 
 def test_a_thread_pools_supervisor_imports_the_task_modules_its_slots_run(
