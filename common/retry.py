@@ -15,6 +15,7 @@ is isolated to that data, since retrying would only repeat it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -111,6 +112,33 @@ def persist(what: str, task_id: str, call: Callable[[], T],
         if backoff.recovered():
             log.info("task=%s could %s again", task_id, what)
         return value
+
+
+def wait_out(call: Callable[[], object], log: logging.Logger, waiting: str, served: str,
+             stop: threading.Event | None = None) -> bool:
+    """Run ``call`` until Redis serves it, waiting out an outage (``is_outage``: out of
+    memory, loading after a restart, unreachable) with backoff: ``waiting`` is logged,
+    with the error, at an episode's first failure, and ``served`` at its end. False if
+    ``stop`` was set meanwhile. Any other refusal (NOPERM from an ACL, a key of the wrong
+    type) raises: it would not pass by waiting. For the start of a long-lived process,
+    which must not fail because Redis is briefly full or restarting."""
+    backoff = Backoff()
+    while True:
+        try:
+            call()
+        except RETRYABLE as exc:
+            if not is_outage(exc):
+                raise
+            if backoff.failed():
+                log.error("%s (%s); trying again with backoff", waiting, describe(exc))
+            if stop is None:
+                time.sleep(backoff.delay)
+            elif stop.wait(backoff.delay):
+                return False
+            continue
+        if backoff.recovered():
+            log.info("%s", served)
+        return True
 
 
 def describe(exc: BaseException) -> str:

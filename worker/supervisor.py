@@ -33,7 +33,7 @@ from balancer.common.importpath import TaskPolicy, set_policy
 from balancer.common.keys import Keys
 from balancer.common.models import WorkerInfo
 from balancer.common.replies import as_bytes_list
-from balancer.common.retry import RETRYABLE, Backoff, describe, is_outage
+from balancer.common.retry import RETRYABLE, describe, wait_out
 from balancer.common.scripts import LeasedTask, Scripts
 from balancer.common.settings import Settings
 from balancer.worker import child, hostlimits
@@ -218,26 +218,11 @@ class Worker:
         self._check_partitions()
 
     def _register(self, stop: threading.Event) -> bool:
-        """The first heartbeat, tried again while Redis cannot serve (``is_outage``);
-        False if ``stop`` came first. Any other refusal (NOPERM from an ACL, a key of the
-        wrong type) raises: it would not pass by waiting."""
-        backoff = Backoff()
-        while True:
-            try:
-                self._beat()
-            except RETRYABLE as exc:
-                if not is_outage(exc):
-                    raise
-                if backoff.failed():
-                    log.error("worker=%s cannot register yet (%s); trying again with backoff",
-                              self.id, describe(exc))
-                if stop.wait(backoff.delay):
-                    return False
-                continue
-            if backoff.recovered():
-                log.info("worker=%s could register", self.id)
-            self.registered = True
-            return True
+        """The first heartbeat, tried again while Redis cannot serve (``wait_out``); False
+        if ``stop`` came first."""
+        self.registered = wait_out(self._beat, log, f"worker={self.id} cannot register yet",
+                                   f"worker={self.id} could register", stop)
+        return self.registered
 
     def _start_threads(self) -> None:
         """Start the slots and the helper threads, before the worker registers: a host

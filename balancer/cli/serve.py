@@ -12,6 +12,7 @@ from balancer.cli.common import NS_HELP, Cluster
 from balancer.common import logs, partitions
 from balancer.common.eviction import read_policy
 from balancer.common.logoptions import log_format_option, log_level_option
+from balancer.common.retry import wait_out
 from balancer.common.urls import URL_HELP, redact
 from balancer.dispatcher import Dispatcher
 from balancer.serve_partitions import PartitionedServe
@@ -45,8 +46,9 @@ def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | 
                            partitions=count)
     logs.setup(log_level, cluster.settings.log_format)
     count = cluster.settings.partitions
-    try:
-        partitions.claim(cluster.client, cluster.keys, count)
+    try:  # Redis full or loading now: waited out, as a worker waits to register
+        wait_out(lambda: partitions.claim(cluster.client, cluster.keys, count), log,
+                 "balancer serve cannot start yet", "balancer serve could start")
     except partitions.PartitionsError as exc:
         raise click.ClickException(str(exc)) from None
     dispatcher: Dispatcher | PartitionedServe = (

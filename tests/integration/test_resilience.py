@@ -171,6 +171,27 @@ def test_workers_survive_redis_running_out_of_memory_and_register_again(
             assert "Traceback" not in log, log
 
 
+def test_a_serve_started_while_redis_is_out_of_memory_waits_and_then_leads(
+    procs: Processes, namespace: str
+) -> None:
+    """It wrote its partition count at start and died of the OOM reply with a traceback
+    (a serve started while another's OOM episode lasted, or by a test racing one); it
+    waits it out now, said once, as a worker waits to register."""
+    with _redis_of_our_own(procs, namespace) as (client, keys):
+        client.config_set("maxmemory", "1")  # every write is refused with OOM
+        serve = procs.serve()
+        wait_for(lambda: "balancer serve cannot start yet" in procs.log(serve), timeout=30)
+        time.sleep(1.5)  # a few tries more
+        assert serve.poll() is None
+        client.config_set("maxmemory", "0")
+        procs.worker("--concurrency", "1", "--pool", "thread")
+        _workers(client, keys, 1)
+        _a_flow_completes(client, namespace, "after-oom-start")
+        log = procs.log(serve)
+        assert log.count("cannot start yet") == 1 and "balancer serve could start" in log
+        assert "Traceback" not in log, log
+
+
 def test_an_idle_worker_past_its_socket_timeout_logs_nothing_and_serves_at_once(
     procs: Processes, real: redis.Redis, namespace: str
 ) -> None:
