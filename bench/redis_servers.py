@@ -96,11 +96,13 @@ class RedisServer:
         """What the server printed (its log)."""
         return Path(self.dir) / "redis-server.out"
 
-    def start(self) -> RedisServer:
+    def start(self, answering: bool = True) -> RedisServer:
+        """Start it and wait until it answers PING (not with ``answering`` False: a server
+        loading a large dataset answers LOADING for a while)."""
         with open(self.output, "ab") as out:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while not answers(self.url):
+        while answering and not answers(self.url):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited ({self.proc.returncode}): "
                                    + self.output.read_text(errors="replace")[-2000:])

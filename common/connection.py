@@ -17,6 +17,7 @@ from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, runtime_checkabl
 
 import redis
 from balancer.common import demoted, serverversion, topology
+from balancer.common.retry import Backoff, is_outage
 from balancer.common.sentinelpool import MasterPool, cut_off
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
@@ -146,22 +147,53 @@ def server_time_ms(client: redis.Redis, route: str) -> float:
     return int(seconds) * 1000 + int(micros) / 1000
 
 
-def reach(url: str) -> redis.Redis:
+def reach(url: str, wait: logging.Logger | None = None) -> redis.Redis:
     """A client for ``url`` whose server has answered, and is recent enough
-    (``serverversion``); Unreachable otherwise, or TooOld."""
+    (``serverversion``); Unreachable otherwise, or TooOld. With ``wait`` (the start of a
+    long-lived process: a worker, a serve), a server that answers but cannot serve yet
+    (loading its data after a restart, out of memory) is waited for, said once on that
+    log, as such a process waits later on; one that does not answer at all still ends
+    the start, in one line (a wrong URL must not look like a wait)."""
+    backoff = Backoff()
+    while True:
+        try:
+            client = _reach(url)
+        except Unreachable as exc:
+            cause = exc.__cause__
+            if wait is None or not _not_ready(cause):
+                raise Unreachable(str(exc)) from None
+            if backoff.failed():
+                wait.error("Redis at %s cannot serve yet (%s); waiting for it", redact(url),
+                           scrub(" ".join(str(cause).split())))
+            time.sleep(backoff.delay)
+            continue
+        if wait is not None and backoff.recovered():
+            wait.info("Redis at %s serves now", redact(url))
+        return client
+
+
+def _reach(url: str) -> redis.Redis:
+    """``reach``'s one try; an Unreachable carries what Redis said as its cause."""
     try:
         client = connect(url)
     except ValueError as exc:
         raise Unreachable(str(exc)) from None
     except redis.RedisError as exc:
-        raise Unreachable(explain(url, exc)) from None
+        raise Unreachable(explain(url, exc)) from exc
     try:
         serverversion.check(client)
     except serverversion.TooOld as exc:
         raise serverversion.TooOld(f"{exc} (at {redact(url)})") from None
     except (redis.RedisError, RedisClusterException, OSError) as exc:
-        raise Unreachable(explain(url, exc)) from None
+        raise Unreachable(explain(url, exc)) from exc
     return client
+
+
+def _not_ready(exc: BaseException | None) -> bool:
+    """Redis answered, and said it cannot serve for now: loading its data (redis-py makes
+    that a ConnectionError), or an outage reply (``retry.is_outage``)."""
+    return isinstance(exc, redis.exceptions.BusyLoadingError) or (
+        isinstance(exc, redis.ResponseError) and is_outage(exc))
 
 
 def explain(url: str, exc: BaseException, first_contact: bool = True) -> str:

@@ -109,7 +109,7 @@ def start(queues: tuple[str, ...], concurrency: int, pool: str, name: str | None
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--name") from None
     try:
-        client = reach(settings.server_url)
+        client = reach(settings.server_url, logging.getLogger("worker"))  # waits if loading
     except (Unreachable, TooOld) as exc:  # one line, the URL redacted
         raise click.ClickException(str(exc)) from None
     try:

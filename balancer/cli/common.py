@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import click
 import redis
 
-from balancer.common import keytypes, partitions, protocol
+from balancer.common import keytypes, logs, partitions, protocol
 from balancer.common.connection import Unreachable, explain, reach
 from balancer.common.keys import Keys
 from balancer.common.printable import lines
@@ -32,14 +33,21 @@ class Cluster:
     scripts: Scripts
 
     @classmethod
-    def open(cls, **overrides: Any) -> Cluster:
-        """Settings from flags and environment, and a client that has answered a PING."""
+    def open(cls, long_lived_log_level: str | None = None, **overrides: Any) -> Cluster:
+        """Settings from flags and environment, and a client that has answered a PING.
+        ``long_lived_log_level``, for a command that runs on (``serve``): its logging set
+        up at that level, then a Redis that answers but cannot serve yet (loading its data
+        after a restart) waited for, said in its log, as a worker waits."""
         try:
             settings = Settings.from_env(**overrides)
         except SettingsError as exc:
             raise click.UsageError(str(exc)) from None
+        wait = None
+        if long_lived_log_level is not None:
+            logs.setup(long_lived_log_level, settings.log_format)
+            wait = logging.getLogger("balancer")
         try:
-            client = reach(settings.server_url)
+            client = reach(settings.server_url, wait)
         except (Unreachable, TooOld) as exc:  # one line, the URL redacted
             raise click.ClickException(str(exc)) from None
         keys = Keys(settings.namespace)

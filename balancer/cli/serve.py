@@ -9,7 +9,7 @@ from types import FrameType
 import click
 
 from balancer.cli.common import NS_HELP, Cluster
-from balancer.common import logs, partitions
+from balancer.common import partitions
 from balancer.common.eviction import read_policy
 from balancer.common.logoptions import log_format_option, log_level_option
 from balancer.common.retry import wait_out
@@ -41,10 +41,9 @@ def serve(redis_url: str | None, namespace: str | None, worker_timeout: float | 
     within a few seconds if it dies. With --partitions N, each leads its share of the N
     partitions and takes over those of one that dies. Stop with ctrl-C or SIGTERM.
     """
-    cluster = Cluster.open(redis_url=redis_url, namespace=namespace,
-                           worker_timeout=worker_timeout, log_format=log_format,
-                           partitions=count)
-    logs.setup(log_level, cluster.settings.log_format)
+    cluster = Cluster.open(long_lived_log_level=log_level, redis_url=redis_url,
+                           namespace=namespace, worker_timeout=worker_timeout,
+                           log_format=log_format, partitions=count)
     count = cluster.settings.partitions
     try:  # Redis full or loading now: waited out, as a worker waits to register
         wait_out(lambda: partitions.claim(cluster.client, cluster.keys, count), log,

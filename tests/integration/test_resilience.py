@@ -23,6 +23,7 @@ from balancer.common.keys import Keys
 
 from balancer import Flow, task
 from bench.reap import wait_ended
+from bench.redis_servers import answers
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 
@@ -190,6 +191,44 @@ def test_a_serve_started_while_redis_is_out_of_memory_waits_and_then_leads(
         log = procs.log(serve)
         assert log.count("cannot start yet") == 1 and "balancer serve could start" in log
         assert "Traceback" not in log, log
+
+
+def test_a_serve_and_a_worker_started_while_redis_loads_its_data_wait_for_it(
+    procs: Processes, namespace: str
+) -> None:
+    """A Redis restarted with its data answers LOADING until it has read it (seconds to
+    minutes): a serve or a worker started then (a whole stack restarted at once) exited
+    with "cannot reach Redis"; they wait now, said once each. A short-lived command
+    (``balancer status``) still says it in one line and exits."""
+    server = RedisServer("--enable-debug-command", "yes").start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.execute_command("DEBUG", "POPULATE", "100000")
+        client.save()
+        server.stop()
+        # LOADING for ~10 s, answering between keys (every 1 KB read: a large dataset
+        # answers every 2 MB)
+        server.extra = (*server.extra, "--key-load-delay", "50",
+                        "--loading-process-events-interval-bytes", "1024")
+        server.start(answering=False)
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        serve = procs.serve()
+        worker = procs.worker("--concurrency", "1")
+        status = subprocess.run([sys.executable, "-m", "balancer.cli", "status"], cwd=ROOT,
+                                env=procs.env, capture_output=True, text=True, timeout=60)
+        for proc in (serve, worker):
+            wait_for(lambda p=proc: "cannot serve yet" in procs.log(p), timeout=30)
+        assert status.returncode != 0 and "loading the dataset" in status.stderr
+        assert serve.poll() is None and worker.poll() is None
+        wait_for(lambda: answers(server.url), timeout=120)
+        _workers(client, Keys(namespace), 1)
+        _a_flow_completes(client, namespace, "after-loading")
+        for proc in (serve, worker):
+            log = procs.log(proc)
+            assert log.count("cannot serve yet") == 1 and "serves now" in log, log
+            assert "Traceback" not in log, log
+    finally:
+        server.cleanup()
 
 
 def test_an_idle_worker_past_its_socket_timeout_logs_nothing_and_serves_at_once(
