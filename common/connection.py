@@ -17,7 +17,7 @@ from typing import Any, NoReturn, ParamSpec, Protocol, TypeVar, runtime_checkabl
 
 import redis
 from balancer.common import demoted, serverversion, topology
-from balancer.common.retry import Backoff, is_outage
+from balancer.common.retry import is_outage, wait_out
 from balancer.common.sentinelpool import MasterPool, cut_off
 from balancer.common.urls import check, redact, remember, scrub
 from hiredis import pack_command as _hiredis_pack  # a dependency: packs a command in C
@@ -152,24 +152,18 @@ def reach(url: str, wait: logging.Logger | None = None) -> redis.Redis:
     (``serverversion``); Unreachable otherwise, or TooOld. With ``wait`` (the start of a
     long-lived process: a worker, a serve), a server that answers but cannot serve yet
     (loading its data after a restart, out of memory) is waited for, said once on that
-    log, as such a process waits later on; one that does not answer at all still ends
-    the start, in one line (a wrong URL must not look like a wait)."""
-    backoff = Backoff()
-    while True:
-        try:
-            client = _reach(url)
-        except Unreachable as exc:
-            cause = exc.__cause__
-            if wait is None or not _not_ready(cause):
-                raise Unreachable(str(exc)) from None
-            if backoff.failed():
-                wait.error("Redis at %s cannot serve yet (%s); waiting for it", redact(url),
-                           scrub(" ".join(str(cause).split())))
-            time.sleep(backoff.delay)
-            continue
-        if wait is not None and backoff.recovered():
-            wait.info("Redis at %s serves now", redact(url))
-        return client
+    log (``retry.wait_out``), as such a process waits later on; one that does not answer
+    at all still ends the start, in one line (a wrong URL must not look like a wait)."""
+    reached: list[redis.Redis] = []
+    try:
+        if wait is None:
+            return _reach(url)
+        wait_out(lambda: reached.append(_reach(url)), wait, "Redis cannot serve yet",
+                 f"Redis at {redact(url)} serves now",  # the error says where
+                 passing=lambda exc: _not_ready(exc.__cause__))
+        return reached[0]
+    except Unreachable as exc:  # one line: without what redis-py raised under it
+        raise Unreachable(str(exc)) from None
 
 
 def _reach(url: str) -> redis.Redis:

@@ -115,19 +115,21 @@ def persist(what: str, task_id: str, call: Callable[[], T],
 
 
 def wait_out(call: Callable[[], object], log: logging.Logger, waiting: str, served: str,
-             stop: threading.Event | None = None) -> bool:
-    """Run ``call`` until Redis serves it, waiting out an outage (``is_outage``: out of
-    memory, loading after a restart, unreachable) with backoff: ``waiting`` is logged,
-    with the error, at an episode's first failure, and ``served`` at its end. False if
-    ``stop`` was set meanwhile. Any other refusal (NOPERM from an ACL, a key of the wrong
-    type) raises: it would not pass by waiting. For the start of a long-lived process,
-    which must not fail because Redis is briefly full or restarting."""
+             stop: threading.Event | None = None,
+             passing: Callable[[Exception], bool] = is_outage) -> bool:
+    """Run ``call`` until Redis serves it, waiting out an outage (``passing``; by default
+    ``is_outage``: out of memory, loading after a restart, unreachable) with backoff:
+    ``waiting`` is logged, with the error, at an episode's first failure, and ``served``
+    at its end. False if ``stop`` was set meanwhile. Any other refusal (NOPERM from an
+    ACL, a key of the wrong type) raises: it would not pass by waiting. For the start of
+    a long-lived process, which must not fail because Redis is briefly full or
+    restarting."""
     backoff = Backoff()
     while True:
         try:
             call()
         except RETRYABLE as exc:
-            if not is_outage(exc):
+            if not passing(exc):
                 raise
             if backoff.failed():
                 log.error("%s (%s); trying again with backoff", waiting, describe(exc))
