@@ -66,6 +66,17 @@ def _leased(heartbeat: Heartbeat, partition: int) -> Callable[[], int]:
     return lambda: heartbeat.leased_in[partition]
 
 
+def _partition_count(client: redis.Redis, keys: Keys) -> int:
+    """The cluster's partition count, read at start, waiting out a Redis that cannot
+    serve yet (``wait_out``): ``worker start`` waits for a loading Redis before it gets
+    here (``reach``), but one restarted in between answers LOADING, which ended the start
+    with a traceback."""
+    counted: list[int] = []
+    wait_out(lambda: counted.append(partitions.count(client, keys)), log,
+             "worker cannot start yet", "worker could start")
+    return counted[-1]
+
+
 class WorkerError(RuntimeError):
     """The worker cannot start as configured."""
 
@@ -104,7 +115,7 @@ class Worker:
         self.scripts = Scripts.for_settings(client, self.keys, settings)
         # Every partition of the cluster is served (common/partitions.py): its scripts, by
         # partition; each has this worker's registration, inbox, leases and ack thread.
-        self.count = partitions.count(client, self.keys)
+        self.count = _partition_count(client, self.keys)
         self.parts = [self.scripts] + [
             Scripts.for_settings(client, self.keys.of(p), settings)
             for p in range(1, self.count)]
