@@ -274,9 +274,10 @@ class FlowRun:
                 return state
             if state == "unknown":
                 raise FlowLost(f"flow {self.name!r} ({self.id}) has no record in Redis:"
-                               " a failover lost writes that no replica had yet (set"
-                               " BALANCER_MIN_REPLICAS to make submits wait for one), or it"
-                               " expired after result_ttl")
+                               " Redis lost its data (restarted without persistence, or"
+                               " flushed), a failover lost writes that no replica had yet"
+                               " (set BALANCER_MIN_REPLICAS to make submits wait for one),"
+                               " or it expired after result_ttl")
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"flow {self.name!r} ({self.id}) still {state}"
                                    f" after {timeout}s")

@@ -9,10 +9,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 from balancer.common.keys import Keys
 
-from balancer import Flow
+from balancer import Flow, FlowLost
 from tests.conftest import ROOT, Processes, RedisServer, wait_for
 from tests.integration import tasks
 
@@ -210,5 +211,39 @@ def test_work_resumes_after_redis_restarts_and_aof_keeps_submitted_flows(
         assert [run.result(s) for s in second] == [1.3] * 4
         assert worker.poll() is None
         assert "cannot" in procs.log(worker) or "Redis" in procs.log(worker)
+    finally:
+        server.cleanup()
+
+
+def test_a_redis_that_loses_its_data_mid_run_has_the_run_reported_lost_and_serves_the_next(
+    procs: Processes, namespace: str
+) -> None:
+    """Redis restarted without persistence under a running flow: the client waiting on it
+    is told the run is lost and why (not a hang, not a failover alone), the worker that ran
+    its task registers again and has its late result refused (logged), and the next flow
+    completes on the same processes."""
+    server = RedisServer().start()  # no persistence: a restart loses every key
+    try:
+        procs.env["BALANCER_REDIS_URL"] = server.url
+        client = redis.Redis.from_url(server.url)
+        keys = Keys(namespace)
+        serve = procs.serve()
+        worker = procs.worker("--concurrency", "1", "--pool", "process")
+        _workers(client, keys, 1)
+        with Flow("wiped") as flow:
+            slow = tasks.sleep_for(3.0)
+        run = flow.submit(client, namespace=namespace)
+        wait_for(lambda: run.task_state(slow) == "running", timeout=30)
+        server.stop(kill=True)
+        server.start()
+        with pytest.raises(FlowLost, match=r"Redis lost its data \(restarted without persis"):
+            run.wait(timeout=60)
+        wait_for(lambda: "outcome refused" in procs.log(worker), timeout=30)
+        with Flow("after") as flow:
+            one = tasks.add(1, 1)
+        after = flow.submit(client, namespace=namespace)
+        assert after.wait(timeout=60) == "completed" and after.result(one) == 2
+        assert worker.poll() is None and serve.poll() is None
+        assert "registered again" in procs.log(worker)
     finally:
         server.cleanup()
