@@ -275,6 +275,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# Said under the goals of a --quick run: its throughput run lasts a fraction of a second
+# (300 tasks), its latency is 30 singles (p99 their maximum), so a moment's noise decides
+# a ratio: a quick run here put our throughput on 2 x 1 at 0.38 of Huey's, a full run of
+# the same code minutes later at 0.67.
+QUICK_WARNING = ("--quick: every workload is cut small (300 throughput tasks, 30 singles):"
+                 " these figures show that the harness and each system run, not how the"
+                 " systems compare; run without --quick to measure.")
+
+
 def markdown(meta: dict[str, Any], results: report.Results, systems: list[str],
              rows: list[report.Row], verdicts: list[summary.Verdict]) -> str:
     """The run as markdown: what ran, the goals of issue 17, every figure."""
@@ -282,6 +291,7 @@ def markdown(meta: dict[str, Any], results: report.Results, systems: list[str],
         f"# bench/compare {meta['started']} ({meta['revision']})", "",
         f"`{meta['command']}`: {meta['runs']} run(s), medians; layouts"
         f" {', '.join(meta['layouts'])}; {meta['cores']} cores.", "",
+        *([QUICK_WARNING, ""] if meta["quick"] else []),
         "## Goals of issue 17 (ours / the best peer)", "",
         summary.markdown(summary.GOALS_HEAD, summary.goals_rows(verdicts)), "",
         "## Every figure", "", report.markdown_table(results, systems, rows), "",
@@ -352,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.NOTES)
     print()
     print(summary.goals_table(verdicts))
+    if args.quick:
+        print(QUICK_WARNING)
     for line in report.errors(medians):
         print("error:", line)
     png = args.out / f"{stamp}.png"
