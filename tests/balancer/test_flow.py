@@ -6,10 +6,13 @@ dependency on the task itself, which must not leak from one test into another.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from balancer import Flow, FlowError, Node, Queue, Task, task, unmapped
 from balancer.queue import DEFAULT_QUEUE
@@ -558,3 +561,53 @@ def test_a_map_waits_for_an_upstream_task_given_unmapped_in_upstream_tasks() -> 
         ready = setup()
         mapped = work.map([1, 2, 3], upstream_tasks=[unmapped(ready)])
     assert mapped.upstream == {ready: None} and flow.upstream_tasks(mapped) == {ready}
+
+
+def _fn_of(kinds: list[tuple[str, bool]]) -> Any:
+    """A function whose parameters are of these kinds (with a default or not), in order."""
+    kind = {"pos": inspect.Parameter.POSITIONAL_ONLY,
+            "any": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            "args": inspect.Parameter.VAR_POSITIONAL,
+            "kw": inspect.Parameter.KEYWORD_ONLY, "kwargs": inspect.Parameter.VAR_KEYWORD}
+    params = [inspect.Parameter(f"p{i}", kind[k], **(
+        {"default": 0} if default and k in ("pos", "any", "kw") else {}))
+              for i, (k, default) in enumerate(kinds)]
+
+    def fn(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return fn
+
+
+@given(st.lists(st.tuples(st.sampled_from(["pos", "any", "args", "kw", "kwargs"]),
+                          st.booleans()), max_size=5),
+       st.integers(min_value=0, max_value=6))
+def test_a_call_without_keywords_is_refused_exactly_when_binding_it_would_be(
+        kinds: list[tuple[str, bool]], count: int) -> None:
+    """``check_call`` decides such a call by its count alone (the usual call, spared the
+    bind): the same verdict as ``Signature.bind``, for every shape of signature."""
+    order = ["pos", "any", "args", "kw", "kwargs"]  # the order Python allows them in
+    kinds = sorted(kinds, key=lambda k: order.index(k[0]))
+    kinds = [k for i, k in enumerate(kinds) if k[0] not in ("args", "kwargs")
+             or k[0] not in {x[0] for x in kinds[:i]}]
+    positional = [i for i, (k, _) in enumerate(kinds) if k in ("pos", "any")]
+    for after, i in enumerate(positional):  # a default only behind defaults
+        if kinds[i][1] and any(not kinds[j][1] for j in positional[after + 1:]):
+            kinds[i] = (kinds[i][0], False)
+    try:
+        fn = _fn_of(kinds)
+    except ValueError:  # a shape Python refuses
+        return
+    t = task(fn, name="shaped")
+    args = tuple(range(count))
+    try:
+        inspect.signature(fn).bind(*args)
+        binds = True
+    except TypeError:
+        binds = False
+    if binds:
+        t.check_call(args, {})
+    else:
+        with pytest.raises(TypeError, match="task 'shaped'"):
+            t.check_call(args, {})
