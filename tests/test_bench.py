@@ -301,3 +301,20 @@ def test_embedded_idle_bench_reports_the_idle_clusters_cpu_and_fetches(tmp_path:
     assert figures["flow"] == "completed", proc.stdout + proc.stderr
     assert figures["idle_cpu_share"] >= 0 and figures["fetches_per_s"] >= 0, figures
     assert "an idle embedded cluster" in proc.stdout
+
+
+@pytest.mark.integration
+def test_slot_scaling_bench_splits_a_tasks_cpu_by_process_and_over_the_pool(
+        tmp_path: Path) -> None:
+    from tests.integration.topologies import need_redis_server
+
+    need_redis_server()
+    out = tmp_path / "slots.json"
+    proc, rounds = _run("slot_scaling.py", out, "--slots", "1,2", "--seconds", "1",
+                        "--rounds", "1")
+    assert [r["slots"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["tasks"] > 0 and r["tasks_per_s"] > 0, r
+        assert r["cpu_us"]["pool processes"] > 0 and r["cpu_us"]["redis"] > 0, r
+        assert 1 <= len(r["shares"]) <= r["slots"] and 0.95 <= sum(r["shares"]) <= 1.0, r
+    assert "pool shares:" in proc.stdout
