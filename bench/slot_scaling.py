@@ -12,9 +12,9 @@ the tasks spread over the pool processes: each one's share of the pool's CPU, la
 first (one slot busy and the others idle: one share near 1; the tasks going round: equal
 shares).
 
-docs/scaling.md ("More pool processes, more CPU per task") reads it: idle pool processes
-take the tasks in turn, and a process that runs every fourth task runs it with cold
-caches. It prints figures and never asserts speed.
+docs/scaling.md ("More pool processes, more CPU per task") reads it: the tasks go round
+the idle pool processes, and with more of them running at once than the host has cores
+each task costs more. It prints figures and never asserts speed.
 """
 
 from __future__ import annotations
