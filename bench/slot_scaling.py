@@ -51,14 +51,6 @@ class Round:
     shares: list[float]  # each pool process's share of the pool's CPU, largest first
 
 
-def _cpu(proc: psutil.Process) -> float:
-    try:
-        times = proc.cpu_times()
-        return float(times.user + times.system)
-    except psutil.Error:
-        return 0.0
-
-
 def _processes(cluster: cb.Cluster, workers: list[psutil.Process], redis_pid: int
                ) -> dict[str, list[psutil.Process]]:
     pool = [c for w in workers for c in w.children(recursive=True)]
@@ -84,7 +76,8 @@ def one_round(url: str, logdir: Path, slots: int, workers: int, seconds: float,
             cb.check(cb.many_noops("warm", 1).submit(client=client).wait(timeout), "warm-up")
         watched = _processes(cluster, [psutil.Process(p.pid) for p in procs],
                              int(client.info("server")["process_id"]))
-        before = {p.pid: _cpu(p) for ps in watched.values() for p in ps}
+        pids = [p.pid for ps in watched.values() for p in ps]
+        before = {pid: cb.cpu_seconds(pid) for pid in pids}
         client0, t0 = time.process_time(), time.perf_counter()
         runs = []
         while time.perf_counter() - t0 < seconds:
@@ -92,7 +85,7 @@ def one_round(url: str, logdir: Path, slots: int, workers: int, seconds: float,
         for run in runs:
             cb.check(run.wait(timeout), f"flow {run.id}")
         wall = time.perf_counter() - t0
-        spent = {p.pid: _cpu(p) - before[p.pid] for ps in watched.values() for p in ps}
+        spent = {pid: cb.cpu_seconds(pid) - before[pid] for pid in pids}
         n = len(runs)
         cpu_us = {kind: sum(spent[p.pid] for p in watched[kind]) / n * 1e6
                   for kind in watched}
