@@ -102,10 +102,11 @@ class Cluster:
         self.dispatcher = self.start("serve", "balancer.cli", "serve")
         return self.dispatcher
 
-    def workers(self, pool: str, concurrency: int) -> list[subprocess.Popen[bytes]]:
+    def workers(self, pool: str, concurrency: int, count: int = WORKERS
+                ) -> list[subprocess.Popen[bytes]]:
         return [self.start(f"worker-{pool}", "balancer.worker.cli", "start", "--queue", QUEUE,
                            "--concurrency", str(concurrency), "--pool", pool)
-                for _ in range(WORKERS)]
+                for _ in range(count)]
 
     def stop(self, proc: subprocess.Popen[bytes]) -> int | None:
         """SIGTERM, wait, then SIGKILL the process group (pool children included)."""

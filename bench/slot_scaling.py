@@ -68,9 +68,7 @@ def one_round(url: str, logdir: Path, slots: int, workers: int, seconds: float,
     cluster = cb.Cluster(url, namespace, logdir, "WARNING")
     try:
         cluster.serve()
-        procs = [cluster.start("worker-process", "balancer.worker.cli", "start", "--queue",
-                               cb.QUEUE, "--concurrency", str(slots), "--pool", "process")
-                 for _ in range(workers)]
+        procs = cluster.workers("process", slots, workers)
         cb.wait_ready(cluster, procs, slots)
         for _ in range(100):  # warm: offers read, scripts loaded, every process awake
             cb.check(cb.many_noops("warm", 1).submit(client=client).wait(timeout), "warm-up")
